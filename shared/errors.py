@@ -1,0 +1,40 @@
+"""Errors raised by the forward-only module. Each carries a machine-readable ``code``; the
+service maps the classes to HTTP statuses, the trainer prints the message."""
+
+
+class ScratchnetError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, details: list | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ModelFileError(ScratchnetError):
+    """A model file that cannot be loaded: the message names the file and the reason."""
+
+    code = "invalid_model_file"
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class InvalidInput(ScratchnetError):
+    """Well-formed but unusable input: wrong length, NaN, wrong type (HTTP 422)."""
+
+    code = "invalid_input"
+
+
+class UnsupportedImage(ScratchnetError):
+    """Bytes that are not a decodable image in a supported format (HTTP 415)."""
+
+    code = "unsupported_image"
+
+
+class ImageTooLarge(ScratchnetError):
+    """An image whose declared pixel count exceeds the limit, refused before decoding (HTTP 413)."""
+
+    code = "image_too_large"

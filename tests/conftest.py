@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _datasets_dir() -> Path | None:
+    value = os.environ.get("SCRATCHNET_DATASETS")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """The folder holding genuine copies of mnist/, fashion-mnist/ and wine-quality/.
+
+    Set SCRATCHNET_DATASETS to use it; the Makefile sets it when ../shared/datasets exists."""
+    path = _datasets_dir()
+    if path is None:
+        pytest.skip("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, wine-quality/")
+    return path
