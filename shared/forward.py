@@ -1,0 +1,140 @@
+"""The forward-only network: what a validated ``model.npz`` becomes in memory.
+
+A ``Model`` is immutable once built; the service swaps whole ``Model`` objects, so a request
+keeps the one it started with. Everything runs in float32 on whole batches, never per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def relu(x: np.ndarray, alpha=None) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+def leaky_relu(x: np.ndarray, alpha=np.float32(0.01)) -> np.ndarray:
+    # For 0 < alpha < 1, max(x, alpha * x) is x where x > 0 and alpha * x elsewhere.
+    return np.maximum(x, x * alpha, out=x)
+
+
+def sigmoid(x: np.ndarray, alpha=None) -> np.ndarray:
+    # 1 / (1 + exp(-x)) written as 0.5 * (1 + tanh(x / 2)): exact and never overflows.
+    np.multiply(x, 0.5, out=x)
+    np.tanh(x, out=x)
+    np.add(x, 1, out=x)
+    return np.multiply(x, 0.5, out=x)
+
+
+def tanh(x: np.ndarray, alpha=None) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+def softmax(x: np.ndarray, alpha=None) -> np.ndarray:
+    """Row-wise softmax of ``x`` of shape (n, k), in place, stable for large logits."""
+    x -= x.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=1, keepdims=True)
+    return x
+
+
+# Each takes a float32 array it may overwrite and returns the result (in place where possible).
+ACTIVATIONS = {"relu": relu, "leaky_relu": leaky_relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax}
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded, validated model. Build it with ``shared.model_file.load_model``.
+
+    ``layers`` is a list of ``(kind, name, values)`` steps: ``("dense", name, (W, b))``,
+    ``("affine", name, (scale, shift))`` for inference-mode batch norm and
+    ``("activation", name, alpha)``.
+    """
+
+    manifest: dict
+    layers: list
+    path: Path | None = None
+    _norm: tuple = field(init=False, repr=False)
+
+    def __post_init__(self):
+        norm = self.manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+        mean = np.asarray(norm["mean"], dtype=np.float32)
+        inv_std = (1.0 / np.asarray(norm["std"], dtype=np.float64)).astype(np.float32)
+        object.__setattr__(self, "_norm", (mean, inv_std))
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> int:
+        return self.manifest["version"]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def input_size(self) -> int:
+        return self.manifest["input"]["shape"][0]
+
+    @property
+    def input_kind(self) -> str:
+        return self.manifest["input"]["kind"]
+
+    @property
+    def preprocessing(self) -> dict | None:
+        return self.manifest["input"].get("preprocessing")
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.manifest["output"].get("labels")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for kind, _, values in self.layers if kind != "activation" for v in values)
+
+    def __repr__(self) -> str:
+        steps = " -> ".join(
+            f"dense({values[0].shape[0]}x{values[0].shape[1]})" if kind == "dense" else
+            f"batchnorm({values[0].shape[0]})" if kind == "affine" else name
+            for kind, name, values in self.layers)
+        return f"Model({self.name} v{self.version}: {steps})"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Raw input rows of shape (n, input_size) -> network output of shape (n, k).
+
+        Classification outputs are probabilities (the softmax layer); regression outputs
+        are in the network's standardised target units (see ``predict``).
+        """
+        mean, inv_std = self._norm
+        h = np.subtract(np.asarray(x, dtype=np.float32), mean)
+        h *= inv_std
+        for kind, name, values in self.layers:
+            if kind == "dense":
+                weight, bias = values
+                h = h @ weight
+                h += bias
+            elif kind == "affine":
+                h *= values[0]
+                h += values[1]
+            else:
+                h = ACTIVATIONS[name](h, values)
+        return h
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities of shape (n, classes) for raw input rows (classification only)."""
+        if self.task != "classification":
+            raise TypeError(f"model {self.name} is a regression model; use predict()")
+        return self.forward(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class indices of shape (n,) for classification; target values of shape (n,) for regression."""
+        out = self.forward(x)
+        if self.task == "classification":
+            return out.argmax(axis=1)
+        scaling = self.manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+        return out[:, 0] * np.float32(scaling["std"]) + np.float32(scaling["mean"])

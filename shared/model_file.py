@@ -1,0 +1,280 @@
+"""Write, read and validate ``model.npz`` (docs/model-format.md) and run its forward pass.
+
+This is the only code that touches the file format. Loading validates everything before a
+``Model`` exists, so a ``Model`` in hand is always servable; a bad file raises one
+``ModelFileError`` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFileError
+from .forward import ACTIVATIONS, Model
+
+FORMAT = "scratchnet.mlp"
+FORMAT_VERSION = 1
+MANIFEST_KEY = "manifest"
+TASKS = ("classification", "regression")
+LAYER_PARAMS = {
+    "dense": ("weight", "bias"),
+    "batchnorm": ("gamma", "beta", "running_mean", "running_var"),
+}
+
+
+def parameters_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the arrays in sorted name order: name, a zero byte, little-endian float32 bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(np.ascontiguousarray(arrays[name], dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def describe_arrays(arrays: dict[str, np.ndarray]) -> dict:
+    """The manifest's ``parameters`` entry for these arrays."""
+    return {
+        "sha256": parameters_sha256(arrays),
+        "arrays": {name: {"shape": list(a.shape), "dtype": "float32"} for name, a in sorted(arrays.items())},
+    }
+
+
+def save_model(path: str | os.PathLike, arrays: dict[str, np.ndarray], manifest: dict) -> Path:
+    """Write ``arrays`` and ``manifest`` to ``path`` and return it.
+
+    Fills in ``format``, ``format_version`` and ``parameters`` (names, shapes, checksum), then
+    loads the written file back so a file that would be refused is never left behind.
+    """
+    path = Path(path)
+    arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+    if MANIFEST_KEY in arrays:
+        raise ValueError(f"a parameter may not be called {MANIFEST_KEY!r}")
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest,
+                "parameters": describe_arrays(arrays)}
+    encoded = np.frombuffer(json.dumps(manifest, indent=1).encode("utf-8"), dtype=np.uint8)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays, **{MANIFEST_KEY: encoded})
+    try:
+        load_model(path)
+    except ModelFileError:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest alone, validated as JSON but without loading the arrays."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        return _decode_manifest(path, npz)
+
+
+def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
+               expect_version: int | None = None, max_bytes: int | None = None) -> Model:
+    """Load and validate ``path``; ``expect_*`` are the registry folder's name and version."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ModelFileError(path, f"cannot read the file ({e.strerror})") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ModelFileError(path, f"the file is {size} bytes, over the limit of {max_bytes}")
+    with _open_npz(path) as npz:
+        manifest = _decode_manifest(path, npz)
+        _check_manifest(path, manifest, expect_name, expect_version)
+        arrays = _read_arrays(path, npz, manifest)
+    layers = _check_layers(path, manifest, arrays)
+    return Model(manifest=manifest, layers=layers, path=path)
+
+
+def _open_npz(path: Path):
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ModelFileError(path, f"cannot read the file ({e.strerror})") from None
+    if not zipfile.is_zipfile(io.BytesIO(raw)):
+        raise ModelFileError(path, "not an .npz archive (truncated or not a zip file)")
+    try:
+        return np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception as e:  # numpy raises several types for damaged archives
+        raise ModelFileError(path, f"damaged .npz archive ({e})") from None
+
+
+def _load_array(path: Path, npz, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise ModelFileError(path, f"array {key!r} holds Python objects (pickle); refused") from None
+        raise ModelFileError(path, f"array {key!r} cannot be read ({e})") from None
+    except Exception as e:  # zlib/zip/format errors in a damaged member
+        raise ModelFileError(path, f"array {key!r} is damaged ({type(e).__name__}: {e})") from None
+
+
+def _decode_manifest(path: Path, npz) -> dict:
+    if MANIFEST_KEY not in npz.files:
+        raise ModelFileError(path, "no 'manifest' array: not a scratchnet model file")
+    raw = _load_array(path, npz, MANIFEST_KEY)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ModelFileError(path, "the manifest must be a 1-D uint8 array of UTF-8 JSON")
+    try:
+        manifest = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(path, f"the manifest is not valid UTF-8 JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(path, "the manifest must be a JSON object")
+    return manifest
+
+
+def _require(path: Path, manifest: dict, key: str, kind: type | tuple[type, ...]):
+    value = manifest.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ModelFileError(path, f"manifest field {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> None:
+    if manifest.get("format") != FORMAT:
+        raise ModelFileError(path, f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(path, f"format_version {manifest.get('format_version')!r} is not supported "
+                                   f"(this build reads {FORMAT_VERSION})")
+    name = _require(path, manifest, "name", str)
+    version = _require(path, manifest, "version", int)
+    if expect_name is not None and name != expect_name:
+        raise ModelFileError(path, f"manifest names model {name!r} but the file is in the registry folder {expect_name!r}")
+    if expect_version is not None and version != expect_version:
+        raise ModelFileError(path, f"manifest says version {version} but the file is in folder {expect_version}")
+    if manifest.get("task") not in TASKS:
+        raise ModelFileError(path, f"task {manifest.get('task')!r} is not one of {', '.join(TASKS)}")
+    for key in ("input", "output", "parameters"):
+        _require(path, manifest, key, dict)
+    _require(path, manifest, "layers", list)
+    shape = manifest["input"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 0):
+        raise ModelFileError(path, f"input.shape {shape!r} must be a list of one positive integer")
+    if manifest["input"].get("kind") not in ("image", "vector"):
+        raise ModelFileError(path, "input.kind must be 'image' or 'vector'")
+    if manifest["input"]["kind"] == "image" and shape[0] != 784:
+        raise ModelFileError(path, f"an image model takes 784 inputs (28x28), the manifest says {shape[0]}")
+
+
+def _read_arrays(path: Path, npz, manifest: dict) -> dict[str, np.ndarray]:
+    declared = manifest["parameters"].get("arrays")
+    if not isinstance(declared, dict):
+        raise ModelFileError(path, "manifest field parameters.arrays is missing")
+    present = set(npz.files) - {MANIFEST_KEY}
+    if present != set(declared):
+        missing, extra = sorted(set(declared) - present), sorted(present - set(declared))
+        raise ModelFileError(path, f"arrays differ from the manifest (missing {missing}, unexpected {extra})")
+    arrays = {}
+    for name in sorted(present):
+        array = _load_array(path, npz, name)
+        if array.dtype != np.float32:
+            raise ModelFileError(path, f"array {name!r} is {array.dtype}, expected float32")
+        if list(array.shape) != declared[name].get("shape"):
+            raise ModelFileError(path, f"array {name!r} has shape {list(array.shape)}, "
+                                       f"the manifest says {declared[name].get('shape')}")
+        if not np.isfinite(array).all():
+            raise ModelFileError(path, f"array {name!r} holds NaN or infinite values")
+        arrays[name] = np.ascontiguousarray(array)
+    checksum = parameters_sha256(arrays)
+    if checksum != manifest["parameters"].get("sha256"):
+        raise ModelFileError(path, f"parameter checksum mismatch: the manifest says "
+                                   f"{manifest['parameters'].get('sha256')}, the arrays hash to {checksum}")
+    return arrays
+
+
+def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> list[tuple]:
+    """Check the architecture chains and turn it into ``(kind, name, values)`` steps for ``Model``."""
+    width = manifest["input"]["shape"][0]
+    steps: list[tuple] = []
+    used: set[str] = set()
+    specs = manifest["layers"]
+    for i, spec in enumerate(specs):
+        where = f"layer {i}"
+        if not isinstance(spec, dict):
+            raise ModelFileError(path, f"{where} is not an object")
+        kind, name = spec.get("type"), spec.get("name")
+        if kind in LAYER_PARAMS:
+            keys = [f"{name}.{p}" for p in LAYER_PARAMS[kind]]
+            absent = [k for k in keys if k not in arrays]
+            if absent:
+                raise ModelFileError(path, f"{where} ({kind} {name!r}) has no arrays {absent}")
+            used.update(keys)
+            values = [arrays[k] for k in keys]
+            if kind == "dense":
+                weight, bias = values
+                if weight.ndim != 2 or weight.shape[0] != width:
+                    raise ModelFileError(path, f"{where} ({name}) weight has shape {list(weight.shape)} but "
+                                               f"receives {width} features: shapes do not chain")
+                if bias.shape != (weight.shape[1],):
+                    raise ModelFileError(path, f"{where} ({name}) bias has shape {list(bias.shape)}, "
+                                               f"expected [{weight.shape[1]}]")
+                width = weight.shape[1]
+                steps.append(("dense", name, (weight, bias)))
+            else:
+                if any(v.shape != (width,) for v in values):
+                    raise ModelFileError(path, f"{where} (batchnorm {name}) arrays must have shape [{width}]")
+                eps = spec.get("eps", 1e-5)
+                if not isinstance(eps, (int, float)) or eps <= 0:
+                    raise ModelFileError(path, f"{where} (batchnorm {name}) eps must be a positive number")
+                gamma, beta, mean, var = values
+                if (var < 0).any():
+                    raise ModelFileError(path, f"{where} (batchnorm {name}) has a negative running variance")
+                # Inference-mode batch norm is an affine map: precompute its scale and shift.
+                scale = (gamma / np.sqrt(var + np.float32(eps))).astype(np.float32)
+                steps.append(("affine", name, (scale, (beta - mean * scale).astype(np.float32))))
+        elif kind == "activation":
+            if name not in ACTIVATIONS:
+                raise ModelFileError(path, f"{where}: unknown activation {name!r} "
+                                           f"(known: {', '.join(sorted(ACTIVATIONS))})")
+            if name == "softmax" and i != len(specs) - 1:
+                raise ModelFileError(path, f"{where}: softmax is allowed only as the last layer")
+            alpha = spec.get("alpha", 0.01)
+            if not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
+                raise ModelFileError(path, f"{where}: alpha must be a number in [0, 1)")
+            steps.append(("activation", name, np.float32(alpha)))
+        else:
+            raise ModelFileError(path, f"{where}: unknown layer type {kind!r} (known: dense, batchnorm, activation)")
+    unused = sorted(set(arrays) - used)
+    if unused:
+        raise ModelFileError(path, f"arrays {unused} belong to no layer")
+    _check_output(path, manifest, specs, width)
+    return steps
+
+
+def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
+    ends_in_softmax = bool(specs) and specs[-1].get("type") == "activation" and specs[-1].get("name") == "softmax"
+    if manifest["task"] == "classification":
+        labels = manifest["output"].get("labels")
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise ModelFileError(path, "output.labels must be a non-empty list of strings")
+        if len(labels) != width:
+            raise ModelFileError(path, f"the network has {width} outputs but output.labels names {len(labels)}")
+        if not ends_in_softmax:
+            raise ModelFileError(path, "a classification model must end with a softmax activation")
+    else:
+        if width != 1:
+            raise ModelFileError(path, f"a regression model must have 1 output, this one has {width}")
+        if ends_in_softmax:
+            raise ModelFileError(path, "a regression model cannot end with softmax")
+        scaling = manifest["output"].get("scaling", {"mean": 0.0, "std": 1.0})
+        if not all(isinstance(scaling.get(k), (int, float)) for k in ("mean", "std")):
+            raise ModelFileError(path, "output.scaling needs numeric mean and std")
+    norm = manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+    size = manifest["input"]["shape"][0]
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not (isinstance(values, list) and len(values) in (1, size)
+                and all(isinstance(v, (int, float)) and np.isfinite(v) for v in values)):
+            raise ModelFileError(path, f"input.normalization.{key} must be a list of 1 or {size} finite numbers")
+    if any(v <= 0 for v in norm["std"]):
+        raise ModelFileError(path, "input.normalization.std must be positive")

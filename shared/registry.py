@@ -1,0 +1,182 @@
+"""The model registry on disk (SPEC §2): ``<root>/<name>/<version>/model.npz``.
+
+Versions are immutable folders named by positive integers. Publishing builds a version in a
+hidden temporary folder beside them and renames it into place, so a reader sees a whole
+version or none. ``serving.json`` (pin and labels) is replaced atomically and is the single
+source of truth for every worker and replica.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+MODEL_FILE = "model.npz"
+SERVING_FILE = "serving.json"
+TMP_PREFIX = ".tmp-"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+LABEL_PATTERN = NAME_PATTERN
+STALE_TMP_SECONDS = 3600
+
+
+class RegistryError(Exception):
+    """A registry operation that cannot be done; the message says why."""
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise RegistryError(f"{what} {name!r} is not valid: use letters, digits, '.', '_' or '-' "
+                            "(at most 64 characters, starting with a letter or digit)")
+    return name
+
+
+class Registry:
+    """A registry folder. Every method reads the disk afresh: nothing is cached here."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    def model_names(self) -> list[str]:
+        """Names of the model folders (those with at least one version or a serving.json)."""
+        names = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and NAME_PATTERN.match(entry.name) and (
+                    self.versions(entry.name) or (entry / SERVING_FILE).exists()):
+                names.append(entry.name)
+        return names
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions of ``name``, ascending. Temporary and stray folders are ignored."""
+        folder = self.root / check_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir()
+                      if p.name.isdigit() and not p.name.startswith("0") and p.is_dir())
+
+    def model_path(self, name: str, version: int) -> Path:
+        """Path of a version's model file, refusing links that lead outside the registry."""
+        path = self.root / check_name(name) / str(int(version)) / MODEL_FILE
+        root = self.root.resolve()
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            raise RegistryError(f"{path} resolves to {resolved}, outside the registry {root}; refused")
+        return path
+
+    # serving.json ------------------------------------------------------------------------
+
+    def read_serving(self, name: str) -> dict:
+        """The model's serving state: ``{"pinned": int | None, "labels": {label: version}}``.
+
+        A missing file means no pin and no labels; a malformed one raises RegistryError.
+        """
+        path = self.root / check_name(name) / SERVING_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"pinned": None, "labels": {}}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RegistryError(f"{path} cannot be read: {e}") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path} must hold a JSON object")
+        pinned = data.get("pinned")
+        if pinned is not None and not (isinstance(pinned, int) and not isinstance(pinned, bool) and pinned > 0):
+            raise RegistryError(f"{path}: 'pinned' must be a positive integer or null")
+        labels = data.get("labels") or {}
+        if not (isinstance(labels, dict) and all(
+                LABEL_PATTERN.match(k) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+                for k, v in labels.items())):
+            raise RegistryError(f"{path}: 'labels' must map label names to positive version numbers")
+        return {**data, "pinned": pinned, "labels": labels}
+
+    def write_serving(self, name: str, state: dict) -> None:
+        """Replace serving.json atomically (temporary file in the same folder, then rename)."""
+        folder = self.root / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=2, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, folder / SERVING_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def update_serving(self, name: str, change: Callable[[dict], dict]) -> dict:
+        """Read, change and write serving.json; returns the new state."""
+        state = change(self.read_serving(name))
+        self.write_serving(name, state)
+        return state
+
+    # publishing ----------------------------------------------------------------------------
+
+    def publish(self, name: str, build: Callable[[Path, int], None]) -> int:
+        """Publish a new version of ``name`` and return its number.
+
+        ``build(folder, version)`` writes the version's files (``model.npz`` and any extras)
+        into a temporary folder; it is then renamed to ``<name>/<version>`` in one step. If
+        another publisher took that number first, the version is built again with the next.
+        """
+        folder = self.root / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temporaries(name)
+        for _ in range(100):
+            version = max(self.versions(name), default=0) + 1
+            tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=folder))
+            try:
+                build(tmp, version)
+                if not (tmp / MODEL_FILE).is_file():
+                    raise RegistryError(f"publishing {name} v{version} wrote no {MODEL_FILE}")
+                _fsync_tree(tmp)
+                os.chmod(tmp, 0o755)
+                os.rename(tmp, folder / str(version))  # fails if that version exists (not empty)
+                _fsync_dir(folder)
+                return version
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if (folder / str(version)).exists():
+                    continue  # lost the race for this number; build the next one
+                raise RegistryError(f"cannot publish {name} v{version}: {e}") from None
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        raise RegistryError(f"cannot publish {name}: too many concurrent publishers")
+
+    def remove_stale_temporaries(self, name: str, older_than: float = STALE_TMP_SECONDS) -> None:
+        """Remove temporary folders left by a publisher that died (never seen by readers)."""
+        folder = self.root / check_name(name)
+        now = time.time()
+        for entry in folder.glob(TMP_PREFIX + "*"):
+            try:
+                if now - entry.stat().st_mtime > older_than:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            except OSError:
+                pass
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
