@@ -1,0 +1,303 @@
+"""The model file: round trip, and every way a file is refused (docs/model-format.md)."""
+
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from shared.errors import ModelFileError
+from shared.model_file import load_model, parameters_sha256, read_manifest, save_model
+from shared.registry import Registry, RegistryError
+
+
+def tiny_model(task="classification", batchnorm=False, seed=0):
+    """A 6-4-3 classifier (or 6-4-1 regressor) with its manifest, as the trainer would write it."""
+    rng = np.random.default_rng(seed)
+    out = 3 if task == "classification" else 1
+    arrays = {
+        "dense1.weight": rng.normal(size=(6, 4)).astype(np.float32),
+        "dense1.bias": rng.normal(size=4).astype(np.float32),
+        "dense2.weight": rng.normal(size=(4, out)).astype(np.float32),
+        "dense2.bias": rng.normal(size=out).astype(np.float32),
+    }
+    layers = [{"type": "dense", "name": "dense1", "in_features": 6, "out_features": 4}]
+    if batchnorm:
+        arrays.update({"bn1.gamma": rng.uniform(0.5, 2, 4).astype(np.float32),
+                       "bn1.beta": rng.normal(size=4).astype(np.float32),
+                       "bn1.running_mean": rng.normal(size=4).astype(np.float32),
+                       "bn1.running_var": rng.uniform(0.5, 2, 4).astype(np.float32)})
+        layers.append({"type": "batchnorm", "name": "bn1", "features": 4, "eps": 1e-5})
+    layers += [{"type": "activation", "name": "tanh"},
+               {"type": "dense", "name": "dense2", "in_features": 4, "out_features": out}]
+    if task == "classification":
+        layers.append({"type": "activation", "name": "softmax"})
+        output = {"labels": ["a", "b", "c"]}
+    else:
+        output = {"target": "y", "scaling": {"mean": 5.0, "std": 2.0}}
+    manifest = {
+        "name": "tiny", "version": 1, "created_at": "2026-01-01T00:00:00+00:00", "task": task,
+        "input": {"kind": "vector", "shape": [6], "dtype": "float32",
+                  "normalization": {"mean": [0.5] * 6, "std": [2.0] * 6}},
+        "output": output, "layers": layers, "training": {}, "metrics": {},
+    }
+    return arrays, manifest
+
+
+def reference_forward(arrays, manifest, x):
+    """The forward pass written out plainly in float64, independent of shared.forward."""
+    norm = manifest["input"]["normalization"]
+    h = (x.astype(np.float64) - np.array(norm["mean"])) / np.array(norm["std"])
+    h = h @ arrays["dense1.weight"] + arrays["dense1.bias"]
+    if "bn1.gamma" in arrays:
+        h = (arrays["bn1.gamma"] * (h - arrays["bn1.running_mean"])
+             / np.sqrt(arrays["bn1.running_var"] + 1e-5) + arrays["bn1.beta"])
+    h = np.tanh(h) @ arrays["dense2.weight"] + arrays["dense2.bias"]
+    if manifest["task"] == "classification":
+        e = np.exp(h - h.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return h[:, 0] * 2.0 + 5.0
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_round_trip_gives_the_reference_forward_pass(tmp_path, task, batchnorm):
+    arrays, manifest = tiny_model(task, batchnorm)
+    save_model(tmp_path / "model.npz", arrays, manifest)
+    model = load_model(tmp_path / "model.npz")
+    x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
+    expected = reference_forward(arrays, manifest, x)
+    got = model.predict_proba(x) if task == "classification" else model.predict(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert model.manifest["parameters"]["sha256"] == parameters_sha256(arrays)
+    assert read_manifest(tmp_path / "model.npz")["name"] == "tiny"
+
+
+def rewrite(path, arrays, manifest):
+    """Write an npz by hand, bypassing save_model's checks, as a hostile or buggy writer would."""
+    members = dict(arrays)
+    members["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(path, **members)
+
+
+def saved(tmp_path, **kw):
+    arrays, manifest = tiny_model(**kw)
+    save_model(tmp_path / "model.npz", arrays, manifest)
+    return arrays, read_manifest(tmp_path / "model.npz")
+
+
+def refused(path, match, **kw):
+    with pytest.raises(ModelFileError, match=match) as info:
+        load_model(path, **kw)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_pickled_object_array_is_refused_without_running_it(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    members = dict(arrays, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8))
+    members["dense1.bias"] = np.array([Exploit()], dtype=object)
+    np.savez(tmp_path / "model.npz", **members)
+    assert b"pwned" in pickle.dumps(Exploit())  # the payload really is in the file format
+    refused(tmp_path / "model.npz", "pickle")
+    assert not marker.exists()
+
+
+def test_truncated_file_is_refused(tmp_path):
+    saved(tmp_path)
+    data = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "model.npz").write_bytes(data[: len(data) // 2])
+    refused(tmp_path / "model.npz", "truncated|damaged|zip")
+
+
+def test_not_an_npz_is_refused(tmp_path):
+    (tmp_path / "model.npz").write_bytes(b"hello, I am text")
+    refused(tmp_path / "model.npz", "not an .npz")
+
+
+def test_missing_file_is_refused(tmp_path):
+    refused(tmp_path / "absent.npz", "cannot read")
+
+
+def test_wrong_checksum_is_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    arrays["dense1.bias"] = arrays["dense1.bias"] + np.float32(1e-3)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "checksum mismatch")
+
+
+def test_shapes_that_do_not_chain_are_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    arrays["dense2.weight"] = np.ones((5, 3), np.float32)
+    manifest["parameters"]["arrays"]["dense2.weight"]["shape"] = [5, 3]
+    manifest["parameters"]["sha256"] = parameters_sha256(arrays)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "do not chain")
+
+
+def test_nan_weights_are_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    arrays["dense1.weight"][0, 0] = np.nan
+    manifest["parameters"]["sha256"] = parameters_sha256(arrays)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "NaN")
+
+
+def test_float64_arrays_are_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    arrays["dense1.bias"] = arrays["dense1.bias"].astype(np.float64)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "float64, expected float32")
+
+
+def test_manifest_that_lies_about_the_input_size_is_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    manifest["input"]["shape"] = [7]
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "receives 7 features")
+
+
+def test_label_count_must_match_outputs(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    manifest["output"]["labels"] = ["a", "b"]
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "3 outputs but output.labels names 2")
+
+
+def test_unknown_activation_is_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    manifest["layers"][1]["name"] = "swish"
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "unknown activation 'swish'")
+
+
+def test_extra_and_missing_arrays_are_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    rewrite(tmp_path / "model.npz", dict(arrays, stowaway=np.zeros(3, np.float32)), manifest)
+    refused(tmp_path / "model.npz", "unexpected \\['stowaway'\\]")
+
+
+def test_malformed_manifest_is_refused(tmp_path):
+    arrays, _ = saved(tmp_path)
+    np.savez(tmp_path / "model.npz", **arrays, manifest=np.frombuffer(b"{not json", dtype=np.uint8))
+    refused(tmp_path / "model.npz", "not valid UTF-8 JSON")
+    np.savez(tmp_path / "model.npz", **arrays)
+    refused(tmp_path / "model.npz", "no 'manifest'")
+
+
+def test_wrong_format_is_refused(tmp_path):
+    arrays, manifest = saved(tmp_path)
+    manifest["format_version"] = 99
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "format_version 99 is not supported")
+
+
+def test_manifest_must_match_its_registry_folder(tmp_path):
+    saved(tmp_path)
+    refused(tmp_path / "model.npz", "folder 'other'", expect_name="other")
+    refused(tmp_path / "model.npz", "in folder 2", expect_version=2)
+
+
+def test_size_limit(tmp_path):
+    saved(tmp_path)
+    refused(tmp_path / "model.npz", "over the limit", max_bytes=100)
+
+
+def test_save_model_never_leaves_an_invalid_file(tmp_path):
+    arrays, manifest = tiny_model()
+    manifest["output"]["labels"] = ["only-one"]
+    with pytest.raises(ModelFileError):
+        save_model(tmp_path / "model.npz", arrays, manifest)
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_a_damaged_member_is_refused(tmp_path):
+    saved(tmp_path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "model.npz") as src, zipfile.ZipFile(buffer, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "dense1.weight.npy":
+                data = data[:-10]
+            dst.writestr(item, data)
+    (tmp_path / "model.npz").write_bytes(buffer.getvalue())
+    refused(tmp_path / "model.npz", "dense1.weight")
+
+
+# The registry ---------------------------------------------------------------------------------
+
+def publish_tiny(registry, name="tiny"):
+    arrays, manifest = tiny_model()
+
+    def build(folder, version):
+        save_model(folder / "model.npz", arrays, dict(manifest, name=name, version=version))
+
+    return registry.publish(name, build)
+
+
+def test_publish_numbers_versions_and_leaves_no_temporaries(tmp_path):
+    registry = Registry(tmp_path)
+    assert [publish_tiny(registry) for _ in range(3)] == [1, 2, 3]
+    assert registry.versions("tiny") == [1, 2, 3]
+    assert registry.model_names() == ["tiny"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1", "2", "3"]
+    model = load_model(registry.model_path("tiny", 3), expect_name="tiny", expect_version=3)
+    assert model.version == 3
+
+
+def test_a_failed_build_publishes_nothing(tmp_path):
+    registry = Registry(tmp_path)
+
+    def build(folder, version):
+        (folder / "model.npz").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        registry.publish("tiny", build)
+    assert registry.versions("tiny") == []
+    assert list((tmp_path / "tiny").iterdir()) == []
+
+
+def test_stray_folders_are_not_versions(tmp_path):
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    for stray in (".tmp-2-abc", "007", "latest", "0"):
+        (tmp_path / "tiny" / stray).mkdir()
+    assert registry.versions("tiny") == [1]
+
+
+def test_serving_state_round_trip_and_validation(tmp_path):
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    assert registry.read_serving("tiny") == {"pinned": None, "labels": {}}
+    registry.write_serving("tiny", {"pinned": 1, "labels": {"stable": 1}})
+    assert registry.read_serving("tiny") == {"pinned": 1, "labels": {"stable": 1}}
+    assert [p.name for p in (tmp_path / "tiny").iterdir() if p.name.startswith(".tmp")] == []
+    (tmp_path / "tiny" / "serving.json").write_text('{"pinned": "three"}')
+    with pytest.raises(RegistryError, match="positive integer"):
+        registry.read_serving("tiny")
+
+
+def test_symlink_out_of_the_registry_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    registry = Registry(tmp_path / "registry")
+    (tmp_path / "registry" / "tiny").mkdir(parents=True)
+    (tmp_path / "registry" / "tiny" / "1").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError, match="outside the registry"):
+        registry.model_path("tiny", 1)
+
+
+def test_invalid_model_names_are_refused(tmp_path):
+    with pytest.raises(RegistryError, match="not valid"):
+        Registry(tmp_path).versions("../etc")
