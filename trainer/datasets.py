@@ -1,0 +1,654 @@
+"""The datasets the trainer learns from: MNIST, Fashion-MNIST, Wine Quality, and any CSV or NPZ.
+
+``load_dataset(name, ...)`` returns a ``Dataset``: float32 C-contiguous features of shape
+(n, n_features), int64 class indices or float32 targets, and what the model file needs to
+describe them (labels, preprocessing, the SHA-256 of every file read, how the test split was
+made). The known datasets' files are checked against their published SHA-256, whether they are
+downloaded into the cache or read from a local folder (``data_dir``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainer.download import default_cache_dir, fetch, mirror_urls
+
+DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
+IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
+IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
+TEST_FRACTION = 0.2
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded: the message names the file and what is wrong."""
+
+
+@dataclass(repr=False)
+class Dataset:
+    """Features and targets of a train/test split, and what a model file needs to know of them.
+
+    x_train : ndarray of shape (n_train, n_features), float32, C-contiguous
+    y_train : ndarray of shape (n_train,), int64 class indices (classification) or float32
+    x_test, y_test : the same for the test split
+    """
+
+    name: str
+    task: str  # "classification" | "regression"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    labels: list[str] | None = None  # class names, classification only
+    target: str | None = None  # target column, regression only
+    feature_names: list[str] | None = None
+    input_kind: str = "vector"  # "image" | "vector"
+    preprocessing: dict | None = None  # the model file's input.preprocessing, images only
+    files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of the files read
+    split: str = ""  # how the test split was made
+    variant: str | None = None  # wine-quality: "red", "white" or "both"
+
+    def __post_init__(self):
+        if self.task not in ("classification", "regression"):
+            raise DatasetError(f"{self.name}: task must be 'classification' or 'regression', not {self.task!r}")
+        y_dtype = np.int64 if self.task == "classification" else np.float32
+        for part in ("train", "test"):
+            x = np.ascontiguousarray(getattr(self, f"x_{part}"), dtype=np.float32)
+            y = np.ascontiguousarray(getattr(self, f"y_{part}"), dtype=y_dtype)
+            if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+                raise DatasetError(f"{self.name}: x_{part} {x.shape} and y_{part} {y.shape} do not match: "
+                                   "expected (n, n_features) and (n,)")
+            setattr(self, f"x_{part}", x)
+            setattr(self, f"y_{part}", y)
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise DatasetError(f"{self.name}: train has {self.x_train.shape[1]} features, "
+                               f"test has {self.x_test.shape[1]}")
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_classes(self) -> int | None:
+        return len(self.labels) if self.labels is not None else None
+
+    def describe(self) -> dict:
+        """What a model's manifest records about its training data (JSON-ready)."""
+        return {"name": self.name, "variant": self.variant, "files": dict(self.files), "split": self.split,
+                "n_train": len(self.x_train), "n_test": len(self.x_test)}
+
+    def __repr__(self) -> str:
+        what = f"{self.n_classes} classes" if self.task == "classification" else f"target {self.target!r}"
+        return (f"Dataset({self.name!r}, {self.task}, {what}, train {self.x_train.shape}, "
+                f"test {self.x_test.shape}, split: {self.split})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Known datasets: where they are published and their SHA-256
+
+@dataclass(frozen=True)
+class KnownFile:
+    name: str  # as published on the mirrors
+    sha256: str
+    raw_sha256: str | None = None  # of the decompressed file, accepted from a data folder as `name` minus .gz
+
+
+@dataclass(frozen=True)
+class KnownDataset:
+    name: str
+    mirrors: tuple[str, ...]  # base URLs; a file is at <base><file name>
+    files: tuple[KnownFile, ...]
+
+    def file(self, name: str) -> KnownFile:
+        return next(f for f in self.files if f.name == name)
+
+
+DATASETS = {
+    "mnist": KnownDataset(
+        "mnist",
+        ("https://storage.googleapis.com/cvdf-datasets/mnist/",
+         "https://ossci-datasets.s3.amazonaws.com/mnist/"),
+        (KnownFile("train-images-idx3-ubyte.gz",
+                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                   "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+         KnownFile("train-labels-idx1-ubyte.gz",
+                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                   "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+         KnownFile("t10k-images-idx3-ubyte.gz",
+                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                   "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+         KnownFile("t10k-labels-idx1-ubyte.gz",
+                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                   "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2")),
+    ),
+    "fashion-mnist": KnownDataset(
+        "fashion-mnist",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+        (KnownFile("train-images-idx3-ubyte.gz",
+                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                   "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+         KnownFile("train-labels-idx1-ubyte.gz",
+                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                   "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+         KnownFile("t10k-images-idx3-ubyte.gz",
+                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                   "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+         KnownFile("t10k-labels-idx1-ubyte.gz",
+                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                   "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34")),
+    ),
+    "wine-quality": KnownDataset(
+        "wine-quality",
+        ("https://archive.ics.uci.edu/ml/machine-learning-databases/wine-quality/",),
+        (KnownFile("winequality-red.csv", "4a402cf041b025d4566d954c3b9ba8635a3a8a01e039005d97d6a710278cf05e"),
+         KnownFile("winequality-white.csv", "76c3f809815c17c07212622f776311faeb31e87610d52c26d87d6e361b169836")),
+    ),
+}
+
+MNIST_LABELS = [str(digit) for digit in range(10)]
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+WINE_VARIANTS = ("red", "white", "both")
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+            "wine": "wine-quality", "wine_quality": "wine-quality"}
+
+
+def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
+                 variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
+                 path: Path | str | None = None, target: str | None = None, task: str | None = None,
+                 test_path: Path | str | None = None, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """Load a dataset by name: ``mnist``, ``fashion-mnist``, ``wine-quality``, ``csv`` or ``npz``.
+
+    Known datasets are read from ``data_dir`` (or ``$SCRATCHNET_DATA_DIR``): the folder itself
+    or its subfolder named like the dataset; otherwise they are downloaded into ``cache_dir``
+    (``$SCRATCHNET_CACHE``, ``~/.cache/scratchnet``) unless ``download`` is False. Either way
+    each file's SHA-256 is checked.
+
+    ``csv`` reads ``path`` (a header row naming the columns; delimiter ``,``, ``;`` or tab) with
+    ``target`` as the column to predict and ``task`` "classification" or "regression";
+    ``npz`` reads arrays x_train, y_train, x_test, y_test (and optionally labels) from ``path``.
+    Without a test split (no ``test_path`` for CSV, only x and y in an NPZ) ``test_fraction``
+    of the rows is held out, identical feature rows kept on one side, chosen by ``seed``.
+    """
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key in ("csv", "npz"):
+        if path is None:
+            raise DatasetError(f"the {key} dataset needs a file: pass path=...")
+        if key == "csv":
+            return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
+                            test_fraction=test_fraction)
+        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction)
+    if key not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join([*DATASETS, 'csv', 'npz'])}")
+    if variant is not None and key != "wine-quality":
+        raise DatasetError(f"{key} has no variants (got variant={variant!r})")
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir = os.environ[DATA_DIR_ENV]
+    source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
+    if key == "wine-quality":
+        return _load_wine(source, variant or "red", seed, test_fraction)
+    labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
+    fit = "digit" if key == "mnist" else "garment"
+    return _load_idx_dataset(source, labels, fit)
+
+
+def fetch_dataset(name: str, *, cache_dir: Path | str | None = None, progress: bool = True) -> list[Path]:
+    """Download every file of a known dataset into the cache (verified); return their paths."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    source = _FileSource(DATASETS[key], None, cache_dir, True, progress)
+    return [source.cached(f) for f in source.spec.files]
+
+
+class _FileSource:
+    """Finds a known dataset's files in a data folder or the cache, and reads them verified."""
+
+    def __init__(self, spec: KnownDataset, data_dir, cache_dir, download: bool, progress: bool):
+        self.spec = spec
+        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else None
+        self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / spec.name
+        self.download = download
+        self.progress = progress
+        self.files_read: dict[str, str] = {}
+
+    def read(self, name: str) -> tuple[Path, bytes]:
+        """The verified bytes of one of the dataset's files (as published, or decompressed)."""
+        known = self.spec.file(name)
+        if self.data_dir is not None:
+            path, sha = self._in_data_dir(known)
+        else:
+            path, sha = self.cached(known), known.sha256
+        data = path.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            raise DatasetError(f"{path}: checksum mismatch: expected SHA-256 {sha}, got {actual}; "
+                               f"the file is corrupted or is not the published {self.spec.name} file")
+        self.files_read[path.name] = actual
+        return path, data
+
+    def _in_data_dir(self, known: KnownFile) -> tuple[Path, str]:
+        folders = [self.data_dir / self.spec.name, self.data_dir]
+        candidates = [(known.name, known.sha256)]
+        if known.raw_sha256 and known.name.endswith(".gz"):
+            candidates.append((known.name[:-3], known.raw_sha256))
+        for folder in folders:
+            for filename, sha in candidates:
+                if (folder / filename).is_file():
+                    return folder / filename, sha
+        raise DatasetError(f"{self.spec.name}: {known.name} not found in {folders[0]} or {folders[1]}")
+
+    def cached(self, known: KnownFile) -> Path:
+        path = self.cache_dir / known.name
+        if not self.download:
+            if not path.is_file():
+                raise DatasetError(f"{self.spec.name}: {known.name} is not in the cache {self.cache_dir}; "
+                                   "allow the download or give a data folder")
+            return path
+        urls = mirror_urls([base + known.name for base in self.spec.mirrors], f"{self.spec.name}/{known.name}")
+        return fetch(urls, known.name, known.sha256, self.cache_dir, progress=self.progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX (MNIST, Fashion-MNIST)
+
+def read_idx(path: Path | str, expected_magic: int) -> np.ndarray:
+    """The uint8 array in an IDX file (gzip-compressed or raw), after checking its header.
+
+    expected_magic : IDX_IMAGES_MAGIC (returns shape (n, rows, cols)) or IDX_LABELS_MAGIC ((n,))
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return parse_idx(data, path, expected_magic)
+
+
+def parse_idx(data: bytes, source: Path | str, expected_magic: int) -> np.ndarray:
+    """Parse IDX bytes (gzip-compressed or raw); ``source`` names the file in errors."""
+    data = _gunzip(data, source)
+    kind = {IDX_IMAGES_MAGIC: "image", IDX_LABELS_MAGIC: "label"}[expected_magic]
+    if len(data) < 4:
+        raise DatasetError(f"{source}: too short to be an IDX {kind} file ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise DatasetError(f"{source}: not an IDX {kind} file: magic number {magic} (0x{magic:08x}), "
+                           f"expected {expected_magic}")
+    ndim = magic & 0xFF
+    header_bytes = 4 + 4 * ndim
+    if len(data) < header_bytes:
+        raise DatasetError(f"{source}: truncated header: {len(data)} bytes, an IDX {kind} header has {header_bytes}")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    what = f"{dims[0]} images of {dims[1]}x{dims[2]}" if kind == "image" else f"{dims[0]} labels"
+    if 0 in dims:
+        raise DatasetError(f"{source}: the header declares {what}: nothing to read")
+    body_bytes = math.prod(dims)
+    if len(data) < header_bytes + body_bytes:
+        raise DatasetError(f"{source}: truncated: the header declares {what} ({body_bytes} bytes) "
+                           f"but only {len(data) - header_bytes} follow it")
+    if len(data) > header_bytes + body_bytes:
+        raise DatasetError(f"{source}: {len(data) - header_bytes - body_bytes} unexpected bytes after "
+                           f"the {what} its header declares")
+    return np.frombuffer(data, np.uint8, count=body_bytes, offset=header_bytes).reshape(dims)
+
+
+def idx_to_xy(images: np.ndarray, labels: np.ndarray, images_source, labels_source,
+              n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, rows, cols) uint8 and labels (n,) -> x (n, rows*cols) float32 in [0, 1], y int64."""
+    if len(images) != len(labels):
+        raise DatasetError(f"{labels_source}: holds {len(labels)} labels but {images_source} "
+                           f"holds {len(images)} images")
+    if labels.max() >= n_classes:
+        bad = int(np.argmax(labels >= n_classes))
+        raise DatasetError(f"{labels_source}: label {labels[bad]} at index {bad} is outside 0-{n_classes - 1}")
+    x = np.divide(images.reshape(len(images), -1), np.float32(255), dtype=np.float32)
+    return x, labels.astype(np.int64)
+
+
+def _gunzip(data: bytes, source) -> bytes:
+    if data[:2] != b"\x1f\x8b":
+        return data
+    chunks = []
+    try:
+        while data[:2] == b"\x1f\x8b":  # a gzip file may hold several members
+            decompressor = zlib.decompressobj(wbits=31)
+            chunks.append(decompressor.decompress(data))
+            if not decompressor.eof:
+                raise DatasetError(f"{source}: truncated gzip data: the compressed stream ends early")
+            data = decompressor.unused_data
+    except zlib.error as exc:
+        raise DatasetError(f"{source}: corrupt gzip data: {exc}") from exc
+    if data.strip(b"\0"):
+        raise DatasetError(f"{source}: {len(data)} bytes of unexpected data after the gzip stream")
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str) -> Dataset:
+    arrays = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        images_path, images_data = source.read(f"{prefix}-images-idx3-ubyte.gz")
+        labels_path, labels_data = source.read(f"{prefix}-labels-idx1-ubyte.gz")
+        images = parse_idx(images_data, images_path, IDX_IMAGES_MAGIC)
+        if images.shape[1:] != (28, 28):
+            raise DatasetError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+        arrays[part] = idx_to_xy(images, parse_idx(labels_data, labels_path, IDX_LABELS_MAGIC),
+                                 images_path, labels_path, len(labels))
+    name = source.spec.name
+    return Dataset(
+        name=name, task="classification",
+        x_train=arrays["train"][0], y_train=arrays["train"][1],
+        x_test=arrays["test"][0], y_test=arrays["test"][1],
+        labels=list(labels), input_kind="image",
+        preprocessing={"type": "image", "size": [28, 28], "fit": fit, "polarity": "light_on_dark"},
+        files=dict(source.files_read), split=f"official {len(arrays['test'][0])} test set",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Wine Quality
+
+def _load_wine(source: _FileSource, variant: str, seed: int, test_fraction: float) -> Dataset:
+    if variant not in WINE_VARIANTS:
+        raise DatasetError(f"wine-quality variant must be one of {', '.join(WINE_VARIANTS)}, not {variant!r}")
+    colours = ["red", "white"] if variant == "both" else [variant]
+    tables = []
+    for colour in colours:
+        path, data = source.read(f"winequality-{colour}.csv")
+        header, rows = _parse_csv_text(data.decode("utf-8-sig"), path)
+        tables.append(_numeric_table(header, rows, path, target="quality", task="regression"))
+    feature_names = tables[0][0]
+    x = np.concatenate([t[1] for t in tables])
+    y = np.concatenate([t[2] for t in tables])
+    if variant == "both":
+        is_red = np.concatenate([np.full(len(t[1]), float(c == "red")) for t, c in zip(tables, colours)])
+        x = np.column_stack([x, is_red])
+        feature_names = [*feature_names, "is_red"]
+    train, test = grouped_holdout(x, test_fraction, seed)
+    return Dataset(
+        name="wine-quality", task="regression",
+        x_train=x[train], y_train=y[train], x_test=x[test], y_test=y[test],
+        target="quality", feature_names=feature_names, input_kind="vector",
+        files=dict(source.files_read), variant=variant,
+        split=f"wine {variant}: {test_fraction:.0%} held out, grouped by duplicate rows, seed {seed}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+def grouped_holdout(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) holding out about ``fraction`` of the rows of ``x`` (n, d).
+
+    Identical rows form a group and a group goes wholly to one side, so a duplicated example
+    never sits in both splits. Groups are drawn in a random order fixed by ``seed`` until the
+    test side reaches its share.
+    """
+    if not 0 < fraction < 1:
+        raise DatasetError(f"the test fraction must be between 0 and 1, not {fraction}")
+    if len(x) < 2:
+        raise DatasetError(f"cannot hold out a test split from {len(x)} row(s)")
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    sizes = np.bincount(group)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    wanted = max(1, round(fraction * len(x)))
+    n_groups = int(np.searchsorted(np.cumsum(sizes[order]), wanted)) + 1
+    is_test = np.isin(group, order[:n_groups])
+    if is_test.all():
+        raise DatasetError(f"cannot hold out a test split: the {len(x)} rows are all identical")
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val): a random ``fraction`` of the rows for validation.
+
+    Deterministic given ``seed``; rows keep their original order on each side.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be between 0 and 1, not {fraction}")
+    n_val = max(1, round(fraction * len(x)))
+    if n_val >= len(x):
+        raise ValueError(f"cannot take a validation split of {fraction} from {len(x)} rows")
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return x[train], y[train], x[val], y[val]
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic CSV and NPZ
+
+def load_csv(path: Path | str, *, target: str | None, task: str | None, test_path: Path | str | None = None,
+             seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
+    """A dataset from a CSV file with a header row; every column but ``target`` is a numeric feature.
+
+    For classification the target may hold names or numbers; the classes are its distinct
+    values, sorted (numerically when they are numbers).
+    """
+    if target is None:
+        raise DatasetError(f"{path}: name the target column (target=...)")
+    if task not in ("classification", "regression"):
+        raise DatasetError(f"{path}: task must be 'classification' or 'regression', not {task!r}")
+    path = Path(path)
+    feature_names, x, y_raw = _read_csv_file(path, target, task)
+    files = {path.name: _sha256(path)}
+    if test_path is not None:
+        test_path = Path(test_path)
+        test_features, x_test, y_test_raw = _read_csv_file(test_path, target, task)
+        if test_features != feature_names:
+            raise DatasetError(f"{test_path}: its columns {test_features} differ from {path.name}'s {feature_names}")
+        files[test_path.name] = _sha256(test_path)
+        split = f"test file {test_path.name}"
+    else:
+        train, test = grouped_holdout(x, test_fraction, seed)
+        x, x_test = x[train], x[test]
+        y_raw, y_test_raw = [y_raw[i] for i in train], [y_raw[i] for i in test]
+        split = f"{test_fraction:.0%} of {path.name} held out, grouped by duplicate rows, seed {seed}"
+
+    labels = None
+    if task == "classification":
+        labels, (y, y_test) = _class_indices([y_raw, y_test_raw])
+    else:
+        y, y_test = np.asarray(y_raw, np.float32), np.asarray(y_test_raw, np.float32)
+    return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
+                   labels=labels, target=target if task == "regression" else None,
+                   feature_names=feature_names, files=files, split=split)
+
+
+def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
+             test_fraction: float = TEST_FRACTION) -> Dataset:
+    """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
+    optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
+    targets and regression for float ones; features of more than 2 dimensions are flattened."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read as .npz: {exc}") from exc
+
+    if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        split = f"x_test/y_test of {path.name}"
+    elif {"x", "y"} <= arrays.keys():
+        x, y, x_test, y_test = arrays["x"], arrays["y"], None, None
+        split = f"{test_fraction:.0%} of {path.name} held out, grouped by duplicate rows, seed {seed}"
+    else:
+        raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
+                           f"found {', '.join(sorted(arrays)) or 'none'}")
+    if task is None:
+        task = "classification" if np.issubdtype(y.dtype, np.integer) else "regression"
+
+    def features(a, key):
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
+        a = a.reshape(len(a), -1) if a.ndim != 2 else a
+        if not np.isfinite(a).all():
+            raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+        return a
+
+    def targets(a, key):
+        a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.number):
+            raise DatasetError(f"{path}: {key} must be a 1-D numeric array, got {a.dtype} {a.shape}")
+        if not np.isfinite(a).all():
+            raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+        if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
+            raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
+        return a
+
+    x, y = features(x, "x_train" if x_test is not None else "x"), targets(y, "y_train" if x_test is not None else "y")
+    if len(x) != len(y):
+        raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
+    if x_test is None:
+        train, test = grouped_holdout(x, test_fraction, seed)
+        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
+    else:
+        x_test, y_test = features(x_test, "x_test"), targets(y_test, "y_test")
+        if len(x_test) != len(y_test):
+            raise DatasetError(f"{path}: {len(x_test)} test feature rows but {len(y_test)} test targets")
+        if x_test.shape[1] != x.shape[1]:
+            raise DatasetError(f"{path}: x_train has {x.shape[1]} features, x_test has {x_test.shape[1]}")
+
+    labels = None
+    if task == "classification":
+        n_classes = int(max(y.max(), y_test.max())) + 1
+        if "labels" in arrays:
+            labels = [str(v) for v in arrays["labels"].reshape(-1)]
+            if len(labels) < n_classes:
+                raise DatasetError(f"{path}: labels names {len(labels)} classes but the targets go up to {n_classes - 1}")
+        else:
+            labels = [str(i) for i in range(n_classes)]
+    return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
+                   labels=labels, target="y" if task == "regression" else None,
+                   files={path.name: _sha256(path)}, split=split)
+
+
+def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
+    header, rows = _parse_csv_text(text, path)
+    return _numeric_table(header, rows, path, target, task)
+
+
+def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, fields) rows of CSV text; the delimiter is , ; or tab."""
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                continue
+            if len(fields) != len(header):
+                raise DatasetError(f"{source}, line {reader.line_num}: {len(fields)} fields, "
+                                   f"but the header has {len(header)}")
+            rows.append((reader.line_num, fields))
+    except csv.Error as exc:
+        raise DatasetError(f"{source}, line {reader.line_num}: malformed CSV: {exc}") from exc
+    if header is None:
+        raise DatasetError(f"{source}: empty file: a header row naming the columns is required")
+    if all(_is_number(h) for h in header):
+        raise DatasetError(f"{source}: the first row holds only numbers: a header row naming the columns is required")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise DatasetError(f"{source}: duplicate column names in the header: {', '.join(duplicates)}")
+    if not rows:
+        raise DatasetError(f"{source}: no data rows after the header")
+    return header, rows
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The one of , ; tab that splits the first lines into the same number (>1) of fields."""
+    sample = [line for line in text.splitlines()[:20] if line.strip()]
+    best, best_fields = ",", 1
+    for delimiter in (",", ";", "\t"):
+        counts = {len(fields) for fields in csv.reader(sample, delimiter=delimiter)}
+        if len(counts) == 1 and (n := counts.pop()) > best_fields:
+            best, best_fields = delimiter, n
+    if best_fields == 1 and sample:  # ragged sample: go by the header, the ragged row is reported later
+        best = max((",", ";", "\t"), key=lambda d: sample[0].count(d))
+    return best
+
+
+def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
+    """(feature names, features (n, d) float32, target values): floats, or strings for classification."""
+    if target not in header:
+        raise DatasetError(f"{source}: no column named {target!r}; the columns are: {', '.join(header)}")
+    t = header.index(target)
+    feature_names = [h for i, h in enumerate(header) if i != t]
+    if not feature_names:
+        raise DatasetError(f"{source}: no feature columns besides the target {target!r}")
+    cells = [fields[:t] + fields[t + 1:] for _, fields in rows]
+    try:
+        x = np.array(cells, dtype=np.float64)
+    except ValueError:
+        x = None
+    if x is None or not np.isfinite(x).all():
+        for (line, fields), row in zip(rows, cells):
+            for name, cell in zip(feature_names, row):
+                if not _is_number(cell):
+                    raise DatasetError(f"{source}, line {line}, column {name!r}: {cell!r} is not a number")
+                if not math.isfinite(float(cell)):
+                    raise DatasetError(f"{source}, line {line}, column {name!r}: {cell!r} is not finite")
+        raise DatasetError(f"{source}: the feature columns could not be read as numbers")
+    y = [fields[t].strip() for _, fields in rows]
+    if task == "regression":
+        for (line, _), value in zip(rows, y):
+            if not _is_number(value) or not math.isfinite(float(value)):
+                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a finite number")
+        y = [float(v) for v in y]
+    else:
+        for (line, _), value in zip(rows, y):
+            if not value:
+                raise DatasetError(f"{source}, line {line}, column {target!r}: empty class")
+    return feature_names, x.astype(np.float32), y
+
+
+def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]:
+    """Class names (sorted; numerically if they are all numbers) and each part as indices."""
+    values = sorted({v for part in parts for v in part})
+    if all(_is_number(v) for v in values):
+        by_number = {v: float(v) for v in values}
+        values = sorted(values, key=by_number.__getitem__)
+        canonical = {v: _number_text(by_number[v]) for v in values}
+        if len(set(canonical.values())) == len(values):
+            labels = [canonical[v] for v in values]
+        else:
+            raise DatasetError(f"class values {values} name the same number in different ways")
+    else:
+        labels = values
+    index = {v: i for i, v in enumerate(values)}
+    return labels, [np.array([index[v] for v in part], dtype=np.int64) for part in parts]
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

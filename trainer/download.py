@@ -1,0 +1,186 @@
+"""Download a file into a cache, resumably, and keep it only if its SHA-256 matches.
+
+A download goes to ``<cache>/<filename>.part``; an interrupted one is resumed with an HTTP
+``Range`` request on the next try. The finished file is checked against the expected SHA-256
+and only then renamed into place, so the cache never holds a file with the wrong contents.
+Standard library only (urllib); the progress bar uses tqdm when it is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "SCRATCHNET_CACHE"
+MIRROR_ENV = "SCRATCHNET_MIRROR"
+USER_AGENT = "scratchnet/0.1 (+urllib)"
+TIMEOUT_S = 60
+CHUNK_BYTES = 1 << 20
+
+
+class DownloadError(OSError):
+    """No mirror delivered the file: the message lists what each mirror answered."""
+
+
+class ChecksumMismatch(DownloadError):
+    """A downloaded file's SHA-256 differs from the expected one; the file was deleted."""
+
+
+def default_cache_dir() -> Path:
+    """``$SCRATCHNET_CACHE`` if set, else ``~/.cache/scratchnet``."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "scratchnet"
+
+
+def mirror_urls(default_urls: list[str], relative_path: str) -> list[str]:
+    """The URLs to try for a file, in order: ``default_urls``, unless ``$SCRATCHNET_MIRROR`` is set.
+
+    ``$SCRATCHNET_MIRROR`` holds one base URL, or several separated by spaces or commas, each
+    laid out like a data folder: the file is at ``<base>/<relative_path>`` (``<dataset>/<file>``).
+    """
+    override = os.environ.get(MIRROR_ENV, "").strip()
+    if not override:
+        return list(default_urls)
+    return [f"{base.rstrip('/')}/{relative_path.lstrip('/')}" for base in re.split(r"[\s,]+", override) if base]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str | None = None,
+          progress: bool = True) -> Path:
+    """Return ``cache_dir/filename`` with the given SHA-256, downloading it if needed.
+
+    Mirrors in ``url_list`` are tried in order. A cached file with the wrong checksum is
+    downloaded again. Raises ``ChecksumMismatch`` when a mirror served different bytes (nothing
+    is left in place) and ``DownloadError`` when no mirror answered.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / filename
+    part = cache_dir / (filename + ".part")
+    expected = sha256.lower()
+
+    if target.exists():
+        actual = sha256_file(target)
+        if actual == expected:
+            return target
+        log.warning("cached %s has SHA-256 %s, expected %s: downloading it again", target, actual, expected)
+        target.unlink()
+
+    failures: list[str] = []
+    mismatches: list[str] = []
+    for url in url_list:
+        # A .part left by an earlier run is resumed; if the resumed file is wrong, the
+        # same mirror gets one more try from byte 0 before moving on.
+        for _ in range(2 if _size(part) else 1):
+            try:
+                _download(url, part, filename, progress)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                failures.append(f"{url}: {_describe(exc)}")
+                break
+            actual = sha256_file(part)
+            if actual == expected:
+                os.replace(part, target)
+                return target
+            part.unlink()
+            mismatches.append(f"checksum mismatch for {filename}: expected {expected}, got {actual}; "
+                              f"the download was corrupted or the mirror changed ({url})")
+
+    if mismatches:
+        also = f"; other mirrors: {'; '.join(failures)}" if failures else ""
+        raise ChecksumMismatch(mismatches[-1] + also)
+    tried = "; ".join(failures) if failures else "no mirror given"
+    resume = " (the partial download is kept and will be resumed)" if _size(part) else ""
+    raise DownloadError(f"could not download {filename}: {tried}{resume}")
+
+
+def _download(url: str, part: Path, filename: str, progress: bool) -> None:
+    """Write ``url`` into ``part``, appending to what it holds when the server honours Range."""
+    offset = _size(part)
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            return  # the .part already holds the whole file; the checksum decides
+        raise
+
+    with response:
+        if response.status == 206:
+            start = _content_range_start(response.headers.get("Content-Range", ""))
+            if start != offset:
+                raise DownloadError(f"asked for bytes from {offset}, got Content-Range "
+                                    f"{response.headers.get('Content-Range')!r}")
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"  # the server ignored Range (200): start over
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        with open(part, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and _size(part) != total:
+            raise DownloadError(f"connection closed after {_size(part)} of {total} bytes")
+
+
+def _content_range_start(value: str) -> int | None:
+    match = re.match(r"\s*bytes\s+(\d+)-", value)
+    return int(match.group(1)) if match else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress_bar(filename: str, total: int | None, initial: int, progress: bool):
+    if not progress:
+        return _NoProgress()
+    try:
+        from tqdm import tqdm  # a trainer extra; downloads work without it
+    except ImportError:
+        return _NoProgress()
+    # disable=None: no bar when stderr is not a terminal (logs, CI).
+    return tqdm(total=total, initial=initial, desc=filename, unit="B", unit_scale=True,
+                unit_divisor=1024, disable=None, leave=False)
