@@ -1,0 +1,43 @@
+# The README's commands. Each target sets up what it needs on a fresh machine.
+#   make serve   run the service (Gunicorn) on the committed models at http://127.0.0.1:8000
+#   make test    run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Genuine copies of the datasets, when a checkout has them beside it; tests that need them
+# skip with a reason otherwise.
+SCRATCHNET_DATASETS ?= $(abspath $(wildcard ../shared/datasets))
+export SCRATCHNET_DATASETS
+
+.PHONY: serve test train bench venv system-deps clean
+
+$(BIN)/.installed-%: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$*]'
+	touch $@
+
+venv: $(BIN)/.installed-service,trainer,test
+
+serve: $(BIN)/.installed-service
+	SCRATCHNET_REGISTRY=$${SCRATCHNET_REGISTRY:-models} $(BIN)/gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+
+# Debian packages the browser and load tests use (skipped when not root or apt is absent).
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in chromium wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	else echo "system-deps: not root or no apt-get; browser tests will skip if chromium is missing"; fi
+
+test: $(BIN)/.installed-service,trainer,test system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+train: $(BIN)/.installed-service,trainer,test
+	$(BIN)/python -m trainer $(ARGS)
+
+bench: $(BIN)/.installed-service,trainer,test
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

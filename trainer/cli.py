@@ -1,0 +1,213 @@
+"""``python -m trainer`` (also ``scratchnet-train``): train, evaluate, gradcheck, overfit, summary.
+
+Every ``train`` flag is a ``TrainConfig`` field; ``--config run.toml`` supplies defaults that
+flags override. Components are named by strings: ``--activation "leaky_relu(alpha=0.1)"``,
+``--init xavier_uniform``, ``--optimizer adamw``, ``--schedule "cosine(min_lr=1e-5)"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+
+from . import report, train
+from .datasets import DatasetError
+
+DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="mnist, fashion-mnist, wine-quality, csv or npz")
+    parser.add_argument("--variant", help="wine-quality: red (default), white or both")
+    parser.add_argument("--data-path", help="csv / npz: the data file")
+    parser.add_argument("--target", help="csv: the column to predict")
+    parser.add_argument("--task", choices=["classification", "regression"], help="csv: what the target is")
+    parser.add_argument("--data-dir", help="read the dataset files from this folder instead of downloading "
+                                           "(default: $SCRATCHNET_DATA_DIR)")
+    parser.add_argument("--cache-dir", help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    add_data_flags(parser)
+    parser.add_argument("--config", type=Path, help="TOML file of TrainConfig keys; flags override it")
+    parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
+    parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 256 128")
+    parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid")
+    parser.add_argument("--init", help="he_normal, he_uniform, xavier_normal, xavier_uniform")
+    parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                        help="fold batch norm into the dense weights in the exported file (default) "
+                             "or keep it as explicit layers")
+    parser.add_argument("--dropout", type=float, help="dropout rate after each hidden layer")
+    parser.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--momentum", type=float)
+    parser.add_argument("--weight-decay", type=float,
+                        help="L2 penalty on the weights (sgd, momentum, adam); decoupled decay (adamw)")
+    parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
+    parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5)")
+    parser.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation")
+    parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="one line per epoch instead of progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
+    values: dict = {}
+    if getattr(args, "config", None):
+        try:
+            values = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise SystemExit(f"error: cannot read config {args.config}: {e}") from None
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
+    for key, value in vars(args).items():
+        if key in fields and value is not None:
+            values[key] = value
+    try:
+        return train.TrainConfig.from_dict(values)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def cmd_train(args) -> int:
+    config = config_from_args(args)
+    train.run(config, publish_to=args.registry if args.publish else None, output_dir=args.output)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from shared.model_file import load_model
+    from shared.registry import Registry
+
+    from .datasets import load_dataset
+
+    registry = Registry(args.registry)
+    name = args.model
+    versions = registry.versions(name)
+    if not versions:
+        raise SystemExit(f"error: no versions of {name!r} in {args.registry}")
+    version = args.version or versions[-1]
+    model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
+    dataset_name = args.dataset or model.manifest["training"]["dataset"]["name"]
+    config = model.manifest.get("training", {}).get("config", {})
+    dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           variant=args.variant or config.get("variant"),
+                           path=args.data_path or config.get("data_path"),
+                           target=args.target or config.get("target"), task=args.task or config.get("task"),
+                           seed=config.get("seed", 0))
+    metrics = train.score(model, dataset.x_test, dataset.y_test, dataset.split)
+    print(f"{name} v{version} on {dataset_name} ({dataset.split})")
+    print(report.format_metrics(metrics))
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import run_gradcheck
+
+    ok = run_gradcheck(verbose=True)
+    print("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
+    return 0 if ok else 1
+
+
+def cmd_overfit(args) -> int:
+    """Train on a tiny subset; a correct network must memorise it."""
+    config = config_from_args(args)
+    config = dataclasses.replace(config, limit_train=args.samples, val_fraction=0.0, progress=False,
+                                 epochs=args.epochs or 200, batch_size=min(config.batch_size, args.samples))
+    from .datasets import load_dataset
+
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
+                           variant=config.variant, path=config.data_path, target=config.target,
+                           task=config.task, seed=config.seed)
+    prepared = train.prepare(dataset, config)
+    network = train.build_network(config, dataset)
+    history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
+                        config, log=lambda *_: None)
+    last = history[-1]
+    if dataset.task == "classification":
+        accuracy = last["train_accuracy"]
+        print(f"overfit: {args.samples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
+              f"loss {last['train_loss']:.5f}")
+        ok = accuracy >= 0.99
+    else:
+        print(f"overfit: {args.samples} examples, {len(history)} epochs, training loss {last['train_loss']:.5f}")
+        ok = last["train_loss"] < 0.01
+    if not ok:
+        print("something is wrong: a network this size should memorise a tiny subset. Check the gradients "
+              "(python -m trainer gradcheck), the learning rate and the labels.")
+        return 1
+    print("ok: the network can memorise a tiny subset")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    config = config_from_args(args)
+    from .network import build_mlp
+
+    inputs, outputs, task = args.inputs, args.outputs, args.task_kind
+    network = build_mlp([inputs, *config.hidden, outputs], activation=config.activation, init=config.init,
+                        batchnorm=config.batchnorm, dropout=config.dropout, task=task, seed=config.seed)
+    print(network.summary(config.batch_size))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("train", help="train a network and save or publish it")
+    add_train_flags(p)
+    p.add_argument("--publish", action="store_true", help="publish as a new version into the registry")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
+    p.add_argument("--output", help="without --publish: folder to write model.npz and its extras to")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
+    add_data_flags(p)
+    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p.add_argument("--model", required=True, help="model name in the registry")
+    p.add_argument("--version", type=int, help="version to score (default: the latest)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("gradcheck", help="compare analytic and numerical gradients of every component")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = commands.add_parser("overfit", help="check that the network memorises a tiny subset")
+    add_train_flags(p)
+    p.add_argument("--samples", type=int, default=64)
+    p.set_defaults(func=cmd_overfit)
+
+    p = commands.add_parser("summary", help="print the network's layers, shapes and parameter counts")
+    add_train_flags(p)
+    p.add_argument("--inputs", type=int, default=784)
+    p.add_argument("--outputs", type=int, default=10)
+    p.add_argument("--task-kind", choices=["classification", "regression"], default="classification")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, FloatingPointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

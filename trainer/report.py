@@ -1,0 +1,113 @@
+"""What a training run leaves behind besides the model: metrics as JSON lines, learning curves
+and a confusion matrix as PNG, and the evaluation tables printed to the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def write_metrics(path: Path, history: list[dict], final: dict) -> None:
+    """One JSON object per epoch, then one with ``"event": "final"`` holding the test metrics."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in history:
+            f.write(json.dumps({"event": "epoch", **row}) + "\n")
+        f.write(json.dumps({"event": "final", **final}) + "\n")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of shape (classes, classes): row = true class, column = predicted class."""
+    return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros_like(tp), where=(precision + recall) > 0)
+    return {
+        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "n": int(len(y_true)),
+        "per_class": [{"label": label, "precision": round(float(p), 4), "recall": round(float(r), 4),
+                       "f1": round(float(f), 4), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)],
+        "confusion": cm.tolist(),
+    }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    err = y_pred.astype(np.float64) - y_true.astype(np.float64)
+    baseline = y_true.astype(np.float64) - y_true.mean()
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
+            "rmse_of_mean_predictor": float(np.sqrt(np.mean(baseline ** 2))), "n": int(len(y_true))}
+
+
+def format_metrics(metrics: dict) -> str:
+    """The table ``evaluate`` and ``train`` print."""
+    if "accuracy" not in metrics:
+        return (f"RMSE {metrics['rmse']:.4f}   MAE {metrics['mae']:.4f}   "
+                f"(predicting the mean: RMSE {metrics['rmse_of_mean_predictor']:.4f})   n={metrics['n']}")
+    lines = [f"accuracy {metrics['accuracy'] * 100:.2f}%  (n={metrics['n']})", "",
+             f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for row in metrics["per_class"]:
+        lines.append(f"{row['label']:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+                     f"{row['f1']:>10.4f}{row['support']:>10}")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
+    """Train and validation loss (and accuracy, for classifiers) per epoch."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    has_accuracy = "train_accuracy" in history[0]
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5.5, 4), squeeze=False)
+    panels = [("loss", axes[0][0])] + ([("accuracy", axes[0][1])] if has_accuracy else [])
+    for metric, ax in panels:
+        for split in ("train", "val"):
+            values = [row.get(f"{split}_{metric}") for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", markersize=3, label="validation" if split == "val" else split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(path: Path, confusion: list[list[int]], labels: list[str], title: str) -> None:
+    plt = _pyplot()
+    cm = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = cm.max() / 2
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black")
+    fig.colorbar(image, ax=ax)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,354 @@
+"""The training run: configuration, the epoch loop, and turning the result into a model file.
+
+``run(config)`` is what ``python -m trainer train`` does: load the data, build the network,
+fit it with mini-batches (validation split, schedule, early stopping with restore-best),
+export it through ``shared.model_file`` and score that file on the test split with the same
+forward module the service uses, then save or publish it with its metrics and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.forward import Model
+from shared.model_file import load_model, save_model
+from shared.registry import Registry
+
+from . import report
+from .datasets import Dataset, load_dataset, validation_split
+from .network import build_mlp
+from .optimizers import get_optimizer
+from .schedules import get_schedule
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run. Config files (TOML) and CLI flags use these names."""
+
+    dataset: str = "mnist"
+    variant: str | None = None           # wine-quality: red, white or both
+    data_path: str | None = None         # csv / npz: the file
+    target: str | None = None            # csv: the target column
+    task: str | None = None              # csv: classification or regression
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    name: str | None = None              # registry name; defaults to the dataset's
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    activation: str = "relu"
+    init: str = "he_normal"
+    batchnorm: bool = False
+    dropout: float = 0.0
+    fold_batchnorm: bool = True
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0            # L2 penalty (sgd, momentum, adam); decoupled decay (adamw)
+    clip_norm: float | None = None
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    val_fraction: float = 0.1
+    patience: int | None = None          # early stopping: epochs without improvement
+    seed: int = 0
+    limit_train: int | None = None       # use the first N training examples (quick runs, tests)
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Prepared:
+    """The data as the network sees it, and what the manifest must record to reproduce that."""
+
+    dataset: Dataset
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    normalization: dict
+    target_scaling: dict | None
+
+
+def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
+    """Split off validation data and compute the normalisation from the training part only."""
+    x, y = dataset.x_train, dataset.y_train
+    if config.limit_train:
+        x, y = x[: config.limit_train], y[: config.limit_train]
+    x_val = y_val = None
+    if config.val_fraction > 0:
+        x, y, x_val, y_val = validation_split(x, y, config.val_fraction, config.seed)
+    if dataset.input_kind == "image":
+        # One mean and std for every pixel, as for the MNIST recipe's (x - 0.1307) / 0.3081.
+        normalization = {"mean": [float(x.mean())], "std": [float(x.std())]}
+    else:
+        std = x.std(axis=0)
+        normalization = {"mean": x.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+    target_scaling = None
+    if dataset.task == "regression":
+        target_scaling = {"mean": float(y.mean()), "std": float(y.std() or 1.0)}
+    return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling)
+
+
+def normalize(x: np.ndarray, normalization: dict) -> np.ndarray:
+    mean = np.asarray(normalization["mean"], dtype=np.float32)
+    std = np.asarray(normalization["std"], dtype=np.float32)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def scale_target(y: np.ndarray, scaling: dict | None) -> np.ndarray:
+    if scaling is None:
+        return y
+    return ((y - scaling["mean"]) / scaling["std"]).astype(np.float32).reshape(-1, 1)
+
+
+def build_network(config: TrainConfig, dataset: Dataset):
+    outputs = len(dataset.labels) if dataset.task == "classification" else 1
+    sizes = [dataset.x_train.shape[1], *config.hidden, outputs]
+    return build_mlp(sizes, activation=config.activation, init=config.init, batchnorm=config.batchnorm,
+                     dropout=config.dropout, task=dataset.task, seed=config.seed)
+
+
+def build_optimizer(config: TrainConfig):
+    kwargs = {"lr": config.lr, "clip_norm": config.clip_norm, "weight_decay": config.weight_decay}
+    if config.optimizer.startswith(("momentum", "nesterov")):
+        kwargs["momentum"] = config.momentum
+    return get_optimizer(config.optimizer, **kwargs)
+
+
+def build_schedule(config: TrainConfig):
+    kwargs = {}
+    if config.schedule.strip().lower().startswith("cosine") and "total_epochs" not in config.schedule:
+        kwargs["total_epochs"] = config.epochs  # a cosine schedule spans the whole run by default
+    return get_schedule(config.schedule, lr=config.lr, warmup_epochs=config.warmup_epochs, **kwargs)
+
+
+class EpochProgress:
+    """A progress bar per epoch (tqdm when installed and wanted, else one line per epoch)."""
+
+    def __init__(self, total: int, epoch: int, epochs: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="ex",
+                                unit_scale=True, leave=True, file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int, loss: float, accuracy: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            postfix = {"loss": f"{loss:.4f}"}
+            if accuracy is not None:
+                postfix["acc"] = f"{accuracy:.4f}"
+            self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self, summary: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(summary)
+            self.bar.close()
+
+
+def evaluate_network(network, x: np.ndarray, y: np.ndarray, task: str, batch_size: int = 2048) -> tuple[float, float | None]:
+    """Mean loss and accuracy (None for regression) of ``network`` in eval mode."""
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        out = network.forward(xb, training=False)
+        total_loss += network.loss.forward(out, yb) * len(xb)
+        if task == "classification":
+            correct += int((out.argmax(axis=1) == yb).sum())
+    return total_loss / len(x), (correct / len(x) if task == "classification" else None)
+
+
+def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print) -> list[dict]:
+    """Train with mini-batches; return one dict of metrics per epoch.
+
+    With ``patience``, stops when validation loss has not improved for that many epochs and
+    restores the parameters of the best epoch.
+    """
+    task = prepared.dataset.task
+    x_train = normalize(prepared.x_train, prepared.normalization)
+    y_train = scale_target(prepared.y_train, prepared.target_scaling)
+    x_val = y_val = None
+    if prepared.x_val is not None and len(prepared.x_val):
+        x_val = normalize(prepared.x_val, prepared.normalization)
+        y_val = scale_target(prepared.y_val, prepared.target_scaling)
+    rng = np.random.default_rng(config.seed + 1)
+    n = len(x_train)
+    batch = config.batch_size
+    history: list[dict] = []
+    best = (math.inf, None, 0)  # (val loss, saved state, epoch)
+    order = np.arange(n)
+    xb_buf = np.empty((batch, x_train.shape[1]), dtype=np.float32)
+    for epoch in range(1, config.epochs + 1):
+        lr = schedule(epoch - 1)
+        optimizer.set_lr(lr)
+        rng.shuffle(order)
+        network.train()
+        progress = EpochProgress(n, epoch, config.epochs, config.progress)
+        started = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for start in range(0, n, batch):
+            index = order[start:start + batch]
+            xb = np.take(x_train, index, axis=0, out=xb_buf[: len(index)])
+            yb = y_train[index]
+            network.zero_grad()
+            out = network.forward(xb, training=True)
+            loss = network.loss.forward(out, yb)
+            network.backward()
+            optimizer.step(network.params(), network.grads())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss} in epoch {epoch}: lower the learning rate "
+                                         f"(now {lr:g}) or enable gradient clipping (--clip-norm)")
+            seen += len(index)
+            loss_sum += loss * len(index)
+            if task == "classification":
+                correct += int((out.argmax(axis=1) == yb).sum())
+            progress.update(len(index), loss_sum / seen, correct / seen if task == "classification" else None)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "seconds": round(seconds, 3),
+               "examples_per_second": round(seen / seconds)}
+        if task == "classification":
+            row["train_accuracy"] = correct / seen
+        if x_val is not None:
+            row["val_loss"], val_accuracy = evaluate_network(network, x_val, y_val, task)
+            if val_accuracy is not None:
+                row["val_accuracy"] = val_accuracy
+        history.append(row)
+        summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
+        progress.close(summary)
+        if not config.progress:
+            log(f"epoch {epoch}/{config.epochs}  {summary}  ({seconds:.2f}s)")
+        if config.patience is not None and x_val is not None:
+            if row["val_loss"] < best[0]:
+                best = (row["val_loss"], network.state(), epoch)
+            elif epoch - best[2] >= config.patience:
+                log(f"early stopping: no validation improvement for {config.patience} epochs; "
+                    f"restoring epoch {best[2]} (val_loss {best[0]:.4f})")
+                break
+    if best[1] is not None and best[2] != history[-1]["epoch"]:
+        network.load_state(best[1])
+    return history
+
+
+def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: list[dict],
+                  layers: list[dict], command: str | None) -> dict:
+    dataset = prepared.dataset
+    output = ({"labels": list(dataset.labels)} if dataset.task == "classification"
+              else {"target": dataset.target, "scaling": prepared.target_scaling})
+    best_epoch = min(history, key=lambda r: r.get("val_loss", math.inf))["epoch"] if history else 0
+    return {
+        "name": name,
+        "version": 0,  # set when published
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": dataset.task,
+        "input": {
+            "kind": dataset.input_kind,
+            "shape": [int(dataset.x_train.shape[1])],
+            "dtype": "float32",
+            "preprocessing": dataset.preprocessing,
+            "normalization": prepared.normalization,
+            "feature_names": dataset.feature_names,
+        },
+        "output": output,
+        "layers": layers,
+        "training": {
+            "command": command,
+            "config": config.to_dict(),
+            "seed": config.seed,
+            "epochs_run": len(history),
+            "best_epoch": best_epoch if config.patience is not None else len(history),
+            "train_examples": int(len(prepared.x_train)),
+            "val_examples": int(len(prepared.x_val)) if prepared.x_val is not None else 0,
+            "dataset": {"name": dataset.name, "split": dataset.split, "files": dataset.files},
+            "numpy": np.__version__,
+        },
+        "metrics": {},
+    }
+
+
+def score(model: Model, x: np.ndarray, y: np.ndarray, split: str) -> dict:
+    """Metrics of a loaded model file on raw inputs, through the forward module the service uses."""
+    if model.task == "classification":
+        metrics = report.classification_metrics(y, model.predict(x), model.labels)
+    else:
+        metrics = report.regression_metrics(y, model.predict(x))
+    return {"split": split, **metrics}
+
+
+def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prepared: Prepared,
+                  history: list[dict], make_plots: bool = True) -> dict:
+    """Write model.npz (with test metrics measured on the written file) and its extras."""
+    manifest = {**manifest, "version": version}
+    model_path = folder / "model.npz"
+    save_model(model_path, arrays, manifest)
+    dataset = prepared.dataset
+    metrics = score(load_model(model_path), dataset.x_test, dataset.y_test, dataset.split)
+    manifest["metrics"] = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class")}
+    save_model(model_path, arrays, manifest)
+    report.write_metrics(folder / "metrics.jsonl", history, metrics)
+    if make_plots and history:
+        title = f"{manifest['name']} v{version}"
+        report.plot_learning_curves(folder / "learning_curves.png", history, title)
+        if "confusion" in metrics:
+            report.plot_confusion(folder / "confusion.png", metrics["confusion"], dataset.labels, title)
+    return metrics
+
+
+def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
+        command: str | None = None, log=print) -> dict:
+    """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
+                           variant=config.variant, path=config.data_path, target=config.target,
+                           task=config.task, seed=config.seed)
+    prepared = prepare(dataset, config)
+    network = build_network(config, dataset)
+    log(network.summary(config.batch_size))
+    history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
+    layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
+    name = config.name or dataset.name
+    command = command or " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *sys.argv[1:]])
+    manifest = make_manifest(name, config, prepared, history, layers, command)
+    result = {"name": name}
+    if publish_to:
+        def build(folder: Path, version: int) -> None:
+            result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
+
+        result["version"] = Registry(publish_to).publish(name, build)
+        result["path"] = str(Path(publish_to) / name / str(result["version"]))
+    else:
+        folder = Path(output_dir or tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        result["metrics"] = write_version(folder, 1, arrays, manifest, prepared, history)
+        result["path"] = str(folder)
+    result["history"] = history
+    log(report.format_metrics(result["metrics"]))
+    log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
+    return result
+
+
+def metrics_summary(result: dict) -> str:
+    return json.dumps({k: v for k, v in result["metrics"].items() if k not in ("confusion", "per_class")})
