@@ -1,0 +1,330 @@
+"""Dataset loading: IDX parsing, CSV/NPZ parsing, splits, and the real datasets from a data folder."""
+
+import gzip
+import hashlib
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from trainer.datasets import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    DatasetError,
+    grouped_holdout,
+    idx_to_xy,
+    load_dataset,
+    read_idx,
+    validation_split,
+)
+
+
+def idx_bytes(magic: int, array: np.ndarray) -> bytes:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# IDX
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_reads_idx_images_and_labels(tmp_path, images, compress):
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    write = gzip.compress if compress else bytes
+    suffix = ".gz" if compress else ""
+    (tmp_path / f"img{suffix}").write_bytes(write(idx_bytes(IDX_IMAGES_MAGIC, images)))
+    (tmp_path / f"lab{suffix}").write_bytes(write(idx_bytes(IDX_LABELS_MAGIC, labels)))
+
+    read_images = read_idx(tmp_path / f"img{suffix}", IDX_IMAGES_MAGIC)
+    read_labels = read_idx(tmp_path / f"lab{suffix}", IDX_LABELS_MAGIC)
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_labels, labels)
+
+    x, y = idx_to_xy(read_images, read_labels, "img", "lab", n_classes=10)
+    assert x.shape == (5, 784) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_allclose(x, images.reshape(5, 784) / 255.0, rtol=1e-6)
+    assert y.dtype == np.int64 and y.tolist() == [3, 1, 4, 1, 5]
+
+
+def test_gzip_detected_by_content_not_name(tmp_path, images):
+    (tmp_path / "images.idx").write_bytes(gzip.compress(idx_bytes(IDX_IMAGES_MAGIC, images)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "images.idx", IDX_IMAGES_MAGIC), images)
+
+
+def test_wrong_magic_is_refused(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(IDX_LABELS_MAGIC, np.zeros(10, np.uint8))))
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte.gz: not an IDX image file: magic number 2049.*expected 2051"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_truncated_idx_is_refused(tmp_path, images):
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(idx_bytes(IDX_IMAGES_MAGIC, images)[:-100]))
+    with pytest.raises(DatasetError, match=r"images.gz: truncated: the header declares 5 images of 28x28 \(3920 bytes\) but only 3820"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_trailing_bytes_are_refused(tmp_path, images):
+    path = tmp_path / "images"
+    path.write_bytes(idx_bytes(IDX_IMAGES_MAGIC, images) + b"\x00" * 7)
+    with pytest.raises(DatasetError, match="7 unexpected bytes after the 5 images"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_truncated_header_is_refused(tmp_path):
+    path = tmp_path / "images"
+    path.write_bytes(IDX_IMAGES_MAGIC.to_bytes(4, "big") + b"\x00\x00")
+    with pytest.raises(DatasetError, match="truncated header"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_truncated_gzip_stream_is_refused(tmp_path, images):
+    path = tmp_path / "images.gz"
+    path.write_bytes(gzip.compress(idx_bytes(IDX_IMAGES_MAGIC, images))[:-50])
+    with pytest.raises(DatasetError, match="images.gz: truncated gzip data"):
+        read_idx(path, IDX_IMAGES_MAGIC)
+
+
+def test_label_count_must_match_image_count(images):
+    with pytest.raises(DatasetError, match="lab.gz: holds 4 labels but img.gz holds 5 images"):
+        idx_to_xy(images, np.zeros(4, np.uint8), "img.gz", "lab.gz", n_classes=10)
+
+
+def test_labels_out_of_range_are_refused(images):
+    with pytest.raises(DatasetError, match="label 12 at index 2 is outside 0-9"):
+        idx_to_xy(images, np.array([0, 1, 12, 3, 4], np.uint8), "img", "lab", n_classes=10)
+
+
+# --------------------------------------------------------------------------------------------
+# Data folder checks (known datasets)
+
+def test_data_dir_file_with_wrong_checksum_is_refused(tmp_path):
+    (tmp_path / "winequality-red.csv").write_text('"alcohol";"quality"\n9.4;5\n')
+    with pytest.raises(DatasetError, match=r"winequality-red.csv: checksum mismatch: expected SHA-256 4a402cf0"):
+        load_dataset("wine-quality", data_dir=tmp_path)
+
+
+def test_data_dir_missing_file_is_named(tmp_path):
+    with pytest.raises(DatasetError, match="mnist: train-images-idx3-ubyte.gz not found in"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch, datasets_dir):
+    shutil.copytree(datasets_dir / "wine-quality", tmp_path / "wine-quality")
+    monkeypatch.setenv("SCRATCHNET_DATA_DIR", str(tmp_path))
+    data = load_dataset("wine-quality", variant="white", cache_dir=tmp_path / "nothing-here", download=False)
+    assert len(data.x_train) + len(data.x_test) == 4898
+
+
+def test_no_download_and_empty_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCRATCHNET_DATA_DIR", raising=False)
+    with pytest.raises(DatasetError, match="not in the cache"):
+        load_dataset("fashion-mnist", cache_dir=tmp_path, download=False)
+
+
+def test_unknown_names_and_variants():
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar10'.*mnist, fashion-mnist, wine-quality"):
+        load_dataset("cifar10")
+    with pytest.raises(DatasetError, match="mnist has no variants"):
+        load_dataset("mnist", variant="red")
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+ROWS = [(1.0, 2.5, "cat"), (2.0, 3.5, "dog"), (3.0, 4.5, "cat"), (4.0, 5.5, "bird"), (5.0, 6.5, "dog")] * 4
+
+
+def write_csv(path, rows, delimiter=",", header=("a", "b", "kind"), quote_header=False):
+    name = (lambda h: f'"{h}"') if quote_header else str
+    lines = [delimiter.join(name(h) for h in header)] + [delimiter.join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"], ids=["comma", "semicolon", "tab"])
+def test_csv_delimiters(tmp_path, delimiter):
+    path = write_csv(tmp_path / "pets.csv", ROWS, delimiter, quote_header=True)
+    data = load_dataset("csv", path=path, target="kind", task="classification")
+    assert data.name == "pets"
+    assert data.labels == ["bird", "cat", "dog"]
+    assert data.feature_names == ["a", "b"]
+    assert len(data.x_train) + len(data.x_test) == len(ROWS)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert data.files == {"pets.csv": hashlib.sha256(path.read_bytes()).hexdigest()}
+    # Each feature row maps to the class it was written with.
+    kind_of = {(a, b): kind for a, b, kind in ROWS}
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        assert all(data.labels[c] == kind_of[tuple(row)] for row, c in zip(x.tolist(), y))
+
+
+def test_csv_regression_with_test_file(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [(1, 2, 0.5), (3, 4, 1.5)], header=("u", "v", "price"))
+    test = write_csv(tmp_path / "test.csv", [(5, 6, 2.5)], header=("u", "v", "price"))
+    data = load_dataset("csv", path=train, test_path=test, target="price", task="regression")
+    assert data.target == "price" and data.labels is None
+    np.testing.assert_array_equal(data.x_train, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(data.y_test, np.array([2.5], np.float32))
+    assert data.y_train.dtype == np.float32
+    assert data.split == "test file test.csv"
+
+
+def test_csv_numeric_classes_sort_numerically(tmp_path):
+    path = write_csv(tmp_path / "n.csv", [(i, i * 2, [10, 2, 1][i % 3]) for i in range(30)])
+    data = load_dataset("csv", path=path, target="kind", task="classification")
+    assert data.labels == ["1", "2", "10"]
+
+
+def test_csv_missing_target_column(tmp_path):
+    path = write_csv(tmp_path / "pets.csv", ROWS)
+    with pytest.raises(DatasetError, match="pets.csv: no column named 'species'; the columns are: a, b, kind"):
+        load_dataset("csv", path=path, target="species", task="classification")
+
+
+def test_csv_non_numeric_feature_names_row_and_column(tmp_path):
+    rows = list(ROWS)
+    rows[3] = (4.0, "n/a", "bird")
+    path = write_csv(tmp_path / "pets.csv", rows)
+    with pytest.raises(DatasetError, match=r"pets.csv, line 5, column 'b': 'n/a' is not a number"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
+def test_csv_non_finite_and_non_numeric_target(tmp_path):
+    path = write_csv(tmp_path / "r.csv", [(1, 2, 3), (1, "inf", 3)], header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"line 3, column 'b': 'inf' is not finite"):
+        load_dataset("csv", path=path, target="y", task="regression")
+    path = write_csv(tmp_path / "r.csv", [(1, 2, 3), (1, 2, "high")], header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"line 3, column 'y': 'high' is not a finite number"):
+        load_dataset("csv", path=path, target="y", task="regression")
+
+
+def test_csv_ragged_row(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a;b;y\n1;2;3\n4;5;6\n7;8\n9;10;11\n")
+    with pytest.raises(DatasetError, match="ragged.csv, line 4: 2 fields, but the header has 3"):
+        load_dataset("csv", path=path, target="y", task="regression")
+
+
+def test_csv_needs_a_header_and_a_task(tmp_path):
+    path = tmp_path / "noheader.csv"
+    path.write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(DatasetError, match="header row naming the columns is required"):
+        load_dataset("csv", path=path, target="3", task="regression")
+    path = write_csv(tmp_path / "pets.csv", ROWS)
+    with pytest.raises(DatasetError, match="task must be 'classification' or 'regression'"):
+        load_dataset("csv", path=path, target="kind")
+
+
+# --------------------------------------------------------------------------------------------
+# NPZ
+
+def test_npz_with_split_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "digits.npz"
+    np.savez(path, x_train=rng.random((20, 3, 3)), y_train=rng.integers(0, 3, 20),
+             x_test=rng.random((5, 3, 3)), y_test=np.array([0, 1, 2, 1, 0]), labels=np.array(["a", "b", "c"]))
+    data = load_dataset("npz", path=path)
+    assert data.task == "classification" and data.labels == ["a", "b", "c"]
+    assert data.x_train.shape == (20, 9) and data.x_train.dtype == np.float32
+    assert data.y_test.tolist() == [0, 1, 2, 1, 0]
+
+
+def test_npz_without_test_split_holds_out(tmp_path):
+    path = tmp_path / "r.npz"
+    np.savez(path, x=np.arange(100.0).reshape(50, 2), y=np.linspace(0, 1, 50))
+    data = load_dataset("npz", path=path, seed=3)
+    assert data.task == "regression"
+    assert (len(data.x_train), len(data.x_test)) == (40, 10)
+
+
+def test_npz_refuses_pickled_objects_and_missing_arrays(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
+             x_test=np.zeros((1, 1)), y_test=np.zeros(1))
+    with pytest.raises(DatasetError, match="evil.npz: cannot read as .npz"):
+        load_dataset("npz", path=path)
+    np.savez(path, features=np.zeros((3, 2)))
+    with pytest.raises(DatasetError, match="expected arrays x_train, y_train, x_test, y_test.*found features"):
+        load_dataset("npz", path=path)
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+
+def test_grouped_holdout_keeps_duplicates_together_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    distinct = rng.random((60, 4)).astype(np.float32)
+    x = distinct[rng.integers(0, 60, 500)]  # many duplicated rows
+    train, test = grouped_holdout(x, 0.2, seed=7)
+    assert sorted([*train, *test]) == list(range(500))
+    assert not {tuple(r) for r in x[train]} & {tuple(r) for r in x[test]}
+    assert 100 <= len(test) < 100 + 30
+    again = grouped_holdout(x, 0.2, seed=7)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    assert not np.array_equal(test, grouped_holdout(x, 0.2, seed=8)[1])
+
+
+def test_validation_split_is_deterministic_and_disjoint():
+    x = np.arange(200, dtype=np.float32).reshape(100, 2)
+    y = np.arange(100)
+    x_tr, y_tr, x_val, y_val = validation_split(x, y, 0.1, seed=5)
+    assert (len(x_tr), len(x_val)) == (90, 10)
+    assert sorted([*y_tr, *y_val]) == list(range(100))
+    np.testing.assert_array_equal(x_val[:, 0], y_val * 2)  # rows stay paired
+    np.testing.assert_array_equal(validation_split(x, y, 0.1, seed=5)[3], y_val)
+    assert not np.array_equal(validation_split(x, y, 0.1, seed=6)[3], y_val)
+    with pytest.raises(ValueError):
+        validation_split(x, y, 1.0, seed=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Real datasets, read from the data folder
+
+@pytest.mark.parametrize("name, labels0", [("mnist", "0"), ("fashion-mnist", "T-shirt/top")])
+def test_real_image_datasets(datasets_dir, name, labels0):
+    start = time.perf_counter()
+    data = load_dataset(name, data_dir=datasets_dir)
+    print(f"\n{name} loaded in {time.perf_counter() - start:.2f} s")
+    assert data.x_train.shape == (60000, 784) and data.x_test.shape == (10000, 784)
+    assert data.x_train.dtype == np.float32 and data.x_train.flags.c_contiguous
+    assert data.y_train.dtype == np.int64
+    assert data.x_train.min() == 0.0 and data.x_train.max() == 1.0
+    assert np.bincount(data.y_train).tolist() == (
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949] if name == "mnist" else [6000] * 10)
+    assert np.bincount(data.y_test, minlength=10).sum() == 10000 and data.y_test.max() == 9
+    assert data.labels[0] == labels0 and len(data.labels) == 10
+    assert data.input_kind == "image" and data.task == "classification"
+    assert data.preprocessing == {"type": "image", "size": [28, 28], "fit": "digit" if name == "mnist" else "garment",
+                                  "polarity": "light_on_dark"}
+    expected_sums = dict(line.split()[::-1] for line in (datasets_dir / name / "SHA256SUMS").read_text().splitlines())
+    assert data.files == expected_sums
+
+
+def test_real_wine_quality(datasets_dir):
+    red = load_dataset("wine-quality", data_dir=datasets_dir / "wine-quality", seed=0)
+    assert red.task == "regression" and red.target == "quality" and red.labels is None
+    assert red.x_train.shape[1] == 11 and len(red.x_train) + len(red.x_test) == 1599
+    assert 300 <= len(red.x_test) <= 340
+    assert red.y_train.dtype == np.float32 and set(np.unique(red.y_train)) <= set(range(3, 9))
+    assert red.feature_names[0] == "fixed acidity" and red.feature_names[-1] == "alcohol"
+    assert red.x_train[:, red.feature_names.index("pH")].min() > 2.5  # unscaled
+    # The red file has many duplicated rows; none straddles the split.
+    assert not {r.tobytes() for r in red.x_train} & {r.tobytes() for r in red.x_test}
+    again = load_dataset("wine-quality", data_dir=datasets_dir, seed=0)
+    np.testing.assert_array_equal(again.x_test, red.x_test)
+    other = load_dataset("wine-quality", data_dir=datasets_dir, seed=1)
+    assert not np.array_equal(other.x_test, red.x_test)
+
+    both = load_dataset("wine-quality", data_dir=datasets_dir, variant="both")
+    assert both.feature_names[-1] == "is_red" and both.x_train.shape[1] == 12
+    assert len(both.x_train) + len(both.x_test) == 1599 + 4898
+    is_red = np.concatenate([both.x_train[:, -1], both.x_test[:, -1]])
+    assert set(np.unique(is_red)) == {0.0, 1.0} and is_red.sum() == 1599
+    assert set(both.files) == {"winequality-red.csv", "winequality-white.csv"}
