@@ -159,6 +159,9 @@ def test_csv_delimiters(tmp_path, delimiter):
     assert len(data.x_train) + len(data.x_test) == len(ROWS)
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
     assert data.files == {"pets.csv": hashlib.sha256(path.read_bytes()).hexdigest()}
+    # Loading again under the recorded name gives the same split.
+    again = load_dataset(data.name, path=path, target="kind", task="classification")
+    np.testing.assert_array_equal(again.x_test, data.x_test)
     # Each feature row maps to the class it was written with.
     kind_of = {(a, b): kind for a, b, kind in ROWS}
     for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):

@@ -176,10 +176,14 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     ``csv`` reads ``path`` (a header row naming the columns; delimiter ``,``, ``;`` or tab) with
     ``target`` as the column to predict and ``task`` "classification" or "regression";
     ``npz`` reads arrays x_train, y_train, x_test, y_test (and optionally labels) from ``path``.
+    Any other name with a ``path`` reads that file by its suffix (the name such a dataset is
+    recorded under is the file's stem).
     Without a test split (no ``test_path`` for CSV, only x and y in an NPZ) ``test_fraction``
     of the rows is held out, identical feature rows kept on one side, chosen by ``seed``.
     """
     key = _ALIASES.get(name.lower(), name.lower())
+    if key not in DATASETS and path is not None:  # e.g. the name a CSV dataset was recorded under
+        key = "npz" if Path(path).suffix.lower() == ".npz" else "csv"
     if key in ("csv", "npz"):
         if path is None:
             raise DatasetError(f"the {key} dataset needs a file: pass path=...")
