@@ -1,0 +1,118 @@
+"""Element-wise activation functions, each with its derivative written beside it.
+
+Every function is applied to an array ``x`` of any shape and writes into ``out`` (which may be
+``x`` itself: all of them work in place). The derivative is expressed through the *output*
+``y = f(x)``, so the layer only needs to cache ``y`` for the backward pass. Softmax is not here:
+it is fused into :class:`trainer.losses.SoftmaxCrossEntropy` for training and appended as the
+output activation at export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainer.specs import build
+
+
+class ActivationFunction:
+    """Base contract: ``forward(x, out) -> out`` and ``backward(y, grad, out) -> out``.
+
+    ``backward`` returns ``grad * f'(x)`` given ``y = f(x)``; ``out`` may alias ``grad``."""
+
+    name = ""
+
+    def forward(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, y: np.ndarray, grad: np.ndarray, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x, np.empty_like(x))
+
+    def spec(self) -> dict:
+        """The ``layers`` entry of docs/model-format.md."""
+        return {"type": "activation", "name": self.name}
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class ReLU(ActivationFunction):
+    name = "relu"
+
+    def forward(self, x, out):
+        return np.maximum(x, 0, out=out)
+
+    def backward(self, y, grad, out):
+        return np.multiply(grad, y > 0, out=out)
+
+
+class LeakyReLU(ActivationFunction):
+    """``x`` for ``x > 0``, else ``alpha * x``; ``alpha >= 0`` keeps the sign, so ``y > 0`` iff ``x > 0``."""
+
+    name = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01):
+        if not alpha >= 0:
+            raise ValueError(f"leaky_relu alpha must be >= 0, got {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, out):
+        return np.multiply(x, np.where(x > 0, 1, x.dtype.type(self.alpha)), out=out)
+
+    def backward(self, y, grad, out):
+        return np.multiply(grad, np.where(y > 0, 1, y.dtype.type(self.alpha)), out=out)
+
+    def spec(self):
+        return {"type": "activation", "name": self.name, "alpha": self.alpha}
+
+    def __repr__(self):
+        return f"leaky_relu(alpha={self.alpha:g})"
+
+
+class Sigmoid(ActivationFunction):
+    name = "sigmoid"
+
+    def forward(self, x, out):
+        # 1 / (1 + e^-x) written through tanh: no overflow for large |x|.
+        np.multiply(x, 0.5, out=out)
+        np.tanh(out, out=out)
+        out += 1
+        out *= 0.5
+        return out
+
+    def backward(self, y, grad, out):
+        slope = 1 - y
+        slope *= y
+        return np.multiply(grad, slope, out=out)
+
+
+class Tanh(ActivationFunction):
+    name = "tanh"
+
+    def forward(self, x, out):
+        return np.tanh(x, out=out)
+
+    def backward(self, y, grad, out):
+        slope = y * y
+        np.subtract(1, slope, out=slope)
+        return np.multiply(grad, slope, out=out)
+
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+
+
+def get_activation(spec) -> ActivationFunction:
+    """``get_activation("relu")``, ``get_activation("leaky_relu(alpha=0.2)")``; instances pass through."""
+    if isinstance(spec, ActivationFunction):
+        return spec
+    return build(ACTIVATIONS, spec, "activation")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``logits`` of shape (n, k), stable for any magnitude; same dtype."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z

@@ -1,0 +1,228 @@
+"""Gradient check: analytic gradients (backward) against central differences, in float64.
+
+Each check builds its component in float64, projects the output onto a fixed random direction
+``R`` (so the scalar checked is ``f = sum(y * R)`` and ``df/dy = R``), and compares every
+parameter's gradient and the input gradient with ``(f(p + h) - f(p - h)) / 2h``. The error
+reported is ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1e-3)`` per array. Random
+shapes and values come from one seeded generator, so a run is reproducible.
+
+``python -m trainer gradcheck`` calls :func:`run_gradcheck`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from trainer.activations import ACTIVATIONS
+from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
+from trainer.losses import MSE, Loss, SoftmaxCrossEntropy
+from trainer.network import Network, build_mlp
+
+TOLERANCE = 1e-6
+# Gradients that are exactly zero (a dense bias followed by batch norm) make a purely relative
+# error meaningless: the numeric side is rounding noise (~1e-10). Below this magnitude the
+# error is measured against the floor instead.
+ABSOLUTE_FLOOR = 1e-3
+
+
+@dataclass
+class Row:
+    """One compared array: ``component`` (what was checked) and ``param`` (which gradient)."""
+
+    component: str
+    param: str
+    shape: tuple
+    rel_error: float
+    passed: bool
+
+
+def _relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0), ABSOLUTE_FLOOR)
+    return float(np.abs(analytic - numeric).max(initial=0.0) / scale)
+
+
+def _numeric_grad(f: Callable[[], float], array: np.ndarray, h: float) -> np.ndarray:
+    """Central differences of ``f`` with respect to every element of ``array`` (perturbed in place)."""
+    grad = np.zeros(array.shape, dtype=np.float64)
+    flat, out = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        saved = flat[i]
+        flat[i] = saved + h
+        f_plus = f()
+        flat[i] = saved - h
+        f_minus = f()
+        flat[i] = saved
+        out[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def _rows(component: str, pairs: dict[str, tuple[np.ndarray, np.ndarray]], tol: float) -> list[Row]:
+    rows = []
+    for param, (analytic, numeric) in pairs.items():
+        err = _relative_error(analytic, numeric)
+        rows.append(Row(component, param, tuple(analytic.shape), err, bool(err < tol)))
+    return rows
+
+
+def check_layer(layer: Layer, x: np.ndarray, training: bool = True, label: str | None = None,
+                reset: Callable[[], None] | None = None, h: float = 1e-5, tol: float = TOLERANCE,
+                seed: int = 0) -> list[Row]:
+    """Check ``layer`` (built with ``dtype=np.float64``) on input ``x`` of shape (n, features):
+    every parameter gradient and the input gradient. ``reset`` runs before each forward (e.g. to
+    reseed dropout so every evaluation draws the same mask)."""
+    if layer.dtype != np.float64:
+        raise ValueError("gradient checks need a float64 layer (pass dtype=np.float64)")
+    x = np.array(x, dtype=np.float64)
+    reset = reset or (lambda: None)
+    reset()
+    direction = np.random.default_rng(seed).standard_normal(layer.forward(x, training).shape)
+
+    def f() -> float:
+        reset()
+        return float(np.sum(layer.forward(x, training) * direction))
+
+    reset()
+    layer.zero_grad()
+    layer.forward(x, training)
+    grad_in = layer.backward(direction.copy())
+    pairs = {name: (layer.grads[name].copy(), _numeric_grad(f, p, h)) for name, p in layer.params.items()}
+    pairs["input"] = (np.array(grad_in, dtype=np.float64), _numeric_grad(f, x, h))
+    return _rows(label or repr(layer), pairs, tol)
+
+
+def check_loss(loss: Loss, output: np.ndarray, target: np.ndarray, label: str | None = None,
+               h: float = 1e-5, tol: float = TOLERANCE) -> list[Row]:
+    """Check ``loss.backward()`` against central differences of ``loss.forward(output, target)``."""
+    output = np.array(output, dtype=np.float64)
+    loss.forward(output, target)
+    analytic = loss.backward().copy()
+    numeric = _numeric_grad(lambda: loss.forward(output, target), output, h)
+    return _rows(label or repr(loss), {"output": (analytic, numeric)}, tol)
+
+
+def check_network(network: Network, x: np.ndarray, y: np.ndarray, label: str = "network",
+                  seed: int = 0, h: float = 1e-5, tol: float = TOLERANCE) -> list[Row]:
+    """Check every parameter gradient of a float64 ``network`` on the batch ``(x, y)`` in
+    training mode. Dropout layers are reseeded before each forward so the mask stays fixed."""
+    dropouts = [layer for layer in network.layers if isinstance(layer, Dropout)]
+
+    def reset():
+        for i, layer in enumerate(dropouts):
+            layer.rng = np.random.default_rng([seed, i])
+
+    def f() -> float:
+        reset()
+        return network.loss.forward(network.forward(x, training=True), y)
+
+    network.zero_grad()
+    f()
+    network.backward()
+    grads = {k: g.copy() for k, g in network.grads().items()}
+    pairs = {name: (grads[name], _numeric_grad(f, p, h)) for name, p in network.params().items()}
+    return _rows(label, pairs, tol)
+
+
+def gradcheck(target, x: np.ndarray | None = None, y: np.ndarray | None = None, *, seed: int = 0,
+              training: bool = True, label: str | None = None, tol: float = TOLERANCE) -> list[Row]:
+    """Check a layer, a loss, or a network factory ``factory(dtype) -> Network``.
+
+    Missing inputs are drawn at random from ``np.random.default_rng(seed)``: ``x`` of shape
+    (n, features) with 2 <= n <= 6, integer labels or regression targets for ``y``.
+    Returns one :class:`Row` per compared array."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 7))
+    if isinstance(target, Loss):
+        if x is None:
+            x = rng.standard_normal((n, int(rng.integers(2, 6))))
+        if y is None:
+            y = rng.integers(0, x.shape[1], n) if isinstance(target, SoftmaxCrossEntropy) else rng.standard_normal(x.shape)
+        return check_loss(target, x, y, label, tol=tol)
+    if isinstance(target, Layer):
+        if x is None:
+            features = getattr(target, "in_features", None) or getattr(target, "features", None) or int(rng.integers(2, 8))
+            x = rng.standard_normal((n, features))
+        reset = None
+        if isinstance(target, Dropout):
+            def reset():
+                target.rng = np.random.default_rng(seed)
+        return check_layer(target, x, training, label, reset, tol=tol, seed=seed)
+    network = target(np.float64)
+    if x is None:
+        x = rng.standard_normal((n, network.in_features))
+    if y is None:
+        out_features = network.layers[-1].output_features(0) if isinstance(network.layers[-1], Dense) else None
+        if network.task == "classification":
+            y = rng.integers(0, out_features, n)
+        else:
+            y = rng.standard_normal((n, out_features))
+    return check_network(network, x, y, label or "network", seed=seed, tol=tol)
+
+
+def default_checks(seed: int = 0) -> list[Row]:
+    """Every layer type, every activation, both losses, batch norm (train and eval mode),
+    dropout, and whole networks built by :func:`build_mlp`, on random shapes."""
+    rng = np.random.default_rng(seed)
+    f64 = np.float64
+
+    def size() -> int:
+        return int(rng.integers(2, 8))
+
+    rows: list[Row] = []
+    rows += gradcheck(Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed, label="Dense")
+    for name in ACTIVATIONS:
+        spec = "leaky_relu(alpha=0.1)" if name == "leaky_relu" else name
+        rows += gradcheck(Activation(spec, dtype=f64), seed=seed, label=f"Activation({spec})")
+    rows += gradcheck(BatchNorm(size(), dtype=f64), seed=seed, training=True, label="BatchNorm (train)")
+    bn = BatchNorm(size(), dtype=f64)
+    for key in ("gamma", "beta", "running_mean"):
+        target = bn.params.get(key, bn.buffers.get(key))
+        target[...] = rng.standard_normal(target.shape)
+    bn.buffers["running_var"][...] = rng.uniform(0.5, 2.0, bn.features)
+    rows += gradcheck(bn, seed=seed, training=False, label="BatchNorm (eval)")
+    rows += gradcheck(Dropout(0.5, dtype=f64), seed=seed, label="Dropout(0.5)")
+    rows += gradcheck(SoftmaxCrossEntropy(), seed=seed, label="SoftmaxCrossEntropy (labels)")
+    logits = rng.standard_normal((4, 5)) * 10  # large logits: the stable path
+    soft = rng.dirichlet(np.ones(5), size=4)
+    rows += check_loss(SoftmaxCrossEntropy(), logits, soft, "SoftmaxCrossEntropy (soft targets)")
+    rows += gradcheck(MSE(), seed=seed, label="MSE")
+    sizes = [size(), size(), size(), 3]
+    rows += gradcheck(lambda dtype: build_mlp(sizes, "leaky_relu(alpha=0.1)", batchnorm=True, dropout=0.3,
+                                              seed=seed, dtype=dtype),
+                      seed=seed, label=f"mlp {sizes} bn+dropout")
+    rows += gradcheck(lambda dtype: build_mlp([size(), size(), size(), 2], "tanh", init="xavier_normal",
+                                              task="regression", seed=seed, dtype=dtype),
+                      seed=seed, label="mlp regression tanh")
+    rows += gradcheck(lambda dtype: build_mlp([size(), size(), 4], "sigmoid", init="xavier_uniform",
+                                              seed=seed, dtype=dtype),
+                      seed=seed, label="mlp sigmoid")
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    """A printable table of gradient-check rows, with a verdict line."""
+    header = ("component", "gradient", "shape", "rel. error", "")
+    body = [(r.component, r.param, "x".join(map(str, r.shape)), f"{r.rel_error:.2e}", "ok" if r.passed else "FAIL")
+            for r in rows]
+    widths = [max(len(line[c]) for line in [header, *body]) for c in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = sum(not r.passed for r in rows)
+    worst = max((r.rel_error for r in rows), default=0.0)
+    lines.append(f"{len(rows) - failed}/{len(rows)} gradients match (worst relative error {worst:.1e}, "
+                 f"tolerance {TOLERANCE:.0e})" + (f"; {failed} FAILED" if failed else ""))
+    return "\n".join(lines)
+
+
+def print_table(rows: list[Row]) -> None:
+    print(format_table(rows))
+
+
+def run_gradcheck(verbose: bool = True, seed: int = 0) -> bool:
+    """Run :func:`default_checks`; print the table when ``verbose``. True when every gradient matches."""
+    rows = default_checks(seed)
+    if verbose:
+        print_table(rows)
+    return all(r.passed for r in rows)

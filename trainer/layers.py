@@ -1,0 +1,276 @@
+"""Layers: ``forward(x, training) -> y`` caches what ``backward(grad_out) -> grad_in`` needs.
+
+Shapes: every layer maps ``x`` of shape (n, in_features) to ``y`` of shape (n, out_features).
+``params`` and ``grads`` are dicts keyed by the short parameter name (``"weight"``); the network
+prefixes the layer name (``"dense1.weight"``), the key used by the optimiser and the model file.
+Gradients *accumulate* into preallocated arrays: call ``zero_grad()`` before each backward.
+
+Outputs and input gradients are buffers owned by the layer and reused by the next call of the
+same batch size, so a result is valid until the layer runs again. A network may set
+``layer.inplace = True`` when the layer's input and ``grad_out`` are scratch that nothing else
+reads: the layer then overwrites them instead of writing into its own buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainer.activations import get_activation
+from trainer.initializers import get_initializer
+
+
+class Layer:
+    """Base contract. ``kind`` names the layer type (and its default name prefix)."""
+
+    kind = "layer"
+    caches_output = False  # backward reads this layer's own output (so a successor must not overwrite it)
+
+    def __init__(self, name: str | None = None, dtype=np.float32):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.inplace = False
+        self._scratch: dict[tuple, np.ndarray] = {}
+        self._grads_are_zero = True
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        for grad in self.grads.values():
+            grad.fill(0)
+        self._grads_are_zero = True
+
+    def _accumulate(self, key: str, value: np.ndarray) -> None:
+        """Add ``value`` to ``grads[key]`` (used when the gradient is computed into a temporary)."""
+        grad = self.grads[key]
+        if self._grads_are_zero:
+            np.copyto(grad, value)
+        else:
+            grad += value
+
+    def output_features(self, in_features: int) -> int:
+        return in_features
+
+    def num_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def _buffer(self, key: str, shape: tuple) -> np.ndarray:
+        """A preallocated array for ``key`` and this shape, reused across calls."""
+        buf = self._scratch.get((key, shape))
+        if buf is None:
+            if len(self._scratch) > 32:  # many batch sizes seen (e.g. evaluation): start afresh
+                self._scratch.clear()
+            buf = self._scratch[(key, shape)] = np.empty(shape, dtype=self.dtype)
+        return buf
+
+    def _as_input(self, x: np.ndarray, features: int | None) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        if x.ndim != 2 or (features is not None and x.shape[1] != features):
+            want = f"(n, {features})" if features is not None else "(n, features)"
+            raise ValueError(f"{self.name or self.kind}: expected input of shape {want}, got {x.shape}")
+        return x
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x @ weight + bias``.
+
+    ``x`` : ndarray of shape (n, in_features); ``weight`` (in_features, out_features);
+    ``bias`` (out_features,); ``y`` (n, out_features). ``rng`` is a ``np.random.Generator`` or a
+    seed for the initialiser. With ``needs_input_grad = False`` (the network sets it on its first
+    layer) ``backward`` skips ``grad_out @ weight.T`` and returns None.
+    """
+
+    kind = "dense"
+
+    def __init__(self, in_features: int, out_features: int, init="he_normal", name: str | None = None,
+                 rng=None, dtype=np.float32):
+        super().__init__(name, dtype)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.init = get_initializer(init)
+        rng = np.random.default_rng(rng)
+        self.params = {
+            "weight": self.init((self.in_features, self.out_features), rng, self.dtype),
+            "bias": np.zeros(self.out_features, dtype=self.dtype),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.needs_input_grad = True
+
+    def forward(self, x, training=True):
+        x = self._as_input(x, self.in_features)
+        y = self._buffer("y", (x.shape[0], self.out_features))
+        np.matmul(x, self.params["weight"], out=y)
+        y += self.params["bias"]
+        self._x = x
+        return y
+
+    def backward(self, grad_out):
+        x, gw, gb = self._x, self.grads["weight"], self.grads["bias"]
+        if self._grads_are_zero:  # write straight into the gradient arrays
+            np.matmul(x.T, grad_out, out=gw)
+            np.sum(grad_out, axis=0, out=gb)
+            self._grads_are_zero = False
+        else:
+            gw += x.T @ grad_out
+            gb += grad_out.sum(axis=0)
+        if not self.needs_input_grad:
+            return None
+        grad_in = self._buffer("grad_in", x.shape)
+        return np.matmul(grad_out, self.params["weight"].T, out=grad_in)
+
+    def output_features(self, in_features):
+        return self.out_features
+
+    def __repr__(self):
+        return f"Dense({self.in_features} -> {self.out_features}, init={self.init!r})"
+
+
+class Activation(Layer):
+    """Element-wise activation ``y = f(x)``; ``x`` and ``y`` of shape (n, features).
+
+    ``fn``: a spec for :func:`trainer.activations.get_activation` (``"relu"``,
+    ``"leaky_relu(alpha=0.01)"``, ``"sigmoid"``, ``"tanh"``). Caches ``y``: every derivative
+    here is written in terms of the output.
+    """
+
+    kind = "act"
+    caches_output = True
+
+    def __init__(self, fn="relu", name: str | None = None, dtype=np.float32):
+        super().__init__(name, dtype)
+        self.fn = get_activation(fn)
+
+    def forward(self, x, training=True):
+        x = self._as_input(x, None)
+        y = x if self.inplace else self._buffer("y", x.shape)
+        self._y = self.fn.forward(x, y)
+        return y
+
+    def backward(self, grad_out):
+        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        return self.fn.backward(self._y, grad_out, grad_in)
+
+    def __repr__(self):
+        return f"Activation({self.fn!r})"
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the batch axis (Ioffe & Szegedy 2015).
+
+    ``x`` : ndarray of shape (n, features). Training mode normalises with the batch mean and
+    (biased) variance and updates the running statistics
+    ``running = momentum * running + (1 - momentum) * batch`` (the running variance uses the
+    unbiased batch variance); eval mode uses the running statistics:
+    ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``.
+    Parameters ``gamma``, ``beta``; buffers ``running_mean``, ``running_var``; all (features,).
+    """
+
+    kind = "bn"
+
+    def __init__(self, features: int, momentum: float = 0.9, eps: float = 1e-5, name: str | None = None,
+                 dtype=np.float32):
+        super().__init__(name, dtype)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"batchnorm momentum must be in [0, 1), got {momentum}")
+        self.features, self.momentum, self.eps = int(features), float(momentum), float(eps)
+        self.params = {"gamma": np.ones(self.features, self.dtype), "beta": np.zeros(self.features, self.dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.buffers = {"running_mean": np.zeros(self.features, self.dtype),
+                        "running_var": np.ones(self.features, self.dtype)}
+
+    def forward(self, x, training=True):
+        x = self._as_input(x, self.features)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        x_hat = self._buffer("x_hat", x.shape)
+        if training:
+            n = x.shape[0]
+            mean, var = x.mean(axis=0), x.var(axis=0)
+            inv_std = 1 / np.sqrt(var + self.eps)
+            running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+            running_mean *= self.momentum
+            running_mean += (1 - self.momentum) * mean
+            running_var *= self.momentum
+            running_var += (1 - self.momentum) * var * (n / max(n - 1, 1))
+        else:
+            mean, inv_std = self.buffers["running_mean"], 1 / np.sqrt(self.buffers["running_var"] + self.eps)
+        np.subtract(x, mean, out=x_hat)
+        x_hat *= inv_std
+        y = self._buffer("y", x.shape)
+        np.multiply(x_hat, gamma, out=y)
+        y += beta
+        self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, training
+        return y
+
+    def backward(self, grad_out):
+        x_hat, inv_std, gamma = self._x_hat, self._inv_std, self.params["gamma"]
+        n = grad_out.shape[0]
+        dbeta = grad_out.sum(axis=0)
+        dgamma = np.einsum("ij,ij->j", grad_out, x_hat)
+        self._accumulate("beta", dbeta)
+        self._accumulate("gamma", dgamma)
+        self._grads_are_zero = False
+        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        if self._batch_stats:
+            # d/dx of gamma * x_hat through the batch mean and variance:
+            # dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
+            correction = np.multiply(x_hat, dgamma / n)
+            np.subtract(grad_out, correction, out=grad_in)
+            grad_in -= dbeta / n
+            grad_in *= gamma * inv_std
+        else:
+            np.multiply(grad_out, gamma * inv_std, out=grad_in)
+        return grad_in
+
+    def __repr__(self):
+        return f"BatchNorm({self.features}, momentum={self.momentum:g}, eps={self.eps:g})"
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest
+    by ``1 / (1 - rate)``; identity in eval mode. ``x``, ``y`` of shape (n, features).
+
+    The mask is drawn from ``rng`` (a ``np.random.Generator`` or a seed), so a seeded network
+    drops the same units every run.
+    """
+
+    kind = "dropout"
+
+    def __init__(self, rate: float, name: str | None = None, rng=None, dtype=np.float32):
+        super().__init__(name, dtype)
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.rng = np.random.default_rng(rng)
+        self._mask = None
+
+    def forward(self, x, training=True):
+        x = self._as_input(x, None)
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        mask = self._buffer("mask", x.shape)
+        self.rng.random(dtype=self.dtype, out=mask)
+        np.greater_equal(mask, self.rate, out=mask)
+        mask *= 1 / (1 - self.rate)
+        y = x if self.inplace else self._buffer("y", x.shape)
+        self._mask = mask
+        return np.multiply(x, mask, out=y)
+
+    def backward(self, grad_out):
+        if self._mask is None:
+            return grad_out
+        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        return np.multiply(grad_out, self._mask, out=grad_in)
+
+    def __repr__(self):
+        return f"Dropout(rate={self.rate:g})"

@@ -1,0 +1,129 @@
+"""Losses, averaged over the batch: ``forward(output, target) -> float`` then ``backward() -> grad``.
+
+``backward`` returns d(loss)/d(output), shape (n, k), in the output's dtype. It reads what
+``forward`` cached; the returned array is a buffer owned by the loss, reused on the next call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Loss:
+    """Base contract. ``task`` says which kind of network the loss trains; ``output_activation``
+    is what the exported model applies to the last layer ("softmax" or None)."""
+
+    name = ""
+    task = ""
+    output_activation: str | None = None
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _buffer(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._buffers[key] = np.empty(shape, dtype=dtype)
+        return buf
+
+    def forward(self, output: np.ndarray, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def backward(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, output, target) -> float:
+        return self.forward(output, target)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax followed by cross-entropy, fused.
+
+    ``logits`` : ndarray of shape (n, k). ``target`` : int labels of shape (n,) or
+    probabilities (e.g. one-hot) of shape (n, k). The loss is
+    ``mean_i [logsumexp(z_i) - z_i[y_i]]`` computed on ``z - max(z)`` (stable for any
+    magnitude), and its gradient is ``(softmax(z) - onehot(y)) / n``.
+    """
+
+    name = "softmax_cross_entropy"
+    task = "classification"
+    output_activation = "softmax"
+
+    def forward(self, logits, target):
+        n, k = logits.shape
+        target = np.asarray(target)
+        probs = self._buffer("probs", logits.shape, logits.dtype)
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=probs)  # shifted logits
+        if target.ndim == 1:
+            labels = target.astype(np.intp, copy=False)
+            if labels.shape[0] != n or (n and (labels.min() < 0 or labels.max() >= k)):
+                raise ValueError(f"labels must be {n} integers in [0, {k}), got shape {target.shape}")
+            true_shifted = probs[np.arange(n), labels]
+        elif target.shape == logits.shape:
+            labels = target.astype(logits.dtype, copy=False)
+            true_shifted = (labels * probs).sum(axis=1)
+        else:
+            raise ValueError(f"target must have shape ({n},) or {logits.shape}, got {target.shape}")
+        np.exp(probs, out=probs)
+        sums = probs.sum(axis=1)
+        log_sums = np.log(sums)
+        if labels.ndim == 2:
+            log_sums *= labels.sum(axis=1)
+        probs /= sums[:, None]
+        self._probs, self._labels = probs, labels
+        return float((log_sums - true_shifted).mean())
+
+    def backward(self):
+        probs, labels = self._probs, self._labels
+        n = probs.shape[0]
+        grad = self._buffer("grad", probs.shape, probs.dtype)
+        if labels.ndim == 1:
+            np.copyto(grad, probs)
+            grad[np.arange(n), labels] -= 1
+        else:
+            np.multiply(probs, labels.sum(axis=1, keepdims=True), out=grad)
+            grad -= labels
+        grad *= 1.0 / n
+        return grad
+
+
+class MSE(Loss):
+    """Mean squared error, averaged over every element: ``mean((output - target) ** 2)``.
+
+    ``output`` : ndarray of shape (n, k); ``target`` of shape (n, k), or (n,) when k == 1.
+    Gradient: ``2 * (output - target) / (n * k)``.
+    """
+
+    name = "mse"
+    task = "regression"
+
+    def forward(self, output, target):
+        target = np.asarray(target)
+        if target.shape != output.shape:
+            if target.size != output.size or target.shape[:1] != output.shape[:1]:
+                raise ValueError(f"target must have shape {output.shape}, got {target.shape}")
+            target = target.reshape(output.shape)
+        diff = self._buffer("diff", output.shape, output.dtype)
+        np.subtract(output, target, out=diff)
+        self._diff = diff
+        return float(np.vdot(diff, diff)) / diff.size
+
+    def backward(self):
+        grad = self._buffer("grad", self._diff.shape, self._diff.dtype)
+        return np.multiply(self._diff, 2.0 / self._diff.size, out=grad)
+
+
+LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": SoftmaxCrossEntropy, "mse": MSE}
+
+
+def get_loss(name: str) -> Loss:
+    """``get_loss("cross_entropy")`` or ``get_loss("mse")``; instances pass through."""
+    if isinstance(name, Loss):
+        return name
+    try:
+        return LOSSES[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None

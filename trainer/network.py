@@ -1,0 +1,309 @@
+"""A multilayer perceptron as a list of layers plus a loss, trained by backpropagation.
+
+Scope: fully connected networks on flat feature vectors (images arrive flattened), for
+classification (softmax cross-entropy) or regression (MSE); no convolutions, no recurrence.
+The architecture is data: ``build_mlp(sizes=[784, 256, 128, 10])`` is a two-hidden-layer net.
+
+Index convention: ``layers[0]`` sees the input ``x`` of shape (n, sizes[0]); the forward pass
+runs the list in order and the backward pass runs it in reverse, each layer turning
+d(loss)/d(its output) into d(loss)/d(its input).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
+from trainer.losses import Loss, get_loss
+
+
+class Network:
+    """``Network(layers, loss)``.
+
+    Parameters, gradients and buffers are exposed as dicts keyed ``"<layer>.<param>"``
+    (``"dense1.weight"``), the names of docs/model-format.md. Unnamed layers are named by kind
+    and position (``dense1``, ``bn1``, ``act1``, ``dropout1``). With ``input_grad=False`` (the
+    default) the first dense layer skips computing d(loss)/d(input), which nothing needs in
+    training; ``backward()`` then returns None.
+    """
+
+    def __init__(self, layers: list[Layer], loss: Loss | str, input_grad: bool = False):
+        self.layers = list(layers)
+        self.loss = get_loss(loss)
+        self.training = True
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            if layer.name is None:
+                layer.name = f"{layer.kind}{counts[layer.kind]}"
+        names = [layer.name for layer in self.layers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
+        # A layer may overwrite its input (and grad_out) when the input is the previous layer's
+        # scratch output that the previous layer does not read back in its backward pass.
+        # Dropout in eval mode passes its input through, so look past it to the real producer.
+        for i, layer in enumerate(self.layers):
+            producer = i - 1
+            while producer >= 0 and isinstance(self.layers[producer], Dropout):
+                producer -= 1
+            layer.inplace = producer >= 0 and not self.layers[producer].caches_output
+        if self.layers:
+            if isinstance(self.layers[0], Dense):
+                self.layers[0].needs_input_grad = input_grad
+        self._flat_params = _pack([layer.params for layer in self.layers])
+        self._flat_grads = _pack([layer.grads for layer in self.layers])
+
+    # --- training -------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool | None = None) -> np.ndarray:
+        """``x`` : ndarray of shape (n, in_features) -> output of shape (n, out_features), a new array.
+
+        ``training`` defaults to the mode set by ``train()`` / ``eval()``."""
+        if training is None:
+            training = self.training
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x.copy()
+
+    def backward(self) -> np.ndarray | None:
+        """Backpropagate the loss of the last ``loss.forward`` call, accumulating into ``grads()``."""
+        grad = self.loss.backward()
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:
+                return None
+        return grad
+
+    def zero_grad(self) -> None:
+        if self._flat_grads is None:
+            for layer in self.layers:
+                layer.zero_grad()
+            return
+        self._flat_grads.fill(0)
+        for layer in self.layers:
+            layer._grads_are_zero = True
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, optimizer) -> float:
+        """One minibatch: zero the gradients, forward in training mode, backward, optimiser step.
+        Returns the batch's mean loss."""
+        self.zero_grad()
+        loss = self.loss.forward(self.forward(x, training=True), y)
+        self.backward()
+        optimizer.step(self.params(), self.grads())
+        return loss
+
+    def train(self) -> "Network":
+        self.training = True
+        return self
+
+    def eval(self) -> "Network":
+        self.training = False
+        return self
+
+    # --- inference ------------------------------------------------------------------------
+
+    def predict_logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Eval-mode output of shape (n, out_features), computed in chunks of ``batch_size``.
+        Do not call between a training forward and its backward: layers reuse their caches."""
+        x = np.asarray(x)
+        if x.shape[0] <= batch_size:
+            return self.forward(x, training=False)
+        return np.concatenate([self.forward(x[i:i + batch_size], training=False)
+                               for i in range(0, x.shape[0], batch_size)])
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class probabilities of shape (n, classes) (classification only)."""
+        from trainer.activations import softmax
+
+        if self.loss.output_activation != "softmax":
+            raise ValueError("predict_proba needs a classification network")
+        return softmax(self.predict_logits(x, batch_size))
+
+    def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Class indices of shape (n,) for classification; raw outputs (n, k) for regression."""
+        out = self.predict_logits(x, batch_size)
+        return out.argmax(axis=1) if self.loss.output_activation == "softmax" else out
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The live parameter arrays (updated in place by the optimiser)."""
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.params.items()}
+
+    def grads(self) -> dict[str, np.ndarray]:
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads.items()}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trained state (batch-norm running statistics)."""
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.buffers.items()}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter and buffer, e.g. to keep the best epoch for early stopping."""
+        return {k: v.copy() for k, v in {**self.params(), **self.buffers()}.items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays from ``state`` (same keys and shapes as ``state()``) into the network."""
+        own = {**self.params(), **self.buffers()}
+        missing, unknown = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unknown:
+            raise ValueError(f"state does not match the network: missing {missing}, unknown {unknown}")
+        for key, target in own.items():
+            if np.shape(state[key]) != target.shape:
+                raise ValueError(f"{key}: expected shape {target.shape}, got {np.shape(state[key])}")
+            np.copyto(target, state[key])
+
+    def num_params(self) -> int:
+        return sum(layer.num_params() for layer in self.layers)
+
+    @property
+    def task(self) -> str:
+        return self.loss.task
+
+    @property
+    def in_features(self) -> int:
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                return layer.in_features
+            if isinstance(layer, BatchNorm):
+                return layer.features
+        raise ValueError("the network has no dense or batch-norm layer to fix its input size")
+
+    # --- export ---------------------------------------------------------------------------
+
+    def export(self, fold_batchnorm: bool = True) -> tuple[list[dict], dict[str, np.ndarray]]:
+        """The ``layers`` list and float32 arrays of docs/model-format.md.
+
+        Dropout is omitted (identity at inference). A batch-norm layer directly after a dense
+        layer is folded into that layer's weight and bias when ``fold_batchnorm`` (the dense
+        entry then says ``"batchnorm": "folded"``); any other batch-norm layer is exported
+        explicitly with its running statistics. A classifier ends with a softmax activation.
+        """
+        layers = [layer for layer in self.layers if not isinstance(layer, Dropout)]
+        spec: list[dict] = []
+        arrays: dict[str, np.ndarray] = {}
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, Dense):
+                entry = {"type": "dense", "name": layer.name,
+                         "in_features": layer.in_features, "out_features": layer.out_features}
+                weight = layer.params["weight"].astype(np.float64)
+                bias = layer.params["bias"].astype(np.float64)
+                if fold_batchnorm and isinstance(following, BatchNorm) and following.features == layer.out_features:
+                    weight, bias = _fold(weight, bias, following)
+                    entry["batchnorm"] = "folded"
+                    i += 1
+                arrays[f"{layer.name}.weight"] = _float32(weight)
+                arrays[f"{layer.name}.bias"] = _float32(bias)
+                spec.append(entry)
+            elif isinstance(layer, BatchNorm):
+                spec.append({"type": "batchnorm", "name": layer.name, "features": layer.features, "eps": layer.eps})
+                for key, value in {**layer.params, **layer.buffers}.items():
+                    arrays[f"{layer.name}.{key}"] = _float32(value)
+            elif isinstance(layer, Activation):
+                spec.append(layer.fn.spec())
+            else:
+                raise ValueError(f"cannot export layer {layer.name} of type {type(layer).__name__}")
+            i += 1
+        if self.loss.output_activation:
+            spec.append({"type": "activation", "name": self.loss.output_activation})
+        return spec, arrays
+
+    # --- display --------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        lines = [f"  ({layer.name}): {layer!r}" for layer in self.layers]
+        lines.append(f"  loss: {self.loss!r}")
+        return "Network(\n" + "\n".join(lines) + "\n)"
+
+    def summary(self, batch_size: int = 1) -> str:
+        """A printable table: each layer's output shape for a batch of ``batch_size`` and its
+        parameter count, then the totals and the float32 bytes of parameters and activations."""
+        rows = [("layer", "type", "output shape", "params")]
+        features = self.in_features
+        rows.append(("input", "", str((batch_size, features)), ""))
+        activations = batch_size * features
+        for layer in self.layers:
+            features = layer.output_features(features)
+            activations += batch_size * features
+            rows.append((layer.name, repr(layer), str((batch_size, features)), f"{layer.num_params():,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        rule = "  ".join("-" * w for w in widths)
+
+        def fmt(row):
+            return "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                              row[2].ljust(widths[2]), row[3].rjust(widths[3])])
+
+        total = self.num_params()
+        itemsize = self.layers[0].dtype.itemsize if self.layers else 4
+        lines = [fmt(rows[0]), rule, *map(fmt, rows[1:]), rule,
+                 f"total parameters: {total:,} ({total * itemsize / 1e6:.2f} MB)",
+                 f"activations per batch of {batch_size}: {activations:,} values "
+                 f"({activations * itemsize / 1e6:.2f} MB)",
+                 f"loss: {self.loss!r}"]
+        return "\n".join(lines)
+
+
+def _pack(dicts: list[dict[str, np.ndarray]]) -> np.ndarray | None:
+    """Move the arrays of ``dicts`` into one flat buffer, in order, replacing each with a view of
+    it; the optimiser then updates all parameters with a few large operations. Returns the
+    buffer (None when there is nothing to pack or dtypes differ)."""
+    arrays = [a for d in dicts for a in d.values()]
+    if not arrays or len({a.dtype for a in arrays}) != 1:
+        return None
+    flat = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+    offset = 0
+    for d in dicts:
+        for key, a in d.items():
+            view = flat[offset:offset + a.size].reshape(a.shape)
+            view[...] = a
+            d[key] = view
+            offset += a.size
+    return flat
+
+
+def _fold(weight: np.ndarray, bias: np.ndarray, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
+    """Fold inference-mode batch norm ``gamma * (z - mean) / sqrt(var + eps) + beta`` applied to
+    ``z = x @ weight + bias`` into new (weight, bias), computed in float64."""
+    gamma, beta = bn.params["gamma"].astype(np.float64), bn.params["beta"].astype(np.float64)
+    mean, var = bn.buffers["running_mean"].astype(np.float64), bn.buffers["running_var"].astype(np.float64)
+    scale = gamma / np.sqrt(var + bn.eps)
+    return weight * scale, (bias - mean) * scale + beta
+
+
+def _float32(a: np.ndarray) -> np.ndarray:
+    return np.array(a, dtype=np.float32, order="C", copy=True)
+
+
+def build_mlp(sizes=(784, 256, 128, 10), activation="relu", init="he_normal", batchnorm: bool = False,
+              dropout: float = 0.0, task: str = "classification", seed: int | None = 0,
+              dtype=np.float32, bn_momentum: float = 0.9, bn_eps: float = 1e-5) -> Network:
+    """A multilayer perceptron with ``len(sizes) - 1`` dense layers.
+
+    Each hidden block is ``Dense -> [BatchNorm] -> Activation -> [Dropout]``, named ``dense{i}``,
+    ``bn{i}``, ``act{i}``, ``dropout{i}``; the last dense layer has no activation (softmax is
+    fused into the cross-entropy loss for ``task="classification"``; ``"regression"`` uses MSE).
+    All randomness (weights, dropout masks) comes from ``np.random.default_rng(seed)``.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must list at least an input and an output size, all >= 1; got {sizes}")
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    if task == "classification" and sizes[-1] < 2:
+        raise ValueError("a classifier needs at least 2 outputs")
+    rng = np.random.default_rng(seed)
+    layers: list[Layer] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), start=1):
+        layers.append(Dense(n_in, n_out, init=init, name=f"dense{i}", rng=rng, dtype=dtype))
+        if i == len(sizes) - 1:
+            break
+        if batchnorm:
+            layers.append(BatchNorm(n_out, momentum=bn_momentum, eps=bn_eps, name=f"bn{i}", dtype=dtype))
+        layers.append(Activation(activation, name=f"act{i}", dtype=dtype))
+        if dropout:
+            layers.append(Dropout(dropout, name=f"dropout{i}", rng=rng, dtype=dtype))
+    loss = "softmax_cross_entropy" if task == "classification" else "mse"
+    return Network(layers, loss)

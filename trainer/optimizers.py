@@ -1,0 +1,260 @@
+"""Optimisers: ``step(params, grads)`` updates every parameter in place.
+
+``params`` and ``grads`` are dicts keyed by parameter name (``"dense1.weight"``); the state
+(velocities, moments) is keyed the same way and allocated once, at the first step. All
+hyperparameters are kept as Python floats so float32 arrays stay float32.
+
+Before the update rule, ``step`` applies (in this order, modifying ``grads`` in place):
+
+1. ``clip_norm``: if the global L2 norm of all gradients exceeds it, scale them all down to it.
+2. ``weight_decay`` as L2 regularisation (SGD, Momentum, Adam): ``grad += weight_decay * param``,
+   i.e. the gradient of ``weight_decay / 2 * ||w||^2``. AdamW instead decays the weights
+   directly (decoupled, Loshchilov & Hutter 2019): ``param -= lr * weight_decay * param``.
+
+Either kind of decay applies to dense weights only (names ending in ``.weight``): decaying
+biases or batch-norm ``gamma`` / ``beta`` only pulls the network towards a fixed offset or scale,
+which is not a simpler function, so it is left out, as is common practice.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainer.specs import build
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the parameter called ``name``."""
+    return name.endswith(".weight")
+
+
+def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
+    Returns the norm before clipping."""
+    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads.values():
+            g *= scale
+    return norm
+
+
+def _contiguous_span(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """A 1-D view covering ``arrays`` if they are C-contiguous views laid out back to back, in
+    order, in one 1-D buffer; else None."""
+    base = arrays[0].base
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = expected = arrays[0].__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or a.dtype != base.dtype or not a.flags.c_contiguous \
+                or a.__array_interface__["data"][0] != expected:
+            return None
+        expected += a.nbytes
+    offset = (start - base.__array_interface__["data"][0]) // base.itemsize
+    return base[offset:offset + (expected - start) // base.itemsize]
+
+
+class Optimizer:
+    """Base contract: subclasses implement ``_update(name, param, grad, state)``."""
+
+    name = ""
+    decoupled_weight_decay = False
+
+    def __init__(self, lr: float = 0.01, weight_decay: float = 0.0, clip_norm: float | None = None):
+        if lr < 0 or weight_decay < 0 or (clip_norm is not None and clip_norm <= 0):
+            raise ValueError("lr and weight_decay must be >= 0 and clip_norm > 0")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.t = 0  # number of steps taken
+        self.state: dict[str, dict[str, np.ndarray]] = {}
+        self.last_grad_norm: float | None = None
+        self._flat = None
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+
+    def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        grad_list = [grads[name] for name in params]
+        if self.clip_norm is not None:
+            self.last_grad_norm = clip_grad_norm(dict(zip(params, grad_list)), self.clip_norm)
+        flat = self._flat_layout(params, grad_list)
+        if flat is None:
+            for name, param in params.items():
+                if name not in self.state:
+                    self.state[name] = self._init_state(param)
+        if self.weight_decay:
+            for (name, param), grad in zip(params.items(), grad_list):
+                if not decays(name):
+                    continue
+                if self.decoupled_weight_decay:
+                    param *= 1 - self.lr * self.weight_decay
+                else:
+                    scratch = self.state[name]["scratch"]
+                    np.multiply(param, self.weight_decay, out=scratch)
+                    grad += scratch
+        if flat is not None:
+            self._update("", *flat)
+        else:
+            for (name, param), grad in zip(params.items(), grad_list):
+                self._update(name, param, grad, self.state[name])
+
+    def _flat_layout(self, params: dict, grad_list: list):
+        """When the parameters lie back to back in one buffer, and so do the gradients (as a
+        :class:`~trainer.network.Network` allocates them), return ``(flat_param, flat_grad,
+        flat_state)`` so the update runs as a few large array operations instead of a few per
+        parameter. ``self.state[name]`` then holds views into the flat state."""
+        arrays = (*params.values(), *grad_list)
+        cached = self._flat
+        if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
+            return cached[1]
+        if self.state or not params:  # state already allocated per parameter: keep using it
+            return None
+        flat_param, flat_grad = _contiguous_span(list(params.values())), _contiguous_span(grad_list)
+        if flat_param is None or flat_grad is None or flat_param.dtype != flat_grad.dtype:
+            return None
+        flat_state = self._init_state(flat_param)
+        offset = 0
+        for name, param in params.items():
+            self.state[name] = {k: v[offset:offset + param.size].reshape(param.shape) for k, v in flat_state.items()}
+            offset += param.size
+        self._flat = (arrays, (flat_param, flat_grad, flat_state))
+        return self._flat[1]
+
+    def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
+        return {"scratch": np.empty_like(param)}
+
+    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        return f"lr={self.lr:g}"
+
+    def __repr__(self) -> str:
+        extra = f", weight_decay={self.weight_decay:g}" if self.weight_decay else ""
+        extra += f", clip_norm={self.clip_norm:g}" if self.clip_norm is not None else ""
+        return f"{type(self).__name__}({self._describe()}{extra})"
+
+
+class SGD(Optimizer):
+    """``param -= lr * grad``."""
+
+    name = "sgd"
+
+    def _update(self, name, param, grad, state):
+        step = state["scratch"]
+        np.multiply(grad, self.lr, out=step)
+        param -= step
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum: ``v = momentum * v + grad``, ``param -= lr * v``; with ``nesterov``
+    the step looks ahead: ``param -= lr * (grad + momentum * v)``. (The learning rate multiplies
+    the velocity rather than being folded into it, so changing ``lr`` takes effect at once.)"""
+
+    name = "momentum"
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _init_state(self, param):
+        return {"scratch": np.empty_like(param), "velocity": np.zeros_like(param)}
+
+    def _update(self, name, param, grad, state):
+        velocity, step = state["velocity"], state["scratch"]
+        velocity *= self.momentum
+        velocity += grad
+        if self.nesterov:
+            np.multiply(velocity, self.momentum, out=step)
+            step += grad
+            step *= self.lr
+        else:
+            np.multiply(velocity, self.lr, out=step)
+        param -= step
+
+    def _describe(self):
+        return f"lr={self.lr:g}, momentum={self.momentum:g}" + (", nesterov=True" if self.nesterov else "")
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015):
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``param -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+
+    For speed the moments are stored divided by ``(1 - b1)`` and ``(1 - b2)``, so each moment
+    update is two in-place passes (``M = b1 M + g``), and all constants fold into one step size
+    and one epsilon per step; the update is algebraically the one above.
+    """
+
+    name = "adam"
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0:
+            raise ValueError("betas must be in [0, 1) and eps > 0")
+        self.betas, self.eps = (b1, b2), float(eps)
+
+    def _init_state(self, param):
+        return {"scratch": np.empty_like(param), "m": np.zeros_like(param), "v": np.zeros_like(param)}
+
+    def step(self, params, grads):
+        b1, b2 = self.betas
+        t = self.t + 1
+        # m_hat = (1-b1) M / (1-b1^t); sqrt(v_hat) = c sqrt(V) with c = sqrt((1-b2) / (1-b2^t)):
+        # lr * m_hat / (sqrt(v_hat) + eps) = step_size * M / (sqrt(V) + eps / c).
+        c = math.sqrt((1 - b2) / (1 - b2**t))
+        self._step_size = self.lr * (1 - b1) / (1 - b1**t) / c
+        self._eps_hat = self.eps / c
+        super().step(params, grads)
+
+    def _update(self, name, param, grad, state):
+        b1, b2 = self.betas
+        m, v, scratch = state["m"], state["v"], state["scratch"]
+        m *= b1
+        m += grad
+        np.multiply(grad, grad, out=scratch)
+        v *= b2
+        v += scratch
+        np.sqrt(v, out=scratch)
+        scratch += self._eps_hat
+        np.divide(m, scratch, out=scratch)
+        scratch *= self._step_size
+        param -= scratch
+
+    def _describe(self):
+        return f"lr={self.lr:g}, betas=({self.betas[0]:g}, {self.betas[1]:g}), eps={self.eps:g}"
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``param -= lr * weight_decay * param`` before the Adam step."""
+
+    name = "adamw"
+    decoupled_weight_decay = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None):
+        super().__init__(lr, betas, eps, weight_decay, clip_norm)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Momentum, "adam": Adam, "adamw": AdamW}
+
+
+def get_optimizer(spec, **kwargs) -> Optimizer:
+    """``get_optimizer("adamw", lr=1e-3, weight_decay=1e-2)``, ``get_optimizer("momentum(momentum=0.95)", lr=0.1)``.
+
+    ``"nesterov"`` is momentum with ``nesterov=True``. Keyword arguments override the spec's."""
+    if isinstance(spec, Optimizer):
+        return spec
+    if isinstance(spec, str) and spec.strip().lower().startswith("nesterov"):
+        kwargs.setdefault("nesterov", True)
+    return build(OPTIMIZERS, spec, "optimizer", **kwargs)
