@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from . import report, train
 from .datasets import DatasetError
+from .download import DownloadError
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 
@@ -82,7 +84,8 @@ def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
 
 def cmd_train(args) -> int:
     config = config_from_args(args)
-    train.run(config, publish_to=args.registry if args.publish else None, output_dir=args.output)
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
+    train.run(config, publish_to=args.registry if args.publish else None, output_dir=args.output, command=command)
     return 0
 
 
@@ -99,15 +102,15 @@ def cmd_evaluate(args) -> int:
         raise SystemExit(f"error: no versions of {name!r} in {args.registry}")
     version = args.version or versions[-1]
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
-    dataset_name = args.dataset or model.manifest["training"]["dataset"]["name"]
     config = model.manifest.get("training", {}).get("config", {})
+    dataset_name = args.dataset or config.get("dataset") or model.manifest["training"]["dataset"]["name"]
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or config.get("variant"),
                            path=args.data_path or config.get("data_path"),
                            target=args.target or config.get("target"), task=args.task or config.get("task"),
                            seed=config.get("seed", 0))
     metrics = train.score(model, dataset.x_test, dataset.y_test, dataset.split)
-    print(f"{name} v{version} on {dataset_name} ({dataset.split})")
+    print(f"{name} v{version} on {dataset.name} ({dataset.split})")
     print(report.format_metrics(metrics))
     return 0
 
@@ -198,10 +201,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except (DatasetError, FloatingPointError, ValueError) as e:
+    except (DatasetError, DownloadError, FloatingPointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

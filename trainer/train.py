@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -330,7 +329,6 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
     layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
     name = config.name or dataset.name
-    command = command or " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *sys.argv[1:]])
     manifest = make_manifest(name, config, prepared, history, layers, command)
     result = {"name": name}
     if publish_to:

@@ -1,0 +1,196 @@
+"""The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shared.model_file import load_model, read_manifest
+from shared.registry import Registry
+from trainer import cli, train
+from trainer.datasets import load_dataset
+
+
+@pytest.fixture
+def wine_csv(tmp_path):
+    """A small regression CSV with a known linear target."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = 2 * x[:, 0] - x[:, 1] + 0.5 * x[:, 2] + 5
+    path = tmp_path / "data.csv"
+    lines = ["a,b,c,score"] + [f"{a:.5f},{b:.5f},{c:.5f},{t:.5f}" for (a, b, c), t in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def blobs_npz(tmp_path):
+    """Three well-separated Gaussian blobs in 5-D, as a generic NPZ classification dataset."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=4, size=(3, 5))
+    y = rng.integers(0, 3, size=600)
+    x = (centres[y] + rng.normal(size=(600, 5))).astype(np.float32)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x_train=x[:500], y_train=y[:500], x_test=x[500:], y_test=y[500:])
+    return path
+
+
+def run_cli(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def test_train_publishes_a_version_with_metrics_and_plots(tmp_path, blobs_npz, capsys):
+    registry = tmp_path / "models"
+    args = ["train", "--dataset", "npz", "--data-path", blobs_npz, "--name", "blobs", "--hidden", "16",
+            "--epochs", "15", "--batch-size", "32", "--no-progress", "--publish", "--registry", registry]
+    assert run_cli(*args) == 0
+    assert run_cli(*args) == 0
+    assert Registry(registry).versions("blobs") == [1, 2]
+    folder = registry / "blobs" / "2"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "confusion.png", "learning_curves.png", "metrics.jsonl", "model.npz"]
+    for png in ("confusion.png", "learning_curves.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = read_manifest(folder / "model.npz")
+    assert manifest["version"] == 2 and manifest["name"] == "blobs"
+    assert manifest["metrics"]["accuracy"] > 0.95
+    assert manifest["training"]["config"]["hidden"] == [16]
+    assert manifest["training"]["epochs_run"] == 15
+    assert "--publish" in manifest["training"]["command"]
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in lines[:-1]] == list(range(1, 16))
+    assert lines[-1]["event"] == "final" and lines[-1]["accuracy"] == manifest["metrics"]["accuracy"]
+
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 1,
+                   "--data-path", blobs_npz) == 0
+    out = capsys.readouterr().out
+    assert "blobs v1 on blobs (x_test/y_test of blobs.npz)" in out and "accuracy" in out and "precision" in out
+
+
+def test_regression_from_csv_learns_the_target_and_records_its_scaling(tmp_path, wine_csv):
+    config = train.TrainConfig(dataset="csv", data_path=str(wine_csv), target="score", task="regression",
+                               hidden=[32], epochs=60, lr=0.01, batch_size=32, progress=False)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    assert result["metrics"]["rmse"] < 0.25 * result["metrics"]["rmse_of_mean_predictor"]
+    model = load_model(tmp_path / "out" / "model.npz")
+    assert model.manifest["output"]["target"] == "score"
+    assert model.manifest["input"]["feature_names"] == ["a", "b", "c"]
+    assert model.predict(np.array([[0, 0, 0]], np.float32))[0] == pytest.approx(5, abs=0.5)
+
+
+def test_config_file_with_flag_overrides(tmp_path, blobs_npz):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f'dataset = "npz"\ndata_path = "{blobs_npz}"\nhidden = [8, 8]\n'
+                           'activation = "leaky_relu(alpha=0.1)"\noptimizer = "nesterov"\nlr = 0.05\n'
+                           'schedule = "step(step_size=2, gamma=0.5)"\nepochs = 4\nbatchnorm = true\n')
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file), "--epochs", "3"])
+    config = cli.config_from_args(args)
+    assert (config.hidden, config.epochs, config.optimizer, config.batchnorm) == ([8, 8], 3, "nesterov", True)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    assert [round(row["lr"], 6) for row in result["history"]] == [0.05, 0.05, 0.025]
+    layers = read_manifest(tmp_path / "out" / "model.npz")["layers"]
+    assert layers[0]["batchnorm"] == "folded"
+    assert layers[1] == {"type": "activation", "name": "leaky_relu", "alpha": 0.1}
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("epochz = 3\n")
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
+    with pytest.raises(SystemExit, match="unknown config keys \\['epochz'\\]"):
+        cli.config_from_args(args)
+
+
+def test_same_seed_gives_bit_identical_models(tmp_path, blobs_npz):
+    def weights(out):
+        config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[16], epochs=3,
+                                   dropout=0.2, batchnorm=True, progress=False, seed=7)
+        train.run(config, output_dir=str(tmp_path / out), log=lambda *_: None)
+        return read_manifest(tmp_path / out / "model.npz")["parameters"]["sha256"]
+
+    assert weights("a") == weights("b")
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    # Labels that are pure noise: the network memorises the training part and validation loss
+    # climbs within a few epochs.
+    rng = np.random.default_rng(2)
+    noise = tmp_path / "noise.npz"
+    np.savez(noise, x_train=rng.normal(size=(300, 20)), y_train=rng.integers(0, 3, 300),
+             x_test=rng.normal(size=(50, 20)), y_test=rng.integers(0, 3, 50))
+    config = train.TrainConfig(dataset="npz", data_path=str(noise), hidden=[128], epochs=200, lr=0.01,
+                               patience=3, progress=False, val_fraction=0.3)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    history = result["history"]
+    assert len(history) < 200
+    best = min(history, key=lambda row: row["val_loss"])
+    assert len(history) == best["epoch"] + 3
+    assert read_manifest(tmp_path / "out" / "model.npz")["training"]["best_epoch"] == best["epoch"]
+
+
+def test_trainer_and_file_predict_the_same(tmp_path, blobs_npz):
+    """The exported file, run by the forward module the service uses, reproduces the trainer's
+    own eval-mode network (batch norm folded at export)."""
+    config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[16, 16], epochs=5,
+                               batchnorm=True, dropout=0.1, progress=False)
+    dataset = load_dataset("npz", path=blobs_npz)
+    prepared = train.prepare(dataset, config)
+    network = train.build_network(config, dataset)
+    train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared, config,
+              log=lambda *_: None)
+    x = dataset.x_test
+    expected = network.predict_proba(train.normalize(x, prepared.normalization))
+    for fold in (True, False):
+        layers, arrays = network.export(fold_batchnorm=fold)
+        manifest = train.make_manifest("blobs", config, prepared, [], layers, "test")
+        train.write_version(tmp_path, 1, arrays, manifest, prepared, [], make_plots=False)
+        model = load_model(tmp_path / "model.npz")
+        np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-4, atol=1e-5)
+        assert (model.predict(x) == expected.argmax(axis=1)).all()
+
+
+def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
+                   "--hidden", 32, "--epochs", 100) == 0
+    assert "ok: the network can memorise a tiny subset" in capsys.readouterr().out
+
+
+def test_overfit_command_says_something_is_wrong(blobs_npz, capsys):
+    # A learning rate of zero cannot learn anything: the check must say so.
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
+                   "--hidden", 32, "--epochs", 5, "--lr", 0) == 1
+    assert "something is wrong" in capsys.readouterr().out
+
+
+def test_summary_and_gradcheck_commands():
+    out = subprocess.run([sys.executable, "-m", "trainer", "summary", "--hidden", "256", "128"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "total parameters: 235,146" in out
+    done = subprocess.run([sys.executable, "-m", "trainer", "gradcheck"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all gradients match" in done.stdout
+
+
+def test_bad_flags_are_clear_errors(tmp_path, capsys):
+    assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
+    assert "unknown dataset 'nonsense'" in capsys.readouterr().err
+    assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "absent.npz") == 2
+
+
+@pytest.mark.slow
+def test_short_real_mnist_run(tmp_path, datasets_dir):
+    """A real-data run on an MNIST subset learns, and the published file scores the same through
+    ``evaluate`` as the trainer reported."""
+    registry = tmp_path / "models"
+    config = train.TrainConfig(dataset="mnist", data_dir=str(datasets_dir / "mnist"), hidden=[64], epochs=3,
+                               limit_train=6000, progress=False)
+    result = train.run(config, publish_to=str(registry), log=lambda *_: None)
+    assert result["version"] == 1
+    assert result["metrics"]["accuracy"] > 0.90
+    manifest = read_manifest(registry / "mnist" / "1" / "model.npz")
+    assert manifest["training"]["dataset"]["files"]["t10k-images-idx3-ubyte.gz"] == (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")
+    assert manifest["metrics"]["accuracy"] == result["metrics"]["accuracy"]
