@@ -1,0 +1,14 @@
+# nginx in front of `api` replicas (docker/compose.scale.yml). Built from the same base image
+# as the service, with Debian's nginx, so nothing but that base has to be available.
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+ && rm -f /etc/nginx/sites-enabled/default
+COPY docker/nginx.conf /etc/nginx/nginx.conf
+USER www-data
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/lb-healthz', timeout=2)"]
+ENTRYPOINT ["nginx", "-e", "stderr", "-g", "daemon off;"]
