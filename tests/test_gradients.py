@@ -1,0 +1,188 @@
+"""Backward passes against numerical gradients: float64, random shapes under a fixed seed,
+every parameter of every layer type, every activation, both losses."""
+
+import numpy as np
+import pytest
+
+from trainer.gradcheck import format_table, gradcheck, run_gradcheck
+from trainer.layers import Activation, BatchNorm, Dense, Dropout
+from trainer.losses import MSE, SoftmaxCrossEntropy
+from trainer.network import build_mlp
+
+F64 = np.float64
+TOL = 1e-6
+
+
+def numeric_grad(f, array, h=1e-5):
+    """Central differences of the scalar f() with respect to each element of array."""
+    grad = np.zeros_like(array, dtype=F64)
+    for idx in np.ndindex(array.shape):
+        saved = array[idx]
+        array[idx] = saved + h
+        up = f()
+        array[idx] = saved - h
+        down = f()
+        array[idx] = saved
+        grad[idx] = (up - down) / (2 * h)
+    return grad
+
+
+def rel_error(a, b):
+    return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-3)
+
+
+def shape(rng):
+    return int(rng.integers(2, 7)), int(rng.integers(2, 8))
+
+
+def check_layer(layer, x, training=True, before_forward=lambda: None):
+    """Compare every parameter gradient and the input gradient of layer on x."""
+    direction = np.random.default_rng(1).standard_normal(layer.output_features(x.shape[1]) * x.shape[0])
+    direction = direction.reshape(x.shape[0], -1)
+
+    def f():
+        before_forward()
+        return float(np.sum(layer.forward(x, training) * direction))
+
+    layer.zero_grad()
+    before_forward()
+    layer.forward(x, training)
+    grad_in = layer.backward(direction.copy())
+    for name, param in layer.params.items():
+        assert layer.grads[name].dtype == F64
+        assert rel_error(layer.grads[name], numeric_grad(f, param)) < TOL, name
+    assert rel_error(grad_in, numeric_grad(f, x)) < TOL, "input"
+
+
+def test_dense():
+    rng = np.random.default_rng(0)
+    n, d_in = shape(rng)
+    layer = Dense(d_in, int(rng.integers(2, 8)), rng=rng, dtype=F64)
+    layer.params["bias"][...] = rng.standard_normal(layer.out_features)
+    check_layer(layer, rng.standard_normal((n, d_in)))
+
+
+@pytest.mark.parametrize("spec", ["relu", "leaky_relu(alpha=0.1)", "leaky_relu(alpha=0.0)", "sigmoid", "tanh"])
+def test_activation(spec):
+    rng = np.random.default_rng(2)
+    check_layer(Activation(spec, dtype=F64), rng.standard_normal(shape(rng)) * 3)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm(training):
+    rng = np.random.default_rng(3)
+    n, d = shape(rng)
+    bn = BatchNorm(d, dtype=F64)
+    bn.params["gamma"][...] = rng.uniform(0.5, 2, d)
+    bn.params["beta"][...] = rng.standard_normal(d)
+    bn.buffers["running_mean"][...] = rng.standard_normal(d)
+    bn.buffers["running_var"][...] = rng.uniform(0.5, 2, d)
+    check_layer(bn, rng.standard_normal((n, d)) * 2 + 1, training=training)
+
+
+def test_dropout_with_a_fixed_mask():
+    rng = np.random.default_rng(4)
+    layer = Dropout(0.4, dtype=F64)
+
+    def same_mask():
+        layer.rng = np.random.default_rng(7)
+
+    check_layer(layer, rng.standard_normal(shape(rng)), before_forward=same_mask)
+    assert 0 < np.count_nonzero(layer._mask == 0) < layer._mask.size
+
+
+def test_softmax_cross_entropy_with_labels_and_soft_targets():
+    rng = np.random.default_rng(5)
+    n, k = shape(rng)
+    logits = rng.standard_normal((n, k)) * 4
+    for target in (rng.integers(0, k, n), rng.dirichlet(np.ones(k), size=n)):
+        loss = SoftmaxCrossEntropy()
+        loss.forward(logits, target)
+        analytic = loss.backward().copy()
+        assert rel_error(analytic, numeric_grad(lambda: loss.forward(logits, target), logits)) < TOL
+
+
+def test_softmax_cross_entropy_value_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(logits, np.array([1, 2]))
+    # row 0: logsumexp = 1000, loss = 1000 - 0; row 1: log 3
+    assert value == pytest.approx((1000 + np.log(3)) / 2, rel=1e-6)
+    grad = loss.backward()
+    assert np.isfinite(grad).all() and grad.dtype == np.float32
+    np.testing.assert_allclose(grad, [[0.5, -0.5, 0.0], [1 / 6, 1 / 6, -1 / 3]], atol=1e-7)
+
+
+def test_mse():
+    rng = np.random.default_rng(6)
+    out, target = rng.standard_normal(shape(rng)), None
+    target = rng.standard_normal(out.shape)
+    loss = MSE()
+    assert loss.forward(out, target) == pytest.approx(np.mean((out - target) ** 2))
+    analytic = loss.backward().copy()
+    assert rel_error(analytic, numeric_grad(lambda: loss.forward(out, target), out)) < TOL
+    column = MSE()  # one regression output: targets of shape (n,) are accepted
+    assert column.forward(out[:, :1], target[:, 0]) == pytest.approx(np.mean((out[:, 0] - target[:, 0]) ** 2))
+
+
+@pytest.mark.parametrize("task,activation", [("classification", "leaky_relu(alpha=0.05)"), ("regression", "tanh")])
+def test_whole_network_with_batchnorm_and_dropout(task, activation):
+    rng = np.random.default_rng(8)
+    sizes = [int(s) for s in rng.integers(2, 7, 3)] + [3]
+    net = build_mlp(sizes, activation, batchnorm=True, dropout=0.25, task=task, seed=3, dtype=F64)
+    dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
+    x = rng.standard_normal((5, sizes[0]))
+    y = rng.integers(0, 3, 5) if task == "classification" else rng.standard_normal((5, 3))
+
+    def f():
+        for i, layer in enumerate(dropouts):
+            layer.rng = np.random.default_rng(i)
+        return net.loss.forward(net.forward(x, training=True), y)
+
+    net.zero_grad()
+    f()
+    net.backward()
+    grads = {k: v.copy() for k, v in net.grads().items()}
+    assert set(grads) == set(net.params())
+    for name, param in net.params().items():
+        assert rel_error(grads[name], numeric_grad(f, param)) < TOL, name
+
+
+def test_gradients_accumulate_until_zero_grad():
+    rng = np.random.default_rng(9)
+    net = build_mlp([4, 5, 3], batchnorm=True, seed=0, dtype=F64)
+    x, y = rng.standard_normal((6, 4)), rng.integers(0, 3, 6)
+    net.zero_grad()
+    net.loss.forward(net.forward(x, True), y)
+    net.backward()
+    once = {k: v.copy() for k, v in net.grads().items()}
+    net.loss.forward(net.forward(x, True), y)
+    net.backward()
+    for k, v in net.grads().items():
+        np.testing.assert_allclose(v, 2 * once[k], rtol=1e-12, atol=1e-15)
+    net.zero_grad()
+    assert all(not v.any() for v in net.grads().values())
+
+
+def test_run_gradcheck_passes_and_prints_a_table(capsys):
+    assert run_gradcheck(verbose=True)
+    out = capsys.readouterr().out
+    for component in ("Dense", "Activation(relu)", "Activation(sigmoid)", "Activation(tanh)", "leaky_relu",
+                      "BatchNorm (train)", "Dropout", "SoftmaxCrossEntropy", "MSE", "bn1.gamma"):
+        assert component in out
+    assert "FAIL" not in out
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class Off(Dense):
+        def backward(self, grad_out):
+            grad_in = super().backward(grad_out)
+            self.grads["weight"] *= 1.001  # a 0.1% error
+            return grad_in
+
+    rows = gradcheck(Off(3, 4, dtype=F64, rng=0), label="broken")
+    by_param = {r.param: r for r in rows}
+    assert not by_param["weight"].passed and by_param["bias"].passed and by_param["input"].passed
+    assert "FAIL" in format_table(rows)
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck(Dense(3, 4))

@@ -1,0 +1,312 @@
+"""The network as a user of the trainer relies on it: building, float32 throughout,
+determinism, export to the model-file layout (batch-norm folding), and that it learns."""
+
+import math
+
+import numpy as np
+import pytest
+
+from trainer.activations import get_activation, softmax
+from trainer.initializers import get_initializer
+from trainer.layers import Activation, BatchNorm, Dense, Dropout
+from trainer.network import Network, build_mlp
+from trainer.optimizers import get_optimizer
+
+
+def batch(n, d, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, classes, n)
+
+
+def train_steps(net, x, y, steps, spec="adam", lr=1e-2):
+    opt = get_optimizer(spec, lr=lr)
+    for _ in range(steps):
+        net.train_step(x, y, opt)
+    return opt
+
+
+def run_exported(layers, arrays, x):
+    """An independent inference pass over an exported ``layers`` list (docs/model-format.md)."""
+    x = x.astype(np.float64)
+    for layer in layers:
+        if layer["type"] == "dense":
+            x = x @ arrays[f"{layer['name']}.weight"] + arrays[f"{layer['name']}.bias"]
+        elif layer["type"] == "batchnorm":
+            a = {k: arrays[f"{layer['name']}.{k}"] for k in ("gamma", "beta", "running_mean", "running_var")}
+            x = a["gamma"] * (x - a["running_mean"]) / np.sqrt(a["running_var"] + layer["eps"]) + a["beta"]
+        elif layer["name"] == "relu":
+            x = np.maximum(x, 0)
+        elif layer["name"] == "leaky_relu":
+            x = np.where(x > 0, x, layer["alpha"] * x)
+        elif layer["name"] == "tanh":
+            x = np.tanh(x)
+        elif layer["name"] == "sigmoid":
+            x = 1 / (1 + np.exp(-x))
+        elif layer["name"] == "softmax":
+            x = np.exp(x - x.max(axis=1, keepdims=True))
+            x /= x.sum(axis=1, keepdims=True)
+    return x
+
+
+# --- building -----------------------------------------------------------------------------
+
+def test_build_mlp_names_and_shapes_follow_the_model_format():
+    net = build_mlp([784, 256, 128, 10], batchnorm=True, dropout=0.1)
+    shapes = {k: v.shape for k, v in net.params().items()}
+    assert shapes == {
+        "dense1.weight": (784, 256), "dense1.bias": (256,), "bn1.gamma": (256,), "bn1.beta": (256,),
+        "dense2.weight": (256, 128), "dense2.bias": (128,), "bn2.gamma": (128,), "bn2.beta": (128,),
+        "dense3.weight": (128, 10), "dense3.bias": (10,),
+    }
+    assert set(net.buffers()) == {"bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"}
+    assert set(net.grads()) == set(shapes)
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Dense", "BatchNorm", "Activation", "Dropout", "Dense", "BatchNorm", "Activation", "Dropout", "Dense"]
+    assert net.num_params() == 784 * 256 + 256 + 2 * 256 + 256 * 128 + 128 + 2 * 128 + 128 * 10 + 10
+
+
+def test_repr_and_summary():
+    net = build_mlp([784, 256, 128, 10], activation="leaky_relu(alpha=0.01)")
+    text = repr(net)
+    assert "(dense1): Dense(784 -> 256, init=he_normal)" in text
+    assert "(act1): Activation(leaky_relu(alpha=0.01))" in text
+    assert "SoftmaxCrossEntropy" in text
+    table = net.summary(batch_size=32)
+    assert "(32, 784)" in table and "(32, 256)" in table and "(32, 10)" in table
+    assert "200,960" in table and "total parameters: 235,146" in table
+
+
+def test_initialisers_scale_with_fan_in_and_fan_out():
+    rng = np.random.default_rng(0)
+    he = get_initializer("he_normal")((400, 300), rng)
+    assert he.dtype == np.float32 and he.std() == pytest.approx(math.sqrt(2 / 400), rel=0.02)
+    xavier = get_initializer("glorot_uniform")((400, 300), rng)
+    limit = math.sqrt(6 / 700)
+    assert np.abs(xavier).max() <= limit and xavier.std() == pytest.approx(limit / math.sqrt(3), rel=0.02)
+    assert get_initializer("normal(std=0.05)")((300, 300), rng).std() == pytest.approx(0.05, rel=0.02)
+    # a float64 twin starts from the same weights
+    w32 = get_initializer("he_uniform")((5, 4), np.random.default_rng(3), np.float32)
+    w64 = get_initializer("he_uniform")((5, 4), np.random.default_rng(3), np.float64)
+    np.testing.assert_array_equal(w32, w64.astype(np.float32))
+
+
+def test_component_specs():
+    assert get_activation("leaky_relu(alpha=0.2)").alpha == 0.2
+    assert get_activation("leaky_relu(0.3)").alpha == 0.3
+    assert get_activation(" ReLU ").name == "relu"
+    with pytest.raises(ValueError, match="unknown activation 'swish'.*known: leaky_relu, relu, sigmoid, tanh"):
+        get_activation("swish")
+    with pytest.raises(ValueError, match="cannot parse"):
+        get_activation("relu(")
+    with pytest.raises(ValueError, match="literal"):
+        get_activation("leaky_relu(alpha=__import__('os'))")
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        get_activation("leaky_relu(alpha=-1)")
+    with pytest.raises(ValueError, match="unknown initializer"):
+        build_mlp([3, 2], init="he")
+
+
+def test_bad_inputs_are_refused_with_the_layer_name():
+    net = build_mlp([4, 3, 2])
+    with pytest.raises(ValueError, match=r"dense1: expected input of shape \(n, 4\), got \(2, 5\)"):
+        net.forward(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="unique"):
+        Network([Dense(2, 2, name="a"), Dense(2, 2, name="a")], "mse")
+    with pytest.raises(ValueError, match="labels"):
+        net.loss.forward(np.zeros((2, 2), np.float32), np.array([0, 2]))
+
+
+# --- float32 and buffers ------------------------------------------------------------------
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu(alpha=0.1)", "sigmoid", "tanh"])
+def test_float32_end_to_end(activation):
+    net = build_mlp([6, 8, 5, 3], activation, batchnorm=True, dropout=0.2, seed=1)
+    x, y = batch(16, 6, classes=3)
+    opt = get_optimizer("adamw", lr=np.float64(1e-3), weight_decay=0.01, clip_norm=1.0)
+    net.zero_grad()
+    out = net.forward(x.astype(np.float64), training=True)  # float64 input is cast on the way in
+    assert out.dtype == np.float32
+    net.loss.forward(out, y)
+    assert net.loss.backward().dtype == np.float32
+    net.backward()
+    opt.step(net.params(), net.grads())
+    for group in (net.params(), net.grads(), net.buffers()):
+        assert all(a.dtype == np.float32 for a in group.values())
+    assert all(a.dtype == np.float32 for s in opt.state.values() for a in s.values())
+    for layer in net.layers:
+        assert all(buf.dtype == np.float32 for buf in layer._scratch.values()), layer.name
+    assert net.predict_logits(x).dtype == np.float32
+    assert net.predict_proba(x).dtype == np.float32
+
+    reg = build_mlp([6, 4, 1], activation, task="regression", seed=1)
+    reg.loss.forward(reg.forward(x, True), y.astype(np.float64))
+    assert reg.loss.backward().dtype == np.float32
+
+
+def test_forward_leaves_the_input_alone_and_returns_a_fresh_array():
+    net = Network([Activation("relu"), Dense(3, 2, rng=0), Dropout(0.5, rng=0), Activation("tanh")], "mse")
+    x = np.array([[-1.0, 2.0, -3.0]], dtype=np.float32)
+    first = net.forward(x, training=True)
+    net.loss.forward(first, np.zeros((1, 2)))
+    net.backward()
+    assert x.tolist() == [[-1.0, 2.0, -3.0]]
+    kept = first.copy()
+    net.forward(-x, training=False)
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_predict_in_chunks_equals_one_pass():
+    net = build_mlp([5, 7, 3], batchnorm=True, seed=2)
+    x, y = batch(40, 5, classes=3)
+    train_steps(net, x, y, 3)
+    whole = net.predict_logits(x, batch_size=1000)
+    np.testing.assert_allclose(net.predict_logits(x, batch_size=7), whole, rtol=1e-6)
+    np.testing.assert_allclose(net.predict_proba(x), softmax(whole), rtol=1e-6)
+    assert net.predict(x).tolist() == whole.argmax(axis=1).tolist()
+
+
+# --- batch norm and dropout behaviour -----------------------------------------------------
+
+def test_batchnorm_running_statistics_and_modes():
+    bn = BatchNorm(2, momentum=0.9)
+    x = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 16.0]], dtype=np.float32)
+    y = bn.forward(x, training=True)
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-3)
+    # running = 0.9 * initial + 0.1 * batch, with the unbiased batch variance (4 and 12)
+    np.testing.assert_allclose(bn.buffers["running_mean"], [0.3, 1.2], rtol=1e-6)
+    np.testing.assert_allclose(bn.buffers["running_var"], [0.9 + 0.4, 0.9 + 1.2], rtol=1e-6)
+    expected = (x - [0.3, 1.2]) / np.sqrt(np.array([1.3, 2.1]) + 1e-5)
+    np.testing.assert_allclose(bn.forward(x, training=False), expected, rtol=1e-5)
+    np.testing.assert_allclose(bn.buffers["running_mean"], [0.3, 1.2], rtol=1e-6)  # eval does not update
+
+
+def test_dropout_is_inverted_and_identity_in_eval():
+    layer = Dropout(0.25, rng=0)
+    x = np.ones((200, 50), dtype=np.float32)
+    y = layer.forward(x, training=True)
+    assert np.unique(y) == pytest.approx([0.0, 1 / 0.75])
+    assert (y == 0).mean() == pytest.approx(0.25, abs=0.02)
+    assert y.mean() == pytest.approx(1.0, abs=0.03)
+    assert layer.forward(x, training=False) is x
+    with pytest.raises(ValueError):
+        Dropout(1.0)
+
+
+# --- determinism --------------------------------------------------------------------------
+
+def test_same_seed_gives_bit_identical_training():
+    x, y = batch(64, 12, classes=4)
+
+    def trained(seed):
+        net = build_mlp([12, 16, 8, 4], batchnorm=True, dropout=0.3, seed=seed)
+        for _ in range(3):  # epochs of minibatches in a seeded order
+            order = np.random.default_rng(seed).permutation(64)
+            train_steps(net, x[order], y[order], 4)
+        return {**net.params(), **net.buffers()}
+
+    a, b, c = trained(7), trained(7), trained(8)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["dense1.weight"], c["dense1.weight"])
+
+
+def test_state_round_trip():
+    net = build_mlp([4, 6, 3], batchnorm=True, seed=0)
+    x, y = batch(32, 4, classes=3)
+    train_steps(net, x, y, 2)
+    saved = net.state()
+    train_steps(net, x, y, 2)
+    assert not np.array_equal(net.params()["dense1.weight"], saved["dense1.weight"])
+    net.load_state(saved)
+    assert all(np.array_equal(v, saved[k]) for k, v in {**net.params(), **net.buffers()}.items())
+    with pytest.raises(ValueError, match="missing"):
+        net.load_state({"dense1.weight": saved["dense1.weight"]})
+
+
+# --- export -------------------------------------------------------------------------------
+
+def test_export_plain_classifier():
+    net = build_mlp([784, 256, 128, 10], dropout=0.5, seed=0)
+    layers, arrays = net.export()
+    assert layers == [
+        {"type": "dense", "name": "dense1", "in_features": 784, "out_features": 256},
+        {"type": "activation", "name": "relu"},
+        {"type": "dense", "name": "dense2", "in_features": 256, "out_features": 128},
+        {"type": "activation", "name": "relu"},
+        {"type": "dense", "name": "dense3", "in_features": 128, "out_features": 10},
+        {"type": "activation", "name": "softmax"},
+    ]
+    assert sorted(arrays) == sorted(net.params())
+    for key, a in arrays.items():
+        assert a.dtype == np.float32 and a.flags.c_contiguous
+        np.testing.assert_array_equal(a, net.params()[key])
+    arrays["dense1.weight"][0, 0] = 99.0  # a copy: the network is untouched
+    assert net.params()["dense1.weight"][0, 0] != 99.0
+
+
+def test_export_regression_with_leaky_relu():
+    net = build_mlp([11, 8, 1], activation="leaky_relu(alpha=0.01)", task="regression", seed=0)
+    layers, arrays = net.export()
+    assert layers == [
+        {"type": "dense", "name": "dense1", "in_features": 11, "out_features": 8},
+        {"type": "activation", "name": "leaky_relu", "alpha": 0.01},
+        {"type": "dense", "name": "dense2", "in_features": 8, "out_features": 1},
+    ]
+    x, _ = batch(9, 11)
+    np.testing.assert_allclose(run_exported(layers, arrays, x), net.predict_logits(x), rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_folding_matches_the_explicit_network():
+    net = build_mlp([20, 16, 12, 5], activation="tanh", batchnorm=True, dropout=0.2, seed=4)
+    rng = np.random.default_rng(1)
+    for p in net.params().values():  # move gamma and beta away from 1 and 0
+        p += rng.normal(0, 0.3, p.shape).astype(np.float32)
+    x, y = batch(64, 20, classes=5, seed=2)
+    train_steps(net, x, y, 5)  # running statistics away from their initial values
+    assert not np.allclose(net.buffers()["bn1.running_var"], 1)
+
+    folded, folded_arrays = net.export(fold_batchnorm=True)
+    explicit, explicit_arrays = net.export(fold_batchnorm=False)
+    assert [l.get("batchnorm") for l in folded if l["type"] == "dense"] == ["folded", "folded", None]
+    assert not any(l["type"] == "batchnorm" for l in folded)
+    assert not any(k.startswith("bn") for k in folded_arrays)
+    assert explicit[1] == {"type": "batchnorm", "name": "bn1", "features": 16, "eps": 1e-5}
+    assert {"bn1.gamma", "bn1.beta", "bn1.running_mean", "bn1.running_var"} <= set(explicit_arrays)
+
+    expected = net.predict_proba(x)
+    np.testing.assert_allclose(run_exported(folded, folded_arrays, x), expected, atol=1e-5)
+    np.testing.assert_allclose(run_exported(explicit, explicit_arrays, x), expected, atol=1e-5)
+
+
+def test_batchnorm_not_after_a_dense_layer_is_exported_explicitly():
+    net = Network([BatchNorm(4), Dense(4, 3, rng=0), Activation("relu"), Dense(3, 2, rng=1)], "cross_entropy")
+    layers, arrays = net.export(fold_batchnorm=True)
+    assert layers[0] == {"type": "batchnorm", "name": "bn1", "features": 4, "eps": 1e-5}
+    assert "batchnorm" not in layers[1]
+    x, _ = batch(5, 4)
+    np.testing.assert_allclose(run_exported(layers, arrays, x), net.predict_proba(x), atol=1e-6)
+
+
+# --- learning -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,lr", [("adam", 0.01), ("nesterov", 0.1)])
+def test_overfits_a_tiny_subset(spec, lr):
+    """64 samples with arbitrary labels: a network that can learn memorises them."""
+    x, y = batch(64, 20, classes=4, seed=3)
+    net = build_mlp([20, 64, 4], seed=0)
+    opt = get_optimizer(spec, lr=lr)
+    losses = [net.train_step(x, y, opt) for _ in range(300)]
+    assert (net.predict(x) == y).mean() == 1.0
+    assert losses[-1] < 0.05 < losses[0]
+
+
+def test_regression_learns_a_linear_target():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 3)).astype(np.float32)
+    target = (x @ np.array([1.5, -2.0, 0.5]) + 0.3).astype(np.float32)
+    net = build_mlp([3, 16, 1], activation="tanh", init="xavier_normal", task="regression", seed=0)
+    opt = get_optimizer("adam", lr=0.01)
+    for _ in range(400):
+        net.train_step(x, target, opt)
+    rmse = float(np.sqrt(np.mean((net.predict(x)[:, 0] - target) ** 2)))
+    assert rmse < 0.1

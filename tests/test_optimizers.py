@@ -1,0 +1,174 @@
+"""Optimiser update rules against steps worked out by hand, and the learning-rate schedules."""
+
+import math
+
+import numpy as np
+import pytest
+
+from trainer.network import build_mlp
+from trainer.optimizers import SGD, Adam, AdamW, Momentum, clip_grad_norm, get_optimizer
+from trainer.schedules import get_schedule
+
+
+def run(optimizer, grads_per_step, start=(1.0, -2.0), dtype=np.float64, name="dense1.weight"):
+    """Apply the optimiser to one parameter with the given gradient at each step; return it."""
+    param = np.array(start, dtype=dtype)
+    for g in grads_per_step:
+        optimizer.step({name: param}, {name: np.array(g, dtype=dtype)})
+    return param
+
+
+# --- update rules -------------------------------------------------------------------------
+
+def test_sgd_step():
+    # p - lr * g = [1 - 0.1 * 0.5, -2 - 0.1 * -1]
+    assert run(SGD(lr=0.1), [[0.5, -1.0]]) == pytest.approx([0.95, -1.9])
+
+
+def test_sgd_l2_weight_decay_applies_to_weights_not_biases():
+    # weight: g + wd * p = [0.5 + 0.1 * 1, -1 + 0.1 * -2] = [0.6, -1.2] -> [1 - 0.06, -2 + 0.12]
+    assert run(SGD(lr=0.1, weight_decay=0.1), [[0.5, -1.0]]) == pytest.approx([0.94, -1.88])
+    bias = run(SGD(lr=0.1, weight_decay=0.1), [[0.5, -1.0]], name="dense1.bias")
+    assert bias == pytest.approx([0.95, -1.9])
+    gamma = run(SGD(lr=0.1, weight_decay=0.1), [[0.5, -1.0]], name="bn1.gamma")
+    assert gamma == pytest.approx([0.95, -1.9])
+
+
+def test_momentum_two_steps():
+    # v1 = g1 = 1.0;           p1 = 1 - 0.1 * 1.0 = 0.9
+    # v2 = 0.9 * 1.0 + 0.5 = 1.4; p2 = 0.9 - 0.1 * 1.4 = 0.76
+    assert run(Momentum(lr=0.1, momentum=0.9), [[1.0], [0.5]], start=[1.0]) == pytest.approx([0.76])
+
+
+def test_nesterov_two_steps():
+    # v1 = 1.0; step1 = g1 + 0.9 * v1 = 1.9;  p1 = 1 - 0.19 = 0.81
+    # v2 = 0.9 + 0.5 = 1.4; step2 = 0.5 + 0.9 * 1.4 = 1.76; p2 = 0.81 - 0.176 = 0.634
+    opt = Momentum(lr=0.1, momentum=0.9, nesterov=True)
+    assert run(opt, [[1.0], [0.5]], start=[1.0]) == pytest.approx([0.634])
+
+
+def test_adam_two_steps():
+    # lr 0.1, betas (0.9, 0.999), eps 1e-8, p0 = 1
+    # t=1, g=0.5:   m = 0.05, v = 0.00025; m_hat = 0.5, v_hat = 0.25
+    #               p1 = 1 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.900000002
+    # t=2, g=-0.25: m = 0.045 - 0.025 = 0.02, v = 0.00024975 + 0.0000625 = 0.00031225
+    #               m_hat = 0.02 / 0.19 = 0.1052631579, v_hat = 0.00031225 / 0.001999 = 0.1562031016
+    #               p2 = p1 - 0.1 * 0.1052631579 / (0.3952253807 + 1e-8) = 0.8733662987
+    opt = Adam(lr=0.1, betas=(0.9, 0.999), eps=1e-8)
+    param = np.array([1.0])
+    opt.step({"w": param}, {"w": np.array([0.5])})
+    assert param == pytest.approx([0.900000002], rel=1e-12)
+    opt.step({"w": param}, {"w": np.array([-0.25])})
+    assert param == pytest.approx([0.8733662987078463], rel=1e-12)
+
+
+def test_adam_epsilon_matters_for_tiny_gradients():
+    # g = 1e-8: m_hat = 1e-8, sqrt(v_hat) = 1e-8 -> step = lr * 1e-8 / (1e-8 + 1e-8) = lr / 2
+    assert run(Adam(lr=0.1, eps=1e-8), [[1e-8]], start=[1.0]) == pytest.approx([0.95], rel=1e-9)
+
+
+def test_adamw_decouples_weight_decay():
+    # p *= 1 - lr * wd = 0.99, then the Adam step of lr * sign(g) = 0.1: 0.890000002
+    assert run(AdamW(lr=0.1, weight_decay=0.1), [[0.5]], start=[1.0]) == pytest.approx([0.890000002], rel=1e-12)
+    # Adam with the same weight_decay is L2: g' = 0.5 + 0.1 * 1 = 0.6, step = 0.1 * 0.6 / (0.6 + 1e-8)
+    assert run(Adam(lr=0.1, weight_decay=0.1), [[0.5]], start=[1.0]) == pytest.approx([1 - 0.06 / 0.60000001], rel=1e-12)
+    # biases are not decayed
+    assert run(AdamW(lr=0.1, weight_decay=0.1), [[0.5]], start=[1.0], name="dense1.bias") == \
+        pytest.approx([0.900000002], rel=1e-12)
+
+
+def test_clip_by_global_norm():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}  # global norm 5
+    assert clip_grad_norm(grads, 1.0) == pytest.approx(5.0)
+    assert grads["a"] == pytest.approx([0.6, 0.0], rel=1e-5)
+    assert grads["b"][0, 0] == pytest.approx(0.8, rel=1e-5)
+    small = {"a": np.array([0.3, 0.4])}
+    clip_grad_norm(small, 1.0)
+    assert small["a"].tolist() == [0.3, 0.4]  # under the limit: untouched
+
+    # through the optimiser: the clipped step is lr * g * 1 / 5
+    opt = SGD(lr=1.0, clip_norm=1.0)
+    param = np.array([0.0, 0.0])
+    opt.step({"w": param}, {"w": np.array([3.0, 4.0])})
+    assert param == pytest.approx([-0.6, -0.8], rel=1e-5)
+    assert opt.last_grad_norm == pytest.approx(5.0)
+
+
+def test_set_lr_takes_effect_immediately():
+    opt = Momentum(lr=0.1, momentum=0.9)
+    param = np.array([1.0])
+    opt.step({"w": param}, {"w": np.array([1.0])})  # p = 0.9, v = 1
+    opt.set_lr(0.0)
+    opt.step({"w": param}, {"w": np.array([1.0])})
+    assert param == pytest.approx([0.9])
+
+
+@pytest.mark.parametrize("spec", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+def test_float32_stays_float32_and_flat_path_matches_per_parameter_path(spec):
+    """A network packs its parameters into one buffer and the optimiser updates it in one go;
+    the result must equal updating the same arrays one by one, and stay float32 even when
+    the learning rate is a NumPy float64 (as a schedule could return)."""
+    net = build_mlp([5, 4, 3], seed=1)
+    loose = {k: v.copy() for k, v in net.params().items()}  # separate arrays: the per-parameter path
+    rng = np.random.default_rng(0)
+    packed_opt = get_optimizer(spec, lr=np.float64(0.05), weight_decay=0.01, clip_norm=10.0)
+    loose_opt = get_optimizer(spec, lr=np.float64(0.05), weight_decay=0.01, clip_norm=10.0)
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in loose.items()}
+        for k, g in net.grads().items():
+            g[...] = grads[k]
+        packed_opt.step(net.params(), net.grads())
+        loose_opt.step(loose, grads)
+    assert packed_opt._flat is not None and loose_opt._flat is None
+    for k, v in net.params().items():
+        assert v.dtype == np.float32
+        np.testing.assert_array_equal(v, loose[k])
+    for state in packed_opt.state.values():
+        assert all(a.dtype == np.float32 for a in state.values())
+
+
+def test_get_optimizer_specs():
+    opt = get_optimizer("adamw", lr=0.002, weight_decay=0.05)
+    assert isinstance(opt, AdamW) and opt.lr == 0.002 and opt.weight_decay == 0.05
+    nesterov = get_optimizer("nesterov", lr=0.1, momentum=0.8)
+    assert isinstance(nesterov, Momentum) and nesterov.nesterov and nesterov.momentum == 0.8
+    assert get_optimizer("momentum(momentum=0.5)", lr=0.1).momentum == 0.5
+    assert get_optimizer("adam(betas=(0.8, 0.99))").betas == (0.8, 0.99)
+    assert "AdamW(lr=0.002" in repr(opt)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        get_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="bad arguments"):
+        get_optimizer("sgd", lr=0.1, betas=(0.9, 0.9))
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+def test_constant_and_step_schedules():
+    assert [get_schedule("constant", lr=0.1)(e) for e in (0, 5, 50)] == [0.1, 0.1, 0.1]
+    step = get_schedule("step(step_size=2, gamma=0.5)", lr=0.1)
+    assert [step(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_cosine_schedule():
+    cos = get_schedule("cosine", lr=1.0, total_epochs=4, min_lr=0.1)
+    # min + (lr - min) * (1 + cos(pi * e / 4)) / 2
+    expected = [1.0, 0.1 + 0.9 * (1 + math.sqrt(0.5)) / 2, 0.55, 0.1 + 0.9 * (1 - math.sqrt(0.5)) / 2, 0.1, 0.1]
+    assert [cos(e) for e in range(6)] == pytest.approx(expected)
+
+
+def test_warmup_then_cosine():
+    sched = get_schedule("cosine", lr=1.0, total_epochs=6, warmup_epochs=2)
+    # ramp: lr * (e + 1) / (2 + 1), then cosine over the remaining 4 epochs
+    assert [sched(e) for e in range(7)] == pytest.approx(
+        [1 / 3, 2 / 3, 1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2, 0.0])
+    plain = get_schedule("warmup(epochs=3)", lr=0.4)
+    assert [plain(e) for e in range(5)] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
+    stepped = get_schedule("step(step_size=1, gamma=0.5)", lr=0.4, warmup_epochs=1)
+    assert [stepped(e) for e in range(4)] == pytest.approx([0.2, 0.4, 0.2, 0.1])
+
+
+def test_schedule_errors():
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        get_schedule("linear", lr=0.1)
+    with pytest.raises(ValueError, match="total_epochs"):
+        get_schedule("cosine", lr=0.1)
