@@ -1,0 +1,300 @@
+"""The native HTTP API (SPEC §5): thin views over ``Predictor`` and ``ModelStore``.
+
+Blueprints: ``predict`` (the four prediction routes), ``models`` (model and version reports,
+and the admin routes that pin, roll back and label versions).
+
+Admin routes need ``Authorization: Bearer <SCRATCHNET_ADMIN_TOKEN>``: no or malformed header
+-> 401, wrong token -> 403, and when no token is configured the admin API is disabled: 403
+with code ``admin_disabled``. They write ``serving.json`` (atomically, under a file lock so
+concurrent admin calls on different workers do not lose each other's change); every worker's
+watcher then converges on it, and the worker that handled the call refreshes at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hmac
+import json
+import time
+from typing import Callable
+
+import pydantic
+from flask import Blueprint, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from shared.registry import LABEL_PATTERN, RegistryError
+
+from .context import service
+from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, Unauthorized,
+                     UnsupportedMediaType, describe_validation_error)
+from .inputs import decode_base64_image, read_npy
+from .schemas import LabelRequest, PredictQuery, PredictRequest
+
+predict_bp = Blueprint("predict", __name__)
+models_bp = Blueprint("models", __name__)
+
+NPY_MAGIC = b"\x93NUMPY"
+ACCEPTED_TYPES = "image/*, multipart/form-data, application/json or application/x-npy"
+
+
+# helpers --------------------------------------------------------------------------------------
+
+
+def validate(schema: type[pydantic.BaseModel], data, what: str):
+    try:
+        return schema.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise describe_validation_error(e, what) from None
+
+
+def version_number(text: str) -> int:
+    """A version from the URL: a positive integer, else 404 (there is no such version)."""
+    if not (text.isdigit() and not text.startswith("0") and len(text) < 10):
+        raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")
+    return int(text)
+
+
+def query_params() -> dict:
+    """The query string as a dict; a repeated parameter becomes a list (and fails validation)."""
+    return {key: values[0] if len(values) == 1 else values for key, values in request.args.lists()}
+
+
+def read_body() -> bytes:
+    """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included)."""
+    length = request.content_length
+    if length is None:
+        return request.stream.read()  # chunked: werkzeug stops at MAX_CONTENT_LENGTH with a 413
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if limit is not None and length > limit:
+        raise RequestEntityTooLarge()
+    # A known length is read from the server's input in large reads: werkzeug's stream reads
+    # 64 KiB at a time and copies several times, which costs ~5x more on a 30 MB batch.
+    source = request.environ["wsgi.input"]
+    parts = []
+    received = 0
+    while received < length:
+        part = source.read(length - received)
+        if not part:
+            raise BadRequest(f"The body ended after {received} of the {length} bytes announced.", code="truncated_body")
+        parts.append(part)
+        received += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def parse_json(body: bytes):
+    if not body:
+        raise BadRequest('The body is empty; send a JSON object such as {"inputs": [...]}.', code="empty_body")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise BadRequest(f"The body is not valid JSON: {e}.", code="malformed_json") from None
+
+
+# prediction ----------------------------------------------------------------------------------
+
+
+def read_inputs() -> tuple[str, object, int | None]:
+    """``(kind, payload, top_k from the body)`` from the request: kind is ``images`` (list of
+    bytes), ``vectors`` (nested lists) or ``array`` (an ndarray from a .npy body)."""
+    mimetype = request.mimetype
+    settings = service().settings
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        payload = parse_json(read_body())
+        if not isinstance(payload, dict):
+            raise InvalidInput('The JSON body must be an object: {"inputs": [...]} or {"images": ["<base64>"]}.')
+        body = validate(PredictRequest, payload, "the JSON body")
+        if body.images is not None:
+            return "images", [decode_base64_image(text, i) for i, text in enumerate(body.images)], body.top_k
+        return "vectors", body.inputs, body.top_k
+    if mimetype in ("application/x-npy", "application/npy"):
+        return "array", read_npy(read_body(), max_values=settings.max_vector_values), None
+    if mimetype == "multipart/form-data":
+        return read_multipart()
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        body = read_body()
+        if not body:
+            raise BadRequest("The body is empty; send the image's bytes.", code="empty_body")
+        if body[:6] == NPY_MAGIC:
+            return "array", read_npy(body, max_values=settings.max_vector_values), None
+        return "images", [bytes(body)], None
+    if not mimetype:
+        body = read_body()
+        if not body:
+            raise BadRequest(f"The body is empty; send an image or numbers ({ACCEPTED_TYPES}).", code="empty_body")
+        raise UnsupportedMediaType(f"The request has no Content-Type; send {ACCEPTED_TYPES}.",
+                                   code="missing_content_type")
+    raise UnsupportedMediaType(f"Content-Type {mimetype} is not accepted; send {ACCEPTED_TYPES}.")
+
+
+def read_multipart() -> tuple[str, list[bytes], int | None]:
+    unknown = [key for key in request.form if key != "top_k"]
+    if unknown:
+        raise InvalidInput(f"Unknown form field {unknown[0]!r}: send images as files, and top_k as the only field.",
+                           details=[{"field": key, "message": "unknown field"} for key in unknown])
+    top_k = None
+    if "top_k" in request.form:
+        top_k = validate(PredictQuery, {"top_k": request.form["top_k"]}, "the form").top_k
+    images = [storage.read() for _, storage in request.files.items(multi=True)]
+    if not images:
+        raise BadRequest("The form holds no file: attach one or more images.", code="no_files")
+    return "images", images, top_k
+
+
+def predict(name: str | None = None, *, version: int | None = None, label: str | None = None):
+    svc = service()
+    query = validate(PredictQuery, query_params(), "the query string")
+    model = svc.predictor.resolve(name, version=version, label=label)
+    g.model, g.version = model.name, model.version
+    started = time.perf_counter()
+    kind, payload, body_top_k = read_inputs()
+    if query.top_k is not None and body_top_k is not None:
+        raise InvalidInput("top_k is given twice, in the query string and in the body; give it once.")
+    top_k = query.top_k if query.top_k is not None else body_top_k
+    if kind == "images":
+        batch = svc.predictor.images_batch(model, payload)
+    else:
+        batch = svc.predictor.vectors_batch(model, payload)
+    result = svc.predictor.run(model, batch, top_k=top_k)
+    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
+    response = current_app.response_class(result.to_json(), mimetype="application/json")
+    response.headers["X-Model-Name"] = model.name
+    response.headers["X-Model-Version"] = str(model.version)
+    return response
+
+
+@predict_bp.post("/predict")
+def predict_default():
+    return predict()
+
+
+@predict_bp.post("/models/<name>/predict")
+def predict_served(name: str):
+    return predict(name)
+
+
+@predict_bp.post("/models/<name>/versions/<version>/predict")
+def predict_version(name: str, version: str):
+    return predict(name, version=version_number(version))
+
+
+@predict_bp.post("/models/<name>/labels/<label>/predict")
+def predict_label(name: str, label: str):
+    return predict(name, label=label)
+
+
+# model reports -------------------------------------------------------------------------------
+
+
+@models_bp.get("/models")
+def list_models():
+    svc = service()
+    return {"default_model": svc.settings.default_model,
+            "models": [svc.store.describe(name) for name in svc.store.names()]}
+
+
+@models_bp.get("/models/<name>")
+def model_info(name: str):
+    return service().store.describe(name)
+
+
+@models_bp.get("/models/<name>/versions/<version>")
+def version_info(name: str, version: str):
+    return service().store.describe_version(name, version_number(version))
+
+
+# admin ---------------------------------------------------------------------------------------
+
+
+def admin(view: Callable) -> Callable:
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        token = service().settings.admin_token
+        if not token:
+            raise Forbidden("The admin API is disabled: start the service with SCRATCHNET_ADMIN_TOKEN set.",
+                            code="admin_disabled")
+        header = request.headers.get("Authorization")
+        if not header:
+            raise Unauthorized("This route needs an 'Authorization: Bearer <token>' header.", code="missing_token")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise Unauthorized("The Authorization header must be 'Bearer <token>'.", code="malformed_authorization")
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Forbidden("The admin token is wrong.", code="wrong_token")
+        return view(*args, **kwargs)
+    return checked
+
+
+def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
+    """Apply ``change`` to serving.json under an exclusive lock, refresh this worker, report."""
+    svc = service()
+    svc.store.slot(name)  # 404 for an unknown model
+    folder = svc.registry.root / name
+    try:
+        with open(folder / ".serving.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            svc.registry.update_serving(name, change)
+    except RegistryError as e:
+        raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
+    except OSError as e:
+        raise NotReady(f"The registry cannot be written ({e.strerror}).", code="registry_unavailable") from None
+    svc.store.refresh([name])
+    return svc.store.describe(name)
+
+
+@models_bp.post("/models/<name>/versions/<version>/activate")
+@admin
+def activate(name: str, version: str):
+    number = version_number(version)
+    service().store.servable(name, number)
+    return change_serving(name, lambda state: {**state, "pinned": number})
+
+
+@models_bp.post("/models/<name>/unpin")
+@admin
+def unpin(name: str):
+    return change_serving(name, lambda state: {**state, "pinned": None})
+
+
+@models_bp.post("/models/<name>/rollback")
+@admin
+def rollback(name: str):
+    store = service().store
+    current = store.served(name)
+    target = store.lower_servable(name, current.version)
+    if target is None:
+        raise Conflict(f"There is no servable version of {name} below v{current.version} to roll back to.",
+                       code="nothing_to_roll_back_to")
+    return change_serving(name, lambda state: {**state, "pinned": target.version})
+
+
+def label_name(label: str) -> str:
+    if not LABEL_PATTERN.match(label):
+        raise InvalidInput(f"Label {label!r} is not valid: use letters, digits, '.', '_' or '-' "
+                           "(at most 64 characters, starting with a letter or digit).", code="invalid_label")
+    return label
+
+
+@models_bp.put("/models/<name>/labels/<label>")
+@admin
+def set_label(name: str, label: str):
+    label = label_name(label)
+    if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
+        raise UnsupportedMediaType('Send the label as JSON: {"version": 3}.')
+    payload = parse_json(read_body())
+    body = validate(LabelRequest, payload, "the JSON body")
+    service().store.servable(name, body.version)
+    return change_serving(name, lambda state: {**state, "labels": {**state["labels"], label: body.version}})
+
+
+@models_bp.delete("/models/<name>/labels/<label>")
+@admin
+def delete_label(name: str, label: str):
+    label = label_name(label)
+
+    def remove(state: dict) -> dict:
+        if label not in state["labels"]:
+            raise NotFound(f"Model {name} has no label {label!r}.", code="label_not_found")
+        return {**state, "labels": {k: v for k, v in state["labels"].items() if k != label}}
+
+    return change_serving(name, remove)

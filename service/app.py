@@ -1,0 +1,86 @@
+"""The application factory: ``create_app(config=None)`` builds one app with its own settings,
+model store, predictor and metrics. Run it with Gunicorn::
+
+    gunicorn -c service/gunicorn_conf.py "service.app:create_app()"
+
+Every request gets an id (``X-Request-ID`` from the client when it is sane, else a new one),
+echoed in the response together with ``X-Worker-PID``, and one access-log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+
+from flask import Flask, g, request
+
+from shared.registry import Registry
+
+from . import api, ops
+from .config import load_settings
+from .context import EXTENSION, Service
+from .errors import register_error_handlers
+from .logs import configure_logging
+from .metrics import Metrics
+from .predictor import Predictor
+from .store import ModelStore
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("scratchnet.access")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app. ``config`` overrides settings by their lower-case names (see service.config)."""
+    settings = load_settings(config)
+    configure_logging(settings.log_format, settings.log_level)
+    app = Flask(__name__, static_folder="static", template_folder="templates")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+
+    registry = Registry(settings.registry)
+    metrics = Metrics()
+    store = ModelStore(registry, models=settings.models, poll_interval=settings.poll_interval,
+                       cached_versions=settings.cached_versions, max_model_bytes=settings.max_model_bytes,
+                       events=metrics)
+    store.refresh(validate_all=False)  # ready to serve before the first request
+    if settings.watch:
+        store.start()
+    app.extensions[EXTENSION] = Service(settings, registry, store, Predictor(store, settings), metrics)
+
+    register_error_handlers(app)
+    _register_request_hooks(app)
+    app.register_blueprint(api.predict_bp)
+    app.register_blueprint(api.models_bp)
+    ops.init_app(app)
+    return app
+
+
+def _register_request_hooks(app: Flask) -> None:
+    svc: Service = app.extensions[EXTENSION]
+
+    @app.before_request
+    def begin():
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        if svc.settings.watch:
+            svc.store.ensure_watching()  # a no-op unless this process was forked after create_app
+
+    @app.after_request
+    def finish(response):
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        request_id = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Worker-PID"] = str(os.getpid())
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        code = g.get("error_code")
+        svc.metrics.observe_request(request.method, route, response.status_code, seconds, code)
+        access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, seconds * 1000,
+                        extra={"request_id": request_id, "method": request.method, "path": request.path,
+                               "route": route, "model": g.get("model"), "version": g.get("version"),
+                               "status": response.status_code, "latency_ms": round(seconds * 1000, 2),
+                               "code": code})
+        return response

@@ -1,0 +1,107 @@
+"""The service's settings: defaults, overridden by the environment, overridden by ``create_app(config)``.
+
+| variable                      | default     | meaning                                                        |
+| ----------------------------- | ----------- | -------------------------------------------------------------- |
+| SCRATCHNET_REGISTRY           | models      | the registry folder                                            |
+| SCRATCHNET_DEFAULT_MODEL      | mnist       | the model ``POST /predict`` uses                               |
+| SCRATCHNET_MODELS             | (all)       | comma list of the models to serve; default: every registry model |
+| SCRATCHNET_POLL_INTERVAL      | 1.0         | seconds between two looks at the registry                     |
+| SCRATCHNET_MAX_BODY_BYTES     | 67108864    | largest request body (413 above)                               |
+| SCRATCHNET_MAX_IMAGE_PIXELS   | 25000000    | largest image, width x height, checked before decoding (413)   |
+| SCRATCHNET_MAX_BATCH          | 10000       | most inputs (vectors or images) in one request (413)           |
+| SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
+| SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
+| SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
+| SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of the admin routes; unset: admin is disabled     |
+| SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``                     |
+| SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
+
+Keys of ``create_app(config)`` are the lower-case names without the prefix (``poll_interval``),
+plus ``watch`` (start the registry watcher thread; tests turn it off and call ``refresh``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+PREFIX = "SCRATCHNET_"
+
+
+class ConfigError(ValueError):
+    """A setting with a value the service cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    registry: Path = Path("models")
+    default_model: str = "mnist"
+    models: tuple[str, ...] | None = None
+    poll_interval: float = 1.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
+    max_batch: int = 10_000
+    max_vector_values: int = 8_000_000
+    max_model_bytes: int = 256 * 1024 * 1024
+    cached_versions: int = 4
+    admin_token: str | None = None
+    log_format: str = "json"
+    log_level: str = "INFO"
+    watch: bool = True
+
+    def __post_init__(self):
+        for name in ("max_body_bytes", "max_image_pixels", "max_batch", "max_vector_values", "max_model_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if self.cached_versions < 0:
+            raise ConfigError(f"{PREFIX}CACHED_VERSIONS must be 0 or more")
+        if not self.poll_interval > 0:
+            raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_token)
+
+
+def _convert(name: str, kind, raw):
+    """``raw`` (a string from the environment, or any value from code) as the field's type."""
+    if raw is None:
+        return None
+    try:
+        if name == "models":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            items = tuple(item.strip() for item in items if item.strip())
+            return items or None
+        if name == "registry":
+            return Path(raw)
+        if name == "watch":
+            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+        if name == "admin_token":
+            return str(raw) or None
+        if name == "poll_interval":
+            return float(raw)
+        if kind in (int, "int"):
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid value") from None
+
+
+def load_settings(overrides: dict | None = None, environ: dict | None = None) -> Settings:
+    """Defaults, then ``SCRATCHNET_*`` variables from ``environ`` (default ``os.environ``), then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    overrides = {k.lower(): v for k, v in (overrides or {}).items()}
+    known = {f.name: f.type for f in fields(Settings)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(known)})")
+    values = {}
+    for name, kind in known.items():
+        if name in overrides:
+            values[name] = _convert(name, kind, overrides[name])
+        elif PREFIX + name.upper() in environ:
+            values[name] = _convert(name, kind, environ[PREFIX + name.upper()])
+    return replace(Settings(), **values)

@@ -1,0 +1,166 @@
+"""Errors as exception classes that carry their HTTP status, and the one handler that turns any
+error into ``{"error": "<one clear sentence>", "code": "<machine_code>", "details": [...]}``.
+
+The predictor raises these (or ``shared.errors`` ones) without knowing about HTTP; the views
+let them propagate; ``register_error_handlers`` answers every failure, including Flask's own
+(unknown route, wrong method, body too large), as JSON. Unexpected exceptions are logged with
+the request id and answered with a 500 that carries no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydantic
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from shared import errors as shared_errors
+
+log = logging.getLogger("scratchnet.service")
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: list | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        if code:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(ServiceError):
+    """The request cannot be parsed: malformed JSON, base64, multipart or .npy."""
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str, **kwargs):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="scratchnet admin"'}, **kwargs)
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    """The request is valid but the registry's state does not allow it (pin a broken version)."""
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class InvalidInput(ServiceError):
+    """Well-formed but unusable: wrong length, NaN, unknown field, top_k out of range."""
+    status, code = 422, "invalid_input"
+
+
+class NotReady(ServiceError):
+    """No servable version (yet): the model is loading, or every version failed to load."""
+    status, code = 503, "not_ready"
+
+
+# shared.errors classes raised by preprocessing and loading -> HTTP status.
+SHARED_STATUS = {
+    shared_errors.InvalidInput: 422,
+    shared_errors.UnsupportedImage: 415,
+    shared_errors.ImageTooLarge: 413,
+}
+
+# Flask/werkzeug errors -> our codes (status codes are kept).
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 408: "request_timeout", 411: "length_required",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input",
+    429: "too_many_requests", 500: "internal_error", 501: "not_implemented", 503: "not_ready",
+}
+HTTP_MESSAGES = {
+    404: "There is no such route: see GET /openapi.json for the API.",
+    413: "The request body is larger than the limit of {limit} bytes.",
+}
+
+
+def error_body(message: str, code: str, details: list | None = None) -> dict:
+    return {"error": message, "code": code, "details": details or []}
+
+
+def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
+    """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs."""
+    details = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = "unknown field; remove it" if item["type"] == "extra_forbidden" else item["msg"]
+        details.append({"field": field, "message": message})
+    return details
+
+
+def describe_validation_error(error: pydantic.ValidationError, what: str = "the request") -> InvalidInput:
+    details = pydantic_details(error)
+    first = details[0]
+    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
+    return InvalidInput(f"In {what}, {first['field']}: {first['message']}{more}.", details=details)
+
+
+def _respond(status: int, message: str, code: str, details=None, headers=None):
+    response = jsonify(error_body(message, code, details))
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    g.error_code = code
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError):
+        return _respond(error.status, error.message, error.code, error.details, error.headers)
+
+    @app.errorhandler(shared_errors.ScratchnetError)
+    def shared_error(error: shared_errors.ScratchnetError):
+        status = next((s for cls, s in SHARED_STATUS.items() if isinstance(error, cls)), None)
+        if status is None:  # a model file error reaching a view is a server-side problem
+            log.error("model file error while serving: %s", error, extra={"request_id": g.get("request_id")})
+            return _respond(503, error.message, error.code, error.details)
+        return _respond(status, error.message, error.code, error.details)
+
+    @app.errorhandler(pydantic.ValidationError)
+    def validation_error(error: pydantic.ValidationError):
+        problem = describe_validation_error(error)
+        return _respond(problem.status, problem.message, problem.code, problem.details)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        code = HTTP_CODES.get(status, "http_error")
+        message = HTTP_MESSAGES.get(status, error.description or error.name)
+        if status == 413:
+            message = message.format(limit=app.config.get("MAX_CONTENT_LENGTH"))
+        headers = {}
+        if status == 405 and error.valid_methods:
+            headers["Allow"] = ", ".join(sorted(error.valid_methods))
+            usable = sorted(set(error.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(error.valid_methods)
+            message = f"Method {request.method} is not allowed here; use {' or '.join(usable)}."
+        return _respond(status, message, code, headers=headers)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        log.exception("unexpected error", extra={"request_id": g.get("request_id")})
+        return _respond(500, "Internal server error; the request id in X-Request-ID identifies it in the logs.",
+                        "internal_error")

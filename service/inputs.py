@@ -1,0 +1,71 @@
+"""Request bodies that are not JSON numbers: ``.npy`` arrays and base64 images.
+
+Both raise ``BadRequest`` (400) for bytes that cannot be parsed and ``InvalidInput`` (422) for
+parsed content that cannot be used, with a message that says which.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+
+import numpy as np
+
+from .errors import BadRequest, InvalidInput, PayloadTooLarge
+
+NPY_HEADER_LIMIT = 10_000
+
+
+def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
+    """A ``.npy`` file's bytes -> its array, without copying the data (``allow_pickle`` never).
+
+    The header is checked first: object arrays are refused and ``max_values`` is enforced
+    before any data is touched."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=NPY_HEADER_LIMIT)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=NPY_HEADER_LIMIT)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (use 1.0 or 2.0)")
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
+        raise InvalidInput(f"The .npy array holds {dtype}; send real numbers (float32 is fastest).",
+                           code="invalid_npy_dtype")
+    count = math.prod(shape)
+    if count > max_values:
+        raise PayloadTooLarge(f"The .npy array holds {count} numbers; the limit is {max_values} per request.",
+                              code="too_many_values")
+    offset = stream.tell()
+    expected = count * dtype.itemsize
+    if len(body) - offset != expected:
+        raise BadRequest(f"The .npy body has {len(body) - offset} bytes of data; its header {list(shape)} "
+                         f"{dtype} needs {expected}.", code="malformed_npy")
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def decode_base64_image(text: str, index: int) -> bytes:
+    """One base64 image (a ``data:image/...;base64,`` URL prefix is accepted) -> its bytes."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"images[{index}] must be a base64 string.", code="invalid_base64")
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise BadRequest(f"images[{index}] is a data URL without ';base64'.", code="invalid_base64")
+    # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
+    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        data = base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"images[{index}] is not valid base64.", code="invalid_base64",
+                         details=[{"image": index}]) from None
+    if not data:
+        raise InvalidInput(f"images[{index}] is empty.", code="invalid_base64", details=[{"image": index}])
+    return data

@@ -1,0 +1,99 @@
+"""Prometheus metrics, correct across Gunicorn workers.
+
+Under Gunicorn, ``service/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any
+worker imports ``prometheus_client``: every worker then writes its values to files there and
+``GET /metrics`` (answered by whichever worker) adds them up. Counters and histograms are
+summed over all workers, dead ones included; gauges describe live workers only (the
+``child_exit`` hook removes a dead worker's files). Without that variable (``flask run``,
+tests) the metrics live in a registry of this app alone.
+
+Requests are labelled by route template (``/models/<name>/predict``), never by raw path, so
+the number of series stays bounded; model metrics are labelled by model and version.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import disable_created_metrics, multiprocess
+
+from .store import FAILED, StoreEvents
+
+# The *_created series double the output and mean nothing across worker restarts.
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics(StoreEvents):
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.multiprocess = multiprocess_mode()
+        self.registry = CollectorRegistry()
+        registry = None if self.multiprocess else self.registry  # multiprocess values live in files
+        self.requests = Counter("scratchnet_requests", "HTTP requests answered, by route template and status.",
+                                ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("scratchnet_request_duration_seconds", "Time to answer a request.",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.errors = Counter("scratchnet_errors", "Error responses, by error code.",
+                              ["route", "code"], registry=registry)
+        self.predictions = Counter("scratchnet_predictions", "Inputs predicted (rows of a batch), by model version.",
+                                   ["model", "version"], registry=registry)
+        self.inference = Histogram("scratchnet_inference_duration_seconds",
+                                   "Time to preprocess and run one batch, by model version.",
+                                   ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.served_version = Gauge("scratchnet_model_served", "1 for the version a worker serves, 0 for the ones "
+                                    "it served before.", ["model", "version"], multiprocess_mode="liveall",
+                                    registry=registry)
+        self.swaps = Counter("scratchnet_model_swaps", "Changes of the served version (hot swaps).",
+                             ["model"], registry=registry)
+        self.load_failures = Counter("scratchnet_model_load_failures", "Model files that failed to load "
+                                     "(each worker counts its own attempts).", ["model", "version"], registry=registry)
+        self.version_failed = Gauge("scratchnet_model_version_failed", "1 when a version cannot be served.",
+                                    ["model", "version"], multiprocess_mode="livemax", registry=registry)
+        self.registry_up = Gauge("scratchnet_registry_up", "1 when the registry folder is readable (by every worker).",
+                                 multiprocess_mode="livemin", registry=registry)
+
+    # request events --------------------------------------------------------------------------
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if error_code:
+            self.errors.labels(route, error_code).inc()
+
+    def observe_prediction(self, name: str, version: int, rows: int, seconds: float) -> None:
+        self.predictions.labels(name, str(version)).inc(rows)
+        self.inference.labels(name, str(version)).observe(seconds)
+
+    # store events ----------------------------------------------------------------------------
+
+    def served(self, name: str, old: int | None, new: int) -> None:
+        if old is not None:
+            self.served_version.labels(name, str(old)).set(0)
+            self.swaps.labels(name).inc()
+        self.served_version.labels(name, str(new)).set(1)
+
+    def load_failed(self, name: str, version: int, reason: str) -> None:
+        self.load_failures.labels(name, str(version)).inc()
+
+    def version_status(self, name: str, version: int, status: str) -> None:
+        self.version_failed.labels(name, str(version)).set(1 if status.startswith(FAILED) else 0)
+
+    def registry_status(self, ok: bool) -> None:
+        self.registry_up.set(1 if ok else 0)
+
+    # exposition ------------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

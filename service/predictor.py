@@ -1,0 +1,172 @@
+"""The prediction core, free of HTTP: the native API's views and the standard-protocol views all
+call it, and tests can too.
+
+    predictor = Predictor(store, settings)
+    model = predictor.resolve("mnist")                       # or version=3, or label="stable"
+    batch = predictor.predict_images(model, [png_bytes], top_k=3)
+    batch.to_dicts()      # [{"label": "7", "index": 7, "confidence": 0.99, "top_k": [...]}]
+    batch.to_json()       # the native response body, bytes
+
+Each call turns its inputs into one float32 batch with ``shared.preprocess``, runs the forward
+pass once on it, and returns a ``PredictionBatch``. The ``Model`` is taken once at the start,
+so a request finishes on the version it began with even if the store swaps meanwhile. Errors
+are ``service.errors`` / ``shared.errors`` exceptions carrying their HTTP status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.forward import Model
+from shared.preprocess import array_to_vector, images_to_batch, validate_vectors
+
+from .config import Settings
+from .encoding import classification_rows, prediction_response, regression_rows
+from .errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from .store import ModelStore
+
+DEFAULT_TOP_K = 3
+
+
+@dataclass(frozen=True)
+class PredictionBatch:
+    """The answer to one batch: ``outputs`` are probabilities (n, classes) for classification,
+    values (n,) in target units for regression."""
+
+    model: Model
+    outputs: np.ndarray
+    top_k: int
+
+    def __len__(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def classification(self) -> bool:
+        return self.model.task == "classification"
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.outputs.argmax(axis=1)
+
+    def to_dicts(self) -> list[dict]:
+        """The predictions as Python objects (same content as ``to_json``)."""
+        if not self.classification:
+            return [{"value": float(v)} for v in self.outputs]
+        labels = self.model.labels
+        rows = []
+        for p in self.outputs:
+            order = np.argsort(-p, kind="stable")
+            row = {"label": labels[order[0]], "index": int(order[0]), "confidence": round(float(p[order[0]]), 6)}
+            if self.top_k:
+                row["top_k"] = [{"label": labels[i], "probability": round(float(p[i]), 6)}
+                                for i in order[:self.top_k]]
+            rows.append(row)
+        return rows
+
+    def to_json(self) -> bytes:
+        """``{"model": {"name", "version"}, "predictions": [...]}`` as JSON bytes, built without a
+        Python object per row so large batches stay fast."""
+        if self.classification:
+            rows = classification_rows(self.outputs, self.model.labels, self.top_k)
+        else:
+            rows = regression_rows(self.outputs)
+        return prediction_response(self.model.name, self.model.version, rows)
+
+
+def describe(model: Model) -> str:
+    return f"model {model.name} v{model.version}"
+
+
+class Predictor:
+    def __init__(self, store: ModelStore, settings: Settings):
+        self.store = store
+        self.settings = settings
+
+    # which model -------------------------------------------------------------------------
+
+    def resolve(self, name: str | None = None, *, version: int | None = None, label: str | None = None) -> Model:
+        """The model to answer with: a version, a labelled version, or the served one."""
+        name = name or self.settings.default_model
+        if version is not None:
+            return self.store.version(name, version)
+        if label is not None:
+            return self.store.labelled(name, label)
+        return self.store.served(name)
+
+    # inputs -> batch -----------------------------------------------------------------------
+
+    def _check_batch_size(self, n: int, what: str) -> None:
+        if n > self.settings.max_batch:
+            raise PayloadTooLarge(f"The request holds {n} {what}; the limit is {self.settings.max_batch} per request.",
+                                  code="batch_too_large")
+
+    def _check_values(self, count: int) -> None:
+        if count > self.settings.max_vector_values:
+            raise PayloadTooLarge(f"The request holds {count} numbers; the limit is "
+                                  f"{self.settings.max_vector_values} per request.", code="too_many_values")
+
+    def _require_images(self, model: Model, what: str) -> None:
+        if model.input_kind != "image":
+            raise UnsupportedMediaType(f"{describe(model).capitalize()} takes vectors of {model.input_size} numbers, "
+                                       f"not {what}.", code="model_takes_vectors")
+
+    def images_batch(self, model: Model, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> (n, 784) float32 through the model's preprocessing."""
+        self._require_images(model, "images")
+        if not images:
+            raise InvalidInput("No image given: send at least one.", code="no_input")
+        self._check_batch_size(len(images), "images")
+        return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels)
+
+    def vectors_batch(self, model: Model, values) -> np.ndarray:
+        """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""
+        if isinstance(values, np.ndarray):
+            n = values.shape[0] if values.ndim > 1 else 1
+            count = values.size
+        elif isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)):
+            n = len(values)
+            count = sum(len(row) if isinstance(row, (list, tuple)) else 1 for row in values)
+        else:
+            n = 1
+            count = len(values) if isinstance(values, (list, tuple)) else 1
+        self._check_batch_size(n, "vectors")
+        self._check_values(count)
+        return validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
+
+    def pixels_batch(self, model: Model, arrays: list) -> np.ndarray:
+        """Raw pixel arrays (each [h, w], [h, w, c] or flat) -> (n, 784) float32."""
+        self._require_images(model, "pixel arrays")
+        if not len(arrays):
+            raise InvalidInput("No pixel array given: send at least one.", code="no_input")
+        self._check_batch_size(len(arrays), "pixel arrays")
+        batch = np.empty((len(arrays), model.input_size), dtype=np.float32)
+        for i, pixels in enumerate(arrays):
+            batch[i] = array_to_vector(np.asarray(pixels), model.preprocessing)
+        return batch
+
+    # the forward pass ----------------------------------------------------------------------
+
+    def run(self, model: Model, batch: np.ndarray, *, top_k: int | None = None) -> PredictionBatch:
+        """One forward pass over ``batch`` (n, input_size)."""
+        outputs = model.predict_proba(batch) if model.task == "classification" else model.predict(batch)
+        if not np.isfinite(outputs).all():
+            raise InvalidInput(f"The input drives {describe(model)} out of float32 range (the output is not finite); "
+                               "check the scale of the values.", code="output_not_finite")
+        return PredictionBatch(model, outputs, self.top_k(model, top_k))
+
+    def top_k(self, model: Model, requested: int | None) -> int:
+        if model.task != "classification":
+            return 0
+        classes = len(model.labels)
+        return min(classes, DEFAULT_TOP_K if requested is None else requested)
+
+    def predict_images(self, model: Model, images: list[bytes], *, top_k: int | None = None) -> PredictionBatch:
+        return self.run(model, self.images_batch(model, images), top_k=top_k)
+
+    def predict_vectors(self, model: Model, values, *, top_k: int | None = None) -> PredictionBatch:
+        return self.run(model, self.vectors_batch(model, values), top_k=top_k)
+
+    def predict_pixels(self, model: Model, arrays: list, *, top_k: int | None = None) -> PredictionBatch:
+        return self.run(model, self.pixels_batch(model, arrays), top_k=top_k)

@@ -1,0 +1,479 @@
+"""The model store: which ``Model`` each worker serves, and the watcher that keeps it in step with
+the registry (SPEC §2, §6).
+
+Every worker process has one store. A background thread looks at the registry every
+``poll_interval`` seconds: a cheap pass of ``stat`` calls and a directory listing, and a model
+file is parsed only when it is new or changed (a failure is remembered together with the file's
+``(mtime, size, inode)``, so a bad file is read once, not every poll). New versions are loaded
+and validated on that thread, off the request path; the served model then changes with one
+reference assignment, so a request keeps the ``Model`` it started with. A version that fails to
+load never replaces a working one, and when the registry disappears the store keeps serving
+what it holds and says so in ``readiness()``.
+
+Memory stays bounded: a model holds the served version, the versions that serving labels point
+to, and an LRU of at most ``cached_versions`` other recently used versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.errors import ModelFileError
+from shared.forward import Model
+from shared.model_file import load_model, read_manifest
+from shared.registry import MODEL_FILE, SERVING_FILE, Registry, RegistryError, check_name
+
+from .errors import Conflict, NotFound, NotReady
+
+log = logging.getLogger("scratchnet.store")
+
+AVAILABLE = "available"
+LOADING = "loading"
+FAILED = "failed"
+
+
+@dataclass
+class VersionRecord:
+    """What the store knows of one version: its status and the file state it was checked against."""
+    status: str = LOADING          # "available", "loading" or "failed: <reason>"
+    stamp: tuple | None = None     # (mtime_ns, size, inode) of model.npz when checked
+
+
+@dataclass
+class ModelSlot:
+    """One model name. ``served`` is the only reference requests read; it is replaced whole."""
+    name: str
+    served: Model | None = None
+    pinned: int | None = None
+    labels: dict[str, int] = field(default_factory=dict)
+    versions: dict[int, VersionRecord] = field(default_factory=dict)
+    resident: dict[int, Model] = field(default_factory=dict)        # served and labelled versions
+    recent: OrderedDict = field(default_factory=OrderedDict)         # other versions, least recent first
+    serving_stamp: tuple | None = None
+    serving_error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    swaps: int = 0
+
+
+class StoreEvents:
+    """What the store reports as it works; ``service.metrics.Metrics`` records these."""
+
+    def served(self, name: str, old: int | None, new: int) -> None: ...
+    def load_failed(self, name: str, version: int, reason: str) -> None: ...
+    def version_status(self, name: str, version: int, status: str) -> None: ...
+    def registry_status(self, ok: bool) -> None: ...
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _reason(error: Exception) -> str:
+    return error.reason if isinstance(error, ModelFileError) else str(error)
+
+
+class ModelStore:
+    def __init__(self, registry: Registry, *, models: tuple[str, ...] | None = None,
+                 poll_interval: float = 1.0, cached_versions: int = 4, max_model_bytes: int | None = None,
+                 events: StoreEvents | None = None):
+        self.registry = registry
+        self.configured = tuple(check_name(n) for n in models) if models else None
+        self.poll_interval = poll_interval
+        self.cached_versions = cached_versions
+        self.max_model_bytes = max_model_bytes
+        self.events = events or StoreEvents()
+        self.registry_error: str | None = None
+        self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
+        self._refresh_lock = threading.Lock()   # one registry pass at a time
+        self._lock = threading.RLock()          # short: records and caches
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_pid: int | None = None
+
+    # the watcher ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the watcher thread in this process (again after a fork: threads do not survive it)."""
+        if self._thread is not None and self._thread.is_alive() and self._thread_pid == os.getpid():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="scratchnet-registry-watcher", daemon=True)
+        self._thread_pid = os.getpid()
+        self._thread.start()
+
+    ensure_watching = start
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread_pid == os.getpid():
+            self._thread.join(timeout=5)
+        self._thread = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any surprise; the next pass retries
+                log.exception("registry refresh failed")
+
+    # one pass over the registry ------------------------------------------------------------
+
+    def refresh(self, names: list[str] | None = None, *, validate_all: bool = True) -> None:
+        """Bring the store in line with the registry (for ``names``, default every model).
+
+        ``validate_all=False`` loads only what is needed to serve (the served and labelled
+        versions); other new versions stay ``loading`` until a later pass checks them.
+        """
+        with self._refresh_lock:
+            if not self._registry_readable():
+                return
+            if names is None:
+                names = self._discover()
+            for name in names:
+                slot = self._slots.get(name)
+                if slot is not None:
+                    self._refresh_model(slot, validate_all)
+
+    def _registry_readable(self) -> bool:
+        root = self.registry.root
+        try:
+            if not root.is_dir():
+                raise OSError(f"the registry folder {root} does not exist")
+            os.listdir(root)
+        except OSError as e:
+            error = e.strerror and f"the registry folder {root} cannot be read ({e.strerror})" or str(e)
+            if error != self.registry_error:
+                log.error("%s; serving the models already loaded", error)
+            self.registry_error = error
+            self.events.registry_status(False)
+            return False
+        if self.registry_error:
+            log.info("the registry folder %s is readable again", root)
+        self.registry_error = None
+        self.events.registry_status(True)
+        return True
+
+    def _discover(self) -> list[str]:
+        if self.configured is not None:
+            return list(self.configured)
+        names = self.registry.model_names()
+        with self._lock:
+            for name in names:
+                self._slots.setdefault(name, ModelSlot(name))
+        return list(self._slots)
+
+    def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
+        name = slot.name
+        problems: list[str] = []
+        try:
+            on_disk = self.registry.versions(name)
+        except OSError as e:
+            slot.problems = [f"the folder of {name} cannot be read ({e.strerror}); serving from memory"]
+            return
+        self._read_serving(slot)
+        if slot.serving_error:
+            problems.append(slot.serving_error + "; using the last good serving state")
+
+        stamps = {v: _stamp(self.registry.root / name / str(v) / MODEL_FILE) for v in on_disk}
+        with self._lock:
+            for gone in set(slot.versions) - set(stamps):
+                del slot.versions[gone]
+                slot.recent.pop(gone, None)
+            for v, stamp in stamps.items():
+                record = slot.versions.get(v)
+                if record is None or record.stamp != stamp or record.status == LOADING:
+                    slot.versions[v] = VersionRecord(LOADING, stamp)
+                    if record is not None and record.stamp != stamp:
+                        slot.recent.pop(v, None)
+                        slot.resident.pop(v, None)
+
+        # What should serve: the pin, else the highest version that loads.
+        target: Model | None = None
+        if slot.pinned is not None:
+            if slot.pinned not in stamps:
+                problems.append(f"pinned version {slot.pinned} does not exist")
+            else:
+                target = self._checked(slot, slot.pinned)
+                if target is None:
+                    problems.append(f"pinned version {slot.pinned} {slot.versions[slot.pinned].status}")
+        if target is None:
+            for v in sorted(stamps, reverse=True):
+                target = self._checked(slot, v)
+                if target is not None:
+                    break
+        if target is None and slot.served is not None:
+            problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
+            target = slot.served
+
+        resident = {target.version: target} if target is not None else {}
+        for label, v in slot.labels.items():
+            if v not in stamps:
+                problems.append(f"label {label!r} points to version {v}, which does not exist")
+                continue
+            model = resident.get(v) or self._checked(slot, v)
+            if model is None:
+                problems.append(f"label {label!r} points to version {v}, which {slot.versions[v].status}")
+            else:
+                resident[v] = model
+
+        if validate_all:
+            for v in sorted(stamps, reverse=True):
+                if slot.versions[v].status == LOADING:
+                    self._checked(slot, v)
+
+        with self._lock:
+            slot.resident = resident
+            for v in resident:
+                slot.recent.pop(v, None)
+            slot.problems = problems
+        if target is not None and target is not slot.served:
+            old = slot.served
+            slot.served = target  # the swap: one reference assignment
+            if old is not None:
+                slot.swaps += 1
+            log.info("%s: now serving version %d%s", name, target.version,
+                     f" (was {old.version})" if old is not None else "")
+            self.events.served(name, old.version if old is not None else None, target.version)
+
+    def _read_serving(self, slot: ModelSlot) -> None:
+        stamp = _stamp(self.registry.root / slot.name / SERVING_FILE)
+        if stamp == slot.serving_stamp and stamp is not None:
+            return
+        try:
+            state = self.registry.read_serving(slot.name)
+        except (RegistryError, OSError) as e:
+            if slot.serving_error != str(e):
+                log.error("%s: %s", slot.name, e)
+            slot.serving_error = str(e)
+        else:
+            slot.pinned, slot.labels, slot.serving_error = state["pinned"], dict(state["labels"]), None
+        slot.serving_stamp = stamp
+
+    def _checked(self, slot: ModelSlot, version: int) -> Model | None:
+        """The loaded model of ``version``, loading and validating it if it is new; None if it fails."""
+        with self._lock:
+            record = slot.versions.get(version)
+            if record is None:
+                return None
+            if record.status.startswith(FAILED):
+                return None
+            model = self._cached(slot, version)
+            if model is not None and record.status == AVAILABLE:
+                return model
+            stamp = record.stamp
+        model, status = self._load(slot.name, version)
+        with self._lock:
+            current = slot.versions.get(version)
+            if current is not None and current.stamp == stamp:
+                current.status = status
+                if model is not None:
+                    self._remember(slot, model)
+        self.events.version_status(slot.name, version, status)
+        return model
+
+    def _load(self, name: str, version: int) -> tuple[Model | None, str]:
+        try:
+            path = self.registry.model_path(name, version)
+            model = load_model(path, expect_name=name, expect_version=version, max_bytes=self.max_model_bytes)
+        except (ModelFileError, RegistryError, OSError) as e:
+            reason = _reason(e)
+            log.warning("%s v%d cannot be served: %s", name, version, reason)
+            self.events.load_failed(name, version, reason)
+            return None, f"{FAILED}: {reason}"
+        return model, AVAILABLE
+
+    def _cached(self, slot: ModelSlot, version: int) -> Model | None:
+        if slot.served is not None and slot.served.version == version:
+            record = slot.versions.get(version)
+            if record is None or record.status != LOADING:
+                return slot.served
+        if version in slot.resident:
+            return slot.resident[version]
+        model = slot.recent.get(version)
+        if model is not None:
+            slot.recent.move_to_end(version)
+        return model
+
+    def _remember(self, slot: ModelSlot, model: Model) -> None:
+        if model.version in slot.resident or (slot.served is not None and slot.served.version == model.version):
+            return
+        slot.recent[model.version] = model
+        slot.recent.move_to_end(model.version)
+        while len(slot.recent) > self.cached_versions:
+            slot.recent.popitem(last=False)
+
+    # lookups for requests --------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self.configured) if self.configured is not None else sorted(self._slots)
+
+    def slot(self, name: str) -> ModelSlot:
+        slot = self._slots.get(name)
+        if slot is None:
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"There is no model {name!r} (models: {known}).", code="model_not_found")
+        return slot
+
+    def served(self, name: str) -> Model:
+        """The model that serves ``name`` right now (one reference read)."""
+        slot = self.slot(name)
+        model = slot.served
+        if model is None:
+            raise NotReady(f"Model {name} has no servable version yet. {self._why_not(slot)}".strip(),
+                           code="model_not_ready", details=self._version_details(slot))
+        return model
+
+    def version(self, name: str, version: int) -> Model:
+        """Version ``version`` of ``name``, loading it on demand if it is not in memory."""
+        slot = self.slot(name)
+        served = slot.served
+        if served is not None and served.version == version:
+            return served
+        with self._lock:
+            model = self._cached(slot, version)
+            record = slot.versions.get(version)
+        if model is not None:
+            return model
+        if record is None:
+            stamp = _stamp(self.registry.root / name / str(version) / MODEL_FILE)
+            if stamp is None:
+                versions = ", ".join(str(v) for v in sorted(slot.versions)) or "none"
+                raise NotFound(f"Model {name} has no version {version} (versions: {versions}).",
+                               code="version_not_found")
+            with self._lock:
+                record = slot.versions.setdefault(version, VersionRecord(LOADING, stamp))
+        if record.status.startswith(FAILED):
+            raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.",
+                           code="version_failed")
+        model = self._checked(slot, version)
+        if model is None:
+            raise NotReady(f"Version {version} of {name} cannot be served: {slot.versions[version].status}.",
+                           code="version_failed")
+        return model
+
+    def labelled(self, name: str, label: str) -> Model:
+        slot = self.slot(name)
+        version = slot.labels.get(label)
+        if version is None:
+            known = ", ".join(sorted(slot.labels)) or "none"
+            raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
+        return self.version(name, version)
+
+    def servable(self, name: str, version: int) -> Model:
+        """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken."""
+        try:
+            return self.version(name, version)
+        except NotReady as e:
+            raise Conflict(e.message.replace(" cannot be served", " cannot be activated"),
+                           code="version_not_servable") from None
+
+    def lower_servable(self, name: str, below: int) -> Model | None:
+        """The highest version under ``below`` that loads, for rollback."""
+        slot = self.slot(name)
+        for v in sorted((v for v in slot.versions if v < below), reverse=True):
+            try:
+                return self.version(name, v)
+            except NotReady:
+                continue
+        return None
+
+    # reports ---------------------------------------------------------------------------------
+
+    def _version_details(self, slot: ModelSlot) -> list[dict]:
+        with self._lock:
+            return [{"version": v, "status": r.status} for v, r in sorted(slot.versions.items())]
+
+    def _why_not(self, slot: ModelSlot) -> str:
+        if self.registry_error:
+            return self.registry_error + "."
+        if not slot.versions:
+            return f"The registry has no version of {slot.name}."
+        failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
+        return ("; ".join(failed) + ".") if failed else ""
+
+    def describe(self, name: str) -> dict:
+        slot = self.slot(name)
+        served = slot.served
+        with self._lock:
+            versions = [{"version": v, "status": r.status,
+                         "served": served is not None and served.version == v,
+                         "pinned": slot.pinned == v,
+                         "labels": sorted(label for label, lv in slot.labels.items() if lv == v)}
+                        for v, r in sorted(slot.versions.items())]
+        info = {
+            "name": name,
+            "ready": served is not None,
+            "served_version": served.version if served is not None else None,
+            "pinned": slot.pinned,
+            "labels": dict(sorted(slot.labels.items())),
+            "versions": versions,
+            "problems": list(slot.problems) + ([self.registry_error] if self.registry_error else []),
+            "swaps": slot.swaps,
+        }
+        if served is not None:
+            info.update(task=served.task, input={"kind": served.input_kind, "size": served.input_size},
+                        classes=served.labels, manifest=served.manifest)
+        else:
+            info.update(task=None, input=None, classes=None, manifest=None)
+        return info
+
+    def describe_version(self, name: str, version: int) -> dict:
+        slot = self.slot(name)
+        with self._lock:
+            record = slot.versions.get(version)
+            model = self._cached(slot, version)
+        if record is None and model is None:
+            try:  # raises NotFound, or loads a version the watcher has not seen yet
+                model = self.version(name, version)
+            except NotReady:
+                pass
+            with self._lock:
+                record = slot.versions.get(version)
+        manifest = model.manifest if model is not None else None
+        if manifest is None and record is not None and not record.status.startswith(FAILED):
+            try:
+                manifest = read_manifest(self.registry.model_path(name, version))
+            except (ModelFileError, RegistryError, OSError):
+                manifest = None
+        served = slot.served
+        return {
+            "name": name,
+            "version": version,
+            "status": record.status if record is not None else AVAILABLE,
+            "served": served is not None and served.version == version,
+            "pinned": slot.pinned == version,
+            "labels": sorted(label for label, v in slot.labels.items() if v == version),
+            "manifest": manifest,
+        }
+
+    def readiness(self) -> tuple[bool, dict]:
+        """``(ready, report)``: ready when every configured model has a servable version."""
+        names = self.names()
+        models = {}
+        reasons = []
+        for name in names:
+            slot = self._slots.get(name)
+            served = slot.served if slot is not None else None
+            models[name] = {"ready": served is not None,
+                            "version": served.version if served is not None else None}
+            if served is None:
+                why = self._why_not(slot) if slot is not None else ""
+                reasons.append(f"model {name} has no servable version" + (f" ({why.rstrip('.')})" if why else ""))
+        if not names:
+            reasons.append(f"the registry {self.registry.root} holds no models"
+                           + (f" ({self.registry_error})" if self.registry_error else ""))
+        report = {"ready": not reasons, "models": models,
+                  "registry": {"path": str(self.registry.root), "ok": self.registry_error is None,
+                               "error": self.registry_error}}
+        if reasons:
+            report["reason"] = "; ".join(reasons)
+        return not reasons, report
