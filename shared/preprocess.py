@@ -1,0 +1,525 @@
+"""Turn what users send into the network's input vectors (SPEC §4), the same way for the trainer
+and the service. Images become 784 floats in [0, 1], light ink on a dark field like MNIST; numeric
+vectors are checked and returned as float32 batches. Normalisation (mean/std) is not applied here.
+
+An image goes through one pipeline whatever its format or mode:
+
+1. decode: only PNG, JPEG, WEBP, BMP, GIF (first frame) and TIFF; the declared pixel count is
+   checked against ``max_pixels`` before any pixel is decoded; EXIF orientation is applied.
+2. grey: luminance in [0, 1] (1 = white) with transparency composited on white; 16-bit and
+   32-bit images are scaled to [0, 1], never clipped. Large images are box-reduced to a working
+   size of at most ``2 * WORKING_SIDE`` on their longer side.
+3. ink: the background is a plane fitted to the border pixels (paper that is grey, or lit
+   unevenly, in a photo); the ink is whichever side of it carries more mass (dark ink on
+   paper is inverted, light ink on a dark field is kept). The ink is stretched so its strokes
+   reach 1, and deviations within ``4 sigma`` of the border's noise are set to 0.
+4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
+   mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
+   side scaled to 28 px, centred). The brightest pixel is scaled to 1, as in both datasets.
+"""
+import io
+import math
+import numbers
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, UnsupportedImage
+
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+DEFAULT_MAX_PIXELS = 40_000_000
+FITS = ("digit", "garment")
+WORKING_SIDE = 512  # images larger than twice this are box-reduced by an integer factor first
+
+# MNIST: the digit's longest side is 20 of the field's 28 px, its centre of mass at index 14.
+DIGIT_BOX_FRACTION = 20 / 28
+MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
+BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
+MARGIN = 2  # output pixels kept around the box when resizing
+RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
+SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> ndarray of shape (h*w,), float32 in [0, 1], light ink on dark.
+
+    Raises UnsupportedImage (not a decodable image in an accepted format), ImageTooLarge (more
+    than ``max_pixels`` declared) or InvalidInput (no ink found)."""
+    size, fit = _parse_spec(preprocessing)
+    return _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
+
+
+def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based)."""
+    size, fit = _parse_spec(preprocessing)
+    if len(images) == 0:
+        raise InvalidInput("no images given: send at least one image")
+    batch = np.empty((len(images), size[0] * size[1]), dtype=np.float32)
+    for i, data in enumerate(images):
+        try:
+            batch[i] = _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
+        except ScratchnetError as err:
+            if len(images) == 1:
+                raise
+            raise type(err)(f"image {i}: {err.message}", [{"image": i}, *err.details]) from err
+    return batch
+
+
+def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
+    """A raw pixel tensor -> ndarray of shape (h*w,), through the same pipeline as an image.
+
+    ``pixels``: (H, W), (H, W, C) with C in 1..4 (grey, grey+alpha, RGB, RGBA), size-1 leading
+    axes, or a flat array of ``h*w`` values for the field size. uint8 counts 0..255, uint16
+    0..65535, floats 0..1 (or 0..255); either polarity."""
+    size, fit = _parse_spec(preprocessing)
+    return _grey_to_vector(_array_to_grey(np.asarray(pixels), size), size, fit)
+
+
+def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None) -> np.ndarray:
+    """One vector or a list of vectors -> float32 ndarray of shape (n, input_size), C-contiguous.
+
+    Raises InvalidInput naming the position of the first problem: wrong length, a value that is
+    not a number (string, boolean, null), NaN or Infinity, ragged or too-deep nesting, an empty
+    batch, more than ``max_batch`` vectors."""
+    if isinstance(values, (list, tuple)) and max_batch is not None and len(values) > max_batch:
+        if values and _is_sequence(values[0]):
+            raise InvalidInput(f"batch has {len(values)} vectors; the limit is {max_batch}")
+    array = _fast_numeric_array(values)
+    if array is None:
+        _explain_vectors(values, input_size, what)
+        raise InvalidInput("expected a vector of numbers or a list of vectors")  # not reached
+    if array.ndim == 1 and array.size == 0:
+        raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")
+    if array.ndim == 1:
+        array = array[np.newaxis]
+    if array.ndim != 2:
+        raise InvalidInput(f"expected a vector or a list of vectors; got {array.ndim} levels of nesting")
+    n, length = array.shape
+    if n == 0:
+        raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")
+    if max_batch is not None and n > max_batch:
+        raise InvalidInput(f"batch has {n} vectors; the limit is {max_batch}")
+    if length != input_size:
+        where = "vector" if n == 1 else "every vector"
+        raise InvalidInput(f"{where} has {length} values; {what} expects {input_size}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        row, col = np.argwhere(~np.isfinite(array))[0]
+        raise InvalidInput(f"value at {_position(row, col, n)} is {_non_finite_name(array[row, col])}; values must be finite numbers")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(out).all():
+        row, col = np.argwhere(~np.isfinite(out))[0]
+        raise InvalidInput(f"value at {_position(row, col, n)} ({array[row, col]}) is too large for float32")
+    return out
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _fast_numeric_array(values) -> np.ndarray | None:
+    """``values`` as an int or float ndarray when it plainly is one, else None (explain why)."""
+    if not _is_sequence(values):
+        return None
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if array.dtype.kind not in "iuf":
+        return None
+    if not isinstance(values, np.ndarray) and _holds_bool(values):
+        return None  # NumPy would silently turn True into 1
+    return array
+
+
+def _holds_bool(values) -> bool:
+    if len(values) and isinstance(values[0], (list, tuple)):
+        return any(bool in set(map(type, row)) for row in values)
+    return bool in set(map(type, values))
+
+
+def _explain_vectors(values, input_size: int, what: str) -> None:
+    """Walk ``values`` in Python and raise InvalidInput for the first problem found."""
+    if isinstance(values, np.ndarray):
+        kind = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects"}
+        raise InvalidInput(f"values must be real numbers; the array holds {kind.get(values.dtype.kind, values.dtype)}")
+    if not _is_sequence(values):
+        raise InvalidInput(f"expected a list of numbers, got {_type_name(values)}")
+    if len(values) == 0:
+        raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")
+    nested = [_is_sequence(v) for v in values]
+    if any(nested) and not all(nested):
+        first_number = nested.index(False)
+        raise InvalidInput(f"mixes numbers and lists: item {first_number} is {_type_name(values[first_number])} "
+                           "but other items are lists; send one vector or a list of vectors")
+    rows = values if all(nested) else [values]
+    n = len(rows)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if _is_sequence(value):
+                raise InvalidInput(f"value at {_position(i, j, n)} is a list; expected a vector or a list of vectors, not deeper nesting")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidInput(f"value at {_position(i, j, n)} is {_type_name(value)}, not a number")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise InvalidInput(f"value at {_position(i, j, n)} is {_non_finite_name(value)}; values must be finite numbers")
+        if len(row) != input_size:
+            where = "vector" if n == 1 else f"vector {i}"
+            raise InvalidInput(f"{where} has {len(row)} values; {what} expects {input_size}")
+
+
+def _position(row: int, col: int, n_rows: int) -> str:
+    return f"position {col}" if n_rows == 1 else f"vector {row}, position {col}"
+
+
+def _non_finite_name(value) -> str:
+    try:
+        value = float(value)
+    except OverflowError:
+        return "too large"
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _parse_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
+    """The manifest's preprocessing spec -> ((height, width), fit). A bad spec is a model bug."""
+    if not isinstance(preprocessing, dict) or preprocessing.get("type", "image") != "image":
+        raise ValueError(f"not an image preprocessing spec: {preprocessing!r}")
+    size = preprocessing.get("size", [28, 28])
+    fit = preprocessing.get("fit", "digit")
+    polarity = preprocessing.get("polarity", "light_on_dark")
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 4 <= s <= 1024 for s in size)):
+        raise ValueError(f"preprocessing size must be [height, width] of ints in 4..1024, got {size!r}")
+    if fit not in FITS:
+        raise ValueError(f"preprocessing fit must be one of {', '.join(FITS)}, got {fit!r}")
+    if polarity != "light_on_dark":
+        raise ValueError(f"preprocessing polarity must be 'light_on_dark', got {polarity!r}")
+    return (size[0], size[1]), fit
+
+
+def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Encoded image -> luminance, float32 ndarray (H, W) in [0, 1], 1 = white.
+
+    EXIF orientation applied, transparency composited on white, reduced to the working size."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image data must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise UnsupportedImage("the image is empty (0 bytes)")
+    accepted = ", ".join(ACCEPTED_FORMATS)
+    image_format = ""
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            image_format = image.format or image_format
+            _check_pixels(image.size, max_pixels)
+            _request_reduced_decode(image)
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            return _image_to_grey(oriented)
+    except UnidentifiedImageError as err:
+        raise UnsupportedImage(f"the data is not an image in an accepted format ({accepted})") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # Pillow's own guard fires inside Image.open for sizes far above ours: same refusal.
+        raise ImageTooLarge(f"the image declares too many pixels to decode safely ({err}); "
+                            f"the limit is {max_pixels:,} pixels") from err
+    except ScratchnetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - anything a decoder raises on untrusted bytes means "undecodable"
+        what = f"the {image_format} image" if image_format else "the image"
+        raise UnsupportedImage(f"{what} could not be decoded ({err or type(err).__name__}): "
+                               "is the file truncated or corrupt?") from err
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise UnsupportedImage(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels; "
+                            f"the limit is {max_pixels:,} pixels")
+
+
+def _request_reduced_decode(image: Image.Image) -> None:
+    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding a large photo."""
+    factor = max(image.size) // WORKING_SIDE
+    if image.format in ("JPEG", "MPO") and factor >= 2:
+        image.draft(None, (image.size[0] // factor, image.size[1] // factor))
+
+
+# Modes Pillow can reduce and that we read directly; everything else is converted first.
+_CANONICAL = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB",
+              "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _image_to_grey(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I;16"):
+        full_scale = 65535.0  # 16-bit: scale down, never clip
+        image = image.convert("I")
+    elif mode in ("I", "F"):
+        full_scale = None  # decided from the values below
+    else:
+        if "transparency" in image.info and mode in ("L", "RGB"):
+            mode = "RGBA"  # a colour key (tRNS) is transparency too
+        image = image.convert(_CANONICAL.get(mode, mode)) if _CANONICAL.get(mode, mode) != image.mode else image
+        full_scale = 255.0
+    factor = max(image.size) // WORKING_SIDE
+    if factor >= 2:
+        image = image.reduce(factor)
+    pixels = np.asarray(image, dtype=np.float32)
+    if full_scale is None:
+        return _wide_to_unit(pixels)
+    pixels = pixels / np.float32(full_scale)
+    return _composite_on_white(pixels)
+
+
+def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
+    """32-bit int or float pixels -> [0, 1] by the range they evidently use."""
+    if not np.isfinite(pixels).all():
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(pixels.min()), float(pixels.max())
+    if low >= 0 and high <= 1:
+        return pixels
+    if low >= 0 and high <= 255:
+        return pixels / np.float32(255)
+    if low >= 0 and high <= 65535:
+        return pixels / np.float32(65535)
+    return (pixels - low) / np.float32(high - low)
+
+
+def _composite_on_white(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA in [0, 1] -> grey on white."""
+    if pixels.ndim == 2:
+        return pixels
+    channels = pixels.shape[2]
+    grey = pixels[..., 0] if channels <= 2 else pixels[..., :3] @ LUMA
+    if channels in (2, 4):
+        alpha = pixels[..., -1]
+        grey = grey * alpha + (1 - alpha)
+    return np.ascontiguousarray(grey, dtype=np.float32)
+
+
+def _array_to_grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    while pixels.ndim > 2 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 1 and pixels.size == size[0] * size[1]:
+        pixels = pixels.reshape(size)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] > 4) or pixels.size == 0:
+        raise InvalidInput(f"pixel array has shape {list(pixels.shape)}; expected [height, width] or "
+                           f"[height, width, channels] with 1 to 4 channels, or {size[0] * size[1]} values")
+    if pixels.dtype.kind not in "biuf":
+        raise InvalidInput(f"pixel array must hold numbers, not {pixels.dtype}")
+    if pixels.shape[0] * pixels.shape[1] > DEFAULT_MAX_PIXELS:
+        raise ImageTooLarge(f"the pixel array is {pixels.shape[1]}x{pixels.shape[0]}; the limit is {DEFAULT_MAX_PIXELS:,} pixels")
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise InvalidInput("pixel array holds NaN or Infinity")
+    if pixels.dtype == np.uint8 or pixels.dtype.kind == "b":
+        unit = pixels.astype(np.float32) / np.float32(1 if pixels.dtype.kind == "b" else 255)
+    elif pixels.dtype == np.uint16:
+        unit = pixels.astype(np.float32) / np.float32(65535)
+    else:
+        unit = _wide_to_unit(pixels.astype(np.float32))
+    unit = _composite_on_white(unit)
+    factor = max(unit.shape) // WORKING_SIDE
+    return _box_reduce(unit, factor) if factor >= 2 else unit
+
+
+def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
+    h, w = (grey.shape[0] // factor) * factor, (grey.shape[1] // factor) * factor
+    return grey[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- ink and fitting
+
+
+def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
+    ink = _ink_map(grey)
+    bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
+    peak = field.max()
+    if peak <= 0:
+        raise InvalidInput("the image is blank: no ink found")
+    field /= peak
+    return np.clip(field, 0, 1, out=field).ravel()
+
+
+def _border_mask(shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    ring = max(1, min(h, w) // 20)
+    mask = np.ones(shape, dtype=bool)
+    mask[ring:h - ring, ring:w - ring] = False
+    return mask
+
+
+def _background(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fit a plane a + b*x + c*y to the border pixels, robustly (ink that touches the border is
+    left out). Returns the plane over the whole image and the border's noise level (sigma)."""
+    h, w = grey.shape
+    ys, xs = np.nonzero(_border_mask(grey.shape))
+    step = max(1, ys.size // 20000)
+    ys, xs = ys[::step], xs[::step]
+    values = grey[ys, xs].astype(np.float64)
+    design = np.stack([np.ones_like(values), xs / w, ys / h], axis=1)
+    coef = np.array([np.median(values), 0.0, 0.0])
+    for _ in range(2):  # start from the median, then refit the plane twice on the inliers
+        residual = values - design @ coef
+        spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+        inliers = np.abs(residual) <= max(3 * spread, 2 / 255)
+        if inliers.sum() >= 3:
+            coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
+    sigma = 1.4826 * float(np.median(np.abs(values - design @ coef)))
+    column = (coef[0] + coef[2] * np.arange(h) / h)[:, np.newaxis]
+    row = (coef[1] * np.arange(w) / w)[np.newaxis, :]
+    return (column + row).astype(np.float32), sigma
+
+
+def _ink_map(grey: np.ndarray) -> np.ndarray:
+    """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank."""
+    background, sigma = _background(grey)
+    deviation = grey - background
+    floor = max(4 * sigma, 2 / 255)
+    dark_mass = np.clip(-deviation - floor, 0, None).sum(dtype=np.float64)
+    light_mass = np.clip(deviation - floor, 0, None).sum(dtype=np.float64)
+    ink = -deviation if dark_mass > light_mass else deviation
+    strokes = ink[ink > floor]
+    if strokes.size == 0:
+        raise InvalidInput("the image is blank: no ink found")
+    level = float(np.percentile(strokes, 99))
+    if level - floor < MIN_CONTRAST:
+        raise InvalidInput("the image is blank: no ink found")
+    ink = (np.maximum(ink - floor, 0) / np.float32(level - floor)).astype(np.float32)
+    return _drop_isolated(ink)
+
+
+def _drop_isolated(ink: np.ndarray) -> np.ndarray:
+    """Zero the inked pixels none of whose 8 neighbours is inked (sensor noise, dust)."""
+    inked = ink > 0
+    padded = np.pad(inked, 1)
+    h, w = inked.shape
+    neighbours = sum(padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w].astype(np.uint8)
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    ink[inked & (neighbours == 0)] = 0
+    return ink
+
+
+def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right; exclusive ends) of the ink above ``level``.
+
+    Faint halos (JPEG ringing, blur) do not widen it, and stray specks are left out: a run of
+    inked rows (or columns) at an edge, separated from the rest by blank ones and holding less
+    than SPECK_MASS of the ink, does not count."""
+    strong = np.where(ink > level, ink, 0)
+    total = float(strong.sum(dtype=np.float64))
+    if total <= 0:
+        raise InvalidInput("the image is blank: no ink found")
+
+    def span(profile: np.ndarray) -> tuple[int, int]:
+        inked = np.flatnonzero(profile > 0)
+        breaks = np.flatnonzero(np.diff(inked) > 1)
+        starts = np.concatenate([inked[:1], inked[breaks + 1]])
+        ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
+        masses = [float(profile[s:e].sum()) for s, e in zip(starts, ends)]
+        first, last = 0, len(starts) - 1
+        while first < last and masses[first] < SPECK_MASS * total:
+            first += 1
+        while last > first and masses[last] < SPECK_MASS * total:
+            last -= 1
+        return int(starts[first]), int(ends[last])
+
+    top, bottom = span(strong.sum(axis=1, dtype=np.float64))
+    left, right = span(strong.sum(axis=0, dtype=np.float64))
+    return top, bottom, left, right
+
+
+def _scaled_region(ink: np.ndarray, bounds: tuple[int, int, int, int], scale: float):
+    """The ink in ``bounds`` resized by ``scale`` so the box covers whole output pixels (as in
+    the MNIST recipe), plus a margin of MARGIN output pixels around it so halos fainter than the
+    box level are kept. Returns the resized patch; the box starts at (MARGIN, MARGIN) in it."""
+    top, bottom, left, right = bounds
+    out_h = max(1, int(round((bottom - top) * scale)))
+    out_w = max(1, int(round((right - left) * scale)))
+    if (out_h, out_w) == (bottom - top, right - left):  # already the right size: copy, no resampling
+        return _window(ink, top - MARGIN, bottom + MARGIN, left - MARGIN, right + MARGIN), out_h, out_w
+    scale_y, scale_x = out_h / (bottom - top), out_w / (right - left)
+    pad = int(math.ceil(MARGIN / min(scale_y, scale_x))) + 1
+    window = _window(ink, top - pad, bottom + pad, left - pad, right + pad)
+    source_box = (pad - MARGIN / scale_x, pad - MARGIN / scale_y,
+                  pad + (right - left) + MARGIN / scale_x, pad + (bottom - top) + MARGIN / scale_y)
+    resized = Image.fromarray(window).resize((out_w + 2 * MARGIN, out_h + 2 * MARGIN), RESAMPLE, box=source_box)
+    return np.asarray(resized, dtype=np.float32), out_h, out_w
+
+
+def _window(ink: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """ink[top:bottom, left:right] where the rows and columns outside the image read as 0."""
+    h, w = ink.shape
+    window = np.zeros((bottom - top, right - left), dtype=np.float32)
+    t0, l0 = max(top, 0), max(left, 0)
+    t1, l1 = min(bottom, h), min(right, w)
+    window[t0 - top:t1 - top, l0 - left:l1 - left] = ink[t0:t1, l0:l1]
+    return window
+
+
+def _paste(field: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
+    """Add ``patch`` into ``field`` at (top, left), dropping whatever falls outside it."""
+    h, w = field.shape
+    t0, l0 = max(0, -top), max(0, -left)
+    t1, l1 = min(patch.shape[0], h - top), min(patch.shape[1], w - left)
+    if t1 > t0 and l1 > l0:
+        field[top + t0:top + t1, left + l0:left + l1] += patch[t0:t1, l0:l1]
+
+
+def _fit_digit(ink: np.ndarray, bounds: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """MNIST: the box's longest side to 20 (of 28), then shift so the centre of mass sits at
+    pixel (14, 14), keeping the box inside the field."""
+    top, bottom, left, right = bounds
+    scale = round(DIGIT_BOX_FRACTION * min(size)) / max(bottom - top, right - left)
+    digit, box_h, box_w = _scaled_region(ink, bounds, scale)
+    mass = digit.sum(dtype=np.float64)
+    com_y = float((digit.sum(axis=1) @ np.arange(digit.shape[0])) / mass) - MARGIN
+    com_x = float((digit.sum(axis=0) @ np.arange(digit.shape[1])) / mass) - MARGIN
+    box_top = min(max(math.floor(size[0] // 2 - com_y + 0.5), 0), size[0] - box_h)
+    box_left = min(max(math.floor(size[1] // 2 - com_x + 0.5), 0), size[1] - box_w)
+    field = np.zeros(size, dtype=np.float32)
+    _paste(field, digit, box_top - MARGIN, box_left - MARGIN)
+    return field
+
+
+def _fit_garment(ink: np.ndarray, bounds: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """Fashion-MNIST: the item's longest side fills the field, the item centred (an odd margin's
+    extra pixel goes above and to the left, as in the dataset)."""
+    top, bottom, left, right = bounds
+    scale = min(size[0] / (bottom - top), size[1] / (right - left))
+    item, box_h, box_w = _scaled_region(ink, bounds, scale)
+    box_h, box_w = min(box_h, size[0]), min(box_w, size[1])
+    field = np.zeros(size, dtype=np.float32)
+    _paste(field, item, (size[0] - box_h + 1) // 2 - MARGIN, (size[1] - box_w + 1) // 2 - MARGIN)
+    return field

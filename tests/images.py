@@ -1,0 +1,141 @@
+"""Image generators for tests: an MNIST digit rendered the way users produce it (a browser canvas,
+a phone photo of paper, coloured ink, a small drawing in a corner), any image converted to any
+Pillow mode, and encoded in any accepted format. Everything is deterministic (seeded)."""
+import io
+
+import numpy as np
+from PIL import Image
+
+USER_KINDS = ("canvas_png", "photo_jpeg", "colour_png", "small_offcentre", "inverted_mnist")
+
+# Modes each format can store (what Pillow writes without converting).
+FORMAT_MODES = {
+    "PNG": ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"),
+    "JPEG": ("L", "RGB", "CMYK"),
+    "WEBP": ("RGB", "RGBA"),
+    "BMP": ("1", "L", "P", "RGB", "RGBA"),
+    "GIF": ("L", "P"),
+    "TIFF": ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"),
+}
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    """``image`` saved in ``fmt`` (PNG, JPEG, WEBP, BMP, GIF, TIFF, ...) -> the file's bytes."""
+    if fmt == "JPEG":
+        options.setdefault("quality", 92)
+    if fmt == "WEBP":
+        options.setdefault("lossless", True)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def to_mode(grey: Image.Image, mode: str, *, transparent_background: bool = False) -> Image.Image:
+    """An 8-bit "L" image (white paper, dark ink or the reverse) in ``mode``, same appearance.
+
+    16-bit modes use the full 0..65535 range. With ``transparent_background``, modes with alpha
+    make the white paper transparent (and black underneath, as browser canvases store it)."""
+    assert grey.mode == "L"
+    pixels = np.asarray(grey)
+    if mode in ("LA", "RGBA") and transparent_background:
+        alpha = 255 - pixels  # ink opaque, paper transparent
+        ink = np.zeros_like(pixels)  # the colour under a transparent pixel must not matter
+        la = Image.fromarray(np.stack([ink, alpha], axis=-1), "LA")
+        if mode == "LA":
+            return la
+        return la.convert("RGBA")
+    if mode == "I;16":
+        return Image.fromarray(pixels.astype(np.uint16) * 257)  # uint16 -> "I;16"
+    if mode == "I":
+        return Image.fromarray(pixels.astype(np.int32) * 257)
+    if mode == "F":
+        return Image.fromarray(pixels.astype(np.float32) / 255)
+    if mode == "1":
+        return grey.point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
+    if mode == "P":
+        return grey.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    return grey.convert(mode)
+
+
+def canvas(pixels28: np.ndarray, side: int, *, ink_scale: float = 0.9, offset=(0, 0)) -> np.ndarray:
+    """Ink coverage (float32 in [0, 1], 1 = ink) of a digit drawn on a ``side`` x ``side`` sheet:
+    the MNIST digit upscaled smoothly to ``ink_scale * side``, then shifted by ``offset`` (y, x)."""
+    digit_side = max(1, int(round(ink_scale * side)))
+    digit = Image.fromarray(np.asarray(pixels28, dtype=np.float32) / 255).resize((digit_side, digit_side), Image.Resampling.BICUBIC)
+    coverage = np.clip((np.asarray(digit) - 0.2) / 0.5, 0, 1)  # solid strokes, soft edges
+    sheet = np.zeros((side, side), dtype=np.float32)
+    top = (side - digit_side) // 2 + offset[0]
+    left = (side - digit_side) // 2 + offset[1]
+    sheet[top:top + digit_side, left:left + digit_side] = coverage
+    return sheet
+
+
+def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> bytes:
+    """An MNIST digit (28x28 uint8, light on dark) as an encoded user image of ``kind``:
+
+    - canvas_png: 280x280 RGBA, transparent background, dark strokes (a browser canvas export)
+    - photo_jpeg: 600x800 photo of grey paper lit with a gradient, sensor noise, dark ink drawn
+      off-centre, JPEG quality 85
+    - colour_png: blue ink on off-white paper, RGB
+    - small_offcentre: dark ink on white, a small digit near the corner of a 200x200 image
+    - inverted_mnist: the plain 28x28 light-on-dark digit as a PNG
+    """
+    rng = np.random.default_rng(seed)
+    pixels28 = np.asarray(pixels28, dtype=np.uint8)
+    if kind == "canvas_png":
+        coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))
+        rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+        rgba[..., :3] = 20
+        rgba[..., 3] = np.round(coverage * 255)
+        return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    if kind == "photo_jpeg":
+        height, width = 800, 600
+        coverage = canvas(pixels28, 420, ink_scale=0.8)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        paper = 0.62 + 0.18 * (xx / width) + 0.08 * (yy / height)  # uneven light
+        top, left = 260 + int(rng.integers(-20, 21)), 120 + int(rng.integers(-20, 21))
+        ink = np.zeros((height, width), dtype=np.float32)
+        ink[top:top + 420, left:left + 420] = coverage
+        grey = paper * (1 - 0.78 * ink) + rng.normal(0, 0.02, size=(height, width)).astype(np.float32)
+        tint = np.array([1.0, 0.97, 0.9], dtype=np.float32)  # warm indoor light
+        rgb = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
+        return encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=85)
+    if kind == "colour_png":
+        coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))[..., None]
+        paper = np.array([245, 240, 228], dtype=np.float32)
+        blue = np.array([30, 60, 200], dtype=np.float32)
+        rgb = paper * (1 - coverage) + blue * coverage
+        return encode(Image.fromarray(rgb.round().astype(np.uint8), "RGB"), "PNG")
+    if kind == "small_offcentre":
+        coverage = canvas(pixels28, 70, ink_scale=1.0)
+        sheet = np.zeros((200, 200), dtype=np.float32)
+        top, left = 12 + int(rng.integers(0, 6)), 15 + int(rng.integers(0, 6))
+        sheet[top:top + 70, left:left + 70] = coverage
+        return encode(Image.fromarray(np.round(255 * (1 - sheet)).astype(np.uint8), "L"), "PNG")
+    if kind == "inverted_mnist":
+        return encode(Image.fromarray(pixels28, "L"), "PNG")
+    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(USER_KINDS)}")
+
+
+def synthetic_digit(seed: int = 0) -> np.ndarray:
+    """A digit-like 28x28 uint8 image, light on dark, for tests that run without MNIST: a thick
+    ring (a zero, even ``seed``) or a one with a flag and a foot (odd ``seed``; it looks different
+    turned or mirrored), drawn with soft edges inside the MNIST 20x20 box."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32)
+    if seed % 2 == 0:
+        ry, rx = 9.5, 6.5 + rng.uniform(-1, 1)
+        radius = np.sqrt(((yy - 14) / ry) ** 2 + ((xx - 14) / rx) ** 2)
+        ink = np.clip(1 - np.abs(radius - 0.8) / 0.22, 0, 1)
+    else:
+        bar = np.clip(1.8 - np.abs(xx - 16 - 0.1 * (yy - 14)), 0, 1) * ((yy >= 4) & (yy <= 23))
+        flag = np.clip(1.6 - np.abs((yy - 4) - 0.8 * (16 - xx)), 0, 1) * ((xx >= 9) & (xx <= 16))
+        foot = np.clip(1.8 - np.abs(yy - 22), 0, 1) * ((xx >= 10) & (xx <= 22))
+        ink = np.maximum(np.maximum(bar, flag), foot)
+    return np.round(255 * ink).astype(np.uint8)
+
+
+def paper(pixels28: np.ndarray, side: int = 112) -> Image.Image:
+    """The digit as dark ink on white paper, an "L" image of ``side`` x ``side``."""
+    coverage = canvas(pixels28, side, ink_scale=1.0)
+    return Image.fromarray(np.round(255 * (1 - coverage)).astype(np.uint8), "L")

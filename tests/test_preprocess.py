@@ -1,0 +1,414 @@
+"""Input preprocessing (SPEC §4): every accepted format and mode becomes the MNIST-style vector,
+user drawings and photos land where MNIST digits do, bad bytes and bad vectors are refused with a
+message a person can act on."""
+import io
+import struct
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import ImageTooLarge, InvalidInput, UnsupportedImage
+from shared.preprocess import (ACCEPTED_FORMATS, array_to_vector, image_to_vector, images_to_batch,
+                               validate_vectors)
+from images import FORMAT_MODES, USER_KINDS, encode, paper, render_user_digit, synthetic_digit, to_mode
+
+DIGIT = {"type": "image", "size": [28, 28], "fit": "digit", "polarity": "light_on_dark"}
+GARMENT = {"type": "image", "size": [28, 28], "fit": "garment", "polarity": "light_on_dark"}
+
+
+def centre_of_mass(vector: np.ndarray) -> np.ndarray:
+    field = vector.reshape(28, 28).astype(np.float64)
+    index = np.arange(28)
+    return np.array([field.sum(axis=1) @ index, field.sum(axis=0) @ index]) / field.sum()
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def aligned_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 fields, allowing a one-pixel shift: the MNIST recipe rounds the
+    centre of mass to a whole pixel, so two encodings of one drawing may land one pixel apart."""
+    a, b = np.reshape(a, (28, 28)), np.reshape(b, (28, 28))
+    return max(correlation(np.roll(a, (dy, dx), axis=(0, 1)), b) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def assert_mnist_like(vector: np.ndarray) -> None:
+    assert vector.shape == (784,) and vector.dtype == np.float32
+    assert vector.min() >= 0 and vector.max() == pytest.approx(1.0)
+    assert np.abs(centre_of_mass(vector) - 14).max() <= 0.75
+    field = vector.reshape(28, 28) > 0.1
+    height = np.ptp(np.flatnonzero(field.any(axis=1))) + 1
+    width = np.ptp(np.flatnonzero(field.any(axis=0))) + 1
+    assert 18 <= max(height, width) <= 21, "the longest side is scaled to 20 pixels"
+
+
+@pytest.fixture(scope="module")
+def digit():
+    return synthetic_digit(1)  # a "1" with a foot: asymmetric, so rotations and flips show
+
+
+@pytest.fixture(scope="module")
+def reference(digit):
+    """The vector of the digit drawn as plain dark ink on white, 8-bit grey PNG."""
+    return image_to_vector(encode(paper(digit), "PNG"), DIGIT)
+
+
+# --------------------------------------------------------------------------- formats and modes
+
+FORMAT_MODE_CASES = [(fmt, mode) for fmt, modes in FORMAT_MODES.items() for mode in modes]
+
+
+@pytest.mark.parametrize("fmt, mode", FORMAT_MODE_CASES, ids=[f"{f}-{m}" for f, m in FORMAT_MODE_CASES])
+def test_every_format_and_mode_gives_the_same_centred_digit(fmt, mode, digit, reference):
+    image = to_mode(paper(digit), mode)
+    assert image.mode == mode
+    data = encode(image, fmt)
+    with Image.open(io.BytesIO(data)) as reopened:
+        assert reopened.format == fmt
+    vector = image_to_vector(data, DIGIT)
+    assert_mnist_like(vector)
+    # "1" is binarised and GIF/P are palettised: a little less close than the lossless grey modes.
+    assert aligned_correlation(vector, reference) > (0.9 if mode in ("1", "P") else 0.97)
+
+
+@pytest.mark.parametrize("fmt, mode", [("PNG", "LA"), ("PNG", "RGBA"), ("TIFF", "LA"), ("TIFF", "RGBA"),
+                                       ("WEBP", "RGBA")])
+def test_transparent_background_counts_as_white_paper(fmt, mode, digit, reference):
+    # Strokes are opaque; the background is transparent black, as a browser canvas exports it.
+    image = to_mode(paper(digit), mode, transparent_background=True)
+    assert np.asarray(image.convert("RGB")).max() == 0, "every pixel is black under its alpha"
+    vector = image_to_vector(encode(image, fmt), DIGIT)
+    assert_mnist_like(vector)
+    assert aligned_correlation(vector, reference) > 0.97
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG"])
+def test_palette_transparency_counts_as_white(fmt, digit, reference):
+    # A palette whose paper entry is black but transparent: only the transparency makes it paper.
+    pixels = 255 - np.asarray(paper(digit))  # index 0 = paper, 255 = ink
+    palette_image = Image.fromarray(pixels).convert("P")
+    palette_image.putpalette([0, 0, 0] + [max(0, 200 - v) for v in range(1, 256) for _ in range(3)])
+    vector = image_to_vector(encode(palette_image, fmt, transparency=0), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_accepted_formats_are_the_documented_six():
+    assert set(ACCEPTED_FORMATS) == {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
+    assert set(FORMAT_MODES) == set(ACCEPTED_FORMATS)
+
+
+# --------------------------------------------------------------------------- orientation, polarity, depth
+
+
+@pytest.mark.parametrize("orientation, stored_as", [
+    (3, Image.Transpose.ROTATE_180),
+    (6, Image.Transpose.ROTATE_90),  # the camera was turned: stored pixels are the upright ones turned left
+    (8, Image.Transpose.ROTATE_270),
+    (2, Image.Transpose.FLIP_LEFT_RIGHT),
+])
+def test_exif_orientation_is_applied(orientation, stored_as, digit, reference):
+    stored = paper(digit).convert("RGB").transpose(stored_as)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    with_tag = image_to_vector(encode(stored, "JPEG", exif=exif), DIGIT)
+    without_tag = image_to_vector(encode(stored, "JPEG"), DIGIT)
+    assert aligned_correlation(with_tag, reference) > 0.97
+    assert aligned_correlation(without_tag, reference) < 0.8, "the stored pixels alone must look different"
+
+
+def test_both_polarities_give_the_same_vector(digit):
+    dark_on_light = paper(digit)
+    light_on_dark = Image.fromarray(255 - np.asarray(dark_on_light))
+    a = image_to_vector(encode(dark_on_light, "PNG"), DIGIT)
+    b = image_to_vector(encode(light_on_dark, "PNG"), DIGIT)
+    np.testing.assert_allclose(a, b, atol=0.02)
+
+
+def test_grey_unevenly_lit_noisy_paper_is_cleaned_up(digit, reference):
+    ink = 1 - np.asarray(paper(digit, side=300), dtype=np.float32) / 255
+    yy, xx = np.mgrid[0:300, 0:300] / 300
+    sheet = 0.45 + 0.2 * xx + 0.1 * yy  # grey paper, brighter to the right
+    noise = np.random.default_rng(0).normal(0, 0.02, size=sheet.shape)
+    grey = np.clip(sheet * (1 - 0.7 * ink) + noise, 0, 1)
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * grey).astype(np.uint8)), "PNG"), DIGIT)
+    assert_mnist_like(vector)
+    assert aligned_correlation(vector, reference) > 0.95
+    assert (vector.reshape(28, 28)[reference.reshape(28, 28) == 0] > 0.1).mean() < 0.02, "no paper left as ink"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_images_are_scaled_not_clipped(fmt, digit, reference):
+    # Paper at 60000, ink at 20000: clipping to 8 bits would leave a white page.
+    coverage = 1 - np.asarray(paper(digit), dtype=np.float64) / 255
+    sixteen = np.round(60000 - 40000 * coverage).astype(np.uint16)
+    image = Image.fromarray(sixteen)
+    assert image.mode == "I;16"
+    vector = image_to_vector(encode(image, fmt), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.98
+
+
+def test_cmyk_jpeg_reads_as_the_grey_image(digit, reference):
+    image = paper(digit).convert("CMYK")
+    vector = image_to_vector(encode(image, "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.97
+
+
+def test_animated_gif_uses_its_first_frame():
+    zero, one = synthetic_digit(0), synthetic_digit(1)
+    frames = [paper(zero).convert("P"), paper(one).convert("P")]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(io.BytesIO(data)) as gif:
+        assert gif.n_frames == 2
+    vector = image_to_vector(data, DIGIT)
+    first = image_to_vector(encode(paper(zero), "PNG"), DIGIT)
+    second = image_to_vector(encode(paper(one), "PNG"), DIGIT)
+    assert aligned_correlation(vector, first) > 0.98 and aligned_correlation(vector, second) < 0.5
+
+
+def test_large_photos_are_reduced_before_analysis(digit, reference):
+    sheet = np.full((2400, 1800), 235, dtype=np.uint8)
+    sheet[900:1500, 600:1200] = np.asarray(paper(digit, side=600))
+    started = time.perf_counter()
+    for fmt in ("JPEG", "PNG"):
+        vector = image_to_vector(encode(Image.fromarray(sheet).convert("RGB"), fmt), DIGIT)
+        assert aligned_correlation(vector, reference) > 0.97
+    assert time.perf_counter() - started < 5
+
+
+def test_an_mnist_style_image_comes_back_as_itself(reference):
+    # The pipeline's output is an MNIST-style digit: feeding it back must change next to nothing.
+    as_png = encode(Image.fromarray(np.round(reference.reshape(28, 28) * 255).astype(np.uint8)), "PNG")
+    again = image_to_vector(as_png, DIGIT)
+    assert np.abs(again - reference).mean() < 0.005
+
+
+# --------------------------------------------------------------------------- garments
+
+
+def test_garment_fills_the_field_keeping_its_aspect():
+    # A dark trouser-like item, twice as tall as wide, on white, off-centre in a large photo.
+    sheet = np.full((400, 300), 250, dtype=np.uint8)
+    sheet[60:260, 40:140] = 70
+    sheet[150:260, 80:100] = 250  # the gap between the legs
+    vector = image_to_vector(encode(Image.fromarray(sheet), "PNG"), GARMENT)
+    field = vector.reshape(28, 28)
+    rows, cols = np.flatnonzero(field.max(axis=1) > 0.5), np.flatnonzero(field.max(axis=0) > 0.5)
+    assert (rows[0], rows[-1]) == (0, 27), "the longest side fills the field"
+    assert 13 <= cols[-1] - cols[0] + 1 <= 15 and abs((cols[0] + cols[-1]) / 2 - 13.5) <= 1, "centred"
+    assert field[20, 13:15].max() < 0.2, "the gap between the legs is kept"
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A well-formed PNG header declaring ``width`` x ``height`` 8-bit grey, with a tiny IDAT."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(30000, 30000), (10000, 10000), (8000, 8000)])
+def test_decompression_bomb_is_refused_before_decoding(width, height):
+    data = png_claiming(width, height)
+    assert len(data) < 200
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLarge) as refused:
+        image_to_vector(data, DIGIT)
+    assert time.perf_counter() - started < 1
+    assert "40,000,000" in refused.value.message
+    if width * height < 89_000_000:  # below Pillow's own guard our message names the size
+        assert f"{width}x{height}" in refused.value.message
+
+
+def test_pixel_limit_is_configurable(digit):
+    data = encode(paper(digit, side=100), "PNG")
+    with pytest.raises(ImageTooLarge, match="100x100 = 10,000 pixels; the limit is 5,000"):
+        image_to_vector(data, DIGIT, max_pixels=5_000)
+    assert image_to_vector(data, DIGIT, max_pixels=10_000).shape == (784,)
+
+
+def zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("digit.txt", "7")
+    return buffer.getvalue()
+
+
+NOT_IMAGES = {
+    "text": b"hello, this is not an image\n",
+    "svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><circle cx="14" cy="14" r="8"/></svg>',
+    "zip": zip_bytes(),
+    "json": b'{"inputs": [[0.0, 1.0]]}',
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("name", NOT_IMAGES)
+def test_bytes_that_are_not_an_image_are_unsupported(name):
+    with pytest.raises(UnsupportedImage) as refused:
+        image_to_vector(NOT_IMAGES[name], DIGIT)
+    if name != "empty":
+        assert "PNG, JPEG, WEBP, BMP, GIF, TIFF" in refused.value.message
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA"])
+def test_images_in_other_formats_are_unsupported(fmt, digit):
+    data = encode(paper(digit, side=32).convert("RGB"), fmt)
+    with pytest.raises(UnsupportedImage, match="accepted format"):
+        image_to_vector(data, DIGIT)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_truncated_images_are_unsupported(fmt, digit):
+    data = encode(paper(digit, side=200).convert("RGB" if fmt != "GIF" else "L"), fmt)
+    with pytest.raises(UnsupportedImage, match="could not be decoded|not an image in an accepted format"):
+        image_to_vector(data[: len(data) // 2], DIGIT)
+
+
+@pytest.mark.parametrize("grey", [255, 0, 128])
+def test_blank_image_is_invalid(grey):
+    data = encode(Image.new("L", (100, 80), grey), "PNG")
+    with pytest.raises(InvalidInput, match="the image is blank: no ink found"):
+        image_to_vector(data, DIGIT)
+
+
+def test_photo_of_empty_paper_is_blank():
+    yy, xx = np.mgrid[0:300, 0:400] / 400
+    sheet = 0.6 + 0.2 * xx + np.random.default_rng(1).normal(0, 0.02, size=xx.shape)
+    data = encode(Image.fromarray(np.round(255 * np.clip(sheet, 0, 1)).astype(np.uint8)), "JPEG", quality=85)
+    with pytest.raises(InvalidInput, match="blank"):
+        image_to_vector(data, DIGIT)
+
+
+def test_bad_preprocessing_spec_is_a_programming_error():
+    with pytest.raises(ValueError, match="fit"):
+        image_to_vector(b"", {**DIGIT, "fit": "banana"})
+
+
+# --------------------------------------------------------------------------- batches and arrays
+
+
+def test_images_to_batch_stacks_and_names_the_bad_image(digit, reference):
+    good = encode(paper(digit), "PNG")
+    batch = images_to_batch([good, encode(paper(digit), "WEBP")], DIGIT)
+    assert batch.shape == (2, 784) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[0], reference)
+    with pytest.raises(UnsupportedImage, match="^image 1: "):
+        images_to_batch([good, b"not an image"], DIGIT)
+    with pytest.raises(InvalidInput, match="no images"):
+        images_to_batch([], DIGIT)
+
+
+def test_array_input_follows_the_image_pipeline(digit):
+    from_png = image_to_vector(encode(Image.fromarray(digit), "PNG"), DIGIT)
+    for pixels in (digit, digit.ravel(), digit[None, :, :, None], digit.astype(np.float32) / 255,
+                   255 - digit, np.stack([255 - digit] * 3, axis=-1)):
+        np.testing.assert_allclose(array_to_vector(pixels, DIGIT), from_png, atol=0.01)
+    with pytest.raises(InvalidInput, match="shape"):
+        array_to_vector(np.zeros((5, 5, 7), dtype=np.uint8), DIGIT)
+    with pytest.raises(InvalidInput, match="NaN"):
+        array_to_vector(np.full((28, 28), np.nan, dtype=np.float32), DIGIT)
+    with pytest.raises(InvalidInput, match="blank"):
+        array_to_vector(np.zeros((28, 28), dtype=np.uint8), DIGIT)
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+def test_validate_vectors_accepts_one_vector_or_a_batch():
+    one = validate_vectors([0.5] * 4, 4)
+    assert one.shape == (1, 4) and one.dtype == np.float32 and one.flags.c_contiguous
+    batch = validate_vectors([[1, 2, 3, 4], [0.0, 0.1, 0.2, 0.3]], 4)
+    np.testing.assert_array_equal(batch[0], [1, 2, 3, 4])
+    fortran = np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4))
+    out = validate_vectors(fortran, 4)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, fortran)
+
+
+def test_validate_vectors_is_fast_for_large_numeric_input():
+    values = np.random.default_rng(0).random((2000, 784)).tolist()
+    started = time.perf_counter()
+    out = validate_vectors(values, 784)
+    assert out.shape == (2000, 784)
+    assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ([0.0] * 783, "vector has 783 values; model mnist v3 expects 784"),
+    ([[0.0] * 784, [0.0] * 784, [0.0] * 783], "vector 2 has 783 values; model mnist v3 expects 784"),
+    ([[0.0] * 784, [0.0] * 785], "vector 1 has 785 values; model mnist v3 expects 784"),
+    ([0.0] * 5 + ["abc"] + [0.0] * 778, "value at position 5 is a string ('abc'), not a number"),
+    ([0.0] * 7 + [True] + [0.0] * 776, "value at position 7 is a boolean (true), not a number"),
+    ([[0.0] * 784, [None] + [0.0] * 783], "value at vector 1, position 0 is null, not a number"),
+    ([0.0] * 3 + [float("nan")] + [0.0] * 780, "value at position 3 is NaN; values must be finite"),
+    ([[0.0] * 784, [0.0] * 9 + [float("-inf")] + [0.0] * 774], "value at vector 1, position 9 is -Infinity"),
+    ([[0.0] * 784, [0.0] * 784, 3.0], "mixes numbers and lists"),
+    ([[[0.0] * 784]], "3 levels of nesting"),
+    ([], "no input"),
+    ([[]], "vector has 0 values; model mnist v3 expects 784"),
+    (0.5, "expected a list of numbers, got a float"),
+    ({"inputs": [0.0]}, "expected a list of numbers, got an object"),
+    ([1e39] + [0.0] * 783, "value at position 0 (1e+39) is too large for float32"),
+    ([10 ** 400] + [0.0] * 783, "value at position 0 is too large"),
+    (np.zeros((2, 784), dtype=bool), "the array holds booleans"),
+    (np.array([[0.0] * 783 + [np.inf]]), "value at position 783 is Infinity"),
+])
+def test_validate_vectors_explains_what_is_wrong(values, message):
+    with pytest.raises(InvalidInput) as refused:
+        validate_vectors(values, 784, what="model mnist v3")
+    assert message in refused.value.message
+
+
+def test_validate_vectors_enforces_the_batch_limit():
+    with pytest.raises(InvalidInput, match="batch has 5 vectors; the limit is 4"):
+        validate_vectors([[0.0, 1.0]] * 5, 2, max_batch=4)
+    with pytest.raises(InvalidInput, match="batch has 5 vectors; the limit is 4"):
+        validate_vectors(np.zeros((5, 2)), 2, max_batch=4)
+    assert validate_vectors([[0.0, 1.0]] * 4, 2, max_batch=4).shape == (4, 2)
+    assert validate_vectors([0.0] * 10, 10, max_batch=4).shape == (1, 10), "one vector is not a batch of 10"
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def read_images(path) -> np.ndarray:
+    from trainer.datasets import IDX_IMAGES_MAGIC, read_idx
+    return read_idx(path, IDX_IMAGES_MAGIC)
+
+
+@pytest.mark.slow
+def test_mnist_digits_survive_the_user_renderings(datasets_dir):
+    digits = read_images(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz")[:200]
+    originals = digits.reshape(len(digits), 784) / 255
+    as_png = images_to_batch([encode(Image.fromarray(d), "PNG") for d in digits], DIGIT)
+    assert np.abs(as_png - originals).mean() < 0.003, "an MNIST digit saved as PNG comes back as itself"
+    floors = {"canvas_png": 0.93, "photo_jpeg": 0.92, "colour_png": 0.93, "small_offcentre": 0.92,
+              "inverted_mnist": 0.999}
+    for kind in USER_KINDS:
+        vectors = images_to_batch([render_user_digit(d, kind, seed=i) for i, d in enumerate(digits)], DIGIT)
+        correlations = [correlation(v, o) for v, o in zip(vectors, originals)]
+        print(f"{kind}: mean correlation with the MNIST original {np.mean(correlations):.4f} "
+              f"(min {np.min(correlations):.4f})")
+        assert np.mean(correlations) > floors[kind], kind
+        assert all(np.abs(centre_of_mass(v) - 14).max() <= 0.75 for v in vectors)
+
+
+@pytest.mark.slow
+def test_fashion_items_survive_the_round_trip(datasets_dir):
+    items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:200]
+    originals = items.reshape(len(items), 784) / 255
+    vectors = images_to_batch([encode(Image.fromarray(255 - item), "PNG") for item in items], GARMENT)
+    correlations = [correlation(v, o) for v, o in zip(vectors, originals)]
+    print(f"fashion-mnist as dark-on-white PNG: mean correlation {np.mean(correlations):.4f}")
+    assert np.mean(correlations) > 0.98
