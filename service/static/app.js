@@ -17,6 +17,7 @@ const el = {
   latency: $("latency"), bars: $("bars"),
 };
 const ctx = el.pad.getContext("2d");
+const DEFAULT_HINT = el.hint.textContent;
 
 const state = {
   models: new Map(),   // name -> {name, version, labels}
@@ -59,13 +60,12 @@ async function loadModels() {
     }
     const described = await Promise.all((listed || []).map(async (item) => {
       const entry = typeof item === "string" ? { name: item } : item;
-      let details = null;
-      try {
-        details = await getJson(`models/${encodeURIComponent(entry.name)}`);
+      if (entry.manifest || entry.input) return describeModel(entry, null);
+      try {  // a short listing: ask for the model's own description
+        return describeModel(entry, await getJson(`models/${encodeURIComponent(entry.name)}`));
       } catch (err) {
-        details = null;  // listed but not describable now: judge it by the list alone
+        return describeModel(entry, null);  // listed but not describable now
       }
-      return describeModel(entry, details);
     }));
     const images = described.filter((m) => m.name && m.kind === "image");
     state.models = new Map(images.map((m) => [m.name, m]));
@@ -170,6 +170,7 @@ function useUpload(file) {
   el.preview.src = state.previewUrl;
   el.preview.hidden = false;
   el.hint.hidden = true;
+  el.hint.textContent = DEFAULT_HINT;
   if (el.auto.checked) predict();
 }
 
@@ -324,6 +325,9 @@ function formatPercent(p) {
 
 function showFailure(message) {
   showError(message);
+  el.verdict.hidden = true;  // an older answer would now describe another input
+  el.placeholder.hidden = false;
+  el.bars.replaceChildren();
   el.answer.dataset.state = "error";
 }
 
@@ -346,6 +350,7 @@ function resetAll() {
   clearCanvas();
   dropUpload();
   hideError();
+  el.hint.textContent = DEFAULT_HINT;
   el.hint.hidden = false;
   el.verdict.hidden = true;
   el.placeholder.hidden = false;
@@ -362,6 +367,12 @@ el.pad.addEventListener("pointercancel", onPointerUp);
 el.predict.addEventListener("click", predict);
 el.clear.addEventListener("click", resetAll);
 el.file.addEventListener("change", () => useUpload(el.file.files[0]));
+el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
+  if (!state.upload) return;
+  el.preview.hidden = true;
+  el.hint.textContent = `${state.upload.name || "The picture"}: no preview`;
+  el.hint.hidden = false;
+});
 el.model.addEventListener("change", () => {
   const url = new URL(location.href);
   url.searchParams.set("model", el.model.value);
