@@ -91,16 +91,19 @@ def get_schedule(spec="constant", lr: float | None = None, warmup_epochs: int = 
     """``get_schedule("cosine", lr=0.01, total_epochs=30, warmup_epochs=3)``,
     ``get_schedule("step(step_size=10, gamma=0.5)", lr=0.1)``, ``get_schedule("warmup(epochs=5)", lr=0.1)``
     (warm-up, then constant). Keyword arguments override the spec's."""
-    if isinstance(spec, Schedule):
-        return Warmup(spec, warmup_epochs) if warmup_epochs else spec
-    if lr is not None:
-        kwargs["lr"] = lr
     if isinstance(spec, str) and spec.strip().lower().startswith("warmup"):
+        if lr is not None:
+            kwargs["lr"] = lr
         registry = {"warmup": lambda epochs, **kw: Warmup(Constant(**kw), epochs)}
         return build(registry, spec, "schedule", **kwargs)
-    if warmup_epochs:
-        if isinstance(spec, str) and spec.strip().lower().startswith("cosine"):
-            probe = build(SCHEDULES, spec, "schedule", **kwargs)
-            kwargs["total_epochs"] = max(probe.total_epochs - warmup_epochs, 1)
-        return Warmup(build(SCHEDULES, spec, "schedule", **kwargs), warmup_epochs)
-    return build(SCHEDULES, spec, "schedule", **kwargs)
+    if isinstance(spec, Schedule):
+        schedule = spec
+    else:
+        if lr is not None:
+            kwargs["lr"] = lr
+        schedule = build(SCHEDULES, spec, "schedule", **kwargs)
+    if not warmup_epochs:
+        return schedule
+    if isinstance(schedule, Cosine):  # the cosine spans the epochs left after the warm-up
+        schedule = Cosine(schedule.lr, max(schedule.total_epochs - warmup_epochs, 1), schedule.min_lr)
+    return Warmup(schedule, warmup_epochs)
