@@ -217,17 +217,34 @@ def png_claiming(width: int, height: int) -> bytes:
             + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + png_chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("width, height", [(30000, 30000), (10000, 10000), (8000, 8000)])
-def test_decompression_bomb_is_refused_before_decoding(width, height):
-    data = png_claiming(width, height)
+def gif_claiming(width: int, height: int) -> bytes:
+    """A GIF whose screen and first frame declare ``width`` x ``height``, with a few bytes of data."""
+    screen = struct.pack("<HHBBB", width, height, 0, 0, 0)
+    frame = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    return b"GIF89a" + screen + frame + b";"
+
+
+def bmp_claiming(width: int, height: int) -> bytes:
+    """A 24-bit BMP header declaring ``width`` x ``height``, followed by a few bytes of pixels."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 14 + len(info) + 16, 0, 0, 14 + len(info)) + info + bytes(16)
+
+
+@pytest.mark.parametrize("claiming, width, height", [
+    (png_claiming, 30000, 30000),  # far beyond Pillow's own guard
+    (png_claiming, 10000, 10000),  # beyond Pillow's warning threshold
+    (png_claiming, 8000, 8000),  # beyond only our limit
+    (gif_claiming, 7000, 7000),
+    (bmp_claiming, 7000, 7000),
+])
+def test_decompression_bomb_is_refused_before_decoding(claiming, width, height):
+    data = claiming(width, height)
     assert len(data) < 200
     started = time.perf_counter()
     with pytest.raises(ImageTooLarge) as refused:
         image_to_vector(data, DIGIT)
     assert time.perf_counter() - started < 1
-    assert "40,000,000" in refused.value.message
-    if width * height < 89_000_000:  # below Pillow's own guard our message names the size
-        assert f"{width}x{height}" in refused.value.message
+    assert f"{width * height:,} pixels; the limit is 40,000,000 pixels" in refused.value.message
 
 
 def test_pixel_limit_is_configurable(digit):
