@@ -63,14 +63,25 @@ def query_params() -> dict:
 def read_body() -> bytes:
     """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included)."""
     length = request.content_length
-    if length is None:
-        return request.stream.read()  # chunked: werkzeug stops at MAX_CONTENT_LENGTH with a 413
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    source = request.environ["wsgi.input"]
+    if length is None:
+        # Chunked: read until the end, one byte past the limit at most. (werkzeug's stream
+        # would stop at the limit without saying that more was sent.) Without a length, only
+        # a server that marks the end of the body lets us read it at all.
+        if not request.environ.get("wsgi.input_terminated"):
+            return b""
+        parts, total = [], 0
+        while part := source.read(1 << 20 if limit is None else min(1 << 20, limit + 1 - total)):
+            parts.append(part)
+            total += len(part)
+            if limit is not None and total > limit:
+                raise RequestEntityTooLarge()
+        return b"".join(parts)
     if limit is not None and length > limit:
         raise RequestEntityTooLarge()
     # A known length is read from the server's input in large reads: werkzeug's stream reads
     # 64 KiB at a time and copies several times, which costs ~5x more on a 30 MB batch.
-    source = request.environ["wsgi.input"]
     parts = []
     received = 0
     while received < length:

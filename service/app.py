@@ -30,6 +30,7 @@ from .store import ModelStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("scratchnet.access")
+log = logging.getLogger("scratchnet.service")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -55,6 +56,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.predict_bp)
     app.register_blueprint(api.models_bp)
     ops.init_app(app)
+    log.info("service started: registry %s, models %s", settings.registry,
+             ", ".join(store.names()) or "none")
     return app
 
 

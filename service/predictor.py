@@ -150,7 +150,8 @@ class Predictor:
 
     def run(self, model: Model, batch: np.ndarray, *, top_k: int | None = None) -> PredictionBatch:
         """One forward pass over ``batch`` (n, input_size)."""
-        outputs = model.predict_proba(batch) if model.task == "classification" else model.predict(batch)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # checked below
+            outputs = model.predict_proba(batch) if model.task == "classification" else model.predict(batch)
         if not np.isfinite(outputs).all():
             raise InvalidInput(f"The input drives {describe(model)} out of float32 range (the output is not finite); "
                                "check the scale of the values.", code="output_not_finite")

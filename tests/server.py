@@ -1,0 +1,141 @@
+"""A real Gunicorn running the service, for end-to-end tests.
+
+    from server import ServiceProcess
+
+    with ServiceProcess(registry_dir, workers=3, admin_token="secret") as server:
+        response = requests.post(server.url + "/predict", json={"inputs": [...]})
+        server.worker_pids()        # the live worker processes
+        server.served_versions("mnist")   # {pid: version} from each worker's metrics gauge
+        server.log()                # everything the service wrote (JSON lines)
+
+It runs ``gunicorn -c service/gunicorn_conf.py "service.app:create_app()"`` exactly as
+production does, bound to 127.0.0.1 on a port the kernel picks (no race for a free port),
+and ``start()`` returns once every worker has built its app. Settings go through the
+environment: ``poll_interval`` (default 0.2 s for tests), ``admin_token``, and any
+``SCRATCHNET_*`` variable in ``env``. The pytest fixtures in tests/e2e/conftest.py wrap it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
+SERVED = re.compile(r'^scratchnet_model_served\{model="([^"]+)",pid="(\d+)",version="(\d+)"\} 1\.0$', re.M)
+
+
+class ServiceProcess:
+    def __init__(self, registry: str | os.PathLike, *, workers: int = 3, threads: int = 4,
+                 poll_interval: float = 0.2, admin_token: str | None = None, env: dict | None = None):
+        self.registry = Path(registry)
+        self.workers = workers
+        self.environment = {
+            "SCRATCHNET_REGISTRY": str(self.registry),
+            "SCRATCHNET_BIND": "127.0.0.1:0",
+            "SCRATCHNET_WORKERS": str(workers),
+            "SCRATCHNET_THREADS": str(threads),
+            "SCRATCHNET_POLL_INTERVAL": str(poll_interval),
+            "SCRATCHNET_GRACEFUL_TIMEOUT": "3",
+            "SCRATCHNET_LOG_FORMAT": "json",
+            **({"SCRATCHNET_ADMIN_TOKEN": admin_token} if admin_token else {}),
+            **(env or {}),
+        }
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self._log_file = None
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> "ServiceProcess":
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(self.environment)
+        self._log_file = tempfile.NamedTemporaryFile(prefix="scratchnet-service-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
+            cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
+            log = self.log()
+            match = LISTENING.search(log)
+            if match and log.count("service started") >= self.workers:
+                self.url = f"http://127.0.0.1:{match.group(1)}"
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"gunicorn did not start {self.workers} workers in {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            Path(self._log_file.name).unlink(missing_ok=True)
+            self._log_file = None
+
+    def __enter__(self) -> "ServiceProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # looking at it -----------------------------------------------------------------------------
+
+    def log(self) -> str:
+        if self._log_file is None:
+            return ""
+        return Path(self._log_file.name).read_text(encoding="utf-8", errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def metrics(self) -> str:
+        response = requests.get(self.url + "/metrics", timeout=10)
+        response.raise_for_status()
+        return response.text
+
+    def served_versions(self, model: str) -> dict[int, int]:
+        """``{worker pid: version}`` of ``model`` from each live worker's ``scratchnet_model_served`` gauge."""
+        return {int(pid): int(version) for name, pid, version in SERVED.findall(self.metrics()) if name == model}
+
+    def wait_until_served(self, model: str, version: int, timeout: float = 10) -> float:
+        """Wait until every worker serves ``version`` of ``model``; returns the seconds it took."""
+        started = time.monotonic()
+        while True:
+            served = self.served_versions(model)
+            pids = self.worker_pids()
+            if pids and all(served.get(pid) == version for pid in pids):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"workers serve {served} of {model} (workers {pids}), not v{version}")
+            time.sleep(0.02)
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` in Prometheus text ``text``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        sample, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', sample))
+        if all(found.get(k) == str(v) for k, v in labels.items()):
+            total += float(value)
+    return total

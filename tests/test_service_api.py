@@ -1,0 +1,414 @@
+"""The native HTTP API through Flask's test client: every route, every body type, every error
+status with its JSON body, the admin routes, metrics, logs and the OpenAPI document."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
+from modelgen import publish_corrupt, publish_model
+from service import schemas
+from service.app import create_app
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DIGIT_PNG = encode(paper(synthetic_digit(1)), "PNG")
+
+
+@pytest.fixture
+def registry(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist", seed=1)              # v1: random
+    publish_model(root, "mnist", seed=2, favour=7)    # v2: always "7"; the served version
+    publish_corrupt(root, "mnist")                     # v3: refused
+    publish_model(root, "iris", kind="vector")
+    publish_model(root, "wine", kind="regression")
+    return root
+
+
+def make_app(registry, **config):
+    settings = {"registry": registry, "watch": False, "admin_token": TOKEN, "max_body_bytes": 4_000_000,
+                "max_image_pixels": 1_000_000, "max_batch": 64, **config}
+    app = create_app(settings)
+    app.extensions["scratchnet"].store.refresh()
+    return app
+
+
+@pytest.fixture
+def app(registry):
+    return make_app(registry)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def assert_error(response, status: int, code: str | None = None, contains: str | None = None) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error", "code", "details"} and isinstance(body["details"], list)
+    assert body["error"] and "Traceback" not in body["error"]
+    if code:
+        assert body["code"] == code, body
+    if contains:
+        assert contains in body["error"], body
+    return body
+
+
+def assert_schema(schema, body):
+    """The body validates against the response model and has no field the document does not name."""
+    schema.model_validate(body)
+    assert set(body) <= set(schema.model_fields), set(body) - set(schema.model_fields)
+
+
+def vectors(n, size=784, seed=0):
+    return np.random.default_rng(seed).random((n, size), dtype=np.float32)
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+# predictions -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_a_raw_image_of_each_format(client, fmt):
+    mode = "RGB" if "RGB" in FORMAT_MODES[fmt] else "L"
+    data = encode(to_mode(paper(synthetic_digit(1)), mode), fmt)
+    response = client.post("/predict", data=data, content_type=f"image/{fmt.lower()}")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert_schema(schemas.PredictResponse, body)
+    assert body["model"] == {"name": "mnist", "version": 2}
+    (prediction,) = body["predictions"]
+    assert prediction["label"] == "7" and prediction["index"] == 7 and prediction["confidence"] > 0.99
+    assert len(prediction["top_k"]) == 3 and prediction["top_k"][0] == {"label": "7", "probability": prediction["confidence"]}
+    assert response.headers["X-Model-Version"] == "2" and response.headers["X-Model-Name"] == "mnist"
+
+
+def test_user_images_from_a_canvas_and_a_photo(client):
+    for kind in ("canvas_png", "photo_jpeg", "colour_png"):
+        data = render_user_digit(synthetic_digit(0), kind)
+        response = client.post("/models/mnist/predict", data=data, content_type="image/png")
+        assert response.status_code == 200 and response.get_json()["predictions"][0]["label"] == "7"
+
+
+def test_multipart_with_several_files_and_top_k(client):
+    files = [(io.BytesIO(DIGIT_PNG), "a.png"), (io.BytesIO(encode(paper(synthetic_digit(0)), "JPEG")), "b.jpg")]
+    response = client.post("/predict", data={"file": files, "top_k": "5"}, content_type="multipart/form-data")
+    assert response.status_code == 200, response.get_json()
+    predictions = response.get_json()["predictions"]
+    assert len(predictions) == 2 and all(len(p["top_k"]) == 5 for p in predictions)
+
+
+def test_json_base64_images_and_data_urls(client):
+    encoded = base64.b64encode(DIGIT_PNG).decode()
+    response = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded], "top_k": 1})
+    assert response.status_code == 200
+    assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1]
+
+
+def test_json_vectors_one_or_a_batch(client):
+    one = client.post("/predict", json={"inputs": vectors(1)[0].tolist()})
+    batch = client.post("/predict?top_k=0", json={"inputs": vectors(5).tolist()})
+    assert len(one.get_json()["predictions"]) == 1
+    assert len(batch.get_json()["predictions"]) == 5 and "top_k" not in batch.get_json()["predictions"][0]
+
+
+def test_npy_batches(client, app):
+    x = vectors(20)
+    response = client.post("/models/mnist/versions/1/predict", data=npy(x), content_type="application/x-npy")
+    assert response.status_code == 200
+    model = app.extensions["scratchnet"].store.version("mnist", 1)
+    indices = [p["index"] for p in response.get_json()["predictions"]]
+    assert indices == model.predict(x).tolist()
+    for variant in (x.astype(np.float64), np.asfortranarray(x), x[0]):
+        response = client.post("/models/mnist/versions/1/predict", data=npy(variant), content_type="application/x-npy")
+        assert response.status_code == 200, response.get_json()
+    sniffed = client.post("/predict", data=npy(x), content_type="application/octet-stream")
+    assert sniffed.status_code == 200 and len(sniffed.get_json()["predictions"]) == 20
+
+
+def test_regression_and_vector_models(client):
+    response = client.post("/models/wine/predict", json={"inputs": vectors(2, 11).tolist()})
+    body = response.get_json()
+    assert_schema(schemas.PredictResponse, body)
+    assert set(body["predictions"][0]) == {"value"} and isinstance(body["predictions"][0]["value"], float)
+    response = client.post("/models/iris/predict", json={"inputs": [5.1, 3.5, 1.4, 0.2]})
+    assert response.get_json()["predictions"][0]["label"] in ("setosa", "versicolor", "virginica")
+
+
+def test_version_and_label_routes(client, registry):
+    response = client.post("/models/mnist/versions/1/predict", json={"inputs": vectors(1).tolist()})
+    assert response.headers["X-Model-Version"] == "1"
+    client.put("/models/mnist/labels/stable", json={"version": 1}, headers=AUTH)
+    response = client.post("/models/mnist/labels/stable/predict", json={"inputs": vectors(1).tolist()})
+    assert response.status_code == 200 and response.get_json()["model"]["version"] == 1
+
+
+# model reports -----------------------------------------------------------------------------------
+
+
+def test_model_reports(client):
+    listing = client.get("/models").get_json()
+    assert_schema(schemas.ModelList, listing)
+    assert listing["default_model"] == "mnist" and [m["name"] for m in listing["models"]] == ["iris", "mnist", "wine"]
+    info = client.get("/models/mnist").get_json()
+    assert_schema(schemas.ModelInfo, info)
+    assert info["served_version"] == 2 and info["pinned"] is None and info["classes"] == [str(d) for d in range(10)]
+    statuses = {v["version"]: v["status"] for v in info["versions"]}
+    assert statuses[1] == statuses[2] == "available" and statuses[3].startswith("failed: not an .npz archive")
+    assert info["manifest"]["version"] == 2 and "dense1.weight" in info["manifest"]["parameters"]["arrays"]
+    version = client.get("/models/mnist/versions/1").get_json()
+    assert_schema(schemas.VersionInfo, version)
+    assert version["status"] == "available" and not version["served"] and version["manifest"]["version"] == 1
+    broken = client.get("/models/mnist/versions/3").get_json()
+    assert broken["status"].startswith("failed: ") and broken["manifest"] is None
+
+
+# errors ------------------------------------------------------------------------------------------
+
+
+def test_400_malformed_bodies(client):
+    assert_error(client.post("/predict", data=b"{not json", content_type="application/json"), 400, "malformed_json")
+    assert_error(client.post("/predict", json={"images": ["***"]}), 400, "invalid_base64")
+    assert_error(client.post("/predict", data=b"\x93NUMPY\x01\x00garbage", content_type="application/x-npy"),
+                 400, "malformed_npy")
+    truncated = npy(vectors(2))[:-10]
+    assert_error(client.post("/predict", data=truncated, content_type="application/x-npy"), 400, "malformed_npy")
+    assert_error(client.post("/predict", data=b"", content_type="image/png"), 400, "empty_body")
+    assert_error(client.post("/predict", data={"top_k": "1"}, content_type="multipart/form-data"), 400, "no_files")
+
+
+def test_404_unknown_things(client):
+    assert_error(client.get("/no/such/route"), 404, "not_found")
+    assert_error(client.post("/models/nope/predict", json={"inputs": [1]}), 404, "model_not_found", "'nope'")
+    assert_error(client.post("/models/mnist/versions/9/predict", json={"inputs": [1]}), 404, "version_not_found")
+    assert_error(client.post("/models/mnist/versions/abc/predict", json={"inputs": [1]}), 404, "version_not_found")
+    assert_error(client.post("/models/mnist/labels/nope/predict", json={"inputs": [1]}), 404, "label_not_found")
+    assert_error(client.get("/models/nope"), 404, "model_not_found")
+    assert_error(client.get("/models/mnist/versions/9"), 404, "version_not_found")
+
+
+def test_405_wrong_method(client):
+    response = client.get("/predict")
+    assert_error(response, 405, "method_not_allowed", "use POST")
+    assert "POST" in response.headers["Allow"]
+    assert_error(client.delete("/models"), 405)
+
+
+def test_413_too_large(client, registry):
+    big = client.post("/predict", data=b"\0" * 4_000_001, content_type="image/png")
+    assert_error(big, 413, "payload_too_large", "4000000")
+    huge = encode(Image.new("L", (1200, 1000), 255), "PNG")  # 1.2 MP declared, over the 1 MP limit
+    assert_error(client.post("/predict", data=huge, content_type="image/png"), 413, "image_too_large")
+    assert_error(client.post("/predict", json={"inputs": vectors(65).tolist()}), 413, "batch_too_large", "limit is 64")
+    assert_error(client.post("/predict", data=npy(vectors(65)), content_type="application/x-npy"), 413, "batch_too_large")
+
+
+def test_413_for_a_chunked_body_without_length(client):
+    response = client.post("/predict", input_stream=io.BytesIO(b"\0" * 4_000_100), content_type="image/png",
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_415_unsupported_media(client):
+    assert_error(client.post("/predict", data=b"1,2,3", content_type="text/csv"), 415, "unsupported_media_type")
+    assert_error(client.post("/predict", data=b"plain bytes", content_type="image/png"), 415, "unsupported_image")
+    assert_error(client.post("/predict", data=b"abc"), 415, "missing_content_type")
+    assert_error(client.post("/models/wine/predict", data=DIGIT_PNG, content_type="image/png"), 415,
+                 "model_takes_vectors", "Model wine v1 takes vectors of 11 numbers")
+
+
+def test_422_well_formed_but_invalid(client):
+    body = assert_error(client.post("/predict", json={"inputs": [0.5] * 783}), 422, "invalid_input")
+    assert body["error"] == "vector has 783 values; model mnist v2 expects 784"
+    assert_error(client.post("/models/wine/predict", data=b'{"inputs": [NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}',
+                             content_type="application/json"), 422, "invalid_input", "NaN")
+    unknown = assert_error(client.post("/predict", json={"inputs": [0.5] * 784, "extra": 1}), 422, "invalid_input")
+    assert unknown["details"] == [{"field": "extra", "message": "unknown field; remove it"}]
+    assert_error(client.post("/predict", json={"inputs": [1.0], "images": ["AA=="]}), 422, "invalid_input", "exactly one")
+    assert_error(client.post("/predict", json=[1, 2, 3]), 422, "invalid_input", "must be an object")
+    assert_error(client.post("/predict?top_k=abc", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
+    assert_error(client.post("/predict?top_k=-1", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
+    assert_error(client.post("/predict?top_k=1", json={"inputs": [0.5] * 784, "top_k": 2}), 422, "invalid_input",
+                 "twice")
+    assert_error(client.post("/predict?colour=red", json={"inputs": [0.5] * 784}), 422, "invalid_input", "colour")
+    assert_error(client.post("/predict", data=npy(np.array(["a", "b"])), content_type="application/x-npy"),
+                 422, "invalid_npy_dtype")
+    files = {"file": (io.BytesIO(DIGIT_PNG), "a.png"), "colour": "red"}
+    assert_error(client.post("/predict", data=files, content_type="multipart/form-data"), 422, "invalid_input",
+                 "'colour'")
+    blank = encode(Image.new("L", (50, 50), 255), "PNG")
+    assert_error(client.post("/predict", data=blank, content_type="image/png"), 422, "invalid_input", "blank")
+
+
+def test_503_when_no_version_can_serve(registry):
+    publish_corrupt(registry, "broken")
+    app = make_app(registry, models="mnist,broken,ghost")
+    client = app.test_client()
+    assert_error(client.post("/models/broken/predict", json={"inputs": [1]}), 503, "model_not_ready",
+                 "not an .npz archive")
+    assert_error(client.post("/models/ghost/predict", json={"inputs": [1]}), 503, "model_not_ready")
+    assert_error(client.post("/models/mnist/versions/3/predict", json={"inputs": [1]}), 503, "version_failed")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert_schema(schemas.Readiness, ready.get_json())
+    assert "model broken has no servable version" in ready.get_json()["reason"]
+    assert "model ghost has no servable version" in ready.get_json()["reason"]
+
+
+def test_500_is_json_without_a_traceback(app, capsys):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom", headers={"X-Request-ID": "req-500"})
+    body = assert_error(response, 500, "internal_error")
+    assert "secret" not in body["error"] and response.headers["X-Request-ID"] == "req-500"
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any(entry.get("request_id") == "req-500" and "secret internals" in entry.get("exception", "")
+               for entry in logged)
+
+
+# admin -------------------------------------------------------------------------------------------
+
+
+def test_admin_needs_the_token(client, registry):
+    assert_error(client.post("/models/mnist/unpin"), 401, "missing_token")
+    response = client.post("/models/mnist/unpin", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert_error(response, 401, "malformed_authorization")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_error(client.post("/models/mnist/unpin", headers={"Authorization": "Bearer wrong"}), 403, "wrong_token")
+    assert_error(client.put("/models/mnist/labels/x", json={"version": 1}), 401)
+    assert not (registry / "mnist" / "serving.json").exists()
+
+
+def test_admin_is_disabled_without_a_token(registry):
+    client = make_app(registry, admin_token=None).test_client()
+    assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 403, "admin_disabled",
+                 "SCRATCHNET_ADMIN_TOKEN")
+
+
+def test_pin_rollback_unpin(client, registry):
+    def served():
+        return client.post("/predict", json={"inputs": [0.5] * 784}).headers["X-Model-Version"]
+
+    response = client.post("/models/mnist/versions/1/activate", headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["pinned"] == 1
+    assert_schema(schemas.ModelInfo, response.get_json())
+    assert json.loads((registry / "mnist" / "serving.json").read_text())["pinned"] == 1
+    assert served() == "1"
+    assert_error(client.post("/models/mnist/rollback", headers=AUTH), 409, "nothing_to_roll_back_to")
+    assert_error(client.post("/models/mnist/versions/3/activate", headers=AUTH), 409, "version_not_servable",
+                 "not an .npz archive")
+    assert_error(client.post("/models/mnist/versions/9/activate", headers=AUTH), 404, "version_not_found")
+    assert_error(client.post("/models/nope/unpin", headers=AUTH), 404, "model_not_found")
+    assert client.post("/models/mnist/unpin", headers=AUTH).get_json()["served_version"] == 2
+    assert served() == "2"
+    response = client.post("/models/mnist/rollback", headers=AUTH)
+    assert response.get_json()["pinned"] == 1 and served() == "1"
+
+
+def test_labels(client, registry):
+    response = client.put("/models/mnist/labels/canary", json={"version": 2}, headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}
+    assert_error(client.put("/models/mnist/labels/canary", json={"version": 3}, headers=AUTH), 409)
+    assert_error(client.put("/models/mnist/labels/canary", json={"version": 9}, headers=AUTH), 404)
+    assert_error(client.put("/models/mnist/labels/canary", json={"version": 1, "x": 1}, headers=AUTH), 422)
+    assert_error(client.put("/models/mnist/labels/canary", json={"version": 0}, headers=AUTH), 422)
+    assert_error(client.put("/models/mnist/labels/canary", data="2", content_type="text/plain", headers=AUTH), 415)
+    assert_error(client.put("/models/mnist/labels/canary", data="{", content_type="application/json", headers=AUTH),
+                 400, "malformed_json")
+    assert_error(client.put("/models/mnist/labels/-bad", json={"version": 1}, headers=AUTH), 422, "invalid_label")
+    assert client.delete("/models/mnist/labels/canary", headers=AUTH).get_json()["labels"] == {}
+    assert_error(client.delete("/models/mnist/labels/canary", headers=AUTH), 404, "label_not_found")
+    assert_error(client.post("/models/mnist/labels/canary/predict", json={"inputs": [1]}), 404, "label_not_found")
+
+
+# operations --------------------------------------------------------------------------------------
+
+
+def test_health_and_readiness(client, tmp_path):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["ready"] is True
+    empty = make_app(tmp_path / "empty").test_client().get("/readyz")
+    assert empty.status_code == 503 and "holds no models" in empty.get_json()["reason"]
+
+
+def test_metrics_count_requests_errors_and_versions(client):
+    for _ in range(3):
+        client.post("/predict", json={"inputs": [0.5] * 784})
+    client.post("/predict", json={"inputs": [0.5] * 3})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_requests_total{method="POST",route="/predict",status="200"} 3.0' in text
+    assert 'scratchnet_errors_total{code="invalid_input",route="/predict"} 1.0' in text
+    assert 'scratchnet_predictions_total{model="mnist",version="2"} 3.0' in text
+    assert 'scratchnet_model_served{model="mnist",version="2"} 1.0' in text
+    assert 'scratchnet_model_load_failures_total{model="mnist",version="3"} 1.0' in text
+    assert 'scratchnet_model_version_failed{model="mnist",version="3"} 1.0' in text
+    assert "scratchnet_request_duration_seconds_bucket" in text and "scratchnet_registry_up 1.0" in text
+
+
+def test_request_ids_and_access_log(client, capsys):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123" and given.headers["X-Worker-PID"].isdigit()
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
+    assert made != "bad id with spaces" and len(made) == 32
+    client.post("/models/mnist/predict", json={"inputs": [0.5] * 784}, headers={"X-Request-ID": "p-1"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    (entry,) = [e for e in lines if e.get("request_id") == "p-1"]
+    assert entry["logger"] == "scratchnet.access" and entry["method"] == "POST"
+    assert entry["route"] == "/models/<name>/predict" and entry["model"] == "mnist" and entry["version"] == 2
+    assert entry["status"] == 200 and entry["latency_ms"] >= 0
+
+
+def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"] == "3.1.0"
+    documented = {(path, method.upper()) for path, methods in doc["paths"].items() for method in methods}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+    refs = set()
+
+    def collect(node):
+        if isinstance(node, dict):
+            refs.update(v.rsplit("/", 1)[-1] for k, v in node.items() if k == "$ref")
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(doc)
+    assert refs <= set(doc["components"]["schemas"])
+    predict = doc["paths"]["/models/{name}/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"application/json", "image/*", "multipart/form-data",
+                                                       "application/x-npy"}
+    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(predict["responses"])
+    assert doc["paths"]["/models/{name}/rollback"]["post"]["security"] == [{"bearer": []}]
+
+
+def test_docs_and_index_pages(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.mimetype == "text/html"
+    page = docs.get_data(as_text=True)
+    assert "/models/{name}/versions/{version}/activate" in page and "PredictRequest" in page
+    assert "<script src=\"http" not in page  # self-contained: no CDN
+    with client.get("/") as index:
+        assert index.status_code == 200 and index.mimetype == "text/html"

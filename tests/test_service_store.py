@@ -1,0 +1,225 @@
+"""The model store on its own: which version serves, hot swap by reference, failures that never
+replace a working model, bounded memory, and a registry that disappears and comes back."""
+
+import gc
+import json
+import os
+import weakref
+
+import numpy as np
+import pytest
+
+from modelgen import publish_corrupt, publish_model
+from service.errors import Conflict, NotFound, NotReady
+from service.store import AVAILABLE, ModelStore, StoreEvents
+from shared.registry import Registry
+
+
+class Recorder(StoreEvents):
+    def __init__(self):
+        self.swaps, self.failures = [], []
+
+    def served(self, name, old, new):
+        self.swaps.append((name, old, new))
+
+    def load_failed(self, name, version, reason):
+        self.failures.append((name, version, reason))
+
+
+def make_store(root, **options) -> tuple[ModelStore, Recorder]:
+    events = Recorder()
+    store = ModelStore(Registry(root), events=events, **options)
+    store.refresh()
+    return store, events
+
+
+def test_serves_the_highest_version_that_loads(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist", favour=3)
+    publish_corrupt(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    assert store.served("mnist").version == 2
+    statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
+    assert statuses[1] == statuses[2] == AVAILABLE
+    assert statuses[3].startswith("failed: ") and "not an .npz archive" in statuses[3]
+    assert [f[1] for f in events.failures] == [3]
+
+
+def test_a_bad_file_is_parsed_once_not_on_every_poll(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    for _ in range(5):
+        store.refresh()
+    assert len(events.failures) == 1
+    # A file that changes is looked at again.
+    (tmp_path / "mnist" / "2" / "model.npz").write_bytes(b"still not a model, but different")
+    store.refresh()
+    assert len(events.failures) == 2
+    assert store.served("mnist").version == 1
+
+
+def test_a_new_version_swaps_in_and_a_held_model_keeps_working(tmp_path):
+    publish_model(tmp_path, "mnist", favour=1)
+    store, events = make_store(tmp_path)
+    held = store.served("mnist")
+    publish_model(tmp_path, "mnist", favour=2)
+    store.refresh()
+    assert store.served("mnist").version == 2
+    assert events.swaps == [("mnist", None, 1), ("mnist", 1, 2)]
+    # A request that took v1 before the swap finishes on v1.
+    x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    assert held.version == 1 and list(held.predict(x)) == [1, 1, 1]
+    assert list(store.served("mnist").predict(x)) == [2, 2, 2]
+
+
+def test_a_failing_new_version_never_replaces_the_served_one(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    before = store.served("mnist")
+    publish_corrupt(tmp_path, "mnist")
+    store.refresh()
+    assert store.served("mnist") is before
+
+
+def test_pin_and_labels_come_from_serving_json(tmp_path):
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {"canary": 3, "stable": 2}})
+    store, _ = make_store(tmp_path)
+    assert store.served("mnist").version == 1
+    assert store.labelled("mnist", "canary").version == 3
+    info = store.describe("mnist")
+    assert info["pinned"] == 1 and info["labels"] == {"canary": 3, "stable": 2}
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}})
+    store.refresh()
+    assert store.served("mnist").version == 3
+    with pytest.raises(NotFound):
+        store.labelled("mnist", "canary")
+
+
+def test_a_pin_on_a_missing_version_is_reported_and_the_latest_serves(tmp_path):
+    publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": 7, "labels": {}})
+    store, _ = make_store(tmp_path)
+    assert store.served("mnist").version == 1
+    assert any("pinned version 7 does not exist" in p for p in store.describe("mnist")["problems"])
+
+
+def test_a_malformed_serving_json_keeps_the_last_good_state(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+    store, _ = make_store(tmp_path)
+    (tmp_path / "mnist" / "serving.json").write_text("{not json")
+    store.refresh()
+    assert store.served("mnist").version == 1
+    assert any("serving.json" in p for p in store.describe("mnist")["problems"])
+
+
+def test_versions_load_on_demand_and_the_cache_stays_bounded(tmp_path):
+    for _ in range(6):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, cached_versions=2)
+    for v in range(1, 7):
+        assert store.version("mnist", v).version == v
+    slot = store.slot("mnist")
+    assert len(slot.recent) <= 2
+    with pytest.raises(NotFound):
+        store.version("mnist", 99)
+
+
+def test_servable_refuses_a_broken_version_with_its_reason(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    with pytest.raises(Conflict, match="not an .npz archive"):
+        store.servable("mnist", 2)
+    with pytest.raises(NotReady):
+        store.version("mnist", 2)
+
+
+def test_no_memory_is_kept_across_many_swaps(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, cached_versions=2)
+    old_models = []
+    for _ in range(25):
+        old_models.append(weakref.ref(store.served("mnist")))
+        publish_model(tmp_path, "mnist")
+        store.refresh()
+    assert store.served("mnist").version == 26
+    gc.collect()
+    alive = [ref() for ref in old_models if ref() is not None]
+    assert len(alive) <= 2, f"{len(alive)} old models still in memory"
+
+
+def test_the_registry_disappearing_keeps_serving_and_recovers(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist")
+    store, _ = make_store(root)
+    model = store.served("mnist")
+    root.rename(tmp_path / "elsewhere")
+    store.refresh()
+    assert store.served("mnist") is model
+    ready, report = store.readiness()
+    assert ready and report["registry"]["ok"] is False and "does not exist" in report["registry"]["error"]
+    (tmp_path / "elsewhere").rename(root)
+    publish_model(root, "mnist")
+    store.refresh()
+    assert store.registry_error is None and store.served("mnist").version == 2
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
+def test_an_unreadable_registry_keeps_serving(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist")
+    store, _ = make_store(root)
+    root.chmod(0)
+    try:
+        store.refresh()
+        assert store.served("mnist").version == 1 and store.registry_error
+    finally:
+        root.chmod(0o755)
+
+
+def test_readiness_needs_every_configured_model(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, models=("mnist", "wine"))
+    ready, report = store.readiness()
+    assert not ready
+    assert "model wine has no servable version" in report["reason"]
+    assert report["models"]["mnist"] == {"ready": True, "version": 1}
+    empty, _ = make_store(tmp_path / "empty")
+    ready, report = empty.readiness()
+    assert not ready and "holds no models" in report["reason"]
+
+
+def test_new_models_are_discovered(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    publish_model(tmp_path, "wine", kind="regression")
+    store.refresh()
+    assert store.names() == ["mnist", "wine"] and store.served("wine").task == "regression"
+
+
+def test_the_watcher_thread_picks_up_a_new_version(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, poll_interval=0.05)
+    store.start()
+    try:
+        publish_model(tmp_path, "mnist")
+        for _ in range(100):
+            if store.served("mnist").version == 2:
+                break
+            store._stop.wait(0.02)
+        assert store.served("mnist").version == 2
+    finally:
+        store.stop()
+
+
+def test_describe_version_gives_the_manifest(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    info = store.describe_version("mnist", 1)
+    assert info["status"] == AVAILABLE and info["served"] and info["manifest"]["name"] == "mnist"
+    json.dumps(info)  # serialisable as it is
