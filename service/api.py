@@ -253,18 +253,38 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     return svc.store.describe(name)
 
 
+UNCHANGED = object()
+
+
+def set_serving(name: str, *, pinned=UNCHANGED, loaded: bool | None = None) -> dict:
+    """Pin a version (it must load) or remove the pin (``pinned=None``), and take the model out of
+    service (``loaded=False``: ``"unloaded": true`` in serving.json, which every worker honours)
+    or back in, in one write. The admin routes and the V2 model repository extension use it."""
+    if pinned is not UNCHANGED and pinned is not None:
+        service().store.servable(name, pinned)
+
+    def change(state: dict) -> dict:
+        if pinned is not UNCHANGED:
+            state = {**state, "pinned": pinned}
+        if loaded is not None:
+            state = {key: value for key, value in state.items() if key != "unloaded"}
+            if not loaded:
+                state["unloaded"] = True
+        return state
+
+    return change_serving(name, change)
+
+
 @models_bp.post("/models/<name>/versions/<version>/activate")
 @admin
 def activate(name: str, version: str):
-    number = version_number(version)
-    service().store.servable(name, number)
-    return change_serving(name, lambda state: {**state, "pinned": number})
+    return set_serving(name, pinned=version_number(version))
 
 
 @models_bp.post("/models/<name>/unpin")
 @admin
 def unpin(name: str):
-    return change_serving(name, lambda state: {**state, "pinned": None})
+    return set_serving(name, pinned=None)
 
 
 @models_bp.post("/models/<name>/rollback")

@@ -19,7 +19,7 @@ from flask import Flask, g, request
 
 from shared.registry import Registry
 
-from . import api, ops
+from . import api, ops, protocols
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import register_error_handlers
@@ -56,6 +56,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.predict_bp)
     app.register_blueprint(api.models_bp)
     ops.init_app(app)
+    protocols.init_app(app)
     log.info("service started: registry %s, models %s", settings.registry,
              ", ".join(store.names()) or "none")
     return app

@@ -107,6 +107,7 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
         message = "unknown field; remove it" if item["type"] == "extra_forbidden" else item["msg"]
+        message = message.removeprefix("Value error, ")
         details.append({"field": field, "message": message})
     return details
 
@@ -119,7 +120,11 @@ def describe_validation_error(error: pydantic.ValidationError, what: str = "the 
 
 
 def _respond(status: int, message: str, code: str, details=None, headers=None):
-    response = jsonify(error_body(message, code, details))
+    body = error_body(message, code, details)
+    shape = g.get("error_shape")  # set by the standard protocols' routes: their clients' error style
+    if shape is not None:
+        status, body = shape(status, body)
+    response = jsonify(body)
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value

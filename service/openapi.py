@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from . import schemas
+from .protocols import openapi as protocols_openapi
 
 REF = "#/components/schemas/{model}"
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "description": "Model name.",
@@ -165,14 +166,16 @@ def openapi_document(version: str = "0.1.0") -> dict:
     paths: dict = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
+    paths.update(protocols_openapi.paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "scratchnet", "version": version,
                  "description": "Predictions from NumPy-from-scratch networks: images and numeric vectors. "
-                                "Every error is JSON: {\"error\", \"code\", \"details\"}."},
+                                "Every error is JSON: {\"error\", \"code\", \"details\"} "
+                                "(on the /v1 and /v2 protocol routes: {\"error\"} alone, as their clients expect)."},
         "paths": paths,
         "components": {
-            "schemas": _components(),
+            "schemas": {**_components(), **protocols_openapi.components()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "The SCRATCHNET_ADMIN_TOKEN of the service."}},
         },

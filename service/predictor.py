@@ -89,6 +89,7 @@ class Predictor:
     def resolve(self, name: str | None = None, *, version: int | None = None, label: str | None = None) -> Model:
         """The model to answer with: a version, a labelled version, or the served one."""
         name = name or self.settings.default_model
+        self.store.require_loaded(name)
         if version is not None:
             return self.store.version(name, version)
         if label is not None:

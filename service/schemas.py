@@ -103,6 +103,7 @@ class ModelInfo(BaseModel):
     versions: list[VersionSummary]
     problems: list[str]
     swaps: int
+    unloaded: bool = Field(False, description="Taken out of service (V2 repository unload) until loaded again.")
     task: Literal["classification", "regression"] | None
     input: InputInfo | None
     classes: list[str] | None
@@ -131,6 +132,7 @@ class Health(BaseModel):
 class ModelReadiness(BaseModel):
     ready: bool
     version: int | None
+    unloaded: bool | None = Field(None, description="true: unloaded on purpose; does not make the service unready.")
 
 
 class RegistryStatus(BaseModel):

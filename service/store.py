@@ -56,6 +56,7 @@ class ModelSlot:
     recent: OrderedDict = field(default_factory=OrderedDict)         # other versions, least recent first
     serving_stamp: tuple | None = None
     serving_error: str | None = None
+    unloaded: bool = False         # "unloaded": true in serving.json: out of service until loaded again
     problems: list[str] = field(default_factory=list)
     swaps: int = 0
 
@@ -256,6 +257,7 @@ class ModelStore:
             slot.serving_error = str(e)
         else:
             slot.pinned, slot.labels, slot.serving_error = state["pinned"], dict(state["labels"]), None
+            slot.unloaded = state.get("unloaded") is True
         slot.serving_stamp = stamp
 
     def _checked(self, slot: ModelSlot, version: int) -> Model | None:
@@ -360,6 +362,12 @@ class ModelStore:
                            code="version_failed")
         return model
 
+    def require_loaded(self, name: str) -> None:
+        """503 while the model is unloaded (``set_serving`` in service.api), 404 if unknown."""
+        if self.slot(name).unloaded:
+            raise NotReady(f"Model {name} is unloaded; it serves again once loaded "
+                           f"(POST /v2/repository/models/{name}/load).", code="model_unloaded")
+
     def labelled(self, name: str, label: str) -> Model:
         slot = self.slot(name)
         version = slot.labels.get(label)
@@ -418,6 +426,7 @@ class ModelStore:
             "versions": versions,
             "problems": list(slot.problems) + ([self.registry_error] if self.registry_error else []),
             "swaps": slot.swaps,
+            "unloaded": slot.unloaded,
         }
         if served is not None:
             info.update(task=served.task, input={"kind": served.input_kind, "size": served.input_size},
@@ -465,6 +474,9 @@ class ModelStore:
             served = slot.served if slot is not None else None
             models[name] = {"ready": served is not None,
                             "version": served.version if served is not None else None}
+            if slot is not None and slot.unloaded:  # taken out of service on purpose: not a fault
+                models[name].update(ready=False, unloaded=True)
+                continue
             if served is None:
                 why = self._why_not(slot) if slot is not None else ""
                 reasons.append(f"model {name} has no servable version" + (f" ({why.rstrip('.')})" if why else ""))

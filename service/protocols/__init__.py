@@ -1,0 +1,32 @@
+"""The standard inference protocols, so that existing clients work unchanged: KServe V2 / Open
+Inference Protocol (``v2``, with the binary tensor data extension in ``binary``) and TF Serving /
+KServe V1 REST (``v1``). Both are thin skins over the predictor core the native API uses: the
+model's tensors (``signature``) map onto ``Predictor``'s image, vector and pixel batches.
+
+Their errors are ``{"error": "<message>"}``, as Triton and TF Serving send them, with 400 for any
+input that cannot be used (where the native API distinguishes 415 and 422).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from .v1 import v1_bp
+from .v2 import v2_bp
+
+PREFIXES = ("/v1/", "/v2/")
+BAD_INPUT = (415, 422)
+
+
+def protocol_error(status: int, body: dict) -> tuple[int, dict]:
+    return (400 if status in BAD_INPUT else status), {"error": body["error"]}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(v2_bp)
+    app.register_blueprint(v1_bp)
+
+    @app.before_request
+    def protocol_errors():
+        if request.path == "/v2" or request.path.startswith(PREFIXES):
+            g.error_shape = protocol_error

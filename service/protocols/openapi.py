@@ -1,0 +1,144 @@
+"""The standard protocols' routes in the OpenAPI document: ``paths()`` and ``schemas()`` are
+merged into ``service.openapi.openapi_document`` beside the native API's."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from . import schemas
+from .binary import HEADER_LENGTH
+
+REF = "#/components/schemas/{model}"
+NAME = {"name": "name", "in": "path", "required": True, "description": "Model name.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
+VERSION = {"name": "version", "in": "path", "required": True, "description": "Version number.",
+           "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}}
+LABEL = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
+BINARY = {"type": "string", "format": "binary"}
+V2_TAG, V1_TAG = "KServe V2 (Open Inference Protocol)", "TF Serving / KServe V1"
+
+MEANINGS = {
+    400: "The request cannot be used: malformed JSON or binary data, an unknown input or output, a wrong shape, "
+         "datatype or value.",
+    401: "No Authorization header, or not 'Bearer <token>'.",
+    403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
+    404: "Unknown model, version or label.",
+    409: "The version cannot be served.",
+    413: "Too large: body (also once inflated), image pixels, batch or number of values.",
+    503: "Not ready: no servable version, the model is unloaded, or the registry is unavailable.",
+}
+INFER_ERRORS = (400, 404, 413, 503)
+ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel] | dict) -> dict:
+    return {"application/json": {"schema": model if isinstance(model, dict) else _ref(model)}}
+
+
+def _operation(method: str, path: str, summary: str, tag: str, response, *, parameters=(), errors=(),
+               body: dict | None = None, admin: bool = False, not_ready=None, binary_response=False) -> tuple:
+    ok = {"description": "Success.", "content": _json(response)}
+    if binary_response:
+        ok["content"]["application/octet-stream"] = {"schema": BINARY}
+        ok["headers"] = {HEADER_LENGTH: {"description": "Length of the JSON part when binary outputs follow it.",
+                                         "schema": {"type": "integer"}}}
+    responses = {"200": ok}
+    for status in sorted(errors):
+        responses[str(status)] = {"description": MEANINGS[status], "content": _json(schemas.ProtocolError)}
+    if not_ready is not None:
+        responses["503"] = {"description": "Not ready.", "content": _json(not_ready)}
+    words = [w.strip("{}") for w in path.strip("/").replace(":", "/").split("/")]
+    operation = {"summary": summary, "operationId": method + "_" + "_".join(words), "tags": [tag],
+                 "responses": responses}
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body:
+        operation["requestBody"] = body
+    if admin:
+        operation["security"] = [{"bearer": []}]
+    return path, method, operation
+
+
+INFER_BODY = {
+    "required": True,
+    "description": "JSON, or the binary tensor data extension: the JSON header, then the binary tensors (the "
+                   f"{HEADER_LENGTH} header gives the JSON length). Content-Encoding gzip or deflate is accepted.",
+    "content": {**_json(schemas.InferRequest), "application/octet-stream": {"schema": BINARY}},
+}
+INFER_HEADERS = [
+    {"name": HEADER_LENGTH, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0},
+     "description": "Length of the JSON part of a binary request."},
+]
+V1_BODY = {"required": True, "content": _json(schemas.V1PredictRequest)}
+
+
+def _optional(model: type[BaseModel]) -> dict:
+    return {"required": False, "content": _json(model)}
+
+
+def _operations() -> list[tuple]:
+    ops = [
+        _operation("get", "/v2", "Server metadata: name, version, extensions.", V2_TAG, schemas.ServerMetadata),
+        _operation("get", "/v2/health/live", "Liveness.", V2_TAG, schemas.Live),
+        _operation("get", "/v2/health/ready", "Readiness: every model that is not unloaded can serve.", V2_TAG,
+                   schemas.Ready, not_ready=schemas.Ready),
+    ]
+    for prefix, params, which in (("/v2/models/{name}", [NAME], "the served version"),
+                                  ("/v2/models/{name}/versions/{version}", [NAME, VERSION], "one version")):
+        ops += [
+            _operation("get", prefix, f"Model metadata of {which}: versions, platform, input and output tensors.",
+                       V2_TAG, schemas.ModelMetadata, parameters=params, errors=(404, 503)),
+            _operation("get", prefix + "/ready", f"Whether {which} can serve (200) or not (503).", V2_TAG,
+                       schemas.ModelReady, parameters=params, errors=(404,), not_ready=schemas.ModelReady),
+            _operation("post", prefix + "/infer", f"Inference with {which}.", V2_TAG, schemas.InferResponse,
+                       parameters=params + INFER_HEADERS, errors=INFER_ERRORS, body=INFER_BODY, binary_response=True),
+        ]
+    ops += [
+        _operation("post", "/v2/repository/index", "Every version of every model: READY, UNAVAILABLE or LOADING.",
+                   V2_TAG, {"type": "array", "items": _ref(schemas.RepositoryEntry)}, errors=(400, 413),
+                   body=_optional(schemas.RepositoryIndexRequest)),
+        _operation("post", "/v2/repository/models/{name}/load", "Load a model (back into service); "
+                   "parameters.version pins a version.", V2_TAG, schemas.RepositoryResult, parameters=[NAME],
+                   errors=ADMIN_ERRORS, body=_optional(schemas.LoadRequest), admin=True),
+        _operation("post", "/v2/repository/models/{name}/unload", "Take a model out of service on every worker.",
+                   V2_TAG, schemas.RepositoryResult, parameters=[NAME], errors=ADMIN_ERRORS,
+                   body=_optional(schemas.UnloadRequest), admin=True),
+        _operation("get", "/v1/models", "The models' names.", V1_TAG, schemas.ModelNames),
+    ]
+    for path, params, which in (("/v1/models/{name}", [NAME], "the served version"),
+                                ("/v1/models/{name}/versions/{version}", [NAME, VERSION], "one version"),
+                                ("/v1/models/{name}/labels/{label}", [NAME, LABEL], "the version a label points to")):
+        ops += [
+            _operation("get", path, f"Status of {which} (model_version_status).", V1_TAG, schemas.ModelStatus,
+                       parameters=params, errors=(404,)),
+            _operation("post", path + ":predict", f"Predict with {which}: instances (rows) or inputs (columns).",
+                       V1_TAG, schemas.V1PredictResponse, parameters=params, errors=INFER_ERRORS, body=V1_BODY),
+        ]
+    return ops
+
+
+def paths() -> dict:
+    result: dict = {}
+    for path, method, operation in _operations():
+        result.setdefault(path, {})[method] = operation
+    return result
+
+
+SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.ModelMetadata, schemas.ModelReady,
+                 schemas.InferRequest, schemas.InferResponse, schemas.RepositoryIndexRequest, schemas.RepositoryEntry,
+                 schemas.LoadRequest, schemas.UnloadRequest, schemas.RepositoryResult, schemas.V1PredictRequest,
+                 schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.ProtocolError]
+
+
+def components() -> dict:
+    result = {}
+    for model in SCHEMA_MODELS:
+        schema = model.model_json_schema(ref_template=REF)
+        result.update(schema.pop("$defs", {}))
+        result[model.__name__] = schema
+    return result

@@ -1,0 +1,192 @@
+"""Pydantic models of the standard protocols' JSON: requests are validated with them and
+``service.protocols.openapi`` documents both directions from their JSON schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, model_validator
+
+from .binary import DATATYPES
+
+TENSOR_DATA = {"description": "The elements in row-major order, flat or nested as the shape; BYTES elements "
+                              "are strings (base64 for images).",
+               "type": "array", "items": {}}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """Parameter objects: the documented keys are checked, others are accepted and ignored."""
+    model_config = ConfigDict(extra="allow")
+
+
+# KServe V2 / Open Inference Protocol -----------------------------------------------------------
+
+
+class TensorParameters(Open):
+    binary_data_size: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="The tensor's data is this many bytes of the binary part of the body.")
+
+
+class RequestInput(Strict):
+    name: str
+    shape: list[Annotated[StrictInt, Field(ge=0)]]
+    datatype: str = Field(description="One of " + ", ".join(DATATYPES) + ".")
+    parameters: TensorParameters | None = None
+    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = None
+
+
+class OutputParameters(Open):
+    binary_data: StrictBool | None = Field(None, description="Return this output in the binary part of the body.")
+    classification: Annotated[StrictInt, Field(ge=0)] | None = Field(
+        None, description="Return the k most probable classes as BYTES '<probability>:<index>:<label>'.")
+
+
+class RequestOutput(Strict):
+    name: str
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(Open):
+    binary_data_output: StrictBool | None = Field(None, description="Default of every output's binary_data.")
+
+
+class InferRequest(Strict):
+    id: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+    # Sent by some clients (KServe's); the URL names the model.
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a dimension of any size (the batch).")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata] = Field(description="A request gives exactly one of these.")
+    outputs: list[TensorMetadata]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+    reason: str | None = None
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class RepositoryIndexRequest(Strict):
+    ready: StrictBool | None = Field(None, description="true: list only the versions ready to serve.")
+
+
+class RepositoryEntry(BaseModel):
+    name: str
+    version: str | None = None
+    state: Literal["READY", "UNAVAILABLE", "LOADING"]
+    reason: str
+
+
+class LoadParameters(Open):
+    version: Annotated[StrictInt, Field(ge=1)] | Annotated[str, Field(pattern=r"^[1-9][0-9]{0,8}$")] | None = Field(
+        None, description="Pin this version (it must load).")
+    config: str | None = Field(None, description="Triton-style model config as JSON; only version_policy is used.")
+
+
+class LoadRequest(Strict):
+    parameters: LoadParameters | None = None
+
+
+class UnloadRequest(Strict):
+    parameters: dict[str, Any] | None = None
+
+
+class RepositoryResult(BaseModel):
+    name: str
+    load: bool | None = None
+    unload: bool | None = None
+
+
+# TF Serving / KServe V1 ------------------------------------------------------------------------
+
+
+class V1PredictRequest(Strict):
+    signature_name: str | None = Field(None, description='Only "serving_default" (or absent).')
+    instances: Annotated[Any, WithJsonSchema({"type": "array", "minItems": 1, "description":
+                                               'Row format: one item per input (a list of numbers, or {"b64": ...} '
+                                               'for an image, or an object naming the input).'})] = None
+    inputs: Annotated[Any, WithJsonSchema({"description": "Columnar format: the batch of one input, or an object "
+                                                          "naming the input."})] = None
+
+    @model_validator(mode="after")
+    def one_format(self):
+        if (self.instances is None) == (self.inputs is None):
+            raise ValueError("give either 'instances' (row format) or 'inputs' (columnar format), exactly one of them")
+        return self
+
+
+class V1PredictResponse(BaseModel):
+    predictions: list[Any] | None = Field(None, description="Row format answer, one item per instance.")
+    outputs: Any = Field(None, description="Columnar format answer.")
+
+
+class VersionErrorStatus(BaseModel):
+    error_code: str = Field(description='"OK", or a canonical error code such as "UNKNOWN".')
+    error_message: str
+
+
+class ModelVersionStatus(BaseModel):
+    version: str
+    state: Literal["AVAILABLE", "LOADING", "END"]
+    status: VersionErrorStatus
+
+
+class ModelStatus(BaseModel):
+    model_version_status: list[ModelVersionStatus]
+    name: str
+    ready: bool = Field(description="KServe V1: the model can serve (unversioned requests).")
+
+
+class ModelNames(BaseModel):
+    models: list[str]
+
+
+class ProtocolError(BaseModel):
+    error: str = Field(description="What is wrong, in the style of Triton and TF Serving.")

@@ -1,0 +1,93 @@
+"""A model as named tensors, the way the standard protocols see it.
+
+Inputs, of which a request gives exactly one:
+
+- ``input``  (FP32 ``[-1, input_size]``): the network's input vectors, what the native API takes as
+  JSON ``inputs``. For an image model: the 28x28 field as 784 floats in [0, 1], light ink on dark.
+- ``image``  (BYTES ``[-1]``, image models): encoded images (PNG, JPEG, ...), preprocessed like an
+  upload to the native API.
+- ``pixels`` (UINT8 ``[-1, 28, 28]``, image models): raw pixel arrays of any size (``[n, h, w]``,
+  ``[n, h, w, channels]`` or ``[n, 784]``) through the same preprocessing as an image.
+
+Outputs: ``probabilities`` (FP32 ``[-1, classes]``), ``label`` (BYTES ``[-1]``) and ``index``
+(INT64 ``[-1]``) for a classifier; ``value`` (FP32 ``[-1]``, in target units) for a regressor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.forward import Model
+
+from ..predictor import Predictor, PredictionBatch
+
+INPUT, IMAGE, PIXELS = "input", "image", "pixels"
+FLOATS = ("FP32", "FP64", "FP16")
+NUMBERS = FLOATS + ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str              # what metadata announces
+    shape: tuple[int, ...]     # -1: any size (the batch dimension)
+    accepts: tuple[str, ...] = ()  # datatypes a request may send (converted on the way in)
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+def field_size(model: Model) -> tuple[int, int]:
+    """The (height, width) field an image model's preprocessing fills."""
+    height, width = (model.preprocessing or {}).get("size", [28, 28])
+    return height, width
+
+
+def input_specs(model: Model) -> list[TensorSpec]:
+    if model.input_kind != "image":
+        return [TensorSpec(INPUT, "FP32", (-1, model.input_size), NUMBERS)]
+    return [TensorSpec(INPUT, "FP32", (-1, model.input_size), FLOATS),
+            TensorSpec(IMAGE, "BYTES", (-1,), ("BYTES",)),
+            TensorSpec(PIXELS, "UINT8", (-1, *field_size(model)), ("UINT8", "UINT16") + FLOATS)]
+
+
+def output_specs(model: Model) -> list[TensorSpec]:
+    if model.task != "classification":
+        return [TensorSpec("value", "FP32", (-1,))]
+    return [TensorSpec("probabilities", "FP32", (-1, len(model.labels))),
+            TensorSpec("label", "BYTES", (-1,)),
+            TensorSpec("index", "INT64", (-1,))]
+
+
+def predict(predictor: Predictor, model: Model, name: str, payload) -> PredictionBatch:
+    """One forward pass on the input called ``name``: ``payload`` is a list of encoded images for
+    ``image``, an array (or nested lists) of vectors for ``input``, of pixel arrays for ``pixels``."""
+    if name == IMAGE:
+        batch = predictor.images_batch(model, payload)
+    elif name == PIXELS:
+        batch = predictor.pixels_batch(model, payload)
+    else:
+        batch = predictor.vectors_batch(model, payload)
+    return predictor.run(model, batch, top_k=0)
+
+
+def output_tensors(result: PredictionBatch) -> dict[str, np.ndarray]:
+    """Every output of ``result`` by name. BYTES outputs are lists of ``str``."""
+    if not result.classification:
+        return {"value": result.outputs.astype(np.float32, copy=False)}
+    indices = result.indices
+    labels = result.model.labels
+    return {"probabilities": result.outputs.astype(np.float32, copy=False),
+            "label": [labels[i] for i in indices.tolist()],
+            "index": indices.astype(np.int64)}
+
+
+def top_classes(result: PredictionBatch, k: int) -> list[list[str]]:
+    """Triton's classification extension: per row, the ``k`` most probable classes as
+    ``"<probability>:<index>:<label>"``, most probable first."""
+    labels = result.model.labels
+    k = min(k, len(labels))
+    order = np.argsort(-result.outputs, axis=1, kind="stable")[:, :k]
+    return [[f"{row[i]:.6f}:{i}:{labels[i]}" for i in ranks] for row, ranks in zip(result.outputs.tolist(), order.tolist())]

@@ -1,0 +1,203 @@
+"""TF Serving / KServe V1 REST: a thin skin over ``Predictor`` and ``ModelStore``.
+
+``POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict`` takes ``{"instances": [...]}`` (row
+format, answered with ``{"predictions": [...]}``) or ``{"inputs": ...}`` (columnar, answered with
+``{"outputs": ...}``). An item is a list of numbers (the model's input vector), ``{"b64": "..."}``
+(an encoded image), a nested list of pixels (image models), or an object naming the input as
+in ``service.protocols.signature`` (``{"image": {"b64": ...}}``). A classifier answers each row
+with ``{"probabilities": [...], "label": "7", "index": 7}``; a regressor with the value alone.
+
+``GET /v1/models/<m>[/versions/<v>|/labels/<l>]`` reports ``model_version_status`` as TF Serving
+does (plus KServe V1's ``name`` and ``ready``); ``GET /v1/models`` lists the models.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pydantic
+from flask import Blueprint, g
+from werkzeug.exceptions import MethodNotAllowed
+
+from shared.forward import Model
+
+from ..api import parse_json, read_body, version_number
+from ..context import service
+from ..errors import BadRequest, NotFound
+from ..inputs import decode_base64_image
+from ..store import AVAILABLE, FAILED
+from . import signature
+from .schemas import V1PredictRequest
+from .v2 import invalid
+
+v1_bp = Blueprint("v1", __name__)
+
+SIGNATURE = "serving_default"
+
+
+# predict -----------------------------------------------------------------------------------------
+
+
+@v1_bp.post("/v1/models/<name>:predict")
+@v1_bp.post("/v1/models/<name>/versions/<version>:predict")
+@v1_bp.post("/v1/models/<name>/labels/<label>:predict")
+def predict(name: str, version: str | None = None, label: str | None = None):
+    svc = service()
+    model = svc.predictor.resolve(name, version=None if version is None else version_number(version), label=label)
+    g.model, g.version = model.name, model.version
+    started = time.perf_counter()
+    try:
+        body = V1PredictRequest.model_validate(parse_json(read_body()))
+    except pydantic.ValidationError as e:
+        raise invalid(e, "predict request") from None
+    if body.signature_name not in (None, SIGNATURE):
+        raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "
+                         f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")
+    rows = body.instances is not None
+    input_name, payload = read_rows(model, body.instances, "instances") if rows else read_columns(model, body.inputs)
+    result = signature.predict(svc.predictor, model, input_name, payload)
+    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
+    outputs = signature.output_tensors(result)
+    response = {"predictions": row_outputs(outputs)} if rows else {"outputs": column_outputs(outputs)}
+    return response, 200, {"X-Model-Name": model.name, "X-Model-Version": str(model.version)}
+
+
+def read_rows(model: Model, items, where: str) -> tuple[str, object]:
+    """A list of items, one per input -> ``(input name, payload for signature.predict)``."""
+    if not isinstance(items, list) or not items:
+        raise BadRequest(f"'{where}' must be a non-empty list, one item per input.", code="invalid_request")
+    names, values = set(), []
+    for i, item in enumerate(items):
+        input_name, value = read_item(model, item, f"{where}[{i}]")
+        names.add(input_name)
+        values.append(value)
+    if len(names) > 1:
+        raise BadRequest(f"The items of '{where}' mix the inputs {', '.join(sorted(names))}; send one kind per "
+                         "request.", code="invalid_request")
+    input_name = names.pop()
+    if input_name == signature.IMAGE:
+        return input_name, [decode_base64_image(text, i) for i, text in enumerate(values)]
+    if input_name == signature.PIXELS:
+        return input_name, [pixel_array(value, f"{where}[{i}]") for i, value in enumerate(values)]
+    return input_name, values
+
+
+def read_item(model: Model, item, where: str) -> tuple[str, object]:
+    """One item -> ``(input name, value)``; an image's value is its base64 text."""
+    names = [spec.name for spec in signature.input_specs(model)]
+    if isinstance(item, dict) and set(item) == {"b64"}:
+        item = {signature.IMAGE: item}
+    if isinstance(item, dict):
+        if len(item) != 1 or next(iter(item)) not in names:
+            raise BadRequest(f"{where} names the inputs {', '.join(map(repr, item)) or 'none'}; model '{model.name}' "
+                             f"takes exactly one of {', '.join(map(repr, names))}.", code="unexpected_input")
+        input_name, value = next(iter(item.items()))
+        if input_name == signature.IMAGE:
+            if not (isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)):
+                raise BadRequest(f'{where}: an image must be {{"b64": "<base64 of the file>"}}.', code="invalid_request")
+            value = value["b64"]
+        return input_name, value
+    if isinstance(item, list):
+        nested = bool(item) and isinstance(item[0], list)
+        if nested and signature.PIXELS in names:
+            return signature.PIXELS, item
+        return signature.INPUT, item
+    if isinstance(item, str):
+        raise BadRequest(f'{where} is a string; send an image as {{"b64": "<base64>"}} and numbers as a list.',
+                         code="invalid_request")
+    raise BadRequest(f"{where} must be a list of numbers, {{\"b64\": ...}} or an object naming the input.",
+                     code="invalid_request")
+
+
+def pixel_array(value, where: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"{where} is not a regular array of pixels (rows of equal length).",
+                         code="invalid_request") from None
+
+
+def read_columns(model: Model, inputs) -> tuple[str, object]:
+    """Columnar ``inputs``: the batch of the one input, bare or named (``{"image": [...]}``)."""
+    if isinstance(inputs, dict) and set(inputs) != {"b64"}:
+        names = [spec.name for spec in signature.input_specs(model)]
+        if len(inputs) != 1 or next(iter(inputs)) not in names:
+            raise BadRequest(f"'inputs' names {', '.join(map(repr, inputs)) or 'no input'}; model '{model.name}' "
+                             f"takes exactly one of {', '.join(map(repr, names))}.", code="unexpected_input")
+        input_name, batch = next(iter(inputs.items()))
+        if not isinstance(batch, list):
+            batch = [batch]
+        if input_name == signature.IMAGE:
+            items = batch
+        elif input_name == signature.INPUT and batch and not isinstance(batch[0], list):
+            items = [{input_name: batch}]  # one vector
+        else:
+            items = [{input_name: item} for item in batch]
+        return read_rows(model, items, "inputs")
+    if isinstance(inputs, dict):
+        inputs = [inputs]  # one image
+    if isinstance(inputs, list) and inputs and not isinstance(inputs[0], (list, dict)):
+        inputs = [inputs]  # one vector
+    return read_rows(model, inputs, "inputs")
+
+
+def row_outputs(outputs: dict) -> list:
+    if "value" in outputs:
+        return outputs["value"].tolist()
+    probabilities = outputs["probabilities"].tolist()
+    return [{"probabilities": p, "label": label, "index": index}
+            for p, label, index in zip(probabilities, outputs["label"], outputs["index"].tolist())]
+
+
+def column_outputs(outputs: dict):
+    if "value" in outputs:
+        return outputs["value"].tolist()
+    return {"probabilities": outputs["probabilities"].tolist(), "label": outputs["label"],
+            "index": outputs["index"].tolist()}
+
+
+# status ------------------------------------------------------------------------------------------
+
+
+@v1_bp.get("/v1/models")
+def list_models():
+    return {"models": service().store.names()}
+
+
+@v1_bp.get("/v1/models/<name>")
+@v1_bp.get("/v1/models/<name>/versions/<version>")
+@v1_bp.get("/v1/models/<name>/labels/<label>")
+def status(name: str, version: str | None = None, label: str | None = None):
+    if name.endswith(":predict") or (version or label or "").endswith(":predict"):
+        raise MethodNotAllowed(valid_methods=["POST"])
+    store = service().store
+    info = store.describe(name)
+    unloaded = bool(info.get("unloaded"))
+    if label is not None:
+        if label not in info["labels"]:
+            known = ", ".join(sorted(info["labels"])) or "none"
+            raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
+        version = str(info["labels"][label])
+    if version is None:
+        versions = [(v["version"], v["status"]) for v in info["versions"]]
+        ready = info["ready"] and not unloaded
+    else:
+        entry = store.describe_version(name, version_number(version))  # 404 for an unknown version
+        versions = [(entry["version"], entry["status"])]
+        ready = entry["status"] == AVAILABLE and not unloaded
+    return {"model_version_status": [version_status(v, status, unloaded) for v, status in reversed(versions)],
+            "name": name, "ready": ready}
+
+
+def version_status(version: int, status: str, unloaded: bool) -> dict:
+    """One version as TF Serving reports it: state AVAILABLE, LOADING or END (unloaded, or failed)."""
+    if status.startswith(FAILED):
+        state, code, message = "END", "UNKNOWN", status.removeprefix(FAILED + ": ")
+    elif unloaded:
+        state, code, message = "END", "OK", ""
+    elif status == AVAILABLE:
+        state, code, message = "AVAILABLE", "OK", ""
+    else:
+        state, code, message = "LOADING", "OK", ""
+    return {"version": str(version), "state": state, "status": {"error_code": code, "error_message": message}}

@@ -1,0 +1,421 @@
+"""KServe V2 / Open Inference Protocol over REST: a thin skin over ``Predictor`` and ``ModelStore``.
+
+Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, and the model
+repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and
+``.../unload`` (admin). The model's tensors are described in ``service.protocols.signature``;
+the binary tensor data extension and compression in ``service.protocols.binary``.
+
+Errors are ``{"error": "..."}`` with the messages Triton gives where there is one
+(``unexpected inference input 'x' for model 'mnist'``); wrong input is 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.metadata
+import json
+import math
+import time
+
+import numpy as np
+import pydantic
+from flask import Blueprint, current_app, g, jsonify, request
+
+from shared.forward import Model
+
+from ..api import UNCHANGED, admin, parse_json, read_body, set_serving, version_number
+from ..context import service
+from ..errors import BadRequest, NotReady
+from ..inputs import decode_base64_image
+from ..store import AVAILABLE, FAILED
+from . import binary, signature
+from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestInput, UnloadRequest
+
+v2_bp = Blueprint("v2", __name__)
+
+PLATFORM = "scratchnet_numpy"
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+
+
+def server_version() -> str:
+    try:
+        return importlib.metadata.version("scratchnet")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def invalid(error: pydantic.ValidationError, what: str) -> BadRequest:
+    """A pydantic error as one sentence naming the field, e.g. ``inputs.0.shape: ...``."""
+    problem = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "body"
+    message = "unknown field; remove it" if problem["type"] == "extra_forbidden" else problem["msg"]
+    return BadRequest(f"Invalid {what}: {field}: {message}.", code="invalid_request")
+
+
+def shape_text(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def resolve(name: str, version: str | None) -> Model:
+    model = service().predictor.resolve(name, version=None if version is None else version_number(version))
+    g.model, g.version = model.name, model.version
+    return model
+
+
+# server ------------------------------------------------------------------------------------------
+
+
+@v2_bp.get("/v2")
+def server_metadata():
+    return {"name": "scratchnet", "version": server_version(), "extensions": EXTENSIONS}
+
+
+@v2_bp.get("/v2/health/live")
+def live():
+    return {"live": True}
+
+
+@v2_bp.get("/v2/health/ready")
+def ready():
+    is_ready, report = service().store.readiness()
+    if is_ready:
+        return {"ready": True}
+    g.error_code = "not_ready"
+    return jsonify({"ready": False, "reason": report.get("reason", "")}), 503
+
+
+# models ------------------------------------------------------------------------------------------
+
+
+@v2_bp.get("/v2/models/<name>")
+@v2_bp.get("/v2/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    model = resolve(name, version)
+    if version is None:
+        info = service().store.describe(name)
+        versions = [str(v["version"]) for v in info["versions"] if v["status"] == AVAILABLE]
+    else:
+        versions = [str(model.version)]
+    return {"name": name, "versions": versions, "platform": PLATFORM,
+            "inputs": [spec.metadata() for spec in signature.input_specs(model)],
+            "outputs": [spec.metadata() for spec in signature.output_specs(model)]}
+
+
+@v2_bp.get("/v2/models/<name>/ready")
+@v2_bp.get("/v2/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    try:
+        resolve(name, version)  # 404 for an unknown model or version
+    except NotReady:
+        g.error_code = "not_ready"
+        return jsonify({"name": name, "ready": False}), 503
+    return {"name": name, "ready": True}
+
+
+# inference ---------------------------------------------------------------------------------------
+
+
+@v2_bp.post("/v2/models/<name>/infer")
+@v2_bp.post("/v2/models/<name>/versions/<version>/infer")
+def infer(name: str, version: str | None = None):
+    svc = service()
+    model = resolve(name, version)
+    started = time.perf_counter()
+    body = binary.decompress(read_body(), request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
+    header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
+    try:
+        infer_request = InferRequest.model_validate(parse_json(bytes(header)))
+    except pydantic.ValidationError as e:
+        raise invalid(e, "inference request") from None
+    chunks = binary.BinaryChunks(rest)
+    input_name, payload = read_input(model, infer_request.inputs, chunks)
+    chunks.check_used()
+    requested = requested_outputs(model, infer_request)
+    result = signature.predict(svc.predictor, model, input_name, payload)
+    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
+    return infer_response(result, infer_request, requested)
+
+
+def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryChunks) -> tuple[str, object]:
+    """The one input of the request, checked against the model's inputs, as the payload
+    ``signature.predict`` takes."""
+    specs = {spec.name: spec for spec in signature.input_specs(model)}
+    for tensor in inputs:
+        if tensor.name not in specs:
+            raise BadRequest(f"unexpected inference input '{tensor.name}' for model '{model.name}'",
+                             code="unexpected_input")
+    if len(inputs) != 1:
+        names = ", ".join(f"'{n}'" for n in specs)
+        raise BadRequest(f"expected 1 input but got {len(inputs)} inputs for model '{model.name}': give exactly "
+                         f"one of {names}", code="wrong_input_count")
+    tensor = inputs[0]
+    spec = specs[tensor.name]
+    if tensor.datatype not in spec.accepts:
+        hint = " (raw 0-255 pixels go in the input 'pixels')" if tensor.name == signature.INPUT and \
+            tensor.datatype.startswith(("UINT", "INT")) else ""
+        raise BadRequest(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+                         f"'{model.name}' expects '{spec.datatype}'{hint}", code="unexpected_datatype")
+    check_shape(model, spec, tensor.shape)
+    values = tensor_values(tensor, chunks)
+    if tensor.name == signature.IMAGE:  # JSON strings are base64, binary elements the image files
+        values = [decode_base64_image(item, i) if isinstance(item, str) else item for i, item in enumerate(values)]
+    return tensor.name, values
+
+
+def check_shape(model: Model, spec: signature.TensorSpec, shape: list[int]) -> None:
+    if spec.name == signature.INPUT:
+        fits = len(shape) == 2 and shape[1] == spec.shape[1]
+    elif spec.name == signature.IMAGE:
+        fits = len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)
+    else:  # pixels: [n, h*w], [n, h, w] or [n, h, w, channels]
+        fits = 2 <= len(shape) <= 4
+    if not fits:
+        raise BadRequest(f"unexpected shape for input '{spec.name}' for model '{model.name}'. Expected "
+                         f"{shape_text(spec.shape)}, got {shape_text(shape)}", code="unexpected_shape")
+
+
+def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
+    """The tensor's elements: an ndarray of its shape, or for BYTES a flat list of ``bytes``
+    (binary) or ``str`` (JSON)."""
+    count = math.prod(tensor.shape)
+    what = f"input '{tensor.name}'"
+    size = tensor.parameters.binary_data_size if tensor.parameters is not None else None
+    if size is not None:
+        if tensor.data is not None:
+            raise BadRequest(f"{what} has both 'data' and a binary_data_size; send its data one way.",
+                             code="malformed_tensor")
+        raw = chunks.take(size, what)
+        if tensor.datatype == "BYTES":
+            items = binary.decode_bytes(raw, what)
+            if len(items) != count:
+                raise BadRequest(f"{what} holds {len(items)} elements; its shape {shape_text(tensor.shape)} "
+                                 f"needs {count}", code="unexpected_size")
+            return items
+        dtype = binary.DTYPES[tensor.datatype]
+        if size != count * dtype.itemsize:
+            raise BadRequest(f"unexpected size {size} for {what}, expecting {count * dtype.itemsize} bytes for "
+                             f"shape {shape_text(tensor.shape)} of {tensor.datatype}", code="unexpected_size")
+        return np.frombuffer(raw, dtype=dtype).reshape(tensor.shape)
+    if tensor.data is None:
+        raise BadRequest(f"{what} has no 'data' and no binary_data_size.", code="malformed_tensor")
+    if tensor.datatype == "BYTES":
+        items = flatten_strings(tensor.data, what)
+        if len(items) != count:
+            raise BadRequest(f"{what} holds {len(items)} elements; its shape {shape_text(tensor.shape)} "
+                             f"needs {count}", code="unexpected_size")
+        return items
+    return json_numbers(tensor, count)
+
+
+def flatten_strings(data, what: str) -> list[str]:
+    items = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, str):
+            items.append(item)
+        else:
+            raise BadRequest(f"The data of {what} must be strings (BYTES), not {type(item).__name__}.",
+                             code="unexpected_datatype")
+    return items
+
+
+def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
+    """JSON ``data`` (flat or nested) -> an array of the tensor's datatype and shape."""
+    what = f"input '{tensor.name}'"
+    dtype = binary.DTYPES[tensor.datatype]
+    try:
+        array = np.asarray(tensor.data)
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"The data of {what} is not a regular array of numbers.", code="malformed_tensor") from None
+    if array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b"):
+        raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
+    if array.size != count:
+        raise BadRequest(f"{what} holds {array.size} values; its shape {shape_text(tensor.shape)} needs {count}",
+                         code="unexpected_size")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+            raise BadRequest(f"The data of {what} must be integers ({tensor.datatype}).", code="unexpected_datatype")
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
+                             f"({info.min}..{info.max}).", code="unexpected_datatype")
+    with np.errstate(over="ignore"):
+        return array.astype(dtype).reshape(tensor.shape)
+
+
+# outputs -----------------------------------------------------------------------------------------
+
+
+def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[str, bool, int]]:
+    """``(name, binary, classes)`` for each output to return: those asked for, else all of them.
+    ``classes`` > 0 asks for the top classes instead of the tensor (classification extension)."""
+    known = [spec.name for spec in signature.output_specs(model)]
+    params = infer_request.parameters
+    default_binary = bool(params and params.binary_data_output)
+    if not infer_request.outputs:
+        return [(name, default_binary, 0) for name in known]
+    chosen = []
+    for output in infer_request.outputs:
+        if output.name not in known:
+            raise BadRequest(f"unexpected inference output '{output.name}' for model '{model.name}'",
+                             code="unexpected_output")
+        p = output.parameters
+        as_binary = default_binary if p is None or p.binary_data is None else p.binary_data
+        classes = (p.classification or 0) if p is not None else 0
+        if classes and model.task != "classification":
+            raise BadRequest(f"model '{model.name}' is not a classifier; it has no classification output",
+                             code="unexpected_output")
+        chosen.append((output.name, as_binary, classes))
+    return chosen
+
+
+def infer_response(result, infer_request: InferRequest, requested: list[tuple[str, bool, int]]):
+    model = result.model
+    tensors = signature.output_tensors(result)
+    n = len(result)
+    outputs, chunks = [], []
+    for name, as_binary, classes in requested:
+        if classes:
+            values = signature.top_classes(result, classes)
+            datatype, shape = "BYTES", [n, len(values[0]) if values else min(classes, len(model.labels))]
+            values = [item for row in values for item in row]
+        else:
+            values = tensors[name]
+            spec = next(s for s in signature.output_specs(model) if s.name == name)
+            datatype, shape = spec.datatype, [n, *spec.shape[1:]]
+        output = {"name": name, "datatype": datatype, "shape": shape}
+        if as_binary:
+            raw = binary.encode_bytes([v.encode("utf-8") for v in values]) if datatype == "BYTES" else \
+                np.ascontiguousarray(values, dtype=binary.DTYPES[datatype]).tobytes()
+            output["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            output["data"] = values if datatype == "BYTES" else values.ravel().tolist()
+        outputs.append(output)
+    document = {"model_name": model.name, "model_version": str(model.version)}
+    if infer_request.id is not None:
+        document["id"] = infer_request.id
+    document["outputs"] = outputs
+    header = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    response = current_app.response_class(b"".join([header, *chunks]))
+    if chunks:
+        response.headers[binary.HEADER_LENGTH] = str(len(header))
+        response.content_type = "application/octet-stream"
+    else:
+        response.content_type = "application/json"
+    response.headers["X-Model-Name"] = model.name
+    response.headers["X-Model-Version"] = str(model.version)
+    encoding = request.accept_encodings.best_match(binary.ENCODINGS)
+    if encoding:
+        response.set_data(binary.compress(response.get_data(), encoding))
+        response.headers["Content-Encoding"] = encoding
+        response.vary.add("Accept-Encoding")
+    return response
+
+
+# model repository extension ----------------------------------------------------------------------
+
+
+@v2_bp.post("/v2/repository/index")
+def repository_index():
+    body = read_body()
+    try:
+        query = RepositoryIndexRequest.model_validate(parse_json(body) if body.strip() else {})
+    except pydantic.ValidationError as e:
+        raise invalid(e, "repository index request") from None
+    entries = [entry for name in service().store.names() for entry in repository_entries(name)]
+    if query.ready:
+        entries = [entry for entry in entries if entry["state"] == "READY"]
+    return jsonify(entries)
+
+
+def repository_entries(name: str) -> list[dict]:
+    info = service().store.describe(name)
+    if not info["versions"]:
+        return [{"name": name, "state": "UNAVAILABLE", "reason": "the registry has no version of this model"}]
+    entries = []
+    for v in info["versions"]:
+        status = v["status"]
+        if info.get("unloaded"):
+            state, reason = "UNAVAILABLE", "unloaded"
+        elif status == AVAILABLE:
+            state, reason = "READY", ""
+        elif status.startswith(FAILED):
+            state, reason = "UNAVAILABLE", status.removeprefix(FAILED + ": ")
+        else:
+            state, reason = "LOADING", ""
+        entries.append({"name": name, "version": str(v["version"]), "state": state, "reason": reason})
+    return entries
+
+
+@v2_bp.post("/v2/repository/models/<name>/load")
+@admin
+def repository_load(name: str):
+    body = read_body()
+    try:
+        load = LoadRequest.model_validate(parse_json(body) if body.strip() else {})
+    except pydantic.ValidationError as e:
+        raise invalid(e, "load request") from None
+    set_serving(name, pinned=requested_pin(load), loaded=True)
+    return {"name": name, "load": True}
+
+
+def requested_pin(load: LoadRequest):
+    """The version to pin, None to remove the pin, or ``UNCHANGED`` to leave it as it is.
+
+    A version comes as ``parameters.version``, or Triton's way: ``parameters.config`` holding
+    ``{"version_policy": {"specific": {"versions": [3]}}}`` (``latest`` or ``all``: unpin)."""
+    params = load.parameters
+    if params is None:
+        return UNCHANGED
+    extra = [key for key in (params.model_extra or {}) if key.startswith("file:")]
+    if extra:
+        raise BadRequest("Models are loaded from the registry only: publish a version with the trainer instead of "
+                         "sending files.", code="unsupported_parameter")
+    pin = int(params.version) if params.version is not None else UNCHANGED
+    if params.config is not None:
+        if pin is not UNCHANGED:
+            raise BadRequest("Give the version once: in parameters.version or in the config's version_policy.",
+                             code="invalid_request")
+        pin = pin_from_config(params.config)
+    return pin
+
+
+def pin_from_config(text: str):
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise BadRequest(f"parameters.config is not valid JSON: {e}.", code="invalid_request") from None
+    if not isinstance(config, dict):
+        raise BadRequest("parameters.config must be a JSON object.", code="invalid_request")
+    unknown = sorted(set(config) - {"name", "version_policy"})
+    if unknown:
+        raise BadRequest(f"parameters.config may hold only 'version_policy' (and 'name'); remove {unknown[0]!r}.",
+                         code="unsupported_parameter")
+    policy = config.get("version_policy")
+    if policy is None:
+        return UNCHANGED
+    if isinstance(policy, dict) and len(policy) == 1 and ("latest" in policy or "all" in policy):
+        return None
+    versions = policy.get("specific", {}).get("versions") if isinstance(policy, dict) else None
+    if not (isinstance(versions, list) and len(versions) == 1 and str(versions[0]).isdigit() and int(versions[0]) > 0):
+        raise BadRequest('version_policy must be {"specific": {"versions": [<one version>]}}, {"latest": {}} '
+                         'or {"all": {}}.', code="invalid_request")
+    return int(versions[0])
+
+
+@v2_bp.post("/v2/repository/models/<name>/unload")
+@admin
+def repository_unload(name: str):
+    body = read_body()
+    try:
+        UnloadRequest.model_validate(parse_json(body) if body.strip() else {})
+    except pydantic.ValidationError as e:
+        raise invalid(e, "unload request") from None
+    set_serving(name, loaded=False)
+    return {"name": name, "unload": True}

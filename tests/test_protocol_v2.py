@@ -1,0 +1,444 @@
+"""KServe V2 / Open Inference Protocol through Flask's test client: metadata, health, inference
+with JSON and binary tensors (the answers equal the native API's), compression, Triton-style
+errors, the classification extension and the model repository extension (unload, load, pin)."""
+
+import base64
+import gzip
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from images import encode, paper, synthetic_digit
+from modelgen import publish_corrupt, publish_model
+from service.app import create_app
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DIGIT = paper(synthetic_digit(1), side=28)          # dark ink on white, 28x28 "L"
+DIGIT_PNG = encode(DIGIT, "PNG")
+RNG = np.random.default_rng(0)
+VECTORS = RNG.random((3, 784), dtype=np.float32)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist", seed=1)              # v1
+    publish_model(root, "mnist", seed=2)              # v2: the served version
+    publish_corrupt(root, "mnist")                    # v3: refused
+    publish_model(root, "iris", kind="vector")
+    publish_model(root, "wine", kind="regression")
+    return root
+
+
+@pytest.fixture
+def client(registry):
+    app = create_app({"registry": registry, "watch": False, "admin_token": TOKEN, "max_body_bytes": 1_000_000,
+                      "max_batch": 64})
+    app.extensions["scratchnet"].store.refresh()
+    return app.test_client()
+
+
+def tensor(name, data, datatype="FP32", shape=None):
+    array = np.asarray(data)
+    return {"name": name, "shape": list(shape or array.shape), "datatype": datatype, "data": array.tolist()}
+
+
+def infer(client, body, model="mnist", version=None, **kwargs):
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    return client.post(path, json=body, **kwargs)
+
+
+def outputs(response) -> dict:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in response.get_json()["outputs"]}
+
+
+def native(client, path, **kwargs) -> tuple[np.ndarray, int]:
+    """Digit probabilities (n, 10) and the version from the native API (every class via top_k)."""
+    response = client.post(path, query_string={"top_k": 10}, **kwargs)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    rows = []
+    for prediction in body["predictions"]:
+        by_label = {entry["label"]: entry["probability"] for entry in prediction["top_k"]}
+        rows.append([by_label[str(digit)] for digit in range(10)])
+    return np.array(rows), body["model"]["version"]
+
+
+def assert_protocol_error(response, status, contains):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    assert contains in body["error"], body
+
+
+# server and model metadata -----------------------------------------------------------------------
+
+
+def test_server_metadata_health_and_readiness(client):
+    server = client.get("/v2").get_json()
+    assert server["name"] == "scratchnet" and server["version"]
+    assert {"binary_tensor_data", "model_repository"} <= set(server["extensions"])
+    assert client.get("/v2/health/live").get_json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200 and ready.get_json() == {"ready": True}
+
+
+def test_model_metadata_describes_the_tensors(client):
+    mnist = client.get("/v2/models/mnist").get_json()
+    assert mnist["name"] == "mnist" and mnist["platform"] == "scratchnet_numpy"
+    assert mnist["versions"] == ["1", "2"]  # v3 does not load
+    assert mnist["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 784]},
+                               {"name": "image", "datatype": "BYTES", "shape": [-1]},
+                               {"name": "pixels", "datatype": "UINT8", "shape": [-1, 28, 28]}]
+    assert mnist["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                                {"name": "index", "datatype": "INT64", "shape": [-1]}]
+    assert client.get("/v2/models/mnist/versions/1").get_json()["versions"] == ["1"]
+    wine = client.get("/v2/models/wine").get_json()
+    assert wine["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 11]}]
+    assert wine["outputs"] == [{"name": "value", "datatype": "FP32", "shape": [-1]}]
+    assert_protocol_error(client.get("/v2/models/nope"), 404, "nope")
+    assert_protocol_error(client.get("/v2/models/mnist/versions/9"), 404, "no version 9")
+
+
+def test_model_readiness_per_model_and_version(client):
+    assert client.get("/v2/models/mnist/ready").status_code == 200
+    assert client.get("/v2/models/mnist/versions/1/ready").get_json() == {"name": "mnist", "ready": True}
+    broken = client.get("/v2/models/mnist/versions/3/ready")
+    assert broken.status_code == 503 and broken.get_json() == {"name": "mnist", "ready": False}
+    assert_protocol_error(client.get("/v2/models/nope/ready"), 404, "no model 'nope'")
+
+
+# inference -----------------------------------------------------------------------------------------
+
+
+def test_fp32_json_inference_equals_the_native_api(client):
+    response = infer(client, {"id": "req-1", "inputs": [tensor("input", VECTORS)]})
+    body = response.get_json()
+    assert body["model_name"] == "mnist" and body["model_version"] == "2" and body["id"] == "req-1"
+    assert response.headers["X-Model-Version"] == "2"
+    got = outputs(response)
+    expected, version = native(client, "/models/mnist/predict", json={"inputs": VECTORS.tolist()})
+    assert version == 2
+    np.testing.assert_allclose(got["probabilities"], expected, atol=1e-6)
+    assert got["probabilities"].shape == (3, 10)
+    np.testing.assert_array_equal(got["index"], got["probabilities"].argmax(axis=1))
+    assert got["label"].tolist() == [str(i) for i in got["index"]]
+    # The same data flat (row-major) gives the same answer.
+    flat = infer(client, {"inputs": [{"name": "input", "shape": [3, 784], "datatype": "FP32",
+                                      "data": VECTORS.ravel().tolist()}]})
+    np.testing.assert_array_equal(outputs(flat)["probabilities"], got["probabilities"])
+
+
+def test_a_version_answers_for_itself(client):
+    v1 = infer(client, {"inputs": [tensor("input", VECTORS[:1])]}, version=1)
+    assert v1.get_json()["model_version"] == "1"
+    expected, version = native(client, "/models/mnist/versions/1/predict", json={"inputs": VECTORS[:1].tolist()})
+    np.testing.assert_allclose(outputs(v1)["probabilities"], expected, atol=1e-6)
+    assert_protocol_error(infer(client, {"inputs": [tensor("input", VECTORS[:1])]}, version=3), 503, "cannot be served")
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP16", "INT64", "INT32", "UINT8"])
+def test_vector_models_take_any_numeric_datatype(client, datatype):
+    values = np.array([[5, 3, 1, 0], [6, 3, 5, 2]])
+    reference = outputs(infer(client, {"inputs": [tensor("input", values.astype(np.float32))]}, model="iris"))
+    got = outputs(infer(client, {"inputs": [tensor("input", values, datatype)]}, model="iris"))
+    np.testing.assert_array_equal(got["probabilities"], reference["probabilities"])
+    assert got["label"].tolist()[0] in ("setosa", "versicolor", "virginica")
+
+
+def test_images_as_base64_bytes_equal_the_native_upload(client):
+    text = base64.b64encode(DIGIT_PNG).decode()
+    response = infer(client, {"inputs": [tensor("image", [text, text], "BYTES")],
+                              "outputs": [{"name": "probabilities"}]})
+    got = outputs(response)
+    assert list(got) == ["probabilities"]
+    expected, _ = native(client, "/models/mnist/predict", data=DIGIT_PNG, content_type="image/png")
+    np.testing.assert_allclose(got["probabilities"], np.repeat(expected, 2, axis=0), atol=1e-6)
+
+
+def test_raw_pixels_go_through_the_image_pipeline(client):
+    pixels = np.asarray(DIGIT)
+    square = outputs(infer(client, {"inputs": [tensor("pixels", pixels[np.newaxis], "UINT8")]}))
+    flat = outputs(infer(client, {"inputs": [tensor("pixels", pixels.reshape(1, 784), "UINT8")]}))
+    image = outputs(infer(client, {"inputs": [tensor("image", [base64.b64encode(DIGIT_PNG).decode()], "BYTES")]}))
+    np.testing.assert_allclose(square["probabilities"], image["probabilities"], atol=1e-6)
+    np.testing.assert_array_equal(flat["probabilities"], square["probabilities"])
+
+
+def binary_request(header: dict, *chunks: bytes) -> tuple[bytes, dict]:
+    text = json.dumps(header).encode()
+    return text + b"".join(chunks), {"Inference-Header-Content-Length": str(len(text))}
+
+
+def read_binary_response(response) -> tuple[dict, dict]:
+    """``(JSON header, {output name: raw bytes})`` of a binary response."""
+    body = response.get_data()
+    size = int(response.headers["Inference-Header-Content-Length"])
+    header = json.loads(body[:size])
+    raw, offset = {}, size
+    for output in header["outputs"]:
+        length = output.get("parameters", {}).get("binary_data_size")
+        if length is not None:
+            raw[output["name"]] = body[offset:offset + length]
+            offset += length
+    assert offset == len(body)
+    return header, raw
+
+
+def test_binary_tensors_both_directions_without_content_type(client):
+    body, headers = binary_request(
+        {"inputs": [{"name": "input", "shape": [3, 784], "datatype": "FP32",
+                     "parameters": {"binary_data_size": VECTORS.nbytes}}],
+         "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}},
+                     {"name": "label", "parameters": {"binary_data": True}},
+                     {"name": "index", "parameters": {"binary_data": False}}]},
+        VECTORS.astype("<f4").tobytes())
+    response = client.post("/v2/models/mnist/infer", data=body, headers=headers)
+    assert response.status_code == 200, response.get_data()
+    assert response.mimetype == "application/octet-stream"
+    header, raw = read_binary_response(response)
+    probabilities = np.frombuffer(raw["probabilities"], dtype="<f4").reshape(3, 10)
+    reference = outputs(infer(client, {"inputs": [tensor("input", VECTORS)]}))
+    np.testing.assert_array_equal(probabilities, reference["probabilities"])
+    labels, offset = [], 0
+    while offset < len(raw["label"]):
+        (length,) = struct.unpack_from("<I", raw["label"], offset)
+        labels.append(raw["label"][offset + 4:offset + 4 + length].decode())
+        offset += 4 + length
+    assert labels == reference["label"].tolist()
+    assert header["outputs"][2]["data"] == reference["index"].tolist()
+
+
+def test_binary_bytes_tensor_carries_image_files(client):
+    elements = b"".join(struct.pack("<I", len(DIGIT_PNG)) + DIGIT_PNG for _ in range(2))
+    body, headers = binary_request(
+        {"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": len(elements)}}],
+         "parameters": {"binary_data_output": True}},
+        elements)
+    response = client.post("/v2/models/mnist/infer", data=body, headers=headers)
+    header, raw = read_binary_response(response)
+    assert [o["name"] for o in header["outputs"]] == ["probabilities", "label", "index"]
+    expected, _ = native(client, "/models/mnist/predict", data=DIGIT_PNG, content_type="image/png")
+    probabilities = np.frombuffer(raw["probabilities"], dtype="<f4").reshape(2, 10)
+    np.testing.assert_allclose(probabilities, np.repeat(expected, 2, axis=0), atol=1e-6)
+    np.testing.assert_array_equal(np.frombuffer(raw["index"], dtype="<i8"), probabilities.argmax(axis=1))
+
+
+@pytest.mark.parametrize("encoding, pack", [("gzip", gzip.compress), ("deflate", zlib.compress),
+                                            ("deflate", lambda b: zlib.compress(b)[2:-4])])  # raw deflate too
+def test_compressed_requests_and_responses(client, encoding, pack):
+    request = json.dumps({"inputs": [tensor("input", VECTORS)]}).encode()
+    response = client.post("/v2/models/mnist/infer", data=pack(request),
+                           headers={"Content-Encoding": encoding, "Accept-Encoding": encoding})
+    assert response.status_code == 200, response.get_data()
+    assert response.headers["Content-Encoding"] == encoding
+    unpack = gzip.decompress if encoding == "gzip" else zlib.decompress
+    got = json.loads(unpack(response.get_data()))
+    reference = infer(client, {"inputs": [tensor("input", VECTORS)]}).get_json()
+    assert got["outputs"] == reference["outputs"]
+
+
+def test_a_compressed_bomb_is_refused_before_it_inflates(client):
+    bomb = gzip.compress(b" " * 5_000_000)  # 5 MB of spaces in ~5 KB; the limit is 1 MB
+    response = client.post("/v2/models/mnist/infer", data=bomb, headers={"Content-Encoding": "gzip"})
+    assert_protocol_error(response, 413, "inflates")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"not gzip",
+                                      headers={"Content-Encoding": "gzip"}), 400, "gzip")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"{}", headers={"Content-Encoding": "br"}),
+                          400, "br")
+
+
+def test_classification_extension_lists_the_top_classes(client):
+    response = infer(client, {"inputs": [tensor("input", VECTORS)],
+                              "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]})
+    (output,) = response.get_json()["outputs"]
+    assert output["datatype"] == "BYTES" and output["shape"] == [3, 3]
+    probabilities = outputs(infer(client, {"inputs": [tensor("input", VECTORS)]}))["probabilities"]
+    for row, entries in zip(probabilities, np.reshape(output["data"], (3, 3))):
+        indices = [int(entry.split(":")[1]) for entry in entries]
+        assert indices == np.argsort(-row, kind="stable")[:3].tolist()
+        assert [entry.split(":")[2] for entry in entries] == [str(i) for i in indices]
+        assert float(entries[0].split(":")[0]) == pytest.approx(row[indices[0]], abs=1e-6)
+
+
+def test_regression_answers_values_in_target_units(client):
+    rows = RNG.normal(size=(2, 11)).astype(np.float32)
+    got = outputs(infer(client, {"inputs": [tensor("input", rows)]}, model="wine"))
+    assert list(got) == ["value"] and got["value"].shape == (2,)
+    native_values = client.post("/models/wine/predict", json={"inputs": rows.tolist()}).get_json()["predictions"]
+    np.testing.assert_allclose(got["value"], [p["value"] for p in native_values], rtol=1e-6)
+
+
+# errors in Triton's words ------------------------------------------------------------------------
+
+
+def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
+    values = np.zeros(int(np.prod(shape))).tolist() if data is None else data
+    return {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": values, **extra}]}
+
+
+@pytest.mark.parametrize("body, contains", [
+    (one(name="x"), "unexpected inference input 'x' for model 'mnist'"),
+    (one(shape=(1, 783)), "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,783]"),
+    (one(shape=(784,)), "Expected [-1,784], got [784]"),
+    (one(datatype="BYTES", data=["a"] * 784), "data-type is 'BYTES', but model 'mnist' expects 'FP32'"),
+    (one(datatype="UINT8"), "raw 0-255 pixels go in the input 'pixels'"),
+    (one(datatype="FP17"), "data-type is 'FP17'"),
+    (one(data=[0.0] * 700), "holds 700 values; its shape [1,784] needs 784"),
+    (one(data=[[0.0, 1.0], [2.0]]), "not a regular array"),
+    (one(data=["0.5"] * 784), "must be numbers"),
+    (one(data=[float("nan")] + [0.0] * 783), "NaN"),
+    (one(name="pixels", shape=(1, 28, 28), datatype="UINT8", data=[300] * 784), "out of the range of UINT8"),
+    (one(name="pixels", shape=(1, 28, 28), datatype="UINT8", data=[0.5] * 784), "must be integers"),
+    (one(name="image", shape=(1,), datatype="BYTES", data=["@@not base64@@"]), "not valid base64"),
+    (one(name="image", shape=(1,), datatype="BYTES", data=[base64.b64encode(b"GIF89a nope").decode()]), "image"),
+    (one(name="image", shape=(1,), datatype="BYTES", data=[5]), "must be strings"),
+    ({"inputs": [one()["inputs"][0], one(name="image", shape=(1,), datatype="BYTES", data=["x"])["inputs"][0]]},
+     "expected 1 input but got 2 inputs for model 'mnist'"),
+    ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist'"),
+    ({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32"}]}, "has no 'data'"),
+    ({"inputs": [{"name": "input", "shape": [1, -784], "datatype": "FP32", "data": []}]}, "inputs.0.shape.1"),
+    ({"inputs": []}, "inputs"),
+    ({**one(), "unknown": 1}, "unknown: unknown field"),
+    (one(shape=(0, 784)), "no input"),
+])
+def test_bad_requests_get_400_with_a_triton_style_message(client, body, contains):
+    assert_protocol_error(infer(client, body), 400, contains)
+
+
+def test_bad_binary_bodies_get_400(client):
+    raw = VECTORS[:1].tobytes()
+    header = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                          "parameters": {"binary_data_size": len(raw) - 4}}]}
+    body, headers = binary_request(header, raw[:-4])
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400,
+                          "expecting 3136 bytes")
+    header["inputs"][0]["parameters"]["binary_data_size"] = len(raw)
+    body, headers = binary_request(header, raw[:-4])
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "remain")
+    body, headers = binary_request(header, raw + b"xx")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "no input claims")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body,
+                                      headers={"Inference-Header-Content-Length": "99999"}), 400, "JSON part")
+    truncated = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                        "parameters": {"binary_data_size": 6}}]}).encode()
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=truncated + struct.pack("<I", 99) + b"ab",
+                                      headers={"Inference-Header-Content-Length": str(len(truncated))}), 400,
+                          "announces 99 bytes")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"{not json"), 400, "not valid JSON")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=b""), 400, "empty")
+
+
+def test_errors_on_protocol_routes_are_bare_and_never_html(client):
+    assert_protocol_error(client.get("/v2/no/such/route"), 404, "no such route")
+    response = client.get("/v2/models/mnist/infer")
+    assert_protocol_error(response, 405, "use POST")
+    assert_protocol_error(infer(client, one(), model="nope"), 404, "nope")
+    assert_protocol_error(infer(client, one(), version="x"), 404, "positive integers")
+    # The native API keeps its own error shape.
+    assert set(client.get("/models/nope").get_json()) == {"error", "code", "details"}
+
+
+# model repository extension ----------------------------------------------------------------------
+
+
+def test_repository_index_lists_every_version_with_its_state(client):
+    index = client.post("/v2/repository/index").get_json()
+    states = {(e["name"], e.get("version")): (e["state"], e["reason"]) for e in index}
+    assert states[("mnist", "2")] == ("READY", "")
+    assert states[("mnist", "3")][0] == "UNAVAILABLE" and states[("mnist", "3")][1]
+    assert states[("wine", "1")] == ("READY", "")
+    ready = client.post("/v2/repository/index", json={"ready": True}).get_json()
+    assert ("mnist", "3") not in {(e["name"], e["version"]) for e in ready} and len(ready) == len(index) - 1
+    assert_protocol_error(client.post("/v2/repository/index", json={"ready": "yes"}), 400, "ready")
+
+
+def serving_json(registry, name) -> dict:
+    path = registry / name / "serving.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_unload_takes_a_model_out_of_service_until_load(client, registry):
+    assert_protocol_error(client.post("/v2/repository/models/mnist/unload"), 401, "Authorization")
+    assert_protocol_error(client.post("/v2/repository/models/mnist/unload",
+                                      headers={"Authorization": "Bearer wrong"}), 403, "wrong")
+    response = client.post("/v2/repository/models/mnist/unload", headers=AUTH,
+                           json={"parameters": {"unload_dependents": False}})
+    assert response.status_code == 200 and response.get_json() == {"name": "mnist", "unload": True}
+    assert serving_json(registry, "mnist")["unloaded"] is True
+    assert client.get("/v2/models/mnist/ready").status_code == 503
+    assert client.get("/v2/models/mnist/versions/1/ready").status_code == 503
+    assert_protocol_error(infer(client, one()), 503, "unloaded")
+    assert_protocol_error(client.get("/v2/models/mnist"), 503, "unloaded")
+    native_answer = client.post("/models/mnist/predict", json={"inputs": VECTORS[:1].tolist()})
+    assert native_answer.status_code == 503 and native_answer.get_json()["code"] == "model_unloaded"
+    assert client.get("/models/mnist").get_json()["unloaded"] is True
+    assert {e["state"] for e in client.post("/v2/repository/index").get_json() if e["name"] == "mnist"} == \
+        {"UNAVAILABLE"}
+    # Other models keep serving, and an unloaded model does not make the service unready.
+    assert client.get("/v2/health/ready").status_code == 200 and client.get("/readyz").status_code == 200
+    assert infer(client, {"inputs": [tensor("input", np.zeros((1, 4)))]}, model="iris").status_code == 200
+
+    response = client.post("/v2/repository/models/mnist/load", headers=AUTH)
+    assert response.status_code == 200 and response.get_json() == {"name": "mnist", "load": True}
+    assert "unloaded" not in serving_json(registry, "mnist")
+    assert client.get("/v2/models/mnist/ready").status_code == 200
+    assert infer(client, one()).get_json()["model_version"] == "2"
+
+
+def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
+    response = client.post("/v2/repository/models/mnist/load", headers=AUTH, json={"parameters": {"version": 1}})
+    assert response.status_code == 200
+    assert serving_json(registry, "mnist")["pinned"] == 1
+    assert client.get("/models/mnist").get_json()["served_version"] == 1
+    assert infer(client, one()).get_json()["model_version"] == "1"
+    # Triton's way: a config with a version policy; "latest" removes the pin.
+    config = json.dumps({"version_policy": {"latest": {"num_versions": 1}}})
+    assert client.post("/v2/repository/models/mnist/load", headers=AUTH,
+                       json={"parameters": {"config": config}}).status_code == 200
+    assert serving_json(registry, "mnist")["pinned"] is None
+    assert infer(client, one()).get_json()["model_version"] == "2"
+    config = json.dumps({"version_policy": {"specific": {"versions": [1]}}})
+    client.post("/v2/repository/models/mnist/load", headers=AUTH, json={"parameters": {"config": config}})
+    assert serving_json(registry, "mnist")["pinned"] == 1
+    # The native unpin undoes it: one serving state behind both APIs.
+    assert client.post("/models/mnist/unpin", headers=AUTH).status_code == 200
+    assert infer(client, one()).get_json()["model_version"] == "2"
+
+
+@pytest.mark.parametrize("parameters, status, contains", [
+    ({"version": 3}, 409, "cannot be activated"),
+    ({"version": 9}, 404, "no version 9"),
+    ({"version": "x"}, 400, "parameters.version"),
+    ({"version": 1, "config": "{}"}, 400, "once"),
+    ({"config": "{not json"}, 400, "not valid JSON"),
+    ({"config": json.dumps({"max_batch_size": 8})}, 400, "version_policy"),
+    ({"config": json.dumps({"version_policy": {"specific": {"versions": [1, 2]}}})}, 400, "one version"),
+    ({"file:1/model.npz": "AAAA"}, 400, "registry only"),
+])
+def test_bad_load_requests_change_nothing(client, registry, parameters, status, contains):
+    response = client.post("/v2/repository/models/mnist/load", headers=AUTH, json={"parameters": parameters})
+    assert_protocol_error(response, status, contains)
+    assert serving_json(registry, "mnist") == {}
+
+
+def test_repository_routes_refuse_unknown_models(client):
+    assert_protocol_error(client.post("/v2/repository/models/nope/load", headers=AUTH), 404, "nope")
+    assert_protocol_error(client.post("/v2/repository/models/nope/unload", headers=AUTH), 404, "nope")
+
+
+def test_openapi_documents_the_v2_routes(client):
+    doc = client.get("/openapi.json").get_json()
+    infer_op = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert set(infer_op["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
+    assert infer_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/InferRequest")
+    assert infer_op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ProtocolError")
+    assert doc["paths"]["/v2/repository/models/{name}/load"]["post"]["security"] == [{"bearer": []}]
+    assert "InferResponse" in doc["components"]["schemas"]
