@@ -8,10 +8,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}, "minItems": 1}
+BASE64_SCHEMA = {"type": "string", "minLength": 4, "contentEncoding": "base64",
+                 "pattern": r"^(data:[^,]*;base64,)?[A-Za-z0-9+/_=\s-]+$",
+                 "description": "An image file (PNG, JPEG, WEBP, BMP, GIF, TIFF) in base64."}
 VECTORS_SCHEMA = {
     "description": "One vector of numbers, or a batch: a list of vectors, each as long as the model's input.",
     "anyOf": [NUMBER_ARRAY, {"type": "array", "items": NUMBER_ARRAY, "minItems": 1}],
 }
+
+
+def _no_default(schema: dict) -> None:
+    schema.pop("default", None)  # absent means "not given", which null would not describe
 
 
 class Strict(BaseModel):
@@ -22,23 +29,32 @@ class Strict(BaseModel):
 
 
 class PredictQuery(Strict):
-    top_k: int | None = Field(None, ge=0, le=1000, description="How many of the most probable classes to list "
+    top_k: int = Field(None, ge=0, le=1000, description="How many of the most probable classes to list "
                                                                 "(default 3; 0 leaves the list out).")
 
 
 class PredictRequest(Strict):
     """A JSON prediction request: numeric ``inputs`` or base64 ``images``, not both."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["inputs"]}, {"required": ["images"]}]})
+
     # The numbers are checked by shared.preprocess.validate_vectors, which turns a large batch
     # into an array at NumPy speed and names the first bad value; the schema documents them.
-    inputs: Annotated[Any, WithJsonSchema(VECTORS_SCHEMA)] = None
-    images: list[str] | None = Field(None, min_length=1, description="Base64 images (a data: URL is accepted).")
-    top_k: int | None = Field(None, ge=0, le=1000, description="As the top_k query parameter.")
+    # Fields default to None when absent, but an explicit null is refused, as the schema says.
+    inputs: Annotated[Any, WithJsonSchema(VECTORS_SCHEMA)] = Field(None, json_schema_extra=_no_default)
+    images: list[Annotated[str, WithJsonSchema(BASE64_SCHEMA)]] = Field(
+        None, min_length=1, description="Base64 images (a data: URL is accepted).", json_schema_extra=_no_default)
+    top_k: int = Field(None, ge=0, le=1000, description="As the top_k query parameter.",
+                       json_schema_extra=_no_default)
 
     @model_validator(mode="after")
     def one_kind_of_input(self):
-        if (self.inputs is None) == (self.images is None):
+        given = [name for name in ("inputs", "images") if name in self.model_fields_set]
+        if len(given) != 1:
             raise ValueError("give either 'inputs' (numbers) or 'images' (base64), exactly one of them")
+        if given == ["inputs"] and self.inputs is None:
+            raise ValueError("'inputs' must be a vector or a list of vectors, not null")
         return self
 
 
