@@ -1,0 +1,179 @@
+"""TF Serving / KServe V1 REST with ``requests``, the way TF Serving's documentation shows it, against
+the service in a real Gunicorn: row and columnar requests, ``b64`` images, version and label
+paths, model status, and errors as ``{"error": "..."}``. Answers equal the native API's."""
+
+import base64
+
+import numpy as np
+import pytest
+import requests
+
+from images import encode, paper, synthetic_digit
+from modelgen import publish_corrupt, publish_model
+from server import ServiceProcess
+
+TOKEN = "v1-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RNG = np.random.default_rng(3)
+PNGS = [encode(paper(synthetic_digit(seed)), "PNG") for seed in (0, 1)]
+B64 = [base64.b64encode(png).decode() for png in PNGS]
+IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    publish_model(root, "mnist", seed=1)
+    publish_model(root, "mnist", seed=2)   # served
+    publish_corrupt(root, "mnist")         # v3: refused
+    publish_model(root, "iris", kind="vector")
+    publish_model(root, "wine", kind="regression")
+    with ServiceProcess(root, workers=2, threads=4, poll_interval=0.2, admin_token=TOKEN) as service:
+        requests.put(service.url + "/models/mnist/labels/stable", json={"version": 1}, headers=AUTH,
+                     timeout=10).raise_for_status()
+        yield service
+
+
+def post(server, path: str, body) -> requests.Response:
+    return requests.post(server.url + path, json=body, timeout=30)
+
+
+def native(server, path: str, **kwargs) -> list[dict]:
+    response = requests.post(server.url + path, params={"top_k": 10}, timeout=30, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def probabilities(prediction: dict, labels: list[str]) -> list[float]:
+    by_label = {entry["label"]: entry["probability"] for entry in prediction["top_k"]}
+    return [by_label[label] for label in labels]
+
+
+def assert_error(response, status: int, contains: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    assert set(response.json()) == {"error"} and contains in response.json()["error"], response.json()
+
+
+# predict -----------------------------------------------------------------------------------------
+
+
+def test_row_format_vectors(server):
+    response = post(server, "/v1/models/iris:predict", {"instances": IRIS})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    expected = native(server, "/models/iris/predict", json={"inputs": IRIS})
+    labels = ["setosa", "versicolor", "virginica"]
+    for got, want in zip(predictions, expected):
+        assert set(got) == {"probabilities", "label", "index"}
+        np.testing.assert_allclose(got["probabilities"], probabilities(want, labels), atol=1e-6)
+        assert got["label"] == want["label"] == labels[got["index"]]
+
+
+def test_columnar_format_vectors_bare_and_named(server):
+    rows = post(server, "/v1/models/iris:predict", {"instances": IRIS}).json()["predictions"]
+    for body in ({"inputs": IRIS}, {"inputs": {"input": IRIS}}, {"signature_name": "serving_default", "inputs": IRIS}):
+        response = post(server, "/v1/models/iris:predict", body)
+        assert response.status_code == 200, response.text
+        outputs = response.json()["outputs"]
+        assert outputs["probabilities"] == [r["probabilities"] for r in rows]
+        assert outputs["label"] == [r["label"] for r in rows] and outputs["index"] == [r["index"] for r in rows]
+    one = post(server, "/v1/models/iris:predict", {"inputs": IRIS[0]}).json()["outputs"]  # a single vector
+    np.testing.assert_allclose(one["probabilities"], [rows[0]["probabilities"]], atol=1e-6)
+
+
+@pytest.mark.parametrize("body", [
+    {"instances": [{"b64": B64[0]}, {"b64": B64[1]}]},
+    {"instances": [{"image": {"b64": B64[0]}}, {"image": {"b64": B64[1]}}]},
+    {"inputs": {"image": [{"b64": B64[0]}, {"b64": B64[1]}]}},
+], ids=["rows", "named-rows", "columns"])
+def test_b64_images_equal_the_native_upload(server, body):
+    response = post(server, "/v1/models/mnist:predict", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    got = answer["predictions"] if "predictions" in answer else \
+        [{"probabilities": p} for p in answer["outputs"]["probabilities"]]
+    expected = native(server, "/models/mnist/predict", files=[("file", ("a.png", PNGS[0])), ("file", ("b.png", PNGS[1]))])
+    digits = [str(d) for d in range(10)]
+    for row, want in zip(got, expected):
+        np.testing.assert_allclose(row["probabilities"], probabilities(want, digits), atol=1e-6)
+
+
+def test_version_and_label_paths(server):
+    x = RNG.random((1, 784)).tolist()
+    digits = [str(d) for d in range(10)]
+    v1 = native(server, "/models/mnist/versions/1/predict", json={"inputs": x})[0]
+    for path in ("/v1/models/mnist/versions/1:predict", "/v1/models/mnist/labels/stable:predict"):
+        response = post(server, path, {"instances": x})
+        assert response.status_code == 200 and response.headers["X-Model-Version"] == "1"
+        np.testing.assert_allclose(response.json()["predictions"][0]["probabilities"], probabilities(v1, digits),
+                                   atol=1e-6)
+    served = post(server, "/v1/models/mnist:predict", {"instances": x})
+    assert served.headers["X-Model-Version"] == "2"
+
+
+def test_regression_answers_plain_values(server):
+    rows = RNG.normal(size=(2, 11)).tolist()
+    predictions = post(server, "/v1/models/wine:predict", {"instances": rows}).json()["predictions"]
+    expected = [p["value"] for p in native(server, "/models/wine/predict", json={"inputs": rows})]
+    np.testing.assert_allclose(predictions, expected, rtol=1e-6)
+    assert post(server, "/v1/models/wine:predict", {"inputs": rows}).json()["outputs"] == predictions
+
+
+def test_raw_pixel_rows_go_through_the_image_pipeline(server):
+    pixels = np.asarray(paper(synthetic_digit(1), side=28)).tolist()
+    from_pixels = post(server, "/v1/models/mnist:predict", {"instances": [pixels]}).json()["predictions"][0]
+    png = encode(paper(synthetic_digit(1), side=28), "PNG")
+    from_png = post(server, "/v1/models/mnist:predict",
+                    {"instances": [{"b64": base64.b64encode(png).decode()}]}).json()["predictions"][0]
+    np.testing.assert_allclose(from_pixels["probabilities"], from_png["probabilities"], atol=1e-6)
+
+
+# status ------------------------------------------------------------------------------------------
+
+
+def test_model_status_like_tf_serving(server):
+    status = requests.get(server.url + "/v1/models/mnist", timeout=10).json()
+    by_version = {s["version"]: s for s in status["model_version_status"]}
+    assert by_version["2"] == {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert by_version["1"]["state"] == "AVAILABLE"
+    assert by_version["3"]["state"] == "END" and by_version["3"]["status"]["error_code"] == "UNKNOWN"
+    assert by_version["3"]["status"]["error_message"]
+    assert status["name"] == "mnist" and status["ready"] is True
+    one = requests.get(server.url + "/v1/models/mnist/versions/1", timeout=10).json()
+    assert [s["version"] for s in one["model_version_status"]] == ["1"]
+    labelled = requests.get(server.url + "/v1/models/mnist/labels/stable", timeout=10).json()
+    assert labelled["model_version_status"] == one["model_version_status"]
+    assert requests.get(server.url + "/v1/models", timeout=10).json() == {"models": ["iris", "mnist", "wine"]}
+
+
+# errors ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path, body, status, contains", [
+    ("/v1/models/iris:predict", {"instances": IRIS, "inputs": IRIS}, 400, "either 'instances'"),
+    ("/v1/models/iris:predict", {}, 400, "either 'instances'"),
+    ("/v1/models/iris:predict", {"instances": []}, 400, "non-empty list"),
+    ("/v1/models/iris:predict", {"instances": [[1.0, 2.0]]}, 400, "expects 4"),
+    ("/v1/models/iris:predict", {"instances": [[1.0, "x", 2.0, 3.0]]}, 400, "not a number"),
+    ("/v1/models/iris:predict", {"signature_name": "classify", "instances": IRIS}, 400, "'classify' not found"),
+    ("/v1/models/iris:predict", {"instances": IRIS, "extra": 1}, 400, "extra: unknown field"),
+    ("/v1/models/mnist:predict", {"instances": [{"b64": "%%%"}]}, 400, "not valid base64"),
+    ("/v1/models/mnist:predict", {"instances": ["plain text"]}, 400, '{"b64"'),
+    ("/v1/models/mnist:predict", {"instances": [{"b64": B64[0]}, [0.0] * 784]}, 400, "mix the inputs"),
+    ("/v1/models/mnist:predict", {"instances": [{"photo": {"b64": B64[0]}}]}, 400, "'photo'"),
+    ("/v1/models/mnist:predict", {"instances": [[[0, 1], [2]]]}, 400, "regular array"),
+    ("/v1/models/nope:predict", {"instances": IRIS}, 404, "nope"),
+    ("/v1/models/mnist/versions/9:predict", {"instances": IRIS}, 404, "no version 9"),
+    ("/v1/models/mnist/versions/3:predict", {"instances": IRIS}, 503, "cannot be served"),
+    ("/v1/models/mnist/labels/beta:predict", {"instances": IRIS}, 404, "no label 'beta'"),
+])
+def test_errors_are_tf_serving_style(server, path, body, status, contains):
+    assert_error(post(server, path, body), status, contains)
+
+
+def test_status_errors_and_methods(server):
+    assert_error(requests.get(server.url + "/v1/models/nope", timeout=10), 404, "nope")
+    assert_error(requests.get(server.url + "/v1/models/mnist/versions/9", timeout=10), 404, "no version 9")
+    assert_error(requests.get(server.url + "/v1/models/mnist:predict", timeout=10), 405, "use POST")
+    assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")

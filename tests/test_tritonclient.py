@@ -1,0 +1,174 @@
+"""NVIDIA's ``tritonclient[http]``, unchanged, against the service in a real Gunicorn: health,
+metadata, inference with JSON and binary tensors (vectors and encoded images, a batch of 64,
+compressed both ways), a pinned version, and the model repository's load and unload. Every answer
+must equal the native API's for the same input."""
+
+import base64
+import json
+import time
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from images import encode, paper, synthetic_digit
+from modelgen import publish_model
+from server import ServiceProcess
+
+TOKEN = "triton-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RNG = np.random.default_rng(7)
+DIGITS_PNG = [encode(paper(synthetic_digit(seed)), "PNG") for seed in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    publish_model(root, "mnist", seed=1)
+    publish_model(root, "mnist", seed=2)       # served
+    publish_model(root, "digits", seed=3)      # changed by the repository test
+    publish_model(root, "digits", seed=4)
+    with ServiceProcess(root, workers=2, threads=4, poll_interval=0.2, admin_token=TOKEN) as service:
+        yield service
+
+
+@pytest.fixture
+def client(server):
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=30)
+    yield client
+    client.close()
+
+
+def native_probabilities(server, path: str, **kwargs) -> tuple[np.ndarray, int]:
+    """Digit probabilities (n, 10) from the native API, and the version that answered."""
+    response = requests.post(server.url + path, params={"top_k": 10}, timeout=30, **kwargs)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    rows = [[{e["label"]: e["probability"] for e in p["top_k"]}[str(d)] for d in range(10)]
+            for p in body["predictions"]]
+    return np.array(rows), body["model"]["version"]
+
+
+def vectors_input(x: np.ndarray, binary: bool = True) -> httpclient.InferInput:
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    return tensor
+
+
+def on_every_worker(server, path: str, check, timeout: float = 10) -> None:
+    """Wait until every Gunicorn worker answers ``GET path`` so that ``check(response)`` holds."""
+    workers, good = server.worker_pids(), set()
+    deadline = time.monotonic() + timeout
+    while good != workers:
+        response = requests.get(server.url + path, headers={"Connection": "close"}, timeout=10)
+        pid = int(response.headers["X-Worker-PID"])
+        (good.add if check(response) else good.discard)(pid)
+        assert time.monotonic() < deadline, f"workers {workers - good} still answer {response.status_code} " \
+                                            f"{response.text[:200]} on {path}"
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert {"binary_tensor_data", "model_repository"} <= set(client.get_server_metadata()["extensions"])
+    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", "1")
+    assert not client.is_model_ready("nope")
+    metadata = client.get_model_metadata("mnist")
+    assert metadata["platform"] == "scratchnet_numpy" and metadata["versions"] == ["1", "2"]
+    assert {"name": "input", "datatype": "FP32", "shape": [-1, 784]} in metadata["inputs"]
+    with pytest.raises(InferenceServerException) as error:
+        client.get_model_metadata("nope")
+    assert error.value.status() == "404"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_fp32_vectors_equal_the_native_answers(server, client, binary):
+    x = RNG.random((3, 784), dtype=np.float32)
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in ("probabilities", "label", "index")]
+    result = client.infer("mnist", [vectors_input(x, binary)], outputs=outputs, request_id="r-42")
+    response = result.get_response()
+    assert response["model_name"] == "mnist" and response["model_version"] == "2" and response["id"] == "r-42"
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.dtype == np.float32 and probabilities.shape == (3, 10)
+    expected, version = native_probabilities(server, "/models/mnist/predict", json={"inputs": x.tolist()})
+    assert version == 2
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    np.testing.assert_array_equal(result.as_numpy("index"), probabilities.argmax(axis=1))
+    assert [label.decode() if isinstance(label, bytes) else label for label in result.as_numpy("label")] == \
+        [str(i) for i in probabilities.argmax(axis=1)]
+
+
+def test_a_batch_of_64_compressed_both_ways(server, client):
+    x = RNG.random((64, 784), dtype=np.float32)
+    result = client.infer("mnist", [vectors_input(x)], request_compression_algorithm="gzip",
+                          response_compression_algorithm="deflate")
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (64, 10)
+    expected, _ = native_probabilities(server, "/models/mnist/predict", json={"inputs": x.tolist()})
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+
+
+def test_encoded_images_as_bytes_binary_and_json(server, client):
+    expected, _ = native_probabilities(server, "/models/mnist/predict",
+                                       files=[("file", ("a.png", DIGITS_PNG[0])), ("file", ("b.png", DIGITS_PNG[1]))])
+    as_files = httpclient.InferInput("image", [2], "BYTES")
+    as_files.set_data_from_numpy(np.array(DIGITS_PNG, dtype=np.object_))
+    binary = client.infer("mnist", [as_files]).as_numpy("probabilities")
+    np.testing.assert_allclose(binary, expected, atol=1e-6)
+    # In JSON, BYTES elements are text: images go as base64.
+    as_text = httpclient.InferInput("image", [2], "BYTES")
+    as_text.set_data_from_numpy(np.array([base64.b64encode(png) for png in DIGITS_PNG], dtype=np.object_),
+                                binary_data=False)
+    result = client.infer("mnist", [as_text], outputs=[httpclient.InferRequestedOutput("probabilities", False)])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
+
+
+def test_a_pinned_version_answers(server, client):
+    x = RNG.random((2, 784), dtype=np.float32)
+    result = client.infer("mnist", [vectors_input(x)], model_version="1")
+    assert result.get_response()["model_version"] == "1"
+    expected, version = native_probabilities(server, "/models/mnist/versions/1/predict", json={"inputs": x.tolist()})
+    assert version == 1
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-6)
+
+
+def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
+    index = client.get_model_repository_index()
+    assert {"name": "digits", "version": "2", "state": "READY", "reason": ""} in index
+    with pytest.raises(InferenceServerException) as error:
+        client.unload_model("digits")
+    assert error.value.status() == "401"
+
+    pin_1 = json.dumps({"version_policy": {"specific": {"versions": [1]}}})
+    client.load_model("digits", config=pin_1, headers=AUTH)
+    on_every_worker(server, "/models/digits", lambda r: r.json()["served_version"] == 1)
+    x = RNG.random((1, 784), dtype=np.float32)
+    assert client.infer("digits", [vectors_input(x)]).get_response()["model_version"] == "1"
+    client.load_model("digits", config=json.dumps({"version_policy": {"latest": {"num_versions": 1}}}), headers=AUTH)
+    on_every_worker(server, "/models/digits", lambda r: r.json()["served_version"] == 2)
+
+    client.unload_model("digits", headers=AUTH)
+    on_every_worker(server, "/v2/models/digits/ready", lambda r: r.status_code == 503)
+    assert not client.is_model_ready("digits")
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("digits", [vectors_input(x)])
+    assert error.value.status() == "503" and "unloaded" in error.value.message()
+    assert {e["state"] for e in client.get_model_repository_index() if e["name"] == "digits"} == {"UNAVAILABLE"}
+    assert client.is_server_ready() and client.is_model_ready("mnist")
+
+    client.load_model("digits", headers=AUTH)
+    on_every_worker(server, "/v2/models/digits/ready", lambda r: r.status_code == 200)
+    assert client.infer("digits", [vectors_input(x)]).get_response()["model_version"] == "2"
+
+
+@pytest.mark.parametrize("name, shape, message", [
+    ("input", [1, 783], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,783]"),
+    ("x", [1, 784], "unexpected inference input 'x' for model 'mnist'"),
+])
+def test_errors_reach_the_client_in_tritons_words(client, name, shape, message):
+    tensor = httpclient.InferInput(name, shape, "FP32")
+    tensor.set_data_from_numpy(np.zeros(shape, dtype=np.float32))
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("mnist", [tensor])
+    assert error.value.status() == "400" and error.value.message() == message
