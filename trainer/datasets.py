@@ -413,14 +413,19 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, *, grouped: bool = False
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val): a random ``fraction`` of the rows for validation.
 
-    Deterministic given ``seed``; rows keep their original order on each side.
+    Deterministic given ``seed``; rows keep their original order on each side. With ``grouped``,
+    identical rows stay on one side (``grouped_holdout``), so validation never scores an example
+    the network trained on and early stopping is not fooled by duplicates.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"the validation fraction must be between 0 and 1, not {fraction}")
+    if grouped:
+        train, val = grouped_holdout(x, fraction, seed)
+        return x[train], y[train], x[val], y[val]
     n_val = max(1, round(fraction * len(x)))
     if n_val >= len(x):
         raise ValueError(f"cannot take a validation split of {fraction} from {len(x)} rows")
