@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
 import requests
 
@@ -224,6 +225,22 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(live_service
     for _ in range(6):
         assert post(live_service, "/models/corrupt/predict", json=VECTOR).headers["X-Model-Version"] == "1"
     assert requests.get(live_service.url + "/readyz").status_code == 200
+
+
+def test_many_swaps_do_not_grow_memory(live_service, service_registry):
+    def publish_and_wait():
+        version = publish_model(service_registry, "growing", hidden=512)  # 1.6 MB of weights
+        live_service.wait_until_served("growing", version)
+
+    for _ in range(4):  # warm up: the served version plus a full cache of recent ones
+        publish_and_wait()
+    before = {pid: psutil.Process(pid).memory_info().rss for pid in live_service.worker_pids()}
+    for _ in range(8):
+        publish_and_wait()
+    after = {pid: psutil.Process(pid).memory_info().rss for pid in live_service.worker_pids()}
+    growth = {pid: round((after[pid] - before[pid]) / 2**20, 1) for pid in before}
+    # Keeping the 8 old versions would take 13 MB per worker.
+    assert all(g < 6 for g in growth.values()), f"RSS growth in MiB per worker: {growth}"
 
 
 # admin ---------------------------------------------------------------------------------------------
