@@ -1,10 +1,11 @@
 # One Dockerfile, two images:
 #   docker build --target api     -t scratchnet-api .      # the Gunicorn service (default target)
 #   docker build --target trainer -t scratchnet-trainer .  # the batch trainer (python -m trainer)
-# Each gets its own virtual environment, built in a builder stage and copied into a clean
-# runtime stage, so the api image carries neither the trainer's extras (matplotlib, tqdm) nor
-# pip's caches. Where no image can be pulled, build on a local base:
-#   docker build --build-arg PYTHON_IMAGE=local/python-base:bookworm .
+# Each gets its own virtual environment, built from the pins in pyproject.toml in a builder
+# stage and copied into a clean runtime stage: no compilers, no pip caches, and the api image
+# carries neither the trainer's extras (matplotlib, tqdm) nor the trainer's code. The code is
+# copied in last, so editing it rebuilds small layers only. Where no image can be pulled,
+# build on a local base:  docker build --build-arg PYTHON_IMAGE=local/python-base:bookworm .
 ARG PYTHON_IMAGE=python:3.12-slim
 
 FROM ${PYTHON_IMAGE} AS base
@@ -19,30 +20,23 @@ RUN groupadd --gid 1000 scratchnet \
  && useradd --uid 1000 --gid 1000 --home-dir /home/scratchnet --create-home \
             --shell /usr/sbin/nologin scratchnet
 
-# Builders: dependencies first (a layer that only changes with pyproject.toml), then the code.
+# Builders: a virtual environment per image, depending on pyproject.toml only; pip itself is
+# removed from it once the pinned packages are in.
 FROM base AS build-api
-WORKDIR /src
-COPY pyproject.toml docker/requirements.py ./
+COPY pyproject.toml docker/venv.py /build/
 RUN python3 -m venv /opt/venv \
- && python requirements.py pyproject.toml service > requirements.txt \
- && pip install -r requirements.txt
-COPY pyproject.toml README* ./
-COPY shared ./shared
-COPY service ./service
-COPY trainer ./trainer
-RUN pip install --no-deps . && rm -rf build *.egg-info
+ && python /build/venv.py requirements /build/pyproject.toml service > /build/requirements.txt \
+ && pip install -r /build/requirements.txt \
+ && python /build/venv.py link /build/pyproject.toml /opt/scratchnet \
+ && pip uninstall --yes --quiet pip setuptools
 
 FROM base AS build-trainer
-WORKDIR /src
-COPY pyproject.toml docker/requirements.py ./
+COPY pyproject.toml docker/venv.py /build/
 RUN python3 -m venv /opt/venv \
- && python requirements.py pyproject.toml trainer > requirements.txt \
- && pip install -r requirements.txt
-COPY pyproject.toml README* ./
-COPY shared ./shared
-COPY service ./service
-COPY trainer ./trainer
-RUN pip install --no-deps . && rm -rf build *.egg-info
+ && python /build/venv.py requirements /build/pyproject.toml trainer > /build/requirements.txt \
+ && pip install -r /build/requirements.txt \
+ && python /build/venv.py link /build/pyproject.toml /opt/scratchnet \
+ && pip uninstall --yes --quiet pip setuptools
 
 # The trainer: `docker run ... scratchnet-trainer train --dataset mnist --publish`.
 FROM base AS trainer
@@ -50,6 +44,9 @@ COPY --from=build-trainer /opt/venv /opt/venv
 # /cache becomes a named volume; Docker copies this folder's mode into a new volume, so any
 # uid the container runs as can fill it.
 RUN mkdir -p /models /cache && chmod 1777 /models /cache
+COPY shared /opt/scratchnet/shared
+COPY trainer /opt/scratchnet/trainer
+RUN python -m compileall -q /opt/scratchnet
 ENV SCRATCHNET_REGISTRY=/models \
     SCRATCHNET_CACHE=/cache \
     MPLCONFIGDIR=/tmp/matplotlib
@@ -64,10 +61,11 @@ COPY --from=build-api /opt/venv /opt/venv
 # The committed baseline models are baked in, so the image alone serves them; compose mounts
 # the host's registry over /models so newly published versions appear without a rebuild.
 COPY --chown=scratchnet:scratchnet models /models
+COPY shared /opt/scratchnet/shared
+COPY service /opt/scratchnet/service
+RUN python -m compileall -q /opt/scratchnet
 ENV SCRATCHNET_REGISTRY=/models \
-    SCRATCHNET_BIND=0.0.0.0:8000 \
-    OPENBLAS_NUM_THREADS=1 \
-    OMP_NUM_THREADS=1
+    SCRATCHNET_BIND=0.0.0.0:8000
 WORKDIR /home/scratchnet
 USER scratchnet
 EXPOSE 8000

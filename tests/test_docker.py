@@ -1,0 +1,338 @@
+"""`docker compose up`, retraining in the trainer container, hot swap and pin, on a real engine.
+
+Each test starts its own compose project (a unique name, a free host port, a temporary copy of
+models/ as the registry, so the repository's models/ is never written) and always takes it down
+with `docker compose down -v`. Without a Docker engine the tests skip, unless CI is set: then
+they fail. SCRATCHNET_DOCKER_ENGINE_SCRIPT names a script that brings an engine up first;
+SCRATCHNET_PYTHON_IMAGE the base image to build on (default local/python-base:bookworm, which
+that script builds, since nothing can be pulled here).
+"""
+import gzip
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON_IMAGE = os.environ.get("SCRATCHNET_PYTHON_IMAGE", "local/python-base:bookworm")
+MODEL = "mnist"
+ADMIN_TOKEN = "docker-test-" + secrets.token_hex(8)
+CONTAINER_UID = 1000  # the image's user; a registry owned by root is handed to it
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> None:
+    """A working `docker` and `docker compose`, brought up by the engine script when named."""
+    script = os.environ.get("SCRATCHNET_DOCKER_ENGINE_SCRIPT")
+    if script:
+        try:
+            done = subprocess.run([script], capture_output=True, text=True, timeout=900)
+        except OSError as error:
+            _unavailable(f"the Docker engine script {script} could not run: {error}")
+        if done.returncode != 0:
+            _unavailable(f"the Docker engine script {script} failed: {done.stderr.strip()[-2000:]}")
+    if shutil.which("docker") is None:
+        _unavailable("no `docker` command (set SCRATCHNET_DOCKER_ENGINE_SCRIPT to bring one up)")
+    for check in (["docker", "info"], ["docker", "compose", "version"]):
+        done = subprocess.run(check, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            _unavailable(f"`{' '.join(check)}` failed: {done.stderr.strip()[-500:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """One compose project: runs `docker compose` commands and times each step."""
+
+    def __init__(self, registry: Path, files: list[str], port: int):
+        self.project = f"scratchnet-test-{os.getpid()}-{secrets.token_hex(3)}"
+        self.registry = registry
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.files = files
+        self.timings: dict[str, float] = {}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+        self.env.update(
+            PYTHON_IMAGE=PYTHON_IMAGE,
+            COMPOSE_PROJECT_NAME=self.project,
+            SCRATCHNET_MODELS_DIR=str(registry),
+            SCRATCHNET_PORT=str(port),
+            SCRATCHNET_ADMIN_TOKEN=ADMIN_TOKEN,
+            SCRATCHNET_POLL_INTERVAL="1",
+        )
+        if os.geteuid() == 0:
+            self.env.update(SCRATCHNET_UID=str(CONTAINER_UID), SCRATCHNET_GID=str(CONTAINER_UID))
+        else:
+            self.env.update(SCRATCHNET_UID=str(os.getuid()), SCRATCHNET_GID=str(os.getgid()))
+
+    def command(self, *args: str) -> list[str]:
+        command = ["docker", "compose", "--project-directory", str(REPO)]
+        for file in self.files:
+            command += ["-f", str(REPO / file)]
+        return command + list(args)
+
+    def compose(self, *args: str, step: str | None = None, timeout: float = 600,
+                check: bool = True) -> subprocess.CompletedProcess:
+        start = time.monotonic()
+        done = subprocess.run(self.command(*args), env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if step:
+            self.timings[step] = time.monotonic() - start
+        if check and done.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail", "80", check=False).stdout
+            pytest.fail(f"`docker compose {' '.join(args)}` exited {done.returncode}:\n"
+                        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}\n--- logs ---\n{logs[-6000:]}")
+        return done
+
+    def report(self, capsys, title: str, extra: dict) -> None:
+        lines = [f"{title}:"] + [f"  {step:<28} {seconds:7.1f} s" for step, seconds in self.timings.items()]
+        lines += [f"  {key:<28} {value}" for key, value in extra.items()]
+        with capsys.disabled():
+            print("\n" + "\n".join(lines))
+        out = REPO / "test-artifacts"
+        out.mkdir(exist_ok=True)
+        (out / f"docker-{title.replace(' ', '-')}.json").write_text(
+            json.dumps({"timings_s": self.timings, **extra}, indent=2) + "\n")
+
+
+def _registry_copy(tmp_path: Path) -> Path:
+    """A private copy of models/ that the containers' user may write (new versions, serving.json)."""
+    registry = tmp_path / "models"
+    shutil.copytree(REPO / "models", registry, ignore=shutil.ignore_patterns(".tmp-*"))
+    assert (registry / MODEL).is_dir(), f"models/{MODEL} (the committed baseline) is missing"
+    if os.geteuid() == 0:
+        for path in [registry, *registry.rglob("*")]:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID, follow_symlinks=False)
+    return registry
+
+
+@pytest.fixture
+def stack(docker_engine, tmp_path):
+    stack = Stack(_registry_copy(tmp_path), ["docker-compose.yml"], _free_port())
+    try:
+        stack.compose("--profile", "train", "build", step="build api + trainer images")
+        assert stack.compose("ps", "--all", "--quiet").stdout.strip() == "", "project already has containers"
+        yield stack
+    finally:
+        stack.compose("--profile", "train", "down", "--volumes", "--remove-orphans", "--timeout", "10",
+                      step="down -v", timeout=180, check=False)
+
+
+@pytest.fixture
+def scaled_stack(docker_engine, tmp_path):
+    stack = Stack(_registry_copy(tmp_path), ["docker-compose.yml", "docker/compose.scale.yml"], _free_port())
+    stack.env["SCRATCHNET_WORKERS"] = "1"
+    try:
+        stack.compose("build", step="build api + lb images")
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10",
+                      step="down -v", timeout=180, check=False)
+
+
+def _mnist_test_pngs(datasets_dir: Path, count: int) -> list[tuple[bytes, str]]:
+    """The first test digits as a user would send them: dark ink on white paper, 140x140 PNG."""
+    with gzip.open(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz") as file:
+        images = np.frombuffer(file.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(datasets_dir / "mnist" / "t10k-labels-idx1-ubyte.gz") as file:
+        labels = np.frombuffer(file.read(), np.uint8, offset=8)
+    pngs = []
+    for pixels, label in zip(images[:count], labels[:count]):
+        buffer = io.BytesIO()
+        Image.fromarray(255 - pixels).resize((140, 140), Image.Resampling.BILINEAR).save(buffer, "PNG")
+        pngs.append((buffer.getvalue(), str(label)))
+    return pngs
+
+
+def _predict(session: requests.Session, base_url: str, png: bytes, *, new_connection: bool = False) -> requests.Response:
+    headers = {"Content-Type": "image/png"}
+    if new_connection:  # a kept-alive connection stays with one Gunicorn worker
+        headers["Connection"] = "close"
+    return session.post(f"{base_url}/predict", data=png, headers=headers, timeout=10)
+
+
+def _served_version(response: requests.Response) -> int:
+    body = response.json()
+    header = int(response.headers["X-Model-Version"])
+    assert body["model"] == {"name": MODEL, "version": header}, body["model"]
+    return header
+
+
+class ClientLoop(threading.Thread):
+    """Posts one image again and again, each time on a new connection so that every Gunicorn
+    worker answers some, recording (time, status or error, version)."""
+
+    def __init__(self, base_url: str, png: bytes):
+        super().__init__(daemon=True)
+        self.base_url, self.png = base_url, png
+        self.records: list[tuple[float, object, int | None]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with requests.Session() as session:
+            while not self.stopping.is_set():
+                try:
+                    response = _predict(session, self.base_url, self.png, new_connection=True)
+                    version = _served_version(response) if response.status_code == 200 else None
+                    self.records.append((time.monotonic(), response.status_code, version))
+                except Exception as error:  # every failure is a finding, reported by the test
+                    self.records.append((time.monotonic(), repr(error), None))
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=30)
+
+    def failures(self) -> list:
+        return [record for record in self.records if record[1] != 200]
+
+    def wait_until_all_serve(self, version: int, since: float, settle: int = 12, timeout: float = 15) -> float:
+        """Seconds after ``since`` from which ``settle`` responses in a row named ``version``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            recent = [r for r in self.records if r[0] >= since]
+            for i in range(len(recent) - settle + 1):
+                if all(r[2] == version for r in recent[i:]):
+                    return recent[i][0] - since
+            time.sleep(0.1)
+        seen = sorted({r[2] for r in self.records if r[0] >= since}, key=str)
+        pytest.fail(f"the service did not settle on version {version} within {timeout} s (saw {seen})")
+
+
+def _versions(registry: Path) -> set[int]:
+    return {int(p.name) for p in (registry / MODEL).iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+def _image_size_mb(image: str) -> float:
+    size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image],
+                          capture_output=True, text=True, check=True).stdout
+    return round(int(size) / 1e6, 1)
+
+
+def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys):
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120", step="up --wait (api healthy)")
+    base = stack.base_url
+    running = stack.compose("ps", "--format", "{{.Service}}").stdout.split()
+    assert running == ["api"], f"a plain `up` starts only the api, got {running}"
+
+    with requests.Session() as session:
+        assert session.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert session.get(f"{base}/readyz", timeout=5).status_code == 200
+
+        # The committed model answers a user's picture of a digit through the published port.
+        digits = _mnist_test_pngs(datasets_dir, 10)
+        old = _served_version(_predict(session, base, digits[0][0]))
+        assert old == max(_versions(stack.registry)), "with nothing pinned the latest version serves"
+        correct = 0
+        for png, label in digits:
+            response = _predict(session, base, png)
+            assert response.status_code == 200, response.text
+            assert _served_version(response) == old
+            correct += response.json()["predictions"][0]["label"] == label
+        assert correct >= 8, f"the baseline model got only {correct}/10 MNIST test digits right"
+
+    uid = stack.compose("exec", "-T", "api", "python", "-c", "import os; print(os.getuid())").stdout.strip()
+    assert uid != "0", "the service runs as root"
+
+    # Retrain in the trainer container against the same registry, under a steady client load.
+    client = ClientLoop(base, digits[0][0])
+    client.start()
+    try:
+        started = time.monotonic()
+        trainer = subprocess.Popen(
+            stack.command("run", "--rm", "--volume", f"{datasets_dir}:/data:ro", "trainer",
+                          "train", "--dataset", MODEL, "--data-dir", "/data", "--epochs", "1",
+                          "--hidden", "64", "--limit-train", "3000", "--seed", "1", "--no-progress",
+                          "--publish"),
+            env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        published_at = None
+        while trainer.poll() is None:
+            if published_at is None and max(_versions(stack.registry)) > old:
+                published_at = time.monotonic()
+            time.sleep(0.05)
+        output = trainer.stdout.read()
+        trainer.stdout.close()
+        stack.timings["trainer run (train + publish)"] = time.monotonic() - started
+        assert trainer.returncode == 0, f"the trainer container failed:\n{output[-4000:]}"
+        published_at = published_at or time.monotonic()
+        new_versions = {v for v in _versions(stack.registry) if v > old}
+        assert len(new_versions) == 1, f"expected one new version after {old}, found {sorted(new_versions)}"
+        new = new_versions.pop()
+        assert (stack.registry / MODEL / str(new) / "model.npz").is_file()
+
+        swap = client.wait_until_all_serve(new, since=published_at)
+        stack.timings["publish -> all workers on new"] = swap
+        assert swap < 10, f"the service took {swap:.1f} s to serve version {new}"
+
+        # Pin the old version back through the admin API.
+        with requests.Session() as session:
+            url = f"{base}/models/{MODEL}/versions/{old}/activate"
+            assert session.post(url, timeout=10).status_code == 401
+            pinned_at = time.monotonic()
+            response = session.post(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+            assert response.status_code == 200, response.text
+        back = client.wait_until_all_serve(old, since=pinned_at)
+        stack.timings["pin -> all workers on old"] = back
+        assert back < 10, f"the service took {back:.1f} s to serve the pinned version {old}"
+        serving = json.loads((stack.registry / MODEL / "serving.json").read_text())
+        assert serving["pinned"] == old
+    finally:
+        client.stop()
+
+    failures = client.failures()
+    assert not failures, f"{len(failures)} of {len(client.records)} requests failed during retrain/swap/pin: {failures[:5]}"
+    assert {r[2] for r in client.records} <= {old, new}
+
+    stack.report(capsys, "compose", {
+        "requests during retrain/swap/pin": len(client.records),
+        "failed requests": len(failures),
+        "versions": f"{old} -> {new} -> pinned {old}",
+        "image scratchnet-api MB": _image_size_mb("scratchnet-api:latest"),
+        "image scratchnet-trainer MB": _image_size_mb("scratchnet-trainer:latest"),
+    })
+
+
+def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
+    stack = scaled_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120", "--scale", "api=3",
+                  step="up --wait (3 api + lb)")
+    replicas = stack.compose("ps", "--quiet", "api").stdout.split()
+    assert len(replicas) == 3
+
+    png, label = _mnist_test_pngs(datasets_dir, 1)[0]
+    upstreams = set()
+    with requests.Session() as session:
+        for _ in range(30):
+            response = _predict(session, stack.base_url, png)
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"][0]["label"] == label
+            upstreams.add(response.headers["X-Upstream"])
+    assert len(upstreams) == 3, f"the load balancer used {len(upstreams)} of 3 replicas: {upstreams}"
+
+    stack.report(capsys, "compose scale", {
+        "replicas answering": len(upstreams),
+        "image scratchnet-lb MB": _image_size_mb("scratchnet-lb:latest"),
+    })
