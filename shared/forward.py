@@ -57,13 +57,32 @@ class Model:
     manifest: dict
     layers: list
     path: Path | None = None
-    _norm: tuple = field(init=False, repr=False)
+    _steps: list = field(init=False, repr=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "_steps", self._plan())
+
+    def _plan(self) -> list:
+        """The steps ``forward`` runs: ``layers`` with the input normalisation folded in.
+
+        ``((x - mean) / std) @ W + b`` equals ``x @ (W / std[:, None]) + (b - (mean / std) @ W)``,
+        so when the first layer is dense the network reads raw input rows directly and a large
+        batch is not copied and rescaled first. The fold is computed in float64.
+        """
         norm = self.manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
-        mean = np.asarray(norm["mean"], dtype=np.float32)
-        inv_std = (1.0 / np.asarray(norm["std"], dtype=np.float64)).astype(np.float32)
-        object.__setattr__(self, "_norm", (mean, inv_std))
+        size = self.input_size
+        mean = np.broadcast_to(np.asarray(norm["mean"], dtype=np.float64), (size,))
+        inv_std = np.broadcast_to(1.0 / np.asarray(norm["std"], dtype=np.float64), (size,))
+        steps = list(self.layers)
+        if steps and steps[0][0] == "dense":
+            _, name, (weight, bias) = steps[0]
+            folded = weight.astype(np.float64) * inv_std[:, None]
+            shift = bias.astype(np.float64) - (mean * inv_std) @ weight.astype(np.float64)
+            steps[0] = ("dense", name, (folded.astype(np.float32), shift.astype(np.float32)))
+        else:
+            scale = inv_std.astype(np.float32)
+            steps.insert(0, ("affine", "normalization", (scale, (-mean * inv_std).astype(np.float32))))
+        return steps
 
     @property
     def name(self) -> str:
@@ -110,16 +129,14 @@ class Model:
         Classification outputs are probabilities (the softmax layer); regression outputs
         are in the network's standardised target units (see ``predict``).
         """
-        mean, inv_std = self._norm
-        h = np.subtract(np.asarray(x, dtype=np.float32), mean)
-        h *= inv_std
-        for kind, name, values in self.layers:
+        h = np.asarray(x, dtype=np.float32)
+        for kind, name, values in self._steps:
             if kind == "dense":
                 weight, bias = values
                 h = h @ weight
                 h += bias
             elif kind == "affine":
-                h *= values[0]
+                h = h * values[0]  # a new array: never scale the caller's input in place
                 h += values[1]
             else:
                 h = ACTIVATIONS[name](h, values)
