@@ -176,4 +176,6 @@ def test_status_errors_and_methods(server):
     assert_error(requests.get(server.url + "/v1/models/nope", timeout=10), 404, "nope")
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/9", timeout=10), 404, "no version 9")
     assert_error(requests.get(server.url + "/v1/models/mnist:predict", timeout=10), 405, "use POST")
+    allowed = requests.options(server.url + "/v1/models/mnist:predict", timeout=10).headers["Allow"]
+    assert {m.strip() for m in allowed.split(",")} == {"OPTIONS", "POST"}
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pydantic
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from shared.forward import Model
@@ -155,6 +155,15 @@ def column_outputs(outputs: dict):
         return outputs["value"].tolist()
     return {"probabilities": outputs["probabilities"].tolist(), "label": outputs["label"],
             "index": outputs["index"].tolist()}
+
+
+@v1_bp.after_request
+def predict_allows_post(response):
+    """The status rule ``/v1/models/<name>`` also matches ``<name>:predict`` (model names have no
+    colon), so the automatic OPTIONS answer would offer GET on a predict path; it takes POST only."""
+    if request.method == "OPTIONS" and request.path.endswith(":predict"):
+        response.headers["Allow"] = "OPTIONS, POST"
+    return response
 
 
 # status ------------------------------------------------------------------------------------------

@@ -356,6 +356,7 @@ def repository_entries(name: str) -> list[dict]:
 @v2_bp.post("/v2/repository/models/<name>/load")
 @admin
 def repository_load(name: str):
+    service().store.slot(name)  # 404 for an unknown model, before looking at the body
     body = read_body()
     try:
         load = LoadRequest.model_validate(parse_json(body) if body.strip() else {})
@@ -412,6 +413,7 @@ def pin_from_config(text: str):
 @v2_bp.post("/v2/repository/models/<name>/unload")
 @admin
 def repository_unload(name: str):
+    service().store.slot(name)
     body = read_body()
     try:
         UnloadRequest.model_validate(parse_json(body) if body.strip() else {})
