@@ -16,20 +16,18 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pydantic
 from flask import Blueprint, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from shared.forward import Model
 
-from ..api import parse_json, read_body, version_number
+from ..api import parse_json, read_body, validate, version_number
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
 from . import signature
 from .schemas import V1PredictRequest
-from .v2 import invalid
 
 v1_bp = Blueprint("v1", __name__)
 
@@ -47,10 +45,7 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     model = svc.predictor.resolve(name, version=None if version is None else version_number(version), label=label)
     g.model, g.version = model.name, model.version
     started = time.perf_counter()
-    try:
-        body = V1PredictRequest.model_validate(parse_json(read_body()))
-    except pydantic.ValidationError as e:
-        raise invalid(e, "predict request") from None
+    body = validate(V1PredictRequest, parse_json(read_body()), "the predict request")
     if body.signature_name not in (None, SIGNATURE):
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "
                          f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")

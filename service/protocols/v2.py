@@ -12,20 +12,17 @@ Errors are ``{"error": "..."}`` with the messages Triton gives where there is on
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib.metadata
 import json
 import math
 import time
 
 import numpy as np
-import pydantic
 from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
 
-from ..api import UNCHANGED, admin, parse_json, read_body, set_serving, version_number
+from ..api import UNCHANGED, admin, parse_json, read_body, set_serving, validate, version_number
 from ..context import service
 from ..errors import BadRequest, NotReady
 from ..inputs import decode_base64_image
@@ -44,14 +41,6 @@ def server_version() -> str:
         return importlib.metadata.version("scratchnet")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def invalid(error: pydantic.ValidationError, what: str) -> BadRequest:
-    """A pydantic error as one sentence naming the field, e.g. ``inputs.0.shape: ...``."""
-    problem = error.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in problem["loc"]) or "body"
-    message = "unknown field; remove it" if problem["type"] == "extra_forbidden" else problem["msg"]
-    return BadRequest(f"Invalid {what}: {field}: {message}.", code="invalid_request")
 
 
 def shape_text(shape) -> str:
@@ -125,10 +114,7 @@ def infer(name: str, version: str | None = None):
     started = time.perf_counter()
     body = binary.decompress(read_body(), request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
-    try:
-        infer_request = InferRequest.model_validate(parse_json(bytes(header)))
-    except pydantic.ValidationError as e:
-        raise invalid(e, "inference request") from None
+    infer_request = validate(InferRequest, parse_json(bytes(header)), "the inference request")
     chunks = binary.BinaryChunks(rest)
     input_name, payload = read_input(model, infer_request.inputs, chunks)
     chunks.check_used()
@@ -277,17 +263,17 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
 def infer_response(result, infer_request: InferRequest, requested: list[tuple[str, bool, int]]):
     model = result.model
     tensors = signature.output_tensors(result)
+    specs = {spec.name: spec for spec in signature.output_specs(model)}
     n = len(result)
     outputs, chunks = [], []
     for name, as_binary, classes in requested:
         if classes:
-            values = signature.top_classes(result, classes)
-            datatype, shape = "BYTES", [n, len(values[0]) if values else min(classes, len(model.labels))]
-            values = [item for row in values for item in row]
+            k = min(classes, len(model.labels))
+            values = [item for row in signature.top_classes(result, k) for item in row]
+            datatype, shape = "BYTES", [n, k]
         else:
             values = tensors[name]
-            spec = next(s for s in signature.output_specs(model) if s.name == name)
-            datatype, shape = spec.datatype, [n, *spec.shape[1:]]
+            datatype, shape = specs[name].datatype, [n, *specs[name].shape[1:]]
         output = {"name": name, "datatype": datatype, "shape": shape}
         if as_binary:
             raw = binary.encode_bytes([v.encode("utf-8") for v in values]) if datatype == "BYTES" else \
@@ -324,10 +310,7 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
 @v2_bp.post("/v2/repository/index")
 def repository_index():
     body = read_body()
-    try:
-        query = RepositoryIndexRequest.model_validate(parse_json(body) if body.strip() else {})
-    except pydantic.ValidationError as e:
-        raise invalid(e, "repository index request") from None
+    query = validate(RepositoryIndexRequest, parse_json(body) if body.strip() else {}, "the index request")
     entries = [entry for name in service().store.names() for entry in repository_entries(name)]
     if query.ready:
         entries = [entry for entry in entries if entry["state"] == "READY"]
@@ -358,10 +341,7 @@ def repository_entries(name: str) -> list[dict]:
 def repository_load(name: str):
     service().store.slot(name)  # 404 for an unknown model, before looking at the body
     body = read_body()
-    try:
-        load = LoadRequest.model_validate(parse_json(body) if body.strip() else {})
-    except pydantic.ValidationError as e:
-        raise invalid(e, "load request") from None
+    load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
     set_serving(name, pinned=requested_pin(load), loaded=True)
     return {"name": name, "load": True}
 
@@ -415,9 +395,6 @@ def pin_from_config(text: str):
 def repository_unload(name: str):
     service().store.slot(name)
     body = read_body()
-    try:
-        UnloadRequest.model_validate(parse_json(body) if body.strip() else {})
-    except pydantic.ValidationError as e:
-        raise invalid(e, "unload request") from None
+    validate(UnloadRequest, parse_json(body) if body.strip() else {}, "the unload request")
     set_serving(name, loaded=False)
     return {"name": name, "unload": True}
