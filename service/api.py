@@ -117,7 +117,13 @@ def read_inputs() -> tuple[str, object, int | None]:
     mimetype = request.mimetype
     settings = service().settings
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        payload = parse_json(read_body())
+        raw = read_body()
+        # Parsing costs ~40 bytes of Python objects per number: refuse what would be refused after
+        # parsing before it (numbers in JSON are separated by commas; counting them is cheap).
+        if raw.count(b",") >= settings.max_vector_values:
+            raise PayloadTooLarge(f"The JSON body holds more than {settings.max_vector_values} numbers, the limit per "
+                                  "request; send large batches as application/x-npy.", code="too_many_values")
+        payload = parse_json(raw)
         if not isinstance(payload, dict):
             raise InvalidInput('The JSON body must be an object: {"inputs": [...]} or {"images": ["<base64>"]}.')
         body = validate(PredictRequest, payload, "the JSON body")

@@ -9,6 +9,7 @@
 | SCRATCHNET_THREADS        | 4              | threads per worker (gthread)                       |
 | SCRATCHNET_TIMEOUT        | 30             | seconds a request may take before its worker is restarted |
 | SCRATCHNET_NUMPY_THREADS  | 1              | BLAS/OpenMP threads per worker                     |
+| SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | PROMETHEUS_MULTIPROC_DIR  | a new temp dir | where workers write their metrics (emptied at start) |
 
 Each worker builds its own app after the fork (no ``preload_app``), so its registry watcher
@@ -16,10 +17,14 @@ thread is started in the worker itself; threads started in the master would not 
 fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: see service/config.py.
 """
 
+import ctypes
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from gunicorn import util as gunicorn_util
 
 # Before any worker imports NumPy: one BLAS thread per worker, so that N workers on N cores do
 # not each start N threads and fight over the cores.
@@ -27,6 +32,16 @@ _threads = os.environ.get("SCRATCHNET_NUMPY_THREADS", "1")
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ.setdefault(_name, _threads)
+
+# glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps what
+# each one has freed: with threaded workers serving large requests, that was most of a worker's
+# memory growth (docs/reliability.md). Set here, in the master, the limit holds in every worker.
+_arenas = int(os.environ.get("SCRATCHNET_MALLOC_ARENAS", "2"))
+if _arenas > 0:
+    try:
+        ctypes.CDLL(None).mallopt(-8, _arenas)  # -8 is M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to set
+        pass
 
 # Before any worker imports prometheus_client: it picks its multiprocess value class at import.
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -48,6 +63,19 @@ loglevel = os.environ.get("SCRATCHNET_GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
 control_socket_disable = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0") != "1"
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """Gunicorn answers a request it cannot parse (a request line or headers over its limits, a
+    malformed chunk) itself, with an HTML page: answer in the API's JSON error format instead."""
+    code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _json_error  # workers are forked from this process and keep it
 
 
 def on_starting(server):

@@ -23,6 +23,7 @@ from .store import FAILED, StoreEvents
 # The *_created series double the output and mean nothing across worker restarts.
 disable_created_metrics()
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -63,6 +64,7 @@ class Metrics(StoreEvents):
     # request events --------------------------------------------------------------------------
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
+        method = method if method in HTTP_METHODS else "other"  # a client can send any token as a method
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
         if error_code:

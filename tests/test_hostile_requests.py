@@ -1,0 +1,413 @@
+"""Hostile and malformed requests against a real Gunicorn: each bad input gets its documented status
+and error code as JSON, odd but valid images are read the way the SPEC says, a decompression
+bomb is refused before decoding, slow clients do not hold up anyone else, and after the whole
+corpus the server still answers correctly with its memory where it was.
+
+The server runs with an 8 MiB body limit (configurable, SPEC §5) so the over-limit cases stay
+cheap; everything else is the production configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import socket
+import statistics
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import psutil
+import pytest
+import requests
+from PIL import Image
+
+from images import encode, paper, synthetic_digit, to_mode
+from modelgen import publish_model
+from server import ServiceProcess
+from shared.model_file import load_model
+from shared.preprocess import image_to_vector
+
+pytestmark = pytest.mark.slow
+
+BODY_LIMIT = 8 * 1024 * 1024
+VALUE_LIMIT = 2_000_000
+WORKER_TIMEOUT = 5
+IMAGE_MODEL = "/models/mnist/predict"
+VECTOR_MODEL = "/models/iris/predict"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    publish_model(root, "mnist", seed=3)
+    publish_model(root, "iris", kind="vector")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    env = {"SCRATCHNET_MAX_BODY_BYTES": str(BODY_LIMIT), "SCRATCHNET_MAX_VECTOR_VALUES": str(VALUE_LIMIT),
+           "SCRATCHNET_TIMEOUT": str(WORKER_TIMEOUT)}
+    with ServiceProcess(registry, workers=2, threads=4, env=env) as process:
+        yield process
+
+
+# payloads -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def digit_png() -> bytes:
+    return encode(paper(synthetic_digit(1)), "PNG")
+
+
+@functools.cache
+def digit_jpeg() -> bytes:
+    return encode(paper(synthetic_digit(1)).convert("RGB"), "JPEG")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = 30_000) -> bytes:
+    """A valid PNG header declaring ``side`` x ``side`` grey pixels (900 MB decoded for 30,000),
+    followed by a little compressed data: a decoder that trusted it would allocate it all."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (side + 1) * 64, 9)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("digit.png", digit_png())
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def npy_header_only(shape: tuple) -> bytes:
+    """A .npy header declaring ``shape`` float32, with no data behind it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def chunks(total: int, size: int = 1 << 20):
+    """A body of ``total`` bytes sent with chunked transfer encoding (no Content-Length)."""
+    def generate():
+        sent = 0
+        while sent < total:
+            part = min(size, total - sent)
+            sent += part
+            yield b"\0" * part
+    return generate()
+
+
+@functools.cache
+def million_numbers() -> bytes:
+    return json.dumps({"inputs": [0.25] * 1_000_000}).encode()
+
+
+@functools.cache
+def million_numbers_batch() -> bytes:
+    return json.dumps({"inputs": [[0.25] * 4] * 250_000}).encode()
+
+
+def json_body(text: str | bytes) -> dict:
+    return {"data": text.encode() if isinstance(text, str) else text, "headers": {"Content-Type": "application/json"}}
+
+
+def raw(data: bytes, content_type: str | None) -> dict:
+    return {"data": data, "headers": {"Content-Type": content_type} if content_type is not None else {}}
+
+
+# the corpus ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One bad request and what the service must answer."""
+    name: str
+    status: int
+    code: str
+    request: Callable[[], dict] = field(compare=False)  # keyword arguments of requests.request
+    path: str = IMAGE_MODEL
+    method: str = "POST"
+
+    def send(self, session: requests.Session, url: str) -> requests.Response:
+        return session.request(self.method, url + self.path, timeout=60, **self.request())
+
+
+CORPUS = [
+    # bodies that are not what they claim
+    Bad("empty image body", 400, "empty_body", lambda: raw(b"", "image/png")),
+    Bad("empty JSON body", 400, "empty_body", lambda: json_body(""), VECTOR_MODEL),
+    Bad("truncated PNG", 415, "unsupported_image", lambda: raw(digit_png()[:len(digit_png()) // 2], "image/png")),
+    Bad("truncated JPEG", 415, "unsupported_image", lambda: raw(digit_jpeg()[:len(digit_jpeg()) // 2], "image/jpeg")),
+    Bad("PNG claiming 30000x30000 pixels", 413, "image_too_large", lambda: raw(bomb_png(), "image/png")),
+    Bad("SVG sent as image/png", 415, "unsupported_image",
+        lambda: raw(b'<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><circle r="9"/></svg>', "image/png")),
+    Bad("text sent as image/png", 415, "unsupported_image", lambda: raw(b"seven", "image/png")),
+    Bad("ZIP sent as image/png", 415, "unsupported_image", lambda: raw(zip_bytes(), "image/png")),
+    Bad("ZIP as application/zip", 415, "unsupported_media_type", lambda: raw(zip_bytes(), "application/zip")),
+    # multipart
+    Bad("multipart with no file", 400, "no_files", lambda: {"files": {"top_k": (None, "3")}}),
+    Bad("multipart with 10,000 tiny files", 413, "form_too_large",
+        lambda: {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(10_000)]}),
+    Bad("multipart with a wrong field name", 422, "invalid_input",
+        lambda: {"files": {"file": ("d.png", digit_png(), "image/png"), "imagefile": (None, "d.png")}}),
+    Bad("multipart with a bad top_k", 422, "invalid_input",
+        lambda: {"files": {"file": ("d.png", digit_png(), "image/png"), "top_k": (None, "many")}}),
+    # JSON
+    Bad("JSON that is a list", 422, "invalid_input", lambda: json_body("[1, 2, 3, 4]"), VECTOR_MODEL),
+    Bad("JSON that is a string", 422, "invalid_input", lambda: json_body('"1, 2, 3, 4"'), VECTOR_MODEL),
+    Bad("JSON with NaN", 422, "invalid_input", lambda: json_body('{"inputs": [NaN, 1, 2, 3]}'), VECTOR_MODEL),
+    Bad("JSON with Infinity", 422, "invalid_input", lambda: json_body('{"inputs": [1, Infinity, 2, 3]}'), VECTOR_MODEL),
+    Bad("JSON with -Infinity", 422, "invalid_input", lambda: json_body('{"inputs": [[1, 2, 3, -Infinity]]}'), VECTOR_MODEL),
+    Bad("JSON with a number too large", 422, "invalid_input", lambda: json_body('{"inputs": [1e999, 1, 2, 3]}'), VECTOR_MODEL),
+    Bad("JSON with strings", 422, "invalid_input", lambda: json_body('{"inputs": ["1", "2", "3", "4"]}'), VECTOR_MODEL),
+    Bad("JSON with booleans", 422, "invalid_input", lambda: json_body('{"inputs": [true, false, 1, 2]}'), VECTOR_MODEL),
+    Bad("JSON with null", 422, "invalid_input", lambda: json_body('{"inputs": [null, 1, 2, 3]}'), VECTOR_MODEL),
+    Bad("JSON with objects", 422, "invalid_input", lambda: json_body('{"inputs": [{"a": 1}, 1, 2, 3]}'), VECTOR_MODEL),
+    Bad("JSON lists of uneven lengths", 422, "invalid_input",
+        lambda: json_body('{"inputs": [[1, 2, 3, 4], [1, 2], [1, 2, 3, 4, 5]]}'), VECTOR_MODEL),
+    Bad("JSON numbers mixed with lists", 422, "invalid_input", lambda: json_body('{"inputs": [1, [2, 3], 4, 5]}'), VECTOR_MODEL),
+    Bad("JSON nested three deep", 422, "invalid_input", lambda: json_body('{"inputs": [[[1, 2, 3, 4]]]}'), VECTOR_MODEL),
+    Bad("JSON with a million numbers", 422, "invalid_input", lambda: json_body(million_numbers()), VECTOR_MODEL),
+    Bad("JSON batch of a million numbers", 413, "batch_too_large", lambda: json_body(million_numbers_batch()), VECTOR_MODEL),
+    Bad("JSON with more numbers than the limit", 413, "too_many_values",
+        lambda: json_body(b'{"inputs": [' + b"0," * VALUE_LIMIT + b"0]}"), VECTOR_MODEL),
+    Bad("JSON nested 100,000 deep", 400, "malformed_json",
+        lambda: json_body('{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}"), VECTOR_MODEL),
+    Bad("JSON objects nested 100,000 deep", 400, "malformed_json",
+        lambda: json_body('{"inputs": [1, 2, 3, 4], "x": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}"), VECTOR_MODEL),
+    Bad("JSON cut short", 400, "malformed_json", lambda: json_body('{"inputs": [1, 2,'), VECTOR_MODEL),
+    Bad("JSON that is not UTF-8", 400, "malformed_json", lambda: json_body(b'{"inputs": "\xff\xfe"}'), VECTOR_MODEL),
+    Bad("JSON with an unknown field", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "input": 1}'), VECTOR_MODEL),
+    Bad("JSON with inputs and images", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "images": ["AA=="]}')),
+    Bad("JSON image that is not base64", 400, "invalid_base64", lambda: json_body('{"images": ["not base64!"]}')),
+    Bad("JSON top_k out of range", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "top_k": -1}'), VECTOR_MODEL),
+    # content types
+    Bad("JSON sent as text/plain", 415, "unsupported_media_type",
+        lambda: raw(b'{"inputs": [1, 2, 3, 4]}', "text/plain"), VECTOR_MODEL),
+    Bad("no Content-Type", 415, "missing_content_type", lambda: raw(b'{"inputs": [1, 2, 3, 4]}', None), VECTOR_MODEL),
+    Bad("XML", 415, "unsupported_media_type", lambda: raw(b"<inputs>1 2 3 4</inputs>", "application/xml"), VECTOR_MODEL),
+    Bad("an image for a vector model", 415, "model_takes_vectors", lambda: raw(digit_png(), "image/png"), VECTOR_MODEL),
+    Bad("a vector too short for the image model", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4]}')),
+    # .npy
+    Bad(".npy of Python objects", 422, "invalid_npy_dtype",
+        lambda: raw(npy_bytes(np.array([{"a": 1}, None], dtype=object)), "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy declaring 10^12 values", 413, "too_many_values",
+        lambda: raw(npy_header_only((1_000_000, 1_000_000)), "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy with missing data", 400, "malformed_npy",
+        lambda: raw(npy_header_only((10, 4)) + b"\0" * 12, "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy that is not one", 400, "malformed_npy", lambda: raw(b"\x93NUMPY garbage", "application/x-npy"), VECTOR_MODEL),
+    # size limits
+    Bad("body over the limit, with Content-Length", 413, "payload_too_large",
+        lambda: raw(b"\0" * (BODY_LIMIT + 1), "image/png")),
+    Bad("body over the limit, chunked", 413, "payload_too_large",
+        lambda: raw(chunks(BODY_LIMIT + 1), "image/png")),
+    Bad("JSON over the limit, chunked", 413, "payload_too_large",
+        lambda: raw(chunks(BODY_LIMIT + (1 << 20)), "application/json"), VECTOR_MODEL),
+    Bad("request line over Gunicorn's limit", 414, "uri_too_long", lambda: {}, "/models/" + "m" * 5000, "GET"),
+    Bad("header over Gunicorn's limit", 431, "request_header_fields_too_large",
+        lambda: {"headers": {"X-Padding": "p" * 9000}}, "/healthz", "GET"),
+    # routes
+    Bad("unknown model", 404, "model_not_found", lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/nope/predict"),
+    Bad("version that is not a number", 404, "version_not_found",
+        lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/iris/versions/1e3/predict"),
+    Bad("version that does not exist", 404, "version_not_found",
+        lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/iris/versions/99/predict"),
+    Bad("unknown route", 404, "not_found", lambda: {}, "/predictions", "GET"),
+    Bad("wrong method", 405, "method_not_allowed", lambda: {}, "/predict", "GET"),
+    Bad("path traversal in a model name", 404, "not_found", lambda: {}, "/models/..%2f..%2fetc/versions/1", "GET"),
+]
+
+
+def run_corpus(server: ServiceProcess) -> list[tuple[Bad, requests.Response]]:
+    """Every case, each on a new connection: after refusing a body it did not read (over 64 KiB),
+    Gunicorn closes the connection, so a client must not reuse it (docs/reliability.md)."""
+    answers = []
+    for bad in CORPUS:
+        with requests.Session() as session:
+            answers.append((bad, bad.send(session, server.url)))
+    return answers
+
+
+def error_of(response: requests.Response) -> dict:
+    assert response.headers["Content-Type"].startswith("application/json"), response.text[:200]
+    body = response.json()
+    assert set(body) == {"error", "code", "details"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["details"], list)
+    return body
+
+
+@pytest.mark.parametrize("bad", CORPUS, ids=[bad.name for bad in CORPUS])
+def test_bad_request_gets_its_status_and_code(server, bad):
+    with requests.Session() as session:
+        response = bad.send(session, server.url)
+    body = error_of(response)
+    assert (response.status_code, body["code"]) == (bad.status, bad.code), body["error"]
+
+
+def test_made_up_methods_do_not_add_metric_series(server):
+    """Any token is a valid HTTP method; the metrics must not grow a series for each one."""
+    for i in range(40):
+        response = requests.request(f"SCAN{i}", server.url + "/predict", timeout=10)
+        assert (response.status_code, error_of(response)["code"]) == (405, "method_not_allowed")
+    text = server.metrics()
+    assert "SCAN" not in text
+    assert 'method="other"' in text
+
+
+# odd but valid images ------------------------------------------------------------------------
+
+
+def predict_image(server, data: bytes, content_type: str) -> list[float]:
+    response = requests.post(server.url + IMAGE_MODEL + "?top_k=10", data=data,
+                             headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 200, response.text
+    by_label = {entry["label"]: entry["probability"] for entry in response.json()["predictions"][0]["top_k"]}
+    return [by_label[str(d)] for d in range(10)]
+
+
+def test_animated_gif_is_read_from_its_first_frame(server):
+    first, second = paper(synthetic_digit(1)), paper(synthetic_digit(0))
+    animated = encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+    assert Image.open(io.BytesIO(animated)).n_frames == 2
+    gif = np.array(predict_image(server, animated, "image/gif"))
+    as_first = np.array(predict_image(server, encode(first, "PNG"), "image/png"))
+    as_second = np.array(predict_image(server, encode(second, "PNG"), "image/png"))
+    assert np.abs(gif - as_first).max() < 0.02 < np.abs(gif - as_second).max()
+
+
+@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("P", "PNG"), ("LA", "PNG")])
+def test_unusual_image_modes_predict_like_plain_grey(server, mode, fmt):
+    grey = paper(synthetic_digit(1))
+    plain = predict_image(server, encode(grey, "PNG"), "image/png")
+    odd = predict_image(server, encode(to_mode(grey, mode), fmt), f"image/{fmt.lower()}")
+    assert np.allclose(odd, plain, atol=0.02)
+
+
+def test_a_file_under_any_form_field_name_is_an_image(server):
+    """Files are taken whatever their field is called (``curl -F image=@digit.png`` works); only
+    text fields other than top_k are refused (in the corpus above)."""
+    response = requests.post(server.url + IMAGE_MODEL, files={"picture": ("d.png", digit_png(), "image/png")}, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+# the decompression bomb ------------------------------------------------------------------------
+
+
+def service_rss(server: ServiceProcess) -> int:
+    master = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in [master, *master.children()])
+
+
+def test_decompression_bomb_is_refused_before_decoding(server):
+    bombs = [bomb_png(30_000), bomb_png(60_000), bomb_png(5_001)]  # 900 M, 3.6 G and 25 M pixels
+    requests.post(server.url + IMAGE_MODEL, data=bombs[0], headers={"Content-Type": "image/png"}, timeout=30)
+    before = service_rss(server)
+    for bomb in bombs * 5:
+        started = time.perf_counter()
+        response = requests.post(server.url + IMAGE_MODEL, data=bomb, headers={"Content-Type": "image/png"}, timeout=30)
+        elapsed = time.perf_counter() - started
+        assert (response.status_code, error_of(response)["code"]) == (413, "image_too_large")
+        assert elapsed < 2.0  # decoding 900 MB of pixels would take far longer
+    # 15 bombs, each ~1 GB decoded: none was decoded, or RSS would have jumped.
+    assert service_rss(server) - before < 30 * 2**20
+
+
+# slow clients ------------------------------------------------------------------------------------
+
+
+def trickle(url: str, *, headers_slowly: bool, seconds: float, results: list) -> None:
+    """One slow client: its headers or its body trickle in a byte at a time over ``seconds``."""
+    host, port = url.removeprefix("http://").split(":")
+    body = b'{"inputs": [5.1, 3.5, 1.4, 0.2]}'
+    head = (f"POST {VECTOR_MODEL} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    slow = head if headers_slowly else body
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        if not headers_slowly:
+            sock.sendall(head)
+        for i in range(len(slow)):
+            sock.sendall(slow[i:i + 1])
+            time.sleep(seconds / len(slow))
+        if headers_slowly:
+            sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    results.append(answer)
+
+
+def test_slow_clients_do_not_hold_up_other_requests(server):
+    """Three clients trickle their requests in for longer than the worker timeout (two the body,
+    one the headers). Meanwhile other requests are answered at their usual speed, no worker is
+    restarted, and the slow requests are answered correctly once complete."""
+    workers = server.worker_pids()
+    payload = {"inputs": [5.1, 3.5, 1.4, 0.2]}
+    with requests.Session() as session:
+        baseline = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert session.post(server.url + VECTOR_MODEL, json=payload, timeout=10).status_code == 200
+            baseline.append(time.perf_counter() - started)
+        answers: list[bytes] = []
+        seconds = WORKER_TIMEOUT + 2
+        slow = [threading.Thread(target=trickle, args=(server.url,), daemon=True,
+                                 kwargs={"headers_slowly": i == 2, "seconds": seconds, "results": answers})
+                for i in range(3)]
+        for thread in slow:
+            thread.start()
+        time.sleep(0.5)
+        during = []
+        while any(thread.is_alive() for thread in slow):
+            started = time.perf_counter()
+            response = session.post(server.url + VECTOR_MODEL, json=payload, timeout=10)
+            during.append(time.perf_counter() - started)
+            assert response.status_code == 200
+            time.sleep(0.05)
+        for thread in slow:
+            thread.join()
+    assert len(during) > 50
+    # Nobody waited for a slow client: the slowest answer meanwhile is nowhere near its seconds.
+    assert max(during) < 1.0, (max(during), statistics.median(baseline))
+    assert len(answers) == 3 and all(a.startswith(b"HTTP/1.1 200") and b'"predictions"' in a for a in answers)
+    assert server.worker_pids() == workers
+
+
+# after the corpus ------------------------------------------------------------------------------------
+
+
+def reference_probabilities(registry, data: bytes) -> np.ndarray:
+    model = load_model(registry / "mnist" / "1" / "model.npz")
+    return model.predict_proba(image_to_vector(data, model.preprocessing)[None])[0]
+
+
+def test_server_answers_correctly_and_memory_is_flat_after_the_corpus(server, registry):
+    for _ in range(4):  # warm up: every code path, allocator arenas, caches
+        run_corpus(server)
+    before = service_rss(server)
+    for _ in range(3):
+        for bad, response in run_corpus(server):
+            assert response.status_code == bad.status, bad.name
+    after = service_rss(server)
+    assert after < before * 1.10, f"RSS grew from {before / 2**20:.0f} MiB to {after / 2**20:.0f} MiB"
+    served = predict_image(server, digit_png(), "image/png")
+    assert np.allclose(served, reference_probabilities(registry, digit_png()), atol=1e-5)
+    assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
