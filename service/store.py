@@ -79,7 +79,11 @@ def _stamp(path: Path) -> tuple | None:
 
 
 def _reason(error: Exception) -> str:
-    return error.reason if isinstance(error, ModelFileError) else str(error)
+    if isinstance(error, ModelFileError):
+        return error.reason
+    if isinstance(error, (RegistryError, OSError)):
+        return str(error)
+    return f"the file cannot be loaded ({type(error).__name__}: {error})"
 
 
 class ModelStore:
@@ -286,7 +290,7 @@ class ModelStore:
         try:
             path = self.registry.model_path(name, version)
             model = load_model(path, expect_name=name, expect_version=version, max_bytes=self.max_model_bytes)
-        except (ModelFileError, RegistryError, OSError) as e:
+        except Exception as e:  # whatever a file makes the loader raise, it must not stop the watcher
             reason = _reason(e)
             log.warning("%s v%d cannot be served: %s", name, version, reason)
             self.events.load_failed(name, version, reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -22,6 +23,8 @@ from .forward import ACTIVATIONS, Model
 FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1
 MANIFEST_KEY = "manifest"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest is a few kB of JSON
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 TASKS = ("classification", "regression")
 LAYER_PARAMS = {
     "dense": ("weight", "bias"),
@@ -87,6 +90,9 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
     if max_bytes is not None and size > max_bytes:
         raise ModelFileError(path, f"the file is {size} bytes, over the limit of {max_bytes}")
     with _open_npz(path) as npz:
+        expanded = sum(info.file_size for info in npz.zip.infolist())
+        if max_bytes is not None and expanded > max_bytes:
+            raise ModelFileError(path, f"the archive expands to {expanded} bytes, over the limit of {max_bytes}")
         manifest = _decode_manifest(path, npz)
         _check_manifest(path, manifest, expect_name, expect_version)
         arrays = _read_arrays(path, npz, manifest)
@@ -107,7 +113,34 @@ def _open_npz(path: Path):
         raise ModelFileError(path, f"damaged .npz archive ({e})") from None
 
 
-def _load_array(path: Path, npz, key: str) -> np.ndarray:
+def _check_member(path: Path, npz, key: str, max_bytes: int | None = None) -> None:
+    """Read an array's .npy header before NumPy does: NumPy allocates the shape a header declares
+    before it reads any data, so a few bytes could claim gigabytes; and a member that is not a
+    .npy file would come back as raw bytes. The data must fill the member exactly, and the zip
+    reader never returns more than the member's declared size, so memory stays bounded by it."""
+    name = key if key in npz.zip.namelist() else key + ".npy"
+    info = npz.zip.getinfo(name)
+    if max_bytes is not None and info.file_size > max_bytes:
+        raise ModelFileError(path, f"array {key!r} expands to {info.file_size} bytes, over the limit of {max_bytes}")
+    try:
+        with npz.zip.open(info) as member:
+            read_header = NPY_HEADERS.get(np.lib.format.read_magic(member))
+            if read_header is None:
+                raise ValueError("unsupported .npy format version")
+            shape, _, dtype = read_header(member)
+            offset = member.tell()
+    except Exception as e:  # zipfile and numpy raise several types for damaged or foreign data
+        raise ModelFileError(path, f"array {key!r} is not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise ModelFileError(path, f"array {key!r} holds Python objects (pickle); refused")
+    declared = math.prod(shape) * dtype.itemsize
+    if offset + declared != info.file_size:
+        raise ModelFileError(path, f"array {key!r} declares shape {list(shape)} ({declared} bytes of data) but "
+                                   f"its archive member holds {info.file_size - offset}")
+
+
+def _load_array(path: Path, npz, key: str, max_bytes: int | None = None) -> np.ndarray:
+    _check_member(path, npz, key, max_bytes)
     try:
         return npz[key]
     except ValueError as e:
@@ -121,7 +154,7 @@ def _load_array(path: Path, npz, key: str) -> np.ndarray:
 def _decode_manifest(path: Path, npz) -> dict:
     if MANIFEST_KEY not in npz.files:
         raise ModelFileError(path, "no 'manifest' array: not a scratchnet model file")
-    raw = _load_array(path, npz, MANIFEST_KEY)
+    raw = _load_array(path, npz, MANIFEST_KEY, MAX_MANIFEST_BYTES)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(path, "the manifest must be a 1-D uint8 array of UTF-8 JSON")
     try:

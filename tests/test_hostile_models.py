@@ -1,0 +1,371 @@
+"""Hostile model files: what lands in the registry must never run code, never exhaust memory and
+never replace a working version.
+
+Each case is a version folder a user, a bug or an attacker could publish: pickled objects that
+would run code when unpickled, a truncated file, a wrong checksum, shapes that do not chain, NaN
+weights, a manifest that lies about the input size, links leading outside the registry, and
+arrays too large to load (a file over the size limit, a header declaring 80 GB, a zip bomb).
+
+First the loader alone: each file is refused with a clear reason, nothing ran, nothing large was
+allocated. Then all of them are published, one after another, into the registry of a running
+Gunicorn while a client keeps predicting: each version shows ``failed: <reason>`` in
+``/models/mnist`` and in the load-failure metric, and the previous version keeps answering every
+request.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import pickle
+import threading
+import time
+import tracemalloc
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from images import encode, paper, synthetic_digit
+from modelgen import model_parts, publish_model
+from server import ServiceProcess, metric_value
+from shared.errors import ModelFileError
+from shared.model_file import FORMAT, FORMAT_VERSION, MANIFEST_KEY, describe_arrays, load_model, save_model
+from shared.registry import MODEL_FILE, Registry, RegistryError
+
+MAX_MODEL_BYTES = 4 * 1024 * 1024
+WORKERS = 3
+
+
+class RunsCode:
+    """Unpickling this creates ``marker``: proof that loading executed code from the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+@dataclass
+class Context:
+    marker: Path    # must never come to exist
+    outside: Path   # a folder outside the registry holding a valid model
+
+
+def manifest_for(arrays: dict[str, np.ndarray], manifest: dict) -> dict:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "parameters": describe_arrays(arrays)}
+
+
+def encoded(manifest: dict) -> np.ndarray:
+    return np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+
+
+def write_npz(path: Path, members: dict[str, object]) -> None:
+    """An .npz whose members are arrays (written as .npy, pickle allowed) or raw bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, value in members.items():
+            if isinstance(value, bytes):
+                archive.writestr(name, value)
+            else:
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asanyarray(value), allow_pickle=True)
+                archive.writestr(name + ".npy", buffer.getvalue())
+
+
+def consistent(version: int, change: Callable[[dict, dict], None] | None = None, **options) -> dict[str, object]:
+    """The members of a valid model file, after ``change(arrays, manifest)``; the manifest's
+    parameter list and checksum are computed afterwards, so they agree with the arrays."""
+    arrays, manifest = model_parts("mnist", version, **options)
+    if change is not None:
+        change(arrays, manifest)
+    return {**arrays, MANIFEST_KEY: encoded(manifest_for(arrays, manifest))}
+
+
+def valid_file(path: Path, version: int, **options) -> None:
+    arrays, manifest = model_parts("mnist", version, **options)
+    save_model(path, arrays, manifest)
+
+
+# the hostile files -----------------------------------------------------------------------------
+
+
+def pickled_weights(folder: Path, version: int, ctx: Context) -> None:
+    members = consistent(version)
+    members["dense1.weight"] = np.array([RunsCode(ctx.marker)], dtype=object)
+    write_npz(folder / MODEL_FILE, members)
+
+
+def pickled_manifest(folder: Path, version: int, ctx: Context) -> None:
+    members = consistent(version)
+    members[MANIFEST_KEY] = np.array([RunsCode(ctx.marker)], dtype=object)
+    write_npz(folder / MODEL_FILE, members)
+
+
+def raw_pickle_member(folder: Path, version: int, ctx: Context) -> None:
+    """A member that is a bare pickle, not a .npy file (NumPy would hand back its bytes)."""
+    members = consistent(version)
+    members[MANIFEST_KEY] = pickle.dumps(RunsCode(ctx.marker))
+    write_npz(folder / MODEL_FILE, members)
+
+
+def truncated(folder: Path, version: int, ctx: Context) -> None:
+    valid_file(folder / MODEL_FILE, version)
+    data = (folder / MODEL_FILE).read_bytes()
+    (folder / MODEL_FILE).write_bytes(data[:len(data) * 2 // 3])
+
+
+def wrong_checksum(folder: Path, version: int, ctx: Context) -> None:
+    members = consistent(version)
+    manifest = json.loads(members[MANIFEST_KEY].tobytes())
+    manifest["parameters"]["sha256"] = "0" * 64
+    members[MANIFEST_KEY] = encoded(manifest)
+    write_npz(folder / MODEL_FILE, members)
+
+
+def tampered_weights(folder: Path, version: int, ctx: Context) -> None:
+    """One weight changed after the checksum was computed (a flipped bit on disk)."""
+    members = consistent(version)
+    members["dense2.weight"] = members["dense2.weight"].copy()
+    members["dense2.weight"][0, 0] += 1
+    write_npz(folder / MODEL_FILE, members)
+
+
+def shapes_do_not_chain(folder: Path, version: int, ctx: Context) -> None:
+    def change(arrays, manifest):
+        arrays["dense2.weight"] = np.ones((12, 10), np.float32)  # dense1 gives 16 features
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
+def nan_weights(folder: Path, version: int, ctx: Context) -> None:
+    def change(arrays, manifest):
+        arrays["dense1.weight"][3, 5] = np.nan
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
+def lying_input_size(folder: Path, version: int, ctx: Context) -> None:
+    """The manifest promises 784 inputs; the first layer takes 392."""
+    def change(arrays, manifest):
+        arrays["dense1.weight"] = arrays["dense1.weight"][:392].copy()
+        manifest["layers"][0]["in_features"] = 392
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
+def wrong_name(folder: Path, version: int, ctx: Context) -> None:
+    """A valid model of another name copied into this model's folder."""
+    arrays, manifest = model_parts("fashion", version)
+    save_model(folder / MODEL_FILE, arrays, manifest)
+
+
+def link_outside(folder: Path, version: int, ctx: Context) -> None:
+    """model.npz is a symlink to a (valid) model outside the registry."""
+    target = ctx.outside / f"v{version}.npz"
+    valid_file(target, version)
+    (folder / MODEL_FILE).symlink_to(target)
+
+
+def over_size_limit(folder: Path, version: int, ctx: Context) -> None:
+    """A valid model whose file is larger than SCRATCHNET_MAX_MODEL_BYTES."""
+    valid_file(folder / MODEL_FILE, version, hidden=1600)  # 784 x 1600 float32: 5 MB of noise
+
+
+def declared_huge(folder: Path, version: int, ctx: Context) -> None:
+    """A 2 kB file whose .npy header declares a 200,000 x 100,000 float32 weight (80 GB)."""
+    members = consistent(version)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (200_000, 100_000)})
+    members["dense1.weight"] = header.getvalue() + b"\0" * 1024
+    write_npz(folder / MODEL_FILE, {k: v for k, v in members.items() if k != "dense1.weight"})
+    with zipfile.ZipFile(folder / MODEL_FILE, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("dense1.weight.npy", members["dense1.weight"])
+
+
+BOMB_VALUES = 64 * 1024 * 1024  # 256 MB of float32 zeros, which deflate to about 250 kB
+
+
+@functools.cache
+def bomb_member() -> bytes:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (BOMB_VALUES,)})
+    return header.getvalue()
+
+
+def zip_bomb(folder: Path, version: int, ctx: Context) -> None:
+    """A small file whose one array really holds 256 MB of zeros, declared consistently."""
+    def change(arrays, manifest):
+        arrays["dense1.weight"] = np.zeros((784, 16), np.float32)
+    members = consistent(version, change)
+    del members["dense1.weight"]
+    write_npz(folder / MODEL_FILE, members)
+    with zipfile.ZipFile(folder / MODEL_FILE, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("dense1.weight.npy", "w", force_zip64=True) as member:
+            member.write(bomb_member())
+            zeros = bytes(1 << 22)
+            for _ in range(BOMB_VALUES * 4 // len(zeros)):
+                member.write(zeros)
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    build: Callable[[Path, int, Context], None]
+    reason: str  # in the refusal's reason
+
+
+HOSTILE = [
+    Hostile("pickled weights", pickled_weights, "holds Python objects (pickle); refused"),
+    Hostile("pickled manifest", pickled_manifest, "holds Python objects (pickle); refused"),
+    Hostile("bare pickle member", raw_pickle_member, "is not a readable .npy array"),
+    Hostile("truncated file", truncated, "not an .npz archive"),
+    Hostile("wrong checksum", wrong_checksum, "parameter checksum mismatch"),
+    Hostile("weights changed after the checksum", tampered_weights, "parameter checksum mismatch"),
+    Hostile("shapes that do not chain", shapes_do_not_chain, "shapes do not chain"),
+    Hostile("NaN weights", nan_weights, "holds NaN or infinite values"),
+    Hostile("manifest lies about the input size", lying_input_size, "receives 784 features: shapes do not chain"),
+    Hostile("another model's file", wrong_name, "manifest names model 'fashion'"),
+    Hostile("symlink outside the registry", link_outside, "outside the registry"),
+    Hostile("file over the size limit", over_size_limit, f"over the limit of {MAX_MODEL_BYTES}"),
+    Hostile("header declaring 80 GB", declared_huge, "declares shape [200000, 100000]"),
+    Hostile("zip bomb", zip_bomb, "the archive expands to"),
+]
+
+
+@pytest.fixture
+def context(tmp_path) -> Context:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    return Context(marker=tmp_path / "code-ran", outside=outside)
+
+
+# the loader alone ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=[h.name for h in HOSTILE])
+def test_loader_refuses_hostile_file_without_running_code_or_allocating_it(tmp_path, context, hostile):
+    registry = Registry(tmp_path / "registry")
+    version = registry.publish("mnist", lambda folder, v: hostile.build(folder, v, context))
+    tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+    try:
+        with pytest.raises((ModelFileError, RegistryError)) as refused:  # as the service loads a version
+            path = registry.model_path("mnist", version)
+            load_model(path, expect_name="mnist", expect_version=version, max_bytes=MAX_MODEL_BYTES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert hostile.reason in str(refused.value)
+    assert str(version) in str(refused.value)  # the message names the file
+    assert not context.marker.exists(), "loading the file ran code from it"
+    assert peak < 2 * MAX_MODEL_BYTES + 8 * 2**20, f"loading allocated {peak / 2**20:.0f} MiB"
+
+
+def test_pickle_payloads_would_run_code_if_unpickled(tmp_path, context):
+    """The marker proof above is only meaningful if the payload really runs when unpickled."""
+    members = consistent(1)
+    members["dense1.weight"] = np.array([RunsCode(context.marker)], dtype=object)
+    write_npz(tmp_path / "model.npz", members)
+    with np.load(tmp_path / "model.npz", allow_pickle=True) as npz:
+        npz["dense1.weight"]
+    assert context.marker.exists()
+
+
+# a running service ------------------------------------------------------------------------------------
+
+
+class PredictLoop:
+    """Predict without pause on a thread; remember every status and every answering version."""
+
+    def __init__(self, url: str, server: ServiceProcess):
+        self.url = url
+        self.server = server
+        self.image = encode(paper(synthetic_digit(1)), "PNG")
+        self.statuses: dict[int, int] = {}
+        self.versions: set[str] = set()
+        self.failures: list[str] = []
+        self.peak_rss = 0
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "PredictLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        workers = [psutil.Process(pid) for pid in self.server.worker_pids()]
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                try:
+                    response = session.post(self.url + "/models/mnist/predict", data=self.image,
+                                            headers={"Content-Type": "image/png"}, timeout=30)
+                except requests.RequestException as e:
+                    self.failures.append(repr(e))
+                    continue
+                self.count += 1
+                self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+                self.versions.add(response.headers.get("X-Model-Version", "?"))
+                if response.status_code != 200:
+                    self.failures.append(response.text[:300])
+                if self.count % 20 == 0:
+                    self.peak_rss = max(self.peak_rss, max(p.memory_info().rss for p in workers))
+
+
+def version_status(server: ServiceProcess, version: int) -> str:
+    info = requests.get(server.url + "/models/mnist", timeout=10).json()
+    return next((v["status"] for v in info["versions"] if v["version"] == version), "absent")
+
+
+def wait_until_every_worker_refused(server: ServiceProcess, version: int, timeout: float = 20) -> None:
+    """Each worker counts its own failed load: WORKERS of them means every worker has refused it."""
+    deadline = time.monotonic() + timeout
+    while metric_value(server.metrics(), "scratchnet_model_load_failures_total", model="mnist",
+                       version=version) < WORKERS:
+        assert time.monotonic() < deadline, f"not every worker tried v{version}:\n{server.log()[-3000:]}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_hostile_versions_are_refused_while_the_previous_one_keeps_serving(tmp_path, context):
+    root = tmp_path / "registry"
+    publish_model(root, "mnist", seed=5)
+    env = {"SCRATCHNET_MAX_MODEL_BYTES": str(MAX_MODEL_BYTES)}
+    registry = Registry(root)
+    with ServiceProcess(root, workers=WORKERS, poll_interval=0.2, env=env) as server:
+        rss_before = max(psutil.Process(pid).memory_info().rss for pid in server.worker_pids())
+        with PredictLoop(server.url, server) as loop:
+            time.sleep(0.5)
+            for hostile in HOSTILE:
+                version = registry.publish("mnist", lambda folder, v: hostile.build(folder, v, context))
+                wait_until_every_worker_refused(server, version)
+                status = version_status(server, version)
+                assert status.startswith("failed: ") and hostile.reason in status, (hostile.name, status)
+                assert set(server.served_versions("mnist").values()) == {1}
+            # a version directory that is itself a link to a folder outside the registry
+            link = root / "mnist" / str(version + 1)
+            link.symlink_to(context.outside)
+            valid_file(context.outside / MODEL_FILE, version + 1)
+            wait_until_every_worker_refused(server, version + 1)
+            assert "outside the registry" in version_status(server, version + 1)
+            # and a good version after all that is served by every worker
+            good = publish_model(root, "mnist", seed=6)
+            server.wait_until_served("mnist", good)
+            time.sleep(0.5)
+        metrics = server.metrics()
+    assert loop.count > 100
+    assert loop.failures == [], loop.failures[:5]
+    assert loop.statuses == {200: loop.count}
+    assert loop.versions == {"1", str(good)}
+    assert not context.marker.exists()
+    assert metric_value(metrics, "scratchnet_model_version_failed", model="mnist", version=3) == 1
+    # Nothing was allocated for the 80 GB header or the 256 MB bomb.
+    assert loop.peak_rss < rss_before + 64 * 2**20, (rss_before, loop.peak_rss)
