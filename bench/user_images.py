@@ -17,6 +17,7 @@ Writes bench/results/user_images.json and its section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import markdown_table, replace_section, text_table, write_json  # noqa: E402
+from bench.report import RESULTS_DIR, markdown_table, replace_section, text_table, write_json  # noqa: E402
 from shared.errors import ScratchnetError  # noqa: E402
 from shared.forward import Model  # noqa: E402
 from shared.model_file import load_model  # noqa: E402
@@ -135,8 +136,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: 2)")
     parser.add_argument("--dump-misses", type=Path, default=None, help="save misclassified images here")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: print and write docs/benchmarks.md from the last results")
     args = parser.parse_args(argv)
 
+    if args.report_only:
+        payload = json.loads((RESULTS_DIR / "user_images.json").read_text())
+    else:
+        payload = measure(args)
+        print(f"\nwrote {write_json('user_images', payload)}")
+    header, rows = table(payload)
+    print()
+    print(text_table(header, rows))
+    if not args.no_docs:
+        replace_section("user-images", user_images_markdown(payload, header, rows))
+        print("updated docs/benchmarks.md")
+    return 0 if all(r["gap_points"] < GOAL_POINTS for r in payload["kinds"]) else 1
+
+
+def measure(args) -> dict:
+    load_at_start = os.getloadavg()[0]
     model = resolve_model(args.model)
     if model.input_kind != "image":
         raise SystemExit(f"{model.name} v{model.version} takes vectors, not images")
@@ -144,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = dataset.x_test[:args.limit], dataset.y_test[:args.limit]
     digits = np.round(x_test.reshape(-1, 28, 28) * 255).astype(np.uint8)
     baseline = float((model.predict(x_test) == y_test).mean())
-    print(f"{model.name} v{model.version} ({model.path}): raw MNIST test accuracy {100 * baseline:.2f}% "
+    print(f"{model!r} from {model.path}: raw MNIST test accuracy {100 * baseline:.2f}% "
           f"on {len(y_test):,} digits", flush=True)
 
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
@@ -159,37 +178,41 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if pool is not None:
             pool.shutdown()
+    path = model.path.resolve()
+    return {"model": {"name": model.name, "version": model.version, "architecture": repr(model),
+                      "path": str(path.relative_to(ROOT) if ROOT in path.parents else path)},
+            "n": len(y_test), "baseline_accuracy": baseline, "goal_points": GOAL_POINTS, "kinds": results,
+            "jobs": args.jobs, "cpus": os.cpu_count(), "load_average": [load_at_start, os.getloadavg()[0]]}
 
+
+def table(payload: dict) -> tuple[list[str], list[list]]:
     header = ["input", "n", "accuracy", "gap (points)", f"gap < {GOAL_POINTS:g}", "refused",
               "render ms", "preprocess ms", "size"]
-    rows = [["raw MNIST vectors (no preprocessing)", f"{len(y_test):,}", f"{100 * baseline:.2f}%", "", "", "", "", "", ""]]
-    for r in results:
+    rows = [["raw MNIST vectors (no preprocessing)", f"{payload['n']:,}", f"{100 * payload['baseline_accuracy']:.2f}%",
+             "", "", "", "", "", ""]]
+    for r in payload["kinds"]:
         rows.append([KIND_NAMES[r["kind"]], f"{r['n']:,}", f"{100 * r['accuracy']:.2f}%", f"{r['gap_points']:+.2f}",
                      "yes" if r["gap_points"] < GOAL_POINTS else "NO", r["refused"],
                      f"{r['render_ms']:.1f}", f"{r['preprocess_ms']:.1f}", f"{r['mean_bytes'] / 1024:.1f} KiB"])
-    print()
-    print(text_table(header, rows))
-
-    payload = {"model": {"name": model.name, "version": model.version, "path": str(model.path)},
-               "n": len(y_test), "baseline_accuracy": baseline, "goal_points": GOAL_POINTS, "kinds": results}
-    print(f"\nwrote {write_json('user_images', payload)}")
-    if not args.no_docs:
-        replace_section("user-images", user_images_markdown(model, len(y_test), header, rows, results))
-        print("updated docs/benchmarks.md")
-    return 0 if all(r["gap_points"] < GOAL_POINTS for r in results) else 1
+    return header, rows
 
 
-def user_images_markdown(model: Model, n: int, header, rows, results) -> str:
-    worst = max(results, key=lambda r: r["gap_points"])
+def user_images_markdown(payload: dict, header, rows) -> str:
+    worst = max(payload["kinds"], key=lambda r: r["gap_points"])
+    model, load = payload["model"], payload["load_average"]
     return f"""## Real user images vs MNIST
 
-`python bench/user_images.py`: each of the {n:,} MNIST test digits rendered as the images users
-send (`tests/images.py`), through `shared.preprocess.image_to_vector` with the model's own
-preprocessing spec, classified by `{model.name}` v{model.version}. Goal: every kind within
-{GOAL_POINTS:g} points of the raw MNIST accuracy. Largest gap: {worst['gap_points']:+.2f} points
-({KIND_NAMES[worst['kind']]}). Times are per image, one core.
+`python bench/user_images.py`: each of the {payload['n']:,} MNIST test digits rendered as the images
+users send (`tests/images.py`), through `shared.preprocess.image_to_vector` with the model's own
+preprocessing spec, classified by `{model['name']}` v{model['version']} (`{model['architecture']}`,
+`{model['path']}`). Goal: every kind within {GOAL_POINTS:g} points of the model's accuracy on the raw
+MNIST test vectors. Largest gap: **{worst['gap_points']:+.2f} points** ({KIND_NAMES[worst['kind']]}).
 
 {markdown_table(header, rows, "lrrrlrrrr")}
+
+Times are per image in one process ({payload['jobs']} processes in all), on {payload['cpus']} cores shared
+with other work (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end): read them as upper
+bounds. "size" is the encoded image.
 """
 
 
