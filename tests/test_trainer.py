@@ -194,3 +194,16 @@ def test_short_real_mnist_run(tmp_path, datasets_dir):
     assert manifest["training"]["dataset"]["files"]["t10k-images-idx3-ubyte.gz"] == (
         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")
     assert manifest["metrics"]["accuracy"] == result["metrics"]["accuracy"]
+
+
+def test_refit_retrains_on_all_rows_for_the_best_epoch_count(tmp_path, blobs_npz):
+    config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[16], epochs=30, lr=0.01,
+                               patience=3, refit=True, progress=False, val_fraction=0.2)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    searched = [row for row in result["history"] if not row.get("refit")]
+    refitted = [row for row in result["history"] if row.get("refit")]
+    best = min(searched, key=lambda row: row["val_loss"])["epoch"]
+    assert len(refitted) == best
+    training = read_manifest(tmp_path / "out" / "model.npz")["training"]
+    assert (training["best_epoch"], training["refit_epochs"]) == (best, best)
+    assert result["metrics"]["accuracy"] > 0.95

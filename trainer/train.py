@@ -60,6 +60,7 @@ class TrainConfig:
     batch_size: int = 128
     val_fraction: float = 0.1
     patience: int | None = None          # early stopping: epochs without improvement
+    refit: bool = False                  # then retrain on train + validation for the best epoch count
     seed: int = 0
     limit_train: int | None = None       # use the first N training examples (quick runs, tests)
     progress: bool = True
@@ -255,12 +256,31 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     return history
 
 
+def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=print):
+    """Train a fresh network on the training and validation rows together, for as many epochs
+    as validation picked. The normalisation stays the one measured on the training rows, so
+    the recorded history remains comparable. Returns the new network and its history."""
+    best_epoch = min(history, key=lambda row: row["val_loss"])["epoch"]
+    log(f"refit: retraining on training + validation data ({len(prepared.x_train) + len(prepared.x_val)} "
+        f"examples) for {best_epoch} epochs")
+    merged = dataclasses.replace(
+        prepared, x_train=np.concatenate([prepared.x_train, prepared.x_val]),
+        y_train=np.concatenate([prepared.y_train, prepared.y_val]), x_val=None, y_val=None)
+    again = dataclasses.replace(config, epochs=best_epoch, patience=None)
+    network = build_network(again, prepared.dataset)
+    refit_history = fit(network, build_optimizer(again), build_schedule(again), merged, again, log=log)
+    for row in refit_history:
+        row["refit"] = True
+    return network, history + refit_history
+
+
 def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: list[dict],
                   layers: list[dict], command: str | None) -> dict:
     dataset = prepared.dataset
     output = ({"labels": list(dataset.labels)} if dataset.task == "classification"
               else {"target": dataset.target, "scaling": prepared.target_scaling})
-    best_epoch = min(history, key=lambda r: r.get("val_loss", math.inf))["epoch"] if history else 0
+    searched = [row for row in history if not row.get("refit")]
+    best_epoch = min(searched, key=lambda r: r.get("val_loss", math.inf))["epoch"] if searched else 0
     return {
         "name": name,
         "version": 0,  # set when published
@@ -280,7 +300,8 @@ def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: l
             "command": command,
             "config": config.to_dict(),
             "seed": config.seed,
-            "epochs_run": len(history),
+            "epochs_run": len(searched),
+            "refit_epochs": len(history) - len(searched),
             "best_epoch": best_epoch if config.patience is not None else len(history),
             "train_examples": int(len(prepared.x_train)),
             "val_examples": int(len(prepared.x_val)) if prepared.x_val is not None else 0,
@@ -313,7 +334,8 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     report.write_metrics(folder / "metrics.jsonl", history, metrics)
     if make_plots and history:
         title = f"{manifest['name']} v{version}"
-        report.plot_learning_curves(folder / "learning_curves.png", history, title)
+        searched = [row for row in history if not row.get("refit")]
+        report.plot_learning_curves(folder / "learning_curves.png", searched, title)
         if "confusion" in metrics:
             report.plot_confusion(folder / "confusion.png", metrics["confusion"], dataset.labels, title)
     return metrics
@@ -329,6 +351,8 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     network = build_network(config, dataset)
     log(network.summary(config.batch_size))
     history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
+    if config.refit and prepared.x_val is not None:
+        network, history = refit(config, prepared, history, log)
     layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
     name = config.name or dataset.name
     manifest = make_manifest(name, config, prepared, history, layers, command)
