@@ -309,11 +309,10 @@ def _image_to_grey(image: Image.Image) -> np.ndarray:
     factor = max(image.size) // WORKING_SIDE
     if factor >= 2:
         image = image.reduce(factor)
-    pixels = np.asarray(image, dtype=np.float32)
     if full_scale is None:
-        return _wide_to_unit(pixels)
-    pixels = pixels / np.float32(full_scale)
-    return _composite_on_white(pixels)
+        return _wide_to_unit(np.asarray(image, dtype=np.float32))
+    # The integer pixels are scaled inside the compositing, so only the channels it uses become floats.
+    return _composite_on_white(np.asarray(image), np.float32(1 / full_scale))
 
 
 def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
@@ -330,14 +329,18 @@ def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
     return (pixels - low) / np.float32(high - low)
 
 
-def _composite_on_white(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA in [0, 1] -> grey on white."""
+def _composite_on_white(pixels: np.ndarray, scale: np.float32 = np.float32(1)) -> np.ndarray:
+    """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA whose values times
+    ``scale`` are in [0, 1] -> grey on white, float32."""
     if pixels.ndim == 2:
-        return pixels
+        return pixels * scale if pixels.dtype == np.float32 else pixels.astype(np.float32) * scale
     channels = pixels.shape[2]
-    grey = pixels[..., 0] if channels <= 2 else pixels[..., :3] @ LUMA
+    if channels <= 2:
+        grey = pixels[..., 0].astype(np.float32) * scale
+    else:
+        grey = pixels[..., :3].astype(np.float32) @ (LUMA * scale)
     if channels in (2, 4):
-        alpha = pixels[..., -1]
+        alpha = pixels[..., -1].astype(np.float32) * scale
         grey = grey * alpha + (1 - alpha)
     return np.ascontiguousarray(grey, dtype=np.float32)
 
