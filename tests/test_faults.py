@@ -1,0 +1,354 @@
+"""Faults, against a real Gunicorn: a worker killed under load, the trainer killed while it
+publishes, the registry folder taken away while serving, the admin routes' authentication, and
+a short version of the soak benchmark (bench/soak.py).
+
+The tests run as root, for whom ``chmod`` does not make a folder unreadable: the registry is
+taken away by renaming it and by deleting it, which is what a failed mount or a careless clean-up
+does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import requests
+
+from images import encode, paper, synthetic_digit
+from modelgen import publish_model
+from server import REPO, ServiceProcess, metric_value
+from shared.registry import TMP_PREFIX, Registry
+
+pytestmark = pytest.mark.slow
+
+DIGIT = encode(paper(synthetic_digit(1)), "PNG")
+
+
+def predict(url: str, session=None, headers: dict | None = None) -> requests.Response:
+    poster = session or requests
+    return poster.post(url + "/models/mnist/predict", data=DIGIT, headers={"Content-Type": "image/png", **(headers or {})},
+                       timeout=30)
+
+
+# a worker killed under load ------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    started: float
+    ended: float
+    ok: bool
+    worker: int | None
+
+
+def hammer(url: str, stop: threading.Event, attempts: list) -> None:
+    """Predict back to back, one connection per request, so that a request is in flight on one
+    worker only (a kept-alive connection would tie later requests to the worker that died)."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            response = predict(url, headers={"Connection": "close"})
+            ok, worker = response.status_code == 200, int(response.headers["X-Worker-PID"])
+        except requests.RequestException:
+            ok, worker = False, None
+        attempts.append(Attempt(started, time.monotonic(), ok, worker))
+
+
+def test_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(tmp_path):
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=2, threads=4) as server:
+        stop = threading.Event()
+        attempts: list[Attempt] = []
+        clients = [threading.Thread(target=hammer, args=(server.url, stop, attempts), daemon=True) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.5)
+        before = server.worker_pids()
+        victim = max(before, key=lambda pid: sum(a.worker == pid for a in attempts))
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        replacement = None
+        while replacement is None:
+            new = server.worker_pids() - before
+            replacement = new.pop() if new else None
+            assert time.monotonic() - killed_at < 10, "the master did not replace the worker"
+            time.sleep(0.01)
+        while not any(a.worker == replacement for a in list(attempts)):
+            assert time.monotonic() - killed_at < 10, "the new worker does not answer"
+            time.sleep(0.01)
+        back_at = min(a.ended for a in list(attempts) if a.worker == replacement)
+        time.sleep(1.5)
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=35)
+        assert len(server.worker_pids()) == 2
+    failed = [a for a in attempts if not a.ok]
+    in_flight = [a for a in attempts if a.started <= killed_at < a.ended]
+    # Only requests in flight when the worker died failed, at most one per client, and every
+    # request sent after the kill was answered.
+    assert all(a.started <= killed_at < a.ended for a in failed), failed
+    assert len(failed) <= len(in_flight) <= len(clients)
+    assert all(a.ok for a in attempts if a.started > killed_at)
+    assert back_at - killed_at < 2.0, f"full capacity again after {back_at - killed_at:.2f} s"
+    assert sum(a.ok for a in attempts if a.started > killed_at) > 20
+    print(f"\nkill -9 of a worker under load: {len(failed)} of {len(in_flight)} requests in flight failed, "
+          f"{len(attempts)} sent; the replacement answered {back_at - killed_at:.2f} s after the kill")
+
+
+# a publisher killed while it publishes ----------------------------------------------------------------
+
+
+def tiny_csv(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)
+    lines = ["a,b,c,d,label"] + [",".join(f"{v:.3f}" for v in row) + f",{label}" for row, label in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_command(csv: Path, registry: Path) -> list[str]:
+    return [sys.executable, "-m", "trainer", "train", "--dataset", "csv", "--data-path", str(csv),
+            "--target", "label", "--task", "classification", "--hidden", "8", "--epochs", "3",
+            "--batch-size", "16", "--no-progress", "--publish", "--registry", str(registry), "--name", "tiny"]
+
+
+def temporaries(registry: Path, name: str) -> list[Path]:
+    folder = registry / name
+    return sorted(folder.glob(TMP_PREFIX + "*")) if folder.is_dir() else []
+
+
+# A publisher that stops inside Registry.publish, after writing a complete model.npz into its
+# temporary folder and before the rename: killed there, deterministically.
+STUCK_PUBLISHER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from modelgen import model_parts
+from shared.model_file import save_model
+from shared.registry import Registry
+
+def build(folder, version):
+    arrays, manifest = model_parts("mnist", version, favour=3)
+    save_model(folder / "model.npz", arrays, manifest)
+    print("built", version, flush=True)
+    time.sleep(600)
+
+Registry({registry!r}).publish("mnist", build)
+"""
+
+
+def test_publisher_killed_mid_publish_leaves_no_partial_version(tmp_path):
+    registry = tmp_path / "registry"
+    publish_model(registry, "mnist", seed=1)
+    with ServiceProcess(registry, workers=2) as server:
+        # The trainer's CLI, killed once its model file is in the temporary folder.
+        trainer = subprocess.Popen(train_command(tiny_csv(tmp_path / "tiny.csv"), registry), cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not any((t / "model.npz").exists() for t in temporaries(registry, "tiny")):
+            assert trainer.poll() is None, "the trainer finished before it could be killed"
+            time.sleep(0.002)
+        trainer.kill()
+        trainer.wait()
+        # A publisher stopped at a known point inside Registry.publish.
+        code = STUCK_PUBLISHER.format(tests=str(REPO / "tests"), registry=str(registry))
+        publisher = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert publisher.stdout.readline().split() == ["built", "2"]
+        publisher.kill()
+        publisher.wait()
+        publisher.stdout.close()
+
+        assert Registry(registry).versions("tiny") == [] and Registry(registry).versions("mnist") == [1]
+        assert len(temporaries(registry, "tiny")) == 1 and len(temporaries(registry, "mnist")) == 1
+        time.sleep(0.6)  # three polls: the service ignores the leftovers
+        listing = requests.get(server.url + "/models", timeout=10).json()
+        assert [m["name"] for m in listing["models"]] == ["mnist"]
+        assert [v["version"] for v in listing["models"][0]["versions"]] == [1]
+        assert predict(server.url).headers["X-Model-Version"] == "1"
+
+        # The next publishes succeed, and the service picks them up.
+        finished = subprocess.run(train_command(tmp_path / "tiny.csv", registry), cwd=REPO,
+                                  capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr
+        assert Registry(registry).versions("tiny") == [1]
+        assert publish_model(registry, "mnist", seed=2) == 2
+        server.wait_until_served("mnist", 2)
+        server.wait_until_served("tiny", 1)
+
+
+# the registry taken away ----------------------------------------------------------------------------
+
+
+def registry_state(server: ServiceProcess) -> tuple[int, dict, float]:
+    readyz = requests.get(server.url + "/readyz", timeout=10)
+    return readyz.status_code, readyz.json(), metric_value(server.metrics(), "scratchnet_registry_up")
+
+
+def wait_for(condition, timeout: float = 10, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_registry_taken_away_keeps_serving_from_memory_and_recovers(tmp_path):
+    registry, away = tmp_path / "registry", tmp_path / "registry.away"
+    publish_model(registry, "mnist", seed=1)
+    with ServiceProcess(registry, workers=2) as server:
+        answers: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def client():
+            with requests.Session() as session:
+                while not stop.is_set():
+                    response = predict(server.url, session)
+                    answers.append((response.status_code, response.headers.get("X-Model-Version", "")))
+
+        loop = threading.Thread(target=client, daemon=True)
+        loop.start()
+        try:
+            # Renamed away (an unmounted volume): serving goes on from memory, readiness says why.
+            registry.rename(away)
+            wait_for(lambda: registry_state(server)[2] == 0, what="scratchnet_registry_up 0")
+            status, report, _ = registry_state(server)
+            assert status == 200 and report["models"]["mnist"] == {"ready": True, "version": 1}
+            assert report["registry"]["ok"] is False and "does not exist" in report["registry"]["error"]
+            assert "does not exist" in " ".join(requests.get(server.url + "/models/mnist", timeout=10).json()["problems"])
+            publish_model(away, "mnist", seed=2)  # a retrain lands meanwhile
+            time.sleep(0.5)
+            assert predict(server.url).headers["X-Model-Version"] == "1"
+            # Back: recovery is automatic, and the new version is picked up.
+            away.rename(registry)
+            wait_for(lambda: registry_state(server)[2] == 1, what="scratchnet_registry_up 1")
+            server.wait_until_served("mnist", 2)
+            assert registry_state(server)[1]["registry"] == {"path": str(registry), "ok": True, "error": None}
+            # Deleted outright, then recreated with a new model: the same.
+            for entry in sorted(registry.rglob("*"), reverse=True):
+                entry.rmdir() if entry.is_dir() else entry.unlink()
+            registry.rmdir()
+            wait_for(lambda: registry_state(server)[2] == 0, what="scratchnet_registry_up 0 after deletion")
+            assert registry_state(server)[0] == 200
+            publish_model(registry, "mnist", seed=3, favour=3)
+            wait_for(lambda: registry_state(server)[2] == 1, what="scratchnet_registry_up 1 after re-creation")
+            server.wait_until_served("mnist", 1)
+            assert predict(server.url).json()["predictions"][0]["label"] == "3"
+        finally:
+            stop.set()
+            loop.join(timeout=35)
+    assert len(answers) > 30
+    assert {status for status, _ in answers} == {200}, "a request failed while the registry was away"
+
+
+# admin authentication ----------------------------------------------------------------------------------
+
+
+ADMIN_TOKEN = "Kx7-admin-token-for-tests"
+ADMIN_ROUTES = [
+    ("POST", "/models/mnist/versions/1/activate", None),
+    ("POST", "/models/mnist/unpin", None),
+    ("POST", "/models/mnist/rollback", None),
+    ("PUT", "/models/mnist/labels/stable", {"version": 1}),
+    ("DELETE", "/models/mnist/labels/stable", None),
+    ("POST", "/v2/repository/models/mnist/unload", None),
+    ("POST", "/v2/repository/models/mnist/load", None),
+]
+
+
+@pytest.fixture(scope="module")
+def admin_registry(tmp_path_factory):
+    root = tmp_path_factory.mktemp("admin-registry")
+    publish_model(root, "mnist", seed=1)
+    publish_model(root, "mnist", seed=2)
+    return root
+
+
+def admin_call(server, method, path, body, authorization=None) -> tuple[int, str | None, requests.Response]:
+    """``(status, error code, response)``; KServe V2 errors are ``{"error": ...}`` without a code."""
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    response = requests.request(method, server.url + path, json=body, headers=headers, timeout=10)
+    code = response.json().get("code", None if path.startswith("/v2/") else "absent")
+    return response.status_code, code, response
+
+
+def test_admin_routes_need_the_right_bearer_token(admin_registry):
+    refusals = {
+        None: (401, "missing_token"),
+        "": (401, "missing_token"),
+        "Bearer": (401, "malformed_authorization"),
+        "Bearer   ": (401, "malformed_authorization"),
+        f"Basic {ADMIN_TOKEN}": (401, "malformed_authorization"),
+        f"Token {ADMIN_TOKEN}": (401, "malformed_authorization"),
+        "Bearer wrong": (403, "wrong_token"),
+        f"Bearer {ADMIN_TOKEN[:-1]}": (403, "wrong_token"),
+        f"Bearer {ADMIN_TOKEN}x": (403, "wrong_token"),
+        f"Bearer {ADMIN_TOKEN.upper()}": (403, "wrong_token"),
+        f"Bearer {ADMIN_TOKEN} {ADMIN_TOKEN}": (403, "wrong_token"),
+    }
+    with ServiceProcess(admin_registry, workers=2, admin_token=ADMIN_TOKEN) as server:
+        for method, path, body in ADMIN_ROUTES:
+            for authorization, (status, code) in refusals.items():
+                got, got_code, response = admin_call(server, method, path, body, authorization)
+                assert got == status and got_code in (code, None), (method, path, authorization, response.text)
+                if status == 401:
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert Registry(admin_registry).read_serving("mnist") == {"pinned": None, "labels": {}}
+        for method, path, body in ADMIN_ROUTES:
+            status, _, response = admin_call(server, method, path, body, f"Bearer {ADMIN_TOKEN}")
+            assert status == 200, (method, path, response.text)
+            time.sleep(0.6)  # every worker converges on serving.json (0.2 s poll) before the next call
+        # On routes that are not admin routes a token, right or wrong, changes nothing.
+        for authorization in (f"Bearer {ADMIN_TOKEN}", "Bearer wrong", "Basic x"):
+            headers = {"Authorization": authorization}
+            assert requests.get(server.url + "/models", headers=headers, timeout=10).status_code == 200
+            assert predict(server.url, headers=headers).status_code == 200
+        assert ADMIN_TOKEN not in server.log()  # never logged
+
+
+def test_admin_routes_are_disabled_without_a_configured_token(admin_registry):
+    with ServiceProcess(admin_registry, workers=1) as server:
+        for method, path, body in ADMIN_ROUTES:
+            for authorization in (None, "Bearer anything", "Bearer "):
+                status, code, response = admin_call(server, method, path, body, authorization)
+                assert status == 403 and code in ("admin_disabled", None), (method, path, response.text)
+                assert "SCRATCHNET_ADMIN_TOKEN" in response.json()["error"]
+
+
+def test_admin_token_is_compared_in_constant_time():
+    from service import api
+
+    source = inspect.getsource(api.admin)
+    assert "hmac.compare_digest(" in source
+    assert "== token" not in source and "token ==" not in source and "!= token" not in source
+
+
+# the soak, short -----------------------------------------------------------------------------------------
+
+
+def load_soak():
+    spec = importlib.util.spec_from_file_location("soak", REPO / "bench" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_soak_has_no_failures_growth_or_slowdown():
+    """25 s of mixed traffic with a new version every 5 s: bench/soak.py's goals hold."""
+    soak = load_soak()
+    with tempfile.TemporaryDirectory(prefix="scratchnet-soak-") as tmp:
+        registry = soak.prepare_registry(None, Path(tmp))
+        summary = soak.soak(registry, duration=25, swap_every=5, clients=6, warmup=8, log=lambda line: None)
+    assert soak.problems(summary) == []
+    assert summary["versions_published"] >= 4 and summary["requests"] > 300
+    assert summary["by_status"].get("200", 0) > 200 and summary["by_kind"]["bad"] > 20
