@@ -3,8 +3,9 @@ and error code as JSON, odd but valid images are read the way the SPEC says, a d
 bomb is refused before decoding, slow clients do not hold up anyone else, and after the whole
 corpus the server still answers correctly with its memory where it was.
 
-The server runs with an 8 MiB body limit (configurable, SPEC §5) so the over-limit cases stay
-cheap; everything else is the production configuration.
+The server runs with an 8 MiB body limit and a 2,000,000-number limit (both configurable, SPEC
+§5) so the over-limit cases stay cheap, and a 5 s worker timeout so the slow clients outlast it;
+everything else is the production configuration.
 """
 
 from __future__ import annotations
@@ -407,6 +408,8 @@ def test_server_answers_correctly_and_memory_is_flat_after_the_corpus(server, re
         for bad, response in run_corpus(server):
             assert response.status_code == bad.status, bad.name
     after = service_rss(server)
+    print(f"\nRSS of master + workers over 3 passes of the corpus ({len(CORPUS)} requests each), after 4 "
+          f"passes of warm-up: {before / 2**20:.0f} -> {after / 2**20:.0f} MiB")
     assert after < before * 1.10, f"RSS grew from {before / 2**20:.0f} MiB to {after / 2**20:.0f} MiB"
     served = predict_image(server, digit_png(), "image/png")
     assert np.allclose(served, reference_probabilities(registry, digit_png()), atol=1e-5)
