@@ -119,9 +119,11 @@ class Stack:
 
 
 def _registry_copy(tmp_path: Path) -> Path:
-    """A private copy of models/ that the containers' user may write (new versions, serving.json)."""
+    """A private copy of models/ that the containers' user may write (new versions, serving.json).
+
+    Without serving.json: the test starts with nothing pinned, so the latest version serves."""
     registry = tmp_path / "models"
-    shutil.copytree(REPO / "models", registry, ignore=shutil.ignore_patterns(".tmp-*"))
+    shutil.copytree(REPO / "models", registry, ignore=shutil.ignore_patterns(".tmp-*", "serving.json"))
     assert (registry / MODEL).is_dir(), f"models/{MODEL} (the committed baseline) is missing"
     if os.geteuid() == 0:
         for path in [registry, *registry.rglob("*")]:
