@@ -256,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         blas = r["blas"]
         kernel = blas.get("kernel") or blas.get("cpu_capability")
         print(f"{side:6s}  {r['seconds_per_epoch']:8.3f}  {r['min']:6.3f}  {r['max']:6.3f}  {r['gflops']:7.1f}  "
-              f"{r['peak_rss_mb']:6.0f} MB  {blas.get('library')} {kernel}, {blas.get('threads')} threads")
+              f"{r['peak_rss_mb']:6.0f} MB  {blas.get('library')} {kernel}, threads: {blas.get('threads')}")
     if ratio is not None:
         print(f"ratio numpy / torch: {ratio:.2f} (target <= 0.75)")
     print("peak RSS: during the timed epochs, including the dataset held in memory")
-    print(f"data: {data_description}; batch {args.batch_size}; Adam; {args.threads} threads per side; "
+    print(f"data: {data_description}; batch {args.batch_size}; Adam; threads per side: {args.threads}; "
           f"median of {args.epochs} epochs; {flops / 1e9:.1f} GFLOP per epoch (nominal)")
     set_vars = {k: v for k, v in env_before.items() if v is not None and k.startswith("OPENBLAS_") and
                 k != "OPENBLAS_NUM_THREADS"}
