@@ -235,12 +235,13 @@ def test_many_swaps_do_not_grow_memory(live_service, service_registry):
     for _ in range(4):  # warm up: the served version plus a full cache of recent ones
         publish_and_wait()
     before = {pid: psutil.Process(pid).memory_info().rss for pid in live_service.worker_pids()}
-    for _ in range(8):
+    for _ in range(16):
         publish_and_wait()
     after = {pid: psutil.Process(pid).memory_info().rss for pid in live_service.worker_pids()}
     growth = {pid: round((after[pid] - before[pid]) / 2**20, 1) for pid in before}
-    # Keeping the 8 old versions would take 13 MB per worker.
-    assert all(g < 6 for g in growth.values()), f"RSS growth in MiB per worker: {growth}"
+    # Keeping the 16 old versions would take 26 MB per worker; the allocator alone moves RSS by
+    # a few MB either way, so the bound sits well between the two.
+    assert all(g < 12 for g in growth.values()), f"RSS growth in MiB per worker: {growth}"
 
 
 # admin ---------------------------------------------------------------------------------------------
