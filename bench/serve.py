@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(payload: dict, *, docs: bool) -> int:
+    payload["goals"] = check_goals(payload["summary"], payload["batch"])
     header, rows = table(payload["summary"])
     batch = payload["batch"]
     print()
@@ -357,11 +358,11 @@ def check_goals(summary: list[dict], batch: dict) -> list[dict]:
     goals = []
     for s in summary:
         if s["payload"].startswith("image"):
-            goals.append({"goal": f"{s['payload']} req/s >= {GOAL_FLOOR_SHARE:.0%} of the floor at {s['clients']} clients",
+            goals.append({"goal": f"{s['payload']} req/s >= {GOAL_FLOOR_SHARE:.0%} of the floor at {clients_text(s['clients'])}",
                           "measured": f"{s['share']:.0%} (by CPU time per request: {s['cpu_share']:.0%})",
                           "met": s["share"] >= GOAL_FLOOR_SHARE})
         if s["clients"] == GOAL_P99_CLIENTS:
-            goals.append({"goal": f"{s['payload']} p99 <= {GOAL_P99_MS:g} ms at {GOAL_P99_CLIENTS} clients",
+            goals.append({"goal": f"{s['payload']} p99 <= {GOAL_P99_MS:g} ms at {clients_text(GOAL_P99_CLIENTS)}",
                           "measured": f"{s['service']['p99_ms']:.1f} ms", "met": s["service"]["p99_ms"] <= GOAL_P99_MS})
     goals.append({"goal": f"{BATCH_ROWS:,}-row x-npy batch <= {GOAL_BATCH_MS:g} ms (median)",
                   "measured": f"{batch['median_ms']:.1f} ms", "met": batch["median_ms"] <= GOAL_BATCH_MS})
@@ -371,14 +372,22 @@ def check_goals(summary: list[dict], batch: dict) -> list[dict]:
 
 
 def gunicorn_settings() -> dict:
-    """The configuration file's settings as the benchmark ran them (its defaults)."""
-    text = (ROOT / "service" / "gunicorn_conf.py").read_text()
-    found = {}
-    for key in ("workers", "threads", "worker_class", "keepalive", "preload_app"):
-        match = re.search(rf"^{key} = (.+)$", text, re.M)
-        if match:
-            found[key] = match.group(1).strip()
-    return found
+    """The configuration file's settings as the benchmark ran them: its defaults, read by
+    running the file in a clean environment (no SCRATCHNET_* variables)."""
+    keys = ("workers", "threads", "worker_class", "keepalive", "preload_app", "timeout")
+    code = ("import json, runpy; c = runpy.run_path('service/gunicorn_conf.py'); "
+            f"print(json.dumps({{k: c.get(k) for k in {keys!r}}}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")}
+    with tempfile.TemporaryDirectory(prefix="bench-conf-") as metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "unreadable"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def clients_text(n: int) -> str:
+    return f"{n} client" if n == 1 else f"{n} clients"
 
 
 def serve_markdown(payload: dict, header, rows) -> str:
