@@ -115,7 +115,7 @@ def test_softmax_cross_entropy_value_is_stable_for_huge_logits():
 
 def test_mse():
     rng = np.random.default_rng(6)
-    out, target = rng.standard_normal(shape(rng)), None
+    out = rng.standard_normal(shape(rng))
     target = rng.standard_normal(out.shape)
     loss = MSE()
     assert loss.forward(out, target) == pytest.approx(np.mean((out - target) ** 2))
