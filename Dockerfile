@@ -20,22 +20,31 @@ RUN groupadd --gid 1000 scratchnet \
  && useradd --uid 1000 --gid 1000 --home-dir /home/scratchnet --create-home \
             --shell /usr/sbin/nologin scratchnet
 
-# Builders: a virtual environment per image, depending on pyproject.toml only; pip itself is
-# removed from it once the pinned packages are in.
-FROM base AS build-api
+# The pinned requirement lists, read from pyproject.toml. The builders copy in only these
+# files, so a change elsewhere in pyproject.toml (another extra, a tool's settings) leaves
+# their cached layers valid.
+FROM base AS requirements
 COPY pyproject.toml docker/venv.py /build/
+RUN python /build/venv.py requirements /build/pyproject.toml service > /build/api.txt \
+ && python /build/venv.py requirements /build/pyproject.toml trainer > /build/trainer.txt \
+ && python /build/venv.py project /build/pyproject.toml > /build/project.txt
+
+# Builders: a virtual environment per image; pip itself is removed from it once the pinned
+# packages are in.
+FROM base AS build-api
+COPY docker/venv.py /build/
+COPY --from=requirements /build/api.txt /build/project.txt /build/
 RUN python3 -m venv /opt/venv \
- && python /build/venv.py requirements /build/pyproject.toml service > /build/requirements.txt \
- && pip install -r /build/requirements.txt \
- && python /build/venv.py link /build/pyproject.toml /opt/scratchnet \
+ && pip install -r /build/api.txt \
+ && python /build/venv.py link $(cat /build/project.txt) /opt/scratchnet \
  && pip uninstall --yes --quiet pip setuptools
 
 FROM base AS build-trainer
-COPY pyproject.toml docker/venv.py /build/
+COPY docker/venv.py /build/
+COPY --from=requirements /build/trainer.txt /build/project.txt /build/
 RUN python3 -m venv /opt/venv \
- && python /build/venv.py requirements /build/pyproject.toml trainer > /build/requirements.txt \
- && pip install -r /build/requirements.txt \
- && python /build/venv.py link /build/pyproject.toml /opt/scratchnet \
+ && pip install -r /build/trainer.txt \
+ && python /build/venv.py link $(cat /build/project.txt) /opt/scratchnet \
  && pip uninstall --yes --quiet pip setuptools
 
 # The trainer: `docker run ... scratchnet-trainer train --dataset mnist --publish`.
