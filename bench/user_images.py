@@ -180,7 +180,8 @@ def measure(args) -> dict:
             pool.shutdown()
     path = model.path.resolve()
     return {"model": {"name": model.name, "version": model.version, "architecture": repr(model),
-                      "path": str(path.relative_to(ROOT) if ROOT in path.parents else path)},
+                      "path": str(path.relative_to(ROOT) if ROOT in path.parents else path),
+                      "trained_with": model.manifest.get("training", {}).get("command")},
             "n": len(y_test), "baseline_accuracy": baseline, "goal_points": GOAL_POINTS, "kinds": results,
             "jobs": args.jobs, "cpus": os.cpu_count(), "load_average": [load_at_start, os.getloadavg()[0]]}
 
@@ -200,13 +201,14 @@ def table(payload: dict) -> tuple[list[str], list[list]]:
 def user_images_markdown(payload: dict, header, rows) -> str:
     worst = max(payload["kinds"], key=lambda r: r["gap_points"])
     model, load = payload["model"], payload["load_average"]
+    trained = f", trained with `{model['trained_with']}`" if model.get("trained_with") else ""
     return f"""## Real user images vs MNIST
 
 `python bench/user_images.py`: each of the {payload['n']:,} MNIST test digits rendered as the images
 users send (`tests/images.py`), through `shared.preprocess.image_to_vector` with the model's own
 preprocessing spec, classified by `{model['name']}` v{model['version']} (`{model['architecture']}`,
-`{model['path']}`). Goal: every kind within {GOAL_POINTS:g} points of the model's accuracy on the raw
-MNIST test vectors. Largest gap: **{worst['gap_points']:+.2f} points** ({KIND_NAMES[worst['kind']]}).
+`{model['path']}`{trained}). Goal: every kind within {GOAL_POINTS:g} points of the model's accuracy on
+the raw MNIST test vectors. Largest gap: **{worst['gap_points']:+.2f} points** ({KIND_NAMES[worst['kind']]}).
 
 {markdown_table(header, rows, "lrrrlrrrr")}
 
