@@ -11,6 +11,7 @@ set), where a missing browser is a failure. Screenshots go to ``test-artifacts/`
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -112,6 +113,19 @@ def draw_one(page) -> None:
     page.mouse.up()
 
 
+def draw_zero(page) -> None:
+    """An upright ellipse drawn with the mouse: a "0"."""
+    box = page.locator("#pad").bounding_box()
+    cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+    rx, ry = box["width"] * 0.22, box["height"] * 0.32
+    points = [(cx + rx * math.sin(2 * math.pi * i / 48), cy - ry * math.cos(2 * math.pi * i / 48)) for i in range(50)]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point)
+    page.mouse.up()
+
+
 def shown(page) -> dict:
     bars = page.locator("#bars li")
     return {
@@ -148,6 +162,14 @@ def test_drawing_with_the_mouse_shows_the_prediction_and_the_probabilities(page,
     assert result["answered_by"] == f"mnist v{version}"
     if real_model:
         assert result["label"] == "1"
+
+    page.get_by_role("button", name="Clear").click()
+    first = answer_count(page)
+    draw_zero(page)
+    wait_for_answer(page, after=first)
+    assert shown(page)["answered_by"] == f"mnist v{version}"
+    if real_model:
+        assert shown(page)["label"] == "0"
 
 
 def test_an_uploaded_photo_is_predicted(page, page_registry, tmp_path):
