@@ -13,7 +13,8 @@ def _datasets_dir() -> Path | None:
 def datasets_dir() -> Path:
     """The folder holding genuine copies of mnist/, fashion-mnist/ and wine-quality/.
 
-    Set SCRATCHNET_DATASETS to use it; the Makefile sets it when ../shared/datasets exists."""
+    Set SCRATCHNET_DATASETS to use it; the Makefile sets it when a datasets folder sits beside
+    the checkout."""
     path = _datasets_dir()
     if path is None:
         pytest.skip("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, wine-quality/")
