@@ -3,6 +3,7 @@ the service in a real Gunicorn: row and columnar requests, ``b64`` images, versi
 paths, model status, and errors as ``{"error": "..."}``. Answers equal the native API's."""
 
 import base64
+import time
 
 import numpy as np
 import pytest
@@ -31,6 +32,13 @@ def server(tmp_path_factory):
     with ServiceProcess(root, workers=2, threads=4, poll_interval=0.2, admin_token=TOKEN) as service:
         requests.put(service.url + "/models/mnist/labels/stable", json={"version": 1}, headers=AUTH,
                      timeout=10).raise_for_status()
+        # The worker that took the PUT knows the label at once; the others within a poll interval.
+        deadline, in_a_row = time.monotonic() + 10, 0
+        while in_a_row < 12 and time.monotonic() < deadline:
+            known = requests.get(service.url + "/models/mnist", timeout=10).json()["labels"].get("stable") == 1
+            in_a_row = in_a_row + 1 if known else 0
+            time.sleep(0.05)
+        assert in_a_row >= 12, "not every worker learned the label 'stable' within 10 s"
         yield service
 
 
