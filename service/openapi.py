@@ -120,9 +120,10 @@ SCHEMA_MODELS = [schemas.PredictRequest, schemas.LabelRequest, schemas.ErrorResp
                  schemas.ModelList, schemas.ModelInfo, schemas.VersionInfo, schemas.Health, schemas.Readiness]
 
 
-def _components() -> dict:
+def _components(models: list[type[BaseModel]]) -> dict:
+    """JSON Schemas of ``models`` and of every model they refer to, keyed by class name."""
     components = {}
-    for model in SCHEMA_MODELS:
+    for model in models:
         schema = model.model_json_schema(ref_template=REF)
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
@@ -175,7 +176,7 @@ def openapi_document(version: str = "0.1.0") -> dict:
                                 "(on the /v1 and /v2 protocol routes: {\"error\"} alone, as their clients expect)."},
         "paths": paths,
         "components": {
-            "schemas": {**_components(), **protocols_openapi.components()},
+            "schemas": _components(SCHEMA_MODELS + protocols_openapi.SCHEMA_MODELS),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "The SCRATCHNET_ADMIN_TOKEN of the service."}},
         },

@@ -1,5 +1,5 @@
-"""The standard protocols' routes in the OpenAPI document: ``paths()`` and ``schemas()`` are
-merged into ``service.openapi.openapi_document`` beside the native API's."""
+"""The standard protocols' routes in the OpenAPI document: ``paths()`` and the schemas of
+``SCHEMA_MODELS`` are merged into ``service.openapi.openapi_document`` beside the native API's."""
 
 from __future__ import annotations
 
@@ -134,11 +134,3 @@ SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.Mo
                  schemas.LoadRequest, schemas.UnloadRequest, schemas.RepositoryResult, schemas.V1PredictRequest,
                  schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.ProtocolError]
 
-
-def components() -> dict:
-    result = {}
-    for model in SCHEMA_MODELS:
-        schema = model.model_json_schema(ref_template=REF)
-        result.update(schema.pop("$defs", {}))
-        result[model.__name__] = schema
-    return result
