@@ -25,6 +25,7 @@ from shared.model_file import load_model, save_model
 from shared.registry import Registry
 
 from . import report
+from .augment import get_augmentation, image_side
 from .datasets import Dataset, load_dataset, validation_split
 from .network import build_mlp
 from .optimizers import get_optimizer
@@ -48,6 +49,7 @@ class TrainConfig:
     init: str = "he_normal"
     batchnorm: bool = False
     dropout: float = 0.0
+    augment: str | None = None           # images: e.g. "affine(shift=2, rotate=10, scale=0.1)"
     fold_batchnorm: bool = True
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -185,6 +187,16 @@ def evaluate_network(network, x: np.ndarray, y: np.ndarray, task: str, batch_siz
     return total_loss / len(x), (correct / len(x) if task == "classification" else None)
 
 
+def build_augmentation(config: TrainConfig, prepared: Prepared):
+    """The training-batch augmentation, or None. Its fill is blank paper after normalisation."""
+    if not config.augment:
+        return None
+    if prepared.dataset.input_kind != "image":
+        raise ValueError(f"--augment applies to image datasets; {prepared.dataset.name} has vector inputs")
+    blank = normalize(np.zeros((1, 1), dtype=np.float32), prepared.normalization)
+    return get_augmentation(config.augment, side=image_side(prepared.x_train.shape[1]), fill=float(blank[0, 0]))
+
+
 def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print) -> list[dict]:
     """Train with mini-batches; return one dict of metrics per epoch.
 
@@ -199,6 +211,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         x_val = normalize(prepared.x_val, prepared.normalization)
         y_val = scale_target(prepared.y_val, prepared.target_scaling)
     rng = np.random.default_rng(config.seed + 1)
+    augment = build_augmentation(config, prepared)
     n = len(x_train)
     batch = config.batch_size
     history: list[dict] = []
@@ -216,6 +229,8 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         for start in range(0, n, batch):
             index = order[start:start + batch]
             xb = np.take(x_train, index, axis=0, out=xb_buf[: len(index)])
+            if augment is not None:
+                xb = augment(xb, rng)
             yb = y_train[index]
             network.zero_grad()
             out = network.forward(xb, training=True)

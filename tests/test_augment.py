@@ -1,0 +1,91 @@
+"""Training-batch augmentation: the affine distortion moves, turns and scales images as its spec
+says, fills with the background, is repeatable per seed, and is refused for vector data."""
+
+import numpy as np
+import pytest
+
+from trainer import train
+from trainer.augment import get_augmentation
+
+
+def square(side=28, top=10, left=12, size=4, fill=0.0):
+    image = np.full((side, side), fill, dtype=np.float32)
+    image[top:top + size, left:left + size] = 1.0
+    return image
+
+
+def centre_of_mass(image):
+    ys, xs = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    return (image * ys).sum() / image.sum(), (image * xs).sum() / image.sum()
+
+
+def test_no_distortion_is_the_identity():
+    x = np.random.default_rng(0).random((16, 784), dtype=np.float32)
+    augment = get_augmentation("affine(shift=0, rotate=0, scale=0)", side=28)
+    out = augment(x, np.random.default_rng(1))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, x)
+
+
+def test_shift_moves_the_ink_by_at_most_the_given_pixels_and_keeps_its_mass():
+    x = np.repeat(square().reshape(1, -1), 200, axis=0)
+    out = get_augmentation("affine(shift=2)", side=28)(x, np.random.default_rng(0))
+    before = np.array(centre_of_mass(square()))
+    moves = np.array([centre_of_mass(image.reshape(28, 28)) for image in out]) - before
+    assert np.abs(moves).max() <= 2 + 1e-4
+    assert np.abs(moves).max() > 1.5  # the range is used, not just a nudge
+    np.testing.assert_allclose(out.sum(axis=1), x.sum(axis=1), rtol=1e-5)  # bilinear shifts keep mass
+
+
+def test_rotation_and_scale_keep_the_centre_and_change_the_shape():
+    x = np.repeat(square(top=4, left=13, size=2).reshape(1, -1), 50, axis=0)  # a dot above the centre
+    out = get_augmentation("affine(shift=0, rotate=30, scale=0.2)", side=28)(x, np.random.default_rng(0))
+    centre = 13.5
+    for image in out.reshape(-1, 28, 28):
+        y, x_ = centre_of_mass(image)
+        distance = np.hypot(y - centre, x_ - centre)
+        assert 9.5 * 0.8 - 0.5 <= distance <= 9.5 * 1.2 + 0.5  # turned about the centre, scaled by <= 20 %
+        assert abs(np.degrees(np.arctan2(x_ - centre, centre - y))) <= 30 + 3
+    assert np.abs(out - x).max() > 0.5
+
+
+def test_pixels_from_outside_the_image_read_as_the_fill_value():
+    fill = -0.42
+    x = np.full((8, 784), fill, dtype=np.float32)
+    out = get_augmentation("affine(shift=3, rotate=20, scale=0.2)", side=28, fill=fill)(x, np.random.default_rng(0))
+    np.testing.assert_allclose(out, fill, atol=1e-6)
+
+
+def test_same_seed_same_distortion():
+    x = np.random.default_rng(0).random((8, 784), dtype=np.float32)
+    augment = get_augmentation("affine(shift=2, rotate=10, scale=0.1)", side=28)
+    np.testing.assert_array_equal(augment(x, np.random.default_rng(5)), augment(x, np.random.default_rng(5)))
+    assert not np.array_equal(augment(x, np.random.default_rng(5)), augment(x, np.random.default_rng(6)))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("affine(shift=-1)", "shift >= 0"),
+    ("affine(scale=1.5)", "scale < 1"),
+    ("mixup", "unknown augmentation"),
+])
+def test_bad_specs_are_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        get_augmentation(spec, side=28)
+
+
+def test_augmenting_vector_data_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.random((40, 5)), y_train=rng.integers(0, 2, 40),
+             x_test=rng.random((10, 5)), y_test=rng.integers(0, 2, 10))
+    config = train.TrainConfig(dataset="npz", data_path=str(path), hidden=[4], epochs=1, augment="affine(shift=1)",
+                               progress=False)
+    with pytest.raises(ValueError, match="image datasets"):
+        train.run(config, log=lambda *_: None)
+
+
+def test_augmented_training_on_real_mnist_learns(tmp_path, datasets_dir):
+    config = train.TrainConfig(dataset="mnist", data_dir=str(datasets_dir / "mnist"), hidden=[64], epochs=3,
+                               limit_train=6000, augment="affine(shift=2, rotate=10, scale=0.1)", progress=False)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    assert result["metrics"]["accuracy"] > 0.88
