@@ -19,6 +19,7 @@ import json
 import time
 from typing import Callable
 
+import orjson
 import pydantic
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -36,6 +37,7 @@ predict_bp = Blueprint("predict", __name__)
 models_bp = Blueprint("models", __name__)
 
 NPY_MAGIC = b"\x93NUMPY"
+NO_QUERY = PredictQuery()
 ACCEPTED_TYPES = "image/*, multipart/form-data, application/json or application/x-npy"
 
 
@@ -102,6 +104,10 @@ def read_body() -> bytes:
 def parse_json(body: bytes):
     if not body:
         raise BadRequest('The body is empty; send a JSON object such as {"inputs": [...]}.', code="empty_body")
+    try:
+        return orjson.loads(body)  # ~8x faster than json on a vector of numbers
+    except orjson.JSONDecodeError:
+        pass  # what orjson refuses (NaN, integers beyond 64 bits, deep nesting) gets the standard parser's answer
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -173,7 +179,7 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
 
 def predict(name: str | None = None, *, version: int | None = None, label: str | None = None):
     svc = service()
-    query = validate(PredictQuery, query_params(), "the query string")
+    query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
     model = svc.predictor.resolve(name, version=version, label=label)
     g.model, g.version = model.name, model.version
     started = time.perf_counter()

@@ -5,11 +5,12 @@ status and latency."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
+
+import orjson
 
 ROOT = "scratchnet"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
@@ -30,7 +31,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):

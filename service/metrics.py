@@ -58,6 +58,8 @@ class Metrics(StoreEvents):
                                      "(each worker counts its own attempts).", ["model", "version"], registry=registry)
         self.version_failed = Gauge("scratchnet_model_version_failed", "1 when a version cannot be served.",
                                     ["model", "version"], multiprocess_mode="livemax", registry=registry)
+        self._request_series: dict[tuple, tuple] = {}  # label values -> metric children, looked up once
+        self._model_series: dict[tuple, tuple] = {}
         self.registry_up = Gauge("scratchnet_registry_up", "1 when the registry folder is readable (by every worker).",
                                  multiprocess_mode="livemin", registry=registry)
 
@@ -65,14 +67,24 @@ class Metrics(StoreEvents):
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
         method = method if method in HTTP_METHODS else "other"  # a client can send any token as a method
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:  # routes, methods and statuses are bounded sets, so is this cache
+            series = self._request_series[key] = (self.requests.labels(method, route, str(status)),
+                                                  self.latency.labels(route))
+        series[0].inc()
+        series[1].observe(seconds)
         if error_code:
             self.errors.labels(route, error_code).inc()
 
     def observe_prediction(self, name: str, version: int, rows: int, seconds: float) -> None:
-        self.predictions.labels(name, str(version)).inc(rows)
-        self.inference.labels(name, str(version)).observe(seconds)
+        key = (name, version)
+        series = self._model_series.get(key)
+        if series is None:
+            series = self._model_series[key] = (self.predictions.labels(name, str(version)),
+                                                self.inference.labels(name, str(version)))
+        series[0].inc(rows)
+        series[1].observe(seconds)
 
     # store events ----------------------------------------------------------------------------
 

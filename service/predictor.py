@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
 from shared.forward import Model
 from shared.preprocess import array_to_vector, images_to_batch, validate_vectors
@@ -28,6 +29,9 @@ from .errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from .store import ModelStore
 
 DEFAULT_TOP_K = 3
+# Up to this many rows, orjson on the row dicts is faster than the column encoder, whose
+# fixed cost (~0.2 ms) pays off only on large batches. Both write the same values.
+SMALL_BATCH_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -53,21 +57,23 @@ class PredictionBatch:
     def to_dicts(self) -> list[dict]:
         """The predictions as Python objects (same content as ``to_json``)."""
         if not self.classification:
-            return [{"value": float(v)} for v in self.outputs]
+            return [{"value": float(f"{v:.7g}")} for v in self.outputs.tolist()]  # float32 precision
         labels = self.model.labels
+        orders = np.argsort(-self.outputs, axis=1, kind="stable")[:, :max(self.top_k, 1)].tolist()
         rows = []
-        for p in self.outputs:
-            order = np.argsort(-p, kind="stable")
-            row = {"label": labels[order[0]], "index": int(order[0]), "confidence": round(float(p[order[0]]), 6)}
+        for p, order in zip(self.outputs.tolist(), orders):
+            row = {"label": labels[order[0]], "index": order[0], "confidence": round(p[order[0]], 6)}
             if self.top_k:
-                row["top_k"] = [{"label": labels[i], "probability": round(float(p[i]), 6)}
-                                for i in order[:self.top_k]]
+                row["top_k"] = [{"label": labels[i], "probability": round(p[i], 6)} for i in order]
             rows.append(row)
         return rows
 
     def to_json(self) -> bytes:
         """``{"model": {"name", "version"}, "predictions": [...]}`` as JSON bytes, built without a
         Python object per row so large batches stay fast."""
+        if len(self) <= SMALL_BATCH_ROWS:
+            body = {"model": {"name": self.model.name, "version": self.model.version}, "predictions": self.to_dicts()}
+            return orjson.dumps(body)
         if self.classification:
             rows = classification_rows(self.outputs, self.model.labels, self.top_k)
         else:
