@@ -33,7 +33,10 @@ from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, Unsuppor
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 40_000_000
 FITS = ("digit", "garment")
-WORKING_SIDE = 512  # images larger than twice this are box-reduced by an integer factor first
+# Images of twice this side or more are box-reduced by an integer factor first: a digit needs
+# far fewer pixels than a canvas or a photo has (MNIST's are 20 px), and every later step is
+# cheaper on fewer pixels.
+WORKING_SIDE = 128
 
 # MNIST: the digit's longest side is 20 of the field's 28 px, its centre of mass at index 14.
 DIGIT_BOX_FRACTION = 20 / 28
@@ -265,6 +268,8 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation tag says; unreadable EXIF is ignored, since it is
     metadata and the pixels decoded fine."""
+    if image.format in ("PNG", "GIF", "BMP") and not any("exif" in key.lower() for key in image.info):
+        return image  # no EXIF block to read (the usual case for these formats)
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - any failure parsing untrusted metadata
@@ -305,6 +310,12 @@ def _image_to_grey(image: Image.Image) -> np.ndarray:
         target = _CANONICAL.get(mode, mode)
         if target != image.mode:
             image = image.convert(target)
+        if target == "RGBA" and max(image.size) >= 2 * WORKING_SIDE:
+            # A large image with alpha (a browser canvas): composite and reduce in Pillow, which
+            # is several times faster than reducing the alpha-premultiplied channels and
+            # compositing floats, at the cost of rounding the grey to 8 bits, as the source is.
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image).convert("L")
         full_scale = 255.0
     factor = max(image.size) // WORKING_SIDE
     if factor >= 2:
@@ -388,7 +399,7 @@ def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.nda
     if peak <= 0:
         raise InvalidInput("the image is blank: no ink found")
     field /= peak
-    return np.clip(field, 0, 1, out=field).ravel()
+    return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
 
 
 def _border_mask(shape: tuple[int, int]) -> np.ndarray:
@@ -439,27 +450,37 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     background, sigma = _background(grey)
     deviation = grey - background
     floor = max(4 * sigma, 2 / 255)
-    dark_mass = np.clip(-deviation - floor, 0, None).sum(dtype=np.float64)
-    light_mass = np.clip(deviation - floor, 0, None).sum(dtype=np.float64)
+    dark_mass = np.maximum(-deviation - floor, 0).sum(dtype=np.float64)
+    light_mass = np.maximum(deviation - floor, 0).sum(dtype=np.float64)
     ink = -deviation if dark_mass > light_mass else deviation
     strokes = ink[ink > floor]
     if strokes.size == 0:
         raise InvalidInput("the image is blank: no ink found")
-    level = float(np.percentile(strokes, 99))
+    level = _percentile(strokes, 99)
     if level - floor < MIN_CONTRAST:
         raise InvalidInput("the image is blank: no ink found")
     ink = (np.maximum(ink - floor, 0) / np.float32(level - floor)).astype(np.float32)
     return _drop_isolated(ink)
 
 
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) by partial sorting, several times faster."""
+    position = q / 100 * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, (low, high))
+    return float(part[low] + (part[high] - part[low]) * (position - low))
+
+
 def _drop_isolated(ink: np.ndarray) -> np.ndarray:
     """Zero the inked pixels none of whose 8 neighbours is inked (sensor noise, dust)."""
     inked = ink > 0
-    padded = np.pad(inked, 1)
     h, w = inked.shape
-    neighbours = sum(padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w].astype(np.uint8)
-                     for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
-    ink[inked & (neighbours == 0)] = 0
+    padded = np.zeros((h + 2, w + 2), dtype=np.uint8)
+    padded[1:-1, 1:-1] = inked
+    rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]  # 3x3 box sums, one axis at a time
+    box = rows[:-2] + rows[1:-1] + rows[2:]
+    ink[inked & (box == 1)] = 0  # the box counts the pixel itself
     return ink
 
 
@@ -476,6 +497,8 @@ def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
 
     def span(profile: np.ndarray) -> tuple[int, int]:
         inked = np.flatnonzero(profile > 0)
+        if inked[-1] - inked[0] + 1 == inked.size:  # one run, nothing detached
+            return int(inked[0]), int(inked[-1]) + 1
         breaks = np.flatnonzero(np.diff(inked) > 1)
         starts = np.concatenate([inked[:1], inked[breaks + 1]])
         ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
