@@ -6,9 +6,9 @@
 | ------------------------- | -------------- | -------------------------------------------------- |
 | SCRATCHNET_BIND           | 0.0.0.0:8000   | address to listen on                               |
 | SCRATCHNET_WORKERS        | 2              | worker processes (one per core)                    |
-| SCRATCHNET_THREADS        | 4              | threads per worker (gthread)                       |
+| SCRATCHNET_THREADS        | 2              | threads per worker (gthread)                       |
 | SCRATCHNET_TIMEOUT        | 30             | seconds a request may take before its worker is restarted |
-| SCRATCHNET_NUMPY_THREADS  | 1              | BLAS/OpenMP threads per worker                     |
+| SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches)     |
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | PROMETHEUS_MULTIPROC_DIR  | a new temp dir | where workers write their metrics (emptied at start) |
 
@@ -26,9 +26,11 @@ from pathlib import Path
 
 from gunicorn import util as gunicorn_util
 
-# Before any worker imports NumPy: one BLAS thread per worker, so that N workers on N cores do
-# not each start N threads and fight over the cores.
-_threads = os.environ.get("SCRATCHNET_NUMPY_THREADS", "1")
+# Before any worker imports NumPy: as many BLAS threads as cores. OpenBLAS runs the small matrix
+# products of ordinary requests (a few rows) on one thread whatever this says, so the extra
+# threads only work on large batches, which then use every core: a 10,000-row batch is answered
+# in ~60 % of the time one thread takes (docs/benchmarks.md).
+_threads = os.environ.get("SCRATCHNET_NUMPY_THREADS", str(len(os.sched_getaffinity(0))))
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ.setdefault(_name, _threads)
@@ -57,7 +59,10 @@ import service.app  # noqa: E402,F401
 
 bind = os.environ.get("SCRATCHNET_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("SCRATCHNET_WORKERS", "2"))
-threads = int(os.environ.get("SCRATCHNET_THREADS", "4"))
+# Two threads per worker overlap one request's network I/O with another's computing; more only
+# contend for the GIL (a canvas image cost 2.0 ms of CPU at 2 threads, 2.4-3.0 ms at 4, and p99
+# latency rose with it). Slow clients are a buffering proxy's job (docs/reliability.md).
+threads = int(os.environ.get("SCRATCHNET_THREADS", "2"))
 worker_class = "gthread"
 timeout = int(os.environ.get("SCRATCHNET_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("SCRATCHNET_GRACEFUL_TIMEOUT", "10"))
