@@ -375,8 +375,8 @@ def gunicorn_settings() -> dict:
     """The configuration file's settings as the benchmark ran them: its defaults, read by
     running the file in a clean environment (no SCRATCHNET_* variables)."""
     keys = ("workers", "threads", "worker_class", "keepalive", "preload_app", "timeout")
-    code = ("import json, runpy; c = runpy.run_path('service/gunicorn_conf.py'); "
-            f"print(json.dumps({{k: c.get(k) for k in {keys!r}}}))")
+    code = ("import json, os, runpy; c = runpy.run_path('service/gunicorn_conf.py'); "
+            f"print(json.dumps({{**{{k: c.get(k) for k in {keys!r}}}, 'blas_threads': os.environ.get('OPENBLAS_NUM_THREADS')}}))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")}
     with tempfile.TemporaryDirectory(prefix="bench-conf-") as metrics_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -398,7 +398,7 @@ def serve_markdown(payload: dict, header, rows) -> str:
 
 `python bench/serve.py`: `gunicorn -c service/gunicorn_conf.py "service.app:create_app()"` with the
 configuration file's defaults ({conf.get('workers')} workers x {conf.get('threads')} threads, {conf.get('worker_class')},
-one BLAS thread per worker) serving `{model['name']}` v{model.get('version')} (`{model.get('architecture')}`), beside
+{conf.get('blas_threads', '?')} BLAS threads per worker, used by large batches) serving `{model['name']}` v{model.get('version')} (`{model.get('architecture')}`), beside
 `bench/floor_app.py` (a Flask route that reads the body and answers a small JSON) under the same
 configuration. `wrk -t1 -c<clients>` for {payload['duration_s']:g} s per run on 127.0.0.1, service and floor
 interleaved, median of {payload['repeats']} runs. The machine has {payload['cpus']} cores, shared by both
