@@ -63,7 +63,7 @@ workers = int(os.environ.get("SCRATCHNET_WORKERS", "2"))
 # contend for the GIL (a canvas image cost 2.0 ms of CPU at 2 threads, 2.4-3.0 ms at 4, and p99
 # latency rose with it). Slow clients are a buffering proxy's job (docs/reliability.md).
 threads = int(os.environ.get("SCRATCHNET_THREADS", "2"))
-worker_class = "gthread"
+worker_class = "service.worker.FairThreadWorker"  # gthread that leaves new connections to a free worker
 timeout = int(os.environ.get("SCRATCHNET_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("SCRATCHNET_GRACEFUL_TIMEOUT", "10"))
 keepalive = 5

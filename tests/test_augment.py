@@ -4,7 +4,8 @@ says, fills with the background, is repeatable per seed, and is refused for vect
 import numpy as np
 import pytest
 
-from trainer import train
+from shared.model_file import read_manifest
+from trainer import cli, train
 from trainer.augment import get_augmentation
 
 
@@ -89,3 +90,25 @@ def test_augmented_training_on_real_mnist_learns(tmp_path, datasets_dir):
                                limit_train=6000, augment="affine(shift=2, rotate=10, scale=0.1)", progress=False)
     result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
     assert result["metrics"]["accuracy"] > 0.88
+
+
+def test_augment_flag_reaches_the_manifest(tmp_path, datasets_dir):
+    out = tmp_path / "out"
+    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(datasets_dir / "mnist"), "--hidden", "16",
+                     "--epochs", "1", "--limit-train", "1000", "--augment", "affine(shift=1, rotate=5)",
+                     "--no-progress", "--output", str(out)])
+    assert code == 0
+    manifest = read_manifest(out / "model.npz")
+    assert manifest["training"]["config"]["augment"] == "affine(shift=1, rotate=5)"
+    assert "--augment" in manifest["training"]["command"]
+
+
+def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=rng.random((40, 5)), y_train=rng.integers(0, 2, 40),
+             x_test=rng.random((10, 5)), y_test=rng.integers(0, 2, 10))
+    code = cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--augment", "affine(shift=1)",
+                     "--no-progress", "--output", str(tmp_path / "out")])
+    assert code != 0
+    assert "image datasets" in capsys.readouterr().err
