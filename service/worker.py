@@ -6,10 +6,12 @@ at once (a load generator, a proxy's connection pool) then often all land on one
 it: one core answers everything while the other idles. With two workers, 8 connections opened
 together went to a single worker in about one run in three (docs/benchmarks.md).
 
-``FairThreadWorker`` accepts only while one of its threads is free: a worker whose threads are
-all handling requests stops listening until one finishes, so the next connections go to a worker
-that can serve them at once, or wait in the kernel's queue until one can. Connections already
-accepted are served exactly as before.
+``FairThreadWorker`` accepts at once only while one of its threads is free. A worker whose
+threads are all handling requests stops listening for ``ACCEPT_DELAY``, so a new connection goes
+to a worker that can serve it at once if there is one; if every worker is busy, the first to free
+a thread or to reach the end of its delay takes it (so a connection never waits longer than that
+for a busy server, however many others its workers keep busy). Connections already accepted are
+served exactly as before.
 
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
 ``set_accept_enabled``), all called on the worker's main thread; gunicorn is pinned in
@@ -18,28 +20,50 @@ pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against t
 
 from __future__ import annotations
 
+import time
+
 from gunicorn.workers.gthread import ThreadWorker
+
+ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
 
 
 class FairThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.busy_threads = 0  # requests handed to the thread pool and not finished
+        self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads
 
+    def delaying(self, now: float) -> bool:
+        """Busy, and a connection seen waiting less than ACCEPT_DELAY ago: leave it to the others."""
+        return (not self.has_free_thread() and self.waiting_since is not None
+                and now - self.waiting_since < ACCEPT_DELAY)
+
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled and self.has_free_thread())
+        super().set_accept_enabled(enabled and not self.delaying(time.monotonic()))
+
+    def accept(self, listener) -> None:
+        now = time.monotonic()
+        if not self.has_free_thread():
+            # A connection seen long after the last one is a new one: it gets the delay too.
+            if self.waiting_since is None or now - self.waiting_since > 2 * ACCEPT_DELAY:
+                self.waiting_since = now
+            if self.delaying(now):
+                self.set_accept_enabled(False)  # listen again when the delay ends (see below)
+                return
+        self.waiting_since = None
+        super().accept(listener)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if not self._accepting and self.waiting_since is not None and self.alive:
+            timeout = min(timeout, ACCEPT_DELAY)  # wake up when the delay ends
+        super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn) -> None:
         self.busy_threads += 1
         super().enqueue_req(conn)
-
-    def accept(self, listener) -> None:
-        super().accept(listener)
-        if not self.has_free_thread():
-            self.set_accept_enabled(False)
 
     def finish_request(self, conn, fs) -> None:
         self.busy_threads -= 1

@@ -116,6 +116,8 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         row, col = np.argwhere(~np.isfinite(array))[0]
         raise InvalidInput(f"value at {_position(row, col, n)} is {_non_finite_name(array[row, col])}; values must be finite numbers")
+    if array.dtype == np.float32:
+        return np.ascontiguousarray(array)  # checked finite above
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(out).all():
