@@ -210,7 +210,7 @@ def soak(registry: Path, *, duration: float, swap_every: float, clients: int = 8
     return the summary (see ``problems`` for the pass/fail reading of it)."""
     warmup = min(60.0, duration * 0.2) if warmup is None else warmup
     calls = traffic(registry)
-    with ServiceProcess(registry, workers=workers or 2, poll_interval=1.0) as server:
+    with ServiceProcess(registry, workers=workers or 2, threads=None, poll_interval=1.0) as server:
         started = time.monotonic()
         recorder = Recorder(started)
         stop = threading.Event()
@@ -358,7 +358,7 @@ def markdown(summary: dict) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {summary['machine']}, 2 shared cores; "
         f"{summary['duration_s'] / 60:.0f} minutes, {summary['clients']} client threads on the same cores, "
-        f"Gunicorn with {summary['workers']} workers x 4 threads, a new `mnist` version every "
+        f"Gunicorn with {summary['workers']} workers and the configuration's default threads, a new `mnist` version every "
         f"{summary['swap_every_s']:.0f} s ({summary['versions_published']} swaps).",
         "",
         "| measure | value |",

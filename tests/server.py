@@ -35,7 +35,7 @@ SERVED = re.compile(r'^scratchnet_model_served\{model="([^"]+)",pid="(\d+)",vers
 
 
 class ServiceProcess:
-    def __init__(self, registry: str | os.PathLike, *, workers: int = 3, threads: int = 4,
+    def __init__(self, registry: str | os.PathLike, *, workers: int = 3, threads: int | None = 4,
                  poll_interval: float = 0.2, admin_token: str | None = None, env: dict | None = None):
         self.registry = Path(registry)
         self.workers = workers
@@ -43,7 +43,7 @@ class ServiceProcess:
             "SCRATCHNET_REGISTRY": str(self.registry),
             "SCRATCHNET_BIND": "127.0.0.1:0",
             "SCRATCHNET_WORKERS": str(workers),
-            "SCRATCHNET_THREADS": str(threads),
+            **({"SCRATCHNET_THREADS": str(threads)} if threads else {}),  # None: the configuration's default
             "SCRATCHNET_POLL_INTERVAL": str(poll_interval),
             "SCRATCHNET_GRACEFUL_TIMEOUT": "3",
             "SCRATCHNET_LOG_FORMAT": "json",
