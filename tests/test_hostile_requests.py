@@ -395,21 +395,30 @@ def test_slow_clients_do_not_hold_up_other_requests(server):
 # after the corpus ------------------------------------------------------------------------------------
 
 
+WARM_UP_PASSES = 8  # a request misses a given one of the 2 workers in all of them with probability 1/256
+
+
 def reference_probabilities(registry, data: bytes) -> np.ndarray:
     model = load_model(registry / "mnist" / "1" / "model.npz")
     return model.predict_proba(image_to_vector(data, model.preprocessing)[None])[0]
 
 
 def test_server_answers_correctly_and_memory_is_flat_after_the_corpus(server, registry):
-    for _ in range(4):  # warm up: every code path, allocator arenas, caches
+    # Warm up every code path, allocator arena and cache in both workers: a new connection goes to
+    # either worker, so each request must be sent often enough to have reached both.
+    # The RSS moves by +-5 % from pass to pass as the allocator keeps or returns freed blocks, so
+    # growth is measured against the highest RSS seen during the warm-up.
+    peaks = []
+    for _ in range(WARM_UP_PASSES):
         run_corpus(server)
-    before = service_rss(server)
+        peaks.append(service_rss(server))
+    before = max(peaks)
     for _ in range(3):
         for bad, response in run_corpus(server):
             assert response.status_code == bad.status, bad.name
     after = service_rss(server)
-    print(f"\nRSS of master + workers over 3 passes of the corpus ({len(CORPUS)} requests each), after 4 "
-          f"passes of warm-up: {before / 2**20:.0f} -> {after / 2**20:.0f} MiB")
+    print(f"\nRSS of master + workers over 3 passes of the corpus ({len(CORPUS)} requests each), after {WARM_UP_PASSES} "
+          f"passes of warm-up (peak): {before / 2**20:.0f} -> {after / 2**20:.0f} MiB")
     assert after < before * 1.10, f"RSS grew from {before / 2**20:.0f} MiB to {after / 2**20:.0f} MiB"
     served = predict_image(server, digit_png(), "image/png")
     assert np.allclose(served, reference_probabilities(registry, digit_png()), atol=1e-5)
