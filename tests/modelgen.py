@@ -8,6 +8,7 @@ Until real baseline models exist, every service test builds its own registry fro
     publish_model(tmp_path, "wine", kind="regression")      # vector regression 11 -> 8 -> 1
     publish_model(tmp_path, "mnist", favour=7)              # predicts "7" for (almost) any input
     publish_corrupt(tmp_path, "mnist")                      # a version whose model.npz is damaged
+    publish_standard_models(tmp_path)                       # the four versions most service tests use
 
 ``favour`` gives the chosen class a large output bias, so a test can tell versions apart by
 what they predict as well as by the version they name.
@@ -86,6 +87,16 @@ def publish_model(root: str | Path, name: str, **options) -> int:
         arrays, manifest = model_parts(name, version, **options)
         save_model(folder / MODEL_FILE, arrays, manifest)
     return Registry(root).publish(name, build)
+
+
+def publish_standard_models(root: str | Path) -> Path:
+    """``mnist`` v1 (random) and v2 (predicts "7"), ``iris`` (vector classifier) and ``wine``
+    (regression): the registry the end-to-end and fuzz tests serve."""
+    publish_model(root, "mnist", seed=1)
+    publish_model(root, "mnist", seed=2, favour=7)
+    publish_model(root, "iris", kind="vector")
+    publish_model(root, "wine", kind="regression")
+    return Path(root)
 
 
 def publish_corrupt(root: str | Path, name: str, content: bytes = b"PK\x03\x04 this is not a model") -> int:

@@ -43,7 +43,7 @@ class ServiceProcess:
             "SCRATCHNET_REGISTRY": str(self.registry),
             "SCRATCHNET_BIND": "127.0.0.1:0",
             "SCRATCHNET_WORKERS": str(workers),
-            **({"SCRATCHNET_THREADS": str(threads)} if threads else {}),  # None: the configuration's default
+            **({"SCRATCHNET_THREADS": str(threads)} if threads is not None else {}),  # None: the configuration's default
             "SCRATCHNET_POLL_INTERVAL": str(poll_interval),
             "SCRATCHNET_GRACEFUL_TIMEOUT": "3",
             "SCRATCHNET_LOG_FORMAT": "json",

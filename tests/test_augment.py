@@ -74,12 +74,18 @@ def test_bad_specs_are_clear_errors(spec, message):
         get_augmentation(spec, side=28)
 
 
-def test_augmenting_vector_data_is_refused(tmp_path):
+@pytest.fixture
+def vector_npz(tmp_path):
+    """A small NPZ dataset of 5-value vectors, which have no pixels to distort."""
     rng = np.random.default_rng(0)
     path = tmp_path / "data.npz"
     np.savez(path, x_train=rng.random((40, 5)), y_train=rng.integers(0, 2, 40),
              x_test=rng.random((10, 5)), y_test=rng.integers(0, 2, 10))
-    config = train.TrainConfig(dataset="npz", data_path=str(path), hidden=[4], epochs=1, augment="affine(shift=1)",
+    return path
+
+
+def test_augmenting_vector_data_is_refused(vector_npz):
+    config = train.TrainConfig(dataset="npz", data_path=str(vector_npz), hidden=[4], epochs=1, augment="affine(shift=1)",
                                progress=False)
     with pytest.raises(ValueError, match="image datasets"):
         train.run(config, log=lambda *_: None)
@@ -103,12 +109,8 @@ def test_augment_flag_reaches_the_manifest(tmp_path, datasets_dir):
     assert "--augment" in manifest["training"]["command"]
 
 
-def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "data.npz"
-    np.savez(path, x_train=rng.random((40, 5)), y_train=rng.integers(0, 2, 40),
-             x_test=rng.random((10, 5)), y_test=rng.integers(0, 2, 10))
-    code = cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--augment", "affine(shift=1)",
+def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, vector_npz, capsys):
+    code = cli.main(["train", "--dataset", "npz", "--data-path", str(vector_npz), "--augment", "affine(shift=1)",
                      "--no-progress", "--output", str(tmp_path / "out")])
     assert code != 0
     assert "image datasets" in capsys.readouterr().err

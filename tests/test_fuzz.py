@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from modelgen import publish_model
+from modelgen import publish_standard_models
 from server import ServiceProcess
 
 pytestmark = pytest.mark.slow
@@ -44,11 +44,7 @@ AUTHORIZATIONS = [None, f"Bearer {ADMIN_TOKEN}", "Bearer wrong-token", "Basic c2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    publish_model(root, "mnist", seed=1)
-    publish_model(root, "mnist", seed=2, favour=7)
-    publish_model(root, "iris", kind="vector")
-    publish_model(root, "wine", kind="regression")
+    root = publish_standard_models(tmp_path_factory.mktemp("registry"))
     (root / "mnist" / "serving.json").write_text('{"pinned": null, "labels": {"stable": 1}}')
     with ServiceProcess(root, workers=2, admin_token=ADMIN_TOKEN) as process:
         yield process

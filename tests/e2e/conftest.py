@@ -10,7 +10,7 @@
 
 import pytest
 
-from modelgen import publish_model
+from modelgen import publish_standard_models
 from server import ServiceProcess
 
 ADMIN_TOKEN = "e2e-admin-token"
@@ -34,12 +34,7 @@ def start_service():
 
 @pytest.fixture(scope="module")
 def service_registry(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    publish_model(root, "mnist", seed=1)
-    publish_model(root, "mnist", seed=2, favour=7)
-    publish_model(root, "iris", kind="vector")
-    publish_model(root, "wine", kind="regression")
-    return root
+    return publish_standard_models(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture(scope="module")
