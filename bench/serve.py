@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-repeats", type=int, default=9)
     parser.add_argument("--data-dir", default=os.environ.get("SCRATCHNET_DATA_DIR") or os.environ.get("SCRATCHNET_DATASETS"))
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                        help="an environment variable for both servers (e.g. SCRATCHNET_THREADS=1); repeatable")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: print and write docs/benchmarks.md from the last results")
     args = parser.parse_args(argv)
@@ -251,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (or make system-deps)")
 
     cases = payloads()
-    servers = {"service": Server(SERVICE_APP, args.registry), "floor": Server(FLOOR_APP, args.registry)}
+    overrides = dict(item.split("=", 1) for item in args.set)
+    servers = {"service": Server(SERVICE_APP, args.registry, env=overrides),
+               "floor": Server(FLOOR_APP, args.registry, env=dict(overrides))}
     runs: dict[tuple[str, str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         scripts = {}
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"model": describe_model(args.registry, args.model), "registry": str(args.registry),
                "cpus": os.cpu_count(), "duration_s": args.duration, "repeats": args.repeats,
                "load_average": {"min": loads[0], "median": statistics.median(loads), "max": loads[-1]},
-               "gunicorn": gunicorn_settings(), "payloads": {p.name: p.description for p in cases},
+               "gunicorn": gunicorn_settings(overrides), "overrides": overrides, "payloads": {p.name: p.description for p in cases},
                "summary": summary, "batch": batch, "goals": check_goals(summary, batch),
                "runs": [{"target": t, "payload": p, "clients": c, "runs": r} for (t, p, c), r in runs.items()]}
     print(f"\nwrote {write_json('serve', payload)}")
@@ -371,13 +375,13 @@ def check_goals(summary: list[dict], batch: dict) -> list[dict]:
     return goals
 
 
-def gunicorn_settings() -> dict:
+def gunicorn_settings(overrides: dict) -> dict:
     """The configuration file's settings as the benchmark ran them: its defaults, read by
-    running the file in a clean environment (no SCRATCHNET_* variables)."""
+    running the file in a clean environment (no SCRATCHNET_* variables but ``--set``'s)."""
     keys = ("workers", "threads", "worker_class", "keepalive", "preload_app", "timeout")
     code = ("import json, os, runpy; c = runpy.run_path('service/gunicorn_conf.py'); "
             f"print(json.dumps({{**{{k: c.get(k) for k in {keys!r}}}, 'blas_threads': os.environ.get('OPENBLAS_NUM_THREADS')}}))")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")} | overrides
     with tempfile.TemporaryDirectory(prefix="bench-conf-") as metrics_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

@@ -23,13 +23,12 @@ from . import api, ops, protocols
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import register_error_handlers
-from .logs import configure_logging
+from .logs import configure_logging, log_access
 from .metrics import Metrics
 from .predictor import Predictor
 from .store import ModelStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = logging.getLogger("scratchnet.access")
 log = logging.getLogger("scratchnet.service")
 
 
@@ -65,26 +64,33 @@ def create_app(config: dict | None = None) -> Flask:
 def _register_request_hooks(app: Flask) -> None:
     svc: Service = app.extensions[EXTENSION]
 
+    # Both hooks run on every request: each reads the request and ``g`` through Flask's context
+    # proxies once, into locals.
     @app.before_request
     def begin():
-        g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state = g._get_current_object()
+        state.started = time.perf_counter()
+        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+        state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         if svc.settings.watch:
             svc.store.ensure_watching()  # a no-op unless this process was forked after create_app
 
     @app.after_request
     def finish(response):
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        request_id = g.get("request_id") or uuid.uuid4().hex
-        response.headers["X-Request-ID"] = request_id
-        response.headers["X-Worker-PID"] = str(os.getpid())
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        code = g.get("error_code")
-        svc.metrics.observe_request(request.method, route, response.status_code, seconds, code)
-        access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, seconds * 1000,
-                        extra={"request_id": request_id, "method": request.method, "path": request.path,
-                               "route": route, "model": g.get("model"), "version": g.get("version"),
-                               "status": response.status_code, "latency_ms": round(seconds * 1000, 2),
-                               "code": code})
+        now = time.perf_counter()
+        state, req = g._get_current_object(), request._get_current_object()
+        seconds = now - getattr(state, "started", now)
+        request_id = getattr(state, "request_id", None) or uuid.uuid4().hex
+        status = response.status_code
+        headers = response.headers
+        headers["X-Request-ID"] = request_id
+        headers["X-Worker-PID"] = str(os.getpid())
+        route = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
+        code = getattr(state, "error_code", None)
+        method, path = req.method, req.path
+        svc.metrics.observe_request(method, route, status, seconds, code)
+        log_access(f"{method} {path} {status} {seconds * 1000:.1f}ms",
+                   {"request_id": request_id, "method": method, "path": path, "route": route,
+                    "model": getattr(state, "model", None), "version": getattr(state, "version", None),
+                    "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})
         return response

@@ -1,7 +1,12 @@
 """Structured logs: the ``scratchnet`` loggers write one line per event to stderr, a JSON object
 (``SCRATCHNET_LOG_FORMAT=json``, the default) or readable text. The access log
 (``scratchnet.access``) has one line per request with its id, method, route, model, version,
-status and latency."""
+status and latency: ``log_access`` writes it.
+
+The access line is written on every request, so in the default set-up (JSON, our one stderr
+handler) ``log_access`` builds it and writes it itself: the same line the logging module would
+write, for a sixth of the CPU (a record, a formatter call and two locks per request were ~50 us
+of a ~500 us prediction). Any other set-up goes through the logger."""
 
 from __future__ import annotations
 
@@ -13,13 +18,19 @@ import time
 import orjson
 
 ROOT = "scratchnet"
+ACCESS = "scratchnet.access"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds: 2026-11-29T20:28:28.935Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -70,3 +81,36 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+def log_access(message: str, fields: dict) -> None:
+    """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out)."""
+    access = logging.getLogger(ACCESS)
+    if not access.isEnabledFor(logging.INFO):
+        return
+    handler = _direct_json_handler(access)
+    if handler is None:
+        access.info(message, extra=fields)
+        return
+    entry = {"time": _timestamp(time.time()), "level": "info", "logger": ACCESS, "message": message,
+             "pid": os.getpid()}
+    entry.update((key, value) for key, value in fields.items() if value is not None)
+    line = orjson.dumps(entry, default=str).decode() + "\n"
+    with handler.lock:  # as the handler itself would: lines from two threads never interleave
+        stream = handler.stream
+        stream.write(line)
+        stream.flush()
+
+
+def _direct_json_handler(access: logging.Logger) -> StderrHandler | None:
+    """Our JSON stderr handler when it is the only place the access line would go, else None."""
+    if access.handlers or access.filters or not access.propagate:
+        return None
+    root = logging.getLogger(ROOT)
+    if root.propagate or root.filters or len(root.handlers) != 1:
+        return None
+    handler = root.handlers[0]
+    if (not getattr(handler, "scratchnet", False) or type(handler.formatter) is not JsonFormatter
+            or handler.filters or handler.level > logging.INFO):
+        return None
+    return handler

@@ -20,6 +20,7 @@ An image goes through one pipeline whatever its format or mode:
    detached specks, so halos and dust do not move it. The brightest pixel becomes 1, as in both
    datasets. An MNIST digit comes back as itself (up to the 2/255 noise floor).
 """
+import functools
 import io
 import math
 import numbers
@@ -348,7 +349,7 @@ def _composite_on_white(pixels: np.ndarray, scale: np.float32 = np.float32(1)) -
     """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA whose values times
     ``scale`` are in [0, 1] -> grey on white, float32."""
     if pixels.ndim == 2:
-        return pixels * scale if pixels.dtype == np.float32 else pixels.astype(np.float32) * scale
+        return np.multiply(pixels, scale, dtype=np.float32)
     channels = pixels.shape[2]
     if channels <= 2:
         grey = pixels[..., 0].astype(np.float32) * scale
@@ -406,32 +407,36 @@ def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.nda
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
 
 
-def _border_mask(shape: tuple[int, int]) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _border_index(shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices (row-major) of the border ring of an image of ``shape``: a twentieth of the
+    shorter side, at least 1 px. Images of one size usually come in series, hence the cache."""
     h, w = shape
     ring = max(1, min(h, w) // 20)
     mask = np.ones(shape, dtype=bool)
     mask[ring:h - ring, ring:w - ring] = False
-    return mask
+    index = np.flatnonzero(mask)
+    index.flags.writeable = False
+    return index
 
 
 def _flat_border(grey: np.ndarray) -> float | None:
     """The value of every border pixel when they are all equal, else None. Cheap: it reads only
-    the border strips, which is what makes drawn images fast to fit."""
-    h, w = grey.shape
-    ring = max(1, min(h, w) // 20)
-    strips = [grey[:ring], grey[h - ring:], grey[ring:h - ring, :ring], grey[ring:h - ring, w - ring:]]
-    value = grey[0, 0]
-    return float(value) if all(strip.size == 0 or (strip == value).all() for strip in strips) else None
+    the border, which is what makes drawn images fast to fit."""
+    border = grey.ravel().take(_border_index(grey.shape))
+    value = border[0]
+    return float(value) if (border == value).all() else None
 
 
-def _background(grey: np.ndarray) -> tuple[np.ndarray, float]:
+def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
     """Fit a plane a + b*x + c*y to the border pixels, robustly (ink that touches the border is
-    left out). Returns the plane over the whole image and the border's noise level (sigma)."""
+    left out). Returns the plane over the whole image (a scalar when the paper is uniform) and
+    the border's noise level (sigma)."""
     h, w = grey.shape
     flat = _flat_border(grey)
     if flat is not None:  # uniform paper (a canvas, a screenshot): the plane is that value, noise 0
-        return np.full(grey.shape, flat, dtype=np.float32), 0.0
-    ys, xs = np.nonzero(_border_mask(grey.shape))
+        return np.float32(flat), 0.0
+    ys, xs = np.divmod(_border_index(grey.shape), w)
     step = max(1, ys.size // 20000)
     ys, xs = ys[::step], xs[::step]
     values = grey[ys, xs].astype(np.float64)
@@ -454,7 +459,7 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     background, sigma = _background(grey)
     deviation = grey - background
     floor = max(4 * sigma, 2 / 255)
-    dark_mass = np.maximum(-deviation - floor, 0).sum(dtype=np.float64)
+    dark_mass = np.maximum(-floor - deviation, 0).sum(dtype=np.float64)
     light_mass = np.maximum(deviation - floor, 0).sum(dtype=np.float64)
     ink = -deviation if dark_mass > light_mass else deviation
     strokes = ink[ink > floor]
@@ -463,7 +468,9 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     level = _percentile(strokes, 99)
     if level - floor < MIN_CONTRAST:
         raise InvalidInput("the image is blank: no ink found")
-    ink = (np.maximum(ink - floor, 0) / np.float32(level - floor)).astype(np.float32)
+    ink = np.subtract(ink, floor, dtype=np.float32)
+    np.maximum(ink, 0, out=ink)
+    ink /= np.float32(level - floor)
     return _drop_isolated(ink)
 
 
@@ -484,7 +491,7 @@ def _drop_isolated(ink: np.ndarray) -> np.ndarray:
     padded[1:-1, 1:-1] = inked
     rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]  # 3x3 box sums, one axis at a time
     box = rows[:-2] + rows[1:-1] + rows[2:]
-    ink[inked & (box == 1)] = 0  # the box counts the pixel itself
+    np.putmask(ink, box == 1, 0)  # the box counts the pixel itself (and ink elsewhere is 0 already)
     return ink
 
 
@@ -495,7 +502,8 @@ def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
     inked rows (or columns) at an edge, separated from the rest by blank ones and holding less
     than SPECK_MASS of the ink, does not count."""
     strong = np.where(ink > level, ink, 0)
-    total = float(strong.sum(dtype=np.float64))
+    rows, columns = strong.sum(axis=1, dtype=np.float64), strong.sum(axis=0, dtype=np.float64)
+    total = float(rows.sum())
     if total <= 0:
         raise InvalidInput("the image is blank: no ink found")
 
@@ -514,8 +522,8 @@ def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
             last -= 1
         return int(starts[first]), int(ends[last])
 
-    top, bottom = span(strong.sum(axis=1, dtype=np.float64))
-    left, right = span(strong.sum(axis=0, dtype=np.float64))
+    top, bottom = span(rows)
+    left, right = span(columns)
     return top, bottom, left, right
 
 
@@ -533,8 +541,9 @@ def _scaled_region(ink: np.ndarray, bounds: tuple[int, int, int, int], scale: fl
     window = _window(ink, top - pad, bottom + pad, left - pad, right + pad)
     source_box = (pad - MARGIN / scale_x, pad - MARGIN / scale_y,
                   pad + (right - left) + MARGIN / scale_x, pad + (bottom - top) + MARGIN / scale_y)
-    resized = Image.fromarray(window).resize((out_w + 2 * MARGIN, out_h + 2 * MARGIN), RESAMPLE, box=source_box)
-    return np.asarray(resized, dtype=np.float32), out_h, out_w
+    size = (out_w + 2 * MARGIN, out_h + 2 * MARGIN)
+    resized = Image.frombytes("F", window.shape[::-1], window).resize(size, RESAMPLE, box=source_box)
+    return np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(size[::-1]), out_h, out_w
 
 
 def _window(ink: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:

@@ -412,3 +412,42 @@ def test_docs_and_index_pages(client):
     assert "<script src=\"http" not in page  # self-contained: no CDN
     with client.get("/") as index:
         assert index.status_code == 200 and index.mimetype == "text/html"
+
+
+def test_access_line_written_directly_matches_the_loggers(capsys):
+    """The default set-up writes the access line without a logging record: it must be the line the
+    JSON formatter writes for the same record; any other set-up goes through the logger."""
+    import logging
+    from datetime import datetime
+
+    from service.logs import configure_logging, log_access
+
+    fields = {"request_id": "r-1", "method": "POST", "path": "/predict", "route": "/predict", "model": "mnist",
+              "version": 2, "status": 200, "latency_ms": 1.25, "code": None}
+    configure_logging("json", "INFO")
+    log_access("POST /predict 200 1.2ms", fields)
+    logging.getLogger("scratchnet.access").info("POST /predict 200 1.2ms", extra=fields)
+    direct, logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    written = [datetime.strptime(entry.pop("time"), "%Y-%m-%dT%H:%M:%S.%fZ") for entry in (direct, logged)]
+    assert abs((written[1] - written[0]).total_seconds()) < 1
+    assert direct == logged and "code" not in direct and direct["logger"] == "scratchnet.access"
+
+    seen = []
+    extra = logging.Handler()
+    extra.emit = seen.append
+    access = logging.getLogger("scratchnet.access")
+    access.addHandler(extra)
+    try:
+        log_access("GET /healthz 200 0.1ms", {**fields, "path": "/healthz"})
+    finally:
+        access.removeHandler(extra)
+    assert [record.path for record in seen] == ["/healthz"]  # a handler of its own gets the record
+    assert json.loads(capsys.readouterr().err)["path"] == "/healthz"  # and stderr the line, as before
+
+    configure_logging("json", "WARNING")
+    log_access("POST /predict 200 1.2ms", fields)
+    configure_logging("text", "INFO")
+    log_access("POST /predict 200 1.2ms", fields)
+    (line,) = capsys.readouterr().err.splitlines()  # nothing at WARNING; text through the formatter
+    assert "scratchnet.access" in line and "request_id=r-1" in line and not line.startswith("{")
+    configure_logging("json", "INFO")
