@@ -5,9 +5,23 @@ answers a small JSON, served by the same Gunicorn configuration as the service::
 
 Whatever the service does beyond this (parsing, preprocessing, the forward pass, metrics,
 logging) is its own cost; this app measures what Flask and Gunicorn cost on their own.
+
+``create_image_work_app`` is the other reference, for bench/image_work.py: the same route doing
+only an image prediction's unavoidable work, the shared preprocessing and the forward pass of
+the served model and a JSON answer, without anything else the service does (content types,
+limits, errors in the API's shape, request ids, metrics, access log)::
+
+    gunicorn -c service/gunicorn_conf.py "bench.floor_app:create_image_work_app()"
 """
 
-from flask import Flask, jsonify, request
+import os
+
+import orjson
+from flask import Flask, Response, jsonify, request
+
+from shared.model_file import load_model
+from shared.preprocess import images_to_batch
+from shared.registry import Registry
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -17,5 +31,29 @@ def create_app(config: dict | None = None) -> Flask:
     def predict(name: str):
         body = request.get_data()
         return jsonify(model=name, received=len(body))
+
+    return app
+
+
+def create_image_work_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    registry = Registry(os.environ.get("SCRATCHNET_REGISTRY", "models"))
+    models = {}
+
+    @app.post("/models/<name>/predict")
+    def predict(name: str):
+        if name not in models:
+            version = registry.read_serving(name)["pinned"] or registry.versions(name)[-1]
+            models[name] = load_model(registry.model_path(name, version))
+        model = models[name]
+        probabilities = model.predict_proba(images_to_batch([request.get_data()], model.preprocessing))[0]
+        order = probabilities.argsort()[::-1][:3].tolist()
+        labels = model.labels
+        answer = {"model": {"name": model.name, "version": model.version},
+                  "predictions": [{"label": labels[order[0]], "index": order[0],
+                                   "confidence": round(float(probabilities[order[0]]), 6),
+                                   "top_k": [{"label": labels[i], "probability": round(float(probabilities[i]), 6)}
+                                             for i in order]}]}
+        return Response(orjson.dumps(answer), mimetype="application/json")
 
     return app

@@ -176,6 +176,27 @@ def check_answers(url: str, model: str, payload: Payload, *, floor: bool) -> Non
         raise SystemExit(f"{url}: {payload.name} request answered without predictions: {response.text[:300]}")
 
 
+def write_scripts(cases: list[Payload], folder: Path) -> dict[str, Path]:
+    """One wrk script per payload (by name), posting the payload's body, written beside it."""
+    scripts = {}
+    for payload in cases:
+        body_path = folder / f"{payload.name}.body"
+        body_path.write_bytes(payload.body)
+        scripts[payload.name] = folder / f"{payload.name}.lua"
+        scripts[payload.name].write_text(WRK_SCRIPT.format(content_type=payload.content_type, body_path=body_path))
+    return scripts
+
+
+def start_servers(servers: dict[str, Server], cases: list[Payload], scripts: dict[str, Path], model: str) -> None:
+    """Start each server, check that every payload gets a real answer, and warm each up with wrk
+    (only the service's answers must hold predictions: "floor" answers a constant)."""
+    for target, server in servers.items():
+        server.start()
+        for payload in cases:
+            check_answers(server.url, model, payload, floor=target == "floor")
+            run_wrk(server, f"{server.url}/models/{model}/predict", scripts[payload.name], 8, 2)
+
+
 def run_wrk(server: Server, url: str, script: Path, clients: int, duration: float) -> dict:
     """One wrk run. Besides wrk's figures, the CPU time the server used per request: unlike
     requests/s it hardly depends on what else the machine is doing."""
@@ -258,18 +279,9 @@ def main(argv: list[str] | None = None) -> int:
                "floor": Server(FLOOR_APP, args.registry, env=dict(overrides))}
     runs: dict[tuple[str, str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        scripts = {}
-        for payload in cases:
-            body_path = Path(tmp) / f"{payload.name}.body"
-            body_path.write_bytes(payload.body)
-            scripts[payload.name] = Path(tmp) / f"{payload.name}.lua"
-            scripts[payload.name].write_text(WRK_SCRIPT.format(content_type=payload.content_type, body_path=body_path))
+        scripts = write_scripts(cases, Path(tmp))
         try:
-            for target, server in servers.items():
-                server.start()
-                for payload in cases:
-                    check_answers(server.url, args.model, payload, floor=target == "floor")
-                    run_wrk(server, f"{server.url}/models/{args.model}/predict", scripts[payload.name], 8, 2)  # warm up
+            start_servers(servers, cases, scripts, args.model)
             print(f"service {servers['service'].url}, floor {servers['floor'].url}; "
                   f"{os.cpu_count()} CPUs; {args.repeats} x {args.duration:g} s per case", flush=True)
             for repeat in range(args.repeats):

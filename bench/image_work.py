@@ -1,0 +1,73 @@
+"""How close to the floor could any image route get? The floor (bench/floor_app.py: read the
+body, answer a constant) against a route doing only an image prediction's own work
+(``create_image_work_app``: the shared preprocessing, the forward pass, a JSON answer; none of
+the service's validation, hooks, metrics or logging) and the service itself, all under the
+service's Gunicorn configuration, with bench/serve.py's image bodies and ``wrk``.
+
+    python bench/image_work.py                    # 8 clients, 3 interleaved runs of 6 s
+    python bench/image_work.py --repeats 5
+
+If the image work alone stays below 60 % of the floor's requests/s, no service doing it in
+Python can reach that goal; the gap between it and the service is what the service adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.serve import FLOOR_APP, SERVICE_APP, Server, payloads, run_wrk, start_servers, write_scripts  # noqa: E402
+
+IMAGE_WORK_APP = "bench.floor_app:create_image_work_app()"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--registry", type=Path, default=ROOT / "models")
+    parser.add_argument("--model", default="mnist")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=6.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    cases = [p for p in payloads() if p.name.startswith("image")]
+    servers = {"floor": Server(FLOOR_APP, args.registry), "image work": Server(IMAGE_WORK_APP, args.registry),
+               "service": Server(SERVICE_APP, args.registry)}
+    results: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-image-work-") as tmp:
+        scripts = write_scripts(cases, Path(tmp))
+        try:
+            start_servers(servers, cases, scripts, args.model)
+            for repeat in range(args.repeats):
+                for payload in cases:
+                    order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
+                    for target in order:
+                        url = f"{servers[target].url}/models/{args.model}/predict"
+                        result = run_wrk(servers[target], url, scripts[payload.name], args.clients, args.duration)
+                        results.setdefault((target, payload.name), []).append(result)
+                        print(f"  run {repeat + 1}  {target:10s} {payload.name:7s} {result['rps']:7.0f} req/s  "
+                              f"cpu {result['cpu_ms_per_request']:5.2f} ms/req  errors {result['errors']}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    print(f"\n{args.clients} clients, median of {args.repeats} runs of {args.duration:g} s")
+    print(f"{'request':8s} {'server':10s} {'req/s':>7s} {'share of floor':>15s} {'CPU ms/req':>11s}")
+    for payload in cases:
+        floor = statistics.median(r["rps"] for r in results[("floor", payload.name)])
+        for target in servers:
+            runs = results[(target, payload.name)]
+            rps = statistics.median(r["rps"] for r in runs)
+            cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
+            print(f"{payload.name:8s} {target:10s} {rps:7.0f} {rps / floor:15.0%} {cpu:11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
