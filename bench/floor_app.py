@@ -8,20 +8,20 @@ logging) is its own cost; this app measures what Flask and Gunicorn cost on thei
 
 ``create_image_work_app`` is the other reference, for bench/image_work.py: the same route doing
 only an image prediction's unavoidable work, the shared preprocessing and the forward pass of
-the served model and a JSON answer, without anything else the service does (content types,
-limits, errors in the API's shape, request ids, metrics, access log)::
+the served model and the service's JSON answer, without anything else the service does
+(content types, limits, errors in the API's shape, request ids, metrics, access log)::
 
     gunicorn -c service/gunicorn_conf.py "bench.floor_app:create_image_work_app()"
 """
 
 import os
 
-import orjson
 from flask import Flask, Response, jsonify, request
 
 from shared.model_file import load_model
 from shared.preprocess import images_to_batch
 from shared.registry import Registry
+from service.predictor import DEFAULT_TOP_K, PredictionBatch
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -46,14 +46,8 @@ def create_image_work_app(config: dict | None = None) -> Flask:
             version = registry.read_serving(name)["pinned"] or registry.versions(name)[-1]
             models[name] = load_model(registry.model_path(name, version))
         model = models[name]
-        probabilities = model.predict_proba(images_to_batch([request.get_data()], model.preprocessing))[0]
-        order = probabilities.argsort()[::-1][:3].tolist()
-        labels = model.labels
-        answer = {"model": {"name": model.name, "version": model.version},
-                  "predictions": [{"label": labels[order[0]], "index": order[0],
-                                   "confidence": round(float(probabilities[order[0]]), 6),
-                                   "top_k": [{"label": labels[i], "probability": round(float(probabilities[i]), 6)}
-                                             for i in order]}]}
-        return Response(orjson.dumps(answer), mimetype="application/json")
+        probabilities = model.predict_proba(images_to_batch([request.get_data()], model.preprocessing))
+        answer = PredictionBatch(model, probabilities, DEFAULT_TOP_K).to_json()
+        return Response(answer, mimetype="application/json")
 
     return app

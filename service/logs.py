@@ -22,27 +22,28 @@ ACCESS = "scratchnet.access"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
 
 
-def _timestamp(created: float) -> str:
-    """ISO 8601 UTC with milliseconds: 2026-11-29T20:28:28.935Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+def _json_line(created: float, level: str, logger: str, message: str, fields: dict,
+               exception: str | None = None) -> str:
+    """One event as the JSON object our log lines are: time (ISO 8601 UTC with milliseconds),
+    level, logger, message, pid, then ``fields`` whose value is not None."""
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+        "level": level,
+        "logger": logger,
+        "message": message,
+        "pid": os.getpid(),
+    }
+    entry.update((key, value) for key, value in fields.items() if value is not None)
+    if exception:
+        entry["exception"] = exception
+    return orjson.dumps(entry, default=str).decode()
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": os.getpid(),
-        }
-        for key in FIELDS:
-            value = getattr(record, key, None)
-            if value is not None:
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return _json_line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                          {key: getattr(record, key, None) for key in FIELDS},
+                          self.formatException(record.exc_info) if record.exc_info else None)
 
 
 class TextFormatter(logging.Formatter):
@@ -92,10 +93,7 @@ def log_access(message: str, fields: dict) -> None:
     if handler is None:
         access.info(message, extra=fields)
         return
-    entry = {"time": _timestamp(time.time()), "level": "info", "logger": ACCESS, "message": message,
-             "pid": os.getpid()}
-    entry.update((key, value) for key, value in fields.items() if value is not None)
-    line = orjson.dumps(entry, default=str).decode() + "\n"
+    line = _json_line(time.time(), "info", ACCESS, message, fields) + "\n"
     with handler.lock:  # as the handler itself would: lines from two threads never interleave
         stream = handler.stream
         stream.write(line)
