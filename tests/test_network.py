@@ -210,6 +210,27 @@ def test_same_seed_gives_bit_identical_training():
     assert not np.array_equal(a["dense1.weight"], c["dense1.weight"])
 
 
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_each_train_step_uses_its_own_batch_gradient(batchnorm):
+    # train_step does not zero the gradient buffers: the backward pass must overwrite them, so a
+    # step's gradients are that batch's alone, never added to the previous step's.
+    x, y = batch(32, 12, classes=4)
+    net = build_mlp([12, 16, 8, 4], batchnorm=batchnorm, seed=3)
+    opt = get_optimizer("sgd", lr=0.1)
+    net.train_step(x[:16], y[:16], opt)  # leaves the first batch's gradients in the buffers
+    before = {k: v.copy() for k, v in net.params().items()}
+    reference = build_mlp([12, 16, 8, 4], batchnorm=batchnorm, seed=3)
+    reference.load_state({**before, **{k: v.copy() for k, v in net.buffers().items()}})
+    reference.zero_grad()
+    reference.loss.forward(reference.forward(x[16:], training=True), y[16:])
+    reference.backward()
+    net.train_step(x[16:], y[16:], opt)
+    grads = net.grads()
+    for name, expected in reference.grads().items():
+        np.testing.assert_array_equal(grads[name], expected)
+        np.testing.assert_array_equal(net.params()[name], before[name] - np.float32(0.1) * expected)
+
+
 def test_state_round_trip():
     net = build_mlp([4, 6, 3], batchnorm=True, seed=0)
     x, y = batch(32, 4, classes=3)

@@ -33,7 +33,7 @@ class Layer:
         self.buffers: dict[str, np.ndarray] = {}
         self.inplace = False
         self._scratch: dict[tuple, np.ndarray] = {}
-        self._grads_are_zero = True
+        self._replace_grads = True  # the next backward writes its gradients instead of adding them
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         raise NotImplementedError
@@ -44,12 +44,12 @@ class Layer:
     def zero_grad(self) -> None:
         for grad in self.grads.values():
             grad.fill(0)
-        self._grads_are_zero = True
+        self._replace_grads = True
 
     def _accumulate(self, key: str, value: np.ndarray) -> None:
         """Add ``value`` to ``grads[key]`` (used when the gradient is computed into a temporary)."""
         grad = self.grads[key]
-        if self._grads_are_zero:
+        if self._replace_grads:
             np.copyto(grad, value)
         else:
             grad += value
@@ -116,10 +116,10 @@ class Dense(Layer):
 
     def backward(self, grad_out):
         x, gw, gb = self._x, self.grads["weight"], self.grads["bias"]
-        if self._grads_are_zero:  # write straight into the gradient arrays
+        if self._replace_grads:  # write straight into the gradient arrays
             np.matmul(x.T, grad_out, out=gw)
             np.sum(grad_out, axis=0, out=gb)
-            self._grads_are_zero = False
+            self._replace_grads = False
         else:
             gw += x.T @ grad_out
             gb += grad_out.sum(axis=0)
@@ -218,7 +218,7 @@ class BatchNorm(Layer):
         dgamma = np.einsum("ij,ij->j", grad_out, x_hat)
         self._accumulate("beta", dbeta)
         self._accumulate("gamma", dgamma)
-        self._grads_are_zero = False
+        self._replace_grads = False
         grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
         if self._batch_stats:
             # d/dx of gamma * x_hat through the batch mean and variance:
