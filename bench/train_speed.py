@@ -131,7 +131,7 @@ def numpy_side(batch_size: int, seed: int):
     def epoch(x, y):
         total = 0.0
         for i in range(0, len(x), batch_size):
-            total += net.train_step(x[i:i + batch_size], y[i:i + batch_size], opt) * len(x[i:i + batch_size])
+            total += net.train_step(x[i:i + batch_size], y[i:i + batch_size], opt)[0] * len(x[i:i + batch_size])
         return total / len(x)
 
     return epoch, {"blas": numpy_blas(), "numpy": np.__version__}

@@ -219,7 +219,12 @@ def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndar
         if method.refit and prepared.x_val is not None:
             network, _ = refit(method, prepared, history, quiet)
         networks = [network]
-    x = (dataset.x_test - np.float32(prepared.normalization["mean"])) / np.float32(prepared.normalization["std"])
+    return predict_rows(networks, prepared, dataset.x_test)
+
+
+def predict_rows(networks: list, prepared, x: np.ndarray) -> np.ndarray:
+    """The average prediction of ``networks`` on raw rows ``x``, in quality units."""
+    x = (x - np.float32(prepared.normalization["mean"])) / np.float32(prepared.normalization["std"])
     scaling = prepared.target_scaling
     raw = np.mean([network.predict(x.astype(np.float32))[:, 0] for network in networks], axis=0)
     return raw * scaling["std"] + scaling["mean"]
@@ -244,9 +249,7 @@ def _train_with_white(method: WithWhite, dataset: Dataset) -> np.ndarray:
     red_only = dataclasses.replace(prepared, x_train=prepared.x_train[:len(red_x)], y_train=prepared.y_train[:len(red_x)])
     tune = method.finetune
     fit(network, build_optimizer(tune), build_schedule(tune), red_only, tune, log=quiet)
-    x = (test_x - np.float32(prepared.normalization["mean"])) / np.float32(prepared.normalization["std"])
-    scaling = prepared.target_scaling
-    return network.predict(x.astype(np.float32))[:, 0] * scaling["std"] + scaling["mean"]
+    return predict_rows([network], prepared, test_x)
 
 
 def grouped_folds(x: np.ndarray, folds: int, seed: int) -> np.ndarray:

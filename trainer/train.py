@@ -232,11 +232,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
             if augment is not None:
                 xb = augment(xb, rng)
             yb = y_train[index]
-            network.zero_grad()
-            out = network.forward(xb, training=True)
-            loss = network.loss.forward(out, yb)
-            network.backward()
-            optimizer.step(network.params(), network.grads())
+            loss, out = network.train_step(xb, yb, optimizer)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss} in epoch {epoch}: lower the learning rate "
                                          f"(now {lr:g}) or enable gradient clipping (--clip-norm)")
