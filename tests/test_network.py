@@ -118,6 +118,22 @@ def test_bad_inputs_are_refused_with_the_layer_name():
 
 # --- float32 and buffers ------------------------------------------------------------------
 
+def test_activations_are_right_for_every_batch_shape_and_dtype():
+    # A training epoch ends on a smaller batch, evaluation uses other sizes again, and gradient
+    # checks run in float64: each call must use its own input's shape and dtype.
+    rng = np.random.default_rng(5)
+    for spec in ("relu", "leaky_relu(alpha=0.1)", "sigmoid", "tanh"):
+        fn = get_activation(spec)
+        for shape, dtype in [((4, 3), np.float32), ((7, 3), np.float32), ((2, 5), np.float64), ((4, 3), np.float32)]:
+            x = rng.standard_normal(shape).astype(dtype)
+            expected = {"relu": np.where(x > 0, x, 0), "leaky_relu": np.where(x > 0, x, 0.1 * x),
+                        "sigmoid": 1 / (1 + np.exp(-x.astype(np.float64))), "tanh": np.tanh(x)}[fn.name]
+            y = fn(x)
+            assert y.shape == shape and y.dtype == dtype, (spec, shape, dtype)
+            np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-7, err_msg=f"{spec} {shape} {dtype}")
+
+
+
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu(alpha=0.1)", "sigmoid", "tanh"])
 def test_float32_end_to_end(activation):
     net = build_mlp([6, 8, 5, 3], activation, batchnorm=True, dropout=0.2, seed=1)
