@@ -155,6 +155,38 @@ def test_model_status_like_tf_serving(server):
     assert requests.get(server.url + "/v1/models", timeout=10).json() == {"models": ["iris", "mnist", "wine"]}
 
 
+def test_model_metadata_like_tf_serving(server):
+    def tensor(dtype, *sizes):
+        return {"dtype": dtype, "tensor_shape": {"dim": [{"size": str(s), "name": ""} for s in sizes],
+                                                 "unknown_rank": False}}
+
+    def signature(name, path=""):
+        answer = requests.get(server.url + f"/v1/models/{name}{path}/metadata", timeout=10)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        (only,) = body["metadata"]["signature_def"]["signature_def"].items()
+        assert only[0] == "serving_default" and only[1]["method_name"] == "tensorflow/serving/predict"
+        for tensors in (only[1]["inputs"], only[1]["outputs"]):
+            for key, info in tensors.items():
+                assert info.pop("name") == key
+        return body["model_spec"], only[1]["inputs"], only[1]["outputs"]
+
+    spec, inputs, outputs = signature("mnist")
+    assert spec == {"name": "mnist", "signature_name": "", "version": "2"}
+    assert inputs == {"input": tensor("DT_FLOAT", -1, 784), "image": tensor("DT_STRING", -1),
+                      "pixels": tensor("DT_UINT8", -1, 28, 28)}
+    assert outputs == {"probabilities": tensor("DT_FLOAT", -1, 10), "label": tensor("DT_STRING", -1),
+                       "index": tensor("DT_INT64", -1)}
+    assert signature("mnist", "/versions/1")[0]["version"] == "1"
+    assert signature("mnist", "/labels/stable")[0]["version"] == "1"
+    spec, inputs, outputs = signature("iris")
+    assert inputs == {"input": tensor("DT_FLOAT", -1, 4)} and outputs["probabilities"] == tensor("DT_FLOAT", -1, 3)
+    assert signature("wine")[2] == {"value": tensor("DT_FLOAT", -1)}
+    # What the signature names is what predict takes.
+    response = post(server, "/v1/models/mnist:predict", {"inputs": {"image": [{"b64": B64[0]}]}})
+    assert set(response.json()["outputs"]) == set(outputs)
+
+
 # errors ------------------------------------------------------------------------------------------
 
 
@@ -183,6 +215,10 @@ def test_errors_are_tf_serving_style(server, path, body, status, contains):
 def test_status_errors_and_methods(server):
     assert_error(requests.get(server.url + "/v1/models/nope", timeout=10), 404, "nope")
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/9", timeout=10), 404, "no version 9")
+    assert_error(requests.get(server.url + "/v1/models/nope/metadata", timeout=10), 404, "nope")
+    assert_error(requests.get(server.url + "/v1/models/mnist/versions/9/metadata", timeout=10), 404, "no version 9")
+    assert_error(requests.get(server.url + "/v1/models/mnist/labels/beta/metadata", timeout=10), 404, "no label 'beta'")
+    assert_error(requests.get(server.url + "/v1/models/mnist/versions/3/metadata", timeout=10), 503, "cannot be served")
     assert_error(requests.get(server.url + "/v1/models/mnist:predict", timeout=10), 405, "use POST")
     allowed = requests.options(server.url + "/v1/models/mnist:predict", timeout=10).headers["Allow"]
     assert {m.strip() for m in allowed.split(",")} == {"OPTIONS", "POST"}

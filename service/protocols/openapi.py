@@ -116,6 +116,9 @@ def _operations() -> list[tuple]:
         ops += [
             _operation("get", path, f"Status of {which} (model_version_status).", V1_TAG, schemas.ModelStatus,
                        parameters=params, errors=(404,)),
+            _operation("get", path + "/metadata", f"The serving_default signature of {which}: input and output "
+                       "tensors with TensorFlow's type names.", V1_TAG, schemas.V1ModelMetadata, parameters=params,
+                       errors=(404, 503)),
             _operation("post", path + ":predict", f"Predict with {which}: instances (rows) or inputs (columns).",
                        V1_TAG, schemas.V1PredictResponse, parameters=params, errors=INFER_ERRORS, body=V1_BODY),
         ]
@@ -132,5 +135,6 @@ def paths() -> dict:
 SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.ModelMetadata, schemas.ModelReady,
                  schemas.InferRequest, schemas.InferResponse, schemas.RepositoryIndexRequest, schemas.RepositoryEntry,
                  schemas.LoadRequest, schemas.UnloadRequest, schemas.RepositoryResult, schemas.V1PredictRequest,
-                 schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.ProtocolError]
+                 schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.V1ModelMetadata,
+                 schemas.ProtocolError]
 

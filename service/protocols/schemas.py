@@ -188,5 +188,37 @@ class ModelNames(BaseModel):
     models: list[str]
 
 
+class TensorInfo(BaseModel):
+    dtype: str = Field(description='TensorFlow\'s element type: "DT_FLOAT", "DT_STRING", "DT_UINT8" or "DT_INT64".')
+    tensor_shape: dict = Field(description='{"dim": [{"size": "-1", "name": ""}, ...], "unknown_rank": false}; '
+                                           '-1 is any size.')
+    name: str
+
+
+class SignatureDef(BaseModel):
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+    method_name: str = Field(description='"tensorflow/serving/predict".')
+
+
+class ModelSpec(BaseModel):
+    name: str
+    signature_name: str
+    version: str
+
+
+class SignatureDefMap(BaseModel):
+    signature_def: dict[str, SignatureDef] = Field(description='One signature, "serving_default".')
+
+
+class ModelSignatureMetadata(BaseModel):
+    signature_def: SignatureDefMap
+
+
+class V1ModelMetadata(BaseModel):
+    model_spec: ModelSpec
+    metadata: ModelSignatureMetadata
+
+
 class ProtocolError(BaseModel):
     error: str = Field(description="What is wrong, in the style of Triton and TF Serving.")

@@ -8,7 +8,9 @@ in ``service.protocols.signature`` (``{"image": {"b64": ...}}``). A classifier a
 with ``{"probabilities": [...], "label": "7", "index": 7}``; a regressor with the value alone.
 
 ``GET /v1/models/<m>[/versions/<v>|/labels/<l>]`` reports ``model_version_status`` as TF Serving
-does (plus KServe V1's ``name`` and ``ready``); ``GET /v1/models`` lists the models.
+does (plus KServe V1's ``name`` and ``ready``); ``.../metadata`` the ``serving_default`` signature
+(the tensors of ``service.protocols.signature`` with TensorFlow's type names), as TF Serving's
+GetModelMetadata renders it in JSON; ``GET /v1/models`` lists the models.
 """
 
 from __future__ import annotations
@@ -192,6 +194,27 @@ def status(name: str, version: str | None = None, label: str | None = None):
         ready = entry["status"] == AVAILABLE and not unloaded
     return {"model_version_status": [version_status(v, status, unloaded) for v, status in reversed(versions)],
             "name": name, "ready": ready}
+
+
+# TensorFlow's names for the element types of service.protocols.signature's tensors.
+TF_DTYPES = {"FP32": "DT_FLOAT", "BYTES": "DT_STRING", "UINT8": "DT_UINT8", "INT64": "DT_INT64"}
+
+
+@v1_bp.get("/v1/models/<name>/metadata")
+@v1_bp.get("/v1/models/<name>/versions/<version>/metadata")
+@v1_bp.get("/v1/models/<name>/labels/<label>/metadata")
+def metadata(name: str, version: str | None = None, label: str | None = None):
+    model = service().predictor.resolve(name, version=None if version is None else version_number(version), label=label)
+    tensors = lambda specs: {spec.name: tensor_info(spec) for spec in specs}  # noqa: E731
+    signature_def = {"inputs": tensors(signature.input_specs(model)), "outputs": tensors(signature.output_specs(model)),
+                     "method_name": "tensorflow/serving/predict"}
+    return {"model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature_def}}}}
+
+
+def tensor_info(spec: signature.TensorSpec) -> dict:
+    dims = [{"size": str(size), "name": ""} for size in spec.shape]
+    return {"dtype": TF_DTYPES[spec.datatype], "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": spec.name}
 
 
 def version_status(version: int, status: str, unloaded: bool) -> dict:
