@@ -1,8 +1,8 @@
 """Wine quality: choosing a configuration without the test rows, and how much a test figure
 depends on the split.
 
-    python bench/wine_splits.py --data-dir DIR cv [--set base|singles|ensembles|white|ordinal] [--only NAME ...]
-                                                  [--folds 5] [--fold-seeds 0 1 2 3]
+    python bench/wine_splits.py --data-dir DIR cv [--set base|singles|ensembles|white|ordinal]
+                                                  [--only NAME ...] [--folds 5] [--fold-seeds 0 1 2 3]
     python bench/wine_splits.py --data-dir DIR test [--method NAME]
     python bench/wine_splits.py --data-dir DIR seeds [--split-seeds 0 1 ... 9]
 
@@ -172,8 +172,6 @@ WHITE = {
     "128-128 decay 2.0 + white, then red": WithWhite(_R(_B32, hidden=[128, 128], weight_decay=2.0),
                                                             finetune=_R(_B32, hidden=[128, 128], weight_decay=2.0, **_TUNE)),
 }
-# What the sets' cross-validation ranks first among the methods a model file can hold, scored
-# once on the test split by ``test`` (RMSE 0.658 / MAE 0.499: no better than v1).
 # The grades as classes (``cv --set ordinal``), scored by the expected grade.
 ORDINAL = {
     "red only, batch 32": _B32,
@@ -181,6 +179,8 @@ ORDINAL = {
     "classes, batch 32, decay 0.2": Ordinal(_R(_B32, weight_decay=0.2)),
     "classes, batch 32, 64-64": Ordinal(_R(_B32, hidden=[64, 64])),
 }
+# What the sets' cross-validation ranks first among the methods a model file can hold, scored
+# once on the test split by ``test`` (RMSE 0.658 / MAE 0.499: no better than v1).
 CV_CHOICE = "bag 10 folds, batch 32"
 METHODS = {**CONFIGS, **CANDIDATES, **SINGLES, **ENSEMBLES, **WHITE, **ORDINAL}
 
@@ -364,7 +364,8 @@ def main() -> None:
     p = commands.add_parser("cv", help="grouped k-fold CV of the configurations on the training rows")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--set", choices=["base", "singles", "ensembles", "white", "ordinal"], default="base", help="which methods to compare")
+    p.add_argument("--set", choices=["base", "singles", "ensembles", "white", "ordinal"], default="base",
+                   help="which methods to compare")
     p.add_argument("--only", nargs="+", help="names of the methods to run (default: all of the set)")
     p.set_defaults(func=cmd_cv)
     p = commands.add_parser("test", help="the seed-0 test figures of one method (the one cv chose)")

@@ -205,16 +205,20 @@ TF_DTYPES = {"FP32": "DT_FLOAT", "BYTES": "DT_STRING", "UINT8": "DT_UINT8", "INT
 @v1_bp.get("/v1/models/<name>/labels/<label>/metadata")
 def metadata(name: str, version: str | None = None, label: str | None = None):
     model = service().predictor.resolve(name, version=None if version is None else version_number(version), label=label)
-    tensors = lambda specs: {spec.name: tensor_info(spec) for spec in specs}  # noqa: E731
-    signature_def = {"inputs": tensors(signature.input_specs(model)), "outputs": tensors(signature.output_specs(model)),
+    signature_def = {"inputs": tensor_infos(signature.input_specs(model)),
+                     "outputs": tensor_infos(signature.output_specs(model)),
                      "method_name": "tensorflow/serving/predict"}
     return {"model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
             "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature_def}}}}
 
 
-def tensor_info(spec: signature.TensorSpec) -> dict:
-    dims = [{"size": str(size), "name": ""} for size in spec.shape]
-    return {"dtype": TF_DTYPES[spec.datatype], "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": spec.name}
+def tensor_infos(specs: list[signature.TensorSpec]) -> dict:
+    """TensorFlow's TensorInfo of each tensor, by name."""
+    return {spec.name: {"dtype": TF_DTYPES[spec.datatype],
+                        "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in spec.shape],
+                                         "unknown_rank": False},
+                        "name": spec.name}
+            for spec in specs}
 
 
 def version_status(version: int, status: str, unloaded: bool) -> dict:
