@@ -24,6 +24,7 @@ import pydantic
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from shared.forward import Model
 from shared.registry import LABEL_PATTERN, RegistryError
 
 from .context import service
@@ -56,6 +57,14 @@ def version_number(text: str) -> int:
     if not (text.isdigit() and not text.startswith("0") and len(text) < 10):
         raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")
     return int(text)
+
+
+def resolve_from_url(name: str, version: str | None = None, label: str | None = None) -> Model:
+    """The model a protocol route names (``version`` as the URL spells it), recorded in ``g`` for
+    the access log and metrics."""
+    model = service().predictor.resolve(name, version=None if version is None else version_number(version), label=label)
+    g.model, g.version = model.name, model.version
+    return model
 
 
 def query_params() -> dict:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from shared.forward import Model
 
-from ..api import parse_json, read_body, validate, version_number
+from ..api import parse_json, read_body, resolve_from_url, validate, version_number
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -44,8 +44,7 @@ SIGNATURE = "serving_default"
 @v1_bp.post("/v1/models/<name>/labels/<label>:predict")
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
-    model = svc.predictor.resolve(name, version=None if version is None else version_number(version), label=label)
-    g.model, g.version = model.name, model.version
+    model = resolve_from_url(name, version, label)
     started = time.perf_counter()
     body = validate(V1PredictRequest, parse_json(read_body()), "the predict request")
     if body.signature_name not in (None, SIGNATURE):
@@ -204,7 +203,7 @@ TF_DTYPES = {"FP32": "DT_FLOAT", "BYTES": "DT_STRING", "UINT8": "DT_UINT8", "INT
 @v1_bp.get("/v1/models/<name>/versions/<version>/metadata")
 @v1_bp.get("/v1/models/<name>/labels/<label>/metadata")
 def metadata(name: str, version: str | None = None, label: str | None = None):
-    model = service().predictor.resolve(name, version=None if version is None else version_number(version), label=label)
+    model = resolve_from_url(name, version, label)
     signature_def = {"inputs": tensor_infos(signature.input_specs(model)),
                      "outputs": tensor_infos(signature.output_specs(model)),
                      "method_name": "tensorflow/serving/predict"}

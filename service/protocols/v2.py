@@ -22,7 +22,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
 
-from ..api import UNCHANGED, admin, parse_json, read_body, set_serving, validate, version_number
+from ..api import UNCHANGED, admin, parse_json, read_body, resolve_from_url, set_serving, validate
 from ..context import service
 from ..errors import BadRequest, NotReady
 from ..inputs import decode_base64_image
@@ -45,12 +45,6 @@ def server_version() -> str:
 
 def shape_text(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def resolve(name: str, version: str | None) -> Model:
-    model = service().predictor.resolve(name, version=None if version is None else version_number(version))
-    g.model, g.version = model.name, model.version
-    return model
 
 
 # server ------------------------------------------------------------------------------------------
@@ -81,7 +75,7 @@ def ready():
 @v2_bp.get("/v2/models/<name>")
 @v2_bp.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
-    model = resolve(name, version)
+    model = resolve_from_url(name, version)
     if version is None:
         info = service().store.describe(name)
         versions = [str(v["version"]) for v in info["versions"] if v["status"] == AVAILABLE]
@@ -96,7 +90,7 @@ def model_metadata(name: str, version: str | None = None):
 @v2_bp.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     try:
-        resolve(name, version)  # 404 for an unknown model or version
+        resolve_from_url(name, version)  # 404 for an unknown model or version
     except NotReady:
         g.error_code = "not_ready"
         return jsonify({"name": name, "ready": False}), 503
@@ -110,7 +104,7 @@ def model_ready(name: str, version: str | None = None):
 @v2_bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     svc = service()
-    model = resolve(name, version)
+    model = resolve_from_url(name, version)
     started = time.perf_counter()
     body = binary.decompress(read_body(), request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
