@@ -32,14 +32,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.datasets import Dataset, load_dataset  # noqa: E402
-from trainer.train import TrainConfig, build_network, build_optimizer, build_schedule, fit, prepare, refit  # noqa: E402
+from trainer.train import (TrainConfig, build_network, build_optimizer, build_schedule, fit, normalize,  # noqa: E402
+                           prepare, refit)
 
 
 @dataclasses.dataclass(frozen=True)
 class Bagged:
     """``members`` networks of ``config``, each trained on its own resample of the training rows
     ("bootstrap": n rows drawn with replacement; "half": n/2 rows without; "folds": all but
-    the member's own grouped fold; "all": every row, so only the seed differs) and averaged. The normalisation is measured once on all the rows."""
+    the member's own grouped fold; "all": every row, so only the seed differs) and averaged.
+    The normalisation is measured once on all the rows."""
 
     config: TrainConfig
     members: int
@@ -169,8 +171,8 @@ WHITE = {
     "64-64 cosine 10 + white, is_red, then red": WithWhite(_R(_B32, hidden=[64, 64], epochs=10),
                                                           finetune=_R(_B32, hidden=[64, 64], **_TUNE)),
     "128-128 decay 2.0": _R(_B32, hidden=[128, 128], weight_decay=2.0),
-    "128-128 decay 2.0 + white, then red": WithWhite(_R(_B32, hidden=[128, 128], weight_decay=2.0),
-                                                            finetune=_R(_B32, hidden=[128, 128], weight_decay=2.0, **_TUNE)),
+    "128-128 decay 2.0 + white, then red": WithWhite(
+        _R(_B32, hidden=[128, 128], weight_decay=2.0), finetune=_R(_B32, hidden=[128, 128], weight_decay=2.0, **_TUNE)),
 }
 # The grades as classes (``cv --set ordinal``), scored by the expected grade.
 ORDINAL = {
@@ -182,12 +184,22 @@ ORDINAL = {
 # What the sets' cross-validation ranks first among the methods a model file can hold, scored
 # once on the test split by ``test`` (RMSE 0.658 / MAE 0.499: no better than v1).
 CV_CHOICE = "bag 10 folds, batch 32"
-METHODS = {**CONFIGS, **CANDIDATES, **SINGLES, **ENSEMBLES, **WHITE, **ORDINAL}
+SETS = {"base": {**CONFIGS, **CANDIDATES}, "singles": SINGLES, "ensembles": ENSEMBLES, "white": WHITE,
+        "ordinal": ORDINAL}
+METHODS = {name: method for methods in SETS.values() for name, method in methods.items()}
+
+
+def quiet(*_) -> None:
+    """A ``log`` for the trainer that prints nothing."""
+
+
+def fit_quietly(network, config: TrainConfig, prepared) -> list[dict]:
+    """``fit`` with ``config``'s own optimiser and schedule, silently; returns the history."""
+    return fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=quiet)
 
 
 def fit_members(bagged: Bagged, prepared) -> list:
     """The member networks of ``bagged`` trained on ``prepared`` (no validation split)."""
-    quiet = lambda *_: None  # noqa: E731
     rng = np.random.default_rng(bagged.config.seed)
     n = len(prepared.x_train)
     networks = []
@@ -203,7 +215,7 @@ def fit_members(bagged: Bagged, prepared) -> list:
         config = dataclasses.replace(bagged.config, seed=bagged.config.seed + i)
         part = dataclasses.replace(prepared, x_train=prepared.x_train[rows], y_train=prepared.y_train[rows])
         network = build_network(config, prepared.dataset)
-        fit(network, build_optimizer(config), build_schedule(config), part, config, log=quiet)
+        fit_quietly(network, config, part)
         networks.append(network)
     return networks
 
@@ -216,7 +228,6 @@ def errors(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
 def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndarray:
     """Train as ``python -m trainer train`` would on ``dataset`` (validation split, early
     stopping and refit included); return the predictions on ``dataset.x_test``."""
-    quiet = lambda *_: None  # noqa: E731
     if isinstance(method, Log1p):
         index = [dataset.feature_names.index(name) for name in method.columns]
         x_train, x_test = dataset.x_train.copy(), dataset.x_test.copy()
@@ -233,7 +244,7 @@ def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndar
     else:
         prepared = prepare(dataset, method)
         network = build_network(method, dataset)
-        history = fit(network, build_optimizer(method), build_schedule(method), prepared, method, log=quiet)
+        history = fit_quietly(network, method, prepared)
         if method.refit and prepared.x_val is not None:
             network, _ = refit(method, prepared, history, quiet)
         networks = [network]
@@ -242,9 +253,9 @@ def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndar
 
 def predict_rows(networks: list, prepared, x: np.ndarray) -> np.ndarray:
     """The average prediction of ``networks`` on raw rows ``x``, in quality units."""
-    x = (x - np.float32(prepared.normalization["mean"])) / np.float32(prepared.normalization["std"])
+    x = normalize(x, prepared.normalization)
     scaling = prepared.target_scaling
-    raw = np.mean([network.predict(x.astype(np.float32))[:, 0] for network in networks], axis=0)
+    raw = np.mean([network.predict(x)[:, 0] for network in networks], axis=0)
     return raw * scaling["std"] + scaling["mean"]
 
 
@@ -260,13 +271,12 @@ def _train_with_white(method: WithWhite, dataset: Dataset) -> np.ndarray:
                                  x_test=test_x, feature_names=names)
     if method.finetune is None:
         return train_and_predict(method.config, pooled)
-    quiet = lambda *_: None  # noqa: E731
     prepared = prepare(pooled, method.config)
     network = build_network(method.config, pooled)
-    fit(network, build_optimizer(method.config), build_schedule(method.config), prepared, method.config, log=quiet)
-    red_only = dataclasses.replace(prepared, x_train=prepared.x_train[:len(red_x)], y_train=prepared.y_train[:len(red_x)])
-    tune = method.finetune
-    fit(network, build_optimizer(tune), build_schedule(tune), red_only, tune, log=quiet)
+    fit_quietly(network, method.config, prepared)
+    red_only = dataclasses.replace(prepared, x_train=prepared.x_train[:len(red_x)],
+                                   y_train=prepared.y_train[:len(red_x)])
+    fit_quietly(network, method.finetune, red_only)
     return predict_rows([network], prepared, test_x)
 
 
@@ -276,10 +286,8 @@ def _train_ordinal(method: Ordinal, dataset: Dataset) -> np.ndarray:
                                      y_train=classes, y_test=np.zeros(len(dataset.x_test), dtype=np.int64))
     prepared = prepare(as_classes, method.config)
     network = build_network(method.config, as_classes)
-    fit(network, build_optimizer(method.config), build_schedule(method.config), prepared, method.config,
-        log=lambda *_: None)
-    x = (dataset.x_test - np.float32(prepared.normalization["mean"])) / np.float32(prepared.normalization["std"])
-    return network.predict_proba(x.astype(np.float32)) @ grades
+    fit_quietly(network, method.config, prepared)
+    return network.predict_proba(normalize(dataset.x_test, prepared.normalization)) @ grades
 
 
 def grouped_folds(x: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -310,8 +318,7 @@ def cmd_cv(args) -> None:
     print(f"grouped {args.folds}-fold cross-validation on the {len(data.x_train)} training rows of "
           f"{data.split}; fold seeds {args.fold_seeds}\n")
     print(f"{'configuration':<42}{'RMSE':>8}{'MAE':>8}   RMSE per fold seed")
-    methods = {"base": {**CONFIGS, **CANDIDATES}, "singles": SINGLES, "ensembles": ENSEMBLES, "white": WHITE,
-               "ordinal": ORDINAL}[args.set]
+    methods = SETS[args.set]
     if args.only:
         methods = {name: METHODS[name] for name in args.only}
     for name, config in methods.items():
@@ -364,8 +371,7 @@ def main() -> None:
     p = commands.add_parser("cv", help="grouped k-fold CV of the configurations on the training rows")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--set", choices=["base", "singles", "ensembles", "white", "ordinal"], default="base",
-                   help="which methods to compare")
+    p.add_argument("--set", choices=list(SETS), default="base", help="which methods to compare")
     p.add_argument("--only", nargs="+", help="names of the methods to run (default: all of the set)")
     p.set_defaults(func=cmd_cv)
     p = commands.add_parser("test", help="the seed-0 test figures of one method (the one cv chose)")
