@@ -306,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"model": describe_model(args.registry, args.model), "registry": str(args.registry),
                "cpus": os.cpu_count(), "duration_s": args.duration, "repeats": args.repeats,
                "load_average": {"min": loads[0], "median": statistics.median(loads), "max": loads[-1]},
-               "gunicorn": gunicorn_settings(overrides), "overrides": overrides, "payloads": {p.name: p.description for p in cases},
+               "gunicorn": gunicorn_settings(overrides), "overrides": overrides,
+               "payloads": {p.name: p.description for p in cases},
                "summary": summary, "batch": batch, "goals": check_goals(summary, batch),
                "runs": [{"target": t, "payload": p, "clients": c, "runs": r} for (t, p, c), r in runs.items()]}
     print(f"\nwrote {write_json('serve', payload)}")

@@ -133,7 +133,6 @@ def test_activations_are_right_for_every_batch_shape_and_dtype():
             np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-7, err_msg=f"{spec} {shape} {dtype}")
 
 
-
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu(alpha=0.1)", "sigmoid", "tanh"])
 def test_float32_end_to_end(activation):
     net = build_mlp([6, 8, 5, 3], activation, batchnorm=True, dropout=0.2, seed=1)
