@@ -9,6 +9,9 @@ service's Gunicorn configuration, with bench/serve.py's image bodies and ``wrk``
 
 If the image work alone stays below 60 % of the floor's requests/s, no service doing it in
 Python can reach that goal; the gap between it and the service is what the service adds.
+Two more routes stop earlier (``stage`` in bench/floor_app.py) and show what the parts cost:
+"forward only" answers every request with the forward pass of a fixed input, "decode" first
+decodes the image to grey (Pillow's open and load, luminance) and then does the same.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.serve import FLOOR_APP, SERVICE_APP, Server, payloads, run_wrk, start_servers, write_scripts  # noqa: E402
 
-IMAGE_WORK_APP = "bench.floor_app:create_image_work_app()"
+APPS = {"floor": FLOOR_APP,
+        "forward only": "bench.floor_app:create_image_work_app(stage='forward')",
+        "decode": "bench.floor_app:create_image_work_app(stage='decode')",
+        "image work": "bench.floor_app:create_image_work_app()",
+        "service": SERVICE_APP}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cases = [p for p in payloads() if p.name.startswith("image")]
-    servers = {"floor": Server(FLOOR_APP, args.registry), "image work": Server(IMAGE_WORK_APP, args.registry),
-               "service": Server(SERVICE_APP, args.registry)}
+    servers = {name: Server(app, args.registry) for name, app in APPS.items()}
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-image-work-") as tmp:
         scripts = write_scripts(cases, Path(tmp))
@@ -51,21 +57,21 @@ def main(argv: list[str] | None = None) -> int:
                         url = f"{servers[target].url}/models/{args.model}/predict"
                         result = run_wrk(servers[target], url, scripts[payload.name], args.clients, args.duration)
                         results.setdefault((target, payload.name), []).append(result)
-                        print(f"  run {repeat + 1}  {target:10s} {payload.name:7s} {result['rps']:7.0f} req/s  "
+                        print(f"  run {repeat + 1}  {target:12s} {payload.name:7s} {result['rps']:7.0f} req/s  "
                               f"cpu {result['cpu_ms_per_request']:5.2f} ms/req  errors {result['errors']}", flush=True)
         finally:
             for server in servers.values():
                 server.stop()
 
     print(f"\n{args.clients} clients, median of {args.repeats} runs of {args.duration:g} s")
-    print(f"{'request':8s} {'server':10s} {'req/s':>7s} {'share of floor':>15s} {'CPU ms/req':>11s}")
+    print(f"{'request':8s} {'server':12s} {'req/s':>7s} {'share of floor':>15s} {'CPU ms/req':>11s}")
     for payload in cases:
         floor = statistics.median(r["rps"] for r in results[("floor", payload.name)])
         for target in servers:
             runs = results[(target, payload.name)]
             rps = statistics.median(r["rps"] for r in runs)
             cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
-            print(f"{payload.name:8s} {target:10s} {rps:7.0f} {rps / floor:15.0%} {cpu:11.2f}")
+            print(f"{payload.name:8s} {target:12s} {rps:7.0f} {rps / floor:15.0%} {cpu:11.2f}")
     return 0
 
 
