@@ -250,11 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         results[side] = {"seconds_per_epoch": median, "min": min(times[side]), "max": max(times[side]),
                          "epochs": times[side], "gflops": flops / median / 1e9, "final_loss": losses[side][-1],
                          **memory[side], **info[side]}
-    ratio = results["numpy"]["seconds_per_epoch"] / results["torch"]["seconds_per_epoch"] if "torch" in results else None
-    # Each round runs one epoch a side back to back, so a slow spell of the host (seconds long)
-    # usually covers both: the median of the rounds' own ratios is the steadier comparison.
-    round_ratios = [a / b for a, b in zip(times["numpy"], times["torch"])] if "torch" in results else []
-    round_ratio = statistics.median(round_ratios) if round_ratios else None
+    ratio = round_ratio = None
+    round_ratios = []
+    if "torch" in results:
+        ratio = results["numpy"]["seconds_per_epoch"] / results["torch"]["seconds_per_epoch"]
+        # Each round runs one epoch a side back to back, so a slow spell of the host (seconds
+        # long) usually covers both: the median of the rounds' own ratios is the steadier figure.
+        round_ratios = [a / b for a, b in zip(times["numpy"], times["torch"])]
+        round_ratio = statistics.median(round_ratios)
 
     print()
     print(f"{'side':6s}  {'s/epoch':>8s}  {'min':>6s}  {'max':>6s}  {'GFLOP/s':>7s}  {'peak RSS':>9s}  BLAS")
