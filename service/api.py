@@ -59,12 +59,17 @@ def version_number(text: str) -> int:
     return int(text)
 
 
-def resolve_from_url(name: str, version: str | None = None, label: str | None = None) -> Model:
-    """The model a protocol route names (``version`` as the URL spells it), recorded in ``g`` for
-    the access log and metrics."""
-    model = service().predictor.resolve(name, version=None if version is None else version_number(version), label=label)
+def resolve(name: str | None, version: int | None = None, label: str | None = None) -> Model:
+    """The model a request names (the default model for ``name`` None), recorded in ``g`` for the
+    access log and metrics."""
+    model = service().predictor.resolve(name, version=version, label=label)
     g.model, g.version = model.name, model.version
     return model
+
+
+def resolve_from_url(name: str, version: str | None = None, label: str | None = None) -> Model:
+    """:func:`resolve` for a protocol route, whose ``version`` is the URL's text."""
+    return resolve(name, None if version is None else version_number(version), label)
 
 
 def query_params() -> dict:
@@ -189,8 +194,7 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
 def predict(name: str | None = None, *, version: int | None = None, label: str | None = None):
     svc = service()
     query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
-    model = svc.predictor.resolve(name, version=version, label=label)
-    g.model, g.version = model.name, model.version
+    model = resolve(name, version, label)
     started = time.perf_counter()
     kind, payload, body_top_k = read_inputs()
     if query.top_k is not None and body_top_k is not None:
