@@ -198,10 +198,20 @@ def fit_quietly(network, config: TrainConfig, prepared) -> list[dict]:
     return fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=quiet)
 
 
+def train_network(config: TrainConfig, dataset: Dataset):
+    """``(network, prepared, history)``: a network built and trained on ``dataset`` by ``config``,
+    silently, without the refit."""
+    prepared = prepare(dataset, config)
+    network = build_network(config, dataset)
+    return network, prepared, fit_quietly(network, config, prepared)
+
+
 def fit_members(bagged: Bagged, prepared) -> list:
     """The member networks of ``bagged`` trained on ``prepared`` (no validation split)."""
     rng = np.random.default_rng(bagged.config.seed)
     n = len(prepared.x_train)
+    if bagged.sample == "folds":
+        fold = grouped_folds(prepared.x_train, bagged.members, bagged.config.seed)
     networks = []
     for i in range(bagged.members):
         if bagged.sample == "bootstrap":
@@ -209,7 +219,7 @@ def fit_members(bagged: Bagged, prepared) -> list:
         elif bagged.sample == "half":
             rows = rng.permutation(n)[: n // 2]
         elif bagged.sample == "folds":
-            rows = np.flatnonzero(grouped_folds(prepared.x_train, bagged.members, bagged.config.seed) != i)
+            rows = np.flatnonzero(fold != i)
         else:
             rows = np.arange(n)
         config = dataclasses.replace(bagged.config, seed=bagged.config.seed + i)
@@ -225,7 +235,7 @@ def errors(predicted: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt(np.mean(diff ** 2))), float(np.mean(np.abs(diff)))
 
 
-def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndarray:
+def train_and_predict(method: TrainConfig | Bagged | Log1p | WithWhite | Ordinal, dataset: Dataset) -> np.ndarray:
     """Train as ``python -m trainer train`` would on ``dataset`` (validation split, early
     stopping and refit included); return the predictions on ``dataset.x_test``."""
     if isinstance(method, Log1p):
@@ -242,9 +252,7 @@ def train_and_predict(method: TrainConfig | Bagged, dataset: Dataset) -> np.ndar
         prepared = prepare(dataset, dataclasses.replace(method.config, val_fraction=0.0))
         networks = fit_members(method, prepared)
     else:
-        prepared = prepare(dataset, method)
-        network = build_network(method, dataset)
-        history = fit_quietly(network, method, prepared)
+        network, prepared, history = train_network(method, dataset)
         if method.refit and prepared.x_val is not None:
             network, _ = refit(method, prepared, history, quiet)
         networks = [network]
@@ -271,9 +279,7 @@ def _train_with_white(method: WithWhite, dataset: Dataset) -> np.ndarray:
                                  x_test=test_x, feature_names=names)
     if method.finetune is None:
         return train_and_predict(method.config, pooled)
-    prepared = prepare(pooled, method.config)
-    network = build_network(method.config, pooled)
-    fit_quietly(network, method.config, prepared)
+    network, prepared, _ = train_network(method.config, pooled)
     red_only = dataclasses.replace(prepared, x_train=prepared.x_train[:len(red_x)],
                                    y_train=prepared.y_train[:len(red_x)])
     fit_quietly(network, method.finetune, red_only)
@@ -284,9 +290,7 @@ def _train_ordinal(method: Ordinal, dataset: Dataset) -> np.ndarray:
     grades, classes = np.unique(dataset.y_train, return_inverse=True)
     as_classes = dataclasses.replace(dataset, task="classification", labels=[f"{g:g}" for g in grades],
                                      y_train=classes, y_test=np.zeros(len(dataset.x_test), dtype=np.int64))
-    prepared = prepare(as_classes, method.config)
-    network = build_network(method.config, as_classes)
-    fit_quietly(network, method.config, prepared)
+    network, prepared, _ = train_network(method.config, as_classes)
     return network.predict_proba(normalize(dataset.x_test, prepared.normalization)) @ grades
 
 
