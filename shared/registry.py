@@ -122,6 +122,19 @@ class Registry:
 
     # publishing ----------------------------------------------------------------------------
 
+    def check_publishable(self, name: str) -> None:
+        """Raise RegistryError now if publishing ``name`` could not work (a bad name, a registry
+        path that is a file, a folder that cannot be written), so that a long training run is
+        not spent before finding out."""
+        check_name(name)
+        target = self.root / name
+        for path in (self.root, target):
+            if path.exists() and not path.is_dir():
+                raise RegistryError(f"cannot publish into {path}: it is not a folder")
+        existing = next(p for p in (target, *target.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable")
+
     def publish(self, name: str, build: Callable[[Path, int], None]) -> int:
         """Publish a new version of ``name`` and return its number.
 

@@ -221,7 +221,7 @@ def test_csv_needs_a_header_and_a_task(tmp_path):
     with pytest.raises(DatasetError, match="header row naming the columns is required"):
         load_dataset("csv", path=path, target="3", task="regression")
     path = write_csv(tmp_path / "pets.csv", ROWS)
-    with pytest.raises(DatasetError, match="task must be 'classification' or 'regression'"):
+    with pytest.raises(DatasetError, match="say what the target is with --task classification or --task regression"):
         load_dataset("csv", path=path, target="kind")
 
 

@@ -1,8 +1,11 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from shared.model_file import load_model, read_manifest
 from shared.registry import Registry
 from trainer import cli, train
 from trainer.datasets import load_dataset
+from trainer.optimizers import AdamW
 
 
 @pytest.fixture
@@ -159,9 +163,9 @@ def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):
 
 
 def test_overfit_command_says_something_is_wrong(blobs_npz, capsys):
-    # A learning rate of zero cannot learn anything: the check must say so.
+    # A learning rate this small cannot learn anything in 5 epochs: the check must say so.
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
-                   "--hidden", 32, "--epochs", 5, "--lr", 0) == 1
+                   "--hidden", 32, "--epochs", 5, "--lr", 1e-12) == 1
     assert "something is wrong" in capsys.readouterr().out
 
 
@@ -178,6 +182,143 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err
     assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "absent.npz") == 2
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("epochs = 0", "epochs: input should be greater than or equal to 1, got 0"),
+    ('epochs = "2"', "epochs: input should be a valid integer, got '2'"),
+    ("epochs = 2.5", "epochs: input should be a valid integer, got 2.5"),
+    ('batchnorm = "false"', "batchnorm: input should be a valid boolean, got 'false'"),
+    ("hidden = 8", "hidden: input should be a valid list"),
+    ("hidden = [8.5]", "hidden.0: input should be a valid integer, got 8.5"),
+    ("batch_size = 0", "batch_size: input should be greater than or equal to 1"),
+    ("val_fraction = -0.1", "val_fraction: input should be greater than or equal to 0"),
+    ("limit_train = 0", "limit_train: input should be greater than or equal to 1"),
+    ("patience = true", "patience: input should be a valid integer, got True"),
+    ("patience = 3\nval_fraction = 0.0", "early stopping (patience) watches the validation loss"),
+    ("refit = true\nval_fraction = 0.0", "refit retrains for the epoch count validation picked"),
+    ('optimizer = "sgd(lr=0.5)"', "sets lr: give it with --lr"),
+    ('optimizer = "adamw(weight_decay=0.5)"', "sets weight_decay: give it with --weight-decay"),
+    ('schedule = "cosine(lr=0.1)"', "sets lr: give it with --lr"),
+    ('name = "../evil"', "model name '../evil' is not valid"),
+    ("seed = -1", "seed: input should be greater than or equal to 0"),
+])
+def test_config_values_are_checked_before_training(tmp_path, toml, message):
+    """A value of the wrong type or range is refused with its key named, never coerced (a TOML
+    "false" string read as true) nor left to fail or do nothing mid-run."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(toml + "\n")
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
+    with pytest.raises(SystemExit) as raised:
+        cli.config_from_args(args)
+    assert str(raised.value).startswith("error: invalid config: ")
+    assert message in str(raised.value)
+
+
+def test_zero_epochs_publish_nothing(tmp_path, blobs_npz):
+    registry = tmp_path / "models"
+    with pytest.raises(SystemExit, match="epochs: input should be greater than or equal to 1"):
+        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 0, "--publish", "--registry", registry)
+    assert Registry(registry).versions("blobs") == []
+
+
+def test_adamw_decays_weights_by_default_and_explicit_zero_is_kept():
+    assert train.TrainConfig(optimizer="adamw").weight_decay == 0.01  # PyTorch's AdamW default
+    assert train.TrainConfig(optimizer="adam").weight_decay == 0.0
+    optimizer = train.build_optimizer(train.TrainConfig(optimizer="adamw"))
+    assert isinstance(optimizer, AdamW) and optimizer.weight_decay == 0.01
+    assert train.build_optimizer(train.TrainConfig(optimizer="adamw", weight_decay=0.0)).weight_decay == 0.0
+
+
+def test_where_to_publish_is_checked_before_training(tmp_path, blobs_npz, capsys):
+    not_a_folder = tmp_path / "registry-file"
+    not_a_folder.write_text("")
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--publish", "--registry", not_a_folder) == 2
+    captured = capsys.readouterr()
+    assert f"cannot publish into {not_a_folder}: it is not a folder" in captured.err
+    assert "epoch 1/" not in captured.out  # refused before the first epoch
+
+
+def test_sigterm_while_publishing_removes_the_temporary_version(tmp_path, blobs_npz, monkeypatch, capsys):
+    """``docker stop`` sends SIGTERM: like Ctrl-C it must unwind through the publisher's clean-up."""
+    registry = tmp_path / "models"
+    write_version = train.write_version
+
+    def write_then_terminated(folder, *args, **kwargs):
+        metrics = write_version(folder, *args, **kwargs)
+        assert (folder / "model.npz").is_file()  # a whole file sits in the temporary folder
+        os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(train, "write_version", write_then_terminated)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", registry) == 128 + signal.SIGTERM
+    assert "terminated: nothing was published" in capsys.readouterr().err
+    assert sorted(p.name for p in (registry / "blobs").iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was only the command's
+
+
+def test_sigterm_during_training_exits_143_and_publishes_nothing(tmp_path, blobs_npz):
+    registry = tmp_path / "models"
+    process = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path",
+                                str(blobs_npz), "--epochs", "100000", "--no-progress", "--publish",
+                                "--registry", str(registry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline()  # the summary is printed once training starts
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert "terminated: nothing was published" in err and "Traceback" not in err
+    assert Registry(registry).versions("blobs") == []
+
+
+def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", registry) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="blobs has no version 7 in .*; its versions: 1"):
+        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 7)
+    with pytest.raises(SystemExit) as raised:
+        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 0)
+    assert raised.value.code == 2 and "--version: must be 1 or more, got 0" in capsys.readouterr().err
+    assert run_cli("evaluate", "--registry", registry, "--model", "../x") == 2
+    assert "model name '../x' is not valid" in capsys.readouterr().err
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.random.default_rng(0).normal(size=(50, 7)), y=np.arange(50) % 2)
+    with pytest.raises(SystemExit, match="blobs v1 takes 5 features; other has 7"):
+        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    model_file = registry / "blobs" / "1" / "model.npz"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    assert run_cli("evaluate", "--registry", registry, "--model", "blobs") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {model_file}: ") and "Traceback" not in err
+
+
+def test_summary_takes_its_shape_from_a_named_dataset(blobs_npz, capsys):
+    assert run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8) == 0
+    out = capsys.readouterr().out
+    assert "Dense(5 -> 8" in out and "Dense(8 -> 3" in out
+    with pytest.raises(SystemExit, match="--inputs and a dataset both set the network's shape"):
+        run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz, "--inputs", 4)
+
+
+def test_dataset_problems_name_the_cause(tmp_path, capsys):
+    one_class = tmp_path / "one.npz"
+    np.savez(one_class, x=np.random.default_rng(0).normal(size=(40, 3)), y=np.zeros(40, dtype=np.int64))
+    assert run_cli("train", "--dataset", "npz", "--data-path", one_class, "--no-progress") == 2
+    assert "the targets hold a single class (0); a classifier needs at least 2" in capsys.readouterr().err
+    not_zip = tmp_path / "garbage.npz"
+    not_zip.write_bytes(b"this is not a zip archive at all")
+    assert run_cli("train", "--dataset", "npz", "--data-path", not_zip, "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert "not an .npz archive" in err and "allow_pickle" not in err
+    assert run_cli("train", "--dataset", "csv", "--no-progress") == 2
+    assert "give its path (--data-path)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -11,16 +11,39 @@ import argparse
 import dataclasses
 import os
 import shlex
+import signal
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
+from shared.errors import ScratchnetError
+from shared.registry import RegistryError
 
 from . import report, train
 from .datasets import DatasetError
 from .download import DownloadError
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
+
+
+class Terminated(BaseException):
+    """SIGTERM (``docker stop``, Kubernetes) raised in the main thread: like Ctrl-C, it unwinds
+    through the publisher's clean-up, so no temporary version folder is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -68,21 +91,26 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="one line per epoch instead of progress bars")
 
 
-def config_from_args(args: argparse.Namespace) -> train.TrainConfig:
+def config_values(args: argparse.Namespace) -> dict:
+    """The TrainConfig keys that the config file and the flags set (flags win)."""
     values: dict = {}
     if getattr(args, "config", None):
         try:
             values = tomllib.loads(args.config.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise SystemExit(f"error: cannot read config {args.config}: {e}") from None
         values = {k.replace("-", "_"): v for k, v in values.items()}
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
             values[key] = value
+    return values
+
+
+def config_from_args(args: argparse.Namespace, values: dict | None = None) -> train.TrainConfig:
     try:
-        return train.TrainConfig.from_dict(values)
-    except (ValueError, TypeError) as e:
+        return train.TrainConfig.from_dict(config_values(args) if values is None else values)
+    except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 
 
@@ -105,14 +133,23 @@ def cmd_evaluate(args) -> int:
     if not versions:
         raise SystemExit(f"error: no versions of {name!r} in {args.registry}")
     version = args.version or versions[-1]
+    if version not in versions:
+        raise SystemExit(f"error: {name} has no version {version} in {args.registry}; "
+                         f"its versions: {', '.join(map(str, versions))}")
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
     config = model.manifest.get("training", {}).get("config", {})
-    dataset_name = args.dataset or config.get("dataset") or model.manifest["training"]["dataset"]["name"]
+    trained_on = config.get("dataset") or model.manifest["training"]["dataset"]["name"]
+    dataset_name = args.dataset or trained_on
+    # The data options recorded with the model describe its own dataset, not another one.
+    recorded = config if dataset_name == trained_on else {}
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                           variant=args.variant or config.get("variant"),
-                           path=args.data_path or config.get("data_path"),
-                           target=args.target or config.get("target"), task=args.task or config.get("task"),
+                           variant=args.variant or recorded.get("variant"),
+                           path=args.data_path or recorded.get("data_path"),
+                           target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0))
+    if dataset.n_features != model.input_size:
+        raise SystemExit(f"error: {name} v{version} takes {model.input_size} features; {dataset.name} "
+                         f"has {dataset.n_features}: score it on the kind of data it was trained on")
     metrics = train.score(model, dataset.x_test, dataset.y_test, dataset.split)
     print(f"{name} v{version} on {dataset.name} ({dataset.split})")
     print(report.format_metrics(metrics))
@@ -130,13 +167,10 @@ def cmd_gradcheck(args) -> int:
 def cmd_overfit(args) -> int:
     """Train on a tiny subset; a correct network must memorise it."""
     config = config_from_args(args)
-    config = dataclasses.replace(config, limit_train=args.samples, val_fraction=0.0, progress=False,
-                                 epochs=args.epochs or 200, batch_size=min(config.batch_size, args.samples))
-    from .datasets import load_dataset
-
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
-                           variant=config.variant, path=config.data_path, target=config.target,
-                           task=config.task, seed=config.seed)
+    config = dataclasses.replace(config, limit_train=args.samples, val_fraction=0.0, patience=None, refit=False,
+                                 progress=False, epochs=args.epochs or 200,
+                                 batch_size=min(config.batch_size, args.samples))
+    dataset = train.load_config_dataset(config)
     prepared = train.prepare(dataset, config)
     network = train.build_network(config, dataset)
     history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
@@ -159,12 +193,22 @@ def cmd_overfit(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    config = config_from_args(args)
-    from .network import build_mlp
+    """The network a ``train`` run with these flags would build: its input and output sizes come
+    from the dataset when one is named (flag or config file), else from --inputs/--outputs."""
+    values = config_values(args)
+    config = config_from_args(args, values)
+    shape_flags = [f"--{flag}" for flag in ("inputs", "outputs", "task-kind")
+                   if getattr(args, flag.replace("-", "_")) is not None]
+    if "dataset" in values:
+        if shape_flags:
+            raise SystemExit(f"error: {', '.join(shape_flags)} and a dataset both set the network's shape: give one")
+        network = train.build_network(config, train.load_config_dataset(config))
+    else:
+        from .network import build_mlp
 
-    inputs, outputs, task = args.inputs, args.outputs, args.task_kind
-    network = build_mlp([inputs, *config.hidden, outputs], activation=config.activation, init=config.init,
-                        batchnorm=config.batchnorm, dropout=config.dropout, task=task, seed=config.seed)
+        sizes = [args.inputs or 784, *config.hidden, args.outputs or 10]
+        network = build_mlp(sizes, activation=config.activation, init=config.init, batchnorm=config.batchnorm,
+                            dropout=config.dropout, task=args.task_kind or "classification", seed=config.seed)
     print(network.summary(config.batch_size))
     return 0
 
@@ -184,7 +228,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     p.add_argument("--registry", default=DEFAULT_REGISTRY)
     p.add_argument("--model", required=True, help="model name in the registry")
-    p.add_argument("--version", type=int, help="version to score (default: the latest)")
+    p.add_argument("--version", type=positive_int, help="version to score (default: the latest)")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("gradcheck", help="compare analytic and numerical gradients of every component")
@@ -192,14 +236,15 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("overfit", help="check that the network memorises a tiny subset")
     add_train_flags(p)
-    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--samples", type=positive_int, default=64)
     p.set_defaults(func=cmd_overfit)
 
     p = commands.add_parser("summary", help="print the network's layers, shapes and parameter counts")
     add_train_flags(p)
-    p.add_argument("--inputs", type=int, default=784)
-    p.add_argument("--outputs", type=int, default=10)
-    p.add_argument("--task-kind", choices=["classification", "regression"], default="classification")
+    p.add_argument("--inputs", type=positive_int, help="input size without a dataset (default 784)")
+    p.add_argument("--outputs", type=positive_int, help="output size without a dataset (default 10)")
+    p.add_argument("--task-kind", choices=["classification", "regression"],
+                   help="without a dataset (default: classification)")
     p.set_defaults(func=cmd_summary)
     return parser
 
@@ -208,14 +253,27 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
     args.argv = argv
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
-    except (DatasetError, DownloadError, FloatingPointError, ValueError) as e:
+    except (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError, RegistryError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was published", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print("terminated: nothing was published", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ class Dataset:
         if self.x_train.shape[1] != self.x_test.shape[1]:
             raise DatasetError(f"{self.name}: train has {self.x_train.shape[1]} features, "
                                f"test has {self.x_test.shape[1]}")
+        if self.task == "classification" and self.labels is not None and len(self.labels) < 2:
+            raise DatasetError(f"{self.name}: the targets hold a single class ({', '.join(self.labels)}); "
+                               "a classifier needs at least 2")
 
     @property
     def n_features(self) -> int:
@@ -186,7 +189,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         key = "npz" if Path(path).suffix.lower() == ".npz" else "csv"
     if key in ("csv", "npz"):
         if path is None:
-            raise DatasetError(f"the {key} dataset needs a file: pass path=...")
+            raise DatasetError(f"the {key} dataset needs a file: give its path (--data-path)")
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
                             test_fraction=test_fraction)
@@ -390,17 +393,18 @@ def _load_wine(source: _FileSource, variant: str, seed: int, test_fraction: floa
 # ---------------------------------------------------------------------------------------------
 # Splits
 
-def grouped_holdout(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) holding out about ``fraction`` of the rows of ``x`` (n, d).
+def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held out) holding out about ``fraction`` of the rows of ``x`` (n, d).
 
     Identical rows form a group and a group goes wholly to one side, so a duplicated example
     never sits in both splits. Groups are drawn in a random order fixed by ``seed`` until the
-    test side reaches its share.
+    held-out side reaches its share. ``what`` names that side in error messages.
     """
     if not 0 < fraction < 1:
-        raise DatasetError(f"the test fraction must be between 0 and 1, not {fraction}")
+        raise DatasetError(f"the {what} fraction must be between 0 and 1, not {fraction}")
     if len(x) < 2:
-        raise DatasetError(f"cannot hold out a test split from {len(x)} row(s)")
+        raise DatasetError(f"cannot hold out a {what} split from {len(x)} row(s)")
     _, group = np.unique(x, axis=0, return_inverse=True)
     group = group.reshape(-1)
     sizes = np.bincount(group)
@@ -409,7 +413,7 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
     n_groups = int(np.searchsorted(np.cumsum(sizes[order]), wanted)) + 1
     is_test = np.isin(group, order[:n_groups])
     if is_test.all():
-        raise DatasetError(f"cannot hold out a test split: the {len(x)} rows are all identical")
+        raise DatasetError(f"cannot hold out a {what} split: the {len(x)} rows are all identical")
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
@@ -424,7 +428,7 @@ def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, *
     if not 0 < fraction < 1:
         raise ValueError(f"the validation fraction must be between 0 and 1, not {fraction}")
     if grouped:
-        train, val = grouped_holdout(x, fraction, seed)
+        train, val = grouped_holdout(x, fraction, seed, what="validation")
         return x[train], y[train], x[val], y[val]
     n_val = max(1, round(fraction * len(x)))
     if n_val >= len(x):
@@ -445,9 +449,10 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
     values, sorted (numerically when they are numbers).
     """
     if target is None:
-        raise DatasetError(f"{path}: name the target column (target=...)")
+        raise DatasetError(f"{path}: name the column to predict (--target)")
     if task not in ("classification", "regression"):
-        raise DatasetError(f"{path}: task must be 'classification' or 'regression', not {task!r}")
+        raise DatasetError(f"{path}: say what the target is with --task classification or --task regression"
+                           + ("" if task is None else f", not {task!r}"))
     path = Path(path)
     feature_names, x, y_raw = _read_csv_file(path, target, task)
     files = {path.name: _sha256(path)}
@@ -484,7 +489,10 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read as .npz: {exc}") from exc
+        # NumPy reads a file that is not a zip archive as a pickle, and refuses with advice to
+        # allow pickles: the file is simply not an .npz.
+        reason = "not an .npz archive (a zip of .npy arrays)" if "allow_pickle" in str(exc) else exc
+        raise DatasetError(f"{path}: cannot read as .npz: {reason}") from exc
 
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))

@@ -17,12 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.forward import Model
 from shared.model_file import load_model, save_model
-from shared.registry import Registry
+from shared.registry import Registry, RegistryError, check_name
 
 from . import report
 from .augment import get_augmentation, image_side
@@ -30,11 +33,23 @@ from .datasets import Dataset, load_dataset, validation_split
 from .network import build_mlp
 from .optimizers import get_optimizer
 from .schedules import get_schedule
+from .specs import parse_spec
+
+AtLeast1 = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+# Hyperparameters that have their own key (and flag); a component spec must not repeat them,
+# or one of the two values would be silently ignored.
+OWN_KEYS = {"optimizer": ("lr", "weight_decay", "momentum", "clip_norm"),
+            "schedule": ("lr", "warmup_epochs")}
 
 
-@dataclass
+@checked_dataclass(config=ConfigDict(strict=True))
 class TrainConfig:
-    """Every knob of a run. Config files (TOML) and CLI flags use these names."""
+    """Every knob of a run. Config files (TOML) and CLI flags use these names.
+
+    Values are checked on construction (and by ``dataclasses.replace``): types strictly, so a
+    TOML ``batchnorm = "false"`` is refused rather than read as true, and ranges, so a run
+    that could only publish an untrained or unusable model never starts."""
 
     dataset: str = "mnist"
     variant: str | None = None           # wine-quality: red, white or both
@@ -44,28 +59,53 @@ class TrainConfig:
     data_dir: str | None = None
     cache_dir: str | None = None
     name: str | None = None              # registry name; defaults to the dataset's
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden: list[AtLeast1] = field(default_factory=lambda: [256, 128])
     activation: str = "relu"
     init: str = "he_normal"
     batchnorm: bool = False
-    dropout: float = 0.0
+    dropout: Fraction = 0.0
     augment: str | None = None           # images: e.g. "affine(shift=2, rotate=10, scale=0.1)"
     fold_batchnorm: bool = True
     optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0            # L2 penalty (sgd, momentum, adam); decoupled decay (adamw)
-    clip_norm: float | None = None
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    momentum: Fraction = 0.9
+    # L2 penalty (sgd, momentum, adam); decoupled decay (adamw). None: 0.01 for adamw (as in
+    # PyTorch), else 0.
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    clip_norm: Annotated[float, Field(gt=0)] | None = None
     schedule: str = "constant"
-    warmup_epochs: int = 0
-    epochs: int = 10
-    batch_size: int = 128
-    val_fraction: float = 0.1
-    patience: int | None = None          # early stopping: epochs without improvement
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    epochs: AtLeast1 = 10
+    batch_size: AtLeast1 = 128
+    val_fraction: Fraction = 0.1
+    patience: AtLeast1 | None = None     # early stopping: epochs without improvement
     refit: bool = False                  # then retrain on train + validation for the best epoch count
-    seed: int = 0
-    limit_train: int | None = None       # use the first N training examples (quick runs, tests)
+    seed: Annotated[int, Field(ge=0)] = 0
+    limit_train: AtLeast1 | None = None  # use the first N training examples (quick runs, tests)
     progress: bool = True
+
+    def __post_init__(self):
+        if self.name is not None:
+            try:
+                check_name(self.name)
+            except RegistryError as exc:
+                raise ValueError(str(exc)) from None
+        for key, own in OWN_KEYS.items():
+            repeated = [k for k in parse_spec(getattr(self, key))[2] if k in own]
+            if repeated:
+                flags = ", ".join(f"--{k.replace('_', '-')}" for k in repeated)
+                raise ValueError(f"{key} {getattr(self, key)!r} sets {', '.join(repeated)}: give "
+                                 f"{'it' if len(repeated) == 1 else 'them'} with {flags} (or the "
+                                 "config key of the same name) instead")
+        if self.val_fraction == 0:
+            if self.patience is not None:
+                raise ValueError("early stopping (patience) watches the validation loss: "
+                                 "set val_fraction above 0 or leave patience unset")
+            if self.refit:
+                raise ValueError("refit retrains for the epoch count validation picked: "
+                                 "set val_fraction above 0")
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -73,10 +113,26 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ValueError(config_error(exc)) from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def config_error(exc: ValidationError) -> str:
+    """One line naming each bad config value and what is expected of it."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            key = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{key}: {message.lower()}, got {error['input']!r}")
+        else:
+            problems.append(message)
+    return "invalid config: " + "; ".join(problems)
 
 
 @dataclass
@@ -124,6 +180,13 @@ def scale_target(y: np.ndarray, scaling: dict | None) -> np.ndarray:
     if scaling is None:
         return y
     return ((y - scaling["mean"]) / scaling["std"]).astype(np.float32).reshape(-1, 1)
+
+
+def load_config_dataset(config: TrainConfig) -> Dataset:
+    """The dataset a run's config names, with its data options."""
+    return load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
+                        variant=config.variant, path=config.data_path, target=config.target,
+                        task=config.task, seed=config.seed)
 
 
 def build_network(config: TrainConfig, dataset: Dataset):
@@ -355,9 +418,12 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print) -> dict:
     """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
-                           variant=config.variant, path=config.data_path, target=config.target,
-                           task=config.task, seed=config.seed)
+    dataset = load_config_dataset(config)
+    name = config.name or dataset.name
+    if publish_to:  # where the result goes is checked before the training, not after
+        Registry(publish_to).check_publishable(name)
+    elif output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"cannot write the model into {output_dir}: it is not a folder")
     prepared = prepare(dataset, config)
     network = build_network(config, dataset)
     log(network.summary(config.batch_size))
@@ -365,7 +431,6 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     if config.refit and prepared.x_val is not None:
         network, history = refit(config, prepared, history, log)
     layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
-    name = config.name or dataset.name
     manifest = make_manifest(name, config, prepared, history, layers, command)
     result = {"name": name}
     if publish_to:
