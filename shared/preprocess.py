@@ -389,8 +389,11 @@ def _array_to_grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
-    h, w = (grey.shape[0] // factor) * factor, (grey.shape[1] // factor) * factor
-    return grey[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+    """Means of ``factor`` x ``factor`` boxes (the last partial row and column of boxes dropped);
+    a side shorter than ``factor`` (a strip of a few pixels) is not reduced, so it never vanishes."""
+    fy, fx = min(factor, grey.shape[0]), min(factor, grey.shape[1])
+    h, w = (grey.shape[0] // fy) * fy, (grey.shape[1] // fx) * fx
+    return grey[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- ink and fitting

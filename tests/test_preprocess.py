@@ -339,6 +339,21 @@ def test_array_input_follows_the_image_pipeline(digit):
         array_to_vector(np.zeros((28, 28), dtype=np.uint8), DIGIT)
 
 
+@pytest.mark.parametrize("shape", [(1, 784), (1, 256), (2, 2000), (784, 1), (3, 5000)])
+def test_arrays_far_wider_than_tall_are_fitted_not_lost(shape):
+    """A strip thinner than the box-reduction factor (a vector sent one nesting level too deep:
+    shape [1, 784]) keeps its rows: a stroke across it is fitted, a blank one is reported."""
+    pixels = np.zeros(shape, dtype=np.uint8)
+    long_axis = int(np.argmax(shape))
+    stroke = [slice(None), slice(None)]
+    stroke[long_axis] = slice(shape[long_axis] // 4, shape[long_axis] // 2)
+    pixels[tuple(stroke)] = 255
+    vector = array_to_vector(pixels, DIGIT)
+    assert vector.shape == (784,) and vector.max() == 1
+    with pytest.raises(InvalidInput, match="blank"):
+        array_to_vector(np.zeros(shape, dtype=np.uint8), DIGIT)
+
+
 # --------------------------------------------------------------------------- vectors
 
 
