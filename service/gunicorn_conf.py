@@ -7,9 +7,12 @@
 | SCRATCHNET_BIND           | 0.0.0.0:8000   | address to listen on                               |
 | SCRATCHNET_WORKERS        | 2              | worker processes (one per core)                    |
 | SCRATCHNET_THREADS        | 2              | threads per worker (gthread)                       |
-| SCRATCHNET_TIMEOUT        | 30             | seconds a request may take before its worker is restarted |
+| SCRATCHNET_TIMEOUT        | 30             | seconds a worker may stop reporting to the master (hung) before it is restarted; requests run in threads, so a slow request or client does not count |
+| SCRATCHNET_GRACEFUL_TIMEOUT | 10           | seconds a stopping worker gets to finish its requests |
 | SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches)     |
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
+| SCRATCHNET_GUNICORN_LOG_LEVEL | info       | level of Gunicorn's own log (the app's: SCRATCHNET_LOG_LEVEL) |
+| SCRATCHNET_CONTROL_SOCKET | 0              | 1: keep Gunicorn's control socket (one fixed path per user, off so services do not clash) |
 | PROMETHEUS_MULTIPROC_DIR  | a new temp dir | where workers write their metrics (emptied at start) |
 
 Each worker builds its own app after the fork (no ``preload_app``), so its registry watcher
