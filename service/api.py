@@ -22,10 +22,10 @@ from typing import Callable
 import orjson
 import pydantic
 from flask import Blueprint, current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from shared.forward import Model
-from shared.registry import LABEL_PATTERN, RegistryError
+from shared.registry import LABEL_PATTERN, VERSION_PATTERN, RegistryError
 
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge,
@@ -53,10 +53,13 @@ def validate(schema: type[pydantic.BaseModel], data, what: str):
 
 
 def version_number(text: str) -> int:
-    """A version from the URL: a positive integer, else 404 (there is no such version)."""
-    if not (text.isdigit() and not text.startswith("0") and len(text) < 10):
-        raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")
-    return int(text)
+    """A version from the URL: a positive integer (VERSION_PATTERN), else 404 (there is no such version)."""
+    if VERSION_PATTERN.match(text):
+        return int(text)
+    if text.isascii() and text.isdigit() and not text.startswith("0"):
+        raise NotFound(f"Version {text} does not exist: version numbers have at most 9 digits.",
+                       code="version_not_found")
+    raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")
 
 
 def resolve(name: str | None, version: int | None = None, label: str | None = None) -> Model:
@@ -73,12 +76,30 @@ def resolve_from_url(name: str, version: str | None = None, label: str | None = 
 
 
 def query_params() -> dict:
-    """The query string as a dict; a repeated parameter becomes a list (and fails validation)."""
-    return {key: values[0] if len(values) == 1 else values for key, values in request.args.lists()}
+    """The query string as a dict; a repeated parameter is refused (422)."""
+    params = {}
+    for key, values in request.args.lists():
+        if len(values) > 1:
+            raise InvalidInput(f"The query parameter {key} is given {len(values)} times; give it once.",
+                               details=[{"field": key, "message": "repeated"}])
+        params[key] = values[0]
+    return params
 
 
-def read_body() -> bytes:
-    """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included)."""
+def refuse_compressed_body() -> None:
+    """415 for a body with a Content-Encoding: only the V2 infer route decodes one."""
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported here; send the body uncompressed.",
+                                   code="unsupported_encoding")
+
+
+def read_body(*, compressed: bool = False) -> bytes:
+    """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included).
+    ``compressed``: the body may be compressed and the caller decodes its Content-Encoding;
+    otherwise a Content-Encoding is refused (415)."""
+    if not compressed:
+        refuse_compressed_body()
     length = request.content_length
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     source = request.environ["wsgi.input"]
@@ -115,16 +136,29 @@ def read_body() -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def parse_json(body: bytes):
+def json_integer(text: str) -> int:
+    """A JSON integer; one with more digits than int() converts (4300) is refused as too large."""
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"The JSON body holds a number too large to use: an integer of {len(text)} "
+                           "digits.") from None
+
+
+def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
+    """The JSON body; ``example`` is the object an empty body is told to send."""
     if not body:
-        raise BadRequest('The body is empty; send a JSON object such as {"inputs": [...]}.', code="empty_body")
+        raise BadRequest(f"The body is empty; send a JSON object such as {example}.", code="empty_body")
     try:
         return orjson.loads(body)  # ~8x faster than json on a vector of numbers
     except orjson.JSONDecodeError:
         pass  # what orjson refuses (NaN, integers beyond 64 bits, deep nesting) gets the standard parser's answer
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return json.loads(body, parse_int=json_integer)
+    except RecursionError:
+        raise BadRequest("The JSON body is nested too deeply to parse (arrays or objects over about 1000 levels "
+                         "deep).", code="malformed_json") from None
+    except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(f"The body is not valid JSON: {e}.", code="malformed_json") from None
 
 
@@ -171,6 +205,11 @@ def read_inputs() -> tuple[str, object, int | None]:
 
 
 def read_multipart() -> tuple[str, list[bytes], int | None]:
+    refuse_compressed_body()
+    boundary = request.mimetype_params.get("boundary")
+    if not boundary:
+        raise BadRequest("Content-Type multipart/form-data has no boundary parameter; send the form as an HTTP "
+                         "client builds it (curl -F file=@digit.png).", code="malformed_multipart")
     try:
         form, files = request.form, request.files
     except RequestEntityTooLarge:  # werkzeug's form limits, which its error does not name
@@ -178,6 +217,8 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
                               f"(files and fields), {current_app.config['MAX_FORM_MEMORY_SIZE']} bytes per text "
                               f"field and {current_app.config['MAX_CONTENT_LENGTH']} bytes in all.",
                               code="form_too_large") from None
+    except ClientDisconnected:  # werkzeug's name for a body that ends before its length or last chunk
+        raise BadRequest("The body ended before the end of the form.", code="truncated_body") from None
     unknown = [key for key in form if key != "top_k"]
     if unknown:
         raise InvalidInput(f"Unknown form field {unknown[0]!r}: send images as files, and top_k as the only field.",
@@ -186,6 +227,9 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
     if "top_k" in form:
         top_k = validate(PredictQuery, {"top_k": form["top_k"]}, "the form").top_k
     images = [storage.read() for _, storage in files.items(multi=True)]
+    if not images and not form:
+        raise BadRequest(f"The body holds no part of a multipart form with the boundary {boundary!r} of its "
+                         "Content-Type.", code="malformed_multipart")
     if not images:
         raise BadRequest("The form holds no file: attach one or more images.", code="no_files")
     return "images", images, top_k
@@ -350,7 +394,7 @@ def set_label(name: str, label: str):
     label = label_name(label)
     if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
         raise UnsupportedMediaType('Send the label as JSON: {"version": 3}.')
-    payload = parse_json(read_body())
+    payload = parse_json(read_body(), example='{"version": 3}')
     body = validate(LabelRequest, payload, "the JSON body")
     service().store.servable(name, body.version)
     return change_serving(name, lambda state: {**state, "labels": {**state["labels"], label: body.version}})

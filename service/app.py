@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .predictor import Predictor
 from .store import ModelStore
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 log = logging.getLogger("scratchnet.service")
 
 
@@ -38,6 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     configure_logging(settings.log_format, settings.log_level)
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.url_map.merge_slashes = False  # /models//mnist is no route (404), not a redirect with an HTML body
     app.json.sort_keys = False
 
     registry = Registry(settings.registry)

@@ -17,6 +17,11 @@ from werkzeug.exceptions import HTTPException
 
 from shared import errors as shared_errors
 
+try:
+    from gunicorn.http.errors import NoMoreData, ParseException
+except ImportError:  # not running under Gunicorn
+    NoMoreData = ParseException = None
+
 log = logging.getLogger("scratchnet.service")
 
 
@@ -144,6 +149,16 @@ def register_error_handlers(app: Flask) -> None:
             log.error("model file error while serving: %s", error, extra={"request_id": g.get("request_id")})
             return _respond(503, error.message, error.code, error.details)
         return _respond(status, error.message, error.code, error.details)
+
+    if ParseException is not None:
+        # Gunicorn parses a chunked body as the view reads it (read_body, or werkzeug's form parser),
+        # and raises these from wsgi.input for a malformed chunk or a body cut off before its end.
+        @app.errorhandler(ParseException)
+        @app.errorhandler(NoMoreData)
+        def body_error(error: Exception):
+            if isinstance(error, NoMoreData):
+                return _respond(400, "The body ended before its last chunk.", "truncated_body")
+            return _respond(400, f"The chunked body is malformed or cut off: {error}.", "malformed_body")
 
     @app.errorhandler(pydantic.ValidationError)
     def validation_error(error: pydantic.ValidationError):

@@ -35,6 +35,8 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
             raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (use 1.0 or 2.0)")
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
         raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
+    if any(size < 0 for size in shape):
+        raise BadRequest(f"The .npy header's shape {list(shape)} has a negative dimension.", code="malformed_npy")
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":
         raise InvalidInput(f"The .npy array holds {dtype}; send real numbers (float32 is fastest).",
                            code="invalid_npy_dtype")
@@ -55,9 +57,9 @@ def decode_base64_image(text: str, index: int) -> bytes:
     """One base64 image (a ``data:image/...;base64,`` URL prefix is accepted) -> its bytes."""
     if not isinstance(text, str):
         raise InvalidInput(f"images[{index}] must be a base64 string.", code="invalid_base64")
-    if text.startswith("data:"):
+    if text[:5].lower() == "data:":  # URL schemes are case-insensitive, and so is ;base64
         header, _, text = text.partition(",")
-        if not header.endswith(";base64"):
+        if not header.lower().endswith(";base64"):
             raise BadRequest(f"images[{index}] is a data URL without ';base64'.", code="invalid_base64")
     # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")

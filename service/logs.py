@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 
@@ -20,6 +21,7 @@ import orjson
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a line or garble a terminal
 
 
 def _json_line(created: float, level: str, logger: str, message: str, fields: dict,
@@ -46,14 +48,25 @@ class JsonFormatter(logging.Formatter):
                           self.formatException(record.exc_info) if record.exc_info else None)
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters written as escapes (a newline as \\n), so that client
+    text such as a request path cannot start a line of its own."""
+    return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
+    """The message and fields have their control characters escaped; a traceback keeps its lines."""
+
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = " ".join(f"{k}={getattr(record, k)}" for k in FIELDS if getattr(record, k, None) is not None)
-        return f"{line} {extras}" if extras else line
+        return f"{line} {escape_controls(extras)}" if extras else line
 
 
 class StderrHandler(logging.StreamHandler):

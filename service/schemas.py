@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 
 NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}, "minItems": 1}
 BASE64_SCHEMA = {"type": "string", "minLength": 4, "contentEncoding": "base64",
@@ -17,7 +17,7 @@ VECTORS_SCHEMA = {
 }
 
 
-def _no_default(schema: dict) -> None:
+def no_default(schema: dict) -> None:
     schema.pop("default", None)  # absent means "not given", which null would not describe
 
 
@@ -29,6 +29,7 @@ class Strict(BaseModel):
 
 
 class PredictQuery(Strict):
+    # Query strings and form fields are text: "3" is read as 3 here (JSON bodies take integers only).
     top_k: int = Field(None, ge=0, le=1000, description="How many of the most probable classes to list "
                                                                 "(default 3; 0 leaves the list out).")
 
@@ -42,11 +43,11 @@ class PredictRequest(Strict):
     # The numbers are checked by shared.preprocess.validate_vectors, which turns a large batch
     # into an array at NumPy speed and names the first bad value; the schema documents them.
     # Fields default to None when absent, but an explicit null is refused, as the schema says.
-    inputs: Annotated[Any, WithJsonSchema(VECTORS_SCHEMA)] = Field(None, json_schema_extra=_no_default)
+    inputs: Annotated[Any, WithJsonSchema(VECTORS_SCHEMA)] = Field(None, json_schema_extra=no_default)
     images: list[Annotated[str, WithJsonSchema(BASE64_SCHEMA)]] = Field(
-        None, min_length=1, description="Base64 images (a data: URL is accepted).", json_schema_extra=_no_default)
-    top_k: int = Field(None, ge=0, le=1000, description="As the top_k query parameter.",
-                       json_schema_extra=_no_default)
+        None, min_length=1, description="Base64 images (a data: URL is accepted).", json_schema_extra=no_default)
+    top_k: StrictInt = Field(None, ge=0, le=1000, description="As the top_k query parameter.",
+                             json_schema_extra=no_default)
 
     @model_validator(mode="after")
     def one_kind_of_input(self):
@@ -59,7 +60,7 @@ class PredictRequest(Strict):
 
 
 class LabelRequest(Strict):
-    version: int = Field(ge=1, description="The version the label points to.")
+    version: StrictInt = Field(ge=1, description="The version the label points to.")
 
 
 # responses ----------------------------------------------------------------------------------

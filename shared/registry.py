@@ -20,8 +20,12 @@ from typing import Callable
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"
 TMP_PREFIX = ".tmp-"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The patterns end in \Z, not $: $ also matches before a final newline ("stable\n").
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 LABEL_PATTERN = NAME_PATTERN
+# A version's name: a positive integer of at most 9 ASCII digits (str.isdigit also takes '²'
+# and '١', which int() refuses or reads as another number).
+VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}\Z")
 STALE_TMP_SECONDS = 3600
 
 
@@ -59,8 +63,7 @@ class Registry:
         folder = self.root / check_name(name)
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir()
-                      if p.name.isdigit() and not p.name.startswith("0") and p.is_dir())
+        return sorted(int(p.name) for p in folder.iterdir() if VERSION_PATTERN.match(p.name) and p.is_dir())
 
     def model_path(self, name: str, version: int) -> Path:
         """Path of a version's model file, refusing links that lead outside the registry."""

@@ -42,6 +42,7 @@ VALUE_LIMIT = 2_000_000
 WORKER_TIMEOUT = 5
 IMAGE_MODEL = "/models/mnist/predict"
 VECTOR_MODEL = "/models/iris/predict"
+ADMIN_TOKEN = "hostile-admin-token"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def registry(tmp_path_factory):
 def server(registry):
     env = {"SCRATCHNET_MAX_BODY_BYTES": str(BODY_LIMIT), "SCRATCHNET_MAX_VECTOR_VALUES": str(VALUE_LIMIT),
            "SCRATCHNET_TIMEOUT": str(WORKER_TIMEOUT)}
-    with ServiceProcess(registry, workers=2, threads=4, env=env) as process:
+    with ServiceProcess(registry, workers=2, threads=4, admin_token=ADMIN_TOKEN, env=env) as process:
         yield process
 
 
@@ -171,6 +172,7 @@ CORPUS = [
         lambda: {"files": {"file": ("d.png", digit_png(), "image/png"), "imagefile": (None, "d.png")}}),
     Bad("multipart with a bad top_k", 422, "invalid_input",
         lambda: {"files": {"file": ("d.png", digit_png(), "image/png"), "top_k": (None, "many")}}),
+    Bad("multipart without a boundary", 400, "malformed_multipart", lambda: raw(digit_png(), "multipart/form-data")),
     # JSON
     Bad("JSON that is a list", 422, "invalid_input", lambda: json_body("[1, 2, 3, 4]"), VECTOR_MODEL),
     Bad("JSON that is a string", 422, "invalid_input", lambda: json_body('"1, 2, 3, 4"'), VECTOR_MODEL),
@@ -200,6 +202,12 @@ CORPUS = [
     Bad("JSON with inputs and images", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "images": ["AA=="]}')),
     Bad("JSON image that is not base64", 400, "invalid_base64", lambda: json_body('{"images": ["not base64!"]}')),
     Bad("JSON top_k out of range", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "top_k": -1}'), VECTOR_MODEL),
+    Bad("JSON top_k a boolean", 422, "invalid_input", lambda: json_body('{"inputs": [1, 2, 3, 4], "top_k": true}'), VECTOR_MODEL),
+    Bad("JSON integer of 5000 digits", 422, "invalid_input",
+        lambda: json_body('{"inputs": [' + "9" * 5000 + ', 2, 3, 4]}'), VECTOR_MODEL),
+    Bad("JSON compressed with deflate", 415, "unsupported_encoding",
+        lambda: {**json_body(zlib.compress(b'{"inputs": [1, 2, 3, 4]}')), "headers": {
+            "Content-Type": "application/json", "Content-Encoding": "deflate"}}, VECTOR_MODEL),
     # content types
     Bad("JSON sent as text/plain", 415, "unsupported_media_type",
         lambda: raw(b'{"inputs": [1, 2, 3, 4]}', "text/plain"), VECTOR_MODEL),
@@ -215,6 +223,8 @@ CORPUS = [
     Bad(".npy with missing data", 400, "malformed_npy",
         lambda: raw(npy_header_only((10, 4)) + b"\0" * 12, "application/x-npy"), VECTOR_MODEL),
     Bad(".npy that is not one", 400, "malformed_npy", lambda: raw(b"\x93NUMPY garbage", "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy with negative dimensions", 400, "malformed_npy",
+        lambda: raw(npy_header_only((-1, -4)) + b"\0" * 16, "application/x-npy"), VECTOR_MODEL),
     # size limits
     Bad("body over the limit, with Content-Length", 413, "payload_too_large",
         lambda: raw(b"\0" * (BODY_LIMIT + 1), "image/png")),
@@ -229,6 +239,8 @@ CORPUS = [
     Bad("unknown model", 404, "model_not_found", lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/nope/predict"),
     Bad("version that is not a number", 404, "version_not_found",
         lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/iris/versions/1e3/predict"),
+    Bad("version in digits that are not ASCII", 404, "version_not_found",
+        lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/iris/versions/%C2%B2/predict"),
     Bad("version that does not exist", 404, "version_not_found",
         lambda: json_body('{"inputs": [1, 2, 3, 4]}'), "/models/iris/versions/99/predict"),
     Bad("unknown route", 404, "not_found", lambda: {}, "/predictions", "GET"),
@@ -272,6 +284,69 @@ def test_made_up_methods_do_not_add_metric_series(server):
     text = server.metrics()
     assert "SCAN" not in text
     assert 'method="other"' in text
+
+
+# malformed chunked bodies ------------------------------------------------------------------------
+# Gunicorn parses a chunked body while the service reads it, and raises its own errors for a bad one.
+
+
+def exchange(server: ServiceProcess, request: bytes, *, close_after: bool) -> tuple[int, dict]:
+    """Send ``request`` as raw bytes (half-closing the connection after it when ``close_after``)
+    and return the status and the JSON body of the answer."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        if close_after:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: application/json" in head.lower(), answer[:300]
+    return int(head.split()[1]), json.loads(body)
+
+
+def chunked_request(path: str, content_type: str, chunks: bytes, method: str = "POST", headers: str = "") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n{headers}"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + chunks
+
+
+BAD_SIZE = b"zz\r\nabc\r\n0\r\n\r\n"
+AUTHORIZED = f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
+BAD_CHUNKED = [
+    # (name, request, half-close after it, status, code)
+    ("bad chunk size, image", chunked_request(IMAGE_MODEL, "image/png", BAD_SIZE), False, 400, "malformed_body"),
+    ("bad chunk size, form", chunked_request(IMAGE_MODEL, "multipart/form-data; boundary=x", BAD_SIZE), False,
+     400, "malformed_body"),
+    ("bad chunk size, label", chunked_request("/models/mnist/labels/stable", "application/json", BAD_SIZE, "PUT",
+                                              AUTHORIZED), False, 400, "malformed_body"),
+    ("bad chunk size, V2", chunked_request("/v2/models/iris/infer", "application/json", BAD_SIZE), False, 400, None),
+    ("chunk not followed by CRLF", chunked_request(IMAGE_MODEL, "image/png", b"3\r\nabcXY0\r\n\r\n"), False,
+     400, "malformed_body"),
+    ("cut off inside a chunk", chunked_request(IMAGE_MODEL, "image/png", b"10\r\nabc"), True, 400, "truncated_body"),
+    ("cut off inside a form", chunked_request(IMAGE_MODEL, "multipart/form-data; boundary=x",
+                                              b"40\r\n--x\r\nContent-Disposition: form-data"), True,
+     400, "truncated_body"),
+    ("JSON cut off", chunked_request(VECTOR_MODEL, "application/json", b'40\r\n{"inputs": [[1, 2,'), True,
+     400, "truncated_body"),
+]
+
+
+@pytest.mark.parametrize("name, request_bytes, close_after, status, code", BAD_CHUNKED,
+                         ids=[case[0] for case in BAD_CHUNKED])
+def test_a_malformed_chunked_body_is_a_400_without_a_traceback(server, registry, name, request_bytes,
+                                                              close_after, status, code):
+    logged = len(server.log())
+    answer_status, body = exchange(server, request_bytes, close_after=close_after)
+    assert answer_status == status, body
+    if code is None:  # a protocol route: {"error"} alone
+        assert set(body) == {"error"} and "chunk" in body["error"], body
+    else:
+        assert set(body) == {"error", "code", "details"} and body["code"] == code, body
+    time.sleep(0.2)  # the access line and anything else the worker writes about it
+    assert "Traceback" not in server.log()[logged:]
+    assert not (registry / "mnist" / "serving.json").exists()
+    assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
 
 
 # odd but valid images ------------------------------------------------------------------------

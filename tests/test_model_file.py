@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import ModelFileError
 from shared.model_file import load_model, parameters_sha256, read_manifest, save_model
-from shared.registry import Registry, RegistryError
+from shared.registry import LABEL_PATTERN, Registry, RegistryError, check_name
 
 
 def tiny_model(task="classification", batchnorm=False, seed=0):
@@ -271,7 +271,8 @@ def test_a_failed_build_publishes_nothing(tmp_path):
 def test_stray_folders_are_not_versions(tmp_path):
     registry = Registry(tmp_path)
     publish_tiny(registry)
-    for stray in (".tmp-2-abc", "007", "latest", "0"):
+    # '²' passes str.isdigit but int() refuses it; int() reads '١' and '１' as 1.
+    for stray in (".tmp-2-abc", "007", "latest", "0", "²", "١", "１", "1000000000"):
         (tmp_path / "tiny" / stray).mkdir()
     assert registry.versions("tiny") == [1]
 
@@ -285,6 +286,9 @@ def test_serving_state_round_trip_and_validation(tmp_path):
     assert [p.name for p in (tmp_path / "tiny").iterdir() if p.name.startswith(".tmp")] == []
     (tmp_path / "tiny" / "serving.json").write_text('{"pinned": "three"}')
     with pytest.raises(RegistryError, match="positive integer"):
+        registry.read_serving("tiny")
+    (tmp_path / "tiny" / "serving.json").write_text('{"pinned": null, "labels": {"stable\\n": 1}}')
+    with pytest.raises(RegistryError, match="label names"):
         registry.read_serving("tiny")
 
 
@@ -301,3 +305,6 @@ def test_symlink_out_of_the_registry_is_refused(tmp_path):
 def test_invalid_model_names_are_refused(tmp_path):
     with pytest.raises(RegistryError, match="not valid"):
         Registry(tmp_path).versions("../etc")
+    with pytest.raises(RegistryError, match="not valid"):
+        check_name("mnist\n")  # $ would match before the final newline
+    assert not LABEL_PATTERN.match("stable\n") and LABEL_PATTERN.match("stable")

@@ -3,6 +3,7 @@ the service in a real Gunicorn: row and columnar requests, ``b64`` images, versi
 paths, model status, and errors as ``{"error": "..."}``. Answers equal the native API's."""
 
 import base64
+import gzip
 import time
 
 import numpy as np
@@ -223,3 +224,18 @@ def test_status_errors_and_methods(server):
     allowed = requests.options(server.url + "/v1/models/mnist:predict", timeout=10).headers["Allow"]
     assert {m.strip() for m in allowed.split(",")} == {"OPTIONS", "POST"}
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "%D9%A1", "%EF%BC%91"])  # '²', '١', '１': not ASCII digits
+def test_a_version_is_ascii_digits(server, version):
+    assert_error(requests.get(server.url + f"/v1/models/mnist/versions/{version}", timeout=10), 404,
+                 "positive integers")
+    assert_error(post(server, f"/v1/models/iris/versions/{version}:predict", {"instances": IRIS}), 404,
+                 "positive integers")
+
+
+def test_a_compressed_body_is_refused(server):
+    packed = gzip.compress(b'{"instances": [[1, 2, 3, 4]]}')
+    response = requests.post(server.url + "/v1/models/iris:predict", data=packed,
+                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=10)
+    assert_error(response, 400, "Content-Encoding gzip is not supported")

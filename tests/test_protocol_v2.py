@@ -255,6 +255,15 @@ def test_a_compressed_bomb_is_refused_before_it_inflates(client):
                           400, "br")
 
 
+def test_repository_routes_refuse_a_compressed_body(client, registry):
+    """Only infer decodes a Content-Encoding; the repository routes refuse one rather than misread it."""
+    packed = gzip.compress(json.dumps({"parameters": {"version": 1}}).encode())
+    response = client.post("/v2/repository/models/mnist/load", data=packed,
+                           headers={"Content-Encoding": "gzip", **AUTH})
+    assert_protocol_error(response, 400, "Content-Encoding gzip is not supported")
+    assert serving_json(registry, "mnist") == {}
+
+
 def test_classification_extension_lists_the_top_classes(client):
     response = infer(client, {"inputs": [tensor("input", VECTORS)],
                               "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]})
@@ -325,8 +334,9 @@ def test_bad_binary_bodies_get_400(client):
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "remain")
     body, headers = binary_request(header, raw + b"xx")
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "no input claims")
-    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body,
-                                      headers={"Inference-Header-Content-Length": "99999"}), 400, "JSON part")
+    for length in ("99999", "\xb2", "9" * 5000):  # '²' passes str.isdigit; 5000 digits is past int()'s limit
+        assert_protocol_error(client.post("/v2/models/mnist/infer", data=body,
+                                          headers={"Inference-Header-Content-Length": length}), 400, "JSON part")
     truncated = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                         "parameters": {"binary_data_size": 6}}]}).encode()
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=truncated + struct.pack("<I", 99) + b"ab",
@@ -342,6 +352,11 @@ def test_errors_on_protocol_routes_are_bare_and_never_html(client):
     assert_protocol_error(response, 405, "use POST")
     assert_protocol_error(infer(client, one(), model="nope"), 404, "nope")
     assert_protocol_error(infer(client, one(), version="x"), 404, "positive integers")
+    for version in ("²", "١", "１"):  # str.isdigit takes them; int() refuses '²' and reads the others as 1
+        for response in (client.get(f"/v2/models/mnist/versions/{version}"),
+                         client.get(f"/v2/models/mnist/versions/{version}/ready"),
+                         infer(client, one(), version=version)):
+            assert_protocol_error(response, 404, "positive integers")
     # The native API keeps its own error shape.
     assert set(client.get("/models/nope").get_json()) == {"error", "code", "details"}
 
@@ -421,6 +436,10 @@ def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
     ({"config": "{not json"}, 400, "not valid JSON"),
     ({"config": json.dumps({"max_batch_size": 8})}, 400, "version_policy"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": [1, 2]}}})}, 400, "one version"),
+    ({"config": json.dumps({"version_policy": {"specific": {"versions": ["²"]}}})}, 400, "one version"),
+    ({"config": json.dumps({"version_policy": {"specific": {"versions": ["١"]}}})}, 400, "one version"),
+    ({"config": json.dumps({"version_policy": {"specific": {"versions": [True]}}})}, 400, "one version"),
+    ({"config": json.dumps({"version_policy": {"specific": 1}})}, 400, "one version"),
     ({"file:1/model.npz": "AAAA"}, 400, "registry only"),
 ])
 def test_bad_load_requests_change_nothing(client, registry, parameters, status, contains):

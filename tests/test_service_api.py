@@ -2,8 +2,10 @@
 status with its JSON body, the admin routes, metrics, logs and the OpenAPI document."""
 
 import base64
+import gzip
 import io
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_dig
 from modelgen import publish_corrupt, publish_model
 from service import schemas
 from service.app import create_app
+from service.logs import configure_logging
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -77,6 +80,18 @@ def npy(array) -> bytes:
     return buffer.getvalue()
 
 
+def npy_declaring(shape: tuple, data: bytes) -> bytes:
+    """A .npy file whose header declares ``shape`` (float32) whatever ``data`` holds."""
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+def serving_state(registry, name="mnist") -> dict | None:
+    path = registry / name / "serving.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 # predictions -------------------------------------------------------------------------------------
 
 
@@ -112,9 +127,10 @@ def test_multipart_with_several_files_and_top_k(client):
 
 def test_json_base64_images_and_data_urls(client):
     encoded = base64.b64encode(DIGIT_PNG).decode()
-    response = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded], "top_k": 1})
-    assert response.status_code == 200
-    assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1]
+    response = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded,
+                                                        "DATA:image/png;BASE64," + encoded], "top_k": 1})
+    assert response.status_code == 200, response.get_json()
+    assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1, 1]
 
 
 def test_json_vectors_one_or_a_batch(client):
@@ -189,6 +205,31 @@ def test_400_malformed_bodies(client):
     assert_error(client.post("/predict", data={"top_k": "1"}, content_type="multipart/form-data"), 400, "no_files")
 
 
+@pytest.mark.parametrize("shape", [(-1, 11), (-1, -11), (2, -1, -1)])
+def test_npy_with_a_negative_dimension_is_malformed(client, shape):
+    body = npy_declaring(shape, bytes(44))
+    assert_error(client.post("/models/wine/predict", data=body, content_type="application/x-npy"), 400,
+                 "malformed_npy", "negative dimension")
+
+
+def test_multipart_without_a_usable_boundary_says_so(client):
+    no_boundary = client.post("/predict", data=DIGIT_PNG, content_type="multipart/form-data")
+    assert_error(no_boundary, 400, "malformed_multipart", "no boundary")
+    not_a_form = client.post("/predict", data=DIGIT_PNG, content_type="multipart/form-data; boundary=xyz")
+    assert_error(not_a_form, 400, "malformed_multipart", "'xyz'")
+
+
+def test_json_too_large_or_too_deep_gets_a_clear_message(client):
+    huge = '{"inputs": [[' + "9" * 5000 + ', 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]]}'
+    body = assert_error(client.post("/models/wine/predict", data=huge, content_type="application/json"), 422,
+                        "invalid_input", "too large")
+    assert "set_int_max_str_digits" not in body["error"]
+    deep = '{"inputs": ' + "[" * 2000 + "]" * 2000 + "}"
+    body = assert_error(client.post("/models/wine/predict", data=deep, content_type="application/json"), 400,
+                        "malformed_json", "nested too deeply")
+    assert "recursion" not in body["error"]
+
+
 def test_404_unknown_things(client):
     assert_error(client.get("/no/such/route"), 404, "not_found")
     assert_error(client.post("/models/nope/predict", json={"inputs": [1]}), 404, "model_not_found", "'nope'")
@@ -197,6 +238,26 @@ def test_404_unknown_things(client):
     assert_error(client.post("/models/mnist/labels/nope/predict", json={"inputs": [1]}), 404, "label_not_found")
     assert_error(client.get("/models/nope"), 404, "model_not_found")
     assert_error(client.get("/models/mnist/versions/9"), 404, "version_not_found")
+    assert_error(client.get("/models//mnist"), 404, "not_found")  # not a redirect to /models/mnist
+    assert_error(client.post("/models//mnist/predict", json={"inputs": [1]}), 404, "not_found")
+
+
+# '²' and '①' pass str.isdigit but int() refuses them; '١', '１' and '𝟏' int() reads as 1.
+NOT_VERSIONS = ["²", "①", "١", "１", "𝟏", "01", "+1", "1.0", "1%0A"]
+
+
+@pytest.mark.parametrize("version", NOT_VERSIONS)
+def test_a_version_is_ascii_digits_on_every_route(client, registry, version):
+    for response in (client.get(f"/models/mnist/versions/{version}"),
+                     client.post(f"/models/mnist/versions/{version}/predict", json={"inputs": [0.5] * 784}),
+                     client.post(f"/models/mnist/versions/{version}/activate", headers=AUTH)):
+        assert_error(response, 404, "version_not_found", "positive integers")
+    assert serving_state(registry) is None  # nothing pinned
+
+
+def test_a_version_too_long_is_not_called_a_non_integer(client):
+    body = assert_error(client.get("/models/mnist/versions/1000000000"), 404, "version_not_found", "9 digits")
+    assert "positive integers" not in body["error"]
 
 
 def test_405_wrong_method(client):
@@ -243,6 +304,8 @@ def test_422_well_formed_but_invalid(client):
     assert_error(client.post("/predict?top_k=1", json={"inputs": [0.5] * 784, "top_k": 2}), 422, "invalid_input",
                  "twice")
     assert_error(client.post("/predict?colour=red", json={"inputs": [0.5] * 784}), 422, "invalid_input", "colour")
+    assert_error(client.post("/predict?top_k=3&top_k=4", json={"inputs": [0.5] * 784}), 422, "invalid_input",
+                 "top_k is given 2 times")
     assert_error(client.post("/predict", data=npy(np.array(["a", "b"])), content_type="application/x-npy"),
                  422, "invalid_npy_dtype")
     files = {"file": (io.BytesIO(DIGIT_PNG), "a.png"), "colour": "red"}
@@ -250,6 +313,41 @@ def test_422_well_formed_but_invalid(client):
                  "'colour'")
     blank = encode(Image.new("L", (50, 50), 255), "PNG")
     assert_error(client.post("/predict", data=blank, content_type="image/png"), 422, "invalid_input", "blank")
+
+
+@pytest.mark.parametrize("top_k", [True, "3", 1e2, 2.0])
+def test_top_k_in_json_must_be_an_integer(client, top_k):
+    response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": top_k})
+    assert_error(response, 422, "invalid_input", "top_k: Input should be a valid integer")
+
+
+def test_top_k_in_the_query_string_is_read_from_text(client):
+    response = client.post("/predict?top_k=5", json={"inputs": [0.5] * 784})
+    assert response.status_code == 200 and len(response.get_json()["predictions"][0]["top_k"]) == 5
+    assert_error(client.post("/predict?top_k=true", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
+
+
+def test_compressed_bodies_are_refused_naming_the_encoding(client, registry):
+    vector = json.dumps({"inputs": [0.5] * 784}).encode()
+    for encoding in ("gzip", "br"):
+        response = client.post("/predict", data=gzip.compress(vector), content_type="application/json",
+                               headers={"Content-Encoding": encoding})
+        assert_error(response, 415, "unsupported_encoding", f"Content-Encoding {encoding} is not supported")
+        assert "uncompressed" in response.get_json()["error"]
+    for body, content_type in ((gzip.compress(DIGIT_PNG), "image/png"), (gzip.compress(npy(vectors(1))),
+                                                                         "application/x-npy")):
+        assert_error(client.post("/predict", data=body, content_type=content_type,
+                                 headers={"Content-Encoding": "gzip"}), 415, "unsupported_encoding")
+    form = client.post("/predict", data={"file": (io.BytesIO(DIGIT_PNG), "a.png")}, content_type="multipart/form-data",
+                       headers={"Content-Encoding": "gzip"})
+    assert_error(form, 415, "unsupported_encoding")
+    label = client.put("/models/mnist/labels/packed", data=gzip.compress(b'{"version": 1}'),
+                       content_type="application/json", headers={"Content-Encoding": "gzip", **AUTH})
+    assert_error(label, 415, "unsupported_encoding")
+    assert serving_state(registry) is None
+    plain = client.post("/predict", data=vector, content_type="application/json",
+                        headers={"Content-Encoding": "identity"})
+    assert plain.status_code == 200
 
 
 def test_503_when_no_version_can_serve(registry):
@@ -330,6 +428,14 @@ def test_labels(client, registry):
     assert_error(client.put("/models/mnist/labels/canary", data="{", content_type="application/json", headers=AUTH),
                  400, "malformed_json")
     assert_error(client.put("/models/mnist/labels/-bad", json={"version": 1}, headers=AUTH), 422, "invalid_label")
+    assert_error(client.put("/models/mnist/labels/stable%0A", json={"version": 1}, headers=AUTH), 422,
+                 "invalid_label")
+    for version in (True, "1", 1.0):
+        assert_error(client.put("/models/mnist/labels/flag", json={"version": version}, headers=AUTH), 422,
+                     "invalid_input", "version: Input should be a valid integer")
+    empty = client.put("/models/mnist/labels/canary", content_type="application/json", headers=AUTH)
+    assert_error(empty, 400, "empty_body", '{"version": 3}')
+    assert serving_state(registry)["labels"] == {"canary": 2}
     assert client.delete("/models/mnist/labels/canary", headers=AUTH).get_json()["labels"] == {}
     assert_error(client.delete("/models/mnist/labels/canary", headers=AUTH), 404, "label_not_found")
     assert_error(client.post("/models/mnist/labels/canary/predict", json={"inputs": [1]}), 404, "label_not_found")
@@ -373,6 +479,19 @@ def test_request_ids_and_access_log(client, capsys):
     assert entry["status"] == 200 and entry["latency_ms"] >= 0
 
 
+def test_text_access_lines_cannot_be_forged_by_a_path(registry, capsys):
+    try:
+        client = make_app(registry, log_format="text").test_client()
+        capsys.readouterr()
+        client.get("/models/x%0A2026-11-30%2000:00:00,000%20ERROR%20forged%0D%00line")
+        err = capsys.readouterr().err
+    finally:
+        configure_logging("json", "INFO")
+    (line,) = err.splitlines()
+    assert line.split(" ")[2:4] == ["INFO", "scratchnet.access"]
+    assert "\x00" not in err and "/models/x\\n2026-11-30 00:00:00,000 ERROR forged\\r\\x00line 404" in line
+
+
 def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"] == "3.1.0"
@@ -402,6 +521,26 @@ def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
                                                        "application/x-npy"}
     assert {"200", "400", "404", "413", "415", "422", "503"} <= set(predict["responses"])
     assert doc["paths"]["/models/{name}/rollback"]["post"]["security"] == [{"bearer": []}]
+
+
+def test_openapi_defaults_are_valid_values_of_their_schemas(client):
+    """OpenAPI 3.1 validators check each default against its schema: a null default needs a
+    schema that allows null."""
+    doc = client.get("/openapi.json").get_json()
+
+    def null_defaults(node, where):
+        if isinstance(node, dict):
+            if "default" in node and node["default"] is None:
+                yield where, node
+            for key, value in node.items():
+                yield from null_defaults(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from null_defaults(value, f"{where}/{i}")
+
+    for where, schema in null_defaults(doc["components"], "components"):
+        types = [schema["type"]] if "type" in schema else [s.get("type") for s in schema.get("anyOf", [])]
+        assert not types or "null" in types, (where, schema)
 
 
 def test_docs_and_index_pages(client):

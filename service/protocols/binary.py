@@ -67,7 +67,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
     if header_length is None:
         return view, view[len(view):]
     text = header_length.strip()
-    if not text.isdigit() or int(text) > len(view):
+    # ASCII digits only (str.isdigit also takes '²'), and few enough for int(): any body length fits in 18.
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) > len(view):
         raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}; it must be the length in bytes of the JSON part "
                          f"of the {len(view)}-byte body.", code="malformed_header_length")
     size = int(text)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, model_validator
 
+from ..schemas import no_default
 from .binary import DATATYPES
 
 TENSOR_DATA = {"description": "The elements in row-major order, flat or nested as the shape; BYTES elements "
@@ -36,7 +37,7 @@ class RequestInput(Strict):
     shape: list[Annotated[StrictInt, Field(ge=0)]]
     datatype: str = Field(description="One of " + ", ".join(DATATYPES) + ".")
     parameters: TensorParameters | None = None
-    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = None
+    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = Field(None, json_schema_extra=no_default)
 
 
 class OutputParameters(Open):
@@ -69,7 +70,7 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = None
+    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = Field(None, json_schema_extra=no_default)
 
 
 class InferResponse(BaseModel):
@@ -151,7 +152,8 @@ class V1PredictRequest(Strict):
     signature_name: str | None = Field(None, description='Only "serving_default" (or absent).')
     instances: Annotated[Any, WithJsonSchema({"type": "array", "minItems": 1, "description":
                                                'Row format: one item per input (a list of numbers, or {"b64": ...} '
-                                               'for an image, or an object naming the input).'})] = None
+                                               'for an image, or an object naming the input).'})] = Field(
+        None, json_schema_extra=no_default)
     inputs: Annotated[Any, WithJsonSchema({"description": "Columnar format: the batch of one input, or an object "
                                                           "naming the input."})] = None
 

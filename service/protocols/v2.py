@@ -21,6 +21,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
+from shared.registry import VERSION_PATTERN
 
 from ..api import UNCHANGED, admin, parse_json, read_body, resolve_from_url, set_serving, validate
 from ..context import service
@@ -106,7 +107,8 @@ def infer(name: str, version: str | None = None):
     svc = service()
     model = resolve_from_url(name, version)
     started = time.perf_counter()
-    body = binary.decompress(read_body(), request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
+    body = binary.decompress(read_body(compressed=True), request.headers.get("Content-Encoding"),
+                             svc.settings.max_body_bytes)
     header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
     infer_request = validate(InferRequest, parse_json(bytes(header)), "the inference request")
     chunks = binary.BinaryChunks(rest)
@@ -377,11 +379,13 @@ def pin_from_config(text: str):
         return UNCHANGED
     if isinstance(policy, dict) and len(policy) == 1 and ("latest" in policy or "all" in policy):
         return None
-    versions = policy.get("specific", {}).get("versions") if isinstance(policy, dict) else None
-    if not (isinstance(versions, list) and len(versions) == 1 and str(versions[0]).isdigit() and int(versions[0]) > 0):
+    specific = policy.get("specific") if isinstance(policy, dict) else None
+    versions = specific.get("versions") if isinstance(specific, dict) else None
+    version = str(versions[0]) if isinstance(versions, list) and len(versions) == 1 else ""
+    if not VERSION_PATTERN.match(version):  # a version as a number or, as protobuf's JSON writes int64, a string
         raise BadRequest('version_policy must be {"specific": {"versions": [<one version>]}}, {"latest": {}} '
                          'or {"all": {}}.', code="invalid_request")
-    return int(versions[0])
+    return int(version)
 
 
 @v2_bp.post("/v2/repository/models/<name>/unload")
