@@ -81,7 +81,8 @@ def test_row_format_vectors(server):
 
 def test_columnar_format_vectors_bare_and_named(server):
     rows = post(server, "/v1/models/iris:predict", {"instances": IRIS}).json()["predictions"]
-    for body in ({"inputs": IRIS}, {"inputs": {"input": IRIS}}, {"signature_name": "serving_default", "inputs": IRIS}):
+    for body in ({"inputs": IRIS}, {"inputs": {"input": IRIS}}, {"signature_name": "serving_default", "inputs": IRIS},
+                 {"signature_name": "", "inputs": IRIS}):  # empty is the default signature, as /metadata says
         response = post(server, "/v1/models/iris:predict", body)
         assert response.status_code == 200, response.text
         outputs = response.json()["outputs"]
@@ -220,10 +221,21 @@ def test_status_errors_and_methods(server):
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/9/metadata", timeout=10), 404, "no version 9")
     assert_error(requests.get(server.url + "/v1/models/mnist/labels/beta/metadata", timeout=10), 404, "no label 'beta'")
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/3/metadata", timeout=10), 503, "cannot be served")
-    assert_error(requests.get(server.url + "/v1/models/mnist:predict", timeout=10), 405, "use POST")
+    for method in ("GET", "PUT", "DELETE"):  # a predict path is never taken for a status path
+        response = requests.request(method, server.url + "/v1/models/mnist/versions/2:predict", timeout=10)
+        assert_error(response, 405, "use POST")
+        assert {m.strip() for m in response.headers["Allow"].split(",")} == {"OPTIONS", "POST"}
     allowed = requests.options(server.url + "/v1/models/mnist:predict", timeout=10).headers["Allow"]
     assert {m.strip() for m in allowed.split(",")} == {"OPTIONS", "POST"}
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress"])
+def test_classify_and_regress_say_what_to_use_instead(server, verb):
+    """TF Serving's tf.Example verbs: an error naming :predict, not a 405 pointing at GET."""
+    for path in (f"/v1/models/wine:{verb}", f"/v1/models/wine/versions/1:{verb}"):
+        assert_error(post(server, path, {"examples": [{"x": 1.0}]}), 400, "to :predict instead")
+    assert_error(post(server, f"/v1/models/nope:{verb}", {"examples": []}), 404, "nope")
 
 
 @pytest.mark.parametrize("version", ["%C2%B2", "%D9%A1", "%EF%BC%91"])  # '²', '١', '１': not ASCII digits

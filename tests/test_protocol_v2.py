@@ -277,6 +277,26 @@ def test_classification_extension_lists_the_top_classes(client):
         assert float(entries[0].split(":")[0]) == pytest.approx(row[indices[0]], abs=1e-6)
 
 
+def test_classification_ranks_the_output_it_is_asked_on(client):
+    """As Triton: the top elements of the named output itself, with labels only where its
+    positions are classes; a BYTES output has no class result."""
+    got = outputs(infer(client, {"inputs": [tensor("input", VECTORS)]}))
+    response = infer(client, {"inputs": [tensor("input", VECTORS)],
+                              "outputs": [{"name": "index", "parameters": {"classification": 3}}]})
+    (output,) = response.get_json()["outputs"]
+    assert output["datatype"] == "BYTES" and output["shape"] == [3, 1]  # one element per row to rank
+    assert output["data"] == [f"{i}:0" for i in got["index"].tolist()]
+    response = infer(client, {"inputs": [tensor("input", VECTORS)],
+                              "outputs": [{"name": "label", "parameters": {"classification": 2}}]})
+    assert_protocol_error(response, 400, "class result not available for output 'label'")
+    rows = RNG.normal(size=(2, 11)).astype(np.float32)
+    values = outputs(infer(client, {"inputs": [tensor("input", rows)]}, model="wine"))["value"]
+    response = infer(client, {"inputs": [tensor("input", rows)],
+                              "outputs": [{"name": "value", "parameters": {"classification": 1}}]}, model="wine")
+    (output,) = response.get_json()["outputs"]
+    assert output["shape"] == [2, 1] and output["data"] == [f"{v:.6f}:0" for v in values.tolist()]
+
+
 def test_regression_answers_values_in_target_units(client):
     rows = RNG.normal(size=(2, 11)).astype(np.float32)
     got = outputs(infer(client, {"inputs": [tensor("input", rows)]}, model="wine"))

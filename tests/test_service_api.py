@@ -5,6 +5,7 @@ import base64
 import gzip
 import io
 import json
+import re
 import struct
 
 import numpy as np
@@ -500,8 +501,11 @@ def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
-        served |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
+        # <segment:name> is {name}; <any(classify, regress):verb> is each of its words
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        choices = re.search(r"<any\(([^)]*)\):\w+>", path)
+        paths = [path.replace(choices[0], word.strip()) for word in choices[1].split(",")] if choices else [path]
+        served |= {(p, m) for p in paths for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert documented == served
     refs = set()
 

@@ -10,6 +10,7 @@ input that cannot be used (where the native API distinguishes 415 and 422).
 from __future__ import annotations
 
 from flask import Flask, g, request
+from werkzeug.routing import BaseConverter
 
 from .v1 import v1_bp
 from .v2 import v2_bp
@@ -22,7 +23,16 @@ def protocol_error(status: int, body: dict) -> tuple[int, dict]:
     return (400 if status in BAD_INPUT else status), {"error": body["error"]}
 
 
+class Segment(BaseConverter):
+    """A path segment without a colon. TF Serving's URLs end in a verb, ``/v1/models/mnist:predict``:
+    a model, version or label matched with this never swallows the verb (names have no colon), so
+    a predict path is never also taken for a status path."""
+
+    regex = "[^/:]+"
+
+
 def init_app(app: Flask) -> None:
+    app.url_map.converters["segment"] = Segment
     app.register_blueprint(v2_bp)
     app.register_blueprint(v1_bp)
 

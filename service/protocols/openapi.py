@@ -122,6 +122,13 @@ def _operations() -> list[tuple]:
             _operation("post", path + ":predict", f"Predict with {which}: instances (rows) or inputs (columns).",
                        V1_TAG, schemas.V1PredictResponse, parameters=params, errors=INFER_ERRORS, body=V1_BODY),
         ]
+        for verb in ("classify", "regress"):
+            route, method, operation = _operation(
+                "post", f"{path}:{verb}", f"Not supported: TF Serving's {verb} takes tf.Example inputs, which no "
+                "model here reads; the answer is always an error saying to use :predict.", V1_TAG,
+                schemas.ProtocolError, parameters=params, errors=(400, 404))
+            del operation["responses"]["200"]
+            ops.append((route, method, operation))
     return ops
 
 

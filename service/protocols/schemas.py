@@ -43,7 +43,8 @@ class RequestInput(Strict):
 class OutputParameters(Open):
     binary_data: StrictBool | None = Field(None, description="Return this output in the binary part of the body.")
     classification: Annotated[StrictInt, Field(ge=0)] | None = Field(
-        None, description="Return the k most probable classes as BYTES '<probability>:<index>:<label>'.")
+        None, description="Return, per row, this output's k highest elements as BYTES '<value>:<position>' "
+                          "(with ':<label>' on 'probabilities': the k most probable classes).")
 
 
 class RequestOutput(Strict):
@@ -149,7 +150,7 @@ class RepositoryResult(BaseModel):
 
 
 class V1PredictRequest(Strict):
-    signature_name: str | None = Field(None, description='Only "serving_default" (or absent).')
+    signature_name: str | None = Field(None, description='Only "serving_default" (or empty or absent: the default).')
     instances: Annotated[Any, WithJsonSchema({"type": "array", "minItems": 1, "description":
                                                'Row format: one item per input (a list of numbers, or {"b64": ...} '
                                                'for an image, or an object naming the input).'})] = Field(

@@ -84,10 +84,13 @@ def output_tensors(result: PredictionBatch) -> dict[str, np.ndarray]:
             "index": indices.astype(np.int64)}
 
 
-def top_classes(result: PredictionBatch, k: int) -> list[list[str]]:
-    """Triton's classification extension: per row, the ``k`` most probable classes as
-    ``"<probability>:<index>:<label>"``, most probable first."""
-    labels = result.model.labels
-    k = min(k, len(labels))
-    order = np.argsort(-result.outputs, axis=1, kind="stable")[:, :k]
-    return [[f"{row[i]:.6f}:{i}:{labels[i]}" for i in ranks] for row, ranks in zip(result.outputs.tolist(), order.tolist())]
+def top_values(values: np.ndarray, k: int, labels: list[str] | None = None) -> list[list[str]]:
+    """Triton's classification extension on one numeric output: per row, its ``k`` highest
+    elements (all of them if the row is shorter) as ``"<value>:<position>"``, plus ``":<label>"``
+    when the positions are classes (``probabilities``), highest first. Floats are written with
+    six decimals, integers as they are, as Triton does."""
+    rows = values.reshape(len(values), -1)
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    text = (lambda v: f"{v:.6f}") if rows.dtype.kind == "f" else str
+    suffix = (lambda i: f":{labels[i]}") if labels else (lambda i: "")
+    return [[f"{text(row[i])}:{i}{suffix(i)}" for i in ranks] for row, ranks in zip(rows.tolist(), order.tolist())]

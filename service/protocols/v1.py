@@ -18,8 +18,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flask import Blueprint, request
-from werkzeug.exceptions import MethodNotAllowed
+from flask import Blueprint
 
 from shared.forward import Model
 
@@ -39,15 +38,15 @@ SIGNATURE = "serving_default"
 # predict -----------------------------------------------------------------------------------------
 
 
-@v1_bp.post("/v1/models/<name>:predict")
-@v1_bp.post("/v1/models/<name>/versions/<version>:predict")
-@v1_bp.post("/v1/models/<name>/labels/<label>:predict")
+@v1_bp.post("/v1/models/<segment:name>:predict")
+@v1_bp.post("/v1/models/<segment:name>/versions/<segment:version>:predict")
+@v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:predict")
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
     model = resolve_from_url(name, version, label)
     started = time.perf_counter()
     body = validate(V1PredictRequest, parse_json(read_body()), "the predict request")
-    if body.signature_name not in (None, SIGNATURE):
+    if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "
                          f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")
     rows = body.instances is not None
@@ -153,13 +152,15 @@ def column_outputs(outputs: dict):
             "index": outputs["index"].tolist()}
 
 
-@v1_bp.after_request
-def predict_allows_post(response):
-    """The status rule ``/v1/models/<name>`` also matches ``<name>:predict`` (model names have no
-    colon), so the automatic OPTIONS answer would offer GET on a predict path; it takes POST only."""
-    if request.method == "OPTIONS" and request.path.endswith(":predict"):
-        response.headers["Allow"] = "OPTIONS, POST"
-    return response
+@v1_bp.post("/v1/models/<segment:name>:<any(classify, regress):verb>")
+@v1_bp.post("/v1/models/<segment:name>/versions/<segment:version>:<any(classify, regress):verb>")
+@v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:<any(classify, regress):verb>")
+def classify_or_regress(name: str, verb: str, version: str | None = None, label: str | None = None):
+    """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads."""
+    model = resolve_from_url(name, version, label)
+    raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
+                     f"POST {{\"instances\": [...]}} or {{\"inputs\": ...}} to :predict instead.",
+                     code="unsupported_api")
 
 
 # status ------------------------------------------------------------------------------------------
@@ -170,12 +171,10 @@ def list_models():
     return {"models": service().store.names()}
 
 
-@v1_bp.get("/v1/models/<name>")
-@v1_bp.get("/v1/models/<name>/versions/<version>")
-@v1_bp.get("/v1/models/<name>/labels/<label>")
+@v1_bp.get("/v1/models/<segment:name>")
+@v1_bp.get("/v1/models/<segment:name>/versions/<segment:version>")
+@v1_bp.get("/v1/models/<segment:name>/labels/<segment:label>")
 def status(name: str, version: str | None = None, label: str | None = None):
-    if name.endswith(":predict") or (version or label or "").endswith(":predict"):
-        raise MethodNotAllowed(valid_methods=["POST"])
     store = service().store
     info = store.describe(name)
     unloaded = bool(info.get("unloaded"))
@@ -199,9 +198,9 @@ def status(name: str, version: str | None = None, label: str | None = None):
 TF_DTYPES = {"FP32": "DT_FLOAT", "BYTES": "DT_STRING", "UINT8": "DT_UINT8", "INT64": "DT_INT64"}
 
 
-@v1_bp.get("/v1/models/<name>/metadata")
-@v1_bp.get("/v1/models/<name>/versions/<version>/metadata")
-@v1_bp.get("/v1/models/<name>/labels/<label>/metadata")
+@v1_bp.get("/v1/models/<segment:name>/metadata")
+@v1_bp.get("/v1/models/<segment:name>/versions/<segment:version>/metadata")
+@v1_bp.get("/v1/models/<segment:name>/labels/<segment:label>/metadata")
 def metadata(name: str, version: str | None = None, label: str | None = None):
     model = resolve_from_url(name, version, label)
     signature_def = {"inputs": tensor_infos(signature.input_specs(model)),

@@ -236,7 +236,8 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
 def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[str, bool, int]]:
     """``(name, binary, classes)`` for each output to return: those asked for, else all of them.
     ``classes`` > 0 asks for the top classes instead of the tensor (classification extension)."""
-    known = [spec.name for spec in signature.output_specs(model)]
+    specs = {spec.name: spec for spec in signature.output_specs(model)}
+    known = list(specs)
     params = infer_request.parameters
     default_binary = bool(params and params.binary_data_output)
     if not infer_request.outputs:
@@ -249,9 +250,10 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
         p = output.parameters
         as_binary = default_binary if p is None or p.binary_data is None else p.binary_data
         classes = (p.classification or 0) if p is not None else 0
-        if classes and model.task != "classification":
-            raise BadRequest(f"model '{model.name}' is not a classifier; it has no classification output",
-                             code="unexpected_output")
+        if classes and specs[output.name].datatype == "BYTES":
+            raise BadRequest(f"class result not available for output '{output.name}' of model '{model.name}' "
+                             "due to its type BYTES; ask for classification on a numeric output "
+                             "such as 'probabilities'", code="unexpected_output")
         chosen.append((output.name, as_binary, classes))
     return chosen
 
@@ -263,10 +265,11 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
     n = len(result)
     outputs, chunks = [], []
     for name, as_binary, classes in requested:
-        if classes:
-            k = min(classes, len(model.labels))
-            values = [item for row in signature.top_classes(result, k) for item in row]
-            datatype, shape = "BYTES", [n, k]
+        if classes:  # the classification extension: the top elements of this output, row by row
+            labels = model.labels if name == "probabilities" else None
+            rows = signature.top_values(np.asarray(tensors[name]), classes, labels)
+            values = [item for row in rows for item in row]
+            datatype, shape = "BYTES", [n, len(rows[0])]
         else:
             values = tensors[name]
             datatype, shape = specs[name].datatype, [n, *specs[name].shape[1:]]
