@@ -112,8 +112,9 @@ OPERATIONS = [
               content_type="text/plain"),
     Operation("get", "/openapi.json", "This document.", None, tag="operations"),
     Operation("get", "/docs", "This document as a web page.", None, tag="operations", content_type="text/html"),
-    Operation("get", "/", "The drawing page: draw a digit or upload a picture.", None, tag="operations",
-              content_type="text/html"),
+    Operation("get", "/", "The drawing page (draw a digit or upload a picture) for a browser; KServe V1's "
+              "server liveness, {\"status\": \"alive\"}, for a client whose Accept does not name HTML.", None,
+              tag="operations", content_type="text/html"),
 ]
 
 SCHEMA_MODELS = [schemas.PredictRequest, schemas.LabelRequest, schemas.ErrorResponse, schemas.PredictResponse,
@@ -136,6 +137,10 @@ def _operation(op: Operation) -> dict:
         ok["content"] = {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}}
     elif op.path == "/openapi.json":
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    elif op.path == "/":
+        ok["content"] = {"text/html": {"schema": {"type": "string"}},
+                         "application/json": {"schema": {"type": "object", "required": ["status"],
+                                                         "properties": {"status": {"const": "alive"}}}}}
     else:
         ok["content"] = {op.content_type: {"schema": {"type": "string"}}}
     if op.response_headers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, current_app, g, jsonify, render_template_string, send_from_directory
+from flask import Blueprint, current_app, g, jsonify, render_template_string, request, send_from_directory
 
 from .context import service
 from .openapi import openapi_document
@@ -100,6 +100,10 @@ def docs():
 
 @ops_bp.get("/")
 def index():
+    """The drawing page for a browser (its Accept names HTML); for any other client, KServe V1's
+    server liveness, ``{"status": "alive"}``, so KServe's V1 client works unchanged."""
+    if not any(mimetype in ("text/html", "application/xhtml+xml") for mimetype, _ in request.accept_mimetypes):
+        return jsonify(status="alive")
     templates = Path(current_app.root_path) / (current_app.template_folder or "templates")
     if (templates / "index.html").is_file():
         return send_from_directory(templates, "index.html")

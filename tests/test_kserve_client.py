@@ -40,7 +40,7 @@ def test_kserve_client_gets_the_native_answers(kserve_python, tmp_path):
     expected = np.array([[{e["label"]: e["probability"] for e in p["top_k"]}[str(d)] for d in range(10)]
                          for p in native["predictions"]])
     assert answers["v2_server_live"] and answers["v2_server_ready"] and answers["v2_model_ready"]
-    assert answers["v1_model_ready"]
+    assert answers["v1_server_live"] and answers["v1_model_ready"]
     for binary in (False, True):
         got = answers[f"v2_binary_{binary}"]
         assert (got["id"], got["model_name"]) == ("kserve-1", "digits")  # the client drops model_version

@@ -553,8 +553,12 @@ def test_docs_and_index_pages(client):
     page = docs.get_data(as_text=True)
     assert "/models/{name}/versions/{version}/activate" in page and "PredictRequest" in page
     assert "<script src=\"http" not in page  # self-contained: no CDN
-    with client.get("/") as index:
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    with client.get("/", headers={"Accept": browser}) as index:
         assert index.status_code == 200 and index.mimetype == "text/html"
+    for accept in ("*/*", "application/json", None):  # KServe's V1 client asks / whether the server lives
+        alive = client.get("/", headers={"Accept": accept} if accept else {})
+        assert alive.status_code == 200 and alive.get_json() == {"status": "alive"}
 
 
 def test_access_line_written_directly_matches_the_loggers(capsys):

@@ -3,7 +3,8 @@
     python kserve_client.py BASE_URL MODEL VECTORS.npy
 
 KServe's own ``InferenceRESTClient`` asks the V2 protocol for server and model readiness and
-infers the vectors, JSON and binary; the V1 protocol for model readiness and ``instances``.
+infers the vectors, JSON and binary; the V1 protocol for server liveness, model readiness and
+``instances``.
 Prints one JSON object with what came back, for the test to compare with the native API.
 """
 
@@ -33,6 +34,7 @@ async def main(base_url: str, model: str, vectors: np.ndarray) -> dict:
                 "probabilities": outputs["probabilities"].tolist(),
             }
     async with InferenceRESTClient(RESTConfig(protocol="v1", retries=1)) as v1:
+        out["v1_server_live"] = await v1.is_server_live(base_url)
         out["v1_model_ready"] = await v1.is_model_ready(base_url, model)
         response = await v1.infer(base_url, {"instances": vectors.tolist()}, model_name=model)
         out["v1_predictions"] = [row["probabilities"] for row in response["predictions"]]
