@@ -100,10 +100,30 @@ def test_component_specs():
         get_activation("relu(")
     with pytest.raises(ValueError, match="literal"):
         get_activation("leaky_relu(alpha=__import__('os'))")
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
-        get_activation("leaky_relu(alpha=-1)")
+    for alpha in (-1, 1, 1.5):  # the model file's range: a run must not fail only when it is saved
+        with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\)"):
+            get_activation(f"leaky_relu(alpha={alpha})")
     with pytest.raises(ValueError, match="unknown initializer"):
         build_mlp([3, 2], init="he")
+
+
+def test_sigmoid_keeps_its_relative_precision_on_the_negative_tail():
+    from shared.forward import sigmoid as served_sigmoid
+
+    x = np.array([-80, -60, -30, -15, -5, 0, 5, 15, 30, 100], dtype=np.float32)  # e^-80: still a normal float32
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    for got in (get_activation("sigmoid")(x), served_sigmoid(x.copy())):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=1e-6)  # e.g. 9.4e-14 at -30, not 0 or 6 % off
+
+
+def test_batchnorm_refuses_a_training_batch_of_one_row():
+    """One row is its own mean: the output would be beta alone and the running variance would
+    shrink towards 0, so training on it is refused (as PyTorch does)."""
+    bn = BatchNorm(3, name="bn1")
+    with pytest.raises(ValueError, match="bn1: batch norm needs at least 2 rows per batch in training, got 1"):
+        bn.forward(np.ones((1, 3), dtype=np.float32), training=True)
+    assert bn.forward(np.ones((1, 3), dtype=np.float32), training=False).shape == (1, 3)  # eval is fine
 
 
 def test_bad_inputs_are_refused_with_the_layer_name():

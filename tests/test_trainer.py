@@ -1,6 +1,7 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -154,6 +155,43 @@ def test_trainer_and_file_predict_the_same(tmp_path, blobs_npz):
         model = load_model(tmp_path / "model.npz")
         np.testing.assert_allclose(model.predict_proba(x), expected, rtol=1e-4, atol=1e-5)
         assert (model.predict(x) == expected.argmax(axis=1)).all()
+
+
+def test_served_model_keeps_precision_when_features_sit_far_from_zero(tmp_path):
+    """A feature like a wine's density (mean ~1, std ~0.002) must not lose float32 precision in the
+    served model: folding the normalisation into the first layer would cancel large terms."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4))
+    y = x @ [1.0, -2.0, 0.5, 0.3] + 5
+    x = (x * [0.002, 0.1, 1.0, 30.0] + [0.997, 1000.0, 0.0, -50.0]).astype(np.float32)
+    data = tmp_path / "offset.npz"
+    np.savez(data, x=x, y=y.astype(np.float32))
+    config = train.TrainConfig(dataset="npz", data_path=str(data), hidden=[16], epochs=20, lr=0.01,
+                               val_fraction=0.0, progress=False)
+    dataset = load_dataset("npz", path=data)
+    prepared = train.prepare(dataset, config)
+    network = train.build_network(config, dataset)
+    train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared, config,
+              log=lambda *_: None)
+    expected = network.forward(train.normalize(dataset.x_test, prepared.normalization), training=False)[:, 0]
+    layers, arrays = network.export()
+    train.write_version(tmp_path, 1, arrays, train.make_manifest("offset", config, prepared, [], layers, "test"),
+                        prepared, [], make_plots=False)
+    served = load_model(tmp_path / "model.npz").forward(dataset.x_test)[:, 0]
+    np.testing.assert_allclose(served, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
+def test_batchnorm_training_leaves_out_a_lone_last_example(tmp_path):
+    """33 rows in batches of 32 would end each epoch on a batch of one, which batch norm cannot
+    normalise; the epoch leaves that (shuffled) example out instead of failing."""
+    rng = np.random.default_rng(4)
+    data = tmp_path / "odd.npz"
+    np.savez(data, x_train=rng.normal(size=(33, 5)).astype(np.float32), y_train=np.arange(33) % 2,
+             x_test=rng.normal(size=(8, 5)).astype(np.float32), y_test=np.arange(8) % 2)
+    config = train.TrainConfig(dataset="npz", data_path=str(data), hidden=[8], epochs=3, batch_size=32,
+                               batchnorm=True, val_fraction=0.0, progress=False)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    assert len(result["history"]) == 3 and all(math.isfinite(row["train_loss"]) for row in result["history"])
 
 
 def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):

@@ -58,13 +58,14 @@ class ReLU(ActivationFunction):
 
 
 class LeakyReLU(ActivationFunction):
-    """``x`` for ``x > 0``, else ``alpha * x``; ``alpha >= 0`` keeps the sign, so ``y > 0`` iff ``x > 0``."""
+    """``x`` for ``x > 0``, else ``alpha * x``; ``0 <= alpha < 1`` keeps the sign, so ``y > 0`` iff
+    ``x > 0``, and is what the model file accepts (the served form is ``max(x, alpha * x)``)."""
 
     name = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01):
-        if not alpha >= 0:
-            raise ValueError(f"leaky_relu alpha must be >= 0, got {alpha}")
+        if not 0 <= alpha < 1:
+            raise ValueError(f"leaky_relu alpha must be in [0, 1), got {alpha}")
         self.alpha = float(alpha)
 
     def forward(self, x, out):
@@ -84,12 +85,13 @@ class Sigmoid(ActivationFunction):
     name = "sigmoid"
 
     def forward(self, x, out):
-        # 1 / (1 + e^-x) written through tanh: no overflow for large |x|.
-        np.multiply(x, 0.5, out=out)
-        np.tanh(out, out=out)
-        out += 1
-        out *= 0.5
-        return out
+        # 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, both through e = e^-|x|: never
+        # overflows, and keeps full relative precision on the negative tail, where 1 + e^-x
+        # would round e^x's small value away.
+        e = np.exp(-np.abs(x))
+        numerator = np.where(x >= 0, x.dtype.type(1), e)
+        e += 1
+        return np.divide(numerator, e, out=out)
 
     def backward(self, y, grad, out):
         slope = 1 - y

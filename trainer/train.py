@@ -30,6 +30,7 @@ from shared.registry import Registry, RegistryError, check_name
 from . import report
 from .augment import get_augmentation, image_side
 from .datasets import Dataset, load_dataset, validation_split
+from .layers import BatchNorm
 from .network import build_mlp
 from .optimizers import get_optimizer
 from .schedules import get_schedule
@@ -277,9 +278,15 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     augment = build_augmentation(config, prepared)
     n = len(x_train)
     batch = config.batch_size
+    if n % batch == 1 and any(isinstance(layer, BatchNorm) for layer in network.layers):
+        # Batch norm cannot normalise a batch of one row: each epoch leaves its last shuffled
+        # example out instead (a different one every epoch).
+        if n == 1:
+            raise ValueError("batch norm needs at least 2 training examples")
+        n -= 1
     history: list[dict] = []
     best = (math.inf, None, 0)  # (val loss, saved state, epoch)
-    order = np.arange(n)
+    order = np.arange(len(x_train))
     xb_buf = np.empty((batch, x_train.shape[1]), dtype=np.float32)
     for epoch in range(1, config.epochs + 1):
         lr = schedule(epoch - 1)
@@ -290,7 +297,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         started = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         for start in range(0, n, batch):
-            index = order[start:start + batch]
+            index = order[start:min(start + batch, n)]
             xb = np.take(x_train, index, axis=0, out=xb_buf[: len(index)])
             if augment is not None:
                 xb = augment(xb, rng)
