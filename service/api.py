@@ -372,13 +372,19 @@ def unpin(name: str):
 @models_bp.post("/models/<name>/rollback")
 @admin
 def rollback(name: str):
+    """Pin the highest servable version below the one the registry serves now."""
     store = service().store
-    current = store.served(name)
-    target = store.lower_servable(name, current.version)
-    if target is None:
-        raise Conflict(f"There is no servable version of {name} below v{current.version} to roll back to.",
-                       code="nothing_to_roll_back_to")
-    return change_serving(name, lambda state: {**state, "pinned": target.version})
+
+    def pin_lower(state: dict) -> dict:
+        store.refresh([name])  # under the lock: the registry as it is, not as this worker last polled it
+        current = store.served(name)
+        target = store.lower_servable(name, current.version)
+        if target is None:
+            raise Conflict(f"There is no servable version of {name} below v{current.version} to roll back to.",
+                           code="nothing_to_roll_back_to")
+        return {**state, "pinned": target.version}
+
+    return change_serving(name, pin_lower)
 
 
 def label_name(label: str) -> str:

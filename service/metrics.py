@@ -8,7 +8,11 @@ summed over all workers, dead ones included; gauges describe live workers only (
 tests) the metrics live in a registry of this app alone.
 
 Requests are labelled by route template (``/models/<name>/predict``), never by raw path, so
-the number of series stays bounded; model metrics are labelled by model and version.
+the number of series stays bounded; model metrics are labelled by model and version. Those are
+reported only for the models and versions the registry holds (``exposition``), so deleted
+versions and removed models drop out: a worker's multiprocess files cannot delete a series.
+The served version is one series per model and worker whose value is the version, so a swap
+adds no series, and the workers agree once they have converged.
 """
 
 from __future__ import annotations
@@ -49,11 +53,15 @@ class Metrics(StoreEvents):
         self.inference = Histogram("scratchnet_inference_duration_seconds",
                                    "Time to preprocess and run one batch, by model version.",
                                    ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.served_version = Gauge("scratchnet_model_served", "1 for the version a worker serves, 0 for the ones "
-                                    "it served before.", ["model", "version"], multiprocess_mode="liveall",
+        self.served_version = Gauge("scratchnet_model_served_version", "The version a worker serves (0: none), "
+                                    "one series per worker (pid).", ["model"], multiprocess_mode="liveall",
                                     registry=registry)
-        self.swaps = Counter("scratchnet_model_swaps", "Changes of the served version (hot swaps).",
-                             ["model"], registry=registry)
+        self.swaps = Counter("scratchnet_model_worker_swaps", "Hot swaps (changes of the served version) counted by "
+                             "each worker: one new version served by N workers counts N.", ["model"],
+                             registry=registry)
+        self.unservable_pin = Gauge("scratchnet_model_pin_unservable", "The version serving.json pins while it "
+                                    "cannot be served (missing or failing to load), else 0.", ["model"],
+                                    multiprocess_mode="livemax", registry=registry)
         self.load_failures = Counter("scratchnet_model_load_failures", "Model files that failed to load "
                                      "(each worker counts its own attempts).", ["model", "version"], registry=registry)
         self.version_failed = Gauge("scratchnet_model_version_failed", "1 when a version cannot be served.",
@@ -88,11 +96,10 @@ class Metrics(StoreEvents):
 
     # store events ----------------------------------------------------------------------------
 
-    def served(self, name: str, old: int | None, new: int) -> None:
-        if old is not None:
-            self.served_version.labels(name, str(old)).set(0)
+    def served(self, name: str, old: int | None, new: int | None) -> None:
+        if old is not None and new is not None:
             self.swaps.labels(name).inc()
-        self.served_version.labels(name, str(new)).set(1)
+        self.served_version.labels(name).set(new or 0)
 
     def load_failed(self, name: str, version: int, reason: str) -> None:
         self.load_failures.labels(name, str(version)).inc()
@@ -100,14 +107,41 @@ class Metrics(StoreEvents):
     def version_status(self, name: str, version: int, status: str) -> None:
         self.version_failed.labels(name, str(version)).set(1 if status.startswith(FAILED) else 0)
 
+    def version_removed(self, name: str, version: int) -> None:
+        self.version_failed.labels(name, str(version)).set(0)
+
+    def pin_unservable(self, name: str, pinned: int | None) -> None:
+        self.unservable_pin.labels(name).set(pinned or 0)
+
     def registry_status(self, ok: bool) -> None:
         self.registry_up.set(1 if ok else 0)
 
     # exposition ------------------------------------------------------------------------------
 
-    def exposition(self) -> bytes:
+    def exposition(self, held: dict[str, set[int]]) -> bytes:
+        """The metrics text; ``held``: the versions the registry holds, by model (``ModelStore.versions_held``)."""
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        else:
+            registry = self.registry
+        return generate_latest(HeldOnly(registry, held))
+
+
+class HeldOnly:
+    """A collector's metrics without the samples of models or versions the registry no longer holds."""
+
+    def __init__(self, source, held: dict[str, set[int]]):
+        self.source = source
+        self.held = held
+
+    def collect(self):
+        for metric in self.source.collect():
+            metric.samples = [sample for sample in metric.samples if self._held(sample.labels)]
+            yield metric
+
+    def _held(self, labels: dict) -> bool:
+        if "model" not in labels:
+            return True
+        versions = self.held.get(labels["model"])
+        return versions is not None and ("version" not in labels or int(labels["version"]) in versions)

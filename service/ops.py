@@ -80,7 +80,8 @@ def readyz():
 @ops_bp.get("/metrics")
 def metrics():
     svc = service()
-    return current_app.response_class(svc.metrics.exposition(), content_type=svc.metrics.content_type)
+    return current_app.response_class(svc.metrics.exposition(svc.store.versions_held()),
+                                      content_type=svc.metrics.content_type)
 
 
 @ops_bp.get("/openapi.json")

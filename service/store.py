@@ -10,6 +10,14 @@ reference assignment, so a request keeps the ``Model`` it started with. A versio
 load never replaces a working one, and when the registry disappears the store keeps serving
 what it holds and says so in ``readiness()``.
 
+Which version serves: the one ``serving.json`` pins, else the highest version that loads. A pin
+that cannot be honoured (the version is missing or fails to load) keeps the version served
+before and reports the problem; with nothing served before (a worker starting), the model is
+not servable (503, and ``/readyz`` says why) rather than serving a version the pin excludes. A
+model whose folder holds no version for a while (being rewritten) keeps serving from memory; a
+model whose folder is gone has been removed: it is no longer served (404, or 503 for a model
+named in ``SCRATCHNET_MODELS``), and a worker started later agrees.
+
 Memory stays bounded: a model holds the served version, the versions that serving labels point
 to, and an LRU of at most ``cached_versions`` other recently used versions.
 """
@@ -57,6 +65,7 @@ class ModelSlot:
     serving_stamp: tuple | None = None
     serving_error: str | None = None
     unloaded: bool = False         # "unloaded": true in serving.json: out of service until loaded again
+    pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
     problems: list[str] = field(default_factory=list)
     swaps: int = 0
 
@@ -64,9 +73,11 @@ class ModelSlot:
 class StoreEvents:
     """What the store reports as it works; ``service.metrics.Metrics`` records these."""
 
-    def served(self, name: str, old: int | None, new: int) -> None: ...
+    def served(self, name: str, old: int | None, new: int | None) -> None: ...  # new None: model removed
     def load_failed(self, name: str, version: int, reason: str) -> None: ...
     def version_status(self, name: str, version: int, status: str) -> None: ...
+    def version_removed(self, name: str, version: int) -> None: ...
+    def pin_unservable(self, name: str, pinned: int | None) -> None: ...  # None: the pin serves (or none is set)
     def registry_status(self, ok: bool) -> None: ...
 
 
@@ -178,6 +189,9 @@ class ModelStore:
 
     def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
         name = slot.name
+        if not (self.registry.root / name).is_dir():
+            self._forget(slot)
+            return
         problems: list[str] = []
         try:
             on_disk = self.registry.versions(name)
@@ -190,8 +204,8 @@ class ModelStore:
 
         stamps = {v: _stamp(self.registry.root / name / str(v) / MODEL_FILE) for v in on_disk}
         with self._lock:
-            for gone in set(slot.versions) - set(stamps):
-                del slot.versions[gone]
+            removed = {v: slot.versions.pop(v) for v in set(slot.versions) - set(stamps)}
+            for gone in removed:
                 slot.recent.pop(gone, None)
             for v, stamp in stamps.items():
                 record = slot.versions.get(v)
@@ -201,23 +215,31 @@ class ModelStore:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
 
-        # What should serve: the pin, else the highest version that loads.
+        for v, record in removed.items():
+            if record.status != LOADING:
+                self.events.version_removed(name, v)
+
+        # What should serve: the pin, else the highest version that loads. What cannot be
+        # served never replaces what serves (module docstring).
         target: Model | None = None
+        pin_problem = None
         if slot.pinned is not None:
-            if slot.pinned not in stamps:
-                problems.append(f"pinned version {slot.pinned} does not exist")
-            else:
-                target = self._checked(slot, slot.pinned)
-                if target is None:
-                    problems.append(f"pinned version {slot.pinned} {slot.versions[slot.pinned].status}")
-        if target is None:
+            target = self._checked(slot, slot.pinned) if slot.pinned in stamps else None
+            if target is None:
+                why = slot.versions[slot.pinned].status if slot.pinned in stamps else "does not exist"
+                pin_problem = f"pinned version {slot.pinned} {why}"
+                target = slot.served
+                problems.append(pin_problem + (f"; still serving v{target.version}" if target is not None
+                                               else "; nothing is served"))
+        else:
             for v in sorted(stamps, reverse=True):
                 target = self._checked(slot, v)
                 if target is not None:
                     break
-        if target is None and slot.served is not None:
-            problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
-            target = slot.served
+            if target is None and slot.served is not None:
+                problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
+                target = slot.served
+        self._report_pin(slot, pin_problem, target)
 
         resident = {target.version: target} if target is not None else {}
         for label, v in slot.labels.items():
@@ -248,6 +270,38 @@ class ModelStore:
             log.info("%s: now serving version %d%s", name, target.version,
                      f" (was {old.version})" if old is not None else "")
             self.events.served(name, old.version if old is not None else None, target.version)
+
+    def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
+        """Log and count a pin that cannot be honoured when it starts, changes or ends."""
+        if problem == slot.pin_problem:
+            return
+        if problem is not None:
+            log.warning("%s: %s; %s", slot.name, problem,
+                        f"still serving version {served.version}" if served is not None else "nothing is served")
+        elif slot.pinned is not None:
+            log.info("%s: pinned version %d serves now", slot.name, slot.pinned)
+        slot.pin_problem = problem
+        self.events.pin_unservable(slot.name, slot.pinned if problem is not None else None)
+
+    def _forget(self, slot: ModelSlot) -> None:
+        """The model's folder is gone: it was removed from the registry, and is no longer served
+        (a model named in the configuration stays known, with nothing to serve)."""
+        name = slot.name
+        with self._lock:
+            if self.configured is None:
+                del self._slots[name]
+            else:
+                self._slots[name] = ModelSlot(name)
+        if slot.served is None and not slot.versions:
+            return
+        log.info("%s: its folder is gone from the registry; no longer served", name)
+        for v, record in slot.versions.items():
+            if record.status != LOADING:
+                self.events.version_removed(name, v)
+        if slot.pin_problem is not None:
+            self.events.pin_unservable(name, None)
+        if slot.served is not None:
+            self.events.served(name, slot.served.version, None)
 
     def _read_serving(self, slot: ModelSlot) -> None:
         stamp = _stamp(self.registry.root / slot.name / SERVING_FILE)
@@ -409,12 +463,14 @@ class ModelStore:
             return self.registry_error + "."
         if not slot.versions:
             return f"The registry has no version of {slot.name}."
+        if slot.pin_problem:
+            return slot.pin_problem[0].upper() + slot.pin_problem[1:] + "."
         failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
         return ("; ".join(failed) + ".") if failed else ""
 
     def describe(self, name: str) -> dict:
         slot = self.slot(name)
-        served = slot.served
+        served = slot.served if not slot.unloaded else None  # unloaded: nothing serves
         with self._lock:
             versions = [{"version": v, "status": r.status,
                          "served": served is not None and served.version == v,
@@ -457,7 +513,7 @@ class ModelStore:
                 manifest = read_manifest(self.registry.model_path(name, version))
             except (ModelFileError, RegistryError, OSError):
                 manifest = None
-        served = slot.served
+        served = slot.served if not slot.unloaded else None
         return {
             "name": name,
             "version": version,
@@ -467,6 +523,11 @@ class ModelStore:
             "labels": sorted(label for label, v in slot.labels.items() if v == version),
             "manifest": manifest,
         }
+
+    def versions_held(self) -> dict[str, set[int]]:
+        """The versions the registry holds, by model, as this worker last saw them."""
+        with self._lock:
+            return {name: set(slot.versions) for name, slot in self._slots.items()}
 
     def readiness(self) -> tuple[bool, dict]:
         """``(ready, report)``: ready when every configured model has a servable version."""

@@ -8,6 +8,7 @@ source of truth for every worker and replica.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Callable
 
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"
+HIGHEST_FILE = ".highest_version"   # the highest version publish has given (see Registry)
 TMP_PREFIX = ".tmp-"
 # The patterns end in \Z, not $: $ also matches before a final newline ("stable\n").
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -41,7 +43,15 @@ def check_name(name: str, what: str = "model name") -> str:
 
 
 class Registry:
-    """A registry folder. Every method reads the disk afresh: nothing is cached here."""
+    """A registry folder. Every method reads the disk afresh: nothing is cached here.
+
+    ``publish`` never gives a version number twice, so a pin or a label names one model for
+    ever, even after its folder is deleted: ``<name>/.highest_version`` records the highest
+    number it has given (readers ignore the file), and a new version takes the next number above
+    that record, every version folder, and every version ``serving.json`` pins or labels (so a
+    registry made before the record existed is safe too). Deleting a model's whole folder
+    deletes its record: a new model of that name starts again at 1.
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -104,18 +114,7 @@ class Registry:
         """Replace serving.json atomically (temporary file in the same folder, then rename)."""
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, folder / SERVING_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomically(folder / SERVING_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def update_serving(self, name: str, change: Callable[[dict], dict]) -> dict:
         """Read, change and write serving.json; returns the new state."""
@@ -137,19 +136,21 @@ class Registry:
         existing = next(p for p in (target, *target.parents) if p.exists())
         if not os.access(existing, os.W_OK | os.X_OK):
             raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable")
+        self.highest_published(name)  # a damaged record is refused now, not after training
 
     def publish(self, name: str, build: Callable[[Path, int], None]) -> int:
         """Publish a new version of ``name`` and return its number.
 
         ``build(folder, version)`` writes the version's files (``model.npz`` and any extras)
-        into a temporary folder; it is then renamed to ``<name>/<version>`` in one step. If
-        another publisher took that number first, the version is built again with the next.
+        into a temporary folder; it is then renamed to ``<name>/<version>`` in one step. The
+        number is one above any this model has used (see the class docstring). If another publisher
+        took that number first, the version is built again with the next.
         """
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
         self.remove_stale_temporaries(name)
         for _ in range(100):
-            version = max(self.versions(name), default=0) + 1
+            version = self._highest_used(name) + 1
             tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=folder))
             try:
                 build(tmp, version)
@@ -158,8 +159,6 @@ class Registry:
                 _fsync_tree(tmp)
                 os.chmod(tmp, 0o755)
                 os.rename(tmp, folder / str(version))  # fails if that version exists (not empty)
-                _fsync_dir(folder)
-                return version
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if (folder / str(version)).exists():
@@ -168,7 +167,45 @@ class Registry:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            self._record_published(name, version)
+            return version
         raise RegistryError(f"cannot publish {name}: too many concurrent publishers")
+
+    def highest_published(self, name: str) -> int:
+        """The highest version ever published of ``name`` as recorded (0 when nothing is recorded)."""
+        path = self.root / check_name(name) / HIGHEST_FILE
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        except (OSError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{path} cannot be read: {e}") from None
+        if not VERSION_PATTERN.match(text):
+            raise RegistryError(f"{path} must hold the highest version published (a positive integer), "
+                                f"not {text[:20]!r}")
+        return int(text)
+
+    def _highest_used(self, name: str) -> int:
+        """The highest version number ``name`` has used: published, on disk, pinned or labelled."""
+        try:
+            serving = self.read_serving(name)
+        except RegistryError:  # the workers keep their last good state; the record still holds
+            serving = {"pinned": None, "labels": {}}
+        named = [serving["pinned"] or 0, *serving["labels"].values()]
+        return max(self.highest_published(name), *self.versions(name), *named)
+
+    def _record_published(self, name: str, version: int) -> None:
+        """Raise the record of the highest version published to ``version`` (never lower it: a
+        concurrent publisher may have recorded a higher one), and make the new folder durable."""
+        folder = self.root / name
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one read-compare-write of the record at a time
+            if version > self.highest_published(name):
+                _write_atomically(folder / HIGHEST_FILE, f"{version}\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def remove_stale_temporaries(self, name: str, older_than: float = STALE_TMP_SECONDS) -> None:
         """Remove temporary folders left by a publisher that died (never seen by readers)."""
@@ -180,6 +217,21 @@ class Registry:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             except OSError:
                 pass
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``: a temporary file in the same folder, then a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -31,7 +31,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
-SERVED = re.compile(r'^scratchnet_model_served\{model="([^"]+)",pid="(\d+)",version="(\d+)"\} 1\.0$', re.M)
+SERVED = re.compile(r'^scratchnet_model_served_version\{model="([^"]+)",pid="(\d+)"\} (\d+)\.0$', re.M)
 
 
 class ServiceProcess:
@@ -112,8 +112,10 @@ class ServiceProcess:
         return response.text
 
     def served_versions(self, model: str) -> dict[int, int]:
-        """``{worker pid: version}`` of ``model`` from each live worker's ``scratchnet_model_served`` gauge."""
-        return {int(pid): int(version) for name, pid, version in SERVED.findall(self.metrics()) if name == model}
+        """``{worker pid: version}`` of ``model`` from each live worker's ``scratchnet_model_served_version``
+        gauge (a worker that serves no version of it is left out)."""
+        return {int(pid): int(version) for name, pid, version in SERVED.findall(self.metrics())
+                if name == model and version != "0"}
 
     def wait_until_served(self, model: str, version: int, timeout: float = 10) -> float:
         """Wait until every worker serves ``version`` of ``model``; returns the seconds it took."""

@@ -4,7 +4,9 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -250,7 +252,7 @@ def test_publish_numbers_versions_and_leaves_no_temporaries(tmp_path):
     assert [publish_tiny(registry) for _ in range(3)] == [1, 2, 3]
     assert registry.versions("tiny") == [1, 2, 3]
     assert registry.model_names() == ["tiny"]
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1", "2", "3"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [".highest_version", "1", "2", "3"]
     model = load_model(registry.model_path("tiny", 3), expect_name="tiny", expect_version=3)
     assert model.version == 3
 
@@ -266,6 +268,46 @@ def test_a_failed_build_publishes_nothing(tmp_path):
         registry.publish("tiny", build)
     assert registry.versions("tiny") == []
     assert list((tmp_path / "tiny").iterdir()) == []
+
+
+def test_a_deleted_versions_number_is_never_given_again(tmp_path):
+    registry = Registry(tmp_path)
+    for _ in range(3):
+        publish_tiny(registry)
+    registry.write_serving("tiny", {"pinned": 3, "labels": {"stable": 3}})
+    shutil.rmtree(tmp_path / "tiny" / "3")  # the pin and the label now name nothing
+    assert publish_tiny(registry) == 4
+    shutil.rmtree(tmp_path / "tiny" / "4")
+    shutil.rmtree(tmp_path / "tiny" / "2")
+    assert publish_tiny(registry) == 5
+    assert registry.versions("tiny") == [1, 5] and registry.highest_published("tiny") == 5
+
+
+def test_a_registry_without_the_record_stays_above_what_serving_json_names(tmp_path):
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    (tmp_path / "tiny" / ".highest_version").unlink(missing_ok=True)  # as in a registry made before the record
+    registry.write_serving("tiny", {"pinned": 4, "labels": {"canary": 6, "stable": 4}})
+    assert publish_tiny(registry) == 7
+    (tmp_path / "tiny" / "serving.json").write_text("{not json")  # the record still holds
+    assert publish_tiny(registry) == 8
+
+
+def test_concurrent_publishers_get_distinct_numbers_and_the_record_the_highest(tmp_path):
+    registry = Registry(tmp_path)
+    with ThreadPoolExecutor(6) as pool:
+        versions = list(pool.map(lambda _: publish_tiny(registry), range(12)))
+    assert sorted(versions) == registry.versions("tiny") == list(range(1, 13))
+    assert registry.highest_published("tiny") == 12
+
+
+def test_a_damaged_record_is_refused_before_training(tmp_path):
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    (tmp_path / "tiny" / ".highest_version").write_text("lots\n")
+    with pytest.raises(RegistryError, match="highest version published"):
+        registry.check_publishable("tiny")
+    assert registry.versions("tiny") == [1]  # readers ignore the record
 
 
 def test_stray_folders_are_not_versions(tmp_path):

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import re
+import shutil
 import struct
 
 import numpy as np
@@ -418,6 +419,15 @@ def test_pin_rollback_unpin(client, registry):
     assert response.get_json()["pinned"] == 1 and served() == "1"
 
 
+def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):
+    # The worker taking the call has not polled since v4 was published (there is no watcher here),
+    # while others serve v4 already: the rollback goes one step down from v4 (v3 is broken: v2).
+    publish_model(registry, "mnist", seed=4)
+    response = client.post("/models/mnist/rollback", headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["pinned"] == 2
+    assert serving_state(registry)["pinned"] == 2 and response.get_json()["served_version"] == 2
+
+
 def test_labels(client, registry):
     response = client.put("/models/mnist/labels/canary", json={"version": 2}, headers=AUTH)
     assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}
@@ -461,10 +471,63 @@ def test_metrics_count_requests_errors_and_versions(client):
     assert 'scratchnet_requests_total{method="POST",route="/predict",status="200"} 3.0' in text
     assert 'scratchnet_errors_total{code="invalid_input",route="/predict"} 1.0' in text
     assert 'scratchnet_predictions_total{model="mnist",version="2"} 3.0' in text
-    assert 'scratchnet_model_served{model="mnist",version="2"} 1.0' in text
+    assert 'scratchnet_model_served_version{model="mnist"} 2.0' in text
     assert 'scratchnet_model_load_failures_total{model="mnist",version="3"} 1.0' in text
     assert 'scratchnet_model_version_failed{model="mnist",version="3"} 1.0' in text
     assert "scratchnet_request_duration_seconds_bucket" in text and "scratchnet_registry_up 1.0" in text
+
+
+def model_series(text: str, model: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("scratchnet_model") and f'model="{model}"' in line]
+
+
+def test_model_metrics_follow_the_registry_and_do_not_pile_up(app, client, registry):
+    store = app.extensions["scratchnet"].store
+    client.post("/models/mnist/versions/1/predict", json={"inputs": [0.5] * 784})
+    for _ in range(3):  # three hot swaps
+        publish_model(registry, "mnist")
+        store.refresh()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_model_served_version{model="mnist"} 6.0' in text
+    assert 'scratchnet_model_worker_swaps_total{model="mnist"} 3.0' in text
+    assert len([line for line in model_series(text, "mnist") if line.startswith("scratchnet_model_served")]) == 1
+    # Deleted versions drop out of every per-version series: the broken v3 stops being reported failed.
+    for version in (1, 3, 4, 5):
+        shutil.rmtree(registry / "mnist" / str(version))
+    store.refresh()
+    text = client.get("/metrics").get_data(as_text=True)
+    versions = {label for line in model_series(text, "mnist") for label in re.findall(r'version="(\d+)"', line)}
+    assert versions == {"2", "6"}
+    assert 'scratchnet_model_version_failed{model="mnist",version="3"}' not in text
+    assert 'scratchnet_predictions_total{model="mnist",version="1"}' not in text
+    # A removed model drops out altogether.
+    shutil.rmtree(registry / "wine")
+    store.refresh()
+    assert model_series(client.get("/metrics").get_data(as_text=True), "wine") == []
+
+
+def test_an_unservable_pin_is_reported_in_the_metrics(app, client, registry):
+    (registry / "mnist" / "serving.json").write_text('{"pinned": 3}')  # v3 is broken
+    app.extensions["scratchnet"].store.refresh()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_model_pin_unservable{model="mnist"} 3.0' in text
+    assert 'scratchnet_model_served_version{model="mnist"} 2.0' in text
+    info = client.get("/models/mnist").get_json()
+    assert info["served_version"] == 2 and "pinned version 3 failed: not an .npz archive" in info["problems"][0]
+
+
+def test_an_unloaded_model_is_reported_not_ready(client):
+    assert client.post("/v2/repository/models/mnist/unload", headers=AUTH).status_code == 200
+    assert_error(client.post("/models/mnist/predict", json={"inputs": [0.5] * 784}), 503, "model_unloaded")
+    info = client.get("/models/mnist").get_json()
+    assert info["unloaded"] is True and info["ready"] is False and info["served_version"] is None
+    assert not any(v["served"] for v in info["versions"])
+    assert client.get("/models/mnist/versions/2").get_json()["served"] is False
+    [listed] = [m for m in client.get("/models").get_json()["models"] if m["name"] == "mnist"]
+    assert listed["ready"] is False
+    assert client.post("/v2/repository/models/mnist/load", headers=AUTH).status_code == 200
+    info = client.get("/models/mnist").get_json()
+    assert info["ready"] is True and info["served_version"] == 2
 
 
 def test_request_ids_and_access_log(client, capsys):

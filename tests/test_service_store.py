@@ -4,6 +4,7 @@ replace a working model, bounded memory, and a registry that disappears and come
 import gc
 import json
 import os
+import shutil
 import weakref
 
 import numpy as np
@@ -17,13 +18,19 @@ from shared.registry import Registry
 
 class Recorder(StoreEvents):
     def __init__(self):
-        self.swaps, self.failures = [], []
+        self.swaps, self.failures, self.removed, self.pins = [], [], [], []
 
     def served(self, name, old, new):
         self.swaps.append((name, old, new))
 
     def load_failed(self, name, version, reason):
         self.failures.append((name, version, reason))
+
+    def version_removed(self, name, version):
+        self.removed.append((name, version))
+
+    def pin_unservable(self, name, pinned):
+        self.pins.append((name, pinned))
 
 
 def make_store(root, **options) -> tuple[ModelStore, Recorder]:
@@ -98,12 +105,42 @@ def test_pin_and_labels_come_from_serving_json(tmp_path):
         store.labelled("mnist", "canary")
 
 
-def test_a_pin_on_a_missing_version_is_reported_and_the_latest_serves(tmp_path):
+def test_an_unservable_pin_keeps_the_version_served_before(tmp_path, caplog):
+    for favour in (1, 2):
+        publish_model(tmp_path, "mnist", favour=favour)
+    publish_corrupt(tmp_path, "mnist")  # v3
+    registry = Registry(tmp_path)
+    registry.write_serving("mnist", {"pinned": 1, "labels": {}})
+    store, events = make_store(tmp_path)
+    assert store.served("mnist").version == 1
+    # serving.json written by hand (or by another tool) pins what cannot serve: v1 goes on serving,
+    # never the highest version the pin was there to keep traffic from.
+    for pinned, why in ((3, "failed: not an .npz archive"), (9, "does not exist")):
+        registry.write_serving("mnist", {"pinned": pinned, "labels": {}})
+        store.refresh()
+        assert store.served("mnist").version == 1
+        info = store.describe("mnist")
+        assert info["served_version"] == 1 and info["pinned"] == pinned
+        assert any(f"pinned version {pinned} {why}" in p and "still serving v1" in p for p in info["problems"])
+        assert f"pinned version {pinned} {why}" in caplog.text
+    assert events.swaps == [("mnist", None, 1)] and events.pins == [("mnist", 3), ("mnist", 9)]
+    registry.write_serving("mnist", {"pinned": 2, "labels": {}})
+    store.refresh()
+    assert store.served("mnist").version == 2 and store.describe("mnist")["problems"] == []
+    assert events.pins[-1] == ("mnist", None)
+
+
+def test_at_start_an_unservable_pin_leaves_the_model_unservable_saying_why(tmp_path):
+    publish_model(tmp_path, "mnist")
     publish_model(tmp_path, "mnist")
     Registry(tmp_path).write_serving("mnist", {"pinned": 7, "labels": {}})
     store, _ = make_store(tmp_path)
-    assert store.served("mnist").version == 1
-    assert any("pinned version 7 does not exist" in p for p in store.describe("mnist")["problems"])
+    with pytest.raises(NotReady, match="Pinned version 7 does not exist"):
+        store.served("mnist")
+    assert store.version("mnist", 2).version == 2  # versions stay reachable by number
+    assert any("pinned version 7 does not exist; nothing is served" in p for p in store.describe("mnist")["problems"])
+    ready, report = store.readiness()
+    assert not ready and "model mnist has no servable version (Pinned version 7 does not exist)" in report["reason"]
 
 
 def test_a_malformed_serving_json_keeps_the_last_good_state(tmp_path):
@@ -194,6 +231,49 @@ def test_readiness_needs_every_configured_model(tmp_path):
     assert not ready and "holds no models" in report["reason"]
 
 
+def test_a_removed_model_folder_is_no_longer_served(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "wine", kind="regression")
+    publish_corrupt(tmp_path, "wine")
+    store, events = make_store(tmp_path)
+    shutil.rmtree(tmp_path / "wine")
+    store.refresh()
+    assert store.names() == ["mnist"]
+    with pytest.raises(NotFound, match="There is no model 'wine'"):
+        store.served("wine")
+    assert store.readiness()[0] is True and "wine" not in store.versions_held()
+    assert events.swaps[-1] == ("wine", 1, None) and sorted(events.removed) == [("wine", 1), ("wine", 2)]
+    # A store that starts now agrees; a model published again under the name is served again.
+    assert make_store(tmp_path)[0].names() == ["mnist"]
+    publish_model(tmp_path, "wine", kind="regression")
+    store.refresh()
+    assert store.served("wine").version == 1
+
+
+def test_a_removed_configured_model_is_unservable_and_makes_the_service_unready(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "wine", kind="regression")
+    store, _ = make_store(tmp_path, models=("mnist", "wine"))
+    shutil.rmtree(tmp_path / "wine")
+    store.refresh()
+    with pytest.raises(NotReady, match="The registry has no version of wine"):
+        store.served("wine")
+    ready, report = store.readiness()
+    assert not ready and "model wine has no servable version" in report["reason"]
+
+
+def test_a_model_folder_emptied_for_a_while_keeps_serving_from_memory(tmp_path):
+    publish_model(tmp_path, "mnist", favour=1)
+    store, _ = make_store(tmp_path)
+    shutil.rmtree(tmp_path / "mnist" / "1")  # the folder stays: being rewritten, say
+    store.refresh()
+    assert store.served("mnist").version == 1
+    assert any("still serving v1 from memory" in p for p in store.describe("mnist")["problems"])
+    publish_model(tmp_path, "mnist", favour=2)
+    store.refresh()
+    assert store.served("mnist").version == 2 and store.describe("mnist")["problems"] == []
+
+
 def test_new_models_are_discovered(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path)
@@ -223,3 +303,13 @@ def test_describe_version_gives_the_manifest(tmp_path):
     info = store.describe_version("mnist", 1)
     assert info["status"] == AVAILABLE and info["served"] and info["manifest"]["name"] == "mnist"
     json.dumps(info)  # serialisable as it is
+
+
+def test_an_unloaded_model_is_reported_not_ready_and_serving_nothing(tmp_path):
+    publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}, "unloaded": True})
+    store, _ = make_store(tmp_path)
+    info = store.describe("mnist")
+    assert info["unloaded"] is True and info["ready"] is False and info["served_version"] is None
+    assert [v["served"] for v in info["versions"]] == [False]
+    assert store.describe_version("mnist", 1)["served"] is False

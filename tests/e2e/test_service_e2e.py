@@ -7,6 +7,8 @@ says which version it serves.
 
 import base64
 import io
+import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -201,7 +203,7 @@ def test_hot_swap_under_load_drops_nothing_and_every_worker_converges(live_servi
         late = [v for sent, _, v in seen if sent > published + POLL_INTERVAL + CONVERGENCE_SLACK]
         assert set(late) <= {"2"}, f"worker {pid} still answered v1 after convergence"
     text = live_service.metrics()
-    assert metric_value(text, "scratchnet_model_swaps_total", model="swap") == WORKERS
+    assert metric_value(text, "scratchnet_model_worker_swaps_total", model="swap") == WORKERS  # one per worker
 
 
 def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(live_service, service_registry):
@@ -225,6 +227,55 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(live_service
     for _ in range(6):
         assert post(live_service, "/models/corrupt/predict", json=VECTOR).headers["X-Model-Version"] == "1"
     assert requests.get(live_service.url + "/readyz").status_code == 200
+
+
+def answers_by_worker(server, path, n=24) -> dict[str, set[int]]:
+    """``{worker pid: statuses}`` of ``n`` predictions on fresh connections, spread over the workers."""
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: post(server, path, json=VECTOR, headers={"Connection": "close"}),
+                                  range(n)))
+    answers = {}
+    for response in responses:
+        answers.setdefault(response.headers["X-Worker-PID"], set()).add(response.status_code)
+    return answers
+
+
+def test_a_removed_model_is_no_longer_served_by_any_worker(live_service, service_registry):
+    publish_model(service_registry, "removed")
+    live_service.wait_until_served("removed", 1)
+    shutil.rmtree(service_registry / "removed")
+
+    def gone_everywhere():
+        answers = answers_by_worker(live_service, "/models/removed/predict")
+        return len(answers) == WORKERS and all(statuses == {404} for statuses in answers.values())
+
+    wait_for(gone_everywhere, timeout=POLL_INTERVAL + CONVERGENCE_SLACK + 3)
+    assert_error(post(live_service, "/models/removed/predict", json=VECTOR), 404, "model_not_found")
+    ready = requests.get(live_service.url + "/readyz")
+    assert ready.status_code == 200 and "removed" not in ready.json()["models"]
+    assert 'model="removed"' not in live_service.metrics()
+
+
+def test_model_metrics_stay_bounded_across_swaps_and_deletions(live_service, service_registry):
+    folder = service_registry / "pruned"
+    for _ in range(4):  # a new version, used, then the one before deleted: a registry that keeps one
+        version = publish_model(service_registry, "pruned")
+        live_service.wait_until_served("pruned", version)
+        assert post(live_service, "/models/pruned/predict", json=VECTOR).status_code == 200
+        shutil.rmtree(folder / str(version - 1), ignore_errors=True)
+    broken = publish_corrupt(service_registry, "pruned")
+    wait_for(lambda: metric_value(live_service.metrics(), "scratchnet_model_version_failed",
+                                  model="pruned", version=broken) == 1)
+    shutil.rmtree(folder / str(broken))
+
+    def only_the_served_version_reported():
+        lines = [line for line in live_service.metrics().splitlines() if 'model="pruned"' in line]
+        versions = {v for line in lines for v in re.findall(r'version="(\d+)"', line)}
+        served = [line for line in lines if line.startswith("scratchnet_model_served_version")]
+        return versions == {str(version)} and len(served) == WORKERS
+
+    wait_for(only_the_served_version_reported, timeout=POLL_INTERVAL + CONVERGENCE_SLACK + 3)
+    assert live_service.served_versions("pruned") == {pid: version for pid in live_service.worker_pids()}
 
 
 def test_many_swaps_do_not_grow_memory(live_service, service_registry):
