@@ -3,12 +3,15 @@
 import hashlib
 import os
 import re
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
+from trainer import download
 from trainer.datasets import load_dataset
 from trainer.download import ChecksumMismatch, DownloadError, fetch, mirror_urls
 
@@ -24,18 +27,29 @@ class FileServer:
         self.requests: list[tuple[str, str | None]] = []
         self.honour_range = True
         self.cut_after: int | None = None  # drop the connection after this many body bytes
+        self.range_from_zero = False  # answer a Range request with 206 and the whole file
+        self.delay = 0.0  # seconds before the body is sent
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 rng = self.headers.get("Range")
                 server.requests.append((self.path, rng))
+                if self.path == "/loop":
+                    self.send_response(302)
+                    self.send_header("Location", "/loop")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404)
                     return
                 match = re.fullmatch(r"bytes=(\d+)-", rng or "")
-                if match and server.honour_range:
+                if match and server.range_from_zero:
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+                elif match and server.honour_range:
                     start = int(match.group(1))
                     if start >= len(body):
                         self.send_response(416)
@@ -53,6 +67,7 @@ class FileServer:
                 if server.cut_after is not None:
                     body = body[:server.cut_after]
                     self.close_connection = True
+                time.sleep(server.delay)
                 self.wfile.write(body)
 
             def log_message(self, *args):
@@ -82,7 +97,14 @@ def server(running_server):
     running_server.requests.clear()
     running_server.honour_range = True
     running_server.cut_after = None
+    running_server.range_from_zero = False
+    running_server.delay = 0.0
     return running_server
+
+
+def cache_files(folder) -> list[str]:
+    """What a cache folder holds besides the lock files that let processes take turns."""
+    return sorted(name for name in os.listdir(folder) if not name.endswith(".lock"))
 
 
 def test_downloads_and_verifies(server, tmp_path):
@@ -104,7 +126,7 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert "checksum mismatch for data.bin" in message
     assert f"expected {PAYLOAD_SHA}" in message
     assert "corrupted or the mirror changed" in message
-    assert os.listdir(tmp_path) == []
+    assert cache_files(tmp_path) == []
 
 
 def test_resumes_a_partial_download(server, tmp_path):
@@ -176,6 +198,77 @@ def test_corrupt_cached_file_is_downloaded_again(server, tmp_path):
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
     assert len(server.requests) == 1
+
+
+def test_processes_sharing_a_cache_take_turns(server, tmp_path):
+    """Two downloads of one file into one cache at once (a parameter sweep, two containers on a
+    cache volume): the second waits and uses the first one's verified file."""
+    server.files["/data.bin"] = PAYLOAD
+    server.delay = 0.5
+    results, errors = [], []
+
+    def download_it():
+        try:
+            results.append(fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=download_it) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and [p.read_bytes() == PAYLOAD for p in results] == [True, True]
+    assert len(server.requests) == 1 and cache_files(tmp_path) == ["data.bin"]
+
+
+def test_a_cache_folder_under_home_is_expanded(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    server.files["/data.bin"] = PAYLOAD
+    path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, "~/cache", progress=False)
+    assert path == tmp_path / "cache" / "data.bin" and path.read_bytes() == PAYLOAD
+
+
+def test_a_mirror_that_does_not_answer_is_not_waited_on_for_every_file(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_unreachable", set())
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    dead = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        for name in ("one.bin", "two.bin"):
+            server.files[f"/{name}"] = PAYLOAD
+            path = fetch([f"{dead}/{name}", f"{server.url}/{name}"], name, PAYLOAD_SHA, tmp_path, progress=False)
+            assert path.read_bytes() == PAYLOAD
+        assert len(accepted) == 1  # the second file went straight to the mirror that answers
+    finally:
+        silent.close()
+        for connection in accepted:
+            connection.close()
+
+
+def test_a_range_answered_from_byte_zero_starts_over(server, tmp_path):
+    server.files["/data.bin"] = PAYLOAD
+    server.range_from_zero = True
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
+    path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD and server.requests == [("/data.bin", "bytes=1000-")]
+
+
+def test_errors_are_one_line(server, tmp_path):
+    with pytest.raises(DownloadError) as excinfo:
+        fetch([server.url + "/loop"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert "HTTP 302" in str(excinfo.value) and "\n" not in str(excinfo.value)
 
 
 def test_mirror_environment_variable_replaces_the_defaults(monkeypatch):

@@ -194,6 +194,16 @@ def test_batchnorm_training_leaves_out_a_lone_last_example(tmp_path):
     assert len(result["history"]) == 3 and all(math.isfinite(row["train_loss"]) for row in result["history"])
 
 
+def test_without_a_terminal_each_epoch_is_one_line(tmp_path, blobs_npz, capsys):
+    """Progress bars only where stderr is a terminal: a log file gets one line per epoch, not the
+    bar's redrawn frames."""
+    lines = []
+    config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[8], epochs=2)  # progress on
+    train.run(config, output_dir=str(tmp_path / "out"), log=lines.append)
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert "\r" not in capsys.readouterr().err
+
+
 def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
                    "--hidden", 32, "--epochs", 100) == 0

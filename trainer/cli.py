@@ -88,7 +88,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="one line per epoch instead of progress bars")
+                        help="no progress bars (training or downloads): one line per epoch")
 
 
 def config_values(args: argparse.Namespace) -> dict:

@@ -3,17 +3,22 @@
 A download goes to ``<cache>/<filename>.part``; an interrupted one is resumed with an HTTP
 ``Range`` request on the next try. The finished file is checked against the expected SHA-256
 and only then renamed into place, so the cache never holds a file with the wrong contents.
+Processes sharing a cache take turns on a file (a lock beside it): the second one waits and
+then uses the first one's verified file. A mirror that does not answer at all (refused, timed
+out) is skipped for the rest of the process rather than waited on again for every file.
 Standard library only (urllib); the progress bar uses tqdm when it is installed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import logging
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -32,6 +37,10 @@ class DownloadError(OSError):
 
 class ChecksumMismatch(DownloadError):
     """A downloaded file's SHA-256 differs from the expected one; the file was deleted."""
+
+
+# Hosts (scheme://host:port) that did not answer at all in this process.
+_unreachable: set[str] = set()
 
 
 def default_cache_dir() -> Path:
@@ -68,12 +77,21 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
     downloaded again. Raises ``ChecksumMismatch`` when a mirror served different bytes (nothing
     is left in place) and ``DownloadError`` when no mirror answered.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / filename
-    part = cache_dir / (filename + ".part")
-    expected = sha256.lower()
+    with open(cache_dir / (filename + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is downloading %s into %s: waiting for it", filename, cache_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_locked(url_list, target, sha256.lower(), progress)
 
+
+def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bool) -> Path:
+    filename = target.name
+    part = target.with_name(filename + ".part")
     if target.exists():
         actual = sha256_file(target)
         if actual == expected:
@@ -83,7 +101,8 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
 
     failures: list[str] = []
     mismatches: list[str] = []
-    for url in url_list:
+    answering = [url for url in url_list if _origin(url) not in _unreachable]
+    for url in answering or url_list:
         # A .part left by an earlier run is resumed; if the resumed file is wrong, the
         # same mirror gets one more try from byte 0 before moving on.
         for _ in range(2 if _size(part) else 1):
@@ -91,6 +110,10 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
                 _download(url, part, filename, progress)
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 failures.append(f"{url}: {_describe(exc)}")
+                if _no_answer(exc):
+                    _unreachable.add(_origin(url))
+                    log.warning("%s did not answer (%s): skipping it for the other files", _origin(url),
+                                _describe(exc))
                 break
             actual = sha256_file(part)
             if actual == expected:
@@ -123,14 +146,15 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> None:
         raise
 
     with response:
-        if response.status == 206:
-            start = _content_range_start(response.headers.get("Content-Range", ""))
-            if start != offset:
-                raise DownloadError(f"asked for bytes from {offset}, got Content-Range "
-                                    f"{response.headers.get('Content-Range')!r}")
+        start = _content_range_start(response.headers.get("Content-Range", "")) if response.status == 206 else 0
+        if start not in (0, offset):
+            part.unlink()  # a range that fits neither the file nor the request: the next try starts over
+            raise DownloadError(f"asked for bytes from {offset}, got Content-Range "
+                                f"{response.headers.get('Content-Range')!r}")
+        if start == offset:
             mode = "ab"
         else:
-            offset, mode = 0, "wb"  # the server ignored Range (200): start over
+            offset, mode = 0, "wb"  # the server ignored Range (200, or 206 from byte 0): start over
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         with open(part, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
@@ -155,12 +179,27 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` says the host did not answer at all (as opposed to answering an error)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, (TimeoutError, ConnectionRefusedError, ConnectionResetError))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return str(exc) or type(exc).__name__
+        text = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, urllib.error.URLError):
+        text = str(exc.reason)
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the library wrote
 
 
 class _NoProgress:

@@ -187,7 +187,7 @@ def load_config_dataset(config: TrainConfig) -> Dataset:
     """The dataset a run's config names, with its data options."""
     return load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
                         variant=config.variant, path=config.data_path, target=config.target,
-                        task=config.task, seed=config.seed)
+                        task=config.task, seed=config.seed, progress=config.progress)
 
 
 def build_network(config: TrainConfig, dataset: Dataset):
@@ -212,11 +212,13 @@ def build_schedule(config: TrainConfig):
 
 
 class EpochProgress:
-    """A progress bar per epoch (tqdm when installed and wanted, else one line per epoch)."""
+    """A progress bar per epoch: tqdm, when it is installed and wanted and stderr is a terminal
+    (a log file would fill with the bar's redrawn frames). ``active`` says whether a bar shows;
+    without one the caller prints one line per epoch."""
 
     def __init__(self, total: int, epoch: int, epochs: int, enabled: bool):
         self.bar = None
-        if enabled:
+        if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -224,6 +226,10 @@ class EpochProgress:
             if tqdm is not None:
                 self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="ex",
                                 unit_scale=True, leave=True, file=sys.stderr, dynamic_ncols=True)
+
+    @property
+    def active(self) -> bool:
+        return self.bar is not None
 
     def update(self, n: int, loss: float, accuracy: float | None) -> None:
         if self.bar is not None:
@@ -323,7 +329,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         history.append(row)
         summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close(summary)
-        if not config.progress:
+        if not progress.active:
             log(f"epoch {epoch}/{config.epochs}  {summary}  ({seconds:.2f}s)")
         if config.patience is not None and x_val is not None:
             if row["val_loss"] < best[0]:
