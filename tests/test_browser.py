@@ -3,7 +3,9 @@
 A person draws with the mouse or a finger, or uploads a picture, and sees the label, the
 confidence, the model and version that answered, and a bar per class. With the committed
 ``models/mnist`` the drawings must be read correctly (a vertical stroke is a "1"); without it a
-random model from tests/modelgen.py stands in and only the page's behaviour is checked.
+random model from tests/modelgen.py stands in and only the page's behaviour is checked. A second
+service (``catalogue``) holds several random models and the admin API, for long class names,
+models that read no pictures, and models taken out of service or pinned while the page is open.
 
 Needs Debian's ``chromium`` (``make system-deps``); skipped without it, except under CI (``CI``
 set), where a missing browser is a failure. Screenshots go to ``test-artifacts/``.
@@ -11,6 +13,7 @@ set), where a missing browser is a failure. Screenshots go to ``test-artifacts/`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -32,6 +35,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = REPO / "test-artifacts"
 COMMITTED = REPO / "models"
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+ADMIN_TOKEN = "page-admin"
+MODEL_REFRESH_MS = 30_000  # how often the page looks at the model list again (MODEL_REFRESH_MS in app.js)
 
 
 def _require_chromium() -> None:
@@ -66,6 +72,26 @@ def service(page_registry):
 
 
 @pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    """A service with the admin API on and four random models: ``mnist`` v1 and v2 (v2 served),
+    ``fashion-mnist`` (answers "T-shirt/top", its first class, to almost anything) and
+    ``wine-quality`` (a regression on numbers: no pictures)."""
+    _require_chromium()
+    root = tmp_path_factory.mktemp("catalogue")
+    publish_model(root, "mnist", seed=1)
+    publish_model(root, "mnist", seed=2)
+    publish_model(root, "fashion-mnist", labels=FASHION, favour=0)
+    publish_model(root, "wine-quality", kind="regression")
+    with ServiceProcess(root, workers=1, threads=4, admin_token=ADMIN_TOKEN) as server:
+        yield server
+
+
+def admin_post(server, path: str) -> None:
+    response = requests.post(server.url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+    response.raise_for_status()
+
+
+@pytest.fixture(scope="module")
 def browser():
     _require_chromium()
     from playwright.sync_api import sync_playwright
@@ -78,12 +104,26 @@ def browser():
 
 @pytest.fixture
 def page(browser, service):
-    context = browser.new_context(viewport={"width": 1000, "height": 760})
-    page = context.new_page()
-    page.goto(service.url + "/")
-    wait_for_models(page)
-    yield page
-    context.close()
+    with opened(browser, service.url + "/") as page:
+        yield page
+
+
+@contextlib.contextmanager
+def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bool = False,
+           fake_clock: bool = False):
+    """A page at ``url`` in a fresh browser context, once its model list has loaded. ``phone``:
+    touch input at twice the pixel density; ``fake_clock``: page.clock can move time forward."""
+    touch = {"has_touch": True, "is_mobile": True, "device_scale_factor": 2} if phone else {}
+    context = browser.new_context(viewport={"width": width, "height": height}, **touch)
+    try:
+        page = context.new_page()
+        if fake_clock:
+            page.clock.install()
+        page.goto(url)
+        wait_for_models(page)
+        yield page
+    finally:
+        context.close()
 
 
 def wait_for_models(page) -> None:
@@ -124,6 +164,43 @@ def draw_zero(page) -> None:
     for point in points[1:]:
         page.mouse.move(*point)
     page.mouse.up()
+
+
+def draw_one_with_a_finger(page) -> None:
+    """A vertical stroke down the pad as real touch input, the way a finger produces it."""
+    box = page.locator("#pad").bounding_box()
+    x = box["x"] + box["width"] / 2
+    points = [(x + i * 0.3, box["y"] + box["height"] * (0.2 + 0.6 * i / 20)) for i in range(21)]
+    touch = page.context.new_cdp_session(page)
+    start = {"x": points[0][0], "y": points[0][1]}
+    touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [start]})
+    for px, py in points[1:]:
+        touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": px, "y": py}]})
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def wait_until_in_view(page, selector: str) -> None:
+    """Wait until the element lies within the viewport (a smooth scroll to it has ended), give or
+    take the fraction of a pixel that whole-pixel scroll positions leave."""
+    page.wait_for_function(
+        f"(() => {{ const box = document.querySelector({selector!r}).getBoundingClientRect();"
+        f" return box.height > 0 && box.top >= -1 && box.bottom <= innerHeight + 1; }})()", timeout=5_000)
+
+
+def chosen_model(page) -> str:
+    """The text of the selected option, e.g. "mnist (v2)"."""
+    return page.evaluate("document.querySelector('#model').selectedOptions[0].text")
+
+
+def inside(inner: dict, outer: dict) -> bool:
+    return (inner["x"] >= outer["x"] and inner["y"] >= outer["y"]
+            and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
+            and inner["y"] + inner["height"] <= outer["y"] + outer["height"])
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
 
 
 def shown(page) -> dict:
@@ -200,6 +277,53 @@ def test_the_predict_button_asks_again(page):
     page.get_by_role("button", name="Predict").click()
     wait_for_answer(page, after=first)
     assert shown(page)["answered_by"].startswith("mnist v")
+    assert page.evaluate("window.scrollY") == 0  # the answer was in view: the page does not scroll
+
+
+def test_the_keyboard_focus_stays_on_predict(page):
+    draw_one(page)
+    wait_for_answer(page)
+    page.locator("#predict").focus()
+    for _ in range(2):  # the second Enter must work as well as the first
+        before = answer_count(page)
+        page.keyboard.press("Enter")
+        wait_for_answer(page, after=before)
+        assert page.evaluate("document.activeElement.id") == "predict"
+    assert page.locator("#predict").get_attribute("aria-disabled") is None
+
+
+def test_the_upload_button_shows_the_keyboard_focus(page):
+    for _ in range(6):  # model, Predict, Clear, then the file input
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "file":
+            break
+    assert page.evaluate("document.activeElement.id") == "file"
+    outline = page.locator(".upload span").evaluate(
+        "span => { const style = getComputedStyle(span); return [style.outlineStyle, style.outlineWidth]; }")
+    assert outline[0] != "none" and outline[1] != "0px"
+
+
+def test_without_automatic_prediction_a_new_picture_clears_the_old_answer(page, tmp_path):
+    page.locator("#auto").uncheck()
+    draw_one(page)
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page)
+
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    page.locator("#file").set_input_files(str(photo))
+    assert page.locator("#answer").get_attribute("data-state") == "stale"
+    assert not page.locator("#verdict").is_visible()
+    assert page.locator("#bars li").count() == 0
+    assert page.locator("#placeholder").inner_text() == "Press Predict to read this picture."
+    screenshot(page, "browser-stale")
+
+    before = answer_count(page)
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page, after=before)
+    draw_one(page)  # a stroke replaces the uploaded picture
+    assert page.locator("#answer").get_attribute("data-state") == "stale"
+    assert not page.locator("#verdict").is_visible()
 
 
 def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
@@ -217,22 +341,10 @@ def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
 
 def test_a_finger_draws_on_a_phone_width_screen(browser, service, page_registry):
     _, real_model, _ = page_registry
-    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
-                                  device_scale_factor=2)
-    try:
-        page = context.new_page()
-        page.goto(service.url + "/")
-        wait_for_models(page)
+    with opened(browser, service.url + "/", width=390, height=844, phone=True) as page:
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out sideways
 
-        box = page.locator("#pad").bounding_box()
-        x = box["x"] + box["width"] / 2
-        points = [(x + i * 0.3, box["y"] + box["height"] * (0.2 + 0.6 * i / 20)) for i in range(21)]
-        touch = context.new_cdp_session(page)  # real touch input, as a finger produces it
-        touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]})
-        for px, py in points[1:]:
-            touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": px, "y": py}]})
-        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        draw_one_with_a_finger(page)
         wait_for_answer(page)
         page.locator("#result-heading").scroll_into_view_if_needed()
         screenshot(page, "browser-phone")
@@ -241,8 +353,6 @@ def test_a_finger_draws_on_a_phone_width_screen(browser, service, page_registry)
         assert len(result["bars"]) == 10
         if real_model:
             assert result["label"] == "1"
-    finally:
-        context.close()
 
 
 def test_a_picture_dropped_on_the_pad_is_predicted(page, page_registry):
@@ -261,3 +371,95 @@ def test_a_picture_dropped_on_the_pad_is_predicted(page, page_registry):
     assert result["error"] == "" and len(result["bars"]) == 10
     if real_model:
         assert result["label"] == "1"
+
+
+@pytest.mark.parametrize("width, height", [(375, 667), (320, 568)])
+def test_on_a_phone_the_answer_scrolls_into_view(browser, service, width, height):
+    with opened(browser, service.url + "/", width=width, height=height, phone=True) as page:
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        wait_until_in_view(page, "#verdict")
+        assert page.evaluate("window.scrollY") > 0  # it was below the pad
+
+
+@pytest.mark.parametrize("width, height", [(1000, 760), (375, 667)])
+def test_a_long_class_name_fits_and_the_bars_share_one_scale(browser, catalogue, width, height):
+    with opened(browser, catalogue.url + "/?model=fashion-mnist", width=width, height=height) as page:
+        draw_one(page)
+        wait_for_answer(page)
+        wait_until_in_view(page, "#verdict")
+        screenshot(page, f"browser-long-label-{width}")
+        assert shown(page)["label"] == "T-shirt/top"
+
+        label = page.locator("#label").bounding_box()
+        assert inside(label, page.locator(".label-box").bounding_box())
+        assert inside(label, page.locator(".result").bounding_box())
+        assert label["x"] >= 0 and label["x"] + label["width"] <= width
+        assert not overlap(page.locator(".label-box").bounding_box(), page.locator(".facts").bounding_box())
+
+        tracks = [page.locator("#bars .track").nth(i).bounding_box() for i in range(len(FASHION))]
+        assert all(abs(t["x"] - tracks[0]["x"]) < 0.5 and abs(t["width"] - tracks[0]["width"]) < 0.5
+                   for t in tracks), tracks
+
+
+def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue):
+    with opened(browser, catalogue.url + "/?model=wine-quality") as page:
+        note = page.locator("#model-note")
+        assert note.is_visible()
+        assert "wine-quality is not offered on this page" in note.inner_text()
+        assert "Showing mnist instead" in note.inner_text()  # the server's default model
+        assert chosen_model(page) == "mnist (v2)"
+        assert not any("wine-quality" in text for text in page.locator("#model option").all_inner_texts())
+        screenshot(page, "browser-not-an-image-model")
+    with opened(browser, catalogue.url + "/?model=no-such-model") as page:
+        assert "There is no model named no-such-model" in page.locator("#model-note").inner_text()
+
+
+def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
+    admin_post(catalogue, "/v2/repository/models/mnist/unload")
+    try:
+        with opened(browser, catalogue.url + "/", fake_clock=True) as page:
+            assert page.locator("#model").input_value() == "mnist"  # not the clothing model in its place
+            assert chosen_model(page) == "mnist (unavailable)"
+            assert "fashion-mnist (v1)" in page.locator("#model option").all_inner_texts()
+            note = page.locator("#model-note")
+            assert "mnist is not available now: it is unloaded" in note.inner_text()
+            screenshot(page, "browser-unloaded")
+
+            admin_post(catalogue, "/v2/repository/models/mnist/load")
+            page.clock.fast_forward(MODEL_REFRESH_MS)
+            page.wait_for_function("document.querySelector('#model').selectedOptions[0].text === 'mnist (v2)'",
+                                   timeout=10_000)
+            assert not note.is_visible()
+    finally:
+        admin_post(catalogue, "/v2/repository/models/mnist/load")
+
+
+def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
+    with opened(browser, catalogue.url + "/") as page:
+        assert chosen_model(page) == "mnist (v2)"
+        admin_post(catalogue, "/v2/repository/models/mnist/unload")
+        try:
+            with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url):
+                draw_one(page)
+            page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
+            assert "unloaded" in page.get_by_role("alert").inner_text()
+            # the 503 makes the page look at the model list again
+            page.wait_for_function("document.querySelector('#model').selectedOptions[0].text === 'mnist (unavailable)'",
+                                   timeout=10_000)
+            assert "mnist is not available now" in page.locator("#model-note").inner_text()
+        finally:
+            admin_post(catalogue, "/v2/repository/models/mnist/load")
+
+
+def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
+    with opened(browser, catalogue.url + "/") as page:
+        assert chosen_model(page) == "mnist (v2)"
+        admin_post(catalogue, "/models/mnist/versions/1/activate")
+        try:
+            draw_one(page)
+            wait_for_answer(page)
+            assert shown(page)["answered_by"] == "mnist v1"
+            assert chosen_model(page) == "mnist (v1)"
+        finally:
+            admin_post(catalogue, "/models/mnist/unpin")

@@ -7,11 +7,14 @@ const STROKE_WIDTH = 20;        // px on the 280 px canvas: about 2 px of MNIST'
 const STROKE_COLOUR = "#111";
 const AUTO_DELAY_MS = 250;      // after the pen lifts, wait this long for another stroke
 const TOP_K = 10;
+const MODEL_REFRESH_MS = 30_000; // the model list is one small GET: look again this often
+const NOTHING_YET = "Nothing yet: draw a digit above.";
 
 const $ = (id) => document.getElementById(id);
 const el = {
-  model: $("model"), pad: $("pad"), dropZone: $("drop-zone"), preview: $("upload-preview"),
-  hint: $("pad-hint"), predict: $("predict"), clear: $("clear"), file: $("file"), auto: $("auto"),
+  model: $("model"), modelNote: $("model-note"), pad: $("pad"), dropZone: $("drop-zone"),
+  preview: $("upload-preview"), hint: $("pad-hint"), predict: $("predict"), clear: $("clear"),
+  file: $("file"), auto: $("auto"),
   error: $("error"), answer: $("answer"), placeholder: $("placeholder"), verdict: $("verdict"),
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
   latency: $("latency"), bars: $("bars"),
@@ -20,7 +23,11 @@ const ctx = el.pad.getContext("2d");
 const DEFAULT_HINT = el.hint.textContent;
 
 const state = {
-  models: new Map(),   // name -> {name, version, labels}
+  models: new Map(),   // name -> {name, version, kind, labels, ready, unloaded}, every listed model
+  defaultModel: null,  // the server's default_model
+  requested: new URLSearchParams(location.search).get("model"),  // by the URL, then by the choice
+  listing: null,       // the model list request in flight
+  listTimer: 0,        // next look at the model list
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas
   previewUrl: null,
@@ -41,6 +48,8 @@ function describeModel(listed, details) {
     version: details?.served_version ?? listed.served_version ?? listed.version ?? manifest.version ?? null,
     kind: input.kind ?? listed.input_kind ?? null,
     labels: manifest.output?.labels || details?.classes || listed.classes || null,
+    ready: details?.ready ?? listed.ready ?? true,
+    unloaded: Boolean(details?.unloaded ?? listed.unloaded),
   };
 }
 
@@ -51,7 +60,14 @@ async function getJson(url) {
   return body;
 }
 
-async function loadModels() {
+function loadModels() {
+  state.listing ??= listModels().finally(() => { state.listing = null; });
+  return state.listing;
+}
+
+async function listModels() {
+  clearTimeout(state.listTimer);
+  let nextLook = MODEL_REFRESH_MS;
   try {
     const body = await getJson("models");
     let listed = Array.isArray(body) ? body : body.models;
@@ -60,44 +76,84 @@ async function loadModels() {
     }
     const described = await Promise.all((listed || []).map(async (item) => {
       const entry = typeof item === "string" ? { name: item } : item;
-      if (entry.manifest || entry.input) return describeModel(entry, null);
+      if ("manifest" in entry || "input" in entry) return describeModel(entry, null);
       try {  // a short listing: ask for the model's own description
         return describeModel(entry, await getJson(`models/${encodeURIComponent(entry.name)}`));
       } catch (err) {
         return describeModel(entry, null);  // listed but not describable now
       }
     }));
-    const images = described.filter((m) => m.name && m.kind === "image");
-    state.models = new Map(images.map((m) => [m.name, m]));
-    fillModelChoice(images);
-    if (images.length === 0) {
-      showError("No image model is being served. Train one (python -m trainer train --dataset mnist --publish) and reload.");
-      setTimeout(loadModels, 5000);
-    } else {
-      hideError();
+    for (const model of described) {  // an unloaded model has no input kind: keep the one seen before
+      model.kind ??= state.models.get(model.name)?.kind ?? null;
     }
+    state.models = new Map(described.filter((m) => m.name).map((m) => [m.name, m]));
+    state.defaultModel = body.default_model || null;
+    if (!fillModelChoice()) nextLook = 5000;
   } catch (err) {
-    showError(`Could not list the models: ${err.message}. Retrying…`);
-    setTimeout(loadModels, 3000);
+    showModelNote(`Could not list the models: ${err.message}. Retrying…`);
+    nextLook = 3000;
   }
+  state.listTimer = setTimeout(loadModels, nextLook);
 }
 
-function fillModelChoice(models) {
-  const wanted = new URLSearchParams(location.search).get("model") || el.model.value || "mnist";
-  el.model.replaceChildren(...models.map((m) => {
-    const option = document.createElement("option");
-    option.value = m.name;
-    option.textContent = m.version != null ? `${m.name} (v${m.version})` : m.name;
-    return option;
-  }));
-  if (models.length === 0) {
-    const option = document.createElement("option");
-    option.textContent = "No image model available";
-    option.value = "";
-    el.model.append(option);
+function optionText(model) {
+  return model.version != null ? `${model.name} (v${model.version})` : model.name;
+}
+
+// Offer the image models that serve now, and choose the one asked for (by the URL or by the
+// choice), else the server's default. One that is listed but not serving stays chosen and is
+// named as unavailable; a page never swaps in another model without saying so.
+// Returns whether any image model serves.
+function fillModelChoice() {
+  const offered = [...state.models.values()].filter((m) => m.kind === "image" && m.ready);
+  const wanted = state.requested || state.defaultModel || "mnist";
+  const asked = state.models.get(wanted);
+  const options = offered.map((m) => [m.name, optionText(m)]);
+  let choice = wanted;
+  let note = "";
+  if (!offered.includes(asked)) {
+    if (asked && (asked.kind === "image" || asked.kind === null)) {
+      options.push([wanted, `${wanted} (unavailable)`]);
+      const why = asked.unloaded ? "it is unloaded" : "no version of it can serve";
+      note = `Model ${wanted} is not available now: ${why}.`
+        + (offered.length ? " Choose another model, or wait:" : "") + " this page offers it again once it serves.";
+    } else {
+      const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
+      choice = fallback?.name || "";
+      note = asked ? `Model ${wanted} is not offered on this page: it does not read pictures.`
+                   : `There is no model named ${wanted}.`;
+      if (fallback) note += ` Showing ${fallback.name} instead.`;
+    }
   }
-  el.model.disabled = models.length === 0;
-  el.model.value = models.some((m) => m.name === wanted) ? wanted : (models[0]?.name || "");
+  if (options.length === 0) {
+    options.push(["", "No image model available"]);
+    note = `${note} No image model is being served. Train one (python -m trainer train --dataset mnist --publish); `
+      + "it appears here once it serves.";
+  }
+  const current = [...el.model.options].map((o) => [o.value, o.text]);
+  if (JSON.stringify(current) !== JSON.stringify(options)) {  // leave an open list alone when nothing changed
+    el.model.replaceChildren(...options.map(([value, text]) => new Option(text, value)));
+  }
+  el.model.disabled = !options.some(([value]) => value);
+  el.model.value = choice;
+  showModelNote(note.trim());
+  return offered.length > 0;
+}
+
+function showModelNote(message) {
+  if (el.modelNote.textContent !== message) el.modelNote.textContent = message;  // a status is read out when it changes
+  el.modelNote.hidden = !message;
+}
+
+// An answer names the version that served it: the choice follows it (a pin or a new version).
+function noteServedVersion(name, version) {
+  const model = state.models.get(name);
+  const served = Number(version);
+  if (!model || !Number.isInteger(served) || (model.ready && model.version === served)) return;
+  const wasReady = model.ready;
+  Object.assign(model, { version: served, ready: true, kind: "image", unloaded: false });
+  fillModelChoice();
+  if (!wasReady) loadModels();  // back in service: fetch its full description
 }
 
 // --------------------------------------------------------------------------- drawing
@@ -133,6 +189,7 @@ function onPointerDown(event) {
   event.preventDefault();
   clearTimeout(state.timer);
   if (state.upload) dropUpload();
+  inputChanged();
   el.pad.setPointerCapture(event.pointerId);
   state.drawing = event.pointerId;
   state.last = canvasPoint(event);
@@ -171,7 +228,16 @@ function useUpload(file) {
   el.preview.hidden = false;
   el.hint.hidden = true;
   el.hint.textContent = DEFAULT_HINT;
+  inputChanged();
   if (el.auto.checked) predict();
+}
+
+// Without automatic prediction, an answer on screen would describe the previous picture.
+function inputChanged() {
+  if (el.auto.checked || el.answer.dataset.state === "stale") return;
+  cancelRequest();
+  hideError();
+  clearAnswer("stale", "Press Predict to read this picture.");
 }
 
 function dropUpload() {
@@ -218,7 +284,7 @@ async function predict() {
   state.inFlight = controller;
   const sequence = ++state.sequence;
   el.answer.dataset.state = "busy";
-  el.predict.disabled = true;
+  setBusy(true);
   const started = performance.now();
   try {
     const { body, type } = await requestBody();
@@ -230,6 +296,7 @@ async function predict() {
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer));
+      if (response.status === 404 || response.status === 503) loadModels();  // gone or out of service
       return;
     }
     showAnswer(name, answer, response, performance.now() - started);
@@ -239,9 +306,23 @@ async function predict() {
   } finally {
     if (sequence === state.sequence) {
       state.inFlight = null;
-      el.predict.disabled = false;
+      setBusy(false);
     }
   }
+}
+
+// aria-disabled rather than disabled: a disabled button would lose the keyboard focus.
+function setBusy(busy) {
+  if (busy) el.predict.setAttribute("aria-disabled", "true");
+  else el.predict.removeAttribute("aria-disabled");
+}
+
+function cancelRequest() {
+  clearTimeout(state.timer);
+  if (state.inFlight) state.inFlight.abort();
+  state.sequence += 1;
+  state.inFlight = null;
+  setBusy(false);
 }
 
 async function readJson(response) {
@@ -272,11 +353,14 @@ function showAnswer(requested, answer, response, elapsedMs) {
   el.placeholder.hidden = true;
   el.verdict.hidden = false;
   if (prediction.label !== undefined) {
+    const labels = state.models.get(requested)?.labels || [prediction.label];
     el.label.textContent = prediction.label;
+    el.label.classList.toggle("long", labels.some((label) => String(label).length > 3));
     el.confidence.textContent = formatPercent(prediction.confidence);
     drawBars(requested, prediction);
   } else {  // a regression model answers a value
     el.label.textContent = Number(prediction.value).toPrecision(3);
+    el.label.classList.remove("long");
     el.confidence.textContent = "n/a (regression)";
     el.bars.replaceChildren();
   }
@@ -284,6 +368,17 @@ function showAnswer(requested, answer, response, elapsedMs) {
   el.latency.textContent = `${Math.round(elapsedMs)} ms`;
   el.answer.dataset.state = "done";
   el.answer.dataset.sequence = String(state.sequence);
+  noteServedVersion(requested, version);
+  reveal(el.verdict);
+}
+
+// On a phone the result lies below the pad: bring it into view, unless it is in view already
+// or a stroke is being drawn (the pad would move under the pen).
+function reveal(element) {
+  const box = element.getBoundingClientRect();
+  if (state.drawing !== null || (box.top >= 0 && box.bottom <= window.innerHeight)) return;
+  const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  element.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "nearest" });
 }
 
 function drawBars(requested, prediction) {
@@ -325,10 +420,16 @@ function formatPercent(p) {
 
 function showFailure(message) {
   showError(message);
-  el.verdict.hidden = true;  // an older answer would now describe another input
+  clearAnswer("error");  // an older answer would now describe another input
+  reveal(el.error);
+}
+
+function clearAnswer(answerState, message = NOTHING_YET) {
+  el.verdict.hidden = true;
+  el.placeholder.textContent = message;
   el.placeholder.hidden = false;
   el.bars.replaceChildren();
-  el.answer.dataset.state = "error";
+  el.answer.dataset.state = answerState;
 }
 
 function showError(message) {
@@ -342,20 +443,13 @@ function hideError() {
 }
 
 function resetAll() {
-  clearTimeout(state.timer);
-  if (state.inFlight) state.inFlight.abort();
-  state.sequence += 1;
-  state.inFlight = null;
-  el.predict.disabled = false;
+  cancelRequest();
   clearCanvas();
   dropUpload();
   hideError();
   el.hint.textContent = DEFAULT_HINT;
   el.hint.hidden = false;
-  el.verdict.hidden = true;
-  el.placeholder.hidden = false;
-  el.bars.replaceChildren();
-  el.answer.dataset.state = "idle";
+  clearAnswer("idle");
 }
 
 // --------------------------------------------------------------------------- wiring
@@ -364,7 +458,9 @@ el.pad.addEventListener("pointerdown", onPointerDown);
 el.pad.addEventListener("pointermove", onPointerMove);
 el.pad.addEventListener("pointerup", onPointerUp);
 el.pad.addEventListener("pointercancel", onPointerUp);
-el.predict.addEventListener("click", predict);
+el.predict.addEventListener("click", () => {
+  if (el.predict.getAttribute("aria-disabled") !== "true") predict();
+});
 el.clear.addEventListener("click", resetAll);
 el.file.addEventListener("change", () => useUpload(el.file.files[0]));
 el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
@@ -374,10 +470,15 @@ el.preview.addEventListener("error", () => {  // a format the browser cannot sho
   el.hint.hidden = false;
 });
 el.model.addEventListener("change", () => {
+  state.requested = el.model.value;
   const url = new URL(location.href);
   url.searchParams.set("model", el.model.value);
   history.replaceState(null, "", url);
+  fillModelChoice();
   if (state.upload || state.hasInk) predict();
+});
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) loadModels();
 });
 
 for (const type of ["dragenter", "dragover"]) {
