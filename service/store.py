@@ -215,9 +215,7 @@ class ModelStore:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
 
-        for v, record in removed.items():
-            if record.status != LOADING:
-                self.events.version_removed(name, v)
+        self._report_removed(name, removed)
 
         # What should serve: the pin, else the highest version that loads. What cannot be
         # served never replaces what serves (module docstring).
@@ -283,6 +281,12 @@ class ModelStore:
         slot.pin_problem = problem
         self.events.pin_unservable(slot.name, slot.pinned if problem is not None else None)
 
+    def _report_removed(self, name: str, records: dict[int, VersionRecord]) -> None:
+        """Versions gone from the registry stop being reported (those never checked were not)."""
+        for v, record in records.items():
+            if record.status != LOADING:
+                self.events.version_removed(name, v)
+
     def _forget(self, slot: ModelSlot) -> None:
         """The model's folder is gone: it was removed from the registry, and is no longer served
         (a model named in the configuration stays known, with nothing to serve)."""
@@ -295,9 +299,7 @@ class ModelStore:
         if slot.served is None and not slot.versions:
             return
         log.info("%s: its folder is gone from the registry; no longer served", name)
-        for v, record in slot.versions.items():
-            if record.status != LOADING:
-                self.events.version_removed(name, v)
+        self._report_removed(name, slot.versions)
         if slot.pin_problem is not None:
             self.events.pin_unservable(name, None)
         if slot.served is not None:

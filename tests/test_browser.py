@@ -192,6 +192,11 @@ def chosen_model(page) -> str:
     return page.evaluate("document.querySelector('#model').selectedOptions[0].text")
 
 
+def wait_for_chosen_model(page, text: str) -> None:
+    """Wait until the selected option reads ``text`` (the page re-reads the model list)."""
+    page.wait_for_function(f"document.querySelector('#model').selectedOptions[0].text === {text!r}", timeout=10_000)
+
+
 def inside(inner: dict, outer: dict) -> bool:
     return (inner["x"] >= outer["x"] and inner["y"] >= outer["y"]
             and inner["x"] + inner["width"] <= outer["x"] + outer["width"]
@@ -428,8 +433,7 @@ def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
 
             admin_post(catalogue, "/v2/repository/models/mnist/load")
             page.clock.fast_forward(MODEL_REFRESH_MS)
-            page.wait_for_function("document.querySelector('#model').selectedOptions[0].text === 'mnist (v2)'",
-                                   timeout=10_000)
+            wait_for_chosen_model(page, "mnist (v2)")
             assert not note.is_visible()
     finally:
         admin_post(catalogue, "/v2/repository/models/mnist/load")
@@ -445,8 +449,7 @@ def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
             page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
             assert "unloaded" in page.get_by_role("alert").inner_text()
             # the 503 makes the page look at the model list again
-            page.wait_for_function("document.querySelector('#model').selectedOptions[0].text === 'mnist (unavailable)'",
-                                   timeout=10_000)
+            wait_for_chosen_model(page, "mnist (unavailable)")
             assert "mnist is not available now" in page.locator("#model-note").inner_text()
         finally:
             admin_post(catalogue, "/v2/repository/models/mnist/load")

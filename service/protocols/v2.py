@@ -237,14 +237,13 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
     """``(name, binary, classes)`` for each output to return: those asked for, else all of them.
     ``classes`` > 0 asks for the top classes instead of the tensor (classification extension)."""
     specs = {spec.name: spec for spec in signature.output_specs(model)}
-    known = list(specs)
     params = infer_request.parameters
     default_binary = bool(params and params.binary_data_output)
     if not infer_request.outputs:
-        return [(name, default_binary, 0) for name in known]
+        return [(name, default_binary, 0) for name in specs]
     chosen = []
     for output in infer_request.outputs:
-        if output.name not in known:
+        if output.name not in specs:
             raise BadRequest(f"unexpected inference output '{output.name}' for model '{model.name}'",
                              code="unexpected_output")
         p = output.parameters
