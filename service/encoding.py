@@ -29,28 +29,30 @@ def _constant(text: bytes, n: int) -> np.ndarray:
     return np.broadcast_to(np.frombuffer(text, dtype=np.uint8), (n, len(text)))
 
 
-def _decimal_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Text of a probability's integer part and first three decimals, with and without trailing
-    zeros (keeping one: ``0.5``, ``1.0``), and of its last three decimals without trailing zeros
-    (no text at all for ``000``)."""
+def _decimal_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Text of a probability's integer part and first three decimals (bytes 0-4 of 8), with
+    trailing zeros ([0]) and without ([1], keeping one: ``0.5``, ``1.0``), and of its last three
+    decimals without trailing zeros (bytes 5-7; no text at all for ``000``). Each text is eight
+    zero-padded bytes read as one uint64, so a probability's text is one OR of two lookups."""
     full = [f"{h / 1000:.3f}" for h in range(1001)]
     short = [t.rstrip("0") + ("0" if t.rstrip("0").endswith(".") else "") for t in full]
     tail = [f"{low:03d}".rstrip("0") for low in range(1000)]
-    return (_table([t.encode() for t in full]), _table([t.encode() for t in short]),
-            _table([t.encode() for t in tail]))
+    heads = np.zeros((2, 1001, 8), dtype=np.uint8)
+    heads[0, :, :5], heads[1, :, :5] = _table([t.encode() for t in full]), _table([t.encode() for t in short])
+    tails = np.zeros((1000, 8), dtype=np.uint8)
+    tails[:, 5:] = _table([t.encode() for t in tail])
+    return heads.view(np.uint64)[..., 0], tails.view(np.uint64)[:, 0]
 
 
-_HEAD_FULL, _HEAD_SHORT, _TAIL = _decimal_tables()
+_HEADS, _TAILS = _decimal_tables()
 
 
 def _probabilities(p: np.ndarray) -> np.ndarray:
     """Probabilities of shape (n,) -> (n, 8) uint8 text such as ``0.993121``, ``0.5``, ``1.0``."""
     q = np.rint(np.clip(p.astype(np.float64), 0.0, 1.0) * 10 ** DECIMALS).astype(np.int64)
     head, low = np.divmod(q, 1000)
-    text = np.empty((len(q), 8), dtype=np.uint8)
-    text[:, :5] = np.where((low == 0)[:, np.newaxis], _HEAD_SHORT[head], _HEAD_FULL[head])
-    text[:, 5:] = _TAIL[low]
-    return text
+    text = _HEADS[(low == 0).view(np.int8), head] | _TAILS[low]
+    return text.view(np.uint8).reshape(len(q), 8)
 
 
 def _json_string(text: str) -> bytes:
@@ -66,21 +68,20 @@ def classification_rows(probabilities: np.ndarray, labels: list[str], top_k: int
     n, classes = probabilities.shape
     if n == 0:
         return b"[]"
-    rows = np.arange(n)
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :max(top_k, 1)]
+    ranked = max(top_k, 1)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :ranked]
+    # Every probability written, formatted in one call: the confidence is the first of each row.
+    texts = _probabilities(np.take_along_axis(probabilities, order, axis=1).ravel()).reshape(n, ranked, 8)
     heads = _table([b'{"label":' + _json_string(label) + b',"index":' + str(i).encode() + b',"confidence":'
                     for i, label in enumerate(labels)])
-    pieces = [heads[order[:, 0]], _probabilities(probabilities[rows, order[:, 0]])]
+    pieces = [heads[order[:, 0]], texts[:, 0]]
     if top_k:
         entries = _table([b'{"label":' + _json_string(label) + b',"probability":' for label in labels])
         pieces.append(_constant(b',"top_k":[', n))
         for j in range(top_k):
-            cls = order[:, j]
-            pieces += [entries[cls], _probabilities(probabilities[rows, cls]),
-                       _constant(b"}," if j < top_k - 1 else b"}]", n)]
+            pieces += [entries[order[:, j]], texts[:, j], _constant(b"}," if j < top_k - 1 else b"}]", n)]
     pieces.append(_constant(b"},", n))
-    text = np.concatenate(pieces, axis=1).ravel()
-    body = text[text != 0].tobytes()
+    body = np.concatenate(pieces, axis=1).tobytes().replace(b"\0", b"")
     return b"[" + body[:-1] + b"]"
 
 

@@ -74,6 +74,8 @@ def test_the_json_encoder_agrees_with_the_python_form(predictor):
             assert got["index"] == want["index"] and got["label"] == want["label"]
             assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
             assert [e["label"] for e in got.get("top_k", [])] == [e["label"] for e in want.get("top_k", [])]
+            assert [e["probability"] for e in got.get("top_k", [])] == \
+                pytest.approx([e["probability"] for e in want.get("top_k", [])], abs=1e-6)
 
 
 def test_the_encoder_escapes_labels_and_breaks_ties_like_argmax():
@@ -83,6 +85,15 @@ def test_the_encoder_escapes_labels_and_breaks_ties_like_argmax():
     assert rows[0]["label"] == "Ünïcode ☂" and rows[0]["confidence"] == 0.5
     assert rows[1]["index"] == 0 and [e["label"] for e in rows[1]["top_k"]][:2] == ['say "hi"', "T-shirt/top"]
     assert rows[0]["top_k"][-1] == {"label": "back\\slash", "probability": 0.0}
+
+
+def test_the_encoder_writes_probabilities_as_python_rounds_them():
+    values = np.concatenate([[0.0, 1.0, 0.5, 0.25, 0.001, 1e-6, 4e-7, 6e-7, 0.9999996, 0.1234565, 0.0105],
+                             np.random.default_rng(2).random(2000)]).astype(np.float32)
+    probabilities = np.stack([values, 1 - values], axis=1)
+    rows = json.loads(classification_rows(probabilities, ["a", "b"], 2))
+    written = [next(e["probability"] for e in row["top_k"] if e["label"] == "a") for row in rows]
+    assert written == [round(float(v), 6) for v in values]
 
 
 def test_pixel_arrays_go_through_the_image_pipeline(predictor):
