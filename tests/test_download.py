@@ -158,6 +158,8 @@ def test_restarts_when_the_server_ignores_range(server, tmp_path):
     (tmp_path / "data.bin.part").write_bytes(b"stale bytes from somewhere else")
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
+    # The 200 answer to the range request is the whole file: it is used, not fetched again.
+    assert server.requests == [("/data.bin", "bytes=31-")]
 
 
 def test_wrong_partial_download_is_retried_from_scratch(server, tmp_path):

@@ -73,6 +73,7 @@ def test_row_format_vectors(server):
     predictions = response.json()["predictions"]
     expected = native(server, "/models/iris/predict", json={"inputs": IRIS})
     labels = ["setosa", "versicolor", "virginica"]
+    assert len(predictions) == len(expected) == len(IRIS)
     for got, want in zip(predictions, expected):
         assert set(got) == {"probabilities", "label", "index"}
         np.testing.assert_allclose(got["probabilities"], probabilities(want, labels), atol=1e-6)
@@ -105,6 +106,7 @@ def test_b64_images_equal_the_native_upload(server, body):
         [{"probabilities": p} for p in answer["outputs"]["probabilities"]]
     expected = native(server, "/models/mnist/predict", files=[("file", ("a.png", PNGS[0])), ("file", ("b.png", PNGS[1]))])
     digits = [str(d) for d in range(10)]
+    assert len(got) == len(expected) == 2
     for row, want in zip(got, expected):
         np.testing.assert_allclose(row["probabilities"], probabilities(want, digits), atol=1e-6)
 

@@ -156,13 +156,17 @@ def test_npy_batches(client, app):
     assert sniffed.status_code == 200 and len(sniffed.get_json()["predictions"]) == 20
 
 
-def test_regression_and_vector_models(client):
-    response = client.post("/models/wine/predict", json={"inputs": vectors(2, 11).tolist()})
+def test_regression_and_vector_models(client, app):
+    store = app.extensions["scratchnet"].store
+    x = vectors(2, 11)
+    response = client.post("/models/wine/predict", json={"inputs": x.tolist()})
     body = response.get_json()
     assert_schema(schemas.PredictResponse, body)
-    assert set(body["predictions"][0]) == {"value"} and isinstance(body["predictions"][0]["value"], float)
+    assert [p["value"] for p in body["predictions"]] == pytest.approx(store.served("wine").predict(x).tolist(), rel=1e-6)
     response = client.post("/models/iris/predict", json={"inputs": [5.1, 3.5, 1.4, 0.2]})
-    assert response.get_json()["predictions"][0]["label"] in ("setosa", "versicolor", "virginica")
+    iris = store.served("iris")
+    expected = iris.labels[iris.predict_proba(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)).argmax()]
+    assert response.get_json()["predictions"][0]["label"] == expected
 
 
 def test_version_and_label_routes(client, registry):

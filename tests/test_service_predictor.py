@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from images import encode, paper, synthetic_digit
 from modelgen import publish_model
@@ -54,7 +55,8 @@ def test_the_default_model_and_top_k(predictor):
 def test_vector_and_regression_models(predictor):
     iris = predictor.resolve("iris")
     (row,) = predictor.predict_vectors(iris, [5.1, 3.5, 1.4, 0.2]).to_dicts()
-    assert row["label"] in ("setosa", "versicolor", "virginica")
+    probabilities = iris.predict_proba(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))[0]
+    assert row["label"] == iris.labels[probabilities.argmax()] and row["confidence"] == pytest.approx(probabilities.max())
     wine = predictor.resolve("wine")
     x = np.random.default_rng(0).random((3, 11))
     batch = predictor.predict_vectors(wine, x)
@@ -99,8 +101,12 @@ def test_the_encoder_writes_probabilities_as_python_rounds_them():
 def test_pixel_arrays_go_through_the_image_pipeline(predictor):
     model = predictor.resolve("mnist")
     digit = synthetic_digit(0)
-    batch = predictor.predict_pixels(model, [digit, digit.tolist()])
-    np.testing.assert_allclose(batch.outputs[0], batch.outputs[1])
+    batch = predictor.predict_pixels(model, [digit, digit.tolist(), 255 - digit])
+    # The same pixels sent as a PNG file: the same preprocessing, so the same answer, whichever
+    # way round the ink is.
+    as_image = predictor.predict_images(model, [encode(Image.fromarray(digit), "PNG")])
+    for outputs in batch.outputs:
+        np.testing.assert_allclose(outputs, as_image.outputs[0], atol=1e-6)
 
 
 def test_clear_errors(predictor):

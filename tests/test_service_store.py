@@ -5,7 +5,10 @@ import gc
 import json
 import os
 import shutil
+import tempfile
+import traceback
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,9 +209,7 @@ def test_the_registry_disappearing_keeps_serving_and_recovers(tmp_path):
     assert store.registry_error is None and store.served("mnist").version == 2
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder")
-def test_an_unreadable_registry_keeps_serving(tmp_path):
-    root = tmp_path / "models"
+def check_unreadable_registry(root):
     publish_model(root, "mnist")
     store, _ = make_store(root)
     root.chmod(0)
@@ -217,6 +218,40 @@ def test_an_unreadable_registry_keeps_serving(tmp_path):
         assert store.served("mnist").version == 1 and store.registry_error
     finally:
         root.chmod(0o755)
+
+
+def run_unprivileged(check, folder) -> None:
+    """``check(folder / "models")`` in a forked child that has given up root's privileges (root
+    reads any folder, whatever its mode). Everything the check needs is already imported."""
+    nobody = 65534
+    os.chown(folder, nobody, nobody)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.setgid(nobody)
+            os.setuid(nobody)
+            check(folder / "models")
+            status = 0
+        except BaseException:  # noqa: BLE001 - reported to the parent through the exit status
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the unprivileged child (traceback above)"
+
+
+def test_an_unreadable_registry_keeps_serving(tmp_path):
+    if os.geteuid() != 0:
+        check_unreadable_registry(tmp_path / "models")
+        return
+    publish_model(tmp_path, "mnist")  # as root, first: loads every module the child will use
+    make_store(tmp_path)[0].refresh()
+    folder = Path(tempfile.mkdtemp(prefix="scratchnet-unreadable-"))  # pytest's tmp_path is root's alone
+    try:
+        run_unprivileged(check_unreadable_registry, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_readiness_needs_every_configured_model(tmp_path):

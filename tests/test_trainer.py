@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -370,9 +371,9 @@ def test_dataset_problems_name_the_cause(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_short_real_mnist_run(tmp_path, datasets_dir):
+def test_short_real_mnist_run(tmp_path, datasets_dir, capsys):
     """A real-data run on an MNIST subset learns, and the published file scores the same through
-    ``evaluate`` as the trainer reported."""
+    ``evaluate`` as the trainer reported, which is its accuracy on the 10,000 test digits."""
     registry = tmp_path / "models"
     config = train.TrainConfig(dataset="mnist", data_dir=str(datasets_dir / "mnist"), hidden=[64], epochs=3,
                                limit_train=6000, progress=False)
@@ -383,6 +384,13 @@ def test_short_real_mnist_run(tmp_path, datasets_dir):
     assert manifest["training"]["dataset"]["files"]["t10k-images-idx3-ubyte.gz"] == (
         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")
     assert manifest["metrics"]["accuracy"] == result["metrics"]["accuracy"]
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", registry, "--model", "mnist", "--data-dir", datasets_dir / "mnist") == 0
+    printed = float(re.search(r"accuracy ([0-9.]+)%  \(n=10000\)", capsys.readouterr().out)[1]) / 100
+    test = load_dataset("mnist", data_dir=datasets_dir / "mnist", download=False, progress=False)
+    model = load_model(registry / "mnist" / "1" / "model.npz")
+    accuracy = float((model.predict(test.x_test) == test.y_test).mean())
+    assert printed == pytest.approx(accuracy, abs=5e-5) and result["metrics"]["accuracy"] == pytest.approx(accuracy)
 
 
 def test_refit_retrains_on_all_rows_for_the_best_epoch_count(tmp_path, blobs_npz):
