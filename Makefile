@@ -1,6 +1,7 @@
 # The README's commands. Each target sets up what it needs on a fresh machine.
 #   make serve   run the service (Gunicorn) on the committed models at http://127.0.0.1:8000
 #   make test    run the test suite
+#   make bench   run the benchmarks in bench/ (results in bench/results/ and docs/benchmarks.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -35,9 +36,14 @@ test: $(BIN)/.installed-service,trainer,test system-deps
 train: $(BIN)/.installed-service,trainer,test
 	$(BIN)/python -m trainer $(ARGS)
 
-bench: $(BIN)/.installed-service,trainer,test
+# The README's benchmark table, one script a row (about 20 minutes; the soak, bench/soak.py,
+# runs on its own: 30 minutes).
+bench: $(BIN)/.installed-service,trainer,test system-deps
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/user_images.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/image_work.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
