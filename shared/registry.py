@@ -134,8 +134,12 @@ class Registry:
             if path.exists() and not path.is_dir():
                 raise RegistryError(f"cannot publish into {path}: it is not a folder")
         existing = next(p for p in (target, *target.parents) if p.exists())
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable")
+        try:  # by trying: os.access says yes to root for almost anything (a folder in /proc, a read-only mount)
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as e:
+            raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable by uid "
+                                f"{os.getuid()} ({e.strerror or e})") from None
         self.highest_published(name)  # a damaged record is refused now, not after training
 
     def publish(self, name: str, build: Callable[[Path, int], None]) -> int:

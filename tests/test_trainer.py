@@ -1,5 +1,6 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
+import importlib.util
 import json
 import math
 import os
@@ -287,6 +288,22 @@ def test_where_to_publish_is_checked_before_training(tmp_path, blobs_npz, capsys
     captured = capsys.readouterr()
     assert f"cannot publish into {not_a_folder}: it is not a folder" in captured.err
     assert "epoch 1/" not in captured.out  # refused before the first epoch
+    # A folder no one may write in, root included (os.access would say yes to root).
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--publish", "--registry", "/proc/scratchnet-models") == 2
+    captured = capsys.readouterr()
+    assert "cannot publish blobs into /proc/scratchnet-models: /proc is not writable" in captured.err
+    assert "epoch 1/" not in captured.out
+
+
+def test_a_run_without_matplotlib_is_refused_before_training(tmp_path, blobs_npz, monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--output", tmp_path / "out") == 2
+    captured = capsys.readouterr()
+    assert "matplotlib, which is not installed: install the trainer's extra" in captured.err
+    assert "epoch 1/" not in captured.out and not (tmp_path / "out").exists()
 
 
 def test_sigterm_while_publishing_removes_the_temporary_version(tmp_path, blobs_npz, monkeypatch, capsys):

@@ -20,7 +20,13 @@ from pathlib import Path
 from shared.errors import ScratchnetError
 from shared.registry import RegistryError
 
-from . import report, train
+INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
+try:
+    from . import report, train
+except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so, not a traceback
+    if e.name is None or e.name.split(".")[0] in ("trainer", "shared"):
+        raise
+    raise SystemExit(f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}") from None
 from .datasets import DatasetError
 from .download import DownloadError
 
@@ -258,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
-    except (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError, RegistryError, OSError) as e:
+    except (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError, RegistryError, OSError,
+            ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ and a confusion matrix as PNG, and the evaluation tables printed to the terminal
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def format_metrics(metrics: dict) -> str:
         lines.append(f"{row['label']:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
                      f"{row['f1']:>10.4f}{row['support']:>10}")
     return "\n".join(lines)
+
+
+def require_plotting() -> None:
+    """Raise ImportError with the fix when matplotlib, which the plots need, is not installed:
+    a run checks this before training, not when it writes the plots at the end."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("the trainer writes its plots with matplotlib, which is not installed: install "
+                          "the trainer's extra (pip install -e '.[trainer]', which `make venv` does)",
+                          name="matplotlib")
 
 
 def _pyplot():

@@ -433,10 +433,12 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
     dataset = load_config_dataset(config)
     name = config.name or dataset.name
-    if publish_to:  # where the result goes is checked before the training, not after
+    # Where the result goes, and what writing it needs, is checked before the training, not after.
+    if publish_to:
         Registry(publish_to).check_publishable(name)
     elif output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise ValueError(f"cannot write the model into {output_dir}: it is not a folder")
+    report.require_plotting()
     prepared = prepare(dataset, config)
     network = build_network(config, dataset)
     log(network.summary(config.batch_size))
