@@ -302,3 +302,13 @@ def test_load_dataset_refuses_a_mirror_serving_other_bytes(server, tmp_path, mon
     with pytest.raises(ChecksumMismatch, match="winequality-red.csv"):
         load_dataset("wine-quality", cache_dir=tmp_path, progress=False)
     assert not (tmp_path / "wine-quality" / "winequality-red.csv").exists()
+
+
+def test_a_dataset_no_mirror_serves_says_how_to_use_local_files(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_MIRROR", server.url)  # which has no files: 404 for each
+    monkeypatch.delenv("SCRATCHNET_DATA_DIR", raising=False)
+    with pytest.raises(DownloadError) as excinfo:
+        load_dataset("wine-quality", cache_dir=tmp_path, progress=False)
+    message = str(excinfo.value)
+    assert "could not download winequality-red.csv" in message and "HTTP 404" in message
+    assert message.endswith("give their folder with --data-dir (or $SCRATCHNET_DATA_DIR)")

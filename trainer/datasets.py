@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.download import default_cache_dir, fetch, mirror_urls
+from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
@@ -262,7 +262,13 @@ class _FileSource:
                                    "allow the download or give a data folder")
             return path
         urls = mirror_urls([base + known.name for base in self.spec.mirrors], f"{self.spec.name}/{known.name}")
-        return fetch(urls, known.name, known.sha256, self.cache_dir, progress=self.progress)
+        try:
+            return fetch(urls, known.name, known.sha256, self.cache_dir, progress=self.progress)
+        except ChecksumMismatch:
+            raise
+        except DownloadError as e:  # no mirror answered
+            raise DownloadError(f"{e}; to read files you already have instead, give their folder with "
+                                f"--data-dir (or ${DATA_DIR_ENV})") from None
 
 
 # ---------------------------------------------------------------------------------------------
