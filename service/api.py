@@ -16,6 +16,7 @@ import fcntl
 import functools
 import hmac
 import json
+import os
 import time
 from typing import Callable
 
@@ -330,7 +331,9 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     except RegistryError as e:
         raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
     except OSError as e:
-        raise NotReady(f"The registry cannot be written ({e.strerror}).", code="registry_unavailable") from None
+        raise NotReady(f"The registry folder {folder} cannot be written by the service, which runs as uid "
+                       f"{os.getuid()} ({e.strerror}): give that user write access to it (with Docker: "
+                       "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md).", code="registry_unavailable") from None
     svc.store.refresh([name])
     return svc.store.describe(name)
 

@@ -5,6 +5,7 @@ import base64
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -421,6 +422,14 @@ def test_pin_rollback_unpin(client, registry):
     assert served() == "2"
     response = client.post("/models/mnist/rollback", headers=AUTH)
     assert response.get_json()["pinned"] == 1 and served() == "1"
+
+
+def test_a_registry_the_service_cannot_write_is_named_with_the_fix(client, registry):
+    (registry / "mnist" / ".serving.lock").mkdir()  # the lock file cannot be opened, even by root
+    body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",
+                        f"The registry folder {registry / 'mnist'} cannot be written by the service")
+    assert f"uid {os.getuid()} (Is a directory)" in body["error"] and "SCRATCHNET_UID" in body["error"]
+    assert not (registry / "mnist" / "serving.json").exists()
 
 
 def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):
