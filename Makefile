@@ -1,5 +1,6 @@
 # The README's commands. Each target sets up what it needs on a fresh machine.
 #   make serve   run the service (Gunicorn) on the committed models at http://127.0.0.1:8000
+#                (this machine only; SCRATCHNET_BIND=0.0.0.0:8000 listens on every interface)
 #   make test    run the test suite
 #   make bench   run the benchmarks in bench/ (results in bench/results/ and docs/benchmarks.md)
 PYTHON ?= python3
@@ -21,7 +22,8 @@ $(BIN)/.installed-%: pyproject.toml
 venv: $(BIN)/.installed-service,trainer,test
 
 serve: $(BIN)/.installed-service
-	SCRATCHNET_REGISTRY=$${SCRATCHNET_REGISTRY:-models} $(BIN)/gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+	SCRATCHNET_REGISTRY=$${SCRATCHNET_REGISTRY:-models} SCRATCHNET_BIND=$${SCRATCHNET_BIND:-127.0.0.1:8000} \
+	  $(BIN)/gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
 
 # Debian packages the browser and load tests use (skipped when not root or apt is absent).
 system-deps:

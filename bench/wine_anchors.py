@@ -33,9 +33,13 @@ def main() -> None:
     parser.add_argument("--model", default="models/wine-quality/1/model.npz")
     args = parser.parse_args()
 
-    from sklearn.ensemble import RandomForestRegressor
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
+    try:
+        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import SVR
+    except ImportError:
+        raise SystemExit("bench/wine_anchors.py needs scikit-learn, from the bench extra: "
+                         "pip install -e '.[bench]'") from None
 
     data = load_dataset("wine-quality", data_dir=args.data_dir, variant="red", seed=args.seed)
     scaler = StandardScaler().fit(data.x_train)
