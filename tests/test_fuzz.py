@@ -62,6 +62,7 @@ def case_strategy(operation):
     return st.one_of(strategies)
 
 
+@pytest.mark.timeout(600)  # a hang guard only: the run typically takes 30-60 s
 def test_fuzzed_requests_get_documented_answers_and_no_server_error(server):
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -92,6 +93,5 @@ def test_fuzzed_requests_get_documented_answers_and_no_server_error(server):
     assert not [status for status in statuses if status >= 500], statuses
     # The fuzzer reached past validation and authentication too, not only into refusals.
     assert statuses[200] > 100 and statuses[401] and statuses[403] and statuses[422], statuses
-    assert elapsed < 170
     # And the service is still well.
     assert requests.get(server.url + "/readyz", timeout=10).status_code == 200

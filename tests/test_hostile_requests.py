@@ -1,7 +1,8 @@
 """Hostile and malformed requests against a real Gunicorn: each bad input gets its documented status
 and error code as JSON, odd but valid images are read the way the SPEC says, a decompression
-bomb is refused before decoding, slow clients do not hold up anyone else, and after the whole
-corpus the server still answers correctly with its memory where it was.
+bomb is refused, slow clients do not hold up anyone else, and after the whole corpus the server
+still answers correctly. (That a bomb is refused before any pixel is decoded is proved in
+test_preprocess.py; the service's memory is measured by bench/soak.py.)
 
 The server runs with an 8 MiB body limit and a 2,000,000-number limit (both configurable, SPEC
 §5) so the over-limit cases stay cheap, and a 5 s worker timeout so the slow clients outlast it;
@@ -14,7 +15,6 @@ import functools
 import io
 import json
 import socket
-import statistics
 import struct
 import threading
 import time
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import psutil
 import pytest
 import requests
 from PIL import Image
@@ -388,30 +387,22 @@ def test_a_file_under_any_form_field_name_is_an_image(server):
 # the decompression bomb ------------------------------------------------------------------------
 
 
-def service_rss(server: ServiceProcess) -> int:
-    master = psutil.Process(server.process.pid)
-    return sum(p.memory_info().rss for p in [master, *master.children()])
-
-
-def test_decompression_bomb_is_refused_before_decoding(server):
-    bombs = [bomb_png(30_000), bomb_png(60_000), bomb_png(5_001)]  # 900 M, 3.6 G and 25 M pixels
-    requests.post(server.url + IMAGE_MODEL, data=bombs[0], headers={"Content-Type": "image/png"}, timeout=30)
-    before = service_rss(server)
-    for bomb in bombs * 5:
-        started = time.perf_counter()
+def test_decompression_bomb_is_refused(server):
+    """The service turns the decoder's refusal into 413 image_too_large; that nothing is decoded
+    first is tested in test_preprocess.py (test_decompression_bomb_is_refused_before_decoding)."""
+    workers = server.worker_pids()
+    for bomb in [bomb_png(30_000), bomb_png(60_000), bomb_png(5_001)]:  # 900 M, 3.6 G and 25 M pixels
         response = requests.post(server.url + IMAGE_MODEL, data=bomb, headers={"Content-Type": "image/png"}, timeout=30)
-        elapsed = time.perf_counter() - started
         assert (response.status_code, error_of(response)["code"]) == (413, "image_too_large")
-        assert elapsed < 2.0  # decoding 900 MB of pixels would take far longer
-    # 15 bombs, each ~1 GB decoded: none was decoded, or RSS would have jumped.
-    assert service_rss(server) - before < 30 * 2**20
+    assert server.worker_pids() == workers
 
 
 # slow clients ------------------------------------------------------------------------------------
 
 
-def trickle(url: str, *, headers_slowly: bool, seconds: float, results: list) -> None:
-    """One slow client: its headers or its body trickle in a byte at a time over ``seconds``."""
+def trickle(url: str, *, headers_slowly: bool, seconds: float, results: list, complete: threading.Event) -> None:
+    """One slow client: its headers or its body trickle in a byte at a time over ``seconds``;
+    ``complete`` is set just before the request's last byte is sent (no answer can come before)."""
     host, port = url.removeprefix("http://").split(":")
     body = b'{"inputs": [5.1, 3.5, 1.4, 0.2]}'
     head = (f"POST {VECTOR_MODEL} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -420,9 +411,11 @@ def trickle(url: str, *, headers_slowly: bool, seconds: float, results: list) ->
     with socket.create_connection((host, int(port)), timeout=60) as sock:
         if not headers_slowly:
             sock.sendall(head)
-        for i in range(len(slow)):
+        for i in range(len(slow) - 1):
             sock.sendall(slow[i:i + 1])
             time.sleep(seconds / len(slow))
+        complete.set()
+        sock.sendall(slow[-1:])
         if headers_slowly:
             sock.sendall(body)
         answer = b""
@@ -433,36 +426,31 @@ def trickle(url: str, *, headers_slowly: bool, seconds: float, results: list) ->
 
 def test_slow_clients_do_not_hold_up_other_requests(server):
     """Three clients trickle their requests in for longer than the worker timeout (two the body,
-    one the headers). Meanwhile other requests are answered at their usual speed, no worker is
-    restarted, and the slow requests are answered correctly once complete."""
+    one the headers). Meanwhile other requests are answered, no worker is restarted, and the slow
+    requests are answered correctly once complete."""
     workers = server.worker_pids()
     payload = {"inputs": [5.1, 3.5, 1.4, 0.2]}
     with requests.Session() as session:
-        baseline = []
-        for _ in range(20):
-            started = time.perf_counter()
-            assert session.post(server.url + VECTOR_MODEL, json=payload, timeout=10).status_code == 200
-            baseline.append(time.perf_counter() - started)
+        assert session.post(server.url + VECTOR_MODEL, json=payload, timeout=10).status_code == 200
         answers: list[bytes] = []
-        seconds = WORKER_TIMEOUT + 2
+        complete = [threading.Event() for _ in range(3)]
         slow = [threading.Thread(target=trickle, args=(server.url,), daemon=True,
-                                 kwargs={"headers_slowly": i == 2, "seconds": seconds, "results": answers})
+                                 kwargs={"headers_slowly": i == 2, "seconds": WORKER_TIMEOUT + 2, "results": answers,
+                                         "complete": complete[i]})
                 for i in range(3)]
         for thread in slow:
             thread.start()
-        time.sleep(0.5)
-        during = []
+        # Count the answers that arrived while every slow request was still incomplete: a request
+        # that waited behind a slow client could only be answered after that client finished.
+        answered_meanwhile = 0
         while any(thread.is_alive() for thread in slow):
-            started = time.perf_counter()
             response = session.post(server.url + VECTOR_MODEL, json=payload, timeout=10)
-            during.append(time.perf_counter() - started)
             assert response.status_code == 200
+            answered_meanwhile += not any(event.is_set() for event in complete)
             time.sleep(0.05)
         for thread in slow:
             thread.join()
-    assert len(during) > 50
-    # Nobody waited for a slow client: the slowest answer meanwhile is nowhere near its seconds.
-    assert max(during) < 1.0, (max(during), statistics.median(baseline))
+    assert answered_meanwhile > 20
     assert len(answers) == 3 and all(a.startswith(b"HTTP/1.1 200") and b'"predictions"' in a for a in answers)
     assert server.worker_pids() == workers
 
@@ -470,7 +458,7 @@ def test_slow_clients_do_not_hold_up_other_requests(server):
 # after the corpus ------------------------------------------------------------------------------------
 
 
-WARM_UP_PASSES = 8  # a request misses a given one of the 2 workers in all of them with probability 1/256
+FRESH_CONNECTIONS = 8  # a request misses a given one of the 2 workers on all of them with probability 1/256
 
 
 def reference_probabilities(registry, data: bytes) -> np.ndarray:
@@ -478,23 +466,16 @@ def reference_probabilities(registry, data: bytes) -> np.ndarray:
     return model.predict_proba(image_to_vector(data, model.preprocessing)[None])[0]
 
 
-def test_server_answers_correctly_and_memory_is_flat_after_the_corpus(server, registry):
-    # Warm up every code path, allocator arena and cache in both workers: a new connection goes to
-    # either worker, so each request must be sent often enough to have reached both.
-    # The RSS moves by +-5 % from pass to pass as the allocator keeps or returns freed blocks, so
-    # growth is measured against the highest RSS seen during the warm-up.
-    peaks = []
-    for _ in range(WARM_UP_PASSES):
-        run_corpus(server)
-        peaks.append(service_rss(server))
-    before = max(peaks)
+def test_server_answers_correctly_after_the_corpus(server, registry):
+    """Passes of the whole corpus leave both workers answering correctly. (Memory across the
+    corpus is measured by bench/soak.py, not asserted here.)"""
+    workers = server.worker_pids()
     for _ in range(3):
         for bad, response in run_corpus(server):
             assert response.status_code == bad.status, bad.name
-    after = service_rss(server)
-    print(f"\nRSS of master + workers over 3 passes of the corpus ({len(CORPUS)} requests each), after {WARM_UP_PASSES} "
-          f"passes of warm-up (peak): {before / 2**20:.0f} -> {after / 2**20:.0f} MiB")
-    assert after < before * 1.10, f"RSS grew from {before / 2**20:.0f} MiB to {after / 2**20:.0f} MiB"
-    served = predict_image(server, digit_png(), "image/png")
-    assert np.allclose(served, reference_probabilities(registry, digit_png()), atol=1e-5)
+    assert server.worker_pids() == workers
+    expected = reference_probabilities(registry, digit_png())
+    for _ in range(FRESH_CONNECTIONS):  # each on a new connection, so to either worker
+        served = predict_image(server, digit_png(), "image/png")
+        assert np.allclose(served, expected, atol=1e-5)
     assert requests.get(server.url + "/readyz", timeout=10).status_code == 200

@@ -3,17 +3,17 @@ user drawings and photos land where MNIST digits do, bad bytes and bad vectors a
 message a person can act on."""
 import io
 import struct
-import time
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
+from shared import preprocess
 from shared.errors import ImageTooLarge, InvalidInput, UnsupportedImage
-from shared.preprocess import (ACCEPTED_FORMATS, array_to_vector, image_to_vector, images_to_batch,
-                               validate_vectors)
+from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, decode_grey, image_to_vector,
+                               images_to_batch, validate_vectors)
 from images import FORMAT_MODES, USER_KINDS, encode, paper, render_user_digit, synthetic_digit, to_mode
 
 DIGIT = {"type": "image", "size": [28, 28], "fit": "digit", "polarity": "light_on_dark"}
@@ -173,11 +173,11 @@ def test_animated_gif_uses_its_first_frame():
 def test_large_photos_are_reduced_before_analysis(digit, reference):
     sheet = np.full((2400, 1800), 235, dtype=np.uint8)
     sheet[900:1500, 600:1200] = np.asarray(paper(digit, side=600))
-    started = time.perf_counter()
     for fmt in ("JPEG", "PNG"):
-        vector = image_to_vector(encode(Image.fromarray(sheet).convert("RGB"), fmt), DIGIT)
+        data = encode(Image.fromarray(sheet).convert("RGB"), fmt)
+        assert max(decode_grey(data).shape) < 2 * WORKING_SIDE, "reduced to the working size"
+        vector = image_to_vector(data, DIGIT)
         assert aligned_correlation(vector, reference) > 0.97
-    assert time.perf_counter() - started < 5
 
 
 def test_an_mnist_style_image_comes_back_as_itself(reference):
@@ -237,13 +237,16 @@ def bmp_claiming(width: int, height: int) -> bytes:
     (gif_claiming, 7000, 7000),
     (bmp_claiming, 7000, 7000),
 ])
-def test_decompression_bomb_is_refused_before_decoding(claiming, width, height):
+def test_decompression_bomb_is_refused_before_decoding(claiming, width, height, monkeypatch):
     data = claiming(width, height)
     assert len(data) < 200
-    started = time.perf_counter()
+
+    def load(image):
+        raise AssertionError("decoded")  # surfaces as UnsupportedImage, not ImageTooLarge
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
     with pytest.raises(ImageTooLarge) as refused:
         image_to_vector(data, DIGIT)
-    assert time.perf_counter() - started < 1
     assert f"{width * height:,} pixels; the limit is 40,000,000 pixels" in refused.value.message
 
 
@@ -368,12 +371,17 @@ def test_validate_vectors_accepts_one_vector_or_a_batch():
     np.testing.assert_array_equal(out, fortran)
 
 
-def test_validate_vectors_is_fast_for_large_numeric_input():
-    values = np.random.default_rng(0).random((2000, 784)).tolist()
-    started = time.perf_counter()
-    out = validate_vectors(values, 784)
-    assert out.shape == (2000, 784)
-    assert time.perf_counter() - started < 2
+def test_validate_vectors_converts_large_numeric_input_without_a_python_walk(monkeypatch):
+    # A valid batch goes through NumPy's conversion; the value-by-value walk is only for
+    # explaining a problem, and must not become a fallback that valid input goes through.
+    def walk(values, input_size, what):
+        raise AssertionError("walked the values in Python")
+
+    monkeypatch.setattr(preprocess, "_explain_vectors", walk)
+    values = np.random.default_rng(0).random((2000, 784))
+    out = validate_vectors(values.tolist(), 784)
+    assert out.shape == (2000, 784) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, values.astype(np.float32))
 
 
 @pytest.mark.parametrize("values, message", [
