@@ -160,6 +160,12 @@ def register_error_handlers(app: Flask) -> None:
                 return _respond(400, "The body ended before its last chunk.", "truncated_body")
             return _respond(400, f"The chunked body is malformed or cut off: {error}.", "malformed_body")
 
+    @app.errorhandler(TimeoutError)
+    def client_timeout(error: TimeoutError):
+        # The client stopped sending its body (service/worker.py gives each read a time limit).
+        return _respond(408, "The request body stopped arriving before its end; send it again.", "request_timeout",
+                        headers={"Connection": "close"})
+
     @app.errorhandler(pydantic.ValidationError)
     def validation_error(error: pydantic.ValidationError):
         problem = describe_validation_error(error)

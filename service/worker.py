@@ -13,18 +13,47 @@ a thread or to reach the end of its delay takes it (so a connection never waits 
 for a busy server, however many others its workers keep busy). Connections already accepted are
 served exactly as before.
 
+A thread reading a request blocks on its socket, and Gunicorn's worker timeout does not cover
+that: a client that sends part of a request and then goes silent would hold the thread for ever,
+and ``workers x threads`` such clients would stop the service. Every client socket therefore
+gets ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 10) to deliver its next bytes; after that the
+read fails, the request is answered 408 (``service/errors.py``) or dropped while its headers are
+incomplete, and the thread is free again. (A client that trickles a byte at a time is a
+buffering proxy's job: ``docker/nginx.conf``.)
+
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
-``set_accept_enabled``), all called on the worker's main thread; gunicorn is pinned in
+``set_accept_enabled``), all called on the worker's main thread, and on its threads calling
+``setblocking(True)`` on a connection's socket before reading it; gunicorn is pinned in
 pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against the real server.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
+CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
+
+
+class ClientSocket(socket.socket):
+    """A client connection whose blocking mode waits at most CLIENT_TIMEOUT for each read or write."""
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(CLIENT_TIMEOUT if flag else 0.0)
+
+
+def with_client_timeout(sock: socket.socket) -> ClientSocket:
+    """The same connection as a ClientSocket (the descriptor moves over; ``sock`` is left closed)."""
+    timeout = sock.gettimeout()
+    wrapped = ClientSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    wrapped.settimeout(timeout)
+    if timeout is None:
+        wrapped.setblocking(True)
+    return wrapped
 
 
 class FairThreadWorker(ThreadWorker):
@@ -62,6 +91,8 @@ class FairThreadWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn) -> None:
+        if CLIENT_TIMEOUT > 0 and type(conn.sock) is socket.socket:  # a new connection, before any read
+            conn.sock = with_client_timeout(conn.sock)
         self.busy_threads += 1
         super().enqueue_req(conn)
 

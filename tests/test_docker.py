@@ -334,6 +334,30 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
             upstreams.add(response.headers["X-Upstream"])
     assert len(upstreams) == 3, f"the load balancer used {len(upstreams)} of 3 replicas: {upstreams}"
 
+    # The balancer reads bodies whole before passing them on, within the service's limit: an
+    # upload that stops halfway never reaches a replica (13 would otherwise hold all 12 of their
+    # threads until the client timeout), and a body over the limit gets the service's JSON error.
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    stalled = []
+    for _ in range(13):
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 1000000\r\n\r\n\x89PNG")
+        stalled.append(sock)
+    try:
+        with requests.Session() as session:
+            for _ in range(6):
+                assert _predict(session, stack.base_url, png).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+    time.sleep(2)  # a request nginx had passed on would now fail in its replica, and say so in the log
+    api_log = stack.compose("logs", "--no-color", "api").stdout
+    assert "/models/mnist/predict" not in api_log, "an incomplete upload reached a replica"
+    too_large = requests.post(stack.base_url + "/models/mnist/predict", data=b"\0" * (64 * 2**20 + 1),
+                              headers={"Content-Type": "image/png"}, timeout=60)
+    assert too_large.status_code == 413 and too_large.json()["code"] == "payload_too_large"
+
     stack.report(capsys, "compose scale", {
         "replicas answering": len(upstreams),
         "image scratchnet-lb MB": _image_size_mb("scratchnet-lb:latest"),

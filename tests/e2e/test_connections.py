@@ -1,4 +1,6 @@
-"""Keep-alive connections opened at once are spread over the workers (service/worker.py).
+"""Connections and the workers' threads (service/worker.py): keep-alive connections opened at
+once are spread over the workers, and a client that goes silent in the middle of a request does
+not keep a thread.
 
 Gunicorn's own threaded worker accepts whatever it wakes up for: 8 connections opened together
 (a load generator, a proxy's pool) went to one of two workers in about one burst in three, which
@@ -8,9 +10,11 @@ then served everything on one core. Here each burst of 8 connections, opened and
 
 import http.client
 import json
+import socket
 import threading
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +62,34 @@ def test_simultaneous_keep_alive_connections_reach_every_worker(start_service, s
         assert {int(pid) for pid in counts} <= workers
         assert len(counts) == 2, f"all {CONNECTIONS} connections went to one worker: {counts}"
         assert max(counts.values()) <= 6, f"connections per worker: {counts}"
+
+
+def stall(url: str, request: bytes) -> socket.socket:
+    """Send ``request`` (part of one) and go silent, keeping the connection open."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(request)
+    return sock
+
+
+def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_service, service_registry):
+    """One worker with one thread: each stalled request holds the only thread until the client
+    timeout drops it, after which the next request is answered. Without the timeout the health
+    check below would never be answered (its own 30 s timeout is only a hang guard)."""
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_CLIENT_TIMEOUT": "1"})
+    workers = server.worker_pids()
+    head = (b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+            b"Content-Length: 60000000\r\n\r\n")
+    silent = [stall(server.url, head + b"\x93NUM"),                 # a body that stops after 4 bytes
+              stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")]  # headers that never end
+    try:
+        assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
+        answer = silent[0].recv(65536)  # the stalled upload is told why before the connection closes
+        assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer
+        assert silent[0].recv(65536) == b""  # then closed
+        assert silent[1].recv(65536) == b""  # an incomplete request line and headers: just closed
+        response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [[0.5] * 784]}, timeout=30)
+        assert response.status_code == 200 and server.worker_pids() == workers  # nothing was restarted
+    finally:
+        for sock in silent:
+            sock.close()
