@@ -111,6 +111,7 @@ class ModelStore:
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         self._refresh_lock = threading.Lock()   # one registry pass at a time
         self._lock = threading.RLock()          # short: records and caches
+        self._loading: dict[tuple[str, int], threading.Lock] = {}  # one load of a version at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
@@ -283,6 +284,9 @@ class ModelStore:
 
     def _report_removed(self, name: str, records: dict[int, VersionRecord]) -> None:
         """Versions gone from the registry stop being reported (those never checked were not)."""
+        with self._lock:
+            for v in records:
+                self._loading.pop((name, v), None)
         for v, record in records.items():
             if record.status != LOADING:
                 self.events.version_removed(name, v)
@@ -321,24 +325,29 @@ class ModelStore:
         slot.serving_stamp = stamp
 
     def _checked(self, slot: ModelSlot, version: int) -> Model | None:
-        """The loaded model of ``version``, loading and validating it if it is new; None if it fails."""
+        """The loaded model of ``version``, loading and validating it if it is new; None if it fails.
+        Requests that want the same version while it loads wait for that one load (reading,
+        hashing and checking a file is costly, and each load holds the model's memory)."""
         with self._lock:
-            record = slot.versions.get(version)
-            if record is None:
-                return None
-            if record.status.startswith(FAILED):
-                return None
-            model = self._cached(slot, version)
-            if model is not None and record.status == AVAILABLE:
-                return model
-            stamp = record.stamp
-        model, status = self._load(slot.name, version)
-        with self._lock:
-            current = slot.versions.get(version)
-            if current is not None and current.stamp == stamp:
-                current.status = status
-                if model is not None:
-                    self._remember(slot, model)
+            loading = self._loading.setdefault((slot.name, version), threading.Lock())
+        with loading:
+            with self._lock:
+                record = slot.versions.get(version)
+                if record is None:
+                    return None
+                if record.status.startswith(FAILED):
+                    return None
+                model = self._cached(slot, version)
+                if model is not None and record.status == AVAILABLE:
+                    return model
+                stamp = record.stamp
+            model, status = self._load(slot.name, version)
+            with self._lock:
+                current = slot.versions.get(version)
+                if current is not None and current.stamp == stamp:
+                    current.status = status
+                    if model is not None:
+                        self._remember(slot, model)
         self.events.version_status(slot.name, version, status)
         return model
 

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import traceback
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,30 @@ def test_versions_load_on_demand_and_the_cache_stays_bounded(tmp_path):
     assert len(slot.recent) <= 2
     with pytest.raises(NotFound):
         store.version("mnist", 99)
+
+
+def test_requests_for_a_version_being_loaded_share_its_one_load(tmp_path, monkeypatch):
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, cached_versions=1)  # serves v3 and keeps one of v1, v2 in memory
+    (old,) = [v for v in (1, 2) if v not in store.slot("mnist").recent]
+    load, loads, started, release = store._load, [], threading.Event(), threading.Event()
+
+    def slow_load(name, version):
+        loads.append((name, version))
+        started.set()
+        release.wait(10)
+        return load(name, version)
+
+    monkeypatch.setattr(store, "_load", slow_load)
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(store.version, "mnist", old)
+        assert started.wait(10)
+        others = [pool.submit(store.version, "mnist", old) for _ in range(5)]
+        release.set()
+        models = [first.result(timeout=10)] + [f.result(timeout=10) for f in others]
+    assert loads == [("mnist", old)]
+    assert all(m is models[0] for m in models) and models[0].version == old
 
 
 def test_servable_refuses_a_broken_version_with_its_reason(tmp_path):
