@@ -23,7 +23,7 @@ from . import api, ops, protocols
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import register_error_handlers
-from .logs import configure_logging, log_access
+from .logs import configure_logging, log_access, logfmt_value
 from .metrics import Metrics
 from .predictor import Predictor
 from .store import ModelStore
@@ -90,7 +90,7 @@ def _register_request_hooks(app: Flask) -> None:
         code = getattr(state, "error_code", None)
         method, path = req.method, req.path
         svc.metrics.observe_request(method, route, status, seconds, code)
-        log_access(f"{method} {path} {status} {seconds * 1000:.1f}ms",
+        log_access(f"{method} {logfmt_value(path)} {status} {seconds * 1000:.1f}ms",
                    {"request_id": request_id, "method": method, "path": path, "route": route,
                     "model": getattr(state, "model", None), "version": getattr(state, "version", None),
                     "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})

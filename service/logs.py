@@ -54,8 +54,19 @@ def escape_controls(text: str) -> str:
     return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def logfmt_value(value) -> str:
+    """``value`` as a logfmt value: bare when it is a plain token, else double-quoted with
+    backslashes and quotes escaped, so that a space or ``=`` in client text (a path) cannot make
+    a field of its own."""
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """The message and fields have their control characters escaped; a traceback keeps its lines."""
+    """The message and fields have their control characters escaped; a traceback keeps its lines.
+    Fields are logfmt ``key=value`` pairs (values quoted where needed)."""
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
@@ -65,7 +76,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = " ".join(f"{k}={getattr(record, k)}" for k in FIELDS if getattr(record, k, None) is not None)
+        extras = " ".join(f"{k}={logfmt_value(getattr(record, k))}" for k in FIELDS if getattr(record, k, None) is not None)
         return f"{line} {escape_controls(extras)}" if extras else line
 
 

@@ -562,11 +562,17 @@ def test_text_access_lines_cannot_be_forged_by_a_path(registry, capsys):
         capsys.readouterr()
         client.get("/models/x%0A2026-11-30%2000:00:00,000%20ERROR%20forged%0D%00line")
         err = capsys.readouterr().err
+        client.get('/models/x%20status=200%20code=ok%20request_id=0000%22')  # fields of its own, in logfmt
+        fields = capsys.readouterr().err
     finally:
         configure_logging("json", "INFO")
     (line,) = err.splitlines()
     assert line.split(" ")[2:4] == ["INFO", "scratchnet.access"]
-    assert "\x00" not in err and "/models/x\\n2026-11-30 00:00:00,000 ERROR forged\\r\\x00line 404" in line
+    assert "\x00" not in err and '"/models/x\\n2026-11-30 00:00:00,000 ERROR forged\\r\\x00line" 404' in line
+    assert ' GET "/models/x status=200 code=ok request_id=0000\\"" 404 ' in fields  # the message quotes it too
+    assert ' path="/models/x status=200 code=ok request_id=0000\\"" ' in fields
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', fields)  # what a logfmt reader takes for fields
+    assert " status=404 " in unquoted and "status=200" not in unquoted and " code=model_not_found" in unquoted
 
 
 def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
