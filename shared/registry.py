@@ -81,7 +81,8 @@ class Registry:
         root = self.root.resolve()
         resolved = path.resolve()
         if root not in resolved.parents:
-            raise RegistryError(f"{path} resolves to {resolved}, outside the registry {root}; refused")
+            # Named relative to the registry: the message reaches clients in version reports.
+            raise RegistryError(f"{path.relative_to(self.root)} leads outside the registry (a link); refused")
         return path
 
     # serving.json ------------------------------------------------------------------------
