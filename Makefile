@@ -30,7 +30,7 @@ system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in chromium wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
-	else echo "system-deps: not root or no apt-get; browser tests will skip if chromium is missing"; fi
+	else echo "system-deps: not root or no apt-get; browser tests will skip if chromium is missing (fail under CI)"; fi
 
 test: $(BIN)/.installed-service,trainer,test system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ watcher then converges on it, and the worker that handled the call refreshes at 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import hmac
@@ -29,8 +30,8 @@ from shared.forward import Model
 from shared.registry import LABEL_PATTERN, VERSION_PATTERN, RegistryError
 
 from .context import service
-from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge,
-                     Unauthorized, UnsupportedMediaType, describe_validation_error)
+from .errors import (BODY_TIMEOUT_MESSAGE, BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady,
+                     PayloadTooLarge, RequestTimeout, Unauthorized, UnsupportedMediaType, describe_validation_error)
 from .fastbody import read_from_socket
 from .inputs import decode_base64_image, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
@@ -218,7 +219,9 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
                               f"(files and fields), {current_app.config['MAX_FORM_MEMORY_SIZE']} bytes per text "
                               f"field and {current_app.config['MAX_CONTENT_LENGTH']} bytes in all.",
                               code="form_too_large") from None
-    except ClientDisconnected:  # werkzeug's name for a body that ends before its length or last chunk
+    except ClientDisconnected as e:  # werkzeug's name for a body that ends early, or stops arriving
+        if isinstance(e.__context__, TimeoutError):
+            raise RequestTimeout(BODY_TIMEOUT_MESSAGE) from None
         raise BadRequest("The body ended before the end of the form.", code="truncated_body") from None
     unknown = [key for key in form if key != "top_k"]
     if unknown:
@@ -330,10 +333,16 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
             svc.registry.update_serving(name, change)
     except RegistryError as e:
         raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
+    except FileNotFoundError:
+        raise NotFound(f"There is no model {name!r} in the registry any more (its folder is gone).",
+                       code="model_not_found") from None
     except OSError as e:
-        raise NotReady(f"The registry folder {folder} cannot be written by the service, which runs as uid "
-                       f"{os.getuid()} ({e.strerror}): give that user write access to it (with Docker: "
-                       "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md).", code="registry_unavailable") from None
+        advice = ""
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = (f": give the service's user (uid {os.getuid()}) write access to it (with Docker: "
+                      "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
+        raise NotReady(f"The registry folder {folder} cannot be written ({e.strerror}){advice}.",
+                       code="registry_unavailable") from None
     svc.store.refresh([name])
     return svc.store.describe(name)
 

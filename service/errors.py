@@ -77,10 +77,17 @@ class InvalidInput(ServiceError):
     status, code = 422, "invalid_input"
 
 
+class RequestTimeout(ServiceError):
+    """The client stopped sending its request (service/worker.py gives each read a time limit)."""
+    status, code = 408, "request_timeout"
+
+
 class NotReady(ServiceError):
     """No servable version (yet): the model is loading, or every version failed to load."""
     status, code = 503, "not_ready"
 
+
+BODY_TIMEOUT_MESSAGE = "The request body stopped arriving before its end; send it again."
 
 # shared.errors classes raised by preprocessing and loading -> HTTP status.
 SHARED_STATUS = {
@@ -162,9 +169,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(TimeoutError)
     def client_timeout(error: TimeoutError):
-        # The client stopped sending its body (service/worker.py gives each read a time limit).
-        return _respond(408, "The request body stopped arriving before its end; send it again.", "request_timeout",
-                        headers={"Connection": "close"})
+        problem = RequestTimeout(BODY_TIMEOUT_MESSAGE)
+        return _respond(problem.status, problem.message, problem.code)
 
     @app.errorhandler(pydantic.ValidationError)
     def validation_error(error: pydantic.ValidationError):

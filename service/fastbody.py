@@ -40,10 +40,14 @@ def read_from_socket(environ: dict, length: int) -> bytearray | None:
     if len(buffered) > received:
         unreader.unread(buffered[received:])  # a pipelined next request: give it back
     reader.length -= received
-    while received < length:
-        count = unreader.sock.recv_into(view[received:], min(length - received, RECV_STEP))
-        if not count:
-            break
-        received += count
-        reader.length -= count
+    try:
+        while received < length:
+            count = unreader.sock.recv_into(view[received:], min(length - received, RECV_STEP))
+            if not count:
+                break
+            received += count
+            reader.length -= count
+    except OSError:  # the client stopped sending (a timeout) or went away
+        body.failed = True  # as Gunicorn's own reader does: the rest is not drained, the connection closes
+        raise
     return data if received == length else data[:received]

@@ -9,7 +9,7 @@
 | SCRATCHNET_THREADS        | 2              | threads per worker (gthread)                       |
 | SCRATCHNET_TIMEOUT        | 30             | seconds a worker may stop reporting to the master (hung) before it is restarted; requests run in threads, so a slow request or client does not count |
 | SCRATCHNET_GRACEFUL_TIMEOUT | 10           | seconds a stopping worker gets to finish its requests |
-| SCRATCHNET_CLIENT_TIMEOUT | 10             | seconds a client may go silent in the middle of a request before it is dropped (408); 0: no limit |
+| SCRATCHNET_CLIENT_TIMEOUT | 10             | seconds a client may make no progress, sending its request or reading the answer, before it is dropped (408 while its body arrives); 0: no limit |
 | SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches)     |
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | SCRATCHNET_GUNICORN_LOG_LEVEL | info       | level of Gunicorn's own log (the app's: SCRATCHNET_LOG_LEVEL) |

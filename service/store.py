@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,7 @@ class ModelStore:
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         self._refresh_lock = threading.Lock()   # one registry pass at a time
         self._lock = threading.RLock()          # short: records and caches
-        self._loading: dict[tuple[str, int], threading.Lock] = {}  # one load of a version at a time
+        self._loading: dict[tuple[str, int], Future] = {}  # loads in progress, shared by whoever wants them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
@@ -284,9 +285,6 @@ class ModelStore:
 
     def _report_removed(self, name: str, records: dict[int, VersionRecord]) -> None:
         """Versions gone from the registry stop being reported (those never checked were not)."""
-        with self._lock:
-            for v in records:
-                self._loading.pop((name, v), None)
         for v, record in records.items():
             if record.status != LOADING:
                 self.events.version_removed(name, v)
@@ -326,21 +324,26 @@ class ModelStore:
 
     def _checked(self, slot: ModelSlot, version: int) -> Model | None:
         """The loaded model of ``version``, loading and validating it if it is new; None if it fails.
-        Requests that want the same version while it loads wait for that one load (reading,
+        Whoever wants a version while it loads waits for that load and gets its result (reading,
         hashing and checking a file is costly, and each load holds the model's memory)."""
+        key = (slot.name, version)
         with self._lock:
-            loading = self._loading.setdefault((slot.name, version), threading.Lock())
-        with loading:
-            with self._lock:
-                record = slot.versions.get(version)
-                if record is None:
-                    return None
-                if record.status.startswith(FAILED):
-                    return None
-                model = self._cached(slot, version)
-                if model is not None and record.status == AVAILABLE:
-                    return model
-                stamp = record.stamp
+            record = slot.versions.get(version)
+            if record is None:
+                return None
+            if record.status.startswith(FAILED):
+                return None
+            model = self._cached(slot, version)
+            if model is not None and record.status == AVAILABLE:
+                return model
+            stamp = record.stamp
+            loading = self._loading.get(key)
+            if loading is None:
+                self._loading[key] = Future()
+        if loading is not None:
+            return loading.result()
+        model, status = None, f"{FAILED}: the load was interrupted"
+        try:
             model, status = self._load(slot.name, version)
             with self._lock:
                 current = slot.versions.get(version)
@@ -348,6 +351,9 @@ class ModelStore:
                     current.status = status
                     if model is not None:
                         self._remember(slot, model)
+        finally:
+            with self._lock:
+                self._loading.pop(key).set_result(model)
         self.events.version_status(slot.name, version, status)
         return model
 

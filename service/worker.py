@@ -16,10 +16,13 @@ served exactly as before.
 A thread reading a request blocks on its socket, and Gunicorn's worker timeout does not cover
 that: a client that sends part of a request and then goes silent would hold the thread for ever,
 and ``workers x threads`` such clients would stop the service. Every client socket therefore
-gets ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 10) to deliver its next bytes; after that the
-read fails, the request is answered 408 (``service/errors.py``) or dropped while its headers are
-incomplete, and the thread is free again. (A client that trickles a byte at a time is a
-buffering proxy's job: ``docker/nginx.conf``.)
+waits at most ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 10) for each step of progress: the
+next bytes of the request, or room for the next part of the answer (a slow reader that keeps
+reading gets all of a large answer). After that the request is answered 408
+(``service/errors.py``), or the connection is closed when its headers never ended (logged in one
+line, not as an error), and the thread is free again. (A client that trickles a byte at a time
+is a buffering proxy's job: ``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the
+socket is Gunicorn's own and this limit does not apply.
 
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
 ``set_accept_enabled``), all called on the worker's main thread, and on its threads calling
@@ -29,6 +32,7 @@ pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against t
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -44,6 +48,23 @@ class ClientSocket(socket.socket):
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout(CLIENT_TIMEOUT if flag else 0.0)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        # socket.sendall applies its timeout to the whole call; here it applies to each write.
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.send(view, flags):]
+
+
+class QuietClientTimeouts(logging.Filter):
+    """Gunicorn logs a client socket's timeout as an error with a traceback: make it one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a client sent no more of its request for %s s: connection closed", (CLIENT_TIMEOUT,), None, None)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def with_client_timeout(sock: socket.socket) -> ClientSocket:
@@ -61,6 +82,10 @@ class FairThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.busy_threads = 0  # requests handed to the thread pool and not finished
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
+
+    def init_process(self) -> None:
+        self.log.error_log.addFilter(QuietClientTimeouts())  # in the worker, after the fork
+        super().init_process()
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads

@@ -2,6 +2,7 @@
 status with its JSON body, the admin routes, metrics, logs and the OpenAPI document."""
 
 import base64
+import errno
 import gzip
 import io
 import json
@@ -424,12 +425,27 @@ def test_pin_rollback_unpin(client, registry):
     assert response.get_json()["pinned"] == 1 and served() == "1"
 
 
-def test_a_registry_the_service_cannot_write_is_named_with_the_fix(client, registry):
+def test_a_registry_the_service_cannot_write_is_named_with_the_fix(app, client, registry, monkeypatch):
     (registry / "mnist" / ".serving.lock").mkdir()  # the lock file cannot be opened, even by root
-    body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",
-                        f"The registry folder {registry / 'mnist'} cannot be written by the service")
-    assert f"uid {os.getuid()} (Is a directory)" in body["error"] and "SCRATCHNET_UID" in body["error"]
+    assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",
+                 f"The registry folder {registry / 'mnist'} cannot be written (Is a directory).")
     assert not (registry / "mnist" / "serving.json").exists()
+    (registry / "mnist" / ".serving.lock").rmdir()
+    store_registry = app.extensions["scratchnet"].registry
+
+    def refused(name, change):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(store_registry, "update_serving", refused)
+    body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",
+                        "cannot be written (Permission denied): give the service's user")
+    assert f"(uid {os.getuid()})" in body["error"] and "SCRATCHNET_UID" in body["error"]
+
+    def gone(name, change):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(store_registry, "update_serving", gone)  # the folder removed since the last poll
+    assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 404, "model_not_found")
 
 
 def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):

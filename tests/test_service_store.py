@@ -6,10 +6,11 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import threading
 import traceback
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -171,11 +172,12 @@ def test_versions_load_on_demand_and_the_cache_stays_bounded(tmp_path):
         store.version("mnist", 99)
 
 
-def test_requests_for_a_version_being_loaded_share_its_one_load(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cached_versions", [1, 0])
+def test_requests_for_a_version_being_loaded_share_its_one_load(tmp_path, monkeypatch, cached_versions):
     for _ in range(3):
         publish_model(tmp_path, "mnist")
-    store, _ = make_store(tmp_path, cached_versions=1)  # serves v3 and keeps one of v1, v2 in memory
-    (old,) = [v for v in (1, 2) if v not in store.slot("mnist").recent]
+    store, _ = make_store(tmp_path, cached_versions=cached_versions)  # serves v3, keeps at most one other
+    (old, *_) = [v for v in (1, 2) if v not in store.slot("mnist").recent]
     load, loads, started, release = store._load, [], threading.Event(), threading.Event()
 
     def slow_load(name, version):
@@ -184,15 +186,28 @@ def test_requests_for_a_version_being_loaded_share_its_one_load(tmp_path, monkey
         release.wait(10)
         return load(name, version)
 
+    waiting = []  # requests waiting on the load in progress
+    result = Future.result
+
+    def counted_result(future, timeout=None):
+        waiting.append(future)
+        return result(future, timeout)
+
     monkeypatch.setattr(store, "_load", slow_load)
+    monkeypatch.setattr(Future, "result", counted_result)
     with ThreadPoolExecutor(6) as pool:
         first = pool.submit(store.version, "mnist", old)
         assert started.wait(10)
         others = [pool.submit(store.version, "mnist", old) for _ in range(5)]
+        deadline = time.monotonic() + 10
+        while len(waiting) < 5:  # all five wait on the load before it ends
+            assert time.monotonic() < deadline, f"{len(waiting)} requests wait on the load"
+            time.sleep(0.01)
         release.set()
         models = [first.result(timeout=10)] + [f.result(timeout=10) for f in others]
     assert loads == [("mnist", old)]
     assert all(m is models[0] for m in models) and models[0].version == old
+    assert store._loading == {}  # nothing is kept once the load is over
 
 
 def test_servable_refuses_a_broken_version_with_its_reason(tmp_path):

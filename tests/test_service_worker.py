@@ -1,0 +1,56 @@
+"""The client socket of service/worker.py on its own: its time limit is for each step of
+progress, so a slow reader that keeps reading gets a whole answer and a silent one is dropped.
+(tests/e2e/test_connections.py runs it in a real Gunicorn.)"""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from service import worker
+
+
+@pytest.fixture
+def connection(monkeypatch):
+    """(server end as a ClientSocket with a 0.5 s limit, client end), both with small buffers."""
+    monkeypatch.setattr(worker, "CLIENT_TIMEOUT", 0.5)
+    server, client = socket.socketpair()
+    for end in (server, client):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    server.setblocking(False)  # as Gunicorn leaves a new connection
+    server = worker.with_client_timeout(server)
+    server.setblocking(True)  # as Gunicorn's thread does before reading: the limit, not for ever
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_a_slow_reader_gets_the_whole_answer(connection):
+    server, client = connection
+    answer = bytes(range(256)) * 4096  # 1 MiB, far more than the buffers hold
+    received = bytearray()
+
+    def read_slowly():
+        while len(received) < len(answer):
+            received.extend(client.recv(16384))
+            time.sleep(0.03)  # each pause far under the limit
+
+    reader = threading.Thread(target=read_slowly)
+    started = time.monotonic()
+    reader.start()
+    server.sendall(answer)  # takes longer than the limit in all, never that long without progress
+    reader.join(timeout=30)
+    assert bytes(received) == answer
+    assert time.monotonic() - started > 1.0  # longer than the limit twice over: the case under test
+
+
+def test_a_silent_client_is_dropped_after_the_limit(connection):
+    server, client = connection
+    client.sendall(b"POST / HTTP/1.1\r\n")
+    assert server.recv(100) == b"POST / HTTP/1.1\r\n"
+    with pytest.raises(TimeoutError):
+        server.recv(100)  # nothing more comes
+    with pytest.raises(TimeoutError):
+        server.sendall(b"x" * (1 << 22))  # and nothing is read: no room for the answer either
