@@ -59,6 +59,9 @@ def create_app(config: dict | None = None) -> Flask:
     protocols.init_app(app)
     log.info("service started: registry %s, models %s", settings.registry,
              ", ".join(store.names()) or "none")
+    if settings.default_model not in store.names():  # a misspelt name would otherwise show only as 404s
+        log.warning("the default model %r (SCRATCHNET_DEFAULT_MODEL) is not in the registry; POST /predict "
+                    "answers 404 until it is", settings.default_model)
     return app
 
 

@@ -60,6 +60,9 @@ class Settings:
             raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of debug, info, warning, error, critical, "
+                              f"not {self.log_level!r}")
 
     @property
     def admin_enabled(self) -> bool:

@@ -21,20 +21,63 @@ thread is started in the worker itself; threads started in the master would not 
 fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: see service/config.py.
 """
 
+import atexit
 import ctypes
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from gunicorn import util as gunicorn_util
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Every SCRATCHNET_* variable something in the project reads: any other is a misspelling, which
+# would otherwise be ignored without a word (SCRATCHNET_ADMIN_TOKN=... leaves the admin API off).
+KNOWN_VARIABLES = {
+    "BIND", "WORKERS", "THREADS", "TIMEOUT", "GRACEFUL_TIMEOUT", "CLIENT_TIMEOUT", "NUMPY_THREADS",
+    "MALLOC_ARENAS", "GUNICORN_LOG_LEVEL", "CONTROL_SOCKET", "OWN_METRICS_DIR",  # this file
+    "REGISTRY", "DEFAULT_MODEL", "MODELS", "POLL_INTERVAL", "MAX_BODY_BYTES", "MAX_IMAGE_PIXELS",
+    "MAX_BATCH", "MAX_VECTOR_VALUES", "MAX_MODEL_BYTES", "CACHED_VERSIONS", "ADMIN_TOKEN", "LOG_FORMAT",
+    "LOG_LEVEL", "WATCH",  # service/config.py
+    "DATA_DIR", "CACHE", "MIRROR",  # the trainer
+    "UID", "GID", "PORT", "HOST", "MODELS_DIR", "API_CPUS", "PYTHON_IMAGE",  # docker compose
+    "DATASETS", "DOCKER_ENGINE_SCRIPT", "KSERVE_PYTHON",  # the tests
+}
+
+
+def _number(name: str, default: str, minimum: float, kind=int):
+    """``SCRATCHNET_<name>`` as a number of at least ``minimum``, or exit with one line saying so
+    (a traceback from the middle of Gunicorn's start-up named the worker class instead)."""
+    text = os.environ.get(f"SCRATCHNET_{name}", default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        what = "a whole number" if kind is int else "a number"
+        sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} of at least {minimum:g}")
+    return value
+
+
+def _log_level(name: str, default: str) -> str:
+    level = os.environ.get(f"SCRATCHNET_{name}", default)
+    if level.lower() not in LOG_LEVELS:
+        sys.exit(f"error: SCRATCHNET_{name}={level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return level.lower()
+
+
+for _variable in sorted(os.environ):
+    if _variable.startswith("SCRATCHNET_") and _variable.removeprefix("SCRATCHNET_") not in KNOWN_VARIABLES:
+        print(f"warning: {_variable} is not a setting of scratchnet and is ignored (a misspelling?); "
+              "the settings are listed in service/gunicorn_conf.py and service/config.py", file=sys.stderr)
+
 # Before any worker imports NumPy: as many BLAS threads as cores. OpenBLAS runs the small matrix
 # products of ordinary requests (a few rows) on one thread whatever this says, so the extra
 # threads only work on large batches, which then use every core: a 10,000-row batch is answered
 # in ~60 % of the time one thread takes (docs/benchmarks.md).
-_threads = os.environ.get("SCRATCHNET_NUMPY_THREADS", str(len(os.sched_getaffinity(0))))
+_threads = str(_number("NUMPY_THREADS", str(len(os.sched_getaffinity(0))), 1))
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
     os.environ.setdefault(_name, _threads)
@@ -42,7 +85,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLI
 # glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps what
 # each one has freed: with threaded workers serving large requests, that was most of a worker's
 # memory growth (docs/reliability.md). Set here, in the master, the limit holds in every worker.
-_arenas = int(os.environ.get("SCRATCHNET_MALLOC_ARENAS", "2"))
+_arenas = _number("MALLOC_ARENAS", "2", 0)
 if _arenas > 0:
     try:
         ctypes.CDLL(None).mallopt(-8, _arenas)  # -8 is M_ARENA_MAX
@@ -50,31 +93,51 @@ if _arenas > 0:
         pass
 
 # Before any worker imports prometheus_client: it picks its multiprocess value class at import.
-_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _own_metrics_dir:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scratchnet-metrics-")
+# A folder made here is this master's to remove: SCRATCHNET_OWN_METRICS_DIR remembers that across
+# a reload (HUP reads this file again, with PROMETHEUS_MULTIPROC_DIR already set).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["SCRATCHNET_OWN_METRICS_DIR"] = \
+        tempfile.mkdtemp(prefix="scratchnet-metrics-")
 _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+_own_metrics_dir = os.environ.get("SCRATCHNET_OWN_METRICS_DIR") == str(_metrics_dir)
+_master_pid = os.getpid()
+
+
+def _remove_own_metrics_dir() -> None:
+    """The master's last act, however it ends (a failed bind included); workers leave it alone."""
+    if _own_metrics_dir and os.getpid() == _master_pid:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+atexit.register(_remove_own_metrics_dir)
 
 # Import the service's modules (NumPy, Pillow, Flask, pydantic ...) here, once, after the settings
 # above: workers are forked with them loaded, so a worker that dies is replaced in a fraction of a
 # second rather than the ~2 s its imports take on a busy machine. The app itself is still built in
 # each worker. New code therefore takes a restart of the master, not a HUP.
 import service.app  # noqa: E402,F401
+from service.config import ConfigError, load_settings  # noqa: E402
+
+try:  # every service setting checked once, here, rather than in each worker after binding
+    _settings = load_settings()
+except ConfigError as _error:
+    sys.exit(f"error: {_error}")
 
 bind = os.environ.get("SCRATCHNET_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("SCRATCHNET_WORKERS", "2"))
+workers = _number("WORKERS", "2", 1)
 # Two threads per worker overlap one request's network I/O with another's computing; more only
 # contend for the GIL (a canvas image cost 2.0 ms of CPU at 2 threads, 2.4-3.0 ms at 4, and p99
 # latency rose with it). Slow clients are a buffering proxy's job (docs/reliability.md).
-threads = int(os.environ.get("SCRATCHNET_THREADS", "2"))
+threads = _number("THREADS", "2", 1)
 worker_class = "service.worker.FairThreadWorker"  # gthread that leaves new connections to a free worker
-timeout = int(os.environ.get("SCRATCHNET_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("SCRATCHNET_GRACEFUL_TIMEOUT", "10"))
+timeout = _number("TIMEOUT", "30", 1)
+graceful_timeout = _number("GRACEFUL_TIMEOUT", "10", 0)
+_number("CLIENT_TIMEOUT", "10", 0, float)  # read by service/worker.py
 keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own structured access log
 errorlog = "-"
-loglevel = os.environ.get("SCRATCHNET_GUNICORN_LOG_LEVEL", "info")
+loglevel = _log_level("GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
 control_socket_disable = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0") != "1"
@@ -109,5 +172,4 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _own_metrics_dir:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    _remove_own_metrics_dir()

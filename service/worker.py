@@ -24,10 +24,14 @@ line, not as an error), and the thread is free again. (A client that trickles a 
 is a buffering proxy's job: ``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the
 socket is Gunicorn's own and this limit does not apply.
 
+A stopping worker closes its listening sockets at once, so new connections are refused rather
+than queued behind the requests in flight and then reset.
+
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
-``set_accept_enabled``), all called on the worker's main thread, and on its threads calling
-``setblocking(True)`` on a connection's socket before reading it; gunicorn is pinned in
-pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against the real server.
+``set_accept_enabled``), all called on the worker's main thread, on its threads calling
+``setblocking(True)`` on a connection's socket before reading it, and on the module's
+``DEFAULT_WORKER_DATA_TIMEOUT``; gunicorn is pinned in pyproject.toml, and
+tests/e2e/test_connections.py checks the behaviour against the real server.
 """
 
 from __future__ import annotations
@@ -37,9 +41,15 @@ import os
 import socket
 import time
 
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
+# Gunicorn lets a thread wait up to 5 s for a new connection's first bytes before handing it to
+# the event loop, so a few connections that send nothing (browser preconnects, port scanners) held
+# every thread for seconds. Here the thread waits this long; then the connection waits for its
+# request on the event loop, holding no thread, for Gunicorn's keep-alive time.
+FIRST_BYTES_WAIT = 0.05
 CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
 
 
@@ -84,7 +94,9 @@ class FairThreadWorker(ThreadWorker):
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
 
     def init_process(self) -> None:
-        self.log.error_log.addFilter(QuietClientTimeouts())  # in the worker, after the fork
+        # In the worker, after the fork.
+        self.log.error_log.addFilter(QuietClientTimeouts())
+        gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_BYTES_WAIT
         super().init_process()
 
     def has_free_thread(self) -> bool:
@@ -97,6 +109,13 @@ class FairThreadWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled and not self.delaying(time.monotonic()))
+        if not self.alive:
+            # Stopping: Gunicorn keeps the listening socket open until the worker exits, so a new
+            # connection waited in its backlog for the requests in flight, then was reset after
+            # sending its request. Closed now (the master has closed its own copy), a new
+            # connection is refused at once, which a client or proxy can safely retry elsewhere.
+            for listener in self.sockets:
+                listener.close()
 
     def accept(self, listener) -> None:
         now = time.monotonic()

@@ -1,11 +1,16 @@
 """Settings: defaults, then SCRATCHNET_* variables, then create_app's overrides; a bad value names
 its variable."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from service.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults():
@@ -38,3 +43,29 @@ def test_a_bad_value_names_its_variable(environ, named):
 def test_an_unknown_override_is_refused():
     with pytest.raises(ConfigError, match="unknown settings: pol_interval"):
         load_settings({"pol_interval": 1}, environ={})
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("SCRATCHNET_WORKERS", "two", "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"),
+    ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
+    ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a number of at least 0"),
+    ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc' is not a valid value"),
+    ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
+])
+def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"SCRATCHNET_BIND": "127.0.0.1:0", "TMPDIR": str(tmp_path), variable: value})
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not list(tmp_path.glob("scratchnet-metrics-*"))  # its metrics folder was removed on the way out
+
+
+def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"SCRATCHNET_BIND": "127.0.0.1:0", "TMPDIR": str(tmp_path), "SCRATCHNET_ADMIN_TOKN": "secret",
+                "SCRATCHNET_WORKERS": "x"})  # stops it right after the warning
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr

@@ -10,6 +10,7 @@ then served everything on one core. Here each burst of 8 connections, opened and
 
 import http.client
 import json
+import signal
 import socket
 import threading
 
@@ -99,3 +100,49 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
         for sock in silent:
             sock.close()
 
+
+
+def test_connections_that_send_nothing_hold_no_thread(start_service, service_registry):
+    """One worker with one thread: connections that never send a byte (browser preconnects, port
+    scanners) wait on the event loop, not in the thread, so a request behind them is answered at
+    once. Gunicorn's own threads wait 5 s for each one's first bytes; the 4 s limit on the health
+    check below is that difference, not a speed measurement."""
+    server = start_service(service_registry, workers=1, threads=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+    try:
+        assert requests.get(server.url + "/healthz", timeout=4).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_stopping_service_refuses_new_connections_while_it_finishes_old_ones(start_service, service_registry):
+    """After SIGTERM, the workers finish the requests in flight (up to the graceful timeout, 15 s
+    here) while a new connection is refused, which a client can retry elsewhere. A connection the
+    kernel still accepts must be answered: Gunicorn left such connections waiting in the backlog
+    until the worker exited, then reset them (the 5 s read limit below is that hang, not a speed
+    measurement)."""
+    server = start_service(service_registry, workers=2, threads=2,
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "20", "SCRATCHNET_GRACEFUL_TIMEOUT": "15"})
+    in_flight = stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Type: application/x-npy\r\nContent-Length: 1000\r\n\r\n\x93NUM")
+    host, port = server.url.removeprefix("http://").split(":")
+    try:
+        assert requests.get(server.url + "/healthz", timeout=30).status_code == 200  # the stalled one is being read
+        server.process.send_signal(signal.SIGTERM)
+        in_flight.setblocking(False)
+        refused = False
+        while not refused:
+            with pytest.raises(BlockingIOError):  # still in flight, unanswered: the service is stopping, not stopped
+                in_flight.recv(1)
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as late:
+                    late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    assert late.recv(100).startswith(b"HTTP/1.1 "), "a connection accepted while stopping got no answer"
+            except ConnectionRefusedError:
+                refused = True
+            except ConnectionResetError:  # queued in the instant the listener closed: not left waiting
+                pass
+    finally:
+        in_flight.close()
