@@ -118,6 +118,8 @@ class FairThreadWorker(ThreadWorker):
                 listener.close()
 
     def accept(self, listener) -> None:
+        if not self.alive:  # stopping: the listener may be closed already (an event of the same poll)
+            return
         now = time.monotonic()
         if not self.has_free_thread():
             # A connection seen long after the last one is a new one: it gets the delay too.
