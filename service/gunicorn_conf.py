@@ -24,6 +24,7 @@ fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: se
 import atexit
 import ctypes
 import json
+import math
 import os
 import shutil
 import sys
@@ -55,7 +56,7 @@ def _number(name: str, default: str, minimum: float, kind=int):
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not math.isfinite(value) or value < minimum:
         what = "a whole number" if kind is int else "a number"
         sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} of at least {minimum:g}")
     return value
@@ -173,3 +174,12 @@ def child_exit(server, worker):
 
 def on_exit(server):
     _remove_own_metrics_dir()
+
+
+def pre_exec(server):
+    """USR2 starts a new master from the environment Gunicorn saved, which after a reload (HUP)
+    holds this master's metrics folder: the new master must make its own, not share this one and
+    lose it when this master exits."""
+    env = server.cfg.env_orig
+    if env.get("SCRATCHNET_OWN_METRICS_DIR") and env.get("PROMETHEUS_MULTIPROC_DIR") == env["SCRATCHNET_OWN_METRICS_DIR"]:
+        del env["PROMETHEUS_MULTIPROC_DIR"], env["SCRATCHNET_OWN_METRICS_DIR"]

@@ -29,15 +29,17 @@ than queued behind the requests in flight and then reset.
 
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
 ``set_accept_enabled``), all called on the worker's main thread, on its threads calling
-``setblocking(True)`` on a connection's socket before reading it, and on the module's
-``DEFAULT_WORKER_DATA_TIMEOUT``; gunicorn is pinned in pyproject.toml, and
+``setblocking(True)`` on a connection's socket before reading it, on a connection's
+``wait_for_data`` and on how it parks connections (``pending_conns``); gunicorn is pinned in pyproject.toml, and
 tests/e2e/test_connections.py checks the behaviour against the real server.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import selectors
 import socket
 import time
 
@@ -50,6 +52,10 @@ ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the
 # every thread for seconds. Here the thread waits this long; then the connection waits for its
 # request on the event loop, holding no thread, for Gunicorn's keep-alive time.
 FIRST_BYTES_WAIT = 0.05
+
+
+def _first_bytes(wait, timeout: float) -> bool:
+    return wait(min(timeout, FIRST_BYTES_WAIT))
 CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
 
 
@@ -96,7 +102,6 @@ class FairThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         # In the worker, after the fork.
         self.log.error_log.addFilter(QuietClientTimeouts())
-        gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_BYTES_WAIT
         super().init_process()
 
     def has_free_thread(self) -> bool:
@@ -137,12 +142,23 @@ class FairThreadWorker(ThreadWorker):
         super().wait_for_and_dispatch_events(timeout)
 
     def enqueue_req(self, conn) -> None:
-        if CLIENT_TIMEOUT > 0 and type(conn.sock) is socket.socket:  # a new connection, before any read
-            conn.sock = with_client_timeout(conn.sock)
+        if "wait_for_data" not in vars(conn):  # a new connection, before any read
+            conn.wait_for_data = functools.partial(_first_bytes, conn.wait_for_data)
+            if CLIENT_TIMEOUT > 0:
+                conn.sock = with_client_timeout(conn.sock)
         self.busy_threads += 1
         super().enqueue_req(conn)
 
     def finish_request(self, conn, fs) -> None:
         self.busy_threads -= 1
+        if not self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is gthread._DEFER:
+            # A connection whose request had not arrived yet: Gunicorn parks it on the event loop
+            # only while running; stopping, it took it for a kept-alive one and closed it
+            # unanswered. Park it for the stop's linger, as Gunicorn does for kept-alive ones.
+            conn.sock.setblocking(False)
+            conn.timeout = time.monotonic() + min(self.cfg.keepalive, gthread.STOP_KEEPALIVE_LINGER)
+            self.pending_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, functools.partial(self.on_pending_socket_readable, conn))
+            return
         super().finish_request(conn, fs)
         self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)

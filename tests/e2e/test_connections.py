@@ -13,6 +13,7 @@ import json
 import signal
 import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -146,3 +147,34 @@ def test_a_stopping_service_refuses_new_connections_while_it_finishes_old_ones(s
                 pass
     finally:
         in_flight.close()
+
+
+def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, service_registry):
+    """A request refused without reading its body (404 here) whose body comes in two parts: the
+    rest is drained and the kept-alive connection answers the next request."""
+    server = start_service(service_registry, workers=1, threads=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b"x" * 20000
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /models/nope/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10000])
+        time.sleep(0.1)  # the second half comes later, as over a slow network
+        sock.sendall(body[10000:])
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 404 ") and b"keep-alive" in first.lower()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_request_that_arrives_after_the_stop_began_is_answered(start_service, service_registry):
+    """A connection opened just before SIGTERM whose request comes a moment later is served, as
+    a stopping worker serves its kept-alive connections, not closed unanswered (its thread gave up
+    waiting for the request after the stop began)."""
+    server = start_service(service_registry, workers=1, threads=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        time.sleep(0.01)  # accepted, its thread waiting for the request, which will come too late for it
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
