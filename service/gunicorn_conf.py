@@ -57,7 +57,7 @@ def _number(name: str, default: str, minimum: float, kind=int):
     except ValueError:
         value = None
     if value is None or not math.isfinite(value) or value < minimum:
-        what = "a whole number" if kind is int else "a number"
+        what = "a whole number" if kind is int else "a finite number"
         sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} of at least {minimum:g}")
     return value
 

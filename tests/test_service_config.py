@@ -48,7 +48,7 @@ def test_an_unknown_override_is_refused():
 @pytest.mark.parametrize("variable, value, message", [
     ("SCRATCHNET_WORKERS", "two", "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"),
     ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
-    ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a number of at least 0"),
+    ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a finite number of at least 0"),
     ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc' is not a valid value"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
 ])
