@@ -91,6 +91,16 @@ def admin_post(server, path: str) -> None:
     response.raise_for_status()
 
 
+@contextlib.contextmanager
+def admin_change(server, path: str, undo: str):
+    """``admin_post(path)``, and ``admin_post(undo)`` when the block ends: the module shares one server."""
+    admin_post(server, path)
+    try:
+        yield
+    finally:
+        admin_post(server, undo)
+
+
 @pytest.fixture(scope="module")
 def browser():
     _require_chromium()
@@ -421,8 +431,7 @@ def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue)
 
 
 def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
-    admin_post(catalogue, "/v2/repository/models/mnist/unload")
-    try:
+    with admin_change(catalogue, "/v2/repository/models/mnist/unload", "/v2/repository/models/mnist/load"):
         with opened(browser, catalogue.url + "/", fake_clock=True) as page:
             assert page.locator("#model").input_value() == "mnist"  # not the clothing model in its place
             assert chosen_model(page) == "mnist (unavailable)"
@@ -435,15 +444,12 @@ def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
             page.clock.fast_forward(MODEL_REFRESH_MS)
             wait_for_chosen_model(page, "mnist (v2)")
             assert not note.is_visible()
-    finally:
-        admin_post(catalogue, "/v2/repository/models/mnist/load")
 
 
 def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
     with opened(browser, catalogue.url + "/") as page:
         assert chosen_model(page) == "mnist (v2)"
-        admin_post(catalogue, "/v2/repository/models/mnist/unload")
-        try:
+        with admin_change(catalogue, "/v2/repository/models/mnist/unload", "/v2/repository/models/mnist/load"):
             with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url):
                 draw_one(page)
             page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
@@ -451,18 +457,13 @@ def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
             # the 503 makes the page look at the model list again
             wait_for_chosen_model(page, "mnist (unavailable)")
             assert "mnist is not available now" in page.locator("#model-note").inner_text()
-        finally:
-            admin_post(catalogue, "/v2/repository/models/mnist/load")
 
 
 def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
     with opened(browser, catalogue.url + "/") as page:
         assert chosen_model(page) == "mnist (v2)"
-        admin_post(catalogue, "/models/mnist/versions/1/activate")
-        try:
+        with admin_change(catalogue, "/models/mnist/versions/1/activate", "/models/mnist/unpin"):
             draw_one(page)
             wait_for_answer(page)
             assert shown(page)["answered_by"] == "mnist v1"
             assert chosen_model(page) == "mnist (v1)"
-        finally:
-            admin_post(catalogue, "/models/mnist/unpin")

@@ -25,12 +25,17 @@ BURSTS = 6
 REQUESTS_PER_CONNECTION = 15
 
 
+def address(url: str) -> tuple[str, int]:
+    """(host, port) of a server's ``http://host:port`` URL."""
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
 def burst(url: str) -> list[str]:
     """Open CONNECTIONS keep-alive connections at once, send requests on each, return the worker
     PID that answered each connection (every answer on one connection must come from one PID)."""
-    host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"inputs": [0.5] * 784})
-    connections = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(CONNECTIONS)]
+    connections = [http.client.HTTPConnection(*address(url), timeout=30) for _ in range(CONNECTIONS)]
     pids: list[set[str]] = [set() for _ in connections]
     start = threading.Barrier(CONNECTIONS)
 
@@ -68,8 +73,7 @@ def test_simultaneous_keep_alive_connections_reach_every_worker(start_service, s
 
 def stall(url: str, request: bytes) -> socket.socket:
     """Send ``request`` (part of one) and go silent, keeping the connection open."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock = socket.create_connection(address(url), timeout=30)
     sock.sendall(request)
     return sock
 
@@ -109,8 +113,7 @@ def test_connections_that_send_nothing_hold_no_thread(start_service, service_reg
     once. Gunicorn's own threads wait 5 s for each one's first bytes; the 4 s limit on the health
     check below is that difference, not a speed measurement."""
     server = start_service(service_registry, workers=1, threads=1)
-    host, port = server.url.removeprefix("http://").split(":")
-    idle = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+    idle = [socket.create_connection(address(server.url), timeout=30) for _ in range(2)]
     try:
         assert requests.get(server.url + "/healthz", timeout=4).status_code == 200
     finally:
@@ -128,7 +131,6 @@ def test_a_stopping_service_refuses_new_connections_while_it_finishes_old_ones(s
                            env={"SCRATCHNET_CLIENT_TIMEOUT": "20", "SCRATCHNET_GRACEFUL_TIMEOUT": "15"})
     in_flight = stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\n"
                                   b"Content-Type: application/x-npy\r\nContent-Length: 1000\r\n\r\n\x93NUM")
-    host, port = server.url.removeprefix("http://").split(":")
     try:
         assert requests.get(server.url + "/healthz", timeout=30).status_code == 200  # the stalled one is being read
         server.process.send_signal(signal.SIGTERM)
@@ -138,7 +140,7 @@ def test_a_stopping_service_refuses_new_connections_while_it_finishes_old_ones(s
             with pytest.raises(BlockingIOError):  # still in flight, unanswered: the service is stopping, not stopped
                 in_flight.recv(1)
             try:
-                with socket.create_connection((host, int(port)), timeout=5) as late:
+                with socket.create_connection(address(server.url), timeout=5) as late:
                     late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                     assert late.recv(100).startswith(b"HTTP/1.1 "), "a connection accepted while stopping got no answer"
             except ConnectionRefusedError:
@@ -153,9 +155,8 @@ def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, ser
     """A request refused without reading its body (404 here) whose body comes in two parts: the
     rest is drained and the kept-alive connection answers the next request."""
     server = start_service(service_registry, workers=1, threads=1)
-    host, port = server.url.removeprefix("http://").split(":")
     body = b"x" * 20000
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    with socket.create_connection(address(server.url), timeout=30) as sock:
         sock.sendall(b"POST /models/nope/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10000])
         time.sleep(0.1)  # the second half comes later, as over a slow network
@@ -171,8 +172,7 @@ def test_a_request_that_arrives_after_the_stop_began_is_answered(start_service, 
     a stopping worker serves its kept-alive connections, not closed unanswered (its thread gave up
     waiting for the request after the stop began)."""
     server = start_service(service_registry, workers=1, threads=1)
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    with socket.create_connection(address(server.url), timeout=30) as sock:
         time.sleep(0.01)  # accepted, its thread waiting for the request, which will come too late for it
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
