@@ -29,6 +29,9 @@ from pathlib import Path
 PREFIX = "SCRATCHNET_"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # of the app's loggers and Gunicorn's
+
+
 class ConfigError(ValueError):
     """A setting with a value the service cannot use; the message names the variable."""
 
@@ -60,9 +63,8 @@ class Settings:
             raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of debug, info, warning, error, critical, "
-                              f"not {self.log_level!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
 
     @property
     def admin_enabled(self) -> bool:

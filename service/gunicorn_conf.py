@@ -33,7 +33,6 @@ from pathlib import Path
 
 from gunicorn import util as gunicorn_util
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Every SCRATCHNET_* variable something in the project reads: any other is a misspelling, which
 # would otherwise be ignored without a word (SCRATCHNET_ADMIN_TOKN=... leaves the admin API off).
 KNOWN_VARIABLES = {
@@ -117,7 +116,7 @@ atexit.register(_remove_own_metrics_dir)
 # second rather than the ~2 s its imports take on a busy machine. The app itself is still built in
 # each worker. New code therefore takes a restart of the master, not a HUP.
 import service.app  # noqa: E402,F401
-from service.config import ConfigError, load_settings  # noqa: E402
+from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
 
 try:  # every service setting checked once, here, rather than in each worker after binding
     _settings = load_settings()

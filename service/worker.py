@@ -87,9 +87,10 @@ def with_client_timeout(sock: socket.socket) -> ClientSocket:
     """The same connection as a ClientSocket (the descriptor moves over; ``sock`` is left closed)."""
     timeout = sock.gettimeout()
     wrapped = ClientSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-    wrapped.settimeout(timeout)
     if timeout is None:
-        wrapped.setblocking(True)
+        wrapped.setblocking(True)  # blocking, as it was: with the client timeout
+    else:
+        wrapped.settimeout(timeout)
     return wrapped
 
 
