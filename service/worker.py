@@ -27,10 +27,16 @@ socket is Gunicorn's own and this limit does not apply.
 A stopping worker closes its listening sockets at once, so new connections are refused rather
 than queued behind the requests in flight and then reset.
 
+Gunicorn drains at most ``DRAIN_LIMIT`` bytes of a body the application left unread (a request
+refused before its body was read: an unknown model, a missing token, a body over the size limit)
+and closes the connection when more is left, after an answer that said ``keep-alive``: a client
+that reused the connection lost its next request. Such an answer now says ``Connection: close``.
+
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
 ``set_accept_enabled``), all called on the worker's main thread, on its threads calling
 ``setblocking(True)`` on a connection's socket before reading it, on a connection's
-``wait_for_data`` and on how it parks connections (``pending_conns``); gunicorn is pinned in pyproject.toml, and
+``wait_for_data``, on how it parks connections (``pending_conns``), on its body readers and on
+its response's ``force_close``; gunicorn is pinned in pyproject.toml, and
 tests/e2e/test_connections.py checks the behaviour against the real server.
 """
 
@@ -43,6 +49,7 @@ import selectors
 import socket
 import time
 
+from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -57,6 +64,34 @@ FIRST_BYTES_WAIT = 0.05
 def _first_bytes(wait, timeout: float) -> bool:
     return wait(min(timeout, FIRST_BYTES_WAIT))
 CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
+DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
+
+
+def body_left_undrained(environ: dict) -> bool:
+    """Whether more of the request body is unread than Gunicorn drains before reusing the
+    connection (a chunked body not read to its end counts: its length is unknown)."""
+    body = environ.get("wsgi.input")
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return body.buf.tell() + reader.length > DRAIN_LIMIT
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is not None
+    return False
+
+
+def close_after_undrained_bodies(wsgi):
+    """``wsgi`` answering with ``Connection: close`` when Gunicorn will close the connection after
+    the answer anyway (its ``start_response`` is a method of Gunicorn's response)."""
+
+    def app(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if body_left_undrained(environ):
+                start_response.__self__.force_close()
+            return start_response(status, headers, exc_info)
+
+        return wsgi(environ, start)
+
+    return app
 
 
 class ClientSocket(socket.socket):
@@ -104,6 +139,10 @@ class FairThreadWorker(ThreadWorker):
         # In the worker, after the fork.
         self.log.error_log.addFilter(QuietClientTimeouts())
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = close_after_undrained_bodies(self.wsgi)
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads

@@ -178,3 +178,26 @@ def test_a_request_that_arrives_after_the_stop_began_is_answered(start_service, 
         time.sleep(0.3)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("path, headers", [
+    ("/models/nope/predict", {"Content-Type": "image/png"}),                      # unknown model
+    ("/models/mnist/unpin", {"Authorization": "Bearer wrong"}),                    # refused token
+    ("/models/mnist/predict", {"Content-Type": "image/png", "Content-Encoding": "br"}),  # unsupported encoding
+])
+def test_a_large_body_refused_unread_closes_the_connection_honestly(start_service, service_registry, path, headers):
+    """A request refused before its body is read, with more body than Gunicorn drains: the answer
+    says ``Connection: close``, so a client opens a new connection for its next request instead
+    of losing it on one the server closes. A small unread body keeps the connection."""
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret"})
+    connection = http.client.HTTPConnection(*address(server.url), timeout=30)
+    for size, kept in ((1000, True), (1_000_000, False)):
+        connection.request("POST", path, b"x" * size, headers)
+        response = connection.getresponse()
+        response.read()
+        assert 400 <= response.status < 500
+        assert response.getheader("Connection") == ("keep-alive" if kept else "close")
+        connection.request("GET", "/healthz")  # on the same connection, or a new one after "close"
+        after = connection.getresponse()
+        assert after.status == 200 and after.read()
+    connection.close()
