@@ -53,22 +53,24 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
-def decode_base64_image(text: str, index: int) -> bytes:
-    """One base64 image (a ``data:image/...;base64,`` URL prefix is accepted) -> its bytes."""
+def decode_base64_image(text: str, index: int, where: str | None = None) -> bytes:
+    """One base64 image (a ``data:image/...;base64,`` URL prefix is accepted) -> its bytes. Errors
+    name it ``where`` (by default ``images[<index>]``, the native API's field)."""
+    where = where or f"images[{index}]"
     if not isinstance(text, str):
-        raise InvalidInput(f"images[{index}] must be a base64 string.", code="invalid_base64")
+        raise InvalidInput(f"{where} must be a base64 string.", code="invalid_base64")
     if text[:5].lower() == "data:":  # URL schemes are case-insensitive, and so is ;base64
         header, _, text = text.partition(",")
         if not header.lower().endswith(";base64"):
-            raise BadRequest(f"images[{index}] is a data URL without ';base64'.", code="invalid_base64")
+            raise BadRequest(f"{where} is a data URL without ';base64'.", code="invalid_base64")
     # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         data = base64.b64decode(cleaned, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"images[{index}] is not valid base64.", code="invalid_base64",
+        raise BadRequest(f"{where} is not valid base64.", code="invalid_base64",
                          details=[{"image": index}]) from None
     if not data:
-        raise InvalidInput(f"images[{index}] is empty.", code="invalid_base64", details=[{"image": index}])
+        raise InvalidInput(f"{where} is empty.", code="invalid_base64", details=[{"image": index}])
     return data

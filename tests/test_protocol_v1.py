@@ -4,6 +4,8 @@ paths, model status, and errors as ``{"error": "..."}``. Answers equal the nativ
 
 import base64
 import gzip
+import json
+import socket
 import time
 
 import numpy as np
@@ -97,7 +99,12 @@ def test_columnar_format_vectors_bare_and_named(server):
     {"instances": [{"b64": B64[0]}, {"b64": B64[1]}]},
     {"instances": [{"image": {"b64": B64[0]}}, {"image": {"b64": B64[1]}}]},
     {"inputs": {"image": [{"b64": B64[0]}, {"b64": B64[1]}]}},
-], ids=["rows", "named-rows", "columns"])
+    # Each image a one-element list: how a client sends a string input of shape [-1, 1].
+    {"instances": [[{"b64": B64[0]}], [{"b64": B64[1]}]]},
+    {"instances": [{"image": [{"b64": B64[0]}]}, {"image": [{"b64": B64[1]}]}]},
+    {"inputs": {"image": [[{"b64": B64[0]}], [{"b64": B64[1]}]]}},
+    {"inputs": [[{"b64": B64[0]}], [{"b64": B64[1]}]]},
+], ids=["rows", "named-rows", "columns", "nested-rows", "nested-named-rows", "nested-columns", "nested-bare-columns"])
 def test_b64_images_equal_the_native_upload(server, body):
     response = post(server, "/v1/models/mnist:predict", body)
     assert response.status_code == 200, response.text
@@ -202,7 +209,11 @@ def test_model_metadata_like_tf_serving(server):
     ("/v1/models/iris:predict", {"instances": [[1.0, "x", 2.0, 3.0]]}, 400, "not a number"),
     ("/v1/models/iris:predict", {"signature_name": "classify", "instances": IRIS}, 400, "'classify' not found"),
     ("/v1/models/iris:predict", {"instances": IRIS, "extra": 1}, 400, "extra: unknown field"),
-    ("/v1/models/mnist:predict", {"instances": [{"b64": "%%%"}]}, 400, "not valid base64"),
+    ("/v1/models/mnist:predict", {"instances": [{"b64": "%%%"}]}, 400, "instances[0] is not valid base64"),
+    ("/v1/models/mnist:predict", {"inputs": {"image": [{"b64": B64[0]}, {"b64": ""}]}}, 400, "inputs[1] is empty"),
+    ("/v1/models/mnist:predict", {"instances": [[{"b64": B64[0]}, {"b64": B64[1]}]]}, 400,
+     "instances[0] holds 2 images"),
+    ("/v1/models/mnist:predict", {"instances": [[{"b64": B64[0]}, 0.5]]}, 400, "instances[0] mixes objects"),
     ("/v1/models/mnist:predict", {"instances": ["plain text"]}, 400, '{"b64"'),
     ("/v1/models/mnist:predict", {"instances": [{"b64": B64[0]}, [0.0] * 784]}, 400, "mix the inputs"),
     ("/v1/models/mnist:predict", {"instances": [{"photo": {"b64": B64[0]}}]}, 400, "'photo'"),
@@ -253,3 +264,25 @@ def test_a_compressed_body_is_refused(server):
     response = requests.post(server.url + "/v1/models/iris:predict", data=packed,
                              headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}, timeout=10)
     assert_error(response, 400, "Content-Encoding gzip is not supported")
+
+
+@pytest.mark.parametrize("path", ["/v1/models/nope:predict", "/v1/models/mnist/versions/9:predict",
+                                  "/v1/models/nope:classify"])
+def test_an_error_before_the_body_is_used_keeps_the_connection(server, path):
+    """Gunicorn drains at most 64 KiB of a body the application left unread, then drops the connection
+    it has just answered "keep-alive" on: the body is read before the model is looked up."""
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"instances": [[0.5] * 784] * 40}).encode()  # ~120 KB
+    assert len(body) > 64 * 1024
+    with socket.create_connection((host, int(port)), timeout=10) as sock, sock.makefile("rb") as answers:
+        request = (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        for expected in (404, 200):
+            sock.sendall(request if expected == 404 else b"GET /v1/models/mnist HTTP/1.1\r\nHost: test\r\n\r\n")
+            status = answers.readline()
+            assert status.startswith(f"HTTP/1.1 {expected} ".encode()), status
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                length = int(value) if name.lower() == "content-length" else length
+            answers.read(length)

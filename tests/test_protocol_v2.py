@@ -338,6 +338,11 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     ({"inputs": []}, "inputs"),
     ({**one(), "unknown": 1}, "unknown: unknown field"),
     (one(shape=(0, 784)), "no input"),
+    ({**one(), "outputs": [{"name": "label"}, {"name": "label", "parameters": {"binary_data": True}}]},
+     "output 'label' already requested"),  # as Triton: each output once
+    (one(name="image", shape=(2,), datatype="BYTES", data=[base64.b64encode(b"x").decode(), "@@"]),
+     "input 'image' element 1 is not valid base64"),  # named as the request names it, not images[1]
+    (one(name="image", shape=(1,), datatype="BYTES", data=[""]), "input 'image' element 0 is empty"),
 ])
 def test_bad_requests_get_400_with_a_triton_style_message(client, body, contains):
     assert_protocol_error(infer(client, body), 400, contains)
@@ -364,6 +369,16 @@ def test_bad_binary_bodies_get_400(client):
                                       headers={"Inference-Header-Content-Length": str(len(truncated))}), 400,
                           "announces 99 bytes")
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"{not json"), 400, "not valid JSON")
+    # Binary tensors without the header length: the body is read as JSON, and the error says what is missing.
+    body, _ = binary_request(header, raw)
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body), 400, "send its length in the "
+                          "Inference-Header-Content-Length header")
+    plain = json.dumps(header).encode()
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=plain), 400, "the body has no binary part")
+    # 0 is no length for a JSON part (Triton reads it as a raw binary request, which is not taken here).
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=body,
+                                      headers={"Inference-Header-Content-Length": "0"}), 400,
+                          "Inference-Header-Content-Length is 0")
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b""), 400, "empty")
 
 

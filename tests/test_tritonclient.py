@@ -175,3 +175,16 @@ def test_errors_reach_the_client_in_tritons_words(client, name, shape, message):
     with pytest.raises(InferenceServerException) as error:
         client.infer("mnist", [tensor])
     assert error.value.status() == "400" and error.value.message() == message
+
+
+@pytest.mark.parametrize("model, version", [("nope", ""), ("mnist", "9")])
+def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, version):
+    """A refused request whose body the service never needed (an unknown model or version) must not
+    cost the connection: Gunicorn drains at most 64 KiB of an unread body and then drops a
+    connection it has answered "keep-alive" on, so tritonclient's next call on it failed."""
+    x = RNG.random((64, 784), dtype=np.float32)  # 200 KB of binary tensor data
+    for _ in range(3):
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(model, [vectors_input(x)], model_version=version)
+        assert refused.value.status() == "404"
+        assert client.infer("mnist", [vectors_input(x)]).as_numpy("probabilities").shape == (64, 10)

@@ -72,6 +72,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
         raise BadRequest(f"{HEADER_LENGTH} is {header_length!r}; it must be the length in bytes of the JSON part "
                          f"of the {len(view)}-byte body.", code="malformed_header_length")
     size = int(text)
+    if size == 0 and len(view):  # Triton reads 0 as a raw binary request (one unnamed input), not taken here
+        raise BadRequest(f"{HEADER_LENGTH} is 0, but the JSON part of the body cannot be empty: give its length in "
+                         "bytes, or leave the header out when the whole body is JSON.", code="malformed_header_length")
     return view[:size], view[size:]
 
 
@@ -84,6 +87,9 @@ class BinaryChunks:
 
     def take(self, size: int, what: str) -> memoryview:
         if self.offset + size > len(self.data):
+            if not len(self.data):
+                raise BadRequest(f"{what} has binary_data_size {size}, but the body has no binary part: send the "
+                                 f"length of its JSON part in the {HEADER_LENGTH} header.", code="malformed_tensor")
             raise BadRequest(f"{what} has binary_data_size {size} but only {len(self.data) - self.offset} bytes of "
                              "binary data remain in the body.", code="malformed_tensor")
         chunk = self.data[self.offset:self.offset + size]

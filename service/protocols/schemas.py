@@ -153,7 +153,8 @@ class V1PredictRequest(Strict):
     signature_name: str | None = Field(None, description='Only "serving_default" (or empty or absent: the default).')
     instances: Annotated[Any, WithJsonSchema({"type": "array", "minItems": 1, "description":
                                                'Row format: one item per input (a list of numbers, or {"b64": ...} '
-                                               'for an image, or an object naming the input).'})] = Field(
+                                               '(or [{"b64": ...}]) for an image, or an object naming the '
+                                               'input).'})] = Field(
         None, json_schema_extra=no_default)
     inputs: Annotated[Any, WithJsonSchema({"description": "Columnar format: the batch of one input, or an object "
                                                           "naming the input."})] = None

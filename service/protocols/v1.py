@@ -3,8 +3,9 @@
 ``POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict`` takes ``{"instances": [...]}`` (row
 format, answered with ``{"predictions": [...]}``) or ``{"inputs": ...}`` (columnar, answered with
 ``{"outputs": ...}``). An item is a list of numbers (the model's input vector), ``{"b64": "..."}``
-(an encoded image), a nested list of pixels (image models), or an object naming the input as
-in ``service.protocols.signature`` (``{"image": {"b64": ...}}``). A classifier answers each row
+(an encoded image; also as ``[{"b64": "..."}]``, the way a ``[-1, 1]`` string input is sent), a
+nested list of pixels (image models), or an object naming the input as in
+``service.protocols.signature`` (``{"image": {"b64": ...}}``). A classifier answers each row
 with ``{"probabilities": [...], "label": "7", "index": 7}``; a regressor with the value alone.
 
 ``GET /v1/models/<m>[/versions/<v>|/labels/<l>]`` reports ``model_version_status`` as TF Serving
@@ -43,9 +44,10 @@ SIGNATURE = "serving_default"
 @v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:predict")
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
-    model = resolve_from_url(name, version, label)
     started = time.perf_counter()
-    body = validate(V1PredictRequest, parse_json(read_body()), "the predict request")
+    raw = read_body()  # before any error: a body left unread can cost the connection (see v2.infer)
+    model = resolve_from_url(name, version, label)
+    body = validate(V1PredictRequest, parse_json(raw), "the predict request")
     if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "
                          f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")
@@ -72,7 +74,7 @@ def read_rows(model: Model, items, where: str) -> tuple[str, object]:
                          "request.", code="invalid_request")
     input_name = names.pop()
     if input_name == signature.IMAGE:
-        return input_name, [decode_base64_image(text, i) for i, text in enumerate(values)]
+        return input_name, [decode_base64_image(text, i, f"{where}[{i}]") for i, text in enumerate(values)]
     if input_name == signature.PIXELS:
         return input_name, [pixel_array(value, f"{where}[{i}]") for i, value in enumerate(values)]
     return input_name, values
@@ -81,7 +83,8 @@ def read_rows(model: Model, items, where: str) -> tuple[str, object]:
 def read_item(model: Model, item, where: str) -> tuple[str, object]:
     """One item -> ``(input name, value)``; an image's value is its base64 text."""
     names = [spec.name for spec in signature.input_specs(model)]
-    if isinstance(item, dict) and set(item) == {"b64"}:
+    item = unwrap_image(item)
+    if is_b64(item):
         item = {signature.IMAGE: item}
     if isinstance(item, dict):
         if len(item) != 1 or next(iter(item)) not in names:
@@ -89,11 +92,17 @@ def read_item(model: Model, item, where: str) -> tuple[str, object]:
                              f"takes exactly one of {', '.join(map(repr, names))}.", code="unexpected_input")
         input_name, value = next(iter(item.items()))
         if input_name == signature.IMAGE:
+            value = unwrap_image(value)
             if not (isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str)):
                 raise BadRequest(f'{where}: an image must be {{"b64": "<base64 of the file>"}}.', code="invalid_request")
             value = value["b64"]
         return input_name, value
     if isinstance(item, list):
+        if item and isinstance(item[0], dict):  # (checking every element would cost a pass over large batches)
+            images = sum(is_b64(element) for element in item)
+            hint = f" holds {images} images; send each image as an item of its own" if images > 1 else \
+                " mixes objects into a list; an image is {\"b64\": \"<base64>\"} and a vector a list of numbers"
+            raise BadRequest(f"{where}{hint}.", code="invalid_request")
         nested = bool(item) and isinstance(item[0], list)
         if nested and signature.PIXELS in names:
             return signature.PIXELS, item
@@ -103,6 +112,18 @@ def read_item(model: Model, item, where: str) -> tuple[str, object]:
                          code="invalid_request")
     raise BadRequest(f"{where} must be a list of numbers, {{\"b64\": ...}} or an object naming the input.",
                      code="invalid_request")
+
+
+def is_b64(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def unwrap_image(value):
+    """``[{"b64": ...}]`` -> ``{"b64": ...}``: one image sent as a one-element string tensor, as
+    TF Serving's clients send an input of shape ``[-1, 1]`` (V2 takes ``image`` as ``[n, 1]`` too)."""
+    if isinstance(value, list) and len(value) == 1 and is_b64(value[0]):
+        return value[0]
+    return value
 
 
 def pixel_array(value, where: str) -> np.ndarray:
@@ -157,6 +178,7 @@ def column_outputs(outputs: dict):
 @v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:<any(classify, regress):verb>")
 def classify_or_regress(name: str, verb: str, version: str | None = None, label: str | None = None):
     """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads."""
+    read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see v2.infer)
     model = resolve_from_url(name, version, label)
     raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
                      f"POST {{\"instances\": [...]}} or {{\"inputs\": ...}} to :predict instead.",

@@ -105,12 +105,22 @@ def model_ready(name: str, version: str | None = None):
 @v2_bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     svc = service()
-    model = resolve_from_url(name, version)
     started = time.perf_counter()
-    body = binary.decompress(read_body(compressed=True), request.headers.get("Content-Encoding"),
-                             svc.settings.max_body_bytes)
-    header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
-    infer_request = validate(InferRequest, parse_json(bytes(header)), "the inference request")
+    # The body first: Gunicorn drains at most 64 KiB of a body left unread and then drops the
+    # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
+    raw = read_body(compressed=True)
+    model = resolve_from_url(name, version)
+    body = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
+    header_length = request.headers.get(binary.HEADER_LENGTH)
+    header, rest = binary.split_body(body, header_length)
+    try:
+        document = parse_json(bytes(header))
+    except BadRequest as e:
+        if header_length is None and e.code == "malformed_json":  # most often: binary tensors, but no header length
+            raise BadRequest(f"{e.message.removesuffix('.')}; if binary tensors follow the JSON, send its length in "
+                             f"the {binary.HEADER_LENGTH} header.", code=e.code) from None
+        raise
+    infer_request = validate(InferRequest, document, "the inference request")
     chunks = binary.BinaryChunks(rest)
     input_name, payload = read_input(model, infer_request.inputs, chunks)
     chunks.check_used()
@@ -142,7 +152,8 @@ def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryCh
     check_shape(model, spec, tensor.shape)
     values = tensor_values(tensor, chunks)
     if tensor.name == signature.IMAGE:  # JSON strings are base64, binary elements the image files
-        values = [decode_base64_image(item, i) if isinstance(item, str) else item for i, item in enumerate(values)]
+        values = [decode_base64_image(item, i, f"input '{tensor.name}' element {i}") if isinstance(item, str) else item
+                  for i, item in enumerate(values)]
     return tensor.name, values
 
 
@@ -246,6 +257,8 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
         if output.name not in specs:
             raise BadRequest(f"unexpected inference output '{output.name}' for model '{model.name}'",
                              code="unexpected_output")
+        if any(name == output.name for name, _, _ in chosen):  # as Triton: a response names each output once
+            raise BadRequest(f"output '{output.name}' already requested", code="duplicate_output")
         p = output.parameters
         as_binary = default_binary if p is None or p.binary_data is None else p.binary_data
         classes = (p.classification or 0) if p is not None else 0
