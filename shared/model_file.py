@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .forward import ACTIVATIONS, Model
+from .preprocess import parse_image_spec
 
 FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1
@@ -191,12 +192,38 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
         _require(path, manifest, key, dict)
     _require(path, manifest, "layers", list)
     shape = manifest["input"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 0):
+    if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0]) and shape[0] > 0):
         raise ModelFileError(path, f"input.shape {shape!r} must be a list of one positive integer")
     if manifest["input"].get("kind") not in ("image", "vector"):
         raise ModelFileError(path, "input.kind must be 'image' or 'vector'")
-    if manifest["input"]["kind"] == "image" and shape[0] != 784:
-        raise ModelFileError(path, f"an image model takes 784 inputs (28x28), the manifest says {shape[0]}")
+    if manifest["input"]["kind"] == "image":
+        if shape[0] != 784:
+            raise ModelFileError(path, f"an image model takes 784 inputs (28x28), the manifest says {shape[0]}")
+        _check_image_preprocessing(path, manifest["input"].get("preprocessing"), shape[0])
+    if manifest["input"].get("normalization") is not None and not isinstance(manifest["input"]["normalization"], dict):
+        raise ModelFileError(path, "input.normalization must be an object with mean and std")
+    if manifest["output"].get("scaling") is not None and not isinstance(manifest["output"]["scaling"], dict):
+        raise ModelFileError(path, "output.scaling must be an object with mean and std")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_image_preprocessing(path: Path, spec, size: int) -> None:
+    """An image model's input.preprocessing must be one the service can apply (shared.preprocess)
+    and must produce the model's input size: a bad one would otherwise fail only at request time."""
+    try:
+        (height, width), _ = parse_image_spec(spec)
+    except ValueError as err:
+        raise ModelFileError(path, f"input.preprocessing: {err}") from None
+    if height * width != size:
+        raise ModelFileError(path, f"input.preprocessing.size [{height}, {width}] gives {height * width} inputs; "
+                                   f"the model takes {size}")
 
 
 def _read_arrays(path: Path, npz, manifest: dict) -> dict[str, np.ndarray]:
@@ -248,6 +275,10 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
                 if weight.ndim != 2 or weight.shape[0] != width:
                     raise ModelFileError(path, f"{where} ({name}) weight has shape {list(weight.shape)} but "
                                                f"receives {width} features: shapes do not chain")
+                for key, actual in (("in_features", weight.shape[0]), ("out_features", weight.shape[1])):
+                    if key in spec and spec[key] != actual:
+                        raise ModelFileError(path, f"{where} ({name}) says {key} {spec[key]!r} but its weight "
+                                                   f"has shape {list(weight.shape)}")
                 if bias.shape != (weight.shape[1],):
                     raise ModelFileError(path, f"{where} ({name}) bias has shape {list(bias.shape)}, "
                                                f"expected [{weight.shape[1]}]")
@@ -257,7 +288,7 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
                 if any(v.shape != (width,) for v in values):
                     raise ModelFileError(path, f"{where} (batchnorm {name}) arrays must have shape [{width}]")
                 eps = spec.get("eps", 1e-5)
-                if not isinstance(eps, (int, float)) or eps <= 0:
+                if not _is_finite_number(eps) or eps <= 0:
                     raise ModelFileError(path, f"{where} (batchnorm {name}) eps must be a positive number")
                 gamma, beta, mean, var = values
                 if (var < 0).any():
@@ -266,13 +297,13 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
                 scale = (gamma / np.sqrt(var + np.float32(eps))).astype(np.float32)
                 steps.append(("affine", name, (scale, (beta - mean * scale).astype(np.float32))))
         elif kind == "activation":
-            if name not in ACTIVATIONS:
+            if not isinstance(name, str) or name not in ACTIVATIONS:
                 raise ModelFileError(path, f"{where}: unknown activation {name!r} "
                                            f"(known: {', '.join(sorted(ACTIVATIONS))})")
             if name == "softmax" and i != len(specs) - 1:
                 raise ModelFileError(path, f"{where}: softmax is allowed only as the last layer")
             alpha = spec.get("alpha", 0.01)
-            if not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
+            if not _is_finite_number(alpha) or not 0 <= alpha < 1:
                 raise ModelFileError(path, f"{where}: alpha must be a number in [0, 1)")
             steps.append(("activation", name, np.float32(alpha)))
         else:
@@ -292,6 +323,9 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
             raise ModelFileError(path, "output.labels must be a non-empty list of strings")
         if len(labels) != width:
             raise ModelFileError(path, f"the network has {width} outputs but output.labels names {len(labels)}")
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ModelFileError(path, f"output.labels names a class more than once: {', '.join(map(repr, repeated))}")
         if not ends_in_softmax:
             raise ModelFileError(path, "a classification model must end with a softmax activation")
     else:
@@ -299,15 +333,15 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
             raise ModelFileError(path, f"a regression model must have 1 output, this one has {width}")
         if ends_in_softmax:
             raise ModelFileError(path, "a regression model cannot end with softmax")
-        scaling = manifest["output"].get("scaling", {"mean": 0.0, "std": 1.0})
-        if not all(isinstance(scaling.get(k), (int, float)) for k in ("mean", "std")):
-            raise ModelFileError(path, "output.scaling needs numeric mean and std")
+        scaling = manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+        if not all(_is_finite_number(scaling.get(k)) for k in ("mean", "std")) or scaling["std"] <= 0:
+            raise ModelFileError(path, "output.scaling needs a finite mean and a finite, positive std")
     norm = manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
     size = manifest["input"]["shape"][0]
     for key in ("mean", "std"):
         values = norm.get(key)
         if not (isinstance(values, list) and len(values) in (1, size)
-                and all(isinstance(v, (int, float)) and np.isfinite(v) for v in values)):
+                and all(_is_finite_number(v) for v in values)):
             raise ModelFileError(path, f"input.normalization.{key} must be a list of 1 or {size} finite numbers")
     if any(v <= 0 for v in norm["std"]):
         raise ModelFileError(path, "input.normalization.std must be positive")

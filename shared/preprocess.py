@@ -57,13 +57,13 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
 
     Raises UnsupportedImage (not a decodable image in an accepted format), ImageTooLarge (more
     than ``max_pixels`` declared) or InvalidInput (no ink found)."""
-    size, fit = _parse_spec(preprocessing)
+    size, fit = parse_image_spec(preprocessing)
     return _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
 
 
 def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based)."""
-    size, fit = _parse_spec(preprocessing)
+    size, fit = parse_image_spec(preprocessing)
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
     batch = np.empty((len(images), size[0] * size[1]), dtype=np.float32)
@@ -83,7 +83,7 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     ``pixels``: (H, W), (H, W, C) with C in 1..4 (grey, grey+alpha, RGB, RGBA), size-1 leading
     axes, or a flat array of ``h*w`` values for the field size. uint8 counts 0..255, uint16
     0..65535, floats 0..1 (or 0..255); either polarity."""
-    size, fit = _parse_spec(preprocessing)
+    size, fit = parse_image_spec(preprocessing)
     return _grey_to_vector(_array_to_grey(np.asarray(pixels), size), size, fit)
 
 
@@ -218,8 +218,9 @@ def _type_name(value) -> str:
 # --------------------------------------------------------------------------- decoding
 
 
-def _parse_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
-    """The manifest's preprocessing spec -> ((height, width), fit). A bad spec is a model bug."""
+def parse_image_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
+    """The manifest's preprocessing spec -> ((height, width), fit); ValueError says what is wrong
+    with a bad one (shared.model_file refuses such a model)."""
     if not isinstance(preprocessing, dict) or preprocessing.get("type", "image") != "image":
         raise ValueError(f"not an image preprocessing spec: {preprocessing!r}")
     size = preprocessing.get("size", [28, 28])

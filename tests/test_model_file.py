@@ -206,6 +206,66 @@ def test_unknown_activation_is_refused(tmp_path):
     refused(tmp_path / "model.npz", "unknown activation 'swish'")
 
 
+def _image_manifest_change(manifest, **preprocessing):
+    manifest["input"].update(kind="image", shape=[784],
+                             preprocessing={"type": "image", "size": [28, 28], "fit": "digit",
+                                            "polarity": "light_on_dark", **preprocessing})
+
+
+@pytest.mark.parametrize("task, change, match", [
+    ("regression", lambda m: m["output"].update(scaling=[1, 2]), "output.scaling must be an object"),
+    ("regression", lambda m: m["output"].update(scaling={"mean": float("nan"), "std": 1.0}), "output.scaling needs"),
+    ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": 0.0}), "output.scaling needs"),
+    ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": -2.0}), "output.scaling needs"),
+    ("classification", lambda m: m["input"].update(normalization=[0.5, 2.0]), "input.normalization must be an object"),
+    ("classification", lambda m: m["input"].update(normalization={"mean": [True], "std": [1.0]}),
+     "input.normalization.mean must be"),
+    ("classification", lambda m: m["input"].update(shape=[True]), "input.shape .* must be a list of one positive"),
+    ("classification", lambda m: m["layers"][0].update(in_features=5), "says in_features 5 but its weight"),
+    ("classification", lambda m: m["layers"][0].update(out_features=9), "says out_features 9 but its weight"),
+    ("classification", lambda m: m["layers"][1].update(name=["tanh"]), "unknown activation"),
+    ("classification", lambda m: m["output"].update(labels=["a", "b", "a"]), "names a class more than once: 'a'"),
+])
+def test_manifest_values_the_forward_pass_cannot_use_are_refused(tmp_path, task, change, match):
+    """Each of these once loaded (and then predicted NaN, a constant, or raised a bare Python
+    error in the loader): a bad file must give one ModelFileError naming it."""
+    arrays, manifest = saved(tmp_path, task=task)
+    change(manifest)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", match)
+
+
+def test_batchnorm_eps_must_be_finite(tmp_path):
+    arrays, manifest = saved(tmp_path, batchnorm=True)
+    manifest["layers"][1]["eps"] = float("nan")
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", "eps must be a positive number")
+
+
+@pytest.mark.parametrize("preprocessing, match", [
+    ({"size": [20, 20]}, r"preprocessing.size \[20, 20\] gives 400 inputs; the model takes 784"),
+    ({"size": [28]}, r"preprocessing: preprocessing size must be \[height, width\]"),
+    ({"fit": "cat"}, "preprocessing fit must be one of digit, garment, got 'cat'"),
+    ({"polarity": "dark_on_light"}, "preprocessing polarity must be 'light_on_dark'"),
+    ({"type": "audio"}, "not an image preprocessing spec"),
+])
+def test_an_image_model_must_carry_preprocessing_the_service_can_apply(tmp_path, preprocessing, match):
+    """Found at load time, not on the first request."""
+    rng = np.random.default_rng(0)
+    arrays = {"dense1.weight": rng.normal(size=(784, 3)).astype(np.float32),
+              "dense1.bias": np.zeros(3, np.float32)}
+    _, manifest = tiny_model()
+    manifest["layers"] = [{"type": "dense", "name": "dense1", "in_features": 784, "out_features": 3},
+                          {"type": "activation", "name": "softmax"}]
+    manifest["input"]["normalization"] = {"mean": [0.1], "std": [0.3]}
+    _image_manifest_change(manifest)
+    save_model(tmp_path / "model.npz", arrays, manifest)  # the valid one loads
+    manifest = read_manifest(tmp_path / "model.npz")
+    manifest["input"]["preprocessing"].update(preprocessing)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", match)
+
+
 def test_extra_and_missing_arrays_are_refused(tmp_path):
     arrays, manifest = saved(tmp_path)
     rewrite(tmp_path / "model.npz", dict(arrays, stowaway=np.zeros(3, np.float32)), manifest)
