@@ -251,11 +251,51 @@ def test_npz_refuses_pickled_objects_and_missing_arrays(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, x_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1),
              x_test=np.zeros((1, 1)), y_test=np.zeros(1))
-    with pytest.raises(DatasetError, match="evil.npz: cannot read as .npz"):
+    with pytest.raises(DatasetError, match=r"evil.npz: array 'x_train' holds Python objects \(pickle\); refused"):
         load_dataset("npz", path=path)
     np.savez(path, features=np.zeros((3, 2)))
     with pytest.raises(DatasetError, match="expected arrays x_train, y_train, x_test, y_test.*found features"):
         load_dataset("npz", path=path)
+
+
+def test_npz_truncated_or_damaged_is_a_clear_error(tmp_path):
+    good = tmp_path / "good.npz"
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    np.savez(good, x=x, y=np.arange(20) % 2)
+    raw = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DatasetError, match="cut.npz: cannot read as .npz: not an .npz archive"):
+        load_dataset("npz", path=tmp_path / "cut.npz")
+    damaged = bytearray(raw)
+    damaged[100:110] = b"\xff" * 10  # inside the first member's data: the central directory is intact
+    (tmp_path / "crc.npz").write_bytes(bytes(damaged))
+    with pytest.raises(DatasetError, match="crc.npz: cannot read as .npz: damaged archive"):
+        load_dataset("npz", path=tmp_path / "crc.npz")
+
+
+def test_npz_class_index_far_beyond_any_classifier_is_refused(tmp_path):
+    """A quantity stored as integers would otherwise become a network with a billion outputs."""
+    path = tmp_path / "counts.npz"
+    np.savez(path, x=np.arange(20, dtype=np.float32).reshape(10, 2), y=np.array([0, 1] * 4 + [10**9, 3]))
+    with pytest.raises(DatasetError, match="class index 1000000000.*--task regression"):
+        load_dataset("npz", path=path)
+    assert load_dataset("npz", path=path, task="regression").task == "regression"
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf"])
+def test_csv_missing_class_value_is_refused(tmp_path, value):
+    path = tmp_path / "t.csv"
+    path.write_text(f"a,b,label\n1,2,0\n3,4,1\n5,6,{value}\n7,8,1\n")
+    with pytest.raises(DatasetError, match=f"t.csv, line 4, column 'label': '{value}' is a missing"):
+        load_dataset("csv", path=path, target="label", task="classification")
+
+
+@pytest.mark.parametrize("options, flag", [({"path": "x.csv"}, "--data-path"), ({"target": "y"}, "--target"),
+                                           ({"task": "classification"}, "--task classification")])
+def test_known_dataset_refuses_the_options_of_a_file_dataset(options, flag):
+    """They would be ignored: a wine model trained as a 'classifier' would silently be a regression."""
+    with pytest.raises(DatasetError, match=f"wine-quality is a known dataset.*{flag} applies to csv and npz"):
+        load_dataset("wine-quality", download=False, **options)
 
 
 # --------------------------------------------------------------------------------------------

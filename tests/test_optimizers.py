@@ -172,3 +172,22 @@ def test_schedule_errors():
         get_schedule("linear", lr=0.1)
     with pytest.raises(ValueError, match="total_epochs"):
         get_schedule("cosine", lr=0.1)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("cosine(total_epochs=5, min_lr=-0.01)", "cosine min_lr must be between 0 and the learning rate"),
+    ("cosine(total_epochs=5, min_lr=0.5)", "cosine min_lr must be between 0 and the learning rate"),
+    ("step(step_size=1, gamma=-0.5)", "step gamma must be > 0"),
+    ("step(step_size=1, gamma=0)", "step gamma must be > 0"),
+])
+def test_a_schedule_that_would_make_the_learning_rate_negative_or_zero_is_refused(spec, match):
+    """The config refuses lr <= 0; a schedule must not reach one either (training would climb the loss)."""
+    with pytest.raises(ValueError, match=match):
+        get_schedule(spec, lr=0.1)
+
+
+def test_normal_initializer_needs_a_positive_std():
+    from trainer.initializers import get_initializer
+
+    with pytest.raises(ValueError, match="normal std must be > 0"):
+        get_initializer("normal(std=-1)")

@@ -219,6 +219,47 @@ def test_overfit_command_says_something_is_wrong(blobs_npz, capsys):
     assert "something is wrong" in capsys.readouterr().out
 
 
+def test_overfit_judges_the_memorised_subset_in_inference_mode(blobs_npz, capsys):
+    """Dropout's noise in the last training epoch is not a failure to memorise: the verdict
+    comes from the trained network's predictions on the subset, as inference makes them."""
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
+                   "--hidden", 32, "--epochs", 100, "--dropout", 0.5) == 0
+    assert "ok: the network can memorise a tiny subset" in capsys.readouterr().out
+
+
+def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, capsys):
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
+                   "--hidden", 32, "--epochs", 5, "--lr", 1e-12, "--dropout", 0.5) == 1
+    out = capsys.readouterr().out
+    assert "something is wrong" in out and "This run also regularises (--dropout)" in out
+
+
+def test_momentum_for_an_optimizer_without_it_is_refused():
+    """It would be silently ignored by adam, adamw and sgd."""
+    for optimizer in ("adam", "adamw", "sgd"):
+        with pytest.raises(ValueError, match=f"momentum applies to the momentum and nesterov optimizers, not '{optimizer}'"):
+            train.TrainConfig.from_dict({"optimizer": optimizer, "momentum": 0.5})
+    assert train.build_optimizer(train.TrainConfig(optimizer="nesterov", momentum=0.5)).momentum == 0.5
+    assert train.build_optimizer(train.TrainConfig(optimizer="momentum")).momentum == 0.9
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_diverging_training_stops_with_advice_not_an_unsavable_model(tmp_path, epochs, capsys):
+    """A learning rate far too large: the loss (or, after an epoch's last step, the weights) turns
+    infinite. The run says so in one line, whatever epoch it happens in, and writes nothing."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "big.npz"
+    np.savez(data, x=(rng.normal(size=(64, 4)) * 1e3).astype(np.float32), y=rng.normal(size=64).astype(np.float32))
+    with np.errstate(all="ignore"):
+        code = run_cli("train", "--dataset", "npz", "--data-path", data, "--hidden", 8, "--epochs", epochs,
+                       "--batch-size", 64, "--optimizer", "sgd", "--lr", 1e20, "--no-progress",
+                       "--output", tmp_path / "out")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lower the learning rate" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "model.npz").exists()
+
+
 def test_summary_and_gradcheck_commands():
     out = subprocess.run([sys.executable, "-m", "trainer", "summary", "--hidden", "256", "128"],
                          capture_output=True, text=True, check=True).stdout
@@ -247,6 +288,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     ("patience = true", "patience: input should be a valid integer, got True"),
     ("patience = 3\nval_fraction = 0.0", "early stopping (patience) watches the validation loss"),
     ("refit = true\nval_fraction = 0.0", "refit retrains for the epoch count validation picked"),
+    ("batchnorm = true\nbatch_size = 1", "batch norm normalises each feature over a batch: batch_size must be 2"),
     ('optimizer = "sgd(lr=0.5)"', "sets lr: give it with --lr"),
     ('optimizer = "adamw(weight_decay=0.5)"', "sets weight_decay: give it with --weight-decay"),
     ('schedule = "cosine(lr=0.1)"', "sets lr: give it with --lr"),
@@ -358,11 +400,40 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     np.savez(other, x=np.random.default_rng(0).normal(size=(50, 7)), y=np.arange(50) % 2)
     with pytest.raises(SystemExit, match="blobs v1 takes 5 features; other has 7"):
         run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    rng = np.random.default_rng(0)
+    np.savez(other, x=rng.normal(size=(50, 5)), y=np.arange(50) % 6)
+    with pytest.raises(SystemExit, match="blobs v1 tells 3 classes apart; other has 6"):
+        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    np.savez(other, x=rng.normal(size=(50, 5)), y=rng.normal(size=50))
+    with pytest.raises(SystemExit, match="blobs v1 is a classification model; other is a regression dataset"):
+        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     model_file = registry / "blobs" / "1" / "model.npz"
     model_file.write_bytes(model_file.read_bytes()[:1000])
     assert run_cli("evaluate", "--registry", registry, "--model", "blobs") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {model_file}: ") and "Traceback" not in err
+
+
+def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, wine_csv, capsys, monkeypatch):
+    """The recorded --data-path is what was typed: from another folder a relative one is not
+    there, and a file that changed since training gives a different held-out split."""
+    registry = tmp_path / "models"
+    monkeypatch.chdir(wine_csv.parent)
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv.name, "--target", "score", "--task",
+                   "regression", "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    assert run_cli("evaluate", "--registry", registry, "--model", "data") == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(SystemExit, match="data v1 was trained on data.csv, which is not there from here.*--data-path"):
+        run_cli("evaluate", "--registry", registry, "--model", "data")
+    capsys.readouterr()
+    changed = elsewhere / "data.csv"
+    changed.write_text(wine_csv.read_text().replace("\n", "\n0,0,0,5\n", 1))
+    assert run_cli("evaluate", "--registry", registry, "--model", "data", "--data-path", changed) == 0
+    assert "data.csv differs from the file data v1 was trained on" in capsys.readouterr().err
+    assert run_cli("evaluate", "--registry", registry, "--model", "data", "--data-path", wine_csv) == 0
+    assert "differs" not in capsys.readouterr().err
 
 
 def test_summary_takes_its_shape_from_a_named_dataset(blobs_npz, capsys):
@@ -420,4 +491,16 @@ def test_refit_retrains_on_all_rows_for_the_best_epoch_count(tmp_path, blobs_npz
     assert len(refitted) == best
     training = read_manifest(tmp_path / "out" / "model.npz")["training"]
     assert (training["best_epoch"], training["refit_epochs"]) == (best, best)
+    assert training["refit_examples"] == training["train_examples"] + training["val_examples"] == 500
     assert result["metrics"]["accuracy"] > 0.95
+
+
+def test_refit_without_early_stopping_records_the_epoch_count_it_retrained_for(tmp_path, blobs_npz):
+    """best_epoch once counted the refit epochs too (searched + refit)."""
+    config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[8], epochs=4, refit=True,
+                               progress=False)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    searched = [row for row in result["history"] if not row.get("refit")]
+    best = min(searched, key=lambda row: row["val_loss"])["epoch"]
+    training = read_manifest(tmp_path / "out" / "model.npz")["training"]
+    assert (training["epochs_run"], training["best_epoch"], training["refit_epochs"]) == (4, best, best)

@@ -79,7 +79,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         "e.g. affine(shift=2, rotate=10, scale=0.1)")
     parser.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw")
     parser.add_argument("--lr", type=float, help="learning rate")
-    parser.add_argument("--momentum", type=float)
+    parser.add_argument("--momentum", type=float, help="momentum and nesterov optimizers (default 0.9)")
     parser.add_argument("--weight-decay", type=float,
                         help="L2 penalty on the weights (sgd, momentum, adam); decoupled decay (adamw)")
     parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
@@ -143,19 +143,46 @@ def cmd_evaluate(args) -> int:
         raise SystemExit(f"error: {name} has no version {version} in {args.registry}; "
                          f"its versions: {', '.join(map(str, versions))}")
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
-    config = model.manifest.get("training", {}).get("config", {})
-    trained_on = config.get("dataset") or model.manifest["training"]["dataset"]["name"]
+    training = model.manifest.get("training") if isinstance(model.manifest.get("training"), dict) else {}
+    config = training.get("config") if isinstance(training.get("config"), dict) else {}
+    recorded_dataset = training.get("dataset") if isinstance(training.get("dataset"), dict) else {}
+    trained_on = config.get("dataset") or recorded_dataset.get("name")
     dataset_name = args.dataset or trained_on
+    if not dataset_name:
+        raise SystemExit(f"error: {name} v{version} does not record the dataset it was trained on: "
+                         "name one with --dataset")
     # The data options recorded with the model describe its own dataset, not another one.
     recorded = config if dataset_name == trained_on else {}
+    path = args.data_path or recorded.get("data_path")
+    if path is not None and not args.data_path and not Path(path).exists():
+        raise SystemExit(f"error: {name} v{version} was trained on {path}, which is not there from here "
+                         f"({Path.cwd()}): give the file with --data-path")
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                           variant=args.variant or recorded.get("variant"),
-                           path=args.data_path or recorded.get("data_path"),
+                           variant=args.variant or recorded.get("variant") or
+                           (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0))
+    trained_files = recorded_dataset.get("files") if isinstance(recorded_dataset.get("files"), dict) else {}
+    changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
+    if changed and dataset.name == recorded_dataset.get("name"):
+        print(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
+              "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
+              "and may include rows it trained on", file=sys.stderr)
     if dataset.n_features != model.input_size:
         raise SystemExit(f"error: {name} v{version} takes {model.input_size} features; {dataset.name} "
                          f"has {dataset.n_features}: score it on the kind of data it was trained on")
+    if dataset.task != model.task:
+        raise SystemExit(f"error: {name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
+                         "dataset: score it on the kind of data it was trained on")
+    if model.task == "classification":
+        classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
+        if classes > len(model.labels) or int(dataset.y_test.max()) >= len(model.labels):
+            raise SystemExit(f"error: {name} v{version} tells {len(model.labels)} classes apart; {dataset.name} "
+                             f"has {classes}: score it on the kind of data it was trained on")
+        if dataset.labels is not None and list(dataset.labels) != list(model.labels[:len(dataset.labels)]):
+            print(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {name}'s "
+                  f"({', '.join(model.labels[:4])}, ...): each is scored as the model's class of the same index",
+                  file=sys.stderr)
     metrics = train.score(model, dataset.x_test, dataset.y_test, dataset.split)
     print(f"{name} v{version} on {dataset.name} ({dataset.split})")
     print(report.format_metrics(metrics))
@@ -181,18 +208,27 @@ def cmd_overfit(args) -> int:
     network = train.build_network(config, dataset)
     history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
                         config, log=lambda *_: None)
-    last = history[-1]
+    # Memorised means the trained network, in inference mode, gets the subset's own examples
+    # right: the training-mode figures of the last epoch carry dropout's and augmentation's noise
+    # and would fail a network that has in fact memorised the subset.
+    loss, accuracy = train.evaluate_network(network, train.normalize(prepared.x_train, prepared.normalization),
+                                            train.scale_target(prepared.y_train, prepared.target_scaling),
+                                            dataset.task)
+    examples = len(prepared.x_train)
     if dataset.task == "classification":
-        accuracy = last["train_accuracy"]
-        print(f"overfit: {args.samples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
-              f"loss {last['train_loss']:.5f}")
+        print(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
+              f"loss {loss:.5f}")
         ok = accuracy >= 0.99
     else:
-        print(f"overfit: {args.samples} examples, {len(history)} epochs, training loss {last['train_loss']:.5f}")
-        ok = last["train_loss"] < 0.01
+        print(f"overfit: {examples} examples, {len(history)} epochs, training loss {loss:.5f}")
+        ok = loss < 0.01
     if not ok:
+        regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
+                                              ("--weight-decay", config.weight_decay)) if on]
+        hint = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
+                "try it without." if regularisers else "")
         print("something is wrong: a network this size should memorise a tiny subset. Check the gradients "
-              "(python -m trainer gradcheck), the learning rate and the labels.")
+              "(python -m trainer gradcheck), the learning rate and the labels." + hint)
         return 1
     print("ok: the network can memorise a tiny subset")
     return 0

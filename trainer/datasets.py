@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import os
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 TEST_FRACTION = 0.2
+MAX_CLASSES = 10_000  # an NPZ's class indices: one output unit per index up to the highest
 
 
 class DatasetError(ValueError):
@@ -198,6 +200,14 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join([*DATASETS, 'csv', 'npz'])}")
     if variant is not None and key != "wine-quality":
         raise DatasetError(f"{key} has no variants (got variant={variant!r})")
+    native_task = "regression" if key == "wine-quality" else "classification"
+    ignored = [flag for flag, value in (("--data-path", path), ("--target", target), ("test_path", test_path))
+               if value is not None]
+    if ignored or task not in (None, native_task):
+        what = ", ".join([*ignored, *([f"--task {task}"] if task not in (None, native_task) else [])])
+        raise DatasetError(f"{key} is a known dataset ({native_task}" +
+                           (", target quality" if key == "wine-quality" else "") +
+                           f"): {what} applies to csv and npz files only")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
@@ -492,13 +502,29 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     targets and regression for float ones; features of more than 2 dimensions are flattened."""
     path = Path(path)
     try:
+        with open(path, "rb") as file:
+            is_zip = zipfile.is_zipfile(file)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not is_zip:
+        # NumPy would read such a file as a pickle (and refuse it, with advice to allow pickles).
+        raise DatasetError(f"{path}: cannot read as .npz: not an .npz archive (a zip of .npy arrays), "
+                           "or a truncated one")
+    arrays = {}
+    try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        # NumPy reads a file that is not a zip archive as a pickle, and refuses with advice to
-        # allow pickles: the file is simply not an .npz.
-        reason = "not an .npz archive (a zip of .npy arrays)" if "allow_pickle" in str(exc) else exc
-        raise DatasetError(f"{path}: cannot read as .npz: {reason}") from exc
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                        raise DatasetError(f"{path}: array {key!r} holds Python objects (pickle); refused: "
+                                           "store numbers (and labels as a string array)") from exc
+                    raise
+    except DatasetError:
+        raise
+    except Exception as exc:  # zipfile, zlib and numpy raise several types for a damaged archive
+        raise DatasetError(f"{path}: cannot read as .npz: damaged archive ({type(exc).__name__}: {exc})") from exc
 
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -546,6 +572,10 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     labels = None
     if task == "classification":
         n_classes = int(max(y.max(), y_test.max())) + 1
+        if n_classes > MAX_CLASSES:
+            raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
+                               f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
+                               "is a quantity, train with --task regression")
         if "labels" in arrays:
             labels = [str(v) for v in arrays["labels"].reshape(-1)]
             if len(labels) < n_classes:
@@ -641,6 +671,9 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
         for (line, _), value in zip(rows, y):
             if not value:
                 raise DatasetError(f"{source}, line {line}, column {target!r}: empty class")
+            if _is_number(value) and not math.isfinite(float(value)):
+                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is a missing or "
+                                   "infinite value, not a class")
     return feature_names, x.astype(np.float32), y
 
 

@@ -77,6 +77,8 @@ class Normal(Initializer):
     name = "normal"
 
     def __init__(self, std: float = 0.01):
+        if not std > 0:
+            raise ValueError(f"normal std must be > 0, got {std}")
         self._std = float(std)
 
     def std(self, fan_in, fan_out):

@@ -44,6 +44,8 @@ class Step(Schedule):
         super().__init__(lr)
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
+        if not gamma > 0:  # a negative factor would flip the learning rate's sign every other step
+            raise ValueError(f"step gamma must be > 0, got {gamma}")
         self.step_size, self.gamma = int(step_size), float(gamma)
 
     def __call__(self, epoch):
@@ -58,6 +60,8 @@ class Cosine(Schedule):
         super().__init__(lr)
         if total_epochs < 1:
             raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+        if not 0 <= min_lr <= lr:  # below 0 the run would end climbing the loss
+            raise ValueError(f"cosine min_lr must be between 0 and the learning rate {lr:g}, got {min_lr}")
         self.total_epochs, self.min_lr = int(total_epochs), float(min_lr)
 
     def __call__(self, epoch):

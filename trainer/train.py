@@ -69,7 +69,7 @@ class TrainConfig:
     fold_batchnorm: bool = True
     optimizer: str = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3
-    momentum: Fraction = 0.9
+    momentum: Fraction | None = None     # momentum and nesterov only; None: 0.9
     # L2 penalty (sgd, momentum, adam); decoupled decay (adamw). None: 0.01 for adamw (as in
     # PyTorch), else 0.
     weight_decay: Annotated[float, Field(ge=0)] | None = None
@@ -105,6 +105,11 @@ class TrainConfig:
             if self.refit:
                 raise ValueError("refit retrains for the epoch count validation picked: "
                                  "set val_fraction above 0")
+        if self.batchnorm and self.batch_size < 2:
+            raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
+        if self.momentum is not None and parse_spec(self.optimizer)[0] not in ("momentum", "nesterov"):
+            raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not "
+                             f"{parse_spec(self.optimizer)[0]!r}: leave it unset or choose one of those")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
 
@@ -199,7 +204,7 @@ def build_network(config: TrainConfig, dataset: Dataset):
 
 def build_optimizer(config: TrainConfig):
     kwargs = {"lr": config.lr, "clip_norm": config.clip_norm, "weight_decay": config.weight_decay}
-    if config.optimizer.startswith(("momentum", "nesterov")):
+    if config.momentum is not None:  # only momentum and nesterov take it (checked by TrainConfig)
         kwargs["momentum"] = config.momentum
     return get_optimizer(config.optimizer, **kwargs)
 
@@ -326,6 +331,12 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
             row["val_loss"], val_accuracy = evaluate_network(network, x_val, y_val, task)
             if val_accuracy is not None:
                 row["val_accuracy"] = val_accuracy
+        # The last step of an epoch can overflow the weights after its own loss was computed:
+        # say so here, not as an unsavable model file at the end of the run.
+        if not (math.isfinite(row.get("val_loss", 0.0))
+                and all(np.isfinite(p).all() for p in network.params().values())):
+            raise FloatingPointError(f"the weights overflowed to NaN or infinity in epoch {epoch}: lower the "
+                                     f"learning rate (now {lr:g}) or enable gradient clipping (--clip-norm)")
         history.append(row)
         summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close(summary)
@@ -389,10 +400,16 @@ def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: l
             "seed": config.seed,
             "epochs_run": len(searched),
             "refit_epochs": len(history) - len(searched),
-            "best_epoch": best_epoch if config.patience is not None else len(history),
+            # The epoch whose weights were kept (early stopping restores the best one), or with
+            # refit the epoch count validation picked for the retraining.
+            "best_epoch": best_epoch if config.patience is not None or len(history) > len(searched) else len(searched),
             "train_examples": int(len(prepared.x_train)),
             "val_examples": int(len(prepared.x_val)) if prepared.x_val is not None else 0,
-            "dataset": {"name": dataset.name, "split": dataset.split, "files": dataset.files},
+            # With refit the exported network trained on both: train_examples + val_examples.
+            "refit_examples": (int(len(prepared.x_train) + len(prepared.x_val))
+                               if len(history) > len(searched) else 0),
+            "dataset": {"name": dataset.name, "variant": dataset.variant, "split": dataset.split,
+                        "files": dataset.files},
             "numpy": np.__version__,
         },
         "metrics": {},
