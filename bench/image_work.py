@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serve import FLOOR_APP, SERVICE_APP, Server, payloads, run_wrk, start_servers, write_scripts  # noqa: E402
+from bench.serve import (FLOOR_APP, SERVICE_APP, Server, payloads, require_wrk, run_wrk,  # noqa: E402
+                         start_servers, write_scripts)
 
 APPS = {"floor": FLOOR_APP,
         "forward only": "bench.floor_app:create_image_work_app(stage='forward')",
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    require_wrk()
 
     cases = [p for p in payloads() if p.name.startswith("image")]
     servers = {name: Server(app, args.registry) for name, app in APPS.items()}
