@@ -43,6 +43,7 @@ train: $(BIN)/.installed-service,trainer,test
 bench: $(BIN)/.installed-service,trainer,test system-deps
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/train_memory.py
 	$(BIN)/python bench/user_images.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/image_work.py
