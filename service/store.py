@@ -2,15 +2,19 @@
 the registry (SPEC §2, §6).
 
 Every worker process has one store. A background thread looks at the registry every
-``poll_interval`` seconds: a cheap pass of ``stat`` calls and a directory listing, and a model
-file is parsed only when it is new or changed (a failure is remembered together with the file's
-``(mtime, size, inode)``, so a bad file is read once, not every poll). New versions are loaded
-and validated on that thread, off the request path; the served model then changes with one
-reference assignment, so a request keeps the ``Model`` it started with. A version that fails to
+``poll_interval`` seconds: a cheap pass of ``stat`` calls, a directory listing and a read of the
+small ``serving.json``, and a model file is parsed only when it is new or changed (a failure is
+remembered together with the file's ``(mtime, ctime, size, inode)``, so a bad file is read once,
+not every poll; a file that could not be read at all is tried again with a back-off). New
+versions are loaded and validated on that thread, off the request path, the newest first; the
+served model then changes with one reference assignment, so a request keeps the ``Model`` it
+started with, and only then are the other new versions checked. A version that fails to
 load never replaces a working one, and when the registry disappears the store keeps serving
 what it holds and says so in ``readiness()``.
 
-Which version serves: the one ``serving.json`` pins, else the highest version that loads. A pin
+Which version serves: the one ``serving.json`` pins, else the highest version that loads. A
+``serving.json`` that cannot be used keeps the last good state; a worker that has never read a
+good one serves nothing of that model until it is fixed (it may pin another version). A pin
 that cannot be honoured (the version is missing or fails to load) keeps the version served
 before and reports the problem; with nothing served before (a worker starting), the model is
 not servable (503, and ``/readyz`` says why) rather than serving a version the pin excludes. A
@@ -27,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,12 +40,13 @@ from pathlib import Path
 from shared.errors import ModelFileError
 from shared.forward import Model
 from shared.model_file import load_model, read_manifest
-from shared.registry import MODEL_FILE, SERVING_FILE, Registry, RegistryError, check_name
+from shared.registry import MODEL_FILE, Registry, RegistryError, check_name
 
 from .errors import Conflict, NotFound, NotReady
 
 log = logging.getLogger("scratchnet.store")
 
+MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that could not be read
 AVAILABLE = "available"
 LOADING = "loading"
 FAILED = "failed"
@@ -50,7 +56,9 @@ FAILED = "failed"
 class VersionRecord:
     """What the store knows of one version: its status and the file state it was checked against."""
     status: str = LOADING          # "available", "loading" or "failed: <reason>"
-    stamp: tuple | None = None     # (mtime_ns, size, inode) of model.npz when checked
+    stamp: tuple | None = None     # (mtime_ns, ctime_ns, size, inode) of model.npz when checked
+    retry_at: float | None = None  # a failure to read the file (not its content): when to try again
+    retries: int = 0               # such failures in a row of this file
 
 
 @dataclass
@@ -63,7 +71,7 @@ class ModelSlot:
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     resident: dict[int, Model] = field(default_factory=dict)        # served and labelled versions
     recent: OrderedDict = field(default_factory=OrderedDict)         # other versions, least recent first
-    serving_stamp: tuple | None = None
+    serving_state: dict | None = None  # serving.json as last read (None: never read)
     serving_error: str | None = None
     unloaded: bool = False         # "unloaded": true in serving.json: out of service until loaded again
     pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
@@ -83,11 +91,13 @@ class StoreEvents:
 
 
 def _stamp(path: Path) -> tuple | None:
+    """What says a file changed. The ctime changes with its permissions and owner too, so a file
+    that failed because it could not be read is read again once that is fixed."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 def _reason(error: Exception) -> str:
@@ -109,6 +119,7 @@ class ModelStore:
         self.max_model_bytes = max_model_bytes
         self.events = events or StoreEvents()
         self.registry_error: str | None = None
+        self._unreadable: dict[str, str] = {}  # model folders that cannot be listed, and why
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         self._refresh_lock = threading.Lock()   # one registry pass at a time
         self._lock = threading.RLock()          # short: records and caches
@@ -158,8 +169,12 @@ class ModelStore:
                 names = self._discover()
             for name in names:
                 slot = self._slots.get(name)
-                if slot is not None:
+                if slot is None:
+                    continue
+                try:
                     self._refresh_model(slot, validate_all)
+                except Exception:  # one model's surprise must not stop the others being refreshed
+                    log.exception("%s: registry refresh failed; serving what is loaded", name)
 
     def _registry_readable(self) -> bool:
         root = self.registry.root
@@ -183,7 +198,12 @@ class ModelStore:
     def _discover(self) -> list[str]:
         if self.configured is not None:
             return list(self.configured)
-        names = self.registry.model_names()
+        unreadable: dict[str, str] = {}
+        names = self.registry.model_names(unreadable)
+        for name, reason in unreadable.items():
+            if self._unreadable.get(name) != reason:
+                log.error("%s: %s; it is not served until it can be read", name, reason)
+        self._unreadable = unreadable
         with self._lock:
             for name in names:
                 self._slots.setdefault(name, ModelSlot(name))
@@ -201,17 +221,25 @@ class ModelStore:
             slot.problems = [f"the folder of {name} cannot be read ({e.strerror}); serving from memory"]
             return
         self._read_serving(slot)
+        # serving.json unusable and never read (a worker starting): it may pin a version or unload
+        # the model, so serving the latest would be a guess that the other workers do not make.
+        unknown_state = slot.serving_state is None and slot.serving_error is not None
         if slot.serving_error:
-            problems.append(slot.serving_error + "; using the last good serving state")
+            problems.append(slot.serving_error + ("; nothing is served until it is fixed" if unknown_state
+                                                  else "; using the last good serving state"))
 
         stamps = {v: _stamp(self.registry.root / name / str(v) / MODEL_FILE) for v in on_disk}
         with self._lock:
             removed = {v: slot.versions.pop(v) for v in set(slot.versions) - set(stamps)}
             for gone in removed:
                 slot.recent.pop(gone, None)
+            now = time.monotonic()
             for v, stamp in stamps.items():
                 record = slot.versions.get(v)
-                if record is None or record.stamp != stamp or record.status == LOADING:
+                if record is not None and record.stamp == stamp and record.retry_at is not None \
+                        and record.retry_at <= now:  # an I/O error may have passed (a network file system)
+                    slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries)
+                elif record is None or record.stamp != stamp or record.status == LOADING:
                     slot.versions[v] = VersionRecord(LOADING, stamp)
                     if record is not None and record.stamp != stamp:
                         slot.recent.pop(v, None)
@@ -223,7 +251,9 @@ class ModelStore:
         # served never replaces what serves (module docstring).
         target: Model | None = None
         pin_problem = None
-        if slot.pinned is not None:
+        if unknown_state:
+            target = slot.served
+        elif slot.pinned is not None:
             target = self._checked(slot, slot.pinned) if slot.pinned in stamps else None
             if target is None:
                 why = slot.versions[slot.pinned].status if slot.pinned in stamps else "does not exist"
@@ -252,11 +282,6 @@ class ModelStore:
             else:
                 resident[v] = model
 
-        if validate_all:
-            for v in sorted(stamps, reverse=True):
-                if slot.versions[v].status == LOADING:
-                    self._checked(slot, v)
-
         with self._lock:
             slot.resident = resident
             for v in resident:
@@ -270,6 +295,14 @@ class ModelStore:
             log.info("%s: now serving version %d%s", name, target.version,
                      f" (was {old.version})" if old is not None else "")
             self.events.served(name, old.version if old is not None else None, target.version)
+
+        # Only then check the other new versions (for their status): a burst of publishes must
+        # not hold back the swap to the newest one.
+        if validate_all:
+            for v in sorted(stamps, reverse=True):
+                record = slot.versions.get(v)
+                if record is not None and record.status == LOADING:
+                    self._checked(slot, v)
 
     def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
         """Log and count a pin that cannot be honoured when it starts, changes or ends."""
@@ -308,19 +341,21 @@ class ModelStore:
             self.events.served(name, slot.served.version, None)
 
     def _read_serving(self, slot: ModelSlot) -> None:
-        stamp = _stamp(self.registry.root / slot.name / SERVING_FILE)
-        if stamp == slot.serving_stamp and stamp is not None:
-            return
+        """Read serving.json afresh on every pass: it is a few bytes, and a file's stamp can miss a
+        change (two writes of the same size within one tick of the file system's clock)."""
         try:
             state = self.registry.read_serving(slot.name)
         except (RegistryError, OSError) as e:
             if slot.serving_error != str(e):
                 log.error("%s: %s", slot.name, e)
             slot.serving_error = str(e)
-        else:
-            slot.pinned, slot.labels, slot.serving_error = state["pinned"], dict(state["labels"]), None
-            slot.unloaded = state.get("unloaded") is True
-        slot.serving_stamp = stamp
+            return
+        slot.serving_error = None
+        if state == slot.serving_state:
+            return
+        slot.pinned, slot.labels = state["pinned"], dict(state["labels"])
+        slot.unloaded = state.get("unloaded") is True
+        slot.serving_state = state
 
     def _checked(self, slot: ModelSlot, version: int) -> Model | None:
         """The loaded model of ``version``, loading and validating it if it is new; None if it fails.
@@ -342,13 +377,17 @@ class ModelStore:
                 self._loading[key] = Future()
         if loading is not None:
             return loading.result()
-        model, status = None, f"{FAILED}: the load was interrupted"
+        model, status, unreadable = None, f"{FAILED}: the load was interrupted", False
         try:
-            model, status = self._load(slot.name, version)
+            model, status, unreadable = self._load(slot.name, version)
             with self._lock:
                 current = slot.versions.get(version)
                 if current is not None and current.stamp == stamp:
                     current.status = status
+                    if unreadable:  # read again later, waiting longer each time
+                        current.retry_at = time.monotonic() + min(MAX_RETRY_SECONDS,
+                                                                  self.poll_interval * 2 ** current.retries)
+                        current.retries += 1
                     if model is not None:
                         self._remember(slot, model)
         finally:
@@ -357,7 +396,10 @@ class ModelStore:
         self.events.version_status(slot.name, version, status)
         return model
 
-    def _load(self, name: str, version: int) -> tuple[Model | None, str]:
+    def _load(self, name: str, version: int) -> tuple[Model | None, str, bool]:
+        """``(model or None, status, whether it failed because the file could not be read)``.
+        A file whose content is refused is not read again until it changes; one that could not
+        be read (permissions, an I/O error, memory) is tried again later."""
         try:
             path = self.registry.model_path(name, version)
             model = load_model(path, expect_name=name, expect_version=version, max_bytes=self.max_model_bytes)
@@ -365,8 +407,9 @@ class ModelStore:
             reason = _reason(e)
             log.warning("%s v%d cannot be served: %s", name, version, reason)
             self.events.load_failed(name, version, reason)
-            return None, f"{FAILED}: {reason}"
-        return model, AVAILABLE
+            unreadable = isinstance(e, (OSError, MemoryError)) or isinstance(e.__context__, (OSError, MemoryError))
+            return None, f"{FAILED}: {reason}", unreadable
+        return model, AVAILABLE, False
 
     def _cached(self, slot: ModelSlot, version: int) -> Model | None:
         if slot.served is not None and slot.served.version == version:
@@ -423,7 +466,8 @@ class ModelStore:
         if record is None:
             stamp = _stamp(self.registry.root / name / str(version) / MODEL_FILE)
             if stamp is None:
-                versions = ", ".join(str(v) for v in sorted(slot.versions)) or "none"
+                with self._lock:
+                    versions = ", ".join(str(v) for v in sorted(slot.versions)) or "none"
                 raise NotFound(f"Model {name} has no version {version} (versions: {versions}).",
                                code="version_not_found")
             with self._lock:
@@ -433,8 +477,12 @@ class ModelStore:
                            code="version_failed")
         model = self._checked(slot, version)
         if model is None:
-            raise NotReady(f"Version {version} of {name} cannot be served: {slot.versions[version].status}.",
-                           code="version_failed")
+            with self._lock:
+                record = slot.versions.get(version)
+            if record is None:  # deleted while it was being looked up
+                raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry).",
+                               code="version_not_found")
+            raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
     def require_loaded(self, name: str) -> None:
@@ -445,11 +493,19 @@ class ModelStore:
 
     def labelled(self, name: str, label: str) -> Model:
         slot = self.slot(name)
-        version = slot.labels.get(label)
+        labels = slot.labels  # replaced whole by the watcher: read once
+        version = labels.get(label)
         if version is None:
-            known = ", ".join(sorted(slot.labels)) or "none"
+            known = ", ".join(sorted(labels)) or "none"
             raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
-        return self.version(name, version)
+        try:
+            return self.version(name, version)
+        except NotFound:
+            raise NotFound(f"Label {label!r} of model {name} points to version {version}, which does not exist.",
+                           code="version_not_found") from None
+        except NotReady as e:
+            raise NotReady(f"Label {label!r} of model {name} points to version {version}, which cannot be served: "
+                           f"{e.message.partition(': ')[2]}", code=e.code, details=e.details) from None
 
     def servable(self, name: str, version: int) -> Model:
         """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken."""
@@ -462,7 +518,9 @@ class ModelStore:
     def lower_servable(self, name: str, below: int) -> Model | None:
         """The highest version under ``below`` that loads, for rollback."""
         slot = self.slot(name)
-        for v in sorted((v for v in slot.versions if v < below), reverse=True):
+        with self._lock:  # the watcher changes the records while we look
+            lower = sorted((v for v in slot.versions if v < below), reverse=True)
+        for v in lower:
             try:
                 return self.version(name, v)
             except NotReady:
@@ -478,11 +536,14 @@ class ModelStore:
     def _why_not(self, slot: ModelSlot) -> str:
         if self.registry_error:
             return self.registry_error + "."
+        if slot.serving_state is None and slot.serving_error:
+            return f"{slot.serving_error}; nothing is served until it is fixed."
         if not slot.versions:
             return f"The registry has no version of {slot.name}."
         if slot.pin_problem:
             return slot.pin_problem[0].upper() + slot.pin_problem[1:] + "."
-        failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
+        with self._lock:
+            failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
         return ("; ".join(failed) + ".") if failed else ""
 
     def describe(self, name: str) -> dict:

@@ -28,7 +28,9 @@ LABEL_PATTERN = NAME_PATTERN
 # A version's name: a positive integer of at most 9 ASCII digits (str.isdigit also takes '²'
 # and '١', which int() refuses or reads as another number).
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}\Z")
+MAX_VERSION = 999_999_999  # the highest number VERSION_PATTERN names: a higher one would be invisible
 STALE_TMP_SECONDS = 3600
+MAX_SERVING_BYTES = 1 << 20
 
 
 class RegistryError(Exception):
@@ -59,13 +61,22 @@ class Registry:
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
 
-    def model_names(self) -> list[str]:
-        """Names of the model folders (those with at least one version or a serving.json)."""
+    def model_names(self, unreadable: dict[str, str] | None = None) -> list[str]:
+        """Names of the model folders (those with at least one version or a serving.json).
+
+        A folder that cannot be listed (its permissions) is left out, so one such folder does not
+        hide every other model; ``unreadable``, when given, receives its name and the reason.
+        """
         names = []
         for entry in sorted(self.root.iterdir()):
-            if entry.is_dir() and NAME_PATTERN.match(entry.name) and (
-                    self.versions(entry.name) or (entry / SERVING_FILE).exists()):
-                names.append(entry.name)
+            if not NAME_PATTERN.match(entry.name):
+                continue
+            try:
+                if entry.is_dir() and (self.versions(entry.name) or (entry / SERVING_FILE).exists()):
+                    names.append(entry.name)
+            except OSError as e:
+                if unreadable is not None:
+                    unreadable[entry.name] = f"the folder {entry} cannot be read ({e.strerror or e})"
         return names
 
     def versions(self, name: str) -> list[int]:
@@ -94,21 +105,26 @@ class Registry:
         """
         path = self.root / check_name(name) / SERVING_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as f:
+                raw = f.read(MAX_SERVING_BYTES + 1)  # the workers read it on every poll
+            if len(raw) > MAX_SERVING_BYTES:
+                raise RegistryError(f"{path} is over {MAX_SERVING_BYTES} bytes; it holds a pin and labels only")
+            data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             return {"pinned": None, "labels": {}}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, a 5000-digit number
             raise RegistryError(f"{path} cannot be read: {e}") from None
         if not isinstance(data, dict):
             raise RegistryError(f"{path} must hold a JSON object")
         pinned = data.get("pinned")
-        if pinned is not None and not (isinstance(pinned, int) and not isinstance(pinned, bool) and pinned > 0):
-            raise RegistryError(f"{path}: 'pinned' must be a positive integer or null")
-        labels = data.get("labels") or {}
-        if not (isinstance(labels, dict) and all(
-                LABEL_PATTERN.match(k) and isinstance(v, int) and not isinstance(v, bool) and v > 0
-                for k, v in labels.items())):
-            raise RegistryError(f"{path}: 'labels' must map label names to positive version numbers")
+        if pinned is not None and not _is_version(pinned):
+            raise RegistryError(f"{path}: 'pinned' must be a version number (a positive integer of at most 9 "
+                                f"digits) or null, not {json.dumps(pinned)[:40]}")
+        labels = data.get("labels")
+        labels = {} if labels is None else labels
+        if not (isinstance(labels, dict) and all(LABEL_PATTERN.match(k) and _is_version(v) for k, v in labels.items())):
+            raise RegistryError(f"{path}: 'labels' must map label names to version numbers (positive integers of "
+                                "at most 9 digits)")
         return {**data, "pinned": pinned, "labels": labels}
 
     def write_serving(self, name: str, state: dict) -> None:
@@ -156,6 +172,9 @@ class Registry:
         self.remove_stale_temporaries(name)
         for _ in range(100):
             version = self._highest_used(name) + 1
+            if version > MAX_VERSION:
+                raise RegistryError(f"cannot publish {name}: version {version} would have more than 9 digits "
+                                    f"(the highest version number is {MAX_VERSION})")
             tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=folder))
             try:
                 build(tmp, version)
@@ -222,6 +241,11 @@ class Registry:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             except OSError:
                 pass
+
+
+def _is_version(value) -> bool:
+    """A version number as serving.json holds it: a JSON integer from 1 to MAX_VERSION."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_VERSION
 
 
 def _write_atomically(path: Path, text: str) -> None:

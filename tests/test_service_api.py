@@ -425,6 +425,29 @@ def test_pin_rollback_unpin(client, registry):
     assert response.get_json()["pinned"] == 1 and served() == "1"
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"pinned": ' + "9" * 5000 + "}", '{"pinned": 1000000000}'])
+def test_a_hand_edited_serving_json_the_service_cannot_use_is_reported_not_a_crash(registry, text):
+    (registry / "mnist" / "serving.json").write_text(text)
+    client = make_app(registry).test_client()  # a worker starting on it: it cannot know the pin
+    info = client.get("/models/mnist").get_json()
+    assert info["served_version"] is None and "serving.json" in info["problems"][0]
+    assert_error(client.post("/predict", json={"inputs": [0.5] * 784}), 503, "model_not_ready",
+                 "nothing is served until it is fixed")
+    assert client.post("/models/mnist/versions/2/predict", json={"inputs": [0.5] * 784}).status_code == 200
+    assert "serving.json" in client.get("/readyz").get_json()["reason"]
+    assert_error(client.post("/models/mnist/unpin", headers=AUTH), 409, "serving_state_invalid", "serving.json")
+    assert_error(client.post("/models/mnist/rollback", headers=AUTH), 409, "serving_state_invalid")
+
+
+def test_a_label_on_a_version_deleted_since_names_the_label(client, registry):
+    assert client.put("/models/mnist/labels/old", json={"version": 1}, headers=AUTH).status_code == 200
+    shutil.rmtree(registry / "mnist" / "1")
+    client.application.extensions["scratchnet"].store.refresh()
+    assert_error(client.post("/models/mnist/labels/old/predict", json={"inputs": [0.5] * 784}), 404,
+                 "version_not_found", "Label 'old' of model mnist points to version 1, which does not exist")
+    assert "label 'old' points to version 1" in " ".join(client.get("/models/mnist").get_json()["problems"])
+
+
 def test_a_registry_the_service_cannot_write_is_named_with_the_fix(app, client, registry, monkeypatch):
     (registry / "mnist" / ".serving.lock").mkdir()  # the lock file cannot be opened, even by root
     assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",

@@ -158,6 +158,13 @@ def test_a_malformed_serving_json_keeps_the_last_good_state(tmp_path):
     store.refresh()
     assert store.served("mnist").version == 1
     assert any("serving.json" in p for p in store.describe("mnist")["problems"])
+    starting, _ = make_store(tmp_path)  # a worker starting now cannot know the pin: it serves nothing
+    with pytest.raises(NotReady, match="nothing is served until it is fixed"):
+        starting.served("mnist")
+    assert starting.version("mnist", 2).version == 2
+    (tmp_path / "mnist" / "serving.json").write_text('{"pinned": 1}')
+    starting.refresh()
+    assert starting.served("mnist").version == 1
 
 
 def test_versions_load_on_demand_and_the_cache_stays_bounded(tmp_path):
@@ -282,17 +289,22 @@ def run_unprivileged(check, folder) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the unprivileged child (traceback above)"
 
 
-def test_an_unreadable_registry_keeps_serving(tmp_path):
+def unprivileged(check, tmp_path) -> None:
+    """``check(models folder)`` as an unprivileged user when the tests run as root (see run_unprivileged)."""
     if os.geteuid() != 0:
-        check_unreadable_registry(tmp_path / "models")
+        check(tmp_path / "models")
         return
-    publish_model(tmp_path, "mnist")  # as root, first: loads every module the child will use
+    publish_model(tmp_path, "warmup")  # as root, first: loads every module the child will use
     make_store(tmp_path)[0].refresh()
-    folder = Path(tempfile.mkdtemp(prefix="scratchnet-unreadable-"))  # pytest's tmp_path is root's alone
+    folder = Path(tempfile.mkdtemp(prefix="scratchnet-unreadable-"))
     try:
-        run_unprivileged(check_unreadable_registry, folder)
+        run_unprivileged(check, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_unreadable_registry_keeps_serving(tmp_path):
+    unprivileged(check_unreadable_registry, tmp_path)
 
 
 def test_readiness_needs_every_configured_model(tmp_path):
@@ -389,3 +401,172 @@ def test_an_unloaded_model_is_reported_not_ready_and_serving_nothing(tmp_path):
     assert info["unloaded"] is True and info["ready"] is False and info["served_version"] is None
     assert [v["served"] for v in info["versions"]] == [False]
     assert store.describe_version("mnist", 1)["served"] is False
+
+
+def check_unreadable_model_folder(root):
+    publish_model(root, "mnist")
+    publish_model(root, "iris", kind="vector")
+    (root / "iris").chmod(0)
+    try:
+        store, _ = make_store(root)  # the first pass of a worker starting: it must not raise
+        assert store.names() == ["mnist"] and store.served("mnist").version == 1
+        publish_model(root, "mnist")
+        store.refresh()
+        assert store.served("mnist").version == 2  # the other models are still watched
+    finally:
+        (root / "iris").chmod(0o755)
+    store.refresh()
+    assert store.served("iris").version == 1
+
+
+def test_an_unreadable_model_folder_does_not_stop_the_other_models(tmp_path):
+    unprivileged(check_unreadable_model_folder, tmp_path)
+
+
+def check_permissions_fixed(root):
+    publish_model(root, "mnist")
+    publish_model(root, "mnist", favour=3)
+    model_file = root / "mnist" / "2" / "model.npz"
+    model_file.chmod(0)
+    try:
+        store, _ = make_store(root)
+        assert store.served("mnist").version == 1
+        assert "Permission denied" in store.describe("mnist")["versions"][1]["status"]
+    finally:
+        model_file.chmod(0o644)  # changes neither the content nor the mtime: only the ctime
+    store.refresh()
+    assert store.served("mnist").version == 2
+    assert store.describe("mnist")["versions"][1]["status"] == AVAILABLE
+
+
+def test_a_version_that_could_not_be_read_is_served_once_its_permissions_are_fixed(tmp_path):
+    unprivileged(check_permissions_fixed, tmp_path)
+
+
+def test_a_serving_json_rewritten_in_place_with_the_same_size_and_time_is_seen(tmp_path):
+    # On kernels whose file times tick every few ms, two writes of the same size within one tick
+    # leave size, inode and mtime alike: a change seen only through those would be missed.
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    path = tmp_path / "mnist" / "serving.json"
+    path.write_text('{"pinned": 1}')
+    store, _ = make_store(tmp_path)
+    assert store.served("mnist").version == 1
+    before = os.stat(path)
+    with open(path, "r+") as f:
+        f.write('{"pinned": 2}')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (before.st_mtime_ns, before.st_size, before.st_ino)
+    store.refresh()
+    assert store.served("mnist").version == 2 and store.describe("mnist")["pinned"] == 2
+
+
+def test_a_burst_of_new_versions_swaps_to_the_newest_before_checking_the_others(tmp_path, monkeypatch):
+    import service.store as store_module
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    for _ in range(5):
+        publish_model(tmp_path, "mnist")
+    served_while_loading = {}
+    real_load = store_module.load_model
+
+    def load(path, **kwargs):
+        served_while_loading[kwargs["expect_version"]] = store.served("mnist").version
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(store_module, "load_model", load)
+    store.refresh()
+    assert served_while_loading == {6: 1, 5: 6, 4: 6, 3: 6, 2: 6}
+    assert {v["status"] for v in store.describe("mnist")["versions"]} == {AVAILABLE}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"pinned": 1000000000}', "'pinned' must be a version number"),
+    ('{"pinned": 2.0}', "'pinned' must be a version number"),
+    ('{"labels": {"stable": 1000000000}}', "'labels' must map label names to version numbers"),
+    ('{"labels": []}', "'labels' must map"),
+    ('{"labels": {"stable\\n": 1}}', "'labels' must map"),
+    ("[" * 100_000, "cannot be read: maximum recursion depth"),
+    ('{"pinned": ' + "9" * 5000 + "}", "cannot be read: Exceeds the limit"),
+    ('{"pinned": 1}' + " " * (1 << 20), "is over 1048576 bytes"),
+])
+def test_serving_json_refuses_what_no_version_folder_can_be(tmp_path, text, message):
+    from shared.registry import RegistryError
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "mnist" / "serving.json").write_text(text)
+    with pytest.raises(RegistryError, match=message):
+        Registry(tmp_path).read_serving("mnist")
+    assert publish_model(tmp_path, "mnist") == 2  # the refused numbers do not make the next version invisible
+
+
+def test_publish_refuses_a_version_number_of_ten_digits(tmp_path):
+    from shared.registry import MAX_VERSION, RegistryError
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "mnist" / "serving.json").write_text(json.dumps({"pinned": MAX_VERSION}))
+    with pytest.raises(RegistryError, match="more than 9 digits"):
+        publish_model(tmp_path, "mnist")
+    assert Registry(tmp_path).versions("mnist") == [1] and Registry(tmp_path).highest_published("mnist") == 1
+
+
+def test_a_version_deleted_while_a_request_looks_it_up_is_404_not_a_crash(tmp_path, monkeypatch):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, cached_versions=0)
+    real_checked = store._checked
+
+    def checked_while_deleted(slot, version):
+        monkeypatch.setattr(store, "_checked", real_checked)
+        shutil.rmtree(tmp_path / "mnist" / str(version))
+        store.refresh()  # the watcher drops the record meanwhile
+        return real_checked(slot, version)
+
+    monkeypatch.setattr(store, "_checked", checked_while_deleted)
+    with pytest.raises(NotFound, match="no version 1 any more"):
+        store.version("mnist", 1)
+
+
+def test_a_label_on_a_deleted_or_broken_version_says_so(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    (tmp_path / "mnist" / "serving.json").write_text('{"labels": {"old": 1, "bad": 3}}')
+    store, _ = make_store(tmp_path)
+    shutil.rmtree(tmp_path / "mnist" / "1")
+    store.refresh()
+    with pytest.raises(NotFound, match="Label 'old' of model mnist points to version 1, which does not exist"):
+        store.labelled("mnist", "old")
+    with pytest.raises(NotReady, match="Label 'bad' of model mnist points to version 3, which cannot be served: "
+                                       "failed: .*not an .npz archive"):
+        store.labelled("mnist", "bad")
+
+
+def test_a_version_that_failed_on_an_io_error_is_tried_again_but_a_bad_file_is_not(tmp_path, monkeypatch):
+    import errno
+    import service.store as store_module
+    from shared.errors import ModelFileError
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, poll_interval=0.01)
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    real_load, loads = store_module.load_model, []
+
+    def flaky_load(path, **kwargs):  # v2 meets an I/O error once (a network file system's hiccup)
+        loads.append(kwargs["expect_version"])
+        if loads.count(2) == 1 and kwargs["expect_version"] == 2:
+            try:
+                raise OSError(errno.EIO, "Input/output error")
+            except OSError as e:
+                raise ModelFileError(path, f"cannot read the file ({e.strerror})") from None
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(store_module, "load_model", flaky_load)
+    store.refresh()
+    assert store.served("mnist").version == 1
+    assert "Input/output error" in store.describe("mnist")["versions"][1]["status"]
+    time.sleep(0.05)
+    store.refresh()
+    assert store.served("mnist").version == 2
+    time.sleep(0.05)
+    store.refresh()
+    assert loads == [3, 2, 2]  # the corrupt v3 is read once

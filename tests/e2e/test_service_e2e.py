@@ -329,6 +329,71 @@ def test_pin_rollback_and_labels_through_the_admin_api(live_service, service_reg
     assert_error(requests.delete(live_service.url + "/models/admin/labels/stable", headers=AUTH), 404)
 
 
+def test_admin_calls_from_many_clients_and_a_burst_of_publishes_leave_every_worker_agreeing(
+        live_service, service_registry):
+    """Six admin clients pin, unpin, roll back and label at random (on every worker) while versions,
+    broken ones among them, are published in a burst and a client predicts: no call fails with a
+    server error, no broken version ever answers, and every worker then serves what serving.json says."""
+    import json
+    import random
+    for seed in (1, 2):
+        publish_model(service_registry, "storm", seed=seed)
+    live_service.wait_until_served("storm", 2)
+    broken, stop, answers, failures = set(), threading.Event(), [], []
+
+    def predict():
+        with requests.Session() as session:
+            while not stop.is_set():
+                r = session.post(live_service.url + "/models/storm/predict", json=VECTOR, timeout=30)
+                if r.status_code != 200 or r.headers["X-Model-Version"] != str(r.json()["model"]["version"]):
+                    failures.append((r.status_code, r.text[:200]))
+                else:
+                    answers.append(r.json()["model"]["version"])
+
+    def administer(seed):
+        rnd, codes = random.Random(seed), []
+        with requests.Session() as session:
+            for _ in range(15):
+                op = rnd.choice(["activate", "unpin", "rollback", "label"])
+                version = rnd.randint(1, 6)
+                if op == "label":
+                    r = session.put(live_service.url + "/models/storm/labels/stable", json={"version": version},
+                                    headers={**AUTH, "Connection": "close"}, timeout=30)
+                else:
+                    path = f"/versions/{version}/activate" if op == "activate" else f"/{op}"
+                    r = session.post(live_service.url + "/models/storm" + path,
+                                     headers={**AUTH, "Connection": "close"}, timeout=30)
+                codes.append((op, r.status_code, r.json().get("code")))
+        return codes
+
+    client = threading.Thread(target=predict)
+    client.start()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            calls = pool.map(administer, range(6))
+            for i in range(6):
+                if i in (1, 4):
+                    broken.add(publish_corrupt(service_registry, "storm"))
+                else:
+                    publish_model(service_registry, "storm", seed=10 + i)
+            codes = [code for batch in calls for code in batch]
+    finally:
+        stop.set()
+        client.join()
+    assert not failures
+    assert broken and not broken & set(answers)
+    assert all(status < 500 for _, status, _ in codes), [c for c in codes if c[1] >= 500]
+    assert {code for _, status, code in codes if status != 200} <= {
+        "version_not_found", "version_not_servable", "nothing_to_roll_back_to"}
+
+    state = json.loads((service_registry / "storm" / "serving.json").read_text())
+    expected = state.get("pinned") or max(set(range(1, 9)) - broken)
+    live_service.wait_until_served("storm", expected, timeout=POLL_INTERVAL + CONVERGENCE_SLACK)
+    assert requests.post(live_service.url + "/models/storm/unpin", headers=AUTH, timeout=30).status_code == 200
+    live_service.wait_until_served("storm", max(set(range(1, 9)) - broken),
+                                   timeout=POLL_INTERVAL + CONVERGENCE_SLACK)
+
+
 # metrics -------------------------------------------------------------------------------------------
 
 
