@@ -27,10 +27,11 @@ socket is Gunicorn's own and this limit does not apply.
 A stopping worker closes its listening sockets at once, so new connections are refused rather
 than queued behind the requests in flight and then reset.
 
-Gunicorn drains at most ``DRAIN_LIMIT`` bytes of a body the application left unread (a request
-refused before its body was read: an unknown model, a missing token, a body over the size limit)
-and closes the connection when more is left, after an answer that said ``keep-alive``: a client
-that reused the connection lost its next request. Such an answer now says ``Connection: close``.
+Gunicorn drains a body the application left unread (a request refused before its body was read:
+an unknown model, a missing token, a body over the size limit) only when it is under
+``DRAIN_LIMIT`` bytes (it gives up once it has read that many), and closes the connection
+otherwise, after an answer that said ``keep-alive``: a client that reused the connection lost
+its next request. Such an answer now says ``Connection: close``.
 
 It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
 ``set_accept_enabled``), all called on the worker's main thread, on its threads calling
@@ -68,12 +69,13 @@ DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 
 
 def body_left_undrained(environ: dict) -> bool:
-    """Whether more of the request body is unread than Gunicorn drains before reusing the
-    connection (a chunked body not read to its end counts: its length is unknown)."""
+    """Whether too much of the request body is unread for Gunicorn to drain before reusing the
+    connection: ``DRAIN_LIMIT`` bytes or more (a chunked body not read to its end counts: its
+    length is unknown)."""
     body = environ.get("wsgi.input")
     reader = getattr(body, "reader", None)
     if isinstance(reader, LengthReader):
-        return body.buf.tell() + reader.length > DRAIN_LIMIT
+        return body.buf.tell() + reader.length >= DRAIN_LIMIT
     if isinstance(reader, ChunkedReader):
         return reader.parser is not None
     return False
