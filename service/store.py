@@ -56,7 +56,7 @@ FAILED = "failed"
 class VersionRecord:
     """What the store knows of one version: its status and the file state it was checked against."""
     status: str = LOADING          # "available", "loading" or "failed: <reason>"
-    stamp: tuple | None = None     # (mtime_ns, ctime_ns, size, inode) of model.npz when checked
+    stamp: tuple | None = None     # (mtime_ns, size, inode, ctime_ns) of model.npz when checked
     retry_at: float | None = None  # a failure to read the file (not its content): when to try again
     retries: int = 0               # such failures in a row of this file
 
@@ -97,7 +97,16 @@ def _stamp(path: Path) -> tuple | None:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _changed(record: VersionRecord, stamp: tuple | None) -> bool:
+    """Whether the file may no longer be the one ``record`` describes: its content (mtime, size,
+    inode) changed, or, for a file that was not loaded, also its permissions or owner (the ctime),
+    which may have been why. A loaded file whose permissions change is not loaded again."""
+    if record.status == AVAILABLE and record.stamp is not None and stamp is not None:
+        return record.stamp[:3] != stamp[:3]
+    return record.stamp != stamp
 
 
 def _reason(error: Exception) -> str:
@@ -239,9 +248,9 @@ class ModelStore:
                 if record is not None and record.stamp == stamp and record.retry_at is not None \
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
                     slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries)
-                elif record is None or record.stamp != stamp or record.status == LOADING:
+                elif record is None or _changed(record, stamp) or record.status == LOADING:
                     slot.versions[v] = VersionRecord(LOADING, stamp)
-                    if record is not None and record.stamp != stamp:
+                    if record is not None and _changed(record, stamp):
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
 
@@ -384,9 +393,9 @@ class ModelStore:
                 current = slot.versions.get(version)
                 if current is not None and current.stamp == stamp:
                     current.status = status
-                    if unreadable:  # read again later, waiting longer each time
-                        current.retry_at = time.monotonic() + min(MAX_RETRY_SECONDS,
-                                                                  self.poll_interval * 2 ** current.retries)
+                    if unreadable:  # read again later, waiting longer each time up to the cap
+                        wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
+                        current.retry_at = time.monotonic() + wait
                         current.retries += 1
                     if model is not None:
                         self._remember(slot, model)

@@ -1,6 +1,7 @@
 """The model store on its own: which version serves, hot swap by reference, failures that never
 replace a working model, bounded memory, and a registry that disappears and comes back."""
 
+import codecs
 import gc
 import json
 import os
@@ -273,6 +274,7 @@ def run_unprivileged(check, folder) -> None:
     reads any folder, whatever its mode). Everything the check needs is already imported."""
     nobody = 65534
     os.chown(folder, nobody, nobody)
+    codecs.lookup("ascii")  # the registry reads .highest_version as ASCII; the codec is a module under /root
     pid = os.fork()
     if pid == 0:
         status = 1
@@ -443,6 +445,17 @@ def test_a_version_that_could_not_be_read_is_served_once_its_permissions_are_fix
     unprivileged(check_permissions_fixed, tmp_path)
 
 
+def test_a_served_file_whose_permissions_change_is_not_loaded_again(tmp_path):
+    """Only a file that failed is read again for a change of its permissions (its ctime): a
+    backup's hard links or a chmod of a served file must not count as a swap in every worker."""
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    served = store.served("mnist")
+    (tmp_path / "mnist" / "1" / "model.npz").chmod(0o600)
+    store.refresh()
+    assert store.served("mnist") is served
+
+
 def test_a_serving_json_rewritten_in_place_with_the_same_size_and_time_is_seen(tmp_path):
     # On kernels whose file times tick every few ms, two writes of the same size within one tick
     # leave size, inode and mtime alike: a change seen only through those would be missed.
@@ -570,3 +583,23 @@ def test_a_version_that_failed_on_an_io_error_is_tried_again_but_a_bad_file_is_n
     time.sleep(0.05)
     store.refresh()
     assert loads == [3, 2, 2]  # the corrupt v3 is read once
+
+
+def test_a_file_unreadable_for_a_day_is_still_tried_again(tmp_path, monkeypatch, caplog):
+    """The back-off stops growing at its cap: a version whose file stays unreadable (here a folder
+    where model.npz should be) is tried again every MAX_RETRY_SECONDS for as long as it lasts, and
+    the pass never fails on the count of failures."""
+    import types
+    import service.store as store_module
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "mnist" / "2" / "model.npz").mkdir(parents=True)
+    clock = [time.monotonic()]
+    monkeypatch.setattr(store_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    store, events = make_store(tmp_path)
+    passes = 24 * 60  # a day of passes, one a minute
+    for _ in range(passes):
+        clock[0] += store_module.MAX_RETRY_SECONDS + 1
+        store.refresh()
+    assert len(events.failures) == passes + 1 and {f[1] for f in events.failures} == {2}
+    assert "registry refresh failed" not in caplog.text
+    assert store.served("mnist").version == 1
