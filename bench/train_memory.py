@@ -49,14 +49,15 @@ COMMANDS = {
 def peak_of(arguments: list[str], env: dict) -> tuple[float, float]:
     """(peak resident set in MB, seconds) of one trainer run in a child process."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "trainer", "train", *arguments], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"the trainer failed: {' '.join(arguments)}\n{process.stderr.read()[-2000:]}")
-    process.stderr.close()
-    return usage.ru_maxrss / 1000, seconds  # Linux reports kilobytes
+    with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: the child never blocks on it
+        process = subprocess.Popen([sys.executable, "-m", "trainer", "train", *arguments], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            raise SystemExit(f"the trainer failed: {' '.join(arguments)}\n{errors.read()[-2000:]}")
+    return usage.ru_maxrss * 1024 / 1e6, seconds  # Linux reports kibibytes
 
 
 def main(argv: list[str] | None = None) -> int:
