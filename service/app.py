@@ -4,7 +4,8 @@ model store, predictor and metrics. Run it with Gunicorn::
     gunicorn -c service/gunicorn_conf.py "service.app:create_app()"
 
 Every request gets an id (``X-Request-ID`` from the client when it is sane, else a new one),
-echoed in the response together with ``X-Worker-PID``, and one access-log line.
+echoed in the response together with ``X-Worker-PID``, and one access-log line. A response
+from a model version, an error included, names it in ``X-Model-Name`` and ``X-Model-Version``.
 """
 
 from __future__ import annotations
@@ -89,12 +90,18 @@ def _register_request_hooks(app: Flask) -> None:
         headers = response.headers
         headers["X-Request-ID"] = request_id
         headers["X-Worker-PID"] = str(os.getpid())
+        model = getattr(state, "model", None)
+        if model is not None and "X-Model-Version" not in headers:  # an error the resolved version gave
+            headers["X-Model-Name"] = model
+            headers["X-Model-Version"] = str(state.version)
         route = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
         code = getattr(state, "error_code", None)
         method, path = req.method, req.path
         svc.metrics.observe_request(method, route, status, seconds, code)
         log_access(f"{method} {logfmt_value(path)} {status} {seconds * 1000:.1f}ms",
                    {"request_id": request_id, "method": method, "path": path, "route": route,
-                    "model": getattr(state, "model", None), "version": getattr(state, "version", None),
+                    # the model the URL names when no version of it answered (admin, reports, a 404)
+                    "model": model if model is not None else (req.view_args or {}).get("name"),
+                    "version": getattr(state, "version", None),
                     "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})
         return response

@@ -23,6 +23,7 @@ plus ``watch`` (start the registry watcher thread; tests turn it off and call ``
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -59,8 +60,9 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.cached_versions < 0:
             raise ConfigError(f"{PREFIX}CACHED_VERSIONS must be 0 or more")
-        if not self.poll_interval > 0:
-            raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds")
+        if not 0 < self.poll_interval <= threading.TIMEOUT_MAX:  # the watcher's wait refuses longer ones (inf)
+            raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds, at most "
+                              f"{threading.TIMEOUT_MAX:.0f}")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
         if self.log_level.lower() not in LOG_LEVELS:

@@ -10,12 +10,17 @@ import base64
 import binascii
 import io
 import math
+import struct
+import tokenize
 
 import numpy as np
 
 from .errors import BadRequest, InvalidInput, PayloadTooLarge
 
 NPY_HEADER_LIMIT = 10_000
+# .npy format version -> (struct format of its header length, numpy's header reader)
+NPY_HEADER_READERS = {(1, 0): ("<H", np.lib.format.read_array_header_1_0),
+                      (2, 0): ("<I", np.lib.format.read_array_header_2_0)}
 
 
 def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
@@ -27,14 +32,22 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
     stream = io.BytesIO(bytes(memoryview(body)[:NPY_HEADER_LIMIT + 16]))
     try:
         version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=NPY_HEADER_LIMIT)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=NPY_HEADER_LIMIT)
-        else:
+        if version not in NPY_HEADER_READERS:
             raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (use 1.0 or 2.0)")
+        length_format, read_header = NPY_HEADER_READERS[version]
+        if len(body) >= stream.tell() + struct.calcsize(length_format):
+            declared, = struct.unpack_from(length_format, body, stream.tell())
+            if declared > NPY_HEADER_LIMIT:
+                raise BadRequest(f"The .npy header is {declared} bytes long; at most {NPY_HEADER_LIMIT} are accepted "
+                                 "(numpy.save writes a header of about a hundred bytes).", code="malformed_npy")
+        shape, fortran_order, dtype = read_header(stream, max_header_size=NPY_HEADER_LIMIT)
+    except tokenize.TokenError:  # numpy reads the header's Python literal with tokenize first
+        raise BadRequest("The body is not a readable .npy file: its header has an unclosed bracket; write the "
+                         "array with numpy.save.", code="malformed_npy") from None
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
         raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
+    if any(type(size) is not int for size in shape):  # numpy lets booleans through: (True, 11)
+        raise BadRequest(f"The .npy header's shape {list(shape)} must hold whole numbers.", code="malformed_npy")
     if any(size < 0 for size in shape):
         raise BadRequest(f"The .npy header's shape {list(shape)} has a negative dimension.", code="malformed_npy")
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "iuf":

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the native API, built from the pydantic schemas.
 
 ``OPERATIONS`` lists every route with its parameters, request bodies and responses;
-``tests/test_service_openapi.py`` checks that it names exactly the routes the app serves.
+``tests/test_service_api.py`` checks that it names exactly the routes the app serves.
 """
 
 from __future__ import annotations

@@ -105,6 +105,12 @@ def npy_header_only(shape: tuple) -> bytes:
     return buffer.getvalue()
 
 
+def npy_with_header(header: str, data: bytes = b"") -> bytes:
+    """A version 1.0 .npy file whose header is ``header`` as written, padded as numpy pads it."""
+    text = header + " " * (-(len(header) + 11) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin-1") + data
+
+
 def chunks(total: int, size: int = 1 << 20):
     """A body of ``total`` bytes sent with chunked transfer encoding (no Content-Length)."""
     def generate():
@@ -224,6 +230,12 @@ CORPUS = [
     Bad(".npy that is not one", 400, "malformed_npy", lambda: raw(b"\x93NUMPY garbage", "application/x-npy"), VECTOR_MODEL),
     Bad(".npy with negative dimensions", 400, "malformed_npy",
         lambda: raw(npy_header_only((-1, -4)) + b"\0" * 16, "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy header with an unclosed bracket", 400, "malformed_npy",
+        lambda: raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4"), "application/x-npy"),
+        VECTOR_MODEL),
+    Bad(".npy shape of booleans", 400, "malformed_npy",
+        lambda: raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (True, 4), }", b"\0" * 16),
+                    "application/x-npy"), VECTOR_MODEL),
     # size limits
     Bad("body over the limit, with Content-Length", 413, "payload_too_large",
         lambda: raw(b"\0" * (BODY_LIMIT + 1), "image/png")),

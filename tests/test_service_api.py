@@ -220,6 +220,13 @@ def test_npy_with_a_negative_dimension_is_malformed(client, shape):
                  "malformed_npy", "negative dimension")
 
 
+def test_npy_with_an_oversized_header_names_the_limit(client):
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 11), }" + " " * 20_000 + "\n"
+    body = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header.encode() + bytes(44)
+    assert_error(client.post("/models/wine/predict", data=body, content_type="application/x-npy"), 400,
+                 "malformed_npy", "at most 10000")
+
+
 def test_multipart_without_a_usable_boundary_says_so(client):
     no_boundary = client.post("/predict", data=DIGIT_PNG, content_type="multipart/form-data")
     assert_error(no_boundary, 400, "malformed_multipart", "no boundary")
@@ -321,6 +328,19 @@ def test_422_well_formed_but_invalid(client):
                  "'colour'")
     blank = encode(Image.new("L", (50, 50), 255), "PNG")
     assert_error(client.post("/predict", data=blank, content_type="image/png"), 422, "invalid_input", "blank")
+
+
+def test_an_error_from_a_model_version_names_it_in_the_headers(client):
+    """The version that refused the input is the one whose input size the message quotes."""
+    response = client.post("/models/mnist/versions/1/predict", json={"inputs": [0.5] * 783})
+    assert_error(response, 422, "invalid_input", "model mnist v1 expects 784")
+    assert response.headers["X-Model-Name"] == "mnist" and response.headers["X-Model-Version"] == "1"
+    served = client.post("/models/wine/predict", data=DIGIT_PNG, content_type="image/png")
+    assert_error(served, 415, "model_takes_vectors")
+    assert served.headers["X-Model-Name"] == "wine" and served.headers["X-Model-Version"] == "1"
+    unknown = client.post("/models/mnist/versions/9/predict", json={"inputs": [0.5] * 784})
+    assert_error(unknown, 404, "version_not_found")
+    assert "X-Model-Version" not in unknown.headers  # no version answered
 
 
 @pytest.mark.parametrize("top_k", [True, "3", 1e2, 2.0])
@@ -593,6 +613,18 @@ def test_request_ids_and_access_log(client, capsys):
     assert entry["logger"] == "scratchnet.access" and entry["method"] == "POST"
     assert entry["route"] == "/models/<name>/predict" and entry["model"] == "mnist" and entry["version"] == 2
     assert entry["status"] == 200 and entry["latency_ms"] >= 0
+
+
+def test_access_lines_name_the_model_of_the_url(client, capsys):
+    """Admin calls, model reports and refusals are found by the model they concern."""
+    client.post("/models/mnist/versions/1/activate", headers={**AUTH, "X-Request-ID": "pin"})
+    client.get("/models/mnist", headers={"X-Request-ID": "report"})
+    client.post("/models/mnist/labels/nope/predict", json={"inputs": [0.5] * 784}, headers={"X-Request-ID": "label"})
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    entries = {e["request_id"]: e for e in lines if e.get("logger") == "scratchnet.access"}
+    assert [(entries[i]["model"], entries[i]["status"]) for i in ("pin", "report", "label")] == \
+        [("mnist", 200), ("mnist", 200), ("mnist", 404)]
+    assert all("version" not in entries[i] for i in ("pin", "report", "label"))  # no version answered
 
 
 def test_text_access_lines_cannot_be_forged_by_a_path(registry, capsys):

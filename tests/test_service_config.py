@@ -33,6 +33,8 @@ def test_environment_then_overrides():
     ({"SCRATCHNET_MAX_BATCH": "lots"}, "SCRATCHNET_MAX_BATCH"),
     ({"SCRATCHNET_MAX_BODY_BYTES": "0"}, "SCRATCHNET_MAX_BODY_BYTES"),
     ({"SCRATCHNET_POLL_INTERVAL": "-1"}, "SCRATCHNET_POLL_INTERVAL"),
+    ({"SCRATCHNET_POLL_INTERVAL": "inf"}, "SCRATCHNET_POLL_INTERVAL"),  # the watcher thread would die of it
+    ({"SCRATCHNET_POLL_INTERVAL": "1e10"}, "SCRATCHNET_POLL_INTERVAL"),
     ({"SCRATCHNET_LOG_FORMAT": "xml"}, "SCRATCHNET_LOG_FORMAT"),
 ])
 def test_a_bad_value_names_its_variable(environ, named):
@@ -50,6 +52,8 @@ def test_an_unknown_override_is_refused():
     ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
     ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a finite number of at least 0"),
     ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc' is not a valid value"),
+    ("SCRATCHNET_POLL_INTERVAL", "inf", "SCRATCHNET_POLL_INTERVAL must be a positive number of seconds, at most "
+                                        "9223372036"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
