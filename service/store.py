@@ -627,7 +627,7 @@ class ModelStore:
             models[name] = {"ready": served is not None,
                             "version": served.version if served is not None else None}
             if slot is not None and slot.unloaded:  # taken out of service on purpose: not a fault
-                models[name].update(ready=False, unloaded=True)
+                models[name].update(ready=False, version=None, unloaded=True)  # as /models/<name> says
                 continue
             if served is None:
                 why = self._why_not(slot) if slot is not None else ""

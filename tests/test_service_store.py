@@ -405,6 +405,16 @@ def test_an_unloaded_model_is_reported_not_ready_and_serving_nothing(tmp_path):
     assert store.describe_version("mnist", 1)["served"] is False
 
 
+def test_a_model_unloaded_while_serving_is_reported_serving_nothing_in_readiness_too(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    assert store.readiness()[1]["models"]["mnist"] == {"ready": True, "version": 1}
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}, "unloaded": True})
+    store.refresh()
+    assert store.describe("mnist")["served_version"] is None
+    assert store.readiness()[1]["models"]["mnist"] == {"ready": False, "version": None, "unloaded": True}
+
+
 def check_unreadable_model_folder(root):
     publish_model(root, "mnist")
     publish_model(root, "iris", kind="vector")
