@@ -175,8 +175,9 @@ def read_inputs() -> tuple[str, object, int | None]:
     if mimetype == "application/json" or mimetype.endswith("+json"):
         raw = read_body()
         # Parsing costs ~40 bytes of Python objects per number: refuse what would be refused after
-        # parsing before it (numbers in JSON are separated by commas; counting them is cheap).
-        if raw.count(b",") >= settings.max_vector_values:
+        # parsing before it (counting commas is cheap: N numbers are separated by N - 1 of them,
+        # and each other member of the object adds one).
+        if raw.count(b",") >= settings.max_vector_values + len(PredictRequest.model_fields) - 1:
             raise PayloadTooLarge(f"The JSON body holds more than {settings.max_vector_values} numbers, the limit per "
                                   "request; send large batches as application/x-npy.", code="too_many_values")
         payload = parse_json(raw)

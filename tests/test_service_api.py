@@ -751,3 +751,15 @@ def test_access_line_written_directly_matches_the_loggers(capsys):
     (line,) = capsys.readouterr().err.splitlines()  # nothing at WARNING; text through the formatter
     assert "scratchnet.access" in line and "request_id=r-1" in line and not line.startswith("{")
     configure_logging("json", "INFO")
+
+
+def test_exactly_the_limit_of_values_is_accepted_with_top_k_beside_them(registry):
+    """The cheap count of commas before parsing must not refuse a body the limit allows: two
+    784-value vectors and top_k in a body with a limit of 1,568 values."""
+    client = make_app(registry, max_vector_values=2 * 784).test_client()
+    vectors = [[0.5] * 784, [0.25] * 784]
+    response = client.post("/models/mnist/predict", json={"inputs": vectors, "top_k": 2})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [2, 2]
+    one_more = client.post("/models/mnist/predict", json={"inputs": [*vectors, [0.5] * 784], "top_k": 2})
+    assert_error(one_more, 413, "too_many_values")
