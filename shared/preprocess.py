@@ -305,11 +305,15 @@ def _image_to_grey(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode.startswith("I;16"):
         full_scale = 65535.0  # 16-bit: scale down, never clip
+        key = image.info.get("transparency")
         image = image.convert("I")
+        if isinstance(key, int):  # a colour key (tRNS): those pixels are white paper
+            pixels = np.asarray(image)
+            image = Image.fromarray(np.where(pixels == key, 65535, pixels).astype(np.int32), "I")
     elif mode in ("I", "F"):
         full_scale = None  # decided from the values below
     else:
-        if "transparency" in image.info and mode in ("L", "RGB"):
+        if "transparency" in image.info and mode in ("1", "L", "RGB"):
             mode = "RGBA"  # a colour key (tRNS) is transparency too
         target = _CANONICAL.get(mode, mode)
         if target != image.mode:

@@ -97,6 +97,21 @@ def test_palette_transparency_counts_as_white(fmt, digit, reference):
     assert aligned_correlation(vector, reference) > 0.95
 
 
+def test_colour_key_transparency_counts_as_white_in_16_bit_grey(digit, reference):
+    # A 16-bit grey PNG whose near-black paper is its tRNS colour key: the key makes it paper.
+    pixels = np.asarray(paper(digit)).astype(np.uint16) * 257
+    image = Image.fromarray(np.where(pixels == 65535, 1000, pixels).astype(np.uint16))  # "I;16"
+    vector = image_to_vector(encode(image, "PNG", transparency=1000), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_colour_key_transparency_counts_as_white_in_1_bit():
+    # White strokes on paper that is black but transparent: white on white, nothing to read.
+    strokes = Image.fromarray(np.asarray(paper(synthetic_digit(1))) < 128)  # "1", ink = 1
+    with pytest.raises(InvalidInput, match="the image is blank"):
+        image_to_vector(encode(strokes, "PNG", transparency=0), DIGIT)
+
+
 def test_accepted_formats_are_the_documented_six():
     assert set(ACCEPTED_FORMATS) == {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"}
     assert set(FORMAT_MODES) == set(ACCEPTED_FORMATS)
