@@ -7,7 +7,7 @@ optimiser's state and the evaluation, everything a run holds at once. Memory doe
 the number of epochs (each epoch reuses the same buffers), so a short run peaks as high as a
 full one. Goal: <= 1 GB.
 
-    SCRATCHNET_DATASETS=../shared/datasets python bench/train_memory.py
+    SCRATCHNET_DATASETS=/path/to/datasets python bench/train_memory.py
 
 Reads the datasets from $SCRATCHNET_DATASETS (else the trainer downloads them into its cache).
 Prints a table and writes bench/results/train_memory.json.

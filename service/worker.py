@@ -60,12 +60,12 @@ ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the
 # every thread for seconds. Here the thread waits this long; then the connection waits for its
 # request on the event loop, holding no thread, for Gunicorn's keep-alive time.
 FIRST_BYTES_WAIT = 0.05
+CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
+DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 
 
 def _first_bytes(wait, timeout: float) -> bool:
     return wait(min(timeout, FIRST_BYTES_WAIT))
-CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
-DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 
 
 def body_left_undrained(environ: dict) -> bool:

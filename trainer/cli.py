@@ -127,6 +127,11 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _object(value) -> dict:
+    """A manifest entry that should be an object, or {} when it is absent or is not one."""
+    return value if isinstance(value, dict) else {}
+
+
 def cmd_evaluate(args) -> int:
     from shared.model_file import load_model
     from shared.registry import Registry
@@ -143,9 +148,9 @@ def cmd_evaluate(args) -> int:
         raise SystemExit(f"error: {name} has no version {version} in {args.registry}; "
                          f"its versions: {', '.join(map(str, versions))}")
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
-    training = model.manifest.get("training") if isinstance(model.manifest.get("training"), dict) else {}
-    config = training.get("config") if isinstance(training.get("config"), dict) else {}
-    recorded_dataset = training.get("dataset") if isinstance(training.get("dataset"), dict) else {}
+    training = _object(model.manifest.get("training"))
+    config = _object(training.get("config"))
+    recorded_dataset = _object(training.get("dataset"))
     trained_on = config.get("dataset") or recorded_dataset.get("name")
     dataset_name = args.dataset or trained_on
     if not dataset_name:
@@ -162,7 +167,7 @@ def cmd_evaluate(args) -> int:
                            (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0))
-    trained_files = recorded_dataset.get("files") if isinstance(recorded_dataset.get("files"), dict) else {}
+    trained_files = _object(recorded_dataset.get("files"))
     changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
     if changed and dataset.name == recorded_dataset.get("name"):
         print(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "

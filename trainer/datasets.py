@@ -203,11 +203,12 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     native_task = "regression" if key == "wine-quality" else "classification"
     ignored = [flag for flag, value in (("--data-path", path), ("--target", target), ("test_path", test_path))
                if value is not None]
-    if ignored or task not in (None, native_task):
-        what = ", ".join([*ignored, *([f"--task {task}"] if task not in (None, native_task) else [])])
+    if task not in (None, native_task):
+        ignored.append(f"--task {task}")
+    if ignored:
         raise DatasetError(f"{key} is a known dataset ({native_task}" +
                            (", target quality" if key == "wine-quality" else "") +
-                           f"): {what} applies to csv and npz files only")
+                           f"): {', '.join(ignored)} applies to csv and npz files only")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
