@@ -221,7 +221,10 @@ class ModelStore:
     def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
         name = slot.name
         if not (self.registry.root / name).is_dir():
-            self._forget(slot)
+            # Removed from the registry, unless the whole registry went after this pass found it
+            # readable (an unmounted volume): then it serves from memory, as the next pass says.
+            if self.registry.root.is_dir():
+                self._forget(slot)
             return
         problems: list[str] = []
         try:

@@ -250,7 +250,8 @@ def test_registry_taken_away_keeps_serving_from_memory_and_recovers(tmp_path):
                 entry.rmdir() if entry.is_dir() else entry.unlink()
             registry.rmdir()
             wait_for(lambda: registry_state(server)[2] == 0, what="scratchnet_registry_up 0 after deletion")
-            assert registry_state(server)[0] == 200
+            state = registry_state(server)
+            assert state[0] == 200, state
             publish_model(registry, "mnist", seed=3, favour=3)
             wait_for(lambda: registry_state(server)[2] == 1, what="scratchnet_registry_up 1 after re-creation")
             server.wait_until_served("mnist", 1)

@@ -258,6 +258,26 @@ def test_the_registry_disappearing_keeps_serving_and_recovers(tmp_path):
     assert store.registry_error is None and store.served("mnist").version == 2
 
 
+
+def test_a_registry_that_goes_during_a_pass_keeps_its_models(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist")
+    store, events = make_store(root)
+    model = store.served("mnist")
+
+    class GoingRegistry(Registry):  # unmounted just after the pass has found it readable
+        def model_names(self, unreadable=None):
+            names = super().model_names(unreadable)
+            root.rename(tmp_path / "elsewhere")
+            return names
+
+    store.registry = GoingRegistry(root)
+    store.refresh()
+    assert store.names() == ["mnist"] and store.served("mnist") is model and events.removed == []
+    store.refresh()
+    ready, report = store.readiness()
+    assert ready and "does not exist" in report["registry"]["error"] and store.served("mnist") is model
+
 def check_unreadable_registry(root):
     publish_model(root, "mnist")
     store, _ = make_store(root)
