@@ -15,9 +15,10 @@
 | SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of the admin routes; unset: admin is disabled     |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``                     |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
+| SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself |
 
-Keys of ``create_app(config)`` are the lower-case names without the prefix (``poll_interval``),
-plus ``watch`` (start the registry watcher thread; tests turn it off and call ``refresh``).
+Keys of ``create_app(config)`` are the lower-case names without the prefix (``poll_interval``;
+tests pass ``watch=False`` and call ``refresh`` themselves).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from shared.errors import ScratchnetError
 from shared.forward import Model
 from shared.preprocess import array_to_vector, images_to_batch, validate_vectors
 
@@ -119,13 +120,15 @@ class Predictor:
             raise UnsupportedMediaType(f"{describe(model).capitalize()} takes vectors of {model.input_size} numbers, "
                                        f"not {what}.", code="model_takes_vectors")
 
-    def images_batch(self, model: Model, images: list[bytes]) -> np.ndarray:
-        """Encoded images -> (n, 784) float32 through the model's preprocessing."""
+    def images_batch(self, model: Model, images: list[bytes], item_name: str = "image {}") -> np.ndarray:
+        """Encoded images -> (n, 784) float32 through the model's preprocessing. An error in one of
+        several images names it ``item_name.format(index)``."""
         self._require_images(model, "images")
         if not images:
             raise InvalidInput("No image given: send at least one.", code="no_input")
         self._check_batch_size(len(images), "images")
-        return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels)
+        return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels,
+                               item_name=item_name)
 
     def vectors_batch(self, model: Model, values) -> np.ndarray:
         """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""
@@ -142,15 +145,21 @@ class Predictor:
         self._check_values(count)
         return validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
 
-    def pixels_batch(self, model: Model, arrays: list) -> np.ndarray:
-        """Raw pixel arrays (each [h, w], [h, w, c] or flat) -> (n, 784) float32."""
+    def pixels_batch(self, model: Model, arrays: list, item_name: str = "pixel array {}") -> np.ndarray:
+        """Raw pixel arrays (each [h, w], [h, w, c] or flat) -> (n, 784) float32. An error in one of
+        several arrays names it ``item_name.format(index)``, as ``images_batch`` does."""
         self._require_images(model, "pixel arrays")
         if not len(arrays):
             raise InvalidInput("No pixel array given: send at least one.", code="no_input")
         self._check_batch_size(len(arrays), "pixel arrays")
         batch = np.empty((len(arrays), model.input_size), dtype=np.float32)
         for i, pixels in enumerate(arrays):
-            batch[i] = array_to_vector(np.asarray(pixels), model.preprocessing)
+            try:
+                batch[i] = array_to_vector(np.asarray(pixels), model.preprocessing)
+            except ScratchnetError as err:
+                if len(arrays) == 1:
+                    raise
+                raise type(err)(f"{item_name.format(i)}: {err.message}", [{"pixels": i}, *err.details]) from err
         return batch
 
     # the forward pass ----------------------------------------------------------------------

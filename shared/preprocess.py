@@ -61,8 +61,10 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
     return _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
 
 
-def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based)."""
+def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    item_name: str = "image {}") -> np.ndarray:
+    """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based) as
+    ``item_name.format(index)``, so a protocol can name it the way its request does."""
     size, fit = parse_image_spec(preprocessing)
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
@@ -73,7 +75,7 @@ def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int
         except ScratchnetError as err:
             if len(images) == 1:
                 raise
-            raise type(err)(f"image {i}: {err.message}", [{"image": i}, *err.details]) from err
+            raise type(err)(f"{item_name.format(i)}: {err.message}", [{"image": i}, *err.details]) from err
     return batch
 
 

@@ -22,6 +22,7 @@ RNG = np.random.default_rng(3)
 PNGS = [encode(paper(synthetic_digit(seed)), "PNG") for seed in (0, 1)]
 B64 = [base64.b64encode(png).decode() for png in PNGS]
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+NOT_AN_IMAGE = base64.b64encode(b"GIF89a nope").decode()
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +212,10 @@ def test_model_metadata_like_tf_serving(server):
     ("/v1/models/iris:predict", {"instances": IRIS, "extra": 1}, 400, "extra: unknown field"),
     ("/v1/models/mnist:predict", {"instances": [{"b64": "%%%"}]}, 400, "instances[0] is not valid base64"),
     ("/v1/models/mnist:predict", {"inputs": {"image": [{"b64": B64[0]}, {"b64": ""}]}}, 400, "inputs[1] is empty"),
+    ("/v1/models/mnist:predict", {"instances": [{"b64": B64[0]}, {"b64": NOT_AN_IMAGE}]}, 400, "instances[1]: "),
+    ("/v1/models/mnist:predict", {"inputs": {"image": [{"b64": B64[0]}, {"b64": NOT_AN_IMAGE}]}}, 400, "inputs[1]: "),
+    ("/v1/models/mnist:predict", {"instances": [{"pixels": synthetic_digit(1).tolist()},
+                                                {"pixels": [[0] * 28] * 28}]}, 400, "instances[1]: "),
     ("/v1/models/mnist:predict", {"instances": [[{"b64": B64[0]}, {"b64": B64[1]}]]}, 400,
      "instances[0] holds 2 images"),
     ("/v1/models/mnist:predict", {"instances": [[{"b64": B64[0]}, 0.5]]}, 400, "instances[0] mixes objects"),

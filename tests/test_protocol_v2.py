@@ -343,6 +343,12 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(name="image", shape=(2,), datatype="BYTES", data=[base64.b64encode(b"x").decode(), "@@"]),
      "input 'image' element 1 is not valid base64"),  # named as the request names it, not images[1]
     (one(name="image", shape=(1,), datatype="BYTES", data=[""]), "input 'image' element 0 is empty"),
+    # An image or pixel array that cannot be used is named the same way, whatever the reason.
+    (one(name="image", shape=(2,), datatype="BYTES",
+         data=[base64.b64encode(DIGIT_PNG).decode(), base64.b64encode(b"GIF89a nope").decode()]),
+     "input 'image' element 1: "),
+    (one(name="pixels", shape=(2, 28, 28), datatype="UINT8", data=[*synthetic_digit(1).ravel().tolist(), *[0] * 784]),
+     "input 'pixels' element 1: "),
 ])
 def test_bad_requests_get_400_with_a_triton_style_message(client, body, contains):
     assert_protocol_error(infer(client, body), 400, contains)

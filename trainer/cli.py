@@ -81,7 +81,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--momentum", type=float, help="momentum and nesterov optimizers (default 0.9)")
     parser.add_argument("--weight-decay", type=float,
-                        help="L2 penalty on the weights (sgd, momentum, adam); decoupled decay (adamw)")
+                        help="L2 penalty on the weights (sgd, momentum, nesterov, adam); decoupled decay "
+                             "(adamw, default 0.01)")
     parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
     parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5)")
     parser.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up")
@@ -273,7 +274,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
     add_data_flags(p)
-    p.add_argument("--registry", default=DEFAULT_REGISTRY)
+    p.add_argument("--registry", default=DEFAULT_REGISTRY,
+                   help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--model", required=True, help="model name in the registry")
     p.add_argument("--version", type=positive_int, help="version to score (default: the latest)")
     p.set_defaults(func=cmd_evaluate)
@@ -283,7 +285,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("overfit", help="check that the network memorises a tiny subset")
     add_train_flags(p)
-    p.add_argument("--samples", type=positive_int, default=64)
+    p.add_argument("--samples", type=positive_int, default=64, help="training examples to memorise (default 64)")
     p.set_defaults(func=cmd_overfit)
 
     p = commands.add_parser("summary", help="print the network's layers, shapes and parameter counts")

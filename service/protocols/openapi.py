@@ -110,11 +110,14 @@ def _operations() -> list[tuple]:
                    body=_optional(schemas.UnloadRequest), admin=True),
         _operation("get", "/v1/models", "The models' names.", V1_TAG, schemas.ModelNames),
     ]
-    for path, params, which in (("/v1/models/{name}", [NAME], "the served version"),
-                                ("/v1/models/{name}/versions/{version}", [NAME, VERSION], "one version"),
-                                ("/v1/models/{name}/labels/{label}", [NAME, LABEL], "the version a label points to")):
+    # Without a version, TF Serving's status lists every version of the model, not the served one.
+    for path, params, which, status_of in (
+            ("/v1/models/{name}", [NAME], "the served version", "every version"),
+            ("/v1/models/{name}/versions/{version}", [NAME, VERSION], "one version", "one version"),
+            ("/v1/models/{name}/labels/{label}", [NAME, LABEL], "the version a label points to",
+             "the version a label points to")):
         ops += [
-            _operation("get", path, f"Status of {which} (model_version_status).", V1_TAG, schemas.ModelStatus,
+            _operation("get", path, f"Status of {status_of} (model_version_status).", V1_TAG, schemas.ModelStatus,
                        parameters=params, errors=(404,)),
             _operation("get", path + "/metadata", f"The serving_default signature of {which}: input and output "
                        "tensors with TensorFlow's type names.", V1_TAG, schemas.V1ModelMetadata, parameters=params,

@@ -61,13 +61,15 @@ def output_specs(model: Model) -> list[TensorSpec]:
             TensorSpec("index", "INT64", (-1,))]
 
 
-def predict(predictor: Predictor, model: Model, name: str, payload) -> PredictionBatch:
+def predict(predictor: Predictor, model: Model, name: str, payload, item_name: str) -> PredictionBatch:
     """One forward pass on the input called ``name``: ``payload`` is a list of encoded images for
-    ``image``, an array (or nested lists) of vectors for ``input``, of pixel arrays for ``pixels``."""
+    ``image``, an array (or nested lists) of vectors for ``input``, of pixel arrays for ``pixels``.
+    An image or pixel array that cannot be used is named ``item_name.format(index)``, the way the
+    protocol's request names it."""
     if name == IMAGE:
-        batch = predictor.images_batch(model, payload)
+        batch = predictor.images_batch(model, payload, item_name)
     elif name == PIXELS:
-        batch = predictor.pixels_batch(model, payload)
+        batch = predictor.pixels_batch(model, payload, item_name)
     else:
         batch = predictor.vectors_batch(model, payload)
     return predictor.run(model, batch, top_k=0)

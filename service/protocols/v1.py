@@ -53,7 +53,7 @@ def predict(name: str, version: str | None = None, label: str | None = None):
                          f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")
     rows = body.instances is not None
     input_name, payload = read_rows(model, body.instances, "instances") if rows else read_columns(model, body.inputs)
-    result = signature.predict(svc.predictor, model, input_name, payload)
+    result = signature.predict(svc.predictor, model, input_name, payload, "instances[{}]" if rows else "inputs[{}]")
     svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
     outputs = signature.output_tensors(result)
     response = {"predictions": row_outputs(outputs)} if rows else {"outputs": column_outputs(outputs)}

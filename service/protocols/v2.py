@@ -125,7 +125,7 @@ def infer(name: str, version: str | None = None):
     input_name, payload = read_input(model, infer_request.inputs, chunks)
     chunks.check_used()
     requested = requested_outputs(model, infer_request)
-    result = signature.predict(svc.predictor, model, input_name, payload)
+    result = signature.predict(svc.predictor, model, input_name, payload, f"input '{input_name}' element {{}}")
     svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
     return infer_response(result, infer_request, requested)
 
