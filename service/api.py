@@ -6,8 +6,9 @@ and the admin routes that pin, roll back and label versions).
 Admin routes need ``Authorization: Bearer <SCRATCHNET_ADMIN_TOKEN>``: no or malformed header
 -> 401, wrong token -> 403, and when no token is configured the admin API is disabled: 403
 with code ``admin_disabled``. They write ``serving.json`` (atomically, under a file lock so
-concurrent admin calls on different workers do not lose each other's change); every worker's
-watcher then converges on it, and the worker that handled the call refreshes at once.
+concurrent admin calls on different workers do not lose each other's change, and check the
+version they name under that lock too: see ``current_store``); every worker's watcher then
+converges on it, and the worker that handled the call refreshes at once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .errors import (BODY_TIMEOUT_MESSAGE, BadRequest, Conflict, Forbidden, Inva
 from .fastbody import read_from_socket
 from .inputs import decode_base64_image, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
+from .store import ModelStore
 
 predict_bp = Blueprint("predict", __name__)
 models_bp = Blueprint("models", __name__)
@@ -348,6 +350,16 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     return svc.store.describe(name)
 
 
+def current_store(name: str) -> ModelStore:
+    """This worker's store after a look at the registry for ``name``. A change calls it under the
+    serving lock, so that what it checks (the version to pin or label, the one to roll back to) is
+    the registry as it is now, not as this worker last polled it: a version deleted since then
+    is not pinned or labelled."""
+    store = service().store
+    store.refresh([name])
+    return store
+
+
 UNCHANGED = object()
 
 
@@ -355,10 +367,10 @@ def set_serving(name: str, *, pinned=UNCHANGED, loaded: bool | None = None) -> d
     """Pin a version (it must load) or remove the pin (``pinned=None``), and take the model out of
     service (``loaded=False``: ``"unloaded": true`` in serving.json, which every worker honours)
     or back in, in one write. The admin routes and the V2 model repository extension use it."""
-    if pinned is not UNCHANGED and pinned is not None:
-        service().store.servable(name, pinned)
 
     def change(state: dict) -> dict:
+        if pinned is not UNCHANGED and pinned is not None:
+            current_store(name).servable(name, pinned)
         if pinned is not UNCHANGED:
             state = {**state, "pinned": pinned}
         if loaded is not None:
@@ -386,10 +398,9 @@ def unpin(name: str):
 @admin
 def rollback(name: str):
     """Pin the highest servable version below the one the registry serves now."""
-    store = service().store
 
     def pin_lower(state: dict) -> dict:
-        store.refresh([name])  # under the lock: the registry as it is, not as this worker last polled it
+        store = current_store(name)
         current = store.served(name)
         target = store.lower_servable(name, current.version)
         if target is None:
@@ -415,8 +426,12 @@ def set_label(name: str, label: str):
         raise UnsupportedMediaType('Send the label as JSON: {"version": 3}.')
     payload = parse_json(read_body(), example='{"version": 3}')
     body = validate(LabelRequest, payload, "the JSON body")
-    service().store.servable(name, body.version)
-    return change_serving(name, lambda state: {**state, "labels": {**state["labels"], label: body.version}})
+
+    def add(state: dict) -> dict:
+        current_store(name).servable(name, body.version)
+        return {**state, "labels": {**state["labels"], label: body.version}}
+
+    return change_serving(name, add)
 
 
 @models_bp.delete("/models/<name>/labels/<label>")

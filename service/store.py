@@ -10,7 +10,8 @@ versions are loaded and validated on that thread, off the request path, the newe
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
 started with, and only then are the other new versions checked. A version that fails to
 load never replaces a working one, and when the registry disappears the store keeps serving
-what it holds and says so in ``readiness()``.
+what it holds and says so in ``readiness()``; a pass during which a model's folder goes applies
+nothing of what it read (a half-read folder seems to have no pin, no labels and failed versions).
 
 Which version serves: the one ``serving.json`` pins, else the highest version that loads. A
 ``serving.json`` that cannot be used keeps the last good state; a worker that has never read a
@@ -208,7 +209,12 @@ class ModelStore:
         if self.configured is not None:
             return list(self.configured)
         unreadable: dict[str, str] = {}
-        names = self.registry.model_names(unreadable)
+        try:
+            names = self.registry.model_names(unreadable)
+        except OSError:  # the registry went after this pass found it readable: the next pass says so
+            return list(self._slots)
+        if not self.registry.root.is_dir():  # it went during the listing: its folders were not unreadable
+            unreadable = {}
         for name, reason in unreadable.items():
             if self._unreadable.get(name) != reason:
                 log.error("%s: %s; it is not served until it can be read", name, reason)
@@ -220,19 +226,32 @@ class ModelStore:
 
     def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
         name = slot.name
-        if not (self.registry.root / name).is_dir():
+        folder = self.registry.root / name
+        if not folder.is_dir():
             # Removed from the registry, unless the whole registry went after this pass found it
-            # readable (an unmounted volume): then it serves from memory, as the next pass says.
-            if self.registry.root.is_dir():
+            # readable (an unmounted volume) or was swapped for another in two renames: then it
+            # serves from memory, as the next pass says. The folder is looked at again after the
+            # registry, so that a registry back in place by then is not taken for a removal either.
+            if self.registry.root.is_dir() and not folder.is_dir():
                 self._forget(slot)
             return
         problems: list[str] = []
+        # serving.json first: a version it pins or labels was published before it was written, so
+        # the listing that follows has it (read the other way round, a pin written just after a
+        # publish would look like a pin of a version that does not exist).
+        serving = self._read_serving(name)
         try:
             on_disk = self.registry.versions(name)
         except OSError as e:
             slot.problems = [f"the folder of {name} cannot be read ({e.strerror}); serving from memory"]
             return
-        self._read_serving(slot)
+        stamps = {v: _stamp(folder / str(v) / MODEL_FILE) for v in on_disk}
+        if not folder.is_dir():
+            # The folder (or the whole registry) went while this pass read it: a missing serving.json
+            # or model file then says nothing of the pin, the labels or the versions. The next pass
+            # sees what is there.
+            return
+        self._apply_serving(slot, *serving)
         # serving.json unusable and never read (a worker starting): it may pin a version or unload
         # the model, so serving the latest would be a guess that the other workers do not make.
         unknown_state = slot.serving_state is None and slot.serving_error is not None
@@ -240,7 +259,6 @@ class ModelStore:
             problems.append(slot.serving_error + ("; nothing is served until it is fixed" if unknown_state
                                                   else "; using the last good serving state"))
 
-        stamps = {v: _stamp(self.registry.root / name / str(v) / MODEL_FILE) for v in on_disk}
         with self._lock:
             removed = {v: slot.versions.pop(v) for v in set(slot.versions) - set(stamps)}
             for gone in removed:
@@ -352,15 +370,20 @@ class ModelStore:
         if slot.served is not None:
             self.events.served(name, slot.served.version, None)
 
-    def _read_serving(self, slot: ModelSlot) -> None:
-        """Read serving.json afresh on every pass: it is a few bytes, and a file's stamp can miss a
-        change (two writes of the same size within one tick of the file system's clock)."""
+    def _read_serving(self, name: str) -> tuple[dict | None, str | None]:
+        """``(state, None)`` or ``(None, why it cannot be used)``. Read afresh on every pass: it is
+        a few bytes, and a file's stamp can miss a change (two writes of the same size within one
+        tick of the file system's clock)."""
         try:
-            state = self.registry.read_serving(slot.name)
+            return self.registry.read_serving(name), None
         except (RegistryError, OSError) as e:
-            if slot.serving_error != str(e):
-                log.error("%s: %s", slot.name, e)
-            slot.serving_error = str(e)
+            return None, str(e)
+
+    def _apply_serving(self, slot: ModelSlot, state: dict | None, error: str | None) -> None:
+        if error is not None:
+            if slot.serving_error != error:
+                log.error("%s: %s", slot.name, error)
+            slot.serving_error = error
             return
         slot.serving_error = None
         if state == slot.serving_state:
@@ -537,6 +560,9 @@ class ModelStore:
                 return self.version(name, v)
             except NotReady:
                 continue
+            except NotFound as e:  # deleted since the records were read: the next one down may serve
+                if e.code != "version_not_found":
+                    raise
         return None
 
     # reports ---------------------------------------------------------------------------------

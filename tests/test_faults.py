@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,6 +364,26 @@ def test_admin_token_is_compared_in_constant_time(tmp_path, monkeypatch):
     response = client.post("/models/mnist/unpin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 403, "the token was accepted although compare_digest said it differs"
     assert response.get_json()["code"] == "wrong_token"
+
+
+def test_a_version_deleted_since_the_last_poll_is_neither_pinned_nor_labelled(tmp_path):
+    for favour in (1, 2, 3):
+        publish_model(tmp_path, "mnist", favour=favour)
+    # The worker polls again only in an hour: its records and memory are of before the deletion.
+    with ServiceProcess(tmp_path, workers=1, poll_interval=3600, admin_token=ADMIN_TOKEN) as server:
+        version_2 = requests.post(server.url + "/models/mnist/versions/2/predict", data=DIGIT,
+                                  headers={"Content-Type": "image/png"}, timeout=10)
+        assert version_2.status_code == 200  # now in the worker's memory
+        shutil.rmtree(tmp_path / "mnist" / "2")
+        for method, path, body in (("POST", "/models/mnist/versions/2/activate", None),
+                                   ("PUT", "/models/mnist/labels/stable", {"version": 2}),
+                                   ("POST", "/v2/repository/models/mnist/load", {"parameters": {"version": 2}})):
+            status, _, response = admin_call(server, method, path, body, f"Bearer {ADMIN_TOKEN}")
+            assert status == 404 and "no version 2" in response.json()["error"], (path, response.text)
+        assert Registry(tmp_path).read_serving("mnist") == {"pinned": None, "labels": {}}
+        status, _, response = admin_call(server, "POST", "/models/mnist/versions/1/activate", None,
+                                         f"Bearer {ADMIN_TOKEN}")
+        assert status == 200 and response.json()["served_version"] == 1
 
 
 # the soak, short -----------------------------------------------------------------------------------------

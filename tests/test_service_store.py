@@ -278,6 +278,107 @@ def test_a_registry_that_goes_during_a_pass_keeps_its_models(tmp_path):
     ready, report = store.readiness()
     assert ready and "does not exist" in report["registry"]["error"] and store.served("mnist") is model
 
+
+@pytest.mark.parametrize("goes_after", ["read_serving", "versions"])
+def test_a_registry_that_goes_while_a_model_is_read_keeps_its_pin_labels_and_versions(tmp_path, goes_after):
+    root = tmp_path / "models"
+    for favour in (1, 2, 3):
+        publish_model(root, "mnist", favour=favour)
+    Registry(root).write_serving("mnist", {"pinned": 1, "labels": {"stable": 2}})
+    store, events = make_store(root, models=("mnist",))  # named: the pass lists no other folder
+    served, stable = store.served("mnist"), store.labelled("mnist", "stable")
+
+    class GoingRegistry(Registry):  # unmounted after one file of the model has been read
+        def read_serving(self, name):
+            return self._then_go("read_serving", super().read_serving(name))
+
+        def versions(self, name):
+            return self._then_go("versions", super().versions(name))
+
+        def _then_go(self, step, result):
+            if step == goes_after and root.is_dir():
+                root.rename(tmp_path / "elsewhere")
+            return result
+
+    store.registry = GoingRegistry(root)
+    store.refresh()
+    assert store.served("mnist") is served and store.labelled("mnist", "stable") is stable
+    info = store.describe("mnist")
+    assert info["pinned"] == 1 and info["labels"] == {"stable": 2}
+    assert [v["status"] for v in info["versions"]] == [AVAILABLE] * 3 and events.failures == []
+    (tmp_path / "elsewhere").rename(root)
+    store.refresh()
+    assert store.served("mnist") is served and events.swaps == [("mnist", None, 1)]
+
+
+def test_a_pin_written_just_after_its_version_was_published_is_never_seen_without_it(tmp_path):
+    publish_model(tmp_path, "mnist")
+
+    class PublishingRegistry(Registry):  # a publish, then a pin of it, while a worker's pass reads the model
+        def versions(self, name):
+            listed = super().versions(name)
+            if len(listed) == 1:
+                version = publish_model(tmp_path, "mnist", favour=2)
+                Registry(tmp_path).write_serving("mnist", {"pinned": version, "labels": {"stable": version}})
+            return listed
+
+    events = Recorder()
+    store = ModelStore(PublishingRegistry(tmp_path), models=("mnist",), events=events)
+    store.refresh()  # a worker starting: the state before the publish, or after it, never a mix
+    assert store.served("mnist").version == 1 and store.describe("mnist")["problems"] == []
+    assert events.pins == []  # no pin was ever unservable
+    store.refresh()
+    assert store.served("mnist").version == 2 and store.labelled("mnist", "stable").version == 2
+
+
+def test_a_worker_starting_as_the_registry_goes_starts_and_serves_once_it_is_back(tmp_path):
+    root = tmp_path / "models"
+    publish_model(root, "mnist")
+
+    class GoingRegistry(Registry):  # gone between the check that it is readable and its listing
+        def model_names(self, unreadable=None):
+            if root.is_dir():
+                root.rename(tmp_path / "elsewhere")
+            return super().model_names(unreadable)
+
+    store = ModelStore(GoingRegistry(root))
+    store.refresh()  # a worker's first pass, in create_app: an exception there stops the whole service
+    assert store.names() == []
+    (tmp_path / "elsewhere").rename(root)
+    store.registry = Registry(root)
+    store.refresh()
+    assert store.served("mnist").version == 1
+
+
+def test_a_registry_swapped_for_another_in_two_renames_keeps_its_models(tmp_path):
+    root, new = tmp_path / "models", tmp_path / "new"
+    publish_model(root, "mnist")
+    publish_model(new, "mnist", favour=2)
+    store, events = make_store(root)
+    steps = []
+
+    class SwappingPath(type(root)):  # each rename of the swap just before the store looks at a folder
+        def is_dir(self):
+            if steps and self.name == steps[0][0]:
+                steps.pop(0)[1]()
+            return super().is_dir()
+
+    class SwappingRegistry(Registry):
+        def model_names(self, unreadable=None):
+            names = super().model_names(unreadable)
+            if new.exists():
+                steps[:] = [("mnist", lambda: root.rename(tmp_path / "old")), ("models", lambda: new.rename(root))]
+            return names
+
+    store.registry = SwappingRegistry(root)
+    store.registry.root = SwappingPath(root)
+    store.refresh()
+    assert steps == [] and store.names() == ["mnist"] and events.removed == []
+    assert store.served("mnist").version == 1
+    store.refresh()
+    assert store.served("mnist").version == 1 and store.describe("mnist")["versions"][0]["status"] == AVAILABLE
+
+
 def check_unreadable_registry(root):
     publish_model(root, "mnist")
     store, _ = make_store(root)
@@ -567,6 +668,22 @@ def test_a_version_deleted_while_a_request_looks_it_up_is_404_not_a_crash(tmp_pa
     monkeypatch.setattr(store, "_checked", checked_while_deleted)
     with pytest.raises(NotFound, match="no version 1 any more"):
         store.version("mnist", 1)
+
+
+def test_rollback_skips_a_version_deleted_while_it_looks_for_one(tmp_path):
+    for favour in (1, 2, 3):
+        publish_model(tmp_path, "mnist", favour=favour)
+
+    class DeletingStore(ModelStore):
+        def version(self, name, version):
+            if version == 2 and (tmp_path / "mnist" / "2").exists():
+                shutil.rmtree(tmp_path / "mnist" / "2")
+                self.refresh()  # the watcher's pass, after rollback has read the records
+            return super().version(name, version)
+
+    store = DeletingStore(Registry(tmp_path), cached_versions=0)  # v2 is not in memory
+    store.refresh()
+    assert store.lower_servable("mnist", 3).version == 1
 
 
 def test_a_label_on_a_deleted_or_broken_version_says_so(tmp_path):
