@@ -17,6 +17,8 @@ import contextlib
 import math
 import os
 import shutil
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ COMMITTED = REPO / "models"
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 ADMIN_TOKEN = "page-admin"
 MODEL_REFRESH_MS = 30_000  # how often the page looks at the model list again (MODEL_REFRESH_MS in app.js)
+REQUEST_TIME_LIMIT_MS = 60_000  # how long the page waits for an answer (REQUEST_TIME_LIMIT_MS in app.js)
 
 
 def _require_chromium() -> None:
@@ -352,6 +355,90 @@ def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
     assert error.is_visible()
     assert api_error in error.inner_text()
     screenshot(page, "browser-error")
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a service that must come back at the same address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_failure(page) -> str:
+    """Wait until the page shows that its request failed, and return what the alert says."""
+    page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
+    return page.get_by_role("alert").inner_text()
+
+
+def test_the_page_says_when_the_service_is_down_and_works_once_it_is_back(browser, tmp_path):
+    root = tmp_path / "registry"
+    publish_model(root, "mnist")
+    # the same address both times; the browser's idle connections need not delay the stop
+    address = {"SCRATCHNET_BIND": f"127.0.0.1:{free_port()}", "SCRATCHNET_GRACEFUL_TIMEOUT": "1"}
+    with ServiceProcess(root, workers=1, threads=2, env=address) as server, opened(browser, server.url + "/") as page:
+        draw_one(page)
+        wait_for_answer(page)
+        server.stop()
+        page.get_by_role("button", name="Predict").click()
+        assert "Could not reach the service" in wait_for_failure(page)
+        assert not page.locator("#verdict").is_visible()  # the old answer is not left standing
+        screenshot(page, "browser-service-down")
+
+        with ServiceProcess(root, workers=1, threads=2, env=address):
+            before = answer_count(page)
+            page.get_by_role("button", name="Predict").click()
+            wait_for_answer(page, after=before)
+            assert not page.get_by_role("alert").is_visible()
+
+
+def test_a_service_that_never_answers_ends_the_wait_with_a_message(browser, tmp_path):
+    root = tmp_path / "registry"
+    publish_model(root, "mnist")
+    with ServiceProcess(root, workers=1, threads=2) as server, \
+            opened(browser, server.url + "/", fake_clock=True) as page:
+        (worker,) = server.worker_pids()
+        os.kill(worker, signal.SIGSTOP)  # the connection is accepted, the answer never comes
+        try:
+            with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url):
+                draw_one(page)
+            page.clock.fast_forward(REQUEST_TIME_LIMIT_MS)
+            assert "did not answer within 60 s" in wait_for_failure(page)
+            assert page.locator("#predict").get_attribute("aria-disabled") is None  # Predict can be pressed again
+        finally:
+            os.kill(worker, signal.SIGCONT)
+
+
+def test_after_a_hot_swap_the_bars_show_the_classes_of_the_version_that_answered(browser, tmp_path):
+    root = tmp_path / "registry"
+    publish_model(root, "mnist")
+    publish_model(root, "shapes", labels=["circle", "square", "triangle"], favour=0)
+    with ServiceProcess(root, workers=1, threads=2) as server, \
+            opened(browser, server.url + "/?model=shapes") as page:
+        draw_one(page)
+        wait_for_answer(page)
+        assert page.locator("#bars .name").all_inner_texts() == ["circle", "square", "triangle"]
+
+        version = publish_model(root, "shapes", labels=["circle", "square", "triangle", "star"], favour=3)
+        server.wait_until_served("shapes", version)
+        before = answer_count(page)
+        page.get_by_role("button", name="Predict").click()
+        wait_for_answer(page, after=before)
+        assert page.locator("#answered-by").inner_text() == f"shapes v{version}"
+        assert page.locator("#label").inner_text() == "star"
+        assert sorted(page.locator("#bars .name").all_inner_texts()) == ["circle", "square", "star", "triangle"]
+        assert page.locator("#bars li.top").get_attribute("aria-label") == "star: 100%"
+
+
+def test_the_hint_on_the_pad_is_readable(page):
+    """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
+    def luminance(rgb: list[int]) -> float:
+        linear = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    colours = page.evaluate("""() => [document.querySelector('#pad-hint'), document.querySelector('#drop-zone')]
+        .map((node, i) => getComputedStyle(node)[i ? 'backgroundColor' : 'color'].match(/\\d+/g).slice(0, 3).map(Number))""")
+    text, paper = (luminance(rgb) for rgb in colours)
+    assert (max(text, paper) + 0.05) / (min(text, paper) + 0.05) >= 4.5, colours
 
 
 def test_a_finger_draws_on_a_phone_width_screen(browser, service, page_registry):

@@ -8,6 +8,9 @@ const STROKE_COLOUR = "#111";
 const AUTO_DELAY_MS = 250;      // after the pen lifts, wait this long for another stroke
 const TOP_K = 10;
 const MODEL_REFRESH_MS = 30_000; // the model list is one small GET: look again this often
+// A service that accepts the connection and never answers (frozen, overloaded) would otherwise
+// leave the page waiting for good. Generous: a phone photo of several MB on a slow uplink.
+const REQUEST_TIME_LIMIT_MS = 60_000;
 const NOTHING_YET = "Nothing yet: draw a digit above.";
 
 const $ = (id) => document.getElementById(id);
@@ -54,10 +57,32 @@ function describeModel(listed, details) {
 }
 
 async function getJson(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
-  const body = await readJson(response);
+  const { response, body } = await fetchJson(url, { headers: { Accept: "application/json" } });
   if (!response.ok) throw new Error(errorText(response, body));
   return body;
+}
+
+// fetch and read the JSON answer (null when it is not JSON), aborted by ``controller`` or after
+// REQUEST_TIME_LIMIT_MS, whichever comes first (the body can stall as well as the headers).
+async function fetchJson(url, options, controller = new AbortController()) {
+  const timer = setTimeout(() => controller.abort(new DOMException(
+    `The service did not answer within ${REQUEST_TIME_LIMIT_MS / 1000} s.`, "TimeoutError")), REQUEST_TIME_LIMIT_MS);
+  try {
+    const response = await fetch(url, { ...options, signal: controller.signal });
+    return { response, body: await readJson(response) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// A sentence for a request that got no answer: fetch only says "Failed to fetch" (Chromium) or
+// "NetworkError ..." (Firefox) for a service that is down.
+function describeFailure(err) {
+  if (err.name === "TimeoutError") return `${err.message} It may be overloaded or stuck; try again.`;
+  if (err instanceof TypeError) {
+    return `Could not reach the service (${err.message}): it may be down or restarting; try again in a moment.`;
+  }
+  return `The request failed: ${err.message}`;
 }
 
 function loadModels() {
@@ -90,7 +115,7 @@ async function listModels() {
     state.defaultModel = body.default_model || null;
     if (!fillModelChoice()) nextLook = 5000;
   } catch (err) {
-    showModelNote(`Could not list the models: ${err.message}. Retrying…`);
+    showModelNote(`Could not list the models. ${describeFailure(err)} Retrying…`);
     nextLook = 3000;
   }
   state.listTimer = setTimeout(loadModels, nextLook);
@@ -145,15 +170,15 @@ function showModelNote(message) {
   el.modelNote.hidden = !message;
 }
 
-// An answer names the version that served it: the choice follows it (a pin or a new version).
+// An answer names the version that served it: the choice follows it (a pin or a new version),
+// and the model's description is fetched again (a new version may have other classes).
 function noteServedVersion(name, version) {
   const model = state.models.get(name);
   const served = Number(version);
   if (!model || !Number.isInteger(served) || (model.ready && model.version === served)) return;
-  const wasReady = model.ready;
   Object.assign(model, { version: served, ready: true, kind: "image", unloaded: false });
   fillModelChoice();
-  if (!wasReady) loadModels();  // back in service: fetch its full description
+  loadModels();
 }
 
 // --------------------------------------------------------------------------- drawing
@@ -290,9 +315,8 @@ async function predict() {
     const { body, type } = await requestBody();
     const headers = { Accept: "application/json" };
     if (type) headers["Content-Type"] = type;
-    const response = await fetch(`models/${encodeURIComponent(name)}/predict?top_k=${TOP_K}`,
-      { method: "POST", headers, body, signal: controller.signal });
-    const answer = await readJson(response);
+    const { response, body: answer } = await fetchJson(`models/${encodeURIComponent(name)}/predict?top_k=${TOP_K}`,
+      { method: "POST", headers, body }, controller);
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer));
@@ -302,7 +326,7 @@ async function predict() {
     showAnswer(name, answer, response, performance.now() - started);
   } catch (err) {
     if (err.name === "AbortError" || sequence !== state.sequence) return;
-    showFailure(`The request failed: ${err.message}`);
+    showFailure(describeFailure(err));
   } finally {
     if (sequence === state.sequence) {
       state.inFlight = null;
@@ -385,8 +409,10 @@ function drawBars(requested, prediction) {
   const ranked = prediction.top_k || [{ label: prediction.label, probability: prediction.confidence }];
   const probability = new Map(ranked.map((entry) => [String(entry.label), entry.probability]));
   const labels = state.models.get(requested)?.labels;
-  // In the model's label order when every class came back, so the bars do not jump around.
-  const rows = labels && labels.length <= ranked.length
+  // In the model's label order when every class came back, so the bars do not jump around; the
+  // answer's own order when its classes are not the listed ones (a new version changed them).
+  const sameClasses = labels && labels.length === probability.size && labels.every((label) => probability.has(String(label)));
+  const rows = sameClasses
     ? labels.map((label) => ({ label: String(label), probability: probability.get(String(label)) ?? 0 }))
     : ranked.map((entry) => ({ label: String(entry.label), probability: entry.probability }));
   el.bars.replaceChildren(...rows.map((row) => {
