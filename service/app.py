@@ -60,7 +60,9 @@ def create_app(config: dict | None = None) -> Flask:
     protocols.init_app(app)
     log.info("service started: registry %s, models %s", settings.registry,
              ", ".join(store.names()) or "none")
-    if settings.default_model not in store.names():  # a misspelt name would otherwise show only as 404s
+    # A misspelt name would otherwise show only as 404s; a registry that cannot be read has
+    # already been reported, and its models are unknown, not missing.
+    if settings.default_model not in store.names() and store.registry_error is None:
         log.warning("the default model %r (SCRATCHNET_DEFAULT_MODEL) is not in the registry; POST /predict "
                     "answers 404 until it is", settings.default_model)
     return app

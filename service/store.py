@@ -29,6 +29,7 @@ to, and an LRU of at most ``cached_versions`` other recently used versions.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -194,6 +195,9 @@ class ModelStore:
             os.listdir(root)
         except OSError as e:
             error = e.strerror and f"the registry folder {root} cannot be read ({e.strerror})" or str(e)
+            if e.errno in (errno.EACCES, errno.EPERM):  # the usual cause: a folder another user owns
+                error += (f": give the service's user (uid {os.getuid()}) read access to it (with Docker: "
+                          "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
             if error != self.registry_error:
                 log.error("%s; serving the models already loaded", error)
             self.registry_error = error

@@ -7,6 +7,7 @@ This is the only code that touches the file format. Loading validates everything
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -73,6 +74,14 @@ def save_model(path: str | os.PathLike, arrays: dict[str, np.ndarray], manifest:
     return path
 
 
+def _read_error(e: OSError) -> str:
+    """Why a model file cannot be read; a refusal names the user, since the usual cause is a file
+    that another user owns (a registry written on the host, read in a container)."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot read the file as uid {os.getuid()} ({e.strerror})"
+    return f"cannot read the file ({e.strerror})"
+
+
 def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest alone, validated as JSON but without loading the arrays."""
     path = Path(path)
@@ -87,7 +96,7 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise ModelFileError(path, f"cannot read the file ({e.strerror})") from None
+        raise ModelFileError(path, _read_error(e)) from None
     if max_bytes is not None and size > max_bytes:
         raise ModelFileError(path, f"the file is {size} bytes, over the limit of {max_bytes}")
     with _open_npz(path) as npz:
@@ -105,7 +114,7 @@ def _open_npz(path: Path):
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ModelFileError(path, f"cannot read the file ({e.strerror})") from None
+        raise ModelFileError(path, _read_error(e)) from None
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ModelFileError(path, "not an .npz archive (truncated or not a zip file)")
     try:

@@ -7,6 +7,7 @@ they fail. SCRATCHNET_DOCKER_ENGINE_SCRIPT names a script that brings an engine 
 SCRATCHNET_PYTHON_IMAGE the base image to build on (default local/python-base:bookworm, which
 that script builds, since nothing can be pulled here).
 """
+import base64
 import gzip
 import io
 import json
@@ -140,6 +141,18 @@ def stack(docker_engine, tmp_path):
         yield stack
     finally:
         stack.compose("--profile", "train", "down", "--volumes", "--remove-orphans", "--timeout", "10",
+                      step="down -v", timeout=180, check=False)
+
+
+@pytest.fixture
+def api_stack(docker_engine, tmp_path):
+    """The service alone: for the tests that need no trainer."""
+    stack = Stack(_registry_copy(tmp_path), ["docker-compose.yml"], _free_port())
+    try:
+        stack.compose("build", "api", step="build api image")
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10",
                       step="down -v", timeout=180, check=False)
 
 
@@ -362,3 +375,154 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
         "replicas answering": len(upstreams),
         "image scratchnet-lb MB": _image_size_mb("scratchnet-lb:latest"),
     })
+
+
+def _api_container(stack: Stack) -> dict:
+    ids = stack.compose("ps", "--all", "--quiet", "api").stdout.split()
+    assert len(ids) == 1, f"expected one api container, found {ids}"
+    done = subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)[0]
+
+
+def _wait_for(condition, timeout: float = 60):
+    """``condition()``'s first true value, or None after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.25)
+    return None
+
+
+def test_compose_passes_on_the_service_settings(api_stack):
+    """A setting in the shell or .env reaches the service: not only the few that
+    docker-compose.yml names with a default (workers, poll interval, admin token)."""
+    stack = api_stack
+    stack.env.update(SCRATCHNET_LOG_FORMAT="text", SCRATCHNET_MAX_BATCH="2", SCRATCHNET_THREADS="3")
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
+
+    image = base64.b64encode((REPO / "examples" / "digit.png").read_bytes()).decode()
+    with requests.Session() as session:
+        over = session.post(f"{stack.base_url}/predict", json={"images": [image] * 3}, timeout=10)
+        assert over.status_code == 413, over.text
+        assert "the limit is 2 per request" in over.json()["error"]
+        assert session.post(f"{stack.base_url}/predict", json={"images": [image] * 2}, timeout=10).status_code == 200
+
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "api").stdout.splitlines()
+    access = [line for line in logs if "POST /predict 413" in line]
+    assert access, f"no access line for the refused request in:\n{logs[-20:]}"
+    assert not access[0].lstrip().startswith("{"), f"SCRATCHNET_LOG_FORMAT=text was ignored: {access[0]}"
+    threads = stack.compose("exec", "-T", "api", "python", "-c",
+                            "import os; print(os.environ.get('SCRATCHNET_THREADS'))").stdout.strip()
+    assert threads == "3", f"SCRATCHNET_THREADS did not reach the service (it has {threads!r})"
+
+
+def test_compose_bad_setting_is_the_only_line_in_the_log(api_stack):
+    """A setting Gunicorn cannot use keeps the service from starting, and the container's log says
+    why in one line (once per restart), with no traceback around it."""
+    stack = api_stack
+    stack.env["SCRATCHNET_WORKERS"] = "two"
+    stack.compose("up", "--detach")
+
+    def restarted():
+        container = _api_container(stack)
+        return container if container["RestartCount"] >= 1 else None
+
+    container = _wait_for(restarted)
+    assert container is not None, f"the container never failed: {_api_container(stack)['State']}"
+    assert container["State"].get("Health", {}).get("Status") != "healthy"
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "api").stdout.splitlines()
+    reason = "error: SCRATCHNET_WORKERS='two': expected a whole number of at least 1"
+    assert logs and all(line == reason for line in logs if line.strip()), logs
+
+
+def test_compose_says_why_it_cannot_read_the_registry(api_stack):
+    """A registry folder or model file the container's user may not read is named as such, with the
+    uid the service runs as, rather than as a registry without models."""
+    stack = api_stack
+    registry = stack.registry
+    newest = max(_versions(registry))
+    (registry / MODEL / str(newest) / "model.npz").chmod(0o000)
+    registry.chmod(0o000)
+    try:
+        stack.compose("up", "--detach")
+        uid = stack.env["SCRATCHNET_UID"]
+
+        def not_ready():
+            try:
+                response = requests.get(f"{stack.base_url}/readyz", timeout=5)
+            except requests.ConnectionError:
+                return None
+            return response.json() if response.status_code == 503 else None
+
+        body = _wait_for(not_ready)
+        assert body is not None, "/readyz did not answer 503"
+        reason = body["reason"]
+        assert "cannot be read (Permission denied)" in reason, reason
+        assert f"uid {uid}" in reason and "SCRATCHNET_UID" in reason, reason
+        logs = stack.compose("logs", "--no-color", "api").stdout
+        assert "is not in the registry" not in logs, "an unreadable registry was reported as one without the model"
+
+        # The folder readable again, one model file still not: that version is refused, naming the
+        # user, and the version below it serves.
+        registry.chmod(0o755)
+
+        def described():
+            body = requests.get(f"{stack.base_url}/models/{MODEL}", timeout=5).json()
+            return body if body.get("served_version") is not None else None
+
+        body = _wait_for(described)
+        assert body is not None, f"{MODEL} was not served once the registry could be read"
+        assert body["served_version"] == newest - 1, body
+        status = {v["version"]: v["status"] for v in body["versions"]}
+        assert status[newest] == f"failed: cannot read the file as uid {uid} (Permission denied)", status
+    finally:
+        registry.chmod(0o755)
+        for path in registry.rglob("model.npz"):
+            path.chmod(0o644)
+
+
+def test_compose_stop_finishes_requests_in_flight_and_restart_keeps_the_pin(api_stack):
+    """`docker compose stop` (SIGTERM) lets a request already under way finish, Gunicorn exits 0
+    rather than being killed (137), and the service started again serves the pinned version."""
+    stack = api_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
+    old = min(_versions(stack.registry))
+    response = requests.post(f"{stack.base_url}/models/{MODEL}/versions/{old}/activate",
+                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+    assert response.status_code == 200, response.text
+    png = (REPO / "examples" / "digit.png").read_bytes()
+    with requests.Session() as session:  # every worker follows the pin within the poll interval
+        def all_on_old():
+            return all(_served_version(_predict(session, stack.base_url, png, new_connection=True)) == old
+                       for _ in range(12))
+        assert _wait_for(all_on_old, timeout=15), f"the workers did not all serve the pinned version {old}"
+
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /models/{MODEL}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     f"Content-Length: {len(png)}\r\n\r\n".encode() + png[:100])
+        stopping = subprocess.Popen(stack.command("stop"), env=stack.env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        try:
+            signalled = _wait_for(lambda: "Handling signal: term" in stack.compose(
+                "logs", "--no-color", "api").stdout)
+            assert signalled, "Gunicorn never logged the stop signal"
+            sock.sendall(png[100:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        finally:
+            stopping.wait(timeout=120)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["model"] == {"name": MODEL, "version": old}
+    state = _api_container(stack)["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 0, state
+
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
+    with requests.Session() as session:
+        assert _served_version(_predict(session, stack.base_url, png)) == old
