@@ -164,11 +164,30 @@ def on_starting(server):
             entry.unlink()
 
 
+_unfolded: set[int] = set()  # exited workers whose metrics files are still to be folded
+
+
 def child_exit(server, worker):
-    """A dead worker's live gauges (served version, registry status) must stop counting."""
+    """A dead worker's live gauges (served version, registry status) must stop counting, and its
+    counters and histograms join the totals of the exited workers (service/metrics.py)."""
     from prometheus_client import multiprocess
 
+    from service.metrics import fold_exited_process
+
     multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
+    _unfolded.add(worker.pid)
+    for pid in sorted(_unfolded):
+        if pid in server.WORKERS:  # the number was given to a new worker, which now owns the files
+            _unfolded.discard(pid)
+            continue
+        try:
+            folded = fold_exited_process(_metrics_dir, pid)
+        except Exception:  # an exception here would stop the master: the files stay, still counted
+            server.log.exception("could not fold the metrics files of worker %s", pid)
+            folded = True
+        if not folded:  # scrapes hold the files: the next worker to exit folds it too
+            break
+        _unfolded.discard(pid)
 
 
 def on_exit(server):

@@ -22,6 +22,9 @@ ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a line or garble a terminal
+# Of those, what JSON may leave unescaped: str.splitlines() and other readers end a line at
+# U+0085, U+2028 and U+2029, so a path holding one split its access line in two.
+JSON_UNESCAPED = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 
 
 def _json_line(created: float, level: str, logger: str, message: str, fields: dict,
@@ -38,7 +41,10 @@ def _json_line(created: float, level: str, logger: str, message: str, fields: di
     entry.update((key, value) for key, value in fields.items() if value is not None)
     if exception:
         entry["exception"] = exception
-    return orjson.dumps(entry, default=str).decode()
+    line = orjson.dumps(entry, default=str).decode()
+    if not line.isascii():
+        line = JSON_UNESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", line)
+    return line
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,18 +72,16 @@ def logfmt_value(value) -> str:
 
 class TextFormatter(logging.Formatter):
     """The message and fields have their control characters escaped; a traceback keeps its lines.
-    Fields are logfmt ``key=value`` pairs (values quoted where needed)."""
+    Fields are logfmt ``key=value`` pairs (values quoted where needed) on the message's line, so
+    that a fault's request id is on its ERROR line, before the traceback."""
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().formatMessage(record))
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = super().formatMessage(record)
         extras = " ".join(f"{k}={logfmt_value(getattr(record, k))}" for k in FIELDS if getattr(record, k, None) is not None)
-        return f"{line} {escape_controls(extras)}" if extras else line
+        return escape_controls(f"{line} {extras}" if extras else line)
 
 
 class StderrHandler(logging.StreamHandler):

@@ -90,6 +90,7 @@ class StoreEvents:
     def version_removed(self, name: str, version: int) -> None: ...
     def pin_unservable(self, name: str, pinned: int | None) -> None: ...  # None: the pin serves (or none is set)
     def registry_status(self, ok: bool) -> None: ...
+    def model_unloaded(self, name: str, unloaded: bool) -> None: ...  # taken out of service, or back
 
 
 def _stamp(path: Path) -> tuple | None:
@@ -371,6 +372,8 @@ class ModelStore:
         self._report_removed(name, slot.versions)
         if slot.pin_problem is not None:
             self.events.pin_unservable(name, None)
+        if slot.unloaded:
+            self.events.model_unloaded(name, False)
         if slot.served is not None:
             self.events.served(name, slot.served.version, None)
 
@@ -393,7 +396,10 @@ class ModelStore:
         if state == slot.serving_state:
             return
         slot.pinned, slot.labels = state["pinned"], dict(state["labels"])
-        slot.unloaded = state.get("unloaded") is True
+        unloaded = state.get("unloaded") is True
+        if unloaded != slot.unloaded:
+            slot.unloaded = unloaded
+            self.events.model_unloaded(slot.name, unloaded)
         slot.serving_state = state
 
     def _checked(self, slot: ModelSlot, version: int) -> Model | None:

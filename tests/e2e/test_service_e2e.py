@@ -7,8 +7,12 @@ says which version it serves.
 
 import base64
 import io
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from images import encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
-from server import metric_value
+from server import REPO, metric_value
 
 from .conftest import ADMIN_TOKEN, POLL_INTERVAL, WORKERS
 
@@ -415,3 +420,99 @@ def test_metrics_are_summed_across_workers(live_service, service_registry):
     assert metric_value(text, "scratchnet_inference_duration_seconds_count", model="counted", version="1") == 30
     served = live_service.served_versions("counted")
     assert set(served) == live_service.worker_pids() and set(served.values()) == {1}
+
+
+def test_workers_replaced_again_and_again_keep_every_count_and_the_metrics_folder_small(start_service, tmp_path):
+    """A worker killed after each request (a crash loop, or Gunicorn's max_requests): every
+    prediction stays counted, the count never drops while a scrape reads it, and the metrics
+    folder does not gain two files per dead worker that every scrape has to read."""
+    registry, folder = tmp_path / "registry", tmp_path / "metrics"
+    publish_model(registry, "folded", kind="vector")
+    server = start_service(registry, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    counts, stop = [], threading.Event()
+
+    def scrape():
+        while not stop.is_set():
+            try:
+                counts.append(metric_value(server.metrics(), "scratchnet_predictions_total", model="folded"))
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                pass  # sent to the worker just killed
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    kills = 12
+    try:
+        for _ in range(kills):
+            response = post(server, "/models/folded/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]] * 3},
+                            headers={"Connection": "close"})
+            assert response.status_code == 200
+            killed = int(response.headers["X-Worker-PID"])
+            os.kill(killed, signal.SIGKILL)
+            wait_for(lambda: killed not in server.worker_pids() and len(server.worker_pids()) == 2)
+    finally:
+        stop.set()
+        scraper.join()
+
+    def summed_files():
+        return [path.name for path in folder.glob("*.db") if path.name.startswith(("counter_", "histogram_"))]
+
+    # at most: one file per kind for each live worker and one for the exited workers' totals
+    wait_for(lambda: len(summed_files()) <= 2 * 3, timeout=5)
+    assert metric_value(server.metrics(), "scratchnet_predictions_total", model="folded") == 3 * kills
+    assert metric_value(server.metrics(), "scratchnet_requests_total", route="/models/<name>/predict",
+                        status="200") == kills
+    assert counts and all(later >= earlier for earlier, later in zip(counts, counts[1:])), counts
+
+
+def test_metrics_answer_while_a_worker_creates_its_files(start_service, service_registry, tmp_path):
+    """A starting worker creates each metrics file empty and sizes it a moment later: a scrape at
+    that moment failed with a 500 (seen while workers were replaced under scraping). The file is
+    left here as such a worker leaves it, under a number no process can have (above pid_max)."""
+    folder = tmp_path / "metrics"
+    server = start_service(service_registry, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    assert post(server, "/models/iris/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]}).status_code == 200
+    (folder / "counter_4194305.db").touch()
+    response = requests.get(server.url + "/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    families = {family.name for family in text_string_to_metric_families(response.text)}
+    assert {"scratchnet_requests", "scratchnet_predictions"} <= families
+    assert metric_value(response.text, "scratchnet_predictions_total", model="iris") == 1
+
+
+def test_a_starting_worker_does_not_report_the_registry_unreadable(tmp_path):
+    """``scratchnet_registry_up`` is the minimum over the live workers: a worker between making
+    its metrics and its first look at the registry must not count, or each worker start read as
+    "registry unreadable" for a moment (seen in scrapes while workers were replaced). Run as a
+    worker does, with its values in the multiprocess folder."""
+    script = ("import sys; from service.metrics import Metrics; metrics = Metrics(); "
+              "metrics.observe_request('GET', '/healthz', 200, 0.001, None); "
+              "sys.stdout.write(metrics.exposition({}).decode())")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert 'scratchnet_requests_total{method="GET",route="/healthz",status="200"} 1.0' in done.stdout
+    assert "scratchnet_registry_up " not in done.stdout, done.stdout
+
+
+def test_an_unloaded_model_is_served_by_no_worker_in_the_metrics_either(live_service, service_registry):
+    """Unloaded, a model answers 503 and /models and /readyz say no version serves; each
+    worker's served-version gauge says so too (it went on naming the version), until it is loaded."""
+    publish_model(service_registry, "paused")
+    live_service.wait_until_served("paused", 1)
+    assert post(live_service, "/v2/repository/models/paused/unload", headers=AUTH).status_code == 200
+
+    def unloaded_everywhere():
+        answers = answers_by_worker(live_service, "/models/paused/predict")
+        return len(answers) == WORKERS and all(statuses == {503} for statuses in answers.values())
+
+    wait_for(unloaded_everywhere, timeout=POLL_INTERVAL + CONVERGENCE_SLACK + 3)
+    assert requests.get(live_service.url + "/models/paused").json()["served_version"] is None
+    assert requests.get(live_service.url + "/readyz").json()["models"]["paused"]["version"] is None
+    wait_for(lambda: live_service.served_versions("paused") == {}, timeout=POLL_INTERVAL + CONVERGENCE_SLACK)
+    text = live_service.metrics()
+    assert metric_value(text, "scratchnet_model_served_version", model="paused") == 0
+    assert len([line for line in text.splitlines()
+                if line.startswith('scratchnet_model_served_version{model="paused"')]) == WORKERS
+
+    assert post(live_service, "/v2/repository/models/paused/load", headers=AUTH).status_code == 200
+    live_service.wait_until_served("paused", 1)
+    assert metric_value(live_service.metrics(), "scratchnet_model_worker_swaps_total", model="paused") == 0
