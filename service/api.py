@@ -25,16 +25,16 @@ from typing import Callable
 import orjson
 import pydantic
 from flask import Blueprint, current_app, g, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.forward import Model
 from shared.registry import LABEL_PATTERN, VERSION_PATTERN, RegistryError
 
 from .context import service
-from .errors import (BODY_TIMEOUT_MESSAGE, BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady,
-                     PayloadTooLarge, RequestTimeout, Unauthorized, UnsupportedMediaType, describe_validation_error)
+from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unauthorized,
+                     UnsupportedMediaType, describe_validation_error)
 from .fastbody import read_from_socket
-from .inputs import decode_base64_image, read_npy
+from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
 from .store import ModelStore
 
@@ -215,28 +215,17 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
     if not boundary:
         raise BadRequest("Content-Type multipart/form-data has no boundary parameter; send the form as an HTTP "
                          "client builds it (curl -F file=@digit.png).", code="malformed_multipart")
-    try:
-        form, files = request.form, request.files
-    except RequestEntityTooLarge:  # werkzeug's form limits, which its error does not name
-        raise PayloadTooLarge(f"The form is too large: at most {current_app.config['MAX_FORM_PARTS']} parts "
-                              f"(files and fields), {current_app.config['MAX_FORM_MEMORY_SIZE']} bytes per text "
-                              f"field and {current_app.config['MAX_CONTENT_LENGTH']} bytes in all.",
-                              code="form_too_large") from None
-    except ClientDisconnected as e:  # werkzeug's name for a body that ends early, or stops arriving
-        if isinstance(e.__context__, TimeoutError):
-            raise RequestTimeout(BODY_TIMEOUT_MESSAGE) from None
-        raise BadRequest("The body ended before the end of the form.", code="truncated_body") from None
+    config = current_app.config
+    images, form = read_form(read_body(), boundary, max_parts=config["MAX_FORM_PARTS"],
+                             max_field_bytes=config["MAX_FORM_MEMORY_SIZE"])
     unknown = [key for key in form if key != "top_k"]
     if unknown:
-        raise InvalidInput(f"Unknown form field {unknown[0]!r}: send images as files, and top_k as the only field.",
+        raise InvalidInput(f"Unknown form field {unknown[0]!r}: send images as files (with a file name or an image "
+                           "Content-Type), and top_k as the only field.",
                            details=[{"field": key, "message": "unknown field"} for key in unknown])
     top_k = None
     if "top_k" in form:
         top_k = validate(PredictQuery, {"top_k": form["top_k"]}, "the form").top_k
-    images = [storage.read() for _, storage in files.items(multi=True)]
-    if not images and not form:
-        raise BadRequest(f"The body holds no part of a multipart form with the boundary {boundary!r} of its "
-                         "Content-Type.", code="malformed_multipart")
     if not images:
         raise BadRequest("The form holds no file: attach one or more images.", code="no_files")
     return "images", images, top_k

@@ -1,4 +1,4 @@
-"""Request bodies that are not JSON numbers: ``.npy`` arrays and base64 images.
+"""Request bodies that are not JSON numbers: ``.npy`` arrays, base64 images and multipart forms.
 
 Both raise ``BadRequest`` (400) for bytes that cannot be parsed and ``InvalidInput`` (422) for
 parsed content that cannot be used, with a message that says which.
@@ -14,10 +14,13 @@ import struct
 import tokenize
 
 import numpy as np
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from .errors import BadRequest, InvalidInput, PayloadTooLarge
 
 NPY_HEADER_LIMIT = 10_000
+FORM_STEP = 64 * 1024  # bytes of a form the decoder takes at a time
 # .npy format version -> (struct format of its header length, numpy's header reader)
 NPY_HEADER_READERS = {(1, 0): ("<H", np.lib.format.read_array_header_1_0),
                       (2, 0): ("<I", np.lib.format.read_array_header_2_0)}
@@ -87,3 +90,68 @@ def decode_base64_image(text: str, index: int, where: str | None = None) -> byte
     if not data:
         raise InvalidInput(f"{where} is empty.", code="invalid_base64", details=[{"image": index}])
     return data
+
+
+class FormDecoder(MultipartDecoder):
+    """werkzeug's multipart decoder, which gave up on the whole form over one part header that is
+    not UTF-8 (a file name in a legacy encoding: curl sends the name's bytes as they are); such a
+    header is read as Latin-1 instead."""
+
+    def _parse_headers(self, data):
+        try:
+            return super()._parse_headers(data)
+        except UnicodeDecodeError:
+            return super()._parse_headers(bytes(data).decode("latin-1").encode())
+
+
+def is_file(part: Field | File) -> bool:
+    """A file part: it has a file name, or a Content-Type that is not text (the file name is optional,
+    RFC 7578 section 4.2, and clients such as aiohttp leave it out; a part without a Content-Type
+    is text/plain)."""
+    if isinstance(part, File):
+        return True
+    content_type = part.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return bool(content_type) and not content_type.startswith("text/")
+
+
+def read_form(body: bytes, boundary: str, *, max_parts: int, max_field_bytes: int) -> tuple[list[bytes], dict]:
+    """A ``multipart/form-data`` body -> (the files' contents, ``{name: text}`` of its other fields)."""
+    try:
+        decoder = FormDecoder(boundary.encode("latin-1"), max_parts=max_parts)
+    except UnicodeEncodeError:
+        raise BadRequest(f"The multipart boundary {boundary!r} is not ASCII.", code="malformed_multipart") from None
+    too_large = PayloadTooLarge(f"The form is too large: at most {max_parts} parts (files and fields) and "
+                                f"{max_field_bytes} bytes per text field.", code="form_too_large")
+    view = memoryview(body)
+    pieces = [view[start:start + FORM_STEP] for start in range(0, len(view), FORM_STEP)]
+    parts: list[tuple[Field | File, io.BytesIO]] = []
+    try:
+        # In steps, as werkzeug feeds it: given the whole body, the decoder would copy all of it.
+        for piece in [*pieces, None]:  # None: the end
+            decoder.receive_data(piece)
+            while not isinstance(event := decoder.next_event(), (NeedData, Epilogue)):
+                if isinstance(event, Data):
+                    parts[-1][1].write(event.data)
+                elif isinstance(event, (Field, File)):
+                    parts.append((event, io.BytesIO()))
+    except RequestEntityTooLarge:
+        raise too_large from None
+    except ValueError as e:
+        if "Content-Disposition" in str(e):
+            raise BadRequest(f"Part {len(parts) + 1} of the form has no Content-Disposition header; send the form "
+                             "as an HTTP client builds it (curl -F file=@digit.png).",
+                             code="malformed_multipart") from None
+        if not parts:
+            raise BadRequest(f"The body holds no part of a multipart form with the boundary {boundary!r} of its "
+                             "Content-Type.", code="malformed_multipart") from None
+        raise BadRequest(f"The form ends without its closing boundary --{boundary}--: the body is cut off or "
+                         "malformed.", code="malformed_multipart") from None
+    files, fields = [], {}
+    for part, content in parts:
+        if is_file(part):
+            files.append(content.getvalue())  # BytesIO hands over its buffer: no copy
+        elif content.tell() > max_field_bytes:
+            raise too_large
+        else:
+            fields.setdefault(part.name or "", content.getvalue().decode("utf-8", "replace"))
+    return files, fields

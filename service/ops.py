@@ -102,13 +102,18 @@ def docs():
 @ops_bp.get("/")
 def index():
     """The drawing page for a browser (its Accept names HTML); for any other client, KServe V1's
-    server liveness, ``{"status": "alive"}``, so KServe's V1 client works unchanged."""
+    server liveness, ``{"status": "alive"}``, so KServe's V1 client works unchanged. Both say
+    ``Vary: Accept``: a cache must not hand the one to a client that asked for the other."""
     if not any(mimetype in ("text/html", "application/xhtml+xml") for mimetype, _ in request.accept_mimetypes):
-        return jsonify(status="alive")
-    templates = Path(current_app.root_path) / (current_app.template_folder or "templates")
-    if (templates / "index.html").is_file():
-        return send_from_directory(templates, "index.html")
-    return PLACEHOLDER
+        response = jsonify(status="alive")
+    else:
+        templates = Path(current_app.root_path) / (current_app.template_folder or "templates")
+        if (templates / "index.html").is_file():
+            response = send_from_directory(templates, "index.html")
+        else:
+            response = current_app.make_response(PLACEHOLDER)
+    response.vary.add("Accept")
+    return response
 
 
 def init_app(app) -> None:

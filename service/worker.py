@@ -33,16 +33,34 @@ an unknown model, a missing token, a body over the size limit) only when it is u
 otherwise, after an answer that said ``keep-alive``: a client that reused the connection lost
 its next request. Such an answer now says ``Connection: close``.
 
-It relies on three methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request``,
-``set_accept_enabled``), all called on the worker's main thread, on its threads calling
-``setblocking(True)`` on a connection's socket before reading it, on a connection's
-``wait_for_data``, on how it parks connections (``pending_conns``), on its body readers and on
-its response's ``force_close``; gunicorn is pinned in pyproject.toml, and
-tests/e2e/test_connections.py checks the behaviour against the real server.
+A connection the server closes (after ``Connection: close``, an HTTP/1.0 request, an error) is
+half-closed first and what the client still sends is read and dropped until the client closes
+too (RFC 9112 section 9.6): closed with unread bytes, the kernel resets it, and a client still
+sending its body can lose the answer. Gunicorn waits for that end on the worker's main thread,
+up to ``LINGER_SECONDS`` per connection, during which no connection of the worker is accepted or
+dispatched: a client that keeps its socket open after such an answer (urllib holding a response
+it has not read yet) stopped the worker for 2 s. Here the wait is an event on the event loop.
+
+A client that sends ``Expect: 100-continue`` (curl, for bodies over 1 MiB) holds its body back
+until the server says ``100 Continue``. Gunicorn says it as soon as it has read the headers, so a
+request the service refuses from its headers alone (404 unknown model, 401/403 admin, 413 by
+Content-Length, 415) still had its body sent. Here ``100 Continue`` goes out when the app first
+reads the body; a request answered without reading it is answered with ``Connection: close``
+and the client sends nothing more.
+
+It relies on methods of Gunicorn's ``ThreadWorker`` (``enqueue_req``, ``finish_request`` and
+``set_accept_enabled``, called on the worker's main thread, and ``handle_request``, on a thread),
+on its threads calling ``setblocking(True)`` on a connection's socket before reading it, on a
+connection's ``wait_for_data``, on how it parks connections (``pending_conns``), on ``handle``
+returning a false value for a connection to close, on a request's ``_expected_100_continue``
+(read when the environ is made), on bodies being read through the socket's ``recv`` or
+``recv_into``, on its body readers and on its response's ``force_close``; gunicorn is pinned in
+pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against the real server.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
@@ -62,6 +80,11 @@ ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the
 FIRST_BYTES_WAIT = 0.05
 CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
 DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
+# A closing connection is read for at most this long and this much before it is closed
+# regardless (gunicorn/util.py: close_graceful's defaults).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def _first_bytes(wait, timeout: float) -> bool:
@@ -71,8 +94,11 @@ def _first_bytes(wait, timeout: float) -> bool:
 def body_left_undrained(environ: dict) -> bool:
     """Whether too much of the request body is unread for Gunicorn to drain before reusing the
     connection: ``DRAIN_LIMIT`` bytes or more (a chunked body not read to its end counts: its
-    length is unknown)."""
+    length is unknown), or any of a body whose reading failed (it stopped arriving: the 408;
+    a malformed chunk), after which Gunicorn never reuses the connection."""
     body = environ.get("wsgi.input")
+    if getattr(body, "failed", False):
+        return True
     reader = getattr(body, "reader", None)
     if isinstance(reader, LengthReader):
         return body.buf.tell() + reader.length >= DRAIN_LIMIT
@@ -81,13 +107,28 @@ def body_left_undrained(environ: dict) -> bool:
     return False
 
 
+def body_unread(environ: dict) -> bool:
+    """Whether some of the request body has not been read (a chunked body: its end)."""
+    body = environ.get("wsgi.input")
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return body.buf.tell() + reader.length > 0
+    return isinstance(reader, ChunkedReader) and reader.parser is not None
+
+
 def close_after_undrained_bodies(wsgi):
     """``wsgi`` answering with ``Connection: close`` when Gunicorn will close the connection after
-    the answer anyway (its ``start_response`` is a method of Gunicorn's response)."""
+    the answer anyway (its ``start_response`` is a method of Gunicorn's response), or when the
+    client was never told to send the body it holds back (``Expect: 100-continue``): it may
+    send it still, or not, and only a new connection tells the two apart."""
 
     def app(environ, start_response):
         def start(status, headers, exc_info=None):
-            if body_left_undrained(environ):
+            sock = environ.get("gunicorn.socket")
+            awaiting_continue = getattr(sock, "continue_pending", False)
+            if awaiting_continue:
+                sock.continue_pending = False  # too late: the answer is final
+            if body_left_undrained(environ) or (awaiting_continue and body_unread(environ)):
                 start_response.__self__.force_close()
             return start_response(status, headers, exc_info)
 
@@ -97,10 +138,28 @@ def close_after_undrained_bodies(wsgi):
 
 
 class ClientSocket(socket.socket):
-    """A client connection whose blocking mode waits at most CLIENT_TIMEOUT for each read or write."""
+    """A client connection whose blocking mode waits at most CLIENT_TIMEOUT for each read or write
+    (no limit when it is 0), and which sends ``100 Continue`` before the first read of a body
+    whose client awaits it (``continue_pending``)."""
+
+    continue_pending = False
 
     def setblocking(self, flag: bool) -> None:
-        self.settimeout(CLIENT_TIMEOUT if flag else 0.0)
+        self.settimeout((CLIENT_TIMEOUT or None) if flag else 0.0)
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if self.continue_pending:
+            self.send_continue()
+        return super().recv(size, flags)
+
+    def recv_into(self, buffer, size: int = 0, flags: int = 0) -> int:
+        if self.continue_pending:
+            self.send_continue()
+        return super().recv_into(buffer, size, flags)
+
+    def send_continue(self) -> None:
+        self.continue_pending = False
+        self.sendall(CONTINUE)
 
     def sendall(self, data, flags: int = 0) -> None:
         # socket.sendall applies its timeout to the whole call; here it applies to each write.
@@ -136,6 +195,7 @@ class FairThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.busy_threads = 0  # requests handed to the thread pool and not finished
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
+        self.lingering = collections.deque()  # closing connections, oldest (first to expire) first
 
     def init_process(self) -> None:
         # In the worker, after the fork.
@@ -181,15 +241,33 @@ class FairThreadWorker(ThreadWorker):
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if not self._accepting and self.waiting_since is not None and self.alive:
             timeout = min(timeout, ACCEPT_DELAY)  # wake up when the delay ends
+        if self.lingering:
+            timeout = max(0.0, min(timeout, self.lingering[0].timeout - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
+        self.close_expired_lingering()
 
     def enqueue_req(self, conn) -> None:
         if "wait_for_data" not in vars(conn):  # a new connection, before any read
             conn.wait_for_data = functools.partial(_first_bytes, conn.wait_for_data)
-            if CLIENT_TIMEOUT > 0:
-                conn.sock = with_client_timeout(conn.sock)
+            conn.sock = with_client_timeout(conn.sock)
         self.busy_threads += 1
         super().enqueue_req(conn)
+
+    def handle_request(self, req, conn):
+        # Gunicorn sends 100 Continue before the app sees the request: the client then sent a
+        # body the app was about to refuse unread (an unknown model, a bad token, a body over
+        # the limit). Sent at the first read of the body instead, as uvicorn does; a request
+        # answered without reading it is answered at once, and its body never sent.
+        sock = conn.sock
+        if not isinstance(sock, ClientSocket):  # TLS: Gunicorn's own socket, and its own way
+            return super().handle_request(req, conn)
+        if req._expected_100_continue:
+            req._expected_100_continue = False
+            sock.continue_pending = True
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            sock.continue_pending = False
 
     def finish_request(self, conn, fs) -> None:
         self.busy_threads -= 1
@@ -202,5 +280,52 @@ class FairThreadWorker(ThreadWorker):
             self.pending_conns.append(conn)
             self.poller.register(conn.sock, selectors.EVENT_READ, functools.partial(self.on_pending_socket_readable, conn))
             return
-        super().finish_request(conn, fs)
+        if fs.cancelled() or (fs.exception() is None and not fs.result()):
+            self.linger(conn)
+        else:
+            super().finish_request(conn, fs)
         self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)
+
+    # closing connections ------------------------------------------------------------------------
+
+    def linger(self, conn) -> None:
+        """Close ``conn`` once the client has closed its side or LINGER_SECONDS have passed. It
+        counts as a connection until then, so a stopping worker waits for it."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)  # the answer is complete: FIN after it
+            conn.sock.setblocking(False)
+        except OSError:  # the client is gone already
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.timeout = time.monotonic() + LINGER_SECONDS
+        conn.lingered = 0
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, functools.partial(self.on_lingering_readable, conn))
+
+    def on_lingering_readable(self, conn, sock) -> None:
+        try:
+            while conn.lingered < LINGER_BYTES:
+                data = sock.recv(LINGER_BYTES)
+                if not data:  # the client closed its side
+                    break
+                conn.lingered += len(data)
+        except BlockingIOError:
+            return  # read all there was: wait for more, or for the end
+        except OSError:
+            pass
+        self.end_lingering(conn)
+
+    def end_lingering(self, conn) -> None:
+        self.lingering.remove(conn)
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        self.nr_conns -= 1
+        conn.close()
+
+    def close_expired_lingering(self) -> None:
+        now = time.monotonic()
+        while self.lingering and self.lingering[0].timeout <= now:
+            self.end_lingering(self.lingering[0])

@@ -129,6 +129,41 @@ def test_multipart_with_several_files_and_top_k(client):
     assert len(predictions) == 2 and all(len(p["top_k"]) == 5 for p in predictions)
 
 
+def multipart(*parts: bytes, closed: bool = True) -> bytes:
+    """A form body with the boundary ``b`` from each part's header lines and content."""
+    body = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts)
+    return body + b"--b--\r\n" if closed else body
+
+
+def test_multipart_parts_as_clients_send_them(client):
+    """A file part is one with a file name, or with a Content-Type that is not text: the name is
+    optional (RFC 7578), and aiohttp or Go's mime/multipart leave it out. A file name that is not
+    UTF-8 (curl sends a Latin-1 name's bytes as they are) does not lose the whole form."""
+    def post(body):
+        return client.post("/predict", data=body, content_type="multipart/form-data; boundary=b")
+
+    unnamed = b'Content-Disposition: form-data; name="image"\r\nContent-Type: image/png\r\n\r\n' + DIGIT_PNG
+    latin1 = b'Content-Disposition: form-data; name="file"; filename="chiffre-\xe9.png"\r\n\r\n' + DIGIT_PNG
+    octets = b'Content-Disposition: form-data; name="f"\r\nContent-Type: application/octet-stream\r\n\r\n' + DIGIT_PNG
+    for parts, count in (((unnamed,), 1), ((latin1,), 1), ((unnamed, latin1, octets), 3)):
+        response = post(multipart(*parts))
+        assert response.status_code == 200, response.get_json()
+        assert [p["label"] for p in response.get_json()["predictions"]] == ["7"] * count
+    text = b'Content-Disposition: form-data; name="file"\r\n\r\n' + DIGIT_PNG  # text/plain by default: a field
+    assert_error(post(multipart(text)), 422, "invalid_input", "Unknown form field 'file'")
+
+
+def test_a_malformed_form_is_named_for_what_it_lacks(client):
+    """Both were "the body holds no part of a multipart form", which they do."""
+    part = b'Content-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + DIGIT_PNG
+    cut_off = client.post("/predict", data=multipart(part, closed=False),
+                          content_type="multipart/form-data; boundary=b")
+    assert_error(cut_off, 400, "malformed_multipart", "without its closing boundary --b--")
+    anonymous = client.post("/predict", data=multipart(b"Content-Type: image/png\r\n\r\n" + DIGIT_PNG),
+                            content_type="multipart/form-data; boundary=b")
+    assert_error(anonymous, 400, "malformed_multipart", "Part 1 of the form has no Content-Disposition header")
+
+
 def test_json_base64_images_and_data_urls(client):
     encoded = base64.b64encode(DIGIT_PNG).decode()
     response = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded,
@@ -646,6 +681,37 @@ def test_text_access_lines_cannot_be_forged_by_a_path(registry, capsys):
     assert " status=404 " in unquoted and "status=200" not in unquoted and " code=model_not_found" in unquoted
 
 
+def test_json_access_lines_stay_one_line_for_every_line_reader(client, capsys):
+    """U+2028, U+2029 and U+0085 in a path are valid unescaped in JSON, but str.splitlines() (and
+    other readers) end a line there: the access line came out as two fragments, neither JSON."""
+    capsys.readouterr()
+    client.get("/models/a%E2%80%A8b%E2%80%A9c%C2%85d/predict", headers={"X-Request-ID": "breaks"})
+    lines = capsys.readouterr().err.splitlines()
+    entries = [json.loads(line) for line in lines]
+    (entry,) = [e for e in entries if e.get("request_id") == "breaks"]
+    assert entry["path"] == "/models/a\u2028b\u2029c\x85d/predict" and entry["status"] == 405
+
+def test_a_server_fault_in_text_logs_names_its_request_on_the_error_line(registry, capsys):
+    """An operator greps the request id a client reports (X-Request-ID of the 500) and finds the
+    ERROR line, followed by its traceback; the id was after the traceback's last line, glued to
+    the exception's message."""
+    try:
+        app = make_app(registry, log_format="text")
+
+        @app.get("/boom")
+        def boom():
+            raise RuntimeError("secret internals")
+
+        capsys.readouterr()
+        assert app.test_client().get("/boom", headers={"X-Request-ID": "req-500"}).status_code == 500
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        configure_logging("json", "INFO")
+    error = next(i for i, line in enumerate(lines) if " ERROR scratchnet.service " in line)
+    assert lines[error].endswith("unexpected error request_id=req-500"), lines[error]
+    assert lines[error + 1] == "Traceback (most recent call last):"
+    assert "RuntimeError: secret internals" in lines[error + 2:]
+
 def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"] == "3.1.0"
@@ -709,9 +775,11 @@ def test_docs_and_index_pages(client):
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     with client.get("/", headers={"Accept": browser}) as index:
         assert index.status_code == 200 and index.mimetype == "text/html"
+        assert "Accept" in index.vary  # the same URL answers JSON to other clients: caches must tell them apart
     for accept in ("*/*", "application/json", None):  # KServe's V1 client asks / whether the server lives
         alive = client.get("/", headers={"Accept": accept} if accept else {})
         assert alive.status_code == 200 and alive.get_json() == {"status": "alive"}
+        assert "Accept" in alive.vary
 
 
 def test_access_line_written_directly_matches_the_loggers(capsys):

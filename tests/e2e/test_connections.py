@@ -18,6 +18,8 @@ import time
 import pytest
 import requests
 
+from images import encode, paper, synthetic_digit
+
 pytestmark = pytest.mark.slow
 
 CONNECTIONS = 8
@@ -93,9 +95,10 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
               stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")]  # headers that never end
     try:
         assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
-        for upload in silent[:2]:  # a stalled upload is told why, then the connection closes
+        for upload in silent[:2]:  # a stalled upload is told why, and that the connection closes, which it does
             answer = upload.recv(65536)
             assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer, answer[:300]
+            assert b"\r\nConnection: close\r\n" in answer, answer[:300]  # 5000 bytes: it said keep-alive
             assert upload.recv(65536) == b""
         assert silent[2].recv(65536) == b""  # an incomplete request line and headers: just closed
         assert "Traceback" not in server.log()  # logged in one line each, not as errors
@@ -105,6 +108,27 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
         for sock in silent:
             sock.close()
 
+
+
+def test_clients_that_keep_a_closed_connection_open_do_not_stop_the_worker(start_service, service_registry):
+    """After an answer that ends the connection (``Connection: close``), the server half-closes
+    it and waits for the client to close its side before closing (RFC 9112 section 9.6).
+    Gunicorn waited on the worker's main thread, up to 2 s a connection, and the worker accepted
+    and answered nothing meanwhile: behind 12 clients that keep such a connection open (urllib
+    does until its response is read), a health check waited 24 s. Its 10 s limit below is that
+    hang, not a speed measurement."""
+    server = start_service(service_registry, workers=1, threads=1)
+    held = [stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") for _ in range(12)]
+    try:
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        for sock in held:  # each one answered in full, then ended by the server
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}\n'), answer
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_connections_that_send_nothing_hold_no_thread(start_service, service_registry):
@@ -202,3 +226,63 @@ def test_a_large_body_refused_unread_closes_the_connection_honestly(start_servic
         after = connection.getresponse()
         assert after.status == 200 and after.read()
     connection.close()
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One answer's head and its Content-Length bytes of body (a 100 Continue is a head alone)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection ended after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:]).get(b"Content-Length", b"0"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("path, headers, length", [
+    ("/models/nope/predict", b"Content-Type: image/png\r\n", 1_500_000),        # unknown model
+    ("/models/mnist/unpin", b"Authorization: Bearer wrong\r\n", 1_500_000),     # refused token
+    ("/models/mnist/predict", b"Content-Type: text/plain\r\n", 1_500_000),      # unsupported type
+    ("/models/mnist/predict", b"Content-Type: image/png\r\n", 3_000_000),       # over the size limit
+])
+def test_a_request_refused_from_its_headers_is_answered_before_its_body_is_sent(start_service, service_registry,
+                                                                                path, headers, length):
+    """A client that sends ``Expect: 100-continue`` (curl does for bodies over 1 MiB) waits for
+    100 Continue before sending its body. A request refused from its headers alone is answered
+    at once instead, so the body is never sent, and with ``Connection: close``: the client may
+    send it still or not, and the next request goes on a new connection. Gunicorn said 100
+    Continue before the service saw the request, and the client sent a body only to have it
+    refused."""
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret",
+                                                                         "SCRATCHNET_MAX_BODY_BYTES": "2000000"})
+    with socket.create_connection(address(server.url), timeout=30) as sock:
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                     % (path.encode(), headers, length))
+        answer = read_answer(sock)
+        assert answer.split(b" ", 2)[1] in (b"401", b"403", b"404", b"413", b"415"), answer[:200]
+        assert b"\r\nConnection: close\r\n" in answer and b'"code":' in answer
+        assert sock.recv(65536) == b""
+
+
+def test_a_body_is_asked_for_when_it_is_read(start_service, service_registry):
+    """``Expect: 100-continue`` on requests whose body the service reads (an image, a form, a
+    chunked body): 100 Continue, then the body, then the answer on a connection kept alive."""
+    server = start_service(service_registry, workers=1, threads=1)
+    image = encode(paper(synthetic_digit()), "PNG")
+    form = (b"--b\r\nContent-Disposition: form-data; name=file; filename=a.png\r\nContent-Type: image/png\r\n\r\n"
+            + image + b"\r\n--b--\r\n")
+    requests_and_bodies = [
+        (b"Content-Type: image/png\r\nContent-Length: %d\r\n" % len(image), image),
+        (b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n" % len(form), form),
+        (b"Content-Type: image/png\r\nTransfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(image), image)),
+    ]
+    with socket.create_connection(address(server.url), timeout=30) as sock:
+        for headers, body in requests_and_bodies:
+            sock.sendall(b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\n%sExpect: 100-continue\r\n\r\n" % headers)
+            assert read_answer(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(body)
+            answer = read_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: keep-alive\r\n" in answer, answer[:300]
