@@ -1,6 +1,6 @@
 """Request bodies that are not JSON numbers: ``.npy`` arrays, base64 images and multipart forms.
 
-Both raise ``BadRequest`` (400) for bytes that cannot be parsed and ``InvalidInput`` (422) for
+Each raises ``BadRequest`` (400) for bytes that cannot be parsed and ``InvalidInput`` (422) for
 parsed content that cannot be used, with a message that says which.
 """
 

@@ -258,7 +258,6 @@ def test_the_registry_disappearing_keeps_serving_and_recovers(tmp_path):
     assert store.registry_error is None and store.served("mnist").version == 2
 
 
-
 def test_a_registry_that_goes_during_a_pass_keeps_its_models(tmp_path):
     root = tmp_path / "models"
     publish_model(root, "mnist")

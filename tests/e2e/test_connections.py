@@ -109,7 +109,6 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
             sock.close()
 
 
-
 def test_clients_that_keep_a_closed_connection_open_do_not_stop_the_worker(start_service, service_registry):
     """After an answer that ends the connection (``Connection: close``), the server half-closes
     it and waits for the client to close its side before closing (RFC 9112 section 9.6).
