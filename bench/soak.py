@@ -154,8 +154,7 @@ class Recorder:
                 self.wrong.append(f"{call.kind} at {sent - self.started:.1f}s: {problem}")
 
 
-def client(url: str, calls: list[tuple[float, Call]], seed: int, recorder: Recorder, stop: threading.Event,
-           published: list[tuple[float, int]]) -> None:
+def client(url: str, calls: list[tuple[float, Call]], seed: int, recorder: Recorder, stop: threading.Event) -> None:
     rng = random.Random(seed)
     weights = [w for w, _ in calls]
     with requests.Session() as session:
@@ -174,8 +173,6 @@ def client(url: str, calls: list[tuple[float, Call]], seed: int, recorder: Recor
                     version = int(response.headers["X-Model-Version"])
                     if response.json()["model"]["version"] != version:
                         problem = "X-Model-Version differs from the body"
-                    elif call.path.startswith(f"/models/{IMAGE_MODEL}/") and version not in {v for _, v in published}:
-                        problem = f"answered by v{version}, which was never published"
             except (requests.RequestException, ValueError, KeyError) as e:
                 problem = repr(e)
             recorder.record(call, sent, time.monotonic(), status, version, problem)
@@ -216,7 +213,7 @@ def soak(registry: Path, *, duration: float, swap_every: float, clients: int = 8
         recorder = Recorder(started)
         stop = threading.Event()
         published = [(started, v) for v in Registry(registry).versions(IMAGE_MODEL)]
-        threads = [threading.Thread(target=client, args=(server.url, calls, seed, recorder, stop, published), daemon=True)
+        threads = [threading.Thread(target=client, args=(server.url, calls, seed, recorder, stop), daemon=True)
                    for seed in range(clients)]
         for thread in threads:
             thread.start()
@@ -289,6 +286,11 @@ def summarise(recorder: Recorder, published, started: float, duration: float, wa
             convergence.append(max([0.0] + [a - when for a in older]))
         else:
             not_served.append(version)
+    # Checked here, not as answers come: a worker may serve a new version before the publishing
+    # thread, waiting for the GIL behind the clients, has noted it as published.
+    known = {v for _, v in published}
+    recorder.failures += [f"{IMAGE_MODEL} at {sent - started:.1f}s: answered by v{v}, which was never published"
+                          for sent, _, v in recorder.versions if v not in known]
     served = sum(totals.values())
     return {
         "duration_s": duration, "warmup_s": warmup, "swap_every_s": swap_every, "clients": clients,
