@@ -18,7 +18,6 @@ import fcntl
 import functools
 import hmac
 import json
-import os
 import time
 from typing import Callable
 
@@ -32,7 +31,7 @@ from shared.registry import LABEL_PATTERN, VERSION_PATTERN, RegistryError
 
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unauthorized,
-                     UnsupportedMediaType, describe_validation_error)
+                     UnsupportedMediaType, access_advice, describe_validation_error)
 from .fastbody import read_from_socket
 from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
@@ -331,8 +330,7 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     except OSError as e:
         advice = ""
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            advice = (f": give the service's user (uid {os.getuid()}) write access to it (with Docker: "
-                      "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
+            advice = ": " + access_advice("write")
         raise NotReady(f"The registry folder {folder} cannot be written ({e.strerror}){advice}.",
                        code="registry_unavailable") from None
     svc.store.refresh([name])

@@ -10,6 +10,7 @@ the request id and answered with a 500 that carries no traceback.
 from __future__ import annotations
 
 import logging
+import os
 
 import pydantic
 from flask import Flask, g, jsonify, request
@@ -88,6 +89,15 @@ class NotReady(ServiceError):
 
 
 BODY_TIMEOUT_MESSAGE = "The request body stopped arriving before its end; send it again."
+
+
+def access_advice(access: str) -> str:
+    """What to do about a registry folder the service's user may not ``access`` ("read", "write"):
+    the usual cause is a folder that another user owns (a registry written on the host, used in a
+    container)."""
+    return (f"give the service's user (uid {os.getuid()}) {access} access to it (with Docker: "
+            "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
+
 
 # shared.errors classes raised by preprocessing and loading -> HTTP status.
 SHARED_STATUS = {

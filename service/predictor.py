@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from shared.errors import ScratchnetError
 from shared.forward import Model
-from shared.preprocess import array_to_vector, images_to_batch, validate_vectors
+from shared.preprocess import arrays_to_batch, images_to_batch, validate_vectors
 
 from .config import Settings
 from .encoding import classification_rows, prediction_response, regression_rows
@@ -152,15 +151,7 @@ class Predictor:
         if not len(arrays):
             raise InvalidInput("No pixel array given: send at least one.", code="no_input")
         self._check_batch_size(len(arrays), "pixel arrays")
-        batch = np.empty((len(arrays), model.input_size), dtype=np.float32)
-        for i, pixels in enumerate(arrays):
-            try:
-                batch[i] = array_to_vector(np.asarray(pixels), model.preprocessing)
-            except ScratchnetError as err:
-                if len(arrays) == 1:
-                    raise
-                raise type(err)(f"{item_name.format(i)}: {err.message}", [{"pixels": i}, *err.details]) from err
-        return batch
+        return arrays_to_batch(arrays, model.preprocessing, item_name=item_name)
 
     # the forward pass ----------------------------------------------------------------------
 

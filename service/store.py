@@ -44,7 +44,7 @@ from shared.forward import Model
 from shared.model_file import load_model, read_manifest
 from shared.registry import MODEL_FILE, Registry, RegistryError, check_name
 
-from .errors import Conflict, NotFound, NotReady
+from .errors import Conflict, NotFound, NotReady, access_advice
 
 log = logging.getLogger("scratchnet.store")
 
@@ -196,9 +196,8 @@ class ModelStore:
             os.listdir(root)
         except OSError as e:
             error = e.strerror and f"the registry folder {root} cannot be read ({e.strerror})" or str(e)
-            if e.errno in (errno.EACCES, errno.EPERM):  # the usual cause: a folder another user owns
-                error += (f": give the service's user (uid {os.getuid()}) read access to it (with Docker: "
-                          "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
+            if e.errno in (errno.EACCES, errno.EPERM):
+                error += ": " + access_advice("read")
             if error != self.registry_error:
                 log.error("%s; serving the models already loaded", error)
             self.registry_error = error

@@ -63,6 +63,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import os
 import selectors
 import socket
@@ -91,29 +92,24 @@ def _first_bytes(wait, timeout: float) -> bool:
     return wait(min(timeout, FIRST_BYTES_WAIT))
 
 
+def unread_bytes(environ: dict) -> float:
+    """How much of the request body has not been read: infinite for a chunked body not read to
+    its end (its length is unknown)."""
+    body = environ.get("wsgi.input")
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return body.buf.tell() + reader.length
+    if isinstance(reader, ChunkedReader) and reader.parser is not None:
+        return math.inf
+    return 0
+
+
 def body_left_undrained(environ: dict) -> bool:
     """Whether too much of the request body is unread for Gunicorn to drain before reusing the
-    connection: ``DRAIN_LIMIT`` bytes or more (a chunked body not read to its end counts: its
-    length is unknown), or any of a body whose reading failed (it stopped arriving: the 408;
-    a malformed chunk), after which Gunicorn never reuses the connection."""
-    body = environ.get("wsgi.input")
-    if getattr(body, "failed", False):
-        return True
-    reader = getattr(body, "reader", None)
-    if isinstance(reader, LengthReader):
-        return body.buf.tell() + reader.length >= DRAIN_LIMIT
-    if isinstance(reader, ChunkedReader):
-        return reader.parser is not None
-    return False
-
-
-def body_unread(environ: dict) -> bool:
-    """Whether some of the request body has not been read (a chunked body: its end)."""
-    body = environ.get("wsgi.input")
-    reader = getattr(body, "reader", None)
-    if isinstance(reader, LengthReader):
-        return body.buf.tell() + reader.length > 0
-    return isinstance(reader, ChunkedReader) and reader.parser is not None
+    connection: ``DRAIN_LIMIT`` bytes or more (a chunked body not read to its end counts), or any
+    of a body whose reading failed (it stopped arriving: the 408; a malformed chunk), after which
+    Gunicorn never reuses the connection."""
+    return getattr(environ.get("wsgi.input"), "failed", False) or unread_bytes(environ) >= DRAIN_LIMIT
 
 
 def close_after_undrained_bodies(wsgi):
@@ -128,7 +124,7 @@ def close_after_undrained_bodies(wsgi):
             awaiting_continue = getattr(sock, "continue_pending", False)
             if awaiting_continue:
                 sock.continue_pending = False  # too late: the answer is final
-            if body_left_undrained(environ) or (awaiting_continue and body_unread(environ)):
+            if body_left_undrained(environ) or (awaiting_continue and unread_bytes(environ) > 0):
                 start_response.__self__.force_close()
             return start_response(status, headers, exc_info)
 

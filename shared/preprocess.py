@@ -65,17 +65,31 @@ def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int
                     item_name: str = "image {}") -> np.ndarray:
     """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based) as
     ``item_name.format(index)``, so a protocol can name it the way its request does."""
-    size, fit = parse_image_spec(preprocessing)
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
-    batch = np.empty((len(images), size[0] * size[1]), dtype=np.float32)
-    for i, data in enumerate(images):
+    return _to_batch(images, lambda data, size: decode_grey(data, max_pixels=max_pixels), preprocessing,
+                     item_name, "image")
+
+
+def arrays_to_batch(arrays: list, preprocessing: dict, *, item_name: str = "pixel array {}") -> np.ndarray:
+    """Several raw pixel tensors (as :func:`array_to_vector` takes them) -> ndarray of shape
+    (n, h*w); an error names the array as ``images_to_batch`` names an image."""
+    return _to_batch(arrays, lambda pixels, size: _array_to_grey(np.asarray(pixels), size), preprocessing,
+                     item_name, "pixels")
+
+
+def _to_batch(items: list, to_grey, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
+    """``to_grey(item, size)`` of each item through the rest of the pipeline, one row each; an error
+    in one of several items is prefixed with ``item_name.format(index)`` and detailed as ``{key: index}``."""
+    size, fit = parse_image_spec(preprocessing)
+    batch = np.empty((len(items), size[0] * size[1]), dtype=np.float32)
+    for i, item in enumerate(items):
         try:
-            batch[i] = _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
+            batch[i] = _grey_to_vector(to_grey(item, size), size, fit)
         except ScratchnetError as err:
-            if len(images) == 1:
+            if len(items) == 1:
                 raise
-            raise type(err)(f"{item_name.format(i)}: {err.message}", [{"image": i}, *err.details]) from err
+            raise type(err)(f"{item_name.format(i)}: {err.message}", [{key: i}, *err.details]) from err
     return batch
 
 
