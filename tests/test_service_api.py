@@ -14,6 +14,7 @@ import struct
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
@@ -582,6 +583,14 @@ def test_metrics_count_requests_errors_and_versions(client):
     assert 'scratchnet_model_load_failures_total{model="mnist",version="3"} 1.0' in text
     assert 'scratchnet_model_version_failed{model="mnist",version="3"} 1.0' in text
     assert "scratchnet_request_duration_seconds_bucket" in text and "scratchnet_registry_up 1.0" in text
+
+
+def test_latency_histograms_resolve_times_under_a_millisecond(client):
+    client.post("/predict", json={"inputs": [0.5] * 784})
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    for name in ("scratchnet_request_duration_seconds", "scratchnet_inference_duration_seconds"):
+        bounds = sorted({float(s.labels["le"]) for s in families[name].samples if s.name.endswith("_bucket")})
+        assert bounds[:4] == [0.0001, 0.00025, 0.0005, 0.001], name
 
 
 def model_series(text: str, model: str) -> list[str]:
