@@ -391,7 +391,7 @@ def test_the_page_says_when_the_service_is_down_and_works_once_it_is_back(browse
             assert not page.get_by_role("alert").is_visible()
 
 
-def test_a_service_that_never_answers_ends_the_wait_with_a_message(browser, tmp_path):
+def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a_message(browser, tmp_path):
     root = tmp_path / "registry"
     publish_model(root, "mnist")
     with ServiceProcess(root, workers=1, threads=2) as server, \
@@ -401,9 +401,15 @@ def test_a_service_that_never_answers_ends_the_wait_with_a_message(browser, tmp_
         try:
             with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url):
                 draw_one(page)
+            page.clock.fast_forward(1000)
+            page.locator("#busy").wait_for(state="visible")
+            assert page.locator("#busy").inner_text() == "Predicting…"
+            assert page.locator("#answer").get_attribute("aria-busy") == "true"
             page.clock.fast_forward(REQUEST_TIME_LIMIT_MS)
             assert "did not answer within 60 s" in wait_for_failure(page)
             assert page.locator("#predict").get_attribute("aria-disabled") is None  # Predict can be pressed again
+            assert not page.locator("#busy").is_visible()
+            assert page.locator("#answer").get_attribute("aria-busy") is None
         finally:
             os.kill(worker, signal.SIGCONT)
 

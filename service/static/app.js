@@ -11,6 +11,9 @@ const MODEL_REFRESH_MS = 30_000; // the model list is one small GET: look again 
 // A service that accepts the connection and never answers (frozen, overloaded) would otherwise
 // leave the page waiting for good. Generous: a phone photo of several MB on a slow uplink.
 const REQUEST_TIME_LIMIT_MS = 60_000;
+// An answer usually comes in a few ms; one that takes longer (a large photo, a busy service)
+// says so after this long, rather than leaving only a dimmed button.
+const BUSY_NOTE_AFTER_MS = 300;
 const NOTHING_YET = "Nothing yet: draw a digit above.";
 
 const $ = (id) => document.getElementById(id);
@@ -18,7 +21,7 @@ const el = {
   model: $("model"), modelNote: $("model-note"), pad: $("pad"), dropZone: $("drop-zone"),
   preview: $("upload-preview"), hint: $("pad-hint"), predict: $("predict"), clear: $("clear"),
   file: $("file"), auto: $("auto"),
-  error: $("error"), answer: $("answer"), placeholder: $("placeholder"), verdict: $("verdict"),
+  error: $("error"), busy: $("busy"), answer: $("answer"), placeholder: $("placeholder"), verdict: $("verdict"),
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
   latency: $("latency"), bars: $("bars"),
 };
@@ -38,6 +41,7 @@ const state = {
   last: null,          // last point of the stroke, canvas pixels
   timer: 0,            // pending automatic prediction
   inFlight: null,      // AbortController of the request in flight
+  busyTimer: 0,        // pending "Predicting…" note
   sequence: 0,         // answers to older requests are dropped
 };
 
@@ -337,8 +341,16 @@ async function predict() {
 
 // aria-disabled rather than disabled: a disabled button would lose the keyboard focus.
 function setBusy(busy) {
-  if (busy) el.predict.setAttribute("aria-disabled", "true");
-  else el.predict.removeAttribute("aria-disabled");
+  clearTimeout(state.busyTimer);
+  el.busy.hidden = true;
+  if (busy) {
+    el.predict.setAttribute("aria-disabled", "true");
+    el.answer.setAttribute("aria-busy", "true");
+    state.busyTimer = setTimeout(() => { el.busy.hidden = false; }, BUSY_NOTE_AFTER_MS);
+  } else {
+    el.predict.removeAttribute("aria-disabled");
+    el.answer.removeAttribute("aria-busy");
+  }
 }
 
 function cancelRequest() {
