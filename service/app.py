@@ -10,6 +10,7 @@ from a model version, an error included, names it in ``X-Model-Name`` and ``X-Mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.registry import Registry
 
@@ -68,6 +70,18 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+def _unmatched_route(app: Flask, req) -> str:
+    """The route template of a request that matched no route: for a 405 the template its path
+    matched under another method (so the route's own series count it), else ``<unmatched>``,
+    which keeps unknown paths from growing the metrics' series."""
+    if isinstance(req.routing_exception, MethodNotAllowed) and req.routing_exception.valid_methods:
+        adapter = app.url_map.bind_to_environ(req.environ)
+        with contextlib.suppress(HTTPException):
+            rule, _ = adapter.match(method=req.routing_exception.valid_methods[0], return_rule=True)
+            return rule.rule
+    return "<unmatched>"
+
+
 def _register_request_hooks(app: Flask) -> None:
     svc: Service = app.extensions[EXTENSION]
 
@@ -96,7 +110,7 @@ def _register_request_hooks(app: Flask) -> None:
         if model is not None and "X-Model-Version" not in headers:  # an error the resolved version gave
             headers["X-Model-Name"] = model
             headers["X-Model-Version"] = str(state.version)
-        route = req.url_rule.rule if req.url_rule is not None else "<unmatched>"
+        route = req.url_rule.rule if req.url_rule is not None else _unmatched_route(app, req)
         code = getattr(state, "error_code", None)
         method, path = req.method, req.path
         svc.metrics.observe_request(method, route, status, seconds, code)

@@ -318,6 +318,15 @@ def test_405_wrong_method(client):
     assert_error(client.delete("/models"), 405)
 
 
+def test_a_405_is_counted_under_the_route_its_path_names(client):
+    client.get("/models/mnist/predict")
+    client.get("/no/such/route")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_requests_total{method="GET",route="/models/<name>/predict",status="405"} 1.0' in text
+    assert 'scratchnet_errors_total{code="method_not_allowed",route="/models/<name>/predict"} 1.0' in text
+    assert 'scratchnet_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
+
+
 def test_413_too_large(client, registry):
     big = client.post("/predict", data=b"\0" * 4_000_001, content_type="image/png")
     assert_error(big, 413, "payload_too_large", "4000000")
