@@ -32,6 +32,7 @@ from .predictor import Predictor
 from .store import ModelStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+UNMATCHED = "<unmatched>"  # the route label of a request no route matched
 log = logging.getLogger("scratchnet.service")
 
 
@@ -72,14 +73,14 @@ def create_app(config: dict | None = None) -> Flask:
 
 def _unmatched_route(app: Flask, req) -> str:
     """The route template of a request that matched no route: for a 405 the template its path
-    matched under another method (so the route's own series count it), else ``<unmatched>``,
+    matched under another method (so the route's own series count it), else UNMATCHED,
     which keeps unknown paths from growing the metrics' series."""
     if isinstance(req.routing_exception, MethodNotAllowed) and req.routing_exception.valid_methods:
         adapter = app.url_map.bind_to_environ(req.environ)
         with contextlib.suppress(HTTPException):
             rule, _ = adapter.match(method=req.routing_exception.valid_methods[0], return_rule=True)
             return rule.rule
-    return "<unmatched>"
+    return UNMATCHED
 
 
 def _register_request_hooks(app: Flask) -> None:
@@ -111,13 +112,28 @@ def _register_request_hooks(app: Flask) -> None:
             headers["X-Model-Name"] = model
             headers["X-Model-Version"] = str(state.version)
         route = req.url_rule.rule if req.url_rule is not None else _unmatched_route(app, req)
-        code = getattr(state, "error_code", None)
-        method, path = req.method, req.path
-        svc.metrics.observe_request(method, route, status, seconds, code)
-        log_access(f"{method} {logfmt_value(path)} {status} {seconds * 1000:.1f}ms",
-                   {"request_id": request_id, "method": method, "path": path, "route": route,
-                    # the model the URL names when no version of it answered (admin, reports, a 404)
-                    "model": model if model is not None else (req.view_args or {}).get("name"),
-                    "version": getattr(state, "version", None),
-                    "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})
+        # the model the URL names when no version of it answered (admin, reports, a 404)
+        named = model if model is not None else (req.view_args or {}).get("name")
+        _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
+                request_id, named, getattr(state, "version", None))
         return response
+
+
+def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,
+                    seconds: float) -> None:
+    """Count and log a request that Gunicorn answered itself, before the app saw it (a request
+    line or headers over its limits, a malformed request): the same access line and metrics as
+    any other request, under the route ``<unmatched>``, with a request id of its own. Another
+    app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
+    svc = getattr(app, "extensions", {}).get(EXTENSION)
+    if svc is not None:
+        _record(svc, method, path, UNMATCHED, status, seconds, code, uuid.uuid4().hex)
+
+
+def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,
+            code: str | None, request_id: str, model: str | None = None, version: int | None = None) -> None:
+    """One request's metrics and access line; the method and path are None when unknown."""
+    svc.metrics.observe_request(method or "", route, status, seconds, code)
+    log_access(f"{method or '-'} {logfmt_value(path) if path is not None else '-'} {status} {seconds * 1000:.1f}ms",
+               {"request_id": request_id, "method": method, "path": path, "route": route, "model": model,
+                "version": version, "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})

@@ -23,7 +23,6 @@ fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: se
 
 import atexit
 import ctypes
-import json
 import math
 import os
 import shutil
@@ -117,6 +116,7 @@ atexit.register(_remove_own_metrics_dir)
 # each worker. New code therefore takes a restart of the master, not a HUP.
 import service.app  # noqa: E402,F401
 from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
+from service.worker import json_error  # noqa: E402
 
 try:  # every service setting checked once, here, rather than in each worker after binding
     _settings = load_settings()
@@ -143,17 +143,7 @@ proc_name = "scratchnet"
 control_socket_disable = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0") != "1"
 
 
-def _json_error(sock, status_int, reason, mesg):
-    """Gunicorn answers a request it cannot parse (a request line or headers over its limits, a
-    malformed chunk) itself, with an HTML page: answer in the API's JSON error format instead."""
-    code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
-    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-gunicorn_util.write_error = _json_error  # workers are forked from this process and keep it
+gunicorn_util.write_error = json_error  # workers are forked from this process and keep it
 
 
 def on_starting(server):

@@ -41,6 +41,10 @@ up to ``LINGER_SECONDS`` per connection, during which no connection of the worke
 dispatched: a client that keeps its socket open after such an answer (urllib holding a response
 it has not read yet) stopped the worker for 2 s. Here the wait is an event on the event loop.
 
+A request Gunicorn answers itself, before the app sees it (a request line or headers over its
+limits, a malformed request line), is answered in the API's JSON error shape (``json_error``)
+rather than Gunicorn's HTML page, and counted and logged like any other (route ``<unmatched>``).
+
 A client that sends ``Expect: 100-continue`` (curl, for bodies over 1 MiB) holds its body back
 until the server says ``100 Continue``. Gunicorn says it as soon as it has read the headers, so a
 request the service refuses from its headers alone (404 unknown model, 401/403 admin, 413 by
@@ -62,16 +66,21 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import logging
 import math
 import os
 import selectors
 import socket
+import threading
 import time
 
+from gunicorn import util as gunicorn_util
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
+
+from service.app import record_unrouted
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
 # Gunicorn lets a thread wait up to 5 s for a new connection's first bytes before handing it to
@@ -86,6 +95,20 @@ DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The status and code of the answer Gunicorn wrote itself on this thread (see json_error).
+_own_answer = threading.local()
+
+
+def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's ``util.write_error``, in the API's JSON error shape instead of an HTML page.
+    Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
+    a malformed chunk); what it answered is noted for the worker's access line."""
+    code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    _own_answer.status, _own_answer.code = status_int, code
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def _first_bytes(wait, timeout: float) -> bool:
@@ -200,7 +223,17 @@ class FairThreadWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
+        self.flask_app = self.wsgi
         self.wsgi = close_after_undrained_bodies(self.wsgi)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        # A request Gunicorn refused before the app saw it: counted and logged as the app would.
+        started = time.perf_counter()
+        _own_answer.status = None
+        super().handle_error(req, client, addr, exc)
+        if _own_answer.status is not None and getattr(self, "flask_app", None) is not None:
+            record_unrouted(self.flask_app, getattr(req, "method", None), getattr(req, "path", None),
+                            _own_answer.status, _own_answer.code, time.perf_counter() - started)
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads

@@ -30,7 +30,7 @@ from PIL import Image
 
 from images import encode, paper, synthetic_digit, to_mode
 from modelgen import publish_model
-from server import ServiceProcess
+from server import ServiceProcess, metric_value
 from shared.model_file import load_model
 from shared.preprocess import image_to_vector
 
@@ -295,6 +295,28 @@ def test_made_up_methods_do_not_add_metric_series(server):
     text = server.metrics()
     assert "SCAN" not in text
     assert 'method="other"' in text
+
+
+def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
+    """A request line or headers over Gunicorn's limits never reach the app, yet an operator
+    reading the metrics or the access log must see them."""
+    def refused(text: str, status: int) -> float:
+        return metric_value(text, "scratchnet_requests_total", route="<unmatched>", status=status)
+
+    before = server.metrics()
+    long_line = requests.get(server.url + "/models/" + "m" * 5000, timeout=10)
+    big_header = requests.get(server.url + "/healthz", headers={"X-Padding": "p" * 9000}, timeout=10)
+    assert (long_line.status_code, big_header.status_code) == (414, 431)
+    after = server.metrics()
+    assert refused(after, 414) == refused(before, 414) + 1
+    assert refused(after, 431) == refused(before, 431) + 1
+    code = {"route": "<unmatched>", "code": "uri_too_long"}
+    assert metric_value(after, "scratchnet_errors_total", **code) == metric_value(before, "scratchnet_errors_total", **code) + 1
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("logger") == "scratchnet.access" and line["status"] in (414, 431)]
+    assert {line["status"] for line in access} == {414, 431}
+    assert all(line["route"] == "<unmatched>" and len(line["request_id"]) == 32 for line in access)
+    assert {line.get("code") for line in access} == {"uri_too_long", "request_header_fields_too_large"}
 
 
 # malformed chunked bodies ------------------------------------------------------------------------
