@@ -116,7 +116,6 @@ atexit.register(_remove_own_metrics_dir)
 # each worker. New code therefore takes a restart of the master, not a HUP.
 import service.app  # noqa: E402,F401
 from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
-from service.worker import json_error  # noqa: E402
 
 try:  # every service setting checked once, here, rather than in each worker after binding
     _settings = load_settings()
@@ -142,6 +141,9 @@ proc_name = "scratchnet"
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
 control_socket_disable = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0") != "1"
 
+
+# Imported only now: service/worker.py reads SCRATCHNET_CLIENT_TIMEOUT, checked above.
+from service.worker import json_error  # noqa: E402
 
 gunicorn_util.write_error = json_error  # workers are forked from this process and keep it
 
