@@ -8,6 +8,7 @@
 | SCRATCHNET_POLL_INTERVAL      | 1.0         | seconds between two looks at the registry                     |
 | SCRATCHNET_MAX_BODY_BYTES     | 67108864    | largest request body (413 above)                               |
 | SCRATCHNET_MAX_IMAGE_PIXELS   | 25000000    | largest image, width x height, checked before decoding (413)   |
+| SCRATCHNET_MAX_REQUEST_PIXELS | 100000000   | most pixels all the images of one request may declare (413)    |
 | SCRATCHNET_MAX_BATCH          | 10000       | most inputs (vectors or images) in one request (413)           |
 | SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
@@ -46,6 +47,9 @@ class Settings:
     poll_interval: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = 25_000_000
+    # Four images at the per-image limit; bounds the decoding work of one request (about half a
+    # second of a core for blank PNGs) whatever the body limit lets through.
+    max_request_pixels: int = 100_000_000
     max_batch: int = 10_000
     max_vector_values: int = 8_000_000
     max_model_bytes: int = 256 * 1024 * 1024
@@ -56,7 +60,7 @@ class Settings:
     watch: bool = True
 
     def __post_init__(self):
-        for name in ("max_body_bytes", "max_image_pixels", "max_batch", "max_vector_values", "max_model_bytes"):
+        for name in ("max_body_bytes", "max_image_pixels", "max_request_pixels", "max_batch", "max_vector_values", "max_model_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.cached_versions < 0:

@@ -127,7 +127,7 @@ class Predictor:
             raise InvalidInput("No image given: send at least one.", code="no_input")
         self._check_batch_size(len(images), "images")
         return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels,
-                               item_name=item_name)
+                               max_total_pixels=self.settings.max_request_pixels, item_name=item_name)
 
     def vectors_batch(self, model: Model, values) -> np.ndarray:
         """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""

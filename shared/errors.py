@@ -38,3 +38,11 @@ class ImageTooLarge(ScratchnetError):
     """An image whose declared pixel count exceeds the limit, refused before decoding (HTTP 413)."""
 
     code = "image_too_large"
+
+
+class TooManyPixels(ImageTooLarge):
+    """Images that together declare more pixels than one request may decode (HTTP 413): each may
+    be within the limit, yet a few kilobytes of PNG can declare millions of blank pixels, so a
+    request full of them would keep a core busy for minutes."""
+
+    code = "too_many_pixels"

@@ -29,7 +29,7 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, UnsupportedImage
+from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -62,13 +62,31 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
 
 
 def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    item_name: str = "image {}") -> np.ndarray:
+                    max_total_pixels: int | None = None, item_name: str = "image {}") -> np.ndarray:
     """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based) as
-    ``item_name.format(index)``, so a protocol can name it the way its request does."""
+    ``item_name.format(index)``, so a protocol can name it the way its request does. With
+    ``max_total_pixels``, the images together may declare at most that many pixels
+    (TooManyPixels, raised before the image that would exceed it is decoded)."""
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
-    return _to_batch(images, lambda data, size: decode_grey(data, max_pixels=max_pixels), preprocessing,
-                     item_name, "image")
+    budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
+    return _to_batch(images, lambda data, size: decode_grey(data, max_pixels=max_pixels, budget=budget),
+                     preprocessing, item_name, "image")
+
+
+class PixelBudget:
+    """The pixels the images of one request may still declare, all together."""
+
+    def __init__(self, limit: int):
+        self.limit = self.left = limit
+
+    def spend(self, size: tuple[int, int]) -> None:
+        pixels = size[0] * size[1]
+        if pixels > self.left:
+            raise TooManyPixels(f"the images of one request may declare at most {self.limit:,} pixels in all, "
+                                f"and this one ({size[0]}x{size[1]}) brings them over it: send fewer or smaller "
+                                "images per request")
+        self.left -= pixels
 
 
 def arrays_to_batch(arrays: list, preprocessing: dict, *, item_name: str = "pixel array {}") -> np.ndarray:
@@ -252,10 +270,11 @@ def parse_image_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
     return (size[0], size[1]), fit
 
 
-def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None) -> np.ndarray:
     """Encoded image -> luminance, float32 ndarray (H, W) in [0, 1], 1 = white.
 
-    EXIF orientation applied, transparency composited on white, reduced to the working size."""
+    EXIF orientation applied, transparency composited on white, reduced to the working size.
+    The declared size is checked against ``max_pixels`` and spent from ``budget`` before decoding."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
@@ -266,6 +285,8 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             image_format = image.format or image_format
             _check_pixels(image.size, max_pixels)
+            if budget is not None:
+                budget.spend(image.size)
             _request_reduced_decode(image)
             image.load()
             return _image_to_grey(_upright(image))

@@ -77,6 +77,15 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+@functools.cache
+def large_blank_png(side: int = 5000) -> bytes:
+    """A real ``side`` x ``side`` PNG of blank paper with one stroke: 25 million pixels, the
+    per-image limit, in about 30 kB. Four fill the default pixel budget of a request."""
+    image = Image.new("L", (side, side), 255)
+    image.paste(0, (side // 4, side // 4, side // 4 + side // 20, 3 * side // 4))
+    return encode(image, "PNG")
+
+
 def bomb_png(side: int = 30_000) -> bytes:
     """A valid PNG header declaring ``side`` x ``side`` grey pixels (900 MB decoded for 30,000),
     followed by a little compressed data: a decoder that trusted it would allocate it all."""
@@ -178,6 +187,8 @@ CORPUS = [
     Bad("multipart with a bad top_k", 422, "invalid_input",
         lambda: {"files": {"file": ("d.png", digit_png(), "image/png"), "top_k": (None, "many")}}),
     Bad("multipart without a boundary", 400, "malformed_multipart", lambda: raw(digit_png(), "multipart/form-data")),
+    Bad("multipart of 25-megapixel PNGs, over the request's pixel budget", 413, "too_many_pixels",
+        lambda: {"files": [("file", (f"{i}.png", large_blank_png(), "image/png")) for i in range(5)]}),
     # JSON
     Bad("JSON that is a list", 422, "invalid_input", lambda: json_body("[1, 2, 3, 4]"), VECTOR_MODEL),
     Bad("JSON that is a string", 422, "invalid_input", lambda: json_body('"1, 2, 3, 4"'), VECTOR_MODEL),

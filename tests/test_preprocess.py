@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from shared import preprocess
-from shared.errors import ImageTooLarge, InvalidInput, UnsupportedImage
+from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
 from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, decode_grey, image_to_vector,
                                images_to_batch, validate_vectors)
 from images import FORMAT_MODES, USER_KINDS, encode, paper, render_user_digit, synthetic_digit, to_mode
@@ -342,6 +342,19 @@ def test_images_to_batch_stacks_and_names_the_bad_image(digit, reference):
         images_to_batch([good, b"not an image"], DIGIT)
     with pytest.raises(InvalidInput, match="no images"):
         images_to_batch([], DIGIT)
+
+
+def test_images_of_one_batch_share_a_pixel_budget_checked_before_decoding(digit):
+    good = encode(paper(digit), "PNG")
+    width, height = Image.open(io.BytesIO(good)).size
+    two = 2 * width * height
+    assert images_to_batch([good, good], DIGIT, max_total_pixels=two).shape == (2, 784)
+    # Only the header of the third image is whole: decoding it would fail as unsupported.
+    cut = good[:len(good) // 2]
+    with pytest.raises(TooManyPixels, match=rf"^image 2: .*at most {two:,} pixels in all.*\({width}x{height}\)"):
+        images_to_batch([good, good, cut], DIGIT, max_total_pixels=two)
+    with pytest.raises(UnsupportedImage, match="^image 2: "):
+        images_to_batch([good, good, cut], DIGIT, max_total_pixels=two + width * height)
 
 
 def test_array_input_follows_the_image_pipeline(digit):

@@ -130,6 +130,20 @@ def test_multipart_with_several_files_and_top_k(client):
     assert len(predictions) == 2 and all(len(p["top_k"]) == 5 for p in predictions)
 
 
+def test_the_images_of_one_request_share_a_pixel_budget(registry):
+    """Each image may be within the per-image limit while together they would take a core for
+    minutes to decode (a few kB of PNG declare millions of blank pixels)."""
+    width, height = Image.open(io.BytesIO(DIGIT_PNG)).size
+    client = make_app(registry, max_request_pixels=3 * width * height).test_client()
+    files = [(io.BytesIO(DIGIT_PNG), f"{i}.png") for i in range(4)]
+    limit = f"image 3: the images of one request may declare at most {3 * width * height:,} pixels"
+    body = assert_error(client.post("/predict", data={"file": files}, content_type="multipart/form-data"),
+                        413, "too_many_pixels", limit)
+    assert body["details"] == [{"image": 3}]
+    files = [(io.BytesIO(DIGIT_PNG), f"{i}.png") for i in range(3)]
+    assert client.post("/predict", data={"file": files}, content_type="multipart/form-data").status_code == 200
+
+
 def multipart(*parts: bytes, closed: bool = True) -> bytes:
     """A form body with the boundary ``b`` from each part's header lines and content."""
     body = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts)
