@@ -5,7 +5,8 @@ vectors are checked and returned as float32 batches. Normalisation (mean/std) is
 An image goes through one pipeline whatever its format or mode:
 
 1. decode: only PNG, JPEG, WEBP, BMP, GIF (first frame) and TIFF; the declared pixel count is
-   checked against ``max_pixels`` before any pixel is decoded; EXIF orientation is applied.
+   checked against ``max_pixels`` (and, for a batch, the images' total against
+   ``max_total_pixels``) before any pixel is decoded; EXIF orientation is applied.
 2. grey: luminance in [0, 1] (1 = white) with transparency composited on white; 16-bit and
    32-bit images are scaled to [0, 1], never clipped. Large images are box-reduced to a working
    size of at most ``2 * WORKING_SIDE`` on their longer side.

@@ -405,11 +405,13 @@ def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a
             page.locator("#busy").wait_for(state="visible")
             assert page.locator("#busy").inner_text() == "Predicting…"
             assert page.locator("#answer").get_attribute("aria-busy") == "true"
+            assert "waiting" in page.locator("#answer").get_attribute("class")  # the old answer is dimmed
             page.clock.fast_forward(REQUEST_TIME_LIMIT_MS)
             assert "did not answer within 60 s" in wait_for_failure(page)
             assert page.locator("#predict").get_attribute("aria-disabled") is None  # Predict can be pressed again
             assert not page.locator("#busy").is_visible()
             assert page.locator("#answer").get_attribute("aria-busy") is None
+            assert "waiting" not in (page.locator("#answer").get_attribute("class") or "")
         finally:
             os.kill(worker, signal.SIGCONT)
 

@@ -343,10 +343,15 @@ async function predict() {
 function setBusy(busy) {
   clearTimeout(state.busyTimer);
   el.busy.hidden = true;
+  el.answer.classList.remove("waiting");
   if (busy) {
     el.predict.setAttribute("aria-disabled", "true");
     el.answer.setAttribute("aria-busy", "true");
-    state.busyTimer = setTimeout(() => { el.busy.hidden = false; }, BUSY_NOTE_AFTER_MS);
+    // Dimmed only with the note: a quick answer would otherwise make the old one flicker.
+    state.busyTimer = setTimeout(() => {
+      el.busy.hidden = false;
+      el.answer.classList.add("waiting");
+    }, BUSY_NOTE_AFTER_MS);
   } else {
     el.predict.removeAttribute("aria-disabled");
     el.answer.removeAttribute("aria-busy");
