@@ -60,7 +60,8 @@ class Settings:
     watch: bool = True
 
     def __post_init__(self):
-        for name in ("max_body_bytes", "max_image_pixels", "max_request_pixels", "max_batch", "max_vector_values", "max_model_bytes"):
+        for name in ("max_body_bytes", "max_image_pixels", "max_request_pixels", "max_batch", "max_vector_values",
+                     "max_model_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.cached_versions < 0:

@@ -39,7 +39,8 @@ disable_created_metrics()
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 # From 0.1 ms: a vector's forward pass takes tens of microseconds and a whole prediction request
 # well under a millisecond, which buckets starting at 1 ms would lump together.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0)
 SUMMED_KINDS = ("counter", "histogram")  # multiprocess files whose values add up over processes
 EXITED = "exited"  # "<kind>_exited.db": the totals of the processes that have exited
 LOCK_FILE = "metrics.lock"  # held shared while a scrape reads the files, exclusive while one is folded
