@@ -231,7 +231,7 @@ class FairThreadWorker(ThreadWorker):
         started = time.perf_counter()
         _own_answer.status = None
         super().handle_error(req, client, addr, exc)
-        if _own_answer.status is not None and getattr(self, "flask_app", None) is not None:
+        if _own_answer.status is not None:
             record_unrouted(self.flask_app, getattr(req, "method", None), getattr(req, "path", None),
                             _own_answer.status, _own_answer.code, time.perf_counter() - started)
 
