@@ -115,7 +115,23 @@ atexit.register(_remove_own_metrics_dir)
 # second rather than the ~2 s its imports take on a busy machine. The app itself is still built in
 # each worker. New code therefore takes a restart of the master, not a HUP.
 import service.app  # noqa: E402,F401
+from gunicorn.glogging import Logger as GunicornLogger  # noqa: E402
+
 from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
+from service.logs import JsonFormatter  # noqa: E402
+
+
+class JsonGunicornLogger(GunicornLogger):
+    """Gunicorn's own log (start, listening address, workers booted, stopped or timed out) in the
+    service's JSON lines, logger ``gunicorn.error``: with SCRATCHNET_LOG_FORMAT=json every line on
+    stderr is one JSON object, so a log pipeline reads them all the same way."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if getattr(handler, "_gunicorn", False):
+                handler.setFormatter(JsonFormatter())
+
 
 try:  # every service setting checked once, here, rather than in each worker after binding
     _settings = load_settings()
@@ -136,6 +152,8 @@ keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own structured access log
 errorlog = "-"
+if _settings.log_format == "json":
+    logger_class = JsonGunicornLogger  # Gunicorn's own lines as JSON too (below)
 loglevel = _log_level("GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.

@@ -10,7 +10,9 @@ does.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -117,6 +119,41 @@ def test_killed_worker_is_replaced_and_only_its_requests_in_flight_fail(tmp_path
     assert all(a.ok for a in attempts if a.started > dead_at)
     print(f"\nkill -9 of a worker under load: {len(failed)} of {len(in_flight)} requests in flight failed, "
           f"{len(attempts)} sent; the replacement answered {back_at - killed_at:.2f} s after the kill")
+
+
+def stopped_log(server: ServiceProcess) -> str:
+    """Everything ``server`` wrote, up to and including its master's last line."""
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=15)
+    return server.log()
+
+
+def test_json_logs_carry_gunicorns_own_lines_as_json_too(tmp_path):
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=2) as server:
+        assert predict(server.url).status_code == 200
+        os.kill(min(server.worker_pids()), signal.SIGKILL)  # the master logs it as an error
+        deadline = time.monotonic() + 10
+        while "SIGKILL" not in server.log() or server.log().count("service started") < 3:
+            assert time.monotonic() < deadline, "no replacement worker:\n" + server.log()
+            time.sleep(0.05)
+        lines = stopped_log(server).splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, or this fails on the first that is not JSON
+    assert all({"time", "level", "logger", "message", "pid"} <= set(entry) for entry in entries)
+    gunicorn = [(entry["level"], entry["message"]) for entry in entries if entry["logger"] == "gunicorn.error"]
+    messages = " | ".join(message for _, message in gunicorn)
+    for said in ("Starting gunicorn", "Listening at: http://127.0.0.1:", "Booting worker", "Shutting down: Master"):
+        assert said in messages
+    assert any(level == "error" and "SIGKILL" in message for level, message in gunicorn)
+    assert any(entry["logger"] == "scratchnet.access" for entry in entries)
+
+
+def test_text_logs_keep_gunicorns_own_format(tmp_path):
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_LOG_FORMAT": "text"}) as server:
+        log = stopped_log(server)
+    assert re.search(r"^\[[^]]+\] \[\d+\] \[INFO\] Starting gunicorn", log, re.M), log
+    assert not any(line.startswith("{") for line in log.splitlines())
 
 
 # a publisher killed while it publishes ----------------------------------------------------------------
