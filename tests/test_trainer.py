@@ -461,7 +461,8 @@ def test_dataset_problems_name_the_cause(tmp_path, capsys):
 @pytest.mark.slow
 def test_short_real_mnist_run(tmp_path, datasets_dir, capsys):
     """A real-data run on an MNIST subset learns, and the published file scores the same through
-    ``evaluate`` as the trainer reported, which is its accuracy on the 10,000 test digits."""
+    ``evaluate`` as the trainer reported, which is its accuracy on the 10,000 test digits; scoring
+    needs the test files only."""
     registry = tmp_path / "models"
     config = train.TrainConfig(dataset="mnist", data_dir=str(datasets_dir / "mnist"), hidden=[64], epochs=3,
                                limit_train=6000, progress=False)
@@ -473,7 +474,12 @@ def test_short_real_mnist_run(tmp_path, datasets_dir, capsys):
         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")
     assert manifest["metrics"]["accuracy"] == result["metrics"]["accuracy"]
     capsys.readouterr()
-    assert run_cli("evaluate", "--registry", registry, "--model", "mnist", "--data-dir", datasets_dir / "mnist") == 0
+    test_files = tmp_path / "test-files-only"
+    test_files.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (test_files / name).symlink_to(datasets_dir / "mnist" / name)
+    assert run_cli("evaluate", "--registry", registry, "--model", "mnist", "--data-dir", test_files,
+                   "--cache-dir", tmp_path / "empty-cache") == 0
     printed = float(re.search(r"accuracy ([0-9.]+)%  \(n=10000\)", capsys.readouterr().out)[1]) / 100
     test = load_dataset("mnist", data_dir=datasets_dir / "mnist", download=False, progress=False)
     model = load_model(registry / "mnist" / "1" / "model.npz")

@@ -167,7 +167,7 @@ def cmd_evaluate(args) -> int:
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
-                           seed=config.get("seed", 0))
+                           seed=config.get("seed", 0), test_only=True)
     trained_files = _object(recorded_dataset.get("files"))
     changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
     if changed and dataset.name == recorded_dataset.get("name"):

@@ -170,7 +170,8 @@ _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
 def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
                  variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
                  path: Path | str | None = None, target: str | None = None, task: str | None = None,
-                 test_path: Path | str | None = None, test_fraction: float = TEST_FRACTION) -> Dataset:
+                 test_path: Path | str | None = None, test_fraction: float = TEST_FRACTION,
+                 test_only: bool = False) -> Dataset:
     """Load a dataset by name: ``mnist``, ``fashion-mnist``, ``wine-quality``, ``csv`` or ``npz``.
 
     Known datasets are read from ``data_dir`` (or ``$SCRATCHNET_DATA_DIR``): the folder itself
@@ -185,6 +186,10 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     recorded under is the file's stem).
     Without a test split (no ``test_path`` for CSV, only x and y in an NPZ) ``test_fraction``
     of the rows is held out, identical feature rows kept on one side, chosen by ``seed``.
+
+    ``test_only`` (scoring a model): a dataset with an official test split (MNIST, Fashion-MNIST)
+    reads its test files only, and its training split is empty. Any other needs every row to
+    draw its split, so all are read as usual.
     """
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS and path is not None:  # e.g. the name a CSV dataset was recorded under
@@ -216,7 +221,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         return _load_wine(source, variant or "red", seed, test_fraction)
     labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
     fit = "digit" if key == "mnist" else "garment"
-    return _load_idx_dataset(source, labels, fit)
+    return _load_idx_dataset(source, labels, fit, test_only)
 
 
 def fetch_dataset(name: str, *, cache_dir: Path | str | None = None, progress: bool = True) -> list[Path]:
@@ -357,9 +362,9 @@ def _gunzip(data: bytes, source) -> bytes:
     return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
-def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str) -> Dataset:
-    arrays = {}
-    for part, prefix in (("train", "train"), ("test", "t10k")):
+def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str, test_only: bool = False) -> Dataset:
+    arrays = {"train": (np.empty((0, 28 * 28), dtype=np.float32), np.empty(0, dtype=np.int64))}
+    for part, prefix in (("train", "train"), ("test", "t10k"))[1 if test_only else 0:]:
         images_path, images_data = source.read(f"{prefix}-images-idx3-ubyte.gz")
         labels_path, labels_data = source.read(f"{prefix}-labels-idx1-ubyte.gz")
         images = parse_idx(images_data, images_path, IDX_IMAGES_MAGIC)
