@@ -85,6 +85,28 @@ def test_health_and_metadata(server, client):
     assert error.value.status() == "404"
 
 
+def test_a_client_shapes_its_request_from_the_model_config(server, client):
+    """Triton's clients read the model configuration (``get_model_config``) for the batch limit and
+    each tensor's dims without the batch dimension, and build the request from them."""
+    assert "model_configuration" in client.get_server_metadata()["extensions"]
+    config = client.get_model_config("mnist")
+    assert config["name"] == "mnist" and config["max_batch_size"] == 10_000
+    inputs = {tensor["name"]: tensor for tensor in config["input"]}
+    assert inputs["input"] == {"name": "input", "data_type": "TYPE_FP32", "dims": [784], "optional": True}
+    assert inputs["image"]["data_type"] == "TYPE_STRING" and inputs["pixels"]["dims"] == [28, 28]
+    outputs = {tensor["name"]: tensor for tensor in config["output"]}
+    assert outputs["probabilities"]["dims"] == [10] and outputs["index"]["data_type"] == "TYPE_INT64"
+    x = RNG.random((5, *inputs["input"]["dims"]), dtype=np.float32)
+    tensor = httpclient.InferInput("input", list(x.shape), inputs["input"]["data_type"].removeprefix("TYPE_"))
+    tensor.set_data_from_numpy(x)
+    assert client.infer("mnist", [tensor]).as_numpy("probabilities").shape == (5, *outputs["probabilities"]["dims"])
+    assert client.get_model_config("mnist", "1")["name"] == "mnist"
+    for model, version in (("nope", ""), ("mnist", "9")):
+        with pytest.raises(InferenceServerException) as error:
+            client.get_model_config(model, version)
+        assert error.value.status() == "404"
+
+
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_fp32_vectors_equal_the_native_answers(server, client, binary):
     x = RNG.random((3, 784), dtype=np.float32)
@@ -146,10 +168,12 @@ def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
     pin_1 = json.dumps({"version_policy": {"specific": {"versions": [1]}}})
     client.load_model("digits", config=pin_1, headers=AUTH)
     on_every_worker(server, "/models/digits", lambda r: r.json()["served_version"] == 1)
+    assert client.get_model_config("digits")["version_policy"] == {"specific": {"versions": [1]}}
     x = RNG.random((1, 784), dtype=np.float32)
     assert client.infer("digits", [vectors_input(x)]).get_response()["model_version"] == "1"
     client.load_model("digits", config=json.dumps({"version_policy": {"latest": {"num_versions": 1}}}), headers=AUTH)
     on_every_worker(server, "/models/digits", lambda r: r.json()["served_version"] == 2)
+    assert client.get_model_config("digits")["version_policy"] == {"latest": {"num_versions": 1}}
 
     client.unload_model("digits", headers=AUTH)
     on_every_worker(server, "/v2/models/digits/ready", lambda r: r.status_code == 503)

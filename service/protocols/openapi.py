@@ -93,6 +93,8 @@ def _operations() -> list[tuple]:
         ops += [
             _operation("get", prefix, f"Model metadata of {which}: versions, platform, input and output tensors.",
                        V2_TAG, schemas.ModelMetadata, parameters=params, errors=(404, 503)),
+            _operation("get", prefix + "/config", f"Triton's model configuration of {which}: batch limit, "
+                       "input and output tensors.", V2_TAG, schemas.ModelConfig, parameters=params, errors=(404, 503)),
             _operation("get", prefix + "/ready", f"Whether {which} can serve (200) or not (503).", V2_TAG,
                        schemas.ModelReady, parameters=params, errors=(404,), not_ready=schemas.ModelReady),
             _operation("post", prefix + "/infer", f"Inference with {which}.", V2_TAG, schemas.InferResponse,
@@ -142,8 +144,9 @@ def paths() -> dict:
     return result
 
 
-SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.ModelMetadata, schemas.ModelReady,
-                 schemas.InferRequest, schemas.InferResponse, schemas.RepositoryIndexRequest, schemas.RepositoryEntry,
+SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.ModelMetadata, schemas.ModelConfig,
+                 schemas.ModelReady, schemas.InferRequest, schemas.InferResponse, schemas.RepositoryIndexRequest,
+                 schemas.RepositoryEntry,
                  schemas.LoadRequest, schemas.UnloadRequest, schemas.RepositoryResult, schemas.V1PredictRequest,
                  schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.V1ModelMetadata,
                  schemas.ProtocolError]

@@ -101,6 +101,24 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
+class ConfigTensor(BaseModel):
+    name: str
+    data_type: str = Field(description="TYPE_FP32, TYPE_INT64, TYPE_UINT8 or TYPE_STRING (BYTES).")
+    dims: list[int] = Field(description="Without the batch dimension.")
+    reshape: dict[str, list[int]] | None = Field(None, description="{\"shape\": []}: one value per batch item.")
+    optional: bool | None = Field(None, description="true: a request gives one of the optional inputs.")
+
+
+class ModelConfig(BaseModel):
+    name: str
+    platform: str
+    backend: str
+    version_policy: dict[str, Any] = Field(description='{"specific": {"versions": [<pinned>]}} or {"latest": ...}.')
+    max_batch_size: int = Field(description="Most inputs in one request (SCRATCHNET_MAX_BATCH).")
+    input: list[ConfigTensor]
+    output: list[ConfigTensor]
+
+
 class Live(BaseModel):
     live: bool
 

@@ -39,6 +39,20 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
+def config_entry(spec: TensorSpec, *, optional: bool = False) -> dict:
+    """``spec`` as an input or output of Triton's ``ModelConfig``: its type as ``TYPE_<datatype>``
+    (BYTES is ``TYPE_STRING``) and its dims without the batch dimension; a tensor of one value
+    per batch item is ``[1]`` reshaped to ``[]``, as Triton writes it."""
+    dims = list(spec.shape[1:])
+    entry = {"name": spec.name, "data_type": "TYPE_" + ("STRING" if spec.datatype == "BYTES" else spec.datatype),
+             "dims": dims or [1]}
+    if not dims:
+        entry["reshape"] = {"shape": []}
+    if optional:
+        entry["optional"] = True
+    return entry
+
+
 def field_size(model: Model) -> tuple[int, int]:
     """The (height, width) field an image model's preprocessing fills."""
     height, width = (model.preprocessing or {}).get("size", [28, 28])

@@ -1,8 +1,8 @@
 """KServe V2 / Open Inference Protocol over REST: a thin skin over ``Predictor`` and ``ModelStore``.
 
 Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
-``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, and the model
-repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and
+``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, Triton's model
+configuration extension (``.../config``), and the model repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and
 ``.../unload`` (admin). The model's tensors are described in ``service.protocols.signature``;
 the binary tensor data extension and compression in ``service.protocols.binary``.
 
@@ -34,7 +34,7 @@ from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestI
 v2_bp = Blueprint("v2", __name__)
 
 PLATFORM = "scratchnet_numpy"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
 
 
 def server_version() -> str:
@@ -85,6 +85,21 @@ def model_metadata(name: str, version: str | None = None):
     return {"name": name, "versions": versions, "platform": PLATFORM,
             "inputs": [spec.metadata() for spec in signature.input_specs(model)],
             "outputs": [spec.metadata() for spec in signature.output_specs(model)]}
+
+
+@v2_bp.get("/v2/models/<name>/config")
+@v2_bp.get("/v2/models/<name>/versions/<version>/config")
+def model_config(name: str, version: str | None = None):
+    """Triton's model configuration extension: the model as Triton's ``ModelConfig`` (the JSON of
+    model_config.proto), which Triton's clients read for the batch limit and the tensors' dims."""
+    model = resolve_from_url(name, version)
+    pinned = service().store.describe(name)["pinned"]
+    return {"name": name, "platform": PLATFORM, "backend": "scratchnet",
+            "version_policy": {"specific": {"versions": [pinned]}} if pinned else {"latest": {"num_versions": 1}},
+            "max_batch_size": service().settings.max_batch,
+            "input": [signature.config_entry(spec, optional=len(signature.input_specs(model)) > 1)
+                      for spec in signature.input_specs(model)],
+            "output": [signature.config_entry(spec) for spec in signature.output_specs(model)]}
 
 
 @v2_bp.get("/v2/models/<name>/ready")
