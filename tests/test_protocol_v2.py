@@ -388,6 +388,20 @@ def test_bad_binary_bodies_get_400(client):
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b""), 400, "empty")
 
 
+@pytest.mark.parametrize("as_binary", [False, True], ids=["json", "binary"])
+def test_a_shape_without_elements_is_refused_whatever_its_other_dimensions(client, as_binary):
+    """A zero dimension makes the element count 0 whatever the others are, so the data (none) matches
+    the shape; dimensions whose product NumPy cannot allocate must still get a 400, not a 500."""
+    shape = [0, 2 ** 62, 2 ** 62]
+    tensor = {"name": "pixels", "shape": shape, "datatype": "UINT8"}
+    if as_binary:
+        body, headers = binary_request({"inputs": [{**tensor, "parameters": {"binary_data_size": 0}}]})
+        response = client.post("/v2/models/mnist/infer", data=body, headers=headers)
+    else:
+        response = infer(client, {"inputs": [{**tensor, "data": []}]})
+    assert_protocol_error(response, 400, f"input 'pixels' has shape [0,{2 ** 62},{2 ** 62}], which holds no elements")
+
+
 def test_errors_on_protocol_routes_are_bare_and_never_html(client):
     assert_protocol_error(client.get("/v2/no/such/route"), 404, "no such route")
     response = client.get("/v2/models/mnist/infer")

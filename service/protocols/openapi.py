@@ -124,7 +124,8 @@ def _operations() -> list[tuple]:
             _operation("get", path + "/metadata", f"The serving_default signature of {which}: input and output "
                        "tensors with TensorFlow's type names.", V1_TAG, schemas.V1ModelMetadata, parameters=params,
                        errors=(404, 503)),
-            _operation("post", path + ":predict", f"Predict with {which}: instances (rows) or inputs (columns).",
+            _operation("post", path + ":predict", f"Predict with {which}: instances (rows) or inputs (columns); "
+                       "Content-Encoding gzip or deflate is accepted.",
                        V1_TAG, schemas.V1PredictResponse, parameters=params, errors=INFER_ERRORS, body=V1_BODY),
         ]
         for verb in ("classify", "regress"):

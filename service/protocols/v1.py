@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flask import Blueprint
+from flask import Blueprint, request
 
 from shared.forward import Model
 
@@ -28,7 +28,7 @@ from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
-from . import signature
+from . import binary, signature
 from .schemas import V1PredictRequest
 
 v1_bp = Blueprint("v1", __name__)
@@ -45,8 +45,10 @@ SIGNATURE = "serving_default"
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
     started = time.perf_counter()
-    raw = read_body()  # before any error: a body left unread can cost the connection (see v2.infer)
+    raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
     model = resolve_from_url(name, version, label)
+    # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
+    raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     body = validate(V1PredictRequest, parse_json(raw), "the predict request")
     if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "

@@ -2,9 +2,10 @@
 
 Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, Triton's model
-configuration extension (``.../config``), and the model repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and
-``.../unload`` (admin). The model's tensors are described in ``service.protocols.signature``;
-the binary tensor data extension and compression in ``service.protocols.binary``.
+configuration extension (``.../config``), and the model repository extension:
+``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (admin). The
+model's tensors are described in ``service.protocols.signature``; the binary tensor data
+extension and compression in ``service.protocols.binary``.
 
 Errors are ``{"error": "..."}`` with the messages Triton gives where there is one
 (``unexpected inference input 'x' for model 'mnist'``); wrong input is 400.
@@ -189,6 +190,9 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
     (binary) or ``str`` (JSON)."""
     count = math.prod(tensor.shape)
     what = f"input '{tensor.name}'"
+    if count == 0:  # nothing to predict on; and a zero next to huge dimensions is a shape NumPy cannot make
+        raise BadRequest(f"{what} has shape {shape_text(tensor.shape)}, which holds no elements: there is no input "
+                         "to predict on; send at least one.", code="no_input")
     size = tensor.parameters.binary_data_size if tensor.parameters is not None else None
     if size is not None:
         if tensor.data is not None:
