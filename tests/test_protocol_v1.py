@@ -264,6 +264,14 @@ def test_a_version_is_ascii_digits(server, version):
                  "positive integers")
 
 
+def test_parameters_beside_the_instances_are_accepted(server):
+    """Vertex AI sends ``{"instances": [...], "parameters": {...}}`` to a prediction container."""
+    plain = post(server, "/v1/models/iris:predict", {"instances": IRIS})
+    with_parameters = post(server, "/v1/models/iris:predict", {"instances": IRIS, "parameters": {"confidence": 0.5}})
+    assert plain.status_code == with_parameters.status_code == 200, with_parameters.text
+    assert with_parameters.json() == plain.json()
+
+
 def test_a_gzip_body_is_inflated_as_tf_serving_does(server):
     """TF Serving inflates a request sent with ``Content-Encoding: gzip`` (large b64 batches shrink
     about tenfold); the answer equals the uncompressed request's."""

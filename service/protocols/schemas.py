@@ -176,6 +176,8 @@ class V1PredictRequest(Strict):
         None, json_schema_extra=no_default)
     inputs: Annotated[Any, WithJsonSchema({"description": "Columnar format: the batch of one input, or an object "
                                                           "naming the input."})] = None
+    parameters: dict[str, Any] | None = Field(None, description="Accepted and ignored: Vertex AI sends it beside "
+                                                                "instances; no model here takes parameters.")
 
     @model_validator(mode="after")
     def one_format(self):
