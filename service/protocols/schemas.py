@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
+                      model_validator)
 
 from ..schemas import no_default
 from .binary import DATATYPES
 
+VERSION_TEXT = r"^[1-9][0-9]{0,8}$"
 TENSOR_DATA = {"description": "The elements in row-major order, flat or nested as the shape; BYTES elements "
                               "are strings (base64 for images).",
                "type": "array", "items": {}}
@@ -145,9 +149,23 @@ class RepositoryEntry(BaseModel):
 
 
 class LoadParameters(Open):
-    version: Annotated[StrictInt, Field(ge=1)] | Annotated[str, Field(pattern=r"^[1-9][0-9]{0,8}$")] | None = Field(
+    version: Annotated[int | str | None, WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 1}, {"type": "string", "pattern": VERSION_TEXT}, {"type": "null"}]})] = Field(
         None, description="Pin this version (it must load).")
     config: str | None = Field(None, description="Triton-style model config as JSON; only version_policy is used.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def a_version(cls, value):
+        """One message for every wrong kind of value, rather than one per member of a union."""
+        if value is None or (type(value) is int and value >= 1):
+            return value
+        if type(value) is str and re.match(VERSION_TEXT, value):
+            return value
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 20 else shown[:17] + "..."
+        raise ValueError(f"{shown} is not a version: give a positive integer, such as 3, or its digits as a string "
+                         '("3")')
 
 
 class LoadRequest(Strict):
