@@ -189,7 +189,10 @@ def read_inputs() -> tuple[str, object, int | None]:
             return "images", [decode_base64_image(text, i) for i, text in enumerate(body.images)], body.top_k
         return "vectors", body.inputs, body.top_k
     if mimetype in ("application/x-npy", "application/npy"):
-        return "array", read_npy(read_body(), max_values=settings.max_vector_values), None
+        body = read_body()
+        if not body:
+            raise BadRequest("The body is empty; send an array as numpy.save writes it.", code="empty_body")
+        return "array", read_npy(body, max_values=settings.max_vector_values), None
     if mimetype == "multipart/form-data":
         return read_multipart()
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
@@ -224,7 +227,11 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
                            details=[{"field": key, "message": "unknown field"} for key in unknown])
     top_k = None
     if "top_k" in form:
-        top_k = validate(PredictQuery, {"top_k": form["top_k"]}, "the form").top_k
+        values = form["top_k"]
+        if len(values) > 1:  # as in the query string: which one was meant is anyone's guess
+            raise InvalidInput(f"The form field top_k is given {len(values)} times; give it once.",
+                               details=[{"field": "top_k", "message": "repeated"}])
+        top_k = validate(PredictQuery, {"top_k": values[0]}, "the form").top_k
     if not images:
         raise BadRequest("The form holds no file: attach one or more images.", code="no_files")
     return "images", images, top_k
@@ -234,8 +241,9 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     svc = service()
     query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
     model = resolve(name, version, label)
-    started = time.perf_counter()
     kind, payload, body_top_k = read_inputs()
+    # After the body is in: the inference histogram measures the service's work, not the client's upload.
+    started = time.perf_counter()
     if query.top_k is not None and body_top_k is not None:
         raise InvalidInput("top_k is given twice, in the query string and in the body; give it once.")
     top_k = query.top_k if query.top_k is not None else body_top_k
@@ -325,6 +333,9 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     except RegistryError as e:
         raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
     except FileNotFoundError:
+        if not svc.registry.root.is_dir():  # the whole registry went (an unmounted volume), not this model
+            raise NotReady(f"The registry folder {svc.registry.root} does not exist; the serving state of {name} "
+                           "cannot be changed until it is back.", code="registry_unavailable") from None
         raise NotFound(f"There is no model {name!r} in the registry any more (its folder is gone).",
                        code="model_not_found") from None
     except OSError as e:
@@ -415,7 +426,7 @@ def set_label(name: str, label: str):
     body = validate(LabelRequest, payload, "the JSON body")
 
     def add(state: dict) -> dict:
-        current_store(name).servable(name, body.version)
+        current_store(name).servable(name, body.version, f"labelled {label!r}")
         return {**state, "labels": {**state["labels"], label: body.version}}
 
     return change_serving(name, add)

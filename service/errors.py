@@ -137,7 +137,8 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
 def describe_validation_error(error: pydantic.ValidationError, what: str = "the request") -> InvalidInput:
     details = pydantic_details(error)
     first = details[0]
-    more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
+    others = len(details) - 1
+    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
     return InvalidInput(f"In {what}, {first['field']}: {first['message']}{more}.", details=details)
 
 

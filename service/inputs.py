@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import math
+import re
 import struct
 import tokenize
 
@@ -74,11 +75,12 @@ def decode_base64_image(text: str, index: int, where: str | None = None) -> byte
     name it ``where`` (by default ``images[<index>]``, the native API's field)."""
     where = where or f"images[{index}]"
     if not isinstance(text, str):
-        raise InvalidInput(f"{where} must be a base64 string.", code="invalid_base64")
+        raise InvalidInput(f"{where} must be a base64 string.", code="invalid_base64", details=[{"image": index}])
     if text[:5].lower() == "data:":  # URL schemes are case-insensitive, and so is ;base64
         header, _, text = text.partition(",")
         if not header.lower().endswith(";base64"):
-            raise BadRequest(f"{where} is a data URL without ';base64'.", code="invalid_base64")
+            raise BadRequest(f"{where} is a data URL without ';base64'.", code="invalid_base64",
+                             details=[{"image": index}])
     # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
@@ -114,8 +116,10 @@ def is_file(part: Field | File) -> bool:
     return bool(content_type) and not content_type.startswith("text/")
 
 
-def read_form(body: bytes, boundary: str, *, max_parts: int, max_field_bytes: int) -> tuple[list[bytes], dict]:
-    """A ``multipart/form-data`` body -> (the files' contents, ``{name: text}`` of its other fields)."""
+def read_form(body: bytes, boundary: str, *, max_parts: int,
+              max_field_bytes: int) -> tuple[list[bytes], dict[str, list[str]]]:
+    """A ``multipart/form-data`` body -> (the files' contents, ``{name: [text, ...]}`` of its other
+    fields, each value of a repeated field in order)."""
     try:
         decoder = FormDecoder(boundary.encode("latin-1"), max_parts=max_parts)
     except UnicodeEncodeError:
@@ -141,6 +145,11 @@ def read_form(body: bytes, boundary: str, *, max_parts: int, max_field_bytes: in
             raise BadRequest(f"Part {len(parts) + 1} of the form has no Content-Disposition header; send the form "
                              "as an HTTP client builds it (curl -F file=@digit.png).",
                              code="malformed_multipart") from None
+        if not parts and re.search(b"(^|\n)--" + re.escape(boundary.encode("latin-1")) + b"[ \t]*\r?\n", body):
+            # The boundary opens a part, but werkzeug found no headers after it ending in a blank line.
+            raise BadRequest("Part 1 of the form has no headers, or they are cut off: each part needs a "
+                             "Content-Disposition header and a blank line after its headers; send the form as an "
+                             "HTTP client builds it (curl -F file=@digit.png).", code="malformed_multipart") from None
         if not parts:
             raise BadRequest(f"The body holds no part of a multipart form with the boundary {boundary!r} of its "
                              "Content-Type.", code="malformed_multipart") from None
@@ -153,5 +162,5 @@ def read_form(body: bytes, boundary: str, *, max_parts: int, max_field_bytes: in
         elif content.tell() > max_field_bytes:
             raise too_large
         else:
-            fields.setdefault(part.name or "", content.getvalue().decode("utf-8", "replace"))
+            fields.setdefault(part.name or "", []).append(content.getvalue().decode("utf-8", "replace"))
     return files, fields

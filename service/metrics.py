@@ -116,6 +116,13 @@ class Metrics(StoreEvents):
 
     # store events ----------------------------------------------------------------------------
 
+    def model_added(self, name: str) -> None:
+        # 0 until a version serves: a model that never loads one would otherwise have no series at all,
+        # and an alert on "served version 0" would never see it.
+        if name not in self._served:
+            self._served[name] = None
+            self._report_served(name)
+
     def served(self, name: str, old: int | None, new: int | None) -> None:
         if old is not None and new is not None:
             self.swaps.labels(name).inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 
 NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}, "minItems": 1}
 BASE64_SCHEMA = {"type": "string", "minLength": 4, "contentEncoding": "base64",
@@ -28,10 +28,22 @@ class Strict(BaseModel):
 # requests -----------------------------------------------------------------------------------
 
 
+def whole_number_text(value):
+    """Query strings and form fields are text: "3" is read as 3, and nothing looser. Python's int()
+    and pydantic's lax mode would read "3_0" as 30 and "3.0" or "+3" as 3."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"a whole number from 0 to 1000 is expected, not {value!r}")
+        return int(text)
+    return value
+
+
 class PredictQuery(Strict):
-    # Query strings and form fields are text: "3" is read as 3 here (JSON bodies take integers only).
-    top_k: int = Field(None, ge=0, le=1000, description="How many of the most probable classes to list "
-                                                                "(default 3; 0 leaves the list out).")
+    # JSON bodies take integers only (PredictRequest).
+    top_k: Annotated[int, BeforeValidator(whole_number_text)] = Field(
+        None, ge=0, le=1000, description="How many of the most probable classes to list (default 3; 0 leaves the "
+                                         "list out).")
 
 
 class PredictRequest(Strict):
@@ -119,7 +131,8 @@ class ModelInfo(BaseModel):
     labels: dict[str, int] = Field(description="Serving labels and the version each points to.")
     versions: list[VersionSummary]
     problems: list[str]
-    swaps: int
+    swaps: int = Field(description="Changes of the served version seen by the worker that answered (each worker "
+                                   "counts its own; scratchnet_model_worker_swaps_total sums them).")
     unloaded: bool = Field(False, description="Taken out of service (V2 repository unload) until loaded again.")
     task: Literal["classification", "regression"] | None
     input: InputInfo | None

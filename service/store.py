@@ -84,6 +84,7 @@ class ModelSlot:
 class StoreEvents:
     """What the store reports as it works; ``service.metrics.Metrics`` records these."""
 
+    def model_added(self, name: str) -> None: ...  # a model the store now knows of, serving nothing yet
     def served(self, name: str, old: int | None, new: int | None) -> None: ...  # new None: model removed
     def load_failed(self, name: str, version: int, reason: str) -> None: ...
     def version_status(self, name: str, version: int, status: str) -> None: ...
@@ -133,6 +134,8 @@ class ModelStore:
         self.registry_error: str | None = None
         self._unreadable: dict[str, str] = {}  # model folders that cannot be listed, and why
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
+        for name in self._slots:
+            self.events.model_added(name)
         self._refresh_lock = threading.Lock()   # one registry pass at a time
         self._lock = threading.RLock()          # short: records and caches
         self._loading: dict[tuple[str, int], Future] = {}  # loads in progress, shared by whoever wants them
@@ -224,8 +227,11 @@ class ModelStore:
                 log.error("%s: %s; it is not served until it can be read", name, reason)
         self._unreadable = unreadable
         with self._lock:
-            for name in names:
-                self._slots.setdefault(name, ModelSlot(name))
+            added = [name for name in names if name not in self._slots]
+            for name in added:
+                self._slots[name] = ModelSlot(name)
+        for name in added:
+            self.events.model_added(name)
         return list(self._slots)
 
     def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
@@ -551,12 +557,13 @@ class ModelStore:
             raise NotReady(f"Label {label!r} of model {name} points to version {version}, which cannot be served: "
                            f"{e.message.partition(': ')[2]}", code=e.code, details=e.details) from None
 
-    def servable(self, name: str, version: int) -> Model:
-        """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken."""
+    def servable(self, name: str, version: int, action: str = "activated") -> Model:
+        """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken.
+        ``action`` is what the route was asked to do with it ("activated", "labelled")."""
         try:
             return self.version(name, version)
         except NotReady as e:
-            raise Conflict(e.message.replace(" cannot be served", " cannot be activated"),
+            raise Conflict(e.message.replace(" cannot be served", f" cannot be {action}"),
                            code="version_not_servable") from None
 
     def lower_servable(self, name: str, below: int) -> Model | None:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import struct
+import types
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
-from service import schemas
+from service import api, schemas
+from service.protocols import v1, v2
 from service.app import create_app
 from service.logs import configure_logging
 
@@ -179,12 +181,29 @@ def test_a_malformed_form_is_named_for_what_it_lacks(client):
     assert_error(anonymous, 400, "malformed_multipart", "Part 1 of the form has no Content-Disposition header")
 
 
+def test_a_part_without_headers_is_not_called_a_missing_part(client):
+    # The boundary is there and opens a part: what is wrong is that part's headers.
+    for body in (multipart(b"\r\n" + DIGIT_PNG), b"--b\r\nContent-Disposition: form-da"):
+        response = client.post("/predict", data=body, content_type="multipart/form-data; boundary=b")
+        assert_error(response, 400, "malformed_multipart", "Part 1 of the form has no headers, or they are cut off")
+    elsewhere = client.post("/predict", data=b"no boundary here", content_type="multipart/form-data; boundary=b")
+    assert_error(elsewhere, 400, "malformed_multipart", "The body holds no part of a multipart form with the boundary")
+
+
 def test_json_base64_images_and_data_urls(client):
     encoded = base64.b64encode(DIGIT_PNG).decode()
     response = client.post("/predict", json={"images": [encoded, "data:image/png;base64," + encoded,
                                                         "DATA:image/png;BASE64," + encoded], "top_k": 1})
     assert response.status_code == 200, response.get_json()
     assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1, 1]
+
+
+def test_every_base64_error_names_its_image_in_the_details(client):
+    encoded = base64.b64encode(DIGIT_PNG).decode()
+    for bad, status in (("data:image/png,iVBORw0K", 400), ("!!!!", 400), ("", 422)):
+        body = assert_error(client.post("/predict", json={"images": [encoded, bad]}), status, "invalid_base64",
+                            "images[1]")
+        assert body["details"] == [{"image": 1}], bad
 
 
 def test_json_vectors_one_or_a_batch(client):
@@ -414,6 +433,37 @@ def test_top_k_in_the_query_string_is_read_from_text(client):
     assert_error(client.post("/predict?top_k=true", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
 
 
+@pytest.mark.parametrize("text", ["3_0", "3.0", "+3", "0x3"])
+def test_top_k_text_that_is_not_a_whole_number_is_refused_not_reread(client, text):
+    # int("3_0") is 30: read that way, a typo would silently list ten times the classes asked for.
+    expected = f"top_k: a whole number from 0 to 1000 is expected, not '{text}'"
+    query = client.post("/predict", query_string={"top_k": text}, json={"inputs": [0.5] * 784})
+    assert_error(query, 422, "invalid_input", expected)
+    form = client.post("/predict", data={"file": (io.BytesIO(DIGIT_PNG), "d.png"), "top_k": text},
+                       content_type="multipart/form-data")
+    assert_error(form, 422, "invalid_input", expected)
+
+
+def test_top_k_given_twice_in_a_form_is_refused_as_in_the_query_string(client):
+    response = client.post("/predict", data={"file": (io.BytesIO(DIGIT_PNG), "d.png"), "top_k": ["1", "5"]},
+                           content_type="multipart/form-data")
+    body = assert_error(response, 422, "invalid_input", "The form field top_k is given 2 times; give it once.")
+    assert body["details"] == [{"field": "top_k", "message": "repeated"}]
+
+
+def test_two_problems_in_a_body_are_counted_in_words(client):
+    response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": "x", "extra": 1})
+    assert_error(response, 422, "invalid_input", "top_k: Input should be a valid integer (and 1 more problem).")
+    response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": "x", "extra": 1, "more": 2})
+    assert_error(response, 422, "invalid_input", "(and 2 more problems).")
+
+
+def test_an_empty_npy_body_is_called_empty(client):
+    for content_type in ("application/x-npy", "application/npy"):
+        response = client.post("/models/iris/predict", data=b"", content_type=content_type)
+        assert_error(response, 400, "empty_body", "The body is empty; send an array as numpy.save writes it.")
+
+
 def test_compressed_bodies_are_refused_naming_the_encoding(client, registry):
     vector = json.dumps({"inputs": [0.5] * 784}).encode()
     for encoding in ("gzip", "br"):
@@ -550,6 +600,15 @@ def test_a_registry_the_service_cannot_write_is_named_with_the_fix(app, client, 
     assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 404, "model_not_found")
 
 
+def test_an_admin_change_while_the_registry_is_gone_says_so_not_that_the_model_is(client, registry):
+    registry.rename(registry.with_name("unmounted"))  # the whole volume, not one model's folder
+    for response in (client.post("/models/mnist/versions/1/activate", headers=AUTH),
+                     client.post("/models/mnist/unpin", headers=AUTH),
+                     client.put("/models/mnist/labels/stable", headers=AUTH, json={"version": 1})):
+        assert_error(response, 503, "registry_unavailable", f"The registry folder {registry} does not exist")
+    assert client.get("/models/mnist").get_json()["served_version"] == 2  # still served from memory
+
+
 def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):
     # The worker taking the call has not polled since v4 was published (there is no watcher here),
     # while others serve v4 already: the rollback goes one step down from v4 (v3 is broken: v2).
@@ -562,7 +621,9 @@ def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, 
 def test_labels(client, registry):
     response = client.put("/models/mnist/labels/canary", json={"version": 2}, headers=AUTH)
     assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}
-    assert_error(client.put("/models/mnist/labels/canary", json={"version": 3}, headers=AUTH), 409)
+    # A label is not an activation: the refusal says what was asked.
+    assert_error(client.put("/models/mnist/labels/canary", json={"version": 3}, headers=AUTH), 409,
+                 "version_not_servable", "Version 3 of mnist cannot be labelled 'canary': failed: not an .npz archive")
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 9}, headers=AUTH), 404)
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 1, "x": 1}, headers=AUTH), 422)
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 0}, headers=AUTH), 422)
@@ -616,6 +677,37 @@ def test_latency_histograms_resolve_times_under_a_millisecond(client):
         assert bounds[:4] == [0.0001, 0.00025, 0.0005, 0.001], name
 
 
+class UploadStream(io.BytesIO):
+    """A request body whose reading moves ``clock`` on by a minute: a client slow to upload."""
+
+    def __init__(self, data: bytes, clock: list[float]):
+        super().__init__(data)
+        self.clock = clock
+
+    def read(self, size=-1):
+        self.clock[0] += 60.0
+        return super().read(size)
+
+
+@pytest.mark.parametrize("path, body, module", [
+    ("/models/wine/predict", {"inputs": [[0.5] * 11]}, api),
+    ("/v1/models/wine:predict", {"instances": [[0.5] * 11]}, v1),
+    ("/v2/models/wine/infer", {"inputs": [{"name": "input", "shape": [1, 11], "datatype": "FP32",
+                                          "data": [0.5] * 11}]}, v2),
+], ids=["native", "v1", "v2"])
+def test_the_inference_histogram_leaves_out_the_clients_upload(app, client, monkeypatch, path, body, module):
+    clock = [1000.0]
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    body = json.dumps(body).encode()
+    response = client.post(path, input_stream=UploadStream(body, clock), content_length=len(body),
+                           content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    [seconds] = [s.value for s in families["scratchnet_inference_duration_seconds"].samples
+                 if s.name.endswith("_sum") and s.labels["model"] == "wine"]
+    assert seconds < 60.0  # the minute the body took to arrive is not the model's
+
+
 def model_series(text: str, model: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("scratchnet_model") and f'model="{model}"' in line]
 
@@ -643,6 +735,18 @@ def test_model_metrics_follow_the_registry_and_do_not_pile_up(app, client, regis
     shutil.rmtree(registry / "wine")
     store.refresh()
     assert model_series(client.get("/metrics").get_data(as_text=True), "wine") == []
+
+
+def test_a_model_that_never_served_a_version_reports_version_0(app, client, registry):
+    publish_corrupt(registry, "broken")  # a new model whose only version fails to load
+    app.extensions["scratchnet"].store.refresh()
+    assert client.get("/readyz").status_code == 503
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_model_served_version{model="broken"} 0.0' in text
+    assert 'scratchnet_model_version_failed{model="broken",version="1"} 1.0' in text
+    configured = make_app(registry, models="mnist,missing").test_client().get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_model_served_version{model="missing"} 0.0' in configured
+    assert 'scratchnet_model_served_version{model="mnist"} 2.0' in configured
 
 
 def test_an_unservable_pin_is_reported_in_the_metrics(app, client, registry):

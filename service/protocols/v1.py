@@ -44,8 +44,8 @@ SIGNATURE = "serving_default"
 @v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:predict")
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
-    started = time.perf_counter()
     raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
+    started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
     model = resolve_from_url(name, version, label)
     # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)

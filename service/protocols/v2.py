@@ -121,10 +121,10 @@ def model_ready(name: str, version: str | None = None):
 @v2_bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     svc = service()
-    started = time.perf_counter()
     # The body first: Gunicorn drains at most 64 KiB of a body left unread and then drops the
     # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
     raw = read_body(compressed=True)
+    started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
     model = resolve_from_url(name, version)
     body = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     header_length = request.headers.get(binary.HEADER_LENGTH)
