@@ -74,9 +74,11 @@ def save_model(path: str | os.PathLike, arrays: dict[str, np.ndarray], manifest:
     return path
 
 
-def _read_error(e: OSError) -> str:
+def _read_error(e: OSError, path: Path) -> str:
     """Why a model file cannot be read; a refusal names the user, since the usual cause is a file
     that another user owns (a registry written on the host, read in a container)."""
+    if e.errno == errno.ENOENT:  # a version folder made by hand, without its file
+        return f"the folder holds no {path.name}"
     if e.errno in (errno.EACCES, errno.EPERM):
         return f"cannot read the file as uid {os.getuid()} ({e.strerror})"
     return f"cannot read the file ({e.strerror})"
@@ -96,7 +98,7 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
     try:
         size = path.stat().st_size
     except OSError as e:
-        raise ModelFileError(path, _read_error(e)) from None
+        raise ModelFileError(path, _read_error(e, path)) from None
     if max_bytes is not None and size > max_bytes:
         raise ModelFileError(path, f"the file is {size} bytes, over the limit of {max_bytes}")
     with _open_npz(path) as npz:
@@ -114,7 +116,7 @@ def _open_npz(path: Path):
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ModelFileError(path, _read_error(e)) from None
+        raise ModelFileError(path, _read_error(e, path)) from None
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ModelFileError(path, "not an .npz archive (truncated or not a zip file)")
     try:

@@ -148,7 +148,7 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
         raise InvalidInput(f"batch has {n} vectors; the limit is {max_batch}")
     if length != input_size:
         where = "vector" if n == 1 else "every vector"
-        raise InvalidInput(f"{where} has {length} values; {what} expects {input_size}")
+        raise InvalidInput(f"{where} has {_values(length)}; {what} expects {input_size}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         row, col = np.argwhere(~np.isfinite(array))[0]
         raise InvalidInput(f"value at {_position(row, col, n)} is {_non_finite_name(array[row, col])}; values must be finite numbers")
@@ -220,7 +220,11 @@ def _explain_vectors(values, input_size: int, what: str) -> None:
                 raise InvalidInput(f"value at {_position(i, j, n)} is {_non_finite_name(value)}; values must be finite numbers")
         if len(row) != input_size:
             where = "vector" if n == 1 else f"vector {i}"
-            raise InvalidInput(f"{where} has {len(row)} values; {what} expects {input_size}")
+            raise InvalidInput(f"{where} has {_values(len(row))}; {what} expects {input_size}")
+
+
+def _values(count: int) -> str:
+    return "1 value" if count == 1 else f"{count} values"
 
 
 def _position(row: int, col: int, n_rows: int) -> str:
@@ -247,7 +251,8 @@ def _type_name(value) -> str:
         return f"a string ({shown!r})"
     if isinstance(value, dict):
         return "an object"
-    return f"a {type(value).__name__}"
+    kind = type(value).__name__
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 # --------------------------------------------------------------------------- decoding

@@ -150,8 +150,8 @@ def test_not_an_npz_is_refused(tmp_path):
     refused(tmp_path / "model.npz", "not an .npz")
 
 
-def test_missing_file_is_refused(tmp_path):
-    refused(tmp_path / "absent.npz", "cannot read")
+def test_missing_file_is_refused_naming_it(tmp_path):
+    refused(tmp_path / "model.npz", "the folder holds no model.npz")
 
 
 def test_wrong_checksum_is_refused(tmp_path):
