@@ -285,8 +285,13 @@ def predict_label(name: str, label: str):
 @models_bp.get("/models")
 def list_models():
     svc = service()
-    return {"default_model": svc.settings.default_model,
-            "models": [svc.store.describe(name) for name in svc.store.names()]}
+    models = []
+    for name in svc.store.names():
+        try:
+            models.append(svc.store.describe(name))
+        except NotFound:  # its folder went, and the watcher with it, since the names were read
+            continue
+    return {"default_model": svc.settings.default_model, "models": models}
 
 
 @models_bp.get("/models/<name>")

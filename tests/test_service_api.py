@@ -708,6 +708,23 @@ def test_the_inference_histogram_leaves_out_the_clients_upload(app, client, monk
     assert seconds < 60.0  # the minute the body took to arrive is not the model's
 
 
+def test_a_model_removed_while_the_listing_is_made_is_left_out_of_it(app, client, registry, monkeypatch):
+    store = app.extensions["scratchnet"].store
+    names = store.names
+
+    def names_then_wine_goes():  # the watcher's pass lands between reading the names and describing them
+        listed = names()
+        if (registry / "wine").exists():
+            shutil.rmtree(registry / "wine")
+            store.refresh()
+        return listed
+
+    monkeypatch.setattr(store, "names", names_then_wine_goes)
+    response = client.get("/models")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert [model["name"] for model in response.get_json()["models"]] == ["iris", "mnist"]
+
+
 def model_series(text: str, model: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("scratchnet_model") and f'model="{model}"' in line]
 
