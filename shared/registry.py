@@ -44,6 +44,19 @@ def check_name(name: str, what: str = "model name") -> str:
     return name
 
 
+def try_writing(folder: Path) -> tuple[Path, OSError | None]:
+    """The nearest of ``folder`` and its parents that exists, and the error that creating a file
+    in it raised (None: it can be written). Tried, not asked: os.access says yes to root for
+    almost anything (a folder in /proc, a read-only mount)."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return existing, e
+    return existing, None
+
+
 class Registry:
     """A registry folder. Every method reads the disk afresh: nothing is cached here.
 
@@ -150,13 +163,10 @@ class Registry:
         for path in (self.root, target):
             if path.exists() and not path.is_dir():
                 raise RegistryError(f"cannot publish into {path}: it is not a folder")
-        existing = next(p for p in (target, *target.parents) if p.exists())
-        try:  # by trying: os.access says yes to root for almost anything (a folder in /proc, a read-only mount)
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as e:
+        existing, error = try_writing(target)
+        if error is not None:
             raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable by uid "
-                                f"{os.getuid()} ({e.strerror or e})") from None
+                                f"{os.getuid()} ({error.strerror or error})")
         self.highest_published(name)  # a damaged record is refused now, not after training
 
     def publish(self, name: str, build: Callable[[Path, int], None]) -> int:

@@ -371,3 +371,41 @@ def test_real_wine_quality(datasets_dir):
     is_red = np.concatenate([both.x_train[:, -1], both.x_test[:, -1]])
     assert set(np.unique(is_red)) == {0.0, 1.0} and is_red.sum() == 1599
     assert set(both.files) == {"winequality-red.csv", "winequality-white.csv"}
+
+
+@pytest.mark.parametrize("options, flag", [({"variant": "red"}, "--variant"), ({"data_dir": "data"}, "--data-dir")])
+@pytest.mark.parametrize("kind", ["csv", "npz"])
+def test_file_datasets_refuse_the_options_of_a_known_dataset(tmp_path, kind, options, flag):
+    """They would be ignored: a file is read from --data-path, and only wine-quality has variants."""
+    path = tmp_path / f"d.{kind}"
+    if kind == "csv":
+        write_csv(path, ROWS)
+    else:
+        np.savez(path, x=np.arange(40.0).reshape(20, 2), y=np.arange(20) % 2)
+    with pytest.raises(DatasetError, match=f"{flag} applies to the known datasets"):
+        load_dataset(kind, path=path, target="kind", task="classification", **options)
+
+
+def test_npz_refuses_a_target_column(tmp_path):
+    """An npz's target is its y array; --target names a CSV column and would be ignored."""
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.arange(40.0).reshape(20, 2), y=np.arange(20) % 2)
+    with pytest.raises(DatasetError, match="d.npz: --target names a csv column; an npz's target is its y"):
+        load_dataset("npz", path=path, target="label")
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("empty", ["x_train", "x_test", "x"])
+def test_npz_with_an_empty_array_is_refused_naming_it(tmp_path, empty, task):
+    """An empty test split scored as NaN and was saved; an empty training split failed with a
+    ZeroDivisionError traceback or a message naming neither the file nor the array."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3))
+    y = np.arange(30) % 2 if task == "classification" else rng.normal(size=30)
+    arrays = {"x": x, "y": y} if empty == "x" else {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+    arrays[empty] = np.zeros((0, 3))
+    arrays["y" + empty[1:]] = y[:0]
+    path = tmp_path / "e.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=f"e.npz: {empty} holds no rows"):
+        load_dataset("npz", path=path)

@@ -174,6 +174,13 @@ def test_schedule_errors():
         get_schedule("cosine", lr=0.1)
 
 
+def test_a_warmup_schedule_refuses_a_second_warmup_length():
+    """Both name the warm-up's length; the schedule's own silently won."""
+    with pytest.raises(ValueError, match=r"warmup\(epochs=2\) sets the warm-up's length and so does "
+                                         "warmup_epochs=3: give one"):
+        get_schedule("warmup(epochs=2)", lr=0.1, warmup_epochs=3)
+
+
 @pytest.mark.parametrize("spec, match", [
     ("cosine(total_epochs=5, min_lr=-0.01)", "cosine min_lr must be between 0 and the learning rate"),
     ("cosine(total_epochs=5, min_lr=0.5)", "cosine min_lr must be between 0 and the learning rate"),

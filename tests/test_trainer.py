@@ -510,3 +510,162 @@ def test_refit_without_early_stopping_records_the_epoch_count_it_retrained_for(t
     best = min(searched, key=lambda row: row["val_loss"])["epoch"]
     training = read_manifest(tmp_path / "out" / "model.npz")["training"]
     assert (training["epochs_run"], training["best_epoch"], training["refit_epochs"]) == (4, best, best)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit-train", 100], "--limit-train"),
+    (["--patience", 3], "--patience"),
+    (["--val-fraction", 0.2], "--val-fraction"),
+    (["--refit"], "--refit"),
+])
+def test_overfit_refuses_the_flags_it_would_not_use(blobs_npz, capsys, flags, message):
+    """overfit trains on --samples examples without validation: a subset size or an early
+    stopping given as a flag would otherwise do nothing while the check reports success."""
+    with pytest.raises(SystemExit) as raised:
+        run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 2, *flags)
+    assert str(raised.value).startswith(f"error: overfit trains on --samples examples without a validation "
+                                        f"split: {message} does not apply")
+    assert "overfit:" not in capsys.readouterr().out  # refused before any training
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--publish", "--output", "out"], "--output writes a folder of your own and --publish a registry version"),
+    (["--registry", "models"], "--registry is where --publish puts the new version"),
+])
+def test_train_refuses_destination_flags_that_would_be_ignored(tmp_path, blobs_npz, monkeypatch, capsys,
+                                                               flags, message):
+    """Without these checks the model went to the registry and not the --output folder, or to a
+    temporary folder and not the --registry named."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=message):
+        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress", *flags)
+    assert "epoch 1/" not in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == [blobs_npz]
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("lr = inf", "lr: input should be a finite number, got inf"),
+    ("weight_decay = inf", "weight_decay: input should be a finite number, got inf"),
+    ("clip_norm = inf", "clip_norm: input should be a finite number, got inf"),
+])
+def test_infinite_hyperparameters_are_refused_before_training(tmp_path, toml, message):
+    """An infinite learning rate or decay turns the first step's weights into NaN, and an
+    infinite clip norm would be written into the manifest as the non-JSON token Infinity."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(toml + "\n")
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
+    with pytest.raises(SystemExit, match=f"error: invalid config: {message}"):
+        cli.config_from_args(args)
+    with pytest.raises(SystemExit, match=f"error: invalid config: {message}"):
+        run_cli("train", "--" + toml.split()[0].replace("_", "-"), "inf")
+
+
+def test_a_warmup_schedule_and_warmup_epochs_together_are_refused(blobs_npz):
+    """The schedule's own warm-up length won and --warmup-epochs was silently dropped."""
+    with pytest.raises(SystemExit, match="error: .*warmup.*--warmup-epochs"):
+        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--schedule", "warmup(epochs=2)",
+                "--warmup-epochs", 3, "--no-progress")
+
+
+def test_a_network_too_big_for_memory_is_one_clear_line(capsys):
+    """A slip of the keyboard in --hidden asks for petabytes: say so, not a NumPy traceback."""
+    assert run_cli("summary", "--hidden", 10**12) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory: Unable to allocate") and "smaller --hidden" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_output_folder_reused_holds_only_the_new_runs_files(tmp_path, blobs_npz, wine_csv):
+    """A regression run into the folder of an earlier classifier left that classifier's
+    confusion.png beside the new model, as if it were the new model's."""
+    out = tmp_path / "out"
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--output", out) == 0
+    assert (out / "confusion.png").is_file()
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task",
+                   "regression", "--epochs", 1, "--no-progress", "--output", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["learning_curves.png", "metrics.jsonl", "model.npz"]
+    assert read_manifest(out / "model.npz")["task"] == "regression"
+
+
+def test_a_run_stopped_while_writing_its_output_leaves_the_folder_as_it_was(tmp_path, blobs_npz, wine_csv,
+                                                                            monkeypatch, capsys):
+    """SIGTERM while the files are written: the earlier run's files stay whole and alone, not
+    a new model.npz beside the old plots, and no temporary folder remains."""
+    out = tmp_path / "out"
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--output", out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def terminated(*args, **kwargs):
+        raise cli.Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(train.report, "plot_learning_curves", terminated)
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task",
+                   "regression", "--epochs", 1, "--no-progress", "--output", out) == 128 + signal.SIGTERM
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_training(tmp_path, blobs_npz, capsys):
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--output", "/proc/scratchnet-out") == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: cannot write the model into /proc/scratchnet-out: /proc is not writable")
+    assert "epoch 1/" not in captured.out
+
+
+@pytest.mark.parametrize("wrapper", [ImportError, RuntimeError])
+def test_a_signal_wrapped_by_an_import_still_reads_as_terminated(tmp_path, blobs_npz, monkeypatch, capsys, wrapper):
+    """SIGTERM that lands while matplotlib loads its extension modules reaches the command
+    wrapped in their ImportError('initialization failed'), or in the RuntimeError Python wraps
+    around an error raised by __set_name__ in a class body; it is still a stop, not a failure."""
+    def loading_plots():
+        try:
+            raise cli.Terminated(signal.SIGTERM)
+        except cli.Terminated as e:
+            raise wrapper("initialization failed") from e
+
+    monkeypatch.setattr(train.report, "require_plotting", loading_plots)
+    code = run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--publish", "--registry", tmp_path / "models")
+    assert code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "terminated: nothing was published\n"
+
+
+def test_a_terminal_that_reports_no_width_gets_one_line_per_epoch(tmp_path, blobs_npz):
+    """A pseudo-terminal whose size was never set (0 columns: `script`, some container and CI
+    runners) drew tqdm's bar at width 0, which is nothing at all, and the epoch lines a bar
+    replaces were left out too: the run showed no progress whatever."""
+    import pty
+
+    leader, follower = pty.openpty()  # a new pseudo-terminal is 0 x 0 until someone sets its size
+    try:
+        done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path",
+                               blobs_npz, "--hidden", "8", "--epochs", "2", "--output", tmp_path / "out"],
+                              stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 0
+    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+
+
+def test_a_file_name_that_is_no_model_name_asks_for_name(tmp_path, wine_csv, capsys):
+    """The registry name defaults to the data file's stem, which the user did not choose as one."""
+    data = tmp_path / "my data.csv"
+    data.write_text(wine_csv.read_text())
+    assert run_cli("train", "--dataset", "csv", "--data-path", data, "--target", "score", "--task", "regression",
+                   "--no-progress", "--publish", "--registry", tmp_path / "models") == 2
+    captured = capsys.readouterr()
+    assert "model name 'my data' is not valid" in captured.err
+    assert "the name comes from the data file: give one with --name" in captured.err
+    assert "epoch 1/" not in captured.out
+
+
+def test_overfit_with_batchnorm_on_one_sample_is_one_clear_line(blobs_npz):
+    """Its batch is the subset: pydantic's three-line report of a batch size the user never gave."""
+    with pytest.raises(SystemExit) as raised:
+        run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1, "--batchnorm")
+    assert str(raised.value) == ("error: batch norm normalises each feature over a batch: --samples must be 2 or "
+                                 "more with --batchnorm")

@@ -122,9 +122,16 @@ def config_from_args(args: argparse.Namespace, values: dict | None = None) -> tr
 
 
 def cmd_train(args) -> int:
+    # Each destination flag belongs to one of the two ways a run ends; the other would ignore it.
+    if args.publish and args.output:
+        raise SystemExit("error: --output writes a folder of your own and --publish a registry version: give one")
+    if args.registry and not args.publish:
+        raise SystemExit("error: --registry is where --publish puts the new version: add --publish, or leave "
+                         "--registry out (--output names a folder for a run that is not published)")
     config = config_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
-    train.run(config, publish_to=args.registry if args.publish else None, output_dir=args.output, command=command)
+    train.run(config, publish_to=(args.registry or DEFAULT_REGISTRY) if args.publish else None,
+              output_dir=args.output, command=command)
     return 0
 
 
@@ -205,10 +212,21 @@ def cmd_gradcheck(args) -> int:
 
 def cmd_overfit(args) -> int:
     """Train on a tiny subset; a correct network must memorise it."""
+    unused = [flag for flag, given in (("--limit-train", args.limit_train is not None),
+                                       ("--val-fraction", args.val_fraction not in (None, 0)),
+                                       ("--patience", args.patience is not None), ("--refit", args.refit))
+              if given]
+    if unused:
+        raise SystemExit(f"error: overfit trains on --samples examples without a validation split: "
+                         f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
+                         "(--samples N sets the subset's size)")
     config = config_from_args(args)
-    config = dataclasses.replace(config, limit_train=args.samples, val_fraction=0.0, patience=None, refit=False,
-                                 progress=False, epochs=args.epochs or 200,
-                                 batch_size=min(config.batch_size, args.samples))
+    if config.batchnorm and args.samples < 2:  # the subset is the batch
+        raise SystemExit("error: batch norm normalises each feature over a batch: --samples must be 2 or more "
+                         "with --batchnorm")
+    config = config_from_args(args, {**config.to_dict(), "limit_train": args.samples, "val_fraction": 0.0,
+                                     "patience": None, "refit": False, "progress": False,
+                                     "epochs": args.epochs or 200, "batch_size": min(config.batch_size, args.samples)})
     dataset = train.load_config_dataset(config)
     prepared = train.prepare(dataset, config)
     network = train.build_network(config, dataset)
@@ -268,8 +286,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a network and save or publish it")
     add_train_flags(p)
     p.add_argument("--publish", action="store_true", help="publish as a new version into the registry")
-    p.add_argument("--registry", default=DEFAULT_REGISTRY, help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
-    p.add_argument("--output", help="without --publish: folder to write model.npz and its extras to")
+    p.add_argument("--registry", help="with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
+    p.add_argument("--output", help="without --publish: folder to write model.npz and its extras to "
+                                    "(default: a new temporary folder)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
@@ -307,19 +326,43 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return args.func(args)
-    except (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError, RegistryError, OSError,
-            ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was published", file=sys.stderr)
-        return 130
-    except Terminated as e:
-        print("terminated: nothing was published", file=sys.stderr)
-        return 128 + e.signum
+    except Exception as e:
+        stop = _stop_behind(e)
+        if stop is None:
+            if isinstance(e, MemoryError):  # NumPy's message names the array that did not fit
+                print(f"error: not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size",
+                      file=sys.stderr)
+                return 2
+            if isinstance(e, (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError,
+                              RegistryError, OSError, ImportError)):
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            raise
+        return _stopped(stop)
+    except (KeyboardInterrupt, Terminated) as stop:
+        return _stopped(stop)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_behind(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that caused ``error``, if one did: landing while an extension module
+    initialises (matplotlib's: ImportError 'initialization failed') or inside a class body
+    (RuntimeError from __set_name__), the signal reaches here wrapped in another error."""
+    while error is not None:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _stopped(stop: BaseException) -> int:
+    if isinstance(stop, Terminated):
+        print("terminated: nothing was published", file=sys.stderr)
+        return 128 + stop.signum
+    print("interrupted: nothing was published", file=sys.stderr)
+    return 130
 
 
 def _raise_terminated(signum, frame):

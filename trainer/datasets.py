@@ -197,6 +197,14 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if key in ("csv", "npz"):
         if path is None:
             raise DatasetError(f"the {key} dataset needs a file: give its path (--data-path)")
+        # Options a file dataset has no use for are refused, not ignored.
+        for flag, value in (("--variant", variant), ("--data-dir", data_dir)):
+            if value is not None:
+                raise DatasetError(f"{flag} applies to the known datasets ({', '.join(DATASETS)}); "
+                                   f"the {key} dataset is read from --data-path {path}")
+        if key == "npz" and target is not None:
+            raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
+                               "(y_train and y_test): leave --target out")
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
                             test_fraction=test_fraction)
@@ -547,6 +555,9 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     def features(a, key):
         if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
             raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
+        if len(a) == 0:
+            raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
+                               "scored on")
         a = a.reshape(len(a), -1) if a.ndim != 2 else a
         if not np.isfinite(a).all():
             raise DatasetError(f"{path}: {key} holds NaN or infinite values")

@@ -96,6 +96,9 @@ def get_schedule(spec="constant", lr: float | None = None, warmup_epochs: int = 
     ``get_schedule("step(step_size=10, gamma=0.5)", lr=0.1)``, ``get_schedule("warmup(epochs=5)", lr=0.1)``
     (warm-up, then constant). Keyword arguments override the spec's."""
     if isinstance(spec, str) and spec.strip().lower().startswith("warmup"):
+        if warmup_epochs:
+            raise ValueError(f"{spec.strip()} sets the warm-up's length and so does warmup_epochs={warmup_epochs}: "
+                             "give one (--warmup-epochs N works with any schedule)")
         if lr is not None:
             kwargs["lr"] = lr
         registry = {"warmup": lambda epochs, **kw: Warmup(Constant(**kw), epochs)}

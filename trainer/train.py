@@ -12,6 +12,8 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.forward import Model
 from shared.model_file import load_model, save_model
-from shared.registry import Registry, RegistryError, check_name
+from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, try_writing
 
 from . import report
 from .augment import get_augmentation, image_side
@@ -38,19 +40,22 @@ from .specs import parse_spec
 
 AtLeast1 = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+# What a run writes: the model file and its extras (the registry's version folder, or --output).
+METRICS_FILE, CURVES_FILE, CONFUSION_FILE = "metrics.jsonl", "learning_curves.png", "confusion.png"
+OUTPUT_FILES = (MODEL_FILE, METRICS_FILE, CURVES_FILE, CONFUSION_FILE)
 # Hyperparameters that have their own key (and flag); a component spec must not repeat them,
 # or one of the two values would be silently ignored.
 OWN_KEYS = {"optimizer": ("lr", "weight_decay", "momentum", "clip_norm"),
             "schedule": ("lr", "warmup_epochs")}
 
 
-@checked_dataclass(config=ConfigDict(strict=True))
+@checked_dataclass(config=ConfigDict(strict=True, allow_inf_nan=False))
 class TrainConfig:
     """Every knob of a run. Config files (TOML) and CLI flags use these names.
 
     Values are checked on construction (and by ``dataclasses.replace``): types strictly, so a
-    TOML ``batchnorm = "false"`` is refused rather than read as true, and ranges, so a run
-    that could only publish an untrained or unusable model never starts."""
+    TOML ``batchnorm = "false"`` is refused rather than read as true, and ranges (numbers finite),
+    so a run that could only publish an untrained or unusable model never starts."""
 
     dataset: str = "mnist"
     variant: str | None = None           # wine-quality: red, white or both
@@ -112,6 +117,9 @@ class TrainConfig:
                              f"{parse_spec(self.optimizer)[0]!r}: leave it unset or choose one of those")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
+        # Built once here so that a bad name or argument is refused before the data loads.
+        build_optimizer(self)
+        build_schedule(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -220,14 +228,22 @@ def build_schedule(config: TrainConfig):
     return get_schedule(config.schedule, lr=config.lr, warmup_epochs=config.warmup_epochs, **kwargs)
 
 
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        return 0
+
+
 class EpochProgress:
     """A progress bar per epoch: tqdm, when it is installed and wanted and stderr is a terminal
-    (a log file would fill with the bar's redrawn frames). ``active`` says whether a bar shows;
-    without one the caller prints one line per epoch."""
+    (a log file would fill with the bar's redrawn frames) that reports a width (tqdm draws a bar
+    0 columns wide as nothing). ``active`` says whether a bar shows; without one the caller
+    prints one line per epoch."""
 
     def __init__(self, total: int, epoch: int, epochs: int, enabled: bool):
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        if enabled and sys.stderr.isatty() and _terminal_width() > 0:
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -433,19 +449,47 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
                   history: list[dict], make_plots: bool = True) -> dict:
     """Write model.npz (with test metrics measured on the written file) and its extras."""
     manifest = {**manifest, "version": version}
-    model_path = folder / "model.npz"
+    model_path = folder / MODEL_FILE
     save_model(model_path, arrays, manifest)
     dataset = prepared.dataset
     metrics = score(load_model(model_path), dataset.x_test, dataset.y_test, dataset.split)
     manifest["metrics"] = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class")}
     save_model(model_path, arrays, manifest)
-    report.write_metrics(folder / "metrics.jsonl", history, metrics)
+    report.write_metrics(folder / METRICS_FILE, history, metrics)
     if make_plots and history:
         title = f"{manifest['name']} v{version}"
         searched = [row for row in history if not row.get("refit")]
-        report.plot_learning_curves(folder / "learning_curves.png", searched, title)
+        report.plot_learning_curves(folder / CURVES_FILE, searched, title)
         if "confusion" in metrics:
-            report.plot_confusion(folder / "confusion.png", metrics["confusion"], dataset.labels, title)
+            report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, title)
+    return metrics
+
+
+def check_output_folder(folder: Path) -> None:
+    """Raise ValueError now if ``folder`` could not be made or written, rather than after training."""
+    existing, error = try_writing(folder)
+    if not existing.is_dir():
+        raise ValueError(f"cannot write the model into {folder}: {existing} is not a folder")
+    if error is not None:
+        raise ValueError(f"cannot write the model into {folder}: {existing} is not writable "
+                         f"({error.strerror or error})")
+
+
+def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict]) -> dict:
+    """``write_version`` into ``folder`` (a run that is not published), replacing what an earlier
+    run left there. The files are written aside first, so a run stopped or failing while writing
+    leaves the earlier files as they were, not a new model beside the old plots."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".scratchnet-writing-", dir=folder))
+    try:
+        metrics = write_version(staging, 1, arrays, manifest, prepared, history)
+        written = {path.name for path in staging.iterdir()}
+        for stale in set(OUTPUT_FILES) - written:  # e.g. an earlier classifier's confusion.png
+            (folder / stale).unlink(missing_ok=True)
+        for name in sorted(written, key=lambda n: n == MODEL_FILE):  # the model last
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return metrics
 
 
@@ -456,9 +500,14 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     name = config.name or dataset.name
     # Where the result goes, and what writing it needs, is checked before the training, not after.
     if publish_to:
+        if not config.name:  # then the name is a data file's, which no one chose as a model name
+            try:
+                check_name(name)
+            except RegistryError as e:
+                raise RegistryError(f"{e}; the name comes from the data file: give one with --name") from None
         Registry(publish_to).check_publishable(name)
-    elif output_dir and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise ValueError(f"cannot write the model into {output_dir}: it is not a folder")
+    elif output_dir:
+        check_output_folder(Path(output_dir))
     report.require_plotting()
     prepared = prepare(dataset, config)
     network = build_network(config, dataset)
@@ -477,8 +526,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
         folder = Path(output_dir or tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        result["metrics"] = write_version(folder, 1, arrays, manifest, prepared, history)
+        result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
         result["path"] = str(folder)
     result["history"] = history
     log(report.format_metrics(result["metrics"]))
