@@ -84,6 +84,19 @@ def vector_npz(tmp_path):
     return path
 
 
+@pytest.mark.parametrize("spec, match", [
+    ("affine(shift=14)", "shift < 14 .half the 28-pixel field."),
+    ("affine(shift=100)", "shift < 14"),
+    ("affine(rotate=400)", "rotate <= 180"),
+    ("affine(shift=-1)", "shift >= 0"),
+])
+def test_a_distortion_that_would_lose_the_item_is_refused(spec, match):
+    """Shifted by half the field or more, a digit can leave it and the network trains on blanks."""
+    with pytest.raises(ValueError, match=match):
+        get_augmentation(spec, side=28)
+    assert get_augmentation("affine(shift=13, rotate=180)", side=28) is not None
+
+
 def test_augmenting_vector_data_is_refused(vector_npz):
     config = train.TrainConfig(dataset="npz", data_path=str(vector_npz), hidden=[4], epochs=1, augment="affine(shift=1)",
                                progress=False)

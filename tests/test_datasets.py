@@ -121,6 +121,8 @@ def test_data_dir_from_environment(tmp_path, monkeypatch, datasets_dir):
     monkeypatch.setenv("SCRATCHNET_DATA_DIR", str(tmp_path))
     data = load_dataset("wine-quality", variant="white", cache_dir=tmp_path / "nothing-here", download=False)
     assert len(data.x_train) + len(data.x_test) == 4898
+    # A variant, like a dataset's name, is read in any case.
+    assert load_dataset("wine-quality", variant="White", download=False).variant == "white"
 
 
 def test_no_download_and_empty_cache(tmp_path, monkeypatch):

@@ -235,10 +235,13 @@ def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, 
 
 
 def test_momentum_for_an_optimizer_without_it_is_refused():
-    """It would be silently ignored by adam, adamw and sgd."""
+    """It would be silently ignored by adam, adamw and sgd; given inside the optimizer's own spec,
+    the message once sent the user to --momentum, which was then refused for that optimizer."""
     for optimizer in ("adam", "adamw", "sgd"):
-        with pytest.raises(ValueError, match=f"momentum applies to the momentum and nesterov optimizers, not '{optimizer}'"):
-            train.TrainConfig.from_dict({"optimizer": optimizer, "momentum": 0.5})
+        for values in ({"optimizer": optimizer, "momentum": 0.5}, {"optimizer": f"{optimizer}(momentum=0.9)"}):
+            with pytest.raises(ValueError, match=f"momentum applies to the momentum and nesterov optimizers, "
+                                                 f"not '{optimizer}'"):
+                train.TrainConfig.from_dict(values)
     assert train.build_optimizer(train.TrainConfig(optimizer="nesterov", momentum=0.5)).momentum == 0.5
     assert train.build_optimizer(train.TrainConfig(optimizer="momentum")).momentum == 0.9
 

@@ -27,6 +27,12 @@ class Affine:
     def __init__(self, shift: float = 2.0, rotate: float = 0.0, scale: float = 0.0, *, side: int, fill: float = 0.0):
         if shift < 0 or rotate < 0 or not 0 <= scale < 1:
             raise ValueError("affine needs shift >= 0 (pixels), rotate >= 0 (degrees) and 0 <= scale < 1")
+        # Beyond these the distortion stops making sense: shifted by half the field or more, an item
+        # can leave it altogether and the network learns from blank images; a turn past 180 degrees
+        # is a smaller turn the other way.
+        if shift >= side / 2 or rotate > 180:
+            raise ValueError(f"affine needs shift < {side / 2:g} (half the {side}-pixel field) and rotate <= 180 "
+                             f"(degrees), got shift={shift:g}, rotate={rotate:g}")
         self.shift, self.rotate, self.scale = float(shift), float(rotate), float(scale)
         self.side, self.fill = side, np.float32(fill)
         centre = (side - 1) / 2

@@ -42,8 +42,8 @@ class Constant(Schedule):
 class Step(Schedule):
     def __init__(self, lr: float, step_size: int = 10, gamma: float = 0.1):
         super().__init__(lr)
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        if step_size < 1 or step_size != int(step_size):  # epochs are counted whole: 1.5 would be read as 1
+            raise ValueError(f"step_size must be a whole number of epochs >= 1, got {step_size}")
         if not gamma > 0:  # a negative factor would flip the learning rate's sign every other step
             raise ValueError(f"step gamma must be > 0, got {gamma}")
         self.step_size, self.gamma = int(step_size), float(gamma)

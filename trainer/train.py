@@ -96,6 +96,10 @@ class TrainConfig:
                 check_name(self.name)
             except RegistryError as exc:
                 raise ValueError(str(exc)) from None
+        optimizer = parse_spec(self.optimizer)
+        if (self.momentum is not None or "momentum" in optimizer[2]) and optimizer[0] not in ("momentum", "nesterov"):
+            raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not {optimizer[0]!r}: "
+                             "leave it unset or choose one of those")
         for key, own in OWN_KEYS.items():
             repeated = [k for k in parse_spec(getattr(self, key))[2] if k in own]
             if repeated:
@@ -112,9 +116,6 @@ class TrainConfig:
                                  "set val_fraction above 0")
         if self.batchnorm and self.batch_size < 2:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
-        if self.momentum is not None and parse_spec(self.optimizer)[0] not in ("momentum", "nesterov"):
-            raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not "
-                             f"{parse_spec(self.optimizer)[0]!r}: leave it unset or choose one of those")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
         # Built once here so that a bad name or argument is refused before the data loads.
