@@ -234,6 +234,20 @@ def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, 
     assert "something is wrong" in out and "This run also regularises (--dropout)" in out
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--activation", "foo"], "unknown activation 'foo'"),
+    (["--init", "bar"], "unknown initializer 'bar'"),
+    (["--augment", "warp(strength=2)"], "unknown augmentation 'warp'"),
+    (["--schedule", "exp"], "unknown schedule 'exp'"),
+])
+def test_a_bad_component_is_refused_before_the_data_is_read(tmp_path, capsys, flags, message):
+    """The data file does not exist: the component's error must come first, as it would before
+    a download or a long load."""
+    with pytest.raises(SystemExit, match=message):
+        run_cli("train", "--dataset", "csv", "--data-path", tmp_path / "absent.csv", "--target", "y",
+                "--task", "regression", "--no-progress", *flags)
+
+
 def test_momentum_for_an_optimizer_without_it_is_refused():
     """It would be silently ignored by adam, adamw and sgd; given inside the optimizer's own spec,
     the message once sent the user to --momentum, which was then refused for that optimizer."""

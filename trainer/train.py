@@ -30,8 +30,10 @@ from shared.model_file import load_model, save_model
 from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, try_writing
 
 from . import report
-from .augment import get_augmentation, image_side
+from .activations import get_activation
+from .augment import AUGMENTATIONS, get_augmentation, image_side
 from .datasets import Dataset, load_dataset, validation_split
+from .initializers import get_initializer
 from .layers import BatchNorm
 from .network import build_mlp
 from .optimizers import get_optimizer
@@ -118,9 +120,15 @@ class TrainConfig:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
-        # Built once here so that a bad name or argument is refused before the data loads.
+        # Built once here so that a bad name or argument is refused before the data loads (an
+        # augmentation's size limits need the images' size, so they wait for the data).
         build_optimizer(self)
         build_schedule(self)
+        get_activation(self.activation)
+        get_initializer(self.init)
+        augmentation = parse_spec(self.augment)[0] if self.augment else None
+        if augmentation is not None and augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
