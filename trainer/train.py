@@ -119,7 +119,7 @@ class TrainConfig:
         if self.batchnorm and self.batch_size < 2:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
-            self.weight_decay = 0.01 if parse_spec(self.optimizer)[0] == "adamw" else 0.0
+            self.weight_decay = 0.01 if optimizer[0] == "adamw" else 0.0
         # Built once here so that a bad name or argument is refused before the data loads (an
         # augmentation's size limits need the images' size, so they wait for the data).
         build_optimizer(self)
