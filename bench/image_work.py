@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import stop_cleanly_on_sigterm  # noqa: E402
 from bench.serve import (FLOOR_APP, SERVICE_APP, Server, payloads, require_wrk, run_wrk,  # noqa: E402
                          start_servers, write_scripts)
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
     require_wrk()
 
     cases = [p for p in payloads() if p.name.startswith("image")]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import platform
 import re
+import signal
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +23,13 @@ DOC_HEADER = """# Benchmarks
 Measured with the scripts in `bench/`; each script rewrites its own section below.
 Raw results (JSON) go to `bench/results/`, which is not committed.
 """
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """Make ``kill`` end a benchmark as Ctrl-C does: SystemExit unwinds its ``finally`` blocks and
+    context managers, so the servers it started are stopped and its temporary registry removed,
+    not left running and serving."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def write_json(name: str, payload: dict) -> Path:

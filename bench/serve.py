@@ -46,7 +46,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import RESULTS_DIR, markdown_table, replace_section, text_table, write_json  # noqa: E402
+from bench.report import (RESULTS_DIR, markdown_table, replace_section, stop_cleanly_on_sigterm, text_table,  # noqa: E402
+                          write_json)
 from tests.images import render_user_digit, synthetic_digit  # noqa: E402
 
 SERVICE_APP = "service.app:create_app()"
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: print and write docs/benchmarks.md from the last results")
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
     if args.report_only:
         return report(json.loads((RESULTS_DIR / "serve.json").read_text()), docs=not args.no_docs)
     require_wrk()

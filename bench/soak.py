@@ -51,7 +51,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import machine, replace_section, write_json  # noqa: E402
+from bench.report import machine, replace_section, stop_cleanly_on_sigterm, write_json  # noqa: E402
 from tests.images import encode, paper, render_user_digit, synthetic_digit  # noqa: E402
 from tests.modelgen import publish_model  # noqa: E402
 from tests.server import ServiceProcess  # noqa: E402
@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", type=Path, default=ROOT / "models", help="copied, never written")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/reliability.md and the plot")
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="scratchnet-soak-") as tmp:
         registry = prepare_registry(args.registry, Path(tmp))
         summary = soak(registry, duration=args.minutes * 60, swap_every=args.swap_every, clients=args.clients)
