@@ -79,6 +79,9 @@ class Settings:
         return bool(self.admin_token)
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _convert(name: str, kind, raw):
     """``raw`` (a string from the environment, or any value from code) as the field's type."""
     if raw is None:
@@ -91,7 +94,13 @@ def _convert(name: str, kind, raw):
         if name == "registry":
             return Path(raw)
         if name == "watch":
-            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
+            if isinstance(raw, bool):
+                return raw
+            word = str(raw).strip().lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:  # "ture" read as false turned hot swap off without a word
+                raise ConfigError(f"{PREFIX}WATCH={raw!r} is not a yes or no: give one of "
+                                  f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}")
+            return word in TRUE_WORDS
         if name == "admin_token":
             return str(raw) or None
         if name == "poll_interval":
@@ -99,6 +108,8 @@ def _convert(name: str, kind, raw):
         if kind in (int, "int"):
             return int(raw)
         return str(raw)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid value") from None
 

@@ -157,7 +157,10 @@ if _settings.log_format == "json":
 loglevel = _log_level("GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
-control_socket_disable = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0") != "1"
+_control_socket = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0")
+if _control_socket not in ("0", "1"):  # "true" read as off without a word
+    sys.exit(f"error: SCRATCHNET_CONTROL_SOCKET={_control_socket!r}: expected 0 or 1")
+control_socket_disable = _control_socket != "1"
 
 
 # Imported only now: service/worker.py reads SCRATCHNET_CLIENT_TIMEOUT, checked above.

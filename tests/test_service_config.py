@@ -2,6 +2,7 @@
 its variable."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +37,32 @@ def test_environment_then_overrides():
     ({"SCRATCHNET_POLL_INTERVAL": "inf"}, "SCRATCHNET_POLL_INTERVAL"),  # the watcher thread would die of it
     ({"SCRATCHNET_POLL_INTERVAL": "1e10"}, "SCRATCHNET_POLL_INTERVAL"),
     ({"SCRATCHNET_LOG_FORMAT": "xml"}, "SCRATCHNET_LOG_FORMAT"),
+    ({"SCRATCHNET_WATCH": "ture"}, "SCRATCHNET_WATCH='ture' is not a yes or no"),  # was read as off
 ])
 def test_a_bad_value_names_its_variable(environ, named):
     with pytest.raises(ConfigError, match=named):
         load_settings(environ=environ)
+
+
+def test_watch_reads_yes_and_no_words():
+    for word, watch in (("1", True), ("On", True), ("yes", True), ("0", False), ("off", False), (" false ", False)):
+        assert load_settings(environ={"SCRATCHNET_WATCH": word}).watch is watch
+
+
+def documented_settings(module: Path) -> set[str]:
+    """The SCRATCHNET_* variables of a module docstring's settings table."""
+    return set(re.findall(r"^\| (SCRATCHNET_[A-Z_]+) ", module.read_text(), re.M))
+
+
+def test_compose_passes_every_documented_setting_to_the_service():
+    """Compose passes on only the variables its file names: one left out is ignored without a word."""
+    compose = (REPO / "docker-compose.yml").read_text()
+    api = compose[compose.index("\n  api:\n"):compose.index("\n  trainer:\n")]
+    passed = set(re.findall(r"^      (SCRATCHNET_[A-Z_]+):", api, re.M))
+    documented = documented_settings(REPO / "service" / "config.py") | documented_settings(
+        REPO / "service" / "gunicorn_conf.py")
+    assert len(documented) > 20
+    assert documented - passed == set()
 
 
 def test_an_unknown_override_is_refused():
@@ -55,6 +78,7 @@ def test_an_unknown_override_is_refused():
     ("SCRATCHNET_POLL_INTERVAL", "inf", "SCRATCHNET_POLL_INTERVAL must be a positive number of seconds, at most "
                                         "9223372036"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
+    ("SCRATCHNET_CONTROL_SOCKET", "true", "SCRATCHNET_CONTROL_SOCKET='true': expected 0 or 1"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
