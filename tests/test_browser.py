@@ -14,6 +14,7 @@ set), where a missing browser is a failure. Screenshots go to ``test-artifacts/`
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import shutil
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from PIL import Image
 
-from images import render_user_digit, synthetic_digit
+from images import encode, paper, render_user_digit, synthetic_digit
 from modelgen import publish_model
 from server import ServiceProcess
 from shared.registry import Registry
@@ -123,11 +125,12 @@ def page(browser, service):
 
 @contextlib.contextmanager
 def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bool = False,
-           fake_clock: bool = False):
+           fake_clock: bool = False, **options):
     """A page at ``url`` in a fresh browser context, once its model list has loaded. ``phone``:
-    touch input at twice the pixel density; ``fake_clock``: page.clock can move time forward."""
+    touch input at twice the pixel density; ``fake_clock``: page.clock can move time forward;
+    ``options``: more of the context's settings (``forced_colors``, ``color_scheme``)."""
     touch = {"has_touch": True, "is_mobile": True, "device_scale_factor": 2} if phone else {}
-    context = browser.new_context(viewport={"width": width, "height": height}, **touch)
+    context = browser.new_context(viewport={"width": width, "height": height}, **touch, **options)
     try:
         page = context.new_page()
         if fake_clock:
@@ -231,6 +234,23 @@ def shown(page) -> dict:
         "top_bar": page.locator("#bars li.top .name").inner_text(),
         "error": page.locator("#error").inner_text() if page.locator("#error").is_visible() else "",
     }
+
+
+def contrast(one: list[int], other: list[int]) -> float:
+    """WCAG's contrast ratio of two sRGB colours, from 1 (the same) to 21 (black on white)."""
+    def luminance(rgb: list[int]) -> float:
+        linear = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def css_colours(page, *lookups: tuple[str, str]) -> list[list[int]]:
+    """The computed colour of each ``(selector, property)`` as ``[r, g, b]``."""
+    return page.evaluate("""lookups => lookups.map(([selector, property]) =>
+        getComputedStyle(document.querySelector(selector))[property].match(/\\d+/g).slice(0, 3).map(Number))""",
+                         [list(lookup) for lookup in lookups])
 
 
 def screenshot(page, name: str) -> None:
@@ -439,14 +459,8 @@ def test_after_a_hot_swap_the_bars_show_the_classes_of_the_version_that_answered
 
 def test_the_hint_on_the_pad_is_readable(page):
     """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
-    def luminance(rgb: list[int]) -> float:
-        linear = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
-        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-
-    colours = page.evaluate("""() => [document.querySelector('#pad-hint'), document.querySelector('#drop-zone')]
-        .map((node, i) => getComputedStyle(node)[i ? 'backgroundColor' : 'color'].match(/\\d+/g).slice(0, 3).map(Number))""")
-    text, paper = (luminance(rgb) for rgb in colours)
-    assert (max(text, paper) + 0.05) / (min(text, paper) + 0.05) >= 4.5, colours
+    text, sheet = css_colours(page, ("#pad-hint", "color"), ("#drop-zone", "backgroundColor"))
+    assert contrast(text, sheet) >= 4.5, (text, sheet)
 
 
 def test_a_finger_draws_on_a_phone_width_screen(browser, service, page_registry):
@@ -562,3 +576,106 @@ def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
             wait_for_answer(page)
             assert shown(page)["answered_by"] == "mnist v1"
             assert chosen_model(page) == "mnist (v1)"
+
+def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(browser, service):
+    """On a slow network a person draws before the page knows its models; the drawing waits for
+    the list instead of being refused with "no image model"."""
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    try:
+        page = context.new_page()
+        held = []  # the model list requests, answered (by the service) only when let through
+        page.route(lambda url: url.endswith("/models"), lambda route: held.append(route))
+        page.goto(service.url + "/")
+        while not held:
+            page.wait_for_timeout(50)
+        assert page.locator("#model").is_disabled()
+        draw_one(page)
+        page.get_by_role("button", name="Predict").click()
+        held.pop().continue_()
+        wait_for_answer(page)
+        assert shown(page)["answered_by"].startswith("mnist v")
+        assert not page.get_by_role("alert").is_visible()
+    finally:
+        context.close()
+
+
+def test_an_empty_file_is_named_and_not_sent(page, tmp_path):
+    draw_one(page)
+    wait_for_answer(page)
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    empty = tmp_path / "scan.png"
+    empty.write_bytes(b"")
+    page.locator("#file").set_input_files(str(empty))
+    error = page.get_by_role("alert")
+    error.wait_for(state="visible")
+    assert error.inner_text() == "scan.png is empty (0 bytes): choose another picture."
+    assert posted == []
+    assert page.locator("#verdict").is_visible()  # the drawing stays, and so does its answer
+
+
+def test_in_forced_colours_the_drawing_and_the_bars_can_be_seen(browser, service):
+    """Windows' high-contrast themes replace backgrounds with the system's: the dark ink must not
+    end up on a dark sheet, nor the bars vanish into the panel (3:1, WCAG's non-text contrast)."""
+    with opened(browser, service.url + "/", forced_colors="active", color_scheme="dark") as page:
+        draw_one(page)
+        wait_for_answer(page)
+        screenshot(page, "browser-forced-colours")
+        shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+
+        def pixel(x: float, y: float) -> list[int]:
+            return list(shot.getpixel((round(x), round(y))))
+
+        pad = page.locator("#pad").bounding_box()  # the stroke runs down the middle
+        ink = pixel(pad["x"] + pad["width"] * 0.5 + 5, pad["y"] + pad["height"] * 0.5)
+        sheet = pixel(pad["x"] + pad["width"] * 0.1, pad["y"] + pad["height"] * 0.5)
+        assert contrast(ink, sheet) >= 3, (ink, sheet)
+
+        track = page.locator("#bars li.top .track").bounding_box()  # its fill covers at least a tenth
+        panel = page.locator(".result").bounding_box()
+        fill = pixel(track["x"] + track["width"] * 0.05, track["y"] + track["height"] / 2)
+        background = pixel(panel["x"] + panel["width"] - 6, track["y"] + track["height"] / 2)
+        assert contrast(fill, background) >= 3, (fill, background)
+
+
+def test_the_focus_ring_and_the_edge_of_the_pad_stand_out(page):
+    """WCAG's 3:1 against the page for what marks a control: the keyboard focus on each stop,
+    and the edge of the pad, which no text marks once something is drawn."""
+    (white,) = css_colours(page, ("html", "backgroundColor"))
+    rings = {}
+    for _ in range(5):  # model, Predict, Clear, the file input (its span shows the focus), automatic
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        ring = "#file + span" if focused == "file" else f"#{focused}"
+        (rings[focused],) = css_colours(page, (ring, "outlineColor"))
+    assert list(rings) == ["model", "predict", "clear", "file", "auto"]
+    assert all(contrast(colour, white) >= 3 for colour in rings.values()), rings
+    (edge,) = css_colours(page, ("#drop-zone", "borderTopColor"))
+    assert contrast(edge, white) >= 3, edge
+
+
+def test_the_probabilities_heading_shows_only_over_bars(page):
+    heading = page.get_by_role("heading", name="Probabilities")
+    assert not heading.is_visible()  # nothing to show yet
+    draw_one(page)
+    wait_for_answer(page)
+    assert heading.is_visible()
+    page.get_by_role("button", name="Clear").click()
+    assert not heading.is_visible()
+
+
+def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path, page_registry):
+    """Chromium shows no TIFF: the pad names the file instead, and a long name wraps."""
+    _, real_model, _ = page_registry
+    name = "SCAN" + "0123456789" * 5 + ".tiff"
+    scan = tmp_path / name
+    scan.write_bytes(encode(paper(synthetic_digit(1)), "TIFF"))
+    page.locator("#file").set_input_files(str(scan))
+    wait_for_answer(page)
+    hint = page.locator("#pad-hint")
+    hint.wait_for(state="visible")
+    assert hint.inner_text() == f"{name}: no preview"
+    assert hint.evaluate("hint => hint.scrollWidth <= hint.clientWidth")  # nothing cut off
+    assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
+    if real_model:
+        assert shown(page)["label"] == "1"

@@ -23,7 +23,7 @@ const el = {
   file: $("file"), auto: $("auto"),
   error: $("error"), busy: $("busy"), answer: $("answer"), placeholder: $("placeholder"), verdict: $("verdict"),
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
-  latency: $("latency"), bars: $("bars"),
+  latency: $("latency"), probabilities: $("probabilities"), bars: $("bars"),
 };
 const ctx = el.pad.getContext("2d");
 const DEFAULT_HINT = el.hint.textContent;
@@ -248,6 +248,12 @@ function onPointerUp(event) {
 
 function useUpload(file) {
   if (!file) return;
+  if (file.size === 0) {  // nothing to read: say so here, and keep what the pad shows now
+    el.file.value = "";
+    showError(`${file.name || "The pasted picture"} is empty (0 bytes): choose another picture.`);
+    reveal(el.error);
+    return;
+  }
   clearTimeout(state.timer);
   clearCanvas();
   dropUpload();
@@ -299,6 +305,11 @@ async function requestBody() {
 
 async function predict() {
   clearTimeout(state.timer);
+  if (!el.model.value && state.listing) {  // drawn before the model list arrived: wait for it
+    const asked = state.sequence;
+    await state.listing;
+    if (asked !== state.sequence) return;  // cleared, or predicted by another call, meanwhile
+  }
   const name = el.model.value;
   if (!name) {
     showError("No image model is available to answer.");
@@ -404,6 +415,7 @@ function showAnswer(requested, answer, response, elapsedMs) {
     el.label.classList.remove("long");
     el.confidence.textContent = "n/a (regression)";
     el.bars.replaceChildren();
+    el.probabilities.hidden = true;
   }
   el.answeredBy.textContent = `${model.name || requested} v${version ?? "?"}`;
   el.latency.textContent = `${Math.round(elapsedMs)} ms`;
@@ -453,6 +465,7 @@ function drawBars(requested, prediction) {
     item.setAttribute("aria-label", `${row.label}: ${formatPercent(row.probability)}`);
     return item;
   }));
+  el.probabilities.hidden = false;
 }
 
 function formatPercent(p) {
@@ -472,6 +485,7 @@ function clearAnswer(answerState, message = NOTHING_YET) {
   el.placeholder.textContent = message;
   el.placeholder.hidden = false;
   el.bars.replaceChildren();
+  el.probabilities.hidden = true;  // a heading over an empty list reads as something missing
   el.answer.dataset.state = answerState;
 }
 
