@@ -306,6 +306,8 @@ def test_an_uploaded_photo_is_predicted(page, page_registry, tmp_path):
     assert not page.locator("#upload-preview").is_visible()
     assert page.locator("#bars li").count() == 0
     assert page.locator("#placeholder").is_visible()
+    # Where to draw, in words that hold at every width (the pad is beside the answer on a desktop).
+    assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
 
 
 def test_the_predict_button_asks_again(page):

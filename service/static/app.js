@@ -14,7 +14,7 @@ const REQUEST_TIME_LIMIT_MS = 60_000;
 // An answer usually comes in a few ms; one that takes longer (a large photo, a busy service)
 // says so after this long, rather than leaving only a dimmed button.
 const BUSY_NOTE_AFTER_MS = 300;
-const NOTHING_YET = "Nothing yet: draw above, or upload a picture.";
+const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
 
 const $ = (id) => document.getElementById(id);
 const el = {
