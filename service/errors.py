@@ -115,8 +115,16 @@ HTTP_CODES = {
 }
 HTTP_MESSAGES = {
     404: "There is no such route: see GET /openapi.json for the API.",
-    413: "The request body is larger than the limit of {limit} bytes.",
+    413: "The request body is larger than the limit of {limit}.",
 }
+
+
+def byte_count(n: int) -> str:
+    """``n`` bytes as a person reads a limit: "64 MiB (67,108,864 bytes)", "4,000,000 bytes"."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
 
 
 def error_body(message: str, code: str, details: list | None = None) -> dict:
@@ -194,7 +202,7 @@ def register_error_handlers(app: Flask) -> None:
         code = HTTP_CODES.get(status, "http_error")
         message = HTTP_MESSAGES.get(status, error.description or error.name)
         if status == 413:
-            message = message.format(limit=app.config.get("MAX_CONTENT_LENGTH"))
+            message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
         headers = {}
         if status == 405 and error.valid_methods:
             headers["Allow"] = ", ".join(sorted(error.valid_methods))

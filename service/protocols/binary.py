@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, byte_count
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ENCODINGS = ("gzip", "deflate")
@@ -123,7 +123,7 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         except zlib.error:
             continue
         if len(data) > limit:
-            raise PayloadTooLarge(f"The request body inflates to more than the limit of {limit} bytes.",
+            raise PayloadTooLarge(f"The request body inflates to more than the limit of {byte_count(limit)}.",
                                   code="payload_too_large")
         if not inflater.eof:
             break
