@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .preprocess import parse_image_spec
 FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1
 MANIFEST_KEY = "manifest"
+ZIP_HEADER = b"PK\x03\x04"  # a zip's first local file header, where numpy.savez starts
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest is a few kB of JSON
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 TASKS = ("classification", "regression")
@@ -112,11 +114,32 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
     return Model(manifest=manifest, layers=layers, path=path)
 
 
-def _open_npz(path: Path):
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file: opening a FIFO for reading waits for a
+    writer, and reading a device may never end, either of which would hang whoever loads it."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise ModelFileError(path, _read_error(e, path)) from None
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device"
+            raise ModelFileError(path, f"not a regular file ({kind})")
+        try:
+            return f.read()
+        except OSError as e:
+            raise ModelFileError(path, _read_error(e, path)) from None
+
+
+def _open_npz(path: Path):
+    raw = _read_regular_file(path)
+    # numpy.load picks the reader by the first bytes, not by what zipfile finds at the end: a zip
+    # whose header is damaged (or a .npy file holding a zip) would be read as a pickle, refused with
+    # advice to allow pickles, or returned as a bare array.
+    if not raw.startswith(ZIP_HEADER):
+        raise ModelFileError(path, "not an .npz archive (it does not begin with a zip header: damaged, "
+                                   "or another kind of file)")
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ModelFileError(path, "not an .npz archive (truncated or not a zip file)")
     try:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -118,7 +119,11 @@ class Registry:
         """
         path = self.root / check_name(name) / SERVING_FILE
         try:
-            with open(path, "rb") as f:
+            # Not blocking: opening a FIFO for reading would wait for a writer, hanging every worker's
+            # watcher and every admin call (it holds the serving lock).
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise RegistryError(f"{path} is not a regular file")
                 raw = f.read(MAX_SERVING_BYTES + 1)  # the workers read it on every poll
             if len(raw) > MAX_SERVING_BYTES:
                 raise RegistryError(f"{path} is over {MAX_SERVING_BYTES} bytes; it holds a pin and labels only")

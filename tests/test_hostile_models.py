@@ -122,6 +122,21 @@ def truncated(folder: Path, version: int, ctx: Context) -> None:
     (folder / MODEL_FILE).write_bytes(data[:len(data) * 2 // 3])
 
 
+def damaged_zip_header(folder: Path, version: int, ctx: Context) -> None:
+    """A valid file whose first bytes were overwritten: zipfile still finds the archive by its end,
+    but NumPy, which goes by the first bytes, would take it for a pickle."""
+    valid_file(folder / MODEL_FILE, version)
+    with open(folder / MODEL_FILE, "r+b") as f:
+        f.write(b"XXXX")
+
+
+def npy_holding_an_npz(folder: Path, version: int, ctx: Context) -> None:
+    """A .npy file (np.save) whose bytes are a valid model: NumPy would return a bare array."""
+    valid_file(ctx.outside / f"inner-{version}.npz", version)
+    with open(folder / MODEL_FILE, "wb") as f:
+        np.save(f, np.frombuffer((ctx.outside / f"inner-{version}.npz").read_bytes(), dtype=np.uint8))
+
+
 def wrong_checksum(folder: Path, version: int, ctx: Context) -> None:
     members = consistent(version)
     manifest = json.loads(members[MANIFEST_KEY].tobytes())
@@ -224,6 +239,8 @@ HOSTILE = [
     Hostile("pickled manifest", pickled_manifest, "holds Python objects (pickle); refused"),
     Hostile("bare pickle member", raw_pickle_member, "is not a readable .npy array"),
     Hostile("truncated file", truncated, "not an .npz archive"),
+    Hostile("damaged zip header", damaged_zip_header, "it does not begin with a zip header"),
+    Hostile(".npy file holding a model", npy_holding_an_npz, "it does not begin with a zip header"),
     Hostile("wrong checksum", wrong_checksum, "parameter checksum mismatch"),
     Hostile("weights changed after the checksum", tampered_weights, "parameter checksum mismatch"),
     Hostile("shapes that do not chain", shapes_do_not_chain, "shapes do not chain"),

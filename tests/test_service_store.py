@@ -749,3 +749,23 @@ def test_a_file_unreadable_for_a_day_is_still_tried_again(tmp_path, monkeypatch,
     assert len(events.failures) == passes + 1 and {f[1] for f in events.failures} == {2}
     assert "registry refresh failed" not in caplog.text
     assert store.served("mnist").version == 1
+
+
+@pytest.mark.timeout(60)  # a hang guard: opening a pipe for reading waits for a writer that never comes
+def test_a_pipe_in_place_of_a_model_file_or_serving_json_is_refused_without_hanging_the_watcher(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    (tmp_path / "mnist" / "2").mkdir()
+    os.mkfifo(tmp_path / "mnist" / "2" / "model.npz")
+    store.refresh()
+    info = store.describe("mnist")
+    assert info["served_version"] == 1
+    status = info["versions"][1]["status"]
+    assert status.startswith("failed: ") and "not a regular file (a pipe, socket or device)" in status
+
+    os.mkfifo(tmp_path / "mnist" / "serving.json")
+    assert publish_model(tmp_path, "mnist", favour=3) == 3  # the publisher is not held up either
+    store.refresh()
+    info = store.describe("mnist")
+    assert info["served_version"] == 3  # the last good serving state (no pin) still holds
+    assert any("serving.json is not a regular file" in problem for problem in info["problems"])
