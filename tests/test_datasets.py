@@ -273,6 +273,12 @@ def test_npz_truncated_or_damaged_is_a_clear_error(tmp_path):
     (tmp_path / "crc.npz").write_bytes(bytes(damaged))
     with pytest.raises(DatasetError, match="crc.npz: cannot read as .npz: damaged archive"):
         load_dataset("npz", path=tmp_path / "crc.npz")
+    # The first bytes overwritten: zipfile still finds the archive by its end, NumPy took it for a
+    # pickle and the error advised loading it with allow_pickle.
+    (tmp_path / "head.npz").write_bytes(b"XXXX" + raw[4:])
+    with pytest.raises(DatasetError, match="head.npz: cannot read as .npz: not an .npz archive") as refused:
+        load_dataset("npz", path=tmp_path / "head.npz")
+    assert "pickle" not in str(refused.value)
 
 
 def test_npz_class_index_far_beyond_any_classifier_is_refused(tmp_path):

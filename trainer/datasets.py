@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.model_file import ZIP_HEADER
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -517,11 +518,12 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            is_zip = zipfile.is_zipfile(file)
+            # NumPy goes by the first bytes and zipfile by the end: both must say zip, or NumPy
+            # reads the file as a pickle (and refuses it, with advice to allow pickles).
+            is_zip = file.read(len(ZIP_HEADER)) == ZIP_HEADER and zipfile.is_zipfile(file)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if not is_zip:
-        # NumPy would read such a file as a pickle (and refuse it, with advice to allow pickles).
         raise DatasetError(f"{path}: cannot read as .npz: not an .npz archive (a zip of .npy arrays), "
                            "or a truncated one")
     arrays = {}
