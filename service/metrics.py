@@ -24,6 +24,7 @@ import fcntl
 import glob
 import os
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from .store import FAILED, StoreEvents
 
 # The *_created series double the output and mean nothing across worker restarts.
 disable_created_metrics()
+# Removing a series is "not implemented in multi-process mode" only in that its value stays in
+# the process's file; the series' objects in the process do go, which is what version_removed wants.
+warnings.filterwarnings("ignore", message="Removal of labels has not been implemented", category=UserWarning)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 # From 0.1 ms: a vector's forward pass takes tens of microseconds and a whole prediction request
@@ -145,7 +149,14 @@ class Metrics(StoreEvents):
         self.version_failed.labels(name, str(version)).set(1 if status.startswith(FAILED) else 0)
 
     def version_removed(self, name: str, version: int) -> None:
-        self.version_failed.labels(name, str(version)).set(0)
+        labels = (name, str(version))
+        self.version_failed.labels(*labels).set(0)  # what a live gauge's file keeps once the series goes
+        # The version's series are dropped from this process, which otherwise kept them for every
+        # version it ever predicted with. (Under Gunicorn their values stay in the worker's file;
+        # ``exposition`` leaves them out.)
+        self._model_series.pop((name, version), None)
+        for metric in (self.predictions, self.inference, self.load_failures, self.version_failed):
+            metric.remove(*labels)
 
     def pin_unservable(self, name: str, pinned: int | None) -> None:
         self.unservable_pin.labels(name).set(pinned or 0)

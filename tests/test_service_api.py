@@ -748,6 +748,13 @@ def test_model_metrics_follow_the_registry_and_do_not_pile_up(app, client, regis
     assert versions == {"2", "6"}
     assert 'scratchnet_model_version_failed{model="mnist",version="3"}' not in text
     assert 'scratchnet_predictions_total{model="mnist",version="1"}' not in text
+    # Nor does the process keep them: a long-lived worker would otherwise hold a set of series for
+    # every version it ever predicted with.
+    metrics = app.extensions["scratchnet"].metrics
+    for metric in (metrics.predictions, metrics.inference, metrics.version_failed, metrics.load_failures):
+        kept = {sample.labels["version"] for family in metric.collect() for sample in family.samples
+                if sample.labels.get("model") == "mnist"}
+        assert kept <= {"2", "6"}, (metric, kept)
     # A removed model drops out altogether.
     shutil.rmtree(registry / "wine")
     store.refresh()
