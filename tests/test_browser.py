@@ -343,6 +343,24 @@ def test_the_upload_button_shows_the_keyboard_focus(page):
     assert outline[0] != "none" and outline[1] != "0px"
 
 
+def test_a_screen_reader_meets_each_control_once(page):
+    """The upload button is a span over an invisible file input: both were read out, the span's
+    text and then the input named by it."""
+    tree = page.locator(".actions").aria_snapshot()
+    assert tree.count("Upload a picture") == 1, tree
+    assert '- button "Upload a picture"' in tree
+    assert page.get_by_role("button", name="Upload a picture").count() == 1
+
+
+def test_the_checkbox_grows_with_the_text(page):
+    """Someone who sets large text in the browser gets a checkbox to match, not a 13 px box."""
+    page.evaluate("document.documentElement.style.fontSize = '32px'")
+    box = page.locator("#auto").bounding_box()
+    label = page.locator("label[for=auto]").bounding_box()
+    assert box["height"] >= 30 and box["width"] >= 30, box
+    assert box["x"] + box["width"] <= label["x"]  # still beside its label, not over it
+
+
 def test_without_automatic_prediction_a_new_picture_clears_the_old_answer(page, tmp_path):
     page.locator("#auto").uncheck()
     draw_one(page)
