@@ -483,6 +483,21 @@ def test_the_hint_on_the_pad_is_readable(page):
     assert contrast(text, sheet) >= 4.5, (text, sheet)
 
 
+def test_a_phone_on_its_side_shows_the_whole_pad_to_draw_on(browser, service, page_registry):
+    """At 667 x 375 the pad began 192 px down and ran off the bottom of the screen."""
+    _, real_model, _ = page_registry
+    with opened(browser, service.url + "/", width=667, height=375, phone=True) as page:
+        pad = page.locator("#drop-zone").bounding_box()
+        assert pad["y"] >= 0 and pad["y"] + pad["height"] <= 375, pad
+        assert pad["height"] >= 200  # still a pad to draw a digit on
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        result = shown(page)
+        assert len(result["bars"]) == 10
+        if real_model:
+            assert result["label"] == "1"
+
+
 def test_a_finger_draws_on_a_phone_width_screen(browser, service, page_registry):
     _, real_model, _ = page_registry
     with opened(browser, service.url + "/", width=390, height=844, phone=True) as page:
