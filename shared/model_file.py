@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import stat
 import zipfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from .errors import ModelFileError
 from .forward import ACTIVATIONS, Model
 from .preprocess import parse_image_spec
+from .registry import NotRegularFile, open_regular_file
 
 FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1
@@ -115,21 +115,14 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
 
 
 def _read_regular_file(path: Path) -> bytes:
-    """The bytes of ``path``, which must be a regular file: opening a FIFO for reading waits for a
-    writer, and reading a device may never end, either of which would hang whoever loads it."""
+    """The bytes of ``path``, which must be a regular file (see ``open_regular_file``)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open_regular_file(path) as f:
+            return f.read()
+    except NotRegularFile as e:
+        raise ModelFileError(path, f"not a regular file ({e.kind})") from None
     except OSError as e:
         raise ModelFileError(path, _read_error(e, path)) from None
-    with open(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device"
-            raise ModelFileError(path, f"not a regular file ({kind})")
-        try:
-            return f.read()
-        except OSError as e:
-            raise ModelFileError(path, _read_error(e, path)) from None
 
 
 def _open_npz(path: Path):

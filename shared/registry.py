@@ -17,7 +17,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"
@@ -43,6 +43,27 @@ def check_name(name: str, what: str = "model name") -> str:
         raise RegistryError(f"{what} {name!r} is not valid: use letters, digits, '.', '_' or '-' "
                             "(at most 64 characters, starting with a letter or digit)")
     return name
+
+
+class NotRegularFile(OSError):
+    """A path that is a folder, a pipe, a socket or a device where a file was expected."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.kind = kind
+
+
+def open_regular_file(path) -> BinaryIO:
+    """``path`` opened for reading, which must be a regular file (else NotRegularFile). Opened
+    without blocking: opening a FIFO for reading waits for a writer, and reading a device may never
+    end, either of which would hang whoever reads it (every worker's watcher, an admin call holding
+    the serving lock, a publisher)."""
+    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    mode = os.fstat(f.fileno()).st_mode
+    if not stat.S_ISREG(mode):
+        f.close()
+        raise NotRegularFile(path, "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device")
+    return f
 
 
 def try_writing(folder: Path) -> tuple[Path, OSError | None]:
@@ -119,17 +140,15 @@ class Registry:
         """
         path = self.root / check_name(name) / SERVING_FILE
         try:
-            # Not blocking: opening a FIFO for reading would wait for a writer, hanging every worker's
-            # watcher and every admin call (it holds the serving lock).
-            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise RegistryError(f"{path} is not a regular file")
+            with open_regular_file(path) as f:
                 raw = f.read(MAX_SERVING_BYTES + 1)  # the workers read it on every poll
             if len(raw) > MAX_SERVING_BYTES:
                 raise RegistryError(f"{path} is over {MAX_SERVING_BYTES} bytes; it holds a pin and labels only")
             data = json.loads(raw.decode("utf-8"))
         except FileNotFoundError:
             return {"pinned": None, "labels": {}}
+        except NotRegularFile as e:
+            raise RegistryError(f"{path} is not a regular file ({e.kind})") from None
         except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, a 5000-digit number
             raise RegistryError(f"{path} cannot be read: {e}") from None
         if not isinstance(data, dict):
