@@ -15,6 +15,7 @@ import math
 import os
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -125,16 +126,23 @@ def _read_regular_file(path: Path) -> bytes:
         raise ModelFileError(path, _read_error(e, path)) from None
 
 
+def npz_problem(file: BinaryIO) -> str | None:
+    """Why the file open in ``file`` (at its start) is not an .npz archive NumPy can read as one,
+    or None. numpy.load picks its reader by the first bytes, not by what zipfile finds at the end:
+    a zip whose header is damaged (or a .npy file holding a zip) would be read as a pickle, refused
+    with advice to allow pickles, or returned as a bare array."""
+    if file.read(len(ZIP_HEADER)) != ZIP_HEADER:
+        return "it does not begin with a zip header: damaged, or another kind of file"
+    if not zipfile.is_zipfile(file):
+        return "truncated or not a zip file"
+    return None
+
+
 def _open_npz(path: Path):
     raw = _read_regular_file(path)
-    # numpy.load picks the reader by the first bytes, not by what zipfile finds at the end: a zip
-    # whose header is damaged (or a .npy file holding a zip) would be read as a pickle, refused with
-    # advice to allow pickles, or returned as a bare array.
-    if not raw.startswith(ZIP_HEADER):
-        raise ModelFileError(path, "not an .npz archive (it does not begin with a zip header: damaged, "
-                                   "or another kind of file)")
-    if not zipfile.is_zipfile(io.BytesIO(raw)):
-        raise ModelFileError(path, "not an .npz archive (truncated or not a zip file)")
+    problem = npz_problem(io.BytesIO(raw))
+    if problem is not None:
+        raise ModelFileError(path, f"not an .npz archive ({problem})")
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as e:  # numpy raises several types for damaged archives

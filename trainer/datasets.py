@@ -14,14 +14,13 @@ import hashlib
 import io
 import math
 import os
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from shared.model_file import ZIP_HEADER
+from shared.model_file import npz_problem
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -518,9 +517,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            # NumPy goes by the first bytes and zipfile by the end: both must say zip, or NumPy
-            # reads the file as a pickle (and refuses it, with advice to allow pickles).
-            is_zip = file.read(len(ZIP_HEADER)) == ZIP_HEADER and zipfile.is_zipfile(file)
+            is_zip = npz_problem(file) is None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if not is_zip:
