@@ -93,13 +93,14 @@ def model_metadata(name: str, version: str | None = None):
 def model_config(name: str, version: str | None = None):
     """Triton's model configuration extension: the model as Triton's ``ModelConfig`` (the JSON of
     model_config.proto), which Triton's clients read for the batch limit and the tensors' dims."""
+    svc = service()
     model = resolve_from_url(name, version)
-    pinned = service().store.describe(name)["pinned"]
+    pinned = svc.store.slot(name).pinned
+    inputs = signature.input_specs(model)
     return {"name": name, "platform": PLATFORM, "backend": "scratchnet",
             "version_policy": {"specific": {"versions": [pinned]}} if pinned else {"latest": {"num_versions": 1}},
-            "max_batch_size": service().settings.max_batch,
-            "input": [signature.config_entry(spec, optional=len(signature.input_specs(model)) > 1)
-                      for spec in signature.input_specs(model)],
+            "max_batch_size": svc.settings.max_batch,
+            "input": [signature.config_entry(spec, optional=len(inputs) > 1) for spec in inputs],
             "output": [signature.config_entry(spec) for spec in signature.output_specs(model)]}
 
 
