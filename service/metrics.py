@@ -169,8 +169,9 @@ class Metrics(StoreEvents):
 
     # exposition ------------------------------------------------------------------------------
 
-    def exposition(self, held: dict[str, set[int]]) -> bytes:
-        """The metrics text; ``held``: the versions the registry holds, by model (``ModelStore.versions_held``)."""
+    def exposition(self, held: dict[str, set[int]] | None) -> bytes:
+        """The metrics text; ``held``: the versions the registry holds, by model
+        (``ModelStore.versions_held``), or None when unknown: then nothing is left out."""
         if not self.multiprocess:
             return generate_latest(HeldOnly(self.registry, held))
         directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
@@ -260,13 +261,20 @@ def _fold_file(source: Path, totals: Path) -> None:
 
 
 class HeldOnly:
-    """A collector's metrics without the samples of models or versions the registry no longer holds."""
+    """A collector's metrics without the samples of models or versions the registry no longer holds.
 
-    def __init__(self, source, held: dict[str, set[int]]):
+    With ``held`` None (this worker has never read the registry) every sample stays: the scrape
+    is answered by whichever worker takes it, and left out, every model's series, the other
+    workers' included, vanished from one scrape and came back at the next."""
+
+    def __init__(self, source, held: dict[str, set[int]] | None):
         self.source = source
         self.held = held
 
     def collect(self):
+        if self.held is None:
+            yield from self.source.collect()
+            return
         for metric in self.source.collect():
             metric.samples = [sample for sample in metric.samples if self._held(sample.labels)]
             yield metric

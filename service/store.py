@@ -132,6 +132,7 @@ class ModelStore:
         self.max_model_bytes = max_model_bytes
         self.events = events or StoreEvents()
         self.registry_error: str | None = None
+        self._registry_seen = False  # whether a pass has ever found the registry readable
         self._unreadable: dict[str, str] = {}  # model folders that cannot be listed, and why
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         for name in self._slots:
@@ -209,6 +210,7 @@ class ModelStore:
         if self.registry_error:
             log.info("the registry folder %s is readable again", root)
         self.registry_error = None
+        self._registry_seen = True
         self.events.registry_status(True)
         return True
 
@@ -656,8 +658,12 @@ class ModelStore:
             "manifest": manifest,
         }
 
-    def versions_held(self) -> dict[str, set[int]]:
-        """The versions the registry holds, by model, as this worker last saw them."""
+    def versions_held(self) -> dict[str, set[int]] | None:
+        """The versions the registry holds, by model, as this worker last saw them; None while it
+        has never seen the registry (a worker started while it was away), which knows nothing of
+        what it holds rather than that it holds nothing."""
+        if not self._registry_seen:
+            return None
         with self._lock:
             return {name: set(slot.versions) for name, slot in self._slots.items()}
 

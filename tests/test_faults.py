@@ -301,6 +301,39 @@ def test_registry_taken_away_keeps_serving_from_memory_and_recovers(tmp_path):
     assert {status for status, _ in answers} == {200}, "a request failed while the registry was away"
 
 
+def test_a_worker_started_while_the_registry_is_away_still_reports_every_series(tmp_path):
+    """A worker started while the registry is away has never seen which models and versions it
+    holds. The scrapes it answers must still report the predictions counted and the other
+    worker's served version: they left out every model's series, so each one vanished from
+    /metrics whenever that worker took the scrape and came back when the other did."""
+    registry, away = tmp_path / "registry", tmp_path / "registry.away"
+    publish_model(registry, "mnist", seed=1)
+    with ServiceProcess(registry, workers=2) as server:
+        for _ in range(5):
+            assert predict(server.url).status_code == 200
+        registry.rename(away)
+        wait_for(lambda: registry_state(server)[2] == 0, what="scratchnet_registry_up 0")
+        before = server.worker_pids()
+        replaced = min(before)
+        os.kill(replaced, signal.SIGTERM)
+        wait_for(lambda: len(server.worker_pids() - before) == 1 and replaced not in server.worker_pids(),
+                 what="a new worker")
+        started = (server.worker_pids() - before).pop()
+        survivor = (before - {replaced}).pop()
+        answered_by_new: list[str] = []
+
+        def scrape_from_new_worker() -> bool:
+            response = requests.get(server.url + "/metrics", timeout=10)
+            if response.headers["X-Worker-PID"] == str(started):
+                answered_by_new.append(response.text)
+            return bool(answered_by_new)
+
+        wait_for(scrape_from_new_worker, timeout=30, what="a scrape answered by the new worker")
+        text = answered_by_new[0]
+        assert metric_value(text, "scratchnet_predictions_total", model="mnist", version=1) == 5, text
+        assert metric_value(text, "scratchnet_model_served_version", model="mnist", pid=survivor) == 1, text
+
+
 # admin authentication ----------------------------------------------------------------------------------
 
 
