@@ -120,14 +120,14 @@ def _register_request_hooks(app: Flask) -> None:
 
 
 def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,
-                    seconds: float) -> None:
+                    seconds: float, request_id: str) -> None:
     """Count and log a request that Gunicorn answered itself, before the app saw it (a request
     line or headers over its limits, a malformed request): the same access line and metrics as
-    any other request, under the route ``<unmatched>``, with a request id of its own. Another
-    app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
+    any other request, under the route ``<unmatched>``, with the request id its answer gave.
+    Another app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
     svc = getattr(app, "extensions", {}).get(EXTENSION)
     if svc is not None:
-        _record(svc, method, path, UNMATCHED, status, seconds, code, uuid.uuid4().hex)
+        _record(svc, method, path, UNMATCHED, status, seconds, code, request_id)
 
 
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,

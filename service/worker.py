@@ -74,6 +74,7 @@ import selectors
 import socket
 import threading
 import time
+import uuid
 
 from gunicorn import util as gunicorn_util
 from gunicorn.http.body import ChunkedReader, LengthReader
@@ -95,19 +96,22 @@ DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# The status and code of the answer Gunicorn wrote itself on this thread (see json_error).
+# The status, code and request id of the answer Gunicorn wrote itself on this thread (see json_error).
 _own_answer = threading.local()
 
 
 def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """Gunicorn's ``util.write_error``, in the API's JSON error shape instead of an HTML page.
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
-    a malformed chunk); what it answered is noted for the worker's access line."""
+    a malformed chunk); what it answered is noted for the worker's access line. It carries the
+    request id of that line, as the app's answers do, so the client can name it."""
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
+    request_id = uuid.uuid4().hex
     body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
-    _own_answer.status, _own_answer.code = status_int, code
+    _own_answer.status, _own_answer.code, _own_answer.request_id = status_int, code, request_id
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
@@ -233,7 +237,8 @@ class FairThreadWorker(ThreadWorker):
         super().handle_error(req, client, addr, exc)
         if _own_answer.status is not None:
             record_unrouted(self.flask_app, getattr(req, "method", None), getattr(req, "path", None),
-                            _own_answer.status, _own_answer.code, time.perf_counter() - started)
+                            _own_answer.status, _own_answer.code, time.perf_counter() - started,
+                            _own_answer.request_id)
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads

@@ -310,7 +310,8 @@ def test_made_up_methods_do_not_add_metric_series(server):
 
 def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     """A request line or headers over Gunicorn's limits never reach the app, yet an operator
-    reading the metrics or the access log must see them."""
+    reading the metrics or the access log must see them, and the client gets the request id
+    that names its access line."""
     def refused(text: str, status: int) -> float:
         return metric_value(text, "scratchnet_requests_total", route="<unmatched>", status=status)
 
@@ -326,8 +327,11 @@ def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     assert refused(after, 431) == refused(before, 431) + 1
     assert too_long(after) == too_long(before) + 1
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    access = [line for line in lines if line.get("logger") == "scratchnet.access" and line["status"] in (414, 431)]
-    assert {line["status"] for line in access} == {414, 431}
+    received = {long_line.headers.get("X-Request-ID"), big_header.headers.get("X-Request-ID")}
+    access = [line for line in lines
+              if line.get("logger") == "scratchnet.access" and line.get("request_id") in received]
+    assert {(line["status"], line["request_id"]) for line in access} == {
+        (414, long_line.headers.get("X-Request-ID")), (431, big_header.headers.get("X-Request-ID"))}
     assert all(line["route"] == "<unmatched>" and len(line["request_id"]) == 32 for line in access)
     assert {line.get("code") for line in access} == {"uri_too_long", "request_header_fields_too_large"}
 
