@@ -239,6 +239,7 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
 
 def predict(name: str | None = None, *, version: int | None = None, label: str | None = None):
     svc = service()
+    g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
     query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
     model = resolve(name, version, label)
     kind, payload, body_top_k = read_inputs()
@@ -252,8 +253,8 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     else:
         batch = svc.predictor.vectors_batch(model, payload)
     result = svc.predictor.run(model, batch, top_k=top_k)
-    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
     response = current_app.response_class(result.to_json(), mimetype="application/json")
+    svc.metrics.observe_prediction(result, started)
     response.headers["X-Model-Name"] = model.name
     response.headers["X-Model-Version"] = str(model.version)
     return response

@@ -111,6 +111,8 @@ def _register_request_hooks(app: Flask) -> None:
         if model is not None and "X-Model-Version" not in headers:  # an error the resolved version gave
             headers["X-Model-Name"] = model
             headers["X-Model-Version"] = str(state.version)
+        if status >= 400 and model is not None and getattr(state, "inference", False):
+            svc.metrics.observe_failed_prediction(model, state.version, seconds)
         route = req.url_rule.rule if req.url_rule is not None else _unmatched_route(app, req)
         # the model the URL names when no version of it answered (admin, reports, a 404)
         named = model if model is not None else (req.view_args or {}).get("name")

@@ -182,7 +182,7 @@ _unfolded: set[int] = set()  # exited workers whose metrics files are still to b
 
 def child_exit(server, worker):
     """A dead worker's live gauges (served version, registry status) must stop counting, and its
-    counters and histograms join the totals of the exited workers (service/metrics.py)."""
+    counts, times and last-prediction times join the totals of the exited workers (service/metrics.py)."""
     from prometheus_client import multiprocess
 
     from service.metrics import fold_exited_process

@@ -2,10 +2,11 @@
 
 Under Gunicorn, ``service/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any
 worker imports ``prometheus_client``: every worker then writes its values to files there and
-``GET /metrics`` (answered by whichever worker) adds them up. Counters and histograms are
-summed over all workers, dead ones included; gauges describe live workers only (the
-``child_exit`` hook removes a dead worker's files). A dead worker's counters and histograms are
-then added to one file of totals of the workers that have exited (``fold_exited_process``):
+``GET /metrics`` (answered by whichever worker) adds them up. Counters, histograms and
+summaries are summed over all workers, dead ones included, and the time of a version's last
+prediction is the latest of them all; other gauges describe live workers only (the
+``child_exit`` hook removes a dead worker's files). A dead worker's lasting values are then
+folded into one file of totals of the workers that have exited (``fold_exited_process``):
 left as they were, every replaced worker (a crash, Gunicorn's ``max_requests``, a reload) left
 two more files that every scrape reads, and 1,000 of them made ``/metrics`` take 0.8 s. Without
 that variable (``flask run``, tests) the metrics live in a registry of this app alone.
@@ -22,14 +23,15 @@ from __future__ import annotations
 
 import fcntl
 import glob
+import operator
 import os
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import disable_created_metrics, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client import disable_created_metrics, generate_latest, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 
 from .store import FAILED, StoreEvents
@@ -45,9 +47,12 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTI
 # well under a millisecond, which buckets starting at 1 ms would lump together.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0)
-SUMMED_KINDS = ("counter", "histogram")  # multiprocess files whose values add up over processes
+# The multiprocess files whose values outlive their process, and how an exited process's values
+# join the totals of those exited before it: counts and times add up; a time of last use is the latest.
+FOLDED_KINDS = {"counter": operator.add, "histogram": operator.add, "summary": operator.add, "gauge_max": max}
 EXITED = "exited"  # "<kind>_exited.db": the totals of the processes that have exited
 LOCK_FILE = "metrics.lock"  # held shared while a scrape reads the files, exclusive while one is folded
+STAGES = ("input", "infer", "output")  # the stages of a prediction, as Triton's statistics name them compute_*
 FOLD_WAIT = 0.2  # seconds the master waits for scrapes to finish before leaving a fold for later
 
 
@@ -71,8 +76,18 @@ class Metrics(StoreEvents):
         self.predictions = Counter("scratchnet_predictions", "Inputs predicted (rows of a batch), by model version.",
                                    ["model", "version"], registry=registry)
         self.inference = Histogram("scratchnet_inference_duration_seconds",
-                                   "Time to preprocess and run one batch, by model version.",
-                                   ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
+                                   "Time to read, preprocess and run one batch and encode its answer, by model "
+                                   "version.", ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.stages = Counter("scratchnet_inference_stage_seconds", "Time the successful predictions spent in each "
+                              "stage, by model version: input (reading and preprocessing the inputs), infer (the "
+                              "forward pass), output (encoding the answer).", ["model", "version", "stage"],
+                              registry=registry)
+        self.failed = Summary("scratchnet_failed_inference_duration_seconds", "Prediction requests refused after "
+                              "their model version was chosen (bad input), and the time each took, by model "
+                              "version.", ["model", "version"], registry=registry)
+        self.last_inference = Gauge("scratchnet_last_inference_timestamp_seconds", "When a model version last "
+                                    "answered a prediction (Unix time).", ["model", "version"],
+                                    multiprocess_mode="max", registry=registry)
         self.served_version = Gauge("scratchnet_model_served_version", "The version a worker serves (0: none), "
                                     "one series per worker (pid).", ["model"], multiprocess_mode="liveall",
                                     registry=registry)
@@ -109,14 +124,29 @@ class Metrics(StoreEvents):
         if error_code:
             self.errors.labels(route, error_code).inc()
 
-    def observe_prediction(self, name: str, version: int, rows: int, seconds: float) -> None:
-        key = (name, version)
+    def observe_prediction(self, batch, started: float) -> None:
+        """A prediction answered: ``batch`` is its ``PredictionBatch``, whose answer has just been
+        encoded, ``started`` when its body was in (``time.perf_counter()``)."""
+        now = time.perf_counter()
+        model = batch.model
+        key = (model.name, model.version)
         series = self._model_series.get(key)
         if series is None:
-            series = self._model_series[key] = (self.predictions.labels(name, str(version)),
-                                                self.inference.labels(name, str(version)))
-        series[0].inc(rows)
-        series[1].observe(seconds)
+            labels = (model.name, str(model.version))
+            series = self._model_series[key] = (
+                self.predictions.labels(*labels), self.inference.labels(*labels), self.last_inference.labels(*labels),
+                *(self.stages.labels(*labels, stage) for stage in STAGES))
+        predictions, inference, last, input_stage, infer_stage, output_stage = series
+        predictions.inc(len(batch))
+        inference.observe(now - started)
+        last.set(time.time())
+        forward_ended = batch.forward_started + batch.forward_seconds
+        input_stage.inc(max(batch.forward_started - started, 0.0))
+        infer_stage.inc(batch.forward_seconds)
+        output_stage.inc(max(now - forward_ended, 0.0))
+
+    def observe_failed_prediction(self, name: str, version: int, seconds: float) -> None:
+        self.failed.labels(name, str(version)).observe(seconds)
 
     # store events ----------------------------------------------------------------------------
 
@@ -155,8 +185,11 @@ class Metrics(StoreEvents):
         # version it ever predicted with. (Under Gunicorn their values stay in the worker's file;
         # ``exposition`` leaves them out.)
         self._model_series.pop((name, version), None)
-        for metric in (self.predictions, self.inference, self.load_failures, self.version_failed):
+        for metric in (self.predictions, self.inference, self.failed, self.last_inference, self.load_failures,
+                       self.version_failed):
             metric.remove(*labels)
+        for stage in STAGES:
+            self.stages.remove(*labels, stage)
 
     def pin_unservable(self, name: str, pinned: int | None) -> None:
         self.unservable_pin.labels(name).set(pinned or 0)
@@ -172,17 +205,53 @@ class Metrics(StoreEvents):
     def exposition(self, held: dict[str, set[int]] | None) -> bytes:
         """The metrics text; ``held``: the versions the registry holds, by model
         (``ModelStore.versions_held``), or None when unknown: then nothing is left out."""
+        return self._read(held, generate_latest)
+
+    def statistics(self, held: dict[str, set[int]] | None) -> dict[tuple[str, int], dict[str, float]]:
+        """By model version (``held`` as for ``exposition``), the prediction counts and times of
+        every worker added up, for Triton's statistics extension: ``rows``, ``executions``,
+        ``seconds``, ``failures``, ``failure_seconds``, ``last`` (Unix time) and
+        ``<stage>_seconds`` per STAGES."""
+        return self._read(held, _statistics)
+
+    def _read(self, held: dict[str, set[int]] | None, use):
+        """``use(collector)`` on the metrics of every process (of this app alone outside
+        Gunicorn), less the models and versions the registry no longer holds."""
         if not self.multiprocess:
-            return generate_latest(HeldOnly(self.registry, held))
+            return use(HeldOnly(self.registry, held))
         directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
         # Shared: a fold must not move a dead worker's values between the files while they are
         # read (counted twice, or not at all, and a counter that drops reads as a reset).
         lock = _open_lock(directory)
         try:
             fcntl.flock(lock, fcntl.LOCK_SH)
-            return generate_latest(HeldOnly(MultiProcessFiles(directory), held))
+            return use(HeldOnly(MultiProcessFiles(directory), held))
         finally:
             os.close(lock)
+
+
+STATISTICS = {  # sample -> what Metrics.statistics calls it
+    "scratchnet_predictions_total": "rows",
+    "scratchnet_inference_duration_seconds_count": "executions",
+    "scratchnet_inference_duration_seconds_sum": "seconds",
+    "scratchnet_failed_inference_duration_seconds_count": "failures",
+    "scratchnet_failed_inference_duration_seconds_sum": "failure_seconds",
+    "scratchnet_last_inference_timestamp_seconds": "last",
+}
+
+
+def _statistics(collector) -> dict[tuple[str, int], dict[str, float]]:
+    totals: defaultdict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    for metric in collector.collect():
+        for sample in metric.samples:
+            if sample.name == "scratchnet_inference_stage_seconds_total":
+                key = sample.labels["stage"] + "_seconds"
+            else:
+                key = STATISTICS.get(sample.name)
+            if key is not None:
+                version = totals[sample.labels["model"], int(sample.labels["version"])]
+                version[key] = version.get(key, 0.0) + sample.value
+    return totals
 
 
 class MultiProcessFiles:
@@ -211,7 +280,7 @@ def _open_lock(directory: str | os.PathLike) -> int:
 
 
 def fold_exited_process(directory: str | os.PathLike, pid: int) -> bool:
-    """Add the counters and histograms of ``pid``, a process that has exited, to the totals of
+    """Fold the lasting values of ``pid``, a process that has exited (FOLDED_KINDS), into the totals of
     the exited ones in ``directory`` and remove its files, so that the folder holds one file per
     kind for all of them. False, changing nothing, when scrapes kept the files busy for
     ``FOLD_WAIT``: the caller tries again later. Only for a process known to be dead: one still
@@ -228,26 +297,26 @@ def fold_exited_process(directory: str | os.PathLike, pid: int) -> bool:
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.005)
-        for kind in SUMMED_KINDS:
-            _fold_file(directory / f"{kind}_{pid}.db", directory / f"{kind}_{EXITED}.db")
+        for kind, combine in FOLDED_KINDS.items():
+            _fold_file(directory / f"{kind}_{pid}.db", directory / f"{kind}_{EXITED}.db", combine)
         return True
     finally:
         os.close(lock)
 
 
-def _fold_file(source: Path, totals: Path) -> None:
+def _fold_file(source: Path, totals: Path, combine) -> None:
     if not source.exists():
         return
     if source.stat().st_size == 0:  # the process died between creating the file and sizing it
         source.unlink()
         return
     # A series' key is the same text in every process's file, and counters and histogram buckets
-    # (stored per bucket, not cumulated) are plain sums: adding by key is exact.
-    values: defaultdict[str, float] = defaultdict(float)
+    # (stored per bucket, not cumulated) are plain sums: combining by key is exact.
+    values: dict[str, float] = {}
     for path in (totals, source):
         if path.exists():
             for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(str(path)):
-                values[key] += value
+                values[key] = combine(values[key], value) if key in values else value
     partial = totals.with_name(totals.name + ".partial")  # not *.db: never read by a scrape
     partial.unlink(missing_ok=True)
     written = MmapedDict(str(partial))

@@ -15,6 +15,7 @@ are ``service.errors`` / ``shared.errors`` exceptions carrying their HTTP status
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,11 +38,14 @@ SMALL_BATCH_ROWS = 32
 @dataclass(frozen=True)
 class PredictionBatch:
     """The answer to one batch: ``outputs`` are probabilities (n, classes) for classification,
-    values (n,) in target units for regression."""
+    values (n,) in target units for regression. ``forward_started`` (``time.perf_counter()``)
+    and ``forward_seconds`` time the forward pass, for the statistics of ``service.metrics``."""
 
     model: Model
     outputs: np.ndarray
     top_k: int
+    forward_started: float = 0.0
+    forward_seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -157,12 +161,14 @@ class Predictor:
 
     def run(self, model: Model, batch: np.ndarray, *, top_k: int | None = None) -> PredictionBatch:
         """One forward pass over ``batch`` (n, input_size)."""
+        started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):  # checked below
             outputs = model.predict_proba(batch) if model.task == "classification" else model.predict(batch)
+        seconds = time.perf_counter() - started
         if not np.isfinite(outputs).all():
             raise InvalidInput(f"The input drives {describe(model)} out of float32 range (the output is not finite); "
                                "check the scale of the values.", code="output_not_finite")
-        return PredictionBatch(model, outputs, self.top_k(model, top_k))
+        return PredictionBatch(model, outputs, self.top_k(model, top_k), started, seconds)
 
     def top_k(self, model: Model, requested: int | None) -> int:
         if model.task != "classification":

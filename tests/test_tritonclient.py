@@ -1,10 +1,12 @@
 """NVIDIA's ``tritonclient[http]``, unchanged, against the service in a real Gunicorn: health,
 metadata, inference with JSON and binary tensors (vectors and encoded images, a batch of 64,
-compressed both ways), a pinned version, and the model repository's load and unload. Every answer
-must equal the native API's for the same input."""
+compressed both ways), a pinned version, the model repository's load and unload, and the
+statistics. Every answer must equal the native API's for the same input."""
 
 import base64
 import json
+import os
+import signal
 import time
 
 import numpy as np
@@ -212,3 +214,73 @@ def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, ve
             client.infer(model, [vectors_input(x)], model_version=version)
         assert refused.value.status() == "404"
         assert client.infer("mnist", [vectors_input(x)]).as_numpy("probabilities").shape == (64, 10)
+
+
+def test_statistics_add_up_every_protocol_and_worker_and_survive_a_worker_restart(tmp_path):
+    """Triton's statistics extension (``get_inference_statistics``): per version, the predictions
+    of every protocol summed over the Gunicorn workers, refusals once the version was chosen
+    counted as failures, stage times that add up to the whole, and no count lost when a worker
+    is replaced."""
+    publish_model(tmp_path, "counted", seed=5)
+    publish_model(tmp_path, "counted", seed=6)  # served
+    with ServiceProcess(tmp_path, workers=2, threads=2, poll_interval=0.2) as service:
+        client = httpclient.InferenceServerClient(url=service.url.removeprefix("http://"), network_timeout=30)
+        try:
+            assert "statistics" in client.get_server_metadata()["extensions"]
+            before = time.time()
+            for rows in (1, 4, 2):
+                client.infer("counted", [vectors_input(RNG.random((rows, 784), dtype=np.float32))])
+            client.infer("counted", [vectors_input(RNG.random((1, 784), dtype=np.float32))], model_version="1")
+            # The native API and TF Serving's, each request on a new connection, until both workers answered.
+            pids, native = set(), 0
+            while len(pids) < 2 or native < 6:
+                response = requests.post(service.url + "/models/counted/predict", headers={"Connection": "close"},
+                                         json={"inputs": RNG.random((1, 784)).tolist()}, timeout=30)
+                assert response.status_code == 200
+                pids.add(int(response.headers["X-Worker-PID"]))
+                native += 1
+                assert native < 200, "one worker answered every request"
+            v1_body = {"instances": RNG.random((2, 784)).tolist()}
+            assert requests.post(service.url + "/v1/models/counted:predict", json=v1_body, timeout=30).ok
+            # Refused after the version was chosen: a short vector (native 422) and a wrong shape (V2 400).
+            assert requests.post(service.url + "/models/counted/predict", json={"inputs": [[1.0] * 783]},
+                                 timeout=30).status_code == 422
+            with pytest.raises(InferenceServerException):
+                client.infer("counted", [vectors_input(np.zeros((1, 783), dtype=np.float32))])
+            # Not counted: no version of the model was chosen.
+            assert requests.post(service.url + "/models/counted/versions/9/predict", json={"inputs": [[1.0] * 784]},
+                                 timeout=30).status_code == 404
+            after = time.time()
+
+            def statistics(**version) -> dict[str, dict]:
+                return {s["version"]: s for s in client.get_inference_statistics("counted", **version)["model_stats"]}
+
+            stats = statistics()
+            assert set(stats) == {"1", "2"}
+            served = stats["2"]
+            assert (served["inference_count"], served["execution_count"]) == (7 + native + 2, 3 + native + 1)
+            inference = served["inference_stats"]
+            assert inference["success"]["count"] == 3 + native + 1 and inference["fail"]["count"] == 2
+            assert inference["fail"]["ns"] > 0 and inference["queue"] == {"count": 3 + native + 1, "ns": 0}
+            stages = [inference[f"compute_{stage}"] for stage in ("input", "infer", "output")]
+            assert all(stage["count"] == 3 + native + 1 and stage["ns"] > 0 for stage in stages)
+            # The three stages cover a prediction from its body read to its answer encoded, as success does.
+            assert abs(sum(stage["ns"] for stage in stages) - inference["success"]["ns"]) <= 1_000 * (3 + native + 1)
+            assert before * 1000 <= served["last_inference"] <= after * 1000
+            assert (stats["1"]["inference_count"], stats["1"]["execution_count"]) == (1, 1)
+            assert list(statistics(model_version="1")) == ["1"]
+            everything = client.get_inference_statistics()["model_stats"]
+            assert [(s["name"], s["version"]) for s in everything] == [("counted", "1"), ("counted", "2")]
+            with pytest.raises(InferenceServerException) as error:
+                client.get_inference_statistics("nope")
+            assert error.value.status() == "404"
+
+            for pid in pids:  # both workers replaced: their counts and last times join the exited totals
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while service.worker_pids() & pids or len(service.worker_pids()) < 2:
+                assert time.monotonic() < deadline, "the workers were not replaced"
+                time.sleep(0.05)
+            assert statistics() == stats
+        finally:
+            client.close()

@@ -87,14 +87,19 @@ def _operations() -> list[tuple]:
         _operation("get", "/v2/health/live", "Liveness.", V2_TAG, schemas.Live),
         _operation("get", "/v2/health/ready", "Readiness: every model that is not unloaded can serve.", V2_TAG,
                    schemas.Ready, not_ready=schemas.Ready),
+        _operation("get", "/v2/models/stats", "Triton's statistics of every version of every model that can answer "
+                   "or has.", V2_TAG, schemas.ModelStatistics),
     ]
-    for prefix, params, which in (("/v2/models/{name}", [NAME], "the served version"),
-                                  ("/v2/models/{name}/versions/{version}", [NAME, VERSION], "one version")):
+    for prefix, params, which, stats_of in (
+            ("/v2/models/{name}", [NAME], "the served version", "every version of the model that can answer or has"),
+            ("/v2/models/{name}/versions/{version}", [NAME, VERSION], "one version", "one version")):
         ops += [
             _operation("get", prefix, f"Model metadata of {which}: versions, platform, input and output tensors.",
                        V2_TAG, schemas.ModelMetadata, parameters=params, errors=(404, 503)),
             _operation("get", prefix + "/config", f"Triton's model configuration of {which}: batch limit, "
                        "input and output tensors.", V2_TAG, schemas.ModelConfig, parameters=params, errors=(404, 503)),
+            _operation("get", prefix + "/stats", f"Triton's statistics of {stats_of}.", V2_TAG,
+                       schemas.ModelStatistics, parameters=params, errors=(404, 503)),
             _operation("get", prefix + "/ready", f"Whether {which} can serve (200) or not (503).", V2_TAG,
                        schemas.ModelReady, parameters=params, errors=(404,), not_ready=schemas.ModelReady),
             _operation("post", prefix + "/infer", f"Inference with {which}.", V2_TAG, schemas.InferResponse,
@@ -146,9 +151,8 @@ def paths() -> dict:
 
 
 SCHEMA_MODELS = [schemas.ServerMetadata, schemas.Live, schemas.Ready, schemas.ModelMetadata, schemas.ModelConfig,
-                 schemas.ModelReady, schemas.InferRequest, schemas.InferResponse, schemas.RepositoryIndexRequest,
-                 schemas.RepositoryEntry,
-                 schemas.LoadRequest, schemas.UnloadRequest, schemas.RepositoryResult, schemas.V1PredictRequest,
-                 schemas.V1PredictResponse, schemas.ModelStatus, schemas.ModelNames, schemas.V1ModelMetadata,
-                 schemas.ProtocolError]
+                 schemas.ModelStatistics, schemas.ModelReady, schemas.InferRequest, schemas.InferResponse,
+                 schemas.RepositoryIndexRequest, schemas.RepositoryEntry, schemas.LoadRequest, schemas.UnloadRequest,
+                 schemas.RepositoryResult, schemas.V1PredictRequest, schemas.V1PredictResponse, schemas.ModelStatus,
+                 schemas.ModelNames, schemas.V1ModelMetadata, schemas.ProtocolError]
 

@@ -123,6 +123,36 @@ class ModelConfig(BaseModel):
     output: list[ConfigTensor]
 
 
+class DurationStat(BaseModel):
+    count: int
+    ns: int = Field(description="Their total time in nanoseconds.")
+
+
+class InferenceStats(BaseModel):
+    success: DurationStat = Field(description="Predictions answered: from the body read to the answer encoded.")
+    fail: DurationStat = Field(description="Prediction requests refused once their version was chosen (bad input).")
+    queue: DurationStat = Field(description="No queue: a request runs on the thread that reads it (0 ns).")
+    compute_input: DurationStat = Field(description="Reading, validating and preprocessing the inputs.")
+    compute_infer: DurationStat = Field(description="The forward pass.")
+    compute_output: DurationStat = Field(description="Encoding the answer.")
+    cache_hit: DurationStat = Field(description="No response cache: always 0.")
+    cache_miss: DurationStat = Field(description="No response cache: always 0.")
+
+
+class ModelStat(BaseModel):
+    name: str
+    version: str
+    last_inference: int = Field(description="When the version last answered, in ms since the epoch (0: never).")
+    inference_count: int = Field(description="Inputs predicted (each row of a batch counts).")
+    execution_count: int = Field(description="Forward passes (one per request).")
+    inference_stats: InferenceStats
+    batch_stats: list[dict[str, Any]] = Field(description="Always empty: nothing is kept per batch size.")
+
+
+class ModelStatistics(BaseModel):
+    model_stats: list[ModelStat] = Field(description="Of every protocol and worker since the service started.")
+
+
 class Live(BaseModel):
     live: bool
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flask import Blueprint, request
+from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
@@ -44,6 +44,7 @@ SIGNATURE = "serving_default"
 @v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:predict")
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
+    g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
     raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
     started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
     model = resolve_from_url(name, version, label)
@@ -56,10 +57,13 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     rows = body.instances is not None
     input_name, payload = read_rows(model, body.instances, "instances") if rows else read_columns(model, body.inputs)
     result = signature.predict(svc.predictor, model, input_name, payload, "instances[{}]" if rows else "inputs[{}]")
-    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
     outputs = signature.output_tensors(result)
-    response = {"predictions": row_outputs(outputs)} if rows else {"outputs": column_outputs(outputs)}
-    return response, 200, {"X-Model-Name": model.name, "X-Model-Version": str(model.version)}
+    response = current_app.json.response(
+        {"predictions": row_outputs(outputs)} if rows else {"outputs": column_outputs(outputs)})
+    svc.metrics.observe_prediction(result, started)
+    response.headers["X-Model-Name"] = model.name
+    response.headers["X-Model-Version"] = str(model.version)
+    return response
 
 
 def read_rows(model: Model, items, where: str) -> tuple[str, object]:

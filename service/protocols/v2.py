@@ -2,8 +2,9 @@
 
 Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, Triton's model
-configuration extension (``.../config``), and the model repository extension:
-``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (admin). The
+configuration extension (``.../config``) and statistics extension (``/v2/models[/<m>[/versions/<v>]]/stats``),
+and the model repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load``
+and ``.../unload`` (admin). The
 model's tensors are described in ``service.protocols.signature``; the binary tensor data
 extension and compression in ``service.protocols.binary``.
 
@@ -35,7 +36,7 @@ from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestI
 v2_bp = Blueprint("v2", __name__)
 
 PLATFORM = "scratchnet_numpy"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
 
 def server_version() -> str:
@@ -115,6 +116,49 @@ def model_ready(name: str, version: str | None = None):
     return {"name": name, "ready": True}
 
 
+@v2_bp.get("/v2/models/stats")
+@v2_bp.get("/v2/models/<name>/stats")
+@v2_bp.get("/v2/models/<name>/versions/<version>/stats")
+def model_statistics(name: str | None = None, version: str | None = None):
+    """Triton's statistics extension: per model version that can answer or has, the predictions
+    of every protocol and every worker since the service started (``Metrics.statistics``); the
+    versions of a model that is unloaded are left out. There is no queue before a
+    model here (a request runs on the thread that read it), so ``queue`` counts every request
+    with no time; no cache, so ``cache_hit`` and ``cache_miss`` are zero; ``batch_stats`` is
+    empty, as the counts are not kept per batch size."""
+    svc = service()
+    totals = svc.metrics.statistics(svc.store.versions_held())
+    if version is not None:
+        wanted = {name: [resolve_from_url(name, version).version]}
+    else:
+        wanted = {}
+        for model_name in svc.store.names() if name is None else [resolve_from_url(name).name]:
+            info = svc.store.describe(model_name)
+            if not info["unloaded"]:  # the versions that can answer, and those that have
+                wanted[model_name] = sorted({v["version"] for v in info["versions"] if v["status"] == AVAILABLE}
+                                            | {v for n, v in totals if n == model_name})
+    return {"model_stats": [version_statistics(model_name, v, totals.get((model_name, v), {}))
+                            for model_name, versions in wanted.items() for v in versions]}
+
+
+def version_statistics(name: str, version: int, totals: dict[str, float]) -> dict:
+    executions = int(totals.get("executions", 0))
+
+    def duration(seconds_key: str | None, count: int = executions) -> dict:
+        return {"count": count, "ns": round(totals.get(seconds_key, 0.0) * 1e9) if seconds_key else 0}
+
+    return {"name": name, "version": str(version), "last_inference": round(totals.get("last", 0.0) * 1000),
+            "inference_count": int(totals.get("rows", 0)), "execution_count": executions,
+            "inference_stats": {"success": duration("seconds"),
+                                "fail": duration("failure_seconds", int(totals.get("failures", 0))),
+                                "queue": duration(None),
+                                "compute_input": duration("input_seconds"),
+                                "compute_infer": duration("infer_seconds"),
+                                "compute_output": duration("output_seconds"),
+                                "cache_hit": duration(None, 0), "cache_miss": duration(None, 0)},
+            "batch_stats": []}
+
+
 # inference ---------------------------------------------------------------------------------------
 
 
@@ -122,6 +166,7 @@ def model_ready(name: str, version: str | None = None):
 @v2_bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None):
     svc = service()
+    g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
     # The body first: Gunicorn drains at most 64 KiB of a body left unread and then drops the
     # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
     raw = read_body(compressed=True)
@@ -143,8 +188,9 @@ def infer(name: str, version: str | None = None):
     chunks.check_used()
     requested = requested_outputs(model, infer_request)
     result = signature.predict(svc.predictor, model, input_name, payload, f"input '{input_name}' element {{}}")
-    svc.metrics.observe_prediction(model.name, model.version, len(result), time.perf_counter() - started)
-    return infer_response(result, infer_request, requested)
+    response = infer_response(result, infer_request, requested)
+    svc.metrics.observe_prediction(result, started)
+    return response
 
 
 def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryChunks) -> tuple[str, object]:
