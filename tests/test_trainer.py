@@ -518,6 +518,25 @@ def test_refit_retrains_on_all_rows_for_the_best_epoch_count(tmp_path, blobs_npz
     assert result["metrics"]["accuracy"] > 0.95
 
 
+@pytest.mark.parametrize("schedule, warmup", [("cosine", 0), ("cosine(total_epochs=12)", 0), ("cosine", 2),
+                                              ("step(step_size=3, gamma=0.5)", 0)])
+def test_refit_replays_the_learning_rates_of_the_epochs_it_retrains_for(tmp_path, blobs_npz, schedule, warmup):
+    """The refit squeezed a schedule whose length came from --epochs into the best epoch count
+    (a cosine then ended at the floor the searched run never reached), yet replayed one spelled
+    out with total_epochs: the same schedule gave two different refits."""
+    config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[8], epochs=12, lr=0.05,
+                               schedule=schedule, warmup_epochs=warmup, refit=True, progress=False,
+                               val_fraction=0.2)
+    prepared = train.prepare(train.load_config_dataset(config), config)
+    searched = train.fit(train.build_network(config, prepared.dataset), train.build_optimizer(config),
+                         train.build_schedule(config), prepared, config, log=lambda *_: None)
+    for row in searched:  # as if validation had picked epoch 5 of 12
+        row["val_loss"] = abs(row["epoch"] - 5) + 1.0
+    _, history = train.refit(config, prepared, searched, log=lambda *_: None)
+    refitted = [row["lr"] for row in history if row.get("refit")]
+    assert refitted == [row["lr"] for row in searched[:5]]
+
+
 def test_refit_without_early_stopping_records_the_epoch_count_it_retrained_for(tmp_path, blobs_npz):
     """best_epoch once counted the refit epochs too (searched + refit)."""
     config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[8], epochs=4, refit=True,

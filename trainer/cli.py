@@ -91,7 +91,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation")
     parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
-                        help="after early stopping, retrain on training + validation data for the best epoch count")
+                        help="after early stopping, retrain on training + validation data for the best epoch count, "
+                             "at the learning rates of those epochs")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,

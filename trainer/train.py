@@ -385,8 +385,11 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
 
 def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=print):
     """Train a fresh network on the training and validation rows together, for as many epochs
-    as validation picked. The normalisation stays the one measured on the training rows, so
-    the recorded history remains comparable. Returns the new network and its history."""
+    as validation picked, at the learning rates the searched run had in those epochs: the run
+    validation judged, replayed, whether the schedule's length comes from ``--epochs`` (cosine) or
+    is spelled out (``cosine(total_epochs=20)``). The normalisation stays the one measured on
+    the training rows, so the recorded history remains comparable. Returns the new network and
+    its history."""
     best_epoch = min(history, key=lambda row: row["val_loss"])["epoch"]
     log(f"refit: retraining on training + validation data ({len(prepared.x_train) + len(prepared.x_val)} "
         f"examples) for {best_epoch} epochs")
@@ -395,7 +398,7 @@ def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=prin
         y_train=np.concatenate([prepared.y_train, prepared.y_val]), x_val=None, y_val=None)
     again = dataclasses.replace(config, epochs=best_epoch, patience=None)
     network = build_network(again, prepared.dataset)
-    refit_history = fit(network, build_optimizer(again), build_schedule(again), merged, again, log=log)
+    refit_history = fit(network, build_optimizer(again), build_schedule(config), merged, again, log=log)
     for row in refit_history:
         row["refit"] = True
     return network, history + refit_history
