@@ -333,7 +333,7 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     svc.store.slot(name)  # 404 for an unknown model
     folder = svc.registry.root / name
     try:
-        with open(folder / ".serving.lock", "a") as lock:
+        with open(svc.registry.model_folder(name) / ".serving.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             svc.registry.update_serving(name, change)
     except RegistryError as e:

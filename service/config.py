@@ -13,7 +13,7 @@
 | SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
 | SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
-| SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of the admin routes; unset: admin is disabled     |
+| SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes; unset or blank: admin disabled   |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line, Gunicorn's own too) or ``text`` |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
 | SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself |
@@ -69,6 +69,11 @@ class Settings:
         if not 0 < self.poll_interval <= threading.TIMEOUT_MAX:  # the watcher's wait refuses longer ones (inf)
             raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds, at most "
                               f"{threading.TIMEOUT_MAX:.0f}")
+        if self.admin_token is not None and not (self.admin_token.isascii() and self.admin_token.isprintable()):
+            # Clients encode other characters in a header differently (curl: UTF-8, Python: Latin-1), so
+            # such a token matched for some and was "wrong" for the others. The message never shows it.
+            raise ConfigError(f"{PREFIX}ADMIN_TOKEN must be printable ASCII (letters, digits and punctuation): "
+                              "clients send it in an HTTP header")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -102,7 +107,9 @@ def _convert(name: str, kind, raw):
                                   f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}")
             return word in TRUE_WORDS
         if name == "admin_token":
-            return str(raw) or None
+            # The header's token is compared without its surrounding whitespace, so the setting's must be
+            # too: a token read from a file ends in a newline. Blank is no token: admin stays disabled.
+            return str(raw).strip() or None
         if name == "poll_interval":
             return float(raw)
         if kind in (int, "int"):

@@ -67,7 +67,11 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
         raise BadRequest(f"The .npy body has {len(body) - offset} bytes of data; its header {list(shape)} "
                          f"{dtype} needs {expected}.", code="malformed_npy")
     array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
-    return array.reshape(shape, order="F" if fortran_order else "C")
+    try:
+        return array.reshape(shape, order="F" if fortran_order else "C")
+    except ValueError as e:  # a shape numpy cannot make: over 64 dimensions, or one over 2**63 beside a 0
+        raise BadRequest(f"The .npy header's shape {list(shape)} cannot be made into an array: {e}.",
+                         code="malformed_npy") from None
 
 
 def decode_base64_image(text: str, index: int, where: str | None = None) -> bytes:

@@ -121,6 +121,14 @@ class Registry:
             return []
         return sorted(int(p.name) for p in folder.iterdir() if VERSION_PATTERN.match(p.name) and p.is_dir())
 
+    def model_folder(self, name: str) -> Path:
+        """``<root>/<name>``, where serving.json and its lock are written; a link leading outside the
+        registry is refused, as model_path refuses to read versions through one."""
+        folder = self.root / check_name(name)
+        if self.root.resolve() not in folder.resolve().parents:
+            raise RegistryError(f"the folder {name} leads outside the registry (a link); nothing is written there")
+        return folder
+
     def model_path(self, name: str, version: int) -> Path:
         """Path of a version's model file, refusing links that lead outside the registry."""
         path = self.root / check_name(name) / str(int(version)) / MODEL_FILE
@@ -166,7 +174,7 @@ class Registry:
 
     def write_serving(self, name: str, state: dict) -> None:
         """Replace serving.json atomically (temporary file in the same folder, then rename)."""
-        folder = self.root / check_name(name)
+        folder = self.model_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         _write_atomically(folder / SERVING_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 

@@ -79,6 +79,8 @@ def test_an_unknown_override_is_refused():
                                         "9223372036"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
     ("SCRATCHNET_CONTROL_SOCKET", "true", "SCRATCHNET_CONTROL_SOCKET='true': expected 0 or 1"),
+    ("SCRATCHNET_ADMIN_TOKEN", "pässwörd", "SCRATCHNET_ADMIN_TOKEN must be printable ASCII (letters, digits and "
+                                           "punctuation): clients send it in an HTTP header"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}

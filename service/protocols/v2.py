@@ -447,7 +447,7 @@ def requested_pin(load: LoadRequest):
 def pin_from_config(text: str):
     try:
         config = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested over about 1000 levels deep
         raise BadRequest(f"parameters.config is not valid JSON: {e}.", code="invalid_request") from None
     if not isinstance(config, dict):
         raise BadRequest("parameters.config must be a JSON object.", code="invalid_request")

@@ -399,6 +399,42 @@ def test_admin_calls_from_many_clients_and_a_burst_of_publishes_leave_every_work
                                    timeout=POLL_INTERVAL + CONVERGENCE_SLACK)
 
 
+def test_a_v2_load_with_a_config_nested_too_deeply_is_a_400_and_changes_nothing(live_service):
+    before = requests.get(live_service.url + "/models/mnist", timeout=30).json()["pinned"]
+    response = post(live_service, "/v2/repository/models/mnist/load", headers=AUTH,
+                    json={"parameters": {"config": "[" * 100_000 + "]" * 100_000}})
+    assert response.status_code == 400 and "parameters.config is not valid JSON" in response.json()["error"]
+    assert requests.get(live_service.url + "/models/mnist", timeout=30).json()["pinned"] == before
+
+def test_an_admin_token_read_from_a_file_works_and_a_blank_one_leaves_admin_disabled(start_service, tmp_path):
+    registry = tmp_path / "models"
+    publish_model(registry, "mnist")
+    # A secret mounted as a file (Docker, Kubernetes) ends in a newline; clients send the token without it.
+    server = start_service(registry, workers=1, admin_token="file-token\n")
+    assert post(server, "/models/mnist/unpin", headers={"Authorization": "Bearer file-token"}).status_code == 200
+    server.stop()
+    blank = start_service(registry, workers=1, admin_token="  \n")
+    for token in ("", "x"):
+        assert_error(post(blank, "/models/mnist/unpin", headers={"Authorization": f"Bearer {token}"}), 403,
+                     "admin_disabled")
+
+
+def test_admin_calls_never_write_through_a_model_folder_linking_outside_the_registry(start_service, tmp_path):
+    registry, outside = tmp_path / "models", tmp_path / "elsewhere"
+    publish_model(registry, "mnist")
+    publish_model(outside, "linked")
+    (registry / "linked").symlink_to(outside / "linked")
+    server = start_service(registry, workers=1, admin_token=ADMIN_TOKEN)
+    assert requests.get(server.url + "/models/linked").json()["served_version"] is None  # its versions are refused
+    files_before = sorted(p.name for p in (outside / "linked").iterdir())
+    assert_error(post(server, "/models/linked/unpin", headers=AUTH), 409, "serving_state_invalid")
+    for path in ("/v2/repository/models/linked/unload", "/v2/repository/models/linked/load"):
+        response = post(server, path, headers=AUTH)
+        assert response.status_code == 409 and "leads outside the registry" in response.json()["error"], response.text
+    assert sorted(p.name for p in (outside / "linked").iterdir()) == files_before
+    assert post(server, "/models/mnist/unpin", headers=AUTH).status_code == 200
+
+
 # metrics -------------------------------------------------------------------------------------------
 
 
