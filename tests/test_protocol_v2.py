@@ -153,6 +153,19 @@ def test_vector_models_take_any_numeric_datatype(client, datatype):
     assert got["label"].tolist() == [labels[i] for i in reference["probabilities"].argmax(axis=1)]
 
 
+def test_64_bit_integers_keep_their_value(client):
+    # Beyond INT64's range NumPy holds JSON integers as float64: a UINT64 such as 2**64 - 1 must still
+    # reach the model as that number (not wrapped to 0), and an INT64 past its range must be refused.
+    row = [2**64 - 1, 2**63, 7] + [1] * 8
+    as_floats = outputs(infer(client, {"inputs": [tensor("input", np.array([row], dtype=np.float64), "FP64")]},
+                              model="wine"))
+    as_uint64 = outputs(infer(client, {"inputs": [{"name": "input", "shape": [1, 11], "datatype": "UINT64",
+                                                   "data": row}]}, model="wine"))
+    np.testing.assert_array_equal(as_uint64["value"], as_floats["value"])
+    too_large = {"inputs": [{"name": "input", "shape": [1, 11], "datatype": "INT64", "data": [2**63] + [1] * 10}]}
+    assert_protocol_error(infer(client, too_large, model="wine"), 400, "out of the range of INT64")
+
+
 def test_images_as_base64_bytes_equal_the_native_upload(client):
     text = base64.b64encode(DIGIT_PNG).decode()
     response = infer(client, {"inputs": [tensor("image", [text, text], "BYTES")],
@@ -326,6 +339,9 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(data=["0.5"] * 784), "must be numbers"),
     (one(data=[float("nan")] + [0.0] * 783), "NaN"),
     (one(name="pixels", shape=(1, 28, 28), datatype="UINT8", data=[300] * 784), "out of the range of UINT8"),
+    # A finite number past the datatype's range is named as such, not as the Infinity it would become.
+    (one(datatype="FP16", data=[0.0, 70000.0] + [0.0] * 782), "out of the range of FP16 (-65504..65504): 70000"),
+    (one(data=[1e39] + [0.0] * 783), "out of the range of FP32"),
     (one(name="pixels", shape=(1, 28, 28), datatype="UINT8", data=[0.5] * 784), "must be integers"),
     (one(name="image", shape=(1,), datatype="BYTES", data=["@@not base64@@"]), "not valid base64"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[base64.b64encode(b"GIF89a nope").decode()]), "image"),

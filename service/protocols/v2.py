@@ -298,13 +298,32 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
                          code="unexpected_size")
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        if array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
-            raise BadRequest(f"The data of {what} must be integers ({tensor.datatype}).", code="unexpected_datatype")
+        out_of_range = BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
+                                  f"({info.min}..{info.max}).", code="unexpected_datatype")
+        if array.dtype.kind == "f":
+            if not np.all(np.mod(array, 1) == 0):
+                raise BadRequest(f"The data of {what} must be integers ({tensor.datatype}).",
+                                 code="unexpected_datatype")
+            # NumPy also holds a list with an integer beyond INT64 (a valid UINT64 such as 2**64 - 1)
+            # as float64, which rounds it, and the cast below would wrap around without a word:
+            # built from the JSON numbers straight into the datatype, each value is exact, and
+            # one out of its range raises.
+            try:
+                return np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+            except OverflowError:
+                raise out_of_range from None
         if array.size and (array.min() < info.min or array.max() > info.max):
-            raise BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
-                             f"({info.min}..{info.max}).", code="unexpected_datatype")
+            raise out_of_range
     with np.errstate(over="ignore"):
-        return array.astype(dtype).reshape(tensor.shape)
+        converted = array.astype(dtype).reshape(tensor.shape)
+    if not np.isfinite(converted).all():  # NaN and Infinity sent as such are refused later, by position
+        overflow = np.isinf(converted).ravel() & np.isfinite(array).ravel()
+        if overflow.any():
+            largest = float(np.finfo(dtype).max)
+            raise BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
+                             f"({-largest:g}..{largest:g}): {array.ravel()[overflow.argmax()]:g}.",
+                             code="unexpected_datatype")
+    return converted
 
 
 # outputs -----------------------------------------------------------------------------------------
