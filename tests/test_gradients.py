@@ -186,3 +186,41 @@ def test_gradcheck_catches_a_wrong_backward():
     assert "FAIL" in format_table(rows)
     with pytest.raises(ValueError, match="float64"):
         gradcheck(Dense(3, 4))
+
+
+
+def test_gradcheck_catches_batchnorm_backward_that_leaves_gamma_out(monkeypatch, capsys):
+    """The input gradient of batch norm is scaled by gamma: a backward that forgets it matches
+    the numbers only while gamma is 1, as in a freshly built layer."""
+    backward = BatchNorm.backward
+
+    def gamma_left_out(self, grad_out):
+        grad_in = backward(self, grad_out)
+        if self._batch_stats:
+            grad_in /= self.params["gamma"]
+        return grad_in
+
+    monkeypatch.setattr(BatchNorm, "backward", gamma_left_out)
+    assert not run_gradcheck(verbose=True)
+    failed = [line.split() for line in capsys.readouterr().out.splitlines() if line.endswith("FAIL")]
+    assert [(words[0], words[2]) for words in failed] == [("BatchNorm", "input")]
+
+
+def test_gradcheck_names_the_component_whose_backward_raises(monkeypatch, capsys):
+    """A missing transpose is a shape error, not a wrong number: the check still names the layer
+    and the line that raised, and runs every other component."""
+    from trainer import cli
+
+    backward = Dense.backward
+
+    def missing_transpose(self, grad_out):
+        backward(self, grad_out)
+        return grad_out @ self.params["weight"]  # should be weight.T
+
+    monkeypatch.setattr(Dense, "backward", missing_transpose)
+    assert cli.main(["gradcheck"]) == 1
+    out = capsys.readouterr().out
+    assert "Dense raised ValueError: matmul" in out
+    assert "(in missing_transpose, test_gradients.py:" in out
+    assert "Activation(relu)  " in out and "MSE  " in out  # the other checks ran
+    assert "GRADIENT CHECK FAILED" in out

@@ -366,3 +366,17 @@ def test_regression_learns_a_linear_target():
         net.train_step(x, target, opt)
     rmse = float(np.sqrt(np.mean((net.predict(x)[:, 0] - target) ** 2)))
     assert rmse < 0.1
+
+
+def test_summary_shows_the_shapes_the_forward_pass_produces(monkeypatch):
+    """A forward that disagrees with the shapes a layer declares (a transposed weight, a wrong
+    output size) is named by the summary, not printed as a table of the declared shapes."""
+    net = build_mlp([784, 32, 10])
+    monkeypatch.setattr(Dense, "forward", lambda self, x, training=True: x @ self.params["weight"].T)
+    with pytest.raises(ValueError, match=r"^dense1: forward fails on input of shape \(2, 784\): matmul"):
+        net.summary(batch_size=128)
+    monkeypatch.undo()
+    monkeypatch.setattr(Dense, "output_features", lambda self, in_features: in_features)
+    declared = r"^dense1: forward returns shape \(2, 32\), but the layer declares \(2, 784\)"
+    with pytest.raises(ValueError, match=declared):
+        net.summary(batch_size=128)

@@ -705,3 +705,20 @@ def test_overfit_with_batchnorm_on_one_sample_is_one_clear_line(blobs_npz):
         run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1, "--batchnorm")
     assert str(raised.value) == ("error: batch norm normalises each feature over a batch: --samples must be 2 or "
                                  "more with --batchnorm")
+
+
+def test_overfit_says_something_is_wrong_when_training_diverges(blobs_npz, monkeypatch, capsys):
+    """An update of the wrong sign climbs the loss until it overflows: that is the check's verdict
+    (exit 1, "something is wrong"), not an error telling the learner to lower the learning rate."""
+    from trainer.optimizers import SGD
+
+    def ascent(self, name, param, grad, state):
+        np.multiply(grad, self.lr, out=state["scratch"])
+        param += state["scratch"]  # should be -=
+
+    monkeypatch.setattr(SGD, "_update", ascent)
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32, "--hidden", 32,
+                   "--epochs", 50, "--optimizer", "sgd", "--lr", 10) == 1
+    out = capsys.readouterr().out
+    assert "the loss became inf" in out
+    assert "something is wrong: training diverged" in out and "the optimiser's update" in out

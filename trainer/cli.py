@@ -231,15 +231,24 @@ def cmd_overfit(args) -> int:
     dataset = train.load_config_dataset(config)
     prepared = train.prepare(dataset, config)
     network = train.build_network(config, dataset)
-    history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
-                        config, log=lambda *_: None)
+    examples = len(prepared.x_train)
+    hint = ("Check the gradients (python -m trainer gradcheck), the optimiser's update, the learning rate "
+            "and the labels.")
+    try:
+        history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
+                            config, log=lambda *_: None)
+    except FloatingPointError as e:
+        # On a tiny subset a correct network's loss falls; one that blows up is the verdict too
+        # (an update of the wrong sign diverges at any learning rate).
+        print(f"overfit: {examples} examples: {e}")
+        print(f"something is wrong: training diverged instead of memorising a tiny subset. {hint}")
+        return 1
     # Memorised means the trained network, in inference mode, gets the subset's own examples
     # right: the training-mode figures of the last epoch carry dropout's and augmentation's noise
     # and would fail a network that has in fact memorised the subset.
     loss, accuracy = train.evaluate_network(network, train.normalize(prepared.x_train, prepared.normalization),
                                             train.scale_target(prepared.y_train, prepared.target_scaling),
                                             dataset.task)
-    examples = len(prepared.x_train)
     if dataset.task == "classification":
         print(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
               f"loss {loss:.5f}")
@@ -250,10 +259,9 @@ def cmd_overfit(args) -> int:
     if not ok:
         regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
                                               ("--weight-decay", config.weight_decay)) if on]
-        hint = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
-                "try it without." if regularisers else "")
-        print("something is wrong: a network this size should memorise a tiny subset. Check the gradients "
-              "(python -m trainer gradcheck), the learning rate and the labels." + hint)
+        regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
+                        "try it without." if regularisers else "")
+        print(f"something is wrong: a network this size should memorise a tiny subset. {hint}" + regularising)
         return 1
     print("ok: the network can memorise a tiny subset")
     return 0

@@ -11,7 +11,9 @@ shapes and values come from one seeded generator, so a run is reproducible.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -37,6 +39,7 @@ class Row:
     shape: tuple
     rel_error: float
     passed: bool
+    error: str = ""  # set when the component raised instead of producing gradients
 
 
 def _relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
@@ -163,49 +166,81 @@ def gradcheck(target, x: np.ndarray | None = None, y: np.ndarray | None = None, 
 
 def default_checks(seed: int = 0) -> list[Row]:
     """Every layer type, every activation, both losses, batch norm (train and eval mode),
-    dropout, and whole networks built by :func:`build_mlp`, on random shapes."""
+    dropout, and whole networks built by :func:`build_mlp`, on random shapes. A component whose
+    forward or backward raises (a shape mismatch from a missing transpose) gives one failed row
+    naming it, and the other checks still run."""
     rng = np.random.default_rng(seed)
     f64 = np.float64
 
     def size() -> int:
         return int(rng.integers(2, 8))
 
+    def batchnorm() -> BatchNorm:
+        # A fresh layer's gamma = 1 and beta = 0 would hide a backward that leaves gamma out.
+        bn = BatchNorm(size(), dtype=f64)
+        bn.params["gamma"][...] = rng.uniform(0.5, 2.0, bn.features) * rng.choice([-1.0, 1.0], bn.features)
+        bn.params["beta"][...] = rng.standard_normal(bn.features)
+        return bn
+
     rows: list[Row] = []
-    rows += gradcheck(Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed, label="Dense")
+
+    def check(label: str, run: Callable[[], list[Row]]) -> None:
+        try:
+            rows.extend(run())
+        except Exception as e:  # noqa: BLE001 - any error in a component is that component's failure
+            rows.append(Row(label, "-", (), float("inf"), False, f"{type(e).__name__}: {e}{_where(e)}"))
+
+    check("Dense", lambda: gradcheck(Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed,
+                                     label="Dense"))
     for name in ACTIVATIONS:
         spec = "leaky_relu(alpha=0.1)" if name == "leaky_relu" else name
-        rows += gradcheck(Activation(spec, dtype=f64), seed=seed, label=f"Activation({spec})")
-    rows += gradcheck(BatchNorm(size(), dtype=f64), seed=seed, training=True, label="BatchNorm (train)")
-    bn = BatchNorm(size(), dtype=f64)
-    for key in ("gamma", "beta", "running_mean"):
-        target = bn.params.get(key, bn.buffers.get(key))
-        target[...] = rng.standard_normal(target.shape)
-    bn.buffers["running_var"][...] = rng.uniform(0.5, 2.0, bn.features)
-    rows += gradcheck(bn, seed=seed, training=False, label="BatchNorm (eval)")
-    rows += gradcheck(Dropout(0.5, dtype=f64), seed=seed, label="Dropout(0.5)")
-    rows += gradcheck(SoftmaxCrossEntropy(), seed=seed, label="SoftmaxCrossEntropy (labels)")
+        label = f"Activation({spec})"
+        check(label, lambda: gradcheck(Activation(spec, dtype=f64), seed=seed, label=label))
+    check("BatchNorm (train)", lambda: gradcheck(batchnorm(), seed=seed, training=True, label="BatchNorm (train)"))
+
+    def batchnorm_eval() -> list[Row]:
+        bn = batchnorm()
+        bn.buffers["running_mean"][...] = rng.standard_normal(bn.features)
+        bn.buffers["running_var"][...] = rng.uniform(0.5, 2.0, bn.features)
+        return gradcheck(bn, seed=seed, training=False, label="BatchNorm (eval)")
+
+    check("BatchNorm (eval)", batchnorm_eval)
+    check("Dropout(0.5)", lambda: gradcheck(Dropout(0.5, dtype=f64), seed=seed, label="Dropout(0.5)"))
+    check("SoftmaxCrossEntropy (labels)",
+          lambda: gradcheck(SoftmaxCrossEntropy(), seed=seed, label="SoftmaxCrossEntropy (labels)"))
     logits = rng.standard_normal((4, 5)) * 10  # large logits: the stable path
     soft = rng.dirichlet(np.ones(5), size=4)
-    rows += check_loss(SoftmaxCrossEntropy(), logits, soft, "SoftmaxCrossEntropy (soft targets)")
-    rows += gradcheck(MSE(), seed=seed, label="MSE")
+    check("SoftmaxCrossEntropy (soft targets)",
+          lambda: check_loss(SoftmaxCrossEntropy(), logits, soft, "SoftmaxCrossEntropy (soft targets)"))
+    check("MSE", lambda: gradcheck(MSE(), seed=seed, label="MSE"))
     sizes = [size(), size(), size(), 3]
-    rows += gradcheck(lambda dtype: build_mlp(sizes, "leaky_relu(alpha=0.1)", batchnorm=True, dropout=0.3,
-                                              seed=seed, dtype=dtype),
-                      seed=seed, label=f"mlp {sizes} bn+dropout")
-    rows += gradcheck(lambda dtype: build_mlp([size(), size(), size(), 2], "tanh", init="xavier_normal",
-                                              task="regression", seed=seed, dtype=dtype),
-                      seed=seed, label="mlp regression tanh")
-    rows += gradcheck(lambda dtype: build_mlp([size(), size(), 4], "sigmoid", init="xavier_uniform",
-                                              seed=seed, dtype=dtype),
-                      seed=seed, label="mlp sigmoid")
+    label = f"mlp {sizes} bn+dropout"
+    check(label, lambda: gradcheck(lambda dtype: build_mlp(sizes, "leaky_relu(alpha=0.1)", batchnorm=True,
+                                                           dropout=0.3, seed=seed, dtype=dtype),
+                                   seed=seed, label=label))
+    regression = [size(), size(), size(), 2]
+    check("mlp regression tanh", lambda: gradcheck(lambda dtype: build_mlp(regression, "tanh", init="xavier_normal",
+                                                                           task="regression", seed=seed, dtype=dtype),
+                                                   seed=seed, label="mlp regression tanh"))
+    sigmoid = [size(), size(), 4]
+    check("mlp sigmoid", lambda: gradcheck(lambda dtype: build_mlp(sigmoid, "sigmoid", init="xavier_uniform",
+                                                                   seed=seed, dtype=dtype),
+                                           seed=seed, label="mlp sigmoid"))
     return rows
+
+
+def _where(error: BaseException) -> str:
+    """`` (in backward, layers.py:124)``: the line that raised, the last frame outside NumPy."""
+    numpy_dir = Path(np.__file__).parent
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if numpy_dir not in Path(f.filename).parents]
+    return f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
 
 
 def format_table(rows: list[Row]) -> str:
     """A printable table of gradient-check rows, with a verdict line."""
     header = ("component", "gradient", "shape", "rel. error", "")
-    body = [(r.component, r.param, "x".join(map(str, r.shape)), f"{r.rel_error:.2e}", "ok" if r.passed else "FAIL")
-            for r in rows]
+    body = [(r.component, r.param, "x".join(map(str, r.shape)), "raised" if r.error else f"{r.rel_error:.2e}",
+             "ok" if r.passed else "FAIL") for r in rows]
     widths = [max(len(line[c]) for line in [header, *body]) for c in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -213,6 +248,7 @@ def format_table(rows: list[Row]) -> str:
     worst = max((r.rel_error for r in rows), default=0.0)
     lines.append(f"{len(rows) - failed}/{len(rows)} gradients match (worst relative error {worst:.1e}, "
                  f"tolerance {TOLERANCE:.0e})" + (f"; {failed} FAILED" if failed else ""))
+    lines += [f"{r.component} raised {r.error}" for r in rows if r.error]
     return "\n".join(lines)
 
 

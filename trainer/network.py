@@ -229,13 +229,19 @@ class Network:
 
     def summary(self, batch_size: int = 1) -> str:
         """A printable table: each layer's output shape for a batch of ``batch_size`` and its
-        parameter count, then the totals and the float32 bytes of parameters and activations."""
+        parameter count, then the totals and the float32 bytes of parameters and activations.
+
+        The shapes are the ones the forward pass produces: a two-row batch runs through the
+        layers (inference mode, so no state changes), and a layer whose forward fails or returns
+        another shape than it declares raises a ValueError naming it."""
         rows = [("layer", "type", "output shape", "params")]
         features = self.in_features
         rows.append(("input", "", str((batch_size, features)), ""))
         activations = batch_size * features
+        probe = np.zeros((2, features), dtype=self.layers[0].dtype if self.layers else np.float32)
         for layer in self.layers:
             features = layer.output_features(features)
+            probe = _probe(layer, probe, features)
             activations += batch_size * features
             rows.append((layer.name, repr(layer), str((batch_size, features)), f"{layer.num_params():,}"))
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
@@ -253,6 +259,18 @@ class Network:
                  f"({activations * itemsize / 1e6:.2f} MB)",
                  f"loss: {self.loss!r}"]
         return "\n".join(lines)
+
+
+def _probe(layer: Layer, x: np.ndarray, features: int) -> np.ndarray:
+    """``layer``'s inference-mode output for ``x``, checked to have the ``features`` it declares."""
+    try:
+        y = layer.forward(x.copy(), training=False)
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"{layer.name}: forward fails on input of shape {x.shape}: {e}") from None
+    if y.shape != (x.shape[0], features):
+        raise ValueError(f"{layer.name}: forward returns shape {y.shape}, but the layer declares "
+                         f"{(x.shape[0], features)} ({layer!r})")
+    return y.copy()
 
 
 def _pack(dicts: list[dict[str, np.ndarray]]) -> np.ndarray | None:
