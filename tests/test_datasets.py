@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import re
 import shutil
 import time
 
@@ -195,9 +196,29 @@ def test_csv_missing_target_column(tmp_path):
 
 def test_csv_non_numeric_feature_names_row_and_column(tmp_path):
     rows = list(ROWS)
-    rows[3] = (4.0, "n/a", "bird")
+    rows[3] = (4.0, "4.0.1", "bird")
     path = write_csv(tmp_path / "pets.csv", rows)
-    with pytest.raises(DatasetError, match=r"pets.csv, line 5, column 'b': 'n/a' is not a number"):
+    with pytest.raises(DatasetError, match=r"pets.csv, line 5, column 'b': '4.0.1' is not a number"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "NaN", "?", "null"])
+def test_csv_missing_feature_value_says_how_to_fix_it(tmp_path, cell):
+    """A spreadsheet's empty cell, pandas' NaN or R's NA in a feature: what it is and what to do."""
+    rows = list(ROWS)
+    rows[3] = (4.0, cell, "bird")
+    path = write_csv(tmp_path / "pets.csv", rows)
+    with pytest.raises(DatasetError, match=rf"pets.csv, line 5, column 'b': '{re.escape(cell)}' is a missing value: "
+                                           "every feature needs one; fill in the missing values or drop those rows$"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
+def test_csv_text_feature_says_how_to_fix_it(tmp_path):
+    path = tmp_path / "pets.csv"
+    path.write_text("a,colour,kind\n" + "".join(f'{i},"red, dark",{"cat" if i % 2 else "dog"}\n' for i in range(10)))
+    with pytest.raises(DatasetError, match=r"pets.csv, line 2, column 'colour': 'red, dark' is not a number: every "
+                                           r"column but the target is a numeric feature; encode categories as numbers "
+                                           r"\(one 0/1 column per category\) or drop the column$"):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
@@ -247,6 +268,39 @@ def test_npz_without_test_split_holds_out(tmp_path):
     data = load_dataset("npz", path=path, seed=3)
     assert data.task == "regression"
     assert (len(data.x_train), len(data.x_test)) == (40, 10)
+
+
+@pytest.mark.parametrize("names", [np.array(["dog", "cat", "cat", "bird"] * 10),
+                                   np.array([b"dog", b"cat", b"cat", b"bird"] * 10)], ids=["str", "bytes"])
+def test_npz_class_names_in_y_are_its_classes(tmp_path, names):
+    """y as names (df.species.to_numpy(str)) was refused as 'not numeric'; a CSV's names are classes."""
+    path = tmp_path / "pets.npz"
+    np.savez(path, x=np.arange(80.0).reshape(40, 2), y=names)
+    data = load_dataset("npz", path=path)
+    assert data.task == "classification" and data.labels == ["bird", "cat", "dog"]
+    rows = (data.x_test[:, 0] // 2).astype(int)  # each row's place in the file
+    assert [data.labels[i] for i in data.y_test] == names.astype(str)[rows].tolist()
+    with pytest.raises(DatasetError, match=r"pets.npz: y holds text \(.\w4\); a regression target must be numbers"):
+        load_dataset("npz", path=path, task="regression")
+
+
+def test_npz_boolean_features_and_targets_are_0_and_1(tmp_path):
+    """pandas' get_dummies gives booleans: they were refused as features, and as targets trained a regression."""
+    path = tmp_path / "flags.npz"
+    x = np.arange(60).reshape(30, 2) % 3 == 0
+    np.savez(path, x=x, y=x[:, 0])
+    data = load_dataset("npz", path=path)
+    assert data.task == "classification" and data.labels == ["0", "1"]
+    assert set(np.unique(data.x_train)) <= {0.0, 1.0} and data.y_train.dtype == np.int64
+
+
+def test_npz_one_hot_targets_say_how_to_store_them(tmp_path):
+    path = tmp_path / "onehot.npz"
+    np.savez(path, x=np.arange(20.0).reshape(10, 2), y=np.eye(3, dtype=np.float32)[np.arange(10) % 3])
+    with pytest.raises(DatasetError, match=r"onehot.npz: y must hold one target per row \(shape \(n,\)\), got shape "
+                                           r"\(10, 3\): its rows are one-hot, so store the class indices, "
+                                           r"y.argmax\(axis=1\)$"):
+        load_dataset("npz", path=path)
 
 
 def test_npz_refuses_pickled_objects_and_missing_arrays(tmp_path):

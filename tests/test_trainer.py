@@ -707,6 +707,60 @@ def test_overfit_with_batchnorm_on_one_sample_is_one_clear_line(blobs_npz):
                                  "more with --batchnorm")
 
 
+def write_animals_csv(path, classes, columns=("x1", "x2", "kind"), seed=0, rows=150):
+    """Three well-separated classes in 2-D, named, with the rows' columns in the order given."""
+    rng = np.random.default_rng(seed)
+    centres = {"ant": (-3, 0), "bee": (0, 3), "cat": (3, 0)}
+    lines = [",".join(columns)]
+    for i in range(rows):
+        kind = classes[i % len(classes)]
+        values = {"x1": f"{centres[kind][0] + rng.normal(scale=0.3):.4f}",
+                  "x2": f"{centres[kind][1] + rng.normal(scale=0.3):.4f}", "kind": kind}
+        lines.append(",".join(values[column] for column in columns))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def animals_model(tmp_path):
+    registry = tmp_path / "models"
+    data = write_animals_csv(tmp_path / "animals.csv", ["ant", "bee", "cat"])
+    assert run_cli("train", "--dataset", "csv", "--data-path", data, "--target", "kind", "--task", "classification",
+                   "--hidden", 16, "--epochs", 60, "--batch-size", 16, "--no-progress", "--publish",
+                   "--registry", registry) == 0
+    return registry
+
+
+def test_evaluate_matches_a_files_classes_to_the_models_by_name(tmp_path, animals_model, capsys):
+    """A labelled file holding only some of the classes was scored as if its first class were the
+    model's first: a perfect model scored 0% on a file of bees and cats (bee read as ant)."""
+    capsys.readouterr()
+    bees_and_cats = write_animals_csv(tmp_path / "new.csv", ["bee", "cat"], seed=1)
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", bees_and_cats) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 100.00%" in out
+    assert re.search(r"^ant .* 0$", out, re.M) and re.search(r"^bee .* 1\.0000 +1\.0000 +1\.0000 +\d+$", out, re.M)
+    with_a_dog = tmp_path / "dogs.csv"
+    with_a_dog.write_text(bees_and_cats.read_text().replace(",cat\n", ",dog\n", 1))
+    with pytest.raises(SystemExit, match=r"error: dogs holds classes animals v1 does not know: dog \(its classes: "
+                                         r"ant, bee, cat\)"):
+        run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", with_a_dog)
+
+
+def test_evaluate_reads_a_csvs_columns_by_name(tmp_path, animals_model, capsys):
+    """A file listing the same columns in another order was scored on the wrong features, silently."""
+    capsys.readouterr()
+    reordered = write_animals_csv(tmp_path / "new.csv", ["ant", "bee", "cat"], columns=("kind", "x2", "x1"), seed=1)
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", reordered) == 0
+    assert "accuracy 100.00%" in capsys.readouterr().out
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(reordered.read_text().replace("kind,x2,x1", "kind,x2,width", 1))
+    with pytest.raises(SystemExit, match="error: animals v1 takes the columns x1, x2; renamed has no x1: score it "
+                                         "on a file with the columns it was trained on"):
+        run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", renamed)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the diverging weights overflow on the way
 def test_overfit_says_something_is_wrong_when_training_diverges(blobs_npz, monkeypatch, capsys):
     """An update of the wrong sign climbs the loss until it overflows: that is the check's verdict
     (exit 1, "something is wrong"), not an error telling the learner to lower the learning rate."""
@@ -722,3 +776,13 @@ def test_overfit_says_something_is_wrong_when_training_diverges(blobs_npz, monke
     out = capsys.readouterr().out
     assert "the loss became inf" in out
     assert "something is wrong: training diverged" in out and "the optimiser's update" in out
+
+
+def test_a_run_says_which_task_an_npz_target_gave(tmp_path, capsys):
+    """An npz's y of 0.0 and 1.0 (a float column) trains a regression: the run says so first."""
+    path = tmp_path / "flags.npz"
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.float64))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 1, "--no-progress",
+                   "--output", tmp_path / "out") == 0
+    assert capsys.readouterr().out.startswith("data: Dataset('flags', regression, target 'y', train (48, 3)")

@@ -17,6 +17,8 @@ import threading
 import tomllib
 from pathlib import Path
 
+import numpy as np
+
 from shared.errors import ScratchnetError
 from shared.registry import RegistryError
 
@@ -57,7 +59,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", help="wine-quality: red (default), white or both")
     parser.add_argument("--data-path", help="csv / npz: the data file")
     parser.add_argument("--target", help="csv: the column to predict")
-    parser.add_argument("--task", choices=["classification", "regression"], help="csv: what the target is")
+    parser.add_argument("--task", choices=["classification", "regression"],
+                        help="what the target is; csv: required; npz: default classification for integer, "
+                             "boolean or text y, regression for float y")
     parser.add_argument("--data-dir", help="read the dataset files from this folder instead of downloading "
                                            "(default: $SCRATCHNET_DATA_DIR)")
     parser.add_argument("--cache-dir", help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")
@@ -182,25 +186,63 @@ def cmd_evaluate(args) -> int:
         print(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
               "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
               "and may include rows it trained on", file=sys.stderr)
-    if dataset.n_features != model.input_size:
+    x_test = _columns_of(model, dataset, f"{name} v{version}")
+    if x_test.shape[1] != model.input_size:
         raise SystemExit(f"error: {name} v{version} takes {model.input_size} features; {dataset.name} "
                          f"has {dataset.n_features}: score it on the kind of data it was trained on")
     if dataset.task != model.task:
         raise SystemExit(f"error: {name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
                          "dataset: score it on the kind of data it was trained on")
+    y_test = dataset.y_test
     if model.task == "classification":
-        classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
-        if classes > len(model.labels) or int(dataset.y_test.max()) >= len(model.labels):
-            raise SystemExit(f"error: {name} v{version} tells {len(model.labels)} classes apart; {dataset.name} "
-                             f"has {classes}: score it on the kind of data it was trained on")
-        if dataset.labels is not None and list(dataset.labels) != list(model.labels[:len(dataset.labels)]):
-            print(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {name}'s "
-                  f"({', '.join(model.labels[:4])}, ...): each is scored as the model's class of the same index",
-                  file=sys.stderr)
-    metrics = train.score(model, dataset.x_test, dataset.y_test, dataset.split)
+        y_test = _classes_of(model, dataset, f"{name} v{version}")
+    metrics = train.score(model, x_test, y_test, dataset.split)
     print(f"{name} v{version} on {dataset.name} ({dataset.split})")
     print(report.format_metrics(metrics))
     return 0
+
+
+def _columns_of(model, dataset, what: str):
+    """The test rows with their columns in the order the model takes them. Columns with names
+    (a CSV's header) are matched by name: a file that lists them in another order, or has more,
+    is scored on the features the model was trained on, not on whichever sit at their places."""
+    wanted = _object(model.manifest.get("input")).get("feature_names")
+    have = dataset.feature_names
+    if not wanted or not have or list(wanted) == list(have):
+        return dataset.x_test
+    missing = [column for column in wanted if column not in have]
+    if missing:
+        raise SystemExit(f"error: {what} takes the columns {', '.join(wanted)}; {dataset.name} has no "
+                         f"{', '.join(missing)}: score it on a file with the columns it was trained on")
+    extra = [column for column in have if column not in wanted]
+    if extra:
+        print(f"note: {dataset.name}'s columns {', '.join(extra)} are not among {what}'s features: left out",
+              file=sys.stderr)
+    return np.ascontiguousarray(dataset.x_test[:, [have.index(column) for column in wanted]])
+
+
+def _classes_of(model, dataset, what: str):
+    """The test targets as the model's class indices. Classes with names (a CSV's values, an
+    npz's labels) are matched by name, so a file holding some of the model's classes, or sorting
+    them otherwise, is scored against the right ones; an npz's bare indices are the model's own."""
+    labels = list(model.labels)
+    named = dataset.labels is not None and not dataset.labels_are_indices
+    known = [label in labels for label in dataset.labels] if named else []
+    if known and all(known):
+        return np.array([labels.index(label) for label in dataset.labels])[dataset.y_test]
+    if any(known):
+        unknown = [label for label, ok in zip(dataset.labels, known) if not ok]
+        raise SystemExit(f"error: {dataset.name} holds classes {what} does not know: {', '.join(unknown)} (its "
+                         f"classes: {', '.join(labels)}): score it on the classes it was trained on")
+    classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
+    if classes > len(labels) or int(dataset.y_test.max()) >= len(labels):
+        raise SystemExit(f"error: {what} tells {len(labels)} classes apart; {dataset.name} "
+                         f"has {classes}: score it on the kind of data it was trained on")
+    if named and list(dataset.labels) != labels[:len(dataset.labels)]:
+        print(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {what}'s "
+              f"({', '.join(labels[:4])}, ...): each is scored as the model's class of the same index",
+              file=sys.stderr)
+    return dataset.y_test
 
 
 def cmd_gradcheck(args) -> int:

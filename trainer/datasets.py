@@ -50,6 +50,9 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     labels: list[str] | None = None  # class names, classification only
+    # The labels are only the class indices written out (an npz without a labels array): a
+    # model's class of the same index is the same class, whatever the model calls it.
+    labels_are_indices: bool = False
     target: str | None = None  # target column, regression only
     feature_names: list[str] | None = None
     input_kind: str = "vector"  # "image" | "vector"
@@ -548,11 +551,11 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     else:
         raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
                            f"found {', '.join(sorted(arrays)) or 'none'}")
-    if task is None:
-        task = "classification" if np.issubdtype(y.dtype, np.integer) else "regression"
+    if task is None:  # whole numbers, booleans and names are classes; floats are a quantity
+        task = "classification" if y.dtype.kind in "biuUS" else "regression"
 
     def features(a, key):
-        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        if a.dtype.kind not in "biuf":  # booleans are 0/1 features (pandas' get_dummies writes them)
             raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
         if len(a) == 0:
             raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
@@ -564,8 +567,22 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
 
     def targets(a, key):
         a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
-        if a.ndim != 1 or not np.issubdtype(a.dtype, np.number):
-            raise DatasetError(f"{path}: {key} must be a 1-D numeric array, got {a.dtype} {a.shape}")
+        if a.ndim != 1:
+            one_hot = a.ndim == 2 and a.dtype.kind in "biuf" and np.isin(a, (0, 1)).all() and (a.sum(axis=1) == 1).all()
+            raise DatasetError(f"{path}: {key} must hold one target per row (shape (n,)), got shape {a.shape}" +
+                               (f": its rows are one-hot, so store the class indices, {key}.argmax(axis=1)"
+                                if one_hot else ""))
+        if a.dtype.kind in "US":
+            if task == "regression":
+                raise DatasetError(f"{path}: {key} holds text ({a.dtype}); a regression target must be numbers")
+            try:
+                return a.astype(str)  # class names (bytes decoded): numbered with the other split's below
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}: {key} holds bytes that are not ASCII text: store the class names "
+                                   "as a str array") from None
+        a = a.astype(np.int64) if a.dtype.kind == "b" else a
+        if a.dtype.kind not in "iuf":
+            raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
         if not np.isfinite(a).all():
             raise DatasetError(f"{path}: {key} holds NaN or infinite values")
         if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
@@ -586,7 +603,19 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             raise DatasetError(f"{path}: x_train has {x.shape[1]} features, x_test has {x_test.shape[1]}")
 
     labels = None
-    if task == "classification":
+    named = task == "classification" and y.dtype.kind == "U"
+    if named != (task == "classification" and y_test.dtype.kind == "U"):
+        raise DatasetError(f"{path}: one of y_train and y_test holds class names, the other class indices: "
+                           "give both the same way")
+    if named:  # as a CSV's target column: the classes are the names, sorted
+        if "labels" in arrays:
+            raise DatasetError(f"{path}: y holds class names and a labels array names the classes too: keep "
+                               "one (the names in y, or class indices 0, 1, ... in y with labels)")
+        names = [[str(v).strip() for v in part] for part in (y, y_test)]
+        if any(not v for part in names for v in part):
+            raise DatasetError(f"{path}: y holds an empty class name")
+        labels, (y, y_test) = _class_indices(names)
+    elif task == "classification":
         n_classes = int(max(y.max(), y_test.max())) + 1
         if n_classes > MAX_CLASSES:
             raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
@@ -599,8 +628,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         else:
             labels = [str(i) for i in range(n_classes)]
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
-                   labels=labels, target="y" if task == "regression" else None,
-                   files={path.name: _sha256(path)}, split=split)
+                   labels=labels, labels_are_indices=task == "classification" and not named and "labels" not in arrays,
+                   target="y" if task == "regression" else None, files={path.name: _sha256(path)}, split=split)
 
 
 def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
@@ -672,10 +701,16 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     if x is None or not np.isfinite(x).all():
         for (line, fields), row in zip(rows, cells):
             for name, cell in zip(feature_names, row):
+                where = f"{source}, line {line}, column {name!r}: {cell!r}"
+                if _is_missing(cell):
+                    raise DatasetError(f"{where} is a missing value: every feature needs one; "
+                                       "fill in the missing values or drop those rows")
                 if not _is_number(cell):
-                    raise DatasetError(f"{source}, line {line}, column {name!r}: {cell!r} is not a number")
+                    raise DatasetError(f"{where} is not a number: every column but the target is a numeric "
+                                       "feature; encode categories as numbers (one 0/1 column per category) or "
+                                       "drop the column")
                 if not math.isfinite(float(cell)):
-                    raise DatasetError(f"{source}, line {line}, column {name!r}: {cell!r} is not finite")
+                    raise DatasetError(f"{where} is not finite: replace it with a finite number or drop the row")
         raise DatasetError(f"{source}: the feature columns could not be read as numbers")
     y = [fields[t].strip() for _, fields in rows]
     if task == "regression":
@@ -712,6 +747,14 @@ def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]
 
 def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+# How spreadsheets, pandas and R write a missing cell.
+MISSING_VALUES = {"", "?", "-", "na", "n/a", "nan", "null", "none", "nil", "missing", "#n/a"}
+
+
+def _is_missing(text: str) -> bool:
+    return text.strip().lower() in MISSING_VALUES
 
 
 def _is_number(text: str) -> bool:

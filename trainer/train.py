@@ -509,6 +509,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         command: str | None = None, log=print) -> dict:
     """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
     dataset = load_config_dataset(config)
+    log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
     # Where the result goes, and what writing it needs, is checked before the training, not after.
     if publish_to:
