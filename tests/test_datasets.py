@@ -202,6 +202,16 @@ def test_csv_non_numeric_feature_names_row_and_column(tmp_path):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
+def test_csv_fractional_targets_are_not_classes(tmp_path):
+    """Each distinct value became a class of its own, where the same targets in an npz are refused."""
+    path = tmp_path / "prices.csv"
+    path.write_text("a,b,price\n" + "".join(f"{i},{i * 2},{i * 1.25}\n" for i in range(40)))
+    with pytest.raises(DatasetError, match=r"prices.csv, line 3, column 'price': '1.25' is not a whole number, so "
+                                           r"not a class: a measured quantity is predicted with --task regression$"):
+        load_dataset("csv", path=path, target="price", task="classification")
+    assert load_dataset("csv", path=path, target="price", task="regression").task == "regression"
+
+
 @pytest.mark.parametrize("cell", ["", "NA", "NaN", "?", "null"])
 def test_csv_missing_feature_value_says_how_to_fix_it(tmp_path, cell):
     """A spreadsheet's empty cell, pandas' NaN or R's NA in a feature: what it is and what to do."""

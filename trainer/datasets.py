@@ -725,6 +725,14 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
             if _is_number(value) and not math.isfinite(float(value)):
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is a missing or "
                                    "infinite value, not a class")
+        # Numbers with fractions are a measured quantity: as classes, each distinct value would be
+        # one (200 classes from 200 rows), where an npz with the same targets is refused.
+        if all(_is_number(value) for value in y):
+            for (line, _), value in zip(rows, y):
+                if not float(value).is_integer():
+                    raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
+                                       "number, so not a class: a measured quantity is predicted with --task "
+                                       "regression")
     return feature_names, x.astype(np.float32), y
 
 
