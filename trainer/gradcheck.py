@@ -182,50 +182,42 @@ def default_checks(seed: int = 0) -> list[Row]:
         bn.params["beta"][...] = rng.standard_normal(bn.features)
         return bn
 
-    rows: list[Row] = []
-
-    def check(label: str, run: Callable[[], list[Row]]) -> None:
-        try:
-            rows.extend(run())
-        except Exception as e:  # noqa: BLE001 - any error in a component is that component's failure
-            rows.append(Row(label, "-", (), float("inf"), False, f"{type(e).__name__}: {e}{_where(e)}"))
-
-    check("Dense", lambda: gradcheck(Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed,
-                                     label="Dense"))
-    for name in ACTIVATIONS:
-        spec = "leaky_relu(alpha=0.1)" if name == "leaky_relu" else name
-        label = f"Activation({spec})"
-        check(label, lambda: gradcheck(Activation(spec, dtype=f64), seed=seed, label=label))
-    check("BatchNorm (train)", lambda: gradcheck(batchnorm(), seed=seed, training=True, label="BatchNorm (train)"))
-
-    def batchnorm_eval() -> list[Row]:
+    def batchnorm_eval() -> BatchNorm:
         bn = batchnorm()
         bn.buffers["running_mean"][...] = rng.standard_normal(bn.features)
         bn.buffers["running_var"][...] = rng.uniform(0.5, 2.0, bn.features)
-        return gradcheck(bn, seed=seed, training=False, label="BatchNorm (eval)")
+        return bn
 
-    check("BatchNorm (eval)", batchnorm_eval)
-    check("Dropout(0.5)", lambda: gradcheck(Dropout(0.5, dtype=f64), seed=seed, label="Dropout(0.5)"))
-    check("SoftmaxCrossEntropy (labels)",
-          lambda: gradcheck(SoftmaxCrossEntropy(), seed=seed, label="SoftmaxCrossEntropy (labels)"))
+    rows: list[Row] = []
+
+    def check(label: str, run: Callable[..., list[Row]], *args, **kwargs) -> None:
+        """The rows of ``run(*args, label=label, **kwargs)``, or one failed row if it raises."""
+        try:
+            rows.extend(run(*args, label=label, **kwargs))
+        except Exception as e:  # noqa: BLE001 - any error in a component is that component's failure
+            rows.append(Row(label, "-", (), float("inf"), False, f"{type(e).__name__}: {e}{_where(e)}"))
+
+    check("Dense", gradcheck, Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed)
+    for name in ACTIVATIONS:
+        spec = "leaky_relu(alpha=0.1)" if name == "leaky_relu" else name
+        check(f"Activation({spec})", gradcheck, Activation(spec, dtype=f64), seed=seed)
+    check("BatchNorm (train)", gradcheck, batchnorm(), seed=seed, training=True)
+    check("BatchNorm (eval)", gradcheck, batchnorm_eval(), seed=seed, training=False)
+    check("Dropout(0.5)", gradcheck, Dropout(0.5, dtype=f64), seed=seed)
+    check("SoftmaxCrossEntropy (labels)", gradcheck, SoftmaxCrossEntropy(), seed=seed)
     logits = rng.standard_normal((4, 5)) * 10  # large logits: the stable path
     soft = rng.dirichlet(np.ones(5), size=4)
-    check("SoftmaxCrossEntropy (soft targets)",
-          lambda: check_loss(SoftmaxCrossEntropy(), logits, soft, "SoftmaxCrossEntropy (soft targets)"))
-    check("MSE", lambda: gradcheck(MSE(), seed=seed, label="MSE"))
+    check("SoftmaxCrossEntropy (soft targets)", check_loss, SoftmaxCrossEntropy(), logits, soft)
+    check("MSE", gradcheck, MSE(), seed=seed)
     sizes = [size(), size(), size(), 3]
-    label = f"mlp {sizes} bn+dropout"
-    check(label, lambda: gradcheck(lambda dtype: build_mlp(sizes, "leaky_relu(alpha=0.1)", batchnorm=True,
-                                                           dropout=0.3, seed=seed, dtype=dtype),
-                                   seed=seed, label=label))
+    check(f"mlp {sizes} bn+dropout", gradcheck, lambda dtype: build_mlp(
+        sizes, "leaky_relu(alpha=0.1)", batchnorm=True, dropout=0.3, seed=seed, dtype=dtype), seed=seed)
     regression = [size(), size(), size(), 2]
-    check("mlp regression tanh", lambda: gradcheck(lambda dtype: build_mlp(regression, "tanh", init="xavier_normal",
-                                                                           task="regression", seed=seed, dtype=dtype),
-                                                   seed=seed, label="mlp regression tanh"))
+    check("mlp regression tanh", gradcheck, lambda dtype: build_mlp(
+        regression, "tanh", init="xavier_normal", task="regression", seed=seed, dtype=dtype), seed=seed)
     sigmoid = [size(), size(), 4]
-    check("mlp sigmoid", lambda: gradcheck(lambda dtype: build_mlp(sigmoid, "sigmoid", init="xavier_uniform",
-                                                                   seed=seed, dtype=dtype),
-                                           seed=seed, label="mlp sigmoid"))
+    check("mlp sigmoid", gradcheck, lambda dtype: build_mlp(
+        sigmoid, "sigmoid", init="xavier_uniform", seed=seed, dtype=dtype), seed=seed)
     return rows
 
 
