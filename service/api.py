@@ -330,7 +330,7 @@ def admin(view: Callable) -> Callable:
 def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
     """Apply ``change`` to serving.json under an exclusive lock, refresh this worker, report."""
     svc = service()
-    svc.store.slot(name)  # 404 for an unknown model
+    svc.store.found(name)  # 404 for an unknown model
     folder = svc.registry.root / name
     try:
         with open(svc.registry.model_folder(name) / ".serving.lock", "a") as lock:

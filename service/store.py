@@ -495,6 +495,26 @@ class ModelStore:
             raise NotFound(f"There is no model {name!r} (models: {known}).", code="model_not_found")
         return slot
 
+    def found(self, name: str) -> ModelSlot:
+        """:meth:`slot`, after a look at the registry when this worker does not know ``name``: the
+        admin routes use it, so that a call right after a model's first version was published (before
+        this worker's next poll, or on another replica) changes that model rather than answering that
+        it does not exist."""
+        if self.configured is None and name not in self._slots:
+            try:
+                present = self.registry.has_model(name)
+            except (OSError, RegistryError):  # not a model name, or a folder that cannot be listed: 404
+                present = False
+            if present:
+                with self._lock:
+                    added = name not in self._slots  # the watcher may have found it meanwhile
+                    if added:
+                        self._slots[name] = ModelSlot(name)
+                if added:
+                    self.events.model_added(name)
+                self.refresh([name])
+        return self.slot(name)
+
     def served(self, name: str) -> Model:
         """The model that serves ``name`` right now (one reference read)."""
         slot = self.slot(name)

@@ -107,12 +107,18 @@ class Registry:
             if not NAME_PATTERN.match(entry.name):
                 continue
             try:
-                if entry.is_dir() and (self.versions(entry.name) or (entry / SERVING_FILE).exists()):
+                if self.has_model(entry.name):
                     names.append(entry.name)
             except OSError as e:
                 if unreadable is not None:
                     unreadable[entry.name] = f"the folder {entry} cannot be read ({e.strerror or e})"
         return names
+
+    def has_model(self, name: str) -> bool:
+        """Whether ``<root>/<name>`` is a model folder: at least one version or a serving.json
+        (OSError when the folder cannot be listed)."""
+        folder = self.root / check_name(name)
+        return folder.is_dir() and bool(self.versions(name) or (folder / SERVING_FILE).exists())
 
     def versions(self, name: str) -> list[int]:
         """Published versions of ``name``, ascending. Temporary and stray folders are ignored."""
@@ -173,9 +179,13 @@ class Registry:
         return {**data, "pinned": pinned, "labels": labels}
 
     def write_serving(self, name: str, state: dict) -> None:
-        """Replace serving.json atomically (temporary file in the same folder, then rename)."""
+        """Replace serving.json atomically (temporary file in the same folder, then rename).
+
+        The model's folder must exist (FileNotFoundError otherwise): creating it would bring back a
+        model removed (rm -rf) while an admin call was changing it, as a folder holding only a
+        serving.json: a model of no version, which a worker starting later cannot serve, so /readyz
+        fails."""
         folder = self.model_folder(name)
-        folder.mkdir(parents=True, exist_ok=True)
         _write_atomically(folder / SERVING_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def update_serving(self, name: str, change: Callable[[dict], dict]) -> dict:

@@ -417,6 +417,19 @@ def test_serving_state_round_trip_and_validation(tmp_path):
         registry.read_serving("tiny")
 
 
+def test_a_serving_change_racing_the_removal_of_its_model_does_not_bring_the_model_back(tmp_path):
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+
+    def removed_meanwhile(state):  # `rm -rf <registry>/tiny` finishing while an admin call computes its change
+        shutil.rmtree(tmp_path / "tiny")
+        return {**state, "pinned": None}
+
+    with pytest.raises(FileNotFoundError):
+        registry.update_serving("tiny", removed_meanwhile)
+    assert not (tmp_path / "tiny").exists() and registry.model_names() == []
+
+
 def test_symlink_out_of_the_registry_is_refused(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

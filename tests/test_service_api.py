@@ -619,6 +619,27 @@ def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, 
     assert serving_state(registry)["pinned"] == 2 and response.get_json()["served_version"] == 2
 
 
+def test_admin_calls_right_after_a_new_model_is_published_find_it(client, registry):
+    # The first version of a new model was published after this worker's last poll (there is no
+    # watcher here; in a live service, any call within the poll interval, on any replica): a deploy
+    # script that publishes and then pins, labels or loads the model must not be told it does not exist.
+    publish_model(registry, "fresh", kind="vector")
+    response = client.post("/models/fresh/versions/1/activate", headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["served_version"] == 1
+    publish_model(registry, "fresh2", kind="vector")
+    response = client.put("/models/fresh2/labels/stable", headers=AUTH, json={"version": 1})
+    assert response.status_code == 200 and serving_state(registry, "fresh2")["labels"] == {"stable": 1}
+    publish_model(registry, "fresh3", kind="vector")
+    assert client.post("/v2/repository/models/fresh3/unload", headers=AUTH).status_code == 200
+    assert serving_state(registry, "fresh3")["unloaded"] is True
+    publish_model(registry, "fresh4", kind="vector")
+    assert client.post("/v2/repository/models/fresh4/load", headers=AUTH, json={}).status_code == 200
+    assert client.post("/models/fresh4/predict", json={"inputs": [[0.0] * 4]}).status_code == 200
+    assert_error(client.post("/models/nothing/unpin", headers=AUTH), 404, "model_not_found")
+    unknown = client.post("/v2/repository/models/nothing/load", headers=AUTH, json={})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]  # V2's error shape: no code
+
+
 def test_labels(client, registry):
     response = client.put("/models/mnist/labels/canary", json={"version": 2}, headers=AUTH)
     assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}

@@ -435,7 +435,7 @@ def repository_entries(name: str) -> list[dict]:
 @v2_bp.post("/v2/repository/models/<name>/load")
 @admin
 def repository_load(name: str):
-    service().store.slot(name)  # 404 for an unknown model, before looking at the body
+    service().store.found(name)  # 404 for an unknown model, before looking at the body
     body = read_body()
     load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
     set_serving(name, pinned=requested_pin(load), loaded=True)
@@ -491,7 +491,7 @@ def pin_from_config(text: str):
 @v2_bp.post("/v2/repository/models/<name>/unload")
 @admin
 def repository_unload(name: str):
-    service().store.slot(name)
+    service().store.found(name)
     body = read_body()
     validate(UnloadRequest, parse_json(body) if body.strip() else {}, "the unload request")
     set_serving(name, loaded=False)
