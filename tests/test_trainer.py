@@ -5,10 +5,12 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -786,3 +788,113 @@ def test_a_run_says_which_task_an_npz_target_gave(tmp_path, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 1, "--no-progress",
                    "--output", tmp_path / "out") == 0
     assert capsys.readouterr().out.startswith("data: Dataset('flags', regression, target 'y', train (48, 3)")
+
+
+@pytest.mark.parametrize("batchnorm", ["off", "folded", "explicit"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu(alpha=0.3)"])
+def test_the_service_answers_what_the_trainer_computes(tmp_path, blobs_npz, wine_csv, monkeypatch, capsys,
+                                                       activation, batchnorm):
+    """Every form a published network takes (each activation, batch norm folded or explicit,
+    dropout, a classifier, a regressor with standardised inputs and a scaled target) is served as
+    the trainer's own network computes it in inference mode: on the test rows and on rows far
+    outside the training range, the service's probabilities and values are the trainer's up to
+    float32 rounding and the JSON's digits, its classes exactly; and evaluate reports the
+    metrics the manifest records."""
+    from service.app import create_app
+    from trainer.activations import softmax
+    from trainer.report import format_metrics
+
+    built = []  # the networks the runs train, as the trainer holds them
+    build_network = train.build_network
+
+    def keep(config, data):
+        built.append(build_network(config, data))
+        return built[-1]
+
+    monkeypatch.setattr(train, "build_network", keep)
+    registry = tmp_path / "models"
+    flags = ["--activation", activation, "--hidden", 12, 12, "--dropout", 0.2, "--epochs", 3, "--batch-size", 32,
+             "--lr", 0.01, "--no-progress", "--publish", "--registry", registry]
+    flags += {"off": [], "folded": ["--batchnorm"], "explicit": ["--batchnorm", "--no-fold-batchnorm"]}[batchnorm]
+    runs = {"blobs": (["--dataset", "npz", "--data-path", blobs_npz], load_dataset("npz", path=blobs_npz)),
+            "scores": (["--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task", "regression"],
+                       load_dataset("csv", path=wine_csv, target="score", task="regression"))}
+    networks = {}
+    for name, (data_flags, _) in runs.items():
+        assert run_cli("train", *data_flags, *flags, "--name", name) == 0
+        networks[name] = built[-1]
+    client = create_app({"registry": str(registry), "watch": False, "default_model": "blobs"}).test_client()
+    for name, (_, dataset) in runs.items():
+        manifest = read_manifest(registry / name / "1" / "model.npz")
+        layers = [layer["type"] + ("/" + layer["batchnorm"] if "batchnorm" in layer else "")
+                  for layer in manifest["layers"]]
+        assert layers.count({"off": "dense", "folded": "dense/folded", "explicit": "batchnorm"}[batchnorm]) >= 2
+        x = dataset.x_test
+        low, high = x.min(axis=0), x.max(axis=0)
+        span = high - low
+        rows = np.concatenate([x, [high + 10 * span, low - 10 * span], -50 * x[:3]]).astype(np.float32)
+        # Far out the hidden units are large and the output their small difference, so float32
+        # rounding (the trainer's own, and the service's in another order) grows with the terms.
+        tolerance = np.where(np.arange(len(rows)) < len(x), 1.0, 25.0)
+        out = networks[name].forward(train.normalize(rows, manifest["input"]["normalization"]), training=False)
+        answer = client.post(f"/models/{name}/predict", json={"inputs": rows.tolist(), "top_k": 3})
+        assert answer.status_code == 200, answer.get_json()
+        predictions = answer.get_json()["predictions"]
+        if dataset.task == "classification":
+            expected = softmax(out)
+            labels = manifest["output"]["labels"]
+            served = np.zeros_like(expected)
+            for row, prediction in zip(served, predictions):
+                for entry in prediction["top_k"]:
+                    row[labels.index(entry["label"])] = entry["probability"]
+            assert [p["index"] for p in predictions] == expected.argmax(axis=1).tolist()
+            assert (np.abs(served - expected) <= 2e-6 * tolerance[:, None]).all()  # 6 decimals in the JSON
+        else:
+            scaling = manifest["output"]["scaling"]
+            expected = out[:, 0].astype(np.float64) * scaling["std"] + scaling["mean"]
+            served = np.array([p["value"] for p in predictions])
+            assert (np.abs(served - expected) <= 4e-6 * tolerance * np.maximum(np.abs(expected), scaling["std"])).all()
+        capsys.readouterr()
+        assert run_cli("evaluate", "--registry", registry, "--model", name) == 0
+        assert format_metrics({"per_class": [], **manifest["metrics"]}).split("\n")[0] in capsys.readouterr().out
+
+
+# The service image holds shared/ and service/ only: neither the trainer's code nor its extras.
+WITHOUT_THE_TRAINER = """
+import importlib.abc, json, sys
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("trainer", "matplotlib", "tqdm"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Absent())
+sys.path.insert(0, sys.argv[1])
+from service.app import create_app
+
+client = create_app({"registry": sys.argv[2], "watch": False, "default_model": "blobs"}).test_client()
+answer = client.post("/models/blobs/predict", json={"inputs": json.loads(sys.argv[3])})
+print(json.dumps({"status": answer.status_code, "body": answer.get_json(),
+                  "shared": sys.modules["shared"].__file__}))
+"""
+
+
+def test_a_published_model_is_served_without_the_trainer(tmp_path, blobs_npz):
+    """A model the trainer published loads and answers where only shared/ and service/ exist,
+    as in the service image: nothing on the serving path imports the trainer."""
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 2, "--no-progress",
+                   "--publish", "--registry", registry) == 0
+    image = tmp_path / "image"
+    for package in ("shared", "service"):
+        shutil.copytree(Path(__file__).resolve().parents[1] / package, image / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    rows = load_dataset("npz", path=blobs_npz).x_test[:5]
+    done = subprocess.run([sys.executable, "-I", "-c", WITHOUT_THE_TRAINER, str(image), str(registry),
+                           json.dumps(rows.tolist())], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["shared"] == str(image / "shared" / "__init__.py")
+    assert answer["status"] == 200, answer["body"]
+    expected = load_model(registry / "blobs" / "1" / "model.npz").predict(rows)
+    assert [p["index"] for p in answer["body"]["predictions"]] == expected.tolist()
