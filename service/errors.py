@@ -136,10 +136,24 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
     details = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
-        message = "unknown field; remove it" if item["type"] == "extra_forbidden" else item["msg"]
-        message = message.removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field; remove it"
+        elif item["type"] == "model_type":  # pydantic names its class here ("... instance of InferRequest")
+            message = f"must be a JSON object, not {json_kind(item['input'])}"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
         details.append({"field": field, "message": message})
     return details
+
+
+def json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words: "an array", "a string", "null" ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    kinds = ((list, "an array"), (str, "a string"), ((int, float), "a number"), (dict, "an object"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)), type(value).__name__)
 
 
 def describe_validation_error(error: pydantic.ValidationError, what: str = "the request") -> InvalidInput:

@@ -353,6 +353,9 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     ({"inputs": [{"name": "input", "shape": [1, -784], "datatype": "FP32", "data": []}]}, "inputs.0.shape.1"),
     ({"inputs": []}, "inputs"),
     ({**one(), "unknown": 1}, "unknown: unknown field"),
+    # JSON's words for what was sent, not the name of a class of the service's own
+    ([one()], "In the inference request, body: must be a JSON object, not an array."),
+    ({"inputs": [3]}, "inputs.0: must be a JSON object, not a number."),
     (one(shape=(0, 784)), "no input"),
     ({**one(), "outputs": [{"name": "label"}, {"name": "label", "parameters": {"binary_data": True}}]},
      "output 'label' already requested"),  # as Triton: each output once
