@@ -481,3 +481,14 @@ def test_npz_with_an_empty_array_is_refused_naming_it(tmp_path, empty, task):
     np.savez(path, **arrays)
     with pytest.raises(DatasetError, match=f"e.npz: {empty} holds no rows"):
         load_dataset("npz", path=path)
+
+
+def test_a_file_too_small_to_split_says_what_to_do(tmp_path):
+    """One or two rows cannot be split into training and held-out rows: the message said only that."""
+    one_row = tmp_path / "one.csv"
+    one_row.write_text("a,b,kind\n1,2,x\n")
+    with pytest.raises(DatasetError, match=r"cannot hold out a test split from 1 row\(s\): give more rows, or an npz "
+                                           r"with its own x_test and y_test$"):
+        load_dataset("csv", path=one_row, target="kind", task="classification")
+    with pytest.raises(DatasetError, match=r"train without a validation split \(--val-fraction 0\)$"):
+        validation_split(np.zeros((1, 2)), np.zeros(1), 0.2, seed=0, grouped=True)

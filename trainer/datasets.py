@@ -426,6 +426,12 @@ def _load_wine(source: _FileSource, variant: str, seed: int, test_fraction: floa
 # ---------------------------------------------------------------------------------------------
 # Splits
 
+HOLDOUT_FIX = {  # what to do when rows are too few to split, by the split's name
+    "test": "give more rows, or an npz with its own x_test and y_test",
+    "validation": "give more rows, or train without a validation split (--val-fraction 0)",
+}
+
+
 def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test"
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, held out) holding out about ``fraction`` of the rows of ``x`` (n, d).
@@ -436,8 +442,9 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
     """
     if not 0 < fraction < 1:
         raise DatasetError(f"the {what} fraction must be between 0 and 1, not {fraction}")
+    fix = HOLDOUT_FIX.get(what, "give more rows")
     if len(x) < 2:
-        raise DatasetError(f"cannot hold out a {what} split from {len(x)} row(s)")
+        raise DatasetError(f"cannot hold out a {what} split from {len(x)} row(s): {fix}")
     _, group = np.unique(x, axis=0, return_inverse=True)
     group = group.reshape(-1)
     sizes = np.bincount(group)
@@ -446,7 +453,8 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
     n_groups = int(np.searchsorted(np.cumsum(sizes[order]), wanted)) + 1
     is_test = np.isin(group, order[:n_groups])
     if is_test.all():
-        raise DatasetError(f"cannot hold out a {what} split: the {len(x)} rows are all identical")
+        raise DatasetError(f"cannot hold out a {what} split: the {len(x)} rows are all identical (a row and its "
+                           f"copies stay on one side): {fix}")
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
