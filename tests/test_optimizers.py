@@ -200,3 +200,10 @@ def test_normal_initializer_needs_a_positive_std():
 
     with pytest.raises(ValueError, match="normal std must be > 0"):
         get_initializer("normal(std=-1)")
+
+
+def test_nesterov_without_momentum_is_refused():
+    """With momentum 0 the look-ahead has no velocity: it ran as plain SGD without a word (torch refuses it)."""
+    with pytest.raises(ValueError, match=r"nesterov needs a momentum above 0 \(with 0 it is plain sgd\)"):
+        get_optimizer("nesterov", lr=0.1, momentum=0.0)
+    assert get_optimizer("momentum", lr=0.1, momentum=0.0).momentum == 0.0  # heavy ball at 0: SGD, as asked

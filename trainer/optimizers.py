@@ -163,6 +163,8 @@ class Momentum(Optimizer):
         super().__init__(lr, weight_decay, clip_norm)
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if nesterov and momentum == 0:  # as torch.optim.SGD: a look-ahead needs a velocity to look along
+            raise ValueError("nesterov needs a momentum above 0 (with 0 it is plain sgd)")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     def _init_state(self, param):
