@@ -492,3 +492,12 @@ def test_a_file_too_small_to_split_says_what_to_do(tmp_path):
         load_dataset("csv", path=one_row, target="kind", task="classification")
     with pytest.raises(DatasetError, match=r"train without a validation split \(--val-fraction 0\)$"):
         validation_split(np.zeros((1, 2)), np.zeros(1), 0.2, seed=0, grouped=True)
+
+
+def test_csv_decimal_commas_are_named_as_such(tmp_path):
+    """'0,5' in a semicolon-separated file (a spreadsheet in many locales) was called "not a number"."""
+    path = tmp_path / "prices.csv"
+    path.write_text("a;b;kind\n" + "".join(f"{i},5;{i};{i % 2}\n" for i in range(20)))
+    with pytest.raises(DatasetError, match=r"prices.csv, line 2, column 'a': '0,5' is a number written with a "
+                                           r"decimal comma: write it with a point \(0.5, not 0,5\)"):
+        load_dataset("csv", path=path, target="kind", task="classification")

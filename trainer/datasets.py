@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -713,6 +714,9 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                 if _is_missing(cell):
                     raise DatasetError(f"{where} is a missing value: every feature needs one; "
                                        "fill in the missing values or drop those rows")
+                if DECIMAL_COMMA.match(cell):
+                    raise DatasetError(f"{where} is a number written with a decimal comma: write it with a point "
+                                       "(0.5, not 0,5), as the CSV reader reads numbers")
                 if not _is_number(cell):
                     raise DatasetError(f"{where} is not a number: every column but the target is a numeric "
                                        "feature; encode categories as numbers (one 0/1 column per category) or "
@@ -765,6 +769,7 @@ def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")  # "0,5": how spreadsheets write 0.5 in many locales
 # How spreadsheets, pandas and R write a missing cell.
 MISSING_VALUES = {"", "?", "-", "na", "n/a", "nan", "null", "none", "nil", "missing", "#n/a"}
 
