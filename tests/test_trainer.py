@@ -898,3 +898,15 @@ def test_a_published_model_is_served_without_the_trainer(tmp_path, blobs_npz):
     assert answer["status"] == 200, answer["body"]
     expected = load_model(registry / "blobs" / "1" / "model.npz").predict(rows)
     assert [p["index"] for p in answer["body"]["predictions"]] == expected.tolist()
+
+
+def test_a_class_with_no_training_row_is_named(tmp_path, capsys):
+    """A class seen only in the held-out rows got an output unit that never learned, without a word."""
+    path = tmp_path / "rare.npz"
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    y = np.array([0, 1] * 20)
+    np.savez(path, x_train=x, y_train=y, x_test=x[:4], y_test=np.array([0, 1, 2, 2]),
+             labels=np.array(["ant", "bee", "cat"]))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 1, "--no-progress",
+                   "--output", tmp_path / "out") == 0
+    assert "note: no training row of class cat: the model cannot learn to predict it" in capsys.readouterr().out
