@@ -181,6 +181,13 @@ def cmd_evaluate(args) -> int:
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0), test_only=True)
     trained_files = _object(recorded_dataset.get("files"))
+    if trained_files and dataset.files and not set(dataset.files) & set(trained_files) and len(dataset.x_train):
+        # A file the model never saw: every row of it is a test row, not only the share a training
+        # run would have held out of it.
+        dataset = dataclasses.replace(
+            dataset, x_test=np.concatenate([dataset.x_train, dataset.x_test]),
+            y_test=np.concatenate([dataset.y_train, dataset.y_test]),
+            split=f"every row of {', '.join(dataset.files)}, which {name} v{version} was not trained on")
     changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
     if changed and dataset.name == recorded_dataset.get("name"):
         print(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
