@@ -14,7 +14,10 @@ An image goes through one pipeline whatever its format or mode:
    unevenly, in a photo); the ink is whichever side of it carries more mass (dark ink on
    paper is inverted, light ink on a dark field is kept). Deviations within 4 sigma of the
    border's noise are set to 0, the rest stretched so the strokes reach 1; isolated pixels
-   are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank.
+   are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank. An item
+   that covers most of the border (a bag filling the frame) makes the border so uneven that its
+   noise leaves no room for any ink; then the paper is the level most border pixels share (what
+   the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
    mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
    side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
@@ -506,8 +509,35 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
 
 
 def _ink_map(grey: np.ndarray) -> np.ndarray:
-    """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank."""
+    """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank.
+
+    The border is taken for paper first. An item that covers most of the border (a bag filling
+    the frame) makes the border so uneven that its noise floor leaves no room for ink at all;
+    only then is the paper taken from the part of the border the item leaves."""
     background, sigma = _background(grey)
+    try:
+        return _ink_against(grey, background, sigma)
+    except InvalidInput:
+        if max(4 * sigma, 2 / 255) + MIN_CONTRAST <= 1:
+            raise  # the border is paper, and there is no ink on it
+    return _ink_against(grey, *_uncovered_background(grey))
+
+
+def _uncovered_background(grey: np.ndarray) -> tuple[np.float32, float]:
+    """The paper of an image whose border the ink mostly covers, as a level and its noise (sigma):
+    the level most border pixels share within the noise floor, the noise measured between
+    neighbouring pixels over the whole image (the item's shading is smooth, its edges few)."""
+    differences = np.concatenate([np.diff(grey, axis=0).ravel(), np.diff(grey, axis=1).ravel()])
+    sigma = 1.4826 * float(np.median(np.abs(differences))) / math.sqrt(2)  # a difference has twice the variance
+    border = np.sort(grey.ravel().take(_border_index(grey.shape)))
+    floor = max(4 * sigma, 2 / 255)
+    shared = np.searchsorted(border, border + floor, side="right") - np.arange(border.size)
+    start = int(np.argmax(shared))
+    return np.float32(np.median(border[start:start + shared[start]])), sigma
+
+
+def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: float) -> np.ndarray:
+    """The ink of ``grey`` on paper ``background`` whose noise is ``sigma``; InvalidInput if blank."""
     deviation = grey - background
     floor = max(4 * sigma, 2 / 255)
     dark_mass = np.maximum(-floor - deviation, 0).sum(dtype=np.float64)

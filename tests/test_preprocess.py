@@ -5,6 +5,7 @@ import io
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,6 +219,39 @@ def test_garment_fills_the_field_keeping_its_aspect():
     assert field[20, 13:15].max() < 0.2, "the gap between the legs is kept"
 
 
+def frame_filling_item() -> np.ndarray:
+    """A light item on a black field that runs off all four sides (a square cushion turned 45
+    degrees, seen close up, with quilted stripes): only the corners show the field."""
+    yy, xx = np.mgrid[0:28, 0:28].astype(np.float32)
+    body = np.abs(yy - 13.5) + np.abs(xx - 13.5) <= 22
+    shade = 0.55 + 0.4 * np.sin((yy - xx) / 2)
+    return np.round(255 * np.where(body, shade, 0)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("polarity", ["light_on_dark", "dark_on_light"])
+def test_an_item_covering_most_of_the_border_is_not_blank(polarity):
+    item = frame_filling_item()
+    border = np.concatenate([item[0], item[-1], item[:, 0], item[:, -1]])
+    assert (border > 0).mean() > 0.6, "the item covers most of the border"
+    pixels = item if polarity == "light_on_dark" else 255 - item
+    vector = image_to_vector(encode(Image.fromarray(pixels), "PNG"), GARMENT)
+    field = vector.reshape(28, 28)
+    assert correlation(field, item) > 0.7
+    assert field[[0, 0, -1, -1], [0, -1, 0, -1]].max() == 0, "the uncovered corners are the field"
+    rows, cols = np.flatnonzero(field.max(axis=1) > 0.5), np.flatnonzero(field.max(axis=0) > 0.5)
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (0, 27, 0, 27), "the item still runs off the sides"
+
+
+def test_fashion_bags_that_cover_the_border_are_read_as_bags(datasets_dir):
+    # Three test-set bags whose handles and sides cover most of the border ring: taken for the
+    # paper, they left nothing as ink and were refused as blank.
+    from shared.model_file import load_model
+    items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
+    model = load_model(Path(__file__).resolve().parents[1] / "models" / "fashion-mnist" / "1" / "model.npz")
+    vectors = images_to_batch([encode(Image.fromarray(items[i]), "PNG") for i in (4115, 6619, 9596)], GARMENT)
+    assert [model.labels[k] for k in model.predict_proba(vectors).argmax(axis=1)] == ["Bag"] * 3
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -310,11 +344,36 @@ def test_truncated_images_are_unsupported(fmt, digit):
         image_to_vector(data[: len(data) // 2], DIGIT)
 
 
-@pytest.mark.parametrize("grey", [255, 0, 128])
-def test_blank_image_is_invalid(grey):
+@pytest.mark.parametrize("grey", [255, 0, 128, 1, 37, 200, 254])
+@pytest.mark.parametrize("spec", [DIGIT, GARMENT], ids=["digit", "garment"])
+def test_blank_image_is_invalid(grey, spec):
     data = encode(Image.new("L", (100, 80), grey), "PNG")
     with pytest.raises(InvalidInput, match="the image is blank: no ink found"):
-        image_to_vector(data, DIGIT)
+        image_to_vector(data, spec)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dark_noisy_image_of_nothing_is_blank(seed):
+    # A photo taken in the dark: sensor noise around a dim grey, nothing in the frame.
+    noise = 0.15 + np.random.default_rng(seed).normal(0, 0.05, size=(240, 320))
+    data = encode(Image.fromarray(np.round(255 * np.clip(noise, 0, 1)).astype(np.uint8)), "JPEG", quality=85)
+    for spec in (DIGIT, GARMENT):
+        with pytest.raises(InvalidInput, match="blank"):
+            image_to_vector(data, spec)
+
+
+@pytest.mark.parametrize("paper", [0, 40, 128, 255])
+@pytest.mark.parametrize("covers_border", [False, True])
+def test_marks_fainter_than_min_contrast_are_blank(paper, covers_border):
+    step = round(0.06 * 255) * (1 if paper < 128 else -1)  # 0.06 < MIN_CONTRAST
+    sheet = np.full((100, 100), paper, dtype=np.int32)
+    sheet[25:75, 40:52] += step
+    if covers_border:
+        sheet[:, :60] = paper + step
+    data = encode(Image.fromarray(sheet.astype(np.uint8)), "PNG")
+    for spec in (DIGIT, GARMENT):
+        with pytest.raises(InvalidInput, match="blank"):
+            image_to_vector(data, spec)
 
 
 def test_photo_of_empty_paper_is_blank():
