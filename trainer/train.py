@@ -523,7 +523,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         check_output_folder(Path(output_dir))
     report.require_plotting()
     prepared = prepare(dataset, config)
-    if dataset.task == "classification":
+    if dataset.labels is not None:  # a classifier
         untrained = sorted(set(range(dataset.n_classes)) - set(np.unique(prepared.y_train).tolist()))
         if untrained:  # its output unit learns only "never": each of its test rows is scored wrong
             log(f"note: no training row of class {', '.join(dataset.labels[i] for i in untrained)}: the model "
