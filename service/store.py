@@ -228,13 +228,17 @@ class ModelStore:
             if self._unreadable.get(name) != reason:
                 log.error("%s: %s; it is not served until it can be read", name, reason)
         self._unreadable = unreadable
+        self._add_models(names)
+        return list(self._slots)
+
+    def _add_models(self, names) -> None:
+        """A slot for each of ``names`` this store does not know yet, each reported (model_added)."""
         with self._lock:
             added = [name for name in names if name not in self._slots]
             for name in added:
                 self._slots[name] = ModelSlot(name)
         for name in added:
             self.events.model_added(name)
-        return list(self._slots)
 
     def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
         name = slot.name
@@ -506,12 +510,7 @@ class ModelStore:
             except (OSError, RegistryError):  # not a model name, or a folder that cannot be listed: 404
                 present = False
             if present:
-                with self._lock:
-                    added = name not in self._slots  # the watcher may have found it meanwhile
-                    if added:
-                        self._slots[name] = ModelSlot(name)
-                if added:
-                    self.events.model_added(name)
+                self._add_models([name])  # unless the watcher found it meanwhile
                 self.refresh([name])
         return self.slot(name)
 
