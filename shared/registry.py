@@ -131,19 +131,21 @@ class Registry:
         """``<root>/<name>``, where serving.json and its lock are written; a link leading outside the
         registry is refused, as model_path refuses to read versions through one."""
         folder = self.root / check_name(name)
-        if self.root.resolve() not in folder.resolve().parents:
+        if self._leads_outside(folder):
             raise RegistryError(f"the folder {name} leads outside the registry (a link); nothing is written there")
         return folder
 
     def model_path(self, name: str, version: int) -> Path:
         """Path of a version's model file, refusing links that lead outside the registry."""
         path = self.root / check_name(name) / str(int(version)) / MODEL_FILE
-        root = self.root.resolve()
-        resolved = path.resolve()
-        if root not in resolved.parents:
+        if self._leads_outside(path):
             # Named relative to the registry: the message reaches clients in version reports.
             raise RegistryError(f"{path.relative_to(self.root)} leads outside the registry (a link); refused")
         return path
+
+    def _leads_outside(self, path: Path) -> bool:
+        """Whether ``path``, inside the registry by name, resolves (through a link) to a place outside it."""
+        return self.root.resolve() not in path.resolve().parents
 
     # serving.json ------------------------------------------------------------------------
 
