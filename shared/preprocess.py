@@ -508,6 +508,12 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
     return (column + row).astype(np.float32), sigma
 
 
+def _noise_floor(sigma: float) -> float:
+    """How far from the paper a pixel must be to count as ink: 4 sigma of the paper's noise, and
+    never less than the 2/255 of 8-bit rounding."""
+    return max(4 * sigma, 2 / 255)
+
+
 def _ink_map(grey: np.ndarray) -> np.ndarray:
     """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank.
 
@@ -518,7 +524,7 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     try:
         return _ink_against(grey, background, sigma)
     except InvalidInput:
-        if max(4 * sigma, 2 / 255) + MIN_CONTRAST <= 1:
+        if _noise_floor(sigma) + MIN_CONTRAST <= 1:
             raise  # the border is paper, and there is no ink on it
     return _ink_against(grey, *_uncovered_background(grey))
 
@@ -530,7 +536,7 @@ def _uncovered_background(grey: np.ndarray) -> tuple[np.float32, float]:
     differences = np.concatenate([np.diff(grey, axis=0).ravel(), np.diff(grey, axis=1).ravel()])
     sigma = 1.4826 * float(np.median(np.abs(differences))) / math.sqrt(2)  # a difference has twice the variance
     border = np.sort(grey.ravel().take(_border_index(grey.shape)))
-    floor = max(4 * sigma, 2 / 255)
+    floor = _noise_floor(sigma)
     shared = np.searchsorted(border, border + floor, side="right") - np.arange(border.size)
     start = int(np.argmax(shared))
     return np.float32(np.median(border[start:start + shared[start]])), sigma
@@ -539,7 +545,7 @@ def _uncovered_background(grey: np.ndarray) -> tuple[np.float32, float]:
 def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: float) -> np.ndarray:
     """The ink of ``grey`` on paper ``background`` whose noise is ``sigma``; InvalidInput if blank."""
     deviation = grey - background
-    floor = max(4 * sigma, 2 / 255)
+    floor = _noise_floor(sigma)
     dark_mass = np.maximum(-floor - deviation, 0).sum(dtype=np.float64)
     light_mass = np.maximum(deviation - floor, 0).sum(dtype=np.float64)
     ink = -deviation if dark_mass > light_mass else deviation
