@@ -2,9 +2,9 @@
 
 Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, Triton's model
-configuration extension (``.../config``) and statistics extension (``/v2/models[/<m>[/versions/<v>]]/stats``),
-and the model repository extension: ``/v2/repository/index``, ``/v2/repository/models/<m>/load``
-and ``.../unload`` (admin). The
+configuration extension (``.../config``) and statistics extension
+(``/v2/models[/<m>[/versions/<v>]]/stats``), and the model repository extension:
+``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (admin). The
 model's tensors are described in ``service.protocols.signature``; the binary tensor data
 extension and compression in ``service.protocols.binary``.
 
