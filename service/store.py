@@ -20,8 +20,11 @@ that cannot be honoured (the version is missing or fails to load) keeps the vers
 before and reports the problem; with nothing served before (a worker starting), the model is
 not servable (503, and ``/readyz`` says why) rather than serving a version the pin excludes. A
 model whose folder holds no version for a while (being rewritten) keeps serving from memory; a
-model whose folder is gone has been removed: it is no longer served (404, or 503 for a model
-named in ``SCRATCHNET_MODELS``), and a worker started later agrees.
+model whose folder is gone, with the registry there, on two passes in a row has been removed: it is
+no longer served (404, or 503 for a model named in ``SCRATCHNET_MODELS``), and a worker started
+later agrees. One pass is not enough: ``rm -rf`` of the whole registry, or its re-creation, passes
+through a moment when the registry is there without the model's folder, and the store keeps
+serving from memory when the registry itself goes.
 
 Memory stays bounded: a model holds the served version, the versions that serving labels point
 to, and an LRU of at most ``cached_versions`` other recently used versions.
@@ -79,6 +82,7 @@ class ModelSlot:
     pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
     problems: list[str] = field(default_factory=list)
     swaps: int = 0
+    folder_missing: bool = False   # the last pass found the registry without this model's folder
 
 
 class StoreEvents:
@@ -180,6 +184,8 @@ class ModelStore:
         """
         with self._refresh_lock:
             if not self._registry_readable():
+                for slot in list(self._slots.values()):
+                    slot.folder_missing = False
                 return
             if names is None:
                 names = self._discover()
@@ -248,9 +254,16 @@ class ModelStore:
             # readable (an unmounted volume) or was swapped for another in two renames: then it
             # serves from memory, as the next pass says. The folder is looked at again after the
             # registry, so that a registry back in place by then is not taken for a removal either.
+            # A removal also has to be seen again by the next pass (module docstring).
             if self.registry.root.is_dir() and not folder.is_dir():
-                self._forget(slot)
+                if slot.folder_missing:
+                    self._forget(slot)
+                else:
+                    slot.folder_missing = True
+            else:
+                slot.folder_missing = False
             return
+        slot.folder_missing = False
         problems: list[str] = []
         # serving.json first: a version it pins or labels was published before it was written, so
         # the listing that follows has it (read the other way round, a pin written just after a

@@ -741,6 +741,7 @@ def test_a_model_removed_while_the_listing_is_made_is_left_out_of_it(app, client
         if (registry / "wine").exists():
             shutil.rmtree(registry / "wine")
             store.refresh()
+            store.refresh()
         return listed
 
     monkeypatch.setattr(store, "names", names_then_wine_goes)
@@ -781,6 +782,7 @@ def test_model_metrics_follow_the_registry_and_do_not_pile_up(app, client, regis
         assert kept <= {"2", "6"}, (metric, kept)
     # A removed model drops out altogether.
     shutil.rmtree(registry / "wine")
+    store.refresh()
     store.refresh()
     assert model_series(client.get("/metrics").get_data(as_text=True), "wine") == []
 

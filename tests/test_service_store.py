@@ -447,7 +447,9 @@ def test_a_removed_model_folder_is_no_longer_served(tmp_path):
     publish_corrupt(tmp_path, "wine")
     store, events = make_store(tmp_path)
     shutil.rmtree(tmp_path / "wine")
-    store.refresh()
+    store.refresh()  # one pass could be the middle of `rm -rf` of the whole registry: still served
+    assert store.served("wine").version == 1 and events.swaps[-1] != ("wine", 1, None)
+    store.refresh()  # the next pass confirms it
     assert store.names() == ["mnist"]
     with pytest.raises(NotFound, match="There is no model 'wine'"):
         store.served("wine")
@@ -466,10 +468,32 @@ def test_a_removed_configured_model_is_unservable_and_makes_the_service_unready(
     store, _ = make_store(tmp_path, models=("mnist", "wine"))
     shutil.rmtree(tmp_path / "wine")
     store.refresh()
+    store.refresh()
     with pytest.raises(NotReady, match="The registry has no version of wine"):
         store.served("wine")
     ready, report = store.readiness()
     assert not ready and "model wine has no servable version" in report["reason"]
+
+
+def test_a_registry_deleted_and_recreated_keeps_serving_through_the_moments_it_lacks_the_folder(tmp_path):
+    registry = tmp_path / "registry"
+    publish_model(registry, "mnist", favour=1)
+    store, events = make_store(registry)
+    # `rm -rf` of the registry: a pass lands after the model's folder went, before the registry did.
+    shutil.rmtree(registry / "mnist")
+    store.refresh()
+    registry.rmdir()
+    store.refresh()
+    assert store.served("mnist").version == 1 and store.registry_error
+    # Re-created: a pass lands after the registry came back, before the model's folder did.
+    registry.mkdir()
+    store.refresh()
+    assert store.served("mnist").version == 1
+    publish_model(registry, "mnist", favour=2)
+    store.refresh()
+    rows = np.zeros((1, 784), np.float32)
+    assert store.served("mnist").version == 1 and store.served("mnist").predict(rows)[0] == 2  # the new v1
+    assert store.describe("mnist")["problems"] == [] and ("mnist", 1, None) not in events.swaps
 
 
 def test_a_model_folder_emptied_for_a_while_keeps_serving_from_memory(tmp_path):
