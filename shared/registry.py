@@ -236,16 +236,21 @@ class Registry:
                     raise RegistryError(f"publishing {name} v{version} wrote no {MODEL_FILE}")
                 _fsync_tree(tmp)
                 os.chmod(tmp, 0o755)
+                # The number is recorded before the version appears: a record that cannot be written
+                # (a full disk) then fails the publish, rather than a published version whose number
+                # a later publish could give again once it is deleted.
+                self._record_given(name, version)
                 os.rename(tmp, folder / str(version))  # fails if that version exists (not empty)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if (folder / str(version)).exists():
                     continue  # lost the race for this number; build the next one
-                raise RegistryError(f"cannot publish {name} v{version}: {e}") from None
+                raise RegistryError(f"cannot publish {name} v{version} into {self.root}: {e.strerror or e}; "
+                                    "nothing was published") from None
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            self._record_published(name, version)
+            _fsync_dir(folder)  # the new version survives a crash
             return version
         raise RegistryError(f"cannot publish {name}: too many concurrent publishers")
 
@@ -272,16 +277,15 @@ class Registry:
         named = [serving["pinned"] or 0, *serving["labels"].values()]
         return max(self.highest_published(name), *self.versions(name), *named)
 
-    def _record_published(self, name: str, version: int) -> None:
-        """Raise the record of the highest version published to ``version`` (never lower it: a
-        concurrent publisher may have recorded a higher one), and make the new folder durable."""
+    def _record_given(self, name: str, version: int) -> None:
+        """Raise the record of the highest version given to ``version`` (never lower it: a
+        concurrent publisher may have recorded a higher one)."""
         folder = self.root / name
         fd = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # one read-compare-write of the record at a time
             if version > self.highest_published(name):
                 _write_atomically(folder / HIGHEST_FILE, f"{version}\n")
-            os.fsync(fd)
         finally:
             os.close(fd)
 

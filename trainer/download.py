@@ -11,6 +11,7 @@ Standard library only (urllib); the progress bar uses tqdm when it is installed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -109,6 +110,11 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
             try:
                 _download(url, part, filename, progress)
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                if _disk_full(exc):  # the cache's fault, not the mirror's: every other mirror would fail too
+                    raise DownloadError(
+                        f"could not download {filename} into {target.parent}: {exc.strerror}; free some space, or "
+                        f"give another cache folder with --cache-dir (or ${CACHE_ENV}) (the partial download is "
+                        "kept and will be resumed)") from None
                 failures.append(f"{url}: {_describe(exc)}")
                 if _no_answer(exc):
                     _unreachable.add(_origin(url))
@@ -190,6 +196,10 @@ def _no_answer(exc: BaseException) -> bool:
         return False
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     return isinstance(reason, (TimeoutError, ConnectionRefusedError, ConnectionResetError))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return not isinstance(exc, urllib.error.URLError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _describe(exc: BaseException) -> str:

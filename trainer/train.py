@@ -477,6 +477,25 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     return metrics
 
 
+EXTRAS_BYTES = 1_000_000  # metrics.jsonl and the PNG plots, with room to spare
+
+
+def check_space(folder: Path, network, what: str) -> None:
+    """Raise ValueError now if the disk of ``folder`` (or of its nearest existing parent) has too
+    little free space for the model and its extras, rather than after the training. The model
+    file is compressed float32, so its parameter bytes bound its size."""
+    needed = 4 * network.num_params() + EXTRAS_BYTES
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:  # a file system that does not say: writing will tell
+        return
+    if free < needed:
+        raise ValueError(f"cannot {what}: the disk of {existing} has {free / 1e6:.1f} MB free, and this model "
+                         f"with its metrics and plots needs about {needed / 1e6:.1f} MB; free some space "
+                         "before training")
+
+
 def check_output_folder(folder: Path) -> None:
     """Raise ValueError now if ``folder`` could not be made or written, rather than after training."""
     existing, error = try_writing(folder)
@@ -500,6 +519,9 @@ def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared,
             (folder / stale).unlink(missing_ok=True)
         for name in sorted(written, key=lambda n: n == MODEL_FILE):  # the model last
             os.replace(staging / name, folder / name)
+    except OSError as e:  # a disk that filled during the training, say
+        raise ValueError(f"cannot write the model into {folder}: {e.strerror or e}; "
+                         "what the folder held before is unchanged") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
@@ -529,6 +551,10 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             log(f"note: no training row of class {', '.join(dataset.labels[i] for i in untrained)}: the model "
                 "cannot learn to predict it (its rows are all in the test or validation split)")
     network = build_network(config, dataset)
+    if publish_to:
+        check_space(Path(publish_to) / name, network, f"publish {name} into {publish_to}")
+    else:
+        check_space(Path(output_dir or tempfile.gettempdir()), network, "write the model")
     log(network.summary(config.batch_size))
     history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
     if config.refit and prepared.x_val is not None:
