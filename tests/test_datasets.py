@@ -1,14 +1,21 @@
 """Dataset loading: IDX parsing, CSV/NPZ parsing, splits, and the real datasets from a data folder."""
 
+import codecs
 import gzip
 import hashlib
+import os
 import re
 import shutil
+import sys
+import tempfile
 import time
+import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from trainer import cli, report
 from trainer.datasets import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
@@ -501,3 +508,54 @@ def test_csv_decimal_commas_are_named_as_such(tmp_path):
     with pytest.raises(DatasetError, match=r"prices.csv, line 2, column 'a': '0,5' is a number written with a "
                                            r"decimal comma: write it with a point \(0.5, not 0,5\)"):
         load_dataset("csv", path=path, target="kind", task="classification")
+
+
+
+def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
+    """``python -m trainer train --dataset wine-quality ...`` as uid 4242, which has no entry in the
+    password database, with HOME unset (a container or batch job run under an arbitrary uid): in a
+    forked child that has given up root, once everything it needs is imported (the interpreter's
+    own files may not be readable by that uid). ``(exit status, stderr)``."""
+    if os.geteuid() != 0:
+        pytest.skip("running as a uid without a home folder needs root")
+    report.require_plotting()
+    import matplotlib.pyplot  # noqa: F401 - imported here, where the interpreter's files can be read
+    for codec in ("utf-8-sig", "cp437"):  # the wine CSV's and zipfile's, modules of the interpreter's
+        codecs.lookup(codec)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 99
+        try:
+            sys.stderr = open(write_end, "w")  # what the CLI prints, past pytest's capture
+            os.setgroups([])
+            os.setgid(4242)
+            os.setuid(4242)
+            for name in ("HOME", "SCRATCHNET_CACHE", "SCRATCHNET_DATA_DIR"):
+                os.environ.pop(name, None)
+            status = cli.main(["train", "--dataset", "wine-quality", "--epochs", "1", "--no-progress",
+                               *map(str, args)])
+        except BaseException:  # noqa: BLE001 - reported to the parent through stderr and the status
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        stderr = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), stderr
+
+
+def test_without_a_home_folder_the_cache_asks_for_a_folder_and_a_data_folder_needs_none(datasets_dir):
+    out = Path(tempfile.mkdtemp(prefix="scratchnet-homeless-"))  # pytest's own folders are root's alone
+    try:
+        os.chown(out, 4242, 4242)
+        status, stderr = train_as_a_user_without_a_home("--output", out)
+        assert status == 2 and "Traceback" not in stderr, stderr
+        assert "there is no home folder for the download cache" in stderr and "--cache-dir" in stderr
+        status, stderr = train_as_a_user_without_a_home("--data-dir", datasets_dir, "--output", out)
+        assert status == 0, stderr
+        assert (out / "model.npz").is_file()
+    finally:
+        shutil.rmtree(out)

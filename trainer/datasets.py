@@ -251,7 +251,7 @@ class _FileSource:
     def __init__(self, spec: KnownDataset, data_dir, cache_dir, download: bool, progress: bool):
         self.spec = spec
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else None
-        self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / spec.name
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.download = download
         self.progress = progress
         self.files_read: dict[str, str] = {}
@@ -281,6 +281,11 @@ class _FileSource:
                 if (folder / filename).is_file():
                     return folder / filename, sha
         raise DatasetError(f"{self.spec.name}: {known.name} not found in {folders[0]} or {folders[1]}")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Looked up only when a file comes from the cache: a data folder needs no home folder."""
+        return (self._cache_dir or default_cache_dir()) / self.spec.name
 
     def cached(self, known: KnownFile) -> Path:
         path = self.cache_dir / known.name

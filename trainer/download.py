@@ -47,7 +47,12 @@ _unreachable: set[str] = set()
 def default_cache_dir() -> Path:
     """``$SCRATCHNET_CACHE`` if set, else ``~/.cache/scratchnet``."""
     value = os.environ.get(CACHE_ENV)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "scratchnet"
+    try:
+        return Path(value).expanduser() if value else Path.home() / ".cache" / "scratchnet"
+    except RuntimeError:  # HOME unset, and a uid without an entry in the password database
+        raise DownloadError(f"there is no home folder for the download cache (HOME is not set, and uid "
+                            f"{os.getuid()} has no home in the password database): give a cache folder with "
+                            f"--cache-dir (or ${CACHE_ENV}), or read local files with --data-dir") from None
 
 
 def mirror_urls(default_urls: list[str], relative_path: str) -> list[str]:
