@@ -155,7 +155,9 @@ def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
     try:
         return orjson.loads(body)  # ~8x faster than json on a vector of numbers
     except orjson.JSONDecodeError:
-        pass  # what orjson refuses (NaN, integers beyond 64 bits, deep nesting) gets the standard parser's answer
+        # What orjson refuses (NaN, integers beyond a double's range, deep nesting) gets the standard
+        # parser's answer. (Integers beyond 64 bits within a double's range come back as floats.)
+        pass
     try:
         return json.loads(body, parse_int=json_integer)
     except RecursionError:

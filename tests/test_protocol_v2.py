@@ -155,15 +155,18 @@ def test_vector_models_take_any_numeric_datatype(client, datatype):
 
 def test_64_bit_integers_keep_their_value(client):
     # Beyond INT64's range NumPy holds JSON integers as float64: a UINT64 such as 2**64 - 1 must still
-    # reach the model as that number (not wrapped to 0), and an INT64 past its range must be refused.
+    # reach the model as that number (not wrapped to 0), and an INT64 past its range must be refused,
+    # -2**63 - 1 too, which the JSON parser rounds to -2**63.
     row = [2**64 - 1, 2**63, 7] + [1] * 8
     as_floats = outputs(infer(client, {"inputs": [tensor("input", np.array([row], dtype=np.float64), "FP64")]},
                               model="wine"))
     as_uint64 = outputs(infer(client, {"inputs": [{"name": "input", "shape": [1, 11], "datatype": "UINT64",
                                                    "data": row}]}, model="wine"))
     np.testing.assert_array_equal(as_uint64["value"], as_floats["value"])
-    too_large = {"inputs": [{"name": "input", "shape": [1, 11], "datatype": "INT64", "data": [2**63] + [1] * 10}]}
-    assert_protocol_error(infer(client, too_large, model="wine"), 400, "out of the range of INT64")
+    for datatype, beyond in (("INT64", 2**63), ("INT64", -2**63 - 1), ("UINT64", 2**64), ("INT32", -2**63 - 1),
+                             ("INT64", 10**400)):
+        data = {"inputs": [{"name": "input", "shape": [1, 11], "datatype": datatype, "data": [beyond] + [1] * 10}]}
+        assert_protocol_error(infer(client, data, model="wine"), 400, f"out of the range of {datatype}")
 
 
 def test_images_as_base64_bytes_equal_the_native_upload(client):

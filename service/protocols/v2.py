@@ -291,19 +291,23 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
         array = np.asarray(tensor.data)
     except (ValueError, TypeError, OverflowError):
         raise BadRequest(f"The data of {what} is not a regular array of numbers.", code="malformed_tensor") from None
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    out_of_range = info and BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
+                                       f"({info.min}..{info.max}).", code="unexpected_datatype")
+    if array.dtype == object and info is not None and all(type(v) is int for v in array.flat):
+        raise out_of_range  # NumPy holds an integer below INT64's range, or above UINT64's, as an object
     if array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b"):
         raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
     if array.size != count:
         raise BadRequest(f"{what} holds {array.size} values; its shape {shape_text(tensor.shape)} needs {count}",
                          code="unexpected_size")
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        out_of_range = BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
-                                  f"({info.min}..{info.max}).", code="unexpected_datatype")
+    if info is not None:
         if array.dtype.kind == "f":
             if not np.all(np.mod(array, 1) == 0):
                 raise BadRequest(f"The data of {what} must be integers ({tensor.datatype}).",
                                  code="unexpected_datatype")
+            if dtype == np.int64 and np.any(array == float(info.min)):
+                raise out_of_range  # the JSON parser rounds an integer below INT64's range to -2**63
             # NumPy also holds a list with an integer beyond INT64 (a valid UINT64 such as 2**64 - 1)
             # as float64, which rounds it, and the cast below would wrap around without a word:
             # built from the JSON numbers straight into the datatype, each value is exact, and
