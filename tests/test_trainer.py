@@ -743,6 +743,10 @@ def test_evaluate_matches_a_files_classes_to_the_models_by_name(tmp_path, animal
     # a file the model never saw is scored whole, not only the 20 % a training run would hold out of it
     assert "accuracy 100.00%  (n=150)" in out and "(every row of new.csv, which animals v1 was not trained on)" in out
     assert re.search(r"^ant .* 0$", out, re.M) and re.search(r"^bee .* 1\.0000 +1\.0000 +1\.0000 +75$", out, re.M)
+    # A file of one class (the bees a user collected since) is scored too: only training needs two.
+    bees = write_animals_csv(tmp_path / "bees.csv", ["bee"], seed=2)
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", bees) == 0
+    assert "accuracy 100.00%  (n=150)" in capsys.readouterr().out
     with_a_dog = tmp_path / "dogs.csv"
     with_a_dog.write_text(bees_and_cats.read_text().replace(",cat\n", ",dog\n", 1))
     with pytest.raises(SystemExit, match=r"error: dogs holds classes animals v1 does not know: dog \(its classes: "

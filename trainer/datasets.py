@@ -77,9 +77,6 @@ class Dataset:
         if self.x_train.shape[1] != self.x_test.shape[1]:
             raise DatasetError(f"{self.name}: train has {self.x_train.shape[1]} features, "
                                f"test has {self.x_test.shape[1]}")
-        if self.task == "classification" and self.labels is not None and len(self.labels) < 2:
-            raise DatasetError(f"{self.name}: the targets hold a single class ({', '.join(self.labels)}); "
-                               "a classifier needs at least 2")
 
     @property
     def n_features(self) -> int:

@@ -32,7 +32,7 @@ from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, try
 from . import report
 from .activations import get_activation
 from .augment import AUGMENTATIONS, get_augmentation, image_side
-from .datasets import Dataset, load_dataset, validation_split
+from .datasets import Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
 from .network import build_mlp
@@ -173,6 +173,10 @@ class Prepared:
 
 def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
     """Split off validation data and compute the normalisation from the training part only."""
+    if dataset.task == "classification" and dataset.labels is not None and len(dataset.labels) < 2:
+        # Training's concern only: a file of one class can still be scored (evaluate) by a model that knows more.
+        raise DatasetError(f"{dataset.name}: the targets hold a single class ({', '.join(dataset.labels)}); "
+                           "a classifier needs at least 2")
     x, y = dataset.x_train, dataset.y_train
     if config.limit_train:
         x, y = x[: config.limit_train], y[: config.limit_train]
