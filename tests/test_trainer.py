@@ -1,6 +1,7 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
 import importlib.util
+import io
 import json
 import math
 import os
@@ -915,3 +916,101 @@ def test_a_class_with_no_training_row_is_named(tmp_path, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 1, "--no-progress",
                    "--output", tmp_path / "out") == 0
     assert "note: no training row of class cat: the model cannot learn to predict it" in capsys.readouterr().out
+
+
+# pictures in an npz ------------------------------------------------------------------------------
+
+
+def bar_pictures(n: int, seed: int, side: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Photos-like pictures (n, side, side), dark ink on white, of a horizontal (class 0) or vertical
+    (class 1) bar of random length, thickness, darkness and place."""
+    rng = np.random.default_rng(seed)
+    x = np.full((n, side, side), 255, np.uint8)
+    y = rng.integers(0, 2, n)
+    for i in range(n):
+        long, thick = rng.integers(side // 3, side * 3 // 4), rng.integers(3, 6)
+        h, w = (thick, long) if y[i] == 0 else (long, thick)
+        top, left = rng.integers(0, side - h), rng.integers(0, side - w)
+        x[i, top:top + h, left:left + w] = rng.integers(0, 60)
+    return x, y
+
+
+@pytest.fixture
+def bars_npz(tmp_path):
+    (x, y), (x_test, y_test) = bar_pictures(600, 0), bar_pictures(200, 1)
+    path = tmp_path / "bars.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x_test, y_test=y_test, labels=np.array(["horizontal", "vertical"]))
+    return path
+
+
+def encoded(pixels: np.ndarray, fmt: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB" if fmt == "JPEG" else "L").save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_an_npz_of_pictures_trains_a_model_served_pictures_as_it_was_trained(tmp_path, bars_npz, capsys):
+    """A Keras-style npz of pictures (x of shape (n, h, w)) trained a model of h*w raw values: the
+    service took only vectors for it, and a picture of another size or polarity could not be sent."""
+    from service.app import create_app
+    from shared.preprocess import arrays_to_batch
+
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", bars_npz, "--image", "digit", "--hidden", 32,
+                   "--epochs", 10, "--no-progress", "--publish", "--registry", registry) == 0
+    model = load_model(registry / "bars" / "1" / "model.npz")
+    assert model.manifest["input"]["kind"] == "image" and model.manifest["input"]["preprocessing"]["fit"] == "digit"
+    assert model.manifest["metrics"]["accuracy"] >= 0.97
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", registry, "--model", "bars") == 0  # through the same pipeline
+    assert f"accuracy {model.manifest['metrics']['accuracy']:.2%}" in capsys.readouterr().out
+
+    app = create_app({"registry": registry, "watch": False, "default_model": "bars"})
+    app.extensions["scratchnet"].store.refresh()
+    client = app.test_client()
+    x_test = np.load(bars_npz)["x_test"][:20]
+    expected = model.predict_proba(arrays_to_batch(list(x_test), model.manifest["input"]["preprocessing"]))
+    for pixels, probabilities in zip(x_test, expected):  # the picture itself: what the model was scored on
+        answer = client.post("/predict?top_k=2", data=encoded(pixels, "PNG"), headers={"Content-Type": "image/png"})
+        served = {row["label"]: row["probability"] for row in answer.get_json()["predictions"][0]["top_k"]}
+        np.testing.assert_allclose([served["horizontal"], served["vertical"]], probabilities, atol=1e-6)
+    # Photos of other sizes, as JPEG: the service fits them as it fitted the training pictures.
+    photos, truth = bar_pictures(40, 7, side=96)
+    right = sum(client.post("/predict", data=encoded(photo, "JPEG"), headers={"Content-Type": "image/jpeg"})
+                .get_json()["predictions"][0]["index"] == label for photo, label in zip(photos, truth))
+    assert right >= 38, right
+
+
+def test_an_npz_of_pictures_without_image_still_trains_on_the_raw_values(tmp_path, bars_npz):
+    output = tmp_path / "run"
+    assert run_cli("train", "--dataset", "npz", "--data-path", bars_npz, "--hidden", 8, "--epochs", 1,
+                   "--no-progress", "--output", output) == 0
+    manifest = read_manifest(output / "model.npz")
+    assert manifest["input"]["kind"] == "vector" and manifest["input"]["shape"] == [1600]
+
+
+def test_pictures_that_cannot_be_used_are_named(tmp_path, bars_npz, capsys):
+    vectors = tmp_path / "vectors.npz"
+    np.savez(vectors, x=np.zeros((50, 5)), y=np.arange(50) % 2)
+    blank = tmp_path / "blank.npz"
+    x, y = bar_pictures(50, 0)
+    x[17] = 255
+    np.savez(blank, x=x, y=y)
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b\n" + "".join(f"{i},{i % 2}\n" for i in range(50)))
+    cases = [
+        (["--dataset", "npz", "--data-path", vectors], "x has shape (50, 5) (float64); pictures for --image are numbers "
+                                                       "of shape (n, height, width)"),
+        (["--dataset", "npz", "--data-path", blank], "x[17]: the image is blank"),
+        (["--dataset", "csv", "--data-path", csv, "--target", "b", "--task", "classification"],
+         "--image reads pictures from an npz's x"),
+        (["--dataset", "mnist"], "--image is for pictures in an npz; mnist is a known dataset"),
+    ]
+    for args, message in cases:
+        assert run_cli("train", *args, "--image", "digit", "--epochs", 1, "--no-progress",
+                       "--output", tmp_path / "out") == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "epoch 1/" not in capsys.readouterr().out

@@ -69,6 +69,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     add_data_flags(parser)
+    parser.add_argument("--image", choices=["digit", "garment"],
+                        help="npz: x holds pictures (n, height, width) of digits or garments: train on what the "
+                             "service makes of such a picture, so the model is served pictures")
     parser.add_argument("--config", type=Path, help="TOML file of TrainConfig keys; flags override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
     parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 256 128")
@@ -175,11 +178,16 @@ def cmd_evaluate(args) -> int:
     if path is not None and not args.data_path and not Path(path).exists():
         raise SystemExit(f"error: {name} v{version} was trained on {path}, which is not there from here "
                          f"({Path.cwd()}): give the file with --data-path")
+    model_input = _object(model.manifest.get("input"))
+    from_npz = dataset_name.lower() == "npz" or (path is not None and Path(path).suffix.lower() == ".npz")
+    # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
+    image = _object(model_input.get("preprocessing")).get("fit") if from_npz and model_input.get("kind") == "image" \
+        else None
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
-                           seed=config.get("seed", 0), test_only=True)
+                           seed=config.get("seed", 0), test_only=True, image=image)
     trained_files = _object(recorded_dataset.get("files"))
     if trained_files and dataset.files and not set(dataset.files) & set(trained_files) and len(dataset.x_train):
         # A file the model never saw: every row of it is a test row, not only the share a training

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
+from shared.preprocess import FITS, arrays_to_batch
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -172,7 +174,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
                  variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
                  path: Path | str | None = None, target: str | None = None, task: str | None = None,
                  test_path: Path | str | None = None, test_fraction: float = TEST_FRACTION,
-                 test_only: bool = False) -> Dataset:
+                 test_only: bool = False, image: str | None = None) -> Dataset:
     """Load a dataset by name: ``mnist``, ``fashion-mnist``, ``wine-quality``, ``csv`` or ``npz``.
 
     Known datasets are read from ``data_dir`` (or ``$SCRATCHNET_DATA_DIR``): the folder itself
@@ -190,7 +192,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
 
     ``test_only`` (scoring a model): a dataset with an official test split (MNIST, Fashion-MNIST)
     reads its test files only, and its training split is empty. Any other needs every row to
-    draw its split, so all are read as usual.
+    draw its split, so all are read as usual. ``image`` (npz only): see ``load_npz``.
     """
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in DATASETS and path is not None:  # e.g. the name a CSV dataset was recorded under
@@ -206,10 +208,14 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         if key == "npz" and target is not None:
             raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
                                "(y_train and y_test): leave --target out")
+        if key == "csv" and image is not None:
+            raise DatasetError(f"{path}: --image reads pictures from an npz's x; a csv holds one value per column")
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
                             test_fraction=test_fraction)
-        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction)
+        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction, image=image)
+    if image is not None:
+        raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join([*DATASETS, 'csv', 'npz'])}")
     if variant is not None and key != "wine-quality":
@@ -524,11 +530,20 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
 
 def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
-             test_fraction: float = TEST_FRACTION) -> Dataset:
+             test_fraction: float = TEST_FRACTION, image: str | None = None) -> Dataset:
     """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
     optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
-    targets and regression for float ones; features of more than 2 dimensions are flattened."""
+    targets and regression for float ones; features of more than 2 dimensions are flattened.
+
+    ``image`` (``digit`` or ``garment``): x holds pictures, (n, height, width) or (n, height, width,
+    channels), which become what the service makes of such a picture (``shared.preprocess``, that
+    fit), so the model is served pictures, and trained on exactly what it will be given."""
     path = Path(path)
+    preprocessing = None
+    if image is not None:
+        if image not in FITS:
+            raise DatasetError(f"image must be one of {', '.join(FITS)}, not {image!r}")
+        preprocessing = {"type": "image", "size": [28, 28], "fit": image, "polarity": "light_on_dark"}
     try:
         with open(path, "rb") as file:
             is_zip = npz_problem(file) is None
@@ -576,6 +591,16 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             raise DatasetError(f"{path}: {key} holds NaN or infinite values")
         return a
 
+    def pictures(a, key):
+        if a.dtype.kind not in "uif" or not (a.ndim == 3 or (a.ndim == 4 and 1 <= a.shape[3] <= 4)):
+            raise DatasetError(f"{path}: {key} has shape {a.shape} ({a.dtype}); pictures for --image are numbers of "
+                               "shape (n, height, width), or (n, height, width, channels) with 1 to 4 channels")
+        try:
+            return arrays_to_batch(list(a), preprocessing, item_name=f"{key}[{{}}]")
+        except ScratchnetError as e:
+            raise DatasetError(f"{path}: {e.message.rstrip('.')}; every picture must be one the service would "
+                               "take: remove it, or train on the raw values without --image") from None
+
     def targets(a, key):
         a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
         if a.ndim != 1:
@@ -600,6 +625,9 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
         return a
 
+    if preprocessing is not None:
+        x = pictures(x, "x_train" if x_test is not None else "x")
+        x_test = x_test if x_test is None else pictures(x_test, "x_test")
     x, y = features(x, "x_train" if x_test is not None else "x"), targets(y, "y_train" if x_test is not None else "y")
     if len(x) != len(y):
         raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
@@ -640,7 +668,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             labels = [str(i) for i in range(n_classes)]
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
                    labels=labels, labels_are_indices=task == "classification" and not named and "labels" not in arrays,
-                   target="y" if task == "regression" else None, files={path.name: _sha256(path)}, split=split)
+                   target="y" if task == "regression" else None, files={path.name: _sha256(path)}, split=split,
+                   input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
 
 
 def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:

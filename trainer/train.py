@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError
@@ -64,6 +64,7 @@ class TrainConfig:
     data_path: str | None = None         # csv / npz: the file
     target: str | None = None            # csv: the target column
     task: str | None = None              # csv: classification or regression
+    image: Literal["digit", "garment"] | None = None  # npz: x holds pictures of digits or garments
     data_dir: str | None = None
     cache_dir: str | None = None
     name: str | None = None              # registry name; defaults to the dataset's
@@ -217,7 +218,7 @@ def load_config_dataset(config: TrainConfig) -> Dataset:
     """The dataset a run's config names, with its data options."""
     return load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
                         variant=config.variant, path=config.data_path, target=config.target,
-                        task=config.task, seed=config.seed, progress=config.progress)
+                        task=config.task, seed=config.seed, progress=config.progress, image=config.image)
 
 
 def build_network(config: TrainConfig, dataset: Dataset):
