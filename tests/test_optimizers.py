@@ -207,3 +207,27 @@ def test_nesterov_without_momentum_is_refused():
     with pytest.raises(ValueError, match=r"nesterov needs a momentum above 0 \(with 0 it is plain sgd\)"):
         get_optimizer("nesterov", lr=0.1, momentum=0.0)
     assert get_optimizer("momentum", lr=0.1, momentum=0.0).momentum == 0.0  # heavy ball at 0: SGD, as asked
+
+
+@pytest.mark.parametrize("make", [lambda: Adam(lr=1e-3, betas=(0.9, 0.99)), lambda: AdamW(lr=1e-3, betas=(0.5, 0.99)),
+                                  lambda: Momentum(lr=0.1, momentum=0.9), lambda: Momentum(lr=0.1, momentum=0.99)],
+                         ids=["adam", "adamw-b1-0.5", "momentum", "momentum-0.99"])
+def test_the_moments_of_a_weight_that_stops_learning_never_turn_subnormal(make):
+    """A dead ReLU unit's weights get one last gradient, then zeros: their moments decay geometrically
+    through float32's subnormal range, where each operation is microcode (an Adam step over a network
+    full of them took 8 times as long). They are dropped once below 1e-30, before they get there."""
+    net = build_mlp((4, 8, 2), seed=0)  # flat buffers, as in training
+    params, grads = net.params(), net.grads()
+    optimizer = make()
+    tiny = np.finfo(np.float32).tiny
+    rng = np.random.default_rng(0)
+    for t in range(10_000):  # v (and a velocity) at 0.99 a step: subnormal after about 8,700 steps
+        for grad in grads.values():
+            grad[...] = rng.normal(size=grad.shape) if t == 0 else 0.0
+        optimizer.step(params, grads)
+        for state in optimizer.state.values():
+            for key, moment in state.items():
+                if key != "scratch":
+                    assert not np.any((moment != 0) & (np.abs(moment) < tiny)), (t, key)
+    assert all(np.all(moment == 0) for state in optimizer.state.values() for key, moment in state.items()
+               if key != "scratch")  # every moment decayed to zero
