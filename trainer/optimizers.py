@@ -26,6 +26,7 @@ reach that range; a moment below 1e-30 moves no float32 weight.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,6 +37,7 @@ from trainer.specs import build
 SUBNORMAL_GUARD = 1e-30
 
 
+@functools.lru_cache(maxsize=None)  # asked every step, for a decay that seldom changes
 def guard_interval(decay: float) -> int | None:
     """How many steps a value at ``SUBNORMAL_GUARD`` shrinking by ``decay`` a step takes to reach
     float32's subnormal range (None: it does not shrink)."""
