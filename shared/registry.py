@@ -66,11 +66,16 @@ def open_regular_file(path) -> BinaryIO:
     return f
 
 
+def nearest_existing(folder: Path) -> Path:
+    """``folder`` if it exists, else its nearest parent that does (where creating it would start)."""
+    return next(p for p in (folder, *folder.parents) if p.exists())
+
+
 def try_writing(folder: Path) -> tuple[Path, OSError | None]:
     """The nearest of ``folder`` and its parents that exists, and the error that creating a file
     in it raised (None: it can be written). Tried, not asked: os.access says yes to root for
     almost anything (a folder in /proc, a read-only mount)."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    existing = nearest_existing(folder)
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.forward import Model
 from shared.model_file import load_model, save_model
-from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, try_writing
+from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, nearest_existing, try_writing
 
 from . import report
 from .activations import get_activation
@@ -490,7 +490,7 @@ def check_space(folder: Path, network, what: str) -> None:
     little free space for the model and its extras, rather than after the training. The model
     file is compressed float32, so its parameter bytes bound its size."""
     needed = 4 * network.num_params() + EXTRAS_BYTES
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    existing = nearest_existing(folder)
     try:
         free = shutil.disk_usage(existing).free
     except OSError:  # a file system that does not say: writing will tell
