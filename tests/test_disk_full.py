@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import requests
 
 from modelgen import model_parts, publish_model
 from server import ServiceProcess
-from shared.model_file import save_model
+from shared.model_file import load_model, save_model
 from shared.registry import MODEL_FILE, TMP_PREFIX, Registry, RegistryError
 from test_download import PAYLOAD, PAYLOAD_SHA, FileServer
 from trainer import cli, train
@@ -106,10 +107,22 @@ def test_a_disk_that_fills_during_the_training_loses_nothing_and_says_so(disk, t
             fill(disk)
 
     with pytest.raises(RegistryError, match=r"cannot publish lines v2 into .*: No space left on device; "
-                                            r"nothing was published"):
+                                            r"nothing was published; the trained model is kept in ") as raised:
         train.run(config(tmp_path), publish_to=str(registry), log=log)
     assert Registry(registry).versions("lines") == [1] and leftovers(registry / "lines") == []
     (disk / "filler").unlink()
+    # The training is not lost: the message says where it is kept and how to publish it from there.
+    command = str(raised.value).split("publish it from there with python -m trainer ")[1].split()
+    kept = Path(command[1])
+    try:
+        assert command[0] == "publish" and command[2:] == ["--registry", str(registry)]
+        assert cli.main(command) == 0
+        published = load_model(registry / "lines" / "2" / "model.npz")
+        rows = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+        np.testing.assert_array_equal(published.predict(rows), load_model(kept / "model.npz").predict(rows))
+        assert published.manifest["version"] == 2 and (registry / "lines" / "2" / "metrics.jsonl").is_file()
+    finally:
+        shutil.rmtree(kept)
     with pytest.raises(ValueError, match=r"cannot write the model into .*/run: No space left on device; "
                                          r"what the folder held before is unchanged"):
         train.run(config(tmp_path), output_dir=str(output), log=log)

@@ -1014,3 +1014,29 @@ def test_pictures_that_cannot_be_used_are_named(tmp_path, bars_npz, capsys):
         err = capsys.readouterr().err
         assert message in err, err
         assert "epoch 1/" not in capsys.readouterr().out
+
+
+def test_a_run_saved_to_a_folder_is_published_later_as_the_next_version(tmp_path, blobs_npz, capsys):
+    """Train to a folder, look at it, then publish it: the file is renumbered, the extras go along."""
+    run_folder, registry = tmp_path / "run", tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--name", "blobs", "--hidden", 8,
+                   "--epochs", 3, "--no-progress", "--output", run_folder) == 0
+    for expected in (1, 2):
+        assert run_cli("publish", run_folder, "--registry", registry) == 0
+        assert f"published blobs v{expected} in {registry / 'blobs' / str(expected)}" in capsys.readouterr().out
+    assert run_cli("publish", run_folder, "--registry", registry, "--name", "blobs-b") == 0
+    saved = load_model(run_folder / "model.npz")
+    for name, version in (("blobs", 2), ("blobs-b", 1)):
+        folder = registry / name / str(version)
+        published = load_model(folder / "model.npz", expect_name=name, expect_version=version)
+        rows = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+        np.testing.assert_array_equal(published.predict_proba(rows), saved.predict_proba(rows))
+        assert sorted(p.name for p in folder.iterdir()) == ["confusion.png", "learning_curves.png", "metrics.jsonl",
+                                                           "model.npz"]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.npz").write_bytes(b"not a model")
+    for folder, message in ((tmp_path / "nothing", "the folder holds no model.npz"),
+                            (tmp_path / "broken", "not an .npz archive")):
+        assert run_cli("publish", folder, "--registry", registry) == 2
+        assert message in capsys.readouterr().err
+    assert Registry(registry).versions("blobs") == [1, 2]

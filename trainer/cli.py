@@ -1,4 +1,5 @@
-"""``python -m trainer`` (also ``scratchnet-train``): train, evaluate, gradcheck, overfit, summary.
+"""``python -m trainer`` (also ``scratchnet-train``): train, publish, evaluate, gradcheck, overfit,
+summary.
 
 Every ``train`` flag is a ``TrainConfig`` field; ``--config run.toml`` supplies defaults that
 flags override. Components are named by strings: ``--activation "leaky_relu(alpha=0.1)"``,
@@ -140,6 +141,12 @@ def cmd_train(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     train.run(config, publish_to=(args.registry or DEFAULT_REGISTRY) if args.publish else None,
               output_dir=args.output, command=command)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    name, version = train.publish_saved(Path(args.folder), args.registry, args.name)
+    print(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
     return 0
 
 
@@ -356,6 +363,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="without --publish: folder to write model.npz and its extras to "
                                     "(default: a new temporary folder)")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("publish", help="publish a run saved with --output as a new registry version")
+    p.add_argument("folder", help="the run's folder (model.npz and its extras)")
+    p.add_argument("--registry", default=DEFAULT_REGISTRY,
+                   help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
+    p.add_argument("--name", help="model name in the registry (default: the name the run recorded)")
+    p.set_defaults(func=cmd_publish)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
     add_data_flags(p)

@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.forward import Model
-from shared.model_file import load_model, save_model
+from shared.model_file import MANIFEST_KEY, load_model, save_model
 from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, nearest_existing, try_writing
 
 from . import report
@@ -532,6 +532,40 @@ def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared,
     return metrics
 
 
+def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, prepared: Prepared,
+                     history: list[dict]) -> str:
+    """Write a run that could not be published into a new temporary folder; say where, and how
+    to publish it from there (or that it could not be kept either)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+    try:
+        write_output(folder, arrays, manifest, prepared, history)
+    except (OSError, ValueError) as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        return f"the trained model could not be kept either ({e})"
+    return (f"the trained model is kept in {folder}: publish it from there with "
+            f"python -m trainer publish {folder} --registry {registry}")
+
+
+def publish_saved(folder: Path, registry: str, name: str | None = None) -> tuple[str, int]:
+    """Publish a run written to a folder (``--output``, or kept after a failed publish): its
+    model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``."""
+    model_path = folder / MODEL_FILE
+    manifest = load_model(model_path).manifest  # validated, as the service would load it
+    with np.load(model_path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files if key != MANIFEST_KEY}
+    name = name or manifest["name"]
+    target = Registry(registry)
+    target.check_publishable(name)
+
+    def build(version_folder: Path, version: int) -> None:
+        save_model(version_folder / MODEL_FILE, arrays, {**manifest, "name": name, "version": version})
+        for extra in OUTPUT_FILES[1:]:
+            if (folder / extra).is_file():
+                shutil.copyfile(folder / extra, version_folder / extra)
+
+    return name, target.publish(name, build)
+
+
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print) -> dict:
     """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
@@ -571,7 +605,11 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         def build(folder: Path, version: int) -> None:
             result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
 
-        result["version"] = Registry(publish_to).publish(name, build)
+        try:
+            result["version"] = Registry(publish_to).publish(name, build)
+        except RegistryError as e:  # a disk that filled during the training, say: keep what it trained
+            raise RegistryError(f"{e}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
+                from None
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
         folder = Path(output_dir or tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
