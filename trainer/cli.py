@@ -159,7 +159,7 @@ def cmd_evaluate(args) -> int:
     from shared.model_file import load_model
     from shared.registry import Registry
 
-    from .datasets import load_dataset
+    from .datasets import dataset_key, load_dataset
 
     registry = Registry(args.registry)
     name = args.model
@@ -186,10 +186,9 @@ def cmd_evaluate(args) -> int:
         raise SystemExit(f"error: {name} v{version} was trained on {path}, which is not there from here "
                          f"({Path.cwd()}): give the file with --data-path")
     model_input = _object(model.manifest.get("input"))
-    from_npz = dataset_name.lower() == "npz" or (path is not None and Path(path).suffix.lower() == ".npz")
     # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
-    image = _object(model_input.get("preprocessing")).get("fit") if from_npz and model_input.get("kind") == "image" \
-        else None
+    image = _object(model_input.get("preprocessing")).get("fit") \
+        if dataset_key(dataset_name, path) == "npz" and model_input.get("kind") == "image" else None
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,

@@ -194,9 +194,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     reads its test files only, and its training split is empty. Any other needs every row to
     draw its split, so all are read as usual. ``image`` (npz only): see ``load_npz``.
     """
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in DATASETS and path is not None:  # e.g. the name a CSV dataset was recorded under
-        key = "npz" if Path(path).suffix.lower() == ".npz" else "csv"
+    key = dataset_key(name, path)
     if key in ("csv", "npz"):
         if path is None:
             raise DatasetError(f"the {key} dataset needs a file: give its path (--data-path)")
@@ -246,6 +244,16 @@ def fetch_dataset(name: str, *, cache_dir: Path | str | None = None, progress: b
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     source = _FileSource(DATASETS[key], None, cache_dir, True, progress)
     return [source.cached(f) for f in source.spec.files]
+
+
+def dataset_key(name: str, path: Path | str | None = None) -> str:
+    """What ``load_dataset(name, path=path)`` reads: a known dataset's key, ``csv`` or ``npz``.
+    Any other name with a ``path`` (e.g. the name a CSV dataset was recorded under) is read by the
+    file's suffix."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in DATASETS and path is not None:
+        key = "npz" if Path(path).suffix.lower() == ".npz" else "csv"
+    return key
 
 
 class _FileSource:
