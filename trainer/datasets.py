@@ -390,6 +390,11 @@ def _gunzip(data: bytes, source) -> bytes:
     return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
+def image_preprocessing(fit: str) -> dict:
+    """The model file's ``input.preprocessing`` for 28x28 pictures of a ``digit`` or a ``garment``."""
+    return {"type": "image", "size": [28, 28], "fit": fit, "polarity": "light_on_dark"}
+
+
 def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str, test_only: bool = False) -> Dataset:
     arrays = {"train": (np.empty((0, 28 * 28), dtype=np.float32), np.empty(0, dtype=np.int64))}
     for part, prefix in (("train", "train"), ("test", "t10k"))[1 if test_only else 0:]:
@@ -406,7 +411,7 @@ def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str, test_onl
         x_train=arrays["train"][0], y_train=arrays["train"][1],
         x_test=arrays["test"][0], y_test=arrays["test"][1],
         labels=list(labels), input_kind="image",
-        preprocessing={"type": "image", "size": [28, 28], "fit": fit, "polarity": "light_on_dark"},
+        preprocessing=image_preprocessing(fit),
         files=dict(source.files_read), split=f"official {len(arrays['test'][0])} test set",
     )
 
@@ -551,7 +556,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     if image is not None:
         if image not in FITS:
             raise DatasetError(f"image must be one of {', '.join(FITS)}, not {image!r}")
-        preprocessing = {"type": "image", "size": [28, 28], "fit": image, "polarity": "light_on_dark"}
+        preprocessing = image_preprocessing(image)
     try:
         with open(path, "rb") as file:
             is_zip = npz_problem(file) is None
