@@ -510,7 +510,6 @@ def test_csv_decimal_commas_are_named_as_such(tmp_path):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
-
 def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
     """``python -m trainer train --dataset wine-quality ...`` as uid 4242, which has no entry in the
     password database, with HOME unset (a container or batch job run under an arbitrary uid): in a
