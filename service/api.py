@@ -13,12 +13,15 @@ converges on it, and the worker that handled the call refreshes at once.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
 import hmac
 import json
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import orjson
@@ -329,14 +332,46 @@ def admin(view: Callable) -> Callable:
     return checked
 
 
+SERVING_LOCK = ".serving.lock"
+
+
+@contextlib.contextmanager
+def serving_lock(folder: Path):
+    """Hold the lock every change of ``folder``'s serving.json takes, so that two workers, or two
+    services sharing the registry, change it one at a time. flock needs only a read-only
+    descriptor, so the lock file serves every user who can read it, whoever created it; a new one
+    is readable by all (it holds nothing) whatever the umask. A lock file that cannot be created
+    means serving.json cannot be written either: the change goes on unlocked, so that the request
+    is checked (a 404 for a missing label) before the write fails and says why."""
+    path = folder / SERVING_LOCK
+    fd = None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.fchmod(fd, 0o644)
+    except FileExistsError:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
-    """Apply ``change`` to serving.json under an exclusive lock, refresh this worker, report."""
+    """Apply ``change`` to serving.json under the serving lock, refresh this worker, report."""
     svc = service()
     svc.store.found(name)  # 404 for an unknown model
-    folder = svc.registry.root / name
     try:
-        with open(svc.registry.model_folder(name) / ".serving.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = svc.registry.model_folder(name)
+    except RegistryError as e:
+        raise Conflict(f"The serving state of {name} cannot be changed: {e}.", code="model_outside_registry") from None
+    try:
+        with serving_lock(folder):
             svc.registry.update_serving(name, change)
     except RegistryError as e:
         raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
@@ -347,9 +382,11 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
         raise NotFound(f"There is no model {name!r} in the registry any more (its folder is gone).",
                        code="model_not_found") from None
     except OSError as e:
-        advice = ""
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            advice = ": " + access_advice("write")
+        if e.errno == errno.EROFS:
+            raise Conflict(f"The registry folder {folder} is on a read-only file system, so the serving state of "
+                           f"{name} cannot be changed here: mount the registry read-write, or change serving.json "
+                           "where it is writable (every worker follows it).", code="registry_read_only") from None
+        advice = ": " + access_advice("write") if e.errno in (errno.EACCES, errno.EPERM) else ""
         raise NotReady(f"The registry folder {folder} cannot be written ({e.strerror}){advice}.",
                        code="registry_unavailable") from None
     svc.store.refresh([name])

@@ -18,6 +18,7 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from shared.registry import Registry
@@ -26,7 +27,7 @@ from . import api, ops, protocols
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import register_error_handlers
-from .logs import configure_logging, log_access, logfmt_value
+from .logs import configure_logging, log_access, logfmt_value, without_surrogates
 from .metrics import Metrics
 from .predictor import Predictor
 from .store import ModelStore
@@ -36,6 +37,17 @@ UNMATCHED = "<unmatched>"  # the route label of a request no route matched
 log = logging.getLogger("scratchnet.service")
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, keys in the order written, and with a path that is not UTF-8 shown as text
+    (``lat\\xe9n``) rather than as a lone surrogate escape (``lat\\udce9n``), which strict JSON
+    parsers refuse. The text is built twice only when it holds a ``\\ud`` escape at all."""
+    sort_keys = False
+
+    def dumps(self, obj, **kwargs) -> str:
+        text = super().dumps(obj, **kwargs)
+        return super().dumps(without_surrogates(obj), **kwargs) if "\\ud" in text else text
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the app. ``config`` overrides settings by their lower-case names (see service.config)."""
     settings = load_settings(config)
@@ -43,7 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.merge_slashes = False  # /models//mnist is no route (404), not a redirect with an HTML body
-    app.json.sort_keys = False
+    app.json = JSONProvider(app)
 
     registry = Registry(settings.registry)
     metrics = Metrics()

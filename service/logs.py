@@ -41,10 +41,31 @@ def _json_line(created: float, level: str, logger: str, message: str, fields: di
     entry.update((key, value) for key, value in fields.items() if value is not None)
     if exception:
         entry["exception"] = exception
-    line = orjson.dumps(entry, default=str).decode()
+    try:
+        line = orjson.dumps(entry, default=str).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate: a path that is not UTF-8
+        line = orjson.dumps(without_surrogates(entry), default=str).decode()
     if not line.isascii():
         line = JSON_UNESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", line)
     return line
+
+
+def without_surrogates(value):
+    """``value`` (text, or dicts and lists of it) with each lone surrogate written as an escape.
+    A file name that is not UTF-8 reaches Python with its bad bytes as lone surrogates (PEP 383),
+    which UTF-8 text cannot hold and strict JSON parsers refuse: the registry ``/srv/lat\\xe9n``
+    (Latin-1) is shown as that, ``\\xe9`` written out."""
+    if isinstance(value, str):
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name gives ("\\ud800" in a JSON body)
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {without_surrogates(key): without_surrogates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_surrogates(item) for item in value]
+    return value
 
 
 class JsonFormatter(logging.Formatter):

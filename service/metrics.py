@@ -101,6 +101,9 @@ class Metrics(StoreEvents):
                                      "(each worker counts its own attempts).", ["model", "version"], registry=registry)
         self.version_failed = Gauge("scratchnet_model_version_failed", "1 when a version cannot be served.",
                                     ["model", "version"], multiprocess_mode="livemax", registry=registry)
+        self.unreadable = Gauge("scratchnet_registry_unreadable_models", "Model folders in the registry that a "
+                                "worker cannot list, so does not serve (the most of any worker).",
+                                multiprocess_mode="livemax", registry=registry)
         self._served: dict[str, int | None] = {}  # by model: the version loaded to serve
         self._unloaded: set[str] = set()  # models taken out of service (they serve nothing)
         self._request_series: dict[tuple, tuple] = {}  # label values -> metric children, looked up once
@@ -151,11 +154,12 @@ class Metrics(StoreEvents):
     # store events ----------------------------------------------------------------------------
 
     def model_added(self, name: str) -> None:
-        # 0 until a version serves: a model that never loads one would otherwise have no series at all,
-        # and an alert on "served version 0" would never see it.
+        # 0 until a version serves (or a pin fails): a model that never loads one would otherwise have
+        # no series at all, and an alert on "served version 0" would never see it.
         if name not in self._served:
             self._served[name] = None
             self._report_served(name)
+            self.unservable_pin.labels(name).set(0)
 
     def served(self, name: str, old: int | None, new: int | None) -> None:
         if old is not None and new is not None:
@@ -193,6 +197,9 @@ class Metrics(StoreEvents):
 
     def pin_unservable(self, name: str, pinned: int | None) -> None:
         self.unservable_pin.labels(name).set(pinned or 0)
+
+    def unreadable_models(self, count: int) -> None:
+        self.unreadable.set(count)
 
     def registry_status(self, ok: bool) -> None:
         if self.registry_up is None:

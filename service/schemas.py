@@ -169,6 +169,9 @@ class RegistryStatus(BaseModel):
     path: str
     ok: bool
     error: str | None
+    unreadable_models: dict[str, str] = Field(
+        description="Model folders this worker cannot list, with the reason: they are not served, "
+                    "and do not make the service unready.")
 
 
 class Readiness(BaseModel):

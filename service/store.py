@@ -95,6 +95,7 @@ class StoreEvents:
     def version_removed(self, name: str, version: int) -> None: ...
     def pin_unservable(self, name: str, pinned: int | None) -> None: ...  # None: the pin serves (or none is set)
     def registry_status(self, ok: bool) -> None: ...
+    def unreadable_models(self, count: int) -> None: ...  # model folders that cannot be listed
     def model_unloaded(self, name: str, unloaded: bool) -> None: ...  # taken out of service, or back
 
 
@@ -234,6 +235,7 @@ class ModelStore:
             if self._unreadable.get(name) != reason:
                 log.error("%s: %s; it is not served until it can be read", name, reason)
         self._unreadable = unreadable
+        self.events.unreadable_models(len(unreadable))
         self._add_models(names)
         return list(self._slots)
 
@@ -351,8 +353,13 @@ class ModelStore:
             slot.served = target  # the swap: one reference assignment
             if old is not None:
                 slot.swaps += 1
-            log.info("%s: now serving version %d%s", name, target.version,
-                     f" (was {old.version})" if old is not None else "")
+            if old is None:
+                log.info("%s: now serving version %d", name, target.version)
+            elif old.version == target.version:  # a new file under the same number (a registry swapped whole)
+                log.info("%s: now serving version %d from its file as it is now (reloaded: the file changed)",
+                         name, target.version)
+            else:
+                log.info("%s: now serving version %d (was %d)", name, target.version, old.version)
             self.events.served(name, old.version if old is not None else None, target.version)
 
         # Only then check the other new versions (for their status): a burst of publishes must
@@ -508,6 +515,10 @@ class ModelStore:
     def slot(self, name: str) -> ModelSlot:
         slot = self._slots.get(name)
         if slot is None:
+            reason = self._unreadable.get(name)
+            if reason is not None:
+                raise NotReady(f"Model {name} is not served: {reason}; {access_advice('read')}.",
+                               code="model_unreadable")
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"There is no model {name!r} (models: {known}).", code="model_not_found")
         return slot
@@ -720,7 +731,7 @@ class ModelStore:
                            + (f" ({self.registry_error})" if self.registry_error else ""))
         report = {"ready": not reasons, "models": models,
                   "registry": {"path": str(self.registry.root), "ok": self.registry_error is None,
-                               "error": self.registry_error}}
+                               "error": self.registry_error, "unreadable_models": dict(self._unreadable)}}
         if reasons:
             report["reason"] = "; ".join(reasons)
         return not reasons, report

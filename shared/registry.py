@@ -8,6 +8,7 @@ source of truth for every worker and replica.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -227,7 +228,7 @@ class Registry:
         took that number first, the version is built again with the next.
         """
         folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder)
         self.remove_stale_temporaries(name)
         for _ in range(100):
             version = self._highest_used(name) + 1
@@ -240,7 +241,7 @@ class Registry:
                 if not (tmp / MODEL_FILE).is_file():
                     raise RegistryError(f"publishing {name} v{version} wrote no {MODEL_FILE}")
                 _fsync_tree(tmp)
-                os.chmod(tmp, 0o755)
+                _make_readable(tmp)
                 # The number is recorded before the version appears: a record that cannot be written
                 # (a full disk) then fails the publish, rather than a published version whose number
                 # a later publish could give again once it is deleted.
@@ -324,6 +325,29 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _make_readable(folder: Path) -> None:
+    """Let every user read a new version's files, whatever the publisher's umask (a service under
+    another uid must load them). Its folders take the model folder's permissions, setgid
+    included, so that in a registry shared by a group the group may delete the version too."""
+    folder_mode = stat.S_IMODE(folder.parent.stat().st_mode) & ~(stat.S_ISUID | stat.S_ISVTX) | 0o755
+    for path in (folder, *folder.rglob("*")):
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(path, folder_mode)
+        elif stat.S_ISREG(mode):
+            os.chmod(path, 0o644)
+
+
+def _make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, what it creates readable by every user whatever the umask (the
+    service may run as another user) and otherwise as the umask and a setgid parent make it."""
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in missing:
+        with contextlib.suppress(OSError):  # made by a concurrent publisher as another user: theirs
+            os.chmod(path, stat.S_IMODE(path.stat().st_mode) | 0o755)
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import time
 import threading
-import traceback
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +18,10 @@ import pytest
 
 from modelgen import publish_corrupt, publish_model
 from service.errors import Conflict, NotFound, NotReady
+from service.metrics import Metrics
 from service.store import AVAILABLE, ModelStore, StoreEvents
 from shared.registry import Registry
+from users import run_as
 
 
 class Recorder(StoreEvents):
@@ -395,20 +396,7 @@ def run_unprivileged(check, folder) -> None:
     nobody = 65534
     os.chown(folder, nobody, nobody)
     codecs.lookup("ascii")  # the registry reads .highest_version as ASCII; the codec is a module under /root
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.setgid(nobody)
-            os.setuid(nobody)
-            check(folder / "models")
-            status = 0
-        except BaseException:  # noqa: BLE001 - reported to the parent through the exit status
-            traceback.print_exc()
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the unprivileged child (traceback above)"
+    run_as(nobody, nobody, lambda: check(folder / "models"))
 
 
 def unprivileged(check, tmp_path) -> None:
@@ -418,6 +406,7 @@ def unprivileged(check, tmp_path) -> None:
         return
     publish_model(tmp_path, "warmup")  # as root, first: loads every module the child will use
     make_store(tmp_path)[0].refresh()
+    Metrics().exposition(None)
     folder = Path(tempfile.mkdtemp(prefix="scratchnet-unreadable-"))
     try:
         run_unprivileged(check, folder)
@@ -563,16 +552,28 @@ def check_unreadable_model_folder(root):
     publish_model(root, "mnist")
     publish_model(root, "iris", kind="vector")
     (root / "iris").chmod(0)
+    metrics = Metrics()
     try:
-        store, _ = make_store(root)  # the first pass of a worker starting: it must not raise
+        store = ModelStore(Registry(root), events=metrics)
+        store.refresh()  # the first pass of a worker starting: it must not raise
         assert store.names() == ["mnist"] and store.served("mnist").version == 1
         publish_model(root, "mnist")
         store.refresh()
         assert store.served("mnist").version == 2  # the other models are still watched
+        # Not served, and said where an operator looks: /readyz (still ready), /metrics, /models/iris.
+        ready, report = store.readiness()
+        assert ready and report["registry"]["unreadable_models"] == {
+            "iris": f"the folder {root / 'iris'} cannot be read (Permission denied)"}
+        assert "scratchnet_registry_unreadable_models 1.0" in metrics.exposition(None).decode()
+        with pytest.raises(NotReady, match="Model iris is not served: the folder .* cannot be read") as refused:
+            store.slot("iris")
+        assert refused.value.code == "model_unreadable"
     finally:
         (root / "iris").chmod(0o755)
     store.refresh()
     assert store.served("iris").version == 1
+    assert store.readiness()[1]["registry"]["unreadable_models"] == {}
+    assert "scratchnet_registry_unreadable_models 0.0" in metrics.exposition(None).decode()
 
 
 def test_an_unreadable_model_folder_does_not_stop_the_other_models(tmp_path):

@@ -427,7 +427,7 @@ def test_admin_calls_never_write_through_a_model_folder_linking_outside_the_regi
     server = start_service(registry, workers=1, admin_token=ADMIN_TOKEN)
     assert requests.get(server.url + "/models/linked").json()["served_version"] is None  # its versions are refused
     files_before = sorted(p.name for p in (outside / "linked").iterdir())
-    assert_error(post(server, "/models/linked/unpin", headers=AUTH), 409, "serving_state_invalid")
+    assert_error(post(server, "/models/linked/unpin", headers=AUTH), 409, "model_outside_registry")
     for path in ("/v2/repository/models/linked/unload", "/v2/repository/models/linked/load"):
         response = post(server, path, headers=AUTH)
         assert response.status_code == 409 and "leads outside the registry" in response.json()["error"], response.text
