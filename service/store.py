@@ -356,8 +356,7 @@ class ModelStore:
             if old is None:
                 log.info("%s: now serving version %d", name, target.version)
             elif old.version == target.version:  # a new file under the same number (a registry swapped whole)
-                log.info("%s: now serving version %d from its file as it is now (reloaded: the file changed)",
-                         name, target.version)
+                log.info("%s: version %d reloaded, its file having changed", name, target.version)
             else:
                 log.info("%s: now serving version %d (was %d)", name, target.version, old.version)
             self.events.served(name, old.version if old is not None else None, target.version)

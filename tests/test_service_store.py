@@ -794,3 +794,22 @@ def test_a_pipe_in_place_of_a_model_file_or_serving_json_is_refused_without_hang
     info = store.describe("mnist")
     assert info["served_version"] == 3  # the last good serving state (no pin) still holds
     assert any("serving.json is not a regular file" in problem for problem in info["problems"])
+
+
+def test_a_registry_switched_whole_by_a_link_serves_the_new_files_under_the_same_numbers(tmp_path, caplog):
+    # Blue/green: the registry path is a link flipped from one complete registry to another.
+    blue, green, current = tmp_path / "blue", tmp_path / "green", tmp_path / "current"
+    publish_model(blue, "mnist", favour=3)
+    publish_model(green, "mnist", favour=7)
+    current.symlink_to(blue)
+    store, events = make_store(current)
+    vector = np.full((1, 784), 0.5, dtype=np.float32)
+    assert store.served("mnist").predict_proba(vector).argmax() == 3
+    flipped = tmp_path / "flipped"
+    flipped.symlink_to(green)
+    flipped.rename(current)  # the flip is one rename
+    with caplog.at_level("INFO", logger="scratchnet.store"):
+        store.refresh()
+    assert store.served("mnist").version == 1 and store.served("mnist").predict_proba(vector).argmax() == 7
+    assert "mnist: version 1 reloaded, its file having changed" in caplog.messages
+    assert events.swaps[-1] == ("mnist", 1, 1)
