@@ -1015,4 +1015,3 @@ def test_exactly_the_limit_of_values_is_accepted_with_top_k_beside_them(registry
     assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [2, 2]
     one_more = client.post("/models/mnist/predict", json={"inputs": [*vectors, [0.5] * 784], "top_k": 2})
     assert_error(one_more, 413, "too_many_values")
-
