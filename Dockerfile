@@ -78,7 +78,8 @@ ENV SCRATCHNET_REGISTRY=/models \
 WORKDIR /home/scratchnet
 USER scratchnet
 EXPOSE 8000
+# GET /healthz on the first address of SCRATCHNET_BIND, read as Gunicorn reads it ([::1]:8140, unix:PATH ...).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('SCRATCHNET_BIND', '0.0.0.0:8000').rsplit(':', 1)[1]; urllib.request.urlopen('http://127.0.0.1:' + port + '/healthz', timeout=2)"]
+    CMD ["python", "-m", "service.healthcheck"]
 ENTRYPOINT ["gunicorn", "--config", "python:service.gunicorn_conf"]
 CMD ["service.app:create_app()"]

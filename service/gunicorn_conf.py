@@ -4,7 +4,7 @@
 
 | variable                  | default        | meaning                                            |
 | ------------------------- | -------------- | -------------------------------------------------- |
-| SCRATCHNET_BIND           | 0.0.0.0:8000   | address to listen on                               |
+| SCRATCHNET_BIND           | 0.0.0.0:8000   | addresses to listen on, separated by commas or spaces |
 | SCRATCHNET_WORKERS        | 2              | worker processes (one per core)                    |
 | SCRATCHNET_THREADS        | 2              | threads per worker (gthread)                       |
 | SCRATCHNET_TIMEOUT        | 30             | seconds a worker may stop reporting to the master (hung) before it is restarted; requests run in threads, so a slow request or client does not count |
@@ -14,7 +14,7 @@
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | SCRATCHNET_GUNICORN_LOG_LEVEL | info       | level of Gunicorn's own log (the app's: SCRATCHNET_LOG_LEVEL) |
 | SCRATCHNET_CONTROL_SOCKET | 0              | 1: keep Gunicorn's control socket (one fixed path per user, off so services do not clash) |
-| PROMETHEUS_MULTIPROC_DIR  | a new temp dir | where workers write their metrics (emptied at start) |
+| PROMETHEUS_MULTIPROC_DIR  | new, in TMPDIR | where workers write their metrics (emptied at start) |
 
 Each worker builds its own app after the fork (no ``preload_app``), so its registry watcher
 thread is started in the worker itself; threads started in the master would not survive the
@@ -25,12 +25,16 @@ import atexit
 import ctypes
 import math
 import os
+import resource
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from gunicorn import util as gunicorn_util
+
+from service.binds import DEFAULT as DEFAULT_BIND
+from service.binds import BindError, bind_addresses
 
 # Every SCRATCHNET_* variable something in the project reads: any other is a misspelling, which
 # would otherwise be ignored without a word (SCRATCHNET_ADMIN_TOKN=... leaves the admin API off).
@@ -58,6 +62,32 @@ def _number(name: str, default: str, minimum: float, kind=int):
         what = "a whole number" if kind is int else "a finite number"
         sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} of at least {minimum:g}")
     return value
+
+
+def _new_metrics_dir() -> str:
+    """A new folder in TMPDIR, or where Python's tempfile would make one when it is unset, or exit
+    with one line saying what to do: a read-only root file system has no writable /tmp (tempfile's
+    own error was a traceback), and a TMPDIR that is set but not writable is named rather than
+    passed over for /tmp without a word."""
+    tmpdir = os.environ.get("TMPDIR")
+    try:
+        return tempfile.mkdtemp(prefix="scratchnet-metrics-", dir=tmpdir or None)
+    except OSError as error:
+        where = f"TMPDIR={tmpdir}" if tmpdir else "TMPDIR unset"
+        sys.exit(f"error: no folder for the workers' metrics: {where}: {error.strerror}; mount a tmpfs at /tmp "
+                 "(docker run --tmpfs /tmp, compose: tmpfs: /tmp), point TMPDIR at a writable folder, or set "
+                 "PROMETHEUS_MULTIPROC_DIR to one")
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (made if missing), or None when one can. Trying it is the
+    only test that holds for root, whom a folder's mode does not stop but a read-only mount does."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        return error.strerror
+    return None
 
 
 def _log_level(name: str, default: str) -> str:
@@ -95,9 +125,11 @@ if _arenas > 0:
 # A folder made here is this master's to remove: SCRATCHNET_OWN_METRICS_DIR remembers that across
 # a reload (HUP reads this file again, with PROMETHEUS_MULTIPROC_DIR already set).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["SCRATCHNET_OWN_METRICS_DIR"] = \
-        tempfile.mkdtemp(prefix="scratchnet-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["SCRATCHNET_OWN_METRICS_DIR"] = _new_metrics_dir()
 _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+if _reason := _cannot_write(_metrics_dir):  # else every worker failed at its first request, or at boot
+    sys.exit(f"error: PROMETHEUS_MULTIPROC_DIR={_metrics_dir}: {_reason}; point it at a writable folder (a tmpfs), "
+             "or leave it unset for a new one in TMPDIR")
 _own_metrics_dir = os.environ.get("SCRATCHNET_OWN_METRICS_DIR") == str(_metrics_dir)
 _master_pid = os.getpid()
 
@@ -138,7 +170,11 @@ try:  # every service setting checked once, here, rather than in each worker aft
 except ConfigError as _error:
     sys.exit(f"error: {_error}")
 
-bind = os.environ.get("SCRATCHNET_BIND", "0.0.0.0:8000")
+_bind = os.environ.get("SCRATCHNET_BIND", DEFAULT_BIND)
+try:  # Gunicorn's own answer to a bad address: five failed binds, or a line not in the log's format
+    bind = bind_addresses(_bind)
+except BindError as _error:
+    sys.exit(f"error: SCRATCHNET_BIND={_bind!r}: {_error}")
 workers = _number("WORKERS", "2", 1)
 # Two threads per worker overlap one request's network I/O with another's computing; more only
 # contend for the GIL (a canvas image cost 2.0 ms of CPU at 2 threads, 2.4-3.0 ms at 4, and p99
@@ -148,6 +184,12 @@ worker_class = "service.worker.FairThreadWorker"  # gthread that leaves new conn
 timeout = _number("TIMEOUT", "30", 1)
 graceful_timeout = _number("GRACEFUL_TIMEOUT", "10", 0)
 _number("CLIENT_TIMEOUT", "10", 0, float)  # read by service/worker.py
+# Each connection is a file descriptor, besides the ~20 a worker holds itself (its listening sockets,
+# heartbeat file, metrics files, a model file being read): past RLIMIT_NOFILE, accept() fails
+# (EMFILE). Connections beyond this many wait in the listen queue, for this worker or another.
+_open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+if _open_files != resource.RLIM_INFINITY:
+    worker_connections = min(1000, max(_open_files // 2, _open_files - 100))  # 1000: Gunicorn's default
 keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own structured access log
@@ -156,6 +198,9 @@ if _settings.log_format == "json":
     logger_class = JsonGunicornLogger  # Gunicorn's own lines as JSON too (below)
 loglevel = _log_level("GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
+# Each worker's heartbeat file, which Gunicorn makes in TMPDIR otherwise: in memory, and found on a
+# read-only root file system (where Docker still mounts a tmpfs at /dev/shm).
+worker_tmp_dir = "/dev/shm" if _cannot_write(Path("/dev/shm")) is None else str(_metrics_dir)
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
 _control_socket = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0")
 if _control_socket not in ("0", "1"):  # "true" read as off without a word

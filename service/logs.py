@@ -10,6 +10,8 @@ of a ~500 us prediction). Any other set-up goes through the logger."""
 
 from __future__ import annotations
 
+import codecs
+import functools
 import logging
 import os
 import re
@@ -25,14 +27,42 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a li
 # Of those, what JSON may leave unescaped: str.splitlines() and other readers end a line at
 # U+0085, U+2028 and U+2029, so a path holding one split its access line in two.
 JSON_UNESCAPED = re.compile(r"[\x7f-\x9f\u2028\u2029]")
+NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def utc_time(created: float) -> str:
+    """``created`` (seconds since the epoch) in ISO 8601, UTC, with milliseconds: 2025-01-31T12:00:00.000Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def needs_ascii(stream) -> bool:
+    """Whether ``stream`` encodes text otherwise than as UTF-8."""
+    return not _is_utf8(getattr(stream, "encoding", None))
+
+
+@functools.lru_cache(maxsize=8)
+def _is_utf8(encoding: str | None) -> bool:
+    return encoding is None or codecs.lookup(encoding).name == "utf-8"
+
+
+def json_escape(match: re.Match) -> str:
+    """A character of a JSON string as its escape; one above U+FFFF as the surrogate pair JSON uses."""
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def _json_line(created: float, level: str, logger: str, message: str, fields: dict,
-               exception: str | None = None) -> str:
+               exception: str | None = None, ascii_only: bool = False) -> str:
     """One event as the JSON object our log lines are: time (ISO 8601 UTC with milliseconds),
-    level, logger, message, pid, then ``fields`` whose value is not None."""
+    level, logger, message, pid, then ``fields`` whose value is not None. ``ascii_only`` escapes
+    every other character, for a stream that does not write UTF-8: ``PYTHONIOENCODING=ascii``
+    wrote "é" as the backslash escape ``\\xe9``, which JSON does not have, and Latin-1 as a byte
+    that is not UTF-8; either way the line was no longer JSON."""
     entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+        "time": utc_time(created),
         "level": level,
         "logger": logger,
         "message": message,
@@ -46,7 +76,7 @@ def _json_line(created: float, level: str, logger: str, message: str, fields: di
     except orjson.JSONEncodeError:  # a lone surrogate: a path that is not UTF-8
         line = orjson.dumps(without_surrogates(entry), default=str).decode()
     if not line.isascii():
-        line = JSON_UNESCAPED.sub(lambda match: f"\\u{ord(match.group()):04x}", line)
+        line = (NON_ASCII if ascii_only else JSON_UNESCAPED).sub(json_escape, line)
     return line
 
 
@@ -69,10 +99,13 @@ def without_surrogates(value):
 
 
 class JsonFormatter(logging.Formatter):
+    """For a handler that writes to stderr (ours, and Gunicorn's)."""
+
     def format(self, record: logging.LogRecord) -> str:
         return _json_line(record.created, record.levelname.lower(), record.name, record.getMessage(),
                           {key: getattr(record, key, None) for key in FIELDS},
-                          self.formatException(record.exc_info) if record.exc_info else None)
+                          self.formatException(record.exc_info) if record.exc_info else None,
+                          ascii_only=needs_ascii(sys.stderr))
 
 
 def escape_controls(text: str) -> str:
@@ -98,6 +131,10 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # In UTC, as the JSON lines: local time without its offset could not be placed.
+        return utc_time(record.created)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
@@ -142,9 +179,9 @@ def log_access(message: str, fields: dict) -> None:
     if handler is None:
         access.info(message, extra=fields)
         return
-    line = _json_line(time.time(), "info", ACCESS, message, fields) + "\n"
+    stream = handler.stream
+    line = _json_line(time.time(), "info", ACCESS, message, fields, ascii_only=needs_ascii(stream)) + "\n"
     with handler.lock:  # as the handler itself would: lines from two threads never interleave
-        stream = handler.stream
         stream.write(line)
         stream.flush()
 

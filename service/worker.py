@@ -24,6 +24,17 @@ line, not as an error), and the thread is free again. (A client that trickles a 
 is a buffering proxy's job: ``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the
 socket is Gunicorn's own and this limit does not apply.
 
+A worker out of file descriptors (``ulimit -n``), or a system out of them or of memory for
+sockets, cannot accept a waiting connection: Gunicorn's worker died of it, with every connection
+it held. Here it logs one line, stops accepting for ``ACCEPT_PAUSE`` and serves what it holds
+(whose ends free what was missing); waiting connections stay in the listen queue meanwhile.
+(service/gunicorn_conf.py keeps ``worker_connections`` below the limit, so that this is rare.)
+
+Gunicorn's thread pool starts a thread for each of the first requests: a worker that could not
+start one (a low ``ulimit -v`` or ``-u``) booted, then failed requests under traffic. Here every
+thread is started at boot, and a worker that cannot start them fails to boot, which stops
+Gunicorn with one line saying why.
+
 A stopping worker closes its listening sockets at once, so new connections are refused rather
 than queued behind the requests in flight and then reset.
 
@@ -58,13 +69,16 @@ on its threads calling ``setblocking(True)`` on a connection's socket before rea
 connection's ``wait_for_data``, on how it parks connections (``pending_conns``), on ``handle``
 returning a false value for a connection to close, on a request's ``_expected_100_continue``
 (read when the environ is made), on bodies being read through the socket's ``recv`` or
-``recv_into``, on its body readers and on its response's ``force_close``; gunicorn is pinned in
-pyproject.toml, and tests/e2e/test_connections.py checks the behaviour against the real server.
+``recv_into``, on its body readers and on its response's ``force_close``, on ``accept`` raising
+what ``accept()`` raised but EAGAIN and ECONNABORTED, and on ``get_thread_pool`` making the pool;
+gunicorn is pinned in pyproject.toml, and tests/e2e/test_connections.py checks the behaviour
+against the real server.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import json
 import logging
@@ -72,11 +86,14 @@ import math
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 import uuid
 
 from gunicorn import util as gunicorn_util
+from gunicorn.arbiter import Arbiter
+from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
@@ -96,6 +113,10 @@ DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# accept() fails with these while the process is out of file descriptors (EMFILE), the system is
+# (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
+ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE = 0.1  # seconds a worker stops accepting after one of them
 # The status, code and request id of the answer Gunicorn wrote itself on this thread (see json_error).
 _own_answer = threading.local()
 
@@ -219,11 +240,37 @@ class FairThreadWorker(ThreadWorker):
         self.busy_threads = 0  # requests handed to the thread pool and not finished
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
         self.lingering = collections.deque()  # closing connections, oldest (first to expire) first
+        self.accept_paused_until = 0.0  # monotonic time until which accept() is not tried (ACCEPT_PAUSE)
+        self.accept_failing = False  # an accept() failed for want of resources and none has succeeded since
 
     def init_process(self) -> None:
         # In the worker, after the fork.
         self.log.error_log.addFilter(QuietClientTimeouts())
-        super().init_process()
+        try:
+            super().init_process()
+        except AppImportError:
+            raise
+        except Exception:
+            # Gunicorn logs this, then prints the error again on stderr outside its log: a line that
+            # was not JSON. Logged here as Gunicorn does, with the exit status Gunicorn gives.
+            self.log.exception("Exception in worker process")
+            sys.exit(-1 if self.booted else Arbiter.WORKER_BOOT_ERROR)
+
+    def get_thread_pool(self):
+        """The pool with all its threads started. ThreadPoolExecutor starts one per task submitted
+        while none is idle: tasks that wait until the last has started make it start them all."""
+        pool = super().get_thread_pool()
+        all_started = threading.Event()
+        try:
+            for _ in range(self.cfg.threads):
+                pool.submit(all_started.wait)
+        except RuntimeError as error:  # "can't start new thread"
+            self.log.error("cannot start the worker's %d threads (%s): allow more memory (ulimit -v) or processes "
+                           "(ulimit -u), or set a lower SCRATCHNET_THREADS", self.cfg.threads, error)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        finally:
+            all_started.set()
+        return pool
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -249,7 +296,8 @@ class FairThreadWorker(ThreadWorker):
                 and now - self.waiting_since < ACCEPT_DELAY)
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled and not self.delaying(time.monotonic()))
+        now = time.monotonic()
+        super().set_accept_enabled(enabled and not self.delaying(now) and now >= self.accept_paused_until)
         if not self.alive:
             # Stopping: Gunicorn keeps the listening socket open until the worker exits, so a new
             # connection waited in its backlog for the requests in flight, then was reset after
@@ -270,11 +318,31 @@ class FairThreadWorker(ThreadWorker):
                 self.set_accept_enabled(False)  # listen again when the delay ends (see below)
                 return
         self.waiting_since = None
-        super().accept(listener)
+        try:
+            super().accept(listener)
+        except OSError as error:
+            if error.errno not in ACCEPT_EXHAUSTED:
+                raise
+            self.pause_accepting(error)
+        else:
+            self.accept_failing = False
+
+    def pause_accepting(self, error: OSError) -> None:
+        """Stop accepting for ACCEPT_PAUSE; said once until an accept succeeds again."""
+        if not self.accept_failing:
+            self.log.warning("cannot accept new connections (%s, holding %d): they wait in the listen queue, tried "
+                             "again every %s s; raise the open-files limit (ulimit -n) if this recurs",
+                             error.strerror, self.nr_conns, ACCEPT_PAUSE)
+        self.accept_failing = True
+        self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+        self.set_accept_enabled(False)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if not self._accepting and self.waiting_since is not None and self.alive:
             timeout = min(timeout, ACCEPT_DELAY)  # wake up when the delay ends
+        pause_left = self.accept_paused_until - time.monotonic()
+        if not self._accepting and pause_left > 0 and self.alive:
+            timeout = min(timeout, pause_left)  # and when a pause ends
         if self.lingering:
             timeout = max(0.0, min(timeout, self.lingering[0].timeout - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)

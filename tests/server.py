@@ -12,13 +12,17 @@ It runs ``gunicorn -c service/gunicorn_conf.py "service.app:create_app()"`` exac
 production does, bound to 127.0.0.1 on a port the kernel picks (no race for a free port),
 and ``start()`` returns once every worker has built its app. Settings go through the
 environment: ``poll_interval`` (default 0.2 s for tests), ``admin_token``, and any
-``SCRATCHNET_*`` variable in ``env``. The pytest fixtures in tests/e2e/conftest.py wrap it.
+``SCRATCHNET_*`` variable in ``env``; ``limits`` sets resource limits (``{resource.RLIMIT_NOFILE:
+64}``, as ``ulimit -n 64`` would) and ``launcher`` is a command Gunicorn runs under (``unshare
+...``). The pytest fixtures in tests/e2e/conftest.py wrap it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,6 +33,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from skips import needs_root
+
 REPO = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 SERVED = re.compile(r'^scratchnet_model_served_version\{model="([^"]+)",pid="(\d+)"\} (\d+)\.0$', re.M)
@@ -36,8 +42,11 @@ SERVED = re.compile(r'^scratchnet_model_served_version\{model="([^"]+)",pid="(\d
 
 class ServiceProcess:
     def __init__(self, registry: str | os.PathLike, *, workers: int = 3, threads: int | None = 4,
-                 poll_interval: float = 0.2, admin_token: str | None = None, env: dict | None = None):
+                 poll_interval: float = 0.2, admin_token: str | None = None, env: dict | None = None,
+                 limits: dict[int, int] | None = None, launcher: list[str] | None = None):
         self.registry = Path(registry)
+        self.limits = limits or {}
+        self.launcher = launcher or []
         self.workers = workers
         self.environment = {
             "SCRATCHNET_REGISTRY": str(self.registry),
@@ -61,9 +70,10 @@ class ServiceProcess:
                if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(self.environment)
         self._log_file = tempfile.NamedTemporaryFile(prefix="scratchnet-service-", suffix=".log", delete=False)
+        command = [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
-            cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+            [*self.launcher, *command], cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            preexec_fn=self._set_limits if self.limits else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -76,6 +86,21 @@ class ServiceProcess:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"gunicorn did not start {self.workers} workers in {timeout} s:\n{self.log()}")
+
+    def failed_start(self, timeout: float = 60) -> tuple[int, str]:
+        """Start, expecting Gunicorn to stop by itself (as when a worker fails to boot): its exit
+        status and everything it wrote."""
+        try:
+            self.start(timeout)
+            raise AssertionError(f"gunicorn started:\n{self.log()}")
+        except RuntimeError:
+            return self.process.returncode, self.log()
+        finally:
+            self.stop()
+
+    def _set_limits(self) -> None:  # in the child, before it runs Gunicorn
+        for which, limit in self.limits.items():
+            resource.setrlimit(which, (limit, limit))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -99,9 +124,16 @@ class ServiceProcess:
     # looking at it -----------------------------------------------------------------------------
 
     def log(self) -> str:
-        if self._log_file is None:
-            return ""
-        return Path(self._log_file.name).read_text(encoding="utf-8", errors="replace")
+        return self.raw_log().decode("utf-8", errors="replace")
+
+    def raw_log(self) -> bytes:
+        """What the service wrote, as it wrote it (``log()`` replaces what is not UTF-8)."""
+        return Path(self._log_file.name).read_bytes() if self._log_file is not None else b""
+
+    def addresses(self) -> list[str]:
+        """Every address Gunicorn listens on, as it logs them: ``http://127.0.0.1:PORT``, ``unix:PATH`` ..."""
+        match = re.search(r"Listening at: (\S+) \(\d+\)", self.log())
+        return match.group(1).split(",") if match else []
 
     def worker_pids(self) -> set[int]:
         return {child.pid for child in psutil.Process(self.process.pid).children()}
@@ -128,6 +160,15 @@ class ServiceProcess:
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"workers serve {served} of {model} (workers {pids}), not v{version}")
             time.sleep(0.02)
+
+
+def read_only(*folders: str | os.PathLike) -> list[str]:
+    """A ``launcher`` whose command runs in a mount namespace of its own, where ``folders`` are
+    read-only (as on a container's read-only root file system); nothing changes outside it."""
+    needs_root("a read-only mount")
+    mounts = " && ".join(f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"
+                         for path in map(shlex.quote, map(os.fspath, folders)))
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$@"', "sh"]
 
 
 def metric_value(text: str, name: str, **labels) -> float:

@@ -12,3 +12,8 @@ def unavailable(reason: str, under_ci: str = "") -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is a failure{under_ci})")
     pytest.skip(reason)
+
+
+def needs_root(what: str) -> None:
+    if os.geteuid() != 0:
+        unavailable(f"{what} needs root")

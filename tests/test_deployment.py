@@ -16,18 +16,13 @@ from modelgen import publish_model
 from service.app import create_app
 from service.logs import configure_logging
 from shared.registry import MODEL_FILE
-from skips import unavailable
+from skips import needs_root
 from users import run_as
 
 TOKEN = "deployment-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 VECTOR = {"inputs": [0.5] * 784}
 GROUP = 4243  # the group two users (uids 4241, 4242) share a registry through
-
-
-def needs_root(what: str) -> None:
-    if os.geteuid() != 0:
-        unavailable(f"{what} needs root")
 
 
 def make_app(registry):

@@ -526,3 +526,29 @@ def test_compose_stop_finishes_requests_in_flight_and_restart_keeps_the_pin(api_
     stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
     with requests.Session() as session:
         assert _served_version(_predict(session, stack.base_url, png)) == old
+
+
+def test_image_on_a_read_only_root_checks_its_health_where_it_listens(api_stack):
+    """`docker run --read-only --tmpfs /tmp` (docs/docker.md) with the service on a unix socket in
+    /tmp: the image's HEALTHCHECK reads SCRATCHNET_BIND as Gunicorn does (it took the text after
+    the last colon for a TCP port). Without the tmpfs, the log is one line saying to mount one."""
+    name = f"{api_stack.project}-read-only"
+    run = ["docker", "run", "--read-only", "--health-interval", "1s", "-e", "SCRATCHNET_BIND=unix:/tmp/api.sock"]
+    try:
+        subprocess.run([*run, "--detach", "--name", name, "--tmpfs", "/tmp", "scratchnet-api:latest"],
+                       check=True, capture_output=True, timeout=60)
+
+        def healthy() -> bool:
+            done = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}}", name],
+                                  capture_output=True, text=True, timeout=30)
+            return done.stdout.strip() == "healthy"
+
+        if not _wait_for(healthy, timeout=90):
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=30).stderr
+            pytest.fail(f"never healthy:\n{logs[-3000:]}")
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
+    done = subprocess.run([*run, "--rm", "scratchnet-api:latest"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset") and "--tmpfs /tmp" in line

@@ -21,9 +21,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import orjson
 import psutil
 import pytest
 import requests
@@ -154,6 +156,45 @@ def test_text_logs_keep_gunicorns_own_format(tmp_path):
         log = stopped_log(server)
     assert re.search(r"^\[[^]]+\] \[\d+\] \[INFO\] Starting gunicorn", log, re.M), log
     assert not any(line.startswith("{") for line in log.splitlines())
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_json_logs_stay_json_on_a_stderr_that_does_not_take_utf8(tmp_path, encoding):
+    """With stderr in ASCII (PYTHONIOENCODING=ascii, a C locale before Python 3.7) or Latin-1, a
+    character it cannot hold, or holds as a byte that is not UTF-8, is escaped as JSON escapes it."""
+    registry = tmp_path / "modèles"  # in the service's own lines
+    publish_model(registry, "mnist", seed=1)
+    with ServiceProcess(registry, workers=1, env={"PYTHONIOENCODING": encoding}) as server:
+        assert requests.get(server.url + "/models/café😀", timeout=10).status_code == 404  # in the access line
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=15)
+        entries = [orjson.loads(line) for line in server.raw_log().splitlines()]  # UTF-8 JSON, every line
+    assert any(entry.get("path") == "/models/café😀" for entry in entries)
+    assert any(entry["message"].startswith(f"service started: registry {registry}") for entry in entries)
+
+
+def test_a_worker_that_fails_to_boot_is_logged_in_json_lines_only(tmp_path):
+    """Gunicorn printed a failed worker's error on stderr a second time, outside its log."""
+    publish_model(tmp_path, "mnist", seed=1)
+    server = ServiceProcess(tmp_path, workers=1, env={"GUNICORN_CMD_ARGS": "--threads 0"})  # a pool it cannot make
+    status, log = server.failed_start()
+    assert status == 3  # Gunicorn's "worker failed to boot"
+    entries = [json.loads(line) for line in log.splitlines()]  # every line, or this fails on the first that is not
+    failed = [entry for entry in entries if entry["message"] == "Exception in worker process"]
+    assert failed and "max_workers must be greater than 0" in failed[0]["exception"]
+
+
+def test_text_logs_are_in_utc(tmp_path):
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_LOG_FORMAT": "text", "TZ": "IST-5:30"}) as server:
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        log = stopped_log(server)
+    times = re.findall(r"^(.+?) INFO scratchnet\.", log, re.M)  # the service's lines (Gunicorn's keep its format)
+    assert len(times) >= 2
+    for written in times:
+        assert written.endswith("Z"), written
+        logged_at = datetime.strptime(written, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert abs(logged_at.timestamp() - time.time()) < 60  # not 5 h 30 off
 
 
 # a publisher killed while it publishes ----------------------------------------------------------------

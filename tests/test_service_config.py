@@ -1,15 +1,22 @@
 """Settings: defaults, then SCRATCHNET_* variables, then create_app's overrides; a bad value names
-its variable."""
+its variable. Gunicorn's: the addresses it listens on, and the folders it must write to."""
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 
+from modelgen import publish_model
+from server import ServiceProcess, read_only
+from service.binds import FORMS
 from service.config import ConfigError, load_settings
+from service.healthcheck import probe_target
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,6 +77,16 @@ def test_an_unknown_override_is_refused():
         load_settings({"pol_interval": 1}, environ={})
 
 
+def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str | None) -> subprocess.CompletedProcess:
+    """Gunicorn as production runs it, with ``variables`` (None: unset) for the SCRATCHNET_* of this
+    environment, in a test that expects it to stop by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"SCRATCHNET_BIND": "127.0.0.1:0", "TMPDIR": str(tmp_path), **variables})
+    return subprocess.run([*(launcher or []), sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py",
+                           "service.app:create_app()"], cwd=REPO, capture_output=True, text=True, timeout=30,
+                          env={k: v for k, v in env.items() if v is not None})
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("SCRATCHNET_WORKERS", "two", "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"),
     ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
@@ -81,21 +98,103 @@ def test_an_unknown_override_is_refused():
     ("SCRATCHNET_CONTROL_SOCKET", "true", "SCRATCHNET_CONTROL_SOCKET='true': expected 0 or 1"),
     ("SCRATCHNET_ADMIN_TOKEN", "pässwörd", "SCRATCHNET_ADMIN_TOKEN must be printable ASCII (letters, digits and "
                                            "punctuation): clients send it in an HTTP header"),
+    ("SCRATCHNET_BIND", "127.0.0.1:80x", f"SCRATCHNET_BIND='127.0.0.1:80x': '127.0.0.1:80x': '80x' is not a valid "
+                                         f"port number (expected {FORMS})"),
+    ("SCRATCHNET_BIND", "127.0.0.1:0, [::1]:70000",
+     "SCRATCHNET_BIND='127.0.0.1:0, [::1]:70000': '[::1]:70000': the port must be from 0 to 65535"),
+    ("SCRATCHNET_BIND", " , ", f"SCRATCHNET_BIND=' , ': expected one or more addresses ({FORMS})"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"SCRATCHNET_BIND": "127.0.0.1:0", "TMPDIR": str(tmp_path), variable: value})
-    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = run_gunicorn(tmp_path, **{variable: value})
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [f"error: {message}"]
     assert not list(tmp_path.glob("scratchnet-metrics-*"))  # its metrics folder was removed on the way out
 
 
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"SCRATCHNET_BIND": "127.0.0.1:0", "TMPDIR": str(tmp_path), "SCRATCHNET_ADMIN_TOKN": "secret",
-                "SCRATCHNET_WORKERS": "x"})  # stops it right after the warning
-    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    done = run_gunicorn(tmp_path, SCRATCHNET_ADMIN_TOKN="secret", SCRATCHNET_WORKERS="x")  # x: stops after the warning
     assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
+
+
+# the addresses it listens on ------------------------------------------------------------------------
+
+
+def health_check(bind: str) -> tuple[int, str]:
+    """The image's HEALTHCHECK with ``SCRATCHNET_BIND=bind``: its exit status and what it printed."""
+    done = subprocess.run([sys.executable, "-m", "service.healthcheck"], cwd=REPO, capture_output=True, text=True,
+                          timeout=10, env={**os.environ, "SCRATCHNET_BIND": bind})
+    return done.returncode, done.stdout
+
+
+def test_gunicorn_listens_on_every_address_of_scratchnet_bind(tmp_path):
+    publish_model(tmp_path, "mnist")
+    socket_path = tmp_path / "api.sock"
+    bind = f"127.0.0.1:0, 127.0.0.1:0 unix:{socket_path}"  # commas, spaces, or both
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_BIND": bind}) as server:
+        first, second, unix = server.addresses()
+        assert first != second and unix == f"unix:{socket_path}"
+        for url in (first, second):
+            response = requests.post(url + "/models/mnist/predict", json={"inputs": [0.5] * 784}, timeout=10)
+            assert response.status_code == 200 and response.json()["model"]["name"] == "mnist"
+        assert health_check(first.removeprefix("http://")) == (0, "")
+        assert health_check(unix) == (0, "")
+        status, said = health_check(f"{unix}.gone")
+        assert status == 1 and said.startswith(f"unhealthy: GET /healthz on {unix}.gone: ") and said.count("\n") == 1
+
+
+@pytest.mark.parametrize("bind, target", [
+    ("0.0.0.0:8000", ("127.0.0.1", 8000)),  # every interface: reached through the loopback address
+    ("[::]:8140", ("::1", 8140)),
+    ("[::1]:8140", ("::1", 8140)),
+    ("localhost", ("localhost", 8000)),  # Gunicorn's default port
+    ("tcp://10.0.0.5:9000", ("10.0.0.5", 9000)),
+    ("unix:/run/scratchnet/api.sock", "/run/scratchnet/api.sock"),
+    ("unix:///run/api.sock", "/run/api.sock"),
+    ("fd://3", None),  # a socket handed over by a supervisor: no address to reach
+    ("127.0.0.1:0", None),  # a port the kernel picks
+])
+def test_the_health_check_reaches_the_address_gunicorn_listens_on(bind, target):
+    assert probe_target(bind) == target
+
+
+# the folders it writes to -------------------------------------------------------------------------
+
+
+def refused_in_one_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode != 0
+    [line] = done.stderr.strip().splitlines()  # no traceback
+    return line
+
+
+def test_gunicorn_on_a_read_only_root_says_to_mount_a_tmpfs(tmp_path):
+    # Every folder Python's tempfile tries: TMPDIR (unset here), /tmp, /var/tmp, /usr/tmp, the working directory.
+    folders = [path for path in ("/tmp", "/var/tmp", "/usr/tmp") if os.path.isdir(path)] + [REPO]
+    line = refused_in_one_line(run_gunicorn(tmp_path, read_only(*folders), TMPDIR=None, TEMP=None, TMP=None))
+    assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset: No usable temporary directory")
+    assert "mount a tmpfs at /tmp" in line
+
+
+@pytest.mark.parametrize("variable, said", [
+    ("TMPDIR", "error: no folder for the workers' metrics: TMPDIR={}: Read-only file system; mount a tmpfs at /tmp"),
+    ("PROMETHEUS_MULTIPROC_DIR", "error: PROMETHEUS_MULTIPROC_DIR={}: Read-only file system; point it at a writable"),
+])
+def test_gunicorn_says_in_one_line_that_a_folder_it_must_write_to_is_read_only(tmp_path, variable, said):
+    # A TMPDIR that cannot be used is named, rather than passed over for /tmp without a word.
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    line = refused_in_one_line(run_gunicorn(tmp_path, read_only(folder), **{variable: str(folder)}))
+    assert line.startswith(said.format(folder))
+
+
+def test_a_read_only_root_serves_with_the_metrics_in_a_writable_folder(tmp_path):
+    """Nothing else needs a writable folder: Gunicorn's heartbeat files go to /dev/shm, not TMPDIR."""
+    publish_model(tmp_path, "mnist")
+    metrics = Path(tempfile.mkdtemp(prefix="scratchnet-test-metrics-", dir="/dev/shm"))
+    try:
+        with ServiceProcess(tmp_path, workers=1, launcher=read_only("/tmp", "/var/tmp", REPO),
+                            env={"PROMETHEUS_MULTIPROC_DIR": str(metrics), "TMPDIR": "/tmp"}) as server:
+            response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [0.5] * 784}, timeout=10)
+            assert response.status_code == 200
+            assert list(metrics.glob("*.db"))
+    finally:
+        shutil.rmtree(metrics)

@@ -1,6 +1,7 @@
 """Connections and the workers' threads (service/worker.py): keep-alive connections opened at
-once are spread over the workers, and a client that goes silent in the middle of a request does
-not keep a thread.
+once are spread over the workers, a client that goes silent in the middle of a request does
+not keep a thread, a worker out of file descriptors keeps serving, and a worker's threads are
+all started at boot.
 
 Gunicorn's own threaded worker accepts whatever it wakes up for: 8 connections opened together
 (a load generator, a proxy's pool) went to one of two workers in about one burst in three, which
@@ -10,6 +11,8 @@ then served everything on one core. Here each burst of 8 connections, opened and
 
 import http.client
 import json
+import os
+import resource
 import signal
 import socket
 import threading
@@ -19,6 +22,7 @@ import pytest
 import requests
 
 from images import encode, paper, synthetic_digit
+from server import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
@@ -285,3 +289,55 @@ def test_a_body_is_asked_for_when_it_is_read(start_service, service_registry):
             sock.sendall(body)
             answer = read_answer(sock)
             assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: keep-alive\r\n" in answer, answer[:300]
+
+
+@pytest.mark.parametrize("worker_connections", [None, 1000], ids=["default", "above-the-limit"])
+def test_a_worker_out_of_file_descriptors_keeps_serving(start_service, service_registry, worker_connections):
+    """100 idle connections to a worker allowed 64 open files (``ulimit -n 64``): it holds what it
+    can, and serves again once they close, without a restart; it died of accept()'s EMFILE, and
+    took every connection it held along. By default it stops accepting below the limit; told to
+    hold more connections than the limit allows (Gunicorn's --worker-connections), it pauses when
+    accept() fails, and says so in a line."""
+    env = {"GUNICORN_CMD_ARGS": f"--worker-connections {worker_connections}"} if worker_connections else {}
+    server = start_service(service_registry, workers=1, threads=2, limits={resource.RLIMIT_NOFILE: 64}, env=env)
+    [worker] = server.worker_pids()
+    idle = [socket.create_connection(address(server.url), timeout=30) for _ in range(100)]
+    time.sleep(1)  # the worker takes them, up to what it can hold
+    for sock in idle:
+        sock.close()
+    response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [0.5] * 784}, timeout=10)
+    assert response.status_code == 200 and response.headers["X-Worker-PID"] == str(worker)
+    assert server.worker_pids() == {worker}
+    said = [entry["message"] for entry in map(json.loads, server.log().splitlines())
+            if entry["message"].startswith("cannot accept new connections")]
+    if worker_connections is None:
+        assert said == []  # it never reached the limit
+    else:
+        assert said and all("Too many open files" in message for message in said)
+
+
+def test_a_worker_starts_all_its_threads_at_boot(start_service, service_registry):
+    """A thread that cannot be started (a low ``ulimit -v`` or ``-u``) must stop a worker at boot
+    rather than fail requests under traffic: before its first request a worker has its main thread
+    and its SCRATCHNET_THREADS, and traffic starts no other. (No registry watcher thread, and one
+    BLAS thread, so that these are all.)"""
+    server = start_service(service_registry, workers=1, threads=4,
+                           env={"SCRATCHNET_WATCH": "0", "SCRATCHNET_NUMPY_THREADS": "1"})
+    [worker] = server.worker_pids()
+    assert len(os.listdir(f"/proc/{worker}/task")) == 1 + 4
+    burst(server.url)
+    assert len(os.listdir(f"/proc/{worker}/task")) == 1 + 4
+
+
+def test_a_worker_that_cannot_start_its_threads_stops_the_service_at_boot_saying_why(service_registry):
+    # Each thread's stack is as large as the stack limit: 1 GiB, of which 2.5 GiB of address
+    # space has room for two, not eight.
+    server = ServiceProcess(service_registry, workers=1, threads=8, env={"SCRATCHNET_NUMPY_THREADS": "1"},
+                            limits={resource.RLIMIT_STACK: 1 << 30, resource.RLIMIT_AS: 5 << 29})
+    status, log = server.failed_start()
+    assert status == 3  # Gunicorn's "worker failed to boot"
+    entries = [json.loads(line) for line in log.splitlines()]
+    errors = [entry["message"] for entry in entries if entry["level"] == "error"]
+    assert errors[0] == ("cannot start the worker's 8 threads (can't start new thread): allow more memory (ulimit -v) "
+                         "or processes (ulimit -u), or set a lower SCRATCHNET_THREADS")
+    assert "Reason: Worker failed to boot." in errors and not any("exception" in entry for entry in entries)
