@@ -72,6 +72,25 @@ def nearest_existing(folder: Path) -> Path:
     return next(p for p in (folder, *folder.parents) if p.exists())
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, deepest first: what ``mkdir -p`` makes."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folders: list[Path]):
+    """Around a write that makes ``folders`` (deepest first): if it fails or is stopped, remove those
+    it left empty, so that a run which wrote nothing leaves no trace (a folder that holds anything,
+    another publisher's say, stays)."""
+    try:
+        yield
+    except BaseException:
+        for path in folders:
+            with contextlib.suppress(OSError):  # not empty, or not made after all
+                path.rmdir()
+        raise
+
+
 def try_writing(folder: Path) -> tuple[Path, OSError | None]:
     """The nearest of ``folder`` and its parents that exists, and the error that creating a file
     in it raised (None: it can be written). Tried, not asked: os.access says yes to root for
@@ -228,7 +247,10 @@ class Registry:
         took that number first, the version is built again with the next.
         """
         folder = self.root / check_name(name)
-        _make_folder(folder)
+        with removed_if_left_empty(_make_folder(folder)):
+            return self._publish_into(folder, name, build)
+
+    def _publish_into(self, folder: Path, name: str, build: Callable[[Path, int], None]) -> int:
         self.remove_stale_temporaries(name)
         for _ in range(100):
             version = self._highest_used(name) + 1
@@ -340,14 +362,16 @@ def _make_readable(folder: Path) -> None:
             os.chmod(path, 0o644)
 
 
-def _make_folder(folder: Path) -> None:
+def _make_folder(folder: Path) -> list[Path]:
     """``mkdir -p folder``, what it creates readable by every user whatever the umask (the
-    service may run as another user) and otherwise as the umask and a setgid parent make it."""
-    missing = [path for path in (folder, *folder.parents) if not path.exists()]
+    service may run as another user) and otherwise as the umask and a setgid parent make it.
+    Returns the folders it made, deepest first."""
+    missing = missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for path in missing:
         with contextlib.suppress(OSError):  # made by a concurrent publisher as another user: theirs
             os.chmod(path, stat.S_IMODE(path.stat().st_mode) | 0o755)
+    return missing
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -1,5 +1,6 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,15 @@ def blobs_npz(tmp_path):
 
 def run_cli(*args) -> int:
     return cli.main([str(a) for a in args])
+
+
+def refused(capsys, *args) -> str:
+    """What a command refused as a user error says: it exits 2 with one line on stderr."""
+    capsys.readouterr()
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err.removeprefix("error: ").rstrip("\n")
 
 
 def test_train_publishes_a_version_with_metrics_and_plots(tmp_path, blobs_npz, capsys):
@@ -110,7 +121,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochz = 3\n")
     args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
-    with pytest.raises(SystemExit, match="unknown config keys \\['epochz'\\]"):
+    with pytest.raises(cli.CommandError, match="unknown config keys \\['epochz'\\]"):
         cli.config_from_args(args)
 
 
@@ -246,9 +257,8 @@ def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, 
 def test_a_bad_component_is_refused_before_the_data_is_read(tmp_path, capsys, flags, message):
     """The data file does not exist: the component's error must come first, as it would before
     a download or a long load."""
-    with pytest.raises(SystemExit, match=message):
-        run_cli("train", "--dataset", "csv", "--data-path", tmp_path / "absent.csv", "--target", "y",
-                "--task", "regression", "--no-progress", *flags)
+    assert message in refused(capsys, "train", "--dataset", "csv", "--data-path", tmp_path / "absent.csv",
+                              "--target", "y", "--task", "regression", "--no-progress", *flags)
 
 
 def test_momentum_for_an_optimizer_without_it_is_refused():
@@ -321,16 +331,17 @@ def test_config_values_are_checked_before_training(tmp_path, toml, message):
     config_file = tmp_path / "run.toml"
     config_file.write_text(toml + "\n")
     args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
-    with pytest.raises(SystemExit) as raised:
+    with pytest.raises(cli.CommandError) as raised:
         cli.config_from_args(args)
-    assert str(raised.value).startswith("error: invalid config: ")
+    assert str(raised.value).startswith("invalid config: ")
     assert message in str(raised.value)
 
 
-def test_zero_epochs_publish_nothing(tmp_path, blobs_npz):
+def test_zero_epochs_publish_nothing(tmp_path, blobs_npz, capsys):
     registry = tmp_path / "models"
-    with pytest.raises(SystemExit, match="epochs: input should be greater than or equal to 1"):
-        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 0, "--publish", "--registry", registry)
+    assert "epochs: input should be greater than or equal to 1" in refused(
+        capsys, "train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 0, "--publish",
+        "--registry", registry)
     assert Registry(registry).versions("blobs") == []
 
 
@@ -383,7 +394,7 @@ def test_sigterm_while_publishing_removes_the_temporary_version(tmp_path, blobs_
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
                    "--publish", "--registry", registry) == 128 + signal.SIGTERM
     assert "terminated: nothing was published" in capsys.readouterr().err
-    assert sorted(p.name for p in (registry / "blobs").iterdir()) == []
+    assert not registry.exists()  # nor the folders publishing made for it
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was only the command's
 
 
@@ -409,8 +420,8 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
                    "--publish", "--registry", registry) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="blobs has no version 7 in .*; its versions: 1"):
-        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 7)
+    assert re.fullmatch("blobs has no version 7 in .*; its versions: 1",
+                        refused(capsys, "evaluate", "--registry", registry, "--model", "blobs", "--version", 7))
     with pytest.raises(SystemExit) as raised:
         run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 0)
     assert raised.value.code == 2 and "--version: must be 1 or more, got 0" in capsys.readouterr().err
@@ -418,15 +429,15 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     assert "model name '../x' is not valid" in capsys.readouterr().err
     other = tmp_path / "other.npz"
     np.savez(other, x=np.random.default_rng(0).normal(size=(50, 7)), y=np.arange(50) % 2)
-    with pytest.raises(SystemExit, match="blobs v1 takes 5 features; other has 7"):
-        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    assert "blobs v1 takes 5 features; other has 7" in refused(
+        capsys, "evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     rng = np.random.default_rng(0)
     np.savez(other, x=rng.normal(size=(50, 5)), y=np.arange(50) % 6)
-    with pytest.raises(SystemExit, match="blobs v1 tells 3 classes apart; other has 6"):
-        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    assert "blobs v1 tells 3 classes apart; other has 6" in refused(
+        capsys, "evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     np.savez(other, x=rng.normal(size=(50, 5)), y=rng.normal(size=50))
-    with pytest.raises(SystemExit, match="blobs v1 is a classification model; other is a regression dataset"):
-        run_cli("evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
+    assert "blobs v1 is a classification model; other is a regression dataset" in refused(
+        capsys, "evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     model_file = registry / "blobs" / "1" / "model.npz"
     model_file.write_bytes(model_file.read_bytes()[:1000])
     assert run_cli("evaluate", "--registry", registry, "--model", "blobs") == 2
@@ -445,9 +456,8 @@ def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, win
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    with pytest.raises(SystemExit, match="data v1 was trained on data.csv, which is not there from here.*--data-path"):
-        run_cli("evaluate", "--registry", registry, "--model", "data")
-    capsys.readouterr()
+    assert re.match("data v1 was trained on data.csv, which is not there from here.*--data-path",
+                    refused(capsys, "evaluate", "--registry", registry, "--model", "data"))
     changed = elsewhere / "data.csv"
     changed.write_text(wine_csv.read_text().replace("\n", "\n0,0,0,5\n", 1))
     assert run_cli("evaluate", "--registry", registry, "--model", "data", "--data-path", changed) == 0
@@ -460,8 +470,8 @@ def test_summary_takes_its_shape_from_a_named_dataset(blobs_npz, capsys):
     assert run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8) == 0
     out = capsys.readouterr().out
     assert "Dense(5 -> 8" in out and "Dense(8 -> 3" in out
-    with pytest.raises(SystemExit, match="--inputs and a dataset both set the network's shape"):
-        run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz, "--inputs", 4)
+    assert "--inputs and a dataset both set the network's shape" in refused(
+        capsys, "summary", "--dataset", "npz", "--data-path", blobs_npz, "--inputs", 4)
 
 
 def test_dataset_problems_name_the_cause(tmp_path, capsys):
@@ -560,11 +570,12 @@ def test_refit_without_early_stopping_records_the_epoch_count_it_retrained_for(t
 def test_overfit_refuses_the_flags_it_would_not_use(blobs_npz, capsys, flags, message):
     """overfit trains on --samples examples without validation: a subset size or an early
     stopping given as a flag would otherwise do nothing while the check reports success."""
-    with pytest.raises(SystemExit) as raised:
-        run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 2, *flags)
-    assert str(raised.value).startswith(f"error: overfit trains on --samples examples without a validation "
-                                        f"split: {message} does not apply")
-    assert "overfit:" not in capsys.readouterr().out  # refused before any training
+    capsys.readouterr()
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 2, *flags) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: overfit trains on --samples examples without a validation "
+                                   f"split: {message} does not apply")
+    assert "overfit:" not in captured.out  # refused before any training
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -576,9 +587,10 @@ def test_train_refuses_destination_flags_that_would_be_ignored(tmp_path, blobs_n
     """Without these checks the model went to the registry and not the --output folder, or to a
     temporary folder and not the --registry named."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match=message):
-        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress", *flags)
-    assert "epoch 1/" not in capsys.readouterr().out
+    capsys.readouterr()
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress", *flags) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "epoch 1/" not in captured.out
     assert list(tmp_path.iterdir()) == [blobs_npz]
 
 
@@ -587,23 +599,23 @@ def test_train_refuses_destination_flags_that_would_be_ignored(tmp_path, blobs_n
     ("weight_decay = inf", "weight_decay: input should be a finite number, got inf"),
     ("clip_norm = inf", "clip_norm: input should be a finite number, got inf"),
 ])
-def test_infinite_hyperparameters_are_refused_before_training(tmp_path, toml, message):
+def test_infinite_hyperparameters_are_refused_before_training(tmp_path, toml, message, capsys):
     """An infinite learning rate or decay turns the first step's weights into NaN, and an
     infinite clip norm would be written into the manifest as the non-JSON token Infinity."""
     config_file = tmp_path / "run.toml"
     config_file.write_text(toml + "\n")
     args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
-    with pytest.raises(SystemExit, match=f"error: invalid config: {message}"):
+    with pytest.raises(cli.CommandError, match=f"invalid config: {message}"):
         cli.config_from_args(args)
-    with pytest.raises(SystemExit, match=f"error: invalid config: {message}"):
-        run_cli("train", "--" + toml.split()[0].replace("_", "-"), "inf")
+    assert refused(capsys, "train", "--" + toml.split()[0].replace("_", "-"), "inf").startswith(
+        f"invalid config: {message}")
 
 
-def test_a_warmup_schedule_and_warmup_epochs_together_are_refused(blobs_npz):
+def test_a_warmup_schedule_and_warmup_epochs_together_are_refused(blobs_npz, capsys):
     """The schedule's own warm-up length won and --warmup-epochs was silently dropped."""
-    with pytest.raises(SystemExit, match="error: .*warmup.*--warmup-epochs"):
-        run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--schedule", "warmup(epochs=2)",
-                "--warmup-epochs", 3, "--no-progress")
+    assert re.search("warmup.*--warmup-epochs", refused(capsys, "train", "--dataset", "npz", "--data-path", blobs_npz,
+                                                       "--schedule", "warmup(epochs=2)", "--warmup-epochs", 3,
+                                                       "--no-progress"))
 
 
 def test_a_network_too_big_for_memory_is_one_clear_line(capsys):
@@ -702,12 +714,10 @@ def test_a_file_name_that_is_no_model_name_asks_for_name(tmp_path, wine_csv, cap
     assert "epoch 1/" not in captured.out
 
 
-def test_overfit_with_batchnorm_on_one_sample_is_one_clear_line(blobs_npz):
+def test_overfit_with_batchnorm_on_one_sample_is_one_clear_line(blobs_npz, capsys):
     """Its batch is the subset: pydantic's three-line report of a batch size the user never gave."""
-    with pytest.raises(SystemExit) as raised:
-        run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1, "--batchnorm")
-    assert str(raised.value) == ("error: batch norm normalises each feature over a batch: --samples must be 2 or "
-                                 "more with --batchnorm")
+    assert refused(capsys, "overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1, "--batchnorm") == (
+        "batch norm normalises each feature over a batch: --samples must be 2 or more with --batchnorm")
 
 
 def write_animals_csv(path, classes, columns=("x1", "x2", "kind"), seed=0, rows=150):
@@ -750,9 +760,9 @@ def test_evaluate_matches_a_files_classes_to_the_models_by_name(tmp_path, animal
     assert "accuracy 100.00%  (n=150)" in capsys.readouterr().out
     with_a_dog = tmp_path / "dogs.csv"
     with_a_dog.write_text(bees_and_cats.read_text().replace(",cat\n", ",dog\n", 1))
-    with pytest.raises(SystemExit, match=r"error: dogs holds classes animals v1 does not know: dog \(its classes: "
-                                         r"ant, bee, cat\)"):
-        run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", with_a_dog)
+    assert refused(capsys, "evaluate", "--registry", animals_model, "--model", "animals", "--data-path",
+                   with_a_dog).startswith("dogs holds classes animals v1 does not know: dog (its classes: ant, bee, "
+                                          "cat)")
 
 
 def test_evaluate_reads_a_csvs_columns_by_name(tmp_path, animals_model, capsys):
@@ -763,9 +773,8 @@ def test_evaluate_reads_a_csvs_columns_by_name(tmp_path, animals_model, capsys):
     assert "accuracy 100.00%" in capsys.readouterr().out
     renamed = tmp_path / "renamed.csv"
     renamed.write_text(reordered.read_text().replace("kind,x2,x1", "kind,x2,width", 1))
-    with pytest.raises(SystemExit, match="error: animals v1 takes the columns x1, x2; renamed has no x1: score it "
-                                         "on a file with the columns it was trained on"):
-        run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", renamed)
+    assert refused(capsys, "evaluate", "--registry", animals_model, "--model", "animals", "--data-path", renamed) == (
+        "animals v1 takes the columns x1, x2; renamed has no x1: score it on a file with the columns it was trained on")
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the diverging weights overflow on the way
@@ -1040,3 +1049,190 @@ def test_a_run_saved_to_a_folder_is_published_later_as_the_next_version(tmp_path
         assert run_cli("publish", folder, "--registry", registry) == 2
         assert message in capsys.readouterr().err
     assert Registry(registry).versions("blobs") == [1, 2]
+
+
+def trainer_process(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainer", *map(str, args)], **kwargs)
+
+
+def with_sitecustomize(tmp_path, code: str) -> dict:
+    """An environment whose Pythons run ``code`` at start-up, before the command's own modules load."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_reader_that_leaves_early_does_not_fail_a_published_run(tmp_path, blobs_npz):
+    """``python -m trainer train ... --publish | head -c 1``: the output written after the reader had
+    gone failed the run (exit 2, 'Broken pipe'), after the version was published if that came first,
+    so a caller retrying the failure published twice. The exit status is the run's, not the reader's."""
+    registry = tmp_path / "models"
+    # Many more lines than a pipe holds (64 KiB), so the run goes on writing after the reader has gone.
+    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 2000,
+                         "--batch-size", 500, "--no-progress", "--publish", "--registry", registry,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout.read(1)
+        process.stdout.close()
+        err = process.stderr.read()
+    assert process.returncode == 0, err
+    assert err == ""
+    assert Registry(registry).versions("blobs") == [1]
+
+
+SIGINT_ON_IMPORT = """
+import os, signal, sys
+
+class CtrlC:
+    # Ctrl-C pressed while the trainer's modules load: SIGINT as trainer.train begins to import.
+    def find_spec(self, name, path=None, target=None):
+        if name == "trainer.train":
+            os.kill(os.getpid(), signal.SIGINT)
+
+sys.meta_path.insert(0, CtrlC())
+"""
+
+
+def entry_point_call() -> list[str]:
+    """Python's arguments for what the installed ``scratchnet-train`` script does: call pyproject's entry point."""
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        module, function = tomllib.load(f)["project"]["scripts"]["scratchnet-train"].split(":")
+    return ["-c", f"import sys; from {module} import {function}; sys.exit({function}())"]
+
+
+@pytest.mark.parametrize("command", [["-m", "trainer"], entry_point_call()], ids=["python -m trainer", "script"])
+def test_ctrl_c_while_the_trainer_loads_is_one_line(tmp_path, command):
+    """The CLI was imported outside the handling of Ctrl-C: one pressed in the first moment (NumPy,
+    pydantic and matplotlib loading) printed a traceback."""
+    done = subprocess.run([sys.executable, *command, "summary"], env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
+
+
+def folder_contents(folder: Path) -> dict:
+    """Each path in ``folder``: "folder", or its file's SHA-256 (a failing comparison of the bytes takes minutes)."""
+    return {str(p.relative_to(folder)): "folder" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*")}
+
+
+def test_an_output_folder_whose_files_cannot_all_be_replaced_is_left_as_it_was(tmp_path, blobs_npz, capsys):
+    """The earlier files were deleted and replaced one by one: a replacement that failed part way
+    left the new run's metrics and plots beside the earlier model, and the message said the folder
+    was unchanged. Here a folder stands where the new model.npz must go."""
+    out = tmp_path / "out"
+    args = ["train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 2, "--no-progress"]
+    assert run_cli(*args, "--output", out) == 0
+    (out / "model.npz").unlink()
+    (out / "model.npz").mkdir()
+    (out / "model.npz" / "notes.txt").write_text("mine")
+    before = folder_contents(out)
+    capsys.readouterr()
+    assert run_cli(*args, "--seed", 1, "--output", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write the model into {out}: Is a directory; what the folder held before "
+                          "is unchanged"), err
+    assert folder_contents(out) == before
+
+
+def test_evaluate_says_when_the_registry_is_not_a_folder(tmp_path, capsys):
+    """It said 'no versions of ...', sending the user to look for a model in a registry that is not there."""
+    assert refused(capsys, "evaluate", "--registry", tmp_path / "modles", "--model", "blobs") == (
+        f"the registry {tmp_path / 'modles'} does not exist")
+    (tmp_path / "file").write_text("")
+    assert refused(capsys, "evaluate", "--registry", tmp_path / "file", "--model", "blobs") == (
+        f"the registry {tmp_path / 'file'} is not a folder")
+
+
+BLOCK_PYDANTIC = """
+import sys
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pydantic":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
+@pytest.mark.parametrize("args, site, message", [
+    (["train", "--publish", "--output", "out"], "", "--output writes a folder of your own and --publish a registry"),
+    (["overfit", "--limit-train", "5"], "", "overfit trains on --samples examples without a validation split"),
+    (["train", "--epochs", "0"], "", "invalid config: epochs"),
+    (["train", "--epochs", "none"], "", "argument --epochs: invalid int value"),  # argparse's, as before
+    (["summary"], BLOCK_PYDANTIC, "the trainer needs pydantic, which is not installed"),
+])
+def test_every_user_error_exits_2(tmp_path, args, site, message):
+    """Some refusals exited 1 (SystemExit with a message) and others 2, so a script could not tell a
+    user error from a failed check (gradcheck, overfit: 1)."""
+    done = subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True, text=True, timeout=60,
+                          env=with_sitecustomize(tmp_path, site), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr.splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors start a UTF-8 file with a BOM, which TOML does not allow: the file was refused."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('epochs = 3\noptimizer = "sgd"\n', encoding="utf-8-sig")
+    config = cli.config_from_args(cli.make_parser().parse_args(["train", "--config", str(config_file)]))
+    assert (config.epochs, config.optimizer) == (3, "sgd")
+
+
+def test_a_command_that_publishes_nothing_does_not_say_nothing_was_published(blobs_npz, monkeypatch, capsys):
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "build_network", pressed)
+    assert run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("destination", [["--output", "runs/first"], ["--publish", "--registry", "models"]],
+                         ids=["output", "publish"])
+def test_a_stopped_run_leaves_no_folder_it_made(tmp_path, blobs_npz, monkeypatch, capsys, destination):
+    """SIGTERM while the files are written left the --output folder, or the registry's folder for the
+    model, made for them and empty."""
+    monkeypatch.chdir(tmp_path)
+
+    def terminated(*args, **kwargs):
+        raise cli.Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(train.report, "plot_learning_curves", terminated)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   *destination) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == ("terminated: nothing was published\n" if "--publish" in destination
+                                       else "terminated\n")
+    assert list(tmp_path.iterdir()) == [blobs_npz]
+
+
+def test_a_diverging_run_says_so_without_numpy_warnings(tmp_path, blobs_npz):
+    """NumPy's overflow warnings (file, line, code) came before the one line that says what to do."""
+    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 2,
+                         "--lr", "1e30", "--no-progress", "--output", tmp_path / "out", stderr=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True) as process:
+        err = process.stderr.read()
+    assert process.returncode == 2
+    assert err.startswith("error: the loss became nan in epoch 1: lower the learning rate")
+    assert len(err.splitlines()) == 1, err
+
+
+def test_overfit_refuses_more_samples_than_the_training_split_holds(blobs_npz, capsys):
+    """It trained on the 500 there were and reported them as if --samples had been honoured."""
+    assert refused(capsys, "overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1000000) == (
+        "--samples 1000000: blobs has 500 training examples; give --samples 500 or fewer")
+
+
+@pytest.mark.parametrize("args", [["train", "--output", ""], ["train", "--publish", "--registry", ""],
+                                  ["evaluate", "--model", "blobs", "--registry", ""], ["publish", "run", "--registry", ""]])
+def test_an_empty_folder_name_is_refused(tmp_path, blobs_npz, monkeypatch, capsys, args):
+    """An empty --output trained into a temporary folder, and an empty --registry used the default
+    one, or the current folder: neither was asked for."""
+    monkeypatch.chdir(tmp_path)
+    if args[0] == "train":
+        args += ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    with pytest.raises(SystemExit) as raised:
+        run_cli(*args)
+    assert raised.value.code == 2
+    assert "expected a folder, got an empty name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [blobs_npz]

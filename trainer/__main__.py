@@ -1,5 +1,19 @@
+"""``python -m trainer`` and the ``scratchnet-train`` script. The CLI is imported inside the
+handling of Ctrl-C: NumPy, pydantic and matplotlib take a moment to load, and a Ctrl-C pressed
+meanwhile is one line, as during a run, not a traceback."""
+
 import sys
 
-from .cli import main
 
-sys.exit(main())
+def main() -> int:
+    try:
+        from .cli import main as run_command
+
+        return run_command()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

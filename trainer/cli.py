@@ -29,11 +29,17 @@ try:
 except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so, not a traceback
     if e.name is None or e.name.split(".")[0] in ("trainer", "shared"):
         raise
-    raise SystemExit(f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}") from None
+    print(f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}", file=sys.stderr)
+    raise SystemExit(2) from None
 from .datasets import DatasetError
 from .download import DownloadError
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
+
+
+class CommandError(Exception):
+    """A command that cannot do what it was asked: ``main`` prints the message as one line and exits
+    2, the status of every user error (argparse's for a bad flag too)."""
 
 
 class Terminated(BaseException):
@@ -53,6 +59,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+def folder_name(text: str) -> str:
+    """A folder flag's value: an empty one would otherwise mean the default (a temporary folder, the
+    default registry) or the current folder, none of which was asked for."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    return text
+
+
+def say(*values) -> None:
+    """``print`` for a command's output, whose reader may leave before the end (``| head``): from
+    then on the output goes to os.devnull and the command carries on, so its exit status is the
+    run's, not the reader's (a caller that retries a failure would publish a version twice)."""
+    try:
+        print(*values, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there too
+        os.close(devnull)
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -112,9 +138,9 @@ def config_values(args: argparse.Namespace) -> dict:
     values: dict = {}
     if getattr(args, "config", None):
         try:
-            values = tomllib.loads(args.config.read_text(encoding="utf-8"))
+            values = tomllib.loads(args.config.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad writes
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise SystemExit(f"error: cannot read config {args.config}: {e}") from None
+            raise CommandError(f"cannot read config {args.config}: {e}") from None
         values = {k.replace("-", "_"): v for k, v in values.items()}
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
@@ -127,26 +153,26 @@ def config_from_args(args: argparse.Namespace, values: dict | None = None) -> tr
     try:
         return train.TrainConfig.from_dict(config_values(args) if values is None else values)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise CommandError(str(e)) from None
 
 
 def cmd_train(args) -> int:
     # Each destination flag belongs to one of the two ways a run ends; the other would ignore it.
     if args.publish and args.output:
-        raise SystemExit("error: --output writes a folder of your own and --publish a registry version: give one")
+        raise CommandError("--output writes a folder of your own and --publish a registry version: give one")
     if args.registry and not args.publish:
-        raise SystemExit("error: --registry is where --publish puts the new version: add --publish, or leave "
-                         "--registry out (--output names a folder for a run that is not published)")
+        raise CommandError("--registry is where --publish puts the new version: add --publish, or leave "
+                           "--registry out (--output names a folder for a run that is not published)")
     config = config_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     train.run(config, publish_to=(args.registry or DEFAULT_REGISTRY) if args.publish else None,
-              output_dir=args.output, command=command)
+              output_dir=args.output, command=command, log=say)
     return 0
 
 
 def cmd_publish(args) -> int:
     name, version = train.publish_saved(Path(args.folder), args.registry, args.name)
-    print(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
+    say(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
     return 0
 
 
@@ -162,14 +188,17 @@ def cmd_evaluate(args) -> int:
     from .datasets import dataset_key, load_dataset
 
     registry = Registry(args.registry)
+    if not registry.root.is_dir():
+        raise CommandError(f"the registry {args.registry} "
+                           f"{'is not a folder' if registry.root.exists() else 'does not exist'}")
     name = args.model
     versions = registry.versions(name)
     if not versions:
-        raise SystemExit(f"error: no versions of {name!r} in {args.registry}")
+        raise CommandError(f"no versions of {name!r} in {args.registry}")
     version = args.version or versions[-1]
     if version not in versions:
-        raise SystemExit(f"error: {name} has no version {version} in {args.registry}; "
-                         f"its versions: {', '.join(map(str, versions))}")
+        raise CommandError(f"{name} has no version {version} in {args.registry}; "
+                           f"its versions: {', '.join(map(str, versions))}")
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
     training = _object(model.manifest.get("training"))
     config = _object(training.get("config"))
@@ -177,14 +206,14 @@ def cmd_evaluate(args) -> int:
     trained_on = config.get("dataset") or recorded_dataset.get("name")
     dataset_name = args.dataset or trained_on
     if not dataset_name:
-        raise SystemExit(f"error: {name} v{version} does not record the dataset it was trained on: "
-                         "name one with --dataset")
+        raise CommandError(f"{name} v{version} does not record the dataset it was trained on: "
+                           "name one with --dataset")
     # The data options recorded with the model describe its own dataset, not another one.
     recorded = config if dataset_name == trained_on else {}
     path = args.data_path or recorded.get("data_path")
     if path is not None and not args.data_path and not Path(path).exists():
-        raise SystemExit(f"error: {name} v{version} was trained on {path}, which is not there from here "
-                         f"({Path.cwd()}): give the file with --data-path")
+        raise CommandError(f"{name} v{version} was trained on {path}, which is not there from here "
+                           f"({Path.cwd()}): give the file with --data-path")
     model_input = _object(model.manifest.get("input"))
     # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
     image = _object(model_input.get("preprocessing")).get("fit") \
@@ -209,17 +238,17 @@ def cmd_evaluate(args) -> int:
               "and may include rows it trained on", file=sys.stderr)
     x_test = _columns_of(model, dataset, f"{name} v{version}")
     if x_test.shape[1] != model.input_size:
-        raise SystemExit(f"error: {name} v{version} takes {model.input_size} features; {dataset.name} "
-                         f"has {dataset.n_features}: score it on the kind of data it was trained on")
+        raise CommandError(f"{name} v{version} takes {model.input_size} features; {dataset.name} "
+                           f"has {dataset.n_features}: score it on the kind of data it was trained on")
     if dataset.task != model.task:
-        raise SystemExit(f"error: {name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
-                         "dataset: score it on the kind of data it was trained on")
+        raise CommandError(f"{name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
+                           "dataset: score it on the kind of data it was trained on")
     y_test = dataset.y_test
     if model.task == "classification":
         y_test = _classes_of(model, dataset, f"{name} v{version}")
     metrics = train.score(model, x_test, y_test, dataset.split)
-    print(f"{name} v{version} on {dataset.name} ({dataset.split})")
-    print(report.format_metrics(metrics))
+    say(f"{name} v{version} on {dataset.name} ({dataset.split})")
+    say(report.format_metrics(metrics))
     return 0
 
 
@@ -233,8 +262,8 @@ def _columns_of(model, dataset, what: str):
         return dataset.x_test
     missing = [column for column in wanted if column not in have]
     if missing:
-        raise SystemExit(f"error: {what} takes the columns {', '.join(wanted)}; {dataset.name} has no "
-                         f"{', '.join(missing)}: score it on a file with the columns it was trained on")
+        raise CommandError(f"{what} takes the columns {', '.join(wanted)}; {dataset.name} has no "
+                           f"{', '.join(missing)}: score it on a file with the columns it was trained on")
     extra = [column for column in have if column not in wanted]
     if extra:
         print(f"note: {dataset.name}'s columns {', '.join(extra)} are not among {what}'s features: left out",
@@ -253,12 +282,12 @@ def _classes_of(model, dataset, what: str):
         return np.array([labels.index(label) for label in dataset.labels])[dataset.y_test]
     if any(known):
         unknown = [label for label, ok in zip(dataset.labels, known) if not ok]
-        raise SystemExit(f"error: {dataset.name} holds classes {what} does not know: {', '.join(unknown)} (its "
-                         f"classes: {', '.join(labels)}): score it on the classes it was trained on")
+        raise CommandError(f"{dataset.name} holds classes {what} does not know: {', '.join(unknown)} (its "
+                           f"classes: {', '.join(labels)}): score it on the classes it was trained on")
     classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
     if classes > len(labels) or int(dataset.y_test.max()) >= len(labels):
-        raise SystemExit(f"error: {what} tells {len(labels)} classes apart; {dataset.name} "
-                         f"has {classes}: score it on the kind of data it was trained on")
+        raise CommandError(f"{what} tells {len(labels)} classes apart; {dataset.name} "
+                           f"has {classes}: score it on the kind of data it was trained on")
     if named and list(dataset.labels) != labels[:len(dataset.labels)]:
         print(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {what}'s "
               f"({', '.join(labels[:4])}, ...): each is scored as the model's class of the same index",
@@ -270,7 +299,7 @@ def cmd_gradcheck(args) -> int:
     from .gradcheck import run_gradcheck
 
     ok = run_gradcheck(verbose=True)
-    print("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
+    say("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
     return 0 if ok else 1
 
 
@@ -281,17 +310,20 @@ def cmd_overfit(args) -> int:
                                        ("--patience", args.patience is not None), ("--refit", args.refit))
               if given]
     if unused:
-        raise SystemExit(f"error: overfit trains on --samples examples without a validation split: "
-                         f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
-                         "(--samples N sets the subset's size)")
+        raise CommandError(f"overfit trains on --samples examples without a validation split: "
+                           f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
+                           "(--samples N sets the subset's size)")
     config = config_from_args(args)
     if config.batchnorm and args.samples < 2:  # the subset is the batch
-        raise SystemExit("error: batch norm normalises each feature over a batch: --samples must be 2 or more "
-                         "with --batchnorm")
+        raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
+                           "with --batchnorm")
     config = config_from_args(args, {**config.to_dict(), "limit_train": args.samples, "val_fraction": 0.0,
                                      "patience": None, "refit": False, "progress": False,
                                      "epochs": args.epochs or 200, "batch_size": min(config.batch_size, args.samples)})
     dataset = train.load_config_dataset(config)
+    if args.samples > len(dataset.x_train):
+        raise CommandError(f"--samples {args.samples}: {dataset.name} has {len(dataset.x_train)} training examples; "
+                           f"give --samples {len(dataset.x_train)} or fewer")
     prepared = train.prepare(dataset, config)
     network = train.build_network(config, dataset)
     examples = len(prepared.x_train)
@@ -303,8 +335,8 @@ def cmd_overfit(args) -> int:
     except FloatingPointError as e:
         # On a tiny subset a correct network's loss falls; one that blows up is the verdict too
         # (an update of the wrong sign diverges at any learning rate).
-        print(f"overfit: {examples} examples: {e}")
-        print(f"something is wrong: training diverged instead of memorising a tiny subset. {hint}")
+        say(f"overfit: {examples} examples: {e}")
+        say(f"something is wrong: training diverged instead of memorising a tiny subset. {hint}")
         return 1
     # Memorised means the trained network, in inference mode, gets the subset's own examples
     # right: the training-mode figures of the last epoch carry dropout's and augmentation's noise
@@ -313,20 +345,20 @@ def cmd_overfit(args) -> int:
                                             train.scale_target(prepared.y_train, prepared.target_scaling),
                                             dataset.task)
     if dataset.task == "classification":
-        print(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
+        say(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
               f"loss {loss:.5f}")
         ok = accuracy >= 0.99
     else:
-        print(f"overfit: {examples} examples, {len(history)} epochs, training loss {loss:.5f}")
+        say(f"overfit: {examples} examples, {len(history)} epochs, training loss {loss:.5f}")
         ok = loss < 0.01
     if not ok:
         regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
                                               ("--weight-decay", config.weight_decay)) if on]
         regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
                         "try it without." if regularisers else "")
-        print(f"something is wrong: a network this size should memorise a tiny subset. {hint}" + regularising)
+        say(f"something is wrong: a network this size should memorise a tiny subset. {hint}" + regularising)
         return 1
-    print("ok: the network can memorise a tiny subset")
+    say("ok: the network can memorise a tiny subset")
     return 0
 
 
@@ -339,7 +371,7 @@ def cmd_summary(args) -> int:
                    if getattr(args, flag.replace("-", "_")) is not None]
     if "dataset" in values:
         if shape_flags:
-            raise SystemExit(f"error: {', '.join(shape_flags)} and a dataset both set the network's shape: give one")
+            raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
         network = train.build_network(config, train.load_config_dataset(config))
     else:
         from .network import build_mlp
@@ -347,7 +379,7 @@ def cmd_summary(args) -> int:
         sizes = [args.inputs or 784, *config.hidden, args.outputs or 10]
         network = build_mlp(sizes, activation=config.activation, init=config.init, batchnorm=config.batchnorm,
                             dropout=config.dropout, task=args.task_kind or "classification", seed=config.seed)
-    print(network.summary(config.batch_size))
+    say(network.summary(config.batch_size))
     return 0
 
 
@@ -358,21 +390,22 @@ def make_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a network and save or publish it")
     add_train_flags(p)
     p.add_argument("--publish", action="store_true", help="publish as a new version into the registry")
-    p.add_argument("--registry", help="with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
-    p.add_argument("--output", help="without --publish: folder to write model.npz and its extras to "
+    p.add_argument("--registry", type=folder_name,
+                   help="with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
+    p.add_argument("--output", type=folder_name, help="without --publish: folder to write model.npz and its extras to "
                                     "(default: a new temporary folder)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("publish", help="publish a run saved with --output as a new registry version")
     p.add_argument("folder", help="the run's folder (model.npz and its extras)")
-    p.add_argument("--registry", default=DEFAULT_REGISTRY,
+    p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--name", help="model name in the registry (default: the name the run recorded)")
     p.set_defaults(func=cmd_publish)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
     add_data_flags(p)
-    p.add_argument("--registry", default=DEFAULT_REGISTRY,
+    p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--model", required=True, help="model name in the registry")
     p.add_argument("--version", type=positive_int, help="version to score (default: the latest)")
@@ -412,14 +445,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size",
                       file=sys.stderr)
                 return 2
-            if isinstance(e, (DatasetError, DownloadError, FloatingPointError, ValueError, ScratchnetError,
-                              RegistryError, OSError, ImportError)):
+            if isinstance(e, (CommandError, DatasetError, DownloadError, FloatingPointError, ValueError,
+                              ScratchnetError, RegistryError, OSError, ImportError)):
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             raise
-        return _stopped(stop)
+        return _stopped(stop, args)
     except (KeyboardInterrupt, Terminated) as stop:
-        return _stopped(stop)
+        return _stopped(stop, args)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -436,12 +469,12 @@ def _stop_behind(error: BaseException) -> BaseException | None:
     return None
 
 
-def _stopped(stop: BaseException) -> int:
-    if isinstance(stop, Terminated):
-        print("terminated: nothing was published", file=sys.stderr)
-        return 128 + stop.signum
-    print("interrupted: nothing was published", file=sys.stderr)
-    return 130
+def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
+    """Say that the command stopped (and, for one that was publishing, that nothing was); its exit status."""
+    what, status = ("terminated", 128 + stop.signum) if isinstance(stop, Terminated) else ("interrupted", 130)
+    publishing = args.command == "publish" or getattr(args, "publish", False)
+    print(what + (": nothing was published" if publishing else ""), file=sys.stderr)
+    return status
 
 
 def _raise_terminated(signum, frame):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -27,7 +28,8 @@ from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.forward import Model
 from shared.model_file import MANIFEST_KEY, load_model, save_model
-from shared.registry import MODEL_FILE, Registry, RegistryError, check_name, nearest_existing, try_writing
+from shared.registry import (MODEL_FILE, Registry, RegistryError, check_name, missing_folders, nearest_existing,
+                             removed_if_left_empty, try_writing)
 
 from . import report
 from .activations import get_activation
@@ -306,6 +308,9 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
     return get_augmentation(config.augment, side=image_side(prepared.x_train.shape[1]), fill=float(blank[0, 0]))
 
 
+# A diverging run overflows on its way to NaN: the checks of the loss and the weights below say so in
+# one line, with advice, rather than after a screenful of NumPy's warnings.
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print) -> list[dict]:
     """Train with mini-batches; return one dict of metrics per epoch.
 
@@ -512,24 +517,67 @@ def check_output_folder(folder: Path) -> None:
 
 
 def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict]) -> dict:
-    """``write_version`` into ``folder`` (a run that is not published), replacing what an earlier
-    run left there. The files are written aside first, so a run stopped or failing while writing
-    leaves the earlier files as they were, not a new model beside the old plots."""
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".scratchnet-writing-", dir=folder))
-    try:
-        metrics = write_version(staging, 1, arrays, manifest, prepared, history)
-        written = {path.name for path in staging.iterdir()}
-        for stale in set(OUTPUT_FILES) - written:  # e.g. an earlier classifier's confusion.png
-            (folder / stale).unlink(missing_ok=True)
-        for name in sorted(written, key=lambda n: n == MODEL_FILE):  # the model last
-            os.replace(staging / name, folder / name)
-    except OSError as e:  # a disk that filled during the training, say
-        raise ValueError(f"cannot write the model into {folder}: {e.strerror or e}; "
-                         "what the folder held before is unchanged") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """``write_version`` into ``folder`` (a run that is not published), replacing the files an earlier
+    run left there (all of them: an earlier classifier's confusion.png goes too). The new files are
+    written into a folder inside it first; the earlier ones are moved aside, not deleted, until every
+    new one is in place, and a run stopped or failing on the way puts them back: the folder holds the
+    earlier run's files or the new run's, never a mix. Folders it made are removed if left empty."""
+    with removed_if_left_empty(missing_folders(folder)):
+        folder.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".scratchnet-writing-", dir=folder))
+        new, earlier = work / "new", work / "earlier"
+        earlier_kept = False
+        try:
+            new.mkdir()
+            earlier.mkdir()
+            metrics = write_version(new, 1, arrays, manifest, prepared, history)
+            _swap_in(folder, new, earlier)
+        except OSError as e:  # a disk that filled during the training, say
+            raise ValueError(f"cannot write the model into {folder}: {e.strerror or e}; "
+                             "what the folder held before is unchanged") from None
+        except NotRestored as e:
+            earlier_kept = True
+            raise ValueError(f"cannot write the model into {folder}: {e}: they are in {earlier}") from None
+        finally:
+            if not earlier_kept:
+                shutil.rmtree(work, ignore_errors=True)
     return metrics
+
+
+class NotRestored(Exception):
+    """Replacing an output folder's files failed, and so did putting the earlier ones back."""
+
+
+def _swap_in(folder: Path, new: Path, earlier: Path) -> None:
+    """Move ``folder``'s output files into ``earlier``, then those of ``new`` into ``folder`` (the
+    model last). If that fails or is stopped, what was there is put back before the error goes on."""
+    moved_aside, moved_in = [], []
+    try:
+        for name in OUTPUT_FILES:
+            if _is_file_or_link(folder / name):  # a folder of that name is no run's: it stays (and blocks)
+                os.rename(folder / name, earlier / name)
+                moved_aside.append(name)
+        for name in sorted(os.listdir(new), key=lambda n: n == MODEL_FILE):
+            os.rename(new / name, folder / name)
+            moved_in.append(name)
+    except BaseException as e:
+        try:
+            for name in moved_in:
+                (folder / name).unlink()
+            for name in moved_aside:
+                os.rename(earlier / name, folder / name)
+        except OSError as again:
+            reason = (e.strerror or e) if isinstance(e, OSError) else "stopped"
+            raise NotRestored(f"{reason}; the earlier run's files could not all be put back "
+                              f"({again.strerror or again})") from None
+        raise
+
+
+def _is_file_or_link(path: Path) -> bool:
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, prepared: Prepared,
@@ -613,7 +661,8 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
         folder = Path(output_dir or tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
-        result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
+        with removed_if_left_empty([] if output_dir else [folder]):  # the temporary folder made here
+            result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
         result["path"] = str(folder)
     result["history"] = history
     log(report.format_metrics(result["metrics"]))
