@@ -3,9 +3,12 @@
 import hashlib
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from trainer import download
 from trainer.datasets import load_dataset
 from trainer.download import ChecksumMismatch, DownloadError, fetch, mirror_urls
+from users import run_as
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -223,6 +227,34 @@ def test_processes_sharing_a_cache_take_turns(server, tmp_path):
         thread.join(30)
     assert errors == [] and [p.read_bytes() == PAYLOAD for p in results] == [True, True]
     assert len(server.requests) == 1 and cache_files(tmp_path) == ["data.bin"]
+
+
+def test_a_cache_this_user_cannot_write_still_serves_its_files(server):
+    """A cache filled by another user (a volume shared by containers run as other uids, a read-only
+    mount): a verified file in it is used; one it lacks is refused with what to do."""
+    server.files["/data.bin"] = PAYLOAD
+    urls = [server.url + "/data.bin"]
+    folder = Path(tempfile.mkdtemp())
+    folder.chmod(0o755)
+    cache = folder / "cache"
+    fetch(urls, "data.bin", PAYLOAD_SHA, cache, progress=False)
+
+    def check():
+        assert fetch(urls, "data.bin", PAYLOAD_SHA, cache, progress=False).read_bytes() == PAYLOAD
+        with pytest.raises(DownloadError, match=r"could not download other.bin into .*/cache: Permission denied; "
+                                                r"give another cache folder, one uid \d+ can write, with --cache-dir"):
+            fetch(urls, "other.bin", PAYLOAD_SHA, cache, progress=False)
+
+    cache.chmod(0o555)
+    try:
+        if os.geteuid() == 0:  # root writes anywhere: check as another user
+            run_as(65534, 65534, check)
+        else:
+            check()
+        assert len(server.requests) == 1
+    finally:
+        cache.chmod(0o755)
+        shutil.rmtree(folder)
 
 
 def test_a_cache_folder_under_home_is_expanded(server, tmp_path, monkeypatch):

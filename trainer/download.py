@@ -84,15 +84,32 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
     is left in place) and ``DownloadError`` when no mirror answered.
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / filename
-    with open(cache_dir / (filename + ".lock"), "a") as lock:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(cache_dir / (filename + ".lock"), "a")
+    except OSError as exc:
+        return _verified_without_lock(target, sha256.lower(), exc)
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.warning("another process is downloading %s into %s: waiting for it", filename, cache_dir)
             fcntl.flock(lock, fcntl.LOCK_EX)
         return _fetch_locked(url_list, target, sha256.lower(), progress)
+
+
+def _verified_without_lock(target: Path, expected: str, exc: OSError) -> Path:
+    """``target`` from a cache this process may not write (another user's, a read-only mount), when it holds
+    the verified file: files are only ever renamed into place whole, so reading one needs no lock."""
+    try:
+        if sha256_file(target) == expected:
+            return target
+    except OSError:
+        pass
+    raise DownloadError(f"could not download {target.name} into {target.parent}: {exc.strerror}; give another "
+                        f"cache folder, one uid {os.getuid()} can write, with --cache-dir (or ${CACHE_ENV}), or "
+                        "read local files with --data-dir") from None
 
 
 def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bool) -> Path:
