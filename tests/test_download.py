@@ -33,6 +33,7 @@ class FileServer:
         self.cut_after: int | None = None  # drop the connection after this many body bytes
         self.range_from_zero = False  # answer a Range request with 206 and the whole file
         self.delay = 0.0  # seconds before the body is sent
+        self.stall_after: int | None = None  # send this many body bytes, then nothing for a while
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +73,11 @@ class FileServer:
                     body = body[:server.cut_after]
                     self.close_connection = True
                 time.sleep(server.delay)
+                if server.stall_after is not None:
+                    self.wfile.write(body[:server.stall_after])
+                    self.wfile.flush()
+                    time.sleep(2)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args):
@@ -103,6 +109,7 @@ def server(running_server):
     running_server.cut_after = None
     running_server.range_from_zero = False
     running_server.delay = 0.0
+    running_server.stall_after = None
     return running_server
 
 
@@ -154,6 +161,16 @@ def test_interrupted_download_is_kept_and_resumed(server, tmp_path):
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
     assert server.requests[-1] == ("/data.bin", "bytes=100000-")
+
+
+def test_a_stalled_download_keeps_what_arrived(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "_unreachable", set())
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    server.files["/data.bin"] = PAYLOAD
+    server.stall_after = 100_000
+    with pytest.raises(DownloadError, match=r"timed out \(the partial download is kept and will be resumed\)"):
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert (tmp_path / "data.bin.part").read_bytes() == PAYLOAD[:100_000]
 
 
 def test_restarts_when_the_server_ignores_range(server, tmp_path):

@@ -186,7 +186,8 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         with open(part, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
-            while chunk := response.read(CHUNK_BYTES):
+            # read1 hands over what has arrived, so a stalled server or Ctrl-C keeps every byte received.
+            while chunk := response.read1(CHUNK_BYTES):
                 out.write(chunk)
                 bar.update(len(chunk))
             out.flush()
