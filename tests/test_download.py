@@ -32,6 +32,7 @@ class FileServer:
         self.honour_range = True
         self.cut_after: int | None = None  # drop the connection after this many body bytes
         self.range_from_zero = False  # answer a Range request with 206 and the whole file
+        self.range_shift = 0  # answer a Range request with 206 and bytes this far past the start asked for
         self.delay = 0.0  # seconds before the body is sent
         self.stall_after: int | None = None  # send this many body bytes, then nothing for a while
         server = self
@@ -55,7 +56,7 @@ class FileServer:
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
                 elif match and server.honour_range:
-                    start = int(match.group(1))
+                    start = int(match.group(1)) + server.range_shift
                     if start >= len(body):
                         self.send_response(416)
                         self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -108,6 +109,7 @@ def server(running_server):
     running_server.honour_range = True
     running_server.cut_after = None
     running_server.range_from_zero = False
+    running_server.range_shift = 0
     running_server.delay = 0.0
     running_server.stall_after = None
     return running_server
@@ -314,6 +316,15 @@ def test_a_range_answered_from_byte_zero_starts_over(server, tmp_path):
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD and server.requests == [("/data.bin", "bytes=1000-")]
+
+
+def test_a_range_answered_from_another_byte_starts_over(server, tmp_path):
+    server.files["/data.bin"] = PAYLOAD
+    server.range_shift = 10
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
+    path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests == [("/data.bin", "bytes=1000-"), ("/data.bin", None)]
 
 
 def test_errors_are_one_line(server, tmp_path):

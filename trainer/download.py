@@ -40,6 +40,10 @@ class ChecksumMismatch(DownloadError):
     """A downloaded file's SHA-256 differs from the expected one; the file was deleted."""
 
 
+class _RangeMismatch(DownloadError):
+    """A resumed download was answered with a range that fits neither the request nor byte 0; the .part was deleted."""
+
+
 # Hosts (scheme://host:port) that did not answer at all in this process.
 _unreachable: set[str] = set()
 
@@ -126,11 +130,14 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
     mismatches: list[str] = []
     answering = [url for url in url_list if _origin(url) not in _unreachable]
     for url in answering or url_list:
-        # A .part left by an earlier run is resumed; if the resumed file is wrong, the
-        # same mirror gets one more try from byte 0 before moving on.
+        # A .part left by an earlier run is resumed; if the resumed file is wrong, or the
+        # answer to the Range request is, the same mirror gets one more try from byte 0 before moving on.
         for _ in range(2 if _size(part) else 1):
             try:
                 _download(url, part, filename, progress)
+            except _RangeMismatch as exc:
+                failures.append(f"{url}: {exc}")
+                continue
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 if _disk_full(exc):  # the cache's fault, not the mirror's: every other mirror would fail too
                     raise DownloadError(
@@ -177,7 +184,7 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> None:
         start = _content_range_start(response.headers.get("Content-Range", "")) if response.status == 206 else 0
         if start not in (0, offset):
             part.unlink()  # a range that fits neither the file nor the request: the next try starts over
-            raise DownloadError(f"asked for bytes from {offset}, got Content-Range "
+            raise _RangeMismatch(f"asked for bytes from {offset}, got Content-Range "
                                 f"{response.headers.get('Content-Range')!r}")
         if start == offset:
             mode = "ab"
