@@ -34,6 +34,7 @@ class FileServer:
         self.range_from_zero = False  # answer a Range request with 206 and the whole file
         self.range_shift = 0  # answer a Range request with 206 and bytes this far past the start asked for
         self.delay = 0.0  # seconds before the body is sent
+        self.content_type: str | None = None
         self.stall_after: int | None = None  # send this many body bytes, then nothing for a while
         server = self
 
@@ -69,6 +70,8 @@ class FileServer:
                 else:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
+                if server.content_type:
+                    self.send_header("Content-Type", server.content_type)
                 self.end_headers()
                 if server.cut_after is not None:
                     body = body[:server.cut_after]
@@ -112,6 +115,7 @@ def server(running_server):
     running_server.range_shift = 0
     running_server.delay = 0.0
     running_server.stall_after = None
+    running_server.content_type = None
     return running_server
 
 
@@ -139,6 +143,18 @@ def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     assert "checksum mismatch for data.bin" in message
     assert f"expected {PAYLOAD_SHA}" in message
     assert "corrupted or the mirror changed" in message
+    assert cache_files(tmp_path) == []
+
+
+def test_a_web_page_instead_of_the_file_is_named_and_the_message_says_what_to_do(server, tmp_path):
+    server.files["/data.bin"] = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+    server.content_type = "text/html; charset=utf-8"
+    with pytest.raises(ChecksumMismatch) as excinfo:
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    message = str(excinfo.value)
+    assert "the mirror sent a web page (an error page?), not the file" in message
+    assert message.endswith("nothing was kept: run again, and if it happens again, set $SCRATCHNET_MIRROR to "
+                            "another mirror or read local files with --data-dir")
     assert cache_files(tmp_path) == []
 
 

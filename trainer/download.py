@@ -134,7 +134,7 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
         # answer to the Range request is, the same mirror gets one more try from byte 0 before moving on.
         for _ in range(2 if _size(part) else 1):
             try:
-                _download(url, part, filename, progress)
+                served = _download(url, part, filename, progress)
             except _RangeMismatch as exc:
                 failures.append(f"{url}: {exc}")
                 continue
@@ -155,19 +155,22 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
                 os.replace(part, target)
                 return target
             part.unlink()
-            mismatches.append(f"checksum mismatch for {filename}: expected {expected}, got {actual}; "
-                              f"the download was corrupted or the mirror changed ({url})")
+            why = ("the mirror sent a web page (an error page?), not the file" if served == "text/html"
+                   else "the download was corrupted or the mirror changed")
+            mismatches.append(f"checksum mismatch for {filename}: expected {expected}, got {actual}; {why} ({url})")
 
     if mismatches:
         also = f"; other mirrors: {'; '.join(failures)}" if failures else ""
-        raise ChecksumMismatch(mismatches[-1] + also)
+        raise ChecksumMismatch(f"{mismatches[-1]}{also}; nothing was kept: run again, and if it happens again, "
+                               f"set ${MIRROR_ENV} to another mirror or read local files with --data-dir")
     tried = "; ".join(failures) if failures else "no mirror given"
     resume = " (the partial download is kept and will be resumed)" if _size(part) else ""
     raise DownloadError(f"could not download {filename}: {tried}{resume}")
 
 
-def _download(url: str, part: Path, filename: str, progress: bool) -> None:
-    """Write ``url`` into ``part``, appending to what it holds when the server honours Range."""
+def _download(url: str, part: Path, filename: str, progress: bool) -> str:
+    """Write ``url`` into ``part``, appending to what it holds when the server honours Range; return the
+    answer's content type."""
     offset = _size(part)
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -177,7 +180,7 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> None:
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
-            return  # the .part already holds the whole file; the checksum decides
+            return ""  # the .part already holds the whole file; the checksum decides
         raise
 
     with response:
@@ -201,6 +204,7 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> None:
             os.fsync(out.fileno())
         if total is not None and _size(part) != total:
             raise DownloadError(f"connection closed after {_size(part)} of {total} bytes")
+        return response.headers.get_content_type()
 
 
 def _content_range_start(value: str) -> int | None:
