@@ -276,8 +276,9 @@ def test_a_cache_this_user_cannot_write_still_serves_its_files(server):
 
     def check():
         assert fetch(urls, "data.bin", PAYLOAD_SHA, cache, progress=False).read_bytes() == PAYLOAD
-        with pytest.raises(DownloadError, match=r"could not download other.bin into .*/cache: Permission denied; "
-                                                r"give another cache folder, one uid \d+ can write, with --cache-dir"):
+        with pytest.raises(DownloadError, match=r"could not download other.bin into .*/cache: Permission denied; give "
+                                                r"another cache folder, one uid \d+ can write, with --cache-dir "
+                                                r"\(or \$SCRATCHNET_CACHE\)$"):
             fetch(urls, "other.bin", PAYLOAD_SHA, cache, progress=False)
 
     cache.chmod(0o555)

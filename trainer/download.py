@@ -112,8 +112,7 @@ def _verified_without_lock(target: Path, expected: str, exc: OSError) -> Path:
     except OSError:
         pass
     raise DownloadError(f"could not download {target.name} into {target.parent}: {exc.strerror}; give another "
-                        f"cache folder, one uid {os.getuid()} can write, with --cache-dir (or ${CACHE_ENV}), or "
-                        "read local files with --data-dir") from None
+                        f"cache folder, one uid {os.getuid()} can write, with --cache-dir (or ${CACHE_ENV})") from None
 
 
 def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bool) -> Path:
