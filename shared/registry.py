@@ -257,7 +257,11 @@ class Registry:
             if version > MAX_VERSION:
                 raise RegistryError(f"cannot publish {name}: version {version} would have more than 9 digits "
                                     f"(the highest version number is {MAX_VERSION})")
-            tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=folder))
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=folder))
+            except FileNotFoundError:  # a concurrent first publish of this model failed and removed the folder
+                _make_folder(folder)
+                continue
             try:
                 build(tmp, version)
                 if not (tmp / MODEL_FILE).is_file():

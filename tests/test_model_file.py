@@ -353,6 +353,21 @@ def test_a_failed_build_publishes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nor the model's folder, made for this version
 
 
+def test_a_first_publish_survives_a_concurrent_one_removing_the_new_models_folder(tmp_path, monkeypatch):
+    """Two first publishes of a model: the one that fails removes the model's folder it made, which
+    the other already found there; the other makes it again rather than failing."""
+    registry = Registry(tmp_path)
+    clean = Registry.remove_stale_temporaries
+
+    def failed_publisher_cleans_up(self, name, *args):
+        clean(self, name, *args)
+        (tmp_path / name).rmdir()  # just before this publisher makes its temporary folder there
+
+    monkeypatch.setattr(Registry, "remove_stale_temporaries", failed_publisher_cleans_up)
+    assert publish_tiny(registry) == 1
+    assert registry.versions("tiny") == [1]
+
+
 def test_a_deleted_versions_number_is_never_given_again(tmp_path):
     registry = Registry(tmp_path)
     for _ in range(3):
