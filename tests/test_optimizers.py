@@ -167,6 +167,19 @@ def test_warmup_then_cosine():
     assert [stepped(e) for e in range(4)] == pytest.approx([0.2, 0.4, 0.2, 0.1])
 
 
+def test_values_without_names_fill_the_parameters_the_trainer_does_not_give():
+    """``step(5)`` means step_size=5: the trainer gives lr itself (Python gave 5 to lr, then refused lr)."""
+    step = get_schedule("step(2, 0.5)", lr=0.1)
+    assert [step(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert get_schedule("cosine(0.1)", lr=1.0, total_epochs=4)(4) == pytest.approx(0.1)  # min_lr
+    assert [get_schedule("warmup(3)", lr=0.4)(e) for e in range(4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert get_optimizer("momentum(0.5)", lr=0.1).momentum == 0.5
+    with pytest.raises(ValueError, match=r"3 values without names; it takes at most 2 \(step_size, gamma\)"):
+        get_schedule("step(2, 0.5, 7)", lr=0.1)
+    with pytest.raises(ValueError, match="step_size given both by position and by name"):
+        get_schedule("step(2, step_size=3)", lr=0.1)
+
+
 def test_schedule_errors():
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         get_schedule("linear", lr=0.1)

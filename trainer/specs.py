@@ -8,6 +8,7 @@ flags use the same strings. Parsing never evaluates code: arguments must be Pyth
 from __future__ import annotations
 
 import ast
+import inspect
 
 
 def parse_spec(spec: str) -> tuple[str, list, dict]:
@@ -46,8 +47,26 @@ def build(registry: dict, spec, kind: str, **overrides):
     if name not in registry:
         known = ", ".join(sorted(registry))
         raise ValueError(f"unknown {kind} {name!r}; known: {known}")
+    if args and overrides:
+        kwargs.update(_positional(registry[name], args, kwargs, overrides, f"{kind} {name!r}"))
+        args = []
     kwargs.update(overrides)
     try:
         return registry[name](*args, **kwargs)
     except TypeError as exc:
         raise ValueError(f"bad arguments for {kind} {name!r}: {exc}") from None
+
+
+def _positional(factory, args: list, kwargs: dict, overrides: dict, what: str) -> dict:
+    """The spec's positional values by name. They fill the parameters the caller does not supply:
+    ``step(5)`` is ``step_size=5`` when the trainer gives ``lr`` itself (Python would give 5 to ``lr``
+    and then refuse the ``lr`` keyword as given twice)."""
+    names = [name for name, parameter in inspect.signature(factory).parameters.items()
+             if name not in overrides and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)]
+    if len(args) > len(names):
+        raise ValueError(f"bad arguments for {what}: {len(args)} values without names; it takes at most "
+                         f"{len(names)} ({', '.join(names)})")
+    named = dict(zip(names, args))
+    if twice := sorted(set(named) & set(kwargs)):
+        raise ValueError(f"bad arguments for {what}: {', '.join(twice)} given both by position and by name")
+    return named
