@@ -4,8 +4,9 @@ A download goes to ``<cache>/<filename>.part``; an interrupted one is resumed wi
 ``Range`` request on the next try. The finished file is checked against the expected SHA-256
 and only then renamed into place, so the cache never holds a file with the wrong contents.
 Processes sharing a cache take turns on a file (a lock beside it): the second one waits and
-then uses the first one's verified file. A mirror that does not answer at all (refused, timed
-out) is skipped for the rest of the process rather than waited on again for every file.
+then uses the first one's verified file; a cache this process may not write (another user's, a
+read-only mount) still serves the verified files it holds. A mirror that does not answer at all
+(refused, timed out) is skipped for the rest of the process rather than waited on again for every file.
 Standard library only (urllib); the progress bar uses tqdm when it is installed.
 """
 
