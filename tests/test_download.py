@@ -209,6 +209,21 @@ def test_wrong_partial_download_is_retried_from_scratch(server, tmp_path):
     assert server.requests == [("/data.bin", "bytes=1000-"), ("/data.bin", None)]
 
 
+def test_a_partial_download_longer_than_the_file_is_not_blamed_on_the_mirror(server, tmp_path):
+    """The resume is answered 416, the fresh try is cut short: the error is the cut, and what
+    arrived is kept for the next run."""
+    server.files["/data.bin"] = PAYLOAD
+    server.cut_after = 100_000
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD + b"\xff" * 1000)
+    with pytest.raises(DownloadError) as excinfo:
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert not isinstance(excinfo.value, ChecksumMismatch)
+    assert str(excinfo.value).endswith("connection closed after 100000 of 300000 bytes "
+                                       "(the partial download is kept and will be resumed)")
+    assert (tmp_path / "data.bin.part").read_bytes() == PAYLOAD[:100_000]
+    assert server.requests == [("/data.bin", f"bytes={len(PAYLOAD) + 1000}-"), ("/data.bin", None)]
+
+
 def test_complete_partial_download_answered_416(server, tmp_path):
     server.files["/data.bin"] = PAYLOAD
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD)

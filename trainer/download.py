@@ -133,6 +133,7 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
         # A .part left by an earlier run is resumed; if the resumed file is wrong, or the
         # answer to the Range request is, the same mirror gets one more try from byte 0 before moving on.
         for _ in range(2 if _size(part) else 1):
+            resumed = _size(part) > 0
             try:
                 served = _download(url, part, filename, progress)
             except _RangeMismatch as exc:
@@ -155,15 +156,17 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
                 os.replace(part, target)
                 return target
             part.unlink()
+            if resumed:  # the bytes kept from before may be what is wrong; the try from byte 0 judges the mirror
+                continue
             why = ("the mirror sent a web page (an error page?), not the file" if served == "text/html"
                    else "the download was corrupted or the mirror changed")
             mismatches.append(f"checksum mismatch for {filename}: expected {expected}, got {actual}; {why} ({url})")
 
-    if mismatches:
+    if mismatches and not _size(part):
         also = f"; other mirrors: {'; '.join(failures)}" if failures else ""
         raise ChecksumMismatch(f"{mismatches[-1]}{also}; nothing was kept: run again, and if it happens again, "
                                f"set ${MIRROR_ENV} to another mirror or read local files with --data-dir")
-    tried = "; ".join(failures) if failures else "no mirror given"
+    tried = "; ".join(mismatches + failures) or "no mirror given"
     resume = " (the partial download is kept and will be resumed)" if _size(part) else ""
     raise DownloadError(f"could not download {filename}: {tried}{resume}")
 
