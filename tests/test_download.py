@@ -33,6 +33,7 @@ class FileServer:
         self.cut_after: int | None = None  # drop the connection after this many body bytes
         self.range_from_zero = False  # answer a Range request with 206 and the whole file
         self.range_shift = 0  # answer a Range request with 206 and bytes this far past the start asked for
+        self.partial_from: int | None = None  # answer every request with 206 and the bytes from here
         self.delay = 0.0  # seconds before the body is sent
         self.content_type: str | None = None
         self.stall_after: int | None = None  # send this many body bytes, then nothing for a while
@@ -53,7 +54,11 @@ class FileServer:
                     self.send_error(404)
                     return
                 match = re.fullmatch(r"bytes=(\d+)-", rng or "")
-                if match and server.range_from_zero:
+                if server.partial_from is not None:
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {server.partial_from}-{len(body) - 1}/{len(body)}")
+                    body = body[server.partial_from:]
+                elif match and server.range_from_zero:
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
                 elif match and server.honour_range:
@@ -113,6 +118,7 @@ def server(running_server):
     running_server.cut_after = None
     running_server.range_from_zero = False
     running_server.range_shift = 0
+    running_server.partial_from = None
     running_server.delay = 0.0
     running_server.stall_after = None
     running_server.content_type = None
@@ -357,6 +363,14 @@ def test_a_range_answered_from_another_byte_starts_over(server, tmp_path):
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
     assert server.requests == [("/data.bin", "bytes=1000-"), ("/data.bin", None)]
+
+
+def test_part_of_the_file_sent_for_the_whole_is_refused(server, tmp_path):
+    server.files["/data.bin"] = PAYLOAD
+    server.partial_from = 10
+    with pytest.raises(DownloadError, match="asked for bytes from 0, got Content-Range 'bytes 10-299999/300000'"):
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert cache_files(tmp_path) == []
 
 
 def test_errors_are_one_line(server, tmp_path):

@@ -189,9 +189,9 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> str:
     with response:
         start = _content_range_start(response.headers.get("Content-Range", "")) if response.status == 206 else 0
         if start not in (0, offset):
-            part.unlink()  # a range that fits neither the file nor the request: the next try starts over
+            part.unlink(missing_ok=True)  # a range that fits neither the file nor the request: the next try starts over
             raise _RangeMismatch(f"asked for bytes from {offset}, got Content-Range "
-                                f"{response.headers.get('Content-Range')!r}")
+                                 f"{response.headers.get('Content-Range')!r}")
         if start == offset:
             mode = "ab"
         else:
