@@ -297,6 +297,7 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
             if budget is not None:
                 budget.spend(image.size)
             _request_reduced_decode(image)
+            _match_colour_key(image)
             image.load()
             return _image_to_grey(_upright(image))
     except UnidentifiedImageError as err:
@@ -340,6 +341,23 @@ def _request_reduced_decode(image: Image.Image) -> None:
     factor = max(image.size) // WORKING_SIDE
     if image.format in ("JPEG", "MPO") and factor >= 2:
         image.draft(None, (image.size[0] // factor, image.size[1] // factor))
+
+
+# PNG pixel layouts Pillow decodes to 8 bits, rescaling 2- and 4-bit grey and keeping the high byte
+# of 16-bit RGB, while it leaves the tRNS colour key as stored: the key at the decoded depth.
+_PNG_KEY_TO_8_BITS = {"L;2": lambda level: level * 85, "L;4": lambda level: level * 17,
+                      "RGB;16B": lambda level: level >> 8}
+
+
+def _match_colour_key(image: Image.Image) -> None:
+    """Bring a PNG's colour key to the depth its pixels are decoded to, so that the paper it makes
+    transparent still matches it (in 16-bit RGB, so do the colours within 1/256 of it)."""
+    key = image.info.get("transparency")
+    if image.format != "PNG" or key is None or not image.tile:
+        return
+    to_8_bits = _PNG_KEY_TO_8_BITS.get(image.tile[0].args)
+    if to_8_bits is not None:
+        image.info["transparency"] = tuple(map(to_8_bits, key)) if isinstance(key, tuple) else to_8_bits(key)
 
 
 # Modes Pillow can reduce and that we read directly; everything else is converted first.
