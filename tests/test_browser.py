@@ -572,6 +572,18 @@ def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue)
         assert "There is no model named no-such-model" in page.locator("#model-note").inner_text()
 
 
+def test_a_default_model_that_reads_no_pictures_is_passed_over_quietly(browser, tmp_path):
+    """A service whose default model reads numbers: a person who opens the page asked for no
+    model, and is told nothing about one; the picture model is simply chosen."""
+    root = tmp_path / "registry"
+    publish_model(root, "fashion-mnist", labels=FASHION, favour=0)
+    publish_model(root, "wine-quality", kind="regression")
+    with ServiceProcess(root, workers=1, threads=2, env={"SCRATCHNET_DEFAULT_MODEL": "wine-quality"}) as server, \
+            opened(browser, server.url + "/") as page:
+        assert chosen_model(page) == "fashion-mnist (v1)"
+        assert not page.locator("#model-note").is_visible(), page.locator("#model-note").inner_text()
+
+
 def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
     with admin_change(catalogue, "/v2/repository/models/mnist/unload", "/v2/repository/models/mnist/load"):
         with opened(browser, catalogue.url + "/", fake_clock=True) as page:

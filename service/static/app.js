@@ -131,7 +131,8 @@ function optionText(model) {
 
 // Offer the image models that serve now, and choose the one asked for (by the URL or by the
 // choice), else the server's default. One that is listed but not serving stays chosen and is
-// named as unavailable; a page never swaps in another model without saying so.
+// named as unavailable; a page never swaps in another model without saying so. A default that
+// reads no pictures, or is not there, is passed over quietly: nobody here asked for it.
 // Returns whether any image model serves.
 function fillModelChoice() {
   const offered = [...state.models.values()].filter((m) => m.kind === "image" && m.ready);
@@ -149,9 +150,11 @@ function fillModelChoice() {
     } else {
       const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
       choice = fallback?.name || "";
-      note = asked ? `Model ${wanted} is not offered on this page: it does not read pictures.`
-                   : `There is no model named ${wanted}.`;
-      if (fallback) note += ` Showing ${fallback.name} instead.`;
+      if (state.requested) {
+        note = asked ? `Model ${wanted} is not offered on this page: it does not read pictures.`
+                     : `There is no model named ${wanted}.`;
+        if (fallback) note += ` Showing ${fallback.name} instead.`;
+      }
     }
   }
   if (options.length === 0) {
