@@ -18,6 +18,8 @@ An image goes through one pipeline whatever its format or mode:
    that covers most of the border (a bag filling the frame) makes the border so uneven that its
    noise leaves no room for any ink; then the paper is the level most border pixels share (what
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
+   For a digit, ink that is a sheet of paper (photographed on a desk that shows around it) is not
+   the digit: the ink is looked for again inside the sheet.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
    mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
    side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
@@ -48,6 +50,10 @@ DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
+# A sheet of paper on a desk: its box covers this much of the image at least, and its ink this much
+# of the box's edge band (a tenth of each side); no MNIST digit's box of that size reaches 0.8.
+SHEET_AREA = 0.2
+SHEET_EDGE_FILL = 0.85
 RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
 SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -471,12 +477,36 @@ def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
 def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
     ink = _ink_map(grey)
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    if fit == "digit" and _is_a_sheet(ink, bounds):
+        grey = _inside(grey, bounds)
+        ink = _ink_map(grey)
+        bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
     peak = field.max()
     if peak <= 0:
         raise InvalidInput("the image is blank: no ink found")
     field /= peak
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
+
+
+def _is_a_sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> bool:
+    """Whether the ink found is a sheet of paper photographed square-on on a desk of another shade that
+    shows around it: a box covering much of the image, inked all along its edges. A digit's strokes
+    reach the edges of their box only in places."""
+    top, bottom, left, right = bounds
+    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
+    if box.size < SHEET_AREA * ink.size or min(box.shape) < 10:  # too small to hold a digit
+        return False
+    band_y, band_x = max(1, box.shape[0] // 10), max(1, box.shape[1] // 10)
+    inner = box[band_y:-band_y, band_x:-band_x]
+    return (np.count_nonzero(box) - np.count_nonzero(inner)) >= SHEET_EDGE_FILL * (box.size - inner.size)
+
+
+def _inside(grey: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray:
+    """``grey`` within ``bounds``, less a twentieth of each side (the sheet's edge and its shadow)."""
+    top, bottom, left, right = bounds
+    margin_y, margin_x = max(1, (bottom - top) // 20), max(1, (right - left) // 20)
+    return grey[top + margin_y:bottom - margin_y, left + margin_x:right - margin_x]
 
 
 @functools.lru_cache(maxsize=16)

@@ -234,6 +234,29 @@ def test_large_photos_are_reduced_before_analysis(digit, reference):
         assert aligned_correlation(vector, reference) > 0.97
 
 
+@pytest.mark.parametrize("desk, sheet_box", [
+    (60, (100, 500, 200, 600)),  # a sheet in the middle of a dark desk
+    (60, (20, 590, 30, 780)),  # a sheet filling the frame but for a strip of desk at its edges
+    (150, (40, 560, 60, 740)),  # a grey desk
+])
+def test_a_sheet_of_paper_photographed_on_a_desk_is_read_inside_the_sheet(desk, sheet_box, digit, reference):
+    # The border is desk, darker than the paper: the sheet itself stands out from it more than the digit.
+    photo = np.full((600, 800), desk, dtype=np.uint8)
+    top, bottom, left, right = sheet_box
+    photo[top:bottom, left:right] = 235
+    photo[150:450, 250:550] = np.minimum(np.asarray(paper(digit, side=300)), 235)
+    vector = image_to_vector(encode(Image.fromarray(photo).convert("RGB"), "JPEG"), DIGIT)
+    assert_mnist_like(vector)
+    assert aligned_correlation(vector, reference) > 0.97
+
+
+def test_an_empty_sheet_on_a_desk_is_blank():
+    photo = np.full((600, 800), 60, dtype=np.uint8)
+    photo[100:500, 200:600] = 235
+    with pytest.raises(InvalidInput, match="blank"):
+        image_to_vector(encode(Image.fromarray(photo), "PNG"), DIGIT)
+
+
 def test_an_mnist_style_image_comes_back_as_itself(reference):
     # The pipeline's output is an MNIST-style digit: feeding it back must change next to nothing.
     as_png = encode(Image.fromarray(np.round(reference.reshape(28, 28) * 255).astype(np.uint8)), "PNG")
