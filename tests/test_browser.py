@@ -539,6 +539,21 @@ def test_on_a_phone_the_answer_scrolls_into_view(browser, service, width, height
         assert page.evaluate("window.scrollY") > 0  # it was below the pad
 
 
+def test_on_a_phone_the_pad_stays_put_between_the_strokes_of_one_digit(browser, service):
+    """A 4 or a 7 takes two strokes, with a pause longer than the automatic prediction waits:
+    the answer to the first stroke scrolled the pad 150 px up before the second began."""
+    with opened(browser, service.url + "/", width=375, height=667, phone=True) as page:
+        top = page.locator("#pad").bounding_box()["y"]
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        page.wait_for_timeout(300)  # a person's pause between two strokes
+        assert page.locator("#pad").bounding_box()["y"] == top
+        before = answer_count(page)
+        draw_one_with_a_finger(page)
+        wait_for_answer(page, after=before)
+        wait_until_in_view(page, "#verdict")  # once the pen rests, the answer still comes into view
+
+
 @pytest.mark.parametrize("width, height", [(1000, 760), (375, 667)])
 def test_a_long_class_name_fits_and_the_bars_share_one_scale(browser, catalogue, width, height):
     with opened(browser, catalogue.url + "/?model=fashion-mnist", width=width, height=height) as page:

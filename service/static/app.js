@@ -6,6 +6,9 @@
 const STROKE_WIDTH = 20;        // px on the 280 px canvas: about 2 px of MNIST's 28
 const STROKE_COLOUR = "#111";
 const AUTO_DELAY_MS = 250;      // after the pen lifts, wait this long for another stroke
+// A digit of several strokes (4, 5, 7) has pauses longer than AUTO_DELAY_MS: the page scrolls to
+// an answer only once the pen has rested this long, so the pad does not move between strokes.
+const PEN_REST_MS = 1000;
 const TOP_K = 10;
 const MODEL_REFRESH_MS = 30_000; // the model list is one small GET: look again this often
 // A service that accepts the connection and never answers (frozen, overloaded) would otherwise
@@ -39,6 +42,8 @@ const state = {
   previewUrl: null,
   drawing: null,       // the pointerId drawing now
   last: null,          // last point of the stroke, canvas pixels
+  penUpAt: -Infinity,  // when the last stroke ended (performance.now())
+  revealTimer: 0,      // pending scroll to the answer
   timer: 0,            // pending automatic prediction
   inFlight: null,      // AbortController of the request in flight
   busyTimer: 0,        // pending "Predicting…" note
@@ -220,6 +225,7 @@ function onPointerDown(event) {
   if (state.drawing !== null) return;  // a second finger does not draw
   event.preventDefault();
   clearTimeout(state.timer);
+  clearTimeout(state.revealTimer);
   if (state.upload) dropUpload();
   inputChanged();
   el.pad.setPointerCapture(event.pointerId);
@@ -241,6 +247,7 @@ function onPointerUp(event) {
   if (event.pointerId !== state.drawing) return;
   state.drawing = null;
   state.last = null;
+  state.penUpAt = performance.now();
   if (el.auto.checked) {
     clearTimeout(state.timer);
     state.timer = setTimeout(predict, AUTO_DELAY_MS);
@@ -429,8 +436,15 @@ function showAnswer(requested, answer, response, elapsedMs) {
 }
 
 // On a phone the result lies below the pad: bring it into view, unless it is in view already
-// or a stroke is being drawn (the pad would move under the pen).
+// or a stroke is being drawn (the pad would move under the pen). Soon after a stroke, wait: the
+// next stroke of the same digit may be coming, and a new stroke calls the scroll off.
 function reveal(element) {
+  clearTimeout(state.revealTimer);
+  const rest = state.penUpAt + PEN_REST_MS - performance.now();
+  if (rest > 0) {
+    state.revealTimer = setTimeout(() => reveal(element), rest);
+    return;
+  }
   const box = element.getBoundingClientRect();
   if (state.drawing !== null || (box.top >= 0 && box.bottom <= window.innerHeight)) return;
   const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
