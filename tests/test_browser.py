@@ -27,7 +27,7 @@ import requests
 from PIL import Image
 
 from images import encode, paper, render_user_digit, synthetic_digit
-from modelgen import publish_model
+from modelgen import publish_corrupt, publish_model
 from server import ServiceProcess
 from shared.registry import Registry
 from skips import unavailable
@@ -626,6 +626,19 @@ def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
             # the 503 makes the page look at the model list again
             wait_for_chosen_model(page, "mnist (unavailable)")
             assert "mnist is not available now" in page.locator("#model-note").inner_text()
+
+
+def test_a_model_that_cannot_load_is_named_in_sentences_and_answers_with_the_reason(browser, tmp_path):
+    """The only model's file is damaged: the note names it (one sentence began "this page"),
+    and a drawing gets the service's 503 message."""
+    root = tmp_path / "registry"
+    publish_corrupt(root, "mnist")
+    with ServiceProcess(root, workers=1, threads=2) as server, opened(browser, server.url + "/") as page:
+        assert chosen_model(page) == "mnist (unavailable)"
+        assert page.locator("#model-note").inner_text() == (
+            "Model mnist is not available now: no version of it can serve. This page offers it again once it serves.")
+        draw_one(page)
+        assert "model_not_ready" in wait_for_failure(page)
 
 
 def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):

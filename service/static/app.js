@@ -151,7 +151,7 @@ function fillModelChoice() {
       options.push([wanted, `${wanted} (unavailable)`]);
       const why = asked.unloaded ? "it is unloaded" : "no version of it can serve";
       note = `Model ${wanted} is not available now: ${why}.`
-        + (offered.length ? " Choose another model, or wait:" : "") + " this page offers it again once it serves.";
+        + (offered.length ? " Choose another model, or wait: this" : " This") + " page offers it again once it serves.";
     } else {
       const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
       choice = fallback?.name || "";
