@@ -38,6 +38,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+# How files in the accepted formats begin, to tell one that cannot be read (a damaged header, a pixel
+# layout Pillow does not decode) from a file in another format. BMP's two letters prove too little.
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+              b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF"}
 DEFAULT_MAX_PIXELS = 40_000_000
 FITS = ("digit", "garment")
 # Images of twice this side or more are box-reduced by an integer factor first: a digit needs
@@ -307,6 +311,11 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
             image.load()
             return _image_to_grey(_upright(image))
     except UnidentifiedImageError as err:
+        stored_as = _format_by_signature(data)
+        if stored_as:
+            raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
+                                   "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
+                                   "floating-point colour); save it as an 8-bit PNG or JPEG") from err
         raise UnsupportedImage(f"the data is not an image in an accepted format ({accepted})") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Pillow's own guard fires inside Image.open, before ours, for sizes far above the usual
@@ -320,6 +329,14 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
         what = f"the {image_format} image" if image_format else "the image"
         raise UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
                                f"{err or type(err).__name__}") from err
+
+
+def _format_by_signature(data: bytes) -> str | None:
+    """The accepted format ``data`` begins like, if any."""
+    head = bytes(data[:12])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def _upright(image: Image.Image) -> Image.Image:

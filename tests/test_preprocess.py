@@ -398,6 +398,29 @@ def test_images_in_other_formats_are_unsupported(fmt, digit):
         image_to_vector(data, DIGIT)
 
 
+def tiff_with_photometric(data: bytes, photometric: int) -> bytes:
+    """A little-endian TIFF (as Pillow writes it) whose PhotometricInterpretation tag says ``photometric``."""
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    patched = bytearray(data)
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == 262:
+            struct.pack_into("<H", patched, entry + 8, photometric)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_an_image_in_an_accepted_format_that_cannot_be_read_is_named(fmt, digit):
+    # Pillow cannot identify these, but they are a PNG and a TIFF: "not in an accepted format" would mislead.
+    if fmt == "PNG":  # colour type 5 does not exist
+        header = struct.pack(">IIBBBBB", 28, 28, 8, 5, 0, 0, 0)
+        data = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(bytes(900)))
+                + png_chunk(b"IEND", b""))
+    else:  # LogL, a layout Pillow does not decode
+        data = tiff_with_photometric(encode(paper(digit), "TIFF"), 32844)
+    with pytest.raises(UnsupportedImage, match=f"the {fmt} image could not be decoded: .* save it as an 8-bit PNG"):
+        image_to_vector(data, DIGIT)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"])
 def test_truncated_images_are_unsupported(fmt, digit):
     data = encode(paper(digit, side=200).convert("RGB" if fmt != "GIF" else "L"), fmt)
