@@ -672,6 +672,29 @@ def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(
         context.close()
 
 
+def test_a_drawing_while_the_model_list_fails_says_why_and_predict_looks_again(browser, service):
+    """The model list got no answer (a proxy between restarts): a drawing was refused with "No
+    image model is available", and Predict kept refusing until the next look, seconds later."""
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    try:
+        page = context.new_page()
+        page.route(lambda url: url.endswith("/models"), lambda route: route.abort())
+        page.goto(service.url + "/")
+        page.locator("#model-note").wait_for(state="visible")
+        draw_one(page)
+        error = page.get_by_role("alert")
+        error.wait_for(state="visible")
+        assert error.inner_text().startswith("The model list could not be loaded")
+
+        page.unroute_all()
+        page.get_by_role("button", name="Predict").click()
+        wait_for_answer(page)
+        assert shown(page)["answered_by"].startswith("mnist v")
+        assert not error.is_visible()
+    finally:
+        context.close()
+
+
 def test_an_empty_file_is_named_and_not_sent(page, tmp_path):
     draw_one(page)
     wait_for_answer(page)

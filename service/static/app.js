@@ -37,6 +37,7 @@ const state = {
   requested: new URLSearchParams(location.search).get("model"),  // by the URL, then by the choice
   listing: null,       // the model list request in flight
   listTimer: 0,        // next look at the model list
+  listFailed: false,   // the last look at the model list got no answer
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas
   previewUrl: null,
@@ -122,9 +123,11 @@ async function listModels() {
     }
     state.models = new Map(described.filter((m) => m.name).map((m) => [m.name, m]));
     state.defaultModel = body.default_model || null;
+    state.listFailed = false;
     if (!fillModelChoice()) nextLook = 5000;
   } catch (err) {
     showModelNote(`Could not list the models. ${describeFailure(err)} Retrying…`);
+    state.listFailed = true;
     nextLook = 3000;
   }
   state.listTimer = setTimeout(loadModels, nextLook);
@@ -315,14 +318,16 @@ async function requestBody() {
 
 async function predict() {
   clearTimeout(state.timer);
-  if (!el.model.value && state.listing) {  // drawn before the model list arrived: wait for it
+  if (!el.model.value) {  // drawn before the model list arrived, or while it could not be had: look now
     const asked = state.sequence;
-    await state.listing;
+    await loadModels();
     if (asked !== state.sequence) return;  // cleared, or predicted by another call, meanwhile
   }
   const name = el.model.value;
   if (!name) {
-    showError("No image model is available to answer.");
+    showError(state.listFailed
+      ? "The model list could not be loaded, so no model can answer yet; the page keeps trying."
+      : "No image model is available to answer.");
     return;
   }
   if (!state.upload && !state.hasInk) {
