@@ -326,7 +326,7 @@ async function predict() {
   const name = el.model.value;
   if (!name) {
     showError(state.listFailed
-      ? "The model list could not be loaded, so no model can answer yet; the page keeps trying."
+      ? "The model list could not be loaded, so no model can answer yet: try again in a moment."
       : "No image model is available to answer.");
     return;
   }
