@@ -54,10 +54,12 @@ DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
-# A sheet of paper on a desk: its box covers this much of the image at least, and its ink this much
-# of the box's edge band (a tenth of each side); no MNIST digit's box of that size reaches 0.8.
+# A sheet of paper on a desk: its box covers this much of the image at least, its ink this much of
+# the box's edge band (a tenth of each side; no MNIST digit's box of that size reaches 0.8), and this
+# much of the whole box (a hollow zero drawn thick, or a display's, is inked along its box's edges too).
 SHEET_AREA = 0.2
 SHEET_EDGE_FILL = 0.85
+SHEET_FILL = 0.7
 RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
 SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -508,15 +510,17 @@ def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.nda
 
 def _is_a_sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> bool:
     """Whether the ink found is a sheet of paper photographed square-on on a desk of another shade that
-    shows around it: a box covering much of the image, inked all along its edges. A digit's strokes
-    reach the edges of their box only in places."""
+    shows around it: a box covering much of the image, inked all along its edges and solid but for the
+    digit on it. A digit's strokes reach the edges of their box only in places, or leave it hollow."""
     top, bottom, left, right = bounds
     box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
     if box.size < SHEET_AREA * ink.size or min(box.shape) < 10:  # too small to hold a digit
         return False
     band_y, band_x = max(1, box.shape[0] // 10), max(1, box.shape[1] // 10)
     inner = box[band_y:-band_y, band_x:-band_x]
-    return (np.count_nonzero(box) - np.count_nonzero(inner)) >= SHEET_EDGE_FILL * (box.size - inner.size)
+    inked = np.count_nonzero(box)
+    return (inked - np.count_nonzero(inner) >= SHEET_EDGE_FILL * (box.size - inner.size)
+            and inked >= SHEET_FILL * box.size)
 
 
 def _inside(grey: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray:

@@ -250,6 +250,18 @@ def test_a_sheet_of_paper_photographed_on_a_desk_is_read_inside_the_sheet(desk, 
     assert aligned_correlation(vector, reference) > 0.97
 
 
+@pytest.mark.parametrize("stroke", [12, 18, 24])
+def test_a_boxy_zero_drawn_thick_is_a_digit_not_a_sheet(stroke):
+    # Inked all along the edges of its box, like a sheet on a desk, but hollow: a zero (a display's, or
+    # drawn square), read as the ring it is.
+    sheet = np.full((200, 200), 255, dtype=np.uint8)
+    sheet[30:170, 50:150] = 0
+    sheet[30 + stroke:170 - stroke, 50 + stroke:150 - stroke] = 255
+    field = image_to_vector(encode(Image.fromarray(sheet), "PNG"), DIGIT).reshape(28, 28)
+    assert field[14, 14] == 0, "the hole stays a hole"
+    assert field[14, :14].max() > 0.9 and field[14, 14:].max() > 0.9, "between two strokes"
+
+
 def test_an_empty_sheet_on_a_desk_is_blank():
     photo = np.full((600, 800), 60, dtype=np.uint8)
     photo[100:500, 200:600] = 235
