@@ -46,13 +46,14 @@ ERROR_MEANINGS = {
     401: "No Authorization header, or not 'Bearer <token>'.",
     403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
     404: "Unknown model, version or label.",
+    408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
     409: "The version cannot be served, or there is nothing to roll back to.",
     413: "Too large: body, image pixels, batch or number of values.",
     415: "Unsupported Content-Type or image format.",
     422: "Well-formed but invalid: wrong vector length, NaN, unknown field, bad top_k.",
     503: "No servable version (loading, or every version failed), or the registry is unavailable.",
 }
-PREDICT_ERRORS = (400, 404, 413, 415, 422, 503)
+PREDICT_ERRORS = (400, 404, 408, 413, 415, 422, 503)
 ADMIN_ERRORS = (401, 403, 404, 409, 503)
 
 
@@ -101,7 +102,7 @@ OPERATIONS = [
     Operation("post", "/models/{name}/rollback", "Pin the highest servable version below the served one.",
               schemas.ModelInfo, ADMIN_ERRORS, [NAME_PARAM], admin=True, tag="admin"),
     Operation("put", "/models/{name}/labels/{label}", "Point a label at a version (it must load).",
-              schemas.ModelInfo, (400,) + ADMIN_ERRORS + (413, 415, 422), [NAME_PARAM, LABEL_PARAM], LABEL_BODY,
+              schemas.ModelInfo, (400,) + ADMIN_ERRORS + (408, 413, 415, 422), [NAME_PARAM, LABEL_PARAM], LABEL_BODY,
               admin=True, tag="admin"),
     Operation("delete", "/models/{name}/labels/{label}", "Remove a label.",
               schemas.ModelInfo, ADMIN_ERRORS + (422,), [NAME_PARAM, LABEL_PARAM], admin=True, tag="admin"),

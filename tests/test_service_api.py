@@ -950,6 +950,28 @@ def test_openapi_defaults_are_valid_values_of_their_schemas(client):
         assert not types or "null" in types, (where, schema)
 
 
+class StalledBody(io.BytesIO):
+    """A request body that stops arriving: the worker's socket raises TimeoutError (service/worker.py).
+    Its bytes only give the request a length; none of them can be read."""
+
+    def read(self, size=-1):
+        raise TimeoutError("timed out")
+
+    readline = readinto = read
+
+
+@pytest.mark.parametrize("method, path, template", [
+    ("post", "/models/iris/predict", "/models/{name}/predict"),
+    ("put", "/models/iris/labels/stable", "/models/{name}/labels/{label}"),
+])
+def test_openapi_documents_the_408_of_a_body_that_stops_arriving(client, method, path, template):
+    response = getattr(client, method)(path, input_stream=StalledBody(b" " * 100), content_type="application/json",
+                                       headers=AUTH)
+    assert_error(response, 408, "request_timeout")
+    documented = client.get("/openapi.json").get_json()["paths"][template][method]["responses"]
+    assert documented["408"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
 def test_docs_and_index_pages(client):
     docs = client.get("/docs")
     assert docs.status_code == 200 and docs.mimetype == "text/html"
