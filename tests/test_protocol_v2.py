@@ -529,6 +529,15 @@ def test_bad_load_requests_change_nothing(client, registry, parameters, status, 
     assert serving_json(registry, "mnist") == {}
 
 
+def test_load_of_a_model_that_cannot_answer_fails(client, registry):
+    """Triton answers a load only once the model is ready; a 200 would send the client to infer into a 503."""
+    publish_corrupt(registry, "broken")
+    response = client.post("/v2/repository/models/broken/load", headers=AUTH)
+    assert_protocol_error(response, 409, "not an .npz archive")
+    assert [e["state"] for e in client.post("/v2/repository/index").get_json() if e["name"] == "broken"] == \
+        ["UNAVAILABLE"]
+
+
 def test_repository_routes_refuse_unknown_models(client):
     assert_protocol_error(client.post("/v2/repository/models/nope/load", headers=AUTH), 404, "nope")
     assert_protocol_error(client.post("/v2/repository/models/nope/unload", headers=AUTH), 404, "nope")

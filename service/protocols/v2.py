@@ -27,7 +27,7 @@ from shared.registry import VERSION_PATTERN
 
 from ..api import UNCHANGED, admin, parse_json, read_body, resolve_from_url, set_serving, validate
 from ..context import service
-from ..errors import BadRequest, NotReady
+from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
 from . import binary, signature
@@ -443,6 +443,10 @@ def repository_load(name: str):
     body = read_body()
     load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
     set_serving(name, pinned=requested_pin(load), loaded=True)
+    try:  # as Triton: a load succeeds only once the model can answer, so a client can infer right after it
+        service().store.served(name)
+    except NotReady as e:
+        raise Conflict(f"Model {name} cannot be loaded: {e.message}", code="model_not_servable") from None
     return {"name": name, "load": True}
 
 
