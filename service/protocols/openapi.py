@@ -24,12 +24,13 @@ MEANINGS = {
     401: "No Authorization header, or not 'Bearer <token>'.",
     403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
     404: "Unknown model, version or label.",
+    408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
     409: "The version cannot be served.",
     413: "Too large: body (also once inflated), image pixels, batch or number of values.",
     503: "Not ready: no servable version, the model is unloaded, or the registry is unavailable.",
 }
-INFER_ERRORS = (400, 404, 413, 503)
-ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+INFER_ERRORS = (400, 404, 408, 413, 503)
+ADMIN_ERRORS = (400, 401, 403, 404, 408, 409, 413, 503)
 
 
 def _ref(model: type[BaseModel]) -> dict:
