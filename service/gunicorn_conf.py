@@ -35,6 +35,7 @@ from gunicorn import util as gunicorn_util
 
 from service.binds import DEFAULT as DEFAULT_BIND
 from service.binds import BindError, bind_addresses
+from shared.registry import try_writing
 
 # Every SCRATCHNET_* variable something in the project reads: any other is a misspelling, which
 # would otherwise be ignored without a word (SCRATCHNET_ADMIN_TOKN=... leaves the admin API off).
@@ -80,14 +81,14 @@ def _new_metrics_dir() -> str:
 
 
 def _cannot_write(folder: Path) -> str | None:
-    """Why no file can be made in ``folder`` (made if missing), or None when one can. Trying it is the
-    only test that holds for root, whom a folder's mode does not stop but a read-only mount does."""
+    """Why no file can be made in ``folder`` (made if missing), or None when one can (tried, as
+    shared.registry.try_writing does: for root, a read-only mount says no where a folder's mode does not)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         return error.strerror
-    return None
+    _, error = try_writing(folder)
+    return error.strerror if error is not None else None
 
 
 def _log_level(name: str, default: str) -> str:
