@@ -513,9 +513,10 @@ def _is_a_sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> bool:
     shows around it: a box covering much of the image, inked all along its edges and solid but for the
     digit on it. A digit's strokes reach the edges of their box only in places, or leave it hollow."""
     top, bottom, left, right = bounds
-    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
-    if box.size < SHEET_AREA * ink.size or min(box.shape) < 10:  # too small to hold a digit
+    height, width = bottom - top, right - left
+    if height * width < SHEET_AREA * ink.size or min(height, width) < 10:  # too small to hold a digit
         return False
+    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
     band_y, band_x = max(1, box.shape[0] // 10), max(1, box.shape[1] // 10)
     inner = box[band_y:-band_y, band_x:-band_x]
     inked = np.count_nonzero(box)
