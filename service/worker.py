@@ -108,10 +108,12 @@ ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the
 FIRST_BYTES_WAIT = 0.05
 CLIENT_TIMEOUT = float(os.environ.get("SCRATCHNET_CLIENT_TIMEOUT", "10"))
 DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
-# A closing connection is read for at most this long and this much before it is closed
-# regardless (gunicorn/util.py: close_graceful's defaults).
+# A closing connection is read for at most this long before it is closed regardless, as
+# Apache's lingering close does. No cap on the bytes: a client sends the whole body of a refused
+# request before it reads the answer, and one closed under it with bytes unread is reset and loses
+# the answer. At most LINGER_READ bytes per wake-up, so a fast sender does not hold the event loop.
 LINGER_SECONDS = 2.0
-LINGER_BYTES = 64 * 1024
+LINGER_READ = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
@@ -240,6 +242,7 @@ class FairThreadWorker(ThreadWorker):
         self.busy_threads = 0  # requests handed to the thread pool and not finished
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
         self.lingering = collections.deque()  # closing connections, oldest (first to expire) first
+        self.linger_buffer = bytearray(LINGER_READ)  # where what they still send is dropped
         self.accept_paused_until = 0.0  # monotonic time until which accept() is not tried (ACCEPT_PAUSE)
         self.accept_failing = False  # an accept() failed for want of resources and none has succeeded since
 
@@ -401,22 +404,18 @@ class FairThreadWorker(ThreadWorker):
             conn.close()
             return
         conn.timeout = time.monotonic() + LINGER_SECONDS
-        conn.lingered = 0
         self.lingering.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, functools.partial(self.on_lingering_readable, conn))
 
     def on_lingering_readable(self, conn, sock) -> None:
         try:
-            while conn.lingered < LINGER_BYTES:
-                data = sock.recv(LINGER_BYTES)
-                if not data:  # the client closed its side
-                    break
-                conn.lingered += len(data)
+            if sock.recv_into(self.linger_buffer):
+                return  # dropped: wait for more, or for the end
         except BlockingIOError:
-            return  # read all there was: wait for more, or for the end
+            return
         except OSError:
             pass
-        self.end_lingering(conn)
+        self.end_lingering(conn)  # the client closed its side, or the connection failed
 
     def end_lingering(self, conn) -> None:
         self.lingering.remove(conn)

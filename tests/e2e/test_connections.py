@@ -9,6 +9,7 @@ then served everything on one core. Here each burst of 8 connections, opened and
 ``wrk`` does, must reach both workers, none with more than 6 of the 8.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -218,17 +219,30 @@ def test_a_large_body_refused_unread_closes_the_connection_honestly(start_servic
     of losing it on one the server closes. A small unread body keeps the connection: Gunicorn
     drains one under 64 KiB and gives up at 64 KiB."""
     server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret"})
-    connection = http.client.HTTPConnection(*address(server.url), timeout=30)
-    for size, kept in ((1000, True), (64 * 1024 - 1, True), (64 * 1024, False), (1_000_000, False)):
-        connection.request("POST", path, b"x" * size, headers)
+    with contextlib.closing(http.client.HTTPConnection(*address(server.url), timeout=30)) as connection:
+        for size, kept in ((1000, True), (64 * 1024 - 1, True), (64 * 1024, False), (1_000_000, False)):
+            connection.request("POST", path, b"x" * size, headers)
+            response = connection.getresponse()
+            response.read()
+            assert 400 <= response.status < 500
+            assert response.getheader("Connection") == ("keep-alive" if kept else "close")
+            connection.request("GET", "/healthz")  # on the same connection, or a new one after "close"
+            after = connection.getresponse()
+            assert after.status == 200 and after.read()
+
+
+def test_a_client_still_sending_a_refused_body_gets_its_answer(start_service, service_registry):
+    """http.client, like most clients, sends the whole body before it reads the answer. Refused
+    unread, a body larger than the kernel's socket buffers hold is still being sent when the
+    answer is written: the server reads and drops the rest until the client has sent it, rather
+    than closing the connection under it, which reset it and lost the answer (BrokenPipeError)."""
+    server = start_service(service_registry, workers=1, threads=1)
+    with contextlib.closing(http.client.HTTPConnection(*address(server.url), timeout=30)) as connection:
+        connection.request("POST", "/models/nope/predict", b"x" * 32_000_000, {"Content-Type": "image/png"})
         response = connection.getresponse()
-        response.read()
-        assert 400 <= response.status < 500
-        assert response.getheader("Connection") == ("keep-alive" if kept else "close")
-        connection.request("GET", "/healthz")  # on the same connection, or a new one after "close"
-        after = connection.getresponse()
-        assert after.status == 200 and after.read()
-    connection.close()
+        assert response.status == 404 and response.getheader("Connection") == "close"
+        body = json.loads(response.read())
+        assert body["code"] == "model_not_found" and "nope" in body["error"]
 
 
 def read_answer(sock: socket.socket) -> bytes:
