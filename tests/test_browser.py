@@ -140,15 +140,17 @@ def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bo
         context.close()
 
 
+# Each page.wait_for_function below is given a function, not an expression: Playwright polls an
+# expression with eval, which the page's Content-Security-Policy refuses.
 def wait_for_models(page) -> None:
-    page.wait_for_function("!document.querySelector('#model').disabled", timeout=15_000)
+    page.wait_for_function("() => !document.querySelector('#model').disabled", timeout=15_000)
 
 
 def wait_for_answer(page, after: int = 0) -> None:
     """Wait until the page shows the answer to a request newer than answer number ``after``."""
     page.wait_for_function(
-        f"(() => {{ const a = document.querySelector('#answer');"
-        f" return a.dataset.state === 'done' && Number(a.dataset.sequence) > {after}; }})()",
+        f"() => {{ const a = document.querySelector('#answer');"
+        f" return a.dataset.state === 'done' && Number(a.dataset.sequence) > {after}; }}",
         timeout=15_000)
 
 
@@ -197,8 +199,8 @@ def wait_until_in_view(page, selector: str) -> None:
     """Wait until the element lies within the viewport (a smooth scroll to it has ended), give or
     take the fraction of a pixel that whole-pixel scroll positions leave."""
     page.wait_for_function(
-        f"(() => {{ const box = document.querySelector({selector!r}).getBoundingClientRect();"
-        f" return box.height > 0 && box.top >= -1 && box.bottom <= innerHeight + 1; }})()", timeout=5_000)
+        f"() => {{ const box = document.querySelector({selector!r}).getBoundingClientRect();"
+        f" return box.height > 0 && box.top >= -1 && box.bottom <= innerHeight + 1; }}", timeout=5_000)
 
 
 def chosen_model(page) -> str:
@@ -208,7 +210,8 @@ def chosen_model(page) -> str:
 
 def wait_for_chosen_model(page, text: str) -> None:
     """Wait until the selected option reads ``text`` (the page re-reads the model list)."""
-    page.wait_for_function(f"document.querySelector('#model').selectedOptions[0].text === {text!r}", timeout=10_000)
+    page.wait_for_function(f"() => document.querySelector('#model').selectedOptions[0].text === {text!r}",
+                           timeout=10_000)
 
 
 def inside(inner: dict, outer: dict) -> bool:
@@ -388,7 +391,7 @@ def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
     api_error = requests.post(service.url + "/models/mnist/predict", data=broken.read_bytes(),
                               headers={"Content-Type": "image/png"}, timeout=10).json()["error"]
     page.locator("#file").set_input_files(str(broken))
-    page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
     error = page.get_by_role("alert")
     assert error.is_visible()
     assert api_error in error.inner_text()
@@ -404,7 +407,7 @@ def free_port() -> int:
 
 def wait_for_failure(page) -> str:
     """Wait until the page shows that its request failed, and return what the alert says."""
-    page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
     return page.get_by_role("alert").inner_text()
 
 
@@ -621,7 +624,7 @@ def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
         with admin_change(catalogue, "/v2/repository/models/mnist/unload", "/v2/repository/models/mnist/load"):
             with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url):
                 draw_one(page)
-            page.wait_for_function("document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
+            page.wait_for_function("() => document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
             assert "unloaded" in page.get_by_role("alert").inner_text()
             # the 503 makes the page look at the model list again
             wait_for_chosen_model(page, "mnist (unavailable)")
@@ -775,3 +778,59 @@ def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path, page_registr
     assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
     if real_model:
         assert shown(page)["label"] == "1"
+
+
+# Collects, from before the page's own script runs, each load or run its policy refuses.
+REFUSALS = """window.refused = [];
+document.addEventListener("securitypolicyviolation",
+                          (e) => window.refused.push(`${e.effectiveDirective} refused ${e.blockedURI}`));"""
+
+
+@contextlib.contextmanager
+def under_watch(browser, url: str):
+    """``(page, answer, refusals)``: the page at ``url`` in a fresh browser context, the answer that
+    brought it, and a function that lists what its Content-Security-Policy refused, as events and
+    console lines."""
+    context = browser.new_context()
+    try:
+        context.add_init_script(REFUSALS)
+        page = context.new_page()
+        console = []
+        page.on("console", lambda message: console.append(message.text))
+        answer = page.goto(url)
+
+        def refusals() -> list[str]:
+            return page.evaluate("window.refused") + [line for line in console if "Content Security Policy" in line]
+
+        yield page, answer, refusals
+    finally:
+        context.close()
+
+
+def test_the_page_draws_uploads_and_predicts_under_its_content_security_policy(browser, service, tmp_path):
+    with under_watch(browser, service.url + "/") as (page, answer, refusals):
+        policy = answer.headers.get("content-security-policy", "")
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "unsafe-inline" not in policy
+        assert answer.headers.get("x-content-type-options") == "nosniff"
+        wait_for_models(page)
+        draw_one(page)
+        wait_for_answer(page)
+        assert shown(page)["error"] == "" and len(shown(page)["bars"]) == 10
+        bar_width = page.locator("#bars li.top .fill").evaluate("fill => fill.getBoundingClientRect().width")
+        assert bar_width > 0  # the bars' widths, set by the script, are not refused as inline style
+
+        photo = tmp_path / "zero.jpg"
+        photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+        before = answer_count(page)
+        page.locator("#file").set_input_files(str(photo))
+        wait_for_answer(page, after=before)
+        preview = page.locator("#upload-preview")
+        assert preview.is_visible() and preview.evaluate("img => img.complete && img.naturalWidth > 0")  # a blob: URL
+        assert refusals() == []
+
+
+def test_the_api_page_keeps_its_style_under_its_content_security_policy(browser, service):
+    with under_watch(browser, service.url + "/docs") as (page, answer, refusals):
+        assert "default-src 'none'" in answer.headers.get("content-security-policy", "")
+        assert page.evaluate("getComputedStyle(document.body).maxWidth") != "none"  # the inline style sheet applies
+        assert refusals() == []
