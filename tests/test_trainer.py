@@ -1,5 +1,6 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -1080,17 +1081,55 @@ def test_a_reader_that_leaves_early_does_not_fail_a_published_run(tmp_path, blob
     assert Registry(registry).versions("blobs") == [1]
 
 
-SIGINT_ON_IMPORT = """
-import os, signal, sys
+@contextlib.contextmanager
+def pipe_without_reader():
+    """The writing end of a pipe whose reader has already gone (``2>&1 | head -c 0``)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        yield writer
+    finally:
+        os.close(writer)
 
-class CtrlC:
-    # Ctrl-C pressed while the trainer's modules load: SIGINT as trainer.train begins to import.
+
+def signal_on_import(module: str, signum: int) -> str:
+    """sitecustomize code by which a Python sends itself ``signum`` as ``module`` begins to import."""
+    return f"""
+import os, sys
+
+class Signal:
     def find_spec(self, name, path=None, target=None):
-        if name == "trainer.train":
-            os.kill(os.getpid(), signal.SIGINT)
+        if name == {module!r}:
+            os.kill(os.getpid(), {int(signum)})
 
-sys.meta_path.insert(0, CtrlC())
+sys.meta_path.insert(0, Signal())
 """
+
+
+SIGTERM_WHILE_PUBLISHING = signal_on_import("matplotlib.pyplot", signal.SIGTERM)  # loaded for the version's plots
+
+
+@pytest.mark.parametrize("flags, site, status, versions", [
+    ([], "", 0, [1]),
+    (["--lr", "1e30"], "", 2, []),  # error: the loss became nan
+    ([], SIGTERM_WHILE_PUBLISHING, 128 + signal.SIGTERM, []),  # terminated: nothing was published
+], ids=["published", "error", "terminated while publishing"])
+def test_a_stderr_reader_that_leaves_early_does_not_change_the_runs_status(tmp_path, blobs_npz, flags, site,
+                                                                          status, versions):
+    """``python -m trainer train ... --publish 2>&1 | head -1``: the error, or 'terminated', written to
+    stderr after the reader had gone raised BrokenPipeError, and the run exited 1 with a traceback
+    instead of its own status. Here the reader of stdout and stderr has left before the run writes."""
+    registry = tmp_path / "models"
+    with pipe_without_reader() as gone, trainer_process(
+            "train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 2, "--no-progress",
+            "--publish", "--registry", registry, *flags, stdout=gone, stderr=gone,
+            env=with_sitecustomize(tmp_path, site)) as process:
+        pass
+    assert process.returncode == status
+    assert Registry(registry).versions("blobs") == versions
+
+
+SIGINT_ON_IMPORT = signal_on_import("trainer.train", signal.SIGINT)  # Ctrl-C pressed while the trainer loads
 
 
 def entry_point_call() -> list[str]:
@@ -1107,6 +1146,14 @@ def test_ctrl_c_while_the_trainer_loads_is_one_line(tmp_path, command):
     done = subprocess.run([sys.executable, *command, "summary"], env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT),
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
+
+
+def test_ctrl_c_while_the_trainer_loads_exits_130_when_no_one_reads_stderr(tmp_path):
+    """'interrupted' written to a pipe whose reader had gone raised BrokenPipeError: exit 1, not 130."""
+    with pipe_without_reader() as gone:
+        done = subprocess.run([sys.executable, "-m", "trainer", "summary"], stdout=gone, stderr=gone,
+                              env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT), timeout=60)
+    assert done.returncode == 130
 
 
 def folder_contents(folder: Path) -> dict:

@@ -11,7 +11,10 @@ def main() -> int:
 
         return run_command()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        try:
+            print("interrupted", file=sys.stderr, flush=True)
+        except BrokenPipeError:  # stderr's reader has gone (2>&1 | head): the status still says it
+            pass
         return 130
 
 

@@ -73,11 +73,22 @@ def say(*values) -> None:
     """``print`` for a command's output, whose reader may leave before the end (``| head``): from
     then on the output goes to os.devnull and the command carries on, so its exit status is the
     run's, not the reader's (a caller that retries a failure would publish a version twice)."""
+    _print_while_read(sys.stdout, values)
+
+
+def warn(*values) -> None:
+    """``print`` for notes, errors and 'interrupted', on stderr, whose reader may leave as well
+    (``2>&1 | head``): as with ``say``, the command still ends with its own status (2, 130, 143),
+    not 1 from a BrokenPipeError's traceback."""
+    _print_while_read(sys.stderr, values)
+
+
+def _print_while_read(stream, values) -> None:
     try:
-        print(*values, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
+        print(*values, file=stream, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered goes there too
+        os.dup2(devnull, stream.fileno())  # what is still buffered goes there too
         os.close(devnull)
 
 
@@ -233,9 +244,9 @@ def cmd_evaluate(args) -> int:
             split=f"every row of {', '.join(dataset.files)}, which {name} v{version} was not trained on")
     changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
     if changed and dataset.name == recorded_dataset.get("name"):
-        print(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
-              "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
-              "and may include rows it trained on", file=sys.stderr)
+        warn(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
+             "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
+             "and may include rows it trained on")
     x_test = _columns_of(model, dataset, f"{name} v{version}")
     if x_test.shape[1] != model.input_size:
         raise CommandError(f"{name} v{version} takes {model.input_size} features; {dataset.name} "
@@ -266,8 +277,7 @@ def _columns_of(model, dataset, what: str):
                            f"{', '.join(missing)}: score it on a file with the columns it was trained on")
     extra = [column for column in have if column not in wanted]
     if extra:
-        print(f"note: {dataset.name}'s columns {', '.join(extra)} are not among {what}'s features: left out",
-              file=sys.stderr)
+        warn(f"note: {dataset.name}'s columns {', '.join(extra)} are not among {what}'s features: left out")
     return np.ascontiguousarray(dataset.x_test[:, [have.index(column) for column in wanted]])
 
 
@@ -289,9 +299,8 @@ def _classes_of(model, dataset, what: str):
         raise CommandError(f"{what} tells {len(labels)} classes apart; {dataset.name} "
                            f"has {classes}: score it on the kind of data it was trained on")
     if named and list(dataset.labels) != labels[:len(dataset.labels)]:
-        print(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {what}'s "
-              f"({', '.join(labels[:4])}, ...): each is scored as the model's class of the same index",
-              file=sys.stderr)
+        warn(f"note: {dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are not {what}'s "
+             f"({', '.join(labels[:4])}, ...): each is scored as the model's class of the same index")
     return dataset.y_test
 
 
@@ -442,12 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         stop = _stop_behind(e)
         if stop is None:
             if isinstance(e, MemoryError):  # NumPy's message names the array that did not fit
-                print(f"error: not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size",
-                      file=sys.stderr)
+                warn(f"error: not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size")
                 return 2
             if isinstance(e, (CommandError, DatasetError, DownloadError, FloatingPointError, ValueError,
                               ScratchnetError, RegistryError, OSError, ImportError)):
-                print(f"error: {e}", file=sys.stderr)
+                warn(f"error: {e}")
                 return 2
             raise
         return _stopped(stop, args)
@@ -473,7 +481,7 @@ def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
     """Say that the command stopped (and, for one that was publishing, that nothing was); its exit status."""
     what, status = ("terminated", 128 + stop.signum) if isinstance(stop, Terminated) else ("interrupted", 130)
     publishing = args.command == "publish" or getattr(args, "publish", False)
-    print(what + (": nothing was published" if publishing else ""), file=sys.stderr)
+    warn(what + (": nothing was published" if publishing else ""))
     return status
 
 
