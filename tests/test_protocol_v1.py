@@ -223,8 +223,6 @@ def test_model_metadata_like_tf_serving(server):
     ("/v1/models/mnist:predict", {"instances": [{"b64": B64[0]}, [0.0] * 784]}, 400, "mix the inputs"),
     ("/v1/models/mnist:predict", {"instances": [{"photo": {"b64": B64[0]}}]}, 400, "'photo'"),
     ("/v1/models/mnist:predict", {"instances": [[[0, 1], [2]]]}, 400, "regular array"),
-    ("/v1/models/nope:predict", {"instances": IRIS}, 404, "nope"),
-    ("/v1/models/mnist/versions/9:predict", {"instances": IRIS}, 404, "no version 9"),
     ("/v1/models/mnist/versions/3:predict", {"instances": IRIS}, 503, "cannot be served"),
     ("/v1/models/mnist/labels/beta:predict", {"instances": IRIS}, 404, "no label 'beta'"),
 ])
@@ -233,10 +231,6 @@ def test_errors_are_tf_serving_style(server, path, body, status, contains):
 
 
 def test_status_errors_and_methods(server):
-    assert_error(requests.get(server.url + "/v1/models/nope", timeout=10), 404, "nope")
-    assert_error(requests.get(server.url + "/v1/models/mnist/versions/9", timeout=10), 404, "no version 9")
-    assert_error(requests.get(server.url + "/v1/models/nope/metadata", timeout=10), 404, "nope")
-    assert_error(requests.get(server.url + "/v1/models/mnist/versions/9/metadata", timeout=10), 404, "no version 9")
     assert_error(requests.get(server.url + "/v1/models/mnist/labels/beta/metadata", timeout=10), 404, "no label 'beta'")
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/3/metadata", timeout=10), 503, "cannot be served")
     for method in ("GET", "PUT", "DELETE"):  # a predict path is never taken for a status path
@@ -248,12 +242,33 @@ def test_status_errors_and_methods(server):
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")
 
 
+@pytest.mark.parametrize("method, path, message", [
+    ("POST", "/v1/models/nope:predict", "Servable not found for request: Latest(nope)"),
+    ("POST", "/v1/models/nope/versions/1:predict", "Servable not found for request: Specific(nope, 1)"),
+    ("POST", "/v1/models/nope/labels/stable:predict", "Servable not found for request: Latest(nope)"),
+    ("POST", "/v1/models/mnist/versions/9:predict", "Servable not found for request: Specific(mnist, 9)"),
+    ("POST", "/v1/models/nope:classify", "Servable not found for request: Latest(nope)"),
+    ("POST", "/v1/models/mnist/versions/9:regress", "Servable not found for request: Specific(mnist, 9)"),
+    ("GET", "/v1/models/nope/metadata", "Servable not found for request: Latest(nope)"),
+    ("GET", "/v1/models/mnist/versions/9/metadata", "Servable not found for request: Specific(mnist, 9)"),
+    ("GET", "/v1/models/nope", "Could not find any versions of model nope"),
+    ("GET", "/v1/models/nope/versions/1", "Could not find version 1 of model nope"),
+    ("GET", "/v1/models/mnist/versions/9", "Could not find version 9 of model mnist"),
+])
+def test_an_unknown_model_or_version_is_refused_in_tf_serving_words(server, method, path, message):
+    """TF Serving's sentences (its prediction service's, and its model status service's), which its
+    clients' users search for; a label the model lacks keeps the service's own words (above)."""
+    body = {"instances": IRIS} if method == "POST" else None
+    response = requests.request(method, server.url + path, json=body, timeout=10)
+    assert_error(response, 404, message)
+    assert response.json()["error"] == message
+
+
 @pytest.mark.parametrize("verb", ["classify", "regress"])
 def test_classify_and_regress_say_what_to_use_instead(server, verb):
     """TF Serving's tf.Example verbs: an error naming :predict, not a 405 pointing at GET."""
     for path in (f"/v1/models/wine:{verb}", f"/v1/models/wine/versions/1:{verb}"):
         assert_error(post(server, path, {"examples": [{"x": 1.0}]}), 400, "to :predict instead")
-    assert_error(post(server, f"/v1/models/nope:{verb}", {"examples": []}), 404, "nope")
 
 
 @pytest.mark.parametrize("version", ["%C2%B2", "%D9%A1", "%EF%BC%91"])  # '²', '١', '１': not ASCII digits

@@ -12,10 +12,16 @@ with ``{"probabilities": [...], "label": "7", "index": 7}``; a regressor with th
 does (plus KServe V1's ``name`` and ``ready``); ``.../metadata`` the ``serving_default`` signature
 (the tensors of ``service.protocols.signature`` with TensorFlow's type names), as TF Serving's
 GetModelMetadata renders it in JSON; ``GET /v1/models`` lists the models.
+
+A model or version the registry lacks is refused (404) in TF Serving's words, which its clients
+and their users look for: ``Servable not found for request: Specific(mnist, 9)`` (``Latest(mnist)``
+without a version), and from the status route ``Could not find version 9 of model mnist`` (``Could
+not find any versions of model mnist``). A label the model lacks keeps the service's words.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -23,7 +29,7 @@ from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
-from ..api import parse_json, read_body, resolve_from_url, validate, version_number
+from ..api import parse_json, read_body, resolve, validate, version_number
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -47,7 +53,7 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
     raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
     started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
-    model = resolve_from_url(name, version, label)
+    model = resolve_servable(name, version, label)
     # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     body = validate(V1PredictRequest, parse_json(raw), "the predict request")
@@ -64,6 +70,25 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     response.headers["X-Model-Name"] = model.name
     response.headers["X-Model-Version"] = str(model.version)
     return response
+
+
+@contextlib.contextmanager
+def not_found_as(message: str, label: str | None):
+    """Refuse a model the store lacks, or a version the URL names, with ``message`` (TF Serving's words)."""
+    try:
+        yield
+    except NotFound as e:
+        if e.code == "model_not_found" or (e.code == "version_not_found" and label is None):
+            raise NotFound(message, code=e.code) from None
+        raise
+
+
+def resolve_servable(name: str, version: str | None, label: str | None) -> Model:
+    """The model a V1 URL names; a version that is no number keeps the service's explanation."""
+    number = None if version is None else version_number(version)
+    servable = f"Latest({name})" if number is None else f"Specific({name}, {number})"
+    with not_found_as(f"Servable not found for request: {servable}", label):
+        return resolve(name, number, label)
 
 
 def read_rows(model: Model, items, where: str) -> tuple[str, object]:
@@ -185,7 +210,7 @@ def column_outputs(outputs: dict):
 def classify_or_regress(name: str, verb: str, version: str | None = None, label: str | None = None):
     """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads."""
     read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see v2.infer)
-    model = resolve_from_url(name, version, label)
+    model = resolve_servable(name, version, label)
     raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
                      f"POST {{\"instances\": [...]}} or {{\"inputs\": ...}} to :predict instead.",
                      code="unsupported_api")
@@ -204,20 +229,24 @@ def list_models():
 @v1_bp.get("/v1/models/<segment:name>/labels/<segment:label>")
 def status(name: str, version: str | None = None, label: str | None = None):
     store = service().store
-    info = store.describe(name)
-    unloaded = bool(info.get("unloaded"))
-    if label is not None:
-        if label not in info["labels"]:
-            known = ", ".join(sorted(info["labels"])) or "none"
-            raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
-        version = str(info["labels"][label])
-    if version is None:
-        versions = [(v["version"], v["status"]) for v in info["versions"]]
-        ready = info["ready"] and not unloaded
-    else:
-        entry = store.describe_version(name, version_number(version))  # 404 for an unknown version
-        versions = [(entry["version"], entry["status"])]
-        ready = entry["status"] == AVAILABLE and not unloaded
+    number = None if version is None else version_number(version)
+    missing = (f"Could not find any versions of model {name}" if number is None
+               else f"Could not find version {number} of model {name}")
+    with not_found_as(missing, label):
+        info = store.describe(name)
+        if label is not None:
+            if label not in info["labels"]:
+                known = ", ".join(sorted(info["labels"])) or "none"
+                raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
+            number = info["labels"][label]
+        unloaded = bool(info.get("unloaded"))
+        if number is None:
+            versions = [(v["version"], v["status"]) for v in info["versions"]]
+            ready = info["ready"] and not unloaded
+        else:
+            entry = store.describe_version(name, number)  # 404 for an unknown version
+            versions = [(entry["version"], entry["status"])]
+            ready = entry["status"] == AVAILABLE and not unloaded
     return {"model_version_status": [version_status(v, status, unloaded) for v, status in reversed(versions)],
             "name": name, "ready": ready}
 
@@ -230,7 +259,7 @@ TF_DTYPES = {"FP32": "DT_FLOAT", "BYTES": "DT_STRING", "UINT8": "DT_UINT8", "INT
 @v1_bp.get("/v1/models/<segment:name>/versions/<segment:version>/metadata")
 @v1_bp.get("/v1/models/<segment:name>/labels/<segment:label>/metadata")
 def metadata(name: str, version: str | None = None, label: str | None = None):
-    model = resolve_from_url(name, version, label)
+    model = resolve_servable(name, version, label)
     signature_def = {"inputs": tensor_infos(signature.input_specs(model)),
                      "outputs": tensor_infos(signature.output_specs(model)),
                      "method_name": "tensorflow/serving/predict"}
