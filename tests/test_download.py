@@ -205,6 +205,39 @@ def test_restarts_when_the_server_ignores_range(server, tmp_path):
     assert path.read_bytes() == PAYLOAD
     # The 200 answer to the range request is the whole file: it is used, not fetched again.
     assert server.requests == [("/data.bin", "bytes=31-")]
+    assert cache_files(tmp_path) == ["data.bin"]
+
+
+@pytest.mark.parametrize("body, content_type, cut_after", [
+    (b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html; charset=utf-8", None),
+    (b"\x00" * 1000, "application/octet-stream", None),
+    (PAYLOAD, None, 100_000),
+], ids=["web page", "another file", "the file, cut short"])
+def test_a_whole_answer_to_a_resume_that_is_not_the_file_keeps_the_partial_download(server, tmp_path, body,
+                                                                                    content_type, cut_after):
+    """A mirror that ignored the Range request and answered 200 with something else than the file
+    (an error page, above all) cost the bytes already downloaded: its answer replaced the .part."""
+    half = len(PAYLOAD) // 2
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:half])
+    server.files["/data.bin"] = body
+    server.honour_range = False
+    server.content_type = content_type
+    server.cut_after = cut_after
+    with pytest.raises(DownloadError) as excinfo:
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert not isinstance(excinfo.value, ChecksumMismatch)
+    assert str(excinfo.value).endswith("(the partial download is kept and will be resumed)")
+    if content_type == "text/html; charset=utf-8":
+        assert "the mirror sent a web page (an error page?), not the file" in str(excinfo.value)
+    assert cache_files(tmp_path) == ["data.bin.part"]
+    assert (tmp_path / "data.bin.part").read_bytes() == PAYLOAD[:half]
+
+    server.files["/data.bin"] = PAYLOAD  # the next run, from a mirror that sends the file
+    server.honour_range, server.content_type, server.cut_after = True, None, None
+    path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("/data.bin", f"bytes={half}-")
+    assert cache_files(tmp_path) == ["data.bin"]
 
 
 def test_wrong_partial_download_is_retried_from_scratch(server, tmp_path):
@@ -354,6 +387,7 @@ def test_a_range_answered_from_byte_zero_starts_over(server, tmp_path):
     (tmp_path / "data.bin.part").write_bytes(PAYLOAD[:1000])
     path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD and server.requests == [("/data.bin", "bytes=1000-")]
+    assert cache_files(tmp_path) == ["data.bin"]
 
 
 def test_a_range_answered_from_another_byte_starts_over(server, tmp_path):

@@ -1,8 +1,10 @@
 """Download a file into a cache, resumably, and keep it only if its SHA-256 matches.
 
 A download goes to ``<cache>/<filename>.part``; an interrupted one is resumed with an HTTP
-``Range`` request on the next try. The finished file is checked against the expected SHA-256
-and only then renamed into place, so the cache never holds a file with the wrong contents.
+``Range`` request on the next try, and an answer from byte 0 replaces it only if it is the whole,
+verified file (a mirror's error page does not cost the bytes downloaded). The finished file is
+checked against the expected SHA-256 and only then renamed into place, so the cache never holds a
+file with the wrong contents.
 Processes sharing a cache take turns on a file (a lock beside it): the second one waits and
 then uses the first one's verified file; a cache this process may not write (another user's, a
 read-only mount) still serves the verified files it holds. A mirror that does not answer at all
@@ -135,7 +137,7 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
         for _ in range(2 if _size(part) else 1):
             resumed = _size(part) > 0
             try:
-                served = _download(url, part, filename, progress)
+                written, served = _download(url, part, filename, progress)
             except _RangeMismatch as exc:
                 failures.append(f"{url}: {exc}")
                 continue
@@ -151,16 +153,18 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
                     log.warning("%s did not answer (%s): skipping it for the other files", _origin(url),
                                 _describe(exc))
                 break
-            actual = sha256_file(part)
+            actual = sha256_file(written)
             if actual == expected:
-                os.replace(part, target)
+                os.replace(written, target)
+                part.unlink(missing_ok=True)  # left when the whole file came beside it
                 return target
-            part.unlink()
-            if resumed:  # the bytes kept from before may be what is wrong; the try from byte 0 judges the mirror
-                continue
+            written.unlink()
+            if resumed and written == part:
+                continue  # the bytes kept from before may be what is wrong; the try from byte 0 judges the mirror
             why = ("the mirror sent a web page (an error page?), not the file" if served == "text/html"
                    else "the download was corrupted or the mirror changed")
             mismatches.append(f"checksum mismatch for {filename}: expected {expected}, got {actual}; {why} ({url})")
+            break  # a whole answer that is not the file: asking this mirror again would get the same
 
     if mismatches and not _size(part):
         also = f"; other mirrors: {'; '.join(failures)}" if failures else ""
@@ -171,9 +175,11 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
     raise DownloadError(f"could not download {filename}: {tried}{resume}")
 
 
-def _download(url: str, part: Path, filename: str, progress: bool) -> str:
+def _download(url: str, part: Path, filename: str, progress: bool) -> tuple[Path, str]:
     """Write ``url`` into ``part``, appending to what it holds when the server honours Range; return the
-    answer's content type."""
+    file written and the answer's content type. An answer from byte 0 to a Range request is written
+    beside ``part``, which it replaces only once its checksum shows it is the file: a mirror that
+    answers with a web page (an error page, a login) must not cost the bytes already downloaded."""
     offset = _size(part)
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -183,7 +189,7 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> str:
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
-            return ""  # the .part already holds the whole file; the checksum decides
+            return part, ""  # the .part already holds the whole file; the checksum decides
         raise
 
     with response:
@@ -193,21 +199,27 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> str:
             raise _RangeMismatch(f"asked for bytes from {offset}, got Content-Range "
                                  f"{response.headers.get('Content-Range')!r}")
         if start == offset:
-            mode = "ab"
-        else:
-            offset, mode = 0, "wb"  # the server ignored Range (200, or 206 from byte 0): start over
+            written, mode = part, "ab"
+        else:  # the server ignored Range (200, or 206 from byte 0): the whole file, or so it says
+            written, mode = (part.with_name(part.name + ".whole") if offset else part), "wb"
+            offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        with open(part, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
-            # read1 hands over what has arrived, so a stalled server or Ctrl-C keeps every byte received.
-            while chunk := response.read1(CHUNK_BYTES):
-                out.write(chunk)
-                bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and _size(part) != total:
-            raise DownloadError(f"connection closed after {_size(part)} of {total} bytes")
-        return response.headers.get_content_type()
+        try:
+            with open(written, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
+                # read1 hands over what has arrived, so a stalled server or Ctrl-C keeps every byte received.
+                while chunk := response.read1(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            if total is not None and _size(written) != total:
+                raise DownloadError(f"connection closed after {_size(written)} of {total} bytes")
+        except BaseException:
+            if written != part:  # what .part holds is still the start of the file
+                written.unlink(missing_ok=True)
+            raise
+        return written, response.headers.get_content_type()
 
 
 def _content_range_start(value: str) -> int | None:
