@@ -132,7 +132,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     request_id = uuid.uuid4().hex
     body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
+            f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\nX-Content-Type-Options: nosniff\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     _own_answer.status, _own_answer.code, _own_answer.request_id = status_int, code, request_id
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)

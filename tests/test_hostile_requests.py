@@ -326,6 +326,8 @@ def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     long_line = requests.get(server.url + "/models/" + "m" * 5000, timeout=10)
     big_header = requests.get(server.url + "/healthz", headers={"X-Padding": "p" * 9000}, timeout=10)
     assert (long_line.status_code, big_header.status_code) == (414, 431)
+    # the headers every answer carries, as the app's own answers do
+    assert long_line.headers["X-Content-Type-Options"] == big_header.headers["X-Content-Type-Options"] == "nosniff"
     after = server.metrics()
     assert refused(after, 414) == refused(before, 414) + 1
     assert refused(after, 431) == refused(before, 431) + 1
