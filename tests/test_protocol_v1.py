@@ -242,26 +242,31 @@ def test_status_errors_and_methods(server):
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")
 
 
-@pytest.mark.parametrize("method, path, message", [
-    ("POST", "/v1/models/nope:predict", "Servable not found for request: Latest(nope)"),
-    ("POST", "/v1/models/nope/versions/1:predict", "Servable not found for request: Specific(nope, 1)"),
-    ("POST", "/v1/models/nope/labels/stable:predict", "Servable not found for request: Latest(nope)"),
-    ("POST", "/v1/models/mnist/versions/9:predict", "Servable not found for request: Specific(mnist, 9)"),
-    ("POST", "/v1/models/nope:classify", "Servable not found for request: Latest(nope)"),
-    ("POST", "/v1/models/mnist/versions/9:regress", "Servable not found for request: Specific(mnist, 9)"),
-    ("GET", "/v1/models/nope/metadata", "Servable not found for request: Latest(nope)"),
-    ("GET", "/v1/models/mnist/versions/9/metadata", "Servable not found for request: Specific(mnist, 9)"),
-    ("GET", "/v1/models/nope", "Could not find any versions of model nope"),
-    ("GET", "/v1/models/nope/versions/1", "Could not find version 1 of model nope"),
-    ("GET", "/v1/models/mnist/versions/9", "Could not find version 9 of model mnist"),
+NO_MODEL = "There is no model 'nope' (models: "
+NO_VERSION = "Model mnist has no version 9 (versions: "
+
+
+@pytest.mark.parametrize("method, path, message, then", [
+    ("POST", "/v1/models/nope:predict", "Servable not found for request: Latest(nope)", NO_MODEL),
+    ("POST", "/v1/models/nope/versions/1:predict", "Servable not found for request: Specific(nope, 1)", NO_MODEL),
+    ("POST", "/v1/models/nope/labels/stable:predict", "Servable not found for request: Latest(nope)", NO_MODEL),
+    ("POST", "/v1/models/mnist/versions/9:predict", "Servable not found for request: Specific(mnist, 9)", NO_VERSION),
+    ("POST", "/v1/models/nope:classify", "Servable not found for request: Latest(nope)", NO_MODEL),
+    ("POST", "/v1/models/mnist/versions/9:regress", "Servable not found for request: Specific(mnist, 9)", NO_VERSION),
+    ("GET", "/v1/models/nope/metadata", "Servable not found for request: Latest(nope)", NO_MODEL),
+    ("GET", "/v1/models/mnist/versions/9/metadata", "Servable not found for request: Specific(mnist, 9)", NO_VERSION),
+    ("GET", "/v1/models/nope", "Could not find any versions of model nope", NO_MODEL),
+    ("GET", "/v1/models/nope/versions/1", "Could not find version 1 of model nope", NO_MODEL),
+    ("GET", "/v1/models/mnist/versions/9", "Could not find version 9 of model mnist", NO_VERSION),
 ])
-def test_an_unknown_model_or_version_is_refused_in_tf_serving_words(server, method, path, message):
+def test_an_unknown_model_or_version_is_refused_in_tf_serving_words(server, method, path, message, then):
     """TF Serving's sentences (its prediction service's, and its model status service's), which its
-    clients' users search for; a label the model lacks keeps the service's own words (above)."""
+    clients' users search for, then the service's own, which names what there is to ask for
+    instead; a label the model lacks keeps the service's own words (above)."""
     body = {"instances": IRIS} if method == "POST" else None
     response = requests.request(method, server.url + path, json=body, timeout=10)
     assert_error(response, 404, message)
-    assert response.json()["error"] == message
+    assert response.json()["error"].startswith(f"{message}. {then}")
 
 
 @pytest.mark.parametrize("verb", ["classify", "regress"])

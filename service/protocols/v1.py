@@ -16,7 +16,8 @@ GetModelMetadata renders it in JSON; ``GET /v1/models`` lists the models.
 A model or version the registry lacks is refused (404) in TF Serving's words, which its clients
 and their users look for: ``Servable not found for request: Specific(mnist, 9)`` (``Latest(mnist)``
 without a version), and from the status route ``Could not find version 9 of model mnist`` (``Could
-not find any versions of model mnist``). A label the model lacks keeps the service's words.
+not find any versions of model mnist``), each followed by the service's sentence that names the
+models or versions there are. A label the model lacks keeps the service's words.
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def predict(name: str, version: str | None = None, label: str | None = None):
 
 @contextlib.contextmanager
 def not_found_as(message: str, label: str | None):
-    """Refuse a model the store lacks, or a version the URL names, with ``message`` (TF Serving's words)."""
+    """Refuse a model the store lacks, or a version the URL names, with ``message`` (TF Serving's
+    words) followed by the service's own, which say what there is to ask for instead."""
     try:
         yield
     except NotFound as e:
         if e.code == "model_not_found" or (e.code == "version_not_found" and label is None):
-            raise NotFound(message, code=e.code) from None
+            raise NotFound(f"{message}. {e.message}", code=e.code) from None
         raise
 
 
