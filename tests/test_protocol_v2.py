@@ -106,6 +106,24 @@ def test_model_metadata_describes_the_tensors(client):
     assert_protocol_error(client.get("/v2/models/mnist/versions/9"), 404, "no version 9")
 
 
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/v2/models/nope"), ("GET", "/v2/models/nope/ready"), ("GET", "/v2/models/nope/config"),
+    ("GET", "/v2/models/nope/stats"), ("POST", "/v2/models/nope/infer"), ("POST", "/v2/models/nope/versions/1/infer"),
+    ("POST", "/v2/repository/models/nope/load"), ("POST", "/v2/repository/models/nope/unload"),
+    ("GET", "/v2/models/mnist/versions/9"), ("GET", "/v2/models/mnist/versions/9/ready"),
+    ("GET", "/v2/models/mnist/versions/9/stats"), ("POST", "/v2/models/mnist/versions/9/infer"),
+])
+def test_an_unknown_model_or_version_is_refused_in_tritons_words(client, method, path):
+    """Triton's sentence, which its clients' users search for, then the service's own, which names
+    the models or versions there are."""
+    response = client.open(path, method=method, json=one() if path.endswith("infer") else None, headers=AUTH)
+    if "/nope" in path:
+        assert_protocol_error(response, 404, "Request for unknown model: 'nope' is not found. There is no model 'nope'")
+    else:
+        assert_protocol_error(response, 404,
+                              "Request for unknown model: 'mnist' version 9 is not found. Model mnist has no version 9")
+
+
 def test_model_readiness_per_model_and_version(client):
     assert client.get("/v2/models/mnist/ready").status_code == 200
     assert client.get("/v2/models/mnist/versions/1/ready").get_json() == {"name": "mnist", "ready": True}

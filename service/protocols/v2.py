@@ -9,11 +9,14 @@ model's tensors are described in ``service.protocols.signature``; the binary ten
 extension and compression in ``service.protocols.binary``.
 
 Errors are ``{"error": "..."}`` with the messages Triton gives where there is one
-(``unexpected inference input 'x' for model 'mnist'``); wrong input is 400.
+(``unexpected inference input 'x' for model 'mnist'``); wrong input is 400. A model or version the
+registry lacks is a 404 that starts as Triton's does (``Request for unknown model: 'mnist' version 9
+is not found``) and goes on with the service's sentence naming the models or versions there are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -27,7 +30,7 @@ from shared.registry import VERSION_PATTERN
 
 from ..api import UNCHANGED, admin, parse_json, read_body, resolve_from_url, set_serving, validate
 from ..context import service
-from ..errors import BadRequest, Conflict, NotReady
+from ..errors import BadRequest, Conflict, NotFound, NotReady
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
 from . import binary, signature
@@ -48,6 +51,26 @@ def server_version() -> str:
 
 def shape_text(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+@contextlib.contextmanager
+def in_tritons_words(name: str, version: str | None = None):
+    """Refuse a model the registry lacks, or a version the URL names, in Triton's words, then the
+    service's own; a version that is no number keeps the service's explanation alone."""
+    try:
+        yield
+    except NotFound as e:
+        numbered = version is not None and version.isascii() and version.isdigit()
+        if e.code == "model_not_found" or (e.code == "version_not_found" and numbered):
+            which = f"'{name}'" + (f" version {int(version)}" if e.code == "version_not_found" else "")
+            raise NotFound(f"Request for unknown model: {which} is not found. {e.message}", code=e.code) from None
+        raise
+
+
+def resolve_model(name: str, version: str | None = None) -> Model:
+    """The model a V2 URL names (404 in Triton's words when there is none)."""
+    with in_tritons_words(name, version):
+        return resolve_from_url(name, version)
 
 
 # server ------------------------------------------------------------------------------------------
@@ -78,7 +101,7 @@ def ready():
 @v2_bp.get("/v2/models/<name>")
 @v2_bp.get("/v2/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):
-    model = resolve_from_url(name, version)
+    model = resolve_model(name, version)
     if version is None:
         info = service().store.describe(name)
         versions = [str(v["version"]) for v in info["versions"] if v["status"] == AVAILABLE]
@@ -95,7 +118,7 @@ def model_config(name: str, version: str | None = None):
     """Triton's model configuration extension: the model as Triton's ``ModelConfig`` (the JSON of
     model_config.proto), which Triton's clients read for the batch limit and the tensors' dims."""
     svc = service()
-    model = resolve_from_url(name, version)
+    model = resolve_model(name, version)
     pinned = svc.store.slot(name).pinned
     inputs = signature.input_specs(model)
     return {"name": name, "platform": PLATFORM, "backend": "scratchnet",
@@ -109,7 +132,7 @@ def model_config(name: str, version: str | None = None):
 @v2_bp.get("/v2/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None):
     try:
-        resolve_from_url(name, version)  # 404 for an unknown model or version
+        resolve_model(name, version)  # 404 for an unknown model or version
     except NotReady:
         g.error_code = "not_ready"
         return jsonify({"name": name, "ready": False}), 503
@@ -129,10 +152,10 @@ def model_statistics(name: str | None = None, version: str | None = None):
     svc = service()
     totals = svc.metrics.statistics(svc.store.versions_held())
     if version is not None:
-        wanted = {name: [resolve_from_url(name, version).version]}
+        wanted = {name: [resolve_model(name, version).version]}
     else:
         wanted = {}
-        for model_name in svc.store.names() if name is None else [resolve_from_url(name).name]:
+        for model_name in svc.store.names() if name is None else [resolve_model(name).name]:
             info = svc.store.describe(model_name)
             if not info["unloaded"]:  # the versions that can answer, and those that have
                 wanted[model_name] = sorted({v["version"] for v in info["versions"] if v["status"] == AVAILABLE}
@@ -171,7 +194,7 @@ def infer(name: str, version: str | None = None):
     # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
     raw = read_body(compressed=True)
     started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
-    model = resolve_from_url(name, version)
+    model = resolve_model(name, version)
     body = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     header_length = request.headers.get(binary.HEADER_LENGTH)
     header, rest = binary.split_body(body, header_length)
@@ -439,7 +462,8 @@ def repository_entries(name: str) -> list[dict]:
 @v2_bp.post("/v2/repository/models/<name>/load")
 @admin
 def repository_load(name: str):
-    service().store.found(name)  # 404 for an unknown model, before looking at the body
+    with in_tritons_words(name):  # 404 for an unknown model, before looking at the body
+        service().store.found(name)
     body = read_body()
     load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
     set_serving(name, pinned=requested_pin(load), loaded=True)
@@ -499,7 +523,8 @@ def pin_from_config(text: str):
 @v2_bp.post("/v2/repository/models/<name>/unload")
 @admin
 def repository_unload(name: str):
-    service().store.found(name)
+    with in_tritons_words(name):
+        service().store.found(name)
     body = read_body()
     validate(UnloadRequest, parse_json(body) if body.strip() else {}, "the unload request")
     set_serving(name, loaded=False)
