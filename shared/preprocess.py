@@ -308,10 +308,7 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
             _check_pixels(image.size, max_pixels)
             if budget is not None:
                 budget.spend(image.size)
-            _request_reduced_decode(image)
-            _match_colour_key(image)
-            image.load()
-            return _image_to_grey(_upright(image))
+            return _image_to_grey(_upright(_loaded(image, data)))
     except UnidentifiedImageError as err:
         stored_as = _format_by_signature(data)
         if stored_as:
@@ -331,6 +328,116 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
         what = f"the {image_format} image" if image_format else "the image"
         raise UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
                                f"{err or type(err).__name__}") from err
+
+
+def _loaded(image: Image.Image, data: bytes) -> Image.Image:
+    """``image`` decoded at its working size, or, for a JPEG that lacks only its end-of-image
+    marker (some cameras write none; an upload can be cut by the marker's two bytes), the decode
+    of ``data`` with the marker put back."""
+    _request_reduced_decode(image)
+    _match_colour_key(image)
+    try:
+        image.load()
+        return image
+    except OSError:
+        whole = _jpeg_lacking_only_its_end(image, data)
+        if whole is None:
+            raise
+        return whole
+
+
+JPEG_EOI = b"\xff\xd9"
+# Bytes that are never a marker (no 0xFF), put where a scan cut short would go on: its decode
+# changes with them, while a complete scan's decode skips them.
+_SCAN_FILLERS = [bytes(np.random.default_rng(seed).integers(0, 0xFF, 256, dtype=np.uint8)) for seed in (0, 1)]
+
+
+def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:
+    """The decode of ``data`` with its end-of-image marker put back, when all it lacks is the marker:
+    its data ends in the last of its scans, which is whole. None when more is missing."""
+    scans = bytes(data).rstrip(b"\xff")  # a marker's first byte, or fill bytes before it
+    if image.format not in ("JPEG", "MPO") or scans.endswith(JPEG_EOI) or not _ends_in_its_last_scan(scans):
+        return None
+    try:
+        whole = _decoded_jpeg(scans + JPEG_EOI)
+        cut_short = any(whole.tobytes() != _decoded_jpeg(scans + filler + JPEG_EOI).tobytes()
+                        for filler in _SCAN_FILLERS)
+    except OSError:
+        return None
+    return None if cut_short else whole
+
+
+def _decoded_jpeg(data: bytes) -> Image.Image:
+    """``data`` decoded as ``decode_grey`` decodes a JPEG: reduced while decoded, if large."""
+    image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    _request_reduced_decode(image)
+    image.load()
+    return image
+
+
+_FRAME_MARKERS = (0xC0, 0xC1, 0xC2)  # Huffman-coded: baseline, extended, progressive
+_MARKER_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # not a stuffed 0xFF, not a restart
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+
+
+def _ends_in_its_last_scan(data: bytes) -> bool:
+    """Whether JPEG ``data`` ends in the coded data of a scan that holds all its restart intervals
+    and after which no scan is missing: every coefficient of every component has come at full
+    precision (a progressive JPEG refines them over several scans)."""
+    frame, restart_interval, done = None, 0, set()
+    pos = 2 if data.startswith(b"\xff\xd8") else len(data)
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # a fill byte, a marker without a length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        segment = data[pos + 4:pos + 2 + length]
+        pos += 2 + length
+        if length < 2 or len(segment) < length - 2:  # cut in a header
+            return False
+        if marker in _FRAME_MARKERS:
+            frame = _frame(segment)
+        elif marker == 0xDD:
+            restart_interval = int.from_bytes(segment[:2], "big")
+        elif marker == 0xDA:
+            count = segment[0] if segment else 0
+            components = list(segment[1:1 + 2 * count:2])
+            if not frame or len(segment) < 4 + 2 * count or not set(components) <= frame["sampling"].keys():
+                return False
+            first, last, low_bit = segment[1 + 2 * count], segment[2 + 2 * count], segment[3 + 2 * count] & 0x0F
+            if low_bit == 0:
+                done |= {(c, k) for c in components for k in range(first, last + 1)}
+            after = _MARKER_AFTER_SCAN.search(data, pos)
+            if after is None:  # the data ends in this scan
+                intervals = math.ceil(_mcus(frame, components) / restart_interval) if restart_interval else 1
+                return (len(_RESTART.findall(data, pos)) == intervals - 1
+                        and done == {(c, k) for c in frame["sampling"] for k in range(64)})
+            pos = after.end() - 2
+    return False
+
+
+def _frame(segment: bytes) -> dict | None:
+    """A frame header's image size and the sampling factors of each component (by its id)."""
+    if len(segment) < 6 or len(segment) < 6 + 3 * segment[5]:
+        return None
+    height, width, fields = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[6:]
+    sampling = {fields[i]: (fields[i + 1] >> 4, fields[i + 1] & 0x0F) for i in range(0, 3 * segment[5], 3)}
+    if not height or not width or not sampling or 0 in {factor for both in sampling.values() for factor in both}:
+        return None  # no size (it comes later, in a DNL segment), or no component to decode
+    return {"height": height, "width": width, "sampling": sampling}
+
+
+def _mcus(frame: dict, components: list[int]) -> int:
+    """How many MCUs a scan of ``components`` codes: the 8x8 blocks of one component, or the
+    interleaved units of several."""
+    h_max = max(h for h, _ in frame["sampling"].values())
+    v_max = max(v for _, v in frame["sampling"].values())
+    if len(components) == 1:
+        h, v = frame["sampling"][components[0]]
+        return (math.ceil(math.ceil(frame["width"] * h / h_max) / 8)
+                * math.ceil(math.ceil(frame["height"] * v / v_max) / 8))
+    return math.ceil(frame["width"] / (8 * h_max)) * math.ceil(frame["height"] / (8 * v_max))
 
 
 def _format_by_signature(data: bytes) -> str | None:

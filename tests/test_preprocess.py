@@ -440,6 +440,39 @@ def test_truncated_images_are_unsupported(fmt, digit):
         image_to_vector(data[: len(data) // 2], DIGIT)
 
 
+JPEG_LAYOUTS = {"baseline": {}, "progressive": {"progressive": True}, "restart markers": {"restart_marker_blocks": 4},
+                "4:4:4 optimised": {"subsampling": 0, "optimize": True}}
+
+
+@pytest.mark.parametrize("options", JPEG_LAYOUTS.values(), ids=JPEG_LAYOUTS.keys())
+@pytest.mark.parametrize("side", [200, 600], ids=["small", "reduced while decoded"])
+def test_a_jpeg_that_lacks_only_its_end_marker_is_decoded(digit, options, side):
+    """Some cameras end a JPEG without its end-of-image marker (FF D9), and an upload can be cut by
+    just those bytes: the picture is whole, and browsers show it, but it was refused as truncated."""
+    data = encode(paper(digit, side=side).convert("RGB"), "JPEG", **options)
+    assert data.endswith(b"\xff\xd9")
+    whole = decode_grey(data)
+    for lacking in (data[:-2], data[:-1]):
+        np.testing.assert_array_equal(decode_grey(lacking), whole)
+    np.testing.assert_array_equal(image_to_vector(data[:-2], DIGIT), image_to_vector(data, DIGIT))
+
+
+@pytest.mark.parametrize("options", JPEG_LAYOUTS.values(), ids=JPEG_LAYOUTS.keys())
+def test_a_jpeg_cut_in_its_data_is_refused_though_its_end_marker_would_decode_it(digit, options):
+    """With its end marker put back, a JPEG cut short decodes, the rest of its picture grey: one
+    that lacks more than the marker is still refused, wherever the cut falls."""
+    data = encode(paper(digit, side=200).convert("RGB"), "JPEG", **options)
+    last_scan = data.rindex(b"\xff\xda")
+    cuts = [len(data) - 3, len(data) - 40, (last_scan + len(data)) // 2, last_scan + 12, last_scan]
+    if "progressive" in options:
+        cuts.append(data.rindex(b"\xff\xda", 0, last_scan))  # the scans before this one are whole
+    if "restart_marker_blocks" in options:
+        cuts.append(max(data.rfind(bytes([0xFF, 0xD0 + n])) for n in range(8)) + 2)  # right after a restart marker
+    for cut in cuts:
+        with pytest.raises(UnsupportedImage, match="image could not be decoded, the file may be truncated or corrupt"):
+            decode_grey(data[:cut])
+
+
 @pytest.mark.parametrize("grey", [255, 0, 128, 1, 37, 200, 254])
 @pytest.mark.parametrize("spec", [DIGIT, GARMENT], ids=["digit", "garment"])
 def test_blank_image_is_invalid(grey, spec):
