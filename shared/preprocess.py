@@ -18,8 +18,8 @@ An image goes through one pipeline whatever its format or mode:
    that covers most of the border (a bag filling the frame) makes the border so uneven that its
    noise leaves no room for any ink; then the paper is the level most border pixels share (what
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
-   For a digit, ink that is a sheet of paper (photographed on a desk that shows around it) is not
-   the digit: the ink is looked for again inside the sheet.
+   For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
+   or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
    mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
    side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
@@ -33,7 +33,7 @@ import numbers
 import re
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
 
@@ -54,12 +54,15 @@ DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
-# A sheet of paper on a desk: its box covers this much of the image at least, its ink this much of
-# the box's edge band (a tenth of each side; no MNIST digit's box of that size reaches 0.8), and this
-# much of the whole box (a hollow zero drawn thick, or a display's, is inked along its box's edges too).
+# A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
+# of the image at least, its ink this much of its outline's edge band (a tenth of the box's sides in from
+# the outline, which is its ink with holes and dents filled) and this much of the quadrilateral (a hollow
+# zero drawn thick, or a display's, is inked along its edges too), and its outline differs from the
+# quadrilateral by at most this fraction of it (a digit's or a round blob's, by much more).
 SHEET_AREA = 0.2
 SHEET_EDGE_FILL = 0.85
 SHEET_FILL = 0.7
+SHEET_SHAPE = 0.05
 RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
 SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
@@ -603,9 +606,9 @@ def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
 def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
     ink = _ink_map(grey)
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
-    if fit == "digit" and _is_a_sheet(ink, bounds):
-        grey = _inside(grey, bounds)
-        ink = _ink_map(grey)
+    sheet = _sheet(ink, bounds) if fit == "digit" else None
+    if sheet is not None:
+        ink = _ink_on_sheet(grey, sheet)
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
     peak = field.max()
@@ -615,27 +618,62 @@ def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.nda
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
 
 
-def _is_a_sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> bool:
-    """Whether the ink found is a sheet of paper photographed square-on on a desk of another shade that
-    shows around it: a box covering much of the image, inked all along its edges and solid but for the
-    digit on it. A digit's strokes reach the edges of their box only in places, or leave it hollow."""
+def _sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The sheet of paper the ink found is, if it is one: photographed on a desk of another shade that
+    shows around it, square-on or turned, it is a quadrilateral that covers much of the image, inked
+    all along its edges and solid but for the digit on it. A digit's strokes fill little of the
+    quadrilateral through their outermost points, or leave it hollow. Returns the sheet as a mask of
+    the image, less its edge and shadow (a twentieth of each side of its box), or None."""
     top, bottom, left, right = bounds
     height, width = bottom - top, right - left
     if height * width < SHEET_AREA * ink.size or min(height, width) < 10:  # too small to hold a digit
-        return False
-    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
-    band_y, band_x = max(1, box.shape[0] // 10), max(1, box.shape[1] // 10)
-    inner = box[band_y:-band_y, band_x:-band_x]
-    inked = np.count_nonzero(box)
-    return (inked - np.count_nonzero(inner) >= SHEET_EDGE_FILL * (box.size - inner.size)
-            and inked >= SHEET_FILL * box.size)
+        return None
+    inked = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
+    if np.count_nonzero(inked) < SHEET_FILL * SHEET_AREA * ink.size:
+        return None
+    corners = _quadrilateral(inked)
+    area = np.count_nonzero(corners)
+    if area < SHEET_AREA * ink.size or np.count_nonzero(inked & corners) < SHEET_FILL * area:
+        return None
+    outline = _spans(inked, 0, 0)
+    inner = _spans(inked, max(1, height // 10), max(1, width // 10))
+    band, edge = outline & ~inner, inked & ~inner
+    if (np.count_nonzero(outline ^ corners) > SHEET_SHAPE * area
+            or np.count_nonzero(edge) < SHEET_EDGE_FILL * np.count_nonzero(band)):
+        return None
+    sheet = np.zeros(ink.shape, dtype=bool)
+    sheet[top:bottom, left:right] = _spans(inked, max(1, height // 20), max(1, width // 20))
+    return sheet
 
 
-def _inside(grey: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray:
-    """``grey`` within ``bounds``, less a twentieth of each side (the sheet's edge and its shadow)."""
-    top, bottom, left, right = bounds
-    margin_y, margin_x = max(1, (bottom - top) // 20), max(1, (right - left) // 20)
-    return grey[top + margin_y:bottom - margin_y, left + margin_x:right - margin_x]
+def _quadrilateral(mask: np.ndarray) -> np.ndarray:
+    """The quadrilateral through the set pixels of ``mask`` furthest out along each diagonal, as a mask
+    of the same shape: a sheet's outline, when ``mask`` is one turned by less than 45 degrees."""
+    ys, xs = np.nonzero(mask)
+    corners = [np.argmax(xs + ys), np.argmax(xs - ys), np.argmax(-xs - ys), np.argmax(ys - xs)]
+    drawing = Image.new("1", mask.shape[::-1])
+    ImageDraw.Draw(drawing).polygon([(int(xs[i]), int(ys[i])) for i in corners], fill=1)
+    return np.asarray(drawing)
+
+
+def _spans(mask: np.ndarray, trim_y: int, trim_x: int) -> np.ndarray:
+    """The pixels between the first and last set pixel of their row, less ``trim_x`` at each end, that
+    also lie between those of their column, less ``trim_y``: ``mask`` with its holes and dents filled
+    (exactly, for a convex shape such as a turned sheet), then shrunk."""
+    h, w = mask.shape
+    left = np.where(mask.any(axis=1), mask.argmax(axis=1), w) + trim_x
+    right = w - mask[:, ::-1].argmax(axis=1) - trim_x
+    top = np.where(mask.any(axis=0), mask.argmax(axis=0), h) + trim_y
+    bottom = h - mask[::-1].argmax(axis=0) - trim_y
+    xs, ys = np.arange(w), np.arange(h)[:, np.newaxis]
+    return (xs >= left[:, np.newaxis]) & (xs < right[:, np.newaxis]) & (ys >= top) & (ys < bottom)
+
+
+def _ink_on_sheet(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
+    """The ink on the sheet ``sheet`` (a mask of ``grey``): the paper is a plane fitted to the sheet's
+    own pixels, and the desk around it counts as paper. Raises InvalidInput if the sheet is blank."""
+    background, sigma = _plane(grey, *np.nonzero(sheet))
+    return _ink_against(np.where(sheet, grey, background), background, sigma)
 
 
 @functools.lru_cache(maxsize=16)
@@ -663,11 +701,16 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
     """Fit a plane a + b*x + c*y to the border pixels, robustly (ink that touches the border is
     left out). Returns the plane over the whole image (a scalar when the paper is uniform) and
     the border's noise level (sigma)."""
-    h, w = grey.shape
     flat = _flat_border(grey)
     if flat is not None:  # uniform paper (a canvas, a screenshot): the plane is that value, noise 0
         return np.float32(flat), 0.0
-    ys, xs = np.divmod(_border_index(grey.shape), w)
+    return _plane(grey, *np.divmod(_border_index(grey.shape), grey.shape[1]))
+
+
+def _plane(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fit a plane a + b*x + c*y to the pixels at (``ys``, ``xs``), robustly (the ink among them is
+    left out). Returns the plane over the whole image and those pixels' noise level (sigma)."""
+    h, w = grey.shape
     step = max(1, ys.size // 20000)
     ys, xs = ys[::step], xs[::step]
     values = grey[ys, xs].astype(np.float64)

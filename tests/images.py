@@ -139,3 +139,29 @@ def paper(pixels28: np.ndarray, side: int = 112) -> Image.Image:
     """The digit as dark ink on white paper, an "L" image of ``side`` x ``side``."""
     coverage = canvas(pixels28, side, ink_scale=1.0)
     return Image.fromarray(np.round(255 * (1 - coverage)).astype(np.uint8), "L")
+
+
+def tilted_sheet_photo(pixels28: np.ndarray, angle: float, desk: float, *, seed: int = 0) -> bytes:
+    """An MNIST digit (28x28 uint8, light on dark) written on a sheet of paper that lies turned by
+    ``angle`` degrees on a desk of shade ``desk`` (0 black .. 1 white; the paper is 0.82), seen from
+    above: a 600x800 JPEG with light falling off to one side and sensor noise, as ``photo_jpeg``.
+    The sheet (320x420 px) shows whole, desk all round it; the digit is written upright as the
+    camera sees it, a little off the sheet's centre."""
+    rng = np.random.default_rng(seed)
+    height, width = 600, 800
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    centre_y, centre_x = height / 2 + rng.integers(-15, 16), width / 2 + rng.integers(-40, 41)
+    turn = np.deg2rad(angle)
+    along = (xx - centre_x) * np.cos(turn) + (yy - centre_y) * np.sin(turn)  # the sheet's own axes
+    across = (yy - centre_y) * np.cos(turn) - (xx - centre_x) * np.sin(turn)
+    inside = np.minimum(160 - np.abs(along), 210 - np.abs(across))  # pixels inside the nearest edge
+    sheet = np.clip(inside + 0.5, 0, 1)  # an antialiased edge
+    coverage = canvas(pixels28, 260, ink_scale=0.8)
+    top, left = int(centre_y) - 130 + int(rng.integers(-15, 16)), int(centre_x) - 130 + int(rng.integers(-15, 16))
+    ink = np.zeros((height, width), dtype=np.float32)
+    ink[top:top + 260, left:left + 260] = coverage
+    light = 0.88 + 0.16 * (xx / width) + 0.06 * (yy / height)
+    surface = desk * (1 - sheet) + 0.82 * sheet * (1 - 0.78 * ink)
+    grey = surface * light + rng.normal(0, 0.02, size=(height, width)).astype(np.float32)
+    return encode(Image.fromarray(np.clip(grey * 255, 0, 255).round().astype(np.uint8), "L").convert("RGB"),
+                  "JPEG", quality=85)
