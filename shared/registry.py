@@ -59,12 +59,17 @@ def open_regular_file(path) -> BinaryIO:
     without blocking: opening a FIFO for reading waits for a writer, and reading a device may never
     end, either of which would hang whoever reads it (every worker's watcher, an admin call holding
     the serving lock, a publisher)."""
-    f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
-    mode = os.fstat(f.fileno()).st_mode
-    if not stat.S_ISREG(mode):
-        f.close()
-        raise NotRegularFile(path, "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device")
-    return f
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # Checked on the descriptor: open() refuses a folder's with IsADirectoryError and leaves it
+        # open (it closes only what it opened itself), one descriptor lost on every watcher's retry.
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device")
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def nearest_existing(folder: Path) -> Path:

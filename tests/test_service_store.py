@@ -768,12 +768,18 @@ def test_a_file_unreadable_for_a_day_is_still_tried_again(tmp_path, monkeypatch,
     monkeypatch.setattr(store_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     store, events = make_store(tmp_path)
     passes = 24 * 60  # a day of passes, one a minute
+    descriptors = len(os.listdir("/proc/self/fd"))
     for _ in range(passes):
         clock[0] += store_module.MAX_RETRY_SECONDS + 1
         store.refresh()
     assert len(events.failures) == passes + 1 and {f[1] for f in events.failures} == {2}
     assert "registry refresh failed" not in caplog.text
     assert store.served("mnist").version == 1
+    # each try closes what it opened: a descriptor lost per try ran a worker out of them (EMFILE)
+    # within a day under the usual limit of 1024
+    assert len(os.listdir("/proc/self/fd")) <= descriptors + 2
+    statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
+    assert "not a regular file (a folder)" in statuses[2]
 
 
 @pytest.mark.timeout(60)  # a hang guard: opening a pipe for reading waits for a writer that never comes
