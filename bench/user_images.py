@@ -43,6 +43,7 @@ CHUNK = 250  # digits per task handed to a worker process
 KIND_NAMES = {
     "canvas_png": "canvas PNG, transparent, 280x280",
     "photo_jpeg": "phone photo JPEG, 600x800",
+    "sheet_photo": "sheet turned on a desk, JPEG, 600x800",
     "colour_png": "blue ink on off-white PNG",
     "small_offcentre": "small digit off-centre, 200x200",
     "inverted_mnist": "plain 28x28 PNG (light on dark)",
@@ -117,8 +118,8 @@ def save_misses(folder: Path, kind: str, digits, labels, predicted, correct, vec
     folder.mkdir(parents=True, exist_ok=True)
     for i in np.flatnonzero(~correct)[:limit]:
         stem = f"{i:05d}_true{labels[i]}_pred{predicted[i]}"
-        (folder / f"{stem}_input").with_suffix(".png" if kind != "photo_jpeg" else ".jpg").write_bytes(
-            render_user_digit(digits[i], kind, seed=int(i)))
+        suffix = ".jpg" if kind in ("photo_jpeg", "sheet_photo") else ".png"
+        (folder / f"{stem}_input").with_suffix(suffix).write_bytes(render_user_digit(digits[i], kind, seed=int(i)))
         seen = np.round(vectors[i].reshape(28, 28) * 255).astype(np.uint8)
         Image.fromarray(np.hstack([digits[i], seen]), "L").resize((224, 112), Image.Resampling.NEAREST).save(
             folder / f"{stem}_mnist_vs_seen.png")

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-USER_KINDS = ("canvas_png", "photo_jpeg", "colour_png", "small_offcentre", "inverted_mnist")
+USER_KINDS = ("canvas_png", "photo_jpeg", "sheet_photo", "colour_png", "small_offcentre", "inverted_mnist")
 
 # Modes each format can store (what Pillow writes without converting).
 FORMAT_MODES = {
@@ -76,6 +76,8 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
     - canvas_png: 280x280 RGBA, transparent background, dark strokes (a browser canvas export)
     - photo_jpeg: 600x800 photo of grey paper lit with a gradient, sensor noise, dark ink drawn
       off-centre, JPEG quality 85
+    - sheet_photo: a sheet of paper turned 5 to 25 degrees either way on a dark, grey or light desk,
+      as ``tilted_sheet_photo`` draws it
     - colour_png: blue ink on off-white paper, RGB
     - small_offcentre: dark ink on white, a small digit near the corner of a 200x200 image
     - inverted_mnist: the plain 28x28 light-on-dark digit as a PNG
@@ -100,6 +102,9 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
         tint = np.array([1.0, 0.97, 0.9], dtype=np.float32)  # warm indoor light
         rgb = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
         return encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=85)
+    if kind == "sheet_photo":
+        angle = float(rng.uniform(5, 25) * rng.choice([-1, 1]))
+        return tilted_sheet_photo(pixels28, angle, float(rng.choice([0.25, 0.5, 0.97])), seed=seed)
     if kind == "colour_png":
         coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))[..., None]
         paper = np.array([245, 240, 228], dtype=np.float32)
