@@ -1132,6 +1132,12 @@ def test_a_stderr_reader_that_leaves_early_does_not_change_the_runs_status(tmp_p
 SIGINT_ON_IMPORT = signal_on_import("trainer.train", signal.SIGINT)  # Ctrl-C pressed while the trainer loads
 
 
+def ctrl_c_at_its_default() -> None:
+    """Start a child with Ctrl-C at its default, as a terminal starts one: a test runner launched in
+    the background by a shell without job control inherits SIGINT ignored, and so would the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def entry_point_call() -> list[str]:
     """Python's arguments for what the installed ``scratchnet-train`` script does: call pyproject's entry point."""
     with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
@@ -1144,7 +1150,7 @@ def test_ctrl_c_while_the_trainer_loads_is_one_line(tmp_path, command):
     """The CLI was imported outside the handling of Ctrl-C: one pressed in the first moment (NumPy,
     pydantic and matplotlib loading) printed a traceback."""
     done = subprocess.run([sys.executable, *command, "summary"], env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, preexec_fn=ctrl_c_at_its_default)
     assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
 
 
@@ -1152,7 +1158,8 @@ def test_ctrl_c_while_the_trainer_loads_exits_130_when_no_one_reads_stderr(tmp_p
     """'interrupted' written to a pipe whose reader had gone raised BrokenPipeError: exit 1, not 130."""
     with pipe_without_reader() as gone:
         done = subprocess.run([sys.executable, "-m", "trainer", "summary"], stdout=gone, stderr=gone,
-                              env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT), timeout=60)
+                              env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT), timeout=60,
+                              preexec_fn=ctrl_c_at_its_default)
     assert done.returncode == 130
 
 
