@@ -81,6 +81,19 @@ def resolve_from_url(name: str, version: str | None = None, label: str | None = 
     return resolve(name, None if version is None else version_number(version), label)
 
 
+@contextlib.contextmanager
+def not_found_in_words(words: dict[str, str]):
+    """Refuse a missing model or version in a protocol's own words, which its clients and their users
+    look for: a NotFound whose code ``words`` names is raised again as ``words[code]`` followed by
+    the service's sentence, which says what there is to ask for instead; any other as it is."""
+    try:
+        yield
+    except NotFound as e:
+        if e.code not in words:
+            raise
+        raise NotFound(f"{words[e.code]}. {e.message}", code=e.code) from None
+
+
 def query_params() -> dict:
     """The query string as a dict; a repeated parameter is refused (422)."""
     params = {}

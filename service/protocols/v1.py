@@ -22,7 +22,6 @@ models or versions there are. A label the model lacks keeps the service's words.
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
@@ -30,7 +29,7 @@ from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
-from ..api import parse_json, read_body, resolve, validate, version_number
+from ..api import not_found_in_words, parse_json, read_body, resolve, validate, version_number
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -73,23 +72,20 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     return response
 
 
-@contextlib.contextmanager
-def not_found_as(message: str, label: str | None):
-    """Refuse a model the store lacks, or a version the URL names, with ``message`` (TF Serving's
-    words) followed by the service's own, which say what there is to ask for instead."""
-    try:
-        yield
-    except NotFound as e:
-        if e.code == "model_not_found" or (e.code == "version_not_found" and label is None):
-            raise NotFound(f"{message}. {e.message}", code=e.code) from None
-        raise
+def tf_serving_words(message: str, label: str | None) -> dict[str, str]:
+    """TF Serving's ``message`` for a missing model, and for a missing version the URL names (a label
+    the model lacks, or one naming a missing version, keeps the service's words)."""
+    words = {"model_not_found": message}
+    if label is None:
+        words["version_not_found"] = message
+    return words
 
 
 def resolve_servable(name: str, version: str | None, label: str | None) -> Model:
     """The model a V1 URL names; a version that is no number keeps the service's explanation."""
     number = None if version is None else version_number(version)
     servable = f"Latest({name})" if number is None else f"Specific({name}, {number})"
-    with not_found_as(f"Servable not found for request: {servable}", label):
+    with not_found_in_words(tf_serving_words(f"Servable not found for request: {servable}", label)):
         return resolve(name, number, label)
 
 
@@ -234,7 +230,7 @@ def status(name: str, version: str | None = None, label: str | None = None):
     number = None if version is None else version_number(version)
     missing = (f"Could not find any versions of model {name}" if number is None
                else f"Could not find version {number} of model {name}")
-    with not_found_as(missing, label):
+    with not_found_in_words(tf_serving_words(missing, label)):
         info = store.describe(name)
         if label is not None:
             if label not in info["labels"]:

@@ -16,7 +16,6 @@ is not found``) and goes on with the service's sentence naming the models or ver
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import math
@@ -28,9 +27,9 @@ from flask import Blueprint, current_app, g, jsonify, request
 from shared.forward import Model
 from shared.registry import VERSION_PATTERN
 
-from ..api import UNCHANGED, admin, parse_json, read_body, resolve_from_url, set_serving, validate
+from ..api import UNCHANGED, admin, not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate
 from ..context import service
-from ..errors import BadRequest, Conflict, NotFound, NotReady
+from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
 from . import binary, signature
@@ -53,23 +52,19 @@ def shape_text(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-@contextlib.contextmanager
-def in_tritons_words(name: str, version: str | None = None):
-    """Refuse a model the registry lacks, or a version the URL names, in Triton's words, then the
-    service's own; a version that is no number keeps the service's explanation alone."""
-    try:
-        yield
-    except NotFound as e:
-        numbered = version is not None and version.isascii() and version.isdigit()
-        if e.code == "model_not_found" or (e.code == "version_not_found" and numbered):
-            which = f"'{name}'" + (f" version {int(version)}" if e.code == "version_not_found" else "")
-            raise NotFound(f"Request for unknown model: {which} is not found. {e.message}", code=e.code) from None
-        raise
+def tritons_words(name: str, version: str | None = None) -> dict[str, str]:
+    """Triton's words for a missing model, and for a missing version the URL names; a version that is
+    no number keeps the service's explanation alone."""
+    unknown = f"Request for unknown model: '{name}'"
+    words = {"model_not_found": f"{unknown} is not found"}
+    if version is not None and version.isascii() and version.isdigit():
+        words["version_not_found"] = f"{unknown} version {int(version)} is not found"
+    return words
 
 
 def resolve_model(name: str, version: str | None = None) -> Model:
     """The model a V2 URL names (404 in Triton's words when there is none)."""
-    with in_tritons_words(name, version):
+    with not_found_in_words(tritons_words(name, version)):
         return resolve_from_url(name, version)
 
 
@@ -462,7 +457,7 @@ def repository_entries(name: str) -> list[dict]:
 @v2_bp.post("/v2/repository/models/<name>/load")
 @admin
 def repository_load(name: str):
-    with in_tritons_words(name):  # 404 for an unknown model, before looking at the body
+    with not_found_in_words(tritons_words(name)):  # 404 for an unknown model, before looking at the body
         service().store.found(name)
     body = read_body()
     load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
@@ -523,7 +518,7 @@ def pin_from_config(text: str):
 @v2_bp.post("/v2/repository/models/<name>/unload")
 @admin
 def repository_unload(name: str):
-    with in_tritons_words(name):
+    with not_found_in_words(tritons_words(name)):
         service().store.found(name)
     body = read_body()
     validate(UnloadRequest, parse_json(body) if body.strip() else {}, "the unload request")
