@@ -1225,6 +1225,15 @@ def test_every_user_error_exits_2(tmp_path, args, site, message):
     assert "Traceback" not in done.stderr
 
 
+def test_a_missing_extra_exits_2_when_no_one_reads_stderr(tmp_path):
+    """The 'not installed' line is written before the rest of the CLI loads: to a pipe whose reader
+    had gone, it raised BrokenPipeError and the command exited 1, not 2."""
+    with pipe_without_reader() as gone:
+        done = subprocess.run([sys.executable, "-m", "trainer", "summary"], stdout=gone, stderr=gone, timeout=60,
+                              env=with_sitecustomize(tmp_path, BLOCK_PYDANTIC))
+    assert done.returncode == 2
+
+
 def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     """Windows editors start a UTF-8 file with a BOM, which TOML does not allow: the file was refused."""
     config_file = tmp_path / "run.toml"

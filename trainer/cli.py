@@ -24,12 +24,24 @@ from shared.errors import ScratchnetError
 from shared.registry import RegistryError
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
+
+
+def _print_while_read(stream, values) -> None:
+    """``print`` to ``stream``; once its reader has gone, to os.devnull (see ``say`` and ``warn``)."""
+    try:
+        print(*values, file=stream, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # what is still buffered goes there too
+        os.close(devnull)
+
+
 try:
     from . import report, train
 except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so, not a traceback
     if e.name is None or e.name.split(".")[0] in ("trainer", "shared"):
         raise
-    print(f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}", file=sys.stderr)
+    _print_while_read(sys.stderr, [f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}"])
     raise SystemExit(2) from None
 from .datasets import DatasetError
 from .download import DownloadError
@@ -81,15 +93,6 @@ def warn(*values) -> None:
     (``2>&1 | head``): as with ``say``, the command still ends with its own status (2, 130, 143),
     not 1 from a BrokenPipeError's traceback."""
     _print_while_read(sys.stderr, values)
-
-
-def _print_while_read(stream, values) -> None:
-    try:
-        print(*values, file=stream, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())  # what is still buffered goes there too
-        os.close(devnull)
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
