@@ -27,6 +27,8 @@ from trainer.datasets import (
     validation_split,
 )
 
+from skips import needs_root
+
 
 def idx_bytes(magic: int, array: np.ndarray) -> bytes:
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -515,8 +517,7 @@ def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
     password database, with HOME unset (a container or batch job run under an arbitrary uid): in a
     forked child that has given up root, once everything it needs is imported (the interpreter's
     own files may not be readable by that uid). ``(exit status, stderr)``."""
-    if os.geteuid() != 0:
-        pytest.skip("running as a uid without a home folder needs root")
+    needs_root("running as a uid without a home folder")
     report.require_plotting()
     import matplotlib.pyplot  # noqa: F401 - imported here, where the interpreter's files can be read
     for codec in ("utf-8-sig", "cp437"):  # the wine CSV's and zipfile's, modules of the interpreter's
@@ -547,6 +548,7 @@ def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
 
 
 def test_without_a_home_folder_the_cache_asks_for_a_folder_and_a_data_folder_needs_none(datasets_dir):
+    needs_root("running as a uid without a home folder")  # and giving it the output folder
     out = Path(tempfile.mkdtemp(prefix="scratchnet-homeless-"))  # pytest's own folders are root's alone
     try:
         os.chown(out, 4242, 4242)
