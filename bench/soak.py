@@ -50,6 +50,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # tests/server.py imports its neighbours as pytest runs it: by bare name
 
 from bench.report import machine, replace_section, stop_cleanly_on_sigterm, write_json  # noqa: E402
 from tests.images import encode, paper, render_user_digit, synthetic_digit  # noqa: E402
