@@ -516,8 +516,7 @@ def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
     """``python -m trainer train --dataset wine-quality ...`` as uid 4242, which has no entry in the
     password database, with HOME unset (a container or batch job run under an arbitrary uid): in a
     forked child that has given up root, once everything it needs is imported (the interpreter's
-    own files may not be readable by that uid). ``(exit status, stderr)``."""
-    needs_root("running as a uid without a home folder")
+    own files may not be readable by that uid). Needs root. ``(exit status, stderr)``."""
     report.require_plotting()
     import matplotlib.pyplot  # noqa: F401 - imported here, where the interpreter's files can be read
     for codec in ("utf-8-sig", "cp437"):  # the wine CSV's and zipfile's, modules of the interpreter's
@@ -548,7 +547,7 @@ def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
 
 
 def test_without_a_home_folder_the_cache_asks_for_a_folder_and_a_data_folder_needs_none(datasets_dir):
-    needs_root("running as a uid without a home folder")  # and giving it the output folder
+    needs_root("running as a uid without a home folder")  # and handing it the output folder first
     out = Path(tempfile.mkdtemp(prefix="scratchnet-homeless-"))  # pytest's own folders are root's alone
     try:
         os.chown(out, 4242, 4242)
