@@ -579,9 +579,21 @@ class ModelStore:
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
+    def _unloaded_now(self, slot: ModelSlot) -> bool:
+        """Whether ``slot``'s model is unloaded, as serving.json says now. A load through another
+        worker answers as soon as that worker serves, as Triton's does, so a client infers and
+        asks readiness next, before this worker's watcher has looked: an unloaded model has its
+        few bytes of serving.json read again (only then; unless a refresh is reading it now)."""
+        if slot.unloaded and self._refresh_lock.acquire(blocking=False):
+            try:
+                self._apply_serving(slot, *self._read_serving(slot.name))
+            finally:
+                self._refresh_lock.release()
+        return slot.unloaded
+
     def require_loaded(self, name: str) -> None:
         """503 while the model is unloaded (``set_serving`` in service.api), 404 if unknown."""
-        if self.slot(name).unloaded:
+        if self._unloaded_now(self.slot(name)):
             raise NotReady(f"Model {name} is unloaded; it serves again once loaded "
                            f"(POST /v2/repository/models/{name}/load).", code="model_unloaded")
 
@@ -646,7 +658,7 @@ class ModelStore:
 
     def describe(self, name: str) -> dict:
         slot = self.slot(name)
-        served = slot.served if not slot.unloaded else None  # unloaded: nothing serves
+        served = slot.served if not self._unloaded_now(slot) else None  # unloaded: nothing serves
         with self._lock:
             versions = [{"version": v, "status": r.status,
                          "served": served is not None and served.version == v,
@@ -689,7 +701,7 @@ class ModelStore:
                 manifest = read_manifest(self.registry.model_path(name, version))
             except (ModelFileError, RegistryError, OSError):
                 manifest = None
-        served = slot.served if not slot.unloaded else None
+        served = slot.served if not self._unloaded_now(slot) else None
         return {
             "name": name,
             "version": version,
@@ -719,7 +731,7 @@ class ModelStore:
             served = slot.served if slot is not None else None
             models[name] = {"ready": served is not None,
                             "version": served.version if served is not None else None}
-            if slot is not None and slot.unloaded:  # taken out of service on purpose: not a fault
+            if slot is not None and self._unloaded_now(slot):  # taken out of service on purpose: not a fault
                 models[name].update(ready=False, version=None, unloaded=True)  # as /models/<name> says
                 continue
             if served is None:

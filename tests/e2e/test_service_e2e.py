@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from images import encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
 from server import REPO, metric_value
+from shared.registry import Registry
 
 from .conftest import ADMIN_TOKEN, POLL_INTERVAL, WORKERS
 
@@ -554,3 +555,22 @@ def test_an_unloaded_model_is_served_by_no_worker_in_the_metrics_either(live_ser
     assert post(live_service, "/v2/repository/models/paused/load", headers=AUTH).status_code == 200
     live_service.wait_until_served("paused", 1)
     assert metric_value(live_service.metrics(), "scratchnet_model_worker_swaps_total", model="paused") == 0
+
+
+def test_a_model_loaded_through_one_worker_answers_at_once_from_every_worker(start_service, tmp_path):
+    """As in Triton, a load's 200 means the model answers: a client infers, or asks whether it is
+    ready, right after it, whichever worker takes that request, long before the next poll."""
+    registry = tmp_path / "models"
+    publish_model(registry, "paused")
+    Registry(registry).update_serving("paused", lambda state: {**state, "unloaded": True})
+    server = start_service(registry, workers=WORKERS, poll_interval=60, admin_token=ADMIN_TOKEN)
+    answers = answers_by_worker(server, "/models/paused/predict")
+    assert len(answers) == WORKERS and all(statuses == {503} for statuses in answers.values()), answers
+
+    assert post(server, "/v2/repository/models/paused/load", headers=AUTH).status_code == 200
+    answers = answers_by_worker(server, "/models/paused/predict")
+    assert len(answers) == WORKERS and all(statuses == {200} for statuses in answers.values()), answers
+    with ThreadPoolExecutor(6) as pool:
+        ready = list(pool.map(lambda _: requests.get(server.url + "/v2/models/paused/ready", timeout=30,
+                                                     headers={"Connection": "close"}), range(24)))
+    assert {response.status_code for response in ready} == {200}
