@@ -197,14 +197,18 @@ def _fast_numeric_array(values) -> np.ndarray | None:
         return None
     if array.dtype.kind not in "iuf":
         return None
-    if not isinstance(values, np.ndarray) and _holds_bool(values):
+    if not isinstance(values, np.ndarray) and holds_bool(values):
         return None  # NumPy would silently turn True into 1
     return array
 
 
-def _holds_bool(values) -> bool:
+def holds_bool(values) -> bool:
+    """Whether a value, or nested lists that NumPy took for a regular array of numbers, holds a
+    boolean, which NumPy silently turns into 1 or 0 when numbers are beside it."""
+    if not isinstance(values, (list, tuple)):
+        return type(values) is bool
     if len(values) and isinstance(values[0], (list, tuple)):
-        return any(bool in set(map(type, row)) for row in values)
+        return any(holds_bool(row) for row in values)
     return bool in set(map(type, values))
 
 

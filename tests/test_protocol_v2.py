@@ -187,6 +187,20 @@ def test_64_bit_integers_keep_their_value(client):
         assert_protocol_error(infer(client, data, model="wine"), 400, f"out of the range of {datatype}")
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "INT32"])
+@pytest.mark.parametrize("data", [[True, False] + [1] * 9, [[1] * 10 + [True]]], ids=["flat", "nested"])
+def test_a_boolean_among_numbers_is_refused_not_read_as_1(client, datatype, data):
+    # As Triton does: JSON true is not a number, even where NumPy would take it for 1 beside numbers.
+    request = {"inputs": [{"name": "input", "shape": [1, 11], "datatype": datatype, "data": data}]}
+    assert_protocol_error(infer(client, request, model="wine"), 400, f"must be numbers of type {datatype}")
+
+
+def test_a_single_number_as_data_is_read_not_refused(client):
+    one = infer(client, {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP32", "data": 0.5}]},
+                model="wine")
+    assert_protocol_error(one, 400, "Expected [-1,11], got [1,1]")  # refused for its shape, as Triton does
+
+
 def test_images_as_base64_bytes_equal_the_native_upload(client):
     text = base64.b64encode(DIGIT_PNG).decode()
     response = infer(client, {"inputs": [tensor("image", [text, text], "BYTES")],

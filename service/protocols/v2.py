@@ -25,6 +25,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
+from shared.preprocess import holds_bool
 from shared.registry import VERSION_PATTERN
 
 from ..api import UNCHANGED, admin, not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate
@@ -314,7 +315,8 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
                                        f"({info.min}..{info.max}).", code="unexpected_datatype")
     if array.dtype == object and info is not None and all(type(v) is int for v in array.flat):
         raise out_of_range  # NumPy holds an integer below INT64's range, or above UINT64's, as an object
-    if array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b"):
+    if (array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b")
+            or (dtype.kind != "b" and holds_bool(tensor.data))):
         raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
     if array.size != count:
         raise BadRequest(f"{what} holds {array.size} values; its shape {shape_text(tensor.shape)} needs {count}",
