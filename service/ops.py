@@ -101,10 +101,12 @@ def docs():
 
 @ops_bp.get("/")
 def index():
-    """The drawing page for a browser (its Accept names HTML); for any other client, KServe V1's
-    server liveness, ``{"status": "alive"}``, so KServe's V1 client works unchanged. Both say
-    ``Vary: Accept``: a cache must not hand the one to a client that asked for the other."""
-    if not any(mimetype in ("text/html", "application/xhtml+xml") for mimetype, _ in request.accept_mimetypes):
+    """The drawing page for a browser (its Accept prefers HTML to JSON); for any other client,
+    KServe V1's server liveness, ``{"status": "alive"}``, so KServe's V1 client works unchanged
+    (``*/*``, or no Accept, gets JSON). Both say ``Vary: Accept``: a cache must not hand the one to
+    a client that asked for the other."""
+    preferred = request.accept_mimetypes.best_match(["application/json", "text/html", "application/xhtml+xml"])
+    if preferred not in ("text/html", "application/xhtml+xml"):
         response = jsonify(status="alive")
     else:
         templates = Path(current_app.root_path) / (current_app.template_folder or "templates")

@@ -989,7 +989,11 @@ def test_docs_and_index_pages(client):
     with client.get("/", headers={"Accept": browser}) as index:
         assert index.status_code == 200 and index.mimetype == "text/html"
         assert "Accept" in index.vary  # the same URL answers JSON to other clients: caches must tell them apart
-    for accept in ("*/*", "application/json", None):  # KServe's V1 client asks / whether the server lives
+    with client.get("/", headers={"Accept": "application/xhtml+xml"}) as index:
+        assert index.status_code == 200 and index.mimetype == "text/html"
+    # KServe's V1 client asks / whether the server lives; so may a client that prefers JSON or refuses HTML.
+    for accept in ("*/*", "application/json", None, "text/plain", "application/json, text/html;q=0.9",
+                   "text/html;q=0, application/json", "text/html;q=0"):
         alive = client.get("/", headers={"Accept": accept} if accept else {})
         assert alive.status_code == 200 and alive.get_json() == {"status": "alive"}
         assert "Accept" in alive.vary
