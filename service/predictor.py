@@ -155,7 +155,8 @@ class Predictor:
         if not len(arrays):
             raise InvalidInput("No pixel array given: send at least one.", code="no_input")
         self._check_batch_size(len(arrays), "pixel arrays")
-        return arrays_to_batch(arrays, model.preprocessing, item_name=item_name)
+        return arrays_to_batch(arrays, model.preprocessing, max_pixels=self.settings.max_image_pixels,
+                               max_total_pixels=self.settings.max_request_pixels, item_name=item_name)
 
     # the forward pass ----------------------------------------------------------------------
 

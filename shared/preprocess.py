@@ -108,11 +108,14 @@ class PixelBudget:
         self.left -= pixels
 
 
-def arrays_to_batch(arrays: list, preprocessing: dict, *, item_name: str = "pixel array {}") -> np.ndarray:
+def arrays_to_batch(arrays: list, preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    max_total_pixels: int | None = None, item_name: str = "pixel array {}") -> np.ndarray:
     """Several raw pixel tensors (as :func:`array_to_vector` takes them) -> ndarray of shape
-    (n, h*w); an error names the array as ``images_to_batch`` names an image."""
-    return _to_batch(arrays, lambda pixels, size: _array_to_grey(np.asarray(pixels), size), preprocessing,
-                     item_name, "pixels")
+    (n, h*w), within the same pixel limits as ``images_to_batch``; an error names the array as
+    ``images_to_batch`` names an image."""
+    budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
+    return _to_batch(arrays, lambda pixels, size: _array_to_grey(np.asarray(pixels), size, max_pixels, budget),
+                     preprocessing, item_name, "pixels")
 
 
 def _to_batch(items: list, to_grey, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
@@ -569,7 +572,8 @@ def _composite_on_white(pixels: np.ndarray, scale: np.float32 = np.float32(1)) -
     return np.ascontiguousarray(grey, dtype=np.float32)
 
 
-def _array_to_grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _array_to_grey(pixels: np.ndarray, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS,
+                   budget: PixelBudget | None = None) -> np.ndarray:
     while pixels.ndim > 2 and pixels.shape[0] == 1:
         pixels = pixels[0]
     if pixels.ndim == 1 and pixels.size == size[0] * size[1]:
@@ -581,8 +585,12 @@ def _array_to_grey(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                            f"[height, width, channels] with 1 to 4 channels, or {size[0] * size[1]} values")
     if pixels.dtype.kind not in "biuf":
         raise InvalidInput(f"pixel array must hold numbers, not {pixels.dtype}")
-    if pixels.shape[0] * pixels.shape[1] > DEFAULT_MAX_PIXELS:
-        raise ImageTooLarge(f"the pixel array is {pixels.shape[1]}x{pixels.shape[0]}; the limit is {DEFAULT_MAX_PIXELS:,} pixels")
+    height, width = pixels.shape[:2]
+    if height * width > max_pixels:
+        raise ImageTooLarge(f"the pixel array is {width}x{height} = {height * width:,} pixels; "
+                            f"the limit is {max_pixels:,} pixels")
+    if budget is not None:
+        budget.spend((width, height))
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         raise InvalidInput("pixel array holds NaN or Infinity")
     if pixels.dtype == np.uint8 or pixels.dtype.kind == "b":

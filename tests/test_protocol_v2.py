@@ -220,6 +220,21 @@ def test_raw_pixels_go_through_the_image_pipeline(client):
     np.testing.assert_array_equal(flat["probabilities"], square["probabilities"])
 
 
+def test_raw_pixels_are_held_to_the_operators_pixel_limits(registry):
+    # The limits an operator sets for images hold for pixels sent raw too: they bound the work.
+    app = create_app({"registry": registry, "watch": False, "max_image_pixels": 50_000, "max_request_pixels": 60_000})
+    app.extensions["scratchnet"].store.refresh()
+    client = app.test_client()
+    canvas = np.zeros((250, 250), dtype=np.uint8)
+    canvas[50:200, 100:150] = 255
+    assert_protocol_error(infer(client, {"inputs": [tensor("pixels", canvas[np.newaxis], "UINT8")]}), 413,
+                          "the pixel array is 250x250 = 62,500 pixels; the limit is 50,000 pixels")
+    two = np.stack([canvas[:200, :200]] * 2)
+    assert_protocol_error(infer(client, {"inputs": [tensor("pixels", two, "UINT8")]}), 413,
+                          "may declare at most 60,000 pixels in all")
+    assert outputs(infer(client, {"inputs": [tensor("pixels", two[:1], "UINT8")]}))["probabilities"].shape == (1, 10)
+
+
 def binary_request(header: dict, *chunks: bytes) -> tuple[bytes, dict]:
     text = json.dumps(header).encode()
     return text + b"".join(chunks), {"Inference-Header-Content-Length": str(len(text))}
