@@ -183,6 +183,19 @@ def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
         raise BadRequest(f"The body is not valid JSON: {e}.", code="malformed_json") from None
 
 
+STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per instance or tensor, beside its numbers
+
+
+def refuse_too_many_numbers(body: bytes, other_commas: int, advice: str) -> None:
+    """Refuse before parsing a JSON body that the value limit would refuse after it: parsing costs
+    ~40 bytes of Python objects per number. Counting commas is cheap: N numbers are separated by
+    N - 1 of them, and the request's other members add at most ``other_commas``."""
+    limit = service().settings.max_vector_values
+    if body.count(b",") >= limit + other_commas:
+        raise PayloadTooLarge(f"The JSON body holds more than {limit} numbers, the limit per request; {advice}.",
+                              code="too_many_values")
+
+
 # prediction ----------------------------------------------------------------------------------
 
 
@@ -193,12 +206,7 @@ def read_inputs() -> tuple[str, object, int | None]:
     settings = service().settings
     if mimetype == "application/json" or mimetype.endswith("+json"):
         raw = read_body()
-        # Parsing costs ~40 bytes of Python objects per number: refuse what would be refused after
-        # parsing before it (counting commas is cheap: N numbers are separated by N - 1 of them,
-        # and each other member of the object adds one).
-        if raw.count(b",") >= settings.max_vector_values + len(PredictRequest.model_fields) - 1:
-            raise PayloadTooLarge(f"The JSON body holds more than {settings.max_vector_values} numbers, the limit per "
-                                  "request; send large batches as application/x-npy.", code="too_many_values")
+        refuse_too_many_numbers(raw, len(PredictRequest.model_fields) - 1, "send large batches as application/x-npy")
         payload = parse_json(raw)
         if not isinstance(payload, dict):
             raise InvalidInput('The JSON body must be an object: {"inputs": [...]} or {"images": ["<base64>"]}.')

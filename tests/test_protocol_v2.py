@@ -235,6 +235,25 @@ def test_raw_pixels_are_held_to_the_operators_pixel_limits(registry):
     assert outputs(infer(client, {"inputs": [tensor("pixels", two[:1], "UINT8")]}))["probabilities"].shape == (1, 10)
 
 
+@pytest.mark.parametrize("path, structure", [
+    ("/v2/models/iris/infer", '{{"inputs": [{{"name": "input", "shape": [{rows}, 4], "datatype": "FP32", "data": {data}}}]}}'),
+    ("/v1/models/iris:predict", '{{"instances": {data}}}'),
+    ("/v1/models/iris:predict", '{{"instances": [{{"input": {row}}}, {{"input": {row}}}], "signature_name": ""}}'),
+])
+def test_protocol_bodies_are_held_to_the_value_limit_before_they_are_parsed(registry, path, structure):
+    """Parsing JSON costs ~40 bytes a number: a body over the limit is refused on a count of its commas,
+    so even one that would not parse is refused for its size; one at the limit, its structure aside, is not."""
+    app = create_app({"registry": registry, "watch": False, "max_vector_values": 8, "max_batch": 2})
+    app.extensions["scratchnet"].store.refresh()
+    client = app.test_client()
+    row = [5.1, 3.5, 1.4, 0.2]
+    body = structure.format(rows=2, data=json.dumps([row, row]), row=json.dumps(row))
+    assert client.post(path, data=body, content_type="application/json").status_code == 200
+    cut = structure.format(rows=8, data=json.dumps([row] * 8), row=json.dumps(row * 8))[:-3]
+    response = client.post(path, data=cut, content_type="application/json")
+    assert response.status_code == 413 and "more than 8 numbers" in response.get_json()["error"], response.get_data()
+
+
 def binary_request(header: dict, *chunks: bytes) -> tuple[bytes, dict]:
     text = json.dumps(header).encode()
     return text + b"".join(chunks), {"Inference-Header-Content-Length": str(len(text))}

@@ -29,7 +29,8 @@ from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
-from ..api import not_found_in_words, parse_json, read_body, resolve, validate, version_number
+from ..api import (STRUCTURE_COMMAS, not_found_in_words, parse_json, read_body, refuse_too_many_numbers, resolve,
+                   validate, version_number)
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -56,6 +57,8 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     model = resolve_servable(name, version, label)
     # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
+    # An instance's named inputs add a few commas each: {"pixels": [...], "b64": ...}.
+    refuse_too_many_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
     body = validate(V1PredictRequest, parse_json(raw), "the predict request")
     if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "

@@ -28,7 +28,8 @@ from shared.forward import Model
 from shared.preprocess import holds_bool
 from shared.registry import VERSION_PATTERN
 
-from ..api import UNCHANGED, admin, not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate
+from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, not_found_in_words, parse_json, read_body,
+                   refuse_too_many_numbers, resolve_from_url, set_serving, validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
@@ -194,8 +195,12 @@ def infer(name: str, version: str | None = None):
     body = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     header_length = request.headers.get(binary.HEADER_LENGTH)
     header, rest = binary.split_body(body, header_length)
+    header = bytes(header)
+    # Each tensor's other members (name, shape, datatype, parameters) add a few commas of their own.
+    refuse_too_many_numbers(header, STRUCTURE_COMMAS * svc.settings.max_batch,
+                            "send large tensors in binary (the binary tensor data extension)")
     try:
-        document = parse_json(bytes(header))
+        document = parse_json(header)
     except BadRequest as e:
         if header_length is None and e.code == "malformed_json":  # most often: binary tensors, but no header length
             raise BadRequest(f"{e.message.removesuffix('.')}; if binary tensors follow the JSON, send its length in "
