@@ -221,13 +221,13 @@ def _explain_vectors(values, input_size: int, what: str) -> None:
         kind = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects"}
         raise InvalidInput(f"values must be real numbers; the array holds {kind.get(values.dtype.kind, values.dtype)}")
     if not _is_sequence(values):
-        raise InvalidInput(f"expected a list of numbers, got {_type_name(values)}")
+        raise InvalidInput(f"expected a list of numbers, got {json_type_name(values)}")
     if len(values) == 0:
         raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")
     nested = [_is_sequence(v) for v in values]
     if any(nested) and not all(nested):
         first_number = nested.index(False)
-        raise InvalidInput(f"mixes numbers and lists: item {first_number} is {_type_name(values[first_number])} "
+        raise InvalidInput(f"mixes numbers and lists: item {first_number} is {json_type_name(values[first_number])} "
                            "but other items are lists; send one vector or a list of vectors")
     rows = values if all(nested) else [values]
     n = len(rows)
@@ -236,7 +236,7 @@ def _explain_vectors(values, input_size: int, what: str) -> None:
             if _is_sequence(value):
                 raise InvalidInput(f"value at {_position(i, j, n)} is a list; expected a vector or a list of vectors, not deeper nesting")
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InvalidInput(f"value at {_position(i, j, n)} is {_type_name(value)}, not a number")
+                raise InvalidInput(f"value at {_position(i, j, n)} is {json_type_name(value)}, not a number")
             try:
                 finite = math.isfinite(value)
             except OverflowError:
@@ -266,7 +266,8 @@ def _non_finite_name(value) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _type_name(value) -> str:
+def json_type_name(value) -> str:
+    """What ``value``, parsed from JSON, is in JSON's words: 'null', 'a number (7)', 'an object'..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -276,6 +277,12 @@ def _type_name(value) -> str:
         return f"a string ({shown!r})"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**20):
+        return f"a number ({value})"
+    if isinstance(value, (int, np.number)):
+        return "a number"
     kind = type(value).__name__
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 

@@ -25,7 +25,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
-from shared.preprocess import holds_bool
+from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
 
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, not_found_in_words, parse_json, read_body,
@@ -302,7 +302,7 @@ def flatten_strings(data, what: str) -> list[str]:
         elif isinstance(item, str):
             items.append(item)
         else:
-            raise BadRequest(f"The data of {what} must be strings (BYTES), not {type(item).__name__}.",
+            raise BadRequest(f"The data of {what} must be strings (BYTES), not {json_type_name(item)}.",
                              code="unexpected_datatype")
     return items
 
