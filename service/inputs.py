@@ -49,6 +49,8 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
         raise BadRequest("The body is not a readable .npy file: its header has an unclosed bracket; write the "
                          "array with numpy.save.", code="malformed_npy") from None
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        if str(e).startswith("malformed node or string"):  # ast.literal_eval's words for code in the header
+            e = "its header holds code, not the dictionary of plain values that numpy.save writes"
         raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
     if any(type(size) is not int for size in shape):  # numpy lets booleans through: (True, 11)
         raise BadRequest(f"The .npy header's shape {list(shape)} must hold whole numbers.", code="malformed_npy")

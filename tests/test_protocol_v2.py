@@ -416,6 +416,7 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(name="image", shape=(1,), datatype="BYTES", data=[base64.b64encode(b"GIF89a nope").decode()]), "image"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[5]), "must be strings (BYTES), not a number (5)"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[None]), "must be strings (BYTES), not null"),
+    (one(name="image", shape=(2,), datatype="BYTES", data=["x"]), "input 'image' holds 1 element; its shape [2] needs 2"),
     ({"inputs": [one()["inputs"][0], one(name="image", shape=(1,), datatype="BYTES", data=["x"])["inputs"][0]]},
      "expected 1 input but got 2 inputs for model 'mnist'"),
     ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist'"),

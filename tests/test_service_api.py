@@ -290,6 +290,13 @@ def test_npy_with_a_negative_dimension_is_malformed(client, shape):
                  "malformed_npy", "negative dimension")
 
 
+def test_npy_with_code_in_its_header_is_told_so_without_the_parsers_internals(client):
+    body = npy_declaring("__import__('os').getpid()", bytes(44))
+    response = client.post("/models/wine/predict", data=body, content_type="application/x-npy")
+    assert_error(response, 400, "malformed_npy", "its header holds code")
+    assert "ast." not in response.get_json()["error"]
+
+
 def test_npy_with_an_oversized_header_names_the_limit(client):
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 11), }" + " " * 20_000 + "\n"
     body = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header.encode() + bytes(44)

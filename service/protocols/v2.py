@@ -272,9 +272,7 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
         raw = chunks.take(size, what)
         if tensor.datatype == "BYTES":
             items = binary.decode_bytes(raw, what)
-            if len(items) != count:
-                raise BadRequest(f"{what} holds {len(items)} elements; its shape {shape_text(tensor.shape)} "
-                                 f"needs {count}", code="unexpected_size")
+            require_count(what, len(items), tensor, count, "element")
             return items
         dtype = binary.DTYPES[tensor.datatype]
         if size != count * dtype.itemsize:
@@ -285,11 +283,16 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
         raise BadRequest(f"{what} has no 'data' and no binary_data_size.", code="malformed_tensor")
     if tensor.datatype == "BYTES":
         items = flatten_strings(tensor.data, what)
-        if len(items) != count:
-            raise BadRequest(f"{what} holds {len(items)} elements; its shape {shape_text(tensor.shape)} "
-                             f"needs {count}", code="unexpected_size")
+        require_count(what, len(items), tensor, count, "element")
         return items
     return json_numbers(tensor, count)
+
+
+def require_count(what: str, held: int, tensor: RequestInput, count: int, unit: str) -> None:
+    """A 400 unless the tensor holds the ``count`` items its shape needs."""
+    if held != count:
+        raise BadRequest(f"{what} holds {held} {unit}{'' if held == 1 else 's'}; its shape {shape_text(tensor.shape)} "
+                         f"needs {count}", code="unexpected_size")
 
 
 def flatten_strings(data, what: str) -> list[str]:
@@ -323,9 +326,7 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
     if (array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b")
             or (dtype.kind != "b" and holds_bool(tensor.data))):
         raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
-    if array.size != count:
-        raise BadRequest(f"{what} holds {array.size} values; its shape {shape_text(tensor.shape)} needs {count}",
-                         code="unexpected_size")
+    require_count(what, array.size, tensor, count, "value")
     if info is not None:
         if array.dtype.kind == "f":
             if not np.all(np.mod(array, 1) == 0):
