@@ -17,6 +17,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from shared import errors as shared_errors
+from shared.preprocess import json_type_name
 
 try:
     from gunicorn.http.errors import NoMoreData, ParseException
@@ -139,21 +140,14 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
         if item["type"] == "extra_forbidden":
             message = "unknown field; remove it"
         elif item["type"] == "model_type":  # pydantic names its class here ("... instance of InferRequest")
-            message = f"must be a JSON object, not {json_kind(item['input'])}"
+            message = f"must be a JSON object, not {json_type_name(item['input'])}"
+        elif item["type"] == "too_short" and isinstance(item["input"], list):  # "... after validation, not 0"
+            least = item["ctx"]["min_length"]
+            message = f"must hold at least {least} item{'s' if least > 1 else ''}, not {len(item['input'])}"
         else:
             message = item["msg"].removeprefix("Value error, ")
         details.append({"field": field, "message": message})
     return details
-
-
-def json_kind(value) -> str:
-    """What a parsed JSON value is, in JSON's words: "an array", "a string", "null" ..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    kinds = ((list, "an array"), (str, "a string"), ((int, float), "a number"), (dict, "an object"))
-    return next((kind for cls, kind in kinds if isinstance(value, cls)), type(value).__name__)
 
 
 def describe_validation_error(error: pydantic.ValidationError, what: str = "the request") -> InvalidInput:
@@ -161,7 +155,8 @@ def describe_validation_error(error: pydantic.ValidationError, what: str = "the 
     first = details[0]
     others = len(details) - 1
     more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
-    return InvalidInput(f"In {what}, {first['field']}: {first['message']}{more}.", details=details)
+    where = f"In {what}, {first['field']}" if first["field"] != "body" else f"In {what}"
+    return InvalidInput(f"{where}: {first['message']}{more}.", details=details)
 
 
 def _respond(status: int, message: str, code: str, details=None, headers=None):

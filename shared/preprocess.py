@@ -267,7 +267,7 @@ def _non_finite_name(value) -> str:
 
 
 def json_type_name(value) -> str:
-    """What ``value``, parsed from JSON, is in JSON's words: 'null', 'a number (7)', 'an object'..."""
+    """What ``value``, parsed from JSON, is in JSON's words: 'null', 'a number (7)', 'an array'..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -278,7 +278,7 @@ def json_type_name(value) -> str:
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (list, tuple)):
-        return "a list"
+        return "an array"
     if isinstance(value, float) or (isinstance(value, int) and abs(value) < 10**20):
         return f"a number ({value})"
     if isinstance(value, (int, np.number)):

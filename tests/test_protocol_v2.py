@@ -422,11 +422,11 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist'"),
     ({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32"}]}, "has no 'data'"),
     ({"inputs": [{"name": "input", "shape": [1, -784], "datatype": "FP32", "data": []}]}, "inputs.0.shape.1"),
-    ({"inputs": []}, "inputs"),
+    ({"inputs": []}, "In the inference request, inputs: must hold at least 1 item, not 0."),
     ({**one(), "unknown": 1}, "unknown: unknown field"),
     # JSON's words for what was sent, not the name of a class of the service's own
-    ([one()], "In the inference request, body: must be a JSON object, not an array."),
-    ({"inputs": [3]}, "inputs.0: must be a JSON object, not a number."),
+    ([one()], "In the inference request: must be a JSON object, not an array."),
+    ({"inputs": [3]}, "inputs.0: must be a JSON object, not a number (3)."),
     (one(shape=(0, 784)), "no input"),
     ({**one(), "outputs": [{"name": "label"}, {"name": "label", "parameters": {"binary_data": True}}]},
      "output 'label' already requested"),  # as Triton: each output once

@@ -398,7 +398,10 @@ def test_422_well_formed_but_invalid(client):
                              content_type="application/json"), 422, "invalid_input", "NaN")
     unknown = assert_error(client.post("/predict", json={"inputs": [0.5] * 784, "extra": 1}), 422, "invalid_input")
     assert unknown["details"] == [{"field": "extra", "message": "unknown field; remove it"}]
-    assert_error(client.post("/predict", json={"inputs": [1.0], "images": ["AA=="]}), 422, "invalid_input", "exactly one")
+    assert_error(client.post("/predict", json={"inputs": [1.0], "images": ["AA=="]}), 422, "invalid_input",
+                 "In the JSON body: give either 'inputs' (numbers) or 'images' (base64), exactly one of them.")
+    assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input",
+                 "In the JSON body, images: must hold at least 1 item, not 0.")
     assert_error(client.post("/predict", json=[1, 2, 3]), 422, "invalid_input", "must be an object")
     assert_error(client.post("/predict?top_k=abc", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
     assert_error(client.post("/predict?top_k=-1", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
