@@ -52,6 +52,8 @@ WORKING_SIDE = 128
 # MNIST: the digit's longest side is 20 of the field's 28 px, its centre of mass at index 14.
 DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
+BLANK = (f"the image is blank: no ink stands out from the paper (it must differ from it by {MIN_CONTRAST:.0%} of the "
+         "range from white to black or more, and a transparent background counts as white paper); draw darker")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
@@ -632,7 +634,7 @@ def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.nda
     field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
     peak = field.max()
     if peak <= 0:
-        raise InvalidInput("the image is blank: no ink found")
+        raise InvalidInput(BLANK)
     field /= peak
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
 
@@ -790,10 +792,10 @@ def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: f
     ink = -deviation if dark_mass > light_mass else deviation
     strokes = ink[ink > floor]
     if strokes.size == 0:
-        raise InvalidInput("the image is blank: no ink found")
+        raise InvalidInput(BLANK)
     level = _percentile(strokes, 99)
     if level - floor < MIN_CONTRAST:
-        raise InvalidInput("the image is blank: no ink found")
+        raise InvalidInput(BLANK)
     ink = np.subtract(ink, floor, dtype=np.float32)
     np.maximum(ink, 0, out=ink)
     ink /= np.float32(level - floor)
@@ -831,7 +833,7 @@ def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
     rows, columns = strong.sum(axis=1, dtype=np.float64), strong.sum(axis=0, dtype=np.float64)
     total = float(rows.sum())
     if total <= 0:
-        raise InvalidInput("the image is blank: no ink found")
+        raise InvalidInput(BLANK)
 
     def span(profile: np.ndarray) -> tuple[int, int]:
         inked = np.flatnonzero(profile > 0)

@@ -510,8 +510,11 @@ def test_a_jpeg_cut_in_its_data_is_refused_though_its_end_marker_would_decode_it
 @pytest.mark.parametrize("spec", [DIGIT, GARMENT], ids=["digit", "garment"])
 def test_blank_image_is_invalid(grey, spec):
     data = encode(Image.new("L", (100, 80), grey), "PNG")
-    with pytest.raises(InvalidInput, match="the image is blank: no ink found"):
+    with pytest.raises(InvalidInput) as refused:
         image_to_vector(data, spec)
+    assert refused.value.message == ("the image is blank: no ink stands out from the paper (it must differ from it by "
+                                     "8% of the range from white to black or more, and a transparent background "
+                                     "counts as white paper); draw darker")
 
 
 @pytest.mark.parametrize("seed", range(4))
