@@ -51,6 +51,10 @@ WORKING_SIDE = 128
 
 # MNIST: the digit's longest side is 20 of the field's 28 px, its centre of mass at index 14.
 DIGIT_BOX_FRACTION = 20 / 28
+BITS_PER_SAMPLE, SAMPLE_FORMAT = 258, 339  # TIFF tags
+# Float pixels up to this are 0..1 (resampling overshoots 1 a little); beyond, 0..255 or wider. A
+# picture in 0..255 whose values all stay below it would be blank anyway: under 1 % contrast.
+UNIT_OVERSHOOT = 2.0
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BLANK = (f"the image is blank: no ink stands out from the paper (it must differ from it by {MIN_CONTRAST:.0%} of the "
          "range from white to black or more, and a transparent background counts as white paper); draw darker")
@@ -116,7 +120,7 @@ def arrays_to_batch(arrays: list, preprocessing: dict, *, max_pixels: int = DEFA
     (n, h*w), within the same pixel limits as ``images_to_batch``; an error names the array as
     ``images_to_batch`` names an image."""
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(arrays, lambda pixels, size: _array_to_grey(np.asarray(pixels), size, max_pixels, budget),
+    return _to_batch(arrays, lambda pixels, size: _array_to_grey(pixels, size, max_pixels, budget),
                      preprocessing, item_name, "pixels")
 
 
@@ -142,7 +146,7 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     axes, or a flat array of ``h*w`` values for the field size. uint8 counts 0..255, uint16
     0..65535, floats 0..1 (or 0..255); either polarity."""
     size, fit = parse_image_spec(preprocessing)
-    return _grey_to_vector(_array_to_grey(np.asarray(pixels), size), size, fit)
+    return _grey_to_vector(_array_to_grey(pixels, size), size, fit)
 
 
 def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None) -> np.ndarray:
@@ -327,7 +331,7 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
             _check_pixels(image.size, max_pixels)
             if budget is not None:
                 budget.spend(image.size)
-            return _image_to_grey(_upright(_loaded(image, data)))
+            return _image_to_grey(_upright(_loaded(image, data)), _unsigned_read_as_signed(image))
     except UnidentifiedImageError as err:
         stored_as = _format_by_signature(data)
         if stored_as:
@@ -516,8 +520,19 @@ _CANONICAL = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "
               "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
-def _image_to_grey(image: Image.Image) -> np.ndarray:
+def _unsigned_read_as_signed(image: Image.Image) -> bool:
+    """Whether Pillow read a TIFF's unsigned 32-bit grey samples as signed (mode I), so that those of
+    2**31 and over wrapped round to negative values."""
+    tags = getattr(image, "tag_v2", None)
+    return (image.mode == "I" and tags is not None
+            and tags.get(SAMPLE_FORMAT, (1,))[0] == 1 and tags.get(BITS_PER_SAMPLE, (0,))[0] == 32)
+
+
+def _image_to_grey(image: Image.Image, unsigned: bool = False) -> np.ndarray:
     mode = image.mode
+    if unsigned:  # see _unsigned_read_as_signed; float32 keeps 24 of the 32 bits, plenty for grey
+        image = Image.fromarray(np.asarray(image).view(np.uint32).astype(np.float32), "F")
+        mode = "F"
     if mode.startswith("I;16"):
         full_scale = 65535.0  # 16-bit: scale down, never clip
         key = image.info.get("transparency")
@@ -556,8 +571,8 @@ def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
     if not np.isfinite(pixels).all():
         pixels = np.nan_to_num(pixels, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = float(pixels.min()), float(pixels.max())
-    if low >= 0 and high <= 1:
-        return pixels
+    if low >= 0 and high <= UNIT_OVERSHOOT:  # 0..1, a little over after resampling: clipped
+        return np.minimum(pixels, np.float32(1)) if high > 1 else pixels
     if low >= 0 and high <= 255:
         return pixels / np.float32(255)
     if low >= 0 and high <= 65535:
@@ -581,8 +596,12 @@ def _composite_on_white(pixels: np.ndarray, scale: np.float32 = np.float32(1)) -
     return np.ascontiguousarray(grey, dtype=np.float32)
 
 
-def _array_to_grey(pixels: np.ndarray, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS,
+def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS,
                    budget: PixelBudget | None = None) -> np.ndarray:
+    try:
+        pixels = np.asarray(pixels)
+    except (ValueError, TypeError):  # ragged nested lists
+        raise InvalidInput("pixel array is not a regular array: its rows differ in length") from None
     while pixels.ndim > 2 and pixels.shape[0] == 1:
         pixels = pixels[0]
     if pixels.ndim == 1 and pixels.size == size[0] * size[1]:

@@ -13,8 +13,8 @@ from PIL import Image, ImageFile
 
 from shared import preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
-from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, decode_grey, image_to_vector,
-                               images_to_batch, validate_vectors)
+from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, arrays_to_batch, decode_grey,
+                               image_to_vector, images_to_batch, validate_vectors)
 from images import (FORMAT_MODES, USER_KINDS, encode, paper, render_user_digit, synthetic_digit,
                     tilted_sheet_photo, to_mode)
 
@@ -205,6 +205,27 @@ def test_16_bit_images_are_scaled_not_clipped(fmt, digit, reference):
     assert image.mode == "I;16"
     vector = image_to_vector(encode(image, fmt), DIGIT)
     assert aligned_correlation(vector, reference) > 0.98
+
+
+def test_unsigned_32_bit_tiff_is_read_unsigned(digit, reference):
+    # Pillow reads 32-bit grey TIFF samples as signed: paper near 2**32 would wrap round to negative ink.
+    coverage = 1 - np.asarray(paper(digit), dtype=np.float64) / 255
+    image = Image.fromarray(np.round((2**32 - 1) * (1 - 0.8 * coverage)).astype(np.uint32).view(np.int32), "I")
+    data = encode(image, "TIFF")
+    signed, unsigned = struct.pack("<HHIHH", 339, 3, 1, 2, 0), struct.pack("<HHIHH", 339, 3, 1, 1, 0)
+    assert data.count(signed) == 1  # SampleFormat: Pillow writes 2 (signed); a camera or scanner writes 1
+    vector = image_to_vector(data.replace(signed, unsigned), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.98
+
+
+def test_float_pixels_a_little_over_1_are_still_0_to_1(digit):
+    # Resampling overshoots: one value of 1.001 must not make the whole image read as 0..255 (blank).
+    unit = np.asarray(paper(digit), dtype=np.float32) / 255
+    overshoot = unit.copy()
+    overshoot[0, 0] = 1.001
+    np.testing.assert_allclose(array_to_vector(overshoot, DIGIT), array_to_vector(unit, DIGIT), atol=1e-6)
+    as_tiff = encode(Image.fromarray(overshoot, "F"), "TIFF")
+    np.testing.assert_allclose(image_to_vector(as_tiff, DIGIT), array_to_vector(unit, DIGIT), atol=1e-6)
 
 
 def test_cmyk_jpeg_reads_as_the_grey_image(digit, reference):
@@ -592,6 +613,8 @@ def test_array_input_follows_the_image_pipeline(digit):
         array_to_vector(np.full((28, 28), np.nan, dtype=np.float32), DIGIT)
     with pytest.raises(InvalidInput, match="blank"):
         array_to_vector(np.zeros((28, 28), dtype=np.uint8), DIGIT)
+    with pytest.raises(InvalidInput, match="not a regular array"):
+        arrays_to_batch([[[0, 1, 2], [0, 1]]], DIGIT)
 
 
 @pytest.mark.parametrize("shape", [(1, 784), (1, 256), (2, 2000), (784, 1), (3, 5000)])
