@@ -546,6 +546,8 @@ def _image_to_grey(image: Image.Image, unsigned: bool = False) -> np.ndarray:
         if "transparency" in image.info and mode in ("1", "L", "RGB"):
             mode = "RGBA"  # a colour key (tRNS) is transparency too
         target = _CANONICAL.get(mode, mode)
+        if mode == "P" and "transparency" not in image.info and getattr(image.palette, "mode", None) == "RGB":
+            target = "L"  # an opaque palette: straight to grey, a quarter of RGBA's memory
         if target != image.mode:
             image = image.convert(target)
         if target == "RGBA" and max(image.size) >= 2 * WORKING_SIDE:
