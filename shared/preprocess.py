@@ -20,6 +20,8 @@ An image goes through one pipeline whatever its format or mode:
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
    For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
    or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
+   Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
+   at again in the region around it, decoded finer, as a person would crop the picture to it.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
    mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
    side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
@@ -31,6 +33,7 @@ import io
 import math
 import numbers
 import re
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
@@ -60,6 +63,8 @@ BLANK = (f"the image is blank: no ink stands out from the paper (it must differ 
          "range from white to black or more, and a transparent background counts as white paper); draw darker")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
+ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
+Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
 # of the image at least, its ink this much of its outline's edge band (a tenth of the box's sides in from
 # the outline, which is its ink with holes and dents filled) and this much of the quadrilateral (a hollow
@@ -83,7 +88,7 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
     Raises UnsupportedImage (not a decodable image in an accepted format), ImageTooLarge (more
     than ``max_pixels`` declared) or InvalidInput (no ink found)."""
     size, fit = parse_image_spec(preprocessing)
-    return _grey_to_vector(decode_grey(data, max_pixels=max_pixels), size, fit)
+    return _grey_to_vector(*_decoded_with_zoom(data, max_pixels, None), size=size, fit=fit)
 
 
 def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -95,8 +100,8 @@ def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(images, lambda data, size: decode_grey(data, max_pixels=max_pixels, budget=budget),
-                     preprocessing, item_name, "image")
+    return _to_batch(images, lambda data, size: _decoded_with_zoom(data, max_pixels, budget), preprocessing,
+                     item_name, "image")
 
 
 class PixelBudget:
@@ -120,18 +125,19 @@ def arrays_to_batch(arrays: list, preprocessing: dict, *, max_pixels: int = DEFA
     (n, h*w), within the same pixel limits as ``images_to_batch``; an error names the array as
     ``images_to_batch`` names an image."""
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(arrays, lambda pixels, size: _array_to_grey(pixels, size, max_pixels, budget),
+    return _to_batch(arrays, lambda pixels, size: (_array_to_grey(pixels, size, max_pixels, budget), None),
                      preprocessing, item_name, "pixels")
 
 
 def _to_batch(items: list, to_grey, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
-    """``to_grey(item, size)`` of each item through the rest of the pipeline, one row each; an error
-    in one of several items is prefixed with ``item_name.format(index)`` and detailed as ``{key: index}``."""
+    """``to_grey(item, size)`` (the grey and its zoom, see _grey_to_vector) of each item through the
+    rest of the pipeline, one row each; an error in one of several items is prefixed with
+    ``item_name.format(index)`` and detailed as ``{key: index}``."""
     size, fit = parse_image_spec(preprocessing)
     batch = np.empty((len(items), size[0] * size[1]), dtype=np.float32)
     for i, item in enumerate(items):
         try:
-            batch[i] = _grey_to_vector(to_grey(item, size), size, fit)
+            batch[i] = _grey_to_vector(*to_grey(item, size), size=size, fit=fit)
         except ScratchnetError as err:
             if len(items) == 1:
                 raise
@@ -146,7 +152,7 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     axes, or a flat array of ``h*w`` values for the field size. uint8 counts 0..255, uint16
     0..65535, floats 0..1 (or 0..255); either polarity."""
     size, fit = parse_image_spec(preprocessing)
-    return _grey_to_vector(_array_to_grey(pixels, size), size, fit)
+    return _grey_to_vector(_array_to_grey(pixels, size), size=size, fit=fit)
 
 
 def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None) -> np.ndarray:
@@ -314,11 +320,20 @@ def parse_image_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
     return (size[0], size[1]), fit
 
 
-def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None) -> np.ndarray:
+def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None,
+                region: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """Encoded image -> luminance, float32 ndarray (H, W) in [0, 1], 1 = white.
 
     EXIF orientation applied, transparency composited on white, reduced to the working size.
-    The declared size is checked against ``max_pixels`` and spent from ``budget`` before decoding."""
+    The declared size is checked against ``max_pixels`` and spent from ``budget`` before decoding.
+    ``region`` (top, bottom, left, right as fractions of the upright image): only that part,
+    decoded at full size before its reduction."""
+    return _decode(data, max_pixels, budget, region)[0]
+
+
+def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
+            region: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_grey`, and the image's declared size (width, height)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
@@ -327,11 +342,15 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
     image_format = ""
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
-            image_format = image.format or image_format
-            _check_pixels(image.size, max_pixels)
+            image_format, declared = image.format or image_format, image.size
+            _check_pixels(declared, max_pixels)
             if budget is not None:
-                budget.spend(image.size)
-            return _image_to_grey(_upright(_loaded(image, data)), _unsigned_read_as_signed(image))
+                budget.spend(declared)
+            part = 1.0 if region is None else max(region[1] - region[0], region[3] - region[2])
+            upright = _upright(_loaded(image, data, part))
+            if region is not None:
+                upright = upright.crop(_pixel_box(region, upright.size))
+            return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
     except UnidentifiedImageError as err:
         stored_as = _format_by_signature(data)
         if stored_as:
@@ -353,11 +372,12 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
                                f"{err or type(err).__name__}") from err
 
 
-def _loaded(image: Image.Image, data: bytes) -> Image.Image:
-    """``image`` decoded at its working size, or, for a JPEG that lacks only its end-of-image
-    marker (some cameras write none; an upload can be cut by the marker's two bytes), the decode
-    of ``data`` with the marker put back."""
-    _request_reduced_decode(image)
+def _loaded(image: Image.Image, data: bytes, part: float = 1.0) -> Image.Image:
+    """``image`` decoded, reduced while decoded where the format can (so that ``part`` of its
+    longer side, the whole by default, still spans the working size), or, for a JPEG that lacks
+    only its end-of-image marker (some cameras write none; an upload can be cut by the marker's
+    two bytes), the decode of ``data`` with the marker put back."""
+    _request_reduced_decode(image, part)
     _match_colour_key(image)
     try:
         image.load()
@@ -491,9 +511,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
                             f"the limit is {max_pixels:,} pixels")
 
 
-def _request_reduced_decode(image: Image.Image) -> None:
-    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding a large photo."""
-    factor = max(image.size) // WORKING_SIDE
+def _request_reduced_decode(image: Image.Image, part: float = 1.0) -> None:
+    """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding a large photo, as far as
+    ``part`` of its longer side keeps the working size."""
+    factor = int(part * max(image.size)) // WORKING_SIDE
     if image.format in ("JPEG", "MPO") and factor >= 2:
         image.draft(None, (image.size[0] // factor, image.size[1] // factor))
 
@@ -518,6 +539,22 @@ def _match_colour_key(image: Image.Image) -> None:
 # Modes Pillow can reduce and that we read directly; everything else is converted first.
 _CANONICAL = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB",
               "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _decoded_with_zoom(data: bytes, max_pixels: int, budget: PixelBudget | None) -> tuple[np.ndarray, Zoom | None]:
+    """The image's grey at working size and, when it was reduced by half or more to get there, its
+    zoom: a region of it decoded again, at full size before the reduction (see _grey_to_vector)."""
+    grey, declared = _decode(data, max_pixels, budget)
+    if max(declared) < 2 * max(grey.shape):
+        return grey, None
+    return grey, lambda region: _decode(data, max_pixels, None, region)[0]
+
+
+def _pixel_box(region: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) fractions -> Pillow's (left, upper, right, lower) box in an image of ``size``."""
+    top, bottom, left, right = region
+    width, height = size
+    return (math.floor(left * width), math.floor(top * height), math.ceil(right * width), math.ceil(bottom * height))
 
 
 def _unsigned_read_as_signed(image: Image.Image) -> bool:
@@ -645,19 +682,45 @@ def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
 # --------------------------------------------------------------------------- ink and fitting
 
 
-def _grey_to_vector(grey: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
+def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[int, int], fit: str) -> np.ndarray:
+    """The grey picture -> the model's input vector. With ``zoom``, ink that fills only a few pixels
+    of the working size (a small digit in a large photo) is looked at again from the region
+    around it, decoded at a finer scale, as a person would crop the picture to it."""
     ink = _ink_map(grey)
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     sheet = _sheet(ink, bounds) if fit == "digit" else None
     if sheet is not None:
         ink = _ink_on_sheet(grey, sheet)
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    region = _zoom_region(bounds, ink.shape) if zoom is not None else None
+    if region is not None:
+        try:
+            return _grey_to_vector(zoom(region), size=size, fit=fit)
+        except ScratchnetError:
+            pass  # no ink at the finer scale (noise taken for a small digit): what the whole picture shows
     field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
     peak = field.max()
     if peak <= 0:
         raise InvalidInput(BLANK)
     field /= peak
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
+
+
+def _zoom_region(bounds: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """The region to zoom into (top, bottom, left, right as fractions of the picture) when the ink's
+    box is under ZOOM_BELOW pixels: the box with as much paper again on every side, so that the
+    region's border is paper. None when the box is large enough, or the region would not be at
+    least twice finer."""
+    top, bottom, left, right = bounds
+    side = max(bottom - top, right - left)
+    if side >= ZOOM_BELOW:
+        return None
+    height, width = shape
+    top, bottom = max(0, top - side), min(height, bottom + side)
+    left, right = max(0, left - side), min(width, right + side)
+    if 2 * (bottom - top) > height and 2 * (right - left) > width:
+        return None
+    return top / height, bottom / height, left / width, right / width
 
 
 def _sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray | None:

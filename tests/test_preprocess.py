@@ -228,6 +228,17 @@ def test_float_pixels_a_little_over_1_are_still_0_to_1(digit):
     np.testing.assert_allclose(image_to_vector(as_tiff, DIGIT), array_to_vector(unit, DIGIT), atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_small_digit_in_a_large_photo_is_read_from_a_finer_look(fmt, digit, reference):
+    # 150 px of ink in a 12-megapixel photo: about 5 px at working size, too few to read the digit
+    # from, unless the region around it is decoded again at a finer scale.
+    photo = np.full((3024, 4032), 205, dtype=np.uint8)
+    coverage = 1 - np.asarray(paper(digit, side=150), dtype=np.float64) / 255
+    photo[900:1050, 2300:2450] = np.round(205 * (1 - 0.8 * coverage))
+    vector = image_to_vector(encode(Image.fromarray(photo), fmt), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
 def test_cmyk_jpeg_reads_as_the_grey_image(digit, reference):
     image = paper(digit).convert("CMYK")
     vector = image_to_vector(encode(image, "JPEG"), DIGIT)
