@@ -20,6 +20,8 @@ An image goes through one pipeline whatever its format or mode:
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
    For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
    or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
+   Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar) is not
+   the digit either, when a digit clear of the border is left beside it.
    Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
    at again in the region around it, decoded finer, as a person would crop the picture to it.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
@@ -692,6 +694,8 @@ def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[i
     if sheet is not None:
         ink = _ink_on_sheet(grey, sheet)
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    elif fit == "digit":
+        ink, bounds = _without_edge_strips(ink, bounds)
     region = _zoom_region(bounds, ink.shape) if zoom is not None else None
     if region is not None:
         try:
@@ -704,6 +708,54 @@ def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[i
         raise InvalidInput(BLANK)
     field /= peak
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
+
+
+def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
+    """``ink`` and its ``bounds`` less what runs along the edge of the picture (the desk beside a
+    photographed page, an app's toolbar in a screenshot, a shadow): ink connected to a quarter of
+    one side of the border or more, inked in one run, when what is left is digit-sized and clear
+    of the border. A digit's strokes meet the border, if at all, for their width, or all round
+    (a picture cropped to them)."""
+    strips = _edge_strips(ink > 0)
+    if strips is None:
+        return ink, bounds
+    rest = np.where(strips, np.float32(0), ink)
+    try:
+        rest_bounds = _ink_bounds(rest, BOX_LEVEL["digit"])
+    except InvalidInput:
+        return ink, bounds  # nothing but the strips: they are what was drawn
+    top, bottom, left, right = rest_bounds
+    if max(bottom - top, right - left) < min(ink.shape) // 10:
+        return ink, bounds  # too small for a digit beside them: specks, or the strips are the digit
+    if top == 0 or left == 0 or bottom == ink.shape[0] or right == ink.shape[1]:
+        return ink, bounds  # the rest meets the border too: a picture cropped to the digit's strokes
+    return rest, rest_bounds
+
+
+def _edge_strips(inked: np.ndarray) -> np.ndarray | None:
+    """The inked pixels connected to a run of inked border pixels a quarter of its side long or
+    more, as a mask; None when there is no such run."""
+    seeds = np.zeros_like(inked)
+    for side in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        seeds[side] = _long_runs(inked[side], max(2, inked[side].size // 4))
+    if not seeds.any():
+        return None
+    region, count = seeds, -1
+    while count != (count := np.count_nonzero(region)):  # grow through the ink, 8-connected, until it stops
+        grown = np.pad(region, 1)
+        grown = grown[:-2] | grown[1:-1] | grown[2:]
+        region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked
+    return region
+
+
+def _long_runs(line: np.ndarray, length: int) -> np.ndarray:
+    """The set elements of the boolean ``line`` that lie in runs of at least ``length``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], line, [False]]).astype(np.int8)))
+    runs = np.zeros_like(line)
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start >= length:
+            runs[start:end] = True
+    return runs
 
 
 def _zoom_region(bounds: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[float, float, float, float] | None:

@@ -239,6 +239,34 @@ def test_a_small_digit_in_a_large_photo_is_read_from_a_finer_look(fmt, digit, re
     assert aligned_correlation(vector, reference) > 0.95
 
 
+def digit_on_page(digit, shade: float = 0.8) -> np.ndarray:
+    """The digit in dark ink on a 600x800 page of ``shade``, as floats (1 = white)."""
+    page = np.full((600, 800), shade)
+    page[150:450, 250:550] *= 1 - 0.8 * (1 - np.asarray(paper(digit, side=300), dtype=np.float64) / 255)
+    return page
+
+
+@pytest.mark.parametrize("strip", [np.s_[:, 680:], np.s_[:150, 600:], np.s_[:60, :]],
+                         ids=["desk along the right", "desk in a corner", "toolbar along the top"])
+def test_what_runs_along_the_edge_of_the_picture_is_not_the_digit(strip, digit, reference):
+    # The desk beside a photographed page, or an app's toolbar in a screenshot, stands out from
+    # the paper as much as the ink does; it is not part of the digit.
+    page = digit_on_page(digit)
+    page[strip] = 0.2
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
+    # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
+    # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
+    tight = np.asarray(paper(digit, side=112))
+    rows, columns = np.flatnonzero((tight < 128).any(axis=1)), np.flatnonzero((tight < 128).any(axis=0))
+    cropped = tight[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    vector = image_to_vector(encode(Image.fromarray(cropped), "PNG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.9
+
+
 def test_cmyk_jpeg_reads_as_the_grey_image(digit, reference):
     image = paper(digit).convert("CMYK")
     vector = image_to_vector(encode(image, "JPEG"), DIGIT)
