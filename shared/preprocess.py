@@ -716,7 +716,7 @@ def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> 
     one side of the border or more, inked in one run, when what is left is digit-sized and clear
     of the border. A digit's strokes meet the border, if at all, for their width, or all round
     (a picture cropped to them)."""
-    strips = _edge_strips(ink > 0)
+    strips = _edge_strips(ink)
     if strips is None:
         return ink, bounds
     rest = np.where(strips, np.float32(0), ink)
@@ -732,11 +732,15 @@ def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> 
     return rest, rest_bounds
 
 
-def _edge_strips(inked: np.ndarray) -> np.ndarray | None:
+def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
     """The inked pixels connected to a run of inked border pixels a quarter of its side long or
-    more, as a mask; None when there is no such run."""
+    more, as a mask; None when there is no such run (at once when no border pixel is inked)."""
+    sides = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])
+    if not any(ink[side].any() for side in sides):
+        return None
+    inked = ink > 0
     seeds = np.zeros_like(inked)
-    for side in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+    for side in sides:
         seeds[side] = _long_runs(inked[side], max(2, inked[side].size // 4))
     if not seeds.any():
         return None
