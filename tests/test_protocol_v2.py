@@ -236,7 +236,8 @@ def test_raw_pixels_are_held_to_the_operators_pixel_limits(registry):
 
 
 @pytest.mark.parametrize("path, structure", [
-    ("/v2/models/iris/infer", '{{"inputs": [{{"name": "input", "shape": [{rows}, 4], "datatype": "FP32", "data": {data}}}]}}'),
+    ("/v2/models/iris/infer",
+     '{{"inputs": [{{"name": "input", "shape": [{rows}, 4], "datatype": "FP32", "data": {data}}}]}}'),
     ("/v1/models/iris:predict", '{{"instances": {data}}}'),
     ("/v1/models/iris:predict", '{{"instances": [{{"input": {row}}}, {{"input": {row}}}], "signature_name": ""}}'),
 ])
@@ -416,7 +417,8 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(name="image", shape=(1,), datatype="BYTES", data=[base64.b64encode(b"GIF89a nope").decode()]), "image"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[5]), "must be strings (BYTES), not a number (5)"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[None]), "must be strings (BYTES), not null"),
-    (one(name="image", shape=(2,), datatype="BYTES", data=["x"]), "input 'image' holds 1 element; its shape [2] needs 2"),
+    (one(name="image", shape=(2,), datatype="BYTES", data=["x"]),
+     "input 'image' holds 1 element; its shape [2] needs 2"),
     ({"inputs": [one()["inputs"][0], one(name="image", shape=(1,), datatype="BYTES", data=["x"])["inputs"][0]]},
      "expected 1 input but got 2 inputs for model 'mnist'"),
     ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist'"),
