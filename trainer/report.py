@@ -102,20 +102,28 @@ def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
+MAX_ANNOTATED_CLASSES = 30  # beyond this a count per cell is unreadable, and a text object per cell is slow
+MAX_LABELLED_CLASSES = 50  # beyond this the class names overlap: the axes number the classes instead
+
+
 def plot_confusion(path: Path, confusion: list[list[int]], labels: list[str], title: str) -> None:
+    """The confusion matrix as a heat map; with few classes each cell also shows its count."""
     plt = _pyplot()
     cm = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(7, 6))
-    image = ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = cm.max() / 2
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if cm[i, j] > threshold else "black")
+    image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
+    named = len(labels) <= MAX_LABELLED_CLASSES
+    if named:
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted" if named else "predicted (class index)")
+    ax.set_ylabel("true" if named else "true (class index)")
+    if len(labels) <= MAX_ANNOTATED_CLASSES:
+        threshold = cm.max() / 2
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > threshold else "black")
     fig.colorbar(image, ax=ax)
     ax.set_title(title)
     fig.tight_layout()
