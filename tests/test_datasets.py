@@ -559,3 +559,13 @@ def test_without_a_home_folder_the_cache_asks_for_a_folder_and_a_data_folder_nee
         assert (out / "model.npz").is_file()
     finally:
         shutil.rmtree(out)
+
+
+def test_the_type_named_decides_how_a_file_is_read_not_its_suffix(tmp_path):
+    npz = tmp_path / "arrays.dat"
+    with open(npz, "wb") as f:
+        np.savez(f, x=np.arange(20.0).reshape(10, 2), y=np.arange(10) % 2)
+    assert load_dataset("npz", path=npz).n_features == 2
+    csv = tmp_path / "table.npz"
+    csv.write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10)))
+    assert load_dataset("csv", path=csv, target="y", task="classification").feature_names == ["a", "b"]

@@ -248,10 +248,11 @@ def fetch_dataset(name: str, *, cache_dir: Path | str | None = None, progress: b
 
 def dataset_key(name: str, path: Path | str | None = None) -> str:
     """What ``load_dataset(name, path=path)`` reads: a known dataset's key, ``csv`` or ``npz``.
-    Any other name with a ``path`` (e.g. the name a CSV dataset was recorded under) is read by the
+    The type a name says wins over the file's suffix (a valid npz may be called data.dat); any
+    other name with a ``path`` (e.g. the name a CSV dataset was recorded under) is read by the
     file's suffix."""
     key = _ALIASES.get(name.lower(), name.lower())
-    if key not in DATASETS and path is not None:
+    if key not in (*DATASETS, "csv", "npz") and path is not None:
         key = "npz" if Path(path).suffix.lower() == ".npz" else "csv"
     return key
 
