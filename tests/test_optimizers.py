@@ -185,7 +185,7 @@ def test_schedule_errors():
         get_schedule("linear", lr=0.1)
     with pytest.raises(ValueError, match="total_epochs"):
         get_schedule("cosine", lr=0.1)
-    with pytest.raises(ValueError, match="step_size must be a whole number of epochs >= 1, got 1.5"):
+    with pytest.raises(ValueError, match="step_size must be a finite whole number, got 1.5"):
         get_schedule("step(step_size=1.5)", lr=0.1)  # was read as 1
 
 

@@ -254,6 +254,16 @@ def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, 
     (["--init", "bar"], "unknown initializer 'bar'"),
     (["--augment", "warp(strength=2)"], "unknown augmentation 'warp'"),
     (["--schedule", "exp"], "unknown schedule 'exp'"),
+    (["--optimizer", "adam(x={[1]: 2})"], "arguments must be literal"),
+    (["--optimizer=" + "-" * 100_000 + "1"], "cannot parse '-----"),
+    (["--optimizer", "adam(x=" + "[" * 500 + "]" * 500 + ")"], "cannot parse"),
+    (["--optimizer", "adam(0.1)"], "betas must be a list of 2 finite numbers, got 0.1"),
+    (["--optimizer", "adam(betas=(0.9,))"], "betas must be a list of 2 finite numbers"),
+    (["--optimizer", "adam(beta1=2)"], "no argument 'beta1' (its arguments: betas, eps)"),
+    (["--optimizer", "adam(eps=1e999)"], "eps must be a finite number, got inf"),
+    (["--activation", 'leaky_relu(alpha="x")'], "alpha must be a finite number, got 'x'"),
+    (["--schedule", "step(step_size=True)"], "step_size must be a finite whole number, got True"),
+    (["--optimizer", "momentum(nesterov=1)"], "nesterov must be True or False, got 1"),
 ])
 def test_a_bad_component_is_refused_before_the_data_is_read(tmp_path, capsys, flags, message):
     """The data file does not exist: the component's error must come first, as it would before

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
+import types
+import typing
+
+SPEC_FORM = "expected 'name' or 'name(key=value, ...)'"
 
 
 def parse_spec(spec: str) -> tuple[str, list, dict]:
@@ -16,17 +21,17 @@ def parse_spec(spec: str) -> tuple[str, list, dict]:
     text = spec.strip()
     try:
         node = ast.parse(text, mode="eval").body
-    except SyntaxError:
-        raise ValueError(f"cannot parse {spec!r}: expected 'name' or 'name(key=value, ...)'") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # the last two: nesting too deep
+        raise ValueError(f"cannot parse {_shown(spec)}: {SPEC_FORM}") from None
     if isinstance(node, ast.Name):
         return node.id.lower(), [], {}
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        raise ValueError(f"cannot parse {spec!r}: expected 'name' or 'name(key=value, ...)'")
+        raise ValueError(f"cannot parse {_shown(spec)}: {SPEC_FORM}")
     try:
         args = [ast.literal_eval(a) for a in node.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except ValueError:
-        raise ValueError(f"cannot parse {spec!r}: arguments must be literal numbers, strings or lists") from None
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):  # TypeError: {[1]: 2}
+        raise ValueError(f"cannot parse {_shown(spec)}: arguments must be literal numbers, strings or lists") from None
     if None in kwargs:
         raise ValueError(f"cannot parse {spec!r}: '**' is not allowed")
     return node.func.id.lower(), args, kwargs
@@ -47,14 +52,15 @@ def build(registry: dict, spec, kind: str, **overrides):
     if name not in registry:
         known = ", ".join(sorted(registry))
         raise ValueError(f"unknown {kind} {name!r}; known: {known}")
-    if args and overrides:
-        kwargs.update(_positional(registry[name], args, kwargs, overrides, f"{kind} {name!r}"))
-        args = []
+    what = f"{kind} {name!r}"
+    if args:
+        kwargs.update(_positional(registry[name], args, kwargs, overrides, what))
+    _check_arguments(registry[name], kwargs, overrides, what)
     kwargs.update(overrides)
     try:
-        return registry[name](*args, **kwargs)
+        return registry[name](**kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad arguments for {kind} {name!r}: {exc}") from None
+        raise ValueError(f"bad arguments for {what}: {exc}") from None
 
 
 def _positional(factory, args: list, kwargs: dict, overrides: dict, what: str) -> dict:
@@ -64,9 +70,60 @@ def _positional(factory, args: list, kwargs: dict, overrides: dict, what: str) -
     names = [name for name, parameter in inspect.signature(factory).parameters.items()
              if name not in overrides and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)]
     if len(args) > len(names):
-        raise ValueError(f"bad arguments for {what}: {len(args)} values without names; it takes at most "
-                         f"{len(names)} ({', '.join(names)})")
+        takes = f"it takes at most {len(names)} ({', '.join(names)})" if names else "it takes none"
+        raise ValueError(f"bad arguments for {what}: {len(args)} values without names; {takes}")
     named = dict(zip(names, args))
     if twice := sorted(set(named) & set(kwargs)):
         raise ValueError(f"bad arguments for {what}: {', '.join(twice)} given both by position and by name")
     return named
+
+
+def _check_arguments(factory, kwargs: dict, overrides: dict, what: str) -> None:
+    """Refuse a spec's argument that the component does not take, or of the wrong kind, in words
+    (not Python's "'float' object is not iterable"): each is checked against its annotation."""
+    parameters = {name: parameter for name, parameter in inspect.signature(factory, eval_str=True).parameters.items()
+                  if name not in overrides and parameter.kind != parameter.VAR_POSITIONAL}
+    takes_any = any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters.values())
+    settable = [name for name, parameter in parameters.items() if parameter.kind != parameter.VAR_KEYWORD]
+    for key, value in kwargs.items():
+        if key not in parameters and not takes_any:
+            takes = f"its arguments: {', '.join(settable)}" if settable else "it takes no arguments"
+            raise ValueError(f"bad arguments for {what}: no argument {key!r} ({takes})")
+        expected = _mismatch(value, parameters[key].annotation) if key in parameters else None
+        if expected:
+            raise ValueError(f"bad arguments for {what}: {key} must be {expected}, got {_shown(value)}")
+
+
+def _mismatch(value, annotation) -> str | None:
+    """What ``value`` should be when it does not fit ``annotation`` (float, int, bool, a tuple of
+    them, or one of those or None); None when it fits or the parameter is not annotated."""
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in kinds:
+        return None
+    kind = next((k for k in kinds if k is not type(None)), inspect.Parameter.empty)
+    if kind is bool:
+        return None if isinstance(value, bool) else "True or False"
+    if kind in (int, float):
+        number = "a finite whole number" if kind is int else "a finite number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            return number
+        return number if kind is int and value != int(value) else None
+    if typing.get_origin(kind) is tuple:
+        items = typing.get_args(kind)
+        fits = isinstance(value, (tuple, list)) and len(value) == len(items)
+        if not fits or any(_mismatch(v, k) for v, k in zip(value, items)):
+            return f"a list of {len(items)} finite numbers"
+    return None
+
+
+def _shown(value) -> str:
+    """``repr(value)``, cut short: a spec of 100,000 minus signs is not repeated whole."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer beyond a float's range
+        return False
