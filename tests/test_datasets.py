@@ -569,3 +569,33 @@ def test_the_type_named_decides_how_a_file_is_read_not_its_suffix(tmp_path):
     csv = tmp_path / "table.npz"
     csv.write_text("a,b,y\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10)))
     assert load_dataset("csv", path=csv, target="y", task="classification").feature_names == ["a", "b"]
+
+
+def test_npz_that_numpy_reads_but_holds_no_usable_arrays_is_refused_naming_it(tmp_path):
+    import zipfile
+
+    path = tmp_path / "notes.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.txt", "not an array")
+        archive.writestr("y.txt", "nor this")
+    with pytest.raises(DatasetError, match="notes.npz: the member 'x.txt' is not a .npy array"):
+        load_dataset("npz", path=path)
+    np.savez(path, x=np.array(3.0), y=np.array([1]))
+    with pytest.raises(DatasetError, match=r"notes.npz: x holds a single value \(shape \(\)\)"):
+        load_dataset("npz", path=path)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["cat", "dog", "cat"], "labels names the class cat more than once"),
+    ([["cat", "dog", "eel"]], r"labels has shape \(1, 3\)"),
+    (["cat", " ", "eel"], r"labels holds an empty class name \(index 1\)"),
+])
+def test_npz_labels_that_cannot_name_the_classes_are_refused_at_load(tmp_path, capsys, labels, message):
+    """Naming a class twice was refused only once the model was written, naming a deleted temporary file."""
+    path = tmp_path / "animals.npz"
+    np.savez(path, x=np.arange(40.0).reshape(20, 2), y=np.arange(20) % 3, labels=np.array(labels))
+    with pytest.raises(DatasetError, match=f"animals.npz: {message}"):
+        load_dataset("npz", path=path)
+    assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--epochs", "1", "--no-progress",
+                     "--output", str(tmp_path / "run")]) == 2
+    assert "animals.npz" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -572,6 +573,9 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             for key in npz.files:
                 try:
                     arrays[key] = npz[key]
+                    if not isinstance(arrays[key], np.ndarray):  # numpy hands a member that is no .npy as bytes
+                        raise DatasetError(f"{path}: the member {key!r} is not a .npy array: an .npz holds arrays "
+                                           "saved with numpy.savez")
                 except ValueError as exc:
                     if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
                         raise DatasetError(f"{path}: array {key!r} holds Python objects (pickle); refused: "
@@ -597,6 +601,9 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     def features(a, key):
         if a.dtype.kind not in "biuf":  # booleans are 0/1 features (pandas' get_dummies writes them)
             raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
+        if a.ndim == 0:
+            raise DatasetError(f"{path}: {key} holds a single value (shape ()); expected one row per example, "
+                               "of shape (n, n_features)")
         if len(a) == 0:
             raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
                                "scored on")
@@ -675,7 +682,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
                                f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
                                "is a quantity, train with --task regression")
         if "labels" in arrays:
-            labels = [str(v) for v in arrays["labels"].reshape(-1)]
+            labels = _class_names(arrays["labels"], path)
             if len(labels) < n_classes:
                 raise DatasetError(f"{path}: labels names {len(labels)} classes but the targets go up to {n_classes - 1}")
         else:
@@ -684,6 +691,19 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
                    labels=labels, labels_are_indices=task == "classification" and not named and "labels" not in arrays,
                    target="y" if task == "regression" else None, files={path.name: _sha256(path)}, split=split,
                    input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
+
+
+def _class_names(labels: np.ndarray, path: Path) -> list[str]:
+    """An npz's ``labels`` array as the class names: one dimension, each name given once and not empty."""
+    if labels.ndim != 1:
+        raise DatasetError(f"{path}: labels has shape {labels.shape}; expected one name per class, shape (n_classes,)")
+    names = [str(v) for v in labels]
+    if empty := [i for i, name in enumerate(names) if not name.strip()]:
+        raise DatasetError(f"{path}: labels holds an empty class name (index {empty[0]})")
+    if twice := sorted(name for name, count in Counter(names).items() if count > 1):
+        raise DatasetError(f"{path}: labels names the class{'es' if len(twice) > 1 else ''} {', '.join(twice)} "
+                           "more than once: give each class one name")
+    return names
 
 
 def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
