@@ -1324,3 +1324,42 @@ def test_a_confusion_plot_of_many_classes_writes_no_text_per_cell(tmp_path, monk
                    "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "run") == 0
     assert time.monotonic() - started < 20
     assert (tmp_path / "run" / "confusion.png").is_file() and texts == []
+
+
+def edit_manifest(model_file: Path, change) -> None:
+    """Rewrite a model file's manifest as a hand edit would: the parameters' checksum still holds."""
+    with np.load(model_file, allow_pickle=False) as archive:
+        members = {key: archive[key] for key in archive.files}
+    manifest = json.loads(members["manifest"].tobytes())
+    change(manifest)
+    members["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(model_file, **members)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("training.config.dataset", ["x"], 'training.config.dataset must be text, not ["x"]'),
+    ("training.config.data_path", 5, "training.config.data_path must be text, not 5"),
+    ("training.config.variant", 5, "training.config.variant must be text, not 5"),
+    ("training.config.seed", "x", 'training.config.seed must be a whole number, 0 or more, not "x"'),
+    ("training.dataset.files", {"data.csv": 5}, "training.dataset.files must be an object of file names"),
+    ("input.feature_names", 5, "input.feature_names must be a list of 3 distinct column names"),
+    ("input.feature_names", ["a", "b"], "input.feature_names must be a list of 3"),
+    ("input.feature_names", ["a", "a", "c"], "input.feature_names must be a list of 3 distinct"),
+])
+def test_evaluate_refuses_recorded_fields_of_the_wrong_kind_naming_them(tmp_path, wine_csv, capsys, field, value,
+                                                                        message):
+    """The checksum covers the parameters, not the manifest's data options or columns: an edited
+    one gave a traceback, or scored the wrong columns (11 copies of one) without a word."""
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task",
+                   "regression", "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    *parents, key = field.split(".")
+
+    def change(manifest):
+        section = manifest
+        for part in parents:
+            section = section[part]
+        section[key] = value
+
+    edit_manifest(registry / "data" / "1" / "model.npz", change)
+    assert f"data v1: its manifest's {message}" in refused(capsys, "evaluate", "--registry", registry, "--model", "data")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -214,6 +215,7 @@ def cmd_evaluate(args) -> int:
         raise CommandError(f"{name} has no version {version} in {args.registry}; "
                            f"its versions: {', '.join(map(str, versions))}")
     model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
+    _check_recorded(model, f"{name} v{version}")
     training = _object(model.manifest.get("training"))
     config = _object(training.get("config"))
     recorded_dataset = _object(training.get("dataset"))
@@ -264,6 +266,39 @@ def cmd_evaluate(args) -> int:
     say(f"{name} v{version} on {dataset.name} ({dataset.split})")
     say(report.format_metrics(metrics))
     return 0
+
+
+def _is_seed(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_recorded(model, what: str) -> None:
+    """Refuse a model whose manifest records what evaluate reads (its data options, its columns) as the
+    wrong kind of value: the checksum covers the parameters, not these, which a hand edit can change."""
+    manifest = model.manifest
+    training = _object(manifest.get("training"))
+    config, dataset = _object(training.get("config")), _object(training.get("dataset"))
+    inputs = model.input_size
+
+    def names_inputs(value) -> bool:
+        return (isinstance(value, list) and len(value) == inputs and all(isinstance(v, str) for v in value)
+                and len(set(value)) == len(value))
+
+    fields = [(f"training.config.{key}", config.get(key), lambda v: isinstance(v, str), "text")
+              for key in ("dataset", "data_path", "variant", "target", "task")]
+    fields += [(f"training.dataset.{key}", dataset.get(key), lambda v: isinstance(v, str), "text")
+               for key in ("name", "variant")]
+    fields += [("training.config.seed", config.get("seed"), _is_seed, "a whole number, 0 or more"),
+               ("training.dataset.files", dataset.get("files"),
+                lambda v: isinstance(v, dict) and all(isinstance(sha, str) for sha in v.values()),
+                "an object of file names and their SHA-256"),
+               ("input.feature_names", _object(manifest.get("input")).get("feature_names"), names_inputs,
+                f"a list of {inputs} distinct column names, one per input")]
+    for field, value, fits, expected in fields:
+        if value is not None and not fits(value):
+            shown = json.dumps(value)
+            raise CommandError(f"{what}: its manifest's {field} must be {expected}, not "
+                               f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
 
 
 def _columns_of(model, dataset, what: str):
