@@ -243,19 +243,23 @@ class Registry:
                                 f"{os.getuid()} ({error.strerror or error})")
         self.highest_published(name)  # a damaged record is refused now, not after training
 
-    def publish(self, name: str, build: Callable[[Path, int], None]) -> int:
+    def publish(self, name: str, build: Callable[[Path, int], None],
+                on_published: Callable[[int], None] = lambda version: None) -> int:
         """Publish a new version of ``name`` and return its number.
 
         ``build(folder, version)`` writes the version's files (``model.npz`` and any extras)
         into a temporary folder; it is then renamed to ``<name>/<version>`` in one step. The
         number is one above any this model has used (see the class docstring). If another publisher
-        took that number first, the version is built again with the next.
+        took that number first, the version is built again with the next. ``on_published(version)``
+        is called as soon as the version is in place, even when Ctrl-C or SIGTERM stops the
+        publisher right after the rename, so the caller knows what it published.
         """
         folder = self.root / check_name(name)
         with removed_if_left_empty(_make_folder(folder)):
-            return self._publish_into(folder, name, build)
+            return self._publish_into(folder, name, build, on_published)
 
-    def _publish_into(self, folder: Path, name: str, build: Callable[[Path, int], None]) -> int:
+    def _publish_into(self, folder: Path, name: str, build: Callable[[Path, int], None],
+                      on_published: Callable[[int], None]) -> int:
         self.remove_stale_temporaries(name)
         for _ in range(100):
             version = self._highest_used(name) + 1
@@ -278,6 +282,7 @@ class Registry:
                 # a later publish could give again once it is deleted.
                 self._record_given(name, version)
                 os.rename(tmp, folder / str(version))  # fails if that version exists (not empty)
+                on_published(version)
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 if (folder / str(version)).exists():
@@ -285,9 +290,13 @@ class Registry:
                 raise RegistryError(f"cannot publish {name} v{version} into {self.root}: {e.strerror or e}; "
                                     "nothing was published") from None
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:  # stopped just after the rename: the version is published all the same
+                    on_published(version)
                 raise
-            _fsync_dir(folder)  # the new version survives a crash
+            with contextlib.suppress(OSError):  # the version is published: a failure here must not say otherwise
+                _fsync_dir(folder)  # the new version survives a crash
             return version
         raise RegistryError(f"cannot publish {name}: too many concurrent publishers")
 

@@ -1363,3 +1363,36 @@ def test_evaluate_refuses_recorded_fields_of_the_wrong_kind_naming_them(tmp_path
 
     edit_manifest(registry / "data" / "1" / "model.npz", change)
     assert f"data v1: its manifest's {message}" in refused(capsys, "evaluate", "--registry", registry, "--model", "data")
+
+
+@pytest.mark.parametrize("moment", ["the rename returns", "the folder is synced"])
+@pytest.mark.parametrize("command", ["train", "publish"])
+def test_a_signal_just_after_the_version_is_in_place_says_it_was_published(tmp_path, blobs_npz, monkeypatch,
+                                                                           capsys, moment, command):
+    """The version is renamed into place, then SIGTERM comes: 'nothing was published' would be false."""
+    import shared.registry
+
+    registry, saved = tmp_path / "models", tmp_path / "saved"
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    if command == "publish":
+        assert run_cli("train", *data, "--output", saved) == 0
+    rename, fsync_dir = os.rename, shared.registry._fsync_dir
+
+    def rename_then_terminated(source, target):
+        rename(source, target)
+        if moment == "the rename returns" and Path(source).name.startswith(".tmp-"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def fsync_then_terminated(folder):
+        fsync_dir(folder)
+        if moment == "the folder is synced" and folder == registry / "blobs":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(shared.registry.os, "rename", rename_then_terminated)
+    monkeypatch.setattr(shared.registry, "_fsync_dir", fsync_then_terminated)
+    args = ["publish", saved, "--registry", registry] if command == "publish" else ["train", *data, "--publish",
+                                                                                    "--registry", registry]
+    capsys.readouterr()
+    assert run_cli(*args) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == f"terminated after publishing blobs v1 in {registry / 'blobs' / '1'}\n"
+    assert Registry(registry).versions("blobs") == [1]

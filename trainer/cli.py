@@ -180,13 +180,22 @@ def cmd_train(args) -> int:
                            "--registry out (--output names a folder for a run that is not published)")
     config = config_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
-    train.run(config, publish_to=(args.registry or DEFAULT_REGISTRY) if args.publish else None,
-              output_dir=args.output, command=command, log=say)
+    registry = args.registry or DEFAULT_REGISTRY
+    train.run(config, publish_to=registry if args.publish else None, output_dir=args.output, command=command,
+              log=say, on_published=_recording_published(args, registry))
     return 0
 
 
+def _recording_published(args: argparse.Namespace, registry: str):
+    """The ``on_published`` that notes in ``args`` where the version went, for ``_stopped`` to tell."""
+    def record(name: str, version: int) -> None:
+        args.published = f"{name} v{version} in {Path(registry) / name / str(version)}"
+    return record
+
+
 def cmd_publish(args) -> int:
-    name, version = train.publish_saved(Path(args.folder), args.registry, args.name)
+    name, version = train.publish_saved(Path(args.folder), args.registry, args.name,
+                                        _recording_published(args, args.registry))
     say(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
     return 0
 
@@ -516,10 +525,15 @@ def _stop_behind(error: BaseException) -> BaseException | None:
 
 
 def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
-    """Say that the command stopped (and, for one that was publishing, that nothing was); its exit status."""
+    """Say that the command stopped (and, for one that was publishing, what it published: nothing, or a
+    version already in place when the signal came); its exit status."""
     what, status = ("terminated", 128 + stop.signum) if isinstance(stop, Terminated) else ("interrupted", 130)
     publishing = args.command == "publish" or getattr(args, "publish", False)
-    warn(what + (": nothing was published" if publishing else ""))
+    published = getattr(args, "published", None)
+    if published:
+        warn(f"{what} after publishing {published}")
+    else:
+        warn(what + (": nothing was published" if publishing else ""))
     return status
 
 

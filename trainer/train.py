@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError
@@ -594,9 +594,11 @@ def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, pre
             f"python -m trainer publish {folder} --registry {registry}")
 
 
-def publish_saved(folder: Path, registry: str, name: str | None = None) -> tuple[str, int]:
+def publish_saved(folder: Path, registry: str, name: str | None = None,
+                  on_published: Callable[[str, int], None] = lambda name, version: None) -> tuple[str, int]:
     """Publish a run written to a folder (``--output``, or kept after a failed publish): its
-    model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``."""
+    model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``;
+    ``on_published(name, version)`` as ``Registry.publish`` calls it."""
     model_path = folder / MODEL_FILE
     manifest = load_model(model_path).manifest  # validated, as the service would load it
     with np.load(model_path, allow_pickle=False) as npz:
@@ -611,12 +613,14 @@ def publish_saved(folder: Path, registry: str, name: str | None = None) -> tuple
             if (folder / extra).is_file():
                 shutil.copyfile(folder / extra, version_folder / extra)
 
-    return name, target.publish(name, build)
+    return name, target.publish(name, build, lambda version: on_published(name, version))
 
 
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
-        command: str | None = None, log=print) -> dict:
-    """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry)."""
+        command: str | None = None, log=print,
+        on_published: Callable[[str, int], None] = lambda name, version: None) -> dict:
+    """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry; then
+    ``on_published(name, version)`` as ``Registry.publish`` calls it)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
@@ -654,7 +658,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
 
         try:
-            result["version"] = Registry(publish_to).publish(name, build)
+            result["version"] = Registry(publish_to).publish(name, build, lambda version: on_published(name, version))
         except RegistryError as e:  # a disk that filled during the training, say: keep what it trained
             raise RegistryError(f"{e}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
                 from None
