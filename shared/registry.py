@@ -232,11 +232,14 @@ class Registry:
         """Raise RegistryError now if publishing ``name`` could not work (a bad name, a registry
         path that is a file, a folder that cannot be written), so that a long training run is
         not spent before finding out."""
-        check_name(name)
-        target = self.root / name
+        target = self.root / check_name(name)
         for path in (self.root, target):
+            if path.is_symlink() and not path.exists():  # mkdir would find it there, and fail
+                raise RegistryError(f"cannot publish into {path}: it is a link to {os.readlink(path)}, "
+                                    "which does not exist")
             if path.exists() and not path.is_dir():
                 raise RegistryError(f"cannot publish into {path}: it is not a folder")
+        self.model_folder(name)  # not a link leading outside the registry, whose versions would not be read
         existing, error = try_writing(target)
         if error is not None:
             raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable by uid "
@@ -254,7 +257,7 @@ class Registry:
         is called as soon as the version is in place, even when Ctrl-C or SIGTERM stops the
         publisher right after the rename, so the caller knows what it published.
         """
-        folder = self.root / check_name(name)
+        folder = self.model_folder(name)
         with removed_if_left_empty(_make_folder(folder)):
             return self._publish_into(folder, name, build, on_published)
 

@@ -1396,3 +1396,48 @@ def test_a_signal_just_after_the_version_is_in_place_says_it_was_published(tmp_p
     assert run_cli(*args) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == f"terminated after publishing blobs v1 in {registry / 'blobs' / '1'}\n"
     assert Registry(registry).versions("blobs") == [1]
+
+
+@pytest.mark.parametrize("link", ["the registry", "the model folder"])
+def test_a_dangling_link_where_the_version_would_go_is_refused_before_training(tmp_path, blobs_npz, capsys, link):
+    registry = tmp_path / "models"
+    if link == "the model folder":
+        registry.mkdir()
+    linked = registry if link == "the registry" else registry / "blobs"
+    linked.symlink_to(tmp_path / "gone")
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress", "--publish",
+                   "--registry", registry) == 2
+    captured = capsys.readouterr()
+    assert f"cannot publish into {linked}: it is a link to {tmp_path / 'gone'}, which does not exist" in captured.err
+    assert "epoch 1/" not in captured.out
+
+
+def test_an_os_error_while_publishing_keeps_the_trained_model(tmp_path, blobs_npz, monkeypatch, capsys):
+    """A link that dangles once the training is over: mkdir raised 'File exists' and the model was lost."""
+    registry = tmp_path / "models"
+    monkeypatch.setattr(Registry, "check_publishable", lambda self, name: None)
+    registry.symlink_to(tmp_path / "gone")
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", registry) == 2
+    err = capsys.readouterr().err
+    kept = re.search(r"the trained model is kept in (\S+): publish it from there", err)
+    assert err.startswith(f"error: cannot publish blobs into {registry}: ") and kept, err
+    assert (Path(kept[1]) / "model.npz").is_file()
+    shutil.rmtree(kept[1])
+
+
+@pytest.mark.parametrize("command", ["train", "publish"])
+def test_a_model_folder_leading_outside_the_registry_is_refused_before_publishing(tmp_path, blobs_npz, capsys,
+                                                                                 command):
+    """Published through such a link, the version was then refused by evaluate and the service."""
+    registry, outside, saved = tmp_path / "models", tmp_path / "outside", tmp_path / "saved"
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    if command == "publish":
+        assert run_cli("train", *data, "--output", saved) == 0
+    outside.mkdir()
+    registry.mkdir()
+    (registry / "blobs").symlink_to(outside)
+    args = ["publish", saved, "--registry", registry] if command == "publish" else ["train", *data, "--publish",
+                                                                                    "--registry", registry]
+    assert "the folder blobs leads outside the registry (a link)" in refused(capsys, *args)
+    assert list(outside.iterdir()) == []

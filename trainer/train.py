@@ -659,8 +659,9 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
 
         try:
             result["version"] = Registry(publish_to).publish(name, build, lambda version: on_published(name, version))
-        except RegistryError as e:  # a disk that filled during the training, say: keep what it trained
-            raise RegistryError(f"{e}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
+        except (RegistryError, OSError) as e:  # a disk that filled during the training, say: keep what it trained
+            reason = e if isinstance(e, RegistryError) else f"cannot publish {name} into {publish_to}: {e}"
+            raise RegistryError(f"{reason}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
                 from None
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
