@@ -1441,3 +1441,13 @@ def test_a_model_folder_leading_outside_the_registry_is_refused_before_publishin
                                                                                     "--registry", registry]
     assert "the folder blobs leads outside the registry (a link)" in refused(capsys, *args)
     assert list(outside.iterdir()) == []
+
+
+def test_a_run_with_stderr_closed_trains_and_writes_its_outputs(tmp_path, blobs_npz):
+    """``2>&-``: Python's sys.stderr is None, and the progress bar's check of it crashed the run."""
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path", blobs_npz,
+                           "--epochs", "1", "--output", tmp_path / "run"], stdout=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(2), timeout=120)
+    assert done.returncode == 0 and "saved blobs in" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "confusion.png", "learning_curves.png", "metrics.jsonl", "model.npz"]

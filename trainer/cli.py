@@ -28,7 +28,10 @@ INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which 
 
 
 def _print_while_read(stream, values) -> None:
-    """``print`` to ``stream``; once its reader has gone, to os.devnull (see ``say`` and ``warn``)."""
+    """``print`` to ``stream``; once its reader has gone, to os.devnull (see ``say`` and ``warn``).
+    A stream closed before the start (``2>&-``), which Python makes None, gets nothing."""
+    if stream is None:
+        return
     try:
         print(*values, file=stream, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
     except BrokenPipeError:

@@ -259,7 +259,7 @@ class EpochProgress:
 
     def __init__(self, total: int, epoch: int, epochs: int, enabled: bool):
         self.bar = None
-        if enabled and sys.stderr.isatty() and _terminal_width() > 0:
+        if enabled and sys.stderr is not None and sys.stderr.isatty() and _terminal_width() > 0:  # None: 2>&-
             try:
                 from tqdm import tqdm
             except ImportError:
