@@ -769,6 +769,12 @@ def test_evaluate_matches_a_files_classes_to_the_models_by_name(tmp_path, animal
     bees = write_animals_csv(tmp_path / "bees.csv", ["bee"], seed=2)
     assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", bees) == 0
     assert "accuracy 100.00%  (n=150)" in capsys.readouterr().out
+    # Nor does a file of one row, or of identical rows, need a split: each of them is scored.
+    for rows in (1, 3):
+        one_bee = tmp_path / f"bee{rows}.csv"
+        one_bee.write_text("x1,x2,kind\n" + "0.1,2.9,bee\n" * rows)
+        assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", one_bee) == 0
+        assert f"accuracy 100.00%  (n={rows})" in capsys.readouterr().out
     with_a_dog = tmp_path / "dogs.csv"
     with_a_dog.write_text(bees_and_cats.read_text().replace(",cat\n", ",dog\n", 1))
     assert refused(capsys, "evaluate", "--registry", animals_model, "--model", "animals", "--data-path",

@@ -212,7 +212,7 @@ def cmd_evaluate(args) -> int:
     from shared.model_file import load_model
     from shared.registry import Registry
 
-    from .datasets import dataset_key, load_dataset
+    from .datasets import TEST_FRACTION, dataset_key, load_dataset
 
     registry = Registry(args.registry)
     if not registry.root.is_dir():
@@ -246,15 +246,18 @@ def cmd_evaluate(args) -> int:
     # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
     image = _object(model_input.get("preprocessing")).get("fit") \
         if dataset_key(dataset_name, path) == "npz" and model_input.get("kind") == "image" else None
+    trained_files = _object(recorded_dataset.get("files"))
+    # A file the model never saw: every row of it is a test row, not only the share a training run
+    # would have held out of it (so a file of one row is scored too).
+    unseen_file = bool(trained_files) and path is not None and Path(path).name not in trained_files
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
-                           seed=config.get("seed", 0), test_only=True, image=image)
-    trained_files = _object(recorded_dataset.get("files"))
-    if trained_files and dataset.files and not set(dataset.files) & set(trained_files) and len(dataset.x_train):
-        # A file the model never saw: every row of it is a test row, not only the share a training
-        # run would have held out of it.
+                           seed=config.get("seed", 0), test_only=True, image=image,
+                           test_fraction=None if unseen_file else TEST_FRACTION)
+    if trained_files and dataset.files and not set(dataset.files) & set(trained_files) and \
+            (len(dataset.x_train) or unseen_file):
         dataset = dataclasses.replace(
             dataset, x_test=np.concatenate([dataset.x_train, dataset.x_test]),
             y_test=np.concatenate([dataset.y_train, dataset.y_test]),

@@ -174,7 +174,7 @@ _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
 def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
                  variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
                  path: Path | str | None = None, target: str | None = None, task: str | None = None,
-                 test_path: Path | str | None = None, test_fraction: float = TEST_FRACTION,
+                 test_path: Path | str | None = None, test_fraction: float | None = TEST_FRACTION,
                  test_only: bool = False, image: str | None = None) -> Dataset:
     """Load a dataset by name: ``mnist``, ``fashion-mnist``, ``wine-quality``, ``csv`` or ``npz``.
 
@@ -189,7 +189,8 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     Any other name with a ``path`` reads that file by its suffix (the name such a dataset is
     recorded under is the file's stem).
     Without a test split (no ``test_path`` for CSV, only x and y in an NPZ) ``test_fraction``
-    of the rows is held out, identical feature rows kept on one side, chosen by ``seed``.
+    of the rows is held out, identical feature rows kept on one side, chosen by ``seed``; with
+    ``test_fraction`` None (csv and npz only) every row is a test row and the training split is empty.
 
     ``test_only`` (scoring a model): a dataset with an official test split (MNIST, Fashion-MNIST)
     reads its test files only, and its training split is empty. Any other needs every row to
@@ -482,6 +483,16 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
+def _test_split(x: np.ndarray, fraction: float | None, seed: int, file_name: str
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Indices (train, test) of a file's rows (``grouped_holdout``) and how they were drawn; with
+    ``fraction`` None every row is a test row (scoring a model on a file it never saw)."""
+    if fraction is None:
+        return np.arange(0), np.arange(len(x)), f"every row of {file_name}"
+    train, test = grouped_holdout(x, fraction, seed)
+    return train, test, f"{fraction:.0%} of {file_name} held out, grouped by duplicate rows, seed {seed}"
+
+
 def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, *, grouped: bool = False
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val): a random ``fraction`` of the rows for validation.
@@ -507,7 +518,7 @@ def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, *
 # Generic CSV and NPZ
 
 def load_csv(path: Path | str, *, target: str | None, task: str | None, test_path: Path | str | None = None,
-             seed: int = 0, test_fraction: float = TEST_FRACTION) -> Dataset:
+             seed: int = 0, test_fraction: float | None = TEST_FRACTION) -> Dataset:
     """A dataset from a CSV file with a header row; every column but ``target`` is a numeric feature.
 
     For classification the target may hold names or numbers; the classes are its distinct
@@ -529,10 +540,9 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
         files[test_path.name] = _sha256(test_path)
         split = f"test file {test_path.name}"
     else:
-        train, test = grouped_holdout(x, test_fraction, seed)
+        train, test, split = _test_split(x, test_fraction, seed, path.name)
         x, x_test = x[train], x[test]
         y_raw, y_test_raw = [y_raw[i] for i in train], [y_raw[i] for i in test]
-        split = f"{test_fraction:.0%} of {path.name} held out, grouped by duplicate rows, seed {seed}"
 
     labels = None
     if task == "classification":
@@ -545,7 +555,7 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
 
 def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
-             test_fraction: float = TEST_FRACTION, image: str | None = None) -> Dataset:
+             test_fraction: float | None = TEST_FRACTION, image: str | None = None) -> Dataset:
     """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
     optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
     targets and regression for float ones; features of more than 2 dimensions are flattened.
@@ -591,7 +601,6 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         split = f"x_test/y_test of {path.name}"
     elif {"x", "y"} <= arrays.keys():
         x, y, x_test, y_test = arrays["x"], arrays["y"], None, None
-        split = f"{test_fraction:.0%} of {path.name} held out, grouped by duplicate rows, seed {seed}"
     else:
         raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
                            f"found {', '.join(sorted(arrays)) or 'none'}")
@@ -653,7 +662,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     if len(x) != len(y):
         raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
     if x_test is None:
-        train, test = grouped_holdout(x, test_fraction, seed)
+        train, test, split = _test_split(x, test_fraction, seed, path.name)
         x, y, x_test, y_test = x[train], y[train], x[test], y[test]
     else:
         x_test, y_test = features(x_test, "x_test"), targets(y_test, "y_test")
@@ -676,7 +685,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             raise DatasetError(f"{path}: y holds an empty class name")
         labels, (y, y_test) = _class_indices(names)
     elif task == "classification":
-        n_classes = int(max(y.max(), y_test.max())) + 1
+        n_classes = int(np.concatenate([y, y_test]).max()) + 1
         if n_classes > MAX_CLASSES:
             raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
                                f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
