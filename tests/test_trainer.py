@@ -1457,3 +1457,26 @@ def test_a_run_with_stderr_closed_trains_and_writes_its_outputs(tmp_path, blobs_
     assert done.returncode == 0 and "saved blobs in" in done.stdout
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "confusion.png", "learning_curves.png", "metrics.jsonl", "model.npz"]
+
+
+def test_evaluate_refuses_data_whose_split_would_hold_rows_the_model_trained_on(tmp_path, wine_csv, capsys):
+    """A model trained on two files, scored on one of them: the split drawn from it alone is not its
+    held-out split, so rows it trained on would be scored as if it had never seen them."""
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task",
+                   "regression", "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    edit_manifest(registry / "data" / "1" / "model.npz",
+                  lambda manifest: manifest["training"]["dataset"]["files"].update({"more.csv": "0" * 64}))
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "data").startswith(
+        "data v1 was trained on data.csv, more.csv; the data read here is data.csv: a split drawn from it would "
+        "score rows the model trained on")
+
+
+def test_evaluate_refuses_both_wines_for_the_red_wine_model(datasets_dir, capsys):
+    registry = Path(__file__).resolve().parents[1] / "models"
+    assert "a split drawn from it would score rows the model trained on" in refused(
+        capsys, "evaluate", "--registry", registry, "--model", "wine-quality", "--version", 1, "--variant", "both",
+        "--data-dir", datasets_dir / "wine-quality")
+    assert run_cli("evaluate", "--registry", registry, "--model", "wine-quality", "--version", 1, "--variant", "white",
+                   "--data-dir", datasets_dir / "wine-quality") == 0
+    assert "every row of winequality-white.csv, which wine-quality v1 was not trained on" in capsys.readouterr().out

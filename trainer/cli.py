@@ -256,17 +256,7 @@ def cmd_evaluate(args) -> int:
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0), test_only=True, image=image,
                            test_fraction=None if unseen_file else TEST_FRACTION)
-    if trained_files and dataset.files and not set(dataset.files) & set(trained_files) and \
-            (len(dataset.x_train) or unseen_file):
-        dataset = dataclasses.replace(
-            dataset, x_test=np.concatenate([dataset.x_train, dataset.x_test]),
-            y_test=np.concatenate([dataset.y_train, dataset.y_test]),
-            split=f"every row of {', '.join(dataset.files)}, which {name} v{version} was not trained on")
-    changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
-    if changed and dataset.name == recorded_dataset.get("name"):
-        warn(f"note: {', '.join(changed)} differs from the file {name} v{version} was trained on (SHA-256 "
-             "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
-             "and may include rows it trained on")
+    dataset = _scored_rows(dataset, trained_files, recorded_dataset.get("name"), unseen_file, f"{name} v{version}")
     x_test = _columns_of(model, dataset, f"{name} v{version}")
     if x_test.shape[1] != model.input_size:
         raise CommandError(f"{name} v{version} takes {model.input_size} features; {dataset.name} "
@@ -281,6 +271,29 @@ def cmd_evaluate(args) -> int:
     say(f"{name} v{version} on {dataset.name} ({dataset.split})")
     say(report.format_metrics(metrics))
     return 0
+
+
+def _scored_rows(dataset, trained_files: dict, trained_name, unseen_file: bool, what: str):
+    """The dataset with the rows to score as its test split: every row of files the model never saw,
+    the held-out rows of those it trained on. Files it trained on read together with others are
+    refused: the split drawn from them all would hold rows it trained on."""
+    read, trained = set(dataset.files), set(trained_files)
+    drawn = len(dataset.x_train) > 0  # not an official test split read alone
+    if trained and read and not read & trained and (drawn or unseen_file):
+        return dataclasses.replace(
+            dataset, x_test=np.concatenate([dataset.x_train, dataset.x_test]),
+            y_test=np.concatenate([dataset.y_train, dataset.y_test]),
+            split=f"every row of {', '.join(dataset.files)}, which {what} was not trained on")
+    if drawn and read & trained and read != trained:
+        raise CommandError(f"{what} was trained on {', '.join(sorted(trained))}; the data read here is "
+                           f"{', '.join(sorted(read))}: a split drawn from it would score rows the model trained "
+                           "on. Score it on the data it was trained on, or on a file it never saw")
+    changed = sorted(f for f, sha in dataset.files.items() if f in trained_files and trained_files[f] != sha)
+    if changed and dataset.name == trained_name:
+        warn(f"note: {', '.join(changed)} differs from the file {what} was trained on (SHA-256 "
+             "recorded in its manifest): the held-out rows scored here are not the split it was measured on, "
+             "and may include rows it trained on")
+    return dataset
 
 
 def _is_seed(value) -> bool:
