@@ -1480,3 +1480,15 @@ def test_evaluate_refuses_both_wines_for_the_red_wine_model(datasets_dir, capsys
     assert run_cli("evaluate", "--registry", registry, "--model", "wine-quality", "--version", 1, "--variant", "white",
                    "--data-dir", datasets_dir / "wine-quality") == 0
     assert "every row of winequality-white.csv, which wine-quality v1 was not trained on" in capsys.readouterr().out
+
+
+def test_overfit_trains_for_enough_steps_when_the_subset_is_one_batch(wine_csv, capsys):
+    """16 examples are one batch, one step an epoch: 200 epochs were 200 steps, too few for a correct
+    network, which was reported as broken. It trains for a step budget, stopping once it has memorised."""
+    task = ["--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task", "regression"]
+    assert run_cli("overfit", *task, "--samples", 16, "--hidden", 16) == 0
+    out = capsys.readouterr().out
+    assert "ok: the network can memorise a tiny subset" in out
+    assert int(re.search(r"16 examples, (\d+) epochs", out)[1]) < 3000  # it stopped once the subset was memorised
+    assert run_cli("overfit", *task, "--samples", 16, "--hidden", 16, "--lr", 1e-12) == 1  # a broken one still fails
+    assert "something is wrong" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shlex
 import signal
@@ -51,6 +52,8 @@ from .datasets import DatasetError
 from .download import DownloadError
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
+# overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
+OVERFIT_STEPS = 3000
 
 
 class CommandError(Exception):
@@ -392,9 +395,11 @@ def cmd_overfit(args) -> int:
     if config.batchnorm and args.samples < 2:  # the subset is the batch
         raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
                            "with --batchnorm")
+    batch_size = min(config.batch_size, args.samples)
+    epochs = args.epochs or max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
     config = config_from_args(args, {**config.to_dict(), "limit_train": args.samples, "val_fraction": 0.0,
                                      "patience": None, "refit": False, "progress": False,
-                                     "epochs": args.epochs or 200, "batch_size": min(config.batch_size, args.samples)})
+                                     "epochs": epochs, "batch_size": batch_size})
     dataset = train.load_config_dataset(config)
     if args.samples > len(dataset.x_train):
         raise CommandError(f"--samples {args.samples}: {dataset.name} has {len(dataset.x_train)} training examples; "
@@ -404,28 +409,31 @@ def cmd_overfit(args) -> int:
     examples = len(prepared.x_train)
     hint = ("Check the gradients (python -m trainer gradcheck), the optimiser's update, the learning rate "
             "and the labels.")
+    x, y = train.normalize(prepared.x_train, prepared.normalization), \
+        train.scale_target(prepared.y_train, prepared.target_scaling)
+
+    def verdict() -> tuple[bool, float, float | None]:
+        # Memorised means the trained network, in inference mode, gets the subset's own examples
+        # right: the training-mode figures of an epoch carry dropout's and augmentation's noise
+        # and would fail a network that has in fact memorised the subset.
+        loss, accuracy = train.evaluate_network(network, x, y, dataset.task)
+        return (accuracy >= 0.99 if dataset.task == "classification" else loss < 0.01), loss, accuracy
+
     try:
         history = train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared,
-                            config, log=lambda *_: None)
+                            config, log=lambda *_: None, done=lambda: verdict()[0])
     except FloatingPointError as e:
         # On a tiny subset a correct network's loss falls; one that blows up is the verdict too
         # (an update of the wrong sign diverges at any learning rate).
         say(f"overfit: {examples} examples: {e}")
         say(f"something is wrong: training diverged instead of memorising a tiny subset. {hint}")
         return 1
-    # Memorised means the trained network, in inference mode, gets the subset's own examples
-    # right: the training-mode figures of the last epoch carry dropout's and augmentation's noise
-    # and would fail a network that has in fact memorised the subset.
-    loss, accuracy = train.evaluate_network(network, train.normalize(prepared.x_train, prepared.normalization),
-                                            train.scale_target(prepared.y_train, prepared.target_scaling),
-                                            dataset.task)
+    ok, loss, accuracy = verdict()
     if dataset.task == "classification":
         say(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
               f"loss {loss:.5f}")
-        ok = accuracy >= 0.99
     else:
         say(f"overfit: {examples} examples, {len(history)} epochs, training loss {loss:.5f}")
-        ok = loss < 0.01
     if not ok:
         regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
                                               ("--weight-decay", config.weight_decay)) if on]

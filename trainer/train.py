@@ -311,11 +311,12 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
 # A diverging run overflows on its way to NaN: the checks of the loss and the weights below say so in
 # one line, with advice, rather than after a screenful of NumPy's warnings.
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")
-def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print) -> list[dict]:
+def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print,
+        done: Callable[[], bool] = lambda: False) -> list[dict]:
     """Train with mini-batches; return one dict of metrics per epoch.
 
     With ``patience``, stops when validation loss has not improved for that many epochs and
-    restores the parameters of the best epoch.
+    restores the parameters of the best epoch. Stops too after an epoch at whose end ``done()`` says so.
     """
     task = prepared.dataset.task
     x_train = normalize(prepared.x_train, prepared.normalization)
@@ -388,6 +389,8 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
                 log(f"early stopping: no validation improvement for {config.patience} epochs; "
                     f"restoring epoch {best[2]} (val_loss {best[0]:.4f})")
                 break
+        if done():
+            break
     if best[1] is not None and best[2] != history[-1]["epoch"]:
         network.load_state(best[1])
     return history
