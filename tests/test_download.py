@@ -419,6 +419,9 @@ def test_mirror_environment_variable_replaces_the_defaults(monkeypatch):
     assert mirror_urls(defaults, "mnist/x.gz") == defaults
     monkeypatch.setenv("SCRATCHNET_MIRROR", "http://127.0.0.1:1/, http://127.0.0.1:2/base")
     assert mirror_urls(defaults, "mnist/x.gz") == ["http://127.0.0.1:1/mnist/x.gz", "http://127.0.0.1:2/base/mnist/x.gz"]
+    monkeypatch.setenv("SCRATCHNET_MIRROR", "http://127.0.0.1:1/ notaurl")  # urllib said only 'unknown url type'
+    with pytest.raises(DownloadError, match=r"\$SCRATCHNET_MIRROR names 'notaurl', which is not a URL"):
+        mirror_urls(defaults, "mnist/x.gz")
 
 
 def test_load_dataset_downloads_the_real_wine_file_from_a_mirror(server, tmp_path, monkeypatch, datasets_dir):

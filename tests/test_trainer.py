@@ -1060,9 +1060,11 @@ def test_a_run_saved_to_a_folder_is_published_later_as_the_next_version(tmp_path
         assert sorted(p.name for p in folder.iterdir()) == ["confusion.png", "learning_curves.png", "metrics.jsonl",
                                                            "model.npz"]
     (tmp_path / "broken").mkdir()
+    (tmp_path / "nothing").mkdir()
     (tmp_path / "broken" / "model.npz").write_bytes(b"not a model")
     for folder, message in ((tmp_path / "nothing", "the folder holds no model.npz"),
-                            (tmp_path / "broken", "not an .npz archive")):
+                            (tmp_path / "broken", "not an .npz archive"),
+                            (tmp_path / "absent", f"cannot publish {tmp_path / 'absent'}: it does not exist")):
         assert run_cli("publish", folder, "--registry", registry) == 2
         assert message in capsys.readouterr().err
     assert Registry(registry).versions("blobs") == [1, 2]
@@ -1492,3 +1494,25 @@ def test_overfit_trains_for_enough_steps_when_the_subset_is_one_batch(wine_csv, 
     assert int(re.search(r"16 examples, (\d+) epochs", out)[1]) < 3000  # it stopped once the subset was memorised
     assert run_cli("overfit", *task, "--samples", 16, "--hidden", 16, "--lr", 1e-12) == 1  # a broken one still fails
     assert "something is wrong" in capsys.readouterr().out
+
+
+def test_an_empty_config_file_name_is_refused(capsys):
+    """``--config ''`` was the current folder: 'cannot read config .: Is a directory'."""
+    with pytest.raises(SystemExit) as raised:
+        run_cli("train", "--config", "")
+    assert raised.value.code == 2 and "expected a file, got an empty name" in capsys.readouterr().err
+
+
+def test_an_output_folder_in_a_registry_version_is_refused_before_training(tmp_path, blobs_npz, capsys):
+    """A published version is never changed: --output models/blobs/1 replaced its files."""
+    registry = tmp_path / "models"
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    assert run_cli("train", *data, "--publish", "--registry", registry) == 0
+    version = registry / "blobs" / "1"
+    before = folder_contents(version)
+    for output in (version, version / "more"):
+        assert f"it is in {version.resolve()}, version 1 of blobs in a registry" in refused(
+            capsys, "train", *data, "--output", output)
+    assert folder_contents(version) == before
+    assert run_cli("train", *data, "--output", tmp_path / "runs" / "1") == 0  # a folder merely named by a number
+    assert run_cli("train", *data, "--output", tmp_path / "runs" / "1") == 0

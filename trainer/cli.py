@@ -88,6 +88,13 @@ def folder_name(text: str) -> str:
     return text
 
 
+def file_name(text: str) -> Path:
+    """A file flag's value: an empty one would be the current folder (Path(''))."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file, got an empty name")
+    return Path(text)
+
+
 def say(*values) -> None:
     """``print`` for a command's output, whose reader may leave before the end (``| head``): from
     then on the output goes to os.devnull and the command carries on, so its exit status is the
@@ -120,7 +127,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", choices=["digit", "garment"],
                         help="npz: x holds pictures (n, height, width) of digits or garments: train on what the "
                              "service makes of such a picture, so the model is served pictures")
-    parser.add_argument("--config", type=Path, help="TOML file of TrainConfig keys; flags override it")
+    parser.add_argument("--config", type=file_name, help="TOML file of TrainConfig keys; flags override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
     parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 256 128")
     parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid")

@@ -71,7 +71,12 @@ def mirror_urls(default_urls: list[str], relative_path: str) -> list[str]:
     override = os.environ.get(MIRROR_ENV, "").strip()
     if not override:
         return list(default_urls)
-    return [f"{base.rstrip('/')}/{relative_path.lstrip('/')}" for base in re.split(r"[\s,]+", override) if base]
+    bases = [base for base in re.split(r"[\s,]+", override) if base]
+    for base in bases:
+        if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", base):
+            raise DownloadError(f"${MIRROR_ENV} names {base!r}, which is not a URL: give base URLs such as "
+                                "https://mirror.example/scratchnet, separated by spaces or commas")
+    return [f"{base.rstrip('/')}/{relative_path.lstrip('/')}" for base in bases]
 
 
 def sha256_file(path: Path) -> str:

@@ -26,10 +26,11 @@ import numpy as np
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as checked_dataclass
 
+from shared.errors import ModelFileError
 from shared.forward import Model
-from shared.model_file import MANIFEST_KEY, load_model, save_model
-from shared.registry import (MODEL_FILE, Registry, RegistryError, check_name, missing_folders, nearest_existing,
-                             removed_if_left_empty, try_writing)
+from shared.model_file import MANIFEST_KEY, load_model, read_manifest, save_model
+from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryError, check_name, missing_folders,
+                             nearest_existing, removed_if_left_empty, try_writing)
 
 from . import report
 from .activations import get_activation
@@ -510,13 +511,32 @@ def check_space(folder: Path, network, what: str) -> None:
 
 
 def check_output_folder(folder: Path) -> None:
-    """Raise ValueError now if ``folder`` could not be made or written, rather than after training."""
+    """Raise ValueError now if ``folder`` could not be made or written, or lies in a registry's
+    version (which is never changed once published), rather than after training."""
+    if version := _registry_version_of(folder.resolve()):
+        raise ValueError(f"cannot write the model into {folder}: it is in {version}, version {version.name} of "
+                         f"{version.parent.name} in a registry, which is never changed once published: "
+                         "choose another folder, or publish the run (--publish)")
     existing, error = try_writing(folder)
     if not existing.is_dir():
         raise ValueError(f"cannot write the model into {folder}: {existing} is not a folder")
     if error is not None:
         raise ValueError(f"cannot write the model into {folder}: {existing} is not writable "
                          f"({error.strerror or error})")
+
+
+def _registry_version_of(folder: Path) -> Path | None:
+    """The registry version folder that ``folder`` is or lies in, if any: a folder named by a number
+    whose model.npz records that number and, as its name, the folder above."""
+    for path in (folder, *folder.parents):
+        if VERSION_PATTERN.match(path.name) and (path / MODEL_FILE).is_file():
+            try:
+                manifest = read_manifest(path / MODEL_FILE)
+            except (ModelFileError, OSError):  # no model a registry would serve
+                continue
+            if manifest.get("version") == int(path.name) and manifest.get("name") == path.parent.name:
+                return path
+    return None
 
 
 def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict]) -> dict:
@@ -602,6 +622,8 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
     """Publish a run written to a folder (``--output``, or kept after a failed publish): its
     model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``;
     ``on_published(name, version)`` as ``Registry.publish`` calls it."""
+    if not folder.is_dir():
+        raise ValueError(f"cannot publish {folder}: {'it is not a folder' if folder.exists() else 'it does not exist'}")
     model_path = folder / MODEL_FILE
     manifest = load_model(model_path).manifest  # validated, as the service would load it
     with np.load(model_path, allow_pickle=False) as npz:
