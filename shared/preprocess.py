@@ -20,8 +20,9 @@ An image goes through one pipeline whatever its format or mode:
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
    For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
    or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
-   Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar) is not
-   the digit either, when a digit clear of the border is left beside it.
+   Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or
+   a frame round the digit (a form's box), is not the digit either, when a digit clear of it is
+   left.
    Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
    at again in the region around it, decoded finer, as a person would crop the picture to it.
 4. fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
@@ -65,6 +66,8 @@ BLANK = (f"the image is blank: no ink stands out from the paper (it must differ 
          "range from white to black or more, and a transparent background counts as white paper); draw darker")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
+SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
+FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
@@ -695,7 +698,7 @@ def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[i
         ink = _ink_on_sheet(grey, sheet)
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     elif fit == "digit":
-        ink, bounds = _without_edge_strips(ink, bounds)
+        ink, bounds = _without_frame(*_without_edge_strips(ink, bounds))
     region = _zoom_region(bounds, ink.shape) if zoom is not None else None
     if region is not None:
         try:
@@ -735,17 +738,42 @@ def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> 
 def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
     """The inked pixels connected to a run of inked border pixels a quarter of its side long or
     more, as a mask; None when there is no such run (at once when no border pixel is inked)."""
-    sides = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])
-    if not any(ink[side].any() for side in sides):
+    if not any(ink[side].any() for side in SIDES):
         return None
     inked = ink > 0
     seeds = np.zeros_like(inked)
-    for side in sides:
+    for side in SIDES:
         seeds[side] = _long_runs(inked[side], max(2, inked[side].size // 4))
-    if not seeds.any():
-        return None
-    region, count = seeds, -1
-    while count != (count := np.count_nonzero(region)):  # grow through the ink, 8-connected, until it stops
+    return _connected(seeds, inked) if seeds.any() else None
+
+
+def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
+    """``ink`` and its ``bounds`` less a frame drawn round the digit (a form's box, a square drawn
+    about it): the ink's box inked nearly all along each of its four sides. The ink connected to
+    them goes when a digit-sized part clear of them is left inside."""
+    top, bottom, left, right = bounds
+    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
+    if min(box.shape) < 8 or not all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES):
+        return ink, bounds
+    seeds = np.zeros_like(box)
+    for side in SIDES:
+        seeds[side] = box[side]
+    frame = _connected(seeds, ink[top:bottom, left:right] > 0)
+    rest = ink.copy()
+    rest[top:bottom, left:right][frame] = 0
+    try:
+        inner = _ink_bounds(rest, BOX_LEVEL["digit"])
+    except InvalidInput:
+        return ink, bounds  # an empty frame: it is what was drawn (a "0" drawn square)
+    if max(inner[1] - inner[0], inner[3] - inner[2]) < min(box.shape) // 10:
+        return ink, bounds
+    return rest, inner
+
+
+def _connected(seeds: np.ndarray, inked: np.ndarray) -> np.ndarray:
+    """The pixels of the mask ``inked`` connected to those of ``seeds`` (8-connected), as a mask."""
+    region, count = seeds & inked, -1
+    while count != (count := np.count_nonzero(region)):  # grow through the ink until it stops
         grown = np.pad(region, 1)
         grown = grown[:-2] | grown[1:-1] | grown[2:]
         region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked

@@ -257,6 +257,23 @@ def test_what_runs_along_the_edge_of_the_picture_is_not_the_digit(strip, digit, 
     assert aligned_correlation(vector, reference) > 0.95
 
 
+def test_a_frame_drawn_round_the_digit_is_not_part_of_it(digit, reference):
+    # A form's box: it stands out from the paper as much as the digit, and took its place in the fit.
+    page = digit_on_page(digit)
+    page[100:104, 200:600] = page[496:500, 200:600] = page[100:500, 200:204] = page[100:500, 596:600] = 0.1
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_a_frame_with_nothing_in_it_is_what_was_drawn():
+    # A "0" drawn as a square: the frame is the digit, not something round it.
+    square = np.full((280, 280), 255, dtype=np.uint8)
+    square[60:63, 80:200] = square[217:220, 80:200] = square[60:220, 80:83] = square[60:220, 197:200] = 0
+    field = image_to_vector(encode(Image.fromarray(square), "PNG"), DIGIT).reshape(28, 28)
+    assert (field[4, 8:20] > 0.5).all() and (field[8:20, 7] > 0.5).all()  # a ring, top and left side inked,
+    assert field[8:20, 10:18].max() == 0  # and hollow in the middle
+
+
 def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
     # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
     # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
