@@ -80,6 +80,9 @@ SHEET_EDGE_FILL = 0.85
 SHEET_FILL = 0.7
 SHEET_SHAPE = 0.05
 RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
+# Ink apart from the item by more than DETACHED_GAP of its extent, and lighter than DETACHED_MASS of
+# it, is not the item: a mark or a word beside a digit, not a part of it.
+DETACHED_GAP, DETACHED_MASS = 0.5, 0.5
 SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 
@@ -994,33 +997,45 @@ def _drop_isolated(ink: np.ndarray) -> np.ndarray:
 def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
     """Bounding box (top, bottom, left, right; exclusive ends) of the ink above ``level``.
 
-    Faint halos (JPEG ringing, blur) do not widen it, and stray specks are left out: a run of
-    inked rows (or columns) at an edge, separated from the rest by blank ones and holding less
-    than SPECK_MASS of the ink, does not count."""
+    Faint halos (JPEG ringing, blur) do not widen it, and what is apart from the item is left out:
+    a run of inked rows (or columns) at an edge, separated from the rest by blank ones, that holds
+    less than SPECK_MASS of the ink (a speck), or less than DETACHED_MASS of the rest's and lies
+    further from it than DETACHED_GAP of the rest's extent (a mark or a word beside the digit).
+    The columns are then measured in the rows kept, and the rows in the columns kept."""
     strong = np.where(ink > level, ink, 0)
-    rows, columns = strong.sum(axis=1, dtype=np.float64), strong.sum(axis=0, dtype=np.float64)
+    rows = strong.sum(axis=1, dtype=np.float64)
     total = float(rows.sum())
     if total <= 0:
         raise InvalidInput(BLANK)
-
-    def span(profile: np.ndarray) -> tuple[int, int]:
-        inked = np.flatnonzero(profile > 0)
-        if inked[-1] - inked[0] + 1 == inked.size:  # one run, nothing detached
-            return int(inked[0]), int(inked[-1]) + 1
-        breaks = np.flatnonzero(np.diff(inked) > 1)
-        starts = np.concatenate([inked[:1], inked[breaks + 1]])
-        ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
-        masses = [float(profile[s:e].sum()) for s, e in zip(starts, ends)]
-        first, last = 0, len(starts) - 1
-        while first < last and masses[first] < SPECK_MASS * total:
-            first += 1
-        while last > first and masses[last] < SPECK_MASS * total:
-            last -= 1
-        return int(starts[first]), int(ends[last])
-
-    top, bottom = span(rows)
-    left, right = span(columns)
+    top, bottom = _span(rows, total)
+    left, right = _span(strong[top:bottom].sum(axis=0, dtype=np.float64), total)
+    if (top, bottom) != (0, ink.shape[0]) or (left, right) != (0, ink.shape[1]):
+        top, bottom = _span(strong[:, left:right].sum(axis=1, dtype=np.float64), total)
     return top, bottom, left, right
+
+
+def _span(profile: np.ndarray, total: float) -> tuple[int, int]:
+    """The first and last (exclusive) index of ``profile``'s inked runs that belong to the item
+    (see _ink_bounds)."""
+    inked = np.flatnonzero(profile > 0)
+    if inked[-1] - inked[0] + 1 == inked.size:  # one run, nothing detached
+        return int(inked[0]), int(inked[-1]) + 1
+    breaks = np.flatnonzero(np.diff(inked) > 1)
+    starts = np.concatenate([inked[:1], inked[breaks + 1]])
+    ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
+    masses = np.array([profile[s:e].sum() for s, e in zip(starts, ends)])
+    first, last = 0, len(starts) - 1
+
+    def apart(run: int, rest: slice, gap: int) -> bool:
+        extent = ends[rest][-1] - starts[rest][0]
+        return (masses[run] < SPECK_MASS * total
+                or (masses[run] < DETACHED_MASS * masses[rest].sum() and gap > DETACHED_GAP * extent))
+
+    while first < last and apart(first, slice(first + 1, last + 1), starts[first + 1] - ends[first]):
+        first += 1
+    while last > first and apart(last, slice(first, last), starts[last] - ends[last - 1]):
+        last -= 1
+    return int(starts[first]), int(ends[last])
 
 
 def _scaled_region(ink: np.ndarray, bounds: tuple[int, int, int, int], scale: float):

@@ -274,6 +274,24 @@ def test_a_frame_with_nothing_in_it_is_what_was_drawn():
     assert field[8:20, 10:18].max() == 0  # and hollow in the middle
 
 
+def test_a_mark_well_apart_from_the_digit_is_not_part_of_it(digit, reference):
+    # A pen stroke below the digit, lighter than it and further from it than half its height.
+    page = digit_on_page(digit)
+    page[560:566, 40:300] = 0.1
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_a_part_of_the_digit_a_little_apart_is_still_the_digit():
+    # A stem and a foot three rows apart (a pen lifted): the gap is small beside the digit's height.
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[4:18, 12:15] = 255
+    pixels[21:23, 8:19] = 255
+    field = array_to_vector(pixels, DIGIT).reshape(28, 28)
+    inked_rows = np.flatnonzero(field.max(axis=1) > 0.5)
+    assert inked_rows[-1] - inked_rows[0] + 1 >= 19  # the box is stem and foot: 20 px tall, as MNIST's
+
+
 def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
     # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
     # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
