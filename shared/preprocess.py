@@ -20,6 +20,7 @@ An image goes through one pipeline whatever its format or mode:
    the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
    For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
    or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
+   The lines of ruled or squared paper lose their own level of ink, leaving the strokes on them.
    Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or
    a frame round the digit (a form's box), is not the digit either, when a digit clear of it is
    left.
@@ -67,6 +68,7 @@ BLANK = (f"the image is blank: no ink stands out from the paper (it must differ 
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
+RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
 FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
@@ -695,6 +697,8 @@ def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[i
     of the working size (a small digit in a large photo) is looked at again from the region
     around it, decoded at a finer scale, as a person would crop the picture to it."""
     ink = _ink_map(grey)
+    if fit == "digit":
+        ink = _without_rules(ink)
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     sheet = _sheet(ink, bounds) if fit == "digit" else None
     if sheet is not None:
@@ -714,6 +718,25 @@ def _grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[i
         raise InvalidInput(BLANK)
     field /= peak
     return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
+
+
+def _without_rules(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less the lines of ruled or squared paper: RULES_MIN or more separate runs of rows (or
+    columns) inked across RULE_SPAN of their length or more, each of which loses its own level of
+    ink (its median), so that only what the digit's strokes add on it is left."""
+    for axis, edges in ((1, (ink[:, 0], ink[:, -1])), (0, (ink[0], ink[-1]))):
+        if max(_count_runs(edge > 0) for edge in edges) < RULES_MIN:  # lines cross the picture: cheap to rule out
+            continue
+        ruled = np.count_nonzero(ink, axis=axis) >= RULE_SPAN * ink.shape[axis]
+        if _count_runs(ruled) >= RULES_MIN:
+            level = np.where(np.expand_dims(ruled, axis), np.median(ink, axis=axis, keepdims=True), 0)
+            ink = np.maximum(ink - level, 0, dtype=np.float32)
+    return ink
+
+
+def _count_runs(mask: np.ndarray) -> int:
+    """How many separate runs of set elements the 1-D boolean ``mask`` has."""
+    return int(mask[0]) + int(np.count_nonzero(mask[1:] & ~mask[:-1]))
 
 
 def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:

@@ -292,6 +292,16 @@ def test_a_part_of_the_digit_a_little_apart_is_still_the_digit():
     assert inked_rows[-1] - inked_rows[0] + 1 >= 19  # the box is stem and foot: 20 px tall, as MNIST's
 
 
+@pytest.mark.parametrize("paper_kind", ["ruled", "squared"])
+def test_the_lines_of_ruled_or_squared_paper_are_not_the_digit(paper_kind, digit, reference):
+    page = digit_on_page(digit)
+    page[np.arange(600) % 40 < 2] *= 0.8  # a line every 40 px, a fifth darker than the paper
+    if paper_kind == "squared":
+        page[:, np.arange(800) % 40 < 2] *= 0.8
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
 def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
     # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
     # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
