@@ -11,7 +11,7 @@ An image goes through one pipeline whatever its format or mode:
    32-bit images are scaled to [0, 1], never clipped. Large images are box-reduced to a working
    size of at most ``2 * WORKING_SIDE`` on their longer side.
 3. ink: the background is a plane fitted to the border pixels (paper that is grey, or lit
-   unevenly, in a photo); the ink is whichever side of it carries more mass (dark ink on
+   unevenly, in a photo), with a bowl round the centre when light falls off towards the corners; the ink is whichever side of it carries more mass (dark ink on
    paper is inverted, light ink on a dark field is kept). Deviations within 4 sigma of the
    border's noise are set to 0, the rest stretched so the strokes reach 1; isolated pixels
    are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank. An item
@@ -69,6 +69,7 @@ BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) set
 MARGIN = 2  # output pixels kept around the box when resizing
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
 RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
+BOWL_GAIN = 0.5  # the paper is fitted with a bowl when that halves its noise, else with a plane
 FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
@@ -924,23 +925,41 @@ def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
 
 def _plane(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
     """Fit a plane a + b*x + c*y to the pixels at (``ys``, ``xs``), robustly (the ink among them is
-    left out). Returns the plane over the whole image and those pixels' noise level (sigma)."""
+    left out), or the plane with a bowl round the picture's centre (+ d*r**2) when that fits them
+    far better: light falling off towards the corners. Returns the surface over the whole image
+    and those pixels' noise level (sigma)."""
     h, w = grey.shape
     step = max(1, ys.size // 20000)
     ys, xs = ys[::step], xs[::step]
     values = grey[ys, xs].astype(np.float64)
-    design = np.stack([np.ones_like(values), xs / w, ys / h], axis=1)
-    coef = np.array([np.median(values), 0.0, 0.0])
-    for _ in range(2):  # start from the median, then refit the plane twice on the inliers
+    design = np.stack([np.ones_like(values), xs / w, ys / h, _radius_squared(ys / h, xs / w)], axis=1)
+    coef, sigma = _robust_fit(design[:, :3], values)
+    with_bowl, bowl_sigma = _robust_fit(design, values)
+    if bowl_sigma < BOWL_GAIN * sigma:
+        coef, sigma = with_bowl, bowl_sigma
+    y, x = (np.arange(h) / h)[:, np.newaxis], (np.arange(w) / w)[np.newaxis, :]
+    surface = coef[0] + coef[1] * x + coef[2] * y + (coef[3] * _radius_squared(y, x) if len(coef) > 3 else 0)
+    return np.asarray(surface, dtype=np.float32), sigma
+
+
+def _robust_fit(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares of ``values`` on ``design``'s columns (the first a constant) from their median,
+    refitted twice on the inliers; and the values' noise level (sigma) about the fit."""
+    coef = np.zeros(design.shape[1])
+    coef[0] = np.median(values)
+    for _ in range(2):
         residual = values - design @ coef
         spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
         inliers = np.abs(residual) <= max(3 * spread, 2 / 255)
-        if inliers.sum() >= 3:
+        if inliers.sum() >= design.shape[1]:
             coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
-    sigma = 1.4826 * float(np.median(np.abs(values - design @ coef)))
-    column = (coef[0] + coef[2] * np.arange(h) / h)[:, np.newaxis]
-    row = (coef[1] * np.arange(w) / w)[np.newaxis, :]
-    return (column + row).astype(np.float32), sigma
+    return coef, 1.4826 * float(np.median(np.abs(values - design @ coef)))
+
+
+def _radius_squared(y, x):
+    """The squared distance from the picture's centre, its coordinates in [0, 1): the shape of light
+    falling off towards the corners (a lens's vignetting), which a plane cannot follow."""
+    return (y - 0.5) ** 2 + (x - 0.5) ** 2
 
 
 def _noise_floor(sigma: float) -> float:

@@ -302,6 +302,15 @@ def test_the_lines_of_ruled_or_squared_paper_are_not_the_digit(paper_kind, digit
     assert aligned_correlation(vector, reference) > 0.95
 
 
+def test_light_falling_off_towards_the_corners_is_paper_not_ink(digit, reference):
+    # A lens's vignetting: the corners 40 % darker than the centre, more than any plane can follow.
+    page = digit_on_page(digit)
+    yy, xx = np.mgrid[0:600, 0:800]
+    page *= 1 - 0.4 * (((yy - 300) / 300) ** 2 + ((xx - 400) / 400) ** 2)
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
 def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
     # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
     # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
