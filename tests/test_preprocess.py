@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from shared import preprocess
+from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
 from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, arrays_to_batch, decode_grey,
                                image_to_vector, images_to_batch, validate_vectors)
@@ -395,7 +395,7 @@ def test_the_sheet_found_is_the_turned_quadrilateral_less_its_edge(angle):
     inside = np.minimum(60 - np.abs(along), 80 - np.abs(across))
     grey = np.where(inside > 0, 0.9, 0.2).astype(np.float32)
     grey[100:140, 150:170] = 0.1
-    sheet = preprocess._sheet(preprocess._ink_map(grey), preprocess._ink_bounds(preprocess._ink_map(grey), 0.1))
+    sheet = ink._sheet(ink._ink_map(grey), ink._ink_bounds(ink._ink_map(grey), 0.1))
     assert sheet is not None
     assert (inside[sheet] > 1).all(), "none of the desk, nor the sheet's very edge"
     assert np.count_nonzero(sheet) > 0.75 * np.count_nonzero(inside > 0), "most of the sheet"
@@ -405,8 +405,8 @@ def test_a_solid_round_blob_is_not_a_sheet():
     # As solid as a sheet and inked all along its outline, but round: a digit's blob, not a sheet.
     yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
     blob = np.where((yy - 100) ** 2 + (xx - 100) ** 2 < 80 ** 2, 0.0, 1.0).astype(np.float32)
-    ink = preprocess._ink_map(blob)
-    assert preprocess._sheet(ink, preprocess._ink_bounds(ink, 0.1)) is None
+    blob_ink = ink._ink_map(blob)
+    assert ink._sheet(blob_ink, ink._ink_bounds(blob_ink, 0.1)) is None
 
 
 def test_an_empty_sheet_on_a_desk_is_blank():

@@ -1,0 +1,516 @@
+"""From a grey picture to the model's input field (SPEC §4, after shared/preprocess.py has decoded
+the picture to luminance at its working size): which pixels are ink, which of the ink is the
+item (a digit, a garment), and the item fitted into the field as its dataset has it.
+
+Ink: the background is a plane fitted to the border pixels (paper that is grey, or lit unevenly,
+in a photo), with a bowl round the centre when light falls off towards the corners; the ink is
+whichever side of it carries more mass (dark ink on paper is inverted, light ink on a dark field
+is kept). Deviations within 4 sigma of the
+border's noise are set to 0, the rest stretched so the strokes reach 1; isolated pixels
+are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank. An item
+that covers most of the border (a bag filling the frame) makes the border so uneven that its
+noise leaves no room for any ink; then the paper is the level most border pixels share (what
+the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
+For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
+or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
+The lines of ruled or squared paper lose their own level of ink, leaving the strokes on them.
+Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or
+a frame round the digit (a form's box), is not the digit either, when a digit clear of it is
+left. Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
+at again in the region around it, decoded finer, as a person would crop the picture to it.
+
+Fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
+mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
+side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
+detached specks, so halos and dust do not move it. The brightest pixel becomes 1, as in both
+datasets. An MNIST digit comes back as itself (up to the 2/255 noise floor).
+"""
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from shared.errors import InvalidInput, ScratchnetError
+
+# MNIST: the digit's longest side is 20 of the field's 28 px, its centre of mass at index 14.
+DIGIT_BOX_FRACTION = 20 / 28
+MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
+BLANK = (f"the image is blank: no ink stands out from the paper (it must differ from it by {MIN_CONTRAST:.0%} of the "
+         "range from white to black or more, and a transparent background counts as white paper); draw darker")
+BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
+MARGIN = 2  # output pixels kept around the box when resizing
+SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
+RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
+BOWL_GAIN = 0.5  # the paper is fitted with a bowl when that halves its noise, else with a plane
+FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
+ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
+Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
+# A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
+# of the image at least, its ink this much of its outline's edge band (a tenth of the box's sides in from
+# the outline, which is its ink with holes and dents filled) and this much of the quadrilateral (a hollow
+# zero drawn thick, or a display's, is inked along its edges too), and its outline differs from the
+# quadrilateral by at most this fraction of it (a digit's or a round blob's, by much more).
+SHEET_AREA = 0.2
+SHEET_EDGE_FILL = 0.85
+SHEET_FILL = 0.7
+SHEET_SHAPE = 0.05
+RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filter): no ringing
+# Ink apart from the item by more than DETACHED_GAP of its extent, and lighter than DETACHED_MASS of
+# it, is not the item: a mark or a word beside a digit, not a part of it.
+DETACHED_GAP, DETACHED_MASS = 0.5, 0.5
+SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
+
+
+def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[int, int], fit: str) -> np.ndarray:
+    """The grey picture -> the model's input vector. With ``zoom``, ink that fills only a few pixels
+    of the working size (a small digit in a large photo) is looked at again from the region
+    around it, decoded at a finer scale, as a person would crop the picture to it."""
+    ink = _ink_map(grey)
+    if fit == "digit":
+        ink = _without_rules(ink)
+    bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    sheet = _sheet(ink, bounds) if fit == "digit" else None
+    if sheet is not None:
+        ink = _ink_on_sheet(grey, sheet)
+        bounds = _ink_bounds(ink, BOX_LEVEL[fit])
+    elif fit == "digit":
+        ink, bounds = _without_frame(*_without_edge_strips(ink, bounds))
+    region = _zoom_region(bounds, ink.shape) if zoom is not None else None
+    if region is not None:
+        try:
+            return grey_to_vector(zoom(region), size=size, fit=fit)
+        except ScratchnetError:
+            pass  # no ink at the finer scale (noise taken for a small digit): what the whole picture shows
+    field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
+    peak = field.max()
+    if peak <= 0:
+        raise InvalidInput(BLANK)
+    field /= peak
+    return np.minimum(np.maximum(field, 0, out=field), 1, out=field).ravel()
+
+
+def _without_rules(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less the lines of ruled or squared paper: RULES_MIN or more separate runs of rows (or
+    columns) inked across RULE_SPAN of their length or more, each of which loses its own level of
+    ink (its median), so that only what the digit's strokes add on it is left."""
+    for axis, edges in ((1, (ink[:, 0], ink[:, -1])), (0, (ink[0], ink[-1]))):
+        if max(_count_runs(edge > 0) for edge in edges) < RULES_MIN:  # lines cross the picture: cheap to rule out
+            continue
+        ruled = np.count_nonzero(ink, axis=axis) >= RULE_SPAN * ink.shape[axis]
+        if _count_runs(ruled) >= RULES_MIN:
+            level = np.where(np.expand_dims(ruled, axis), np.median(ink, axis=axis, keepdims=True), 0)
+            ink = np.maximum(ink - level, 0, dtype=np.float32)
+    return ink
+
+
+def _count_runs(mask: np.ndarray) -> int:
+    """How many separate runs of set elements the 1-D boolean ``mask`` has."""
+    return int(mask[0]) + int(np.count_nonzero(mask[1:] & ~mask[:-1]))
+
+
+def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
+    """``ink`` and its ``bounds`` less what runs along the edge of the picture (the desk beside a
+    photographed page, an app's toolbar in a screenshot, a shadow): ink connected to a quarter of
+    one side of the border or more, inked in one run, when what is left is digit-sized and clear
+    of the border. A digit's strokes meet the border, if at all, for their width, or all round
+    (a picture cropped to them)."""
+    strips = _edge_strips(ink)
+    if strips is None:
+        return ink, bounds
+    rest = np.where(strips, np.float32(0), ink)
+    try:
+        rest_bounds = _ink_bounds(rest, BOX_LEVEL["digit"])
+    except InvalidInput:
+        return ink, bounds  # nothing but the strips: they are what was drawn
+    top, bottom, left, right = rest_bounds
+    if max(bottom - top, right - left) < min(ink.shape) // 10:
+        return ink, bounds  # too small for a digit beside them: specks, or the strips are the digit
+    if top == 0 or left == 0 or bottom == ink.shape[0] or right == ink.shape[1]:
+        return ink, bounds  # the rest meets the border too: a picture cropped to the digit's strokes
+    return rest, rest_bounds
+
+
+def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
+    """The inked pixels connected to a run of inked border pixels a quarter of its side long or
+    more, as a mask; None when there is no such run (at once when no border pixel is inked)."""
+    if not any(ink[side].any() for side in SIDES):
+        return None
+    inked = ink > 0
+    seeds = np.zeros_like(inked)
+    for side in SIDES:
+        seeds[side] = _long_runs(inked[side], max(2, inked[side].size // 4))
+    return _connected(seeds, inked) if seeds.any() else None
+
+
+def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
+    """``ink`` and its ``bounds`` less a frame drawn round the digit (a form's box, a square drawn
+    about it): the ink's box inked nearly all along each of its four sides. The ink connected to
+    them goes when a digit-sized part clear of them is left inside."""
+    top, bottom, left, right = bounds
+    box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
+    if min(box.shape) < 8 or not all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES):
+        return ink, bounds
+    seeds = np.zeros_like(box)
+    for side in SIDES:
+        seeds[side] = box[side]
+    frame = _connected(seeds, ink[top:bottom, left:right] > 0)
+    rest = ink.copy()
+    rest[top:bottom, left:right][frame] = 0
+    try:
+        inner = _ink_bounds(rest, BOX_LEVEL["digit"])
+    except InvalidInput:
+        return ink, bounds  # an empty frame: it is what was drawn (a "0" drawn square)
+    if max(inner[1] - inner[0], inner[3] - inner[2]) < min(box.shape) // 10:
+        return ink, bounds
+    return rest, inner
+
+
+def _connected(seeds: np.ndarray, inked: np.ndarray) -> np.ndarray:
+    """The pixels of the mask ``inked`` connected to those of ``seeds`` (8-connected), as a mask."""
+    region, count = seeds & inked, -1
+    while count != (count := np.count_nonzero(region)):  # grow through the ink until it stops
+        grown = np.pad(region, 1)
+        grown = grown[:-2] | grown[1:-1] | grown[2:]
+        region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked
+    return region
+
+
+def _long_runs(line: np.ndarray, length: int) -> np.ndarray:
+    """The set elements of the boolean ``line`` that lie in runs of at least ``length``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], line, [False]]).astype(np.int8)))
+    runs = np.zeros_like(line)
+    for start, end in zip(edges[::2], edges[1::2]):
+        if end - start >= length:
+            runs[start:end] = True
+    return runs
+
+
+def _zoom_region(bounds: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """The region to zoom into (top, bottom, left, right as fractions of the picture) when the ink's
+    box is under ZOOM_BELOW pixels: the box with as much paper again on every side, so that the
+    region's border is paper. None when the box is large enough, or the region would not be at
+    least twice finer."""
+    top, bottom, left, right = bounds
+    side = max(bottom - top, right - left)
+    if side >= ZOOM_BELOW:
+        return None
+    height, width = shape
+    top, bottom = max(0, top - side), min(height, bottom + side)
+    left, right = max(0, left - side), min(width, right + side)
+    if 2 * (bottom - top) > height and 2 * (right - left) > width:
+        return None
+    return top / height, bottom / height, left / width, right / width
+
+
+def _sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The sheet of paper the ink found is, if it is one: photographed on a desk of another shade that
+    shows around it, square-on or turned, it is a quadrilateral that covers much of the image, inked
+    all along its edges and solid but for the digit on it. A digit's strokes fill little of the
+    quadrilateral through their outermost points, or leave it hollow. Returns the sheet as a mask of
+    the image, less its edge and shadow (a twentieth of each side of its box), or None."""
+    top, bottom, left, right = bounds
+    height, width = bottom - top, right - left
+    if height * width < SHEET_AREA * ink.size or min(height, width) < 10:  # too small to hold a digit
+        return None
+    inked = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
+    if np.count_nonzero(inked) < SHEET_FILL * SHEET_AREA * ink.size:
+        return None
+    corners = _quadrilateral(inked)
+    area = np.count_nonzero(corners)
+    if area < SHEET_AREA * ink.size or np.count_nonzero(inked & corners) < SHEET_FILL * area:
+        return None
+    outline = _spans(inked, 0, 0)
+    inner = _spans(inked, max(1, height // 10), max(1, width // 10))
+    band, edge = outline & ~inner, inked & ~inner
+    if (np.count_nonzero(outline ^ corners) > SHEET_SHAPE * area
+            or np.count_nonzero(edge) < SHEET_EDGE_FILL * np.count_nonzero(band)):
+        return None
+    sheet = np.zeros(ink.shape, dtype=bool)
+    sheet[top:bottom, left:right] = _spans(inked, max(1, height // 20), max(1, width // 20))
+    return sheet
+
+
+def _quadrilateral(mask: np.ndarray) -> np.ndarray:
+    """The quadrilateral through the set pixels of ``mask`` furthest out along each diagonal, as a mask
+    of the same shape: a sheet's outline, when ``mask`` is one turned by less than 45 degrees."""
+    ys, xs = np.nonzero(mask)
+    corners = [np.argmax(xs + ys), np.argmax(xs - ys), np.argmax(-xs - ys), np.argmax(ys - xs)]
+    drawing = Image.new("1", mask.shape[::-1])
+    ImageDraw.Draw(drawing).polygon([(int(xs[i]), int(ys[i])) for i in corners], fill=1)
+    return np.asarray(drawing)
+
+
+def _spans(mask: np.ndarray, trim_y: int, trim_x: int) -> np.ndarray:
+    """The pixels between the first and last set pixel of their row, less ``trim_x`` at each end, that
+    also lie between those of their column, less ``trim_y``: ``mask`` with its holes and dents filled
+    (exactly, for a convex shape such as a turned sheet), then shrunk."""
+    h, w = mask.shape
+    left = np.where(mask.any(axis=1), mask.argmax(axis=1), w) + trim_x
+    right = w - mask[:, ::-1].argmax(axis=1) - trim_x
+    top = np.where(mask.any(axis=0), mask.argmax(axis=0), h) + trim_y
+    bottom = h - mask[::-1].argmax(axis=0) - trim_y
+    xs, ys = np.arange(w), np.arange(h)[:, np.newaxis]
+    return (xs >= left[:, np.newaxis]) & (xs < right[:, np.newaxis]) & (ys >= top) & (ys < bottom)
+
+
+def _ink_on_sheet(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
+    """The ink on the sheet ``sheet`` (a mask of ``grey``): the paper is a plane fitted to the sheet's
+    own pixels, and the desk around it counts as paper. Raises InvalidInput if the sheet is blank."""
+    background, sigma = _plane(grey, *np.nonzero(sheet))
+    return _ink_against(np.where(sheet, grey, background), background, sigma)
+
+
+@functools.lru_cache(maxsize=16)
+def _border_index(shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices (row-major) of the border ring of an image of ``shape``: a twentieth of the
+    shorter side, at least 1 px. Images of one size usually come in series, hence the cache."""
+    h, w = shape
+    ring = max(1, min(h, w) // 20)
+    mask = np.ones(shape, dtype=bool)
+    mask[ring:h - ring, ring:w - ring] = False
+    index = np.flatnonzero(mask)
+    index.flags.writeable = False
+    return index
+
+
+def _flat_border(grey: np.ndarray) -> float | None:
+    """The value of every border pixel when they are all equal, else None. Cheap: it reads only
+    the border, which is what makes drawn images fast to fit."""
+    border = grey.ravel().take(_border_index(grey.shape))
+    value = border[0]
+    return float(value) if (border == value).all() else None
+
+
+def _background(grey: np.ndarray) -> tuple[np.ndarray | np.float32, float]:
+    """Fit a plane a + b*x + c*y to the border pixels, robustly (ink that touches the border is
+    left out). Returns the plane over the whole image (a scalar when the paper is uniform) and
+    the border's noise level (sigma)."""
+    flat = _flat_border(grey)
+    if flat is not None:  # uniform paper (a canvas, a screenshot): the plane is that value, noise 0
+        return np.float32(flat), 0.0
+    return _plane(grey, *np.divmod(_border_index(grey.shape), grey.shape[1]))
+
+
+def _plane(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fit a plane a + b*x + c*y to the pixels at (``ys``, ``xs``), robustly (the ink among them is
+    left out), or the plane with a bowl round the picture's centre (+ d*r**2) when that fits them
+    far better: light falling off towards the corners. Returns the surface over the whole image
+    and those pixels' noise level (sigma)."""
+    h, w = grey.shape
+    step = max(1, ys.size // 20000)
+    ys, xs = ys[::step], xs[::step]
+    values = grey[ys, xs].astype(np.float64)
+    design = np.stack([np.ones_like(values), xs / w, ys / h, _radius_squared(ys / h, xs / w)], axis=1)
+    coef, sigma = _robust_fit(design[:, :3], values)
+    with_bowl, bowl_sigma = _robust_fit(design, values)
+    if bowl_sigma < BOWL_GAIN * sigma:
+        coef, sigma = with_bowl, bowl_sigma
+    y, x = (np.arange(h) / h)[:, np.newaxis], (np.arange(w) / w)[np.newaxis, :]
+    surface = coef[0] + coef[1] * x + coef[2] * y + (coef[3] * _radius_squared(y, x) if len(coef) > 3 else 0)
+    return np.asarray(surface, dtype=np.float32), sigma
+
+
+def _robust_fit(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares of ``values`` on ``design``'s columns (the first a constant) from their median,
+    refitted twice on the inliers; and the values' noise level (sigma) about the fit."""
+    coef = np.zeros(design.shape[1])
+    coef[0] = np.median(values)
+    for _ in range(2):
+        residual = values - design @ coef
+        spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+        inliers = np.abs(residual) <= max(3 * spread, 2 / 255)
+        if inliers.sum() >= design.shape[1]:
+            coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
+    return coef, 1.4826 * float(np.median(np.abs(values - design @ coef)))
+
+
+def _radius_squared(y, x):
+    """The squared distance from the picture's centre, its coordinates in [0, 1): the shape of light
+    falling off towards the corners (a lens's vignetting), which a plane cannot follow."""
+    return (y - 0.5) ** 2 + (x - 0.5) ** 2
+
+
+def _noise_floor(sigma: float) -> float:
+    """How far from the paper a pixel must be to count as ink: 4 sigma of the paper's noise, and
+    never less than the 2/255 of 8-bit rounding."""
+    return max(4 * sigma, 2 / 255)
+
+
+def _ink_map(grey: np.ndarray) -> np.ndarray:
+    """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank.
+
+    The border is taken for paper first. An item that covers most of the border (a bag filling
+    the frame) makes the border so uneven that its noise floor leaves no room for ink at all;
+    only then is the paper taken from the part of the border the item leaves."""
+    background, sigma = _background(grey)
+    try:
+        return _ink_against(grey, background, sigma)
+    except InvalidInput:
+        if _noise_floor(sigma) + MIN_CONTRAST <= 1:
+            raise  # the border is paper, and there is no ink on it
+    return _ink_against(grey, *_uncovered_background(grey))
+
+
+def _uncovered_background(grey: np.ndarray) -> tuple[np.float32, float]:
+    """The paper of an image whose border the ink mostly covers, as a level and its noise (sigma):
+    the level most border pixels share within the noise floor, the noise measured between
+    neighbouring pixels over the whole image (the item's shading is smooth, its edges few)."""
+    differences = np.concatenate([np.diff(grey, axis=0).ravel(), np.diff(grey, axis=1).ravel()])
+    sigma = 1.4826 * float(np.median(np.abs(differences))) / math.sqrt(2)  # a difference has twice the variance
+    border = np.sort(grey.ravel().take(_border_index(grey.shape)))
+    floor = _noise_floor(sigma)
+    shared = np.searchsorted(border, border + floor, side="right") - np.arange(border.size)
+    start = int(np.argmax(shared))
+    return np.float32(np.median(border[start:start + shared[start]])), sigma
+
+
+def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: float) -> np.ndarray:
+    """The ink of ``grey`` on paper ``background`` whose noise is ``sigma``; InvalidInput if blank."""
+    deviation = grey - background
+    floor = _noise_floor(sigma)
+    dark_mass = np.maximum(-floor - deviation, 0).sum(dtype=np.float64)
+    light_mass = np.maximum(deviation - floor, 0).sum(dtype=np.float64)
+    ink = -deviation if dark_mass > light_mass else deviation
+    strokes = ink[ink > floor]
+    if strokes.size == 0:
+        raise InvalidInput(BLANK)
+    level = _percentile(strokes, 99)
+    if level - floor < MIN_CONTRAST:
+        raise InvalidInput(BLANK)
+    ink = np.subtract(ink, floor, dtype=np.float32)
+    np.maximum(ink, 0, out=ink)
+    ink /= np.float32(level - floor)
+    return _drop_isolated(ink)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) by partial sorting, several times faster."""
+    position = q / 100 * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, (low, high))
+    return float(part[low] + (part[high] - part[low]) * (position - low))
+
+
+def _drop_isolated(ink: np.ndarray) -> np.ndarray:
+    """Zero the inked pixels none of whose 8 neighbours is inked (sensor noise, dust)."""
+    inked = ink > 0
+    h, w = inked.shape
+    padded = np.zeros((h + 2, w + 2), dtype=np.uint8)
+    padded[1:-1, 1:-1] = inked
+    rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]  # 3x3 box sums, one axis at a time
+    box = rows[:-2] + rows[1:-1] + rows[2:]
+    np.putmask(ink, box == 1, 0)  # the box counts the pixel itself (and ink elsewhere is 0 already)
+    return ink
+
+
+def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right; exclusive ends) of the ink above ``level``.
+
+    Faint halos (JPEG ringing, blur) do not widen it, and what is apart from the item is left out:
+    a run of inked rows (or columns) at an edge, separated from the rest by blank ones, that holds
+    less than SPECK_MASS of the ink (a speck), or less than DETACHED_MASS of the rest's and lies
+    further from it than DETACHED_GAP of the rest's extent (a mark or a word beside the digit).
+    The columns are then measured in the rows kept, and the rows in the columns kept."""
+    strong = np.where(ink > level, ink, 0)
+    rows = strong.sum(axis=1, dtype=np.float64)
+    total = float(rows.sum())
+    if total <= 0:
+        raise InvalidInput(BLANK)
+    top, bottom = _span(rows, total)
+    left, right = _span(strong[top:bottom].sum(axis=0, dtype=np.float64), total)
+    if (top, bottom) != (0, ink.shape[0]) or (left, right) != (0, ink.shape[1]):
+        top, bottom = _span(strong[:, left:right].sum(axis=1, dtype=np.float64), total)
+    return top, bottom, left, right
+
+
+def _span(profile: np.ndarray, total: float) -> tuple[int, int]:
+    """The first and last (exclusive) index of ``profile``'s inked runs that belong to the item
+    (see _ink_bounds)."""
+    inked = np.flatnonzero(profile > 0)
+    if inked[-1] - inked[0] + 1 == inked.size:  # one run, nothing detached
+        return int(inked[0]), int(inked[-1]) + 1
+    breaks = np.flatnonzero(np.diff(inked) > 1)
+    starts = np.concatenate([inked[:1], inked[breaks + 1]])
+    ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
+    masses = np.array([profile[s:e].sum() for s, e in zip(starts, ends)])
+    first, last = 0, len(starts) - 1
+
+    def apart(run: int, rest: slice, gap: int) -> bool:
+        extent = ends[rest][-1] - starts[rest][0]
+        return (masses[run] < SPECK_MASS * total
+                or (masses[run] < DETACHED_MASS * masses[rest].sum() and gap > DETACHED_GAP * extent))
+
+    while first < last and apart(first, slice(first + 1, last + 1), starts[first + 1] - ends[first]):
+        first += 1
+    while last > first and apart(last, slice(first, last), starts[last] - ends[last - 1]):
+        last -= 1
+    return int(starts[first]), int(ends[last])
+
+
+def _scaled_region(ink: np.ndarray, bounds: tuple[int, int, int, int], scale: float):
+    """The ink in ``bounds`` resized by ``scale`` so the box covers whole output pixels (as in
+    the MNIST recipe), plus a margin of MARGIN output pixels around it so halos fainter than the
+    box level are kept. Returns the resized patch; the box starts at (MARGIN, MARGIN) in it."""
+    top, bottom, left, right = bounds
+    out_h = max(1, int(round((bottom - top) * scale)))
+    out_w = max(1, int(round((right - left) * scale)))
+    if (out_h, out_w) == (bottom - top, right - left):  # already the right size: copy, no resampling
+        return _window(ink, top - MARGIN, bottom + MARGIN, left - MARGIN, right + MARGIN), out_h, out_w
+    scale_y, scale_x = out_h / (bottom - top), out_w / (right - left)
+    pad = int(math.ceil(MARGIN / min(scale_y, scale_x))) + 1
+    window = _window(ink, top - pad, bottom + pad, left - pad, right + pad)
+    source_box = (pad - MARGIN / scale_x, pad - MARGIN / scale_y,
+                  pad + (right - left) + MARGIN / scale_x, pad + (bottom - top) + MARGIN / scale_y)
+    size = (out_w + 2 * MARGIN, out_h + 2 * MARGIN)
+    resized = Image.frombytes("F", window.shape[::-1], window).resize(size, RESAMPLE, box=source_box)
+    return np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(size[::-1]), out_h, out_w
+
+
+def _window(ink: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """ink[top:bottom, left:right] where the rows and columns outside the image read as 0."""
+    h, w = ink.shape
+    window = np.zeros((bottom - top, right - left), dtype=np.float32)
+    t0, l0 = max(top, 0), max(left, 0)
+    t1, l1 = min(bottom, h), min(right, w)
+    window[t0 - top:t1 - top, l0 - left:l1 - left] = ink[t0:t1, l0:l1]
+    return window
+
+
+def _paste(field: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
+    """Add ``patch`` into ``field`` at (top, left), dropping whatever falls outside it."""
+    h, w = field.shape
+    t0, l0 = max(0, -top), max(0, -left)
+    t1, l1 = min(patch.shape[0], h - top), min(patch.shape[1], w - left)
+    if t1 > t0 and l1 > l0:
+        field[top + t0:top + t1, left + l0:left + l1] += patch[t0:t1, l0:l1]
+
+
+def _fit_digit(ink: np.ndarray, bounds: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """MNIST: the box's longest side to 20 (of 28), then shift so the centre of mass sits at
+    pixel (14, 14), keeping the box inside the field."""
+    top, bottom, left, right = bounds
+    scale = round(DIGIT_BOX_FRACTION * min(size)) / max(bottom - top, right - left)
+    digit, box_h, box_w = _scaled_region(ink, bounds, scale)
+    mass = digit.sum(dtype=np.float64)
+    com_y = float((digit.sum(axis=1) @ np.arange(digit.shape[0])) / mass) - MARGIN
+    com_x = float((digit.sum(axis=0) @ np.arange(digit.shape[1])) / mass) - MARGIN
+    box_top = min(max(math.floor(size[0] // 2 - com_y + 0.5), 0), size[0] - box_h)
+    box_left = min(max(math.floor(size[1] // 2 - com_x + 0.5), 0), size[1] - box_w)
+    field = np.zeros(size, dtype=np.float32)
+    _paste(field, digit, box_top - MARGIN, box_left - MARGIN)
+    return field
+
+
+def _fit_garment(ink: np.ndarray, bounds: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """Fashion-MNIST: the item's longest side fills the field, the item centred (an odd margin's
+    extra pixel goes above and to the left, as in the dataset)."""
+    top, bottom, left, right = bounds
+    scale = min(size[0] / (bottom - top), size[1] / (right - left))
+    item, box_h, box_w = _scaled_region(ink, bounds, scale)
+    box_h, box_w = min(box_h, size[0]), min(box_w, size[1])
+    field = np.zeros(size, dtype=np.float32)
+    _paste(field, item, (size[0] - box_h + 1) // 2 - MARGIN, (size[1] - box_w + 1) // 2 - MARGIN)
+    return field
