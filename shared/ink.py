@@ -105,9 +105,15 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The starts and (exclusive) ends of the runs of set elements of the 1-D boolean ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    return edges[::2], edges[1::2]
+
+
 def _count_runs(mask: np.ndarray) -> int:
     """How many separate runs of set elements the 1-D boolean ``mask`` has."""
-    return int(mask[0]) + int(np.count_nonzero(mask[1:] & ~mask[:-1]))
+    return len(_runs(mask)[0])
 
 
 def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
@@ -179,9 +185,8 @@ def _connected(seeds: np.ndarray, inked: np.ndarray) -> np.ndarray:
 
 def _long_runs(line: np.ndarray, length: int) -> np.ndarray:
     """The set elements of the boolean ``line`` that lie in runs of at least ``length``."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], line, [False]]).astype(np.int8)))
     runs = np.zeros_like(line)
-    for start, end in zip(edges[::2], edges[1::2]):
+    for start, end in zip(*_runs(line)):
         if end - start >= length:
             runs[start:end] = True
     return runs
@@ -421,20 +426,16 @@ def _ink_bounds(ink: np.ndarray, level: float) -> tuple[int, int, int, int]:
         raise InvalidInput(BLANK)
     top, bottom = _span(rows, total)
     left, right = _span(strong[top:bottom].sum(axis=0, dtype=np.float64), total)
-    if (top, bottom) != (0, ink.shape[0]) or (left, right) != (0, ink.shape[1]):
-        top, bottom = _span(strong[:, left:right].sum(axis=1, dtype=np.float64), total)
+    top, bottom = _span(strong[:, left:right].sum(axis=1, dtype=np.float64), total)
     return top, bottom, left, right
 
 
 def _span(profile: np.ndarray, total: float) -> tuple[int, int]:
     """The first and last (exclusive) index of ``profile``'s inked runs that belong to the item
     (see _ink_bounds)."""
-    inked = np.flatnonzero(profile > 0)
-    if inked[-1] - inked[0] + 1 == inked.size:  # one run, nothing detached
-        return int(inked[0]), int(inked[-1]) + 1
-    breaks = np.flatnonzero(np.diff(inked) > 1)
-    starts = np.concatenate([inked[:1], inked[breaks + 1]])
-    ends = np.concatenate([inked[breaks], inked[-1:]]) + 1
+    starts, ends = _runs(profile > 0)
+    if len(starts) == 1:  # one run, nothing detached
+        return int(starts[0]), int(ends[0])
     masses = np.array([profile[s:e].sum() for s, e in zip(starts, ends)])
     first, last = 0, len(starts) - 1
 

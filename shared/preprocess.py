@@ -283,20 +283,19 @@ def parse_image_spec(preprocessing: dict) -> tuple[tuple[int, int], str]:
     return (size[0], size[1]), fit
 
 
-def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None,
-                region: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None) -> np.ndarray:
     """Encoded image -> luminance, float32 ndarray (H, W) in [0, 1], 1 = white.
 
     EXIF orientation applied, transparency composited on white, reduced to the working size.
-    The declared size is checked against ``max_pixels`` and spent from ``budget`` before decoding.
-    ``region`` (top, bottom, left, right as fractions of the upright image): only that part,
-    decoded at full size before its reduction."""
-    return _decode(data, max_pixels, budget, region)[0]
+    The declared size is checked against ``max_pixels`` and spent from ``budget`` before decoding."""
+    return _decode(data, max_pixels, budget)[0]
 
 
 def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             region: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`decode_grey`, and the image's declared size (width, height)."""
+    """:func:`decode_grey`, and the image's declared size (width, height). ``region`` (top, bottom,
+    left, right as fractions of the upright image): only that part, decoded at full size before its
+    reduction (a zoom, see shared.ink.grey_to_vector)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
