@@ -228,15 +228,31 @@ def test_float_pixels_a_little_over_1_are_still_0_to_1(digit):
     np.testing.assert_allclose(image_to_vector(as_tiff, DIGIT), array_to_vector(unit, DIGIT), atol=1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-def test_a_small_digit_in_a_large_photo_is_read_from_a_finer_look(fmt, digit, reference):
-    # 150 px of ink in a 12-megapixel photo: about 5 px at working size, too few to read the digit
-    # from, unless the region around it is decoded again at a finer scale.
+def small_digit_photo(digit, fmt: str) -> bytes:
+    """150 px of ink in a 12-megapixel photo: about 5 px at working size, too few to read the digit
+    from, unless the region around it is decoded again at a finer scale."""
     photo = np.full((3024, 4032), 205, dtype=np.uint8)
     coverage = 1 - np.asarray(paper(digit, side=150), dtype=np.float64) / 255
     photo[900:1050, 2300:2450] = np.round(205 * (1 - 0.8 * coverage))
-    vector = image_to_vector(encode(Image.fromarray(photo), fmt), DIGIT)
+    return encode(Image.fromarray(photo), fmt)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_small_digit_in_a_large_photo_is_read_from_a_finer_look(fmt, digit, reference):
+    vector = image_to_vector(small_digit_photo(digit, fmt), DIGIT)
     assert aligned_correlation(vector, reference) > 0.95
+
+
+def test_the_finer_look_is_paid_for_from_the_requests_pixel_budget(digit):
+    # The finer look decodes the photo a second time: a request's pixel budget bounds that too.
+    # When the budget pays for one decode only, the photo is read as a whole, not refused.
+    photo = small_digit_photo(digit, "PNG")
+    pixels = 3024 * 4032
+    fine = images_to_batch([photo], DIGIT, max_total_pixels=2 * pixels)[0]
+    np.testing.assert_array_equal(fine, image_to_vector(photo, DIGIT))
+    coarse = images_to_batch([photo], DIGIT, max_total_pixels=pixels)[0]
+    np.testing.assert_array_equal(coarse, ink.grey_to_vector(decode_grey(photo), size=(28, 28), fit="digit"))
+    assert not np.array_equal(fine, coarse)
 
 
 def digit_on_page(digit, shade: float = 0.8) -> np.ndarray:
