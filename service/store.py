@@ -52,6 +52,7 @@ from .errors import Conflict, NotFound, NotReady, access_advice
 log = logging.getLogger("scratchnet.store")
 
 MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that could not be read
+UNLOADED_WAIT = 2.0  # the longest a request to an unloaded model waits for a registry pass in progress
 AVAILABLE = "available"
 LOADING = "loading"
 FAILED = "failed"
@@ -583,8 +584,9 @@ class ModelStore:
         """Whether ``slot``'s model is unloaded, as serving.json says now. A load through another
         worker answers as soon as that worker serves, as Triton's does, so a client infers and
         asks readiness next, before this worker's watcher has looked: an unloaded model has its
-        few bytes of serving.json read again (only then; unless a refresh is reading it now)."""
-        if slot.unloaded and self._refresh_lock.acquire(blocking=False):
+        few bytes of serving.json read again (only then), after the watcher's pass in progress, if
+        any, for up to UNLOADED_WAIT seconds (a pass loading a large model may take longer)."""
+        if slot.unloaded and self._refresh_lock.acquire(timeout=UNLOADED_WAIT):
             try:
                 self._apply_serving(slot, *self._read_serving(slot.name))
             finally:

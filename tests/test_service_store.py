@@ -548,6 +548,20 @@ def test_a_model_unloaded_while_serving_is_reported_serving_nothing_in_readiness
     assert store.readiness()[1]["models"]["mnist"] == {"ready": False, "version": None, "unloaded": True}
 
 
+def test_a_model_loaded_through_another_worker_serves_here_even_during_a_registry_pass(tmp_path):
+    # Another worker wrote "loaded" to serving.json and answered; a client's next request lands
+    # here while this worker's watcher is in the middle of a pass (which holds the refresh lock).
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}, "unloaded": True})
+    store.refresh()
+    store._refresh_lock.acquire()  # a pass in progress
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}, "unloaded": False})
+    threading.Timer(0.3, store._refresh_lock.release).start()  # the pass ends
+    store.require_loaded("mnist")  # waits for the pass, then reads serving.json: no 503
+    assert store.readiness()[1]["models"]["mnist"] == {"ready": True, "version": 1}
+
+
 def check_unreadable_model_folder(root):
     publish_model(root, "mnist")
     publish_model(root, "iris", kind="vector")
