@@ -2,6 +2,12 @@
 service maps the classes to HTTP statuses, the trainer prints the message."""
 
 
+def shortened(text: str, limit: int = 60) -> str:
+    """``text`` as a message shows a value sent or read: cut to ``limit`` characters, ending in
+    "...", when longer (a value of 100,000 characters is not repeated whole)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class ScratchnetError(Exception):
     code = "error"
 

@@ -21,7 +21,7 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
+from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage, shortened
 from shared.ink import Zoom, grey_to_vector
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -248,8 +248,7 @@ def json_type_name(value) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, str):
-        shown = value if len(value) <= 20 else value[:17] + "..."
-        return f"a string ({shown!r})"
+        return f"a string ({shortened(value, 20)!r})"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, (list, tuple)):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ScratchnetError
+from shared.errors import ScratchnetError, shortened
 from shared.registry import RegistryError
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
@@ -334,9 +334,7 @@ def _check_recorded(model, what: str) -> None:
                 f"a list of {inputs} distinct column names, one per input")]
     for field, value, fits, expected in fields:
         if value is not None and not fits(value):
-            shown = json.dumps(value)
-            raise CommandError(f"{what}: its manifest's {field} must be {expected}, not "
-                               f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+            raise CommandError(f"{what}: its manifest's {field} must be {expected}, not {shortened(json.dumps(value))}")
 
 
 def _columns_of(model, dataset, what: str):

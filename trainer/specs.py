@@ -13,6 +13,8 @@ import math
 import types
 import typing
 
+from shared.errors import shortened
+
 SPEC_FORM = "expected 'name' or 'name(key=value, ...)'"
 
 
@@ -22,16 +24,17 @@ def parse_spec(spec: str) -> tuple[str, list, dict]:
     try:
         node = ast.parse(text, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # the last two: nesting too deep
-        raise ValueError(f"cannot parse {_shown(spec)}: {SPEC_FORM}") from None
+        raise ValueError(f"cannot parse {shortened(repr(spec))}: {SPEC_FORM}") from None
     if isinstance(node, ast.Name):
         return node.id.lower(), [], {}
     if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        raise ValueError(f"cannot parse {_shown(spec)}: {SPEC_FORM}")
+        raise ValueError(f"cannot parse {shortened(repr(spec))}: {SPEC_FORM}")
     try:
         args = [ast.literal_eval(a) for a in node.args]
         kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):  # TypeError: {[1]: 2}
-        raise ValueError(f"cannot parse {_shown(spec)}: arguments must be literal numbers, strings or lists") from None
+        raise ValueError(f"cannot parse {shortened(repr(spec))}: arguments must be literal numbers, strings or "
+                         "lists") from None
     if None in kwargs:
         raise ValueError(f"cannot parse {spec!r}: '**' is not allowed")
     return node.func.id.lower(), args, kwargs
@@ -91,7 +94,7 @@ def _check_arguments(factory, kwargs: dict, overrides: dict, what: str) -> None:
             raise ValueError(f"bad arguments for {what}: no argument {key!r} ({takes})")
         expected = _mismatch(value, parameters[key].annotation) if key in parameters else None
         if expected:
-            raise ValueError(f"bad arguments for {what}: {key} must be {expected}, got {_shown(value)}")
+            raise ValueError(f"bad arguments for {what}: {key} must be {expected}, got {shortened(repr(value))}")
 
 
 def _mismatch(value, annotation) -> str | None:
@@ -114,12 +117,6 @@ def _mismatch(value, annotation) -> str | None:
         if not fits or any(_mismatch(v, k) for v, k in zip(value, items)):
             return f"a list of {len(items)} finite numbers"
     return None
-
-
-def _shown(value) -> str:
-    """``repr(value)``, cut short: a spec of 100,000 minus signs is not repeated whole."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _finite(number: int | float) -> bool:

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
                       model_validator)
 
+from shared.errors import shortened
+
 from ..schemas import no_default
 from .binary import DATATYPES
 
@@ -192,10 +194,8 @@ class LoadParameters(Open):
             return value
         if type(value) is str and re.match(VERSION_TEXT, value):
             return value
-        shown = json.dumps(value)
-        shown = shown if len(shown) <= 20 else shown[:17] + "..."
-        raise ValueError(f"{shown} is not a version: give a positive integer, such as 3, or its digits as a string "
-                         '("3")')
+        raise ValueError(f"{shortened(json.dumps(value), 20)} is not a version: give a positive integer, such as 3, "
+                         'or its digits as a string ("3")')
 
 
 class LoadRequest(Strict):
