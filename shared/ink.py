@@ -97,8 +97,8 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
     columns) inked across RULE_SPAN of their length or more, each of which loses its own level of
     ink (its median), so that only what the digit's strokes add on it is left."""
     for axis, edges in ((1, (ink[:, 0], ink[:, -1])), (0, (ink[0], ink[-1]))):
-        if max(_count_runs(edge > 0) for edge in edges) < RULES_MIN:  # lines cross the picture: cheap to rule out
-            continue
+        if all(np.count_nonzero(edge) < RULES_MIN or _count_runs(edge > 0) < RULES_MIN for edge in edges):
+            continue  # lines cross the picture: cheap to rule out
         ruled = np.count_nonzero(ink, axis=axis) >= RULE_SPAN * ink.shape[axis]
         if _count_runs(ruled) >= RULES_MIN:
             level = np.where(np.expand_dims(ruled, axis), np.median(ink, axis=axis, keepdims=True), 0)
@@ -108,7 +108,9 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The starts and (exclusive) ends of the runs of set elements of the 1-D boolean ``mask``."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]]).astype(np.int8)))
+    padded = np.zeros(mask.size + 2, dtype=bool)
+    padded[1:-1] = mask
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
     return edges[::2], edges[1::2]
 
 
