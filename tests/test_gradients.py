@@ -95,7 +95,8 @@ def test_softmax_cross_entropy_with_labels_and_soft_targets():
     rng = np.random.default_rng(5)
     n, k = shape(rng)
     logits = rng.standard_normal((n, k)) * 4
-    for target in (rng.integers(0, k, n), rng.dirichlet(np.ones(k), size=n)):
+    soft = rng.dirichlet(np.ones(k), size=n)
+    for target in (rng.integers(0, k, n), soft, soft * rng.uniform(0.5, 2.0, size=(n, 1))):  # rows of any mass
         loss = SoftmaxCrossEntropy()
         loss.forward(logits, target)
         analytic = loss.backward().copy()

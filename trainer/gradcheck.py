@@ -206,7 +206,8 @@ def default_checks(seed: int = 0) -> list[Row]:
     check("Dropout(0.5)", gradcheck, Dropout(0.5, dtype=f64), seed=seed)
     check("SoftmaxCrossEntropy (labels)", gradcheck, SoftmaxCrossEntropy(), seed=seed)
     logits = rng.standard_normal((4, 5)) * 10  # large logits: the stable path
-    soft = rng.dirichlet(np.ones(5), size=4)
+    # Rows of any mass (a label weighted, or smoothed into several): the gradient scales with it.
+    soft = rng.dirichlet(np.ones(5), size=4) * rng.uniform(0.5, 2.0, size=(4, 1))
     check("SoftmaxCrossEntropy (soft targets)", check_loss, SoftmaxCrossEntropy(), logits, soft)
     check("MSE", gradcheck, MSE(), seed=seed)
     sizes = [size(), size(), size(), 3]

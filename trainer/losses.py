@@ -1,4 +1,5 @@
-"""Losses, averaged over the batch: ``forward(output, target) -> float`` then ``backward() -> grad``.
+"""Losses, averaged (cross-entropy over the batch, MSE over every element): ``forward(output, target) -> float``
+then ``backward() -> grad``.
 
 ``backward`` returns d(loss)/d(output), shape (n, k), in the output's dtype. It reads what
 ``forward`` cached; the returned array is a buffer owned by the loss, reused on the next call.
