@@ -281,8 +281,6 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     result = svc.predictor.run(model, batch, top_k=top_k)
     response = current_app.response_class(result.to_json(), mimetype="application/json")
     svc.metrics.observe_prediction(result, started)
-    response.headers["X-Model-Name"] = model.name
-    response.headers["X-Model-Version"] = str(model.version)
     return response
 
 

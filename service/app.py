@@ -141,7 +141,7 @@ def _register_request_hooks(app: Flask) -> None:
         if req.endpoint in CONTENT_POLICIES:
             headers["Content-Security-Policy"] = CONTENT_POLICIES[req.endpoint]
         model = getattr(state, "model", None)
-        if model is not None and "X-Model-Version" not in headers:  # an error the resolved version gave
+        if model is not None:  # the version the request resolved, whether it answered or refused
             headers["X-Model-Name"] = model
             headers["X-Model-Version"] = str(state.version)
         if status >= 400 and model is not None and getattr(state, "inference", False):

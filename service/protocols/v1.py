@@ -70,8 +70,6 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     response = current_app.json.response(
         {"predictions": row_outputs(outputs)} if rows else {"outputs": column_outputs(outputs)})
     svc.metrics.observe_prediction(result, started)
-    response.headers["X-Model-Name"] = model.name
-    response.headers["X-Model-Version"] = str(model.version)
     return response
 
 

@@ -420,8 +420,6 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
         response.content_type = "application/octet-stream"
     else:
         response.content_type = "application/json"
-    response.headers["X-Model-Name"] = model.name
-    response.headers["X-Model-Version"] = str(model.version)
     encoding = request.accept_encodings.best_match(binary.ENCODINGS)
     if encoding:
         response.set_data(binary.compress(response.get_data(), encoding))
