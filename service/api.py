@@ -30,7 +30,7 @@ from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.forward import Model
-from shared.registry import LABEL_PATTERN, VERSION_PATTERN, RegistryError
+from shared.registry import VERSION_PATTERN, RegistryError, check_name
 
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unauthorized,
@@ -474,10 +474,12 @@ def rollback(name: str):
 
 
 def label_name(label: str) -> str:
-    if not LABEL_PATTERN.match(label):
-        raise InvalidInput(f"Label {label!r} is not valid: use letters, digits, '.', '_' or '-' "
-                           "(at most 64 characters, starting with a letter or digit).", code="invalid_label")
-    return label
+    """The label a URL names, which the registry's naming rule must allow (else 422 in its words)."""
+    try:
+        return check_name(label, "label")
+    except RegistryError as e:
+        reason = str(e)
+        raise InvalidInput(f"{reason[:1].upper()}{reason[1:]}.", code="invalid_label") from None
 
 
 @models_bp.put("/models/<name>/labels/<label>")

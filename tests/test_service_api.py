@@ -657,7 +657,8 @@ def test_labels(client, registry):
     assert_error(client.put("/models/mnist/labels/canary", data="2", content_type="text/plain", headers=AUTH), 415)
     assert_error(client.put("/models/mnist/labels/canary", data="{", content_type="application/json", headers=AUTH),
                  400, "malformed_json")
-    assert_error(client.put("/models/mnist/labels/-bad", json={"version": 1}, headers=AUTH), 422, "invalid_label")
+    assert_error(client.put("/models/mnist/labels/-bad", json={"version": 1}, headers=AUTH), 422, "invalid_label",
+                 "Label '-bad' is not valid: use letters, digits")
     assert_error(client.put("/models/mnist/labels/stable%0A", json={"version": 1}, headers=AUTH), 422,
                  "invalid_label")
     for version in (True, "1", 1.0):
