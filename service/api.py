@@ -58,11 +58,17 @@ def validate(schema: type[pydantic.BaseModel], data, what: str):
         raise describe_validation_error(e, what) from None
 
 
+def in_digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits alone: a number, though not always a version (0, 01, ten digits).
+    str.isdigit alone also takes '²' and '١', which int() refuses or reads as another number."""
+    return text.isascii() and text.isdigit()
+
+
 def version_number(text: str) -> int:
     """A version from the URL: a positive integer (VERSION_PATTERN), else 404 (there is no such version)."""
     if VERSION_PATTERN.match(text):
         return int(text)
-    if text.isascii() and text.isdigit() and not text.startswith("0"):
+    if in_digits(text) and not text.startswith("0"):
         raise NotFound(f"Version {text} does not exist: version numbers have at most 9 digits.",
                        code="version_not_found")
     raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")

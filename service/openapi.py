@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from shared.registry import MAX_VERSION
+
 from . import schemas
 from .protocols import openapi as protocols_openapi
 
@@ -17,7 +19,7 @@ REF = "#/components/schemas/{model}"
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "description": "Model name.",
               "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 VERSION_PARAM = {"name": "version", "in": "path", "required": True, "description": "Version number.",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999}}
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}}
 LABEL_PARAM = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
                "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False,

@@ -3,6 +3,7 @@ and ``service.openapi`` builds the OpenAPI document from their JSON schemas (res
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
@@ -15,6 +16,14 @@ VECTORS_SCHEMA = {
     "description": "One vector of numbers, or a batch: a list of vectors, each as long as the model's input.",
     "anyOf": [NUMBER_ARRAY, {"type": "array", "items": NUMBER_ARRAY, "minItems": 1}],
 }
+
+
+def json_schema_pattern(pattern: re.Pattern) -> str:
+    """A pattern that ends in ``\\Z`` as JSON Schema writes it: ECMAScript has no ``\\Z``, and its ``$``
+    matches only at the very end (Python's ``$`` also before a final newline)."""
+    if not pattern.pattern.endswith(r"\Z"):
+        raise ValueError(f"{pattern.pattern!r} does not end in \\Z")
+    return pattern.pattern.removesuffix(r"\Z") + "$"
 
 
 def no_default(schema: dict) -> None:

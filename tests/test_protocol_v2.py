@@ -583,6 +583,7 @@ def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
     ({"version": 0}, 400, "parameters.version: 0 is not a version"),
     ({"version": True}, 400, "parameters.version: true is not a version"),
     ({"version": "x" * 100}, 400, 'parameters.version: "xxxxxxxxxxxxxxxx... is not a version'),
+    ({"version": "3\n"}, 400, 'parameters.version: "3\\n" is not a version: give a positive integer, such as 3, or'),
     ({"version": 1, "config": "{}"}, 400, "once"),
     ({"config": "{not json"}, 400, "not valid JSON"),
     ({"config": json.dumps({"max_batch_size": 8})}, 400, "version_policy"),

@@ -12,7 +12,7 @@ REF = "#/components/schemas/{model}"
 NAME = {"name": "name", "in": "path", "required": True, "description": "Model name.",
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 VERSION = {"name": "version", "in": "path", "required": True, "description": "Version number.",
-           "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}}
+           "schema": {"type": "string", "pattern": schemas.VERSION_TEXT}}
 LABEL = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
          "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 BINARY = {"type": "string", "format": "binary"}

@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
                       model_validator)
 
 from shared.errors import shortened
+from shared.registry import VERSION_PATTERN
 
-from ..schemas import no_default
+from ..schemas import json_schema_pattern, no_default
 from .binary import DATATYPES
 
-VERSION_TEXT = r"^[1-9][0-9]{0,8}$"
+VERSION_TEXT = json_schema_pattern(VERSION_PATTERN)  # a version's digits in a JSON schema
 TENSOR_DATA = {"description": "The elements in row-major order, flat or nested as the shape; BYTES elements "
                               "are strings (base64 for images).",
                "type": "array", "items": {}}
@@ -192,7 +192,7 @@ class LoadParameters(Open):
         """One message for every wrong kind of value, rather than one per member of a union."""
         if value is None or (type(value) is int and value >= 1):
             return value
-        if type(value) is str and re.match(VERSION_TEXT, value):
+        if type(value) is str and VERSION_PATTERN.match(value):
             return value
         raise ValueError(f"{shortened(json.dumps(value), 20)} is not a version: give a positive integer, such as 3, "
                          'or its digits as a string ("3")')

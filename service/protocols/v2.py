@@ -28,7 +28,7 @@ from shared.forward import Model
 from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
 
-from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, not_found_in_words, parse_json, read_body,
+from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, in_digits, not_found_in_words, parse_json, read_body,
                    refuse_too_many_numbers, resolve_from_url, set_serving, validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
@@ -59,7 +59,7 @@ def tritons_words(name: str, version: str | None = None) -> dict[str, str]:
     no number keeps the service's explanation alone."""
     unknown = f"Request for unknown model: '{name}'"
     words = {"model_not_found": f"{unknown} is not found"}
-    if version is not None and version.isascii() and version.isdigit():
+    if version is not None and in_digits(version):
         words["version_not_found"] = f"{unknown} version {int(version)} is not found"
     return words
 
