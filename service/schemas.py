@@ -31,6 +31,7 @@ def no_default(schema: dict) -> None:
 
 
 class Strict(BaseModel):
+    """Request objects of the native API and the protocols alike: an unknown key is refused."""
     model_config = ConfigDict(extra="forbid")
 
 

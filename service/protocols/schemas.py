@@ -12,17 +12,13 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJ
 from shared.errors import shortened
 from shared.registry import VERSION_PATTERN
 
-from ..schemas import json_schema_pattern, no_default
+from ..schemas import Strict, json_schema_pattern, no_default
 from .binary import DATATYPES
 
 VERSION_TEXT = json_schema_pattern(VERSION_PATTERN)  # a version's digits in a JSON schema
 TENSOR_DATA = {"description": "The elements in row-major order, flat or nested as the shape; BYTES elements "
                               "are strings (base64 for images).",
                "type": "array", "items": {}}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Open(BaseModel):
