@@ -13,24 +13,20 @@ from pydantic import BaseModel
 from shared.registry import MAX_VERSION
 
 from . import schemas
+from .openapi_parts import (ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, REF, SHARED_MEANINGS, operation_id,
+                            ref)
 from .protocols import openapi as protocols_openapi
 
-REF = "#/components/schemas/{model}"
-NAME_PARAM = {"name": "name", "in": "path", "required": True, "description": "Model name.",
-              "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 VERSION_PARAM = {"name": "version", "in": "path", "required": True, "description": "Version number.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}}
-LABEL_PARAM = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
-               "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
 TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False,
                "description": "How many of the most probable classes to list (default 3; 0 leaves the list out).",
                "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
-BINARY = {"type": "string", "format": "binary"}
 PREDICT_BODY = {
     "required": True,
     "description": "An image, several images as a form, numbers as JSON, or a batch as a .npy array.",
     "content": {
-        "application/json": {"schema": {"$ref": REF.format(model="PredictRequest")}},
+        "application/json": {"schema": ref(schemas.PredictRequest)},
         "image/*": {"schema": BINARY},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
@@ -39,16 +35,11 @@ PREDICT_BODY = {
         "application/x-npy": {"schema": BINARY},
     },
 }
-LABEL_BODY = {"required": True,
-              "content": {"application/json": {"schema": {"$ref": REF.format(model="LabelRequest")}}}}
-ADMIN_SECURITY = [{"bearer": []}]
+LABEL_BODY = {"required": True, "content": {"application/json": {"schema": ref(schemas.LabelRequest)}}}
 
 ERROR_MEANINGS = {
+    **SHARED_MEANINGS,
     400: "Malformed request: JSON, base64, multipart or .npy that cannot be parsed, or an empty body.",
-    401: "No Authorization header, or not 'Bearer <token>'.",
-    403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
-    404: "Unknown model, version or label.",
-    408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
     409: "The version cannot be served, or there is nothing to roll back to.",
     413: "Too large: body, image pixels, batch or number of values.",
     415: "Unsupported Content-Type or image format.",
@@ -137,7 +128,7 @@ def _components(models: list[type[BaseModel]]) -> dict:
 def _operation(op: Operation) -> dict:
     ok: dict = {"description": "Success."}
     if op.response is not None:
-        ok["content"] = {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}}
+        ok["content"] = {"application/json": {"schema": ref(op.response)}}
     elif op.path == "/openapi.json":
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
     elif op.path == "/":
@@ -152,11 +143,12 @@ def _operation(op: Operation) -> dict:
     for status in sorted(op.errors):
         if status == 503 and op.path == "/readyz":
             responses["503"] = {"description": "Not ready; the reason says why.",
-                                "content": {"application/json": {"schema": {"$ref": REF.format(model="Readiness")}}}}
+                                "content": {"application/json": {"schema": ref(schemas.Readiness)}}}
             continue
         responses[str(status)] = {"description": ERROR_MEANINGS[status],
-                                  "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}}}
-    operation = {"summary": op.summary, "operationId": _operation_id(op), "tags": [op.tag], "responses": responses}
+                                  "content": {"application/json": {"schema": ref(schemas.ErrorResponse)}}}
+    operation = {"summary": op.summary, "operationId": operation_id(op.method, op.path), "tags": [op.tag],
+                 "responses": responses}
     if op.parameters:
         operation["parameters"] = op.parameters
     if op.body:
@@ -164,11 +156,6 @@ def _operation(op: Operation) -> dict:
     if op.admin:
         operation["security"] = ADMIN_SECURITY
     return operation
-
-
-def _operation_id(op: Operation) -> str:
-    words = [w.strip("{}") for w in op.path.strip("/").replace(".", "_").split("/") if w] or ["index"]
-    return op.method + "_" + "_".join(words)
 
 
 def openapi_document(version: str = "0.1.0") -> dict:

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ..openapi_parts import ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, SHARED_MEANINGS, operation_id, ref
 from . import schemas
 from .binary import HEADER_LENGTH
 
-REF = "#/components/schemas/{model}"
-NAME = {"name": "name", "in": "path", "required": True, "description": "Model name.",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
-VERSION = {"name": "version", "in": "path", "required": True, "description": "Version number.",
-           "schema": {"type": "string", "pattern": schemas.VERSION_TEXT}}
-LABEL = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
-         "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}}
-BINARY = {"type": "string", "format": "binary"}
+VERSION_PARAM = {"name": "version", "in": "path", "required": True, "description": "Version number.",
+                 "schema": {"type": "string", "pattern": schemas.VERSION_TEXT}}
 V2_TAG, V1_TAG = "KServe V2 (Open Inference Protocol)", "TF Serving / KServe V1"
 
 MEANINGS = {
+    **SHARED_MEANINGS,
     400: "The request cannot be used: malformed JSON or binary data, an unknown input or output, a wrong shape, "
          "datatype or value.",
-    401: "No Authorization header, or not 'Bearer <token>'.",
-    403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
-    404: "Unknown model, version or label.",
-    408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
     409: "The version cannot be served.",
     413: "Too large: body (also once inflated), image pixels, batch or number of values.",
     503: "Not ready: no servable version, the model is unloaded, or the registry is unavailable.",
@@ -33,12 +25,8 @@ INFER_ERRORS = (400, 404, 408, 413, 503)
 ADMIN_ERRORS = (400, 401, 403, 404, 408, 409, 413, 503)
 
 
-def _ref(model: type[BaseModel]) -> dict:
-    return {"$ref": REF.format(model=model.__name__)}
-
-
 def _json(model: type[BaseModel] | dict) -> dict:
-    return {"application/json": {"schema": model if isinstance(model, dict) else _ref(model)}}
+    return {"application/json": {"schema": model if isinstance(model, dict) else ref(model)}}
 
 
 def _operation(method: str, path: str, summary: str, tag: str, response, *, parameters=(), errors=(),
@@ -53,15 +41,14 @@ def _operation(method: str, path: str, summary: str, tag: str, response, *, para
         responses[str(status)] = {"description": MEANINGS[status], "content": _json(schemas.ProtocolError)}
     if not_ready is not None:
         responses["503"] = {"description": "Not ready.", "content": _json(not_ready)}
-    words = [w.strip("{}") for w in path.strip("/").replace(":", "/").split("/")]
-    operation = {"summary": summary, "operationId": method + "_" + "_".join(words), "tags": [tag],
+    operation = {"summary": summary, "operationId": operation_id(method, path), "tags": [tag],
                  "responses": responses}
     if parameters:
         operation["parameters"] = list(parameters)
     if body:
         operation["requestBody"] = body
     if admin:
-        operation["security"] = [{"bearer": []}]
+        operation["security"] = ADMIN_SECURITY
     return path, method, operation
 
 
@@ -92,8 +79,9 @@ def _operations() -> list[tuple]:
                    "or has.", V2_TAG, schemas.ModelStatistics),
     ]
     for prefix, params, which, stats_of in (
-            ("/v2/models/{name}", [NAME], "the served version", "every version of the model that can answer or has"),
-            ("/v2/models/{name}/versions/{version}", [NAME, VERSION], "one version", "one version")):
+            ("/v2/models/{name}", [NAME_PARAM], "the served version",
+             "every version of the model that can answer or has"),
+            ("/v2/models/{name}/versions/{version}", [NAME_PARAM, VERSION_PARAM], "one version", "one version")):
         ops += [
             _operation("get", prefix, f"Model metadata of {which}: versions, platform, input and output tensors.",
                        V2_TAG, schemas.ModelMetadata, parameters=params, errors=(404, 503)),
@@ -108,21 +96,21 @@ def _operations() -> list[tuple]:
         ]
     ops += [
         _operation("post", "/v2/repository/index", "Every version of every model: READY, UNAVAILABLE or LOADING.",
-                   V2_TAG, {"type": "array", "items": _ref(schemas.RepositoryEntry)}, errors=(400, 413),
+                   V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 413),
                    body=_optional(schemas.RepositoryIndexRequest)),
         _operation("post", "/v2/repository/models/{name}/load", "Load a model (back into service); "
-                   "parameters.version pins a version.", V2_TAG, schemas.RepositoryResult, parameters=[NAME],
+                   "parameters.version pins a version.", V2_TAG, schemas.RepositoryResult, parameters=[NAME_PARAM],
                    errors=ADMIN_ERRORS, body=_optional(schemas.LoadRequest), admin=True),
         _operation("post", "/v2/repository/models/{name}/unload", "Take a model out of service on every worker.",
-                   V2_TAG, schemas.RepositoryResult, parameters=[NAME], errors=ADMIN_ERRORS,
+                   V2_TAG, schemas.RepositoryResult, parameters=[NAME_PARAM], errors=ADMIN_ERRORS,
                    body=_optional(schemas.UnloadRequest), admin=True),
         _operation("get", "/v1/models", "The models' names.", V1_TAG, schemas.ModelNames),
     ]
     # Without a version, TF Serving's status lists every version of the model, not the served one.
     for path, params, which, status_of in (
-            ("/v1/models/{name}", [NAME], "the served version", "every version"),
-            ("/v1/models/{name}/versions/{version}", [NAME, VERSION], "one version", "one version"),
-            ("/v1/models/{name}/labels/{label}", [NAME, LABEL], "the version a label points to",
+            ("/v1/models/{name}", [NAME_PARAM], "the served version", "every version"),
+            ("/v1/models/{name}/versions/{version}", [NAME_PARAM, VERSION_PARAM], "one version", "one version"),
+            ("/v1/models/{name}/labels/{label}", [NAME_PARAM, LABEL_PARAM], "the version a label points to",
              "the version a label points to")):
         ops += [
             _operation("get", path, f"Status of {status_of} (model_version_status).", V1_TAG, schemas.ModelStatus,

@@ -1,0 +1,39 @@
+"""What the native API's OpenAPI document (``service.openapi``) and the protocols' routes in it
+(``service.protocols.openapi``) are built from alike: schema references, the path parameters that
+name a model and a label, a binary body, the errors both answer in the same words, and how an
+operation's id is made from its method and path."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from shared.registry import LABEL_PATTERN, NAME_PATTERN
+
+from .schemas import json_schema_pattern
+
+REF = "#/components/schemas/{model}"
+NAME_PARAM = {"name": "name", "in": "path", "required": True, "description": "Model name.",
+              "schema": {"type": "string", "pattern": json_schema_pattern(NAME_PATTERN)}}
+LABEL_PARAM = {"name": "label", "in": "path", "required": True, "description": "Serving label, e.g. stable.",
+               "schema": {"type": "string", "pattern": json_schema_pattern(LABEL_PATTERN)}}
+BINARY = {"type": "string", "format": "binary"}
+ADMIN_SECURITY = [{"bearer": []}]
+# The errors that mean the same on every route; each document adds its own words for the others.
+SHARED_MEANINGS = {
+    401: "No Authorization header, or not 'Bearer <token>'.",
+    403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
+    404: "Unknown model, version or label.",
+    408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
+}
+
+
+def ref(model: type[BaseModel]) -> dict:
+    """A reference to ``model``'s schema among the document's components."""
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def operation_id(method: str, path: str) -> str:
+    """``get_models_name_versions_version`` for ``GET /models/{name}/versions/{version}``: the path's
+    words, a TF Serving verb (``:predict``) and a file suffix (``.json``) among them; ``index`` for ``/``."""
+    words = [w.strip("{}") for w in path.strip("/").replace(".", "_").replace(":", "/").split("/") if w] or ["index"]
+    return method + "_" + "_".join(words)
