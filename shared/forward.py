@@ -52,6 +52,16 @@ ACTIVATIONS = {"relu": relu, "leaky_relu": leaky_relu, "sigmoid": sigmoid, "tanh
 FOLD_LIMIT = 4.0
 
 
+def input_normalization(manifest: dict) -> dict:
+    """The manifest's ``input.normalization``; without one the inputs are used as they are."""
+    return manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+
+
+def output_scaling(manifest: dict) -> dict:
+    """The manifest's ``output.scaling`` of a regressor's target; without one its outputs are the target."""
+    return manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+
+
 @dataclass(frozen=True, eq=False)
 class Model:
     """A loaded, validated model. Build it with ``shared.model_file.load_model``.
@@ -78,7 +88,7 @@ class Model:
         batch is not copied and rescaled first. The fold is computed in float64, and made only
         where it keeps float32's precision (FOLD_LIMIT); otherwise the first step standardises.
         """
-        norm = self.manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+        norm = input_normalization(self.manifest)
         size = self.input_size
         mean = np.broadcast_to(np.asarray(norm["mean"], dtype=np.float64), (size,))
         std = np.broadcast_to(np.asarray(norm["std"], dtype=np.float64), (size,))
@@ -165,5 +175,5 @@ class Model:
         out = self.forward(x)
         if self.task == "classification":
             return out.argmax(axis=1)
-        scaling = self.manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+        scaling = output_scaling(self.manifest)
         return out[:, 0] * np.float32(scaling["std"]) + np.float32(scaling["mean"])

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import ModelFileError
-from .forward import ACTIVATIONS, Model
+from .forward import ACTIVATIONS, Model, input_normalization, output_scaling
 from .preprocess import parse_image_spec
 from .registry import NotRegularFile, open_regular_file
 
@@ -368,10 +368,10 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
             raise ModelFileError(path, f"a regression model must have 1 output, this one has {width}")
         if ends_in_softmax:
             raise ModelFileError(path, "a regression model cannot end with softmax")
-        scaling = manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+        scaling = output_scaling(manifest)
         if not all(_is_finite_number(scaling.get(k)) for k in ("mean", "std")) or scaling["std"] <= 0:
             raise ModelFileError(path, "output.scaling needs a finite mean and a finite, positive std")
-    norm = manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+    norm = input_normalization(manifest)
     size = manifest["input"]["shape"][0]
     for key in ("mean", "std"):
         values = norm.get(key)

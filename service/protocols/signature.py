@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.forward import Model
+from shared.preprocess import parse_image_spec
 
 from ..predictor import Predictor, PredictionBatch
 
@@ -55,8 +56,7 @@ def config_entry(spec: TensorSpec, *, optional: bool = False) -> dict:
 
 def field_size(model: Model) -> tuple[int, int]:
     """The (height, width) field an image model's preprocessing fills."""
-    height, width = (model.preprocessing or {}).get("size", [28, 28])
-    return height, width
+    return parse_image_spec(model.preprocessing)[0]
 
 
 def input_specs(model: Model) -> list[TensorSpec]:
