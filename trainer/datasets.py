@@ -25,7 +25,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, arrays_to_batch
-from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls
+from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
@@ -531,13 +531,13 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
                            + ("" if task is None else f", not {task!r}"))
     path = Path(path)
     feature_names, x, y_raw = _read_csv_file(path, target, task)
-    files = {path.name: _sha256(path)}
+    files = {path.name: sha256_file(path)}
     if test_path is not None:
         test_path = Path(test_path)
         test_features, x_test, y_test_raw = _read_csv_file(test_path, target, task)
         if test_features != feature_names:
             raise DatasetError(f"{test_path}: its columns {test_features} differ from {path.name}'s {feature_names}")
-        files[test_path.name] = _sha256(test_path)
+        files[test_path.name] = sha256_file(test_path)
         split = f"test file {test_path.name}"
     else:
         train, test, split = _test_split(x, test_fraction, seed, path.name)
@@ -698,7 +698,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
             labels = [str(i) for i in range(n_classes)]
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
                    labels=labels, labels_are_indices=task == "classification" and not named and "labels" not in arrays,
-                   target="y" if task == "regression" else None, files={path.name: _sha256(path)}, split=split,
+                   target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
                    input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
 
 
@@ -858,7 +858,3 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
