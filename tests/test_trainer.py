@@ -833,7 +833,7 @@ def test_the_service_answers_what_the_trainer_computes(tmp_path, blobs_npz, wine
     float32 rounding and the JSON's digits, its classes exactly; and evaluate reports the
     metrics the manifest records."""
     from service.app import create_app
-    from trainer.activations import softmax
+    from shared.forward import softmax
     from trainer.report import format_metrics
 
     built = []  # the networks the runs train, as the trainer holds them

@@ -3,8 +3,9 @@
 Every function is applied to an array ``x`` of any shape and writes into ``out`` (which may be
 ``x`` itself: all of them work in place). The derivative is expressed through the *output*
 ``y = f(x)``, so the layer only needs to cache ``y`` for the backward pass. Softmax is not here:
-it is fused into :class:`trainer.losses.SoftmaxCrossEntropy` for training and appended as the
-output activation at export.
+it is fused into :class:`trainer.losses.SoftmaxCrossEntropy` for training, appended as the
+output activation at export, and ``Network.predict_proba`` applies the served model's
+(``shared.forward.softmax``).
 """
 
 from __future__ import annotations
@@ -119,11 +120,3 @@ def get_activation(spec) -> ActivationFunction:
     if isinstance(spec, ActivationFunction):
         return spec
     return build(ACTIVATIONS, spec, "activation")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``logits`` of shape (n, k), stable for any magnitude; same dtype."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.forward import softmax
 from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
 from trainer.losses import Loss, get_loss
 
@@ -123,11 +124,10 @@ class Network:
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities of shape (n, classes) (classification only)."""
-        from trainer.activations import softmax
-
         if self.loss.output_activation != "softmax":
             raise ValueError("predict_proba needs a classification network")
-        return softmax(self.predict_logits(x, batch_size))
+        # softmax works in place, and the logits may be the last layer's buffer, which it reuses
+        return softmax(self.predict_logits(x, batch_size).copy())
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class indices of shape (n,) for classification; raw outputs (n, k) for regression."""
