@@ -99,6 +99,7 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import record_unrouted
+from service.errors import error_body
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
 # Gunicorn lets a thread wait up to 5 s for a new connection's first bytes before handing it to
@@ -130,7 +131,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     request id of that line, as the app's answers do, so the client can name it."""
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
     request_id = uuid.uuid4().hex
-    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason, "code": code, "details": []}).encode()
+    body = json.dumps(error_body(f"{reason}: {mesg}" if mesg else reason, code)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\nX-Content-Type-Options: nosniff\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
