@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from .errors import shortened
+
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"
 HIGHEST_FILE = ".highest_version"   # the highest version publish has given (see Registry)
@@ -202,7 +204,7 @@ class Registry:
         pinned = data.get("pinned")
         if pinned is not None and not _is_version(pinned):
             raise RegistryError(f"{path}: 'pinned' must be a version number (a positive integer of at most 9 "
-                                f"digits) or null, not {json.dumps(pinned)[:40]}")
+                                f"digits) or null, not {shortened(json.dumps(pinned), 40)}")
         labels = data.get("labels")
         labels = {} if labels is None else labels
         if not (isinstance(labels, dict) and all(LABEL_PATTERN.match(k) and _is_version(v) for k, v in labels.items())):
@@ -314,7 +316,7 @@ class Registry:
             raise RegistryError(f"{path} cannot be read: {e}") from None
         if not VERSION_PATTERN.match(text):
             raise RegistryError(f"{path} must hold the highest version published (a positive integer), "
-                                f"not {text[:20]!r}")
+                                f"not {shortened(text, 20)!r}")
         return int(text)
 
     def _highest_used(self, name: str) -> int:

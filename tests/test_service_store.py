@@ -666,6 +666,7 @@ def test_a_burst_of_new_versions_swaps_to_the_newest_before_checking_the_others(
 @pytest.mark.parametrize("text, message", [
     ('{"pinned": 1000000000}', "'pinned' must be a version number"),
     ('{"pinned": 2.0}', "'pinned' must be a version number"),
+    ('{"pinned": "' + "x" * 100 + '"}', r'not "x{36}\.\.\.$'),  # a long value is cut
     ('{"labels": {"stable": 1000000000}}', "'labels' must map label names to version numbers"),
     ('{"labels": []}', "'labels' must map"),
     ('{"labels": {"stable\\n": 1}}', "'labels' must map"),
