@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import os
 import shutil
@@ -698,7 +697,3 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(report.format_metrics(result["metrics"]))
     log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
     return result
-
-
-def metrics_summary(result: dict) -> str:
-    return json.dumps({k: v for k, v in result["metrics"].items() if k not in ("confusion", "per_class")})
