@@ -239,15 +239,6 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     return _load_idx_dataset(source, labels, fit, test_only)
 
 
-def fetch_dataset(name: str, *, cache_dir: Path | str | None = None, progress: bool = True) -> list[Path]:
-    """Download every file of a known dataset into the cache (verified); return their paths."""
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    source = _FileSource(DATASETS[key], None, cache_dir, True, progress)
-    return [source.cached(f) for f in source.spec.files]
-
-
 def dataset_key(name: str, path: Path | str | None = None) -> str:
     """What ``load_dataset(name, path=path)`` reads: a known dataset's key, ``csv`` or ``npz``.
     The type a name says wins over the file's suffix (a valid npz may be called data.dat); any
