@@ -800,7 +800,7 @@ def test_overfit_says_something_is_wrong_when_training_diverges(blobs_npz, monke
     (exit 1, "something is wrong"), not an error telling the learner to lower the learning rate."""
     from trainer.optimizers import SGD
 
-    def ascent(self, name, param, grad, state):
+    def ascent(self, param, grad, state):
         np.multiply(grad, self.lr, out=state["scratch"])
         param += state["scratch"]  # should be -=
 

@@ -80,7 +80,7 @@ def _contiguous_span(arrays: list[np.ndarray]) -> np.ndarray | None:
 
 
 class Optimizer:
-    """Base contract: subclasses implement ``_update(name, param, grad, state)``."""
+    """Base contract: subclasses implement ``_update(param, grad, state)``."""
 
     name = ""
     decoupled_weight_decay = False
@@ -120,10 +120,10 @@ class Optimizer:
                     np.multiply(param, self.weight_decay, out=scratch)
                     grad += scratch
         if flat is not None:
-            self._update("", *flat)
+            self._update(*flat)
         else:
             for (name, param), grad in zip(params.items(), grad_list):
-                self._update(name, param, grad, self.state[name])
+                self._update(param, grad, self.state[name])
         for key, decay in self._decaying().items():
             interval = guard_interval(decay)
             if interval is not None and self.t % interval == 0:
@@ -159,7 +159,7 @@ class Optimizer:
     def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {"scratch": np.empty_like(param)}
 
-    def _update(self, name: str, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
+    def _update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         raise NotImplementedError
 
     def _describe(self) -> str:
@@ -176,7 +176,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update(self, name, param, grad, state):
+    def _update(self, param, grad, state):
         step = state["scratch"]
         np.multiply(grad, self.lr, out=step)
         param -= step
@@ -204,7 +204,7 @@ class Momentum(Optimizer):
     def _decaying(self):
         return {"velocity": self.momentum}
 
-    def _update(self, name, param, grad, state):
+    def _update(self, param, grad, state):
         velocity, step = state["velocity"], state["scratch"]
         velocity *= self.momentum
         velocity += grad
@@ -256,7 +256,7 @@ class Adam(Optimizer):
         self._eps_hat = self.eps / c
         super().step(params, grads)
 
-    def _update(self, name, param, grad, state):
+    def _update(self, param, grad, state):
         b1, b2 = self.betas
         m, v, scratch = state["m"], state["v"], state["scratch"]
         m *= b1
