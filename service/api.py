@@ -341,8 +341,8 @@ def version_info(name: str, version: str):
 def admin(view: Callable) -> Callable:
     @functools.wraps(view)
     def checked(*args, **kwargs):
-        token = service().settings.admin_token
-        if not token:
+        settings = service().settings
+        if not settings.admin_enabled:
             raise Forbidden("The admin API is disabled: start the service with SCRATCHNET_ADMIN_TOKEN set.",
                             code="admin_disabled")
         header = request.headers.get("Authorization")
@@ -351,7 +351,7 @@ def admin(view: Callable) -> Callable:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
             raise Unauthorized("The Authorization header must be 'Bearer <token>'.", code="malformed_authorization")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        if not hmac.compare_digest(given.strip().encode(), settings.admin_token.encode()):
             raise Forbidden("The admin token is wrong.", code="wrong_token")
         return view(*args, **kwargs)
     return checked

@@ -125,7 +125,7 @@ def _register_request_hooks(app: Flask) -> None:
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         if svc.settings.watch:
-            svc.store.ensure_watching()  # a no-op unless this process was forked after create_app
+            svc.store.start()  # a no-op unless this process was forked after create_app
 
     @app.after_request
     def finish(response):

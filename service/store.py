@@ -161,8 +161,6 @@ class ModelStore:
         self._thread_pid = os.getpid()
         self._thread.start()
 
-    ensure_watching = start
-
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread_pid == os.getpid():
