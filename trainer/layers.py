@@ -3,7 +3,8 @@
 Shapes: every layer maps ``x`` of shape (n, in_features) to ``y`` of shape (n, out_features).
 ``params`` and ``grads`` are dicts keyed by the short parameter name (``"weight"``); the network
 prefixes the layer name (``"dense1.weight"``), the key used by the optimiser and the model file.
-Gradients *accumulate* into preallocated arrays: call ``zero_grad()`` before each backward.
+Gradients live in preallocated arrays: the first backward after ``zero_grad()`` (or
+``begin_gradients()``) writes the gradients, later ones add to them.
 
 Outputs and input gradients are buffers owned by the layer and reused by the next call of the
 same batch size, so a result is valid until the layer runs again. A network may set
@@ -44,10 +45,15 @@ class Layer:
     def zero_grad(self) -> None:
         for grad in self.grads.values():
             grad.fill(0)
+        self.begin_gradients()
+
+    def begin_gradients(self) -> None:
+        """Make the next backward write the gradients instead of adding to them (no pass over them)."""
         self._replace_grads = True
 
     def _accumulate(self, key: str, value: np.ndarray) -> None:
-        """Add ``value`` to ``grads[key]`` (used when the gradient is computed into a temporary)."""
+        """Put ``value`` into ``grads[key]``: the first backward after ``begin_gradients()`` writes it,
+        later ones add it (used when the gradient is computed into a temporary)."""
         grad = self.grads[key]
         if self._replace_grads:
             np.copyto(grad, value)

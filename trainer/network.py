@@ -68,7 +68,8 @@ class Network:
         return x.copy()
 
     def backward(self) -> np.ndarray | None:
-        """Backpropagate the loss of the last ``loss.forward`` call, accumulating into ``grads()``."""
+        """Backpropagate the loss of the last ``loss.forward`` call into ``grads()``: the first backward
+        after ``zero_grad()`` writes them, later ones add to them."""
         grad = self.loss.backward()
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
@@ -87,7 +88,7 @@ class Network:
     def _begin_gradients(self) -> None:
         """Make the next backward pass write every gradient instead of adding to it."""
         for layer in self.layers:
-            layer._replace_grads = True
+            layer.begin_gradients()
 
     def train_step(self, x: np.ndarray, y: np.ndarray, optimizer) -> tuple[float, np.ndarray]:
         """One minibatch: forward in training mode, backward, optimiser step. Returns the
