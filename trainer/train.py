@@ -343,30 +343,9 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         lr = schedule(epoch - 1)
         optimizer.set_lr(lr)
         rng.shuffle(order)
-        network.train()
         progress = EpochProgress(n, epoch, config.epochs, config.progress)
-        started = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
-        for start in range(0, n, batch):
-            index = order[start:min(start + batch, n)]
-            xb = np.take(x_train, index, axis=0, out=xb_buf[: len(index)])
-            if augment is not None:
-                xb = augment(xb, rng)
-            yb = y_train[index]
-            loss, out = network.train_step(xb, yb, optimizer)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss} in epoch {epoch}: lower the learning rate "
-                                         f"(now {lr:g}) or enable gradient clipping (--clip-norm)")
-            seen += len(index)
-            loss_sum += loss * len(index)
-            if task == "classification":
-                correct += int((out.argmax(axis=1) == yb).sum())
-            progress.update(len(index), loss_sum / seen, correct / seen if task == "classification" else None)
-        seconds = time.perf_counter() - started
-        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "seconds": round(seconds, 3),
-               "examples_per_second": round(seen / seconds)}
-        if task == "classification":
-            row["train_accuracy"] = correct / seen
+        batches = _minibatches(x_train, y_train, order[:n], xb_buf, augment, rng)
+        row = _train_epoch(network, optimizer, batches, task, progress, epoch, lr)
         if x_val is not None:
             row["val_loss"], val_accuracy = evaluate_network(network, x_val, y_val, task)
             if val_accuracy is not None:
@@ -381,7 +360,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close(summary)
         if not progress.active:
-            log(f"epoch {epoch}/{config.epochs}  {summary}  ({seconds:.2f}s)")
+            log(f"epoch {epoch}/{config.epochs}  {summary}  ({row['seconds']:.2f}s)")
         if config.patience is not None and x_val is not None:
             if row["val_loss"] < best[0]:
                 best = (row["val_loss"], network.state(), epoch)
@@ -394,6 +373,41 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     if best[1] is not None and best[2] != history[-1]["epoch"]:
         network.load_state(best[1])
     return history
+
+
+def _minibatches(x: np.ndarray, y: np.ndarray, order: np.ndarray, buffer: np.ndarray, augment, rng):
+    """The rows ``order`` lists, in that order, as ``(inputs, targets)`` batches of ``len(buffer)``
+    rows (the last may be shorter). The inputs are copied into ``buffer``, then augmented."""
+    for start in range(0, len(order), len(buffer)):
+        index = order[start:start + len(buffer)]
+        xb = np.take(x, index, axis=0, out=buffer[: len(index)])
+        if augment is not None:
+            xb = augment(xb, rng)
+        yield xb, y[index]
+
+
+def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress, epoch: int, lr: float) -> dict:
+    """One training step per batch of ``batches``; returns the epoch's row of the history: its mean
+    training loss (and accuracy) over the rows seen, and its speed."""
+    network.train()
+    started = time.perf_counter()
+    seen, loss_sum, correct = 0, 0.0, 0
+    for xb, yb in batches:
+        loss, out = network.train_step(xb, yb, optimizer)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} in epoch {epoch}: lower the learning rate "
+                                     f"(now {lr:g}) or enable gradient clipping (--clip-norm)")
+        seen += len(xb)
+        loss_sum += loss * len(xb)
+        if task == "classification":
+            correct += int((out.argmax(axis=1) == yb).sum())
+        progress.update(len(xb), loss_sum / seen, correct / seen if task == "classification" else None)
+    seconds = time.perf_counter() - started
+    row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "seconds": round(seconds, 3),
+           "examples_per_second": round(seen / seconds)}
+    if task == "classification":
+        row["train_accuracy"] = correct / seen
+    return row
 
 
 def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=print):
