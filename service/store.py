@@ -597,13 +597,17 @@ class ModelStore:
             raise NotReady(f"Model {name} is unloaded; it serves again once loaded "
                            f"(POST /v2/repository/models/{name}/load).", code="model_unloaded")
 
-    def labelled(self, name: str, label: str) -> Model:
-        slot = self.slot(name)
-        labels = slot.labels  # replaced whole by the watcher: read once
+    def label_version(self, name: str, label: str) -> int:
+        """The version ``label`` points to, without loading it: 404 for an unknown model or label."""
+        labels = self.slot(name).labels  # replaced whole by the watcher: read once
         version = labels.get(label)
         if version is None:
             known = ", ".join(sorted(labels)) or "none"
             raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
+        return version
+
+    def labelled(self, name: str, label: str) -> Model:
+        version = self.label_version(name, label)
         try:
             return self.version(name, version)
         except NotFound:

@@ -32,7 +32,7 @@ from shared.forward import Model
 from ..api import (STRUCTURE_COMMAS, not_found_in_words, parse_json, read_body, refuse_too_many_numbers, resolve,
                    validate, version_number)
 from ..context import service
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, FAILED
 from . import binary, signature
@@ -234,10 +234,7 @@ def status(name: str, version: str | None = None, label: str | None = None):
     with not_found_in_words(tf_serving_words(missing, label)):
         info = store.describe(name)
         if label is not None:
-            if label not in info["labels"]:
-                known = ", ".join(sorted(info["labels"])) or "none"
-                raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
-            number = info["labels"][label]
+            number = store.label_version(name, label)
         unloaded = bool(info.get("unloaded"))
         if number is None:
             versions = [(v["version"], v["status"]) for v in info["versions"]]
