@@ -58,6 +58,16 @@ LOADING = "loading"
 FAILED = "failed"
 
 
+def failed_status(reason: str) -> str:
+    """The status of a version that cannot be served, for ``reason``: ``"failed: <reason>"``."""
+    return f"{FAILED}: {reason}"
+
+
+def failure_reason(status: str) -> str | None:
+    """Why a version cannot be served, from its status (see failed_status); None when it has not failed."""
+    return status.removeprefix(FAILED + ": ") if status.startswith(FAILED) else None
+
+
 @dataclass
 class VersionRecord:
     """What the store knows of one version: its status and the file state it was checked against."""
@@ -451,7 +461,7 @@ class ModelStore:
                 self._loading[key] = Future()
         if loading is not None:
             return loading.result()
-        model, status, unreadable = None, f"{FAILED}: the load was interrupted", False
+        model, status, unreadable = None, failed_status("the load was interrupted"), False
         try:
             model, status, unreadable = self._load(slot.name, version)
             with self._lock:
@@ -482,7 +492,7 @@ class ModelStore:
             log.warning("%s v%d cannot be served: %s", name, version, reason)
             self.events.load_failed(name, version, reason)
             unreadable = isinstance(e, (OSError, MemoryError)) or isinstance(e.__context__, (OSError, MemoryError))
-            return None, f"{FAILED}: {reason}", unreadable
+            return None, failed_status(reason), unreadable
         return model, AVAILABLE, False
 
     def _cached(self, slot: ModelSlot, version: int) -> Model | None:

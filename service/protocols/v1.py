@@ -34,7 +34,7 @@ from ..api import (STRUCTURE_COMMAS, not_found_in_words, parse_json, read_body, 
 from ..context import service
 from ..errors import BadRequest
 from ..inputs import decode_base64_image
-from ..store import AVAILABLE, FAILED
+from ..store import AVAILABLE, failure_reason
 from . import binary, signature
 from .schemas import V1PredictRequest
 
@@ -274,8 +274,9 @@ def tensor_infos(specs: list[signature.TensorSpec]) -> dict:
 
 def version_status(version: int, status: str, unloaded: bool) -> dict:
     """One version as TF Serving reports it: state AVAILABLE, LOADING or END (unloaded, or failed)."""
-    if status.startswith(FAILED):
-        state, code, message = "END", "UNKNOWN", status.removeprefix(FAILED + ": ")
+    reason = failure_reason(status)
+    if reason is not None:
+        state, code, message = "END", "UNKNOWN", reason
     elif unloaded:
         state, code, message = "END", "OK", ""
     elif status == AVAILABLE:

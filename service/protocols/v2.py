@@ -33,7 +33,7 @@ from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, in_digits, not_found_in_w
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
-from ..store import AVAILABLE, FAILED
+from ..store import AVAILABLE, failure_reason
 from . import binary, signature
 from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestInput, UnloadRequest
 
@@ -452,8 +452,8 @@ def repository_entries(name: str) -> list[dict]:
             state, reason = "UNAVAILABLE", "unloaded"
         elif status == AVAILABLE:
             state, reason = "READY", ""
-        elif status.startswith(FAILED):
-            state, reason = "UNAVAILABLE", status.removeprefix(FAILED + ": ")
+        elif (failure := failure_reason(status)) is not None:
+            state, reason = "UNAVAILABLE", failure
         else:
             state, reason = "LOADING", ""
         entries.append({"name": name, "version": str(v["version"]), "state": state, "reason": reason})
