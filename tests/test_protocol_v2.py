@@ -412,6 +412,7 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     # A finite number past the datatype's range is named as such, not as the Infinity it would become.
     (one(datatype="FP16", data=[0.0, 70000.0] + [0.0] * 782), "out of the range of FP16 (-65504..65504): 70000"),
     (one(data=[1e39] + [0.0] * 783), "out of the range of FP32"),
+    (one(data=[0.5, 10**400] + [0.0] * 782), "out of the range of FP32 (-3.40282e+38..3.40282e+38): an integer of 401"),
     (one(name="pixels", shape=(1, 28, 28), datatype="UINT8", data=[0.5] * 784), "must be integers"),
     (one(name="image", shape=(1,), datatype="BYTES", data=["@@not base64@@"]), "not valid base64"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[base64.b64encode(b"GIF89a nope").decode()]), "image"),

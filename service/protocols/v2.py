@@ -321,8 +321,14 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
     info = np.iinfo(dtype) if dtype.kind in "iu" else None
     out_of_range = info and BadRequest(f"The data of {what} is out of the range of {tensor.datatype} "
                                        f"({info.min}..{info.max}).", code="unexpected_datatype")
+    # NumPy holds an integer below INT64's range, or above UINT64's, as an object (floats beside it too)
     if array.dtype == object and info is not None and all(type(v) is int for v in array.flat):
-        raise out_of_range  # NumPy holds an integer below INT64's range, or above UINT64's, as an object
+        raise out_of_range
+    if array.dtype == object and info is None and all(type(v) in (int, float) for v in array.flat):
+        largest = float(np.finfo(dtype).max)
+        digits = max(len(str(abs(v))) for v in array.flat if type(v) is int)
+        raise BadRequest(f"The data of {what} is out of the range of {tensor.datatype} ({-largest:g}..{largest:g}): "
+                         f"an integer of {digits} digits.", code="unexpected_datatype")
     if (array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b")
             or (dtype.kind != "b" and holds_bool(tensor.data))):
         raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
