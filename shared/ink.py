@@ -4,10 +4,10 @@ item (a digit, a garment), and the item fitted into the field as its dataset has
 
 Ink: the background is a plane fitted to the border pixels (paper that is grey, or lit unevenly,
 in a photo), with a bowl round the centre when light falls off towards the corners; the ink is
-whichever side of it carries more mass (dark ink on paper is inverted, light ink on a dark field
-is kept). Deviations within 4 sigma of the
-border's noise are set to 0, the rest stretched so the strokes reach 1; isolated pixels
-are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank. An item
+whichever side of it stands out more, by the squares of the deviations (dark ink on paper is
+inverted, light ink on a dark field is kept; a flash's hot spot is broad but faint). Deviations
+within 4 sigma of the border's noise are set to 0, the rest stretched so the strokes reach 1;
+isolated pixels are dropped. No ink at least MIN_CONTRAST away from the paper: the image is blank. An item
 that covers most of the border (a bag filling the frame) makes the border so uneven that its
 noise leaves no room for any ink; then the paper is the level most border pixels share (what
 the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
@@ -378,9 +378,14 @@ def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: f
     """The ink of ``grey`` on paper ``background`` whose noise is ``sigma``; InvalidInput if blank."""
     deviation = grey - background
     floor = _noise_floor(sigma)
-    dark_mass = np.maximum(-floor - deviation, 0).sum(dtype=np.float64)
-    light_mass = np.maximum(deviation - floor, 0).sum(dtype=np.float64)
-    ink = -deviation if dark_mass > light_mass else deviation
+    # Each side's weight is its squared deviations beyond the noise floor: strokes stand far out
+    # from the paper, while a broad, faint departure of the paper itself (a flash's hot spot, which
+    # neither a plane nor a bowl follows) covers more pixels but weighs little.
+    dark = np.maximum(-floor - deviation, 0)
+    light = np.maximum(deviation - floor, 0)
+    dark_weight = np.square(dark, out=dark).sum(dtype=np.float64)
+    light_weight = np.square(light, out=light).sum(dtype=np.float64)
+    ink = -deviation if dark_weight > light_weight else deviation
     strokes = ink[ink > floor]
     if strokes.size == 0:
         raise InvalidInput(BLANK)

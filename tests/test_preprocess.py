@@ -327,6 +327,19 @@ def test_light_falling_off_towards_the_corners_is_paper_not_ink(digit, reference
     assert aligned_correlation(vector, reference) > 0.95
 
 
+@pytest.mark.parametrize("strength", [0.2, 0.3, 0.4])
+def test_a_flashs_hot_spot_is_paper_not_ink(strength, digit, reference):
+    # A flash close to the page: the paper up to 1.6 times brighter in the middle than at the edges,
+    # in a bump neither a plane nor a bowl follows. It stands out from the paper fitted to the border
+    # over much of the picture, but far less than the strokes do.
+    page = digit_on_page(digit)
+    yy, xx = np.mgrid[0:600, 0:800]
+    radius_squared = ((yy - 300) / 300) ** 2 + ((xx - 400) / 400) ** 2
+    page *= 1 - strength + strength * np.exp(-1.5 * radius_squared)
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
 def test_a_digit_cropped_tight_to_its_strokes_keeps_every_stroke(digit, reference):
     # Its strokes meet the border, its foot all along the bottom: it is all one stroke, so none of it
     # is taken for an edge strip (the border being ink, the fit is a little looser than on paper).
