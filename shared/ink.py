@@ -13,7 +13,8 @@ noise leaves no room for any ink; then the paper is the level most border pixels
 the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
 For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
-The lines of ruled or squared paper lose their own level of ink, leaving the strokes on them.
+The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
+found as a document's skew is), lose their own level of ink, leaving the strokes on them.
 Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or
 a frame round the digit (a form's box), is not the digit either, when a digit clear of it is
 left. Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
@@ -43,6 +44,7 @@ BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) set
 MARGIN = 2  # output pixels kept around the box when resizing
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
 RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
+RULE_SLOPE = 0.27  # ruled lines turned by up to this many rows a column (15 degrees) are found too
 BOWL_GAIN = 0.5  # the paper is fitted with a bowl when that halves its noise, else with a plane
 FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
@@ -94,16 +96,71 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
 
 def _without_rules(ink: np.ndarray) -> np.ndarray:
     """``ink`` less the lines of ruled or squared paper: RULES_MIN or more separate runs of rows (or
-    columns) inked across RULE_SPAN of their length or more, each of which loses its own level of
-    ink (its median), so that only what the digit's strokes add on it is left."""
-    for axis, edges in ((1, (ink[:, 0], ink[:, -1])), (0, (ink[0], ink[-1]))):
+    columns) inked across RULE_SPAN of their length or more, straight or turned by up to RULE_SLOPE,
+    each of which loses its own level of ink (its median), so that only what the digit's strokes
+    add on it is left."""
+    for turned in (False, True):  # lines along the rows, then along the columns
+        lines = ink.T if turned else ink
+        edges = (lines[:, 0], lines[:, -1])
         if all(np.count_nonzero(edge) < RULES_MIN or _count_runs(edge > 0) < RULES_MIN for edge in edges):
             continue  # lines cross the picture: cheap to rule out
-        ruled = np.count_nonzero(ink, axis=axis) >= RULE_SPAN * ink.shape[axis]
-        if _count_runs(ruled) >= RULES_MIN:
-            level = np.where(np.expand_dims(ruled, axis), np.median(ink, axis=axis, keepdims=True), 0)
-            ink = np.maximum(ink - level, 0, dtype=np.float32)
+        lines = _less_lines(lines)
+        ink = np.ascontiguousarray(lines.T) if turned else lines
     return ink
+
+
+def _less_lines(ink: np.ndarray) -> np.ndarray:
+    """``ink`` less the ruled lines along its rows (see _without_rules)."""
+    height, width = ink.shape
+    ruled = np.count_nonzero(ink, axis=1) >= RULE_SPAN * width
+    if _count_runs(ruled) >= RULES_MIN:  # square-on
+        level = np.where(ruled[:, np.newaxis], np.median(ink, axis=1, keepdims=True), 0)
+        return np.maximum(ink - level, 0, dtype=np.float32)
+    shift = _line_shift(ink > 0)
+    if shift is None:
+        return ink
+    # Sheared along the lines: row r of column c holds the pixel of row r + shift[c]. A line's pixels
+    # fall in one to three rows of the shear, each of which loses the level of its inked pixels.
+    source = np.arange(-shift.max(), height - shift.min())[:, np.newaxis] + shift
+    inside = (source >= 0) & (source < height)
+    columns = np.broadcast_to(np.arange(width), source.shape)
+    sheared = np.where(inside, ink[np.clip(source, 0, height - 1), columns], 0)
+    levels = np.zeros(len(sheared), dtype=np.float32)
+    for row in np.flatnonzero(_line_rows(np.count_nonzero(sheared, axis=1), width)):
+        levels[row] = np.median(sheared[row][sheared[row] > 0])
+    less = ink.copy()
+    less[source[inside], columns[inside]] -= np.broadcast_to(levels[:, np.newaxis], source.shape)[inside]
+    return np.maximum(less, 0, dtype=np.float32)
+
+
+def _line_shift(inked: np.ndarray) -> np.ndarray | None:
+    """For ruled lines turned by up to RULE_SLOPE, how many rows each column's stretch of a line is
+    shifted by against the middle column: the slope whose rows' counts of inked pixels are the most
+    uneven (the sum of their squares, as a document's skew is found), the flattest of equals; None
+    when RULES_MIN lines do not line up at it."""
+    height, width = inked.shape
+    ys, xs = np.nonzero(inked)
+    offsets = np.arange(width) - width // 2
+    best, found = -1, None
+    for step in sorted(range(-round(RULE_SLOPE * width), round(RULE_SLOPE * width) + 1), key=abs):
+        shift = np.round(offsets * (step / width)).astype(np.intp)
+        counts = np.bincount(ys - shift[xs] + shift.max())
+        unevenness = int(np.dot(counts, counts))
+        if unevenness > best:
+            best, found = unevenness, (shift, counts)
+    shift, counts = found
+    return shift if _count_runs(_line_rows(counts, width)) >= RULES_MIN else None
+
+
+def _line_rows(counts: np.ndarray, width: int) -> np.ndarray:
+    """Which rows hold a line along them, from the inked pixels of each (``counts``) of rows ``width``
+    long: a run of at most 3 rows, each inked along a quarter of it, inked together along RULE_SPAN."""
+    partly = counts >= (1 - RULE_SPAN) * width
+    rows = np.zeros_like(partly)
+    for start, end in zip(*_runs(partly)):
+        if end - start <= 3 and counts[start:end].sum() >= RULE_SPAN * width:
+            rows[start:end] = True
+    return rows
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -318,6 +318,16 @@ def test_the_lines_of_ruled_or_squared_paper_are_not_the_digit(paper_kind, digit
     assert aligned_correlation(vector, reference) > 0.95
 
 
+@pytest.mark.parametrize("degrees", [-12, -2, 3, 8])
+def test_ruled_lines_turned_a_little_are_not_the_digit(degrees, digit, reference):
+    # A page is seldom photographed square-on: turned, no row of the picture holds a whole line.
+    page = digit_on_page(digit)
+    yy, xx = np.mgrid[0:600, 0:800]
+    page[np.mod(yy - np.tan(np.radians(degrees)) * xx, 40) < 2] *= 0.8
+    vector = image_to_vector(encode(Image.fromarray(np.round(255 * page).astype(np.uint8)), "JPEG"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.95
+
+
 def test_light_falling_off_towards_the_corners_is_paper_not_ink(digit, reference):
     # A lens's vignetting: the corners 40 % darker than the centre, more than any plane can follow.
     page = digit_on_page(digit)
