@@ -112,33 +112,36 @@ def _without_rules(ink: np.ndarray) -> np.ndarray:
 def _less_lines(ink: np.ndarray) -> np.ndarray:
     """``ink`` less the ruled lines along its rows (see _without_rules)."""
     height, width = ink.shape
-    ruled = np.count_nonzero(ink, axis=1) >= RULE_SPAN * width
-    if _count_runs(ruled) >= RULES_MIN:  # square-on
+    shift = _line_shift(ink > 0)
+    if not shift.any():  # square-on
+        ruled = np.count_nonzero(ink, axis=1) >= RULE_SPAN * width
+        if _count_runs(ruled) < RULES_MIN:
+            return ink
         level = np.where(ruled[:, np.newaxis], np.median(ink, axis=1, keepdims=True), 0)
         return np.maximum(ink - level, 0, dtype=np.float32)
-    shift = _line_shift(ink > 0)
-    if shift is None:
-        return ink
-    # Sheared along the lines: row r of column c holds the pixel of row r + shift[c]. A line's pixels
-    # fall in one to three rows of the shear, each of which loses the level of its inked pixels.
+    # Sheared along the lines' slope: row r of column c holds the pixel of row r + shift[c]. A line's
+    # pixels fall in one to three rows of the shear, each of which loses the level of its inked pixels.
     source = np.arange(-shift.max(), height - shift.min())[:, np.newaxis] + shift
     inside = (source >= 0) & (source < height)
     columns = np.broadcast_to(np.arange(width), source.shape)
     sheared = np.where(inside, ink[np.clip(source, 0, height - 1), columns], 0)
+    rows = _line_rows(sheared > 0, np.count_nonzero(inside, axis=1))
+    if _count_runs(rows) < RULES_MIN:
+        return ink
     levels = np.zeros(len(sheared), dtype=np.float32)
-    for row in np.flatnonzero(_line_rows(np.count_nonzero(sheared, axis=1), width)):
+    for row in np.flatnonzero(rows):
         levels[row] = np.median(sheared[row][sheared[row] > 0])
     less = ink.copy()
     less[source[inside], columns[inside]] -= np.broadcast_to(levels[:, np.newaxis], source.shape)[inside]
     return np.maximum(less, 0, dtype=np.float32)
 
 
-def _line_shift(inked: np.ndarray) -> np.ndarray | None:
-    """For ruled lines turned by up to RULE_SLOPE, how many rows each column's stretch of a line is
-    shifted by against the middle column: the slope whose rows' counts of inked pixels are the most
-    uneven (the sum of their squares, as a document's skew is found), the flattest of equals; None
-    when RULES_MIN lines do not line up at it."""
-    height, width = inked.shape
+def _line_shift(inked: np.ndarray) -> np.ndarray:
+    """The slope, up to RULE_SLOPE, of lines turned a little along the rows of the mask ``inked``: how
+    many rows each column is shifted by against the middle one. It is the slope that makes the rows'
+    counts of inked pixels the most uneven (the sum of their squares), as a document's skew is found;
+    the flattest of equals."""
+    width = inked.shape[1]
     ys, xs = np.nonzero(inked)
     offsets = np.arange(width) - width // 2
     best, found = -1, None
@@ -147,19 +150,27 @@ def _line_shift(inked: np.ndarray) -> np.ndarray | None:
         counts = np.bincount(ys - shift[xs] + shift.max())
         unevenness = int(np.dot(counts, counts))
         if unevenness > best:
-            best, found = unevenness, (shift, counts)
-    shift, counts = found
-    return shift if _count_runs(_line_rows(counts, width)) >= RULES_MIN else None
+            best, found = unevenness, shift
+    return found
 
 
-def _line_rows(counts: np.ndarray, width: int) -> np.ndarray:
-    """Which rows hold a line along them, from the inked pixels of each (``counts``) of rows ``width``
-    long: a run of at most 3 rows, each inked along a quarter of it, inked together along RULE_SPAN."""
-    partly = counts >= (1 - RULE_SPAN) * width
+def _line_rows(inked: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Which rows of a shear (the mask ``inked``, whose rows are ``lengths`` long inside the picture)
+    hold a line along them: of each run of rows inked along a quarter of their length or more, the
+    one to three rows together inked in the most columns, when those are RULE_SPAN of the length or
+    more (a line that leaves the picture is a line still, and a stroke beside a line is no part of it)."""
+    counts = np.count_nonzero(inked, axis=1)
+    partly = (lengths >= (1 - RULE_SPAN) * lengths.max()) & (counts >= (1 - RULE_SPAN) * lengths)
     rows = np.zeros_like(partly)
     for start, end in zip(*_runs(partly)):
-        if end - start <= 3 and counts[start:end].sum() >= RULE_SPAN * width:
-            rows[start:end] = True
+        covered, top, size = 0, start, 1
+        for rows_together in (1, 2, 3):  # the fewest rows of equals
+            for first in range(start, end - rows_together + 1):
+                columns = np.count_nonzero(inked[first:first + rows_together].any(axis=0))
+                if columns > covered:
+                    covered, top, size = columns, first, rows_together
+        if covered >= RULE_SPAN * lengths[top:top + size].max():
+            rows[top:top + size] = True
     return rows
 
 
