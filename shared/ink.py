@@ -84,8 +84,7 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
         try:
             return grey_to_vector(zoom(region), size=size, fit=fit)
         except ScratchnetError:
-            pass  # no ink at the finer scale (noise taken for a small digit), or the request's pixel budget
-            # cannot pay for a second decode: what the whole picture shows
+            pass  # no ink at the finer scale (noise taken for a small digit): what the whole picture shows
     field = _fit_digit(ink, bounds, size) if fit == "digit" else _fit_garment(ink, bounds, size)
     peak = field.max()
     if peak <= 0:

@@ -505,12 +505,13 @@ _CANONICAL = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "
 def _decoded_with_zoom(data: bytes, max_pixels: int, budget: PixelBudget | None) -> tuple[np.ndarray, Zoom | None]:
     """The image's grey at working size and, when it was reduced by half or more to get there, its
     zoom: a region of it decoded again, at full size before the reduction (see
-    shared.ink.grey_to_vector). The second decode spends the image's pixels from ``budget`` again;
-    when the budget cannot pay for it, the zoom raises TooManyPixels and the picture is read as a whole."""
+    shared.ink.grey_to_vector). ``budget`` counts what images declare, so the zoom spends nothing
+    from it: it decodes at most its image again, and a request at most twice its budget, while a
+    zoom never leaves a later image of the request without budget."""
     grey, declared = _decode(data, max_pixels, budget)
     if max(declared) < 2 * max(grey.shape):
         return grey, None
-    return grey, lambda region: _decode(data, max_pixels, budget, region)[0]
+    return grey, lambda region: _decode(data, max_pixels, None, region)[0]
 
 
 def _pixel_box(region: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
