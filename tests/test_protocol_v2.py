@@ -524,6 +524,15 @@ def test_repository_index_lists_every_version_with_its_state(client):
     assert_protocol_error(client.post("/v2/repository/index", json={"ready": "yes"}), 400, "ready")
 
 
+@pytest.mark.parametrize("path", ["/v2/repository/index", "/v2/repository/models/mnist/load",
+                                  "/v2/repository/models/mnist/unload"])
+def test_a_repository_body_of_whitespace_is_not_json(client, path):
+    # No body is no request object; a body of whitespace claims to be JSON and holds no value.
+    for body in ("\n", "  "):
+        response = client.post(path, data=body, content_type="application/json", headers=AUTH)
+        assert_protocol_error(response, 400, "JSON")
+
+
 def serving_json(registry, name) -> dict:
     path = registry / name / "serving.json"
     return json.loads(path.read_text()) if path.exists() else {}

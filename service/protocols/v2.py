@@ -437,10 +437,16 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
 # model repository extension ----------------------------------------------------------------------
 
 
+def optional_json(body: bytes):
+    """The JSON of a body a client may leave out: no body at all reads as ``{}``. Whitespace alone
+    is no JSON value, and is refused as malformed like any other text that is not JSON."""
+    return parse_json(body) if body else {}
+
+
 @v2_bp.post("/v2/repository/index")
 def repository_index():
     body = read_body()
-    query = validate(RepositoryIndexRequest, parse_json(body) if body.strip() else {}, "the index request")
+    query = validate(RepositoryIndexRequest, optional_json(body), "the index request")
     entries = [entry for name in service().store.names() for entry in repository_entries(name)]
     if query.ready:
         entries = [entry for entry in entries if entry["state"] == "READY"]
@@ -472,7 +478,7 @@ def repository_load(name: str):
     with not_found_in_words(tritons_words(name)):  # 404 for an unknown model, before looking at the body
         service().store.found(name)
     body = read_body()
-    load = validate(LoadRequest, parse_json(body) if body.strip() else {}, "the load request")
+    load = validate(LoadRequest, optional_json(body), "the load request")
     set_serving(name, pinned=requested_pin(load), loaded=True)
     try:  # as Triton: a load succeeds only once the model can answer, so a client can infer right after it
         service().store.served(name)
@@ -533,6 +539,6 @@ def repository_unload(name: str):
     with not_found_in_words(tritons_words(name)):
         service().store.found(name)
     body = read_body()
-    validate(UnloadRequest, parse_json(body) if body.strip() else {}, "the unload request")
+    validate(UnloadRequest, optional_json(body), "the unload request")
     set_serving(name, loaded=False)
     return {"name": name, "unload": True}
