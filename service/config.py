@@ -8,7 +8,7 @@
 | SCRATCHNET_POLL_INTERVAL      | 1.0         | seconds between two looks at the registry                     |
 | SCRATCHNET_MAX_BODY_BYTES     | 67108864    | largest request body (413 above)                               |
 | SCRATCHNET_MAX_IMAGE_PIXELS   | 25000000    | largest image or pixel array, width x height, before decoding (413) |
-| SCRATCHNET_MAX_REQUEST_PIXELS | 100000000   | most pixels the images (or pixel arrays) of one request may declare (413); a finer look at a small digit decodes part of its image again, uncounted: at most twice this in all |
+| SCRATCHNET_MAX_REQUEST_PIXELS | 100000000   | most pixels the images (or pixel arrays) of one request may declare (413) |
 | SCRATCHNET_MAX_BATCH          | 10000       | most inputs (vectors or images) in one request (413)           |
 | SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |

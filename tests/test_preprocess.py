@@ -343,7 +343,7 @@ def test_light_falling_off_towards_the_corners_is_paper_not_ink(digit, reference
 
 @pytest.mark.parametrize("strength", [0.2, 0.3, 0.4])
 def test_a_flashs_hot_spot_is_paper_not_ink(strength, digit, reference):
-    # A flash close to the page: the paper up to 1.6 times brighter in the middle than at the edges,
+    # A flash close to the page: the paper up to 1.6 times brighter in the middle than in the corners,
     # in a bump neither a plane nor a bowl follows. It stands out from the paper fitted to the border
     # over much of the picture, but far less than the strokes do.
     page = digit_on_page(digit)
