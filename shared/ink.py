@@ -15,10 +15,11 @@ For a digit, ink that is a sheet of paper (photographed on a desk that shows aro
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
 The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
 found as a document's skew is), lose their own level of ink, leaving the strokes on them.
-Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or
-a frame round the digit (a form's box), is not the digit either, when a digit clear of it is
-left. Ink whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked
-at again in the region around it, decoded finer, as a person would crop the picture to it.
+Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or a
+frame round the digit (a form's box, square-on or turned a little), is not the digit either, when
+a digit clear of it is left. Ink whose box is under ZOOM_BELOW working pixels (a small digit in
+a large photo) is looked at again in the region around it, decoded finer, as a person would crop
+the picture to it.
 
 Fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
 mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
@@ -47,6 +48,9 @@ RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in thi
 RULE_SLOPE = 0.27  # ruled lines turned by up to this many rows a column (15 degrees) are found too
 BOWL_GAIN = 0.5  # the paper is fitted with a bowl when that halves its noise, else with a plane
 FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the ink's box at least
+# A frame turned by up to about 15 degrees runs within FRAME_BAND of the box's side from it, along
+# FRAME_BAND_FILL of its length at least.
+FRAME_BAND, FRAME_BAND_FILL = 0.2, 0.75
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
@@ -222,16 +226,22 @@ def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
 
 def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
     """``ink`` and its ``bounds`` less a frame drawn round the digit (a form's box, a square drawn
-    about it): the ink's box inked nearly all along each of its four sides. The ink connected to
-    them goes when a digit-sized part clear of them is left inside."""
+    about it): the ink's box inked nearly all along each of its four sides, or, for a frame turned
+    a little, along most of a band FRAME_BAND deep inside each, in a ring that encloses the rest.
+    The ink connected to the sides goes when a digit-sized part clear of them is left inside."""
     top, bottom, left, right = bounds
     box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
-    if min(box.shape) < 8 or not all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES):
+    if min(box.shape) < 8:
+        return ink, bounds
+    square = all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES)
+    if not square and not all(np.count_nonzero(band) >= FRAME_BAND_FILL * band.size for band in _side_bands(box)):
         return ink, bounds
     seeds = np.zeros_like(box)
     for side in SIDES:
         seeds[side] = box[side]
     frame = _connected(seeds, ink[top:bottom, left:right] > 0)
+    if not square and not _encloses(frame, box & ~frame):
+        return ink, bounds
     rest = ink.copy()
     rest[top:bottom, left:right][frame] = 0
     try:
@@ -243,13 +253,37 @@ def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[
     return rest, inner
 
 
-def _connected(seeds: np.ndarray, inked: np.ndarray) -> np.ndarray:
-    """The pixels of the mask ``inked`` connected to those of ``seeds`` (8-connected), as a mask."""
+def _side_bands(box: np.ndarray) -> list[np.ndarray]:
+    """Which pixels along each side of the mask ``box`` have ink within FRAME_BAND of the side's
+    length from it (across the band): where a frame turned a little runs."""
+    depth_y, depth_x = (max(1, round(FRAME_BAND * n)) for n in box.shape)
+    return [box[:depth_y].any(axis=0), box[-depth_y:].any(axis=0),
+            box[:, :depth_x].any(axis=1), box[:, -depth_x:].any(axis=1)]
+
+
+def _encloses(ring: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether the mask ``ring`` closes round nearly all of the mask ``inner`` (some of it at least):
+    what the border reaches without crossing the ring (side to side, never diagonally, which an
+    8-connected ring blocks) holds under a tenth of it."""
+    border = np.zeros_like(ring)
+    for side in SIDES:
+        border[side] = True
+    outside = _connected(border, ~ring, diagonal=False)
+    held = np.count_nonzero(inner)
+    return held > 0 and np.count_nonzero(inner & outside) < 0.1 * held
+
+
+def _connected(seeds: np.ndarray, inked: np.ndarray, *, diagonal: bool = True) -> np.ndarray:
+    """The pixels of the mask ``inked`` connected to those of ``seeds`` (8-connected, or 4-connected
+    without ``diagonal``), as a mask."""
     region, count = seeds & inked, -1
     while count != (count := np.count_nonzero(region)):  # grow through the ink until it stops
         grown = np.pad(region, 1)
-        grown = grown[:-2] | grown[1:-1] | grown[2:]
-        region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked
+        if diagonal:
+            grown = grown[:-2] | grown[1:-1] | grown[2:]
+            region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked
+        else:
+            region = (region | grown[:-2, 1:-1] | grown[2:, 1:-1] | grown[1:-1, :-2] | grown[1:-1, 2:]) & inked
     return region
 
 
