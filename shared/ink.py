@@ -233,13 +233,11 @@ def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[
     box = ink[top:bottom, left:right] > BOX_LEVEL["digit"]
     if min(box.shape) < 8:
         return ink, bounds
-    square = all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES)
-    if not square and not all(np.count_nonzero(band) >= FRAME_BAND_FILL * band.size for band in _side_bands(box)):
+    # A frame, square-on or turned, runs along every band (a square-on one's sides lie in them too).
+    if not all(np.count_nonzero(band) >= FRAME_BAND_FILL * band.size for band in _side_bands(box)):
         return ink, bounds
-    seeds = np.zeros_like(box)
-    for side in SIDES:
-        seeds[side] = box[side]
-    frame = _connected(seeds, ink[top:bottom, left:right] > 0)
+    square = all(np.count_nonzero(box[side]) >= FRAME_FILL * box[side].size for side in SIDES)
+    frame = _connected(box & _outermost(box.shape), ink[top:bottom, left:right] > 0)
     if not square and not _encloses(frame, box & ~frame):
         return ink, bounds
     rest = ink.copy()
@@ -261,14 +259,19 @@ def _side_bands(box: np.ndarray) -> list[np.ndarray]:
             box[:, :depth_x].any(axis=1), box[:, -depth_x:].any(axis=1)]
 
 
+def _outermost(shape: tuple[int, int]) -> np.ndarray:
+    """The outermost rows and columns of an image of ``shape`` (SIDES), as a mask."""
+    border = np.zeros(shape, dtype=bool)
+    for side in SIDES:
+        border[side] = True
+    return border
+
+
 def _encloses(ring: np.ndarray, inner: np.ndarray) -> bool:
     """Whether the mask ``ring`` closes round nearly all of the mask ``inner`` (some of it at least):
     what the border reaches without crossing the ring (side to side, never diagonally, which an
     8-connected ring blocks) holds under a tenth of it."""
-    border = np.zeros_like(ring)
-    for side in SIDES:
-        border[side] = True
-    outside = _connected(border, ~ring, diagonal=False)
+    outside = _connected(_outermost(ring.shape), ~ring, diagonal=False)
     held = np.count_nonzero(inner)
     return held > 0 and np.count_nonzero(inner & outside) < 0.1 * held
 
