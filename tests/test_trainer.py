@@ -21,7 +21,7 @@ import pytest
 
 from shared.model_file import load_model, read_manifest
 from shared.registry import Registry
-from trainer import cli, train
+from trainer import cli, report, train
 from trainer.datasets import load_dataset
 from trainer.optimizers import AdamW
 
@@ -101,6 +101,23 @@ def test_regression_from_csv_learns_the_target_and_records_its_scaling(tmp_path,
     assert model.manifest["output"]["target"] == "score"
     assert model.manifest["input"]["feature_names"] == ["a", "b", "c"]
     assert model.predict(np.array([[0, 0, 0]], np.float32))[0] == pytest.approx(5, abs=0.5)
+
+
+def test_the_mean_baseline_predicts_the_training_mean_not_the_scored_one(tmp_path, wine_csv):
+    """The RMSE beside a regressor's is that of always predicting the mean the model was trained
+    on; the scored rows' own mean would be their standard deviation, a baseline that knows the
+    answers' average."""
+    config = train.TrainConfig(dataset="csv", data_path=str(wine_csv), target="score", task="regression",
+                               hidden=[8], epochs=2, progress=False)
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    model = load_model(tmp_path / "out" / "model.npz")
+    dataset = load_dataset("csv", path=wine_csv, target="score", task="regression")
+    training_mean = model.manifest["output"]["scaling"]["mean"]
+    y = dataset.y_test.astype(np.float64)
+    assert abs(training_mean - y.mean()) > 1e-3  # else the two baselines would agree
+    assert result["metrics"]["rmse_of_mean_predictor"] == pytest.approx(np.sqrt(np.mean((y - training_mean) ** 2)))
+    assert result["metrics"]["mean_predictor"] == "training targets"
+    assert "predicting the training mean: RMSE" in report.format_metrics(result["metrics"])
 
 
 def test_config_file_with_flag_overrides(tmp_path, blobs_npz):

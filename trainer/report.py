@@ -42,24 +42,36 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
     }
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    err = y_pred.astype(np.float64) - y_true.astype(np.float64)
-    baseline = y_true.astype(np.float64) - y_true.mean()
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, training_mean: float | None = None) -> dict:
+    """RMSE and MAE, beside the RMSE of the baseline that always predicts the training targets'
+    mean. Without ``training_mean`` the baseline predicts the scored targets' own mean: their
+    standard deviation, which flatters the baseline, and says so in ``mean_predictor``."""
+    y = y_true.astype(np.float64)
+    err = y_pred.astype(np.float64) - y
+    mean = float(y.mean()) if training_mean is None else float(training_mean)
     return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
-            "rmse_of_mean_predictor": float(np.sqrt(np.mean(baseline ** 2))), "n": int(len(y_true))}
+            "rmse_of_mean_predictor": float(np.sqrt(np.mean((y - mean) ** 2))),
+            "mean_predictor": "scored targets" if training_mean is None else "training targets",
+            "n": int(len(y_true))}
 
 
 def format_metrics(metrics: dict) -> str:
     """The table ``evaluate`` and ``train`` print."""
     if "accuracy" not in metrics:
         return (f"RMSE {metrics['rmse']:.4f}   MAE {metrics['mae']:.4f}   "
-                f"(predicting the mean: RMSE {metrics['rmse_of_mean_predictor']:.4f})   n={metrics['n']}")
+                f"(predicting {_mean_of(metrics)}: RMSE {metrics['rmse_of_mean_predictor']:.4f})   "
+                f"n={metrics['n']}")
     lines = [f"accuracy {metrics['accuracy'] * 100:.2f}%  (n={metrics['n']})", "",
              f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
     for row in metrics["per_class"]:
         lines.append(f"{row['label']:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
                      f"{row['f1']:>10.4f}{row['support']:>10}")
     return "\n".join(lines)
+
+
+def _mean_of(metrics: dict) -> str:
+    # Manifests written before the baseline named its mean hold the scored targets' mean.
+    return "the training mean" if metrics.get("mean_predictor") == "training targets" else "their own mean"
 
 
 def require_plotting() -> None:

@@ -480,7 +480,8 @@ def score(model: Model, x: np.ndarray, y: np.ndarray, split: str) -> dict:
     if model.task == "classification":
         metrics = report.classification_metrics(y, model.predict(x), model.labels)
     else:
-        metrics = report.regression_metrics(y, model.predict(x))
+        scaling = model.manifest["output"].get("scaling")
+        metrics = report.regression_metrics(y, model.predict(x), scaling and scaling["mean"])
     return {"split": split, **metrics}
 
 
