@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import math
 import os
 import shutil
@@ -652,7 +653,7 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
             if (folder / extra).is_file():
                 shutil.copyfile(folder / extra, version_folder / extra)
 
-    return name, target.publish(name, build, lambda version: on_published(name, version))
+    return name, target.publish(name, build, functools.partial(on_published, name))
 
 
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
@@ -697,7 +698,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
 
         try:
-            result["version"] = Registry(publish_to).publish(name, build, lambda version: on_published(name, version))
+            result["version"] = Registry(publish_to).publish(name, build, functools.partial(on_published, name))
         except (RegistryError, OSError) as e:  # a disk that filled during the training, say: keep what it trained
             reason = e if isinstance(e, RegistryError) else f"cannot publish {name} into {publish_to}: {e}"
             raise RegistryError(f"{reason}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
