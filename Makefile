@@ -10,6 +10,9 @@ BIN := $(VENV)/bin
 # skip with a reason otherwise.
 SCRATCHNET_DATASETS ?= $(abspath $(wildcard ../shared/datasets))
 export SCRATCHNET_DATASETS
+# The KServe client's own environment, where .ci/run builds it; its test skips with a reason otherwise.
+SCRATCHNET_KSERVE_PYTHON ?= $(wildcard /var/tmp/scratchnet-kserve-venv/bin/python)
+export SCRATCHNET_KSERVE_PYTHON
 
 .PHONY: serve test train bench venv system-deps clean
 

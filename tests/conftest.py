@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from skips import unavailable
+
 
 def _datasets_dir() -> Path | None:
     value = os.environ.get("SCRATCHNET_DATASETS")
@@ -17,5 +19,6 @@ def datasets_dir() -> Path:
     the checkout."""
     path = _datasets_dir()
     if path is None:
-        pytest.skip("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, wine-quality/")
+        unavailable("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, "
+                    "wine-quality/", ": the Makefile sets it when ../shared/datasets sits beside the checkout")
     return path
