@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +95,7 @@ def documented_sha256(arrays: dict) -> str:
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "wine-quality"])
 def test_the_committed_models_load_and_match_their_checksum(name):
     registry = Registry(Path(__file__).parent.parent / "models")
+    assert registry.versions(name), f"no committed version of {name}"
     for version in registry.versions(name):
         path = registry.model_path(name, version)
         model = load_model(path, expect_name=name, expect_version=version)
@@ -170,12 +172,13 @@ def test_shapes_that_do_not_chain_are_refused(tmp_path):
     refused(tmp_path / "model.npz", "do not chain")
 
 
-def test_nan_weights_are_refused(tmp_path):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_weights_that_are_not_finite_are_refused(tmp_path, value):
     arrays, manifest = saved(tmp_path)
-    arrays["dense1.weight"][0, 0] = np.nan
+    arrays["dense1.weight"][0, 0] = value
     manifest["parameters"]["sha256"] = parameters_sha256(arrays)
     rewrite(tmp_path / "model.npz", arrays, manifest)
-    refused(tmp_path / "model.npz", "NaN")
+    refused(tmp_path / "model.npz", "NaN or infinite")
 
 
 def test_float64_arrays_are_refused(tmp_path):
@@ -280,11 +283,21 @@ def test_malformed_manifest_is_refused(tmp_path):
     refused(tmp_path / "model.npz", "no 'manifest'")
 
 
-def test_wrong_format_is_refused(tmp_path):
+@pytest.mark.parametrize("key, value, match", [
+    ("format_version", 99, "format_version 99 is not supported"),
+    ("format", "onnx", "format is 'onnx', expected 'scratchnet.mlp'"),
+    ("format", None, "format is None, expected 'scratchnet.mlp'"),
+    ("task", "clustering", "task 'clustering' is not one of classification, regression"),
+    ("task", None, "task None is not one of classification, regression"),
+])
+def test_wrong_format_or_task_is_refused(tmp_path, key, value, match):
     arrays, manifest = saved(tmp_path)
-    manifest["format_version"] = 99
+    if value is None:
+        del manifest[key]
+    else:
+        manifest[key] = value
     rewrite(tmp_path / "model.npz", arrays, manifest)
-    refused(tmp_path / "model.npz", "format_version 99 is not supported")
+    refused(tmp_path / "model.npz", re.escape(match))
 
 
 def test_manifest_must_match_its_registry_folder(tmp_path):
