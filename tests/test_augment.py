@@ -1,6 +1,8 @@
 """Training-batch augmentation: the affine distortion moves, turns and scales images as its spec
 says, fills with the background, is repeatable per seed, and is refused for vector data."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -106,15 +108,23 @@ def test_augmented_training_on_real_mnist_learns(tmp_path, datasets_dir):
     assert result["metrics"]["accuracy"] > 0.88
 
 
-def test_augment_flag_reaches_the_manifest(tmp_path, datasets_dir):
-    out = tmp_path / "out"
-    code = cli.main(["train", "--dataset", "mnist", "--data-dir", str(datasets_dir / "mnist"), "--hidden", "16",
-                     "--epochs", "1", "--limit-train", "1000", "--augment", "affine(shift=1, rotate=5)",
-                     "--no-progress", "--output", str(out)])
-    assert code == 0
-    manifest = read_manifest(out / "model.npz")
+def test_augment_flag_reaches_the_manifest_and_changes_what_the_network_learns(tmp_path, datasets_dir):
+    def trained(name: str, *flags: str) -> Path:
+        out = tmp_path / name
+        assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(datasets_dir / "mnist"), "--hidden", "16",
+                         "--epochs", "1", "--limit-train", "1000", "--seed", "3", *flags, "--no-progress",
+                         "--output", str(out)]) == 0
+        return out / "model.npz"
+
+    augmented = trained("augmented", "--augment", "affine(shift=1, rotate=5)")
+    manifest = read_manifest(augmented)
     assert manifest["training"]["config"]["augment"] == "affine(shift=1, rotate=5)"
     assert "--augment" in manifest["training"]["command"]
+    # The same seed without --augment trains on the rows as they are: other weights.
+    with np.load(augmented) as a, np.load(trained("plain")) as b:
+        assert not np.array_equal(a["dense1.weight"], b["dense1.weight"])
+    with np.load(augmented) as a, np.load(trained("again", "--augment", "affine(shift=1, rotate=5)")) as b:
+        assert np.array_equal(a["dense1.weight"], b["dense1.weight"])  # and the seed repeats the distortions
 
 
 def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, vector_npz, capsys):
