@@ -48,7 +48,7 @@ def make_store(root, **options) -> tuple[ModelStore, Recorder]:
     return store, events
 
 
-def test_serves_the_highest_version_that_loads(tmp_path):
+def test_serves_the_highest_version_that_loads(tmp_path, caplog):
     publish_model(tmp_path, "mnist")
     publish_model(tmp_path, "mnist", favour=3)
     publish_corrupt(tmp_path, "mnist")
@@ -58,6 +58,35 @@ def test_serves_the_highest_version_that_loads(tmp_path):
     assert statuses[1] == statuses[2] == AVAILABLE
     assert statuses[3].startswith("failed: ") and "not an .npz archive" in statuses[3]
     assert [f[1] for f in events.failures] == [3]
+    # The operator's log says it too (SPEC: reported in /models, the metrics and the logs).
+    warnings = [r.getMessage() for r in caplog.records if r.name == "scratchnet.store" and r.levelname == "WARNING"]
+    assert any(m.startswith("mnist v3 cannot be served: ") and "not an .npz archive" in m for m in warnings), warnings
+
+
+def test_a_version_being_loaded_is_reported_loading_while_the_old_one_serves(tmp_path, monkeypatch):
+    publish_model(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    publish_model(tmp_path, "mnist", favour=3)
+    load, started, release = store._load, threading.Event(), threading.Event()
+
+    def slow_load(name, version):
+        started.set()
+        release.wait(10)
+        return load(name, version)
+
+    monkeypatch.setattr(store, "_load", slow_load)
+    with ThreadPoolExecutor(1) as pool:
+        refreshed = pool.submit(store.refresh)
+        assert started.wait(10)
+        info = store.describe("mnist")
+        statuses = {v["version"]: v["status"] for v in info["versions"]}
+        assert statuses == {1: AVAILABLE, 2: "loading"} and info["served_version"] == 1
+        assert store.served("mnist").version == 1
+        release.set()
+        refreshed.result(timeout=10)
+    statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
+    assert statuses == {1: AVAILABLE, 2: AVAILABLE} and store.served("mnist").version == 2
+    assert events.swaps[-1] == ("mnist", 1, 2)
 
 
 def test_a_bad_file_is_parsed_once_not_on_every_poll(tmp_path):
