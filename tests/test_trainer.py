@@ -1344,10 +1344,8 @@ def test_a_confusion_plot_of_many_classes_writes_no_text_per_cell(tmp_path, monk
     monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda self, *args, **kwargs: texts.append(args))
     data = tmp_path / "many.csv"
     data.write_text("a,y\n" + "".join(f"{i},{i}\n" for i in range(300)))
-    started = time.monotonic()
     assert run_cli("train", "--dataset", "csv", "--data-path", data, "--target", "y", "--task", "classification",
                    "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "run") == 0
-    assert time.monotonic() - started < 20
     assert (tmp_path / "run" / "confusion.png").is_file() and texts == []
 
 
