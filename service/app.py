@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -52,6 +53,7 @@ def _inline_styles_policy(page: str) -> str:
 CONTENT_POLICIES = {"ops.index": PAGE_POLICY, "ops.docs": _inline_styles_policy(ops.DOCS_PAGE)}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched
+CONVERTER = re.compile(r"<[^<>:]*(?:\([^)]*\))?:")  # "<segment:" of <segment:name>, "<any(a, b):" of <any(a, b):verb>
 log = logging.getLogger("scratchnet.service")
 
 
@@ -109,8 +111,16 @@ def _unmatched_route(app: Flask, req) -> str:
         adapter = app.url_map.bind_to_environ(req.environ)
         with contextlib.suppress(HTTPException):
             rule, _ = adapter.match(method=req.routing_exception.valid_methods[0], return_rule=True)
-            return rule.rule
+            return route_template(rule.rule)
     return UNMATCHED
+
+
+@functools.lru_cache(maxsize=None)  # one entry per route of the app
+def route_template(rule: str) -> str:
+    """A route as metrics and logs name it: its variables without their converters, so that
+    ``/v1/models/<segment:name>:predict`` reads ``/v1/models/<name>:predict`` as the native
+    ``/models/<name>/predict`` does."""
+    return CONVERTER.sub("<", rule)
 
 
 def _register_request_hooks(app: Flask) -> None:
@@ -146,7 +156,7 @@ def _register_request_hooks(app: Flask) -> None:
             headers["X-Model-Version"] = str(state.version)
         if status >= 400 and model is not None and getattr(state, "inference", False):
             svc.metrics.observe_failed_prediction(model, state.version, seconds)
-        route = req.url_rule.rule if req.url_rule is not None else _unmatched_route(app, req)
+        route = route_template(req.url_rule.rule) if req.url_rule is not None else _unmatched_route(app, req)
         # the model the URL names when no version of it answered (admin, reports, a 404)
         named = model if model is not None else (req.view_args or {}).get("name")
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),

@@ -359,6 +359,17 @@ def test_405_wrong_method(client):
     assert_error(client.delete("/models"), 405)
 
 
+def test_protocol_routes_are_counted_under_templates_without_converters(client):
+    client.post("/v1/models/mnist:predict", json={"instances": [[0.0] * 784]})
+    client.post("/v1/models/mnist/versions/1:classify", json={"instances": [[0.0] * 784]})
+    client.get("/v1/models/mnist:predict")  # a 405, counted under the route its path names
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_requests_total{method="POST",route="/v1/models/<name>:predict",status="200"} 1.0' in text
+    assert 'route="/v1/models/<name>/versions/<version>:<verb>",status="400"} 1.0' in text
+    assert 'scratchnet_requests_total{method="GET",route="/v1/models/<name>:predict",status="405"} 1.0' in text
+    assert "segment:" not in text and "any(" not in text
+
+
 def test_a_405_is_counted_under_the_route_its_path_names(client):
     client.get("/models/mnist/predict")
     client.get("/no/such/route")
