@@ -68,11 +68,21 @@ class JSONProvider(DefaultJSONProvider):
         return super().dumps(without_surrogates(obj), **kwargs) if "\\ud" in text else text
 
 
+class App(Flask):
+    def make_default_options_response(self):
+        """An OPTIONS request answered 204 with the route's methods in ``Allow`` and nothing else:
+        Flask's own answer was an empty 200 labelled text/html, which looks like a page."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the app. ``config`` overrides settings by their lower-case names (see service.config)."""
     settings = load_settings(config)
     configure_logging(settings.log_format, settings.log_level)
-    app = Flask(__name__, static_folder="static", template_folder="templates")
+    app = App(__name__, static_folder="static", template_folder="templates")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.url_map.merge_slashes = False  # /models//mnist is no route (404), not a redirect with an HTML body
     app.json = JSONProvider(app)

@@ -237,8 +237,9 @@ def test_status_errors_and_methods(server):
         response = requests.request(method, server.url + "/v1/models/mnist/versions/2:predict", timeout=10)
         assert_error(response, 405, "use POST")
         assert {m.strip() for m in response.headers["Allow"].split(",")} == {"OPTIONS", "POST"}
-    allowed = requests.options(server.url + "/v1/models/mnist:predict", timeout=10).headers["Allow"]
-    assert {m.strip() for m in allowed.split(",")} == {"OPTIONS", "POST"}
+    options = requests.options(server.url + "/v1/models/mnist:predict", timeout=10)
+    assert options.status_code == 204 and "Content-Type" not in options.headers and options.content == b""
+    assert {m.strip() for m in options.headers["Allow"].split(",")} == {"OPTIONS", "POST"}
     assert_error(requests.post(server.url + "/v1/models/iris:predict", data=b"{oops", timeout=10), 400, "JSON")
 
 

@@ -370,6 +370,21 @@ def test_protocol_routes_are_counted_under_templates_without_converters(client):
     assert "segment:" not in text and "any(" not in text
 
 
+@pytest.mark.parametrize("path, methods", [
+    ("/predict", {"POST"}), ("/models/mnist", {"GET", "HEAD"}), ("/models/mnist/labels/stable", {"PUT", "DELETE"}),
+    ("/v2/models/iris/infer", {"POST"}), ("/v1/models/iris", {"GET", "HEAD"}),
+])
+def test_options_answers_the_routes_methods_without_a_body(client, path, methods):
+    response = client.options(path)
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers and response.get_data() == b""
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == methods | {"OPTIONS"}
+
+
+def test_options_on_an_unknown_route_is_a_json_404(client):
+    assert_error(client.options("/no/such/route"), 404, "not_found")
+
+
 def test_a_405_is_counted_under_the_route_its_path_names(client):
     client.get("/models/mnist/predict")
     client.get("/no/such/route")
