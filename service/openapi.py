@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from shared.registry import MAX_VERSION
 
 from . import schemas
-from .openapi_parts import (ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, REF, SHARED_MEANINGS, operation_id,
-                            ref)
+from .openapi_parts import (ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, REF, SHARED_MEANINGS, error_response,
+                            operation_id, ref, with_405)
 from .protocols import openapi as protocols_openapi
 
 VERSION_PARAM = {"name": "version", "in": "path", "required": True, "description": "Version number.",
@@ -140,13 +140,12 @@ def _operation(op: Operation) -> dict:
     if op.response_headers:
         ok["headers"] = op.response_headers
     responses = {"200": ok}
-    for status in sorted(op.errors):
+    for status in with_405(op.path, op.errors):
         if status == 503 and op.path == "/readyz":
             responses["503"] = {"description": "Not ready; the reason says why.",
                                 "content": {"application/json": {"schema": ref(schemas.Readiness)}}}
             continue
-        responses[str(status)] = {"description": ERROR_MEANINGS[status],
-                                  "content": {"application/json": {"schema": ref(schemas.ErrorResponse)}}}
+        responses[str(status)] = error_response(status, ERROR_MEANINGS, schemas.ErrorResponse)
     operation = {"summary": op.summary, "operationId": operation_id(op.method, op.path), "tags": [op.tag],
                  "responses": responses}
     if op.parameters:
@@ -168,7 +167,8 @@ def openapi_document(version: str = "0.1.0") -> dict:
         "info": {"title": "scratchnet", "version": version,
                  "description": "Predictions from NumPy-from-scratch networks: images and numeric vectors. "
                                 "Every error is JSON: {\"error\", \"code\", \"details\"} "
-                                "(on the /v1 and /v2 protocol routes: {\"error\"} alone, as their clients expect)."},
+                                "(on the /v1 and /v2 protocol routes: {\"error\"} alone, as their clients expect). "
+                                "A method a path does not take is answered 405, with the methods it takes in Allow."},
         "paths": paths,
         "components": {
             "schemas": _components(SCHEMA_MODELS + protocols_openapi.SCHEMA_MODELS),

@@ -1,7 +1,7 @@
 """What the native API's OpenAPI document (``service.openapi``) and the protocols' routes in it
 (``service.protocols.openapi``) are built from alike: schema references, the path parameters that
-name a model and a label, a binary body, the errors both answer in the same words, and how an
-operation's id is made from its method and path."""
+name a model and a label, a binary body, the errors both answer in the same words and how each is
+documented, and how an operation's id is made from its method and path."""
 
 from __future__ import annotations
 
@@ -23,13 +23,31 @@ SHARED_MEANINGS = {
     401: "No Authorization header, or not 'Bearer <token>'.",
     403: "Wrong token, or the admin API is disabled (no SCRATCHNET_ADMIN_TOKEN).",
     404: "Unknown model, version or label.",
+    405: "The last path parameter holds a '/' (or, on /v1, a ':verb'), which makes the path another route's, "
+         "one that does not take this method; Allow names the methods it takes.",
     408: "The body stopped arriving for longer than SCRATCHNET_CLIENT_TIMEOUT (under Gunicorn).",
 }
+ALLOW_HEADER = {"description": "The methods the path takes.", "schema": {"type": "string"}}
 
 
 def ref(model: type[BaseModel]) -> dict:
     """A reference to ``model``'s schema among the document's components."""
     return {"$ref": REF.format(model=model.__name__)}
+
+
+def with_405(path: str, errors: tuple[int, ...]) -> list[int]:
+    """``errors``, and 405 for a path that ends in a parameter: a value of it holding a '/' (sent as %2F)
+    or a TF Serving verb makes the path a longer route's, which may take other methods
+    (``GET /models/x%2Fpredict`` is ``GET /models/x/predict``, a POST route)."""
+    return sorted({*errors, 405} if path.endswith("}") else set(errors))
+
+
+def error_response(status: int, meanings: dict[int, str], model: type[BaseModel]) -> dict:
+    """The documented answer ``status``: what it means, the error body ``model``, and for a 405 its Allow header."""
+    response = {"description": meanings[status], "content": {"application/json": {"schema": ref(model)}}}
+    if status == 405:
+        response["headers"] = {"Allow": ALLOW_HEADER}
+    return response
 
 
 def operation_id(method: str, path: str) -> str:

@@ -1016,6 +1016,35 @@ def test_openapi_documents_the_408_of_a_body_that_stops_arriving(client, method,
     assert documented["408"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
 
 
+def test_openapi_documents_405_on_exactly_the_operations_that_can_answer_it(client):
+    """A path parameter's value may hold a '/' (sent as %2F) or a TF Serving verb, which can make the
+    path another route's: every operation is tried with values that end in the tail of each route."""
+    doc = client.get("/openapi.json").get_json()
+    known = {"name": "mnist", "version": "1", "label": "stable"}
+
+    def fill(template, **values):
+        return re.sub(r"\{(\w+)\}", lambda m: values.get(m[1], known[m[1]]), template)
+
+    routes = [fill(template) for template in doc["paths"]]
+    tails = {"x" + route[i:] for route in routes for i in range(1, len(route)) if route[i] in "/:"}
+    answered = set()
+    for template, operations in doc["paths"].items():
+        for method in operations:
+            for parameter in re.findall(r"\{(\w+)\}", template):
+                if any(client.open(fill(template, **{parameter: tail}), method=method).status_code == 405
+                       for tail in tails):
+                    answered.add((method, template))
+    documented = {(method, template) for template, operations in doc["paths"].items()
+                  for method, operation in operations.items() if "405" in operation["responses"]}
+    assert answered == documented and len(documented) == 9
+    for method, template in documented:
+        response = doc["paths"][template][method]["responses"]["405"]
+        schema = "ProtocolError" if template.startswith("/v") else "ErrorResponse"
+        assert response["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+        assert set(response["headers"]) == {"Allow"}
+    assert_error(client.get("/models/x%2Fpredict"), 405, "method_not_allowed", "use POST")
+
+
 def test_docs_and_index_pages(client):
     docs = client.get("/docs")
     assert docs.status_code == 200 and docs.mimetype == "text/html"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ..openapi_parts import ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, SHARED_MEANINGS, operation_id, ref
+from ..openapi_parts import (ADMIN_SECURITY, BINARY, LABEL_PARAM, NAME_PARAM, SHARED_MEANINGS, error_response,
+                             operation_id, ref, with_405)
 from . import schemas
 from .binary import HEADER_LENGTH
 
@@ -37,8 +38,8 @@ def _operation(method: str, path: str, summary: str, tag: str, response, *, para
         ok["headers"] = {HEADER_LENGTH: {"description": "Length of the JSON part when binary outputs follow it.",
                                          "schema": {"type": "integer"}}}
     responses = {"200": ok}
-    for status in sorted(errors):
-        responses[str(status)] = {"description": MEANINGS[status], "content": _json(schemas.ProtocolError)}
+    for status in with_405(path, errors):
+        responses[str(status)] = error_response(status, MEANINGS, schemas.ProtocolError)
     if not_ready is not None:
         responses["503"] = {"description": "Not ready.", "content": _json(not_ready)}
     operation = {"summary": summary, "operationId": operation_id(method, path), "tags": [tag],
