@@ -33,8 +33,8 @@ from shared.forward import Model
 from shared.registry import VERSION_PATTERN, RegistryError, check_name
 
 from .context import service
-from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotReady, PayloadTooLarge, Unauthorized,
-                     UnsupportedMediaType, access_advice, describe_validation_error)
+from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
+                     PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, describe_validation_error)
 from .fastbody import read_from_socket
 from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
@@ -119,10 +119,22 @@ def refuse_compressed_body() -> None:
                                    code="unsupported_encoding")
 
 
+def refuse_transfer_codings(compressed: bool) -> None:
+    """501 for a body sent with a transfer coding besides chunked (``gzip, chunked``): Gunicorn takes
+    the chunks apart but leaves the gzip on, and those bytes were read as the body itself."""
+    codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",") if c.strip()]
+    if others := [c for c in codings if c != "chunked"]:
+        instead = ("to send the body compressed, say Content-Encoding: gzip (or deflate) instead" if compressed
+                   else "send the body uncompressed")
+        raise NotImplementedHere(f"Transfer-Encoding {', '.join(others)} is not supported, only chunked; {instead}.",
+                                 code="unsupported_transfer_coding")
+
+
 def read_body(*, compressed: bool = False) -> bytes:
     """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included).
     ``compressed``: the body may be compressed and the caller decodes its Content-Encoding;
-    otherwise a Content-Encoding is refused (415)."""
+    otherwise a Content-Encoding is refused (415). A transfer coding other than chunked is refused (501)."""
+    refuse_transfer_codings(compressed)
     if not compressed:
         refuse_compressed_body()
     length = request.content_length

@@ -84,6 +84,11 @@ class RequestTimeout(ServiceError):
     status, code = 408, "request_timeout"
 
 
+class NotImplementedHere(ServiceError):
+    """A part of HTTP the service does not take, such as a transfer coding other than chunked."""
+    status, code = 501, "not_implemented"
+
+
 class NotReady(ServiceError):
     """No servable version (yet): the model is loading, or every version failed to load."""
     status, code = 503, "not_ready"

@@ -362,9 +362,10 @@ def exchange(server: ServiceProcess, request: bytes, *, close_after: bool) -> tu
     return int(head.split()[1]), json.loads(body)
 
 
-def chunked_request(path: str, content_type: str, chunks: bytes, method: str = "POST", headers: str = "") -> bytes:
+def chunked_request(path: str, content_type: str, chunks: bytes, method: str = "POST", headers: str = "",
+                    transfer_encoding: str = "chunked") -> bytes:
     return (f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n{headers}"
-            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + chunks
+            f"Transfer-Encoding: {transfer_encoding}\r\nConnection: close\r\n\r\n").encode() + chunks
 
 
 BAD_SIZE = b"zz\r\nabc\r\n0\r\n\r\n"
@@ -403,6 +404,45 @@ def test_a_malformed_chunked_body_is_a_400_without_a_traceback(server, registry,
     assert "Traceback" not in server.log()[logged:]
     assert not (registry / "mnist" / "serving.json").exists()
     assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
+
+
+def one_chunk(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+GZIPPED_VECTOR = one_chunk(zlib.compress(json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]]}).encode(), wbits=31))
+V2_VECTOR = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+TRANSFER_CODED = [
+    # (name, request, code or None on a protocol route, what the answer advises)
+    ("native JSON", chunked_request(VECTOR_MODEL, "application/json", GZIPPED_VECTOR,
+                                    transfer_encoding="gzip, chunked"), "unsupported_transfer_coding", "uncompressed"),
+    ("native image", chunked_request(IMAGE_MODEL, "image/png", one_chunk(zlib.compress(digit_png())),
+                                     transfer_encoding="deflate, chunked"), "unsupported_transfer_coding",
+     "uncompressed"),
+    ("V2 infer", chunked_request("/v2/models/iris/infer", "application/json",
+                                 one_chunk(zlib.compress(json.dumps(V2_VECTOR).encode(), wbits=31)),
+                                 transfer_encoding="gzip, chunked"), None, "Content-Encoding: gzip"),
+    ("V1 predict", chunked_request("/v1/models/iris:predict", "application/json", GZIPPED_VECTOR,
+                                   transfer_encoding="gzip,chunked"), None, "Content-Encoding: gzip"),
+]
+
+
+@pytest.mark.parametrize("name, request_bytes, code, advice", TRANSFER_CODED, ids=[case[0] for case in TRANSFER_CODED])
+def test_a_body_with_a_transfer_coding_besides_chunked_is_a_501(server, name, request_bytes, code, advice):
+    """Gunicorn takes ``gzip, chunked`` apart into chunks and leaves the gzip on: those bytes were read as
+    the body itself (400 "not valid JSON", 415 "not an image"), where the body is fine and only its coding
+    is unsupported."""
+    logged = len(server.log())
+    status, body = exchange(server, request_bytes, close_after=False)
+    assert status == 501, body
+    assert body["error"].startswith("Transfer-Encoding ") and "only chunked" in body["error"], body
+    assert advice in body["error"], body
+    if code is None:  # a protocol route: {"error"} alone
+        assert set(body) == {"error"}, body
+    else:
+        assert set(body) == {"error", "code", "details"} and body["code"] == code, body
+    time.sleep(0.2)  # the access line and anything else the worker writes about it
+    assert "Traceback" not in server.log()[logged:]
 
 
 # odd but valid images ------------------------------------------------------------------------
