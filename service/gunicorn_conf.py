@@ -187,7 +187,8 @@ graceful_timeout = _number("GRACEFUL_TIMEOUT", "10", 0)
 _number("CLIENT_TIMEOUT", "10", 0, float)  # read by service/worker.py
 # Each connection is a file descriptor, besides the ~20 a worker holds itself (its listening sockets,
 # heartbeat file, metrics files, a model file being read): past RLIMIT_NOFILE, accept() fails
-# (EMFILE). Connections beyond this many wait in the listen queue, for this worker or another.
+# (EMFILE). Connections beyond this many wait in the listen queue, for this worker or another. An
+# explicit --worker-connections that cannot fit is refused when the master starts (on_starting).
 _open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 if _open_files != resource.RLIM_INFINITY:
     worker_connections = min(1000, max(_open_files // 2, _open_files - 100))  # 1000: Gunicorn's default
@@ -215,8 +216,20 @@ from service.worker import json_error  # noqa: E402
 gunicorn_util.write_error = json_error  # workers are forked from this process and keep it
 
 
+def _check_worker_connections(connections: int) -> None:
+    """Exit with one line when Gunicorn's ``--worker-connections`` (or GUNICORN_CMD_ARGS), which it
+    applies after reading this file, is not below the open-files limit: a worker runs out of files
+    before it holds that many, and then cannot accept a connection or open a model file."""
+    if _open_files != resource.RLIM_INFINITY and connections >= _open_files:
+        sys.exit(f"error: --worker-connections {connections} is not below the open-files limit of {_open_files} "
+                 "(ulimit -n): every connection is an open file, besides the ~20 a worker holds itself; leave it "
+                 f"out (the default here is {worker_connections}) or raise the limit")
+
+
 def on_starting(server):
-    """Start from an empty metrics folder: old workers' files would be counted otherwise."""
+    """Refuse connections the open-files limit cannot hold (above), then start from an empty
+    metrics folder: old workers' files would be counted otherwise."""
+    _check_worker_connections(server.cfg.worker_connections)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
     for entry in _metrics_dir.iterdir():
         if entry.is_file() and entry.suffix == ".db":

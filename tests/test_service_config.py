@@ -111,6 +111,22 @@ def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, v
     assert not list(tmp_path.glob("scratchnet-metrics-*"))  # its metrics folder was removed on the way out
 
 
+@pytest.mark.parametrize("limit, connections", [(64, 1000), (64, 64), (1024, 5000)])
+def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tmp_path, limit, connections):
+    """Gunicorn applies --worker-connections after reading this configuration, so the value it keeps
+    under the limit was replaced by one that ran the worker out of files under load."""
+    done = run_gunicorn(tmp_path, ["sh", "-c", f'ulimit -n {limit} && exec "$@"', "sh"],
+                        GUNICORN_CMD_ARGS=f"--worker-connections {connections}")
+    assert done.returncode != 0
+    default = limit // 2 if limit < 200 else min(1000, limit - 100)
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: --worker-connections {connections} is not below the open-files limit of {limit} (ulimit -n): every "
+        "connection is an open file, besides the ~20 a worker holds itself; leave it out (the default here is "
+        f"{default}) or raise the limit")
+    assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("scratchnet-metrics-*"))
+
+
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
     done = run_gunicorn(tmp_path, SCRATCHNET_ADMIN_TOKN="secret", SCRATCHNET_WORKERS="x")  # x: stops after the warning
     assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
