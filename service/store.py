@@ -713,7 +713,7 @@ class ModelStore:
         if manifest is None and record is not None and not record.status.startswith(FAILED):
             try:
                 manifest = read_manifest(self.registry.model_path(name, version))
-            except (ModelFileError, RegistryError, OSError):
+            except Exception:  # whatever a file not loaded yet makes the reader raise, as in _load
                 manifest = None
         served = slot.served if not self._unloaded_now(slot) else None
         return {

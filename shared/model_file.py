@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, read_json
 from .forward import ACTIVATIONS, Model, input_normalization, output_scaling
 from .preprocess import parse_image_spec
 from .registry import NotRegularFile, open_regular_file
@@ -194,8 +194,8 @@ def _decode_manifest(path: Path, npz) -> dict:
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(path, "the manifest must be a 1-D uint8 array of UTF-8 JSON")
     try:
-        manifest = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = read_json(raw.tobytes().decode("utf-8"))
+    except ValueError as e:
         raise ModelFileError(path, f"the manifest is not valid UTF-8 JSON ({e})") from None
     if not isinstance(manifest, dict):
         raise ModelFileError(path, "the manifest must be a JSON object")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import shortened
+from .errors import read_json, shortened
 
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"
@@ -192,12 +192,12 @@ class Registry:
                 raw = f.read(MAX_SERVING_BYTES + 1)  # the workers read it on every poll
             if len(raw) > MAX_SERVING_BYTES:
                 raise RegistryError(f"{path} is over {MAX_SERVING_BYTES} bytes; it holds a pin and labels only")
-            data = json.loads(raw.decode("utf-8"))
+            data = read_json(raw.decode("utf-8"))
         except FileNotFoundError:
             return {"pinned": None, "labels": {}}
         except NotRegularFile as e:
             raise RegistryError(f"{path} is not a regular file ({e.kind})") from None
-        except (OSError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, not JSON, a 5000-digit number
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON, nested too deeply, a 5000-digit number
             raise RegistryError(f"{path} cannot be read: {e}") from None
         if not isinstance(data, dict):
             raise RegistryError(f"{path} must hold a JSON object")

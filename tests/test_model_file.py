@@ -283,6 +283,19 @@ def test_malformed_manifest_is_refused(tmp_path):
     refused(tmp_path / "model.npz", "no 'manifest'")
 
 
+@pytest.mark.parametrize("text, reason", [
+    ('{"n": ' + "1" * 5000 + "}", "it holds an integer of over 4300 digits, too long to read)"),
+    ("[" * 100_000 + "]" * 100_000, "it is nested over about 1000 levels deep)"),
+])
+def test_a_manifest_python_cannot_parse_is_refused_with_its_reason(tmp_path, text, reason):
+    arrays, _ = saved(tmp_path)
+    np.savez(tmp_path / "model.npz", **arrays, manifest=np.frombuffer(text.encode(), dtype=np.uint8))
+    error = refused(tmp_path / "model.npz", re.escape(f"the manifest is not valid UTF-8 JSON ({reason}"))
+    assert "sys." not in str(error)  # no advice to change the interpreter's settings
+    with pytest.raises(ModelFileError):
+        read_manifest(tmp_path / "model.npz")
+
+
 @pytest.mark.parametrize("key, value, match", [
     ("format_version", 99, "format_version 99 is not supported"),
     ("format", "onnx", "format is 'onnx', expected 'scratchnet.mlp'"),

@@ -596,6 +596,8 @@ def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
     ({"version": "3\n"}, 400, 'parameters.version: "3\\n" is not a version: give a positive integer, such as 3, or'),
     ({"version": 1, "config": "{}"}, 400, "once"),
     ({"config": "{not json"}, 400, "not valid JSON"),
+    ({"config": '{"version_policy": ' + "9" * 5000 + "}"}, 400,
+     "parameters.config is not valid JSON: it holds an integer of over 4300 digits, too long to read."),
     ({"config": json.dumps({"max_batch_size": 8})}, 400, "version_policy"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": [1, 2]}}})}, 400, "one version"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": ["²"]}}})}, 400, "one version"),

@@ -24,6 +24,7 @@ import time
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
+from shared.errors import read_json
 from shared.forward import Model
 from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
@@ -510,8 +511,8 @@ def requested_pin(load: LoadRequest):
 
 def pin_from_config(text: str):
     try:
-        config = json.loads(text)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested over about 1000 levels deep
+        config = read_json(text)
+    except ValueError as e:
         raise BadRequest(f"parameters.config is not valid JSON: {e}.", code="invalid_request") from None
     if not isinstance(config, dict):
         raise BadRequest("parameters.config must be a JSON object.", code="invalid_request")
