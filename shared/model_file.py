@@ -28,6 +28,8 @@ FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1
 MANIFEST_KEY = "manifest"
 ZIP_HEADER = b"PK\x03\x04"  # a zip's first local file header, where numpy.savez starts
+ZIP_DIRECTORY_ENTRY = b"PK\x01\x02"  # the start of each entry of a zip's central directory
+MAX_ZIP_ENTRIES = 4096
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest is a few kB of JSON
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 TASKS = ("classification", "regression")
@@ -141,8 +143,14 @@ def npz_problem(file: BinaryIO) -> str | None:
 def _open_npz(path: Path):
     raw = _read_regular_file(path)
     problem = npz_problem(io.BytesIO(raw))
+    # zipfile builds an object (~750 bytes) per entry of the archive's directory before anything can
+    # be checked: a 100 MB file of a million empty entries would take 750 MB in every worker. Each
+    # entry begins with this signature, so counting it bounds them, whatever the end record says.
     if problem is not None:
         raise ModelFileError(path, f"not an .npz archive ({problem})")
+    if (entries := raw.count(ZIP_DIRECTORY_ENTRY)) > MAX_ZIP_ENTRIES:
+        raise ModelFileError(path, f"the archive has {entries} entries, over the {MAX_ZIP_ENTRIES} a model may have "
+                                   "(a few per layer): refused before reading them")
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as e:  # numpy raises several types for damaged archives

@@ -227,6 +227,15 @@ def zip_bomb(folder: Path, version: int, ctx: Context) -> None:
                 member.write(zeros)
 
 
+def many_entries(folder: Path, version: int, ctx: Context) -> None:
+    """A valid model with 20,000 empty archive members besides: zipfile makes an object of each
+    entry before any check (a million took 750 MB in every worker)."""
+    valid_file(folder / MODEL_FILE, version)
+    with zipfile.ZipFile(folder / MODEL_FILE, "a") as archive:
+        for i in range(20_000):
+            archive.writestr(f"a{i}.npy", b"")
+
+
 @dataclass(frozen=True)
 class Hostile:
     name: str
@@ -251,6 +260,7 @@ HOSTILE = [
     Hostile("file over the size limit", over_size_limit, f"over the limit of {MAX_MODEL_BYTES}"),
     Hostile("header declaring 80 GB", declared_huge, "declares shape [200000, 100000]"),
     Hostile("zip bomb", zip_bomb, "the archive expands to"),
+    Hostile("20,000 archive entries", many_entries, "the archive has 20005 entries, over the 4096"),
 ]
 
 
