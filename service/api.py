@@ -426,7 +426,7 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
         advice = ": " + access_advice("write") if e.errno in (errno.EACCES, errno.EPERM) else ""
         raise NotReady(f"The registry folder {folder} cannot be written ({e.strerror}){advice}.",
                        code="registry_unavailable") from None
-    svc.store.refresh([name])
+    svc.store.refresh([name], validate_all=False)
     return svc.store.describe(name)
 
 
@@ -436,7 +436,7 @@ def current_store(name: str) -> ModelStore:
     the registry as it is now, not as this worker last polled it: a version deleted since then
     is not pinned or labelled."""
     store = service().store
-    store.refresh([name])
+    store.refresh([name], validate_all=False)
     return store
 
 

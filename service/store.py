@@ -8,8 +8,9 @@ remembered together with the file's ``(mtime, ctime, size, inode)``, so a bad fi
 not every poll; a file that could not be read at all is tried again with a back-off). New
 versions are loaded and validated on that thread, off the request path, the newest first; the
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
-started with, and only then are the other new versions checked. A version that fails to
-load never replaces a working one, and when the registry disappears the store keeps serving
+started with. Only once every model has what it serves are the other new versions checked, for
+a bounded time each pass, so that a burst of them never delays a swap or a pin. A version that
+fails to load never replaces a working one, and when the registry disappears the store keeps serving
 what it holds and says so in ``readiness()``; a pass during which a model's folder goes applies
 nothing of what it read (a half-read folder seems to have no pin, no labels and failed versions).
 
@@ -53,6 +54,7 @@ log = logging.getLogger("scratchnet.store")
 
 MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that could not be read
 UNLOADED_WAIT = 2.0  # the longest a request to an unloaded model waits for a registry pass in progress
+CHECK_SECONDS = 0.25  # the most a pass spends (past one load) checking versions nothing serves, for their status
 AVAILABLE = "available"
 LOADING = "loading"
 FAILED = "failed"
@@ -189,8 +191,11 @@ class ModelStore:
     def refresh(self, names: list[str] | None = None, *, validate_all: bool = True) -> None:
         """Bring the store in line with the registry (for ``names``, default every model).
 
-        ``validate_all=False`` loads only what is needed to serve (the served and labelled
-        versions); other new versions stay ``loading`` until a later pass checks them.
+        Every model first loads only what it needs to serve (the served and labelled versions),
+        so that no model's swap waits on another's loads. Then, with ``validate_all``, the other
+        new versions are checked for their status, newest first, for at most CHECK_SECONDS per
+        pass (a burst of large versions must not keep the watcher from serving.json for
+        longer); the rest stay ``loading`` until a later pass checks them.
         """
         with self._refresh_lock:
             if not self._registry_readable():
@@ -199,14 +204,25 @@ class ModelStore:
                 return
             if names is None:
                 names = self._discover()
-            for name in names:
-                slot = self._slots.get(name)
-                if slot is None:
-                    continue
+            slots = [self._slots[name] for name in names if name in self._slots]
+            for slot in slots:
                 try:
-                    self._refresh_model(slot, validate_all)
+                    self._refresh_model(slot)
                 except Exception:  # one model's surprise must not stop the others being refreshed
-                    log.exception("%s: registry refresh failed; serving what is loaded", name)
+                    log.exception("%s: registry refresh failed; serving what is loaded", slot.name)
+            if validate_all:
+                self._check_new_versions(slots, time.monotonic() + min(CHECK_SECONDS, self.poll_interval / 2))
+
+    def _check_new_versions(self, slots: list[ModelSlot], deadline: float) -> None:
+        """Load each version still ``loading`` for its status, newest first, until ``deadline``;
+        one at least, so that every pass makes progress."""
+        for slot in slots:
+            with self._lock:
+                waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
+            for version in waiting:
+                self._checked(slot, version)
+                if time.monotonic() >= deadline:
+                    return
 
     def _registry_readable(self) -> bool:
         root = self.registry.root
@@ -257,7 +273,7 @@ class ModelStore:
         for name in added:
             self.events.model_added(name)
 
-    def _refresh_model(self, slot: ModelSlot, validate_all: bool) -> None:
+    def _refresh_model(self, slot: ModelSlot) -> None:
         name = slot.name
         folder = self.registry.root / name
         if not folder.is_dir():
@@ -369,14 +385,6 @@ class ModelStore:
             else:
                 log.info("%s: now serving version %d (was %d)", name, target.version, old.version)
             self.events.served(name, old.version if old is not None else None, target.version)
-
-        # Only then check the other new versions (for their status): a burst of publishes must
-        # not hold back the swap to the newest one.
-        if validate_all:
-            for v in sorted(stamps, reverse=True):
-                record = slot.versions.get(v)
-                if record is not None and record.status == LOADING:
-                    self._checked(slot, v)
 
     def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
         """Log and count a pin that cannot be honoured when it starts, changes or ends."""
@@ -543,7 +551,7 @@ class ModelStore:
                 present = False
             if present:
                 self._add_models([name])  # unless the watcher found it meanwhile
-                self.refresh([name])
+                self.refresh([name], validate_all=False)
         return self.slot(name)
 
     def served(self, name: str) -> Model:

@@ -591,6 +591,22 @@ def test_pin_rollback_unpin(client, registry):
     assert response.get_json()["pinned"] == 1 and served() == "1"
 
 
+def test_a_pin_loads_what_it_serves_not_every_new_version(app, client, registry, monkeypatch):
+    """An admin call looks at the registry under the serving lock, which other workers' calls wait
+    on: it loads what serves and the version it pins, and leaves the other new versions to the
+    watcher (loading a burst of them had made a pin take seconds)."""
+    for _ in range(4):
+        publish_model(registry, "mnist")  # v4 to v7
+    store = app.extensions["scratchnet"].store
+    loads, load = [], store._load
+    monkeypatch.setattr(store, "_load", lambda name, version: loads.append(version) or load(name, version))
+    response = client.post("/models/mnist/versions/1/activate", headers=AUTH)
+    assert response.status_code == 200 and response.get_json()["served_version"] == 1
+    assert loads == [7]  # the newest, which served until the pin; v1 was in memory already
+    statuses = {v["version"]: v["status"] for v in response.get_json()["versions"]}
+    assert statuses[4] == statuses[5] == statuses[6] == "loading"
+
+
 @pytest.mark.parametrize("text", ["[" * 100_000, '{"pinned": ' + "9" * 5000 + "}", '{"pinned": 1000000000}'])
 def test_a_hand_edited_serving_json_the_service_cannot_use_is_reported_not_a_crash(registry, text):
     (registry / "mnist" / "serving.json").write_text(text)

@@ -122,6 +122,51 @@ def test_a_hostile_version_waiting_to_be_loaded_is_described_without_an_error(tm
     assert store.served("mnist").version == newest
 
 
+def test_every_model_swaps_before_any_version_is_checked_for_its_status_alone(tmp_path, monkeypatch):
+    """A burst of new versions of one model must not hold back another model's swap: each model
+    loads what it serves first, then the other new versions are checked."""
+    for name in ("big", "small"):
+        publish_model(tmp_path, name)
+    store, _ = make_store(tmp_path)
+    for _ in range(4):
+        publish_model(tmp_path, "big")
+    publish_model(tmp_path, "small")
+    loads, load = [], store._load
+    monkeypatch.setattr(store, "_load", lambda name, version: loads.append((name, version)) or load(name, version))
+    store.refresh()
+    assert sorted(loads[:2]) == [("big", 5), ("small", 2)]  # what serves, whichever model comes first
+    assert loads[2:] == [("big", 4), ("big", 3), ("big", 2)]  # then the rest, newest first
+
+
+def test_a_pass_checks_versions_nothing_serves_for_a_bounded_time(tmp_path, monkeypatch):
+    """Loading a burst of large versions for their status alone must not keep the watcher from
+    serving.json for longer than CHECK_SECONDS (past one load): the rest wait for later passes."""
+    from service.store import CHECK_SECONDS
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, poll_interval=1.0)
+    for _ in range(8):
+        publish_model(tmp_path, "mnist")
+    load = store._load
+
+    def slow_load(name, version):
+        time.sleep(CHECK_SECONDS / 2)
+        return load(name, version)
+
+    monkeypatch.setattr(store, "_load", slow_load)
+    waiting = []
+    for _ in range(9):
+        store.refresh()
+        assert store.served("mnist").version == 9
+        statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
+        waiting.append(sum(status == "loading" for status in statuses.values()))
+        if not waiting[-1]:
+            break
+    # the first pass loads v9 to serve it, then checks two or three more (at least one) and stops
+    assert 4 <= waiting[0] <= 6
+    assert all(later < earlier for earlier, later in zip(waiting, waiting[1:])) and waiting[-1] == 0
+    assert set(statuses.values()) == {AVAILABLE}
+
+
 def test_a_bad_file_is_parsed_once_not_on_every_poll(tmp_path):
     publish_model(tmp_path, "mnist")
     publish_corrupt(tmp_path, "mnist")
