@@ -352,6 +352,14 @@ class ModelStore:
                 target = self._checked(slot, v)
                 if target is not None:
                     break
+                if slot.served is not None and slot.served.version == v:
+                    # Its file changed (rewritten in place, or being copied over) and no longer loads:
+                    # the version in memory goes on serving, as a pinned one does, not the one below.
+                    record = slot.versions.get(v)
+                    problems.append(f"version {v}'s file changed and {record.status if record else 'went'}; "
+                                    f"still serving v{v} from memory")
+                    target = slot.served
+                    break
             if target is None and slot.served is not None:
                 problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
                 target = slot.served

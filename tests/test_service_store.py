@@ -220,6 +220,36 @@ def test_pin_and_labels_come_from_serving_json(tmp_path):
         store.labelled("mnist", "canary")
 
 
+def test_the_served_versions_file_rewritten_in_place_keeps_it_serving_from_memory(tmp_path):
+    """Versions are immutable, but a file copied over (or damaged) in place must not make every
+    worker fall back to the version below: what serves goes on serving from memory, as when it is
+    pinned, and the rewritten file serves once it loads."""
+    publish_model(tmp_path, "mnist", favour=1)
+    publish_model(tmp_path, "mnist", favour=2)
+    registry = Registry(tmp_path)
+    registry.write_serving("mnist", {"pinned": None, "labels": {"stable": 2}})
+    store, events = make_store(tmp_path)
+    served = store.served("mnist")
+    model_file = tmp_path / "mnist" / "2" / "model.npz"
+    whole = model_file.read_bytes()
+    for partial in (whole[:1000], b"garbage"):  # a copy under way, or a damaged file
+        model_file.write_bytes(partial)
+        store.refresh()
+        assert store.served("mnist") is served
+        assert store.labelled("mnist", "stable") is served and store.version("mnist", 2) is served
+        info = store.describe("mnist")
+        assert info["served_version"] == 2
+        assert any(p.startswith("version 2's file changed and failed: ") and p.endswith("still serving v2 from memory")
+                   for p in info["problems"]), info["problems"]
+    assert events.swaps == [("mnist", None, 2)]
+    for favour in (3, 4):  # another network, written whole under the same number
+        publish_model(tmp_path / "copy", "mnist", favour=favour)
+    os.replace(tmp_path / "copy" / "mnist" / "2" / "model.npz", model_file)
+    store.refresh()
+    assert store.served("mnist") is not served and store.served("mnist").version == 2
+    assert not store.describe("mnist")["problems"]
+
+
 def test_an_unservable_pin_keeps_the_version_served_before(tmp_path, caplog):
     for favour in (1, 2):
         publish_model(tmp_path, "mnist", favour=favour)
