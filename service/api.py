@@ -30,7 +30,7 @@ from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.forward import Model
-from shared.registry import VERSION_PATTERN, RegistryError, check_name
+from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
 
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
@@ -411,7 +411,9 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
         with serving_lock(folder):
             svc.registry.update_serving(name, change)
     except RegistryError as e:
-        raise Conflict(f"The serving state cannot be changed: {e}.", code="serving_state_invalid") from None
+        raise Conflict(f"The serving state cannot be changed: {e}. The admin API does not overwrite it, as it may "
+                       f"hold the labels: correct {SERVING_FILE} by hand, or delete it (no pin, no labels), then "
+                       "try again.", code="serving_state_invalid") from None
     except FileNotFoundError:
         if not svc.registry.root.is_dir():  # the whole registry went (an unmounted volume), not this model
             raise NotReady(f"The registry folder {svc.registry.root} does not exist; the serving state of {name} "

@@ -617,7 +617,8 @@ def test_a_hand_edited_serving_json_the_service_cannot_use_is_reported_not_a_cra
                  "nothing is served until it is fixed")
     assert client.post("/models/mnist/versions/2/predict", json={"inputs": [0.5] * 784}).status_code == 200
     assert "serving.json" in client.get("/readyz").get_json()["reason"]
-    assert_error(client.post("/models/mnist/unpin", headers=AUTH), 409, "serving_state_invalid", "serving.json")
+    assert_error(client.post("/models/mnist/unpin", headers=AUTH), 409, "serving_state_invalid",
+                 "correct serving.json by hand, or delete it (no pin, no labels), then try again.")
     assert_error(client.post("/models/mnist/rollback", headers=AUTH), 409, "serving_state_invalid")
 
 
