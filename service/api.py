@@ -65,10 +65,12 @@ def in_digits(text: str) -> bool:
 
 
 def version_number(text: str) -> int:
-    """A version from the URL: a positive integer (VERSION_PATTERN), else 404 (there is no such version)."""
-    if VERSION_PATTERN.match(text):
-        return int(text)
-    if in_digits(text) and not text.startswith("0"):
+    """A version from the URL: a positive integer (VERSION_PATTERN), else 404 (there is no such version).
+    Leading zeros are read past, as Triton and TF Serving read a URL's version: ``01`` is version 1."""
+    number = text.lstrip("0") if in_digits(text) else text
+    if VERSION_PATTERN.match(number):
+        return int(number)
+    if in_digits(number):
         raise NotFound(f"Version {text} does not exist: version numbers have at most 9 digits.",
                        code="version_not_found")
     raise NotFound(f"Version {text!r} does not exist: versions are positive integers.", code="version_not_found")

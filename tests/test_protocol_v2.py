@@ -329,6 +329,21 @@ def test_compressed_requests_and_responses(client, encoding, pack):
     assert got["outputs"] == reference["outputs"]
 
 
+@pytest.mark.parametrize("accept, coding", [("*", None), ("identity;q=1, gzip;q=0.5", None),
+                                            ("gzip;q=0.5, deflate", "deflate"), ("identity;q=0, gzip;q=0.2", "gzip"),
+                                            ("br", None)])
+def test_the_answer_is_compressed_by_the_coding_the_client_wants_most(client, accept, coding):
+    """Identity is one of the codings a client may prefer (first on a tie, as in Triton)."""
+    response = infer(client, {"inputs": [tensor("input", VECTORS)]}, headers={"Accept-Encoding": accept})
+    assert response.status_code == 200 and response.headers.get("Content-Encoding") == coding
+    if coding is None:
+        assert response.get_json()["model_name"] == "mnist"
+
+
+def test_an_empty_request_id_is_left_out_of_the_answer(client):
+    assert "id" not in infer(client, {"id": "", "inputs": [tensor("input", VECTORS)]}).get_json()
+
+
 def test_a_compressed_bomb_is_refused_before_it_inflates(client):
     bomb = gzip.compress(b" " * 5_000_000)  # 5 MB of spaces in ~5 KB; the limit is 1 MB
     response = client.post("/v2/models/mnist/infer", data=bomb, headers={"Content-Encoding": "gzip"})

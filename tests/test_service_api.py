@@ -335,7 +335,7 @@ def test_404_unknown_things(client):
 
 
 # '²' and '①' pass str.isdigit but int() refuses them; '١', '１' and '𝟏' int() reads as 1.
-NOT_VERSIONS = ["²", "①", "١", "１", "𝟏", "01", "+1", "1.0", "1%0A"]
+NOT_VERSIONS = ["²", "①", "١", "１", "𝟏", "0", "00", "+1", "1.0", "1%0A"]
 
 
 @pytest.mark.parametrize("version", NOT_VERSIONS)
@@ -345,6 +345,21 @@ def test_a_version_is_ascii_digits_on_every_route(client, registry, version):
                      client.post(f"/models/mnist/versions/{version}/activate", headers=AUTH)):
         assert_error(response, 404, "version_not_found", "positive integers")
     assert serving_state(registry) is None  # nothing pinned
+
+
+@pytest.mark.parametrize("version", ["01", "0001"])
+def test_a_version_with_leading_zeros_is_its_number_as_triton_and_tf_serving_read_it(client, version):
+    body = {"inputs": [[0.5] * 784]}
+    native = client.post(f"/models/mnist/versions/{version}/predict", json=body)
+    assert native.status_code == 200 and native.get_json()["model"]["version"] == 1
+    assert client.get(f"/models/mnist/versions/{version}").get_json()["version"] == 1
+    tf_serving = client.post(f"/v1/models/mnist/versions/{version}:predict", json={"instances": body["inputs"]})
+    assert tf_serving.status_code == 200 and tf_serving.headers["X-Model-Version"] == "1"
+    v2 = client.post(f"/v2/models/mnist/versions/{version}/infer", json={
+        "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": body["inputs"]}]})
+    assert v2.status_code == 200 and v2.get_json()["model_version"] == "1"
+    body = assert_error(client.get(f"/models/mnist/versions/{version}0000000000"), 404, "version_not_found", "9 digits")
+    assert f"Version {version}0000000000 does not exist" in body["error"]
 
 
 def test_a_version_too_long_is_not_called_a_non_integer(client):

@@ -417,7 +417,7 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
             output["data"] = values if datatype == "BYTES" else values.ravel().tolist()
         outputs.append(output)
     document = {"model_name": model.name, "model_version": str(model.version)}
-    if infer_request.id is not None:
+    if infer_request.id:  # an empty id is left out, as Triton leaves it
         document["id"] = infer_request.id
     document["outputs"] = outputs
     header = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -427,8 +427,9 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
         response.content_type = "application/octet-stream"
     else:
         response.content_type = "application/json"
-    encoding = request.accept_encodings.best_match(binary.ENCODINGS)
-    if encoding:
+    # The client's most wanted coding; identity among them, first on a tie ("*"), as Triton chooses.
+    encoding = request.accept_encodings.best_match(("identity", *binary.ENCODINGS))
+    if encoding in binary.ENCODINGS:
         response.set_data(binary.compress(response.get_data(), encoding))
         response.headers["Content-Encoding"] = encoding
         response.vary.add("Accept-Encoding")
