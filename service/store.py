@@ -96,6 +96,9 @@ class ModelSlot:
     problems: list[str] = field(default_factory=list)
     swaps: int = 0
     folder_missing: bool = False   # the last pass found the registry without this model's folder
+    # One look at this model's registry folder at a time; a look at another model, or a load of
+    # another's large version, never waits on it.
+    refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class StoreEvents:
@@ -155,7 +158,7 @@ class ModelStore:
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         for name in self._slots:
             self.events.model_added(name)
-        self._refresh_lock = threading.Lock()   # one registry pass at a time
+        self._refresh_lock = threading.Lock()   # one look at the registry's folder list at a time
         self._lock = threading.RLock()          # short: records and caches
         self._loading: dict[tuple[str, int], Future] = {}  # loads in progress, shared by whoever wants them
         self._stop = threading.Event()
@@ -205,13 +208,16 @@ class ModelStore:
             if names is None:
                 names = self._discover()
             slots = [self._slots[name] for name in names if name in self._slots]
-            for slot in slots:
+        for slot in slots:
+            with slot.refresh_lock:
+                if self._slots.get(slot.name) is not slot:  # forgotten meanwhile (its folder went)
+                    continue
                 try:
                     self._refresh_model(slot)
                 except Exception:  # one model's surprise must not stop the others being refreshed
                     log.exception("%s: registry refresh failed; serving what is loaded", slot.name)
-            if validate_all:
-                self._check_new_versions(slots, time.monotonic() + min(CHECK_SECONDS, self.poll_interval / 2))
+        if validate_all:
+            self._check_new_versions(slots, time.monotonic() + min(CHECK_SECONDS, self.poll_interval / 2))
 
     def _check_new_versions(self, slots: list[ModelSlot], deadline: float) -> None:
         """Load each version still ``loading`` for its status, newest first, until ``deadline``;
@@ -220,7 +226,7 @@ class ModelStore:
             with self._lock:
                 waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
             for version in waiting:
-                self._checked(slot, version)
+                self._checked(slot, version, keep=False)  # checked for its status, not kept in memory
                 if time.monotonic() >= deadline:
                     return
 
@@ -457,10 +463,13 @@ class ModelStore:
             self.events.model_unloaded(slot.name, unloaded)
         slot.serving_state = state
 
-    def _checked(self, slot: ModelSlot, version: int) -> Model | None:
+    def _checked(self, slot: ModelSlot, version: int, *, keep: bool = True) -> Model | None:
         """The loaded model of ``version``, loading and validating it if it is new; None if it fails.
         Whoever wants a version while it loads waits for that load and gets its result (reading,
-        hashing and checking a file is costly, and each load holds the model's memory)."""
+        hashing and checking a file is costly, and each load holds the model's memory). ``keep``:
+        a new load joins the recently used versions (it does not when only its status is wanted).
+        A file that changed or went while it was read gives None, its version left ``loading``
+        for the next pass to look at again: what was read may be neither the old file nor the new."""
         key = (slot.name, version)
         with self._lock:
             record = slot.versions.get(version)
@@ -480,6 +489,8 @@ class ModelStore:
         model, status, unreadable = None, failed_status("the load was interrupted"), False
         try:
             model, status, unreadable = self._load(slot.name, version)
+            if _stamp(self.registry.root / slot.name / str(version) / MODEL_FILE) != stamp:
+                model, status, unreadable = None, LOADING, False
             with self._lock:
                 current = slot.versions.get(version)
                 if current is not None and current.stamp == stamp:
@@ -488,7 +499,7 @@ class ModelStore:
                         wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
                         current.retry_at = time.monotonic() + wait
                         current.retries += 1
-                    if model is not None:
+                    if model is not None and keep:
                         self._remember(slot, model)
         finally:
             with self._lock:
@@ -604,17 +615,17 @@ class ModelStore:
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
-    def _unloaded_now(self, slot: ModelSlot) -> bool:
+    def _unloaded_now(self, slot: ModelSlot, wait: float = UNLOADED_WAIT) -> bool:
         """Whether ``slot``'s model is unloaded, as serving.json says now. A load through another
         worker answers as soon as that worker serves, as Triton's does, so a client infers and
         asks readiness next, before this worker's watcher has looked: an unloaded model has its
-        few bytes of serving.json read again (only then), after the watcher's pass in progress, if
-        any, for up to UNLOADED_WAIT seconds (a pass loading a large model may take longer)."""
-        if slot.unloaded and self._refresh_lock.acquire(timeout=UNLOADED_WAIT):
+        few bytes of serving.json read again (only then), after this model's look at the registry
+        in progress, if any, for up to ``wait`` seconds (one loading a large version may take longer)."""
+        if slot.unloaded and slot.refresh_lock.acquire(timeout=wait):
             try:
                 self._apply_serving(slot, *self._read_serving(slot.name))
             finally:
-                self._refresh_lock.release()
+                slot.refresh_lock.release()
         return slot.unloaded
 
     def require_loaded(self, name: str) -> None:
@@ -761,7 +772,8 @@ class ModelStore:
             served = slot.served if slot is not None else None
             models[name] = {"ready": served is not None,
                             "version": served.version if served is not None else None}
-            if slot is not None and self._unloaded_now(slot):  # taken out of service on purpose: not a fault
+            # taken out of service on purpose: not a fault; a probe never waits on a pass (wait=0)
+            if slot is not None and self._unloaded_now(slot, wait=0):
                 models[name].update(ready=False, version=None, unloaded=True)  # as /models/<name> says
                 continue
             if served is None:

@@ -617,7 +617,7 @@ def test_a_pin_loads_what_it_serves_not_every_new_version(app, client, registry,
     monkeypatch.setattr(store, "_load", lambda name, version: loads.append(version) or load(name, version))
     response = client.post("/models/mnist/versions/1/activate", headers=AUTH)
     assert response.status_code == 200 and response.get_json()["served_version"] == 1
-    assert loads == [7]  # the newest, which served until the pin; v1 was in memory already
+    assert loads == [7, 1]  # the newest, which served until the pin, and the version pinned
     statuses = {v["version"]: v["status"] for v in response.get_json()["versions"]}
     assert statuses[4] == statuses[5] == statuses[6] == "loading"
 

@@ -20,7 +20,7 @@ import pytest
 from modelgen import publish_corrupt, publish_model
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
-from service.store import AVAILABLE, ModelStore, StoreEvents
+from service.store import AVAILABLE, UNLOADED_WAIT, ModelStore, StoreEvents
 from shared.registry import Registry
 from users import run_as
 
@@ -50,16 +50,16 @@ def make_store(root, **options) -> tuple[ModelStore, Recorder]:
 
 
 @contextlib.contextmanager
-def refreshing_while_loading(store: ModelStore, monkeypatch, version: int):
+def refreshing_while_loading(store: ModelStore, monkeypatch, version: int, name: str = "mnist"):
     """The body runs while a watcher pass (``store.refresh`` in another thread) is loading
-    ``version``; the load then goes on, and the pass ends before the block does."""
+    ``version`` of ``name``; the load then goes on, and the pass ends before the block does."""
     load, started, release = store._load, threading.Event(), threading.Event()
 
-    def slow_load(name, loading):
-        if loading == version:
+    def slow_load(model, loading):
+        if (model, loading) == (name, version):
             started.set()
             release.wait(10)
-        return load(name, loading)
+        return load(model, loading)
 
     monkeypatch.setattr(store, "_load", slow_load)
     with ThreadPoolExecutor(1) as pool:
@@ -165,6 +165,55 @@ def test_a_pass_checks_versions_nothing_serves_for_a_bounded_time(tmp_path, monk
     assert 4 <= waiting[0] <= 6
     assert all(later < earlier for earlier, later in zip(waiting, waiting[1:])) and waiting[-1] == 0
     assert set(statuses.values()) == {AVAILABLE}
+
+
+def test_a_look_at_one_model_never_waits_on_another_models_load(tmp_path, monkeypatch):
+    """A pass loading a large version of one model holds only that model: an admin call's look at
+    another model, and a readiness probe, answer meanwhile."""
+    for name in ("big", "small"):
+        publish_model(tmp_path, name)
+    store, _ = make_store(tmp_path)
+    Registry(tmp_path).write_serving("small", {"pinned": None, "labels": {}, "unloaded": True})
+    store.refresh(["small"])
+    new = publish_model(tmp_path, "big")
+    publish_model(tmp_path, "small")
+    with refreshing_while_loading(store, monkeypatch, new, name="big"):
+        started = time.monotonic()
+        store.refresh(["small"], validate_all=False)  # what an admin call does before it changes small
+        ready, report = store.readiness()
+        assert time.monotonic() - started < UNLOADED_WAIT / 2  # neither waited for big's load
+        assert store.slot("small").versions[2].status == AVAILABLE and report["models"]["small"]["unloaded"]
+        assert store.served("big").version == 1
+    assert store.served("big").version == new
+
+
+def test_a_version_that_goes_while_it_loads_is_not_served(tmp_path, monkeypatch):
+    publish_model(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    gone = publish_model(tmp_path, "mnist")
+    load = store._load
+
+    def load_then_delete(name, version):
+        loaded = load(name, version)
+        shutil.rmtree(tmp_path / name / str(version), ignore_errors=True)  # deleted (or renamed) while read
+        return loaded
+
+    monkeypatch.setattr(store, "_load", load_then_delete)
+    store.refresh()
+    assert store.served("mnist").version == 1 and events.swaps == [("mnist", None, 1)]
+    store.refresh()
+    assert [v["version"] for v in store.describe("mnist")["versions"]] == [1] and gone == 2
+
+
+def test_versions_checked_for_their_status_alone_are_not_kept_in_memory(tmp_path):
+    for _ in range(4):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
+    assert statuses == {1: AVAILABLE, 2: AVAILABLE, 3: AVAILABLE, 4: AVAILABLE}
+    assert list(store.slot("mnist").recent) == [] and store.served("mnist").version == 4
+    assert store.version("mnist", 2).version == 2  # loaded again when asked for
+    assert list(store.slot("mnist").recent) == [2]
 
 
 def test_a_bad_file_is_parsed_once_not_on_every_poll(tmp_path):
