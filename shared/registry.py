@@ -184,9 +184,15 @@ class Registry:
     def read_serving(self, name: str) -> dict:
         """The model's serving state: ``{"pinned": int | None, "labels": {label: version}}``.
 
-        A missing file means no pin and no labels; a malformed one raises RegistryError.
+        A missing file means no pin and no labels; a malformed one raises RegistryError, as does a
+        link leading outside the registry or to nothing (the pin is where it leads, out of reach).
         """
         path = self.root / check_name(name) / SERVING_FILE
+        if path.is_symlink():
+            if self._leads_outside(path):
+                raise RegistryError(f"{path} is a link leading outside the registry; refused")
+            if not path.exists():
+                raise RegistryError(f"{path} is a link to a file that does not exist")
         try:
             with open_regular_file(path) as f:
                 raw = f.read(MAX_SERVING_BYTES + 1)  # the workers read it on every poll

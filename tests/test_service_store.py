@@ -869,6 +869,35 @@ def test_serving_json_refuses_what_no_version_folder_can_be(tmp_path, text, mess
     assert publish_model(tmp_path, "mnist") == 2  # the refused numbers do not make the next version invisible
 
 
+def test_serving_json_as_a_link_is_followed_only_inside_the_registry_and_never_to_nothing(tmp_path):
+    """A link to nothing (a volume not mounted yet) is not "no pin": the pin is out of reach, and
+    a worker keeps the state it knows; a link out of the registry is refused like a model file's."""
+    from shared.registry import RegistryError
+    for _ in range(2):
+        publish_model(tmp_path, "mnist")
+    registry = Registry(tmp_path)
+    kept = tmp_path / "mnist" / "serving.kept.json"
+    kept.write_text('{"pinned": 1, "labels": {"stable": 2}}')
+    link = tmp_path / "mnist" / "serving.json"
+    link.symlink_to(kept.name)
+    assert registry.read_serving("mnist")["pinned"] == 1  # within the registry: followed
+    store, _ = make_store(tmp_path)
+    assert store.served("mnist").version == 1
+    kept.unlink()
+    with pytest.raises(RegistryError, match="is a link to a file that does not exist"):
+        registry.read_serving("mnist")
+    store.refresh()
+    info = store.describe("mnist")
+    assert store.served("mnist").version == 1 and info["labels"] == {"stable": 2}
+    assert "using the last good serving state" in info["problems"][0]
+    outside = tmp_path.parent / f"{tmp_path.name}-serving.json"
+    outside.write_text('{"pinned": 2}')
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(RegistryError, match="is a link leading outside the registry; refused"):
+        registry.read_serving("mnist")
+
+
 def test_publish_refuses_a_version_number_of_ten_digits(tmp_path):
     from shared.registry import MAX_VERSION, RegistryError
     publish_model(tmp_path, "mnist")
