@@ -29,6 +29,8 @@ import threading
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from shared.registry import RegistryError, check_name
+
 PREFIX = "SCRATCHNET_"
 
 
@@ -94,8 +96,13 @@ def _convert(name: str, kind, raw):
     try:
         if name == "models":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            items = tuple(item.strip() for item in items if item.strip())
-            return items or None
+            items = [item.strip() for item in items if item.strip()]
+            for item in items:  # here, once, not in every worker after Gunicorn has bound its port
+                try:
+                    check_name(item)
+                except RegistryError as e:
+                    raise ConfigError(f"{PREFIX}MODELS={raw!r}: {e}") from None
+            return tuple(dict.fromkeys(items)) or None  # each model once, in the order given
         if name == "registry":
             return Path(raw)
         if name == "watch":

@@ -28,8 +28,8 @@ def test_defaults():
 
 
 def test_environment_then_overrides():
-    environ = {"SCRATCHNET_REGISTRY": "/srv/models", "SCRATCHNET_MODELS": " mnist, wine ,", "SCRATCHNET_POLL_INTERVAL": "0.5",
-               "SCRATCHNET_MAX_BATCH": "100", "SCRATCHNET_ADMIN_TOKEN": "s3cret", "SCRATCHNET_LOG_FORMAT": "text"}
+    environ = {"SCRATCHNET_REGISTRY": "/srv/models", "SCRATCHNET_MODELS": " mnist, wine ,mnist,",
+               "SCRATCHNET_POLL_INTERVAL": "0.5", "SCRATCHNET_MAX_BATCH": "100", "SCRATCHNET_ADMIN_TOKEN": "s3cret", "SCRATCHNET_LOG_FORMAT": "text"}
     settings = load_settings({"max_batch": 7}, environ=environ)
     assert settings.registry == Path("/srv/models") and settings.models == ("mnist", "wine")
     assert settings.poll_interval == 0.5 and settings.max_batch == 7
@@ -103,6 +103,9 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
     ("SCRATCHNET_BIND", "127.0.0.1:0, [::1]:70000",
      "SCRATCHNET_BIND='127.0.0.1:0, [::1]:70000': '[::1]:70000': the port must be from 0 to 65535"),
     ("SCRATCHNET_BIND", " , ", f"SCRATCHNET_BIND=' , ': expected one or more addresses ({FORMS})"),
+    ("SCRATCHNET_MODELS", "mnist,../etc", "SCRATCHNET_MODELS='mnist,../etc': model name '../etc' is not valid: use "
+                                          "letters, digits, '.', '_' or '-' (at most 64 characters, starting with a "
+                                          "letter or digit)"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
     done = run_gunicorn(tmp_path, **{variable: value})
