@@ -77,6 +77,7 @@ class VersionRecord:
     stamp: tuple | None = None     # (mtime_ns, size, inode, ctime_ns) of model.npz when checked
     retry_at: float | None = None  # a failure to read the file (not its content): when to try again
     retries: int = 0               # such failures in a row of this file
+    kept_served: bool = False      # the served version, kept in memory for a pass after this file failed
 
 
 @dataclass
@@ -125,13 +126,17 @@ def _stamp(path: Path) -> tuple | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
+def _content_changed(before: tuple | None, after: tuple | None) -> bool:
+    """Whether a file's content (mtime, size, inode) or its presence differs between two stamps; a
+    new ctime alone (its permissions, owner or links changed) is the same content."""
+    return before != after if before is None or after is None else before[:3] != after[:3]
+
+
 def _changed(record: VersionRecord, stamp: tuple | None) -> bool:
     """Whether the file may no longer be the one ``record`` describes: its content (mtime, size,
     inode) changed, or, for a file that was not loaded, also its permissions or owner (the ctime),
     which may have been why. A loaded file whose permissions change is not loaded again."""
-    if record.status == AVAILABLE and record.stamp is not None and stamp is not None:
-        return record.stamp[:3] != stamp[:3]
-    return record.stamp != stamp
+    return _content_changed(record.stamp, stamp) if record.status == AVAILABLE else record.stamp != stamp
 
 
 def _reason(error: Exception) -> str:
@@ -159,6 +164,7 @@ class ModelStore:
         for name in self._slots:
             self.events.model_added(name)
         self._refresh_lock = threading.Lock()   # one look at the registry's folder list at a time
+        self._check_turn = 0                    # which model the next pass's checks start with
         self._lock = threading.RLock()          # short: records and caches
         self._loading: dict[tuple[str, int], Future] = {}  # loads in progress, shared by whoever wants them
         self._stop = threading.Event()
@@ -207,7 +213,7 @@ class ModelStore:
                 return
             if names is None:
                 names = self._discover()
-            slots = [self._slots[name] for name in names if name in self._slots]
+            slots = [slot for slot in map(self._slots.get, names) if slot is not None]
         for slot in slots:
             with slot.refresh_lock:
                 if self._slots.get(slot.name) is not slot:  # forgotten meanwhile (its folder went)
@@ -221,14 +227,26 @@ class ModelStore:
 
     def _check_new_versions(self, slots: list[ModelSlot], deadline: float) -> None:
         """Load each version still ``loading`` for its status, newest first, until ``deadline``;
-        one at least, so that every pass makes progress."""
-        for slot in slots:
-            with self._lock:
-                waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
-            for version in waiting:
-                self._checked(slot, version, keep=False)  # checked for its status, not kept in memory
-                if time.monotonic() >= deadline:
-                    return
+        one at least. Each pass starts with the next model, so that one whose loads take the whole
+        time (or are set aside, its file being copied) does not keep the others' unchecked. A model
+        being looked at by another thread (an admin call), or whose folder went, is left to the
+        next pass."""
+        self._check_turn += 1
+        start = self._check_turn % len(slots) if slots else 0
+        for slot in slots[start:] + slots[:start]:
+            if not slot.refresh_lock.acquire(blocking=False):
+                continue
+            try:
+                if self._slots.get(slot.name) is not slot or slot.folder_missing:
+                    continue
+                with self._lock:
+                    waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
+                for version in waiting:
+                    self._checked(slot, version, keep=False)  # checked for its status, not kept in memory
+                    if time.monotonic() >= deadline:
+                        return
+            finally:
+                slot.refresh_lock.release()
 
     def _registry_readable(self) -> bool:
         root = self.registry.root
@@ -358,12 +376,19 @@ class ModelStore:
                 target = self._checked(slot, v)
                 if target is not None:
                     break
-                if slot.served is not None and slot.served.version == v:
-                    # Its file changed (rewritten in place, or being copied over) and no longer loads:
-                    # the version in memory goes on serving, as a pinned one does, not the one below.
-                    record = slot.versions.get(v)
-                    problems.append(f"version {v}'s file changed and {record.status if record else 'went'}; "
-                                    f"still serving v{v} from memory")
+                record = slot.versions.get(v)
+                if slot.served is not None and slot.served.version == v and record is not None \
+                        and not record.kept_served:
+                    # Its file changed (being copied over, or damaged) and does not load. While the copy
+                    # may be under way (the file still changing, or failed on this pass alone) the version
+                    # in memory goes on serving; a file that stays as it is and fails is then skipped, as
+                    # a worker starting now skips it, so that every worker serves the same version.
+                    if record.status != LOADING:
+                        record.kept_served = True
+                        log.warning("%s: the file of the served version %d changed and %s; serving it from "
+                                    "memory for one more pass", name, v, record.status)
+                    problems.append(f"version {v}'s file changed and {record.status}; still serving v{v} from "
+                                    "memory for now")
                     target = slot.served
                     break
             if target is None and slot.served is not None:
@@ -468,8 +493,9 @@ class ModelStore:
         Whoever wants a version while it loads waits for that load and gets its result (reading,
         hashing and checking a file is costly, and each load holds the model's memory). ``keep``:
         a new load joins the recently used versions (it does not when only its status is wanted).
-        A file that changed or went while it was read gives None, its version left ``loading``
-        for the next pass to look at again: what was read may be neither the old file nor the new."""
+        A file whose content changed or that went while it was read gives None, and its version is
+        set to ``loading`` for the next pass to look at again, nothing reported: what was read may
+        be neither the old file nor the new."""
         key = (slot.name, version)
         with self._lock:
             record = slot.versions.get(version)
@@ -486,14 +512,18 @@ class ModelStore:
                 self._loading[key] = Future()
         if loading is not None:
             return loading.result()
-        model, status, unreadable = None, failed_status("the load was interrupted"), False
+        model, status, unreadable, updated = None, failed_status("the load was interrupted"), False, False
         try:
             model, status, unreadable = self._load(slot.name, version)
-            if _stamp(self.registry.root / slot.name / str(version) / MODEL_FILE) != stamp:
+            if _content_changed(stamp, _stamp(self.registry.root / slot.name / str(version) / MODEL_FILE)):
                 model, status, unreadable = None, LOADING, False
+            elif model is None:
+                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status))
+                self.events.load_failed(slot.name, version, failure_reason(status))
             with self._lock:
                 current = slot.versions.get(version)
                 if current is not None and current.stamp == stamp:
+                    updated = True
                     current.status = status
                     if unreadable:  # read again later, waiting longer each time up to the cap
                         wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
@@ -504,7 +534,8 @@ class ModelStore:
         finally:
             with self._lock:
                 self._loading.pop(key).set_result(model)
-        self.events.version_status(slot.name, version, status)
+        if updated and status != LOADING:
+            self.events.version_status(slot.name, version, status)
         return model
 
     def _load(self, name: str, version: int) -> tuple[Model | None, str, bool]:
@@ -516,8 +547,6 @@ class ModelStore:
             model = load_model(path, expect_name=name, expect_version=version, max_bytes=self.max_model_bytes)
         except Exception as e:  # whatever a file makes the loader raise, it must not stop the watcher
             reason = _reason(e)
-            log.warning("%s v%d cannot be served: %s", name, version, reason)
-            self.events.load_failed(name, version, reason)
             unreadable = isinstance(e, (OSError, MemoryError)) or isinstance(e.__context__, (OSError, MemoryError))
             return None, failed_status(reason), unreadable
         return model, AVAILABLE, False

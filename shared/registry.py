@@ -176,8 +176,13 @@ class Registry:
         return path
 
     def _leads_outside(self, path: Path) -> bool:
-        """Whether ``path``, inside the registry by name, resolves (through a link) to a place outside it."""
-        return self.root.resolve() not in path.resolve().parents
+        """Whether ``path``, inside the registry by name, resolves (through a link) to a place outside it.
+        A link that loops (or cannot be followed) is refused, named relative to the registry."""
+        try:
+            return self.root.resolve() not in path.resolve().parents
+        except (RuntimeError, OSError):  # RuntimeError: Python 3.11's "Symlink loop"
+            raise RegistryError(f"{path.relative_to(self.root)} is a link that loops or cannot be followed; "
+                                "refused") from None
 
     # serving.json ------------------------------------------------------------------------
 

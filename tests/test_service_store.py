@@ -269,10 +269,12 @@ def test_pin_and_labels_come_from_serving_json(tmp_path):
         store.labelled("mnist", "canary")
 
 
-def test_the_served_versions_file_rewritten_in_place_keeps_it_serving_from_memory(tmp_path):
-    """Versions are immutable, but a file copied over (or damaged) in place must not make every
-    worker fall back to the version below: what serves goes on serving from memory, as when it is
-    pinned, and the rewritten file serves once it loads."""
+def test_the_served_versions_file_rewritten_in_place_serves_from_memory_while_the_copy_goes_on(tmp_path):
+    """Versions are immutable, but a file copied over in place must not make every worker drop the
+    version that serves at the copy's first bytes: it goes on serving from memory while the file
+    changes (or has failed on one pass alone). A file that then stays as it is and fails is skipped,
+    as a worker starting now skips it, so that every worker serves the same version; a whole file
+    that loads serves again."""
     publish_model(tmp_path, "mnist", favour=1)
     publish_model(tmp_path, "mnist", favour=2)
     registry = Registry(tmp_path)
@@ -281,22 +283,76 @@ def test_the_served_versions_file_rewritten_in_place_keeps_it_serving_from_memor
     served = store.served("mnist")
     model_file = tmp_path / "mnist" / "2" / "model.npz"
     whole = model_file.read_bytes()
-    for partial in (whole[:1000], b"garbage"):  # a copy under way, or a damaged file
+    for partial in (whole[:1000], whole[:3000], b"garbage"):  # a copy under way, then damage
         model_file.write_bytes(partial)
         store.refresh()
         assert store.served("mnist") is served
         assert store.labelled("mnist", "stable") is served and store.version("mnist", 2) is served
         info = store.describe("mnist")
         assert info["served_version"] == 2
-        assert any(p.startswith("version 2's file changed and failed: ") and p.endswith("still serving v2 from memory")
-                   for p in info["problems"]), info["problems"]
-    assert events.swaps == [("mnist", None, 2)]
+        assert any(p.startswith("version 2's file changed and failed: ")
+                   and p.endswith("still serving v2 from memory for now") for p in info["problems"]), info["problems"]
+    store.refresh()  # the damaged file, as it was: what a worker starting now serves
+    assert store.served("mnist").version == 1 == make_store(tmp_path)[0].served("mnist").version
+    assert events.swaps == [("mnist", None, 2), ("mnist", 2, 1)]
     for favour in (3, 4):  # another network, written whole under the same number
         publish_model(tmp_path / "copy", "mnist", favour=favour)
     os.replace(tmp_path / "copy" / "mnist" / "2" / "model.npz", model_file)
     store.refresh()
     assert store.served("mnist") is not served and store.served("mnist").version == 2
     assert not store.describe("mnist")["problems"]
+
+
+def test_a_load_read_while_its_file_changed_is_set_aside_not_reported_failed(tmp_path, monkeypatch, caplog):
+    publish_model(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    publish_model(tmp_path, "mnist")
+    model_file = tmp_path / "mnist" / "2" / "model.npz"
+    whole = model_file.read_bytes()
+    model_file.write_bytes(whole[:1000])  # a copy under way...
+    load, ended = store._load, []
+
+    def load_while_the_copy_ends(name, version):
+        loaded = load(name, version)
+        if not ended:
+            model_file.write_bytes(whole)  # ...that ends while this load reads the part written
+            ended.append(version)
+        return loaded
+
+    monkeypatch.setattr(store, "_load", load_while_the_copy_ends)
+    store.refresh()
+    assert ended == [2] and store.served("mnist").version == 1
+    assert events.failures == [] and "cannot be served" not in caplog.text
+    store.refresh()
+    assert store.served("mnist").version == 2 and events.failures == [] and "cannot be served" not in caplog.text
+
+
+def test_a_version_whose_permissions_changed_is_still_loaded_for_a_rollback(tmp_path):
+    """A new ctime (chmod, chown, a hard link) is the same content: a version checked before is not
+    set aside when loaded again for a rollback or a pin."""
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)  # serves v3; v1 and v2 were checked and let go
+    for version in (1, 2):
+        (tmp_path / "mnist" / str(version) / "model.npz").chmod(0o640)
+    store.refresh(["mnist"], validate_all=False)
+    assert store.lower_servable("mnist", 3).version == 2
+    assert store.servable("mnist", 1).version == 1
+
+
+def test_the_checks_leave_alone_a_model_whose_folder_went(tmp_path):
+    """A model's folder gone (the registry being recreated, say) is not reported as versions that
+    fail to load: the pass that finds it missing checks nothing of it."""
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "other")
+    events = Recorder()
+    store = ModelStore(Registry(tmp_path), events=events)
+    store.refresh(validate_all=False)  # v1 and v2 of mnist wait to be checked
+    shutil.rmtree(tmp_path / "mnist")
+    store.refresh()
+    store.refresh()
+    assert events.failures == [] and store.names() == ["other"]
 
 
 def test_an_unservable_pin_keeps_the_version_served_before(tmp_path, caplog):
@@ -896,6 +952,13 @@ def test_serving_json_as_a_link_is_followed_only_inside_the_registry_and_never_t
     link.symlink_to(outside)
     with pytest.raises(RegistryError, match="is a link leading outside the registry; refused"):
         registry.read_serving("mnist")
+    link.unlink()
+    link.symlink_to(link.name)  # a link to itself
+    with pytest.raises(RegistryError, match="mnist/serving.json is a link that loops or cannot be followed"):
+        registry.read_serving("mnist")
+    assert publish_model(tmp_path, "mnist") == 3  # the trainer publishes all the same
+    store.refresh()
+    assert store.served("mnist").version == 1 and "loops" in store.describe("mnist")["problems"][0]
 
 
 def test_publish_refuses_a_version_number_of_ten_digits(tmp_path):
