@@ -78,6 +78,7 @@ class VersionRecord:
     retry_at: float | None = None  # a failure to read the file (not its content): when to try again
     retries: int = 0               # such failures in a row of this file
     kept_served: bool = False      # the served version, kept in memory for a pass after this file failed
+    reported: bool = False         # its status was reported (metrics): its removal must be too
 
 
 @dataclass
@@ -202,7 +203,8 @@ class ModelStore:
 
         Every model first loads only what it needs to serve (the served and labelled versions),
         so that no model's swap waits on another's loads. Then, with ``validate_all``, the other
-        new versions are checked for their status, newest first, for at most CHECK_SECONDS per
+        new versions are checked for their status, each model's newest first (a model after
+        another, starting with the next one each pass), for at most CHECK_SECONDS per
         pass (a burst of large versions must not keep the watcher from serving.json for
         longer); the rest stay ``loading`` until a later pass checks them.
         """
@@ -236,17 +238,20 @@ class ModelStore:
         for slot in slots[start:] + slots[:start]:
             if not slot.refresh_lock.acquire(blocking=False):
                 continue
-            try:
+            try:  # the loads run without the lock, which an admin call's look at this model needs
                 if self._slots.get(slot.name) is not slot or slot.folder_missing:
                     continue
                 with self._lock:
                     waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
-                for version in waiting:
-                    self._checked(slot, version, keep=False)  # checked for its status, not kept in memory
-                    if time.monotonic() >= deadline:
-                        return
             finally:
                 slot.refresh_lock.release()
+            for version in waiting:
+                try:
+                    self._checked(slot, version, keep=False)  # checked for its status, not kept in memory
+                except Exception:  # as in the pass: one surprise must not stop the watcher
+                    log.exception("%s v%d: checking it failed", slot.name, version)
+                if time.monotonic() >= deadline:
+                    return
 
     def _registry_readable(self) -> bool:
         root = self.registry.root
@@ -348,9 +353,10 @@ class ModelStore:
                 record = slot.versions.get(v)
                 if record is not None and record.stamp == stamp and record.retry_at is not None \
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
-                    slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries)
+                    slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries,
+                                                     kept_served=record.kept_served, reported=record.reported)
                 elif record is None or _changed(record, stamp) or record.status == LOADING:
-                    slot.versions[v] = VersionRecord(LOADING, stamp)
+                    slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported)
                     if record is not None and _changed(record, stamp):
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
@@ -438,9 +444,9 @@ class ModelStore:
         self.events.pin_unservable(slot.name, slot.pinned if problem is not None else None)
 
     def _report_removed(self, name: str, records: dict[int, VersionRecord]) -> None:
-        """Versions gone from the registry stop being reported (those never checked were not)."""
+        """Versions gone from the registry stop being reported (those never reported were not)."""
         for v, record in records.items():
-            if record.status != LOADING:
+            if record.reported or record.status != LOADING:
                 self.events.version_removed(name, v)
 
     def _forget(self, slot: ModelSlot) -> None:
@@ -522,7 +528,10 @@ class ModelStore:
                 self.events.load_failed(slot.name, version, failure_reason(status))
             with self._lock:
                 current = slot.versions.get(version)
-                if current is not None and current.stamp == stamp:
+                # the record the load began with, or one a pass made since for a new ctime alone (a
+                # chmod): a failure needs the very state it was read in (a fixed permission reads again)
+                if current is not None and (current.stamp == stamp or model is not None
+                                            and not _content_changed(current.stamp, stamp)):
                     updated = True
                     current.status = status
                     if unreadable:  # read again later, waiting longer each time up to the cap
@@ -535,6 +544,7 @@ class ModelStore:
             with self._lock:
                 self._loading.pop(key).set_result(model)
         if updated and status != LOADING:
+            current.reported = True
             self.events.version_status(slot.name, version, status)
         return model
 
@@ -638,9 +648,14 @@ class ModelStore:
         if model is None:
             with self._lock:
                 record = slot.versions.get(version)
-            if record is None:  # deleted while it was being looked up
+            gone = record is None or record.status == LOADING and \
+                _stamp(self.registry.root / name / str(version) / MODEL_FILE) is None
+            if gone:  # deleted while it was being looked up (or read)
                 raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry).",
                                code="version_not_found")
+            if record.status == LOADING:  # its load was set aside: the file changed while it was read
+                raise NotReady(f"Version {version} of {name} is being written (its file changed while it was "
+                               "read); try again in a moment.", code="version_loading")
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
@@ -686,6 +701,13 @@ class ModelStore:
     def servable(self, name: str, version: int, action: str = "activated") -> Model:
         """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken.
         ``action`` is what the route was asked to do with it ("activated", "labelled")."""
+        with self._lock:
+            record = self.slot(name).versions.get(version)
+        # The served version is in memory even when its file has since failed (kept for a pass, see
+        # _refresh_model): it is not pinned or labelled then, or it would serve from memory for good.
+        if record is not None and record.status.startswith(FAILED):
+            raise Conflict(f"Version {version} of {name} cannot be {action}: {record.status}.",
+                           code="version_not_servable")
         try:
             return self.version(name, version)
         except NotReady as e:

@@ -327,6 +327,98 @@ def test_a_load_read_while_its_file_changed_is_set_aside_not_reported_failed(tmp
     assert store.served("mnist").version == 2 and events.failures == [] and "cannot be served" not in caplog.text
 
 
+def test_a_load_that_ends_after_a_pass_saw_a_new_ctime_is_kept(tmp_path, monkeypatch):
+    """A chmod while a request loads a version: the pass that sees it makes a new record of the same
+    content, joins the load, and serves it; the load's result is that record's, not set aside, so the
+    version is not loaded and swapped in again on the next pass."""
+    for _ in range(2):
+        publish_model(tmp_path, "mnist")
+    events = Recorder()
+    store = ModelStore(Registry(tmp_path), events=events)
+    store.refresh(validate_all=False)  # v2 serves; v1 waits to be checked
+    slot = store.slot("mnist")
+    before = slot.versions[1].stamp
+    load, started, release = store._load, threading.Event(), threading.Event()
+
+    def slow_load(name, version):
+        started.set()
+        release.wait(10)
+        return load(name, version)
+
+    monkeypatch.setattr(store, "_load", slow_load)
+    with ThreadPoolExecutor(2) as pool:
+        asked = pool.submit(store.version, "mnist", 1)  # a request for v1, by its version route
+        assert started.wait(10)
+        (tmp_path / "mnist" / "1" / "model.npz").chmod(0o640)
+        Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+        passed = pool.submit(store.refresh, ["mnist"], validate_all=False)  # an admin call's look
+        deadline = time.monotonic() + 10
+        while slot.versions[1].stamp == before:  # the pass has made v1's new record, and waits on the load
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.set()
+        passed.result(timeout=10)
+        assert asked.result(timeout=10) is store.served("mnist")
+    assert slot.versions[1].status == AVAILABLE and store.served("mnist").version == 1
+    store.refresh()
+    assert events.swaps == [("mnist", None, 2), ("mnist", 2, 1)]  # not reloaded and swapped again
+
+
+def test_an_admin_look_does_not_wait_for_the_status_checks_of_the_same_model(tmp_path, monkeypatch):
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    store = ModelStore(Registry(tmp_path), events=Recorder())
+    store.refresh(validate_all=False)  # v3 serves; v1 and v2 wait to be checked
+    with refreshing_while_loading(store, monkeypatch, 2):  # the pass's checks are loading v2
+        started = time.monotonic()
+        store.refresh(["mnist"], validate_all=False)
+        assert time.monotonic() - started < UNLOADED_WAIT / 2
+    assert store.slot("mnist").versions[2].status == AVAILABLE
+
+
+def test_a_damaged_served_version_kept_in_memory_cannot_be_pinned_or_labelled(tmp_path):
+    """Kept for a pass while its file may be being copied, a damaged served version is not pinned:
+    a pin would keep it serving from memory for good, where a worker starting since serves nothing."""
+    for _ in range(2):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    (tmp_path / "mnist" / "2" / "model.npz").write_bytes(b"damaged")
+    store.refresh(["mnist"], validate_all=False)  # what an admin call does first
+    assert store.served("mnist").version == 2  # kept, for now
+    for action in ("activated", "labelled"):
+        with pytest.raises(Conflict, match=f"Version 2 of mnist cannot be {action}: failed: not an .npz archive"):
+            store.servable("mnist", 2, action)
+
+
+def test_a_failed_version_rewritten_then_deleted_is_reported_removed(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    assert store.describe("mnist")["versions"][1]["status"].startswith("failed: ")
+    Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+    (tmp_path / "mnist" / "2" / "model.npz").write_bytes(b"damaged again")
+    store.refresh(validate_all=False)  # its new record waits to be checked: v1 is pinned
+    shutil.rmtree(tmp_path / "mnist" / "2")
+    store.refresh()
+    assert events.removed == [("mnist", 2)]  # its metrics series go, the failure gauge with them
+
+
+def test_a_version_deleted_while_a_request_reads_it_is_not_found(tmp_path, monkeypatch):
+    for _ in range(2):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)  # v1 was checked and let go
+    load = store._load
+
+    def load_then_delete(name, version):
+        loaded = load(name, version)
+        shutil.rmtree(tmp_path / name / str(version))
+        return loaded
+
+    monkeypatch.setattr(store, "_load", load_then_delete)
+    with pytest.raises(NotFound, match="has no version 1 any more"):
+        store.version("mnist", 1)
+
+
 def test_a_version_whose_permissions_changed_is_still_loaded_for_a_rollback(tmp_path):
     """A new ctime (chmod, chown, a hard link) is the same content: a version checked before is not
     set aside when loaded again for a rollback or a pin."""
