@@ -4,13 +4,16 @@ the registry (SPEC §2, §6).
 Every worker process has one store. A background thread looks at the registry every
 ``poll_interval`` seconds: a cheap pass of ``stat`` calls, a directory listing and a read of the
 small ``serving.json``, and a model file is parsed only when it is new or changed (a failure is
-remembered together with the file's ``(mtime, ctime, size, inode)``, so a bad file is read once,
+remembered together with the file's ``(mtime, size, inode, ctime)``, so a bad file is read once,
 not every poll; a file that could not be read at all is tried again with a back-off). New
 versions are loaded and validated on that thread, off the request path, the newest first; the
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
 started with. Only once every model has what it serves are the other new versions checked, for
-a bounded time each pass, so that a burst of them never delays a swap or a pin. A version that
-fails to load never replaces a working one, and when the registry disappears the store keeps serving
+a bounded time each pass, so that a burst of them never delays a swap or a pin. A load during
+which its file changed is set aside for the next pass. A version that fails to load never
+replaces a working one; the served version's own file, changed and failing (copied over in place),
+is kept from memory while it changes and for one pass more, then skipped as a worker starting
+then would skip it, so that every worker serves the same version. When the registry disappears the store keeps serving
 what it holds and says so in ``readiness()``; a pass during which a model's folder goes applies
 nothing of what it read (a half-read folder seems to have no pin, no labels and failed versions).
 
@@ -204,9 +207,10 @@ class ModelStore:
         Every model first loads only what it needs to serve (the served and labelled versions),
         so that no model's swap waits on another's loads. Then, with ``validate_all``, the other
         new versions are checked for their status, each model's newest first (a model after
-        another, starting with the next one each pass), for at most CHECK_SECONDS per
-        pass (a burst of large versions must not keep the watcher from serving.json for
-        longer); the rest stay ``loading`` until a later pass checks them.
+        another, starting with the next one each pass), until CHECK_SECONDS (or half the poll
+        interval, if shorter) have passed, the load under way finishing (a burst of large
+        versions must not keep the watcher from serving.json for longer); the rest stay
+        ``loading`` until a later pass checks them.
         """
         with self._refresh_lock:
             if not self._registry_readable():
@@ -355,11 +359,12 @@ class ModelStore:
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
                     slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries,
                                                      kept_served=record.kept_served, reported=record.reported)
-                elif record is None or _changed(record, stamp) or record.status == LOADING:
+                elif record is None or _changed(record, stamp):
                     slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported)
-                    if record is not None and _changed(record, stamp):
+                    if record is not None:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
+                # else as it was: checked, or still to be (with its retries and what it keeps)
 
         self._report_removed(name, removed)
 
@@ -523,9 +528,6 @@ class ModelStore:
             model, status, unreadable = self._load(slot.name, version)
             if _content_changed(stamp, _stamp(self.registry.root / slot.name / str(version) / MODEL_FILE)):
                 model, status, unreadable = None, LOADING, False
-            elif model is None:
-                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status))
-                self.events.load_failed(slot.name, version, failure_reason(status))
             with self._lock:
                 current = slot.versions.get(version)
                 # the record the load began with, or one a pass made since for a new ctime alone (a
@@ -534,6 +536,7 @@ class ModelStore:
                                             and not _content_changed(current.stamp, stamp)):
                     updated = True
                     current.status = status
+                    current.reported = current.reported or status != LOADING
                     if unreadable:  # read again later, waiting longer each time up to the cap
                         wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
                         current.retry_at = time.monotonic() + wait
@@ -544,7 +547,9 @@ class ModelStore:
             with self._lock:
                 self._loading.pop(key).set_result(model)
         if updated and status != LOADING:
-            current.reported = True
+            if model is None:
+                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status))
+                self.events.load_failed(slot.name, version, failure_reason(status))
             self.events.version_status(slot.name, version, status)
         return model
 
@@ -654,8 +659,8 @@ class ModelStore:
                 raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry).",
                                code="version_not_found")
             if record.status == LOADING:  # its load was set aside: the file changed while it was read
-                raise NotReady(f"Version {version} of {name} is being written (its file changed while it was "
-                               "read); try again in a moment.", code="version_loading")
+                raise NotReady(f"Version {version} of {name} cannot be served: its file changed while it was read "
+                               "(being written?); try again in a moment.", code="version_loading")
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
@@ -701,13 +706,22 @@ class ModelStore:
     def servable(self, name: str, version: int, action: str = "activated") -> Model:
         """``version`` loaded and validated, for the admin routes: 404 if absent, 409 if broken.
         ``action`` is what the route was asked to do with it ("activated", "labelled")."""
+        slot = self.slot(name)
         with self._lock:
-            record = self.slot(name).versions.get(version)
-        # The served version is in memory even when its file has since failed (kept for a pass, see
-        # _refresh_model): it is not pinned or labelled then, or it would serve from memory for good.
-        if record is not None and record.status.startswith(FAILED):
-            raise Conflict(f"Version {version} of {name} cannot be {action}: {record.status}.",
-                           code="version_not_servable")
+            record = slot.versions.get(version)
+        served = slot.served
+        if served is not None and served.version == version and record is not None and record.status != AVAILABLE:
+            # The served version is in memory even while its file changes (kept as it is copied over, see
+            # _refresh_model). What is pinned or labelled is the file, which must load: else the old copy
+            # would serve from memory for good, where a worker starting then serves nothing.
+            if self._checked(slot, version) is None:
+                with self._lock:
+                    record = slot.versions.get(version)
+                if record is not None and record.status == LOADING:
+                    raise NotReady(f"Version {version} of {name} cannot be {action} now: its file is changing "
+                                   "(being written?); try again in a moment.", code="version_loading")
+                raise Conflict(f"Version {version} of {name} cannot be {action}: its file changed and "
+                               f"{record.status if record is not None else 'went'}.", code="version_not_servable")
         try:
             return self.version(name, version)
         except NotReady as e:

@@ -386,8 +386,62 @@ def test_a_damaged_served_version_kept_in_memory_cannot_be_pinned_or_labelled(tm
     store.refresh(["mnist"], validate_all=False)  # what an admin call does first
     assert store.served("mnist").version == 2  # kept, for now
     for action in ("activated", "labelled"):
-        with pytest.raises(Conflict, match=f"Version 2 of mnist cannot be {action}: failed: not an .npz archive"):
+        with pytest.raises(Conflict, match=f"Version 2 of mnist cannot be {action}: its file changed and failed: "
+                                           "not an .npz archive"):
             store.servable("mnist", 2, action)
+
+
+def test_the_served_version_is_pinned_from_its_file_not_from_memory_while_the_file_changes(tmp_path, monkeypatch):
+    """A pin or a label of the served version whose file is being copied over loads the file: one
+    that is still changing is 'try again' (503), not a pin of the copy in memory."""
+    for _ in range(2):
+        publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {"canary": 2}})
+    store, _ = make_store(tmp_path)
+    model_file = tmp_path / "mnist" / "2" / "model.npz"
+    whole = model_file.read_bytes()
+    load = store._load
+
+    def load_while_the_copy_goes_on(name, version):
+        loaded = load(name, version)
+        if version == 2:
+            model_file.write_bytes(model_file.read_bytes() + b"\0")  # the copy goes on while it is read
+        return loaded
+
+    model_file.write_bytes(whole[:2000])
+    monkeypatch.setattr(store, "_load", load_while_the_copy_goes_on)
+    store.refresh(["mnist"], validate_all=False)
+    assert store.served("mnist").version == 2 and store.slot("mnist").versions[2].status == "loading"
+    with pytest.raises(NotReady, match="cannot be activated now: its file is changing"):
+        store.servable("mnist", 2)
+    monkeypatch.setattr(store, "_load", load)
+    model_file.write_bytes(whole)  # the copy is done
+    store.refresh(["mnist"], validate_all=False)  # an admin call's look, then its check
+    assert store.servable("mnist", 2) is store.served("mnist")
+    assert store.labelled("mnist", "canary").version == 2
+
+
+def test_a_label_on_a_version_being_written_says_why_it_cannot_serve(tmp_path, monkeypatch):
+    for _ in range(3):
+        publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {"canary": 2}})
+    store = ModelStore(Registry(tmp_path), events=Recorder())
+    store.refresh(validate_all=False)
+    model_file = tmp_path / "mnist" / "2" / "model.npz"
+    load = store._load
+    store.slot("mnist").resident.clear()  # as for a label set since the last pass
+
+    def load_while_the_copy_goes_on(name, version):
+        loaded = load(name, version)
+        model_file.write_bytes(model_file.read_bytes() + b"\0")
+        return loaded
+
+    monkeypatch.setattr(store, "_load", load_while_the_copy_goes_on)
+    with store._lock:
+        store.slot("mnist").versions[2].status = "loading"
+    with pytest.raises(NotReady, match="Label 'canary' of model mnist points to version 2, which cannot be served: "
+                                       "its file changed while it was read"):
+        store.labelled("mnist", "canary")
 
 
 def test_a_failed_version_rewritten_then_deleted_is_reported_removed(tmp_path):
@@ -1165,6 +1219,25 @@ def test_a_file_unreadable_for_a_day_is_still_tried_again(tmp_path, monkeypatch,
     assert len(os.listdir("/proc/self/fd")) <= descriptors + 2
     statuses = {v["version"]: v["status"] for v in store.describe("mnist")["versions"]}
     assert "not a regular file (a folder)" in statuses[2]
+
+
+def test_the_back_off_of_an_unreadable_file_is_not_restarted_by_passes_that_do_not_read_it(tmp_path, monkeypatch):
+    """A retry that is due waits for a pass that checks it; passes meanwhile (an admin call's look,
+    or a pass whose checks ran out of time) keep its count, so the back-off keeps growing."""
+    import types
+    import service.store as store_module
+    publish_model(tmp_path, "mnist")
+    Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+    (tmp_path / "mnist" / "2" / "model.npz").mkdir(parents=True)
+    clock = [time.monotonic()]
+    monkeypatch.setattr(store_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    store, events = make_store(tmp_path)
+    for _ in range(4):
+        clock[0] += store_module.MAX_RETRY_SECONDS + 1
+        store.refresh(validate_all=False)  # the retry is due, and waits to be checked
+        store.refresh(validate_all=False)
+        store.refresh()
+    assert len(events.failures) == 5 and store.slot("mnist").versions[2].retries == 5
 
 
 @pytest.mark.timeout(60)  # a hang guard: opening a pipe for reading waits for a writer that never comes
