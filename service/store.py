@@ -11,11 +11,12 @@ served model then changes with one reference assignment, so a request keeps the 
 started with. Only once every model has what it serves are the other new versions checked, for
 a bounded time each pass, so that a burst of them never delays a swap or a pin. A load during
 which its file changed is set aside for the next pass. A version that fails to load never
-replaces a working one; the served version's own file, changed and failing (copied over in place),
-is kept from memory while it changes and for one pass more, then skipped as a worker starting
-then would skip it, so that every worker serves the same version. When the registry disappears the store keeps serving
-what it holds and says so in ``readiness()``; a pass during which a model's folder goes applies
-nothing of what it read (a half-read folder seems to have no pin, no labels and failed versions).
+replaces a working one; the served version's own file, changed and failing (copied over in
+place), is served from memory while it changes and for one pass more, then skipped as a worker
+starting then would skip it, so that every worker serves the same version. When the registry
+disappears the store keeps serving what it holds and says so in ``readiness()``; a pass during
+which a model's folder goes applies nothing of what it read (a half-read folder seems to have no
+pin, no labels and failed versions).
 
 Which version serves: the one ``serving.json`` pins, else the highest version that loads. A
 ``serving.json`` that cannot be used keeps the last good state; a worker that has never read a
@@ -398,8 +399,8 @@ class ModelStore:
                         record.kept_served = True
                         log.warning("%s: the file of the served version %d changed and %s; serving it from "
                                     "memory for one more pass", name, v, record.status)
-                    problems.append(f"version {v}'s file changed and {record.status}; still serving v{v} from "
-                                    "memory for now")
+                    why = "is changing" if record.status == LOADING else f"changed and {record.status}"
+                    problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
                     target = slot.served
                     break
             if target is None and slot.served is not None:

@@ -143,11 +143,11 @@ def npz_problem(file: BinaryIO) -> str | None:
 def _open_npz(path: Path):
     raw = _read_regular_file(path)
     problem = npz_problem(io.BytesIO(raw))
+    if problem is not None:
+        raise ModelFileError(path, f"not an .npz archive ({problem})")
     # zipfile builds an object (~750 bytes) per entry of the archive's directory before anything can
     # be checked: a 100 MB file of a million empty entries would take 750 MB in every worker. Each
     # entry begins with this signature, so counting it bounds them, whatever the end record says.
-    if problem is not None:
-        raise ModelFileError(path, f"not an .npz archive ({problem})")
     if (entries := raw.count(ZIP_DIRECTORY_ENTRY)) > MAX_ZIP_ENTRIES:
         raise ModelFileError(path, f"the archive has {entries} entries, over the {MAX_ZIP_ENTRIES} a model may have "
                                    "(a few per layer): refused before reading them")
