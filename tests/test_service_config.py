@@ -29,7 +29,8 @@ def test_defaults():
 
 def test_environment_then_overrides():
     environ = {"SCRATCHNET_REGISTRY": "/srv/models", "SCRATCHNET_MODELS": " mnist, wine ,mnist,",
-               "SCRATCHNET_POLL_INTERVAL": "0.5", "SCRATCHNET_MAX_BATCH": "100", "SCRATCHNET_ADMIN_TOKEN": "s3cret", "SCRATCHNET_LOG_FORMAT": "text"}
+               "SCRATCHNET_POLL_INTERVAL": "0.5", "SCRATCHNET_MAX_BATCH": "100", "SCRATCHNET_ADMIN_TOKEN": "s3cret",
+               "SCRATCHNET_LOG_FORMAT": "text"}
     settings = load_settings({"max_batch": 7}, environ=environ)
     assert settings.registry == Path("/srv/models") and settings.models == ("mnist", "wine")
     assert settings.poll_interval == 0.5 and settings.max_batch == 7
