@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 SCRATCHNET_DATASETS ?= $(abspath $(wildcard ../shared/datasets))
 export SCRATCHNET_DATASETS
 # The KServe client's own environment, where .ci/run builds it; its test skips with a reason otherwise.
-SCRATCHNET_KSERVE_PYTHON ?= $(wildcard /var/tmp/scratchnet-kserve-venv/bin/python)
+SCRATCHNET_KSERVE_PYTHON ?= $(shell test -x /var/tmp/scratchnet-kserve-venv/bin/python && echo /var/tmp/scratchnet-kserve-venv/bin/python)
 export SCRATCHNET_KSERVE_PYTHON
 
 .PHONY: serve test train bench venv system-deps clean

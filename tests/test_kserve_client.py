@@ -22,7 +22,7 @@ CLIENT = Path(__file__).parent / "clients" / "kserve_client.py"
 @pytest.fixture(scope="module")
 def kserve_python() -> str:
     python = os.environ.get("SCRATCHNET_KSERVE_PYTHON")
-    if not python or not Path(python).is_file():
+    if not python or not os.access(python, os.X_OK):  # absent, or not this user's to run
         unavailable("set SCRATCHNET_KSERVE_PYTHON to a Python with the kserve package to run KServe's own client",
                     ": .ci/run builds that Python")
     return python
