@@ -13,7 +13,9 @@ a bounded time each pass, so that a burst of them never delays a swap or a pin. 
 which its file changed is set aside for the next pass. A version that fails to load never
 replaces a working one; the served version's own file, changed and failing (copied over in
 place), is served from memory while it changes and for one pass more, then skipped as a worker
-starting then would skip it, so that every worker serves the same version. When the registry
+starting then would skip it, so that every worker serves the same version (a pinned one stays, as
+any pin that cannot be honoured keeps what served before); a new file that loads serves in its
+place, whoever loaded it first. When the registry
 disappears the store keeps serving what it holds and says so in ``readiness()``; a pass during
 which a model's folder goes applies nothing of what it read (a half-read folder seems to have no
 pin, no labels and failed versions).
@@ -94,6 +96,9 @@ class ModelSlot:
     labels: dict[str, int] = field(default_factory=dict)
     versions: dict[int, VersionRecord] = field(default_factory=dict)
     resident: dict[int, Model] = field(default_factory=dict)        # served and labelled versions
+    # A new load of a version in service (its file rewritten in place) made outside the pass's own
+    # choice of what serves (a status check, an admin call): the next pass serves it, not the old copy.
+    fresh: dict[int, Model] = field(default_factory=dict)
     recent: OrderedDict = field(default_factory=OrderedDict)         # other versions, least recent first
     serving_state: dict | None = None  # serving.json as last read (None: never read)
     serving_error: str | None = None
@@ -423,6 +428,7 @@ class ModelStore:
             slot.resident = resident
             for v in resident:
                 slot.recent.pop(v, None)
+            slot.fresh = {v: m for v, m in slot.fresh.items() if v in resident and resident[v] is not m}
             slot.problems = problems
         if target is not None and target is not slot.served:
             old = slot.served
@@ -542,7 +548,7 @@ class ModelStore:
                         wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
                         current.retry_at = time.monotonic() + wait
                         current.retries += 1
-                    if model is not None and keep:
+                    if model is not None and (keep or self._in_service(slot, version)):
                         self._remember(slot, model)
         finally:
             with self._lock:
@@ -568,6 +574,8 @@ class ModelStore:
         return model, AVAILABLE, False
 
     def _cached(self, slot: ModelSlot, version: int) -> Model | None:
+        if version in slot.fresh:
+            return slot.fresh[version]
         if slot.served is not None and slot.served.version == version:
             record = slot.versions.get(version)
             if record is None or record.status != LOADING:
@@ -579,8 +587,14 @@ class ModelStore:
             slot.recent.move_to_end(version)
         return model
 
+    def _in_service(self, slot: ModelSlot, version: int) -> bool:
+        return version in slot.resident or (slot.served is not None and slot.served.version == version)
+
     def _remember(self, slot: ModelSlot, model: Model) -> None:
-        if model.version in slot.resident or (slot.served is not None and slot.served.version == model.version):
+        if self._in_service(slot, model.version):
+            in_service = slot.resident.get(model.version) or slot.served
+            if model is not in_service:  # a new load of its file: see ModelSlot.fresh
+                slot.fresh[model.version] = model
             return
         slot.recent[model.version] = model
         slot.recent.move_to_end(model.version)
@@ -715,14 +729,16 @@ class ModelStore:
             # The served version is in memory even while its file changes (kept as it is copied over, see
             # _refresh_model). What is pinned or labelled is the file, which must load: else the old copy
             # would serve from memory for good, where a worker starting then serves nothing.
-            if self._checked(slot, version) is None:
-                with self._lock:
-                    record = slot.versions.get(version)
-                if record is not None and record.status == LOADING:
-                    raise NotReady(f"Version {version} of {name} cannot be {action} now: its file is changing "
-                                   "(being written?); try again in a moment.", code="version_loading")
-                raise Conflict(f"Version {version} of {name} cannot be {action}: its file changed and "
-                               f"{record.status if record is not None else 'went'}.", code="version_not_servable")
+            model = self._checked(slot, version)
+            if model is not None:
+                return model  # its file's model, which the next pass serves in place of the old copy
+            with self._lock:
+                record = slot.versions.get(version)
+            if record is not None and record.status == LOADING:
+                raise NotReady(f"Version {version} of {name} cannot be {action} now: its file is changing "
+                               "(being written?); try again in a moment.", code="version_loading")
+            raise Conflict(f"Version {version} of {name} cannot be {action}: its file changed and "
+                           f"{record.status if record is not None else 'went'}.", code="version_not_servable")
         try:
             return self.version(name, version)
         except NotReady as e:

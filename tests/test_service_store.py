@@ -303,6 +303,35 @@ def test_the_served_versions_file_rewritten_in_place_serves_from_memory_while_th
     assert not store.describe("mnist")["problems"]
 
 
+@pytest.mark.parametrize("looked_at_by", ["the status checks", "an admin call"])
+def test_a_served_file_rewritten_whole_is_served_anew_whoever_loads_it_first(tmp_path, looked_at_by):
+    """v1 serves while a pin names a broken v2; v1's file is then rewritten whole (another network).
+    Whether the watcher's status checks or an admin call's look loads it first, the next passes serve
+    the new file's network, as a worker starting then does, not the copy in memory."""
+    rows = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    publish_model(tmp_path, "mnist", favour=1)
+    publish_corrupt(tmp_path, "mnist")
+    registry = Registry(tmp_path)
+    store, _ = make_store(tmp_path)
+    registry.write_serving("mnist", {"pinned": 2, "labels": {}})
+    store.refresh()
+    assert store.served("mnist").version == 1
+    publish_model(tmp_path / "copy", "mnist", favour=3)
+    os.replace(tmp_path / "copy" / "mnist" / "1" / "model.npz", tmp_path / "mnist" / "1" / "model.npz")
+    if looked_at_by == "the status checks":
+        store.refresh()
+        registry.write_serving("mnist", {"pinned": None, "labels": {}})
+    else:
+        store.refresh(["mnist"], validate_all=False)
+        assert store.servable("mnist", 1).predict(rows).tolist() == [3, 3, 3]
+        registry.write_serving("mnist", {"pinned": 1, "labels": {}})
+    for _ in range(2):
+        store.refresh()
+    starting = make_store(tmp_path)[0]
+    assert store.served("mnist").predict(rows).tolist() == starting.served("mnist").predict(rows).tolist() == [3, 3, 3]
+    assert store.version("mnist", 1) is store.served("mnist") and not store.slot("mnist").fresh
+
+
 def test_a_load_read_while_its_file_changed_is_set_aside_not_reported_failed(tmp_path, monkeypatch, caplog):
     publish_model(tmp_path, "mnist")
     store, events = make_store(tmp_path)
