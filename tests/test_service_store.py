@@ -49,6 +49,19 @@ def make_store(root, **options) -> tuple[ModelStore, Recorder]:
     return store, events
 
 
+def after_each_load(store: ModelStore, monkeypatch, then) -> None:
+    """``store``'s loads made to call ``then(name, version)`` once each has read its file: a file
+    deleted, renamed or written to while it is read."""
+    load = store._load
+
+    def load_then(name, version):
+        loaded = load(name, version)
+        then(name, version)
+        return loaded
+
+    monkeypatch.setattr(store, "_load", load_then)
+
+
 @contextlib.contextmanager
 def refreshing_while_loading(store: ModelStore, monkeypatch, version: int, name: str = "mnist"):
     """The body runs while a watcher pass (``store.refresh`` in another thread) is loading
@@ -191,14 +204,9 @@ def test_a_version_that_goes_while_it_loads_is_not_served(tmp_path, monkeypatch)
     publish_model(tmp_path, "mnist")
     store, events = make_store(tmp_path)
     gone = publish_model(tmp_path, "mnist")
-    load = store._load
-
-    def load_then_delete(name, version):
-        loaded = load(name, version)
-        shutil.rmtree(tmp_path / name / str(version), ignore_errors=True)  # deleted (or renamed) while read
-        return loaded
-
-    monkeypatch.setattr(store, "_load", load_then_delete)
+    # deleted (or renamed) while it is read
+    after_each_load(store, monkeypatch, lambda name, version: shutil.rmtree(tmp_path / name / str(version),
+                                                                            ignore_errors=True))
     store.refresh()
     assert store.served("mnist").version == 1 and events.swaps == [("mnist", None, 1)]
     store.refresh()
@@ -339,16 +347,14 @@ def test_a_load_read_while_its_file_changed_is_set_aside_not_reported_failed(tmp
     model_file = tmp_path / "mnist" / "2" / "model.npz"
     whole = model_file.read_bytes()
     model_file.write_bytes(whole[:1000])  # a copy under way...
-    load, ended = store._load, []
+    ended = []
 
-    def load_while_the_copy_ends(name, version):
-        loaded = load(name, version)
+    def the_copy_ends(name, version):
         if not ended:
             model_file.write_bytes(whole)  # ...that ends while this load reads the part written
             ended.append(version)
-        return loaded
 
-    monkeypatch.setattr(store, "_load", load_while_the_copy_ends)
+    after_each_load(store, monkeypatch, the_copy_ends)
     store.refresh()
     assert ended == [2] and store.served("mnist").version == 1
     assert events.failures == [] and "cannot be served" not in caplog.text
@@ -429,21 +435,18 @@ def test_the_served_version_is_pinned_from_its_file_not_from_memory_while_the_fi
     store, _ = make_store(tmp_path)
     model_file = tmp_path / "mnist" / "2" / "model.npz"
     whole = model_file.read_bytes()
-    load = store._load
-
-    def load_while_the_copy_goes_on(name, version):
-        loaded = load(name, version)
-        if version == 2:
-            model_file.write_bytes(model_file.read_bytes() + b"\0")  # the copy goes on while it is read
-        return loaded
-
     model_file.write_bytes(whole[:2000])
-    monkeypatch.setattr(store, "_load", load_while_the_copy_goes_on)
-    store.refresh(["mnist"], validate_all=False)
-    assert store.served("mnist").version == 2 and store.slot("mnist").versions[2].status == "loading"
-    with pytest.raises(NotReady, match="cannot be activated now: its file is changing"):
-        store.servable("mnist", 2)
-    monkeypatch.setattr(store, "_load", load)
+
+    def the_copy_goes_on(name, version):
+        if version == 2:
+            model_file.write_bytes(model_file.read_bytes() + b"\0")
+
+    with monkeypatch.context() as copying:
+        after_each_load(store, copying, the_copy_goes_on)
+        store.refresh(["mnist"], validate_all=False)
+        assert store.served("mnist").version == 2 and store.slot("mnist").versions[2].status == "loading"
+        with pytest.raises(NotReady, match="cannot be activated now: its file is changing"):
+            store.servable("mnist", 2)
     model_file.write_bytes(whole)  # the copy is done
     store.refresh(["mnist"], validate_all=False)  # an admin call's look, then its check
     assert store.servable("mnist", 2) is store.served("mnist")
@@ -457,15 +460,9 @@ def test_a_label_on_a_version_being_written_says_why_it_cannot_serve(tmp_path, m
     store = ModelStore(Registry(tmp_path), events=Recorder())
     store.refresh(validate_all=False)
     model_file = tmp_path / "mnist" / "2" / "model.npz"
-    load = store._load
     store.slot("mnist").resident.clear()  # as for a label set since the last pass
-
-    def load_while_the_copy_goes_on(name, version):
-        loaded = load(name, version)
-        model_file.write_bytes(model_file.read_bytes() + b"\0")
-        return loaded
-
-    monkeypatch.setattr(store, "_load", load_while_the_copy_goes_on)
+    after_each_load(store, monkeypatch,  # the copy goes on while it is read
+                    lambda name, version: model_file.write_bytes(model_file.read_bytes() + b"\0"))
     with store._lock:
         store.slot("mnist").versions[2].status = "loading"
     with pytest.raises(NotReady, match="Label 'canary' of model mnist points to version 2, which cannot be served: "
@@ -490,14 +487,7 @@ def test_a_version_deleted_while_a_request_reads_it_is_not_found(tmp_path, monke
     for _ in range(2):
         publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path)  # v1 was checked and let go
-    load = store._load
-
-    def load_then_delete(name, version):
-        loaded = load(name, version)
-        shutil.rmtree(tmp_path / name / str(version))
-        return loaded
-
-    monkeypatch.setattr(store, "_load", load_then_delete)
+    after_each_load(store, monkeypatch, lambda name, version: shutil.rmtree(tmp_path / name / str(version)))
     with pytest.raises(NotFound, match="has no version 1 any more"):
         store.version("mnist", 1)
 
