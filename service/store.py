@@ -533,7 +533,7 @@ class ModelStore:
         model, status, unreadable, updated = None, failed_status("the load was interrupted"), False, False
         try:
             model, status, unreadable = self._load(slot.name, version)
-            if _content_changed(stamp, _stamp(self.registry.root / slot.name / str(version) / MODEL_FILE)):
+            if _content_changed(stamp, self._file_stamp(slot.name, version)):
                 model, status, unreadable = None, LOADING, False
             with self._lock:
                 current = slot.versions.get(version)
@@ -559,6 +559,10 @@ class ModelStore:
                 self.events.load_failed(slot.name, version, failure_reason(status))
             self.events.version_status(slot.name, version, status)
         return model
+
+    def _file_stamp(self, name: str, version: int) -> tuple | None:
+        """The stamp of a version's model file now (None: there is none)."""
+        return _stamp(self.registry.root / name / str(version) / MODEL_FILE)
 
     def _load(self, name: str, version: int) -> tuple[Model | None, str, bool]:
         """``(model or None, status, whether it failed because the file could not be read)``.
@@ -653,7 +657,7 @@ class ModelStore:
         if model is not None:
             return model
         if record is None:
-            stamp = _stamp(self.registry.root / name / str(version) / MODEL_FILE)
+            stamp = self._file_stamp(name, version)
             if stamp is None:
                 with self._lock:
                     versions = ", ".join(str(v) for v in sorted(slot.versions)) or "none"
@@ -668,8 +672,7 @@ class ModelStore:
         if model is None:
             with self._lock:
                 record = slot.versions.get(version)
-            gone = record is None or record.status == LOADING and \
-                _stamp(self.registry.root / name / str(version) / MODEL_FILE) is None
+            gone = record is None or record.status == LOADING and self._file_stamp(name, version) is None
             if gone:  # deleted while it was being looked up (or read)
                 raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry).",
                                code="version_not_found")
