@@ -20,5 +20,5 @@ def datasets_dir() -> Path:
     path = _datasets_dir()
     if path is None:
         unavailable("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, "
-                    "wine-quality/", ": the Makefile sets it when ../shared/datasets sits beside the checkout")
+                    "wine-quality/", ": the Makefile sets it when a datasets folder sits beside the checkout")
     return path
