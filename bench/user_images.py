@@ -2,7 +2,7 @@
 
 Every MNIST test digit is rendered the way users produce images (tests/images.py: a browser
 canvas PNG with transparency, a phone photo as JPEG, coloured ink, a small digit off-centre, and
-the plain 28x28 digit as a PNG), turned into the network's input by the shared preprocessing
+the plain 28x28 digit as a PNG; and, without a goal, a digit drawn with a thick marker), turned into the network's input by the shared preprocessing
 (``shared.preprocess.image_to_vector`` with the model's own spec, as the service does), and
 classified by the served model file. Each kind's accuracy is set beside the model's accuracy
 on the raw MNIST test vectors; the goal is a gap under 2 points.
@@ -35,7 +35,7 @@ from shared.forward import Model  # noqa: E402
 from shared.model_file import load_model  # noqa: E402
 from shared.preprocess import image_to_vector  # noqa: E402
 from shared.registry import Registry  # noqa: E402
-from tests.images import USER_KINDS, render_user_digit  # noqa: E402
+from tests.images import HARD_KINDS, USER_KINDS, render_user_digit  # noqa: E402
 from trainer.datasets import load_dataset  # noqa: E402
 
 GOAL_POINTS = 2.0
@@ -47,6 +47,7 @@ KIND_NAMES = {
     "colour_png": "blue ink on off-white PNG",
     "small_offcentre": "small digit off-centre, 200x200",
     "inverted_mnist": "plain 28x28 PNG (light on dark)",
+    "thick_marker": "thick marker, strokes twice MNIST's (no goal)",
 }
 
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with the MNIST files (default: $SCRATCHNET_DATA_DIR or $SCRATCHNET_DATASETS; "
                              "else the download cache)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test digits (default: all 10,000)")
-    parser.add_argument("--kinds", nargs="+", choices=USER_KINDS, default=list(USER_KINDS))
+    parser.add_argument("--kinds", nargs="+", choices=USER_KINDS + HARD_KINDS, default=list(USER_KINDS + HARD_KINDS),
+                        help="renderings to measure (default: all; those in tests.images.HARD_KINDS have no goal)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: 2)")
     parser.add_argument("--dump-misses", type=Path, default=None, help="save misclassified images here")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -152,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_docs:
         replace_section("user-images", user_images_markdown(payload, header, rows))
         print("updated docs/benchmarks.md")
-    return 0 if all(r["gap_points"] < GOAL_POINTS for r in payload["kinds"]) else 1
+    return 0 if all(r["gap_points"] < GOAL_POINTS for r in goal_kinds(payload)) else 1
+
+
+def goal_kinds(payload: dict) -> list[dict]:
+    """The results of the kinds held to the goal: the users' images, not the harder renderings."""
+    return [r for r in payload["kinds"] if r["kind"] not in HARD_KINDS]
 
 
 def measure(args) -> dict:
@@ -194,13 +201,13 @@ def table(payload: dict) -> tuple[list[str], list[list]]:
              "", "", "", "", "", ""]]
     for r in payload["kinds"]:
         rows.append([KIND_NAMES[r["kind"]], f"{r['n']:,}", f"{100 * r['accuracy']:.2f}%", f"{r['gap_points']:+.2f}",
-                     "yes" if r["gap_points"] < GOAL_POINTS else "NO", r["refused"],
+                     "" if r["kind"] in HARD_KINDS else "yes" if r["gap_points"] < GOAL_POINTS else "NO", r["refused"],
                      f"{r['render_ms']:.1f}", f"{r['preprocess_ms']:.1f}", f"{r['mean_bytes'] / 1024:.1f} KiB"])
     return header, rows
 
 
 def user_images_markdown(payload: dict, header, rows) -> str:
-    worst = max(payload["kinds"], key=lambda r: r["gap_points"])
+    worst = max(goal_kinds(payload), key=lambda r: r["gap_points"])
     model, load = payload["model"], payload["load_average"]
     trained = f", trained with `{model['trained_with']}`" if model.get("trained_with") else ""
     return f"""## Real user images vs MNIST
@@ -210,6 +217,9 @@ users send (`tests/images.py`), through `shared.preprocess.image_to_vector` with
 preprocessing spec, classified by `{model['name']}` v{model['version']} (`{model['architecture']}`,
 `{model['path']}`{trained}). Goal: every kind within {GOAL_POINTS:g} points of the model's accuracy on
 the raw MNIST test vectors. Largest gap: **{worst['gap_points']:+.2f} points** ({KIND_NAMES[worst['kind']]}).
+A digit drawn with a thick marker is harder than the users' images the goal names: it is reported
+without one (its strokes are thinned towards MNIST's width, which cannot reopen the narrow loops
+that the marker closed).
 
 {markdown_table(header, rows, "lrrrlrrrr")}
 

@@ -4,9 +4,11 @@ Pillow mode, and encoded in any accepted format. Everything is deterministic (se
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 USER_KINDS = ("canvas_png", "photo_jpeg", "sheet_photo", "colour_png", "small_offcentre", "inverted_mnist")
+# Renderings harder than the users' images the service is held to: reported, without a goal.
+HARD_KINDS = ("thick_marker",)
 
 # Modes each format can store (what Pillow writes without converting).
 FORMAT_MODES = {
@@ -81,6 +83,8 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
     - colour_png: blue ink on off-white paper, RGB
     - small_offcentre: dark ink on white, a small digit near the corner of a 200x200 image
     - inverted_mnist: the plain 28x28 light-on-dark digit as a PNG
+    - thick_marker: near-black ink on white, 280x280, strokes about twice as wide as the digit's
+      own (a marker instead of a pen, or a small digit drawn with the page's 20-px brush)
     """
     rng = np.random.default_rng(seed)
     pixels28 = np.asarray(pixels28, dtype=np.uint8)
@@ -90,6 +94,13 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
         rgba[..., :3] = 20
         rgba[..., 3] = np.round(coverage * 255)
         return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    if kind == "thick_marker":
+        # The strokes blurred and cut low, so they widen round: about twice as wide as MNIST's (4.7 px of
+        # the 20-px box, median; MNIST's 2.3), which closes narrow loops as a marker does.
+        coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))
+        spread = Image.fromarray(np.round(coverage * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(12))
+        coverage = np.clip((np.asarray(spread, dtype=np.float32) / 255 - 0.08) / 0.2, 0, 1)
+        return encode(Image.fromarray(np.round(255 - 235 * coverage).astype(np.uint8), "L"), "PNG")
     if kind == "photo_jpeg":
         height, width = 800, 600
         coverage = canvas(pixels28, 420, ink_scale=0.8)
@@ -119,7 +130,7 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
         return encode(Image.fromarray(np.round(255 * (1 - sheet)).astype(np.uint8), "L"), "PNG")
     if kind == "inverted_mnist":
         return encode(Image.fromarray(pixels28, "L"), "PNG")
-    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(USER_KINDS)}")
+    raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(USER_KINDS + HARD_KINDS)}")
 
 
 def synthetic_digit(seed: int = 0) -> np.ndarray:
