@@ -25,9 +25,9 @@ Fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 p
 mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
 side scaled to 28 px, centred). The crop is the box of the ink above BOX_LEVEL, without
 detached specks, so halos and dust do not move it. A digit whose strokes are wider on average
-than STROKE_CAP of the 20 px (a thick marker) is thinned to it first. The brightest pixel becomes
-1, as in both datasets. An MNIST digit comes back as itself (up to the 2/255 noise floor; the 2 %
-with the widest strokes are thinned a little).
+than STROKE_CAP of the box (4 of MNIST's 20 px: a thick marker) is thinned to that first. The
+brightest pixel becomes 1, as in both datasets. An MNIST digit comes back as itself (up to the
+2/255 noise floor; the 2 % with the widest strokes are thinned a little).
 """
 import functools
 import math
@@ -69,10 +69,11 @@ RESAMPLE = Image.Resampling.BILINEAR  # Pillow's is antialiased (a triangle filt
 # it, is not the item: a mark or a word beside a digit, not a part of it.
 DETACHED_GAP, DETACHED_MASS = 0.5, 0.5
 SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a speck, not the item
-# MNIST's strokes are 2.3 px wide in the 20-px box (median of its test digits; 98 % are under 4.1).
-# A digit whose strokes are wider on average (a thick marker, or a small digit drawn with the
-# drawing page's brush) is thinned to this width first: the network has hardly seen such strokes.
-STROKE_CAP = 4.0
+# MNIST's strokes are 2.3 px wide in its 20-px box (median of its test digits; 98 % are under 4.1).
+# A digit whose strokes are wider on average than this share of its box's longest side (a thick
+# marker, or a small digit drawn with the drawing page's brush) is thinned to it first: the network
+# has hardly seen such strokes.
+STROKE_CAP = 4 / 20
 
 
 def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[int, int], fit: str) -> np.ndarray:
@@ -613,8 +614,8 @@ def _fit_digit(ink: np.ndarray, bounds: tuple[int, int, int, int], size: tuple[i
     box_side = round(DIGIT_BOX_FRACTION * min(size))
     digit, box_h, box_w = _scaled_region(ink, bounds, box_side / _longest_side(bounds))
     width = _stroke_width(digit)
-    if width > STROKE_CAP:
-        thin = _with_thin_strokes(ink, bounds, width * _longest_side(bounds) / box_side, box_side)
+    if width > STROKE_CAP * box_side:
+        thin = _with_thin_strokes(ink, bounds, width * _longest_side(bounds) / box_side)
         if thin is not None:
             ink, bounds = thin
             digit, box_h, box_w = _scaled_region(ink, bounds, box_side / _longest_side(bounds))
@@ -633,14 +634,13 @@ def _longest_side(bounds: tuple[int, int, int, int]) -> int:
     return max(bottom - top, right - left)
 
 
-def _with_thin_strokes(ink: np.ndarray, bounds: tuple[int, int, int, int], width: float, box_side: int):
-    """``ink`` with its strokes, ``width`` pixels wide, thinned to STROKE_CAP once the box's
-    longest side is ``box_side``, and its new box; None when they do not survive that (the box
-    is lost). The strokes are eroded from both sides by the same depth, which the box loses too."""
+def _with_thin_strokes(ink: np.ndarray, bounds: tuple[int, int, int, int], width: float):
+    """``ink`` with its strokes, ``width`` pixels wide, thinned to STROKE_CAP of the box's longest
+    side, and its new box; None when they do not survive that (the box is lost). The strokes are
+    eroded from both sides by the same depth, which the box loses too."""
     # Eroding by d from each side makes the strokes w - 2d wide and the box's side L - 2d: solve
-    # (w - 2d) / (L - 2d) = STROKE_CAP / box_side for d.
-    cap = STROKE_CAP / box_side
-    thin = _eroded(ink, (width - cap * _longest_side(bounds)) / (2 * (1 - cap)))
+    # (w - 2d) / (L - 2d) = STROKE_CAP for d.
+    thin = _eroded(ink, (width - STROKE_CAP * _longest_side(bounds)) / (2 * (1 - STROKE_CAP)))
     try:
         return thin, _ink_bounds(thin, BOX_LEVEL["digit"])
     except ScratchnetError:

@@ -493,13 +493,17 @@ def stroke_width(vector: np.ndarray) -> float:
 def test_a_digit_drawn_with_a_thick_marker_is_thinned_towards_mnist_strokes(monkeypatch):
     # A pen 24 px wide on a digit 200 px long makes MNIST's strokes (2.3 of its box's 20 px); a
     # marker 80 px wide, strokes of 5.7, which the network has hardly seen: they are thinned.
+    small = {**DIGIT, "size": [16, 16]}  # a box of 11 px: the cap is the same share of it
     pen, marker = image_to_vector(drawn_seven(24), DIGIT), image_to_vector(drawn_seven(80), DIGIT)
+    small_pen, small_marker = image_to_vector(drawn_seven(24), small), image_to_vector(drawn_seven(80), small)
     monkeypatch.setattr(ink, "STROKE_CAP", float("inf"))
     assert np.array_equal(image_to_vector(drawn_seven(24), DIGIT), pen), "MNIST's strokes are left as they are"
     unthinned = image_to_vector(drawn_seven(80), DIGIT)
     assert stroke_width(pen) < 2.5 and stroke_width(unthinned) > 5.5
-    assert stroke_width(marker) < min(stroke_width(unthinned) - 1, ink.STROKE_CAP + 0.6)
+    assert stroke_width(marker) < min(stroke_width(unthinned) - 1, ink.STROKE_CAP * 20 + 0.6)
     assert aligned_correlation(marker, pen) > aligned_correlation(unthinned, pen) + 0.08
+    assert np.array_equal(image_to_vector(drawn_seven(24), small), small_pen)
+    assert not np.array_equal(image_to_vector(drawn_seven(80), small), small_marker)
 
 
 def test_erosion_takes_the_same_depth_off_both_sides_of_a_stroke():
@@ -510,8 +514,8 @@ def test_erosion_takes_the_same_depth_off_both_sides_of_a_stroke():
         assert eroded[20].sum() == pytest.approx(width), depth
         assert eroded[20, :20].sum() == pytest.approx(eroded[20, 20:].sum()), "symmetric"
     assert ink._eroded(bar.copy(), 6.0).max() == 0, "a stroke eroded by half its width is gone"
-    assert ink._with_thin_strokes(bar, (5, 35, 14, 26), 12.0, 20) is not None
-    assert ink._with_thin_strokes(np.pad(bar[:, 14:16], 4), (4, 44, 4, 6), 40.0, 20) is None, "kept when lost"
+    assert ink._with_thin_strokes(bar, (5, 35, 14, 26), 12.0) is not None
+    assert ink._with_thin_strokes(np.pad(bar[:, 14:16], 4), (4, 44, 4, 6), 40.0) is None, "kept when lost"
 
 
 # --------------------------------------------------------------------------- garments
