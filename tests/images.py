@@ -96,7 +96,7 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
         return encode(Image.fromarray(rgba, "RGBA"), "PNG")
     if kind == "thick_marker":
         # The strokes blurred and cut low, so they widen round: about twice as wide as MNIST's (4.7 px of
-        # the 20-px box, median; MNIST's 2.3), which closes narrow loops as a marker does.
+        # the 20-px box at the median; MNIST's own, 2.5), which closes narrow loops as a marker does.
         coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))
         spread = Image.fromarray(np.round(coverage * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(12))
         coverage = np.clip((np.asarray(spread, dtype=np.float32) / 255 - 0.08) / 0.2, 0, 1)
