@@ -2,10 +2,11 @@
 
 Every MNIST test digit is rendered the way users produce images (tests/images.py: a browser
 canvas PNG with transparency, a phone photo as JPEG, coloured ink, a small digit off-centre, and
-the plain 28x28 digit as a PNG; and, without a goal, a digit drawn with a thick marker), turned into the network's input by the shared preprocessing
-(``shared.preprocess.image_to_vector`` with the model's own spec, as the service does), and
-classified by the served model file. Each kind's accuracy is set beside the model's accuracy
-on the raw MNIST test vectors; the goal is a gap under 2 points.
+the plain 28x28 digit as a PNG; and, without a goal, a digit drawn with a thick marker), turned
+into the network's input by the shared preprocessing (``shared.preprocess.image_to_vector`` with
+the model's own spec, as the service does), and classified by the served model file. Each kind's
+accuracy is set beside the model's accuracy on the raw MNIST test vectors; the goal is a gap
+under 2 points.
 
     python bench/user_images.py                        # models/mnist, all 10,000 test digits
     python bench/user_images.py --limit 2000 --jobs 2  # a quicker subset
