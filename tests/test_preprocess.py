@@ -560,9 +560,8 @@ def test_an_item_covering_most_of_the_border_is_not_blank(polarity):
 def test_fashion_bags_that_cover_the_border_are_read_as_bags(datasets_dir):
     # Three test-set bags whose handles and sides cover most of the border ring: taken for the
     # paper, they left nothing as ink and were refused as blank.
-    from shared.model_file import load_model
     items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
-    model = load_model(Path(__file__).resolve().parents[1] / "models" / "fashion-mnist" / "1" / "model.npz")
+    model = committed_model("fashion-mnist", 1)
     vectors = images_to_batch([encode(Image.fromarray(items[i]), "PNG") for i in (4115, 6619, 9596)], GARMENT)
     assert [model.labels[k] for k in model.predict_proba(vectors).argmax(axis=1)] == ["Bag"] * 3
 
@@ -893,6 +892,18 @@ def read_images(path) -> np.ndarray:
     return read_idx(path, IDX_IMAGES_MAGIC)
 
 
+def mnist_test_digits(datasets_dir, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` MNIST test digits (uint8, n x 28 x 28) and their labels."""
+    from trainer.datasets import IDX_LABELS_MAGIC, read_idx
+    digits = read_images(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz")[:n]
+    return digits, read_idx(datasets_dir / "mnist" / "t10k-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC)[:n]
+
+
+def committed_model(name: str, version: int):
+    from shared.model_file import load_model
+    return load_model(Path(__file__).resolve().parents[1] / "models" / name / str(version) / "model.npz")
+
+
 @pytest.mark.slow
 def test_mnist_digits_survive_the_user_renderings(datasets_dir):
     digits = read_images(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz")[:200]
@@ -924,11 +935,8 @@ def test_fashion_items_survive_the_round_trip(datasets_dir):
 def test_mnist_digits_on_a_sheet_turned_on_a_desk_are_read_as_well_as_mnist(datasets_dir):
     # The served model reads them within 2 points of the raw MNIST vectors. Before the sheet was found
     # by its outline, the desk in the corners of the sheet's box was read as ink: 7% were right.
-    from shared.model_file import load_model
-    from trainer.datasets import IDX_LABELS_MAGIC, read_idx
-    digits = read_images(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz")[:300]
-    labels = read_idx(datasets_dir / "mnist" / "t10k-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC)[:300]
-    model = load_model(Path(__file__).resolve().parents[1] / "models" / "mnist" / "2" / "model.npz")
+    digits, labels = mnist_test_digits(datasets_dir, 300)
+    model = committed_model("mnist", 2)
     angles = np.resize([5, -9, 13, -17, 21, -25], len(digits))
     desks = np.resize([0.25, 0.5, 0.97], len(digits))
     photos = [tilted_sheet_photo(d, a, k, seed=i) for i, (d, a, k) in enumerate(zip(digits, angles, desks))]
@@ -942,11 +950,8 @@ def test_mnist_digits_on_a_sheet_turned_on_a_desk_are_read_as_well_as_mnist(data
 def test_mnist_digits_drawn_with_a_thick_marker_are_read_better_thinned(datasets_dir, monkeypatch):
     # Strokes twice MNIST's width for the digit's size: thinning them gains points (95.9 % of the
     # first 1,000 test digits against 93.5 %; 99.2 % as plain PNGs) and changes next to no plain digit.
-    from shared.model_file import load_model
-    from trainer.datasets import IDX_LABELS_MAGIC, read_idx
-    digits = read_images(datasets_dir / "mnist" / "t10k-images-idx3-ubyte.gz")[:400]
-    labels = read_idx(datasets_dir / "mnist" / "t10k-labels-idx1-ubyte.gz", IDX_LABELS_MAGIC)[:400]
-    model = load_model(Path(__file__).resolve().parents[1] / "models" / "mnist" / "2" / "model.npz")
+    digits, labels = mnist_test_digits(datasets_dir, 400)
+    model = committed_model("mnist", 2)
     assert HARD_KINDS == ("thick_marker",)
     drawings = [render_user_digit(d, "thick_marker", seed=i) for i, d in enumerate(digits)]
     plain = [encode(Image.fromarray(d), "PNG") for d in digits]
