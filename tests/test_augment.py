@@ -1,5 +1,6 @@
 """Training-batch augmentation: the affine distortion moves, turns and scales images as its spec
-says, fills with the background, is repeatable per seed, and is refused for vector data."""
+says, fills with the background, is repeatable per seed, and is refused for vector data; the
+stroke augmentation widens or thins strokes by up to a pixel a side; several run in turn."""
 
 from pathlib import Path
 
@@ -66,6 +67,51 @@ def test_same_seed_same_distortion():
     assert not np.array_equal(augment(x, np.random.default_rng(5)), augment(x, np.random.default_rng(6)))
 
 
+def bar(width, fill=-0.5, ink=2.5):
+    """A 28x28 image (normalised values) with a vertical bar ``width`` pixels wide, rows 4-23."""
+    image = np.full((28, 28), fill, dtype=np.float32)
+    image[4:24, 14 - width // 2:14 - width // 2 + width] = ink
+    return image
+
+
+def ink_width(image, fill=-0.5, ink=2.5):
+    """The bar's width in pixels, fractions included, read across row 14."""
+    return float(((image[14] - fill) / (ink - fill)).sum())
+
+
+def test_stroke_widens_each_side_by_up_to_a_pixel_and_keeps_the_background():
+    x = np.repeat(bar(3).reshape(1, -1), 400, axis=0)
+    out = get_augmentation("stroke(widen=1)", side=28, fill=-0.5)(x, np.random.default_rng(0))
+    widths = np.array([ink_width(image.reshape(28, 28)) for image in out])
+    assert widths.min() >= 3 - 1e-5 and widths.max() <= 5 + 1e-5  # 3 px, plus up to 1 on each side
+    assert widths.min() < 3.1 and widths.max() > 4.9  # the whole range is used
+    images = out.reshape(-1, 28, 28)
+    np.testing.assert_allclose(images[:, 14] - images[:, 14, ::-1][:, ::-1], 0, atol=1e-6)  # same on both sides
+    far = np.ones((28, 28), dtype=bool)
+    far[2:26, 10:19] = False
+    np.testing.assert_array_equal(images[:, far], -0.5)  # nothing beyond a pixel of the ink changes
+
+
+def test_stroke_thins_by_up_to_the_given_fraction_of_a_pixel_a_side():
+    x = np.repeat(bar(5).reshape(1, -1), 400, axis=0)
+    out = get_augmentation("stroke(widen=0, thin=0.5)", side=28, fill=-0.5)(x, np.random.default_rng(0))
+    widths = np.array([ink_width(image.reshape(28, 28)) for image in out])
+    assert widths.max() <= 5 + 1e-5 and widths.min() >= 4 - 1e-5
+    assert widths.min() < 4.1 and widths.max() > 4.9
+
+
+def test_augmentations_joined_by_plus_run_in_turn():
+    x = np.repeat(bar(3).reshape(1, -1), 8, axis=0)
+    chain = get_augmentation("affine(shift=2) + stroke(widen=1)", side=28, fill=-0.5)
+    assert repr(chain) == "affine(shift=2, rotate=0, scale=0) + stroke(widen=1, thin=0)"
+    # The same draws in the same order as the two applied one after the other.
+    rng = np.random.default_rng(3)
+    by_hand = get_augmentation("stroke(widen=1)", side=28, fill=-0.5)(
+        get_augmentation("affine(shift=2)", side=28, fill=-0.5)(x, rng), rng)
+    np.testing.assert_array_equal(chain(x, np.random.default_rng(3)), by_hand)
+    assert not np.array_equal(by_hand, x)
+
+
 @pytest.mark.parametrize("spec, message", [
     ("affine(shift=-1)", "shift >= 0"),
     ("affine(scale=1.5)", "scale < 1"),
@@ -74,6 +120,10 @@ def test_same_seed_same_distortion():
     ("affine(shift=14)", "shift < 14 .half the 28-pixel field."),
     ("affine(shift=100)", "shift < 14"),
     ("affine(rotate=400)", "rotate <= 180"),
+    ("stroke(widen=2)", "widen <= 1"),
+    ("stroke(thin=-0.5)", "0 <= thin <= 1"),
+    ("affine(shift=1) + ", "joined by '[+]'"),
+    ("affine(shift=1) + mixup", "unknown augmentation 'mixup'"),
 ])
 def test_bad_specs_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):

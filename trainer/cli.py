@@ -137,8 +137,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="fold batch norm into the dense weights in the exported file (default) "
                              "or keep it as explicit layers")
     parser.add_argument("--dropout", type=float, help="dropout rate after each hidden layer")
-    parser.add_argument("--augment", help="images: random distortion of every training batch, "
-                        "e.g. affine(shift=2, rotate=10, scale=0.1)")
+    parser.add_argument("--augment", help="images: random distortion of every training batch, e.g. "
+                        "affine(shift=2, rotate=10, scale=0.1) or stroke(widen=1); several joined by + run in turn")
     parser.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--momentum", type=float, help="momentum and nesterov optimizers (default 0.9)")

@@ -34,7 +34,7 @@ from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryErro
 
 from . import report
 from .activations import get_activation
-from .augment import AUGMENTATIONS, get_augmentation, image_side
+from .augment import augmentation_names, get_augmentation, image_side
 from .datasets import Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
@@ -130,9 +130,8 @@ class TrainConfig:
         build_schedule(self)
         get_activation(self.activation)
         get_initializer(self.init)
-        augmentation = parse_spec(self.augment)[0] if self.augment else None
-        if augmentation is not None and augmentation not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {augmentation!r}: choose one of {', '.join(AUGMENTATIONS)}")
+        if self.augment:
+            augmentation_names(self.augment)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
