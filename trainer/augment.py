@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from shared.errors import shortened
 from .specs import build, parse_spec
 
 
@@ -127,13 +128,13 @@ class Chain:
 AUGMENTATIONS = {"affine": Affine, "stroke": Stroke}
 
 
-def augmentation_names(spec: str) -> list[str]:
-    """The names in a spec joined by ``+``, e.g. ``["affine", "stroke"]``; each is checked known."""
-    names = [parse_spec(part)[0] for part in split_chain(spec)]
-    for name in names:
+def check_augmentation_names(spec: str) -> None:
+    """Refuse a spec (several may be joined by ``+``) that names an unknown augmentation, before
+    the data loads: building one needs the images' size."""
+    for part in split_chain(spec):
+        name = parse_spec(part)[0]
         if name not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {name!r}: choose one of {', '.join(AUGMENTATIONS)}")
-    return names
 
 
 def split_chain(spec: str) -> list[str]:
@@ -147,7 +148,7 @@ def split_chain(spec: str) -> list[str]:
             start = i + 1
     parts.append(spec[start:])
     if any(not part.strip() for part in parts):
-        raise ValueError(f"cannot parse {spec!r}: expected augmentations joined by '+', e.g. "
+        raise ValueError(f"cannot parse {shortened(repr(spec))}: expected augmentations joined by '+', e.g. "
                          "'affine(shift=2) + stroke(widen=1)'")
     return parts
 

@@ -34,7 +34,7 @@ from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryErro
 
 from . import report
 from .activations import get_activation
-from .augment import augmentation_names, get_augmentation, image_side
+from .augment import check_augmentation_names, get_augmentation, image_side
 from .datasets import Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
@@ -131,7 +131,7 @@ class TrainConfig:
         get_activation(self.activation)
         get_initializer(self.init)
         if self.augment:
-            augmentation_names(self.augment)
+            check_augmentation_names(self.augment)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
