@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from shared.errors import shortened
+
 from .specs import build, parse_spec
 
 
