@@ -6,7 +6,7 @@ keeps the one it started with. Everything runs in float32 on whole batches, neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,21 +66,22 @@ def output_scaling(manifest: dict) -> dict:
 class Model:
     """A loaded, validated model. Build it with ``shared.model_file.load_model``.
 
-    ``layers`` is a list of ``(kind, name, values)`` steps: ``("dense", name, (W, b))``,
-    ``("affine", name, (scale, shift))`` for inference-mode batch norm and
-    ``("activation", name, alpha)``; the planned steps may start with
-    ``("standardize", "normalization", (mean, std))``.
+    ``layers``, the file's network, is a list of ``(kind, name, values)`` steps:
+    ``("dense", name, (W, b))``, ``("affine", name, (scale, shift))`` for inference-mode batch
+    norm and ``("activation", name, alpha)``. The model keeps only the steps ``forward`` runs,
+    planned from them (``_plan``), so a first layer with the input normalisation folded in is
+    not held twice.
     """
 
     manifest: dict
-    layers: list
+    layers: InitVar[list]
     path: Path | None = None
     _steps: list = field(init=False, repr=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "_steps", self._plan())
+    def __post_init__(self, layers: list):
+        object.__setattr__(self, "_steps", self._plan(layers))
 
-    def _plan(self) -> list:
+    def _plan(self, layers: list) -> list:
         """The steps ``forward`` runs: ``layers`` with the input normalisation folded in.
 
         ``((x - mean) / std) @ W + b`` equals ``x @ (W / std[:, None]) + (b - (mean / std) @ W)``,
@@ -93,7 +94,7 @@ class Model:
         mean = np.broadcast_to(np.asarray(norm["mean"], dtype=np.float64), (size,))
         std = np.broadcast_to(np.asarray(norm["std"], dtype=np.float64), (size,))
         inv_std = 1.0 / std
-        steps = list(self.layers)
+        steps = list(layers)
         if steps and steps[0][0] == "dense" and np.abs(mean * inv_std).max() <= FOLD_LIMIT:
             _, name, (weight, bias) = steps[0]
             folded = weight.astype(np.float64) * inv_std[:, None]
@@ -131,15 +132,11 @@ class Model:
     def labels(self) -> list[str] | None:
         return self.manifest["output"].get("labels")
 
-    @property
-    def nbytes(self) -> int:
-        return sum(v.nbytes for kind, _, values in self.layers if kind != "activation" for v in values)
-
     def __repr__(self) -> str:
         steps = " -> ".join(
             f"dense({values[0].shape[0]}x{values[0].shape[1]})" if kind == "dense" else
             f"batchnorm({values[0].shape[0]})" if kind == "affine" else name
-            for kind, name, values in self.layers)
+            for kind, name, values in self._steps if kind != "standardize")
         return f"Model({self.name} v{self.version}: {steps})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:

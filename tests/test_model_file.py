@@ -1,5 +1,6 @@
 """The model file: round trip, and every way a file is refused (docs/model-format.md)."""
 
+import gc
 import hashlib
 import io
 import json
@@ -7,6 +8,7 @@ import os
 import pickle
 import re
 import shutil
+import tracemalloc
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,6 +82,35 @@ def test_round_trip_gives_the_reference_forward_pass(tmp_path, task, batchnorm):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert model.manifest["parameters"]["sha256"] == documented_sha256(arrays)
     assert read_manifest(tmp_path / "model.npz")["name"] == "tiny"
+
+
+def test_a_loaded_model_holds_its_weights_once(tmp_path):
+    # The input normalisation is folded into the first layer's weights when the model loads; the
+    # file's own copy of them (8 MB here) must not stay in memory beside the folded one.
+    rng = np.random.default_rng(0)
+    arrays = {"dense1.weight": rng.normal(size=(2000, 1000)).astype(np.float32),
+              "dense1.bias": np.zeros(1000, dtype=np.float32),
+              "dense2.weight": rng.normal(size=(1000, 3)).astype(np.float32),
+              "dense2.bias": np.zeros(3, dtype=np.float32)}
+    _, manifest = tiny_model()
+    manifest["input"] = {"kind": "vector", "shape": [2000], "dtype": "float32",
+                         "normalization": {"mean": [0.5] * 2000, "std": [2.0] * 2000}}
+    manifest["layers"][0]["in_features"] = 2000
+    manifest["layers"][0]["out_features"] = manifest["layers"][2]["in_features"] = 1000
+    save_model(tmp_path / "model.npz", arrays, manifest)
+    weights = sum(a.nbytes for a in arrays.values())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        model = load_model(tmp_path / "model.npz")
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert weights <= held < 1.25 * weights
+    x = rng.normal(size=(4, 2000)).astype(np.float32)
+    np.testing.assert_allclose(model.predict_proba(x), reference_forward(arrays, manifest, x), rtol=1e-4, atol=1e-6)
+    assert repr(model) == "Model(tiny v1: dense(2000x1000) -> tanh -> dense(1000x3) -> softmax)"
 
 
 def documented_sha256(arrays: dict) -> str:
