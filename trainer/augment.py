@@ -26,7 +26,7 @@ import numpy as np
 
 from shared.errors import shortened
 
-from .specs import build, parse_spec
+from .specs import build
 
 
 class Affine:
@@ -127,15 +127,6 @@ class Chain:
 
 
 AUGMENTATIONS = {"affine": Affine, "stroke": Stroke}
-
-
-def check_augmentation_names(spec: str) -> None:
-    """Refuse a spec (several may be joined by ``+``) that names an unknown augmentation, before
-    the data loads: building one needs the images' size."""
-    for part in split_chain(spec):
-        name = parse_spec(part)[0]
-        if name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {name!r}: choose one of {', '.join(AUGMENTATIONS)}")
 
 
 def split_chain(spec: str) -> list[str]:

@@ -384,9 +384,12 @@ def _gunzip(data: bytes, source) -> bytes:
     return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
+IMAGE_SIDE = 28  # every image dataset is of 28x28 fields, as MNIST and Fashion-MNIST are
+
+
 def image_preprocessing(fit: str) -> dict:
     """The model file's ``input.preprocessing`` for 28x28 pictures of a ``digit`` or a ``garment``."""
-    return {"type": "image", "size": [28, 28], "fit": fit, "polarity": "light_on_dark"}
+    return {"type": "image", "size": [IMAGE_SIDE, IMAGE_SIDE], "fit": fit, "polarity": "light_on_dark"}
 
 
 def _load_idx_dataset(source: _FileSource, labels: list[str], fit: str, test_only: bool = False) -> Dataset:

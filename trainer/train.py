@@ -34,8 +34,8 @@ from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryErro
 
 from . import report
 from .activations import get_activation
-from .augment import check_augmentation_names, get_augmentation, image_side
-from .datasets import Dataset, DatasetError, load_dataset, validation_split
+from .augment import get_augmentation, image_side
+from .datasets import IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
 from .network import build_mlp
@@ -124,14 +124,13 @@ class TrainConfig:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
             self.weight_decay = 0.01 if optimizer[0] == "adamw" else 0.0
-        # Built once here so that a bad name or argument is refused before the data loads (an
-        # augmentation's size limits need the images' size, so they wait for the data).
+        # Built once here so that a bad name or argument is refused before the data loads.
         build_optimizer(self)
         build_schedule(self)
         get_activation(self.activation)
         get_initializer(self.init)
         if self.augment:
-            check_augmentation_names(self.augment)
+            get_augmentation(self.augment, side=IMAGE_SIDE)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
