@@ -126,6 +126,11 @@ class StoreEvents:
     def model_unloaded(self, name: str, unloaded: bool) -> None: ...  # taken out of service, or back
 
 
+def _is_version(model: Model | None, version: int) -> bool:
+    """Whether ``model`` (a served one, say, or None when nothing serves) is ``version``."""
+    return model is not None and model.version == version
+
+
 def _stamp(path: Path) -> tuple | None:
     """What says a file changed. The ctime changes with its permissions and owner too, so a file
     that failed because it could not be read is read again once that is fixed."""
@@ -394,7 +399,7 @@ class ModelStore:
                 if target is not None:
                     break
                 record = slot.versions.get(v)
-                if slot.served is not None and slot.served.version == v and record is not None \
+                if _is_version(slot.served, v) and record is not None \
                         and not record.kept_served:
                     # Its file changed (being copied over, or damaged) and does not load. While the copy
                     # may be under way (the file still changing, or failed on this pass alone) the version
@@ -580,7 +585,7 @@ class ModelStore:
     def _cached(self, slot: ModelSlot, version: int) -> Model | None:
         if version in slot.fresh:
             return slot.fresh[version]
-        if slot.served is not None and slot.served.version == version:
+        if _is_version(slot.served, version):
             record = slot.versions.get(version)
             if record is None or record.status != LOADING:
                 return slot.served
@@ -592,7 +597,7 @@ class ModelStore:
         return model
 
     def _in_service(self, slot: ModelSlot, version: int) -> bool:
-        return version in slot.resident or (slot.served is not None and slot.served.version == version)
+        return version in slot.resident or _is_version(slot.served, version)
 
     def _remember(self, slot: ModelSlot, model: Model) -> None:
         if self._in_service(slot, model.version):
@@ -649,7 +654,7 @@ class ModelStore:
         """Version ``version`` of ``name``, loading it on demand if it is not in memory."""
         slot = self.slot(name)
         served = slot.served
-        if served is not None and served.version == version:
+        if _is_version(served, version):
             return served
         with self._lock:
             model = self._cached(slot, version)
@@ -728,7 +733,7 @@ class ModelStore:
         with self._lock:
             record = slot.versions.get(version)
         served = slot.served
-        if served is not None and served.version == version and record is not None and record.status != AVAILABLE:
+        if _is_version(served, version) and record is not None and record.status != AVAILABLE:
             # The served version is in memory even while its file changes (kept as it is copied over, see
             # _refresh_model). What is pinned or labelled is the file, which must load: else the old copy
             # would serve from memory for good, where a worker starting then serves nothing.
@@ -787,7 +792,7 @@ class ModelStore:
         served = slot.served if not self._unloaded_now(slot) else None  # unloaded: nothing serves
         with self._lock:
             versions = [{"version": v, "status": r.status,
-                         "served": served is not None and served.version == v,
+                         "served": _is_version(served, v),
                          "pinned": slot.pinned == v,
                          "labels": sorted(label for label, lv in slot.labels.items() if lv == v)}
                         for v, r in sorted(slot.versions.items())]
@@ -832,7 +837,7 @@ class ModelStore:
             "name": name,
             "version": version,
             "status": record.status if record is not None else AVAILABLE,
-            "served": served is not None and served.version == version,
+            "served": _is_version(served, version),
             "pinned": slot.pinned == version,
             "labels": sorted(label for label, v in slot.labels.items() if v == version),
             "manifest": manifest,
