@@ -52,8 +52,7 @@ class Affine:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n, side = len(x), self.side
-        if x.shape[1] != side * side:
-            raise ValueError(f"affine augmentation expects {side}x{side} images ({side * side} values), got {x.shape[1]}")
+        _check_size(x, side, "affine")
         angle = np.radians(rng.uniform(-self.rotate, self.rotate, n)).astype(np.float32)
         zoom = rng.uniform(1 - self.scale, 1 + self.scale, n).astype(np.float32)
         ty, tx = rng.uniform(-self.shift, self.shift, (2, n)).astype(np.float32)
@@ -94,21 +93,33 @@ class Stroke:
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n, side = len(x), self.side
-        if x.shape[1] != side * side:
-            raise ValueError(f"stroke augmentation expects {side}x{side} images ({side * side} values), got {x.shape[1]}")
+        _check_size(x, side, "stroke")
         amount = rng.uniform(-self.thin, self.widen, n).astype(np.float32)[:, None, None]
         images = x.reshape(n, side, side)
         padded = np.full((n, side + 2, side + 2), self.fill, dtype=np.float32)
         padded[:, 1:-1, 1:-1] = images
-        widest, narrowest = images.copy(), images.copy()
-        for dy in range(3):
-            for dx in range(3):
-                window = padded[:, dy:dy + side, dx:dx + side]
-                np.maximum(widest, window, out=widest)
-                np.minimum(narrowest, window, out=narrowest)
+        # Only what the range can ask for: no dilation without widen, no erosion without thin.
+        widest = _over_neighbours(np.maximum, padded) if self.widen > 0 else images
+        narrowest = _over_neighbours(np.minimum, padded) if self.thin > 0 else images
         target = np.where(amount >= 0, widest, narrowest)
         out = images + np.abs(amount) * (target - images)
         return out.reshape(n, side * side)
+
+
+def _over_neighbours(reduce, padded: np.ndarray) -> np.ndarray:
+    """``reduce`` (np.maximum: dilation; np.minimum: erosion) over each pixel's 3x3 neighbourhood,
+    for a (n, side + 2, side + 2) batch padded by one pixel of fill."""
+    side = padded.shape[1] - 2
+    out = padded[:, 1:-1, 1:-1].copy()
+    for dy in range(3):
+        for dx in range(3):
+            reduce(out, padded[:, dy:dy + side, dx:dx + side], out=out)
+    return out
+
+
+def _check_size(x: np.ndarray, side: int, name: str) -> None:
+    if x.shape[1] != side * side:
+        raise ValueError(f"{name} augmentation expects {side}x{side} images ({side * side} values), got {x.shape[1]}")
 
 
 class Chain:
