@@ -6,8 +6,9 @@ The service runs exactly as the README runs it (``gunicorn -c service/gunicorn_c
 body and answers a small JSON. ``wrk`` (Debian's ``wrk``) posts one request body over and over
 for a bounded time at 1, 8 and 32 concurrent connections:
 
-- image: a PNG digit as the drawing page sends it (280x280 RGBA, transparent background),
-  ``Content-Type: image/png`` to ``/models/<model>/predict``
+- image: a PNG digit drawn on a browser canvas and exported whole (280x280 RGBA, transparent
+  background), ``Content-Type: image/png`` to ``/models/<model>/predict``
+- image140: the same canvas as the drawing page sends it, halved to 140x140 (service/static/app.js)
 - image28: the same digit as a 28x28 grey PNG, the smallest image a client can send
 - vector: one 784-value vector as JSON ``{"inputs": [...]}``
 
@@ -157,10 +158,13 @@ class Payload:
 def payloads() -> list[Payload]:
     digit = synthetic_digit(1)
     png = render_user_digit(digit, "canvas_png")
+    page_png = render_user_digit(digit, "page_png")
     small_png = render_user_digit(digit, "inverted_mnist")
     vector = np.round(digit.reshape(-1) / 255, 4).tolist()
     return [
-        Payload("image", "image/png", png, f"PNG digit, 280x280 RGBA as the drawing page sends it ({len(png):,} bytes)"),
+        Payload("image", "image/png", png, f"PNG digit, 280x280 RGBA: a browser canvas exported whole ({len(png):,} bytes)"),
+        Payload("image140", "image/png", page_png,
+                f"PNG digit, 140x140 RGBA as the drawing page sends it, its 280x280 pad halved ({len(page_png):,} bytes)"),
         Payload("image28", "image/png", small_png, f"PNG digit, 28x28 grey like an MNIST file ({len(small_png):,} bytes)"),
         Payload("vector", "application/json", json.dumps({"inputs": vector}).encode(),
                 "one 784-value vector as JSON"),

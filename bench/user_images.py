@@ -43,6 +43,7 @@ GOAL_POINTS = 2.0
 CHUNK = 250  # digits per task handed to a worker process
 KIND_NAMES = {
     "canvas_png": "canvas PNG, transparent, 280x280",
+    "page_png": "the drawing page's PNG: that canvas halved, 140x140",
     "photo_jpeg": "phone photo JPEG, 600x800",
     "sheet_photo": "sheet turned on a desk, JPEG, 600x800",
     "colour_png": "blue ink on off-white PNG",

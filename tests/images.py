@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-USER_KINDS = ("canvas_png", "photo_jpeg", "sheet_photo", "colour_png", "small_offcentre", "inverted_mnist")
+USER_KINDS = ("canvas_png", "page_png", "photo_jpeg", "sheet_photo", "colour_png", "small_offcentre", "inverted_mnist")
 # Renderings harder than the users' images the service is held to: reported, without a goal.
 HARD_KINDS = ("thick_marker",)
 
@@ -76,6 +76,7 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
     """An MNIST digit (28x28 uint8, light on dark) as an encoded user image of ``kind``:
 
     - canvas_png: 280x280 RGBA, transparent background, dark strokes (a browser canvas export)
+    - page_png: the drawing page's export, the canvas halved to 140x140 (service/static/app.js)
     - photo_jpeg: 600x800 photo of grey paper lit with a gradient, sensor noise, dark ink drawn
       off-centre, JPEG quality 85
     - sheet_photo: a sheet of paper turned 5 to 25 degrees either way on a dark, grey or light desk,
@@ -88,9 +89,11 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
     """
     rng = np.random.default_rng(seed)
     pixels28 = np.asarray(pixels28, dtype=np.uint8)
-    if kind == "canvas_png":
+    if kind in ("canvas_png", "page_png"):
         coverage = canvas(pixels28, 280, offset=tuple(rng.integers(-10, 11, size=2)))
-        rgba = np.zeros((280, 280, 4), dtype=np.uint8)
+        if kind == "page_png":  # each 2x2 square's mean, as the browser halves the canvas
+            coverage = coverage.reshape(140, 2, 140, 2).mean(axis=(1, 3))
+        rgba = np.zeros(coverage.shape + (4,), dtype=np.uint8)
         rgba[..., :3] = 20
         rgba[..., 3] = np.round(coverage * 255)
         return encode(Image.fromarray(rgba, "RGBA"), "PNG")

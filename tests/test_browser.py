@@ -13,6 +13,7 @@ set), where a missing browser is a failure. Screenshots go to ``test-artifacts/`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import math
@@ -22,6 +23,7 @@ import signal
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from PIL import Image
@@ -29,6 +31,8 @@ from PIL import Image
 from images import encode, paper, render_user_digit, synthetic_digit
 from modelgen import publish_corrupt, publish_model
 from server import ServiceProcess
+from shared.model_file import load_model
+from shared.preprocess import WORKING_SIDE, image_to_vector
 from shared.registry import Registry
 from skips import unavailable
 
@@ -282,6 +286,27 @@ def test_drawing_with_the_mouse_shows_the_prediction_and_the_probabilities(page,
     wait_for_answer(page, after=first)
     assert shown(page)["answered_by"] == f"mnist v{version}"
     assert shown(page)["label"] == "0"
+
+
+def test_the_drawing_is_sent_at_the_services_working_size_and_reads_as_the_whole_pad(page, page_registry):
+    """The page sends its pad reduced as the service would reduce it before reading it (by the whole
+    factor that brings it under twice WORKING_SIDE): a quarter of the pixels, the same digit read."""
+    root, version = page_registry
+    with page.expect_request(lambda r: r.method == "POST" and "/models/mnist/predict" in r.url) as sent:
+        draw_zero(page)
+    # Chromium does not show a Blob body to the request event: the page's own export function
+    # (the one the request was made with) gives it again, as many bytes as the request carried.
+    body = base64.b64decode(page.evaluate("""async () => {
+        const bytes = new Uint8Array(await (await canvasBlob()).arrayBuffer());
+        return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join("")); }"""))
+    assert int(sent.value.all_headers()["content-length"]) == len(body)
+    pad = base64.b64decode(page.evaluate("() => document.querySelector('#pad').toDataURL('image/png')").split(",")[1])
+    with Image.open(io.BytesIO(pad)) as whole, Image.open(io.BytesIO(body)) as reduced:
+        factor = max(whole.size) // WORKING_SIDE
+        assert factor >= 2 and reduced.size == (whole.width // factor, whole.height // factor)
+    preprocessing = load_model(Registry(root).model_path("mnist", version)).preprocessing
+    difference = np.abs(image_to_vector(body, preprocessing) - image_to_vector(pad, preprocessing))
+    assert difference.max() < 0.01, f"the model's input differs by up to {difference.max():.3f} from the whole pad's"
 
 
 def test_an_uploaded_photo_is_predicted(page, tmp_path):

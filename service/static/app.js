@@ -4,6 +4,10 @@
 "use strict";
 
 const STROKE_WIDTH = 20;        // px on the 280 px canvas: about 2 px of MNIST's 28
+// The service reduces a picture of twice its working size or more by a whole factor before
+// reading it (shared/preprocess.py, WORKING_SIDE = 128: the 280 px pad becomes 140 px). The page
+// sends the drawing at that size: a quarter of the pixels to send and decode, the same digit read.
+const SENT_REDUCTION = 2;
 const STROKE_COLOUR = "#111";
 const AUTO_DELAY_MS = 250;      // after the pen lifts, wait this long for another stroke
 // A digit of several strokes (4, 5, 7) has pauses longer than AUTO_DELAY_MS: the page scrolls to
@@ -300,8 +304,13 @@ function dropUpload() {
 // --------------------------------------------------------------------------- predicting
 
 function canvasBlob() {
+  const sent = document.createElement("canvas");
+  sent.width = el.pad.width / SENT_REDUCTION;
+  sent.height = el.pad.height / SENT_REDUCTION;
+  // Smoothed, a reduction by 2 is the mean of each 2x2 square, as the service's own would be.
+  sent.getContext("2d").drawImage(el.pad, 0, 0, sent.width, sent.height);
   return new Promise((resolve, reject) => {
-    el.pad.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the drawing could not be exported"))), "image/png");
+    sent.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the drawing could not be exported"))), "image/png");
   });
 }
 
