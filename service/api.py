@@ -30,6 +30,7 @@ from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.forward import Model
+from shared.preprocess import format_by_signature
 from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
 
 from .context import service
@@ -226,6 +227,10 @@ def read_inputs() -> tuple[str, object, int | None]:
     settings = service().settings
     if mimetype == "application/json" or mimetype.endswith("+json"):
         raw = read_body()
+        sent_as = format_by_signature(raw)
+        if sent_as is not None:  # a picture sent with the content type of the JSON route
+            raise BadRequest(f"The body is a {sent_as} image, not JSON: send it as it is with Content-Type: "
+                             f'image/{sent_as.lower()}, or base64 in {{"images": ["<base64>"]}}.', code="malformed_json")
         refuse_too_many_numbers(raw, len(PredictRequest.model_fields) - 1, "send large batches as application/x-npy")
         payload = parse_json(raw)
         if not isinstance(payload, dict):

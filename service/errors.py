@@ -149,6 +149,10 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
         elif item["type"] == "too_short" and isinstance(item["input"], list):  # "... after validation, not 0"
             least = item["ctx"]["min_length"]
             message = f"must hold at least {least} item{'s' if least > 1 else ''}, not {len(item['input'])}"
+        elif item["type"] in ("int_type", "int_parsing", "int_from_float"):  # "Input should be a valid integer"
+            value = item["input"]
+            given = repr(value) if type(value) is float else json_type_name(value)
+            message = f"must be an integer such as 3, not {given}"
         else:
             message = item["msg"].removeprefix("Value error, ")
         details.append({"field": field, "message": message})

@@ -313,7 +313,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
                 upright = upright.crop(_pixel_box(region, upright.size))
             return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
     except UnidentifiedImageError as err:
-        stored_as = _format_by_signature(data)
+        stored_as = format_by_signature(data)
         if stored_as:
             raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
                                    "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
@@ -444,7 +444,7 @@ def _mcus(frame: dict, components: list[int]) -> int:
     return math.ceil(frame["width"] / (8 * h_max)) * math.ceil(frame["height"] / (8 * v_max))
 
 
-def _format_by_signature(data: bytes) -> str | None:
+def format_by_signature(data: bytes) -> str | None:
     """The accepted format ``data`` begins like, if any."""
     head = bytes(data[:12])
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":

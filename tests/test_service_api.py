@@ -473,10 +473,11 @@ def test_an_error_from_a_model_version_names_it_in_the_headers(client):
     assert "X-Model-Version" not in unknown.headers  # no version answered
 
 
-@pytest.mark.parametrize("top_k", [True, "3", 1e2, 2.0])
-def test_top_k_in_json_must_be_an_integer(client, top_k):
+@pytest.mark.parametrize("top_k, given", [(True, "a boolean (true)"), ("3", "a string ('3')"), (1e2, "100.0"),
+                                          (2.5, "2.5"), (1e23, "1e+23")])
+def test_top_k_in_json_must_be_an_integer(client, top_k, given):
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": top_k})
-    assert_error(response, 422, "invalid_input", "top_k: Input should be a valid integer")
+    assert_error(response, 422, "invalid_input", f"top_k: must be an integer such as 3, not {given}.")
 
 
 def test_top_k_in_the_query_string_is_read_from_text(client):
@@ -503,9 +504,15 @@ def test_top_k_given_twice_in_a_form_is_refused_as_in_the_query_string(client):
     assert body["details"] == [{"field": "top_k", "message": "repeated"}]
 
 
+def test_a_picture_sent_as_json_is_told_to_send_its_own_content_type(client):
+    body = assert_error(client.post("/predict", data=DIGIT_PNG, content_type="application/json"), 400,
+                        "malformed_json", "The body is a PNG image, not JSON: send it as it is with Content-Type: image/png")
+    assert "codec" not in body["error"]
+
+
 def test_two_problems_in_a_body_are_counted_in_words(client):
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": "x", "extra": 1})
-    assert_error(response, 422, "invalid_input", "top_k: Input should be a valid integer (and 1 more problem).")
+    assert_error(response, 422, "invalid_input", "top_k: must be an integer such as 3, not a string ('x') (and 1 more problem).")
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": "x", "extra": 1, "more": 2})
     assert_error(response, 422, "invalid_input", "(and 2 more problems).")
 
@@ -721,7 +728,7 @@ def test_labels(client, registry):
                  "invalid_label")
     for version in (True, "1", 1.0):
         assert_error(client.put("/models/mnist/labels/flag", json={"version": version}, headers=AUTH), 422,
-                     "invalid_input", "version: Input should be a valid integer")
+                     "invalid_input", "version: must be an integer such as 3, not ")
     empty = client.put("/models/mnist/labels/canary", content_type="application/json", headers=AUTH)
     assert_error(empty, 400, "empty_body", '{"version": 3}')
     assert serving_state(registry)["labels"] == {"canary": 2}
