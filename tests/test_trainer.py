@@ -843,6 +843,18 @@ def test_a_run_says_which_task_an_npz_target_gave(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("data: Dataset('flags', regression, target 'y', train (48, 3)")
 
 
+def test_a_run_says_how_many_rows_it_trains_on(tmp_path, capsys):
+    """The dataset's line names the whole file; the next says what --limit-train and the validation
+    split left to train on."""
+    path = tmp_path / "flags.npz"
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 1, "--no-progress",
+                   "--limit-train", 40, "--val-fraction", 0.25, "--output", tmp_path / "out") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "rows: 30 to train (of the first 40 of 48: --limit-train), 10 to validate, 12 to test"
+
+
 @pytest.mark.parametrize("batchnorm", ["off", "folded", "explicit"])
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu(alpha=0.3)"])
 def test_the_service_answers_what_the_trainer_computes(tmp_path, blobs_npz, wine_csv, monkeypatch, capsys,

@@ -199,6 +199,15 @@ def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
     return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling)
 
 
+def rows_line(prepared: Prepared, config: TrainConfig) -> str:
+    """How many rows train, validate and test: the dataset's line above names the whole file."""
+    train = f"{len(prepared.x_train):,} to train"
+    if config.limit_train and config.limit_train < len(prepared.dataset.x_train):
+        train += f" (of the first {config.limit_train:,} of {len(prepared.dataset.x_train):,}: --limit-train)"
+    validate = len(prepared.x_val) if prepared.x_val is not None else 0
+    return f"rows: {train}, {validate:,} to validate, {len(prepared.dataset.x_test):,} to test"
+
+
 def normalize(x: np.ndarray, normalization: dict) -> np.ndarray:
     """``(x - mean) / std`` as a new float32 array, without a temporary of the same size (MNIST's
     training images are 170 MB)."""
@@ -674,6 +683,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         check_output_folder(Path(output_dir))
     report.require_plotting()
     prepared = prepare(dataset, config)
+    log(rows_line(prepared, config))
     if dataset.labels is not None:  # a classifier
         untrained = sorted(set(range(dataset.n_classes)) - set(np.unique(prepared.y_train).tolist()))
         if untrained:  # its output unit learns only "never": each of its test rows is scored wrong
