@@ -14,12 +14,13 @@ import json
 import math
 import os
 import zipfile
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ModelFileError, read_json
+from .errors import ModelFileError, read_json, shortened
 from .forward import ACTIVATIONS, Model, input_normalization, output_scaling
 from .preprocess import parse_image_spec
 from .registry import NotRegularFile, open_regular_file
@@ -231,9 +232,10 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
         raise ModelFileError(path, f"manifest says version {version} but the file is in folder {expect_version}")
     if manifest.get("task") not in TASKS:
         raise ModelFileError(path, f"task {manifest.get('task')!r} is not one of {', '.join(TASKS)}")
-    for key in ("input", "output", "parameters"):
+    for key in ("input", "output", "parameters", "training", "metrics"):
         _require(path, manifest, key, dict)
     _require(path, manifest, "layers", list)
+    _check_provenance(path, manifest)
     shape = manifest["input"].get("shape")
     if not (isinstance(shape, list) and len(shape) == 1 and _is_int(shape[0]) and shape[0] > 0):
         raise ModelFileError(path, f"input.shape {shape!r} must be a list of one positive integer")
@@ -243,10 +245,36 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
         if shape[0] != 784:
             raise ModelFileError(path, f"an image model takes 784 inputs (28x28), the manifest says {shape[0]}")
         _check_image_preprocessing(path, manifest["input"].get("preprocessing"), shape[0])
-    if manifest["input"].get("normalization") is not None and not isinstance(manifest["input"]["normalization"], dict):
-        raise ModelFileError(path, "input.normalization must be an object with mean and std")
-    if manifest["output"].get("scaling") is not None and not isinstance(manifest["output"]["scaling"], dict):
-        raise ModelFileError(path, "output.scaling must be an object with mean and std")
+    if manifest["input"].get("dtype") != "float32":
+        raise ModelFileError(path, f"input.dtype is {manifest['input'].get('dtype')!r}; the network takes 'float32'")
+    # Without them the inputs or outputs would be used unscaled, and every answer silently wrong.
+    if not isinstance(manifest["input"].get("normalization"), dict):
+        raise ModelFileError(path, "input.normalization must be an object with mean and std "
+                                   "([0.0] and [1.0] for inputs the network takes as they are)")
+    if manifest["task"] == "regression":
+        if not isinstance(manifest["output"].get("scaling"), dict):
+            raise ModelFileError(path, "output.scaling of a regression must be an object with the target's mean and std "
+                                       "(0.0 and 1.0 for outputs that are the target as it is)")
+        if not isinstance(manifest["output"].get("target"), str):
+            raise ModelFileError(path, "output.target must name the regression's target")
+
+
+def _check_provenance(path: Path, manifest: dict) -> None:
+    """What the model was made from and how well it did (SPEC §3): when, the training run's config
+    and dataset, and the split its metrics were measured on."""
+    created = _require(path, manifest, "created_at", str)
+    try:
+        datetime.fromisoformat(created)
+    except ValueError:
+        raise ModelFileError(path, f"created_at {shortened(created, 40)!r} is not an ISO 8601 date and time") from None
+    training = manifest["training"]
+    if not isinstance(training.get("config"), dict):
+        raise ModelFileError(path, "training.config must be an object: the trainer's settings")
+    dataset = training.get("dataset")
+    if not (isinstance(dataset, dict) and isinstance(dataset.get("name"), str)):
+        raise ModelFileError(path, "training.dataset must be an object naming the dataset (name)")
+    if not isinstance(manifest["metrics"].get("split"), str):
+        raise ModelFileError(path, "metrics.split must say which split the metrics were measured on")
 
 
 def _is_int(value) -> bool:

@@ -173,6 +173,14 @@ def lying_input_size(folder: Path, version: int, ctx: Context) -> None:
     write_npz(folder / MODEL_FILE, consistent(version, change))
 
 
+def no_normalization(folder: Path, version: int, ctx: Context) -> None:
+    """A consistent file whose manifest lost its input normalisation: loaded, it would answer
+    plausible labels from unnormalised inputs, every one of them wrong in scale."""
+    def change(arrays, manifest):
+        del manifest["input"]["normalization"]
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
 def wrong_name(folder: Path, version: int, ctx: Context) -> None:
     """A valid model of another name copied into this model's folder."""
     arrays, manifest = model_parts("fashion", version)
@@ -255,6 +263,7 @@ HOSTILE = [
     Hostile("shapes that do not chain", shapes_do_not_chain, "shapes do not chain"),
     Hostile("NaN weights", nan_weights, "holds NaN or infinite values"),
     Hostile("manifest lies about the input size", lying_input_size, "receives 784 features: shapes do not chain"),
+    Hostile("manifest without its input normalisation", no_normalization, "input.normalization must be an object"),
     Hostile("another model's file", wrong_name, "manifest names model 'fashion'"),
     Hostile("symlink outside the registry", link_outside, "outside the registry"),
     Hostile("file over the size limit", over_size_limit, f"over the limit of {MAX_MODEL_BYTES}"),

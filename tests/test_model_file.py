@@ -49,7 +49,9 @@ def tiny_model(task="classification", batchnorm=False, seed=0):
         "name": "tiny", "version": 1, "created_at": "2026-01-01T00:00:00+00:00", "task": task,
         "input": {"kind": "vector", "shape": [6], "dtype": "float32",
                   "normalization": {"mean": [0.5] * 6, "std": [2.0] * 6}},
-        "output": output, "layers": layers, "training": {}, "metrics": {},
+        "output": output, "layers": layers,
+        "training": {"config": {}, "seed": 0, "epochs_run": 0, "dataset": {"name": "random", "files": {}}},
+        "metrics": {"split": "none"},
     }
     return arrays, manifest
 
@@ -247,7 +249,7 @@ def _image_manifest_change(manifest, **preprocessing):
 
 
 @pytest.mark.parametrize("task, change, match", [
-    ("regression", lambda m: m["output"].update(scaling=[1, 2]), "output.scaling must be an object"),
+    ("regression", lambda m: m["output"].update(scaling=[1, 2]), "output.scaling of a regression must be an object"),
     ("regression", lambda m: m["output"].update(scaling={"mean": float("nan"), "std": 1.0}), "output.scaling needs"),
     ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": 0.0}), "output.scaling needs"),
     ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": -2.0}), "output.scaling needs"),
@@ -263,6 +265,30 @@ def _image_manifest_change(manifest, **preprocessing):
 def test_manifest_values_the_forward_pass_cannot_use_are_refused(tmp_path, task, change, match):
     """Each of these once loaded (and then predicted NaN, a constant, or raised a bare Python
     error in the loader): a bad file must give one ModelFileError naming it."""
+    arrays, manifest = saved(tmp_path, task=task)
+    change(manifest)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", match)
+
+
+@pytest.mark.parametrize("task, change, match", [
+    ("classification", lambda m: m["input"].pop("normalization"), r"input.normalization must be an object .*\[0.0\]"),
+    ("regression", lambda m: m["output"].pop("scaling"), "output.scaling of a regression must be an object"),
+    ("regression", lambda m: m["output"].pop("target"), "output.target must name the regression's target"),
+    ("classification", lambda m: m["input"].update(dtype="float64"), "input.dtype is 'float64'"),
+    ("classification", lambda m: m["input"].pop("dtype"), "input.dtype is None"),
+    ("classification", lambda m: m.pop("created_at"), "created_at' is missing"),
+    ("classification", lambda m: m.update(created_at="yesterday"), "created_at 'yesterday' is not an ISO 8601"),
+    ("classification", lambda m: m.pop("training"), "training' is missing"),
+    ("classification", lambda m: m["training"].pop("config"), "training.config must be an object"),
+    ("classification", lambda m: m["training"].update(dataset={"files": {}}), "training.dataset must be an object naming"),
+    ("classification", lambda m: m.update(metrics=[]), "metrics' is missing or not a dict"),
+    ("classification", lambda m: m["metrics"].pop("split"), "metrics.split must say which split"),
+])
+def test_a_manifest_without_what_the_format_requires_is_refused(tmp_path, task, change, match):
+    """SPEC §3's manifest: without its input normalisation or a regression's output scaling the
+    answers would be silently wrong; without its date, training record and metrics' split, where the
+    model came from and how good it is could not be told."""
     arrays, manifest = saved(tmp_path, task=task)
     change(manifest)
     rewrite(tmp_path / "model.npz", arrays, manifest)

@@ -479,7 +479,7 @@ def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: l
                         "files": dataset.files},
             "numpy": np.__version__,
         },
-        "metrics": {},
+        "metrics": {"split": dataset.split},  # the scores follow, measured on the written file
     }
 
 
