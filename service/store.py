@@ -718,8 +718,7 @@ class ModelStore:
         A label this worker does not know yet may have been set through another one just now: a
         client labels a version and predicts through the label at once, as the README shows."""
         slot = self.slot(name)
-        version = slot.labels.get(label)
-        if version is None:
+        if label not in slot.labels:
             self._read_serving_now(slot)
         labels = slot.labels  # replaced whole, never changed in place: read once
         version = labels.get(label)
