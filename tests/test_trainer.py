@@ -331,6 +331,18 @@ def test_summary_and_gradcheck_commands():
     assert "all gradients match" in done.stdout
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc' (see python -m trainer train --help)"),
+    (["evaluate", "--version", "x"], "argument --version: expected a whole number, got 'x'"),
+    (["evalute"], "invalid choice: 'evalute'"),
+])
+def test_a_mistyped_flag_is_refused_in_one_line(capsys, args, message):
+    with pytest.raises(SystemExit) as exited:
+        run_cli(*args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+
+
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err
@@ -351,6 +363,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     ("patience = 3\nval_fraction = 0.0", "early stopping (patience) watches the validation loss"),
     ("refit = true\nval_fraction = 0.0", "refit retrains for the epoch count validation picked"),
     ("batchnorm = true\nbatch_size = 1", "batch norm normalises each feature over a batch: batch_size must be 2"),
+    ("warmup_epochs = 6\nepochs = 6", "warmup_epochs 6 takes the whole run of 6 epochs"),
     ('optimizer = "sgd(lr=0.5)"', "sets lr: give it with --lr"),
     ('optimizer = "adamw(weight_decay=0.5)"', "sets weight_decay: give it with --weight-decay"),
     ('schedule = "cosine(lr=0.1)"', "sets lr: give it with --lr"),
@@ -774,6 +787,20 @@ def animals_model(tmp_path):
                    "--hidden", 16, "--epochs", 60, "--batch-size", 16, "--no-progress", "--publish",
                    "--registry", registry) == 0
     return registry
+
+
+def test_evaluate_knows_the_file_it_trained_on_under_another_name(tmp_path, animals_model, capsys):
+    """A copy of the training file, renamed, was scored whole as a file the model never saw: its
+    training rows counted, and the figure was inflated. It is the same file by its SHA-256."""
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals") == 0
+    held_out = capsys.readouterr().out
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes((tmp_path / "animals.csv").read_bytes())
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--data-path", copy) == 0
+    out = capsys.readouterr().out
+    assert "not trained on" not in out
+    assert re.search(r"\(n=\d+\)", out)[0] == re.search(r"\(n=\d+\)", held_out)[0]  # the same held-out rows
 
 
 def test_evaluate_matches_a_files_classes_to_the_models_by_name(tmp_path, animals_model, capsys):

@@ -49,7 +49,7 @@ except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so
     _print_while_read(sys.stderr, [f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}"])
     raise SystemExit(2) from None
 from .datasets import DatasetError
-from .download import DownloadError
+from .download import DownloadError, sha256_file
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
@@ -259,7 +259,7 @@ def cmd_evaluate(args) -> int:
     trained_files = _object(recorded_dataset.get("files"))
     # A file the model never saw: every row of it is a test row, not only the share a training run
     # would have held out of it (so a file of one row is scored too).
-    unseen_file = bool(trained_files) and path is not None and Path(path).name not in trained_files
+    unseen_file = bool(trained_files) and path is not None and not _is_trained_file(Path(path), trained_files)
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,
@@ -283,11 +283,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _is_trained_file(path: Path, trained_files: dict) -> bool:
+    """Whether the model trained on the file at ``path``: one of that name, or the same bytes under
+    another name (a copy), by the SHA-256 its manifest records."""
+    if path.name in trained_files:
+        return True
+    try:
+        return sha256_file(path) in trained_files.values()
+    except OSError:
+        return False  # reading the dataset says what is wrong with it
+
+
 def _scored_rows(dataset, trained_files: dict, trained_name, unseen_file: bool, what: str):
     """The dataset with the rows to score as its test split: every row of files the model never saw,
     the held-out rows of those it trained on. Files it trained on read together with others are
-    refused: the split drawn from them all would hold rows it trained on."""
-    read, trained = set(dataset.files), set(trained_files)
+    refused: the split drawn from them all would hold rows it trained on. A file is the one it
+    trained on by its name or by its bytes (a copy under another name)."""
+    trained_name_of = {sha: file for file, sha in trained_files.items()}
+    read, trained = {trained_name_of.get(sha, file) for file, sha in dataset.files.items()}, set(trained_files)
     drawn = len(dataset.x_train) > 0  # not an official test split read alone
     if trained and read and not read & trained and (drawn or unseen_file):
         return dataclasses.replace(
@@ -471,8 +484,16 @@ def cmd_summary(args) -> int:
     return 0
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A mistyped flag or value is refused in one line, as every other error is, not after the
+    whole usage block (``--help`` shows that). Subcommands' parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = OneLineErrors(prog="python -m trainer", description=__doc__.split("\n\n")[0].replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("train", help="train a network and save or publish it")

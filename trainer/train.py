@@ -120,6 +120,9 @@ class TrainConfig:
             if self.refit:
                 raise ValueError("refit retrains for the epoch count validation picked: "
                                  "set val_fraction above 0")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} takes the whole run of {self.epochs} epochs: the "
+                             "learning rate would never reach lr nor follow the schedule; give fewer than epochs")
         if self.batchnorm and self.batch_size < 2:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
