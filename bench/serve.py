@@ -162,9 +162,11 @@ def payloads() -> list[Payload]:
     small_png = render_user_digit(digit, "inverted_mnist")
     vector = np.round(digit.reshape(-1) / 255, 4).tolist()
     return [
-        Payload("image", "image/png", png, f"PNG digit, 280x280 RGBA: a browser canvas exported whole ({len(png):,} bytes)"),
+        Payload("image", "image/png", png,
+                f"PNG digit, 280x280 RGBA: a browser canvas exported whole ({len(png):,} bytes)"),
         Payload("image140", "image/png", page_png,
-                f"PNG digit, 140x140 RGBA as the drawing page sends it, its 280x280 pad halved ({len(page_png):,} bytes)"),
+                f"PNG digit, 140x140 RGBA as the drawing page sends it, its 280x280 pad halved "
+                f"({len(page_png):,} bytes)"),
         Payload("image28", "image/png", small_png, f"PNG digit, 28x28 grey like an MNIST file ({len(small_png):,} bytes)"),
         Payload("vector", "application/json", json.dumps({"inputs": vector}).encode(),
                 "one 784-value vector as JSON"),

@@ -230,7 +230,8 @@ def read_inputs() -> tuple[str, object, int | None]:
         sent_as = format_by_signature(raw)
         if sent_as is not None:  # a picture sent with the content type of the JSON route
             raise BadRequest(f"The body is a {sent_as} image, not JSON: send it as it is with Content-Type: "
-                             f'image/{sent_as.lower()}, or base64 in {{"images": ["<base64>"]}}.', code="malformed_json")
+                             f'image/{sent_as.lower()}, or base64 in {{"images": ["<base64>"]}}.',
+                             code="malformed_json")
         refuse_too_many_numbers(raw, len(PredictRequest.model_fields) - 1, "send large batches as application/x-npy")
         payload = parse_json(raw)
         if not isinstance(payload, dict):

@@ -253,8 +253,8 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
                                    "([0.0] and [1.0] for inputs the network takes as they are)")
     if manifest["task"] == "regression":
         if not isinstance(manifest["output"].get("scaling"), dict):
-            raise ModelFileError(path, "output.scaling of a regression must be an object with the target's mean and std "
-                                       "(0.0 and 1.0 for outputs that are the target as it is)")
+            raise ModelFileError(path, "output.scaling of a regression must be an object with the target's mean "
+                                       "and std (0.0 and 1.0 for outputs that are the target as it is)")
         if not isinstance(manifest["output"].get("target"), str):
             raise ModelFileError(path, "output.target must name the regression's target")
 

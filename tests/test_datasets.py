@@ -203,6 +203,18 @@ def test_csv_missing_target_column(tmp_path):
         load_dataset("csv", path=path, target="species", task="classification")
 
 
+def test_a_csv_that_cannot_be_read_says_why(tmp_path):
+    """A missing file or a folder was "cannot read as UTF-8 text: [Errno 2] ...", and an npz given as
+    a csv got a bare decoding error."""
+    with pytest.raises(DatasetError, match=r"absent.csv: cannot read: No such file or directory$"):
+        load_dataset("csv", path=tmp_path / "absent.csv", target="kind", task="classification")
+    with pytest.raises(DatasetError, match=r": cannot read: Is a directory$"):
+        load_dataset("csv", path=tmp_path, target="kind", task="classification")
+    np.savez(tmp_path / "arrays.npz", x=np.zeros((4, 2)), y=np.zeros(4))
+    with pytest.raises(DatasetError, match=r"arrays.npz: cannot read as UTF-8 text: .* use --dataset npz\)$"):
+        load_dataset("csv", path=tmp_path / "arrays.npz", target="y", task="regression")
+
+
 def test_csv_non_numeric_feature_names_row_and_column(tmp_path):
     rows = list(ROWS)
     rows[3] = (4.0, "4.0.1", "bird")

@@ -711,9 +711,14 @@ def _class_names(labels: np.ndarray, path: Path) -> list[str]:
 
 def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        npz = " (it is a zip archive, as an .npz is: use --dataset npz)" if data.startswith(b"PK\x03\x04") else ""
+        raise DatasetError(f"{path}: cannot read as UTF-8 text: {exc}{npz}") from exc
     header, rows = _parse_csv_text(text, path)
     return _numeric_table(header, rows, path, target, task)
 

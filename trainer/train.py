@@ -105,7 +105,8 @@ class TrainConfig:
         optimizer = parse_spec(self.optimizer)
         if (self.momentum is not None or "momentum" in optimizer[2]) and optimizer[0] not in ("momentum", "nesterov"):
             raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not {optimizer[0]!r}: "
-                             "leave it unset or choose one of those")
+                             "leave it unset (take it out of the --config file, if it is set there) "
+                             "or choose one of those")
         for key, own in OWN_KEYS.items():
             repeated = [k for k in parse_spec(getattr(self, key))[2] if k in own]
             if repeated:
