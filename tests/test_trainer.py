@@ -259,6 +259,18 @@ def test_overfit_judges_the_memorised_subset_in_inference_mode(blobs_npz, capsys
     assert "ok: the network can memorise a tiny subset" in capsys.readouterr().out
 
 
+def test_overfit_is_not_fooled_by_one_example_right_at_chances_loss(blobs_npz, capsys):
+    """One example "memorised" after an epoch at a loss near ln(3) passed, and a run cut short by the
+    user's --epochs was told "something is wrong"."""
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 1, "--hidden", 8) == 0
+    loss = float(re.search(r"loss ([0-9.]+)", capsys.readouterr().out)[1])
+    assert loss < 0.5 * math.log(3)
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32, "--hidden", 8,
+                   "--epochs", 1, "--lr", 1e-6) == 1
+    out = capsys.readouterr().out
+    assert "not memorised in the 1 epoch given: leave --epochs out to train until it is" in out
+
+
 def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, capsys):
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,
                    "--hidden", 32, "--epochs", 5, "--lr", 1e-12, "--dropout", 0.5) == 1
