@@ -355,6 +355,20 @@ def test_a_mistyped_flag_is_refused_in_one_line(capsys, args, message):
     assert exited.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
 
 
+def test_a_setting_given_twice_is_refused_not_left_to_the_last(tmp_path, blobs_npz, capsys):
+    """leaky_relu(alpha=0.2, alpha=0.3) trained with 0.3, and a config file's batch-size and
+    batch_size both set gave the second, without a word."""
+    assert "alpha is given more than once" in refused(
+        capsys, "train", "--activation", "leaky_relu(alpha=0.2, alpha=0.3)", "--output", tmp_path / "a")
+    config = tmp_path / "run.toml"
+    config.write_text("batch-size = 7\nbatch_size = 9\n")
+    assert refused(capsys, "train", "--config", config, "--output", tmp_path / "b") == (
+        f"config {config} sets batch_size twice (written with - and with _): keep one")
+    # summary, given a data file without its kind, printed the default network as if it had none
+    assert refused(capsys, "summary", "--data-path", blobs_npz) == (
+        "--data-path describes a csv or npz file: add --dataset csv or --dataset npz")
+
+
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err

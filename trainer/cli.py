@@ -169,7 +169,11 @@ def config_values(args: argparse.Namespace) -> dict:
             values = tomllib.loads(args.config.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad writes
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise CommandError(f"cannot read config {args.config}: {e}") from None
-        values = {k.replace("-", "_"): v for k, v in values.items()}
+        keys = [k.replace("-", "_") for k in values]
+        if twice := sorted({k for k in keys if keys.count(k) > 1}):
+            raise CommandError(f"config {args.config} sets {', '.join(twice)} twice (written with - and with _): "
+                               "keep one")
+        values = dict(zip(keys, values.values()))
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
@@ -479,6 +483,10 @@ def cmd_summary(args) -> int:
     config = config_from_args(args, values)
     shape_flags = [f"--{flag}" for flag in ("inputs", "outputs", "task-kind")
                    if getattr(args, flag.replace("-", "_")) is not None]
+    file_flags = [f"--{key.replace('_', '-')}" for key in ("data_path", "target") if values.get(key) is not None]
+    if file_flags and "dataset" not in values:  # the file would be passed over for the default shape
+        raise CommandError(f"{', '.join(file_flags)} {'describe' if len(file_flags) > 1 else 'describes'} a csv or "
+                           "npz file: add --dataset csv or --dataset npz")
     if "dataset" in values:
         if shape_flags:
             raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")

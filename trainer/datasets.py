@@ -228,7 +228,8 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if ignored:
         raise DatasetError(f"{key} is a known dataset ({native_task}" +
                            (", target quality" if key == "wine-quality" else "") +
-                           f"): {', '.join(ignored)} applies to csv and npz files only")
+                           f"): {', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to csv and npz files "
+                           "only (add --dataset csv or --dataset npz)")
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
