@@ -131,7 +131,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
     parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 256 128")
     parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid")
-    parser.add_argument("--init", help="he_normal, he_uniform, xavier_normal, xavier_uniform")
+    parser.add_argument("--init", help="he_normal, he_uniform, xavier_normal, xavier_uniform (glorot_* too), "
+                                       "lecun_normal, normal(std=0.01), zeros (which leaves every unit of a layer "
+                                       "the same: a lesson, not a choice)")
     parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
                         help="fold batch norm into the dense weights in the exported file (default) "
@@ -155,7 +157,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
                              "at the learning rates of those epochs")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seeds the weights, the shuffling, dropout and augmentation, and "
+                                                 "the held-out rows of a csv or npz without a test split of its own")
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bars (training or downloads): one line per epoch")
