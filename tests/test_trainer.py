@@ -369,6 +369,19 @@ def test_a_setting_given_twice_is_refused_not_left_to_the_last(tmp_path, blobs_n
         "--data-path describes a csv or npz file: add --dataset csv or --dataset npz")
 
 
+def test_the_plots_of_a_run_saved_in_a_folder_name_no_version(tmp_path, blobs_npz, monkeypatch):
+    """Saved with --output, a run's plots said "blobs v1", and still did once published as v2."""
+    titles = []
+    plot = report.plot_learning_curves
+    monkeypatch.setattr(report, "plot_learning_curves", lambda path, history, title: (titles.append(title),
+                                                                                       plot(path, history, title)))
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--output", tmp_path / "run") == 0
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", tmp_path / "models") == 0
+    assert titles == ["blobs", "blobs v1"]
+
+
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err

@@ -498,8 +498,10 @@ def score(model: Model, x: np.ndarray, y: np.ndarray, split: str) -> dict:
 
 
 def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prepared: Prepared,
-                  history: list[dict], make_plots: bool = True) -> dict:
-    """Write model.npz (with test metrics measured on the written file) and its extras."""
+                  history: list[dict], make_plots: bool = True, *, published: bool = True) -> dict:
+    """Write model.npz (with test metrics measured on the written file) and its extras. The plots
+    name the version only when it is ``published``: a run saved in a folder is numbered when
+    ``publish`` puts it into a registry, and its plots go with it."""
     manifest = {**manifest, "version": version}
     model_path = folder / MODEL_FILE
     save_model(model_path, arrays, manifest)
@@ -509,7 +511,7 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     save_model(model_path, arrays, manifest)
     report.write_metrics(folder / METRICS_FILE, history, metrics)
     if make_plots and history:
-        title = f"{manifest['name']} v{version}"
+        title = f"{manifest['name']} v{version}" if published else manifest["name"]
         searched = [row for row in history if not row.get("refit")]
         report.plot_learning_curves(folder / CURVES_FILE, searched, title)
         if "confusion" in metrics:
@@ -579,7 +581,7 @@ def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared,
         try:
             new.mkdir()
             earlier.mkdir()
-            metrics = write_version(new, 1, arrays, manifest, prepared, history)
+            metrics = write_version(new, 1, arrays, manifest, prepared, history, published=False)
             _swap_in(folder, new, earlier)
         except OSError as e:  # a disk that filled during the training, say
             raise ValueError(f"cannot write the model into {folder}: {e.strerror or e}; "
