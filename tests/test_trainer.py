@@ -382,6 +382,20 @@ def test_the_plots_of_a_run_saved_in_a_folder_name_no_version(tmp_path, blobs_np
     assert titles == ["blobs", "blobs v1"]
 
 
+def test_a_regression_reports_its_validation_error_in_the_targets_units(tmp_path, capsys):
+    """Its losses are the standardised target's (0.1 beside a test RMSE of 0.8 looked like a bug):
+    each epoch also gives the validation RMSE in the target's own units, as the test score is."""
+    path = tmp_path / "prices.npz"
+    x = np.random.default_rng(0).normal(size=(400, 3))
+    np.savez(path, x=x, y=100 + 30 * x[:, 0] + np.random.default_rng(1).normal(scale=5, size=400))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 3, "--no-progress",
+                   "--val-fraction", 0.2, "--output", tmp_path / "run") == 0
+    assert "val_rmse=" in capsys.readouterr().out
+    std = load_model(tmp_path / "run" / "model.npz").manifest["output"]["scaling"]["std"]
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][:-1]
+    assert [row["val_rmse"] for row in epochs] == pytest.approx([math.sqrt(row["val_loss"]) * std for row in epochs])
+
+
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err

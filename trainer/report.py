@@ -105,7 +105,7 @@ def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", markersize=3, label="validation" if split == "val" else split)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(metric if has_accuracy or metric != "loss" else "loss (MSE of the standardised target)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)

@@ -362,6 +362,8 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
             row["val_loss"], val_accuracy = evaluate_network(network, x_val, y_val, task)
             if val_accuracy is not None:
                 row["val_accuracy"] = val_accuracy
+            if prepared.target_scaling is not None:  # the loss is the standardised target's: this is the target's
+                row["val_rmse"] = math.sqrt(row["val_loss"]) * prepared.target_scaling["std"]
         # The last step of an epoch can overflow the weights after its own loss was computed:
         # say so here, not as an unsavable model file at the end of the run.
         if not (math.isfinite(row.get("val_loss", 0.0))
