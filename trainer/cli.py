@@ -48,7 +48,7 @@ except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so
         raise
     _print_while_read(sys.stderr, [f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}"])
     raise SystemExit(2) from None
-from .datasets import DatasetError
+from .datasets import DATASETS, DatasetError
 from .download import DownloadError, sha256_file
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
@@ -388,6 +388,9 @@ def _classes_of(model, dataset, what: str):
         unknown = [label for label, ok in zip(dataset.labels, known) if not ok]
         raise CommandError(f"{dataset.name} holds classes {what} does not know: {', '.join(unknown)} (its "
                            f"classes: {', '.join(labels)}): score it on the classes it was trained on")
+    if named and dataset.name in DATASETS:  # its classes' names are the dataset's own: none is the model's
+        raise CommandError(f"{dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are none of {what}'s "
+                           f"({', '.join(labels[:4])}, ...): score it on the dataset it was trained on")
     classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
     if classes > len(labels) or int(dataset.y_test.max()) >= len(labels):
         raise CommandError(f"{what} tells {len(labels)} classes apart; {dataset.name} "
