@@ -43,6 +43,10 @@ DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BLANK = (f"the image is blank: no ink stands out from the paper (it must differ from it by {MIN_CONTRAST:.0%} of the "
          "range from white to black or more, and a transparent background counts as white paper); draw darker")
+# What stands out is one solid four-sided shape over much of the image: a sheet of paper on a desk,
+# or a block of ink, and nothing is drawn on it.
+BLANK_SHEET = ("the image is blank: what stands out is a solid shape over much of it, taken for a sheet of paper, "
+               "with nothing drawn on it; draw the digit in strokes, or photograph the page it is written on")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
@@ -86,7 +90,10 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     sheet = _sheet(ink, bounds) if fit == "digit" else None
     if sheet is not None:
-        ink = _ink_on_sheet(grey, sheet)
+        try:
+            ink = _ink_on_sheet(grey, sheet)
+        except InvalidInput:
+            raise InvalidInput(BLANK_SHEET) from None
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     elif fit == "digit":
         ink, bounds = _without_frame(*_without_edge_strips(ink, bounds))

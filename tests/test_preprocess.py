@@ -468,8 +468,16 @@ def test_a_solid_round_blob_is_not_a_sheet():
 def test_an_empty_sheet_on_a_desk_is_blank():
     photo = np.full((600, 800), 60, dtype=np.uint8)
     photo[100:500, 200:600] = 235
-    with pytest.raises(InvalidInput, match="blank"):
+    with pytest.raises(InvalidInput, match="blank: what stands out is a solid shape .* taken for a sheet of paper"):
         image_to_vector(encode(Image.fromarray(photo), "PNG"), DIGIT)
+
+
+def test_a_solid_block_of_ink_is_named_as_such_not_as_paper_without_ink():
+    """A bar 80 px wide on a white canvas was refused with "no ink stands out from the paper"."""
+    canvas = np.full((280, 280), 255, dtype=np.uint8)
+    canvas[40:240, 100:180] = 0
+    with pytest.raises(InvalidInput, match="a solid shape over much of it, taken for a sheet of paper"):
+        image_to_vector(encode(Image.fromarray(canvas), "PNG"), DIGIT)
 
 
 def test_an_mnist_style_image_comes_back_as_itself(reference):
