@@ -7,7 +7,7 @@ on a copy of the registry in a temporary folder (the committed models are never 
 the registry has no ``mnist`` and ``iris`` models, small generated ones stand in). ``--clients``
 threads send requests back to back, as fast as the service answers, from this mix:
 
-- ``image``: a 280x280 RGBA canvas drawing as ``image/png`` (the drawing page's request)
+- ``image``: a 280x280 RGBA canvas drawing as ``image/png`` (a canvas sent whole; the drawing page halves it)
 - ``upload``: a photo of a digit on paper, as a multipart form file (JPEG)
 - ``base64``: two 28x28 digits as base64 strings in JSON
 - ``vector``: one vector as JSON, to the vector model

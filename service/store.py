@@ -59,7 +59,7 @@ from .errors import Conflict, NotFound, NotReady, access_advice
 log = logging.getLogger("scratchnet.store")
 
 MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that could not be read
-SERVING_NOW_WAIT = 2.0  # the longest a request re-reading serving.json waits for a registry pass in progress
+UNLOADED_WAIT = 2.0  # the longest a request to an unloaded model waits for a registry pass in progress
 CHECK_SECONDS = 0.25  # the most a pass spends (past one load) checking versions nothing serves, for their status
 AVAILABLE = "available"
 LOADING = "loading"
@@ -687,25 +687,18 @@ class ModelStore:
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
-    def _unloaded_now(self, slot: ModelSlot, wait: float = SERVING_NOW_WAIT) -> bool:
+    def _unloaded_now(self, slot: ModelSlot, wait: float = UNLOADED_WAIT) -> bool:
         """Whether ``slot``'s model is unloaded, as serving.json says now. A load through another
         worker answers as soon as that worker serves, as Triton's does, so a client infers and
         asks readiness next, before this worker's watcher has looked: an unloaded model has its
-        serving.json read again (only then), waiting up to ``wait`` seconds for a look in progress."""
-        if slot.unloaded:
-            self._read_serving_now(slot, wait)
-        return slot.unloaded
-
-    def _read_serving_now(self, slot: ModelSlot, wait: float = SERVING_NOW_WAIT) -> None:
-        """Read ``slot``'s serving.json again (its few bytes) before a refusal that another worker's
-        admin call may have made wrong since this worker's watcher looked, after this model's look at
-        the registry in progress, if any, for up to ``wait`` seconds (one loading a large version may
-        take longer)."""
-        if slot.refresh_lock.acquire(timeout=wait):
+        few bytes of serving.json read again (only then), after this model's look at the registry
+        in progress, if any, for up to ``wait`` seconds (one loading a large version may take longer)."""
+        if slot.unloaded and slot.refresh_lock.acquire(timeout=wait):
             try:
                 self._apply_serving(slot, *self._read_serving(slot.name))
             finally:
                 slot.refresh_lock.release()
+        return slot.unloaded
 
     def require_loaded(self, name: str) -> None:
         """503 while the model is unloaded (``set_serving`` in service.api), 404 if unknown."""
@@ -718,9 +711,10 @@ class ModelStore:
         A label this worker does not know yet may have been set through another one just now: a
         client labels a version and predicts through the label at once, as the README shows."""
         slot = self.slot(name)
-        if label not in slot.labels:
-            self._read_serving_now(slot)
-        labels = slot.labels  # replaced whole, never changed in place: read once
+        labels = slot.labels  # replaced whole by the watcher, never changed in place: read once
+        if label not in labels:  # serving.json as it is now, without waiting for the watcher's lock
+            state, _ = self._read_serving(name)
+            labels = state["labels"] if state is not None else labels
         version = labels.get(label)
         if version is None:
             known = ", ".join(sorted(labels)) or "none"

@@ -46,7 +46,8 @@ BLANK = (f"the image is blank: no ink stands out from the paper (it must differ 
 # What stands out is one solid four-sided shape over much of the image: a sheet of paper on a desk,
 # or a block of ink, and nothing is drawn on it.
 BLANK_SHEET = ("the image is blank: what stands out is a solid shape over much of it, taken for a sheet of paper, "
-               "with nothing drawn on it; draw the digit in strokes, or photograph the page it is written on")
+               "with no ink found on it; draw the digit in strokes (darker, if they are faint), or crop the "
+               "picture to the digit")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns

@@ -20,7 +20,7 @@ import pytest
 from modelgen import publish_corrupt, publish_model
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
-from service.store import AVAILABLE, SERVING_NOW_WAIT, ModelStore, StoreEvents
+from service.store import AVAILABLE, UNLOADED_WAIT, ModelStore, StoreEvents
 from shared.registry import Registry
 from users import run_as
 
@@ -194,7 +194,7 @@ def test_a_look_at_one_model_never_waits_on_another_models_load(tmp_path, monkey
         started = time.monotonic()
         store.refresh(["small"], validate_all=False)  # what an admin call does before it changes small
         ready, report = store.readiness()
-        assert time.monotonic() - started < SERVING_NOW_WAIT / 2  # neither waited for big's load
+        assert time.monotonic() - started < UNLOADED_WAIT / 2  # neither waited for big's load
         assert store.slot("small").versions[2].status == AVAILABLE and report["models"]["small"]["unloaded"]
         assert store.served("big").version == 1
     assert store.served("big").version == new
@@ -407,7 +407,7 @@ def test_an_admin_look_does_not_wait_for_the_status_checks_of_the_same_model(tmp
     with refreshing_while_loading(store, monkeypatch, 2):  # the pass's checks are loading v2
         started = time.monotonic()
         store.refresh(["mnist"], validate_all=False)
-        assert time.monotonic() - started < SERVING_NOW_WAIT / 2
+        assert time.monotonic() - started < UNLOADED_WAIT / 2
     assert store.slot("mnist").versions[2].status == AVAILABLE
 
 

@@ -370,7 +370,8 @@ def test_a_setting_given_twice_is_refused_not_left_to_the_last(tmp_path, blobs_n
 
 
 def test_the_plots_of_a_run_saved_in_a_folder_name_no_version(tmp_path, blobs_npz, monkeypatch):
-    """Saved with --output, a run's plots said "blobs v1", and still did once published as v2."""
+    """Saved with --output, a run's plots said "blobs v1", a version it did not have (publish numbers it,
+    v2 or v5, and copies the plots as they are): they name the model alone."""
     titles = []
     plot = report.plot_learning_curves
     monkeypatch.setattr(report, "plot_learning_curves", lambda path, history, title: (titles.append(title),
@@ -394,6 +395,20 @@ def test_a_regression_reports_its_validation_error_in_the_targets_units(tmp_path
     std = load_model(tmp_path / "run" / "model.npz").manifest["output"]["scaling"]["std"]
     epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][:-1]
     assert [row["val_rmse"] for row in epochs] == pytest.approx([math.sqrt(row["val_loss"]) * std for row in epochs])
+
+
+def test_a_warm_up_longer_than_the_epochs_refit_picks_does_not_end_the_run(tmp_path, capsys):
+    """Refit retrains for the epoch validation picked, on the searched run's schedule: checked as
+    a run of its own, its warm-up took "the whole run" and the trained model was lost. overfit's
+    warm-up was checked against 10 epochs, not the hundreds it trains for."""
+    path = tmp_path / "noise.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(300, 4)), y=rng.integers(0, 2, 300))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 40, "--warmup-epochs", 3,
+                   "--patience", 3, "--refit", "--lr", 0.05, "--hidden", 64, 64, "--no-progress",
+                   "--output", tmp_path / "run") == 0
+    assert "for 1 epochs" in capsys.readouterr().out  # validation picked the first epoch, within the warm-up
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", path, "--samples", 16, "--warmup-epochs", 20) == 0
 
 
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
@@ -840,6 +855,17 @@ def animals_model(tmp_path):
                    "--hidden", 16, "--epochs", 60, "--batch-size", 16, "--no-progress", "--publish",
                    "--registry", registry) == 0
     return registry
+
+
+def test_a_csv_named_like_a_known_dataset_is_not_taken_for_it(tmp_path, animals_model, capsys):
+    """A file's classes that are none of the model's are scored by index with a note, whatever the
+    file is called: only the known datasets themselves are refused for it."""
+    capsys.readouterr()
+    other = tmp_path / "mnist.csv"
+    other.write_text("x1,x2,kind\n-3,0,dog\n0,3,eel\n3,0,dog\n0,3,eel\n")
+    assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--dataset", "csv",
+                   "--data-path", other, "--target", "kind") == 0
+    assert "each is scored as the model's class of the same index" in capsys.readouterr().err
 
 
 def test_evaluate_knows_the_file_it_trained_on_under_another_name(tmp_path, animals_model, capsys):

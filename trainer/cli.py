@@ -157,8 +157,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
                              "at the learning rates of those epochs")
-    parser.add_argument("--seed", type=int, help="seeds the weights, the shuffling, dropout and augmentation, and "
-                                                 "the held-out rows of a csv or npz without a test split of its own")
+    parser.add_argument("--seed", type=int, help="seeds the weights, the shuffling, dropout and augmentation, the "
+                                                 "validation split, and the held-out test rows of a dataset without "
+                                                 "a test split of its own (a csv, an npz, wine-quality)")
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bars (training or downloads): one line per epoch")
@@ -283,7 +284,8 @@ def cmd_evaluate(args) -> int:
                            "dataset: score it on the kind of data it was trained on")
     y_test = dataset.y_test
     if model.task == "classification":
-        y_test = _classes_of(model, dataset, f"{name} v{version}")
+        y_test = _classes_of(model, dataset, f"{name} v{version}",
+                             known_dataset=dataset_key(dataset_name, path) in DATASETS)
     metrics = train.score(model, x_test, y_test, dataset.split)
     say(f"{name} v{version} on {dataset.name} ({dataset.split})")
     say(report.format_metrics(metrics))
@@ -375,10 +377,11 @@ def _columns_of(model, dataset, what: str):
     return np.ascontiguousarray(dataset.x_test[:, [have.index(column) for column in wanted]])
 
 
-def _classes_of(model, dataset, what: str):
+def _classes_of(model, dataset, what: str, *, known_dataset: bool = False):
     """The test targets as the model's class indices. Classes with names (a CSV's values, an
     npz's labels) are matched by name, so a file holding some of the model's classes, or sorting
-    them otherwise, is scored against the right ones; an npz's bare indices are the model's own."""
+    them otherwise, is scored against the right ones; an npz's bare indices are the model's own.
+    ``known_dataset``: the data is one of the known datasets, whose classes have their own names."""
     labels = list(model.labels)
     named = dataset.labels is not None and not dataset.labels_are_indices
     known = [label in labels for label in dataset.labels] if named else []
@@ -388,7 +391,7 @@ def _classes_of(model, dataset, what: str):
         unknown = [label for label, ok in zip(dataset.labels, known) if not ok]
         raise CommandError(f"{dataset.name} holds classes {what} does not know: {', '.join(unknown)} (its "
                            f"classes: {', '.join(labels)}): score it on the classes it was trained on")
-    if named and dataset.name in DATASETS:  # its classes' names are the dataset's own: none is the model's
+    if named and known_dataset:  # none of the dataset's own class names is the model's: another dataset
         raise CommandError(f"{dataset.name}'s classes ({', '.join(dataset.labels[:4])}, ...) are none of {what}'s "
                            f"({', '.join(labels[:4])}, ...): score it on the dataset it was trained on")
     classes = len(dataset.labels) if dataset.labels is not None else int(dataset.y_test.max()) + 1
@@ -419,13 +422,14 @@ def cmd_overfit(args) -> int:
         raise CommandError(f"overfit trains on --samples examples without a validation split: "
                            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
                            "(--samples N sets the subset's size)")
-    config = config_from_args(args)
+    config = config_from_args(args, {**config_values(args), "warmup_epochs": 0})  # checked with the epochs below
     if config.batchnorm and args.samples < 2:  # the subset is the batch
         raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
                            "with --batchnorm")
     batch_size = min(config.batch_size, args.samples)
-    epochs = args.epochs or max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
-    config = config_from_args(args, {**config.to_dict(), "limit_train": args.samples, "val_fraction": 0.0,
+    default_epochs = max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
+    epochs = args.epochs or default_epochs
+    config = config_from_args(args, {**config_values(args), "limit_train": args.samples, "val_fraction": 0.0,
                                      "patience": None, "refit": False, "progress": False,
                                      "epochs": epochs, "batch_size": batch_size})
     dataset = train.load_config_dataset(config)
@@ -471,9 +475,9 @@ def cmd_overfit(args) -> int:
                                               ("--weight-decay", config.weight_decay)) if on]
         regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
                         "try it without." if regularisers else "")
-        if args.epochs:  # the run may simply have been too short to tell
-            say(f"not memorised in the {args.epochs} epoch{'s' if args.epochs > 1 else ''} given: leave --epochs "
-                f"out to train until it is (at least 200 epochs). If it is not then, something is wrong. {hint}"
+        if epochs < default_epochs:  # the run may simply have been too short to tell
+            say(f"not memorised in the {epochs} epoch{'s' if epochs > 1 else ''} given: leave --epochs out to "
+                f"train until it is (up to {default_epochs} epochs). If it is not then, something is wrong. {hint}"
                 + regularising)
         else:
             say(f"something is wrong: a network this size should memorise a tiny subset. {hint}" + regularising)

@@ -714,7 +714,7 @@ def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.nd
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -40,7 +40,8 @@ def parse_spec(spec: str) -> tuple[str, list, dict]:
     if len(kwargs) < len(node.keywords):  # f(a=1, a=2) parses, and the last would win unseen
         given = [k.arg for k in node.keywords]
         twice = sorted({name for name in given if given.count(name) > 1})
-        raise ValueError(f"cannot parse {shortened(repr(spec))}: {', '.join(twice)} is given more than once")
+        raise ValueError(f"cannot parse {shortened(repr(spec))}: {', '.join(twice)} "
+                         f"{'is' if len(twice) == 1 else 'are'} given more than once")
     return node.func.id.lower(), args, kwargs
 
 

@@ -437,7 +437,9 @@ def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=prin
     merged = dataclasses.replace(
         prepared, x_train=np.concatenate([prepared.x_train, prepared.x_val]),
         y_train=np.concatenate([prepared.y_train, prepared.y_val]), x_val=None, y_val=None)
-    again = dataclasses.replace(config, epochs=best_epoch, patience=None)
+    # The schedule, warm-up included, is the searched run's (build_schedule(config) below): the
+    # shorter run's own warm-up setting is not checked against its few epochs.
+    again = dataclasses.replace(config, epochs=best_epoch, patience=None, warmup_epochs=0)
     network = build_network(again, prepared.dataset)
     refit_history = fit(network, build_optimizer(again), build_schedule(config), merged, again, log=log)
     for row in refit_history:
