@@ -53,13 +53,13 @@ FOLD_LIMIT = 4.0
 
 
 def input_normalization(manifest: dict) -> dict:
-    """The manifest's ``input.normalization``; without one the inputs are used as they are."""
-    return manifest["input"].get("normalization") or {"mean": [0.0], "std": [1.0]}
+    """The manifest's ``input.normalization`` (its ``mean`` and ``std``; shared.model_file requires it)."""
+    return manifest["input"]["normalization"]
 
 
 def output_scaling(manifest: dict) -> dict:
-    """The manifest's ``output.scaling`` of a regressor's target; without one its outputs are the target."""
-    return manifest["output"].get("scaling") or {"mean": 0.0, "std": 1.0}
+    """The manifest's ``output.scaling`` of a regressor's target (shared.model_file requires it)."""
+    return manifest["output"]["scaling"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -273,6 +273,8 @@ def test_manifest_values_the_forward_pass_cannot_use_are_refused(tmp_path, task,
 
 @pytest.mark.parametrize("task, change, match", [
     ("classification", lambda m: m["input"].pop("normalization"), r"input.normalization must be an object .*\[0.0\]"),
+    ("classification", lambda m: m["input"].update(normalization={}), "input.normalization.mean must be a list"),
+    ("regression", lambda m: m["output"].update(scaling={}), "output.scaling needs a finite mean"),
     ("regression", lambda m: m["output"].pop("scaling"), "output.scaling of a regression must be an object"),
     ("regression", lambda m: m["output"].pop("target"), "output.target must name the regression's target"),
     ("classification", lambda m: m["input"].update(dtype="float64"), "input.dtype is 'float64'"),
