@@ -3,12 +3,18 @@ service maps the classes to HTTP statuses, the trainer prints the message."""
 
 import json
 import sys
+from collections import Counter
 
 
 def shortened(text: str, limit: int = 60) -> str:
     """``text`` as a message shows a value sent or read: cut to ``limit`` characters, ending in
     "...", when longer (a value of 100,000 characters is not repeated whole)."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def repeated(names) -> list:
+    """The names that occur more than once in ``names``, sorted: what a message says is given twice."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def read_json(text: str | bytes):

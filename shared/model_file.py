@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ModelFileError, read_json, shortened
+from .errors import ModelFileError, read_json, repeated, shortened
 from .forward import ACTIVATIONS, Model, input_normalization, output_scaling
 from .preprocess import parse_image_spec
 from .registry import NotRegularFile, open_regular_file
@@ -394,9 +394,8 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
             raise ModelFileError(path, "output.labels must be a non-empty list of strings")
         if len(labels) != width:
             raise ModelFileError(path, f"the network has {width} outputs but output.labels names {len(labels)}")
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ModelFileError(path, f"output.labels names a class more than once: {', '.join(map(repr, repeated))}")
+        if twice := repeated(labels):
+            raise ModelFileError(path, f"output.labels names a class more than once: {', '.join(map(repr, twice))}")
         if not ends_in_softmax:
             raise ModelFileError(path, "a classification model must end with a softmax activation")
     else:

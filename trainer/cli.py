@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ScratchnetError, shortened
+from shared.errors import ScratchnetError, repeated, shortened
 from shared.registry import RegistryError
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
@@ -174,7 +174,7 @@ def config_values(args: argparse.Namespace) -> dict:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise CommandError(f"cannot read config {args.config}: {e}") from None
         keys = [k.replace("-", "_") for k in values]
-        if twice := sorted({k for k in keys if keys.count(k) > 1}):
+        if twice := repeated(keys):
             raise CommandError(f"config {args.config} sets {', '.join(twice)} twice (written with - and with _): "
                                "keep one")
         values = dict(zip(keys, values.values()))

@@ -16,13 +16,12 @@ import math
 import os
 import re
 import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ScratchnetError
+from shared.errors import ScratchnetError, repeated
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, arrays_to_batch
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
@@ -704,7 +703,7 @@ def _class_names(labels: np.ndarray, path: Path) -> list[str]:
     names = [str(v) for v in labels]
     if empty := [i for i, name in enumerate(names) if not name.strip()]:
         raise DatasetError(f"{path}: labels holds an empty class name (index {empty[0]})")
-    if twice := sorted(name for name, count in Counter(names).items() if count > 1):
+    if twice := repeated(names):
         raise DatasetError(f"{path}: labels names the class{'es' if len(twice) > 1 else ''} {', '.join(twice)} "
                            "more than once: give each class one name")
     return names
@@ -747,8 +746,7 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
         raise DatasetError(f"{source}: empty file: a header row naming the columns is required")
     if all(_is_number(h) for h in header):
         raise DatasetError(f"{source}: the first row holds only numbers: a header row naming the columns is required")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates:
+    if duplicates := repeated(header):
         raise DatasetError(f"{source}: duplicate column names in the header: {', '.join(duplicates)}")
     if not rows:
         raise DatasetError(f"{source}: no data rows after the header")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.errors import repeated
 from shared.forward import softmax
 from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
 from trainer.losses import Loss, get_loss
@@ -37,9 +38,7 @@ class Network:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             if layer.name is None:
                 layer.name = f"{layer.kind}{counts[layer.kind]}"
-        names = [layer.name for layer in self.layers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
+        if duplicates := repeated(layer.name for layer in self.layers):
             raise ValueError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
         # A layer may overwrite its input (and grad_out) when the input is the previous layer's
         # scratch output that the previous layer does not read back in its backward pass.

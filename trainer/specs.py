@@ -13,7 +13,7 @@ import math
 import types
 import typing
 
-from shared.errors import shortened
+from shared.errors import repeated, shortened
 
 SPEC_FORM = "expected 'name' or 'name(key=value, ...)'"
 
@@ -37,9 +37,7 @@ def parse_spec(spec: str) -> tuple[str, list, dict]:
                          "lists") from None
     if None in kwargs:
         raise ValueError(f"cannot parse {spec!r}: '**' is not allowed")
-    if len(kwargs) < len(node.keywords):  # f(a=1, a=2) parses, and the last would win unseen
-        given = [k.arg for k in node.keywords]
-        twice = sorted({name for name in given if given.count(name) > 1})
+    if twice := repeated(k.arg for k in node.keywords):  # f(a=1, a=2) parses, and the last would win unseen
         raise ValueError(f"cannot parse {shortened(repr(spec))}: {', '.join(twice)} "
                          f"{'is' if len(twice) == 1 else 'are'} given more than once")
     return node.func.id.lower(), args, kwargs
