@@ -422,14 +422,15 @@ def cmd_overfit(args) -> int:
         raise CommandError(f"overfit trains on --samples examples without a validation split: "
                            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
                            "(--samples N sets the subset's size)")
-    config = config_from_args(args, {**config_values(args), "warmup_epochs": 0})  # checked with the epochs below
+    values = config_values(args)
+    config = config_from_args(args, {**values, "warmup_epochs": 0})  # checked with the epochs below
     if config.batchnorm and args.samples < 2:  # the subset is the batch
         raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
                            "with --batchnorm")
     batch_size = min(config.batch_size, args.samples)
     default_epochs = max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
     epochs = args.epochs or default_epochs
-    config = config_from_args(args, {**config_values(args), "limit_train": args.samples, "val_fraction": 0.0,
+    config = config_from_args(args, {**values, "limit_train": args.samples, "val_fraction": 0.0,
                                      "patience": None, "refit": False, "progress": False,
                                      "epochs": epochs, "batch_size": batch_size})
     dataset = train.load_config_dataset(config)
