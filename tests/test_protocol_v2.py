@@ -529,14 +529,24 @@ def test_errors_on_protocol_routes_are_bare_and_never_html(client):
 
 
 def test_repository_index_lists_every_version_with_its_state(client):
-    index = client.post("/v2/repository/index").get_json()
+    index = client.post("/v2/repository/index", headers=AUTH).get_json()
     states = {(e["name"], e.get("version")): (e["state"], e["reason"]) for e in index}
     assert states[("mnist", "2")] == ("READY", "")
     assert states[("mnist", "3")][0] == "UNAVAILABLE" and states[("mnist", "3")][1]
     assert states[("wine", "1")] == ("READY", "")
-    ready = client.post("/v2/repository/index", json={"ready": True}).get_json()
+    ready = client.post("/v2/repository/index", json={"ready": True}, headers=AUTH).get_json()
     assert ("mnist", "3") not in {(e["name"], e["version"]) for e in ready} and len(ready) == len(index) - 1
-    assert_protocol_error(client.post("/v2/repository/index", json={"ready": "yes"}), 400, "ready")
+    assert_protocol_error(client.post("/v2/repository/index", json={"ready": "yes"}, headers=AUTH), 400, "ready")
+
+
+def test_the_repository_index_is_admin_protected_like_the_rest_of_the_extension(client, registry):
+    # The index tells which files failed to load and why (paths, checksums): the repository
+    # extension is the operator's, as with Triton's restricted model-repository API.
+    assert_protocol_error(client.post("/v2/repository/index"), 401, "Authorization")
+    assert_protocol_error(client.post("/v2/repository/index", headers={"Authorization": "Bearer wrong"}), 403, "wrong")
+    closed = create_app({"registry": registry, "watch": False})
+    response = closed.test_client().post("/v2/repository/index", headers=AUTH)
+    assert_protocol_error(response, 403, "SCRATCHNET_ADMIN_TOKEN")
 
 
 @pytest.mark.parametrize("path", ["/v2/repository/index", "/v2/repository/models/mnist/load",
@@ -568,7 +578,7 @@ def test_unload_takes_a_model_out_of_service_until_load(client, registry):
     native_answer = client.post("/models/mnist/predict", json={"inputs": VECTORS[:1].tolist()})
     assert native_answer.status_code == 503 and native_answer.get_json()["code"] == "model_unloaded"
     assert client.get("/models/mnist").get_json()["unloaded"] is True
-    assert {e["state"] for e in client.post("/v2/repository/index").get_json() if e["name"] == "mnist"} == \
+    assert {e["state"] for e in client.post("/v2/repository/index", headers=AUTH).get_json() if e["name"] == "mnist"} == \
         {"UNAVAILABLE"}
     # Other models keep serving, and an unloaded model does not make the service unready.
     assert client.get("/v2/health/ready").status_code == 200 and client.get("/readyz").status_code == 200
@@ -632,7 +642,7 @@ def test_load_of_a_model_that_cannot_answer_fails(client, registry):
     publish_corrupt(registry, "broken")
     response = client.post("/v2/repository/models/broken/load", headers=AUTH)
     assert_protocol_error(response, 409, "not an .npz archive")
-    assert [e["state"] for e in client.post("/v2/repository/index").get_json() if e["name"] == "broken"] == \
+    assert [e["state"] for e in client.post("/v2/repository/index", headers=AUTH).get_json() if e["name"] == "broken"] == \
         ["UNAVAILABLE"]
 
 

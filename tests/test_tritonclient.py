@@ -161,7 +161,10 @@ def test_a_pinned_version_answers(server, client):
 
 
 def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
-    index = client.get_model_repository_index()
+    with pytest.raises(InferenceServerException) as error:
+        client.get_model_repository_index()
+    assert error.value.status() == "401"
+    index = client.get_model_repository_index(headers=AUTH)
     assert {"name": "digits", "version": "2", "state": "READY", "reason": ""} in index
     with pytest.raises(InferenceServerException) as error:
         client.unload_model("digits")
@@ -183,7 +186,7 @@ def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
     with pytest.raises(InferenceServerException) as error:
         client.infer("digits", [vectors_input(x)])
     assert error.value.status() == "503" and "unloaded" in error.value.message()
-    assert {e["state"] for e in client.get_model_repository_index() if e["name"] == "digits"} == {"UNAVAILABLE"}
+    assert {e["state"] for e in client.get_model_repository_index(headers=AUTH) if e["name"] == "digits"} == {"UNAVAILABLE"}
     assert client.is_server_ready() and client.is_model_ready("mnist")
 
     client.load_model("digits", headers=AUTH)

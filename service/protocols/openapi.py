@@ -97,8 +97,8 @@ def _operations() -> list[tuple]:
         ]
     ops += [
         _operation("post", "/v2/repository/index", "Every version of every model: READY, UNAVAILABLE or LOADING.",
-                   V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 413),
-                   body=_optional(schemas.RepositoryIndexRequest)),
+                   V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 401, 403, 413),
+                   body=_optional(schemas.RepositoryIndexRequest), admin=True),
         _operation("post", "/v2/repository/models/{name}/load", "Load a model (back into service); "
                    "parameters.version pins a version.", V2_TAG, schemas.RepositoryResult, parameters=[NAME_PARAM],
                    errors=ADMIN_ERRORS, body=_optional(schemas.LoadRequest), admin=True),

@@ -4,7 +4,7 @@ Routes: ``/v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
 ``/v2/models/<m>[/versions/<v>]`` (metadata), ``.../ready``, ``.../infer``, Triton's model
 configuration extension (``.../config``) and statistics extension
 (``/v2/models[/<m>[/versions/<v>]]/stats``), and the model repository extension:
-``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (admin). The
+``/v2/repository/index``, ``/v2/repository/models/<m>/load`` and ``.../unload`` (all three admin). The
 model's tensors are described in ``service.protocols.signature``; the binary tensor data
 extension and compression in ``service.protocols.binary``.
 
@@ -446,6 +446,7 @@ def optional_json(body: bytes):
 
 
 @v2_bp.post("/v2/repository/index")
+@admin
 def repository_index():
     body = read_body()
     query = validate(RepositoryIndexRequest, optional_json(body), "the index request")
