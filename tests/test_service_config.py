@@ -4,6 +4,7 @@ its variable. Gunicorn's: the addresses it listens on, and the folders it must w
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,21 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
         "connection is an open file, besides the ~20 a worker holds itself; leave it out (the default here is "
         f"{default}) or raise the limit")
     assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("scratchnet-metrics-*"))
+
+
+def test_gunicorn_names_an_address_another_program_holds(tmp_path):
+    """Gunicorn alone retries for five seconds and then says "Can't connect to ('127.0.0.1', 8000)"."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"127.0.0.1:{port}")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use: another program listens there (a "
+        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND=127.0.0.1:{port + 1}")
+    assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
