@@ -302,6 +302,8 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     top_k = query.top_k if query.top_k is not None else body_top_k
     if kind == "images":
         batch = svc.predictor.images_batch(model, payload)
+    elif kind == "array":
+        batch = svc.predictor.array_batch(model, payload)
     else:
         batch = svc.predictor.vectors_batch(model, payload)
     result = svc.predictor.run(model, batch, top_k=top_k)

@@ -10,6 +10,7 @@ the request id and answered with a 500 that carries no traceback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import pydantic
@@ -152,6 +153,8 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
         elif item["type"] in ("int_type", "int_parsing", "int_from_float"):  # "Input should be a valid integer"
             value = item["input"]
             given = repr(value) if type(value) is float else json_type_name(value)
+            if type(value) is float and math.isfinite(value) and value.is_integer() and abs(value) >= 2 ** 64:
+                given = f"a number this large ({value:.3g})"  # the JSON parser keeps whole numbers past 64 bits as floats
             message = f"must be an integer such as 3, not {given}"
         else:
             message = item["msg"].removeprefix("Value error, ")

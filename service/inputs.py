@@ -18,6 +18,8 @@ import numpy as np
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from shared.preprocess import format_by_signature
+
 from .errors import BadRequest, InvalidInput, PayloadTooLarge
 
 NPY_HEADER_LIMIT = 10_000
@@ -48,9 +50,14 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
     except tokenize.TokenError:  # numpy reads the header's Python literal with tokenize first
         raise BadRequest("The body is not a readable .npy file: its header has an unclosed bracket; write the "
                          "array with numpy.save.", code="malformed_npy") from None
+    except (RecursionError, MemoryError):  # ast.literal_eval on a literal nested thousands deep
+        raise BadRequest("The body is not a readable .npy file: its header is nested too deeply to be the dictionary "
+                         "of plain values that numpy.save writes.", code="malformed_npy") from None
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
         if str(e).startswith("malformed node or string"):  # ast.literal_eval's words for code in the header
             e = "its header holds code, not the dictionary of plain values that numpy.save writes"
+        elif str(e).startswith("the magic string is not correct") and (stored_as := _stored_as(body)):
+            e = stored_as
         raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
     if any(type(size) is not int for size in shape):  # numpy lets booleans through: (True, 11)
         raise BadRequest(f"The .npy header's shape {list(shape)} must hold whole numbers.", code="malformed_npy")
@@ -76,6 +83,18 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
                          code="malformed_npy") from None
 
 
+def _stored_as(body: bytes) -> str | None:
+    """What a body sent as ``.npy`` is instead, and how to send it, when its first bytes tell."""
+    if body[:4] == b"PK\x03\x04":
+        return ("it is a zip archive, such as numpy.savez writes: send one array as numpy.save writes it "
+                "(np.save(f, batch)) instead of an .npz")
+    if image_format := format_by_signature(body):
+        return f"it is a {image_format} image: send it with Content-Type image/{image_format.lower()}"
+    if bytes(body[:1]) in (b"{", b"["):
+        return "it looks like JSON: send it with Content-Type application/json"
+    return None
+
+
 def decode_base64_image(text: str, index: int, where: str | None = None) -> bytes:
     """One base64 image (a ``data:image/...;base64,`` URL prefix is accepted) -> its bytes. Errors
     name it ``where`` (by default ``images[<index>]``, the native API's field)."""
@@ -89,6 +108,10 @@ def decode_base64_image(text: str, index: int, where: str | None = None) -> byte
                              details=[{"image": index}])
     # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
     cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
+    if len(cleaned.rstrip("=")) % 4 == 1:  # no padding completes that: a character lost or one too many
+        raise BadRequest(f"{where} is not valid base64: its length is one character over a whole number of "
+                         "4-character groups, so it was cut or has a stray character.", code="invalid_base64",
+                         details=[{"image": index}])
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         data = base64.b64decode(cleaned, validate=True)

@@ -148,6 +148,20 @@ class Predictor:
         self._check_values(count)
         return validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
 
+    def array_batch(self, model: Model, array: np.ndarray) -> np.ndarray:
+        """An ``.npy`` body's array: one vector (k,) or a batch (n, k). An image model's vectors are
+        pixels scaled to [0, 1], so integers (0..255 as stored) are refused: read as they are, they
+        would be answered without a word, and wrongly."""
+        k = model.input_size
+        if array.ndim not in (1, 2):
+            raise InvalidInput(f"The .npy array has shape {list(array.shape)}; send one vector ({k},) or a batch "
+                               f"(n, {k}).", code="invalid_npy_shape")
+        if model.input_kind == "image" and array.dtype.kind in "iu":
+            raise InvalidInput(f"The .npy array holds {array.dtype}; {describe(model)} takes floats in [0, 1] (pixels "
+                               "/ 255, light ink on dark): send float32, or the picture itself as an image.",
+                               code="invalid_npy_dtype")
+        return self.vectors_batch(model, array)
+
     def pixels_batch(self, model: Model, arrays: list, item_name: str = "pixel array {}") -> np.ndarray:
         """Raw pixel arrays (each [h, w], [h, w, c] or flat) -> (n, 784) float32. An error in one of
         several arrays names it ``item_name.format(index)``, as ``images_batch`` does."""

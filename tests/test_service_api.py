@@ -199,6 +199,13 @@ def test_json_base64_images_and_data_urls(client):
     assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1, 1]
 
 
+def test_base64_with_a_character_too_many_is_refused_not_decoded_short(client):
+    whole = base64.b64encode(DIGIT_PNG[:len(DIGIT_PNG) // 3 * 3]).decode()  # 4-character groups, no padding
+    for stray in ("A", "A=", "A==="):  # a length no padding makes whole: decoded, the character was dropped
+        assert_error(client.post("/predict", json={"images": [whole + stray]}), 400, "invalid_base64",
+                     "one character over a whole number of 4-character groups")
+
+
 def test_every_base64_error_names_its_image_in_the_details(client):
     encoded = base64.b64encode(DIGIT_PNG).decode()
     for bad, status in (("data:image/png,iVBORw0K", 400), ("!!!!", 400), ("", 422)):
@@ -295,6 +302,38 @@ def test_npy_with_code_in_its_header_is_told_so_without_the_parsers_internals(cl
     response = client.post("/models/wine/predict", data=body, content_type="application/x-npy")
     assert_error(response, 400, "malformed_npy", "its header holds code")
     assert "ast." not in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("depth", [3_000, 9_000])  # numpy's literal parser: RecursionError, then MemoryError
+def test_npy_with_a_header_nested_thousands_deep_is_malformed(client, depth):
+    body = npy_declaring("(" + "-" * depth + "1, 11)", bytes(44))
+    assert_error(client.post("/models/wine/predict", data=body, content_type="application/x-npy"), 400,
+                 "malformed_npy", "nested too deeply")
+
+
+def test_a_body_sent_as_npy_that_is_something_else_is_named(client):
+    archive = io.BytesIO()
+    np.savez(archive, x=vectors(1, 11))
+    for body, told in ((archive.getvalue(), "it is a zip archive, such as numpy.savez writes"),
+                       (DIGIT_PNG, "it is a PNG image: send it with Content-Type image/png"),
+                       (b'{"inputs": [1, 2]}', "it looks like JSON: send it with Content-Type application/json")):
+        assert_error(client.post("/models/wine/predict", data=body, content_type="application/x-npy"), 400,
+                     "malformed_npy", told)
+
+
+def test_an_image_model_refuses_npy_pixels_as_stored_and_arrays_not_of_vectors(client, app):
+    pixels = (vectors(2) * 255).astype(np.uint8)  # 0..255 read as [0, 1] vectors: every answer saturated
+    for dtype in (np.uint8, np.int64):
+        assert_error(client.post("/models/mnist/predict", data=npy(pixels.astype(dtype)),
+                                 content_type="application/x-npy"), 422, "invalid_npy_dtype", "floats in [0, 1]")
+    assert client.post("/models/mnist/predict", data=npy(pixels / np.float32(255)),
+                       content_type="application/x-npy").status_code == 200
+    assert client.post("/models/wine/predict", data=npy(np.ones((2, 11), np.int32)),
+                       content_type="application/x-npy").status_code == 200  # a vector model's numbers may be whole
+    for shape in ((), (1, 28, 28), (1, 1, 1, 784)):
+        assert_error(client.post("/models/mnist/predict", data=npy(np.zeros(shape, np.float32)),
+                                 content_type="application/x-npy"), 422, "invalid_npy_shape",
+                     f"shape {list(shape)}; send one vector (784,) or a batch (n, 784)")
 
 
 def test_npy_with_an_oversized_header_names_the_limit(client):
@@ -474,7 +513,8 @@ def test_an_error_from_a_model_version_names_it_in_the_headers(client):
 
 
 @pytest.mark.parametrize("top_k, given", [(True, "a boolean (true)"), ("3", "a string ('3')"), (1e2, "100.0"),
-                                          (2.5, "2.5"), (1e23, "1e+23")])
+                                          (2.5, "2.5"), (1e23, "a number this large (1e+23)"),
+                                          (2 ** 70, "a number this large (1.18e+21)")])  # not "1.1805916207174113e+21"
 def test_top_k_in_json_must_be_an_integer(client, top_k, given):
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": top_k})
     assert_error(response, 422, "invalid_input", f"top_k: must be an integer such as 3, not {given}.")
