@@ -135,6 +135,20 @@ def test_model_readiness_per_model_and_version(client):
 # inference -----------------------------------------------------------------------------------------
 
 
+def test_an_id_holding_a_lone_surrogate_escape_comes_back_as_it_was_sent(client):
+    # Valid JSON whose string is not valid Unicode: UTF-8 cannot hold it, the escape can.
+    body = b'{"id": "req-\\ud800", "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [' + \
+        b",".join([b"0"] * 784) + b"]}]}"
+    response = client.post("/v2/models/mnist/infer", data=body, content_type="application/json")
+    assert response.status_code == 200 and b'"id":"req-\\ud800"' in response.get_data()
+    assert json.loads(response.get_data())["id"] == "req-\ud800"
+    header = {"id": "\udfff", "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                                           "parameters": {"binary_data_size": 3136}}]}
+    binary_body, headers = binary_request(header, bytes(3136))
+    assert json.loads(client.post("/v2/models/mnist/infer", data=binary_body, headers=headers).get_data())["id"] == \
+        "\udfff"
+
+
 def test_fp32_json_inference_equals_the_native_api(client):
     response = infer(client, {"id": "req-1", "inputs": [tensor("input", VECTORS)]})
     body = response.get_json()
@@ -489,6 +503,10 @@ def test_bad_binary_bodies_get_400(client):
                           "Inference-Header-Content-Length header")
     plain = json.dumps(header).encode()
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=plain), 400, "the body has no binary part")
+    assert_protocol_error(client.post("/v2/models/mnist/infer", data=plain,
+                                      headers={"Inference-Header-Content-Length": str(len(plain))}), 400,
+                          f"the body ends with its {len(plain)}-byte JSON part (Inference-Header-Content-Length): "
+                          "its binary data is missing")
     # 0 is no length for a JSON part (Triton reads it as a raw binary request, which is not taken here).
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=body,
                                       headers={"Inference-Header-Content-Length": "0"}), 400,

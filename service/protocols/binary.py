@@ -81,15 +81,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memo
 class BinaryChunks:
     """Hands out consecutive slices of the binary part of a body, one per binary tensor."""
 
-    def __init__(self, data: memoryview):
+    def __init__(self, data: memoryview, json_length: int | None = None):
         self.data = data
+        self.json_length = json_length  # as the header gave it; None: no header, the body is all JSON
         self.offset = 0
 
     def take(self, size: int, what: str) -> memoryview:
         if self.offset + size > len(self.data):
-            if not len(self.data):
+            if not len(self.data) and self.json_length is None:
                 raise BadRequest(f"{what} has binary_data_size {size}, but the body has no binary part: send the "
                                  f"length of its JSON part in the {HEADER_LENGTH} header.", code="malformed_tensor")
+            if not len(self.data):
+                raise BadRequest(f"{what} has binary_data_size {size}, but the body ends with its {self.json_length}-"
+                                 f"byte JSON part ({HEADER_LENGTH}): its binary data is missing.",
+                                 code="malformed_tensor")
             raise BadRequest(f"{what} has binary_data_size {size} but only {len(self.data) - self.offset} bytes of "
                              "binary data remain in the body.", code="malformed_tensor")
         chunk = self.data[self.offset:self.offset + size]

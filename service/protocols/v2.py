@@ -208,7 +208,7 @@ def infer(name: str, version: str | None = None):
                              f"the {binary.HEADER_LENGTH} header.", code=e.code) from None
         raise
     infer_request = validate(InferRequest, document, "the inference request")
-    chunks = binary.BinaryChunks(rest)
+    chunks = binary.BinaryChunks(rest, None if header_length is None else len(header))
     input_name, payload = read_input(model, infer_request.inputs, chunks)
     chunks.check_used()
     requested = requested_outputs(model, infer_request)
@@ -420,7 +420,10 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
     if infer_request.id:  # an empty id is left out, as Triton leaves it
         document["id"] = infer_request.id
     document["outputs"] = outputs
-    header = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        header = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # an id holding a lone surrogate escape ("\ud800"): echoed as the escape it came as
+        header = json.dumps(document, separators=(",", ":")).encode("ascii")
     response = current_app.response_class(b"".join([header, *chunks]))
     if chunks:
         response.headers[binary.HEADER_LENGTH] = str(len(header))
