@@ -80,10 +80,12 @@ from __future__ import annotations
 import collections
 import errno
 import functools
+import http
 import json
 import logging
 import math
 import os
+import re
 import selectors
 import socket
 import sys
@@ -129,9 +131,15 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
     a malformed chunk); what it answered is noted for the worker's access line. It carries the
     request id of that line, as the app's answers do, so the client can name it."""
+    if reason == "Bad Request" and status_int in (500, 501):  # Gunicorn's words for its 400s, given to these too
+        reason = http.HTTPStatus(status_int).phrase
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
+    message = f"{reason}: {mesg}" if mesg else reason
+    if status_int == 501 and (coding := re.fullmatch(r"Unsupported transfer coding: '(.*)'", mesg or "")):
+        code = "unsupported_transfer_coding"  # as the app words its own refusal of "gzip, chunked"
+        message = f"Transfer-Encoding {coding[1]} is not supported, only chunked; send the body as it is, or chunked."
     request_id = uuid.uuid4().hex
-    body = json.dumps(error_body(f"{reason}: {mesg}" if mesg else reason, code)).encode()
+    body = json.dumps(error_body(message, code)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\nX-Content-Type-Options: nosniff\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")

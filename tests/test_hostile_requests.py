@@ -251,6 +251,11 @@ CORPUS = [
     Bad(".npy shape of booleans", 400, "malformed_npy",
         lambda: raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (True, 4), }", b"\0" * 16),
                     "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy header nested thousands deep", 400, "malformed_npy",
+        lambda: raw(npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (" + "-" * 9000 + "1, 4), }"),
+                    "application/x-npy"), VECTOR_MODEL),
+    Bad(".npy of 0..255 pixels for an image model", 422, "invalid_npy_dtype",
+        lambda: raw(npy_bytes(np.zeros((1, 784), np.uint8)), "application/x-npy")),
     # size limits
     Bad("body over the limit, with Content-Length", 413, "payload_too_large",
         lambda: raw(b"\0" * (BODY_LIMIT + 1), "image/png")),
@@ -362,6 +367,13 @@ def exchange(server: ServiceProcess, request: bytes, *, close_after: bool) -> tu
     return int(head.split()[1]), json.loads(body)
 
 
+def raw_status_line(server: ServiceProcess, request: bytes) -> str:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        return sock.makefile("rb").readline().decode("latin-1").rstrip("\r\n")
+
+
 def chunked_request(path: str, content_type: str, chunks: bytes, method: str = "POST", headers: str = "",
                     transfer_encoding: str = "chunked") -> bytes:
     return (f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n{headers}"
@@ -424,6 +436,9 @@ TRANSFER_CODED = [
                                  transfer_encoding="gzip, chunked"), None, "Content-Encoding: gzip"),
     ("V1 predict", chunked_request("/v1/models/iris:predict", "application/json", GZIPPED_VECTOR,
                                    transfer_encoding="gzip,chunked"), None, "Content-Encoding: gzip"),
+    # A coding Gunicorn does not know at all: refused before the app sees the request.
+    ("unknown coding", chunked_request(IMAGE_MODEL, "image/png", one_chunk(digit_png()), transfer_encoding="foo"),
+     "unsupported_transfer_coding", "send the body as it is, or chunked"),
 ]
 
 
@@ -435,6 +450,7 @@ def test_a_body_with_a_transfer_coding_besides_chunked_is_a_501(server, name, re
     logged = len(server.log())
     status, body = exchange(server, request_bytes, close_after=False)
     assert status == 501, body
+    assert raw_status_line(server, request_bytes).lower() == "http/1.1 501 not implemented"  # not "Bad Request"
     assert body["error"].startswith("Transfer-Encoding ") and "only chunked" in body["error"], body
     assert advice in body["error"], body
     if code is None:  # a protocol route: {"error"} alone
