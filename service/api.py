@@ -285,7 +285,7 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
                                details=[{"field": "top_k", "message": "repeated"}])
         top_k = validate(PredictQuery, {"top_k": values[0]}, "the form").top_k
     if not images:
-        raise BadRequest("The form holds no file: attach one or more images.", code="no_files")
+        raise InvalidInput("The form holds no file: attach one or more images.", code="no_files")
     return "images", images, top_k
 
 

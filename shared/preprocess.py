@@ -298,7 +298,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise UnsupportedImage("the image is empty (0 bytes)")
+        raise InvalidInput("the image is empty (0 bytes)")
     accepted = ", ".join(ACCEPTED_FORMATS)
     image_format = ""
     try:

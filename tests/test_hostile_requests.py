@@ -179,7 +179,9 @@ CORPUS = [
     Bad("ZIP sent as image/png", 415, "unsupported_image", lambda: raw(zip_bytes(), "image/png")),
     Bad("ZIP as application/zip", 415, "unsupported_media_type", lambda: raw(zip_bytes(), "application/zip")),
     # multipart
-    Bad("multipart with no file", 400, "no_files", lambda: {"files": {"top_k": (None, "3")}}),
+    Bad("multipart with no file", 422, "no_files", lambda: {"files": {"top_k": (None, "3")}}),
+    Bad("multipart with an empty file", 422, "invalid_input",
+        lambda: {"files": {"file": ("d.png", b"", "image/png")}}),
     Bad("multipart with 10,000 tiny files", 413, "form_too_large",
         lambda: {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(10_000)]}),
     Bad("multipart with a wrong field name", 422, "invalid_input",

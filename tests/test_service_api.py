@@ -287,7 +287,16 @@ def test_400_malformed_bodies(client):
     truncated = npy(vectors(2))[:-10]
     assert_error(client.post("/predict", data=truncated, content_type="application/x-npy"), 400, "malformed_npy")
     assert_error(client.post("/predict", data=b"", content_type="image/png"), 400, "empty_body")
-    assert_error(client.post("/predict", data={"top_k": "1"}, content_type="multipart/form-data"), 400, "no_files")
+
+
+def test_no_image_or_an_empty_one_is_a_422_whichever_way_it_is_sent(client):
+    # A well-formed request with no image in it; a body of no bytes at all is the 400 above.
+    assert_error(client.post("/predict", data={"top_k": "1"}, content_type="multipart/form-data"), 422, "no_files")
+    assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input")
+    empty = {"file": (io.BytesIO(b""), "e.png", "image/png")}
+    assert_error(client.post("/predict", data=empty, content_type="multipart/form-data"), 422, "invalid_input",
+                 "the image is empty (0 bytes)")
+    assert_error(client.post("/predict", json={"images": [""]}), 422, "invalid_base64", "is empty")
 
 
 @pytest.mark.parametrize("shape", [(-1, 11), (-1, -11), (2, -1, -1)])
