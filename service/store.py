@@ -204,7 +204,11 @@ class ModelStore:
         self._thread = None
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.poll_interval):
+        # A pass every poll interval, from start to start: waiting a whole interval after each pass
+        # would let a change wait the interval plus a pass (its loads and status checks).
+        started = time.monotonic()
+        while not self._stop.wait(max(0.0, started + self.poll_interval - time.monotonic())):
+            started = time.monotonic()
             try:
                 self.refresh()
             except Exception:  # the watcher must outlive any surprise; the next pass retries
@@ -696,6 +700,10 @@ class ModelStore:
         if slot.unloaded and slot.refresh_lock.acquire(timeout=wait):
             try:
                 self._apply_serving(slot, *self._read_serving(slot.name))
+                if not slot.unloaded:  # loaded again, perhaps with another pin: serve what the load asked for,
+                    self._refresh_model(slot)  # not the version served before the unload
+            except Exception:  # as the watcher's pass: its next one tries again
+                log.exception("%s: registry refresh failed; serving what is loaded", slot.name)
             finally:
                 slot.refresh_lock.release()
         return slot.unloaded
@@ -713,7 +721,9 @@ class ModelStore:
         slot = self.slot(name)
         labels = slot.labels  # replaced whole by the watcher, never changed in place: read once
         if label not in labels:  # serving.json as it is now, without waiting for the watcher's lock
-            state, _ = self._read_serving(name)
+            state, error = self._read_serving(name)
+            if state is None and slot.serving_state is None:  # never read: the label may well be there
+                raise NotReady(f"Model {name}'s labels cannot be read: {error}.", code="serving_state_unreadable")
             labels = state["labels"] if state is not None else labels
         version = labels.get(label)
         if version is None:

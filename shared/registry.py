@@ -187,7 +187,8 @@ class Registry:
     # serving.json ------------------------------------------------------------------------
 
     def read_serving(self, name: str) -> dict:
-        """The model's serving state: ``{"pinned": int | None, "labels": {label: version}}``.
+        """The model's serving state: ``{"pinned": int | None, "labels": {label: version}}``, and
+        ``"unloaded": true`` while the model is out of service (the service's V2 unload).
 
         A missing file means no pin and no labels; a malformed one raises RegistryError, as does a
         link leading outside the registry or to nothing (the pin is where it leads, out of reach).
@@ -221,6 +222,9 @@ class Registry:
         if not (isinstance(labels, dict) and all(LABEL_PATTERN.match(k) and _is_version(v) for k, v in labels.items())):
             raise RegistryError(f"{path}: 'labels' must map label names to version numbers (positive integers of "
                                 "at most 9 digits)")
+        if "unloaded" in data and not isinstance(data["unloaded"], bool):
+            raise RegistryError(f"{path}: 'unloaded' must be true or false, not "
+                                f"{shortened(json.dumps(data['unloaded']), 40)}")
         return {**data, "pinned": pinned, "labels": labels}
 
     def write_serving(self, name: str, state: dict) -> None:

@@ -969,6 +969,52 @@ def test_a_model_loaded_through_another_worker_serves_here_even_during_a_registr
     assert store.readiness()[1]["models"]["mnist"] == {"ready": True, "version": 1}
 
 
+def test_a_model_loaded_with_another_pin_through_another_worker_serves_that_version_here_at_once(tmp_path):
+    # Unloaded while v2 was pinned; another worker loads it pinned to v1 and answers. This worker
+    # must not go from 503 to v2, the version before the unload, until its watcher looks.
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    registry = Registry(tmp_path)
+    registry.write_serving("mnist", {"pinned": 2, "labels": {}, "unloaded": True})
+    store, _ = make_store(tmp_path)
+    registry.write_serving("mnist", {"pinned": 1, "labels": {}})
+    store.require_loaded("mnist")
+    assert store.served("mnist").version == 1
+    assert store.describe("mnist")["pinned"] == 1 and store.describe("mnist")["served_version"] == 1
+
+
+def test_the_watcher_starts_a_pass_every_poll_interval_whatever_a_pass_takes(tmp_path, monkeypatch):
+    # A change seen by no pass yet waits at most the interval: waiting a whole interval after each
+    # pass ends would add the pass's own loads and checks to it.
+    import service.store as store_module
+    publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path, poll_interval=1.0)
+    clock, waits = [100.0], []
+
+    class Stop:
+        def wait(self, timeout):
+            waits.append(round(timeout, 6))
+            return len(waits) > 3
+
+    def a_pass(*args, **kwargs):
+        clock[0] += 0.3 if len(waits) < 3 else 1.5  # the third pass overruns the interval
+
+    monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(store, "_stop", Stop())
+    monkeypatch.setattr(store, "refresh", a_pass)
+    store._watch()
+    assert waits == [1.0, 0.7, 0.7, 0.0]
+
+
+def test_a_label_on_a_worker_that_never_read_serving_json_is_not_called_missing(tmp_path):
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "mnist" / "serving.json").write_text('{"pinned": 5, ')  # broken by hand
+    store, _ = make_store(tmp_path)
+    with pytest.raises(NotReady, match=r"Model mnist's labels cannot be read: .*serving.json cannot be read") as e:
+        store.labelled("mnist", "stable")
+    assert e.value.code == "serving_state_unreadable"
+
+
 def test_a_label_set_through_another_worker_is_followed_here_at_once(tmp_path):
     # Another worker labelled v1 and answered; the client's request through the label lands here
     # before this worker's watcher has looked (the README's example does just that).
@@ -1089,6 +1135,8 @@ def test_a_burst_of_new_versions_swaps_to_the_newest_before_checking_the_others(
     ('{"labels": {"stable": 1000000000}}', "'labels' must map label names to version numbers"),
     ('{"labels": []}', "'labels' must map"),
     ('{"labels": {"stable\\n": 1}}', "'labels' must map"),
+    ('{"unloaded": "true"}', "'unloaded' must be true or false, not \"true\""),  # not taken as loaded
+    ('{"unloaded": 1}', "'unloaded' must be true or false, not 1"),
     ("[" * 100_000, "cannot be read: it is nested over about 1000 levels deep$"),
     ('{"pinned": ' + "9" * 5000 + "}", "cannot be read: it holds an integer of over 4300 digits, too long to read$"),
     ('{"pinned": 1}' + " " * (1 << 20), "is over 1048576 bytes"),
