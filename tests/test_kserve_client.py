@@ -1,7 +1,7 @@
 """KServe's own Python client, ``kserve.InferenceRESTClient``, unchanged, against the service in a
 real Gunicorn (V2 and V1 protocols). ``kserve`` pulls in kubernetes, grpcio and fastapi (about
 450 MB), so it lives in its own virtual environment: ``SCRATCHNET_KSERVE_PYTHON`` names its
-Python (``.ci/run`` builds one). Without it the test skips and says so, unless ``CI`` is set."""
+Python (``make test`` builds one in ``.venv-kserve``). Without it the test skips and says so, unless ``CI`` is set."""
 
 import json
 import os
@@ -24,7 +24,7 @@ def kserve_python() -> str:
     python = os.environ.get("SCRATCHNET_KSERVE_PYTHON")
     if not python or not os.access(python, os.X_OK):  # absent, or not this user's to run
         unavailable("set SCRATCHNET_KSERVE_PYTHON to a Python with the kserve package to run KServe's own client",
-                    ": .ci/run builds that Python")
+                    ": make test builds that Python in .venv-kserve")
     return python
 
 
