@@ -20,6 +20,8 @@ import time
 
 import orjson
 
+from shared.errors import shortened
+
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
@@ -170,11 +172,21 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     logger.propagate = False
 
 
+# A pipe writes up to PIPE_BUF (4,096) bytes whole; a longer line from one worker can be cut into by
+# another worker's, and neither is JSON any more. Client text (a path, a model name, a method) in an
+# access line is kept whole while the line's text is at most TEXT_BUDGET characters, which escaped
+# (6 bytes for a control character) still fits with the rest; else each is cut to CUT_TO characters.
+TEXT_BUDGET, CUT_TO = 600, 120
+
+
 def log_access(message: str, fields: dict) -> None:
     """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out)."""
     access = logging.getLogger(ACCESS)
     if not access.isEnabledFor(logging.INFO):
         return
+    if len(message) + sum(len(value) for value in fields.values() if isinstance(value, str)) > TEXT_BUDGET:
+        message = shortened(message, CUT_TO)
+        fields = {key: shortened(value, CUT_TO) if isinstance(value, str) else value for key, value in fields.items()}
     handler = _direct_json_handler(access)
     if handler is None:
         access.info(message, extra=fields)

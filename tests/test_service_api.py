@@ -1000,6 +1000,22 @@ def test_json_access_lines_stay_one_line_for_every_line_reader(client, capsys):
     (entry,) = [e for e in entries if e.get("request_id") == "breaks"]
     assert entry["path"] == "/models/a\u2028b\u2029c\x85d/predict" and entry["status"] == 405
 
+
+@pytest.mark.parametrize("piece", ["x", "%01", "%E2%80%A8", "%F0%9F%98%80"])  # escaped to 1, 6, 6 and 12 bytes
+def test_an_access_line_fits_what_a_pipe_writes_whole_however_long_the_path(client, capsys, piece):
+    """Two workers share stderr: a line over PIPE_BUF (4,096 bytes) can be cut into by the other's,
+    and a 4,000-character path, written in the message and in its field, made lines of 8 kB."""
+    capsys.readouterr()
+    client.get(f"/models/{piece * 1300}/predict", headers={"X-Request-ID": "long"})
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if '"long"' in line]
+    entry = json.loads(line)
+    assert len(line.encode()) + 1 < 4096 and entry["status"] == 405
+    assert entry["path"].startswith("/models/") and entry["path"].endswith("...") and len(entry["path"]) == 120
+    short = client.get("/models/" + "m" * 100 + "/predict", headers={"X-Request-ID": "short"})
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if '"short"' in line]
+    assert short.status_code == 405 and json.loads(line)["path"] == "/models/" + "m" * 100 + "/predict"  # kept whole
+
+
 def test_a_server_fault_in_text_logs_names_its_request_on_the_error_line(registry, capsys):
     """An operator greps the request id a client reports (X-Request-ID of the 500) and finds the
     ERROR line, followed by its traceback; the id was after the traceback's last line, glued to
