@@ -103,6 +103,9 @@ class ModelSlot:
     serving_state: dict | None = None  # serving.json as last read (None: never read)
     serving_error: str | None = None
     unloaded: bool = False         # "unloaded": true in serving.json: out of service until loaded again
+    # Loaded again in serving.json: the model stays unloaded until a look at it serves what the state
+    # asks (the pin may have changed meanwhile), so that no request meets the version from before.
+    reloading: bool = False
     pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
     problems: list[str] = field(default_factory=list)
     swaps: int = 0
@@ -451,6 +454,9 @@ class ModelStore:
             else:
                 log.info("%s: now serving version %d (was %d)", name, target.version, old.version)
             self.events.served(name, old.version if old is not None else None, target.version)
+        if slot.reloading:  # back in service, serving what the state asks
+            slot.reloading = slot.unloaded = False
+            self.events.model_unloaded(name, False)
 
     def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
         """Log and count a pin that cannot be honoured when it starts, changes or ends."""
@@ -510,9 +516,10 @@ class ModelStore:
             return
         slot.pinned, slot.labels = state["pinned"], dict(state["labels"])
         unloaded = state.get("unloaded") is True
-        if unloaded != slot.unloaded:
-            slot.unloaded = unloaded
-            self.events.model_unloaded(slot.name, unloaded)
+        slot.reloading = slot.unloaded and not unloaded  # ended by _refresh_model, once it serves the state
+        if unloaded and not slot.unloaded:
+            slot.unloaded = True
+            self.events.model_unloaded(slot.name, True)
         slot.serving_state = state
 
     def _checked(self, slot: ModelSlot, version: int, *, keep: bool = True) -> Model | None:
@@ -700,8 +707,8 @@ class ModelStore:
         if slot.unloaded and slot.refresh_lock.acquire(timeout=wait):
             try:
                 self._apply_serving(slot, *self._read_serving(slot.name))
-                if not slot.unloaded:  # loaded again, perhaps with another pin: serve what the load asked for,
-                    self._refresh_model(slot)  # not the version served before the unload
+                if slot.reloading:  # loaded again, perhaps with another pin: unloaded until it serves that
+                    self._refresh_model(slot)
             except Exception:  # as the watcher's pass: its next one tries again
                 log.exception("%s: registry refresh failed; serving what is loaded", slot.name)
             finally:

@@ -13,16 +13,20 @@ a thread or to reach the end of its delay takes it (so a connection never waits 
 for a busy server, however many others its workers keep busy). Connections already accepted are
 served exactly as before.
 
-A thread reading a request blocks on its socket, and Gunicorn's worker timeout does not cover
-that: a client that sends part of a request and then goes silent would hold the thread for ever,
-and ``workers x threads`` such clients would stop the service. Every client socket therefore
-waits at most ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 10) for each step of progress: the
-next bytes of the request, or room for the next part of the answer (a slow reader that keeps
+Gunicorn hands a connection to a thread as soon as any of it is readable, and the thread then
+blocks reading the rest: a few clients that send a byte, a request line or part of a body, slowly
+or not at all, held every thread and stopped the service (``workers x threads`` of them, each for
+the client timeout, again and again). Here a request is gathered on the event loop, holding no
+thread, until its headers have come and, when its Content-Length is at most ``GATHER_BODY``
+(1 MiB: every image and JSON request), its body too; only then does a thread take it. A longer
+body (a large batch), a chunked one and one whose client awaits ``100 Continue`` are read by the
+thread. Every read waits at most ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 10) for progress:
+the next bytes of the request, or room for the next part of the answer (a slow reader that keeps
 reading gets all of a large answer). After that the request is answered 408
 (``service/errors.py``), or the connection is closed when its headers never ended (logged in one
-line, not as an error), and the thread is free again. (A client that trickles a byte at a time
-is a buffering proxy's job: ``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the
-socket is Gunicorn's own and this limit does not apply.
+line, not as an error). (A client that trickles a large body is a buffering proxy's job:
+``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the socket is Gunicorn's own, read in
+the thread, and neither applies.
 
 A worker out of file descriptors (``ulimit -n``), or a system out of them or of memory for
 sockets, cannot accept a waiting connection: Gunicorn's worker died of it, with every connection
@@ -101,7 +105,7 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import record_unrouted
-from service.errors import error_body
+from service.errors import BODY_TIMEOUT_MESSAGE, error_body
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
 # Gunicorn lets a thread wait up to 5 s for a new connection's first bytes before handing it to
@@ -118,6 +122,12 @@ DRAIN_LIMIT = 64 * 1024  # gunicorn/http/parser.py: _DRAIN_MAX_BYTES
 LINGER_SECONDS = 2.0
 LINGER_READ = 256 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A request is gathered on the event loop, holding no thread, until its headers have come and its
+# body too when its Content-Length is at most GATHER_BODY; a longer body is read by the thread.
+GATHER_STEP = 256 * 1024
+GATHER_BODY = 1 << 20
+GATHER_HEAD = 64 * 1024  # headers longer than this go to a thread, whose parser refuses them (431)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r\n")
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
 ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -192,22 +202,57 @@ def close_after_undrained_bodies(wsgi):
     return app
 
 
+def request_gathered(data: bytes) -> bool:
+    """Whether ``data``, the start of a connection's next request, is enough to hand it to a thread:
+    its headers and, for a body of at most GATHER_BODY bytes, the body. A client awaiting
+    ``100 Continue`` sends its body only once told to, and a chunked body's length is unknown: both
+    go once their headers are in."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return len(data) > GATHER_HEAD
+    head = bytes(data[:end + 2]).lower()
+    if b"\r\nexpect:" in head or b"\r\ntransfer-encoding:" in head:
+        return True
+    length = _CONTENT_LENGTH.search(head)
+    return length is None or int(length[1]) > GATHER_BODY or len(data) - end - 4 >= int(length[1])
+
+
 class ClientSocket(socket.socket):
     """A client connection whose blocking mode waits at most CLIENT_TIMEOUT for each read or write
-    (no limit when it is 0), and which sends ``100 Continue`` before the first read of a body
-    whose client awaits it (``continue_pending``)."""
+    (no limit when it is 0), which sends ``100 Continue`` before the first read of a body whose
+    client awaits it (``continue_pending``), and whose reads first return what the event loop
+    gathered of the request (``gathered``, from ``gathered_at`` on)."""
 
     continue_pending = False
+    gathered = b""
+    gathered_at = 0
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout((CLIENT_TIMEOUT or None) if flag else 0.0)
 
+    def gathered_left(self) -> int:
+        return len(self.gathered) - self.gathered_at
+
+    def take_gathered(self, size: int) -> memoryview:
+        start = self.gathered_at
+        self.gathered_at = min(len(self.gathered), start + size)
+        part = memoryview(self.gathered)[start:self.gathered_at]
+        if self.gathered_at == len(self.gathered):
+            self.gathered, self.gathered_at = b"", 0
+        return part
+
     def recv(self, size: int, flags: int = 0) -> bytes:
+        if self.gathered_left():
+            return bytes(self.take_gathered(size))
         if self.continue_pending:
             self.send_continue()
         return super().recv(size, flags)
 
     def recv_into(self, buffer, size: int = 0, flags: int = 0) -> int:
+        if self.gathered_left():
+            part = self.take_gathered(size or len(buffer))
+            memoryview(buffer).cast("B")[:len(part)] = part
+            return len(part)
         if self.continue_pending:
             self.send_continue()
         return super().recv_into(buffer, size, flags)
@@ -254,6 +299,7 @@ class FairThreadWorker(ThreadWorker):
         self.linger_buffer = bytearray(LINGER_READ)  # where what they still send is dropped
         self.accept_paused_until = 0.0  # monotonic time until which accept() is not tried (ACCEPT_PAUSE)
         self.accept_failing = False  # an accept() failed for want of resources and none has succeeded since
+        self.gathering: dict = {}  # connections whose request is being gathered -> when they time out
 
     def init_process(self) -> None:
         # In the worker, after the fork.
@@ -357,15 +403,95 @@ class FairThreadWorker(ThreadWorker):
             timeout = min(timeout, pause_left)  # and when a pause ends
         if self.lingering:
             timeout = max(0.0, min(timeout, self.lingering[0].timeout - time.monotonic()))
+        if self.gathering:
+            timeout = max(0.0, min(timeout, min(self.gathering.values()) - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
         self.close_expired_lingering()
+        self.close_expired_gathering()
 
     def enqueue_req(self, conn) -> None:
+        # Gunicorn hands a connection over as soon as it is readable, or with what its parser read
+        # ahead of the last request (a pipelined one): the request is gathered first, unless it is
+        # there already, or the socket is TLS (read by Gunicorn's own socket, in the thread).
+        unreader = getattr(conn.parser, "unreader", None)
+        ahead = unreader is not None and bool(unreader.buf.getvalue())
+        if not (vars(conn).pop("request_gathered", False) or ahead or self.cfg.is_ssl):
+            self.gather(conn)
+            return
         if "wait_for_data" not in vars(conn):  # a new connection, before any read
             conn.wait_for_data = functools.partial(_first_bytes, conn.wait_for_data)
-            conn.sock = with_client_timeout(conn.sock)
+            if not isinstance(conn.sock, ClientSocket):
+                conn.sock = with_client_timeout(conn.sock)
         self.busy_threads += 1
         super().enqueue_req(conn)
+
+    # gathering a request on the event loop ------------------------------------------------------
+
+    def gather(self, conn) -> None:
+        """Read the connection's next request on the event loop, holding no thread, until it can
+        go to one (``request_gathered``): a client that sends a request slowly, or part of one and
+        then nothing, keeps a thread from no other request. Each read resets its time limit."""
+        if not isinstance(conn.sock, ClientSocket):
+            conn.sock = with_client_timeout(conn.sock)
+        sock = conn.sock
+        sock.setblocking(False)
+        conn.gathering = bytearray(sock.take_gathered(sock.gathered_left()))  # what the last request left
+        self.gathering[conn] = time.monotonic() + (CLIENT_TIMEOUT or math.inf)
+        self.poller.register(sock, selectors.EVENT_READ, functools.partial(self.on_gathering_readable, conn))
+        if conn.gathering and request_gathered(conn.gathering):
+            self.gathered(conn)
+        else:
+            self.on_gathering_readable(conn, sock)  # what has come already, without a turn of the loop
+
+    def on_gathering_readable(self, conn, sock) -> None:
+        try:
+            data = socket.socket.recv(sock, GATHER_STEP)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by the client
+            data = b""
+        if not data:  # the client closed before its request was whole
+            self.end_gathering(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.gathering += data
+        self.gathering[conn] = time.monotonic() + (CLIENT_TIMEOUT or math.inf)
+        if request_gathered(conn.gathering):
+            self.gathered(conn)
+
+    def gathered(self, conn) -> None:
+        self.end_gathering(conn)
+        conn.sock.gathered, conn.sock.gathered_at = bytes(conn.gathering), 0
+        del conn.gathering
+        conn.data_ready = conn.request_gathered = True
+        self.enqueue_req(conn)
+
+    def end_gathering(self, conn) -> None:
+        del self.gathering[conn]
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def close_expired_gathering(self) -> None:
+        """A request that stopped coming for CLIENT_TIMEOUT: one whose headers came is answered
+        408, as a thread's read of its body would be; one whose headers never ended is closed."""
+        now = time.monotonic()
+        for conn in [conn for conn, until in self.gathering.items() if until <= now]:
+            self.end_gathering(conn)
+            data = conn.gathering
+            if b"\r\n\r\n" not in data:
+                self.log.info("a client sent no more of its request for %s s: connection closed", CLIENT_TIMEOUT)
+                self.nr_conns -= 1
+                conn.close()
+                continue
+            method, path, *_ = bytes(data[:data.find(b"\r\n")]).decode("latin-1").split(" ") + ["", ""]
+            _own_answer.status = None
+            json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE)
+            record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code, CLIENT_TIMEOUT,
+                            _own_answer.request_id)
+            self.linger(conn)
 
     def handle_request(self, req, conn):
         # Gunicorn sends 100 Continue before the app sees the request: the client then sent a
@@ -396,6 +522,9 @@ class FairThreadWorker(ThreadWorker):
             return
         if fs.cancelled() or (fs.exception() is None and not fs.result()):
             self.linger(conn)
+        elif (self.alive and fs.exception() is None and fs.result() is not gthread._DEFER
+              and isinstance(conn.sock, ClientSocket) and conn.sock.gathered_left()):
+            self.enqueue_req(conn)  # the next request (pipelined) came with this one: the socket may stay quiet
         else:
             super().finish_request(conn, fs)
         self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)

@@ -983,6 +983,24 @@ def test_a_model_loaded_with_another_pin_through_another_worker_serves_that_vers
     assert store.describe("mnist")["pinned"] == 1 and store.describe("mnist")["served_version"] == 1
 
 
+def test_no_request_meets_the_version_from_before_the_unload_while_the_loaded_pin_loads(tmp_path, monkeypatch):
+    # One request finds the model loaded again and loads the new pin; another arriving meanwhile
+    # must wait for it (or be refused), not be served the version pinned before the unload.
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    registry = Registry(tmp_path)
+    registry.write_serving("mnist", {"pinned": 2, "labels": {}, "unloaded": True})
+    store, _ = make_store(tmp_path)
+    after_each_load(store, monkeypatch, lambda name, version: time.sleep(0.5) if version == 1 else None)
+    registry.write_serving("mnist", {"pinned": 1, "labels": {}})
+    first = threading.Thread(target=store.require_loaded, args=("mnist",))
+    first.start()
+    time.sleep(0.1)  # the first request is loading v1
+    store.require_loaded("mnist")
+    assert store.served("mnist").version == 1
+    first.join()
+
+
 def test_the_watcher_starts_a_pass_every_poll_interval_whatever_a_pass_takes(tmp_path, monkeypatch):
     # A change seen by no pass yet waits at most the interval: waiting a whole interval after each
     # pass ends would add the pass's own loads and checks to it.

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 CONNECTIONS = 8
 BURSTS = 6
 REQUESTS_PER_CONNECTION = 15
+DIGIT_PNG = encode(paper(synthetic_digit(3)), "PNG")
 
 
 def address(url: str) -> tuple[str, int]:
@@ -114,6 +115,30 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
             sock.close()
 
 
+def test_requests_that_come_slowly_hold_no_thread_until_they_have_come(start_service, service_registry):
+    """One worker with one thread and the default 10 s client timeout: a thread read each of these
+    requests, and each held the only thread for 10 s of silence (a byte, a request line, a body
+    that stops), so a health check behind seven of them waited over a minute. They are gathered
+    on the event loop, and the thread takes a request once it has come. The 5 s limit is a hang
+    guard, not a speed measurement."""
+    server = start_service(service_registry, workers=1, threads=1)
+    upload = (b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(DIGIT_PNG))
+    slow = ([stall(server.url, b"G") for _ in range(4)]
+            + [stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(2)]
+            + [stall(server.url, upload + DIGIT_PNG[:100])])
+    try:
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+        slow[4].sendall(b"\r\n")  # the rest of one request
+        assert read_answer(slow[4]).startswith(b"HTTP/1.1 200 ")
+        slow[6].sendall(DIGIT_PNG[100:])
+        answer = read_answer(slow[6])
+        assert answer.startswith(b"HTTP/1.1 200 ") and json.loads(answer.partition(b"\r\n\r\n")[2])["predictions"]
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def test_clients_that_keep_a_closed_connection_open_do_not_stop_the_worker(start_service, service_registry):
     """After an answer that ends the connection (``Connection: close``), the server half-closes
     it and waits for the client to close its side before closing (RFC 9112 section 9.6).
@@ -189,10 +214,10 @@ def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, ser
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:10000])
         time.sleep(0.1)  # the second half comes later, as over a slow network
         sock.sendall(body[10000:])
-        first = sock.recv(65536)
+        first = read_answer(sock)
         assert first.startswith(b"HTTP/1.1 404 ") and b"keep-alive" in first.lower()
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
 
 
 def test_a_request_that_arrives_after_the_stop_began_is_answered(start_service, service_registry):
