@@ -104,10 +104,15 @@ class JsonFormatter(logging.Formatter):
     """For a handler that writes to stderr (ours, and Gunicorn's)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return _json_line(record.created, record.levelname.lower(), record.name, record.getMessage(),
-                          {key: getattr(record, key, None) for key in FIELDS},
-                          self.formatException(record.exc_info) if record.exc_info else None,
+        message, fields = record.getMessage(), {key: getattr(record, key, None) for key in FIELDS}
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        line = _json_line(record.created, record.levelname.lower(), record.name, message, fields, exception,
                           ascii_only=needs_ascii(sys.stderr))
+        if exception is None and len(line) > LINE_LIMIT // 4 and len(line.encode()) >= LINE_LIMIT:
+            # Gunicorn's warning about a request it refused quotes the request line or header, up to 8 kB
+            line = _json_line(record.created, record.levelname.lower(), record.name,
+                              shortened(message, LINE_LIMIT // 16), fields, ascii_only=needs_ascii(sys.stderr))
+        return line
 
 
 def escape_controls(text: str) -> str:
@@ -173,10 +178,12 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
 
 
 # A pipe writes up to PIPE_BUF (4,096) bytes whole; a longer line from one worker can be cut into by
-# another worker's, and neither is JSON any more. Client text (a path, a model name, a method) in an
-# access line is kept whole while the line's text is at most TEXT_BUDGET characters, which escaped
-# (6 bytes for a control character) still fits with the rest; else each is cut to CUT_TO characters.
-TEXT_BUDGET, CUT_TO = 600, 120
+# another worker's, and neither is JSON any more. Client text in an access line (the message, path,
+# model name and method; the request id is at most 128 plain characters) is cut to CUT_TO characters
+# when the line would pass LINE_LIMIT bytes, and to a tenth of that if it still would (12 bytes a
+# character, escaped for a stream that is not UTF-8).
+LINE_LIMIT, CUT_TO = 4000, 120
+CLIENT_TEXT = ("method", "path", "model")
 
 
 def log_access(message: str, fields: dict) -> None:
@@ -184,9 +191,8 @@ def log_access(message: str, fields: dict) -> None:
     access = logging.getLogger(ACCESS)
     if not access.isEnabledFor(logging.INFO):
         return
-    if len(message) + sum(len(value) for value in fields.values() if isinstance(value, str)) > TEXT_BUDGET:
-        message = shortened(message, CUT_TO)
-        fields = {key: shortened(value, CUT_TO) if isinstance(value, str) else value for key, value in fields.items()}
+    if len(message) + sum(len(fields.get(key) or "") for key in CLIENT_TEXT) > LINE_LIMIT // 12:  # may not fit
+        message, fields = _within_a_line(message, fields)
     handler = _direct_json_handler(access)
     if handler is None:
         access.info(message, extra=fields)
@@ -196,6 +202,18 @@ def log_access(message: str, fields: dict) -> None:
     with handler.lock:  # as the handler itself would: lines from two threads never interleave
         stream.write(line)
         stream.flush()
+
+
+def _within_a_line(message: str, fields: dict) -> tuple[str, dict]:
+    """``message`` and ``fields`` with their client text cut until their JSON line (as escaped for
+    the worst stream) is under LINE_LIMIT bytes."""
+    for limit in (CUT_TO, CUT_TO // 10):
+        message = shortened(message, limit)
+        fields = {key: shortened(value, limit) if key in CLIENT_TEXT and isinstance(value, str) else value
+                  for key, value in fields.items()}
+        if len(_json_line(0.0, "info", ACCESS, message, fields, ascii_only=True)) < LINE_LIMIT:
+            break
+    return message, fields
 
 
 def _direct_json_handler(access: logging.Logger) -> StderrHandler | None:

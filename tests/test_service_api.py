@@ -1002,15 +1002,20 @@ def test_json_access_lines_stay_one_line_for_every_line_reader(client, capsys):
 
 
 @pytest.mark.parametrize("piece", ["x", "%01", "%E2%80%A8", "%F0%9F%98%80"])  # escaped to 1, 6, 6 and 12 bytes
-def test_an_access_line_fits_what_a_pipe_writes_whole_however_long_the_path(client, capsys, piece):
+@pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
+def test_an_access_line_fits_what_a_pipe_writes_whole_however_long_the_path(client, capsys, monkeypatch, piece,
+                                                                              encoding):
     """Two workers share stderr: a line over PIPE_BUF (4,096 bytes) can be cut into by the other's,
     and a 4,000-character path, written in the message and in its field, made lines of 8 kB."""
-    capsys.readouterr()
-    client.get(f"/models/{piece * 1300}/predict", headers={"X-Request-ID": "long"})
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if '"long"' in line]
-    entry = json.loads(line)
-    assert len(line.encode()) + 1 < 4096 and entry["status"] == 405
-    assert entry["path"].startswith("/models/") and entry["path"].endswith("...") and len(entry["path"]) == 120
+    monkeypatch.setattr("service.logs.needs_ascii", lambda stream: encoding == "ascii")
+    request_id = "r" * 128  # the longest a client may give: kept whole, it is what the client quotes
+    for count in (1300, 190):
+        capsys.readouterr()
+        client.get(f"/models/{piece * count}/predict", headers={"X-Request-ID": request_id})
+        (line,) = [line for line in capsys.readouterr().err.splitlines() if request_id in line]
+        entry = json.loads(line)
+        assert len(line.encode()) + 1 < 4096 and entry["status"] == 405 and entry["request_id"] == request_id
+        assert entry["path"].startswith("/models/")
     short = client.get("/models/" + "m" * 100 + "/predict", headers={"X-Request-ID": "short"})
     (line,) = [line for line in capsys.readouterr().err.splitlines() if '"short"' in line]
     assert short.status_code == 405 and json.loads(line)["path"] == "/models/" + "m" * 100 + "/predict"  # kept whole
