@@ -229,35 +229,38 @@ def _check_worker_connections(connections: int) -> None:
                  f"out (the default here is {worker_connections}) or raise the limit")
 
 
-def _check_addresses_free(addresses: list[str]) -> None:
+def _check_addresses_free(addresses: list[str], reuse_port: bool) -> None:
     """Exit with one line naming the address when one it is to listen on cannot be had: Gunicorn
     itself tries five times over five seconds and then says only "Can't connect". Sockets handed
-    down (a USR2 re-exec, systemd) are already listening, by this service."""
-    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+    down (a USR2 re-exec, systemd) are already listening, by this service; with ``--reuse-port``
+    a port may be shared on purpose."""
+    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS") or reuse_port:
         return
     for address in addresses:
         parsed = parse_bind(address)
         if not isinstance(parsed, tuple) or parsed[1] == 0:
             continue
-        family = socket.AF_INET6 if gunicorn_util.is_ipv6(parsed[0]) else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Gunicorn binds
-            try:
+        host, port = parsed
+        ipv6 = gunicorn_util.is_ipv6(host)
+        try:
+            with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Gunicorn binds
                 probe.bind(parsed)
-            except OSError as error:
-                hint = {errno.EADDRINUSE: f": another program listens there (a scratchnet already running?); stop "
-                                          f"it, or serve on another port, e.g. SCRATCHNET_BIND={parsed[0] or '0.0.0.0'}:"
-                                          f"{parsed[1] + 1 if parsed[1] < 65535 else 8000}",
-                        errno.EACCES: ": ports below 1024 need root; use a higher one such as 8000"}
-                sys.exit(f"error: cannot listen on {address}: {error.strerror or error}"
-                         f"{hint.get(error.errno, '')}")
+        except OSError as error:
+            other = f"[{host}]" if ipv6 else host or "0.0.0.0"
+            hint = {errno.EADDRINUSE: f": another program listens there (a scratchnet already running?); stop it, or "
+                                      f"serve on another port, e.g. SCRATCHNET_BIND={other}:{port + 1 if port < 65535 else 8000}",
+                    errno.EACCES: ": ports below 1024 need root; use a higher one such as 8000",
+                    errno.EADDRNOTAVAIL: ": no interface of this machine has that address; use 127.0.0.1 (this machine "
+                                         "only) or 0.0.0.0 (every interface)"}
+            sys.exit(f"error: cannot listen on {address}: {error.strerror or error}{hint.get(error.errno, '')}")
 
 
 def on_starting(server):
     """Refuse connections the open-files limit cannot hold and addresses that cannot be had
     (above), then start from an empty metrics folder: old workers' files would be counted otherwise."""
     _check_worker_connections(server.cfg.worker_connections)
-    _check_addresses_free(server.cfg.bind)
+    _check_addresses_free(server.cfg.bind, server.cfg.reuse_port)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
     for entry in _metrics_dir.iterdir():
         if entry.is_file() and entry.suffix == ".db":

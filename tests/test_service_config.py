@@ -147,6 +147,20 @@ def test_gunicorn_names_an_address_another_program_holds(tmp_path):
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
+def test_gunicorn_names_an_ipv6_address_in_use_in_a_form_it_takes(tmp_path):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with socket.socket(socket.AF_INET6) as other:
+        try:
+            other.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        other.listen()
+        port = other.getsockname()[1]
+        done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"[::1]:{port}")
+    assert done.stderr.strip().splitlines()[-1].endswith(f"e.g. SCRATCHNET_BIND=[::1]:{port + 1}")
+
+
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
     done = run_gunicorn(tmp_path, SCRATCHNET_ADMIN_TOKN="secret", SCRATCHNET_WORKERS="x")  # x: stops after the warning
     assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
