@@ -208,9 +208,11 @@ class ModelStore:
 
     def _watch(self) -> None:
         # A pass every poll interval, from start to start: waiting a whole interval after each pass
-        # would let a change wait the interval plus a pass (its loads and status checks).
+        # would let a change wait the interval plus a pass (its loads and status checks). A pass
+        # longer than the interval (a slow network file system) is followed by a rest of a tenth
+        # of it, so that the watcher never competes with requests without a break.
         started = time.monotonic()
-        while not self._stop.wait(max(0.0, started + self.poll_interval - time.monotonic())):
+        while not self._stop.wait(max(self.poll_interval / 10, started + self.poll_interval - time.monotonic())):
             started = time.monotonic()
             try:
                 self.refresh()
