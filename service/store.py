@@ -854,7 +854,7 @@ class ModelStore:
         manifest = model.manifest if model is not None else None
         if manifest is None and record is not None and not record.status.startswith(FAILED):
             try:
-                manifest = read_manifest(self.registry.model_path(name, version))
+                manifest = read_manifest(self.registry.model_path(name, version), max_bytes=self.max_model_bytes)
             except Exception:  # whatever a file not loaded yet makes the reader raise, as in _load
                 manifest = None
         served = slot.served if not self._unloaded_now(slot) else None

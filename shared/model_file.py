@@ -90,23 +90,29 @@ def _read_error(e: OSError, path: Path) -> str:
     return f"cannot read the file ({e.strerror})"
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest alone, validated as JSON but without loading the arrays."""
+def read_manifest(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict:
+    """The manifest alone, validated as JSON but without loading the arrays; a file over
+    ``max_bytes`` is refused before it is read, as ``load_model`` refuses it."""
     path = Path(path)
+    _check_size(path, max_bytes)
     with _open_npz(path) as npz:
         return _decode_manifest(path, npz)
 
 
-def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
-               expect_version: int | None = None, max_bytes: int | None = None) -> Model:
-    """Load and validate ``path``; ``expect_*`` are the registry folder's name and version."""
-    path = Path(path)
+def _check_size(path: Path, max_bytes: int | None) -> None:
     try:
         size = path.stat().st_size
     except OSError as e:
         raise ModelFileError(path, _read_error(e, path)) from None
     if max_bytes is not None and size > max_bytes:
         raise ModelFileError(path, f"the file is {size} bytes, over the limit of {max_bytes}")
+
+
+def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
+               expect_version: int | None = None, max_bytes: int | None = None) -> Model:
+    """Load and validate ``path``; ``expect_*`` are the registry folder's name and version."""
+    path = Path(path)
+    _check_size(path, max_bytes)
     with _open_npz(path) as npz:
         expanded = sum(info.file_size for info in npz.zip.infolist())
         if max_bytes is not None and expanded > max_bytes:

@@ -383,6 +383,18 @@ def test_size_limit(tmp_path):
     refused(tmp_path / "model.npz", "over the limit", max_bytes=100)
 
 
+def test_the_manifest_alone_of_a_file_over_the_limit_is_not_read_either(tmp_path):
+    # The service reads a manifest for a version not loaded yet (GET /models/<m>/versions/<v>): a 3 GB
+    # file in the registry was read whole into memory, once per request.
+    huge = tmp_path / "model.npz"
+    with open(huge, "wb") as f:
+        f.truncate(3 << 30)  # sparse: no disk space
+    with pytest.raises(ModelFileError, match=r"the file is 3221225472 bytes, over the limit of 1000"):
+        read_manifest(huge, max_bytes=1000)
+    saved(tmp_path)
+    assert read_manifest(tmp_path / "model.npz", max_bytes=1 << 20)["name"]
+
+
 def test_save_model_never_leaves_an_invalid_file(tmp_path):
     arrays, manifest = tiny_model()
     manifest["output"]["labels"] = ["only-one"]
