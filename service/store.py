@@ -732,7 +732,8 @@ class ModelStore:
         if label not in labels:  # serving.json as it is now, without waiting for the watcher's lock
             state, error = self._read_serving(name)
             if state is None and slot.serving_state is None:  # never read: the label may well be there
-                raise NotReady(f"Model {name}'s labels cannot be read: {error}.", code="serving_state_unreadable")
+                raise NotReady(f"Model {name}'s labels cannot be read: {error}; fix or remove serving.json (the admin "
+                               "API writes it).", code="serving_state_unreadable")
             labels = state["labels"] if state is not None else labels
         version = labels.get(label)
         if version is None:

@@ -49,7 +49,7 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
     """Encoded image bytes -> ndarray of shape (h*w,), float32 in [0, 1], light ink on dark.
 
     Raises UnsupportedImage (not a decodable image in an accepted format), ImageTooLarge (more
-    than ``max_pixels`` declared) or InvalidInput (no ink found)."""
+    than ``max_pixels`` declared) or InvalidInput (no bytes, or no ink found)."""
     size, fit = parse_image_spec(preprocessing)
     return grey_to_vector(*_decoded_with_zoom(data, max_pixels, None), size=size, fit=fit)
 

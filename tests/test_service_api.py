@@ -199,9 +199,9 @@ def test_json_base64_images_and_data_urls(client):
     assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1, 1]
 
 
-def test_base64_with_a_character_too_many_is_refused_not_decoded_short(client):
+def test_base64_one_character_over_whole_groups_is_told_why_it_is_refused(client):
     whole = base64.b64encode(DIGIT_PNG[:len(DIGIT_PNG) // 3 * 3]).decode()  # 4-character groups, no padding
-    for stray in ("A", "A=", "A==="):  # a length no padding makes whole: decoded, the character was dropped
+    for stray in ("A", "A=", "A==="):  # a length no padding makes whole: a character lost or one too many
         assert_error(client.post("/predict", json={"images": [whole + stray]}), 400, "invalid_base64",
                      "one character over a whole number of 4-character groups")
 
