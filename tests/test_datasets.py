@@ -262,6 +262,49 @@ def test_csv_non_finite_and_non_numeric_target(tmp_path):
         load_dataset("csv", path=path, target="y", task="regression")
 
 
+def test_csv_values_beyond_float32_are_named_not_trained_on_as_infinity(tmp_path):
+    # Finite in float64, infinite once cast to the network's float32: a run published RMSE inf.
+    path = write_csv(tmp_path / "r.csv", [(i, i % 7, i * 0.5) for i in range(20)] + [(1, 2, "1e39")],
+                     header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"line 22, column 'y': '1e39' is beyond float32's range"):
+        load_dataset("csv", path=path, target="y", task="regression")
+    path = write_csv(tmp_path / "f.csv", [(i, i % 7, i % 2) for i in range(20)] + [("-1e39", 2, 1)])
+    with pytest.raises(DatasetError, match=r"line 22, column 'a': '-1e39' is beyond float32's range"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+    np.savez(tmp_path / "big.npz", x=np.array([[1.0, 2.0]] * 9 + [[1e39, 0.0]]), y=np.arange(10) % 2)
+    with pytest.raises(DatasetError, match=r"x_(train|test) at \[\d+, 0\] is not finite in float32"):
+        load_dataset("npz", path=tmp_path / "big.npz")
+
+
+def test_a_wide_csv_loads_whatever_the_csv_modules_field_limit(tmp_path):
+    # 20,000 columns: read with a delimiter that is not its own, a line is one 140 kB field, over the
+    # csv module's limit, which raised outside the reader's own error handling (a traceback).
+    header = [f"g{j}" for j in range(20_000)] + ["kind"]
+    path = write_csv(tmp_path / "wide.csv", [[i / 4] * 20_000 + [i % 2] for i in range(12)], header=header)
+    data = load_dataset("csv", path=path, target="kind", task="classification")
+    assert data.n_features == 20_000
+
+
+def test_a_csv_with_classic_mac_line_ends_loads_as_with_any_other(tmp_path):
+    path = write_csv(tmp_path / "pets.csv", ROWS)
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    plain, classic = (load_dataset("csv", path=p, target="kind", task="classification") for p in (path, mac))
+    np.testing.assert_array_equal(plain.x_train, classic.x_train)
+
+
+def test_a_group_of_copies_larger_than_the_share_stays_on_the_training_side():
+    # 70 copies of one row among 100: taken whole, they made the test split 85 % of the rows.
+    x = np.array([[i + 1, i * 7 % 5] for i in range(30)] + [[0, 0]] * 70, dtype=np.float32)
+    for seed in range(5):
+        train, test = grouped_holdout(x, 0.2, seed)
+        assert len(test) == 20 and not (x[test] == 0).all(axis=1).any()
+    train, test = grouped_holdout(np.array([[1, 1]] + [[0, 0]] * 19), 0.2, 0)
+    assert test.tolist() == [0]  # the one row that can go: short of the share, not 19 of 20 rows
+    with pytest.raises(DatasetError, match=r"about 4 of the 20 rows: .* 20 of them are one row"):
+        grouped_holdout(np.zeros((20, 2)), 0.2, 0)
+
+
 def test_csv_ragged_row(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text("a;b;y\n1;2;3\n4;5;6\n7;8\n9;10;11\n")

@@ -69,11 +69,18 @@ class Dataset:
             raise DatasetError(f"{self.name}: task must be 'classification' or 'regression', not {self.task!r}")
         y_dtype = np.int64 if self.task == "classification" else np.float32
         for part in ("train", "test"):
-            x = np.ascontiguousarray(getattr(self, f"x_{part}"), dtype=np.float32)
-            y = np.ascontiguousarray(getattr(self, f"y_{part}"), dtype=y_dtype)
+            with np.errstate(over="ignore"):  # finite float64 beyond float32's range: refused below
+                x = np.ascontiguousarray(getattr(self, f"x_{part}"), dtype=np.float32)
+                y = np.ascontiguousarray(getattr(self, f"y_{part}"), dtype=y_dtype)
             if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
                 raise DatasetError(f"{self.name}: x_{part} {x.shape} and y_{part} {y.shape} do not match: "
                                    "expected (n, n_features) and (n,)")
+            for what, values in ((f"x_{part}", x), (f"y_{part}", y if y.dtype.kind == "f" else None)):
+                if values is not None and not np.isfinite(values).all():
+                    where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+                    raise DatasetError(f"{self.name}: {what} at {list(where)} is not finite in float32, in which the "
+                                       f"network computes (beyond ±{FLOAT32_MAX:.3g}, or NaN): scale the data "
+                                       "down, or drop that row")
             setattr(self, f"x_{part}", x)
             setattr(self, f"y_{part}", y)
         if self.x_train.shape[1] != self.x_test.shape[1]:
@@ -457,7 +464,9 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
 
     Identical rows form a group and a group goes wholly to one side, so a duplicated example
     never sits in both splits. Groups are drawn in a random order fixed by ``seed`` until the
-    held-out side reaches its share. ``what`` names that side in error messages.
+    held-out side reaches its share; a group that would take it past half as much again stays on
+    the training side (70 copies of one row would make a 20 % split most of the rows), unless
+    every group is that large. ``what`` names that side in error messages.
     """
     if not 0 < fraction < 1:
         raise DatasetError(f"the {what} fraction must be between 0 and 1, not {fraction}")
@@ -469,11 +478,19 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
     sizes = np.bincount(group)
     order = np.random.default_rng(seed).permutation(len(sizes))
     wanted = max(1, round(fraction * len(x)))
-    n_groups = int(np.searchsorted(np.cumsum(sizes[order]), wanted)) + 1
-    is_test = np.isin(group, order[:n_groups])
-    if is_test.all():
-        raise DatasetError(f"cannot hold out a {what} split: the {len(x)} rows are all identical (a row and its "
-                           f"copies stay on one side): {fix}")
+    limit, held, taken = max(wanted + 1, math.ceil(1.5 * wanted)), 0, []
+    for g in order.tolist():
+        if held >= wanted:
+            break
+        if held + sizes[g] <= limit:
+            taken.append(g)
+            held += int(sizes[g])
+    if not taken:  # every group is larger than that: the first that reaches the share
+        taken = order[:int(np.searchsorted(np.cumsum(sizes[order]), wanted)) + 1]
+    is_test = np.isin(group, taken)
+    if not is_test.any() or is_test.all():
+        raise DatasetError(f"cannot hold out a {what} split of about {wanted} of the {len(x)} rows: a row and its "
+                           f"copies stay on one side, and {sizes.max()} of them are one row: {fix}")
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
@@ -725,12 +742,14 @@ def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.nd
 
 def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header and (line number, fields) rows of CSV text; the delimiter is , ; or tab."""
+    if "\r" in text and "\n" not in text:  # a classic Mac spreadsheet's line ends
+        text = text.replace("\r", "\n")
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
     try:
-        for fields in reader:
+        for fields in _within_field_limit(reader, len(text)):
             if not fields or all(not f.strip() for f in fields):
                 continue
             if header is None:
@@ -753,12 +772,23 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
     return header, rows
 
 
+def _within_field_limit(reader, size: int):
+    """``reader``'s rows, with the csv module's limit on a field's length (128 KiB, which the
+    whole line of a wide file is, read with another delimiter) raised to ``size``, the text's."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, size))
+    try:
+        yield from reader
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _sniff_delimiter(text: str) -> str:
     """The one of , ; tab that splits the first lines into the same number (>1) of fields."""
     sample = [line for line in text.splitlines()[:20] if line.strip()]
     best, best_fields = ",", 1
     for delimiter in (",", ";", "\t"):
-        counts = {len(fields) for fields in csv.reader(sample, delimiter=delimiter)}
+        counts = {len(fields) for fields in _within_field_limit(csv.reader(sample, delimiter=delimiter), len(text))}
         if len(counts) == 1 and (n := counts.pop()) > best_fields:
             best, best_fields = delimiter, n
     if best_fields == 1 and sample:  # ragged sample: go by the header, the ragged row is reported later
@@ -779,7 +809,7 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
         x = np.array(cells, dtype=np.float64)
     except ValueError:
         x = None
-    if x is None or not np.isfinite(x).all():
+    if x is None or not (np.abs(x) <= FLOAT32_MAX).all():  # NaN, infinite, or beyond float32
         for (line, fields), row in zip(rows, cells):
             for name, cell in zip(feature_names, row):
                 where = f"{source}, line {line}, column {name!r}: {cell!r}"
@@ -795,12 +825,18 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                                        "drop the column")
                 if not math.isfinite(float(cell)):
                     raise DatasetError(f"{where} is not finite: replace it with a finite number or drop the row")
+                if abs(float(cell)) > FLOAT32_MAX:
+                    raise DatasetError(f"{where} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
+                                       "computes: scale the column down, or drop the row")
         raise DatasetError(f"{source}: the feature columns could not be read as numbers")
     y = [fields[t].strip() for _, fields in rows]
     if task == "regression":
         for (line, _), value in zip(rows, y):
             if not _is_number(value) or not math.isfinite(float(value)):
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a finite number")
+            if abs(float(value)) > FLOAT32_MAX:
+                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
+                                   f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the target down")
         y = [float(v) for v in y]
     else:
         for (line, _), value in zip(rows, y):
@@ -830,7 +866,9 @@ def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]
         if len(set(canonical.values())) == len(values):
             labels = [canonical[v] for v in values]
         else:
-            raise DatasetError(f"class values {values} name the same number in different ways")
+            same = [v for v in values if list(canonical.values()).count(canonical[v]) > 1]
+            raise DatasetError(f"class values {', '.join(map(repr, same))} name the same number in different ways: "
+                               "write each class one way in the target column")
     else:
         labels = values
     index = {v: i for i, v in enumerate(values)}
@@ -841,6 +879,7 @@ def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")  # "0,5": how spreadsheets write 0.5 in many locales
 # How spreadsheets, pandas and R write a missing cell.
 MISSING_VALUES = {"", "?", "-", "na", "n/a", "nan", "null", "none", "nil", "missing", "#n/a"}
