@@ -436,7 +436,9 @@ class FairThreadWorker(ThreadWorker):
         sock = conn.sock
         sock.setblocking(False)
         conn.gathering = bytearray(sock.take_gathered(sock.gathered_left()))  # what the last request left
-        self.gathering[conn] = time.monotonic() + (CLIENT_TIMEOUT or math.inf)
+        # A connection that has sent nothing yet (a browser's preconnect) waits as an idle one does.
+        wait = (CLIENT_TIMEOUT or math.inf) if conn.gathering else self.cfg.keepalive
+        self.gathering[conn] = time.monotonic() + wait
         self.poller.register(sock, selectors.EVENT_READ, functools.partial(self.on_gathering_readable, conn))
         if conn.gathering and request_gathered(conn.gathering):
             self.gathered(conn)
@@ -476,13 +478,15 @@ class FairThreadWorker(ThreadWorker):
 
     def close_expired_gathering(self) -> None:
         """A request that stopped coming for CLIENT_TIMEOUT: one whose headers came is answered
-        408, as a thread's read of its body would be; one whose headers never ended is closed."""
+        408, as a thread's read of its body would be; one whose headers never ended is closed, and
+        so, without a word, is a connection that sent nothing (Gunicorn's keep-alive time)."""
         now = time.monotonic()
         for conn in [conn for conn, until in self.gathering.items() if until <= now]:
             self.end_gathering(conn)
             data = conn.gathering
             if b"\r\n\r\n" not in data:
-                self.log.info("a client sent no more of its request for %s s: connection closed", CLIENT_TIMEOUT)
+                if data:
+                    self.log.info("a client sent no more of its request for %s s: connection closed", CLIENT_TIMEOUT)
                 self.nr_conns -= 1
                 conn.close()
                 continue

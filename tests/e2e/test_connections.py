@@ -165,10 +165,16 @@ def test_connections_that_send_nothing_hold_no_thread(start_service, service_reg
     scanners) wait on the event loop, not in the thread, so a request behind them is answered at
     once. Gunicorn's own threads wait 5 s for each one's first bytes; the 4 s limit on the health
     check below is that difference, not a speed measurement."""
-    server = start_service(service_registry, workers=1, threads=1)
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_CLIENT_TIMEOUT": "1"})
     idle = [socket.create_connection(address(server.url), timeout=30) for _ in range(2)]
     try:
         assert requests.get(server.url + "/healthz", timeout=4).status_code == 200
+        # They wait as idle connections do (Gunicorn's keep-alive time, 5 s), not the client timeout
+        # of a request under way, and are not logged as stalled requests.
+        time.sleep(1.5)
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(idle[0]).startswith(b"HTTP/1.1 200 ")
+        assert "sent no more of its request" not in server.log()
     finally:
         for sock in idle:
             sock.close()
