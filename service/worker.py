@@ -464,7 +464,7 @@ class FairThreadWorker(ThreadWorker):
 
     def gathered(self, conn) -> None:
         self.end_gathering(conn)
-        conn.sock.gathered, conn.sock.gathered_at = bytes(conn.gathering), 0
+        conn.sock.gathered, conn.sock.gathered_at = conn.gathering, 0  # handed over whole: never grown again
         del conn.gathering
         conn.data_ready = conn.request_gathered = True
         self.enqueue_req(conn)

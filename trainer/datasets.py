@@ -866,7 +866,8 @@ def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]
         if len(set(canonical.values())) == len(values):
             labels = [canonical[v] for v in values]
         else:
-            same = [v for v in values if list(canonical.values()).count(canonical[v]) > 1]
+            twice = set(repeated(canonical.values()))
+            same = [v for v in values if canonical[v] in twice]
             raise DatasetError(f"class values {', '.join(map(repr, same))} name the same number in different ways: "
                                "write each class one way in the target column")
     else:
