@@ -33,6 +33,9 @@ DEFAULT_TOP_K = 3
 # Up to this many rows, orjson on the row dicts is faster than the column encoder, whose
 # fixed cost (~0.2 ms) pays off only on large batches. Both write the same values.
 SMALL_BATCH_ROWS = 32
+# An image model's vectors are pixels scaled to [0, 1]; a value this far outside is not one (0..255
+# pixels, or pixels normalised already), and would be answered without a word, and wrongly.
+PIXEL_SLACK = 0.01
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,23 @@ class PredictionBatch:
 
 def describe(model: Model) -> str:
     return f"model {model.name} v{model.version}"
+
+
+def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
+    """Refuse an image model's vectors that are not pixels in [0, 1], saying what they look like."""
+    low, high = float(batch.min()), float(batch.max())
+    if low >= -PIXEL_SLACK and high <= 1 + PIXEL_SLACK:
+        return
+    row, col = np.argwhere((batch < -PIXEL_SLACK) | (batch > 1 + PIXEL_SLACK))[0]
+    where = f"position {col}" if len(batch) == 1 else f"vector {row}, position {col}"
+    if low < -PIXEL_SLACK:
+        hint = ("negative values are pixels normalised already: send them before normalisation, which the model "
+                "does itself")
+    else:
+        hint = "values above 1 are 0..255 pixels: divide them by 255"
+    raise InvalidInput(f"The value at {where} is {batch[row, col]:.6g}; {describe(model)} takes pixels scaled to "
+                       f"[0, 1], light ink on dark ({hint}), or the picture itself as an image.",
+                       code="input_out_of_range")
 
 
 class Predictor:
@@ -146,7 +166,10 @@ class Predictor:
             count = len(values) if isinstance(values, (list, tuple)) else 1
         self._check_batch_size(n, "vectors")
         self._check_values(count)
-        return validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
+        batch = validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
+        if model.input_kind == "image":
+            _check_pixel_range(model, batch)
+        return batch
 
     def array_batch(self, model: Model, array: np.ndarray) -> np.ndarray:
         """An ``.npy`` body's array: one vector (k,) or a batch (n, k). An image model's vectors are

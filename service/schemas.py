@@ -13,7 +13,8 @@ BASE64_SCHEMA = {"type": "string", "minLength": 4, "contentEncoding": "base64",
                  "pattern": r"^(data:[^,]*;base64,)?[A-Za-z0-9+/_=\s-]+$",
                  "description": "An image file (PNG, JPEG, WEBP, BMP, GIF, TIFF) in base64."}
 VECTORS_SCHEMA = {
-    "description": "One vector of numbers, or a batch: a list of vectors, each as long as the model's input.",
+    "description": ("One vector of numbers, or a batch: a list of vectors, each as long as the model's input. "
+                    "An image model's vectors are its 28x28 field as pixels in [0, 1], light ink on dark."),
     "anyOf": [NUMBER_ARRAY, {"type": "array", "items": NUMBER_ARRAY, "minItems": 1}],
 }
 

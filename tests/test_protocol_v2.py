@@ -215,6 +215,13 @@ def test_a_single_number_as_data_is_read_not_refused(client):
     assert_protocol_error(one, 400, "Expected [-1,11], got [1,1]")  # refused for its shape, as Triton does
 
 
+def test_an_image_models_input_tensor_must_hold_pixels_in_0_1(client):
+    # 0..255 floats read as [0, 1] vectors saturate every answer: refused, with what to do.
+    as_stored = VECTORS[:1] * 255
+    assert_protocol_error(infer(client, {"inputs": [tensor("input", as_stored)]}), 400, "divide them by 255")
+    assert infer(client, {"inputs": [tensor("input", VECTORS[:1])]}).status_code == 200
+
+
 def test_images_as_base64_bytes_equal_the_native_upload(client):
     text = base64.b64encode(DIGIT_PNG).decode()
     response = infer(client, {"inputs": [tensor("image", [text, text], "BYTES")],

@@ -345,6 +345,24 @@ def test_an_image_model_refuses_npy_pixels_as_stored_and_arrays_not_of_vectors(c
                      f"shape {list(shape)}; send one vector (784,) or a batch (n, 784)")
 
 
+def test_an_image_model_refuses_vectors_that_are_not_pixels_in_0_1_and_says_what_they_look_like(client):
+    pixels = vectors(2)
+    as_stored = (pixels * 255).round()  # 0..255, as a PNG holds them
+    normalised = (pixels - 0.1307) / 0.3081  # what torchvision's MNIST transform hands a network
+    for batch, told in ((as_stored, "values above 1 are 0..255 pixels: divide them by 255"),
+                        (normalised, "negative values are pixels normalised already")):
+        body = assert_error(client.post("/models/mnist/predict", json={"inputs": batch.tolist()}), 422,
+                            "input_out_of_range", told)
+        row, col = np.argwhere((batch < -0.01) | (batch > 1.01))[0]
+        assert f"The value at vector {row}, position {col} is {batch[row, col]:.6g}" in body["error"]
+        assert_error(client.post("/models/mnist/predict", data=npy(batch.astype(np.float32)),
+                                 content_type="application/x-npy"), 422, "input_out_of_range", told)
+    rounded = np.minimum(pixels + 0.005, 1.005)  # a JSON round trip may overshoot [0, 1] a little
+    assert client.post("/models/mnist/predict", json={"inputs": rounded.tolist()}).status_code == 200
+    big = vectors(1, 11) * 300  # a vector model's numbers are whatever its features are
+    assert client.post("/models/wine/predict", json={"inputs": big.tolist()}).status_code == 200
+
+
 def test_npy_with_an_oversized_header_names_the_limit(client):
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 11), }" + " " * 20_000 + "\n"
     body = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header.encode() + bytes(44)
