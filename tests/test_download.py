@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +21,7 @@ from trainer.datasets import load_dataset
 from trainer.download import ChecksumMismatch, DownloadError, fetch, mirror_urls
 from users import run_as
 
+ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
@@ -296,25 +299,24 @@ def test_corrupt_cached_file_is_downloaded_again(server, tmp_path):
 
 
 def test_processes_sharing_a_cache_take_turns(server, tmp_path):
-    """Two downloads of one file into one cache at once (a parameter sweep, two containers on a
-    cache volume): the second waits and uses the first one's verified file."""
+    """Two processes downloading one file into one cache at once (a parameter sweep, two
+    containers on a cache volume): the second waits and uses the first one's verified file."""
     server.files["/data.bin"] = PAYLOAD
     server.delay = 0.5
-    results, errors = [], []
-
-    def download_it():
-        try:
-            results.append(fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=download_it) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.1)
-    for thread in threads:
-        thread.join(30)
-    assert errors == [] and [p.read_bytes() == PAYLOAD for p in results] == [True, True]
+    script = ("import sys; from pathlib import Path; from trainer.download import fetch; "
+              "path = fetch([sys.argv[1]], 'data.bin', sys.argv[2], Path(sys.argv[3]), progress=False); "
+              "print(path)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    processes = []
+    for _ in range(2):
+        processes.append(subprocess.Popen([sys.executable, "-c", script, server.url + "/data.bin", PAYLOAD_SHA,
+                                           str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+        time.sleep(0.2)
+    outcomes = [(p.wait(60), *p.communicate()) for p in processes]
+    assert [code for code, _, _ in outcomes] == [0, 0], outcomes
+    assert [out.strip() for _, out, _ in outcomes] == [str(tmp_path / "data.bin")] * 2
+    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
     assert len(server.requests) == 1 and cache_files(tmp_path) == ["data.bin"]
 
 

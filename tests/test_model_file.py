@@ -4,13 +4,14 @@ import gc
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import pickle
 import re
 import shutil
 import tracemalloc
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -488,10 +489,15 @@ def test_a_registry_without_the_record_stays_above_what_serving_json_names(tmp_p
     assert publish_tiny(registry) == 8
 
 
+def publish_tiny_into(root: str) -> int:
+    return publish_tiny(Registry(Path(root)))
+
+
 def test_concurrent_publishers_get_distinct_numbers_and_the_record_the_highest(tmp_path):
+    # Separate processes, as two trainers are: a lock that held only within one process would not do.
+    with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("fork")) as pool:
+        versions = list(pool.map(publish_tiny_into, [str(tmp_path)] * 12))
     registry = Registry(tmp_path)
-    with ThreadPoolExecutor(6) as pool:
-        versions = list(pool.map(lambda _: publish_tiny(registry), range(12)))
     assert sorted(versions) == registry.versions("tiny") == list(range(1, 13))
     assert registry.highest_published("tiny") == 12
 

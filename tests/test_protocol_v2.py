@@ -365,10 +365,27 @@ def test_an_empty_request_id_is_left_out_of_the_answer(client):
     assert "id" not in infer(client, {"id": "", "inputs": [tensor("input", VECTORS)]}).get_json()
 
 
-def test_a_compressed_bomb_is_refused_before_it_inflates(client):
+def test_a_compressed_bomb_is_refused_before_it_inflates(client, monkeypatch):
+    inflated = []  # what each inflater hands back, call by call
+    real_inflater = zlib.decompressobj
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.inner = real_inflater(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            out = self.inner.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Recorded)
     bomb = gzip.compress(b" " * 5_000_000)  # 5 MB of spaces in ~5 KB; the limit is 1 MB
     response = client.post("/v2/models/mnist/infer", data=bomb, headers={"Content-Encoding": "gzip"})
     assert_protocol_error(response, 413, "inflates to more than the limit of 1,000,000 bytes.")
+    assert inflated and sum(inflated) <= 1_000_001  # never more than one byte past the limit in memory
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"not gzip",
                                       headers={"Content-Encoding": "gzip"}), 400, "gzip")
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"{}", headers={"Content-Encoding": "br"}),

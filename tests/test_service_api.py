@@ -2,7 +2,6 @@
 status with its JSON body, the admin routes, metrics, logs and the OpenAPI document."""
 
 import base64
-import errno
 import gzip
 import io
 import json
@@ -10,8 +9,10 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from service import api, metrics, schemas
 from service.protocols import v1, v2
 from service.app import create_app
 from service.logs import configure_logging
+from users import run_as
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -720,22 +722,34 @@ def test_a_label_on_a_version_deleted_since_names_the_label(client, registry):
     assert "label 'old' points to version 1" in " ".join(client.get("/models/mnist").get_json()["problems"])
 
 
-def test_a_registry_the_service_cannot_write_is_named_with_the_fix(app, client, registry, monkeypatch):
-    store_registry = app.extensions["scratchnet"].registry
+def test_a_registry_the_service_cannot_write_is_named_with_the_fix(registry):
+    # A registry the service reads but may not write (a volume filled by another uid): a pin cannot
+    # be kept in serving.json, and the answer says whose permission is missing and how to give it.
+    folder = Path(tempfile.mkdtemp(prefix="scratchnet-unwritable-"))
+    folder.chmod(0o755)  # the test's own tmp_path is root's alone: another user could not even read it
+    try:
+        models = shutil.copytree(registry, folder / "models")
+        client = make_app(models).test_client()
+        assert client.post("/models/mnist/versions/1/activate", headers=AUTH).status_code == 200  # as the owner
+        assert client.post("/models/mnist/unpin", headers=AUTH).status_code == 200
 
-    def refused(name, change):
-        raise PermissionError(errno.EACCES, "Permission denied")
+        def check():
+            body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503,
+                                "registry_unavailable", "cannot be written (Permission denied): give the service's user")
+            assert f"(uid {os.getuid()})" in body["error"] and "SCRATCHNET_UID" in body["error"]
+            assert client.get("/models/mnist").get_json()["served_version"] == 2  # nothing changed
 
-    monkeypatch.setattr(store_registry, "update_serving", refused)
-    body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503, "registry_unavailable",
-                        "cannot be written (Permission denied): give the service's user")
-    assert f"(uid {os.getuid()})" in body["error"] and "SCRATCHNET_UID" in body["error"]
-
-    def gone(name, change):
-        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
-
-    monkeypatch.setattr(store_registry, "update_serving", gone)  # the folder removed since the last poll
-    assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 404, "model_not_found")
+        (models / "mnist").chmod(0o555)
+        if os.geteuid() == 0:  # root writes anywhere: check as another user
+            run_as(65534, 65534, check)
+        else:
+            check()
+        (models / "mnist").chmod(0o755)
+        shutil.rmtree(models / "mnist")  # the folder removed since the last poll
+        assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 404, "model_not_found")
+        assert not (models / "mnist").exists()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_an_admin_change_while_the_registry_is_gone_says_so_not_that_the_model_is(client, registry):

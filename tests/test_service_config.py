@@ -15,6 +15,7 @@ import requests
 
 from modelgen import publish_model
 from server import ServiceProcess, read_only
+from skips import unavailable
 from service.binds import FORMS
 from service.config import ConfigError, load_settings
 from service.healthcheck import probe_target
@@ -148,17 +149,19 @@ def test_gunicorn_names_an_address_another_program_holds(tmp_path):
 
 
 def test_gunicorn_names_an_ipv6_address_in_use_in_a_form_it_takes(tmp_path):
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 here")
     with socket.socket(socket.AF_INET6) as other:
         try:
             other.bind(("::1", 0))
-        except OSError:
-            pytest.skip("no IPv6 loopback here")
+        except OSError as exc:
+            unavailable(f"no IPv6 loopback here ({exc.strerror})")
         other.listen()
         port = other.getsockname()[1]
         done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"[::1]:{port}")
-    assert done.stderr.strip().splitlines()[-1].endswith(f"e.g. SCRATCHNET_BIND=[::1]:{port + 1}")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on [::1]:{port}: Address already in use: another program listens there (a "
+        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND=[::1]:{port + 1}")
+    assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
