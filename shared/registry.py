@@ -9,6 +9,7 @@ source of truth for every worker and replica.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -238,9 +239,16 @@ class Registry:
         _write_atomically(folder / SERVING_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
     def update_serving(self, name: str, change: Callable[[dict], dict]) -> dict:
-        """Read, change and write serving.json; returns the new state."""
-        state = change(self.read_serving(name))
-        self.write_serving(name, state)
+        """Read, change and write serving.json; returns the new state. A change that leaves the
+        state as it is writes nothing, so that it succeeds where the registry is read-only too (a
+        client loading a model already loaded, as Triton's clients do to be sure of it); the
+        model's folder must still be there (FileNotFoundError), as for a write."""
+        current = self.read_serving(name)
+        state = change(current)
+        if _as_compared(state) != _as_compared(current):
+            self.write_serving(name, state)
+        elif not self.model_folder(name).is_dir():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.root / name))
         return state
 
     # publishing ----------------------------------------------------------------------------
@@ -370,6 +378,11 @@ class Registry:
 def _is_version(value) -> bool:
     """A version number as serving.json holds it: a JSON integer from 1 to MAX_VERSION."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_VERSION
+
+
+def _as_compared(state: dict) -> dict:
+    """A serving state as it reads: ``"unloaded": false`` says what its absence does."""
+    return {**state, "unloaded": bool(state.get("unloaded"))}
 
 
 def _write_atomically(path: Path, text: str) -> None:

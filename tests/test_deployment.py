@@ -135,12 +135,18 @@ def test_a_read_only_registry_serves_and_says_why_it_cannot_be_changed(read_only
     client = make_app(read_only_registry).test_client()
     assert client.post("/models/mnist/predict", json=VECTOR).get_json()["model"]["version"] == 2
     assert client.get("/readyz").status_code == 200
-    for route in ("/models/mnist/versions/1/activate", "/models/mnist/unpin", "/models/mnist/rollback",
-                  "/models/solo/unpin"):
+    for route in ("/models/mnist/versions/1/activate", "/models/mnist/versions/2/activate", "/models/mnist/rollback",
+                  "/v2/repository/models/mnist/unload"):
         response = client.post(route, headers=AUTH)
         body = response.get_json()
-        assert response.status_code == 409 and body["code"] == "registry_read_only", (route, body)
+        assert response.status_code == 409, (route, body)
+        assert route.startswith("/v2/") or body["code"] == "registry_read_only"  # V2's errors carry no code
         assert "is on a read-only file system" in body["error"] and "mount the registry read-write" in body["error"]
+    # A change that leaves the state as it is needs no write: it succeeds (a client loading a model
+    # already loaded, to be sure of it, as Triton's clients do).
+    for route in ("/models/mnist/unpin", "/models/solo/unpin", "/v2/repository/models/mnist/load"):
+        response = client.post(route, headers=AUTH)
+        assert response.status_code == 200, (route, response.get_json())
     # What is wrong with the request itself is said first, as on a writable registry.
     response = client.delete("/models/mnist/labels/missing", headers=AUTH)
     assert response.status_code == 404 and response.get_json()["code"] == "label_not_found"
