@@ -49,8 +49,8 @@ KNOWN_VARIABLES = {
     "MAX_REQUEST_PIXELS", "MAX_BATCH", "MAX_VECTOR_VALUES", "MAX_MODEL_BYTES", "CACHED_VERSIONS", "ADMIN_TOKEN",
     "LOG_FORMAT", "LOG_LEVEL", "WATCH",  # service/config.py
     "DATA_DIR", "CACHE", "MIRROR",  # the trainer
-    "UID", "GID", "PORT", "HOST", "MODELS_DIR", "API_CPUS", "PYTHON_IMAGE",  # docker compose
-    "DATASETS", "DOCKER_ENGINE_SCRIPT", "KSERVE_PYTHON",  # the tests
+    "UID", "GID", "PORT", "HOST", "MODELS_DIR", "API_CPUS",  # docker compose
+    "DATASETS", "DOCKER_ENGINE_SCRIPT", "PYTHON_IMAGE", "KSERVE_PYTHON",  # the tests
 }
 
 

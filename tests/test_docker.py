@@ -4,8 +4,9 @@ Each test starts its own compose project (a unique name, a free host port, a tem
 models/ as the registry, so the repository's models/ is never written) and always takes it down
 with `docker compose down -v`. Without a Docker engine the tests skip, unless CI is set: then
 they fail. SCRATCHNET_DOCKER_ENGINE_SCRIPT names a script that brings an engine up first;
-SCRATCHNET_PYTHON_IMAGE the base image to build on (default local/python-base:bookworm, which
-that script builds, since nothing can be pulled here).
+SCRATCHNET_PYTHON_IMAGE the base image to build on. Unset, the images build on
+local/python-base:bookworm when the engine has it (that script builds it where nothing can be
+pulled), else on the compose file's own base (PYTHON_IMAGE, default python:3.12-slim).
 """
 import base64
 import gzip
@@ -28,7 +29,7 @@ from PIL import Image
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON_IMAGE = os.environ.get("SCRATCHNET_PYTHON_IMAGE", "local/python-base:bookworm")
+LOCAL_PYTHON_IMAGE = "local/python-base:bookworm"
 MODEL = "mnist"
 ADMIN_TOKEN = "docker-test-" + secrets.token_hex(8)
 CONTAINER_UID = 1000  # the image's user; a registry owned by root is handed to it
@@ -59,6 +60,15 @@ def docker_engine() -> None:
             _unavailable(f"`{' '.join(check)}` failed: {done.stderr.strip()[-500:]}")
 
 
+def _base_image() -> str | None:
+    """The base image to build on, or None to leave it to the compose file: only an engine set up
+    for it has the local image, and building FROM it elsewhere fails to pull."""
+    if os.environ.get("SCRATCHNET_PYTHON_IMAGE"):
+        return os.environ["SCRATCHNET_PYTHON_IMAGE"]
+    local = subprocess.run(["docker", "image", "inspect", LOCAL_PYTHON_IMAGE], capture_output=True, timeout=60)
+    return LOCAL_PYTHON_IMAGE if local.returncode == 0 else None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,13 +87,15 @@ class Stack:
         self.timings: dict[str, float] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
         self.env.update(
-            PYTHON_IMAGE=PYTHON_IMAGE,
             COMPOSE_PROJECT_NAME=self.project,
             SCRATCHNET_MODELS_DIR=str(registry),
             SCRATCHNET_PORT=str(port),
             SCRATCHNET_ADMIN_TOKEN=ADMIN_TOKEN,
             SCRATCHNET_POLL_INTERVAL="1",
         )
+        base_image = _base_image()
+        if base_image:
+            self.env["PYTHON_IMAGE"] = base_image
         if os.geteuid() == 0:
             self.env.update(SCRATCHNET_UID=str(CONTAINER_UID), SCRATCHNET_GID=str(CONTAINER_UID))
         else:
@@ -325,6 +337,7 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
         "requests during retrain/swap/pin": len(client.records),
         "failed requests": len(failures),
         "versions": f"{old} -> {new} -> pinned {old}",
+        "base image": stack.env.get("PYTHON_IMAGE", "the compose file's default"),
         "image scratchnet-api MB": _image_size_mb("scratchnet-api:latest"),
         "image scratchnet-trainer MB": _image_size_mb("scratchnet-trainer:latest"),
     })
