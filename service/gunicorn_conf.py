@@ -49,7 +49,7 @@ KNOWN_VARIABLES = {
     "MAX_REQUEST_PIXELS", "MAX_BATCH", "MAX_VECTOR_VALUES", "MAX_MODEL_BYTES", "CACHED_VERSIONS", "ADMIN_TOKEN",
     "LOG_FORMAT", "LOG_LEVEL", "WATCH",  # service/config.py
     "DATA_DIR", "CACHE", "MIRROR",  # the trainer
-    "UID", "GID", "PORT", "HOST", "MODELS_DIR", "API_CPUS",  # docker compose
+    "UID", "GID", "PORT", "HOST", "MODELS_DIR", "API_CPUS", "IMAGE_PREFIX",  # docker compose
     "DATASETS", "DOCKER_ENGINE_SCRIPT", "PYTHON_IMAGE", "KSERVE_PYTHON",  # the tests
 }
 

@@ -1,12 +1,13 @@
 """`docker compose up`, retraining in the trainer container, hot swap and pin, on a real engine.
 
-Each test starts its own compose project (a unique name, a free host port, a temporary copy of
-models/ as the registry, so the repository's models/ is never written) and always takes it down
-with `docker compose down -v`. Without a Docker engine the tests skip, unless CI is set: then
-they fail. SCRATCHNET_DOCKER_ENGINE_SCRIPT names a script that brings an engine up first;
-SCRATCHNET_PYTHON_IMAGE the base image to build on. Unset, the images build on
-local/python-base:bookworm when the engine has it (that script builds it where nothing can be
-pulled), else on the compose file's own base (PYTHON_IMAGE, default python:3.12-slim).
+Each test starts its own compose project (a unique name, images named after it, a free host
+port, a temporary copy of models/ as the registry, so the repository's models/ is never written)
+and always takes it down with `docker compose down -v` and removes its images' tags. Without a
+Docker engine the tests skip, unless CI is set: then they fail. SCRATCHNET_DOCKER_ENGINE_SCRIPT
+names a script that brings an engine up first; SCRATCHNET_PYTHON_IMAGE the base image to build
+on. Unset, the images build on local/python-base:bookworm when the engine has it (that script
+builds it where nothing can be pulled), else on the compose file's own base (PYTHON_IMAGE,
+default python:3.12-slim).
 """
 import base64
 import gzip
@@ -88,6 +89,7 @@ class Stack:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
         self.env.update(
             COMPOSE_PROJECT_NAME=self.project,
+            SCRATCHNET_IMAGE_PREFIX=self.project,  # another checkout's run on this engine has its own
             SCRATCHNET_MODELS_DIR=str(registry),
             SCRATCHNET_PORT=str(port),
             SCRATCHNET_ADMIN_TOKEN=ADMIN_TOKEN,
@@ -106,6 +108,18 @@ class Stack:
         for file in self.files:
             command += ["-f", str(REPO / file)]
         return command + list(args)
+
+    def image(self, service: str) -> str:
+        """The tag the compose files give this project's image of ``service``."""
+        return f"{self.project}-{service}:latest"
+
+    def take_down(self, *options: str) -> None:
+        """`down -v`, then the project's image tags. --no-prune keeps the layers beneath a tag,
+        which are the next build's cache: a plain `docker image rm` deletes every untagged one."""
+        self.compose(*options, "down", "--volumes", "--remove-orphans", "--timeout", "10",
+                     step="down -v", timeout=180, check=False)
+        tags = [self.image(service) for service in ("api", "trainer", "lb")]
+        subprocess.run(["docker", "image", "rm", "--no-prune", *tags], capture_output=True, timeout=120)
 
     def compose(self, *args: str, step: str | None = None, timeout: float = 600,
                 check: bool = True) -> subprocess.CompletedProcess:
@@ -152,8 +166,7 @@ def stack(docker_engine, tmp_path):
         assert stack.compose("ps", "--all", "--quiet").stdout.strip() == "", "project already has containers"
         yield stack
     finally:
-        stack.compose("--profile", "train", "down", "--volumes", "--remove-orphans", "--timeout", "10",
-                      step="down -v", timeout=180, check=False)
+        stack.take_down("--profile", "train")
 
 
 @pytest.fixture
@@ -164,8 +177,7 @@ def api_stack(docker_engine, tmp_path):
         stack.compose("build", "api", step="build api image")
         yield stack
     finally:
-        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10",
-                      step="down -v", timeout=180, check=False)
+        stack.take_down()
 
 
 @pytest.fixture
@@ -176,8 +188,7 @@ def scaled_stack(docker_engine, tmp_path):
         stack.compose("build", step="build api + lb images")
         yield stack
     finally:
-        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10",
-                      step="down -v", timeout=180, check=False)
+        stack.take_down()
 
 
 def _mnist_test_pngs(datasets_dir: Path, count: int) -> list[tuple[bytes, str]]:
@@ -338,8 +349,8 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
         "failed requests": len(failures),
         "versions": f"{old} -> {new} -> pinned {old}",
         "base image": stack.env.get("PYTHON_IMAGE", "the compose file's default"),
-        "image scratchnet-api MB": _image_size_mb("scratchnet-api:latest"),
-        "image scratchnet-trainer MB": _image_size_mb("scratchnet-trainer:latest"),
+        "image scratchnet-api MB": _image_size_mb(stack.image("api")),
+        "image scratchnet-trainer MB": _image_size_mb(stack.image("trainer")),
     })
 
 
@@ -386,7 +397,7 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
 
     stack.report(capsys, "compose scale", {
         "replicas answering": len(upstreams),
-        "image scratchnet-lb MB": _image_size_mb("scratchnet-lb:latest"),
+        "image scratchnet-lb MB": _image_size_mb(stack.image("lb")),
     })
 
 
@@ -548,7 +559,7 @@ def test_image_on_a_read_only_root_checks_its_health_where_it_listens(api_stack)
     name = f"{api_stack.project}-read-only"
     run = ["docker", "run", "--read-only", "--health-interval", "1s", "-e", "SCRATCHNET_BIND=unix:/tmp/api.sock"]
     try:
-        subprocess.run([*run, "--detach", "--name", name, "--tmpfs", "/tmp", "scratchnet-api:latest"],
+        subprocess.run([*run, "--detach", "--name", name, "--tmpfs", "/tmp", api_stack.image("api")],
                        check=True, capture_output=True, timeout=60)
 
         def healthy() -> bool:
@@ -561,7 +572,7 @@ def test_image_on_a_read_only_root_checks_its_health_where_it_listens(api_stack)
             pytest.fail(f"never healthy:\n{logs[-3000:]}")
     finally:
         subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
-    done = subprocess.run([*run, "--rm", "scratchnet-api:latest"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([*run, "--rm", api_stack.image("api")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset") and "--tmpfs /tmp" in line
