@@ -10,7 +10,7 @@ from shared.forward import softmax
 from trainer.activations import get_activation
 from trainer.initializers import get_initializer
 from trainer.layers import Activation, BatchNorm, Dense, Dropout
-from trainer.network import Network, build_mlp
+from trainer.network import Network, build_mlp, outline_mlp
 from trainer.optimizers import get_optimizer
 
 
@@ -75,6 +75,35 @@ def test_repr_and_summary():
     table = net.summary(batch_size=32)
     assert "(32, 784)" in table and "(32, 256)" in table and "(32, 10)" in table
     assert "200,960" in table and "total parameters: 235,146" in table
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"batchnorm": True, "dropout": 0.2}, {"sizes": [5, 3]},
+    {"sizes": [11, 32, 32, 1], "task": "regression", "activation": "leaky_relu(alpha=0.1)", "init": "xavier_uniform"},
+    {"sizes": [6, 4, 3], "dtype": np.float64, "bn_momentum": 0.8, "bn_eps": 1e-3, "batchnorm": True},
+])
+def test_an_outline_is_the_summary_of_the_network_it_describes(kwargs):
+    """outline_mlp works the table out from the sizes alone, so that a network too big to build can
+    be shown: it must be the table of the network built."""
+    assert outline_mlp(**kwargs).summary(batch_size=32) == build_mlp(**kwargs).summary(batch_size=32)
+    assert outline_mlp(**kwargs).num_params() == build_mlp(**kwargs).num_params()
+
+
+def test_a_weight_drawn_a_block_at_a_time_is_the_weight_of_one_draw():
+    """Each weight is drawn into its place a block at a time, not as one float64 array three times the
+    size of the float32 weight; the values, and so every seeded run, stay as they were."""
+    shape = (1100, 2000)  # three blocks
+    for name in ("he_normal", "xavier_uniform", "normal(std=0.05)"):
+        init = get_initializer(name)
+        std = init.std(*shape)
+        reference, rng = np.random.default_rng(7), np.random.default_rng(7)
+        if init.distribution == "uniform":
+            one_draw = reference.uniform(-math.sqrt(3) * std, math.sqrt(3) * std, size=shape).astype(np.float32)
+        else:
+            one_draw = (reference.standard_normal(size=shape) * std).astype(np.float32)
+        weight = init(shape, rng)
+        assert weight.dtype == np.float32 and weight.tobytes() == one_draw.tobytes(), name
+        assert rng.random() == reference.random()  # the next layer's weights are drawn as before too
 
 
 def test_initialisers_scale_with_fan_in_and_fan_out():

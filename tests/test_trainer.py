@@ -21,7 +21,7 @@ import pytest
 
 from shared.model_file import load_model, read_manifest
 from shared.registry import Registry
-from trainer import cli, report, train
+from trainer import cli, memory, report, train
 from trainer.datasets import load_dataset
 from trainer.optimizers import AdamW
 
@@ -731,12 +731,63 @@ def test_a_warmup_schedule_and_warmup_epochs_together_are_refused(blobs_npz, cap
                                                        "--no-progress"))
 
 
-def test_a_network_too_big_for_memory_is_one_clear_line(capsys):
-    """A slip of the keyboard in --hidden asks for petabytes: say so, not a NumPy traceback."""
-    assert run_cli("summary", "--hidden", 10**12) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: not enough memory: Unable to allocate") and "smaller --hidden" in err
-    assert len(err.splitlines()) == 1
+def test_a_network_too_big_for_memory_is_refused_before_it_is_built(tmp_path, blobs_npz, capsys):
+    """A network whose training takes more memory than there is got the process killed (exit 137, not
+    a word) once its weights were drawn, unless one array alone was larger than the machine: it is
+    refused before a weight is drawn, saying what it takes and what there is. (These sizes are refused
+    at once by the code before too, by NumPy, which does not say what there is.)"""
+    for command in ("train", "overfit"):
+        message = refused(capsys, command, "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 3_000_000,
+                          3_000_000, "--no-progress")
+        assert re.fullmatch(r"not enough memory: training this network of 9,000,030,000,003 parameters takes at "
+                            r"least 180\.\d\d TB \(its weights, their gradients, adam's state and a batch's "
+                            r"activations\), and [\d.]+ [MGT]B is available: choose smaller --hidden sizes or a "
+                            r"smaller --batch-size", message), message
+
+
+def test_a_run_is_refused_when_less_memory_is_available_than_training_takes(tmp_path, blobs_npz, monkeypatch,
+                                                                           capsys):
+    """Below the size NumPy refuses outright, the run went ahead and was killed once the memory ran out."""
+    # 5-2000-3 trained by momentum: 18,003 parameters, their gradients, velocity and scratch (288 KB), and a
+    # batch of one row's 4,008 activations forward and backward (32 KB).
+    monkeypatch.setattr(memory, "available_memory", lambda: 250_000)
+    flags = ["--dataset", "npz", "--data-path", blobs_npz, "--hidden", 2000, "--optimizer", "momentum",
+             "--batch-size", 1, "--no-progress"]
+    assert refused(capsys, "train", *flags, "--output", tmp_path / "out") == (
+        "not enough memory: training this network of 18,003 parameters takes at least 0.32 MB (its weights, "
+        "their gradients, momentum's state and a batch's activations), and 0.25 MB is available: choose smaller "
+        "--hidden sizes or a smaller --batch-size")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(memory, "available_memory", lambda: 330_000)
+    assert run_cli("train", *flags, "--epochs", 1, "--output", tmp_path / "out") == 0
+    monkeypatch.setattr(memory, "available_memory", lambda: None)  # nothing to go by: not checked
+    assert run_cli("train", *flags, "--epochs", 1, "--output", tmp_path / "out") == 0
+
+
+def test_the_memory_available_is_the_least_of_the_systems_and_the_cgroups(tmp_path, monkeypatch):
+    meminfo, limit, usage = tmp_path / "meminfo", tmp_path / "memory.max", tmp_path / "memory.current"
+    meminfo.write_text("MemTotal:       24684084 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\n")
+    monkeypatch.setattr(memory, "MEMINFO", meminfo)
+    monkeypatch.setattr(memory, "CGROUP_FILES", [(limit, usage), (tmp_path / "absent", tmp_path / "absent")])
+    assert memory.available_memory() == 8_192_000_000  # no cgroup limit set
+    limit.write_text("max\n")
+    assert memory.available_memory() == 8_192_000_000
+    limit.write_text("3000000000\n")
+    usage.write_text("1000000000\n")
+    assert memory.available_memory() == 2_000_000_000
+    meminfo.unlink()
+    assert memory.available_memory() == 2_000_000_000
+    limit.unlink()
+    assert memory.available_memory() is None
+
+
+def test_summary_shows_a_network_too_big_to_build(capsys):
+    """summary built the network to print its shapes: one too big for memory was an error (or the
+    process was killed), where the table is what would have shown it."""
+    assert run_cli("summary", "--inputs", 4, "--hidden", 3_000_000, 3_000_000, "--outputs", 2) == 0
+    out = capsys.readouterr().out
+    assert "dense2  Dense(3000000 -> 3000000, init=he_normal)  (128, 3000000)  9,000,003,000,000" in out
+    assert "total parameters: 9,000,024,000,002 (36.00 TB)" in out
 
 
 def test_an_output_folder_reused_holds_only_the_new_runs_files(tmp_path, blobs_npz, wine_csv):
@@ -1403,7 +1454,7 @@ def test_a_command_that_publishes_nothing_does_not_say_nothing_was_published(blo
     def pressed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "build_network", pressed)
+    monkeypatch.setattr(train, "dataset_network_arguments", pressed)
     assert run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz) == 130
     assert capsys.readouterr().err == "interrupted\n"
 

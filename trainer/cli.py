@@ -498,17 +498,17 @@ def cmd_summary(args) -> int:
     if file_flags and "dataset" not in values:  # the file would be passed over for the default shape
         raise CommandError(f"{', '.join(file_flags)} {'describe' if len(file_flags) > 1 else 'describes'} a csv or "
                            "npz file: add --dataset csv or --dataset npz")
+    from .network import outline_mlp
+
     if "dataset" in values:
         if shape_flags:
             raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
-        network = train.build_network(config, train.load_config_dataset(config))
+        arguments = train.dataset_network_arguments(config, train.load_config_dataset(config))
     else:
-        from .network import build_mlp
-
-        sizes = [args.inputs or 784, *config.hidden, args.outputs or 10]
-        network = build_mlp(sizes, activation=config.activation, init=config.init, batchnorm=config.batchnorm,
-                            dropout=config.dropout, task=args.task_kind or "classification", seed=config.seed)
-    say(network.summary(config.batch_size))
+        arguments = train.network_arguments(config, args.inputs or 784, args.outputs or 10,
+                                            args.task_kind or "classification")
+    # Worked out from the sizes, not built: a network too large to train is shown as well.
+    say(outline_mlp(**arguments).summary(config.batch_size))
     return 0
 
 

@@ -1,7 +1,10 @@
 """Weight initialisers: ``init(shape, rng, dtype) -> ndarray`` for a weight of shape (fan_in, fan_out).
 
 Values are drawn in float64 from the given ``np.random.Generator`` and then cast, so a float64
-twin of a float32 network (used by the gradient check) starts from exactly the same weights.
+twin of a float32 network (used by the gradient check) starts from exactly the same weights. They
+are drawn a block at a time into the weight itself, so drawing takes no more memory than the weight
+(a float64 draw of the whole weight would take twice as much again); the values are the same as one
+draw of the whole.
 
 - ``he_normal`` / ``he_uniform``: variance ``2 / fan_in`` (He et al. 2015), for ReLU-like units.
 - ``xavier_normal`` / ``xavier_uniform`` (aliases ``glorot_*``): variance ``2 / (fan_in + fan_out)``
@@ -18,6 +21,8 @@ import numpy as np
 
 from trainer.specs import build
 
+DRAW_BLOCK = 1 << 20  # values drawn at a time: 8 MB of float64
+
 
 class Initializer:
     """Base contract: ``__call__(shape, rng, dtype) -> ndarray``; subclasses give ``std(fan_in, fan_out)``."""
@@ -31,12 +36,16 @@ class Initializer:
     def __call__(self, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
         fan_in, fan_out = (shape[0], shape[1]) if len(shape) == 2 else (shape[0], shape[0])
         std = self.std(fan_in, fan_out)
-        if self.distribution == "uniform":
-            limit = math.sqrt(3.0) * std  # U(-a, a) has variance a^2 / 3
-            values = rng.uniform(-limit, limit, size=shape)
-        else:
-            values = rng.standard_normal(size=shape) * std
-        return values.astype(dtype)
+        limit = math.sqrt(3.0) * std  # U(-a, a) has variance a^2 / 3
+        weight = np.empty(shape, dtype=dtype)
+        flat = weight.reshape(-1)
+        for start in range(0, flat.size, DRAW_BLOCK):
+            size = min(DRAW_BLOCK, flat.size - start)
+            if self.distribution == "uniform":
+                flat[start:start + size] = rng.uniform(-limit, limit, size=size)
+            else:
+                flat[start:start + size] = rng.standard_normal(size=size) * std
+        return weight
 
     def __repr__(self) -> str:
         return self.name

@@ -112,7 +112,9 @@ class Dense(Layer):
             "weight": self.init((self.in_features, self.out_features), rng, self.dtype),
             "bias": np.zeros(self.out_features, dtype=self.dtype),
         }
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        # np.zeros, not zeros_like: the kernel hands over its pages as they are first written (the
+        # network moves the gradients into one buffer), where zeros_like writes them all here.
+        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
         self.needs_input_grad = True
 
     def forward(self, x, training=True):
@@ -143,8 +145,13 @@ class Dense(Layer):
     def output_features(self, in_features):
         return self.out_features
 
+    @staticmethod
+    def describe(in_features: int, out_features: int, init) -> str:
+        """The repr of a Dense layer of these arguments, without making one (its weight may not fit)."""
+        return f"Dense({in_features} -> {out_features}, init={get_initializer(init)!r})"
+
     def __repr__(self):
-        return f"Dense({self.in_features} -> {self.out_features}, init={self.init!r})"
+        return self.describe(self.in_features, self.out_features, self.init)
 
 
 class Activation(Layer):
@@ -196,7 +203,7 @@ class BatchNorm(Layer):
             raise ValueError(f"batchnorm momentum must be in [0, 1), got {momentum}")
         self.features, self.momentum, self.eps = int(features), float(momentum), float(eps)
         self.params = {"gamma": np.ones(self.features, self.dtype), "beta": np.zeros(self.features, self.dtype)}
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
         self.buffers = {"running_mean": np.zeros(self.features, self.dtype),
                         "running_var": np.ones(self.features, self.dtype)}
 
@@ -245,8 +252,13 @@ class BatchNorm(Layer):
             np.multiply(grad_out, gamma * inv_std, out=grad_in)
         return grad_in
 
+    @staticmethod
+    def describe(features: int, momentum: float, eps: float) -> str:
+        """The repr of a BatchNorm layer of these arguments, without making one."""
+        return f"BatchNorm({features}, momentum={momentum:g}, eps={eps:g})"
+
     def __repr__(self):
-        return f"BatchNorm({self.features}, momentum={self.momentum:g}, eps={self.eps:g})"
+        return self.describe(self.features, self.momentum, self.eps)
 
 
 class Dropout(Layer):

@@ -11,12 +11,15 @@ d(loss)/d(its output) into d(loss)/d(its input).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from shared.errors import repeated
 from shared.forward import softmax
 from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
 from trainer.losses import Loss, get_loss
+from trainer.memory import size_text
 
 
 class Network:
@@ -227,23 +230,51 @@ class Network:
         lines.append(f"  loss: {self.loss!r}")
         return "Network(\n" + "\n".join(lines) + "\n)"
 
-    def summary(self, batch_size: int = 1) -> str:
-        """A printable table: each layer's output shape for a batch of ``batch_size`` and its
-        parameter count, then the totals and the float32 bytes of parameters and activations.
-
-        The shapes are the ones the forward pass produces: a two-row batch runs through the
-        layers (inference mode, so no state changes), and a layer whose forward fails or returns
-        another shape than it declares raises a ValueError naming it."""
-        rows = [("layer", "type", "output shape", "params")]
+    def outline(self) -> "Outline":
+        """The network as its summary shows it. The output sizes are the ones the forward pass
+        produces: a two-row batch runs through the layers (inference mode, so no state changes),
+        and a layer whose forward fails or returns another shape than it declares raises a
+        ValueError naming it."""
         features = self.in_features
-        rows.append(("input", "", str((batch_size, features)), ""))
-        activations = batch_size * features
         probe = np.zeros((2, features), dtype=self.layers[0].dtype if self.layers else np.float32)
+        layers = []
         for layer in self.layers:
             features = layer.output_features(features)
             probe = _probe(layer, probe, features)
-            activations += batch_size * features
-            rows.append((layer.name, repr(layer), str((batch_size, features)), f"{layer.num_params():,}"))
+            layers.append((layer.name, repr(layer), features, layer.num_params()))
+        itemsize = self.layers[0].dtype.itemsize if self.layers else 4
+        return Outline(self.in_features, layers, repr(self.loss), itemsize)
+
+    def summary(self, batch_size: int = 1) -> str:
+        """``Outline.summary`` of this network (see ``outline``)."""
+        return self.outline().summary(batch_size)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """A network as its summary shows it, without its arrays: the input size, each layer's name,
+    description, output size and parameter count, and the loss. ``outline_mlp`` works it out from
+    build_mlp's arguments alone, so a network too large to build can still be shown and its memory
+    priced."""
+
+    in_features: int
+    layers: list[tuple[str, str, int, int]]  # (name, description, output features, parameters)
+    loss: str
+    itemsize: int = 4  # bytes of a value (float32)
+
+    def num_params(self) -> int:
+        return sum(params for *_, params in self.layers)
+
+    def activations(self, batch_size: int) -> int:
+        """The values a forward pass of ``batch_size`` rows holds: the input and every layer's output."""
+        return batch_size * (self.in_features + sum(features for _, _, features, _ in self.layers))
+
+    def summary(self, batch_size: int = 1) -> str:
+        """A printable table: each layer's output shape for a batch of ``batch_size`` and its
+        parameter count, then the totals and the bytes of parameters and activations."""
+        rows = [("layer", "type", "output shape", "params"), ("input", "", str((batch_size, self.in_features)), "")]
+        rows += [(name, description, str((batch_size, features)), f"{params:,}")
+                 for name, description, features, params in self.layers]
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
         rule = "  ".join("-" * w for w in widths)
 
@@ -251,13 +282,12 @@ class Network:
             return "  ".join([row[0].ljust(widths[0]), row[1].ljust(widths[1]),
                               row[2].ljust(widths[2]), row[3].rjust(widths[3])])
 
-        total = self.num_params()
-        itemsize = self.layers[0].dtype.itemsize if self.layers else 4
+        total, activations = self.num_params(), self.activations(batch_size)
         lines = [fmt(rows[0]), rule, *map(fmt, rows[1:]), rule,
-                 f"total parameters: {total:,} ({total * itemsize / 1e6:.2f} MB)",
+                 f"total parameters: {total:,} ({size_text(total * self.itemsize)})",
                  f"activations per batch of {batch_size}: {activations:,} values "
-                 f"({activations * itemsize / 1e6:.2f} MB)",
-                 f"loss: {self.loss!r}"]
+                 f"({size_text(activations * self.itemsize)})",
+                 f"loss: {self.loss}"]
         return "\n".join(lines)
 
 
@@ -276,11 +306,13 @@ def _probe(layer: Layer, x: np.ndarray, features: int) -> np.ndarray:
 def _pack(dicts: list[dict[str, np.ndarray]]) -> np.ndarray | None:
     """Move the arrays of ``dicts`` into one flat buffer, in order, replacing each with a view of
     it; the optimiser then updates all parameters with a few large operations. Returns the
-    buffer (None when there is nothing to pack or dtypes differ)."""
-    arrays = [a for d in dicts for a in d.values()]
-    if not arrays or len({a.dtype for a in arrays}) != 1:
+    buffer (None when there is nothing to pack or dtypes differ). Each array is freed once moved
+    (nothing else holds it), so packing takes the memory of the buffer and of one array, not
+    twice the buffer's."""
+    dtypes = {a.dtype for d in dicts for a in d.values()}
+    if len(dtypes) != 1:
         return None
-    flat = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+    flat = np.empty(sum(a.size for d in dicts for a in d.values()), dtype=dtypes.pop())
     offset = 0
     for d in dicts:
         for key, a in d.items():
@@ -314,6 +346,37 @@ def build_mlp(sizes=(784, 256, 128, 10), activation="relu", init="he_normal", ba
     fused into the cross-entropy loss for ``task="classification"``; ``"regression"`` uses MSE).
     All randomness (weights, dropout masks) comes from ``np.random.default_rng(seed)``.
     """
+    rng = np.random.default_rng(seed)
+    make = {
+        "dense": lambda name, n_in, n_out: Dense(n_in, n_out, init=init, name=name, rng=rng, dtype=dtype),
+        "bn": lambda name, n_in, n_out: BatchNorm(n_out, momentum=bn_momentum, eps=bn_eps, name=name, dtype=dtype),
+        "act": lambda name, n_in, n_out: Activation(activation, name=name, dtype=dtype),
+        "dropout": lambda name, n_in, n_out: Dropout(dropout, name=name, rng=rng, dtype=dtype),
+    }
+    layout = _mlp_layout(sizes, batchnorm, dropout, task)
+    return Network([make[kind](name, n_in, n_out) for kind, name, n_in, n_out in layout], _mlp_loss(task))
+
+
+def outline_mlp(sizes=(784, 256, 128, 10), activation="relu", init="he_normal", batchnorm: bool = False,
+                dropout: float = 0.0, task: str = "classification", dtype=np.float32, bn_momentum: float = 0.9,
+                bn_eps: float = 1e-5) -> Outline:
+    """The outline of ``build_mlp``'s network for these arguments (the seed aside), worked out from
+    them alone: nothing is allocated, so it answers at once however large the network."""
+    describe = {  # (description, parameters)
+        "dense": lambda n_in, n_out: (Dense.describe(n_in, n_out, init), n_in * n_out + n_out),
+        "bn": lambda n_in, n_out: (BatchNorm.describe(n_out, bn_momentum, bn_eps), 2 * n_out),
+        "act": lambda n_in, n_out: (repr(Activation(activation)), 0),
+        "dropout": lambda n_in, n_out: (repr(Dropout(dropout)), 0),
+    }
+    layers = []
+    for kind, name, n_in, n_out in _mlp_layout(sizes, batchnorm, dropout, task):
+        description, params = describe[kind](n_in, n_out)
+        layers.append((name, description, n_out, params))
+    return Outline(int(sizes[0]), layers, repr(get_loss(_mlp_loss(task))), np.dtype(dtype).itemsize)
+
+
+def _mlp_layout(sizes, batchnorm: bool, dropout: float, task: str) -> list[tuple[str, str, int, int]]:
+    """The layers of build_mlp's network, in order, as (kind, name, in features, out features)."""
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ValueError(f"sizes must list at least an input and an output size, all >= 1; got {sizes}")
@@ -321,16 +384,18 @@ def build_mlp(sizes=(784, 256, 128, 10), activation="relu", init="he_normal", ba
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     if task == "classification" and sizes[-1] < 2:
         raise ValueError("a classifier needs at least 2 outputs")
-    rng = np.random.default_rng(seed)
-    layers: list[Layer] = []
+    layout = []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), start=1):
-        layers.append(Dense(n_in, n_out, init=init, name=f"dense{i}", rng=rng, dtype=dtype))
+        layout.append(("dense", f"dense{i}", n_in, n_out))
         if i == len(sizes) - 1:
             break
         if batchnorm:
-            layers.append(BatchNorm(n_out, momentum=bn_momentum, eps=bn_eps, name=f"bn{i}", dtype=dtype))
-        layers.append(Activation(activation, name=f"act{i}", dtype=dtype))
+            layout.append(("bn", f"bn{i}", n_out, n_out))
+        layout.append(("act", f"act{i}", n_out, n_out))
         if dropout:
-            layers.append(Dropout(dropout, name=f"dropout{i}", rng=rng, dtype=dtype))
-    loss = "softmax_cross_entropy" if task == "classification" else "mse"
-    return Network(layers, loss)
+            layout.append(("dropout", f"dropout{i}", n_out, n_out))
+    return layout
+
+
+def _mlp_loss(task: str) -> str:
+    return "softmax_cross_entropy" if task == "classification" else "mse"

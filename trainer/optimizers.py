@@ -159,6 +159,10 @@ class Optimizer:
     def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {"scratch": np.empty_like(param)}
 
+    def arrays_per_parameter(self) -> int:
+        """How many arrays the size of a parameter the optimiser keeps for it (scratch, moments)."""
+        return len(self._init_state(np.empty(0, dtype=np.float32)))
+
     def _update(self, param: np.ndarray, grad: np.ndarray, state: dict) -> None:
         raise NotImplementedError
 

@@ -32,13 +32,13 @@ from shared.model_file import MANIFEST_KEY, load_model, read_manifest, save_mode
 from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryError, check_name, missing_folders,
                              nearest_existing, removed_if_left_empty, try_writing)
 
-from . import report
+from . import memory, report
 from .activations import get_activation
 from .augment import get_augmentation, image_side
 from .datasets import IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
-from .network import build_mlp
+from .network import build_mlp, outline_mlp
 from .optimizers import get_optimizer
 from .schedules import get_schedule
 from .specs import parse_spec
@@ -235,11 +235,36 @@ def load_config_dataset(config: TrainConfig) -> Dataset:
                         task=config.task, seed=config.seed, progress=config.progress, image=config.image)
 
 
-def build_network(config: TrainConfig, dataset: Dataset):
+def network_arguments(config: TrainConfig, inputs: int, outputs: int, task: str) -> dict:
+    """The arguments of ``build_mlp`` and ``outline_mlp`` (the seed aside) for a run of ``config``."""
+    return {"sizes": [inputs, *config.hidden, outputs], "activation": config.activation, "init": config.init,
+            "batchnorm": config.batchnorm, "dropout": config.dropout, "task": task}
+
+
+def dataset_network_arguments(config: TrainConfig, dataset: Dataset) -> dict:
     outputs = len(dataset.labels) if dataset.task == "classification" else 1
-    sizes = [dataset.x_train.shape[1], *config.hidden, outputs]
-    return build_mlp(sizes, activation=config.activation, init=config.init, batchnorm=config.batchnorm,
-                     dropout=config.dropout, task=dataset.task, seed=config.seed)
+    return network_arguments(config, dataset.x_train.shape[1], outputs, dataset.task)
+
+
+def build_network(config: TrainConfig, dataset: Dataset):
+    """The network a run of ``config`` trains on ``dataset``, once ``check_memory`` has found room for it."""
+    arguments = dataset_network_arguments(config, dataset)
+    check_memory(outline_mlp(**arguments), config)
+    return build_mlp(**arguments, seed=config.seed)
+
+
+def check_memory(outline, config: TrainConfig) -> None:
+    """Raise MemoryError now, before a weight is drawn, if training the network of ``outline`` would
+    take more memory than is available (the process would be killed without a word instead)."""
+    available = memory.available_memory()
+    needed = memory.training_bytes(outline, build_optimizer(config).arrays_per_parameter(), config.batch_size,
+                                   keeps_best=config.patience is not None)
+    if available is not None and needed > available:
+        optimizer = parse_spec(config.optimizer)[0]
+        raise MemoryError(f"training this network of {outline.num_params():,} parameters takes at least "
+                          f"{memory.size_text(needed)} (its weights, their gradients, {optimizer}'s state and a batch's "
+                          "activations), "
+                          f"and {memory.size_text(available)} is available")
 
 
 def build_optimizer(config: TrainConfig):
@@ -707,6 +732,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(network.summary(config.batch_size))
     history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
     if config.refit and prepared.x_val is not None:
+        del network  # the refit trains a new one: both at once would take twice the memory checked for
         network, history = refit(config, prepared, history, log)
     layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
     manifest = make_manifest(name, config, prepared, history, layers, command)
