@@ -1289,6 +1289,56 @@ def test_a_reader_that_leaves_early_does_not_fail_a_published_run(tmp_path, blob
     assert Registry(registry).versions("blobs") == [1]
 
 
+STDOUT_FULL_ONCE_PUBLISHED = """
+import os
+from shared import registry
+
+publish = registry.Registry.publish
+
+def publish_then_fill_stdouts_disk(self, *args, **kwargs):
+    version = publish(self, *args, **kwargs)
+    full = os.open("/dev/full", os.O_WRONLY)  # every write fails: No space left on device
+    os.dup2(full, 1)
+    os.close(full)
+    return version
+
+registry.Registry.publish = publish_then_fill_stdouts_disk
+"""
+
+
+def test_an_output_that_cannot_be_written_after_publishing_says_the_version_was_published(tmp_path, blobs_npz):
+    """A run whose stdout filled its disk once the version was in place (its metrics and "saved" lines)
+    failed with exit 2 and "[Errno 28] No space left on device", as if nothing was published: a caller
+    retrying the failure published the model twice. As with a reader that leaves early, the status is
+    the run's; the one line on stderr says the version is in the registry."""
+    registry = tmp_path / "models"
+    train_flags = ["--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 1, "--no-progress"]
+
+    def published(version: int) -> str:
+        return (f"error: cannot write to stdout (No space left on device) after publishing blobs v{version} in "
+                f"{registry / 'blobs' / str(version)}: the version is in the registry; do not run again to "
+                "publish it\n")
+
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", *map(str, train_flags), "--publish",
+                           "--registry", str(registry)], capture_output=True, text=True,
+                          env=with_sitecustomize(tmp_path, STDOUT_FULL_ONCE_PUBLISHED))
+    assert (done.returncode, done.stderr) == (0, published(1))
+    assert Registry(registry).versions("blobs") == [1]
+
+    assert run_cli("train", *train_flags, "--output", tmp_path / "run") == 0
+    with open("/dev/full", "w") as full:  # publish's one line comes after the version is in place
+        done = subprocess.run([sys.executable, "-m", "trainer", "publish", str(tmp_path / "run"), "--registry",
+                               str(registry)], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stderr) == (0, published(2))
+    assert Registry(registry).versions("blobs") == [1, 2]
+
+    with open("/dev/full", "w") as full:  # a run's first line comes before: it stops, having published nothing
+        done = subprocess.run([sys.executable, "-m", "trainer", "train", *map(str, train_flags), "--publish",
+                               "--registry", str(registry)], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert (done.returncode, done.stderr) == (2, "error: cannot write to stdout (No space left on device)\n")
+    assert Registry(registry).versions("blobs") == [1, 2]
+
+
 @contextlib.contextmanager
 def pipe_without_reader():
     """The writing end of a pipe whose reader has already gone (``2>&1 | head -c 0``)."""

@@ -28,17 +28,21 @@ from shared.registry import RegistryError
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
 
 
-def _print_while_read(stream, values) -> None:
-    """``print`` to ``stream``; once its reader has gone, to os.devnull (see ``say`` and ``warn``).
-    A stream closed before the start (``2>&-``), which Python makes None, gets nothing."""
+def _print_while_read(stream, values) -> OSError | None:
+    """``print`` to ``stream``; once its reader has gone, or it cannot be written (a full disk), to
+    os.devnull (see ``say`` and ``warn``). Returns the error of a stream that could not be written;
+    None for a reader gone, which is nobody's failure. A stream closed before the start (``2>&-``),
+    which Python makes None, gets nothing."""
     if stream is None:
-        return
+        return None
     try:
-        print(*values, file=stream, flush=True)  # a reader gone is found here, not at exit (where Python exits 120)
-    except BrokenPipeError:
+        print(*values, file=stream, flush=True)  # a failure is found here, not at exit (where Python exits 120)
+    except OSError as e:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())  # what is still buffered goes there too
         os.close(devnull)
+        return None if isinstance(e, BrokenPipeError) else e
+    return None
 
 
 try:
@@ -98,14 +102,17 @@ def file_name(text: str) -> Path:
 def say(*values) -> None:
     """``print`` for a command's output, whose reader may leave before the end (``| head``): from
     then on the output goes to os.devnull and the command carries on, so its exit status is the
-    run's, not the reader's (a caller that retries a failure would publish a version twice)."""
-    _print_while_read(sys.stdout, values)
+    run's, not the reader's (a caller that retries a failure would publish a version twice). An
+    output that cannot be written (stdout redirected to a full disk) stops the command with a
+    CommandError, which ``main`` reports as it reports any error after a publish."""
+    if error := _print_while_read(sys.stdout, values):
+        raise CommandError(f"cannot write to stdout ({error.strerror or error})")
 
 
 def warn(*values) -> None:
     """``print`` for notes, errors and 'interrupted', on stderr, whose reader may leave as well
-    (``2>&1 | head``): as with ``say``, the command still ends with its own status (2, 130, 143),
-    not 1 from a BrokenPipeError's traceback."""
+    (``2>&1 | head``), or which may not be writable: as with ``say``, the command still ends with
+    its own status (2, 130, 143), not 1 from a traceback nobody could read either."""
     _print_while_read(sys.stderr, values)
 
 
@@ -577,16 +584,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as e:
         stop = _stop_behind(e)
-        if stop is None:
-            if isinstance(e, MemoryError):  # NumPy's message names the array that did not fit
-                warn(f"error: not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size")
-                return 2
-            if isinstance(e, (CommandError, DatasetError, DownloadError, FloatingPointError, ValueError,
-                              ScratchnetError, RegistryError, OSError, ImportError)):
-                warn(f"error: {e}")
-                return 2
-            raise
-        return _stopped(stop, args)
+        if stop is not None:
+            return _stopped(stop, args)
+        if isinstance(e, MemoryError):  # what training takes (check_memory), or the array NumPy could not allocate
+            return _failed(f"not enough memory: {e}: choose smaller --hidden sizes or a smaller --batch-size", args)
+        if isinstance(e, (CommandError, DatasetError, DownloadError, FloatingPointError, ValueError,
+                          ScratchnetError, RegistryError, OSError, ImportError)):
+            return _failed(str(e), args)
+        raise
     except (KeyboardInterrupt, Terminated) as stop:
         return _stopped(stop, args)
     finally:
@@ -603,6 +608,19 @@ def _stop_behind(error: BaseException) -> BaseException | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def _failed(message: str, args: argparse.Namespace) -> int:
+    """Say what failed; the exit status. An error after the version was published (writing the last
+    lines of output to a full disk) says that it was, and does not make the run fail: as with a
+    reader that leaves early, the status is the run's, which published, and a caller that retried a
+    failure would publish the model again."""
+    if published := getattr(args, "published", None):
+        warn(f"error: {message} after publishing {published}: the version is in the registry; do not run "
+             "again to publish it")
+        return 0
+    warn(f"error: {message}")
+    return 2
 
 
 def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
