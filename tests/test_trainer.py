@@ -1762,3 +1762,32 @@ def test_an_output_folder_in_a_registry_version_is_refused_before_training(tmp_p
     assert folder_contents(version) == before
     assert run_cli("train", *data, "--output", tmp_path / "runs" / "1") == 0  # a folder merely named by a number
     assert run_cli("train", *data, "--output", tmp_path / "runs" / "1") == 0
+
+
+def test_an_output_folder_where_a_registry_version_would_go_is_refused_before_training(tmp_path, blobs_npz, capsys):
+    """--output models/blobs/3 beside versions 1 and 2 wrote a model into what the registry then took for
+    its version 3: named and numbered as a run saved in a folder is, written in place rather than renamed
+    into it, reported failed by the service, and its number used up."""
+    registry = tmp_path / "models"
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    for _ in range(2):
+        assert run_cli("train", *data, "--publish", "--registry", registry) == 0
+    model = registry / "blobs"
+    for output, version in ((model / "3", "3"), (model / "3" / "more", "3"), (model / "12", "12")):
+        assert f"it is in {(model / version).resolve()}, version {version} of blobs in a registry" in refused(
+            capsys, "train", *data, "--output", output)
+    assert sorted(p.name for p in model.iterdir()) == [".highest_version", "1", "2"]
+    # A model folder is known by its serving.json or its record of the highest version too, once its
+    # versions are gone.
+    shutil.rmtree(model / "1")
+    shutil.rmtree(model / "2")
+    assert "version 3 of blobs in a registry" in refused(capsys, "train", *data, "--output", model / "3")
+    (model / ".highest_version").unlink()
+    (model / "serving.json").write_text('{"pinned": null, "labels": {}}\n')
+    assert "version 3 of blobs in a registry" in refused(capsys, "train", *data, "--output", model / "3")
+    assert sorted(p.name for p in model.iterdir()) == ["serving.json"]
+    # Numbered runs saved with --output are no registry: their models name no such folder.
+    runs = tmp_path / "runs"
+    assert run_cli("train", *data, "--output", runs / "1") == 0
+    assert run_cli("train", *data, "--output", runs / "2") == 0
+    assert (runs / "2" / "model.npz").is_file()

@@ -29,8 +29,8 @@ from pydantic.dataclasses import dataclass as checked_dataclass
 from shared.errors import ModelFileError
 from shared.forward import Model
 from shared.model_file import MANIFEST_KEY, load_model, read_manifest, save_model
-from shared.registry import (MODEL_FILE, VERSION_PATTERN, Registry, RegistryError, check_name, missing_folders,
-                             nearest_existing, removed_if_left_empty, try_writing)
+from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
+                             check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
 
 from . import memory, report
 from .activations import get_activation
@@ -568,12 +568,13 @@ def check_space(folder: Path, network, what: str) -> None:
 
 
 def check_output_folder(folder: Path) -> None:
-    """Raise ValueError now if ``folder`` could not be made or written, or lies in a registry's
-    version (which is never changed once published), rather than after training."""
+    """Raise ValueError now if ``folder`` could not be made or written, or is or lies in a registry's
+    version folder (published, which is never changed, or to come, which publishing alone writes),
+    rather than after training."""
     if version := _registry_version_of(folder.resolve()):
         raise ValueError(f"cannot write the model into {folder}: it is in {version}, version {version.name} of "
-                         f"{version.parent.name} in a registry, which is never changed once published: "
-                         "choose another folder, or publish the run (--publish)")
+                         f"{version.parent.name} in a registry, whose versions publishing alone writes, and never "
+                         "changes: choose another folder, or publish the run (--publish)")
     existing, error = try_writing(folder)
     if not existing.is_dir():
         raise ValueError(f"cannot write the model into {folder}: {existing} is not a folder")
@@ -583,17 +584,34 @@ def check_output_folder(folder: Path) -> None:
 
 
 def _registry_version_of(folder: Path) -> Path | None:
-    """The registry version folder that ``folder`` is or lies in, if any: a folder named by a number
-    whose model.npz records that number and, as its name, the folder above."""
+    """The registry version folder that ``folder`` is or lies in, if any, whether it exists yet or
+    not: a folder named by a number in a registry's model folder."""
     for path in (folder, *folder.parents):
-        if VERSION_PATTERN.match(path.name) and (path / MODEL_FILE).is_file():
-            try:
-                manifest = read_manifest(path / MODEL_FILE)
-            except (ModelFileError, OSError):  # no model a registry would serve
-                continue
-            if manifest.get("version") == int(path.name) and manifest.get("name") == path.parent.name:
-                return path
+        if VERSION_PATTERN.match(path.name) and _is_model_folder(path.parent):
+            return path
     return None
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a model's folder in a registry: it holds a published version, or the
+    serving.json or the record of the highest version that only a registry's model folder holds. (A
+    folder of numbered runs saved with --output holds none: their models name no such folder.)"""
+    if (folder / SERVING_FILE).exists() or (folder / HIGHEST_FILE).exists():
+        return True
+    try:
+        return any(_is_published_version(path) for path in folder.iterdir() if VERSION_PATTERN.match(path.name))
+    except OSError:  # not a folder, or one that cannot be listed
+        return False
+
+
+def _is_published_version(folder: Path) -> bool:
+    """Whether ``folder`` holds a registry's version: a model.npz that records the folder's number as
+    its version and, as its name, the folder above."""
+    try:
+        manifest = read_manifest(folder / MODEL_FILE)
+    except (ModelFileError, OSError):  # no model a registry would serve
+        return False
+    return manifest.get("version") == int(folder.name) and manifest.get("name") == folder.parent.name
 
 
 def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict]) -> dict:
