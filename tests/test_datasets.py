@@ -567,6 +567,52 @@ def test_csv_decimal_commas_are_named_as_such(tmp_path):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
+@pytest.mark.parametrize("cell", ["1_2", "١٢", "１２"], ids=["underscore", "arabic-indic", "full-width"])
+def test_csv_numbers_are_ascii_decimal_notation(tmp_path, cell):
+    """float(), and so NumPy, reads '1_2', '١٢' and '１２' as 12: such a feature trained as 12 without a
+    word, and such a regression target was 12 as well."""
+    rows = list(ROWS)
+    rows[3] = (4.0, cell, "bird")
+    path = write_csv(tmp_path / "pets.csv", rows)
+    with pytest.raises(DatasetError, match=rf"pets.csv, line 5, column 'b': {re.escape(repr(cell))} is not a number "
+                                           r"as the CSV reader reads numbers: write it with the digits 0-9, a point "
+                                           r"for decimals and no separators \(0.5, 1000\)$"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+    path = write_csv(tmp_path / "r.csv", [(i, i % 7, i * 0.5) for i in range(20)] + [(1, 2, cell)],
+                     header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=rf"line 22, column 'y': {re.escape(repr(cell))} is not a finite number"):
+        load_dataset("csv", path=path, target="y", task="regression")
+
+
+def test_csv_numbers_in_ascii_decimal_notation_are_read(tmp_path):
+    path = write_csv(tmp_path / "r.csv", [(" 1.5 ", "1e3", i) for i in range(10)] + [(".5", "-2.", 1),
+                                                                                     ("+3", "4E-1", 2)],
+                     header=("a", "b", "y"))
+    data = load_dataset("csv", path=path, target="y", task="regression")
+    rows = {tuple(row) for row in np.concatenate([data.x_train, data.x_test]).tolist()}
+    assert rows == {(1.5, 1000.0), (0.5, -2.0), (3.0, np.float32(0.4))}
+
+
+@pytest.mark.parametrize("cell, reading", [
+    ("1,000", "is either 1.000, written with a decimal comma, or 1000, written with a thousands separator: write it "
+              "with a point for decimals and no separator (0.5, 1000)"),
+    ("-12,345", "is either -12.345, written with a decimal comma, or -12345, written with a thousands separator: "
+                "write it with a point for decimals and no separator (0.5, 1000)"),
+    ("1,234,567", "is 1234567 written with thousands separators: write it without them (1000, not 1,000)"),
+    ("1,000.5", "is 1000.5 written with thousands separators: write it without them (1000, not 1,000)"),
+    ("0,5", "is a number written with a decimal comma: write it with a point (0.5, not 0,5)"),
+    ("1,5000", "is a number written with a decimal comma: write it with a point (0.5, not 0,5)"),
+], ids=["thousand", "negative", "millions", "thousands-and-point", "decimal", "decimal-of-four-digits"])
+def test_csv_a_number_with_a_thousands_separator_is_not_taken_for_a_decimal_comma(tmp_path, cell, reading):
+    """'1,000' was "a number written with a decimal comma: write it with a point": followed, that
+    turned 1000 into 1.0."""
+    path = tmp_path / "prices.csv"
+    path.write_text("a;b;kind\n" + "".join(f"{cell};{i};{i % 2}\n" for i in range(20)))
+    with pytest.raises(DatasetError, match=rf"prices.csv, line 2, column 'a': '{re.escape(cell)}' "
+                                           rf"{re.escape(reading)}, as the CSV reader reads numbers$"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
 def train_as_a_user_without_a_home(*args) -> tuple[int, str]:
     """``python -m trainer train --dataset wine-quality ...`` as uid 4242, which has no entry in the
     password database, with HOME unset (a container or batch job run under an arbitrary uid): in a

@@ -805,10 +805,15 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     if not feature_names:
         raise DatasetError(f"{source}: no feature columns besides the target {target!r}")
     cells = [fields[:t] + fields[t + 1:] for _, fields in rows]
-    try:
-        x = np.array(cells, dtype=np.float64)
-    except ValueError:
-        x = None
+    x = None
+    # NumPy reads each cell as float() does, which also takes '1_2' and the digits of other scripts
+    # ('١٢', '１２') as 12: text holding either is read cell by cell below, which names the cell.
+    text = "".join(map("".join, cells))
+    if text.isascii() and "_" not in text:
+        try:
+            x = np.array(cells, dtype=np.float64)
+        except ValueError:
+            pass
     if x is None or not (np.abs(x) <= FLOAT32_MAX).all():  # NaN, infinite, or beyond float32
         for (line, fields), row in zip(rows, cells):
             for name, cell in zip(feature_names, row):
@@ -816,9 +821,11 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                 if _is_missing(cell):
                     raise DatasetError(f"{where} is a missing value: every feature needs one; "
                                        "fill in the missing values or drop those rows")
-                if DECIMAL_COMMA.match(cell):
-                    raise DatasetError(f"{where} is a number written with a decimal comma: write it with a point "
-                                       "(0.5, not 0,5), as the CSV reader reads numbers")
+                if reading := _comma_reading(cell):
+                    raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
+                if _is_python_number(cell) and not _is_number(cell):
+                    raise DatasetError(f"{where} is not a number as the CSV reader reads numbers: write it with "
+                                       "the digits 0-9, a point for decimals and no separators (0.5, 1000)")
                 if not _is_number(cell):
                     raise DatasetError(f"{where} is not a number: every column but the target is a numeric "
                                        "feature; encode categories as numbers (one 0/1 column per category) or "
@@ -881,7 +888,12 @@ def _number_text(value: float) -> str:
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")  # "0,5": how spreadsheets write 0.5 in many locales
+# A number as the CSV reader reads one: ASCII digits, a sign, a point and an exponent, or the words
+# for infinity and NaN (spaces around allowed).
+NUMBER = re.compile(r"\s*[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf|infinity|nan)\s*",
+                    re.ASCII | re.IGNORECASE)
+DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*", re.ASCII)  # "0,5": how spreadsheets write 0.5 in many locales
+THOUSANDS = re.compile(r"\s*[-+]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?\s*", re.ASCII)  # "1,000", "12,345.6"
 # How spreadsheets, pandas and R write a missing cell.
 MISSING_VALUES = {"", "?", "-", "na", "n/a", "nan", "null", "none", "nil", "missing", "#n/a"}
 
@@ -891,8 +903,30 @@ def _is_missing(text: str) -> bool:
 
 
 def _is_number(text: str) -> bool:
+    return NUMBER.fullmatch(text) is not None
+
+
+def _is_python_number(text: str) -> bool:
+    """Whether float() reads ``text``: also '1_000', and digits of any script ('١٢', '１２')."""
     try:
         float(text)
     except ValueError:
         return False
     return True
+
+
+def _comma_reading(text: str) -> str | None:
+    """What a number written with a comma could mean, as a message says it ("is ... : write it ..."),
+    or None when ``text`` is no such number. "0,5" has a decimal comma and "12,345,678" thousands
+    separators, but "1,000" could be either, 1.000 or 1000: the message names both."""
+    decimal, grouped = DECIMAL_COMMA.fullmatch(text), THOUSANDS.fullmatch(text)
+    number = text.strip()
+    if decimal and grouped:
+        return (f"is either {number.replace(',', '.')}, written with a decimal comma, or {number.replace(',', '')}, "
+                "written with a thousands separator: write it with a point for decimals and no separator (0.5, 1000)")
+    if decimal:
+        return "is a number written with a decimal comma: write it with a point (0.5, not 0,5)"
+    if grouped:
+        return (f"is {number.replace(',', '')} written with thousands separators: write it without them "
+                "(1000, not 1,000)")
+    return None
