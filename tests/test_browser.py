@@ -186,15 +186,27 @@ def draw_zero(page) -> None:
 
 def draw_one_with_a_finger(page) -> None:
     """A vertical stroke down the pad as real touch input, the way a finger produces it."""
+    finger_down_the_pad(page, 0.2, 0.8)
+
+
+def finger_down_the_pad(page, start: float, end: float) -> None:
+    """A finger moved down the middle of the pad, from ``start`` to ``end`` of its height (``end``
+    above ``start``: a swipe up), as real touch input."""
     box = page.locator("#pad").bounding_box()
     x = box["x"] + box["width"] / 2
-    points = [(x + i * 0.3, box["y"] + box["height"] * (0.2 + 0.6 * i / 20)) for i in range(21)]
+    points = [(x + i * 0.3, box["y"] + box["height"] * (start + (end - start) * i / 20)) for i in range(21)]
     touch = page.context.new_cdp_session(page)
-    start = {"x": points[0][0], "y": points[0][1]}
-    touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [start]})
+    first = {"x": points[0][0], "y": points[0][1]}
+    touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [first]})
     for px, py in points[1:]:
         touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": px, "y": py}]})
     touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def has_ink(page) -> bool:
+    """Whether anything is drawn on the pad's canvas (transparent where nothing is)."""
+    return page.evaluate("""() => { const pad = document.querySelector('#pad');
+        return pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data.some((value) => value > 0); }""")
 
 
 def wait_until_in_view(page, selector: str) -> None:
@@ -399,7 +411,8 @@ def test_without_automatic_prediction_a_new_picture_clears_the_old_answer(page, 
     before = answer_count(page)
     page.get_by_role("button", name="Predict").click()
     wait_for_answer(page, after=before)
-    draw_one(page)  # a stroke replaces the uploaded picture
+    page.get_by_role("button", name="Clear").click()  # the picture goes, and a stroke takes its place
+    draw_one(page)
     assert page.locator("#answer").get_attribute("data-state") == "stale"
     assert not page.locator("#verdict").is_visible()
 
@@ -528,6 +541,48 @@ def test_a_finger_draws_on_a_phone_width_screen(browser, service):
         result = shown(page)
         assert len(result["bars"]) == 10
         assert result["label"] == "1"
+
+
+def test_on_a_phone_a_swipe_over_an_uploaded_picture_scrolls_the_page_and_keeps_the_picture(browser, service, tmp_path):
+    """A finger over the picture's preview went through to the canvas, which takes every touch
+    to draw: a swipe to scroll the page threw the picture away and drew a stroke. While a picture
+    is shown the pad draws nothing; it says that Clear brings the drawing back."""
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    with opened(browser, service.url + "/", width=390, height=844, phone=True) as page:
+        page.locator("#file").set_input_files(str(photo))
+        wait_for_answer(page)
+        wait_until_in_view(page, "#verdict")
+        page.evaluate("window.scrollTo(0, 0)")
+        screenshot(page, "browser-phone-upload")
+        finger_down_the_pad(page, 0.8, 0.3)  # a swipe up
+        page.wait_for_function("() => window.scrollY > 0", timeout=5_000)
+        finger_down_the_pad(page, 0.5, 0.5)  # a tap
+        preview, hint = page.locator("#upload-preview"), page.locator("#pad-hint")
+        assert preview.is_visible() and not has_ink(page)
+        assert page.locator("#answer").get_attribute("data-state") == "done"
+        assert hint.is_visible() and hint.inner_text() == "Press Clear to draw instead."
+        assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
+
+        page.get_by_role("button", name="Clear").click()
+        page.evaluate("window.scrollTo(0, 0)")
+        assert not preview.is_visible() and hint.inner_text() == "Draw here, or drop a picture"
+        before = answer_count(page)
+        draw_one_with_a_finger(page)
+        wait_for_answer(page, after=before)
+        assert shown(page)["label"] == "1"
+
+
+def test_a_click_on_an_uploaded_picture_keeps_it(page, tmp_path):
+    """A click on the preview threw the picture away, and its answer with it."""
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    page.locator("#file").set_input_files(str(photo))
+    wait_for_answer(page)
+    box = page.locator("#upload-preview").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert page.locator("#upload-preview").is_visible() and not has_ink(page)
+    assert shown(page)["label"] == "0"
 
 
 def test_a_picture_dropped_on_the_pad_is_predicted(page):
@@ -785,7 +840,7 @@ def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path):
     wait_for_answer(page)
     hint = page.locator("#pad-hint")
     hint.wait_for(state="visible")
-    assert hint.inner_text() == f"{name}: no preview"
+    assert hint.inner_text() == f"{name}: no preview. Press Clear to draw instead."
     assert hint.evaluate("hint => hint.scrollWidth <= hint.clientWidth")  # nothing cut off
     assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
     assert shown(page)["label"] == "1"

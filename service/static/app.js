@@ -22,6 +22,7 @@ const REQUEST_TIME_LIMIT_MS = 60_000;
 // says so after this long, rather than leaving only a dimmed button.
 const BUSY_NOTE_AFTER_MS = 300;
 const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
+const UPLOAD_SHOWN = "Press Clear to draw instead.";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -43,7 +44,7 @@ const state = {
   listTimer: 0,        // next look at the model list
   listFailed: false,   // the last look at the model list got no answer
   hasInk: false,       // something is drawn on the canvas
-  upload: null,        // the uploaded File, shown instead of the canvas
+  upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
   previewUrl: null,
   drawing: null,       // the pointerId drawing now
   last: null,          // last point of the stroke, canvas pixels
@@ -230,10 +231,12 @@ function strokeTo(point) {
 function onPointerDown(event) {
   if (event.pointerType === "mouse" && event.button !== 0) return;
   if (state.drawing !== null) return;  // a second finger does not draw
+  // A picture shown is not drawn over: a swipe to scroll the page would throw it away. A finger
+  // scrolls instead (app.css), and Clear, which the pad names, brings the drawing back.
+  if (state.upload) return;
   event.preventDefault();
   clearTimeout(state.timer);
   clearTimeout(state.revealTimer);
-  if (state.upload) dropUpload();
   inputChanged();
   el.pad.setPointerCapture(event.pointerId);
   state.drawing = event.pointerId;
@@ -278,8 +281,9 @@ function useUpload(file) {
   state.previewUrl = URL.createObjectURL(file);
   el.preview.src = state.previewUrl;
   el.preview.hidden = false;
-  el.hint.hidden = true;
-  el.hint.textContent = DEFAULT_HINT;
+  el.dropZone.classList.add("showing-upload");
+  el.hint.textContent = UPLOAD_SHOWN;
+  el.hint.hidden = false;
   inputChanged();
   if (el.auto.checked) predict();
 }
@@ -298,6 +302,7 @@ function dropUpload() {
   state.previewUrl = null;
   el.preview.hidden = true;
   el.preview.removeAttribute("src");
+  el.dropZone.classList.remove("showing-upload");
   el.file.value = "";
 }
 
@@ -554,7 +559,7 @@ el.file.addEventListener("change", () => useUpload(el.file.files[0]));
 el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
   if (!state.upload) return;
   el.preview.hidden = true;
-  el.hint.textContent = `${state.upload.name || "The picture"}: no preview`;
+  el.hint.textContent = `${state.upload.name || "The picture"}: no preview. ${UPLOAD_SHOWN}`;
   el.hint.hidden = false;
 });
 el.model.addEventListener("change", () => {
