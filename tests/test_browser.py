@@ -743,27 +743,47 @@ def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(
         context.close()
 
 
-def test_a_drawing_while_the_model_list_fails_says_why_and_predict_looks_again(browser, service):
-    """The model list got no answer (a proxy between restarts): a drawing was refused with "No
-    image model is available", and Predict kept refusing until the next look, seconds later."""
+@contextlib.contextmanager
+def drawn_while_the_model_list_fails(browser, service):
+    """``(page, list_comes)``: a page whose model list requests fail (the service is starting, or
+    a proxy is between restarts) until ``list_comes()``, and a drawing it refused for want of it."""
     context = browser.new_context(viewport={"width": 1000, "height": 760})
     try:
         page = context.new_page()
-        page.route(lambda url: url.endswith("/models"), lambda route: route.abort())
+        failing = [True]
+        page.route(lambda url: url.endswith("/models"),
+                   lambda route: route.abort() if failing else route.continue_())
         page.goto(service.url + "/")
         page.locator("#model-note").wait_for(state="visible")
         draw_one(page)
         error = page.get_by_role("alert")
         error.wait_for(state="visible")
         assert error.inner_text().startswith("The model list could not be loaded")
-
-        page.unroute_all()
-        page.get_by_role("button", name="Predict").click()
-        wait_for_answer(page)
-        assert shown(page)["answered_by"].startswith("mnist v")
-        assert not error.is_visible()
+        yield page, failing.clear
     finally:
         context.close()
+
+
+def test_a_drawing_while_the_model_list_fails_says_why_and_predict_looks_again(browser, service):
+    """The model list got no answer: a drawing was refused with "No image model is available",
+    and Predict kept refusing until the next look, seconds later."""
+    with drawn_while_the_model_list_fails(browser, service) as (page, list_comes):
+        list_comes()
+        with page.expect_request(lambda r: r.url.endswith("/models"), timeout=1_000):  # not the look 3 s on
+            page.get_by_role("button", name="Predict").click()
+        wait_for_answer(page)
+        assert shown(page)["answered_by"].startswith("mnist v")
+        assert not page.get_by_role("alert").is_visible()
+
+
+def test_a_drawing_refused_while_the_model_list_fails_is_predicted_once_the_list_comes(browser, service):
+    """When the page's own next look got the list, the choice filled but the refusal stayed on
+    screen, and the drawing was never read."""
+    with drawn_while_the_model_list_fails(browser, service) as (page, list_comes):
+        list_comes()  # the page looks again by itself, seconds later
+        wait_for_answer(page)
+        assert shown(page)["answered_by"].startswith("mnist v")
+        assert not page.get_by_role("alert").is_visible()
 
 
 def test_an_empty_file_is_named_and_not_sent(page, tmp_path):

@@ -43,6 +43,7 @@ const state = {
   listing: null,       // the model list request in flight
   listTimer: 0,        // next look at the model list
   listFailed: false,   // the last look at the model list got no answer
+  awaitingList: false, // a prediction was refused for want of the list: it is made once the list comes
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
   previewUrl: null,
@@ -130,6 +131,11 @@ async function listModels() {
     state.defaultModel = body.default_model || null;
     state.listFailed = false;
     if (!fillModelChoice()) nextLook = 5000;
+    if (state.awaitingList && el.model.value) {
+      state.awaitingList = false;
+      hideError();  // the refusal no longer holds
+      predict();
+    }
   } catch (err) {
     showModelNote(`Could not list the models. ${describeFailure(err)} Retrying…`);
     state.listFailed = true;
@@ -339,6 +345,7 @@ async function predict() {
   }
   const name = el.model.value;
   if (!name) {
+    state.awaitingList = state.listFailed;
     showError(state.listFailed
       ? "The model list could not be loaded, so no model can answer yet: try again in a moment."
       : "No image model is available to answer.");
@@ -537,6 +544,7 @@ function hideError() {
 
 function resetAll() {
   cancelRequest();
+  state.awaitingList = false;
   clearCanvas();
   dropUpload();
   hideError();
