@@ -699,6 +699,47 @@ def test_a_model_unloaded_while_the_page_is_open_is_named(browser, catalogue):
             assert "mnist is not available now" in page.locator("#model-note").inner_text()
 
 
+def test_an_unloaded_model_that_reads_numbers_is_not_offered_as_a_picture_model(browser, catalogue):
+    """An unloaded model is listed without its input: the page took it for a picture model and
+    promised to offer it again once it served. The manifest of its version says what it reads."""
+    with admin_change(catalogue, "/v2/repository/models/wine-quality/unload", "/v2/repository/models/wine-quality/load"):
+        assert requests.get(catalogue.url + "/models/wine-quality", timeout=10).json()["input"] is None
+        with opened(browser, catalogue.url + "/?model=wine-quality") as page:
+            note = page.locator("#model-note").inner_text()
+            assert "wine-quality is not offered on this page: it does not read pictures" in note
+            assert chosen_model(page) == "mnist (v2)"
+            assert not any("wine-quality" in text for text in page.locator("#model option").all_inner_texts())
+
+
+def test_a_model_found_to_read_numbers_when_it_answers_is_dropped_with_a_note(browser, catalogue):
+    """What an unloaded model reads could not be learned (its manifest was out of reach): the page
+    kept it chosen. Loaded again, it refused a drawing with 415 model_takes_vectors, and the page
+    kept sending it drawings: it looked at the model list again only after a 404 or a 503."""
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    try:
+        page = context.new_page()
+        page.route(lambda url: "/models/wine-quality/versions/" in url, lambda route: route.abort())
+        with admin_change(catalogue, "/v2/repository/models/wine-quality/unload",
+                          "/v2/repository/models/wine-quality/load"):
+            page.goto(catalogue.url + "/?model=wine-quality")
+            wait_for_models(page)
+            assert chosen_model(page) == "wine-quality (unavailable)"
+            note = page.locator("#model-note")
+            assert "if it reads pictures, this page offers it once it serves" in note.inner_text()
+
+            admin_post(catalogue, "/v2/repository/models/wine-quality/load")
+            catalogue.wait_until_served("wine-quality", 1)
+            # the list, read again at once: the page's own next look is 30 s on
+            with page.expect_request(lambda r: r.url.endswith("/models"), timeout=5_000):
+                draw_one(page)
+                assert "model_takes_vectors" in wait_for_failure(page)
+            wait_for_chosen_model(page, "mnist (v2)")
+            assert "wine-quality is not offered on this page: it does not read pictures" in note.inner_text()
+            assert not any("wine-quality" in text for text in page.locator("#model option").all_inner_texts())
+    finally:
+        context.close()
+
+
 def test_a_model_that_cannot_load_is_named_in_sentences_and_answers_with_the_reason(browser, tmp_path):
     """The only model's file is damaged: the note names it (one sentence began "this page"),
     and a drawing gets the service's 503 message."""
@@ -706,8 +747,9 @@ def test_a_model_that_cannot_load_is_named_in_sentences_and_answers_with_the_rea
     publish_corrupt(root, "mnist")
     with ServiceProcess(root, workers=1, threads=2) as server, opened(browser, server.url + "/") as page:
         assert chosen_model(page) == "mnist (unavailable)"
-        assert page.locator("#model-note").inner_text() == (
-            "Model mnist is not available now: no version of it can serve. This page offers it again once it serves.")
+        assert page.locator("#model-note").inner_text() == (  # no manifest says what it reads
+            "Model mnist is not available now: no version of it can serve. "
+            "If it reads pictures, this page offers it once it serves.")
         draw_one(page)
         assert "model_not_ready" in wait_for_failure(page)
 

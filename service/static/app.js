@@ -37,7 +37,7 @@ const ctx = el.pad.getContext("2d");
 const DEFAULT_HINT = el.hint.textContent;
 
 const state = {
-  models: new Map(),   // name -> {name, version, kind, labels, ready, unloaded}, every listed model
+  models: new Map(),   // name -> {name, version, kind, labels, ready, unloaded, upcoming}, every listed model
   defaultModel: null,  // the server's default_model
   requested: new URLSearchParams(location.search).get("model"),  // by the URL, then by the choice
   listing: null,       // the model list request in flight
@@ -69,7 +69,36 @@ function describeModel(listed, details) {
     labels: manifest.output?.labels || details?.classes || listed.classes || null,
     ready: details?.ready ?? listed.ready ?? true,
     unloaded: Boolean(details?.unloaded ?? listed.unloaded),
+    upcoming: versionToServe(details || listed),
   };
+}
+
+async function describeListed(entry) {
+  if ("manifest" in entry || "input" in entry) return describeModel(entry, null);
+  try {  // a short listing: ask for the model's own description
+    return describeModel(entry, await getJson(`models/${encodeURIComponent(entry.name)}`));
+  } catch (err) {
+    return describeModel(entry, null);  // listed but not describable now
+  }
+}
+
+// The version a model serves once it can: the pinned one, else the newest that has not failed.
+function versionToServe(info) {
+  if (info.pinned != null) return info.pinned;
+  const loadable = (info.versions || []).filter((v) => !String(v.status).startsWith("failed"));
+  return loadable.length ? Math.max(...loadable.map((v) => v.version)) : null;
+}
+
+// A model that serves nothing now (unloaded) is listed without its input: the manifest of the
+// version it will serve says what it reads. null when that cannot be had.
+async function upcomingKind(model) {
+  if (model.ready || model.upcoming == null) return null;
+  try {
+    const info = await getJson(`models/${encodeURIComponent(model.name)}/versions/${model.upcoming}`);
+    return info.manifest?.input?.kind ?? null;
+  } catch (err) {
+    return null;
+  }
 }
 
 async function getJson(url) {
@@ -116,17 +145,11 @@ async function listModels() {
       listed = Object.entries(listed).map(([name, info]) => ({ name, ...info }));
     }
     const described = await Promise.all((listed || []).map(async (item) => {
-      const entry = typeof item === "string" ? { name: item } : item;
-      if ("manifest" in entry || "input" in entry) return describeModel(entry, null);
-      try {  // a short listing: ask for the model's own description
-        return describeModel(entry, await getJson(`models/${encodeURIComponent(entry.name)}`));
-      } catch (err) {
-        return describeModel(entry, null);  // listed but not describable now
-      }
+      const model = await describeListed(typeof item === "string" ? { name: item } : item);
+      // An unloaded model lists no input: keep the kind seen before, else read its manifest.
+      model.kind ??= state.models.get(model.name)?.kind ?? await upcomingKind(model);
+      return model;
     }));
-    for (const model of described) {  // an unloaded model has no input kind: keep the one seen before
-      model.kind ??= state.models.get(model.name)?.kind ?? null;
-    }
     state.models = new Map(described.filter((m) => m.name).map((m) => [m.name, m]));
     state.defaultModel = body.default_model || null;
     state.listFailed = false;
@@ -150,9 +173,9 @@ function optionText(model) {
 
 // Offer the image models that serve now, and choose the one asked for (by the URL or by the
 // choice), else the server's default. One that is listed but not serving stays chosen and is
-// named as unavailable; a page never swaps in another model without saying so. A default that
-// reads no pictures, or is not there, is passed over quietly: nobody here asked for it.
-// Returns whether any image model serves.
+// named as unavailable, unless it is known to read no pictures; a page never swaps in another
+// model without saying so. A default that reads no pictures, or is not there, is passed over
+// quietly: nobody here asked for it. Returns whether any image model serves.
 function fillModelChoice() {
   const offered = [...state.models.values()].filter((m) => m.kind === "image" && m.ready);
   const wanted = state.requested || state.defaultModel || "mnist";
@@ -164,8 +187,10 @@ function fillModelChoice() {
     if (asked && (asked.kind === "image" || asked.kind === null)) {
       options.push([wanted, `${wanted} (unavailable)`]);
       const why = asked.unloaded ? "it is unloaded" : "no version of it can serve";
-      note = `Model ${wanted} is not available now: ${why}.`
-        + (offered.length ? " Choose another model, or wait: this" : " This") + " page offers it again once it serves.";
+      const comesBack = asked.kind === "image" ? "this page offers it again once it serves"
+        : "if it reads pictures, this page offers it once it serves";  // what it reads is not known
+      note = `Model ${wanted} is not available now: ${why}. `
+        + (offered.length ? `Choose another model, or wait: ${comesBack}.` : `${comesBack[0].toUpperCase()}${comesBack.slice(1)}.`);
     } else {
       const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
       choice = fallback?.name || "";
@@ -203,6 +228,15 @@ function noteServedVersion(name, version) {
   const served = Number(version);
   if (!model || !Number.isInteger(served) || (model.ready && model.version === served)) return;
   Object.assign(model, { version: served, ready: true, kind: "image", unloaded: false });
+  fillModelChoice();
+  loadModels();
+}
+
+// A model whose kind was not known (it served nothing) turned out to read numbers: it is no
+// longer offered, the choice moves to a picture model with a note, and the list is read again.
+function dropVectorModel(name) {
+  const model = state.models.get(name);
+  if (model) model.kind = "vector";
   fillModelChoice();
   loadModels();
 }
@@ -371,7 +405,8 @@ async function predict() {
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer));
-      if (response.status === 404 || response.status === 503) loadModels();  // gone or out of service
+      if (answer?.code === "model_takes_vectors") dropVectorModel(name);
+      else if (response.status === 404 || response.status === 503) loadModels();  // gone or out of service
       return;
     }
     showAnswer(name, answer, response, performance.now() - started);
