@@ -192,9 +192,7 @@ def draw_one_with_a_finger(page) -> None:
 def finger_down_the_pad(page, start: float, end: float) -> None:
     """A finger moved down the middle of the pad, from ``start`` to ``end`` of its height (``end``
     above ``start``: a swipe up), as real touch input."""
-    box = page.locator("#pad").bounding_box()
-    x = box["x"] + box["width"] / 2
-    points = [(x + i * 0.3, box["y"] + box["height"] * (start + (end - start) * i / 20)) for i in range(21)]
+    points = down_the_pad(page, start, end)
     touch = page.context.new_cdp_session(page)
     first = {"x": points[0][0], "y": points[0][1]}
     touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [first]})
@@ -203,10 +201,34 @@ def finger_down_the_pad(page, start: float, end: float) -> None:
     touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
+def down_the_pad(page, start: float = 0.2, end: float = 0.8) -> list[tuple[float, float]]:
+    """21 points down the middle of the pad (a slight slant), from ``start`` to ``end`` of its height."""
+    box = page.locator("#pad").bounding_box()
+    x = box["x"] + box["width"] / 2
+    return [(x + i * 0.3, box["y"] + box["height"] * (start + (end - start) * i / 20)) for i in range(21)]
+
+
 def has_ink(page) -> bool:
     """Whether anything is drawn on the pad's canvas (transparent where nothing is)."""
     return page.evaluate("""() => { const pad = document.querySelector('#pad');
         return pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data.some((value) => value > 0); }""")
+
+
+def draw_one_with_a_pen(page, button: str) -> None:
+    """A vertical stroke down the pad with a pen pressing ``button``: "left" for its tip, "right"
+    for its barrel button, as the browser reports a pen's input."""
+    points = down_the_pad(page)
+    pen = page.context.new_cdp_session(page)
+    pressed = {"left": 1, "right": 2}[button]  # the event's buttons while it presses
+
+    def send(kind: str, point: tuple[float, float], buttons: int) -> None:
+        pen.send("Input.dispatchMouseEvent", {"type": kind, "x": point[0], "y": point[1], "button": button,
+                                              "buttons": buttons, "clickCount": 1, "pointerType": "pen"})
+
+    send("mousePressed", points[0], pressed)
+    for point in points[1:]:
+        send("mouseMoved", point, pressed)
+    send("mouseReleased", points[-1], 0)
 
 
 def wait_until_in_view(page, selector: str) -> None:
@@ -340,6 +362,19 @@ def test_an_uploaded_photo_is_predicted(page, tmp_path):
     assert page.locator("#placeholder").is_visible()
     # Where to draw, in words that hold at every width (the pad is beside the answer on a desktop).
     assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
+
+
+def test_a_pen_draws_with_its_tip_and_not_with_its_barrel_button(page):
+    """A pen's barrel button (or its eraser) drew as its tip does: only the mouse's other buttons
+    were passed over."""
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    draw_one_with_a_pen(page, "right")
+    page.wait_for_timeout(500)  # longer than the page waits after a stroke before it predicts
+    assert not has_ink(page) and posted == []
+    draw_one_with_a_pen(page, "left")
+    wait_for_answer(page)
+    assert has_ink(page) and shown(page)["label"] == "1"
 
 
 def test_the_predict_button_asks_again(page):

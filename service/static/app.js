@@ -269,7 +269,9 @@ function strokeTo(point) {
 }
 
 function onPointerDown(event) {
-  if (event.pointerType === "mouse" && event.button !== 0) return;
+  // Only the primary contact draws: a mouse's main button, a pen's tip, a finger. A pen's barrel
+  // button or eraser is another button (2, 5), and so is any button held with the primary one.
+  if (event.button !== 0 || event.buttons > 1) return;
   if (state.drawing !== null) return;  // a second finger does not draw
   // A picture shown is not drawn over: a swipe to scroll the page would throw it away. A finger
   // scrolls instead (app.css), and Clear, which the pad names, brings the drawing back.
