@@ -593,6 +593,15 @@ def test_csv_numbers_in_ascii_decimal_notation_are_read(tmp_path):
     assert rows == {(1.5, 1000.0), (0.5, -2.0), (3.0, np.float32(0.4))}
 
 
+def test_csv_numbers_padded_with_no_break_spaces_are_read(tmp_path):
+    """A spreadsheet or a web page exports '0.5\xa0': the number is ASCII, only the space is not."""
+    path = write_csv(tmp_path / "r.csv", [(f"{i}.5\xa0", f"\u2009{i % 3}", i) for i in range(10)],
+                     header=("a", "b", "y"))
+    data = load_dataset("csv", path=path, target="y", task="regression")
+    rows = {tuple(row) for row in np.concatenate([data.x_train, data.x_test]).tolist()}
+    assert rows == {(i + 0.5, i % 3) for i in range(10)}
+
+
 @pytest.mark.parametrize("cell, reading", [
     ("1,000", "is either 1.000, written with a decimal comma, or 1000, written with a thousands separator: write it "
               "with a point for decimals and no separator (0.5, 1000)"),

@@ -835,7 +835,10 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                 if abs(float(cell)) > FLOAT32_MAX:
                     raise DatasetError(f"{where} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
                                        "computes: scale the column down, or drop the row")
-        raise DatasetError(f"{source}: the feature columns could not be read as numbers")
+        try:  # every cell is a number: the text was not ASCII for the whitespace around some
+            x = np.array(cells, dtype=np.float64)
+        except ValueError:
+            raise DatasetError(f"{source}: the feature columns could not be read as numbers") from None
     y = [fields[t].strip() for _, fields in rows]
     if task == "regression":
         for (line, _), value in zip(rows, y):
@@ -890,7 +893,8 @@ def _number_text(value: float) -> str:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A number as the CSV reader reads one: ASCII digits, a sign, a point and an exponent, or the words
 # for infinity and NaN (spaces around allowed).
-NUMBER = re.compile(r"\s*[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf|infinity|nan)\s*",
+# Whitespace around it is stripped first, as float() strips it (a no-break space from a spreadsheet too).
+NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf|infinity|nan)",
                     re.ASCII | re.IGNORECASE)
 DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*", re.ASCII)  # "0,5": how spreadsheets write 0.5 in many locales
 THOUSANDS = re.compile(r"\s*[-+]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?\s*", re.ASCII)  # "1,000", "12,345.6"
@@ -903,7 +907,7 @@ def _is_missing(text: str) -> bool:
 
 
 def _is_number(text: str) -> bool:
-    return NUMBER.fullmatch(text) is not None
+    return NUMBER.fullmatch(text.strip()) is not None
 
 
 def _is_python_number(text: str) -> bool:
