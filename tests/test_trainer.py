@@ -740,25 +740,27 @@ def test_a_network_too_big_for_memory_is_refused_before_it_is_built(tmp_path, bl
         message = refused(capsys, command, "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 3_000_000,
                           3_000_000, "--no-progress")
         assert re.fullmatch(r"not enough memory: training this network of 9,000,030,000,003 parameters takes at "
-                            r"least 180\.\d\d TB \(its weights, their gradients, adam's state and a batch's "
-                            r"activations\), and [\d.]+ [MGT]B is available: choose smaller --hidden sizes or a "
-                            r"smaller --batch-size", message), message
+                            r"least \d+\.\d\d TB \(its weights, their gradients, adam's state, a batch's "
+                            r"activations, and the copies that writing and scoring the model file hold\), and "
+                            r"[\d.]+ [MGT]B is available: choose smaller --hidden sizes or a smaller --batch-size",
+                            message), message
 
 
 def test_a_run_is_refused_when_less_memory_is_available_than_training_takes(tmp_path, blobs_npz, monkeypatch,
                                                                            capsys):
     """Below the size NumPy refuses outright, the run went ahead and was killed once the memory ran out."""
-    # 5-2000-3 trained by momentum: 18,003 parameters, their gradients, velocity and scratch (288 KB), and a
-    # batch of one row's 4,008 activations forward and backward (32 KB).
-    monkeypatch.setattr(memory, "available_memory", lambda: 250_000)
+    # 5-2000-3 trained by momentum: 18,003 parameters, their gradients, velocity and scratch, and the three
+    # copies writing the model file holds (504 KB), and a batch of one row's 4,008 activations forward and
+    # backward (32 KB).
+    monkeypatch.setattr(memory, "available_memory", lambda: 500_000)
     flags = ["--dataset", "npz", "--data-path", blobs_npz, "--hidden", 2000, "--optimizer", "momentum",
              "--batch-size", 1, "--no-progress"]
     assert refused(capsys, "train", *flags, "--output", tmp_path / "out") == (
-        "not enough memory: training this network of 18,003 parameters takes at least 0.32 MB (its weights, "
-        "their gradients, momentum's state and a batch's activations), and 0.25 MB is available: choose smaller "
-        "--hidden sizes or a smaller --batch-size")
+        "not enough memory: training this network of 18,003 parameters takes at least 0.54 MB (its weights, "
+        "their gradients, momentum's state, a batch's activations, and the copies that writing and scoring the "
+        "model file hold), and 0.50 MB is available: choose smaller --hidden sizes or a smaller --batch-size")
     assert not (tmp_path / "out").exists()
-    monkeypatch.setattr(memory, "available_memory", lambda: 330_000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 540_000)
     assert run_cli("train", *flags, "--epochs", 1, "--output", tmp_path / "out") == 0
     monkeypatch.setattr(memory, "available_memory", lambda: None)  # nothing to go by: not checked
     assert run_cli("train", *flags, "--epochs", 1, "--output", tmp_path / "out") == 0
@@ -766,15 +768,24 @@ def test_a_run_is_refused_when_less_memory_is_available_than_training_takes(tmp_
 
 def test_the_memory_available_is_the_least_of_the_systems_and_the_cgroups(tmp_path, monkeypatch):
     meminfo, limit, usage = tmp_path / "meminfo", tmp_path / "memory.max", tmp_path / "memory.current"
+    stat = tmp_path / "memory.stat"
     meminfo.write_text("MemTotal:       24684084 kB\nMemFree:         1000000 kB\nMemAvailable:    8000000 kB\n")
     monkeypatch.setattr(memory, "MEMINFO", meminfo)
-    monkeypatch.setattr(memory, "CGROUP_FILES", [(limit, usage), (tmp_path / "absent", tmp_path / "absent")])
+    absent = tmp_path / "absent"
+    monkeypatch.setattr(memory, "CGROUP_FILES", [(limit, usage, stat), (absent, absent, absent)])
     assert memory.available_memory() == 8_192_000_000  # no cgroup limit set
     limit.write_text("max\n")
     assert memory.available_memory() == 8_192_000_000
     limit.write_text("3000000000\n")
     usage.write_text("1000000000\n")
     assert memory.available_memory() == 2_000_000_000
+    # File cache the cgroup has read (a large dataset) counts in its usage, and the kernel takes it back
+    # before it kills anything: it is not used up.
+    stat.write_text("anon 300000000\nfile 700000000\nactive_file 100000000\ninactive_file 600000000\n")
+    assert memory.available_memory() == 2_600_000_000
+    stat.write_text("cache 700000000\ntotal_inactive_file 500000000\n")  # cgroup v1
+    assert memory.available_memory() == 2_500_000_000
+    stat.unlink()
     meminfo.unlink()
     assert memory.available_memory() == 2_000_000_000
     limit.unlink()
@@ -1786,8 +1797,25 @@ def test_an_output_folder_where_a_registry_version_would_go_is_refused_before_tr
     (model / "serving.json").write_text('{"pinned": null, "labels": {}}\n')
     assert "version 3 of blobs in a registry" in refused(capsys, "train", *data, "--output", model / "3")
     assert sorted(p.name for p in model.iterdir()) == ["serving.json"]
-    # Numbered runs saved with --output are no registry: their models name no such folder.
-    runs = tmp_path / "runs"
-    assert run_cli("train", *data, "--output", runs / "1") == 0
-    assert run_cli("train", *data, "--output", runs / "2") == 0
+    # Numbered runs saved with --output are no registry, even in a folder named after their model:
+    # each records version 1, as a run is numbered when it is published.
+    runs = tmp_path / "runs" / "blobs"
+    for run in ("1", "2", "1"):
+        assert run_cli("train", *data, "--output", runs / run) == 0
     assert (runs / "2" / "model.npz").is_file()
+
+
+def test_an_output_folder_in_the_trainers_registry_is_refused_without_its_records(tmp_path, blobs_npz, capsys,
+                                                                                   monkeypatch):
+    """A clone's committed registry has no record of the highest version (git leaves it out), and a
+    model of one version is numbered as a run saved with --output is: the registry the trainer
+    publishes into is known by its place."""
+    registry = tmp_path / "models"
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
+    assert run_cli("train", *data, "--publish", "--registry", registry) == 0
+    (registry / "blobs" / ".highest_version").unlink()
+    monkeypatch.setattr(cli, "DEFAULT_REGISTRY", str(registry))
+    for version in ("1", "2"):
+        assert f"version {version} of blobs in a registry" in refused(
+            capsys, "train", *data, "--output", registry / "blobs" / version)
+    assert sorted(p.name for p in (registry / "blobs").iterdir()) == ["1"]

@@ -210,7 +210,7 @@ def cmd_train(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     registry = args.registry or DEFAULT_REGISTRY
     train.run(config, publish_to=registry if args.publish else None, output_dir=args.output, command=command,
-              log=say, on_published=_recording_published(args, registry))
+              log=say, on_published=_recording_published(args, registry), registry=registry)
     return 0
 
 

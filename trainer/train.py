@@ -262,8 +262,8 @@ def check_memory(outline, config: TrainConfig) -> None:
     if available is not None and needed > available:
         optimizer = parse_spec(config.optimizer)[0]
         raise MemoryError(f"training this network of {outline.num_params():,} parameters takes at least "
-                          f"{memory.size_text(needed)} (its weights, their gradients, {optimizer}'s state and a batch's "
-                          "activations), "
+                          f"{memory.size_text(needed)} (its weights, their gradients, {optimizer}'s state, a batch's "
+                          "activations, and the copies that writing and scoring the model file hold), "
                           f"and {memory.size_text(available)} is available")
 
 
@@ -567,11 +567,12 @@ def check_space(folder: Path, network, what: str) -> None:
                          "before training")
 
 
-def check_output_folder(folder: Path) -> None:
+def check_output_folder(folder: Path, registry: str | Path | None = None) -> None:
     """Raise ValueError now if ``folder`` could not be made or written, or is or lies in a registry's
     version folder (published, which is never changed, or to come, which publishing alone writes),
-    rather than after training."""
-    if version := _registry_version_of(folder.resolve()):
+    rather than after training. ``registry`` is the one the trainer publishes into by default."""
+    root = Path(registry).resolve() if registry is not None else None
+    if version := _registry_version_of(folder.resolve(), root):
         raise ValueError(f"cannot write the model into {folder}: it is in {version}, version {version.name} of "
                          f"{version.parent.name} in a registry, whose versions publishing alone writes, and never "
                          "changes: choose another folder, or publish the run (--publish)")
@@ -583,23 +584,27 @@ def check_output_folder(folder: Path) -> None:
                          f"({error.strerror or error})")
 
 
-def _registry_version_of(folder: Path) -> Path | None:
+def _registry_version_of(folder: Path, registry: Path | None) -> Path | None:
     """The registry version folder that ``folder`` is or lies in, if any, whether it exists yet or
     not: a folder named by a number in a registry's model folder."""
     for path in (folder, *folder.parents):
-        if VERSION_PATTERN.match(path.name) and _is_model_folder(path.parent):
+        if VERSION_PATTERN.match(path.name) and _is_model_folder(path.parent, registry):
             return path
     return None
 
 
-def _is_model_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a model's folder in a registry: it holds a published version, or the
-    serving.json or the record of the highest version that only a registry's model folder holds. (A
-    folder of numbered runs saved with --output holds none: their models name no such folder.)"""
+def _is_model_folder(folder: Path, registry: Path | None) -> bool:
+    """Whether ``folder`` is a model's folder in a registry: a folder of ``registry``, or one holding
+    the serving.json or the record of the highest version that only a registry's model folder holds,
+    or a version past 1. (A folder of numbered runs saved with --output holds none of these: each
+    such run records version 1, as the version is numbered when it is published.)"""
+    if registry is not None and folder.parent == registry:
+        return True
     if (folder / SERVING_FILE).exists() or (folder / HIGHEST_FILE).exists():
         return True
     try:
-        return any(_is_published_version(path) for path in folder.iterdir() if VERSION_PATTERN.match(path.name))
+        return any(int(path.name) > 1 and _is_published_version(path)
+                   for path in folder.iterdir() if VERSION_PATTERN.match(path.name))
     except OSError:  # not a folder, or one that cannot be listed
         return False
 
@@ -718,8 +723,10 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
 
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print,
-        on_published: Callable[[str, int], None] = lambda name, version: None) -> dict:
-    """Train, export, score and save (``output_dir``) or publish (``publish_to`` registry; then
+        on_published: Callable[[str, int], None] = lambda name, version: None,
+        registry: str | Path | None = None) -> dict:
+    """Train, export, score and save (``output_dir``, which must not be a version folder of
+    ``registry`` or of any other registry) or publish (``publish_to`` registry; then
     ``on_published(name, version)`` as ``Registry.publish`` calls it)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
@@ -733,7 +740,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
                 raise RegistryError(f"{e}; the name comes from the data file: give one with --name") from None
         Registry(publish_to).check_publishable(name)
     elif output_dir:
-        check_output_folder(Path(output_dir))
+        check_output_folder(Path(output_dir), registry)
     report.require_plotting()
     prepared = prepare(dataset, config)
     log(rows_line(prepared, config))
