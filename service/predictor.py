@@ -94,16 +94,22 @@ def describe(model: Model) -> str:
 
 def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
     """Refuse an image model's vectors that are not pixels in [0, 1], saying what they look like."""
-    low, high = float(batch.min()), float(batch.max())
-    if low >= -PIXEL_SLACK and high <= 1 + PIXEL_SLACK:
+    if batch.min() >= -PIXEL_SLACK and batch.max() <= 1 + PIXEL_SLACK:
         return
-    row, col = np.argwhere((batch < -PIXEL_SLACK) | (batch > 1 + PIXEL_SLACK))[0]
-    where = f"position {col}" if len(batch) == 1 else f"vector {row}, position {col}"
-    if low < -PIXEL_SLACK:
-        hint = ("negative values are pixels normalised already: send them before normalisation, which the model "
-                "does itself")
+    # The hint goes by the whole batch (pixels normalised already reach 2.8 as well as -0.4), and the
+    # value named is the first that shows it.
+    if batch.min() < -PIXEL_SLACK:
+        outside = batch < -PIXEL_SLACK
+        hint = ("negative values are pixels normalised already: send the pixels before normalisation, which the "
+                "model does itself")
+    elif batch.max() > 2:
+        outside = batch > 2
+        hint = "values above 2 are pixels of 0..255: divide the pixels by 255"
     else:
-        hint = "values above 1 are 0..255 pixels: divide them by 255"
+        outside = batch > 1 + PIXEL_SLACK
+        hint = "clip the values to [0, 1]"
+    row, col = np.argwhere(outside)[0]
+    where = f"position {col}" if len(batch) == 1 else f"vector {row}, position {col}"
     raise InvalidInput(f"The value at {where} is {batch[row, col]:.6g}; {describe(model)} takes pixels scaled to "
                        f"[0, 1], light ink on dark ({hint}), or the picture itself as an image.",
                        code="input_out_of_range")

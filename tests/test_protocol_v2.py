@@ -218,7 +218,7 @@ def test_a_single_number_as_data_is_read_not_refused(client):
 def test_an_image_models_input_tensor_must_hold_pixels_in_0_1(client):
     # 0..255 floats read as [0, 1] vectors saturate every answer: refused, with what to do.
     as_stored = VECTORS[:1] * 255
-    assert_protocol_error(infer(client, {"inputs": [tensor("input", as_stored)]}), 400, "divide them by 255")
+    assert_protocol_error(infer(client, {"inputs": [tensor("input", as_stored)]}), 400, "divide the pixels by 255")
     assert infer(client, {"inputs": [tensor("input", VECTORS[:1])]}).status_code == 200
 
 

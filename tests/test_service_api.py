@@ -350,13 +350,16 @@ def test_an_image_model_refuses_npy_pixels_as_stored_and_arrays_not_of_vectors(c
 def test_an_image_model_refuses_vectors_that_are_not_pixels_in_0_1_and_says_what_they_look_like(client):
     pixels = vectors(2)
     as_stored = (pixels * 255).round()  # 0..255, as a PNG holds them
-    normalised = (pixels - 0.1307) / 0.3081  # what torchvision's MNIST transform hands a network
-    for batch, told in ((as_stored, "values above 1 are 0..255 pixels: divide them by 255"),
-                        (normalised, "negative values are pixels normalised already")):
+    normalised = (pixels - 0.1307) / 0.3081  # what torchvision's MNIST transform hands a network: -0.42..2.82
+    overshot = np.where(pixels > 0.5, 1.5, pixels)
+    for batch, shown, told in ((as_stored, as_stored > 2, "values above 2 are pixels of 0..255: divide the pixels "
+                                "by 255"),
+                               (normalised, normalised < 0, "negative values are pixels normalised already"),
+                               (overshot, overshot > 1.01, "clip the values to [0, 1]")):
         body = assert_error(client.post("/models/mnist/predict", json={"inputs": batch.tolist()}), 422,
                             "input_out_of_range", told)
-        row, col = np.argwhere((batch < -0.01) | (batch > 1.01))[0]
-        assert f"The value at vector {row}, position {col} is {batch[row, col]:.6g}" in body["error"]
+        row, col = np.argwhere(shown)[0]  # the first value that shows what the hint says
+        assert f"The value at vector {row}, position {col} is {batch[row, col]:.6g}; model mnist v2" in body["error"]
         assert_error(client.post("/models/mnist/predict", data=npy(batch.astype(np.float32)),
                                  content_type="application/x-npy"), 422, "input_out_of_range", told)
     rounded = np.minimum(pixels + 0.005, 1.005)  # a JSON round trip may overshoot [0, 1] a little
