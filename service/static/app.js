@@ -381,7 +381,7 @@ async function predict() {
   }
   const name = el.model.value;
   if (!name) {
-    state.awaitingList = state.listFailed;
+    state.awaitingList = state.listFailed && (state.upload !== null || state.hasInk);  // something to predict
     showError(state.listFailed
       ? "The model list could not be loaded, so no model can answer yet: try again in a moment."
       : "No image model is available to answer.");
