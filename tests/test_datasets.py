@@ -600,6 +600,10 @@ def test_csv_numbers_padded_with_no_break_spaces_are_read(tmp_path):
     data = load_dataset("csv", path=path, target="y", task="regression")
     rows = {tuple(row) for row in np.concatenate([data.x_train, data.x_test]).tolist()}
     assert rows == {(i + 0.5, i % 3) for i in range(10)}
+    # str.strip() also strips the separators \x1c-\x1f, which float() refuses: named, not a traceback.
+    path = write_csv(tmp_path / "s.csv", [(i, f"{i}\x1f", i) for i in range(10)], header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"s.csv, line 2, column 'b': '0\\x1f' is not a number"):
+        load_dataset("csv", path=path, target="y", task="regression")
 
 
 @pytest.mark.parametrize("cell, reading", [

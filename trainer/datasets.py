@@ -907,7 +907,9 @@ def _is_missing(text: str) -> bool:
 
 
 def _is_number(text: str) -> bool:
-    return NUMBER.fullmatch(text.strip()) is not None
+    """ASCII decimal notation, with whitespace around it that float() strips (str.strip() strips
+    the separators \x1c-\x1f as well, which float() refuses)."""
+    return NUMBER.fullmatch(text.strip()) is not None and _is_python_number(text)
 
 
 def _is_python_number(text: str) -> bool:

@@ -19,10 +19,10 @@ CGROUP_FILES = ((Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.
                  Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"), Path("/sys/fs/cgroup/memory/memory.stat")))
 # In memory.stat: v1's count for the cgroup and those below it (as its usage counts), then v2's.
 RECLAIMABLE = ("total_inactive_file", "inactive_file")
-# Beyond training, writing the version holds the exported parameters, the file's bytes and the
-# model loaded again from it to score it, while the network is still held.
-EXPORT_COPIES = 3
-
+# Once trained, writing the version holds the network's parameters and gradients, the exported
+# parameters, and the file read back to check and score it (its bytes, its arrays, the model): about
+# this many copies of the parameters, measured; the optimiser's state is gone by then.
+EXPORT_COPIES = 7
 
 def available_memory() -> int | None:
     """Bytes this process can still take: the kernel's estimate (MemAvailable), or what a cgroup
@@ -59,14 +59,14 @@ def _reclaimable(stat_file: Path) -> int:
 
 
 def training_bytes(outline, optimizer_arrays: int, batch_size: int, keeps_best: bool) -> int:
-    """The least memory training the network of ``outline`` and writing it take: its parameters,
-    their gradients, the optimiser's ``optimizer_arrays`` arrays of the same size (moments,
-    scratch), a copy of the parameters when early stopping ``keeps_best`` epoch's, a batch's
-    activations, forward and backward, and the EXPORT_COPIES of the parameters writing the version
-    holds. Building the network takes less than this: each weight is drawn into its place a block
-    at a time, and packed into the flat buffer one layer at a time."""
-    copies = 2 + optimizer_arrays + int(keeps_best) + EXPORT_COPIES
-    return outline.itemsize * (copies * outline.num_params() + 2 * outline.activations(batch_size))
+    """The memory training the network of ``outline`` and writing it take, the larger of the two
+    phases: while it trains, its parameters, their gradients, the optimiser's ``optimizer_arrays``
+    arrays of the same size (moments, scratch), a copy of the parameters when early stopping
+    ``keeps_best`` epoch's, and a batch's activations, forward and backward; then the EXPORT_COPIES
+    of the parameters writing the version holds. Building the network takes less than either: each
+    weight is drawn into its place a block at a time, and packed into the flat buffer one layer at a time."""
+    training = (2 + optimizer_arrays + int(keeps_best)) * outline.num_params() + 2 * outline.activations(batch_size)
+    return outline.itemsize * max(training, EXPORT_COPIES * outline.num_params())
 
 
 def size_text(n_bytes: float) -> str:

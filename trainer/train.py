@@ -261,10 +261,10 @@ def check_memory(outline, config: TrainConfig) -> None:
                                    keeps_best=config.patience is not None)
     if available is not None and needed > available:
         optimizer = parse_spec(config.optimizer)[0]
-        raise MemoryError(f"training this network of {outline.num_params():,} parameters takes at least "
-                          f"{memory.size_text(needed)} (its weights, their gradients, {optimizer}'s state, a batch's "
-                          "activations, and the copies that writing and scoring the model file hold), "
-                          f"and {memory.size_text(available)} is available")
+        raise MemoryError(f"training this network of {outline.num_params():,} parameters takes about "
+                          f"{memory.size_text(needed)} (its weights, their gradients, {optimizer}'s state and a "
+                          "batch's activations while it trains, then the copies that writing and scoring the model "
+                          f"file hold), and {memory.size_text(available)} is available")
 
 
 def build_optimizer(config: TrainConfig):
@@ -586,9 +586,10 @@ def check_output_folder(folder: Path, registry: str | Path | None = None) -> Non
 
 def _registry_version_of(folder: Path, registry: Path | None) -> Path | None:
     """The registry version folder that ``folder`` is or lies in, if any, whether it exists yet or
-    not: a folder named by a number in a registry's model folder."""
+    not: a folder named by a number in a registry's model folder, or one holding a version of its
+    own (which an earlier run saved with --output in a folder named after its model holds too)."""
     for path in (folder, *folder.parents):
-        if VERSION_PATTERN.match(path.name) and _is_model_folder(path.parent, registry):
+        if VERSION_PATTERN.match(path.name) and (_is_published_version(path) or _is_model_folder(path.parent, registry)):
             return path
     return None
 

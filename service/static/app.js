@@ -43,7 +43,8 @@ const state = {
   listing: null,       // the model list request in flight
   listTimer: 0,        // next look at the model list
   listFailed: false,   // the last look at the model list got no answer
-  awaitingList: false, // a prediction was refused for want of the list: it is made once the list comes
+  refusedForList: false, // a prediction was refused for want of the list: the error goes once the list comes
+  awaitingList: false, // ... and, with something drawn or uploaded, the prediction is made then
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
   previewUrl: null,
@@ -154,10 +155,13 @@ async function listModels() {
     state.defaultModel = body.default_model || null;
     state.listFailed = false;
     if (!fillModelChoice()) nextLook = 5000;
-    if (state.awaitingList && el.model.value) {
-      state.awaitingList = false;
+    if (state.refusedForList && el.model.value) {
+      state.refusedForList = false;
       hideError();  // the refusal no longer holds
-      predict();
+      if (state.awaitingList) {
+        state.awaitingList = false;
+        predict();
+      }
     }
   } catch (err) {
     showModelNote(`Could not list the models. ${describeFailure(err)} Retrying…`);
@@ -381,6 +385,7 @@ async function predict() {
   }
   const name = el.model.value;
   if (!name) {
+    state.refusedForList = state.listFailed;
     state.awaitingList = state.listFailed && (state.upload !== null || state.hasInk);  // something to predict
     showError(state.listFailed
       ? "The model list could not be loaded, so no model can answer yet: try again in a moment."
