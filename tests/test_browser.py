@@ -863,6 +863,30 @@ def test_a_drawing_refused_while_the_model_list_fails_is_predicted_once_the_list
         assert not page.get_by_role("alert").is_visible()
 
 
+def test_predict_on_an_empty_pad_while_the_model_list_fails_leaves_no_note_once_it_comes(browser, service):
+    """The refusal stayed on screen once the list came; a first fix left 'Draw a digit ... first'
+    appearing by itself instead."""
+    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    try:
+        page = context.new_page()
+        failing = [True]
+        page.route(lambda url: url.endswith("/models"), lambda route: route.abort() if failing else route.continue_())
+        posted = []
+        page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+        page.goto(service.url + "/")
+        page.locator("#model-note").wait_for(state="visible")
+        page.get_by_role("button", name="Predict").click()
+        error = page.get_by_role("alert")
+        error.wait_for(state="visible")
+        assert error.inner_text().startswith("The model list could not be loaded")
+        failing.clear()  # the page looks again by itself, seconds later
+        error.wait_for(state="hidden", timeout=10_000)
+        page.wait_for_timeout(500)
+        assert not error.is_visible() and posted == []
+    finally:
+        context.close()
+
+
 def test_an_empty_file_is_named_and_not_sent(page, tmp_path):
     draw_one(page)
     wait_for_answer(page)
