@@ -133,35 +133,25 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
-def test_gunicorn_names_an_address_another_program_holds(tmp_path):
-    """Gunicorn alone retries for five seconds and then says "Can't connect to ('127.0.0.1', 8000)"."""
-    with socket.socket() as other:
-        other.bind(("127.0.0.1", 0))
+@pytest.mark.parametrize("family, host, shown", [(socket.AF_INET, "127.0.0.1", "127.0.0.1"),
+                                                  (socket.AF_INET6, "::1", "[::1]")], ids=["ipv4", "ipv6"])
+def test_gunicorn_names_an_address_another_program_holds(tmp_path, family, host, shown):
+    """Gunicorn alone retries for five seconds and then says "Can't connect to ('127.0.0.1', 8000)".
+    The address is named, and the hint given, in a form SCRATCHNET_BIND takes (IPv6 in brackets)."""
+    with socket.socket(family) as other:
+        try:
+            other.bind((host, 0))
+        except OSError as exc:
+            unavailable(f"no {host} loopback here ({exc.strerror})")
         other.listen()
         port = other.getsockname()[1]
-        done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"127.0.0.1:{port}")
+        done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"{shown}:{port}")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: cannot listen on 127.0.0.1:{port}: Address already in use: another program listens there (a "
-        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND=127.0.0.1:{port + 1}")
+        f"error: cannot listen on {shown}:{port}: Address already in use: another program listens there (a "
+        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND={shown}:{port + 1}")
     assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
-
-
-def test_gunicorn_names_an_ipv6_address_in_use_in_a_form_it_takes(tmp_path):
-    with socket.socket(socket.AF_INET6) as other:
-        try:
-            other.bind(("::1", 0))
-        except OSError as exc:
-            unavailable(f"no IPv6 loopback here ({exc.strerror})")
-        other.listen()
-        port = other.getsockname()[1]
-        done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"[::1]:{port}")
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"error: cannot listen on [::1]:{port}: Address already in use: another program listens there (a "
-        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND=[::1]:{port + 1}")
-    assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
