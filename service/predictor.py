@@ -94,15 +94,16 @@ def describe(model: Model) -> str:
 
 def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
     """Refuse an image model's vectors that are not pixels in [0, 1], saying what they look like."""
-    if batch.min() >= -PIXEL_SLACK and batch.max() <= 1 + PIXEL_SLACK:
+    low, high = batch.min(), batch.max()
+    if low >= -PIXEL_SLACK and high <= 1 + PIXEL_SLACK:
         return
     # The hint goes by the whole batch (pixels normalised already reach 2.8 as well as -0.4), and the
     # value named is the first that shows it.
-    if batch.min() < -PIXEL_SLACK:
+    if low < -PIXEL_SLACK:
         outside = batch < -PIXEL_SLACK
         hint = ("negative values are pixels normalised already: send the pixels before normalisation, which the "
                 "model does itself")
-    elif batch.max() > 2:
+    elif high > 2:
         outside = batch > 2
         hint = "values above 2 are pixels of 0..255: divide the pixels by 255"
     else:

@@ -892,8 +892,8 @@ def _number_text(value: float) -> str:
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A number as the CSV reader reads one: ASCII digits, a sign, a point and an exponent, or the words
-# for infinity and NaN (spaces around allowed).
-# Whitespace around it is stripped first, as float() strips it (a no-break space from a spreadsheet too).
+# for infinity and NaN. Whitespace around it is stripped first, as float() strips it (a no-break
+# space from a spreadsheet too).
 NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf|infinity|nan)",
                     re.ASCII | re.IGNORECASE)
 DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*", re.ASCII)  # "0,5": how spreadsheets write 0.5 in many locales

@@ -586,7 +586,7 @@ function hideError() {
 
 function resetAll() {
   cancelRequest();
-  state.awaitingList = false;
+  state.refusedForList = state.awaitingList = false;
   clearCanvas();
   dropUpload();
   hideError();
