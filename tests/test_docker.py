@@ -264,6 +264,33 @@ def _versions(registry: Path) -> set[int]:
     return {int(p.name) for p in (registry / MODEL).iterdir() if p.is_dir() and p.name.isdigit()}
 
 
+HARDENING_PROBE = """
+import errno, json, os
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines())
+try:
+    open("/opt/probe", "w")
+    root = "writable"
+except OSError as error:
+    root = os.strerror(error.errno)
+mounts = {fields[1]: fields[2] for fields in (line.split() for line in open("/proc/self/mounts"))}
+print(json.dumps({"root": root, "CapBnd": status["CapBnd"], "NoNewPrivs": status["NoNewPrivs"],
+                  "/tmp": mounts.get("/tmp")}))
+"""
+
+
+HARDENED = {"root": "Read-only file system", "CapBnd": "0000000000000000", "NoNewPrivs": "1", "/tmp": "tmpfs"}
+
+
+def _hardening(stack, service: str) -> dict:
+    """What a process of ``service`` finds: whether it can write the root file system, the
+    capabilities it could ever hold, whether it can gain privileges, and what /tmp is."""
+    if service == "trainer":  # runs only when asked to
+        command = ("run", "--rm", "--no-deps", "--entrypoint", "python", service, "-c", HARDENING_PROBE)
+    else:
+        command = ("exec", "-T", service, "python3", "-c", HARDENING_PROBE)
+    return json.loads(stack.compose(*command).stdout.strip().splitlines()[-1])
+
+
 def _image_size_mb(image: str) -> float:
     size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image],
                           capture_output=True, text=True, check=True).stdout
@@ -294,6 +321,8 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
 
     uid = stack.compose("exec", "-T", "api", "python", "-c", "import os; print(os.getuid())").stdout.strip()
     assert uid != "0", "the service runs as root"
+    for service in ("api", "trainer"):
+        assert _hardening(stack, service) == HARDENED, service
 
     # Retrain in the trainer container against the same registry, under a steady client load.
     client = ClientLoop(base, digits[0][0])
@@ -370,6 +399,7 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
             assert response.json()["predictions"][0]["label"] == label
             upstreams.add(response.headers["X-Upstream"])
     assert len(upstreams) == 3, f"the load balancer used {len(upstreams)} of 3 replicas: {upstreams}"
+    assert _hardening(stack, "lb") == HARDENED
 
     # The balancer reads bodies whole before passing them on, within the service's limit: an
     # upload that stops halfway never reaches a replica (13 would otherwise hold all 12 of their
