@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from shared.registry import Registry
 
 from . import api, ops, protocols
+from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import register_error_handlers
@@ -95,7 +96,9 @@ def create_app(config: dict | None = None) -> Flask:
     store.refresh(validate_all=False)  # ready to serve before the first request
     if settings.watch:
         store.start()
-    app.extensions[EXTENSION] = Service(settings, registry, store, Predictor(store, settings), metrics)
+    # Gunicorn's workers share the metrics folder, which holds their turns at large JSON parses.
+    large_parses = LargeParses(settings.max_vector_values, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    app.extensions[EXTENSION] = Service(settings, registry, store, Predictor(store, settings), metrics, large_parses)
 
     register_error_handlers(app)
     _register_request_hooks(app)
@@ -136,7 +139,7 @@ def route_template(rule: str) -> str:
 def _register_request_hooks(app: Flask) -> None:
     svc: Service = app.extensions[EXTENSION]
 
-    # Both hooks run on every request: each reads the request and ``g`` through Flask's context
+    # The begin and finish hooks run on every request: each reads the request and ``g`` through Flask's context
     # proxies once, into locals.
     @app.before_request
     def begin():
@@ -146,6 +149,11 @@ def _register_request_hooks(app: Flask) -> None:
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         if svc.settings.watch:
             svc.store.start()  # a no-op unless this process was forked after create_app
+
+    @app.teardown_request
+    def end_json_turn(_error):
+        if "json_turn" in g:  # service.api.hold_for_json
+            svc.large_parses.end_turn(g.pop("json_turn"))
 
     @app.after_request
     def finish(response):

@@ -8,6 +8,7 @@ from flask import current_app
 
 from shared.registry import Registry
 
+from .budget import LargeParses
 from .config import Settings
 from .metrics import Metrics
 from .predictor import Predictor
@@ -23,6 +24,7 @@ class Service:
     store: ModelStore
     predictor: Predictor
     metrics: Metrics
+    large_parses: LargeParses  # one large JSON parse at a time (service.budget)
 
 
 def service() -> Service:

@@ -472,6 +472,44 @@ def test_compose_passes_on_the_service_settings(api_stack):
     assert threads == "3", f"SCRATCHNET_THREADS did not reach the service (it has {threads!r})"
 
 
+def _largest_json_batch() -> bytes:
+    """A native JSON request at the default limits: 10,000 vectors of 784 numbers (7.84 million of
+    the 8 million a request may hold), three decimals each: 54 MB."""
+    rows = np.random.default_rng(0).random((10_000, 784))
+    text = io.BytesIO()
+    np.savetxt(text, rows, fmt="%.3f", delimiter=",")
+    return b'{"inputs": [[' + b"],[".join(text.getvalue().splitlines()) + b"]]}"
+
+
+def test_compose_answers_the_largest_json_batches_together_within_its_memory_limit(api_stack):
+    """Four of the largest JSON batches at once, one per thread of the service's two workers:
+    parsing one costs ~450 MB of Python objects, so together they would pass the 1 GB compose
+    gives the service, and the kernel would kill a worker with the requests it held. They take
+    turns, and every one is answered."""
+    stack = api_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
+    body = _largest_json_batch()
+    answers = []
+
+    def send() -> None:
+        try:
+            response = requests.post(f"{stack.base_url}/models/{MODEL}/predict", data=body, timeout=300,
+                                     headers={"Content-Type": "application/json", "Connection": "close"})
+            answers.append((response.status_code, len(response.json()["predictions"])
+                            if response.status_code == 200 else response.text[:300]))
+        except requests.RequestException as error:  # a worker killed under the request
+            answers.append((repr(error), None))
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert answers == [(200, 10_000)] * 4
+    logs = stack.compose("logs", "--no-color", "--no-log-prefix", "api").stdout
+    assert "SIGKILL" not in logs and "out of memory" not in logs.lower(), logs[-3000:]
+
+
 def test_compose_bad_setting_is_the_only_line_in_the_log(api_stack):
     """A setting Gunicorn cannot use keeps the service from starting, and the container's log says
     why in one line (once per restart), with no traceback around it."""

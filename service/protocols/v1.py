@@ -29,8 +29,8 @@ from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
-from ..api import (STRUCTURE_COMMAS, not_found_in_words, parse_json, read_body, refuse_too_many_numbers, resolve,
-                   validate, version_number)
+from ..api import (STRUCTURE_COMMAS, admit_json_numbers, hold_for_json_body, not_found_in_words, parse_json,
+                   read_body, resolve, validate, version_number)
 from ..context import service
 from ..errors import BadRequest
 from ..inputs import decode_base64_image
@@ -52,13 +52,14 @@ SIGNATURE = "serving_default"
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
+    hold_for_json_body(request.content_length)  # a large body waits for the worker's turn unread (service.budget)
     raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
     started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
     model = resolve_servable(name, version, label)
     # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     # An instance's named inputs add a few commas each: {"pixels": [...], "b64": ...}.
-    refuse_too_many_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
+    admit_json_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
     body = validate(V1PredictRequest, parse_json(raw), "the predict request")
     if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "

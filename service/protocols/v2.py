@@ -29,8 +29,8 @@ from shared.forward import Model
 from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
 
-from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, in_digits, not_found_in_words, parse_json, read_body,
-                   refuse_too_many_numbers, resolve_from_url, set_serving, validate)
+from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, hold_for_json_body, in_digits,
+                   not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
@@ -188,6 +188,12 @@ def version_statistics(name: str, version: int, totals: dict[str, float]) -> dic
 def infer(name: str, version: str | None = None):
     svc = service()
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
+    # A large JSON part waits for the worker's turn unread (service.budget); binary tensors cost little.
+    length = request.content_length
+    declared = request.headers.get(binary.HEADER_LENGTH, "").strip()
+    if length is not None and declared.isascii() and declared.isdigit() and len(declared) <= 18:
+        length = min(length, int(declared))
+    hold_for_json_body(length)
     # The body first: Gunicorn drains at most 64 KiB of a body left unread and then drops the
     # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
     raw = read_body(compressed=True)
@@ -198,7 +204,7 @@ def infer(name: str, version: str | None = None):
     header, rest = binary.split_body(body, header_length)
     header = bytes(header)
     # Each tensor's other members (name, shape, datatype, parameters) add a few commas of their own.
-    refuse_too_many_numbers(header, STRUCTURE_COMMAS * svc.settings.max_batch,
+    admit_json_numbers(header, STRUCTURE_COMMAS * svc.settings.max_batch,
                             "send large tensors in binary (the binary tensor data extension)")
     try:
         document = parse_json(header)

@@ -1,0 +1,146 @@
+"""Large JSON parses take turns (service/budget.py): a request that can hold an eighth of the
+per-request number limit or more waits, unread, while another large one is parsed, on every
+route that parses JSON numbers; smaller requests and binary tensors never wait. The turn is an
+flock among processes, which the kernel gives up for a worker that dies holding it.
+(tests/test_docker.py sends the largest batches together to the service under its memory limit.)"""
+import gzip
+import json
+import multiprocessing
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from modelgen import publish_model
+from service.app import create_app
+from service.budget import LargeParses
+
+LIMIT = 40_000  # numbers per request: a request of 5,000 or more is large
+LARGE, SMALL = 2_000, 10  # rows of 4 numbers
+
+
+def rows(n: int) -> list[list[float]]:
+    return np.random.default_rng(n).random((n, 4)).round(3).tolist()
+
+
+def v2_binary(n: int) -> tuple[bytes, dict]:
+    data = np.asarray(rows(n), dtype=np.float32).tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(data)}}]}).encode()
+    return header + data, {"Inference-Header-Content-Length": str(len(header)),
+                           "Content-Type": "application/octet-stream"}
+
+
+JSON = {"Content-Type": "application/json"}
+REQUESTS = {  # route -> (path, body and headers for n rows, where the answer's rows are)
+    "native": ("/models/iris/predict", lambda n: (json.dumps({"inputs": rows(n)}).encode(), JSON),
+               lambda answer: answer["predictions"]),
+    "v1": ("/v1/models/iris:predict", lambda n: (json.dumps({"instances": rows(n)}).encode(), JSON),
+           lambda answer: answer["predictions"]),
+    # Its length promises few numbers: it waits once it is inflated and its numbers are counted.
+    "v1 gzip": ("/v1/models/iris:predict",
+                lambda n: (gzip.compress(json.dumps({"instances": rows(n)}).encode()), {**JSON, "Content-Encoding": "gzip"}),
+                lambda answer: answer["predictions"]),
+    "v2": ("/v2/models/iris/infer",
+           lambda n: (json.dumps({"inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",
+                                              "data": rows(n)}]}).encode(), JSON),
+           lambda answer: range(answer["outputs"][0]["shape"][0])),
+}
+
+
+@pytest.fixture
+def app(tmp_path):
+    publish_model(tmp_path / "models", "iris", kind="vector")
+    return create_app({"registry": tmp_path / "models", "watch": False, "max_vector_values": LIMIT,
+                       "max_batch": 10_000})
+
+
+def post(app, route: str, n: int, answers: list) -> None:
+    path, make, predictions = REQUESTS[route]
+    body, headers = make(n)
+    response = app.test_client().post(path, data=body, headers=headers)
+    answers.append((response.status_code, len(predictions(response.json)) if response.status_code == 200
+                    else response.json))
+
+
+@pytest.mark.parametrize("route", REQUESTS)
+def test_a_large_json_request_waits_for_its_turn_and_a_small_one_does_not(app, route):
+    parses = app.extensions["scratchnet"].large_parses
+    turn = parses.take_turn()  # another large request is being parsed
+    large = []
+    waiting = threading.Thread(target=post, args=(app, route, LARGE, large))
+    try:
+        waiting.start()
+        small = []
+        post(app, route, SMALL, small)
+        assert small == [(200, SMALL)]
+        waiting.join(0.5)
+        assert waiting.is_alive() and large == [], "a large request was parsed while another held the turn"
+    finally:
+        parses.end_turn(turn)
+    waiting.join(10)
+    assert large == [(200, LARGE)]
+    # The turn was given back at the request's end: the next large request goes at once.
+    again = []
+    post(app, route, LARGE, again)
+    assert again == [(200, LARGE)]
+
+
+def test_binary_tensors_do_not_wait_however_large(app):
+    parses = app.extensions["scratchnet"].large_parses
+    turn = parses.take_turn()
+    try:
+        body, headers = v2_binary(LARGE)
+        response = app.test_client().post("/v2/models/iris/infer", data=body, headers=headers)
+        assert response.status_code == 200, response.json
+        assert response.json["outputs"][0]["shape"][0] == LARGE
+    finally:
+        parses.end_turn(turn)
+
+
+def test_a_refused_large_request_gives_its_turn_back(app):
+    body = json.dumps({"inputs": rows(LIMIT // 4 + 1)}).encode()  # one row over the limit
+    response = app.test_client().post("/models/iris/predict", data=body, headers=JSON)
+    assert response.status_code == 413 and response.json["code"] == "too_many_values"
+    answers = []
+    post(app, "native", LARGE, answers)
+    assert answers == [(200, LARGE)]
+
+
+def test_workers_take_turns_and_one_that_dies_holding_its_turn_gives_it_up(tmp_path):
+    parses = LargeParses(LIMIT, tmp_path)
+    assert not parses.is_large(LIMIT // 8 - 1) and parses.is_large(LIMIT // 8)
+    fork = multiprocessing.get_context("fork")
+    holding, die = fork.Event(), fork.Event()
+
+    def worker() -> None:
+        parses.take_turn()
+        holding.set()
+        die.wait(30)
+        os._exit(0)  # killed, say: its turn is never ended
+
+    child = fork.Process(target=worker)
+    child.start()
+    try:
+        assert holding.wait(10)
+        turns = []
+        waiting = threading.Thread(target=lambda: turns.append(parses.take_turn()))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive(), "took a turn another worker holds"
+        die.set()
+        waiting.join(10)
+        assert turns, "the turn of a worker that died was never given up"
+        # Threads of one process take turns too.
+        other = threading.Thread(target=lambda: turns.append(parses.take_turn()))
+        other.start()
+        other.join(0.5)
+        assert other.is_alive() and len(turns) == 1, "two threads of one process held the turn together"
+        parses.end_turn(turns[0])
+        other.join(10)
+        assert len(turns) == 2
+        parses.end_turn(turns[1])
+    finally:
+        die.set()
+        child.join(10)
