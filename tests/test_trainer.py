@@ -644,6 +644,18 @@ def test_refit_retrains_on_all_rows_for_the_best_epoch_count(tmp_path, blobs_npz
     assert result["metrics"]["accuracy"] > 0.95
 
 
+@pytest.mark.parametrize("schedule, ends_at", [("cosine", 30), ("cosine(20)", 20), ("cosine(20, 0.0001)", 20),
+                                               ("cosine(total_epochs=20)", 20), ("cosine(min_lr=0.0001)", 30)])
+def test_a_cosine_schedule_spans_the_run_unless_its_length_is_given_by_name_or_position(schedule, ends_at):
+    """``cosine(20)``, the form schedules.py documents (``cosine(total_epochs, min_lr=0)``), was
+    read as min_lr=20 and refused: the run's length was added unless the text said total_epochs."""
+    config = train.TrainConfig(dataset="mnist", epochs=30, lr=0.001, schedule=schedule)
+    lrs = [train.build_schedule(config)(epoch) for epoch in range(31)]
+    floor = 0.0001 if "0.0001" in schedule else 0.0
+    assert lrs[0] == pytest.approx(0.001)
+    assert lrs[ends_at] == pytest.approx(floor) and lrs[ends_at - 1] > floor
+
+
 @pytest.mark.parametrize("schedule, warmup", [("cosine", 0), ("cosine(total_epochs=12)", 0), ("cosine", 2),
                                               ("step(step_size=3, gamma=0.5)", 0)])
 def test_refit_replays_the_learning_rates_of_the_epochs_it_retrains_for(tmp_path, blobs_npz, schedule, warmup):

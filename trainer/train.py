@@ -276,8 +276,9 @@ def build_optimizer(config: TrainConfig):
 
 def build_schedule(config: TrainConfig):
     kwargs = {}
-    if config.schedule.strip().lower().startswith("cosine") and "total_epochs" not in config.schedule:
-        kwargs["total_epochs"] = config.epochs  # a cosine schedule spans the whole run by default
+    name, args, named = parse_spec(config.schedule)
+    if name == "cosine" and not args and "total_epochs" not in named:
+        kwargs["total_epochs"] = config.epochs  # a cosine schedule spans the whole run unless told otherwise
     return get_schedule(config.schedule, lr=config.lr, warmup_epochs=config.warmup_epochs, **kwargs)
 
 
