@@ -10,6 +10,7 @@ from shared.forward import softmax
 from trainer.activations import get_activation
 from trainer.initializers import get_initializer
 from trainer.layers import Activation, BatchNorm, Dense, Dropout
+from trainer.losses import get_loss
 from trainer.network import Network, build_mlp, outline_mlp
 from trainer.optimizers import get_optimizer
 
@@ -154,6 +155,17 @@ def test_batchnorm_refuses_a_training_batch_of_one_row():
     with pytest.raises(ValueError, match="bn1: batch norm needs at least 2 rows per batch in training, got 1"):
         bn.forward(np.ones((1, 3), dtype=np.float32), training=True)
     assert bn.forward(np.ones((1, 3), dtype=np.float32), training=False).shape == (1, 3)  # eval is fine
+    with pytest.raises(ValueError, match="^bn: batch norm needs"):  # unnamed: its kind, not "None"
+        BatchNorm(3).forward(np.ones((1, 3), dtype=np.float32), training=True)
+
+
+def test_cross_entropy_refuses_labels_that_are_not_whole_numbers():
+    """A label of 1.7 was cut to class 1 without a word; 1.0 is class 1."""
+    loss = get_loss("softmax_cross_entropy")
+    logits = np.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"labels must be integers \(class indices\), got float64 values such as 1.7"):
+        loss.forward(logits, np.array([1.7, 0.0]))
+    assert loss.forward(logits, np.array([1.0, 0.0])) == loss.forward(logits, np.array([1, 0]))
 
 
 def test_bad_inputs_are_refused_with_the_layer_name():

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.specs import build
+
 
 class Loss:
     """Base contract. ``task`` says which kind of network the loss trains; ``output_activation``
     is what the exported model applies to the last layer ("softmax" or None)."""
 
-    name = ""
     task = ""
     output_activation: str | None = None
 
@@ -33,9 +34,6 @@ class Loss:
     def backward(self) -> np.ndarray:
         raise NotImplementedError
 
-    def __call__(self, output, target) -> float:
-        return self.forward(output, target)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -49,7 +47,6 @@ class SoftmaxCrossEntropy(Loss):
     magnitude), and its gradient is ``(softmax(z) - onehot(y)) / n``.
     """
 
-    name = "softmax_cross_entropy"
     task = "classification"
     output_activation = "softmax"
 
@@ -60,6 +57,9 @@ class SoftmaxCrossEntropy(Loss):
         np.subtract(logits, logits.max(axis=1, keepdims=True), out=probs)  # shifted logits
         if target.ndim == 1:
             labels = target.astype(np.intp, copy=False)
+            if target.dtype.kind not in "iu" and not np.array_equal(labels, target):  # 1.7 would be class 1
+                raise ValueError(f"labels must be integers (class indices), got {target.dtype} values such as "
+                                 f"{target[labels != target][0].item()!r}")
             if labels.shape[0] != n or (n and (labels.min() < 0 or labels.max() >= k)):
                 raise ValueError(f"labels must be {n} integers in [0, {k}), got shape {target.shape}")
             true_shifted = probs[np.arange(n), labels]
@@ -98,7 +98,6 @@ class MSE(Loss):
     Gradient: ``2 * (output - target) / (n * k)``.
     """
 
-    name = "mse"
     task = "regression"
 
     def forward(self, output, target):
@@ -120,11 +119,8 @@ class MSE(Loss):
 LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "cross_entropy": SoftmaxCrossEntropy, "mse": MSE}
 
 
-def get_loss(name: str) -> Loss:
+def get_loss(spec) -> Loss:
     """``get_loss("cross_entropy")`` or ``get_loss("mse")``; instances pass through."""
-    if isinstance(name, Loss):
-        return name
-    try:
-        return LOSSES[name.lower()]()
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None
+    if isinstance(spec, Loss):
+        return spec
+    return build(LOSSES, spec, "loss")
