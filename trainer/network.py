@@ -129,8 +129,7 @@ class Network:
         """Class probabilities of shape (n, classes) (classification only)."""
         if self.loss.output_activation != "softmax":
             raise ValueError("predict_proba needs a classification network")
-        # softmax works in place, and the logits may be the last layer's buffer, which it reuses
-        return softmax(self.predict_logits(x, batch_size).copy())
+        return softmax(self.predict_logits(x, batch_size))  # in place: the logits are a new array
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class indices of shape (n,) for classification; raw outputs (n, k) for regression."""
