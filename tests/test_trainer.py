@@ -1,6 +1,7 @@
 """The trainer end to end: CLI, config files, publishing, evaluation, determinism, real data."""
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -12,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -162,12 +164,25 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
              x_test=rng.normal(size=(50, 20)), y_test=rng.integers(0, 3, 50))
     config = train.TrainConfig(dataset="npz", data_path=str(noise), hidden=[128], epochs=200, lr=0.01,
                                patience=3, progress=False, val_fraction=0.3)
-    result = train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+    lines = []
+    result = train.run(config, output_dir=str(tmp_path / "out"), log=lines.append)
     history = result["history"]
     assert len(history) < 200
     best = min(history, key=lambda row: row["val_loss"])
     assert len(history) == best["epoch"] + 3
     assert read_manifest(tmp_path / "out" / "model.npz")["training"]["best_epoch"] == best["epoch"]
+    assert "early stopping: no validation improvement for 3 epochs" in lines
+    assert f"restoring epoch {best['epoch']}, the best on validation (val_loss {best['val_loss']:.4f})" in lines
+
+    # A run that ends before its patience runs out restores the best epoch too, and says so: the
+    # scores that follow are that epoch's, not the last one's.
+    lines.clear()
+    config = dataclasses.replace(config, epochs=best["epoch"] + 2, patience=50)
+    result = train.run(config, output_dir=str(tmp_path / "short"), log=lines.append)
+    assert len(result["history"]) == best["epoch"] + 2
+    assert not any(line.startswith("early stopping") for line in lines)
+    assert f"restoring epoch {best['epoch']}, the best on validation (val_loss {best['val_loss']:.4f})" in lines
+    assert read_manifest(tmp_path / "short" / "model.npz")["training"]["best_epoch"] == best["epoch"]
 
 
 def test_trainer_and_file_predict_the_same(tmp_path, blobs_npz):
@@ -889,6 +904,42 @@ def test_a_terminal_that_reports_no_width_gets_one_line_per_epoch(tmp_path, blob
         os.close(leader)
     assert done.returncode == 0
     assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+
+
+def test_a_terminal_shows_each_epochs_validation_figures_beside_its_bar(tmp_path, blobs_npz):
+    """The bar's last frame held the epoch's figures, cut to the terminal's width: at 80 columns
+    the validation loss and accuracy never showed. Each epoch now ends in its own line."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    drained = threading.Thread(target=lambda: _drain(leader), daemon=True)
+    drained.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path",
+                               blobs_npz, "--hidden", "8", "--epochs", "2", "--output", tmp_path / "out"],
+                              stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        os.close(follower)
+    drained.join(10)
+    os.close(leader)
+    assert done.returncode == 0
+    epochs = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert all("val_loss=" in line and "val_accuracy=" in line for line in epochs), epochs
+
+
+def _drain(fd: int) -> None:
+    """Read a pseudo-terminal's output until it closes, so that a writer never waits on it."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # EIO: the other end closed
+        pass
 
 
 def test_a_file_name_that_is_no_model_name_asks_for_name(tmp_path, wine_csv, capsys):

@@ -290,10 +290,10 @@ def _terminal_width() -> int:
 
 
 class EpochProgress:
-    """A progress bar per epoch: tqdm, when it is installed and wanted and stderr is a terminal
-    (a log file would fill with the bar's redrawn frames) that reports a width (tqdm draws a bar
-    0 columns wide as nothing). ``active`` says whether a bar shows; without one the caller
-    prints one line per epoch."""
+    """A progress bar during an epoch: tqdm, when it is installed and wanted and stderr is a
+    terminal (a log file would fill with the bar's redrawn frames) that reports a width (tqdm
+    draws a bar 0 columns wide as nothing). It goes when the epoch ends, for the epoch's line:
+    a bar's last frame, cut to the terminal's width, lost the validation figures."""
 
     def __init__(self, total: int, epoch: int, epochs: int, enabled: bool):
         self.bar = None
@@ -304,11 +304,7 @@ class EpochProgress:
                 tqdm = None
             if tqdm is not None:
                 self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="ex",
-                                unit_scale=True, leave=True, file=sys.stderr, dynamic_ncols=True)
-
-    @property
-    def active(self) -> bool:
-        return self.bar is not None
+                                unit_scale=True, leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def update(self, n: int, loss: float, accuracy: float | None) -> None:
         if self.bar is not None:
@@ -318,9 +314,8 @@ class EpochProgress:
                 postfix["acc"] = f"{accuracy:.4f}"
             self.bar.set_postfix(postfix, refresh=False)
 
-    def close(self, summary: str) -> None:
+    def close(self) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(summary)
             self.bar.close()
 
 
@@ -398,19 +393,18 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
                                      f"learning rate (now {lr:g}) or enable gradient clipping (--clip-norm)")
         history.append(row)
         summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
-        progress.close(summary)
-        if not progress.active:
-            log(f"epoch {epoch}/{config.epochs}  {summary}  ({row['seconds']:.2f}s)")
+        progress.close()
+        log(f"epoch {epoch}/{config.epochs}  {summary}  ({row['seconds']:.2f}s)")
         if config.patience is not None and x_val is not None:
             if row["val_loss"] < best[0]:
                 best = (row["val_loss"], network.state(), epoch)
             elif epoch - best[2] >= config.patience:
-                log(f"early stopping: no validation improvement for {config.patience} epochs; "
-                    f"restoring epoch {best[2]} (val_loss {best[0]:.4f})")
+                log(f"early stopping: no validation improvement for {config.patience} epochs")
                 break
         if done():
             break
-    if best[1] is not None and best[2] != history[-1]["epoch"]:
+    if best[1] is not None and best[2] != history[-1]["epoch"]:  # however the run ended
+        log(f"restoring epoch {best[2]}, the best on validation (val_loss {best[0]:.4f})")
         network.load_state(best[1])
     return history
 
