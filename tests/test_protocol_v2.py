@@ -72,7 +72,7 @@ def native(client, path, **kwargs) -> tuple[np.ndarray, int]:
 def assert_protocol_error(response, status, contains):
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
-    assert set(body) == {"error"}, body
+    assert set(body) == {"error", "code", "details"}, body  # Triton's clients read "error"
     assert contains in body["error"], body
 
 

@@ -3,8 +3,9 @@ Inference Protocol (``v2``, with the binary tensor data extension in ``binary``)
 KServe V1 REST (``v1``). Both are thin skins over the predictor core the native API uses: the
 model's tensors (``signature``) map onto ``Predictor``'s image, vector and pixel batches.
 
-Their errors are ``{"error": "<message>"}``, as Triton and TF Serving send them, with 400 for any
-input that cannot be used (where the native API distinguishes 415 and 422).
+Their errors carry ``"error": "<message>"``, which Triton's and TF Serving's clients read, beside
+the native API's ``code`` and ``details``; with 400 for any input that cannot be used, as those
+servers answer (where the native API distinguishes 415 and 422).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ BAD_INPUT = (415, 422)
 
 
 def protocol_error(status: int, body: dict) -> tuple[int, dict]:
-    return (400 if status in BAD_INPUT else status), {"error": body["error"]}
+    return (400 if status in BAD_INPUT else status), body
 
 
 class Segment(BaseConverter):

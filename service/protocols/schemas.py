@@ -12,7 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJ
 from shared.errors import shortened
 from shared.registry import VERSION_PATTERN
 
-from ..schemas import Strict, json_schema_pattern, no_default
+from ..schemas import ErrorResponse, Strict, json_schema_pattern, no_default
 from .binary import DATATYPES
 
 VERSION_TEXT = json_schema_pattern(VERSION_PATTERN)  # a version's digits in a JSON schema
@@ -288,5 +288,7 @@ class V1ModelMetadata(BaseModel):
     metadata: ModelSignatureMetadata
 
 
-class ProtocolError(BaseModel):
-    error: str = Field(description="What is wrong, in the style of Triton and TF Serving.")
+class ProtocolError(ErrorResponse):
+    """The service's error shape, its ``error`` the member Triton's and TF Serving's clients read."""
+
+    error: str = Field(description="What is wrong, in the style of Triton and TF Serving; their clients read it.")
