@@ -326,12 +326,11 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
         raise InvalidInput("top_k is given twice, in the query string and in the body; give it once.")
     top_k = query.top_k if query.top_k is not None else body_top_k
     if kind == "images":
-        batch = svc.predictor.images_batch(model, payload)
+        result = svc.predictor.predict_images(model, payload, top_k=top_k)
     elif kind == "array":
-        batch = svc.predictor.array_batch(model, payload)
+        result = svc.predictor.predict_array(model, payload, top_k=top_k)
     else:
-        batch = svc.predictor.vectors_batch(model, payload)
-    result = svc.predictor.run(model, batch, top_k=top_k)
+        result = svc.predictor.predict_vectors(model, payload, top_k=top_k)
     response = current_app.response_class(result.to_json(), mimetype="application/json")
     svc.metrics.observe_prediction(result, started)
     return response

@@ -221,11 +221,18 @@ class Predictor:
         classes = len(model.labels)
         return min(classes, DEFAULT_TOP_K if requested is None else requested)
 
-    def predict_images(self, model: Model, images: list[bytes], *, top_k: int | None = None) -> PredictionBatch:
-        return self.run(model, self.images_batch(model, images), top_k=top_k)
+    # what the views call: the batch, then the forward pass ------------------------------
+
+    def predict_images(self, model: Model, images: list[bytes], *, top_k: int | None = None,
+                       item_name: str = "image {}") -> PredictionBatch:
+        return self.run(model, self.images_batch(model, images, item_name), top_k=top_k)
 
     def predict_vectors(self, model: Model, values, *, top_k: int | None = None) -> PredictionBatch:
         return self.run(model, self.vectors_batch(model, values), top_k=top_k)
 
-    def predict_pixels(self, model: Model, arrays: list, *, top_k: int | None = None) -> PredictionBatch:
-        return self.run(model, self.pixels_batch(model, arrays), top_k=top_k)
+    def predict_array(self, model: Model, array: np.ndarray, *, top_k: int | None = None) -> PredictionBatch:
+        return self.run(model, self.array_batch(model, array), top_k=top_k)
+
+    def predict_pixels(self, model: Model, arrays: list, *, top_k: int | None = None,
+                       item_name: str = "pixel array {}") -> PredictionBatch:
+        return self.run(model, self.pixels_batch(model, arrays, item_name), top_k=top_k)

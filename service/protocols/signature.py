@@ -81,12 +81,10 @@ def predict(predictor: Predictor, model: Model, name: str, payload, item_name: s
     An image or pixel array that cannot be used is named ``item_name.format(index)``, the way the
     protocol's request names it."""
     if name == IMAGE:
-        batch = predictor.images_batch(model, payload, item_name)
-    elif name == PIXELS:
-        batch = predictor.pixels_batch(model, payload, item_name)
-    else:
-        batch = predictor.vectors_batch(model, payload)
-    return predictor.run(model, batch, top_k=0)
+        return predictor.predict_images(model, payload, top_k=0, item_name=item_name)
+    if name == PIXELS:
+        return predictor.predict_pixels(model, payload, top_k=0, item_name=item_name)
+    return predictor.predict_vectors(model, payload, top_k=0)
 
 
 def output_tensors(result: PredictionBatch) -> dict[str, np.ndarray]:
