@@ -20,7 +20,7 @@ import time
 
 import orjson
 
-from shared.errors import shortened
+from shared.text import shortened
 
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"

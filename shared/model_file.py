@@ -20,10 +20,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ModelFileError, read_json, repeated, shortened
+from .errors import ModelFileError
 from .forward import ACTIVATIONS, Model, input_normalization, output_scaling
 from .preprocess import parse_image_spec
 from .registry import NotRegularFile, open_regular_file
+from .text import read_json, repeated, shortened
 
 FORMAT = "scratchnet.mlp"
 FORMAT_VERSION = 1

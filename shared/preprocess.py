@@ -21,8 +21,9 @@ import re
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage, shortened
+from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
 from shared.ink import Zoom, grey_to_vector
+from shared.text import shortened
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 # How files in the accepted formats begin, to tell one that cannot be read (a damaged header, a pixel

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import read_json, shortened
+from .text import read_json, shortened
 
 MODEL_FILE = "model.npz"
 SERVING_FILE = "serving.json"

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from shared.errors import shortened
+from shared.text import shortened
 
 from .specs import build
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ScratchnetError, repeated, shortened
+from shared.errors import ScratchnetError
 from shared.registry import RegistryError
+from shared.text import repeated, shortened
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
 

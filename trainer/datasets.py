@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import ScratchnetError, repeated
+from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, arrays_to_batch
+from shared.text import repeated
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import repeated
 from shared.forward import softmax
+from shared.text import repeated
 from trainer.layers import Activation, BatchNorm, Dense, Dropout, Layer
 from trainer.losses import Loss, get_loss
 from trainer.memory import size_text

@@ -13,7 +13,7 @@ import math
 import types
 import typing
 
-from shared.errors import repeated, shortened
+from shared.text import repeated, shortened
 
 SPEC_FORM = "expected 'name' or 'name(key=value, ...)'"
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
                       model_validator)
 
-from shared.errors import shortened
 from shared.registry import VERSION_PATTERN
+from shared.text import shortened
 
 from ..schemas import ErrorResponse, Strict, json_schema_pattern, no_default
 from .binary import DATATYPES

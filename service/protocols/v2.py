@@ -24,10 +24,10 @@ import time
 import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
-from shared.errors import read_json
 from shared.forward import Model
 from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
+from shared.text import read_json
 
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, hold_for_json_body, in_digits,
                    not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate)
