@@ -245,13 +245,9 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def print_table(rows: list[Row]) -> None:
-    print(format_table(rows))
-
-
 def run_gradcheck(verbose: bool = True, seed: int = 0) -> bool:
     """Run :func:`default_checks`; print the table when ``verbose``. True when every gradient matches."""
     rows = default_checks(seed)
     if verbose:
-        print_table(rows)
+        print(format_table(rows))
     return all(r.passed for r in rows)
