@@ -24,6 +24,7 @@ from shared.text import shortened
 
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
+WARNINGS = "py.warnings"  # the logger of logging.captureWarnings
 FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a line or garble a terminal
 # Of those, what JSON may leave unescaped: str.splitlines() and other readers end a line at
@@ -166,15 +167,19 @@ class StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
-    """Give the ``scratchnet`` loggers one stderr handler (replacing one set up before)."""
-    logger = logging.getLogger(ROOT)
-    for handler in [h for h in logger.handlers if getattr(h, "scratchnet", False)]:
-        logger.removeHandler(handler)
+    """Give the ``scratchnet`` loggers one stderr handler (replacing one set up before), and the
+    warnings libraries print (Pillow's, for a damaged image a client sent) the same: printed as
+    they are, they were lines of plain text in a JSON log."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+    for name in (ROOT, WARNINGS):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "scratchnet", False)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    logging.captureWarnings(True)
 
 
 # A pipe writes up to PIPE_BUF (4,096) bytes whole; a longer line from one worker can be cut into by

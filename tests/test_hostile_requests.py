@@ -463,6 +463,36 @@ def test_a_body_with_a_transfer_coding_besides_chunked_is_a_501(server, name, re
     assert "Traceback" not in server.log()[logged:]
 
 
+def damaged_tiff(tag: int = 259) -> bytes:
+    """A white 64x64 TIFF whose ``tag`` entry claims 100,000 values, more than the file holds:
+    Pillow reads it, with a UserWarning naming the tag."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    directory = struct.unpack("<I", data[4:8])[0]
+    for entry in range(struct.unpack("<H", data[directory:directory + 2])[0]):
+        at = directory + 2 + 12 * entry
+        if struct.unpack("<H", data[at:at + 2])[0] == tag:
+            data[at + 4:at + 8] = struct.pack("<I", 100_000)
+    return bytes(data)
+
+
+def test_a_warning_about_a_damaged_image_is_a_line_of_the_json_log(server):
+    """Pillow's warnings went to stderr as they are, two lines of plain text each (its message and
+    the source line that raised it) in the middle of the JSON log, as often as clients liked."""
+    logged = len(server.log())
+    for _ in range(4):  # on new connections: to both workers, each of which warns once
+        response = requests.post(server.url + IMAGE_MODEL, data=damaged_tiff(), timeout=10,
+                                 headers={"Content-Type": "image/tiff", "Connection": "close"})
+        assert response.status_code == 422 and "the image is blank" in response.json()["error"], response.text
+    time.sleep(0.2)
+    lines = server.log()[logged:].splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, JSON
+    warned = [entry for entry in entries if entry["logger"] == "py.warnings"]
+    assert warned and all("Tag data larger than file" in entry["message"] for entry in warned), lines
+    assert all(entry["level"] == "warning" for entry in warned)
+
+
 # odd but valid images ------------------------------------------------------------------------
 
 
