@@ -21,6 +21,7 @@ import os
 import re
 import time
 import uuid
+from urllib.parse import unquote
 
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
@@ -183,14 +184,30 @@ def _register_request_hooks(app: Flask) -> None:
 
 
 def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,
-                    seconds: float, request_id: str) -> None:
+                    seconds: float, request_id: str, *, routed: bool = False) -> None:
     """Count and log a request that Gunicorn answered itself, before the app saw it (a request
     line or headers over its limits, a malformed request): the same access line and metrics as
     any other request, under the route ``<unmatched>``, with the request id its answer gave.
-    Another app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
+    ``routed``: its request line and headers were sound (its body stopped arriving), so it counts
+    under the route they match, naming the model. Another app run under this Gunicorn
+    configuration (bench/floor_app.py) is left alone."""
     svc = getattr(app, "extensions", {}).get(EXTENSION)
     if svc is not None:
-        _record(svc, method, path, UNMATCHED, status, seconds, code, request_id)
+        route, model = _route_of(app, method, path) if routed else (UNMATCHED, None)
+        _record(svc, method, path, route, status, seconds, code, request_id, model)
+
+
+def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, str | None]:
+    """The route template a request line's method and path match, and the model the path names;
+    UNMATCHED and None when they match none (or are unknown)."""
+    if not method or not path:
+        return UNMATCHED, None
+    try:
+        rule, values = app.url_map.bind("localhost").match(unquote(path.partition("?")[0]), method,
+                                                            return_rule=True)
+    except HTTPException:  # no such route, another method's, or a redirect
+        return UNMATCHED, None
+    return route_template(rule.rule), values.get("name")
 
 
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,

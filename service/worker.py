@@ -494,7 +494,7 @@ class FairThreadWorker(ThreadWorker):
             _own_answer.status = None
             json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE)
             record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code, CLIENT_TIMEOUT,
-                            _own_answer.request_id)
+                            _own_answer.request_id, routed=True)
             self.linger(conn)
 
     def handle_request(self, req, conn):

@@ -108,6 +108,10 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
             assert upload.recv(65536) == b""
         assert silent[2].recv(65536) == b""  # an incomplete request line and headers: just closed
         assert "Traceback" not in server.log()  # logged in one line each, not as errors
+        # Each under its route, naming the model, whether the app or the worker's event loop timed it out.
+        timed_out = [json.loads(line) for line in server.log().splitlines() if '"status":408' in line]
+        assert sorted((line["route"], line.get("model")) for line in timed_out) == [
+            ("/models/<name>/predict", "mnist"), ("/predict", None)], timed_out
         response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [[0.5] * 784]}, timeout=30)
         assert response.status_code == 200 and server.worker_pids() == workers  # nothing was restarted
     finally:
