@@ -317,8 +317,8 @@ def read_multipart() -> tuple[str, list[bytes], int | None]:
 def predict(name: str | None = None, *, version: int | None = None, label: str | None = None):
     svc = service()
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
+    model = resolve(name, version, label)  # first: a refusal below names the version, as every refusal does
     query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
-    model = resolve(name, version, label)
     kind, payload, body_top_k = read_inputs()
     # After the body is in: the inference histogram measures the service's work, not the client's upload.
     started = time.perf_counter()

@@ -515,7 +515,10 @@ def test_422_well_formed_but_invalid(client):
     assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input",
                  "In the JSON body, images: must hold at least 1 item, not 0.")
     assert_error(client.post("/predict", json=[1, 2, 3]), 422, "invalid_input", "must be an object")
-    assert_error(client.post("/predict?top_k=abc", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
+    bad_query = client.post("/predict?top_k=abc", json={"inputs": [0.5] * 784})
+    assert_error(bad_query, 422, "invalid_input", "top_k")
+    # named like every refusal once the model is known: the query is read after the model is resolved
+    assert (bad_query.headers["X-Model-Name"], bad_query.headers["X-Model-Version"]) == ("mnist", "2")
     assert_error(client.post("/predict?top_k=-1", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
     assert_error(client.post("/predict?top_k=1", json={"inputs": [0.5] * 784, "top_k": 2}), 422, "invalid_input",
                  "twice")
