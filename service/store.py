@@ -808,7 +808,8 @@ class ModelStore:
         if not slot.versions:
             return f"The registry has no version of {slot.name}."
         if slot.pin_problem:
-            return slot.pin_problem[0].upper() + slot.pin_problem[1:] + "."
+            return (f"{slot.pin_problem[0].upper()}{slot.pin_problem[1:]}: unpin the model (POST "
+                    f"/models/{slot.name}/unpin) or activate a version that loads.")
         with self._lock:
             failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
         return ("; ".join(failed) + ".") if failed else ""

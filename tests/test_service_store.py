@@ -550,12 +550,13 @@ def test_at_start_an_unservable_pin_leaves_the_model_unservable_saying_why(tmp_p
     publish_model(tmp_path, "mnist")
     Registry(tmp_path).write_serving("mnist", {"pinned": 7, "labels": {}})
     store, _ = make_store(tmp_path)
-    with pytest.raises(NotReady, match="Pinned version 7 does not exist"):
+    with pytest.raises(NotReady, match=r"Pinned version 7 does not exist: unpin the model \(POST /models/mnist/unpin\)"):
         store.served("mnist")
     assert store.version("mnist", 2).version == 2  # versions stay reachable by number
     assert any("pinned version 7 does not exist; nothing is served" in p for p in store.describe("mnist")["problems"])
     ready, report = store.readiness()
-    assert not ready and "model mnist has no servable version (Pinned version 7 does not exist)" in report["reason"]
+    assert not ready and ("model mnist has no servable version (Pinned version 7 does not exist: unpin the model "
+                          "(POST /models/mnist/unpin) or activate a version that loads)") in report["reason"]
 
 
 def test_a_malformed_serving_json_keeps_the_last_good_state(tmp_path):
