@@ -31,6 +31,15 @@ def no_default(schema: dict) -> None:
     schema.pop("default", None)  # absent means "not given", which null would not describe
 
 
+def integral_number(value):
+    """A JSON number that is a whole number, 3.0 as much as 3, as an int: JSON Schema (2020-12, the
+    dialect of OpenAPI 3.1) counts 3.0 an integer, so the schemas this service publishes admit it."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(integral_number)]  # 3 or 3.0; not "3", 3.5 or true
+
+
 class Strict(BaseModel):
     """Request objects of the native API and the protocols alike: an unknown key is refused."""
     model_config = ConfigDict(extra="forbid")
@@ -69,7 +78,7 @@ class PredictRequest(Strict):
     inputs: Annotated[Any, WithJsonSchema(VECTORS_SCHEMA)] = Field(None, json_schema_extra=no_default)
     images: list[Annotated[str, WithJsonSchema(BASE64_SCHEMA)]] = Field(
         None, min_length=1, description="Base64 images (a data: URL is accepted).", json_schema_extra=no_default)
-    top_k: StrictInt = Field(None, ge=0, le=1000, description="As the top_k query parameter.",
+    top_k: JsonInt = Field(None, ge=0, le=1000, description="As the top_k query parameter.",
                              json_schema_extra=no_default)
 
     @model_validator(mode="after")
@@ -83,7 +92,7 @@ class PredictRequest(Strict):
 
 
 class LabelRequest(Strict):
-    version: StrictInt = Field(ge=1, description="The version the label points to.")
+    version: JsonInt = Field(ge=1, description="The version the label points to.")
 
 
 # responses ----------------------------------------------------------------------------------

@@ -622,6 +622,12 @@ def test_unload_takes_a_model_out_of_service_until_load(client, registry):
     assert client.get("/models/mnist").get_json()["unloaded"] is True
     assert {e["state"] for e in client.post("/v2/repository/index", headers=AUTH).get_json() if e["name"] == "mnist"} == \
         {"UNAVAILABLE"}
+    # The TF Serving routes answer 503 too, each as its operation documents.
+    documented = client.get("/openapi.json").get_json()["paths"]
+    for method, path in (("post", ":predict"), ("post", ":classify"), ("post", ":regress"), ("get", "/metadata")):
+        response = client.open(f"/v1/models/mnist{path}", method=method.upper(), json={"instances": [[0.0] * 784]})
+        assert_protocol_error(response, 503, "unloaded")
+        assert "503" in documented[f"/v1/models/{{name}}{path}"][method]["responses"], path
     # Other models keep serving, and an unloaded model does not make the service unready.
     assert client.get("/v2/health/ready").status_code == 200 and client.get("/readyz").status_code == 200
     assert infer(client, {"inputs": [tensor("input", np.zeros((1, 4)))]}, model="iris").status_code == 200
@@ -701,3 +707,17 @@ def test_openapi_documents_the_v2_routes(client):
     assert infer_op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ProtocolError")
     assert doc["paths"]["/v2/repository/models/{name}/load"]["post"]["security"] == [{"bearer": []}]
     assert "InferResponse" in doc["components"]["schemas"]
+
+
+def test_whole_numbers_written_with_a_point_are_integers_as_the_published_schema_says(client):
+    """OpenAPI 3.1's JSON Schema counts 4.0 an integer: a shape of [1.0, 4.0] and a load of version
+    1.0 were refused, though the document published for them admits them."""
+    request = {"inputs": [tensor("input", np.zeros((1, 4)))]}
+    request["inputs"][0]["shape"] = [1.0, 4.0]
+    response = infer(client, request, model="iris")
+    assert response.status_code == 200 and response.get_json()["outputs"][0]["shape"][0] == 1
+    assert client.post("/v2/repository/models/mnist/load", headers=AUTH,
+                       json={"parameters": {"version": 1.0}}).status_code == 200
+    assert client.get("/models/mnist").get_json()["pinned"] == 1
+    assert_protocol_error(infer(client, {"inputs": [{**tensor("input", np.zeros((1, 4))), "shape": [1, 4.5]}]},
+                                model="iris"), 400, "shape")

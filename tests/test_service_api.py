@@ -547,12 +547,21 @@ def test_an_error_from_a_model_version_names_it_in_the_headers(client):
     assert "X-Model-Version" not in unknown.headers  # no version answered
 
 
-@pytest.mark.parametrize("top_k, given", [(True, "a boolean (true)"), ("3", "a string ('3')"), (1e2, "100.0"),
-                                          (2.5, "2.5"), (1e23, "a number this large (1e+23)"),
-                                          (2 ** 70, "a number this large (1.18e+21)")])  # not "1.1805916207174113e+21"
-def test_top_k_in_json_must_be_an_integer(client, top_k, given):
+@pytest.mark.parametrize("top_k, problem", [(True, "must be an integer such as 3, not a boolean (true)"),
+                                            ("3", "must be an integer such as 3, not a string ('3')"),
+                                            (2.5, "must be an integer such as 3, not 2.5"),
+                                            (1e23, "must be at most 1000, not 1e+23"),  # not 99999999999999991611392
+                                            (2 ** 70, "must be at most 1000, not 1.18e+21"),
+                                            (-1, "must be at least 0, not -1")])
+def test_top_k_in_json_must_be_an_integer_within_its_range(client, top_k, problem):
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": top_k})
-    assert_error(response, 422, "invalid_input", f"top_k: must be an integer such as 3, not {given}.")
+    assert_error(response, 422, "invalid_input", f"top_k: {problem}.")
+
+
+def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
+    """OpenAPI 3.1's JSON Schema counts 5.0 an integer, so the published schemas admit it: it was refused."""
+    response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": 5.0})
+    assert response.status_code == 200 and len(response.get_json()["predictions"][0]["top_k"]) == 5
 
 
 def test_top_k_in_the_query_string_is_read_from_text(client):
@@ -813,9 +822,12 @@ def test_labels(client, registry):
                  "Label '-bad' is not valid: use letters, digits")
     assert_error(client.put("/models/mnist/labels/stable%0A", json={"version": 1}, headers=AUTH), 422,
                  "invalid_label")
-    for version in (True, "1", 1.0):
+    for version in (True, "1", 1.5):
         assert_error(client.put("/models/mnist/labels/flag", json={"version": version}, headers=AUTH), 422,
                      "invalid_input", "version: must be an integer such as 3, not ")
+    assert client.put("/models/mnist/labels/flag", json={"version": 1.0}, headers=AUTH).get_json()["labels"] == {
+        "canary": 2, "flag": 1}  # 1.0 is an integer to JSON Schema
+    assert client.delete("/models/mnist/labels/flag", headers=AUTH).status_code == 200
     empty = client.put("/models/mnist/labels/canary", content_type="application/json", headers=AUTH)
     assert_error(empty, 400, "empty_body", '{"version": 3}')
     assert serving_state(registry)["labels"] == {"canary": 2}

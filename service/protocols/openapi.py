@@ -127,7 +127,7 @@ def _operations() -> list[tuple]:
             route, method, operation = _operation(
                 "post", f"{path}:{verb}", f"Not supported: TF Serving's {verb} takes tf.Example inputs, which no "
                 "model here reads; the answer is always an error saying to use :predict.", V1_TAG,
-                schemas.ProtocolError, parameters=params, errors=(400, 404))
+                schemas.ProtocolError, parameters=params, errors=(400, 404, 503))
             del operation["responses"]["200"]
             ops.append((route, method, operation))
     return ops

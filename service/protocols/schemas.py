@@ -12,7 +12,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJ
 from shared.registry import VERSION_PATTERN
 from shared.text import shortened
 
-from ..schemas import ErrorResponse, Strict, json_schema_pattern, no_default
+from ..schemas import ErrorResponse, JsonInt, Strict, integral_number, json_schema_pattern, no_default
 from .binary import DATATYPES
 
 VERSION_TEXT = json_schema_pattern(VERSION_PATTERN)  # a version's digits in a JSON schema
@@ -30,13 +30,13 @@ class Open(BaseModel):
 
 
 class TensorParameters(Open):
-    binary_data_size: Annotated[StrictInt, Field(ge=0)] | None = Field(
+    binary_data_size: Annotated[JsonInt, Field(ge=0)] | None = Field(
         None, description="The tensor's data is this many bytes of the binary part of the body.")
 
 
 class RequestInput(Strict):
     name: str
-    shape: list[Annotated[StrictInt, Field(ge=0)]]
+    shape: list[Annotated[JsonInt, Field(ge=0)]]
     datatype: str = Field(description="One of " + ", ".join(DATATYPES) + ".")
     parameters: TensorParameters | None = None
     data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = Field(None, json_schema_extra=no_default)
@@ -44,7 +44,7 @@ class RequestInput(Strict):
 
 class OutputParameters(Open):
     binary_data: StrictBool | None = Field(None, description="Return this output in the binary part of the body.")
-    classification: Annotated[StrictInt, Field(ge=0)] | None = Field(
+    classification: Annotated[JsonInt, Field(ge=0)] | None = Field(
         None, description="Return, per row, this output's k highest elements as BYTES '<value>:<position>' "
                           "(with ':<label>' on 'probabilities': the k most probable classes).")
 
@@ -186,6 +186,7 @@ class LoadParameters(Open):
     @classmethod
     def a_version(cls, value):
         """One message for every wrong kind of value, rather than one per member of a union."""
+        value = integral_number(value)
         if value is None or (type(value) is int and value >= 1):
             return value
         if type(value) is str and VERSION_PATTERN.match(value):
