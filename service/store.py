@@ -108,6 +108,7 @@ class ModelSlot:
     reloading: bool = False
     pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
     problems: list[str] = field(default_factory=list)
+    misnamed: list[str] = field(default_factory=list)  # folders named in digits that are no version, and why
     swaps: int = 0
     folder_missing: bool = False   # the last pass found the registry without this model's folder
     # One look at this model's registry folder at a time; a look at another model, or a load of
@@ -178,6 +179,7 @@ class ModelStore:
         self.registry_error: str | None = None
         self._registry_seen = False  # whether a pass has ever found the registry readable
         self._unreadable: dict[str, str] = {}  # model folders that cannot be listed, and why
+        self._misnamed: dict[str, str] = {}  # folders of versions whose names are no model's, and why
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
         for name in self._slots:
             self.events.model_added(name)
@@ -303,8 +305,9 @@ class ModelStore:
         if self.configured is not None:
             return list(self.configured)
         unreadable: dict[str, str] = {}
+        misnamed: dict[str, str] = {}
         try:
-            names = self.registry.model_names(unreadable)
+            names = self.registry.model_names(unreadable, misnamed)
         except OSError:  # the registry went after this pass found it readable: the next pass says so
             return list(self._slots)
         if not self.registry.root.is_dir():  # it went during the listing: its folders were not unreadable
@@ -312,7 +315,10 @@ class ModelStore:
         for name, reason in unreadable.items():
             if self._unreadable.get(name) != reason:
                 log.error("%s: %s; it is not served until it can be read", name, reason)
-        self._unreadable = unreadable
+        for name, reason in misnamed.items():
+            if name not in self._misnamed:
+                log.warning("the registry: %s", reason)
+        self._unreadable, self._misnamed = unreadable, misnamed
         self.events.unreadable_models(len(unreadable))
         self._add_models(names)
         return list(self._slots)
@@ -349,8 +355,9 @@ class ModelStore:
         # the listing that follows has it (read the other way round, a pin written just after a
         # publish would look like a pin of a version that does not exist).
         serving = self._read_serving(name)
+        misnamed: list[str] = []
         try:
-            on_disk = self.registry.versions(name)
+            on_disk = self.registry.versions(name, misnamed)
         except OSError as e:
             slot.problems = [f"the folder of {name} cannot be read ({e.strerror}); serving from memory"]
             return
@@ -367,6 +374,10 @@ class ModelStore:
         if slot.serving_error:
             problems.append(slot.serving_error + ("; nothing is served until it is fixed" if unknown_state
                                                   else "; using the last good serving state"))
+        for reason in set(misnamed) - set(slot.misnamed):
+            log.warning("%s: %s", name, reason)
+        slot.misnamed = misnamed
+        problems += misnamed
 
         with self._lock:
             removed = {v: slot.versions.pop(v) for v in set(slot.versions) - set(stamps)}
@@ -901,7 +912,8 @@ class ModelStore:
                            + (f" ({self.registry_error})" if self.registry_error else ""))
         report = {"ready": not reasons, "models": models,
                   "registry": {"path": str(self.registry.root), "ok": self.registry_error is None,
-                               "error": self.registry_error, "unreadable_models": dict(self._unreadable)}}
+                               "error": self.registry_error, "unreadable_models": dict(self._unreadable),
+                               "misnamed_folders": dict(self._misnamed)}}
         if reasons:
             report["reason"] = "; ".join(reasons)
         return not reasons, report

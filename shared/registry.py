@@ -42,11 +42,32 @@ class RegistryError(Exception):
     """A registry operation that cannot be done; the message says why."""
 
 
+NAME_RULE = "a name is letters, digits, '.', '_' or '-' (at most 64 characters, starting with a letter or digit)"
+
+
 def check_name(name: str, what: str = "model name") -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise RegistryError(f"{what} {name!r} is not valid: use letters, digits, '.', '_' or '-' "
                             "(at most 64 characters, starting with a letter or digit)")
     return name
+
+
+def _holds_versions(folder: Path) -> bool:
+    """Whether ``folder`` is a folder with a version folder in it (False when it cannot be listed)."""
+    try:
+        return folder.is_dir() and any(VERSION_PATTERN.match(p.name) and p.is_dir() for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def misnamed_version(folder: str) -> str:
+    """Why a folder named in digits is not read as a version, and what to name it."""
+    number = int(folder)
+    if number == 0:
+        return f"the folder {folder} is not read as a version: versions are numbered from 1"
+    if number > MAX_VERSION:
+        return f"the folder {folder} is not read as a version: a version has at most 9 digits"
+    return f"the folder {folder} is not read as a version: rename it {number} (no leading zeros)"
 
 
 class NotRegularFile(OSError):
@@ -129,15 +150,21 @@ class Registry:
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
 
-    def model_names(self, unreadable: dict[str, str] | None = None) -> list[str]:
+    def model_names(self, unreadable: dict[str, str] | None = None,
+                    misnamed: dict[str, str] | None = None) -> list[str]:
         """Names of the model folders (those with at least one version or a serving.json).
 
         A folder that cannot be listed (its permissions) is left out, so one such folder does not
-        hide every other model; ``unreadable``, when given, receives its name and the reason.
+        hide every other model; ``unreadable``, when given, receives its name and the reason. A
+        folder that holds versions under a name that is no model's (``my model``) is left out too;
+        ``misnamed``, when given, receives its name and what to do.
         """
         names = []
         for entry in sorted(self.root.iterdir()):
             if not NAME_PATTERN.match(entry.name):
+                if misnamed is not None and not entry.name.startswith(".") and _holds_versions(entry):
+                    misnamed[entry.name] = (f"the folder {entry.name!r} holds versions but is not read as a model: "
+                                            f"{NAME_RULE}; rename it")
                 continue
             try:
                 if self.has_model(entry.name):
@@ -153,12 +180,23 @@ class Registry:
         folder = self.root / check_name(name)
         return folder.is_dir() and bool(self.versions(name) or (folder / SERVING_FILE).exists())
 
-    def versions(self, name: str) -> list[int]:
-        """Published versions of ``name``, ascending. Temporary and stray folders are ignored."""
+    def versions(self, name: str, misnamed: list[str] | None = None) -> list[int]:
+        """Published versions of ``name``, ascending. Temporary and stray folders are ignored;
+        ``misnamed``, when given, receives what each folder named in digits that is no version
+        (``0100``, ``0``) should be instead, which a reader would otherwise skip unseen."""
         folder = self.root / check_name(name)
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if VERSION_PATTERN.match(p.name) and p.is_dir())
+        versions = []
+        for path in folder.iterdir():
+            if VERSION_PATTERN.match(path.name):
+                if path.is_dir():
+                    versions.append(int(path.name))
+            elif misnamed is not None and path.name.isascii() and path.name.isdigit() and path.is_dir():
+                misnamed.append(misnamed_version(path.name))
+        if misnamed is not None:
+            misnamed.sort()
+        return sorted(versions)
 
     def model_folder(self, name: str) -> Path:
         """``<root>/<name>``, where serving.json and its lock are written; a link leading outside the

@@ -324,7 +324,7 @@ def test_registry_taken_away_keeps_serving_from_memory_and_recovers(tmp_path):
             wait_for(lambda: registry_state(server)[2] == 1, what="scratchnet_registry_up 1")
             server.wait_until_served("mnist", 2)
             assert registry_state(server)[1]["registry"] == {"path": str(registry), "ok": True, "error": None,
-                                                             "unreadable_models": {}}
+                                                             "unreadable_models": {}, "misnamed_folders": {}}
             # Deleted outright, then recreated with a new model: the same.
             for entry in sorted(registry.rglob("*"), reverse=True):
                 entry.rmdir() if entry.is_dir() else entry.unlink()

@@ -674,8 +674,8 @@ def test_a_registry_that_goes_during_a_pass_keeps_its_models(tmp_path):
     model = store.served("mnist")
 
     class GoingRegistry(Registry):  # unmounted just after the pass has found it readable
-        def model_names(self, unreadable=None):
-            names = super().model_names(unreadable)
+        def model_names(self, unreadable=None, misnamed=None):
+            names = super().model_names(unreadable, misnamed)
             root.rename(tmp_path / "elsewhere")
             return names
 
@@ -700,8 +700,8 @@ def test_a_registry_that_goes_while_a_model_is_read_keeps_its_pin_labels_and_ver
         def read_serving(self, name):
             return self._then_go("read_serving", super().read_serving(name))
 
-        def versions(self, name):
-            return self._then_go("versions", super().versions(name))
+        def versions(self, name, misnamed=None):
+            return self._then_go("versions", super().versions(name, misnamed))
 
         def _then_go(self, step, result):
             if step == goes_after and root.is_dir():
@@ -723,8 +723,8 @@ def test_a_pin_written_just_after_its_version_was_published_is_never_seen_withou
     publish_model(tmp_path, "mnist")
 
     class PublishingRegistry(Registry):  # a publish, then a pin of it, while a worker's pass reads the model
-        def versions(self, name):
-            listed = super().versions(name)
+        def versions(self, name, misnamed=None):
+            listed = super().versions(name, misnamed)
             if len(listed) == 1:
                 version = publish_model(tmp_path, "mnist", favour=2)
                 Registry(tmp_path).write_serving("mnist", {"pinned": version, "labels": {"stable": version}})
@@ -744,10 +744,10 @@ def test_a_worker_starting_as_the_registry_goes_starts_and_serves_once_it_is_bac
     publish_model(root, "mnist")
 
     class GoingRegistry(Registry):  # gone between the check that it is readable and its listing
-        def model_names(self, unreadable=None):
+        def model_names(self, unreadable=None, misnamed=None):
             if root.is_dir():
                 root.rename(tmp_path / "elsewhere")
-            return super().model_names(unreadable)
+            return super().model_names(unreadable, misnamed)
 
     store = ModelStore(GoingRegistry(root))
     store.refresh()  # a worker's first pass, in create_app: an exception there stops the whole service
@@ -772,8 +772,8 @@ def test_a_registry_swapped_for_another_in_two_renames_keeps_its_models(tmp_path
             return super().is_dir()
 
     class SwappingRegistry(Registry):
-        def model_names(self, unreadable=None):
-            names = super().model_names(unreadable)
+        def model_names(self, unreadable=None, misnamed=None):
+            names = super().model_names(unreadable, misnamed)
             if new.exists():
                 steps[:] = [("mnist", lambda: root.rename(tmp_path / "old")), ("models", lambda: new.rename(root))]
             return names
@@ -1375,3 +1375,25 @@ def test_a_registry_switched_whole_by_a_link_serves_the_new_files_under_the_same
     assert store.served("mnist").version == 1 and store.served("mnist").predict_proba(vector).argmax() == 7
     assert "mnist: version 1 reloaded, its file having changed" in caplog.messages
     assert events.swaps[-1] == ("mnist", 1, 1)
+
+
+def test_folders_that_look_like_versions_or_models_but_are_neither_are_reported(tmp_path, caplog):
+    """A version folder named 0100 (TF Serving reads it as version 100) or a model folder named
+    "my model" was skipped without a word: no log line, no problem, nothing in /readyz."""
+    publish_model(tmp_path, "mnist")
+    shutil.copytree(tmp_path / "mnist" / "1", tmp_path / "mnist" / "0100")
+    (tmp_path / "mnist" / "0").mkdir()
+    (tmp_path / "mnist" / "extras").mkdir()  # not a number: a folder of the user's own, left alone
+    shutil.copytree(tmp_path / "mnist", tmp_path / "my model")
+    (tmp_path / "notes").mkdir()  # holds no version: not a model, and not said to be one
+    store, _ = make_store(tmp_path)
+    assert store.names() == ["mnist"] and [v["version"] for v in store.describe("mnist")["versions"]] == [1]
+    reasons = ["the folder 0 is not read as a version: versions are numbered from 1",
+               "the folder 0100 is not read as a version: rename it 100 (no leading zeros)"]
+    assert store.describe("mnist")["problems"] == reasons
+    misnamed = store.readiness()[1]["registry"]["misnamed_folders"]
+    assert list(misnamed) == ["my model"] and "holds versions but is not read as a model" in misnamed["my model"]
+    for reason in reasons + [misnamed["my model"]]:
+        assert caplog.text.count(reason) == 1
+    store.refresh()  # logged once, not at every pass
+    assert all(caplog.text.count(reason) == 1 for reason in reasons + [misnamed["my model"]])
