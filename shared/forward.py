@@ -12,16 +12,19 @@ from pathlib import Path
 import numpy as np
 
 
-def relu(x: np.ndarray, alpha=None) -> np.ndarray:
+# Activations, any shape, in place: each overwrites the float32 array it is given and returns it
+# (softmax takes rows, shape (n, k)). Loading a model binds leaky_relu's alpha (shared.model_file).
+
+def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
-def leaky_relu(x: np.ndarray, alpha=np.float32(0.01)) -> np.ndarray:
+def leaky_relu(x: np.ndarray, alpha: np.float32) -> np.ndarray:
     # For 0 < alpha < 1, max(x, alpha * x) is x where x > 0 and alpha * x elsewhere.
     return np.maximum(x, x * alpha, out=x)
 
 
-def sigmoid(x: np.ndarray, alpha=None) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     # 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, through e = e^-|x|: never overflows
     # and keeps full relative precision on the negative tail (as the trainer's Sigmoid).
     e = np.exp(-np.abs(x))
@@ -30,11 +33,11 @@ def sigmoid(x: np.ndarray, alpha=None) -> np.ndarray:
     return np.divide(numerator, e, out=x)
 
 
-def tanh(x: np.ndarray, alpha=None) -> np.ndarray:
+def tanh(x: np.ndarray) -> np.ndarray:
     return np.tanh(x, out=x)
 
 
-def softmax(x: np.ndarray, alpha=None) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``x`` of shape (n, k), in place, stable for large logits."""
     x -= x.max(axis=1, keepdims=True)
     np.exp(x, out=x)
@@ -42,7 +45,6 @@ def softmax(x: np.ndarray, alpha=None) -> np.ndarray:
     return x
 
 
-# Each takes a float32 array it may overwrite and returns the result (in place where possible).
 ACTIVATIONS = {"relu": relu, "leaky_relu": leaky_relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax}
 
 # The input normalisation is folded into the first dense layer only while every feature's
@@ -68,9 +70,9 @@ class Model:
 
     ``layers``, the file's network, is a list of ``(kind, name, values)`` steps:
     ``("dense", name, (W, b))``, ``("affine", name, (scale, shift))`` for inference-mode batch
-    norm and ``("activation", name, alpha)``. The model keeps only the steps ``forward`` runs,
-    planned from them (``_plan``), so a first layer with the input normalisation folded in is
-    not held twice.
+    norm and ``("activation", name, function)``, ``function(h)`` with any alpha bound. The model
+    keeps only the steps ``forward`` runs, planned from them (``_plan``), so a first layer with
+    the input normalisation folded in is not held twice.
     """
 
     manifest: dict
@@ -158,7 +160,7 @@ class Model:
                 h = h - values[0]  # (x - mean) / std in float32, as the trainer computes it
                 h /= values[1]
             else:
-                h = ACTIVATIONS[name](h, values)
+                h = values(h)  # the activation function
         return h
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

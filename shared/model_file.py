@@ -15,6 +15,7 @@ import math
 import os
 import zipfile
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -383,7 +384,10 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
             alpha = spec.get("alpha", 0.01)
             if not _is_finite_number(alpha) or not 0 <= alpha < 1:
                 raise ModelFileError(path, f"{where}: alpha must be a number in [0, 1)")
-            steps.append(("activation", name, np.float32(alpha)))
+            function = ACTIVATIONS[name]
+            if name == "leaky_relu":
+                function = partial(function, alpha=np.float32(alpha))
+            steps.append(("activation", name, function))
         else:
             raise ModelFileError(path, f"{where}: unknown layer type {kind!r} (known: dense, batchnorm, activation)")
     unused = sorted(set(arrays) - used)
