@@ -12,37 +12,44 @@ from pathlib import Path
 import numpy as np
 
 
-# Activations, any shape, in place: each overwrites the float32 array it is given and returns it
-# (softmax takes rows, shape (n, k)). Loading a model binds leaky_relu's alpha (shared.model_file).
+# Activations, any shape, in place: each writes f(x) into ``out``, which may be ``x`` itself, and
+# returns it, in x's dtype (float32; the trainer's gradient checks use float64). softmax takes rows,
+# shape (n, k). Loading a model binds leaky_relu's alpha (shared.model_file); the trainer's
+# activations call these and write each derivative beside them (trainer/activations.py).
 
-def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0, out=x)
+def relu(x: np.ndarray, *, out: np.ndarray, zeros=0) -> np.ndarray:
+    """``max(x, 0)``. ``zeros`` may be an array of zeros of ``x``'s shape and dtype, which a caller
+    that repeats one shape keeps: NumPy's vectorised loop needs both operands contiguous, and on a
+    128x256 batch that makes it 6x faster than the scalar 0 (2.5 us against 16 us, about 1 % of
+    an MNIST training step)."""
+    return np.maximum(x, zeros, out=out)
 
 
-def leaky_relu(x: np.ndarray, alpha: np.float32) -> np.ndarray:
-    # For 0 < alpha < 1, max(x, alpha * x) is x where x > 0 and alpha * x elsewhere.
-    return np.maximum(x, x * alpha, out=x)
+def leaky_relu(x: np.ndarray, alpha: float, *, out: np.ndarray) -> np.ndarray:
+    # For 0 <= alpha < 1, max(x, alpha * x) is x where x > 0 and alpha * x elsewhere.
+    return np.maximum(x, x * alpha, out=out)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     # 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, through e = e^-|x|: never overflows
-    # and keeps full relative precision on the negative tail (as the trainer's Sigmoid).
+    # and keeps full relative precision on the negative tail, where 1 + e^-x would round e^x's
+    # small value away.
     e = np.exp(-np.abs(x))
-    numerator = np.where(x >= 0, np.float32(1), e)
+    numerator = np.where(x >= 0, x.dtype.type(1), e)
     e += 1
-    return np.divide(numerator, e, out=x)
+    return np.divide(numerator, e, out=out)
 
 
-def tanh(x: np.ndarray) -> np.ndarray:
-    return np.tanh(x, out=x)
+def tanh(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=out)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``x`` of shape (n, k), in place, stable for large logits."""
-    x -= x.max(axis=1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=1, keepdims=True)
-    return x
+def softmax(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``x`` of shape (n, k), stable for large logits."""
+    np.subtract(x, x.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
 
 
 ACTIVATIONS = {"relu": relu, "leaky_relu": leaky_relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax}
@@ -70,7 +77,7 @@ class Model:
 
     ``layers``, the file's network, is a list of ``(kind, name, values)`` steps:
     ``("dense", name, (W, b))``, ``("affine", name, (scale, shift))`` for inference-mode batch
-    norm and ``("activation", name, function)``, ``function(h)`` with any alpha bound. The model
+    norm and ``("activation", name, function)``, ``function(h, out=h)`` with any alpha bound. The model
     keeps only the steps ``forward`` runs, planned from them (``_plan``), so a first layer with
     the input normalisation folded in is not held twice.
     """
@@ -160,7 +167,7 @@ class Model:
                 h = h - values[0]  # (x - mean) / std in float32, as the trainer computes it
                 h /= values[1]
             else:
-                h = values(h)  # the activation function
+                h = values(h, out=h)  # the activation function
         return h
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

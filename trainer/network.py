@@ -129,7 +129,8 @@ class Network:
         """Class probabilities of shape (n, classes) (classification only)."""
         if self.loss.output_activation != "softmax":
             raise ValueError("predict_proba needs a classification network")
-        return softmax(self.predict_logits(x, batch_size))  # in place: the logits are a new array
+        logits = self.predict_logits(x, batch_size)
+        return softmax(logits, out=logits)  # in place: the logits are a new array
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class indices of shape (n,) for classification; raw outputs (n, k) for regression."""
