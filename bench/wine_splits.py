@@ -34,9 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shared.forward import standardize  # noqa: E402
 from trainer.datasets import Dataset, load_dataset  # noqa: E402
 from trainer.losses import Loss  # noqa: E402
-from trainer.train import (TrainConfig, build_network, build_optimizer, build_schedule, fit, normalize,  # noqa: E402
+from trainer.train import (TrainConfig, build_network, build_optimizer, build_schedule, fit,  # noqa: E402
                            prepare, refit, scale_target)
 
 
@@ -354,7 +355,7 @@ def train_and_predict(method: TrainConfig | Bagged | Log1p | WithWhite | Ordinal
 
 def predict_rows(networks: list, prepared, x: np.ndarray) -> np.ndarray:
     """The average prediction of ``networks`` on raw rows ``x``, in quality units."""
-    x = normalize(x, prepared.normalization)
+    x = standardize(x, prepared.normalization)
     scaling = prepared.target_scaling
     raw = np.mean([network.predict(x)[:, 0] for network in networks], axis=0)
     return raw * scaling["std"] + scaling["mean"]
@@ -384,7 +385,7 @@ def _train_ordinal(method: Ordinal, dataset: Dataset) -> np.ndarray:
     as_classes = dataclasses.replace(dataset, task="classification", labels=[f"{g:g}" for g in grades],
                                      y_train=classes, y_test=np.zeros(len(dataset.x_test), dtype=np.int64))
     network, prepared, _ = train_network(method.config, as_classes)
-    return network.predict_proba(normalize(dataset.x_test, prepared.normalization)) @ grades
+    return network.predict_proba(standardize(dataset.x_test, prepared.normalization)) @ grades
 
 
 class Huber(Loss):
@@ -429,7 +430,7 @@ def fit_regularised(network, method: Regularised, prepared) -> None:
         network.loss = Huber(method.delta / prepared.target_scaling["std"])  # the network sees standardised targets
     elif method.loss == "l1":
         network.loss = L1()
-    x = normalize(prepared.x_train, prepared.normalization)
+    x = standardize(prepared.x_train, prepared.normalization)
     y = scale_target(prepared.y_train, prepared.target_scaling)
     optimizer, schedule = build_optimizer(config), build_schedule(config)
     rng = np.random.default_rng(config.seed + 1)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.forward import standardize
 from shared.model_file import load_model, read_manifest
 from shared.registry import Registry
 from trainer import cli, memory, report, train
@@ -196,7 +197,7 @@ def test_trainer_and_file_predict_the_same(tmp_path, blobs_npz):
     train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared, config,
               log=lambda *_: None)
     x = dataset.x_test
-    expected = network.predict_proba(train.normalize(x, prepared.normalization))
+    expected = network.predict_proba(standardize(x, prepared.normalization))
     for fold in (True, False):
         layers, arrays = network.export(fold_batchnorm=fold)
         manifest = train.make_manifest("blobs", config, prepared, [], layers, "test")
@@ -222,7 +223,7 @@ def test_served_model_keeps_precision_when_features_sit_far_from_zero(tmp_path):
     network = train.build_network(config, dataset)
     train.fit(network, train.build_optimizer(config), train.build_schedule(config), prepared, config,
               log=lambda *_: None)
-    expected = network.forward(train.normalize(dataset.x_test, prepared.normalization), training=False)[:, 0]
+    expected = network.forward(standardize(dataset.x_test, prepared.normalization), training=False)[:, 0]
     layers, arrays = network.export()
     train.write_version(tmp_path, 1, arrays, train.make_manifest("offset", config, prepared, [], layers, "test"),
                         prepared, [], make_plots=False)
@@ -1134,7 +1135,7 @@ def test_the_service_answers_what_the_trainer_computes(tmp_path, blobs_npz, wine
         # Far out the hidden units are large and the output their small difference, so float32
         # rounding (the trainer's own, and the service's in another order) grows with the terms.
         tolerance = np.where(np.arange(len(rows)) < len(x), 1.0, 25.0)
-        out = networks[name].forward(train.normalize(rows, manifest["input"]["normalization"]), training=False)
+        out = networks[name].forward(standardize(rows, manifest["input"]["normalization"]), training=False)
         answer = client.post(f"/models/{name}/predict", json={"inputs": rows.tolist(), "top_k": 3})
         assert answer.status_code == 200, answer.get_json()
         predictions = answer.get_json()["predictions"]

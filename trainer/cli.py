@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ScratchnetError
+from shared.forward import standardize
 from shared.registry import RegistryError
 from shared.text import repeated, shortened
 
@@ -450,7 +451,7 @@ def cmd_overfit(args) -> int:
     examples = len(prepared.x_train)
     hint = ("Check the gradients (python -m trainer gradcheck), the optimiser's update, the learning rate "
             "and the labels.")
-    x, y = train.normalize(prepared.x_train, prepared.normalization), \
+    x, y = standardize(prepared.x_train, prepared.normalization), \
         train.scale_target(prepared.y_train, prepared.target_scaling)
 
     def verdict() -> tuple[bool, float, float | None]:

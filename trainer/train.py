@@ -27,7 +27,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.errors import ModelFileError
-from shared.forward import Model
+from shared.forward import Model, output_scaling, standardize
 from shared.model_file import MANIFEST_KEY, load_model, read_manifest, save_model
 from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
                              check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
@@ -212,16 +212,6 @@ def rows_line(prepared: Prepared, config: TrainConfig) -> str:
     return f"rows: {train}, {validate:,} to validate, {len(prepared.dataset.x_test):,} to test"
 
 
-def normalize(x: np.ndarray, normalization: dict) -> np.ndarray:
-    """``(x - mean) / std`` as a new float32 array, without a temporary of the same size (MNIST's
-    training images are 170 MB)."""
-    mean = np.asarray(normalization["mean"], dtype=np.float32)
-    std = np.asarray(normalization["std"], dtype=np.float32)
-    out = np.subtract(x, mean, dtype=np.float32, order="C")
-    out /= std
-    return out
-
-
 def scale_target(y: np.ndarray, scaling: dict | None) -> np.ndarray:
     if scaling is None:
         return y
@@ -337,7 +327,7 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
         return None
     if prepared.dataset.input_kind != "image":
         raise ValueError(f"--augment applies to image datasets; {prepared.dataset.name} has vector inputs")
-    blank = normalize(np.zeros((1, 1), dtype=np.float32), prepared.normalization)
+    blank = standardize(np.zeros((1, 1), dtype=np.float32), prepared.normalization)
     return get_augmentation(config.augment, side=image_side(prepared.x_train.shape[1]), fill=float(blank[0, 0]))
 
 
@@ -352,11 +342,11 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     restores the parameters of the best epoch. Stops too after an epoch at whose end ``done()`` says so.
     """
     task = prepared.dataset.task
-    x_train = normalize(prepared.x_train, prepared.normalization)
+    x_train = standardize(prepared.x_train, prepared.normalization)
     y_train = scale_target(prepared.y_train, prepared.target_scaling)
     x_val = y_val = None
     if prepared.x_val is not None and len(prepared.x_val):
-        x_val = normalize(prepared.x_val, prepared.normalization)
+        x_val = standardize(prepared.x_val, prepared.normalization)
         y_val = scale_target(prepared.y_val, prepared.target_scaling)
     rng = np.random.default_rng(config.seed + 1)
     augment = build_augmentation(config, prepared)
@@ -516,8 +506,7 @@ def score(model: Model, x: np.ndarray, y: np.ndarray, split: str) -> dict:
     if model.task == "classification":
         metrics = report.classification_metrics(y, model.predict(x), model.labels)
     else:
-        scaling = model.manifest["output"].get("scaling")
-        metrics = report.regression_metrics(y, model.predict(x), scaling and scaling["mean"])
+        metrics = report.regression_metrics(y, model.predict(x), output_scaling(model.manifest)["mean"])
     return {"split": split, **metrics}
 
 
