@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,6 +80,14 @@ def _contiguous_span(arrays: list[np.ndarray]) -> np.ndarray | None:
     return base[offset:offset + (expected - start) // base.itemsize]
 
 
+class FlatLayout(NamedTuple):
+    """Every parameter, its gradient and its state as one 1-D array each, in the same order."""
+
+    param: np.ndarray
+    grad: np.ndarray
+    state: dict[str, np.ndarray]
+
+
 class Optimizer:
     """Base contract: subclasses implement ``_update(param, grad, state)``."""
 
@@ -104,41 +113,61 @@ class Optimizer:
         grad_list = [grads[name] for name in params]
         if self.clip_norm is not None:
             self.last_grad_norm = clip_grad_norm(dict(zip(params, grad_list)), self.clip_norm)
+        flat = self._prepare_state(params, grad_list)
+        if self.weight_decay:
+            self._apply_weight_decay(params, grad_list)
+        self._update_all(params, grad_list, flat)
+        self._flush_subnormal_moments(flat)
+
+    def _prepare_state(self, params: dict, grad_list: list) -> FlatLayout | None:
+        """The flat layout when the parameters allow one (see ``_flat_layout``); otherwise None,
+        once every parameter new to this optimiser has its own state."""
         flat = self._flat_layout(params, grad_list)
         if flat is None:
             for name, param in params.items():
                 if name not in self.state:
                     self.state[name] = self._init_state(param)
-        if self.weight_decay:
-            for (name, param), grad in zip(params.items(), grad_list):
-                if not decays(name):
-                    continue
-                if self.decoupled_weight_decay:
-                    param *= 1 - self.lr * self.weight_decay
-                else:
-                    scratch = self.state[name]["scratch"]
-                    np.multiply(param, self.weight_decay, out=scratch)
-                    grad += scratch
+        return flat
+
+    def _apply_weight_decay(self, params: dict, grad_list: list) -> None:
+        """Decay the weights that ``decays``: directly when decoupled, else through their gradients."""
+        for (name, param), grad in zip(params.items(), grad_list):
+            if not decays(name):
+                continue
+            if self.decoupled_weight_decay:
+                param *= 1 - self.lr * self.weight_decay
+            else:
+                scratch = self.state[name]["scratch"]
+                np.multiply(param, self.weight_decay, out=scratch)
+                grad += scratch
+
+    def _update_all(self, params: dict, grad_list: list, flat: FlatLayout | None) -> None:
         if flat is not None:
             self._update(*flat)
-        else:
-            for (name, param), grad in zip(params.items(), grad_list):
-                self._update(param, grad, self.state[name])
+            return
+        for (name, param), grad in zip(params.items(), grad_list):
+            self._update(param, grad, self.state[name])
+
+    def _flush_subnormal_moments(self, flat: FlatLayout | None) -> None:
+        """Zero the decaying moments below ``SUBNORMAL_GUARD``, on the steps their guard interval
+        falls on (see the module docstring)."""
         for key, decay in self._decaying().items():
             interval = guard_interval(decay)
-            if interval is not None and self.t % interval == 0:
-                for moment in [flat[2][key]] if flat is not None else [state[key] for state in self.state.values()]:
-                    np.copyto(moment, 0, where=np.abs(moment) < SUBNORMAL_GUARD)
+            if interval is None or self.t % interval != 0:
+                continue
+            moments = [flat.state[key]] if flat is not None else [state[key] for state in self.state.values()]
+            for moment in moments:
+                np.copyto(moment, 0, where=np.abs(moment) < SUBNORMAL_GUARD)
 
     def _decaying(self) -> dict[str, float]:
         """The state arrays that shrink by a constant factor each step, and that factor."""
         return {}
 
-    def _flat_layout(self, params: dict, grad_list: list):
+    def _flat_layout(self, params: dict, grad_list: list) -> FlatLayout | None:
         """When the parameters lie back to back in one buffer, and so do the gradients (as a
-        :class:`~trainer.network.Network` allocates them), return ``(flat_param, flat_grad,
-        flat_state)`` so the update runs as a few large array operations instead of a few per
-        parameter. ``self.state[name]`` then holds views into the flat state."""
+        :class:`~trainer.network.Network` allocates them), return them with state of the same
+        layout, so the update runs as a few large array operations instead of a few per parameter.
+        ``self.state[name]`` then holds views into the flat state."""
         arrays = (*params.values(), *grad_list)
         cached = self._flat
         if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
@@ -153,7 +182,7 @@ class Optimizer:
         for name, param in params.items():
             self.state[name] = {k: v[offset:offset + param.size].reshape(param.shape) for k, v in flat_state.items()}
             offset += param.size
-        self._flat = (arrays, (flat_param, flat_grad, flat_state))
+        self._flat = (arrays, FlatLayout(flat_param, flat_grad, flat_state))
         return self._flat[1]
 
     def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
