@@ -27,15 +27,24 @@ class Network:
 
     Parameters, gradients and buffers are exposed as dicts keyed ``"<layer>.<param>"``
     (``"dense1.weight"``), the names of docs/model-format.md. Unnamed layers are named by kind
-    and position (``dense1``, ``bn1``, ``act1``, ``dropout1``). With ``input_grad=False`` (the
-    default) the first dense layer skips computing d(loss)/d(input), which nothing needs in
-    training; ``backward()`` then returns None.
+    and position (``dense1``, ``bn1``, ``act1``, ``dropout1``). A first layer that is dense skips
+    computing d(loss)/d(input), which nothing needs in training; ``backward()`` then returns None.
     """
 
-    def __init__(self, layers: list[Layer], loss: Loss | str, input_grad: bool = False):
+    def __init__(self, layers: list[Layer], loss: Loss | str):
         self.layers = list(layers)
         self.loss = get_loss(loss)
         self.training = True
+        self._name_layers()
+        self._mark_inplace()
+        if self.layers and isinstance(self.layers[0], Dense):
+            self.layers[0].needs_input_grad = False
+        self._flat_params = _pack([layer.params for layer in self.layers])
+        self._flat_grads = _pack([layer.grads for layer in self.layers])
+
+    def _name_layers(self) -> None:
+        """Name each unnamed layer by its kind and its position among layers of that kind; refuse
+        a network whose names repeat."""
         counts: dict[str, int] = {}
         for layer in self.layers:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
@@ -43,19 +52,16 @@ class Network:
                 layer.name = f"{layer.kind}{counts[layer.kind]}"
         if duplicates := repeated(layer.name for layer in self.layers):
             raise ValueError(f"layer names must be unique; repeated: {', '.join(duplicates)}")
-        # A layer may overwrite its input (and grad_out) when the input is the previous layer's
-        # scratch output that the previous layer does not read back in its backward pass.
-        # Dropout in eval mode passes its input through, so look past it to the real producer.
+
+    def _mark_inplace(self) -> None:
+        """Let a layer overwrite its input (and grad_out) when the input is the previous layer's
+        scratch output that the previous layer does not read back in its backward pass. Dropout
+        in eval mode passes its input through, so look past it to the real producer."""
         for i, layer in enumerate(self.layers):
             producer = i - 1
             while producer >= 0 and isinstance(self.layers[producer], Dropout):
                 producer -= 1
             layer.inplace = producer >= 0 and not self.layers[producer].caches_output
-        if self.layers:
-            if isinstance(self.layers[0], Dense):
-                self.layers[0].needs_input_grad = input_grad
-        self._flat_params = _pack([layer.params for layer in self.layers])
-        self._flat_grads = _pack([layer.grads for layer in self.layers])
 
     # --- training -------------------------------------------------------------------------
 
