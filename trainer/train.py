@@ -317,8 +317,13 @@ def evaluate_network(network, x: np.ndarray, y: np.ndarray, task: str, batch_siz
         out = network.forward(xb, training=False)
         total_loss += network.loss.forward(out, yb) * len(xb)
         if task == "classification":
-            correct += int((out.argmax(axis=1) == yb).sum())
+            correct += count_correct(out, yb)
     return total_loss / len(x), (correct / len(x) if task == "classification" else None)
+
+
+def count_correct(out: np.ndarray, labels: np.ndarray) -> int:
+    """How many rows of ``out`` (n, classes) score highest the class ``labels`` (n,) names."""
+    return int((out.argmax(axis=1) == labels).sum())
 
 
 def build_augmentation(config: TrainConfig, prepared: Prepared):
@@ -329,6 +334,15 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
         raise ValueError(f"--augment applies to image datasets; {prepared.dataset.name} has vector inputs")
     blank = standardize(np.zeros((1, 1), dtype=np.float32), prepared.normalization)
     return get_augmentation(config.augment, side=image_side(prepared.x_train.shape[1]), fill=float(blank[0, 0]))
+
+
+@dataclass
+class BestEpoch:
+    """The epoch of lowest validation loss so far, and a copy of the network's state after it."""
+
+    val_loss: float = math.inf
+    state: dict[str, np.ndarray] | None = None
+    epoch: int = 0
 
 
 # A diverging run overflows on its way to NaN: the checks of the loss and the weights below say so in
@@ -350,53 +364,71 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         y_val = scale_target(prepared.y_val, prepared.target_scaling)
     rng = np.random.default_rng(config.seed + 1)
     augment = build_augmentation(config, prepared)
-    n = len(x_train)
-    batch = config.batch_size
-    if n % batch == 1 and any(isinstance(layer, BatchNorm) for layer in network.layers):
-        # Batch norm cannot normalise a batch of one row: each epoch leaves its last shuffled
-        # example out instead (a different one every epoch).
-        if n == 1:
-            raise ValueError("batch norm needs at least 2 training examples")
-        n -= 1
+    rows = _rows_per_epoch(network, len(x_train), config.batch_size)
     history: list[dict] = []
-    best = (math.inf, None, 0)  # (val loss, saved state, epoch)
+    best = BestEpoch()
     order = np.arange(len(x_train))
-    xb_buf = np.empty((batch, x_train.shape[1]), dtype=np.float32)
+    xb_buf = np.empty((config.batch_size, x_train.shape[1]), dtype=np.float32)
     for epoch in range(1, config.epochs + 1):
         lr = schedule(epoch - 1)
         optimizer.set_lr(lr)
         rng.shuffle(order)
-        progress = EpochProgress(n, epoch, config.epochs, config.progress)
-        batches = _minibatches(x_train, y_train, order[:n], xb_buf, augment, rng)
+        progress = EpochProgress(rows, epoch, config.epochs, config.progress)
+        batches = _minibatches(x_train, y_train, order[:rows], xb_buf, augment, rng)
         row = _train_epoch(network, optimizer, batches, task, progress, epoch, lr)
         if x_val is not None:
-            row["val_loss"], val_accuracy = evaluate_network(network, x_val, y_val, task)
-            if val_accuracy is not None:
-                row["val_accuracy"] = val_accuracy
-            if prepared.target_scaling is not None:  # the loss is the standardised target's: this is the target's
-                row["val_rmse"] = math.sqrt(row["val_loss"]) * prepared.target_scaling["std"]
-        # The last step of an epoch can overflow the weights after its own loss was computed:
-        # say so here, not as an unsavable model file at the end of the run.
-        if not (math.isfinite(row.get("val_loss", 0.0))
-                and all(np.isfinite(p).all() for p in network.params().values())):
-            raise FloatingPointError(f"the weights overflowed to NaN or infinity in epoch {epoch}: lower the "
-                                     f"learning rate (now {lr:g}) or enable gradient clipping (--clip-norm)")
+            row.update(_validation_metrics(network, x_val, y_val, task, prepared.target_scaling))
+        _check_finite(network, row, epoch, lr)
         history.append(row)
         summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close()
         log(f"epoch {epoch}/{config.epochs}  {summary}  ({row['seconds']:.2f}s)")
         if config.patience is not None and x_val is not None:
-            if row["val_loss"] < best[0]:
-                best = (row["val_loss"], network.state(), epoch)
-            elif epoch - best[2] >= config.patience:
+            if row["val_loss"] < best.val_loss:
+                best = BestEpoch(row["val_loss"], network.state(), epoch)
+            elif epoch - best.epoch >= config.patience:
                 log(f"early stopping: no validation improvement for {config.patience} epochs")
                 break
         if done():
             break
-    if best[1] is not None and best[2] != history[-1]["epoch"]:  # however the run ended
-        log(f"restoring epoch {best[2]}, the best on validation (val_loss {best[0]:.4f})")
-        network.load_state(best[1])
+    if best.state is not None and best.epoch != history[-1]["epoch"]:  # however the run ended
+        log(f"restoring epoch {best.epoch}, the best on validation (val_loss {best.val_loss:.4f})")
+        network.load_state(best.state)
     return history
+
+
+def _rows_per_epoch(network, rows: int, batch_size: int) -> int:
+    """How many of the ``rows`` training rows an epoch trains on: all of them, unless batch norm
+    would have to normalise a last batch of one row. Each epoch then leaves its last shuffled
+    example out instead (a different one every epoch)."""
+    if rows % batch_size != 1 or not any(isinstance(layer, BatchNorm) for layer in network.layers):
+        return rows
+    if rows == 1:
+        raise ValueError("batch norm needs at least 2 training examples")
+    return rows - 1
+
+
+def _validation_metrics(network, x_val: np.ndarray, y_val: np.ndarray, task: str,
+                        target_scaling: dict | None) -> dict:
+    """The validation part of an epoch's row: the loss, and the accuracy (classification) or the
+    RMSE in the target's own units (a scaled regression target)."""
+    val_loss, val_accuracy = evaluate_network(network, x_val, y_val, task)
+    metrics = {"val_loss": val_loss}
+    if val_accuracy is not None:
+        metrics["val_accuracy"] = val_accuracy
+    if target_scaling is not None:  # the loss is the standardised target's: this is the target's
+        metrics["val_rmse"] = math.sqrt(val_loss) * target_scaling["std"]
+    return metrics
+
+
+def _check_finite(network, row: dict, epoch: int, lr: float) -> None:
+    """Raise FloatingPointError if the validation loss or any weight is NaN or infinite. The last
+    step of an epoch can overflow the weights after its own loss was computed: say so here, not as
+    an unsavable model file at the end of the run."""
+    if not (math.isfinite(row.get("val_loss", 0.0))
+            and all(np.isfinite(p).all() for p in network.params().values())):
+        raise FloatingPointError(f"the weights overflowed to NaN or infinity in epoch {epoch}: lower the "
+                                 f"learning rate (now {lr:g}) or enable gradient clipping (--clip-norm)")
 
 
 def _minibatches(x: np.ndarray, y: np.ndarray, order: np.ndarray, buffer: np.ndarray, augment, rng):
@@ -424,7 +456,7 @@ def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress
         seen += len(xb)
         loss_sum += loss * len(xb)
         if task == "classification":
-            correct += int((out.argmax(axis=1) == yb).sum())
+            correct += count_correct(out, yb)
         progress.update(len(xb), loss_sum / seen, correct / seen if task == "classification" else None)
     seconds = time.perf_counter() - started
     row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "seconds": round(seconds, 3),
