@@ -209,28 +209,15 @@ STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per 
 
 def hold_for_json(numbers: int) -> None:
     """Take this request's turn among large JSON parses (service.budget) when ``numbers`` make it
-    one, until the request ends; one found small once its numbers are counted gives it back."""
+    one, and hold it until the request ends."""
     parses = service().large_parses
-    if parses.is_large(numbers):
-        if "json_turn" not in g:
-            g.json_turn = parses.take_turn()
-    elif "json_turn" in g:
-        parses.end_turn(g.pop("json_turn"))
-
-
-def hold_for_json_body(length: int | None) -> None:
-    """Before reading a JSON body of ``length`` bytes (None: unknown, up to the body limit): its turn
-    if it can hold a large parse's numbers, one per two bytes ("0,"), so that it waits unread.
-    ``admit_json_numbers`` then goes by the count."""
-    if length is None:
-        length = current_app.config["MAX_CONTENT_LENGTH"] or 0
-    hold_for_json(length // 2)
+    if parses.is_large(numbers) and "json_turn" not in g:
+        g.json_turn = parses.take_turn()
 
 
 def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:
-    """Before parsing a JSON body: refuse one that the value limit would refuse after it, and take
-    or give back its turn among large parses by its count (a compressed body can hold more numbers
-    than its length promised, most bodies fewer).
+    """Before parsing a JSON body, once it is read: refuse one that the value limit would refuse
+    after parsing, and wait for its turn among large parses (service.budget) if it is one.
     Parsing costs ~33 bytes of Python objects per number. Counting commas is cheap: N numbers are
     separated by N - 1 of them, and the request's other members add at most ``other_commas``."""
     limit = service().settings.max_vector_values
@@ -250,7 +237,6 @@ def read_inputs() -> tuple[str, object, int | None]:
     mimetype = request.mimetype
     settings = service().settings
     if mimetype == "application/json" or mimetype.endswith("+json"):
-        hold_for_json_body(request.content_length)
         raw = read_body()
         sent_as = format_by_signature(raw)
         if sent_as is not None:  # a picture sent with the content type of the JSON route

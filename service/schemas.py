@@ -192,6 +192,9 @@ class RegistryStatus(BaseModel):
     unreadable_models: dict[str, str] = Field(
         description="Model folders this worker cannot list, with the reason: they are not served, "
                     "and do not make the service unready.")
+    misnamed_folders: dict[str, str] = Field(
+        description="Folders of versions that are not read as models (their names, or their versions' "
+                    "names, are not valid), with what to rename.")
 
 
 class Readiness(BaseModel):

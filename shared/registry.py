@@ -156,8 +156,9 @@ class Registry:
 
         A folder that cannot be listed (its permissions) is left out, so one such folder does not
         hide every other model; ``unreadable``, when given, receives its name and the reason. A
-        folder that holds versions under a name that is no model's (``my model``) is left out too;
-        ``misnamed``, when given, receives its name and what to do.
+        folder that holds versions under a name that is no model's (``my model``), or only folders
+        named in digits that are no versions (``0001``), is left out too; ``misnamed``, when given,
+        receives its name and what to do.
         """
         names = []
         for entry in sorted(self.root.iterdir()):
@@ -169,10 +170,17 @@ class Registry:
             try:
                 if self.has_model(entry.name):
                     names.append(entry.name)
+                elif misnamed is not None and (wrong := self._misnamed_versions(entry.name)):
+                    misnamed[entry.name] = f"the folder {entry.name!r} holds no version: {'; '.join(wrong)}"
             except OSError as e:
                 if unreadable is not None:
                     unreadable[entry.name] = f"the folder {entry} cannot be read ({e.strerror or e})"
         return names
+
+    def _misnamed_versions(self, name: str) -> list[str]:
+        wrong: list[str] = []
+        self.versions(name, wrong)
+        return wrong
 
     def has_model(self, name: str) -> bool:
         """Whether ``<root>/<name>`` is a model folder: at least one version or a serving.json

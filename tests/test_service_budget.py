@@ -1,9 +1,10 @@
-"""Large JSON parses take turns (service/budget.py): a request that can hold an eighth of the
-per-request number limit or more waits, unread, while another large one is parsed, on every
-route that parses JSON numbers; smaller requests and binary tensors never wait. The turn is an
-flock among processes, which the kernel gives up for a worker that dies holding it.
+"""Large JSON parses take turns (service/budget.py): a request holding an eighth of the
+per-request number limit or more waits, once read, while another large one is parsed, on every
+route that parses JSON numbers; smaller requests and binary tensors never wait for a turn. The
+turn is an flock among processes, which the kernel gives up for a worker that dies holding it.
 (tests/test_docker.py sends the largest batches together to the service under its memory limit.)"""
 import gzip
+import io
 import json
 import multiprocessing
 import os
@@ -38,7 +39,7 @@ REQUESTS = {  # route -> (path, body and headers for n rows, where the answer's 
                lambda answer: answer["predictions"]),
     "v1": ("/v1/models/iris:predict", lambda n: (json.dumps({"instances": rows(n)}).encode(), JSON),
            lambda answer: answer["predictions"]),
-    # Its length promises few numbers: it waits once it is inflated and its numbers are counted.
+    # Its length promises few numbers: it waits all the same, once inflated and its numbers counted.
     "v1 gzip": ("/v1/models/iris:predict",
                 lambda n: (gzip.compress(json.dumps({"instances": rows(n)}).encode()), {**JSON, "Content-Encoding": "gzip"}),
                 lambda answer: answer["predictions"]),
@@ -56,10 +57,15 @@ def app(tmp_path):
                        "max_batch": 10_000})
 
 
-def post(app, route: str, n: int, answers: list) -> None:
+def post(app, route: str, n: int, answers: list, *, chunked: bool = False) -> None:
+    """POST ``n`` rows to ``route``; ``chunked``: without a length, as a chunked body comes."""
     path, make, predictions = REQUESTS[route]
     body, headers = make(n)
-    response = app.test_client().post(path, data=body, headers=headers)
+    if chunked:
+        response = app.test_client().post(path, input_stream=io.BytesIO(body), headers=headers,
+                                          environ_overrides={"wsgi.input_terminated": True})
+    else:
+        response = app.test_client().post(path, data=body, headers=headers)
     answers.append((response.status_code, len(predictions(response.json)) if response.status_code == 200
                     else response.json))
 
@@ -74,7 +80,8 @@ def test_a_large_json_request_waits_for_its_turn_and_a_small_one_does_not(app, r
         waiting.start()
         small = []
         post(app, route, SMALL, small)
-        assert small == [(200, SMALL)]
+        post(app, route, SMALL, small, chunked=True)  # no length to go by: its numbers are counted
+        assert small == [(200, SMALL)] * 2
         waiting.join(0.5)
         assert waiting.is_alive() and large == [], "a large request was parsed while another held the turn"
     finally:

@@ -1386,14 +1386,18 @@ def test_folders_that_look_like_versions_or_models_but_are_neither_are_reported(
     (tmp_path / "mnist" / "extras").mkdir()  # not a number: a folder of the user's own, left alone
     shutil.copytree(tmp_path / "mnist", tmp_path / "my model")
     (tmp_path / "notes").mkdir()  # holds no version: not a model, and not said to be one
+    publish_model(tmp_path, "wine", kind="regression")
+    (tmp_path / "wine" / "1").rename(tmp_path / "wine" / "0001")  # its only version, misnamed
     store, _ = make_store(tmp_path)
     assert store.names() == ["mnist"] and [v["version"] for v in store.describe("mnist")["versions"]] == [1]
     reasons = ["the folder 0 is not read as a version: versions are numbered from 1",
                "the folder 0100 is not read as a version: rename it 100 (no leading zeros)"]
     assert store.describe("mnist")["problems"] == reasons
     misnamed = store.readiness()[1]["registry"]["misnamed_folders"]
-    assert list(misnamed) == ["my model"] and "holds versions but is not read as a model" in misnamed["my model"]
-    for reason in reasons + [misnamed["my model"]]:
+    assert list(misnamed) == ["my model", "wine"] and "holds versions but is not read as a model" in misnamed["my model"]
+    assert misnamed["wine"] == ("the folder 'wine' holds no version: the folder 0001 is not read as a version: "
+                                "rename it 1 (no leading zeros)")
+    for reason in reasons + list(misnamed.values()):
         assert caplog.text.count(reason) == 1
     store.refresh()  # logged once, not at every pass
-    assert all(caplog.text.count(reason) == 1 for reason in reasons + [misnamed["my model"]])
+    assert all(caplog.text.count(reason) == 1 for reason in reasons + list(misnamed.values()))

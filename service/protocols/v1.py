@@ -29,8 +29,8 @@ from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
 
-from ..api import (STRUCTURE_COMMAS, admit_json_numbers, hold_for_json_body, not_found_in_words, parse_json,
-                   read_body, resolve, validate, version_number)
+from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
+                   validate, version_number)
 from ..context import service
 from ..errors import BadRequest
 from ..inputs import decode_base64_image
@@ -52,7 +52,6 @@ SIGNATURE = "serving_default"
 def predict(name: str, version: str | None = None, label: str | None = None):
     svc = service()
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
-    hold_for_json_body(request.content_length)  # a large body waits for the worker's turn unread (service.budget)
     raw = read_body(compressed=True)  # before any error: a body left unread can cost the connection (see v2.infer)
     started = time.perf_counter()  # once the body is in: the inference histogram leaves out the client's upload
     model = resolve_servable(name, version, label)

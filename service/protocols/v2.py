@@ -8,7 +8,7 @@ configuration extension (``.../config``) and statistics extension
 model's tensors are described in ``service.protocols.signature``; the binary tensor data
 extension and compression in ``service.protocols.binary``.
 
-Errors are ``{"error": "..."}`` with the messages Triton gives where there is one
+Errors carry ``"error": "..."`` (beside the service's ``code`` and ``details``) with the messages Triton gives where there is one
 (``unexpected inference input 'x' for model 'mnist'``); wrong input is 400. A model or version the
 registry lacks is a 404 that starts as Triton's does (``Request for unknown model: 'mnist' version 9
 is not found``) and goes on with the service's sentence naming the models or versions there are.
@@ -29,8 +29,8 @@ from shared.preprocess import holds_bool, json_type_name
 from shared.registry import VERSION_PATTERN
 from shared.text import read_json
 
-from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, hold_for_json_body, in_digits,
-                   not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate)
+from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
+                   parse_json, read_body, resolve_from_url, set_serving, validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
@@ -188,12 +188,6 @@ def version_statistics(name: str, version: int, totals: dict[str, float]) -> dic
 def infer(name: str, version: str | None = None):
     svc = service()
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
-    # A large JSON part waits for the worker's turn unread (service.budget); binary tensors cost little.
-    length = request.content_length
-    declared = request.headers.get(binary.HEADER_LENGTH, "").strip()
-    if length is not None and declared.isascii() and declared.isdigit() and len(declared) <= 18:
-        length = min(length, int(declared))
-    hold_for_json_body(length)
     # The body first: Gunicorn drains at most 64 KiB of a body left unread and then drops the
     # connection it has just answered "keep-alive" on, so a client's next request on it would fail.
     raw = read_body(compressed=True)
