@@ -33,12 +33,14 @@ class ServiceError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, details: list | None = None, code: str | None = None,
-                 headers: dict | None = None):
+                 headers: dict | None = None, status: int | None = None):
         super().__init__(message)
         self.message = message
         self.details = details or []
         if code:
             self.code = code
+        if status:
+            self.status = status
         self.headers = headers or {}
 
 
@@ -190,54 +192,49 @@ def _respond(status: int, message: str, code: str, details=None, headers=None):
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ServiceError)
-    def service_error(error: ServiceError):
-        return _respond(error.status, error.message, error.code, error.details, error.headers)
+    @app.errorhandler(Exception)  # werkzeug's HTTP errors included
+    def error_response(error: Exception):
+        problem = as_service_error(error, app)
+        return _respond(problem.status, problem.message, problem.code, problem.details, problem.headers)
 
-    @app.errorhandler(shared_errors.ScratchnetError)
-    def shared_error(error: shared_errors.ScratchnetError):
+
+def as_service_error(error: Exception, app: Flask) -> ServiceError:
+    """Any failure of a request as the ServiceError it is answered with: the service's own as they
+    are; the forward module's, Gunicorn's chunked-body errors, a client's timeout, pydantic's and
+    werkzeug's in the service's words; anything else an internal error, logged with the request id."""
+    if isinstance(error, ServiceError):
+        return error
+    if isinstance(error, shared_errors.ScratchnetError):
         status = next((s for cls, s in SHARED_STATUS.items() if isinstance(error, cls)), None)
         if status is None:  # a model file error reaching a view is a server-side problem
             log.error("model file error while serving: %s", error, extra={"request_id": g.get("request_id")})
-            return _respond(503, error.message, error.code, error.details)
-        return _respond(status, error.message, error.code, error.details)
+            status = 503
+        return ServiceError(error.message, details=error.details, code=error.code, status=status)
+    # Gunicorn parses a chunked body as the view reads it (read_body, or werkzeug's form parser),
+    # and raises these from wsgi.input for a malformed chunk or a body cut off before its end.
+    if NoMoreData is not None and isinstance(error, NoMoreData):
+        return BadRequest("The body ended before its last chunk.", code="truncated_body")
+    if ParseException is not None and isinstance(error, ParseException):
+        return BadRequest(f"The chunked body is malformed or cut off: {error}.", code="malformed_body")
+    if isinstance(error, TimeoutError):
+        return RequestTimeout(BODY_TIMEOUT_MESSAGE)
+    if isinstance(error, pydantic.ValidationError):
+        return describe_validation_error(error)
+    if isinstance(error, HTTPException):
+        return _http_error(error, app)
+    log.exception("unexpected error", extra={"request_id": g.get("request_id")})
+    return ServiceError("Internal server error; the request id in X-Request-ID identifies it in the logs.")
 
-    if ParseException is not None:
-        # Gunicorn parses a chunked body as the view reads it (read_body, or werkzeug's form parser),
-        # and raises these from wsgi.input for a malformed chunk or a body cut off before its end.
-        @app.errorhandler(ParseException)
-        @app.errorhandler(NoMoreData)
-        def body_error(error: Exception):
-            if isinstance(error, NoMoreData):
-                return _respond(400, "The body ended before its last chunk.", "truncated_body")
-            return _respond(400, f"The chunked body is malformed or cut off: {error}.", "malformed_body")
 
-    @app.errorhandler(TimeoutError)
-    def client_timeout(error: TimeoutError):
-        problem = RequestTimeout(BODY_TIMEOUT_MESSAGE)
-        return _respond(problem.status, problem.message, problem.code)
-
-    @app.errorhandler(pydantic.ValidationError)
-    def validation_error(error: pydantic.ValidationError):
-        problem = describe_validation_error(error)
-        return _respond(problem.status, problem.message, problem.code, problem.details)
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        status = error.code or 500
-        code = HTTP_CODES.get(status, "http_error")
-        message = HTTP_MESSAGES.get(status, error.description or error.name)
-        if status == 413:
-            message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
-        headers = {}
-        if status == 405 and error.valid_methods:
-            headers["Allow"] = ", ".join(sorted(error.valid_methods))
-            usable = sorted(set(error.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(error.valid_methods)
-            message = f"Method {request.method} is not allowed here; use {' or '.join(usable)}."
-        return _respond(status, message, code, headers=headers)
-
-    @app.errorhandler(Exception)
-    def unexpected_error(error: Exception):
-        log.exception("unexpected error", extra={"request_id": g.get("request_id")})
-        return _respond(500, "Internal server error; the request id in X-Request-ID identifies it in the logs.",
-                        "internal_error")
+def _http_error(error: HTTPException, app: Flask) -> ServiceError:
+    """Flask's and werkzeug's errors (no route, wrong method, body too large), their status kept."""
+    status = error.code or 500
+    message = HTTP_MESSAGES.get(status, error.description or error.name)
+    if status == 413:
+        message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
+    headers = {}
+    if status == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        usable = sorted(set(error.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(error.valid_methods)
+        message = f"Method {request.method} is not allowed here; use {' or '.join(usable)}."
+    return ServiceError(message, code=HTTP_CODES.get(status, "http_error"), status=status, headers=headers)
