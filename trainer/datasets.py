@@ -581,6 +581,39 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         if image not in FITS:
             raise DatasetError(f"image must be one of {', '.join(FITS)}, not {image!r}")
         preprocessing = image_preprocessing(image)
+    arrays = _read_npz_arrays(path)
+    x, y, x_test, y_test, split = _npz_parts(arrays, path)
+    if task is None:  # whole numbers, booleans and names are classes; floats are a quantity
+        task = "classification" if y.dtype.kind in "biuUS" else "regression"
+
+    # Every check of the training part comes before those of x_test/y_test, pictures before all:
+    # a file with several problems is told the first of them, the same one every time.
+    x_key, y_key = ("x_train", "y_train") if x_test is not None else ("x", "y")
+    if preprocessing is not None:
+        x = _npz_pictures(x, x_key, path, preprocessing)
+        x_test = x_test if x_test is None else _npz_pictures(x_test, "x_test", path, preprocessing)
+    x, y = _npz_features(x, x_key, path), _npz_targets(y, y_key, path, task)
+    if len(x) != len(y):
+        raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
+    if x_test is None:
+        train, test, split = _test_split(x, test_fraction, seed, path.name)
+        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
+    else:
+        x_test, y_test = _npz_test_part(x_test, y_test, x.shape[1], path, task)
+
+    labels, labels_are_indices = None, False
+    if task == "classification":
+        labels_are_indices = y.dtype.kind != "U" and "labels" not in arrays
+        labels, y, y_test = _npz_classes(y, y_test, arrays.get("labels"), path)
+    return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
+                   labels=labels, labels_are_indices=labels_are_indices,
+                   target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
+                   input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
+
+
+def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path`` by name, read without pickle; a missing, damaged or
+    foreign file, or a member that is no .npy of numbers or strings, is a ``DatasetError``."""
     try:
         with open(path, "rb") as file:
             is_zip = npz_problem(file) is None
@@ -607,111 +640,119 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         raise
     except Exception as exc:  # zipfile, zlib and numpy raise several types for a damaged archive
         raise DatasetError(f"{path}: cannot read as .npz: damaged archive ({type(exc).__name__}: {exc})") from exc
+    return arrays
 
+
+def _npz_parts(arrays: dict[str, np.ndarray], path: Path
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str | None]:
+    """(x, y, x_test, y_test, split) as stored: the test arrays and split are None where the file
+    holds only x and y, and its test rows are still to be drawn."""
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-        split = f"x_test/y_test of {path.name}"
-    elif {"x", "y"} <= arrays.keys():
-        x, y, x_test, y_test = arrays["x"], arrays["y"], None, None
-    else:
-        raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
-                           f"found {', '.join(sorted(arrays)) or 'none'}")
-    if task is None:  # whole numbers, booleans and names are classes; floats are a quantity
-        task = "classification" if y.dtype.kind in "biuUS" else "regression"
+        return x, y, x_test, y_test, f"x_test/y_test of {path.name}"
+    if {"x", "y"} <= arrays.keys():
+        return arrays["x"], arrays["y"], None, None, None
+    raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
+                       f"found {', '.join(sorted(arrays)) or 'none'}")
 
-    def features(a, key):
-        if a.dtype.kind not in "biuf":  # booleans are 0/1 features (pandas' get_dummies writes them)
-            raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
-        if a.ndim == 0:
-            raise DatasetError(f"{path}: {key} holds a single value (shape ()); expected one row per example, "
-                               "of shape (n, n_features)")
-        if len(a) == 0:
-            raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
-                               "scored on")
-        a = a.reshape(len(a), -1) if a.ndim != 2 else a
-        if not np.isfinite(a).all():
-            raise DatasetError(f"{path}: {key} holds NaN or infinite values")
-        return a
 
-    def pictures(a, key):
-        if a.dtype.kind not in "uif" or not (a.ndim == 3 or (a.ndim == 4 and 1 <= a.shape[3] <= 4)):
-            raise DatasetError(f"{path}: {key} has shape {a.shape} ({a.dtype}); pictures for --image are numbers of "
-                               "shape (n, height, width), or (n, height, width, channels) with 1 to 4 channels")
+def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """The npz array ``key`` as features, of shape (n, n_features): finite numbers, at least one
+    row; more than 2 dimensions are flattened."""
+    if a.dtype.kind not in "biuf":  # booleans are 0/1 features (pandas' get_dummies writes them)
+        raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
+    if a.ndim == 0:
+        raise DatasetError(f"{path}: {key} holds a single value (shape ()); expected one row per example, "
+                           "of shape (n, n_features)")
+    if len(a) == 0:
+        raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
+                           "scored on")
+    a = a.reshape(len(a), -1) if a.ndim != 2 else a
+    if not np.isfinite(a).all():
+        raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+    return a
+
+
+def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict) -> np.ndarray:
+    """The pictures in the npz array ``key``, (n, height, width[, channels]), made into what the
+    service makes of each (``preprocessing``): one row of features a picture."""
+    if a.dtype.kind not in "uif" or not (a.ndim == 3 or (a.ndim == 4 and 1 <= a.shape[3] <= 4)):
+        raise DatasetError(f"{path}: {key} has shape {a.shape} ({a.dtype}); pictures for --image are numbers of "
+                           "shape (n, height, width), or (n, height, width, channels) with 1 to 4 channels")
+    try:
+        return arrays_to_batch(list(a), preprocessing, item_name=f"{key}[{{}}]")
+    except ScratchnetError as e:
+        raise DatasetError(f"{path}: {e.message.rstrip('.')}; every picture must be one the service would "
+                           "take: remove it, or train on the raw values without --image") from None
+
+
+def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
+    """The npz array ``key`` as targets of shape (n,): finite numbers (class indices for
+    classification), or class names as a str array."""
+    a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
+    if a.ndim != 1:
+        one_hot = a.ndim == 2 and a.dtype.kind in "biuf" and np.isin(a, (0, 1)).all() and (a.sum(axis=1) == 1).all()
+        raise DatasetError(f"{path}: {key} must hold one target per row (shape (n,)), got shape {a.shape}" +
+                           (f": its rows are one-hot, so store the class indices, {key}.argmax(axis=1)"
+                            if one_hot else ""))
+    if a.dtype.kind in "US":
+        if task == "regression":
+            raise DatasetError(f"{path}: {key} holds text ({a.dtype}); a regression target must be numbers")
         try:
-            return arrays_to_batch(list(a), preprocessing, item_name=f"{key}[{{}}]")
-        except ScratchnetError as e:
-            raise DatasetError(f"{path}: {e.message.rstrip('.')}; every picture must be one the service would "
-                               "take: remove it, or train on the raw values without --image") from None
+            return a.astype(str)  # class names (bytes decoded): numbered with the other part's in _npz_classes
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: {key} holds bytes that are not ASCII text: store the class names "
+                               "as a str array") from None
+    a = a.astype(np.int64) if a.dtype.kind == "b" else a
+    if a.dtype.kind not in "iuf":
+        raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
+    if not np.isfinite(a).all():
+        raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+    if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
+        raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
+    return a
 
-    def targets(a, key):
-        a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
-        if a.ndim != 1:
-            one_hot = a.ndim == 2 and a.dtype.kind in "biuf" and np.isin(a, (0, 1)).all() and (a.sum(axis=1) == 1).all()
-            raise DatasetError(f"{path}: {key} must hold one target per row (shape (n,)), got shape {a.shape}" +
-                               (f": its rows are one-hot, so store the class indices, {key}.argmax(axis=1)"
-                                if one_hot else ""))
-        if a.dtype.kind in "US":
-            if task == "regression":
-                raise DatasetError(f"{path}: {key} holds text ({a.dtype}); a regression target must be numbers")
-            try:
-                return a.astype(str)  # class names (bytes decoded): numbered with the other split's below
-            except UnicodeDecodeError:
-                raise DatasetError(f"{path}: {key} holds bytes that are not ASCII text: store the class names "
-                                   "as a str array") from None
-        a = a.astype(np.int64) if a.dtype.kind == "b" else a
-        if a.dtype.kind not in "iuf":
-            raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
-        if not np.isfinite(a).all():
-            raise DatasetError(f"{path}: {key} holds NaN or infinite values")
-        if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
-            raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
-        return a
 
-    if preprocessing is not None:
-        x = pictures(x, "x_train" if x_test is not None else "x")
-        x_test = x_test if x_test is None else pictures(x_test, "x_test")
-    x, y = features(x, "x_train" if x_test is not None else "x"), targets(y, "y_train" if x_test is not None else "y")
-    if len(x) != len(y):
-        raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
-    if x_test is None:
-        train, test, split = _test_split(x, test_fraction, seed, path.name)
-        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
-    else:
-        x_test, y_test = features(x_test, "x_test"), targets(y_test, "y_test")
-        if len(x_test) != len(y_test):
-            raise DatasetError(f"{path}: {len(x_test)} test feature rows but {len(y_test)} test targets")
-        if x_test.shape[1] != x.shape[1]:
-            raise DatasetError(f"{path}: x_train has {x.shape[1]} features, x_test has {x_test.shape[1]}")
+def _npz_test_part(x_test: np.ndarray, y_test: np.ndarray, n_features: int, path: Path, task: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The npz's own x_test and y_test, checked as the training part is, and against its width."""
+    x_test, y_test = _npz_features(x_test, "x_test", path), _npz_targets(y_test, "y_test", path, task)
+    if len(x_test) != len(y_test):
+        raise DatasetError(f"{path}: {len(x_test)} test feature rows but {len(y_test)} test targets")
+    if x_test.shape[1] != n_features:
+        raise DatasetError(f"{path}: x_train has {n_features} features, x_test has {x_test.shape[1]}")
+    return x_test, y_test
 
-    labels = None
-    named = task == "classification" and y.dtype.kind == "U"
-    if named != (task == "classification" and y_test.dtype.kind == "U"):
+
+def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, path: Path
+                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(class names, y, y_test as class indices) of a classification npz. Targets that are names
+    are numbered as a CSV's target column is (sorted); targets that are indices are named by the
+    npz's ``labels`` array, or by their numbers where it has none."""
+    named = y.dtype.kind == "U"
+    if named != (y_test.dtype.kind == "U"):
         raise DatasetError(f"{path}: one of y_train and y_test holds class names, the other class indices: "
                            "give both the same way")
-    if named:  # as a CSV's target column: the classes are the names, sorted
-        if "labels" in arrays:
+    if named:
+        if labels is not None:
             raise DatasetError(f"{path}: y holds class names and a labels array names the classes too: keep "
                                "one (the names in y, or class indices 0, 1, ... in y with labels)")
         names = [[str(v).strip() for v in part] for part in (y, y_test)]
         if any(not v for part in names for v in part):
             raise DatasetError(f"{path}: y holds an empty class name")
-        labels, (y, y_test) = _class_indices(names)
-    elif task == "classification":
-        n_classes = int(np.concatenate([y, y_test]).max()) + 1
-        if n_classes > MAX_CLASSES:
-            raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
-                               f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
-                               "is a quantity, train with --task regression")
-        if "labels" in arrays:
-            labels = _class_names(arrays["labels"], path)
-            if len(labels) < n_classes:
-                raise DatasetError(f"{path}: labels names {len(labels)} classes but the targets go up to {n_classes - 1}")
-        else:
-            labels = [str(i) for i in range(n_classes)]
-    return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
-                   labels=labels, labels_are_indices=task == "classification" and not named and "labels" not in arrays,
-                   target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
-                   input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
+        class_names, (y, y_test) = _class_indices(names)
+        return class_names, y, y_test
+    n_classes = int(np.concatenate([y, y_test]).max()) + 1
+    if n_classes > MAX_CLASSES:
+        raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
+                           f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
+                           "is a quantity, train with --task regression")
+    if labels is None:
+        return [str(i) for i in range(n_classes)], y, y_test
+    class_names = _class_names(labels, path)
+    if len(class_names) < n_classes:
+        raise DatasetError(f"{path}: labels names {len(class_names)} classes but the targets go up to {n_classes - 1}")
+    return class_names, y, y_test
 
 
 def _class_names(labels: np.ndarray, path: Path) -> list[str]:
