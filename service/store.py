@@ -333,52 +333,83 @@ class ModelStore:
             self.events.model_added(name)
 
     def _refresh_model(self, slot: ModelSlot) -> None:
-        name = slot.name
-        folder = self.registry.root / name
+        """Bring one model in line with its registry folder: read it, then choose and serve."""
+        folder = self.registry.root / slot.name
         if not folder.is_dir():
-            # Removed from the registry, unless the whole registry went after this pass found it
-            # readable (an unmounted volume) or was swapped for another in two renames: then it
-            # serves from memory, as the next pass says. The folder is looked at again after the
-            # registry, so that a registry back in place by then is not taken for a removal either.
-            # A removal also has to be seen again by the next pass (module docstring).
-            if self.registry.root.is_dir() and not folder.is_dir():
-                if slot.folder_missing:
-                    self._forget(slot)
-                else:
-                    slot.folder_missing = True
-            else:
-                slot.folder_missing = False
+            self._note_missing_folder(slot, folder)
             return
         slot.folder_missing = False
-        problems: list[str] = []
+        read = self._read_folder(slot, folder)
+        if read is None:
+            return
+        serving, misnamed, stamps = read
+        self._apply_serving(slot, *serving)
+        # serving.json unusable and never read (a worker starting): it may pin a version or unload
+        # the model, so serving the latest would be a guess that the other workers do not make.
+        unknown_state = slot.serving_state is None and slot.serving_error is not None
+        problems = self._state_problems(slot, misnamed, unknown_state)
+        self._sync_versions(slot, stamps)
+        target = self._choose_served(slot, stamps, unknown_state, problems)
+        resident = self._resolve_labels(slot, stamps, target, problems)
+        self._record_pass(slot, resident, problems)
+        if target is not None and target is not slot.served:
+            self._swap(slot, target)
+        if slot.reloading:  # back in service, serving what the state asks
+            slot.reloading = slot.unloaded = False
+            self.events.model_unloaded(slot.name, False)
+
+    def _note_missing_folder(self, slot: ModelSlot, folder: Path) -> None:
+        """The model's folder was not found: forgotten if the previous pass found it missing too."""
+        # Removed from the registry, unless the whole registry went after this pass found it
+        # readable (an unmounted volume) or was swapped for another in two renames: then it
+        # serves from memory, as the next pass says. The folder is looked at again after the
+        # registry, so that a registry back in place by then is not taken for a removal either.
+        # A removal also has to be seen again by the next pass (module docstring).
+        if self.registry.root.is_dir() and not folder.is_dir():
+            if slot.folder_missing:
+                self._forget(slot)
+            else:
+                slot.folder_missing = True
+        else:
+            slot.folder_missing = False
+
+    def _read_folder(self, slot: ModelSlot, folder: Path) -> tuple | None:
+        """``(serving, misnamed, stamps)``: serving.json as ``_read_serving`` gives it, the folders
+        named in digits that are no version, and each version on disk with its file's stamp. None
+        when this pass must apply nothing: the folder cannot be listed, or went while it was read."""
         # serving.json first: a version it pins or labels was published before it was written, so
         # the listing that follows has it (read the other way round, a pin written just after a
         # publish would look like a pin of a version that does not exist).
-        serving = self._read_serving(name)
+        serving = self._read_serving(slot.name)
         misnamed: list[str] = []
         try:
-            on_disk = self.registry.versions(name, misnamed)
+            on_disk = self.registry.versions(slot.name, misnamed)
         except OSError as e:
-            slot.problems = [f"the folder of {name} cannot be read ({e.strerror}); serving from memory"]
-            return
+            slot.problems = [f"the folder of {slot.name} cannot be read ({e.strerror}); serving from memory"]
+            return None
         stamps = {v: _stamp(folder / str(v) / MODEL_FILE) for v in on_disk}
         if not folder.is_dir():
             # The folder (or the whole registry) went while this pass read it: a missing serving.json
             # or model file then says nothing of the pin, the labels or the versions. The next pass
             # sees what is there.
-            return
-        self._apply_serving(slot, *serving)
-        # serving.json unusable and never read (a worker starting): it may pin a version or unload
-        # the model, so serving the latest would be a guess that the other workers do not make.
-        unknown_state = slot.serving_state is None and slot.serving_error is not None
+            return None
+        return serving, misnamed, stamps
+
+    def _state_problems(self, slot: ModelSlot, misnamed: list[str], unknown_state: bool) -> list[str]:
+        """The problems of an unusable serving.json and of misnamed version folders (new ones logged)."""
+        problems: list[str] = []
         if slot.serving_error:
             problems.append(slot.serving_error + ("; nothing is served until it is fixed" if unknown_state
                                                   else "; using the last good serving state"))
         for reason in set(misnamed) - set(slot.misnamed):
-            log.warning("%s: %s", name, reason)
+            log.warning("%s: %s", slot.name, reason)
         slot.misnamed = misnamed
         problems += misnamed
+        return problems
 
+    def _sync_versions(self, slot: ModelSlot, stamps: dict[int, tuple | None]) -> None:
+        """Bring the version records in line with the files on disk (``stamps``): records of versions
+        gone are dropped and reported, new or changed files are to be loaded again."""
         with self._lock:
             removed = {v: slot.versions.pop(v) for v in set(slot.versions) - set(stamps)}
             for gone in removed:
@@ -396,48 +427,64 @@ class ModelStore:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
                 # else as it was: checked, or still to be (with its retries and what it keeps)
+        self._report_removed(slot.name, removed)
 
-        self._report_removed(name, removed)
-
-        # What should serve: the pin, else the highest version that loads. What cannot be
-        # served never replaces what serves (module docstring).
-        target: Model | None = None
+    def _choose_served(self, slot: ModelSlot, stamps: dict[int, tuple | None], unknown_state: bool,
+                       problems: list[str]) -> Model | None:
+        """What should serve: the pin, else the highest version that loads. What cannot be served
+        never replaces what serves (module docstring). Why not is added to ``problems``."""
         pin_problem = None
         if unknown_state:
             target = slot.served
         elif slot.pinned is not None:
-            target = self._checked(slot, slot.pinned) if slot.pinned in stamps else None
-            if target is None:
-                why = slot.versions[slot.pinned].status if slot.pinned in stamps else "does not exist"
-                pin_problem = f"pinned version {slot.pinned} {why}"
-                target = slot.served
-                problems.append(pin_problem + (f"; still serving v{target.version}" if target is not None
-                                               else "; nothing is served"))
+            target, pin_problem = self._pinned_target(slot, stamps, problems)
         else:
-            for v in sorted(stamps, reverse=True):
-                target = self._checked(slot, v)
-                if target is not None:
-                    break
-                record = slot.versions.get(v)
-                if _is_version(slot.served, v) and record is not None \
-                        and not record.kept_served:
-                    # Its file changed (being copied over, or damaged) and does not load. While the copy
-                    # may be under way (the file still changing, or failed on this pass alone) the version
-                    # in memory goes on serving; a file that stays as it is and fails is then skipped, as
-                    # a worker starting now skips it, so that every worker serves the same version.
-                    if record.status != LOADING:
-                        record.kept_served = True
-                        log.warning("%s: the file of the served version %d changed and %s; serving it from "
-                                    "memory for one more pass", name, v, record.status)
-                    why = "is changing" if record.status == LOADING else f"changed and {record.status}"
-                    problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
-                    target = slot.served
-                    break
-            if target is None and slot.served is not None:
-                problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
-                target = slot.served
+            target = self._highest_servable(slot, stamps, problems)
         self._report_pin(slot, pin_problem, target)
+        return target
 
+    def _pinned_target(self, slot: ModelSlot, stamps: dict[int, tuple | None],
+                       problems: list[str]) -> tuple[Model | None, str | None]:
+        """``(the pinned version, None)`` if it loads, else ``(what served before, why the pin cannot serve)``."""
+        target = self._checked(slot, slot.pinned) if slot.pinned in stamps else None
+        if target is not None:
+            return target, None
+        why = slot.versions[slot.pinned].status if slot.pinned in stamps else "does not exist"
+        pin_problem = f"pinned version {slot.pinned} {why}"
+        target = slot.served
+        problems.append(pin_problem + (f"; still serving v{target.version}" if target is not None
+                                       else "; nothing is served"))
+        return target, pin_problem
+
+    def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None],
+                          problems: list[str]) -> Model | None:
+        """The highest version on disk that loads; what serves, while its own file is changing or
+        when no version loads."""
+        for v in sorted(stamps, reverse=True):
+            target = self._checked(slot, v)
+            if target is not None:
+                return target
+            record = slot.versions.get(v)
+            if _is_version(slot.served, v) and record is not None and not record.kept_served:
+                # Its file changed (being copied over, or damaged) and does not load. While the copy
+                # may be under way (the file still changing, or failed on this pass alone) the version
+                # in memory goes on serving; a file that stays as it is and fails is then skipped, as
+                # a worker starting now skips it, so that every worker serves the same version.
+                if record.status != LOADING:
+                    record.kept_served = True
+                    log.warning("%s: the file of the served version %d changed and %s; serving it from "
+                                "memory for one more pass", slot.name, v, record.status)
+                why = "is changing" if record.status == LOADING else f"changed and {record.status}"
+                problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
+                return slot.served
+        if slot.served is not None:
+            problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
+        return slot.served
+
+    def _resolve_labels(self, slot: ModelSlot, stamps: dict[int, tuple | None], target: Model | None,
+                        problems: list[str]) -> dict[int, Model]:
+        """What stays in memory: ``target`` and each version a label points to that loads (a label
+        that cannot be served is added to ``problems``)."""
         resident = {target.version: target} if target is not None else {}
         for label, v in slot.labels.items():
             if v not in stamps:
@@ -448,28 +495,31 @@ class ModelStore:
                 problems.append(f"label {label!r} points to version {v}, which {slot.versions[v].status}")
             else:
                 resident[v] = model
+        return resident
 
+    def _record_pass(self, slot: ModelSlot, resident: dict[int, Model], problems: list[str]) -> None:
+        """Record what stays in memory (out of the LRU) and the pass's problems; a fresh load is
+        forgotten once it is what stays, or its version no longer does."""
         with self._lock:
             slot.resident = resident
             for v in resident:
                 slot.recent.pop(v, None)
             slot.fresh = {v: m for v, m in slot.fresh.items() if v in resident and resident[v] is not m}
             slot.problems = problems
-        if target is not None and target is not slot.served:
-            old = slot.served
-            slot.served = target  # the swap: one reference assignment
-            if old is not None:
-                slot.swaps += 1
-            if old is None:
-                log.info("%s: now serving version %d", name, target.version)
-            elif old.version == target.version:  # a new file under the same number (a registry swapped whole)
-                log.info("%s: version %d reloaded, its file having changed", name, target.version)
-            else:
-                log.info("%s: now serving version %d (was %d)", name, target.version, old.version)
-            self.events.served(name, old.version if old is not None else None, target.version)
-        if slot.reloading:  # back in service, serving what the state asks
-            slot.reloading = slot.unloaded = False
-            self.events.model_unloaded(name, False)
+
+    def _swap(self, slot: ModelSlot, target: Model) -> None:
+        """Serve ``target`` in place of what serves, logged and reported."""
+        old = slot.served
+        slot.served = target  # the swap: one reference assignment
+        if old is not None:
+            slot.swaps += 1
+        if old is None:
+            log.info("%s: now serving version %d", slot.name, target.version)
+        elif old.version == target.version:  # a new file under the same number (a registry swapped whole)
+            log.info("%s: version %d reloaded, its file having changed", slot.name, target.version)
+        else:
+            log.info("%s: now serving version %d (was %d)", slot.name, target.version, old.version)
+        self.events.served(slot.name, old.version if old is not None else None, target.version)
 
     def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
         """Log and count a pin that cannot be honoured when it starts, changes or ends."""
@@ -772,7 +822,7 @@ class ModelStore:
         served = slot.served
         if _is_version(served, version) and record is not None and record.status != AVAILABLE:
             # The served version is in memory even while its file changes (kept as it is copied over, see
-            # _refresh_model). What is pinned or labelled is the file, which must load: else the old copy
+            # _highest_servable). What is pinned or labelled is the file, which must load: else the old copy
             # would serve from memory for good, where a worker starting then serves nothing.
             model = self._checked(slot, version)
             if model is not None:
