@@ -892,31 +892,29 @@ def test_a_terminal_that_reports_no_width_gets_one_line_per_epoch(tmp_path, blob
     """A pseudo-terminal whose size was never set (0 columns: `script`, some container and CI
     runners) drew tqdm's bar at width 0, which is nothing at all, and the epoch lines a bar
     replaces were left out too: the run showed no progress whatever."""
-    import pty
-
-    leader, follower = pty.openpty()  # a new pseudo-terminal is 0 x 0 until someone sets its size
-    try:
-        done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path",
-                               blobs_npz, "--hidden", "8", "--epochs", "2", "--output", tmp_path / "out"],
-                              stdout=subprocess.PIPE, stderr=follower, text=True, timeout=120,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    finally:
-        os.close(follower)
-        os.close(leader)
-    assert done.returncode == 0
-    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
+    epochs = _epoch_lines_on_a_terminal(tmp_path, blobs_npz, columns=None)
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
 
 
 def test_a_terminal_shows_each_epochs_validation_figures_beside_its_bar(tmp_path, blobs_npz):
     """The bar's last frame held the epoch's figures, cut to the terminal's width: at 80 columns
     the validation loss and accuracy never showed. Each epoch now ends in its own line."""
+    epochs = _epoch_lines_on_a_terminal(tmp_path, blobs_npz, columns=80)
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
+    assert all("val_loss=" in line and "val_accuracy=" in line for line in epochs), epochs
+
+
+def _epoch_lines_on_a_terminal(tmp_path, blobs_npz, columns: int | None) -> list[str]:
+    """The epoch lines a two-epoch run prints with its stderr on a pseudo-terminal ``columns``
+    wide (None: its size never set, 0 x 0, as a new one is)."""
     import fcntl
     import pty
     import struct
     import termios
 
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    if columns is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     drained = threading.Thread(target=lambda: _drain(leader), daemon=True)
     drained.start()
     try:
@@ -929,9 +927,7 @@ def test_a_terminal_shows_each_epochs_validation_figures_beside_its_bar(tmp_path
     drained.join(10)
     os.close(leader)
     assert done.returncode == 0
-    epochs = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
-    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"]
-    assert all("val_loss=" in line and "val_accuracy=" in line for line in epochs), epochs
+    return [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
 
 
 def _drain(fd: int) -> None:
