@@ -42,22 +42,35 @@ class RegistryError(Exception):
     """A registry operation that cannot be done; the message says why."""
 
 
-NAME_RULE = "a name is letters, digits, '.', '_' or '-' (at most 64 characters, starting with a letter or digit)"
+NAME_CHARACTERS = "letters, digits, '.', '_' or '-' (at most 64 characters, starting with a letter or digit)"
 
 
 def check_name(name: str, what: str = "model name") -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise RegistryError(f"{what} {name!r} is not valid: use letters, digits, '.', '_' or '-' "
-                            "(at most 64 characters, starting with a letter or digit)")
+        raise RegistryError(f"{what} {name!r} is not valid: use {NAME_CHARACTERS}")
     return name
 
 
 def _holds_versions(folder: Path) -> bool:
     """Whether ``folder`` is a folder with a version folder in it (False when it cannot be listed)."""
     try:
-        return folder.is_dir() and any(VERSION_PATTERN.match(p.name) and p.is_dir() for p in folder.iterdir())
+        return folder.is_dir() and bool(_version_numbers(folder))
     except OSError:
         return False
+
+
+def _version_numbers(folder: Path, misnamed: list[str] | None = None) -> list[int]:
+    """The versions in the model folder ``folder``, ascending; ``misnamed`` as for ``Registry.versions``."""
+    versions = []
+    for path in folder.iterdir():
+        if VERSION_PATTERN.match(path.name):
+            if path.is_dir():
+                versions.append(int(path.name))
+        elif misnamed is not None and path.name.isascii() and path.name.isdigit() and path.is_dir():
+            misnamed.append(misnamed_version(path.name))
+    if misnamed is not None:
+        misnamed.sort()
+    return sorted(versions)
 
 
 def misnamed_version(folder: str) -> str:
@@ -165,46 +178,31 @@ class Registry:
             if not NAME_PATTERN.match(entry.name):
                 if misnamed is not None and not entry.name.startswith(".") and _holds_versions(entry):
                     misnamed[entry.name] = (f"the folder {entry.name!r} holds versions but is not read as a model: "
-                                            f"{NAME_RULE}; rename it")
+                                            f"a name is {NAME_CHARACTERS}; rename it")
                 continue
             try:
-                if self.has_model(entry.name):
+                wrong: list[str] = []
+                if self.has_model(entry.name, wrong):
                     names.append(entry.name)
-                elif misnamed is not None and (wrong := self._misnamed_versions(entry.name)):
+                elif misnamed is not None and wrong:
                     misnamed[entry.name] = f"the folder {entry.name!r} holds no version: {'; '.join(wrong)}"
             except OSError as e:
                 if unreadable is not None:
                     unreadable[entry.name] = f"the folder {entry} cannot be read ({e.strerror or e})"
         return names
 
-    def _misnamed_versions(self, name: str) -> list[str]:
-        wrong: list[str] = []
-        self.versions(name, wrong)
-        return wrong
-
-    def has_model(self, name: str) -> bool:
+    def has_model(self, name: str, misnamed: list[str] | None = None) -> bool:
         """Whether ``<root>/<name>`` is a model folder: at least one version or a serving.json
-        (OSError when the folder cannot be listed)."""
+        (OSError when the folder cannot be listed). ``misnamed`` as for ``versions``."""
         folder = self.root / check_name(name)
-        return folder.is_dir() and bool(self.versions(name) or (folder / SERVING_FILE).exists())
+        return folder.is_dir() and bool(self.versions(name, misnamed) or (folder / SERVING_FILE).exists())
 
     def versions(self, name: str, misnamed: list[str] | None = None) -> list[int]:
         """Published versions of ``name``, ascending. Temporary and stray folders are ignored;
         ``misnamed``, when given, receives what each folder named in digits that is no version
         (``0100``, ``0``) should be instead, which a reader would otherwise skip unseen."""
         folder = self.root / check_name(name)
-        if not folder.is_dir():
-            return []
-        versions = []
-        for path in folder.iterdir():
-            if VERSION_PATTERN.match(path.name):
-                if path.is_dir():
-                    versions.append(int(path.name))
-            elif misnamed is not None and path.name.isascii() and path.name.isdigit() and path.is_dir():
-                misnamed.append(misnamed_version(path.name))
-        if misnamed is not None:
-            misnamed.sort()
-        return sorted(versions)
+        return _version_numbers(folder, misnamed) if folder.is_dir() else []
 
     def model_folder(self, name: str) -> Path:
         """``<root>/<name>``, where serving.json and its lock are written; a link leading outside the
