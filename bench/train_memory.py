@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 ours.append(peak_of([sys.executable, "-m", "trainer", "train", *run], env, "the trainer"))
                 if not args.no_torch:
                     spec = json.dumps(torch_spec(arguments, args.epochs, datasets))
-                    reference.append(peak_of([sys.executable, __file__, "--torch-run", spec], env, "the PyTorch reference"))
+                    reference.append(peak_of([sys.executable, __file__, "--torch-run", spec], env,
+                                             "the PyTorch reference"))
             peak = statistics.median(p for p, _ in ours)
             seconds = statistics.median(t for _, t in ours)
             result = {"run": what, "epochs": args.epochs, "repeats": args.repeats, "peak_rss_mb": round(peak, 1),

@@ -161,7 +161,8 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
         elif item["type"] in ("less_than_equal", "greater_than_equal") and isinstance(item["input"], int):
             value = item["input"]
             given = f"{value:.3g}" if abs(value) >= 10 ** 6 else str(value)  # 1e23 came in as 99999999999999991611392
-            bound = f"at most {item['ctx']['le']}" if item["type"] == "less_than_equal" else f"at least {item['ctx']['ge']}"
+            bound = (f"at most {item['ctx']['le']}" if item["type"] == "less_than_equal"
+                     else f"at least {item['ctx']['ge']}")
             message = f"must be {bound}, not {given}"
         else:
             message = item["msg"].removeprefix("Value error, ")

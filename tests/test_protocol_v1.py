@@ -1,6 +1,7 @@
 """TF Serving / KServe V1 REST with ``requests``, the way TF Serving's documentation shows it, against
 the service in a real Gunicorn: row and columnar requests, ``b64`` images, version and label
-paths, model status, and errors with the ``"error"`` message TF Serving's clients read. Answers equal the native API's."""
+paths, model status, and errors with the ``"error"`` message TF Serving's clients read. Answers equal the
+native API's."""
 
 import base64
 import gzip
@@ -64,7 +65,8 @@ def probabilities(prediction: dict, labels: list[str]) -> list[float]:
 def assert_error(response, status: int, contains: str) -> None:
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
-    assert set(response.json()) == {"error", "code", "details"} and contains in response.json()["error"], response.json()
+    body = response.json()
+    assert set(body) == {"error", "code", "details"} and contains in body["error"], body
 
 
 # predict -----------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ REQUESTS = {  # route -> (path, body and headers for n rows, where the answer's 
            lambda answer: answer["predictions"]),
     # Its length promises few numbers: it waits all the same, once inflated and its numbers counted.
     "v1 gzip": ("/v1/models/iris:predict",
-                lambda n: (gzip.compress(json.dumps({"instances": rows(n)}).encode()), {**JSON, "Content-Encoding": "gzip"}),
+                lambda n: (gzip.compress(json.dumps({"instances": rows(n)}).encode()),
+                           {**JSON, "Content-Encoding": "gzip"}),
                 lambda answer: answer["predictions"]),
     "v2": ("/v2/models/iris/infer",
            lambda n: (json.dumps({"inputs": [{"name": "input", "shape": [n, 4], "datatype": "FP32",

@@ -550,7 +550,8 @@ def test_at_start_an_unservable_pin_leaves_the_model_unservable_saying_why(tmp_p
     publish_model(tmp_path, "mnist")
     Registry(tmp_path).write_serving("mnist", {"pinned": 7, "labels": {}})
     store, _ = make_store(tmp_path)
-    with pytest.raises(NotReady, match=r"Pinned version 7 does not exist: unpin the model \(POST /models/mnist/unpin\)"):
+    with pytest.raises(NotReady,
+                       match=r"Pinned version 7 does not exist: unpin the model \(POST /models/mnist/unpin\)"):
         store.served("mnist")
     assert store.version("mnist", 2).version == 2  # versions stay reachable by number
     assert any("pinned version 7 does not exist; nothing is served" in p for p in store.describe("mnist")["problems"])
@@ -1394,7 +1395,8 @@ def test_folders_that_look_like_versions_or_models_but_are_neither_are_reported(
                "the folder 0100 is not read as a version: rename it 100 (no leading zeros)"]
     assert store.describe("mnist")["problems"] == reasons
     misnamed = store.readiness()[1]["registry"]["misnamed_folders"]
-    assert list(misnamed) == ["my model", "wine"] and "holds versions but is not read as a model" in misnamed["my model"]
+    assert list(misnamed) == ["my model", "wine"]
+    assert "holds versions but is not read as a model" in misnamed["my model"]
     assert misnamed["wine"] == ("the folder 'wine' holds no version: the folder 0001 is not read as a version: "
                                 "rename it 1 (no leading zeros)")
     for reason in reasons + list(misnamed.values()):

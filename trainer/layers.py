@@ -218,7 +218,8 @@ class BatchNorm(Layer):
         if training:
             n = x.shape[0]
             if n < 2:  # one row is its own mean: it would be erased, and its variance says nothing
-                raise ValueError(f"{self.name or self.kind}: batch norm needs at least 2 rows per batch in training, got {n}")
+                raise ValueError(f"{self.name or self.kind}: batch norm needs at least 2 rows per batch in training, "
+                                 f"got {n}")
             mean, var = x.mean(axis=0), x.var(axis=0)
             inv_std = 1 / np.sqrt(var + self.eps)
             running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]

@@ -605,7 +605,8 @@ def _registry_version_of(folder: Path, registry: Path | None) -> Path | None:
     not: a folder named by a number in a registry's model folder, or one holding a version of its
     own (which an earlier run saved with --output in a folder named after its model holds too)."""
     for path in (folder, *folder.parents):
-        if VERSION_PATTERN.match(path.name) and (_is_published_version(path) or _is_model_folder(path.parent, registry)):
+        if VERSION_PATTERN.match(path.name) and (_is_published_version(path)
+                                                 or _is_model_folder(path.parent, registry)):
             return path
     return None
 

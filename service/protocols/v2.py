@@ -8,10 +8,11 @@ configuration extension (``.../config``) and statistics extension
 model's tensors are described in ``service.protocols.signature``; the binary tensor data
 extension and compression in ``service.protocols.binary``.
 
-Errors carry ``"error": "..."`` (beside the service's ``code`` and ``details``) with the messages Triton gives where there is one
-(``unexpected inference input 'x' for model 'mnist'``); wrong input is 400. A model or version the
-registry lacks is a 404 that starts as Triton's does (``Request for unknown model: 'mnist' version 9
-is not found``) and goes on with the service's sentence naming the models or versions there are.
+Errors carry ``"error": "..."`` (beside the service's ``code`` and ``details``) with the messages
+Triton gives where there is one (``unexpected inference input 'x' for model 'mnist'``); wrong input
+is 400. A model or version the registry lacks is a 404 that starts as Triton's does (``Request for
+unknown model: 'mnist' version 9 is not found``) and goes on with the service's sentence naming the
+models or versions there are.
 """
 
 from __future__ import annotations
