@@ -202,7 +202,8 @@ def register_error_handlers(app: Flask) -> None:
 def as_service_error(error: Exception, app: Flask) -> ServiceError:
     """Any failure of a request as the ServiceError it is answered with: the service's own as they
     are; the forward module's, Gunicorn's chunked-body errors, a client's timeout, pydantic's and
-    werkzeug's in the service's words; anything else an internal error, logged with the request id."""
+    werkzeug's in the service's words (a client that goes away mid-body is its 400, not a server fault);
+    anything else an internal error, logged with the request id."""
     if isinstance(error, ServiceError):
         return error
     if isinstance(error, shared_errors.ScratchnetError):
@@ -219,6 +220,9 @@ def as_service_error(error: Exception, app: Flask) -> ServiceError:
         return BadRequest(f"The chunked body is malformed or cut off: {error}.", code="malformed_body")
     if isinstance(error, TimeoutError):
         return RequestTimeout(BODY_TIMEOUT_MESSAGE)
+    if isinstance(error, ConnectionError):  # the client reset the connection while its body was read
+        return BadRequest("The connection was closed before the body's end arrived; send it again.",
+                          code="truncated_body")
     if isinstance(error, pydantic.ValidationError):
         return describe_validation_error(error)
     if isinstance(error, HTTPException):

@@ -421,6 +421,44 @@ def test_a_malformed_chunked_body_is_a_400_without_a_traceback(server, registry,
     assert requests.get(server.url + "/readyz", timeout=10).status_code == 200
 
 
+RESET_PART = 3 << 19  # 1.5 MiB: over a megabyte, a body is read by a thread, not the event loop
+RESET_BODIES = [
+    # (name, request line and headers, the part of the body sent before the reset)
+    ("npy by length", f"POST {IMAGE_MODEL} HTTP/1.1\r\nContent-Type: application/x-npy\r\n"
+                      "Content-Length: 3000000\r\n", b"\0" * RESET_PART),
+    ("image chunked", f"POST {IMAGE_MODEL} HTTP/1.1\r\nContent-Type: image/png\r\n"
+                      "Transfer-Encoding: chunked\r\n", b"2dc6c0\r\n" + b"\0" * RESET_PART),
+    ("V2 by length", "POST /v2/models/iris/infer HTTP/1.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 3000000\r\n", b" " * RESET_PART),
+]
+
+
+def access_lines(server: ServiceProcess, request_id: str) -> list[dict]:
+    lines = [json.loads(text) for text in server.log().splitlines() if text.startswith("{")]
+    return [line for line in lines if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
+
+
+@pytest.mark.parametrize("name, head, part", RESET_BODIES, ids=[case[0] for case in RESET_BODIES])
+def test_a_client_that_resets_mid_body_is_its_400_not_a_server_error(server, name, head, part):
+    """A phone that loses its signal halfway through an upload resets the connection: that is the
+    client's failure, logged without a traceback and never counted as a 500 that would page someone."""
+    request_id = f"reset-{name.replace(' ', '-')}"
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"{head}Host: test\r\nX-Request-ID: {request_id}\r\n\r\n".encode() + part)
+        time.sleep(0.3)  # the worker is now reading the body
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+    deadline = time.monotonic() + 10
+    while not (access := access_lines(server, request_id)):
+        assert time.monotonic() < deadline, f"no access line for {request_id}"
+        time.sleep(0.05)
+    assert [(line["status"], line["code"]) for line in access] == [(400, "truncated_body")]
+    logged = [line for line in server.log().splitlines() if request_id in line]
+    assert not any("Traceback" in line or '"level": "error"' in line for line in logged), logged
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert metric_value(metrics, "scratchnet_errors_total", code="internal_error") == 0
+
+
 def one_chunk(body: bytes) -> bytes:
     return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
 
