@@ -181,11 +181,18 @@ def body_left_undrained(environ: dict) -> bool:
     return getattr(environ.get("wsgi.input"), "failed", False) or unread_bytes(environ) >= DRAIN_LIMIT
 
 
+def client_asks_to_close(environ: dict) -> bool:
+    """Whether ``close`` is among the options of the request's Connection header (RFC 9112 §9.6):
+    Gunicorn honours only a header that is ``close`` alone, not ``keep-alive, close`` or ``TE, close``."""
+    return "close" in (option.strip() for option in environ.get("HTTP_CONNECTION", "").lower().split(","))
+
+
 def close_after_undrained_bodies(wsgi):
     """``wsgi`` answering with ``Connection: close`` when Gunicorn will close the connection after
-    the answer anyway (its ``start_response`` is a method of Gunicorn's response), or when the
-    client was never told to send the body it holds back (``Expect: 100-continue``): it may
-    send it still, or not, and only a new connection tells the two apart."""
+    the answer anyway (its ``start_response`` is a method of Gunicorn's response), when the client
+    asked for it among other connection options, or when the client was never told to send the
+    body it holds back (``Expect: 100-continue``): it may send it still, or not, and only a new
+    connection tells the two apart."""
 
     def app(environ, start_response):
         def start(status, headers, exc_info=None):
@@ -193,7 +200,8 @@ def close_after_undrained_bodies(wsgi):
             awaiting_continue = getattr(sock, "continue_pending", False)
             if awaiting_continue:
                 sock.continue_pending = False  # too late: the answer is final
-            if body_left_undrained(environ) or (awaiting_continue and unread_bytes(environ) > 0):
+            if (body_left_undrained(environ) or client_asks_to_close(environ)
+                    or (awaiting_continue and unread_bytes(environ) > 0)):
                 start_response.__self__.force_close()
             return start_response(status, headers, exc_info)
 

@@ -243,6 +243,19 @@ def test_a_request_that_arrives_after_the_stop_began_is_answered(start_service, 
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.parametrize("connection", ["close", "keep-alive, close", "TE, close", "Upgrade,Close"])
+def test_close_among_the_connection_options_closes_the_connection(start_service, service_registry, connection):
+    """``Connection`` is a list of options (RFC 9112 §9.6): Perl's LWP sends ``TE, close``. A client
+    that asked to close and found the connection kept would wait on it for an end that never comes."""
+    server = start_service(service_registry, workers=1, threads=1)
+    with socket.create_connection(address(server.url), timeout=30) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n".encode())
+        answer = read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in answer, answer[:300]
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # closed by the server, not left open
+
+
 @pytest.mark.parametrize("path, headers", [
     ("/models/nope/predict", {"Content-Type": "image/png"}),                      # unknown model
     ("/models/mnist/unpin", {"Authorization": "Bearer wrong"}),                    # refused token
