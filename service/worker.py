@@ -57,8 +57,9 @@ dispatched: a client that keeps its socket open after such an answer (urllib hol
 it has not read yet) stopped the worker for 2 s. Here the wait is an event on the event loop.
 
 A request Gunicorn answers itself, before the app sees it (a request line or headers over its
-limits, a malformed request line), is answered in the API's JSON error shape (``json_error``)
-rather than Gunicorn's HTML page, and counted and logged like any other (route ``<unmatched>``).
+limits, a malformed request line or header), is answered in the API's JSON error shape
+(``json_error``) rather than Gunicorn's HTML page, in words that say what to send instead, and
+counted and logged like any other (route ``<unmatched>``).
 
 A client that sends ``Expect: 100-continue`` (curl, for bodies over 1 MiB) holds its body back
 until the server says ``100 Continue``. Gunicorn says it as soon as it has read the headers, so a
@@ -101,11 +102,14 @@ from gunicorn import util as gunicorn_util
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPVersion, InvalidRequestLine,
+                                  InvalidRequestMethod)
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import record_unrouted
 from service.errors import BODY_TIMEOUT_MESSAGE, error_body
+from shared.text import shortened
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
 # Gunicorn lets a thread wait up to 5 s for a new connection's first bytes before handing it to
@@ -148,13 +152,45 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     if status_int == 501 and (coding := re.fullmatch(r"Unsupported transfer coding: '(.*)'", mesg or "")):
         code = "unsupported_transfer_coding"  # as the app words its own refusal of "gzip, chunked"
         message = f"Transfer-Encoding {coding[1]} is not supported, only chunked; send the body as it is, or chunked."
+    explained = _explained(getattr(_own_answer, "exc", None))
+    if explained is not None:
+        status_int, code, message = explained
+        reason = http.HTTPStatus(status_int).phrase
     request_id = uuid.uuid4().hex
     body = json.dumps(error_body(message, code)).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"X-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\nX-Content-Type-Options: nosniff\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nDate: {gunicorn_util.http_date()}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
+            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n")
     _own_answer.status, _own_answer.code, _own_answer.request_id = status_int, code, request_id
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+HEADER_RULES = {
+    "CONTENT-LENGTH": "give it once, as a whole number of bytes, and never with Transfer-Encoding",
+    "TRANSFER-ENCODING": "give chunked once, as the last coding, and only on an HTTP/1.1 request",
+}
+
+
+def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
+    """The status, code and message for a request Gunicorn could not parse, in words that say
+    what to send instead; None to keep Gunicorn's own."""
+    if isinstance(exc, InvalidHTTPVersion):
+        version = exc.version if isinstance(exc.version, str) else ".".join(map(str, exc.version))
+        return 505, "http_version_not_supported", (f"HTTP version {version} is not served here; "
+                                                   "send the request as HTTP/1.1 or HTTP/1.0.")
+    if isinstance(exc, InvalidHeader):
+        name = str(exc.hdr).title()
+        rule = HEADER_RULES.get(str(exc.hdr).upper(), "give it once, well-formed")
+        return 400, "invalid_header", f"The request's {name} header is invalid or repeated: {rule}."
+    if isinstance(exc, InvalidHeaderName):
+        return 400, "invalid_header", (f"The header name {shortened(str(exc.hdr), 60)!r} is invalid: a name is "
+                                       "letters, digits and the punctuation !#$%&'*+-.^_`|~.")
+    if isinstance(exc, InvalidRequestMethod):
+        return 400, "invalid_method", (f"The request method {shortened(str(exc.method), 60)!r} is invalid: "
+                                       "a method is written in capitals, such as GET or POST.")
+    if isinstance(exc, InvalidRequestLine):
+        return 400, "invalid_request_line", "The request line is invalid: send it as METHOD /path HTTP/1.1."
+    return None
 
 
 def _first_bytes(wait, timeout: float) -> bool:
@@ -346,8 +382,11 @@ class FairThreadWorker(ThreadWorker):
     def handle_error(self, req, client, addr, exc) -> None:
         # A request Gunicorn refused before the app saw it: counted and logged as the app would.
         started = time.perf_counter()
-        _own_answer.status = None
-        super().handle_error(req, client, addr, exc)
+        _own_answer.status, _own_answer.exc = None, exc
+        try:
+            super().handle_error(req, client, addr, exc)
+        finally:
+            _own_answer.exc = None
         if _own_answer.status is not None:
             record_unrouted(self.flask_app, getattr(req, "method", None), getattr(req, "path", None),
                             _own_answer.status, _own_answer.code, time.perf_counter() - started,

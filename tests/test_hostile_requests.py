@@ -11,6 +11,7 @@ everything else is the production configuration.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import io
 import json
@@ -350,6 +351,49 @@ def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     # Gunicorn's warnings quote the 5 kB line and the 9 kB header: cut, so that each line is written
     # whole to the pipe both workers share (PIPE_BUF, 4,096 bytes).
     assert all(len(line.encode()) < 4096 for line in server.log().splitlines() if line.startswith("{"))
+
+
+NOT_HTTP = [
+    # (name, request, status, code, what the message must say)
+    ("length with chunked", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "invalid_header",
+     "Content-Length header is invalid or repeated: give it once, as a whole number of bytes, and never with"),
+    ("negative length", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
+     "invalid_header", "Content-Length header"),
+    ("two content types", b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n",
+     400, "invalid_header", "Content-Type header is invalid or repeated: give it once"),
+    ("chunked on HTTP/1.0", b"POST /predict HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400,
+     "invalid_header", "only on an HTTP/1.1 request"),
+    ("space in a header name", b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", 400,
+     "invalid_header", "The header name 'Bad Name' is invalid"),
+    ("lower-case method", b"get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
+     "a method is written in capitals"),
+    ("HTTP/2.0 request line", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported",
+     "send the request as HTTP/1.1 or HTTP/1.0"),
+    ("no request line", b"GARBAGE\r\n\r\n", 400, "invalid_request_line", "send it as METHOD /path HTTP/1.1"),
+]
+
+
+@pytest.mark.parametrize("name, request_bytes, status, code, says", NOT_HTTP, ids=[case[0] for case in NOT_HTTP])
+def test_a_request_that_is_not_valid_http_is_told_what_to_send(server, name, request_bytes, status, code, says):
+    """Gunicorn refuses these before the app sees them, in its own words ("Invalid HTTP Header:
+    'CONTENT-LENGTH'"): the answer says what is wrong and what to send, in the API's error shape,
+    with the Date header every HTTP answer carries (RFC 9110 section 6.6.1)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert int(lines[0].split()[1]) == status, answer[:300]
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    assert email.utils.parsedate_to_datetime(headers["Date"]).tzinfo is not None
+    assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
+    error = json.loads(body)
+    assert set(error) == {"error", "code", "details"} and error["code"] == code, error
+    assert says in error["error"], error
 
 
 # malformed chunked bodies ------------------------------------------------------------------------
