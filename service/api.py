@@ -119,7 +119,7 @@ def refuse_compressed_body() -> None:
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported here; send the body uncompressed.",
-                                   code="unsupported_encoding")
+                                   code="unsupported_encoding", headers={"Accept-Encoding": "identity"})
 
 
 def refuse_transfer_codings(compressed: bool) -> None:

@@ -33,7 +33,7 @@ from . import api, ops, protocols
 from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
-from .errors import register_error_handlers
+from .errors import error_response, precondition_failed, register_error_handlers
 from .logs import configure_logging, log_access, logfmt_value, without_surrogates
 from .metrics import Metrics
 from .predictor import Predictor
@@ -148,6 +148,9 @@ def _register_request_hooks(app: Flask) -> None:
         state.started = time.perf_counter()
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        if "," in request.environ.get("HTTP_RANGE", ""):
+            # Several ranges of a file: werkzeug refuses them (416); the whole file answers them (RFC 9110 §14.2).
+            del request.environ["HTTP_RANGE"]
         if svc.settings.watch:
             svc.store.start()  # a no-op unless this process was forked after create_app
 
@@ -160,6 +163,10 @@ def _register_request_hooks(app: Flask) -> None:
     def finish(response):
         now = time.perf_counter()
         state, req = g._get_current_object(), request._get_current_object()
+        if response.status_code == 412 or _modified_since_asked(req, response):
+            problem = precondition_failed(response)
+            response.close()  # the file it would have sent
+            response = error_response(problem)
         seconds = now - getattr(state, "started", now)
         request_id = getattr(state, "request_id", None) or uuid.uuid4().hex
         status = response.status_code
@@ -167,6 +174,8 @@ def _register_request_hooks(app: Flask) -> None:
         headers["X-Request-ID"] = request_id
         headers["X-Worker-PID"] = str(os.getpid())
         headers["X-Content-Type-Options"] = "nosniff"
+        if "Cache-Control" not in headers:  # files say their own; the rest change with every swap
+            headers["Cache-Control"] = "no-store"
         if req.endpoint in CONTENT_POLICIES:
             headers["Content-Security-Policy"] = CONTENT_POLICIES[req.endpoint]
         model = getattr(state, "model", None)
@@ -181,6 +190,18 @@ def _register_request_hooks(app: Flask) -> None:
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
                 request_id, named, getattr(state, "version", None))
         return response
+
+
+def _modified_since_asked(req, response) -> bool:
+    """Whether a file answered whole was modified after the request's If-Unmodified-Since, which
+    werkzeug's conditional answers leave unchecked (RFC 9110 §13.1.4: If-Match decides instead when given)."""
+    environ = req.environ
+    if "HTTP_IF_UNMODIFIED_SINCE" not in environ or "HTTP_IF_MATCH" in environ:
+        return False
+    if response.status_code not in (200, 206):
+        return False
+    since, modified = req.if_unmodified_since, response.last_modified
+    return since is not None and modified is not None and modified > since
 
 
 def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,

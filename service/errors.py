@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared import errors as shared_errors
 from shared.preprocess import json_type_name
+from shared.text import shortened
 
 try:
     from gunicorn.http.errors import NoMoreData, ParseException
@@ -118,13 +119,14 @@ SHARED_STATUS = {
 # Flask/werkzeug errors -> our codes (status codes are kept).
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 408: "request_timeout", 411: "length_required",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input",
+    405: "method_not_allowed", 408: "request_timeout", 411: "length_required", 412: "precondition_failed",
+    413: "payload_too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_input",
     429: "too_many_requests", 500: "internal_error", 501: "not_implemented", 503: "not_ready",
 }
 HTTP_MESSAGES = {
     404: "There is no such route: see GET /openapi.json for the API.",
     413: "The request body is larger than the limit of {limit}.",
+    416: "The Range asks for bytes past the end of the file; ask for a range within its {length:,} bytes.",
 }
 
 
@@ -192,11 +194,15 @@ def _respond(status: int, message: str, code: str, details=None, headers=None):
     return response
 
 
+def error_response(error: ServiceError):
+    """The JSON answer of ``error``: the one handler's, and that of a failure found after a view answered."""
+    return _respond(error.status, error.message, error.code, error.details, error.headers)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)  # werkzeug's HTTP errors included
-    def error_response(error: Exception):
-        problem = as_service_error(error, app)
-        return _respond(problem.status, problem.message, problem.code, problem.details, problem.headers)
+    def answer_error(error: Exception):
+        return error_response(as_service_error(error, app))
 
 
 def as_service_error(error: Exception, app: Flask) -> ServiceError:
@@ -238,8 +244,37 @@ def _http_error(error: HTTPException, app: Flask) -> ServiceError:
     if status == 413:
         message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
     headers = {}
+    if status == 404 and (route := _route_without_trailing_slash(app)):
+        message = f"There is no such route; the route is {route}, without the trailing slash."
+    if status == 416 and getattr(error, "length", None) is not None:
+        headers["Content-Range"] = f"bytes */{error.length}"  # RFC 9110 section 15.5.17: the file's length
+        message = message.format(length=error.length)
     if status == 405 and error.valid_methods:
         headers["Allow"] = ", ".join(sorted(error.valid_methods))
         usable = sorted(set(error.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(error.valid_methods)
         message = f"Method {request.method} is not allowed here; use {' or '.join(usable)}."
     return ServiceError(message, code=HTTP_CODES.get(status, "http_error"), status=status, headers=headers)
+
+
+def _route_without_trailing_slash(app: Flask) -> str | None:
+    """The request's path without its trailing slash, when that path is a route of the app."""
+    path = request.path
+    if len(path) < 2 or not path.endswith("/"):
+        return None
+    try:
+        app.url_map.bind_to_environ(request.environ).match(path.rstrip("/"), method=request.method)
+    except HTTPException as refused:
+        if refused.code != 405:  # a route, under other methods, is still the route meant
+            return None
+    return shortened(path.rstrip("/"), 120)
+
+
+def precondition_failed(response) -> ServiceError:
+    """The 412 of a file (the drawing page, a static file) whose condition failed, as JSON: werkzeug
+    sets the status but leaves the file's whole content as the body."""
+    if request.if_match:
+        told = f"If-Match names none of its current ETags ({response.headers.get('ETag', 'none')})"
+    else:
+        told = f"it was modified since If-Unmodified-Since (last modified {response.headers.get('Last-Modified')})"
+    return ServiceError(f"The file has changed: {told}; fetch it again without the condition.",
+                        code="precondition_failed", status=412)

@@ -357,6 +357,7 @@ def test_the_answer_is_compressed_by_the_coding_the_client_wants_most(client, ac
     """Identity is one of the codings a client may prefer (first on a tie, as in Triton)."""
     response = infer(client, {"inputs": [tensor("input", VECTORS)]}, headers={"Accept-Encoding": accept})
     assert response.status_code == 200 and response.headers.get("Content-Encoding") == coding
+    assert "Accept-Encoding" in response.vary  # compressed or not, a cache must not give it to another client
     if coding is None:
         assert response.get_json()["model_name"] == "mnist"
 
@@ -388,8 +389,17 @@ def test_a_compressed_bomb_is_refused_before_it_inflates(client, monkeypatch):
     assert inflated and sum(inflated) <= 1_000_001  # never more than one byte past the limit in memory
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"not gzip",
                                       headers={"Content-Encoding": "gzip"}), 400, "gzip")
-    assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"{}", headers={"Content-Encoding": "br"}),
-                          400, "br")
+    unsupported = client.post("/v2/models/mnist/infer", data=b"{}", headers={"Content-Encoding": "br"})
+    assert_protocol_error(unsupported, 400, "br")
+    assert unsupported.headers["Accept-Encoding"] == "gzip, deflate"  # RFC 9110 section 15.5.16
+
+
+def test_x_gzip_is_gzip(client):
+    """RFC 9110 section 8.4.1.3: a recipient takes the old name x-gzip as gzip."""
+    request = json.dumps({"inputs": [tensor("input", VECTORS)]}).encode()
+    response = client.post("/v2/models/mnist/infer", data=gzip.compress(request), headers={"Content-Encoding": "x-gzip"})
+    assert response.status_code == 200, response.get_data()
+    assert response.get_json()["outputs"] == infer(client, {"inputs": [tensor("input", VECTORS)]}).get_json()["outputs"]
 
 
 def test_repository_routes_refuse_a_compressed_body(client, registry):

@@ -405,6 +405,49 @@ def test_404_unknown_things(client):
     assert_error(client.post("/models//mnist/predict", json={"inputs": [1]}), 404, "not_found")
 
 
+@pytest.mark.parametrize("path, route", [("/models/", "/models"), ("/healthz/", "/healthz"),
+                                         ("/models/mnist/", "/models/mnist")])
+def test_a_trailing_slash_is_named_as_the_difference(client, path, route):
+    assert_error(client.get(path), 404, "not_found", f"the route is {route}, without the trailing slash")
+
+
+def fetched(client, path: str, headers: dict | None = None):
+    """A GET whose body is read and whose file is closed (a file's answer streams it)."""
+    with client.get(path, headers=headers) as response:
+        response.get_data()
+    return response
+
+
+def test_state_answers_are_never_cached_and_files_are_revalidated(client):
+    """A proxy that kept /models or /readyz would answer with the version served before a swap; a
+    200 without Cache-Control may be kept (RFC 9111 section 4.2.2). Files carry validators instead."""
+    for path in ("/models", "/models/mnist", "/readyz", "/healthz", "/metrics", "/openapi.json", "/v2/models/mnist"):
+        assert client.get(path).headers["Cache-Control"] == "no-store", path
+    assert client.post("/predict", json={"inputs": [0.5] * 784}).headers["Cache-Control"] == "no-store"
+    page = fetched(client, "/static/app.js")
+    assert page.headers["Cache-Control"] == "no-cache" and page.headers["ETag"]
+
+
+def test_conditions_and_ranges_on_files_are_answered_as_http_says(client):
+    whole = fetched(client, "/static/app.js")
+    size = len(whole.get_data())
+    for condition in ({"If-Match": '"another"'}, {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}):
+        for path, headers in (("/static/app.js", {}), ("/", {"Accept": "text/html"})):  # the drawing page
+            failed = fetched(client, path, {**headers, **condition})
+            # JSON, not the file's whole content under a 412
+            assert_error(failed, 412, "precondition_failed", "fetch it again without the condition")
+    assert fetched(client, "/static/app.js", {"If-Match": whole.headers["ETag"]}).status_code == 200
+    later = fetched(client, "/static/app.js", {"If-Unmodified-Since": "Mon, 01 Jan 2100 00:00:00 GMT"})
+    assert later.status_code == 200 and later.get_data() == whole.get_data()
+    several = fetched(client, "/static/app.js", {"Range": "bytes=0-1,5-6"})  # answered whole (RFC 9110 §14.2)
+    assert several.status_code == 200 and several.get_data() == whole.get_data()
+    past = fetched(client, "/static/app.js", {"Range": f"bytes={size + 10}-"})
+    assert_error(past, 416, "range_not_satisfiable", f"within its {size:,} bytes")
+    assert past.headers["Content-Range"] == f"bytes */{size}"
+    part = fetched(client, "/static/app.js", {"Range": "bytes=0-3"})
+    assert part.status_code == 206 and part.get_data() == whole.get_data()[:4]
+
+
 # '²' and '①' pass str.isdigit but int() refuses them; '١', '１' and '𝟏' int() reads as 1.
 NOT_VERSIONS = ["²", "①", "١", "１", "𝟏", "0", "00", "+1", "1.0", "1%0A"]
 
@@ -624,6 +667,7 @@ def test_compressed_bodies_are_refused_naming_the_encoding(client, registry):
     label = client.put("/models/mnist/labels/packed", data=gzip.compress(b'{"version": 1}'),
                        content_type="application/json", headers={"Content-Encoding": "gzip", **AUTH})
     assert_error(label, 415, "unsupported_encoding")
+    assert label.headers["Accept-Encoding"] == "identity"  # RFC 9110 section 15.5.16: what the route takes
     assert serving_state(registry) is None
     plain = client.post("/predict", data=vector, content_type="application/json",
                         headers={"Content-Encoding": "identity"})

@@ -23,6 +23,7 @@ from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, byte_cou
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ENCODINGS = ("gzip", "deflate")
+ALIASES = {"x-gzip": "gzip"}  # RFC 9110 section 8.4.1.3: a recipient takes x-gzip as gzip
 
 DTYPES = {
     "BOOL": np.dtype("?"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"),
@@ -116,9 +117,10 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
         return body
+    encoding = ALIASES.get(encoding, encoding)
     if encoding not in ENCODINGS:
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported; use gzip, deflate or none.",
-                                   code="unsupported_encoding")
+                                   code="unsupported_encoding", headers={"Accept-Encoding": ", ".join(ENCODINGS)})
     # gzip: its own header; deflate: the zlib format HTTP means by it, or a bare deflate stream.
     attempts = (16 + zlib.MAX_WBITS,) if encoding == "gzip" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
     for wbits in attempts:

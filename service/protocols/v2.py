@@ -436,7 +436,7 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
     if encoding in binary.ENCODINGS:
         response.set_data(binary.compress(response.get_data(), encoding))
         response.headers["Content-Encoding"] = encoding
-        response.vary.add("Accept-Encoding")
+    response.vary.add("Accept-Encoding")  # compressed or not, the answer depends on it
     return response
 
 
