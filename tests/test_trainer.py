@@ -157,6 +157,8 @@ def test_same_seed_gives_bit_identical_models(tmp_path, blobs_npz):
 
 
 def test_early_stopping_restores_the_best_epoch(tmp_path):
+    """The saved model is the best epoch's, not the last one's: its loss on the validation rows is
+    the best val_loss the history records, whether patience or the epoch count ended the run."""
     # Labels that are pure noise: the network memorises the training part and validation loss
     # climbs within a few epochs.
     rng = np.random.default_rng(2)
@@ -165,6 +167,12 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
              x_test=rng.normal(size=(50, 20)), y_test=rng.integers(0, 3, 50))
     config = train.TrainConfig(dataset="npz", data_path=str(noise), hidden=[128], epochs=200, lr=0.01,
                                patience=3, progress=False, val_fraction=0.3)
+    prepared = train.prepare(load_dataset("npz", path=noise), config)
+
+    def saved_val_loss(out):
+        probabilities = load_model(tmp_path / out / "model.npz").predict_proba(prepared.x_val)
+        return float(-np.log(probabilities[np.arange(len(prepared.y_val)), prepared.y_val]).mean())
+
     lines = []
     result = train.run(config, output_dir=str(tmp_path / "out"), log=lines.append)
     history = result["history"]
@@ -174,6 +182,8 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert read_manifest(tmp_path / "out" / "model.npz")["training"]["best_epoch"] == best["epoch"]
     assert "early stopping: no validation improvement for 3 epochs" in lines
     assert f"restoring epoch {best['epoch']}, the best on validation (val_loss {best['val_loss']:.4f})" in lines
+    assert saved_val_loss("out") == pytest.approx(best["val_loss"], rel=1e-4)
+    assert history[-1]["val_loss"] > best["val_loss"] * 1.001  # else any epoch's weights would pass
 
     # A run that ends before its patience runs out restores the best epoch too, and says so: the
     # scores that follow are that epoch's, not the last one's.
@@ -184,6 +194,7 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     assert not any(line.startswith("early stopping") for line in lines)
     assert f"restoring epoch {best['epoch']}, the best on validation (val_loss {best['val_loss']:.4f})" in lines
     assert read_manifest(tmp_path / "short" / "model.npz")["training"]["best_epoch"] == best["epoch"]
+    assert saved_val_loss("short") == pytest.approx(best["val_loss"], rel=1e-4)
 
 
 def test_trainer_and_file_predict_the_same(tmp_path, blobs_npz):
