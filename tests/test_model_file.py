@@ -206,6 +206,19 @@ def test_shapes_that_do_not_chain_are_refused(tmp_path):
     refused(tmp_path / "model.npz", "do not chain")
 
 
+@pytest.mark.parametrize("shape", [(1,), (1, 4)])
+def test_a_bias_that_would_broadcast_over_its_layer_is_refused(tmp_path, shape):
+    """A bias of one value, or of one row, on a 4-wide layer would broadcast, and the model would
+    answer with a bias no training learnt and no error: the loader refuses it, naming the layer and
+    both shapes."""
+    arrays, manifest = saved(tmp_path)
+    arrays["dense1.bias"] = np.ones(shape, np.float32)
+    manifest["parameters"]["arrays"]["dense1.bias"]["shape"] = list(shape)
+    manifest["parameters"]["sha256"] = parameters_sha256(arrays)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", re.escape(f"layer 0 (dense1) bias has shape {list(shape)}, expected [4]"))
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_weights_that_are_not_finite_are_refused(tmp_path, value):
     arrays, manifest = saved(tmp_path)
