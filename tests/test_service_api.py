@@ -613,6 +613,22 @@ def test_top_k_in_the_query_string_is_read_from_text(client):
     assert_error(client.post("/predict?top_k=true", json={"inputs": [0.5] * 784}), 422, "invalid_input", "top_k")
 
 
+def test_top_k_above_the_class_count_lists_every_class_in_a_large_batch_too(registry):
+    """top_k=10 to a 3-class model lists the 3 classes, most probable first, in every row of a batch
+    of any size: large batches are written by another encoder than small ones."""
+    client = make_app(registry, max_batch=256).test_client()
+    x = np.random.default_rng(0).normal(size=(200, 4)).tolist()
+    response = client.post("/models/iris/predict?top_k=10", json={"inputs": x})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    predictions = response.get_json()["predictions"]
+    assert len(predictions) == 200
+    for prediction in predictions:
+        probabilities = [entry["probability"] for entry in prediction["top_k"]]
+        assert sorted(entry["label"] for entry in prediction["top_k"]) == ["setosa", "versicolor", "virginica"]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert prediction["top_k"][0] == {"label": prediction["label"], "probability": prediction["confidence"]}
+
+
 @pytest.mark.parametrize("text", ["3_0", "3.0", "+3", "0x3"])
 def test_top_k_text_that_is_not_a_whole_number_is_refused_not_reread(client, text):
     # int("3_0") is 30: read that way, a typo would silently list ten times the classes asked for.
