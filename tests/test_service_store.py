@@ -340,6 +340,25 @@ def test_a_served_file_rewritten_whole_is_served_anew_whoever_loads_it_first(tmp
     assert store.version("mnist", 1) is store.served("mnist") and not store.slot("mnist").fresh
 
 
+def test_a_served_file_replaced_by_one_with_the_same_mtime_is_served_anew(tmp_path):
+    """rsync -a renames a new file over the old one and keeps its source's mtime, which can be the
+    old file's (touch -r makes it so too): the new file serves its own network after the next pass,
+    not the old one kept in memory."""
+    rows = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    publish_model(tmp_path, "mnist", favour=1)
+    store, _ = make_store(tmp_path)
+    served = store.served("mnist")
+    model_file = tmp_path / "mnist" / "1" / "model.npz"
+    before = model_file.stat()
+    publish_model(tmp_path / "copy", "mnist", favour=3)
+    os.replace(tmp_path / "copy" / "mnist" / "1" / "model.npz", model_file)
+    os.utime(model_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert model_file.stat().st_mtime_ns == before.st_mtime_ns
+    store.refresh()
+    assert store.served("mnist") is not served
+    assert store.served("mnist").predict(rows).tolist() == [3, 3, 3]
+
+
 def test_a_load_read_while_its_file_changed_is_set_aside_not_reported_failed(tmp_path, monkeypatch, caplog):
     publish_model(tmp_path, "mnist")
     store, events = make_store(tmp_path)
