@@ -1061,12 +1061,23 @@ def test_request_ids_and_access_log(client, capsys):
     assert given.headers["X-Request-ID"] == "abc-123" and given.headers["X-Worker-PID"].isdigit()
     made = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
     assert made != "bad id with spaces" and len(made) == 32
+    started = time.perf_counter()
     client.post("/models/mnist/predict", json={"inputs": [0.5] * 784}, headers={"X-Request-ID": "p-1"})
+    wall_seconds = time.perf_counter() - started
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     (entry,) = [e for e in lines if e.get("request_id") == "p-1"]
     assert entry["logger"] == "scratchnet.access" and entry["method"] == "POST"
     assert entry["route"] == "/models/<name>/predict" and entry["model"] == "mnist" and entry["version"] == 2
-    assert entry["status"] == 200 and entry["latency_ms"] >= 0
+    assert entry["status"] == 200
+    # The line's milliseconds and the histograms' seconds are the one request's, within its wall time.
+    samples = {(s.name, s.labels.get("route") or s.labels.get("model")): s.value
+               for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+               for s in f.samples}
+    request_seconds = samples["scratchnet_request_duration_seconds_sum", "/models/<name>/predict"]
+    inference_seconds = samples["scratchnet_inference_duration_seconds_sum", "mnist"]
+    assert 0 < inference_seconds <= request_seconds <= wall_seconds
+    assert 0 < entry["latency_ms"] == round(request_seconds * 1000, 2) <= wall_seconds * 1000
+    assert entry["message"] == f"POST /models/mnist/predict 200 {request_seconds * 1000:.1f}ms"
 
 
 def test_access_lines_name_the_model_of_the_url(client, capsys):
