@@ -464,6 +464,23 @@ def test_a_failed_build_publishes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nor the model's folder, made for this version
 
 
+def test_a_build_that_writes_no_model_file_publishes_nothing(tmp_path):
+    """A build that returns without writing model.npz (a trainer that skipped its save) is an error,
+    not an empty version that would become the highest and leave its model with nothing to serve;
+    the number it was given is not used up."""
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    record = (tmp_path / "tiny" / ".highest_version").read_bytes()
+    for name in ("tiny", "other"):
+        with pytest.raises(RegistryError, match=rf"publishing {name} v\d+ wrote no model.npz"):
+            registry.publish(name, lambda folder, version: None)
+    assert registry.versions("tiny") == [1] and registry.model_names() == ["tiny"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [".highest_version", "1"]
+    assert (tmp_path / "tiny" / ".highest_version").read_bytes() == record
+    assert publish_tiny(registry) == 2
+
+
 def test_a_first_publish_survives_a_concurrent_one_removing_the_new_models_folder(tmp_path, monkeypatch):
     """Two first publishes of a model: the one that fails removes the model's folder it made, which
     the other already found there; the other makes it again rather than failing."""
