@@ -919,13 +919,14 @@ def test_health_and_readiness(client, tmp_path):
 
 
 def test_metrics_count_requests_errors_and_versions(client):
-    for _ in range(3):
-        client.post("/predict", json={"inputs": [0.5] * 784})
+    """Requests are counted by the request, predictions by the row: a batch of 5 is 5 predictions."""
+    for rows in (1, 1, 5):
+        assert client.post("/predict", json={"inputs": vectors(rows).tolist()}).status_code == 200
     client.post("/predict", json={"inputs": [0.5] * 3})
     text = client.get("/metrics").get_data(as_text=True)
     assert 'scratchnet_requests_total{method="POST",route="/predict",status="200"} 3.0' in text
     assert 'scratchnet_errors_total{code="invalid_input",route="/predict"} 1.0' in text
-    assert 'scratchnet_predictions_total{model="mnist",version="2"} 3.0' in text
+    assert 'scratchnet_predictions_total{model="mnist",version="2"} 7.0' in text
     assert 'scratchnet_model_served_version{model="mnist"} 2.0' in text
     assert 'scratchnet_model_load_failures_total{model="mnist",version="3"} 1.0' in text
     assert 'scratchnet_model_version_failed{model="mnist",version="3"} 1.0' in text
