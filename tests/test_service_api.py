@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
@@ -28,6 +27,7 @@ from service.protocols import v1, v2
 from service.app import create_app
 from service.logs import configure_logging
 from users import run_as
+from wsgi import chunked
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -537,16 +537,12 @@ def test_413_too_large(client, registry):
 def test_413_for_a_chunked_body_without_length(client):
     """A chunked body has no length to refuse it by: it is read up to the limit and refused past it,
     never cut at the limit and answered as if that were all that was sent."""
-    def chunked(body: bytes) -> Request:
-        environ = EnvironBuilder(path="/predict", method="POST", input_stream=io.BytesIO(body),
-                                 content_type="image/png", headers={"Transfer-Encoding": "chunked"}).get_environ()
-        del environ["CONTENT_LENGTH"]  # the test client's own requests always have one
-        environ["wsgi.input_terminated"] = True  # as Gunicorn marks a chunked body's end
-        return Request(environ)
+    def png(body: bytes) -> Request:
+        return chunked("/predict", body, content_type="image/png")
 
-    assert client.open(chunked(DIGIT_PNG)).status_code == 200
-    assert_error(client.open(chunked(b"\0" * 4_000_000)), 415, "unsupported_image")  # at the limit: read
-    assert_error(client.open(chunked(b"\0" * 4_000_001)), 413, "payload_too_large")
+    assert client.open(png(DIGIT_PNG)).status_code == 200
+    assert_error(client.open(png(b"\0" * 4_000_000)), 415, "unsupported_image")  # at the limit: read
+    assert_error(client.open(png(b"\0" * 4_000_001)), 413, "payload_too_large")
 
 
 def test_415_unsupported_media(client):

@@ -4,7 +4,6 @@ route that parses JSON numbers; smaller requests and binary tensors never wait f
 turn is an flock among processes, which the kernel gives up for a worker that dies holding it.
 (tests/test_docker.py sends the largest batches together to the service under its memory limit.)"""
 import gzip
-import io
 import json
 import multiprocessing
 import os
@@ -16,6 +15,7 @@ import pytest
 from modelgen import publish_model
 from service.app import create_app
 from service.budget import LargeParses
+from wsgi import chunked as chunked_request
 
 LIMIT = 40_000  # numbers per request: a request of 5,000 or more is large
 LARGE, SMALL = 2_000, 10  # rows of 4 numbers
@@ -63,8 +63,7 @@ def post(app, route: str, n: int, answers: list, *, chunked: bool = False) -> No
     path, make, predictions = REQUESTS[route]
     body, headers = make(n)
     if chunked:
-        response = app.test_client().post(path, input_stream=io.BytesIO(body), headers=headers,
-                                          environ_overrides={"wsgi.input_terminated": True})
+        response = app.test_client().open(chunked_request(path, body, headers=headers))
     else:
         response = app.test_client().post(path, data=body, headers=headers)
     answers.append((response.status_code, len(predictions(response.json)) if response.status_code == 200
