@@ -272,7 +272,7 @@ def test_csv_values_beyond_float32_are_named_not_trained_on_as_infinity(tmp_path
     with pytest.raises(DatasetError, match=r"line 22, column 'a': '-1e39' is beyond float32's range"):
         load_dataset("csv", path=path, target="kind", task="classification")
     np.savez(tmp_path / "big.npz", x=np.array([[1.0, 2.0]] * 9 + [[1e39, 0.0]]), y=np.arange(10) % 2)
-    with pytest.raises(DatasetError, match=r"x_(train|test) at \[\d+, 0\] is not finite in float32"):
+    with pytest.raises(DatasetError, match=r"big.npz: x\[9, 0\] is 1e\+39, beyond float32's range"):
         load_dataset("npz", path=tmp_path / "big.npz")
 
 
@@ -713,3 +713,39 @@ def test_npz_labels_that_cannot_name_the_classes_are_refused_at_load(tmp_path, c
     assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--epochs", "1", "--no-progress",
                      "--output", str(tmp_path / "run")]) == 2
     assert "animals.npz" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_npz_values_beyond_float32_are_named_by_their_place_in_the_file(tmp_path, capsys):
+    """They were named by their row in the shuffled training split, under an array name the file does not
+    hold (x_train at [127, 1] for the file's x[101, 0])."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 3)), rng.normal(size=200)
+    x[101, 0] = -4e38
+    path = tmp_path / "wide.npz"
+    np.savez(path, x=x, y=y)
+    message = r"wide.npz: x\[101, 0\] is -4e\+38, beyond float32's range \(±3.4e\+38\), in which the network " \
+              r"computes: scale the data down, or drop that row"
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("npz", path=path)
+    x[101, 0], y[7] = 1.0, 1e39
+    np.savez(path, x=x, y=y)
+    with pytest.raises(DatasetError, match=r"wide.npz: y\[7\] is 1e\+39, beyond float32's range"):
+        load_dataset("npz", path=path)
+    assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--no-progress",
+                     "--output", str(tmp_path / "run")]) == 2
+    assert "y[7] is 1e+39" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arrays, key, shape", [
+    ({"x": np.zeros((100, 0)), "y": np.arange(100) % 2}, "x", (100, 0)),
+    ({"x": np.zeros((100, 3, 0)), "y": np.arange(100) % 2}, "x", (100, 3, 0)),
+    ({"x_train": np.zeros((80, 0)), "y_train": np.arange(80) % 2, "x_test": np.zeros((20, 0)),
+      "y_test": np.arange(20) % 2}, "x_train", (80, 0)),
+])
+def test_npz_features_without_columns_are_named_as_such(tmp_path, arrays, key, shape):
+    """Every row is then the same empty row: the test split could not be drawn, which is what the message said."""
+    path = tmp_path / "none.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match=rf"none.npz: {key} has no features \(shape {re.escape(str(shape))}\): "
+                                           "each row needs at least one value"):
+        load_dataset("npz", path=path)

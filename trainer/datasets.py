@@ -657,8 +657,8 @@ def _npz_parts(arrays: dict[str, np.ndarray], path: Path
 
 
 def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """The npz array ``key`` as features, of shape (n, n_features): finite numbers, at least one
-    row; more than 2 dimensions are flattened."""
+    """The npz array ``key`` as features, of shape (n, n_features): finite numbers within float32's
+    range, at least one row and one feature; more than 2 dimensions are flattened."""
     if a.dtype.kind not in "biuf":  # booleans are 0/1 features (pandas' get_dummies writes them)
         raise DatasetError(f"{path}: {key} has dtype {a.dtype}, expected numbers")
     if a.ndim == 0:
@@ -667,10 +667,25 @@ def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     if len(a) == 0:
         raise DatasetError(f"{path}: {key} holds no rows: a model needs examples to train on and to be "
                            "scored on")
-    a = a.reshape(len(a), -1) if a.ndim != 2 else a
+    if a.size == 0:
+        raise DatasetError(f"{path}: {key} has no features (shape {a.shape}): each row needs at least one value")
     if not np.isfinite(a).all():
         raise DatasetError(f"{path}: {key} holds NaN or infinite values")
-    return a
+    _check_float32_range(a, key, path)
+    return a.reshape(len(a), -1) if a.ndim != 2 else a
+
+
+def _check_float32_range(a: np.ndarray, key: str, path: Path) -> None:
+    """Refuse a value of the npz array ``key`` beyond float32's range, naming it by its index in the file (the
+    rows are drawn into the splits later, which renumbers them). Only wider floats reach that far."""
+    if a.dtype.kind != "f" or a.dtype.itemsize <= 4:
+        return
+    beyond = np.abs(a) > FLOAT32_MAX
+    if beyond.any():
+        where = tuple(int(i) for i in np.argwhere(beyond)[0])
+        raise DatasetError(f"{path}: {key}[{', '.join(map(str, where))}] is {a[where]:.4g}, beyond float32's range "
+                           f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the data down, or drop "
+                           "that row")
 
 
 def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict) -> np.ndarray:
@@ -708,6 +723,7 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
         raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
     if not np.isfinite(a).all():
         raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+    _check_float32_range(a, key, path)
     if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
         raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
     return a
