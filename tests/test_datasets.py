@@ -749,3 +749,14 @@ def test_npz_features_without_columns_are_named_as_such(tmp_path, arrays, key, s
     with pytest.raises(DatasetError, match=rf"none.npz: {key} has no features \(shape {re.escape(str(shape))}\): "
                                            "each row needs at least one value"):
         load_dataset("npz", path=path)
+
+
+def test_npz_labels_stored_as_bytes_name_the_classes_as_text(tmp_path):
+    """numpy stores text written as bytes with dtype S: the classes were named b'neg' and b'pos'."""
+    path = tmp_path / "bytes.npz"
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    np.savez(path, x=x, y=np.arange(40) % 2, labels=np.array([b"neg", b"pos"]))
+    assert load_dataset("npz", path=path).labels == ["neg", "pos"]
+    np.savez(path, x=x, y=np.arange(40) % 2, labels=np.array([b"neg", b"\xff"]))
+    with pytest.raises(DatasetError, match="bytes.npz: labels holds bytes that are not ASCII text"):
+        load_dataset("npz", path=path)

@@ -713,11 +713,7 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
     if a.dtype.kind in "US":
         if task == "regression":
             raise DatasetError(f"{path}: {key} holds text ({a.dtype}); a regression target must be numbers")
-        try:
-            return a.astype(str)  # class names (bytes decoded): numbered with the other part's in _npz_classes
-        except UnicodeDecodeError:
-            raise DatasetError(f"{path}: {key} holds bytes that are not ASCII text: store the class names "
-                               "as a str array") from None
+        return _text(a, key, path)  # class names: numbered with the other part's in _npz_classes
     a = a.astype(np.int64) if a.dtype.kind == "b" else a
     if a.dtype.kind not in "iuf":
         raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
@@ -727,6 +723,15 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
     if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
         raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
     return a
+
+
+def _text(a: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """The str or bytes (ASCII) array ``key`` of an npz as a str array."""
+    try:
+        return a.astype(str)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: {key} holds bytes that are not ASCII text: store the class names "
+                           "as a str array") from None
 
 
 def _npz_test_part(x_test: np.ndarray, y_test: np.ndarray, n_features: int, path: Path, task: str
@@ -775,7 +780,7 @@ def _class_names(labels: np.ndarray, path: Path) -> list[str]:
     """An npz's ``labels`` array as the class names: one dimension, each name given once and not empty."""
     if labels.ndim != 1:
         raise DatasetError(f"{path}: labels has shape {labels.shape}; expected one name per class, shape (n_classes,)")
-    names = [str(v) for v in labels]
+    names = _text(labels, "labels", path).tolist()
     if empty := [i for i, name in enumerate(names) if not name.strip()]:
         raise DatasetError(f"{path}: labels holds an empty class name (index {empty[0]})")
     if twice := repeated(names):
