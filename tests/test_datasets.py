@@ -760,3 +760,24 @@ def test_npz_labels_stored_as_bytes_name_the_classes_as_text(tmp_path):
     np.savez(path, x=x, y=np.arange(40) % 2, labels=np.array([b"neg", b"\xff"]))
     with pytest.raises(DatasetError, match="bytes.npz: labels holds bytes that are not ASCII text"):
         load_dataset("npz", path=path)
+
+
+def test_npz_labels_make_float_targets_class_indices(tmp_path, capsys):
+    """y stored as floats (0.0, 1.0), as pandas writes a column with a missing value once filled, was read
+    as a quantity, and the labels array naming its classes was ignored without a word."""
+    path = tmp_path / "float.npz"
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    np.savez(path, x=x, y=(np.arange(40) % 2).astype(np.float64), labels=np.array(["neg", "pos"]))
+    data = load_dataset("npz", path=path)
+    assert data.task == "classification" and data.labels == ["neg", "pos"]
+    with pytest.raises(DatasetError, match="float.npz: a labels array names classes, and a regression target has "
+                                           "none: train with --task classification, or drop the labels array"):
+        load_dataset("npz", path=path, task="regression")
+    np.savez(path, x=x, y=np.linspace(0, 1, 40), labels=np.array(["neg", "pos"]))
+    with pytest.raises(DatasetError, match=r"float.npz: a labels array names classes, so y holds class indices "
+                                           r"0, 1, 2, ...; it holds 0.025641: store the class indices in y, or drop "
+                                           "the labels array to predict y as a quantity"):
+        load_dataset("npz", path=path)
+    assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--no-progress",
+                     "--output", str(tmp_path / "run")]) == 2
+    assert "drop the labels array" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -125,7 +125,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="csv: the column to predict")
     parser.add_argument("--task", choices=["classification", "regression"],
                         help="what the target is; csv: required; npz: default classification for integer, "
-                             "boolean or text y, regression for float y")
+                             "boolean or text y or a labels array, regression for float y")
     parser.add_argument("--data-dir", help="read the dataset files from this folder instead of downloading "
                                            "(default: $SCRATCHNET_DATA_DIR)")
     parser.add_argument("--cache-dir", help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")

@@ -570,7 +570,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
              test_fraction: float | None = TEST_FRACTION, image: str | None = None) -> Dataset:
     """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
     optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
-    targets and regression for float ones; features of more than 2 dimensions are flattened.
+    targets, or any a labels array names, and regression for float ones; features of more than 2
+    dimensions are flattened.
 
     ``image`` (``digit`` or ``garment``): x holds pictures, (n, height, width) or (n, height, width,
     channels), which become what the service makes of such a picture (``shared.preprocess``, that
@@ -583,8 +584,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         preprocessing = image_preprocessing(image)
     arrays = _read_npz_arrays(path)
     x, y, x_test, y_test, split = _npz_parts(arrays, path)
-    if task is None:  # whole numbers, booleans and names are classes; floats are a quantity
-        task = "classification" if y.dtype.kind in "biuUS" else "regression"
+    task = _npz_task(task, y, "labels" in arrays, path)
 
     # Every check of the training part comes before those of x_test/y_test, pictures before all:
     # a file with several problems is told the first of them, the same one every time.
@@ -609,6 +609,28 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
                    labels=labels, labels_are_indices=labels_are_indices,
                    target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
                    input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
+
+
+def _npz_task(task: str | None, y: np.ndarray, has_labels: bool, path: Path) -> str:
+    """The task of an npz whose training targets are ``y``: ``task`` if given, else classification for whole
+    numbers, booleans and names, or for any y whose classes a labels array names (``has_labels``); regression for
+    other floats. A labels array with a regression target, which has no classes, is refused."""
+    if task == "regression" and has_labels:
+        raise DatasetError(f"{path}: a labels array names classes, and a regression target has none: train with "
+                           "--task classification, or drop the labels array")
+    if task is not None:
+        return task
+    if y.dtype.kind in "biuUS":
+        return "classification"
+    if not has_labels:
+        return "regression"
+    if y.dtype.kind == "f":
+        not_index = np.isfinite(y) & ((y < 0) | (y != np.round(y)))  # NaN and infinity: refused in any y
+        if not_index.any():
+            raise DatasetError(f"{path}: a labels array names classes, so y holds class indices 0, 1, 2, ...; it "
+                               f"holds {y[not_index][0]:g}: store the class indices in y, or drop the labels array "
+                               "to predict y as a quantity")
+    return "classification"
 
 
 def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
