@@ -781,3 +781,15 @@ def test_npz_labels_make_float_targets_class_indices(tmp_path, capsys):
     assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--no-progress",
                      "--output", str(tmp_path / "run")]) == 2
     assert "drop the labels array" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_empty_variant_is_refused_not_read_as_red(tmp_path, capsys):
+    with pytest.raises(DatasetError, match="wine-quality variant must be one of red, white, both, not ''"):
+        load_dataset("wine-quality", variant="", download=False)
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "wine-quality"\nvariant = ""\n')
+    for flags in (["--variant", ""], ["--config", str(config)]):
+        assert cli.main(["train", "--dataset", "wine-quality", *flags, "--no-progress",
+                         "--output", str(tmp_path / "run")]) == 2
+        assert "variant must be one of red, white, both, not ''" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

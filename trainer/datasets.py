@@ -241,7 +241,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
     if key == "wine-quality":
-        return _load_wine(source, (variant or "red").lower(), seed, test_fraction)  # as names: any case
+        return _load_wine(source, ("red" if variant is None else variant).lower(), seed, test_fraction)  # any case
     labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
     fit = "digit" if key == "mnist" else "garment"
     return _load_idx_dataset(source, labels, fit, test_only)
