@@ -1895,3 +1895,14 @@ def test_an_output_folder_in_the_trainers_registry_is_refused_without_its_record
     # Another registry, known by none of that: a published version is still known by its own file.
     monkeypatch.setattr(cli, "DEFAULT_REGISTRY", str(tmp_path / "elsewhere"))
     assert "version 1 of blobs in a registry" in refused(capsys, "train", *data, "--output", registry / "blobs" / "1")
+
+
+def test_a_target_left_in_the_config_file_is_named_there_for_an_npz(tmp_path, blobs_npz, capsys):
+    """The flag that made the dataset an npz was given; --target was not, but the message said to leave it out."""
+    config = tmp_path / "run.toml"
+    config.write_text('dataset = "csv"\ntarget = "kind"\ntask = "classification"\n')
+    message = refused(capsys, "train", "--config", config, "--dataset", "npz", "--data-path", blobs_npz,
+                      "--task", "classification", "--no-progress", "--output", tmp_path / "run")
+    assert message.endswith("--target names a csv column; an npz's target is its y array (y_train and y_test): "
+                            "leave --target out (take target out of the --config file, if it is set there)")
+    assert not (tmp_path / "run").exists()

@@ -214,7 +214,8 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
                                    f"the {key} dataset is read from --data-path {path}")
         if key == "npz" and target is not None:
             raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
-                               "(y_train and y_test): leave --target out")
+                               "(y_train and y_test): leave --target out (take target out of the --config file, "
+                               "if it is set there)")
         if key == "csv" and image is not None:
             raise DatasetError(f"{path}: --image reads pictures from an npz's x; a csv holds one value per column")
         if key == "csv":
