@@ -1906,3 +1906,13 @@ def test_a_target_left_in_the_config_file_is_named_there_for_an_npz(tmp_path, bl
     assert message.endswith("--target names a csv column; an npz's target is its y array (y_train and y_test): "
                             "leave --target out (take target out of the --config file, if it is set there)")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_size_beyond_the_training_rows_trains_on_them_all_at_once(tmp_path, blobs_npz, monkeypatch, capsys):
+    """A batch holds at most the training rows: 300,000,000 was priced as a batch of that many rows (about 58 GB
+    for this network) and refused for lack of memory."""
+    monkeypatch.setattr(memory, "available_memory", lambda: 100_000_000)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 16, "--batch-size", 300_000_000,
+                   "--epochs", 2, "--no-progress", "--output", tmp_path / "run") == 0
+    assert "activations per batch of 450: " in capsys.readouterr().out  # 500 rows, 50 of them to validate
+    assert read_manifest(tmp_path / "run" / "model.npz")["training"]["config"]["batch_size"] == 300_000_000

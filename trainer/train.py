@@ -239,16 +239,23 @@ def dataset_network_arguments(config: TrainConfig, dataset: Dataset) -> dict:
 def build_network(config: TrainConfig, dataset: Dataset):
     """The network a run of ``config`` trains on ``dataset``, once ``check_memory`` has found room for it."""
     arguments = dataset_network_arguments(config, dataset)
-    check_memory(outline_mlp(**arguments), config)
+    check_memory(outline_mlp(**arguments), config, len(dataset.x_train))
     return build_mlp(**arguments, seed=config.seed)
 
 
-def check_memory(outline, config: TrainConfig) -> None:
-    """Raise MemoryError now, before a weight is drawn, if training the network of ``outline`` would
-    take more memory than is available (the process would be killed without a word instead)."""
+def batch_rows(config: TrainConfig, rows: int) -> int:
+    """The rows a training batch of ``config`` holds, from training data of ``rows`` rows: a batch size
+    larger than the data makes each batch the whole of it."""
+    return min(config.batch_size, rows)
+
+
+def check_memory(outline, config: TrainConfig, rows: int) -> None:
+    """Raise MemoryError now, before a weight is drawn, if training the network of ``outline`` on at most
+    ``rows`` rows would take more memory than is available (the process would be killed without a word
+    instead)."""
     available = memory.available_memory()
-    needed = memory.training_bytes(outline, build_optimizer(config).arrays_per_parameter(), config.batch_size,
-                                   keeps_best=config.patience is not None)
+    needed = memory.training_bytes(outline, build_optimizer(config).arrays_per_parameter(),
+                                   batch_rows(config, rows), keeps_best=config.patience is not None)
     if available is not None and needed > available:
         optimizer = parse_spec(config.optimizer)[0]
         raise MemoryError(f"training this network of {outline.num_params():,} parameters takes about "
@@ -368,7 +375,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     history: list[dict] = []
     best = BestEpoch()
     order = np.arange(len(x_train))
-    xb_buf = np.empty((config.batch_size, x_train.shape[1]), dtype=np.float32)
+    xb_buf = np.empty((batch_rows(config, len(x_train)), x_train.shape[1]), dtype=np.float32)
     for epoch in range(1, config.epochs + 1):
         lr = schedule(epoch - 1)
         optimizer.set_lr(lr)
@@ -772,7 +779,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         check_space(Path(publish_to) / name, network, f"publish {name} into {publish_to}")
     else:
         check_space(Path(output_dir or tempfile.gettempdir()), network, "write the model")
-    log(network.summary(config.batch_size))
+    log(network.summary(batch_rows(config, len(prepared.x_train))))
     history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
     if config.refit and prepared.x_val is not None:
         del network  # the refit trains a new one: both at once would take twice the memory checked for
