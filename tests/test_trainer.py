@@ -1916,3 +1916,29 @@ def test_a_batch_size_beyond_the_training_rows_trains_on_them_all_at_once(tmp_pa
                    "--epochs", 2, "--no-progress", "--output", tmp_path / "run") == 0
     assert "activations per batch of 450: " in capsys.readouterr().out  # 500 rows, 50 of them to validate
     assert read_manifest(tmp_path / "run" / "model.npz")["training"]["config"]["batch_size"] == 300_000_000
+
+
+def test_features_and_targets_past_1e19_are_standardised_in_float64(tmp_path, capsys):
+    """In float32 the square of a value past 1.8e19 overflows: such a column's std was infinite, the run trained
+    on garbage, and the model file was refused once written, naming a temporary file."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    data = tmp_path / "big.npz"
+    flags = ["--dataset", "npz", "--data-path", data, "--hidden", 16, "--epochs", 40, "--lr", 0.01, "--no-progress"]
+    np.savez(data, x=x * [1e20, 1, 1], y=(x[:, 0] > 0).astype(np.int64))
+    assert run_cli("train", *flags, "--output", tmp_path / "classes") == 0
+    manifest = read_manifest(tmp_path / "classes" / "model.npz")
+    assert 5e19 < manifest["input"]["normalization"]["std"][0] < 2e20 and manifest["metrics"]["accuracy"] > 0.9
+    np.savez(data, x=x, y=x[:, 0] * 1e20)
+    assert run_cli("train", *flags, "--output", tmp_path / "quantity") == 0
+    manifest = read_manifest(tmp_path / "quantity" / "model.npz")
+    assert 5e19 < manifest["output"]["scaling"]["std"] < 2e20
+    assert manifest["metrics"]["rmse"] < 0.5 * manifest["metrics"]["rmse_of_mean_predictor"]
+    far = np.where(np.arange(300) % 10 == 0, -3e38, 3e38)  # mean 2.4e38: the first is 5.4e38 from it
+    for arrays, what in (({"x": np.column_stack([x, far]), "y": x[:, 0]}, "column 3"),
+                         ({"x": x, "y": far}, "the target 'y'")):
+        np.savez(data, **arrays)
+        assert refused(capsys, "train", *flags, "--output", tmp_path / "run") == (
+            f"big: {what} runs from -3e+38 to 3e+38: centred on its mean, its values reach beyond float32's range "
+            "(±3.4e+38), in which the network computes: scale it down")
+        assert not (tmp_path / "run").exists()

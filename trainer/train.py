@@ -35,7 +35,7 @@ from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PAT
 from . import memory, report
 from .activations import get_activation
 from .augment import get_augmentation, image_side
-from .datasets import IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
+from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
 from .layers import BatchNorm
 from .network import build_mlp, outline_mlp
@@ -195,12 +195,37 @@ def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
         # One mean and std for every pixel, as for the MNIST recipe's (x - 0.1307) / 0.3081.
         normalization = {"mean": [float(x.mean())], "std": [float(x.std())]}
     else:
-        std = x.std(axis=0)
-        normalization = {"mean": x.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
+        mean, std = column_scaling(x, feature_columns(dataset), dataset.name)
+        normalization = {"mean": mean.tolist(), "std": std.tolist()}
     target_scaling = None
     if dataset.task == "regression":
-        target_scaling = {"mean": float(y.mean()), "std": float(y.std() or 1.0)}
+        mean, std = column_scaling(y.reshape(-1, 1), [f"the target {dataset.target!r}"], dataset.name)
+        target_scaling = {"mean": float(mean[0]), "std": float(std[0])}
     return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling)
+
+
+def feature_columns(dataset: Dataset) -> list[str]:
+    """Each feature column of ``dataset`` as a message names it."""
+    if dataset.feature_names:
+        return [f"column {name!r}" for name in dataset.feature_names]
+    return [f"column {i}" for i in range(dataset.n_features)]
+
+
+def column_scaling(values: np.ndarray, columns: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 mean and std (1 for a constant column) that standardise each column of ``values``
+    (n, d), computed in float64: in float32 the square of a value past 1.8e19 overflows. A column
+    whose values lie further from their mean than float32 reaches, so that standardising them would
+    overflow, is refused, named by ``columns``."""
+    mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+    low, high = values.min(axis=0), values.max(axis=0)
+    beyond = np.maximum(high - mean, mean - low) > FLOAT32_MAX
+    if beyond.any():
+        i = int(np.argmax(beyond))
+        raise DatasetError(f"{source}: {columns[i]} runs from {low[i]:.4g} to {high[i]:.4g}: centred on its mean, "
+                           f"its values reach beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
+                           "computes: scale it down")
+    std = std.astype(np.float32)
+    return mean.astype(np.float32), np.where(std > 0, std, np.float32(1))
 
 
 def rows_line(prepared: Prepared, config: TrainConfig) -> str:
