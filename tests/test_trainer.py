@@ -1942,3 +1942,34 @@ def test_features_and_targets_past_1e19_are_standardised_in_float64(tmp_path, ca
             f"big: {what} runs from -3e+38 to 3e+38: centred on its mean, its values reach beyond float32's range "
             "(±3.4e+38), in which the network computes: scale it down")
         assert not (tmp_path / "run").exists()
+
+
+def test_a_column_far_from_zero_for_its_spread_is_noted_naming_it(tmp_path, capsys):
+    """float32 holds 1e9 + 10 x in steps of 64: 400 distinct values became 2, and the classifier that the same
+    column without its offset gets 95 % right scored 49 %, without a word."""
+    rng = np.random.default_rng(0)
+    x, b = rng.normal(size=400), rng.normal(size=400)
+    data = tmp_path / "times.csv"
+    flags = ["--dataset", "csv", "--data-path", data, "--hidden", 8, "--epochs", 1, "--no-progress"]
+    note = ("note: float32, in which the network computes, holds column 't', whose values reach 1e+09, in steps of "
+            "64: fewer than 100 steps to a standard deviation, which loses much of what tells the values apart; "
+            "subtract an offset (the mean, say) or rescale such a column in the data before training")
+    for offset, notes in ((1e9, [note]), (0, [])):
+        data.write_text("t,b,label\n" + "".join(f"{offset + 100 * t:.3f},{u:.5f},{int(t > 0)}\n" for t, u in zip(x, b)))
+        assert run_cli("train", *flags, "--target", "label", "--task", "classification", "--output", tmp_path) == 0
+        assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")] == notes
+    data.write_text("t,b,label\n" + "".join(f"{1e9 + 100 * t:.3f},{u:.5f},{int(t > 0)}\n" for t, u in zip(x, b)))
+    assert run_cli("train", *flags, "--target", "t", "--task", "regression", "--output", tmp_path / "r") == 0
+    assert "holds the target 't', whose values reach 1e+09, in steps of 64: " in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, variant", [("mnist", None), ("fashion-mnist", None), ("wine-quality", "red"),
+                                           ("wine-quality", "white"), ("wine-quality", "both")])
+def test_no_column_of_the_known_datasets_is_held_too_coarsely(datasets_dir, name, variant):
+    """Their pixels read as a vector's columns too, 0 to 1 or 0 to 255 as an npz would hold them."""
+    dataset = load_dataset(name, data_dir=datasets_dir, variant=variant)
+    columns = train.feature_columns(dataset)
+    for x in (dataset.x_train, dataset.x_test, np.round(dataset.x_train * 255)):
+        assert train.coarse_columns(x, columns) == []
+    assert train.coarse_note(dataset) is None
