@@ -1973,3 +1973,14 @@ def test_no_column_of_the_known_datasets_is_held_too_coarsely(datasets_dir, name
     for x in (dataset.x_train, dataset.x_test, np.round(dataset.x_train * 255)):
         assert train.coarse_columns(x, columns) == []
     assert train.coarse_note(dataset) is None
+
+
+def test_a_constant_regression_target_is_refused_as_a_single_class_is(tmp_path, capsys):
+    """Its std, 0, was taken for 1: the run trained and published a model of a constant, where a file of one class
+    is refused."""
+    data = tmp_path / "flat.npz"
+    np.savez(data, x=np.random.default_rng(0).normal(size=(100, 3)), y=np.full(100, 3.5))
+    assert refused(capsys, "train", "--dataset", "npz", "--data-path", data, "--no-progress", "--publish",
+                   "--registry", tmp_path / "models") == ("flat: every row's target is 3.5: there is nothing to learn; "
+                                                          "a regressor needs targets that differ")
+    assert not (tmp_path / "models").exists()

@@ -179,10 +179,7 @@ class Prepared:
 
 def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
     """Split off validation data and compute the normalisation from the training part only."""
-    if dataset.task == "classification" and dataset.labels is not None and len(dataset.labels) < 2:
-        # Training's concern only: a file of one class can still be scored (evaluate) by a model that knows more.
-        raise DatasetError(f"{dataset.name}: the targets hold a single class ({', '.join(dataset.labels)}); "
-                           "a classifier needs at least 2")
+    check_learnable(dataset)
     x, y = dataset.x_train, dataset.y_train
     if config.limit_train:
         x, y = x[: config.limit_train], y[: config.limit_train]
@@ -202,6 +199,19 @@ def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
         mean, std = column_scaling(y.reshape(-1, 1), [target_column(dataset)], dataset.name)
         target_scaling = {"mean": float(mean[0]), "std": float(std[0])}
     return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling)
+
+
+def check_learnable(dataset: Dataset) -> None:
+    """Refuse ``dataset`` if its rows all have the same target: there is nothing to learn. Training's
+    concern only: a file of one class can still be scored (evaluate) by a model that knows more."""
+    if dataset.task == "classification" and dataset.labels is not None and len(dataset.labels) < 2:
+        raise DatasetError(f"{dataset.name}: the targets hold a single class ({', '.join(dataset.labels)}); "
+                           "a classifier needs at least 2")
+    if dataset.task == "regression":
+        targets = np.concatenate([dataset.y_train, dataset.y_test])
+        if (targets == targets[0]).all():
+            raise DatasetError(f"{dataset.name}: every row's target is {targets[0]:g}: there is nothing to learn; "
+                               "a regressor needs targets that differ")
 
 
 def feature_columns(dataset: Dataset) -> list[str]:
