@@ -1984,3 +1984,27 @@ def test_a_constant_regression_target_is_refused_as_a_single_class_is(tmp_path, 
                    "--registry", tmp_path / "models") == ("flat: every row's target is 3.5: there is nothing to learn; "
                                                           "a regressor needs targets that differ")
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("toml, flags, message", [
+    ("hidden = []\nbatchnorm = true\n", [], "batchnorm acts on hidden layers, and hidden is empty: leave it unset"),
+    ("hidden = []\n", ["--dropout", 0.2, "--activation", "relu"],
+     "activation and dropout act on hidden layers, and hidden is empty: leave them unset"),
+    ('hidden = []\nactivation = "tanh"\n', [], "activation acts on hidden layers, and hidden is empty: leave it unset"),
+])
+def test_hidden_layer_options_without_hidden_layers_are_refused(tmp_path, blobs_npz, capsys, toml, flags, message):
+    """They were accepted and ignored, and the manifest recorded batchnorm: true for a network without it."""
+    config = tmp_path / "run.toml"
+    config.write_text(toml)
+    for command in ("train", "overfit", "summary"):
+        assert refused(capsys, command, "--config", config, "--dataset", "npz", "--data-path", blobs_npz, *flags,
+                       "--no-progress", *(["--output", tmp_path / "run"] if command == "train" else [])) == (
+            f"invalid config: {message} (take {'it' if ' it ' in message else 'them'} out of the --config file, if "
+            "set there) or give hidden layer sizes")
+    assert not (tmp_path / "run").exists()
+    config.write_text("hidden = []\nbatchnorm = false\ndropout = 0.0\n")  # nothing to ignore
+    assert run_cli("train", "--config", config, "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1,
+                   "--no-progress", "--output", tmp_path / "run") == 0
+    assert [layer["type"] for layer in read_manifest(tmp_path / "run" / "model.npz")["layers"]] == [
+        "dense", "activation"]
+    assert train.TrainConfig(hidden=[8]).activation == "relu"

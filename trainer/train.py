@@ -72,7 +72,7 @@ class TrainConfig:
     cache_dir: str | None = None
     name: str | None = None              # registry name; defaults to the dataset's
     hidden: list[AtLeast1] = field(default_factory=lambda: [256, 128])
-    activation: str = "relu"
+    activation: str | None = None        # hidden layers; None: relu
     init: str = "he_normal"
     batchnorm: bool = False
     dropout: Fraction = 0.0
@@ -124,6 +124,10 @@ class TrainConfig:
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs {self.warmup_epochs} takes the whole run of {self.epochs} epochs: the "
                              "learning rate would never reach lr nor follow the schedule; give fewer than epochs")
+        if not self.hidden:
+            self._refuse_hidden_layer_options()
+        elif self.activation is None:
+            self.activation = "relu"
         if self.batchnorm and self.batch_size < 2:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
@@ -131,10 +135,21 @@ class TrainConfig:
         # Built once here so that a bad name or argument is refused before the data loads.
         build_optimizer(self)
         build_schedule(self)
-        get_activation(self.activation)
+        if self.activation is not None:
+            get_activation(self.activation)
         get_initializer(self.init)
         if self.augment:
             get_augmentation(self.augment, side=IMAGE_SIDE)
+
+    def _refuse_hidden_layer_options(self) -> None:
+        """A network without hidden layers has nothing for these keys to act on: refused, not ignored."""
+        given = [key for key, set_ in (("activation", self.activation is not None), ("batchnorm", self.batchnorm),
+                                       ("dropout", self.dropout > 0)) if set_]
+        if given:
+            keys, them = (given[0], "it") if len(given) == 1 else (f"{', '.join(given[:-1])} and {given[-1]}", "them")
+            raise ValueError(f"{keys} {'acts' if them == 'it' else 'act'} on hidden layers, and hidden is empty: leave "
+                             f"{them} unset (take {them} out of the --config file, if set there) or give hidden "
+                             "layer sizes")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
