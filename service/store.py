@@ -151,11 +151,19 @@ def _content_changed(before: tuple | None, after: tuple | None) -> bool:
     return before != after if before is None or after is None else before[:3] != after[:3]
 
 
-def _changed(record: VersionRecord, stamp: tuple | None) -> bool:
-    """Whether the file may no longer be the one ``record`` describes: its content (mtime, size,
-    inode) changed, or, for a file that was not loaded, also its permissions or owner (the ctime),
-    which may have been why. A loaded file whose permissions change is not loaded again."""
-    return _content_changed(record.stamp, stamp) if record.status == AVAILABLE else record.stamp != stamp
+def _changed(record: VersionRecord, stamp: tuple | None, path: Path) -> bool:
+    """Whether the file at ``path`` may no longer be the one ``record`` describes: its content (mtime,
+    size, inode) changed, or, for a file that was not loaded, also its permissions or owner (the
+    ctime), which may have been why. A loaded file whose permissions or owner change is loaded again
+    only if this process can no longer read it: it then fails and is passed over, as a worker
+    starting then passes it over, so that every worker serves the same version."""
+    if record.status != AVAILABLE:
+        return record.stamp != stamp
+    if _content_changed(record.stamp, stamp):
+        return True
+    if record.stamp != stamp and os.access(path, os.R_OK):
+        record.stamp = stamp  # still readable: the same file, nothing to load
+    return record.stamp != stamp
 
 
 def _reason(error: Exception) -> str:
@@ -290,7 +298,8 @@ class ModelStore:
             if e.errno in (errno.EACCES, errno.EPERM):
                 error += ": " + access_advice("read")
             if error != self.registry_error:
-                log.error("%s; serving the models already loaded", error)
+                log.error("%s; %s", error, "serving the models already loaded" if self._slots
+                          else "no model is served until it can be read")
             self.registry_error = error
             self.events.registry_status(False)
             return False
@@ -421,7 +430,7 @@ class ModelStore:
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
                     slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries,
                                                      kept_served=record.kept_served, reported=record.reported)
-                elif record is None or _changed(record, stamp):
+                elif record is None or _changed(record, stamp, self.registry.root / slot.name / str(v) / MODEL_FILE):
                     slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported)
                     if record is not None:
                         slot.recent.pop(v, None)
@@ -696,6 +705,8 @@ class ModelStore:
             if reason is not None:
                 raise NotReady(f"Model {name} is not served: {reason}; {access_advice('read')}.",
                                code="model_unreadable")
+            if self.registry_error is not None:  # whether it has such a model cannot be told
+                raise NotReady(f"Model {name} is not served: {self.registry_error}.", code="registry_unavailable")
             known = ", ".join(self.names()) or "none"
             raise NotFound(f"There is no model {name!r} (models: {known}).", code="model_not_found")
         return slot

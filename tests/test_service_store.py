@@ -1129,6 +1129,49 @@ def test_a_served_file_whose_permissions_change_is_not_loaded_again(tmp_path):
     assert store.served("mnist") is served
 
 
+def check_served_file_made_unreadable(root):
+    publish_model(root, "mnist")
+    publish_model(root, "mnist", favour=3)
+    running, _ = make_store(root)
+    assert running.served("mnist").version == 2
+    (root / "mnist" / "2" / "model.npz").chmod(0)
+    try:
+        started, _ = make_store(root)  # a worker started now (a reload, a recycled worker) cannot read it
+        running.refresh()
+        running.refresh()  # the pass after the one that saw it fail: no copy can be under way
+        assert started.served("mnist").version == running.served("mnist").version == 1
+        assert "Permission denied" in running.describe("mnist")["versions"][1]["status"]
+    finally:
+        (root / "mnist" / "2" / "model.npz").chmod(0o644)
+
+
+def test_a_served_file_made_unreadable_is_passed_over_as_a_starting_worker_passes_it(tmp_path):
+    """A served file that this process can no longer read is loaded again, fails and is passed over,
+    as a worker started after the chmod passes it over: otherwise the workers that loaded it before
+    serve it and the new ones the version below, and answers alternate between the two for good."""
+    unprivileged(check_served_file_made_unreadable, tmp_path)
+
+
+def check_unknown_model_while_the_registry_cannot_be_read(root):
+    publish_model(root, "mnist")
+    root.chmod(0)
+    try:
+        store, _ = make_store(root)  # a worker started during the outage: it has never read the registry
+        with pytest.raises(NotReady, match=r"Model mnist is not served: the registry folder .* cannot be read") as e:
+            store.served("mnist")
+        assert e.value.code == "registry_unavailable"
+    finally:
+        root.chmod(0o755)
+    store.refresh()
+    assert store.served("mnist").version == 1
+
+
+def test_a_worker_that_cannot_read_the_registry_answers_503_not_that_the_model_does_not_exist(tmp_path):
+    """A 404 is final to clients and proxies, which do not retry it, and a Triton client reads it as
+    an unknown model: while the registry cannot be read, whether it holds a model cannot be told."""
+    unprivileged(check_unknown_model_while_the_registry_cannot_be_read, tmp_path)
+
+
 def test_a_serving_json_rewritten_in_place_with_the_same_size_and_time_is_seen(tmp_path):
     # On kernels whose file times tick every few ms, two writes of the same size within one tick
     # leave size, inode and mtime alike: a change seen only through those would be missed.
