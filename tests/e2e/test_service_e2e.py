@@ -6,6 +6,7 @@ says which version it serves.
 """
 
 import base64
+import fcntl
 import io
 import os
 import re
@@ -501,6 +502,31 @@ def test_workers_replaced_again_and_again_keep_every_count_and_the_metrics_folde
     assert metric_value(server.metrics(), "scratchnet_requests_total", route="/models/<name>/predict",
                         status="200") == kills
     assert counts and all(later >= earlier for earlier, later in zip(counts, counts[1:])), counts
+
+
+def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_service, tmp_path):
+    """A worker that exits while a scrape reads the metrics files keeps its files until the next
+    worker exits. A reload (HUP) in between runs the configuration file again: that must not forget
+    it, or its files stay for good, read by every scrape."""
+    registry, folder = tmp_path / "registry", tmp_path / "metrics"
+    publish_model(registry, "folded", kind="vector")
+    server = start_service(registry, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    response = post(server, "/models/folded/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]},
+                    headers={"Connection": "close"})
+    first = int(response.headers["X-Worker-PID"])
+    server.metrics()  # a scrape makes the lock file scrapes share
+    with open(folder / "metrics.lock", "rb") as scrape:
+        fcntl.flock(scrape, fcntl.LOCK_SH)  # a slow scrape: the master cannot fold for now
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: first not in server.worker_pids() and len(server.worker_pids()) == 2)
+        time.sleep(0.5)  # past the master's wait for the scrape
+        assert (folder / f"counter_{first}.db").exists()
+    before = set(server.worker_pids())
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(set(server.worker_pids()) - before) == 2 and len(server.worker_pids()) == 2, timeout=30)
+    os.kill(min(server.worker_pids()), signal.SIGKILL)
+    wait_for(lambda: not (folder / f"counter_{first}.db").exists(), timeout=10)  # folded, not forgotten
+    assert metric_value(server.metrics(), "scratchnet_predictions_total", model="folded") == 1
 
 
 def test_metrics_answer_while_a_worker_creates_its_files(start_service, service_registry, tmp_path):
