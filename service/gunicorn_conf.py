@@ -270,13 +270,20 @@ def on_starting(server):
 def child_exit(server, worker):
     """A dead worker's live gauges (served version, registry status) must stop counting, and its
     counts, times and last-prediction times join the totals of the exited workers (service/metrics.py),
-    with those of any worker whose files a scrape kept from being folded when it exited."""
+    with those of the workers whose files a scrape kept from being folded when they exited."""
     from prometheus_client import multiprocess
 
     from service.metrics import fold_exited_process
 
-    for pid in sorted(_exited_workers(server) | {worker.pid}):
-        multiprocess.mark_process_dead(pid, str(_metrics_dir))
+    multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
+    # Kept on the arbiter, which outlives a reload (HUP runs this file again). Only the workers this
+    # master reaped: the folder may hold another master's live ones (a USR2 upgrade sharing it).
+    unfolded = server.__dict__.setdefault("scratchnet_unfolded", set())
+    unfolded.add(worker.pid)
+    for pid in sorted(unfolded):
+        if pid in server.WORKERS:  # the number was given to a new worker, which now owns the files
+            unfolded.discard(pid)
+            continue
         try:
             folded = fold_exited_process(_metrics_dir, pid)
         except Exception:  # an exception here would stop the master: the files stay, still counted
@@ -284,17 +291,7 @@ def child_exit(server, worker):
             folded = True
         if not folded:  # scrapes hold the files: the next worker to exit folds it too
             break
-
-
-def _exited_workers(server) -> set[int]:
-    """The processes whose metrics files are in the folder though they are no live worker: read from
-    the folder, not remembered, since a reload (HUP) runs this file again and would forget them."""
-    pids = set()
-    for path in _metrics_dir.glob("*_*.db"):
-        number = path.stem.rpartition("_")[2]
-        if number.isdigit() and int(number) not in server.WORKERS and int(number) != os.getpid():
-            pids.add(int(number))
-    return pids
+        unfolded.discard(pid)
 
 
 def on_exit(server):

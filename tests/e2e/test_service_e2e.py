@@ -507,7 +507,8 @@ def test_workers_replaced_again_and_again_keep_every_count_and_the_metrics_folde
 def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_service, tmp_path):
     """A worker that exits while a scrape reads the metrics files keeps its files until the next
     worker exits. A reload (HUP) in between runs the configuration file again: that must not forget
-    it, or its files stay for good, read by every scrape."""
+    it, or its files stay for good, read by every scrape. The files of a live process that is no
+    worker of this master (another master's, sharing the folder in a USR2 upgrade) are never folded."""
     registry, folder = tmp_path / "registry", tmp_path / "metrics"
     publish_model(registry, "folded", kind="vector")
     server = start_service(registry, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
@@ -524,8 +525,14 @@ def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_servi
     before = set(server.worker_pids())
     server.process.send_signal(signal.SIGHUP)
     wait_for(lambda: len(set(server.worker_pids()) - before) == 2 and len(server.worker_pids()) == 2, timeout=30)
-    os.kill(min(server.worker_pids()), signal.SIGKILL)
+    foreign = folder / f"counter_{os.getpid()}.db"  # this process: alive, and no worker of this master
+    foreign.touch()
+    second = min(server.worker_pids())
+    os.kill(second, signal.SIGKILL)
+    # Replaced only once the master has reaped it and folded what it could.
+    wait_for(lambda: second not in server.worker_pids() and len(server.worker_pids()) == 2)
     wait_for(lambda: not (folder / f"counter_{first}.db").exists(), timeout=10)  # folded, not forgotten
+    assert foreign.exists()
     assert metric_value(server.metrics(), "scratchnet_predictions_total", model="folded") == 1
 
 
