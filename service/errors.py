@@ -45,6 +45,11 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
+class ClientWentAway(ConnectionError):
+    """The client's connection was reset or closed while its request was read (service.worker's
+    sockets raise it): the client's failure, never the server's."""
+
+
 class BadRequest(ServiceError):
     """The request cannot be parsed: malformed JSON, base64, multipart or .npy."""
     status, code = 400, "bad_request"
@@ -209,7 +214,8 @@ def as_service_error(error: Exception, app: Flask) -> ServiceError:
     """Any failure of a request as the ServiceError it is answered with: the service's own as they
     are; the forward module's, Gunicorn's chunked-body errors, a client's timeout, pydantic's and
     werkzeug's in the service's words (a client that goes away mid-body is its 400, not a server fault);
-    anything else an internal error, logged with the request id."""
+    anything else, a ConnectionError of the server's own included, an internal error, logged with the
+    request id."""
     if isinstance(error, ServiceError):
         return error
     if isinstance(error, shared_errors.ScratchnetError):
@@ -226,7 +232,7 @@ def as_service_error(error: Exception, app: Flask) -> ServiceError:
         return BadRequest(f"The chunked body is malformed or cut off: {error}.", code="malformed_body")
     if isinstance(error, TimeoutError):
         return RequestTimeout(BODY_TIMEOUT_MESSAGE)
-    if isinstance(error, ConnectionError):  # the client reset the connection while its body was read
+    if isinstance(error, ClientWentAway):
         return BadRequest("The connection was closed before the body's end arrived; send it again.",
                           code="truncated_body")
     if isinstance(error, pydantic.ValidationError):

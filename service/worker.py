@@ -108,7 +108,7 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import record_unrouted
-from service.errors import BODY_TIMEOUT_MESSAGE, error_body
+from service.errors import BODY_TIMEOUT_MESSAGE, ClientWentAway, error_body
 from shared.text import shortened
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
@@ -290,7 +290,10 @@ class ClientSocket(socket.socket):
             return bytes(self.take_gathered(size))
         if self.continue_pending:
             self.send_continue()
-        return super().recv(size, flags)
+        try:
+            return super().recv(size, flags)
+        except ConnectionError as e:  # told from a fault of the server's by the one error handler
+            raise ClientWentAway(e.errno, e.strerror) from e
 
     def recv_into(self, buffer, size: int = 0, flags: int = 0) -> int:
         if self.gathered_left():
@@ -299,7 +302,10 @@ class ClientSocket(socket.socket):
             return len(part)
         if self.continue_pending:
             self.send_continue()
-        return super().recv_into(buffer, size, flags)
+        try:
+            return super().recv_into(buffer, size, flags)
+        except ConnectionError as e:
+            raise ClientWentAway(e.errno, e.strerror) from e
 
     def send_continue(self) -> None:
         self.continue_pending = False

@@ -712,10 +712,14 @@ def test_503_when_no_version_can_serve(registry):
     assert "model ghost has no servable version" in ready.get_json()["reason"]
 
 
-def test_500_is_json_without_a_traceback(app, capsys):
+@pytest.mark.parametrize("fault", [RuntimeError("secret internals"), ConnectionRefusedError(111, "secret internals")],
+                         ids=["an error", "a connection of the server's own"])
+def test_500_is_json_without_a_traceback(app, capsys, fault):
+    """A connection error is the client's 400 only when the client's own connection failed
+    (test_hostile_requests.py): one the server made is its fault, logged for its operator."""
     @app.get("/boom")
     def boom():
-        raise RuntimeError("secret internals")
+        raise fault
 
     response = app.test_client().get("/boom", headers={"X-Request-ID": "req-500"})
     body = assert_error(response, 500, "internal_error")
