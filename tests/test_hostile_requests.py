@@ -479,7 +479,8 @@ RESET_BODIES = [
 
 def access_lines(server: ServiceProcess, request_id: str) -> list[dict]:
     lines = [json.loads(text) for text in server.log().splitlines() if text.startswith("{")]
-    return [line for line in lines if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
+    return [line for line in lines
+            if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
 
 
 @pytest.mark.parametrize("name, head, part", RESET_BODIES, ids=[case[0] for case in RESET_BODIES])

@@ -397,7 +397,8 @@ def test_a_compressed_bomb_is_refused_before_it_inflates(client, monkeypatch):
 def test_x_gzip_is_gzip(client):
     """RFC 9110 section 8.4.1.3: a recipient takes the old name x-gzip as gzip."""
     request = json.dumps({"inputs": [tensor("input", VECTORS)]}).encode()
-    response = client.post("/v2/models/mnist/infer", data=gzip.compress(request), headers={"Content-Encoding": "x-gzip"})
+    response = client.post("/v2/models/mnist/infer", data=gzip.compress(request),
+                           headers={"Content-Encoding": "x-gzip"})
     assert response.status_code == 200, response.get_data()
     assert response.get_json()["outputs"] == infer(client, {"inputs": [tensor("input", VECTORS)]}).get_json()["outputs"]
 
