@@ -103,7 +103,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPVersion, InvalidRequestLine,
-                                  InvalidRequestMethod)
+                                  InvalidRequestMethod, ObsoleteFolding)
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -160,7 +160,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps(error_body(message, code)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nDate: {gunicorn_util.http_date()}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
-            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n")
+            f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n")
     _own_answer.status, _own_answer.code, _own_answer.request_id = status_int, code, request_id
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
@@ -169,25 +169,33 @@ HEADER_RULES = {
     "CONTENT-LENGTH": "give it once, as a whole number of bytes, and never with Transfer-Encoding",
     "TRANSFER-ENCODING": "give chunked once, as the last coding, and only on an HTTP/1.1 request",
 }
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 section 5.6.2: a token
 
 
 def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
     """The status, code and message for a request Gunicorn could not parse, in words that say
     what to send instead; None to keep Gunicorn's own."""
     if isinstance(exc, InvalidHTTPVersion):
-        version = exc.version if isinstance(exc.version, str) else ".".join(map(str, exc.version))
-        return 505, "http_version_not_supported", (f"HTTP version {version} is not served here; "
-                                                   "send the request as HTTP/1.1 or HTTP/1.0.")
+        if isinstance(exc.version, tuple):  # well-formed, such as HTTP/2.0: a version not served
+            return 505, "http_version_not_supported", (f"HTTP version {'.'.join(map(str, exc.version))} is not "
+                                                       "served here; send the request as HTTP/1.1 or HTTP/1.0.")
+        return 400, "invalid_request_line", (f"The request line's version {shortened(str(exc.version), 60)!r} is "
+                                             "malformed: end the line with HTTP/1.1.")
     if isinstance(exc, InvalidHeader):
-        name = str(exc.hdr).title()
-        rule = HEADER_RULES.get(str(exc.hdr).upper(), "give it once, well-formed")
-        return 400, "invalid_header", f"The request's {name} header is invalid or repeated: {rule}."
+        if not HEADER_NAME.fullmatch(str(exc.hdr)):  # a whole line without a colon, or Gunicorn's own words
+            return 400, "invalid_header", ("A header line is malformed: write each header as Name: value, on a line "
+                                           "of its own ended by CRLF.")
+        rule = HEADER_RULES.get(str(exc.hdr).upper(), "give it once, with no control characters in its value")
+        return 400, "invalid_header", f"The request's {str(exc.hdr).title()} header is invalid or repeated: {rule}."
     if isinstance(exc, InvalidHeaderName):
         return 400, "invalid_header", (f"The header name {shortened(str(exc.hdr), 60)!r} is invalid: a name is "
                                        "letters, digits and the punctuation !#$%&'*+-.^_`|~.")
+    if isinstance(exc, ObsoleteFolding):
+        return 400, "invalid_header", ("A header continues on a line that starts with a space or tab (obsolete "
+                                       "folding): write each header's value on its own line.")
     if isinstance(exc, InvalidRequestMethod):
-        return 400, "invalid_method", (f"The request method {shortened(str(exc.method), 60)!r} is invalid: "
-                                       "a method is written in capitals, such as GET or POST.")
+        return 400, "invalid_method", (f"The request method {shortened(str(exc.method), 60)!r} is invalid: a method "
+                                       "is 3 to 20 capital letters, such as GET or POST.")
     if isinstance(exc, InvalidRequestLine):
         return 400, "invalid_request_line", "The request line is invalid: send it as METHOD /path HTTP/1.1."
     return None

@@ -367,10 +367,18 @@ NOT_HTTP = [
     ("space in a header name", b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", 400,
      "invalid_header", "The header name 'Bad Name' is invalid"),
     ("lower-case method", b"get /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
-     "a method is written in capitals"),
+     "a method is 3 to 20 capital letters"),
     ("HTTP/2.0 request line", b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported",
      "send the request as HTTP/1.1 or HTTP/1.0"),
     ("no request line", b"GARBAGE\r\n\r\n", 400, "invalid_request_line", "send it as METHOD /path HTTP/1.1"),
+    ("malformed version", b"GET /healthz HTTP/1.1x\r\nHost: x\r\n\r\n", 400, "invalid_request_line",
+     "version 'HTTP/1.1x' is malformed: end the line with HTTP/1.1"),
+    ("header line without a colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n", 400,
+     "invalid_header", "A header line is malformed: write each header as Name: value"),
+    ("folded header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n", 400, "invalid_header",
+     "obsolete folding"),
+    ("two-letter method", b"AB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
+     "3 to 20 capital letters"),
 ]
 
 
@@ -391,6 +399,7 @@ def test_a_request_that_is_not_valid_http_is_told_what_to_send(server, name, req
     headers = dict(line.split(": ", 1) for line in lines[1:])
     assert email.utils.parsedate_to_datetime(headers["Date"]).tzinfo is not None
     assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "no-store"
     error = json.loads(body)
     assert set(error) == {"error", "code", "details"} and error["code"] == code, error
     assert says in error["error"], error
