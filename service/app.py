@@ -26,6 +26,7 @@ from urllib.parse import unquote
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.http import parse_range_header
 
 from shared.registry import Registry
 
@@ -148,8 +149,9 @@ def _register_request_hooks(app: Flask) -> None:
         state.started = time.perf_counter()
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        if "," in request.environ.get("HTTP_RANGE", ""):
-            # Several ranges of a file: werkzeug refuses them (416); the whole file answers them (RFC 9110 §14.2).
+        if "HTTP_RANGE" in request.environ and not _one_byte_range(request.environ["HTTP_RANGE"]):
+            # werkzeug refuses several ranges, or a Range it cannot read, with a 416; a server may
+            # ignore them and answer with the whole file (RFC 9110 section 14.2), as browsers expect.
             del request.environ["HTTP_RANGE"]
         if svc.settings.watch:
             svc.store.start()  # a no-op unless this process was forked after create_app
@@ -163,7 +165,7 @@ def _register_request_hooks(app: Flask) -> None:
     def finish(response):
         now = time.perf_counter()
         state, req = g._get_current_object(), request._get_current_object()
-        if response.status_code == 412 or _modified_since_asked(req, response):
+        if response.status_code in (200, 206, 304, 412) and _precondition_failed(req, response):
             problem = precondition_failed(response)
             response.close()  # the file it would have sent
             response = error_response(problem)
@@ -192,14 +194,23 @@ def _register_request_hooks(app: Flask) -> None:
         return response
 
 
-def _modified_since_asked(req, response) -> bool:
-    """Whether a file answered whole was modified after the request's If-Unmodified-Since, which
-    werkzeug's conditional answers leave unchecked (RFC 9110 §13.1.4: If-Match decides instead when given)."""
-    environ = req.environ
-    if "HTTP_IF_UNMODIFIED_SINCE" not in environ or "HTTP_IF_MATCH" in environ:
-        return False
-    if response.status_code not in (200, 206):
-        return False
+def _one_byte_range(value: str) -> bool:
+    """Whether a Range header asks for one range of bytes, the only kind served."""
+    asked = parse_range_header(value)
+    return asked is not None and asked.units == "bytes" and len(asked.ranges) == 1
+
+
+def _precondition_failed(req, response) -> bool:
+    """Whether a file's answer must be a 412 (RFC 9110 section 13.2.2): werkzeug's own (If-Match),
+    or one werkzeug misses, since it reads a range, or If-None-Match, before these conditions:
+    If-Match on a part of the file (206), and If-Unmodified-Since, which it leaves unchecked."""
+    if response.status_code == 412:
+        return True
+    environ, etag = req.environ, response.get_etag()[0]
+    if "HTTP_IF_MATCH" not in environ and "HTTP_IF_UNMODIFIED_SINCE" not in environ or etag is None:
+        return False  # no condition, or not a file: the API's answers carry no validators
+    if "HTTP_IF_MATCH" in environ:  # it decides alone when given (section 13.1.4)
+        return not req.if_match.contains(etag)
     since, modified = req.if_unmodified_since, response.last_modified
     return since is not None and modified is not None and modified > since
 

@@ -251,7 +251,7 @@ def _http_error(error: HTTPException, app: Flask) -> ServiceError:
         message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
     headers = {}
     if status == 404 and (route := _route_without_trailing_slash(app)):
-        message = f"There is no such route; the route is {route}, without the trailing slash."
+        message = f"There is no such route; without the trailing slash, {route} is one."
     if status == 416 and getattr(error, "length", None) is not None:
         headers["Content-Range"] = f"bytes */{error.length}"  # RFC 9110 section 15.5.17: the file's length
         message = message.format(length=error.length)
@@ -272,7 +272,7 @@ def _route_without_trailing_slash(app: Flask) -> str | None:
     except HTTPException as refused:
         if refused.code != 405:  # a route, under other methods, is still the route meant
             return None
-    return shortened(path.rstrip("/"), 120)
+    return shortened(request.script_root + path.rstrip("/"), 120)  # as the client addresses it behind a prefix
 
 
 def precondition_failed(response) -> ServiceError:

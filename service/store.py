@@ -157,13 +157,9 @@ def _changed(record: VersionRecord, stamp: tuple | None, path: Path) -> bool:
     ctime), which may have been why. A loaded file whose permissions or owner change is loaded again
     only if this process can no longer read it: it then fails and is passed over, as a worker
     starting then passes it over, so that every worker serves the same version."""
-    if record.status != AVAILABLE:
+    if record.status != AVAILABLE or _content_changed(record.stamp, stamp):
         return record.stamp != stamp
-    if _content_changed(record.stamp, stamp):
-        return True
-    if record.stamp != stamp and os.access(path, os.R_OK):
-        record.stamp = stamp  # still readable: the same file, nothing to load
-    return record.stamp != stamp
+    return record.stamp != stamp and not os.access(path, os.R_OK)
 
 
 def _reason(error: Exception) -> str:
@@ -298,7 +294,8 @@ class ModelStore:
             if e.errno in (errno.EACCES, errno.EPERM):
                 error += ": " + access_advice("read")
             if error != self.registry_error:
-                log.error("%s; %s", error, "serving the models already loaded" if self._slots
+                serving = any(slot.served is not None for slot in self._slots.values())
+                log.error("%s; %s", error, "serving the models already loaded" if serving
                           else "no model is served until it can be read")
             self.registry_error = error
             self.events.registry_status(False)
@@ -435,6 +432,8 @@ class ModelStore:
                     if record is not None:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
+                elif record.stamp != stamp:  # a loaded file, still readable, whose permissions or owner changed
+                    record.stamp = stamp
                 # else as it was: checked, or still to be (with its retries and what it keeps)
         self._report_removed(slot.name, removed)
 
