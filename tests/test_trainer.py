@@ -1944,6 +1944,26 @@ def test_features_and_targets_past_1e19_are_standardised_in_float64(tmp_path, ca
         assert not (tmp_path / "run").exists()
 
 
+def test_column_statistics_take_one_block_of_memory_not_a_float64_copy(monkeypatch):
+    """Each call of values.std(axis=0, dtype=np.float64) made a float64 copy of the training features, twice
+    their size (359 MiB for 60,000 rows of 784), before check_memory could refuse a run too large for the
+    machine; the statistics, summed a block of rows at a time, are numpy's all the same."""
+    import tracemalloc
+    monkeypatch.setattr(train, "STATISTICS_BLOCK_VALUES", 10_000)  # blocks of 50 rows: 101 of them, the last of 1
+    rng = np.random.default_rng(0)
+    values = (rng.normal(size=(5_001, 200)) * np.geomspace(1e-3, 1e20, 200) + 1e6).astype(np.float32)
+    tracemalloc.start()
+    try:
+        stats = train.column_statistics(values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < values.nbytes / 10
+    np.testing.assert_allclose(stats.mean, values.mean(axis=0, dtype=np.float64), rtol=1e-12)
+    np.testing.assert_allclose(stats.std, values.std(axis=0, dtype=np.float64), rtol=1e-9)
+    assert (stats.low == values.min(axis=0)).all() and (stats.high == values.max(axis=0)).all()
+
+
 def test_a_column_far_from_zero_for_its_spread_is_noted_naming_it(tmp_path, capsys):
     """float32 holds 1e9 + 10 x in steps of 64: 400 distinct values became 2, and the classifier that the same
     column without its offset gets 95 % right scored 49 %, without a word."""
@@ -1971,8 +1991,8 @@ def test_no_column_of_the_known_datasets_is_held_too_coarsely(datasets_dir, name
     dataset = load_dataset(name, data_dir=datasets_dir, variant=variant)
     columns = train.feature_columns(dataset)
     for x in (dataset.x_train, dataset.x_test, np.round(dataset.x_train * 255)):
-        assert train.coarse_columns(x, columns) == []
-    assert train.coarse_note(dataset) is None
+        assert train.coarse_columns(train.column_statistics(x), columns) == []
+    assert train.coarse_note(train.prepare(dataset, train.TrainConfig(dataset=name, variant=variant))) is None
 
 
 def test_a_constant_regression_target_is_refused_as_a_single_class_is(tmp_path, capsys):

@@ -190,6 +190,7 @@ class Prepared:
     y_val: np.ndarray | None
     normalization: dict
     target_scaling: dict | None
+    coarse: list[str]  # the columns float32 holds too coarsely (coarse_columns), for coarse_note
 
 
 def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
@@ -203,17 +204,23 @@ def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
         # Tabular data can hold duplicate rows (Wine Quality does): keep each on one side.
         x, y, x_val, y_val = validation_split(x, y, config.val_fraction, config.seed,
                                               grouped=dataset.input_kind == "vector")
+    coarse = []
     if dataset.input_kind == "image":
-        # One mean and std for every pixel, as for the MNIST recipe's (x - 0.1307) / 0.3081.
+        # One mean and std for every pixel, as for the MNIST recipe's (x - 0.1307) / 0.3081. Pixels, 0 to 1,
+        # are held finely enough.
         normalization = {"mean": [float(x.mean())], "std": [float(x.std())]}
     else:
-        mean, std = column_scaling(x, feature_columns(dataset), dataset.name)
+        stats, columns = column_statistics(x), feature_columns(dataset)
+        mean, std = column_scaling(stats, columns, dataset.name)
         normalization = {"mean": mean.tolist(), "std": std.tolist()}
+        coarse = coarse_columns(stats, columns)
     target_scaling = None
     if dataset.task == "regression":
-        mean, std = column_scaling(y.reshape(-1, 1), [target_column(dataset)], dataset.name)
+        stats, columns = column_statistics(y.reshape(-1, 1)), [target_column(dataset)]
+        mean, std = column_scaling(stats, columns, dataset.name)
         target_scaling = {"mean": float(mean[0]), "std": float(std[0])}
-    return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling)
+        coarse += coarse_columns(stats, columns)
+    return Prepared(dataset, x, y, x_val, y_val, normalization, target_scaling, coarse)
 
 
 def check_learnable(dataset: Dataset) -> None:
@@ -241,21 +248,49 @@ def target_column(dataset: Dataset) -> str:
     return f"the target {dataset.target!r}"
 
 
-def column_scaling(values: np.ndarray, columns: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 mean and std (1 for a constant column) that standardise each column of ``values``
-    (n, d), computed in float64: in float32 the square of a value past 1.8e19 overflows. A column
-    whose values lie further from their mean than float32 reaches, so that standardising them would
-    overflow, is refused, named by ``columns``."""
-    mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
-    low, high = values.min(axis=0), values.max(axis=0)
-    beyond = np.maximum(high - mean, mean - low) > FLOAT32_MAX
+# Rows are summed in float64 a block of about this many values at a time: a float64 copy of the whole
+# training data would double its memory before check_memory has looked at it.
+STATISTICS_BLOCK_VALUES = 1 << 20
+
+
+@dataclass
+class ColumnStatistics:
+    """Of each column of values (n, d): its mean and std, computed in float64 (in float32 the square of a
+    value past 1.8e19 overflows), and its lowest and highest value."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def column_statistics(values: np.ndarray) -> ColumnStatistics:
+    """The ``ColumnStatistics`` of ``values`` (n, d), summed over blocks of rows: the memory they take
+    beyond ``values`` is one block's float64 copy."""
+    rows = max(1, STATISTICS_BLOCK_VALUES // values.shape[1])
+    blocks = [values[start:start + rows] for start in range(0, len(values), rows)]
+    mean = sum(block.sum(axis=0, dtype=np.float64) for block in blocks) / len(values)
+    squares = np.zeros(values.shape[1])
+    for block in blocks:
+        deviations = block.astype(np.float64)
+        deviations -= mean
+        squares += np.square(deviations, out=deviations).sum(axis=0)
+    return ColumnStatistics(mean, np.sqrt(squares / len(values)), values.min(axis=0), values.max(axis=0))
+
+
+def column_scaling(stats: ColumnStatistics, columns: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 mean and std (1 for a constant column) that standardise each column of ``stats``. A
+    column whose values lie further from their mean than float32 reaches, so that standardising them
+    would overflow, is refused, named by ``columns``."""
+    low, high = stats.low, stats.high
+    beyond = np.maximum(high - stats.mean, stats.mean - low) > FLOAT32_MAX
     if beyond.any():
         i = int(np.argmax(beyond))
         raise DatasetError(f"{source}: {columns[i]} runs from {low[i]:.4g} to {high[i]:.4g}: centred on its mean, "
                            f"its values reach beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
                            "computes: scale it down")
-    std = std.astype(np.float32)
-    return mean.astype(np.float32), np.where(std > 0, std, np.float32(1))
+    std = stats.std.astype(np.float32)
+    return stats.mean.astype(np.float32), np.where(std > 0, std, np.float32(1))
 
 
 # float32 steps to a standard deviation, at a column's largest magnitude, under which its values are held too
@@ -263,30 +298,27 @@ def column_scaling(values: np.ndarray, columns: list[str], source: str) -> tuple
 PRECISION_STEPS = 100
 
 
-def coarse_columns(values: np.ndarray, columns: list[str]) -> list[str]:
-    """Those of ``columns`` (with their largest magnitude and its step) whose values (n, d) float32 holds
-    in steps coarse against their spread: fewer than PRECISION_STEPS to a standard deviation, as for
-    values far from zero (a time in seconds since 1970, 1e9 + t) that vary little. A column that
+def coarse_columns(stats: ColumnStatistics, columns: list[str]) -> list[str]:
+    """Those of ``columns`` (with their largest magnitude and its step) whose values float32 holds in
+    steps coarse against their spread (``stats``): fewer than PRECISION_STEPS to a standard deviation,
+    as for values far from zero (a time in seconds since 1970, 1e9 + t) that vary little. A column that
     float32 has made constant cannot be told from one that is."""
-    std, largest = values.std(axis=0, dtype=np.float64), np.abs(values).max(axis=0)
+    largest = np.maximum(np.abs(stats.low), np.abs(stats.high))
     step = np.spacing(largest).astype(np.float64)
-    coarse = (std > 0) & (step * PRECISION_STEPS > std)
+    coarse = (stats.std > 0) & (step * PRECISION_STEPS > stats.std)
     return [f"{columns[i]}, whose values reach {largest[i]:.3g}, in steps of {step[i]:.3g}"
             for i in np.flatnonzero(coarse)]
 
 
-def coarse_note(dataset: Dataset) -> str | None:
-    """A note naming the columns (and regression target) of ``dataset`` that float32, in which the network
-    computes, holds too coarsely (``coarse_columns``) in its training rows, saying what to do; None if none.
-    Pictures' pixels, 0 to 1, are held finely enough."""
-    coarse = [] if dataset.input_kind == "image" else coarse_columns(dataset.x_train, feature_columns(dataset))
-    if dataset.task == "regression":
-        coarse += coarse_columns(dataset.y_train.reshape(-1, 1), [target_column(dataset)])
-    if not coarse:
+def coarse_note(prepared: Prepared) -> str | None:
+    """A note naming the columns (and regression target) that float32, in which the network computes,
+    holds too coarsely in the training rows of ``prepared`` (its ``coarse``), saying what to do; None
+    if none."""
+    if not prepared.coarse:
         return None
-    return (f"note: float32, in which the network computes, holds {'; '.join(coarse)}: fewer than {PRECISION_STEPS} "
-            "steps to a standard deviation, which loses much of what tells the values apart; subtract an offset (the "
-            "mean, say) or rescale such a column in the data before training")
+    return (f"note: float32, in which the network computes, holds {'; '.join(prepared.coarse)}: fewer than "
+            f"{PRECISION_STEPS} steps to a standard deviation, which loses much of what tells the values apart; "
+            "subtract an offset (the mean, say) or rescale such a column in the data before training")
 
 
 def rows_line(prepared: Prepared, config: TrainConfig) -> str:
@@ -855,7 +887,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     report.require_plotting()
     prepared = prepare(dataset, config)
     log(rows_line(prepared, config))
-    if note := coarse_note(dataset):
+    if note := coarse_note(prepared):
         log(note)
     if dataset.labels is not None:  # a classifier
         untrained = sorted(set(range(dataset.n_classes)) - set(np.unique(prepared.y_train).tolist()))
