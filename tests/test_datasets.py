@@ -774,13 +774,29 @@ def test_npz_labels_make_float_targets_class_indices(tmp_path, capsys):
                                            "none: train with --task classification, or drop the labels array"):
         load_dataset("npz", path=path, task="regression")
     np.savez(path, x=x, y=np.linspace(0, 1, 40), labels=np.array(["neg", "pos"]))
-    with pytest.raises(DatasetError, match=r"float.npz: a labels array names classes, so y holds class indices "
-                                           r"0, 1, 2, ...; it holds 0.025641: store the class indices in y, or drop "
-                                           "the labels array to predict y as a quantity"):
+    message = (r"float.npz: y\[1\] is 0.025641, not a class index: classification takes class indices 0, 1, 2, "
+               r"... \(or class names\) in y; store those, or train with --task regression, without a labels array, "
+               "to predict y as a quantity")
+    with pytest.raises(DatasetError, match=message):
         load_dataset("npz", path=path)
     assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--no-progress",
                      "--output", str(tmp_path / "run")]) == 2
-    assert "drop the labels array" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert "y[1] is 0.025641, not a class index" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.linspace(0, 1, 40)}, r"y\[1\] is 0.025641, not a class index"),
+    ({"y": np.arange(40) - 3}, r"y\[0\] is -3, not a class index"),
+    ({"x_train": np.zeros((30, 3)), "y_train": np.arange(30) % 2, "x_test": np.zeros((10, 3)),
+      "y_test": np.arange(10) * 0.5}, r"y_test\[1\] is 0.5, not a class index"),
+])
+def test_targets_that_are_no_class_index_are_named_where_the_file_holds_them(tmp_path, arrays, message):
+    """One check serves the targets a labels array makes classes and those --task classification does."""
+    path = tmp_path / "targets.npz"
+    np.savez(path, **({"x": np.zeros((40, 3))} if "y" in arrays else {}), **arrays)
+    with pytest.raises(DatasetError, match=message + r": classification takes class indices 0, 1, 2, \.\.\. "
+                                                     r"\(or class names\)"):
+        load_dataset("npz", path=path, task="classification")
 
 
 def test_an_empty_variant_is_refused_not_read_as_red(tmp_path, capsys):

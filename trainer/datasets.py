@@ -621,17 +621,7 @@ def _npz_task(task: str | None, y: np.ndarray, has_labels: bool, path: Path) -> 
                            "--task classification, or drop the labels array")
     if task is not None:
         return task
-    if y.dtype.kind in "biuUS":
-        return "classification"
-    if not has_labels:
-        return "regression"
-    if y.dtype.kind == "f":
-        not_index = np.isfinite(y) & ((y < 0) | (y != np.round(y)))  # NaN and infinity: refused in any y
-        if not_index.any():
-            raise DatasetError(f"{path}: a labels array names classes, so y holds class indices 0, 1, 2, ...; it "
-                               f"holds {y[not_index][0]:g}: store the class indices in y, or drop the labels array "
-                               "to predict y as a quantity")
-    return "classification"
+    return "classification" if y.dtype.kind in "biuUS" or has_labels else "regression"
 
 
 def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -743,8 +733,13 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise DatasetError(f"{path}: {key} holds NaN or infinite values")
     _check_float32_range(a, key, path)
-    if task == "classification" and (np.any(a < 0) or np.any(a != np.round(a))):
-        raise DatasetError(f"{path}: {key} must hold class indices 0, 1, 2, ... for classification")
+    if task == "classification":  # floats too, which a labels array makes classes (0.0, 1.0)
+        not_index = (a < 0) | (a != np.round(a))
+        if not_index.any():
+            i = int(np.argmax(not_index))
+            raise DatasetError(f"{path}: {key}[{i}] is {a[i]:g}, not a class index: classification takes class "
+                               f"indices 0, 1, 2, ... (or class names) in {key}; store those, or train with --task "
+                               f"regression, without a labels array, to predict {key} as a quantity")
     return a
 
 
