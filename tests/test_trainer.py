@@ -2006,21 +2006,21 @@ def test_a_constant_regression_target_is_refused_as_a_single_class_is(tmp_path, 
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize("toml, flags, message", [
-    ("hidden = []\nbatchnorm = true\n", [], "batchnorm acts on hidden layers, and hidden is empty: leave it unset"),
-    ("hidden = []\n", ["--dropout", 0.2, "--activation", "relu"],
-     "activation and dropout act on hidden layers, and hidden is empty: leave them unset"),
-    ('hidden = []\nactivation = "tanh"\n', [], "activation acts on hidden layers, and hidden is empty: leave it unset"),
+@pytest.mark.parametrize("toml, flags, keys", [
+    ("hidden = []\nbatchnorm = true\n", [], "batchnorm"),
+    ("hidden = []\n", ["--dropout", 0.2, "--activation", "relu"], "activation, dropout"),
+    ('hidden = []\nactivation = "tanh"\n', [], "activation"),
+    ("hidden = []\nbatchnorm = true\ndropout = 0.5\n", ["--activation", "tanh"], "activation, batchnorm, dropout"),
 ])
-def test_hidden_layer_options_without_hidden_layers_are_refused(tmp_path, blobs_npz, capsys, toml, flags, message):
+def test_hidden_layer_options_without_hidden_layers_are_refused(tmp_path, blobs_npz, capsys, toml, flags, keys):
     """They were accepted and ignored, and the manifest recorded batchnorm: true for a network without it."""
     config = tmp_path / "run.toml"
     config.write_text(toml)
     for command in ("train", "overfit", "summary"):
         assert refused(capsys, command, "--config", config, "--dataset", "npz", "--data-path", blobs_npz, *flags,
                        "--no-progress", *(["--output", tmp_path / "run"] if command == "train" else [])) == (
-            f"invalid config: {message} (take {'it' if ' it ' in message else 'them'} out of the --config file, if "
-            "set there) or give hidden layer sizes")
+            f"invalid config: hidden is empty, and these options act on hidden layers: {keys}; leave them unset (take "
+            "them out of the --config file, if set there) or give hidden layer sizes")
     assert not (tmp_path / "run").exists()
     config.write_text("hidden = []\nbatchnorm = false\ndropout = 0.0\n")  # nothing to ignore
     assert run_cli("train", "--config", config, "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1,

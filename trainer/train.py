@@ -143,13 +143,10 @@ class TrainConfig:
 
     def _refuse_hidden_layer_options(self) -> None:
         """A network without hidden layers has nothing for these keys to act on: refused, not ignored."""
-        given = [key for key, set_ in (("activation", self.activation is not None), ("batchnorm", self.batchnorm),
-                                       ("dropout", self.dropout > 0)) if set_]
-        if given:
-            keys, them = (given[0], "it") if len(given) == 1 else (f"{', '.join(given[:-1])} and {given[-1]}", "them")
-            raise ValueError(f"{keys} {'acts' if them == 'it' else 'act'} on hidden layers, and hidden is empty: leave "
-                             f"{them} unset (take {them} out of the --config file, if set there) or give hidden "
-                             "layer sizes")
+        is_set = {"activation": self.activation is not None, "batchnorm": self.batchnorm, "dropout": self.dropout > 0}
+        if given := [key for key, set_here in is_set.items() if set_here]:
+            raise ValueError(f"hidden is empty, and these options act on hidden layers: {', '.join(given)}; leave them "
+                             "unset (take them out of the --config file, if set there) or give hidden layer sizes")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
