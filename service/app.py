@@ -206,9 +206,12 @@ def _precondition_failed(req, response) -> bool:
     If-Match on a part of the file (206), and If-Unmodified-Since, which it leaves unchecked."""
     if response.status_code == 412:
         return True
-    environ, etag = req.environ, response.get_etag()[0]
-    if "HTTP_IF_MATCH" not in environ and "HTTP_IF_UNMODIFIED_SINCE" not in environ or etag is None:
-        return False  # no condition, or not a file: the API's answers carry no validators
+    environ = req.environ
+    if "HTTP_IF_MATCH" not in environ and "HTTP_IF_UNMODIFIED_SINCE" not in environ:
+        return False
+    etag = response.get_etag()[0]
+    if etag is None:  # not a file: the API's answers carry no validators
+        return False
     if "HTTP_IF_MATCH" in environ:  # it decides alone when given (section 13.1.4)
         return not req.if_match.contains(etag)
     since, modified = req.if_unmodified_since, response.last_modified
