@@ -320,6 +320,13 @@ def test_made_up_methods_do_not_add_metric_series(server):
     assert 'method="other"' in text
 
 
+def access_lines(server: ServiceProcess, request_id: str) -> list[dict]:
+    """The access lines the service logged for ``request_id``."""
+    lines = [json.loads(text) for text in server.log().splitlines() if text.startswith("{")]
+    return [line for line in lines
+            if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
+
+
 def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     """A request line or headers over Gunicorn's limits never reach the app, yet an operator
     reading the metrics or the access log must see them, and the client gets the request id
@@ -340,10 +347,8 @@ def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     assert refused(after, 414) == refused(before, 414) + 1
     assert refused(after, 431) == refused(before, 431) + 1
     assert too_long(after) == too_long(before) + 1
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     received = {long_line.headers.get("X-Request-ID"), big_header.headers.get("X-Request-ID")}
-    access = [line for line in lines
-              if line.get("logger") == "scratchnet.access" and line.get("request_id") in received]
+    access = [line for request_id in received for line in access_lines(server, request_id)]
     assert {(line["status"], line["request_id"]) for line in access} == {
         (414, long_line.headers.get("X-Request-ID")), (431, big_header.headers.get("X-Request-ID"))}
     assert all(line["route"] == "<unmatched>" and len(line["request_id"]) == 32 for line in access)
@@ -484,12 +489,6 @@ RESET_BODIES = [
     ("V2 by length", "POST /v2/models/iris/infer HTTP/1.1\r\nContent-Type: application/json\r\n"
                      "Content-Length: 3000000\r\n", b" " * RESET_PART),
 ]
-
-
-def access_lines(server: ServiceProcess, request_id: str) -> list[dict]:
-    lines = [json.loads(text) for text in server.log().splitlines() if text.startswith("{")]
-    return [line for line in lines
-            if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
 
 
 @pytest.mark.parametrize("name, head, part", RESET_BODIES, ids=[case[0] for case in RESET_BODIES])
