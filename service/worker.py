@@ -103,7 +103,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPVersion, InvalidRequestLine,
-                                  InvalidRequestMethod, ObsoleteFolding)
+                                  InvalidRequestMethod, ObsoleteFolding, UnsupportedTransferCoding)
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -145,13 +145,10 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
     a malformed chunk); what it answered is noted for the worker's access line. It carries the
     request id of that line, as the app's answers do, so the client can name it."""
-    if reason == "Bad Request" and status_int in (500, 501):  # Gunicorn's words for its 400s, given to these too
+    if reason == "Bad Request" and status_int == 500:  # Gunicorn's words for its 400s, given to this too
         reason = http.HTTPStatus(status_int).phrase
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
     message = f"{reason}: {mesg}" if mesg else reason
-    if status_int == 501 and (coding := re.fullmatch(r"Unsupported transfer coding: '(.*)'", mesg or "")):
-        code = "unsupported_transfer_coding"  # as the app words its own refusal of "gzip, chunked"
-        message = f"Transfer-Encoding {coding[1]} is not supported, only chunked; send the body as it is, or chunked."
     explained = _explained(getattr(_own_answer, "exc", None))
     if explained is not None:
         status_int, code, message = explained
@@ -198,6 +195,9 @@ def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
                                        "is 3 to 20 capital letters, such as GET or POST.")
     if isinstance(exc, InvalidRequestLine):
         return 400, "invalid_request_line", "The request line is invalid: send it as METHOD /path HTTP/1.1."
+    if isinstance(exc, UnsupportedTransferCoding):  # worded as the app words its own refusal of "gzip, chunked"
+        return 501, "unsupported_transfer_coding", (f"Transfer-Encoding {exc.hdr} is not supported, only chunked; "
+                                                    "send the body as it is, or chunked.")
     return None
 
 
