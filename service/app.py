@@ -34,7 +34,7 @@ from . import api, ops, protocols
 from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
-from .errors import error_response, precondition_failed, register_error_handlers
+from .errors import BadRequest, error_response, precondition_failed, register_error_handlers
 from .logs import configure_logging, log_access, logfmt_value, without_surrogates
 from .metrics import Metrics
 from .predictor import Predictor
@@ -149,6 +149,7 @@ def _register_request_hooks(app: Flask) -> None:
         state.started = time.perf_counter()
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        _check_host(request.environ)
         if "HTTP_RANGE" in request.environ and not _one_byte_range(request.environ["HTTP_RANGE"]):
             # werkzeug refuses several ranges, or a Range it cannot read, with a 416; a server may
             # ignore them and answer with the whole file (RFC 9110 section 14.2), as browsers expect.
@@ -192,6 +193,14 @@ def _register_request_hooks(app: Flask) -> None:
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
                 request_id, named, getattr(state, "version", None))
         return response
+
+
+def _check_host(environ: dict) -> None:
+    """RFC 9112 section 3.2: a server must answer 400 to an HTTP/1.1 request without a Host header
+    (Gunicorn itself refuses one with two)."""
+    if "HTTP_HOST" not in environ and environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
+        raise BadRequest("An HTTP/1.1 request must carry a Host header: add 'Host: <host>:<port>', the address "
+                         "the request is sent to.", code="missing_host")
 
 
 def _one_byte_range(value: str) -> bool:

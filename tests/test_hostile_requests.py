@@ -430,6 +430,27 @@ def exchange(server: ServiceProcess, request: bytes, *, close_after: bool) -> tu
     return int(head.split()[1]), json.loads(body)
 
 
+HOSTS = [
+    # (name, request, status, code): RFC 9112 section 3.2
+    ("HTTP/1.1 without Host", b"GET /models HTTP/1.1\r\n\r\n", 400, "missing_host"),
+    ("two Host headers", b"GET /models HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "invalid_header"),
+    ("HTTP/1.0 without Host", b"GET /models HTTP/1.0\r\n\r\n", 200, None),
+    ("HTTP/1.1 with Host", b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n", 200, None),
+]
+
+
+@pytest.mark.parametrize("name, request_bytes, status, code", HOSTS, ids=[case[0] for case in HOSTS])
+def test_an_http11_request_needs_exactly_one_host_header(server, name, request_bytes, status, code):
+    """A server must answer 400 to an HTTP/1.1 request without a Host header or with two (a proxy
+    and the service could otherwise route it differently); HTTP/1.0 has no Host to require."""
+    answer_status, body = exchange(server, request_bytes, close_after=True)
+    assert answer_status == status, body
+    if code is None:
+        assert "mnist" in {model["name"] for model in body["models"]}
+    else:
+        assert body["code"] == code and "Host header" in body["error"], body
+
+
 def raw_status_line(server: ServiceProcess, request: bytes) -> str:
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
