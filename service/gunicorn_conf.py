@@ -256,10 +256,21 @@ def _check_addresses_free(addresses: list[str], reuse_port: bool) -> None:
             sys.exit(f"error: cannot listen on {address}: {error.strerror or error}{hint.get(error.errno, '')}")
 
 
+def _check_watcher(workers: int) -> None:
+    """Each worker's watcher is what brings the others along after an admin call (a pin, unpin,
+    rollback or label change): without it the change reached only the worker that answered, which
+    said 200 while the others served on as before, for good."""
+    if not _settings.watch and _settings.admin_enabled and workers > 1:
+        sys.exit(f"error: SCRATCHNET_WATCH is off with {workers} workers and the admin API on: a pin, unpin, "
+                 "rollback or label change would reach only the worker that answers it. Turn the watcher on, "
+                 "run one worker (SCRATCHNET_WORKERS=1), or leave SCRATCHNET_ADMIN_TOKEN unset")
+
+
 def on_starting(server):
     """Refuse connections the open-files limit cannot hold and addresses that cannot be had
     (above), then start from an empty metrics folder: old workers' files would be counted otherwise."""
     _check_worker_connections(server.cfg.worker_connections)
+    _check_watcher(server.cfg.workers)
     _check_addresses_free(server.cfg.bind, server.cfg.reuse_port)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
     for entry in _metrics_dir.iterdir():

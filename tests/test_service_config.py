@@ -133,6 +133,19 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
+def test_gunicorn_refuses_the_admin_api_on_several_workers_without_their_watchers(tmp_path):
+    """An admin call is applied by the worker that answers it, and by the others' watchers: with
+    them off, a pin answered 200 while the other workers served the old version for good."""
+    done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret", SCRATCHNET_WORKERS="3")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: SCRATCHNET_WATCH is off with 3 workers and the admin API on: a pin, unpin, rollback or label change "
+        "would reach only the worker that answers it. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), "
+        "or leave SCRATCHNET_ADMIN_TOKEN unset")
+    assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("scratchnet-metrics-*"))
+
+
 @pytest.mark.parametrize("family, host, shown", [(socket.AF_INET, "127.0.0.1", "127.0.0.1"),
                                                   (socket.AF_INET6, "::1", "[::1]")], ids=["ipv4", "ipv6"])
 def test_gunicorn_names_an_address_another_program_holds(tmp_path, family, host, shown):
