@@ -26,12 +26,14 @@ good one serves nothing of that model until it is fixed (it may pin another vers
 that cannot be honoured (the version is missing or fails to load) keeps the version served
 before and reports the problem; with nothing served before (a worker starting), the model is
 not servable (503, and ``/readyz`` says why) rather than serving a version the pin excludes. A
-model whose folder holds no version for a while (being rewritten) keeps serving from memory; a
-model whose folder is gone, with the registry there, on two passes in a row has been removed: it is
+model whose folder is gone, or holds neither a version nor ``serving.json`` (no model folder for
+``Registry.has_model``), with the registry there, on two passes in a row has been removed: it is
 no longer served (404, or 503 for a model named in ``SCRATCHNET_MODELS``), and a worker started
 later agrees. One pass is not enough: ``rm -rf`` of the whole registry, or its re-creation, passes
 through a moment when the registry is there without the model's folder, and the store keeps
-serving from memory when the registry itself goes.
+serving from memory when the registry itself goes. Likewise a folder whose ``serving.json`` stays
+but whose versions are all gone (being rewritten, or deleted) serves from memory for one pass, and
+nothing once the next pass finds no version either (503), as a worker starting then would.
 
 Memory stays bounded: a model holds the served version, the versions that serving labels point
 to, and an LRU of at most ``cached_versions`` other recently used versions.
@@ -52,7 +54,7 @@ from pathlib import Path
 from shared.errors import ModelFileError
 from shared.forward import Model
 from shared.model_file import load_model, read_manifest
-from shared.registry import MODEL_FILE, Registry, RegistryError, check_name
+from shared.registry import MODEL_FILE, SERVING_FILE, Registry, RegistryError, check_name
 
 from .errors import Conflict, NotFound, NotReady, access_advice
 
@@ -110,7 +112,8 @@ class ModelSlot:
     problems: list[str] = field(default_factory=list)
     misnamed: list[str] = field(default_factory=list)  # folders named in digits that are no version, and why
     swaps: int = 0
-    folder_missing: bool = False   # the last pass found the registry without this model's folder
+    folder_missing: bool = False   # the last pass found the registry without this model (see has_model)
+    no_versions: bool = False      # the last pass found its folder, serving.json in it, and no version
     # One look at this model's registry folder at a time; a look at another model, or a load of
     # another's large version, never waits on it.
     refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -342,10 +345,13 @@ class ModelStore:
         """Bring one model in line with its registry folder: read it, then choose and serve."""
         folder = self.registry.root / slot.name
         if not folder.is_dir():
-            self._note_missing_folder(slot, folder)
+            self._note_missing_folder(slot)
+            return
+        read = self._read_folder(slot, folder)
+        if read is not None and not read[2] and not (folder / SERVING_FILE).exists():
+            self._note_missing_folder(slot)  # neither a version nor serving.json: no model's folder any more
             return
         slot.folder_missing = False
-        read = self._read_folder(slot, folder)
         if read is None:
             return
         serving, misnamed, stamps = read
@@ -364,18 +370,30 @@ class ModelStore:
             slot.reloading = slot.unloaded = False
             self.events.model_unloaded(slot.name, False)
 
-    def _note_missing_folder(self, slot: ModelSlot, folder: Path) -> None:
-        """The model's folder was not found: forgotten if the previous pass found it missing too."""
+    def _holds_model(self, name: str) -> bool:
+        """Whether the registry has a folder for ``name`` that is a model's (a version or serving.json
+        in it): a worker starting now would serve it. One that cannot be listed is not gone."""
+        try:
+            return self.registry.has_model(name)
+        except OSError:
+            return True
+
+    def _note_missing_folder(self, slot: ModelSlot) -> None:
+        """The model was not found (see _holds_model): forgotten if the previous pass missed it too."""
         # Removed from the registry, unless the whole registry went after this pass found it
         # readable (an unmounted volume) or was swapped for another in two renames: then it
         # serves from memory, as the next pass says. The folder is looked at again after the
         # registry, so that a registry back in place by then is not taken for a removal either.
         # A removal also has to be seen again by the next pass (module docstring).
-        if self.registry.root.is_dir() and not folder.is_dir():
+        if self.registry.root.is_dir() and not self._holds_model(slot.name):
             if slot.folder_missing:
                 self._forget(slot)
             else:
                 slot.folder_missing = True
+                if slot.served is not None:
+                    with self._lock:
+                        slot.problems = [f"no version and no serving.json in the registry; still serving "
+                                         f"v{slot.served.version} from memory for one more pass"]
         else:
             slot.folder_missing = False
 
@@ -442,14 +460,36 @@ class ModelStore:
         """What should serve: the pin, else the highest version that loads. What cannot be served
         never replaces what serves (module docstring). Why not is added to ``problems``."""
         pin_problem = None
-        if unknown_state:
-            target = slot.served
-        elif slot.pinned is not None:
-            target, pin_problem = self._pinned_target(slot, stamps, problems)
+        if not stamps:
+            target = self._without_versions(slot, problems)
+            if slot.pinned is not None:
+                pin_problem = f"pinned version {slot.pinned} does not exist"
         else:
-            target = self._highest_servable(slot, stamps, problems)
+            slot.no_versions = False
+            if unknown_state:
+                target = slot.served
+            elif slot.pinned is not None:
+                target, pin_problem = self._pinned_target(slot, stamps, problems)
+            else:
+                target = self._highest_servable(slot, stamps, problems)
         self._report_pin(slot, pin_problem, target)
         return target
+
+    def _without_versions(self, slot: ModelSlot, problems: list[str]) -> Model | None:
+        """No version on disk. What serves goes on serving from memory for this pass (the folder may
+        be being rewritten); once the next pass finds none either, nothing serves, as nothing would
+        in a worker starting then, so that every worker agrees."""
+        served = slot.served
+        if served is not None and not slot.no_versions:
+            slot.no_versions = True
+            problems.append(f"no version on disk; still serving v{served.version} from memory for one more pass")
+            return served
+        slot.no_versions = False
+        if served is not None:
+            log.info("%s: no version left in its folder; no longer served", slot.name)
+            slot.served = None
+            self.events.served(slot.name, served.version, None)
+        return None
 
     def _pinned_target(self, slot: ModelSlot, stamps: dict[int, tuple | None],
                        problems: list[str]) -> tuple[Model | None, str | None]:

@@ -913,9 +913,12 @@ def test_a_registry_deleted_and_recreated_keeps_serving_through_the_moments_it_l
     assert store.describe("mnist")["problems"] == [] and ("mnist", 1, None) not in events.swaps
 
 
-def test_a_model_folder_emptied_for_a_while_keeps_serving_from_memory(tmp_path):
+@pytest.mark.parametrize("serving_json", [False, True], ids=["folder left empty", "serving.json left"])
+def test_a_model_folder_emptied_for_a_while_keeps_serving_from_memory(tmp_path, serving_json):
     publish_model(tmp_path, "mnist", favour=1)
     store, _ = make_store(tmp_path)
+    if serving_json:
+        Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {}})
     shutil.rmtree(tmp_path / "mnist" / "1")  # the folder stays: being rewritten, say
     store.refresh()
     assert store.served("mnist").version == 1
@@ -923,6 +926,30 @@ def test_a_model_folder_emptied_for_a_while_keeps_serving_from_memory(tmp_path):
     publish_model(tmp_path, "mnist", favour=2)
     store.refresh()
     assert store.served("mnist").version == 2 and store.describe("mnist")["problems"] == []
+
+
+def test_a_model_folder_left_without_versions_serves_nothing_as_a_worker_starting_then(tmp_path):
+    """Every version deleted (``rm -rf models/mnist/*``): the workers running served the last one
+    from memory for good, while a worker started since answered 404, or 503 with serving.json left."""
+    for name in ("mnist", "fashion"):
+        publish_model(tmp_path, name)
+    Registry(tmp_path).write_serving("fashion", {"pinned": None, "labels": {"stable": 1}})
+    store, events = make_store(tmp_path)
+    for name in ("mnist", "fashion"):
+        shutil.rmtree(tmp_path / name / "1")
+    store.refresh()
+    assert store.served("mnist").version == 1 and store.served("fashion").version == 1  # for one pass
+    store.refresh()
+    starting, _ = make_store(tmp_path)
+    for running in (store, starting):
+        assert running.names() == ["fashion"]
+        with pytest.raises(NotFound, match="There is no model 'mnist'"):
+            running.served("mnist")
+        with pytest.raises(NotReady, match="The registry has no version of fashion"):
+            running.served("fashion")
+        assert running.readiness()[0] is False
+    assert ("mnist", 1, None) in events.swaps and ("fashion", 1, None) in events.swaps
+    assert store.versions_held() == starting.versions_held()
 
 
 def test_new_models_are_discovered(tmp_path):
