@@ -1,15 +1,17 @@
 """The model store: which ``Model`` each worker serves, and the watcher that keeps it in step with
 the registry (SPEC §2, §6).
 
-Every worker process has one store. A background thread looks at the registry every
-``poll_interval`` seconds: a cheap pass of ``stat`` calls, a directory listing and a read of the
-small ``serving.json``, and a model file is parsed only when it is new or changed (a failure is
+Every worker process has one store. A background thread looks at the registry's list of models
+every ``poll_interval`` seconds, and one thread per model looks at that model's folder as often:
+a cheap pass of ``stat`` calls, a directory listing and a read of the small ``serving.json``,
+and a model file is parsed only when it is new or changed (a failure is
 remembered together with the file's ``(mtime, size, inode, ctime)``, so a bad file is read once,
 not every poll; a file that could not be read at all is tried again with a back-off). New
 versions are loaded and validated on that thread, off the request path, the newest first; the
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
 started with. Only once every model has what it serves are the other new versions checked, for
-a bounded time each pass, so that a burst of them never delays a swap or a pin. A load during
+a bounded time each pass, so that a burst of them never delays a swap or a pin; and since each
+model has its own thread, one model's long load (a large new version) never delays another's. A load during
 which its file changed is set aside for the next pass. A version that fails to load never
 replaces a working one; the served version's own file, changed and failing (copied over in
 place), is served from memory while it changes and for one pass more, then skipped as a worker
@@ -197,14 +199,16 @@ class ModelStore:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
+        self._model_threads: dict[str, threading.Thread] = {}  # each model's watcher, started by _thread
 
     # the watcher ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the watcher thread in this process (again after a fork: threads do not survive it)."""
+        """Start the watcher threads in this process (again after a fork: threads do not survive it)."""
         if self._thread is not None and self._thread.is_alive() and self._thread_pid == os.getpid():
             return
         self._stop = threading.Event()
+        self._model_threads = {}
         self._thread = threading.Thread(target=self._watch, name="scratchnet-registry-watcher", daemon=True)
         self._thread_pid = os.getpid()
         self._thread.start()
@@ -212,21 +216,58 @@ class ModelStore:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread_pid == os.getpid():
-            self._thread.join(timeout=5)
+            for thread in [self._thread, *self._model_threads.values()]:
+                thread.join(timeout=5)
         self._thread = None
+        self._model_threads = {}
 
     def _watch(self) -> None:
-        # A pass every poll interval, from start to start: waiting a whole interval after each pass
-        # would let a change wait the interval plus a pass (its loads and status checks). A pass
-        # longer than the interval (a slow network file system) is followed by a rest of a tenth
-        # of it, so that the watcher never competes with requests without a break.
-        started = time.monotonic()
-        while not self._stop.wait(max(self.poll_interval / 10, started + self.poll_interval - time.monotonic())):
+        """The registry's list of models, every poll interval; each model's own thread (started here
+        for a model new to this store) brings it in line with its folder, so that a model whose load
+        takes long (a large new version, seconds) holds back no other model's pin or new version."""
+        self._every_poll(self._watch_models)
+
+    def _watch_models(self) -> None:
+        with self._refresh_lock:
+            if not self._registry_readable():
+                for slot in list(self._slots.values()):
+                    slot.folder_missing = False
+                return
+            names = self._discover()
+        for name in names:
+            thread = self._model_threads.get(name)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._watch_model, args=(name,), daemon=True,
+                                          name=f"scratchnet-registry-watcher-{name}")
+                self._model_threads[name] = thread
+                thread.start()
+
+    def _watch_model(self, name: str) -> None:
+        """One model's passes, the first at once; the thread ends once the model is forgotten (its
+        folder removed), and _watch starts another if the model comes back."""
+        def look() -> bool:
+            if name not in self._slots:
+                return False
+            self.refresh([name])
+            return True
+
+        self._every_poll(look, at_once=True)
+
+    def _every_poll(self, look, *, at_once: bool = False) -> None:
+        """``look()`` every poll interval (the first at once if ``at_once``) until the store stops or
+        it returns False. From start to start: waiting a whole interval after each pass would let a
+        change wait the interval plus a pass (its loads and status checks). A pass longer than the
+        interval (a slow network file system) is followed by a rest of a tenth of it, so that the
+        watcher never competes with requests without a break."""
+        wait = 0.0 if at_once else self.poll_interval
+        while not self._stop.wait(wait):
             started = time.monotonic()
             try:
-                self.refresh()
+                if look() is False:
+                    return
             except Exception:  # the watcher must outlive any surprise; the next pass retries
                 log.exception("registry refresh failed")
+            wait = max(self.poll_interval / 10, started + self.poll_interval - time.monotonic())
 
     # one pass over the registry ------------------------------------------------------------
 

@@ -975,6 +975,39 @@ def test_the_watcher_thread_picks_up_a_new_version(tmp_path):
         store.stop()
 
 
+def test_one_models_long_load_holds_back_no_other_models_pin(tmp_path, monkeypatch):
+    """Each model has its own watcher thread: with one pass for every model, a pin of mnist
+    written while fashion loaded a large new version (seconds) waited for that load."""
+    import service.store as store_module
+    for name in ("mnist", "fashion"):
+        publish_model(tmp_path, name, favour=1)
+        publish_model(tmp_path, name, favour=2)
+    store, _ = make_store(tmp_path, poll_interval=0.05)
+    loading, release = threading.Event(), threading.Event()
+    load = store_module.load_model
+
+    def slow_for_fashion_v3(path, **kwargs):
+        if kwargs.get("expect_name") == "fashion" and kwargs.get("expect_version") == 3:
+            loading.set()
+            release.wait(30)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(store_module, "load_model", slow_for_fashion_v3)
+    store.start()
+    try:
+        publish_model(tmp_path, "fashion", favour=3)
+        assert loading.wait(10)
+        Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+        deadline = time.monotonic() + 5
+        while store.served("mnist").version != 1:
+            assert time.monotonic() < deadline, "the pin waited for another model's load"
+            time.sleep(0.02)
+        assert store.served("fashion").version == 2  # still loading v3
+    finally:
+        release.set()
+        store.stop()
+
+
 def test_describe_version_gives_the_manifest(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path)
@@ -1067,9 +1100,11 @@ def test_the_watcher_starts_a_pass_every_poll_interval_whatever_a_pass_takes(tmp
 
     monkeypatch.setattr(store_module.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(store, "_stop", Stop())
-    monkeypatch.setattr(store, "refresh", a_pass)
-    store._watch()
+    store._every_poll(a_pass)
     assert waits == [1.0, 0.7, 0.7, 0.1]  # after the pass that overran, a tenth of the interval
+    waits.clear()
+    store._every_poll(a_pass, at_once=True)  # a model's own watcher, started for a model just found
+    assert waits == [0.0, 0.7, 0.7, 0.1]
 
 
 def test_a_label_on_a_worker_that_never_read_serving_json_is_not_called_missing(tmp_path):
