@@ -317,7 +317,8 @@ def test_overfit_failure_names_the_regularisation_working_against_it(blobs_npz, 
     (["--optimizer", "adam(x={[1]: 2})"], "arguments must be literal"),
     (["--optimizer=" + "-" * 100_000 + "1"], "cannot parse '-----"),
     (["--optimizer", "adam(x=" + "[" * 500 + "]" * 500 + ")"], "cannot parse"),
-    (["--optimizer", "adam(0.1)"], "betas must be a list of 2 finite numbers, got 0.1"),
+    (["--optimizer", "adam(betas=0.1)"], "betas must be a list of 2 finite numbers, got 0.1"),
+    (["--optimizer", "adam(0.1)"], "optimizer 'adam(0.1)' gives values without their names"),
     (["--optimizer", "adam(betas=(0.9,))"], "betas must be a list of 2 finite numbers"),
     (["--optimizer", "adam(beta1=2)"], "no argument 'beta1' (its arguments: betas, eps)"),
     (["--optimizer", "adam(eps=1e999)"], "eps must be a finite number, got inf"),
@@ -459,6 +460,8 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     ("refit = true\nval_fraction = 0.0", "refit retrains for the epoch count validation picked"),
     ("batchnorm = true\nbatch_size = 1", "batch norm normalises each feature over a batch: batch_size must be 2"),
     ("warmup_epochs = 6\nepochs = 6", "warmup_epochs 6 takes the whole run of 6 epochs"),
+    ('schedule = "warmup(5)"\nepochs = 3', "schedule 'warmup(5)' warms up for the whole run of 3 epochs"),
+    ('optimizer = "momentum(0.5)"', "optimizer 'momentum(0.5)' gives values without their names"),
     ('optimizer = "sgd(lr=0.5)"', "sets lr: give it with --lr"),
     ('optimizer = "adamw(weight_decay=0.5)"', "sets weight_decay: give it with --weight-decay"),
     ('schedule = "cosine(lr=0.1)"', "sets lr: give it with --lr"),
@@ -475,6 +478,18 @@ def test_config_values_are_checked_before_training(tmp_path, toml, message):
         cli.config_from_args(args)
     assert str(raised.value).startswith("invalid config: ")
     assert message in str(raised.value)
+
+
+def test_every_config_file_setting_has_a_flag_that_overrides_it(tmp_path):
+    """Flags win over the file: a file's progress = false, or its hidden layers, could not be undone."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('dataset = "mnist"\nprogress = false\nhidden = [32]\n')
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file), "--progress", "--hidden"])
+    config = cli.config_from_args(args)
+    assert config.progress is True and config.hidden == []
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file), "--no-progress", "--hidden", "8", "4"])
+    config = cli.config_from_args(args)
+    assert config.progress is False and config.hidden == [8, 4]
 
 
 def test_zero_epochs_publish_nothing(tmp_path, blobs_npz, capsys):

@@ -138,7 +138,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                              "service makes of such a picture, so the model is served pictures")
     parser.add_argument("--config", type=file_name, help="TOML file of TrainConfig keys; flags override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
-    parser.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes, e.g. --hidden 256 128")
+    parser.add_argument("--hidden", type=int, nargs="*",
+                        help="hidden layer sizes, e.g. --hidden 256 128; none: no hidden layer (softmax regression)")
     parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid")
     parser.add_argument("--init", help="he_normal, he_uniform, xavier_normal, xavier_uniform (glorot_* too), "
                                        "lecun_normal, normal(std=0.01), zeros (which leaves every unit of a layer "
@@ -170,8 +171,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                                                  "validation split, and the held-out test rows of a dataset without "
                                                  "a test split of its own (a csv, an npz, wine-quality)")
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="no progress bars (training or downloads): one line per epoch")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars (training and downloads); --no-progress: one line per epoch")
 
 
 def config_values(args: argparse.Namespace) -> dict:

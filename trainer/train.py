@@ -40,7 +40,7 @@ from .initializers import get_initializer
 from .layers import BatchNorm
 from .network import build_mlp, outline_mlp
 from .optimizers import get_optimizer
-from .schedules import get_schedule
+from .schedules import Warmup, get_schedule
 from .specs import parse_spec
 
 AtLeast1 = Annotated[int, Field(ge=1)]
@@ -103,6 +103,10 @@ class TrainConfig:
             except RegistryError as exc:
                 raise ValueError(str(exc)) from None
         optimizer = parse_spec(self.optimizer)
+        if optimizer[1]:  # which parameter a value fills would change with the flags given (--momentum)
+            raise ValueError(f"optimizer {self.optimizer!r} gives values without their names: name each (for example "
+                             "momentum(nesterov=true) or adam(betas=[0.9, 0.99])); lr, momentum, weight_decay and "
+                             "clip_norm have flags (and config keys) of their own")
         if (self.momentum is not None or "momentum" in optimizer[2]) and optimizer[0] not in ("momentum", "nesterov"):
             raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not {optimizer[0]!r}: "
                              "leave it unset (take it out of the --config file, if it is set there) "
@@ -134,7 +138,10 @@ class TrainConfig:
             self.weight_decay = 0.01 if optimizer[0] == "adamw" else 0.0
         # Built once here so that a bad name or argument is refused before the data loads.
         build_optimizer(self)
-        build_schedule(self)
+        schedule = build_schedule(self)
+        if isinstance(schedule, Warmup) and schedule.epochs >= self.epochs:
+            raise ValueError(f"schedule {self.schedule!r} warms up for the whole run of {self.epochs} epochs: the "
+                             "learning rate would never reach lr; give a warm-up shorter than epochs")
         if self.activation is not None:
             get_activation(self.activation)
         get_initializer(self.init)
