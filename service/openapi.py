@@ -167,7 +167,8 @@ def openapi_document(version: str = "0.1.0") -> dict:
         "info": {"title": "scratchnet", "version": version,
                  "description": "Predictions from NumPy-from-scratch networks: images and numeric vectors. "
                                 "Every error is JSON: {\"error\", \"code\", \"details\"} "
-                                "(on the /v1 and /v2 protocol routes: {\"error\"} alone, as their clients expect). "
+                                "(on the /v1 and /v2 protocol routes, \"error\" in the words Triton's and TF Serving's "
+                                "clients know). "
                                 "A method a path does not take is answered 405, with the methods it takes in Allow."},
         "paths": paths,
         "components": {

@@ -381,6 +381,11 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
         "image scratchnet-api MB": _image_size_mb(stack.image("api")),
         "image scratchnet-trainer MB": _image_size_mb(stack.image("trainer")),
     })
+    # docs/docker.md's way to drop the dataset cache (a plain `down -v` leaves the trainer's volume).
+    volumes = ["docker", "volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={stack.project}"]
+    assert subprocess.run(volumes, capture_output=True, text=True, timeout=60).stdout.split(), "no dataset cache volume"
+    stack.take_down("--profile", "train")
+    assert subprocess.run(volumes, capture_output=True, text=True, timeout=60).stdout.split() == []
 
 
 def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
