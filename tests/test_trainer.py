@@ -462,6 +462,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     ("warmup_epochs = 6\nepochs = 6", "warmup_epochs 6 takes the whole run of 6 epochs"),
     ('schedule = "warmup(5)"\nepochs = 3', "schedule 'warmup(5)' warms up for the whole run of 3 epochs"),
     ('optimizer = "momentum(0.5)"', "optimizer 'momentum(0.5)' gives values without their names"),
+    ("fold_batchnorm = false", "fold_batchnorm = false keeps batch-norm layers explicit"),
     ('optimizer = "sgd(lr=0.5)"', "sets lr: give it with --lr"),
     ('optimizer = "adamw(weight_decay=0.5)"', "sets weight_decay: give it with --weight-decay"),
     ('schedule = "cosine(lr=0.1)"', "sets lr: give it with --lr"),

@@ -132,6 +132,9 @@ class TrainConfig:
             self._refuse_hidden_layer_options()
         elif self.activation is None:
             self.activation = "relu"
+        if not self.fold_batchnorm and not self.batchnorm:
+            raise ValueError("fold_batchnorm = false keeps batch-norm layers explicit in the model file, and this "
+                             "network has none: leave it unset or set batchnorm")
         if self.batchnorm and self.batch_size < 2:
             raise ValueError("batch norm normalises each feature over a batch: batch_size must be 2 or more")
         if self.weight_decay is None:
