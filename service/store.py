@@ -200,6 +200,9 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._model_threads: dict[str, threading.Thread] = {}  # each model's watcher, started by _thread
+        self._no_thread: set[str] = set()
+        self._checking = threading.Lock()  # one model's status checks at a time, whichever thread runs them
+        self._loads = threading.BoundedSemaphore(2)  # loads at once: one long load blocks no other model's
 
     # the watcher ---------------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class ModelStore:
         """The registry's list of models, every poll interval; each model's own thread (started here
         for a model new to this store) brings it in line with its folder, so that a model whose load
         takes long (a large new version, seconds) holds back no other model's pin or new version."""
-        self._every_poll(self._watch_models)
+        self._every_poll(self._watch_models, stop=self._stop)
 
     def _watch_models(self) -> None:
         with self._refresh_lock:
@@ -234,33 +237,44 @@ class ModelStore:
                     slot.folder_missing = False
                 return
             names = self._discover()
+        for name in [n for n, t in self._model_threads.items() if not t.is_alive()]:
+            del self._model_threads[name]  # a model forgotten: its thread ended
         for name in names:
-            thread = self._model_threads.get(name)
-            if thread is None or not thread.is_alive():
-                thread = threading.Thread(target=self._watch_model, args=(name,), daemon=True,
-                                          name=f"scratchnet-registry-watcher-{name}")
-                self._model_threads[name] = thread
+            if name in self._model_threads:
+                continue
+            thread = threading.Thread(target=self._watch_model, args=(name, self._stop), daemon=True,
+                                      name=f"scratchnet-registry-watcher-{name}")
+            try:
                 thread.start()
+            except RuntimeError as e:  # no thread to be had (ulimit -u, -v): this thread looks at it
+                if name not in self._no_thread:
+                    log.error("%s: cannot start its watcher thread (%s); watched by the registry's", name, e)
+                self._no_thread.add(name)
+                self.refresh([name], check_registry=False)
+                continue
+            self._no_thread.discard(name)
+            self._model_threads[name] = thread
 
-    def _watch_model(self, name: str) -> None:
+    def _watch_model(self, name: str, stop: threading.Event) -> None:
         """One model's passes, the first at once; the thread ends once the model is forgotten (its
         folder removed), and _watch starts another if the model comes back."""
         def look() -> bool:
             if name not in self._slots:
                 return False
-            self.refresh([name])
+            self.refresh([name], check_registry=False)  # the list thread looks at the registry itself
             return True
 
-        self._every_poll(look, at_once=True)
+        self._every_poll(look, at_once=True, stop=stop)
 
-    def _every_poll(self, look, *, at_once: bool = False) -> None:
+    def _every_poll(self, look, *, at_once: bool = False, stop: threading.Event | None = None) -> None:
         """``look()`` every poll interval (the first at once if ``at_once``) until the store stops or
         it returns False. From start to start: waiting a whole interval after each pass would let a
         change wait the interval plus a pass (its loads and status checks). A pass longer than the
         interval (a slow network file system) is followed by a rest of a tenth of it, so that the
         watcher never competes with requests without a break."""
         wait = 0.0 if at_once else self.poll_interval
-        while not self._stop.wait(wait):
+        stop = stop or self._stop  # this thread's store start: a later start() has its own
+        while not stop.wait(wait):
             started = time.monotonic()
             try:
                 if look() is False:
@@ -271,7 +285,8 @@ class ModelStore:
 
     # one pass over the registry ------------------------------------------------------------
 
-    def refresh(self, names: list[str] | None = None, *, validate_all: bool = True) -> None:
+    def refresh(self, names: list[str] | None = None, *, validate_all: bool = True,
+                check_registry: bool = True) -> None:
         """Bring the store in line with the registry (for ``names``, default every model).
 
         Every model first loads only what it needs to serve (the served and labelled versions),
@@ -283,7 +298,7 @@ class ModelStore:
         ``loading`` until a later pass checks them.
         """
         with self._refresh_lock:
-            if not self._registry_readable():
+            if not (self._registry_readable() if check_registry else self.registry_error is None):
                 for slot in list(self._slots.values()):
                     slot.folder_missing = False
                 return
@@ -307,6 +322,14 @@ class ModelStore:
         time (or are set aside, its file being copied) does not keep the others' unchecked. A model
         being looked at by another thread (an admin call), or whose folder went, is left to the
         next pass."""
+        if not self._checking.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return  # another model's checks took this pass's time: the next pass
+        try:
+            self._check_new_versions_locked(slots, deadline)
+        finally:
+            self._checking.release()
+
+    def _check_new_versions_locked(self, slots: list[ModelSlot], deadline: float) -> None:
         self._check_turn += 1
         start = self._check_turn % len(slots) if slots else 0
         for slot in slots[start:] + slots[:start]:
@@ -700,7 +723,8 @@ class ModelStore:
             return loading.result()
         model, status, unreadable, updated = None, failed_status("the load was interrupted"), False, False
         try:
-            model, status, unreadable = self._load(slot.name, version)
+            with self._loads:
+                model, status, unreadable = self._load(slot.name, version)
             if _content_changed(stamp, self._file_stamp(slot.name, version)):
                 model, status, unreadable = None, LOADING, False
             with self._lock:

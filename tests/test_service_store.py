@@ -1008,6 +1008,127 @@ def test_one_models_long_load_holds_back_no_other_models_pin(tmp_path, monkeypat
         store.stop()
 
 
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def watching(root, poll_interval: float = 0.1) -> ModelStore:
+    store, _ = make_store(root, poll_interval=poll_interval)
+    store.start()
+    return store
+
+
+def test_an_idle_poll_lists_the_registry_a_constant_number_of_times(tmp_path, monkeypatch):
+    """The list thread alone looks at the registry folder: each model's thread asking too made an
+    idle poll's cost grow with the square of the models (1000 models: a whole core)."""
+    import service.store as store_module
+    for i in range(50):
+        publish_model(tmp_path, f"m{i}")
+    store = watching(tmp_path)
+    time.sleep(0.5)  # every model's thread running
+    calls, listdir = [], os.listdir
+    monkeypatch.setattr(store_module.os, "listdir", lambda p: (calls.append(p) if Path(p) == tmp_path else None,
+                                                                 listdir(p))[1])
+    time.sleep(1.0)
+    store.stop()
+    assert len(calls) / 10 <= 3, f"the registry folder listed {len(calls) / 10:.0f} times a poll with 50 models"
+
+
+def test_status_checks_of_many_models_do_not_all_load_at_once(tmp_path, monkeypatch):
+    """Every load holds its file and arrays: each model's thread checking its own versions at once
+    took a worker starting on 8 models of 24 MB versions from 129 MB to 1 GB."""
+    for i in range(6):
+        publish_model(tmp_path, f"m{i}")
+        publish_model(tmp_path, f"m{i}")  # v2 serves; v1 is checked for its status by the watcher
+    store = ModelStore(Registry(tmp_path), poll_interval=0.2)
+    store.refresh(validate_all=False)  # as create_app: the other versions are left to the watcher
+    now, most, lock = [0], [0], threading.Lock()
+    load = store._load
+
+    def counted(name, version):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        try:
+            time.sleep(0.3)  # a large file
+            return load(name, version)
+        finally:
+            with lock:
+                now[0] -= 1
+
+    monkeypatch.setattr(store, "_load", counted)
+    store.start()
+    try:
+        assert wait_for(lambda: all(store._slots[f"m{i}"].versions[1].status == AVAILABLE for i in range(6)), 20)
+    finally:
+        store.stop()
+    assert most[0] <= 2, f"{most[0]} versions loaded at once"
+
+
+def test_a_model_whose_watcher_thread_cannot_start_is_still_watched(tmp_path, monkeypatch):
+    publish_model(tmp_path, "a")
+    publish_model(tmp_path, "b")
+    real_start = threading.Thread.start
+
+    def start(self):
+        if self.name == "scratchnet-registry-watcher-b":
+            raise RuntimeError("can't start new thread")  # ulimit -u or -v reached
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    store = watching(tmp_path)
+    try:
+        time.sleep(0.3)
+        new = publish_model(tmp_path, "b", favour=3)
+        assert wait_for(lambda: store.served("b").version == new, 3), "b is no longer watched"
+    finally:
+        store.stop()
+
+
+def test_stop_then_start_leaves_one_thread_per_model(tmp_path, monkeypatch):
+    """A thread still loading when stop() gave up on it must end with the stop it was started under."""
+    import service.store as store_module
+    publish_model(tmp_path, "slow")
+    store = watching(tmp_path, poll_interval=0.05)
+    load, loading = store_module.load_model, threading.Event()
+
+    def slow(path, **kwargs):
+        if kwargs.get("expect_version") == 2:
+            loading.set()
+            time.sleep(6)  # longer than stop()'s join
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(store_module, "load_model", slow)
+    publish_model(tmp_path, "slow")
+    assert loading.wait(5)
+    store.stop()
+    store.start()
+    time.sleep(2.5)  # the slow load has ended
+    threads = [t.name for t in threading.enumerate() if t.name == "scratchnet-registry-watcher-slow"]
+    store.stop()
+    assert len(threads) == 1, threads
+
+
+def test_forgotten_models_leave_no_thread_objects_behind(tmp_path):
+    publish_model(tmp_path, "keep")
+    store = watching(tmp_path, poll_interval=0.05)
+    try:
+        for i in range(10):
+            publish_model(tmp_path, f"t{i}")
+            assert wait_for(lambda: f"t{i}" in store.names())
+            shutil.rmtree(tmp_path / f"t{i}")
+            assert wait_for(lambda: f"t{i}" not in store.names())
+        time.sleep(0.3)
+        assert len(store._model_threads) <= 2
+    finally:
+        store.stop()
+
+
 def test_describe_version_gives_the_manifest(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path)
