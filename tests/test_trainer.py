@@ -425,18 +425,22 @@ def test_a_regression_reports_its_validation_error_in_the_targets_units(tmp_path
     assert [row["val_rmse"] for row in epochs] == pytest.approx([math.sqrt(row["val_loss"]) * std for row in epochs])
 
 
-def test_a_warm_up_longer_than_the_epochs_refit_picks_does_not_end_the_run(tmp_path, capsys):
+@pytest.mark.parametrize("warm_up", [("--warmup-epochs", "{n}"), ("--schedule", "warmup({n})")],
+                         ids=["--warmup-epochs", "warmup schedule"])
+def test_a_warm_up_longer_than_the_epochs_refit_picks_does_not_end_the_run(tmp_path, capsys, warm_up):
     """Refit retrains for the epoch validation picked, on the searched run's schedule: checked as
     a run of its own, its warm-up took "the whole run" and the trained model was lost. overfit's
     warm-up was checked against 10 epochs, not the hundreds it trains for."""
     path = tmp_path / "noise.npz"
     rng = np.random.default_rng(0)
     np.savez(path, x=rng.normal(size=(300, 4)), y=rng.integers(0, 2, 300))
-    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 40, "--warmup-epochs", 3,
+    flag, value = warm_up
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 40, flag, value.format(n=3),
                    "--patience", 3, "--refit", "--lr", 0.05, "--hidden", 64, 64, "--no-progress",
                    "--output", tmp_path / "run") == 0
     assert "for 1 epochs" in capsys.readouterr().out  # validation picked the first epoch, within the warm-up
-    assert run_cli("overfit", "--dataset", "npz", "--data-path", path, "--samples", 16, "--warmup-epochs", 20) == 0
+    assert (tmp_path / "run" / "model.npz").exists()
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", path, "--samples", 16, flag, value.format(n=20)) == 0
 
 
 def test_bad_flags_are_clear_errors(tmp_path, capsys):

@@ -433,7 +433,8 @@ def cmd_overfit(args) -> int:
                            f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
                            "(--samples N sets the subset's size)")
     values = config_values(args)
-    config = config_from_args(args, {**values, "warmup_epochs": 0})  # checked with the epochs below
+    # checked with the epochs below, warm-up included
+    config = config_from_args(args, {**values, "warmup_epochs": 0, "schedule": "constant"})
     if config.batchnorm and args.samples < 2:  # the subset is the batch
         raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
                            "with --batchnorm")

@@ -105,7 +105,7 @@ class TrainConfig:
         optimizer = parse_spec(self.optimizer)
         if optimizer[1]:  # which parameter a value fills would change with the flags given (--momentum)
             raise ValueError(f"optimizer {self.optimizer!r} gives values without their names: name each (for example "
-                             "momentum(nesterov=true) or adam(betas=[0.9, 0.99])); lr, momentum, weight_decay and "
+                             "momentum(nesterov=True) or adam(betas=[0.9, 0.99])); lr, momentum, weight_decay and "
                              "clip_norm have flags (and config keys) of their own")
         if (self.momentum is not None or "momentum" in optimizer[2]) and optimizer[0] not in ("momentum", "nesterov"):
             raise ValueError(f"momentum applies to the momentum and nesterov optimizers, not {optimizer[0]!r}: "
@@ -613,7 +613,7 @@ def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=prin
         y_train=np.concatenate([prepared.y_train, prepared.y_val]), x_val=None, y_val=None)
     # The schedule, warm-up included, is the searched run's (build_schedule(config) below): the
     # shorter run's own warm-up setting is not checked against its few epochs.
-    again = dataclasses.replace(config, epochs=best_epoch, patience=None, warmup_epochs=0)
+    again = dataclasses.replace(config, epochs=best_epoch, patience=None, warmup_epochs=0, schedule="constant")
     network = build_network(again, prepared.dataset)
     refit_history = fit(network, build_optimizer(again), build_schedule(config), merged, again, log=log)
     for row in refit_history:
