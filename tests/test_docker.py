@@ -406,6 +406,11 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
     assert len(upstreams) == 3, f"the load balancer used {len(upstreams)} of 3 replicas: {upstreams}"
     assert _hardening(stack, "lb") == HARDENED
 
+    # HTTP/1.0 needs no Host; the balancer passes requests on as HTTP/1.1, which the service refuses without one.
+    with socket.create_connection(tuple(stack.base_url.removeprefix("http://").split(":")), timeout=30) as sock:
+        sock.sendall(b"GET /models HTTP/1.0\r\n\r\n")
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200 "), "HTTP/1.0 without Host refused"
+
     # The balancer reads bodies whole before passing them on, within the service's limit: an
     # upload that stops halfway never reaches a replica (13 would otherwise hold all 12 of their
     # threads until the client timeout), and a body over the limit gets the service's JSON error.
