@@ -200,7 +200,7 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._model_threads: dict[str, threading.Thread] = {}  # each model's watcher, started by _thread
-        self._no_thread: set[str] = set()
+        self._no_thread: set[str] = set()  # models whose thread could not start: the list thread looks at them
         self._checking = threading.Lock()  # one model's status checks at a time, whichever thread runs them
         self._loads = threading.BoundedSemaphore(2)  # loads at once: one long load blocks no other model's
 
@@ -248,7 +248,8 @@ class ModelStore:
                 thread.start()
             except RuntimeError as e:  # no thread to be had (ulimit -u, -v): this thread looks at it
                 if name not in self._no_thread:
-                    log.error("%s: cannot start its watcher thread (%s); watched by the registry's", name, e)
+                    log.error("%s: cannot start its watcher thread (%s); the thread listing the models watches it",
+                              name, e)
                 self._no_thread.add(name)
                 self.refresh([name], check_registry=False)
                 continue
