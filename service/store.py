@@ -11,7 +11,9 @@ versions are loaded and validated on that thread, off the request path, the newe
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
 started with. Only once every model has what it serves are the other new versions checked, for
 a bounded time each pass, so that a burst of them never delays a swap or a pin; and since each
-model has its own thread, one model's long load (a large new version) never delays another's. A load during
+model has its own thread, one model's long load (a large new version) never delays another's. At
+most two loads run at once and one model's status checks at a time, which bounds the memory loads
+take (each holds its file and arrays) however many models change together. A load during
 which its file changed is set aside for the next pass. A version that fails to load never
 replaces a working one; the served version's own file, changed and failing (copied over in
 place), is served from memory while it changes and for one pass more, then skipped as a worker
