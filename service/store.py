@@ -9,7 +9,7 @@ remembered together with the file's ``(mtime, size, inode, ctime)``, so a bad fi
 not every poll; a file that could not be read at all is tried again with a back-off). New
 versions are loaded and validated on that thread, off the request path, the newest first; the
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
-started with. Only once every model has what it serves are the other new versions checked, for
+started with. Only once a model has what it serves are its other new versions checked, for
 a bounded time each pass, so that a burst of them never delays a swap or a pin; and since each
 model has its own thread, one model's long load (a large new version) never delays another's. At
 most two loads run at once and one model's status checks at a time, which bounds the memory loads
