@@ -960,54 +960,6 @@ def test_new_models_are_discovered(tmp_path):
     assert store.names() == ["mnist", "wine"] and store.served("wine").task == "regression"
 
 
-def test_the_watcher_thread_picks_up_a_new_version(tmp_path):
-    publish_model(tmp_path, "mnist")
-    store, _ = make_store(tmp_path, poll_interval=0.05)
-    store.start()
-    try:
-        publish_model(tmp_path, "mnist")
-        for _ in range(100):
-            if store.served("mnist").version == 2:
-                break
-            store._stop.wait(0.02)
-        assert store.served("mnist").version == 2
-    finally:
-        store.stop()
-
-
-def test_one_models_long_load_holds_back_no_other_models_pin(tmp_path, monkeypatch):
-    """Each model has its own watcher thread: with one pass for every model, a pin of mnist
-    written while fashion loaded a large new version (seconds) waited for that load."""
-    import service.store as store_module
-    for name in ("mnist", "fashion"):
-        publish_model(tmp_path, name, favour=1)
-        publish_model(tmp_path, name, favour=2)
-    store, _ = make_store(tmp_path, poll_interval=0.05)
-    loading, release = threading.Event(), threading.Event()
-    load = store_module.load_model
-
-    def slow_for_fashion_v3(path, **kwargs):
-        if kwargs.get("expect_name") == "fashion" and kwargs.get("expect_version") == 3:
-            loading.set()
-            release.wait(30)
-        return load(path, **kwargs)
-
-    monkeypatch.setattr(store_module, "load_model", slow_for_fashion_v3)
-    store.start()
-    try:
-        publish_model(tmp_path, "fashion", favour=3)
-        assert loading.wait(10)
-        Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
-        deadline = time.monotonic() + 5
-        while store.served("mnist").version != 1:
-            assert time.monotonic() < deadline, "the pin waited for another model's load"
-            time.sleep(0.02)
-        assert store.served("fashion").version == 2  # still loading v3
-    finally:
-        release.set()
-        store.stop()
-
-
 def wait_for(condition, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1021,6 +973,45 @@ def watching(root, poll_interval: float = 0.1) -> ModelStore:
     store, _ = make_store(root, poll_interval=poll_interval)
     store.start()
     return store
+
+
+def test_the_watcher_thread_picks_up_a_new_version(tmp_path):
+    publish_model(tmp_path, "mnist")
+    store = watching(tmp_path, poll_interval=0.05)
+    try:
+        publish_model(tmp_path, "mnist")
+        assert wait_for(lambda: store.served("mnist").version == 2, 2)
+    finally:
+        store.stop()
+
+
+def test_one_models_long_load_holds_back_no_other_models_pin(tmp_path, monkeypatch):
+    """Each model has its own watcher thread: with one pass for every model, a pin of mnist
+    written while fashion loaded a large new version (seconds) waited for that load."""
+    import service.store as store_module
+    for name in ("mnist", "fashion"):
+        publish_model(tmp_path, name, favour=1)
+        publish_model(tmp_path, name, favour=2)
+    loading, release = threading.Event(), threading.Event()
+    load = store_module.load_model
+
+    def slow_for_fashion_v3(path, **kwargs):
+        if kwargs.get("expect_name") == "fashion" and kwargs.get("expect_version") == 3:
+            loading.set()
+            release.wait(30)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(store_module, "load_model", slow_for_fashion_v3)
+    store = watching(tmp_path, poll_interval=0.05)
+    try:
+        publish_model(tmp_path, "fashion", favour=3)
+        assert loading.wait(10)
+        Registry(tmp_path).write_serving("mnist", {"pinned": 1, "labels": {}})
+        assert wait_for(lambda: store.served("mnist").version == 1, 5), "the pin waited for another model's load"
+        assert store.served("fashion").version == 2  # still loading v3
+    finally:
+        release.set()
+        store.stop()
 
 
 def test_an_idle_poll_lists_the_registry_a_constant_number_of_times(tmp_path, monkeypatch):
