@@ -430,7 +430,8 @@ def _as_compared(state: dict) -> dict:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: a temporary file in the same folder, then a rename."""
+    """Replace ``path`` with ``text``: a temporary file in the same folder, then a rename, which
+    survives a crash once the folder itself is synced (a pin an admin call answered is not lost)."""
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -442,6 +443,7 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def _make_readable(folder: Path) -> None:

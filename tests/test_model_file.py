@@ -565,6 +565,23 @@ def test_serving_state_round_trip_and_validation(tmp_path):
         registry.read_serving("tiny")
 
 
+def test_a_serving_change_is_on_disk_when_the_write_returns(tmp_path, monkeypatch):
+    """The file and the folder that names it are both synced: a pin answered just before a power
+    cut is still the pin after it."""
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    synced, fsync = [], os.fsync
+
+    def recording(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    registry.write_serving("tiny", {"pinned": 1, "labels": {}})
+    assert synced[-1] == str(tmp_path / "tiny")
+    assert any(Path(path).parent == tmp_path / "tiny" and Path(path).name.startswith(".tmp") for path in synced)
+
+
 def test_a_serving_change_racing_the_removal_of_its_model_does_not_bring_the_model_back(tmp_path):
     registry = Registry(tmp_path)
     publish_tiny(registry)
