@@ -66,6 +66,7 @@ log = logging.getLogger("scratchnet.store")
 
 MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that could not be read
 UNLOADED_WAIT = 2.0  # the longest a request to an unloaded model waits for a registry pass in progress
+STOP_WAIT_SECONDS = 5.0  # the longest stop() waits for the watcher threads, all together
 CHECK_SECONDS = 0.25  # the most a pass spends (past one load) checking versions nothing serves, for their status
 AVAILABLE = "available"
 LOADING = "loading"
@@ -219,10 +220,14 @@ class ModelStore:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the watcher threads, waiting STOP_WAIT_SECONDS at most for all of them together (one may
+        be loading a large version). The list's thread goes first, so no model's thread starts after."""
         self._stop.set()
         if self._thread is not None and self._thread_pid == os.getpid():
-            for thread in [self._thread, *self._model_threads.values()]:
-                thread.join(timeout=5)
+            deadline = time.monotonic() + STOP_WAIT_SECONDS
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
+            for thread in list(self._model_threads.values()):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._thread = None
         self._model_threads = {}
 

@@ -985,6 +985,34 @@ def test_the_watcher_thread_picks_up_a_new_version(tmp_path):
         store.stop()
 
 
+def test_stopping_waits_for_all_the_watcher_threads_together_not_for_each_in_turn(tmp_path, monkeypatch):
+    """A worker shutting down while three models load a new version each (two loading, one waiting for
+    its turn) waits STOP_WAIT_SECONDS in all, not that long for each: Gunicorn's graceful timeout is short."""
+    import service.store as store_module
+    names = ("a", "b", "c")
+    for name in names:
+        publish_model(tmp_path, name)
+    store = watching(tmp_path, poll_interval=0.05)
+    load, started, release = store._load, [], threading.Event()
+
+    def stuck_load(name, version):
+        started.append(name)
+        release.wait(10)
+        return load(name, version)
+
+    monkeypatch.setattr(store, "_load", stuck_load)
+    monkeypatch.setattr(store_module, "STOP_WAIT_SECONDS", 1.0)
+    try:
+        for name in names:
+            publish_model(tmp_path, name)
+        assert wait_for(lambda: len(started) == 2, 5)  # two loads at a time; the third model's thread waits
+        began = time.monotonic()
+        store.stop()
+        assert time.monotonic() - began < 2.0
+    finally:
+        release.set()
+
+
 def test_one_models_long_load_holds_back_no_other_models_pin(tmp_path, monkeypatch):
     """Each model has its own watcher thread: with one pass for every model, a pin of mnist
     written while fashion loaded a large new version (seconds) waited for that load."""
