@@ -16,7 +16,7 @@
 | SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes; unset or blank: admin disabled   |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line, Gunicorn's own too) or ``text`` |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
-| SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself (refused with several workers and the admin API on) |
+| SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself (refused with several workers and the admin API on, a SIGTTIN worker too) |
 
 Keys of ``create_app(config)`` are the lower-case names without the prefix (``poll_interval``;
 tests pass ``watch=False`` and call ``refresh`` themselves).

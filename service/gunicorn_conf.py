@@ -256,14 +256,28 @@ def _check_addresses_free(addresses: list[str], reuse_port: bool) -> None:
             sys.exit(f"error: cannot listen on {address}: {error.strerror or error}{hint.get(error.errno, '')}")
 
 
-def _check_watcher(workers: int) -> None:
+def _unwatched_workers(workers: int) -> str | None:
     """Each worker's watcher is what brings the others along after an admin call (a pin, unpin,
     rollback or label change): without it the change reached only the worker that answered, which
-    said 200 while the others served on as before, for good."""
+    said 200 while the others served on as before, for good. Why ``workers`` cannot run, or None."""
     if not _settings.watch and _settings.admin_enabled and workers > 1:
-        sys.exit(f"error: SCRATCHNET_WATCH is off with {workers} workers and the admin API on: a pin, unpin, "
-                 "rollback or label change would reach only the worker that answers it. Turn the watcher on, "
-                 "run one worker (SCRATCHNET_WORKERS=1), or leave SCRATCHNET_ADMIN_TOKEN unset")
+        return (f"SCRATCHNET_WATCH is off with {workers} workers and the admin API on: a pin, unpin, rollback or "
+                "label change would reach only the worker that answers it")
+    return None
+
+
+def _check_watcher(workers: int) -> None:
+    if problem := _unwatched_workers(workers):
+        sys.exit(f"error: {problem}. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), or leave "
+                 "SCRATCHNET_ADMIN_TOKEN unset")
+
+
+def nworkers_changed(server, new_value, old_value):
+    """A worker more (SIGTTIN) is refused where on_starting refuses that many: Gunicorn keeps the
+    workers it has and its log says why."""
+    if old_value is not None and new_value > old_value and (problem := _unwatched_workers(new_value)):
+        server._num_workers = old_value  # the property's setter would call this hook again
+        server.log.error("not adding a worker: %s. Turn the watcher on to run more than one", problem)
 
 
 def on_starting(server):

@@ -536,6 +536,28 @@ def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_servi
     assert metric_value(server.metrics(), "scratchnet_predictions_total", model="folded") == 1
 
 
+def test_a_worker_added_by_sigttin_is_refused_where_the_watcher_is_off(start_service, tmp_path):
+    """Started with one worker (SCRATCHNET_WATCH=0 and the admin API on, as allowed), the service
+    kept a second one that SIGTTIN asked for: a pin answered by one worker never reached the other.
+    SIGTTOU then SIGTTIN is still one worker; with the watcher on, SIGTTIN adds one."""
+    registry = tmp_path / "registry"
+    publish_model(registry, "solo", kind="vector")
+    server = start_service(registry, workers=1, admin_token="secret", env={"SCRATCHNET_WATCH": "0"})
+    first = server.worker_pids()
+    server.process.send_signal(signal.SIGTTIN)
+    wait_for(lambda: "not adding a worker" in server.log())
+    time.sleep(1.5)  # past the master's next look at its workers (once a second)
+    assert server.worker_pids() == first
+    assert ("not adding a worker: SCRATCHNET_WATCH is off with 2 workers and the admin API on: a pin, unpin, "
+            "rollback or label change would reach only the worker that answers it") in server.log()
+    assert post(server, "/models/solo/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]}).status_code == 200
+
+    watched = start_service(registry, workers=1, admin_token="secret")
+    watched.process.send_signal(signal.SIGTTIN)
+    wait_for(lambda: len(watched.worker_pids()) == 2)
+    assert "not adding a worker" not in watched.log()
+
+
 def test_metrics_answer_while_a_worker_creates_its_files(start_service, service_registry, tmp_path):
     """A starting worker creates each metrics file empty and sizes it a moment later: a scrape at
     that moment failed with a 500 (seen while workers were replaced under scraping). The file is
