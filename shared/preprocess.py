@@ -146,20 +146,27 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     if length != input_size:
         where = "vector" if n == 1 else "every vector"
         raise InvalidInput(f"{where} has {_values(length)}; {what} expects {input_size}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not _all_finite(array):
         row, col = np.argwhere(~np.isfinite(array))[0]
         raise InvalidInput(f"value at {_position(row, col, n)} is {_non_finite_name(array[row, col])}; values must be finite numbers")
     if array.dtype == np.float32:
         return np.ascontiguousarray(array)  # checked finite above
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(out).all():
+    if not _all_finite(out):
         row, col = np.argwhere(~np.isfinite(out))[0]
         raise InvalidInput(f"value at {_position(row, col, n)} ({array[row, col]}) is too large for float32")
     return out
 
 
 # --------------------------------------------------------------------------- vectors
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether no value is NaN or infinite, read in two passes that allocate nothing: NaN carries
+    through min and max, and an infinity is one of them. ``np.isfinite(array).all()`` built a
+    boolean copy of the array first (7.8 MB for a 10,000-row batch, fresh pages every time)."""
+    return bool(np.isfinite(array.min()) and np.isfinite(array.max()))
 
 
 def _is_sequence(value) -> bool:

@@ -3,6 +3,7 @@ user drawings and photos land where MNIST digits do, bad bytes and bad vectors a
 message a person can act on."""
 import io
 import struct
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -855,6 +856,23 @@ def test_validate_vectors_converts_large_numeric_input_without_a_python_walk(mon
     out = validate_vectors(values.tolist(), 784)
     assert out.shape == (2000, 784) and out.dtype == np.float32 and out.flags.c_contiguous
     np.testing.assert_array_equal(out, values.astype(np.float32))
+
+
+def test_validate_vectors_checks_a_large_float32_batch_without_copying_it():
+    """A 10,000-row .npy batch (31 MB) is checked where it lies: no copy, and no boolean array of
+    its size (7.8 MB) to find a NaN, which a value at the batch's end still shows."""
+    batch = np.random.default_rng(0).random((10_000, 784), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        out = validate_vectors(batch, 784)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out is batch or np.shares_memory(out, batch)
+    assert peak < 100_000
+    batch[-1, -1] = np.nan
+    with pytest.raises(InvalidInput, match="value at vector 9999, position 783 is NaN"):
+        validate_vectors(batch, 784)
 
 
 @pytest.mark.parametrize("values, message", [
