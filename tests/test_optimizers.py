@@ -86,6 +86,14 @@ def test_clip_by_global_norm():
     clip_grad_norm(small, 1.0)
     assert small["a"].tolist() == [0.3, 0.4]  # under the limit: untouched
 
+    # entries whose squares overflow float32 are still clipped, not zeroed
+    huge = {"a": np.array([3e19, 4e19], dtype=np.float32)}
+    assert clip_grad_norm(huge, 1.0) == pytest.approx(5e19, rel=1e-6)
+    assert huge["a"] == pytest.approx([0.6, 0.8], rel=1e-5)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(FloatingPointError, match="the gradients are not finite"):
+            clip_grad_norm({"a": np.array([1.0, bad], dtype=np.float32)}, 1.0)
+
     # through the optimiser: the clipped step is lr * g * 1 / 5
     opt = SGD(lr=1.0, clip_norm=1.0)
     param = np.array([0.0, 0.0])

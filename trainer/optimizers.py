@@ -55,13 +55,28 @@ def decays(name: str) -> bool:
 
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``max_norm``.
-    Returns the norm before clipping."""
-    norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    Returns the norm before clipping.
+
+    Raises FloatingPointError when a gradient is NaN or infinite: scaled by it, every gradient
+    became zero (or stayed NaN) without a word, in the diverging runs clipping is there for."""
+    norm = math.sqrt(sum(_squared_norm(g) for g in grads.values()))
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"the gradients are not finite (global norm {norm}): training diverged; lower "
+                                 "the learning rate")
     if norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads.values():
             g *= scale
     return norm
+
+
+def _squared_norm(g: np.ndarray) -> float:
+    """``sum(g * g)``, in float64 when float32 overflows (entries from about 1.8e19 on)."""
+    squared = float(np.vdot(g, g))
+    if math.isinf(squared) and np.isfinite(g).all():
+        wide = g.astype(np.float64)
+        squared = float(np.vdot(wide, wide))
+    return squared
 
 
 def _contiguous_span(arrays: list[np.ndarray]) -> np.ndarray | None:
