@@ -41,7 +41,8 @@ class ActivationFunction:
 
 
 class ReLU(ActivationFunction):
-    """``max(x, 0)``, with the zeros of the batch's shape that make ``shared.forward.relu`` fast."""
+    """``y = max(x, 0)``; ``dy/dx = 1`` where ``y > 0``, else 0 (0 at ``x = 0`` too). Keeps zeros
+    of the batch's shape, which make ``shared.forward.relu`` fast."""
 
     name = "relu"
 
@@ -63,8 +64,9 @@ class ReLU(ActivationFunction):
 
 
 class LeakyReLU(ActivationFunction):
-    """``x`` for ``x > 0``, else ``alpha * x``; ``0 <= alpha < 1`` keeps the sign, so ``y > 0`` iff
-    ``x > 0`` (what ``backward`` reads), and is what the model file accepts."""
+    """``y = x`` for ``x > 0``, else ``alpha * x``; ``dy/dx = 1`` where ``y > 0``, else ``alpha``.
+    ``0 <= alpha < 1`` keeps the sign, so ``y > 0`` iff ``x > 0`` (what ``backward`` reads), and is
+    what the model file accepts."""
 
     name = "leaky_relu"
 
@@ -87,6 +89,8 @@ class LeakyReLU(ActivationFunction):
 
 
 class Sigmoid(ActivationFunction):
+    """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``."""
+
     name = "sigmoid"
 
     def forward(self, x, out):
@@ -99,6 +103,8 @@ class Sigmoid(ActivationFunction):
 
 
 class Tanh(ActivationFunction):
+    """``y = tanh(x)``; ``dy/dx = 1 - y^2``."""
+
     name = "tanh"
 
     def forward(self, x, out):
