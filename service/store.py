@@ -124,6 +124,12 @@ class ModelSlot:
     refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
+def about(model: str, version: int | None = None) -> dict:
+    """A log line's ``extra``: the model (and version) it is about, as fields of their own in both
+    log formats, for a log pipeline to filter on as it does the access lines'."""
+    return {"model": model, "version": version}
+
+
 class StoreEvents:
     """What the store reports as it works; ``service.metrics.Metrics`` records these."""
 
@@ -256,7 +262,7 @@ class ModelStore:
             except RuntimeError as e:  # no thread to be had (ulimit -u, -v): this thread looks at it
                 if name not in self._no_thread:
                     log.error("%s: cannot start its watcher thread (%s); the thread listing the models watches it",
-                              name, e)
+                              name, e, extra=about(name))
                 self._no_thread.add(name)
                 self.refresh([name], check_registry=False)
                 continue
@@ -395,7 +401,7 @@ class ModelStore:
             unreadable = {}
         for name, reason in unreadable.items():
             if self._unreadable.get(name) != reason:
-                log.error("%s: %s; it is not served until it can be read", name, reason)
+                log.error("%s: %s; it is not served until it can be read", name, reason, extra=about(name))
         for name, reason in misnamed.items():
             if name not in self._misnamed:
                 log.warning("the registry: %s", reason)
@@ -498,7 +504,7 @@ class ModelStore:
             problems.append(slot.serving_error + ("; nothing is served until it is fixed" if unknown_state
                                                   else "; using the last good serving state"))
         for reason in set(misnamed) - set(slot.misnamed):
-            log.warning("%s: %s", slot.name, reason)
+            log.warning("%s: %s", slot.name, reason, extra=about(slot.name))
         slot.misnamed = misnamed
         problems += misnamed
         return problems
@@ -558,7 +564,7 @@ class ModelStore:
             return served
         slot.no_versions = False
         if served is not None:
-            log.info("%s: no version left in its folder; no longer served", slot.name)
+            log.info("%s: no version left in its folder; no longer served", slot.name, extra=about(slot.name))
             slot.served = None
             self.events.served(slot.name, served.version, None)
         return None
@@ -593,7 +599,7 @@ class ModelStore:
                 if record.status != LOADING:
                     record.kept_served = True
                     log.warning("%s: the file of the served version %d changed and %s; serving it from "
-                                "memory for one more pass", slot.name, v, record.status)
+                                "memory for one more pass", slot.name, v, record.status, extra=about(slot.name, v))
                 why = "is changing" if record.status == LOADING else f"changed and {record.status}"
                 problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
                 return slot.served
@@ -634,11 +640,13 @@ class ModelStore:
         if old is not None:
             slot.swaps += 1
         if old is None:
-            log.info("%s: now serving version %d", slot.name, target.version)
+            log.info("%s: now serving version %d", slot.name, target.version, extra=about(slot.name, target.version))
         elif old.version == target.version:  # a new file under the same number (a registry swapped whole)
-            log.info("%s: version %d reloaded, its file having changed", slot.name, target.version)
+            log.info("%s: version %d reloaded, its file having changed", slot.name, target.version,
+                     extra=about(slot.name, target.version))
         else:
-            log.info("%s: now serving version %d (was %d)", slot.name, target.version, old.version)
+            log.info("%s: now serving version %d (was %d)", slot.name, target.version, old.version,
+                     extra=about(slot.name, target.version))
         self.events.served(slot.name, old.version if old is not None else None, target.version)
 
     def _report_pin(self, slot: ModelSlot, problem: str | None, served: Model | None) -> None:
@@ -647,9 +655,10 @@ class ModelStore:
             return
         if problem is not None:
             log.warning("%s: %s; %s", slot.name, problem,
-                        f"still serving version {served.version}" if served is not None else "nothing is served")
+                        f"still serving version {served.version}" if served is not None else "nothing is served",
+                        extra=about(slot.name, slot.pinned))
         elif slot.pinned is not None:
-            log.info("%s: pinned version %d serves now", slot.name, slot.pinned)
+            log.info("%s: pinned version %d serves now", slot.name, slot.pinned, extra=about(slot.name, slot.pinned))
         slot.pin_problem = problem
         self.events.pin_unservable(slot.name, slot.pinned if problem is not None else None)
 
@@ -670,7 +679,7 @@ class ModelStore:
                 self._slots[name] = ModelSlot(name)
         if slot.served is None and not slot.versions:
             return
-        log.info("%s: its folder is gone from the registry; no longer served", name)
+        log.info("%s: its folder is gone from the registry; no longer served", name, extra=about(name))
         self._report_removed(name, slot.versions)
         if slot.pin_problem is not None:
             self.events.pin_unservable(name, None)
@@ -691,7 +700,7 @@ class ModelStore:
     def _apply_serving(self, slot: ModelSlot, state: dict | None, error: str | None) -> None:
         if error is not None:
             if slot.serving_error != error:
-                log.error("%s: %s", slot.name, error)
+                log.error("%s: %s", slot.name, error, extra=about(slot.name))
             slot.serving_error = error
             return
         slot.serving_error = None
@@ -755,7 +764,8 @@ class ModelStore:
                 self._loading.pop(key).set_result(model)
         if updated and status != LOADING:
             if model is None:
-                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status))
+                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status),
+                            extra=about(slot.name, version))
                 self.events.load_failed(slot.name, version, failure_reason(status))
             self.events.version_status(slot.name, version, status)
         return model

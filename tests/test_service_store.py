@@ -5,6 +5,7 @@ import codecs
 import contextlib
 import gc
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -98,6 +99,23 @@ def test_serves_the_highest_version_that_loads(tmp_path, caplog):
     # The operator's log says it too (SPEC: reported in /models, the metrics and the logs).
     warnings = [r.getMessage() for r in caplog.records if r.name == "scratchnet.store" and r.levelname == "WARNING"]
     assert any(m.startswith("mnist v3 cannot be served: ") and "not an .npz archive" in m for m in warnings), warnings
+
+
+def test_the_store_log_names_the_model_and_version_in_fields_of_their_own(tmp_path, caplog):
+    """A log pipeline filters the store's lines by model and version as it does the access lines,
+    without parsing their message."""
+    from service.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="scratchnet.store")
+    publish_model(tmp_path, "mnist")
+    publish_corrupt(tmp_path, "mnist")
+    make_store(tmp_path)
+    records = {r.levelname: r for r in caplog.records if r.name == "scratchnet.store"}
+    failed, served = records["WARNING"], records["INFO"]
+    assert (failed.model, failed.version) == ("mnist", 2) and "v2 cannot be served" in failed.getMessage()
+    assert (served.model, served.version) == ("mnist", 1) and "now serving version 1" in served.getMessage()
+    line = json.loads(JsonFormatter().format(failed))
+    assert (line["model"], line["version"], line["level"]) == ("mnist", 2, "warning")
 
 
 def test_a_version_being_loaded_is_reported_loading_while_the_old_one_serves(tmp_path, monkeypatch):
