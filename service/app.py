@@ -257,7 +257,8 @@ def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, st
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,
             code: str | None, request_id: str, model: str | None = None, version: int | None = None) -> None:
     """One request's metrics and access line; the method and path are None when unknown."""
-    svc.metrics.observe_request(method or "", route, status, seconds, code)
+    svc.metrics.observe_request(method or "", route, status, seconds, code,
+                                model if model is not None and svc.store.knows(model) else "")
     log_access(f"{method or '-'} {logfmt_value(path) if path is not None else '-'} {status} {seconds * 1000:.1f}ms",
                {"request_id": request_id, "method": method, "path": path, "route": route, "model": model,
                 "version": version, "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})

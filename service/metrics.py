@@ -71,8 +71,9 @@ class Metrics(StoreEvents):
                                 ["method", "route", "status"], registry=registry)
         self.latency = Histogram("scratchnet_request_duration_seconds", "Time to answer a request.",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.errors = Counter("scratchnet_errors", "Error responses, by error code.",
-                              ["route", "code"], registry=registry)
+        self.errors = Counter("scratchnet_errors", "Error responses, by error code and the model the request "
+                              "named (empty: none, or none the registry holds).", ["route", "code", "model"],
+                              registry=registry)
         self.predictions = Counter("scratchnet_predictions", "Inputs predicted (rows of a batch), by model version.",
                                    ["model", "version"], registry=registry)
         self.inference = Histogram("scratchnet_inference_duration_seconds",
@@ -115,7 +116,10 @@ class Metrics(StoreEvents):
 
     # request events --------------------------------------------------------------------------
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None) -> None:
+    def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None,
+                        model: str = "") -> None:
+        """One answered request; ``model``, the model it named, must be one the registry holds (the
+        label's values stay a bounded set), else empty."""
         method = method if method in HTTP_METHODS else "other"  # a client can send any token as a method
         key = (method, route, status)
         series = self._request_series.get(key)
@@ -125,7 +129,7 @@ class Metrics(StoreEvents):
         series[0].inc()
         series[1].observe(seconds)
         if error_code:
-            self.errors.labels(route, error_code).inc()
+            self.errors.labels(route, error_code, model).inc()
 
     def observe_prediction(self, batch, started: float) -> None:
         """A prediction answered: ``batch`` is its ``PredictionBatch``, whose answer has just been
@@ -356,7 +360,7 @@ class HeldOnly:
             yield metric
 
     def _held(self, labels: dict) -> bool:
-        if "model" not in labels:
+        if not labels.get("model"):  # about no model (an error's, when the request named none)
             return True
         versions = self.held.get(labels["model"])
         return versions is not None and ("version" not in labels or int(labels["version"]) in versions)

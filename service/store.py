@@ -820,6 +820,10 @@ class ModelStore:
     def names(self) -> list[str]:
         return list(self.configured) if self.configured is not None else sorted(self._slots)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is one of ``names()``, without building the list."""
+        return name in self.configured if self.configured is not None else name in self._slots
+
     def slot(self, name: str) -> ModelSlot:
         slot = self._slots.get(name)
         if slot is None:

@@ -530,7 +530,7 @@ def test_a_405_is_counted_under_the_route_its_path_names(client):
     client.get("/no/such/route")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'scratchnet_requests_total{method="GET",route="/models/<name>/predict",status="405"} 1.0' in text
-    assert 'scratchnet_errors_total{code="method_not_allowed",route="/models/<name>/predict"} 1.0' in text
+    assert 'scratchnet_errors_total{code="method_not_allowed",model="",route="/models/<name>/predict"} 1.0' in text
     assert 'scratchnet_requests_total{method="GET",route="<unmatched>",status="404"} 1.0' in text
 
 
@@ -927,6 +927,19 @@ def test_health_and_readiness(client, tmp_path):
     assert empty.status_code == 503 and "holds no models" in empty.get_json()["reason"]
 
 
+def test_errors_are_counted_by_the_model_the_request_named_when_the_registry_holds_it(client):
+    """An operator's per-model error ratio counts the requests refused before any version answered
+    (a version that failed to load); a name the registry does not hold counts under no model, so
+    clients cannot grow the series."""
+    assert client.post("/models/mnist/versions/3/predict", json={"inputs": [0.5] * 784}).status_code == 503
+    assert client.post("/models/nosuch/predict", json={"inputs": [0.5] * 784}).status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    assert ('scratchnet_errors_total{code="version_failed",model="mnist",route="/models/<name>/versions/<version>'
+            '/predict"} 1.0') in text
+    assert 'scratchnet_errors_total{code="model_not_found",model="",route="/models/<name>/predict"} 1.0' in text
+    assert "nosuch" not in text
+
+
 def test_metrics_count_requests_errors_and_versions(client):
     """Requests are counted by the request, predictions by the row: a batch of 5 is 5 predictions."""
     for rows in (1, 1, 5):
@@ -934,7 +947,7 @@ def test_metrics_count_requests_errors_and_versions(client):
     client.post("/predict", json={"inputs": [0.5] * 3})
     text = client.get("/metrics").get_data(as_text=True)
     assert 'scratchnet_requests_total{method="POST",route="/predict",status="200"} 3.0' in text
-    assert 'scratchnet_errors_total{code="invalid_input",route="/predict"} 1.0' in text
+    assert 'scratchnet_errors_total{code="invalid_input",model="mnist",route="/predict"} 1.0' in text
     assert 'scratchnet_predictions_total{model="mnist",version="2"} 7.0' in text
     assert 'scratchnet_model_served_version{model="mnist"} 2.0' in text
     assert 'scratchnet_model_load_failures_total{model="mnist",version="3"} 1.0' in text
