@@ -195,6 +195,9 @@ def test_schedule_errors():
         get_schedule("cosine", lr=0.1)
     with pytest.raises(ValueError, match="step_size must be a finite whole number, got 1.5"):
         get_schedule("step(step_size=1.5)", lr=0.1)  # was read as 1
+    # was "get_schedule.<locals>.<lambda>() missing 1 required positional argument: 'epochs'"
+    with pytest.raises(ValueError, match=r"^schedule 'warmup' needs epochs: give it as warmup\(epochs=\.\.\.\)$"):
+        get_schedule("warmup", lr=0.1)
 
 
 def test_a_warmup_schedule_refuses_a_second_warmup_length():

@@ -61,7 +61,7 @@ def build(registry: dict, spec, kind: str, **overrides):
     what = f"{kind} {name!r}"
     if args:
         kwargs.update(_positional(registry[name], args, kwargs, overrides, what))
-    _check_arguments(registry[name], kwargs, overrides, what)
+    _check_arguments(registry[name], kwargs, overrides, what, name)
     kwargs.update(overrides)
     try:
         return registry[name](**kwargs)
@@ -84,9 +84,10 @@ def _positional(factory, args: list, kwargs: dict, overrides: dict, what: str) -
     return named
 
 
-def _check_arguments(factory, kwargs: dict, overrides: dict, what: str) -> None:
-    """Refuse a spec's argument that the component does not take, or of the wrong kind, in words
-    (not Python's "'float' object is not iterable"): each is checked against its annotation."""
+def _check_arguments(factory, kwargs: dict, overrides: dict, what: str, name: str) -> None:
+    """Refuse a spec's argument that the component does not take, or of the wrong kind, and one it
+    needs that is missing, in words (not Python's "'float' object is not iterable" or "<lambda>()
+    missing 1 required positional argument"): each is checked against its annotation."""
     parameters = {name: parameter for name, parameter in inspect.signature(factory, eval_str=True).parameters.items()
                   if name not in overrides and parameter.kind != parameter.VAR_POSITIONAL}
     takes_any = any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters.values())
@@ -98,6 +99,11 @@ def _check_arguments(factory, kwargs: dict, overrides: dict, what: str) -> None:
         expected = _mismatch(value, parameters[key].annotation) if key in parameters else None
         if expected:
             raise ValueError(f"bad arguments for {what}: {key} must be {expected}, got {shortened(repr(value))}")
+    needed = [key for key, parameter in parameters.items() if parameter.default is parameter.empty
+              and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) and key not in kwargs]
+    if needed:
+        example = ", ".join(f"{key}=..." for key in needed)
+        raise ValueError(f"{what} needs {' and '.join(needed)}: give it as {name}({example})")
 
 
 def _mismatch(value, annotation) -> str | None:
