@@ -138,12 +138,35 @@ def test_config_file_with_flag_overrides(tmp_path, blobs_npz):
     assert layers[1] == {"type": "activation", "name": "leaky_relu", "alpha": 0.1}
 
 
-def test_unknown_config_key_is_a_clear_error(tmp_path):
+def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
     config_file = tmp_path / "run.toml"
-    config_file.write_text("epochz = 3\n")
+    config_file.write_text("epochz = 3\nlerning_rate = 0.01\nzzz = 1\n[train]\nlr = 0.1\n")
     args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
-    with pytest.raises(cli.CommandError, match="unknown config keys \\['epochz'\\]"):
+    with pytest.raises(cli.CommandError) as refused:
         cli.config_from_args(args)
+    assert str(refused.value).startswith(
+        "unknown config keys: 'epochz' (did you mean 'epochs'?); 'lerning_rate' (did you mean 'lr'?); 'train' is a "
+        "table: write its keys at the top of the file, without the [train] line; 'zzz'; known keys: activation, ")
+
+
+def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_checksum(tmp_path, blobs_npz, capsys):
+    """A zero-initialised network answers one class for every input: the run still saves it, so its
+    output says what the scores mean; and the checksum a learner compares across two runs is the
+    parameters', which the manifest records (model.npz records when it was made, so it differs)."""
+    data = ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress", "--seed", 0]
+    capsys.readouterr()
+    assert run_cli("train", *data, "--init", "zeros", "--output", tmp_path / "zeros") == 0
+    out = capsys.readouterr().out
+    assert "on the 100 test rows:\naccuracy " in out
+    assert "is no better than always answering the most common class" in out and "trainer overfit" in out
+    assert run_cli("train", *data, "--output", tmp_path / "he") == 0
+    out = capsys.readouterr().out
+    assert "learned nothing" not in out
+    recorded = read_manifest(tmp_path / "he" / "model.npz")["parameters"]["sha256"]
+    assert f"parameters sha256 {recorded} (the same seed and data give the same" in out
+    assert report.learned_nothing({"rmse": 0.9, "mae": 0.7, "rmse_of_mean_predictor": 0.8,
+                                   "mean_predictor": "training targets"}).startswith(
+        "note: RMSE 0.9000 is no better than predicting the training mean: the network learned nothing useful.")
 
 
 def test_same_seed_gives_bit_identical_models(tmp_path, blobs_npz):

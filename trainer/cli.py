@@ -58,6 +58,7 @@ from .datasets import DATASETS, DatasetError
 from .download import DownloadError, sha256_file
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
+DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
 OVERFIT_STEPS = 3000
 
@@ -139,31 +140,36 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=file_name, help="TOML file of TrainConfig keys; flags override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
     parser.add_argument("--hidden", type=int, nargs="*",
-                        help="hidden layer sizes, e.g. --hidden 256 128; none: no hidden layer (softmax regression)")
-    parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid")
+                        help="hidden layer sizes, e.g. --hidden 256 128; none: no hidden layer (softmax regression) "
+                             f"(default {' '.join(map(str, DEFAULTS.hidden))})")
+    parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid (default relu)")
     parser.add_argument("--init", help="he_normal, he_uniform, xavier_normal, xavier_uniform (glorot_* too), "
                                        "lecun_normal, normal(std=0.01), zeros (which leaves every unit of a layer "
-                                       "the same: a lesson, not a choice)")
-    parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
+                                       f"the same: a lesson, not a choice) (default {DEFAULTS.init})")
+    parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                        help="batch normalisation after each hidden dense layer (default off)")
     parser.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
                         help="fold batch norm into the dense weights in the exported file (default) "
                              "or keep it as explicit layers")
-    parser.add_argument("--dropout", type=float, help="dropout rate after each hidden layer")
+    parser.add_argument("--dropout", type=float, help="dropout rate after each hidden layer (default 0)")
     parser.add_argument("--augment", help="images: random distortion of every training batch, e.g. "
                         "affine(shift=2, rotate=10, scale=0.1) or stroke(widen=1); several joined by + run in turn")
-    parser.add_argument("--optimizer", help="sgd, momentum, nesterov, adam, adamw")
-    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--optimizer", help=f"sgd, momentum, nesterov, adam, adamw (default {DEFAULTS.optimizer})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULTS.lr:g})")
     parser.add_argument("--momentum", type=float, help="momentum and nesterov optimizers (default 0.9)")
     parser.add_argument("--weight-decay", type=float,
                         help="L2 penalty on the weights (sgd, momentum, nesterov, adam); decoupled decay "
                              "(adamw, default 0.01)")
-    parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
-    parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5)")
-    parser.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation")
-    parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm (default: no clipping)")
+    parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5), "
+                                           f"warmup(epochs=5) (default {DEFAULTS.schedule})")
+    parser.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up before any schedule (default 0)")
+    parser.add_argument("--epochs", type=int, help=f"passes over the training data (default {DEFAULTS.epochs})")
+    parser.add_argument("--batch-size", type=int, help=f"examples per step (default {DEFAULTS.batch_size})")
+    parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation "
+                                                           f"(default {DEFAULTS.val_fraction:g})")
+    parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement "
+                                                     "(default: no early stopping)")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
                              "at the learning rates of those epochs")

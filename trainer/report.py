@@ -69,6 +69,26 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def learned_nothing(metrics: dict) -> str | None:
+    """A note when the scores are no better than one constant answer for every input (the most
+    common class; the training mean), which is what a network that learned nothing gives: a run
+    that ends that way still saves its model, and the figures alone do not say it."""
+    if "accuracy" in metrics:
+        supports = [row["support"] for row in metrics["per_class"]]
+        constant = max(supports) / sum(supports)
+        if metrics["accuracy"] > constant:
+            return None
+        score = (f"accuracy {metrics['accuracy']:.2%} is no better than always answering the most common class "
+                 f"({constant:.2%})")
+    else:
+        if metrics["rmse"] < metrics["rmse_of_mean_predictor"]:
+            return None
+        score = f"RMSE {metrics['rmse']:.4f} is no better than predicting {_mean_of(metrics)}"
+    return (f"note: {score}: the network learned nothing useful. Read the loss of each epoch above (flat: the learning "
+            "rate is too low, or the units are dead or identical; rising: it is too high), and try these settings "
+            "with `python -m trainer overfit`")
+
+
 def _mean_of(metrics: dict) -> str:
     # Manifests written before the baseline named its mean hold the scored targets' mean.
     return "the training mean" if metrics.get("mean_predictor") == "training targets" else "their own mean"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import functools
 import math
 import os
@@ -28,7 +29,7 @@ from pydantic.dataclasses import dataclass as checked_dataclass
 
 from shared.errors import ModelFileError
 from shared.forward import Model, output_scaling, standardize
-from shared.model_file import MANIFEST_KEY, load_model, read_manifest, save_model
+from shared.model_file import MANIFEST_KEY, load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
                              check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
 
@@ -163,7 +164,8 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(known))}")
+            described = "; ".join(_unknown_key(key, values[key], known) for key in unknown)
+            raise ValueError(f"unknown config keys: {described}; known keys: {', '.join(sorted(known))}")
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -431,7 +433,7 @@ class EpochProgress:
     def update(self, n: int, loss: float, accuracy: float | None) -> None:
         if self.bar is not None:
             self.bar.update(n)
-            postfix = {"loss": f"{loss:.4f}"}
+            postfix = {"loss": figure(loss)}
             if accuracy is not None:
                 postfix["acc"] = f"{accuracy:.4f}"
             self.bar.set_postfix(postfix, refresh=False)
@@ -512,9 +514,9 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
             row.update(_validation_metrics(network, x_val, y_val, task, prepared.target_scaling))
         _check_finite(network, row, epoch, lr)
         history.append(row)
-        summary = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_")))
+        summary = "  ".join(f"{k}={figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close()
-        log(f"epoch {epoch}/{config.epochs}  {summary}  ({row['seconds']:.2f}s)")
+        log(f"epoch {epoch}/{config.epochs}  lr={lr:.3g}  {summary}  ({row['seconds']:.2f}s)")
         if config.patience is not None and x_val is not None:
             if row["val_loss"] < best.val_loss:
                 best = BestEpoch(row["val_loss"], network.state(), epoch)
@@ -572,6 +574,27 @@ def _minibatches(x: np.ndarray, y: np.ndarray, order: np.ndarray, buffer: np.nda
         if augment is not None:
             xb = augment(xb, rng)
         yield xb, y[index]
+
+
+# What a config key is called elsewhere (PyTorch, Keras, a first guess), for the error that refuses it.
+KEY_ALIASES = {"learning_rate": "lr", "hidden_layers": "hidden", "hidden_sizes": "hidden", "layers": "hidden",
+               "epoch": "epochs", "batch": "batch_size", "weight_decay_rate": "weight_decay",
+               "clip_grad_norm": "clip_norm", "max_grad_norm": "clip_norm", "early_stopping": "patience"}
+
+
+def _unknown_key(key: str, value, known: set[str]) -> str:
+    """A config key TrainConfig does not have, with the key most likely meant."""
+    if isinstance(value, dict):
+        return f"{key!r} is a table: write its keys at the top of the file, without the [{key}] line"
+    names = {**{name: name for name in known}, **KEY_ALIASES}
+    closest = difflib.get_close_matches(key, sorted(names), n=1)
+    return f"{key!r} (did you mean {names[closest[0]]!r}?)" if closest else repr(key)
+
+
+def figure(value: float) -> str:
+    """A loss or metric for an epoch line: four decimals, or four digits in scientific notation
+    once it is large (a diverging loss read 9439460815807322704052224.0000)."""
+    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
 
 
 def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress, epoch: int, lr: float) -> dict:
@@ -931,6 +954,11 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
         result["path"] = str(folder)
     result["history"] = history
+    log(f"on the {len(prepared.dataset.y_test):,} test rows:")
     log(report.format_metrics(result["metrics"]))
+    if note := report.learned_nothing(result["metrics"]):
+        log(note)
     log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
+    log(f"parameters sha256 {parameters_sha256(arrays)} (the same seed and data give the same on this machine; "
+        "model.npz itself differs, as it records when it was made)")
     return result
