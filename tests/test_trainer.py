@@ -301,6 +301,23 @@ def test_overfit_command_says_something_is_wrong(blobs_npz, capsys):
     assert "something is wrong" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags, clue", [
+    (["--init", "zeros"], "is the labels' entropy: it answers every example alike, as units that are dead or "
+                          "identical make it (a zeros init"),
+    (["--lr", 1e-9], "The loss fell only from "),
+    (["--hidden", 1, "--activation", "tanh"], "not memorised: the narrowest hidden layer has 1 unit, fewer than the "
+                                              "3 classes"),
+])
+def test_overfit_says_what_the_losses_of_a_failed_run_point_to(blobs_npz, capsys, flags, clue):
+    """"Something is wrong" alone sent a learner to look everywhere; a zeros init, a learning rate far
+    off and a layer narrower than the classes each leave their mark on the losses or the shape."""
+    assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32, "--hidden", 8,
+                   *flags) == 1
+    assert clue in capsys.readouterr().out
+    rising = cli._overfit_clue([{"train_loss": 2.0}], 40.0, train.TrainConfig(lr=5.0), None)
+    assert rising == " The loss rose from 2 to 40: the learning rate (5) is too high."
+
+
 def test_overfit_judges_the_memorised_subset_in_inference_mode(blobs_npz, capsys):
     """Dropout's noise in the last training epoch is not a failure to memorise: the verdict
     comes from the trained network's predictions on the subset, as inference makes them."""

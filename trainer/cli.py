@@ -163,7 +163,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm (default: no clipping)")
     parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5), "
                                            f"warmup(epochs=5) (default {DEFAULTS.schedule})")
-    parser.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up before any schedule (default 0)")
+    parser.add_argument("--warmup-epochs", type=int,
+                        help="linear learning-rate warm-up before any schedule (default 0)")
     parser.add_argument("--epochs", type=int, help=f"passes over the training data (default {DEFAULTS.epochs})")
     parser.add_argument("--batch-size", type=int, help=f"examples per step (default {DEFAULTS.batch_size})")
     parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation "
@@ -497,11 +498,41 @@ def cmd_overfit(args) -> int:
             say(f"not memorised in the {epochs} epoch{'s' if epochs > 1 else ''} given: leave --epochs out to "
                 f"train until it is (up to {default_epochs} epochs). If it is not then, something is wrong. {hint}"
                 + regularising)
+        elif narrow := _narrowest_below_classes(config, dataset):
+            say(f"not memorised: the narrowest hidden layer has {narrow} unit{'s' if narrow > 1 else ''}, fewer than "
+                f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
+                f"network memorises the subset, nothing is wrong." + regularising)
         else:
-            say(f"something is wrong: a network this size should memorise a tiny subset. {hint}" + regularising)
+            clue = _overfit_clue(history, loss, config, y if dataset.task == "classification" else None)
+            say(f"something is wrong: a network this size should memorise a tiny subset.{clue} {hint}" + regularising)
         return 1
     say("ok: the network can memorise a tiny subset")
     return 0
+
+
+def _narrowest_below_classes(config, dataset) -> int | None:
+    """The narrowest hidden layer's width when a classifier's is below its number of classes."""
+    if dataset.task != "classification" or not config.hidden or min(config.hidden) >= dataset.n_classes:
+        return None
+    return min(config.hidden)
+
+
+def _overfit_clue(history: list[dict], loss: float, config, labels: np.ndarray | None) -> str:
+    """What the losses of a run that did not memorise point to, in a sentence (or nothing)."""
+    first = history[0]["train_loss"]
+    if labels is not None:
+        shares = np.bincount(labels.astype(np.int64)) / len(labels)
+        entropy = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
+        if abs(loss - entropy) < 0.01 * max(entropy, 1e-3):
+            return (f" Its loss, {loss:.4f}, is the labels' entropy: it answers every example alike, as units that "
+                    "are dead or identical make it (a zeros init, weight decay crushing the weights, a ReLU layer "
+                    "whose units all output 0).")
+    if loss > first:
+        return f" The loss rose from {first:.4g} to {loss:.4g}: the learning rate ({config.lr:g}) is too high."
+    if loss > 0.8 * first:
+        return (f" The loss fell only from {first:.4g} to {loss:.4g} in {len(history)} epochs: the learning rate "
+                f"({config.lr:g}) is too low, or the gradients do not reach the weights.")
+    return ""
 
 
 def cmd_summary(args) -> int:
