@@ -138,6 +138,15 @@ def test_config_file_with_flag_overrides(tmp_path, blobs_npz):
     assert layers[1] == {"type": "activation", "name": "leaky_relu", "alpha": 0.1}
 
 
+def test_a_flag_of_0_turns_off_the_early_stopping_and_clipping_a_config_file_sets(tmp_path):
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("patience = 3\nclip_norm = 5.0\n")
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file)])
+    assert (cli.config_from_args(args).patience, cli.config_from_args(args).clip_norm) == (3, 5.0)
+    args = cli.make_parser().parse_args(["train", "--config", str(config_file), "--patience", "0", "--clip-norm", "0"])
+    assert (cli.config_from_args(args).patience, cli.config_from_args(args).clip_norm) == (None, None)
+
+
 def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochz = 3\nlerning_rate = 0.01\nzzz = 1\n[train]\nlr = 0.1\n")

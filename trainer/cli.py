@@ -59,6 +59,7 @@ from .download import DownloadError, sha256_file
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
+OFF_AT_ZERO = ("patience", "clip_norm")  # --patience 0 turns off the early stopping a config file sets
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
 OVERFIT_STEPS = 3000
 
@@ -160,7 +161,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float,
                         help="L2 penalty on the weights (sgd, momentum, nesterov, adam); decoupled decay "
                              "(adamw, default 0.01)")
-    parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm (default: no clipping)")
+    parser.add_argument("--clip-norm", type=float, help="clip gradients to this global norm (default, and 0: no "
+                                                        "clipping, whatever --config says)")
     parser.add_argument("--schedule", help="constant, step(step_size=10, gamma=0.5), cosine(min_lr=1e-5), "
                                            f"warmup(epochs=5) (default {DEFAULTS.schedule})")
     parser.add_argument("--warmup-epochs", type=int,
@@ -170,7 +172,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, help="fraction of training data held out for validation "
                                                            f"(default {DEFAULTS.val_fraction:g})")
     parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement "
-                                                     "(default: no early stopping)")
+                                                     "(default, and 0: no early stopping, whatever --config says)")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
                              "at the learning rates of those epochs")
@@ -198,7 +200,7 @@ def config_values(args: argparse.Namespace) -> dict:
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
-            values[key] = value
+            values[key] = None if key in OFF_AT_ZERO and value == 0 else value
     return values
 
 
@@ -562,7 +564,12 @@ def cmd_summary(args) -> int:
 
 class OneLineErrors(argparse.ArgumentParser):
     """A mistyped flag or value is refused in one line, as every other error is, not after the
-    whole usage block (``--help`` shows that). Subcommands' parsers are of the same class."""
+    whole usage block (``--help`` shows that). Subcommands' parsers are of the same class. A flag
+    is taken only whole: argparse's prefixes read ``--epoch 5`` as --epochs and ``--pat`` as --patience,
+    so a flag added later could change what an old command line means."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
