@@ -1712,6 +1712,22 @@ def test_an_empty_folder_name_is_refused(tmp_path, blobs_npz, monkeypatch, capsy
     assert list(tmp_path.iterdir()) == [blobs_npz]
 
 
+def test_the_plots_say_what_was_scored_and_number_whole_epochs(tmp_path, blobs_npz, monkeypatch):
+    """The confusion matrix names its split, size and accuracy, its colour bar what it counts, and a
+    short run's learning curves have no epoch 1.5."""
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path, **kwargs: saved.append(figure))
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 4, "--epochs", 3,
+                   "--no-progress", "--output", tmp_path / "run") == 0
+    curves, confusion = saved
+    accuracy = read_manifest(tmp_path / "run" / "model.npz")["metrics"]["accuracy"]
+    assert confusion.axes[0].get_title() == f"blobs: x_test/y_test of blobs.npz, n=100, accuracy {accuracy:.2%}"
+    assert confusion.axes[1].get_ylabel() == "examples"
+    assert all(tick == int(tick) for ax in curves.axes for tick in ax.get_xticks())
+
+
 def test_a_confusion_plot_of_many_classes_writes_no_text_per_cell(tmp_path, monkeypatch):
     """A count per cell is a text object each: 300 classes took 46 s to plot, 1,000 ran out of memory."""
     import matplotlib.axes

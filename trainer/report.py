@@ -115,6 +115,7 @@ def _pyplot():
 def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
     """Train and validation loss (and accuracy, for classifiers) per epoch."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     epochs = [row["epoch"] for row in history]
     has_accuracy = "train_accuracy" in history[0]
     fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5.5, 4), squeeze=False)
@@ -125,6 +126,7 @@ def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", markersize=3, label="validation" if split == "val" else split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5 on a short run
         ax.set_ylabel(metric if has_accuracy or metric != "loss" else "loss (MSE of the standardised target)")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -146,7 +148,8 @@ def plot_confusion(path: Path, confusion: list[list[int]], labels: list[str], ti
     image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
     named = len(labels) <= MAX_LABELLED_CLASSES
     if named:
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        upright = all(len(str(label)) <= 2 for label in labels)  # digits read best as they are
+        ax.set_xticks(range(len(labels)), labels, rotation=0 if upright else 45, ha="center" if upright else "right")
         ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted" if named else "predicted (class index)")
     ax.set_ylabel("true" if named else "true (class index)")
@@ -156,7 +159,7 @@ def plot_confusion(path: Path, confusion: list[list[int]], labels: list[str], ti
             for j in range(cm.shape[1]):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > threshold else "black")
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label="examples")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -715,7 +715,8 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
         searched = [row for row in history if not row.get("refit")]
         report.plot_learning_curves(folder / CURVES_FILE, searched, title)
         if "confusion" in metrics:
-            report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, title)
+            scored = f"{title}: {metrics['split']}, n={metrics['n']:,}, accuracy {metrics['accuracy']:.2%}"
+            report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, scored)
     return metrics
 
 
