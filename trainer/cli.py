@@ -426,7 +426,7 @@ def _classes_of(model, dataset, what: str, *, known_dataset: bool = False):
 def cmd_gradcheck(args) -> int:
     from .gradcheck import run_gradcheck
 
-    ok = run_gradcheck(verbose=True)
+    ok = run_gradcheck(verbose=True, seed=args.seed)
     say("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
     return 0 if ok else 1
 
@@ -604,6 +604,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("gradcheck", help="compare analytic and numerical gradients of every component")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random shapes and values checked (default 0)")
     p.set_defaults(func=cmd_gradcheck)
 
     p = commands.add_parser("overfit", help="check that the network memorises a tiny subset")
