@@ -125,13 +125,16 @@ def page(browser, service):
 
 @contextlib.contextmanager
 def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bool = False,
-           fake_clock: bool = False, **options):
+           fake_clock: bool = False, script: str = "", **options):
     """A page at ``url`` in a fresh browser context, once its model list has loaded. ``phone``:
     touch input at twice the pixel density; ``fake_clock``: page.clock can move time forward;
-    ``options``: more of the context's settings (``forced_colors``, ``color_scheme``)."""
+    ``script``: run before the page's own; ``options``: more of the context's settings
+    (``forced_colors``, ``color_scheme``, ``device_scale_factor``)."""
     touch = {"has_touch": True, "is_mobile": True, "device_scale_factor": 2} if phone else {}
     context = browser.new_context(viewport={"width": width, "height": height}, **touch, **options)
     try:
+        if script:
+            context.add_init_script(script)
         page = context.new_page()
         if fake_clock:
             page.clock.install()
@@ -273,6 +276,11 @@ def shown(page) -> dict:
     }
 
 
+def spoken_answer(page) -> str:
+    """What the page's live region says of the latest answer (it is not seen)."""
+    return page.locator("#spoken-answer").text_content()
+
+
 def contrast(one: list[int], other: list[int]) -> float:
     """WCAG's contrast ratio of two sRGB colours, from 1 (the same) to 21 (black on white)."""
     def luminance(rgb: list[int]) -> float:
@@ -313,6 +321,9 @@ def test_drawing_with_the_mouse_shows_the_prediction_and_the_probabilities(page,
     assert result["confidence"].endswith("%")
     assert result["answered_by"] == f"mnist v{version}"
     assert result["label"] == "1"
+    # A screen reader hears the answer once, whole: what is shown is no live region, and changes in pieces.
+    assert spoken_answer(page) == f"Predicted 1, confidence {result['confidence']}, by mnist v{version}."
+    assert page.locator("#answer[aria-live], #answer [aria-live], #answer [role=status], #answer output").count() == 0
 
     page.get_by_role("button", name="Clear").click()
     first = answer_count(page)
@@ -320,6 +331,19 @@ def test_drawing_with_the_mouse_shows_the_prediction_and_the_probabilities(page,
     wait_for_answer(page, after=first)
     assert shown(page)["answered_by"] == f"mnist v{version}"
     assert shown(page)["label"] == "0"
+    assert spoken_answer(page) == f"Predicted 0, confidence {shown(page)['confidence']}, by mnist v{version}."
+
+
+def test_a_value_answered_by_a_regression_model_is_shown_and_said(page, page_registry):
+    """A model that reads pictures may answer a value: it stands where the class would."""
+    _, version = page_registry
+    answer = {"model": {"name": "mnist", "version": version}, "predictions": [{"value": 5.1234}]}
+    page.route(lambda url: "/predict" in url, lambda route: route.fulfill(json=answer))
+    draw_one(page)
+    wait_for_answer(page)
+    assert page.locator("#label").inner_text() == "5.12"
+    assert page.locator("#confidence").inner_text() == "n/a (regression)"
+    assert spoken_answer(page) == f"Predicted value 5.12, by mnist v{version}."
 
 
 def test_the_drawing_is_sent_at_the_services_working_size_and_reads_as_the_whole_pad(page, page_registry):
@@ -350,7 +374,7 @@ def test_an_uploaded_photo_is_predicted(page, tmp_path):
     wait_for_answer(page)
     screenshot(page, "browser-upload")
 
-    assert page.locator("#upload-preview").is_visible()
+    assert page.get_by_role("img", name="Uploaded picture: zero.jpg", exact=True).is_visible()
     result = shown(page)
     assert result["error"] == ""
     assert len(result["bars"]) == 10 and result["label"] in result["bars"]
@@ -441,6 +465,7 @@ def test_without_automatic_prediction_a_new_picture_clears_the_old_answer(page, 
     assert not page.locator("#verdict").is_visible()
     assert page.locator("#bars li").count() == 0
     assert page.locator("#placeholder").inner_text() == "Press Predict to read this picture."
+    assert spoken_answer(page) == "Press Predict to read this picture."  # the answer's going is said
     screenshot(page, "browser-stale")
 
     before = answer_count(page)
@@ -522,6 +547,58 @@ def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a
             assert "waiting" not in (page.locator("#answer").get_attribute("class") or "")
         finally:
             os.kill(worker, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def answer_held(page):
+    """Predict pressed, and its answer held back until the block ends: long enough for the page to
+    say that it waits."""
+    held = []
+    page.route(lambda url: "/predict" in url, lambda route: held.append(route))
+    before = answer_count(page)
+    page.get_by_role("button", name="Predict").click()
+    page.locator("#busy").wait_for(state="visible")
+    yield
+    held.pop().continue_()
+    page.unroute_all()
+    wait_for_answer(page, after=before)
+
+
+# Records, from before the page's own script runs, each state of its two status notes.
+STATUS_WATCH = """(() => {
+  window.statusNotes = [];  // [id, text, rendered], at each change
+  const last = {};
+  new MutationObserver(() => {
+    for (const id of ["busy", "model-note"]) {
+      const note = document.getElementById(id);
+      if (!note) continue;
+      const now = [id, note.textContent, !note.hidden && getComputedStyle(note).display !== "none"];
+      if (JSON.stringify(now) === last[id]) continue;
+      last[id] = JSON.stringify(now);
+      window.statusNotes.push(now);
+    }
+  }).observe(document, {subtree: true, childList: true, characterData: true, attributes: true});
+})();"""
+
+
+def test_a_status_note_is_on_the_page_before_its_text(browser, catalogue):
+    """The model note and the "Predicting…" note were hidden while they had nothing to say, and
+    revealed with their text already in them: a screen reader often says nothing of such a note."""
+    with opened(browser, catalogue.url + "/?model=no-such-model", script=STATUS_WATCH) as page:
+        draw_one(page)
+        wait_for_answer(page)
+        with answer_held(page):
+            pass
+        notes = page.evaluate("window.statusNotes")
+        assert all(rendered for _, _, rendered in notes), notes
+        said = [(note, text) for note, text, _ in notes if text]
+        assert ("busy", "Predicting…") in said, notes
+        assert ("model-note", "There is no model named no-such-model. Showing mnist instead.") in said, notes
+        busy = page.locator("#busy")
+        assert busy.text_content() == ""
+        top = page.locator("#answer").bounding_box()["y"]
+        busy.evaluate("busy => busy.remove()")
+        assert page.locator("#answer").bounding_box()["y"] == top  # the empty note took no room
 
 
 def test_after_a_hot_swap_the_bars_show_the_classes_of_the_version_that_answered(browser, tmp_path):
@@ -702,7 +779,11 @@ def test_a_default_model_that_reads_no_pictures_is_passed_over_quietly(browser, 
     with ServiceProcess(root, workers=1, threads=2, env={"SCRATCHNET_DEFAULT_MODEL": "wine-quality"}) as server, \
             opened(browser, server.url + "/") as page:
         assert chosen_model(page) == "fashion-mnist (v1)"
-        assert not page.locator("#model-note").is_visible(), page.locator("#model-note").inner_text()
+        note = page.locator("#model-note")
+        assert not note.is_visible(), note.inner_text()
+        top = page.locator("#drop-zone").bounding_box()["y"]
+        note.evaluate("note => note.remove()")
+        assert page.locator("#drop-zone").bounding_box()["y"] == top  # the empty note took no room
 
 
 def test_an_unloaded_default_model_is_named_and_comes_back(browser, catalogue):
@@ -797,6 +878,7 @@ def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
             wait_for_answer(page)
             assert shown(page)["answered_by"] == "mnist v1"
             assert chosen_model(page) == "mnist (v1)"
+
 
 def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(browser, service):
     """On a slow network a person draws before the page knows its models; the drawing waits for

@@ -21,6 +21,7 @@ const REQUEST_TIME_LIMIT_MS = 60_000;
 // An answer usually comes in a few ms; one that takes longer (a large photo, a busy service)
 // says so after this long, rather than leaving only a dimmed button.
 const BUSY_NOTE_AFTER_MS = 300;
+const PREDICTING = "Predicting…";
 const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
 const UPLOAD_SHOWN = "Press Clear to draw instead.";
 
@@ -29,7 +30,8 @@ const el = {
   model: $("model"), modelNote: $("model-note"), pad: $("pad"), dropZone: $("drop-zone"),
   preview: $("upload-preview"), hint: $("pad-hint"), predict: $("predict"), clear: $("clear"),
   file: $("file"), auto: $("auto"),
-  error: $("error"), busy: $("busy"), answer: $("answer"), placeholder: $("placeholder"), verdict: $("verdict"),
+  error: $("error"), busy: $("busy"), spokenAnswer: $("spoken-answer"), answer: $("answer"),
+  placeholder: $("placeholder"), verdict: $("verdict"),
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
   latency: $("latency"), probabilities: $("probabilities"), bars: $("bars"),
 };
@@ -222,7 +224,6 @@ function fillModelChoice() {
 
 function showModelNote(message) {
   if (el.modelNote.textContent !== message) el.modelNote.textContent = message;  // a status is read out when it changes
-  el.modelNote.hidden = !message;
 }
 
 // An answer names the version that served it: the choice follows it (a pin or a new version),
@@ -326,6 +327,7 @@ function useUpload(file) {
   state.upload = file;
   state.previewUrl = URL.createObjectURL(file);
   el.preview.src = state.previewUrl;
+  el.preview.alt = file.name ? `Uploaded picture: ${file.name}` : "Uploaded picture";
   el.preview.hidden = false;
   el.dropZone.classList.add("showing-upload");
   el.hint.textContent = UPLOAD_SHOWN;
@@ -401,6 +403,7 @@ async function predict() {
   state.inFlight = controller;
   const sequence = ++state.sequence;
   el.answer.dataset.state = "busy";
+  el.spokenAnswer.textContent = "";  // so that the next answer is read out even when it says the same
   setBusy(true);
   const started = performance.now();
   try {
@@ -431,14 +434,14 @@ async function predict() {
 // aria-disabled rather than disabled: a disabled button would lose the keyboard focus.
 function setBusy(busy) {
   clearTimeout(state.busyTimer);
-  el.busy.hidden = true;
+  el.busy.textContent = "";
   el.answer.classList.remove("waiting");
   if (busy) {
     el.predict.setAttribute("aria-disabled", "true");
     el.answer.setAttribute("aria-busy", "true");
     // Dimmed only with the note: a quick answer would otherwise make the old one flicker.
     state.busyTimer = setTimeout(() => {
-      el.busy.hidden = false;
+      el.busy.textContent = PREDICTING;
       el.answer.classList.add("waiting");
     }, BUSY_NOTE_AFTER_MS);
   } else {
@@ -480,6 +483,7 @@ function showAnswer(requested, answer, response, elapsedMs) {
   hideError();
   const model = answer.model || {};
   const version = model.version ?? response.headers.get("X-Model-Version");
+  const answeredBy = `${model.name || requested} v${version ?? "?"}`;
   el.placeholder.hidden = true;
   el.verdict.hidden = false;
   if (prediction.label !== undefined) {
@@ -488,14 +492,17 @@ function showAnswer(requested, answer, response, elapsedMs) {
     el.label.classList.toggle("long", labels.some((label) => String(label).length > 3));
     el.confidence.textContent = formatPercent(prediction.confidence);
     drawBars(requested, prediction);
+    el.spokenAnswer.textContent =
+      `Predicted ${prediction.label}, confidence ${el.confidence.textContent}, by ${answeredBy}.`;
   } else {  // a regression model answers a value
     el.label.textContent = Number(prediction.value).toPrecision(3);
     el.label.classList.remove("long");
     el.confidence.textContent = "n/a (regression)";
     el.bars.replaceChildren();
     el.probabilities.hidden = true;
+    el.spokenAnswer.textContent = `Predicted value ${el.label.textContent}, by ${answeredBy}.`;
   }
-  el.answeredBy.textContent = `${model.name || requested} v${version ?? "?"}`;
+  el.answeredBy.textContent = answeredBy;
   el.latency.textContent = `${Math.round(elapsedMs)} ms`;
   el.answer.dataset.state = "done";
   el.answer.dataset.sequence = String(state.sequence);
@@ -572,6 +579,8 @@ function clearAnswer(answerState, message = NOTHING_YET) {
   el.bars.replaceChildren();
   el.probabilities.hidden = true;  // a heading over an empty list reads as something missing
   el.answer.dataset.state = answerState;
+  // Only a stale answer's going is said: an error is read out by its alert, and Clear is pressed.
+  el.spokenAnswer.textContent = answerState === "stale" ? message : "";
 }
 
 function showError(message) {
