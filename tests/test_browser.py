@@ -538,13 +538,13 @@ def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a
             page.locator("#busy").wait_for(state="visible")
             assert page.locator("#busy").inner_text() == "Predicting…"
             assert page.locator("#answer").get_attribute("aria-busy") == "true"
-            assert "waiting" in page.locator("#answer").get_attribute("class")  # the old answer is dimmed
+            assert "waiting" in page.locator("#result").get_attribute("class")  # the old answer is greyed
             page.clock.fast_forward(REQUEST_TIME_LIMIT_MS)
             assert "did not answer within 60 s" in wait_for_failure(page)
             assert page.locator("#predict").get_attribute("aria-disabled") is None  # Predict can be pressed again
             assert not page.locator("#busy").is_visible()
             assert page.locator("#answer").get_attribute("aria-busy") is None
-            assert "waiting" not in (page.locator("#answer").get_attribute("class") or "")
+            assert "waiting" not in (page.locator("#result").get_attribute("class") or "")
         finally:
             os.kill(worker, signal.SIGCONT)
 
@@ -562,6 +562,27 @@ def answer_held(page):
     held.pop().continue_()
     page.unroute_all()
     wait_for_answer(page, after=before)
+
+
+def test_the_answer_a_new_one_replaces_stays_readable_and_looks_old(page):
+    """While a new answer was awaited the old one was dimmed to half its opacity, and its text fell
+    to 2.1:1 against the panel, under WCAG's 4.5:1. It is greyed instead, in a colour that keeps
+    4.5:1, and marked by more than colour: a dashed box round its label."""
+    draw_one(page)
+    wait_for_answer(page)
+    (current,) = css_colours(page, ("#bars li.top .fill", "backgroundColor"))
+    with answer_held(page):
+        screenshot(page, "browser-waiting")
+        label, box, fact, panel, bar_name, fill = css_colours(
+            page, ("#label", "color"), (".label-box", "backgroundColor"), ("#confidence", "color"),
+            ("#result", "backgroundColor"), ("#bars li.top .name", "color"), ("#bars li.top .fill", "backgroundColor"))
+        assert contrast(label, box) >= 4.5 and contrast(fact, panel) >= 4.5 and contrast(bar_name, panel) >= 4.5
+        opacities = page.evaluate("[...document.querySelectorAll('#result *')].map(e => getComputedStyle(e).opacity)")
+        assert set(opacities) == {"1"}  # nothing faded
+        assert page.locator(".label-box").evaluate("box => getComputedStyle(box).borderTopStyle") == "dashed"
+        assert fill != current  # the old bars are not drawn as the answer's
+    assert css_colours(page, ("#bars li.top .fill", "backgroundColor")) == [current]
+    assert page.locator(".label-box").evaluate("box => getComputedStyle(box).borderTopStyle") == "solid"
 
 
 # Records, from before the page's own script runs, each state of its two status notes.

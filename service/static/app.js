@@ -30,7 +30,7 @@ const el = {
   model: $("model"), modelNote: $("model-note"), pad: $("pad"), dropZone: $("drop-zone"),
   preview: $("upload-preview"), hint: $("pad-hint"), predict: $("predict"), clear: $("clear"),
   file: $("file"), auto: $("auto"),
-  error: $("error"), busy: $("busy"), spokenAnswer: $("spoken-answer"), answer: $("answer"),
+  result: $("result"), error: $("error"), busy: $("busy"), spokenAnswer: $("spoken-answer"), answer: $("answer"),
   placeholder: $("placeholder"), verdict: $("verdict"),
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
   latency: $("latency"), probabilities: $("probabilities"), bars: $("bars"),
@@ -435,14 +435,14 @@ async function predict() {
 function setBusy(busy) {
   clearTimeout(state.busyTimer);
   el.busy.textContent = "";
-  el.answer.classList.remove("waiting");
+  el.result.classList.remove("waiting");
   if (busy) {
     el.predict.setAttribute("aria-disabled", "true");
     el.answer.setAttribute("aria-busy", "true");
-    // Dimmed only with the note: a quick answer would otherwise make the old one flicker.
+    // Greyed only with the note: a quick answer would otherwise make the old one flicker.
     state.busyTimer = setTimeout(() => {
       el.busy.textContent = PREDICTING;
-      el.answer.classList.add("waiting");
+      el.result.classList.add("waiting");
     }, BUSY_NOTE_AFTER_MS);
   } else {
     el.predict.removeAttribute("aria-disabled");
