@@ -652,6 +652,7 @@ def test_the_hint_on_the_pad_is_readable(page):
 def test_a_phone_on_its_side_shows_the_whole_pad_to_draw_on(browser, service):
     """At 667 x 375 the pad began 192 px down and ran off the bottom of the screen."""
     with opened(browser, service.url + "/", width=667, height=375, phone=True) as page:
+        assert not page.locator("header p").is_visible()  # the header shrinks to make room
         pad = page.locator("#drop-zone").bounding_box()
         assert pad["y"] >= 0 and pad["y"] + pad["height"] <= 375, pad
         assert pad["height"] >= 200  # still a pad to draw a digit on
@@ -660,6 +661,13 @@ def test_a_phone_on_its_side_shows_the_whole_pad_to_draw_on(browser, service):
         result = shown(page)
         assert len(result["bars"]) == 10
         assert result["label"] == "1"
+
+
+def test_a_laptop_at_200_percent_zoom_keeps_the_sentence_under_the_title(browser, service):
+    """A 1280 x 800 screen at 200 % zoom is 640 x 400 CSS pixels, as short as a phone on its side:
+    the phone's layout hid the sentence that says what the page is for."""
+    with opened(browser, service.url + "/", width=640, height=400, device_scale_factor=2) as page:
+        assert page.locator("header p").is_visible()
 
 
 def test_a_finger_draws_on_a_phone_width_screen(browser, service):
