@@ -1,7 +1,10 @@
 """Image generators for tests: an MNIST digit rendered the way users produce it (a browser canvas,
 a phone photo of paper, coloured ink, a small drawing in a corner), any image converted to any
-Pillow mode, and encoded in any accepted format. Everything is deterministic (seeded)."""
+Pillow mode, encoded in any accepted format, and a PNG that declares more pixels than it holds.
+Everything is deterministic (seeded)."""
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -30,6 +33,18 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = 30_000) -> bytes:
+    """A valid PNG header declaring ``side`` x ``side`` grey pixels (900 MB decoded for 30,000),
+    followed by a little compressed data: a decoder that trusted it would allocate it all."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (side + 1) * 64, 9)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
 
 
 def to_mode(grey: Image.Image, mode: str, *, transparent_background: bool = False) -> Image.Image:

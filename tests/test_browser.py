@@ -28,7 +28,7 @@ import pytest
 import requests
 from PIL import Image
 
-from images import encode, paper, render_user_digit, synthetic_digit
+from images import bomb_png, encode, paper, render_user_digit, synthetic_digit
 from modelgen import publish_corrupt, publish_model
 from server import ServiceProcess
 from shared.model_file import load_model
@@ -486,8 +486,31 @@ def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
     page.wait_for_function("() => document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
     error = page.get_by_role("alert")
     assert error.is_visible()
-    assert api_error in error.inner_text()
+    assert error.inner_text() == api_error[0].upper() + api_error[1:] + "."  # a sentence, without its code
+    assert error.get_attribute("data-code") == "unsupported_image"
+    # the picture is still on the pad: "Nothing yet: draw ..." would tell a person to draw
+    assert page.locator("#placeholder").inner_text() == "No prediction for this input."
     screenshot(page, "browser-error")
+
+
+def test_a_picture_too_large_is_refused_with_what_to_do(page, tmp_path):
+    """The alert gave the service's message as it came, "the image is 6000x6000 = ... pixels
+    (image_too_large)": a lower-case start, a code for programs, and nothing to do about it."""
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(bomb_png(6000))  # a header that declares 36 million pixels
+    page.locator("#file").set_input_files(str(huge))
+    assert wait_for_failure(page) == ("The image is 6000x6000 = 36,000,000 pixels; the limit is 25,000,000 pixels. "
+                                      "Crop or shrink the picture and upload it again.")
+    assert page.get_by_role("alert").get_attribute("data-code") == "image_too_large"
+    assert page.locator("#placeholder").inner_text() == "No prediction for this input."
+
+    page.get_by_role("button", name="Clear").click()
+    drawing = tmp_path / "digit.svg"
+    drawing.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28">'
+                       '<path d="M14 4v20" stroke="#000" stroke-width="3"/></svg>')
+    page.locator("#file").set_input_files(str(drawing))
+    message = wait_for_failure(page)  # it says which formats are read
+    assert message == "The data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF).", message
 
 
 def free_port() -> int:
@@ -877,7 +900,8 @@ def test_a_model_found_to_read_numbers_when_it_answers_is_dropped_with_a_note(br
             # the list, read again at once: the page's own next look is 30 s on
             with page.expect_request(lambda r: r.url.endswith("/models"), timeout=5_000):
                 draw_one(page)
-                assert "model_takes_vectors" in wait_for_failure(page)
+                wait_for_failure(page)
+                assert page.get_by_role("alert").get_attribute("data-code") == "model_takes_vectors"
             wait_for_chosen_model(page, "mnist (v2)")
             assert "wine-quality is not offered on this page: it does not read pictures" in note.inner_text()
             assert not any("wine-quality" in text for text in page.locator("#model option").all_inner_texts())
@@ -896,7 +920,8 @@ def test_a_model_that_cannot_load_is_named_in_sentences_and_answers_with_the_rea
             "Model mnist is not available now: no version of it can serve. "
             "If it reads pictures, this page offers it once it serves.")
         draw_one(page)
-        assert "model_not_ready" in wait_for_failure(page)
+        assert wait_for_failure(page).startswith("Model mnist has no servable version yet.")
+        assert page.get_by_role("alert").get_attribute("data-code") == "model_not_ready"
 
 
 def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):

@@ -29,7 +29,7 @@ import pytest
 import requests
 from PIL import Image
 
-from images import encode, paper, synthetic_digit, to_mode
+from images import bomb_png, encode, paper, synthetic_digit, to_mode
 from modelgen import publish_model
 from server import ServiceProcess, metric_value
 from shared.model_file import load_model
@@ -74,10 +74,6 @@ def digit_jpeg() -> bytes:
     return encode(paper(synthetic_digit(1)).convert("RGB"), "JPEG")
 
 
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 @functools.cache
 def large_blank_png(side: int = 5000) -> bytes:
     """A real ``side`` x ``side`` PNG of blank paper with one stroke: 25 million pixels, the
@@ -85,14 +81,6 @@ def large_blank_png(side: int = 5000) -> bytes:
     image = Image.new("L", (side, side), 255)
     image.paste(0, (side // 4, side // 4, side // 4 + side // 20, 3 * side // 4))
     return encode(image, "PNG")
-
-
-def bomb_png(side: int = 30_000) -> bytes:
-    """A valid PNG header declaring ``side`` x ``side`` grey pixels (900 MB decoded for 30,000),
-    followed by a little compressed data: a decoder that trusted it would allocate it all."""
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    rows = zlib.compress(b"\0" * (side + 1) * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
 
 
 def zip_bytes() -> bytes:

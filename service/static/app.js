@@ -23,6 +23,7 @@ const REQUEST_TIME_LIMIT_MS = 60_000;
 const BUSY_NOTE_AFTER_MS = 300;
 const PREDICTING = "Predicting…";
 const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
+const NO_PREDICTION = "No prediction for this input.";
 const UPLOAD_SHOWN = "Press Clear to draw instead.";
 
 const $ = (id) => document.getElementById(id);
@@ -196,7 +197,7 @@ function fillModelChoice() {
       const comesBack = asked.kind === "image" ? "this page offers it again once it serves"
         : "if it reads pictures, this page offers it once it serves";  // what it reads is not known
       note = `Model ${wanted} is not available now: ${why}. `
-        + (offered.length ? `Choose another model, or wait: ${comesBack}.` : `${comesBack[0].toUpperCase()}${comesBack.slice(1)}.`);
+        + (offered.length ? `Choose another model, or wait: ${comesBack}.` : `${capitalised(comesBack)}.`);
     } else {
       const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
       choice = fallback?.name || "";
@@ -414,7 +415,7 @@ async function predict() {
       { method: "POST", headers, body }, controller);
     if (sequence !== state.sequence) return;
     if (!response.ok) {
-      showFailure(errorText(response, answer));
+      showFailure(errorText(response, answer), answer?.code);
       if (answer?.code === "model_takes_vectors") dropVectorModel(name);
       else if (response.status === 404 || response.status === 503) loadModels();  // gone or out of service
       return;
@@ -467,9 +468,18 @@ async function readJson(response) {
   }
 }
 
+// What a person can do about the errors a change to the picture mends, by the service's code.
+const ADVICE = {
+  image_too_large: "Crop or shrink the picture and upload it again.",
+  too_many_pixels: "Crop or shrink the picture and upload it again.",
+};
+
+// The service's message as a sentence, with advice where there is some; not its code (showError).
 function errorText(response, body) {
   if (body && typeof body.error === "string") {
-    return body.code ? `${body.error} (${body.code})` : body.error;
+    const message = capitalised(body.error);
+    const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
+    return ADVICE[body.code] ? `${sentence} ${ADVICE[body.code]}` : sentence;
   }
   return `The server answered ${response.status} ${response.statusText || ""}`.trim() + ".";
 }
@@ -560,15 +570,20 @@ function drawBars(requested, prediction) {
   el.probabilities.hidden = false;
 }
 
+function capitalised(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function formatPercent(p) {
   const value = Number(p) * 100;
   if (!Number.isFinite(value)) return "?";
   return value >= 99.95 || value < 0.05 ? `${value.toFixed(0)}%` : `${value.toFixed(1)}%`;
 }
 
-function showFailure(message) {
-  showError(message);
-  clearAnswer("error");  // an older answer would now describe another input
+// A request failed. What it sent is still on the pad: Clear, which takes that away, drops the answer.
+function showFailure(message, code) {
+  showError(message, code);
+  clearAnswer("error", NO_PREDICTION);  // an older answer would now describe another input
   reveal(el.error);
 }
 
@@ -583,14 +598,18 @@ function clearAnswer(answerState, message = NOTHING_YET) {
   el.spokenAnswer.textContent = answerState === "stale" ? message : "";
 }
 
-function showError(message) {
+// ``code``: the service's error code (image_too_large), for programs: the alert keeps it as data-code.
+function showError(message, code) {
   el.error.textContent = message;
+  if (code) el.error.dataset.code = code;
+  else delete el.error.dataset.code;
   el.error.hidden = false;
 }
 
 function hideError() {
   el.error.hidden = true;
   el.error.textContent = "";
+  delete el.error.dataset.code;
 }
 
 function resetAll() {
