@@ -934,6 +934,32 @@ def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
             assert chosen_model(page) == "mnist (v1)"
 
 
+def test_arrow_keys_on_the_model_choice_predict_once_they_rest(browser, catalogue):
+    """On the closed list each arrow key chooses the next model, and each choice sent the drawing
+    to be read: three presses sent three requests, each cutting off the one before."""
+    with opened(browser, catalogue.url + "/") as page:
+        draw_one(page)
+        wait_for_answer(page)
+        posted = []
+        page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+        before = answer_count(page)
+        page.locator("#model").focus()
+        first = page.evaluate("document.querySelector('#model').selectedIndex") == 0
+        away, back = ("ArrowDown", "ArrowUp") if first else ("ArrowUp", "ArrowDown")
+        for key in (away, back, away):
+            page.keyboard.press(key)
+        other = page.locator("#model").input_value()
+        assert other != "mnist"
+        wait_for_answer(page, after=before)
+        page.wait_for_timeout(500)
+        assert [url.split("/models/")[1] for url in posted] == [f"{other}/predict?top_k=10"]
+
+        before = answer_count(page)
+        page.locator("#model").select_option("mnist")  # a pick from the open list predicts as well
+        wait_for_answer(page, after=before)
+        assert shown(page)["answered_by"] == "mnist v2"
+
+
 def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(browser, service):
     """On a slow network a person draws before the page knows its models; the drawing waits for
     the list instead of being refused with "no image model"."""

@@ -21,6 +21,8 @@ const REQUEST_TIME_LIMIT_MS = 60_000;
 // An answer usually comes in a few ms; one that takes longer (a large photo, a busy service)
 // says so after this long, rather than leaving only a dimmed button.
 const BUSY_NOTE_AFTER_MS = 300;
+// Arrow keys on the closed model list change the model at each press: predict once they rest.
+const MODEL_CHANGE_DELAY_MS = 300;
 const PREDICTING = "Predicting…";
 const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
 const NO_PREDICTION = "No prediction for this input.";
@@ -55,7 +57,7 @@ const state = {
   last: null,          // last point of the stroke, canvas pixels
   penUpAt: -Infinity,  // when the last stroke ended (performance.now())
   revealTimer: 0,      // pending scroll to the answer
-  timer: 0,            // pending automatic prediction
+  timer: 0,            // pending automatic prediction (after a stroke or a change of model)
   inFlight: null,      // AbortController of the request in flight
   busyTimer: 0,        // pending "Predicting…" note
   sequence: 0,         // answers to older requests are dropped
@@ -646,7 +648,10 @@ el.model.addEventListener("change", () => {
   url.searchParams.set("model", el.model.value);
   history.replaceState(null, "", url);
   fillModelChoice();
-  if (state.upload || state.hasInk) predict();
+  if (state.upload || state.hasInk) {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(predict, MODEL_CHANGE_DELAY_MS);
+  }
 });
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) loadModels();
