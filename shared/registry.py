@@ -443,7 +443,8 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    with contextlib.suppress(OSError):  # the change is made: a folder that cannot be synced must not say otherwise
+        _fsync_dir(path.parent)
 
 
 def _make_readable(folder: Path) -> None:

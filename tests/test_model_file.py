@@ -1,5 +1,6 @@
 """The model file: round trip, and every way a file is refused (docs/model-format.md)."""
 
+import errno
 import gc
 import hashlib
 import io
@@ -9,6 +10,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import tracemalloc
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -580,6 +582,23 @@ def test_a_serving_change_is_on_disk_when_the_write_returns(tmp_path, monkeypatc
     registry.write_serving("tiny", {"pinned": 1, "labels": {}})
     assert synced[-1] == str(tmp_path / "tiny")
     assert any(Path(path).parent == tmp_path / "tiny" and Path(path).name.startswith(".tmp") for path in synced)
+
+
+def test_a_serving_change_on_a_file_system_that_cannot_sync_folders_still_succeeds(tmp_path, monkeypatch):
+    """Some network and FUSE file systems refuse fsync on a folder (EINVAL): the change is made by
+    then, and every worker follows it, so the call that made it must not say it failed."""
+    registry = Registry(tmp_path)
+    publish_tiny(registry)
+    fsync = os.fsync
+
+    def no_folder_sync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_sync)
+    registry.write_serving("tiny", {"pinned": 1, "labels": {}})
+    assert registry.read_serving("tiny")["pinned"] == 1
 
 
 def test_a_serving_change_racing_the_removal_of_its_model_does_not_bring_the_model_back(tmp_path):
