@@ -959,6 +959,25 @@ def test_arrow_keys_on_the_model_choice_predict_once_they_rest(browser, catalogu
         wait_for_answer(page, after=before)
         assert shown(page)["answered_by"] == "mnist v2"
 
+        # A change drops the answer still on its way for the model chosen before: it came in during
+        # the choice's rest and was shown, and read out, under the new model's name.
+        from playwright.sync_api import Error as PlaywrightError
+
+        held = []
+        page.route(lambda url: "/models/mnist/predict" in url, lambda route: held.append(route))
+        page.get_by_role("button", name="Predict").click()
+        while not held:
+            page.wait_for_timeout(20)
+        before = answer_count(page)
+        page.locator("#model").select_option(other)
+        with contextlib.suppress(PlaywrightError):  # the page has given up the request
+            held.pop().continue_()
+        page.wait_for_timeout(150)  # within the rest
+        assert answer_count(page) == before
+        page.unroute_all()
+        wait_for_answer(page, after=before)
+        assert shown(page)["answered_by"].startswith(other)
+
 
 def test_a_drawing_made_before_the_model_list_arrives_is_predicted_once_it_does(browser, service):
     """On a slow network a person draws before the page knows its models; the drawing waits for

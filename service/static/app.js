@@ -649,7 +649,7 @@ el.model.addEventListener("change", () => {
   history.replaceState(null, "", url);
   fillModelChoice();
   if (state.upload || state.hasInk) {
-    clearTimeout(state.timer);
+    cancelRequest();  // an answer still on its way is the model's before, no longer asked for
     state.timer = setTimeout(predict, MODEL_CHANGE_DELAY_MS);
   }
 });
