@@ -138,6 +138,13 @@ def test_config_file_with_flag_overrides(tmp_path, blobs_npz):
     assert layers[1] == {"type": "activation", "name": "leaky_relu", "alpha": 0.1}
 
 
+def test_a_diverging_run_with_clipping_names_its_epoch_and_learning_rate(blobs_npz, capsys):
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--optimizer", "sgd", "--lr", 1e30,
+                   "--clip-norm", 1e30, "--epochs", 2, "--no-progress") == 2
+    assert "the gradients are not finite (global norm " in (err := capsys.readouterr().err)
+    assert "training diverged; lower the learning rate (epoch 1, learning rate 1e+30)" in err
+
+
 def test_a_flag_of_0_turns_off_the_early_stopping_and_clipping_a_config_file_sets(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("patience = 3\nclip_norm = 5.0\n")
@@ -167,12 +174,16 @@ def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_c
     assert run_cli("train", *data, "--init", "zeros", "--output", tmp_path / "zeros") == 0
     out = capsys.readouterr().out
     assert "on the 100 test rows:\naccuracy " in out
-    assert "is no better than always answering the most common class" in out and "trainer overfit" in out
+    assert "note: it answers one class for 100% of the test rows: the network learned nothing useful." in out
+    assert "trainer overfit" in out
     assert run_cli("train", *data, "--output", tmp_path / "he") == 0
     out = capsys.readouterr().out
     assert "learned nothing" not in out
     recorded = read_manifest(tmp_path / "he" / "model.npz")["parameters"]["sha256"]
     assert f"parameters sha256 {recorded} (the same seed and data give the same" in out
+    # A model that learned, scored on a test split where one class is the majority, is not told otherwise.
+    confusion = [[85, 15], [2, 8]]  # 84 % right, though 90 % of the rows are of the first class
+    assert report.learned_nothing({"accuracy": 0.84, "confusion": confusion, "per_class": []}) is None
     assert report.learned_nothing({"rmse": 0.9, "mae": 0.7, "rmse_of_mean_predictor": 0.8,
                                    "mean_predictor": "training targets"}).startswith(
         "note: RMSE 0.9000 is no better than predicting the training mean: the network learned nothing useful.")
@@ -323,8 +334,11 @@ def test_overfit_says_what_the_losses_of_a_failed_run_point_to(blobs_npz, capsys
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32, "--hidden", 8,
                    *flags) == 1
     assert clue in capsys.readouterr().out
-    rising = cli._overfit_clue([{"train_loss": 2.0}], 40.0, train.TrainConfig(lr=5.0), None)
+    rising = cli._overfit_clue([{"train_loss": 2.0}], 40.0, train.TrainConfig(lr=5.0), None, np.zeros(4))
     assert rising == " The loss rose from 2 to 40: the learning rate (5) is too high."
+    # a regression that answers the mean of its standardised targets: dead units, not the learning rate
+    flat = cli._overfit_clue([{"train_loss": 1.0}], 1.0, train.TrainConfig(), None, np.array([-1.0, 1.0, -1.0, 1.0]))
+    assert flat.startswith(" Its loss, 1.0000, is the targets' variance: it answers every example alike")
 
 
 def test_overfit_judges_the_memorised_subset_in_inference_mode(blobs_npz, capsys):
@@ -1723,7 +1737,7 @@ def test_the_plots_say_what_was_scored_and_number_whole_epochs(tmp_path, blobs_n
                    "--no-progress", "--output", tmp_path / "run") == 0
     curves, confusion = saved
     accuracy = read_manifest(tmp_path / "run" / "model.npz")["metrics"]["accuracy"]
-    assert confusion.axes[0].get_title() == f"blobs: x_test/y_test of blobs.npz, n=100, accuracy {accuracy:.2%}"
+    assert confusion.axes[0].get_title() == f"blobs, accuracy {accuracy:.2%}\nx_test/y_test of blobs.npz, n=100"
     assert confusion.axes[1].get_ylabel() == "examples"
     assert all(tick == int(tick) for ax in curves.axes for tick in ax.get_xticks())
 

@@ -435,7 +435,7 @@ def cmd_overfit(args) -> int:
     """Train on a tiny subset; a correct network must memorise it."""
     unused = [flag for flag, given in (("--limit-train", args.limit_train is not None),
                                        ("--val-fraction", args.val_fraction not in (None, 0)),
-                                       ("--patience", args.patience is not None), ("--refit", args.refit))
+                                       ("--patience", args.patience not in (None, 0)), ("--refit", args.refit))
               if given]
     if unused:
         raise CommandError(f"overfit trains on --samples examples without a validation split: "
@@ -505,7 +505,8 @@ def cmd_overfit(args) -> int:
                 f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
                 f"network memorises the subset, nothing is wrong." + regularising)
         else:
-            clue = _overfit_clue(history, loss, config, y if dataset.task == "classification" else None)
+            classes = dataset.task == "classification"
+            clue = _overfit_clue(history, loss, config, y if classes else None, None if classes else y)
             say(f"something is wrong: a network this size should memorise a tiny subset.{clue} {hint}" + regularising)
         return 1
     say("ok: the network can memorise a tiny subset")
@@ -519,17 +520,21 @@ def _narrowest_below_classes(config, dataset) -> int | None:
     return min(config.hidden)
 
 
-def _overfit_clue(history: list[dict], loss: float, config, labels: np.ndarray | None) -> str:
-    """What the losses of a run that did not memorise point to, in a sentence (or nothing)."""
+def _overfit_clue(history: list[dict], loss: float, config, labels: np.ndarray | None,
+                  targets: np.ndarray | None = None) -> str:
+    """What the losses of a run that did not memorise point to, in a sentence (or nothing): the
+    class ``labels`` of a classifier's subset, else the regression ``targets`` as trained on."""
     first = history[0]["train_loss"]
-    if labels is not None:
+    if labels is not None:  # the loss of answering every example with the labels' shares
         shares = np.bincount(labels.astype(np.int64)) / len(labels)
-        entropy = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
-        if abs(loss - entropy) < 0.01 * max(entropy, 1e-3):
-            return (f" Its loss, {loss:.4f}, is the labels' entropy: it answers every example alike, as units that "
-                    "are dead or identical make it (a zeros init, weight decay crushing the weights, a ReLU layer "
-                    "whose units all output 0).")
-    if loss > first:
+        constant, what = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum()), "the labels' entropy"
+    else:  # the mean squared error of answering the mean of the (standardised) targets
+        constant, what = float(np.var(targets)), "the targets' variance"
+    if abs(loss - constant) < 0.01 * max(constant, 1e-3):
+        return (f" Its loss, {loss:.4f}, is {what}: it answers every example alike, as units that are dead or "
+                "identical make it (a zeros init, weight decay crushing the weights, a ReLU layer whose units all "
+                "output 0).")
+    if loss > 1.5 * first:
         return f" The loss rose from {first:.4g} to {loss:.4g}: the learning rate ({config.lr:g}) is too high."
     if loss > 0.8 * first:
         return (f" The loss fell only from {first:.4g} to {loss:.4g} in {len(history)} epochs: the learning rate "

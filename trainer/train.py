@@ -604,7 +604,10 @@ def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress
     started = time.perf_counter()
     seen, loss_sum, correct = 0, 0.0, 0
     for xb, yb in batches:
-        loss, out = network.train_step(xb, yb, optimizer)
+        try:
+            loss, out = network.train_step(xb, yb, optimizer)
+        except FloatingPointError as e:  # gradient clipping's: the gradients are not finite
+            raise FloatingPointError(f"{e} (epoch {epoch}, learning rate {lr:g})") from None
         if not math.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} in epoch {epoch}: lower the learning rate "
                                      f"(now {lr:g}) or enable gradient clipping (--clip-norm)")
@@ -715,7 +718,7 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
         searched = [row for row in history if not row.get("refit")]
         report.plot_learning_curves(folder / CURVES_FILE, searched, title)
         if "confusion" in metrics:
-            scored = f"{title}: {metrics['split']}, n={metrics['n']:,}, accuracy {metrics['accuracy']:.2%}"
+            scored = f"{title}, accuracy {metrics['accuracy']:.2%}\n{metrics['split']}, n={metrics['n']:,}"
             report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, scored)
     return metrics
 
@@ -959,7 +962,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(report.format_metrics(result["metrics"]))
     if note := report.learned_nothing(result["metrics"]):
         log(note)
-    log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
     log(f"parameters sha256 {parameters_sha256(arrays)} (the same seed and data give the same on this machine; "
         "model.npz itself differs, as it records when it was made)")
+    log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
     return result
