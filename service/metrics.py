@@ -72,8 +72,8 @@ class Metrics(StoreEvents):
         self.latency = Histogram("scratchnet_request_duration_seconds", "Time to answer a request.",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=registry)
         self.errors = Counter("scratchnet_errors", "Error responses, by error code and the model the request "
-                              "named (empty: none, or none the registry holds).", ["route", "code", "model"],
-                              registry=registry)
+                              "named, /predict's the default one (empty: none, or none the registry holds).",
+                              ["route", "code", "model"], registry=registry)
         self.predictions = Counter("scratchnet_predictions", "Inputs predicted (rows of a batch), by model version.",
                                    ["model", "version"], registry=registry)
         self.inference = Histogram("scratchnet_inference_duration_seconds",

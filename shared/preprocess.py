@@ -166,7 +166,7 @@ def _all_finite(array: np.ndarray) -> bool:
     """Whether no value is NaN or infinite, read in two passes that allocate nothing: NaN carries
     through min and max, and an infinity is one of them. ``np.isfinite(array).all()`` built a
     boolean copy of the array first (7.8 MB for a 10,000-row batch, fresh pages every time)."""
-    return bool(np.isfinite(array.min()) and np.isfinite(array.max()))
+    return array.size == 0 or bool(np.isfinite(array.min()) and np.isfinite(array.max()))
 
 
 def _is_sequence(value) -> bool:

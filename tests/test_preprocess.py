@@ -16,8 +16,8 @@ from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
 from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, arrays_to_batch, decode_grey,
                                image_to_vector, images_to_batch, validate_vectors)
-from images import (FORMAT_MODES, HARD_KINDS, USER_KINDS, encode, paper, render_user_digit, synthetic_digit,
-                    tilted_sheet_photo, to_mode)
+from images import (FORMAT_MODES, HARD_KINDS, USER_KINDS, encode, paper, png_chunk, render_user_digit,
+                    synthetic_digit, tilted_sheet_photo, to_mode)
 
 DIGIT = {"type": "image", "size": [28, 28], "fit": "digit", "polarity": "light_on_dark"}
 GARMENT = {"type": "image", "size": [28, 28], "fit": "garment", "polarity": "light_on_dark"}
@@ -576,10 +576,6 @@ def test_fashion_bags_that_cover_the_border_are_read_as_bags(datasets_dir):
 
 
 # --------------------------------------------------------------------------- refusals
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def png_claiming(width: int, height: int) -> bytes:
