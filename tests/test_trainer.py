@@ -334,10 +334,10 @@ def test_overfit_says_what_the_losses_of_a_failed_run_point_to(blobs_npz, capsys
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32, "--hidden", 8,
                    *flags) == 1
     assert clue in capsys.readouterr().out
-    rising = cli._overfit_clue([{"train_loss": 2.0}], 40.0, train.TrainConfig(lr=5.0), None, np.zeros(4))
+    rising = cli._overfit_clue([{"train_loss": 2.0}], 40.0, train.TrainConfig(lr=5.0), np.zeros(4), False)
     assert rising == " The loss rose from 2 to 40: the learning rate (5) is too high."
     # a regression that answers the mean of its standardised targets: dead units, not the learning rate
-    flat = cli._overfit_clue([{"train_loss": 1.0}], 1.0, train.TrainConfig(), None, np.array([-1.0, 1.0, -1.0, 1.0]))
+    flat = cli._overfit_clue([{"train_loss": 1.0}], 1.0, train.TrainConfig(), np.array([-1.0, 1.0, -1.0, 1.0]), False)
     assert flat.startswith(" Its loss, 1.0000, is the targets' variance: it answers every example alike")
 
 

@@ -505,8 +505,7 @@ def cmd_overfit(args) -> int:
                 f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
                 f"network memorises the subset, nothing is wrong." + regularising)
         else:
-            classes = dataset.task == "classification"
-            clue = _overfit_clue(history, loss, config, y if classes else None, None if classes else y)
+            clue = _overfit_clue(history, loss, config, y, dataset.task == "classification")
             say(f"something is wrong: a network this size should memorise a tiny subset.{clue} {hint}" + regularising)
         return 1
     say("ok: the network can memorise a tiny subset")
@@ -520,16 +519,15 @@ def _narrowest_below_classes(config, dataset) -> int | None:
     return min(config.hidden)
 
 
-def _overfit_clue(history: list[dict], loss: float, config, labels: np.ndarray | None,
-                  targets: np.ndarray | None = None) -> str:
-    """What the losses of a run that did not memorise point to, in a sentence (or nothing): the
-    class ``labels`` of a classifier's subset, else the regression ``targets`` as trained on."""
+def _overfit_clue(history: list[dict], loss: float, config, y: np.ndarray, classification: bool) -> str:
+    """What the losses of a run that did not memorise point to, in a sentence (or nothing). ``y``:
+    the subset's class labels, or its regression targets as trained on (standardised)."""
     first = history[0]["train_loss"]
-    if labels is not None:  # the loss of answering every example with the labels' shares
-        shares = np.bincount(labels.astype(np.int64)) / len(labels)
+    if classification:  # the loss of answering every example with the labels' shares
+        shares = np.bincount(y.astype(np.int64)) / len(y)
         constant, what = float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum()), "the labels' entropy"
-    else:  # the mean squared error of answering the mean of the (standardised) targets
-        constant, what = float(np.var(targets)), "the targets' variance"
+    else:  # the mean squared error of answering the targets' mean
+        constant, what = float(np.var(y)), "the targets' variance"
     if abs(loss - constant) < 0.01 * max(constant, 1e-3):
         return (f" Its loss, {loss:.4f}, is {what}: it answers every example alike, as units that are dead or "
                 "identical make it (a zeros init, weight decay crushing the weights, a ReLU layer whose units all "
