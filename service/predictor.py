@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from shared.forward import Model
-from shared.preprocess import arrays_to_batch, images_to_batch, validate_vectors
+from shared.preprocess import arrays_to_batch, float32_within, images_to_batch, validate_vectors
 
 from .config import Settings
 from .encoding import classification_rows, prediction_response, regression_rows
@@ -173,8 +173,13 @@ class Predictor:
             count = len(values) if isinstance(values, (list, tuple)) else 1
         self._check_batch_size(n, "vectors")
         self._check_values(count)
-        batch = validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch)
-        if model.input_kind == "image":
+        # An image model's float32 pixels are checked finite and in range in one pass (31 MB for a
+        # 10,000-row batch: four passes took ~8 ms); anything else is checked in full.
+        pixels = model.input_kind == "image"
+        in_range = pixels and float32_within(values, 1 + PIXEL_SLACK)
+        batch = validate_vectors(values, model.input_size, what=describe(model), max_batch=self.settings.max_batch,
+                                 known_finite=in_range)
+        if pixels and not in_range:
             _check_pixel_range(model, batch)
         return batch
 

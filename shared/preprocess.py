@@ -119,12 +119,14 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     return grey_to_vector(_array_to_grey(pixels, size), size=size, fit=fit)
 
 
-def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None) -> np.ndarray:
+def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None,
+                     known_finite: bool = False) -> np.ndarray:
     """One vector or a list of vectors -> float32 ndarray of shape (n, input_size), C-contiguous.
 
     Raises InvalidInput naming the position of the first problem: wrong length, a value that is
     not a number (string, boolean, null), NaN or Infinity, ragged or too-deep nesting, an empty
-    batch, more than ``max_batch`` vectors."""
+    batch, more than ``max_batch`` vectors. ``known_finite``: the caller has read every value
+    already (``float32_within``), so a float32 array is not read again."""
     if isinstance(values, (list, tuple)) and max_batch is not None and len(values) > max_batch:
         if values and _is_sequence(values[0]):
             raise InvalidInput(f"batch has {len(values)} vectors; the limit is {max_batch}")
@@ -146,7 +148,7 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     if length != input_size:
         where = "vector" if n == 1 else "every vector"
         raise InvalidInput(f"{where} has {_values(length)}; {what} expects {input_size}")
-    if array.dtype.kind == "f" and not _all_finite(array):
+    if array.dtype.kind == "f" and not (known_finite and array.dtype == np.float32) and not _all_finite(array):
         row, col = np.argwhere(~np.isfinite(array))[0]
         raise InvalidInput(f"value at {_position(row, col, n)} is {_non_finite_name(array[row, col])}; values must be finite numbers")
     if array.dtype == np.float32:
@@ -160,6 +162,17 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
 
 
 # --------------------------------------------------------------------------- vectors
+
+
+def float32_within(values, high: float) -> bool:
+    """Whether ``values`` is a float32 array whose every value lies from +0 to ``high`` (finite,
+    then), read in one pass that allocates nothing. Read as unsigned integers, float32 bit
+    patterns from +0 up keep the order of the numbers they stand for, and every negative number
+    (-0 included), infinity and NaN reads as more than any finite positive one. False says only
+    that the full checks must decide."""
+    if not isinstance(values, np.ndarray) or values.dtype != np.float32 or values.size == 0:
+        return False
+    return int(values.view(np.uint32).max()) <= int(np.float32(high).view(np.uint32))
 
 
 def _all_finite(array: np.ndarray) -> bool:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFile
 from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
 from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, arrays_to_batch, decode_grey,
-                               image_to_vector, images_to_batch, validate_vectors)
+                               float32_within, image_to_vector, images_to_batch, validate_vectors)
 from images import (FORMAT_MODES, HARD_KINDS, USER_KINDS, encode, paper, png_chunk, render_user_digit,
                     synthetic_digit, tilted_sheet_photo, to_mode)
 
@@ -869,6 +869,27 @@ def test_validate_vectors_checks_a_large_float32_batch_without_copying_it():
     batch[-1, -1] = np.nan
     with pytest.raises(InvalidInput, match="value at vector 9999, position 783 is NaN"):
         validate_vectors(batch, 784)
+
+
+def test_float32_within_is_true_only_for_finite_float32_values_from_plus_zero_to_the_bound():
+    top = np.float32(1.01)
+    inside = np.array([[0.0, 1e-45, 0.5, 1.0, top]], dtype=np.float32)  # 1e-45: the smallest subnormal
+    assert float32_within(inside, 1.01)
+    for value in (np.nextafter(top, np.float32(2)), 2.0, 3.4e38, np.inf, -np.inf, np.nan, -np.nan,
+                  -0.0, -1e-45, -0.5):  # -0.0 is left to the full checks, which accept it
+        assert not float32_within(np.append(inside, np.float32(value)), 1.01), value
+    assert not float32_within(inside.astype(np.float64), 1.01)  # other dtypes: the full checks
+    assert not float32_within(inside.tolist(), 1.01)
+    assert not float32_within(np.zeros((0, 4), np.float32), 1.01)
+    assert float32_within(np.asfortranarray(np.full((3, 4), 0.25, np.float32)), 1.01)
+
+
+def test_validate_vectors_skips_the_finite_check_only_where_the_caller_has_made_it():
+    batch = np.zeros((2, 4), np.float32)
+    batch[1, 2] = np.nan
+    assert validate_vectors(batch, 4, known_finite=True) is not None  # the caller's word is taken
+    with pytest.raises(InvalidInput, match="vector 1, position 2 is NaN"):
+        validate_vectors(batch.astype(np.float64), 4, known_finite=True)  # converted: checked all the same
 
 
 @pytest.mark.parametrize("values, message", [

@@ -109,6 +109,21 @@ def test_pixel_arrays_go_through_the_image_pipeline(predictor):
         np.testing.assert_allclose(outputs, as_image.outputs[0], atol=1e-6)
 
 
+def test_an_image_models_float32_batch_is_checked_at_the_edges_of_the_one_pass_range_check(predictor):
+    mnist = predictor.resolve("mnist")
+    edges = np.array([[0.0, -0.0, -0.009, 1e-45, 1.0, 1.01] + [0.5] * 778], dtype=np.float32)
+    assert len(predictor.predict_array(mnist, edges)) == 1  # -0.0 and the slack below 0 through the full check
+    just_over = np.nextafter(np.float32(1.01), np.float32(2))
+    for value, told in ((just_over, "is 1.01; .*clip the values to \\[0, 1\\]"),
+                        (3.0, "divide the pixels by 255"), (-0.5, "negative values are pixels normalised already"),
+                        (np.nan, "vector 2, position 7 is NaN"), (np.inf, "vector 2, position 7 is Infinity"),
+                        (-np.inf, "position 7 is -Infinity")):
+        batch = np.full((3, 784), 0.25, np.float32)
+        batch[2, 7] = value
+        with pytest.raises((InvalidInput, shared_errors.InvalidInput), match=told):  # range, finiteness
+            predictor.predict_array(mnist, batch)
+
+
 def test_clear_errors(predictor):
     mnist, wine = predictor.resolve("mnist"), predictor.resolve("wine")
     with pytest.raises(shared_errors.InvalidInput, match="783 values; model mnist v1 expects 784"):
