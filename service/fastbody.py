@@ -11,6 +11,10 @@ caller reads ``wsgi.input`` the standard way.
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
+
 MIN_SIZE = 1 << 20   # below this the standard path is as fast
 RECV_STEP = 1 << 22
 
@@ -21,8 +25,17 @@ except ImportError:  # not running under Gunicorn
     Body = LengthReader = SocketUnreader = None
 
 
-def read_from_socket(environ: dict, length: int) -> bytearray | None:
-    """The ``length``-byte body read directly from Gunicorn's socket, or None when that does not apply."""
+def numpy_buffer(size: int) -> memoryview:
+    """``size`` bytes of NumPy's memory, not cleared: NumPy asks the kernel for huge pages for a
+    large array, so a 31 MB body arrives in ~11 ms instead of a bytearray's ~16 (cleared first,
+    then faulted in 4 KiB pages). For a body read only through the buffer protocol."""
+    return memoryview(np.empty(size, dtype=np.uint8))
+
+
+def read_from_socket(environ: dict, length: int,
+                     allocate: Callable[[int], bytearray | memoryview] = bytearray) -> bytearray | memoryview | None:
+    """The ``length``-byte body read directly from Gunicorn's socket into ``allocate(length)``,
+    or None when that does not apply."""
     if Body is None or length < MIN_SIZE:
         return None
     body = environ.get("wsgi.input")
@@ -32,7 +45,7 @@ def read_from_socket(environ: dict, length: int) -> bytearray | None:
     unreader = reader.unreader
     if type(unreader) is not SocketUnreader or reader.length != length or not hasattr(unreader, "take_buffered"):
         return None
-    data = bytearray(length)
+    data = allocate(length)
     view = memoryview(data)
     buffered = unreader.take_buffered()
     received = min(len(buffered), length)

@@ -10,7 +10,7 @@ import pytest
 from gunicorn.http.body import Body, LengthReader
 from gunicorn.http.unreader import SocketUnreader
 
-from service.fastbody import MIN_SIZE, read_from_socket
+from service.fastbody import MIN_SIZE, numpy_buffer, read_from_socket
 
 
 def gunicorn_body(payload: bytes, length: int, *, already_buffered: int):
@@ -23,14 +23,15 @@ def gunicorn_body(payload: bytes, length: int, *, already_buffered: int):
     return Body(LengthReader(unreader, length)), unreader, sender, ours
 
 
+@pytest.mark.parametrize("allocate", [bytearray, numpy_buffer])
 @pytest.mark.parametrize("already_buffered", [0, 1000, MIN_SIZE + 5, 3 * MIN_SIZE + 10])
-def test_reads_the_exact_body_and_leaves_the_next_request(already_buffered):
+def test_reads_the_exact_body_and_leaves_the_next_request(already_buffered, allocate):
     body = np.random.default_rng(0).integers(0, 256, 3 * MIN_SIZE, dtype=np.uint8).tobytes()
     following = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     wsgi_input, unreader, sender, sock = gunicorn_body(body + following, len(body), already_buffered=already_buffered)
-    data = read_from_socket({"wsgi.input": wsgi_input}, len(body))
+    data = read_from_socket({"wsgi.input": wsgi_input}, len(body), allocate)
     sender.join()
-    assert bytes(data) == body
+    assert type(data) is type(allocate(0)) and bytes(data) == body
     assert wsgi_input.read(10) == b""  # Gunicorn sees the body consumed
     assert unreader.read(len(following)) == following
     sock.close()
