@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.forward import softmax
+from shared.forward import row_max, softmax
 from trainer.activations import get_activation
 from trainer.initializers import get_initializer
 from trainer.layers import Activation, BatchNorm, Dense, Dropout
@@ -427,3 +427,13 @@ def test_summary_shows_the_shapes_the_forward_pass_produces(monkeypatch):
     declared = r"^dense1: forward returns shape \(2, 32\), but the layer declares \(2, 784\)"
     with pytest.raises(ValueError, match=declared):
         net.summary(batch_size=128)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (6, 1), (7, 3), (300, 10), (0, 5)])
+def test_row_max_is_each_rows_maximum_nan_included(shape):
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    if x.size > 4:
+        x.flat[4] = np.nan  # a NaN row's maximum is NaN, as with x.max
+    expected = x.max(axis=1, keepdims=True) if len(x) else np.empty((0, 1), np.float32)
+    np.testing.assert_array_equal(row_max(x), expected)
+    assert row_max(x).shape == (shape[0], 1) and row_max(x).dtype == x.dtype

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.forward import row_max
 from trainer.specs import build
 
 
@@ -54,7 +55,7 @@ class SoftmaxCrossEntropy(Loss):
         n, k = logits.shape
         target = np.asarray(target)
         probs = self._buffer("probs", logits.shape, logits.dtype)
-        np.subtract(logits, logits.max(axis=1, keepdims=True), out=probs)  # shifted logits
+        np.subtract(logits, row_max(logits), out=probs)  # shifted logits
         if target.ndim == 1:
             labels = target.astype(np.intp, copy=False)
             if target.dtype.kind not in "iu" and not np.array_equal(labels, target):  # 1.7 would be class 1
