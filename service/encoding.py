@@ -82,7 +82,7 @@ def classification_rows(probabilities: np.ndarray, labels: list[str], top_k: int
             pieces += [entries[order[:, j]], texts[:, j], _constant(b"}," if j < top_k - 1 else b"}]", n)]
     pieces.append(_constant(b"},", n))
     body = np.concatenate(pieces, axis=1).tobytes().replace(b"\0", b"")
-    return b"[" + body[:-1] + b"]"
+    return b"".join((b"[", memoryview(body)[:-1], b"]"))  # one copy: the last row's comma dropped
 
 
 def regression_rows(values: np.ndarray) -> bytes:
@@ -91,5 +91,5 @@ def regression_rows(values: np.ndarray) -> bytes:
 
 
 def prediction_response(name: str, version: int, rows: bytes) -> bytes:
-    return b'{"model":{"name":' + _json_string(name) + b',"version":' + str(int(version)).encode() + \
-        b'},"predictions":' + rows + b"}"
+    head = b'{"model":{"name":' + _json_string(name) + b',"version":' + str(int(version)).encode() + b'},"predictions":'
+    return b"".join((head, rows, b"}"))  # the rows (1.6 MB for 10,000 of them) copied once
