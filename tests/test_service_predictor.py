@@ -89,6 +89,22 @@ def test_the_encoder_escapes_labels_and_breaks_ties_like_argmax():
     assert rows[0]["top_k"][-1] == {"label": "back\\slash", "probability": 0.0}
 
 
+@pytest.mark.parametrize("classes", [1, 2, 10, 33, 1000])
+def test_the_encoder_ranks_classes_as_a_stable_argsort_does_ties_and_zeros_included(classes):
+    rng = np.random.default_rng(classes)
+    probabilities = rng.dirichlet(np.full(classes, 0.1), 300).astype(np.float32)
+    probabilities[::5] = np.round(probabilities[::5], 2)  # ties
+    probabilities[::7, :classes // 2] = 0.0  # ties at zero, as probabilities that underflow
+    probabilities[3] = 1.0 / classes  # all tied
+    k = min(classes, 5)
+    rows = json.loads(classification_rows(probabilities, [f"c{i}" for i in range(classes)], k))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    assert [row["index"] for row in rows] == order[:, 0].tolist()
+    assert [[e["label"] for e in row["top_k"]] for row in rows] == [[f"c{i}" for i in r] for r in order.tolist()]
+    assert [[e["probability"] for e in row["top_k"]] for row in rows] == \
+        np.round(np.take_along_axis(probabilities, order, axis=1).astype(np.float64), 6).tolist()
+
+
 def test_the_encoder_writes_probabilities_as_python_rounds_them():
     values = np.concatenate([[0.0, 1.0, 0.5, 0.25, 0.001, 1e-6, 4e-7, 6e-7, 0.9999996, 0.1234565, 0.0105],
                              np.random.default_rng(2).random(2000)]).astype(np.float32)
