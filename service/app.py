@@ -118,6 +118,11 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
+def _route(app: Flask, req) -> str:
+    """The route label of a request's metrics and access line."""
+    return route_template(req.url_rule.rule) if req.url_rule is not None else _unmatched_route(app, req)
+
+
 def _unmatched_route(app: Flask, req) -> str:
     """The route template of a request that matched no route: for a 405 the template its path
     matched under another method (so the route's own series count it), else UNMATCHED,
@@ -147,6 +152,8 @@ def _register_request_hooks(app: Flask) -> None:
     def begin():
         state = g._get_current_object()
         state.started = time.perf_counter()
+        state.route = _route(app, request)
+        state.in_flight = svc.metrics.request_started(state.route)
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         _check_host(request.environ)
@@ -161,6 +168,12 @@ def _register_request_hooks(app: Flask) -> None:
     def end_json_turn(_error):
         if "json_turn" in g:  # service.api.hold_for_json
             svc.large_parses.end_turn(g.pop("json_turn"))
+
+    @app.teardown_request
+    def end_in_flight(_error):
+        # A teardown runs however the request ended: an answer, an error, an exception no handler took.
+        if "in_flight" in g:
+            g.pop("in_flight").dec()
 
     @app.after_request
     def finish(response):
@@ -187,7 +200,7 @@ def _register_request_hooks(app: Flask) -> None:
             headers["X-Model-Version"] = str(state.version)
         if status >= 400 and model is not None and getattr(state, "inference", False):
             svc.metrics.observe_failed_prediction(model, state.version, seconds)
-        route = route_template(req.url_rule.rule) if req.url_rule is not None else _unmatched_route(app, req)
+        route = getattr(state, "route", None) or _route(app, req)
         # the model the URL names when no version of it answered (admin, reports, a 404)
         named = model if model is not None else (req.view_args or {}).get("name")
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),

@@ -71,6 +71,11 @@ class Metrics(StoreEvents):
                                 ["method", "route", "status"], registry=registry)
         self.latency = Histogram("scratchnet_request_duration_seconds", "Time to answer a request.",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=registry)
+        # Summed over the live workers: a worker that dies takes its requests, and their count, with it.
+        self.in_flight = Gauge("scratchnet_requests_in_flight", "Requests the app is handling now, by route "
+                               "template: from its start on a request to its answer, the span of "
+                               "scratchnet_request_duration_seconds. A scrape counts itself (route /metrics).",
+                               ["route"], multiprocess_mode="livesum", registry=registry)
         self.errors = Counter("scratchnet_errors", "Error responses, by error code and the model the request "
                               "named, /predict's the default one (empty: none, or none the registry holds).",
                               ["route", "code", "model"], registry=registry)
@@ -108,6 +113,7 @@ class Metrics(StoreEvents):
         self._served: dict[str, int | None] = {}  # by model: the version loaded to serve
         self._unloaded: set[str] = set()  # models taken out of service (they serve nothing)
         self._request_series: dict[tuple, tuple] = {}  # label values -> metric children, looked up once
+        self._in_flight_series: dict[str, Gauge] = {}
         self._model_series: dict[tuple, tuple] = {}
         # Made at the first look at the registry (registry_status): a gauge starts at 0, and a
         # worker that had not looked yet made the minimum over the workers say "unreadable".
@@ -115,6 +121,14 @@ class Metrics(StoreEvents):
         self._register_in = registry
 
     # request events --------------------------------------------------------------------------
+
+    def request_started(self, route: str) -> Gauge:
+        """A request the app has started on: counted in flight until ``.dec()`` on what this returns."""
+        series = self._in_flight_series.get(route)
+        if series is None:  # routes are a bounded set (UNMATCHED for the rest), so is this cache
+            series = self._in_flight_series[route] = self.in_flight.labels(route)
+        series.inc()
+        return series
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None,
                         model: str = "") -> None:

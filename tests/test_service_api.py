@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
@@ -25,6 +27,7 @@ from modelgen import publish_corrupt, publish_model
 from service import api, metrics, schemas
 from service.protocols import v1, v2
 from service.app import create_app
+from service.errors import ClientWentAway
 from service.logs import configure_logging
 from users import run_as
 from wsgi import chunked
@@ -964,6 +967,70 @@ def test_latency_histograms_resolve_times_under_a_millisecond(client):
     for name in ("scratchnet_request_duration_seconds", "scratchnet_inference_duration_seconds"):
         bounds = sorted({float(s.labels["le"]) for s in families[name].samples if s.name.endswith("_bucket")})
         assert bounds[:4] == [0.0001, 0.00025, 0.0005, 0.001], name
+
+
+def in_flight(client) -> dict[str, float]:
+    """``scratchnet_requests_in_flight`` by route, as a scrape (itself in flight) sees it."""
+    families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    return {sample.labels["route"]: sample.value for family in families
+            if family.name == "scratchnet_requests_in_flight" for sample in family.samples}
+
+
+def test_a_request_is_in_flight_from_its_start_to_its_answer(app):
+    """An operator sees what each route is handling now: a request held in its view counts 1 while
+    it is held and 0 once answered, and a scrape sees itself as the one /metrics request in flight."""
+    entered, release = threading.Event(), threading.Event()
+
+    @app.get("/held")
+    def held():
+        entered.set()
+        release.wait(10)
+        return {"held": True}
+
+    answers = []
+    holder = threading.Thread(target=lambda: answers.append(app.test_client().get("/held")))
+    holder.start()
+    try:
+        assert entered.wait(10)
+        assert in_flight(app.test_client()) == {"/held": 1.0, "/metrics": 1.0}
+    finally:
+        release.set()
+        holder.join(10)
+    assert [answer.status_code for answer in answers] == [200]
+    assert in_flight(app.test_client()) == {"/held": 0.0, "/metrics": 1.0}
+
+
+class GoneStream(io.BytesIO):
+    """A request body whose client resets the connection halfway, as service.worker's sockets report it."""
+
+    def read(self, size=-1):
+        raise ClientWentAway(104, "Connection reset by peer")
+
+
+def test_every_way_a_request_ends_takes_it_out_of_flight(app, client):
+    """A success, a client's error, a request refused before its route ran, a client gone
+    mid-body and an exception in a view each leave their route at 0: one that stayed counted
+    would show the service busier than it is, for good."""
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    no_host = EnvironBuilder(path="/healthz").get_environ()
+    del no_host["HTTP_HOST"]
+    answers = [
+        client.post("/predict", json={"inputs": [0.5] * 784}),
+        client.post("/predict", json={"inputs": [0.5] * 3}),
+        client.post("/models/nosuch/predict", json={"inputs": [0.5] * 784}),
+        client.delete("/predict"),
+        client.get("/nowhere"),
+        client.open(Request(no_host)),
+        client.post("/predict", input_stream=GoneStream(), content_length=1000, content_type="application/json"),
+        client.get("/boom"),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 422, 404, 405, 404, 400, 400, 500]
+    assert answers[5].get_json()["code"] == "missing_host"
+    assert in_flight(client) == {"/predict": 0.0, "/models/<name>/predict": 0.0, "<unmatched>": 0.0,
+                                 "/healthz": 0.0, "/boom": 0.0, "/metrics": 1.0}
 
 
 class UploadStream(io.BytesIO):

@@ -8,10 +8,13 @@ says which version it serves.
 import base64
 import fcntl
 import io
+import json
 import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -19,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -464,6 +468,51 @@ def test_metrics_are_summed_across_workers(live_service, service_registry):
     assert metric_value(text, "scratchnet_inference_duration_seconds_count", model="counted", version="1") == 30
     served = live_service.served_versions("counted")
     assert set(served) == live_service.worker_pids() and set(served.values()) == {1}
+
+
+def test_requests_in_flight_are_summed_over_the_live_workers(start_service, service_registry):
+    """With 2 workers, a request held in one worker's view (its chunked body still arriving) is 1
+    in flight whichever worker answers the scrape, and 0 once it is answered, once its client
+    resets the connection, and once the worker holding it is killed: its count dies with it."""
+    server = start_service(service_registry, workers=2)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps(VECTOR).encode()
+    head = (b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body))
+
+    def scrape(_=None) -> tuple[int, float]:
+        response = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=10)
+        value = metric_value(response.text, "scratchnet_requests_in_flight", route="/models/<name>/predict")
+        return int(response.headers["X-Worker-PID"]), value
+
+    def held() -> socket.socket:
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(head + body[:10])  # the view waits for the rest of the chunk
+        wait_for(lambda: scrape()[1] == 1)
+        return sock
+
+    answered = held()
+    seen = {}
+    with ThreadPoolExecutor(8) as pool:
+        wait_for(lambda: seen.update(pool.map(scrape, range(8))) or len(seen) == 2)  # both workers answered
+    assert set(seen) == server.worker_pids() and set(seen.values()) == {1}
+    answered.sendall(body[10:] + b"\r\n0\r\n\r\n")
+    with answered, answered.makefile("rb") as answer:
+        assert answer.readline().startswith(b"HTTP/1.1 200 ")
+    assert scrape()[1] == 0
+
+    reset = held()
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.close()  # with a RST: the worker's read of the body fails
+    wait_for(lambda: scrape()[1] == 0)
+
+    with held() as orphaned:
+        local = orphaned.getsockname()[1]
+        [holder] = [pid for pid in server.worker_pids()
+                    if any(c.raddr and c.raddr.port == local for c in psutil.Process(pid).net_connections("tcp"))]
+        os.kill(holder, signal.SIGKILL)
+        wait_for(lambda: holder not in server.worker_pids() and len(server.worker_pids()) == 2)
+        assert scrape()[1] == 0
 
 
 def test_workers_replaced_again_and_again_keep_every_count_and_the_metrics_folder_small(start_service, tmp_path):
