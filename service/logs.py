@@ -1,7 +1,7 @@
 """Structured logs: the ``scratchnet`` loggers write one line per event to stderr, a JSON object
 (``SCRATCHNET_LOG_FORMAT=json``, the default) or readable text. The access log
 (``scratchnet.access``) has one line per request with its id, method, route, model, version,
-status and latency: ``log_access`` writes it.
+status and latency, at INFO, or ERROR for a 5xx answer: ``log_access`` writes it.
 
 The access line is written on every request, so in the default set-up (JSON, our one stderr
 handler) ``log_access`` builds it and writes it itself: the same line the logging module would
@@ -192,18 +192,23 @@ CLIENT_TEXT = ("method", "path", "model")
 
 
 def log_access(message: str, fields: dict) -> None:
-    """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out)."""
+    """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out).
+    An answer with a 5xx status, a fault of the server's, is logged at ERROR, so that a pipeline
+    that keeps errors alone (or SCRATCHNET_LOG_LEVEL=error) sees it; any other at INFO, a client's
+    4xx included, as Gunicorn's own access log does."""
+    level = logging.ERROR if fields["status"] >= 500 else logging.INFO
     access = logging.getLogger(ACCESS)
-    if not access.isEnabledFor(logging.INFO):
+    if not access.isEnabledFor(level):
         return
     if len(message) + sum(len(fields.get(key) or "") for key in CLIENT_TEXT) > LINE_LIMIT // 12:  # may not fit
         message, fields = _within_a_line(message, fields)
-    handler = _direct_json_handler(access)
+    handler = _direct_json_handler(access, level)
     if handler is None:
-        access.info(message, extra=fields)
+        access.log(level, message, extra=fields)
         return
     stream = handler.stream
-    line = _json_line(time.time(), "info", ACCESS, message, fields, ascii_only=needs_ascii(stream)) + "\n"
+    line = _json_line(time.time(), logging.getLevelName(level).lower(), ACCESS, message, fields,
+                      ascii_only=needs_ascii(stream)) + "\n"
     with handler.lock:  # as the handler itself would: lines from two threads never interleave
         stream.write(line)
         stream.flush()
@@ -221,8 +226,8 @@ def _within_a_line(message: str, fields: dict) -> tuple[str, dict]:
     return message, fields
 
 
-def _direct_json_handler(access: logging.Logger) -> StderrHandler | None:
-    """Our JSON stderr handler when it is the only place the access line would go, else None."""
+def _direct_json_handler(access: logging.Logger, level: int) -> StderrHandler | None:
+    """Our JSON stderr handler when it is the only place the access line, at ``level``, would go, else None."""
     if access.handlers or access.filters or not access.propagate:
         return None
     root = logging.getLogger(ROOT)
@@ -230,6 +235,6 @@ def _direct_json_handler(access: logging.Logger) -> StderrHandler | None:
         return None
     handler = root.handlers[0]
     if (not getattr(handler, "scratchnet", False) or type(handler.formatter) is not JsonFormatter
-            or handler.filters or handler.level > logging.INFO):
+            or handler.filters or handler.level > level):
         return None
     return handler

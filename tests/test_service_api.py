@@ -1212,6 +1212,44 @@ def test_text_access_lines_cannot_be_forged_by_a_path(registry, capsys):
     assert " status=404 " in unquoted and "status=200" not in unquoted and " code=model_not_found" in unquoted
 
 
+def access_levels(err: str, log_format: str) -> dict[str, str]:
+    """The level of each access line in ``err``, by request id."""
+    if log_format == "json":
+        entries = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        return {e["request_id"]: e["level"] for e in entries if e["logger"] == "scratchnet.access"}
+    return {re.search(r" request_id=(\S+)", line)[1]: line.split(" ")[1].lower()
+            for line in err.splitlines() if " scratchnet.access " in line}
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_server_fault_is_an_error_in_the_access_log_and_a_clients_mistake_is_not(registry, capsys, log_format):
+    """A log pipeline that keeps ERROR lines alone sees every 5xx answer (an exception in a view,
+    no version ready to serve), and so does SCRATCHNET_LOG_LEVEL=error; a client's 4xx stays INFO."""
+    asked = {"fault": ("GET", "/boom"), "not-ready": ("POST", "/models/ghost/predict"), "missing": ("GET", "/nowhere"),
+             "invalid": ("POST", "/predict"), "fine": ("GET", "/healthz")}
+    seen = {}
+    try:
+        for level in ("INFO", "ERROR"):
+            app = make_app(registry, log_format=log_format, log_level=level, models="mnist,ghost")
+
+            @app.get("/boom")
+            def boom():
+                raise RuntimeError("secret internals")
+
+            client = app.test_client()
+            capsys.readouterr()
+            statuses = [client.open(path, method=method, headers={"X-Request-ID": name},
+                                    json={"inputs": [0.5]} if method == "POST" else None).status_code
+                        for name, (method, path) in asked.items()]
+            assert statuses == [500, 503, 404, 422, 200]
+            seen[level] = access_levels(capsys.readouterr().err, log_format)
+    finally:
+        configure_logging("json", "INFO")
+    assert seen["INFO"] == {"fault": "error", "not-ready": "error", "missing": "info", "invalid": "info",
+                            "fine": "info"}
+    assert seen["ERROR"] == {"fault": "error", "not-ready": "error"}
+
+
 def test_json_access_lines_stay_one_line_for_every_line_reader(client, capsys):
     """U+2028, U+2029 and U+0085 in a path are valid unescaped in JSON, but str.splitlines() (and
     other readers) end a line there: the access line came out as two fragments, neither JSON."""
