@@ -1,7 +1,7 @@
 """Structured logs: the ``scratchnet`` loggers write one line per event to stderr, a JSON object
 (``SCRATCHNET_LOG_FORMAT=json``, the default) or readable text. The access log
 (``scratchnet.access``) has one line per request with its id, method, route, model, version,
-status and latency, at INFO, or ERROR for a 5xx answer: ``log_access`` writes it.
+status and latency, at INFO, ERROR for a 500, WARNING for another 5xx: ``log_access`` writes it.
 
 The access line is written on every request, so in the default set-up (JSON, our one stderr
 handler) ``log_access`` builds it and writes it itself: the same line the logging module would
@@ -193,10 +193,12 @@ CLIENT_TEXT = ("method", "path", "model")
 
 def log_access(message: str, fields: dict) -> None:
     """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out).
-    An answer with a 5xx status, a fault of the server's, is logged at ERROR, so that a pipeline
-    that keeps errors alone (or SCRATCHNET_LOG_LEVEL=error) sees it; any other at INFO, a client's
-    4xx included, as Gunicorn's own access log does."""
-    level = logging.ERROR if fields["status"] >= 500 else logging.INFO
+    A 500, a fault of the server's, is logged at ERROR, so that a pipeline that keeps errors alone
+    (or SCRATCHNET_LOG_LEVEL=error) sees it; another 5xx at WARNING (a 503 while no version is ready:
+    each readiness probe of a starting worker would otherwise be an error); any other at INFO, a
+    client's 4xx included, as Gunicorn's own access log does."""
+    status = fields["status"]
+    level = logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO
     access = logging.getLogger(ACCESS)
     if not access.isEnabledFor(level):
         return
