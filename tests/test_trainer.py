@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -625,7 +626,8 @@ def test_sigterm_during_training_exits_143_and_publishes_nothing(tmp_path, blobs
     registry = tmp_path / "models"
     process = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path",
                                 str(blobs_npz), "--epochs", "100000", "--no-progress", "--publish",
-                                "--registry", str(registry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--registry", str(registry)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})  # where it keeps its epochs' metrics
     try:
         assert process.stdout.readline()  # the summary is printed once training starts
         time.sleep(0.3)
@@ -1586,6 +1588,69 @@ def test_ctrl_c_while_the_trainer_loads_exits_130_when_no_one_reads_stderr(tmp_p
                               env=with_sitecustomize(tmp_path, SIGINT_ON_IMPORT), timeout=60,
                               preexec_fn=ctrl_c_at_its_default)
     assert done.returncode == 130
+
+
+@pytest.mark.parametrize("signum, what, destination, unsaved", [
+    (signal.SIGINT, "interrupted", ["--publish", "--registry", "models"], "nothing was published"),
+    (signal.SIGTERM, "terminated", ["--output", "out"], "no model was saved"),
+], ids=["ctrl-c while publishing", "sigterm while saving to a folder"])
+def test_a_run_stopped_during_training_keeps_its_finished_epochs_metrics_and_curves(tmp_path, blobs_npz, signum, what,
+                                                                                    destination, unsaved):
+    """Ctrl-C or SIGTERM after some epochs discarded them all: no metrics, no plot. Each epoch's line is
+    written as it ends, and a stopped run keeps them with their learning curves in a new temporary
+    folder, which its last line names, saving or publishing no model."""
+    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 100000,
+                         "--no-progress", *destination, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, "TMPDIR": str(tmp_path)}, preexec_fn=ctrl_c_at_its_default,
+                         ) as process:
+        try:
+            next(line for line in process.stdout if line.startswith("epoch "))
+            process.send_signal(signum)
+            _, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 128 + signum, err
+    kept = re.fullmatch(rf"{what}: {unsaved}; metrics.jsonl and learning_curves.png of the (\d+) finished epochs? "
+                        rf"(?:is|are) kept in ({re.escape(str(tmp_path))}/scratchnet-blobs-\w+)\n", err)
+    assert kept, err
+    epochs, folder = int(kept[1]), Path(kept[2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([blobs_npz.name, folder.name])  # no model, no folder
+    assert sorted(os.listdir(folder)) == ["learning_curves.png", "metrics.jsonl"]
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["event"], line["epoch"]) for line in lines] == [("epoch", epoch) for epoch in range(1, epochs + 1)]
+    assert (folder / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_ctrl_c_while_the_curves_are_drawn_stops_at_once_keeping_the_metrics(tmp_path, blobs_npz,
+                                                                                     monkeypatch, capsys):
+    """Ctrl-C pressed again while a stopped run draws its learning curves ends the run there, leaving
+    the metrics of its finished epochs and no half-written PNG."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    train_epoch, drawn = train._train_epoch, []
+
+    def ctrl_c_in_epoch_3(*args, **kwargs):
+        row = train_epoch(*args, **kwargs)
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+        return row
+
+    def ctrl_c_while_drawing(path, history, title):
+        drawn.append([row["epoch"] for row in history])
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # the start of the picture
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_train_epoch", ctrl_c_in_epoch_3)
+    monkeypatch.setattr(train.report, "plot_learning_curves", ctrl_c_while_drawing)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 10,
+                   "--no-progress", "--output", tmp_path / "out") == 130
+    err, kept = capsys.readouterr().err, list((tmp_path / "tmp").iterdir())
+    assert len(kept) == 1, err
+    folder = kept[0]
+    assert err == f"interrupted: no model was saved; metrics.jsonl of the 2 finished epochs is kept in {folder}\n"
+    assert drawn == [[1, 2]] and os.listdir(folder) == ["metrics.jsonl"]
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (tmp_path / "out").exists()
 
 
 def folder_contents(folder: Path) -> dict:

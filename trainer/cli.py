@@ -222,7 +222,8 @@ def cmd_train(args) -> int:
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     registry = args.registry or DEFAULT_REGISTRY
     train.run(config, publish_to=registry if args.publish else None, output_dir=args.output, command=command,
-              log=say, on_published=_recording_published(args, registry), registry=registry)
+              log=say, on_published=_recording_published(args, registry), on_kept=_recording_kept(args),
+              registry=registry)
     return 0
 
 
@@ -230,6 +231,15 @@ def _recording_published(args: argparse.Namespace, registry: str):
     """The ``on_published`` that notes in ``args`` where the version went, for ``_stopped`` to tell."""
     def record(name: str, version: int) -> None:
         args.published = f"{name} v{version} in {Path(registry) / name / str(version)}"
+    return record
+
+
+def _recording_kept(args: argparse.Namespace):
+    """The ``on_kept`` that notes in ``args`` what a stopped run kept of its finished epochs, and where,
+    for ``_stopped`` to tell."""
+    def record(folder: Path, epochs: int, files: list[str]) -> None:
+        args.kept = (f"{' and '.join(files)} of the {epochs} finished epoch{'s' if epochs > 1 else ''} "
+                     f"{'are' if len(files) > 1 else 'is'} kept in {folder}")
     return record
 
 
@@ -677,12 +687,15 @@ def _failed(message: str, args: argparse.Namespace) -> int:
 
 def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
     """Say that the command stopped (and, for one that was publishing, what it published: nothing, or a
-    version already in place when the signal came); its exit status."""
+    version already in place when the signal came; for a training run stopped after an epoch, that it
+    saved no model, and where the metrics of its finished epochs are); its exit status."""
     what, status = ("terminated", 128 + stop.signum) if isinstance(stop, Terminated) else ("interrupted", 130)
     publishing = args.command == "publish" or getattr(args, "publish", False)
     published = getattr(args, "published", None)
     if published:
         warn(f"{what} after publishing {published}")
+    elif kept := getattr(args, "kept", None):
+        warn(f"{what}: {'nothing was published' if publishing else 'no model was saved'}; {kept}")
     else:
         warn(what + (": nothing was published" if publishing else ""))
     return status

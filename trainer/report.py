@@ -14,8 +14,19 @@ def write_metrics(path: Path, history: list[dict], final: dict) -> None:
     """One JSON object per epoch, then one with ``"event": "final"`` holding the test metrics."""
     with open(path, "w", encoding="utf-8") as f:
         for row in history:
-            f.write(json.dumps({"event": "epoch", **row}) + "\n")
+            f.write(_epoch_line(row))
         f.write(json.dumps({"event": "final", **final}) + "\n")
+
+
+def append_epoch(path: Path, row: dict) -> None:
+    """Add an epoch's line, as ``write_metrics`` writes it, to ``path`` as the epoch ends. The file is
+    closed each time, which hands the line to the system: a run stopped or killed later keeps it."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(_epoch_line(row))
+
+
+def _epoch_line(row: dict) -> str:
+    return json.dumps({"event": "epoch", **row}) + "\n"
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:

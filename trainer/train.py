@@ -8,6 +8,7 @@ forward module the service uses, then save or publish it with its metrics and pl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -483,8 +484,9 @@ class BestEpoch:
 # one line, with advice, rather than after a screenful of NumPy's warnings.
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, log=print,
-        done: Callable[[], bool] = lambda: False) -> list[dict]:
-    """Train with mini-batches; return one dict of metrics per epoch.
+        done: Callable[[], bool] = lambda: False, on_epoch: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Train with mini-batches; return one dict of metrics per epoch, each also handed to
+    ``on_epoch`` as its epoch ends, before its line is logged (an epoch shown is one recorded).
 
     With ``patience``, stops when validation loss has not improved for that many epochs and
     restores the parameters of the best epoch. Stops too after an epoch at whose end ``done()`` says so.
@@ -514,6 +516,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
             row.update(_validation_metrics(network, x_val, y_val, task, prepared.target_scaling))
         _check_finite(network, row, epoch, lr)
         history.append(row)
+        on_epoch(row)
         summary = "  ".join(f"{k}={figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close()
         log(f"epoch {epoch}/{config.epochs}  lr={lr:.3g}  {summary}  ({row['seconds']:.2f}s)")
@@ -624,13 +627,15 @@ def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress
     return row
 
 
-def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=print):
+def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=print,
+          on_epoch: Callable[[dict], None] = lambda row: None):
     """Train a fresh network on the training and validation rows together, for as many epochs
     as validation picked, at the learning rates the searched run had in those epochs: the run
     validation judged, replayed, whether the schedule's length comes from ``--epochs`` (cosine) or
     is spelled out (``cosine(total_epochs=20)``). The normalisation stays the one measured on
     the training rows, so the recorded history remains comparable. Returns the new network and
-    its history."""
+    the history followed by the retraining's rows, each marked ``"refit": true`` by the time
+    ``on_epoch`` has it."""
     best_epoch = min(history, key=lambda row: row["val_loss"])["epoch"]
     log(f"refit: retraining on training + validation data ({len(prepared.x_train) + len(prepared.x_val)} "
         f"examples) for {best_epoch} epochs")
@@ -641,9 +646,13 @@ def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=prin
     # shorter run's own warm-up setting is not checked against its few epochs.
     again = dataclasses.replace(config, epochs=best_epoch, patience=None, warmup_epochs=0, schedule="constant")
     network = build_network(again, prepared.dataset)
-    refit_history = fit(network, build_optimizer(again), build_schedule(config), merged, again, log=log)
-    for row in refit_history:
+
+    def refitted(row: dict) -> None:
         row["refit"] = True
+        on_epoch(row)
+
+    refit_history = fit(network, build_optimizer(again), build_schedule(config), merged, again, log=log,
+                        on_epoch=refitted)
     return network, history + refit_history
 
 
@@ -874,6 +883,49 @@ def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, pre
             f"python -m trainer publish {folder} --registry {registry}")
 
 
+@contextlib.contextmanager
+def kept_if_stopped(name: str, on_kept: Callable[[Path, int, list[str]], None]):
+    """Around the training: yields ``record(row)``, which adds each finished epoch's line to the
+    metrics.jsonl of a new temporary folder. Training stopped by Ctrl-C or SIGTERM (which are not
+    Exceptions) saves no model, and the folder is kept with the learning curves of those epochs:
+    ``on_kept(folder, epochs, files)`` says what it holds. Otherwise it is removed: the files of a
+    run that trained go where its model goes, and a run that failed leaves no folder behind."""
+    folder = Path(tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+    rows: list[dict] = []
+
+    def record(row: dict) -> None:
+        report.append_epoch(folder / METRICS_FILE, row)
+        rows.append(row)
+
+    try:
+        yield record
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    except BaseException:
+        if not rows:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        try:
+            _plot_stopped(folder, name, rows)
+        finally:  # a second stop cuts the plot short, and still says where the metrics are
+            on_kept(folder, len(rows), [file for file in (METRICS_FILE, CURVES_FILE) if (folder / file).is_file()])
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
+    """The learning curves of a stopped run's finished epochs, drawn under a hidden name and then
+    renamed: a second Ctrl-C while it is drawn leaves no half-written PNG."""
+    partial = folder / f".{CURVES_FILE}"
+    try:
+        report.plot_learning_curves(partial, [row for row in rows if not row.get("refit")],
+                                    f"{name}, stopped before its model was saved")
+        os.replace(partial, folder / CURVES_FILE)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def publish_saved(folder: Path, registry: str, name: str | None = None,
                   on_published: Callable[[str, int], None] = lambda name, version: None) -> tuple[str, int]:
     """Publish a run written to a folder (``--output``, or kept after a failed publish): its
@@ -901,10 +953,13 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print,
         on_published: Callable[[str, int], None] = lambda name, version: None,
+        on_kept: Callable[[Path, int, list[str]], None] = lambda folder, epochs, files: None,
         registry: str | Path | None = None) -> dict:
     """Train, export, score and save (``output_dir``, which must not be a version folder of
     ``registry`` or of any other registry) or publish (``publish_to`` registry; then
-    ``on_published(name, version)`` as ``Registry.publish`` calls it)."""
+    ``on_published(name, version)`` as ``Registry.publish`` calls it). Training stopped by Ctrl-C or
+    SIGTERM saves nothing, but keeps the metrics and plot of its finished epochs (``kept_if_stopped``,
+    which calls ``on_kept``)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
@@ -934,10 +989,12 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     else:
         check_space(Path(output_dir or tempfile.gettempdir()), network, "write the model")
     log(network.summary(batch_rows(config, len(prepared.x_train))))
-    history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log)
-    if config.refit and prepared.x_val is not None:
-        del network  # the refit trains a new one: both at once would take twice the memory checked for
-        network, history = refit(config, prepared, history, log)
+    with kept_if_stopped(name, on_kept) as record:
+        history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log,
+                      on_epoch=record)
+        if config.refit and prepared.x_val is not None:
+            del network  # the refit trains a new one: both at once would take twice the memory checked for
+            network, history = refit(config, prepared, history, log, on_epoch=record)
     layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
     manifest = make_manifest(name, config, prepared, history, layers, command)
     result = {"name": name}
