@@ -466,8 +466,8 @@ def test_the_plots_of_a_run_saved_in_a_folder_name_no_version(tmp_path, blobs_np
     v2 or v5, and copies the plots as they are): they name the model alone."""
     titles = []
     plot = report.plot_learning_curves
-    monkeypatch.setattr(report, "plot_learning_curves", lambda path, history, title: (titles.append(title),
-                                                                                       plot(path, history, title)))
+    monkeypatch.setattr(report, "plot_learning_curves", lambda path, history, title, *kept: (
+        titles.append(title), plot(path, history, title, *kept)))
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
                    "--output", tmp_path / "run") == 0
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
@@ -1805,6 +1805,44 @@ def test_the_plots_say_what_was_scored_and_number_whole_epochs(tmp_path, blobs_n
     assert confusion.axes[0].get_title() == f"blobs, accuracy {accuracy:.2%}\nx_test/y_test of blobs.npz, n=100"
     assert confusion.axes[1].get_ylabel() == "examples"
     assert all(tick == int(tick) for ax in curves.axes for tick in ax.get_xticks())
+
+
+def test_the_learning_curves_mark_the_epoch_early_stopping_restored(tmp_path, monkeypatch):
+    """The curves of a model whose weights early stopping took from an earlier epoch run on past it,
+    and nothing said which epoch the model is: a dashed line on each panel marks it, "kept: epoch N".
+    A model with its last epoch's weights, or refit's new ones, has no such line."""
+    import matplotlib.figure
+
+    rng = np.random.default_rng(2)
+    noise = tmp_path / "noise.npz"  # labels that are pure noise: validation loss climbs within a few epochs
+    np.savez(noise, x_train=rng.normal(size=(300, 20)), y_train=rng.integers(0, 3, 300),
+             x_test=rng.normal(size=(50, 20)), y_test=rng.integers(0, 3, 50))
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path, **kwargs: saved.append(figure))
+
+    def marks(**settings) -> tuple[dict, list[list[tuple]], list[list[str]]]:
+        """What a run's manifest records of its training, and its learning curves' dashed lines and legend
+        texts, panel by panel."""
+        saved.clear()
+        config = train.TrainConfig(dataset="npz", data_path=str(noise), hidden=[128], lr=0.01, val_fraction=0.3,
+                                   progress=False, **settings)
+        train.run(config, output_dir=str(tmp_path / "out"), log=lambda *_: None)
+        curves = saved[0]
+        assert curves.axes[0].get_xlabel() == "epoch"
+        dashed = [[(line.get_label(), list(line.get_xdata())) for line in ax.get_lines()
+                   if line.get_linestyle() == "--"] for ax in curves.axes]
+        legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in curves.axes]
+        return read_manifest(tmp_path / "out" / "model.npz")["training"], dashed, legends
+
+    training, dashed, legends = marks(epochs=200, patience=3)
+    best = training["best_epoch"]
+    assert training["epochs_run"] == best + 3  # stopped early, back to the best epoch
+    assert dashed == [[(f"kept: epoch {best}", [best, best])]] * 2
+    assert legends == [["train", "validation", f"kept: epoch {best}"]] * 2
+    unmarked = ([[]] * 2, [["train", "validation"]] * 2)
+    assert marks(epochs=best + 2)[1:] == unmarked  # no early stopping: the last epoch's weights
+    assert marks(epochs=1, patience=3)[1:] == unmarked  # the best epoch was the last: nothing restored
+    assert marks(epochs=200, patience=3, refit=True)[1:] == unmarked  # new weights, trained for the best count
 
 
 def test_a_confusion_plot_of_many_classes_writes_no_text_per_cell(tmp_path, monkeypatch):

@@ -122,8 +122,10 @@ def _pyplot():
     return plt
 
 
-def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
-    """Train and validation loss (and accuracy, for classifiers) per epoch."""
+def plot_learning_curves(path: Path, history: list[dict], title: str, kept_epoch: int | None = None) -> None:
+    """Train and validation loss (and accuracy, for classifiers) per epoch. ``kept_epoch``: the earlier
+    epoch whose weights early stopping restored, marked on each panel, since the curves run on past
+    the model's own figures."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     epochs = [row["epoch"] for row in history]
@@ -135,6 +137,8 @@ def plot_learning_curves(path: Path, history: list[dict], title: str) -> None:
             values = [row.get(f"{split}_{metric}") for row in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", markersize=3, label="validation" if split == "val" else split)
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, color="0.4", linestyle="--", linewidth=1, label=f"kept: epoch {kept_epoch}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5 on a short run
         ax.set_ylabel(metric if has_accuracy or metric != "loss" else "loss (MSE of the standardised target)")

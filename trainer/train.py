@@ -700,6 +700,14 @@ def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: l
     }
 
 
+def restored_epoch(training: dict) -> int | None:
+    """The epoch whose weights early stopping restored, as a manifest's ``training`` records it; None
+    when the model holds its last epoch's weights (no early stopping, or the best epoch was the last)
+    or the weights refit trained afresh."""
+    restored = training["config"]["patience"] is not None and not training["refit_epochs"]
+    return training["best_epoch"] if restored and training["best_epoch"] != training["epochs_run"] else None
+
+
 def score(model: Model, x: np.ndarray, y: np.ndarray, split: str) -> dict:
     """Metrics of a loaded model file on raw inputs, through the forward module the service uses."""
     if model.task == "classification":
@@ -725,7 +733,7 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     if make_plots and history:
         title = f"{manifest['name']} v{version}" if published else manifest["name"]
         searched = [row for row in history if not row.get("refit")]
-        report.plot_learning_curves(folder / CURVES_FILE, searched, title)
+        report.plot_learning_curves(folder / CURVES_FILE, searched, title, restored_epoch(manifest["training"]))
         if "confusion" in metrics:
             scored = f"{title}, accuracy {metrics['accuracy']:.2%}\n{metrics['split']}, n={metrics['n']:,}"
             report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, scored)
