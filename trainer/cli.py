@@ -184,6 +184,31 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                         help="progress bars (training and downloads); --no-progress: one line per epoch")
 
 
+def add_shape_flags(parser: argparse.ArgumentParser) -> None:
+    """The sizes a dataset would give the network, for a command that needs no data."""
+    parser.add_argument("--inputs", type=positive_int, help="input size without a dataset (default 784)")
+    parser.add_argument("--outputs", type=positive_int, help="output size without a dataset (default 10)")
+    parser.add_argument("--task-kind", choices=["classification", "regression"],
+                        help="without a dataset (default: classification)")
+
+
+def _build_mlp_arguments(args: argparse.Namespace, values: dict, config) -> dict:
+    """``build_mlp``'s arguments (the seed aside) for the network a ``train`` run with these flags
+    would build: its input and output sizes come from the dataset when one is named (flag or config
+    file), else from --inputs/--outputs/--task-kind."""
+    shape_flags = [f"--{flag}" for flag in ("inputs", "outputs", "task-kind")
+                   if getattr(args, flag.replace("-", "_")) is not None]
+    file_flags = [f"--{key.replace('_', '-')}" for key in ("data_path", "target") if values.get(key) is not None]
+    if file_flags and "dataset" not in values:  # the file would be passed over for the default shape
+        raise CommandError(f"{', '.join(file_flags)} {'describe' if len(file_flags) > 1 else 'describes'} a csv or "
+                           "npz file: add --dataset csv or --dataset npz")
+    if "dataset" in values:
+        if shape_flags:
+            raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
+        return train.dataset_network_arguments(config, train.load_config_dataset(config))
+    return train.network_arguments(config, args.inputs or 784, args.outputs or 10, args.task_kind or "classification")
+
+
 def config_values(args: argparse.Namespace) -> dict:
     """The TrainConfig keys that the config file and the flags set (flags win)."""
     values: dict = {}
@@ -551,27 +576,13 @@ def _overfit_clue(history: list[dict], loss: float, config, y: np.ndarray, class
 
 
 def cmd_summary(args) -> int:
-    """The network a ``train`` run with these flags would build: its input and output sizes come
-    from the dataset when one is named (flag or config file), else from --inputs/--outputs."""
+    """The network a ``train`` run with these flags would build (see ``_build_mlp_arguments``)."""
     values = config_values(args)
     config = config_from_args(args, values)
-    shape_flags = [f"--{flag}" for flag in ("inputs", "outputs", "task-kind")
-                   if getattr(args, flag.replace("-", "_")) is not None]
-    file_flags = [f"--{key.replace('_', '-')}" for key in ("data_path", "target") if values.get(key) is not None]
-    if file_flags and "dataset" not in values:  # the file would be passed over for the default shape
-        raise CommandError(f"{', '.join(file_flags)} {'describe' if len(file_flags) > 1 else 'describes'} a csv or "
-                           "npz file: add --dataset csv or --dataset npz")
     from .network import outline_mlp
 
-    if "dataset" in values:
-        if shape_flags:
-            raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
-        arguments = train.dataset_network_arguments(config, train.load_config_dataset(config))
-    else:
-        arguments = train.network_arguments(config, args.inputs or 784, args.outputs or 10,
-                                            args.task_kind or "classification")
     # Worked out from the sizes, not built: a network too large to train is shown as well.
-    say(outline_mlp(**arguments).summary(config.batch_size))
+    say(outline_mlp(**_build_mlp_arguments(args, values, config)).summary(config.batch_size))
     return 0
 
 
@@ -627,10 +638,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("summary", help="print the network's layers, shapes and parameter counts")
     add_train_flags(p)
-    p.add_argument("--inputs", type=positive_int, help="input size without a dataset (default 784)")
-    p.add_argument("--outputs", type=positive_int, help="output size without a dataset (default 10)")
-    p.add_argument("--task-kind", choices=["classification", "regression"],
-                   help="without a dataset (default: classification)")
+    add_shape_flags(p)
     p.set_defaults(func=cmd_summary)
     return parser
 
