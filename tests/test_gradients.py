@@ -1,6 +1,8 @@
 """Backward passes against numerical gradients: float64, random shapes under a fixed seed,
 every parameter of every layer type, every activation, both losses."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -229,3 +231,74 @@ def test_gradcheck_names_the_component_whose_backward_raises(monkeypatch, capsys
     assert "(in missing_transpose, test_gradients.py:" in out
     assert "Activation(relu)  " in out and "MSE  " in out  # the other checks ran
     assert "GRADIENT CHECK FAILED" in out
+
+
+def gradcheck_rows(out: str) -> dict[str, list[str]]:
+    """The table rows of gradcheck's output (from its rule to its verdict), keyed by the array they
+    compare: [shape, error, result]."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("---")) + 1
+    rows = [line.split() for line in itertools.takewhile(lambda line: "gradients match" not in line, lines[start:])]
+    return {words[-4]: words[-3:] for words in rows}
+
+
+def test_gradcheck_checks_the_network_trains_flags_build_at_its_real_size(capsys):
+    """cs231n's sparse check: a sample of each array's entries, on the network as it will be trained."""
+    from trainer import cli
+
+    assert cli.main(["gradcheck", "--hidden", "256", "128", "--activation", "leaky_relu", "--batchnorm",
+                     "--dropout", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "at 20 entries sampled at random from each parameter array" in out.splitlines()[0]
+    assert "(dropout1): Dropout(rate=0.2)" in out and "Activation(leaky_relu(alpha=0.01))" in out
+    assert {name: shape for name, (shape, _, _) in gradcheck_rows(out).items()} == {
+        "dense1.weight": "784x256", "dense1.bias": "256", "bn1.gamma": "256", "bn1.beta": "256",
+        "dense2.weight": "256x128", "dense2.bias": "128", "bn2.gamma": "128", "bn2.beta": "128",
+        "dense3.weight": "128x10", "dense3.bias": "10"}
+    assert "10/10 gradients match" in out and out.endswith("all gradients match\n")
+
+
+def test_gradcheck_of_a_network_names_the_array_a_wrong_backward_breaks(monkeypatch, capsys):
+    """Batch norm's gamma gradient off by 1 % (its input gradient right): only the gamma arrays fail."""
+    from trainer import cli
+
+    backward = BatchNorm.backward
+
+    def gamma_off(self, grad_out):
+        grad_in = backward(self, grad_out)
+        self.grads["gamma"] *= 1.01
+        return grad_in
+
+    monkeypatch.setattr(BatchNorm, "backward", gamma_off)
+    assert cli.main(["gradcheck", "--hidden", "32", "16", "--batchnorm", "--samples", "5"]) == 1
+    out = capsys.readouterr().out
+    assert [name for name, (_, _, result) in gradcheck_rows(out).items() if result == "FAIL"] == ["bn1.gamma",
+                                                                                                  "bn2.gamma"]
+    assert "GRADIENT CHECK FAILED" in out
+
+
+def test_gradcheck_honours_a_config_files_network_and_dataset(tmp_path, capsys):
+    """The layers come from the config file, the input and output sizes from the dataset it names."""
+    from trainer import cli
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x=rng.standard_normal((60, 7)).astype(np.float32), y=rng.integers(0, 3, 60))
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "npz"\ndata_path = "{data}"\nhidden = [6, 5]\nactivation = "tanh"\n'
+                      'init = "xavier_normal"\ndropout = 0.5\nseed = 4\n')
+    assert cli.main(["gradcheck", "--config", str(config), "--samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "at 3 entries sampled at random" in out and "(seed 4)" in out
+    assert "Dense(7 -> 6, init=xavier_normal)" in out and "(act1): Activation(tanh)" in out
+    assert "(dropout2): Dropout(rate=0.5)" in out
+    assert {name: shape for name, (shape, _, _) in gradcheck_rows(out).items()} == {
+        "dense1.weight": "7x6", "dense1.bias": "6", "dense2.weight": "6x5", "dense2.bias": "5",
+        "dense3.weight": "5x3", "dense3.bias": "3"}
+
+
+def test_gradcheck_refuses_samples_without_a_network(capsys):
+    from trainer import cli
+
+    assert cli.main(["gradcheck", "--samples", "5"]) == 2
+    assert "--samples" in capsys.readouterr().err

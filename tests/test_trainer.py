@@ -2218,7 +2218,7 @@ def test_hidden_layer_options_without_hidden_layers_are_refused(tmp_path, blobs_
     """They were accepted and ignored, and the manifest recorded batchnorm: true for a network without it."""
     config = tmp_path / "run.toml"
     config.write_text(toml)
-    for command in ("train", "overfit", "summary"):
+    for command in ("train", "overfit", "summary", "gradcheck"):
         assert refused(capsys, command, "--config", config, "--dataset", "npz", "--data-path", blobs_npz, *flags,
                        "--no-progress", *(["--output", tmp_path / "run"] if command == "train" else [])) == (
             f"invalid config: hidden is empty, and these options act on hidden layers: {keys}; leave them unset (take "

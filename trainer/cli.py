@@ -56,6 +56,7 @@ except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so
     raise SystemExit(2) from None
 from .datasets import DATASETS, DatasetError
 from .download import DownloadError, sha256_file
+from .gradcheck import ROWS, SAMPLES, run_gradcheck
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
@@ -133,7 +134,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")
 
 
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
+def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = None) -> None:
+    """Every TrainConfig key as a flag, and --config; ``seed_help`` says what --seed seeds, for a
+    command that draws other things than a training run does."""
     add_data_flags(parser)
     parser.add_argument("--image", choices=["digit", "garment"],
                         help="npz: x holds pictures (n, height, width) of digits or garments: train on what the "
@@ -176,9 +179,9 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
                              "at the learning rates of those epochs")
-    parser.add_argument("--seed", type=int, help="seeds the weights, the shuffling, dropout and augmentation, the "
-                                                 "validation split, and the held-out test rows of a dataset without "
-                                                 "a test split of its own (a csv, an npz, wine-quality)")
+    parser.add_argument("--seed", type=int, help=seed_help or (
+        "seeds the weights, the shuffling, dropout and augmentation, the validation split, and the held-out test "
+        "rows of a dataset without a test split of its own (a csv, an npz, wine-quality)"))
     parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (training and downloads); --no-progress: one line per epoch")
@@ -459,9 +462,21 @@ def _classes_of(model, dataset, what: str, *, known_dataset: bool = False):
 
 
 def cmd_gradcheck(args) -> int:
-    from .gradcheck import run_gradcheck
+    """Every component on small random shapes; with ``train``'s flags or a config file, the network
+    that run would build, in float64 at its real size, at --samples entries of each parameter array."""
+    values = config_values(args)
+    shape_given = any(getattr(args, flag) is not None for flag in ("inputs", "outputs", "task_kind"))
+    if not shape_given and set(values) <= {"seed"}:
+        if args.samples is not None:
+            raise CommandError("--samples counts the entries checked of each parameter array of a network: describe "
+                               "it with train's flags (--hidden 256 128, say) or --config")
+        ok = run_gradcheck(verbose=True, seed=values.get("seed", 0))
+    else:
+        from .network import build_mlp
 
-    ok = run_gradcheck(verbose=True, seed=args.seed)
+        config = config_from_args(args, values)
+        network = build_mlp(**_build_mlp_arguments(args, values, config), seed=config.seed, dtype=np.float64)
+        ok = run_gradcheck(verbose=True, seed=config.seed, network=network, samples=args.samples or SAMPLES)
     say("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
     return 0 if ok else 1
 
@@ -627,8 +642,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=positive_int, help="version to score (default: the latest)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = commands.add_parser("gradcheck", help="compare analytic and numerical gradients of every component")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random shapes and values checked (default 0)")
+    p = commands.add_parser(
+        "gradcheck", help="compare analytic and numerical gradients of every component, or of your network",
+        description="Without options: every layer type, activation and loss, and a few small networks, on random "
+                    "shapes. With train's flags or --config: the network that train run would build, in float64 at "
+                    "its real size, at --samples entries drawn at random from each parameter array, on a batch of "
+                    f"{ROWS} random rows; the flags that do not shape the network (--lr, --epochs, ...) change "
+                    "nothing, so a train command line can be checked as it is. The network's input and output sizes "
+                    "come from the dataset when one is named (flag or config file), read as train reads it "
+                    "(downloaded if it is not at hand), else from --inputs, --outputs and --task-kind.")
+    add_train_flags(p, seed_help="seeds the random shapes and values checked; with a network, its weights (as train "
+                                 "draws them), the batch and the entries checked (default 0, or the config file's)")
+    add_shape_flags(p)
+    p.add_argument("--samples", type=positive_int,
+                   help=f"entries checked of each parameter array of your network (default {SAMPLES})")
     p.set_defaults(func=cmd_gradcheck)
 
     p = commands.add_parser("overfit", help="check that the network memorises a tiny subset")

@@ -6,6 +6,9 @@ parameter's gradient and the input gradient with ``(f(p + h) - f(p - h)) / 2h``.
 reported is ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1e-3)`` per array. Random
 shapes and values come from one seeded generator, so a run is reproducible.
 
+A network at its real size (784-256-128-10 has 235,146 parameters, each two forward passes) is
+checked as cs231n's sparse gradient check does: a random sample of each parameter array's entries.
+
 ``python -m trainer gradcheck`` calls :func:`run_gradcheck`.
 """
 
@@ -29,6 +32,8 @@ H = 1e-5  # the step of the central differences
 # error meaningless: the numeric side is rounding noise (~1e-10). Below this magnitude the
 # error is measured against the floor instead.
 ABSOLUTE_FLOOR = 1e-3
+SAMPLES = 20  # entries checked of each parameter array of a network at its real size
+ROWS = 8  # the batch such a network is checked on
 
 
 @dataclass
@@ -48,27 +53,31 @@ def _relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     return float(np.abs(analytic - numeric).max(initial=0.0) / scale)
 
 
-def _numeric_grad(f: Callable[[], float], array: np.ndarray, h: float) -> np.ndarray:
-    """Central differences of ``f`` with respect to every element of ``array`` (perturbed in place)."""
-    grad = np.zeros(array.shape, dtype=np.float64)
-    flat, out = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
+def _numeric_grad(f: Callable[[], float], array: np.ndarray, h: float,
+                  indices: np.ndarray | None = None) -> np.ndarray:
+    """Central differences of ``f`` with respect to every element of ``array`` (perturbed in place),
+    shaped as ``array``; given flat ``indices``, with respect to those elements only, in their order."""
+    flat = array.reshape(-1)
+    grad = np.zeros(flat.size if indices is None else indices.size, dtype=np.float64)
+    for k, i in enumerate(range(flat.size) if indices is None else indices):
         saved = flat[i]
         flat[i] = saved + h
         f_plus = f()
         flat[i] = saved - h
         f_minus = f()
         flat[i] = saved
-        out[i] = (f_plus - f_minus) / (2 * h)
-    return grad
+        grad[k] = (f_plus - f_minus) / (2 * h)
+    return grad.reshape(array.shape) if indices is None else grad
+
+
+def _row(component: str, param: str, shape: tuple, analytic: np.ndarray, numeric: np.ndarray, tol: float) -> Row:
+    err = _relative_error(analytic, numeric)
+    return Row(component, param, tuple(shape), err, bool(err < tol))
 
 
 def _rows(component: str, pairs: dict[str, tuple[np.ndarray, np.ndarray]], tol: float) -> list[Row]:
-    rows = []
-    for param, (analytic, numeric) in pairs.items():
-        err = _relative_error(analytic, numeric)
-        rows.append(Row(component, param, tuple(analytic.shape), err, bool(err < tol)))
-    return rows
+    return [_row(component, param, analytic.shape, analytic, numeric, tol)
+            for param, (analytic, numeric) in pairs.items()]
 
 
 def check_layer(layer: Layer, x: np.ndarray, training: bool = True, label: str | None = None,
@@ -107,10 +116,12 @@ def check_loss(loss: Loss, output: np.ndarray, target: np.ndarray, label: str | 
     return _rows(label or repr(loss), {"output": (analytic, numeric)}, tol)
 
 
-def check_network(network: Network, x: np.ndarray, y: np.ndarray, label: str = "network",
-                  seed: int = 0, h: float = H, tol: float = TOLERANCE) -> list[Row]:
+def check_network(network: Network, x: np.ndarray, y: np.ndarray, label: str | None = None,
+                  seed: int = 0, h: float = H, tol: float = TOLERANCE, samples: int | None = None) -> list[Row]:
     """Check every parameter gradient of a float64 ``network`` on the batch ``(x, y)`` in
-    training mode. Dropout layers are reseeded before each forward so the mask stays fixed."""
+    training mode: all of each array's entries, or ``samples`` of them drawn at random (all of a
+    smaller array). Dropout layers are reseeded before each forward so the mask stays fixed.
+    Each row is named ``label``, or by the layer that holds the array."""
     dropouts = [layer for layer in network.layers if isinstance(layer, Dropout)]
 
     def reset():
@@ -124,9 +135,29 @@ def check_network(network: Network, x: np.ndarray, y: np.ndarray, label: str = "
     network.zero_grad()
     f()
     network.backward()
-    grads = {k: g.copy() for k, g in network.grads().items()}
-    pairs = {name: (grads[name], _numeric_grad(f, p, h)) for name, p in network.params().items()}
-    return _rows(label, pairs, tol)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for layer in network.layers:
+        for key, param in layer.params.items():
+            indices = np.arange(param.size) if samples is None else \
+                rng.choice(param.size, min(samples, param.size), replace=False)
+            analytic = layer.grads[key].reshape(-1)[indices]
+            numeric = _numeric_grad(f, param, h, indices)
+            rows.append(_row(label or repr(layer), f"{layer.name}.{key}", param.shape, analytic, numeric, tol))
+    return rows
+
+
+def check_sampled(network: Network, samples: int = SAMPLES, seed: int = 0) -> list[Row]:
+    """cs231n's sparse gradient check of a float64 ``network`` at its real size: ``samples`` entries
+    of each parameter array, on a batch of ``ROWS`` random rows with random labels or targets.
+    Batch norm's gamma and beta are drawn at random first: at 1 and 0, as built, they would hide a
+    backward that leaves them out. A forward or backward that raises gives one failed row."""
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, BatchNorm):
+            _draw_gamma_and_beta(layer, rng)
+    x, y = rng.standard_normal((ROWS, network.in_features)), _random_targets(network, ROWS, rng)
+    return _guarded("network", lambda: check_network(network, x, y, seed=seed, samples=samples))
 
 
 def gradcheck(target, x: np.ndarray | None = None, y: np.ndarray | None = None, *, seed: int = 0,
@@ -157,12 +188,31 @@ def gradcheck(target, x: np.ndarray | None = None, y: np.ndarray | None = None, 
     if x is None:
         x = rng.standard_normal((n, network.in_features))
     if y is None:
-        out_features = network.layers[-1].output_features(0) if isinstance(network.layers[-1], Dense) else None
-        if network.task == "classification":
-            y = rng.integers(0, out_features, n)
-        else:
-            y = rng.standard_normal((n, out_features))
+        y = _random_targets(network, n, rng)
     return check_network(network, x, y, label or "network", seed=seed, tol=tol)
+
+
+def _random_targets(network: Network, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random class labels for a classifier, or targets of shape (n, outputs) for a regression."""
+    out_features = network.layers[-1].output_features(0) if isinstance(network.layers[-1], Dense) else None
+    if network.task == "classification":
+        return rng.integers(0, out_features, n)
+    return rng.standard_normal((n, out_features))
+
+
+def _draw_gamma_and_beta(bn: BatchNorm, rng: np.random.Generator) -> None:
+    """Give ``bn`` a random gamma of either sign, away from 0, and a random beta."""
+    bn.params["gamma"][...] = rng.uniform(0.5, 2.0, bn.features) * rng.choice([-1.0, 1.0], bn.features)
+    bn.params["beta"][...] = rng.standard_normal(bn.features)
+
+
+def _guarded(label: str, run: Callable[[], list[Row]]) -> list[Row]:
+    """The rows of ``run()``, or one failed row for ``label`` if it raises (a shape mismatch from a
+    missing transpose), naming the error and the line that raised."""
+    try:
+        return run()
+    except Exception as e:  # noqa: BLE001 - any error in a component is that component's failure
+        return [Row(label, "-", (), float("inf"), False, f"{type(e).__name__}: {e}{_where(e)}")]
 
 
 def default_checks(seed: int = 0) -> list[Row]:
@@ -179,8 +229,7 @@ def default_checks(seed: int = 0) -> list[Row]:
     def batchnorm() -> BatchNorm:
         # A fresh layer's gamma = 1 and beta = 0 would hide a backward that leaves gamma out.
         bn = BatchNorm(size(), dtype=f64)
-        bn.params["gamma"][...] = rng.uniform(0.5, 2.0, bn.features) * rng.choice([-1.0, 1.0], bn.features)
-        bn.params["beta"][...] = rng.standard_normal(bn.features)
+        _draw_gamma_and_beta(bn, rng)
         return bn
 
     def batchnorm_eval() -> BatchNorm:
@@ -192,11 +241,7 @@ def default_checks(seed: int = 0) -> list[Row]:
     rows: list[Row] = []
 
     def check(label: str, run: Callable[..., list[Row]], *args, **kwargs) -> None:
-        """The rows of ``run(*args, label=label, **kwargs)``, or one failed row if it raises."""
-        try:
-            rows.extend(run(*args, label=label, **kwargs))
-        except Exception as e:  # noqa: BLE001 - any error in a component is that component's failure
-            rows.append(Row(label, "-", (), float("inf"), False, f"{type(e).__name__}: {e}{_where(e)}"))
+        rows.extend(_guarded(label, lambda: run(*args, label=label, **kwargs)))
 
     check("Dense", gradcheck, Dense(size(), size(), rng=rng, dtype=f64, name="dense"), seed=seed)
     for name in ACTIVATIONS:
@@ -230,12 +275,18 @@ def _where(error: BaseException) -> str:
     return f" (in {frames[-1].name}, {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
 
 
-def method_line(seed: int) -> str:
-    """What the table compares, in words, for the line above it."""
+def method_line(seed: int, samples: int | None = None) -> str:
+    """What the table compares, in words, for the line above it: ``samples`` entries of each array
+    of a network at its real size, or (None) every entry of small random components."""
+    where, over = "on random shapes and values", "per array"
+    if samples is not None:
+        where = (f"at {samples} entries sampled at random from each parameter array (all of a smaller one), on a batch "
+                 f"of {ROWS} random rows in training mode, any dropout mask held fixed")
+        over = "over each array's sampled entries"
     return (f"Each gradient of backward() against central differences (f(x+h) - f(x-h)) / 2h, h = {H:g}, in "
-            f"float64, on random shapes and values (seed {seed}). The error is max|analytic - numeric| / "
-            f"max(max|analytic|, max|numeric|, {ABSOLUTE_FLOOR:g}) per array: a correct backward gives about 1e-7 or less, "
-            f"a wrong one 1e-2 or more; the tolerance is {TOLERANCE:.0e}.")
+            f"float64, {where} (seed {seed}). The error is max|analytic - numeric| / "
+            f"max(max|analytic|, max|numeric|, {ABSOLUTE_FLOOR:g}) {over}: a correct backward gives about 1e-7 or "
+            f"less, a wrong one 1e-2 or more; the tolerance is {TOLERANCE:.0e}.")
 
 
 def format_table(rows: list[Row]) -> str:
@@ -254,9 +305,12 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run_gradcheck(verbose: bool = True, seed: int = 0) -> bool:
-    """Run :func:`default_checks`; print the table when ``verbose``. True when every gradient matches."""
-    rows = default_checks(seed)
+def run_gradcheck(verbose: bool = True, seed: int = 0, network: Network | None = None,
+                  samples: int = SAMPLES) -> bool:
+    """Run :func:`default_checks`, or :func:`check_sampled` on a float64 ``network``; print the
+    table when ``verbose`` (below the network, if one is checked). True when every gradient matches."""
+    rows = default_checks(seed) if network is None else check_sampled(network, samples, seed)
     if verbose:
-        print(method_line(seed), format_table(rows), sep="\n\n")
+        above = [method_line(seed)] if network is None else [method_line(seed, samples), repr(network)]
+        print(*above, format_table(rows), sep="\n\n")
     return all(r.passed for r in rows)
