@@ -45,10 +45,18 @@ def tanh(x: np.ndarray, *, out: np.ndarray) -> np.ndarray:
     return np.tanh(x, out=out)
 
 
+# Rows of up to this many classes have their maximum taken a column at a time; beyond it one
+# strided pass per class costs more than the row-wise walk (10,000 rows of 100 classes: 0.87 ms
+# against 0.57; of 1,000 classes: 38 ms against 1.6).
+COLUMNWISE_MAX_CLASSES = 32
+
+
 def row_max(x: np.ndarray) -> np.ndarray:
     """The largest value of each row of ``x`` (n, k), as shape (n, 1), NaN where a row holds one.
-    Taken a column at a time: ``x.max(axis=1)`` walks each short row on its own, 20x slower on
-    10,000 rows of 10 classes (1.0 ms against 0.05)."""
+    For a few classes it is taken a column at a time: ``x.max(axis=1)`` walks each short row on
+    its own, 20x slower on 10,000 rows of 10 classes (1.0 ms against 0.05)."""
+    if x.shape[1] > COLUMNWISE_MAX_CLASSES:
+        return x.max(axis=1, keepdims=True)
     return functools.reduce(np.maximum, x.T)[:, np.newaxis]
 
 

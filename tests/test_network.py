@@ -429,7 +429,7 @@ def test_summary_shows_the_shapes_the_forward_pass_produces(monkeypatch):
         net.summary(batch_size=128)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (6, 1), (7, 3), (300, 10), (0, 5)])
+@pytest.mark.parametrize("shape", [(1, 1), (6, 1), (7, 3), (300, 10), (0, 5), (40, 33), (20, 1000), (0, 1000)])
 def test_row_max_is_each_rows_maximum_nan_included(shape):
     x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     if x.size > 4:
