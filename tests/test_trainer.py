@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import io
@@ -1651,6 +1652,64 @@ def test_a_second_ctrl_c_while_the_curves_are_drawn_stops_at_once_keeping_the_me
     assert drawn == [[1, 2]] and os.listdir(folder) == ["metrics.jsonl"]
     assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_stopped_in_its_refit_counts_the_epochs_its_curves_show(tmp_path, blobs_npz, monkeypatch, capsys):
+    """The stop's line counted refit's retraining epochs with the validation run's ("7 finished
+    epochs" of a 5-epoch run whose curves show 5): it names the refit's apart."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    train_epoch, calls = train._train_epoch, []
+
+    def ctrl_c_in_the_refits_third_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5 + 3:
+            raise KeyboardInterrupt
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_epoch", ctrl_c_in_the_refits_third_epoch)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 5,
+                   "--val-fraction", 0.2, "--refit", "--no-progress", "--output", tmp_path / "out") == 130
+    err, (folder,) = capsys.readouterr().err, list((tmp_path / "tmp").iterdir())
+    assert err.endswith("interrupted: no model was saved; metrics.jsonl and learning_curves.png of the 5 finished "
+                        f"epochs (and in metrics.jsonl 2 of the refit) are kept in {folder}\n"), err
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["epoch"], line.get("refit", False)) for line in lines] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False), (1, True), (2, True)]
+
+
+def test_a_temporary_directory_that_cannot_be_used_costs_the_kept_metrics_not_the_run(tmp_path, blobs_npz, monkeypatch,
+                                                                                    capsys):
+    """The epochs' lines kept for a stopped run went to $TMPDIR, and a full one failed the run after
+    its epoch (exit 2, nothing published), a run that before wrote nothing there. Keeping them is
+    given up with a note instead, and the run publishes."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    append_epoch = train.report.append_epoch
+
+    def full_after_two_epochs(path, row):
+        if row["epoch"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        append_epoch(path, row)
+
+    monkeypatch.setattr(train.report, "append_epoch", full_after_two_epochs)
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 4,
+                   "--no-progress", "--publish", "--registry", tmp_path / "models") == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"note: cannot write the epochs' metrics into \S+/tmp/scratchnet-blobs-\w+ \(No space left on "
+                     r"device\); a run stopped from now on keeps no metrics of its epochs, and this one trains on\n",
+                     out + err), out + err
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "models/blobs/1/metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "epoch"] == [1, 2, 3, 4]
+
+    monkeypatch.setattr(train.report, "append_epoch", append_epoch)
+    monkeypatch.setattr(tempfile, "tempdir", str(blobs_npz))  # a file: no folder can be made in it
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 2,
+                   "--no-progress", "--publish", "--registry", tmp_path / "models") == 0
+    out, err = capsys.readouterr()
+    assert f"note: cannot make a folder for the epochs' metrics in {blobs_npz} (Not a directory)" in out + err
+    assert (tmp_path / "models/blobs/2/model.npz").is_file()
 
 
 def folder_contents(folder: Path) -> dict:

@@ -265,9 +265,12 @@ def _recording_published(args: argparse.Namespace, registry: str):
 def _recording_kept(args: argparse.Namespace):
     """The ``on_kept`` that notes in ``args`` what a stopped run kept of its finished epochs, and where,
     for ``_stopped`` to tell."""
-    def record(folder: Path, epochs: int, files: list[str]) -> None:
-        args.kept = (f"{' and '.join(files)} of the {epochs} finished epoch{'s' if epochs > 1 else ''} "
-                     f"{'are' if len(files) > 1 else 'is'} kept in {folder}")
+    def record(folder: Path, rows: list[dict], files: list[str]) -> None:
+        searched = len(train.searched_epochs(rows))
+        epochs = f"the {searched} finished epoch{'s' if searched > 1 else ''}"
+        if refit := len(rows) - searched:  # metrics.jsonl holds the retraining's too; the curves do not
+            epochs += f" (and in metrics.jsonl {refit} of the refit)"
+        args.kept = f"{' and '.join(files)} of {epochs} {'are' if len(files) > 1 else 'is'} kept in {folder}"
     return record
 
 

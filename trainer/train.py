@@ -661,7 +661,7 @@ def make_manifest(name: str, config: TrainConfig, prepared: Prepared, history: l
     dataset = prepared.dataset
     output = ({"labels": list(dataset.labels)} if dataset.task == "classification"
               else {"target": dataset.target, "scaling": prepared.target_scaling})
-    searched = [row for row in history if not row.get("refit")]
+    searched = searched_epochs(history)
     best_epoch = min(searched, key=lambda r: r.get("val_loss", math.inf))["epoch"] if searched else 0
     return {
         "name": name,
@@ -732,8 +732,8 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     report.write_metrics(folder / METRICS_FILE, history, metrics)
     if make_plots and history:
         title = f"{manifest['name']} v{version}" if published else manifest["name"]
-        searched = [row for row in history if not row.get("refit")]
-        report.plot_learning_curves(folder / CURVES_FILE, searched, title, restored_epoch(manifest["training"]))
+        report.plot_learning_curves(folder / CURVES_FILE, searched_epochs(history), title,
+                                    restored_epoch(manifest["training"]))
         if "confusion" in metrics:
             scored = f"{title}, accuracy {metrics['accuracy']:.2%}\n{metrics['split']}, n={metrics['n']:,}"
             report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, scored)
@@ -881,7 +881,7 @@ def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, pre
                      history: list[dict]) -> str:
     """Write a run that could not be published into a new temporary folder; say where, and how
     to publish it from there (or that it could not be kept either)."""
-    folder = Path(tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+    folder = temporary_folder(name)
     try:
         write_output(folder, arrays, manifest, prepared, history)
     except (OSError, ValueError) as e:
@@ -891,35 +891,67 @@ def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, pre
             f"python -m trainer publish {folder} --registry {registry}")
 
 
+def temporary_folder(name: str) -> Path:
+    """A new folder for model ``name`` in the system's temporary directory ($TMPDIR)."""
+    return Path(tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+
+
+def searched_epochs(history: list[dict]) -> list[dict]:
+    """The rows of the epochs that searched with a validation split, without refit's retraining."""
+    return [row for row in history if not row.get("refit")]
+
+
 @contextlib.contextmanager
-def kept_if_stopped(name: str, on_kept: Callable[[Path, int, list[str]], None]):
+def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], None], log=print):
     """Around the training: yields ``record(row)``, which adds each finished epoch's line to the
     metrics.jsonl of a new temporary folder. Training stopped by Ctrl-C or SIGTERM (which are not
     Exceptions) saves no model, and the folder is kept with the learning curves of those epochs:
-    ``on_kept(folder, epochs, files)`` says what it holds. Otherwise it is removed: the files of a
-    run that trained go where its model goes, and a run that failed leaves no folder behind."""
-    folder = Path(tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+    ``on_kept(folder, rows, files)`` says what it holds. Otherwise it is removed: the files of a
+    run that trained go where its model goes, and a run that failed leaves no folder behind.
+    Keeping them is a courtesy, not the run's work: a temporary directory that is full or cannot be
+    written to gets a note and no more lines, and the training goes on."""
     rows: list[dict] = []
 
+    def unkept(reason: str) -> None:
+        log(f"note: {reason}; a run stopped from now on keeps no metrics of its epochs, and this one trains on")
+
+    try:
+        folder: Path | None = temporary_folder(name)
+    except OSError as e:
+        folder = None
+        unkept(f"cannot make a folder for the epochs' metrics in {tempfile.gettempdir()} ({e.strerror or e})")
+
     def record(row: dict) -> None:
-        report.append_epoch(folder / METRICS_FILE, row)
+        nonlocal folder
         rows.append(row)
+        if folder is None:
+            return
+        try:
+            report.append_epoch(folder / METRICS_FILE, row)
+        except OSError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            unkept(f"cannot write the epochs' metrics into {folder} ({e.strerror or e})")
+            folder = None
 
     try:
         yield record
     except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     except BaseException:
+        if folder is None:
+            raise
         if not rows:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         try:
             _plot_stopped(folder, name, rows)
         finally:  # a second stop cuts the plot short, and still says where the metrics are
-            on_kept(folder, len(rows), [file for file in (METRICS_FILE, CURVES_FILE) if (folder / file).is_file()])
+            on_kept(folder, rows, [file for file in (METRICS_FILE, CURVES_FILE) if (folder / file).is_file()])
         raise
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
@@ -927,8 +959,7 @@ def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
     renamed: a second Ctrl-C while it is drawn leaves no half-written PNG."""
     partial = folder / f".{CURVES_FILE}"
     try:
-        report.plot_learning_curves(partial, [row for row in rows if not row.get("refit")],
-                                    f"{name}, stopped before its model was saved")
+        report.plot_learning_curves(partial, searched_epochs(rows), f"{name}, stopped before its model was saved")
         os.replace(partial, folder / CURVES_FILE)
     finally:
         partial.unlink(missing_ok=True)
@@ -961,7 +992,7 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print,
         on_published: Callable[[str, int], None] = lambda name, version: None,
-        on_kept: Callable[[Path, int, list[str]], None] = lambda folder, epochs, files: None,
+        on_kept: Callable[[Path, list[dict], list[str]], None] = lambda folder, rows, files: None,
         registry: str | Path | None = None) -> dict:
     """Train, export, score and save (``output_dir``, which must not be a version folder of
     ``registry`` or of any other registry) or publish (``publish_to`` registry; then
@@ -997,7 +1028,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     else:
         check_space(Path(output_dir or tempfile.gettempdir()), network, "write the model")
     log(network.summary(batch_rows(config, len(prepared.x_train))))
-    with kept_if_stopped(name, on_kept) as record:
+    with kept_if_stopped(name, on_kept, log) as record:
         history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log,
                       on_epoch=record)
         if config.refit and prepared.x_val is not None:
@@ -1018,7 +1049,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
                 from None
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
-        folder = Path(output_dir or tempfile.mkdtemp(prefix=f"scratchnet-{name}-"))
+        folder = Path(output_dir) if output_dir else temporary_folder(name)
         with removed_if_left_empty([] if output_dir else [folder]):  # the temporary folder made here
             result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
         result["path"] = str(folder)
