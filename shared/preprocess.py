@@ -172,7 +172,10 @@ def float32_within(values, high: float) -> bool:
     that the full checks must decide."""
     if not isinstance(values, np.ndarray) or values.dtype != np.float32 or values.size == 0:
         return False
-    return int(values.view(np.uint32).max()) <= int(np.float32(high).view(np.uint32))
+    bound = np.float32(high)
+    if float(bound) > high:  # rounded up to the nearest float32: the one below is the largest within
+        bound = np.nextafter(bound, np.float32(0))
+    return int(values.view(np.uint32).max()) <= int(bound.view(np.uint32))
 
 
 def _all_finite(array: np.ndarray) -> bool:

@@ -882,6 +882,9 @@ def test_float32_within_is_true_only_for_finite_float32_values_from_plus_zero_to
     assert not float32_within(inside.tolist(), 1.01)
     assert not float32_within(np.zeros((0, 4), np.float32), 1.01)
     assert float32_within(np.asfortranarray(np.full((3, 4), 0.25, np.float32)), 1.01)
+    # A bound the float32 nearest to it overshoots: that float32 is outside, the one below inside.
+    assert float(np.float32(0.1)) > 0.1 and not float32_within(np.array([0.1], np.float32), 0.1)
+    assert float32_within(np.array([np.nextafter(np.float32(0.1), np.float32(0))]), 0.1)
 
 
 def test_validate_vectors_skips_the_finite_check_only_where_the_caller_has_made_it():
