@@ -78,6 +78,26 @@ def test_repr_and_summary():
     assert "200,960" in table and "total parameters: 235,146" in table
 
 
+@pytest.mark.parametrize("rows", [2, 6])
+def test_a_summary_between_a_forward_and_its_backward_leaves_the_gradients_as_they_were(rows):
+    """The summary ran its probe batch of two rows through the layers themselves, overwriting what
+    they keep for the backward pass: the gradients of a two-row batch came out wrong, silently, and
+    a backward after any other batch failed."""
+    x, y = batch(rows, 5, classes=3, seed=rows)
+
+    def gradients(summary_between: bool) -> dict:
+        net = build_mlp([5, 4, 3], batchnorm=True, dropout=0.3, dtype=np.float64, seed=2)
+        net.loss.forward(net.forward(x, training=True), y)  # dropout's mask drawn from the seed
+        if summary_between:
+            net.summary()
+        net.backward()
+        return {name: grad.copy() for name, grad in net.grads().items()}
+
+    plain, probed = gradients(False), gradients(True)
+    for name in plain:
+        np.testing.assert_array_equal(probed[name], plain[name], err_msg=name)
+
+
 @pytest.mark.parametrize("kwargs", [
     {}, {"batchnorm": True, "dropout": 0.2}, {"sizes": [5, 3]},
     {"sizes": [11, 32, 32, 1], "task": "regression", "activation": "leaky_relu(alpha=0.1)", "init": "xavier_uniform"},

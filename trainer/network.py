@@ -11,6 +11,7 @@ d(loss)/d(its output) into d(loss)/d(its input).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,9 +239,10 @@ class Network:
 
     def outline(self) -> "Outline":
         """The network as its summary shows it. The output sizes are the ones the forward pass
-        produces: a two-row batch runs through the layers (inference mode, so no state changes),
-        and a layer whose forward fails or returns another shape than it declares raises a
-        ValueError naming it."""
+        produces: a two-row batch runs through copies of the layers in inference mode, so that
+        what the layers hold for the next backward pass is left as it was (a summary may be printed
+        between a forward and its backward), and a layer whose forward fails or returns another
+        shape than it declares raises a ValueError naming it."""
         features = self.in_features
         probe = np.zeros((2, features), dtype=self.layers[0].dtype if self.layers else np.float32)
         layers = []
@@ -298,9 +300,14 @@ class Outline:
 
 
 def _probe(layer: Layer, x: np.ndarray, features: int) -> np.ndarray:
-    """``layer``'s inference-mode output for ``x``, checked to have the ``features`` it declares."""
+    """``layer``'s inference-mode output for ``x``, checked to have the ``features`` it declares. The
+    forward runs on a shallow copy with scratch arrays of its own: it shares the parameters, but
+    what it keeps for a backward pass (its input, dropout's mask, batch norm's statistics) and the
+    outputs it writes are the copy's, not the layer's."""
+    probe = copy.copy(layer)
+    probe._scratch = {}
     try:
-        y = layer.forward(x.copy(), training=False)
+        y = probe.forward(x.copy(), training=False)
     except (ValueError, IndexError) as e:
         raise ValueError(f"{layer.name}: forward fails on input of shape {x.shape}: {e}") from None
     if y.shape != (x.shape[0], features):
