@@ -1,10 +1,10 @@
 """Weight initialisers: ``init(shape, rng, dtype) -> ndarray`` for a weight of shape (fan_in, fan_out).
 
 Values are drawn in float64 from the given ``np.random.Generator`` and then cast, so a float64
-twin of a float32 network (used by the gradient check) starts from exactly the same weights. They
-are drawn a block at a time into the weight itself, so drawing takes no more memory than the weight
-(a float64 draw of the whole weight would take twice as much again); the values are the same as one
-draw of the whole.
+twin of a float32 network (used by the gradient check) starts from the same draw: the float32
+weights are the twin's, rounded. They are drawn a block at a time into the weight itself, so
+drawing takes no more memory than the weight (a float64 draw of the whole weight would take twice
+as much again); the values are the same as one draw of the whole.
 
 - ``he_normal`` / ``he_uniform``: variance ``2 / fan_in`` (He et al. 2015), for ReLU-like units.
 - ``xavier_normal`` / ``xavier_uniform`` (aliases ``glorot_*``): variance ``2 / (fan_in + fan_out)``

@@ -7,10 +7,11 @@ Gradients live in preallocated arrays: the first backward after ``zero_grad()`` 
 ``begin_gradients()``) writes the gradients, later ones add to them. A backward puts each of its
 parameter gradients through ``_accumulate``, which keeps that rule.
 
-Outputs and input gradients are buffers owned by the layer and reused by the next call of the
-same batch size, so a result is valid until the layer runs again. A network may set
+Outputs and input gradients are scratch arrays owned by the layer and reused by the next call of
+the same batch size, so a result is valid until the layer runs again (``buffers`` are something
+else: state the model file keeps, batch norm's running statistics). A network may set
 ``layer.inplace = True`` when the layer's input and ``grad_out`` are scratch that nothing else
-reads: the layer then overwrites them instead of writing into its own buffers.
+reads: the layer then overwrites them instead of writing into its own scratch arrays.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Layer:
     def num_params(self) -> int:
         return sum(p.size for p in self.params.values())
 
-    def _buffer(self, key: str, shape: tuple, fill: float | None = None) -> np.ndarray:
+    def _scratch_array(self, key: str, shape: tuple, fill: float | None = None) -> np.ndarray:
         """A preallocated array for ``key`` and this shape, reused across calls; with ``fill``, a
         constant array holding that value (filled once, when it is made)."""
         buf = self._scratch.get((key, shape))
@@ -128,7 +129,7 @@ class Dense(Layer):
 
     def forward(self, x, training=True):
         x = self._as_input(x, self.in_features)
-        y = self._buffer("y", (x.shape[0], self.out_features))
+        y = self._scratch_array("y", (x.shape[0], self.out_features))
         np.matmul(x, self.params["weight"], out=y)
         y += self.params["bias"]
         self._x = x
@@ -140,12 +141,12 @@ class Dense(Layer):
         x = self._x
         # The bias gradient is the column sums of grad_out, taken as ones @ grad_out: BLAS does
         # that 2-4x faster than NumPy's reduction over the batch axis (2 us against 7 us, 128x256).
-        ones = self._buffer("ones", (grad_out.shape[0],), fill=1)
+        ones = self._scratch_array("ones", (grad_out.shape[0],), fill=1)
         self._accumulate("weight", functools.partial(np.matmul, x.T, grad_out))
         self._accumulate("bias", functools.partial(np.matmul, ones, grad_out))
         if not self.needs_input_grad:
             return None
-        grad_in = self._buffer("grad_in", x.shape)
+        grad_in = self._scratch_array("grad_in", x.shape)
         return np.matmul(grad_out, self.params["weight"].T, out=grad_in)
 
     def output_features(self, in_features):
@@ -177,12 +178,12 @@ class Activation(Layer):
 
     def forward(self, x, training=True):
         x = self._as_input(x, None)
-        y = x if self.inplace else self._buffer("y", x.shape)
+        y = x if self.inplace else self._scratch_array("y", x.shape)
         self._y = self.fn.forward(x, y)
         return y
 
     def backward(self, grad_out):
-        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)
         return self.fn.backward(self._y, grad_out, grad_in)
 
     def __repr__(self):
@@ -216,7 +217,7 @@ class BatchNorm(Layer):
     def forward(self, x, training=True):
         x = self._as_input(x, self.features)
         gamma, beta = self.params["gamma"], self.params["beta"]
-        x_hat = self._buffer("x_hat", x.shape)
+        x_hat = self._scratch_array("x_hat", x.shape)
         if training:
             n = x.shape[0]
             if n < 2:  # one row is its own mean: it would be erased, and its variance says nothing
@@ -233,7 +234,7 @@ class BatchNorm(Layer):
             mean, inv_std = self.buffers["running_mean"], 1 / np.sqrt(self.buffers["running_var"] + self.eps)
         np.subtract(x, mean, out=x_hat)
         x_hat *= inv_std
-        y = self._buffer("y", x.shape)
+        y = self._scratch_array("y", x.shape)
         np.multiply(x_hat, gamma, out=y)
         y += beta
         self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, training
@@ -244,7 +245,7 @@ class BatchNorm(Layer):
         n = grad_out.shape[0]
         dbeta = self._accumulate("beta", functools.partial(np.sum, grad_out, axis=0))
         dgamma = self._accumulate("gamma", functools.partial(np.einsum, "ij,ij->j", grad_out, x_hat))
-        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)
         if self._batch_stats:
             # d/dx of gamma * x_hat through the batch mean and variance:
             # dx = gamma * inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
@@ -288,18 +289,18 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             self._mask = None
             return x
-        mask = self._buffer("mask", x.shape)
+        mask = self._scratch_array("mask", x.shape)
         self.rng.random(dtype=self.dtype, out=mask)
         np.greater_equal(mask, self.rate, out=mask)
         mask *= 1 / (1 - self.rate)
-        y = x if self.inplace else self._buffer("y", x.shape)
+        y = x if self.inplace else self._scratch_array("y", x.shape)
         self._mask = mask
         return np.multiply(x, mask, out=y)
 
     def backward(self, grad_out):
         if self._mask is None:
             return grad_out
-        grad_in = grad_out if self.inplace else self._buffer("grad_in", grad_out.shape)
+        grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)
         return np.multiply(grad_out, self._mask, out=grad_in)
 
     def __repr__(self):

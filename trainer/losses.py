@@ -2,7 +2,7 @@
 then ``backward() -> grad``.
 
 ``backward`` returns d(loss)/d(output), shape (n, k), in the output's dtype. It reads what
-``forward`` cached; the returned array is a buffer owned by the loss, reused on the next call.
+``forward`` cached; the returned array is a scratch array owned by the loss, reused on the next call.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ class Loss:
     output_activation: str | None = None
 
     def __init__(self):
-        self._buffers: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
 
-    def _buffer(self, key: str, shape: tuple, dtype) -> np.ndarray:
-        buf = self._buffers.get(key)
+    def _scratch_array(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        buf = self._scratch.get(key)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._buffers[key] = np.empty(shape, dtype=dtype)
+            buf = self._scratch[key] = np.empty(shape, dtype=dtype)
         return buf
 
     def forward(self, output: np.ndarray, target: np.ndarray) -> float:
@@ -54,7 +54,7 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, logits, target):
         n, k = logits.shape
         target = np.asarray(target)
-        probs = self._buffer("probs", logits.shape, logits.dtype)
+        probs = self._scratch_array("probs", logits.shape, logits.dtype)
         np.subtract(logits, row_max(logits), out=probs)  # shifted logits
         if target.ndim == 1:
             labels = target.astype(np.intp, copy=False)
@@ -81,7 +81,7 @@ class SoftmaxCrossEntropy(Loss):
     def backward(self):
         probs, labels = self._probs, self._labels
         n = probs.shape[0]
-        grad = self._buffer("grad", probs.shape, probs.dtype)
+        grad = self._scratch_array("grad", probs.shape, probs.dtype)
         if labels.ndim == 1:
             np.copyto(grad, probs)
             grad[np.arange(n), labels] -= 1
@@ -107,13 +107,13 @@ class MSE(Loss):
             if target.size != output.size or target.shape[:1] != output.shape[:1]:
                 raise ValueError(f"target must have shape {output.shape}, got {target.shape}")
             target = target.reshape(output.shape)
-        diff = self._buffer("diff", output.shape, output.dtype)
+        diff = self._scratch_array("diff", output.shape, output.dtype)
         np.subtract(output, target, out=diff)
         self._diff = diff
         return float(np.vdot(diff, diff)) / diff.size
 
     def backward(self):
-        grad = self._buffer("grad", self._diff.shape, self._diff.dtype)
+        grad = self._scratch_array("grad", self._diff.shape, self._diff.dtype)
         return np.multiply(self._diff, 2.0 / self._diff.size, out=grad)
 
 

@@ -140,7 +140,9 @@ class Network:
         return softmax(logits, out=logits)  # in place: the logits are a new array
 
     def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Class indices of shape (n,) for classification; raw outputs (n, k) for regression."""
+        """Class indices of shape (n,) for classification; for regression the raw outputs (n, k), in
+        the standardised target units the network trains on (``shared.forward.Model.predict``, which
+        serves the exported model, undoes that scaling and returns shape (n,))."""
         out = self.predict_logits(x, batch_size)
         return out.argmax(axis=1) if self.loss.output_activation == "softmax" else out
 

@@ -9,13 +9,15 @@ Before the update rule, ``step`` applies (in this order, modifying ``grads`` in 
 1. ``clip_norm``: if the global L2 norm of all gradients exceeds it, scale them all down to it.
 2. ``weight_decay`` as L2 regularisation (SGD, Momentum, Adam): ``grad += weight_decay * param``,
    i.e. the gradient of ``weight_decay / 2 * ||w||^2``. AdamW instead decays the weights
-   directly (decoupled, Loshchilov & Hutter 2019): ``param -= lr * weight_decay * param``.
+   directly (decoupled, Loshchilov & Hutter 2019): ``param -= lr * weight_decay * param``, as
+   ``torch.optim.AdamW`` does. The paper scales its decay by the schedule's multiplier alone, not
+   by the learning rate: its lambda is this ``weight_decay`` times the base learning rate.
 
 Either kind of decay applies to dense weights only (names ending in ``.weight``): decaying
 biases or batch-norm ``gamma`` / ``beta`` only pulls the network towards a fixed offset or scale,
 which is not a simpler function, so it is left out, as is common practice.
 
-Moments that decay (a velocity, Adam's ``m`` and ``v``) are set to zero once they fall below
+Moments that decay (a velocity, Adam's moments) are set to zero once they fall below
 ``SUBNORMAL_GUARD``. The weights of a unit that stops learning (a dead ReLU: its gradient is zero
 from then on) have moments that decay geometrically through float32's subnormal range (below
 1.2e-38), where the CPU does arithmetic in microcode: on some x86 CPUs every such number costs
@@ -273,9 +275,10 @@ class Adam(Optimizer):
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
     ``param -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
 
-    For speed the moments are stored divided by ``(1 - b1)`` and ``(1 - b2)``, so each moment
-    update is two in-place passes (``M = b1 M + g``), and all constants fold into one step size
-    and one epsilon per step; the update is algebraically the one above.
+    For speed the moments are stored divided by ``(1 - b1)`` and ``(1 - b2)``, as the decayed sums
+    ``M = b1 M + g`` and ``V = b2 V + g^2`` (the state's ``m_sum`` and ``v_sum``), so each moment
+    update is two in-place passes, and all constants fold into one step size and one epsilon per
+    step; the update is algebraically the one above.
     """
 
     name = "adam"
@@ -289,10 +292,11 @@ class Adam(Optimizer):
         self.betas, self.eps = (b1, b2), float(eps)
 
     def _init_state(self, param):
-        return {"scratch": np.empty_like(param), "m": np.zeros_like(param), "v": np.zeros_like(param)}
+        # M and V of the docstring: the decayed sums of the gradients and of their squares
+        return {"scratch": np.empty_like(param), "m_sum": np.zeros_like(param), "v_sum": np.zeros_like(param)}
 
     def _decaying(self):
-        return {"m": self.betas[0], "v": self.betas[1]}
+        return {"m_sum": self.betas[0], "v_sum": self.betas[1]}
 
     def step(self, params, grads):
         b1, b2 = self.betas
@@ -306,15 +310,15 @@ class Adam(Optimizer):
 
     def _update(self, param, grad, state):
         b1, b2 = self.betas
-        m, v, scratch = state["m"], state["v"], state["scratch"]
-        m *= b1
-        m += grad
+        m_sum, v_sum, scratch = state["m_sum"], state["v_sum"], state["scratch"]
+        m_sum *= b1
+        m_sum += grad
         np.square(grad, out=scratch)  # 35 us against 67 us for grad * grad (MNIST MLP, 235k floats)
-        v *= b2
-        v += scratch
-        np.sqrt(v, out=scratch)
+        v_sum *= b2
+        v_sum += scratch
+        np.sqrt(v_sum, out=scratch)
         scratch += self._eps_hat
-        np.divide(m, scratch, out=scratch)
+        np.divide(m_sum, scratch, out=scratch)
         scratch *= self._step_size
         param -= scratch
 
@@ -323,7 +327,8 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: ``param -= lr * weight_decay * param`` before the Adam step."""
+    """Adam with decoupled weight decay: ``param -= lr * weight_decay * param`` before the Adam step
+    (``torch.optim.AdamW``'s form; see the module docstring for the paper's)."""
 
     name = "adamw"
     decoupled_weight_decay = True
