@@ -818,6 +818,11 @@ def test_a_label_on_a_version_deleted_since_names_the_label(client, registry):
     assert_error(client.post("/models/mnist/labels/old/predict", json={"inputs": [0.5] * 784}), 404,
                  "version_not_found", "Label 'old' of model mnist points to version 1, which does not exist")
     assert "label 'old' points to version 1" in " ".join(client.get("/models/mnist").get_json()["problems"])
+    for route in ("/v1/models/mnist/labels/old", "/v1/models/mnist/labels/old/metadata"):  # TF Serving's status too
+        response = client.get(route)
+        assert response.status_code == 404, route
+        assert response.get_json()["error"] == "Label 'old' of model mnist points to version 1, which does not exist.", \
+            route
 
 
 def test_a_registry_the_service_cannot_write_is_named_with_the_fix(registry):

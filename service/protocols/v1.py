@@ -32,7 +32,7 @@ from shared.forward import Model
 from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
                    validate, version_number)
 from ..context import service
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, failure_reason
 from . import binary, signature
@@ -240,7 +240,13 @@ def status(name: str, version: str | None = None, label: str | None = None):
             versions = [(v["version"], v["status"]) for v in info["versions"]]
             ready = info["ready"] and not unloaded
         else:
-            entry = store.describe_version(name, number)  # 404 for an unknown version
+            try:
+                entry = store.describe_version(name, number)  # 404 for an unknown version
+            except NotFound:
+                if label is None:
+                    raise
+                raise NotFound(f"Label {label!r} of model {name} points to version {number}, which does not exist.",
+                               code="version_not_found") from None
             versions = [(entry["version"], entry["status"])]
             ready = entry["status"] == AVAILABLE and not unloaded
     return {"model_version_status": [version_status(v, status, unloaded) for v, status in reversed(versions)],
