@@ -662,8 +662,10 @@ def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
                        json={"parameters": {"config": config}}).status_code == 200
     assert serving_json(registry, "mnist")["pinned"] is None
     assert infer(client, one()).get_json()["model_version"] == "2"
-    config = json.dumps({"version_policy": {"specific": {"versions": [1]}}})
-    client.post("/v2/repository/models/mnist/load", headers=AUTH, json={"parameters": {"config": config}})
+    config = client.get("/v2/models/mnist/config").get_json()  # the config read, its version policy edited
+    config["version_policy"] = {"specific": {"versions": [1]}}
+    assert client.post("/v2/repository/models/mnist/load", headers=AUTH,
+                       json={"parameters": {"config": json.dumps(config)}}).status_code == 200
     assert serving_json(registry, "mnist")["pinned"] == 1
     # The native unpin undoes it: one serving state behind both APIs.
     assert client.post("/models/mnist/unpin", headers=AUTH).status_code == 200
@@ -682,7 +684,12 @@ def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
     ({"config": "{not json"}, 400, "not valid JSON"),
     ({"config": '{"version_policy": ' + "9" * 5000 + "}"}, 400,
      "parameters.config is not valid JSON: it holds an integer of over 4300 digits, too long to read."),
-    ({"config": json.dumps({"max_batch_size": 8})}, 400, "version_policy"),
+    ({"config": json.dumps({"max_batch_size": 8})}, 400, "parameters.config may change only 'version_policy', and "
+     "its 'max_batch_size' is not the model's (GET /v2/models/mnist/config shows the model's own): remove it, or send "
+     "it as that shows it."),
+    ({"config": json.dumps({"name": "fashion", "version_policy": {"latest": {}}})}, 400, "its 'name' is not"),
+    ({"config": json.dumps({"instance_group": [{"count": 2}]})}, 400,
+     "its 'instance_group' is not the model's (a model's config holds no such member)"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": [1, 2]}}})}, 400, "one version"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": ["²"]}}})}, 400, "one version"),
     ({"config": json.dumps({"version_policy": {"specific": {"versions": ["١"]}}})}, 400, "one version"),

@@ -176,7 +176,9 @@ def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
     assert client.get_model_config("digits")["version_policy"] == {"specific": {"versions": [1]}}
     x = RNG.random((1, 784), dtype=np.float32)
     assert client.infer("digits", [vectors_input(x)]).get_response()["model_version"] == "1"
-    client.load_model("digits", config=json.dumps({"version_policy": {"latest": {"num_versions": 1}}}), headers=AUTH)
+    config = client.get_model_config("digits")  # Triton's way: edit the config read, send the whole back
+    config["version_policy"] = {"latest": {"num_versions": 1}}
+    client.load_model("digits", config=json.dumps(config), headers=AUTH)
     on_every_worker(server, "/models/digits", lambda r: r.json()["served_version"] == 2)
     assert client.get_model_config("digits")["version_policy"] == {"latest": {"num_versions": 1}}
 

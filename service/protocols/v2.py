@@ -116,8 +116,11 @@ def model_metadata(name: str, version: str | None = None):
 def model_config(name: str, version: str | None = None):
     """Triton's model configuration extension: the model as Triton's ``ModelConfig`` (the JSON of
     model_config.proto), which Triton's clients read for the batch limit and the tensors' dims."""
+    return config_of(name, resolve_model(name, version))
+
+
+def config_of(name: str, model: Model) -> dict:
     svc = service()
-    model = resolve_model(name, version)
     pinned = svc.store.slot(name).pinned
     inputs = signature.input_specs(model)
     return {"name": name, "platform": PLATFORM, "backend": "scratchnet",
@@ -486,7 +489,7 @@ def repository_load(name: str):
         service().store.found(name)
     body = read_body()
     load = validate(LoadRequest, optional_json(body), "the load request")
-    set_serving(name, pinned=requested_pin(load), loaded=True)
+    set_serving(name, pinned=requested_pin(name, load), loaded=True)
     try:  # as Triton: a load succeeds only once the model can answer, so a client can infer right after it
         service().store.served(name)
     except NotReady as e:
@@ -494,11 +497,13 @@ def repository_load(name: str):
     return {"name": name, "load": True}
 
 
-def requested_pin(load: LoadRequest):
+def requested_pin(name: str, load: LoadRequest):
     """The version to pin, None to remove the pin, or ``UNCHANGED`` to leave it as it is.
 
     A version comes as ``parameters.version``, or Triton's way: ``parameters.config`` holding
-    ``{"version_policy": {"specific": {"versions": [3]}}}`` (``latest`` or ``all``: unpin)."""
+    ``{"version_policy": {"specific": {"versions": [3]}}}`` (``latest`` or ``all``: unpin). The
+    config's other members may come too, as ``GET .../config`` shows them: a client edits the
+    version policy of the config it read and sends the whole back."""
     params = load.parameters
     if params is None:
         return UNCHANGED
@@ -511,21 +516,19 @@ def requested_pin(load: LoadRequest):
         if pin is not UNCHANGED:
             raise BadRequest("Give the version once: in parameters.version or in the config's version_policy.",
                              code="invalid_request")
-        pin = pin_from_config(params.config)
+        pin = pin_from_config(name, params.config)
     return pin
 
 
-def pin_from_config(text: str):
+def pin_from_config(name: str, text: str):
     try:
         config = read_json(text)
     except ValueError as e:
         raise BadRequest(f"parameters.config is not valid JSON: {e}.", code="invalid_request") from None
     if not isinstance(config, dict):
         raise BadRequest("parameters.config must be a JSON object.", code="invalid_request")
-    unknown = sorted(set(config) - {"name", "version_policy"})
-    if unknown:
-        raise BadRequest(f"parameters.config may hold only 'version_policy' (and 'name'); remove {unknown[0]!r}.",
-                         code="unsupported_parameter")
+    if set(config) - {"version_policy"}:
+        check_config_unchanged(name, config)
     policy = config.get("version_policy")
     if policy is None:
         return UNCHANGED
@@ -538,6 +541,23 @@ def pin_from_config(text: str):
         raise BadRequest('version_policy must be {"specific": {"versions": [<one version>]}}, {"latest": {}} '
                          'or {"all": {}}.', code="invalid_request")
     return int(version)
+
+
+def check_config_unchanged(name: str, config: dict) -> None:
+    """Refuse a config whose members other than ``version_policy`` differ from the model's own (as
+    ``GET .../config`` shows them for the version served now): a load changes the version policy
+    alone, and the rest is the model's."""
+    try:
+        current = config_of(name, service().store.served(name))
+    except NotReady:
+        current = {"name": name}  # no version served: nothing to compare the rest with
+    for key in sorted(set(config) - {"version_policy"}):
+        if key not in current or config[key] != current[key]:
+            shown = f"GET /v2/models/{name}/config shows the model's own" if key in current else \
+                "a model's config holds no such member"
+            raise BadRequest(f"parameters.config may change only 'version_policy', and its {key!r} is not the "
+                             f"model's ({shown}): remove it, or send it as that shows it.",
+                             code="unsupported_parameter")
 
 
 @v2_bp.post("/v2/repository/models/<name>/unload")
