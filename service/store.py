@@ -1013,14 +1013,20 @@ class ModelStore:
         return ("; ".join(failed) + ".") if failed else ""
 
     def describe(self, name: str) -> dict:
+        """The model as ``/models/<name>`` shows it. The version served is listed ``available``, as
+        it answers, even when its folder has gone or its file fails since it was loaded (it serves
+        from memory, see ``problems``): the standard protocols' lists and states follow these."""
         slot = self.slot(name)
         served = slot.served if not self._unloaded_now(slot) else None  # unloaded: nothing serves
         with self._lock:
-            versions = [{"version": v, "status": r.status,
-                         "served": _is_version(served, v),
-                         "pinned": slot.pinned == v,
-                         "labels": sorted(label for label, lv in slot.labels.items() if lv == v)}
-                        for v, r in sorted(slot.versions.items())]
+            statuses = {v: r.status for v, r in slot.versions.items()}
+        if served is not None:
+            statuses[served.version] = AVAILABLE
+        versions = [{"version": v, "status": status,
+                     "served": _is_version(served, v),
+                     "pinned": slot.pinned == v,
+                     "labels": sorted(label for label, lv in slot.labels.items() if lv == v)}
+                    for v, status in sorted(statuses.items())]
         info = {
             "name": name,
             "ready": served is not None,
@@ -1058,10 +1064,11 @@ class ModelStore:
             except Exception:  # whatever a file not loaded yet makes the reader raise, as in _load
                 manifest = None
         served = slot.served if not self._unloaded_now(slot) else None
+        answers = record is None or _is_version(served, version)  # one served answers, from memory if need be
         return {
             "name": name,
             "version": version,
-            "status": record.status if record is not None else AVAILABLE,
+            "status": AVAILABLE if answers else record.status,
             "served": _is_version(served, version),
             "pinned": slot.pinned == version,
             "labels": sorted(label for label, v in slot.labels.items() if v == version),

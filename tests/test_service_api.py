@@ -864,6 +864,33 @@ def test_an_admin_change_while_the_registry_is_gone_says_so_not_that_the_model_i
     assert client.get("/models/mnist").get_json()["served_version"] == 2  # still served from memory
 
 
+@pytest.mark.parametrize("damage", ["folder deleted", "file damaged"])
+def test_a_version_served_from_memory_is_listed_as_answering_on_every_protocol(client, registry, damage):
+    """A pinned version whose folder went, or whose file fails since it loaded, goes on answering
+    from memory; the version lists left it out, or called it failed (TF Serving's END, Triton's
+    UNAVAILABLE), while it answered every request without a version."""
+    store = client.application.extensions["scratchnet"].store
+    assert client.post("/models/mnist/versions/2/activate", headers=AUTH).status_code == 200
+    if damage == "folder deleted":
+        shutil.rmtree(registry / "mnist" / "2")
+    else:
+        (registry / "mnist" / "2" / "model.npz").write_bytes(b"not a model any more")
+    store.refresh()
+    store.refresh()
+    assert client.post("/predict", json={"inputs": [0.5] * 784}).headers["X-Model-Version"] == "2"
+    info = client.get("/models/mnist").get_json()
+    assert {"version": 2, "status": "available", "served": True} \
+        == {key: v[key] for v in info["versions"] if v["version"] == 2 for key in ("version", "status", "served")}
+    assert any(problem.endswith("still serving v2") for problem in info["problems"]), info["problems"]
+    assert "2" in client.get("/v2/models/mnist").get_json()["versions"]
+    assert client.get("/v2/models/mnist/versions/2/ready").status_code == 200
+    index = client.post("/v2/repository/index", headers=AUTH).get_json()
+    assert {"name": "mnist", "version": "2", "state": "READY", "reason": ""} in index
+    for route in ("/v1/models/mnist", "/v1/models/mnist/versions/2"):
+        states = {v["version"]: v["state"] for v in client.get(route).get_json()["model_version_status"]}
+        assert states["2"] == "AVAILABLE", (route, states)
+
+
 def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):
     # The worker taking the call has not polled since v4 was published (there is no watcher here),
     # while others serve v4 already: the rollback goes one step down from v4 (v3 is broken: v2).
