@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import parse_range_header
 
 from shared.registry import Registry
+from shared.text import shortened
 
 from . import api, ops, protocols
 from .budget import LargeParses
@@ -56,6 +57,9 @@ def _inline_styles_policy(page: str) -> str:
 CONTENT_POLICIES = {"ops.index": PAGE_POLICY, "ops.docs": _inline_styles_policy(ops.DOCS_PAGE)}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched
+# In a request's environ: called with the bytes sent when the client does not take the answer
+# whole (service.worker.WatchedAnswer), to log and count it with the request's id and route.
+ANSWER_CUT = "scratchnet.answer_cut"
 CONVERTER = re.compile(r"<[^<>:]*(?:\([^)]*\))?:")  # "<segment:" of <segment:name>, "<any(a, b):" of <any(a, b):verb>
 log = logging.getLogger("scratchnet.service")
 
@@ -205,6 +209,7 @@ def _register_request_hooks(app: Flask) -> None:
         named = model if model is not None else (req.view_args or {}).get("name")
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
                 request_id, named, getattr(state, "version", None))
+        req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status)
         return response
 
 
@@ -265,6 +270,15 @@ def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, st
     except HTTPException:  # no such route, another method's, or a redirect
         return UNMATCHED, None
     return route_template(rule.rule), values.get("name")
+
+
+def _answer_cut(svc: Service, request_id: str, method: str, path: str, route: str, status: int, sent: int) -> None:
+    """The client of a request logged as answered took ``sent`` bytes of the answer and no more: it
+    closed the connection, or read nothing of it for SCRATCHNET_CLIENT_TIMEOUT."""
+    svc.metrics.answer_cut(route)
+    log.info("the client took %s bytes of the answer to request %s (%s %s, %d) and no more: connection closed",
+             f"{sent:,}", request_id, method, shortened(logfmt_value(path), 120), status,
+             extra={"request_id": request_id, "route": route, "status": status, "bytes_sent": sent})
 
 
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,

@@ -76,6 +76,10 @@ class Metrics(StoreEvents):
                                "template: from its start on a request to its answer, the span of "
                                "scratchnet_request_duration_seconds. A scrape counts itself (route /metrics).",
                                ["route"], multiprocess_mode="livesum", registry=registry)
+        self.answers_cut = Counter("scratchnet_answers_cut", "Answers the client did not take whole (it closed the "
+                                   "connection, or read none of the answer for SCRATCHNET_CLIENT_TIMEOUT), by route "
+                                   "template; scratchnet_requests_total counts them as answered.", ["route"],
+                                   registry=registry)
         self.errors = Counter("scratchnet_errors", "Error responses, by error code and the model the request "
                               "named, /predict's the default one (empty: none, or none the registry holds).",
                               ["route", "code", "model"], registry=registry)
@@ -129,6 +133,9 @@ class Metrics(StoreEvents):
             series = self._in_flight_series[route] = self.in_flight.labels(route)
         series.inc()
         return series
+
+    def answer_cut(self, route: str) -> None:
+        self.answers_cut.labels(route).inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None,
                         model: str = "") -> None:

@@ -107,7 +107,7 @@ from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPV
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.app import record_unrouted
+from service.app import ANSWER_CUT, record_unrouted
 from service.errors import BODY_TIMEOUT_MESSAGE, ClientWentAway, error_body
 from shared.text import shortened
 
@@ -249,9 +249,37 @@ def close_after_undrained_bodies(wsgi):
                 start_response.__self__.force_close()
             return start_response(status, headers, exc_info)
 
-        return wsgi(environ, start)
+        body = wsgi(environ, start)
+        if isinstance(body, environ.get("wsgi.file_wrapper", ())):  # sent by sendfile, unwatched
+            return body
+        return WatchedAnswer(body, environ)
 
     return app
+
+
+class WatchedAnswer:
+    """An answer's body as Gunicorn sends it, watched for a client that does not take it whole.
+    Gunicorn writes each chunk before it asks for the next, and closes the body however the
+    sending ended: closed before the body was done, the client hung up or stopped reading (the
+    write failed), and ``environ[ANSWER_CUT]``, which the app set, is told how many bytes of the
+    answer, its head included, the socket sent."""
+
+    def __init__(self, body, environ: dict):
+        self.body, self.environ, self.whole = body, environ, False
+        self.socket = environ.get("gunicorn.socket")
+        self.sent_before = getattr(self.socket, "sent", 0)
+
+    def __iter__(self):
+        yield from self.body  # Gunicorn asks for the next chunk once this one is written
+        self.whole = True
+
+    def close(self) -> None:
+        try:
+            if not self.whole and (cut := self.environ.get(ANSWER_CUT)) is not None:
+                cut(getattr(self.socket, "sent", 0) - self.sent_before)
+        finally:
+            if hasattr(self.body, "close"):
+                self.body.close()
 
 
 def request_gathered(data: bytes) -> bool:
@@ -278,6 +306,7 @@ class ClientSocket(socket.socket):
     continue_pending = False
     gathered = b""
     gathered_at = 0
+    sent = 0  # bytes written to the client
 
     def setblocking(self, flag: bool) -> None:
         self.settimeout((CLIENT_TIMEOUT or None) if flag else 0.0)
@@ -322,8 +351,17 @@ class ClientSocket(socket.socket):
     def sendall(self, data, flags: int = 0) -> None:
         # socket.sendall applies its timeout to the whole call; here it applies to each write.
         view = memoryview(data).cast("B")
-        while view:
-            view = view[self.send(view, flags):]
+        try:
+            while view:
+                written = self.send(view, flags)
+                self.sent += written
+                view = view[written:]
+        except TimeoutError as e:
+            raise AnswerNotRead(*e.args) from e
+
+
+class AnswerNotRead(TimeoutError):
+    """A client read none of the answer written to it for CLIENT_TIMEOUT seconds."""
 
 
 class QuietClientTimeouts(logging.Filter):
@@ -331,8 +369,10 @@ class QuietClientTimeouts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
+            what = "read no more of its answer" if isinstance(record.exc_info[1], AnswerNotRead) else \
+                "sent no more of its request"
             record.msg, record.args, record.exc_info, record.exc_text = (
-                "a client sent no more of its request for %s s: connection closed", (CLIENT_TIMEOUT,), None, None)
+                "a client %s for %s s: connection closed", (what, CLIENT_TIMEOUT), None, None)
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 

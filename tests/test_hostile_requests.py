@@ -50,6 +50,7 @@ def registry(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     publish_model(root, "mnist", seed=3)
     publish_model(root, "iris", kind="vector")
+    publish_model(root, "wide", kind="vector", labels=[f"class-{i}" for i in range(1000)])  # large answers
     return root
 
 
@@ -519,6 +520,40 @@ def test_a_client_that_resets_mid_body_is_its_400_not_a_server_error(server, nam
     assert not any("Traceback" in line or '"level": "error"' in line for line in logged), logged
     metrics = requests.get(server.url + "/metrics", timeout=10).text
     assert metric_value(metrics, "scratchnet_errors_total", code="internal_error") == 0
+
+
+def test_an_answer_the_client_does_not_take_whole_is_logged_and_counted_as_cut(server):
+    """A client that hangs up while its answer is sent left only the access line of a complete 200:
+    the operator could not tell that the answer never arrived. (An answer that the system's send
+    buffer takes whole, up to a few MB, counts as sent: this one is about 9 MB.)"""
+    request_id = "hangs-up-mid-answer"
+    path = "/models/wide/predict?top_k=1000"
+    body = json.dumps({"inputs": [[5.1, 3.5, 1.4, 0.2]] * 200}).encode()
+    route = "/models/<name>/predict"
+    before = metric_value(server.metrics(), "scratchnet_answers_cut_total", route=route)
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the server can buffer less of the answer
+        sock.settimeout(30)
+        sock.connect((host, int(port)))
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nX-Request-ID: {request_id}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
+    deadline = time.monotonic() + 10
+    while not (cut := [line for line in map(json.loads, filter(None, server.log().splitlines()))
+                       if line.get("request_id") == request_id and line.get("logger") == "scratchnet.service"]):
+        assert time.monotonic() < deadline, f"no line for the cut answer of {request_id}"
+        time.sleep(0.05)
+    (line,) = cut
+    assert [a["status"] for a in access_lines(server, request_id)] == [200]
+    assert line["level"] == "info" and line["route"] == route and line["status"] == 200
+    whole = len(requests.post(server.url + path, data=body, timeout=30,
+                              headers={"Content-Type": "application/json"}).content)
+    assert 0 < line["bytes_sent"] < whole, (line, whole)
+    assert line["message"] == (f"the client took {line['bytes_sent']:,} bytes of the answer to request {request_id} "
+                               "(POST /models/wide/predict, 200) and no more: connection closed")
+    assert metric_value(server.metrics(), "scratchnet_answers_cut_total", route=route) == before + 1
 
 
 def one_chunk(body: bytes) -> bytes:

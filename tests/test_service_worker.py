@@ -2,6 +2,7 @@
 progress, so a slow reader that keeps reading gets a whole answer and a silent one is dropped.
 (tests/e2e/test_connections.py runs it in a real Gunicorn.)"""
 
+import logging
 import socket
 import threading
 import time
@@ -54,3 +55,22 @@ def test_a_silent_client_is_dropped_after_the_limit(connection):
         server.recv(100)  # nothing more comes
     with pytest.raises(TimeoutError):
         server.sendall(b"x" * (1 << 22))  # and nothing is read: no room for the answer either
+
+
+def test_a_client_that_reads_no_more_of_its_answer_is_told_apart_from_one_that_sends_no_more(connection):
+    """Gunicorn's line for a timed-out socket said the client sent no more of its request, also when
+    it was the answer the client had stopped reading."""
+    server, client = connection
+    with pytest.raises(worker.AnswerNotRead) as stopped_reading:
+        server.sendall(b"x" * (1 << 22))
+    assert server.sent > 0  # what the buffers took before the limit
+    with pytest.raises(TimeoutError) as stopped_sending:
+        server.recv(100)
+    lines = []
+    for error in (stopped_reading.value, stopped_sending.value):
+        record = logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 0, "Error handling request", (),
+                                   (type(error), error, None))
+        worker.QuietClientTimeouts().filter(record)
+        lines.append((record.levelname, record.getMessage(), record.exc_info))
+    assert lines == [("INFO", "a client read no more of its answer for 0.5 s: connection closed", None),
+                     ("INFO", "a client sent no more of its request for 0.5 s: connection closed", None)]
