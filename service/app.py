@@ -246,17 +246,20 @@ def _precondition_failed(req, response) -> bool:
 
 
 def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,
-                    seconds: float, request_id: str, *, routed: bool = False) -> None:
+                    seconds: float, request_id: str, *, routed: bool = False, timed: bool = True) -> None:
     """Count and log a request that Gunicorn answered itself, before the app saw it (a request
     line or headers over its limits, a malformed request): the same access line and metrics as
     any other request, under the route ``<unmatched>``, with the request id its answer gave.
     ``routed``: its request line and headers were sound (its body stopped arriving), so it counts
-    under the route they match, naming the model. Another app run under this Gunicorn
-    configuration (bench/floor_app.py) is left alone."""
+    under the route they match, naming the model (``/predict``'s, the default one). ``timed``: its
+    ``seconds`` go into the latency histogram, whose span is a thread's work on a request. Another
+    app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
     svc = getattr(app, "extensions", {}).get(EXTENSION)
     if svc is not None:
         route, model = _route_of(app, method, path) if routed else (UNMATCHED, None)
-        _record(svc, method, path, route, status, seconds, code, request_id, model)
+        if route == "/predict":
+            model = svc.settings.default_model
+        _record(svc, method, path, route, status, seconds, code, request_id, model, timed=timed)
 
 
 def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, str | None]:
@@ -282,9 +285,10 @@ def _answer_cut(svc: Service, request_id: str, method: str, path: str, route: st
 
 
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,
-            code: str | None, request_id: str, model: str | None = None, version: int | None = None) -> None:
+            code: str | None, request_id: str, model: str | None = None, version: int | None = None, *,
+            timed: bool = True) -> None:
     """One request's metrics and access line; the method and path are None when unknown."""
-    svc.metrics.observe_request(method or "", route, status, seconds, code,
+    svc.metrics.observe_request(method or "", route, status, seconds if timed else None, code,
                                 model if model is not None and svc.store.knows(model) else "")
     log_access(f"{method or '-'} {logfmt_value(path) if path is not None else '-'} {status} {seconds * 1000:.1f}ms",
                {"request_id": request_id, "method": method, "path": path, "route": route, "model": model,

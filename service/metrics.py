@@ -137,10 +137,11 @@ class Metrics(StoreEvents):
     def answer_cut(self, route: str) -> None:
         self.answers_cut.labels(route).inc()
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float, error_code: str | None,
+    def observe_request(self, method: str, route: str, status: int, seconds: float | None, error_code: str | None,
                         model: str = "") -> None:
         """One answered request; ``model``, the model it named, must be one the registry holds (the
-        label's values stay a bounded set), else empty."""
+        label's values stay a bounded set), else empty. ``seconds`` None: not timed (see
+        ``service.app.record_unrouted``)."""
         method = method if method in HTTP_METHODS else "other"  # a client can send any token as a method
         key = (method, route, status)
         series = self._request_series.get(key)
@@ -148,7 +149,8 @@ class Metrics(StoreEvents):
             series = self._request_series[key] = (self.requests.labels(method, route, str(status)),
                                                   self.latency.labels(route))
         series[0].inc()
-        series[1].observe(seconds)
+        if seconds is not None:
+            series[1].observe(seconds)
         if error_code:
             self.errors.labels(route, error_code, model).inc()
 

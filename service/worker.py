@@ -132,6 +132,8 @@ GATHER_STEP = 256 * 1024
 GATHER_BODY = 1 << 20
 GATHER_HEAD = 64 * 1024  # headers longer than this go to a thread, whose parser refuses them (431)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r\n")
+# A client's request id, as service.app takes it (REQUEST_ID), in the head of a request a thread never saw.
+_REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*([A-Za-z0-9._:-]{1,128})[ \t]*\r\n", re.IGNORECASE)
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
 ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -153,7 +155,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     if explained is not None:
         status_int, code, message = explained
         reason = http.HTTPStatus(status_int).phrase
-    request_id = uuid.uuid4().hex
+    request_id = getattr(_own_answer, "client_request_id", None) or uuid.uuid4().hex
     body = json.dumps(error_body(message, code)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nDate: {gunicorn_util.http_date()}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
@@ -537,6 +539,7 @@ class FairThreadWorker(ThreadWorker):
         sock = conn.sock
         sock.setblocking(False)
         conn.gathering = bytearray(sock.take_gathered(sock.gathered_left()))  # what the last request left
+        conn.gathering_since = time.monotonic()  # when its request began to come, once it has
         # A connection that has sent nothing yet (a browser's preconnect) waits as an idle one does.
         wait = (CLIENT_TIMEOUT or math.inf) if conn.gathering else self.cfg.keepalive
         self.gathering[conn] = time.monotonic() + wait
@@ -558,8 +561,11 @@ class FairThreadWorker(ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return
+        now = time.monotonic()
+        if not conn.gathering:  # an idle connection's next request begins
+            conn.gathering_since = now
         conn.gathering += data
-        self.gathering[conn] = time.monotonic() + (CLIENT_TIMEOUT or math.inf)
+        self.gathering[conn] = now + (CLIENT_TIMEOUT or math.inf)
         if request_gathered(conn.gathering):
             self.gathered(conn)
 
@@ -591,11 +597,17 @@ class FairThreadWorker(ThreadWorker):
                 self.nr_conns -= 1
                 conn.close()
                 continue
-            method, path, *_ = bytes(data[:data.find(b"\r\n")]).decode("latin-1").split(" ") + ["", ""]
-            _own_answer.status = None
-            json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE)
-            record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code, CLIENT_TIMEOUT,
-                            _own_answer.request_id, routed=True)
+            head = bytes(data[:data.find(b"\r\n\r\n") + 2])
+            method, path, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
+            client_id = _REQUEST_ID.search(head)
+            _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
+            try:
+                json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE)
+            finally:
+                _own_answer.client_request_id = None
+            # No thread worked on it: counted and logged, but kept out of the latency histogram.
+            record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code,
+                            now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False)
             self.linger(conn)
 
     def handle_request(self, req, conn):

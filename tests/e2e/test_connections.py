@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from images import encode, paper, synthetic_digit
-from server import ServiceProcess
+from server import ServiceProcess, metric_value
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,8 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
     head = (b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
             b"Content-Length: 60000000\r\n\r\n")
     form = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 5000\r\n\r\n--b\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n")
+            b"X-Request-ID: stalled-form\r\nContent-Length: 5000\r\n\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\n")
     silent = [stall(server.url, head + b"\x93NUM"),                 # a body that stops after 4 bytes
               stall(server.url, form + b"\x89PNG"),                 # a form upload that stops in its file
               stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")]  # headers that never end
@@ -111,7 +112,15 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
         # Each under its route, naming the model, whether the app or the worker's event loop timed it out.
         timed_out = [json.loads(line) for line in server.log().splitlines() if '"status":408' in line]
         assert sorted((line["route"], line.get("model")) for line in timed_out) == [
-            ("/models/<name>/predict", "mnist"), ("/predict", None)], timed_out
+            ("/models/<name>/predict", "mnist"), ("/predict", "mnist")], timed_out  # /predict's: the default
+        # The one the event loop gathered and timed out keeps the client's request id, and its
+        # real time; no thread worked on it, so the latency histogram leaves it out.
+        (gathered,) = [line for line in timed_out if line["route"] == "/predict"]
+        assert gathered["request_id"] == "stalled-form" and 1000 <= gathered["latency_ms"] < 20_000, gathered
+        metrics = requests.get(server.url + "/metrics", timeout=30).text
+        assert metric_value(metrics, "scratchnet_requests_total", route="/predict", status="408") == 1
+        assert metric_value(metrics, "scratchnet_errors_total", route="/predict", model="mnist") == 1
+        assert metric_value(metrics, "scratchnet_request_duration_seconds_count", route="/predict") == 0
         response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [[0.5] * 784]}, timeout=30)
         assert response.status_code == 200 and server.worker_pids() == workers  # nothing was restarted
     finally:
