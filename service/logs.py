@@ -191,14 +191,20 @@ LINE_LIMIT, CUT_TO = 4000, 120
 CLIENT_TEXT = ("method", "path", "model")
 
 
+# 5xx answers to what the client chose: a transfer coding (501) or an HTTP version (505) not taken.
+CLIENTS_5XX = frozenset({501, 505})
+
+
 def log_access(message: str, fields: dict) -> None:
     """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out).
     A 500, a fault of the server's, is logged at ERROR, so that a pipeline that keeps errors alone
     (or SCRATCHNET_LOG_LEVEL=error) sees it; another 5xx at WARNING (a 503 while no version is ready:
     each readiness probe of a starting worker would otherwise be an error); any other at INFO, a
-    client's 4xx included, as Gunicorn's own access log does."""
+    client's 4xx included, as Gunicorn's own access log does, and the 501 and 505 of a transfer
+    coding or HTTP version the client chose that the server does not take."""
     status = fields["status"]
-    level = logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO
+    level = logging.ERROR if status == 500 else logging.WARNING if status > 500 and status not in CLIENTS_5XX \
+        else logging.INFO
     access = logging.getLogger(ACCESS)
     if not access.isEnabledFor(level):
         return

@@ -1257,9 +1257,12 @@ def access_levels(err: str, log_format: str) -> dict[str, str]:
 def test_a_server_fault_is_an_error_in_the_access_log_and_not_ready_a_warning(registry, capsys, log_format):
     """A log pipeline that keeps ERROR lines alone sees every 500 (an exception in a view), and so
     does SCRATCHNET_LOG_LEVEL=error; no version ready to serve (503) is a WARNING, as a starting
-    worker's readiness probes get it; a client's 4xx stays INFO."""
+    worker's readiness probes get it; a client's 4xx stays INFO, and so do the 501 and 505 of a
+    transfer coding or an HTTP version the client chose and the server does not take (a scanner's
+    probes would otherwise fill a warnings-only pipeline)."""
     asked = {"fault": ("GET", "/boom"), "not-ready": ("POST", "/models/ghost/predict"), "missing": ("GET", "/nowhere"),
-             "invalid": ("POST", "/predict"), "fine": ("GET", "/healthz")}
+             "invalid": ("POST", "/predict"), "fine": ("GET", "/healthz"), "coding": ("GET", "/coding"),
+             "version": ("GET", "/version")}
     seen = {}
     try:
         for level in ("INFO", "ERROR"):
@@ -1269,17 +1272,20 @@ def test_a_server_fault_is_an_error_in_the_access_log_and_not_ready_a_warning(re
             def boom():
                 raise RuntimeError("secret internals")
 
+            app.add_url_rule("/coding", "coding", lambda: ({"error": "unsupported transfer coding"}, 501))
+            app.add_url_rule("/version", "version", lambda: ({"error": "unsupported HTTP version"}, 505))
+
             client = app.test_client()
             capsys.readouterr()
             statuses = [client.open(path, method=method, headers={"X-Request-ID": name},
                                     json={"inputs": [0.5]} if method == "POST" else None).status_code
                         for name, (method, path) in asked.items()]
-            assert statuses == [500, 503, 404, 422, 200]
+            assert statuses == [500, 503, 404, 422, 200, 501, 505]
             seen[level] = access_levels(capsys.readouterr().err, log_format)
     finally:
         configure_logging("json", "INFO")
     assert seen["INFO"] == {"fault": "error", "not-ready": "warning", "missing": "info", "invalid": "info",
-                            "fine": "info"}
+                            "fine": "info", "coding": "info", "version": "info"}
     assert seen["ERROR"] == {"fault": "error"}
 
 
