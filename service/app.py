@@ -208,7 +208,7 @@ def _register_request_hooks(app: Flask) -> None:
         # the model the URL names when no version of it answered (admin, reports, a 404)
         named = model if model is not None else (req.view_args or {}).get("name")
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
-                request_id, named, getattr(state, "version", None))
+                request_id, named, getattr(state, "version", None), remote_addr=req.environ.get("REMOTE_ADDR"))
         req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status)
         return response
 
@@ -246,20 +246,24 @@ def _precondition_failed(req, response) -> bool:
 
 
 def record_unrouted(app: Flask, method: str | None, path: str | None, status: int, code: str,
-                    seconds: float, request_id: str, *, routed: bool = False, timed: bool = True) -> None:
+                    seconds: float, request_id: str, *, routed: bool = False, timed: bool = True,
+                    client=None) -> None:
     """Count and log a request that Gunicorn answered itself, before the app saw it (a request
     line or headers over its limits, a malformed request): the same access line and metrics as
     any other request, under the route ``<unmatched>``, with the request id its answer gave.
     ``routed``: its request line and headers were sound (its body stopped arriving), so it counts
     under the route they match, naming the model (``/predict``'s, the default one). ``timed``: its
-    ``seconds`` go into the latency histogram, whose span is a thread's work on a request. Another
-    app run under this Gunicorn configuration (bench/floor_app.py) is left alone."""
+    ``seconds`` go into the latency histogram, whose span is a thread's work on a request. ``client``:
+    the connection's peer address as Gunicorn gives it. Another app run under this Gunicorn
+    configuration (bench/floor_app.py) is left alone."""
     svc = getattr(app, "extensions", {}).get(EXTENSION)
     if svc is not None:
         route, model = _route_of(app, method, path) if routed else (UNMATCHED, None)
         if route == "/predict":
             model = svc.settings.default_model
-        _record(svc, method, path, route, status, seconds, code, request_id, model, timed=timed)
+        remote_addr = str(client[0]) if isinstance(client, (tuple, list)) and client else None  # None: a unix socket
+        _record(svc, method, path, route, status, seconds, code, request_id, model, timed=timed,
+                remote_addr=remote_addr)
 
 
 def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, str | None]:
@@ -286,10 +290,12 @@ def _answer_cut(svc: Service, request_id: str, method: str, path: str, route: st
 
 def _record(svc: Service, method: str | None, path: str | None, route: str, status: int, seconds: float,
             code: str | None, request_id: str, model: str | None = None, version: int | None = None, *,
-            timed: bool = True) -> None:
-    """One request's metrics and access line; the method and path are None when unknown."""
+            timed: bool = True, remote_addr: str | None = None) -> None:
+    """One request's metrics and access line; the method and path are None when unknown, and so is
+    ``remote_addr``, the client's address (a unix socket's peer has none)."""
     svc.metrics.observe_request(method or "", route, status, seconds if timed else None, code,
                                 model if model is not None and svc.store.knows(model) else "")
     log_access(f"{method or '-'} {logfmt_value(path) if path is not None else '-'} {status} {seconds * 1000:.1f}ms",
-               {"request_id": request_id, "method": method, "path": path, "route": route, "model": model,
+               {"request_id": request_id, "remote_addr": remote_addr or None, "method": method, "path": path,
+                "route": route, "model": model,
                 "version": version, "status": status, "latency_ms": round(seconds * 1000, 2), "code": code})

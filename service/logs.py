@@ -25,7 +25,8 @@ from shared.text import shortened
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
 WARNINGS = "py.warnings"  # the logger of logging.captureWarnings
-FIELDS = ("request_id", "method", "path", "route", "model", "version", "status", "latency_ms", "code", "bytes_sent")
+FIELDS = ("request_id", "remote_addr", "method", "path", "route", "model", "version", "status", "latency_ms", "code",
+          "bytes_sent")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a line or garble a terminal
 # Of those, what JSON may leave unescaped: str.splitlines() and other readers end a line at
 # U+0085, U+2028 and U+2029, so a path holding one split its access line in two.

@@ -446,7 +446,7 @@ class FairThreadWorker(ThreadWorker):
         if _own_answer.status is not None:
             record_unrouted(self.flask_app, getattr(req, "method", None), getattr(req, "path", None),
                             _own_answer.status, _own_answer.code, time.perf_counter() - started,
-                            _own_answer.request_id)
+                            _own_answer.request_id, client=addr)
 
     def has_free_thread(self) -> bool:
         return self.busy_threads < self.cfg.threads
@@ -607,7 +607,8 @@ class FairThreadWorker(ThreadWorker):
                 _own_answer.client_request_id = None
             # No thread worked on it: counted and logged, but kept out of the latency histogram.
             record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code,
-                            now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False)
+                            now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False,
+                            client=conn.client)
             self.linger(conn)
 
     def handle_request(self, req, conn):

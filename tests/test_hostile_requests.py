@@ -316,6 +316,21 @@ def access_lines(server: ServiceProcess, request_id: str) -> list[dict]:
             if line.get("logger") == "scratchnet.access" and line.get("request_id") == request_id]
 
 
+def test_access_lines_name_the_clients_address(server):
+    """An operator tracing abuse had the request id, route and status of each request, but not who
+    sent it, in the app's lines or in those of the requests Gunicorn refused itself."""
+    answered = requests.get(server.url + "/healthz", timeout=10)
+    refused = requests.get(server.url + "/healthz", headers={"X-Padding": "p" * 9000}, timeout=10)
+    assert (answered.status_code, refused.status_code) == (200, 431)
+    deadline = time.monotonic() + 10
+    while not all(access_lines(server, r.headers["X-Request-ID"]) for r in (answered, refused)):
+        assert time.monotonic() < deadline, "no access lines"
+        time.sleep(0.05)
+    for response in (answered, refused):
+        (line,) = access_lines(server, response.headers["X-Request-ID"])
+        assert line["remote_addr"] == "127.0.0.1", line
+
+
 def test_requests_gunicorn_refuses_itself_are_counted_and_logged(server):
     """A request line or headers over Gunicorn's limits never reach the app, yet an operator
     reading the metrics or the access log must see them, and the client gets the request id
