@@ -69,8 +69,19 @@ def burst(url: str) -> list[str]:
 
 
 def test_simultaneous_keep_alive_connections_reach_every_worker(start_service, service_registry):
+    """Bursts of keep-alive connections opened at once spread over both workers. The bursts begin
+    once each worker has answered a request: a worker's first answers are slow (its caches are
+    cold), and in a burst at that moment the other one fairly takes most connections."""
     server = start_service(service_registry, workers=2, threads=2)
     workers = set(server.worker_pids())
+    answered: set[int] = set()
+    for _ in range(200):  # new connections go to either worker: both have answered long before this runs out
+        response = requests.post(server.url + "/models/mnist/predict", json={"inputs": [0.5] * 784},
+                                 headers={"Connection": "close"}, timeout=30)
+        answered.add(int(response.headers["X-Worker-PID"]))
+        if answered == workers:
+            break
+    assert answered == workers
     for _ in range(BURSTS):
         owners = burst(server.url)
         counts = {pid: owners.count(pid) for pid in set(owners)}
