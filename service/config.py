@@ -14,7 +14,7 @@
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
 | SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
 | SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes; unset or blank: admin disabled   |
-| SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line, Gunicorn's own too) or ``text`` |
+| SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``; Gunicorn's own too |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
 | SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself (refused with several workers and the admin API on, a SIGTTIN worker too) |
 

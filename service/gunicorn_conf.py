@@ -154,7 +154,7 @@ import service.app  # noqa: E402,F401
 from gunicorn.glogging import Logger as GunicornLogger  # noqa: E402
 
 from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
-from service.logs import JsonFormatter  # noqa: E402
+from service.logs import JsonFormatter, TextFormatter  # noqa: E402
 
 
 class JsonGunicornLogger(GunicornLogger):
@@ -162,11 +162,20 @@ class JsonGunicornLogger(GunicornLogger):
     service's JSON lines, logger ``gunicorn.error``: with SCRATCHNET_LOG_FORMAT=json every line on
     stderr is one JSON object, so a log pipeline reads them all the same way."""
 
+    formatter = JsonFormatter
+
     def setup(self, cfg):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             if getattr(handler, "_gunicorn", False):
-                handler.setFormatter(JsonFormatter())
+                handler.setFormatter(self.formatter())
+
+
+class TextGunicornLogger(JsonGunicornLogger):
+    """Gunicorn's own log in the service's text lines (SCRATCHNET_LOG_FORMAT=text): one layout, UTC
+    time, level, logger, pid, for every line on stderr."""
+
+    formatter = TextFormatter
 
 
 try:  # every service setting checked once, here, rather than in each worker after binding
@@ -199,8 +208,8 @@ keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own structured access log
 errorlog = "-"
-if _settings.log_format == "json":
-    logger_class = JsonGunicornLogger  # Gunicorn's own lines as JSON too (below)
+# Gunicorn's own lines in the service's format too (above)
+logger_class = JsonGunicornLogger if _settings.log_format == "json" else TextGunicornLogger
 loglevel = _log_level("GUNICORN_LOG_LEVEL", "info")
 proc_name = "scratchnet"
 # Each worker's heartbeat file, which Gunicorn makes in TMPDIR otherwise: in memory, and found on a
