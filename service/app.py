@@ -57,6 +57,9 @@ def _inline_styles_policy(page: str) -> str:
 CONTENT_POLICIES = {"ops.index": PAGE_POLICY, "ops.docs": _inline_styles_policy(ops.DOCS_PAGE)}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched
+# The routes that decode a compressed body (read_body(compressed=True)): their 501 for a transfer
+# coding says to send Content-Encoding instead.
+DECODING_ENDPOINTS = frozenset({"v1.predict", "v1.classify_or_regress", "v2.infer"})
 # In a request's environ: called with the bytes sent when the client does not take the answer
 # whole (service.worker.WatchedAnswer), to log and count it with the request's id and route.
 ANSWER_CUT = "scratchnet.answer_cut"
@@ -167,6 +170,8 @@ def _register_request_hooks(app: Flask) -> None:
             del request.environ["HTTP_RANGE"]
         if svc.settings.watch:
             svc.store.start()  # a no-op unless this process was forked after create_app
+        if "HTTP_TRANSFER_ENCODING" in request.environ:  # on every route, those that read no body too
+            api.refuse_transfer_codings(compressed=request.endpoint in DECODING_ENDPOINTS)
 
     @app.teardown_request
     def end_json_turn(_error):

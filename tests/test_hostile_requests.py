@@ -591,6 +591,13 @@ TRANSFER_CODED = [
     ("V1 predict", chunked_request("/v1/models/iris:predict", "application/json", GZIPPED_VECTOR,
                                    transfer_encoding="gzip,chunked"), "unsupported_transfer_coding",
      "Content-Encoding: gzip"),
+    # Routes that read no body: the request is refused all the same, as the RFC asks.
+    ("health check", chunked_request("/healthz", "application/json", b"0\r\n\r\n", method="GET",
+                                     transfer_encoding="gzip, chunked"), "unsupported_transfer_coding",
+     "send the body uncompressed"),
+    ("V2 metadata", chunked_request("/v2/models/iris", "application/json", b"0\r\n\r\n", method="GET",
+                                    transfer_encoding="gzip, chunked"), "unsupported_transfer_coding",
+     "send the body uncompressed"),
     # A coding Gunicorn does not know at all: refused before the app sees the request.
     ("unknown coding", chunked_request(IMAGE_MODEL, "image/png", one_chunk(digit_png()), transfer_encoding="foo"),
      "unsupported_transfer_coding", "send the body as it is, or chunked"),
