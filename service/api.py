@@ -124,7 +124,8 @@ def refuse_compressed_body() -> None:
 
 def refuse_transfer_codings(compressed: bool) -> None:
     """501 for a body sent with a transfer coding besides chunked (``gzip, chunked``): Gunicorn takes
-    the chunks apart but leaves the gzip on, and those bytes were read as the body itself."""
+    the chunks apart but leaves the gzip on, and those bytes were read as the body itself. Called
+    before every route (service.app), ``compressed`` for those that decode a Content-Encoding."""
     codings = [c.strip().lower() for c in request.headers.get("Transfer-Encoding", "").split(",") if c.strip()]
     if others := [c for c in codings if c != "chunked"]:
         instead = ("to send the body compressed, say Content-Encoding: gzip (or deflate) instead" if compressed
@@ -136,10 +137,10 @@ def refuse_transfer_codings(compressed: bool) -> None:
 def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytearray | memoryview:
     """The whole body, within MAX_CONTENT_LENGTH (413 beyond it, chunked bodies included).
     ``compressed``: the body may be compressed and the caller decodes its Content-Encoding;
-    otherwise a Content-Encoding is refused (415). A transfer coding other than chunked is refused (501).
-    ``array``: the caller reads the body only as a buffer (``np.frombuffer``), so a large one may
-    come as a memoryview of NumPy's memory, which is faster to fill (``fastbody.numpy_buffer``)."""
-    refuse_transfer_codings(compressed)
+    otherwise a Content-Encoding is refused (415). (A transfer coding other than chunked was refused,
+    501, before the route: ``refuse_transfer_codings``.) ``array``: the caller reads the body only as
+    a buffer (``np.frombuffer``), so a large one may come as a memoryview of NumPy's memory, which
+    is faster to fill (``fastbody.numpy_buffer``)."""
     if not compressed:
         refuse_compressed_body()
     length = request.content_length
