@@ -78,6 +78,12 @@ def failed_status(reason: str) -> str:
     return f"{FAILED}: {reason}"
 
 
+def dangling_label(name: str, label: str, version: int) -> NotFound:
+    """The 404 for a label that points to a version the registry no longer holds."""
+    return NotFound(f"Label {label!r} of model {name} points to version {version}, which does not exist.",
+                    code="version_not_found")
+
+
 def failure_reason(status: str) -> str | None:
     """Why a version cannot be served, from its status (see failed_status); None when it has not failed."""
     return status.removeprefix(FAILED + ": ") if status.startswith(FAILED) else None
@@ -944,8 +950,7 @@ class ModelStore:
         try:
             return self.version(name, version)
         except NotFound:
-            raise NotFound(f"Label {label!r} of model {name} points to version {version}, which does not exist.",
-                           code="version_not_found") from None
+            raise dangling_label(name, label, version) from None
         except NotReady as e:
             raise NotReady(f"Label {label!r} of model {name} points to version {version}, which cannot be served: "
                            f"{e.message.partition(': ')[2]}", code=e.code, details=e.details) from None

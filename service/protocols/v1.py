@@ -34,7 +34,7 @@ from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, par
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
-from ..store import AVAILABLE, failure_reason
+from ..store import AVAILABLE, dangling_label, failure_reason
 from . import binary, signature
 from .schemas import V1PredictRequest
 
@@ -245,8 +245,7 @@ def status(name: str, version: str | None = None, label: str | None = None):
             except NotFound:
                 if label is None:
                     raise
-                raise NotFound(f"Label {label!r} of model {name} points to version {number}, which does not exist.",
-                               code="version_not_found") from None
+                raise dangling_label(name, label, number) from None
             versions = [(entry["version"], entry["status"])]
             ready = entry["status"] == AVAILABLE and not unloaded
     return {"model_version_status": [version_status(v, status, unloaded) for v, status in reversed(versions)],
