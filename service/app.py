@@ -55,7 +55,8 @@ def _inline_styles_policy(page: str) -> str:
 
 
 CONTENT_POLICIES = {"ops.index": PAGE_POLICY, "ops.docs": _inline_styles_policy(ops.DOCS_PAGE)}
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
+REQUEST_ID_TEXT = r"[A-Za-z0-9._:-]{1,128}"  # a client's X-Request-ID that is taken as it is
+REQUEST_ID = re.compile(rf"^{REQUEST_ID_TEXT}\Z")
 UNMATCHED = "<unmatched>"  # the route label of a request no route matched
 # The routes that decode a compressed body (read_body(compressed=True)): their 501 for a transfer
 # coding says to send Content-Encoding instead.

@@ -107,7 +107,7 @@ from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPV
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
-from service.app import ANSWER_CUT, record_unrouted
+from service.app import ANSWER_CUT, REQUEST_ID_TEXT, record_unrouted
 from service.errors import BODY_TIMEOUT_MESSAGE, ClientWentAway, error_body
 from shared.text import shortened
 
@@ -132,8 +132,8 @@ GATHER_STEP = 256 * 1024
 GATHER_BODY = 1 << 20
 GATHER_HEAD = 64 * 1024  # headers longer than this go to a thread, whose parser refuses them (431)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r\n")
-# A client's request id, as service.app takes it (REQUEST_ID), in the head of a request a thread never saw.
-_REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*([A-Za-z0-9._:-]{1,128})[ \t]*\r\n", re.IGNORECASE)
+# A client's request id, as service.app takes it, in the head of a request a thread never saw.
+_REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*(%s)[ \t]*\r\n" % REQUEST_ID_TEXT.encode(), re.IGNORECASE)
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
 ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
