@@ -24,6 +24,7 @@ fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: se
 import atexit
 import ctypes
 import errno
+import logging
 import math
 import os
 import resource
@@ -157,12 +158,12 @@ from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
 from service.logs import JsonFormatter, TextFormatter  # noqa: E402
 
 
-class JsonGunicornLogger(GunicornLogger):
-    """Gunicorn's own log (start, listening address, workers booted, stopped or timed out) in the
-    service's JSON lines, logger ``gunicorn.error``: with SCRATCHNET_LOG_FORMAT=json every line on
-    stderr is one JSON object, so a log pipeline reads them all the same way."""
+class ServiceFormatLogger(GunicornLogger):
+    """Gunicorn's own log (start, listening address, workers booted, stopped or timed out), logger
+    ``gunicorn.error``, in the service's format (``formatter``), so that every line on stderr reads
+    the same way."""
 
-    formatter = JsonFormatter
+    formatter: type[logging.Formatter]
 
     def setup(self, cfg):
         super().setup(cfg)
@@ -171,9 +172,14 @@ class JsonGunicornLogger(GunicornLogger):
                 handler.setFormatter(self.formatter())
 
 
-class TextGunicornLogger(JsonGunicornLogger):
-    """Gunicorn's own log in the service's text lines (SCRATCHNET_LOG_FORMAT=text): one layout, UTC
-    time, level, logger, pid, for every line on stderr."""
+class JsonGunicornLogger(ServiceFormatLogger):
+    """SCRATCHNET_LOG_FORMAT=json: every line one JSON object."""
+
+    formatter = JsonFormatter
+
+
+class TextGunicornLogger(ServiceFormatLogger):
+    """SCRATCHNET_LOG_FORMAT=text: one layout, UTC time, level, logger, pid, for every line."""
 
     formatter = TextFormatter
 
