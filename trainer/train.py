@@ -921,37 +921,37 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
         folder = None
         unkept(f"cannot make a folder for the epochs' metrics in {tempfile.gettempdir()} ({e.strerror or e})")
 
-    def record(row: dict) -> None:
+    def discard() -> None:
         nonlocal folder
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder = None
+
+    def record(row: dict) -> None:
         rows.append(row)
         if folder is None:
             return
         try:
             report.append_epoch(folder / METRICS_FILE, row)
         except OSError as e:
-            shutil.rmtree(folder, ignore_errors=True)
             unkept(f"cannot write the epochs' metrics into {folder} ({e.strerror or e})")
-            folder = None
+            discard()
 
     try:
         yield record
     except Exception:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+        discard()
         raise
     except BaseException:
-        if folder is None:
-            raise
-        if not rows:
-            shutil.rmtree(folder, ignore_errors=True)
+        if folder is None or not rows:
+            discard()
             raise
         try:
             _plot_stopped(folder, name, rows)
         finally:  # a second stop cuts the plot short, and still says where the metrics are
             on_kept(folder, rows, [file for file in (METRICS_FILE, CURVES_FILE) if (folder / file).is_file()])
         raise
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    discard()
 
 
 def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
