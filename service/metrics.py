@@ -25,13 +25,14 @@ import fcntl
 import glob
 import operator
 import os
+import re
 import time
 import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Summary
-from prometheus_client import disable_created_metrics, generate_latest, multiprocess
+from prometheus_client import ProcessCollector, disable_created_metrics, generate_latest, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 
 from .store import FAILED, StoreEvents
@@ -54,6 +55,7 @@ EXITED = "exited"  # "<kind>_exited.db": the totals of the processes that have e
 LOCK_FILE = "metrics.lock"  # held shared while a scrape reads the files, exclusive while one is folded
 STAGES = ("input", "infer", "output")  # the stages of a prediction, as Triton's statistics name them compute_*
 FOLD_WAIT = 0.2  # seconds the master waits for scrapes to finish before leaving a fold for later
+LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")  # a live gauge's file: removed when its process exits
 
 
 def multiprocess_mode() -> bool:
@@ -66,6 +68,8 @@ class Metrics(StoreEvents):
     def __init__(self):
         self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry()
+        if not self.multiprocess:  # under Gunicorn, MultiProcessFiles reports every process's
+            ProcessCollector(registry=self.registry)
         registry = None if self.multiprocess else self.registry  # multiprocess values live in files
         self.requests = Counter("scratchnet_requests", "HTTP requests answered, by route template and status.",
                                 ["method", "route", "status"], registry=registry)
@@ -292,20 +296,44 @@ class MultiProcessFiles:
     """The metrics of every process's files in ``directory``, as prometheus_client's
     ``MultiProcessCollector`` reads them, less the files of a process that is starting: such a
     file is created empty and sized a moment later, and read in between it failed the whole
-    scrape (500) each time a worker started. It holds no values before it is sized."""
+    scrape (500) each time a worker started. It holds no values before it is sized.
+
+    Then the standard ``process_*`` metrics (memory, CPU time, open files, start time) of the
+    Gunicorn master and of each live worker, read from /proc at the scrape and labelled by pid as
+    the live gauges are: a worker's own ``ProcessCollector`` would report only the worker that
+    happens to answer, and prometheus_client leaves them out in multiprocess mode."""
 
     def __init__(self, directory: str):
         self.directory = directory
 
     def collect(self):
         files = []
+        live = {os.getppid()}  # the master, which writes no files
         for path in glob.glob(os.path.join(self.directory, "*.db")):
             try:
                 if os.path.getsize(path) > 0:
                     files.append(path)
             except FileNotFoundError:  # a dead worker's live gauges, just removed
-                pass
-        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+                continue
+            if match := LIVE_FILE.fullmatch(os.path.basename(path)):
+                live.add(int(match[1]))
+        yield from multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+        yield from _process_metrics(sorted(live))
+
+
+def _process_metrics(pids: list[int]):
+    """ProcessCollector's metrics for each of ``pids``, one family each with a ``pid`` label
+    (a process that has just exited is left out)."""
+    families = {}
+    for pid in pids:
+        for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            samples = [sample._replace(labels={**sample.labels, "pid": str(pid)}) for sample in family.samples]
+            if family.name in families:
+                families[family.name].samples.extend(samples)
+            else:
+                family.samples = samples
+                families[family.name] = family
+    return families.values()
 
 
 def _open_lock(directory: str | os.PathLike) -> int:

@@ -16,6 +16,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -991,6 +992,14 @@ def test_metrics_count_requests_errors_and_versions(client):
     # Series an alert watches are there from the start, at 0, not only once something went wrong.
     assert 'scratchnet_model_pin_unservable{model="iris"} 0.0' in text
     assert "scratchnet_registry_unreadable_models 0.0" in text
+
+
+def test_metrics_report_this_process_memory_and_cpu_time(client):
+    """Outside Gunicorn the app is one process: the standard process_* series, unlabelled, are its own."""
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    [rss] = families["process_resident_memory_bytes"].samples
+    assert rss.labels == {} and abs(rss.value - psutil.Process().memory_info().rss) < 0.2 * rss.value
+    assert families["process_cpu_seconds"].samples[0].value > 0
 
 
 def test_latency_histograms_resolve_times_under_a_millisecond(client):

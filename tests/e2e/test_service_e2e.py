@@ -470,6 +470,29 @@ def test_metrics_are_summed_across_workers(live_service, service_registry):
     assert set(served) == live_service.worker_pids() and set(served.values()) == {1}
 
 
+def test_metrics_report_the_memory_and_cpu_time_of_the_master_and_each_live_worker(start_service, service_registry):
+    """Whichever worker answers the scrape, process_* has one series per process (pid label) for
+    the master and every live worker, with its real memory; a killed worker's series goes and its
+    replacement's comes."""
+    server = start_service(service_registry, workers=2)
+
+    def resident() -> dict[int, float]:
+        text = requests.get(server.url + "/metrics", headers={"Connection": "close"}, timeout=10).text
+        [family] = [f for f in text_string_to_metric_families(text) if f.name == "process_resident_memory_bytes"]
+        return {int(sample.labels["pid"]): sample.value for sample in family.samples}
+
+    processes = {server.process.pid} | server.worker_pids()
+    for _ in range(6):  # answered by either worker
+        reported = resident()
+        assert set(reported) == processes
+        for pid, value in reported.items():
+            assert abs(value - psutil.Process(pid).memory_info().rss) < 0.2 * value, pid
+    killed = min(server.worker_pids())
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: killed not in server.worker_pids() and len(server.worker_pids()) == 2)
+    wait_for(lambda: set(resident()) == {server.process.pid} | server.worker_pids())
+
+
 def test_requests_in_flight_are_summed_over_the_live_workers(start_service, service_registry):
     """With 2 workers, a request held in one worker's view (its chunked body still arriving) is 1
     in flight whichever worker answers the scrape, and 0 once it is answered, once its client
