@@ -140,6 +140,21 @@ def test_config_file_with_flag_overrides(tmp_path, blobs_npz):
     assert layers[1] == {"type": "activation", "name": "leaky_relu", "alpha": 0.1}
 
 
+def test_a_config_files_relative_paths_are_read_from_its_own_folder(tmp_path, blobs_npz, monkeypatch, capsys):
+    """A config file beside its data runs from any folder: its data_path is the file next to it, not one
+    of that name in the folder the run starts in; a flag's path stays relative to the current folder."""
+    (tmp_path / "run.toml").write_text(f'dataset = "npz"\ndata_path = "{blobs_npz.name}"\nhidden = [4]\nepochs = 1\n'
+                                       'progress = false\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_cli("train", "--config", "../run.toml", "--output", "out") == 0, capsys.readouterr().err
+    assert read_manifest(elsewhere / "out" / "model.npz")["training"]["dataset"]["name"] == "blobs"
+    shutil.copy(blobs_npz, elsewhere / "other.npz")
+    assert run_cli("train", "--config", "../run.toml", "--data-path", "other.npz", "--output", "out") == 0
+    assert read_manifest(elsewhere / "out" / "model.npz")["training"]["dataset"]["name"] == "other"
+
+
 def test_a_diverging_run_with_clipping_names_its_epoch_and_learning_rate(blobs_npz, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--optimizer", "sgd", "--lr", 1e30,
                    "--clip-norm", 1e30, "--epochs", 2, "--no-progress") == 2

@@ -61,6 +61,9 @@ from .gradcheck import ROWS, SAMPLES, run_gradcheck
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
 OFF_AT_ZERO = ("patience", "clip_norm")  # --patience 0 turns off the early stopping a config file sets
+# A config file's relative paths are read from its own folder, as a flag's are from the current one: the
+# file and the data beside it work from wherever the run starts.
+CONFIG_PATHS = ("data_path", "data_dir", "cache_dir")
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
 OVERFIT_STEPS = 3000
 
@@ -225,6 +228,9 @@ def config_values(args: argparse.Namespace) -> dict:
             raise CommandError(f"config {args.config} sets {', '.join(twice)} twice (written with - and with _): "
                                "keep one")
         values = dict(zip(keys, values.values()))
+        for key in CONFIG_PATHS:
+            if isinstance(values.get(key), str) and values[key]:
+                values[key] = str(args.config.parent / Path(values[key]).expanduser())
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
