@@ -312,6 +312,18 @@ def test_csv_ragged_row(tmp_path):
         load_dataset("csv", path=path, target="y", task="regression")
 
 
+def test_a_csv_quote_left_open_is_named_on_the_line_that_opens_it(tmp_path):
+    """An unclosed quote takes every line after it into one field: the error points at the quote, not
+    at the file's last line, which is well formed."""
+    path = tmp_path / "quote.csv"
+    path.write_text('a,b,y\n1,2,0\n\n3,4,1\n"5,6,0\n7,8,1\n1,2,0\n')
+    with pytest.raises(DatasetError, match="quote.csv, line 5: a quoted field opened on this line runs on to line 7, "
+                                           "taking the lines between into one field: close its quote"):
+        load_dataset("csv", path=path, target="y", task="regression")
+    path.write_text('a,b,y\n1,"two\nlines",0\n3,4,1\n')  # a closed quote may hold a line break
+    assert load_dataset("csv", path=path, target="b", task="classification").labels == ["4", "two\nlines"]
+
+
 def test_csv_needs_a_header_and_a_task(tmp_path):
     path = tmp_path / "noheader.csv"
     path.write_text("1,2,3\n4,5,6\n")

@@ -823,14 +823,19 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
+    end = 0  # the line the record before ended on
     try:
         for fields in _within_field_limit(reader, len(text)):
+            start, end = end + 1, reader.line_num
             if not fields or all(not f.strip() for f in fields):
                 continue
             if header is None:
                 header = [f.strip() for f in fields]
                 continue
             if len(fields) != len(header):
+                if len(fields) < len(header) and any("\n" in f for f in fields):  # a quote left open: one field
+                    raise DatasetError(f"{source}, line {start}: a quoted field opened on this line runs on to line "
+                                       f"{end}, taking the lines between into one field: close its quote")
                 raise DatasetError(f"{source}, line {reader.line_num}: {len(fields)} fields, "
                                    f"but the header has {len(header)}")
             rows.append((reader.line_num, fields))
