@@ -426,6 +426,16 @@ def test_mirror_environment_variable_replaces_the_defaults(monkeypatch):
         mirror_urls(defaults, "mnist/x.gz")
 
 
+@pytest.mark.parametrize("base, why", [("http://[::1", "Invalid IPv6 URL"), ("http://127.0.0.1:8o/", "Port could not"),
+                                       ("http://127.0.0.1:99999/", "Port out of range")])
+def test_a_mirror_url_that_cannot_be_parsed_is_named_with_its_variable(monkeypatch, base, why):
+    """urllib's 'Invalid IPv6 URL' alone named neither the URL nor where it came from."""
+    monkeypatch.setenv("SCRATCHNET_MIRROR", base)
+    with pytest.raises(DownloadError, match=rf"\$SCRATCHNET_MIRROR names '{re.escape(base)}', which is not a valid URL "
+                                            rf"\({why}.*\): give base URLs"):
+        mirror_urls(["https://example.org/mnist/x.gz"], "mnist/x.gz")
+
+
 def test_load_dataset_downloads_the_real_wine_file_from_a_mirror(server, tmp_path, monkeypatch, datasets_dir):
     red = (datasets_dir / "wine-quality" / "winequality-red.csv").read_bytes()
     server.files["/wine-quality/winequality-red.csv"] = red

@@ -73,8 +73,14 @@ def mirror_urls(default_urls: list[str], relative_path: str) -> list[str]:
         return list(default_urls)
     bases = [base for base in re.split(r"[\s,]+", override) if base]
     for base in bases:
-        if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", base):
-            raise DownloadError(f"${MIRROR_ENV} names {base!r}, which is not a URL: give base URLs such as "
+        try:
+            urllib.parse.urlsplit(base).port  # a bracket left open, a port that is no number: ValueError
+        except ValueError as exc:
+            problem = f"which is not a valid URL ({exc})"
+        else:
+            problem = None if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", base) else "which is not a URL"
+        if problem:
+            raise DownloadError(f"${MIRROR_ENV} names {base!r}, {problem}: give base URLs such as "
                                 "https://mirror.example/scratchnet, separated by spaces or commas")
     return [f"{base.rstrip('/')}/{relative_path.lstrip('/')}" for base in bases]
 
