@@ -686,6 +686,27 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     assert err.startswith(f"error: {model_file}: ") and "Traceback" not in err
 
 
+def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(tmp_path, blobs_npz, capsys):
+    """Without --version evaluate scores the latest version; when that one cannot be loaded the error
+    says how to score another, and when serving.json pins another one a note says so."""
+    registry = tmp_path / "models"
+    for _ in range(2):
+        assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                       "--publish", "--registry", registry) == 0
+    (registry / "blobs" / "serving.json").write_text('{"pinned": 1}')
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", registry, "--model", "blobs") == 0
+    assert re.search(r"note: scoring v2, blobs's latest version; .*serving\.json pins v1 for the service "
+                     r"\(--version 1 scores it\)", capsys.readouterr().err)
+    model_file = registry / "blobs" / "2" / "model.npz"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    message = refused(capsys, "evaluate", "--registry", registry, "--model", "blobs")
+    assert message.startswith(f"{model_file}: ")
+    assert message.endswith("; v2 is blobs's latest version: score another with --version (its versions: 1, 2)")
+    assert run_cli("evaluate", "--registry", registry, "--model", "blobs", "--version", 1) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, wine_csv, capsys, monkeypatch):
     """The recorded --data-path is what was typed: from another folder a relative one is not
     there, and a file that changed since training gives a different held-out split."""

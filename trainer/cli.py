@@ -24,7 +24,7 @@ import numpy as np
 
 from shared.errors import ScratchnetError
 from shared.forward import standardize
-from shared.registry import RegistryError
+from shared.registry import SERVING_FILE, RegistryError
 from shared.text import repeated, shortened
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
@@ -307,10 +307,18 @@ def cmd_evaluate(args) -> int:
     if not versions:
         raise CommandError(f"no versions of {name!r} in {args.registry}")
     version = args.version or versions[-1]
+    listed = ", ".join(map(str, versions))
     if version not in versions:
-        raise CommandError(f"{name} has no version {version} in {args.registry}; "
-                           f"its versions: {', '.join(map(str, versions))}")
-    model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
+        raise CommandError(f"{name} has no version {version} in {args.registry}; its versions: {listed}")
+    try:
+        model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
+    except ScratchnetError as e:
+        if args.version or len(versions) == 1:
+            raise
+        raise CommandError(f"{e}; v{version} is {name}'s latest version: score another with --version "
+                           f"(its versions: {listed})") from None
+    if not args.version:
+        _note_another_served(registry, name, version)
     _check_recorded(model, f"{name} v{version}")
     training = _object(model.manifest.get("training"))
     config = _object(training.get("config"))
@@ -703,6 +711,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _note_another_served(registry, name: str, latest: int) -> None:
+    """A note when the service serves another version than the latest, which evaluate scores by default."""
+    try:
+        pinned = registry.read_serving(name)["pinned"]
+    except RegistryError:  # the service reports it; scoring the model does not depend on it
+        return
+    if pinned is not None and pinned != latest:
+        print(f"note: scoring v{latest}, {name}'s latest version; {registry.root / name / SERVING_FILE} pins "
+              f"v{pinned} for the service (--version {pinned} scores it)", file=sys.stderr)
 
 
 def _stop_behind(error: BaseException) -> BaseException | None:
