@@ -501,7 +501,9 @@ def _request_reduced_decode(image: Image.Image, part: float = 1.0) -> None:
     ``part`` of its longer side keeps the working size."""
     factor = int(part * max(image.size)) // WORKING_SIDE
     if image.format in ("JPEG", "MPO") and factor >= 2:
-        image.draft(None, (image.size[0] // factor, image.size[1] // factor))
+        # At least a pixel a side: Pillow divides by the size asked for, and a strip's short side
+        # (a 3000x20 JPEG) is shorter than the factor.
+        image.draft(None, (max(1, image.size[0] // factor), max(1, image.size[1] // factor)))
 
 
 # PNG pixel layouts Pillow decodes to 8 bits, rescaling 2- and 4-bit grey and keeping the high byte

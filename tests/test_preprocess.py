@@ -827,6 +827,19 @@ def test_arrays_far_wider_than_tall_are_fitted_not_lost(shape):
         array_to_vector(np.zeros(shape, dtype=np.uint8), DIGIT)
 
 
+@pytest.mark.parametrize("size", [(3000, 20), (20, 3000), (6000, 3)])
+def test_jpegs_far_wider_than_tall_are_decoded(size):
+    """A JPEG whose short side is shorter than the factor it is reduced by while decoded (a strip
+    3000x20) was refused as truncated or corrupt ("integer division or modulo by zero")."""
+    pixels = np.full(size[::-1], 255, dtype=np.uint8)
+    long_axis = int(np.argmax(size[::-1]))
+    stroke = [slice(None), slice(None)]
+    stroke[long_axis] = slice(size[::-1][long_axis] // 4, size[::-1][long_axis] // 2)
+    pixels[tuple(stroke)] = 0
+    vector = image_to_vector(encode(Image.fromarray(pixels), "JPEG"), DIGIT)
+    assert vector.shape == (784,) and vector.max() == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------- vectors
 
 
