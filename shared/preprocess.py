@@ -331,7 +331,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             _check_pixels(declared, max_pixels)
             if budget is not None:
                 budget.spend(declared)
-            part = 1.0 if region is None else max(region[1] - region[0], region[3] - region[2])
+            part = 1.0 if region is None else _region_part(region, declared)
             upright = _upright(_loaded(image, data, part))
             if region is not None:
                 upright = upright.crop(_pixel_box(region, upright.size))
@@ -485,6 +485,17 @@ def _upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - any failure parsing untrusted metadata
         return image
+
+
+def _region_part(region: tuple[float, float, float, float], size: tuple[int, int]) -> float:
+    """The longer side of ``region`` (fractions of the upright image) as a part of the longer side
+    of an image of ``size``, as stored. A stored image may be turned a quarter (EXIF orientation 5
+    to 8), its sides swapped: the smaller of the two readings, so that the region is never reduced
+    below the working size."""
+    top, bottom, left, right = region
+    tall, wide = bottom - top, right - left
+    width, height = size
+    return min(max(tall * height, wide * width), max(tall * width, wide * height)) / max(size)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:

@@ -244,6 +244,20 @@ def test_a_small_digit_in_a_large_photo_is_read_from_a_finer_look(fmt, digit, re
     assert aligned_correlation(vector, reference) > 0.95
 
 
+@pytest.mark.parametrize("orientation, stored_as", [(1, None), (6, Image.Transpose.ROTATE_90)])
+def test_a_digit_as_tall_as_a_wide_strip_is_read_from_a_finer_look(orientation, stored_as, digit):
+    """A digit 40 px tall across a 2000x48 JPEG: the finer look was decoded as reduced as the whole
+    strip (its region spans the strip's height, taken as a part of its width), the digit 5 px tall."""
+    strip = np.full((48, 2000), 255, dtype=np.uint8)
+    strip[4:44, 700:740] = np.asarray(paper(digit, side=40))
+    upright = Image.fromarray(strip)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = upright.transpose(stored_as) if stored_as else upright
+    vector = image_to_vector(encode(stored, "JPEG", exif=exif, quality=95), DIGIT)
+    assert aligned_correlation(vector, image_to_vector(encode(upright, "PNG"), DIGIT)) > 0.95
+
+
 def test_the_finer_look_leaves_the_requests_pixel_budget_to_its_images(digit):
     # The budget counts what the images declare: photos that fit it are all read, each with its
     # finer look (which decodes its photo a second time), none refused for the looks before it.
