@@ -364,6 +364,9 @@ def _loaded(image: Image.Image, data: bytes, part: float = 1.0) -> Image.Image:
     two bytes), the decode of ``data`` with the marker put back."""
     _request_reduced_decode(image, part)
     _match_colour_key(image)
+    with_alpha = _bmp_with_alpha(image, data)
+    if with_alpha is not None:
+        return with_alpha
     try:
         image.load()
         return image
@@ -372,6 +375,19 @@ def _loaded(image: Image.Image, data: bytes, part: float = 1.0) -> Image.Image:
         if whole is None:
             raise
         return whole
+
+
+def _bmp_with_alpha(image: Image.Image, data: bytes) -> Image.Image | None:
+    """A 32-bit BMP's pixels with the fourth byte of each as its alpha, when any of those bytes is not
+    0. The format calls the byte reserved and Pillow drops it, but Pillow writes an RGBA image's alpha
+    there, and browsers show it as alpha unless it is 0 throughout (an opaque image, byte left 0)."""
+    if image.format != "BMP" or image.info.get("compression") != 0 or len(image.tile) != 1:
+        return None
+    codec, _, offset, (raw_mode, stride, direction) = image.tile[0]
+    if codec != "raw" or raw_mode != "BGRX" or len(data) < offset + stride * image.size[1]:
+        return None  # not 32-bit, or truncated: Pillow's decode says so
+    pixels = Image.frombuffer("RGBA", image.size, memoryview(data)[offset:], "raw", "BGRA", stride, direction)
+    return pixels if pixels.getextrema()[3][1] > 0 else None
 
 
 JPEG_EOI = b"\xff\xd9"

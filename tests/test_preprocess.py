@@ -90,6 +90,18 @@ def test_transparent_background_counts_as_white_paper(fmt, mode, digit, referenc
     assert aligned_correlation(vector, reference) > 0.97
 
 
+def test_the_alpha_of_a_32_bit_bmp_counts_as_transparency(digit, reference):
+    # Pillow writes an RGBA image as a 32-bit BMP with its alpha in each pixel's fourth byte, and
+    # browsers show it, but reads it back without: black strokes on transparent black were blank.
+    image = to_mode(paper(digit), "RGBA", transparent_background=True)
+    vector = image_to_vector(encode(image, "BMP"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.97
+    # Opaque, with the fourth byte left 0 throughout (as most writers leave it): not transparent.
+    opaque = np.dstack([np.asarray(paper(digit).convert("RGB")), np.zeros((112, 112), np.uint8)])
+    vector = image_to_vector(encode(Image.fromarray(opaque, "RGBA"), "BMP"), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.97
+
+
 @pytest.mark.parametrize("fmt", ["GIF", "PNG"])
 def test_palette_transparency_counts_as_white(fmt, digit, reference):
     # A palette whose paper entry is black but transparent: only the transparency makes it paper.
