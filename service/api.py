@@ -33,6 +33,7 @@ from shared.forward import Model
 from shared.preprocess import format_by_signature
 from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
 
+from .budget import LARGE_SHARE
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
                      PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, describe_validation_error)
@@ -211,11 +212,20 @@ STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per 
 
 
 def hold_for_json(numbers: int) -> None:
-    """Take this request's turn among large JSON parses (service.budget) when ``numbers`` make it
-    one, and hold it until the request ends."""
+    """Take this request's turn among large JSON parses and image decodes (service.budget) when
+    ``numbers`` make it one, and hold it until the request ends."""
     parses = service().large_parses
-    if parses.is_large(numbers) and "json_turn" not in g:
-        g.json_turn = parses.take_turn()
+    if parses.is_large(numbers) and "large_turn" not in g:
+        g.large_turn = parses.take_turn()
+
+
+def hold_for_decode(pixels: int) -> None:
+    """Take this request's turn among large JSON parses and image decodes (service.budget) before an
+    image is decoded to ``pixels`` pixels, when they are an eighth of the image limit or more, and
+    hold it until the request ends."""
+    svc = service()
+    if pixels * LARGE_SHARE >= svc.settings.max_image_pixels and "large_turn" not in g:
+        g.large_turn = svc.large_parses.take_turn()
 
 
 def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:

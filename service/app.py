@@ -106,9 +106,10 @@ def create_app(config: dict | None = None) -> Flask:
     store.refresh(validate_all=False)  # ready to serve before the first request
     if settings.watch:
         store.start()
-    # Gunicorn's workers share the metrics folder, which holds their turns at large JSON parses.
+    # Gunicorn's workers share the metrics folder, which holds their turns at large JSON parses and decodes.
     large_parses = LargeParses(settings.max_vector_values, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-    app.extensions[EXTENSION] = Service(settings, registry, store, Predictor(store, settings), metrics, large_parses)
+    predictor = Predictor(store, settings, before_decode=api.hold_for_decode)
+    app.extensions[EXTENSION] = Service(settings, registry, store, predictor, metrics, large_parses)
 
     register_error_handlers(app)
     _register_request_hooks(app)
@@ -175,9 +176,9 @@ def _register_request_hooks(app: Flask) -> None:
             api.refuse_transfer_codings(compressed=request.endpoint in DECODING_ENDPOINTS)
 
     @app.teardown_request
-    def end_json_turn(_error):
-        if "json_turn" in g:  # service.api.hold_for_json
-            svc.large_parses.end_turn(g.pop("json_turn"))
+    def end_large_turn(_error):
+        if "large_turn" in g:  # service.api.hold_for_json, hold_for_decode
+            svc.large_parses.end_turn(g.pop("large_turn"))
 
     @app.teardown_request
     def end_in_flight(_error):

@@ -1,4 +1,4 @@
-"""One large JSON parse at a time among a service's workers.
+"""One large JSON parse or image decode at a time among a service's workers.
 
 Parsing a JSON batch costs about 33 bytes of Python objects per number until the numbers are an
 array: with the body and the arrays, ~450 MB for a request at the default limit of 8 million numbers.
@@ -9,6 +9,12 @@ counted, waits for its turn: among the workers of one Gunicorn (a lock file in t
 share), or among the threads of a process on its own. A smaller request (a few MB of objects at
 most) never waits for a turn, though it may wait for a thread while large ones hold them. The lock
 is an flock: the kernel releases it when a worker dies holding it.
+
+Decoding an image costs up to ~12 bytes a pixel (a WebP with alpha: libwebp's buffer, Pillow's
+RGBA, the grey and the alpha): ~300 MB at the default limit of 25 million pixels, which a file of
+1 kB can declare. Four such requests at once, two per worker, took compose's 1 GB and workers were
+killed. So an image that decodes to an eighth of the pixel limit or more takes the same turn
+before it is decoded (a photo the JPEG decoder reduces as it decodes counts what it decodes to).
 """
 
 from __future__ import annotations

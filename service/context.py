@@ -24,7 +24,7 @@ class Service:
     store: ModelStore
     predictor: Predictor
     metrics: Metrics
-    large_parses: LargeParses  # one large JSON parse at a time (service.budget)
+    large_parses: LargeParses  # one large JSON parse or image decode at a time (service.budget)
 
 
 def service() -> Service:

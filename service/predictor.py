@@ -16,6 +16,7 @@ are ``service.errors`` / ``shared.errors`` exceptions carrying their HTTP status
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,9 +118,12 @@ def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
 
 
 class Predictor:
-    def __init__(self, store: ModelStore, settings: Settings):
+    def __init__(self, store: ModelStore, settings: Settings, before_decode: Callable[[int], None] | None = None):
+        """``before_decode``: called with the pixels an image's decode is about to make (see
+        shared.preprocess.images_to_batch)."""
         self.store = store
         self.settings = settings
+        self.before_decode = before_decode
 
     # which model -------------------------------------------------------------------------
 
@@ -158,7 +162,8 @@ class Predictor:
             raise InvalidInput("No image given: send at least one.", code="no_input")
         self._check_batch_size(len(images), "images")
         return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels,
-                               max_total_pixels=self.settings.max_request_pixels, item_name=item_name)
+                               max_total_pixels=self.settings.max_request_pixels, item_name=item_name,
+                               before_decode=self.before_decode)
 
     def vectors_batch(self, model: Model, values) -> np.ndarray:
         """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""

@@ -17,6 +17,7 @@ import io
 import math
 import numbers
 import re
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,16 +57,19 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
 
 
 def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    max_total_pixels: int | None = None, item_name: str = "image {}") -> np.ndarray:
+                    max_total_pixels: int | None = None, item_name: str = "image {}",
+                    before_decode: Callable[[int], None] | None = None) -> np.ndarray:
     """Several encoded images -> ndarray of shape (n, h*w); an error names the image (0-based) as
     ``item_name.format(index)``, so a protocol can name it the way its request does. With
     ``max_total_pixels``, the images together may declare at most that many pixels
-    (TooManyPixels, raised before the image that would exceed it is decoded)."""
+    (TooManyPixels, raised before the image that would exceed it is decoded). ``before_decode`` is
+    called with the pixels each decode is about to make (fewer than declared where the decoder
+    reduces as it decodes), so that a server can bound the memory of the decodes it runs at once."""
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(images, lambda data, size: _decoded_with_zoom(data, max_pixels, budget), preprocessing,
-                     item_name, "image")
+    return _to_batch(images, lambda data, size: _decoded_with_zoom(data, max_pixels, budget, before_decode),
+                     preprocessing, item_name, "image")
 
 
 class PixelBudget:
@@ -315,10 +319,11 @@ def decode_grey(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: Pi
 
 
 def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
-            region: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+            region: tuple[float, float, float, float] | None = None,
+            before_decode: Callable[[int], None] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`decode_grey`, and the image's declared size (width, height). ``region`` (top, bottom,
     left, right as fractions of the upright image): only that part, decoded at full size before its
-    reduction (a zoom, see shared.ink.grey_to_vector)."""
+    reduction (a zoom, see shared.ink.grey_to_vector). ``before_decode``: see images_to_batch."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
@@ -332,7 +337,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             if budget is not None:
                 budget.spend(declared)
             part = 1.0 if region is None else _region_part(region, declared)
-            upright = _upright(_loaded(image, data, part))
+            upright = _upright(_loaded(image, data, part, before_decode))
             if region is not None:
                 upright = upright.crop(_pixel_box(region, upright.size))
             return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
@@ -357,12 +362,15 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
                                f"{err or type(err).__name__}") from err
 
 
-def _loaded(image: Image.Image, data: bytes, part: float = 1.0) -> Image.Image:
+def _loaded(image: Image.Image, data: bytes, part: float = 1.0,
+            before_decode: Callable[[int], None] | None = None) -> Image.Image:
     """``image`` decoded, reduced while decoded where the format can (so that ``part`` of its
     longer side, the whole by default, still spans the working size), or, for a JPEG that lacks
     only its end-of-image marker (some cameras write none; an upload can be cut by the marker's
     two bytes), the decode of ``data`` with the marker put back."""
     _request_reduced_decode(image, part)
+    if before_decode is not None:
+        before_decode(image.size[0] * image.size[1])
     _match_colour_key(image)
     with_alpha = _bmp_with_alpha(image, data)
     if with_alpha is not None:
@@ -555,16 +563,17 @@ _CANONICAL = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "
               "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 
 
-def _decoded_with_zoom(data: bytes, max_pixels: int, budget: PixelBudget | None) -> tuple[np.ndarray, Zoom | None]:
+def _decoded_with_zoom(data: bytes, max_pixels: int, budget: PixelBudget | None,
+                       before_decode: Callable[[int], None] | None = None) -> tuple[np.ndarray, Zoom | None]:
     """The image's grey at working size and, when it was reduced by half or more to get there, its
     zoom: a region of it decoded again, at full size before the reduction (see
     shared.ink.grey_to_vector). ``budget`` counts what images declare, so the zoom spends nothing
     from it: it decodes at most its image again, and a request at most twice its budget, while a
     zoom never leaves a later image of the request without budget."""
-    grey, declared = _decode(data, max_pixels, budget)
+    grey, declared = _decode(data, max_pixels, budget, before_decode=before_decode)
     if max(declared) < 2 * max(grey.shape):
         return grey, None
-    return grey, lambda region: _decode(data, max_pixels, None, region)[0]
+    return grey, lambda region: _decode(data, max_pixels, None, region, before_decode)[0]
 
 
 def _pixel_box(region: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:

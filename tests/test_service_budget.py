@@ -4,6 +4,7 @@ route that parses JSON numbers; smaller requests and binary tensors never wait f
 turn is an flock among processes, which the kernel gives up for a worker that dies holding it.
 (tests/test_docker.py sends the largest batches together to the service under its memory limit.)"""
 import gzip
+import io
 import json
 import multiprocessing
 import os
@@ -11,6 +12,7 @@ import threading
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from modelgen import publish_model
 from service.app import create_app
@@ -113,6 +115,40 @@ def test_a_refused_large_request_gives_its_turn_back(app):
     answers = []
     post(app, "native", LARGE, answers)
     assert answers == [(200, LARGE)]
+
+
+def image_body(side: int, fmt: str = "WEBP") -> bytes:
+    """A bar drawn on a canvas of ``side`` x ``side``: in a WebP, a transparent one, a kilobyte that
+    decodes to 4 bytes a pixel and more; in a JPEG, a white one."""
+    canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0)) if fmt == "WEBP" else Image.new("L", (side, side), 255)
+    ImageDraw.Draw(canvas).rectangle((side // 3, side // 8, side // 2, side - side // 8), fill="black")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return buffer.getvalue()
+
+
+def test_a_large_image_waits_for_its_turn_before_it_is_decoded_and_a_small_one_does_not(tmp_path):
+    # Four 25-megapixel WebPs of a kilobyte each, two per worker, took compose's 1 GB: workers killed.
+    publish_model(tmp_path / "models", "mnist")
+    app = create_app({"registry": tmp_path / "models", "watch": False, "max_image_pixels": 8_000_000})
+    parses = app.extensions["scratchnet"].large_parses
+    small, large, photo = image_body(900), image_body(1000), image_body(2000, "JPEG")  # an eighth: 1,000,000 px
+    turn = parses.take_turn()  # another request is decoding a large image
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        app.test_client().post("/predict", data=large, content_type="image/webp").status_code))
+    try:
+        waiting.start()
+        for body in (small, photo):  # the JPEG is decoded reduced, to 1/64 of its 4 million pixels
+            assert app.test_client().post("/predict", data=body, content_type="image/*").status_code == 200
+        waiting.join(0.5)
+        assert waiting.is_alive() and answers == [], "a large image was decoded while another held the turn"
+    finally:
+        parses.end_turn(turn)
+    waiting.join(10)
+    assert answers == [200]
+    # The turn was given back at the request's end: the next large image goes at once.
+    assert app.test_client().post("/predict", data=large, content_type="image/webp").status_code == 200
 
 
 def test_workers_take_turns_and_one_that_dies_holding_its_turn_gives_it_up(tmp_path):
