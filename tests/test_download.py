@@ -4,6 +4,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -198,6 +199,26 @@ def test_a_stalled_download_keeps_what_arrived(server, tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match=r"timed out \(the partial download is kept and will be resumed\)"):
         fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, tmp_path, progress=False)
     assert (tmp_path / "data.bin.part").read_bytes() == PAYLOAD[:100_000]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_download_stopped_by_the_user_says_what_it_keeps_for_the_next_run(server, tmp_path, stop):
+    server.files["/wine-quality/winequality-red.csv"] = PAYLOAD
+    server.stall_after = 100_000
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCRATCHNET_MIRROR": server.url}
+    env.pop("SCRATCHNET_DATA_DIR", None)
+    run = subprocess.Popen([sys.executable, "-m", "trainer", "summary", "--dataset", "wine-quality", "--cache-dir",
+                            str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
+    part = tmp_path / "wine-quality" / "winequality-red.csv.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size == 100_000) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(stop)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 128 + stop and "Traceback" not in err, err
+    assert (f"winequality-red.csv: the 100,000 bytes downloaded are kept in {part}; the next run resumes from "
+            "there") in err
+    assert part.read_bytes() == PAYLOAD[:100_000]
 
 
 def test_restarts_when_the_server_ignores_range(server, tmp_path):

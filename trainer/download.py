@@ -164,6 +164,11 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
                     log.warning("%s did not answer (%s): skipping it for the other files", _origin(url),
                                 _describe(exc))
                 break
+            except BaseException as stop:
+                if not isinstance(stop, Exception) and _size(part):  # Ctrl-C, SIGTERM: say what stays
+                    log.warning("%s: the %s bytes downloaded are kept in %s; the next run resumes from there",
+                                filename, f"{_size(part):,}", part)
+                raise
             actual = sha256_file(written)
             if actual == expected:
                 os.replace(written, target)
