@@ -121,7 +121,11 @@ def create_app(config: dict | None = None) -> Flask:
              ", ".join(store.names()) or "none")
     # A misspelt name would otherwise show only as 404s; a registry that cannot be read has
     # already been reported, and its models are unknown, not missing.
-    if settings.default_model not in store.names() and store.registry_error is None:
+    if settings.models is not None and settings.default_model not in settings.models:
+        log.warning("the default model %r (SCRATCHNET_DEFAULT_MODEL) is not one of the models served "
+                    "(SCRATCHNET_MODELS: %s); POST /predict answers 404: add it to SCRATCHNET_MODELS or choose "
+                    "one of those", settings.default_model, ", ".join(settings.models))
+    elif settings.default_model not in store.names() and store.registry_error is None:
         log.warning("the default model %r (SCRATCHNET_DEFAULT_MODEL) is not in the registry; POST /predict "
                     "answers 404 until it is", settings.default_model)
     return app

@@ -172,6 +172,18 @@ def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
     assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
 
 
+def test_a_default_model_left_out_of_scratchnet_models_is_named_as_such(tmp_path):
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "wine", kind="regression")
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_MODELS": "wine"}) as server:
+        response = requests.post(server.url + "/predict", json={"inputs": [0.5] * 784}, timeout=10)
+        assert response.status_code == 404
+        log = server.log()
+    assert "the default model 'mnist' (SCRATCHNET_DEFAULT_MODEL) is not one of the models served " \
+           "(SCRATCHNET_MODELS: wine)" in log, log
+    assert "is not in the registry" not in log  # it is: the registry holds mnist
+
+
 # the addresses it listens on ------------------------------------------------------------------------
 
 
