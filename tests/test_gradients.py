@@ -297,6 +297,22 @@ def test_gradcheck_honours_a_config_files_network_and_dataset(tmp_path, capsys):
         "dense3.weight": "5x3", "dense3.bias": "3"}
 
 
+def test_gradcheck_takes_a_train_command_line_as_it_is(tmp_path, capsys):
+    """Its help promises that: where the run would go (--publish, --registry, --output) is taken and changes
+    nothing, and nothing is written there."""
+    from trainer import cli
+
+    train_line = ["--hidden", "32", "16", "--batchnorm", "--dropout", "0.2", "--lr", "1e-3", "--epochs", "20",
+                  "--samples", "3"]
+    registry, output = tmp_path / "models", tmp_path / "run"
+    assert cli.main(["gradcheck", *train_line]) == 0
+    alone = gradcheck_rows(capsys.readouterr().out)
+    for destination in (["--publish"], ["--publish", "--registry", str(registry)], ["--output", str(output)]):
+        assert cli.main(["gradcheck", *train_line, *destination]) == 0, capsys.readouterr().err
+        assert gradcheck_rows(capsys.readouterr().out) == alone
+    assert not registry.exists() and not output.exists()
+
+
 def test_gradcheck_refuses_samples_without_a_network(capsys):
     from trainer import cli
 

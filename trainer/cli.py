@@ -631,17 +631,24 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def add_destination_flags(p: argparse.ArgumentParser, *, ignored: bool = False) -> None:
+    """Where a train run goes. gradcheck takes them too and ignores them, so that a train command line,
+    --publish and all, is checked as it is."""
+    note = "train's; nothing is written here, so it changes nothing" if ignored else None
+    p.add_argument("--publish", action="store_true", help=note or "publish as a new version into the registry")
+    p.add_argument("--registry", type=folder_name,
+                   help=note or "with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
+    p.add_argument("--output", type=folder_name, help=note or "without --publish: folder to write model.npz and its "
+                                                              "extras to (default: a new temporary folder)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = OneLineErrors(prog="python -m trainer", description=__doc__.split("\n\n")[0].replace("``", ""))
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("train", help="train a network and save or publish it")
     add_train_flags(p)
-    p.add_argument("--publish", action="store_true", help="publish as a new version into the registry")
-    p.add_argument("--registry", type=folder_name,
-                   help="with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
-    p.add_argument("--output", type=folder_name, help="without --publish: folder to write model.npz and its extras to "
-                                    "(default: a new temporary folder)")
+    add_destination_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("publish", help="publish a run saved with --output as a new registry version")
@@ -671,6 +678,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_flags(p, seed_help="seeds the random shapes and values checked; with a network, its weights (as train "
                                  "draws them), the batch and the entries checked (default 0, or the config file's)")
     add_shape_flags(p)
+    add_destination_flags(p, ignored=True)
     p.add_argument("--samples", type=positive_int,
                    help=f"entries checked of each parameter array of your network (default {SAMPLES})")
     p.set_defaults(func=cmd_gradcheck)
