@@ -2280,6 +2280,28 @@ def test_a_column_far_from_zero_for_its_spread_is_noted_naming_it(tmp_path, caps
     assert "holds the target 't', whose values reach 1e+09, in steps of 64: " in capsys.readouterr().out
 
 
+def test_a_column_float32_holds_as_one_value_is_refused_naming_it(tmp_path, capsys):
+    """Seconds since 1970 over half a minute: float32 holds every 1e9 + t as 1e9, so the column that decides the
+    class was erased, and the note on coarse columns, which cannot tell it from a constant one, said nothing."""
+    rng = np.random.default_rng(0)
+    t, u = rng.uniform(0, 30, 400), rng.random(400)
+    data = tmp_path / "seconds.csv"
+    data.write_text("t,u,label\n" + "".join(f"{1e9 + s:.3f},{v:.5f},{int(s > 15)}\n" for s, v in zip(t, u)))
+    flags = ["--target", "label", "--task", "classification", "--hidden", 8, "--epochs", 1, "--no-progress"]
+    said = ("varies from 1000000000.01 to 1000000029.92, but float32, in which the network computes, holds every one "
+            "of its values as 1000000000: subtract an offset (its mean, say) or rescale it in the data first")
+    assert refused(capsys, "train", "--dataset", "csv", "--data-path", data, *flags,
+                   "--output", tmp_path / "run") == f"{data}: column 't' {said}"
+    npz = tmp_path / "seconds.npz"
+    np.savez(npz, x=np.stack([(1_000_000_000 + t).astype(np.int64), u], axis=1), y=(t > 15).astype(np.int64))
+    assert "x[:, 0] varies from 1000000000 to 1000000029, but float32" in refused(
+        capsys, "train", "--dataset", "npz", "--data-path", npz, "--epochs", 1, "--output", tmp_path / "run")
+    # as a regression target it was refused as one that does not differ
+    assert refused(capsys, "train", "--dataset", "csv", "--data-path", data, "--target", "t", "--task", "regression",
+                   "--epochs", 1, "--output", tmp_path / "run") == f"{data}: the target 't' {said}"
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, variant", [("mnist", None), ("fashion-mnist", None), ("wine-quality", "red"),
                                            ("wine-quality", "white"), ("wine-quality", "both")])

@@ -679,7 +679,24 @@ def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     if not np.isfinite(a).all():
         raise DatasetError(f"{path}: {key} holds NaN or infinite values")
     _check_float32_range(a, key, path)
-    return a.reshape(len(a), -1) if a.ndim != 2 else a
+    a = a.reshape(len(a), -1) if a.ndim != 2 else a
+    _refuse_erased_columns(a, [f"{key}[:, {i}]" for i in range(a.shape[1])], path)
+    return a
+
+
+def _refuse_erased_columns(x: np.ndarray, names: list[str], source) -> None:
+    """Refuse a column (of ``x`` (n, d), named by ``names``) whose values differ in the file but that
+    float32, in which the network computes, holds as one value (1e9 + t, t a few seconds): training would lose
+    it without a word, as the coarse columns' note (train.coarse_columns) cannot tell it from a constant one."""
+    if x.dtype in (np.float32, np.float16) or (x.dtype.kind in "biu" and x.dtype.itemsize <= 2):
+        return  # held exactly
+    low, high = x.min(axis=0), x.max(axis=0)
+    erased = (low != high) & (low.astype(np.float32) == high.astype(np.float32))
+    if erased.any():
+        i = int(np.argmax(erased))
+        raise DatasetError(f"{source}: {names[i]} varies from {low[i]:.12g} to {high[i]:.12g}, but float32, in which "
+                           f"the network computes, holds every one of its values as {np.float32(low[i]):.10g}: "
+                           "subtract an offset (its mean, say) or rescale it in the data first")
 
 
 def _check_float32_range(a: np.ndarray, key: str, path: Path) -> None:
@@ -727,6 +744,8 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise DatasetError(f"{path}: {key} holds NaN or infinite values")
     _check_float32_range(a, key, path)
+    if task == "regression":
+        _refuse_erased_columns(a.reshape(-1, 1), [key], path)
     if task == "classification":  # floats too, which a labels array makes classes (0.0, 1.0)
         not_index = (a < 0) | (a != np.round(a))
         if not_index.any():
@@ -928,6 +947,7 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
                                    f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the target down")
         y = [float(v) for v in y]
+        _refuse_erased_columns(np.array(y).reshape(-1, 1), [f"the target {target!r}"], source)
     else:
         for (line, _), value in zip(rows, y):
             if not value:
@@ -943,6 +963,7 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                     raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
                                        "number, so not a class: a measured quantity is predicted with --task "
                                        "regression")
+    _refuse_erased_columns(x, [f"column {name!r}" for name in feature_names], source)
     return feature_names, x.astype(np.float32), y
 
 
