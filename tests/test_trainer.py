@@ -2300,6 +2300,11 @@ def test_a_column_float32_holds_as_one_value_is_refused_naming_it(tmp_path, caps
     assert refused(capsys, "train", "--dataset", "csv", "--data-path", data, "--target", "t", "--task", "regression",
                    "--epochs", 1, "--output", tmp_path / "run") == f"{data}: the target 't' {said}"
     assert not (tmp_path / "run").exists()
+    # A column whose values differ only by float64's rounding (0.1 + 0.2 beside 0.3) is a constant one, kept.
+    noisy = tmp_path / "noisy.csv"
+    noisy.write_text("c,u,label\n" + "".join(f"{0.1 + 0.2 if i % 2 else 0.3!r},{v:.5f},{i % 2}\n"
+                                             for i, v in enumerate(u)))
+    assert run_cli("train", "--dataset", "csv", "--data-path", noisy, *flags, "--output", tmp_path / "run") == 0
 
 
 @pytest.mark.slow

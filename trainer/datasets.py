@@ -684,6 +684,9 @@ def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
     return a
 
 
+ROUNDING_NOISE = 1e-12  # a relative spread below this is float64 arithmetic's, far below float32's step (6e-8)
+
+
 def _refuse_erased_columns(x: np.ndarray, names: list[str], source) -> None:
     """Refuse a column (of ``x`` (n, d), named by ``names``) whose values differ in the file but that
     float32, in which the network computes, holds as one value (1e9 + t, t a few seconds): training would lose
@@ -691,7 +694,9 @@ def _refuse_erased_columns(x: np.ndarray, names: list[str], source) -> None:
     if x.dtype in (np.float32, np.float16) or (x.dtype.kind in "biu" and x.dtype.itemsize <= 2):
         return  # held exactly
     low, high = x.min(axis=0), x.max(axis=0)
-    erased = (low != high) & (low.astype(np.float32) == high.astype(np.float32))
+    # Differences float64's own rounding makes (0.30000000000000004 beside 0.3) leave a column constant.
+    spread = (high - low) > ROUNDING_NOISE * np.maximum(np.abs(low), np.abs(high))
+    erased = spread & (low.astype(np.float32) == high.astype(np.float32))
     if erased.any():
         i = int(np.argmax(erased))
         raise DatasetError(f"{source}: {names[i]} varies from {low[i]:.12g} to {high[i]:.12g}, but float32, in which "
