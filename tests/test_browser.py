@@ -513,6 +513,21 @@ def test_a_picture_too_large_is_refused_with_what_to_do(page, tmp_path):
     assert message == "The data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF).", message
 
 
+def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path):
+    """A phone photo larger than the service takes got only "The request body is larger than the
+    limit of 1,000,000 bytes.": nothing said what to do about it."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(encode(paper(synthetic_digit(7), 64).convert("RGB"), "JPEG") + bytes(2_000_000))
+    root = tmp_path / "registry"
+    publish_model(root, "mnist")
+    with ServiceProcess(root, workers=1, threads=2, env={"SCRATCHNET_MAX_BODY_BYTES": "1000000"}) as server, \
+            opened(browser, server.url + "/") as page:
+        page.locator("#file").set_input_files(str(photo))
+        assert wait_for_failure(page) == ("The request body is larger than the limit of 1,000,000 bytes. "
+                                          "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.")
+        assert page.get_by_role("alert").get_attribute("data-code") == "payload_too_large"
+
+
 def free_port() -> int:
     """A port nothing listens on now, for a service that must come back at the same address."""
     with socket.socket() as probe:

@@ -474,6 +474,7 @@ async function readJson(response) {
 const ADVICE = {
   image_too_large: "Crop or shrink the picture and upload it again.",
   too_many_pixels: "Crop or shrink the picture and upload it again.",
+  payload_too_large: "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.",  // too many bytes
 };
 
 // The service's message as a sentence, with advice where there is some; not its code (showError).
