@@ -837,6 +837,22 @@ def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue)
         assert "There is no model named no-such-model" in page.locator("#model-note").inner_text()
 
 
+def test_the_model_shown_in_place_of_one_that_reads_no_pictures_is_not_swapped_when_it_goes(browser, catalogue):
+    """Opened at ?model=wine-quality, the page drew with mnist in its place; once mnist was
+    unloaded, the next drawing was answered by fashion-mnist ("T-shirt/top" for a "1")."""
+    with opened(browser, catalogue.url + "/?model=wine-quality") as page:
+        assert chosen_model(page) == "mnist (v2)"
+        with admin_change(catalogue, "/v2/repository/models/mnist/unload", "/v2/repository/models/mnist/load"):
+            draw_one(page)
+            assert "unloaded" in wait_for_failure(page)
+            wait_for_chosen_model(page, "mnist (unavailable)")
+            note = page.locator("#model-note").inner_text()
+            assert "wine-quality is not offered on this page" in note and "mnist is not available now" in note, note
+            with page.expect_request(lambda r: r.method == "POST" and "/predict" in r.url) as sent:
+                page.get_by_role("button", name="Predict").click()
+            assert "/models/mnist/predict" in sent.value.url
+
+
 def test_a_default_model_that_reads_no_pictures_is_passed_over_quietly(browser, tmp_path):
     """A service whose default model reads numbers: a person who opens the page asked for no
     model, and is told nothing about one; the picture model is simply chosen."""

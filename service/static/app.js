@@ -183,17 +183,26 @@ function optionText(model) {
 // Offer the image models that serve now, and choose the one asked for (by the URL or by the
 // choice), else the server's default. One that is listed but not serving stays chosen and is
 // named as unavailable, unless it is known to read no pictures; a page never swaps in another
-// model without saying so. A default that reads no pictures, or is not there, is passed over
-// quietly: nobody here asked for it. Returns whether any image model serves.
+// model without saying so. One asked for that reads no pictures, or is not there, is named, and
+// the default is chosen in its place as if nothing had been asked (named as unavailable in its
+// turn, not swapped for another, when it stops serving). A default that reads no pictures, or is
+// not there, is passed over quietly: nobody here asked for it. Returns whether any image model serves.
 function fillModelChoice() {
   const offered = [...state.models.values()].filter((m) => m.kind === "image" && m.ready);
-  const wanted = state.requested || state.defaultModel || "mnist";
+  const mayReadPictures = (model) => Boolean(model) && (model.kind === "image" || model.kind === null);
+  let wanted = state.requested || state.defaultModel || "mnist";
+  let refused = "";
+  if (state.requested && !mayReadPictures(state.models.get(wanted))) {
+    refused = state.models.has(wanted) ? `Model ${wanted} is not offered on this page: it does not read pictures.`
+                                       : `There is no model named ${wanted}.`;
+    wanted = state.defaultModel || "mnist";
+  }
   const asked = state.models.get(wanted);
   const options = offered.map((m) => [m.name, optionText(m)]);
   let choice = wanted;
   let note = "";
   if (!offered.includes(asked)) {
-    if (asked && (asked.kind === "image" || asked.kind === null)) {
+    if (mayReadPictures(asked)) {
       options.push([wanted, `${wanted} (unavailable)`]);
       const why = asked.unloaded ? "it is unloaded" : "no version of it can serve";
       const comesBack = asked.kind === "image" ? "this page offers it again once it serves"
@@ -203,13 +212,9 @@ function fillModelChoice() {
     } else {
       const fallback = offered.find((m) => m.name === state.defaultModel) || offered[0];
       choice = fallback?.name || "";
-      if (state.requested) {
-        note = asked ? `Model ${wanted} is not offered on this page: it does not read pictures.`
-                     : `There is no model named ${wanted}.`;
-        if (fallback) note += ` Showing ${fallback.name} instead.`;
-      }
     }
   }
+  if (refused) note = `${refused}${choice ? ` Showing ${choice} instead.` : ""} ${note}`;
   if (options.length === 0) {
     options.push(["", "No image model available"]);
     note = `${note} No image model is being served. Train one (python -m trainer train --dataset mnist --publish); `
