@@ -388,6 +388,21 @@ def test_an_uploaded_photo_is_predicted(page, tmp_path):
     assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
 
 
+def test_a_picture_changed_on_disk_since_it_was_chosen_is_named_not_blamed_on_the_service(page, tmp_path):
+    """A picture saved over (cropped as the page advises) after it was chosen cannot be read
+    again; Predict then said "Could not reach the service (Failed to fetch): it may be down",
+    though the service was up."""
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    page.locator("#file").set_input_files(str(photo))
+    wait_for_answer(page)
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg") + b"\0")
+    os.utime(photo, (photo.stat().st_atime, photo.stat().st_mtime + 10))
+    page.get_by_role("button", name="Predict").click()
+    assert wait_for_failure(page) == ("zero.jpg can no longer be read: it was changed, moved or deleted since it "
+                                      "was chosen. Choose it again.")
+
+
 def test_a_pen_draws_with_its_tip_and_not_with_its_barrel_button(page):
     """A pen's barrel button (or its eraser) drew as its tip does: only the mouse's other buttons
     were passed over."""

@@ -129,6 +129,7 @@ async function fetchJson(url, options, controller = new AbortController()) {
 // A sentence for a request that got no answer: fetch only says "Failed to fetch" (Chromium) or
 // "NetworkError ..." (Firefox) for a service that is down.
 function describeFailure(err) {
+  if (err.name === "UnreadableFile") return err.message;
   if (err.name === "TimeoutError") return `${err.message} It may be overloaded or stuck; try again.`;
   if (err instanceof TypeError) {
     return `Could not reach the service (${err.message}): it may be down or restarting; try again in a moment.`;
@@ -378,6 +379,14 @@ function canvasBlob() {
 async function requestBody() {
   if (state.upload) {
     const file = state.upload;
+    // A file changed, moved or deleted since it was chosen can no longer be read, and fetch would
+    // say only "Failed to fetch", as it does for a service that is down: find that out here.
+    await file.slice(0, 1).arrayBuffer().catch(() => {
+      const error = new Error(`${file.name || "The picture"} can no longer be read: it was changed, moved or deleted `
+        + "since it was chosen. Choose it again.");
+      error.name = "UnreadableFile";
+      throw error;
+    });
     if (file.type.startsWith("image/")) return { body: file, type: file.type };
     const form = new FormData();  // unknown type: let the server identify the format
     form.append("image", file, file.name || "upload");
