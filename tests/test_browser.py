@@ -602,6 +602,27 @@ def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a
             os.kill(worker, signal.SIGCONT)
 
 
+def test_a_large_picture_on_a_slow_uplink_is_given_the_time_to_arrive(browser, service, tmp_path):
+    """A 5 MB phone photo over a 40 kB/s uplink takes two minutes to send, and the service waits
+    for it (it drops only a client that stops sending); the page gave up after 60 s with "The
+    service did not answer within 60 s. It may be overloaded or stuck", and the same again each
+    time it was tried. Here 1 MB at 100 kB/s: the page's clock is moved on past 60 s while it is sent."""
+    picture = tmp_path / "padded.png"
+    picture.write_bytes(encode(paper(synthetic_digit(1)), "PNG") + bytes(1_000_000))  # bytes after the end: read alike
+    with opened(browser, service.url + "/", fake_clock=True) as page:
+        network = page.context.new_cdp_session(page)
+        network.send("Network.enable")
+        network.send("Network.emulateNetworkConditions",
+                     {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 100_000})
+        with page.expect_request(lambda r: r.method == "POST" and "/predict" in r.url):
+            page.locator("#file").set_input_files(str(picture))
+        page.clock.fast_forward(REQUEST_TIME_LIMIT_MS + 1000)
+        page.wait_for_function("() => ['done', 'error'].includes(document.querySelector('#answer').dataset.state)",
+                               timeout=30_000)
+        assert page.locator("#answer").get_attribute("data-state") == "done", page.locator("#error").inner_text()
+        assert shown(page)["label"] == "1"
+
+
 @contextlib.contextmanager
 def answer_held(page):
     """Predict pressed, and its answer held back until the block ends: long enough for the page to

@@ -16,8 +16,12 @@ const PEN_REST_MS = 1000;
 const TOP_K = 10;
 const MODEL_REFRESH_MS = 30_000; // the model list is one small GET: look again this often
 // A service that accepts the connection and never answers (frozen, overloaded) would otherwise
-// leave the page waiting for good. Generous: a phone photo of several MB on a slow uplink.
+// leave the page waiting for good.
 const REQUEST_TIME_LIMIT_MS = 60_000;
+// A request with a picture waits longer again, as long as the picture takes to send over a poor
+// mobile uplink (32 kB/s: 160 s more for a 5 MB phone photo): the service waits for a body that
+// keeps arriving, and fetch does not say how much of it has been sent.
+const SLOW_UPLINK_BYTES_PER_S = 32_000;
 // An answer usually comes in a few ms; one that takes longer (a large photo, a busy service)
 // says so after this long, rather than leaving only a dimmed button.
 const BUSY_NOTE_AFTER_MS = 300;
@@ -114,10 +118,10 @@ async function getJson(url) {
 }
 
 // fetch and read the JSON answer (null when it is not JSON), aborted by ``controller`` or after
-// REQUEST_TIME_LIMIT_MS, whichever comes first (the body can stall as well as the headers).
-async function fetchJson(url, options, controller = new AbortController()) {
+// ``limitMs``, whichever comes first (the body can stall as well as the headers).
+async function fetchJson(url, options, controller = new AbortController(), limitMs = REQUEST_TIME_LIMIT_MS) {
   const timer = setTimeout(() => controller.abort(new DOMException(
-    `The service did not answer within ${REQUEST_TIME_LIMIT_MS / 1000} s.`, "TimeoutError")), REQUEST_TIME_LIMIT_MS);
+    `The service did not answer within ${Math.round(limitMs / 1000)} s.`, "TimeoutError")), limitMs);
   try {
     const response = await fetch(url, { ...options, signal: controller.signal });
     return { response, body: await readJson(response) };
@@ -387,12 +391,13 @@ async function requestBody() {
       error.name = "UnreadableFile";
       throw error;
     });
-    if (file.type.startsWith("image/")) return { body: file, type: file.type };
+    if (file.type.startsWith("image/")) return { body: file, type: file.type, size: file.size };
     const form = new FormData();  // unknown type: let the server identify the format
     form.append("image", file, file.name || "upload");
-    return { body: form, type: null };
+    return { body: form, type: null, size: file.size };
   }
-  return { body: await canvasBlob(), type: "image/png" };
+  const drawing = await canvasBlob();
+  return { body: drawing, type: "image/png", size: drawing.size };
 }
 
 async function predict() {
@@ -424,11 +429,12 @@ async function predict() {
   setBusy(true);
   const started = performance.now();
   try {
-    const { body, type } = await requestBody();
+    const { body, type, size } = await requestBody();
     const headers = { Accept: "application/json" };
     if (type) headers["Content-Type"] = type;
+    const limitMs = REQUEST_TIME_LIMIT_MS + (1000 * size) / SLOW_UPLINK_BYTES_PER_S;
     const { response, body: answer } = await fetchJson(`models/${encodeURIComponent(name)}/predict?top_k=${TOP_K}`,
-      { method: "POST", headers, body }, controller);
+      { method: "POST", headers, body }, controller, limitMs);
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer), answer?.code);
