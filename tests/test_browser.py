@@ -1215,6 +1215,24 @@ def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path):
     assert shown(page)["label"] == "1"
 
 
+def test_a_long_name_in_an_alert_or_a_note_wraps_inside_it_on_a_phone(browser, service, tmp_path):
+    """A long file name in the alert, and a long model name in the note, ran out of their boxes
+    and widened the page: a phone's screen scrolled sideways to 668 px of its 390."""
+    model = "a_model_name_that_is_quite_long_and_has_no_spaces_anywhere_in_it"
+    with opened(browser, f"{service.url}/?model={model}", width=390, height=844, phone=True) as page:
+        note = page.locator("#model-note")
+        assert model in note.inner_text()
+        empty = tmp_path / "PXL_20261203_083045123_MP_portrait_original_from_the_camera_roll.jpg"
+        empty.write_bytes(b"")
+        page.locator("#file").set_input_files(str(empty))
+        error = page.get_by_role("alert")
+        error.wait_for(state="visible")
+        assert empty.name in error.inner_text()
+        for box in (note, error):
+            assert box.evaluate("box => box.scrollWidth <= box.clientWidth"), box.inner_text()  # nothing runs out
+        assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")  # no sideways scrolling
+
+
 # Collects, from before the page's own script runs, each load or run its policy refuses.
 REFUSALS = """window.refused = [];
 document.addEventListener("securitypolicyviolation",
