@@ -33,6 +33,7 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client import ProcessCollector, disable_created_metrics, generate_latest, multiprocess
+from prometheus_client import values as prometheus_values
 from prometheus_client.mmap_dict import MmapedDict
 
 from .store import FAILED, StoreEvents
@@ -40,7 +41,8 @@ from .store import FAILED, StoreEvents
 # The *_created series double the output and mean nothing across worker restarts.
 disable_created_metrics()
 # Removing a series is "not implemented in multi-process mode" only in that its value stays in
-# the process's file; the series' objects in the process do go, which is what version_removed wants.
+# the process's file; the series' objects in the process go (see release_values), which is what
+# version_removed wants.
 warnings.filterwarnings("ignore", message="Removal of labels has not been implemented", category=UserWarning)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -60,6 +62,36 @@ LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")  # a live gauge's file: re
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def release_values(labels: tuple[str, str]) -> None:
+    """Let the values of the removed series of a model version (``(model, version)``) go. In
+    multi-process mode prometheus_client keeps every value it ever made in a list of its own (to
+    reopen their files after a fork), and each file's index of its series, so removing a series
+    freed nothing: each version a worker had answered with kept its ~25 values (~20 kB) for good,
+    and a worker's memory grew with every swap. A series made again later (the version's folder
+    put back) takes a new place in the file; the old one's value is added to it when read, as a
+    dead worker's are. The list is the closure of the value class's ``__init__``; a release that
+    finds no such list (another prometheus_client) leaves everything as it was."""
+    init = getattr(prometheus_values.ValueClass, "__init__", None)
+    names = getattr(getattr(init, "__code__", None), "co_freevars", ())
+    cells = dict(zip(names, getattr(init, "__closure__", None) or ()))
+    if "values" not in cells or "lock" not in cells:
+        return
+    made, lock = cells["values"].cell_contents, cells["lock"].cell_contents
+    with lock:
+        released = [value for value in made if _model_labels(value) == labels]
+        made[:] = [value for value in made if _model_labels(value) != labels]
+        for value in released:  # the file's index of the series (its value stays in the file)
+            getattr(getattr(value, "_file", None), "_positions", {}).pop(getattr(value, "_key", None), None)
+
+
+def _model_labels(value) -> tuple | None:
+    """``(model, version)`` of a multi-process value's series, None for a series about no version."""
+    params = getattr(value, "_params", ())
+    if len(params) < 5 or tuple(params[3][:2]) != ("model", "version"):
+        return None
+    return tuple(params[4][:2])
 
 
 class Metrics(StoreEvents):
@@ -225,6 +257,8 @@ class Metrics(StoreEvents):
             metric.remove(*labels)
         for stage in STAGES:
             self.stages.remove(*labels, stage)
+        if self.multiprocess:
+            release_values(labels)
 
     def pin_unservable(self, name: str, pinned: int | None) -> None:
         self.unservable_pin.labels(name).set(pinned or 0)
