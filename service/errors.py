@@ -147,6 +147,15 @@ def error_body(message: str, code: str, details: list | None = None) -> dict:
     return {"error": message, "code": code, "details": details or []}
 
 
+def integer_in_words(value: int) -> str:
+    """A large integer as a person reads it: 1e+23 (it came in as 99999999999999991611392), or its number
+    of digits when it is beyond a float's range (a JSON integer of 400 digits)."""
+    try:
+        return f"{value:.3g}"
+    except OverflowError:
+        return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value)))} digits"
+
+
 def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
     """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs."""
     details = []
@@ -167,7 +176,7 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
             message = f"must be an integer such as 3, not {given}"
         elif item["type"] in ("less_than_equal", "greater_than_equal") and isinstance(item["input"], int):
             value = item["input"]
-            given = f"{value:.3g}" if abs(value) >= 10 ** 6 else str(value)  # 1e23 came in as 99999999999999991611392
+            given = str(value) if abs(value) < 10 ** 6 else integer_in_words(value)
             bound = (f"at most {item['ctx']['le']}" if item["type"] == "less_than_equal"
                      else f"at least {item['ctx']['ge']}")
             message = f"must be {bound}, not {given}"

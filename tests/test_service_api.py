@@ -623,6 +623,26 @@ def test_top_k_in_json_must_be_an_integer_within_its_range(client, top_k, proble
     assert_error(response, 422, "invalid_input", f"top_k: {problem}.")
 
 
+def test_an_integer_beyond_a_floats_range_is_refused_by_its_number_of_digits(client):
+    """A bound's message wrote the integer as a float, which raised OverflowError past 309 digits: a 500."""
+    huge = "9" * 400
+    vector = ",".join(["0.5"] * 784)
+    answers = [
+        (client.post("/predict", data=f'{{"inputs": [{vector}], "top_k": {huge}}}', content_type="application/json"),
+         422, "top_k: must be at most 1000, not an integer of 400 digits."),
+        (client.post(f"/predict?top_k={huge}", json={"inputs": [0.5] * 784}),
+         422, "top_k: must be at most 1000, not an integer of 400 digits."),
+        (client.put("/models/mnist/labels/stable", data=f'{{"version": -{huge}}}', content_type="application/json",
+                    headers=AUTH), 422, "version: must be at least 1, not a negative integer of 400 digits."),
+        (client.post("/v2/models/mnist/infer", content_type="application/json",
+                     data=f'{{"inputs": [{{"name": "input", "shape": [-{huge}, 784], "datatype": "FP32", '
+                          f'"data": [{vector}]}}]}}'),
+         400, "shape.0: must be at least 0, not a negative integer of 400 digits."),
+    ]
+    for response, status, message in answers:
+        assert_error(response, status, "invalid_input", message)
+
+
 def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
     """OpenAPI 3.1's JSON Schema counts 5.0 an integer, so the published schemas admit it: it was refused."""
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": 5.0})
