@@ -540,7 +540,9 @@ def label_name(label: str) -> str:
 def set_label(name: str, label: str):
     label = label_name(label)
     if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
-        raise UnsupportedMediaType('Send the label as JSON: {"version": 3}.')
+        sent = f"Content-Type {request.mimetype}" if request.mimetype else "no Content-Type"
+        raise UnsupportedMediaType(f'The label came with {sent}; send it as JSON, {{"version": 3}}, with Content-Type: '
+                                   "application/json (curl -d sends application/x-www-form-urlencoded unless told).")
     payload = parse_json(read_body(), example='{"version": 3}')
     body = validate(LabelRequest, payload, "the JSON body")
 

@@ -944,6 +944,16 @@ def test_admin_calls_right_after_a_new_model_is_published_find_it(client, regist
     assert unknown.status_code == 404 and unknown.get_json()["error"]  # V2's error shape: no code
 
 
+def test_a_label_sent_without_the_json_content_type_is_told_which_header_to_set(client):
+    """curl -d sends its JSON as application/x-www-form-urlencoded: the 415 said only "Send the label as JSON",
+    which the body already was."""
+    for headers, sent in (({"Content-Type": "application/x-www-form-urlencoded"},
+                           "Content-Type application/x-www-form-urlencoded"), ({}, "no Content-Type")):
+        response = client.put("/models/mnist/labels/canary", data='{"version": 1}', headers={**AUTH, **headers})
+        body = assert_error(response, 415, "unsupported_media_type", f"The label came with {sent};")
+        assert "Content-Type: application/json" in body["error"]
+
+
 def test_labels(client, registry):
     response = client.put("/models/mnist/labels/canary", json={"version": 2}, headers=AUTH)
     assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}
