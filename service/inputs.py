@@ -23,6 +23,10 @@ from shared.preprocess import format_by_signature
 from .errors import BadRequest, InvalidInput, PayloadTooLarge
 
 NPY_HEADER_LIMIT = 10_000
+# What str.split() splits on (no character above U+3000 is whitespace), which base64 text may hold: line breaks
+# above all. Deleted with str.translate: "".join(text.split()) made an object of each piece between two, 1.7 GB
+# for the 63 MiB of {"images": ["AB AB AB ..."]}, past the memory compose gives the whole service.
+WHITESPACE = dict.fromkeys(code for code in range(0x3001) if chr(code).isspace())
 FORM_STEP = 64 * 1024  # bytes of a form the decoder takes at a time
 # .npy format version -> (struct format of its header length, numpy's header reader)
 NPY_HEADER_READERS = {(1, 0): ("<H", np.lib.format.read_array_header_1_0),
@@ -107,7 +111,7 @@ def decode_base64_image(text: str, index: int, where: str | None = None) -> byte
             raise BadRequest(f"{where} is a data URL without ';base64'.", code="invalid_base64",
                              details=[{"image": index}])
     # The standard alphabet, or the URL-safe one (TF Serving clients often send it), padding optional.
-    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
+    cleaned = text.translate(WHITESPACE).replace("-", "+").replace("_", "/")
     if len(cleaned.rstrip("=")) % 4 == 1:  # no padding completes that: a character lost or one too many
         raise BadRequest(f"{where} is not valid base64: its length is one character over a whole number of "
                          "4-character groups, so it was cut or has a stray character.", code="invalid_base64",

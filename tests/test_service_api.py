@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import types
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from werkzeug.wrappers import Request
 
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
-from service import api, metrics, schemas
+from service import api, inputs, metrics, schemas
 from service.protocols import v1, v2
 from service.app import create_app
 from service.errors import ClientWentAway
@@ -222,6 +223,23 @@ def test_json_base64_images_and_data_urls(client):
                                                         "DATA:image/png;BASE64," + encoded], "top_k": 1})
     assert response.status_code == 200, response.get_json()
     assert [len(p["top_k"]) for p in response.get_json()["predictions"]] == [1, 1, 1]
+
+
+def test_base64_broken_by_whitespace_everywhere_costs_no_more_memory_than_its_size(client):
+    """Whitespace was taken out by splitting the text, an object for each piece: about 20 bytes of memory for
+    every byte of "AB AB AB ...", so {"images": [...]} of 63 MiB took a worker to 1.8 GB (and 4 s), past the
+    1 GB compose gives the whole service."""
+    text = "AB " * (2 << 20)
+    tracemalloc.start()
+    try:
+        inputs.decode_base64_image(text, 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(text), f"{peak / len(text):.1f} bytes of memory per character"
+    wrapped = base64.encodebytes(DIGIT_PNG).decode()  # base64 as `base64` writes it: a line break every 76
+    response = client.post("/predict", json={"images": [wrapped, " \u3000".join(wrapped)]})
+    assert response.status_code == 200, response.get_json()
 
 
 def test_base64_one_character_over_whole_groups_is_told_why_it_is_refused(client):
