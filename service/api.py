@@ -209,6 +209,10 @@ def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
 
 
 STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per instance or tensor, beside its numbers
+# Arrays and objects a request's data needs per value, at most: a [28][28][1] pixel array, as TF Serving's clients
+# send an image, has 1.04. Each costs as much memory as two numbers, or more, and holds no comma when nested alone.
+CONTAINERS_PER_VALUE = 1.25
+FREE_CONTAINERS = 200_000  # ~13 MB of empty lists: a body nested too deeply for the parser is told so by it
 
 
 def hold_for_json(numbers: int) -> None:
@@ -231,14 +235,20 @@ def hold_for_decode(pixels: int) -> None:
 def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:
     """Before parsing a JSON body, once it is read: refuse one that the value limit would refuse
     after parsing, and wait for its turn among large parses (service.budget) if it is one.
-    Parsing costs ~33 bytes of Python objects per number. Counting commas is cheap: N numbers are
-    separated by N - 1 of them, and the request's other members add at most ``other_commas``."""
+    Parsing costs ~33 bytes of Python objects per number, and twice that or more per array or object.
+    Counting commas is cheap: N numbers are separated by N - 1 of them, and the request's other members
+    add at most ``other_commas``; so is counting the brackets and braces that open arrays and objects."""
     limit = service().settings.max_vector_values
     commas = body.count(b",")
     if commas >= limit + other_commas:
         raise PayloadTooLarge(f"The JSON body holds more than {limit} numbers, the limit per request; {advice}.",
                               code="too_many_values")
-    hold_for_json(commas + 1)
+    # Arrays nested around little or nothing ([[[[]]]] ...) hold no commas: 59 MiB of them took 3 GB to parse.
+    containers = body.count(b"[") + body.count(b"{")
+    if containers > FREE_CONTAINERS + other_commas + CONTAINERS_PER_VALUE * (commas + 1):
+        raise PayloadTooLarge(f"The JSON body holds {containers:,} arrays and objects for about {commas + 1:,} values "
+                              "in them: nest arrays only as deep as the data's shape.", code="too_many_values")
+    hold_for_json(commas + 1 + 2 * containers)
 
 
 # prediction ----------------------------------------------------------------------------------

@@ -434,6 +434,26 @@ def test_json_too_large_or_too_deep_gets_a_clear_message(client):
     assert "recursion" not in body["error"]
 
 
+def test_arrays_nested_around_nothing_are_refused_before_they_fill_memory(registry):
+    """Brackets without commas between them were counted as no numbers at all: 59 MiB of [[[...]]] chains took a
+    worker to 3 GB while it parsed them, without waiting for its turn among large parses, before a 413 for the
+    batch. Arrays nested as deep as a request's data (pixels as [28][28][1]) are still taken."""
+    client = make_app(registry, max_body_bytes=16 << 20, max_batch=1000).test_client()
+    chains = '{"inputs": [' + ",".join(["[" * 500 + "]" * 500] * 4000) + "]}"
+    tracemalloc.start()
+    try:
+        response = client.post("/models/iris/predict", data=chains, content_type="application/json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_error(response, 413, "too_many_values", "The JSON body holds 2,000,002 arrays and objects for about "
+                                                   "4,000 values in them: nest arrays only as deep as the data's")
+    assert peak < 4 * len(chains), f"{peak / len(chains):.1f} bytes of memory per byte of the body"
+    pixels = [[[[0.0]] * 28] * 28] * 300  # 243,902 arrays for 235,200 numbers, as a Keras model's [-1, 28, 28, 1]
+    response = client.post("/v1/models/mnist/versions/1:predict", json={"instances": pixels})
+    assert_error(response, 400, "invalid_input", "blank")  # read through: nothing to see in them
+
+
 def test_404_unknown_things(client):
     assert_error(client.get("/no/such/route"), 404, "not_found")
     assert_error(client.post("/models/nope/predict", json={"inputs": [1]}), 404, "model_not_found", "'nope'")
