@@ -139,7 +139,8 @@ class Predictor:
 
     # inputs -> batch -----------------------------------------------------------------------
 
-    def _check_batch_size(self, n: int, what: str) -> None:
+    def check_batch_size(self, n: int, what: str) -> None:
+        """413 for more than ``max_batch`` inputs; the views call it before decoding each of them."""
         if n > self.settings.max_batch:
             raise PayloadTooLarge(f"The request holds {n} {what}; the limit is {self.settings.max_batch} per request.",
                                   code="batch_too_large")
@@ -160,7 +161,7 @@ class Predictor:
         self._require_images(model, "images")
         if not images:
             raise InvalidInput("No image given: send at least one.", code="no_input")
-        self._check_batch_size(len(images), "images")
+        self.check_batch_size(len(images), "images")
         return images_to_batch(images, model.preprocessing, max_pixels=self.settings.max_image_pixels,
                                max_total_pixels=self.settings.max_request_pixels, item_name=item_name,
                                before_decode=self.before_decode)
@@ -176,7 +177,7 @@ class Predictor:
         else:
             n = 1
             count = len(values) if isinstance(values, (list, tuple)) else 1
-        self._check_batch_size(n, "vectors")
+        self.check_batch_size(n, "vectors")
         self._check_values(count)
         # An image model's float32 pixels are checked finite and in range in one pass (31 MB for a
         # 10,000-row batch: four passes took ~8 ms); anything else is checked in full.
@@ -208,7 +209,7 @@ class Predictor:
         self._require_images(model, "pixel arrays")
         if not len(arrays):
             raise InvalidInput("No pixel array given: send at least one.", code="no_input")
-        self._check_batch_size(len(arrays), "pixel arrays")
+        self.check_batch_size(len(arrays), "pixel arrays")
         return arrays_to_batch(arrays, model.preprocessing, max_pixels=self.settings.max_image_pixels,
                                max_total_pixels=self.settings.max_request_pixels, item_name=item_name)
 

@@ -454,6 +454,22 @@ def test_arrays_nested_around_nothing_are_refused_before_they_fill_memory(regist
     assert_error(response, 400, "invalid_input", "blank")  # read through: nothing to see in them
 
 
+def test_a_batch_over_the_limit_is_refused_before_its_images_are_decoded(client):
+    """Each image was decoded before the batch was counted: 7.9 million tiny base64 images (52 MiB) took a worker
+    21 s and 1.2 GB to be told that 10,000 is the limit, and as long on V1 and V2. The first image here is not
+    base64, which only decoding finds; the limit is 64."""
+    images = ["not base64!"] + ["AAAA"] * 200_000
+    cases = [("/predict", {"images": images}, "200001 images"),
+             ("/v1/models/mnist:predict", {"instances": [{"b64": image} for image in images]}, "200001 instances"),
+             ("/v2/models/mnist/infer", {"inputs": [{"name": "image", "shape": [len(images)], "datatype": "BYTES",
+                                                     "data": images}]}, "200001 images")]
+    for path, body, held in cases:
+        started = time.perf_counter()
+        response = client.post(path, json=body)
+        assert_error(response, 413, "batch_too_large", f"The request holds {held}; the limit is 64 per request.")
+        assert time.perf_counter() - started < 1.5, path
+
+
 def test_404_unknown_things(client):
     assert_error(client.get("/no/such/route"), 404, "not_found")
     assert_error(client.post("/models/nope/predict", json={"inputs": [1]}), 404, "model_not_found", "'nope'")

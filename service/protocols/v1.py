@@ -94,6 +94,7 @@ def read_rows(model: Model, items, where: str) -> tuple[str, object]:
     """A list of items, one per input -> ``(input name, payload for signature.predict)``."""
     if not isinstance(items, list) or not items:
         raise BadRequest(f"'{where}' must be a non-empty list, one item per input.", code="invalid_request")
+    service().predictor.check_batch_size(len(items), where)  # before reading each: millions took a minute
     names, values = set(), []
     for i, item in enumerate(items):
         input_name, value = read_item(model, item, f"{where}[{i}]")

@@ -222,6 +222,9 @@ def infer(name: str, version: str | None = None):
     return response
 
 
+BATCH_ITEMS = {signature.INPUT: "vectors", signature.IMAGE: "images", signature.PIXELS: "pixel arrays"}
+
+
 def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryChunks) -> tuple[str, object]:
     """The one input of the request, checked against the model's inputs, as the payload
     ``signature.predict`` takes."""
@@ -242,6 +245,8 @@ def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryCh
         raise BadRequest(f"inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
                          f"'{model.name}' expects '{spec.datatype}'{hint}", code="unexpected_datatype")
     check_shape(model, spec, tensor.shape)
+    # Before the elements are read and decoded: millions of tiny images took 20 s and 1 GB to be refused.
+    service().predictor.check_batch_size(tensor.shape[0], BATCH_ITEMS[tensor.name])
     values = tensor_values(tensor, chunks)
     if tensor.name == signature.IMAGE:  # JSON strings are base64, binary elements the image files
         values = [decode_base64_image(item, i, f"input '{tensor.name}' element {i}") if isinstance(item, str) else item
