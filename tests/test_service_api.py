@@ -458,16 +458,34 @@ def test_a_batch_over_the_limit_is_refused_before_its_images_are_decoded(client)
     """Each image was decoded before the batch was counted: 7.9 million tiny base64 images (52 MiB) took a worker
     21 s and 1.2 GB to be told that 10,000 is the limit, and as long on V1 and V2. The first image here is not
     base64, which only decoding finds; the limit is 64."""
-    images = ["not base64!"] + ["AAAA"] * 200_000
-    cases = [("/predict", {"images": images}, "200001 images"),
-             ("/v1/models/mnist:predict", {"instances": [{"b64": image} for image in images]}, "200001 instances"),
+    images = ["not base64!"] + ["AAAA"] * 60_000
+    cases = [("/predict", {"images": images}, "60001 images"),
+             ("/v1/models/mnist:predict", {"instances": [{"b64": image} for image in images]}, "60001 instances"),
              ("/v2/models/mnist/infer", {"inputs": [{"name": "image", "shape": [len(images)], "datatype": "BYTES",
-                                                     "data": images}]}, "200001 images")]
+                                                     "data": images}]}, "60001 images")]
     for path, body, held in cases:
         started = time.perf_counter()
         response = client.post(path, json=body)
         assert_error(response, 413, "batch_too_large", f"The request holds {held}; the limit is 64 per request.")
         assert time.perf_counter() - started < 1.5, path
+
+
+def test_strings_and_objects_beyond_what_a_batch_needs_are_refused_before_parsing(client):
+    """Each costs several numbers' memory, and a request needs a few per input: 4 million {"b64": "AAAA"} instances
+    (57 MiB) took a worker to 1.4 GB while they were parsed, only to be refused for their number (6 million V2
+    BYTES elements: 685 MB). The limit here is 64 inputs: 200,512 strings and objects."""
+    cases = [("/v1/models/mnist:predict", '{"instances": [' + ",".join(['{"b64": "AAAA"}'] * 100_000) + "]}"),
+             ("/predict", '{"images": [' + ",".join(['"AAAA"'] * 250_000) + "]}")]
+    for path, body in cases:
+        tracemalloc.start()
+        try:
+            response = client.post(path, data=body, content_type="application/json")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert_error(response, 413, "too_many_values", "strings and objects, more than the 200,512 a request of at "
+                                                       "most 64 inputs needs; send fewer inputs per request.")
+        assert peak < 4 * len(body), f"{path}: {peak / len(body):.1f} bytes of memory per byte of the body"
 
 
 def test_404_unknown_things(client):
