@@ -336,6 +336,18 @@ def test_binary_bytes_tensor_carries_image_files(client):
     np.testing.assert_array_equal(np.frombuffer(raw["index"], dtype="<i8"), probabilities.argmax(axis=1))
 
 
+def test_binary_bytes_beyond_the_elements_of_the_shape_are_refused_where_they_start(client):
+    """Every element was read before they were counted: 60 MB of empty elements (4 zero bytes each) for a tensor
+    of shape [1] kept a thread 15 s to say how many there were. The elements are read as far as the shape goes."""
+    elements = struct.pack("<I", len(DIGIT_PNG)) + DIGIT_PNG + bytes(800_000)
+    body, headers = binary_request(
+        {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": len(elements)}}]}, elements)
+    response = client.post("/v2/models/mnist/infer", data=body, headers=headers)
+    assert_protocol_error(response, 400, "input 'image' holds more than the 1 element its shape needs: 800000 bytes "
+                                         "follow the last.")
+
+
 @pytest.mark.parametrize("encoding, pack", [("gzip", gzip.compress), ("deflate", zlib.compress),
                                             ("deflate", lambda b: zlib.compress(b)[2:-4])])  # raw deflate too
 def test_compressed_requests_and_responses(client, encoding, pack):

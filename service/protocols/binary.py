@@ -42,11 +42,16 @@ def encode_bytes(items: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
-def decode_bytes(raw: bytes | memoryview, what: str) -> list[bytes]:
-    """The binary form of a BYTES tensor -> its elements; ``what`` names the tensor in errors."""
+def decode_bytes(raw: bytes | memoryview, what: str, most: int) -> list[bytes]:
+    """The binary form of a BYTES tensor -> its elements, of which its shape holds ``most``; ``what``
+    names the tensor in errors. Bytes left after the last element the shape holds are refused there:
+    read on, 60 MB of empty elements for a tensor of shape [1] took 15 s to count."""
     raw = memoryview(raw)
     items, offset = [], 0
     while offset < len(raw):
+        if len(items) == most:
+            raise BadRequest(f"{what} holds more than the {most} element{'' if most == 1 else 's'} its shape needs: "
+                             f"{len(raw) - offset} bytes follow the last.", code="unexpected_size")
         if offset + 4 > len(raw):
             raise BadRequest(f"{what} ends inside the 4-byte length of element {len(items)}.", code="malformed_tensor")
         (length,) = _LENGTH.unpack_from(raw, offset)

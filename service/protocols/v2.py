@@ -281,7 +281,7 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
                              code="malformed_tensor")
         raw = chunks.take(size, what)
         if tensor.datatype == "BYTES":
-            items = binary.decode_bytes(raw, what)
+            items = binary.decode_bytes(raw, what, count)
             require_count(what, len(items), tensor, count, "element")
             return items
         dtype = binary.DTYPES[tensor.datatype]
