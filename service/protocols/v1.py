@@ -28,6 +28,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, request
 
 from shared.forward import Model
+from shared.preprocess import TEXT, holds_any
 
 from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
                    validate, version_number)
@@ -158,6 +159,9 @@ def unwrap_image(value):
 
 
 def pixel_array(value, where: str) -> np.ndarray:
+    if isinstance(value, list) and holds_any(value, TEXT):  # before NumPy reads it (booleans are a mask's pixels)
+        raise BadRequest(f"{where} must be an array of pixels: numbers, in rows of equal length.",
+                         code="invalid_request")
     try:
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError):

@@ -26,7 +26,7 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
-from shared.preprocess import holds_bool, json_type_name
+from shared.preprocess import TEXT_AND_TRUTH, holds_any, json_type_name
 from shared.registry import VERSION_PATTERN
 from shared.text import read_json
 
@@ -324,6 +324,8 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
     """JSON ``data`` (flat or nested) -> an array of the tensor's datatype and shape."""
     what = f"input '{tensor.name}'"
     dtype = binary.DTYPES[tensor.datatype]
+    if isinstance(tensor.data, list) and holds_any(tensor.data, TEXT_AND_TRUTH):  # before NumPy reads it
+        raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
     try:
         array = np.asarray(tensor.data)
     except (ValueError, TypeError, OverflowError):
@@ -339,8 +341,7 @@ def json_numbers(tensor: RequestInput, count: int) -> np.ndarray:
         digits = max(len(str(abs(v))) for v in array.flat if type(v) is int)
         raise BadRequest(f"The data of {what} is out of the range of {tensor.datatype} ({-largest:g}..{largest:g}): "
                          f"an integer of {digits} digits.", code="unexpected_datatype")
-    if (array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b")
-            or (dtype.kind != "b" and holds_bool(tensor.data))):
+    if array.dtype.kind not in "iuf" or (array.dtype.kind == "b") != (dtype.kind == "b"):
         raise BadRequest(f"The data of {what} must be numbers of type {tensor.datatype}.", code="unexpected_datatype")
     require_count(what, array.size, tensor, count, "value")
     if info is not None:
