@@ -2,7 +2,9 @@
 user drawings and photos land where MNIST digits do, bad bytes and bad vectors are refused with a
 message a person can act on."""
 import io
+import re
 import struct
+import time
 import tracemalloc
 import zipfile
 import zlib
@@ -867,6 +869,21 @@ def test_jpegs_far_wider_than_tall_are_decoded(size):
 
 
 # --------------------------------------------------------------------------- vectors
+
+
+def test_a_bad_value_at_the_end_of_a_large_batch_is_named_about_as_fast_as_a_good_batch_is_read():
+    """The explanation walked every value in Python: a string at the end of a 10,000-vector batch took 13 s to be
+    named, against 0.8 s to read the batch without it, while the request held its turn among large parses."""
+    rows = [[0.5] * 784 for _ in range(10_000)]
+    started = time.perf_counter()
+    validate_vectors(rows, 784, max_batch=10_000)
+    good = time.perf_counter() - started
+    for bad, named in (("x", "a string ('x')"), (None, "null"), (True, "a boolean (true)")):
+        rows[-1][-1] = bad
+        started = time.perf_counter()
+        with pytest.raises(InvalidInput, match=re.escape(f"value at vector 9999, position 783 is {named}")):
+            validate_vectors(rows, 784, max_batch=10_000)
+        assert time.perf_counter() - started < 4 * good + 0.5, bad
 
 
 def test_validate_vectors_accepts_one_vector_or_a_batch():
