@@ -209,6 +209,7 @@ def _fast_numeric_array(values) -> np.ndarray | None:
 TEXT = frozenset((str, bytes))
 TEXT_AND_TRUTH = TEXT | {bool}
 MAX_DIMENSIONS = 64  # NumPy's
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the network computes in float32
 
 
 def holds_any(values, types: frozenset, depth: int = 1) -> bool:
@@ -709,7 +710,12 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
     elif pixels.dtype == np.uint16:
         unit = pixels.astype(np.float32) / np.float32(65535)
     else:
-        unit = _wide_to_unit(pixels.astype(np.float32))
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes infinite: refused below
+            wide = pixels.astype(np.float32)
+        if not np.isfinite(wide).all():
+            raise InvalidInput(f"pixel array holds values beyond float32's range (±{FLOAT32_MAX:.3g}); send pixels "
+                               "from 0 to 1, 0 to 255 or 0 to 65535")
+        unit = _wide_to_unit(wide)
     unit = _composite_on_white(unit)
     factor = max(unit.shape) // WORKING_SIDE
     return _box_reduce(unit, factor) if factor >= 2 else unit

@@ -838,6 +838,10 @@ def test_array_input_follows_the_image_pipeline(digit):
         array_to_vector(np.zeros((28, 28), dtype=np.uint8), DIGIT)
     with pytest.raises(InvalidInput, match="not a regular array"):
         arrays_to_batch([[[0, 1, 2], [0, 1]]], DIGIT)
+    # Ink of 1e300 (float64, a JSON number) is beyond float32's range, in which it was read as 0: no ink, "blank".
+    for beyond in ((digit * 1e300).tolist(), digit * -1e300):
+        with pytest.raises(InvalidInput, match=r"values beyond float32's range \(±3.4e\+38\); send pixels from 0 to 1"):
+            array_to_vector(beyond, DIGIT)
 
 
 @pytest.mark.parametrize("shape", [(1, 784), (1, 256), (2, 2000), (784, 1), (3, 5000)])

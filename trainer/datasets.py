@@ -23,7 +23,7 @@ import numpy as np
 
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
-from shared.preprocess import FITS, arrays_to_batch
+from shared.preprocess import FITS, FLOAT32_MAX, arrays_to_batch
 from shared.text import repeated
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
@@ -996,7 +996,6 @@ def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A number as the CSV reader reads one: ASCII digits, a sign, a point and an exponent, or the words
 # for infinity and NaN. Whitespace around it is stripped first, as float() strips it (a no-break
 # space from a spreadsheet too).
