@@ -98,7 +98,9 @@ def read_manifest(path: str | os.PathLike, *, max_bytes: int | None = None) -> d
     path = Path(path)
     _check_size(path, max_bytes)
     with _open_npz(path) as npz:
-        return _decode_manifest(path, npz)
+        manifest = _decode_manifest(path, npz)
+    _check_sendable(path, manifest)
+    return manifest
 
 
 def _check_size(path: Path, max_bytes: int | None) -> None:
@@ -123,6 +125,7 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
         _check_manifest(path, manifest, expect_name, expect_version)
         arrays = _read_arrays(path, npz, manifest)
     layers = _check_layers(path, manifest, arrays)
+    _check_sendable(path, manifest)  # last: a field the checks above read is refused with their own reason
     return Model(manifest=manifest, layers=layers, path=path)
 
 
@@ -225,6 +228,51 @@ def _decode_manifest(path: Path, npz) -> dict:
     if not isinstance(manifest, dict):
         raise ModelFileError(path, "the manifest must be a JSON object")
     return manifest
+
+
+def _check_sendable(path: Path, manifest: dict) -> None:
+    """Refuse a manifest that no JSON response can carry: a string (or key) with a lone surrogate,
+    which a ``\\ud800`` escape reads as and UTF-8 cannot encode, would fail every response naming
+    it (a label: every prediction). Checked by the C encoder, quick on a 16 MB manifest; only a
+    refused one is walked, in Python, to say where."""
+    try:
+        json.dumps(manifest, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ModelFileError(path, "the manifest is nested over about 1000 levels deep") from None
+    except UnicodeEncodeError:
+        raise ModelFileError(path, f"the manifest {_unsendable(manifest)}") from None
+
+
+def _unsendable(manifest: dict, budget: int = 100_000) -> str:
+    """What the manifest holds that JSON cannot carry, and where: the first such value among the
+    first ``budget`` (a walk in Python takes seconds over millions), else what such values are."""
+    stack = [("manifest", manifest)]
+    while stack and budget > 0:
+        where, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if (budget := budget - 1) < 0:
+                break
+            inner = f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]"
+            if not _is_unicode(key):
+                inner = f"a key of {where}"  # not the key itself: the message could not be sent either
+            if not (_is_unicode(key) and _is_unicode(item)):
+                return (f"holds a lone surrogate escape (\\ud800 to \\udfff) in {shortened(inner, 80)}, "
+                        "which is not text: write the character itself, or a pair of escapes")
+            stack.append((inner, item))
+    return ("holds a lone surrogate escape (\\ud800 to \\udfff), which is not text: write the character "
+            "itself, or a pair of escapes")
+
+
+def _is_unicode(value) -> bool:
+    """False for a string that UTF-8 cannot encode (one holding a lone surrogate); True otherwise."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _require(path: Path, manifest: dict, key: str, kind: type | tuple[type, ...]):

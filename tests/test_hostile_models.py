@@ -181,6 +181,14 @@ def no_normalization(folder: Path, version: int, ctx: Context) -> None:
     write_npz(folder / MODEL_FILE, consistent(version, change))
 
 
+def lone_surrogate_label(folder: Path, version: int, ctx: Context) -> None:
+    """A label written as the JSON escape \\ud800 alone: valid JSON, but not text; served, every
+    prediction whose answer names it failed with a 500, since no response can encode it."""
+    def change(arrays, manifest):
+        manifest["output"]["labels"][7] = "\ud800"
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
 def wrong_name(folder: Path, version: int, ctx: Context) -> None:
     """A valid model of another name copied into this model's folder."""
     arrays, manifest = model_parts("fashion", version)
@@ -264,6 +272,8 @@ HOSTILE = [
     Hostile("NaN weights", nan_weights, "holds NaN or infinite values"),
     Hostile("manifest lies about the input size", lying_input_size, "receives 784 features: shapes do not chain"),
     Hostile("manifest without its input normalisation", no_normalization, "input.normalization must be an object"),
+    Hostile("a label that is a lone surrogate", lone_surrogate_label,
+            "lone surrogate escape (\\ud800 to \\udfff) in manifest.output.labels[7]"),
     Hostile("another model's file", wrong_name, "manifest names model 'fashion'"),
     Hostile("symlink outside the registry", link_outside, "outside the registry"),
     Hostile("file over the size limit", over_size_limit, f"over the limit of {MAX_MODEL_BYTES}"),
