@@ -233,13 +233,14 @@ def _decode_manifest(path: Path, npz) -> dict:
 def _check_sendable(path: Path, manifest: dict) -> None:
     """Refuse a manifest that no JSON response can carry: a string (or key) with a lone surrogate,
     which a ``\\ud800`` escape reads as and UTF-8 cannot encode, would fail every response naming
-    it (a label: every prediction). Checked by the C encoder, quick on a 16 MB manifest; only a
-    refused one is walked, in Python, to say where."""
+    it (a label: every prediction); NaN or Infinity (or 1e400, read as infinity), which Python
+    reads but JSON lacks, would make ``/models/<name>`` a document browsers refuse. Checked by the
+    C encoder, quick on a 16 MB manifest; only a refused one is walked, in Python, to say where."""
     try:
-        json.dumps(manifest, ensure_ascii=False).encode("utf-8")
+        json.dumps(manifest, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except RecursionError:
         raise ModelFileError(path, "the manifest is nested over about 1000 levels deep") from None
-    except UnicodeEncodeError:
+    except ValueError:  # a UnicodeEncodeError too
         raise ModelFileError(path, f"the manifest {_unsendable(manifest)}") from None
 
 
@@ -259,9 +260,12 @@ def _unsendable(manifest: dict, budget: int = 100_000) -> str:
             if not (_is_unicode(key) and _is_unicode(item)):
                 return (f"holds a lone surrogate escape (\\ud800 to \\udfff) in {shortened(inner, 80)}, "
                         "which is not text: write the character itself, or a pair of escapes")
+            if isinstance(item, float) and not math.isfinite(item):
+                return (f"holds {json.dumps(item)} in {shortened(inner, 80)}, which JSON does not allow (strict "
+                        "readers such as a browser's refuse the whole document): write null or a finite number")
             stack.append((inner, item))
-    return ("holds a lone surrogate escape (\\ud800 to \\udfff), which is not text: write the character "
-            "itself, or a pair of escapes")
+    return ("holds NaN, Infinity or a lone surrogate escape (\\ud800 to \\udfff), which JSON responses "
+            "cannot carry: write null or a finite number, and characters themselves or pairs of escapes")
 
 
 def _is_unicode(value) -> bool:

@@ -189,6 +189,14 @@ def lone_surrogate_label(folder: Path, version: int, ctx: Context) -> None:
     write_npz(folder / MODEL_FILE, consistent(version, change))
 
 
+def nan_in_manifest(folder: Path, version: int, ctx: Context) -> None:
+    """A metric written as NaN, which Python's JSON reads and writes but JSON lacks: served, the
+    version's manifest in /models made a document that browsers (the drawing page) refuse."""
+    def change(arrays, manifest):
+        manifest["metrics"]["accuracy"] = float("nan")
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
 def wrong_name(folder: Path, version: int, ctx: Context) -> None:
     """A valid model of another name copied into this model's folder."""
     arrays, manifest = model_parts("fashion", version)
@@ -274,6 +282,7 @@ HOSTILE = [
     Hostile("manifest without its input normalisation", no_normalization, "input.normalization must be an object"),
     Hostile("a label that is a lone surrogate", lone_surrogate_label,
             "lone surrogate escape (\\ud800 to \\udfff) in manifest.output.labels[7]"),
+    Hostile("NaN in the manifest", nan_in_manifest, "holds NaN in manifest.metrics.accuracy, which JSON does not"),
     Hostile("another model's file", wrong_name, "manifest names model 'fashion'"),
     Hostile("symlink outside the registry", link_outside, "outside the registry"),
     Hostile("file over the size limit", over_size_limit, f"over the limit of {MAX_MODEL_BYTES}"),
