@@ -126,7 +126,25 @@ def load_model(path: str | os.PathLike, *, expect_name: str | None = None,
         arrays = _read_arrays(path, npz, manifest)
     layers = _check_layers(path, manifest, arrays)
     _check_sendable(path, manifest)  # last: a field the checks above read is refused with their own reason
-    return Model(manifest=manifest, layers=layers, path=path)
+    model = Model(manifest=manifest, layers=layers, path=path)
+    _check_answers(path, model, arrays)
+    return model
+
+
+def _check_answers(path: Path, model: Model, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse a network whose weights, finite but huge, overflow float32 on ordinary inputs: every
+    feature at its normalisation mean, or one standard deviation above or below it. Served, such a
+    version would replace a working one and answer every request with an error about its input."""
+    norm = input_normalization(model.manifest)
+    mean, std = (np.broadcast_to(np.asarray(norm[k], dtype=np.float32), (model.input_size,)) for k in ("mean", "std"))
+    rows = np.stack([mean, mean + std, mean - std])
+    with np.errstate(all="ignore"):
+        outputs = model.forward(rows) if model.task == "classification" else model.predict(rows)
+    if not np.isfinite(outputs).all():
+        largest = max(float(np.abs(a).max(initial=0)) for a in arrays.values())
+        raise ModelFileError(path, "the network's output is not finite for an input at the normalisation mean or "
+                                   "one standard deviation from it: its weights overflow float32 (the largest is "
+                                   f"{largest:.3g})")
 
 
 def _read_regular_file(path: Path) -> bytes:

@@ -165,6 +165,14 @@ def nan_weights(folder: Path, version: int, ctx: Context) -> None:
     write_npz(folder / MODEL_FILE, consistent(version, change))
 
 
+def overflowing_weights(folder: Path, version: int, ctx: Context) -> None:
+    """Finite weights so large that any input but the exact mean overflows float32: served, this
+    version replaced the working one and answered every request 422, blaming the input's scale."""
+    def change(arrays, manifest):
+        arrays["dense2.weight"] = np.full((16, 10), 3e38, np.float32)
+    write_npz(folder / MODEL_FILE, consistent(version, change))
+
+
 def lying_input_size(folder: Path, version: int, ctx: Context) -> None:
     """The manifest promises 784 inputs; the first layer takes 392."""
     def change(arrays, manifest):
@@ -278,6 +286,8 @@ HOSTILE = [
     Hostile("weights changed after the checksum", tampered_weights, "parameter checksum mismatch"),
     Hostile("shapes that do not chain", shapes_do_not_chain, "shapes do not chain"),
     Hostile("NaN weights", nan_weights, "holds NaN or infinite values"),
+    Hostile("weights that overflow float32", overflowing_weights,
+            "its weights overflow float32 (the largest is 3e+38)"),
     Hostile("manifest lies about the input size", lying_input_size, "receives 784 features: shapes do not chain"),
     Hostile("manifest without its input normalisation", no_normalization, "input.normalization must be an object"),
     Hostile("a label that is a lone surrogate", lone_surrogate_label,
