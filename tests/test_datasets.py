@@ -276,6 +276,18 @@ def test_csv_values_beyond_float32_are_named_not_trained_on_as_infinity(tmp_path
         load_dataset("npz", path=tmp_path / "big.npz")
 
 
+def test_an_npz_of_regression_targets_with_no_rows_names_the_counts(tmp_path):
+    """An empty target array was NumPy's 'zero-size array to reduction operation minimum which has no
+    identity', from the check for columns float32 erases, where the loader names the counts that differ."""
+    x = np.random.default_rng(0).random((50, 3))
+    np.savez(tmp_path / "one.npz", x=x, y=np.zeros(0))
+    with pytest.raises(DatasetError, match=r"one.npz: 50 feature rows but 0 targets$"):
+        load_dataset("npz", path=tmp_path / "one.npz", task="regression")
+    np.savez(tmp_path / "split.npz", x_train=x, y_train=x[:, 0], x_test=x[:5], y_test=np.zeros(0))
+    with pytest.raises(DatasetError, match=r"split.npz: 5 test feature rows but 0 test targets$"):
+        load_dataset("npz", path=tmp_path / "split.npz", task="regression")
+
+
 def test_a_wide_csv_loads_whatever_the_csv_modules_field_limit(tmp_path):
     # 20,000 columns: read with a delimiter that is not its own, a line is one 140 kB field, over the
     # csv module's limit, which raised outside the reader's own error handling (a traceback).

@@ -693,6 +693,8 @@ def _refuse_erased_columns(x: np.ndarray, names: list[str], source) -> None:
     it without a word, as the coarse columns' note (train.coarse_columns) cannot tell it from a constant one."""
     if x.dtype in (np.float32, np.float16) or (x.dtype.kind in "biu" and x.dtype.itemsize <= 2):
         return  # held exactly
+    if x.size == 0:
+        return  # nothing to erase: the caller refuses an empty array, naming the count that does not match
     low, high = x.min(axis=0), x.max(axis=0)
     # Differences float64's own rounding makes (0.30000000000000004 beside 0.3) leave a column constant.
     spread = (high - low) > ROUNDING_NOISE * np.maximum(np.abs(low), np.abs(high))
