@@ -55,6 +55,8 @@ def whole_number_text(value):
         text = value.strip()
         if not (text.isascii() and text.isdigit()):
             raise ValueError(f"a whole number from 0 to 1000 is expected, not {value!r}")
+        if len(text.lstrip("0")) > 9:  # int() refuses over 4,300 digits, in words meant for a programmer
+            raise ValueError(f"a whole number from 0 to 1000 is expected, not one of {len(text)} digits")
         return int(text)
     return value
 
