@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -137,14 +138,17 @@ def test_a_large_image_waits_for_its_turn_before_it_is_decoded_and_a_small_one_d
     answers = []
     waiting = threading.Thread(target=lambda: answers.append(
         app.test_client().post("/predict", data=large, content_type="image/webp").status_code))
+    others = ThreadPoolExecutor(1)  # one that waited for the turn fails the test rather than hang it
     try:
         waiting.start()
         for body in (small, photo):  # the JPEG is decoded reduced, to 1/64 of its 4 million pixels
-            assert app.test_client().post("/predict", data=body, content_type="image/*").status_code == 200
+            answer = others.submit(app.test_client().post, "/predict", data=body, content_type="image/*")
+            assert answer.result(timeout=10).status_code == 200
         waiting.join(0.5)
         assert waiting.is_alive() and answers == [], "a large image was decoded while another held the turn"
     finally:
         parses.end_turn(turn)
+        others.shutdown()
     waiting.join(10)
     assert answers == [200]
     # The turn was given back at the request's end: the next large image goes at once.
