@@ -318,3 +318,18 @@ def test_gradcheck_refuses_samples_without_a_network(capsys):
 
     assert cli.main(["gradcheck", "--samples", "5"]) == 2
     assert "--samples" in capsys.readouterr().err
+
+
+def test_a_regression_network_checked_without_a_dataset_has_the_one_output_train_builds(capsys):
+    """train predicts one target: --task-kind regression gives one output, and --outputs 3 beside it,
+    a network train never builds, is refused rather than checked."""
+    from trainer import cli
+
+    assert cli.main(["gradcheck", "--task-kind", "regression", "--inputs", "5", "--hidden", "4",
+                     "--samples", "3"]) == 0
+    assert "dense2.weight" in capsys.readouterr().out
+    assert cli.main(["summary", "--task-kind", "regression", "--inputs", "5", "--hidden", "4"]) == 0
+    assert "Dense(4 -> 1, init=he_normal)" in capsys.readouterr().out
+    assert cli.main(["gradcheck", "--task-kind", "regression", "--outputs", "3", "--hidden", "4"]) == 2
+    assert ("--outputs 3 with --task-kind regression: a regression network here has one output"
+            in capsys.readouterr().err)

@@ -193,7 +193,8 @@ def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = Non
 def add_shape_flags(parser: argparse.ArgumentParser) -> None:
     """The sizes a dataset would give the network, for a command that needs no data."""
     parser.add_argument("--inputs", type=positive_int, help="input size without a dataset (default 784)")
-    parser.add_argument("--outputs", type=positive_int, help="output size without a dataset (default 10)")
+    parser.add_argument("--outputs", type=positive_int,
+                        help="output size without a dataset (default 10; a regression network has 1)")
     parser.add_argument("--task-kind", choices=["classification", "regression"],
                         help="without a dataset (default: classification)")
 
@@ -212,6 +213,11 @@ def _build_mlp_arguments(args: argparse.Namespace, values: dict, config) -> dict
         if shape_flags:
             raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
         return train.dataset_network_arguments(config, train.load_config_dataset(config))
+    if args.task_kind == "regression":  # train predicts one target: its regression networks have one output
+        if args.outputs not in (None, 1):
+            raise CommandError(f"--outputs {args.outputs} with --task-kind regression: a regression network here has "
+                               "one output, as train builds it; leave --outputs out")
+        return train.network_arguments(config, args.inputs or 784, 1, "regression")
     return train.network_arguments(config, args.inputs or 784, args.outputs or 10, args.task_kind or "classification")
 
 
