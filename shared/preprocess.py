@@ -387,6 +387,10 @@ def _loaded(image: Image.Image, data: bytes, part: float = 1.0,
     longer side, the whole by default, still spans the working size), or, for a JPEG that lacks
     only its end-of-image marker (some cameras write none; an upload can be cut by the marker's
     two bytes), the decode of ``data`` with the marker put back."""
+    if image.info.get("default_image") and image.format == "PNG" and image.n_frames > 1:
+        # An APNG whose default image is not one of its frames: that image is for viewers without
+        # animation, and browsers show the animation's first frame, the picture the user saw.
+        image.seek(1)
     _request_reduced_decode(image, part)
     if before_decode is not None:
         before_decode(image.size[0] * image.size[1])

@@ -424,6 +424,20 @@ def test_animated_gif_uses_its_first_frame():
     assert aligned_correlation(vector, first) > 0.98 and aligned_correlation(vector, second) < 0.5
 
 
+def test_an_apng_is_read_from_the_first_frame_a_browser_shows():
+    """An APNG's default image may stand outside its animation, for viewers without one: a browser shows
+    the animation's first frame, and so the digit is read from it; an APNG whose default image is its
+    first frame reads that frame, as a GIF does."""
+    zero, one, seven = (paper(synthetic_digit(d)) for d in (0, 1, 7))
+    outside = encode(zero, "PNG", save_all=True, append_images=[one, seven], default_image=True)
+    inside = encode(one, "PNG", save_all=True, append_images=[seven])
+    first = image_to_vector(encode(one, "PNG"), DIGIT)
+    for data in (outside, inside):
+        vector = image_to_vector(data, DIGIT)
+        assert aligned_correlation(vector, first) > 0.98
+        assert aligned_correlation(vector, image_to_vector(encode(zero, "PNG"), DIGIT)) < 0.5
+
+
 def test_large_photos_are_reduced_before_analysis(digit, reference):
     sheet = np.full((2400, 1800), 235, dtype=np.uint8)
     sheet[900:1500, 600:1200] = np.asarray(paper(digit, side=600))
