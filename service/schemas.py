@@ -55,8 +55,8 @@ def whole_number_text(value):
         text = value.strip()
         if not (text.isascii() and text.isdigit()):
             raise ValueError(f"a whole number from 0 to 1000 is expected, not {value!r}")
-        if len(text.lstrip("0")) > 9:  # int() refuses over 4,300 digits, in words meant for a programmer
-            raise ValueError(f"a whole number from 0 to 1000 is expected, not one of {len(text)} digits")
+        if (digits := len(text.lstrip("0"))) > 9:  # int() refuses over 4,300 digits, in words for a programmer
+            raise ValueError(f"must be at most 1000, not an integer of {digits} digits")  # as a JSON one is told
         return int(text)
     return value
 
