@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from allocations import traced_peak
 from shared.errors import ModelFileError
 from shared.model_file import load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import LABEL_PATTERN, Registry, RegistryError, check_name
@@ -132,12 +133,7 @@ def test_loading_a_model_takes_little_more_than_its_file_and_weights(tmp_path):
     arrays, _ = wide_model(tmp_path)
     weights = sum(a.nbytes for a in arrays.values())
     gc.collect()
-    tracemalloc.start()
-    try:
-        load_model(tmp_path / "model.npz")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(load_model, tmp_path / "model.npz")
     assert peak < 2.5 * weights
 
 

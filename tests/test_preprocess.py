@@ -5,7 +5,6 @@ import io
 import re
 import struct
 import time
-import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
@@ -18,6 +17,7 @@ from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
 from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, arrays_to_batch, decode_grey,
                                float32_within, image_to_vector, images_to_batch, validate_vectors)
+from allocations import traced_peak
 from images import (FORMAT_MODES, HARD_KINDS, USER_KINDS, encode, paper, png_chunk, render_user_digit,
                     synthetic_digit, tilted_sheet_photo, to_mode)
 
@@ -932,12 +932,7 @@ def test_validate_vectors_checks_a_large_float32_batch_without_copying_it():
     """A 10,000-row .npy batch (31 MB) is checked where it lies: no copy, and no boolean array of
     its size (7.8 MB) to find a NaN, which a value at the batch's end still shows."""
     batch = np.random.default_rng(0).random((10_000, 784), dtype=np.float32)
-    tracemalloc.start()
-    try:
-        out = validate_vectors(batch, 784)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = traced_peak(validate_vectors, batch, 784)
     assert out is batch or np.shares_memory(out, batch)
     assert peak < 100_000
     batch[-1, -1] = np.nan

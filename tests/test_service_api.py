@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-import tracemalloc
 import types
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+from allocations import traced_peak
 from images import FORMAT_MODES, encode, paper, render_user_digit, synthetic_digit, to_mode
 from modelgen import publish_corrupt, publish_model
 from service import api, inputs, metrics, schemas
@@ -230,12 +230,7 @@ def test_base64_broken_by_whitespace_everywhere_costs_no_more_memory_than_its_si
     every byte of "AB AB AB ...", so {"images": [...]} of 63 MiB took a worker to 1.8 GB (and 4 s), past the
     1 GB compose gives the whole service."""
     text = "AB " * (2 << 20)
-    tracemalloc.start()
-    try:
-        inputs.decode_base64_image(text, 0)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    _, peak = traced_peak(inputs.decode_base64_image, text, 0)
     assert peak < 4 * len(text), f"{peak / len(text):.1f} bytes of memory per character"
     wrapped = base64.encodebytes(DIGIT_PNG).decode()  # base64 as `base64` writes it: a line break every 76
     response = client.post("/predict", json={"images": [wrapped, " \u3000".join(wrapped)]})
@@ -440,12 +435,7 @@ def test_arrays_nested_around_nothing_are_refused_before_they_fill_memory(regist
     batch. Arrays nested as deep as a request's data (pixels as [28][28][1]) are still taken."""
     client = make_app(registry, max_body_bytes=16 << 20, max_batch=1000).test_client()
     chains = '{"inputs": [' + ",".join(["[" * 500 + "]" * 500] * 4000) + "]}"
-    tracemalloc.start()
-    try:
-        response = client.post("/models/iris/predict", data=chains, content_type="application/json")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    response, peak = traced_peak(client.post, "/models/iris/predict", data=chains, content_type="application/json")
     assert_error(response, 413, "too_many_values", "The JSON body holds 2,000,002 arrays and objects for about "
                                                    "4,000 values in them: nest arrays only as deep as the data's")
     assert peak < 4 * len(chains), f"{peak / len(chains):.1f} bytes of memory per byte of the body"
@@ -477,12 +467,7 @@ def test_strings_and_objects_beyond_what_a_batch_needs_are_refused_before_parsin
     cases = [("/v1/models/mnist:predict", '{"instances": [' + ",".join(['{"b64": "AAAA"}'] * 100_000) + "]}"),
              ("/predict", '{"images": [' + ",".join(['"AAAA"'] * 250_000) + "]}")]
     for path, body in cases:
-        tracemalloc.start()
-        try:
-            response = client.post(path, data=body, content_type="application/json")
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        response, peak = traced_peak(client.post, path, data=body, content_type="application/json")
         assert_error(response, 413, "too_many_values", "strings and objects, more than the 200,512 a request of at "
                                                        "most 64 inputs needs; send fewer inputs per request.")
         assert peak < 4 * len(body), f"{path}: {peak / len(body):.1f} bytes of memory per byte of the body"
@@ -503,12 +488,7 @@ def test_a_string_among_many_numbers_is_named_without_an_array_of_strings(client
                                                      "data": numbers}]}, 400,
               "The data of input 'input' must be numbers of type FP32.")]
     for path, body, status, message in cases:
-        tracemalloc.start()
-        try:
-            response = client.post(path, json=body)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        response, peak = traced_peak(client.post, path, json=body)
         assert_error(response, status, None, message)
         assert peak < 20 << 20, f"{path}: {peak >> 20} MiB"
 

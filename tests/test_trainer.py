@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from allocations import traced_peak
 from shared.forward import standardize
 from shared.model_file import load_model, read_manifest
 from shared.registry import Registry
@@ -2245,16 +2246,10 @@ def test_column_statistics_take_one_block_of_memory_not_a_float64_copy(monkeypat
     """Each call of values.std(axis=0, dtype=np.float64) made a float64 copy of the training features, twice
     their size (359 MiB for 60,000 rows of 784), before check_memory could refuse a run too large for the
     machine; the statistics, summed a block of rows at a time, are numpy's all the same."""
-    import tracemalloc
     monkeypatch.setattr(train, "STATISTICS_BLOCK_VALUES", 10_000)  # blocks of 50 rows: 101 of them, the last of 1
     rng = np.random.default_rng(0)
     values = (rng.normal(size=(5_001, 200)) * np.geomspace(1e-3, 1e20, 200) + 1e6).astype(np.float32)
-    tracemalloc.start()
-    try:
-        stats = train.column_statistics(values)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    stats, peak = traced_peak(train.column_statistics, values)
     assert peak < values.nbytes / 10
     np.testing.assert_allclose(stats.mean, values.mean(axis=0, dtype=np.float64), rtol=1e-12)
     np.testing.assert_allclose(stats.std, values.std(axis=0, dtype=np.float64), rtol=1e-9)
