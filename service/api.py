@@ -33,7 +33,7 @@ from shared.forward import Model
 from shared.preprocess import format_by_signature
 from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
 
-from .budget import LARGE_SHARE
+from .budget import is_large
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
                      PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, describe_validation_error)
@@ -216,20 +216,20 @@ FREE_CONTAINERS = 200_000  # ~13 MB of empty lists: a body nested too deeply for
 
 
 def hold_for_json(numbers: int) -> None:
-    """Take this request's turn among large JSON parses and image decodes (service.budget) when
-    ``numbers`` make it one, and hold it until the request ends."""
-    parses = service().large_parses
-    if parses.is_large(numbers) and "large_turn" not in g:
-        g.large_turn = parses.take_turn()
+    """Before a JSON body of ``numbers`` values is parsed: see _hold_large_turn."""
+    _hold_large_turn(numbers, service().settings.max_vector_values)
 
 
 def hold_for_decode(pixels: int) -> None:
-    """Take this request's turn among large JSON parses and image decodes (service.budget) before an
-    image is decoded to ``pixels`` pixels, when they are an eighth of the image limit or more, and
-    hold it until the request ends."""
-    svc = service()
-    if pixels * LARGE_SHARE >= svc.settings.max_image_pixels and "large_turn" not in g:
-        g.large_turn = svc.large_parses.take_turn()
+    """Before an image is decoded to ``pixels`` pixels: see _hold_large_turn."""
+    _hold_large_turn(pixels, service().settings.max_image_pixels)
+
+
+def _hold_large_turn(amount: int, limit: int) -> None:
+    """Take this request's turn among large JSON parses and image decodes (service.budget) when
+    ``amount`` is a large share of its ``limit``, and hold it until the request ends."""
+    if is_large(amount, limit) and "large_turn" not in g:
+        g.large_turn = service().large_parses.take_turn()
 
 
 def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:

@@ -107,7 +107,7 @@ def create_app(config: dict | None = None) -> Flask:
     if settings.watch:
         store.start()
     # Gunicorn's workers share the metrics folder, which holds their turns at large JSON parses and decodes.
-    large_parses = LargeParses(settings.max_vector_values, os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    large_parses = LargeParses(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     predictor = Predictor(store, settings, before_decode=api.hold_for_decode)
     app.extensions[EXTENSION] = Service(settings, registry, store, predictor, metrics, large_parses)
 

@@ -25,20 +25,22 @@ import os
 import threading
 from pathlib import Path
 
-LARGE_SHARE = 8  # a request of capacity / LARGE_SHARE numbers or more is large
+LARGE_SHARE = 8  # a request of its limit / LARGE_SHARE numbers (or pixels) or more is large
 LOCK_NAME = "large-json.lock"
 
 
+def is_large(amount: int, limit: int) -> bool:
+    """Whether ``amount`` (the numbers of a JSON body, the pixels of an image's decode) is a large
+    share of ``limit``, what one request may hold: an eighth or more."""
+    return amount * LARGE_SHARE >= limit
+
+
 class LargeParses:
-    def __init__(self, capacity: int, folder: str | os.PathLike | None):
-        """``capacity``: the most numbers one request may hold. ``folder``: one the workers share
-        (service/gunicorn_conf.py makes one per Gunicorn), or None for this process alone."""
-        self.capacity = capacity
+    def __init__(self, folder: str | os.PathLike | None):
+        """``folder``: one the workers share (service/gunicorn_conf.py makes one per Gunicorn), or
+        None for this process alone."""
         self._path = Path(folder) / LOCK_NAME if folder else None
         self._in_process = threading.Lock()
-
-    def is_large(self, numbers: int) -> bool:
-        return numbers * LARGE_SHARE >= self.capacity
 
     def take_turn(self) -> int | None:
         """Wait for this request's turn; returns what ``end_turn`` takes."""

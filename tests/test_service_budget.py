@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from modelgen import publish_model
 from service.app import create_app
-from service.budget import LargeParses
+from service.budget import LargeParses, is_large
 from wsgi import chunked as chunked_request
 
 LIMIT = 40_000  # numbers per request: a request of 5,000 or more is large
@@ -156,8 +156,8 @@ def test_a_large_image_waits_for_its_turn_before_it_is_decoded_and_a_small_one_d
 
 
 def test_workers_take_turns_and_one_that_dies_holding_its_turn_gives_it_up(tmp_path):
-    parses = LargeParses(LIMIT, tmp_path)
-    assert not parses.is_large(LIMIT // 8 - 1) and parses.is_large(LIMIT // 8)
+    parses = LargeParses(tmp_path)
+    assert not is_large(LIMIT // 8 - 1, LIMIT) and is_large(LIMIT // 8, LIMIT)
     fork = multiprocessing.get_context("fork")
     holding, die = fork.Event(), fork.Event()
 
