@@ -245,14 +245,15 @@ def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:
         raise PayloadTooLarge(f"The JSON body holds more than {limit} numbers, the limit per request; {advice}.",
                               code="too_many_values")
     # Arrays nested around little or nothing ([[[[]]]] ...) hold no commas: 59 MiB of them took 3 GB to parse.
-    containers = body.count(b"[") + body.count(b"{")
+    braces = body.count(b"{")
+    containers = body.count(b"[") + braces
     if containers > FREE_CONTAINERS + other_commas + CONTAINERS_PER_VALUE * (commas + 1):
         raise PayloadTooLarge(f"The JSON body holds {containers:,} arrays and objects for about {commas + 1:,} values "
                               "in them: nest arrays only as deep as the data's shape.", code="too_many_values")
     # A string or an object costs several numbers' memory (a {"b64": ...} instance ~240 bytes), and a request needs
     # only a few of each per input: 4 million tiny instances took 1.4 GB to parse before the batch was counted.
     allowed = FREE_CONTAINERS + STRUCTURE_COMMAS * settings.max_batch
-    if (items := body.count(b'"') // 2 + body.count(b"{")) > allowed:
+    if (items := body.count(b'"') // 2 + braces) > allowed:
         raise PayloadTooLarge(f"The JSON body holds {items:,} strings and objects, more than the {allowed:,} a request "
                               f"of at most {settings.max_batch:,} inputs needs; send fewer inputs per request.",
                               code="too_many_values")
