@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 
 import numpy as np
+import pyspng
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.errors import ImageTooLarge, InvalidInput, ScratchnetError, TooManyPixels, UnsupportedImage
@@ -398,6 +399,9 @@ def _loaded(image: Image.Image, data: bytes, part: float = 1.0,
     with_alpha = _bmp_with_alpha(image, data)
     if with_alpha is not None:
         return with_alpha
+    by_libspng = _plain_png_by_libspng(image, data)
+    if by_libspng is not None:
+        return by_libspng
     try:
         image.load()
         return image
@@ -425,6 +429,30 @@ JPEG_EOI = b"\xff\xd9"
 # Bytes that are never a marker (no 0xFF), put where a scan cut short would go on: its decode
 # changes with them, while a complete scan's decode skips them.
 _SCAN_FILLERS = [bytes(np.random.default_rng(seed).integers(0, 0xFF, 256, dtype=np.uint8)) for seed in (0, 1)]
+
+
+# The standard IEND chunk: no data, and its CRC.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# Chunks after the pixels that Pillow's decode would read into ``info``, where EXIF orientation is looked for.
+_PNG_METADATA_CHUNKS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+
+
+def _plain_png_by_libspng(image: Image.Image, data: bytes) -> Image.Image | None:
+    """An 8-bit RGB or RGBA PNG of one frame, not interlaced, without a colour key or metadata after
+    its pixels (what a browser canvas exports), decoded by libspng: the same pixels as Pillow's
+    decoder, in half the time (Pillow inflates with the system's zlib). None for any other PNG, or
+    one libspng refuses: Pillow decodes those, and says what is wrong with a broken one."""
+    data = bytes(data)
+    if (image.format != "PNG" or image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
+            or image.tile[0].args != image.mode or "transparency" in image.info or image.n_frames != 1
+            or image.info.get("interlace") or not data.endswith(_PNG_END)
+            or any(data.find(kind, image.tile[0].offset) >= 0 for kind in _PNG_METADATA_CHUNKS)):
+        return None
+    try:
+        pixels = pyspng.load(data, image.mode)
+    except Exception:  # noqa: BLE001 - anything libspng refuses goes to Pillow, which names the fault
+        return None
+    return Image.fromarray(pixels) if pixels.shape[1::-1] == image.size else None
 
 
 def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:

@@ -438,6 +438,66 @@ def test_an_apng_is_read_from_the_first_frame_a_browser_shows():
         assert aligned_correlation(vector, image_to_vector(encode(zero, "PNG"), DIGIT)) < 0.5
 
 
+def _decoded_by_pillow_alone(data: bytes, monkeypatch) -> np.ndarray:
+    with monkeypatch.context() as patch:
+        patch.setattr(preprocess, "_plain_png_by_libspng", lambda image, data: None)
+        return decode_grey(data)
+
+
+def _noisy_canvas(mode: str, side: int) -> Image.Image:
+    """A canvas-like picture with noise in it, so that it compresses into several IDAT chunks."""
+    rng = np.random.default_rng(side)
+    pixels = rng.integers(0, 256, (side, side, len(mode)), dtype=np.uint8)
+    pixels[: side // 3] = 0  # transparent (or black) rows, as a canvas mostly is
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB"])
+@pytest.mark.parametrize("side, options", [(280, {}), (280, {"compress_level": 0}), (280, {"compress_level": 9}),
+                                           (900, {}), (37, {"optimize": True})])
+def test_a_plain_png_is_read_by_libspng_into_the_pixels_pillow_reads(mode, side, options, monkeypatch):
+    """8-bit RGB and RGBA PNGs, what browser canvases export, skip Pillow's slower decoder and read the
+    same pixels, whatever their size, compression and number of IDAT chunks."""
+    data = encode(_noisy_canvas(mode, side), "PNG", **options)
+    with Image.open(io.BytesIO(data)) as image:
+        assert preprocess._plain_png_by_libspng(image, data) is not None, "read by libspng"
+    assert np.array_equal(decode_grey(data), _decoded_by_pillow_alone(data, monkeypatch))
+
+
+def _with_chunk_before_end(data: bytes, kind: bytes, body: bytes) -> bytes:
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + png_chunk(kind, body) + data[end:]
+
+
+def _exif_turned_right() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("name, make", [
+    ("EXIF orientation after the pixels", lambda data: _with_chunk_before_end(data, b"eXIf", _exif_turned_right())),
+    ("text after the pixels", lambda data: _with_chunk_before_end(data, b"tEXt", b"Comment\0drawn")),
+    ("a broken CRC in the pixels", lambda data: data[:-13] + bytes([data[-13] ^ 1]) + data[-12:]),
+    ("bytes after the end", lambda data: data + b"\0" * 16),
+])
+def test_a_png_with_metadata_after_its_pixels_or_damage_reads_as_pillow_reads_it(name, make, digit, monkeypatch):
+    """EXIF or text after the pixels (Pillow reads them while decoding, and the orientation turns the
+    picture: these PNGs are left to Pillow), a damaged checksum Pillow does not look at, bytes after
+    the end: the same pixels as Pillow alone reads."""
+    data = make(encode(to_mode(paper(digit, side=112), "RGBA", transparent_background=True), "PNG"))
+    grey = decode_grey(data)
+    assert np.array_equal(grey, _decoded_by_pillow_alone(data, monkeypatch)), name
+    if name.startswith("EXIF"):
+        assert not np.array_equal(grey, decode_grey(encode(paper(digit, side=112), "PNG"))), "turned"
+
+
+def test_a_truncated_canvas_png_is_refused_in_pillows_words(digit):
+    data = encode(to_mode(paper(digit, side=280), "RGBA", transparent_background=True), "PNG")
+    with pytest.raises(UnsupportedImage, match="truncated or corrupt"):
+        decode_grey(data[: len(data) // 2] + data[-12:])
+
+
 def test_large_photos_are_reduced_before_analysis(digit, reference):
     sheet = np.full((2400, 1800), 235, dtype=np.uint8)
     sheet[900:1500, 600:1200] = np.asarray(paper(digit, side=600))
