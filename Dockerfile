@@ -50,9 +50,9 @@ RUN python3 -m venv /opt/venv \
 # The trainer: `docker run ... scratchnet-trainer train --dataset mnist --publish`.
 FROM base AS trainer
 COPY --from=build-trainer /opt/venv /opt/venv
-# /cache becomes a named volume; Docker copies this folder's mode into a new volume, so any
-# uid the container runs as can fill it.
-RUN mkdir -p /models /cache && chmod 1777 /models /cache
+# /cache and /runs become named volumes; Docker copies these folders' mode into a new volume, so
+# any uid the container runs as can fill them.
+RUN mkdir -p /models /cache /runs && chmod 1777 /models /cache /runs
 COPY shared /opt/scratchnet/shared
 COPY trainer /opt/scratchnet/trainer
 RUN python -m compileall -q /opt/scratchnet

@@ -181,6 +181,17 @@ def api_stack(docker_engine, tmp_path):
 
 
 @pytest.fixture
+def trainer_stack(docker_engine, tmp_path):
+    """The trainer alone: for the tests that start no service."""
+    stack = Stack(_registry_copy(tmp_path), ["docker-compose.yml"], _free_port())
+    try:
+        stack.compose("--profile", "train", "build", "trainer", step="build trainer image")
+        yield stack
+    finally:
+        stack.take_down("--profile", "train")
+
+
+@pytest.fixture
 def scaled_stack(docker_engine, tmp_path):
     stack = Stack(_registry_copy(tmp_path), ["docker-compose.yml", "docker/compose.scale.yml"], _free_port())
     stack.env["SCRATCHNET_WORKERS"] = "1"
@@ -386,6 +397,24 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
     assert subprocess.run(volumes, capture_output=True, text=True, timeout=60).stdout.split(), "no dataset cache volume"
     stack.take_down("--profile", "train")
     assert subprocess.run(volumes, capture_output=True, text=True, timeout=60).stdout.split() == []
+
+
+def test_compose_trainer_keeps_an_unpublished_run_for_a_later_publish(trainer_stack, datasets_dir):
+    """A run without --publish is saved in a folder that the next `docker compose run --rm trainer`
+    still finds, so `trainer publish <folder>` (the README's "publish it later") works in compose as
+    it does on the host: the container's own /tmp is a tmpfs that goes with the container."""
+    stack = trainer_stack
+    trained = stack.compose("run", "--rm", "--volume", f"{datasets_dir}:/data:ro", "trainer",
+                            "train", "--dataset", MODEL, "--data-dir", "/data", "--epochs", "1", "--hidden", "16",
+                            "--limit-train", "500", "--no-progress")
+    saved = trained.stdout.strip().splitlines()[-1]
+    assert saved.startswith(f"saved {MODEL} in /"), trained.stdout[-2000:]
+    folder = saved.split(" in ", 1)[1]
+    before = max(_versions(stack.registry))
+    published = stack.compose("run", "--rm", "trainer", "publish", folder, check=False)
+    output = published.stdout[-2000:] + published.stderr[-2000:]
+    assert published.returncode == 0, f"the saved run {folder} is gone:\n{output}"
+    assert max(_versions(stack.registry)) == before + 1
 
 
 def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
