@@ -9,6 +9,9 @@ RUN apt-get update \
 COPY docker/nginx.conf /etc/nginx/nginx.conf
 USER www-data
 EXPOSE 8080
+# SIGQUIT is nginx's graceful stop: requests under way finish first. SIGTERM, Docker's default,
+# makes nginx drop them at once, so `docker compose stop` or `down` would cut them off.
+STOPSIGNAL SIGQUIT
 HEALTHCHECK --interval=5s --timeout=3s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/lb-healthz', timeout=2)"]
 ENTRYPOINT ["nginx", "-e", "stderr", "-g", "daemon off;"]

@@ -470,6 +470,39 @@ def test_scaled_api_behind_load_balancer(scaled_stack, datasets_dir, capsys):
     })
 
 
+def test_scaled_stop_finishes_requests_in_flight_at_the_load_balancer(scaled_stack):
+    """`docker compose stop` of the scaled stack stops the load balancer first (it depends on the
+    api): nginx must finish the request it is reading or passing on, as Gunicorn does, not drop it."""
+    stack = scaled_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120", "--scale", "api=2")
+    png = (REPO / "examples" / "digit.png").read_bytes()
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"POST /models/{MODEL}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     f"Content-Length: {len(png)}\r\n\r\n".encode() + png[:100])
+        stopping = subprocess.Popen(stack.command("stop"), env=stack.env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+        try:
+            for line in stopping.stderr:  # compose says so as it sends the container its stop signal
+                if "lb-1" in line and "Stopping" in line:
+                    break
+            time.sleep(1)
+            answer = b""
+            try:
+                sock.sendall(png[100:])
+                while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+            except OSError as error:
+                answer += f"{error!r}".encode()
+        finally:
+            stopping.communicate(timeout=120)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["model"]["name"] == MODEL
+
+
 def _api_container(stack: Stack) -> dict:
     ids = stack.compose("ps", "--all", "--quiet", "api").stdout.split()
     assert len(ids) == 1, f"expected one api container, found {ids}"
