@@ -7,6 +7,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && rm -f /etc/nginx/sites-enabled/default
 COPY docker/nginx.conf /etc/nginx/nginx.conf
+# Request bodies and responses nginx buffers to files go here, a volume (docker/compose.scale.yml):
+# on the tmpfs at /tmp they would be memory, and a few large uploads at once exceed the
+# container's memory limit. A new volume takes this folder's owner.
+RUN mkdir -p /var/cache/scratchnet-lb && chown www-data:www-data /var/cache/scratchnet-lb
 USER www-data
 EXPOSE 8080
 # SIGQUIT is nginx's graceful stop: requests under way finish first. SIGTERM, Docker's default,

@@ -503,6 +503,36 @@ def test_scaled_stop_finishes_requests_in_flight_at_the_load_balancer(scaled_sta
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["model"]["name"] == MODEL
 
 
+def test_scaled_load_balancer_buffers_large_uploads_within_its_memory_limit(scaled_stack):
+    """Bodies within the service's 64 MiB limit that nginx buffers to files, three at once, neither
+    get nginx killed under its 128 MB memory limit nor cut off the requests that pass through it."""
+    stack = scaled_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120", "--scale", "api=1")
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    size = 60 * 1024 * 1024
+    uploads = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection((host, int(port)), timeout=60)
+            uploads.append(sock)
+            sock.sendall(f"POST /models/{MODEL}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {size}\r\n\r\n".encode())
+            for _ in range(size // (1 << 20) - 1):
+                sock.sendall(b" " * (1 << 20))
+        time.sleep(2)
+        ids = stack.compose("ps", "--all", "--quiet", "lb").stdout.split()
+        state = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True,
+                                          check=True).stdout)[0]
+        assert not state["State"]["OOMKilled"] and state["RestartCount"] == 0, state["State"]
+        for sock in uploads:  # each is answered by the service: a body of blanks holds no JSON
+            sock.sendall(b"{}" + b" " * ((1 << 20) - 2))
+            answer = sock.makefile("rb").readline()
+            assert answer.startswith(b"HTTP/1.1 4"), answer
+    finally:
+        for sock in uploads:
+            sock.close()
+
+
 def _api_container(stack: Stack) -> dict:
     ids = stack.compose("ps", "--all", "--quiet", "api").stdout.split()
     assert len(ids) == 1, f"expected one api container, found {ids}"
