@@ -121,7 +121,7 @@ class ModelSlot:
     reloading: bool = False
     pin_problem: str | None = None  # why the pinned version cannot serve, while it cannot
     problems: list[str] = field(default_factory=list)
-    misnamed: list[str] = field(default_factory=list)  # folders named in digits that are no version, and why
+    misnamed: list[str] = field(default_factory=list)  # folders named like versions that are none, and why
     swaps: int = 0
     folder_missing: bool = False   # the last pass found the registry without this model (see has_model)
     no_versions: bool = False      # the last pass found its folder, serving.json in it, and no version

@@ -33,6 +33,8 @@ LABEL_PATTERN = NAME_PATTERN
 # A version's name: a positive integer of at most 9 ASCII digits (str.isdigit also takes '²'
 # and '١', which int() refuses or reads as another number).
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,8}\Z")
+# A folder name that says a version but is not one: 0100, v2, V2, -1, +3, 1.5, 1.0.0.
+VERSION_LIKE_PATTERN = re.compile(r"^[vV]?[+-]?[0-9]+(?:\.[0-9]+)*\Z")
 MAX_VERSION = 999_999_999  # the highest number VERSION_PATTERN names: a higher one would be invisible
 STALE_TMP_SECONDS = 3600
 MAX_SERVING_BYTES = 1 << 20
@@ -66,7 +68,7 @@ def _version_numbers(folder: Path, misnamed: list[str] | None = None) -> list[in
         if VERSION_PATTERN.match(path.name):
             if path.is_dir():
                 versions.append(int(path.name))
-        elif misnamed is not None and path.name.isascii() and path.name.isdigit() and path.is_dir():
+        elif misnamed is not None and VERSION_LIKE_PATTERN.match(path.name) and path.is_dir():
             misnamed.append(misnamed_version(path.name))
     if misnamed is not None:
         misnamed.sort()
@@ -74,7 +76,12 @@ def _version_numbers(folder: Path, misnamed: list[str] | None = None) -> list[in
 
 
 def misnamed_version(folder: str) -> str:
-    """Why a folder named in digits is not read as a version, and what to name it."""
+    """Why a folder named like a version (``0100``, ``v2``, ``1.5``) is not read as one, and what to name it."""
+    if not folder.isdigit():
+        digits = folder.lstrip("vV+")
+        if digits.isdigit() and 0 < int(digits) <= MAX_VERSION:
+            return f"the folder {folder} is not read as a version: rename it {int(digits)} (the number alone)"
+        return f"the folder {folder} is not read as a version: a version is named by a positive integer (1, 2, 3 ...)"
     number = int(folder)
     if number == 0:
         return f"the folder {folder} is not read as a version: versions are numbered from 1"
@@ -170,7 +177,7 @@ class Registry:
         A folder that cannot be listed (its permissions) is left out, so one such folder does not
         hide every other model; ``unreadable``, when given, receives its name and the reason. A
         folder that holds versions under a name that is no model's (``my model``), or only folders
-        named in digits that are no versions (``0001``), is left out too; ``misnamed``, when given,
+        named like versions that are none (``0001``, ``v1``), is left out too; ``misnamed``, when given,
         receives its name and what to do.
         """
         names = []
@@ -199,8 +206,8 @@ class Registry:
 
     def versions(self, name: str, misnamed: list[str] | None = None) -> list[int]:
         """Published versions of ``name``, ascending. Temporary and stray folders are ignored;
-        ``misnamed``, when given, receives what each folder named in digits that is no version
-        (``0100``, ``0``) should be instead, which a reader would otherwise skip unseen."""
+        ``misnamed``, when given, receives what each folder named like a version that is none
+        (``0100``, ``0``, ``v2``, ``1.5``) should be instead, which a reader would otherwise skip unseen."""
         folder = self.root / check_name(name)
         return _version_numbers(folder, misnamed) if folder.is_dir() else []
 

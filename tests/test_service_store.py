@@ -1685,3 +1685,26 @@ def test_folders_that_look_like_versions_or_models_but_are_neither_are_reported(
         assert caplog.text.count(reason) == 1
     store.refresh()  # logged once, not at every pass
     assert all(caplog.text.count(reason) == 1 for reason in reasons + list(misnamed.values()))
+
+
+def test_folders_named_like_versions_but_not_numbers_alone_are_reported(tmp_path, caplog):
+    """A version folder named v2 (a common layout elsewhere), -1 or 1.5 was skipped without a word,
+    and a model whose versions were all named so was no model at all: 404, and nothing in the log,
+    /models or /readyz said why."""
+    publish_model(tmp_path, "mnist")
+    for folder in ("v2", "-1", "1.5"):
+        shutil.copytree(tmp_path / "mnist" / "1", tmp_path / "mnist" / folder)
+    (tmp_path / "mnist" / "1.bak").mkdir()  # not a version's name: a folder of the user's own, left alone
+    publish_model(tmp_path, "wine", kind="regression")
+    (tmp_path / "wine" / "1").rename(tmp_path / "wine" / "v1")  # its only version, misnamed
+    store, _ = make_store(tmp_path)
+    assert store.names() == ["mnist"] and [v["version"] for v in store.describe("mnist")["versions"]] == [1]
+    reasons = ["the folder -1 is not read as a version: a version is named by a positive integer (1, 2, 3 ...)",
+               "the folder 1.5 is not read as a version: a version is named by a positive integer (1, 2, 3 ...)",
+               "the folder v2 is not read as a version: rename it 2 (the number alone)"]
+    assert store.describe("mnist")["problems"] == reasons
+    misnamed = store.readiness()[1]["registry"]["misnamed_folders"]
+    assert misnamed == {"wine": "the folder 'wine' holds no version: the folder v1 is not read as a version: "
+                                "rename it 1 (the number alone)"}
+    for reason in reasons + list(misnamed.values()):
+        assert caplog.text.count(reason) == 1
