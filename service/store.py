@@ -840,7 +840,9 @@ class ModelStore:
             if self.registry_error is not None:  # whether it has such a model cannot be told
                 raise NotReady(f"Model {name} is not served: {self.registry_error}.", code="registry_unavailable")
             known = ", ".join(self.names()) or "none"
-            raise NotFound(f"There is no model {name!r} (models: {known}).", code="model_not_found")
+            misnamed = self._misnamed.get(name)  # a folder of that name, not read as a model: say why
+            raise NotFound(f"There is no model {name!r} (models: {known})" + (f": {misnamed}." if misnamed else "."),
+                           code="model_not_found")
         return slot
 
     def found(self, name: str) -> ModelSlot:

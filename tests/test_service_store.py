@@ -1708,3 +1708,19 @@ def test_folders_named_like_versions_but_not_numbers_alone_are_reported(tmp_path
                                 "rename it 1 (the number alone)"}
     for reason in reasons + list(misnamed.values()):
         assert caplog.text.count(reason) == 1
+
+
+def test_a_request_for_a_folder_not_read_as_a_model_says_why(tmp_path):
+    """/models/wine of a folder wine whose only version is named 0001 answered "There is no model
+    'wine'", as for a name the registry lacks: only /readyz and the log said what to rename."""
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "wine", kind="regression")
+    (tmp_path / "wine" / "1").rename(tmp_path / "wine" / "0001")
+    store, _ = make_store(tmp_path)
+    with pytest.raises(NotFound) as e:
+        store.slot("wine")
+    assert e.value.message == ("There is no model 'wine' (models: mnist): the folder 'wine' holds no version: "
+                               "the folder 0001 is not read as a version: rename it 1 (no leading zeros).")
+    with pytest.raises(NotFound) as e:
+        store.slot("beer")
+    assert e.value.message == "There is no model 'beer' (models: mnist)."
