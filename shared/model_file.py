@@ -312,10 +312,16 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
                                    f"(this build reads {FORMAT_VERSION})")
     name = _require(path, manifest, "name", str)
     version = _require(path, manifest, "version", int)
+    # A version copied in by hand (cp -r, as other model servers take one) under another name or number:
+    # the file keeps the ones it was published with, and `publish` is what gives it new ones.
     if expect_name is not None and name != expect_name:
-        raise ModelFileError(path, f"manifest names model {name!r} but the file is in the registry folder {expect_name!r}")
+        raise ModelFileError(path, f"manifest names model {name!r} but the file is in the registry folder "
+                                   f"{expect_name!r}; to serve it as {expect_name}, publish its folder with "
+                                   f"'python -m trainer publish <folder> --name {expect_name}'")
     if expect_version is not None and version != expect_version:
-        raise ModelFileError(path, f"manifest says version {version} but the file is in folder {expect_version}")
+        raise ModelFileError(path, f"manifest says version {version} but the file is in folder {expect_version}; "
+                                   "to add a copied version, publish its folder with 'python -m trainer publish "
+                                   "<folder>', which gives it the next number")
     if manifest.get("task") not in TASKS:
         raise ModelFileError(path, f"task {manifest.get('task')!r} is not one of {', '.join(TASKS)}")
     for key in ("input", "output", "parameters", "training", "metrics"):

@@ -413,6 +413,18 @@ def test_manifest_must_match_its_registry_folder(tmp_path):
     refused(tmp_path / "model.npz", "in folder 2", expect_version=2)
 
 
+def test_a_version_copied_in_under_another_number_or_name_says_how_to_add_it(tmp_path):
+    """A version folder copied in by hand (cp -r stage/tiny/1 models/tiny/7), as TF Serving and
+    Triton take one, was refused with what was wrong and no word of how to add it."""
+    saved(tmp_path)
+    error = refused(tmp_path / "model.npz", "in folder 7", expect_version=7)
+    assert error.reason.endswith("; to add a copied version, publish its folder with 'python -m trainer publish "
+                                 "<folder>', which gives it the next number")
+    error = refused(tmp_path / "model.npz", "folder 'other'", expect_name="other")
+    assert error.reason.endswith("; to serve it as other, publish its folder with 'python -m trainer publish "
+                                 "<folder> --name other'")
+
+
 def test_size_limit(tmp_path):
     saved(tmp_path)
     refused(tmp_path / "model.npz", "over the limit", max_bytes=100)
