@@ -80,8 +80,9 @@ def failed_status(reason: str) -> str:
 
 def dangling_label(name: str, label: str, version: int) -> NotFound:
     """The 404 for a label that points to a version the registry no longer holds."""
-    return NotFound(f"Label {label!r} of model {name} points to version {version}, which does not exist.",
-                    code="version_not_found")
+    return NotFound(f"Label {label!r} of model {name} points to version {version}, which does not exist; point it "
+                    f"at a version that does (PUT /models/{name}/labels/{label} with {{\"version\": N}}) or delete "
+                    f"it (DELETE /models/{name}/labels/{label}).", code="version_not_found")
 
 
 def failure_reason(status: str) -> str | None:

@@ -950,8 +950,9 @@ def test_a_label_on_a_version_deleted_since_names_the_label(client, registry):
     for route in ("/v1/models/mnist/labels/old", "/v1/models/mnist/labels/old/metadata"):  # TF Serving's status too
         response = client.get(route)
         assert response.status_code == 404, route
-        assert response.get_json()["error"] == "Label 'old' of model mnist points to version 1, which does not exist.", \
-            route
+        assert response.get_json()["error"] == (
+            "Label 'old' of model mnist points to version 1, which does not exist; point it at a version that does "
+            "(PUT /models/mnist/labels/old with {\"version\": N}) or delete it (DELETE /models/mnist/labels/old)."), route
 
 
 def test_a_registry_the_service_cannot_write_is_named_with_the_fix(registry):
