@@ -415,6 +415,25 @@ def test_x_gzip_is_gzip(client):
     assert response.get_json()["outputs"] == infer(client, {"inputs": [tensor("input", VECTORS)]}).get_json()["outputs"]
 
 
+def test_a_gzip_body_of_several_members_is_read_whole(client):
+    """RFC 1952 section 2.2: a gzip body is a series of members, read one after another as gunzip reads
+    them (here the JSON part and the tensor compressed apart); bytes after the compressed data are refused,
+    not dropped."""
+    header, headers = binary_request({"inputs": [{"name": "input", "shape": [3, 784], "datatype": "FP32",
+                                                  "parameters": {"binary_data_size": VECTORS.nbytes}}],
+                                      "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}]},
+                                     b"")
+    body = gzip.compress(header) + b"\0\0" + gzip.compress(VECTORS.astype("<f4").tobytes())
+    response = client.post("/v2/models/mnist/infer", data=body, headers={**headers, "Content-Encoding": "gzip"})
+    reference = outputs(infer(client, {"inputs": [tensor("input", VECTORS)]}))
+    np.testing.assert_array_equal(outputs(response)["probabilities"], reference["probabilities"])
+    request = json.dumps({"inputs": [tensor("input", VECTORS)]}).encode()
+    for encoding, pack in (("gzip", gzip.compress), ("deflate", zlib.compress)):
+        response = client.post("/v2/models/mnist/infer", data=pack(request) + b"junk",
+                               headers={"Content-Encoding": encoding})
+        assert_protocol_error(response, 400, f"not valid {encoding} data: 4 bytes follow the end of its compressed")
+
+
 def test_repository_routes_refuse_a_compressed_body(client, registry):
     """Only infer decodes a Content-Encoding; the repository routes refuse one rather than misread it."""
     packed = gzip.compress(json.dumps({"parameters": {"version": 1}}).encode())

@@ -14,6 +14,7 @@ with the same size limit as a plain body, so a small bomb cannot blow up in memo
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import zlib
 
@@ -117,7 +118,7 @@ class BinaryChunks:
 # compression -----------------------------------------------------------------------------------
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes | bytearray:
     """A request body decoded per its ``Content-Encoding`` (gzip, deflate or none), at most ``limit`` bytes."""
     encoding = (encoding or "identity").strip().lower()
     if encoding == "identity":
@@ -129,18 +130,48 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     # gzip: its own header; deflate: the zlib format HTTP means by it, or a bare deflate stream.
     attempts = (16 + zlib.MAX_WBITS,) if encoding == "gzip" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
     for wbits in attempts:
-        inflater = zlib.decompressobj(wbits)
         try:
-            data = inflater.decompress(body, limit + 1)
+            return _inflate(body, encoding, wbits, limit)
         except zlib.error:
             continue
-        if len(data) > limit:
-            raise PayloadTooLarge(f"The request body inflates to more than the limit of {byte_count(limit)}.",
-                                  code="payload_too_large")
-        if not inflater.eof:
-            break
-        return data
     raise BadRequest(f"The body is not valid {encoding} data.", code="malformed_encoding")
+
+
+INFLATE_CHUNK = 1 << 14  # input handed to zlib at once: what it sets aside after a stream's end stays small
+MAX_GZIP_MEMBERS = 10_000  # a 64 MiB body of bgzip's 64 KiB blocks has about 1,030
+_NOT_ZERO = re.compile(rb"[^\0]")
+
+
+def _inflate(body: bytes, encoding: str, wbits: int, limit: int) -> bytearray:
+    """The data ``body`` compresses, at most ``limit`` bytes; zlib.error when it is not compressed
+    that way. A gzip body is a series of members (RFC 1952 section 2.2, as gunzip reads it), which
+    zero bytes may pad; anything else after the compressed data is refused, not dropped."""
+    view = memoryview(body)
+    data, offset, members = bytearray(), 0, 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+            if offset == len(view):
+                raise zlib.error("the compressed data ends early")
+            chunk = view[offset:offset + INFLATE_CHUNK]
+            offset += len(chunk)
+            data += inflater.decompress(chunk, limit - len(data) + 1)
+            if len(data) > limit:
+                raise PayloadTooLarge(f"The request body inflates to more than the limit of {byte_count(limit)}.",
+                                      code="payload_too_large")
+        offset -= len(inflater.unused_data)
+        members += 1
+        if encoding == "gzip":
+            found = _NOT_ZERO.search(body, offset)
+            offset = found.start() if found else len(view)
+        if offset == len(view):
+            return data
+        if encoding != "gzip" or view[offset:offset + 2] != b"\x1f\x8b":
+            raise BadRequest(f"The body is not valid {encoding} data: {len(view) - offset} bytes follow the end of "
+                             "its compressed data.", code="malformed_encoding")
+        if members == MAX_GZIP_MEMBERS:
+            raise BadRequest(f"The gzip body has more than {MAX_GZIP_MEMBERS:,} members; compress it as one stream.",
+                             code="malformed_encoding")
 
 
 def compress(body: bytes, encoding: str) -> bytes:
