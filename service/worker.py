@@ -169,6 +169,17 @@ HEADER_RULES = {
     "TRANSFER-ENCODING": "give chunked once, as the last coding, and only on an HTTP/1.1 request",
 }
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 section 5.6.2: a token
+# What a header line without a colon is logged as: Gunicorn's warning quoted the line whole, and such a
+# line can hold a credential ("Authorization Bearer <token>"), which the log must never show.
+UNSHOWN_LINE = "a header line without a colon (not shown)"
+BARE_LF = "bare LF as line terminator"  # Gunicorn's own words, of no line in particular
+
+
+def _refused_header_name(exc: InvalidHeader) -> str | None:
+    """The name of the header Gunicorn refused (it gives names upper-cased), or None when it refused a
+    line without a colon, which it quotes whole, or a line's ending."""
+    text = str(exc.hdr)
+    return text if HEADER_NAME.fullmatch(text) and text == text.upper() else None
 
 
 def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
@@ -181,7 +192,7 @@ def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
         return 400, "invalid_request_line", (f"The request line's version {shortened(str(exc.version), 60)!r} is "
                                              "malformed: end the line with HTTP/1.1.")
     if isinstance(exc, InvalidHeader):
-        if not HEADER_NAME.fullmatch(str(exc.hdr)):  # a whole line without a colon, or Gunicorn's own words
+        if _refused_header_name(exc) is None:  # a whole line without a colon, or Gunicorn's own words
             return 400, "invalid_header", ("A header line is malformed: write each header as Name: value, on a line "
                                            "of its own ended by CRLF.")
         rule = HEADER_RULES.get(str(exc.hdr).upper(), "give it once, with no control characters in its value")
@@ -438,6 +449,8 @@ class FairThreadWorker(ThreadWorker):
     def handle_error(self, req, client, addr, exc) -> None:
         # A request Gunicorn refused before the app saw it: counted and logged as the app would.
         started = time.perf_counter()
+        if isinstance(exc, InvalidHeader) and _refused_header_name(exc) is None and exc.hdr != BARE_LF:
+            exc.hdr = UNSHOWN_LINE  # Gunicorn's warning would quote the line
         _own_answer.status, _own_answer.exc = None, exc
         try:
             super().handle_error(req, client, addr, exc)

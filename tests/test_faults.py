@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -446,6 +447,30 @@ def test_admin_routes_need_the_right_bearer_token(admin_registry):
             assert requests.get(server.url + "/models", headers=headers, timeout=10).status_code == 200
             assert predict(server.url, headers=headers).status_code == 200
         assert ADMIN_TOKEN not in server.log()  # never logged
+
+
+def test_a_malformed_authorization_line_does_not_put_the_token_in_the_log(admin_registry):
+    """A header line without a colon ("Authorization Bearer <token>", a client that built its head by
+    hand) was quoted whole in Gunicorn's warning, token and all; it is refused as malformed and the
+    log does not show it."""
+    lines = [f"Authorization Bearer {ADMIN_TOKEN}", f"Authorization=Bearer {ADMIN_TOKEN}",
+             f"authorization bearer {ADMIN_TOKEN.lower()}"]
+    with ServiceProcess(admin_registry, workers=2, admin_token=ADMIN_TOKEN) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for line in lines:
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(f"POST /models/mnist/unpin HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode())
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+            error = json.loads(body)
+            assert error["code"] == "invalid_header" and "A header line is malformed" in error["error"], error
+        wait_for(lambda: server.log().count("Invalid request from") == len(lines), what="Gunicorn's warnings")
+        log = server.log()
+        assert ADMIN_TOKEN not in log and ADMIN_TOKEN.lower() not in log
+        assert log.count("a header line without a colon (not shown)") == len(lines)
 
 
 def test_admin_routes_are_disabled_without_a_configured_token(admin_registry):

@@ -384,6 +384,8 @@ NOT_HTTP = [
      "version 'HTTP/1.1x' is malformed: end the line with HTTP/1.1"),
     ("header line without a colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n", 400,
      "invalid_header", "A header line is malformed: write each header as Name: value"),
+    ("one word without a colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n", 400,
+     "invalid_header", "A header line is malformed: write each header as Name: value"),
     ("folded header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  2\r\n\r\n", 400, "invalid_header",
      "obsolete folding"),
     ("two-letter method", b"AB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
