@@ -32,9 +32,9 @@ serve: $(BIN)/.installed-service
 # Debian packages the browser and load tests use (skipped when not root or apt is absent).
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in chromium wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in chromium wrk nginx-light; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
-	else echo "system-deps: not root or no apt-get; browser tests will skip if chromium is missing (fail under CI)"; fi
+	else echo "system-deps: not root or no apt-get; browser and load-balancer tests will skip if chromium or nginx is missing (fail under CI)"; fi
 
 # Without a package index the install fails and says so, once: the KServe client's test then
 # skips with its reason (and fails under CI). Remove $(KSERVE_VENV) to try again. Not built when

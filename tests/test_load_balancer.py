@@ -1,7 +1,7 @@
 """docker/nginx.conf, the load balancer of `docker compose -f docker-compose.yml -f docker/compose.scale.yml`,
 run by the nginx found on this machine in front of a real Gunicorn: what nginx answers itself. The
 container's address of `api`, its resolver and its paths are replaced by local ones; nothing else is.
-Without nginx here the test skips (tests/test_docker.py runs the same file in its container)."""
+Without nginx here the test skips (`make system-deps` installs Debian's nginx-light; under CI it fails)."""
 
 import shutil
 import socket
@@ -13,6 +13,7 @@ import requests
 
 from modelgen import publish_model
 from server import REPO, ServiceProcess
+from skips import unavailable
 
 
 def _free_port() -> int:
@@ -37,7 +38,7 @@ def balancer(tmp_path):
     returns the balancer's URL."""
     nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
     if nginx is None:
-        pytest.skip("no nginx here")
+        unavailable("no nginx here: install Debian's nginx-light (make system-deps)", ", and make system-deps installs it")
     started = []
 
     def start(upstream: str) -> str:
