@@ -38,7 +38,8 @@ def balancer(tmp_path):
     returns the balancer's URL."""
     nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
     if nginx is None:
-        unavailable("no nginx here: install Debian's nginx-light (make system-deps)", ", and make system-deps installs it")
+        unavailable("no nginx here: install Debian's nginx-light (make system-deps)",
+                    ", and make system-deps installs it")
     started = []
 
     def start(upstream: str) -> str:
