@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 
+from shared.registry import MAX_VERSION
+
 NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}, "minItems": 1}
 BASE64_SCHEMA = {"type": "string", "minLength": 4, "contentEncoding": "base64",
                  "pattern": r"^(data:[^,]*;base64,)?[A-Za-z0-9+/_=\s-]+$",
@@ -94,7 +96,7 @@ class PredictRequest(Strict):
 
 
 class LabelRequest(Strict):
-    version: JsonInt = Field(ge=1, description="The version the label points to.")
+    version: JsonInt = Field(ge=1, le=MAX_VERSION, description="The version the label points to.")
 
 
 # responses ----------------------------------------------------------------------------------

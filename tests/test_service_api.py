@@ -735,6 +735,18 @@ def test_an_integer_beyond_a_floats_range_is_refused_by_its_number_of_digits(cli
         assert_error(response, status, "invalid_input", message)
 
 
+def test_a_version_past_the_highest_is_refused_not_looked_up(client, registry):
+    """A version of 23 digits (a JSON integer past 64 bits, which arrives as a float's value) was looked up and
+    answered 'Model mnist has no version 12345678901234567741440', a number the client never sent."""
+    for body in ('{"version": 12345678901234567890123}', '{"version": 1000000000}'):
+        assert_error(client.put("/models/mnist/labels/big", data=body, content_type="application/json", headers=AUTH),
+                     422, "invalid_input", "version: must be at most 999999999")
+        response = client.post("/v2/repository/models/mnist/load", data=f'{{"parameters": {body}}}',
+                               content_type="application/json", headers=AUTH)
+        assert_error(response, 400, "invalid_input", "parameters.version: a version is at most 999,999,999")
+    assert "big" not in client.get("/models/mnist").get_json()["labels"]
+
+
 def test_a_whole_number_written_with_a_point_is_an_integer_as_json_schema_says(client):
     """OpenAPI 3.1's JSON Schema counts 5.0 an integer, so the published schemas admit it: it was refused."""
     response = client.post("/predict", json={"inputs": [0.5] * 784, "top_k": 5.0})

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
                       model_validator)
 
-from shared.registry import VERSION_PATTERN
+from shared.registry import MAX_VERSION, VERSION_PATTERN
 from shared.text import shortened
 
 from ..schemas import ErrorResponse, JsonInt, Strict, integral_number, json_schema_pattern, no_default
@@ -178,7 +178,7 @@ class RepositoryEntry(BaseModel):
 
 class LoadParameters(Open):
     version: Annotated[int | str | None, WithJsonSchema({"anyOf": [
-        {"type": "integer", "minimum": 1}, {"type": "string", "pattern": VERSION_TEXT}, {"type": "null"}]})] = Field(
+        {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, {"type": "string", "pattern": VERSION_TEXT}, {"type": "null"}]})] = Field(
         None, description="Pin this version (it must load).")
     config: str | None = Field(None, description="Triton-style model config as JSON; only version_policy is used.")
 
@@ -187,10 +187,12 @@ class LoadParameters(Open):
     def a_version(cls, value):
         """One message for every wrong kind of value, rather than one per member of a union."""
         value = integral_number(value)
-        if value is None or (type(value) is int and value >= 1):
+        if value is None or (type(value) is int and 1 <= value <= MAX_VERSION):
             return value
         if type(value) is str and VERSION_PATTERN.match(value):
             return value
+        if type(value) is int and value > MAX_VERSION:  # a JSON integer past 64 bits arrives as a float's value
+            raise ValueError(f"a version is at most {MAX_VERSION:,}, not a number of {len(str(value))} digits")
         raise ValueError(f"{shortened(json.dumps(value), 20)} is not a version: give a positive integer, such as 3, "
                          'or its digits as a string ("3")')
 
