@@ -97,7 +97,10 @@ def test_the_load_balancer_names_no_version_and_answers_its_own_errors_in_json(b
             assert answer.headers["Content-Type"] == "application/json", (name, answer.headers)
             assert answer.json()["code"] == code and answer.json()["error"], (name, answer.text)
             assert "nginx/" not in answer.headers["Server"] + answer.text, (name, answer.headers, answer.text)
+            assert answer.headers["Cache-Control"] == "no-store", (name, answer.headers)  # as the service's errors
+            assert answer.headers["X-Content-Type-Options"] == "nosniff", (name, answer.headers)
         for request in (b"GARBAGE\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n"):
             head, body = _raw(url, request)
             assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nContent-Type: application/json" in head, head
             assert b"nginx/" not in head + body and b'"code": "bad_request"' in body, (head, body)
+            assert b"\r\nCache-Control: no-store\r\n" in head and b"\r\nX-Content-Type-Options: nosniff" in head, head
