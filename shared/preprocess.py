@@ -438,14 +438,15 @@ _PNG_METADATA_CHUNKS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
 
 
 def _plain_png_by_libspng(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit RGB or RGBA PNG of one frame, not interlaced, without a colour key or metadata after
-    its pixels (what a browser canvas exports), decoded by libspng: the same pixels as Pillow's
+    """An 8-bit RGB or RGBA PNG of one frame, not interlaced, without a colour key, EXIF or metadata
+    after its pixels (what a browser canvas exports), decoded by libspng: the same pixels as Pillow's
     decoder, in half the time (Pillow inflates with the system's zlib). None for any other PNG, or
-    one libspng refuses: Pillow decodes those, and says what is wrong with a broken one."""
+    one libspng refuses: Pillow decodes those, and says what is wrong with a broken one. (libspng's
+    image has no ``info``: an EXIF orientation read before the pixels would be lost.)"""
     data = bytes(data)
     if (image.format != "PNG" or image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
-            or image.tile[0].args != image.mode or "transparency" in image.info or image.n_frames != 1
-            or image.info.get("interlace") or not data.endswith(_PNG_END)
+            or image.tile[0].args != image.mode or "transparency" in image.info or _has_exif(image)
+            or image.n_frames != 1 or image.info.get("interlace") or not data.endswith(_PNG_END)
             or any(data.find(kind, image.tile[0].offset) >= 0 for kind in _PNG_METADATA_CHUNKS)):
         return None
     try:
@@ -554,12 +555,18 @@ def format_by_signature(data: bytes) -> str | None:
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation tag says; unreadable EXIF is ignored, since it is
     metadata and the pixels decoded fine."""
-    if image.format in ("PNG", "GIF", "BMP") and not any("exif" in key.lower() for key in image.info):
+    if image.format in ("PNG", "GIF", "BMP") and not _has_exif(image):
         return image  # no EXIF block to read (the usual case for these formats)
     try:
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - any failure parsing untrusted metadata
         return image
+
+
+def _has_exif(image: Image.Image) -> bool:
+    """Whether Pillow has read an EXIF block of ``image`` into its ``info`` (a PNG's eXIf chunk, or
+    ImageMagick's "Raw profile type exif" text, before its pixels)."""
+    return any("exif" in key.lower() for key in image.info)
 
 
 def _region_part(region: tuple[float, float, float, float], size: tuple[int, int]) -> float:
