@@ -435,16 +435,20 @@ _SCAN_FILLERS = [bytes(np.random.default_rng(seed).integers(0, 0xFF, 256, dtype=
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # Chunks after the pixels that Pillow's decode would read into ``info``, where EXIF orientation is looked for.
 _PNG_METADATA_CHUNKS = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")
+# libspng holds the GIL while it decodes, where Pillow's decoder lets the worker's other threads run: a PNG
+# larger than a big canvas (1200x1200) is Pillow's, or a 4000x4000 screenshot would hold them up 130 ms.
+LIBSPNG_MAX_PIXELS = 1 << 21
 
 
 def _plain_png_by_libspng(image: Image.Image, data: bytes) -> Image.Image | None:
-    """An 8-bit RGB or RGBA PNG of one frame, not interlaced, without a colour key, EXIF or metadata
-    after its pixels (what a browser canvas exports), decoded by libspng: the same pixels as Pillow's
-    decoder, in half the time (Pillow inflates with the system's zlib). None for any other PNG, or
-    one libspng refuses: Pillow decodes those, and says what is wrong with a broken one. (libspng's
-    image has no ``info``: an EXIF orientation read before the pixels would be lost.)"""
+    """An 8-bit RGB or RGBA PNG of one frame, of at most LIBSPNG_MAX_PIXELS, not interlaced, without a
+    colour key, EXIF or metadata after its pixels (what a browser canvas exports), decoded by libspng:
+    the same pixels as Pillow's decoder, in half the time (Pillow inflates with the system's zlib).
+    None for any other PNG, or one libspng refuses: Pillow decodes those, and says what is wrong with a
+    broken one. (libspng's image has no ``info``: an EXIF orientation read before the pixels would be lost.)"""
     data = bytes(data)
     if (image.format != "PNG" or image.mode not in ("RGB", "RGBA") or len(image.tile) != 1
+            or image.size[0] * image.size[1] > LIBSPNG_MAX_PIXELS
             or image.tile[0].args != image.mode or "transparency" in image.info or _has_exif(image)
             or image.n_frames != 1 or image.info.get("interlace") or not data.endswith(_PNG_END)
             or any(data.find(kind, image.tile[0].offset) >= 0 for kind in _PNG_METADATA_CHUNKS)):
