@@ -18,6 +18,7 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -63,31 +64,42 @@ def _holds_versions(folder: Path) -> bool:
 
 def _version_numbers(folder: Path, misnamed: list[str] | None = None) -> list[int]:
     """The versions in the model folder ``folder``, ascending; ``misnamed`` as for ``Registry.versions``."""
-    versions = []
+    versions, unread = [], []
     for path in folder.iterdir():
         if VERSION_PATTERN.match(path.name):
             if path.is_dir():
                 versions.append(int(path.name))
         elif misnamed is not None and VERSION_LIKE_PATTERN.match(path.name) and path.is_dir():
-            misnamed.append(misnamed_version(path.name))
+            unread.append(path.name)
     if misnamed is not None:
+        misnamed += (misnamed_version(name, versions) for name in unread)
         misnamed.sort()
     return sorted(versions)
 
 
-def misnamed_version(folder: str) -> str:
-    """Why a folder named like a version (``0100``, ``v2``, ``1.5``) is not read as one, and what to name it."""
+def misnamed_version(folder: str, versions: Collection[int] = ()) -> str:
+    """Why a folder named like a version (``0100``, ``v2``, ``1.5``) is not read as one, and what to name it;
+    ``versions``, the model's, whose names are taken."""
     if not folder.isdigit():
         digits = folder.lstrip("vV+")
         if digits.isdigit() and 0 < int(digits) <= MAX_VERSION:
-            return f"the folder {folder} is not read as a version: rename it {int(digits)} (the number alone)"
+            return _rename_to(folder, int(digits), "the number alone", versions)
         return f"the folder {folder} is not read as a version: a version is named by a positive integer (1, 2, 3 ...)"
     number = int(folder)
     if number == 0:
         return f"the folder {folder} is not read as a version: versions are numbered from 1"
     if number > MAX_VERSION:
         return f"the folder {folder} is not read as a version: a version has at most 9 digits"
-    return f"the folder {folder} is not read as a version: rename it {number} (no leading zeros)"
+    return _rename_to(folder, number, "no leading zeros", versions)
+
+
+def _rename_to(folder: str, number: int, why: str, versions: Collection[int]) -> str:
+    """The advice to rename ``folder`` ``number``, unless a version has that name: mv would move it into that one."""
+    if number in versions:
+        return (f"the folder {folder} is not read as a version, and version {number} is the folder {number} "
+                f"already: move {folder} out of the model's folder ('python -m trainer publish <folder>' adds it "
+                "as the next version)")
+    return f"the folder {folder} is not read as a version: rename it {number} ({why})"
 
 
 class NotRegularFile(OSError):

@@ -1710,6 +1710,22 @@ def test_folders_named_like_versions_but_not_numbers_alone_are_reported(tmp_path
         assert caplog.text.count(reason) == 1
 
 
+def test_a_misnamed_folder_whose_number_is_taken_is_not_to_be_renamed_onto_it(tmp_path):
+    """v2 or 0002 beside version 2 (a copy kept by hand) was to be renamed 2: mv would put it inside the
+    folder 2, where it is never read, and the problem would go away without the copy being served."""
+    publish_model(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    for folder in ("v2", "0002", "v3"):
+        shutil.copytree(tmp_path / "mnist" / "1", tmp_path / "mnist" / folder)
+    store, _ = make_store(tmp_path)
+    assert store.describe("mnist")["problems"] == [
+        "the folder 0002 is not read as a version, and version 2 is the folder 2 already: move 0002 out of the "
+        "model's folder ('python -m trainer publish <folder>' adds it as the next version)",
+        "the folder v2 is not read as a version, and version 2 is the folder 2 already: move v2 out of the "
+        "model's folder ('python -m trainer publish <folder>' adds it as the next version)",
+        "the folder v3 is not read as a version: rename it 3 (the number alone)"]
+
+
 def test_a_request_for_a_folder_not_read_as_a_model_says_why(tmp_path):
     """/models/wine of a folder wine whose only version is named 0001 answered "There is no model
     'wine'", as for a name the registry lacks: only /readyz and the log said what to rename."""
