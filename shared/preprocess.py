@@ -17,6 +17,7 @@ import io
 import math
 import numbers
 import re
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -451,13 +452,28 @@ def _plain_png_by_libspng(image: Image.Image, data: bytes) -> Image.Image | None
             or image.size[0] * image.size[1] > LIBSPNG_MAX_PIXELS
             or image.tile[0].args != image.mode or "transparency" in image.info or _has_exif(image)
             or image.n_frames != 1 or image.info.get("interlace") or not data.endswith(_PNG_END)
-            or any(data.find(kind, image.tile[0].offset) >= 0 for kind in _PNG_METADATA_CHUNKS)):
+            or any(data.find(kind, image.tile[0].offset) >= 0 for kind in _PNG_METADATA_CHUNKS)
+            or not _png_chunks_intact(data, image.tile[0].offset - 8)):
         return None
     try:
         pixels = pyspng.load(data, image.mode)
     except Exception:  # noqa: BLE001 - anything libspng refuses goes to Pillow, which names the fault
         return None
     return Image.fromarray(pixels) if pixels.shape[1::-1] == image.size else None
+
+
+def _png_chunks_intact(data: bytes, start: int) -> bool:
+    """Whether the PNG chunks from ``start`` to the end (the pixels and what follows) match their CRCs.
+    pyspng has libspng skip the CRCs, and libspng reads the last row without the zlib stream's checksum:
+    bytes damaged on the way would be read as pixels, where Pillow's inflate finds the damage. (0.07 ms
+    for a canvas of 300 kB.)"""
+    while start + 12 <= len(data):
+        length = int.from_bytes(data[start:start + 4], "big")
+        end = start + 8 + length
+        if end + 4 > len(data) or zlib.crc32(data[start + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return False
+        start = end + 4
+    return start == len(data)
 
 
 def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pyspng
 import pytest
 from PIL import Image, ImageDraw, ImageFile
 
@@ -515,6 +516,28 @@ def test_a_png_with_metadata_after_its_pixels_or_damage_reads_as_pillow_reads_it
     assert np.array_equal(grey, _decoded_by_pillow_alone(data, monkeypatch)), name
     if name.startswith("EXIF"):
         assert not np.array_equal(grey, decode_grey(encode(paper(digit, side=112), "PNG"))), "turned"
+
+
+@pytest.mark.parametrize("compress_level", [0, 6])
+def test_a_canvas_png_damaged_on_the_way_is_refused_as_pillow_refuses_it(compress_level, digit, monkeypatch):
+    """A byte of the pixel data changed (a flipped bit: 110 of 300 in a canvas inflate without error)
+    was read as pixels by libspng, which checks neither the chunks' CRCs nor the zlib checksum, where
+    Pillow's inflate finds the damage: the picture is refused, not read wrong."""
+    data = encode(to_mode(paper(digit, side=112), "RGBA", transparent_background=True), "PNG",
+                  compress_level=compress_level)
+    intact = pyspng.load(data, "RGBA")
+    middle = (data.index(b"IDAT") + len(data)) // 2
+    for at in range(middle, len(data)):  # the first flip from the middle on that inflates to other pixels
+        damaged = data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+        try:
+            if not np.array_equal(pyspng.load(damaged, "RGBA"), intact):
+                break
+        except Exception:  # noqa: BLE001 - not inflatable: Pillow's refusal comes anyway
+            continue
+    with pytest.raises(UnsupportedImage, match="truncated or corrupt"):
+        _decoded_by_pillow_alone(damaged, monkeypatch)
+    with pytest.raises(UnsupportedImage, match="truncated or corrupt"):
+        decode_grey(damaged)
 
 
 def test_a_truncated_canvas_png_is_refused_in_pillows_words(digit):
