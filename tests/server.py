@@ -24,6 +24,7 @@ import re
 import resource
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -182,3 +183,19 @@ def metric_value(text: str, name: str, **labels) -> float:
         if all(found.get(k) == str(v) for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def raw_exchange(url: str, request: bytes, *, close_after: bool = False, timeout: float = 30) -> tuple[bytes, bytes]:
+    """Send ``request`` as raw bytes to the server at ``url`` (``http://host:port``), half-closing the
+    connection after it when ``close_after``, and read the answer until the server closes: its head
+    (status line and headers) and its body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        if close_after:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import requests
 
 from images import encode, paper, synthetic_digit
 from modelgen import publish_model
-from server import REPO, ServiceProcess, metric_value
+from server import REPO, ServiceProcess, metric_value, raw_exchange
 from shared.registry import TMP_PREFIX, Registry
 
 pytestmark = pytest.mark.slow
@@ -456,15 +455,10 @@ def test_a_malformed_authorization_line_does_not_put_the_token_in_the_log(admin_
     lines = [f"Authorization Bearer {ADMIN_TOKEN}", f"Authorization=Bearer {ADMIN_TOKEN}",
              f"authorization bearer {ADMIN_TOKEN.lower()}"]
     with ServiceProcess(admin_registry, workers=2, admin_token=ADMIN_TOKEN) as server:
-        host, port = server.url.removeprefix("http://").split(":")
         for line in lines:
-            with socket.create_connection((host, int(port)), timeout=30) as sock:
-                sock.sendall(f"POST /models/mnist/unpin HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode())
-                answer = b""
-                while chunk := sock.recv(65536):
-                    answer += chunk
-            head, _, body = answer.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+            request = f"POST /models/mnist/unpin HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n".encode()
+            head, body = raw_exchange(server.url, request)
+            assert head.startswith(b"HTTP/1.1 400 "), (head + body)[:300]
             error = json.loads(body)
             assert error["code"] == "invalid_header" and "A header line is malformed" in error["error"], error
         wait_for(lambda: server.log().count("Invalid request from") == len(lines), what="Gunicorn's warnings")

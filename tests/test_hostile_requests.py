@@ -31,7 +31,7 @@ from PIL import Image
 
 from images import bomb_png, encode, paper, synthetic_digit, to_mode
 from modelgen import publish_model
-from server import ServiceProcess, metric_value
+from server import ServiceProcess, metric_value, raw_exchange
 from shared.model_file import load_model
 from shared.preprocess import image_to_vector
 
@@ -398,15 +398,9 @@ def test_a_request_that_is_not_valid_http_is_told_what_to_send(server, name, req
     """Gunicorn refuses these before the app sees them, in its own words ("Invalid HTTP Header:
     'CONTENT-LENGTH'"): the answer says what is wrong and what to send, in the API's error shape,
     with the Date header every HTTP answer carries (RFC 9110 section 6.6.1)."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(request_bytes)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, body = raw_exchange(server.url, request_bytes)
     lines = head.decode("latin-1").split("\r\n")
-    assert int(lines[0].split()[1]) == status, answer[:300]
+    assert int(lines[0].split()[1]) == status, (head + body)[:300]
     headers = dict(line.split(": ", 1) for line in lines[1:])
     assert email.utils.parsedate_to_datetime(headers["Date"]).tzinfo is not None
     assert headers["Connection"] == "close" and headers["Content-Type"] == "application/json"
@@ -423,16 +417,8 @@ def test_a_request_that_is_not_valid_http_is_told_what_to_send(server, name, req
 def exchange(server: ServiceProcess, request: bytes, *, close_after: bool) -> tuple[int, dict]:
     """Send ``request`` as raw bytes (half-closing the connection after it when ``close_after``)
     and return the status and the JSON body of the answer."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(request)
-        if close_after:
-            sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert b"\r\ncontent-type: application/json" in head.lower(), answer[:300]
+    head, body = raw_exchange(server.url, request, close_after=close_after)
+    assert b"\r\ncontent-type: application/json" in head.lower(), (head + body)[:300]
     return int(head.split()[1]), json.loads(body)
 
 

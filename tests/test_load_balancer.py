@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from modelgen import publish_model
-from server import REPO, ServiceProcess
+from server import REPO, ServiceProcess, raw_exchange
 from skips import unavailable
 
 
@@ -64,17 +64,6 @@ def balancer(tmp_path):
         process.wait(timeout=10)
 
 
-def _raw(url: str, request: bytes) -> tuple[bytes, bytes]:
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return head, body
-
-
 def test_the_load_balancer_names_no_version_and_answers_its_own_errors_in_json(balancer, tmp_path):
     """nginx said "Server: nginx/1.22.1" on every answer and gave its HTML page, version and all,
     when no replica answered (502) or a request was one it would not pass on (400, 414, a header
@@ -100,7 +89,7 @@ def test_the_load_balancer_names_no_version_and_answers_its_own_errors_in_json(b
             assert answer.headers["Cache-Control"] == "no-store", (name, answer.headers)  # as the service's errors
             assert answer.headers["X-Content-Type-Options"] == "nosniff", (name, answer.headers)
         for request in (b"GARBAGE\r\n\r\n", b"GET /healthz HTTP/1.1\r\n\r\n"):
-            head, body = _raw(url, request)
+            head, body = raw_exchange(url, request, timeout=10)
             assert head.startswith(b"HTTP/1.1 400 ") and b"\r\nContent-Type: application/json" in head, head
             assert b"nginx/" not in head + body and b'"code": "bad_request"' in body, (head, body)
             assert b"\r\nCache-Control: no-store\r\n" in head and b"\r\nX-Content-Type-Options: nosniff" in head, head

@@ -775,10 +775,8 @@ def test_top_k_above_the_class_count_lists_every_class_in_a_large_batch_too(regi
         assert prediction["top_k"][0] == {"label": prediction["label"], "probability": prediction["confidence"]}
 
 
-@pytest.mark.parametrize("text", ["3_0", "3.0", "+3", "0x3"])
-def test_top_k_text_that_is_not_a_whole_number_is_refused_not_reread(client, text):
-    # int("3_0") is 30: read that way, a typo would silently list ten times the classes asked for.
-    expected = f"top_k: a whole number from 0 to 1000 is expected, not '{text}'"
+def assert_top_k_text_refused(client, text: str, expected: str) -> None:
+    """``top_k`` given as ``text`` in the query string and in a form is refused saying ``expected``."""
     query = client.post("/predict", query_string={"top_k": text}, json={"inputs": [0.5] * 784})
     assert_error(query, 422, "invalid_input", expected)
     form = client.post("/predict", data={"file": (io.BytesIO(DIGIT_PNG), "d.png"), "top_k": text},
@@ -786,16 +784,17 @@ def test_top_k_text_that_is_not_a_whole_number_is_refused_not_reread(client, tex
     assert_error(form, 422, "invalid_input", expected)
 
 
+@pytest.mark.parametrize("text", ["3_0", "3.0", "+3", "0x3"])
+def test_top_k_text_that_is_not_a_whole_number_is_refused_not_reread(client, text):
+    # int("3_0") is 30: read that way, a typo would silently list ten times the classes asked for.
+    assert_top_k_text_refused(client, text, f"top_k: a whole number from 0 to 1000 is expected, not '{text}'")
+
+
 def test_top_k_text_of_thousands_of_digits_is_refused_in_the_clients_words(client):
     """Python's int() refuses text of over 4,300 digits saying to call sys.set_int_max_str_digits(), advice
     for a programmer, not for the client, who is told what top_k takes."""
     for digits, count in (("9" * 4400, 4400), ("0" * 20 + "9" * 10, 10)):
-        expected = f"top_k: must be at most 1000, not an integer of {count} digits."
-        query = client.post("/predict", query_string={"top_k": digits}, json={"inputs": [0.5] * 784})
-        assert_error(query, 422, "invalid_input", expected)
-        form = client.post("/predict", data={"file": (io.BytesIO(DIGIT_PNG), "d.png"), "top_k": digits},
-                           content_type="multipart/form-data")
-        assert_error(form, 422, "invalid_input", expected)
+        assert_top_k_text_refused(client, digits, f"top_k: must be at most 1000, not an integer of {count} digits.")
     leading_zeros = client.post("/predict", query_string={"top_k": "0" * 20 + "3"}, json={"inputs": [0.5] * 784})
     assert leading_zeros.status_code == 200 and len(leading_zeros.get_json()["predictions"][0]["top_k"]) == 3
 
