@@ -358,7 +358,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             if budget is not None:
                 budget.spend(declared)
             part = 1.0 if region is None else _region_part(region, declared)
-            upright = _upright(_loaded(image, data, part, before_decode))
+            upright = _upright(_loaded(image, data, part, before_decode), image.format)
             if region is not None:
                 upright = upright.crop(_pixel_box(region, upright.size))
             return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
@@ -573,10 +573,12 @@ def format_by_signature(data: bytes) -> str | None:
     return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation tag says; unreadable EXIF is ignored, since it is
-    metadata and the pixels decoded fine."""
-    if image.format in ("PNG", "GIF", "BMP") and not _has_exif(image):
+def _upright(image: Image.Image, stored_as: str | None) -> Image.Image:
+    """The image, decoded from a file in format ``stored_as``, turned as its EXIF orientation tag
+    says; unreadable EXIF is ignored, since it is metadata and the pixels decoded fine. (``image``
+    may be pixels decoded outside Pillow, which have no format: a PNG's by libspng, which never
+    has EXIF, or a BMP's with its alpha.)"""
+    if stored_as in ("PNG", "GIF", "BMP") and not _has_exif(image):
         return image  # no EXIF block to read (the usual case for these formats)
     try:
         return ImageOps.exif_transpose(image)
