@@ -36,6 +36,9 @@ MAX_ZIP_ENTRIES = 4096
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest is a few kB of JSON
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 TASKS = ("classification", "regression")
+# The end of the advice for a version copied into the wrong folder: `publish` leaves that folder where it is.
+REMOVE_COPY = ("remove this folder from the registry (or move it out): the published copy serves, and this "
+               "one is listed as failed while it stays")
 LAYER_PARAMS = {
     "dense": ("weight", "bias"),
     "batchnorm": ("gamma", "beta", "running_mean", "running_var"),
@@ -317,11 +320,11 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
     if expect_name is not None and name != expect_name:
         raise ModelFileError(path, f"manifest names model {name!r} but the file is in the registry folder "
                                    f"{expect_name!r}; to serve it as {expect_name}, publish its folder with "
-                                   f"'python -m trainer publish <folder> --name {expect_name}'")
+                                   f"'python -m trainer publish <folder> --name {expect_name}', then {REMOVE_COPY}")
     if expect_version is not None and version != expect_version:
         raise ModelFileError(path, f"manifest says version {version} but the file is in folder {expect_version}; "
                                    "to add a copied version, publish its folder with 'python -m trainer publish "
-                                   "<folder>', which gives it the next number")
+                                   f"<folder>', which gives it the next number, then {REMOVE_COPY}")
     if manifest.get("task") not in TASKS:
         raise ModelFileError(path, f"task {manifest.get('task')!r} is not one of {', '.join(TASKS)}")
     for key in ("input", "output", "parameters", "training", "metrics"):

@@ -415,14 +415,18 @@ def test_manifest_must_match_its_registry_folder(tmp_path):
 
 def test_a_version_copied_in_under_another_number_or_name_says_how_to_add_it(tmp_path):
     """A version folder copied in by hand (cp -r stage/tiny/1 models/tiny/7), as TF Serving and
-    Triton take one, was refused with what was wrong and no word of how to add it."""
+    Triton take one, was refused with what was wrong and no word of how to add it. Publishing it
+    writes a copy: the advice goes on to the folder left behind, which otherwise stays listed as
+    failed in /models for good."""
     saved(tmp_path)
+    removal = ("then remove this folder from the registry (or move it out): the published copy serves, and this "
+               "one is listed as failed while it stays")
     error = refused(tmp_path / "model.npz", "in folder 7", expect_version=7)
     assert error.reason.endswith("; to add a copied version, publish its folder with 'python -m trainer publish "
-                                 "<folder>', which gives it the next number")
+                                 f"<folder>', which gives it the next number, {removal}")
     error = refused(tmp_path / "model.npz", "folder 'other'", expect_name="other")
     assert error.reason.endswith("; to serve it as other, publish its folder with 'python -m trainer publish "
-                                 "<folder> --name other'")
+                                 f"<folder> --name other', {removal}")
 
 
 def test_size_limit(tmp_path):
