@@ -124,6 +124,34 @@ def test_an_unknown_model_or_version_is_refused_in_tritons_words(client, method,
                               "Request for unknown model: 'mnist' version 9 is not found. Model mnist has no version 9")
 
 
+@pytest.mark.parametrize("method, path, status, says", [
+    ("POST", "/v1/models/mnist:explain", 501, "The explain API is not served"),
+    ("POST", "/v1/models/mnist/versions/1:explain", 501, "The explain API is not served"),
+    ("POST", "/v1/models/mnist/labels/stable:explain", 501, "The explain API is not served"),
+    ("POST", "/v2/models/mnist/generate", 501, "The generate extension (text generation) is not served"),
+    ("POST", "/v2/models/mnist/versions/1/generate_stream", 501,
+     "The generate_stream extension (text generation) is not served"),
+    ("GET", "/v2/trace/setting", 400, "the server does not support tracing"),
+    ("POST", "/v2/trace/setting", 400, "the server does not support tracing"),
+    ("GET", "/v2/models/mnist/trace/setting", 400, "the server does not support tracing"),
+    ("GET", "/v2/logging", 400, "the server does not support dynamic logging"),
+    ("POST", "/v2/logging", 400, "the server does not support dynamic logging"),
+])
+def test_a_standard_verb_not_served_says_so_and_what_to_use(client, registry, method, path, status, says):
+    """KServe V1's :explain, Triton's generate, trace and logging extensions: each was a 404 "There is
+    no such route", which reads as a wrong URL. Each answers as those servers do without the feature
+    (KServe 501, Triton 400), naming what is not served and what to use instead."""
+    (registry / "mnist" / "serving.json").write_text(json.dumps({"labels": {"stable": 1}}))
+    client.application.extensions["scratchnet"].store.refresh()
+    response = client.open(path, method=method, json={"instances": [[0.0] * 784]} if method == "POST" else None)
+    assert_protocol_error(response, status, says)
+    body = response.get_json()
+    assert body["code"] == "unsupported_api"
+    instead = {"explain": "to :predict instead", "generate": "to /v2/models/mnist/infer instead",
+               "trace": "GET /v2/models/<name>/stats", "logging": "set SCRATCHNET_LOG_LEVEL"}
+    assert next(words for verb, words in instead.items() if verb in path) in body["error"]
+
+
 def test_model_readiness_per_model_and_version(client):
     assert client.get("/v2/models/mnist/ready").status_code == 200
     assert client.get("/v2/models/mnist/versions/1/ready").get_json() == {"name": "mnist", "ready": True}

@@ -20,6 +20,7 @@ MEANINGS = {
          "datatype or value.",
     409: "The version cannot be served.",
     413: "Too large: body (also once inflated), image pixels, batch or number of values.",
+    501: "Not served: a standard verb or extension this service does not run; the error says what to use instead.",
     503: "Not ready: no servable version, the model is unloaded, or the registry is unavailable.",
 }
 INFER_ERRORS = (400, 404, 408, 413, 503)
@@ -95,6 +96,16 @@ def _operations() -> list[tuple]:
             _operation("post", prefix + "/infer", f"Inference with {which}.", V2_TAG, schemas.InferResponse,
                        parameters=params + INFER_HEADERS, errors=INFER_ERRORS, body=INFER_BODY, binary_response=True),
         ]
+        ops += [_unserved("post", f"{prefix}/{verb}", f"Not supported: Triton's {verb} extension maps text onto "
+                          "a language model's tensors, and no model here takes text; the answer is always an error "
+                          "saying to use /infer.", V2_TAG, params, (404, 501, 503))
+                for verb in ("generate", "generate_stream")]
+    for path in ("/v2/trace/setting", "/v2/models/{name}/trace/setting"):
+        ops += [_unserved(method, path, "Not supported: Triton's trace extension; the answer is always an error "
+                          "saying where request times are.", V2_TAG, [NAME_PARAM] if "{name}" in path else [], (400,))
+                for method in ("get", "post")]
+    ops += [_unserved(method, "/v2/logging", "Not supported: Triton's logging extension; the answer is always an "
+                      "error naming the settings to change instead.", V2_TAG, [], (400,)) for method in ("get", "post")]
     ops += [
         _operation("post", "/v2/repository/index", "Every version of every model: READY, UNAVAILABLE or LOADING.",
                    V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 401, 403, 413),
@@ -123,14 +134,21 @@ def _operations() -> list[tuple]:
                        "Content-Encoding gzip or deflate is accepted.",
                        V1_TAG, schemas.V1PredictResponse, parameters=params, errors=INFER_ERRORS, body=V1_BODY),
         ]
-        for verb in ("classify", "regress"):
-            route, method, operation = _operation(
-                "post", f"{path}:{verb}", f"Not supported: TF Serving's {verb} takes tf.Example inputs, which no "
-                "model here reads; the answer is always an error saying to use :predict.", V1_TAG,
-                schemas.ProtocolError, parameters=params, errors=(400, 404, 503))
-            del operation["responses"]["200"]
-            ops.append((route, method, operation))
+        ops += [_unserved("post", f"{path}:{verb}", f"Not supported: TF Serving's {verb} takes tf.Example inputs, "
+                          "which no model here reads; the answer is always an error saying to use :predict.", V1_TAG,
+                          params, (400, 404, 503)) for verb in ("classify", "regress")]
+        ops.append(_unserved("post", f"{path}:explain", "Not supported: KServe V1's explain needs an explainer beside "
+                             "the model, which this service does not run; the answer is always an error saying to "
+                             "use :predict.", V1_TAG, params, (404, 501, 503)))
     return ops
+
+
+def _unserved(method: str, path: str, summary: str, tag: str, params: list, errors: tuple[int, ...]) -> tuple:
+    """A standard route the service answers only with an error that says what to use instead."""
+    route, method, operation = _operation(method, path, summary, tag, schemas.ProtocolError, parameters=params,
+                                          errors=errors)
+    del operation["responses"]["200"]
+    return route, method, operation
 
 
 def paths() -> dict:

@@ -33,7 +33,7 @@ from shared.preprocess import TEXT, holds_any
 from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
                    validate, version_number)
 from ..context import service
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, NotImplementedHere
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, dangling_label, failure_reason
 from . import binary, signature
@@ -208,16 +208,20 @@ def column_outputs(outputs: dict):
             "index": outputs["index"].tolist()}
 
 
-@v1_bp.post("/v1/models/<segment:name>:<any(classify, regress):verb>")
-@v1_bp.post("/v1/models/<segment:name>/versions/<segment:version>:<any(classify, regress):verb>")
-@v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:<any(classify, regress):verb>")
+@v1_bp.post("/v1/models/<segment:name>:<any(classify, regress, explain):verb>")
+@v1_bp.post("/v1/models/<segment:name>/versions/<segment:version>:<any(classify, regress, explain):verb>")
+@v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:<any(classify, regress, explain):verb>")
 def classify_or_regress(name: str, verb: str, version: str | None = None, label: str | None = None):
-    """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads."""
+    """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads; KServe V1's
+    :explain needs an explainer beside the model, and KServe answers 501 where there is none."""
     read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see v2.infer)
     model = resolve_servable(name, version, label)
+    instead = "POST {\"instances\": [...]} or {\"inputs\": ...} to :predict instead"
+    if verb == "explain":
+        raise NotImplementedHere(f"The explain API is not served: no explainer runs beside model '{model.name}'; "
+                                 f"for its predictions, {instead}.", code="unsupported_api")
     raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
-                     f"POST {{\"instances\": [...]}} or {{\"inputs\": ...}} to :predict instead.",
-                     code="unsupported_api")
+                     f"{instead}.", code="unsupported_api")
 
 
 # status ------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from shared.text import read_json
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
                    parse_json, read_body, resolve_from_url, set_serving, validate)
 from ..context import service
-from ..errors import BadRequest, Conflict, NotReady
+from ..errors import BadRequest, Conflict, NotImplementedHere, NotReady
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, failure_reason
 from . import binary, signature
@@ -447,6 +447,40 @@ def infer_response(result, infer_request: InferRequest, requested: list[tuple[st
         response.headers["Content-Encoding"] = encoding
     response.vary.add("Accept-Encoding")  # compressed or not, the answer depends on it
     return response
+
+
+# extensions not served ---------------------------------------------------------------------------
+
+
+@v2_bp.post("/v2/models/<name>/<any(generate, generate_stream):verb>")
+@v2_bp.post("/v2/models/<name>/versions/<version>/<any(generate, generate_stream):verb>")
+def generate(name: str, verb: str, version: str | None = None):
+    """Triton's generate extension maps text onto a language model's tensors; no model here takes text."""
+    read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see infer)
+    model = resolve_model(name, version)
+    raise NotImplementedHere(f"The {verb} extension (text generation) is not served: model '{model.name}' takes "
+                             f"tensors; POST {{\"inputs\": [...]}} to /v2/models/{model.name}/infer instead.",
+                             code="unsupported_api")
+
+
+@v2_bp.route("/v2/trace/setting", methods=["GET", "POST"])
+@v2_bp.route("/v2/models/<name>/trace/setting", methods=["GET", "POST"])
+def trace_setting(name: str | None = None):
+    """Triton's trace extension; Triton built without tracing answers 400 in these first words."""
+    read_body()
+    raise BadRequest("the server does not support tracing (Triton's trace extension): each request's time is in "
+                     "GET /metrics (scratchnet_request_duration_seconds) and each model version's, by stage, in "
+                     "GET /v2/models/<name>/stats; the logs name each request by its X-Request-ID.",
+                     code="unsupported_api")
+
+
+@v2_bp.route("/v2/logging", methods=["GET", "POST"])
+def logging_setting():
+    """Triton's logging extension; Triton built without it answers 400 in these first words."""
+    read_body()
+    raise BadRequest("the server does not support dynamic logging (Triton's logging extension): set "
+                     "SCRATCHNET_LOG_LEVEL and SCRATCHNET_LOG_FORMAT in the service's environment and restart it.",
+                     code="unsupported_api")
 
 
 # model repository extension ----------------------------------------------------------------------
