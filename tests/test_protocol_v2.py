@@ -125,11 +125,11 @@ def test_an_unknown_model_or_version_is_refused_in_tritons_words(client, method,
 
 
 @pytest.mark.parametrize("method, path, status, says", [
-    ("POST", "/v1/models/mnist:explain", 501, "The explain API is not served"),
-    ("POST", "/v1/models/mnist/versions/1:explain", 501, "The explain API is not served"),
-    ("POST", "/v1/models/mnist/labels/stable:explain", 501, "The explain API is not served"),
-    ("POST", "/v2/models/mnist/generate", 501, "The generate extension (text generation) is not served"),
-    ("POST", "/v2/models/mnist/versions/1/generate_stream", 501,
+    ("POST", "/v1/models/mnist:explain", 400, "The explain API is not served"),
+    ("POST", "/v1/models/mnist/versions/1:explain", 400, "The explain API is not served"),
+    ("POST", "/v1/models/mnist/labels/stable:explain", 400, "The explain API is not served"),
+    ("POST", "/v2/models/mnist/generate", 400, "The generate extension (text generation) is not served"),
+    ("POST", "/v2/models/mnist/versions/1/generate_stream", 400,
      "The generate_stream extension (text generation) is not served"),
     ("GET", "/v2/trace/setting", 400, "the server does not support tracing"),
     ("POST", "/v2/trace/setting", 400, "the server does not support tracing"),
@@ -140,7 +140,8 @@ def test_an_unknown_model_or_version_is_refused_in_tritons_words(client, method,
 def test_a_standard_verb_not_served_says_so_and_what_to_use(client, registry, method, path, status, says):
     """KServe V1's :explain, Triton's generate, trace and logging extensions: each was a 404 "There is
     no such route", which reads as a wrong URL. Each answers as those servers do without the feature
-    (KServe 501, Triton 400), naming what is not served and what to use instead."""
+    (Triton 400; KServe 501 for :explain, a 400 here, as for every request not served), naming what is
+    not served and what to use instead."""
     (registry / "mnist" / "serving.json").write_text(json.dumps({"labels": {"stable": 1}}))
     client.application.extensions["scratchnet"].store.refresh()
     response = client.open(path, method=method, json={"instances": [[0.0] * 784]} if method == "POST" else None)

@@ -20,7 +20,6 @@ MEANINGS = {
          "datatype or value.",
     409: "The version cannot be served.",
     413: "Too large: body (also once inflated), image pixels, batch or number of values.",
-    501: "Not served: a standard verb or extension this service does not run; the error says what to use instead.",
     503: "Not ready: no servable version, the model is unloaded, or the registry is unavailable.",
 }
 INFER_ERRORS = (400, 404, 408, 413, 503)
@@ -98,7 +97,7 @@ def _operations() -> list[tuple]:
         ]
         ops += [_unserved("post", f"{prefix}/{verb}", f"Not supported: Triton's {verb} extension maps text onto "
                           "a language model's tensors, and no model here takes text; the answer is always an error "
-                          "saying to use /infer.", V2_TAG, params, (404, 501, 503))
+                          "saying to use /infer.", V2_TAG, params, (400, 404, 503))
                 for verb in ("generate", "generate_stream")]
     for path in ("/v2/trace/setting", "/v2/models/{name}/trace/setting"):
         ops += [_unserved(method, path, "Not supported: Triton's trace extension; the answer is always an error "
@@ -139,7 +138,7 @@ def _operations() -> list[tuple]:
                           params, (400, 404, 503)) for verb in ("classify", "regress")]
         ops.append(_unserved("post", f"{path}:explain", "Not supported: KServe V1's explain needs an explainer beside "
                              "the model, which this service does not run; the answer is always an error saying to "
-                             "use :predict.", V1_TAG, params, (404, 501, 503)))
+                             "use :predict.", V1_TAG, params, (400, 404, 503)))
     return ops
 
 

@@ -33,7 +33,7 @@ from shared.preprocess import TEXT, holds_any
 from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
                    validate, version_number)
 from ..context import service
-from ..errors import BadRequest, NotFound, NotImplementedHere
+from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, dangling_label, failure_reason
 from . import binary, signature
@@ -213,12 +213,13 @@ def column_outputs(outputs: dict):
 @v1_bp.post("/v1/models/<segment:name>/labels/<segment:label>:<any(classify, regress, explain):verb>")
 def classify_or_regress(name: str, verb: str, version: str | None = None, label: str | None = None):
     """TF Serving's other two verbs take tf.Example protos, which no scratchnet model reads; KServe V1's
-    :explain needs an explainer beside the model, and KServe answers 501 where there is none."""
+    :explain needs an explainer beside the model (KServe answers 501 where there is none; here a 400, as for
+    every request the service will not serve, so that no client's request gets a server error)."""
     read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see v2.infer)
     model = resolve_servable(name, version, label)
     instead = "POST {\"instances\": [...]} or {\"inputs\": ...} to :predict instead"
     if verb == "explain":
-        raise NotImplementedHere(f"The explain API is not served: no explainer runs beside model '{model.name}'; "
+        raise BadRequest(f"The explain API is not served: no explainer runs beside model '{model.name}'; "
                                  f"for its predictions, {instead}.", code="unsupported_api")
     raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
                      f"{instead}.", code="unsupported_api")

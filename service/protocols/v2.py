@@ -33,7 +33,7 @@ from shared.text import read_json
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
                    parse_json, read_body, resolve_from_url, set_serving, validate)
 from ..context import service
-from ..errors import BadRequest, Conflict, NotImplementedHere, NotReady
+from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
 from ..store import AVAILABLE, failure_reason
 from . import binary, signature
@@ -458,7 +458,7 @@ def generate(name: str, verb: str, version: str | None = None):
     """Triton's generate extension maps text onto a language model's tensors; no model here takes text."""
     read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see infer)
     model = resolve_model(name, version)
-    raise NotImplementedHere(f"The {verb} extension (text generation) is not served: model '{model.name}' takes "
+    raise BadRequest(f"The {verb} extension (text generation) is not served: model '{model.name}' takes "
                              f"tensors; POST {{\"inputs\": [...]}} to /v2/models/{model.name}/infer instead.",
                              code="unsupported_api")
 
