@@ -117,6 +117,56 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
+# Gunicorn's warning about a request it refused quotes the client's text (a header line or name, a method, a
+# version, a coding), which can hold the admin token: whole, after "Authorization" or a credential's scheme, or in
+# pieces, as when a client's line break splits "Authorization: Bearer abcd" from a line "EFGHIJKL" that reads as a
+# header name. A word there that holds TOKEN_PIECE characters of the token, in any case (Gunicorn upper-cases
+# names), or that follows "Authorization", "Bearer" or "Basic", is logged as NOT_SHOWN; the other words are kept.
+TOKEN_PIECE = 4
+NOT_SHOWN = "(not shown)"
+WORD = re.compile(r"[^\s'\"=:]+")  # a word of a quoted line: "Authorization=Bearer" is two
+CREDENTIAL = re.compile(r"\b(?:authorization|bearer|basic)[\s=:]+([^'\"]*)", re.IGNORECASE)
+NOT_SHOWN_RUN = re.compile(r"\(not shown\)(?:\s+\(not shown\))+")
+
+
+@functools.lru_cache(maxsize=4)
+def _token_pieces(token: str) -> re.Pattern:
+    """Where any TOKEN_PIECE characters of ``token`` start in a text (overlapping), as repr() may write them too."""
+    size = min(TOKEN_PIECE, len(token))
+    pieces = {token[i:i + size] for i in range(len(token) - size + 1)}
+    pieces |= {piece.replace("\\", "\\\\") for piece in pieces}
+    return re.compile("(?=(%s))" % "|".join(map(re.escape, sorted(pieces, key=len, reverse=True))), re.IGNORECASE)
+
+
+def without_token(text: str, token: str | None) -> str:
+    """``text`` with each word that holds a piece of ``token`` or a credential replaced by NOT_SHOWN."""
+    spans = [match.span(1) for match in CREDENTIAL.finditer(text)]
+    if token:
+        spans += [match.span(1) for match in _token_pieces(token).finditer(text)]
+    if not spans:
+        return text
+    hidden = [False] * len(text)
+    for start, end in spans:
+        hidden[start:end] = [True] * (end - start)
+    shown = WORD.sub(lambda word: NOT_SHOWN if any(hidden[word.start():word.end()]) else word.group(), text)
+    return NOT_SHOWN_RUN.sub(NOT_SHOWN, shown)
+
+
+class HidesToken(logging.Filter):
+    """Logs a message that shows the admin token, a piece of it or a credential with those words not shown."""
+
+    def __init__(self, token: str | None):
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = without_token(message, self.token)
+        if shown != message:
+            record.msg, record.args = shown, ()
+        return True
+
+
 def escape_controls(text: str) -> str:
     """``text`` with its control characters written as escapes (a newline as \\n), so that client
     text such as a request path cannot start a line of its own."""

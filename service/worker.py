@@ -108,7 +108,9 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import ANSWER_CUT, REQUEST_ID_TEXT, record_unrouted
+from service.context import EXTENSION
 from service.errors import BODY_TIMEOUT_MESSAGE, ClientWentAway, error_body
+from service.logs import HidesToken, without_token
 from shared.text import shortened
 
 ACCEPT_DELAY = 0.005  # seconds a busy worker leaves a waiting connection to the others
@@ -189,7 +191,8 @@ def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
         if isinstance(exc.version, tuple):  # well-formed, such as HTTP/2.0: a version not served
             return 505, "http_version_not_supported", (f"HTTP version {'.'.join(map(str, exc.version))} is not "
                                                        "served here; send the request as HTTP/1.1 or HTTP/1.0.")
-        return 400, "invalid_request_line", (f"The request line's version {shortened(str(exc.version), 60)!r} is "
+        version = without_token(str(exc.version), None)  # "GET /x Bearer <token> HTTP/1.1"
+        return 400, "invalid_request_line", (f"The request line's version {shortened(version, 60)!r} is "
                                              "malformed: end the line with HTTP/1.1.")
     if isinstance(exc, InvalidHeader):
         if _refused_header_name(exc) is None:  # a whole line without a colon, or Gunicorn's own words
@@ -198,7 +201,8 @@ def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
         rule = HEADER_RULES.get(str(exc.hdr).upper(), "give it once, with no control characters in its value")
         return 400, "invalid_header", f"The request's {str(exc.hdr).title()} header is invalid or repeated: {rule}."
     if isinstance(exc, InvalidHeaderName):
-        return 400, "invalid_header", (f"The header name {shortened(str(exc.hdr), 60)!r} is invalid: a name is "
+        name = without_token(str(exc.hdr), None)  # "Authorization Bearer a:b" splits at the token's colon
+        return 400, "invalid_header", (f"The header name {shortened(name, 60)!r} is invalid: a name is "
                                        "letters, digits and the punctuation !#$%&'*+-.^_`|~.")
     if isinstance(exc, ObsoleteFolding):
         return 400, "invalid_header", ("A header continues on a line that starts with a space or tab (obsolete "
@@ -444,6 +448,8 @@ class FairThreadWorker(ThreadWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.flask_app = self.wsgi
+        svc = getattr(self.flask_app, "extensions", {}).get(EXTENSION)
+        self.log.error_log.addFilter(HidesToken(svc.settings.admin_token if svc is not None else None))
         self.wsgi = close_after_undrained_bodies(self.wsgi)
 
     def handle_error(self, req, client, addr, exc) -> None:

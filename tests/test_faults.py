@@ -467,6 +467,35 @@ def test_a_malformed_authorization_line_does_not_put_the_token_in_the_log(admin_
         assert log.count("a header line without a colon (not shown)") == len(lines)
 
 
+def token_pieces_in(text: str, token: str, size: int = 4) -> set[str]:
+    """The pieces of ``size`` characters of ``token`` that ``text`` shows, in any case."""
+    return {token[i:i + size] for i in range(len(token) - size + 1) if token[i:i + size].lower() in text.lower()}
+
+
+def test_no_piece_of_the_token_reaches_gunicorns_warning(admin_registry):
+    """A token split by a line break ("Bearer ab:cd" CRLF "EFGHSECRET") left its second half on a line that
+    Gunicorn quoted as a header name; a token with a colon on a line without one ("Authorization Bearer ab:cd...")
+    was quoted up to that colon. Neither the warning nor the answer shows any of it now, and a harmless header
+    name is still named."""
+    token = "ab:cdEFGHSECRET/PA:RT"
+    lines = ["Authorization: Bearer ab:cd\r\nEFGHSECRET/PA:RT", "Authorization: Bearer ab:cd\r\nEFGHSECRET",
+             "Authorization: Bearer ab:cdefgh\r\nSECRET/pa: RT", f"Authorization Bearer {token}",
+             f"authorization=bearer {token}", "X-HARMLESS"]
+    with ServiceProcess(admin_registry, workers=1, admin_token=token) as server:
+        for line in lines:
+            head, body = raw_exchange(server.url, f"POST /models/mnist/unpin HTTP/1.1\r\nHost: x\r\n{line}\r\n\r\n"
+                                      .encode())
+            assert head.startswith(b"HTTP/1.1 400 "), (line, head, body)
+            assert json.loads(body)["code"] == "invalid_header", body
+            if "earer" in line:
+                assert b"earer ab" not in body.lower(), body
+        wait_for(lambda: server.log().count("Invalid request from") == len(lines), what="Gunicorn's warnings")
+        log = server.log()
+        assert not token_pieces_in(log, token) and "earer ab" not in log.lower(), log
+        assert "Invalid HTTP Header: '(not shown)'" in log and "'Authorization (not shown)'" in log
+        assert "Invalid HTTP Header: 'X-HARMLESS'" in log
+
+
 def test_admin_routes_are_disabled_without_a_configured_token(admin_registry):
     with ServiceProcess(admin_registry, workers=1) as server:
         for method, path, body in ADMIN_ROUTES:
