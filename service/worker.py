@@ -617,7 +617,8 @@ class FairThreadWorker(ThreadWorker):
                 conn.close()
                 continue
             head = bytes(data[:data.find(b"\r\n\r\n") + 2])
-            method, path, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
+            method, target, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
+            path = re.split(r"[?#]", target, maxsplit=1)[0]  # logged as the app logs it: the query is no log's
             client_id = _REQUEST_ID.search(head)
             _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
             try:

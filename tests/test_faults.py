@@ -496,6 +496,22 @@ def test_no_piece_of_the_token_reaches_gunicorns_warning(admin_registry):
         assert "Invalid HTTP Header: 'X-HARMLESS'" in log
 
 
+def test_a_request_timed_out_before_a_thread_took_it_logs_its_path_without_the_query(admin_registry):
+    """The access line of a request whose body stopped arriving before a thread took it logged the whole target,
+    its query too ("?token=<admin token>"), where every other access line logs the path alone."""
+    token = "Qz8vR2mX7kLp4Wn9"
+    with ServiceProcess(admin_registry, workers=1, admin_token=token, env={"SCRATCHNET_CLIENT_TIMEOUT": "1"}) as server:
+        assert requests.post(f"{server.url}/models/mnist/unpin?token={token}", timeout=10).status_code == 401
+        head, _ = raw_exchange(server.url, f"POST /models/mnist/unpin?token={token} HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 10\r\n\r\n".encode())
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        wait_for(lambda: '"status":408' in server.log(), what="the 408's access line")
+        lines = [json.loads(line) for line in server.log().splitlines() if '"path":' in line]
+        assert [(line["path"], line["status"]) for line in lines] == [("/models/mnist/unpin", 401),
+                                                                      ("/models/mnist/unpin", 408)], lines
+        assert not token_pieces_in(server.log(), token)
+
+
 def test_admin_routes_are_disabled_without_a_configured_token(admin_registry):
     with ServiceProcess(admin_registry, workers=1) as server:
         for method, path, body in ADMIN_ROUTES:
