@@ -172,8 +172,11 @@ HEADER_RULES = {
 }
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 section 5.6.2: a token
 # What a header line without a colon is logged as: Gunicorn's warning quoted the line whole, and such a
-# line can hold a credential ("Authorization Bearer <token>"), which the log must never show.
-UNSHOWN_LINE = "a header line without a colon (not shown)"
+# line can hold a credential ("Authorization Bearer <token>"), which the log must never show; its first word,
+# the header it meant to be, is shown so that the line can be found (Gunicorn's log hides any piece of the
+# token in it too: service.logs.HidesToken).
+UNSHOWN_LINE = "a header line without a colon, starting {!r} (the rest not shown)"
+FIRST_WORD = re.compile(r"[^\s=]*")
 BARE_LF = "bare LF as line terminator"  # Gunicorn's own words, of no line in particular
 
 
@@ -456,7 +459,7 @@ class FairThreadWorker(ThreadWorker):
         # A request Gunicorn refused before the app saw it: counted and logged as the app would.
         started = time.perf_counter()
         if isinstance(exc, InvalidHeader) and _refused_header_name(exc) is None and exc.hdr != BARE_LF:
-            exc.hdr = UNSHOWN_LINE  # Gunicorn's warning would quote the line
+            exc.hdr = UNSHOWN_LINE.format(shortened(FIRST_WORD.match(exc.hdr)[0], 60))  # not the whole line
         _own_answer.status, _own_answer.exc = None, exc
         try:
             super().handle_error(req, client, addr, exc)
