@@ -1594,6 +1594,24 @@ def test_a_stderr_reader_that_leaves_early_does_not_change_the_runs_status(tmp_p
     assert Registry(registry).versions("blobs") == versions
 
 
+@pytest.mark.parametrize("args", [["gradcheck"], ["gradcheck", "--hidden", "4"], ["evaluate", "--model", "blobs"]],
+                         ids=["gradcheck", "gradcheck of a network", "evaluate's note on a pinned version"])
+def test_a_reader_that_leaves_before_a_check_or_a_score_does_not_change_its_status(tmp_path, blobs_npz, args):
+    """``python -m trainer gradcheck | head -2`` exited 2 with 'error: [Errno 32] Broken pipe' when head had
+    gone before the table was written (its print bypassed the reader-gone handling), as did evaluate's
+    note on stderr that the service serves a pinned version (``2>&1 | head -1``)."""
+    registry = tmp_path / "models"
+    for _ in range(2):
+        assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                       "--publish", "--registry", registry) == 0
+    (registry / "blobs" / "serving.json").write_text('{"pinned": 1}')
+    data = ["--registry", str(registry), "--dataset", "npz", "--data-path", str(blobs_npz)]
+    extra = data if args[0] == "evaluate" else []
+    with pipe_without_reader() as gone:
+        done = subprocess.run([sys.executable, "-m", "trainer", *args, *extra], stdout=gone, stderr=gone, timeout=120)
+    assert done.returncode == 0
+
+
 SIGINT_ON_IMPORT = signal_on_import("trainer.train", signal.SIGINT)  # Ctrl-C pressed while the trainer loads
 
 

@@ -493,13 +493,14 @@ def cmd_gradcheck(args) -> int:
         if args.samples is not None:
             raise CommandError("--samples counts the entries checked of each parameter array of a network: describe "
                                "it with train's flags (--hidden 256 128, say) or --config")
-        ok = run_gradcheck(verbose=True, seed=values.get("seed", 0))
+        ok = run_gradcheck(verbose=True, seed=values.get("seed", 0), log=say)
     else:
         from .network import build_mlp
 
         config = config_from_args(args, values)
         network = build_mlp(**_build_mlp_arguments(args, values, config), seed=config.seed, dtype=np.float64)
-        ok = run_gradcheck(verbose=True, seed=config.seed, network=network, samples=args.samples or SAMPLES)
+        ok = run_gradcheck(verbose=True, seed=config.seed, network=network, samples=args.samples or SAMPLES,
+                           log=say)
     say("all gradients match" if ok else "GRADIENT CHECK FAILED: see the rows marked FAIL")
     return 0 if ok else 1
 
@@ -734,8 +735,8 @@ def _note_another_served(registry, name: str, latest: int) -> None:
     except RegistryError:  # the service reports it; scoring the model does not depend on it
         return
     if pinned is not None and pinned != latest:
-        print(f"note: scoring v{latest}, {name}'s latest version; {registry.root / name / SERVING_FILE} pins "
-              f"v{pinned} for the service (--version {pinned} scores it)", file=sys.stderr)
+        warn(f"note: scoring v{latest}, {name}'s latest version; {registry.root / name / SERVING_FILE} pins "
+             f"v{pinned} for the service (--version {pinned} scores it)")
 
 
 def _stop_behind(error: BaseException) -> BaseException | None:

@@ -306,11 +306,11 @@ def format_table(rows: list[Row]) -> str:
 
 
 def run_gradcheck(verbose: bool = True, seed: int = 0, network: Network | None = None,
-                  samples: int = SAMPLES) -> bool:
-    """Run :func:`default_checks`, or :func:`check_sampled` on a float64 ``network``; print the
+                  samples: int = SAMPLES, log=print) -> bool:
+    """Run :func:`default_checks`, or :func:`check_sampled` on a float64 ``network``; ``log`` the
     table when ``verbose`` (below the network, if one is checked). True when every gradient matches."""
     rows = default_checks(seed) if network is None else check_sampled(network, samples, seed)
     if verbose:
         above = [method_line(seed)] if network is None else [method_line(seed, samples), repr(network)]
-        print(*above, format_table(rows), sep="\n\n")
+        log("\n\n".join([*above, format_table(rows)]))
     return all(r.passed for r in rows)
