@@ -125,7 +125,9 @@ def _convert(name: str, kind, raw):
     except ConfigError:
         raise
     except (TypeError, ValueError):
-        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid value") from None
+        expected = "a number of seconds" if name == "poll_interval" else "a whole number"
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: expected {expected}, such as the default "
+                          f"{getattr(Settings(), name)}") from None
 
 
 def load_settings(overrides: dict | None = None, environ: dict | None = None) -> Settings:

@@ -94,7 +94,10 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
     ("SCRATCHNET_WORKERS", "two", "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"),
     ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
     ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a finite number of at least 0"),
-    ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc' is not a valid value"),
+    ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc': expected a number of seconds, such as the "
+                                        "default 1.0"),
+    ("SCRATCHNET_MAX_BODY_BYTES", "64MB", "SCRATCHNET_MAX_BODY_BYTES='64MB': expected a whole number, such as the "
+                                          "default 67108864"),
     ("SCRATCHNET_POLL_INTERVAL", "inf", "SCRATCHNET_POLL_INTERVAL must be a positive number of seconds, at most "
                                         "9223372036"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
