@@ -82,7 +82,7 @@ def config(tmp_path) -> train.TrainConfig:
 
 def test_training_does_not_start_when_the_disk_has_no_room_for_the_model(disk, tmp_path, capsys):
     registry = disk / "models"
-    publish_model(registry, "lines", kind="regression")
+    publish_model(registry, "lines", kind="regression", input_size=4)  # the csv's 4 columns
     fill(disk)
     for where in (["--publish", "--registry", registry], ["--output", disk / "run"]):
         assert cli.main(train_args(tmp_path, *where)) == 2
@@ -95,7 +95,7 @@ def test_training_does_not_start_when_the_disk_has_no_room_for_the_model(disk, t
 
 def test_a_disk_that_fills_during_the_training_loses_nothing_and_says_so(disk, tmp_path):
     registry = disk / "models"
-    publish_model(registry, "lines", kind="regression")
+    publish_model(registry, "lines", kind="regression", input_size=4)
     output = disk / "run"
     output.mkdir()
     (output / "model.npz").write_bytes(b"an earlier run's model")

@@ -26,7 +26,7 @@ import pytest
 from allocations import traced_peak
 from shared.forward import standardize
 from shared.model_file import load_model, read_manifest
-from shared.registry import Registry
+from shared.registry import Registry, RegistryError
 from trainer import cli, memory, report, train
 from trainer.datasets import load_dataset
 from trainer.optimizers import AdamW
@@ -2365,3 +2365,60 @@ def test_hidden_layer_options_without_hidden_layers_are_refused(tmp_path, blobs_
     assert [layer["type"] for layer in read_manifest(tmp_path / "run" / "model.npz")["layers"]] == [
         "dense", "activation"]
     assert train.TrainConfig(hidden=[8]).activation == "relu"
+
+
+def test_a_model_of_another_interface_is_not_published_over_a_served_one(tmp_path, blobs_npz, wine_csv, capsys):
+    """A mistyped --name put a classifier of 5 values where a regression on 3 was served, and every
+    client of the model then failed; it is refused, at once for publish and before training for train,
+    naming each difference and the two ways on, and publishes nothing."""
+    registry = tmp_path / "models"
+    wine = ["--dataset", "csv", "--data-path", wine_csv, "--target", "score", "--task", "regression",
+            "--hidden", 8, "--epochs", 2, "--no-progress"]
+    assert run_cli("train", *wine, "--name", "wine", "--publish", "--registry", registry) == 0
+    assert run_cli("train", *wine, "--name", "wine", "--publish", "--registry", registry) == 0  # the same: fine
+    blobs = ["--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 2, "--no-progress"]
+    assert run_cli("train", *blobs, "--output", tmp_path / "run") == 0
+    capsys.readouterr()
+    for command in (["publish", tmp_path / "run", "--registry", registry, "--name", "wine"],
+                    ["train", *blobs, "--name", "wine", "--publish", "--registry", registry]):
+        assert run_cli(*command) == 2
+        captured = capsys.readouterr()
+        assert "epoch 1/" not in captured.out  # refused before the training
+        assert ("as a new version of wine: its interface differs from wine v2's, the latest version that loads, "
+                "whose clients it would break") in captured.err
+        assert ("(task: v2 regression, new classification; input size: v2 3 values, new 5 values; "
+                "classes: v2 none, new 3 (0, 1, 2)). Publish it under another name (--name), or add "
+                "--new-interface if the change is meant (every client of wine must change too)") in captured.err
+        assert sorted(p.name for p in (registry / "wine").iterdir()) == [".highest_version", "1", "2"]
+    assert run_cli("publish", tmp_path / "run", "--registry", registry, "--name", "wine", "--new-interface") == 0
+    assert load_model(registry / "wine" / "3" / "model.npz").task == "classification"
+    assert run_cli("train", *blobs, "--name", "wine", "--publish", "--registry", registry) == 0  # v3's interface
+    assert "--new-interface lets --publish change" in refused(capsys, "train", *blobs, "--new-interface")
+
+
+def test_a_model_of_another_interface_published_during_training_is_not_replaced(tmp_path, blobs_npz, capsys):
+    """The interface is that of the latest version when the trained model is published: one of another
+    kind published meanwhile refuses it, and the trained model is kept, with the command that publishes it."""
+    registry = tmp_path / "models"
+    x = np.random.default_rng(0).normal(size=(200, 7)).astype(np.float32)
+    np.savez(tmp_path / "seven.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", registry) == 0
+
+    def log(line, *_):
+        if str(line).startswith("epoch 1/"):  # another publisher's model of 7 inputs, while this one trains
+            assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "seven.npz", "--name", "blobs",
+                           "--epochs", 1, "--no-progress", "--publish", "--registry", registry,
+                           "--new-interface") == 0
+
+    config = train.TrainConfig.from_dict({"dataset": "npz", "data_path": str(blobs_npz), "epochs": 2,
+                                          "progress": False})
+    with pytest.raises(RegistryError) as error:
+        train.run(config, publish_to=str(registry), log=log)
+    assert "its interface differs from blobs v2's" in str(error.value)
+    assert "input size: v2 7 values, new 5 values" in str(error.value)
+    kept = re.search(r"the trained model is kept in (\S+): publish it from there", str(error.value))
+    assert kept and (Path(kept[1]) / "model.npz").is_file()
+    shutil.rmtree(kept[1])
+    assert Registry(registry).versions("blobs") == [1, 2]
+    assert not [p for p in (registry / "blobs").iterdir() if p.name.startswith(".tmp-")]

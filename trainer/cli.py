@@ -57,6 +57,7 @@ except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so
 from .datasets import DATASETS, DatasetError
 from .download import DownloadError, sha256_file
 from .gradcheck import ROWS, SAMPLES, run_gradcheck
+from .interface import NEW_INTERFACE_FLAG
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
@@ -66,6 +67,8 @@ OFF_AT_ZERO = ("patience", "clip_norm")  # --patience 0 turns off the early stop
 CONFIG_PATHS = ("data_path", "data_dir", "cache_dir")
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
 OVERFIT_STEPS = 3000
+NEW_INTERFACE_HELP = ("publish a version whose inputs, task or classes differ from the model's latest version "
+                      "(refused without it: the model's clients must change too)")
 
 
 class CommandError(Exception):
@@ -258,12 +261,15 @@ def cmd_train(args) -> int:
     if args.registry and not args.publish:
         raise CommandError("--registry is where --publish puts the new version: add --publish, or leave "
                            "--registry out (--output names a folder for a run that is not published)")
+    if args.new_interface and not args.publish:
+        raise CommandError(f"{NEW_INTERFACE_FLAG} lets --publish change a model's interface: add --publish, or leave "
+                           f"{NEW_INTERFACE_FLAG} out")
     config = config_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     registry = args.registry or DEFAULT_REGISTRY
     train.run(config, publish_to=registry if args.publish else None, output_dir=args.output, command=command,
               log=say, on_published=_recording_published(args, registry), on_kept=_recording_kept(args),
-              registry=registry)
+              registry=registry, new_interface=args.new_interface)
     return 0
 
 
@@ -288,7 +294,7 @@ def _recording_kept(args: argparse.Namespace):
 
 def cmd_publish(args) -> int:
     name, version = train.publish_saved(Path(args.folder), args.registry, args.name,
-                                        _recording_published(args, args.registry))
+                                        _recording_published(args, args.registry), args.new_interface)
     say(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
     return 0
 
@@ -647,6 +653,7 @@ def add_destination_flags(p: argparse.ArgumentParser, *, ignored: bool = False) 
                    help=note or "with --publish: registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--output", type=folder_name, help=note or "without --publish: folder to write model.npz and its "
                                                               "extras to (default: a new temporary folder)")
+    p.add_argument(NEW_INTERFACE_FLAG, action="store_true", help=note or NEW_INTERFACE_HELP)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -663,6 +670,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--name", help="model name in the registry (default: the name the run recorded)")
+    p.add_argument(NEW_INTERFACE_FLAG, action="store_true", help=NEW_INTERFACE_HELP)
     p.set_defaults(func=cmd_publish)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")

@@ -39,6 +39,7 @@ from .activations import get_activation
 from .augment import get_augmentation, image_side
 from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
 from .initializers import get_initializer
+from .interface import NEW_INTERFACE_FLAG, check_interface, dataset_interface, interface
 from .layers import BatchNorm
 from .network import build_mlp, outline_mlp
 from .optimizers import get_optimizer
@@ -878,7 +879,7 @@ def _is_file_or_link(path: Path) -> bool:
 
 
 def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, prepared: Prepared,
-                     history: list[dict]) -> str:
+                     history: list[dict], new_interface: bool = False) -> str:
     """Write a run that could not be published into a new temporary folder; say where, and how
     to publish it from there (or that it could not be kept either)."""
     folder = temporary_folder(name)
@@ -887,8 +888,9 @@ def keep_unpublished(name: str, registry: str, arrays: dict, manifest: dict, pre
     except (OSError, ValueError) as e:
         shutil.rmtree(folder, ignore_errors=True)
         return f"the trained model could not be kept either ({e})"
+    flag = f" {NEW_INTERFACE_FLAG}" if new_interface else ""
     return (f"the trained model is kept in {folder}: publish it from there with "
-            f"python -m trainer publish {folder} --registry {registry}")
+            f"python -m trainer publish {folder} --registry {registry}{flag}")
 
 
 def temporary_folder(name: str) -> Path:
@@ -966,10 +968,12 @@ def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
 
 
 def publish_saved(folder: Path, registry: str, name: str | None = None,
-                  on_published: Callable[[str, int], None] = lambda name, version: None) -> tuple[str, int]:
+                  on_published: Callable[[str, int], None] = lambda name, version: None,
+                  new_interface: bool = False) -> tuple[str, int]:
     """Publish a run written to a folder (``--output``, or kept after a failed publish): its
     model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``;
-    ``on_published(name, version)`` as ``Registry.publish`` calls it."""
+    ``on_published(name, version)`` as ``Registry.publish`` calls it. A model whose interface
+    differs from the latest version's is refused unless ``new_interface`` (``trainer.interface``)."""
     if not folder.is_dir():
         raise ValueError(f"cannot publish {folder}: {'it is not a folder' if folder.exists() else 'it does not exist'}")
     model_path = folder / MODEL_FILE
@@ -979,6 +983,8 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
     name = name or manifest["name"]
     target = Registry(registry)
     target.check_publishable(name)
+    if not new_interface:
+        check_interface(target, name, interface(manifest), str(folder))
 
     def build(version_folder: Path, version: int) -> None:
         save_model(version_folder / MODEL_FILE, arrays, {**manifest, "name": name, "version": version})
@@ -993,12 +999,13 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         command: str | None = None, log=print,
         on_published: Callable[[str, int], None] = lambda name, version: None,
         on_kept: Callable[[Path, list[dict], list[str]], None] = lambda folder, rows, files: None,
-        registry: str | Path | None = None) -> dict:
+        registry: str | Path | None = None, new_interface: bool = False) -> dict:
     """Train, export, score and save (``output_dir``, which must not be a version folder of
     ``registry`` or of any other registry) or publish (``publish_to`` registry; then
     ``on_published(name, version)`` as ``Registry.publish`` calls it). Training stopped by Ctrl-C or
     SIGTERM saves nothing, but keeps the metrics and plot of its finished epochs (``kept_if_stopped``,
-    which calls ``on_kept``)."""
+    which calls ``on_kept``). A model whose interface differs from the latest published version's
+    is refused before training, unless ``new_interface`` (``trainer.interface``)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
@@ -1010,6 +1017,8 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             except RegistryError as e:
                 raise RegistryError(f"{e}; the name comes from the data file: give one with --name") from None
         Registry(publish_to).check_publishable(name)
+        if not new_interface:
+            check_interface(Registry(publish_to), name, dataset_interface(dataset), f"a model of {dataset.name}")
     elif output_dir:
         check_output_folder(Path(output_dir), registry)
     report.require_plotting()
@@ -1039,14 +1048,16 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     result = {"name": name}
     if publish_to:
         def build(folder: Path, version: int) -> None:
+            if not new_interface:  # a version published while this one trained
+                check_interface(Registry(publish_to), name, interface(manifest), f"a model of {dataset.name}")
             result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
 
         try:
             result["version"] = Registry(publish_to).publish(name, build, functools.partial(on_published, name))
         except (RegistryError, OSError) as e:  # a disk that filled during the training, say: keep what it trained
             reason = e if isinstance(e, RegistryError) else f"cannot publish {name} into {publish_to}: {e}"
-            raise RegistryError(f"{reason}; {keep_unpublished(name, publish_to, arrays, manifest, prepared, history)}") \
-                from None
+            kept = keep_unpublished(name, publish_to, arrays, manifest, prepared, history, new_interface)
+            raise RegistryError(f"{reason}; {kept}") from None
         result["path"] = str(Path(publish_to) / name / str(result["version"]))
     else:
         folder = Path(output_dir) if output_dir else temporary_folder(name)

@@ -1,0 +1,69 @@
+"""What a model's clients rely on: the inputs it takes and the answers it gives (its interface).
+
+A new version of a model serves its clients as soon as it is published, so publishing refuses one
+whose interface differs from the model's latest version that loads (a mistyped ``--name`` would
+otherwise put an image classifier where a regression on 11 values was served); ``--new-interface``
+publishes it all the same, when the change is meant and the clients change with it.
+"""
+
+from __future__ import annotations
+
+from shared.errors import ScratchnetError
+from shared.model_file import load_model
+from shared.registry import Registry, RegistryError
+from shared.text import shortened
+
+NEW_INTERFACE_FLAG = "--new-interface"
+# The parts of an interface, in the order a refusal names them; a part a model lacks reads 'none'.
+PARTS = ("task", "input kind", "input size", "image preprocessing", "classes")
+
+
+def interface(manifest: dict) -> dict:
+    """The interface a model file's manifest (or a run's, as ``run_manifest`` gives it) describes."""
+    model_input = manifest["input"]
+    parts = {"task": manifest["task"], "input kind": model_input["kind"],
+             "input size": f"{model_input['shape'][0]} values"}
+    if model_input["kind"] == "image":
+        parts["image preprocessing"] = f"fit {model_input['preprocessing']['fit']}"
+    if manifest["task"] == "classification":
+        labels = [str(label) for label in manifest["output"]["labels"]]
+        parts["classes"] = f"{len(labels)} ({shortened(', '.join(labels), 80)})"
+        parts["labels"] = labels  # compared whole; the text above may be shortened
+    return parts
+
+
+def dataset_interface(dataset) -> dict:
+    """The interface of a model trained on ``dataset`` (a ``trainer.datasets.Dataset``), known before training."""
+    output = {"labels": list(dataset.labels)} if dataset.task == "classification" else {}
+    return interface({"task": dataset.task, "output": output,
+                      "input": {"kind": dataset.input_kind, "shape": [dataset.x_train.shape[1]],
+                                "preprocessing": dataset.preprocessing}})
+
+
+def latest_interface(registry: Registry, name: str) -> tuple[int, dict] | None:
+    """The version and interface of ``name``'s latest version that loads; None when it has none."""
+    for version in reversed(registry.versions(name)):
+        try:
+            model = load_model(registry.model_path(name, version), expect_name=name, expect_version=version)
+        except (ScratchnetError, RegistryError, OSError):  # not served either: its interface binds no client
+            continue
+        return version, interface(model.manifest)
+    return None
+
+
+def check_interface(registry: Registry, name: str, new: dict, what: str = "this model") -> None:
+    """Raise RegistryError when ``new`` differs from the interface of ``name``'s latest version that
+    loads, naming each difference and how to go on."""
+    latest = latest_interface(registry, name)
+    if latest is None:
+        return
+    version, old = latest
+    differences = [f"{part}: v{version} {old.get(part, 'none')}, new {new.get(part, 'none')}"
+                   for part in PARTS if old.get(part) != new.get(part)
+                   or part == "classes" and old.get("labels") != new.get("labels")]
+    if differences:
+        raise RegistryError(
+            f"cannot publish {what} as a new version of {name}: its interface differs from {name} v{version}'s, the "
+            f"latest version that loads, whose clients it would break ({'; '.join(differences)}). Publish it under "
+            f"another name (--name), or add {NEW_INTERFACE_FLAG} if the change is meant (every client of {name} must "
+            "change too)")
