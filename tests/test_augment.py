@@ -183,3 +183,18 @@ def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, vector_npz, 
                      "--no-progress", "--output", str(tmp_path / "out")])
     assert code == 2  # one "error:" line, as for any run-time problem
     assert "image datasets" in capsys.readouterr().err
+
+
+def test_augmenting_an_npz_of_pictures_read_as_vectors_names_the_flag_that_reads_them_as_images(tmp_path, capsys):
+    """28x28 pictures trained without --image are vectors, which --augment refused without saying why they
+    were not images; the refusal names --image digit and --image garment."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "pictures.npz"
+    np.savez(path, x=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), y=rng.integers(0, 2, 40))
+    assert cli.main(["train", "--dataset", "npz", "--data-path", str(path), "--augment", "affine(shift=1)",
+                     "--hidden", "4", "--no-progress", "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --augment applies to image datasets; pictures has vector inputs: an npz's pictures, x of shape "
+        "(n, height, width), are read as vectors unless --image digit or --image garment says what they show, which "
+        "makes the model an image model that --augment applies to\n")
+    assert not (tmp_path / "out").exists()

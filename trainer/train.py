@@ -37,7 +37,7 @@ from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PAT
 from . import memory, report
 from .activations import get_activation
 from .augment import get_augmentation, image_side
-from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, load_dataset, validation_split
+from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, dataset_key, load_dataset, validation_split
 from .initializers import get_initializer
 from .interface import NEW_INTERFACE_FLAG, check_interface, dataset_interface, interface
 from .layers import BatchNorm
@@ -467,7 +467,10 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
     if not config.augment:
         return None
     if prepared.dataset.input_kind != "image":
-        raise ValueError(f"--augment applies to image datasets; {prepared.dataset.name} has vector inputs")
+        hint = (": an npz's pictures, x of shape (n, height, width), are read as vectors unless --image digit or "
+                "--image garment says what they show, which makes the model an image model that --augment applies "
+                "to" if dataset_key(config.dataset, config.data_path) == "npz" else "")
+        raise ValueError(f"--augment applies to image datasets; {prepared.dataset.name} has vector inputs{hint}")
     blank = standardize(np.zeros((1, 1), dtype=np.float32), prepared.normalization)
     return get_augmentation(config.augment, side=image_side(prepared.x_train.shape[1]), fill=float(blank[0, 0]))
 
