@@ -1107,8 +1107,9 @@ class ModelStore:
                 models[name].update(ready=False, version=None, unloaded=True)  # as /models/<name> says
                 continue
             if served is None:
-                why = self._why_not(slot) if slot is not None else ""
-                reasons.append(f"model {name} has no servable version" + (f" ({why.rstrip('.')})" if why else ""))
+                why = self._why_not(slot) if slot is not None else ""  # a sentence, quoted inside this one
+                why = why[:1].lower() + why[1:].rstrip(".")
+                reasons.append(f"model {name} has no servable version" + (f" ({why})" if why else ""))
         if not names:
             reasons.append(f"the registry {self.registry.root} holds no models"
                            + (f" ({self.registry_error})" if self.registry_error else ""))

@@ -1113,6 +1113,14 @@ def test_health_and_readiness(client, tmp_path):
     assert empty.status_code == 503 and "holds no models" in empty.get_json()["reason"]
 
 
+def test_readiness_names_a_configured_model_without_versions_in_one_sentence(registry):
+    """The reason quoted the store's sentence as it was, capital letter and all, inside its own:
+    'model nope has no servable version (The registry has no version of nope)'."""
+    ready = make_app(registry, models="mnist,nope").test_client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["reason"] == "model nope has no servable version (the registry has no version of nope)"
+
+
 def test_errors_are_counted_by_the_model_the_request_named_when_the_registry_holds_it(client):
     """An operator's per-model error ratio counts the requests refused before any version answered
     (a version that failed to load); a name the registry does not hold counts under no model, so

@@ -593,7 +593,7 @@ def test_at_start_an_unservable_pin_leaves_the_model_unservable_saying_why(tmp_p
     assert store.version("mnist", 2).version == 2  # versions stay reachable by number
     assert any("pinned version 7 does not exist; nothing is served" in p for p in store.describe("mnist")["problems"])
     ready, report = store.readiness()
-    assert not ready and ("model mnist has no servable version (Pinned version 7 does not exist: unpin the model "
+    assert not ready and ("model mnist has no servable version (pinned version 7 does not exist: unpin the model "
                           "(POST /models/mnist/unpin) or activate a version that loads)") in report["reason"]
 
 
