@@ -499,12 +499,20 @@ def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: f
     floor = _noise_floor(sigma)
     # Each side's weight is its squared deviations beyond the noise floor: strokes stand far out
     # from the paper, while a broad, faint departure of the paper itself (a flash's hot spot, which
-    # neither a plane nor a bowl follows) covers more pixels but weighs little.
-    dark = np.maximum(-floor - deviation, 0)
-    light = np.maximum(deviation - floor, 0)
-    dark_weight = np.square(dark, out=dark).sum(dtype=np.float64)
-    light_weight = np.square(light, out=light).sum(dtype=np.float64)
-    ink = -deviation if dark_weight > light_weight else deviation
+    # neither a plane nor a bowl follows) covers more pixels but weighs little. A side with nothing
+    # beyond the floor weighs 0 (a canvas or an MNIST digit, whose ink is all on one side): the
+    # weights are summed only when both sides have some.
+    dark_beyond = -floor - deviation.min() > 0
+    light_beyond = deviation.max() - floor > 0
+    if dark_beyond and light_beyond:
+        dark = np.maximum(-floor - deviation, 0)
+        light = np.maximum(deviation - floor, 0)
+        dark_weight = np.square(dark, out=dark).sum(dtype=np.float64)
+        light_weight = np.square(light, out=light).sum(dtype=np.float64)
+        dark_is_ink = dark_weight > light_weight
+    else:
+        dark_is_ink = dark_beyond
+    ink = -deviation if dark_is_ink else deviation
     strokes = ink[ink > floor]
     if strokes.size == 0:
         raise InvalidInput(BLANK)
