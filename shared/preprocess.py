@@ -698,9 +698,10 @@ def _image_to_grey(image: Image.Image, unsigned: bool = False) -> np.ndarray:
             # A large image with alpha (a browser canvas): composite on white and reduce in
             # Pillow (its grey pasted through the alpha mask), several times faster than
             # reducing alpha-premultiplied channels and compositing floats, at the cost of
-            # rounding the grey to 8 bits, as the source is.
+            # rounding the grey to 8 bits, as the source is. Pillow reads an RGBA mask's alpha
+            # band itself, without the copy of it that getchannel("A") makes.
             grey = Image.new("L", image.size, 255)
-            grey.paste(image.convert("L"), mask=image.getchannel("A"))
+            grey.paste(image.convert("L"), mask=image)
             image = grey
         full_scale = 255.0
     factor = max(image.size) // WORKING_SIDE
