@@ -546,7 +546,7 @@ def _drop_isolated(ink: np.ndarray) -> np.ndarray:
     padded[1:-1, 1:-1] = inked
     rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]  # 3x3 box sums, one axis at a time
     box = rows[:-2] + rows[1:-1] + rows[2:]
-    np.putmask(ink, box == 1, 0)  # the box counts the pixel itself (and ink elsewhere is 0 already)
+    np.copyto(ink, 0, where=box == 1)  # the box counts the pixel itself (and ink elsewhere is 0 already)
     return ink
 
 
