@@ -746,3 +746,37 @@ def test_image_on_a_read_only_root_checks_its_health_where_it_listens(api_stack)
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset") and "--tmpfs /tmp" in line
+
+
+KILL_GUNICORN_MASTER = """
+import os, signal
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and open(f"/proc/{pid}/stat").read().split()[3] == "1":
+        if b"gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read():
+            os.kill(int(pid), signal.SIGKILL)
+"""
+
+
+def test_compose_reload_from_inside_keeps_the_container_restarted_after_a_crash(api_stack):
+    """docs/docker.md's reload, `docker compose exec api sh -c 'kill -HUP 1'`, replaces every worker,
+    and the container is still one `restart: unless-stopped` brings back when Gunicorn dies afterwards
+    (`docker compose kill -s HUP` marks it stopped by hand, and a later crash leaves it down)."""
+    stack = api_stack
+    stack.compose("up", "--detach", "--wait", "--wait-timeout", "120")
+
+    def worker_pids() -> set[str]:
+        return {requests.get(f"{stack.base_url}/healthz", headers={"Connection": "close"},
+                             timeout=10).headers["X-Worker-PID"] for _ in range(12)}
+
+    before = worker_pids()
+    stack.compose("exec", "-T", "api", "sh", "-c", "kill -HUP 1")
+    assert _wait_for(lambda: not worker_pids() & before, timeout=30), "the workers were not replaced"
+
+    stack.compose("exec", "-T", "api", "python", "-c", KILL_GUNICORN_MASTER, check=False)
+
+    def back() -> bool:
+        container = _api_container(stack)
+        return container["RestartCount"] >= 1 and container["State"].get("Health", {}).get("Status") == "healthy"
+
+    assert _wait_for(back, timeout=90), f"not restarted after the crash: {_api_container(stack)['State']}"
+    assert requests.get(f"{stack.base_url}/readyz", timeout=10).status_code == 200
