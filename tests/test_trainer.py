@@ -708,6 +708,27 @@ def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(t
     assert "note:" not in capsys.readouterr().err
 
 
+def test_publish_under_a_pin_says_the_service_keeps_the_pinned_version(tmp_path, blobs_npz, capsys):
+    """A version published while serving.json pins another one is not served: train --publish and
+    publish say so, and how to serve it; without a pin nothing is said."""
+    registry = tmp_path / "models"
+    train = ("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress")
+    assert run_cli(*train, "--publish", "--registry", registry) == 0
+    assert "note:" not in capsys.readouterr().err
+    (registry / "blobs" / "serving.json").write_text('{"pinned": 1}')
+    assert run_cli(*train, "--publish", "--registry", registry) == 0
+    note = (f"note: {registry / 'blobs' / 'serving.json'} pins v1, so the service keeps serving it, not v2: "
+            "unpin blobs (POST /models/blobs/unpin) to serve the latest")
+    assert note in capsys.readouterr().err
+    assert run_cli(*train, "--output", tmp_path / "run") == 0
+    capsys.readouterr()
+    assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
+    assert note.replace("not v2", "not v3") in capsys.readouterr().err
+    (registry / "blobs" / "serving.json").write_text('{"pinned": null}')
+    assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, wine_csv, capsys, monkeypatch):
     """The recorded --data-path is what was typed: from another folder a relative one is not
     there, and a file that changed since training gives a different held-out split."""

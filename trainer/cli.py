@@ -267,9 +267,11 @@ def cmd_train(args) -> int:
     config = config_from_args(args)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
     registry = args.registry or DEFAULT_REGISTRY
-    train.run(config, publish_to=registry if args.publish else None, output_dir=args.output, command=command,
-              log=say, on_published=_recording_published(args, registry), on_kept=_recording_kept(args),
-              registry=registry, new_interface=args.new_interface)
+    result = train.run(config, publish_to=registry if args.publish else None, output_dir=args.output,
+                       command=command, log=say, on_published=_recording_published(args, registry),
+                       on_kept=_recording_kept(args), registry=registry, new_interface=args.new_interface)
+    if args.publish:
+        _note_pinned(registry, result["name"], result["version"])
     return 0
 
 
@@ -296,6 +298,7 @@ def cmd_publish(args) -> int:
     name, version = train.publish_saved(Path(args.folder), args.registry, args.name,
                                         _recording_published(args, args.registry), args.new_interface)
     say(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
+    _note_pinned(args.registry, name, version)
     return 0
 
 
@@ -734,6 +737,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _note_pinned(registry: str, name: str, version: int) -> None:
+    """A note when serving.json pins another version than the one just published: the service keeps
+    serving the pinned one, and does not switch to the new version."""
+    from shared.registry import Registry
+
+    target = Registry(registry)
+    try:
+        pinned = target.read_serving(name)["pinned"]
+    except RegistryError:  # the service reports it; the version is published all the same
+        return
+    if pinned is not None and pinned != version:
+        warn(f"note: {target.root / name / SERVING_FILE} pins v{pinned}, so the service keeps serving it, not v{version}: "
+             f"unpin {name} (POST /models/{name}/unpin) to serve the latest")
 
 
 def _note_another_served(registry, name: str, latest: int) -> None:
