@@ -20,7 +20,7 @@ import pytest
 from trainer import download
 from trainer.datasets import load_dataset
 from trainer.download import ChecksumMismatch, DownloadError, fetch, mirror_urls
-from users import run_as
+from users import ctrl_c_at_its_default, run_as
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
@@ -208,7 +208,8 @@ def test_a_download_stopped_by_the_user_says_what_it_keeps_for_the_next_run(serv
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCRATCHNET_MIRROR": server.url}
     env.pop("SCRATCHNET_DATA_DIR", None)
     run = subprocess.Popen([sys.executable, "-m", "trainer", "summary", "--dataset", "wine-quality", "--cache-dir",
-                            str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
+                            str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=ctrl_c_at_its_default)
     part = tmp_path / "wine-quality" / "winequality-red.csv.part"
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size == 100_000) and time.monotonic() < deadline:

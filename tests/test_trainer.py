@@ -30,6 +30,7 @@ from shared.registry import Registry, RegistryError
 from trainer import cli, memory, report, train
 from trainer.datasets import load_dataset
 from trainer.optimizers import AdamW
+from users import ctrl_c_at_its_default
 
 
 @pytest.fixture
@@ -1634,12 +1635,6 @@ def test_a_reader_that_leaves_before_a_check_or_a_score_does_not_change_its_stat
 
 
 SIGINT_ON_IMPORT = signal_on_import("trainer.train", signal.SIGINT)  # Ctrl-C pressed while the trainer loads
-
-
-def ctrl_c_at_its_default() -> None:
-    """Start a child with Ctrl-C at its default, as a terminal starts one: a test runner launched in
-    the background by a shell without job control inherits SIGINT ignored, and so would the child."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def entry_point_call() -> list[str]:

@@ -1,8 +1,16 @@
-"""Checks run as another user, for what root's privileges would hide (root reads and writes any
-file, whatever its mode)."""
+"""Children started as a user's would be: as another user, for what root's privileges would hide
+(root reads and writes any file, whatever its mode), or with Ctrl-C as a terminal leaves it."""
 
 import os
+import signal
 import traceback
+
+
+def ctrl_c_at_its_default() -> None:
+    """Start a child with Ctrl-C at its default, as a terminal starts one (``preexec_fn``): a test runner
+    launched in the background by a shell without job control inherits SIGINT ignored, and so would the
+    child, which would then never see the Ctrl-C a test sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_as(uid: int, gid: int, check, umask: int | None = None) -> None:
