@@ -6,12 +6,12 @@ at once (a load generator, a proxy's connection pool) then often all land on one
 it: one core answers everything while the other idles. With two workers, 8 connections opened
 together went to a single worker in about one run in three (docs/benchmarks.md).
 
-``FairThreadWorker`` accepts at once only while one of its threads is free. A worker whose
-threads are all handling requests stops listening for ``ACCEPT_DELAY``, so a new connection goes
-to a worker that can serve it at once if there is one; if every worker is busy, the first to free
-a thread or to reach the end of its delay takes it (so a connection never waits longer than that
-for a busy server, however many others its workers keep busy). Connections already accepted are
-served exactly as before.
+``FairThreadWorker`` accepts at once only while one of its threads is free and it holds fewer
+connections than threads. A worker without that room stops listening for ``ACCEPT_DELAY``, so a
+new connection goes to a worker that can serve it at once if there is one; if no worker has room,
+the first to make some or to reach the end of its delay takes it (so a connection never waits
+longer than that for a busy server, however many others its workers keep busy). Connections
+already accepted are served exactly as before.
 
 Gunicorn hands a connection to a thread as soon as any of it is readable, and the thread then
 blocks reading the rest: a few clients that send a byte, a request line or part of a body, slowly
@@ -470,12 +470,16 @@ class FairThreadWorker(ThreadWorker):
                             _own_answer.status, _own_answer.code, time.perf_counter() - started,
                             _own_answer.request_id, client=addr)
 
-    def has_free_thread(self) -> bool:
-        return self.busy_threads < self.cfg.threads
+    def has_room(self) -> bool:
+        """A thread free, and fewer connections held than threads. Keep-alive clients hold their
+        connections: a burst of them opened at once (a load generator, a proxy's pool) went to
+        whichever worker woke first, before any of their requests made it busy (31 of 32 to one
+        worker; wrk at 32 clients ran on one core in one run in five)."""
+        return self.busy_threads < self.cfg.threads and self.nr_conns < self.cfg.threads
 
     def delaying(self, now: float) -> bool:
-        """Busy, and a connection seen waiting less than ACCEPT_DELAY ago: leave it to the others."""
-        return (not self.has_free_thread() and self.waiting_since is not None
+        """No room, and a connection seen waiting less than ACCEPT_DELAY ago: leave it to the others."""
+        return (not self.has_room() and self.waiting_since is not None
                 and now - self.waiting_since < ACCEPT_DELAY)
 
     def set_accept_enabled(self, enabled: bool) -> None:
@@ -493,7 +497,7 @@ class FairThreadWorker(ThreadWorker):
         if not self.alive:  # stopping: the listener may be closed already (an event of the same poll)
             return
         now = time.monotonic()
-        if not self.has_free_thread():
+        if not self.has_room():
             # A connection seen long after the last one is a new one: it gets the delay too.
             if self.waiting_since is None or now - self.waiting_since > 2 * ACCEPT_DELAY:
                 self.waiting_since = now
