@@ -182,7 +182,9 @@ def test_augment_flag_on_vector_data_is_a_clear_cli_error(tmp_path, vector_npz, 
     code = cli.main(["train", "--dataset", "npz", "--data-path", str(vector_npz), "--augment", "affine(shift=1)",
                      "--no-progress", "--output", str(tmp_path / "out")])
     assert code == 2  # one "error:" line, as for any run-time problem
-    assert "image datasets" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "image datasets" in err
+    assert "params" not in out, "refused with the other checks, before the network's summary is printed"
 
 
 def test_augmenting_an_npz_of_pictures_read_as_vectors_names_the_flag_that_reads_them_as_images(tmp_path, capsys):

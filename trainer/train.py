@@ -1026,6 +1026,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         check_output_folder(Path(output_dir), registry)
     report.require_plotting()
     prepared = prepare(dataset, config)
+    build_augmentation(config, prepared)  # an --augment that cannot apply is refused here, before the summary
     log(rows_line(prepared, config))
     if note := coarse_note(prepared):
         log(note)
