@@ -750,8 +750,8 @@ def _note_pinned(registry: str, name: str, version: int) -> None:
     except RegistryError:  # the service reports it; the version is published all the same
         return
     if pinned is not None and pinned != version:
-        warn(f"note: {target.root / name / SERVING_FILE} pins v{pinned}, so the service keeps serving it, not v{version}: "
-             f"unpin {name} (POST /models/{name}/unpin) to serve the latest")
+        warn(f"note: {target.root / name / SERVING_FILE} pins v{pinned}, so the service keeps serving it, "
+             f"not v{version}: unpin {name} (POST /models/{name}/unpin) to serve the latest")
 
 
 def _note_another_served(registry, name: str, latest: int) -> None:

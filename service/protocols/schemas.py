@@ -178,7 +178,8 @@ class RepositoryEntry(BaseModel):
 
 class LoadParameters(Open):
     version: Annotated[int | str | None, WithJsonSchema({"anyOf": [
-        {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, {"type": "string", "pattern": VERSION_TEXT}, {"type": "null"}]})] = Field(
+        {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, {"type": "string", "pattern": VERSION_TEXT},
+        {"type": "null"}]})] = Field(
         None, description="Pin this version (it must load).")
     config: str | None = Field(None, description="Triton-style model config as JSON; only version_policy is used.")
 

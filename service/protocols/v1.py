@@ -220,7 +220,7 @@ def classify_or_regress(name: str, verb: str, version: str | None = None, label:
     instead = "POST {\"instances\": [...]} or {\"inputs\": ...} to :predict instead"
     if verb == "explain":
         raise BadRequest(f"The explain API is not served: no explainer runs beside model '{model.name}'; "
-                                 f"for its predictions, {instead}.", code="unsupported_api")
+                         f"for its predictions, {instead}.", code="unsupported_api")
     raise BadRequest(f"The {verb} API takes tf.Example inputs, which model '{model.name}' does not read: "
                      f"{instead}.", code="unsupported_api")
 

@@ -459,8 +459,8 @@ def generate(name: str, verb: str, version: str | None = None):
     read_body(compressed=True)  # read, not used: a body left unread can cost the connection (see infer)
     model = resolve_model(name, version)
     raise BadRequest(f"The {verb} extension (text generation) is not served: model '{model.name}' takes "
-                             f"tensors; POST {{\"inputs\": [...]}} to /v2/models/{model.name}/infer instead.",
-                             code="unsupported_api")
+                     f"tensors; POST {{\"inputs\": [...]}} to /v2/models/{model.name}/infer instead.",
+                     code="unsupported_api")
 
 
 @v2_bp.route("/v2/trace/setting", methods=["GET", "POST"])
