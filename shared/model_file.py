@@ -445,6 +445,10 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
                     if key in spec and spec[key] != actual:
                         raise ModelFileError(path, f"{where} ({name}) says {key} {spec[key]!r} but its weight "
                                                    f"has shape {list(weight.shape)}")
+                if weight.shape[1] == 0:
+                    raise ModelFileError(path, f"{where} ({name}) has no units (weight shape {list(weight.shape)}): "
+                                               "nothing reaches the layers after it, and every answer would be the "
+                                               "same whatever the input")
                 if bias.shape != (weight.shape[1],):
                     raise ModelFileError(path, f"{where} ({name}) bias has shape {list(bias.shape)}, "
                                                f"expected [{weight.shape[1]}]")

@@ -240,6 +240,20 @@ def test_a_bias_that_would_broadcast_over_its_layer_is_refused(tmp_path, shape):
     refused(tmp_path / "model.npz", re.escape(f"layer 0 (dense1) bias has shape {list(shape)}, expected [4]"))
 
 
+def test_a_layer_without_units_is_refused(tmp_path):
+    """A dense layer of width 0 chains (6x0, then 0x1), but nothing passes through it: every answer
+    would be the last bias, whatever the input, so the version must never serve."""
+    arrays, manifest = saved(tmp_path, task="regression")
+    arrays.update({"dense1.weight": np.zeros((6, 0), np.float32), "dense1.bias": np.zeros(0, np.float32),
+                   "dense2.weight": np.zeros((0, 1), np.float32)})
+    manifest["layers"][0]["out_features"], manifest["layers"][2]["in_features"] = 0, 0
+    for key in ("dense1.weight", "dense1.bias", "dense2.weight"):
+        manifest["parameters"]["arrays"][key]["shape"] = list(arrays[key].shape)
+    manifest["parameters"]["sha256"] = parameters_sha256(arrays)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", re.escape("layer 0 (dense1) has no units (weight shape [6, 0])"))
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_weights_that_are_not_finite_are_refused(tmp_path, value):
     arrays, manifest = saved(tmp_path)
