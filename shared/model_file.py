@@ -185,9 +185,17 @@ def _open_npz(path: Path):
         raise ModelFileError(path, f"the archive has {entries} entries, over the {MAX_ZIP_ENTRIES} a model may have "
                                    "(a few per layer): refused before reading them")
     try:
-        return np.load(io.BytesIO(raw), allow_pickle=False)
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as e:  # numpy raises several types for damaged archives
         raise ModelFileError(path, f"damaged .npz archive ({e})") from None
+    # Of two members of one name NumPy reads the last (unzip and other tools the first), and of 'x' and
+    # 'x.npy' the first: either way the weights a user inspects could differ from those served.
+    if twice := repeated(npz.files):
+        npz.close()
+        raise ModelFileError(path, f"the archive holds more than one member for the array "
+                                   f"{', '.join(map(repr, twice))}, so readers differ on which is the array; "
+                                   "write the file again with numpy.savez_compressed (or publish it with the trainer)")
+    return npz
 
 
 def _count(data: bytes, signature: bytes, block: int = 1 << 22) -> int:

@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import tracemalloc
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -479,6 +480,28 @@ def test_a_damaged_member_is_refused(tmp_path):
             dst.writestr(item, data)
     (tmp_path / "model.npz").write_bytes(buffer.getvalue())
     refused(tmp_path / "model.npz", "dense1.weight")
+
+
+@pytest.mark.parametrize("first, last", [("dense1.weight.npy", "dense1.weight.npy"),
+                                         ("dense1.weight.npy", "dense1.weight"),
+                                         ("manifest.npy", "manifest.npy")])
+def test_an_archive_holding_an_array_twice_is_refused(tmp_path, first, last):
+    """A zip may hold two members of one name (NumPy reads the last, unzip the first), or both
+    'x.npy' and 'x' (NumPy reads 'x'): a file whose other copy differs shows one set of weights to
+    the tools and serves another."""
+    saved(tmp_path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "model.npz") as src, zipfile.ZipFile(buffer, "w") as dst:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Duplicate name", UserWarning)
+            dst.writestr(first, src.read(first))
+            for item in src.infolist():
+                dst.writestr(last if item.filename == first else item.filename, src.read(item.filename))
+    (tmp_path / "model.npz").write_bytes(buffer.getvalue())
+    array = first.removesuffix(".npy")
+    refused(tmp_path / "model.npz", f"more than one member for the array '{array}'")
+    with pytest.raises(ModelFileError, match="more than one member"):
+        read_manifest(tmp_path / "model.npz")
 
 
 # The registry ---------------------------------------------------------------------------------
