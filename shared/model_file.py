@@ -502,6 +502,9 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
         labels = manifest["output"].get("labels")
         if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
             raise ModelFileError(path, "output.labels must be a non-empty list of strings")
+        if len(labels) < 2:  # the trainer refuses data of one class for the same reason
+            raise ModelFileError(path, f"output.labels names one class ({labels[0]!r}); a classifier needs at least "
+                                       "2: its softmax would answer that class with probability 1 whatever the input")
         if len(labels) != width:
             raise ModelFileError(path, f"the network has {width} outputs but output.labels names {len(labels)}")
         if twice := repeated(labels):

@@ -285,6 +285,20 @@ def test_label_count_must_match_outputs(tmp_path):
     refused(tmp_path / "model.npz", "3 outputs but output.labels names 2")
 
 
+def test_a_classifier_of_one_class_is_refused(tmp_path):
+    """One label, one output: the softmax answers it with probability 1 for every input, a version
+    that must never replace a working one (the trainer refuses data of one class likewise)."""
+    arrays, manifest = saved(tmp_path)
+    arrays["dense2.weight"], arrays["dense2.bias"] = arrays["dense2.weight"][:, :1], arrays["dense2.bias"][:1]
+    manifest["layers"][2]["out_features"] = 1
+    manifest["output"]["labels"] = ["a"]
+    for key in ("dense2.weight", "dense2.bias"):
+        manifest["parameters"]["arrays"][key]["shape"] = list(arrays[key].shape)
+    manifest["parameters"]["sha256"] = parameters_sha256(arrays)
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", re.escape("output.labels names one class ('a'); a classifier needs at least 2"))
+
+
 def test_unknown_activation_is_refused(tmp_path):
     arrays, manifest = saved(tmp_path)
     manifest["layers"][1]["name"] = "swish"
