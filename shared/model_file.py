@@ -519,6 +519,9 @@ def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
         scaling = output_scaling(manifest)
         if not all(_is_finite_number(scaling.get(k)) for k in ("mean", "std")) or scaling["std"] <= 0:
             raise ModelFileError(path, "output.scaling needs a finite mean and a finite, positive std")
+        if np.float32(scaling["std"]) == 0:  # the forward pass scales in float32: every answer would be the mean
+            raise ModelFileError(path, f"output.scaling.std {scaling['std']!r} is 0 in float32, which the network "
+                                       "computes in: every answer would be the mean")
     norm = input_normalization(manifest)
     size = manifest["input"]["shape"][0]
     for key in ("mean", "std"):

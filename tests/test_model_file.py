@@ -317,6 +317,8 @@ def _image_manifest_change(manifest, **preprocessing):
     ("regression", lambda m: m["output"].update(scaling={"mean": float("nan"), "std": 1.0}), "output.scaling needs"),
     ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": 0.0}), "output.scaling needs"),
     ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": -2.0}), "output.scaling needs"),
+    ("regression", lambda m: m["output"].update(scaling={"mean": 5.0, "std": 1e-46}),
+     "output.scaling.std 1e-46 is 0 in float32"),
     ("classification", lambda m: m["input"].update(normalization=[0.5, 2.0]), "input.normalization must be an object"),
     ("classification", lambda m: m["input"].update(normalization={"mean": [True], "std": [1.0]}),
      "input.normalization.mean must be"),
