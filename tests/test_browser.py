@@ -85,7 +85,7 @@ def catalogue(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalogue")
     publish_model(root, "mnist", seed=1)
     publish_model(root, "mnist", seed=2)
-    publish_model(root, "fashion-mnist", labels=FASHION, favour=0)
+    publish_model(root, "fashion-mnist", labels=FASHION, favour=0, fit="garment")
     publish_model(root, "wine-quality", kind="regression")
     with ServiceProcess(root, workers=1, threads=4, admin_token=ADMIN_TOKEN) as server:
         yield server
@@ -858,6 +858,26 @@ def test_a_long_class_name_fits_and_the_bars_share_one_scale(browser, catalogue,
         tracks = [page.locator("#bars .track").nth(i).bounding_box() for i in range(len(FASHION))]
         assert all(abs(t["x"] - tracks[0]["x"]) < 0.5 and abs(t["width"] - tracks[0]["width"]) < 0.5
                    for t in tracks), tracks
+
+
+def test_a_garment_model_asks_for_a_garment_and_a_digit_model_for_a_digit(browser, catalogue):
+    """With fashion-mnist chosen the page still said "Draw a digit", named the pad a place to draw
+    one digit, and refused an empty pad with "Draw a digit or upload a picture first"."""
+    pad_name = "Drawing area: draw one {} with the mouse, a pen or a finger"
+    with opened(browser, catalogue.url + "/?model=fashion-mnist") as page:
+        assert chosen_model(page).startswith("fashion-mnist")
+        intro = page.locator("header p").inner_text()
+        assert "garment" in intro and "digit" not in intro
+        assert page.title() == "scratchnet: draw a garment"
+        assert page.get_by_role("heading", name="Your garment").count() == 1
+        assert page.get_by_role("img", name=pad_name.format("garment")).count() == 1
+        page.get_by_role("button", name="Predict").click()
+        assert page.get_by_role("alert").inner_text().startswith("Draw a garment")
+        screenshot(page, "browser-garment-model")
+        page.select_option("#model", "mnist")
+        assert "Draw a digit" in page.locator("header p").inner_text()
+        assert page.title() == "scratchnet: draw a digit"
+        assert page.get_by_role("img", name=pad_name.format("digit")).count() == 1
 
 
 def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue):

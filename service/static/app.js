@@ -31,9 +31,16 @@ const PREDICTING = "Predicting…";
 const NOTHING_YET = "Nothing yet: draw in the white square, or upload a picture.";
 const NO_PREDICTION = "No prediction for this input.";
 const UPLOAD_SHOWN = "Press Clear to draw instead.";
+// What the chosen model reads, by its preprocessing's fit (a manifest without one reads digits):
+// the page asks for that, in its title, its intro, the pad's name and its refusals.
+const SUBJECTS = {
+  digit: { noun: "digit", described: "a digit" },
+  garment: { noun: "garment", described: "a garment (a piece of clothing, a shoe or a bag)" },
+};
 
 const $ = (id) => document.getElementById(id);
 const el = {
+  intro: $("intro"), inputHeading: $("input-heading"),
   model: $("model"), modelNote: $("model-note"), pad: $("pad"), dropZone: $("drop-zone"),
   preview: $("upload-preview"), hint: $("pad-hint"), predict: $("predict"), clear: $("clear"),
   file: $("file"), auto: $("auto"),
@@ -76,6 +83,7 @@ function describeModel(listed, details) {
     name: listed.name || manifest.name,
     version: details?.served_version ?? listed.served_version ?? listed.version ?? manifest.version ?? null,
     kind: input.kind ?? listed.input_kind ?? null,
+    fit: input.preprocessing?.fit ?? null,
     labels: manifest.output?.labels || details?.classes || listed.classes || null,
     ready: details?.ready ?? listed.ready ?? true,
     unloaded: Boolean(details?.unloaded ?? listed.unloaded),
@@ -159,6 +167,7 @@ async function listModels() {
       const model = await describeListed(typeof item === "string" ? { name: item } : item);
       // An unloaded model lists no input: keep the kind seen before, else read its manifest.
       model.kind ??= state.models.get(model.name)?.kind ?? await upcomingKind(model);
+      model.fit ??= state.models.get(model.name)?.fit ?? null;
       return model;
     }));
     state.models = new Map(described.filter((m) => m.name).map((m) => [m.name, m]));
@@ -232,7 +241,22 @@ function fillModelChoice() {
   el.model.disabled = !options.some(([value]) => value);
   el.model.value = choice;
   showModelNote(note.trim());
+  askForSubject();
   return offered.length > 0;
+}
+
+function chosenSubject() {
+  return SUBJECTS[state.models.get(el.model.value)?.fit] || SUBJECTS.digit;
+}
+
+// The words that say what to draw follow the chosen model: a garment model is not asked for a digit.
+function askForSubject() {
+  const subject = chosenSubject();
+  document.title = `scratchnet: draw a ${subject.noun}`;
+  el.intro.textContent = `Draw ${subject.described} or upload a picture; a NumPy network written from scratch `
+    + "reads it.";
+  el.inputHeading.textContent = `Your ${subject.noun}`;
+  el.pad.setAttribute("aria-label", `Drawing area: draw one ${subject.noun} with the mouse, a pen or a finger`);
 }
 
 function showModelNote(message) {
@@ -417,7 +441,7 @@ async function predict() {
     return;
   }
   if (!state.upload && !state.hasInk) {
-    showError("Draw a digit or upload a picture first.");
+    showError(`Draw ${chosenSubject().described} or upload a picture first.`);
     return;
   }
   if (state.inFlight) state.inFlight.abort();
