@@ -131,7 +131,7 @@ def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bo
     ``script``: run before the page's own; ``options``: more of the context's settings
     (``forced_colors``, ``color_scheme``, ``device_scale_factor``)."""
     touch = {"has_touch": True, "is_mobile": True, "device_scale_factor": 2} if phone else {}
-    context = browser.new_context(viewport={"width": width, "height": height}, **touch, **options)
+    context = browser.new_context(viewport={"width": width, "height": height}, **{**touch, **options})
     try:
         if script:
             context.add_init_script(script)
@@ -358,7 +358,8 @@ def test_the_drawing_is_sent_at_the_services_working_size_and_reads_as_the_whole
         const bytes = new Uint8Array(await (await canvasBlob()).arrayBuffer());
         return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join("")); }"""))
     assert int(sent.value.all_headers()["content-length"]) == len(body)
-    pad = base64.b64decode(page.evaluate("() => document.querySelector('#pad').toDataURL('image/png')").split(",")[1])
+    # The drawing as the page keeps it (280 px), not the pad on screen, which has the screen's pixels.
+    pad = base64.b64decode(page.evaluate("() => ink.toDataURL('image/png')").split(",")[1])
     with Image.open(io.BytesIO(pad)) as whole, Image.open(io.BytesIO(body)) as reduced:
         factor = max(whole.size) // WORKING_SIDE
         assert factor >= 2 and reduced.size == (whole.width // factor, whole.height // factor)
@@ -756,6 +757,31 @@ def test_a_finger_draws_on_a_phone_width_screen(browser, service):
         result = shown(page)
         assert len(result["bars"]) == 10
         assert result["label"] == "1"
+
+
+@pytest.mark.parametrize("density", [2, 3])
+def test_on_a_sharp_phone_screen_the_stroke_is_sharp_and_under_the_finger(browser, service, density):
+    """The pad was a 280 px canvas stretched over 354 CSS px: at 3 device pixels each, a stroke's
+    edge was a blurred stair of 4-pixel steps."""
+    with opened(browser, service.url + "/", width=390, height=844, phone=True, device_scale_factor=density) as page:
+        pad = page.locator("#pad")
+        box = pad.bounding_box()
+        assert page.evaluate("() => { const pad = document.querySelector('#pad');"
+                             " return [pad.width, pad.height]; }") == [round(box["width"] * density)] * 2
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        assert shown(page)["label"] == "1"
+        page.evaluate("() => scrollTo(0, 0)")
+        shot = np.asarray(Image.open(io.BytesIO(pad.screenshot())).convert("L"), dtype=np.int32)
+        screenshot(page, f"browser-phone-density-{density}")
+        row = shot[shot.shape[0] // 2]  # across the stroke, half way down the pad
+        inked = np.flatnonzero(row < 128) / density  # CSS px from the pad's edge
+        # Where the finger went (down the middle), as wide as the brush (20 px of 280).
+        stroke = 20 * box["width"] / 280
+        assert abs((inked.min() + inked.max()) / 2 - box["width"] / 2) < 3
+        assert abs(inked.max() - inked.min() - stroke) < 3
+        # Sharp: from paper to ink within a device pixel or two on each side.
+        assert np.count_nonzero((row > 40) & (row < 215)) <= 4, row[row < 250]
 
 
 def test_on_a_phone_a_swipe_over_an_uploaded_picture_scrolls_the_page_and_keeps_the_picture(browser, service, tmp_path):

@@ -49,7 +49,13 @@ const el = {
   label: $("label"), confidence: $("confidence"), answeredBy: $("answered-by"),
   latency: $("latency"), probabilities: $("probabilities"), bars: $("bars"),
 };
-const ctx = el.pad.getContext("2d");
+// The drawing is kept at 280 px (PAD_SIDE), the size the service's reading of it is tuned for, on a
+// canvas of its own that is what is sent. The pad on screen shows the same strokes at the screen's
+// own pixels (a 280 px canvas stretched over 354 CSS px at 3 device pixels each was blurred and stepped).
+const PAD_SIDE = 280;
+const ink = document.createElement("canvas");
+ink.width = ink.height = PAD_SIDE;
+const contexts = [ink.getContext("2d"), el.pad.getContext("2d")];
 const DEFAULT_HINT = el.hint.textContent;
 
 const state = {
@@ -286,27 +292,39 @@ function dropVectorModel(name) {
 // --------------------------------------------------------------------------- drawing
 
 function clearCanvas() {
-  ctx.clearRect(0, 0, el.pad.width, el.pad.height);  // transparent: the PNG keeps no background
+  for (const ctx of contexts) ctx.clearRect(0, 0, PAD_SIDE, PAD_SIDE);  // transparent: the PNG keeps no background
   state.hasInk = false;
+}
+
+// One pad pixel per device pixel, drawn in PAD_SIDE units; what is drawn already is copied over.
+function fitPadToScreen() {
+  const side = Math.round(el.pad.clientWidth * devicePixelRatio);
+  if (!side || side === el.pad.width) return;
+  el.pad.width = el.pad.height = side;  // which empties it
+  const scale = side / PAD_SIDE;
+  contexts[1].setTransform(scale, 0, 0, scale, 0, 0);
+  contexts[1].drawImage(ink, 0, 0);
 }
 
 function canvasPoint(event) {
   const box = el.pad.getBoundingClientRect();
   return {
-    x: (event.clientX - box.left) * (el.pad.width / box.width),
-    y: (event.clientY - box.top) * (el.pad.height / box.height),
+    x: (event.clientX - box.left) * (PAD_SIDE / box.width),
+    y: (event.clientY - box.top) * (PAD_SIDE / box.height),
   };
 }
 
 function strokeTo(point) {
-  ctx.lineWidth = STROKE_WIDTH;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.strokeStyle = STROKE_COLOUR;
-  ctx.beginPath();
-  ctx.moveTo(state.last.x, state.last.y);
-  ctx.lineTo(point.x, point.y);
-  ctx.stroke();
+  for (const ctx of contexts) {
+    ctx.lineWidth = STROKE_WIDTH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.strokeStyle = STROKE_COLOUR;
+    ctx.beginPath();
+    ctx.moveTo(state.last.x, state.last.y);
+    ctx.lineTo(point.x, point.y);
+    ctx.stroke();
+  }
   state.last = point;
 }
 
@@ -395,10 +413,9 @@ function dropUpload() {
 
 function canvasBlob() {
   const sent = document.createElement("canvas");
-  sent.width = el.pad.width / SENT_REDUCTION;
-  sent.height = el.pad.height / SENT_REDUCTION;
+  sent.width = sent.height = PAD_SIDE / SENT_REDUCTION;
   // Smoothed, a reduction by 2 is the mean of each 2x2 square, as the service's own would be.
-  sent.getContext("2d").drawImage(el.pad, 0, 0, sent.width, sent.height);
+  sent.getContext("2d").drawImage(ink, 0, 0, sent.width, sent.height);
   return new Promise((resolve, reject) => {
     sent.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the drawing could not be exported"))), "image/png");
   });
@@ -672,6 +689,9 @@ function resetAll() {
 
 // --------------------------------------------------------------------------- wiring
 
+fitPadToScreen();
+new ResizeObserver(fitPadToScreen).observe(el.pad);  // a phone turned, a window resized
+addEventListener("resize", fitPadToScreen);  // zoomed: the pad keeps its CSS size, not its device pixels
 el.pad.addEventListener("pointerdown", onPointerDown);
 el.pad.addEventListener("pointermove", onPointerMove);
 el.pad.addEventListener("pointerup", onPointerUp);
