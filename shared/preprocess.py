@@ -9,7 +9,9 @@ An image goes through one pipeline whatever its format or mode:
    ``max_total_pixels``) before any pixel is decoded; EXIF orientation is applied.
 2. grey: luminance in [0, 1] (1 = white) with transparency composited on white; 16-bit and
    32-bit images are scaled to [0, 1], never clipped. Large images are box-reduced to a working
-   size of at most ``2 * WORKING_SIDE`` on their longer side.
+   size of at most ``2 * WORKING_SIDE`` on their longer side, a strip far wider than tall (or
+   taller than wide) only as far as keeps ``STRIP_SIDE`` px of its short side, within as many
+   pixels as a square image keeps.
 3. ink and fit (shared/ink.py): the paper is told from the ink, what is not the item is set
    aside, and the item is fitted into the field as the model's dataset has it.
 """
@@ -39,6 +41,10 @@ FITS = ("digit", "garment")
 # far fewer pixels than a canvas or a photo has (MNIST's are 20 px), and every later step is
 # cheaper on fewer pixels.
 WORKING_SIDE = 128
+# A strip (10000x28: a digit at the end of a long scan) reduced by its longer side alone becomes a
+# row or two, each pixel the mean of a whole column of it, where the digit's ink fades below the
+# contrast of a blank image: its short side keeps this many pixels, as far as the working pixels allow.
+STRIP_SIDE = 32
 BITS_PER_SAMPLE, SAMPLE_FORMAT = 258, 339  # TIFF tags
 # Float pixels up to this are 0..1 (resampling overshoots 1 a little); beyond, 0..255 or wider. A
 # picture in 0..255 whose values all stay below it would be blank anyway: under 1 % contrast.
@@ -615,11 +621,22 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 def _request_reduced_decode(image: Image.Image, part: float = 1.0) -> None:
     """Let the JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding a large photo, as far as
     ``part`` of its longer side keeps the working size."""
-    factor = int(part * max(image.size)) // WORKING_SIDE
+    factor = _reduction_factor(image.size, part)
     if image.format in ("JPEG", "MPO") and factor >= 2:
-        # At least a pixel a side: Pillow divides by the size asked for, and a strip's short side
-        # (a 3000x20 JPEG) is shorter than the factor.
+        # At least a pixel a side: Pillow divides by the size asked for, which must not be 0.
         image.draft(None, (max(1, image.size[0] // factor), max(1, image.size[1] // factor)))
+
+
+def _reduction_factor(size: tuple[int, int], part: float = 1.0) -> int:
+    """The factor an image of ``size`` is box-reduced by (under 2: not at all): as far as ``part`` of its
+    longer side keeps WORKING_SIDE px, and for a strip, its short side STRIP_SIDE px, unless that would
+    leave it more pixels than a square image's working size has."""
+    longer = int(part * max(size))
+    shorter = min(*size, longer)
+    factor = longer // WORKING_SIDE
+    if shorter // STRIP_SIDE >= factor:
+        return factor  # not a strip (at most 4 times as long as wide): the longer side decides
+    return max(shorter // STRIP_SIDE, math.isqrt(longer * shorter) // (2 * WORKING_SIDE))
 
 
 # PNG pixel layouts Pillow decodes to 8 bits, rescaling 2- and 4-bit grey and keeping the high byte
@@ -704,7 +721,7 @@ def _image_to_grey(image: Image.Image, unsigned: bool = False) -> np.ndarray:
             grey.paste(image.convert("L"), mask=image)
             image = grey
         full_scale = 255.0
-    factor = max(image.size) // WORKING_SIDE
+    factor = _reduction_factor(image.size)
     if factor >= 2:
         image = image.reduce(factor)
     if full_scale is None:
@@ -785,7 +802,7 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
                                "from 0 to 1, 0 to 255 or 0 to 65535")
         unit = _wide_to_unit(wide)
     unit = _composite_on_white(unit)
-    factor = max(unit.shape) // WORKING_SIDE
+    factor = _reduction_factor(unit.shape)
     return _box_reduce(unit, factor) if factor >= 2 else unit
 
 

@@ -983,6 +983,22 @@ def test_arrays_far_wider_than_tall_are_fitted_not_lost(shape):
         array_to_vector(np.zeros(shape, dtype=np.uint8), DIGIT)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("length, side", [(10000, 28), (10000, 20), (5000, 28)])
+@pytest.mark.parametrize("turned", [False, True])
+def test_a_digit_across_a_long_strip_is_read_not_called_blank(fmt, length, side, turned, digit, reference):
+    """A digit as tall as a 10000x28 strip was refused as blank ("draw darker"): reduced by its length
+    alone, the strip became one row, each pixel the mean of 78 of its columns, the ink too faint."""
+    strip = Image.new("L", (length, side), 255)
+    strip.paste(paper(digit, side=side), (length // 2, 0))
+    if turned:
+        strip = strip.transpose(Image.Transpose.ROTATE_90)
+        vector = np.rot90(image_to_vector(encode(strip, fmt), DIGIT).reshape(28, 28), -1)
+    else:
+        vector = image_to_vector(encode(strip, fmt), DIGIT)
+    assert aligned_correlation(vector, reference) > 0.9
+
+
 @pytest.mark.parametrize("size", [(3000, 20), (20, 3000), (6000, 3)])
 def test_jpegs_far_wider_than_tall_are_decoded(size):
     """A JPEG whose short side is shorter than the factor it is reduced by while decoded (a strip
@@ -990,7 +1006,8 @@ def test_jpegs_far_wider_than_tall_are_decoded(size):
     pixels = np.full(size[::-1], 255, dtype=np.uint8)
     long_axis = int(np.argmax(size[::-1]))
     stroke = [slice(None), slice(None)]
-    stroke[long_axis] = slice(size[::-1][long_axis] // 4, size[::-1][long_axis] // 2)
+    # A mark as long as the strip is wide (a longer solid block over a quarter of it is a sheet of paper).
+    stroke[long_axis] = slice(size[::-1][long_axis] // 4, size[::-1][long_axis] // 4 + min(size))
     pixels[tuple(stroke)] = 0
     vector = image_to_vector(encode(Image.fromarray(pixels), "JPEG"), DIGIT)
     assert vector.shape == (784,) and vector.max() == pytest.approx(1.0)
