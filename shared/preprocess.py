@@ -374,6 +374,10 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
                                    "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
                                    "floating-point colour); save it as an 8-bit PNG or JPEG") from err
+        other = other_format_by_signature(data)
+        if other:
+            raise UnsupportedImage(f"the data is {other}, in none of the accepted formats ({accepted}): "
+                                   "convert it to PNG or JPEG") from err
         raise UnsupportedImage(f"the data is not an image in an accepted format ({accepted})") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Pillow's own guard fires inside Image.open, before ours, for sizes far above the usual
@@ -577,6 +581,29 @@ def format_by_signature(data: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
     return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
+
+
+# Formats users' pictures often come in that are not accepted, by how their files begin, so that a refusal
+# names the format to convert from rather than saying the data is no image. HEIF and AVIF files open with an
+# ISO "ftyp" box whose brands say which.
+OTHER_SIGNATURES = {b"\x00\x00\x01\x00": "an ICO icon", b"%PDF-": "a PDF document", b"8BPS": "a Photoshop (PSD) file",
+                    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "a JPEG 2000 image", b"\xffO\xffQ": "a JPEG 2000 image",
+                    b"\x00\x00\x00\x0cJXL \r\n\x87\n": "a JPEG XL image"}
+AVIF_BRANDS = {b"avif", b"avis"}
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def other_format_by_signature(data: bytes) -> str | None:
+    """What ``data`` is, in words ("a HEIC photo"), when it begins like a file in a format not accepted."""
+    head = bytes(data[:64])
+    if head[4:8] == b"ftyp":
+        box = head[8:min(len(head), int.from_bytes(head[:4], "big"))]
+        brands = {box[i:i + 4] for i in range(0, len(box) - 3, 4)}  # the major one, a version, the compatible ones
+        if brands & AVIF_BRANDS:
+            return "an AVIF image"
+        if brands & HEIF_BRANDS:
+            return "a HEIC photo (an iPhone's default format)"
+    return next((name for signature, name in OTHER_SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def _upright(image: Image.Image, stored_as: str | None) -> Image.Image:

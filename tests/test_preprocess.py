@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyspng
 import pytest
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw, ImageFile, features
 
 from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
@@ -809,6 +809,28 @@ def test_images_in_other_formats_are_unsupported(fmt, digit):
     data = encode(paper(digit, side=32).convert("RGB"), fmt)
     with pytest.raises(UnsupportedImage, match="accepted format"):
         image_to_vector(data, DIGIT)
+
+
+# An iPhone photo's first bytes: an ISO "ftyp" box (brand heic, compatible with mif1 and heic), then its "meta" box.
+HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x01\x00meta" + bytes(248)
+
+
+@pytest.mark.parametrize("fmt, named", [("HEIC", "a HEIC photo"), ("AVIF", "an AVIF image"), ("ICO", "an ICO icon"),
+                                        ("PDF", "a PDF document"), ("JPEG2000", "a JPEG 2000 image")])
+def test_a_picture_in_a_format_not_accepted_is_named_not_called_no_image(fmt, named, digit):
+    """An iPhone's HEIC photo (or an AVIF, an icon, a PDF) was refused as "the data is not an image", which
+    is false for a picture the user can see: the refusal names the format and what to convert it to."""
+    if fmt == "HEIC":
+        data = HEIC_START
+    else:
+        if not features.check({"AVIF": "avif", "JPEG2000": "jpg_2000"}.get(fmt, "pil")):
+            pytest.skip(f"this Pillow cannot write {fmt}")
+        data = encode(paper(digit, side=32).convert("RGB"), fmt)
+    with pytest.raises(UnsupportedImage) as refused:
+        image_to_vector(data, DIGIT)
+    assert str(refused.value).startswith(f"the data is {named}"), refused.value
+    assert str(refused.value).endswith("in none of the accepted formats (PNG, JPEG, WEBP, BMP, GIF, TIFF): "
+                                       "convert it to PNG or JPEG"), refused.value
 
 
 def tiff_with_photometric(data: bytes, photometric: int) -> bytes:
