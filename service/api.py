@@ -57,7 +57,7 @@ def validate(schema: type[pydantic.BaseModel], data, what: str):
     try:
         return schema.model_validate(data)
     except pydantic.ValidationError as e:
-        raise describe_validation_error(e, what) from None
+        raise describe_validation_error(e, what, list(schema.model_fields)) from None
 
 
 def in_digits(text: str) -> bool:

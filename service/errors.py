@@ -156,12 +156,15 @@ def integer_in_words(value: int) -> str:
         return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value)))} digits"
 
 
-def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
-    """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs."""
+def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None = None) -> list[dict]:
+    """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs. ``fields``: the
+    names the top level takes, which an unknown field there is told (``{"image": ...}`` meant ``images``)."""
     details = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and fields and len(item["loc"]) == 1:
+            message = f"unknown field; the fields are {', '.join(fields)}"
+        elif item["type"] == "extra_forbidden":
             message = "unknown field; remove it"
         elif item["type"] == "model_type":  # pydantic names its class here ("... instance of InferRequest")
             message = f"must be a JSON object, not {json_type_name(item['input'])}"
@@ -186,8 +189,9 @@ def pydantic_details(error: pydantic.ValidationError) -> list[dict]:
     return details
 
 
-def describe_validation_error(error: pydantic.ValidationError, what: str = "the request") -> InvalidInput:
-    details = pydantic_details(error)
+def describe_validation_error(error: pydantic.ValidationError, what: str = "the request",
+                              fields: list[str] | None = None) -> InvalidInput:
+    details = pydantic_details(error, fields)
     first = details[0]
     others = len(details) - 1
     more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""

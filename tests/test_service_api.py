@@ -660,13 +660,21 @@ def test_415_unsupported_media(client):
                  "model_takes_vectors", "Model wine v1 takes vectors of 11 numbers")
 
 
+def test_an_image_under_a_misspelt_key_is_told_the_keys_not_to_remove_it(client):
+    """{"image": "<base64>"} was answered "image: unknown field; remove it", which leaves the request with no
+    image at all: the answer names the fields the body takes, images among them."""
+    sent = {"image": base64.b64encode(DIGIT_PNG).decode()}
+    assert_error(client.post("/predict", json=sent), 422, "invalid_input",
+                 "In the JSON body, image: unknown field; the fields are inputs, images, top_k.")
+
+
 def test_422_well_formed_but_invalid(client):
     body = assert_error(client.post("/predict", json={"inputs": [0.5] * 783}), 422, "invalid_input")
     assert body["error"] == "vector has 783 values; model mnist v2 expects 784"
     assert_error(client.post("/models/wine/predict", data=b'{"inputs": [NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}',
                              content_type="application/json"), 422, "invalid_input", "NaN")
     unknown = assert_error(client.post("/predict", json={"inputs": [0.5] * 784, "extra": 1}), 422, "invalid_input")
-    assert unknown["details"] == [{"field": "extra", "message": "unknown field; remove it"}]
+    assert unknown["details"] == [{"field": "extra", "message": "unknown field; the fields are inputs, images, top_k"}]
     assert_error(client.post("/predict", json={"inputs": [1.0], "images": ["AA=="]}), 422, "invalid_input",
                  "In the JSON body: give either 'inputs' (numbers) or 'images' (base64), exactly one of them.")
     assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input",
