@@ -168,6 +168,9 @@ def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None =
             message = "unknown field; remove it"
         elif item["type"] == "model_type":  # pydantic names its class here ("... instance of InferRequest")
             message = f"must be a JSON object, not {json_type_name(item['input'])}"
+        elif item["type"] in ("list_type", "string_type"):  # "Input should be a valid list": of what, then?
+            wanted = "a list ([...])" if item["type"] == "list_type" else "a string"
+            message = f"must be {wanted}, not {json_type_name(item['input'])}"
         elif item["type"] == "too_short" and isinstance(item["input"], list):  # "... after validation, not 0"
             least = item["ctx"]["min_length"]
             message = f"must hold at least {least} item{'s' if least > 1 else ''}, not {len(item['input'])}"

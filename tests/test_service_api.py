@@ -668,6 +668,17 @@ def test_an_image_under_a_misspelt_key_is_told_the_keys_not_to_remove_it(client)
                  "In the JSON body, image: unknown field; the fields are inputs, images, top_k.")
 
 
+def test_an_image_sent_bare_or_as_an_object_is_told_the_shape_images_take(client):
+    """{"images": "<base64>"} (one image, not in a list) and {"images": [{"b64": ...}]} (TF Serving's form) were
+    answered "Input should be a valid list" and "Input should be a valid string", naming neither what came
+    nor what to send instead."""
+    image = base64.b64encode(DIGIT_PNG).decode()
+    assert_error(client.post("/predict", json={"images": image}), 422, "invalid_input",
+                 f"In the JSON body, images: must be a list ([...]), not a string ({image[:17] + '...'!r}).")
+    assert_error(client.post("/predict", json={"images": [{"b64": image}]}), 422, "invalid_input",
+                 "In the JSON body, images.0: must be a string, not an object.")
+
+
 def test_422_well_formed_but_invalid(client):
     body = assert_error(client.post("/predict", json={"inputs": [0.5] * 783}), 422, "invalid_input")
     assert body["error"] == "vector has 783 values; model mnist v2 expects 784"
