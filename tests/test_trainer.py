@@ -773,6 +773,20 @@ def test_dataset_problems_name_the_cause(tmp_path, capsys):
     assert "give its path (--data-path)" in capsys.readouterr().err
 
 
+def test_an_npz_whose_rows_hold_one_class_is_refused_whatever_its_indices(tmp_path, capsys):
+    # Class indices 1 (and a labels array of names) make more than one class that no row may have:
+    # a file whose every row is of one class trains nothing, as a csv of one class is refused.
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    ones, named = tmp_path / "ones.npz", tmp_path / "named.npz"
+    np.savez(ones, x=x, y=np.ones(40, dtype=np.int64))
+    np.savez(named, x=x, y=np.zeros(40, dtype=np.int64), labels=np.array(["cat", "dog", "bird"]))
+    for path, cls in ((ones, "1"), (named, "cat")):
+        assert run_cli("train", "--dataset", "npz", "--data-path", path, "--hidden", 4, "--epochs", 1,
+                       "--output", tmp_path / "out", "--no-progress") == 2
+        assert f"the targets hold a single class ({cls}); a classifier needs at least 2" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_short_real_mnist_run(tmp_path, datasets_dir, capsys):
     """A real-data run on an MNIST subset learns, and the published file scores the same through

@@ -237,9 +237,12 @@ def prepare(dataset: Dataset, config: TrainConfig) -> Prepared:
 def check_learnable(dataset: Dataset) -> None:
     """Refuse ``dataset`` if its rows all have the same target: there is nothing to learn. Training's
     concern only: a file of one class can still be scored (evaluate) by a model that knows more."""
-    if dataset.task == "classification" and dataset.labels is not None and len(dataset.labels) < 2:
-        raise DatasetError(f"{dataset.name}: the targets hold a single class ({', '.join(dataset.labels)}); "
-                           "a classifier needs at least 2")
+    if dataset.task == "classification" and dataset.labels is not None:
+        # The classes the rows hold, not the labels: an npz's indices 1 and up name a class 0 no row has.
+        present = np.unique(np.concatenate([dataset.y_train, dataset.y_test]))
+        if len(present) < 2:
+            raise DatasetError(f"{dataset.name}: the targets hold a single class "
+                               f"({', '.join(dataset.labels[i] for i in present)}); a classifier needs at least 2")
     if dataset.task == "regression":
         targets = np.concatenate([dataset.y_train, dataset.y_test])
         if (targets == targets[0]).all():
