@@ -1377,6 +1377,28 @@ def test_a_class_with_no_training_row_is_named(tmp_path, capsys):
     assert "note: no training row of class cat: the model cannot learn to predict it" in capsys.readouterr().out
 
 
+def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_path, capsys):
+    """Indices 1..N give a class 0 that no row has, and --limit-train can leave a class out: the note said
+    the class's rows were all held out for testing or validation, which sent the reader looking there."""
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    from_one = tmp_path / "from_one.npz"
+    np.savez(from_one, x=x, y=np.array([1, 2] * 20))
+    assert run_cli("train", "--dataset", "npz", "--data-path", from_one, "--hidden", 4, "--epochs", 1,
+                   "--no-progress", "--output", tmp_path / "out1") == 0
+    out = capsys.readouterr().out
+    assert ("note: no row of the data is of class 0: the model has an output for it that no row teaches (y holds "
+            "class indices, counted from 0: are its classes numbered from 1? store y - 1)") in out
+    assert "test or validation split" not in out
+    later = tmp_path / "later.npz"
+    np.savez(later, x_train=x, y_train=np.array([0] * 10 + [0, 1] * 15), x_test=x[:4], y_test=np.array([0, 1, 0, 1]))
+    assert run_cli("train", "--dataset", "npz", "--data-path", later, "--hidden", 4, "--epochs", 1,
+                   "--limit-train", 8, "--no-progress", "--output", tmp_path / "out2") == 0
+    out = capsys.readouterr().out
+    assert ("note: none of the first 8 training rows that --limit-train keeps is of class 1: the model cannot "
+            "learn to predict it") in out
+    assert "test or validation split" not in out
+
+
 # pictures in an npz ------------------------------------------------------------------------------
 
 

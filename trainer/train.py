@@ -335,6 +335,35 @@ def coarse_note(prepared: Prepared) -> str | None:
             "subtract an offset (the mean, say) or rescale such a column in the data before training")
 
 
+def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
+    """A note for each reason a classifier's classes have no training row, naming them: the output unit
+    of such a class learns only "never", and each of its test rows is scored wrong."""
+    dataset = prepared.dataset
+    if dataset.labels is None:
+        return []
+    untrained = set(range(dataset.n_classes)) - set(np.unique(prepared.y_train).tolist())
+    nowhere = untrained - set(np.unique(np.concatenate([dataset.y_train, dataset.y_test])).tolist())
+    in_training_file = set(np.unique(dataset.y_train).tolist())
+    cut = (untrained & in_training_file) - set(np.unique(dataset.y_train[: config.limit_train]).tolist())
+    held_out = untrained - nowhere - cut
+
+    def named(classes: set) -> str:
+        return ", ".join(dataset.labels[i] for i in sorted(classes))
+
+    notes = []
+    if nowhere:
+        notes.append(f"note: no row of the data is of class {named(nowhere)}: the model has an output for it that no "
+                     "row teaches" + (" (y holds class indices, counted from 0: are its classes numbered from 1? "
+                                      "store y - 1)" if dataset.labels_are_indices else ""))
+    if cut:
+        notes.append(f"note: none of the first {config.limit_train:,} training rows that --limit-train keeps is of "
+                     f"class {named(cut)}: the model cannot learn to predict it")
+    if held_out:
+        notes.append(f"note: no training row of class {named(held_out)}: the model cannot learn to predict it (its "
+                     "rows are all in the test or validation split)")
+    return notes
+
+
 def rows_line(prepared: Prepared, config: TrainConfig) -> str:
     """How many rows train, validate and test: the dataset's line above names the whole file."""
     train = f"{len(prepared.x_train):,} to train"
@@ -1033,11 +1062,8 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(rows_line(prepared, config))
     if note := coarse_note(prepared):
         log(note)
-    if dataset.labels is not None:  # a classifier
-        untrained = sorted(set(range(dataset.n_classes)) - set(np.unique(prepared.y_train).tolist()))
-        if untrained:  # its output unit learns only "never": each of its test rows is scored wrong
-            log(f"note: no training row of class {', '.join(dataset.labels[i] for i in untrained)}: the model "
-                "cannot learn to predict it (its rows are all in the test or validation split)")
+    for note in untrained_notes(prepared, config):
+        log(note)
     network = build_network(config, dataset)
     if publish_to:
         check_space(Path(publish_to) / name, network, f"publish {name} into {publish_to}")
