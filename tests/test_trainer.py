@@ -751,6 +751,23 @@ def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, win
     assert "differs" not in capsys.readouterr().err
 
 
+def test_every_train_flag_that_has_a_default_says_it_in_its_help(capsys):
+    """A flag left out takes a value: --help named none for --dataset, --seed, --refit, --progress and
+    --limit-train, and --config spoke of "TrainConfig keys", a class name a user of the command never sees."""
+    train_parser = cli.make_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {action.option_strings[0]: action.help for action in train_parser._actions}
+    for flag in ("--dataset", "--seed", "--refit", "--progress", "--limit-train"):
+        assert "default" in helps[flag], (flag, helps[flag])
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mnist, fashion-mnist, wine-quality, csv or npz (default mnist)" in text
+    assert "TrainConfig" not in text and "lr = 0.01" in text
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    assert "(default: the one the model was trained on)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_summary_takes_its_shape_from_a_named_dataset(blobs_npz, capsys):
     assert run_cli("summary", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8) == 0
     out = capsys.readouterr().out

@@ -127,8 +127,8 @@ def warn(*values) -> None:
     _print_while_read(sys.stderr, values)
 
 
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="mnist, fashion-mnist, wine-quality, csv or npz")
+def add_data_flags(parser: argparse.ArgumentParser, dataset_default: str = f"default {DEFAULTS.dataset}") -> None:
+    parser.add_argument("--dataset", help=f"mnist, fashion-mnist, wine-quality, csv or npz ({dataset_default})")
     parser.add_argument("--variant", help="wine-quality: red (default), white or both")
     parser.add_argument("--data-path", help="csv / npz: the data file")
     parser.add_argument("--target", help="csv: the column to predict")
@@ -147,7 +147,10 @@ def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = Non
     parser.add_argument("--image", choices=["digit", "garment"],
                         help="npz: x holds pictures (n, height, width) of digits or garments: train on what the "
                              "service makes of such a picture, so the model is served pictures")
-    parser.add_argument("--config", type=file_name, help="TOML file of TrainConfig keys; flags override it")
+    parser.add_argument("--config", type=file_name,
+                        help="TOML file of the flags' values, named as the flags without -- (lr = 0.01, "
+                             "batch_size = 64, hidden = [256, 128]), all but --config and where a run goes "
+                             "(--publish, --registry, --output, --new-interface); flags given too override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
     parser.add_argument("--hidden", type=int, nargs="*",
                         help="hidden layer sizes, e.g. --hidden 256 128; none: no hidden layer (softmax regression) "
@@ -184,13 +187,14 @@ def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = Non
                                                      "(default, and 0: no early stopping, whatever --config says)")
     parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
                         help="after early stopping, retrain on training + validation data for the best epoch count, "
-                             "at the learning rates of those epochs")
+                             "at the learning rates of those epochs (default off)")
     parser.add_argument("--seed", type=int, help=seed_help or (
         "seeds the weights, the shuffling, dropout and augmentation, the validation split, and the held-out test "
-        "rows of a dataset without a test split of its own (a csv, an npz, wine-quality)"))
-    parser.add_argument("--limit-train", type=int, help="train on the first N examples only")
+        f"rows of a dataset without a test split of its own (a csv, an npz, wine-quality) (default {DEFAULTS.seed})"))
+    parser.add_argument("--limit-train", type=int, help="train on the first N examples only (default: all)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (training and downloads); --no-progress: one line per epoch")
+                        help="progress bars (training and downloads); --no-progress: one line per epoch (default on "
+                             "when stderr is a terminal)")
 
 
 def add_shape_flags(parser: argparse.ArgumentParser) -> None:
@@ -677,7 +681,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
-    add_data_flags(p)
+    add_data_flags(p, dataset_default="default: the one the model was trained on")
     p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--model", required=True, help="model name in the registry")
