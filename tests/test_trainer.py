@@ -333,6 +333,24 @@ def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):
     assert "ok: the network can memorise a tiny subset" in capsys.readouterr().out
 
 
+def test_overfit_leaves_out_examples_no_network_can_tell_apart(tmp_path, capsys):
+    """A csv of a few coarse columns holds rows with the same inputs and different classes: kept in the
+    subset, they failed a correct network ("something is wrong", exit 1) after 3,000 epochs."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 5, size=(300, 3))
+    y = (x.sum(axis=1) + rng.integers(0, 3, 300) > 7).astype(int)
+    path = tmp_path / "coarse.csv"
+    path.write_text("a,b,c,label\n" + "".join(f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(x, y)))
+    flags = ["--dataset", "csv", "--data-path", path, "--target", "label", "--task", "classification"]
+    assert run_cli("overfit", *flags, "--hidden", 32, 32) == 0
+    out = capsys.readouterr().out
+    assert ("note: 2 of the 64 examples share their inputs with an example of another class: no network can tell "
+            "them apart, so the check leaves them out") in out
+    assert "overfit: 62 examples" in out and "ok: the network can memorise a tiny subset" in out
+    path.write_text("a,label\n" + "".join(f"{i % 2},{i % 3 % 2}\n" for i in range(40)))
+    assert "this data's inputs do not tell its classes apart" in refused(capsys, "overfit", *flags, "--samples", 16)
+
+
 def test_overfit_command_says_something_is_wrong(blobs_npz, capsys):
     # A learning rate this small cannot learn anything in 5 epochs: the check must say so.
     assert run_cli("overfit", "--dataset", "npz", "--data-path", blobs_npz, "--samples", 32,

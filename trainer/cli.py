@@ -545,6 +545,7 @@ def cmd_overfit(args) -> int:
         raise CommandError(f"--samples {args.samples}: {dataset.name} has {len(dataset.x_train)} training examples; "
                            f"give --samples {len(dataset.x_train)} or fewer")
     prepared = train.prepare(dataset, config)
+    prepared = _without_contradictions(prepared, dataset.task == "classification", config.batchnorm)
     network = train.build_network(config, dataset)
     examples = len(prepared.x_train)
     hint = ("Check the gradients (python -m trainer gradcheck), the optimiser's update, the learning rate "
@@ -597,6 +598,30 @@ def cmd_overfit(args) -> int:
         return 1
     say("ok: the network can memorise a tiny subset")
     return 0
+
+
+def _without_contradictions(prepared, classification: bool, batchnorm: bool):
+    """``prepared`` without the subset's examples whose inputs another example shares with another target:
+    no network can tell them apart, so kept they would fail a correct network (a csv of a few coarse
+    columns has such rows). Left out with a note saying so; refused when too few examples remain."""
+    x, y = prepared.x_train, prepared.y_train
+    _, group = np.unique(x.reshape(len(x), -1), axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.lexsort((y, group))
+    differs = (group[order][1:] == group[order][:-1]) & (y[order][1:] != y[order][:-1])
+    contradicted = np.isin(group, group[order][1:][differs])
+    if not contradicted.any():
+        return prepared
+    kept = ~contradicted
+    what = "class" if classification else "target"
+    if kept.sum() < (2 if batchnorm else 1):
+        kinds = "classes" if classification else "targets"
+        raise CommandError(f"{contradicted.sum()} of the {len(x)} examples share their inputs with an example of "
+                           f"another {what}: no network can tell them apart, and too few others are left to check "
+                           f"the network on: this data's inputs do not tell its {kinds} apart")
+    say(f"note: {contradicted.sum()} of the {len(x)} examples share their inputs with an example of another {what}: "
+        "no network can tell them apart, so the check leaves them out")
+    return dataclasses.replace(prepared, x_train=x[kept], y_train=y[kept])
 
 
 def _narrowest_below_classes(config, dataset) -> int | None:
