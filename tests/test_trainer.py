@@ -769,6 +769,16 @@ def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, win
     assert "differs" not in capsys.readouterr().err
 
 
+def test_a_config_file_that_says_where_the_run_goes_is_told_those_are_flags(tmp_path, capsys):
+    """output, publish and registry are flags, not config keys: the file was refused as holding unknown
+    keys, beside a list of the known ones, as if they were misspelt."""
+    config = tmp_path / "run.toml"
+    config.write_text('epochs = 1\noutput = "runs/a"\npublish = true\n')
+    assert refused(capsys, "train", "--config", config) == (
+        f"config {config} sets publish, output: where a run goes is given on the command line only (--publish, "
+        "--output); take them out of the file")
+
+
 def test_every_train_flag_that_has_a_default_says_it_in_its_help(capsys):
     """A flag left out takes a value: --help named none for --dataset, --seed, --refit, --progress and
     --limit-train, and --config spoke of "TrainConfig keys", a class name a user of the command never sees."""

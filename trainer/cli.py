@@ -241,6 +241,11 @@ def config_values(args: argparse.Namespace) -> dict:
             raise CommandError(f"config {args.config} sets {', '.join(twice)} twice (written with - and with _): "
                                "keep one")
         values = dict(zip(keys, values.values()))
+        if destination := [key for key in ("publish", "registry", "output", "new_interface") if key in values]:
+            flags = ", ".join(f"--{key.replace('_', '-')}" for key in destination)
+            raise CommandError(f"config {args.config} sets {', '.join(destination)}: where a run goes is given on the "
+                               f"command line only ({flags}); take {'it' if len(destination) == 1 else 'them'} out "
+                               "of the file")
         for key in CONFIG_PATHS:
             if isinstance(values.get(key), str) and values[key]:
                 values[key] = str(args.config.parent / Path(values[key]).expanduser())
