@@ -262,6 +262,23 @@ def test_csv_non_finite_and_non_numeric_target(tmp_path):
         load_dataset("csv", path=path, target="y", task="regression")
 
 
+@pytest.mark.parametrize("task, cell, message", [
+    ("regression", "high", r"'high' is not a finite number; a target of class names is trained with "
+                           r"--task classification$"),
+    ("regression", "", r"'' is a missing target: every row needs one; fill in the missing targets or drop those rows$"),
+    ("regression", "NA", r"'NA' is a missing target: every row needs one"),
+    ("regression", '"0,5"', r"'0,5' is a number written with a decimal comma: write it with a point"),
+    ("classification", "", r"the class is missing: every row needs one; fill in the missing classes or drop those "
+                           r"rows$"),
+])
+def test_a_target_cell_that_cannot_be_trained_on_says_how_to_fix_it(tmp_path, task, cell, message):
+    """A learner's CSV with a gap in its last column, or class names trained as a regression, is told
+    what to change, not only which cell it is."""
+    path = write_csv(tmp_path / "r.csv", [(1, 2, 3), (2, 1, 4), (1, 1, cell)], header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"r.csv, line 4, column 'y': " + message):
+        load_dataset("csv", path=path, target="y", task=task)
+
+
 def test_csv_values_beyond_float32_are_named_not_trained_on_as_infinity(tmp_path):
     # Finite in float64, infinite once cast to the network's float32: a run published RMSE inf.
     path = write_csv(tmp_path / "r.csv", [(i, i % 7, i * 0.5) for i in range(20)] + [(1, 2, "1e39")],

@@ -949,7 +949,14 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     if task == "regression":
         for (line, _), value in zip(rows, y):
             if not _is_number(value) or not math.isfinite(float(value)):
-                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a finite number")
+                where = f"{source}, line {line}, column {target!r}: {value!r}"
+                if reading := _comma_reading(value):
+                    raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
+                if _is_missing(value):
+                    raise DatasetError(f"{where} is a missing target: every row needs one; fill in the missing "
+                                       "targets or drop those rows")
+                hint = "" if _is_python_number(value) else "; a target of class names is trained with --task classification"
+                raise DatasetError(f"{where} is not a finite number{hint}")
             if abs(float(value)) > FLOAT32_MAX:
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
                                    f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the target down")
@@ -958,7 +965,8 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     else:
         for (line, _), value in zip(rows, y):
             if not value:
-                raise DatasetError(f"{source}, line {line}, column {target!r}: empty class")
+                raise DatasetError(f"{source}, line {line}, column {target!r}: the class is missing: every row "
+                                   "needs one; fill in the missing classes or drop those rows")
             if _is_number(value) and not math.isfinite(float(value)):
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is a missing or "
                                    "infinite value, not a class")
