@@ -32,6 +32,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from gunicorn import util as gunicorn_util
@@ -55,17 +56,18 @@ KNOWN_VARIABLES = {
 }
 
 
-def _number(name: str, default: str, minimum: float, kind=int):
-    """``SCRATCHNET_<name>`` as a number of at least ``minimum``, or exit with one line saying so
-    (a traceback from the middle of Gunicorn's start-up named the worker class instead)."""
+def _number(name: str, default: str, minimum: float, kind=int, maximum: float | None = None):
+    """``SCRATCHNET_<name>`` as a number of at least ``minimum`` (and at most ``maximum``), or exit with
+    one line saying so (a traceback from the middle of Gunicorn's start-up named the worker class instead)."""
     text = os.environ.get(f"SCRATCHNET_{name}", default)
     try:
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or value < minimum:
+    if value is None or not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
         what = "a whole number" if kind is int else "a finite number"
-        sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} of at least {minimum:g}")
+        bounds = f"of at least {minimum:g}" if maximum is None else f"from {minimum:g} to {maximum:.0f}"
+        sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} {bounds}")
     return value
 
 
@@ -119,7 +121,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLI
 # glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps what
 # each one has freed: with threaded workers serving large requests, that was most of a worker's
 # memory growth (docs/reliability.md). Set here, in the master, the limit holds in every worker.
-_arenas = _number("MALLOC_ARENAS", "2", 0)
+_arenas = _number("MALLOC_ARENAS", "2", 0, maximum=2**31 - 1)  # mallopt takes a C int
 if _arenas > 0:
     try:
         ctypes.CDLL(None).mallopt(-8, _arenas)  # -8 is M_ARENA_MAX
@@ -202,7 +204,8 @@ threads = _number("THREADS", "2", 1)
 worker_class = "service.worker.FairThreadWorker"  # gthread that leaves new connections to a free worker
 timeout = _number("TIMEOUT", "30", 1)
 graceful_timeout = _number("GRACEFUL_TIMEOUT", "10", 0)
-_number("CLIENT_TIMEOUT", "10", 0, float)  # read by service/worker.py
+# Read by service/worker.py. A socket refuses a longer timeout: every request failed with a 500.
+_number("CLIENT_TIMEOUT", "10", 0, float, maximum=threading.TIMEOUT_MAX)
 # Each connection is a file descriptor, besides the ~20 a worker holds itself (its listening sockets,
 # heartbeat file, metrics files, a model file being read): past RLIMIT_NOFILE, accept() fails
 # (EMFILE). Connections beyond this many wait in the listen queue, for this worker or another. An

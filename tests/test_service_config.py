@@ -93,7 +93,12 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
 @pytest.mark.parametrize("variable, value, message", [
     ("SCRATCHNET_WORKERS", "two", "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"),
     ("SCRATCHNET_WORKERS", "0", "SCRATCHNET_WORKERS='0': expected a whole number of at least 1"),
-    ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a finite number of at least 0"),
+    ("SCRATCHNET_CLIENT_TIMEOUT", "abc", "SCRATCHNET_CLIENT_TIMEOUT='abc': expected a finite number from 0 to "
+                                         "9223372036"),
+    ("SCRATCHNET_CLIENT_TIMEOUT", "1e300", "SCRATCHNET_CLIENT_TIMEOUT='1e300': expected a finite number from 0 to "
+                                           "9223372036"),
+    ("SCRATCHNET_MALLOC_ARENAS", "1" + "0" * 20, f"SCRATCHNET_MALLOC_ARENAS='1{'0' * 20}': expected a whole number "
+                                                 "from 0 to 2147483647"),
     ("SCRATCHNET_POLL_INTERVAL", "abc", "SCRATCHNET_POLL_INTERVAL='abc': expected a number of seconds, such as the "
                                         "default 1.0"),
     ("SCRATCHNET_MAX_BODY_BYTES", "64MB", "SCRATCHNET_MAX_BODY_BYTES='64MB': expected a whole number, such as the "
