@@ -344,7 +344,13 @@ def on_exit(server):
 def pre_exec(server):
     """USR2 starts a new master from the environment Gunicorn saved, which after a reload (HUP)
     holds this master's metrics folder: the new master must make its own, not share this one and
-    lose it when this master exits."""
+    lose it when this master exits. It runs the command line this master was started with, which for
+    ``python -m gunicorn`` Gunicorn saved as the path of its ``__main__.py``: run that way, the
+    package's folder comes first on the module path, and its ``http`` hid the standard library's
+    (the new master exited with "No module named 'http.server'"). Run as a module again, it does not."""
+    args = server.START_CTX["args"]
+    if len(args) > 1 and Path(args[1]).name == "__main__.py" and Path(args[1]).parent.name == "gunicorn":
+        args[1:2] = ["-m", "gunicorn"]
     env = server.cfg.env_orig
     if env.get("SCRATCHNET_OWN_METRICS_DIR") and env.get("PROMETHEUS_MULTIPROC_DIR") == env["SCRATCHNET_OWN_METRICS_DIR"]:
         del env["PROMETHEUS_MULTIPROC_DIR"], env["SCRATCHNET_OWN_METRICS_DIR"]

@@ -614,6 +614,42 @@ def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_servi
     assert metric_value(server.metrics(), "scratchnet_predictions_total", model="folded") == 1
 
 
+def test_a_usr2_upgrade_of_a_service_run_as_python_m_gunicorn_takes_over(start_service, tmp_path):
+    """The README's binary upgrade: USR2 starts a new master and its workers beside the old ones, then
+    TERM stops the old master, and the new one serves on. Started as ``python -m gunicorn`` (as here),
+    the new master failed to import the standard library's ``http.server`` and exited."""
+    registry = tmp_path / "registry"
+    publish_model(registry, "upgraded", kind="vector")
+    server = start_service(registry, workers=1)
+    old_master = psutil.Process(server.process.pid)
+    old_workers = set(server.worker_pids())
+    server.process.send_signal(signal.SIGUSR2)
+
+    def new_master():
+        try:
+            masters = [child for child in old_master.children() if child.pid not in old_workers]
+            return masters[0] if masters and masters[0].children() else None
+        except psutil.NoSuchProcess:  # one that exited at once
+            return None
+
+    upgraded = None
+    try:
+        wait_for(lambda: new_master() is not None and server.log().count("service started") >= 2, timeout=30)
+        upgraded = new_master()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=15)
+        new_workers = {worker.pid for worker in upgraded.children()}
+        for _ in range(5):
+            response = post(server, "/models/upgraded/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+            assert response.status_code == 200, response.text
+            assert int(response.headers["X-Worker-PID"]) in new_workers
+        assert "No module named" not in server.log()
+    finally:
+        for process in [upgraded] if upgraded else [p for p in old_master.children() if p.pid not in old_workers]:
+            process.terminate()
+            process.wait(timeout=15)
+
+
 def test_a_worker_added_by_sigttin_is_refused_where_the_watcher_is_off(start_service, tmp_path):
     """Started with one worker (SCRATCHNET_WATCH=0 and the admin API on, as allowed), the service
     kept a second one that SIGTTIN asked for: a pin answered by one worker never reached the other.
