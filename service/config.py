@@ -104,7 +104,15 @@ def _convert(name: str, kind, raw):
                     raise ConfigError(f"{PREFIX}MODELS={raw!r}: {e}") from None
             return tuple(dict.fromkeys(items)) or None  # each model once, in the order given
         if name == "registry":
+            if not str(raw).strip():  # Path("") is the current folder, served without a word
+                raise ConfigError(f"{PREFIX}REGISTRY is empty: give the registry folder, such as the default "
+                                  f"{Settings().registry}")
             return Path(raw)
+        if name == "default_model":
+            try:  # a name no model can have ('' or '../x') made every POST /predict a 404
+                return check_name(str(raw).strip())
+            except RegistryError as e:
+                raise ConfigError(f"{PREFIX}DEFAULT_MODEL={raw!r}: {e}") from None
         if name == "watch":
             if isinstance(raw, bool):
                 return raw

@@ -114,6 +114,12 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
     ("SCRATCHNET_BIND", "127.0.0.1:0, [::1]:70000",
      "SCRATCHNET_BIND='127.0.0.1:0, [::1]:70000': '[::1]:70000': the port must be from 0 to 65535"),
     ("SCRATCHNET_BIND", " , ", f"SCRATCHNET_BIND=' , ': expected one or more addresses ({FORMS})"),
+    ("SCRATCHNET_REGISTRY", "", "SCRATCHNET_REGISTRY is empty: give the registry folder, such as the default models"),
+    ("SCRATCHNET_DEFAULT_MODEL", "", "SCRATCHNET_DEFAULT_MODEL='': model name '' is not valid: use letters, digits, "
+                                     "'.', '_' or '-' (at most 64 characters, starting with a letter or digit)"),
+    ("SCRATCHNET_DEFAULT_MODEL", "../x", "SCRATCHNET_DEFAULT_MODEL='../x': model name '../x' is not valid: use "
+                                         "letters, digits, '.', '_' or '-' (at most 64 characters, starting with a "
+                                         "letter or digit)"),
     ("SCRATCHNET_MODELS", "mnist,../etc", "SCRATCHNET_MODELS='mnist,../etc': model name '../etc' is not valid: use "
                                           "letters, digits, '.', '_' or '-' (at most 64 characters, starting with a "
                                           "letter or digit)"),
