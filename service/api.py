@@ -162,7 +162,11 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
         return b"".join(parts)
     if limit is not None and length > limit:
         raise RequestEntityTooLarge()
-    fast = read_from_socket(request.environ, length, numpy_buffer if array else bytearray)
+    try:
+        fast = read_from_socket(request.environ, length, numpy_buffer if array else bytearray)
+    except MemoryError:  # a body limit set above this machine's memory: the client's fault as much as a 413
+        raise PayloadTooLarge(f"The body of {length:,} bytes is more than this server can hold in memory; send it "
+                              "in smaller requests.") from None
     if fast is not None:
         if len(fast) < length:
             raise BadRequest(f"The body ended after {len(fast)} of the {length} bytes announced.", code="truncated_body")

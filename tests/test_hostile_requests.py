@@ -525,6 +525,20 @@ def test_a_client_that_resets_mid_body_is_its_400_not_a_server_error(server, nam
     assert metric_value(metrics, "scratchnet_errors_total", code="internal_error") == 0
 
 
+@pytest.mark.parametrize("content_type", ["application/x-npy", "application/json", "image/png"])
+def test_a_body_announced_larger_than_memory_under_a_raised_limit_is_a_413(registry, content_type):
+    """An operator who raises SCRATCHNET_MAX_BODY_BYTES past the machine's memory (to lift the limit)
+    let a Content-Length of 100 TB through to the allocation of its buffer: a 500 and a traceback."""
+    env = {"SCRATCHNET_MAX_BODY_BYTES": str(10**15)}
+    with ServiceProcess(registry, workers=1, threads=2, env=env) as process:
+        head, body = raw_exchange(process.url, b"POST /models/iris/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                  + content_type.encode() + b"\r\nContent-Length: %d\r\n\r\nabc" % 10**14, timeout=10)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert json.loads(body) == {"error": "The body of 100,000,000,000,000 bytes is more than this server can hold in "
+                                         "memory; send it in smaller requests.", "code": "payload_too_large",
+                                "details": []}
+
+
 def test_an_answer_the_client_does_not_take_whole_is_logged_and_counted_as_cut(server):
     """A client that hangs up while its answer is sent left only the access line of a complete 200:
     the operator could not tell that the answer never arrived. (An answer that the system's send
