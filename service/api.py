@@ -303,13 +303,16 @@ def read_inputs() -> tuple[str, object, int | None]:
         if body[:6] == NPY_MAGIC:
             return "array", read_npy(body, max_values=settings.max_vector_values), None
         return "images", [bytes(body)], None
+    body = read_body()
+    # curl --data-binary @digit.png without -H sends application/x-www-form-urlencoded: say what to send.
+    sent_as = format_by_signature(body)
+    send = (f"its body is a {sent_as} image: send it with Content-Type: image/{sent_as.lower()} "
+            f"(curl: -H 'Content-Type: image/{sent_as.lower()}')" if sent_as else f"send {ACCEPTED_TYPES}")
     if not mimetype:
-        body = read_body()
         if not body:
             raise BadRequest(f"The body is empty; send an image or numbers ({ACCEPTED_TYPES}).", code="empty_body")
-        raise UnsupportedMediaType(f"The request has no Content-Type; send {ACCEPTED_TYPES}.",
-                                   code="missing_content_type")
-    raise UnsupportedMediaType(f"Content-Type {mimetype} is not accepted; send {ACCEPTED_TYPES}.")
+        raise UnsupportedMediaType(f"The request has no Content-Type; {send}.", code="missing_content_type")
+    raise UnsupportedMediaType(f"Content-Type {mimetype} is not accepted; {send}.")
 
 
 def read_multipart() -> tuple[str, list[bytes], int | None]:

@@ -652,6 +652,16 @@ def test_413_for_a_chunked_body_without_length(client):
     assert_error(client.open(png(b"\0" * 4_000_001)), 413, "payload_too_large")
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_a_picture_sent_without_an_image_type_is_told_the_type_to_send(client, content_type):
+    """``curl --data-binary @digit.png`` without -H sends a form's content type: the refusal says the
+    body is a PNG and which header to send it with, not only the list of accepted types."""
+    response = client.post("/predict", data=DIGIT_PNG, content_type=content_type)
+    code = "unsupported_media_type" if content_type else "missing_content_type"
+    assert_error(response, 415, code, "its body is a PNG image: send it with Content-Type: image/png "
+                                      "(curl: -H 'Content-Type: image/png')")
+
+
 def test_415_unsupported_media(client):
     assert_error(client.post("/predict", data=b"1,2,3", content_type="text/csv"), 415, "unsupported_media_type")
     assert_error(client.post("/predict", data=b"plain bytes", content_type="image/png"), 415, "unsupported_image")
