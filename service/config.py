@@ -41,6 +41,9 @@ class ConfigError(ValueError):
     """A setting with a value the service cannot use; the message names the variable."""
 
 
+MIN_POLL_INTERVAL = 0.01  # seconds: the watcher polls at most 100 times a second
+
+
 @dataclass(frozen=True)
 class Settings:
     registry: Path = Path("models")
@@ -68,8 +71,9 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
         if self.cached_versions < 0:
             raise ConfigError(f"{PREFIX}CACHED_VERSIONS must be 0 or more")
-        if not 0 < self.poll_interval <= threading.TIMEOUT_MAX:  # the watcher's wait refuses longer ones (inf)
-            raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a positive number of seconds, at most "
+        # The watcher's wait refuses longer ones (inf); a shorter one (1e-300) kept a core busy polling.
+        if not MIN_POLL_INTERVAL <= self.poll_interval <= threading.TIMEOUT_MAX:
+            raise ConfigError(f"{PREFIX}POLL_INTERVAL must be a number of seconds from {MIN_POLL_INTERVAL} to "
                               f"{threading.TIMEOUT_MAX:.0f}")
         if self.admin_token is not None and not (self.admin_token.isascii() and self.admin_token.isprintable()):
             # Clients encode other characters in a header differently (curl: UTF-8, Python: Latin-1), so

@@ -46,6 +46,7 @@ def test_environment_then_overrides():
     ({"SCRATCHNET_POLL_INTERVAL": "-1"}, "SCRATCHNET_POLL_INTERVAL"),
     ({"SCRATCHNET_POLL_INTERVAL": "inf"}, "SCRATCHNET_POLL_INTERVAL"),  # the watcher thread would die of it
     ({"SCRATCHNET_POLL_INTERVAL": "1e10"}, "SCRATCHNET_POLL_INTERVAL"),
+    ({"SCRATCHNET_POLL_INTERVAL": "1e-300"}, "SCRATCHNET_POLL_INTERVAL must be a number of seconds from 0.01"),
     ({"SCRATCHNET_LOG_FORMAT": "xml"}, "SCRATCHNET_LOG_FORMAT"),
     ({"SCRATCHNET_WATCH": "ture"}, "SCRATCHNET_WATCH='ture' is not a yes or no"),  # was read as off
 ])
@@ -103,7 +104,7 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
                                         "default 1.0"),
     ("SCRATCHNET_MAX_BODY_BYTES", "64MB", "SCRATCHNET_MAX_BODY_BYTES='64MB': expected a whole number, such as the "
                                           "default 67108864"),
-    ("SCRATCHNET_POLL_INTERVAL", "inf", "SCRATCHNET_POLL_INTERVAL must be a positive number of seconds, at most "
+    ("SCRATCHNET_POLL_INTERVAL", "inf", "SCRATCHNET_POLL_INTERVAL must be a number of seconds from 0.01 to "
                                         "9223372036"),
     ("SCRATCHNET_LOG_LEVEL", "verbose", "SCRATCHNET_LOG_LEVEL must be one of debug, info, warning, error, critical, not 'verbose'"),
     ("SCRATCHNET_CONTROL_SOCKET", "true", "SCRATCHNET_CONTROL_SOCKET='true': expected 0 or 1"),
