@@ -92,6 +92,10 @@ class PredictRequest(Strict):
             raise ValueError("give either 'inputs' (numbers) or 'images' (base64), exactly one of them")
         if given == ["inputs"] and self.inputs is None:
             raise ValueError("'inputs' must be a vector or a list of vectors, not null")
+        first = self.inputs[0] if isinstance(self.inputs, list) and self.inputs else None
+        if isinstance(first, str) and (len(first) >= 64 or first.startswith("data:")):  # no number is that text
+            raise ValueError("'inputs' holds a picture's text, and takes numbers: send pictures as base64 under "
+                             "'images' ({\"images\": [\"<base64>\"]})")
         return self
 
 

@@ -662,6 +662,18 @@ def test_a_picture_sent_without_an_image_type_is_told_the_type_to_send(client, c
                                       "(curl: -H 'Content-Type: image/png')")
 
 
+@pytest.mark.parametrize("prefix", ["", "data:image/png;base64,"])
+def test_a_picture_sent_as_inputs_is_told_to_send_it_as_images(client, prefix):
+    """``{"inputs": ["<base64>"]}`` was answered that position 0 is a string, not a number, which never
+    says where a picture goes."""
+    picture = prefix + base64.b64encode(DIGIT_PNG).decode()
+    assert_error(client.post("/predict", json={"inputs": [picture]}), 422, "invalid_input",
+                 "'inputs' holds a picture's text, and takes numbers: send pictures as base64 under 'images' "
+                 '({"images": ["<base64>"]})')
+    assert_error(client.post("/predict", json={"inputs": ["0.5"] * 784}), 422, "invalid_input",
+                 "is a string ('0.5'), not a number")
+
+
 def test_415_unsupported_media(client):
     assert_error(client.post("/predict", data=b"1,2,3", content_type="text/csv"), 415, "unsupported_media_type")
     assert_error(client.post("/predict", data=b"plain bytes", content_type="image/png"), 415, "unsupported_image")
