@@ -19,7 +19,7 @@ PARTS = ("task", "input kind", "input size", "image preprocessing", "classes")
 
 
 def interface(manifest: dict) -> dict:
-    """The interface a model file's manifest (or a run's, as ``run_manifest`` gives it) describes."""
+    """The interface a model file's manifest (or a run's, as ``trainer.train.make_manifest`` gives it) describes."""
     model_input = manifest["input"]
     parts = {"task": manifest["task"], "input kind": model_input["kind"],
              "input size": f"{model_input['shape'][0]} values"}
