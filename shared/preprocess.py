@@ -835,7 +835,8 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
 
 def _box_reduce(grey: np.ndarray, factor: int) -> np.ndarray:
     """Means of ``factor`` x ``factor`` boxes (the last partial row and column of boxes dropped);
-    a side shorter than ``factor`` (a strip of a few pixels) is not reduced, so it never vanishes."""
+    along a side shorter than ``factor`` (a strip of a few pixels) a box spans the whole side, which
+    becomes one pixel, so it never vanishes."""
     fy, fx = min(factor, grey.shape[0]), min(factor, grey.shape[1])
     h, w = (grey.shape[0] // fy) * fy, (grey.shape[1] // fx) * fx
     return grey[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3), dtype=np.float32)
