@@ -470,7 +470,8 @@ def _noise_floor(sigma: float) -> float:
 
 
 def _ink_map(grey: np.ndarray) -> np.ndarray:
-    """Luminance -> ink in [0, 1], light on dark, background 0. Raises InvalidInput if blank.
+    """Luminance -> ink, light on dark, background 0, stretched so that the strokes' 99th percentile
+    is 1 (the strongest 1 % lie above it). Raises InvalidInput if blank.
 
     The border is taken for paper first. An item that covers most of the border (a bag filling
     the frame) makes the border so uneven that its noise floor leaves no room for ink at all;
