@@ -672,7 +672,7 @@ def _stroke_width(patch: np.ndarray) -> float:
     """The strokes' mean width in ``patch`` (which has blank pixels all round them): twice their
     area over their outline's length, as a stroke of length L and width w covers Lw and is
     outlined by 2L. The outline is the steps between neighbouring pixels, |dy| + |dx|, times
-    pi/4: what that sum overcounts a curve's length by, on average over its directions."""
+    pi/4: that sum overcounts a curve's length by 4/pi, on average over its directions."""
     steps = (np.abs(np.diff(patch, axis=0)).sum(dtype=np.float64)
              + np.abs(np.diff(patch, axis=1)).sum(dtype=np.float64))
     return 2 * float(patch.sum(dtype=np.float64)) / (steps * math.pi / 4) if steps > 0 else 0.0
