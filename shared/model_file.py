@@ -1,4 +1,5 @@
-"""Write, read and validate ``model.npz`` (docs/model-format.md) and run its forward pass.
+"""Write, read and validate ``model.npz`` (docs/model-format.md), and build from it the ``Model``
+that runs its forward pass (shared.forward).
 
 This is the only code that touches the file format. Loading validates everything before a
 ``Model`` exists, so a ``Model`` in hand is always servable; a bad file raises one
