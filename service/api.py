@@ -116,7 +116,7 @@ def query_params() -> dict:
 
 
 def refuse_compressed_body() -> None:
-    """415 for a body with a Content-Encoding: only the V2 infer route decodes one."""
+    """415 for a body with a Content-Encoding: only the V1 predict and V2 infer routes decode one."""
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported here; send the body uncompressed.",
