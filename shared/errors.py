@@ -1,5 +1,6 @@
-"""Errors raised by the forward-only module. Each carries a machine-readable ``code``; the
-service maps the classes to HTTP statuses, the trainer prints the message."""
+"""Errors raised by shared/'s model file and preprocessing (of images and of vectors; the registry
+has its own). Each carries a machine-readable ``code``; the service maps the classes to HTTP
+statuses, the trainer prints the message."""
 
 
 class ScratchnetError(Exception):
