@@ -121,6 +121,22 @@ def test_data_dir_file_with_wrong_checksum_is_refused(tmp_path):
         load_dataset("wine-quality", data_dir=tmp_path)
 
 
+def test_data_dir_wine_file_with_windows_line_ends_is_the_published_data(tmp_path, datasets_dir):
+    published = (datasets_dir / "wine-quality" / "winequality-red.csv").read_bytes()
+    (tmp_path / "winequality-red.csv").write_bytes(published.replace(b"\n", b"\r\n"))
+    read = load_dataset("wine-quality", data_dir=tmp_path)
+    expected = load_dataset("wine-quality", data_dir=datasets_dir)
+    np.testing.assert_array_equal(read.x_train, expected.x_train)
+    np.testing.assert_array_equal(read.y_test, expected.y_test)
+    assert read.files == expected.files  # the published file's SHA-256: the data read is that file's
+
+    # Another change (here the delimiter) is still refused, saying what to do.
+    (tmp_path / "winequality-red.csv").write_bytes(published.replace(b";", b"\t"))
+    with pytest.raises(DatasetError, match=r"is not the published wine-quality file: put the published file there, "
+                                           r"or leave out --data-dir .* --dataset csv --data-path .*winequality-red"):
+        load_dataset("wine-quality", data_dir=tmp_path)
+
+
 def test_data_dir_missing_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match="mnist: train-images-idx3-ubyte.gz not found in"):
         load_dataset("mnist", data_dir=tmp_path)

@@ -273,9 +273,18 @@ class _FileSource:
             path, sha = self.cached(known), known.sha256
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
+        if actual != sha and b"\r\n" in data:
+            # The published text with Windows line ends (git's autocrlf, an editor on Windows): the same data.
+            unix = data.replace(b"\r\n", b"\n")
+            if hashlib.sha256(unix).hexdigest() == sha:
+                data, actual = unix, sha
         if actual != sha:
+            own = (f"; to train on a copy you changed, give it with --dataset csv --data-path {path} "
+                   "--target quality --task regression" if path.suffix == ".csv" else "")
             raise DatasetError(f"{path}: checksum mismatch: expected SHA-256 {sha}, got {actual}; "
-                               f"the file is corrupted or is not the published {self.spec.name} file")
+                               f"the file is corrupted or is not the published {self.spec.name} file: put the "
+                               f"published file there, or leave out --data-dir (and ${DATA_DIR_ENV}) to download "
+                               f"it{own}")
         self.files_read[path.name] = actual
         return path, data
 
