@@ -137,6 +137,18 @@ def test_data_dir_wine_file_with_windows_line_ends_is_the_published_data(tmp_pat
         load_dataset("wine-quality", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_data_dir_idx_files_named_as_windows_unpackers_name_them(tmp_path, datasets_dir, name):
+    for kind in ("images-idx3", "labels-idx1"):  # t10k-images-idx3-ubyte.gz -> t10k-images.idx3-ubyte
+        raw = gzip.decompress((datasets_dir / name / f"t10k-{kind}-ubyte.gz").read_bytes())
+        (tmp_path / f"t10k-{kind.replace('-', '.')}-ubyte").write_bytes(raw)
+    read = load_dataset(name, data_dir=tmp_path, test_only=True)
+    expected = load_dataset(name, data_dir=datasets_dir, test_only=True)
+    np.testing.assert_array_equal(read.x_test, expected.x_test)
+    np.testing.assert_array_equal(read.y_test, expected.y_test)
+    assert sorted(read.files) == ["t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte"]
+
+
 def test_data_dir_missing_file_is_named(tmp_path):
     with pytest.raises(DatasetError, match="mnist: train-images-idx3-ubyte.gz not found in"):
         load_dataset("mnist", data_dir=tmp_path)

@@ -292,7 +292,9 @@ class _FileSource:
         folders = [self.data_dir / self.spec.name, self.data_dir]
         candidates = [(known.name, known.sha256)]
         if known.raw_sha256 and known.name.endswith(".gz"):
-            candidates.append((known.name[:-3], known.raw_sha256))
+            raw = known.name[:-3]
+            # Windows unpackers (and Kaggle's copy of MNIST) name train-images-idx3-ubyte train-images.idx3-ubyte.
+            candidates += [(raw, known.raw_sha256), (raw.replace("-idx", ".idx"), known.raw_sha256)]
         for folder in folders:
             for filename, sha in candidates:
                 if (folder / filename).is_file():
