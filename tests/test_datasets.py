@@ -150,8 +150,12 @@ def test_data_dir_idx_files_named_as_windows_unpackers_name_them(tmp_path, datas
 
 
 def test_data_dir_missing_file_is_named(tmp_path):
-    with pytest.raises(DatasetError, match="mnist: train-images-idx3-ubyte.gz not found in"):
+    with pytest.raises(DatasetError, match=r"mnist: train-images-idx3-ubyte.gz not found in .*: put the published file "
+                                           r"there \(gzip-compressed or not\), or leave out --data-dir"):
         load_dataset("mnist", data_dir=tmp_path)
+    with pytest.raises(DatasetError, match=r"the data folder .*/typo \(--data-dir or \$SCRATCHNET_DATA_DIR\) is not a "
+                                           "folder that exists: give the folder that holds the wine-quality files"):
+        load_dataset("wine-quality", data_dir=tmp_path / "typo")
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch, datasets_dir):

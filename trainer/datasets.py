@@ -299,7 +299,12 @@ class _FileSource:
             for filename, sha in candidates:
                 if (folder / filename).is_file():
                     return folder / filename, sha
-        raise DatasetError(f"{self.spec.name}: {known.name} not found in {folders[0]} or {folders[1]}")
+        if not self.data_dir.is_dir():
+            raise DatasetError(f"the data folder {self.data_dir} (--data-dir or ${DATA_DIR_ENV}) is not a folder "
+                               f"that exists: give the folder that holds the {self.spec.name} files")
+        raise DatasetError(f"{self.spec.name}: {known.name} not found in {folders[0]} or {folders[1]}: put the "
+                           f"published file there{' (gzip-compressed or not)' if len(candidates) > 1 else ''}, "
+                           f"or leave out --data-dir (and ${DATA_DIR_ENV}) to download it")
 
     @property
     def cache_dir(self) -> Path:
