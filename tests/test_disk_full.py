@@ -164,6 +164,23 @@ def test_a_download_into_a_full_cache_names_the_cache_and_keeps_the_partial_file
         server.close()
 
 
+def test_a_resume_answered_from_byte_zero_needs_room_for_the_rest_of_the_file_only(disk):
+    """A mirror that ignores Range sends the whole file again: its start, the bytes already kept, is
+    not written a second time, so a cache with room for the rest of the file is enough."""
+    server = FileServer()
+    try:
+        server.files["/data.bin"] = PAYLOAD
+        server.honour_range = False
+        (disk / "cache").mkdir()
+        (disk / "cache" / "data.bin.part").write_bytes(PAYLOAD[:200_000])
+        fill(disk, leave=150_000)  # the last 100,000 bytes fit; another copy of the file does not
+        path = fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, disk / "cache", progress=False)
+        assert path.read_bytes() == PAYLOAD and server.requests == [("/data.bin", "bytes=200000-")]
+        assert sorted(os.listdir(disk / "cache")) == ["data.bin", "data.bin.lock"]
+    finally:
+        server.close()
+
+
 def test_admin_changes_on_a_full_disk_are_refused_and_serving_goes_on(disk):
     registry = disk / "models"
     publish_model(registry, "mnist", seed=1)

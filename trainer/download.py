@@ -1,10 +1,10 @@
 """Download a file into a cache, resumably, and keep it only if its SHA-256 matches.
 
 A download goes to ``<cache>/<filename>.part``; an interrupted one is resumed with an HTTP
-``Range`` request on the next try, and an answer from byte 0 replaces it only if it is the whole,
-verified file (a mirror's error page does not cost the bytes downloaded). The finished file is
-checked against the expected SHA-256 and only then renamed into place, so the cache never holds a
-file with the wrong contents.
+``Range`` request on the next try; an answer from byte 0 that repeats its bytes continues it, and any other
+replaces it only if it is the whole, verified file (a mirror's error page does not cost the bytes downloaded).
+The finished file is checked against the expected SHA-256 and only then renamed into place, so the cache
+never holds a file with the wrong contents.
 Processes sharing a cache take turns on a file (a lock beside it): the second one waits and
 then uses the first one's verified file; a cache this process may not write (another user's, a
 read-only mount) still serves the verified files it holds. A mirror that does not answer at all
@@ -193,9 +193,10 @@ def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bo
 
 def _download(url: str, part: Path, filename: str, progress: bool) -> tuple[Path, str]:
     """Write ``url`` into ``part``, appending to what it holds when the server honours Range; return the
-    file written and the answer's content type. An answer from byte 0 to a Range request is written
-    beside ``part``, which it replaces only once its checksum shows it is the file: a mirror that
-    answers with a web page (an error page, a login) must not cost the bytes already downloaded."""
+    file written and the answer's content type. An answer from byte 0 to a Range request continues ``part``
+    if it starts with the bytes ``part`` holds; otherwise it is written beside ``part``, which it replaces only
+    once its checksum shows it is the file: a mirror that answers with a web page (an error page, a login)
+    must not cost the bytes already downloaded."""
     offset = _size(part)
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -214,15 +215,24 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> tuple[Path
             part.unlink(missing_ok=True)  # a range that fits neither the file nor the request: the next try starts over
             raise _RangeMismatch(f"asked for bytes from {offset}, got Content-Range "
                                  f"{response.headers.get('Content-Range')!r}")
-        if start == offset:
-            written, mode = part, "ab"
-        else:  # the server ignored Range (200, or 206 from byte 0): the whole file, or so it says
-            written, mode = (part.with_name(part.name + ".whole") if offset else part), "wb"
-            offset = 0
+        written, repeated, rest = part, offset, b""
+        if start != offset:  # the server ignored Range (200, or 206 from byte 0): the whole file, or so it says
+            # As far as it repeats the bytes kept, it is the same download: they are not written a second time
+            # (a disk with room for the file may have none for two copies of its start), and the rest is appended.
+            repeated, rest = _repeated_start(response, part, offset)
+            if repeated < offset:  # something else (an error page?), or it ended: written beside the .part
+                written = part.with_name(part.name + ".whole")
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length and length.isdigit() else None
+        total = start + int(length) if length and length.isdigit() else None
         try:
-            with open(written, mode) as out, _progress_bar(filename, total, offset, progress) as bar:
+            with open(written, "ab" if written == part else "wb") as out, \
+                    _progress_bar(filename, total, offset if written == part else 0, progress) as bar:
+                if written != part:
+                    with open(part, "rb") as kept:
+                        out.write(kept.read(repeated))
+                    bar.update(repeated)
+                out.write(rest)
+                bar.update(len(rest))
                 # read1 hands over what has arrived, so a stalled server or Ctrl-C keeps every byte received.
                 while chunk := response.read1(CHUNK_BYTES):
                     out.write(chunk)
@@ -236,6 +246,21 @@ def _download(url: str, part: Path, filename: str, progress: bool) -> tuple[Path
                 written.unlink(missing_ok=True)
             raise
         return written, response.headers.get_content_type()
+
+
+def _repeated_start(response, part: Path, offset: int) -> tuple[int, bytes]:
+    """Read ``response`` (an answer from byte 0) as far as it repeats the ``offset`` bytes ``part`` holds: how many
+    it repeats, and the bytes read past them (all of the chunk where it differs, when it does)."""
+    repeated = 0
+    with open(part, "rb") as kept:
+        while repeated < offset and (chunk := response.read1(CHUNK_BYTES)):
+            same = min(len(chunk), offset - repeated)
+            if kept.read(same) != chunk[:same]:
+                return repeated, chunk
+            repeated += same
+            if same < len(chunk):
+                return repeated, chunk[same:]
+    return repeated, b""
 
 
 def _content_range_start(value: str) -> int | None:
