@@ -113,8 +113,9 @@ def classification_rows(probabilities: np.ndarray, labels: list[str], top_k: int
 
 
 def regression_rows(values: np.ndarray) -> bytes:
-    """``[{"value": v}, ...]`` with float32 precision (7 significant digits)."""
-    return ("[" + ",".join(['{"value":%.7g}' % v for v in values.astype(np.float64).tolist()]) + "]").encode()
+    """``[{"value": v}, ...]``, each value the float32 the model computed: written with the fewest digits
+    that read back as that float32 (NumPy's float32 ``str``: ``5.3771906``, ``1.6777215e+07``)."""
+    return ("[" + ",".join(['{"value":%s}' % v for v in values.astype(np.float32)]) + "]").encode()
 
 
 def prediction_response(name: str, version: int, rows: bytes) -> bytes:

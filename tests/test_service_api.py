@@ -286,6 +286,17 @@ def test_regression_and_vector_models(client, app):
     assert response.get_json()["predictions"][0]["label"] == expected
 
 
+def test_regression_values_are_the_float32_the_model_computed(client, app):
+    """Each value reads back as exactly the float32 the forward pass gave (what evaluate scores), not one
+    rounded to 7 significant digits, which lands a few float32 steps away (5.3771906 -> 5.377191)."""
+    wine = app.extensions["scratchnet"].store.served("wine")
+    for rows in (16, 64):  # a small batch and a large one are written by different code
+        x = vectors(rows, 11)
+        body = client.post("/models/wine/predict", json={"inputs": x.tolist()}).get_json()
+        values = np.array([p["value"] for p in body["predictions"]], dtype=np.float32)
+        assert values.tolist() == wine.predict(x).tolist()
+
+
 def test_version_and_label_routes(client, registry):
     response = client.post("/models/mnist/versions/1/predict", json={"inputs": vectors(1).tolist()})
     assert response.headers["X-Model-Version"] == "1"
