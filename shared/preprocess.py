@@ -754,7 +754,7 @@ def _image_to_grey(image: Image.Image, unsigned: bool = False) -> np.ndarray:
     if full_scale is None:
         return _wide_to_unit(np.asarray(image, dtype=np.float32))
     # The integer pixels are scaled inside the compositing, so only the channels it uses become floats.
-    return _composite_on_white(np.asarray(image), np.float32(1 / full_scale))
+    return _composite_on_white(np.asarray(image), np.float32(full_scale))
 
 
 def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
@@ -771,22 +771,23 @@ def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
     return (pixels - low) / np.float32(high - low)
 
 
-def _composite_on_white(pixels: np.ndarray, scale: np.float32 = np.float32(1)) -> np.ndarray:
-    """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA whose values times
-    ``scale`` are in [0, 1] -> grey on white, float32."""
+def _composite_on_white(pixels: np.ndarray, full_scale: np.float32 = np.float32(1)) -> np.ndarray:
+    """(H, W) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB, (H, W, 4) RGBA whose values divided by
+    ``full_scale`` are in [0, 1] -> grey on white, float32. Divided, not multiplied by 1 / full_scale,
+    so a decoded picture's values are those of the same pixels given as an array (training on an npz)."""
     if pixels.ndim == 2:
-        return np.multiply(pixels, scale, dtype=np.float32)
+        return np.divide(pixels, full_scale, dtype=np.float32)
     channels = pixels.shape[2]
-    pixels = pixels.astype(np.float32, copy=False)
+    pixels = (pixels.astype(np.float32, copy=False) if full_scale == 1
+              else np.divide(pixels, full_scale, dtype=np.float32))
     if channels <= 2:
-        grey = pixels[..., 0] * scale
+        grey = pixels[..., 0].copy()
     else:  # a weighted sum of three planes: twice as fast as a product with LUMA over the last axis
-        weights = LUMA * scale
-        grey = pixels[..., 0] * weights[0]
-        grey += pixels[..., 1] * weights[1]
-        grey += pixels[..., 2] * weights[2]
+        grey = pixels[..., 0] * LUMA[0]
+        grey += pixels[..., 1] * LUMA[1]
+        grey += pixels[..., 2] * LUMA[2]
     if channels in (2, 4):
-        alpha = pixels[..., -1] * scale
+        alpha = pixels[..., -1]
         grey *= alpha
         grey += 1 - alpha
     return grey

@@ -194,6 +194,22 @@ def test_exif_orientation_is_applied(fmt, orientation, stored_as, digit, referen
     assert aligned_correlation(without_tag, reference) < 0.8, "the stored pixels alone must look different"
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+@pytest.mark.parametrize("spec", [DIGIT, GARMENT], ids=["digit", "garment"])
+def test_a_picture_gives_exactly_the_vector_of_its_pixels_given_as_an_array(spec, mode):
+    """A model trained on an npz of pictures (--image) learnt the vectors arrays_to_batch makes of them:
+    the same pictures sent as PNGs must give the very same float32 values, not ones a rounding apart,
+    so the service answers what the model was trained and scored on."""
+    rng = np.random.default_rng(3)
+    pictures = [synthetic_digit(seed) for seed in range(6)]
+    if mode != "L":
+        pictures = [np.dstack([p] * (3 if mode.startswith("RGB") else 1)
+                              + ([rng.integers(224, 256, p.shape, dtype=np.uint8)] if mode.endswith("A") else []))
+                    for p in pictures]
+    pngs = [encode(Image.fromarray(p, mode), "PNG") for p in pictures]
+    assert np.array_equal(images_to_batch(pngs, spec), arrays_to_batch(pictures, spec))
+
+
 def test_both_polarities_give_the_same_vector(digit):
     dark_on_light = paper(digit)
     light_on_dark = Image.fromarray(255 - np.asarray(dark_on_light))
