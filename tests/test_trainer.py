@@ -1542,6 +1542,22 @@ def test_pictures_that_cannot_be_used_are_named(tmp_path, bars_npz, capsys):
         assert "epoch 1/" not in capsys.readouterr().out
 
 
+def test_a_picture_that_cannot_be_scored_is_named_with_a_way_out_for_evaluate(tmp_path, bars_npz, capsys):
+    """Scoring an image model on an npz with a blank picture told the user to train without --image."""
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", bars_npz, "--image", "digit", "--hidden", 8,
+                   "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    blank = tmp_path / "with_blank.npz"
+    x, y = bar_pictures(50, 3)
+    x[4] = 255
+    np.savez(blank, x=x, y=y)
+    capsys.readouterr()
+    assert run_cli("evaluate", "--registry", registry, "--model", "bars", "--data-path", blank) == 2
+    err = capsys.readouterr().err
+    assert "x[4]: the image is blank" in err and "remove it from the file to score the others" in err, err
+    assert "--image" not in err, err
+
+
 def test_a_run_saved_to_a_folder_is_published_later_as_the_next_version(tmp_path, blobs_npz, capsys):
     """Train to a folder, look at it, then publish it: the file is renumbered, the extras go along."""
     run_folder, registry = tmp_path / "run", tmp_path / "models"

@@ -215,7 +215,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
                             test_fraction=test_fraction)
-        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction, image=image)
+        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction, image=image, scoring=test_only)
     if image is not None:
         raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
@@ -578,7 +578,7 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
 
 def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
-             test_fraction: float | None = TEST_FRACTION, image: str | None = None) -> Dataset:
+             test_fraction: float | None = TEST_FRACTION, image: str | None = None, scoring: bool = False) -> Dataset:
     """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
     optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
     targets, or any a labels array names, and regression for float ones; features of more than 2
@@ -586,7 +586,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
 
     ``image`` (``digit`` or ``garment``): x holds pictures, (n, height, width) or (n, height, width,
     channels), which become what the service makes of such a picture (``shared.preprocess``, that
-    fit), so the model is served pictures, and trained on exactly what it will be given."""
+    fit), so the model is served pictures, and trained on exactly what it will be given. ``scoring``: the
+    pictures are read to score an image model (evaluate), which an error's advice says instead of training."""
     path = Path(path)
     preprocessing = None
     if image is not None:
@@ -601,8 +602,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     # a file with several problems is told the first of them, the same one every time.
     x_key, y_key = ("x_train", "y_train") if x_test is not None else ("x", "y")
     if preprocessing is not None:
-        x = _npz_pictures(x, x_key, path, preprocessing)
-        x_test = x_test if x_test is None else _npz_pictures(x_test, "x_test", path, preprocessing)
+        x = _npz_pictures(x, x_key, path, preprocessing, scoring)
+        x_test = x_test if x_test is None else _npz_pictures(x_test, "x_test", path, preprocessing, scoring)
     x, y = _npz_features(x, x_key, path), _npz_targets(y, y_key, path, task)
     if len(x) != len(y):
         raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
@@ -735,17 +736,20 @@ def _check_float32_range(a: np.ndarray, key: str, path: Path) -> None:
                            "that row")
 
 
-def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict) -> np.ndarray:
+def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict, scoring: bool = False) -> np.ndarray:
     """The pictures in the npz array ``key``, (n, height, width[, channels]), made into what the
-    service makes of each (``preprocessing``): one row of features a picture."""
+    service makes of each (``preprocessing``): one row of features a picture. ``scoring``: see ``load_npz``."""
     if a.dtype.kind not in "uif" or not (a.ndim == 3 or (a.ndim == 4 and 1 <= a.shape[3] <= 4)):
-        raise DatasetError(f"{path}: {key} has shape {a.shape} ({a.dtype}); pictures for --image are numbers of "
+        whose = "an image model" if scoring else "--image"
+        raise DatasetError(f"{path}: {key} has shape {a.shape} ({a.dtype}); pictures for {whose} are numbers of "
                            "shape (n, height, width), or (n, height, width, channels) with 1 to 4 channels")
     try:
         return arrays_to_batch(list(a), preprocessing, item_name=f"{key}[{{}}]")
     except ScratchnetError as e:
+        way_out = ("remove it from the file to score the others" if scoring
+                   else "remove it, or train on the raw values without --image")
         raise DatasetError(f"{path}: {e.message.rstrip('.')}; every picture must be one the service would "
-                           "take: remove it, or train on the raw values without --image") from None
+                           f"take: {way_out}") from None
 
 
 def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
