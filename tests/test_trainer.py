@@ -697,7 +697,7 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     assert "blobs v1 tells 3 classes apart; other has 6" in refused(
         capsys, "evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     np.savez(other, x=rng.normal(size=(50, 5)), y=rng.normal(size=50))
-    assert "blobs v1 is a classification model; other is a regression dataset" in refused(
+    assert "blobs v1 is a classification model; other's y reads as a regression target" in refused(
         capsys, "evaluate", "--registry", registry, "--model", "blobs", "--dataset", "npz", "--data-path", other)
     model_file = registry / "blobs" / "1" / "model.npz"
     model_file.write_bytes(model_file.read_bytes()[:1000])
@@ -1205,6 +1205,25 @@ def test_a_csv_named_like_a_known_dataset_is_not_taken_for_it(tmp_path, animals_
     assert run_cli("evaluate", "--registry", animals_model, "--model", "animals", "--dataset", "csv",
                    "--data-path", other, "--target", "kind") == 0
     assert "each is scored as the model's class of the same index" in capsys.readouterr().err
+
+
+def test_evaluate_says_to_give_the_task_when_an_npz_of_whole_number_targets_reads_as_classes(tmp_path, capsys):
+    """A regression model trained on an npz of float targets, scored on one whose y is stored as whole
+    numbers (a score, a count), was told to score it on the kind of data it was trained on, which it is."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = x @ [2.0, -1.0, 0.5] + 10
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "counts.npz", x=x, y=np.rint(y).astype(np.int64))
+    registry = tmp_path / "models"
+    assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "train.npz", "--name", "amount",
+                   "--hidden", 4, "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    capsys.readouterr()
+    scoring = ["evaluate", "--registry", registry, "--model", "amount", "--data-path", tmp_path / "counts.npz"]
+    assert run_cli(*scoring) == 2
+    assert "give --task regression if y holds what the model predicts" in capsys.readouterr().err
+    assert run_cli(*scoring, "--task", "regression") == 0
+    assert "RMSE" in capsys.readouterr().out
 
 
 def test_evaluate_knows_the_file_it_trained_on_under_another_name(tmp_path, animals_model, capsys):

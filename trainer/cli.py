@@ -378,6 +378,11 @@ def cmd_evaluate(args) -> int:
         raise CommandError(f"{name} v{version} takes {model.input_size} features; {dataset.name} "
                            f"has {dataset.n_features}: score it on the kind of data it was trained on")
     if dataset.task != model.task:
+        if dataset_key(dataset_name, path) == "npz" and not (args.task or recorded.get("task")):
+            # An npz's task was read from its y's type (whole numbers: classes), not said by anyone.
+            raise CommandError(f"{name} v{version} is a {model.task} model; {dataset.name}'s y reads as a "
+                               f"{dataset.task} target: give --task {model.task} if y holds what the model "
+                               "predicts, or score it on the kind of data it was trained on")
         raise CommandError(f"{name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
                            "dataset: score it on the kind of data it was trained on")
     y_test = dataset.y_test
