@@ -303,8 +303,9 @@ def read_inputs() -> tuple[str, object, int | None]:
         if body[:6] == NPY_MAGIC:
             return "array", read_npy(body, max_values=settings.max_vector_values), None
         return "images", [bytes(body)], None
-    body = read_body()
-    # curl --data-binary @digit.png without -H sends application/x-www-form-urlencoded: say what to send.
+    # curl --data-binary @digit.png without -H sends application/x-www-form-urlencoded, other clients no type:
+    # their body is read to say what to send it as. Any other type is refused from the headers alone.
+    body = read_body() if mimetype in ("", "application/x-www-form-urlencoded") else b""
     sent_as = format_by_signature(body)
     send = (f"its body is a {sent_as} image: send it with Content-Type: image/{sent_as.lower()} "
             f"(curl: -H 'Content-Type: image/{sent_as.lower()}')" if sent_as else f"send {ACCEPTED_TYPES}")
