@@ -113,9 +113,9 @@ def classification_rows(probabilities: np.ndarray, labels: list[str], top_k: int
 
 
 def regression_rows(values: np.ndarray) -> bytes:
-    """``[{"value": v}, ...]``, each value the float32 the model computed: written with the fewest digits
-    that read back as that float32 (NumPy's float32 ``str``: ``5.3771906``, ``1.6777215e+07``)."""
-    return ("[" + ",".join(['{"value":%s}' % v for v in values.astype(np.float32)]) + "]").encode()
+    """``[{"value": v}, ...]``, each value the float32 the model computed: 9 significant digits read back
+    as exactly that float32 (7 did not), at C speed (NumPy's shortest text of each took twice as long)."""
+    return ("[" + ",".join(['{"value":%.9g}' % v for v in values.astype(np.float64).tolist()]) + "]").encode()
 
 
 def prediction_response(name: str, version: int, rows: bytes) -> bytes:

@@ -65,8 +65,8 @@ class PredictionBatch:
     def to_dicts(self) -> list[dict]:
         """The predictions as Python objects (same content as ``to_json``)."""
         if not self.classification:
-            # Each value with the fewest digits that read back as the float32 the model computed.
-            return [{"value": float(str(v))} for v in self.outputs.astype(np.float32)]
+            # 9 significant digits read back as the float32 the model computed, as regression_rows writes it.
+            return [{"value": float(f"{v:.9g}")} for v in self.outputs.tolist()]
         labels = self.model.labels
         orders = np.argsort(-self.outputs, axis=1, kind="stable")[:, :max(self.top_k, 1)].tolist()
         rows = []

@@ -288,7 +288,7 @@ def test_regression_and_vector_models(client, app):
 
 def test_regression_values_are_the_float32_the_model_computed(client, app):
     """Each value reads back as exactly the float32 the forward pass gave (what evaluate scores), not one
-    rounded to 7 significant digits, which lands a few float32 steps away (5.3771906 -> 5.377191)."""
+    rounded to 7 significant digits, which lands a few float32 steps away (5.37719059 -> 5.377191)."""
     wine = app.extensions["scratchnet"].store.served("wine")
     for rows in (16, 64):  # a small batch and a large one are written by different code
         x = vectors(rows, 11)
