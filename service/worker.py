@@ -583,6 +583,11 @@ class FairThreadWorker(ThreadWorker):
         except OSError:  # reset by the client
             data = b""
         if not data:  # the client closed before its request was whole
+            if b"\r\n\r\n" in conn.gathering:
+                # Its headers came, its body did not: a thread reads the body to its end and answers 400
+                # truncated_body, counted and logged, as it does for a larger body (read by a thread) cut off.
+                self.gathered(conn)
+                return
             self.end_gathering(conn)
             self.nr_conns -= 1
             conn.close()

@@ -438,3 +438,27 @@ def test_a_worker_that_cannot_start_its_threads_stops_the_service_at_boot_saying
     assert errors[0] == ("cannot start the worker's 8 threads (can't start new thread): allow more memory (ulimit -v) "
                          "or processes (ulimit -u), or set a lower SCRATCHNET_THREADS")
     assert "Reason: Worker failed to boot." in errors and not any("exception" in entry for entry in entries)
+
+
+@pytest.mark.parametrize("announced, sent", [(500_000, 200_000), (3_000_000, 1_500_000)])
+def test_a_body_cut_off_by_the_client_is_answered_counted_and_logged(start_service, service_registry, announced,
+                                                                      sent):
+    """A client that ends its side of the connection before the body it announced is whole: a body
+    the event loop gathers (up to 1 MiB) was dropped without a word, no answer, no access line and
+    no count in the metrics, while a larger one, read by a thread, was answered 400 truncated_body.
+    Either size is now that 400, on one access line and in scratchnet_requests_total."""
+    server = start_service(service_registry, workers=1, threads=1)
+    head = (f"POST /models/wine/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {announced}\r\nX-Request-ID: cut-{announced}\r\n\r\n").encode()
+    with socket.create_connection(address(server.url), timeout=10) as sock:
+        sock.sendall(head + b" " * sent)
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == "truncated_body"
+    time.sleep(0.2)  # the access line follows the answer
+    lines = [json.loads(line) for line in server.log().splitlines() if '"scratchnet.access"' in line]
+    (line,) = [line for line in lines if line.get("request_id") == f"cut-{announced}"]
+    assert (line["status"], line["code"], line["route"]) == (400, "truncated_body", "/models/<name>/predict")
+    assert metric_value(server.metrics(), "scratchnet_requests_total", method="POST",
+                        route="/models/<name>/predict", status="400") == 1
