@@ -144,7 +144,7 @@ ACCEPT_PAUSE = 0.1  # seconds a worker stops accepting after one of them
 _own_answer = threading.local()
 
 
-def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = False) -> None:
     """Gunicorn's ``util.write_error``, in the API's JSON error shape instead of an HTML page.
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
     a malformed chunk); what it answered is noted for the worker's access line. It carries the
@@ -152,13 +152,14 @@ def json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     if reason == "Bad Request" and status_int == 500:  # Gunicorn's words for its 400s, given to this too
         reason = http.HTTPStatus(status_int).phrase
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
-    message = f"{reason}: {mesg}" if mesg else reason
+    # Gunicorn's messages are fragments ("Invalid header"), a worded one (the 408's) the app's own sentence.
+    message = mesg if worded else f"{reason}: {mesg}" if mesg else reason
     explained = _explained(getattr(_own_answer, "exc", None))
     if explained is not None:
         status_int, code, message = explained
         reason = http.HTTPStatus(status_int).phrase
     request_id = getattr(_own_answer, "client_request_id", None) or uuid.uuid4().hex
-    body = json.dumps(error_body(message, code)).encode()
+    body = json.dumps(error_body(message, code), separators=(",", ":")).encode() + b"\n"  # as the app writes it
     head = (f"HTTP/1.1 {status_int} {reason}\r\nDate: {gunicorn_util.http_date()}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
             f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n")
@@ -634,7 +635,7 @@ class FairThreadWorker(ThreadWorker):
             client_id = _REQUEST_ID.search(head)
             _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
             try:
-                json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE)
+                json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE, worded=True)
             finally:
                 _own_answer.client_request_id = None
             # No thread worked on it: counted and logged, but kept out of the latency histogram.

@@ -118,12 +118,17 @@ def test_clients_that_go_silent_mid_request_do_not_hold_the_service(start_servic
               stall(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")]  # headers that never end
     try:
         assert requests.get(server.url + "/healthz", timeout=30).status_code == 200
+        answers = []
         for upload in silent[:2]:  # a stalled upload is told why, and that the connection closes, which it does
             answer = upload.recv(65536)
             assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer, answer[:300]
+            answers.append(answer.partition(b"\r\n\r\n")[2])
             assert b"\r\nConnection: close\r\n" in answer, answer[:300]  # 5000 bytes: it said keep-alive
             assert upload.recv(65536) == b""
         assert silent[2].recv(65536) == b""  # an incomplete request line and headers: just closed
+        # The same answer whether a thread read the body (60 MB) or the event loop gathered it (5000 bytes).
+        assert answers[0] == answers[1] == (b'{"error":"The request body stopped arriving before its end; send it '
+                                            b'again.","code":"request_timeout","details":[]}\n'), answers
         assert "Traceback" not in server.log()  # logged in one line each, not as errors
         # Each under its route, naming the model, whether the app or the worker's event loop timed it out.
         timed_out = [json.loads(line) for line in server.log().splitlines() if '"status":408' in line]
