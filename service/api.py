@@ -541,14 +541,20 @@ def unpin(name: str):
 @models_bp.post("/models/<name>/rollback")
 @admin
 def rollback(name: str):
-    """Pin the highest servable version below the one the registry serves now."""
+    """Pin the highest servable version below the one the registry serves now, or below the pinned
+    version when that one cannot serve (deleted, or its file fails to load)."""
 
     def pin_lower(state: dict) -> dict:
         store = current_store(name)
-        current = store.served(name)
-        target = store.lower_servable(name, current.version)
+        try:
+            current = store.served(name).version
+        except NotReady:
+            if state["pinned"] is None:
+                raise
+            current = state["pinned"]
+        target = store.lower_servable(name, current)
         if target is None:
-            raise Conflict(f"There is no servable version of {name} below v{current.version} to roll back to.",
+            raise Conflict(f"There is no servable version of {name} below v{current} to roll back to.",
                            code="nothing_to_roll_back_to")
         return {**state, "pinned": target.version}
 

@@ -1084,6 +1084,21 @@ def test_a_version_served_from_memory_is_listed_as_answering_on_every_protocol(c
         assert states["2"] == "AVAILABLE", (route, states)
 
 
+def test_rollback_steps_down_from_a_pinned_version_that_cannot_serve(client, registry):
+    # v2 is pinned, then deleted: a worker starting then serves nothing of mnist, and rollback, the
+    # operator's way out, pins the version below the pin instead of answering that nothing serves.
+    assert client.post("/models/mnist/versions/2/activate", headers=AUTH).status_code == 200
+    shutil.rmtree(registry / "mnist" / "2")
+    restarted = make_app(registry).test_client()
+    assert_error(restarted.post("/predict", json={"inputs": [0.5] * 784}), 503, "model_not_ready")
+    response = restarted.post("/models/mnist/rollback", headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["pinned"] == 1 and response.get_json()["served_version"] == 1
+    assert serving_state(registry)["pinned"] == 1
+    assert restarted.post("/predict", json={"inputs": [0.5] * 784}).headers["X-Model-Version"] == "1"
+    assert_error(restarted.post("/models/mnist/rollback", headers=AUTH), 409, "nothing_to_roll_back_to")
+
+
 def test_rollback_right_after_a_publish_steps_down_from_the_new_version(client, registry):
     # The worker taking the call has not polled since v4 was published (there is no watcher here),
     # while others serve v4 already: the rollback goes one step down from v4 (v3 is broken: v2).
