@@ -710,6 +710,18 @@ def test_unload_takes_a_model_out_of_service_until_load(client, registry):
     assert infer(client, one()).get_json()["model_version"] == "2"
 
 
+def test_unload_naming_a_version_is_refused_not_taken_for_the_whole_model(client, registry):
+    # Load takes parameters.version; unload has none: asked to unload version 1, it must not take
+    # every version of the model out of service while answering that it did what was asked.
+    for version in (1, "1"):
+        response = client.post("/v2/repository/models/mnist/unload", headers=AUTH,
+                               json={"parameters": {"version": version}})
+        assert_protocol_error(response, 400, "has no parameters.version")
+        assert response.get_json()["code"] == "unsupported_parameter"
+    assert "unloaded" not in serving_json(registry, "mnist")
+    assert infer(client, one()).get_json()["model_version"] == "2"
+
+
 def test_load_with_a_version_pins_it_like_the_admin_api(client, registry):
     response = client.post("/v2/repository/models/mnist/load", headers=AUTH, json={"parameters": {"version": 1}})
     assert response.status_code == 200

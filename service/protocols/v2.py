@@ -606,6 +606,11 @@ def repository_unload(name: str):
     with not_found_in_words(tritons_words(name)):
         service().store.found(name)
     body = read_body()
-    validate(UnloadRequest, optional_json(body), "the unload request")
+    unload = validate(UnloadRequest, optional_json(body), "the unload request")
+    if unload.parameters and "version" in unload.parameters:  # not one version: the whole model would go
+        raise BadRequest(f"Unload takes every version of {name} out of service and has no parameters.version. To "
+                         f"stop serving one version, pin another (POST /v2/repository/models/{name}/load with "
+                         '{"parameters": {"version": N}}); to take the model out, unload it without a version.',
+                         code="unsupported_parameter")
     set_serving(name, loaded=False)
     return {"name": name, "unload": True}
