@@ -507,14 +507,19 @@ def current_store(name: str) -> ModelStore:
 UNCHANGED = object()
 
 
-def set_serving(name: str, *, pinned=UNCHANGED, loaded: bool | None = None) -> dict:
+def set_serving(name: str, *, pinned=UNCHANGED, loaded: bool | None = None,
+                check: Callable[[], None] | None = None) -> dict:
     """Pin a version (it must load) or remove the pin (``pinned=None``), and take the model out of
     service (``loaded=False``: ``"unloaded": true`` in serving.json, which every worker honours)
-    or back in, in one write. The admin routes and the V2 model repository extension use it."""
+    or back in, in one write. The admin routes and the V2 model repository extension use it.
+    ``check`` raises to refuse the change, before anything is written, on the registry as it is then."""
 
     def change(state: dict) -> dict:
         if pinned is not UNCHANGED and pinned is not None:
             current_store(name).servable(name, pinned)
+        if check is not None:
+            current_store(name)
+            check()
         if pinned is not UNCHANGED:
             state = {**state, "pinned": pinned}
         if loaded is not None:

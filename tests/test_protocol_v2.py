@@ -784,6 +784,23 @@ def test_load_of_a_model_that_cannot_answer_fails(client, registry):
         ["UNAVAILABLE"]
 
 
+def test_a_failed_load_leaves_an_unloaded_model_unloaded_and_the_service_ready(client, registry):
+    # Every version of "broken" fails to load: the operator unloads it so that /readyz is 200 again.
+    # A load that fails (409) must change nothing: clearing the unload would make the service unready.
+    publish_corrupt(registry, "broken")
+    client.application.extensions["scratchnet"].store.refresh()  # the watcher's pass (none runs here)
+    assert client.get("/readyz").status_code == 503
+    assert client.post("/v2/repository/models/broken/unload", headers=AUTH).status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert_protocol_error(client.post("/v2/repository/models/broken/load", headers=AUTH), 409, "not an .npz archive")
+    latest = {"parameters": {"config": json.dumps({"version_policy": {"latest": {"num_versions": 1}}})}}
+    assert_protocol_error(client.post("/v2/repository/models/broken/load", headers=AUTH, json=latest), 409,
+                          "not an .npz archive")
+    assert serving_json(registry, "broken")["unloaded"] is True
+    assert client.get("/models/broken").get_json()["unloaded"] is True
+    assert client.get("/readyz").status_code == 200 and client.get("/v2/health/ready").status_code == 200
+
+
 def test_repository_routes_refuse_unknown_models(client):
     assert_protocol_error(client.post("/v2/repository/models/nope/load", headers=AUTH), 404, "nope")
     assert_protocol_error(client.post("/v2/repository/models/nope/unload", headers=AUTH), 404, "nope")

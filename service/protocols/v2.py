@@ -27,7 +27,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from shared.forward import Model
 from shared.preprocess import TEXT_AND_TRUTH, holds_any, json_type_name
-from shared.registry import VERSION_PATTERN
+from shared.registry import MAX_VERSION, VERSION_PATTERN
 from shared.text import read_json
 
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
@@ -529,12 +529,24 @@ def repository_load(name: str):
         service().store.found(name)
     body = read_body()
     load = validate(LoadRequest, optional_json(body), "the load request")
-    set_serving(name, pinned=requested_pin(name, load), loaded=True)
-    try:  # as Triton: a load succeeds only once the model can answer, so a client can infer right after it
+    pin = requested_pin(name, load)
+    # A load that cannot serve writes nothing, so an unloaded model stays out of service (and
+    # /readyz ready); a version to pin is checked before it is written anyway.
+    check = None if isinstance(pin, int) else (lambda: can_answer(name, unpinned=pin is None))
+    set_serving(name, pinned=pin, loaded=True, check=check)
+    can_answer(name)
+    return {"name": name, "load": True}
+
+
+def can_answer(name: str, *, unpinned: bool = False) -> None:
+    """As Triton: a load succeeds only once the model can answer, so a client can infer right after it.
+    ``unpinned``: asked before the pin is removed, when the highest servable version would serve."""
+    if unpinned and service().store.lower_servable(name, MAX_VERSION + 1) is not None:
+        return
+    try:
         service().store.served(name)
     except NotReady as e:
         raise Conflict(f"Model {name} cannot be loaded: {e.message}", code="model_not_servable") from None
-    return {"name": name, "load": True}
 
 
 def requested_pin(name: str, load: LoadRequest):
