@@ -518,7 +518,7 @@ def set_serving(name: str, *, pinned=UNCHANGED, loaded: bool | None = None,
         if pinned is not UNCHANGED and pinned is not None:
             current_store(name).servable(name, pinned)
         if check is not None:
-            current_store(name)
+            current_store(name)  # so that it checks the registry as it is now
             check()
         if pinned is not UNCHANGED:
             state = {**state, "pinned": pinned}
