@@ -225,7 +225,7 @@ that the marker closed).
 
 {markdown_table(header, rows, "lrrrlrrrr")}
 
-Times are per image in one process ({payload['jobs']} processes in all), on {payload['cpus']} cores shared
+Times are per image in one process ({payload['jobs']} process{'es' if payload['jobs'] > 1 else ''} in all), on {payload['cpus']} cores shared
 with other work (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end): read them as upper
 bounds. "size" is the encoded image.
 """
