@@ -419,6 +419,7 @@ class FairThreadWorker(ThreadWorker):
         self.accept_paused_until = 0.0  # monotonic time until which accept() is not tried (ACCEPT_PAUSE)
         self.accept_failing = False  # an accept() failed for want of resources and none has succeeded since
         self.gathering: dict = {}  # connections whose request is being gathered -> when they time out
+        self.quitting = False  # a SIGINT or SIGQUIT is being handled
 
     def init_process(self) -> None:
         # In the worker, after the fork.
@@ -432,6 +433,16 @@ class FairThreadWorker(ThreadWorker):
             # was not JSON. Logged here as Gunicorn does, with the exit status Gunicorn gives.
             self.log.exception("Exception in worker process")
             sys.exit(-1 if self.booted else Arbiter.WORKER_BOOT_ERROR)
+
+    def handle_quit(self, sig, frame) -> None:
+        """Ctrl-C reaches every process of the terminal's group, and the master then sends each worker
+        SIGQUIT: Gunicorn's handler, run again inside itself while it held the thread pool's lock,
+        waited for that lock for ever, until the master killed the worker at the graceful timeout. The
+        first quit is carried through; another that arrives meanwhile has nothing to add."""
+        if self.quitting:
+            return
+        self.quitting = True
+        super().handle_quit(sig, frame)
 
     def get_thread_pool(self):
         """The pool with all its threads started. ThreadPoolExecutor starts one per task submitted

@@ -1,15 +1,20 @@
 """The client socket of service/worker.py on its own: its time limit is for each step of
 progress, so a slow reader that keeps reading gets a whole answer and a silent one is dropped.
-(tests/e2e/test_connections.py runs it in a real Gunicorn.)"""
+(tests/e2e/test_connections.py runs it in a real Gunicorn.) And the worker's stop on Ctrl-C."""
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from service import worker
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -74,3 +79,51 @@ def test_a_client_that_reads_no_more_of_its_answer_is_told_apart_from_one_that_s
         lines.append((record.levelname, record.getMessage(), record.exc_info))
     assert lines == [("INFO", "a client read no more of its answer for 0.5 s: connection closed", None),
                      ("INFO", "a client sent no more of its request for 0.5 s: connection closed", None)]
+
+
+QUIT_TWICE = """
+import logging, os, signal
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from service.worker import FairThreadWorker
+
+cfg = Config()
+worker = FairThreadWorker(0, os.getppid(), [], None, 30, cfg, Logger(cfg))
+worker.tpool = worker.get_thread_pool()
+for quit_signal in (signal.SIGINT, signal.SIGQUIT):
+    signal.signal(quit_signal, worker.handle_quit)
+
+
+class MasterQuitsMeanwhile:
+    # The pool's queue, but the master's SIGQUIT arrives as the worker, handling the terminal's
+    # SIGINT, wakes the pool's threads inside its shutdown: where a real Ctrl-C's race puts it one
+    # time in three.
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def put(self, item, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGQUIT)
+        self.queue.put(item, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+
+worker.tpool._work_queue = MasterQuitsMeanwhile(worker.tpool._work_queue)
+os.kill(os.getpid(), signal.SIGINT)
+"""
+
+
+def test_a_worker_sent_sigint_and_sigquit_at_once_exits_at_once(tmp_path):
+    """Ctrl-C sends SIGINT to the master and every worker, and the master sends each worker SIGQUIT:
+    a worker must exit then, not hang until the master kills it ("was sent SIGKILL!")."""
+    script = tmp_path / "quit_twice.py"
+    script.write_text(QUIT_TWICE)
+    started = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the worker still ran 10 s after its SIGINT and SIGQUIT")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 5
