@@ -25,9 +25,11 @@ $(BIN)/.installed-%: pyproject.toml
 
 venv: $(BIN)/.installed-service,trainer,test
 
+# exec: Gunicorn takes the shell's place, so the SIGTERM make passes to its recipe (kill, timeout)
+# stops it rather than the shell, which would leave it serving with no parent.
 serve: $(BIN)/.installed-service
 	SCRATCHNET_REGISTRY=$${SCRATCHNET_REGISTRY:-models} SCRATCHNET_BIND=$${SCRATCHNET_BIND:-127.0.0.1:8000} \
-	  $(BIN)/gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+	  exec $(BIN)/gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
 
 # Debian packages the browser and load tests use (skipped when not root or apt is absent).
 system-deps:
