@@ -17,7 +17,13 @@ KSERVE_PINS = kserve==0.21.0 numpy==2.4.6
 
 .PHONY: serve test train bench venv system-deps kserve-client clean
 
+# Python 3.11 or newer: an older one makes no virtual environment, and one an older Python made
+# is named (pip's refusal did not say that the environment, reused every time, was the cause).
 $(BIN)/.installed-%: pyproject.toml
+	@if test -x $(BIN)/python; then python=$(BIN)/python; fix="remove $(VENV) (make clean) and run make again"; \
+	else python=$(PYTHON); fix="name a newer one: make $(or $(MAKECMDGOALS),venv) PYTHON=python3.12, say"; fi; \
+	$$python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { version=$$($$python -V 2>/dev/null); \
+	  echo "error: $$python is $${version:-not found}; scratchnet needs Python 3.11 or newer: $$fix" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[$*]'

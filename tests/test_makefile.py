@@ -55,3 +55,46 @@ def test_make_serve_stopped_with_sigterm_leaves_no_gunicorn_running(tmp_path):
         if make.poll() is None:
             make.kill()
             make.wait()
+
+
+OLD_PYTHON = """#!/bin/sh
+# Python 3.10, as far as the Makefile asks it anything.
+case "$1" in
+  -V) echo "Python 3.10.13" ;;
+  -c) exit 1 ;;
+  -m) mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && cp "$0" "$3/bin/pip" ;;
+  *) echo "ERROR: Package 'scratchnet' requires a different Python: 3.10.13 not in '>=3.11'" >&2; exit 1 ;;
+esac
+"""
+
+
+def make_serve(*arguments: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")}
+    return subprocess.run(["make", "serve", *arguments], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_with_a_python_older_than_3_11_says_so_and_makes_no_environment(tmp_path):
+    old = tmp_path / "python3.10"
+    old.write_text(OLD_PYTHON)
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+    done = make_serve(f"PYTHON={old}", f"VENV={venv}")
+    assert done.returncode != 0
+    assert f"{old} is Python 3.10.13; scratchnet needs Python 3.11 or newer" in done.stderr, done.stderr
+    assert "PYTHON=python3.12" in done.stderr
+    assert not venv.exists()  # or the next make, given a newer Python, would reuse it
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_names_an_environment_an_older_python_made(tmp_path):
+    """A .venv that Python 3.10 made is reused by every make, whatever PYTHON says: pip's refusal
+    alone left the user retrying with a newer Python, in vain."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(OLD_PYTHON)
+    (venv / "bin" / "python").chmod(0o755)
+    done = make_serve(f"PYTHON={sys.executable}", f"VENV={venv}")
+    assert done.returncode != 0
+    expected = f"{venv}/bin/python is Python 3.10.13; scratchnet needs Python 3.11 or newer: remove {venv}"
+    assert expected in done.stderr, done.stderr
