@@ -98,3 +98,24 @@ def test_make_serve_names_an_environment_an_older_python_made(tmp_path):
     assert done.returncode != 0
     expected = f"{venv}/bin/python is Python 3.10.13; scratchnet needs Python 3.11 or newer: remove {venv}"
     assert expected in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_readme_says_how_to_run_make_serve_on_another_port_and_it_does(tmp_path):
+    shown = re.search(r"`SCRATCHNET_BIND=(127\.0\.0\.1:\d+) make serve`", (REPO / "README.md").read_text())
+    assert shown, "the README does not say how to give make serve another port"
+    log = tmp_path / "serve.log"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")},
+           "SCRATCHNET_BIND": "127.0.0.1:0", "SCRATCHNET_WORKERS": "1"}  # any free port, as the README's would be
+    with open(log, "wb") as out:
+        make = subprocess.Popen(["make", "serve", f"VENV={VENV}", "-o", f"{VENV}/bin/.installed-service"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Listening at" not in log.read_text() and make.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert re.search(r"Listening at: http://127\.0\.0\.1:(?!8000\b)\d+", log.read_text()), log.read_text()
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)  # as Ctrl-C does
+        make.wait(timeout=30)
