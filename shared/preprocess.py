@@ -50,6 +50,10 @@ BITS_PER_SAMPLE, SAMPLE_FORMAT = 258, 339  # TIFF tags
 # picture in 0..255 whose values all stay below it would be blank anyway: under 1 % contrast.
 UNIT_OVERSHOOT = 2.0
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
+# libjpeg goes over every block of the image in each scan, however few bytes the scan is: a progressive
+# JPEG repeating a scan of a few bytes costs a thousand decodes in 150 kB. Encoders write about 10 scans
+# (libjpeg's progressive photo) to 18 (its CMYK), and 64 scans of the largest picture cost about 0.1 s.
+MAX_JPEG_SCANS = 64
 
 
 # --------------------------------------------------------------------------- public API
@@ -363,6 +367,8 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             _check_pixels(declared, max_pixels)
             if budget is not None:
                 budget.spend(declared)
+            if image.format in ("JPEG", "MPO"):
+                _check_jpeg_scans(data)
             part = 1.0 if region is None else _region_part(region, declared)
             upright = _upright(_loaded(image, data, part, before_decode), image.format)
             if region is not None:
@@ -550,6 +556,30 @@ def _ends_in_its_last_scan(data: bytes) -> bool:
                         and done == {(c, k) for c in frame["sampling"] for k in range(64)})
             pos = after.end() - 2
     return False
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans (start-of-scan markers before its end marker),
+    counted in its markers before any is decoded."""
+    scans, pos = 0, 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # a fill byte, a marker without a length
+            pos += 1 if marker == 0xFF else 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ImageTooLarge(f"the JPEG has more than {MAX_JPEG_SCANS} scans, each of which is decoded over "
+                                    "the whole image (a progressive photo has about 10): save it again as an "
+                                    "ordinary JPEG")
+            after = _MARKER_AFTER_SCAN.search(data, pos)
+            if after is None:
+                return
+            pos = after.end() - 2
 
 
 def _frame(segment: bytes) -> dict | None:

@@ -793,6 +793,28 @@ def test_pixel_limit_is_configurable(digit):
     assert image_to_vector(data, DIGIT, max_pixels=10_000).shape == (784,)
 
 
+def jpeg_of_scans(image: Image.Image, scans: int) -> bytes:
+    """A progressive JPEG of ``image`` whose second scan is repeated until the file has ``scans`` scans."""
+    data = encode(image, "JPEG", progressive=True)
+    tables = [m.start() for m in re.finditer(b"\xff\xc4", data)]  # each scan after the first brings its table
+    repeated = data[tables[1]:tables[2]]
+    assert repeated.count(b"\xff\xda") == 1
+    extra = scans - data.count(b"\xff\xda")
+    return data[:tables[2]] + repeated * extra + data[tables[2]:]
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(digit, monkeypatch):
+    """Each scan of a progressive JPEG is decoded over every block of the image, however few bytes it
+    has: 10,000 scans of a 4000x4000 picture, 624 kB, held a worker's thread for 12 s of CPU."""
+    image, limit = paper(digit, side=400).convert("L"), 64
+    assert image_to_vector(jpeg_of_scans(image, limit), DIGIT).shape == (784,)
+    bomb = jpeg_of_scans(image, limit + 1)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: pytest.fail("decoded"))
+    for data in (bomb, bomb[:-2]):  # whole, and lacking its end marker (decoded three times more)
+        with pytest.raises(ImageTooLarge, match=f"more than {limit} scans"):
+            image_to_vector(data, DIGIT)
+
+
 def zip_bytes() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
