@@ -54,6 +54,11 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow
 # JPEG repeating a scan of a few bytes costs a thousand decodes in 150 kB. Encoders write about 10 scans
 # (libjpeg's progressive photo) to 18 (its CMYK), and 64 scans of the largest picture cost about 0.1 s.
 MAX_JPEG_SCANS = 64
+# Pillow reads a PNG's chunks one at a time in Python, keeping each private one: 2 million empty chunks
+# (24 MB) took 5 s and 250 MB. Files keep a few chunks of metadata, and their pixels in chunks of 8 kB
+# or more (libpng's), about 8,000 in a body of the largest size.
+MAX_PNG_METADATA_CHUNKS = 1_000
+MAX_PNG_PIXEL_CHUNKS = 100_000
 
 
 # --------------------------------------------------------------------------- public API
@@ -361,6 +366,8 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
         raise InvalidInput("the image is empty (0 bytes)")
     accepted = ", ".join(ACCEPTED_FORMATS)
     image_format = ""
+    if format_by_signature(data) == "PNG":
+        _check_png_chunks(data)
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             image_format, declared = image.format or image_format, image.size
@@ -491,6 +498,28 @@ def _plain_chunks_to_the_end(data: bytes, start: int) -> bool:
             return length == 0 and end + 4 == len(data)
         start = end + 4
     return False
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Refuse a PNG of more than MAX_PNG_METADATA_CHUNKS chunks besides its pixel data (its header
+    counted), or more than MAX_PNG_PIXEL_CHUNKS of pixel data, among those Pillow reads: up to the end,
+    or to the second frame of an animation. Only their lengths and names are read."""
+    pos, metadata, pixels = 8, 0, 0
+    while pos + 8 <= len(data):
+        kind = bytes(data[pos + 4:pos + 8])
+        if kind == b"IEND" or (kind == b"fcTL" and pixels):
+            return
+        if kind == b"IDAT":
+            pixels += 1
+        else:
+            metadata += 1
+        if metadata > MAX_PNG_METADATA_CHUNKS:
+            raise ImageTooLarge(f"the PNG has more than {MAX_PNG_METADATA_CHUNKS:,} chunks of metadata, each read on "
+                                "its own (an ordinary PNG has a few): save it again without them")
+        if pixels > MAX_PNG_PIXEL_CHUNKS:
+            raise ImageTooLarge(f"the PNG has its pixels in more than {MAX_PNG_PIXEL_CHUNKS:,} chunks, each read on "
+                                "its own (an ordinary PNG has them in chunks of 8 kB or more): save it again")
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
 
 
 def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:
