@@ -19,6 +19,7 @@ import io
 import math
 import numbers
 import re
+import struct
 import zlib
 from collections.abc import Callable
 
@@ -59,6 +60,13 @@ MAX_JPEG_SCANS = 64
 # or more (libpng's), about 8,000 in a body of the largest size.
 MAX_PNG_METADATA_CHUNKS = 1_000
 MAX_PNG_PIXEL_CHUNKS = 100_000
+# Pillow makes a Python object of each strip or tile of a TIFF as it opens it, and decodes each on its own:
+# a 1x1,000,000 TIFF of a strip a row (8 MB, every strip the same bytes) took 5.6 s and 293 MB. A strip is
+# a row or more, a tile 16x16 or more, so a TIFF may have one for every TIFF_PIXELS_PER_PART pixels (and
+# MIN_TIFF_PARTS in any case): what they cost grows with the pixels that a request may declare.
+TIFF_PIXELS_PER_PART = 256
+MIN_TIFF_PARTS = 256
+TIFF_WIDTH, TIFF_HEIGHT, TIFF_STRIP_OFFSETS, TIFF_TILE_OFFSETS = 256, 257, 273, 324
 
 
 # --------------------------------------------------------------------------- public API
@@ -366,8 +374,11 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
         raise InvalidInput("the image is empty (0 bytes)")
     accepted = ", ".join(ACCEPTED_FORMATS)
     image_format = ""
-    if format_by_signature(data) == "PNG":
+    stored_as = format_by_signature(data)
+    if stored_as == "PNG":
         _check_png_chunks(data)
+    elif stored_as == "TIFF":
+        _check_tiff_parts(data)
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             image_format, declared = image.format or image_format, image.size
@@ -520,6 +531,34 @@ def _check_png_chunks(data: bytes) -> None:
             raise ImageTooLarge(f"the PNG has its pixels in more than {MAX_PNG_PIXEL_CHUNKS:,} chunks, each read on "
                                 "its own (an ordinary PNG has them in chunks of 8 kB or more): save it again")
         pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+
+
+def _check_tiff_parts(data: bytes) -> None:
+    """Refuse a TIFF whose first image is in more strips or tiles than TIFF_PIXELS_PER_PART and
+    MIN_TIFF_PARTS allow, counted in its first directory before Pillow opens it. A directory that
+    cannot be read is left to Pillow, which says what is wrong with it."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte counts and offsets
+    try:
+        start = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
+        count = struct.unpack_from(order + ("Q" if big else "H"), data, start)[0]
+        first = start + (8 if big else 2)
+        entries = bytes(data[first:first + count * (20 if big else 12)])
+        fields = {}
+        for tag, kind, values, value in struct.iter_unpack(order + ("HHQ8s" if big else "HHI4s"), entries):
+            if tag in (TIFF_WIDTH, TIFF_HEIGHT):
+                fields[tag] = struct.unpack_from(order + {3: "H", 16: "Q"}.get(kind, "I"), value)[0]
+            elif tag in (TIFF_STRIP_OFFSETS, TIFF_TILE_OFFSETS):
+                fields[tag] = values
+    except struct.error:
+        return
+    width, height = fields.get(TIFF_WIDTH, 0), fields.get(TIFF_HEIGHT, 0)
+    parts = fields.get(TIFF_TILE_OFFSETS, fields.get(TIFF_STRIP_OFFSETS, 0))
+    most = max(MIN_TIFF_PARTS, width * height // TIFF_PIXELS_PER_PART)
+    if parts > most:
+        raise ImageTooLarge(f"the TIFF stores its {width}x{height} pixels in {parts:,} strips or tiles, each read "
+                            f"on its own, and at most {most:,} are read (one for every {TIFF_PIXELS_PER_PART} "
+                            "pixels): save it again with larger strips, or as PNG")
 
 
 def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:
