@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyspng
 import pytest
-from PIL import Image, ImageDraw, ImageFile, PngImagePlugin, TiffImagePlugin, features
+from PIL import GifImagePlugin, Image, ImageDraw, ImageFile, PngImagePlugin, TiffImagePlugin, features
 
 from shared import ink, preprocess
 from shared.errors import ImageTooLarge, InvalidInput, TooManyPixels, UnsupportedImage
@@ -878,6 +878,27 @@ def test_a_tiff_of_more_strips_than_its_pixels_need_is_refused_before_pillow_ope
                            "in 257 strips .* at most 256")]:
         with pytest.raises(ImageTooLarge, match=refusal):
             image_to_vector(data, DIGIT)
+
+
+def gif_with_extensions(image: Image.Image, extensions: bytes) -> bytes:
+    """``image`` as a GIF with ``extensions`` (whole ones, introducer to terminator) before its first image."""
+    data = encode(image, "GIF")
+    first = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    return data[:first] + extensions + data[first:]
+
+
+def test_a_gif_of_too_many_blocks_before_its_image_is_refused_before_pillow_reads_them(digit, monkeypatch):
+    """Pillow reads the extensions before a GIF's first image a block at a time in Python and keeps each
+    block of a comment: a million comments of a byte (5 MB) took a worker 187 MB, 2.4 GB at the body limit."""
+    image = paper(digit, side=60)
+    plain = image_to_vector(encode(image, "GIF"), DIGIT)
+    comments = b"!\xfe\x01a\x00" * 4_999  # an extension and its one block each: 9,998 blocks
+    np.testing.assert_array_equal(image_to_vector(gif_with_extensions(image, comments), DIGIT), plain)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "_open", lambda image: pytest.fail("read by Pillow"))
+    for extensions in (comments + b"!\xfe\x01a\x01b\x00", b"!\xfe" + b"\x01a" * 1_000_000 + b"\x00",
+                       b"!\xfe\x00" * 1_000_000):
+        with pytest.raises(ImageTooLarge, match="more than 10,000 extensions and blocks of them before its first"):
+            image_to_vector(gif_with_extensions(image, extensions), DIGIT)
 
 
 def zip_bytes() -> bytes:
