@@ -211,6 +211,7 @@ def table(payload: dict) -> tuple[list[str], list[list]]:
 def user_images_markdown(payload: dict, header, rows) -> str:
     worst = max(goal_kinds(payload), key=lambda r: r["gap_points"])
     model, load = payload["model"], payload["load_average"]
+    processes = f"{payload['jobs']} process{'es' if payload['jobs'] > 1 else ''}"
     trained = f", trained with `{model['trained_with']}`" if model.get("trained_with") else ""
     return f"""## Real user images vs MNIST
 
@@ -225,7 +226,7 @@ that the marker closed).
 
 {markdown_table(header, rows, "lrrrlrrrr")}
 
-Times are per image in one process ({payload['jobs']} process{'es' if payload['jobs'] > 1 else ''} in all), on {payload['cpus']} cores shared
+Times are per image in one process ({processes} in all), on {payload['cpus']} cores shared
 with other work (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end): read them as upper
 bounds. "size" is the encoded image.
 """

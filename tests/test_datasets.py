@@ -295,8 +295,7 @@ def test_csv_non_finite_and_non_numeric_target(tmp_path):
 
 
 @pytest.mark.parametrize("task, cell, message", [
-    ("regression", "high", r"'high' is not a finite number; a target of class names is trained with "
-                           r"--task classification$"),
+    ("regression", "high", r"'high' is not a finite number; class names are trained with --task classification$"),
     ("regression", "", r"'' is a missing target: every row needs one; fill in the missing targets or drop those rows$"),
     ("regression", "NA", r"'NA' is a missing target: every row needs one"),
     ("regression", '"0,5"', r"'0,5' is a number written with a decimal comma: write it with a point"),

@@ -27,20 +27,27 @@ def session_processes(session: int) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_serve_stopped_with_sigterm_leaves_no_gunicorn_running(tmp_path):
-    """``kill`` of make, ``timeout make serve`` or an editor's stop button: make passes SIGTERM to its
-    recipe, and Gunicorn must get it, not be left serving (and holding the port) with no parent."""
-    log = tmp_path / "serve.log"
+def started_make_serve(log: Path) -> subprocess.Popen:
+    """``make serve`` on a free port with one worker, in a session of its own, once its service has
+    started or it has stopped (its output in ``log``)."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")},
            "SCRATCHNET_BIND": "127.0.0.1:0", "SCRATCHNET_WORKERS": "1"}
     with open(log, "wb") as out:  # the installed marker is taken as made: this environment has what serve needs
         make = subprocess.Popen(["make", "serve", f"VENV={VENV}", "-o", f"{VENV}/bin/.installed-service"],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while "service started" not in log.read_text() and make.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return make
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_stopped_with_sigterm_leaves_no_gunicorn_running(tmp_path):
+    """``kill`` of make, ``timeout make serve`` or an editor's stop button: make passes SIGTERM to its
+    recipe, and Gunicorn must get it, not be left serving (and holding the port) with no parent."""
+    log = tmp_path / "serve.log"
+    make = started_make_serve(log)
     try:
-        deadline = time.monotonic() + 60
-        while "service started" not in log.read_text() and make.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert re.search(r"Listening at: http://127\.0\.0\.1:\d+", log.read_text()), log.read_text()
         make.send_signal(signal.SIGTERM)
         make.wait(timeout=30)
@@ -105,15 +112,8 @@ def test_the_readme_says_how_to_run_make_serve_on_another_port_and_it_does(tmp_p
     shown = re.search(r"`SCRATCHNET_BIND=(127\.0\.0\.1:\d+) make serve`", (REPO / "README.md").read_text())
     assert shown, "the README does not say how to give make serve another port"
     log = tmp_path / "serve.log"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SCRATCHNET_")},
-           "SCRATCHNET_BIND": "127.0.0.1:0", "SCRATCHNET_WORKERS": "1"}  # any free port, as the README's would be
-    with open(log, "wb") as out:
-        make = subprocess.Popen(["make", "serve", f"VENV={VENV}", "-o", f"{VENV}/bin/.installed-service"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    make = started_make_serve(log)  # on any free port, as on the README's
     try:
-        deadline = time.monotonic() + 60
-        while "Listening at" not in log.read_text() and make.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert re.search(r"Listening at: http://127\.0\.0\.1:(?!8000\b)\d+", log.read_text()), log.read_text()
     finally:
         if make.poll() is None:

@@ -975,7 +975,7 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                 if _is_missing(value):
                     raise DatasetError(f"{where} is a missing target: every row needs one; fill in the missing "
                                        "targets or drop those rows")
-                hint = "" if _is_python_number(value) else "; a target of class names is trained with --task classification"
+                hint = "" if _is_python_number(value) else "; class names are trained with --task classification"
                 raise DatasetError(f"{where} is not a finite number{hint}")
             if abs(float(value)) > FLOAT32_MAX:
                 raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
