@@ -403,7 +403,6 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
                 upright = upright.crop(_pixel_box(region, upright.size))
             return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
     except UnidentifiedImageError as err:
-        stored_as = format_by_signature(data)
         if stored_as:
             raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
                                    "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
@@ -422,6 +421,9 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
     except ScratchnetError:
         raise
     except Exception as err:  # noqa: BLE001 - anything a decoder raises on untrusted bytes means "undecodable"
+        if "MAX_TEXT_CHUNK" in str(err):  # Pillow's words, which name its internals and no way out
+            raise UnsupportedImage("the PNG holds a text chunk of metadata that inflates past 1 MB, which is not "
+                                   "read: save the image again without its metadata") from err
         what = f"the {image_format} image" if image_format else "the image"
         raise UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
                                f"{err or type(err).__name__}") from err

@@ -841,6 +841,17 @@ def test_a_png_of_too_many_chunks_is_refused_before_pillow_reads_them(digit, mon
             image_to_vector(data, DIGIT)
 
 
+def test_a_png_whose_text_inflates_past_pillows_limit_is_told_to_drop_its_metadata(digit):
+    """Pillow refuses a zTXt chunk that inflates past 1 MB in its own words ("Decompressed data too large
+    for PngImagePlugin.MAX_TEXT_CHUNK"), which name its internals and no way out."""
+    data = encode(paper(digit, side=100), "PNG")
+    start = data.index(b"IDAT") - 4
+    text = png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"a" * 2_000_000))
+    with pytest.raises(UnsupportedImage, match=r"^the PNG holds a text chunk of metadata that inflates past 1 MB, "
+                                               r"which is not read: save the image again without its metadata$"):
+        image_to_vector(data[:start] + text + data[start:], DIGIT)
+
+
 def tiff_of_strips(image: Image.Image, rows_per_strip: int, same_bytes: bool = False) -> bytes:
     """An 8-bit grey ``image`` as an uncompressed little-endian TIFF of a strip every ``rows_per_strip``
     rows; ``same_bytes``: every strip points at the first one's bytes (a file of 8 bytes a strip)."""
