@@ -160,21 +160,17 @@ def check_network(network: Network, x: np.ndarray, y: np.ndarray, label: str | N
 
 def _numeric_grad_off_kinks(f: Callable[[], float], sides: Callable[[], np.ndarray], array: np.ndarray, h: float,
                             indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences of ``f`` with respect to the flat ``indices`` of ``array``, and for each
-    whether ``sides()`` (which side of its kink each ReLU unit is on) stayed the same from ``+h`` to ``-h``."""
-    flat = array.reshape(-1)
-    grad = np.zeros(indices.size, dtype=np.float64)
-    smooth = np.ones(indices.size, dtype=bool)
-    for k, i in enumerate(indices):
-        saved = flat[i]
-        flat[i] = saved + h
-        f_plus = f()
-        above = sides()
-        flat[i] = saved - h
-        f_minus = f()
-        smooth[k] = np.array_equal(above, sides())
-        flat[i] = saved
-        grad[k] = (f_plus - f_minus) / (2 * h)
+    """``_numeric_grad`` at the flat ``indices`` of ``array``, and for each entry whether ``sides()``
+    (which side of its kink each ReLU unit is on) stayed the same from ``+h`` to ``-h``."""
+    seen = []  # sides() after each evaluation: at +h, then at -h, entry by entry
+
+    def f_noting_sides() -> float:
+        value = f()
+        seen.append(sides())
+        return value
+
+    grad = _numeric_grad(f_noting_sides, array, h, indices)
+    smooth = np.array([np.array_equal(plus, minus) for plus, minus in zip(seen[::2], seen[1::2])], dtype=bool)
     return grad, smooth
 
 
