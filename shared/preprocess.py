@@ -642,14 +642,16 @@ _MARKER_AFTER_SCAN = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # not a stuffed 
 _RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 
 
-def _ends_in_its_last_scan(data: bytes) -> bool:
-    """Whether JPEG ``data`` ends in the coded data of a scan that holds all its restart intervals
-    and after which no scan is missing: every coefficient of every component has come at full
-    precision (a progressive JPEG refines them over several scans)."""
-    frame, restart_interval, done = None, 0, set()
+def _jpeg_segments(data: bytes):
+    """Each marker segment of JPEG ``data``, as ``(marker, segment, after, to_the_end)``: its bytes after
+    its length, where what follows it begins (a scan's coded data), and whether that scan's coded data
+    runs to the end of ``data``. The walk stops at the end marker, at a segment cut short, and after a
+    scan that runs to the end; a scan's coded data is passed over to the marker after it."""
     pos = 2 if data.startswith(b"\xff\xd8") else len(data)
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker = data[pos + 1]
+        if marker == 0xD9:
+            return
         if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # a fill byte, a marker without a length
             pos += 1 if marker == 0xFF else 2
             continue
@@ -657,7 +659,19 @@ def _ends_in_its_last_scan(data: bytes) -> bool:
         segment = data[pos + 4:pos + 2 + length]
         pos += 2 + length
         if length < 2 or len(segment) < length - 2:  # cut in a header
-            return False
+            return
+        after = _MARKER_AFTER_SCAN.search(data, pos) if marker == 0xDA else None
+        yield marker, segment, pos, marker == 0xDA and after is None
+        if after is not None:
+            pos = after.end() - 2
+
+
+def _ends_in_its_last_scan(data: bytes) -> bool:
+    """Whether JPEG ``data`` ends in the coded data of a scan that holds all its restart intervals
+    and after which no scan is missing: every coefficient of every component has come at full
+    precision (a progressive JPEG refines them over several scans)."""
+    frame, restart_interval, done = None, 0, set()
+    for marker, segment, pos, to_the_end in _jpeg_segments(data):
         if marker in _FRAME_MARKERS:
             frame = _frame(segment)
         elif marker == 0xDD:
@@ -670,38 +684,22 @@ def _ends_in_its_last_scan(data: bytes) -> bool:
             first, last, low_bit = segment[1 + 2 * count], segment[2 + 2 * count], segment[3 + 2 * count] & 0x0F
             if low_bit == 0:
                 done |= {(c, k) for c in components for k in range(first, last + 1)}
-            after = _MARKER_AFTER_SCAN.search(data, pos)
-            if after is None:  # the data ends in this scan
+            if to_the_end:
                 intervals = math.ceil(_mcus(frame, components) / restart_interval) if restart_interval else 1
                 # Counted up to one too many: a list of every marker in a flood of them took over 40 bytes each.
                 restarts = sum(1 for _ in itertools.islice(_RESTART.finditer(data, pos), intervals))
                 return restarts == intervals - 1 and done == {(c, k) for c in frame["sampling"] for k in range(64)}
-            pos = after.end() - 2
     return False
 
 
 def _check_jpeg_scans(data: bytes) -> None:
     """Refuse a JPEG of more than MAX_JPEG_SCANS scans (start-of-scan markers before its end marker),
     counted in its markers before any is decoded."""
-    scans, pos = 0, 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xD9:
-            return
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # a fill byte, a marker without a length
-            pos += 1 if marker == 0xFF else 2
-            continue
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-        if marker == 0xDA:
-            scans += 1
-            if scans > MAX_JPEG_SCANS:
-                raise ImageTooLarge(f"the JPEG has more than {MAX_JPEG_SCANS} scans, each of which is decoded over "
-                                    "the whole image (a progressive photo has about 10): save it again as an "
-                                    "ordinary JPEG")
-            after = _MARKER_AFTER_SCAN.search(data, pos)
-            if after is None:
-                return
-            pos = after.end() - 2
+    scans = (marker for marker, *_ in _jpeg_segments(data) if marker == 0xDA)
+    if sum(1 for _ in itertools.islice(scans, MAX_JPEG_SCANS + 1)) > MAX_JPEG_SCANS:  # stops at the first too many
+        raise ImageTooLarge(f"the JPEG has more than {MAX_JPEG_SCANS} scans, each of which is decoded over "
+                            "the whole image (a progressive photo has about 10): save it again as an "
+                            "ordinary JPEG")
 
 
 def _frame(segment: bytes) -> dict | None:
