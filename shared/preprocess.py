@@ -549,12 +549,12 @@ def _check_tiff_parts(data: bytes) -> None:
     """Refuse a TIFF whose first image is in more strips or tiles than TIFF_PIXELS_PER_PART and
     MIN_TIFF_PARTS allow, counted in its first directory before Pillow opens it. A directory that
     cannot be read is left to Pillow, which says what is wrong with it."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")  # BigTIFF: 8-byte counts and offsets
+    directory = _first_directory(data)
+    if directory is None:
+        return
+    order, big, start, count = directory
+    _check_directory_entries(count, "the TIFF's")
     try:
-        start = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
-        count = struct.unpack_from(order + ("Q" if big else "H"), data, start)[0]
-        _check_directory_entries(count, "the TIFF's")
         first = start + (8 if big else 2)
         entries = bytes(data[first:first + count * (20 if big else 12)])
         fields = {}
@@ -574,6 +574,20 @@ def _check_tiff_parts(data: bytes) -> None:
                             "pixels): save it again with larger strips, or as PNG")
 
 
+def _first_directory(tiff: bytes) -> tuple[str, bool, int, int] | None:
+    """A TIFF header's byte order (``<`` or ``>``), whether it is a BigTIFF's (8-byte counts and
+    offsets), and its first directory's offset and number of entries; None where they cannot be read."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(tiff[:2]))
+    big = tiff[2:4] in (b"+\x00", b"\x00+")
+    if order is None:
+        return None
+    try:
+        start = struct.unpack_from(order + ("Q" if big else "I"), tiff, 8 if big else 4)[0]
+        return order, big, start, struct.unpack_from(order + ("Q" if big else "H"), tiff, start)[0]
+    except struct.error:
+        return None
+
+
 def _check_directory_entries(count: int, whose: str) -> None:
     if count > MAX_DIRECTORY_ENTRIES:
         raise ImageTooLarge(f"{whose} first directory of tags has {count:,} entries, each read on its own, and at "
@@ -584,14 +598,9 @@ def _check_directory_entries(count: int, whose: str) -> None:
 def _check_exif_entries(exif: bytes) -> None:
     """Refuse an EXIF block (a TIFF header and directories, after ``Exif\\0\\0`` in some formats) whose
     first directory has more than MAX_DIRECTORY_ENTRIES entries."""
-    exif = bytes(exif[6:] if exif[:6] == b"Exif\x00\x00" else exif)
-    order = {b"II": "<", b"MM": ">"}.get(exif[:2])
-    try:
-        start = struct.unpack_from(order + "I", exif, 4)[0] if order else None
-        count = struct.unpack_from(order + "H", exif, start)[0] if order else 0
-    except struct.error:
-        return  # unreadable EXIF is left to Pillow, and then ignored
-    _check_directory_entries(count, "the EXIF block's")
+    directory = _first_directory(exif[6:] if exif[:6] == b"Exif\x00\x00" else exif)
+    if directory is not None:  # unreadable EXIF is left to Pillow, and then ignored
+        _check_directory_entries(directory[3], "the EXIF block's")
 
 
 def _check_gif_blocks(data: bytes) -> None:
