@@ -40,7 +40,7 @@ from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, No
 from .fastbody import numpy_buffer, read_from_socket
 from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
-from .store import ModelStore
+from .store import ModelStore, dangling_label
 
 predict_bp = Blueprint("predict", __name__)
 models_bp = Blueprint("models", __name__)
@@ -407,6 +407,18 @@ def model_info(name: str):
 @models_bp.get("/models/<name>/versions/<version>")
 def version_info(name: str, version: str):
     return service().store.describe_version(name, version_number(version))
+
+
+@models_bp.get("/models/<name>/labels/<label>")
+def label_info(name: str, label: str):
+    """The version a label points to, as ``version_info`` reports it: what a client predicting
+    through the label gets, before it predicts."""
+    store = service().store
+    number = store.label_version(name, label_name(label))
+    try:
+        return store.describe_version(name, number)
+    except NotFound:
+        raise dangling_label(name, label, number) from None
 
 
 # admin ---------------------------------------------------------------------------------------

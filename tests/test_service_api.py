@@ -640,7 +640,8 @@ def test_protocol_routes_are_counted_under_templates_without_converters(client):
 
 
 @pytest.mark.parametrize("path, methods", [
-    ("/predict", {"POST"}), ("/models/mnist", {"GET", "HEAD"}), ("/models/mnist/labels/stable", {"PUT", "DELETE"}),
+    ("/predict", {"POST"}), ("/models/mnist", {"GET", "HEAD"}),
+    ("/models/mnist/labels/stable", {"GET", "HEAD", "PUT", "DELETE"}),
     ("/v2/models/iris/infer", {"POST"}), ("/v1/models/iris", {"GET", "HEAD"}),
 ])
 def test_options_answers_the_routes_methods_without_a_body(client, path, methods):
@@ -1030,7 +1031,7 @@ def test_a_label_on_a_version_deleted_since_names_the_label(client, registry):
     assert_error(client.post("/models/mnist/labels/old/predict", json={"inputs": [0.5] * 784}), 404,
                  "version_not_found", "Label 'old' of model mnist points to version 1, which does not exist")
     assert "label 'old' points to version 1" in " ".join(client.get("/models/mnist").get_json()["problems"])
-    for route in ("/v1/models/mnist/labels/old", "/v1/models/mnist/labels/old/metadata"):  # TF Serving's status too
+    for route in ("/models/mnist/labels/old", "/v1/models/mnist/labels/old", "/v1/models/mnist/labels/old/metadata"):
         response = client.get(route)
         assert response.status_code == 404, route
         assert response.get_json()["error"] == (
@@ -1184,8 +1185,13 @@ def test_labels(client, registry):
     empty = client.put("/models/mnist/labels/canary", content_type="application/json", headers=AUTH)
     assert_error(empty, 400, "empty_body", '{"version": 3}')
     assert serving_state(registry)["labels"] == {"canary": 2}
+    # Anyone may ask where a label points, as with a version: the answer is that version's report.
+    labelled = client.get("/models/mnist/labels/canary")
+    assert labelled.status_code == 200 and labelled.get_json() == client.get("/models/mnist/versions/2").get_json()
     assert client.delete("/models/mnist/labels/canary", headers=AUTH).get_json()["labels"] == {}
     assert_error(client.delete("/models/mnist/labels/canary", headers=AUTH), 404, "label_not_found")
+    assert_error(client.get("/models/mnist/labels/canary"), 404, "label_not_found")
+    assert_error(client.get("/models/mnist/labels/-bad"), 422, "invalid_label")
     assert_error(client.post("/models/mnist/labels/canary/predict", json={"inputs": [1]}), 404, "label_not_found")
 
 
@@ -1747,7 +1753,7 @@ def test_openapi_documents_405_on_exactly_the_operations_that_can_answer_it(clie
                     answered.add((method, template))
     documented = {(method, template) for template, operations in doc["paths"].items()
                   for method, operation in operations.items() if "405" in operation["responses"]}
-    assert answered == documented and len(documented) == 9
+    assert answered == documented and len(documented) == 10
     for method, template in documented:
         response = doc["paths"][template][method]["responses"]["405"]
         schema = "ProtocolError" if template.startswith("/v") else "ErrorResponse"
