@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared import errors as shared_errors
 from shared.preprocess import json_type_name
-from shared.text import shortened
+from shared.text import counted, shortened
 
 try:
     from gunicorn.http.errors import NoMoreData, ParseException
@@ -173,7 +173,7 @@ def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None =
             message = f"must be {wanted}, not {json_type_name(item['input'])}"
         elif item["type"] == "too_short" and isinstance(item["input"], list):  # "... after validation, not 0"
             least = item["ctx"]["min_length"]
-            message = f"must hold at least {least} item{'s' if least > 1 else ''}, not {len(item['input'])}"
+            message = f"must hold at least {counted(least, 'item')}, not {len(item['input'])}"
         elif item["type"] in ("int_type", "int_parsing", "int_from_float"):  # "Input should be a valid integer"
             value = item["input"]
             given = repr(value) if type(value) is float else json_type_name(value)
@@ -197,7 +197,7 @@ def describe_validation_error(error: pydantic.ValidationError, what: str = "the 
     details = pydantic_details(error, fields)
     first = details[0]
     others = len(details) - 1
-    more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+    more = f" (and {counted(others, 'more problem')})" if others else ""
     where = f"In {what}, {first['field']}" if first["field"] != "body" else f"In {what}"
     return InvalidInput(f"{where}: {first['message']}{more}.", details=details)
 

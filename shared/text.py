@@ -1,5 +1,5 @@
-"""Text helpers the messages of every part share: a value cut to a readable length, the names
-given twice, JSON read with refusals that can be shown as they are."""
+"""Text helpers the messages of every part share: a value cut to a readable length, a count
+with its noun, the names given twice, JSON read with refusals that can be shown as they are."""
 
 import json
 import sys
@@ -10,6 +10,11 @@ def shortened(text: str, limit: int = 60) -> str:
     """``text`` as a message shows a value sent or read: cut to ``limit`` characters, ending in
     "...", when longer (a value of 100,000 characters is not repeated whole)."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def counted(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is one: "1 epoch", "3 epochs"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def repeated(names) -> list:

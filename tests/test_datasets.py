@@ -623,7 +623,7 @@ def test_a_file_too_small_to_split_says_what_to_do(tmp_path):
     """One or two rows cannot be split into training and held-out rows: the message said only that."""
     one_row = tmp_path / "one.csv"
     one_row.write_text("a,b,kind\n1,2,x\n")
-    with pytest.raises(DatasetError, match=r"cannot hold out a test split from 1 row\(s\): give more rows, or an npz "
+    with pytest.raises(DatasetError, match=r"cannot hold out a test split from 1 row: give more rows, or an npz "
                                            r"with its own x_test and y_test$"):
         load_dataset("csv", path=one_row, target="kind", task="classification")
     with pytest.raises(DatasetError, match=r"train without a validation split \(--val-fraction 0\)$"):

@@ -333,6 +333,15 @@ def test_overfit_command_memorises_a_tiny_subset(blobs_npz, capsys):
     assert "ok: the network can memorise a tiny subset" in capsys.readouterr().out
 
 
+def test_overfit_counts_one_example_in_the_singular(tmp_path, capsys):
+    path = tmp_path / "one.csv"
+    path.write_text("a,b,kind\n" + "".join(f"{i / 10},{-i / 5},{i % 3}\n" for i in range(20)))
+    flags = ["--dataset", "csv", "--data-path", path, "--target", "kind", "--task", "classification"]
+    assert run_cli("overfit", *flags, "--samples", 1, "--hidden", 4, "--epochs", 1) == 1
+    out = capsys.readouterr().out
+    assert "overfit: 1 example, 1 epoch, training accuracy" in out and "in the 1 epoch given" in out, out
+
+
 def test_overfit_leaves_out_examples_no_network_can_tell_apart(tmp_path, capsys):
     """A csv of a few coarse columns holds rows with the same inputs and different classes: kept in the
     subset, they failed a correct network ("something is wrong", exit 1) after 3,000 epochs."""

@@ -25,7 +25,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.forward import standardize
 from shared.registry import SERVING_FILE, RegistryError
-from shared.text import repeated, shortened
+from shared.text import counted, repeated, shortened
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
 
@@ -296,7 +296,7 @@ def _recording_kept(args: argparse.Namespace):
     for ``_stopped`` to tell."""
     def record(folder: Path, rows: list[dict], files: list[str]) -> None:
         searched = len(train.searched_epochs(rows))
-        epochs = f"the {searched} finished epoch{'s' if searched > 1 else ''}"
+        epochs = f"the {counted(searched, 'finished epoch')}"
         if refit := len(rows) - searched:  # metrics.jsonl holds the retraining's too; the curves do not
             epochs += f" (and in metrics.jsonl {refit} of the refit)"
         args.kept = f"{' and '.join(files)} of {epochs} {'are' if len(files) > 1 else 'is'} kept in {folder}"
@@ -580,26 +580,26 @@ def cmd_overfit(args) -> int:
     except FloatingPointError as e:
         # On a tiny subset a correct network's loss falls; one that blows up is the verdict too
         # (an update of the wrong sign diverges at any learning rate).
-        say(f"overfit: {examples} examples: {e}")
+        say(f"overfit: {counted(examples, 'example')}: {e}")
         say(f"something is wrong: training diverged instead of memorising a tiny subset. {hint}")
         return 1
     ok, loss, accuracy = verdict()
     if dataset.task == "classification":
-        say(f"overfit: {examples} examples, {len(history)} epochs, training accuracy {accuracy * 100:.1f}%, "
-              f"loss {loss:.5f}")
+        say(f"overfit: {counted(examples, 'example')}, {counted(len(history), 'epoch')}, "
+            f"training accuracy {accuracy * 100:.1f}%, loss {loss:.5f}")
     else:
-        say(f"overfit: {examples} examples, {len(history)} epochs, training loss {loss:.5f}")
+        say(f"overfit: {counted(examples, 'example')}, {counted(len(history), 'epoch')}, training loss {loss:.5f}")
     if not ok:
         regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
                                               ("--weight-decay", config.weight_decay)) if on]
         regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
                         "try it without." if regularisers else "")
         if epochs < default_epochs:  # the run may simply have been too short to tell
-            say(f"not memorised in the {epochs} epoch{'s' if epochs > 1 else ''} given: leave --epochs out to "
+            say(f"not memorised in the {counted(epochs, 'epoch')} given: leave --epochs out to "
                 f"train until it is (up to {default_epochs} epochs). If it is not then, something is wrong. {hint}"
                 + regularising)
         elif narrow := _narrowest_below_classes(config, dataset):
-            say(f"not memorised: the narrowest hidden layer has {narrow} unit{'s' if narrow > 1 else ''}, fewer than "
+            say(f"not memorised: the narrowest hidden layer has {counted(narrow, 'unit')}, fewer than "
                 f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
                 f"network memorises the subset, nothing is wrong." + regularising)
         else:

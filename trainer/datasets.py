@@ -24,7 +24,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, FLOAT32_MAX, arrays_to_batch
-from shared.text import repeated
+from shared.text import counted, repeated
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -484,7 +484,7 @@ def grouped_holdout(x: np.ndarray, fraction: float, seed: int, what: str = "test
         raise DatasetError(f"the {what} fraction must be between 0 and 1, not {fraction}")
     fix = HOLDOUT_FIX.get(what, "give more rows")
     if len(x) < 2:
-        raise DatasetError(f"cannot hold out a {what} split from {len(x)} row(s): {fix}")
+        raise DatasetError(f"cannot hold out a {what} split from {counted(len(x), 'row')}: {fix}")
     _, group = np.unique(x, axis=0, return_inverse=True)
     group = group.reshape(-1)
     sizes = np.bincount(group)
