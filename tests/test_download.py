@@ -371,6 +371,24 @@ def test_a_cache_this_user_cannot_write_still_serves_its_files(server):
         shutil.rmtree(folder)
 
 
+@pytest.mark.parametrize("in_the_way", ["data.bin", "data.bin.part", "data.bin.lock", ""])
+def test_a_folder_where_the_cache_keeps_a_file_is_named_with_the_fix(server, tmp_path, in_the_way):
+    """A folder named like the downloaded file, or a file given as the cache: open()'s "[Errno 21] Is a
+    directory" named no fix, and the other cases were blamed on the cache's permissions or on the mirror."""
+    server.files["/data.bin"] = PAYLOAD
+    cache = tmp_path / "cache"
+    if in_the_way:
+        (cache / in_the_way).mkdir(parents=True)
+        expected = rf"{cache / in_the_way} is a folder, where the download cache keeps a file: move it away, or "
+    else:
+        cache.write_text("notes")
+        expected = rf"{cache}, the download cache, is a file, not a folder: move it away, or "
+    with pytest.raises(DownloadError, match=expected + r"give another cache folder with --cache-dir "
+                                                       r"\(or \$SCRATCHNET_CACHE\)$"):
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, cache, progress=False)
+    assert server.requests == []
+
+
 def test_a_cache_folder_under_home_is_expanded(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     server.files["/data.bin"] = PAYLOAD

@@ -103,6 +103,7 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = cache_dir / filename
+    _check_in_the_way(cache_dir, [target, target.with_name(filename + ".part"), target.with_name(filename + ".lock")])
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         lock = open(cache_dir / (filename + ".lock"), "a")
@@ -115,6 +116,18 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
             log.warning("another process is downloading %s into %s: waiting for it", filename, cache_dir)
             fcntl.flock(lock, fcntl.LOCK_EX)
         return _fetch_locked(url_list, target, sha256.lower(), progress)
+
+
+def _check_in_the_way(cache_dir: Path, files: list[Path]) -> None:
+    """Refuse a cache folder that is a file, or a folder where the cache keeps one of ``files``: the
+    errors of open() ("Is a directory") named no fix, or blamed the cache's permissions."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise DownloadError(f"{cache_dir}, the download cache, is a file, not a folder: move it away, or give "
+                            f"another cache folder with --cache-dir (or ${CACHE_ENV})")
+    for path in files:
+        if path.is_dir():
+            raise DownloadError(f"{path} is a folder, where the download cache keeps a file: move it away, or "
+                                f"give another cache folder with --cache-dir (or ${CACHE_ENV})")
 
 
 def _verified_without_lock(target: Path, expected: str, exc: OSError) -> Path:
