@@ -73,8 +73,11 @@ class PredictQuery(Strict):
 class PredictRequest(Strict):
     """A JSON prediction request: numeric ``inputs`` or base64 ``images``, not both."""
 
+    # Exactly one of the two, said without oneOf or anyOf at the top: a code generator (openapi-python-client)
+    # reads an object schema whose top is a union as an untyped value, and makes no request class of it.
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["inputs"]}, {"required": ["images"]}]})
+        "not": {"required": ["inputs", "images"]},
+        "if": {"not": {"required": ["inputs"]}}, "then": {"required": ["images"]}})
 
     # The numbers are checked by shared.preprocess.validate_vectors, which turns a large batch
     # into an array at NumPy speed and names the first bad value; the schema documents them.

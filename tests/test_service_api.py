@@ -1707,6 +1707,23 @@ def test_openapi_defaults_are_valid_values_of_their_schemas(client):
         assert not types or "null" in types, (where, schema)
 
 
+def test_openapi_predict_request_is_an_object_a_client_generator_can_model(client):
+    """Exactly one of inputs and images, said without a union at the top of the schema: openapi-python-client
+    made the prediction body of an object whose top is oneOf an untyped value, and its generated predict
+    functions failed on every call (isinstance(body, Any))."""
+    import jsonschema_rs  # schemathesis's validator
+
+    doc = client.get("/openapi.json").get_json()
+    schema = doc["components"]["schemas"]["PredictRequest"]
+    assert schema["type"] == "object" and not {"oneOf", "anyOf", "allOf"} & set(schema)
+    validator = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/PredictRequest",
+                                                    "components": doc["components"]})
+    assert validator.is_valid({"inputs": [0.5, 0.25]}) and validator.is_valid({"images": ["iVBORw0K"], "top_k": 2})
+    for refused in ({}, {"top_k": 2}, {"inputs": [0.5], "images": ["iVBORw0K"]}):
+        assert not validator.is_valid(refused), refused
+        assert_error(client.post("/predict", json=refused), 422, "invalid_input")
+
+
 class StalledBody(io.BytesIO):
     """A request body that stops arriving: the worker's socket raises TimeoutError (service/worker.py).
     Its bytes only give the request a length; none of them can be read."""
