@@ -1724,6 +1724,25 @@ def test_openapi_predict_request_is_an_object_a_client_generator_can_model(clien
         assert_error(client.post("/predict", json=refused), 422, "invalid_input")
 
 
+def test_openapi_every_array_schema_says_what_its_items_are(client):
+    """openapi-python-client refuses an array schema without items ("type array must have items or prefixItems
+    defined"), drops the schema and every operation that refers to it: V1PredictRequest, and the three TF
+    Serving :predict operations, were missing from the generated client."""
+    doc = client.get("/openapi.json").get_json()
+
+    def arrays_without_items(node, where):
+        if isinstance(node, dict):
+            if node.get("type") == "array" and not {"items", "prefixItems"} & set(node):
+                yield where
+            for key, value in node.items():
+                yield from arrays_without_items(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from arrays_without_items(value, f"{where}/{i}")
+
+    assert list(arrays_without_items(doc, "")) == []
+
+
 class StalledBody(io.BytesIO):
     """A request body that stops arriving: the worker's socket raises TimeoutError (service/worker.py).
     Its bytes only give the request a length; none of them can be read."""

@@ -217,7 +217,9 @@ class RepositoryResult(BaseModel):
 
 class V1PredictRequest(Strict):
     signature_name: str | None = Field(None, description='Only "serving_default" (or empty or absent: the default).')
-    instances: Annotated[Any, WithJsonSchema({"type": "array", "minItems": 1, "description":
+    # items: {} (any item) changes nothing for a validator, but a generator that finds no items drops the schema,
+    # and the :predict operations with it (openapi-python-client).
+    instances: Annotated[Any, WithJsonSchema({"type": "array", "items": {}, "minItems": 1, "description":
                                                'Row format: one item per input (a list of numbers, or {"b64": ...} '
                                                '(or [{"b64": ...}]) for an image, or an object naming the '
                                                'input).'})] = Field(
