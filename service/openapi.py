@@ -24,15 +24,20 @@ TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False,
                "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
 PREDICT_BODY = {
     "required": True,
-    "description": "An image, several images as a form, numbers as JSON, or a batch as a .npy array.",
+    "description": "An image, several images as a form, numbers as JSON, or a batch as a .npy array. "
+                   "application/octet-stream is an image's bytes or a .npy file's, told apart by their first bytes; "
+                   "application/npy is application/x-npy. In a form, every file is an image, whatever its field name "
+                   "(file, repeated for several images, as curl -F file=@a.png -F file=@b.png sends them).",
     "content": {
         "application/json": {"schema": ref(schemas.PredictRequest)},
         "image/*": {"schema": BINARY},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["file"],
-            "properties": {"file": BINARY, "top_k": TOP_K_PARAM["schema"]},
+            "properties": {"file": {"type": "array", "items": BINARY, "minItems": 1}, "top_k": TOP_K_PARAM["schema"]},
         }, "encoding": {"file": {"contentType": "image/*"}}},
         "application/x-npy": {"schema": BINARY},
+        "application/npy": {"schema": BINARY},
+        "application/octet-stream": {"schema": BINARY},
     },
 }
 LABEL_BODY = {"required": True, "content": {"application/json": {"schema": ref(schemas.LabelRequest)}}}
