@@ -1078,6 +1078,25 @@ def test_an_admin_change_while_the_registry_is_gone_says_so_not_that_the_model_i
     assert client.get("/models/mnist").get_json()["served_version"] == 2  # still served from memory
 
 
+def test_a_model_report_while_the_registry_is_gone_answers_a_documented_503(client, registry):
+    """Whether a model the worker does not know exists cannot be told without the registry: the reports
+    answer 503, which the document named for none of them (a generated client got no ErrorResponse)."""
+    registry.rename(registry.with_name("unmounted"))
+    client.application.extensions["scratchnet"].store.refresh()
+    doc = client.get("/openapi.json").get_json()
+    for path, template in (("/models/foo", "/models/{name}"),
+                           ("/models/foo/versions/1", "/models/{name}/versions/{version}"),
+                           ("/v1/models/foo", "/v1/models/{name}"),
+                           ("/v1/models/foo/versions/1", "/v1/models/{name}/versions/{version}"),
+                           ("/v1/models/foo/labels/stable", "/v1/models/{name}/labels/{label}"),
+                           ("/v2/models/foo", "/v2/models/{name}")):
+        assert_error(client.get(path), 503, "registry_unavailable", f"the registry folder {registry} does not exist")
+        documented = doc["paths"][template]["get"]["responses"]
+        schema = "ProtocolError" if template.startswith("/v") else "ErrorResponse"
+        assert documented.get("503", {}).get("content") == {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}, template
+
+
 @pytest.mark.parametrize("damage", ["folder deleted", "file damaged"])
 def test_a_version_served_from_memory_is_listed_as_answering_on_every_protocol(client, registry, damage):
     """A pinned version whose folder went, or whose file fails since it loaded, goes on answering

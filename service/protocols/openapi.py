@@ -125,7 +125,7 @@ def _operations() -> list[tuple]:
              "the version a label points to")):
         ops += [
             _operation("get", path, f"Status of {status_of} (model_version_status).", V1_TAG, schemas.ModelStatus,
-                       parameters=params, errors=(404,)),
+                       parameters=params, errors=(404, 503)),
             _operation("get", path + "/metadata", f"The serving_default signature of {which}: input and output "
                        "tensors with TensorFlow's type names.", V1_TAG, schemas.V1ModelMetadata, parameters=params,
                        errors=(404, 503)),
