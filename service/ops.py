@@ -45,7 +45,8 @@ DOCS_PAGE = """<!doctype html>
  {% if op.parameters %}<table>{% for p in op.parameters %}
   <tr><td><code>{{ p.name }}</code></td><td>{{ p.in }}{% if p.required %}, required{% endif %}</td>
       <td>{{ p.schema.type }}</td><td>{{ p.description or "" }}</td></tr>{% endfor %}</table>{% endif %}
- {% if op.requestBody %}<div>Body: {% for ct in op.requestBody.content %}<code>{{ ct }}</code> {% endfor %}</div>{% endif %}
+ {% if op.requestBody %}<div>Body: {% for ct in op.requestBody.content %}<code>{{ ct }}</code> {% endfor %}
+  {% if op.requestBody.description %}<div>{{ op.requestBody.description }}</div>{% endif %}</div>{% endif %}
  <div>Responses: {% for status, r in op.responses.items() %}<code title="{{ r.description }}">{{ status }}</code> {% endfor %}</div>
 </div>
 {% endfor %}{% endfor %}

@@ -3,6 +3,7 @@ status with its JSON body, the admin routes, metrics, logs and the OpenAPI docum
 
 import base64
 import gzip
+import html
 import io
 import json
 import os
@@ -1873,6 +1874,15 @@ def test_docs_and_index_pages(client):
         alive = client.get("/", headers={"Accept": accept} if accept else {})
         assert alive.status_code == 200 and alive.get_json() == {"status": "alive"}
         assert "Accept" in alive.vary
+
+
+def test_docs_page_says_what_each_body_holds(client):
+    """The page listed a body's content types only: what each holds (a form's files under any field name,
+    octet-stream read as an image or a .npy file, V2's binary header length) was in openapi.json alone."""
+    doc = client.get("/openapi.json").get_json()
+    page = html.unescape(client.get("/docs").get_data(as_text=True))
+    for template, method in (("/predict", "post"), ("/v2/models/{name}/infer", "post")):
+        assert doc["paths"][template][method]["requestBody"]["description"] in page, template
 
 
 def test_access_line_written_directly_matches_the_loggers(capsys):
