@@ -1816,6 +1816,7 @@ class StalledBody(io.BytesIO):
     ("put", "/models/iris/labels/stable", "/models/{name}/labels/{label}"),
     ("post", "/v2/models/iris/infer", "/v2/models/{name}/infer"),
     ("post", "/v1/models/iris:predict", "/v1/models/{name}:predict"),
+    ("post", "/v2/repository/index", "/v2/repository/index"),
 ])
 def test_openapi_documents_the_408_of_a_body_that_stops_arriving(client, method, path, template):
     response = getattr(client, method)(path, input_stream=StalledBody(b" " * 100), content_type="application/json",
@@ -1825,6 +1826,14 @@ def test_openapi_documents_the_408_of_a_body_that_stops_arriving(client, method,
     documented = client.get("/openapi.json").get_json()["paths"][template][method]["responses"]
     schema = "ProtocolError" if template.startswith("/v") else "ErrorResponse"
     assert documented["408"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{schema}"}
+
+
+def test_openapi_documents_408_on_every_operation_that_takes_a_body(client):
+    doc = client.get("/openapi.json").get_json()
+    missing = [(method, template) for template, operations in doc["paths"].items()
+               for method, operation in operations.items()
+               if "requestBody" in operation and "408" not in operation["responses"]]
+    assert missing == []
 
 
 def test_openapi_documents_405_on_exactly_the_operations_that_can_answer_it(client):

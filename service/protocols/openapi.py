@@ -107,7 +107,7 @@ def _operations() -> list[tuple]:
                       "error naming the settings to change instead.", V2_TAG, [], (400,)) for method in ("get", "post")]
     ops += [
         _operation("post", "/v2/repository/index", "Every version of every model: READY, UNAVAILABLE or LOADING.",
-                   V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 401, 403, 413),
+                   V2_TAG, {"type": "array", "items": ref(schemas.RepositoryEntry)}, errors=(400, 401, 403, 408, 413),
                    body=_optional(schemas.RepositoryIndexRequest), admin=True),
         _operation("post", "/v2/repository/models/{name}/load", "Load a model (back into service); "
                    "parameters.version pins a version.", V2_TAG, schemas.RepositoryResult, parameters=[NAME_PARAM],
