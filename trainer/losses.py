@@ -42,10 +42,12 @@ class Loss:
 class SoftmaxCrossEntropy(Loss):
     """Softmax followed by cross-entropy, fused.
 
-    ``logits`` : ndarray of shape (n, k). ``target`` : int labels of shape (n,) or
-    probabilities (e.g. one-hot) of shape (n, k). The loss is
-    ``mean_i [logsumexp(z_i) - z_i[y_i]]`` computed on ``z - max(z)`` (stable for any
-    magnitude), and its gradient is ``(softmax(z) - onehot(y)) / n``.
+    ``logits`` z : ndarray of shape (n, k). ``target`` : int labels y of shape (n,), or
+    probabilities t (e.g. one-hot) of shape (n, k). For labels the loss is
+    ``mean_i [logsumexp(z_i) - z_i[y_i]]`` and its gradient ``(softmax(z) - onehot(y)) / n``; for
+    probabilities, ``mean_i sum_j t_ij (logsumexp(z_i) - z_ij)`` and ``(softmax(z) * sum_j t_ij - t) / n``
+    (the same when t is one-hot). Both are computed on ``z - max(z)``, which leaves them unchanged
+    and keeps ``exp`` from overflowing, whatever the logits' magnitude.
     """
 
     task = "classification"
@@ -54,8 +56,9 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, logits, target):
         n, k = logits.shape
         target = np.asarray(target)
+        # probs becomes softmax(z) in place: z - max(z), then its exp, then that over its row sum.
         probs = self._scratch_array("probs", logits.shape, logits.dtype)
-        np.subtract(logits, row_max(logits), out=probs)  # shifted logits
+        np.subtract(logits, row_max(logits), out=probs)
         if target.ndim == 1:
             labels = target.astype(np.intp, copy=False)
             if target.dtype.kind not in "iu" and not np.array_equal(labels, target):  # 1.7 would be class 1
@@ -63,22 +66,24 @@ class SoftmaxCrossEntropy(Loss):
                                  f"{target[labels != target][0].item()!r}")
             if labels.shape[0] != n or (n and (labels.min() < 0 or labels.max() >= k)):
                 raise ValueError(f"labels must be {n} integers in [0, {k}), got shape {target.shape}")
-            true_shifted = probs[np.arange(n), labels]
+            true_logit = probs[np.arange(n), labels]  # z_i[y_i] - max(z_i)
         elif target.shape == logits.shape:
             labels = target.astype(logits.dtype, copy=False)
-            true_shifted = (labels * probs).sum(axis=1)
+            true_logit = (labels * probs).sum(axis=1)  # sum_j t_ij (z_ij - max(z_i))
         else:
             raise ValueError(f"target must have shape ({n},) or {logits.shape}, got {target.shape}")
         np.exp(probs, out=probs)
         sums = probs.sum(axis=1)
-        log_sums = np.log(sums)
+        log_sums = np.log(sums)  # logsumexp(z_i) - max(z_i)
         if labels.ndim == 2:
             log_sums *= labels.sum(axis=1)
         probs /= sums[:, None]
         self._probs, self._labels = probs, labels
-        return float((log_sums - true_shifted).mean())
+        return float((log_sums - true_logit).mean())
 
     def backward(self):
+        """d(loss)/d(logits), shape (n, k): ``(softmax(z) - onehot(y)) / n``, or
+        ``(softmax(z) * sum_j t_ij - t) / n`` for probabilities (see the class docstring)."""
         probs, labels = self._probs, self._labels
         n = probs.shape[0]
         grad = self._scratch_array("grad", probs.shape, probs.dtype)
