@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from shared.errors import ScratchnetError
-from shared.forward import standardize
 from shared.registry import SERVING_FILE, RegistryError
 from shared.text import counted, repeated, shortened
 
@@ -560,8 +559,7 @@ def cmd_overfit(args) -> int:
     examples = len(prepared.x_train)
     hint = ("Check the gradients (python -m trainer gradcheck), the optimiser's update, the learning rate "
             "and the labels.")
-    x, y = standardize(prepared.x_train, prepared.normalization), \
-        train.scale_target(prepared.y_train, prepared.target_scaling)
+    x, y = train.network_data(prepared, prepared.x_train, prepared.y_train)
 
     def verdict() -> tuple[bool, float, float | None]:
         # Memorised means the trained network, in inference mode, gets the subset's own examples

@@ -379,6 +379,12 @@ def scale_target(y: np.ndarray, scaling: dict | None) -> np.ndarray:
     return ((y - scaling["mean"]) / scaling["std"]).astype(np.float32).reshape(-1, 1)
 
 
+def network_data(prepared: Prepared, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``x`` and targets ``y`` as the network trains on them: the rows standardised with
+    ``prepared``'s normalisation, a regression target scaled with its target scaling."""
+    return standardize(x, prepared.normalization), scale_target(y, prepared.target_scaling)
+
+
 def load_config_dataset(config: TrainConfig) -> Dataset:
     """The dataset a run's config names, with its data options."""
     return load_dataset(config.dataset, data_dir=config.data_dir, cache_dir=config.cache_dir,
@@ -508,12 +514,27 @@ def build_augmentation(config: TrainConfig, prepared: Prepared):
 
 
 @dataclass
-class BestEpoch:
-    """The epoch of lowest validation loss so far, and a copy of the network's state after it."""
+class EarlyStopping:
+    """Early stopping with restore-best. ``should_stop`` keeps the epoch of lowest validation loss so
+    far, with a copy of the network's state after it, and says when ``patience`` epochs have passed
+    without a lower one; ``restore_best`` puts that epoch's state back."""
 
+    patience: int
     val_loss: float = math.inf
     state: dict[str, np.ndarray] | None = None
     epoch: int = 0
+
+    def should_stop(self, epoch: int, val_loss: float, network) -> bool:
+        if val_loss < self.val_loss:
+            self.val_loss, self.state, self.epoch = val_loss, network.state(), epoch
+            return False
+        return epoch - self.epoch >= self.patience
+
+    def restore_best(self, network, last_epoch: int, log=print) -> None:
+        """Load the best epoch's state into ``network`` unless ``last_epoch``, where the run ended, is that epoch."""
+        if self.state is not None and self.epoch != last_epoch:
+            log(f"restoring epoch {self.epoch}, the best on validation (val_loss {self.val_loss:.4f})")
+            network.load_state(self.state)
 
 
 # A diverging run overflows on its way to NaN: the checks of the loss and the weights below say so in
@@ -528,17 +549,15 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
     restores the parameters of the best epoch. Stops too after an epoch at whose end ``done()`` says so.
     """
     task = prepared.dataset.task
-    x_train = standardize(prepared.x_train, prepared.normalization)
-    y_train = scale_target(prepared.y_train, prepared.target_scaling)
+    x_train, y_train = network_data(prepared, prepared.x_train, prepared.y_train)
     x_val = y_val = None
     if prepared.x_val is not None and len(prepared.x_val):
-        x_val = standardize(prepared.x_val, prepared.normalization)
-        y_val = scale_target(prepared.y_val, prepared.target_scaling)
-    rng = np.random.default_rng(config.seed + 1)
+        x_val, y_val = network_data(prepared, prepared.x_val, prepared.y_val)
+    rng = np.random.default_rng(config.seed + 1)  # shuffles and augments; weights and dropout draw from the seed
     augment = build_augmentation(config, prepared)
     rows = _rows_per_epoch(network, len(x_train), config.batch_size)
     history: list[dict] = []
-    best = BestEpoch()
+    stopping = EarlyStopping(config.patience) if config.patience is not None and x_val is not None else None
     order = np.arange(len(x_train))
     xb_buf = np.empty((batch_rows(config, len(x_train)), x_train.shape[1]), dtype=np.float32)
     for epoch in range(1, config.epochs + 1):
@@ -553,21 +572,22 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         _check_finite(network, row, epoch, lr)
         history.append(row)
         on_epoch(row)
-        summary = "  ".join(f"{k}={figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
         progress.close()
-        log(f"epoch {epoch}/{config.epochs}  lr={lr:.3g}  {summary}  ({row['seconds']:.2f}s)")
-        if config.patience is not None and x_val is not None:
-            if row["val_loss"] < best.val_loss:
-                best = BestEpoch(row["val_loss"], network.state(), epoch)
-            elif epoch - best.epoch >= config.patience:
-                log(f"early stopping: no validation improvement for {config.patience} epochs")
-                break
+        log(epoch_line(row, config.epochs))
+        if stopping is not None and stopping.should_stop(epoch, row["val_loss"], network):
+            log(f"early stopping: no validation improvement for {config.patience} epochs")
+            break
         if done():
             break
-    if best.state is not None and best.epoch != history[-1]["epoch"]:  # however the run ended
-        log(f"restoring epoch {best.epoch}, the best on validation (val_loss {best.val_loss:.4f})")
-        network.load_state(best.state)
+    if stopping is not None:  # however the run ended
+        stopping.restore_best(network, history[-1]["epoch"], log)
     return history
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """An epoch's line of the log, from its row of the history: learning rate, figures, time."""
+    figures = "  ".join(f"{k}={figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
+    return f"epoch {row['epoch']}/{epochs}  lr={row['lr']:.3g}  {figures}  ({row['seconds']:.2f}s)"
 
 
 def _rows_per_epoch(network, rows: int, batch_size: int) -> int:
