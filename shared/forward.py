@@ -207,13 +207,15 @@ class Model:
                 weight, bias = values
                 h = h @ weight
                 h += bias
-            elif kind == "affine":
-                h = h * values[0]  # a new array: never scale the caller's input in place
-                h += values[1]
+            elif kind == "affine":  # batch norm: scale = gamma / sqrt(var + eps), shift = beta - mean * scale
+                scale, shift = values
+                h = h * scale  # a new array: never scale the caller's input in place
+                h += shift
             elif kind == "standardize":
                 h = standardize(h, values)
             else:
-                h = values(h, out=h)  # the activation function
+                activation = values
+                h = activation(h, out=h)
         return h
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

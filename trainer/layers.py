@@ -277,7 +277,9 @@ class BatchNorm(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest
-    by ``1 / (1 - rate)``; identity in eval mode. ``x``, ``y`` of shape (n, features).
+    by ``1 / (1 - rate)``, so a unit's expected output is its input; identity in eval mode.
+    ``y = x * mask`` and ``grad_in = grad_out * mask`` with ``mask = (u >= rate) / (1 - rate)``,
+    ``u`` uniform in [0, 1); ``x``, ``y``, ``mask`` of shape (n, features).
 
     The mask is drawn from ``rng`` (a ``np.random.Generator`` or a seed), so a seeded network
     drops the same units every run.
@@ -299,8 +301,8 @@ class Dropout(Layer):
             self._mask = None
             return x
         mask = self._scratch_array("mask", x.shape)
-        self.rng.random(dtype=self.dtype, out=mask)
-        np.greater_equal(mask, self.rate, out=mask)
+        self.rng.random(dtype=self.dtype, out=mask)  # u
+        np.greater_equal(mask, self.rate, out=mask)  # 1.0 where the unit is kept, else 0.0
         mask *= 1 / (1 - self.rate)
         y = x if self.inplace else self._scratch_array("y", x.shape)
         self._mask = mask
