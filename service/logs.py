@@ -25,6 +25,7 @@ from shared.text import shortened
 ROOT = "scratchnet"
 ACCESS = "scratchnet.access"
 WARNINGS = "py.warnings"  # the logger of logging.captureWarnings
+PILLOW = "PIL"  # Pillow logs an error of its own about some damaged images a client can send (a TIFF)
 FIELDS = ("request_id", "remote_addr", "method", "path", "route", "model", "version", "status", "latency_ms", "code",
           "bytes_sent")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # what could end a line or garble a terminal
@@ -219,11 +220,11 @@ class StderrHandler(logging.StreamHandler):
 
 def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
     """Give the ``scratchnet`` loggers one stderr handler (replacing one set up before), and the
-    warnings libraries print (Pillow's, for a damaged image a client sent) the same: printed as
-    they are, they were lines of plain text in a JSON log."""
+    warnings libraries print and Pillow's own log (for a damaged image a client sent) the same: printed
+    as they are, by Python's last-resort handler, they were lines of plain text in a JSON log."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    for name in (ROOT, WARNINGS):
+    for name in (ROOT, WARNINGS, PILLOW):
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, "scratchnet", False)]:
             logger.removeHandler(old)

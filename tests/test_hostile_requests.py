@@ -652,6 +652,24 @@ def test_a_warning_about_a_damaged_image_is_a_line_of_the_json_log(server):
     assert all(entry["level"] == "warning" for entry in warned)
 
 
+def test_pillows_own_log_about_a_damaged_image_is_a_line_of_the_json_log(server):
+    """Pillow logs an error of its own (logger ``PIL``) about a TIFF that claims more samples per
+    pixel than it decodes: with no handler of ours, Python's last resort printed it as a line of
+    plain text in the middle of the JSON log, as often as clients liked."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(buffer, "TIFF", tiffinfo={277: 100})  # SamplesPerPixel
+    logged = len(server.log())
+    response = requests.post(server.url + IMAGE_MODEL, data=buffer.getvalue(), timeout=10,
+                             headers={"Content-Type": "image/tiff", "X-Request-ID": "damaged-tiff"})
+    assert response.status_code == 415 and response.json()["code"] == "unsupported_image", response.text
+    time.sleep(0.2)
+    lines = server.log()[logged:].splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, JSON
+    pillow = [entry for entry in entries if entry["logger"].startswith("PIL")]
+    assert pillow and "More samples per pixel than can be decoded: 100" in pillow[0]["message"], lines
+    assert any(entry.get("request_id") == "damaged-tiff" for entry in entries), lines
+
+
 # odd but valid images ------------------------------------------------------------------------
 
 
