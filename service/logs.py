@@ -10,6 +10,7 @@ of a ~500 us prediction). Any other set-up goes through the logger."""
 
 from __future__ import annotations
 
+import ast
 import codecs
 import functools
 import logging
@@ -184,6 +185,19 @@ def logfmt_value(value) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Gunicorn's warning about a request it refused ends with the client's text as Python quotes it ('...'), which a
+# logfmt reader does not take for quotes: "Invalid HTTP Version: 'request_id=x status=200 HTTP/1.1'" read as the
+# fields request_id and status. The text format writes it as a logfmt value, as it writes a path.
+PYTHON_QUOTED_END = re.compile(r"""(?<=: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\Z""")
+
+
+def _logfmt_quoted(match: re.Match) -> str:
+    try:
+        return logfmt_value(ast.literal_eval(match.group()))
+    except (ValueError, SyntaxError):
+        return match.group()
+
+
 class TextFormatter(logging.Formatter):
     """The message and fields have their control characters escaped; a traceback keeps its lines.
     Fields are logfmt ``key=value`` pairs (values quoted where needed) on the message's line, so
@@ -198,6 +212,8 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
+        if record.name.startswith("gunicorn.") and "=" in line:
+            line = PYTHON_QUOTED_END.sub(_logfmt_quoted, line)
         extras = " ".join(f"{k}={logfmt_value(getattr(record, k))}" for k in FIELDS if getattr(record, k, None) is not None)
         return escape_controls(f"{line} {extras}" if extras else line)
 

@@ -165,6 +165,24 @@ def test_text_logs_put_gunicorns_own_lines_in_the_services_layout(tmp_path):
     assert any(" INFO gunicorn.error " in line and "Starting gunicorn" in line for line in lines), lines
 
 
+# A logfmt reader's view of a line: key=value pairs (a value bare or double-quoted), and quoted text it skips whole.
+LOGFMT_TOKEN = re.compile(r'([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)|"(?:[^"\\]|\\.)*"|\S')
+
+
+def test_text_logs_let_no_client_text_in_gunicorns_warning_read_as_fields(tmp_path):
+    """Gunicorn's warning about a request line it refused quoted the client's text as Python does, in
+    single quotes, which a logfmt reader does not take for quotes: its words read as fields of their own."""
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_LOG_FORMAT": "text"}) as server:
+        head, _ = raw_exchange(server.url, b"GET /x request_id=forged status=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        log = stopped_log(server)
+    warnings = [line for line in log.splitlines() if " WARNING gunicorn.error " in line and "Invalid" in line]
+    assert len(warnings) == 1 and "request_id=forged status=200" in warnings[0], log
+    fields = [key for key, _ in LOGFMT_TOKEN.findall(warnings[0]) if key]
+    assert "request_id" not in fields and "status" not in fields, warnings[0]
+
+
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_json_logs_stay_json_on_a_stderr_that_does_not_take_utf8(tmp_path, encoding):
     """With stderr in ASCII (PYTHONIOENCODING=ascii, a C locale before Python 3.7) or Latin-1, a
