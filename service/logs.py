@@ -285,9 +285,12 @@ def log_access(message: str, fields: dict) -> None:
     stream = handler.stream
     line = _json_line(time.time(), logging.getLevelName(level).lower(), ACCESS, message, fields,
                       ascii_only=needs_ascii(stream)) + "\n"
-    with handler.lock:  # as the handler itself would: lines from two threads never interleave
-        stream.write(line)
-        stream.flush()
+    try:
+        with handler.lock:  # as the handler itself would: lines from two threads never interleave
+            stream.write(line)
+            stream.flush()
+    except Exception:  # and as it would, a line that cannot be written (a full disk) is reported, not raised
+        handler.handleError(logging.makeLogRecord({"name": ACCESS, "levelno": level, "msg": message}))
 
 
 def _within_a_line(message: str, fields: dict) -> tuple[str, dict]:

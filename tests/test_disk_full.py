@@ -5,10 +5,12 @@ needs root (as the tests run in CI and in the Docker-less container); elsewhere 
 and say why, unless ``CI`` is set.
 """
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import requests
 
 from modelgen import model_parts, publish_model
 from server import ServiceProcess
+from service.app import create_app
 from shared.model_file import load_model, save_model
 from shared.registry import MODEL_FILE, TMP_PREFIX, Registry, RegistryError
 from skips import unavailable
@@ -205,3 +208,25 @@ def test_admin_changes_on_a_full_disk_are_refused_and_serving_goes_on(disk):
         assert response.status_code == 200, response.text
         assert json.loads((registry / "mnist" / "serving.json").read_text())["pinned"] == 1
         server.wait_until_served("mnist", 1)
+
+
+def test_a_log_on_a_full_disk_loses_its_lines_but_fails_no_request(disk, tmp_path, monkeypatch):
+    """With stderr a file on a disk that filled up (``2>>/var/log/scratchnet.log``), every request,
+    /healthz included, was answered 500: the access line's write raised, where the logging module
+    reports a line it cannot write and goes on."""
+    registry = tmp_path / "models"
+    publish_model(registry, "wine", kind="regression")
+    app = create_app({"registry": registry, "watch": False})
+    client = app.test_client()
+    log = open(disk / "scratchnet.log", "w")
+    fill(disk)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stderr", log)
+            for _ in range(20):
+                assert client.get("/healthz").status_code == 200
+            predicted = client.post("/models/wine/predict", json={"inputs": [[0.5] * 11]})
+            assert predicted.status_code == 200, predicted.get_json()
+    finally:
+        with contextlib.suppress(OSError):  # what is still buffered cannot be written either
+            log.close()
