@@ -187,13 +187,14 @@ def logfmt_value(value) -> str:
 
 # Gunicorn's warning about a request it refused ends with the client's text as Python quotes it ('...'), which a
 # logfmt reader does not take for quotes: "Invalid HTTP Version: 'request_id=x status=200 HTTP/1.1'" read as the
-# fields request_id and status. The text format writes it as a logfmt value, as it writes a path.
+# fields request_id and status. The text format writes it as a logfmt value, as it writes a path, cut as the JSON
+# format cuts the message (the client's text can be 8 kB, and a longer line than a pipe writes whole can mix).
 PYTHON_QUOTED_END = re.compile(r"""(?<=: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\Z""")
 
 
 def _logfmt_quoted(match: re.Match) -> str:
     try:
-        return logfmt_value(ast.literal_eval(match.group()))
+        return logfmt_value(shortened(ast.literal_eval(match.group()), LINE_LIMIT // 16))
     except (ValueError, SyntaxError):
         return match.group()
 

@@ -183,6 +183,21 @@ def test_text_logs_let_no_client_text_in_gunicorns_warning_read_as_fields(tmp_pa
     assert "request_id" not in fields and "status" not in fields, warnings[0]
 
 
+def test_text_logs_cut_gunicorns_warning_about_a_long_request_line_as_json_logs_do(tmp_path):
+    """The JSON format cuts Gunicorn's warning to 250 characters; the text format kept the client's
+    8 kB header name whole, a line longer than the 4,096 bytes a pipe writes whole."""
+    publish_model(tmp_path, "mnist", seed=1)
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_LOG_FORMAT": "text"}) as server:
+        for request in (b"GET /x " + b"A" * 4000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                        b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"B" * 8000 + b" C: 1\r\n\r\n"):
+            head, _ = raw_exchange(server.url, request)
+            assert head.startswith(b"HTTP/1.1 400 "), head
+        log = stopped_log(server)
+    warnings = [line for line in log.splitlines() if " WARNING gunicorn.error " in line and "Invalid" in line]
+    assert len(warnings) == 2 and all(line.rstrip('"').endswith("...") for line in warnings), log
+    assert all(len(line.encode()) < 1000 for line in warnings), [len(line) for line in warnings]
+
+
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
 def test_json_logs_stay_json_on_a_stderr_that_does_not_take_utf8(tmp_path, encoding):
     """With stderr in ASCII (PYTHONIOENCODING=ascii, a C locale before Python 3.7) or Latin-1, a
