@@ -40,6 +40,7 @@ from gunicorn import util as gunicorn_util
 from service.binds import DEFAULT as DEFAULT_BIND
 from service.binds import BindError, bind_addresses
 from service.binds import parse as parse_bind
+from service.logs import JsonFormatter, TextFormatter
 from shared.registry import try_writing
 
 # Every SCRATCHNET_* variable something in the project reads: any other is a misspelling, which
@@ -104,10 +105,18 @@ def _log_level(name: str, default: str) -> str:
     return level.lower()
 
 
+def _warn(message: str) -> None:
+    """``message`` as a warning line of the service's log, which the service goes on to write: in its
+    format (SCRATCHNET_LOG_FORMAT, checked later), since a line of plain text is not JSON."""
+    formatter = TextFormatter() if os.environ.get("SCRATCHNET_LOG_FORMAT") == "text" else JsonFormatter()
+    print(formatter.format(logging.LogRecord("scratchnet.config", logging.WARNING, __file__, 0, message, None, None)),
+          file=sys.stderr)
+
+
 for _variable in sorted(os.environ):
     if _variable.startswith("SCRATCHNET_") and _variable.removeprefix("SCRATCHNET_") not in KNOWN_VARIABLES:
-        print(f"warning: {_variable} is not a setting of scratchnet and is ignored (a misspelling?); "
-              "the settings are listed in service/gunicorn_conf.py and service/config.py", file=sys.stderr)
+        _warn(f"{_variable} is not a setting of scratchnet and is ignored (a misspelling?); the settings are "
+              "listed in service/gunicorn_conf.py and service/config.py")
 
 # Before any worker imports NumPy: as many BLAS threads as cores. OpenBLAS runs the small matrix
 # products of ordinary requests (a few rows) on one thread whatever this says, so the extra
@@ -157,7 +166,6 @@ import service.app  # noqa: E402,F401
 from gunicorn.glogging import Logger as GunicornLogger  # noqa: E402
 
 from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
-from service.logs import JsonFormatter, TextFormatter  # noqa: E402
 
 
 class ServiceFormatLogger(GunicornLogger):

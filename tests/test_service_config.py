@@ -1,6 +1,7 @@
 """Settings: defaults, then SCRATCHNET_* variables, then create_app's overrides; a bad value names
 its variable. Gunicorn's: the addresses it listens on, and the folders it must write to."""
 
+import json
 import os
 import re
 import shutil
@@ -184,7 +185,23 @@ def test_gunicorn_names_an_address_another_program_holds(tmp_path, family, host,
 
 def test_gunicorn_warns_of_a_misspelt_setting(tmp_path):
     done = run_gunicorn(tmp_path, SCRATCHNET_ADMIN_TOKN="secret", SCRATCHNET_WORKERS="x")  # x: stops after the warning
-    assert "warning: SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
+    assert "SCRATCHNET_ADMIN_TOKN is not a setting of scratchnet and is ignored (a misspelling?)" in done.stderr
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_warning_of_a_misspelt_setting_is_a_line_of_the_services_log(tmp_path, log_format):
+    """The service starts and serves after the warning, which was a line of plain text at the head of a JSON log."""
+    publish_model(tmp_path, "mnist")
+    with ServiceProcess(tmp_path, workers=1, env={"SCRATCHNET_LOG_FORMAT": log_format,
+                                                  "SCRATCHNET_MAX_BACTH": "10"}) as server:
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        first = server.log().splitlines()[0]
+    said = "SCRATCHNET_MAX_BACTH is not a setting of scratchnet and is ignored (a misspelling?)"
+    if log_format == "json":
+        warning = json.loads(first)
+        assert (warning["level"], warning["logger"]) == ("warning", "scratchnet.config") and said in warning["message"]
+    else:
+        assert re.match(r"^\S+Z WARNING scratchnet\.config \[\d+\] " + re.escape(said), first), first
 
 
 def test_a_default_model_left_out_of_scratchnet_models_is_named_as_such(tmp_path):
