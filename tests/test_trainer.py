@@ -173,6 +173,20 @@ def test_a_flag_of_0_turns_off_the_early_stopping_and_clipping_a_config_file_set
     assert (cli.config_from_args(args).patience, cli.config_from_args(args).clip_norm) == (None, None)
 
 
+def test_a_limit_train_of_0_trains_on_every_row_whatever_the_config_file_says(tmp_path, blobs_npz, capsys):
+    """A config file of quick runs (limit_train = 100) serves the full run too: --limit-train 0, as --help says."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f'dataset = "npz"\ndata_path = "{blobs_npz}"\nhidden = [4]\nepochs = 1\n'
+                           'val_fraction = 0.0\nlimit_train = 100\nprogress = false\n')
+    assert run_cli("train", "--config", config_file, "--output", tmp_path / "quick") == 0
+    assert read_manifest(tmp_path / "quick" / "model.npz")["training"]["train_examples"] == 100
+    capsys.readouterr()
+    assert run_cli("train", "--config", config_file, "--limit-train", 0, "--output", tmp_path / "full") == 0, \
+        capsys.readouterr().err
+    training = read_manifest(tmp_path / "full" / "model.npz")["training"]
+    assert (training["train_examples"], training["config"]["limit_train"]) == (500, None)
+
+
 def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochz = 3\nlerning_rate = 0.01\nzzz = 1\n[train]\nlr = 0.1\n")

@@ -60,7 +60,8 @@ from .interface import NEW_INTERFACE_FLAG
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
-OFF_AT_ZERO = ("patience", "clip_norm")  # --patience 0 turns off the early stopping a config file sets
+# --patience 0 turns off the early stopping a config file sets; --limit-train 0 trains on every row again
+OFF_AT_ZERO = ("patience", "clip_norm", "limit_train")
 # A config file's relative paths are read from its own folder, as a flag's are from the current one: the
 # file and the data beside it work from wherever the run starts.
 CONFIG_PATHS = ("data_path", "data_dir", "cache_dir")
@@ -190,7 +191,8 @@ def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = Non
     parser.add_argument("--seed", type=int, help=seed_help or (
         "seeds the weights, the shuffling, dropout and augmentation, the validation split, and the held-out test "
         f"rows of a dataset without a test split of its own (a csv, an npz, wine-quality) (default {DEFAULTS.seed})"))
-    parser.add_argument("--limit-train", type=int, help="train on the first N examples only (default: all)")
+    parser.add_argument("--limit-train", type=int, help="train on the first N examples only (default, and 0: all, "
+                                                         "whatever --config says)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (training and downloads); --no-progress: one line per epoch (default on "
                              "when stderr is a terminal)")
