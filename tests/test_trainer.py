@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -155,6 +156,27 @@ def test_a_config_files_relative_paths_are_read_from_its_own_folder(tmp_path, bl
     shutil.copy(blobs_npz, elsewhere / "other.npz")
     assert run_cli("train", "--config", "../run.toml", "--data-path", "other.npz", "--output", "out") == 0
     assert read_manifest(elsewhere / "out" / "model.npz")["training"]["dataset"]["name"] == "other"
+
+
+def test_the_recorded_command_of_a_config_file_run_reproduces_it_after_the_file_changes(
+        tmp_path, blobs_npz, monkeypatch, capsys):
+    """The manifest's command is the run's recipe: a config file edited (or deleted) after the run must not
+    change what it trains, so the file's settings are in the command, with the flags that overrode them."""
+    (tmp_path / "run.toml").write_text(f'dataset = "npz"\ndata_path = "{blobs_npz.name}"\nhidden = [8, 4]\n'
+                                       'optimizer = "momentum"\nmomentum = 0.5\nlr = 0.05\nepochs = 4\n'
+                                       'batchnorm = true\nfold-batchnorm = false\nseed = 3\nprogress = false\n')
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", "--config", "run.toml", "--epochs", 2, "--output", "first") == 0, capsys.readouterr().err
+    first = read_manifest(tmp_path / "first" / "model.npz")
+    (tmp_path / "run.toml").write_text('dataset = "mnist"\nhidden = [512]\n')  # the file, reused for another run
+    command = shlex.split(first["training"]["command"])
+    assert command[:4] == ["python", "-m", "trainer", "train"] and "--config" not in command
+    command[command.index("--output") + 1] = "again"
+    assert run_cli(*command[3:]) == 0, capsys.readouterr().err
+    again = read_manifest(tmp_path / "again" / "model.npz")
+    assert again["training"]["config"] == first["training"]["config"]
+    assert again["training"]["epochs_run"] == 2
+    assert again["parameters"]["sha256"] == first["parameters"]["sha256"]
 
 
 def test_a_diverging_run_with_clipping_names_its_epoch_and_learning_rate(blobs_npz, capsys):

@@ -229,8 +229,19 @@ def _build_mlp_arguments(args: argparse.Namespace, values: dict, config) -> dict
     return train.network_arguments(config, args.inputs or 784, args.outputs or 10, args.task_kind or "classification")
 
 
-def config_values(args: argparse.Namespace) -> dict:
-    """The TrainConfig keys that the config file and the flags set (flags win)."""
+def config_values(args: argparse.Namespace, from_file: dict | None = None) -> dict:
+    """The TrainConfig keys that the config file (``from_file``: read here when None) and the flags set
+    (flags win)."""
+    values = dict(config_file_values(args) if from_file is None else from_file)
+    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
+    for key, value in vars(args).items():
+        if key in fields and value is not None:
+            values[key] = None if key in OFF_AT_ZERO and value == 0 else value
+    return values
+
+
+def config_file_values(args: argparse.Namespace) -> dict:
+    """The keys the --config file sets (none without one), its relative paths joined to its folder."""
     values: dict = {}
     if getattr(args, "config", None):
         try:
@@ -250,11 +261,30 @@ def config_values(args: argparse.Namespace) -> dict:
         for key in CONFIG_PATHS:
             if isinstance(values.get(key), str) and values[key]:
                 values[key] = str(args.config.parent / Path(values[key]).expanduser())
-    fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
-    for key, value in vars(args).items():
-        if key in fields and value is not None:
-            values[key] = None if key in OFF_AT_ZERO and value == 0 else value
     return values
+
+
+def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
+    """The command line that reproduces a train run: the one given, with the --config file's settings
+    (``from_file``) written in as the flags they stand for, so that editing the file later does not make
+    the command train another network."""
+    argv = list(args.argv)
+    if args.config:
+        while at := [i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")]:
+            del argv[at[0]: at[0] + (1 if "=" in argv[at[0]] else 2)]
+        flags = []
+        for key, value in from_file.items():
+            if getattr(args, key) is not None:  # the flag given overrides the file's value
+                continue
+            flag = f"--{key.replace('_', '-')}"
+            if isinstance(value, bool):
+                flags.append(flag if value else f"--no-{flag[2:]}")
+            elif isinstance(value, list):
+                flags += [flag, *map(str, value)]
+            else:  # a value that starts with - would be read as a flag: --target=-x
+                flags += [f"{flag}={value}"] if str(value).startswith("-") else [flag, str(value)]
+        argv[1:1] = flags  # after the command's name, train
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *argv])
 
 
 def config_from_args(args: argparse.Namespace, values: dict | None = None) -> train.TrainConfig:
@@ -274,8 +304,9 @@ def cmd_train(args) -> int:
     if args.new_interface and not args.publish:
         raise CommandError(f"{NEW_INTERFACE_FLAG} lets --publish change a model's interface: add --publish, or leave "
                            f"{NEW_INTERFACE_FLAG} out")
-    config = config_from_args(args)
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *args.argv])
+    from_file = config_file_values(args)
+    config = config_from_args(args, config_values(args, from_file))
+    command = recorded_command(args, from_file)
     registry = args.registry or DEFAULT_REGISTRY
     result = train.run(config, publish_to=registry if args.publish else None, output_dir=args.output,
                        command=command, log=say, on_published=_recording_published(args, registry),
