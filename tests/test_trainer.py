@@ -209,6 +209,14 @@ def test_a_limit_train_of_0_trains_on_every_row_whatever_the_config_file_says(tm
     assert (training["train_examples"], training["config"]["limit_train"]) == (500, None)
 
 
+def test_a_config_key_set_twice_is_named(tmp_path, capsys):
+    """TOML refuses a key given twice, saying only "Cannot overwrite a value": the error names the key."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('lr = 0.1\nepochs = 2\n"lr" = 0.2\n')
+    message = refused(capsys, "train", "--config", config_file)
+    assert message == f"config {config_file} sets lr twice (again at line 3): keep one"
+
+
 def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochz = 3\nlerning_rate = 0.01\nzzz = 1\n[train]\nlr = 0.1\n")

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -245,8 +246,12 @@ def config_file_values(args: argparse.Namespace) -> dict:
     values: dict = {}
     if getattr(args, "config", None):
         try:
-            values = tomllib.loads(args.config.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad writes
+            text = args.config.read_text(encoding="utf-8-sig")  # a BOM, as Notepad writes
+            values = tomllib.loads(text)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            if key_again := _key_set_again(e, text if isinstance(e, tomllib.TOMLDecodeError) else ""):
+                raise CommandError(f"config {args.config} sets {key_again[0]} twice (again at line {key_again[1]}): "
+                                   "keep one") from None
             raise CommandError(f"cannot read config {args.config}: {e}") from None
         keys = [k.replace("-", "_") for k in values]
         if twice := repeated(keys):
@@ -262,6 +267,19 @@ def config_file_values(args: argparse.Namespace) -> dict:
             if isinstance(values.get(key), str) and values[key]:
                 values[key] = str(args.config.parent / Path(values[key]).expanduser())
     return values
+
+
+def _key_set_again(error: Exception, text: str) -> tuple[str, int] | None:
+    """The key a TOML file sets a second time, and that line, from tomllib's error, which names neither
+    ("Cannot overwrite a value (at line 3, column 9)"); None for any other error."""
+    where = re.match(r"Cannot overwrite a value \(at line (\d+),", str(error))
+    if not where:
+        return None
+    line = int(where[1])
+    try:
+        return next(iter(tomllib.loads(text.splitlines()[line - 1]))), line
+    except (tomllib.TOMLDecodeError, IndexError, StopIteration):  # a value over several lines, say
+        return None
 
 
 def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
