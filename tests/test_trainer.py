@@ -179,6 +179,33 @@ def test_the_recorded_command_of_a_config_file_run_reproduces_it_after_the_file_
     assert again["parameters"]["sha256"] == first["parameters"]["sha256"]
 
 
+def test_the_recorded_command_sets_the_blas_threads_the_run_had(tmp_path):
+    """BLAS's thread count changes a run's last bits: a run made with OPENBLAS_NUM_THREADS=1, its recorded command
+    run in a shell that says 2, gives the same parameters (products large enough for OpenBLAS to split them)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 256)).astype(np.float32)
+    np.savez(tmp_path / "wide.npz", x_train=x[:500], y_train=(x[:500, 0] > 0).astype(np.int64), x_test=x[500:],
+             y_test=(x[500:, 0] > 0).astype(np.int64))
+    path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
+    blas = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
+    env = {name: value for name, value in os.environ.items() if name not in blas}
+    env["PYTHONPATH"] = path
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path", "wide.npz",
+                           "--hidden", "512", "512", "--batch-size", "500", "--val-fraction", "0", "--epochs", "1",
+                           "--no-progress", "--output", "first"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env, "OPENBLAS_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    first = read_manifest(tmp_path / "first" / "model.npz")
+    command = first["training"]["command"]
+    assert command.startswith("OPENBLAS_NUM_THREADS=1 python -m trainer train ")
+    command = command.replace("python -m trainer", f"{shlex.quote(sys.executable)} -m trainer", 1)
+    command = command.replace("--output first", "--output again")
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr
+    assert read_manifest(tmp_path / "again" / "model.npz")["parameters"]["sha256"] == first["parameters"]["sha256"]
+
+
 def test_a_diverging_run_with_clipping_names_its_epoch_and_learning_rate(blobs_npz, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--optimizer", "sgd", "--lr", 1e30,
                    "--clip-norm", 1e30, "--epochs", 2, "--no-progress") == 2

@@ -66,6 +66,10 @@ OFF_AT_ZERO = ("patience", "clip_norm", "limit_train")
 # A config file's relative paths are read from its own folder, as a flag's are from the current one: the
 # file and the data beside it work from wherever the run starts.
 CONFIG_PATHS = ("data_path", "data_dir", "cache_dir")
+# The environment that decides how many threads, and which kernel, BLAS runs: either changes a run's last bits, so
+# the command a manifest records sets those the run had.
+BLAS_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "OPENBLAS_CORETYPE")
 # overfit's training steps unless --epochs says otherwise; it stops as soon as the subset is memorised.
 OVERFIT_STEPS = 3000
 NEW_INTERFACE_HELP = ("publish a version whose inputs, task or classes differ from the model's latest version "
@@ -285,7 +289,7 @@ def _key_set_again(error: Exception, text: str) -> tuple[str, int] | None:
 def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
     """The command line that reproduces a train run: the one given, with the --config file's settings
     (``from_file``) written in as the flags they stand for, so that editing the file later does not make
-    the command train another network."""
+    the command train another network, after the BLAS settings of the environment (BLAS_ENVIRONMENT)."""
     argv = list(args.argv)
     if args.config:
         while at := [i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")]:
@@ -302,7 +306,8 @@ def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
             else:  # a value that starts with - would be read as a flag: --target=-x
                 flags += [f"{flag}={value}"] if str(value).startswith("-") else [flag, str(value)]
         argv[1:1] = flags  # after the command's name, train
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "trainer", *argv])
+    blas = [f"{name}={shlex.quote(os.environ[name])}" for name in BLAS_ENVIRONMENT if os.environ.get(name)]
+    return " ".join([*blas, *(shlex.quote(a) for a in ["python", "-m", "trainer", *argv])])
 
 
 def config_from_args(args: argparse.Namespace, values: dict | None = None) -> train.TrainConfig:
