@@ -965,6 +965,11 @@ class ModelStore:
         with self._lock:
             record = slot.versions.get(version)
         served = slot.served
+        if _is_version(served, version) and record is None:
+            # Served from memory, its folder gone (the callers looked at the registry just now): what is pinned
+            # or labelled is the folder, which a worker starting now does not have, as for any deleted version.
+            raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry; "
+                           "this worker still answers with it from memory).", code="version_not_found")
         if _is_version(served, version) and record is not None and record.status != AVAILABLE:
             # The served version is in memory even while its file changes (kept as it is copied over, see
             # _highest_servable). What is pinned or labelled is the file, which must load: else the old copy

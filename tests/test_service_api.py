@@ -1125,6 +1125,22 @@ def test_a_version_served_from_memory_is_listed_as_answering_on_every_protocol(c
         assert states["2"] == "AVAILABLE", (route, states)
 
 
+def test_a_pinned_version_whose_folder_went_cannot_be_pinned_or_labelled_again(client, registry):
+    # v2 is pinned, then deleted: this worker answers with it from memory, but a label or pin is
+    # read by workers that start later, which do not have it; a version deleted is refused as absent.
+    store = client.application.extensions["scratchnet"].store
+    assert client.post("/models/mnist/versions/2/activate", headers=AUTH).status_code == 200
+    shutil.rmtree(registry / "mnist" / "2")
+    store.refresh()
+    assert client.post("/predict", json={"inputs": [0.5] * 784}).headers["X-Model-Version"] == "2"
+    for response in (client.put("/models/mnist/labels/stable", json={"version": 2}, headers=AUTH),
+                     client.post("/models/mnist/versions/2/activate", headers=AUTH),
+                     client.post("/v2/repository/models/mnist/load", json={"parameters": {"version": 2}},
+                                 headers=AUTH)):
+        assert_error(response, 404, "version_not_found", "has no version 2 any more")
+    assert serving_state(registry)["labels"] == {}
+
+
 def test_rollback_steps_down_from_a_pinned_version_that_cannot_serve(client, registry):
     # v2 is pinned, then deleted: a worker starting then serves nothing of mnist, and rollback, the
     # operator's way out, pins the version below the pin instead of answering that nothing serves.
