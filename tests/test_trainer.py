@@ -828,6 +828,24 @@ def test_publish_under_a_pin_says_the_service_keeps_the_pinned_version(tmp_path,
     assert "note:" not in capsys.readouterr().err
 
 
+def test_publish_while_the_model_is_unloaded_says_the_service_serves_none_of_it(tmp_path, blobs_npz, capsys):
+    """A version published while the model is unloaded (the service's V2 unload) is not served, nor
+    any other: train --publish and publish say so, and how to serve it again."""
+    registry = tmp_path / "models"
+    train = ("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress")
+    assert run_cli(*train, "--publish", "--registry", registry) == 0
+    capsys.readouterr()
+    (registry / "blobs" / "serving.json").write_text('{"pinned": null, "unloaded": true}')
+    assert run_cli(*train, "--publish", "--registry", registry) == 0
+    note = (f"note: {registry / 'blobs' / 'serving.json'} says blobs is unloaded, so the service serves no version "
+            "of it, v2 included: load it (POST /v2/repository/models/blobs/load) to serve it again")
+    assert note in capsys.readouterr().err
+    assert run_cli(*train, "--output", tmp_path / "run") == 0
+    capsys.readouterr()
+    assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
+    assert note.replace("v2 included", "v3 included") in capsys.readouterr().err
+
+
 def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, wine_csv, capsys, monkeypatch):
     """The recorded --data-path is what was typed: from another folder a relative one is not
     there, and a file that changed since training gives a different held-out split."""

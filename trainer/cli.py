@@ -335,7 +335,7 @@ def cmd_train(args) -> int:
                        command=command, log=say, on_published=_recording_published(args, registry),
                        on_kept=_recording_kept(args), registry=registry, new_interface=args.new_interface)
     if args.publish:
-        _note_pinned(registry, result["name"], result["version"])
+        _note_unserved(registry, result["name"], result["version"])
     return 0
 
 
@@ -362,7 +362,7 @@ def cmd_publish(args) -> int:
     name, version = train.publish_saved(Path(args.folder), args.registry, args.name,
                                         _recording_published(args, args.registry), args.new_interface)
     say(f"published {name} v{version} in {Path(args.registry) / name / str(version)}")
-    _note_pinned(args.registry, name, version)
+    _note_unserved(args.registry, name, version)
     return 0
 
 
@@ -832,19 +832,24 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _note_pinned(registry: str, name: str, version: int) -> None:
-    """A note when serving.json pins another version than the one just published: the service keeps
-    serving the pinned one, and does not switch to the new version."""
+def _note_unserved(registry: str, name: str, version: int) -> None:
+    """A note when serving.json keeps the service from the version just published: it pins another
+    version, which the service keeps serving, or the model is unloaded (a V2 unload), and the
+    service serves no version of it until it is loaded again."""
     from shared.registry import Registry
 
     target = Registry(registry)
     try:
-        pinned = target.read_serving(name)["pinned"]
+        state = target.read_serving(name)
     except RegistryError:  # the service reports it; the version is published all the same
         return
+    pinned = state["pinned"]
     if pinned is not None and pinned != version:
         warn(f"note: {target.root / name / SERVING_FILE} pins v{pinned}, so the service keeps serving it, "
              f"not v{version}: unpin {name} (POST /models/{name}/unpin) to serve the latest")
+    if state.get("unloaded") is True:
+        warn(f"note: {target.root / name / SERVING_FILE} says {name} is unloaded, so the service serves no version "
+             f"of it, v{version} included: load it (POST /v2/repository/models/{name}/load) to serve it again")
 
 
 def _note_another_served(registry, name: str, latest: int) -> None:
