@@ -2626,6 +2626,29 @@ def test_a_model_of_another_interface_is_not_published_over_a_served_one(tmp_pat
     assert "--new-interface lets --publish change" in refused(capsys, "train", *blobs, "--new-interface")
 
 
+def test_a_csv_model_whose_columns_come_in_another_order_is_not_published_over_a_served_one(tmp_path, wine_csv,
+                                                                                           capsys):
+    """A csv with the same columns in another order was published as the next version: the same number of
+    values, so every client's vector went on being answered, its values read as other columns. It is refused,
+    naming both orders; the same columns in the same order, or an npz that names none, publish as before."""
+    registry = tmp_path / "models"
+    lines = wine_csv.read_text().splitlines()
+    reordered = tmp_path / "reordered.csv"
+    reordered.write_text("\n".join(",".join(line.split(",")[i] for i in (2, 0, 1, 3)) for line in lines) + "\n")
+    wine = ["--target", "score", "--task", "regression", "--hidden", 8, "--epochs", 2, "--no-progress",
+            "--name", "wine", "--publish", "--registry", registry]
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, *wine) == 0
+    assert refused(capsys, "train", "--dataset", "csv", "--data-path", reordered, *wine).startswith(
+        "cannot publish a model of reordered as a new version of wine: its interface differs from wine v1's, the "
+        "latest version that loads, whose clients it would break (input columns: v1 (a, b, c), new (c, a, b)).")
+    assert Registry(registry).versions("wine") == [1]
+    assert run_cli("train", "--dataset", "csv", "--data-path", wine_csv, *wine) == 0
+    x = np.loadtxt(wine_csv, delimiter=",", skiprows=1, dtype=np.float32)
+    np.savez(tmp_path / "wine.npz", x=x[:, :3], y=x[:, 3])
+    assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "wine.npz", *wine[4:]) == 0
+    assert Registry(registry).versions("wine") == [1, 2, 3]
+
+
 def test_a_model_of_another_interface_published_during_training_is_not_replaced(tmp_path, blobs_npz, capsys):
     """The interface is that of the latest version when the trained model is published: one of another
     kind published meanwhile refuses it, and the trained model is kept, with the command that publishes it."""

@@ -15,7 +15,7 @@ from shared.text import shortened
 
 NEW_INTERFACE_FLAG = "--new-interface"
 # The parts of an interface, in the order a refusal names them; a part a model lacks reads 'none'.
-PARTS = ("task", "input kind", "input size", "image preprocessing", "classes")
+PARTS = ("task", "input kind", "input size", "input columns", "image preprocessing", "classes")
 
 
 def interface(manifest: dict) -> dict:
@@ -23,6 +23,9 @@ def interface(manifest: dict) -> dict:
     model_input = manifest["input"]
     parts = {"task": manifest["task"], "input kind": model_input["kind"],
              "input size": f"{model_input['shape'][0]} values"}
+    if names := model_input.get("feature_names"):  # a csv's columns: a client sends its values in this order
+        parts["input columns"] = f"({shortened(', '.join(names), 80)})"
+        parts["feature_names"] = list(names)  # compared whole, as labels are
     if model_input["kind"] == "image":
         parts["image preprocessing"] = f"fit {model_input['preprocessing']['fit']}"
     if manifest["task"] == "classification":
@@ -37,7 +40,7 @@ def dataset_interface(dataset) -> dict:
     output = {"labels": list(dataset.labels)} if dataset.task == "classification" else {}
     return interface({"task": dataset.task, "output": output,
                       "input": {"kind": dataset.input_kind, "shape": [dataset.x_train.shape[1]],
-                                "preprocessing": dataset.preprocessing}})
+                                "preprocessing": dataset.preprocessing, "feature_names": dataset.feature_names}})
 
 
 def latest_interface(registry: Registry, name: str) -> tuple[int, dict] | None:
@@ -59,11 +62,21 @@ def check_interface(registry: Registry, name: str, new: dict, what: str = "this 
         return
     version, old = latest
     differences = [f"{part}: v{version} {old.get(part, 'none')}, new {new.get(part, 'none')}"
-                   for part in PARTS if old.get(part) != new.get(part)
-                   or part == "classes" and old.get("labels") != new.get("labels")]
+                   for part in PARTS if _differs(part, old, new)]
     if differences:
         raise RegistryError(
             f"cannot publish {what} as a new version of {name}: its interface differs from {name} v{version}'s, the "
             f"latest version that loads, whose clients it would break ({'; '.join(differences)}). Publish it under "
             f"another name (--name), or add {NEW_INTERFACE_FLAG} if the change is meant (every client of {name} must "
             "change too)")
+
+
+def _differs(part: str, old: dict, new: dict) -> bool:
+    """Whether interfaces ``old`` and ``new`` differ in ``part``. Columns are compared only where both models
+    name them: data without names (an npz) may hold the same columns in the same order."""
+    if part == "input columns":
+        return None not in (old.get("feature_names"), new.get("feature_names")) and (
+            old["feature_names"] != new["feature_names"])
+    if part == "classes" and old.get("labels") != new.get("labels"):
+        return True
+    return old.get(part) != new.get(part)
