@@ -384,6 +384,21 @@ def test_a_csv_quote_left_open_is_named_on_the_line_that_opens_it(tmp_path):
     assert load_dataset("csv", path=path, target="b", task="classification").labels == ["4", "two\nlines"]
 
 
+def test_a_csv_column_without_a_name_is_refused_not_trained_on(tmp_path):
+    """pandas' to_csv writes the row index as a first column with an empty name, which was trained on as a
+    feature (the model then took one value more, the row's number); a delimiter ending every line was told
+    as a missing value in column ''. Both name the column and the way out."""
+    path = tmp_path / "indexed.csv"
+    path.write_text(",a,b,kind\n0,1.0,2.0,cat\n1,3.0,1.0,dog\n2,1.5,2.5,cat\n3,3.5,0.5,dog\n")
+    with pytest.raises(DatasetError, match=r"indexed.csv, line 1: column 1 of the header has no name: name it, or "
+                                           r"drop the column .* unless given index=False\)$"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+    path = tmp_path / "trailing.csv"
+    path.write_text("\n\na,b,kind,\n1.0,2.0,cat,\n3.0,1.0,dog,\n")
+    with pytest.raises(DatasetError, match=r"trailing.csv, line 3: column 4 of the header has no name"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
 def test_csv_needs_a_header_and_a_task(tmp_path):
     path = tmp_path / "noheader.csv"
     path.write_text("1,2,3\n4,5,6\n")

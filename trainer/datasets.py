@@ -876,7 +876,7 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
             if not fields or all(not f.strip() for f in fields):
                 continue
             if header is None:
-                header = [f.strip() for f in fields]
+                header, header_line = [f.strip() for f in fields], start
                 continue
             if len(fields) != len(header):
                 if len(fields) < len(header) and any("\n" in f for f in fields):  # a quote left open: one field
@@ -891,6 +891,11 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
         raise DatasetError(f"{source}: empty file: a header row naming the columns is required")
     if all(_is_number(h) for h in header):
         raise DatasetError(f"{source}: the first row holds only numbers: a header row naming the columns is required")
+    if "" in header:
+        column = header.index("") + 1
+        raise DatasetError(f"{source}, line {header_line}: column {column} of the header has no name: name it, or drop "
+                           "the column (a delimiter at the end of every line makes an empty last column, and pandas' "
+                           "to_csv writes the row index as a first column without a name unless given index=False)")
     if duplicates := repeated(header):
         raise DatasetError(f"{source}: duplicate column names in the header: {', '.join(duplicates)}")
     if not rows:
