@@ -247,6 +247,15 @@ def test_a_csv_that_cannot_be_read_says_why(tmp_path):
         load_dataset("csv", path=tmp_path / "arrays.npz", target="y", task="regression")
 
 
+def test_a_csv_saved_in_a_code_page_names_the_line_and_says_to_save_it_as_utf8(tmp_path):
+    """A spreadsheet's csv in Windows-1252 was told Python's decoding error, a byte position and no way out."""
+    path = tmp_path / "pets.csv"
+    path.write_bytes(codecs.BOM_UTF8 + "a,b,kind\n1.0,2.0,cat\n3.0,1.0,caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"pets.csv, line 3: cannot read as UTF-8 text: byte 0xe9 is not UTF-8 "
+                                           r"\(.*\): save the file as UTF-8 \('CSV UTF-8' in Excel\)$"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
 def test_csv_non_numeric_feature_names_row_and_column(tmp_path):
     rows = list(ROWS)
     rows[3] = (4.0, "4.0.1", "bird")

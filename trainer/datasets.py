@@ -855,8 +855,14 @@ def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.nd
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        npz = " (it is a zip archive, as an .npz is: use --dataset npz)" if data.startswith(b"PK\x03\x04") else ""
-        raise DatasetError(f"{path}: cannot read as UTF-8 text: {exc}{npz}") from exc
+        if data.startswith(b"PK\x03\x04"):
+            raise DatasetError(f"{path}: cannot read as UTF-8 text: {exc} (it is a zip archive, as an .npz is: use "
+                               "--dataset npz)") from exc
+        undecoded = exc.object  # the bytes after a BOM, to which exc.start points
+        line = undecoded.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(f"{path}, line {line}: cannot read as UTF-8 text: byte 0x{undecoded[exc.start]:02x} is not "
+                           "UTF-8 (a spreadsheet saves its own code page, Windows-1252 say, or UTF-16 unless told "
+                           "otherwise): save the file as UTF-8 ('CSV UTF-8' in Excel)") from exc
     header, rows = _parse_csv_text(text, path)
     return _numeric_table(header, rows, path, target, task)
 
