@@ -408,6 +408,17 @@ def test_a_csv_column_without_a_name_is_refused_not_trained_on(tmp_path):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
+def test_a_csv_without_a_header_whose_class_is_text_is_told_to_add_one(tmp_path):
+    """The first row of a headerless csv was taken for its header, and the error listed its values as the
+    columns, with no word of the missing header row, as when every value of that row is a number."""
+    path = tmp_path / "iris.csv"
+    path.write_text("5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n")
+    with pytest.raises(DatasetError, match=r"iris.csv: no column named 'species'; the columns are: 5.1, 3.5, 1.4, "
+                                           r"0.2, setosa: names read off the first row, which holds numbers; if it "
+                                           r"is data, add a header row naming the columns above it$"):
+        load_dataset("csv", path=path, target="species", task="classification")
+
+
 def test_csv_needs_a_header_and_a_task(tmp_path):
     path = tmp_path / "noheader.csv"
     path.write_text("1,2,3\n4,5,6\n")

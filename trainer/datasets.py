@@ -936,7 +936,10 @@ def _sniff_delimiter(text: str) -> str:
 def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
     """(feature names, features (n, d) float32, target values): floats, or strings for classification."""
     if target not in header:
-        raise DatasetError(f"{source}: no column named {target!r}; the columns are: {', '.join(header)}")
+        headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
+        raise DatasetError(f"{source}: no column named {target!r}; the columns are: {', '.join(header)}" + (
+            ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
+            "columns above it" if headerless else ""))
     t = header.index(target)
     feature_names = [h for i, h in enumerate(header) if i != t]
     if not feature_names:
