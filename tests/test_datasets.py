@@ -432,6 +432,17 @@ def test_csv_needs_a_header_and_a_task(tmp_path):
 # --------------------------------------------------------------------------------------------
 # NPZ
 
+def test_an_npz_with_x_and_y_and_a_test_split_is_refused_not_half_read(tmp_path):
+    """x_test and y_test beside x and y were ignored without a word: the model was scored on rows drawn
+    from x, and never on the test rows the file gave."""
+    x, y = np.arange(40, dtype=np.float32).reshape(20, 2), np.arange(20) % 2
+    np.savez(tmp_path / "mixed.npz", x=x, y=y, x_test=x[:4], y_test=y[:4])
+    with pytest.raises(DatasetError, match=r"mixed.npz: holds x and y and also x_test, y_test: an npz holds x and y, "
+                                           r"from which the test rows are drawn, or x_train, y_train, x_test and "
+                                           r"y_test; keep one set \(rename x and y to x_train and y_train"):
+        load_dataset("npz", path=tmp_path / "mixed.npz")
+
+
 def test_npz_with_split_and_labels(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "digits.npz"

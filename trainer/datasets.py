@@ -671,6 +671,11 @@ def _npz_parts(arrays: dict[str, np.ndarray], path: Path
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str | None]:
     """(x, y, x_test, y_test, split) as stored: the test arrays and split are None where the file
     holds only x and y, and its test rows are still to be drawn."""
+    split_keys = sorted({"x_train", "y_train", "x_test", "y_test"} & arrays.keys())
+    if {"x", "y"} <= arrays.keys() and split_keys:  # which set would be trained and tested on is a guess
+        raise DatasetError(f"{path}: holds x and y and also {', '.join(split_keys)}: an npz holds x and y, from "
+                           "which the test rows are drawn, or x_train, y_train, x_test and y_test; keep one set "
+                           "(rename x and y to x_train and y_train to test on x_test and y_test)")
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         return x, y, x_test, y_test, f"x_test/y_test of {path.name}"
