@@ -279,6 +279,25 @@ def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_c
         "note: RMSE 0.9000 is no better than predicting the training mean: the network learned nothing useful.")
 
 
+def test_errors_of_a_target_in_small_units_are_shown_not_rounded_to_zero(tmp_path, wine_csv, capsys):
+    """A regression target measured in small units (a concentration of 0.0002, say) was scored "RMSE 0.0000
+    MAE 0.0000 (predicting the training mean: RMSE 0.0000)": the figures said nothing, in train and evaluate."""
+    lines = wine_csv.read_text().splitlines()
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join([lines[0]] + [f"{line.rsplit(',', 1)[0]},{float(line.rsplit(',', 1)[1]) * 1e-5:.6g}"
+                                              for line in lines[1:]]) + "\n")
+    capsys.readouterr()
+    assert run_cli("train", "--dataset", "csv", "--data-path", small, "--target", "score", "--task", "regression",
+                   "--hidden", 8, "--epochs", 2, "--no-progress", "--output", tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    metrics = read_manifest(tmp_path / "run" / "model.npz")["metrics"]
+    assert f"RMSE {metrics['rmse']:.4g}   MAE {metrics['mae']:.4g}   (predicting the training mean: RMSE " \
+           f"{metrics['rmse_of_mean_predictor']:.4g})" in out
+    assert "0.0000" not in out
+    assert report.format_metrics({"rmse": 0.6392, "mae": 0.4877, "rmse_of_mean_predictor": 0.8, "n": 9}) == (
+        "RMSE 0.6392   MAE 0.4877   (predicting their own mean: RMSE 0.8000)   n=9")  # as before, in larger units
+
+
 def test_same_seed_gives_bit_identical_models(tmp_path, blobs_npz):
     def weights(out):
         config = train.TrainConfig(dataset="npz", data_path=str(blobs_npz), hidden=[16], epochs=3,

@@ -69,8 +69,8 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, training_mean: fl
 def format_metrics(metrics: dict) -> str:
     """The table ``evaluate`` and ``train`` print."""
     if "accuracy" not in metrics:
-        return (f"RMSE {metrics['rmse']:.4f}   MAE {metrics['mae']:.4f}   "
-                f"(predicting {_mean_of(metrics)}: RMSE {metrics['rmse_of_mean_predictor']:.4f})   "
+        return (f"RMSE {figure(metrics['rmse'])}   MAE {figure(metrics['mae'])}   "
+                f"(predicting {_mean_of(metrics)}: RMSE {figure(metrics['rmse_of_mean_predictor'])})   "
                 f"n={metrics['n']}")
     lines = [f"accuracy {metrics['accuracy'] * 100:.2f}%  (n={metrics['n']})", "",
              f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
@@ -93,10 +93,17 @@ def learned_nothing(metrics: dict) -> str | None:
     else:
         if metrics["rmse"] < metrics["rmse_of_mean_predictor"]:
             return None
-        score = f"RMSE {metrics['rmse']:.4f} is no better than predicting {_mean_of(metrics)}"
+        score = f"RMSE {figure(metrics['rmse'])} is no better than predicting {_mean_of(metrics)}"
     return (f"note: {score}: the network learned nothing useful. Read the loss of each epoch above (flat: the learning "
             "rate is too low, or the units are dead or identical; rising: it is too high), and try these settings "
             "with `python -m trainer overfit`")
+
+
+def figure(value: float) -> str:
+    """A loss or metric as a line shows it: four decimals, or four significant digits where those would show
+    few digits or none (an error in a target's small units, 0.0002, read 0.0000) or far too many (a diverging loss
+    read 9439460815807322704052224.0000)."""
+    return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e5 else f"{value:.4g}"
 
 
 def _mean_of(metrics: dict) -> str:

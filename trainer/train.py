@@ -473,7 +473,7 @@ class EpochProgress:
     def update(self, n: int, loss: float, accuracy: float | None) -> None:
         if self.bar is not None:
             self.bar.update(n)
-            postfix = {"loss": figure(loss)}
+            postfix = {"loss": report.figure(loss)}
             if accuracy is not None:
                 postfix["acc"] = f"{accuracy:.4f}"
             self.bar.set_postfix(postfix, refresh=False)
@@ -586,7 +586,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
 
 def epoch_line(row: dict, epochs: int) -> str:
     """An epoch's line of the log, from its row of the history: learning rate, figures, time."""
-    figures = "  ".join(f"{k}={figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
+    figures = "  ".join(f"{k}={report.figure(v)}" for k, v in row.items() if k.startswith(("train_", "val_")))
     return f"epoch {row['epoch']}/{epochs}  lr={row['lr']:.3g}  {figures}  ({row['seconds']:.2f}s)"
 
 
@@ -648,12 +648,6 @@ def _unknown_key(key: str, value, known: set[str]) -> str:
     names = {**{name: name for name in known}, **KEY_ALIASES}
     closest = difflib.get_close_matches(key, sorted(names), n=1)
     return f"{key!r} (did you mean {names[closest[0]]!r}?)" if closest else repr(key)
-
-
-def figure(value: float) -> str:
-    """A loss or metric for an epoch line: four decimals, or four digits in scientific notation
-    once it is large (a diverging loss read 9439460815807322704052224.0000)."""
-    return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
 
 
 def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress, epoch: int, lr: float) -> dict:
