@@ -419,6 +419,17 @@ def test_a_csv_without_a_header_whose_class_is_text_is_told_to_add_one(tmp_path)
         load_dataset("csv", path=path, target="species", task="classification")
 
 
+def test_a_csv_separated_by_spaces_is_told_which_separators_are_read(tmp_path):
+    """A file separated by spaces (as many .data files are) or '|' read as one column, and the error listed
+    its whole header as that column's name, with no word of the separator."""
+    path = tmp_path / "iris.data"
+    path.write_text("sepal_length sepal_width species\n5.1 3.5 setosa\n7.0 3.2 versicolor\n")
+    with pytest.raises(DatasetError, match=r"iris.data: no column named 'species'; the file reads as one column, "
+                                           r"'sepal_length sepal_width species', as its header holds no ',' ';' or "
+                                           r"tab: separate the fields with one of those$"):
+        load_dataset("csv", path=path, target="species", task="classification")
+
+
 def test_csv_needs_a_header_and_a_task(tmp_path):
     path = tmp_path / "noheader.csv"
     path.write_text("1,2,3\n4,5,6\n")

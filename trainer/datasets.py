@@ -24,7 +24,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, FLOAT32_MAX, arrays_to_batch
-from shared.text import counted, repeated
+from shared.text import counted, repeated, shortened
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -941,6 +941,10 @@ def _sniff_delimiter(text: str) -> str:
 def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
     """(feature names, features (n, d) float32, target values): floats, or strings for classification."""
     if target not in header:
+        if len(header) == 1:  # fields separated by spaces or '|', which are read as part of one field
+            raise DatasetError(f"{source}: no column named {target!r}; the file reads as one column, "
+                               f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
+                               "fields with one of those")
         headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
         raise DatasetError(f"{source}: no column named {target!r}; the columns are: {', '.join(header)}" + (
             ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
