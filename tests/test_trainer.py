@@ -1558,6 +1558,21 @@ def test_a_class_with_no_training_row_is_named(tmp_path, capsys):
     assert "note: no training row of class cat: the model cannot learn to predict it" in capsys.readouterr().out
 
 
+def test_a_note_names_the_first_few_of_many_classes_without_training_rows(tmp_path, capsys):
+    """A csv whose target was an identifier, a class a row, printed a note naming every held-out row's id:
+    thousands of names on one line, the rest of the output lost in it."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "customers.csv"
+    path.write_text("a,b,customer\n" + "".join(f"{a:.3f},{b:.3f},C{i:04d}\n"
+                                               for i, (a, b) in enumerate(rng.normal(size=(500, 2)))))
+    assert run_cli("train", "--dataset", "csv", "--data-path", path, "--target", "customer", "--task",
+                   "classification", "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "out") == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: no training row"))
+    assert re.fullmatch(r"note: no training row of class (C\d{4}, ){9}C\d{4} and \d+ more \(\d+ of the 500 classes\): "
+                        r"the model cannot learn to predict it \(its rows are all in the test or validation split\)",
+                        note), note
+
+
 def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_path, capsys):
     """Indices 1..N give a class 0 that no row has, and --limit-train can leave a class out: the note said
     the class's rows were all held out for testing or validation, which sent the reader looking there."""

@@ -335,6 +335,9 @@ def coarse_note(prepared: Prepared) -> str | None:
             "subtract an offset (the mean, say) or rescale such a column in the data before training")
 
 
+NAMED_CLASSES = 10  # the most classes a note names
+
+
 def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
     """A note for each reason a classifier's classes have no training row, naming them: the output unit
     of such a class learns only "never", and each of its test rows is scored wrong."""
@@ -347,8 +350,11 @@ def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
     cut = (untrained & in_training_file) - set(np.unique(dataset.y_train[: config.limit_train]).tolist())
     held_out = untrained - nowhere - cut
 
-    def named(classes: set) -> str:
-        return ", ".join(dataset.labels[i] for i in sorted(classes))
+    def named(classes: set) -> str:  # the first few: a target of ids, a class a row, named thousands
+        names = [dataset.labels[i] for i in sorted(classes)]
+        more = len(names) - NAMED_CLASSES
+        return ", ".join(names[:NAMED_CLASSES]) + (
+            f" and {more:,} more ({len(names):,} of the {dataset.n_classes:,} classes)" if more > 0 else "")
 
     notes = []
     if nowhere:
