@@ -430,6 +430,19 @@ def test_a_csv_separated_by_spaces_is_told_which_separators_are_read(tmp_path):
         load_dataset("csv", path=path, target="species", task="classification")
 
 
+def test_a_class_written_two_ways_names_the_file_and_the_line(tmp_path):
+    """'1' and '1.0' in a target column were refused naming neither the file nor a line."""
+    path = tmp_path / "labels.csv"
+    path.write_text("a,b,y\n1,2,1\n3,4,0\n5,6,1.0\n7,8,0\n")
+    with pytest.raises(DatasetError, match=r"labels.csv, line 4, column 'y': '1.0' is the class '1' of line 2 "
+                                           r"written another way: write each class one way$"):
+        load_dataset("csv", path=path, target="y", task="classification")
+    np.savez(tmp_path / "labels.npz", x=np.arange(16.0).reshape(8, 2), y=np.array(["1", "0", "1.0", "0"] * 2))
+    with pytest.raises(DatasetError, match=r"labels.npz: class values '1', '1.0' name the same number in different "
+                                           r"ways: write each class one way$"):
+        load_dataset("npz", path=tmp_path / "labels.npz")
+
+
 def test_csv_needs_a_header_and_a_task(tmp_path):
     path = tmp_path / "noheader.csv"
     path.write_text("1,2,3\n4,5,6\n")

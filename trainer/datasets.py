@@ -569,7 +569,7 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
     labels = None
     if task == "classification":
-        labels, (y, y_test) = _class_indices([y_raw, y_test_raw])
+        labels, (y, y_test) = _class_indices([y_raw, y_test_raw], path)
     else:
         y, y_test = np.asarray(y_raw, np.float32), np.asarray(y_test_raw, np.float32)
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
@@ -824,7 +824,7 @@ def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, p
         names = [[str(v).strip() for v in part] for part in (y, y_test)]
         if any(not v for part in names for v in part):
             raise DatasetError(f"{path}: y holds an empty class name")
-        class_names, (y, y_test) = _class_indices(names)
+        class_names, (y, y_test) = _class_indices(names, path)
         return class_names, y, y_test
     n_classes = int(np.concatenate([y, y_test]).max()) + 1
     if n_classes > MAX_CLASSES:
@@ -1016,16 +1016,21 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
         # Numbers with fractions are a measured quantity: as classes, each distinct value would be
         # one (200 classes from 200 rows), where an npz with the same targets is refused.
         if all(_is_number(value) for value in y):
+            spellings = {}  # each class's number -> how and on which line it was first written
             for (line, _), value in zip(rows, y):
                 if not float(value).is_integer():
                     raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
                                        "number, so not a class: a measured quantity is predicted with --task "
                                        "regression")
+                first, first_line = spellings.setdefault(_number_text(float(value)), (value, line))
+                if value != first:
+                    raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is the class {first!r} "
+                                       f"of line {first_line} written another way: write each class one way")
     _refuse_erased_columns(x, [f"column {name!r}" for name in feature_names], source)
     return feature_names, x.astype(np.float32), y
 
 
-def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]:
+def _class_indices(parts: list[list[str]], source) -> tuple[list[str], list[np.ndarray]]:
     """Class names (sorted; numerically if they are all numbers) and each part as indices."""
     values = sorted({v for part in parts for v in part})
     if all(_is_number(v) for v in values):
@@ -1037,8 +1042,8 @@ def _class_indices(parts: list[list[str]]) -> tuple[list[str], list[np.ndarray]]
         else:
             twice = set(repeated(canonical.values()))
             same = [v for v in values if canonical[v] in twice]
-            raise DatasetError(f"class values {', '.join(map(repr, same))} name the same number in different ways: "
-                               "write each class one way in the target column")
+            raise DatasetError(f"{source}: class values {', '.join(map(repr, same))} name the same number in "
+                               "different ways: write each class one way")
     else:
         labels = values
     index = {v: i for i, v in enumerate(values)}
