@@ -24,6 +24,7 @@ import orjson
 
 from shared.forward import Model
 from shared.preprocess import arrays_to_batch, float32_within, images_to_batch, validate_vectors
+from shared.text import shortened
 
 from .config import Settings
 from .encoding import classification_rows, prediction_response, regression_rows
@@ -92,6 +93,16 @@ class PredictionBatch:
 
 def describe(model: Model) -> str:
     return f"model {model.name} v{model.version}"
+
+
+def vector_order(model: Model) -> str:
+    """How a client sends ``model`` a vector: its values in a list, in the order of the columns it was trained on
+    where it names them (a csv's header), which a client that sent them by name needs."""
+    vector = f"send each vector as a list of {model.input_size} numbers"
+    if not (columns := model.manifest["input"].get("feature_names")):
+        return vector
+    columns = shortened(", ".join(columns), 400)
+    return f"{vector}, in the order of the columns {describe(model)} was trained on: {columns}"
 
 
 def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
@@ -169,6 +180,8 @@ class Predictor:
 
     def vectors_batch(self, model: Model, values) -> np.ndarray:
         """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""
+        if isinstance(values, dict) or isinstance(values, list) and values and isinstance(values[0], dict):
+            raise InvalidInput(f"values named in an object are not read: {vector_order(model)}.")
         if isinstance(values, np.ndarray):
             n = values.shape[0] if values.ndim > 1 else 1
             count = values.size

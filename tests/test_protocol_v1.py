@@ -232,6 +232,22 @@ def test_errors_are_tf_serving_style(server, path, body, status, contains):
     assert_error(post(server, path, body), status, contains)
 
 
+def test_values_sent_by_column_name_are_told_the_columns_order(server):
+    """A client of a model trained on a csv sent its values named by the csv's columns, and was told the
+    model takes 'input', or that a value is an object, without the order in which to send them."""
+    order = "send each vector as a list of 4 numbers, in the order of the columns model iris v1 was trained on: " \
+            "x0, x1, x2, x3"
+    named = dict(zip(["x3", "x0", "x2", "x1"], IRIS[0]))
+    for body in ({"instances": [named]}, {"inputs": {name: [value] for name, value in named.items()}}):
+        assert_error(post(server, "/v1/models/iris:predict", body), 400, f"(its columns are not inputs: {order}, "
+                                                                         "as 'input').")
+    for body in ({"inputs": [named]}, {"inputs": named}):
+        assert_error(post(server, "/models/iris/predict", body), 422, f"values named in an object are not read: "
+                                                                       f"{order}.")
+    assert_error(post(server, "/models/mnist/predict", {"inputs": {"a": 1}}), 422,
+                 "values named in an object are not read: send each vector as a list of 784 numbers.")
+
+
 def test_status_errors_and_methods(server):
     assert_error(requests.get(server.url + "/v1/models/mnist/labels/beta/metadata", timeout=10), 404, "no label 'beta'")
     assert_error(requests.get(server.url + "/v1/models/mnist/versions/3/metadata", timeout=10), 503, "cannot be served")
