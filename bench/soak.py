@@ -393,7 +393,7 @@ def markdown(summary: dict) -> str:
                                       f"{'m' if summary['duration_s'] >= 600 else 's'} {w['p99_ms']:.0f} ms"
                                       for w in summary["latency_windows"]) + ".",
         "",
-        f"![RSS over the soak](soak-rss.png)",
+        "![RSS over the soak](soak-rss.png)",
     ]
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema, field_validator,
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator,
                       model_validator)
 
 from shared.registry import MAX_VERSION, VERSION_PATTERN
