@@ -313,6 +313,8 @@ def on_starting(server):
     _check_watcher(server.cfg.workers)
     _check_addresses_free(server.cfg.bind, server.cfg.reuse_port)
     _metrics_dir.mkdir(parents=True, exist_ok=True)
+    if _own_metrics_dir and (server.cfg.uid, server.cfg.gid) != (os.geteuid(), os.getegid()):
+        os.chown(_metrics_dir, server.cfg.uid, server.cfg.gid)  # --user/--group: the workers write its files
     for entry in _metrics_dir.iterdir():
         if entry.is_file() and entry.suffix == ".db":
             entry.unlink()

@@ -11,12 +11,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
 from modelgen import publish_model
 from server import ServiceProcess, read_only
-from skips import unavailable
+from skips import needs_root, unavailable
 from service.binds import FORMS
 from service.config import ConfigError, load_settings
 from service.healthcheck import probe_target
@@ -90,6 +91,28 @@ def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str |
     return subprocess.run([*(launcher or []), sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py",
                            "service.app:create_app()"], cwd=REPO, capture_output=True, text=True, timeout=30,
                           env={k: v for k, v in env.items() if v is not None})
+
+
+def test_workers_run_as_another_user_boot_and_write_their_metrics():
+    """Root starting Gunicorn with --user and --group, as a system service does: the metrics folder
+    the master made was root's alone (0700), and every worker failed to boot on writing into it."""
+    needs_root("running workers as another user")
+    folder = Path(tempfile.mkdtemp(prefix="scratchnet-as-nobody-"))
+    try:
+        folder.chmod(0o755)  # the workers read the registry: pytest's tmp_path is root's alone
+        (folder / "tmp").mkdir(mode=0o777)
+        publish_model(folder / "models", "wine")
+        for path in [folder / "models", *(folder / "models").rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        env = {"GUNICORN_CMD_ARGS": "--user 65534 --group 65534", "TMPDIR": str(folder / "tmp")}
+        with ServiceProcess(folder / "models", workers=2, env=env) as server:
+            assert "Exception in worker process" not in server.log()
+            metrics = next((folder / "tmp").glob("scratchnet-metrics-*"))
+            written = {path.stat().st_uid for path in metrics.glob("*.db")}
+            assert written == {65534} and {pid for pid in server.worker_pids()
+                                           if psutil.Process(pid).uids().effective == 65534} == server.worker_pids()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("variable, value, message", [
