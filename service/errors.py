@@ -255,7 +255,10 @@ def as_service_error(error: Exception, app: Flask) -> ServiceError:
         return describe_validation_error(error)
     if isinstance(error, HTTPException):
         return _http_error(error, app)
-    log.exception("unexpected error", extra={"request_id": g.get("request_id")})
+    # The request's fields, as its access line has them: filtered by model or route, the traceback comes too.
+    log.exception("unexpected error", extra={"request_id": g.get("request_id"), "method": request.method,
+                                             "path": request.path, "route": g.get("route"), "model": g.get("model"),
+                                             "version": g.get("version")})
     return ServiceError("Internal server error; the request id in X-Request-ID identifies it in the logs.")
 
 

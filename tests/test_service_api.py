@@ -34,6 +34,7 @@ from service.protocols import v1, v2
 from service.app import create_app
 from service.errors import ClientWentAway
 from service.logs import configure_logging
+from shared.forward import Model
 from users import run_as
 from wsgi import chunked
 
@@ -1685,9 +1686,25 @@ def test_a_server_fault_in_text_logs_names_its_request_on_the_error_line(registr
     finally:
         configure_logging("json", "INFO")
     error = next(i for i, line in enumerate(lines) if " ERROR scratchnet.service " in line)
-    assert lines[error].endswith("unexpected error request_id=req-500"), lines[error]
+    assert lines[error].endswith('unexpected error request_id=req-500 method=GET path=/boom route=/boom'), lines[error]
     assert lines[error + 1] == "Traceback (most recent call last):"
     assert "RuntimeError: secret internals" in lines[error + 2:]
+
+def test_a_server_fault_in_a_prediction_names_the_model_and_version_on_the_error_line(client, capsys, monkeypatch):
+    """Logs filtered by model showed a failing version's access lines but not the traceback that said why."""
+    def fault(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(Model, "forward", fault)
+    capsys.readouterr()
+    response = client.post("/models/mnist/predict", json={"inputs": [0.5] * 784}, headers={"X-Request-ID": "f-1"})
+    assert response.status_code == 500 and "secret" not in response.get_data(as_text=True)
+    (entry,) = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"unexpected error"' in line]
+    assert {k: entry.get(k) for k in ("request_id", "method", "path", "route", "model", "version")} == {
+        "request_id": "f-1", "method": "POST", "path": "/models/mnist/predict", "route": "/models/<name>/predict",
+        "model": "mnist", "version": 2}
+    assert "RuntimeError: secret internals" in entry["exception"]
+
 
 def test_openapi_names_exactly_the_routes_the_app_serves(app, client):
     doc = client.get("/openapi.json").get_json()
