@@ -105,6 +105,15 @@ def vector_order(model: Model) -> str:
     return f"{vector}, in the order of the columns {describe(model)} was trained on: {columns}"
 
 
+def columns_hint(model: Model, names) -> str:
+    """What a protocol's message adds when the input ``names`` a request gives are the columns ``model`` was
+    trained on, which are not its inputs."""
+    columns = model.manifest["input"].get("feature_names") or []
+    if not names or not set(names) <= set(columns):
+        return ""
+    return f" (its columns are not inputs: {vector_order(model)}, as 'input')"
+
+
 def _check_pixel_range(model: Model, batch: np.ndarray) -> None:
     """Refuse an image model's vectors that are not pixels in [0, 1], saying what they look like."""
     low, high = batch.min(), batch.max()

@@ -571,6 +571,16 @@ def test_bad_requests_get_400_with_a_triton_style_message(client, body, contains
     assert_protocol_error(infer(client, body), 400, contains)
 
 
+def test_columns_sent_as_inputs_are_told_to_go_in_one_vector(client):
+    """One tensor per column of the csv a model was trained on (as a dataframe is sent): Triton's words
+    alone named the first column as unexpected, with nothing on how to send the values."""
+    body = {"inputs": [{"name": f"x{i}", "shape": [1], "datatype": "FP32", "data": [0.5]} for i in (3, 1, 0, 2)]}
+    assert_protocol_error(infer(client, body, model="iris"), 400,
+                          "unexpected inference input 'x3' for model 'iris' (its columns are not inputs: send each "
+                          "vector as a list of 4 numbers, in the order of the columns model iris v1 was trained on: "
+                          "x0, x1, x2, x3, as 'input')")
+
+
 def test_bad_binary_bodies_get_400(client):
     raw = VECTORS[:1].tobytes()
     header = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",

@@ -35,7 +35,7 @@ from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, par
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
-from ..predictor import vector_order
+from ..predictor import columns_hint
 from ..store import AVAILABLE, dangling_label, failure_reason
 from . import binary, signature
 from .schemas import V1PredictRequest
@@ -122,7 +122,7 @@ def read_item(model: Model, item, where: str) -> tuple[str, object]:
     if isinstance(item, dict):
         if len(item) != 1 or next(iter(item)) not in names:
             raise BadRequest(f"{where} names the inputs {', '.join(map(repr, item)) or 'none'}; model '{model.name}' "
-                             f"takes exactly one of {', '.join(map(repr, names))}{_columns_hint(model, item)}.",
+                             f"takes exactly one of {', '.join(map(repr, names))}{columns_hint(model, item)}.",
                              code="unexpected_input")
         input_name, value = next(iter(item.items()))
         if input_name == signature.IMAGE:
@@ -146,14 +146,6 @@ def read_item(model: Model, item, where: str) -> tuple[str, object]:
                          code="invalid_request")
     raise BadRequest(f"{where} must be a list of numbers, {{\"b64\": ...}} or an object naming the input.",
                      code="invalid_request")
-
-
-def _columns_hint(model: Model, names) -> str:
-    """What a message adds when ``names`` are among the columns ``model`` was trained on, not its inputs."""
-    columns = model.manifest["input"].get("feature_names") or []
-    if not names or not set(names) <= set(columns):
-        return ""
-    return f" (its columns are not inputs: {vector_order(model)}, as 'input')"
 
 
 def is_b64(value) -> bool:
@@ -185,7 +177,7 @@ def read_columns(model: Model, inputs) -> tuple[str, object]:
         names = [spec.name for spec in signature.input_specs(model)]
         if len(inputs) != 1 or next(iter(inputs)) not in names:
             raise BadRequest(f"'inputs' names {', '.join(map(repr, inputs)) or 'no input'}; model '{model.name}' "
-                             f"takes exactly one of {', '.join(map(repr, names))}{_columns_hint(model, inputs)}.",
+                             f"takes exactly one of {', '.join(map(repr, names))}{columns_hint(model, inputs)}.",
                              code="unexpected_input")
         input_name, batch = next(iter(inputs.items()))
         if not isinstance(batch, list):

@@ -35,6 +35,7 @@ from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_di
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
+from ..predictor import columns_hint
 from ..store import AVAILABLE, failure_reason
 from . import binary, signature
 from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestInput, UnloadRequest
@@ -231,7 +232,8 @@ def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryCh
     specs = {spec.name: spec for spec in signature.input_specs(model)}
     for tensor in inputs:
         if tensor.name not in specs:
-            raise BadRequest(f"unexpected inference input '{tensor.name}' for model '{model.name}'",
+            hint = columns_hint(model, [tensor.name for tensor in inputs])
+            raise BadRequest(f"unexpected inference input '{tensor.name}' for model '{model.name}'{hint}",
                              code="unexpected_input")
     if len(inputs) != 1:
         names = ", ".join(f"'{n}'" for n in specs)
