@@ -216,8 +216,10 @@ def _register_request_hooks(app: Flask) -> None:
         if status >= 400 and model is not None and getattr(state, "inference", False):
             svc.metrics.observe_failed_prediction(model, state.version, seconds)
         route = getattr(state, "route", None) or _route(app, req)
-        # the model the URL names when no version of it answered (admin, reports, a 404)
+        # the model the URL names when no version of it answered (admin, reports, a 404); /predict's, the default one
         named = model if model is not None else (req.view_args or {}).get("name")
+        if named is None and route == "/predict":
+            named = svc.settings.default_model
         _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
                 request_id, named, getattr(state, "version", None), remote_addr=req.environ.get("REMOTE_ADDR"))
         req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status)

@@ -1264,6 +1264,15 @@ def test_errors_are_counted_by_the_model_the_request_named_when_the_registry_hol
     assert "nosuch" not in text
 
 
+def test_a_default_model_refusing_predict_counts_its_errors_under_that_model(registry):
+    """POST /predict names no model in its URL: a refusal from the default model before a version
+    answered (none ready, or unloaded) counted under no model, hiding it from the per-model ratio."""
+    client = make_app(registry, models="mnist,nope", default_model="nope").test_client()
+    assert_error(client.post("/predict", json={"inputs": [0.5] * 4}), 503, "model_not_ready")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'scratchnet_errors_total{code="model_not_ready",model="nope",route="/predict"} 1.0' in text
+
+
 def test_metrics_count_requests_errors_and_versions(client):
     """Requests are counted by the request, predictions by the row: a batch of 5 is 5 predictions."""
     for rows in (1, 1, 5):
