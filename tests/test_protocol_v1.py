@@ -288,6 +288,27 @@ def test_an_unknown_model_or_version_is_refused_in_tf_serving_words(server, meth
     assert response.json()["error"].startswith(f"{message}. {then}")
 
 
+def test_a_model_without_a_version_yet_is_not_found_as_tf_serving_says(tmp_path):
+    """A model SCRATCHNET_MODELS names, its first version not published yet, had a 200 with an empty
+    model_version_status, which TF Serving never sends (a client reading its first state failed);
+    TF Serving answers 404 until a version is there, and so does this, the same on every worker."""
+    publish_model(tmp_path, "mnist")
+    with ServiceProcess(tmp_path, workers=2, threads=2, env={"SCRATCHNET_MODELS": "mnist,fresh"}) as service:
+        for _ in range(4):
+            response = requests.get(service.url + "/v1/models/fresh", timeout=10)
+            assert_error(response, 404, "Could not find any versions of model fresh. The registry has no version")
+        publish_model(tmp_path, "fresh", kind="vector")
+        deadline, in_a_row = time.monotonic() + 10, 0
+        while in_a_row < 8:  # every worker, within a poll interval
+            assert time.monotonic() < deadline, "the model's first version was not found within 10 s"
+            response = requests.get(service.url + "/v1/models/fresh", timeout=10)
+            found = response.status_code == 200
+            in_a_row = in_a_row + 1 if found else 0
+            if found:
+                assert [s["state"] for s in response.json()["model_version_status"]] == ["AVAILABLE"]
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("verb", ["classify", "regress"])
 def test_classify_and_regress_say_what_to_use_instead(server, verb):
     """TF Serving's tf.Example verbs: an error naming :predict, not a 405 pointing at GET."""

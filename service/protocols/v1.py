@@ -249,6 +249,9 @@ def status(name: str, version: str | None = None, label: str | None = None):
         if label is not None:
             number = store.label_version(name, label)
         unloaded = bool(info.get("unloaded"))
+        if number is None and not info["versions"]:  # named in SCRATCHNET_MODELS, or a folder of serving.json alone
+            raise NotFound(f"The registry has no version of {name}; it serves once one is published.",
+                           code="version_not_found")
         if number is None:
             versions = [(v["version"], v["status"]) for v in info["versions"]]
             ready = info["ready"] and not unloaded
