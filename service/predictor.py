@@ -28,7 +28,7 @@ from shared.text import shortened
 
 from .config import Settings
 from .encoding import classification_rows, prediction_response, regression_rows
-from .errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from .store import ModelStore
 
 DEFAULT_TOP_K = 3
@@ -150,7 +150,15 @@ class Predictor:
 
     def resolve(self, name: str | None = None, *, version: int | None = None, label: str | None = None) -> Model:
         """The model to answer with: a version, a labelled version, or the served one."""
-        name = name or self.settings.default_model
+        if not name:  # POST /predict: its client named no model, so a missing one is said to be the default
+            try:
+                return self.resolve(self.settings.default_model, version=version, label=label)
+            except NotFound as e:
+                if e.code != "model_not_found":
+                    raise
+                raise NotFound(f"POST /predict answers with the default model (SCRATCHNET_DEFAULT_MODEL), and "
+                               f"{e.message[:1].lower()}{e.message[1:]} Name the model in the URL instead: POST "
+                               "/models/<name>/predict.", code=e.code) from None
         self.store.require_loaded(name)
         if version is not None:
             return self.store.version(name, version)

@@ -1264,6 +1264,18 @@ def test_errors_are_counted_by_the_model_the_request_named_when_the_registry_hol
     assert "nosuch" not in text
 
 
+def test_predict_without_its_default_model_says_the_default_is_missing_and_what_to_send(registry):
+    """A client of POST /predict names no model: 'There is no model 'digits'' alone spoke of a model it
+    never asked for, without a word of the default (SCRATCHNET_DEFAULT_MODEL) or of how to name one."""
+    client = make_app(registry, default_model="digits").test_client()
+    body = assert_error(client.post("/predict", json={"inputs": [0.5] * 4}), 404, "model_not_found")
+    assert body["error"] == ("POST /predict answers with the default model (SCRATCHNET_DEFAULT_MODEL), and there is "
+                             "no model 'digits' (models: iris, mnist, wine). Name the model in the URL instead: "
+                             "POST /models/<name>/predict.")
+    assert_error(client.post("/models/digits/predict", json={"inputs": [0.5] * 4}), 404, "model_not_found",
+                 "There is no model 'digits' (models: iris, mnist, wine).")
+
+
 def test_a_default_model_refusing_predict_counts_its_errors_under_that_model(registry):
     """POST /predict names no model in its URL: a refusal from the default model before a version
     answered (none ready, or unloaded) counted under no model, hiding it from the per-model ratio."""
