@@ -492,8 +492,9 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
         if not svc.registry.root.is_dir():  # the whole registry went (an unmounted volume), not this model
             raise NotReady(f"The registry folder {svc.registry.root} does not exist; the serving state of {name} "
                            "cannot be changed until it is back.", code="registry_unavailable") from None
-        raise NotFound(f"There is no model {name!r} in the registry any more (its folder is gone).",
-                       code="model_not_found") from None
+        # a model SCRATCHNET_MODELS names before its first publish, or one whose folder went just now
+        raise NotFound(f"The registry has no folder for model {name!r}: publish a version of it first (python -m "
+                       "trainer ... --publish), then change how it serves.", code="model_not_found") from None
     except OSError as e:
         if e.errno == errno.EROFS:
             raise Conflict(f"The registry folder {folder} is on a read-only file system, so the serving state of "

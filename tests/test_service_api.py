@@ -1276,6 +1276,17 @@ def test_predict_without_its_default_model_says_the_default_is_missing_and_what_
                  "There is no model 'digits' (models: iris, mnist, wine).")
 
 
+def test_changing_a_configured_model_not_published_yet_says_to_publish_it(registry):
+    """SCRATCHNET_MODELS names a model whose first version is not published: an admin change of it was
+    told the model was there no more, its folder gone, though it had never been."""
+    client = make_app(registry, models="mnist,nope").test_client()
+    for response in (client.post("/models/nope/unpin", headers=AUTH),
+                     client.post("/v2/repository/models/nope/unload", headers=AUTH)):
+        body = assert_error(response, 404, "model_not_found", "The registry has no folder for model 'nope'")
+        assert "any more" not in body["error"] and "publish a version of it first" in body["error"]
+    assert not (registry / "nope").exists()
+
+
 def test_a_default_model_refusing_predict_counts_its_errors_under_that_model(registry):
     """POST /predict names no model in its URL: a refusal from the default model before a version
     answered (none ready, or unloaded) counted under no model, hiding it from the per-model ratio."""
