@@ -119,6 +119,8 @@ def create_app(config: dict | None = None) -> Flask:
     protocols.init_app(app)
     log.info("service started: registry %s, models %s", settings.registry,
              ", ".join(store.names()) or "none")
+    if misplaced := store.misplaced_registry():
+        log.warning("%s", misplaced)
     # A misspelt name would otherwise show only as 404s; a registry that cannot be read has
     # already been reported, and its models are unknown, not missing.
     if settings.models is not None and settings.default_model not in settings.models:

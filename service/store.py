@@ -58,7 +58,7 @@ from pathlib import Path
 from shared.errors import ModelFileError
 from shared.forward import Model
 from shared.model_file import load_model, read_manifest
-from shared.registry import MODEL_FILE, SERVING_FILE, Registry, RegistryError, check_name
+from shared.registry import MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError, check_name
 
 from .errors import Conflict, NotFound, NotReady, access_advice
 
@@ -1097,6 +1097,28 @@ class ModelStore:
         with self._lock:
             return {name: set(slot.versions) for name, slot in self._slots.items()}
 
+    def misplaced_registry(self) -> str:
+        """Why the registry folder looks like a model's folder (versions in it, as in the folder TF Serving's
+        --model_base_path names) or a version's, one level too deep; '' when it does not, or holds a version."""
+        if any(slot.versions for slot in list(self._slots.values())):
+            return ""
+        root = self.registry.root
+        try:
+            entries = os.listdir(root)
+            versions = sorted(int(e) for e in entries  # a model may be named '1' too
+                              if VERSION_PATTERN.match(e) and e not in self._slots and (root / e).is_dir())
+        except OSError:
+            return ""
+        if MODEL_FILE in entries:
+            what, where = "a version's folder (it holds model.npz)", "the folder two levels up"
+        elif versions:
+            shown = ", ".join(map(str, versions[:5])) + (" ..." if len(versions) > 5 else "")
+            what, where = f"a model's folder (it holds the version folders {shown})", "its parent"
+        else:
+            return ""
+        return (f"{root} looks like {what}, not a registry: point SCRATCHNET_REGISTRY (with Docker, "
+                f"SCRATCHNET_MODELS_DIR) at {where}, which holds the model folders (<model>/<version>/model.npz)")
+
     def readiness(self) -> tuple[bool, dict]:
         """``(ready, report)``: ready when every configured model has a servable version."""
         names = self.names()
@@ -1118,6 +1140,9 @@ class ModelStore:
         if not names:
             reasons.append(f"the registry {self.registry.root} holds no models"
                            + (f" ({self.registry_error})" if self.registry_error else ""))
+        misplaced = self.misplaced_registry() if reasons else ""
+        if misplaced:
+            reasons.append(misplaced)
         report = {"ready": not reasons, "models": models,
                   "registry": {"path": str(self.registry.root), "ok": self.registry_error is None,
                                "error": self.registry_error, "unreadable_models": dict(self._unreadable),

@@ -1243,6 +1243,21 @@ def test_health_and_readiness(client, tmp_path):
     assert empty.status_code == 503 and "holds no models" in empty.get_json()["reason"]
 
 
+@pytest.mark.parametrize("models", [None, "mnist"])
+def test_a_registry_set_to_a_model_folder_is_named_as_one(registry, models):
+    """SCRATCHNET_REGISTRY set to models/mnist, as TF Serving's --model_base_path names a model's own
+    folder: /readyz said only that the registry holds no models (or that mnist has no version)."""
+    for folder, what, where in ((registry / "mnist", "a model's folder (it holds the version folders 1, 2, 3)",
+                                 "its parent"),
+                                (registry / "mnist" / "2", "a version's folder (it holds model.npz)",
+                                 "the folder two levels up")):
+        ready = make_app(folder, models=models).test_client().get("/readyz")
+        assert ready.status_code == 503
+        assert f"{folder} looks like {what}, not a registry: point SCRATCHNET_REGISTRY" in ready.get_json()["reason"]
+        assert f"at {where}, which holds the model folders" in ready.get_json()["reason"]
+    assert "looks like" not in make_app(registry, models="mnist,nope").test_client().get("/readyz").get_json()["reason"]
+
+
 def test_readiness_names_a_configured_model_without_versions_in_one_sentence(registry):
     """The reason quoted the store's sentence as it was, capital letter and all, inside its own:
     'model nope has no servable version (The registry has no version of nope)'."""
