@@ -591,8 +591,8 @@ class ModelStore:
 
     def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None],
                           problems: list[str]) -> Model | None:
-        """The highest version on disk that loads; what serves, while its own file is changing or
-        when no version loads."""
+        """The highest version on disk that loads; what serves, while its own file is changing (or has
+        failed on one pass alone), or when no version loads and its file is not there to fail."""
         for v in sorted(stamps, reverse=True):
             target = self._checked(slot, v)
             if target is not None:
@@ -610,9 +610,19 @@ class ModelStore:
                 why = "is changing" if record.status == LOADING else f"changed and {record.status}"
                 problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
                 return slot.served
-        if slot.served is not None:
-            problems.append(f"no version on disk can be served; still serving v{slot.served.version} from memory")
-        return slot.served
+        served = slot.served
+        record = slot.versions.get(served.version) if served is not None else None
+        if record is not None and record.kept_served:
+            # Its file failed and stayed so, and no other version loads: a worker starting now serves
+            # nothing of the model, so neither does this one (it would answer for good beside 503s).
+            log.warning("%s: no version can be served, the served version %d's file having %s; no longer served",
+                        slot.name, served.version, record.status, extra=about(slot.name, served.version))
+            slot.served = None
+            self.events.served(slot.name, served.version, None)
+            return None
+        if served is not None:
+            problems.append(f"no version on disk can be served; still serving v{served.version} from memory")
+        return served
 
     def _resolve_labels(self, slot: ModelSlot, stamps: dict[int, tuple | None], target: Model | None,
                         problems: list[str]) -> dict[int, Model]:

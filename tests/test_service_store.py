@@ -329,6 +329,29 @@ def test_the_served_versions_file_rewritten_in_place_serves_from_memory_while_th
     assert not store.describe("mnist")["problems"]
 
 
+def test_a_served_file_that_stays_damaged_with_no_other_version_to_serve_is_no_longer_served(tmp_path):
+    """A model's one version damaged in place: the workers running served it from memory for good,
+    while a worker started since (a recycled one) answered 503, so answers alternated between 200
+    and 503 and each worker's readiness said otherwise. After its pass of grace it serves nothing,
+    as a worker starting then, and the file serves again once it loads."""
+    publish_model(tmp_path, "mnist")
+    model_file = tmp_path / "mnist" / "1" / "model.npz"
+    whole = model_file.read_bytes()
+    store, events = make_store(tmp_path)
+    model_file.write_bytes(b"damaged")
+    store.refresh()
+    assert store.served("mnist").version == 1  # for one pass: a copy may be under way
+    store.refresh()
+    for running in (store, make_store(tmp_path)[0]):
+        with pytest.raises(NotReady, match="v1 failed: not an .npz archive"):
+            running.served("mnist")
+        assert running.readiness()[0] is False and not running.describe("mnist")["ready"]
+    assert events.swaps == [("mnist", None, 1), ("mnist", 1, None)]
+    model_file.write_bytes(whole)
+    store.refresh()
+    assert store.served("mnist").version == 1
+
+
 @pytest.mark.parametrize("looked_at_by", ["the status checks", "an admin call"])
 def test_a_served_file_rewritten_whole_is_served_anew_whoever_loads_it_first(tmp_path, looked_at_by):
     """v1 serves while a pin names a broken v2; v1's file is then rewritten whole (another network).
