@@ -125,7 +125,8 @@ class ModelSlot:
     misnamed: list[str] = field(default_factory=list)  # folders named like versions that are none, and why
     swaps: int = 0
     folder_missing: bool = False   # the last pass found the registry without this model (see has_model)
-    no_versions: bool = False      # the last pass found its folder, serving.json in it, and no version
+    # the last pass found its folder, serving.json in it, and no version; or what served gone and no version that loads
+    no_versions: bool = False
     # One look at this model's registry folder at a time; a look at another model, or a load of
     # another's large version, never waits on it.
     refresh_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -550,13 +551,13 @@ class ModelStore:
             if slot.pinned is not None:
                 pin_problem = f"pinned version {slot.pinned} does not exist"
         else:
-            slot.no_versions = False
+            gone_before, slot.no_versions = slot.no_versions, False
             if unknown_state:
                 target = slot.served
             elif slot.pinned is not None:
                 target, pin_problem = self._pinned_target(slot, stamps, problems)
             else:
-                target = self._highest_servable(slot, stamps, problems)
+                target = self._highest_servable(slot, stamps, problems, gone_before)
         self._report_pin(slot, pin_problem, target)
         return target
 
@@ -589,10 +590,11 @@ class ModelStore:
                                        else "; nothing is served"))
         return target, pin_problem
 
-    def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None],
-                          problems: list[str]) -> Model | None:
+    def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None], problems: list[str],
+                          gone_before: bool = False) -> Model | None:
         """The highest version on disk that loads; what serves, while its own file is changing (or has
-        failed on one pass alone), or when no version loads and its file is not there to fail."""
+        failed on one pass alone), or for one pass when it is gone and no version loads (``gone_before``:
+        the previous pass gave it that pass)."""
         for v in sorted(stamps, reverse=True):
             target = self._checked(slot, v)
             if target is not None:
@@ -611,17 +613,24 @@ class ModelStore:
                 problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
                 return slot.served
         served = slot.served
-        record = slot.versions.get(served.version) if served is not None else None
-        if record is not None and record.kept_served:
-            # Its file failed and stayed so, and no other version loads: a worker starting now serves
-            # nothing of the model, so neither does this one (it would answer for good beside 503s).
-            log.warning("%s: no version can be served, the served version %d's file having %s; no longer served",
-                        slot.name, served.version, record.status, extra=about(slot.name, served.version))
+        if served is None:
+            return None
+        record = slot.versions.get(served.version)
+        if record is None and not gone_before:  # its folder gone (being rewritten?): one pass of grace
+            slot.no_versions = True
+            problems.append(f"version {served.version} is gone and no other version can be served; still serving "
+                            f"v{served.version} from memory for one more pass")
+            return served
+        if record is None or record.kept_served:
+            # Its file failed and stayed so, or is gone, and no other version loads: a worker starting now
+            # serves nothing of the model, so neither does this one (it would answer for good beside 503s).
+            why = "is gone" if record is None else f"has {record.status}"
+            log.warning("%s: no version can be served, the file of the served version %d %s; no longer served",
+                        slot.name, served.version, why, extra=about(slot.name, served.version))
             slot.served = None
             self.events.served(slot.name, served.version, None)
             return None
-        if served is not None:
-            problems.append(f"no version on disk can be served; still serving v{served.version} from memory")
+        problems.append(f"no version on disk can be served; still serving v{served.version} from memory")
         return served
 
     def _resolve_labels(self, slot: ModelSlot, stamps: dict[int, tuple | None], target: Model | None,

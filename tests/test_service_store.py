@@ -352,6 +352,24 @@ def test_a_served_file_that_stays_damaged_with_no_other_version_to_serve_is_no_l
     assert store.served("mnist").version == 1
 
 
+def test_a_served_version_deleted_with_no_other_version_that_loads_is_no_longer_served(tmp_path):
+    """v2 serves, v1 is damaged; v2's folder deleted: the workers running served v2 from memory for
+    good, while a worker started since answered 503. After a pass of grace (its folder may be being
+    rewritten) nothing serves, as in a worker starting then."""
+    publish_corrupt(tmp_path, "mnist")
+    publish_model(tmp_path, "mnist")
+    store, events = make_store(tmp_path)
+    assert store.served("mnist").version == 2
+    shutil.rmtree(tmp_path / "mnist" / "2")
+    store.refresh()
+    assert store.served("mnist").version == 2  # for one pass
+    store.refresh()
+    for running in (store, make_store(tmp_path)[0]):
+        with pytest.raises(NotReady, match="v1 failed: "):
+            running.served("mnist")
+    assert events.swaps == [("mnist", None, 2), ("mnist", 2, None)]
+
+
 @pytest.mark.parametrize("looked_at_by", ["the status checks", "an admin call"])
 def test_a_served_file_rewritten_whole_is_served_anew_whoever_loads_it_first(tmp_path, looked_at_by):
     """v1 serves while a pin names a broken v2; v1's file is then rewritten whole (another network).
