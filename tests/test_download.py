@@ -389,6 +389,19 @@ def test_a_folder_where_the_cache_keeps_a_file_is_named_with_the_fix(server, tmp
     assert server.requests == []
 
 
+def test_a_file_given_as_the_cache_of_a_datasets_folder_is_named_with_the_fix(server, tmp_path):
+    """--cache-dir naming a file: a dataset is kept in a folder of its own in the cache, which cannot be made
+    in a file, and the error ("Not a directory") blamed the cache's permissions."""
+    server.files["/data.bin"] = PAYLOAD
+    cache = tmp_path / "cache"
+    cache.write_text("notes")
+    with pytest.raises(DownloadError, match=rf"^{cache}, where the download cache {cache / 'wine-quality'} goes, is "
+                                            r"a file, not a folder: move it away, or give another cache folder with "
+                                            r"--cache-dir \(or \$SCRATCHNET_CACHE\)$"):
+        fetch([server.url + "/data.bin"], "data.bin", PAYLOAD_SHA, cache / "wine-quality", progress=False)
+    assert server.requests == []
+
+
 def test_a_cache_folder_under_home_is_expanded(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     server.files["/data.bin"] = PAYLOAD

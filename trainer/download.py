@@ -119,11 +119,14 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
 
 
 def _check_in_the_way(cache_dir: Path, files: list[Path]) -> None:
-    """Refuse a cache folder that is a file, or a folder where the cache keeps one of ``files``: the
-    errors of open() ("Is a directory") named no fix, or blamed the cache's permissions."""
-    if cache_dir.exists() and not cache_dir.is_dir():
-        raise DownloadError(f"{cache_dir}, the download cache, is a file, not a folder: move it away, or give "
-                            f"another cache folder with --cache-dir (or ${CACHE_ENV})")
+    """Refuse a cache folder that is a file (or is to be made under one: a dataset's folder in a --cache-dir
+    that is a file), or a folder where the cache keeps one of ``files``: the errors of open() ("Is a
+    directory", "Not a directory") named no fix, or blamed the cache's permissions."""
+    existing = next((path for path in (cache_dir, *cache_dir.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "the download cache" if existing == cache_dir else f"where the download cache {cache_dir} goes"
+        raise DownloadError(f"{existing}, {where}, is a file, not a folder: move it away, or give another cache "
+                            f"folder with --cache-dir (or ${CACHE_ENV})")
     for path in files:
         if path.is_dir():
             raise DownloadError(f"{path} is a folder, where the download cache keeps a file: move it away, or "
