@@ -2683,6 +2683,26 @@ def test_a_csv_model_whose_columns_come_in_another_order_is_not_published_over_a
     assert Registry(registry).versions("wine") == [1, 2, 3]
 
 
+def test_a_refusal_of_columns_in_another_order_shows_where_they_differ(tmp_path, capsys):
+    """Long column names that differ only near the end (the last two of winequality-red.csv swapped) were
+    named in a refusal cut after 80 characters, the same text for both versions: it now shows each list from
+    the column before the first that differs."""
+    registry = tmp_path / "models"
+    names = ["fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides", "pH", "sulphates",
+             "alcohol"]
+    rows = np.random.default_rng(0).normal(size=(60, len(names) + 1)).round(3)
+    for path, order in (("wine.csv", names), ("swapped.csv", [*names[:-2], names[-1], names[-2]])):
+        columns = [names.index(name) for name in order] + [len(names)]
+        lines = [",".join([*order, "quality"]), *(",".join(map(str, row[columns])) for row in rows)]
+        (tmp_path / path).write_text("\n".join(lines) + "\n")
+    wine = ["--dataset", "csv", "--target", "quality", "--task", "regression", "--hidden", 4, "--epochs", 1,
+            "--no-progress", "--name", "wine", "--publish", "--registry", registry]
+    assert run_cli("train", "--data-path", tmp_path / "wine.csv", *wine) == 0
+    assert "(input columns: v1 (..., pH, sulphates, alcohol), new (..., pH, alcohol, sulphates))." in refused(
+        capsys, "train", "--data-path", tmp_path / "swapped.csv", *wine)
+    assert Registry(registry).versions("wine") == [1]
+
+
 def test_a_model_of_another_interface_published_during_training_is_not_replaced(tmp_path, blobs_npz, capsys):
     """The interface is that of the latest version when the trained model is published: one of another
     kind published meanwhile refuses it, and the trained model is kept, with the command that publishes it."""

@@ -16,6 +16,8 @@ from shared.text import shortened
 NEW_INTERFACE_FLAG = "--new-interface"
 # The parts of an interface, in the order a refusal names them; a part a model lacks reads 'none'.
 PARTS = ("task", "input kind", "input size", "input columns", "image preprocessing", "classes")
+# The parts that name a list, and its key in the interface, where it is kept whole (the part's text is shortened).
+LISTS = {"input columns": "feature_names", "classes": "labels"}
 
 
 def interface(manifest: dict) -> dict:
@@ -24,13 +26,13 @@ def interface(manifest: dict) -> dict:
     parts = {"task": manifest["task"], "input kind": model_input["kind"],
              "input size": f"{model_input['shape'][0]} values"}
     if names := model_input.get("feature_names"):  # a csv's columns: a client sends its values in this order
-        parts["input columns"] = f"({shortened(', '.join(names), 80)})"
+        parts["input columns"] = _listed(names)
         parts["feature_names"] = list(names)  # compared whole, as labels are
     if model_input["kind"] == "image":
         parts["image preprocessing"] = f"fit {model_input['preprocessing']['fit']}"
     if manifest["task"] == "classification":
         labels = [str(label) for label in manifest["output"]["labels"]]
-        parts["classes"] = f"{len(labels)} ({shortened(', '.join(labels), 80)})"
+        parts["classes"] = f"{len(labels)} {_listed(labels)}"
         parts["labels"] = labels  # compared whole; the text above may be shortened
     return parts
 
@@ -61,7 +63,7 @@ def check_interface(registry: Registry, name: str, new: dict, what: str = "this 
     if latest is None:
         return
     version, old = latest
-    differences = [f"{part}: v{version} {old.get(part, 'none')}, new {new.get(part, 'none')}"
+    differences = [f"{part}: v{version} {_shown(part, old, new)}, new {_shown(part, new, old)}"
                    for part in PARTS if _differs(part, old, new)]
     if differences:
         raise RegistryError(
@@ -69,6 +71,23 @@ def check_interface(registry: Registry, name: str, new: dict, what: str = "this 
             f"latest version that loads, whose clients it would break ({'; '.join(differences)}). Publish it under "
             f"another name (--name), or add {NEW_INTERFACE_FLAG} if the change is meant (every client of {name} must "
             "change too)")
+
+
+def _listed(names: list[str], start: int = 0) -> str:
+    """Names as a part's text shows them, from ``start`` on ("..." for those before it), cut to a readable length."""
+    return f"({'..., ' if start else ''}{shortened(', '.join(names[start:]), 80)})"
+
+
+def _shown(part: str, parts: dict, other: dict) -> str:
+    """``part``'s text in interface ``parts``, as a refusal names it beside ``other``'s. A list (columns, classes)
+    is shown from the name before the first that differs, which a text cut after 80 characters may not reach:
+    two lists of long column names that differ in the last read the same there."""
+    names, other_names = parts.get(LISTS.get(part)), other.get(LISTS.get(part))
+    if names is None or other_names is None:
+        return parts.get(part, "none")
+    first = next((i for i, (a, b) in enumerate(zip(names, other_names)) if a != b), min(len(names), len(other_names)))
+    listed = _listed(names, max(first - 1, 0))
+    return f"{len(names)} {listed}" if part == "classes" else listed
 
 
 def _differs(part: str, old: dict, new: dict) -> bool:
