@@ -248,6 +248,9 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
         logger.addHandler(handler)
         logger.setLevel(level.upper())
         logger.propagate = False
+    # Pillow's debug lines name each chunk of each image decoded ("STREAM b'IDAT' 41 22"): SCRATCHNET_LOG_LEVEL=debug
+    # is the level of the service's own lines, and Pillow's from warning up are logged as before.
+    logging.getLogger(PILLOW).setLevel(max(logging.getLevelName(level.upper()), logging.WARNING))
     logging.captureWarnings(True)
 
 

@@ -670,6 +670,20 @@ def test_pillows_own_log_about_a_damaged_image_is_a_line_of_the_json_log(server)
     assert any(entry.get("request_id") == "damaged-tiff" for entry in entries), lines
 
 
+def test_the_debug_level_logs_no_line_of_pillows_for_each_image(registry):
+    """SCRATCHNET_LOG_LEVEL=debug, the level of the service's own lines, logged Pillow's debug lines too: a
+    line for each chunk of each PNG a client sent (a PNG of a thousand chunks, a thousand lines)."""
+    image = encode(paper(synthetic_digit(7)), "PNG")
+    with ServiceProcess(registry, workers=1, env={"SCRATCHNET_LOG_LEVEL": "debug"}) as process:
+        logged = len(process.log())
+        response = requests.post(process.url + IMAGE_MODEL, data=image, timeout=10,
+                                 headers={"Content-Type": "image/png"})
+        assert response.status_code == 200, response.text
+        time.sleep(0.2)
+        lines = process.log()[logged:].splitlines()
+    assert lines and not [line for line in lines if json.loads(line)["logger"].startswith("PIL")], lines
+
+
 # odd but valid images ------------------------------------------------------------------------
 
 
