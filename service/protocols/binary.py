@@ -20,6 +20,8 @@ import zlib
 
 import numpy as np
 
+from shared.text import counted
+
 from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, byte_count
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -51,7 +53,7 @@ def decode_bytes(raw: bytes | memoryview, what: str, most: int) -> list[bytes]:
     items, offset = [], 0
     while offset < len(raw):
         if len(items) == most:
-            raise BadRequest(f"{what} holds more than the {most} element{'' if most == 1 else 's'} its shape needs: "
+            raise BadRequest(f"{what} holds more than the {counted(most, 'element')} its shape needs: "
                              f"{len(raw) - offset} bytes follow the last.", code="unexpected_size")
         if offset + 4 > len(raw):
             raise BadRequest(f"{what} ends inside the 4-byte length of element {len(items)}.", code="malformed_tensor")

@@ -28,7 +28,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from shared.forward import Model
 from shared.preprocess import TEXT_AND_TRUTH, holds_any, json_type_name
 from shared.registry import MAX_VERSION, VERSION_PATTERN
-from shared.text import read_json
+from shared.text import counted, read_json
 
 from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
                    parse_json, read_body, resolve_from_url, set_serving, validate)
@@ -303,7 +303,7 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
 def require_count(what: str, held: int, tensor: RequestInput, count: int, unit: str) -> None:
     """A 400 unless the tensor holds the ``count`` items its shape needs."""
     if held != count:
-        raise BadRequest(f"{what} holds {held} {unit}{'' if held == 1 else 's'}; its shape {shape_text(tensor.shape)} "
+        raise BadRequest(f"{what} holds {counted(held, unit)}; its shape {shape_text(tensor.shape)} "
                          f"needs {count}", code="unexpected_size")
 
 
