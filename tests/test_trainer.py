@@ -637,9 +637,19 @@ def test_a_warm_up_longer_than_the_epochs_refit_picks_does_not_end_the_run(tmp_p
     assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 40, flag, value.format(n=3),
                    "--patience", 3, "--refit", "--lr", 0.05, "--hidden", 64, 64, "--no-progress",
                    "--output", tmp_path / "run") == 0
-    assert "for 1 epochs" in capsys.readouterr().out  # validation picked the first epoch, within the warm-up
+    assert "for 1 epoch\n" in capsys.readouterr().out  # validation picked the first epoch, within the warm-up
     assert (tmp_path / "run" / "model.npz").exists()
     assert run_cli("overfit", "--dataset", "npz", "--data-path", path, "--samples", 16, flag, value.format(n=20)) == 0
+
+
+def test_early_stopping_with_a_patience_of_one_says_one_epoch(tmp_path, capsys):
+    """--patience 1 stopped the run with 'no validation improvement for 1 epochs'."""
+    path = tmp_path / "noise.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(300, 4)), y=rng.integers(0, 2, 300))
+    assert run_cli("train", "--dataset", "npz", "--data-path", path, "--epochs", 40, "--patience", 1, "--lr", 0.05,
+                   "--hidden", 64, 64, "--no-progress", "--output", tmp_path / "run") == 0
+    assert "early stopping: no validation improvement for 1 epoch\n" in capsys.readouterr().out
 
 
 def test_bad_flags_are_clear_errors(tmp_path, capsys):

@@ -33,6 +33,7 @@ from shared.forward import Model, output_scaling, standardize
 from shared.model_file import MANIFEST_KEY, load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
                              check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
+from shared.text import counted
 
 from . import memory, report
 from .activations import get_activation
@@ -581,7 +582,7 @@ def fit(network, optimizer, schedule, prepared: Prepared, config: TrainConfig, l
         progress.close()
         log(epoch_line(row, config.epochs))
         if stopping is not None and stopping.should_stop(epoch, row["val_loss"], network):
-            log(f"early stopping: no validation improvement for {config.patience} epochs")
+            log(f"early stopping: no validation improvement for {counted(config.patience, 'epoch')}")
             break
         if done():
             break
@@ -694,7 +695,7 @@ def refit(config: TrainConfig, prepared: Prepared, history: list[dict], log=prin
     ``on_epoch`` has it."""
     best_epoch = min(history, key=lambda row: row["val_loss"])["epoch"]
     log(f"refit: retraining on training + validation data ({len(prepared.x_train) + len(prepared.x_val)} "
-        f"examples) for {best_epoch} epochs")
+        f"examples) for {counted(best_epoch, 'epoch')}")
     merged = dataclasses.replace(
         prepared, x_train=np.concatenate([prepared.x_train, prepared.x_val]),
         y_train=np.concatenate([prepared.y_train, prepared.y_val]), x_val=None, y_val=None)
