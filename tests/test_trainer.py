@@ -652,6 +652,22 @@ def test_early_stopping_with_a_patience_of_one_says_one_epoch(tmp_path, capsys):
     assert "early stopping: no validation improvement for 1 epoch\n" in capsys.readouterr().out
 
 
+def test_the_restored_epochs_validation_loss_reads_as_its_epoch_line_shows_it(tmp_path, capsys):
+    """A small validation loss (a target that the columns give exactly) was shown in four digits by the epoch lines
+    and in four decimals where the best epoch was restored: 'val_loss=0.0002205' then 'val_loss 0.0002'."""
+    rows = np.random.default_rng(3).uniform(-1, 1, size=(500, 2)).round(4)
+    lines = ["a,b,y", *(f"{a},{b},{a + 2 * b:.5f}" for a, b in rows)]
+    (tmp_path / "lin.csv").write_text("\n".join(lines) + "\n")
+    assert run_cli("train", "--dataset", "csv", "--data-path", tmp_path / "lin.csv", "--target", "y", "--task",
+                   "regression", "--hidden", 16, "--lr", 0.03, "--epochs", 300, "--patience", 5, "--no-progress",
+                   "--output", tmp_path / "run") == 0
+    out = capsys.readouterr().out
+    restored = re.search(r"^restoring epoch (\d+), the best on validation \(val_loss (\S+)\)$", out, re.M)
+    assert restored, out
+    epoch_line = re.search(rf"^epoch {restored[1]}/300 .* val_loss=(\S+) ", out, re.M)
+    assert float(epoch_line[1]) < 0.01 and restored[2] == epoch_line[1], out
+
+
 def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "nonsense", "--output", tmp_path) == 2
     assert "unknown dataset 'nonsense'" in capsys.readouterr().err

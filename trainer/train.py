@@ -540,7 +540,7 @@ class EarlyStopping:
     def restore_best(self, network, last_epoch: int, log=print) -> None:
         """Load the best epoch's state into ``network`` unless ``last_epoch``, where the run ended, is that epoch."""
         if self.state is not None and self.epoch != last_epoch:
-            log(f"restoring epoch {self.epoch}, the best on validation (val_loss {self.val_loss:.4f})")
+            log(f"restoring epoch {self.epoch}, the best on validation (val_loss {report.figure(self.val_loss)})")
             network.load_state(self.state)
 
 
