@@ -244,6 +244,15 @@ def test_a_config_key_set_twice_is_named(tmp_path, capsys):
     assert message == f"config {config_file} sets lr twice (again at line 3): keep one"
 
 
+def test_a_config_key_set_twice_over_several_lines_is_named(tmp_path, capsys):
+    """A list written over several lines, as TOML files often hold hidden = [...], set twice: tomllib names the line
+    where the second value ends, which holds no key, and its own words ('Cannot overwrite a value') were shown."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("hidden = [64]\nepochs = 2\nhidden = [\n  256,\n  128,\n]\n")
+    message = refused(capsys, "train", "--config", config_file)
+    assert message == f"config {config_file} sets hidden twice (again at line 3): keep one"
+
+
 def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochz = 3\nlerning_rate = 0.01\nzzz = 1\n[train]\nlr = 0.1\n")

@@ -274,16 +274,18 @@ def config_file_values(args: argparse.Namespace) -> dict:
 
 
 def _key_set_again(error: Exception, text: str) -> tuple[str, int] | None:
-    """The key a TOML file sets a second time, and that line, from tomllib's error, which names neither
-    ("Cannot overwrite a value (at line 3, column 9)"); None for any other error."""
+    """The key a TOML file sets a second time, and its line, from tomllib's error, which names neither
+    ("Cannot overwrite a value (at line 3, column 9)", the line where the value ends); None for any other error."""
     where = re.match(r"Cannot overwrite a value \(at line (\d+),", str(error))
     if not where:
         return None
-    line = int(where[1])
-    try:
-        return next(iter(tomllib.loads(text.splitlines()[line - 1]))), line
-    except (tomllib.TOMLDecodeError, IndexError, StopIteration):  # a value over several lines, say
-        return None
+    lines = text.splitlines()[:int(where[1])]
+    for first in range(len(lines), 0, -1):  # the lines back to the key, for a value over several (hidden = [...])
+        try:
+            return next(iter(tomllib.loads("\n".join(lines[first - 1:])))), first
+        except (tomllib.TOMLDecodeError, StopIteration):
+            continue
+    return None
 
 
 def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
