@@ -430,6 +430,15 @@ def test_a_csv_separated_by_spaces_is_told_which_separators_are_read(tmp_path):
         load_dataset("csv", path=path, target="species", task="classification")
 
 
+def test_a_csv_of_one_column_without_the_target_is_not_told_to_separate_its_fields(tmp_path):
+    """A file of one column ('id') given with a target it lacks was told that its header holds no ',' ';' or
+    tab and to separate the fields with one of those, though it has one field: it is told its column."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id\n1\n2\n3\n")
+    with pytest.raises(DatasetError, match=r"ids.csv: no column named 'species'; the columns are: id$"):
+        load_dataset("csv", path=path, target="species", task="classification")
+
+
 def test_a_class_written_two_ways_names_the_file_and_the_line(tmp_path):
     """'1' and '1.0' in a target column were refused naming neither the file nor a line."""
     path = tmp_path / "labels.csv"

@@ -941,7 +941,7 @@ def _sniff_delimiter(text: str) -> str:
 def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
     """(feature names, features (n, d) float32, target values): floats, or strings for classification."""
     if target not in header:
-        if len(header) == 1:  # fields separated by spaces or '|', which are read as part of one field
+        if len(header) == 1 and any(c in header[0] for c in " |"):  # fields separated by spaces or '|', read as one
             raise DatasetError(f"{source}: no column named {target!r}; the file reads as one column, "
                                f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
                                "fields with one of those")
