@@ -476,6 +476,17 @@ def test_an_npz_with_x_and_y_and_a_test_split_is_refused_not_half_read(tmp_path)
         load_dataset("npz", path=tmp_path / "mixed.npz")
 
 
+def test_an_npz_with_x_and_y_beside_a_whole_split_is_not_told_to_rename_them_over_it(tmp_path):
+    """x and y beside x_train, y_train, x_test and y_test were refused with the advice to rename x and y to
+    x_train and y_train, arrays the file already holds."""
+    x, y = np.arange(40, dtype=np.float32).reshape(20, 2), np.arange(20) % 2
+    np.savez(tmp_path / "both.npz", x=x, y=y, x_train=x[4:], y_train=y[4:], x_test=x[:4], y_test=y[:4])
+    with pytest.raises(DatasetError, match=r"both.npz: holds x and y and also x_test, x_train, y_test, y_train: an "
+                                           r"npz holds x and y, from which the test rows are drawn, or x_train, "
+                                           r"y_train, x_test and y_test; keep one set$"):
+        load_dataset("npz", path=tmp_path / "both.npz")
+
+
 def test_npz_with_split_and_labels(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "digits.npz"

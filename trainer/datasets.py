@@ -673,9 +673,11 @@ def _npz_parts(arrays: dict[str, np.ndarray], path: Path
     holds only x and y, and its test rows are still to be drawn."""
     split_keys = sorted({"x_train", "y_train", "x_test", "y_test"} & arrays.keys())
     if {"x", "y"} <= arrays.keys() and split_keys:  # which set would be trained and tested on is a guess
+        rename = "" if {"x_train", "y_train"} & arrays.keys() else (
+            " (rename x and y to x_train and y_train to test on x_test and y_test)")
         raise DatasetError(f"{path}: holds x and y and also {', '.join(split_keys)}: an npz holds x and y, from "
-                           "which the test rows are drawn, or x_train, y_train, x_test and y_test; keep one set "
-                           "(rename x and y to x_train and y_train to test on x_test and y_test)")
+                           f"which the test rows are drawn, or x_train, y_train, x_test and y_test; keep one "
+                           f"set{rename}")
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x, y, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         return x, y, x_test, y_test, f"x_test/y_test of {path.name}"
