@@ -288,6 +288,15 @@ def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_c
         "note: RMSE 0.9000 is no better than predicting the training mean: the network learned nothing useful.")
 
 
+@pytest.mark.parametrize("value, shown", [
+    (0.0, "0.0000"), (0.5, "0.5000"), (0.01, "0.0100"), (0.0099999, "0.0100"), (0.0002205, "0.0002205"),
+    (-0.0002205, "-0.0002205"), (99999.99999, "1e+05"), (1234.5, "1234.5000"), (float("nan"), "nan"),
+])
+def test_a_figure_is_shown_in_one_form_either_side_of_where_its_rounding_lands(value, shown):
+    """0.0099999 read "0.01" beside 0.01's "0.0100", and 99999.99999 "100000.0000" beside 1e5's "1e+05"."""
+    assert report.figure(value) == shown
+
+
 def test_errors_of_a_target_in_small_units_are_shown_not_rounded_to_zero(tmp_path, wine_csv, capsys):
     """A regression target measured in small units (a concentration of 0.0002, say) was scored "RMSE 0.0000
     MAE 0.0000 (predicting the training mean: RMSE 0.0000)": the figures said nothing, in train and evaluate."""

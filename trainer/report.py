@@ -103,7 +103,8 @@ def figure(value: float) -> str:
     """A loss or metric as a line shows it: four decimals, or four significant digits where those would show
     few digits or none (an error in a target's small units, 0.0002, read 0.0000) or far too many (a diverging loss
     read 9439460815807322704052224.0000)."""
-    return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e5 else f"{value:.4g}"
+    decimals = f"{value:.4f}"  # judged as shown: 0.0099999 is 0.0100, as 0.01 is, not 0.01
+    return decimals if value == 0 or 0.01 <= abs(float(decimals)) < 1e5 else f"{value:.4g}"
 
 
 def _mean_of(metrics: dict) -> str:
