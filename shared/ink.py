@@ -58,6 +58,9 @@ FRAME_FILL = 0.9  # a frame round the digit inks this much of each side of the i
 # A frame turned by up to about 15 degrees runs within FRAME_BAND of the box's side from it, along
 # FRAME_BAND_FILL of its length at least.
 FRAME_BAND, FRAME_BAND_FILL = 0.2, 0.75
+# A panel behind a garment (see _is_backdrop): its box's outermost pixels, BACKDROP_FILL of them at least,
+# lie within BACKDROP_SPREAD of their median, which is under BACKDROP_LEVEL of the strokes.
+BACKDROP_LEVEL, BACKDROP_SPREAD, BACKDROP_FILL = 0.25, 0.05, 0.9
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
@@ -98,6 +101,12 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
         bounds = _ink_bounds(ink, BOX_LEVEL[fit])
     elif fit == "digit":
         ink, bounds = _without_frame(*_without_edge_strips(ink, bounds))
+    elif _is_backdrop(ink, bounds):
+        top, bottom, left, right = bounds
+        try:
+            return grey_to_vector(grey[top:bottom, left:right], size=size, fit=fit)
+        except ScratchnetError:
+            pass  # nothing stands out from the panel: it is the item
     region = _zoom_region(bounds, ink.shape) if zoom is not None else None
     if region is not None:
         try:
@@ -264,6 +273,21 @@ def _without_frame(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[
     if max(inner[1] - inner[0], inner[3] - inner[2]) < min(box.shape) // 10:
         return ink, bounds
     return rest, inner
+
+
+def _is_backdrop(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> bool:
+    """Whether the ink's box is a panel behind the item rather than the item: a product picture on
+    its light grey backdrop inside a white page (a screenshot of a shop). Such a panel inks nearly
+    all of its box's outermost rows and columns, evenly and faintly (under BACKDROP_LEVEL of the
+    strokes), where an item's box is mostly paper along them or meets the item's own outline."""
+    top, bottom, left, right = bounds
+    if min(bottom - top, right - left) < 8:
+        return False
+    box = ink[top:bottom, left:right]
+    ring = box[_outermost(box.shape)]
+    level = float(np.median(ring))
+    return (0 < level < BACKDROP_LEVEL
+            and np.count_nonzero(np.abs(ring - level) <= BACKDROP_SPREAD) >= BACKDROP_FILL * ring.size)
 
 
 def _side_bands(box: np.ndarray) -> Iterator[np.ndarray]:

@@ -711,6 +711,22 @@ def test_garment_fills_the_field_keeping_its_aspect():
     assert field[20, 13:15].max() < 0.2, "the gap between the legs is kept"
 
 
+def test_a_garment_on_a_grey_panel_in_a_white_page_is_fitted_as_the_garment():
+    # A screenshot of a shop: the product picture's light grey backdrop (244) inside a white page. The
+    # panel was taken for the garment, which was fitted small in the middle of the field.
+    photo = np.full((400, 300), 250, dtype=np.uint8)
+    photo[60:260, 40:140] = 70
+    photo[150:260, 80:100] = 250  # the gap between the legs
+    page = np.full((600, 900), 255, dtype=np.uint8)
+    page[50:550, 50:550] = 244
+    page[100:300, 200:300] = np.where(photo[60:260, 40:140] == 70, 70, 244)
+    on_panel = image_to_vector(encode(Image.fromarray(page), "PNG"), GARMENT)
+    on_white = image_to_vector(encode(Image.fromarray(photo), "PNG"), GARMENT)
+    rows = np.flatnonzero(on_panel.reshape(28, 28).max(axis=1) > 0.5)
+    assert (rows[0], rows[-1]) == (0, 27), "the garment, not the panel, fills the field"
+    assert correlation(on_panel, on_white) > 0.95
+
+
 def frame_filling_item() -> np.ndarray:
     """A light item on a black field that runs off all four sides (a square cushion turned 45
     degrees, seen close up, with quilted stripes): only the corners show the field."""
