@@ -42,7 +42,8 @@ from shared.errors import InvalidInput, ScratchnetError
 DIGIT_BOX_FRACTION = 20 / 28
 MIN_CONTRAST = 0.08  # ink must differ from the paper by at least this much, else the image is blank
 BLANK = (f"the image is blank: no ink stands out from the paper (it must differ from it by {MIN_CONTRAST:.0%} of the "
-         "range from white to black or more, and a transparent background counts as white paper); draw darker")
+         "range from white to black or more, and a transparent background counts as white paper); draw darker, or "
+         "take a photo against plain paper or a plain background (a pattern such as wood grain hides what is on it)")
 # What stands out is one solid four-sided shape over much of the image: a sheet of paper on a desk,
 # or a block of ink, and nothing is drawn on it.
 BLANK_SHEET = ("the image is blank: what stands out is a solid shape over much of it, taken for a sheet of paper, "

@@ -1094,7 +1094,8 @@ def test_blank_image_is_invalid(grey, spec):
         image_to_vector(data, spec)
     assert refused.value.message == ("the image is blank: no ink stands out from the paper (it must differ from it by "
                                      "8% of the range from white to black or more, and a transparent background "
-                                     "counts as white paper); draw darker")
+                                     "counts as white paper); draw darker, or take a photo against plain paper or a "
+                                     "plain background (a pattern such as wood grain hides what is on it)")
 
 
 @pytest.mark.parametrize("seed", range(4))
