@@ -13,7 +13,7 @@
 | SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
 | SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
-| SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes; unset or blank: admin disabled   |
+| SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes, 8 characters or more; unset or blank: admin disabled |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``; Gunicorn's own too |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
 | SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself (refused with several workers and the admin API on, a SIGTTIN worker too) |
@@ -42,6 +42,7 @@ class ConfigError(ValueError):
 
 
 MIN_POLL_INTERVAL = 0.01  # seconds: the watcher polls at most 100 times a second
+MIN_TOKEN_LENGTH = 8  # characters of SCRATCHNET_ADMIN_TOKEN
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class Settings:
             # such a token matched for some and was "wrong" for the others. The message never shows it.
             raise ConfigError(f"{PREFIX}ADMIN_TOKEN must be printable ASCII (letters, digits and punctuation): "
                               "clients send it in an HTTP header")
+        if self.admin_token and len(self.admin_token) < MIN_TOKEN_LENGTH:
+            # A few characters are guessed in few tries, and as pieces of it are kept out of the logs, ordinary
+            # words holding them were too.
+            raise ConfigError(f"{PREFIX}ADMIN_TOKEN must be {MIN_TOKEN_LENGTH} characters or more, not "
+                              f"{len(self.admin_token)}: a random one, python3 -c 'import secrets; "
+                              "print(secrets.token_hex(16))', is best")
         if self.log_format not in ("json", "text"):
             raise ConfigError(f"{PREFIX}LOG_FORMAT must be 'json' or 'text', not {self.log_format!r}")
         if self.log_level.lower() not in LOG_LEVELS:

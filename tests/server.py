@@ -2,7 +2,7 @@
 
     from server import ServiceProcess
 
-    with ServiceProcess(registry_dir, workers=3, admin_token="secret") as server:
+    with ServiceProcess(registry_dir, workers=3, admin_token="secret-token") as server:
         response = requests.post(server.url + "/predict", json={"inputs": [...]})
         server.worker_pids()        # the live worker processes
         server.served_versions("mnist")   # {pid: version} from each worker's metrics gauge

@@ -33,12 +33,12 @@ def test_defaults():
 
 def test_environment_then_overrides():
     environ = {"SCRATCHNET_REGISTRY": "/srv/models", "SCRATCHNET_MODELS": " mnist, wine ,mnist,",
-               "SCRATCHNET_POLL_INTERVAL": "0.5", "SCRATCHNET_MAX_BATCH": "100", "SCRATCHNET_ADMIN_TOKEN": "s3cret",
-               "SCRATCHNET_LOG_FORMAT": "text"}
+               "SCRATCHNET_POLL_INTERVAL": "0.5", "SCRATCHNET_MAX_BATCH": "100",
+               "SCRATCHNET_ADMIN_TOKEN": "s3cret-token", "SCRATCHNET_LOG_FORMAT": "text"}
     settings = load_settings({"max_batch": 7}, environ=environ)
     assert settings.registry == Path("/srv/models") and settings.models == ("mnist", "wine")
     assert settings.poll_interval == 0.5 and settings.max_batch == 7
-    assert settings.admin_enabled and settings.admin_token == "s3cret" and settings.log_format == "text"
+    assert settings.admin_enabled and settings.admin_token == "s3cret-token" and settings.log_format == "text"
     assert load_settings(environ={"SCRATCHNET_ADMIN_TOKEN": ""}).admin_enabled is False
 
 
@@ -134,6 +134,10 @@ def test_workers_run_as_another_user_boot_and_write_their_metrics():
     ("SCRATCHNET_CONTROL_SOCKET", "true", "SCRATCHNET_CONTROL_SOCKET='true': expected 0 or 1"),
     ("SCRATCHNET_ADMIN_TOKEN", "pässwörd", "SCRATCHNET_ADMIN_TOKEN must be printable ASCII (letters, digits and "
                                            "punctuation): clients send it in an HTTP header"),
+    # A token of a few characters is guessed in few tries, and kept ordinary words out of the logs (each holding
+    # a piece of it).
+    ("SCRATCHNET_ADMIN_TOKEN", "s", "SCRATCHNET_ADMIN_TOKEN must be 8 characters or more, not 1: a random one, "
+                                    "python3 -c 'import secrets; print(secrets.token_hex(16))', is best"),
     ("SCRATCHNET_BIND", "127.0.0.1:80x", f"SCRATCHNET_BIND='127.0.0.1:80x': '127.0.0.1:80x': '80x' is not a valid "
                                          f"port number (expected {FORMS})"),
     ("SCRATCHNET_BIND", "127.0.0.1:0, [::1]:70000",
@@ -175,7 +179,7 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
 def test_gunicorn_refuses_the_admin_api_on_several_workers_without_their_watchers(tmp_path):
     """An admin call is applied by the worker that answers it, and by the others' watchers: with
     them off, a pin answered 200 while the other workers served the old version for good."""
-    done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret", SCRATCHNET_WORKERS="3")
+    done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret-token", SCRATCHNET_WORKERS="3")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
         "error: SCRATCHNET_WATCH is off with 3 workers and the admin API on: a pin, unpin, rollback or label change "

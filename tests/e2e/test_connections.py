@@ -305,7 +305,7 @@ def test_a_large_body_refused_unread_closes_the_connection_honestly(start_servic
     says ``Connection: close``, so a client opens a new connection for its next request instead
     of losing it on one the server closes. A small unread body keeps the connection: Gunicorn
     drains one under 64 KiB and gives up at 64 KiB."""
-    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret"})
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret-token"})
     with contextlib.closing(http.client.HTTPConnection(*address(server.url), timeout=30)) as connection:
         for size, kept in ((1000, True), (64 * 1024 - 1, True), (64 * 1024, False), (1_000_000, False)):
             connection.request("POST", path, b"x" * size, headers)
@@ -360,7 +360,7 @@ def test_a_request_refused_from_its_headers_is_answered_before_its_body_is_sent(
     send it still or not, and the next request goes on a new connection. Gunicorn said 100
     Continue before the service saw the request, and the client sent a body only to have it
     refused."""
-    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret",
+    server = start_service(service_registry, workers=1, threads=1, env={"SCRATCHNET_ADMIN_TOKEN": "secret-token",
                                                                          "SCRATCHNET_MAX_BODY_BYTES": "2000000"})
     with socket.create_connection(address(server.url), timeout=30) as sock:
         sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"

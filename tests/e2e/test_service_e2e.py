@@ -656,7 +656,7 @@ def test_a_worker_added_by_sigttin_is_refused_where_the_watcher_is_off(start_ser
     SIGTTOU then SIGTTIN is still one worker; with the watcher on, SIGTTIN adds one."""
     registry = tmp_path / "registry"
     publish_model(registry, "solo", kind="vector")
-    server = start_service(registry, workers=1, admin_token="secret", env={"SCRATCHNET_WATCH": "0"})
+    server = start_service(registry, workers=1, admin_token="secret-token", env={"SCRATCHNET_WATCH": "0"})
     first = server.worker_pids()
     server.process.send_signal(signal.SIGTTIN)
     wait_for(lambda: "not adding a worker" in server.log())
@@ -666,7 +666,7 @@ def test_a_worker_added_by_sigttin_is_refused_where_the_watcher_is_off(start_ser
             "rollback or label change would reach only the worker that answers it") in server.log()
     assert post(server, "/models/solo/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]}).status_code == 200
 
-    watched = start_service(registry, workers=1, admin_token="secret")
+    watched = start_service(registry, workers=1, admin_token="secret-token")
     watched.process.send_signal(signal.SIGTTIN)
     wait_for(lambda: len(watched.worker_pids()) == 2)
     assert "not adding a worker" not in watched.log()
