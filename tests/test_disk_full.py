@@ -65,7 +65,8 @@ def leftovers(folder) -> list[str]:
 def write_csv(path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4))
-    rows = ["a,b,c,d,y"] + [",".join(f"{v:.4f}" for v in (*row, row @ [1, -2, 0.5, 3])) for row in x]
+    # The columns named as publish_model names a model's: its versions and this csv's runs are one interface.
+    rows = ["x0,x1,x2,x3,y"] + [",".join(f"{v:.4f}" for v in (*row, row @ [1, -2, 0.5, 3])) for row in x]
     path.write_text("\n".join(rows) + "\n")
 
 
