@@ -366,6 +366,13 @@ def plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def swap_text(summary: dict) -> str:
+    """How long the slowest swap took, or why there is no figure (a run shorter than ``--swap-every``)."""
+    if summary["swap_convergence_max_s"] is None:
+        return f"none published during the run (one every {summary['swap_every_s']:g} s)"
+    return f"{summary['swap_convergence_max_s']:.2f} s"
+
+
 def markdown(summary: dict) -> str:
     statuses = ", ".join(f"{status}: {count:,}" for status, count in summary["by_status"].items())
     kinds = ", ".join(f"{kind} {count:,}" for kind, count in summary["by_kind"].items())
@@ -387,7 +394,7 @@ def markdown(summary: dict) -> str:
         f"| latency p50 / p99 (valid requests, after warm-up) | {summary['p50_ms']:.1f} ms / {summary['p99_ms']:.1f} ms |",
         f"| p99, first half -> second half after warm-up | {summary['p99_first_half_ms']:.0f} ms -> "
         f"{summary['p99_second_half_ms']:.0f} ms |",
-        f"| slowest swap to reach every worker | {summary['swap_convergence_max_s']:.2f} s |",
+        f"| slowest swap to reach every worker | {swap_text(summary)} |",
         "",
         "p99 by window: " + ", ".join(f"{w['start_s'] // 60 if summary['duration_s'] >= 600 else w['start_s']}"
                                       f"{'m' if summary['duration_s'] >= 600 else 's'} {w['p99_ms']:.0f} ms"

@@ -1,6 +1,7 @@
 """The benchmarks start as the README and `make bench` run them: ``python bench/<script>.py``, with
 nothing but the script's own folder on the path (pytest's path tricks do not reach them)."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +24,27 @@ def test_a_benchmark_starts_from_a_plain_python(tmp_path, script):
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:")
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_soak_shorter_than_a_swap_reports_instead_of_crashing():
+    """`bench/soak.py --minutes 0.25` (a quick look, the swaps 30 s apart) publishes no version: its
+    report ended in a TypeError on the missing swap time instead of the table and the problem."""
+    soak = load_script("soak")
+    recorder = soak.Recorder(started=0.0)
+    for second in range(15):
+        window = recorder.window(second + 0.5)
+        window.rss, window.latencies = 200 * 2**20, [0.01] * 30
+        window.requests[("image", 200)] += 30
+    recorder.versions.append((1.0, 1.01, 2))
+    summary = soak.summarise(recorder, [(0.0, 2)], 0.0, 15.0, 3.0, 30.0, 8, 2, 2)
+    table = soak.markdown(summary)
+    assert "| slowest swap to reach every worker | none published during the run (one every 30 s) |" in table
+    assert soak.problems(summary) == ["no version was published during the run"]
