@@ -268,6 +268,15 @@ def batch_rows(data_dir: str | None) -> np.ndarray:
         return np.random.default_rng(0).random((BATCH_ROWS, 784), dtype=np.float32)
 
 
+def variable_setting(text: str) -> tuple[str, str]:
+    """``--set``'s VAR=VALUE as (VAR, VALUE)."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a variable and its value, VAR=VALUE "
+                                         "(e.g. SCRATCHNET_THREADS=1)")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--registry", type=Path, default=ROOT / "models", help="registry to serve (default: models)")
@@ -278,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-repeats", type=int, default=9)
     parser.add_argument("--data-dir", default=os.environ.get("SCRATCHNET_DATA_DIR") or os.environ.get("SCRATCHNET_DATASETS"))
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+    parser.add_argument("--set", action="append", default=[], metavar="VAR=VALUE", type=variable_setting,
                         help="an environment variable for both servers (e.g. SCRATCHNET_THREADS=1); repeatable")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: print and write docs/benchmarks.md from the last results")
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     require_wrk()
 
     cases = payloads()
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = dict(args.set)
     servers = {"service": Server(SERVICE_APP, args.registry, env=overrides),
                "floor": Server(FLOOR_APP, args.registry, env=dict(overrides))}
     runs: dict[tuple[str, str, int], list[dict]] = {}

@@ -48,3 +48,13 @@ def test_a_soak_shorter_than_a_swap_reports_instead_of_crashing():
     table = soak.markdown(summary)
     assert "| slowest swap to reach every worker | none published during the run (one every 30 s) |" in table
     assert soak.problems(summary) == ["no version was published during the run"]
+
+
+def test_a_serving_setting_without_its_value_is_named():
+    """`bench/serve.py --set SCRATCHNET_THREADS` (no `=1`) ended in a ValueError traceback about a
+    dictionary update sequence, after the request bodies had been rendered."""
+    done = subprocess.run([sys.executable, str(BENCH / "serve.py"), "--set", "SCRATCHNET_THREADS"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "'SCRATCHNET_THREADS': give a variable and its value, VAR=VALUE" in done.stderr
