@@ -561,7 +561,8 @@ def main() -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--fold-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--set", choices=list(SETS), default="base", help="which methods to compare")
-    p.add_argument("--only", nargs="+", help="names of the methods to run (default: all of the set)")
+    p.add_argument("--only", nargs="+", choices=list(METHODS), metavar="NAME",
+                   help="names of the methods to run (default: all of the set)")
     p.set_defaults(func=cmd_cv)
     p = commands.add_parser("test", help="the seed-0 test figures of one method (the one cv chose)")
     p.add_argument("--method", default=CV_CHOICE, choices=list(METHODS), metavar="NAME")

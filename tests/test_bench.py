@@ -58,3 +58,13 @@ def test_a_serving_setting_without_its_value_is_named():
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "'SCRATCHNET_THREADS': give a variable and its value, VAR=VALUE" in done.stderr
+
+
+def test_an_unknown_wine_method_is_named_before_the_data_is_read():
+    """`bench/wine_splits.py cv --only NAME` with a name it does not know (a typo) ended in a bare
+    KeyError traceback once the dataset was read; `test --method` and `seeds --method` named the choices."""
+    done = subprocess.run([sys.executable, str(BENCH / "wine_splits.py"), "cv", "--only", "nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "argument --only: invalid choice: 'nope' (choose from 'v1'," in done.stderr
