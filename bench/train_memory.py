@@ -24,6 +24,7 @@ Prints a table and writes bench/results/train_memory.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.torch_run:
         torch_run(json.loads(args.torch_run))
         return 0
+    if not args.no_torch and importlib.util.find_spec("torch") is None:
+        raise SystemExit("torch is not installed, which the reference runs on: pip install torch==2.13.0 "
+                         "(the 'bench' extra), or pass --no-torch to measure the trainer alone")
     env = dict(os.environ)
     datasets = os.environ.get("SCRATCHNET_DATASETS")
     rows, results = [], []

@@ -2,6 +2,7 @@
 nothing but the script's own folder on the path (pytest's path tricks do not reach them)."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,15 @@ def test_an_unknown_wine_method_is_named_before_the_data_is_read():
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "argument --only: invalid choice: 'nope' (choose from 'v1'," in done.stderr
+
+
+def test_the_memory_benchmark_without_torch_says_what_to_do(tmp_path):
+    """Without PyTorch, `bench/train_memory.py` trained the first model and then failed with the
+    reference's ModuleNotFoundError traceback, naming neither the bench extra nor --no-torch."""
+    (tmp_path / "sitecustomize.py").write_text('import sys\nsys.modules["torch"] = None  # as if not installed\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(BENCH / "train_memory.py"), "--epochs", "1", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "torch is not installed" in done.stderr and "--no-torch" in done.stderr
