@@ -1,12 +1,13 @@
 """Training speed: one epoch of our NumPy engine against the same network in PyTorch (CPU).
 
 Both sides train 784-256-128-10 ReLU with softmax cross-entropy and Adam on the same 60,000
-samples (real MNIST when SCRATCHNET_DATASETS points at the datasets folder, else random data of
-the same shape), in the same order and batch size, each in its own process with the same number
-of threads. Epochs alternate between the two sides (A B B A ...) with a pause between them, so
-background load hits both alike, and each side reports the median of its timed epochs. The
-ratio is given twice: of the two medians, and as the median of each round's own ratio (a round's
-two epochs run back to back, so a slow spell of the host mostly slows both).
+samples (real MNIST from the datasets folder in $SCRATCHNET_DATASETS or $SCRATCHNET_DATA_DIR, or
+from the trainer's download cache; else random data of the same shape), in the same order and
+batch size, each in its own process with the same number of threads. Epochs alternate between
+the two sides (A B B A ...) with a pause between them, so background load hits both alike, and
+each side reports the median of its timed epochs. The ratio is given twice: of the two medians,
+and as the median of each round's own ratio (a round's two epochs run back to back, so a slow
+spell of the host mostly slows both).
 
     python bench/train_speed.py                    # 5 timed epochs per side, 2 threads
     python bench/train_speed.py --epochs 9 --threads 1 --no-torch
@@ -57,17 +58,18 @@ def load_data(seed: int = 0):
     seeded shuffled order."""
     import numpy as np
 
-    root = os.environ.get("SCRATCHNET_DATASETS")
-    if root and (Path(root) / "mnist").is_dir():
-        from trainer.datasets import load_dataset
+    from trainer.datasets import DatasetError, load_dataset
 
-        data = load_dataset("mnist", data_dir=Path(root), download=False, progress=False)
+    try:  # the trainer's own look-up: the folder given (else $SCRATCHNET_DATA_DIR), else its cache
+        data = load_dataset("mnist", data_dir=os.environ.get("SCRATCHNET_DATASETS") or None, download=False,
+                            progress=False)
         x, y, what = data.x_train, data.y_train, f"MNIST train ({len(data.x_train)} samples)"
-    else:
+    except DatasetError as e:
         rng = np.random.default_rng(seed)
         x = rng.random((60000, SIZES[0]), dtype=np.float32)
         y = rng.integers(0, SIZES[-1], 60000)
-        what = "random data of MNIST's shape (60000 x 784); set SCRATCHNET_DATASETS for real MNIST"
+        what = (f"random data of MNIST's shape (60000 x 784), for want of MNIST ({e}); for real MNIST set "
+                "SCRATCHNET_DATA_DIR to a folder holding its files, or train on it once so the trainer downloads it")
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     x -= 0.1307

@@ -81,3 +81,14 @@ def test_the_memory_benchmark_without_torch_says_what_to_do(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "torch is not installed" in done.stderr and "--no-torch" in done.stderr
+
+
+def test_the_training_benchmark_reads_mnist_where_the_trainer_does(monkeypatch, datasets_dir):
+    """`bench/train_speed.py` found MNIST only through $SCRATCHNET_DATASETS, the tests' variable: with the
+    trainer's own $SCRATCHNET_DATA_DIR (or its download cache) it timed random data, and the README's
+    figure is for real MNIST."""
+    monkeypatch.delenv("SCRATCHNET_DATASETS")
+    monkeypatch.setenv("SCRATCHNET_DATA_DIR", str(datasets_dir))
+    x, y, what = load_script("train_speed").load_data()
+    assert what == "MNIST train (60000 samples)"
+    assert x.shape == (60000, 784) and set(y.tolist()) == set(range(10))
