@@ -65,7 +65,7 @@ test: $(BIN)/.installed-service,trainer,test system-deps kserve-client
 train: $(BIN)/.installed-service,trainer,test
 	$(BIN)/python -m trainer $(ARGS)
 
-# The README's benchmark table, one script a row (about 20 minutes; the soak, bench/soak.py,
+# The README's benchmark table, one script a row (about 30 minutes; the soak, bench/soak.py,
 # runs on its own: 30 minutes).
 bench: $(BIN)/.installed-service,trainer,test system-deps
 	$(BIN)/pip install --quiet -e '.[bench]'

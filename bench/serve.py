@@ -17,7 +17,7 @@ median of ``--repeats`` runs. Then a 10,000-row ``application/x-npy`` batch is p
 times; the figure is the median round trip. Goals: image requests/s >= 60 % of the floor's,
 p99 <= 25 ms at 8 clients, the 10,000-row batch in <= 50 ms.
 
-    python bench/serve.py                          # models/, ~10 minutes
+    python bench/serve.py                          # models/, ~13 minutes
     python bench/serve.py --duration 3 --repeats 1 # a quick look
 
 Writes bench/results/serve.json and its section of docs/benchmarks.md.
