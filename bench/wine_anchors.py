@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from shared.errors import ScratchnetError  # noqa: E402
 from shared.model_file import load_model  # noqa: E402
 from trainer.datasets import load_dataset  # noqa: E402
 
@@ -30,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", help="local dataset folder (default: download into the cache)")
     parser.add_argument("--seed", type=int, default=0, help="the split seed the baseline was trained with")
-    parser.add_argument("--model", default="models/wine-quality/1/model.npz")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "wine-quality" / "1" / "model.npz",
+                        help="the model file to set beside them (default: the committed models/wine-quality v1)")
     args = parser.parse_args()
 
     try:
@@ -41,6 +44,10 @@ def main() -> None:
         raise SystemExit("bench/wine_anchors.py needs scikit-learn, from the bench extra: "
                          "pip install -e '.[bench]'") from None
 
+    try:
+        model = load_model(args.model)
+    except ScratchnetError as e:
+        raise SystemExit(f"bench/wine_anchors.py: {e}") from None
     data = load_dataset("wine-quality", data_dir=args.data_dir, variant="red", seed=args.seed)
     scaler = StandardScaler().fit(data.x_train)
     x_train, x_test = scaler.transform(data.x_train), scaler.transform(data.x_test)
@@ -52,7 +59,6 @@ def main() -> None:
         "random forest (300 trees)": RandomForestRegressor(300, random_state=0).fit(x_train, data.y_train).predict(x_test),
         "SVR (RBF, C=1)": SVR().fit(x_train, data.y_train).predict(x_test),
     }
-    model = load_model(args.model)
     rows[f"scratchnet {model.name} v{model.version}"] = model.predict(data.x_test)
     print(f"{data.split}: {len(data.x_train)} train / {len(data.x_test)} test rows\n")
     print(f"{'model':<32}{'RMSE':>8}{'MAE':>8}")

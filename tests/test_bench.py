@@ -92,3 +92,14 @@ def test_the_training_benchmark_reads_mnist_where_the_trainer_does(monkeypatch, 
     x, y, what = load_script("train_speed").load_data()
     assert what == "MNIST train (60000 samples)"
     assert x.shape == (60000, 784) and set(y.tolist()) == set(range(10))
+
+
+def test_the_wine_anchors_run_from_any_folder(tmp_path, datasets_dir):
+    """`python bench/wine_anchors.py` looked for the committed model in models/ under the current
+    folder: run from anywhere but the checkout, it fitted every reference and then ended in a
+    ModelFileError traceback."""
+    pytest.importorskip("sklearn", reason="scikit-learn, the wine anchors' references, comes with the bench extra")
+    done = subprocess.run([sys.executable, str(BENCH / "wine_anchors.py"), "--data-dir", str(datasets_dir)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "scratchnet wine-quality v1" in done.stdout
