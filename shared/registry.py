@@ -330,8 +330,13 @@ class Registry:
         self.model_folder(name)  # not a link leading outside the registry, whose versions would not be read
         existing, error = try_writing(target)
         if error is not None:
+            # A folder another user owns (a registry made on the host, published into from a container).
+            advice = ""
+            if error.errno in (errno.EACCES, errno.EPERM):
+                advice = (f"; give uid {os.getuid()} write access to it, or publish as its owner (with Docker: "
+                          "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
             raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable by uid "
-                                f"{os.getuid()} ({error.strerror or error})")
+                                f"{os.getuid()} ({error.strerror or error}){advice}")
         self.highest_published(name)  # a damaged record is refused now, not after training
 
     def publish(self, name: str, build: Callable[[Path, int], None],

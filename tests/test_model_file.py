@@ -11,6 +11,7 @@ import pickle
 import re
 import shutil
 import stat
+import tempfile
 import tracemalloc
 import warnings
 import zipfile
@@ -24,6 +25,7 @@ from allocations import traced_peak
 from shared.errors import ModelFileError
 from shared.model_file import load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import LABEL_PATTERN, Registry, RegistryError, check_name
+from users import run_as
 
 
 def tiny_model(task="classification", batchnorm=False, seed=0):
@@ -629,6 +631,31 @@ def test_a_damaged_record_is_refused_before_training(tmp_path):
     with pytest.raises(RegistryError, match="highest version published"):
         registry.check_publishable("tiny")
     assert registry.versions("tiny") == [1]  # readers ignore the record
+
+
+def test_a_model_folder_another_user_owns_is_refused_with_what_to_do():
+    """A registry folder made on the host by another user than the publisher's (docker compose
+    runs the trainer as uid 1000): refused before training, saying how to publish into it."""
+    root = Path(tempfile.mkdtemp())
+    root.chmod(0o755)
+    registry = Registry(root)
+    publish_tiny(registry)
+
+    def check():
+        with pytest.raises(RegistryError, match=r"/tiny is not writable by uid \d+ \(Permission denied\); give uid \d+ "
+                                                r"write access to it, or publish as its owner \(with Docker: "
+                                                r"SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md\)$"):
+            registry.check_publishable("tiny")
+
+    (root / "tiny").chmod(0o555)
+    try:
+        if os.geteuid() == 0:  # root writes anywhere: check as another user
+            run_as(65534, 65534, check)
+        else:
+            check()
+    finally:
+        (root / "tiny").chmod(0o755)
+        shutil.rmtree(root)
 
 
 def test_stray_folders_are_not_versions(tmp_path):
