@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -246,10 +247,10 @@ def test_a_default_model_left_out_of_scratchnet_models_is_named_as_such(tmp_path
 # the addresses it listens on ------------------------------------------------------------------------
 
 
-def health_check(bind: str) -> tuple[int, str]:
+def health_check(bind: str, *args: str) -> tuple[int, str]:
     """The image's HEALTHCHECK with ``SCRATCHNET_BIND=bind``: its exit status and what it printed."""
-    done = subprocess.run([sys.executable, "-m", "service.healthcheck"], cwd=REPO, capture_output=True, text=True,
-                          timeout=10, env={**os.environ, "SCRATCHNET_BIND": bind})
+    done = subprocess.run([sys.executable, "-m", "service.healthcheck", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=10, env={**os.environ, "SCRATCHNET_BIND": bind})
     return done.returncode, done.stdout
 
 
@@ -267,6 +268,30 @@ def test_gunicorn_listens_on_every_address_of_scratchnet_bind(tmp_path):
         assert health_check(unix) == (0, "")
         status, said = health_check(f"{unix}.gone")
         assert status == 1 and said.startswith(f"unhealthy: GET /healthz on {unix}.gone: ") and said.count("\n") == 1
+
+
+def test_the_compose_health_check_asks_readiness_and_logs_why_not(tmp_path):
+    """docker-compose.yml's healthcheck: unhealthy while a model has no servable version, with the
+    reason /readyz gives in the one line Docker keeps in the health log; healthy once it serves."""
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert 'test: ["CMD", "python", "-m", "service.healthcheck", "/readyz"]' in compose
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.npz").write_bytes(b"not a model")
+    with ServiceProcess(tmp_path, workers=1) as server:
+        address = server.addresses()[0].removeprefix("http://")
+        assert health_check(address) == (0, "")  # alive
+        status, said = health_check(address, "/readyz")
+        assert status == 1 and said.count("\n") == 1, said
+        assert said.startswith(f"unhealthy: GET /readyz on {address} answered 503: model broken has no servable "
+                               "version (v1 failed: "), said
+        shutil.rmtree(tmp_path / "broken")
+        deadline = time.monotonic() + 10
+        while health_check(address, "/readyz")[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health_check(address, "/readyz") == (0, "")
+    status, said = health_check(address, "/metrics")
+    assert status == 1 and said.startswith("unhealthy: usage: python -m service.healthcheck [/healthz | /readyz]")
 
 
 @pytest.mark.parametrize("bind, target", [
