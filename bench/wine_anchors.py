@@ -37,17 +37,16 @@ def main() -> None:
     args = parser.parse_args()
 
     try:
+        model = load_model(args.model)
+    except ScratchnetError as e:
+        raise SystemExit(f"bench/wine_anchors.py: {e}") from None
+    try:
         from sklearn.ensemble import RandomForestRegressor
         from sklearn.preprocessing import StandardScaler
         from sklearn.svm import SVR
     except ImportError:
         raise SystemExit("bench/wine_anchors.py needs scikit-learn, from the bench extra: "
                          "pip install -e '.[bench]'") from None
-
-    try:
-        model = load_model(args.model)
-    except ScratchnetError as e:
-        raise SystemExit(f"bench/wine_anchors.py: {e}") from None
     data = load_dataset("wine-quality", data_dir=args.data_dir, variant="red", seed=args.seed)
     scaler = StandardScaler().fit(data.x_train)
     x_train, x_test = scaler.transform(data.x_train), scaler.transform(data.x_test)
