@@ -692,6 +692,17 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "absent.npz") == 2
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--limit-train", -1, "--limit-train -1: must be 0 (every row) or more"),
+    ("--patience", -2, "--patience -2: must be 0 (no early stopping) or more"),
+    ("--clip-norm", -0.5, "--clip-norm -0.5: must be 0 (no clipping) or more"),
+])
+def test_a_negative_flag_that_zero_turns_off_is_refused_with_its_real_rule(blobs_npz, capsys, flag, value, message):
+    """0 is allowed for these flags (it undoes a config file's value), so the config's own rule, 1 or
+    more, would send the user away from the value that does what they want."""
+    assert refused(capsys, "train", "--dataset", "npz", "--data-path", blobs_npz, flag, value) == message
+
+
 @pytest.mark.parametrize("toml, message", [
     ("epochs = 0", "epochs: input should be greater than or equal to 1, got 0"),
     ('epochs = "2"', "epochs: input should be a valid integer, got '2'"),

@@ -61,8 +61,8 @@ from .interface import NEW_INTERFACE_FLAG
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
-# --patience 0 turns off the early stopping a config file sets; --limit-train 0 trains on every row again
-OFF_AT_ZERO = ("patience", "clip_norm", "limit_train")
+# --patience 0 turns off the early stopping a config file sets; --limit-train 0 trains on every row again: what 0 means
+OFF_AT_ZERO = {"patience": "no early stopping", "clip_norm": "no clipping", "limit_train": "every row"}
 # A config file's relative paths are read from its own folder, as a flag's are from the current one: the
 # file and the data beside it work from wherever the run starts.
 CONFIG_PATHS = ("data_path", "data_dir", "cache_dir")
@@ -241,6 +241,8 @@ def config_values(args: argparse.Namespace, from_file: dict | None = None) -> di
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     for key, value in vars(args).items():
         if key in fields and value is not None:
+            if key in OFF_AT_ZERO and value < 0:  # the config's own rule (1 or more) would hide that 0 is allowed
+                raise CommandError(f"--{key.replace('_', '-')} {value:g}: must be 0 ({OFF_AT_ZERO[key]}) or more")
             values[key] = None if key in OFF_AT_ZERO and value == 0 else value
     return values
 
