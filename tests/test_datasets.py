@@ -520,14 +520,22 @@ def test_npz_class_names_in_y_are_its_classes(tmp_path, names):
         load_dataset("npz", path=path, task="regression")
 
 
-def test_npz_boolean_features_and_targets_are_0_and_1(tmp_path):
-    """pandas' get_dummies gives booleans: they were refused as features, and as targets trained a regression."""
+def test_npz_boolean_features_are_0_and_1_and_targets_the_classes_false_and_true(tmp_path):
+    """pandas' get_dummies gives booleans: they were refused as features, and as targets trained a regression.
+    As classes they are named as a boolean is, and as a CSV's True/False column names them, not 0 and 1."""
     path = tmp_path / "flags.npz"
     x = np.arange(60).reshape(30, 2) % 3 == 0
     np.savez(path, x=x, y=x[:, 0])
     data = load_dataset("npz", path=path)
-    assert data.task == "classification" and data.labels == ["0", "1"]
+    assert data.task == "classification" and data.labels == ["False", "True"] and not data.labels_are_indices
     assert set(np.unique(data.x_train)) <= {0.0, 1.0} and data.y_train.dtype == np.int64
+    csv = tmp_path / "flags.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{int(a)},{int(b)},{a}\n" for a, b in x))
+    from_csv = load_dataset("csv", path=csv, target="y", task="classification")
+    assert from_csv.labels == data.labels
+    assert [data.labels[i] for i in data.y_train] == [str(v == 1) for v in data.x_train[:, 0]]  # y is x's column 0
+    np.savez(path, x=x, y=x[:, 0], labels=np.array(["no", "yes"]))  # a labels array still names them
+    assert load_dataset("npz", path=path).labels == ["no", "yes"]
 
 
 def test_npz_one_hot_targets_say_how_to_store_them(tmp_path):

@@ -597,6 +597,9 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     arrays = _read_npz_arrays(path)
     x, y, x_test, y_test, split = _npz_parts(arrays, path)
     task = _npz_task(task, y, "labels" in arrays, path)
+    class_names = arrays.get("labels")
+    if class_names is None and y.dtype.kind == "b" and (y_test is None or y_test.dtype.kind == "b"):
+        class_names = np.array(["False", "True"])  # a boolean's own names, as a CSV's True/False column gives
 
     # Every check of the training part comes before those of x_test/y_test, pictures before all:
     # a file with several problems is told the first of them, the same one every time.
@@ -615,8 +618,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
 
     labels, labels_are_indices = None, False
     if task == "classification":
-        labels_are_indices = y.dtype.kind != "U" and "labels" not in arrays
-        labels, y, y_test = _npz_classes(y, y_test, arrays.get("labels"), path)
+        labels_are_indices = y.dtype.kind != "U" and class_names is None
+        labels, y, y_test = _npz_classes(y, y_test, class_names, path)
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
                    labels=labels, labels_are_indices=labels_are_indices,
                    target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
