@@ -103,10 +103,11 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = cache_dir / filename
-    _check_in_the_way(cache_dir, [target, target.with_name(filename + ".part"), target.with_name(filename + ".lock")])
+    part, lock_file = target.with_name(filename + ".part"), target.with_name(filename + ".lock")
+    _check_in_the_way(cache_dir, [target, part, lock_file])
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(cache_dir / (filename + ".lock"), "a")
+        lock = open(lock_file, "a")
     except OSError as exc:
         return _verified_without_lock(target, sha256.lower(), exc)
     with lock:
@@ -115,7 +116,7 @@ def fetch(url_list: list[str], filename: str, sha256: str, cache_dir: Path | str
         except BlockingIOError:
             log.warning("another process is downloading %s into %s: waiting for it", filename, cache_dir)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        return _fetch_locked(url_list, target, sha256.lower(), progress)
+        return _fetch_locked(url_list, target, part, sha256.lower(), progress)
 
 
 def _check_in_the_way(cache_dir: Path, files: list[Path]) -> None:
@@ -145,9 +146,8 @@ def _verified_without_lock(target: Path, expected: str, exc: OSError) -> Path:
                         f"cache folder, one uid {os.getuid()} can write, with --cache-dir (or ${CACHE_ENV})") from None
 
 
-def _fetch_locked(url_list: list[str], target: Path, expected: str, progress: bool) -> Path:
+def _fetch_locked(url_list: list[str], target: Path, part: Path, expected: str, progress: bool) -> Path:
     filename = target.name
-    part = target.with_name(filename + ".part")
     if target.exists():
         actual = sha256_file(target)
         if actual == expected:
