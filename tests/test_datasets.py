@@ -408,34 +408,25 @@ def test_a_csv_column_without_a_name_is_refused_not_trained_on(tmp_path):
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
-def test_a_csv_without_a_header_whose_class_is_text_is_told_to_add_one(tmp_path):
-    """The first row of a headerless csv was taken for its header, and the error listed its values as the
-    columns, with no word of the missing header row, as when every value of that row is a number."""
-    path = tmp_path / "iris.csv"
-    path.write_text("5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n")
-    with pytest.raises(DatasetError, match=r"iris.csv: no column named 'species'; the columns are: 5.1, 3.5, 1.4, "
-                                           r"0.2, setosa: names read off the first row, which holds numbers; if it "
-                                           r"is data, add a header row naming the columns above it$"):
-        load_dataset("csv", path=path, target="species", task="classification")
-
-
-def test_a_csv_separated_by_spaces_is_told_which_separators_are_read(tmp_path):
-    """A file separated by spaces (as many .data files are) or '|' read as one column, and the error listed
-    its whole header as that column's name, with no word of the separator."""
-    path = tmp_path / "iris.data"
-    path.write_text("sepal_length sepal_width species\n5.1 3.5 setosa\n7.0 3.2 versicolor\n")
-    with pytest.raises(DatasetError, match=r"iris.data: no column named 'species'; the file reads as one column, "
-                                           r"'sepal_length sepal_width species', as its header holds no ',' ';' or "
-                                           r"tab: separate the fields with one of those$"):
-        load_dataset("csv", path=path, target="species", task="classification")
-
-
-def test_a_csv_of_one_column_without_the_target_is_not_told_to_separate_its_fields(tmp_path):
-    """A file of one column ('id') given with a target it lacks was told that its header holds no ',' ';' or
-    tab and to separate the fields with one of those, though it has one field: it is told its column."""
-    path = tmp_path / "ids.csv"
-    path.write_text("id\n1\n2\n3\n")
-    with pytest.raises(DatasetError, match=r"ids.csv: no column named 'species'; the columns are: id$"):
+@pytest.mark.parametrize("name, text, message", [
+    # The first row of a headerless csv was taken for its header, and the error listed its values as the
+    # columns, with no word of the missing header row, as when every value of that row is a number.
+    ("iris.csv", "5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n",
+     r"iris.csv: no column named 'species'; the columns are: 5.1, 3.5, 1.4, 0.2, setosa: names read off the first "
+     r"row, which holds numbers; if it is data, add a header row naming the columns above it$"),
+    # A file separated by spaces (as many .data files are) or '|' read as one column, and the error listed
+    # its whole header as that column's name, with no word of the separator.
+    ("iris.data", "sepal_length sepal_width species\n5.1 3.5 setosa\n7.0 3.2 versicolor\n",
+     r"iris.data: no column named 'species'; the file reads as one column, 'sepal_length sepal_width species', as "
+     r"its header holds no ',' ';' or tab: separate the fields with one of those$"),
+    # A file of one column ('id') given with a target it lacks was told that its header holds no ',' ';' or
+    # tab and to separate the fields with one of those, though it has one field: it is told its column.
+    ("ids.csv", "id\n1\n2\n3\n", r"ids.csv: no column named 'species'; the columns are: id$"),
+], ids=["no-header", "space-separated", "one-column"])
+def test_a_csv_without_the_target_column_is_told_why(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=message):
         load_dataset("csv", path=path, target="species", task="classification")
 
 

@@ -881,43 +881,32 @@ def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(t
     assert "note:" not in capsys.readouterr().err
 
 
-def test_publish_under_a_pin_says_the_service_keeps_the_pinned_version(tmp_path, blobs_npz, capsys):
-    """A version published while serving.json pins another one is not served: train --publish and
-    publish say so, and how to serve it; without a pin nothing is said."""
+@pytest.mark.parametrize("serving, note", [
+    ('{"pinned": 1}', "pins v1, so the service keeps serving it, not v{v}: unpin blobs (POST /models/blobs/unpin) to "
+                      "serve the latest"),
+    ('{"pinned": null, "unloaded": true}', "says blobs is unloaded, so the service serves no version of it, v{v} "
+                                           "included: load it (POST /v2/repository/models/blobs/load) to serve it "
+                                           "again"),
+], ids=["pinned", "unloaded"])
+def test_publish_the_service_will_not_serve_says_so(tmp_path, blobs_npz, capsys, serving, note):
+    """A version published while serving.json pins another one, or while the model is unloaded (the
+    service's V2 unload), is not served: train --publish and publish say so, and how to serve it;
+    without either nothing is said."""
     registry = tmp_path / "models"
+    serving_file = registry / "blobs" / "serving.json"
     train = ("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress")
     assert run_cli(*train, "--publish", "--registry", registry) == 0
     assert "note:" not in capsys.readouterr().err
-    (registry / "blobs" / "serving.json").write_text('{"pinned": 1}')
+    serving_file.write_text(serving)
     assert run_cli(*train, "--publish", "--registry", registry) == 0
-    note = (f"note: {registry / 'blobs' / 'serving.json'} pins v1, so the service keeps serving it, not v2: "
-            "unpin blobs (POST /models/blobs/unpin) to serve the latest")
-    assert note in capsys.readouterr().err
+    assert f"note: {serving_file} {note.format(v=2)}" in capsys.readouterr().err
     assert run_cli(*train, "--output", tmp_path / "run") == 0
     capsys.readouterr()
     assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
-    assert note.replace("not v2", "not v3") in capsys.readouterr().err
-    (registry / "blobs" / "serving.json").write_text('{"pinned": null}')
+    assert f"note: {serving_file} {note.format(v=3)}" in capsys.readouterr().err
+    serving_file.write_text('{"pinned": null}')
     assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
     assert "note:" not in capsys.readouterr().err
-
-
-def test_publish_while_the_model_is_unloaded_says_the_service_serves_none_of_it(tmp_path, blobs_npz, capsys):
-    """A version published while the model is unloaded (the service's V2 unload) is not served, nor
-    any other: train --publish and publish say so, and how to serve it again."""
-    registry = tmp_path / "models"
-    train = ("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress")
-    assert run_cli(*train, "--publish", "--registry", registry) == 0
-    capsys.readouterr()
-    (registry / "blobs" / "serving.json").write_text('{"pinned": null, "unloaded": true}')
-    assert run_cli(*train, "--publish", "--registry", registry) == 0
-    note = (f"note: {registry / 'blobs' / 'serving.json'} says blobs is unloaded, so the service serves no version "
-            "of it, v2 included: load it (POST /v2/repository/models/blobs/load) to serve it again")
-    assert note in capsys.readouterr().err
-    assert run_cli(*train, "--output", tmp_path / "run") == 0
-    capsys.readouterr()
-    assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
-    assert note.replace("v2 included", "v3 included") in capsys.readouterr().err
 
 
 def test_evaluate_a_csv_model_from_elsewhere_and_on_a_changed_file(tmp_path, wine_csv, capsys, monkeypatch):
