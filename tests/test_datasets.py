@@ -970,3 +970,13 @@ def test_an_empty_variant_is_refused_not_read_as_red(tmp_path, capsys):
                          "--output", str(tmp_path / "run")]) == 2
         assert "variant must be one of red, white, both, not ''" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_a_class_written_one_way_in_the_training_file_and_another_in_the_test_file_names_both(tmp_path):
+    """'1' in a csv and '1.0' in its --test-path file were refused naming the training file alone."""
+    train = write_csv(tmp_path / "train.csv", [(1, 2, 1), (3, 4, 0)], header=("a", "b", "y"))
+    test = write_csv(tmp_path / "test.csv", [(5, 6, "1.0"), (7, 8, 0)], header=("a", "b", "y"))
+    with pytest.raises(DatasetError, match=r"^train.csv, test.csv: class values '1' \(in train.csv\), '1.0' \(in "
+                                           r"test.csv\) name the same number in different ways: write each class "
+                                           r"one way$"):
+        load_dataset("csv", path=train, test_path=test, target="y", task="classification")

@@ -569,7 +569,8 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
     labels = None
     if task == "classification":
-        labels, (y, y_test) = _class_indices([y_raw, y_test_raw], path)
+        files_of_parts = (path.name, test_path.name) if test_path is not None else None
+        labels, (y, y_test) = _class_indices([y_raw, y_test_raw], path, files_of_parts)
     else:
         y, y_test = np.asarray(y_raw, np.float32), np.asarray(y_test_raw, np.float32)
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
@@ -1035,8 +1036,10 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     return feature_names, x.astype(np.float32), y
 
 
-def _class_indices(parts: list[list[str]], source) -> tuple[list[str], list[np.ndarray]]:
-    """Class names (sorted; numerically if they are all numbers) and each part as indices."""
+def _class_indices(parts: list[list[str]], source, files_of_parts: tuple[str, ...] | None = None
+                   ) -> tuple[list[str], list[np.ndarray]]:
+    """Class names (sorted; numerically if they are all numbers) and each part as indices.
+    ``files_of_parts``: the file each part was read from, when they are several."""
     values = sorted({v for part in parts for v in part})
     if all(_is_number(v) for v in values):
         by_number = {v: float(v) for v in values}
@@ -1047,8 +1050,13 @@ def _class_indices(parts: list[list[str]], source) -> tuple[list[str], list[np.n
         else:
             twice = set(repeated(canonical.values()))
             same = [v for v in values if canonical[v] in twice]
-            raise DatasetError(f"{source}: class values {', '.join(map(repr, same))} name the same number in "
-                               "different ways: write each class one way")
+            spellings = ", ".join(map(repr, same))
+            if files_of_parts is not None:  # say which file holds which spelling
+                source = ", ".join(files_of_parts)
+                holding = {v: " and ".join(f for f, part in zip(files_of_parts, parts) if v in part) for v in same}
+                spellings = ", ".join(f"{v!r} (in {holding[v]})" for v in same)
+            raise DatasetError(f"{source}: class values {spellings} name the same number in different ways: write "
+                               "each class one way")
     else:
         labels = values
     index = {v: i for i, v in enumerate(values)}
