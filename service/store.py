@@ -809,7 +809,11 @@ class ModelStore:
             model = load_model(path, expect_name=name, expect_version=version, max_bytes=self.max_model_bytes)
         except Exception as e:  # whatever a file makes the loader raise, it must not stop the watcher
             reason = _reason(e)
-            unreadable = isinstance(e, (OSError, MemoryError)) or isinstance(e.__context__, (OSError, MemoryError))
+            # A missing file (a version folder made by hand, or half copied) is not an error to retry: its
+            # arrival changes the stamp, which reads it again; retried, it counted a failure every minute.
+            missing = isinstance(e, FileNotFoundError) or isinstance(e.__context__, FileNotFoundError)
+            unreadable = not missing and (isinstance(e, (OSError, MemoryError))
+                                          or isinstance(e.__context__, (OSError, MemoryError)))
             return None, failed_status(reason), unreadable
         return model, AVAILABLE, False
 

@@ -1781,3 +1781,29 @@ def test_a_request_for_a_folder_not_read_as_a_model_says_why(tmp_path):
     with pytest.raises(NotFound) as e:
         store.slot("beer")
     assert e.value.message == "There is no model 'beer' (models: mnist)."
+
+
+def test_a_version_folder_without_its_model_file_is_reported_once_and_read_when_the_file_arrives(
+        tmp_path, tmp_path_factory, monkeypatch, caplog):
+    """An empty version folder (made by hand, or a copy not yet begun) fails once, is logged and counted
+    once, and is not read again every minute as an unreadable file is; once model.npz arrives it serves."""
+    import types
+    import service.store as store_module
+    publish_model(tmp_path, "mnist")
+    (tmp_path / "mnist" / "2").mkdir()
+    clock = [time.monotonic()]
+    monkeypatch.setattr(store_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    with caplog.at_level("WARNING", logger="scratchnet.store"):
+        store, events = make_store(tmp_path)
+        for _ in range(10):
+            clock[0] += store_module.MAX_RETRY_SECONDS + 1
+            store.refresh()
+    assert events.failures == [("mnist", 2, "the folder holds no model.npz")]
+    assert caplog.messages == ["mnist v2 cannot be served: the folder holds no model.npz"]
+    assert store.describe("mnist")["versions"][1]["status"] == "failed: the folder holds no model.npz"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    publish_model(elsewhere, "mnist")
+    publish_model(elsewhere, "mnist")
+    os.rename(elsewhere / "mnist" / "2" / "model.npz", tmp_path / "mnist" / "2" / "model.npz")  # the copy ends
+    store.refresh()
+    assert store.served("mnist").version == 2
