@@ -29,6 +29,7 @@ import pydantic
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from shared.errors import UnsupportedImage
 from shared.forward import Model
 from shared.preprocess import format_by_signature
 from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
@@ -36,7 +37,8 @@ from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_
 from .budget import is_large
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
-                     PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, describe_validation_error)
+                     PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, as_service_error,
+                     describe_validation_error, error_response)
 from .fastbody import numpy_buffer, read_from_socket
 from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
@@ -314,6 +316,17 @@ def read_inputs() -> tuple[str, object, int | None]:
             raise BadRequest(f"The body is empty; send an image or numbers ({ACCEPTED_TYPES}).", code="empty_body")
         raise UnsupportedMediaType(f"The request has no Content-Type; {send}.", code="missing_content_type")
     raise UnsupportedMediaType(f"Content-Type {mimetype} is not accepted; {send}.")
+
+
+@predict_bp.errorhandler(UnsupportedImage)
+def unsupported_body(error: UnsupportedImage):
+    """An image that cannot be read; sent as application/octet-stream, it may have been meant as numbers,
+    which that type also reads (a .npy array, by its first bytes): the refusal says how they are sent."""
+    if request.mimetype == "application/octet-stream":
+        error = UnsupportedImage(f"{error.message}; an application/octet-stream body is read as an image, or as a "
+                                 "batch of numbers when it begins as numpy.save writes a .npy file: send images as "
+                                 "image/* and .npy batches as application/x-npy", error.details)
+    return error_response(as_service_error(error, current_app))
 
 
 def read_multipart() -> tuple[str, list[bytes], int | None]:

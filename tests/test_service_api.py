@@ -716,6 +716,18 @@ def test_415_unsupported_media(client):
                  "model_takes_vectors", "Model wine v1 takes vectors of 11 numbers")
 
 
+def test_octet_stream_that_is_neither_an_image_nor_npy_says_how_a_npy_batch_is_sent(client):
+    """application/octet-stream is read as an image or a .npy file: bytes that are neither were refused as an
+    image alone, which never told a client sending numbers that a .npy batch goes as application/x-npy."""
+    body = assert_error(client.post("/models/mnist/predict", data=b"garbage\0\1\2",
+                                    content_type="application/octet-stream"), 415, "unsupported_image",
+                        "the data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF)")
+    assert "application/x-npy" in body["error"] and ".npy" in body["error"]
+    png = assert_error(client.post("/models/mnist/predict", data=b"garbage", content_type="image/png"), 415,
+                       "unsupported_image")
+    assert "npy" not in png["error"]  # an image type: the body was meant as an image
+
+
 def test_an_image_under_a_misspelt_key_is_told_the_keys_not_to_remove_it(client):
     """{"image": "<base64>"} was answered "image: unknown field; remove it", which leaves the request with no
     image at all: the answer names the fields the body takes, images among them."""
