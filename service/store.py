@@ -864,10 +864,22 @@ class ModelStore:
             if self.registry_error is not None:  # whether it has such a model cannot be told
                 raise NotReady(f"Model {name} is not served: {self.registry_error}.", code="registry_unavailable")
             known = ", ".join(self.names()) or "none"
+            if self._left_out(name):  # else an operator looking at its folder was told it does not exist
+                raise NotFound(f"Model {name!r} is in the registry but not served: SCRATCHNET_MODELS ({known}) leaves "
+                               "it out; add it there to serve it.", code="model_not_found")
             misnamed = self._misnamed.get(name)  # a folder of that name, not read as a model: say why
             raise NotFound(f"There is no model {name!r} (models: {known})" + (f": {misnamed}." if misnamed else "."),
                            code="model_not_found")
         return slot
+
+    def _left_out(self, name: str) -> bool:
+        """Whether ``name`` is a model of the registry that the configured list of models leaves out."""
+        if self.configured is None:
+            return False
+        try:
+            return self.registry.has_model(name)
+        except (OSError, RegistryError):  # not a model name, or a folder that cannot be listed
+            return False
 
     def found(self, name: str) -> ModelSlot:
         """:meth:`slot`, after a look at the registry when this worker does not know ``name``: the

@@ -951,6 +951,17 @@ def test_503_when_no_version_can_serve(registry):
     assert "model ghost has no servable version" in ready.get_json()["reason"]
 
 
+def test_a_model_that_scratchnet_models_leaves_out_is_named_as_left_out(registry):
+    """A model whose folder is in the registry but not in SCRATCHNET_MODELS was answered "There is no model",
+    which left an operator looking at the folder puzzled: the 404 names the setting."""
+    client = make_app(registry, models="mnist").test_client()
+    said = ("Model 'iris' is in the registry but not served: SCRATCHNET_MODELS (mnist) leaves it out; add it there "
+            "to serve it.")
+    assert_error(client.post("/models/iris/predict", json={"inputs": [[1, 2, 3, 4]]}), 404, "model_not_found", said)
+    assert_error(client.get("/models/iris"), 404, "model_not_found", said)
+    assert_error(client.get("/models/nope"), 404, "model_not_found", "There is no model 'nope' (models: mnist).")
+
+
 @pytest.mark.parametrize("fault", [RuntimeError("secret internals"), ConnectionRefusedError(111, "secret internals")],
                          ids=["an error", "a connection of the server's own"])
 def test_500_is_json_without_a_traceback(app, capsys, fault):
