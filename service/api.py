@@ -409,7 +409,11 @@ def list_models():
             models.append(svc.store.describe(name))
         except NotFound:  # its folder went, and the watcher with it, since the names were read
             continue
-    return {"default_model": svc.settings.default_model, "models": models}
+    # An empty list alone read as a registry without models, when it is missing or cannot be read
+    problems = [svc.store.registry_error] if svc.store.registry_error else []
+    if not models and (misplaced := svc.store.misplaced_registry()):
+        problems.append(misplaced)
+    return {"default_model": svc.settings.default_model, "models": models, "problems": problems}
 
 
 @models_bp.get("/models/<name>")

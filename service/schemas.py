@@ -174,6 +174,8 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     default_model: str
     models: list[ModelInfo]
+    problems: list[str] = Field([], description="Why the registry's models cannot be listed (its folder is missing "
+                                                "or cannot be read, or is a model's folder, not a registry).")
 
 
 class VersionInfo(BaseModel):

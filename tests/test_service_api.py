@@ -951,6 +951,18 @@ def test_503_when_no_version_can_serve(registry):
     assert "model ghost has no servable version" in ready.get_json()["reason"]
 
 
+def test_the_model_list_of_a_missing_registry_says_it_is_missing(tmp_path, registry):
+    """GET /models of a registry folder that does not exist answered an empty list and nothing else, as a
+    registry without models would: the list says why, as /readyz does."""
+    listing = make_app(tmp_path / "nowhere").test_client().get("/models")
+    assert listing.status_code == 200 and listing.get_json()["models"] == []
+    assert_schema(schemas.ModelList, listing.get_json())
+    assert listing.get_json()["problems"] == [f"the registry folder {tmp_path / 'nowhere'} does not exist"]
+    misplaced = make_app(registry / "mnist").test_client().get("/models").get_json()  # a model's folder
+    assert "looks like a model's folder" in misplaced["problems"][0]
+    assert make_app(registry).test_client().get("/models").get_json()["problems"] == []
+
+
 def test_a_model_that_scratchnet_models_leaves_out_is_named_as_left_out(registry):
     """A model whose folder is in the registry but not in SCRATCHNET_MODELS was answered "There is no model",
     which left an operator looking at the folder puzzled: the 404 names the setting."""
