@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from gunicorn import util as gunicorn_util
 
@@ -68,7 +69,7 @@ def _number(name: str, default: str, minimum: float, kind=int, maximum: float | 
     if value is None or not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
         what = "a whole number" if kind is int else "a finite number"
         bounds = f"of at least {minimum:g}" if maximum is None else f"from {minimum:g} to {maximum:.0f}"
-        sys.exit(f"error: SCRATCHNET_{name}={text!r}: expected {what} {bounds}")
+        _fatal(f"SCRATCHNET_{name}={text!r}: expected {what} {bounds}")
     return value
 
 
@@ -82,9 +83,9 @@ def _new_metrics_dir() -> str:
         return tempfile.mkdtemp(prefix="scratchnet-metrics-", dir=tmpdir or None)
     except OSError as error:
         where = f"TMPDIR={tmpdir}" if tmpdir else "TMPDIR unset"
-        sys.exit(f"error: no folder for the workers' metrics: {where}: {error.strerror}; mount a tmpfs at /tmp "
-                 "(docker run --tmpfs /tmp, compose: tmpfs: /tmp), point TMPDIR at a writable folder, or set "
-                 "PROMETHEUS_MULTIPROC_DIR to one")
+        _fatal(f"no folder for the workers' metrics: {where}: {error.strerror}; mount a tmpfs at /tmp "
+               "(docker run --tmpfs /tmp, compose: tmpfs: /tmp), point TMPDIR at a writable folder, or set "
+               "PROMETHEUS_MULTIPROC_DIR to one")
 
 
 def _cannot_write(folder: Path) -> str | None:
@@ -101,16 +102,23 @@ def _cannot_write(folder: Path) -> str | None:
 def _log_level(name: str, default: str) -> str:
     level = os.environ.get(f"SCRATCHNET_{name}", default)
     if level.lower() not in LOG_LEVELS:
-        sys.exit(f"error: SCRATCHNET_{name}={level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        _fatal(f"SCRATCHNET_{name}={level!r}: expected one of {', '.join(LOG_LEVELS)}")
     return level.lower()
 
 
-def _warn(message: str) -> None:
-    """``message`` as a warning line of the service's log, which the service goes on to write: in its
+def _warn(message: str, level: int = logging.WARNING) -> None:
+    """``message`` as a line of the service's log (a warning), which the service goes on to write: in its
     format (SCRATCHNET_LOG_FORMAT, checked later), since a line of plain text is not JSON."""
     formatter = TextFormatter() if os.environ.get("SCRATCHNET_LOG_FORMAT") == "text" else JsonFormatter()
-    print(formatter.format(logging.LogRecord("scratchnet.config", logging.WARNING, __file__, 0, message, None, None)),
+    print(formatter.format(logging.LogRecord("scratchnet.config", level, __file__, 0, message, None, None)),
           file=sys.stderr)
+
+
+def _fatal(message: str) -> NoReturn:
+    """Exit with ``message`` as a critical line of the service's log (see _warn): printed as plain text in
+    a JSON log, the one line saying why the service did not start was no event to a collector parsing it."""
+    _warn(message, logging.CRITICAL)
+    sys.exit(1)
 
 
 for _variable in sorted(os.environ):
@@ -144,8 +152,8 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["SCRATCHNET_OWN_METRICS_DIR"] = _new_metrics_dir()
 _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 if _reason := _cannot_write(_metrics_dir):  # else every worker failed at its first request, or at boot
-    sys.exit(f"error: PROMETHEUS_MULTIPROC_DIR={_metrics_dir}: {_reason}; point it at a writable folder (a tmpfs), "
-             "or leave it unset for a new one in TMPDIR")
+    _fatal(f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}: {_reason}; point it at a writable folder (a tmpfs), "
+           "or leave it unset for a new one in TMPDIR")
 _own_metrics_dir = os.environ.get("SCRATCHNET_OWN_METRICS_DIR") == str(_metrics_dir)
 _master_pid = os.getpid()
 
@@ -197,13 +205,13 @@ class TextGunicornLogger(ServiceFormatLogger):
 try:  # every service setting checked once, here, rather than in each worker after binding
     _settings = load_settings()
 except ConfigError as _error:
-    sys.exit(f"error: {_error}")
+    _fatal(str(_error))
 
 _bind = os.environ.get("SCRATCHNET_BIND", DEFAULT_BIND)
 try:  # Gunicorn's own answer to a bad address: five failed binds, or a line not in the log's format
     bind = bind_addresses(_bind)
 except BindError as _error:
-    sys.exit(f"error: SCRATCHNET_BIND={_bind!r}: {_error}")
+    _fatal(f"SCRATCHNET_BIND={_bind!r}: {_error}")
 workers = _number("WORKERS", "2", 1)
 # Two threads per worker overlap one request's network I/O with another's computing; more only
 # contend for the GIL (a canvas image cost 2.0 ms of CPU at 2 threads, 2.4-3.0 ms at 4, and p99
@@ -235,7 +243,7 @@ worker_tmp_dir = "/dev/shm" if _cannot_write(Path("/dev/shm")) is None else str(
 # Gunicorn's control socket has one default path per user: several services (tests) would clash.
 _control_socket = os.environ.get("SCRATCHNET_CONTROL_SOCKET", "0")
 if _control_socket not in ("0", "1"):  # "true" read as off without a word
-    sys.exit(f"error: SCRATCHNET_CONTROL_SOCKET={_control_socket!r}: expected 0 or 1")
+    _fatal(f"SCRATCHNET_CONTROL_SOCKET={_control_socket!r}: expected 0 or 1")
 control_socket_disable = _control_socket != "1"
 
 
@@ -250,9 +258,9 @@ def _check_worker_connections(connections: int) -> None:
     applies after reading this file, is not below the open-files limit: a worker runs out of files
     before it holds that many, and then cannot accept a connection or open a model file."""
     if _open_files != resource.RLIM_INFINITY and connections >= _open_files:
-        sys.exit(f"error: --worker-connections {connections} is not below the open-files limit of {_open_files} "
-                 "(ulimit -n): every connection is an open file, besides the ~20 a worker holds itself; leave it "
-                 f"out (the default here is {worker_connections}) or raise the limit")
+        _fatal(f"--worker-connections {connections} is not below the open-files limit of {_open_files} "
+               "(ulimit -n): every connection is an open file, besides the ~20 a worker holds itself; leave it "
+               f"out (the default here is {worker_connections}) or raise the limit")
 
 
 def _check_addresses_free(addresses: list[str], reuse_port: bool) -> None:
@@ -279,7 +287,7 @@ def _check_addresses_free(addresses: list[str], reuse_port: bool) -> None:
                     errno.EACCES: ": ports below 1024 need root; use a higher one such as 8000",
                     errno.EADDRNOTAVAIL: ": no interface of this machine has that address; use 127.0.0.1 (this machine "
                                          "only) or 0.0.0.0 (every interface)"}
-            sys.exit(f"error: cannot listen on {address}: {error.strerror or error}{hint.get(error.errno, '')}")
+            _fatal(f"cannot listen on {address}: {error.strerror or error}{hint.get(error.errno, '')}")
 
 
 def _unwatched_workers(workers: int) -> str | None:
@@ -294,8 +302,8 @@ def _unwatched_workers(workers: int) -> str | None:
 
 def _check_watcher(workers: int) -> None:
     if problem := _unwatched_workers(workers):
-        sys.exit(f"error: {problem}. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), or leave "
-                 "SCRATCHNET_ADMIN_TOKEN unset")
+        _fatal(f"{problem}. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), or leave "
+               "SCRATCHNET_ADMIN_TOKEN unset")
 
 
 def nworkers_changed(server, new_value, old_value):

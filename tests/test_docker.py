@@ -627,8 +627,9 @@ def test_compose_bad_setting_is_the_only_line_in_the_log(api_stack):
     assert container is not None, f"the container never failed: {_api_container(stack)['State']}"
     assert container["State"].get("Health", {}).get("Status") != "healthy"
     logs = stack.compose("logs", "--no-color", "--no-log-prefix", "api").stdout.splitlines()
-    reason = "error: SCRATCHNET_WORKERS='two': expected a whole number of at least 1"
-    assert logs and all(line == reason for line in logs if line.strip()), logs
+    reason = "SCRATCHNET_WORKERS='two': expected a whole number of at least 1"
+    lines = [json.loads(line) for line in logs if line.strip()]  # lines of the JSON log, as every other
+    assert lines and all((line["level"], line["message"]) == ("critical", reason) for line in lines), logs
 
 
 def test_compose_says_why_it_cannot_read_the_registry(api_stack):
@@ -745,7 +746,8 @@ def test_image_on_a_read_only_root_checks_its_health_where_it_listens(api_stack)
     done = subprocess.run([*run, "--rm", api_stack.image("api")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()
-    assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset") and "--tmpfs /tmp" in line
+    said = json.loads(line)["message"]
+    assert said.startswith("no folder for the workers' metrics: TMPDIR unset") and "--tmpfs /tmp" in said
 
 
 KILL_GUNICORN_MASTER = """

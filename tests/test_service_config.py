@@ -84,6 +84,14 @@ def test_an_unknown_override_is_refused():
         load_settings({"pol_interval": 1}, environ={})
 
 
+def refusal(line: str) -> str:
+    """The message of the line Gunicorn's configuration exits on: a critical line of the JSON log (the default
+    format), as every other line of it is."""
+    entry = json.loads(line)
+    assert (entry["level"], entry["logger"]) == ("critical", "scratchnet.config"), entry
+    return entry["message"]
+
+
 def run_gunicorn(tmp_path, launcher: list[str] | None = None, **variables: str | None) -> subprocess.CompletedProcess:
     """Gunicorn as production runs it, with ``variables`` (None: unset) for the SCRATCHNET_* of this
     environment, in a test that expects it to stop by itself."""
@@ -157,7 +165,7 @@ def test_workers_run_as_another_user_boot_and_write_their_metrics():
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
     done = run_gunicorn(tmp_path, **{variable: value})
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [f"error: {message}"]
+    assert [refusal(line) for line in done.stderr.strip().splitlines()] == [message]
     assert not list(tmp_path.glob("scratchnet-metrics-*"))  # its metrics folder was removed on the way out
 
 
@@ -169,8 +177,8 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
                         GUNICORN_CMD_ARGS=f"--worker-connections {connections}")
     assert done.returncode != 0
     default = limit // 2 if limit < 200 else min(1000, limit - 100)
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"error: --worker-connections {connections} is not below the open-files limit of {limit} (ulimit -n): every "
+    assert refusal(done.stderr.strip().splitlines()[-1]) == (
+        f"--worker-connections {connections} is not below the open-files limit of {limit} (ulimit -n): every "
         "connection is an open file, besides the ~20 a worker holds itself; leave it out (the default here is "
         f"{default}) or raise the limit")
     assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
@@ -182,8 +190,8 @@ def test_gunicorn_refuses_the_admin_api_on_several_workers_without_their_watcher
     them off, a pin answered 200 while the other workers served the old version for good."""
     done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret-token", SCRATCHNET_WORKERS="3")
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == (
-        "error: SCRATCHNET_WATCH is off with 3 workers and the admin API on: a pin, unpin, rollback or label change "
+    assert refusal(done.stderr.strip().splitlines()[-1]) == (
+        "SCRATCHNET_WATCH is off with 3 workers and the admin API on: a pin, unpin, rollback or label change "
         "would reach only the worker that answers it. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), "
         "or leave SCRATCHNET_ADMIN_TOKEN unset")
     assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
@@ -204,8 +212,8 @@ def test_gunicorn_names_an_address_another_program_holds(tmp_path, family, host,
         port = other.getsockname()[1]
         done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"{shown}:{port}")
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"error: cannot listen on {shown}:{port}: Address already in use: another program listens there (a "
+    assert refusal(done.stderr.strip().splitlines()[-1]) == (
+        f"cannot listen on {shown}:{port}: Address already in use: another program listens there (a "
         f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND={shown}:{port + 1}")
     assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
@@ -230,6 +238,20 @@ def test_the_warning_of_a_misspelt_setting_is_a_line_of_the_services_log(tmp_pat
         assert (warning["level"], warning["logger"]) == ("warning", "scratchnet.config") and said in warning["message"]
     else:
         assert re.match(r"^\S+Z WARNING scratchnet\.config \[\d+\] " + re.escape(said), first), first
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_line_a_bad_setting_stops_on_is_a_line_of_the_services_log(tmp_path, log_format):
+    """It was plain text ("error: ...") at the end of a JSON log, the one line a collector parsing JSON could
+    not read as an event being the one that says why the service did not start."""
+    done = run_gunicorn(tmp_path, SCRATCHNET_LOG_FORMAT=log_format, SCRATCHNET_POLL_INTERVAL="abc")
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    said = "SCRATCHNET_POLL_INTERVAL='abc': expected a number of seconds, such as the default 1.0"
+    if log_format == "json":
+        assert refusal(line) == said
+    else:
+        assert re.match(r"^\S+Z CRITICAL scratchnet\.config \[\d+\] " + re.escape(said) + "$", line), line
 
 
 def test_a_default_model_left_out_of_scratchnet_models_is_named_as_such(tmp_path):
@@ -315,20 +337,20 @@ def test_the_health_check_reaches_the_address_gunicorn_listens_on(bind, target):
 def refused_in_one_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode != 0
     [line] = done.stderr.strip().splitlines()  # no traceback
-    return line
+    return refusal(line)
 
 
 def test_gunicorn_on_a_read_only_root_says_to_mount_a_tmpfs(tmp_path):
     # Every folder Python's tempfile tries: TMPDIR (unset here), /tmp, /var/tmp, /usr/tmp, the working directory.
     folders = [path for path in ("/tmp", "/var/tmp", "/usr/tmp") if os.path.isdir(path)] + [REPO]
     line = refused_in_one_line(run_gunicorn(tmp_path, read_only(*folders), TMPDIR=None, TEMP=None, TMP=None))
-    assert line.startswith("error: no folder for the workers' metrics: TMPDIR unset: No usable temporary directory")
+    assert line.startswith("no folder for the workers' metrics: TMPDIR unset: No usable temporary directory")
     assert "mount a tmpfs at /tmp" in line
 
 
 @pytest.mark.parametrize("variable, said", [
-    ("TMPDIR", "error: no folder for the workers' metrics: TMPDIR={}: Read-only file system; mount a tmpfs at /tmp"),
-    ("PROMETHEUS_MULTIPROC_DIR", "error: PROMETHEUS_MULTIPROC_DIR={}: Read-only file system; point it at a writable"),
+    ("TMPDIR", "no folder for the workers' metrics: TMPDIR={}: Read-only file system; mount a tmpfs at /tmp"),
+    ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROC_DIR={}: Read-only file system; point it at a writable"),
 ])
 def test_gunicorn_says_in_one_line_that_a_folder_it_must_write_to_is_read_only(tmp_path, variable, said):
     # A TMPDIR that cannot be used is named, rather than passed over for /tmp without a word.
