@@ -24,12 +24,14 @@ fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: se
 import atexit
 import ctypes
 import errno
+import json
 import logging
 import math
 import os
 import resource
 import shutil
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -336,6 +338,7 @@ def child_exit(server, worker):
 
     from service.metrics import fold_exited_process
 
+    _report_unanswered(server, worker.pid)
     multiprocess.mark_process_dead(worker.pid, str(_metrics_dir))
     # Kept on the arbiter, which outlives a reload (HUP runs this file again). Only the workers this
     # master reaped: the folder may hold another master's live ones (a USR2 upgrade sharing it).
@@ -355,7 +358,35 @@ def child_exit(server, worker):
         unfolded.discard(pid)
 
 
+def _requests_in_flight(pid: int) -> int:
+    """The requests worker ``pid``'s app had started on and not answered (``scratchnet_requests_in_flight``,
+    from its live gauges' file, which its exit leaves as it was)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    try:
+        values = MmapedDict.read_all_values_from_file(str(_metrics_dir / f"gauge_livesum_{pid}.db"))
+        return round(sum(value for key, value, *_ in values if json.loads(key)[0] == "scratchnet_requests_in_flight"))
+    except (OSError, ValueError, struct.error):  # no file (no request yet), or one still being sized
+        return 0
+
+
+def _report_unanswered(server, pid: int) -> None:
+    """A worker that ended with requests in flight (killed, or cut off by the graceful timeout of a stop)
+    left their clients without an answer: Gunicorn's log said nothing of them, and a stop that cut them
+    read as a clean one."""
+    if count := _requests_in_flight(pid):
+        stopping = not server.LISTENERS  # the master closes them when it stops, not on a reload
+        wait = server.cfg.graceful_timeout
+        why = (f": the stop cut them off (SIGTERM waits SCRATCHNET_GRACEFUL_TIMEOUT, {wait:g} s, for them; SIGINT "
+               "and SIGQUIT do not)") if stopping else ""
+        server.log.warning("worker %s ended with %d request%s in flight, unanswered%s", pid, count,
+                           "" if count == 1 else "s", why)
+
+
 def on_exit(server):
+    """The workers still running when a stop's graceful timeout ended were killed, unreaped."""
+    for pid in list(server.WORKERS):
+        _report_unanswered(server, pid)
     _remove_own_metrics_dir()
 
 

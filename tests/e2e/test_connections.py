@@ -253,6 +253,45 @@ def test_a_stopping_service_refuses_new_connections_while_it_finishes_old_ones(s
         in_flight.close()
 
 
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_requests_a_worker_ends_with_unanswered_are_logged(start_service, service_registry, how):
+    """A stop whose requests outlast SCRATCHNET_GRACEFUL_TIMEOUT cuts them off unanswered, and so
+    does a worker killed (kill -9): the log said only that the workers and the master exited, as
+    after a clean stop (exit status 0), or that a worker was killed, with nothing of the clients
+    left without an answer. The master now says how many requests each worker ended with in
+    flight and, when a stop cut them, the setting that bounds a stop's wait."""
+    server = start_service(service_registry, workers=1, threads=3,  # the third answers the scrapes
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "1"})
+    worker = server.worker_pids().pop()
+    head = (b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+            b"Content-Length: 60000000\r\n\r\n\x93NUM")  # read by a thread, in the app, and never finished
+    stalled = [stall(server.url, head) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while metric_value(server.metrics(), "scratchnet_requests_in_flight", route="/models/<name>/predict") < 2:
+            assert time.monotonic() < deadline, "the stalled requests never reached the app"
+            time.sleep(0.05)
+        if how == "stop":
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=30) == 0
+            expected = (f"worker {worker} ended with 2 requests in flight, unanswered: the stop cut them off (SIGTERM "
+                        "waits SCRATCHNET_GRACEFUL_TIMEOUT, 1 s, for them; SIGINT and SIGQUIT do not)")
+        else:
+            os.kill(worker, signal.SIGKILL)
+            expected = f"worker {worker} ended with 2 requests in flight, unanswered"
+            deadline = time.monotonic() + 30
+            while expected not in server.log():
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+    finally:
+        for sock in stalled:
+            sock.close()
+    lines = [json.loads(line) for line in server.log().splitlines() if expected in line]
+    assert len(lines) == 1 and lines[0]["level"] == "warning", server.log()
+    if how == "kill":
+        assert "SCRATCHNET_GRACEFUL_TIMEOUT" not in lines[0]["message"]
+
+
 def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, service_registry):
     """A request refused without reading its body (404 here) whose body comes in two parts: the
     rest is drained and the kept-alive connection answers the next request."""
