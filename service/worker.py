@@ -413,6 +413,7 @@ class FairThreadWorker(ThreadWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.busy_threads = 0  # requests handed to the thread pool and not finished
+        self.in_threads: set = set()  # their connections
         self.waiting_since: float | None = None  # when a connection was seen waiting while all threads were busy
         self.lingering = collections.deque()  # closing connections, oldest (first to expire) first
         self.linger_buffer = bytearray(LINGER_READ)  # where what they still send is dropped
@@ -438,10 +439,20 @@ class FairThreadWorker(ThreadWorker):
         """Ctrl-C reaches every process of the terminal's group, and the master then sends each worker
         SIGQUIT: Gunicorn's handler, run again inside itself while it held the thread pool's lock,
         waited for that lock for ever, until the master killed the worker at the graceful timeout. The
-        first quit is carried through; another that arrives meanwhile has nothing to add."""
+        first quit is carried through; another that arrives meanwhile has nothing to add.
+
+        The worker's exit waits for every thread of its pool: one blocked reading the body of a client
+        that had stalled (or writing to one that reads nothing) held the quick shutdown for the whole
+        graceful timeout, until the master killed the worker. Their connections are shut down first, so
+        such a read or write ends at once; a thread that is computing finishes as it would have."""
         if self.quitting:
             return
         self.quitting = True
+        for conn in list(self.in_threads):
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already
+                pass
         super().handle_quit(sig, frame)
 
     def get_thread_pool(self):
@@ -564,6 +575,7 @@ class FairThreadWorker(ThreadWorker):
             if not isinstance(conn.sock, ClientSocket):
                 conn.sock = with_client_timeout(conn.sock)
         self.busy_threads += 1
+        self.in_threads.add(conn)
         super().enqueue_req(conn)
 
     # gathering a request on the event loop ------------------------------------------------------
@@ -673,6 +685,7 @@ class FairThreadWorker(ThreadWorker):
 
     def finish_request(self, conn, fs) -> None:
         self.busy_threads -= 1
+        self.in_threads.discard(conn)
         if not self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is gthread._DEFER:
             # A connection whose request had not arrived yet: Gunicorn parks it on the event loop
             # only while running; stopping, it took it for a kept-alive one and closed it

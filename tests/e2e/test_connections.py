@@ -292,6 +292,29 @@ def test_requests_a_worker_ends_with_unanswered_are_logged(start_service, servic
         assert "SCRATCHNET_GRACEFUL_TIMEOUT" not in lines[0]["message"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_a_quick_shutdown_does_not_wait_for_a_client_stalled_mid_request(start_service, service_registry, sig):
+    """Ctrl-C (SIGINT) and SIGQUIT stop Gunicorn at once, without the graceful wait. A worker's
+    exit waited for every thread of its pool, so one blocked reading the body of a client that
+    had stalled held the stop for the whole SCRATCHNET_GRACEFUL_TIMEOUT (30 s here; the 20 s
+    below is only a hang guard), until the master killed the worker, logged as "was sent SIGKILL!
+    Perhaps out of memory?"."""
+    server = start_service(service_registry, workers=1, threads=2,
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "30"})
+    stalled = stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Type: application/x-npy\r\nContent-Length: 60000000\r\n\r\n\x93NUM")
+    try:
+        deadline = time.monotonic() + 30
+        while metric_value(server.metrics(), "scratchnet_requests_in_flight", route="/models/<name>/predict") < 1:
+            assert time.monotonic() < deadline, "the stalled request never reached the app"
+            time.sleep(0.05)
+        server.process.send_signal(sig)
+        assert server.process.wait(timeout=20) == 0
+    finally:
+        stalled.close()
+    assert "SIGKILL" not in server.log()
+
+
 def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, service_registry):
     """A request refused without reading its body (404 here) whose body comes in two parts: the
     rest is drained and the kept-alive connection answers the next request."""
