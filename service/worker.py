@@ -455,6 +455,17 @@ class FairThreadWorker(ThreadWorker):
                 pass
         super().handle_quit(sig, frame)
 
+    def run(self) -> None:
+        super().run()
+        if self.in_threads:
+            # The graceful wait (SCRATCHNET_GRACEFUL_TIMEOUT) ended with requests still in flight. Python's
+            # exit waits for every thread of the pool: one reading a stalled client's body kept a retired
+            # worker (a reload, SIGTTOU) running until the master killed it at SCRATCHNET_TIMEOUT, with a
+            # traceback on stderr. It ends now, as a stopping master's own kill would end it; the master logs
+            # how many requests it ended with (child_exit in service/gunicorn_conf.py).
+            self.log.info("Worker exiting (pid: %s)", self.pid)
+            os._exit(0)
+
     def get_thread_pool(self):
         """The pool with all its threads started. ThreadPoolExecutor starts one per task submitted
         while none is idle: tasks that wait until the last has started make it start them all."""

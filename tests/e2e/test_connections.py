@@ -315,6 +315,43 @@ def test_a_quick_shutdown_does_not_wait_for_a_client_stalled_mid_request(start_s
     assert "SIGKILL" not in server.log()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTTOU], ids=["SIGHUP", "SIGTTOU"])
+def test_a_retired_worker_exits_when_its_graceful_timeout_ends(start_service, service_registry, sig):
+    """A worker a reload (HUP) or SIGTTOU retires finishes its requests for SCRATCHNET_GRACEFUL_TIMEOUT
+    (1 s here). One still held by a stalled client then logged "Worker exiting" but did not exit: its
+    exit waited for the thread reading that client, until the master killed it at SCRATCHNET_TIMEOUT
+    (30 s; the 20 s below is only a hang guard) with a critical "WORKER TIMEOUT" and a Python traceback,
+    not JSON, on stderr. It exits now, and the master says how many requests it ended with."""
+    server = start_service(service_registry, workers=1, threads=3,  # the third answers the scrapes
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "1"})
+    retired = server.worker_pids().pop()
+    stalled = [stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Type: application/x-npy\r\nContent-Length: 60000000\r\n\r\n\x93NUM")
+               for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while metric_value(server.metrics(), "scratchnet_requests_in_flight", route="/models/<name>/predict") < 2:
+            assert time.monotonic() < deadline, "the stalled requests never reached the app"
+            time.sleep(0.05)
+        if sig == signal.SIGTTOU:  # a second worker first: SIGTTOU then retires the oldest, holding them
+            server.process.send_signal(signal.SIGTTIN)
+            while server.log().count("service started") < 2:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+        server.process.send_signal(sig)
+        deadline = time.monotonic() + 20
+        while retired in server.worker_pids():
+            assert time.monotonic() < deadline, f"worker {retired} still running:\n{server.log()}"
+            time.sleep(0.05)
+    finally:
+        for sock in stalled:
+            sock.close()
+    log = server.log()
+    assert "WORKER TIMEOUT" not in log
+    assert all(line.startswith("{") for line in log.splitlines()), log
+    assert f"worker {retired} ended with 2 requests in flight, unanswered" in log, log
+
+
 def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, service_registry):
     """A request refused without reading its body (404 here) whose body comes in two parts: the
     rest is drained and the kept-alive connection answers the next request."""
