@@ -365,6 +365,19 @@ def test_a_manifest_without_what_the_format_requires_is_refused(tmp_path, task, 
     refused(tmp_path / "model.npz", match)
 
 
+@pytest.mark.parametrize("names", [[1, 2, 3, 4, 5, 6], [None] * 6, "a,b,c,d,e,f", ["a"], {"a": 0}])
+def test_feature_names_that_are_not_the_inputs_column_names_are_refused(tmp_path, names):
+    """A file written by hand with column names that are not strings made the service answer a vector
+    sent by name with a 500 (and publish end in a traceback); a string was read a character a column."""
+    arrays, manifest = saved(tmp_path)
+    manifest["input"]["feature_names"] = names
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", r"input.feature_names must be null or a list of 6 strings")
+    manifest["input"]["feature_names"] = list("abcdef")
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    assert load_model(tmp_path / "model.npz").manifest["input"]["feature_names"] == list("abcdef")
+
+
 def test_batchnorm_eps_must_be_finite(tmp_path):
     arrays, manifest = saved(tmp_path, batchnorm=True)
     manifest["layers"][1]["eps"] = float("nan")
