@@ -454,8 +454,12 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
             if kind == "dense":
                 weight, bias = values
                 if weight.ndim != 2 or weight.shape[0] != width:
+                    transposed = weight.ndim == 2 and weight.shape[1] == width
                     raise ModelFileError(path, f"{where} ({name}) weight has shape {list(weight.shape)} but "
-                                               f"receives {width} features: shapes do not chain")
+                                               f"receives {width} features: shapes do not chain" + (
+                                                   f"; a dense weight is (in, out), [{width}, {weight.shape[0]}] "
+                                                   "here, and PyTorch's nn.Linear.weight is (out, in): write its "
+                                                   "transpose (weight.T)" if transposed else ""))
                 for key, actual in (("in_features", weight.shape[0]), ("out_features", weight.shape[1])):
                     if key in spec and spec[key] != actual:
                         raise ModelFileError(path, f"{where} ({name}) says {key} {spec[key]!r} but its weight "

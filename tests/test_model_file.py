@@ -23,7 +23,7 @@ import pytest
 
 from allocations import traced_peak
 from shared.errors import ModelFileError
-from shared.model_file import load_model, parameters_sha256, read_manifest, save_model
+from shared.model_file import describe_arrays, load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import LABEL_PATTERN, Registry, RegistryError, check_name
 from users import run_as
 
@@ -228,6 +228,19 @@ def test_shapes_that_do_not_chain_are_refused(tmp_path):
     manifest["parameters"]["sha256"] = parameters_sha256(arrays)
     rewrite(tmp_path / "model.npz", arrays, manifest)
     refused(tmp_path / "model.npz", "do not chain")
+
+
+def test_a_weight_in_pytorchs_out_in_layout_is_refused_saying_to_transpose_it(tmp_path):
+    """nn.Linear stores its weight as (out, in); the file's is (in, out). Saved as it is, the
+    message said only that shapes do not chain, not which way round the file wants it."""
+    arrays, manifest = tiny_model()
+    arrays["dense1.weight"] = np.ascontiguousarray(arrays["dense1.weight"].T)  # (4, 6), as torch holds it
+    for layer in manifest["layers"]:
+        layer.pop("in_features", None), layer.pop("out_features", None)
+    manifest.update(format="scratchnet.mlp", format_version=1, parameters=describe_arrays(arrays))
+    rewrite(tmp_path / "model.npz", arrays, manifest)
+    refused(tmp_path / "model.npz", re.escape("a dense weight is (in, out), [6, 4] here, and PyTorch's "
+                                              "nn.Linear.weight is (out, in): write its transpose (weight.T)"))
 
 
 @pytest.mark.parametrize("shape", [(1,), (1, 4)])
