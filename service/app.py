@@ -31,7 +31,7 @@ from werkzeug.http import parse_range_header
 from shared.registry import Registry
 from shared.text import shortened
 
-from . import api, ops, protocols
+from . import api, cors, ops, protocols
 from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
@@ -112,6 +112,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions[EXTENSION] = Service(settings, registry, store, predictor, metrics, large_parses)
 
     register_error_handlers(app)
+    cors.init_app(app, settings.cors_origins)  # before the request hooks: its headers go on their final answer
     _register_request_hooks(app)
     app.register_blueprint(api.predict_bp)
     app.register_blueprint(api.models_bp)

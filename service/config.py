@@ -14,6 +14,7 @@
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
 | SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
 | SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes, 8 characters or more; unset or blank: admin disabled |
+| SCRATCHNET_CORS_ORIGINS       | (unset)     | origins of pages that may call it (CORS): comma list, ``*``: any |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``; Gunicorn's own too |
 | SCRATCHNET_LOG_LEVEL          | INFO        | level of the ``scratchnet`` loggers                            |
 | SCRATCHNET_WATCH              | true        | run the registry watcher thread; off, nothing reloads by itself (refused with several workers and the admin API on, a SIGTTIN worker too) |
@@ -25,6 +26,7 @@ tests pass ``watch=False`` and call ``refresh`` themselves).
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -43,6 +45,9 @@ class ConfigError(ValueError):
 
 MIN_POLL_INTERVAL = 0.01  # seconds: the watcher polls at most 100 times a second
 MIN_TOKEN_LENGTH = 8  # characters of SCRATCHNET_ADMIN_TOKEN
+# An origin as a browser's Origin header gives it: scheme, host (a name, IPv4 or [IPv6]) and port, nothing else.
+ORIGIN = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.I)
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Settings:
     max_model_bytes: int = 256 * 1024 * 1024
     cached_versions: int = 4
     admin_token: str | None = None
+    cors_origins: tuple[str, ...] | None = None  # ("*",): any origin
     log_format: str = "json"
     log_level: str = "INFO"
     watch: bool = True
@@ -136,6 +142,8 @@ def _convert(name: str, kind, raw):
             # The header's token is compared without its surrounding whitespace, so the setting's must be
             # too: a token read from a file ends in a newline. Blank is no token: admin stays disabled.
             return str(raw).strip() or None
+        if name == "cors_origins":
+            return _origins(raw)
         if name == "poll_interval":
             return float(raw)
         if kind in (int, "int"):
@@ -147,6 +155,28 @@ def _convert(name: str, kind, raw):
         expected = "a number of seconds" if name == "poll_interval" else "a whole number"
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: expected {expected}, such as the default "
                           f"{getattr(Settings(), name)}") from None
+
+
+def _origins(raw) -> tuple[str, ...] | None:
+    """The origins of SCRATCHNET_CORS_ORIGINS as browsers send them (lower case, no default port):
+    None for none, ``("*",)`` for any."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    items = [str(item).strip() for item in items if str(item).strip()]
+    if items == ["*"]:
+        return ("*",)
+    origins = []
+    for item in items:
+        match = ORIGIN.fullmatch(item)
+        port = match and match.group(3)
+        if not match or (port is not None and not 0 < int(port) < 65536):
+            hint = " (* stands alone: it allows every origin)" if item == "*" else ""
+            raise ConfigError(f"{PREFIX}CORS_ORIGINS={raw!r}: {item!r} is not an origin{hint}: give "
+                              "scheme://host[:port] with http or https and no path, such as https://app.example.com "
+                              "or http://127.0.0.1:8888, several separated by commas, or * for any origin")
+        scheme, host = match.group(1).lower(), match.group(2).lower()
+        default = port is None or port.lstrip("0") == DEFAULT_PORTS[scheme]  # a browser leaves the default out
+        origins.append(f"{scheme}://{host}" + ("" if default else f":{int(port)}"))
+    return tuple(dict.fromkeys(origins)) or None
 
 
 def load_settings(overrides: dict | None = None, environ: dict | None = None) -> Settings:

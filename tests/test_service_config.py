@@ -161,6 +161,10 @@ def test_workers_run_as_another_user_boot_and_write_their_metrics():
     ("SCRATCHNET_MODELS", "mnist,../etc", "SCRATCHNET_MODELS='mnist,../etc': model name '../etc' is not valid: use "
                                           "letters, digits, '.', '_' or '-' (at most 64 characters, starting with a "
                                           "letter or digit)"),
+    ("SCRATCHNET_CORS_ORIGINS", "https://app.example.com/",
+     "SCRATCHNET_CORS_ORIGINS='https://app.example.com/': 'https://app.example.com/' is not an origin: give "
+     "scheme://host[:port] with http or https and no path, such as https://app.example.com or "
+     "http://127.0.0.1:8888, several separated by commas, or * for any origin"),
 ])
 def test_gunicorn_refuses_a_bad_setting_in_one_line_before_it_starts(tmp_path, variable, value, message):
     done = run_gunicorn(tmp_path, **{variable: value})
