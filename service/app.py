@@ -35,7 +35,7 @@ from . import api, cors, ops, protocols
 from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
-from .errors import BadRequest, error_response, precondition_failed, register_error_handlers
+from .errors import BadRequest, ServerStopping, error_response, precondition_failed, register_error_handlers
 from .logs import configure_logging, log_access, logfmt_value, without_surrogates
 from .metrics import Metrics
 from .predictor import Predictor
@@ -62,7 +62,8 @@ UNMATCHED = "<unmatched>"  # the route label of a request no route matched
 # coding says to send Content-Encoding instead.
 DECODING_ENDPOINTS = frozenset({"v1.predict", "v1.classify_or_regress", "v2.infer"})
 # In a request's environ: called with the bytes sent when the client does not take the answer
-# whole (service.worker.WatchedAnswer), to log and count it with the request's id and route.
+# whole (service.worker.WatchedAnswer), to log and count it with the request's id and route, and
+# with whether the worker's quick stop shut the connection instead (service.errors.SHUT_BY_STOP).
 ANSWER_CUT = "scratchnet.answer_cut"
 CONVERTER = re.compile(r"<[^<>:]*(?:\([^)]*\))?:")  # "<segment:" of <segment:name>, "<any(a, b):" of <any(a, b):verb>
 log = logging.getLogger("scratchnet.service")
@@ -223,9 +224,11 @@ def _register_request_hooks(app: Flask) -> None:
         named = model if model is not None else (req.view_args or {}).get("name")
         if named is None and route == "/predict":
             named = svc.settings.default_model
-        _record(svc, req.method, req.path, route, status, seconds, getattr(state, "error_code", None),
-                request_id, named, getattr(state, "version", None), remote_addr=req.environ.get("REMOTE_ADDR"))
-        req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status)
+        code = getattr(state, "error_code", None)
+        _record(svc, req.method, req.path, route, status, seconds, code, request_id, named,
+                getattr(state, "version", None), remote_addr=req.environ.get("REMOTE_ADDR"))
+        req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status,
+                                                    code)
         return response
 
 
@@ -295,9 +298,19 @@ def _route_of(app: Flask, method: str | None, path: str | None) -> tuple[str, st
     return route_template(rule.rule), values.get("name")
 
 
-def _answer_cut(svc: Service, request_id: str, method: str, path: str, route: str, status: int, sent: int) -> None:
+def _answer_cut(svc: Service, request_id: str, method: str, path: str, route: str, status: int, code: str | None,
+                sent: int, stopped: bool = False) -> None:
     """The client of a request logged as answered took ``sent`` bytes of the answer and no more: it
-    closed the connection, or read nothing of it for SCRATCHNET_CLIENT_TIMEOUT."""
+    closed the connection, or read nothing of it for SCRATCHNET_CLIENT_TIMEOUT. ``stopped``: the
+    worker's quick stop (Ctrl-C, SIGQUIT) shut the connection instead, which is no fault of the
+    client's and not counted as one; a request the stop cut off before its answer (503
+    ``server_stopping``) has said so in its access line."""
+    if stopped:
+        if code != ServerStopping.code:
+            log.warning("the service stopped and closed the connection after %s bytes of the answer to request %s "
+                        "(%s %s, %d)", f"{sent:,}", request_id, method, shortened(logfmt_value(path), 120), status,
+                        extra={"request_id": request_id, "route": route, "status": status, "bytes_sent": sent})
+        return
     svc.metrics.answer_cut(route)
     log.info("the client took %s bytes of the answer to request %s (%s %s, %d) and no more: connection closed",
              f"{sent:,}", request_id, method, shortened(logfmt_value(path), 120), status,

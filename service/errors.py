@@ -103,7 +103,20 @@ class NotReady(ServiceError):
     status, code = 503, "not_ready"
 
 
+class ServerStopping(ServiceError):
+    """The worker quit (Ctrl-C, SIGQUIT) while the request's body was arriving: the stop's fault, not the client's."""
+    status, code = 503, "server_stopping"
+
+
 BODY_TIMEOUT_MESSAGE = "The request body stopped arriving before its end; send it again."
+SERVER_STOPPING_MESSAGE = ("The service stopped while the request body was arriving, and closed the connection; "
+                           "send the request again.")
+# A quitting worker (service.worker) shuts down the connections its threads hold, and first sets this attribute
+# of each one's socket, the WSGI environ's ``gunicorn.socket``, to True: a body whose read then failed was cut
+# off by the stop, not by the client. Under another WSGI server, or Flask's test client, no socket carries it.
+SHUT_BY_STOP = "scratchnet_shut_by_stop"
+# The codes of a body whose reading failed, which blame the client unless the stop shut its connection.
+BODY_CUT_CODES = frozenset({"truncated_body", "malformed_body", "request_timeout"})
 
 
 def access_advice(access: str) -> str:
@@ -223,7 +236,10 @@ def error_response(error: ServiceError):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)  # werkzeug's HTTP errors included
     def answer_error(error: Exception):
-        return error_response(as_service_error(error, app))
+        problem = as_service_error(error, app)
+        if problem.code in BODY_CUT_CODES and getattr(request.environ.get("gunicorn.socket"), SHUT_BY_STOP, False):
+            problem = ServerStopping(SERVER_STOPPING_MESSAGE)
+        return error_response(problem)
 
 
 def as_service_error(error: Exception, app: Flask) -> ServiceError:

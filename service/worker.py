@@ -109,7 +109,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from service.app import ANSWER_CUT, REQUEST_ID_TEXT, record_unrouted
 from service.context import EXTENSION
-from service.errors import BODY_TIMEOUT_MESSAGE, ClientWentAway, error_body
+from service.errors import BODY_TIMEOUT_MESSAGE, SHUT_BY_STOP, ClientWentAway, error_body
 from service.logs import HidesToken, without_token
 from shared.text import shortened
 
@@ -283,7 +283,8 @@ class WatchedAnswer:
     Gunicorn writes each chunk before it asks for the next, and closes the body however the
     sending ended: closed before the body was done, the client hung up or stopped reading (the
     write failed), and ``environ[ANSWER_CUT]``, which the app set, is told how many bytes of the
-    answer, its head included, the socket sent."""
+    answer, its head included, the socket sent, and whether the worker's quick stop shut the
+    connection (``SHUT_BY_STOP``) rather than the client."""
 
     def __init__(self, body, environ: dict):
         self.body, self.environ, self.whole = body, environ, False
@@ -297,7 +298,7 @@ class WatchedAnswer:
     def close(self) -> None:
         try:
             if not self.whole and (cut := self.environ.get(ANSWER_CUT)) is not None:
-                cut(getattr(self.socket, "sent", 0) - self.sent_before)
+                cut(getattr(self.socket, "sent", 0) - self.sent_before, getattr(self.socket, SHUT_BY_STOP, False))
         finally:
             if hasattr(self.body, "close"):
                 self.body.close()
@@ -444,11 +445,15 @@ class FairThreadWorker(ThreadWorker):
         The worker's exit waits for every thread of its pool: one blocked reading the body of a client
         that had stalled (or writing to one that reads nothing) held the quick shutdown for the whole
         graceful timeout, until the master killed the worker. Their connections are shut down first, so
-        such a read or write ends at once; a thread that is computing finishes as it would have."""
+        such a read or write ends at once; a thread that is computing finishes as it would have. Each
+        socket is marked first (``SHUT_BY_STOP``), so that the app logs and counts a body read cut off
+        this way as the stop's 503 ``server_stopping``, and an answer it cuts as the stop's, not as
+        the client's doing."""
         if self.quitting:
             return
         self.quitting = True
         for conn in list(self.in_threads):
+            setattr(conn.sock, SHUT_BY_STOP, True)
             try:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:  # closed already

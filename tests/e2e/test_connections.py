@@ -14,6 +14,7 @@ than three quarters of them.
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import resource
@@ -22,6 +23,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 import requests
 
@@ -313,6 +315,60 @@ def test_a_quick_shutdown_does_not_wait_for_a_client_stalled_mid_request(start_s
     finally:
         stalled.close()
     assert "SIGKILL" not in server.log()
+
+
+def test_requests_a_quick_shutdown_cuts_off_are_logged_as_the_stops(start_service, service_registry):
+    """A quitting worker (Ctrl-C reaches each worker as SIGINT) shuts down the connections its threads
+    hold: a body being read then ended early, and was logged and counted as the client's 400
+    truncated_body, followed by "the client took 0 bytes of the answer", and an answer being written
+    to a client was logged as one the client did not take. Each is now the stop's: the request whose
+    body was cut is a 503 server_stopping, and an answer cut says the service stopped. The worker alone
+    is stopped here, so that the master's next worker serves the metrics it folded in."""
+    server = start_service(service_registry, workers=1, threads=4,
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "30"})
+    worker = server.worker_pids().pop()
+    stalled = [stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: cut-npy\r\n"
+                                 b"Content-Type: application/x-npy\r\nContent-Length: 60000000\r\n\r\n\x93NUM"),
+               stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: cut-chunked\r\n"
+                                 b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"in")]
+    batch = io.BytesIO()
+    np.save(batch, np.full((10_000, 784), 0.5, dtype=np.float32))
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing: the long answer waits to be sent
+    try:
+        reader.connect(address(server.url))
+        reader.sendall(b"POST /models/mnist/predict?top_k=10 HTTP/1.1\r\nHost: x\r\nX-Request-ID: unread\r\n"
+                       b"Content-Type: application/x-npy\r\nContent-Length: %d\r\n\r\n" % len(batch.getvalue())
+                       + batch.getvalue())
+        deadline = time.monotonic() + 30
+        while (metric_value(server.metrics(), "scratchnet_requests_in_flight", route="/models/<name>/predict") < 2
+               or '"unread"' not in server.log()):
+            assert time.monotonic() < deadline, "the requests never reached the app"
+            time.sleep(0.05)
+        os.kill(worker, signal.SIGINT)
+        while server.log().count("service started") < 2:  # the master's next worker
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        metrics = server.metrics()
+    finally:
+        reader.close()
+        for sock in stalled:
+            sock.close()
+    lines = {line.get("request_id"): line for line in map(json.loads, server.log().splitlines())
+             if line["logger"] == "scratchnet.access"}
+    for request_id in ("cut-npy", "cut-chunked"):
+        line = lines[request_id]
+        assert (line["status"], line["code"], line["level"]) == (503, "server_stopping", "warning"), line
+    assert lines["unread"]["status"] == 200
+    assert "the client took" not in server.log(), server.log()
+    (cut,) = [line for line in map(json.loads, server.log().splitlines()) if line.get("bytes_sent") is not None]
+    assert cut["message"].startswith("the service stopped and closed the connection after "), cut
+    assert (cut["request_id"], cut["status"], cut["level"]) == ("unread", 200, "warning"), cut
+    route = "/models/<name>/predict"
+    assert metric_value(metrics, "scratchnet_requests_total", route=route, status="503") == 2
+    assert metric_value(metrics, "scratchnet_errors_total", route=route, code="server_stopping") == 2
+    assert metric_value(metrics, "scratchnet_errors_total", code="truncated_body") == 0
+    assert metric_value(metrics, "scratchnet_answers_cut_total") == 0  # the clients' doing, and none was
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTTOU], ids=["SIGHUP", "SIGTTOU"])
