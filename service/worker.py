@@ -467,7 +467,10 @@ class FairThreadWorker(ThreadWorker):
             # exit waits for every thread of the pool: one reading a stalled client's body kept a retired
             # worker (a reload, SIGTTOU) running until the master killed it at SCRATCHNET_TIMEOUT, with a
             # traceback on stderr. It ends now, as a stopping master's own kill would end it; the master logs
-            # how many requests it ended with (child_exit in service/gunicorn_conf.py).
+            # how many requests it ended with (child_exit in service/gunicorn_conf.py), but only a stop's
+            # reason: a retired worker says why its requests go unanswered itself.
+            self.log.warning("the worker's graceful wait (SCRATCHNET_GRACEFUL_TIMEOUT, %g s) ran out: the requests "
+                             "still in flight are cut off unanswered", self.cfg.graceful_timeout)
             self.log.info("Worker exiting (pid: %s)", self.pid)
             os._exit(0)
 

@@ -377,7 +377,9 @@ def test_a_retired_worker_exits_when_its_graceful_timeout_ends(start_service, se
     (1 s here). One still held by a stalled client then logged "Worker exiting" but did not exit: its
     exit waited for the thread reading that client, until the master killed it at SCRATCHNET_TIMEOUT
     (30 s; the 20 s below is only a hang guard) with a critical "WORKER TIMEOUT" and a Python traceback,
-    not JSON, on stderr. It exits now, and the master says how many requests it ended with."""
+    not JSON, on stderr. It exits now, and the master says how many requests it ended with. That line
+    said "unanswered" and no more, as for a worker that crashed: the worker now says that its graceful
+    wait ran out."""
     server = start_service(service_registry, workers=1, threads=3,  # the third answers the scrapes
                            env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "1"})
     retired = server.worker_pids().pop()
@@ -406,6 +408,9 @@ def test_a_retired_worker_exits_when_its_graceful_timeout_ends(start_service, se
     assert "WORKER TIMEOUT" not in log
     assert all(line.startswith("{") for line in log.splitlines()), log
     assert f"worker {retired} ended with 2 requests in flight, unanswered" in log, log
+    # and why: the master's line gives a stop's reason only, and a reload is no stop
+    assert ("the worker's graceful wait (SCRATCHNET_GRACEFUL_TIMEOUT, 1 s) ran out: the requests still in flight are "
+            "cut off unanswered") in log, log
 
 
 def test_a_body_left_unread_in_two_parts_keeps_the_connection(start_service, service_registry):
