@@ -354,9 +354,9 @@ def _check_manifest(path: Path, manifest: dict, expect_name, expect_version) -> 
     # The service names these columns to a client that sends its values by name, and publish compares them.
     names = manifest["input"].get("feature_names")
     if names is not None and not (isinstance(names, list) and len(names) == shape[0]
-                                  and all(isinstance(n, str) for n in names)):
-        raise ModelFileError(path, f"input.feature_names must be null or a list of {shape[0]} strings, the names "
-                                   f"of the input's columns in order; it is {shortened(json.dumps(names), 80)}")
+                                  and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+        raise ModelFileError(path, f"input.feature_names must be null or a list of {shape[0]} distinct strings, the "
+                                   f"names of the input's columns in order; it is {shortened(json.dumps(names), 80)}")
     # Without them the inputs or outputs would be used unscaled, and every answer silently wrong.
     if not isinstance(manifest["input"].get("normalization"), dict):
         raise ModelFileError(path, "input.normalization must be an object with mean and std "

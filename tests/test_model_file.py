@@ -378,14 +378,15 @@ def test_a_manifest_without_what_the_format_requires_is_refused(tmp_path, task, 
     refused(tmp_path / "model.npz", match)
 
 
-@pytest.mark.parametrize("names", [[1, 2, 3, 4, 5, 6], [None] * 6, "a,b,c,d,e,f", ["a"], {"a": 0}])
+@pytest.mark.parametrize("names", [[1, 2, 3, 4, 5, 6], [None] * 6, "a,b,c,d,e,f", ["a"], {"a": 0}, list("abcdea")])
 def test_feature_names_that_are_not_the_inputs_column_names_are_refused(tmp_path, names):
     """A file written by hand with column names that are not strings made the service answer a vector
-    sent by name with a 500 (and publish end in a traceback); a string was read a character a column."""
+    sent by name with a 500 (and publish end in a traceback); a string was read a character a column;
+    a name given twice would leave a vector sent by name with two places for one value."""
     arrays, manifest = saved(tmp_path)
     manifest["input"]["feature_names"] = names
     rewrite(tmp_path / "model.npz", arrays, manifest)
-    refused(tmp_path / "model.npz", r"input.feature_names must be null or a list of 6 strings")
+    refused(tmp_path / "model.npz", r"input.feature_names must be null or a list of 6 distinct strings")
     manifest["input"]["feature_names"] = list("abcdef")
     rewrite(tmp_path / "model.npz", arrays, manifest)
     assert load_model(tmp_path / "model.npz").manifest["input"]["feature_names"] == list("abcdef")

@@ -495,17 +495,11 @@ def _is_seed(value) -> bool:
 
 
 def _check_recorded(model, what: str) -> None:
-    """Refuse a model whose manifest records what evaluate reads (its data options, its columns) as the
-    wrong kind of value: the checksum covers the parameters, not these, which a hand edit can change."""
+    """Refuse a model whose manifest records what evaluate reads (its data options) as the wrong kind
+    of value: the checksum covers the parameters, not these, which a hand edit can change."""
     manifest = model.manifest
     training = _object(manifest.get("training"))
     config, dataset = _object(training.get("config")), _object(training.get("dataset"))
-    inputs = model.input_size
-
-    def names_inputs(value) -> bool:
-        return (isinstance(value, list) and len(value) == inputs and all(isinstance(v, str) for v in value)
-                and len(set(value)) == len(value))
-
     fields = [(f"training.config.{key}", config.get(key), lambda v: isinstance(v, str), "text")
               for key in ("dataset", "data_path", "variant", "target", "task")]
     fields += [(f"training.dataset.{key}", dataset.get(key), lambda v: isinstance(v, str), "text")
@@ -513,9 +507,7 @@ def _check_recorded(model, what: str) -> None:
     fields += [("training.config.seed", config.get("seed"), _is_seed, "a whole number, 0 or more"),
                ("training.dataset.files", dataset.get("files"),
                 lambda v: isinstance(v, dict) and all(isinstance(sha, str) for sha in v.values()),
-                "an object of file names and their SHA-256"),
-               ("input.feature_names", _object(manifest.get("input")).get("feature_names"), names_inputs,
-                f"a list of {inputs} distinct column names, one per input")]
+                "an object of file names and their SHA-256")]  # input.feature_names: load_model checks them
     for field, value, fits, expected in fields:
         if value is not None and not fits(value):
             raise CommandError(f"{what}: its manifest's {field} must be {expected}, not {shortened(json.dumps(value))}")
