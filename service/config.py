@@ -12,7 +12,7 @@
 | SCRATCHNET_MAX_BATCH          | 10000       | most inputs (vectors or images) in one request (413)           |
 | SCRATCHNET_MAX_VECTOR_VALUES  | 8000000     | most numbers in one request, all vectors together (413)        |
 | SCRATCHNET_MAX_MODEL_BYTES    | 268435456   | largest model file the service will load                       |
-| SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept loaded besides the served and labelled ones      |
+| SCRATCHNET_CACHED_VERSIONS    | 4           | versions kept besides served and labelled ones, per worker, all models |
 | SCRATCHNET_ADMIN_TOKEN        | (unset)     | bearer token of admin routes, 8 characters or more; unset or blank: admin disabled |
 | SCRATCHNET_CORS_ORIGINS       | (unset)     | origins of pages that may call it (CORS): comma list, ``*``: any |
 | SCRATCHNET_LOG_FORMAT         | json        | ``json`` (one object per line) or ``text``; Gunicorn's own too |

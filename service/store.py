@@ -39,8 +39,9 @@ serving from memory when the registry itself goes. Likewise a folder whose ``ser
 but whose versions are all gone (being rewritten, or deleted) serves from memory for one pass, and
 nothing once the next pass finds no version either (503), as a worker starting then would.
 
-Memory stays bounded: a model holds the served version, the versions that serving labels point
-to, and an LRU of at most ``cached_versions`` other recently used versions.
+Memory stays bounded: a model holds the served version and the versions that serving labels point
+to, and the worker an LRU of at most ``cached_versions`` other recently used versions, all models
+together, so that asking for old versions of many models holds no more.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class ModelSlot:
     # A new load of a version in service (its file rewritten in place) made outside the pass's own
     # choice of what serves (a status check, an admin call): the next pass serves it, not the old copy.
     fresh: dict[int, Model] = field(default_factory=dict)
-    recent: OrderedDict = field(default_factory=OrderedDict)         # other versions, least recent first
+    recent: OrderedDict = field(default_factory=OrderedDict)         # other versions (see ModelStore._recent)
     serving_state: dict | None = None  # serving.json as last read (None: never read)
     serving_error: str | None = None
     unloaded: bool = False         # "unloaded": true in serving.json: out of service until loaded again
@@ -220,6 +221,8 @@ class ModelStore:
         self._no_thread: set[str] = set()  # models whose thread could not start: the list thread looks at them
         self._checking = threading.Lock()  # one model's status checks at a time, whichever thread runs them
         self._loads = threading.BoundedSemaphore(2)  # loads at once: one long load blocks no other model's
+        # Every model's recent versions (ModelSlot.recent), least recent first: what bounds them all together.
+        self._recent: OrderedDict[tuple[str, int], ModelSlot] = OrderedDict()
 
     # the watcher ---------------------------------------------------------------------------
 
@@ -829,6 +832,8 @@ class ModelStore:
         model = slot.recent.get(version)
         if model is not None:
             slot.recent.move_to_end(version)
+            self._recent[slot.name, version] = slot
+            self._recent.move_to_end((slot.name, version))
         return model
 
     def _in_service(self, slot: ModelSlot, version: int) -> bool:
@@ -842,8 +847,16 @@ class ModelStore:
             return
         slot.recent[model.version] = model
         slot.recent.move_to_end(model.version)
-        while len(slot.recent) > self.cached_versions:
-            slot.recent.popitem(last=False)
+        self._recent[slot.name, model.version] = slot
+        self._recent.move_to_end((slot.name, model.version))
+        # Entries whose version has left its model's recent ones since (served or labelled now, deleted,
+        # its model removed) hold nothing: dropped, so that only those that do count.
+        for key in [(name, version) for (name, version), held in self._recent.items()
+                    if version not in held.recent or self._slots.get(name) is not held]:
+            del self._recent[key]
+        while len(self._recent) > self.cached_versions:
+            (_, version), held = self._recent.popitem(last=False)
+            held.recent.pop(version, None)
 
     # lookups for requests --------------------------------------------------------------------
 

@@ -1807,3 +1807,17 @@ def test_a_version_folder_without_its_model_file_is_reported_once_and_read_when_
     os.rename(elsewhere / "mnist" / "2" / "model.npz", tmp_path / "mnist" / "2" / "model.npz")  # the copy ends
     store.refresh()
     assert store.served("mnist").version == 2
+
+
+def test_the_cache_of_recent_versions_is_bounded_for_all_models_together(tmp_path):
+    for name in ("a", "b", "c"):
+        for _ in range(3):
+            publish_model(tmp_path, name)
+    store, _ = make_store(tmp_path, cached_versions=2)
+    for name in ("a", "b", "c"):  # the old versions of every model, each once: the most recent two stay
+        for v in (1, 2):
+            assert store.version(name, v).version == v
+    held = {(name, v) for name in ("a", "b", "c") for v in store.slot(name).recent}
+    assert held == {("c", 1), ("c", 2)}
+    assert store.version("a", 1).version == 1  # loaded again when asked for, letting the least recent go
+    assert {(name, v) for name in ("a", "b", "c") for v in store.slot(name).recent} == {("c", 2), ("a", 1)}
