@@ -62,6 +62,13 @@ def _holds_versions(folder: Path) -> bool:
         return False
 
 
+def _holds_a_version(folder: Path) -> bool:
+    """Whether the model folder ``folder`` holds a version, looking no further than the first: the
+    registry's list of models is read every poll, and a model may hold hundreds of versions."""
+    with os.scandir(folder) as entries:
+        return any(VERSION_PATTERN.match(entry.name) and Path(entry.path).is_dir() for entry in entries)
+
+
 def _version_numbers(folder: Path, misnamed: list[str] | None = None) -> list[int]:
     """The versions in the model folder ``folder``, ascending; ``misnamed`` as for ``Registry.versions``."""
     versions, unread = [], []
@@ -214,7 +221,13 @@ class Registry:
         """Whether ``<root>/<name>`` is a model folder: at least one version or a serving.json
         (OSError when the folder cannot be listed). ``misnamed`` as for ``versions``."""
         folder = self.root / check_name(name)
-        return folder.is_dir() and bool(self.versions(name, misnamed) or (folder / SERVING_FILE).exists())
+        if not folder.is_dir():
+            return False
+        if _holds_a_version(folder):
+            return True
+        if misnamed is not None:  # no version: the folders named like versions that are none
+            _version_numbers(folder, misnamed)
+        return (folder / SERVING_FILE).exists()
 
     def versions(self, name: str, misnamed: list[str] | None = None) -> list[int]:
         """Published versions of ``name``, ascending. Temporary and stray folders are ignored;

@@ -1117,6 +1117,21 @@ def test_an_idle_poll_lists_the_registry_a_constant_number_of_times(tmp_path, mo
     assert len(calls) / 10 <= 3, f"the registry folder listed {len(calls) / 10:.0f} times a poll with 50 models"
 
 
+def test_the_list_of_models_looks_at_no_model_s_every_version(tmp_path, monkeypatch):
+    """The registry's list of models, read every poll, looks in each model's folder for one version:
+    a stat of every version folder there, besides each model's own pass, made an idle poll's cost
+    grow with every version the registry keeps (60 models of 32 versions: a third of it)."""
+    publish_model(tmp_path, "mnist")
+    for version in range(2, 41):  # 40 versions, as a model holds after months of publishing
+        shutil.copytree(tmp_path / "mnist" / "1", tmp_path / "mnist" / str(version))
+    publish_model(tmp_path, "iris", kind="vector")
+    stats, stat = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: (stats.append(Path(path)), stat(path, *a, **k))[1])
+    assert Registry(tmp_path).model_names() == ["iris", "mnist"]
+    looked_at = [path for path in stats if path.parent == tmp_path / "mnist"]
+    assert len(looked_at) <= 1, f"{len(looked_at)} version folders of mnist looked at to list the models"
+
+
 def test_status_checks_of_many_models_do_not_all_load_at_once(tmp_path, monkeypatch):
     """Every load holds its file and arrays: each model's thread checking its own versions at once
     took a worker starting on 8 models of 24 MB versions from 129 MB to 1 GB."""
