@@ -158,7 +158,7 @@ def _is_version(model: Model | None, version: int) -> bool:
     return model is not None and model.version == version
 
 
-def _stamp(path: Path) -> tuple | None:
+def _stamp(path: str | Path) -> tuple | None:
     """What says a file changed. The ctime changes with its permissions and owner too, so a file
     that failed because it could not be read is read again once that is fixed."""
     try:
@@ -174,7 +174,7 @@ def _content_changed(before: tuple | None, after: tuple | None) -> bool:
     return before != after if before is None or after is None else before[:3] != after[:3]
 
 
-def _changed(record: VersionRecord, stamp: tuple | None, path: Path) -> bool:
+def _changed(record: VersionRecord, stamp: tuple | None, path: str | Path) -> bool:
     """Whether the file at ``path`` may no longer be the one ``record`` describes: its content (mtime,
     size, inode) changed, or, for a file that was not loaded, also its permissions or owner (the
     ctime), which may have been why. A loaded file whose permissions or owner change is loaded again
@@ -500,7 +500,7 @@ class ModelStore:
         except OSError as e:
             slot.problems = [f"the folder of {slot.name} cannot be read ({e.strerror}); serving from memory"]
             return None
-        stamps = {v: _stamp(folder / str(v) / MODEL_FILE) for v in on_disk}
+        stamps = {v: _stamp(self._file(slot.name, v)) for v in on_disk}
         if not folder.is_dir():
             # The folder (or the whole registry) went while this pass read it: a missing serving.json
             # or model file then says nothing of the pin, the labels or the versions. The next pass
@@ -534,7 +534,7 @@ class ModelStore:
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
                     slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries,
                                                      kept_served=record.kept_served, reported=record.reported)
-                elif record is None or _changed(record, stamp, self.registry.root / slot.name / str(v) / MODEL_FILE):
+                elif record is None or record.stamp != stamp and _changed(record, stamp, self._file(slot.name, v)):
                     slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported)
                     if record is not None:
                         slot.recent.pop(v, None)
@@ -801,7 +801,11 @@ class ModelStore:
 
     def _file_stamp(self, name: str, version: int) -> tuple | None:
         """The stamp of a version's model file now (None: there is none)."""
-        return _stamp(self.registry.root / name / str(version) / MODEL_FILE)
+        return _stamp(self._file(name, version))
+
+    def _file(self, name: str, version: int) -> str:
+        """The path of a version's model file, as a string: a pass looks at every version's, every poll."""
+        return os.path.join(self.registry.root, name, str(version), MODEL_FILE)
 
     def _load(self, name: str, version: int) -> tuple[Model | None, str, bool]:
         """``(model or None, status, whether it failed because the file could not be read)``.

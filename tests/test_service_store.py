@@ -1132,6 +1132,21 @@ def test_the_list_of_models_looks_at_no_model_s_every_version(tmp_path, monkeypa
     assert len(looked_at) <= 1, f"{len(looked_at)} version folders of mnist looked at to list the models"
 
 
+def test_an_idle_pass_builds_no_path_for_each_version_it_has_checked(tmp_path, monkeypatch):
+    """Each model's pass, every poll, stats every version's file; building each one's path three
+    times over in pathlib besides, an idle pass over 60 models of 32 versions took 46 ms of a
+    worker's CPU a second instead of 25. Paths are built once, as strings, for unchanged files."""
+    import pathlib
+    for _ in range(40):
+        publish_model(tmp_path, "mnist")
+    store, _ = make_store(tmp_path)
+    store.refresh()
+    built, make = [], pathlib.PurePath._make_child
+    monkeypatch.setattr(pathlib.PurePath, "_make_child", lambda self, args: (built.append(args), make(self, args))[1])
+    store.refresh(["mnist"], check_registry=False)
+    assert len(built) <= 45, f"{len(built)} paths built by an idle pass over 40 versions"
+
+
 def test_status_checks_of_many_models_do_not_all_load_at_once(tmp_path, monkeypatch):
     """Every load holds its file and arrays: each model's thread checking its own versions at once
     took a worker starting on 8 models of 24 MB versions from 129 MB to 1 GB."""
