@@ -107,6 +107,7 @@ from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPV
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
+from service import cors
 from service.app import ANSWER_CUT, REQUEST_ID_TEXT, record_unrouted
 from service.context import EXTENSION
 from service.errors import BODY_TIMEOUT_MESSAGE, SHUT_BY_STOP, ClientWentAway, error_body
@@ -136,6 +137,7 @@ GATHER_HEAD = 64 * 1024  # headers longer than this go to a thread, whose parser
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r\n")
 # A client's request id, as service.app takes it, in the head of a request a thread never saw.
 _REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*(%s)[ \t]*\r\n" % REQUEST_ID_TEXT.encode(), re.IGNORECASE)
+_ORIGIN = re.compile(rb"\r\norigin[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)  # and its page's origin (CORS)
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
 ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -148,7 +150,8 @@ def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = 
     """Gunicorn's ``util.write_error``, in the API's JSON error shape instead of an HTML page.
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
     a malformed chunk); what it answered is noted for the worker's access line. It carries the
-    request id of that line, as the app's answers do, so the client can name it."""
+    request id of that line, as the app's answers do, so the client can name it, and the CORS
+    headers the app's answer would (``_own_answer.headers``) when the request's origin is known."""
     if reason == "Bad Request" and status_int == 500:  # Gunicorn's words for its 400s, given to this too
         reason = http.HTTPStatus(status_int).phrase
     code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
@@ -162,7 +165,8 @@ def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = 
     body = json.dumps(error_body(message, code), separators=(",", ":")).encode() + b"\n"  # as the app writes it
     head = (f"HTTP/1.1 {status_int} {reason}\r\nDate: {gunicorn_util.http_date()}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nX-Worker-PID: {os.getpid()}\r\n"
-            f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n")
+            f"X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nContent-Length: {len(body)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in getattr(_own_answer, "headers", ())) + "\r\n")
     _own_answer.status, _own_answer.code, _own_answer.request_id = status_int, code, request_id
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
@@ -675,11 +679,14 @@ class FairThreadWorker(ThreadWorker):
             method, target, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
             path = re.split(r"[?#]", target, maxsplit=1)[0]  # logged as the app logs it: the query is no log's
             client_id = _REQUEST_ID.search(head)
+            origin = _ORIGIN.search(head)
             _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
+            _own_answer.headers = cors.headers_for_path(self.flask_app, method or None, path or None,
+                                                        origin[1].decode("latin-1") if origin else None)
             try:
                 json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE, worded=True)
             finally:
-                _own_answer.client_request_id = None
+                _own_answer.client_request_id, _own_answer.headers = None, ()
             # No thread worked on it: counted and logged, but kept out of the latency histogram.
             record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code,
                             now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False,

@@ -15,7 +15,7 @@ import requests
 
 from images import encode, paper, synthetic_digit
 from modelgen import publish_model
-from server import ServiceProcess
+from server import ServiceProcess, raw_exchange
 from service.app import create_app
 from service.config import ConfigError, load_settings
 from skips import unavailable
@@ -110,6 +110,26 @@ def test_the_admin_routes_are_left_to_operators(registry):
     preflight = browser.options("/models/mnist/labels/prod",
                                 headers={**PREFLIGHT, "Access-Control-Request-Method": "PUT"})
     assert not {"PUT", "DELETE"} & set(preflight.headers["Access-Control-Allow-Methods"].split(", "))
+
+
+def test_a_body_that_stops_arriving_is_answered_with_the_cors_headers_of_its_origin(registry):
+    """A real Gunicorn's worker answers a small body that stops arriving (408) itself, without the app: the answer
+    carried no CORS headers, and a page of an allowed origin could not read why its upload failed."""
+    env = {"SCRATCHNET_CORS_ORIGINS": APP, "SCRATCHNET_CLIENT_TIMEOUT": "1"}
+    with ServiceProcess(registry, workers=1, threads=2, env=env) as service:
+        def stalled(origin: str, path: str = "/models/mnist/predict") -> dict:
+            head, body = raw_exchange(service.url, (f"POST {path} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n"
+                                                    "Content-Type: application/x-npy\r\nContent-Length: 5000\r\n\r\n"
+                                                    ).encode() + b"\x93NUMPY")
+            assert head.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in body, head + body
+            return dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+
+        allowed = stalled(APP)
+        assert allowed["Access-Control-Allow-Origin"] == APP and allowed["Vary"] == "Origin", allowed
+        assert {"X-Request-ID", "X-Worker-PID"} <= set(allowed["Access-Control-Expose-Headers"].split(", "))
+        other = stalled("https://evil.example.com")
+        assert not [name for name in other if name.startswith("Access-Control-")] and other["Vary"] == "Origin"
+        assert not [name for name in stalled(APP, "/models/mnist/rollback") if name.startswith("Access-Control-")]
 
 
 def test_an_unknown_route_still_answers_options_with_its_json_404(registry):
