@@ -104,7 +104,8 @@ class NotReady(ServiceError):
 
 
 class ServerStopping(ServiceError):
-    """The worker quit (Ctrl-C, SIGQUIT) while the request's body was arriving: the stop's fault, not the client's."""
+    """The worker quit (Ctrl-C, SIGQUIT), or its graceful stop's wait ran out, while the request's body was arriving:
+    the stop's fault, not the client's."""
     status, code = 503, "server_stopping"
 
 

@@ -24,9 +24,10 @@ thread. Every read waits at most ``SCRATCHNET_CLIENT_TIMEOUT`` seconds (default 
 the next bytes of the request, or room for the next part of the answer (a slow reader that keeps
 reading gets all of a large answer). After that the request is answered 408
 (``service/errors.py``), or the connection is closed when its headers never ended (logged in one
-line, not as an error). (A client that trickles a large body is a buffering proxy's job:
-``docker/nginx.conf``.) Over TLS (Gunicorn's ``certfile``) the socket is Gunicorn's own, read in
-the thread, and neither applies.
+line, not as an error). A stopping worker (SIGTERM, a reload) answers a request whose body it is
+still gathering 503 ``server_stopping`` just before its graceful timeout ends; its exit dropped it.
+(A client that trickles a large body is a buffering proxy's job: ``docker/nginx.conf``.) Over TLS
+(Gunicorn's ``certfile``) the socket is Gunicorn's own, read in the thread, and neither applies.
 
 A worker out of file descriptors (``ulimit -n``), or a system out of them or of memory for
 sockets, cannot accept a waiting connection: Gunicorn's worker died of it, with every connection
@@ -110,7 +111,8 @@ from gunicorn.workers.gthread import ThreadWorker
 from service import cors
 from service.app import ANSWER_CUT, REQUEST_ID_TEXT, record_unrouted
 from service.context import EXTENSION
-from service.errors import BODY_TIMEOUT_MESSAGE, SHUT_BY_STOP, ClientWentAway, error_body
+from service.errors import (BODY_TIMEOUT_MESSAGE, SERVER_STOPPING_MESSAGE, SHUT_BY_STOP, ClientWentAway,
+                            ServerStopping, error_body)
 from service.logs import HidesToken, without_token
 from shared.text import shortened
 
@@ -138,6 +140,9 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\
 # A client's request id, as service.app takes it, in the head of a request a thread never saw.
 _REQUEST_ID = re.compile(rb"\r\nx-request-id[ \t]*:[ \t]*(%s)[ \t]*\r\n" % REQUEST_ID_TEXT.encode(), re.IGNORECASE)
 _ORIGIN = re.compile(rb"\r\norigin[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE)  # and its page's origin (CORS)
+# A stopping worker (SIGTERM, a reload) answers a request whose body is still arriving on the event loop 503
+# this long before its graceful timeout ends, when the master kills it: the client is told to send it again.
+STOP_ANSWER_MARGIN = 0.5
 # accept() fails with these while the process is out of file descriptors (EMFILE), the system is
 # (ENFILE), or the kernel has no memory for a socket (ENOBUFS, ENOMEM); none is the client's fault.
 ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -146,7 +151,8 @@ ACCEPT_PAUSE = 0.1  # seconds a worker stops accepting after one of them
 _own_answer = threading.local()
 
 
-def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = False) -> None:
+def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = False,
+               code: str | None = None) -> None:
     """Gunicorn's ``util.write_error``, in the API's JSON error shape instead of an HTML page.
     Gunicorn calls it for a request it cannot parse (a request line or headers over its limits,
     a malformed chunk); what it answered is noted for the worker's access line. It carries the
@@ -154,7 +160,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = 
     headers the app's answer would (``_own_answer.headers``) when the request's origin is known."""
     if reason == "Bad Request" and status_int == 500:  # Gunicorn's words for its 400s, given to this too
         reason = http.HTTPStatus(status_int).phrase
-    code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
+    code = code or ("internal_error" if status_int == 500 else reason.lower().replace(" ", "_"))
     # Gunicorn's messages are fragments ("Invalid header"), a worded one (the 408's) the app's own sentence.
     message = mesg if worded else f"{reason}: {mesg}" if mesg else reason
     explained = _explained(getattr(_own_answer, "exc", None))
@@ -426,6 +432,7 @@ class FairThreadWorker(ThreadWorker):
         self.accept_failing = False  # an accept() failed for want of resources and none has succeeded since
         self.gathering: dict = {}  # connections whose request is being gathered -> when they time out
         self.quitting = False  # a SIGINT or SIGQUIT is being handled
+        self.stop_answer_at: float | None = None  # stopping: when requests still being gathered are answered 503
 
     def init_process(self) -> None:
         # In the worker, after the fork.
@@ -466,6 +473,11 @@ class FairThreadWorker(ThreadWorker):
 
     def run(self) -> None:
         super().run()
+        # Requests whose body was still arriving when the graceful wait ended (or began: a graceful timeout under
+        # STOP_ANSWER_MARGIN) are told so; the event loop is gone: each is closed once answered.
+        for conn in list(self.gathering):
+            self.end_gathering(conn)
+            self.answer_gathering(conn, time.monotonic(), stopping=True, then=self.close_answered)
         if self.in_threads:
             # The graceful wait (SCRATCHNET_GRACEFUL_TIMEOUT) ended with requests still in flight. Python's
             # exit waits for every thread of the pool: one reading a stalled client's body kept a retired
@@ -578,8 +590,13 @@ class FairThreadWorker(ThreadWorker):
             timeout = min(timeout, pause_left)  # and when a pause ends
         if self.lingering:
             timeout = max(0.0, min(timeout, self.lingering[0].timeout - time.monotonic()))
+        if not self.alive and self.stop_answer_at is None:
+            self.stop_answer_at = time.monotonic() + max(0.0, self.cfg.graceful_timeout - STOP_ANSWER_MARGIN)
         if self.gathering:
-            timeout = max(0.0, min(timeout, min(self.gathering.values()) - time.monotonic()))
+            until = min(self.gathering.values())
+            if self.stop_answer_at is not None:
+                until = min(until, self.stop_answer_at)
+            timeout = max(0.0, min(timeout, until - time.monotonic()))
         super().wait_for_and_dispatch_events(timeout)
         self.close_expired_lingering()
         self.close_expired_gathering()
@@ -664,34 +681,55 @@ class FairThreadWorker(ThreadWorker):
     def close_expired_gathering(self) -> None:
         """A request that stopped coming for CLIENT_TIMEOUT: one whose headers came is answered
         408, as a thread's read of its body would be; one whose headers never ended is closed, and
-        so, without a word, is a connection that sent nothing (Gunicorn's keep-alive time)."""
+        so, without a word, is a connection that sent nothing (Gunicorn's keep-alive time). A
+        stopping worker answers one whose headers came 503 ``server_stopping`` before its graceful
+        timeout ends (``stop_answer_at``): its exit dropped it unanswered, unlogged and uncounted."""
         now = time.monotonic()
-        for conn in [conn for conn, until in self.gathering.items() if until <= now]:
+        stopping = self.stop_answer_at is not None and now >= self.stop_answer_at
+        for conn in [conn for conn, until in self.gathering.items() if stopping or until <= now]:
             self.end_gathering(conn)
-            data = conn.gathering
-            if b"\r\n\r\n" not in data:
-                if data:
-                    self.log.info("a client sent no more of its request for %s s: connection closed", CLIENT_TIMEOUT)
-                self.nr_conns -= 1
-                conn.close()
-                continue
-            head = bytes(data[:data.find(b"\r\n\r\n") + 2])
-            method, target, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
-            path = re.split(r"[?#]", target, maxsplit=1)[0]  # logged as the app logs it: the query is no log's
-            client_id = _REQUEST_ID.search(head)
-            origin = _ORIGIN.search(head)
-            _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
-            _own_answer.headers = cors.headers_for_path(self.flask_app, method or None, path or None,
-                                                        origin[1].decode("latin-1") if origin else None)
-            try:
+            self.answer_gathering(conn, now, stopping=stopping, then=self.linger)
+
+    def answer_gathering(self, conn, now: float, *, stopping: bool, then) -> None:
+        """Answer a request no longer gathered (408, or 503 when ``stopping``) and hand its connection to
+        ``then``; one whose headers never ended is closed without a word."""
+        data = conn.gathering
+        if b"\r\n\r\n" not in data:
+            if data and not stopping:
+                self.log.info("a client sent no more of its request for %s s: connection closed", CLIENT_TIMEOUT)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        head = bytes(data[:data.find(b"\r\n\r\n") + 2])
+        method, target, *_ = head[:head.find(b"\r\n")].decode("latin-1").split(" ") + ["", ""]
+        path = re.split(r"[?#]", target, maxsplit=1)[0]  # logged as the app logs it: the query is no log's
+        client_id = _REQUEST_ID.search(head)
+        origin = _ORIGIN.search(head)
+        _own_answer.status, _own_answer.client_request_id = None, client_id[1].decode() if client_id else None
+        _own_answer.headers = cors.headers_for_path(self.flask_app, method or None, path or None,
+                                                    origin[1].decode("latin-1") if origin else None)
+        try:
+            if stopping:
+                json_error(conn.sock, ServerStopping.status, "Service Unavailable", SERVER_STOPPING_MESSAGE,
+                           worded=True, code=ServerStopping.code)
+            else:
                 json_error(conn.sock, 408, "Request Timeout", BODY_TIMEOUT_MESSAGE, worded=True)
-            finally:
-                _own_answer.client_request_id, _own_answer.headers = None, ()
-            # No thread worked on it: counted and logged, but kept out of the latency histogram.
-            record_unrouted(self.flask_app, method or None, path or None, 408, _own_answer.code,
-                            now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False,
-                            client=conn.client)
-            self.linger(conn)
+        finally:
+            _own_answer.client_request_id, _own_answer.headers = None, ()
+        # No thread worked on it: counted and logged, but kept out of the latency histogram.
+        record_unrouted(self.flask_app, method or None, path or None, _own_answer.status, _own_answer.code,
+                        now - conn.gathering_since, _own_answer.request_id, routed=True, timed=False,
+                        client=conn.client)
+        then(conn)
+
+    def close_answered(self, conn) -> None:
+        """Close a connection whose answer is written, without the event loop (it has ended)."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.nr_conns -= 1
+        conn.close()
 
     def handle_request(self, req, conn):
         # Gunicorn sends 100 Continue before the app sees the request: the client then sent a

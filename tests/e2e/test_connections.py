@@ -294,6 +294,38 @@ def test_requests_a_worker_ends_with_unanswered_are_logged(start_service, servic
         assert "SCRATCHNET_GRACEFUL_TIMEOUT" not in lines[0]["message"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["stop", "reload"])
+def test_a_small_body_still_arriving_when_the_graceful_wait_ends_is_answered(start_service, service_registry, sig):
+    """A small body (under 1 MiB) is gathered on the worker's event loop before a thread takes it. One still
+    arriving when a stop or a reload's SCRATCHNET_GRACEFUL_TIMEOUT (1 s here) ran out was dropped: the client
+    read nothing (b''), and no access line or count said so. It is now answered 503 server_stopping, and
+    logged and counted as the stop's, under its route."""
+    server = start_service(service_registry, workers=1, threads=2,
+                           env={"SCRATCHNET_CLIENT_TIMEOUT": "60", "SCRATCHNET_GRACEFUL_TIMEOUT": "1"})
+    stalled = stall(server.url, b"POST /models/mnist/predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: cut-by-stop\r\n"
+                                b"Content-Type: application/x-npy\r\nContent-Length: 5000\r\n\r\n\x93NUMPY\x01\x00v")
+    try:
+        assert requests.get(server.url + "/healthz", timeout=30).status_code == 200  # the stalled one has come
+        server.process.send_signal(sig)
+        answer = read_answer(stalled)
+    finally:
+        stalled.close()
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nX-Request-ID: cut-by-stop\r\n" in answer, answer
+    assert answer.endswith(b'{"error":"The service stopped while the request body was arriving, and closed the '
+                           b'connection; send the request again.","code":"server_stopping","details":[]}\n'), answer
+    if sig == signal.SIGTERM:
+        assert server.process.wait(timeout=30) == 0
+    else:  # the new worker's scrape counts the old worker's answer
+        deadline = time.monotonic() + 30
+        while metric_value(server.metrics(), "scratchnet_requests_total", route="/models/<name>/predict",
+                           status="503") != 1:
+            assert time.monotonic() < deadline, server.metrics()
+            time.sleep(0.05)
+    (line,) = [json.loads(line) for line in server.log().splitlines() if '"request_id":"cut-by-stop"' in line]
+    assert (line["status"], line["code"], line["route"], line.get("model")) == (
+        503, "server_stopping", "/models/<name>/predict", "mnist"), line
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
 def test_a_quick_shutdown_does_not_wait_for_a_client_stalled_mid_request(start_service, service_registry, sig):
     """Ctrl-C (SIGINT) and SIGQUIT stop Gunicorn at once, without the graceful wait. A worker's
