@@ -1945,6 +1945,38 @@ def test_ctrl_c_while_the_trainer_loads_is_one_line(tmp_path, command):
     assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
 
 
+def swallowed_signal_on_import(module: str, signum: int) -> str:
+    """sitecustomize code by which a Python sends itself ``signum`` as ``module`` begins to import, and
+    ignores what that raises, as a library importing an optional dependency ignores an ImportError."""
+    return f"""
+import os, sys
+
+class Signal:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            try:
+                os.kill(os.getpid(), {int(signum)})
+            except BaseException:
+                pass
+
+sys.meta_path.insert(0, Signal())
+"""
+
+
+@pytest.mark.parametrize("module", ["trainer.train", "matplotlib.pyplot"], ids=["loading", "publishing"])
+def test_a_ctrl_c_a_library_swallowed_still_stops_the_run_before_it_publishes(tmp_path, blobs_npz, module):
+    """A Ctrl-C landing while a C extension initialises comes out as an ImportError, which a library's
+    optional import ignores: the run went on and published a version, which the service swapped to."""
+    registry = tmp_path / "models"
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path", blobs_npz,
+                           "--hidden", "4", "--epochs", "2", "--no-progress", "--publish", "--registry", registry],
+                          env=with_sitecustomize(tmp_path, swallowed_signal_on_import(module, signal.SIGINT)),
+                          capture_output=True, text=True, timeout=120, preexec_fn=ctrl_c_at_its_default)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("interrupted"), done.stderr
+    assert not (registry / "blobs").exists() or Registry(registry).versions("blobs") == []
+
+
 def test_ctrl_c_while_the_trainer_loads_exits_130_when_no_one_reads_stderr(tmp_path):
     """'interrupted' written to a pipe whose reader had gone raised BrokenPipeError: exit 1, not 130."""
     with pipe_without_reader() as gone:

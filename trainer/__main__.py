@@ -1,14 +1,19 @@
 """``python -m trainer`` and the ``scratchnet-train`` script. The CLI is imported inside the
 handling of Ctrl-C: NumPy, pydantic and matplotlib take a moment to load, and a Ctrl-C pressed
-meanwhile is one line, as during a run, not a traceback."""
+meanwhile is one line, as during a run, not a traceback, and stops the run even when a library
+swallowed it (``trainer.interrupts``)."""
 
 import sys
 
+from . import interrupts
+
 
 def main() -> int:
+    interrupts.install()  # first: a Ctrl-C during the imports below is remembered too
     try:
         from .cli import main as run_command
 
+        interrupts.stop_if_interrupted()
         return run_command()
     except KeyboardInterrupt:
         try:

@@ -41,6 +41,7 @@ from .augment import get_augmentation, image_side
 from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, dataset_key, load_dataset, validation_split
 from .initializers import get_initializer
 from .interface import NEW_INTERFACE_FLAG, check_interface, dataset_interface, interface
+from .interrupts import stop_if_interrupted
 from .layers import BatchNorm
 from .network import build_mlp, outline_mlp
 from .optimizers import get_optimizer
@@ -1047,6 +1048,7 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
         for extra in OUTPUT_FILES[1:]:
             if (folder / extra).is_file():
                 shutil.copyfile(folder / extra, version_folder / extra)
+        stop_if_interrupted()
 
     return name, target.publish(name, build, functools.partial(on_published, name))
 
@@ -1105,6 +1107,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             if not new_interface:  # a version published while this one trained
                 check_interface(Registry(publish_to), name, interface(manifest), f"a model of {dataset.name}")
             result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
+            stop_if_interrupted()  # a Ctrl-C a library swallowed, in the run or in writing it: nothing is published
 
         try:
             result["version"] = Registry(publish_to).publish(name, build, functools.partial(on_published, name))

@@ -1,0 +1,31 @@
+"""A Ctrl-C is remembered as well as raised, so that one a library swallowed still stops a run
+before it publishes.
+
+Python raises a Ctrl-C as KeyboardInterrupt wherever the main thread is. Landing while a C
+extension module initialises, it comes out as an ImportError, which a library importing an
+optional dependency catches and ignores: the run then went on, and published a version the
+service swapped to. ``python -m trainer`` installs the handler first; ``stop_if_interrupted`` is
+called once the imports are done and again before a version written into the registry is
+renamed into place.
+"""
+
+import signal
+
+_received = False
+
+
+def install() -> None:
+    """Raise KeyboardInterrupt on SIGINT, as Python's own handler does, and remember it."""
+
+    def interrupted(signum, frame):
+        global _received
+        _received = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def stop_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C came, whatever became of it since."""
+    if _received:
+        raise KeyboardInterrupt
