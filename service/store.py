@@ -218,6 +218,7 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self._thread_pid: int | None = None
         self._model_threads: dict[str, threading.Thread] = {}  # each model's watcher, started by _thread
+        self._phases = 0  # model watchers started: each one's place in the poll interval (_watch_model)
         self._no_thread: set[str] = set()  # models whose thread could not start: the list thread looks at them
         self._checking = threading.Lock()  # one model's status checks at a time, whichever thread runs them
         self._loads = threading.BoundedSemaphore(2)  # loads at once: one long load blocks no other model's
@@ -282,23 +283,33 @@ class ModelStore:
 
     def _watch_model(self, name: str, stop: threading.Event) -> None:
         """One model's passes, the first at once; the thread ends once the model is forgotten (its
-        folder removed), and _watch starts another if the model comes back."""
+        folder removed), and _watch starts another if the model comes back.
+
+        The models found together would otherwise pass together every interval, all their ``stat``
+        calls in one burst that requests wait behind. The second pass comes early instead, after a
+        share of the interval that spreads the models across it (multiples of the golden ratio's
+        fraction, evenly spread however many models there are), so no gap exceeds the interval."""
         def look() -> bool:
             if name not in self._slots:
                 return False
             self.refresh([name], check_registry=False)  # the list thread looks at the registry itself
             return True
 
-        self._every_poll(look, at_once=True, stop=stop)
+        phase = (self._phases * 0.6180339887) % 1.0
+        self._phases += 1
+        self._every_poll(look, at_once=True, stop=stop, phase=phase)
 
-    def _every_poll(self, look, *, at_once: bool = False, stop: threading.Event | None = None) -> None:
-        """``look()`` every poll interval (the first at once if ``at_once``) until the store stops or
-        it returns False. From start to start: waiting a whole interval after each pass would let a
-        change wait the interval plus a pass (its loads and status checks). A pass longer than the
-        interval (a slow network file system) is followed by a rest of a tenth of it, so that the
-        watcher never competes with requests without a break."""
+    def _every_poll(self, look, *, at_once: bool = False, stop: threading.Event | None = None,
+                    phase: float = 1.0) -> None:
+        """``look()`` every poll interval (the first at once if ``at_once``, the second ``phase`` of
+        an interval after the first) until the store stops or it returns False. From start to start:
+        waiting a whole interval after each pass would let a change wait the interval plus a pass (its
+        loads and status checks). A pass longer than the interval (a slow network file system) is
+        followed by a rest of a tenth of it, so that the watcher never competes with requests without a
+        break."""
         wait = 0.0 if at_once else self.poll_interval
         stop = stop or self._stop  # this thread's store start: a later start() has its own
+        interval = self.poll_interval * phase
         while not stop.wait(wait):
             started = time.monotonic()
             try:
@@ -306,7 +317,8 @@ class ModelStore:
                     return
             except Exception:  # the watcher must outlive any surprise; the next pass retries
                 log.exception("registry refresh failed")
-            wait = max(self.poll_interval / 10, started + self.poll_interval - time.monotonic())
+            wait = max(self.poll_interval / 10, started + interval - time.monotonic())
+            interval = self.poll_interval
 
     # one pass over the registry ------------------------------------------------------------
 

@@ -1336,6 +1336,35 @@ def test_the_watcher_starts_a_pass_every_poll_interval_whatever_a_pass_takes(tmp
     assert waits == [0.0, 0.7, 0.7, 0.1]
 
 
+def test_the_models_watchers_spread_their_passes_across_the_poll_interval(tmp_path, monkeypatch):
+    # Models found together used to pass together every interval, their stat calls in one burst
+    # that requests waited behind (p99 rose with the versions kept); no model may wait longer
+    # than the interval between its passes for it.
+    interval, names = 0.4, [f"m{i}" for i in range(8)]
+    for name in names:
+        publish_model(tmp_path, name, kind="vector")
+    store = ModelStore(Registry(tmp_path), poll_interval=interval)
+    passes: dict[str, list[float]] = {name: [] for name in names}
+    refresh = store.refresh
+
+    def timed_refresh(models=None, **options):
+        for name in models or ():
+            passes[name].append(time.monotonic())
+        return refresh(models, **options)
+
+    monkeypatch.setattr(store, "refresh", timed_refresh)
+    store.start()
+    time.sleep(interval * 6)
+    store.stop()
+    late = [times[2:] for times in passes.values()]  # the first pass is everyone's at once, the second early
+    assert all(len(times) >= 1 for times in late)
+    gaps = [b - a for times in passes.values() for a, b in zip(times, times[1:])]
+    assert max(gaps) < interval * 1.25
+    phases = sorted((t / interval) % 1.0 for times in late for t in times[:1])
+    widest = max([b - a for a, b in zip(phases, phases[1:])] + [phases[0] + 1 - phases[-1]])
+    assert widest < 0.5, f"the models' passes bunch together: phases {phases}"
+
+
 def test_a_label_on_a_worker_that_never_read_serving_json_is_not_called_missing(tmp_path):
     publish_model(tmp_path, "mnist")
     (tmp_path / "mnist" / "serving.json").write_text('{"pinned": 5, ')  # broken by hand
