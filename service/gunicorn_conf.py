@@ -24,6 +24,7 @@ fork. The service settings (``SCRATCHNET_REGISTRY`` ...) are read by the app: se
 import atexit
 import ctypes
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import os
 import resource
 import shutil
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -75,6 +77,11 @@ def _number(name: str, default: str, minimum: float, kind=int, maximum: float | 
     return value
 
 
+METRICS_DIR_PREFIX = "scratchnet-metrics-"
+# In a folder this master made: locked (flock) by it for as long as it or a worker forked from it lives.
+OWNER_LOCK = ".owner.lock"
+
+
 def _new_metrics_dir() -> str:
     """A new folder in TMPDIR, or where Python's tempfile would make one when it is unset, or exit
     with one line saying what to do: a read-only root file system has no writable /tmp (tempfile's
@@ -82,12 +89,58 @@ def _new_metrics_dir() -> str:
     passed over for /tmp without a word."""
     tmpdir = os.environ.get("TMPDIR")
     try:
-        return tempfile.mkdtemp(prefix="scratchnet-metrics-", dir=tmpdir or None)
+        folder = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX, dir=tmpdir or None)
     except OSError as error:
         where = f"TMPDIR={tmpdir}" if tmpdir else "TMPDIR unset"
         _fatal(f"no folder for the workers' metrics: {where}: {error.strerror}; mount a tmpfs at /tmp "
                "(docker run --tmpfs /tmp, compose: tmpfs: /tmp), point TMPDIR at a writable folder, or set "
                "PROMETHEUS_MULTIPROC_DIR to one")
+    _lock_for_life(folder)
+    return folder
+
+
+def _lock_for_life(folder: str) -> None:
+    """Lock ``folder``'s OWNER_LOCK for good: the descriptor is never closed, and the workers forked from
+    this master hold it too (os.open's descriptors are not passed to programs started with exec), so the
+    lock is released only once no process of this service is left, however it ended (kill -9 included).
+    The file takes its name only once locked, so no other master can lock it first. Without it (no room
+    for a file), the folder is left alone by other masters, as one made by an earlier version is."""
+    locking = os.path.join(folder, OWNER_LOCK + ".new")
+    try:
+        descriptor = os.open(locking, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.rename(locking, os.path.join(folder, OWNER_LOCK))
+    except OSError:
+        pass
+
+
+def _remove_stale_metrics_dirs(own: Path) -> int:
+    """Remove the folders beside ``own`` that earlier masters made and could not remove, killed with
+    kill -9 (systemd's stop timeout, the OOM killer): those whose OWNER_LOCK no process holds any more
+    (flock, which holds across PID namespaces where a process number would not). A folder without that
+    file (made by an earlier version, or by a master about to lock it), or one that cannot be read, locked
+    or removed, is left as it is. Returns how many were removed."""
+    removed = 0
+    try:
+        entries = [entry for entry in os.scandir(own.parent)
+                   if entry.name.startswith(METRICS_DIR_PREFIX) and entry.name != own.name]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:  # not through a link; O_NONBLOCK: a FIFO put there would block the start otherwise
+            descriptor = os.open(os.path.join(entry.path, OWNER_LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False) and stat.S_ISREG(os.fstat(descriptor).st_mode):
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: in use
+                shutil.rmtree(entry.path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 def _cannot_write(folder: Path) -> str | None:
@@ -318,7 +371,8 @@ def nworkers_changed(server, new_value, old_value):
 
 def on_starting(server):
     """Refuse connections the open-files limit cannot hold and addresses that cannot be had
-    (above), then start from an empty metrics folder: old workers' files would be counted otherwise."""
+    (above), then start from an empty metrics folder: old workers' files would be counted otherwise.
+    A folder of its own is made beside those of killed masters, which it removes."""
     _check_worker_connections(server.cfg.worker_connections)
     _check_watcher(server.cfg.workers)
     _check_addresses_free(server.cfg.bind, server.cfg.reuse_port)
@@ -328,6 +382,9 @@ def on_starting(server):
     for entry in _metrics_dir.iterdir():
         if entry.is_file() and entry.suffix == ".db":
             entry.unlink()
+    if _own_metrics_dir and (removed := _remove_stale_metrics_dirs(_metrics_dir)):
+        server.log.info("removed %d stale metrics folder%s from %s, left by masters killed with kill -9 (or out of "
+                        "memory)", removed, "" if removed == 1 else "s", _metrics_dir.parent)
 
 
 def child_exit(server, worker):

@@ -116,6 +116,12 @@ class ServiceProcess:
             Path(self._log_file.name).unlink(missing_ok=True)
             self._log_file = None
 
+    def kill_master(self) -> None:
+        """``kill -9`` the master, as systemd's stop timeout or the OOM killer does: it gets no exit to clean
+        up in. Its workers exit by themselves within a second or so (``wait_until_ended``)."""
+        self.process.kill()
+        self.process.wait()
+
     def __enter__(self) -> "ServiceProcess":
         return self.start()
 
@@ -161,6 +167,20 @@ class ServiceProcess:
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"workers serve {served} of {model} (workers {pids}), not v{version}")
             time.sleep(0.02)
+
+
+def wait_until_ended(processes: list[psutil.Process], timeout: float = 15) -> None:
+    """Wait until every one of ``processes`` has exited (gone, or a zombie that no one has reaped yet)."""
+    def running(process: psutil.Process) -> bool:
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(map(running, processes)):
+        assert time.monotonic() < deadline, f"still running: {[p.pid for p in processes if running(p)]}"
+        time.sleep(0.05)
 
 
 def read_only(*folders: str | os.PathLike) -> list[str]:

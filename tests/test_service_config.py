@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from modelgen import publish_model
-from server import ServiceProcess, read_only
+from server import ServiceProcess, metric_value, read_only, wait_until_ended
 from skips import needs_root, unavailable
 from service.binds import FORMS
 from service.config import ConfigError, load_settings
@@ -350,6 +350,74 @@ def test_gunicorn_on_a_read_only_root_says_to_mount_a_tmpfs(tmp_path):
     line = refused_in_one_line(run_gunicorn(tmp_path, read_only(*folders), TMPDIR=None, TEMP=None, TMP=None))
     assert line.startswith("no folder for the workers' metrics: TMPDIR unset: No usable temporary directory")
     assert "mount a tmpfs at /tmp" in line
+
+
+def metrics_folders(tmpdir: Path) -> set[Path]:
+    return set(tmpdir.glob("scratchnet-metrics-*"))
+
+
+def predict_wine(server: ServiceProcess) -> None:
+    response = requests.post(server.url + "/models/wine/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]}, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_the_metrics_folder_of_a_killed_master_is_removed_by_the_next_one_once_its_workers_are_gone(tmp_path):
+    """kill -9 (systemd's stop timeout, the OOM killer) leaves the master no exit in which to remove its
+    metrics folder: each such restart left another one in TMPDIR for good. The next master started in
+    that TMPDIR removes it, unless a worker of the killed master still runs (and writes there). A folder
+    without the lock file (made by an earlier version) is left alone."""
+    publish_model(tmp_path / "models", "wine", kind="vector")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    older = tmpdir / "scratchnet-metrics-older"
+    older.mkdir()
+    (older / "counter_1.db").touch()
+    env = {"TMPDIR": str(tmpdir)}
+    with ServiceProcess(tmp_path / "models", workers=2, env=env) as killed:
+        [left] = metrics_folders(tmpdir) - {older}
+        held, ended = (psutil.Process(pid) for pid in sorted(killed.worker_pids()))
+        held.suspend()  # it cannot notice its master gone, and keeps running
+        killed.kill_master()
+        wait_until_ended([ended])
+    try:
+        assert left.is_dir()
+        with ServiceProcess(tmp_path / "models", workers=1, env=env) as second:
+            assert left.is_dir() and len(metrics_folders(tmpdir)) == 3  # held by the worker still running
+            assert "stale metrics folder" not in second.log()
+    finally:
+        held.kill()
+    wait_until_ended([held])
+    with ServiceProcess(tmp_path / "models", workers=1, env=env) as third:
+        assert not left.exists()
+        [own] = metrics_folders(tmpdir) - {older}
+        assert own.is_dir() and (older / "counter_1.db").exists()
+        predict_wine(third)
+        assert metric_value(third.metrics(), "scratchnet_predictions_total", model="wine") == 1
+        [line] = [json.loads(line) for line in third.log().splitlines() if "stale metrics folder" in line]
+        assert (line["level"], line["message"]) == ("info", f"removed 1 stale metrics folder from {tmpdir}, left by "
+                                                            "masters killed with kill -9 (or out of memory)")
+
+
+def test_a_master_leaves_the_metrics_folder_of_another_one_running_in_the_same_tmpdir(tmp_path):
+    """Two services sharing a TMPDIR: the second to start must not take the first one's folder for a
+    killed master's, or the first one's scrapes lose every count."""
+    publish_model(tmp_path / "models", "wine", kind="vector")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    with ServiceProcess(tmp_path / "models", workers=2, env=env) as first:
+        predict_wine(first)
+        [folder] = metrics_folders(tmpdir)
+        with ServiceProcess(tmp_path / "models", workers=1, env=env) as second:
+            assert first.url != second.url and folder.is_dir() and len(metrics_folders(tmpdir)) == 2
+            predict_wine(first)
+            predict_wine(second)
+            assert metric_value(first.metrics(), "scratchnet_predictions_total", model="wine") == 2
+            assert metric_value(second.metrics(), "scratchnet_predictions_total", model="wine") == 1
+            assert "stale metrics folder" not in second.log()
+        assert metrics_folders(tmpdir) == {folder}
+        assert metric_value(first.metrics(), "scratchnet_predictions_total", model="wine") == 2
+    assert metrics_folders(tmpdir) == set()
 
 
 @pytest.mark.parametrize("variable, said", [
