@@ -381,6 +381,25 @@ def test_csv_ragged_row(tmp_path):
         load_dataset("csv", path=path, target="y", task="regression")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("a,b,kind\n1.0,2.0,cat,\n3.0,1.0,dog,\n",
+     r"line 2: 4 fields, but the header has 3: its last field is empty, after a delimiter ending the line: remove "
+     r"the delimiter at the end of the lines$"),
+    ("\n# measured in May\na;b;kind\n1.0;2.0;cat\n3.0;1.0;dog\n",
+     r"line 3: 3 fields, but the header has 1, line 2, '# measured in May', which holds no ';': the first line "
+     r"that is not blank is the header naming the columns: remove the lines above it$"),
+])
+def test_csv_ragged_rows_say_what_the_file_most_likely_holds(tmp_path, text, message):
+    """Two files people make were told only "line 2: 4 fields, but the header has 3": every data line ending
+    with a delimiter (the header without one), and a line above the header (a title, a comment), which was
+    read as a header of one column, so the message named a count that the header the user sees does not have;
+    with ';' between the fields, such a file was said to hold no ',' ';' or tab at all."""
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=f"data.csv, {message}"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
 def test_a_csv_quote_left_open_is_named_on_the_line_that_opens_it(tmp_path):
     """An unclosed quote takes every line after it into one field: the error points at the quote, not
     at the file's last line, which is well formed."""

@@ -16,6 +16,7 @@ import math
 import os
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -899,8 +900,8 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
                 if len(fields) < len(header) and any("\n" in f for f in fields):  # a quote left open: one field
                     raise DatasetError(f"{source}, line {start}: a quoted field opened on this line runs on to line "
                                        f"{end}, taking the lines between into one field: close its quote")
-                raise DatasetError(f"{source}, line {reader.line_num}: {len(fields)} fields, "
-                                   f"but the header has {len(header)}")
+                raise DatasetError(f"{source}, line {reader.line_num}: {len(fields)} fields, but the header has "
+                                   f"{len(header)}{_ragged_hint(fields, header, header_line, delimiter)}")
             rows.append((reader.line_num, fields))
     except csv.Error as exc:
         raise DatasetError(f"{source}, line {reader.line_num}: malformed CSV: {exc}") from exc
@@ -920,6 +921,18 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
     return header, rows
 
 
+def _ragged_hint(fields: list[str], header: list[str], header_line: int, delimiter: str) -> str:
+    """What a row of ``fields`` not matching the ``header`` most likely means, to add to the message."""
+    if len(fields) == len(header) + 1 and not fields[-1].strip():
+        return (": its last field is empty, after a delimiter ending the line: remove the delimiter at the end of "
+                "the lines")
+    if len(header) == 1:
+        name = {"\t": "tab"}.get(delimiter, repr(delimiter))
+        return (f", line {header_line}, {shortened(header[0], 80)!r}, which holds no {name}: the first line that is "
+                "not blank is the header naming the columns: remove the lines above it")
+    return ""
+
+
 def _within_field_limit(reader, size: int):
     """``reader``'s rows, with the csv module's limit on a field's length (128 KiB, which the
     whole line of a wide file is, read with another delimiter) raised to ``size``, the text's."""
@@ -932,14 +945,17 @@ def _within_field_limit(reader, size: int):
 
 
 def _sniff_delimiter(text: str) -> str:
-    """The one of , ; tab that splits the first lines into the same number (>1) of fields."""
+    """The one of , ; tab that splits most of the first lines into the same number (>1) of fields, the most
+    fields where several do: a line above the header (a title) or a ragged row, reported later, does not decide."""
     sample = [line for line in text.splitlines()[:20] if line.strip()]
-    best, best_fields = ",", 1
+    best, best_key = ",", (0, 1)  # (lines, fields)
     for delimiter in (",", ";", "\t"):
-        counts = {len(fields) for fields in _within_field_limit(csv.reader(sample, delimiter=delimiter), len(text))}
-        if len(counts) == 1 and (n := counts.pop()) > best_fields:
-            best, best_fields = delimiter, n
-    if best_fields == 1 and sample:  # ragged sample: go by the header, the ragged row is reported later
+        counts = Counter(len(fields) for fields in _within_field_limit(csv.reader(sample, delimiter=delimiter),
+                                                                        len(text)))
+        fields, lines = max(counts.items(), key=lambda item: (item[1], item[0]), default=(1, 0))
+        if fields > 1 and (lines, fields) > best_key:
+            best, best_key = delimiter, (lines, fields)
+    if best_key[1] == 1 and sample:  # no delimiter splits the lines: go by the header; ragged rows are reported later
         best = max((",", ";", "\t"), key=lambda d: sample[0].count(d))
     return best
 
