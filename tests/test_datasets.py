@@ -400,6 +400,20 @@ def test_csv_ragged_rows_say_what_the_file_most_likely_holds(tmp_path, text, mes
         load_dataset("csv", path=path, target="kind", task="classification")
 
 
+@pytest.mark.parametrize("sep_line", ["sep=;\r\n", "SEP=;\n"])
+def test_csv_first_line_naming_the_delimiter_as_excel_writes_it(tmp_path, sep_line):
+    """Excel writes, and reads, a first line "sep=;" naming the delimiter; it was read as the header, of two
+    columns ('sep=' and ''), and the file refused with "line 2: 3 fields, but the header has 2"."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(f"{sep_line}a;b;kind\r\n1.0;2.0;cat\r\n3.0;1.0;dog\r\n1.5;2.5;cat\r\n".encode("utf-8-sig"))
+    dataset = load_dataset("csv", path=path, target="kind", task="classification", test_fraction=None)
+    assert dataset.feature_names == ["a", "b"] and dataset.labels == ["cat", "dog"]
+    assert dataset.x_test.tolist() == [[1.0, 2.0], [3.0, 1.0], [1.5, 2.5]]
+    path.write_text(f"{sep_line}a;b;kind\n1.0;2.0;cat\n3.0;NA;dog\n")  # lines are counted from the sep line
+    with pytest.raises(DatasetError, match=r"excel.csv, line 4, column 'b': 'NA' is a missing value"):
+        load_dataset("csv", path=path, target="kind", task="classification")
+
+
 def test_a_csv_quote_left_open_is_named_on_the_line_that_opens_it(tmp_path):
     """An unclosed quote takes every line after it into one field: the error points at the quote, not
     at the file's last line, which is well formed."""

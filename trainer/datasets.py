@@ -883,7 +883,9 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
     """Header and (line number, fields) rows of CSV text; the delimiter is , ; or tab."""
     if "\r" in text and "\n" not in text:  # a classic Mac spreadsheet's line ends
         text = text.replace("\r", "\n")
-    delimiter = _sniff_delimiter(text)
+    # Excel writes, and reads, a first line "sep=;" naming the delimiter: it is no header.
+    sep_line = SEP_LINE.match(text)
+    delimiter = sep_line[1] if sep_line else _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[tuple[int, list[str]]] = []
@@ -891,7 +893,7 @@ def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[
     try:
         for fields in _within_field_limit(reader, len(text)):
             start, end = end + 1, reader.line_num
-            if not fields or all(not f.strip() for f in fields):
+            if not fields or all(not f.strip() for f in fields) or (sep_line and start == 1):
                 continue
             if header is None:
                 header, header_line = [f.strip() for f in fields], start
@@ -1090,6 +1092,7 @@ NUMBER = re.compile(r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[-+]?[0-9]+)?|inf|
                     re.ASCII | re.IGNORECASE)
 DECIMAL_COMMA = re.compile(r"\s*[-+]?[0-9]+,[0-9]+\s*", re.ASCII)  # "0,5": how spreadsheets write 0.5 in many locales
 THOUSANDS = re.compile(r"\s*[-+]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?\s*", re.ASCII)  # "1,000", "12,345.6"
+SEP_LINE = re.compile(r"sep=([,;\t])[ \t]*\r?(?:\n|$)", re.IGNORECASE)  # Excel's line naming the delimiter
 # How spreadsheets, pandas and R write a missing cell.
 MISSING_VALUES = {"", "?", "-", "na", "n/a", "nan", "null", "none", "nil", "missing", "#n/a"}
 
