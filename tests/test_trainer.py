@@ -1639,6 +1639,24 @@ def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_p
     assert "test or validation split" not in out
 
 
+def test_a_class_named_as_a_missing_value_is_noted(tmp_path, capsys):
+    """A class column exported by R or a spreadsheet writes 'NA' where the class is missing: where every
+    feature's 'NA' is refused as a missing value, the target's became a class of its own without a word, and
+    the published model answered "NA" to its clients."""
+    rng = np.random.default_rng(0)
+    kinds = ["cat", "dog", "NA", "dog"] * 25
+    path = tmp_path / "pets.csv"
+    rows = zip(rng.normal(size=(100, 2)), kinds)
+    path.write_text("a,b,kind\n" + "".join(f"{a:.3f},{b:.3f},{kind}\n" for (a, b), kind in rows))
+    assert run_cli("train", "--dataset", "csv", "--data-path", path, "--target", "kind", "--task", "classification",
+                   "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "out") == 0
+    out = capsys.readouterr().out
+    assert ("note: the class 'NA' (25 rows) is how spreadsheets, pandas and R write a missing value: it is trained as "
+            "a class of its own, which the model will answer; if those rows' classes are missing, fill them in or "
+            "drop the rows") in out
+    assert out.count("missing value") == 1  # 'cat' and 'dog' are classes
+
+
 # pictures in an npz ------------------------------------------------------------------------------
 
 

@@ -38,7 +38,8 @@ from shared.text import counted
 from . import memory, report
 from .activations import get_activation
 from .augment import get_augmentation, image_side
-from .datasets import FLOAT32_MAX, IMAGE_SIDE, Dataset, DatasetError, dataset_key, load_dataset, validation_split
+from .datasets import (FLOAT32_MAX, IMAGE_SIDE, MISSING_VALUES, Dataset, DatasetError, dataset_key, load_dataset,
+                       validation_split)
 from .initializers import get_initializer
 from .interface import NEW_INTERFACE_FLAG, check_interface, dataset_interface, interface
 from .interrupts import stop_if_interrupted
@@ -370,6 +371,18 @@ def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
         notes.append(f"note: no training row of class {named(held_out)}: the model cannot learn to predict it (its "
                      "rows are all in the test or validation split)")
     return notes
+
+
+def missing_class_notes(dataset: Dataset) -> list[str]:
+    """A note for each class whose name is how spreadsheets, pandas and R write a missing value ('NA', 'N/A',
+    'null', '?'): such rows are trained as a class of their own, which the model then answers."""
+    if dataset.labels is None or dataset.labels_are_indices:
+        return []
+    counts = np.bincount(np.concatenate([dataset.y_train, dataset.y_test]), minlength=dataset.n_classes)
+    return [f"note: the class {name!r} ({counts[i]:,} rows) is how spreadsheets, pandas and R write a missing value: "
+            "it is trained as a class of its own, which the model will answer; if those rows' classes are missing, "
+            "fill them in or drop the rows" for i, name in enumerate(dataset.labels)
+            if name.strip().lower() in MISSING_VALUES]
 
 
 def rows_line(prepared: Prepared, config: TrainConfig) -> str:
@@ -1085,7 +1098,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(rows_line(prepared, config))
     if note := coarse_note(prepared):
         log(note)
-    for note in untrained_notes(prepared, config):
+    for note in [*missing_class_notes(dataset), *untrained_notes(prepared, config)]:
         log(note)
     network = build_network(config, dataset)
     if publish_to:
