@@ -1629,6 +1629,14 @@ def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_p
     assert ("note: no row of the data is of class 0: the model has an output for it that no row teaches (y holds "
             "class indices, counted from 0: are its classes numbered from 1? store y - 1)") in out
     assert "test or validation split" not in out
+    apart = tmp_path / "apart.npz"  # classes coded 10 and 20: not numbered from 1, as the advice had it
+    np.savez(apart, x=x, y=np.array([10, 20] * 20))
+    assert run_cli("train", "--dataset", "npz", "--data-path", apart, "--hidden", 4, "--epochs", 1,
+                   "--no-progress", "--output", tmp_path / "out3") == 0
+    out = capsys.readouterr().out
+    assert ("note: no row of the data is of class 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 9 more (19 of the 21 classes): the "
+            "model has an output for it that no row teaches (y holds class indices, counted from 0, one output each "
+            "up to the largest: store the classes as 0, 1, 2, ..., or their names in y)") in out
     later = tmp_path / "later.npz"
     np.savez(later, x_train=x, y_train=np.array([0] * 10 + [0, 1] * 15), x_test=x[:4], y_test=np.array([0, 1, 0, 1]))
     assert run_cli("train", "--dataset", "npz", "--data-path", later, "--hidden", 4, "--epochs", 1,

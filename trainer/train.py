@@ -361,9 +361,14 @@ def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
 
     notes = []
     if nowhere:
+        hint = ""
+        if dataset.labels_are_indices:
+            hint = (" (y holds class indices, counted from 0: are its classes numbered from 1? store y - 1)"
+                    if nowhere == {0} else
+                    " (y holds class indices, counted from 0, one output each up to the largest: store the classes "
+                    "as 0, 1, 2, ..., or their names in y)")
         notes.append(f"note: no row of the data is of class {named(nowhere)}: the model has an output for it that no "
-                     "row teaches" + (" (y holds class indices, counted from 0: are its classes numbered from 1? "
-                                      "store y - 1)" if dataset.labels_are_indices else ""))
+                     f"row teaches{hint}")
     if cut:
         notes.append(f"note: none of the first {config.limit_train:,} training rows that --limit-train keeps is of "
                      f"class {named(cut)}: the model cannot learn to predict it")
