@@ -1,4 +1,4 @@
-"""Peak memory of the trainer: the README's MNIST training commands, run as a user runs them,
+"""Peak memory of the trainer: docs/training.md's MNIST training commands, run as a user runs them,
 side by side with the same training in PyTorch.
 
 Each command runs for a couple of epochs in a process of its own, publishing into a temporary
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import text_table, write_json  # noqa: E402
 
 GOAL_MB = 1000.0
-# The README's commands for the committed image models (mnist v2, mnist v1, fashion-mnist v1).
+# docs/training.md's commands for the committed image models (mnist v2, mnist v1, fashion-mnist v1).
 COMMANDS = {
     "mnist 784-128-64-10, affine augmentation": [
         "--dataset", "mnist", "--hidden", "128", "64", "--dropout", "0.05",

@@ -997,7 +997,7 @@ class ModelStore:
     def label_version(self, name: str, label: str) -> int:
         """The version ``label`` points to, without loading it: 404 for an unknown model or label.
         A label this worker does not know yet may have been set through another one just now: a
-        client labels a version and predicts through the label at once, as the README shows."""
+        client labels a version and predicts through the label at once, as docs/serving.md shows."""
         slot = self.slot(name)
         labels = slot.labels  # replaced whole by the watcher, never changed in place: read once
         if label not in labels:  # serving.json as it is now, without waiting for the watcher's lock

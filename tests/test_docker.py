@@ -401,7 +401,7 @@ def test_compose_serves_retrains_hot_swaps_and_pins(stack, datasets_dir, capsys)
 
 def test_compose_trainer_keeps_an_unpublished_run_for_a_later_publish(trainer_stack, datasets_dir):
     """A run without --publish is saved in a folder that the next `docker compose run --rm trainer`
-    still finds, so `trainer publish <folder>` (the README's "publish it later") works in compose as
+    still finds, so `trainer publish <folder>` (docs/training.md's "publishes ... later") works in compose as
     it does on the host: the container's own /tmp is a tmpfs that goes with the container."""
     stack = trainer_stack
     trained = stack.compose("run", "--rm", "--volume", f"{datasets_dir}:/data:ro", "trainer",

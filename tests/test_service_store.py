@@ -1376,7 +1376,7 @@ def test_a_label_on_a_worker_that_never_read_serving_json_is_not_called_missing(
 
 def test_a_label_set_through_another_worker_is_followed_here_at_once(tmp_path):
     # Another worker labelled v1 and answered; the client's request through the label lands here
-    # before this worker's watcher has looked (the README's example does just that).
+    # before this worker's watcher has looked (docs/serving.md's hot-swap example does just that).
     publish_model(tmp_path, "mnist")
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path)

@@ -615,7 +615,7 @@ def test_a_worker_left_unfolded_by_a_scrape_is_folded_after_a_reload(start_servi
 
 
 def test_a_usr2_upgrade_of_a_service_run_as_python_m_gunicorn_takes_over(start_service, tmp_path):
-    """The README's binary upgrade: USR2 starts a new master and its workers beside the old ones, then
+    """docs/serving.md's binary upgrade: USR2 starts a new master and its workers beside the old ones, then
     TERM stops the old master, and the new one serves on. Started as ``python -m gunicorn`` (as here),
     the new master failed to import the standard library's ``http.server`` and exited."""
     registry = tmp_path / "registry"
