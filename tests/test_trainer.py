@@ -1665,6 +1665,29 @@ def test_a_class_named_as_a_missing_value_is_noted(tmp_path, capsys):
     assert out.count("missing value") == 1  # 'cat' and 'dog' are classes
 
 
+def test_a_column_that_only_numbers_the_rows_is_noted(tmp_path, capsys):
+    """A csv exported with its row numbers, an 'id' column, was trained on as a feature without a word: it tells
+    nothing of a new row, and with the rows in order of class it gave the class away."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 100))
+    path = tmp_path / "ordered.csv"
+    flags = ["--dataset", "csv", "--data-path", path, "--target", "label", "--task", "classification", "--hidden", 4,
+             "--epochs", 1, "--no-progress"]
+    path.write_text("id,a,customer_id,b,label\n" + "".join(f"{i},{a[i]:.3f},{7000 + 3 * i},{b[i]:.3f},{int(i >= 50)}\n"
+                                                          for i in range(100)))
+    assert run_cli("train", *flags, "--output", tmp_path / "out") == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "identifier" in line]
+    assert notes == [f"note: the column {name!r} holds a different whole number in every row, as a row number or "
+                     "identifier does: it is trained on as a feature, though it tells nothing of a new row (and gives "
+                     "the class away when the rows are in order of class); drop the column from the file, since every "
+                     "column but the target is a feature" for name in ("id", "customer_id")]
+    # A genuine feature is not one: named as an identifier but repeating a value, whole numbers not so named, or
+    # an identifier's name on fractions.
+    path.write_text("id,count,row,label\n" + "".join(f"{i // 2},{i},{i + 0.5},{int(i >= 50)}\n" for i in range(100)))
+    assert run_cli("train", *flags, "--output", tmp_path / "out2") == 0
+    assert "identifier" not in capsys.readouterr().out
+
+
 # pictures in an npz ------------------------------------------------------------------------------
 
 

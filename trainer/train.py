@@ -15,6 +15,7 @@ import difflib
 import functools
 import math
 import os
+import re
 import shutil
 import stat
 import sys
@@ -388,6 +389,30 @@ def missing_class_notes(dataset: Dataset) -> list[str]:
             "it is trained as a class of its own, which the model will answer; if those rows' classes are missing, "
             "fill them in or drop the rows" for i, name in enumerate(dataset.labels)
             if name.strip().lower() in MISSING_VALUES]
+
+
+# A column's name as a row's number or identifier is written: id, ID, row, index, row_id, customer_id, PassengerId.
+ROW_ID_NAME = re.compile(r"(?i:id|row|index|idx|rowid|.+[_ .-]id)|.*[a-z0-9](?:Id|ID)")
+
+
+def row_id_columns(dataset: Dataset) -> list[str]:
+    """The feature columns of ``dataset`` named as a row's identifier (ROW_ID_NAME) whose values are whole
+    numbers, a different one in every row: both, so that a genuine feature is not taken for one."""
+    if not dataset.feature_names:
+        return []
+    x = np.concatenate([dataset.x_train, dataset.x_test])
+    return [name for i, name in enumerate(dataset.feature_names)
+            if ROW_ID_NAME.fullmatch(name) and (x[:, i] == np.round(x[:, i])).all()
+            and len(np.unique(x[:, i])) == len(x)]
+
+
+def row_id_notes(dataset: Dataset) -> list[str]:
+    """A note for each column that only identifies rows (``row_id_columns``): it is trained on as a feature,
+    though it tells nothing of a new row, and gives the class away where the rows are in order of class."""
+    return [f"note: the column {name!r} holds a different whole number in every row, as a row number or identifier "
+            "does: it is trained on as a feature, though it tells nothing of a new row (and gives the class away "
+            "when the rows are in order of class); drop the column from the file, since every column but the "
+            "target is a feature" for name in row_id_columns(dataset)]
 
 
 def rows_line(prepared: Prepared, config: TrainConfig) -> str:
@@ -1103,7 +1128,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(rows_line(prepared, config))
     if note := coarse_note(prepared):
         log(note)
-    for note in [*missing_class_notes(dataset), *untrained_notes(prepared, config)]:
+    for note in [*row_id_notes(dataset), *missing_class_notes(dataset), *untrained_notes(prepared, config)]:
         log(note)
     network = build_network(config, dataset)
     if publish_to:
