@@ -99,10 +99,30 @@ def vector_order(model: Model) -> str:
     """How a client sends ``model`` a vector: its values in a list, in the order of the columns it was trained on
     where it names them (a csv's header), which a client that sent them by name needs."""
     vector = f"send each vector as a list of {model.input_size} numbers"
-    if not (columns := model.manifest["input"].get("feature_names")):
+    if not (columns := trained_columns(model)):
         return vector
-    columns = shortened(", ".join(columns), 400)
     return f"{vector}, in the order of the columns {describe(model)} was trained on: {columns}"
+
+
+def trained_columns(model: Model) -> str | None:
+    """The columns ``model`` was trained on, in order, as a message names them; None where its manifest
+    names none (an image model, an npz's)."""
+    columns = model.manifest["input"].get("feature_names")
+    return shortened(", ".join(columns), 400) if columns else None
+
+
+def numbers_batch(key: str, model: Model) -> str:
+    """A batch of ``model``'s vectors under ``key`` as a JSON body writes it, for a message to show."""
+    return f'"{key}": [[...{model.input_size} numbers...]]'
+
+
+def images_refused(model: Model, what: str, vectors: str) -> str:
+    """Why ``model``, which reads vectors, refuses ``what`` (images, pixel arrays), and what to send instead:
+    ``vectors``, a batch of them as the request's protocol writes it."""
+    text = f"{describe(model)} reads vectors of {model.input_size} numbers, not {what}: send {vectors}"
+    if columns := trained_columns(model):
+        text += f", each vector's numbers in the order of the columns it was trained on: {columns}"
+    return text
 
 
 def columns_hint(model: Model, names) -> str:
@@ -181,8 +201,8 @@ class Predictor:
 
     def _require_images(self, model: Model, what: str) -> None:
         if model.input_kind != "image":
-            raise UnsupportedMediaType(f"{describe(model).capitalize()} takes vectors of {model.input_size} numbers, "
-                                       f"not {what}.", code="model_takes_vectors")
+            text = images_refused(model, what, f"JSON {{{numbers_batch('inputs', model)}}}")
+            raise UnsupportedMediaType(f"{text[:1].upper()}{text[1:]}.", code="model_takes_vectors")
 
     def images_batch(self, model: Model, images: list[bytes], item_name: str = "image {}") -> np.ndarray:
         """Encoded images -> (n, 784) float32 through the model's preprocessing. An error in one of

@@ -713,7 +713,35 @@ def test_415_unsupported_media(client):
     assert_error(client.post("/predict", data=b"plain bytes", content_type="image/png"), 415, "unsupported_image")
     assert_error(client.post("/predict", data=b"abc"), 415, "missing_content_type")
     assert_error(client.post("/models/wine/predict", data=DIGIT_PNG, content_type="image/png"), 415,
-                 "model_takes_vectors", "Model wine v1 takes vectors of 11 numbers")
+                 "model_takes_vectors", "Model wine v1 reads vectors of 11 numbers, not images: ")
+
+
+def test_an_image_for_a_vector_model_is_told_the_vectors_to_send_in_each_protocols_form(client):
+    """A picture sent to a model that reads vectors was refused with "takes vectors of 11 numbers, not images", which
+    left its client to find out how a vector is sent, and in which order of the columns."""
+    columns = "x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10"  # the columns tests/modelgen.py's wine was trained on
+    order = f", each vector's numbers in the order of the columns it was trained on: {columns}"
+    native = f'Model wine v1 reads vectors of 11 numbers, not images: send JSON {{"inputs": [[...11 numbers...]]}}' \
+        f"{order}."
+    form = b'Content-Disposition: form-data; name="file"; filename="digit.png"\r\nContent-Type: image/png\r\n\r\n'
+    picture = base64.b64encode(DIGIT_PNG).decode()
+    for response in (client.post("/models/wine/predict", data=DIGIT_PNG, content_type="image/png"),
+                     client.post("/models/wine/predict", data=multipart(form + DIGIT_PNG),
+                                 content_type="multipart/form-data; boundary=b"),
+                     client.post("/models/wine/predict", json={"images": [picture]})):
+        assert assert_error(response, 415, "model_takes_vectors")["error"] == native
+    # The standard protocols refuse an input the model lacks in their own words, and say what to send in their form.
+    v2 = client.post("/v2/models/wine/infer", json={"inputs": [
+        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [picture]}]})
+    assert assert_error(v2, 400, "unexpected_input")["error"] == (
+        "unexpected inference input 'image' for model 'wine' (model wine v1 reads vectors of 11 numbers, not images: "
+        f"send the input 'input', a FP32 tensor of shape [n, 11]{order})")
+    for body, where, key in (({"instances": [{"b64": picture}]}, "instances[0] names the inputs", "instances"),
+                             ({"inputs": {"image": [{"b64": picture}]}}, "'inputs' names", "inputs")):
+        v1 = client.post("/v1/models/wine:predict", json=body)
+        assert assert_error(v1, 400, "unexpected_input")["error"] == (
+            f"{where} 'image'; model 'wine' takes exactly one of 'input' (model wine v1 reads vectors of 11 numbers, "
+            f'not images: send "{key}": [[...11 numbers...]]{order}).')
 
 
 def test_octet_stream_that_is_neither_an_image_nor_npy_says_how_a_npy_batch_is_sent(client):

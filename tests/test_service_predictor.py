@@ -146,7 +146,7 @@ def test_clear_errors(predictor):
         predictor.predict_vectors(mnist, [0.0] * 783)
     with pytest.raises(shared_errors.InvalidInput, match="NaN"):
         predictor.predict_vectors(wine, [float("nan")] + [0.0] * 10)
-    with pytest.raises(UnsupportedMediaType, match="takes vectors of 11 numbers, not images"):
+    with pytest.raises(UnsupportedMediaType, match="reads vectors of 11 numbers, not images: send JSON"):
         predictor.predict_images(wine, [b"\x89PNG"])
     with pytest.raises(PayloadTooLarge, match="3001 vectors; the limit is 3000"):
         predictor.predict_vectors(wine, [[0.0] * 11] * 3001)

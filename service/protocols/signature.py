@@ -22,9 +22,10 @@ import numpy as np
 from shared.forward import Model
 from shared.preprocess import parse_image_spec
 
-from ..predictor import Predictor, PredictionBatch
+from ..predictor import Predictor, PredictionBatch, columns_hint, images_refused
 
 INPUT, IMAGE, PIXELS = "input", "image", "pixels"
+BATCH_ITEMS = {INPUT: "vectors", IMAGE: "images", PIXELS: "pixel arrays"}  # what a batch of each input holds
 FLOATS = ("FP32", "FP64", "FP16")
 NUMBERS = FLOATS + ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 
@@ -65,6 +66,16 @@ def input_specs(model: Model) -> list[TensorSpec]:
     return [TensorSpec(INPUT, "FP32", (-1, model.input_size), FLOATS),
             TensorSpec(IMAGE, "BYTES", (-1,), ("BYTES",)),
             TensorSpec(PIXELS, "UINT8", (-1, *field_size(model)), ("UINT8", "UINT16") + FLOATS)]
+
+
+def unexpected_input_hint(model: Model, names, vectors: str) -> str:
+    """What a protocol's message adds when the input ``names`` a request gives are not ``model``'s: for images or
+    pixel arrays sent to a model that reads vectors, the ``vectors`` to send instead, as the protocol writes a batch
+    of them; for the columns the model was trained on, that they are not its inputs."""
+    names = list(names)
+    if model.input_kind != "image" and names in ([IMAGE], [PIXELS]):
+        return f" ({images_refused(model, BATCH_ITEMS[names[0]], vectors)})"
+    return columns_hint(model, names)
 
 
 def output_specs(model: Model) -> list[TensorSpec]:

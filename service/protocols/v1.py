@@ -35,7 +35,7 @@ from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, par
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
-from ..predictor import columns_hint
+from ..predictor import numbers_batch
 from ..store import AVAILABLE, dangling_label, failure_reason
 from . import binary, signature
 from .schemas import V1PredictRequest
@@ -121,8 +121,10 @@ def read_item(model: Model, item, where: str) -> tuple[str, object]:
         item = {signature.IMAGE: item}
     if isinstance(item, dict):
         if len(item) != 1 or next(iter(item)) not in names:
+            root = where.partition("[")[0]  # 'instances' or 'inputs', which the request's vectors go under
             raise BadRequest(f"{where} names the inputs {', '.join(map(repr, item)) or 'none'}; model '{model.name}' "
-                             f"takes exactly one of {', '.join(map(repr, names))}{columns_hint(model, item)}.",
+                             f"takes exactly one of {', '.join(map(repr, names))}"
+                             f"{signature.unexpected_input_hint(model, item, numbers_batch(root, model))}.",
                              code="unexpected_input")
         input_name, value = next(iter(item.items()))
         if input_name == signature.IMAGE:
@@ -177,7 +179,8 @@ def read_columns(model: Model, inputs) -> tuple[str, object]:
         names = [spec.name for spec in signature.input_specs(model)]
         if len(inputs) != 1 or next(iter(inputs)) not in names:
             raise BadRequest(f"'inputs' names {', '.join(map(repr, inputs)) or 'no input'}; model '{model.name}' "
-                             f"takes exactly one of {', '.join(map(repr, names))}{columns_hint(model, inputs)}.",
+                             f"takes exactly one of {', '.join(map(repr, names))}"
+                             f"{signature.unexpected_input_hint(model, inputs, numbers_batch('inputs', model))}.",
                              code="unexpected_input")
         input_name, batch = next(iter(inputs.items()))
         if not isinstance(batch, list):

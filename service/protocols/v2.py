@@ -35,7 +35,6 @@ from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_di
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
-from ..predictor import columns_hint
 from ..store import AVAILABLE, failure_reason
 from . import binary, signature
 from .schemas import InferRequest, LoadRequest, RepositoryIndexRequest, RequestInput, UnloadRequest
@@ -223,16 +222,15 @@ def infer(name: str, version: str | None = None):
     return response
 
 
-BATCH_ITEMS = {signature.INPUT: "vectors", signature.IMAGE: "images", signature.PIXELS: "pixel arrays"}
-
-
 def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryChunks) -> tuple[str, object]:
     """The one input of the request, checked against the model's inputs, as the payload
     ``signature.predict`` takes."""
     specs = {spec.name: spec for spec in signature.input_specs(model)}
     for tensor in inputs:
         if tensor.name not in specs:
-            hint = columns_hint(model, [tensor.name for tensor in inputs])
+            hint = signature.unexpected_input_hint(model, [tensor.name for tensor in inputs],
+                                                   f"the input '{signature.INPUT}', a FP32 tensor of shape "
+                                                   f"[n, {model.input_size}]")
             raise BadRequest(f"unexpected inference input '{tensor.name}' for model '{model.name}'{hint}",
                              code="unexpected_input")
     if len(inputs) != 1:
@@ -248,7 +246,7 @@ def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryCh
                          f"'{model.name}' expects '{spec.datatype}'{hint}", code="unexpected_datatype")
     check_shape(model, spec, tensor.shape)
     # Before the elements are read and decoded: millions of tiny images took 20 s and 1 GB to be refused.
-    service().predictor.check_batch_size(tensor.shape[0], BATCH_ITEMS[tensor.name])
+    service().predictor.check_batch_size(tensor.shape[0], signature.BATCH_ITEMS[tensor.name])
     values = tensor_values(tensor, chunks)
     if tensor.name == signature.IMAGE:  # JSON strings are base64, binary elements the image files
         values = [decode_base64_image(item, i, f"input '{tensor.name}' element {i}") if isinstance(item, str) else item
