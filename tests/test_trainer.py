@@ -1994,6 +1994,16 @@ def test_ctrl_c_while_the_trainer_loads_is_one_line(tmp_path, command):
     assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
 
 
+def test_sigterm_while_the_trainer_loads_is_one_line_and_exits_143(tmp_path):
+    """``docker stop`` in the first moment (NumPy, pydantic and matplotlib loading) killed the trainer with
+    SIGTERM's default action, before its handler was installed: no 'terminated' line, where a Ctrl-C then
+    says 'interrupted', and a parent that runs it (Python's subprocess) saw -15, not the 143 it documents."""
+    done = subprocess.run([sys.executable, "-m", "trainer", "summary"],
+                          env=with_sitecustomize(tmp_path, signal_on_import("trainer.train", signal.SIGTERM)),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (143, "terminated\n", "")
+
+
 def swallowed_signal_on_import(module: str, signum: int) -> str:
     """sitecustomize code by which a Python sends itself ``signum`` as ``module`` begins to import, and
     ignores what that raises, as a library importing an optional dependency ignores an ImportError."""

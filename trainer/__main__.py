@@ -1,7 +1,7 @@
 """``python -m trainer`` and the ``scratchnet-train`` script. The CLI is imported inside the
 handling of Ctrl-C: NumPy, pydantic and matplotlib take a moment to load, and a Ctrl-C pressed
 meanwhile is one line, as during a run, not a traceback, and stops the run even when a library
-swallowed it (``trainer.interrupts``)."""
+swallowed it (``trainer.interrupts``); so is a SIGTERM."""
 
 import sys
 
@@ -15,12 +15,13 @@ def main() -> int:
 
         interrupts.stop_if_interrupted()
         return run_command()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, interrupts.Terminated) as stop:
+        terminated = isinstance(stop, interrupts.Terminated)
         try:
-            print("interrupted", file=sys.stderr, flush=True)
+            print("terminated" if terminated else "interrupted", file=sys.stderr, flush=True)
         except BrokenPipeError:  # stderr's reader has gone (2>&1 | head): the status still says it
             pass
-        return 130
+        return 128 + stop.signum if terminated else 130
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from .datasets import DATASETS, DatasetError
 from .download import DownloadError, sha256_file
 from .gradcheck import ROWS, SAMPLES, run_gradcheck
 from .interface import NEW_INTERFACE_FLAG
+from .interrupts import Terminated, raise_terminated
 
 DEFAULT_REGISTRY = os.environ.get("SCRATCHNET_REGISTRY", "models")
 DEFAULTS = train.TrainConfig()  # what --help says a flag left out gives
@@ -79,15 +80,6 @@ NEW_INTERFACE_HELP = ("publish a version whose inputs, task or classes differ fr
 class CommandError(Exception):
     """A command that cannot do what it was asked: ``main`` prints the message as one line and exits
     2, the status of every user error (argparse's for a bad flag too)."""
-
-
-class Terminated(BaseException):
-    """SIGTERM (``docker stop``, Kubernetes) raised in the main thread: like Ctrl-C, it unwinds
-    through the publisher's clean-up, so no temporary version folder is left behind."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def positive_int(text: str) -> int:
@@ -808,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return args.func(args)
     except Exception as e:
@@ -897,10 +889,6 @@ def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
     else:
         warn(what + (": nothing was published" if publishing else ""))
     return status
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated(signum)
 
 
 if __name__ == "__main__":

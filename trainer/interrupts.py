@@ -6,7 +6,8 @@ extension module initialises, it comes out as an ImportError, which a library im
 optional dependency catches and ignores: the run then went on, and published a version the
 service swapped to. ``python -m trainer`` installs the handler first; ``stop_if_interrupted`` is
 called once the imports are done and again before a version written into the registry is
-renamed into place.
+renamed into place. SIGTERM (``docker stop``) is handled from the same first moment, as ``Terminated``:
+at its default action it killed the trainer while it loaded, with no word and no exit status of its own.
 """
 
 import signal
@@ -14,8 +15,22 @@ import signal
 _received = False
 
 
+class Terminated(BaseException):
+    """SIGTERM (``docker stop``, Kubernetes) raised in the main thread: like Ctrl-C, it unwinds
+    through the publisher's clean-up, so no temporary version folder is left behind."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def install() -> None:
-    """Raise KeyboardInterrupt on SIGINT, as Python's own handler does, and remember it."""
+    """Raise KeyboardInterrupt on SIGINT, as Python's own handler does, and remember it; raise
+    Terminated on SIGTERM."""
 
     def interrupted(signum, frame):
         global _received
@@ -23,6 +38,7 @@ def install() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def stop_if_interrupted() -> None:
