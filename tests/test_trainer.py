@@ -1688,6 +1688,16 @@ def test_a_column_that_only_numbers_the_rows_is_noted(tmp_path, capsys):
     assert "identifier" not in capsys.readouterr().out
 
 
+def test_a_class_named_as_a_missing_value_counts_its_one_row(tmp_path, capsys):
+    """The note said '(1 rows)' of a class with a single row."""
+    kinds = ["cat", "dog"] * 20 + ["NA"]
+    path = tmp_path / "pets.csv"
+    path.write_text("a,b,kind\n" + "".join(f"{i},{i % 7},{kind}\n" for i, kind in enumerate(kinds)))
+    assert run_cli("train", "--dataset", "csv", "--data-path", path, "--target", "kind", "--task", "classification",
+                   "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "out") == 0
+    assert "note: the class 'NA' (1 row) is how spreadsheets" in capsys.readouterr().out
+
+
 # pictures in an npz ------------------------------------------------------------------------------
 
 

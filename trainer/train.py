@@ -385,9 +385,9 @@ def missing_class_notes(dataset: Dataset) -> list[str]:
     if dataset.labels is None or dataset.labels_are_indices:
         return []
     counts = np.bincount(np.concatenate([dataset.y_train, dataset.y_test]), minlength=dataset.n_classes)
-    return [f"note: the class {name!r} ({counts[i]:,} rows) is how spreadsheets, pandas and R write a missing value: "
-            "it is trained as a class of its own, which the model will answer; if those rows' classes are missing, "
-            "fill them in or drop the rows" for i, name in enumerate(dataset.labels)
+    return [f"note: the class {name!r} ({counts[i]:,} row{'' if counts[i] == 1 else 's'}) is how spreadsheets, "
+            "pandas and R write a missing value: it is trained as a class of its own, which the model will answer; "
+            "if those rows' classes are missing, fill them in or drop the rows" for i, name in enumerate(dataset.labels)
             if name.strip().lower() in MISSING_VALUES]
 
 
