@@ -993,6 +993,20 @@ def test_an_npz_whose_rows_hold_one_class_is_refused_whatever_its_indices(tmp_pa
         assert not (tmp_path / "out").exists()
 
 
+def test_the_config_file_in_the_training_doc_is_its_first_command(tmp_path):
+    """docs/training.md showed ``--config run.toml`` without a file to copy: its run.toml sets what the
+    first command's flags set, so that both train the same network."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    config = tmp_path / "run.toml"
+    config.write_text(re.search(r"```toml\n(.*?)```", doc, re.S)[1])
+    first = shlex.split(re.search(r"```sh\n(python -m trainer train .*?)#", doc, re.S)[1].replace("\\\n", " "))
+
+    def trained(argv: list[str]) -> dict:
+        return dataclasses.asdict(cli.config_from_args(cli.make_parser().parse_args(argv)))
+
+    assert trained(["train", "--config", str(config)]) == trained(first[3:])
+
+
 @pytest.mark.slow
 def test_short_real_mnist_run(tmp_path, datasets_dir, capsys):
     """A real-data run on an MNIST subset learns, and the published file scores the same through
