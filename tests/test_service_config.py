@@ -79,6 +79,25 @@ def test_compose_passes_every_documented_setting_to_the_service():
     assert documented - passed == set()
 
 
+def settings_table(text: str) -> dict[str, str]:
+    """Each SCRATCHNET_* variable of a Markdown or docstring table, with its default column."""
+    return {name: default.strip(" `") for name, default in
+            re.findall(r"^\| `?(SCRATCHNET_[A-Z_]+)`? +\| ([^|]+)\|", text, re.M)}
+
+
+def test_the_serving_reference_lists_every_setting_with_its_default():
+    """docs/serving.md is the operator's reference: it named a few settings and sent the reader to the source for
+    the rest (SCRATCHNET_TIMEOUT, SCRATCHNET_MAX_MODEL_BYTES ...). Its table holds every variable the modules'
+    tables hold, and a number the same as theirs."""
+    code = settings_table((REPO / "service" / "config.py").read_text()) | settings_table(
+        (REPO / "service" / "gunicorn_conf.py").read_text())
+    doc = settings_table((REPO / "docs" / "serving.md").read_text())
+    assert set(doc) == set(code)
+    for name, default in code.items():
+        if re.fullmatch(r"[0-9.]+", default):
+            assert float(re.match(r"[0-9.]+", doc[name])[0]) == float(default), name
+
+
 def test_an_unknown_override_is_refused():
     with pytest.raises(ConfigError, match="unknown settings: pol_interval"):
         load_settings({"pol_interval": 1}, environ={})
