@@ -104,7 +104,9 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPVersion, InvalidRequestLine,
-                                  InvalidRequestMethod, ObsoleteFolding, UnsupportedTransferCoding)
+                                  InvalidRequestMethod, LimitRequestHeaders, LimitRequestLine, ObsoleteFolding,
+                                  UnsupportedTransferCoding)
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -163,7 +165,7 @@ def json_error(sock, status_int: int, reason: str, mesg: str, *, worded: bool = 
     code = code or ("internal_error" if status_int == 500 else reason.lower().replace(" ", "_"))
     # Gunicorn's messages are fragments ("Invalid header"), a worded one (the 408's) the app's own sentence.
     message = mesg if worded else f"{reason}: {mesg}" if mesg else reason
-    explained = _explained(getattr(_own_answer, "exc", None))
+    explained = _explained(getattr(_own_answer, "exc", None), getattr(_own_answer, "header_limits", None))
     if explained is not None:
         status_int, code, message = explained
         reason = http.HTTPStatus(status_int).phrase
@@ -198,9 +200,31 @@ def _refused_header_name(exc: InvalidHeader) -> str | None:
     return text if HEADER_NAME.fullmatch(text) and text == text.upper() else None
 
 
-def _explained(exc: Exception | None) -> tuple[int, str, str] | None:
+def _header_limits(cfg) -> tuple[int, int]:
+    """How many header lines a request may have, and how many bytes each, as Gunicorn's parser applies
+    ``--limit-request-fields`` and ``--limit-request-field-size`` (0 or less: its own maximum)."""
+    fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= MAX_HEADERS else MAX_HEADERS
+    return fields, cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
+
+
+def _explained(exc: Exception | None, header_limits: tuple[int, int] | None = None) -> tuple[int, str, str] | None:
     """The status, code and message for a request Gunicorn could not parse, in words that say
-    what to send instead; None to keep Gunicorn's own."""
+    what to send instead; None to keep Gunicorn's own. ``header_limits``: the worker's _header_limits."""
+    if isinstance(exc, LimitRequestLine):  # Gunicorn's words: "Request Line is too large (8192 > 4094)"
+        limit = f"over {exc.max_size:,} bytes" if isinstance(exc.max_size, int) else "too long"
+        return 414, "uri_too_long", (f"The request line (method, path and query) is {limit}: shorten the path and "
+                                     "query, and send inputs in the body of a POST rather than in the URL.")
+    if isinstance(exc, LimitRequestHeaders):  # Gunicorn's words: "Error parsing headers: 'limit request ...'"
+        fields, size = header_limits or (MAX_HEADERS, DEFAULT_MAX_HEADERFIELD_SIZE)
+        if exc.msg == "limit request headers fields":
+            what = f"The request has more than {fields:,} header lines: send fewer."
+        elif exc.msg == "limit request headers fields size":
+            what = (f"A header line of the request is over {size:,} bytes: shorten it, and send large data in the "
+                    "body.")
+        else:
+            what = (f"The request's headers are too large: send at most {fields:,} header lines of at most "
+                    f"{size:,} bytes each, and large data in the body.")
+        return 431, "request_header_fields_too_large", what
     if isinstance(exc, InvalidHTTPVersion):
         if isinstance(exc.version, tuple):  # well-formed, such as HTTP/2.0: a version not served
             return 505, "http_version_not_supported", (f"HTTP version {'.'.join(map(str, exc.version))} is not "
@@ -518,7 +542,7 @@ class FairThreadWorker(ThreadWorker):
         started = time.perf_counter()
         if isinstance(exc, InvalidHeader) and _refused_header_name(exc) is None and exc.hdr != BARE_LF:
             exc.hdr = UNSHOWN_LINE.format(shortened(FIRST_WORD.match(exc.hdr)[0], 60))  # not the whole line
-        _own_answer.status, _own_answer.exc = None, exc
+        _own_answer.status, _own_answer.exc, _own_answer.header_limits = None, exc, _header_limits(self.cfg)
         try:
             super().handle_error(req, client, addr, exc)
         finally:

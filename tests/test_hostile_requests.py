@@ -390,6 +390,15 @@ NOT_HTTP = [
      "obsolete folding"),
     ("two-letter method", b"AB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
      "3 to 20 capital letters"),
+    # over Gunicorn's limits, which its words ("Error parsing headers: 'limit request headers fields size'") left
+    # the client to guess
+    ("request line over the limit", b"GET /models/" + b"m" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+     "uri_too_long", "The request line (method, path and query) is over 4,094 bytes: shorten the path and query, "
+     "and send inputs in the body of a POST"),
+    ("header over the limit", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 9000 + b"\r\n\r\n", 431,
+     "request_header_fields_too_large", "A header line of the request is over 8,190 bytes: shorten it"),
+    ("too many headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(101))
+     + b"\r\n", 431, "request_header_fields_too_large", "The request has more than 100 header lines: send fewer."),
 ]
 
 
