@@ -200,6 +200,18 @@ def test_schedule_errors():
         get_schedule("warmup", lr=0.1)
 
 
+@pytest.mark.parametrize("spec", ["linear", "warmupp", "warmup_cosine"])
+def test_an_unknown_schedule_is_told_every_schedule_there_is(spec):
+    """The list left out warmup, and a name beginning with warmup was told that warmup was the only schedule."""
+    with pytest.raises(ValueError, match=rf"^unknown schedule '{spec}'; known: constant, cosine, step, warmup"):
+        get_schedule(spec, lr=0.1)
+
+
+def test_a_warmup_schedule_takes_a_whole_number_of_epochs():
+    with pytest.raises(ValueError, match="epochs must be a finite whole number, got 2.5"):
+        get_schedule("warmup(epochs=2.5)", lr=0.1)  # was read as 2
+
+
 def test_a_warmup_schedule_refuses_a_second_warmup_length():
     """Both name the warm-up's length; the schedule's own silently won."""
     with pytest.raises(ValueError, match=r"warmup\(epochs=2\) sets the warm-up's length and so does "

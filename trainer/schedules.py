@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.specs import build
+from trainer.specs import build, parse_spec
 
 
 class Schedule:
@@ -88,24 +88,24 @@ class Warmup(Schedule):
         return f"Warmup(epochs={self.epochs}, then {self.after!r})"
 
 
-SCHEDULES = {"constant": Constant, "step": Step, "cosine": Cosine}
+def _warmup(epochs: int, **kwargs) -> Warmup:
+    return Warmup(Constant(**kwargs), epochs)
+
+
+# warmup(epochs=5) is a warm-up, then constant; warmup_epochs=... puts one before any of the others.
+SCHEDULES = {"constant": Constant, "step": Step, "cosine": Cosine, "warmup": _warmup}
 
 
 def get_schedule(spec="constant", lr: float | None = None, warmup_epochs: int = 0, **kwargs) -> Schedule:
     """``get_schedule("cosine", lr=0.01, total_epochs=30, warmup_epochs=3)``,
     ``get_schedule("step(step_size=10, gamma=0.5)", lr=0.1)``, ``get_schedule("warmup(epochs=5)", lr=0.1)``
     (warm-up, then constant). Keyword arguments override the spec's."""
-    if isinstance(spec, str) and spec.strip().lower().startswith("warmup"):
-        if warmup_epochs:
-            raise ValueError(f"{spec.strip()} sets the warm-up's length and so does warmup_epochs={warmup_epochs}: "
-                             "give one (--warmup-epochs N works with any schedule)")
-        if lr is not None:
-            kwargs["lr"] = lr
-        registry = {"warmup": lambda epochs, **kw: Warmup(Constant(**kw), epochs)}
-        return build(registry, spec, "schedule", **kwargs)
     if isinstance(spec, Schedule):
         schedule = spec
     else:
+        if isinstance(spec, str) and parse_spec(spec)[0] == "warmup" and warmup_epochs:
+            raise ValueError(f"{spec.strip()} sets the warm-up's length and so does warmup_epochs={warmup_epochs}: "
+                             "give one (--warmup-epochs N works with any schedule)")
         if lr is not None:
             kwargs["lr"] = lr
         schedule = build(SCHEDULES, spec, "schedule", **kwargs)
