@@ -1,6 +1,8 @@
 """Text helpers the messages of every part share: a value cut to a readable length, a count
-with its noun, the names given twice, JSON read with refusals that can be shown as they are."""
+with its noun, the names given twice, the name a typo meant, JSON read with refusals that can be shown as they
+are."""
 
+import difflib
 import json
 import sys
 from collections import Counter
@@ -20,6 +22,13 @@ def counted(number: int, noun: str) -> str:
 def repeated(names) -> list:
     """The names that occur more than once in ``names``, sorted: what a message says is given twice."""
     return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def closest(name: str, names) -> str | None:
+    """The one of ``names`` most like ``name``, the one a typo of it meant ('relux': 'relu'), or None when
+    none is like it."""
+    found = difflib.get_close_matches(name, sorted(names), n=1)
+    return found[0] if found else None
 
 
 def read_json(text: str | bytes):

@@ -203,7 +203,7 @@ def test_schedule_errors():
 @pytest.mark.parametrize("spec", ["linear", "warmupp", "warmup_cosine"])
 def test_an_unknown_schedule_is_told_every_schedule_there_is(spec):
     """The list left out warmup, and a name beginning with warmup was told that warmup was the only schedule."""
-    with pytest.raises(ValueError, match=rf"^unknown schedule '{spec}'; known: constant, cosine, step, warmup"):
+    with pytest.raises(ValueError, match=rf"^unknown schedule '{spec}'.*; known: constant, cosine, step, warmup$"):
         get_schedule(spec, lr=0.1)
 
 

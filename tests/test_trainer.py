@@ -550,6 +550,19 @@ def test_a_bad_component_is_refused_before_the_data_is_read(tmp_path, capsys, fl
                               "--target", "y", "--task", "regression", "--no-progress", *flags)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--activation", "relux"], "unknown activation 'relux' (did you mean 'relu'?); known: leaky_relu, relu, "),
+    (["--init", "he_norml"], "unknown initializer 'he_norml' (did you mean 'he_normal'?); known: "),
+    (["--optimizer", "adm"], "unknown optimizer 'adm' (did you mean 'adam'?); known: "),
+    (["--schedule", "cosin(min_lr=1e-5)"], "unknown schedule 'cosin' (did you mean 'cosine'?); known: "),
+    (["--augment", "afine(shift=2)"], "unknown augmentation 'afine' (did you mean 'affine'?); known: "),
+    (["--activation", "swish"], "unknown activation 'swish'; known: "),
+    (["--dataset", "mnst"], "unknown dataset 'mnst' (did you mean 'mnist'?): choose one of "),
+])
+def test_a_mistyped_component_or_dataset_name_is_told_the_name_meant(capsys, flags, message):
+    assert message in refused(capsys, "summary", *flags)
+
+
 def test_momentum_for_an_optimizer_without_it_is_refused():
     """It would be silently ignored by adam, adamw and sgd; given inside the optimizer's own spec,
     the message once sent the user to --momentum, which was then refused for that optimizer."""

@@ -25,7 +25,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, FLOAT32_MAX, arrays_to_batch
-from shared.text import counted, repeated, shortened
+from shared.text import closest, counted, repeated, shortened
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -220,7 +220,9 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if image is not None:
         raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join([*DATASETS, 'csv', 'npz'])}")
+        meant = closest(key, [*DATASETS, "csv", "npz"])
+        raise DatasetError(f"unknown dataset {name!r}{f' (did you mean {meant!r}?)' if meant else ''}: choose one of "
+                           f"{', '.join([*DATASETS, 'csv', 'npz'])}")
     if variant is not None and key != "wine-quality":
         raise DatasetError(f"{key} has no variants (got variant={variant!r})")
     native_task = "regression" if key == "wine-quality" else "classification"

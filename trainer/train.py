@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import difflib
 import functools
 import math
 import os
@@ -34,7 +33,7 @@ from shared.forward import Model, output_scaling, standardize
 from shared.model_file import MANIFEST_KEY, load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
                              check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
-from shared.text import counted
+from shared.text import closest, counted
 
 from . import memory, report
 from .activations import get_activation
@@ -697,8 +696,8 @@ def _unknown_key(key: str, value, known: set[str]) -> str:
     if isinstance(value, dict):
         return f"{key!r} is a table: write its keys at the top of the file, without the [{key}] line"
     names = {**{name: name for name in known}, **KEY_ALIASES}
-    closest = difflib.get_close_matches(key, sorted(names), n=1)
-    return f"{key!r} (did you mean {names[closest[0]]!r}?)" if closest else repr(key)
+    meant = closest(key, names)
+    return f"{key!r} (did you mean {names[meant]!r}?)" if meant else repr(key)
 
 
 def _train_epoch(network, optimizer, batches, task: str, progress: EpochProgress, epoch: int, lr: float) -> dict:
