@@ -930,6 +930,27 @@ def test_npz_values_beyond_float32_are_named_by_their_place_in_the_file(tmp_path
     assert "y[7] is 1e+39" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+def test_npz_missing_and_infinite_values_are_named_by_their_place_with_the_way_out(tmp_path):
+    """They were refused as "x holds NaN or infinite values", naming neither the value's place among thousands
+    nor what to do, where a csv's are named by line and column."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 2, 3)), rng.normal(size=200)
+    path = tmp_path / "gaps.npz"
+    for arrays, message in [
+        ({"x": np.where(np.arange(200 * 6).reshape(200, 2, 3) == 57 * 6 + 5, np.nan, x), "y": y},
+         r"gaps.npz: x\[57, 1, 2\] is NaN, a missing value: every feature needs one; fill in the missing values "
+         "or drop those rows"),
+        ({"x": x, "y": np.where(np.arange(200) == 9, -np.inf, y)},
+         r"gaps.npz: y\[9\] is -inf, not finite: replace it with a finite number or drop that row"),
+        ({"x_train": x, "y_train": y, "x_test": x[:5], "y_test": np.array([0.1, np.nan, 0.3, 0.4, 0.5])},
+         r"gaps.npz: y_test\[1\] is NaN, a missing value: every row needs a target; fill in the missing targets "
+         "or drop those rows"),
+    ]:
+        np.savez(path, **arrays)
+        with pytest.raises(DatasetError, match=f"/{message}$"):
+            load_dataset("npz", path=path)
+
+
 @pytest.mark.parametrize("arrays, key, shape", [
     ({"x": np.zeros((100, 0)), "y": np.arange(100) % 2}, "x", (100, 0)),
     ({"x": np.zeros((100, 3, 0)), "y": np.arange(100) % 2}, "x", (100, 3, 0)),

@@ -707,8 +707,7 @@ def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
                            "scored on")
     if a.size == 0:
         raise DatasetError(f"{path}: {key} has no features (shape {a.shape}): each row needs at least one value")
-    if not np.isfinite(a).all():
-        raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+    _check_finite(a, key, path, "every feature needs one; fill in the missing values or drop those rows")
     _check_float32_range(a, key, path)
     a = a.reshape(len(a), -1) if a.ndim != 2 else a
     _refuse_erased_columns(a, [f"{key}[:, {i}]" for i in range(a.shape[1])], path)
@@ -744,10 +743,29 @@ def _check_float32_range(a: np.ndarray, key: str, path: Path) -> None:
         return
     beyond = np.abs(a) > FLOAT32_MAX
     if beyond.any():
-        where = tuple(int(i) for i in np.argwhere(beyond)[0])
+        where = _first(beyond)
         raise DatasetError(f"{path}: {key}[{', '.join(map(str, where))}] is {a[where]:.4g}, beyond float32's range "
                            f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the data down, or drop "
                            "that row")
+
+
+def _check_finite(a: np.ndarray, key: str, path: Path, missing_advice: str) -> None:
+    """Refuse a NaN (a missing value: ``missing_advice`` says what to do) or an infinity in the npz array ``key``,
+    naming the first by its index in the file, as ``_check_float32_range`` does."""
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        where = _first(bad)
+        place = f"{path}: {key}[{', '.join(map(str, where))}]"
+        if np.isnan(a[where]):
+            raise DatasetError(f"{place} is NaN, a missing value: {missing_advice}")
+        raise DatasetError(f"{place} is {a[where]}, not finite: replace it with a finite number or drop that row")
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of ``mask``'s first True, in the order the array is stored."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
 def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict, scoring: bool = False) -> np.ndarray:
@@ -782,8 +800,7 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
     a = a.astype(np.int64) if a.dtype.kind == "b" else a
     if a.dtype.kind not in "iuf":
         raise DatasetError(f"{path}: {key} has dtype {a.dtype}; expected numbers, or class names as strings")
-    if not np.isfinite(a).all():
-        raise DatasetError(f"{path}: {key} holds NaN or infinite values")
+    _check_finite(a, key, path, "every row needs a target; fill in the missing targets or drop those rows")
     _check_float32_range(a, key, path)
     if task == "regression":
         _refuse_erased_columns(a.reshape(-1, 1), [key], path)
