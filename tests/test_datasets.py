@@ -897,6 +897,9 @@ def test_npz_that_numpy_reads_but_holds_no_usable_arrays_is_refused_naming_it(tm
     (["cat", "dog", "cat"], "labels names the class cat more than once"),
     ([["cat", "dog", "eel"]], r"labels has shape \(1, 3\)"),
     (["cat", " ", "eel"], r"labels holds an empty class name \(index 1\)"),
+    (["cat"], r"labels names 1 class, but the targets go up to class index 2: give labels one name for each class "
+              r"index, 0 to 2, in their order"),
+    (["cat", "dog"], "labels names 2 classes, but"),
 ])
 def test_npz_labels_that_cannot_name_the_classes_are_refused_at_load(tmp_path, capsys, labels, message):
     """Naming a class twice was refused only once the model was written, naming a deleted temporary file."""

@@ -861,7 +861,9 @@ def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, p
         return [str(i) for i in range(n_classes)], y, y_test
     class_names = _class_names(labels, path)
     if len(class_names) < n_classes:
-        raise DatasetError(f"{path}: labels names {len(class_names)} classes but the targets go up to {n_classes - 1}")
+        named = f"{len(class_names)} class{'' if len(class_names) == 1 else 'es'}"
+        raise DatasetError(f"{path}: labels names {named}, but the targets go up to class index {n_classes - 1}: "
+                           f"give labels one name for each class index, 0 to {n_classes - 1}, in their order")
     return class_names, y, y_test
 
 
