@@ -342,6 +342,8 @@ class Registry:
                 raise RegistryError(f"cannot publish into {path}: it is not a folder")
         self.model_folder(name)  # not a link leading outside the registry, whose versions would not be read
         existing, error = try_writing(target)
+        if not existing.is_dir():  # a file where a folder on the way would go: no write access would help
+            raise RegistryError(f"cannot publish into {self.root}: {existing} is not a folder")
         if error is not None:
             # A folder another user owns (a registry made on the host, published into from a container).
             advice = ""

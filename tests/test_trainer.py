@@ -788,6 +788,12 @@ def test_where_to_publish_is_checked_before_training(tmp_path, blobs_npz, capsys
     captured = capsys.readouterr()
     assert f"cannot publish into {not_a_folder}: it is not a folder" in captured.err
     assert "epoch 1/" not in captured.out  # refused before the first epoch
+    # A file on the way to the registry was told it was "not writable by uid 0 (Not a directory)".
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
+                   "--publish", "--registry", not_a_folder / "models") == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: cannot publish into {not_a_folder / 'models'}: {not_a_folder} is not a folder\n"
+    assert "epoch 1/" not in captured.out
     # A folder no one may write in, root included (os.access would say yes to root).
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
                    "--publish", "--registry", "/proc/scratchnet-models") == 2
