@@ -605,6 +605,9 @@ def test_summary_and_gradcheck_commands():
     (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc' (see python -m trainer train --help)"),
     (["evaluate", "--version", "x"], "argument --version: expected a whole number, got 'x'"),
     (["evalute"], "invalid choice: 'evalute'"),
+    # Sent to the top-level --help, which lists none of the command's flags.
+    (["overfit", "--publish"], "unrecognized arguments: --publish (see python -m trainer overfit --help)"),
+    (["train", "--epochs", "1", "5"], "unrecognized arguments: 5 (see python -m trainer train --help)"),
 ])
 def test_a_mistyped_flag_is_refused_in_one_line(capsys, args, message):
     with pytest.raises(SystemExit) as exited:

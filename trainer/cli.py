@@ -723,6 +723,17 @@ class OneLineErrors(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # make_parser's subcommands by name
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag the command does not take is refused by the command's parser, whose
+        --help lists the flags it does take (argparse has the top-level parser refuse it, whose --help
+        lists none of them)."""
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.commands.get(getattr(namespace, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(unknown)}")
+        return namespace
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -791,6 +802,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_train_flags(p)
     add_shape_flags(p)
     p.set_defaults(func=cmd_summary)
+    parser.commands = commands.choices
     return parser
 
 
