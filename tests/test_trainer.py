@@ -608,6 +608,11 @@ def test_summary_and_gradcheck_commands():
     # Sent to the top-level --help, which lists none of the command's flags.
     (["overfit", "--publish"], "unrecognized arguments: --publish (see python -m trainer overfit --help)"),
     (["train", "--epochs", "1", "5"], "unrecognized arguments: 5 (see python -m trainer train --help)"),
+    # argparse took the flag's value for the command: "invalid choice: 'mnist'".
+    (["--dataset", "mnist", "train", "--epochs", "1"],
+     "--dataset comes before the command: give the command first, then its flags (python -m trainer train --dataset "
+     "mnist ...)"),
+    (["--epochs", "5"], "(python -m trainer COMMAND --epochs 5 ..., COMMAND one of train, publish, evaluate, "),
 ])
 def test_a_mistyped_flag_is_refused_in_one_line(capsys, args, message):
     with pytest.raises(SystemExit) as exited:

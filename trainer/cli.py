@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -729,7 +730,15 @@ class OneLineErrors(argparse.ArgumentParser):
         """As argparse's, but a flag the command does not take is refused by the command's parser, whose
         --help lists the flags it does take (argparse has the top-level parser refuse it, whose --help
         lists none of them)."""
-        namespace, unknown = self.parse_known_args(args, namespace)
+        argv = sys.argv[1:] if args is None else list(args)
+        if self.commands and argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+            # argparse would take the flag's value for the command: "invalid choice: 'mnist'"
+            before = list(itertools.takewhile(lambda arg: arg not in self.commands, argv))
+            command = argv[len(before)] if len(before) < len(argv) else None
+            example = f"{self.prog} {command or 'COMMAND'} {shlex.join(before)} ..."
+            self.error(f"{argv[0]} comes before the command: give the command first, then its flags ({example}"
+                       f"{'' if command else ', COMMAND one of ' + ', '.join(self.commands)})")
+        namespace, unknown = self.parse_known_args(argv, namespace)
         if unknown:
             self.commands.get(getattr(namespace, "command", None), self).error(
                 f"unrecognized arguments: {' '.join(unknown)}")
