@@ -887,6 +887,25 @@ def test_evaluate_errors_are_one_clear_line(tmp_path, blobs_npz, capsys):
     assert err.startswith(f"error: {model_file}: ") and "Traceback" not in err
 
 
+def test_evaluate_of_a_model_not_in_the_registry_names_the_models_there(tmp_path, blobs_npz, capsys):
+    """It said "no versions of 'blbos'" and no more: not the model meant, nor which the registry holds."""
+    registry = tmp_path / "models"
+    registry.mkdir()
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "blobs") == (
+        f"no model 'blobs' in {registry}, which holds no models: publish one with train --publish")
+    assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
+                   "--publish", "--registry", registry) == 0
+    (registry / "spirals" / "v1").mkdir(parents=True)
+    capsys.readouterr()
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "blbos") == (
+        f"no model 'blbos' in {registry} (did you mean 'blobs'?); its models: blobs")
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "mnist") == (
+        f"no model 'mnist' in {registry}; its models: blobs")
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "spirals") == (
+        f"no versions of 'spirals' in {registry}: the folder v1 is not read as a version: rename it 1 (the number "
+        "alone)")
+
+
 def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(tmp_path, blobs_npz, capsys):
     """Without --version evaluate scores the latest version; when that one cannot be loaded the error
     says how to score another, and when serving.json pins another one a note says so."""

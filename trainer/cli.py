@@ -26,7 +26,7 @@ import numpy as np
 
 from shared.errors import ScratchnetError
 from shared.registry import SERVING_FILE, RegistryError
-from shared.text import counted, repeated, shortened
+from shared.text import closest, counted, repeated, shortened
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
 
@@ -379,9 +379,10 @@ def cmd_evaluate(args) -> int:
         raise CommandError(f"the registry {args.registry} "
                            f"{'is not a folder' if registry.root.exists() else 'does not exist'}")
     name = args.model
-    versions = registry.versions(name)
+    misnamed: list[str] = []
+    versions = registry.versions(name, misnamed)
     if not versions:
-        raise CommandError(f"no versions of {name!r} in {args.registry}")
+        raise CommandError(_no_versions(registry, name, misnamed, args.registry))
     version = args.version or versions[-1]
     listed = ", ".join(map(str, versions))
     if version not in versions:
@@ -445,6 +446,20 @@ def cmd_evaluate(args) -> int:
     say(f"{name} v{version} on {dataset.name} ({dataset.split})")
     say(report.format_metrics(metrics))
     return 0
+
+
+def _no_versions(registry, name: str, misnamed: list[str], shown_as: str) -> str:
+    """Why the registry has no version of ``name`` to score: its folder holds none (``misnamed``: the folders
+    named like versions that are none, and what each should be), or there is no such model; then the models
+    there are, and the one most like ``name`` (a typo's)."""
+    if (registry.root / name).is_dir():
+        return f"no versions of {name!r} in {shown_as}" + (f": {'; '.join(misnamed)}" if misnamed else "")
+    models = registry.model_names()
+    if not models:
+        return f"no model {name!r} in {shown_as}, which holds no models: publish one with train --publish"
+    meant = closest(name, models)
+    return (f"no model {name!r} in {shown_as}{f' (did you mean {meant!r}?)' if meant else ''}; "
+            f"its models: {', '.join(models)}")
 
 
 def _is_trained_file(path: Path, trained_files: dict) -> bool:
