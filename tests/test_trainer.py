@@ -264,6 +264,16 @@ def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
         "table: write its keys at the top of the file, without the [train] line; 'zzz'; known keys: activation, ")
 
 
+def test_a_commands_own_flag_in_a_config_file_is_told_to_go_on_the_command_line(tmp_path, capsys):
+    """'inputs' was told "did you mean 'init'?", a key of another meaning, and 'samples' nothing."""
+    config_file = tmp_path / "net.toml"
+    config_file.write_text("hidden = [16]\ninputs = 20\nsamples = 5\n")
+    assert refused(capsys, "summary", "--config", config_file).startswith(
+        "unknown config keys: 'inputs' is a flag of summary and gradcheck, not a setting of the run: give it on the "
+        "command line (--inputs); 'samples' is a flag of gradcheck and overfit, not a setting of the run: give it on "
+        "the command line (--samples); known keys: ")
+
+
 def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_checksum(tmp_path, blobs_npz, capsys):
     """A zero-initialised network answers one class for every input: the run still saves it, so its
     output says what the scores mean; and the checksum a learner compares across two runs is the

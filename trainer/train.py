@@ -691,10 +691,19 @@ KEY_ALIASES = {"learning_rate": "lr", "hidden_layers": "hidden", "hidden_sizes":
                "clip_grad_norm": "clip_norm", "max_grad_norm": "clip_norm", "early_stopping": "patience"}
 
 
+# A command's own flags that describe no training run, so no config file holds them: the commands that take them.
+COMMAND_FLAGS = {"inputs": "summary and gradcheck", "outputs": "summary and gradcheck",
+                 "task_kind": "summary and gradcheck", "samples": "gradcheck and overfit",
+                 "config": "train, gradcheck, overfit and summary"}
+
+
 def _unknown_key(key: str, value, known: set[str]) -> str:
     """A config key TrainConfig does not have, with the key most likely meant."""
     if isinstance(value, dict):
         return f"{key!r} is a table: write its keys at the top of the file, without the [{key}] line"
+    if key in COMMAND_FLAGS:  # else told the nearest config key: 'inputs' (did you mean 'init'?)
+        return (f"{key!r} is a flag of {COMMAND_FLAGS[key]}, not a setting of the run: give it on the command line "
+                f"(--{key.replace('_', '-')})")
     names = {**{name: name for name in known}, **KEY_ALIASES}
     meant = closest(key, names)
     return f"{key!r} (did you mean {names[meant]!r}?)" if meant else repr(key)
