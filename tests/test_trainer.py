@@ -264,6 +264,19 @@ def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
         "table: write its keys at the top of the file, without the [train] line; 'zzz'; known keys: activation, ")
 
 
+@pytest.mark.parametrize("line, hint", [
+    ('activation = relu',
+     'Invalid value (at line 2, column 14): text is written in quotes in TOML: activation = "relu"'),
+    ('schedule = cosine(min_lr=1e-5)  # to 0', 'schedule = "cosine(min_lr=1e-5)"'),
+    ('batchnorm = True', "write batchnorm = true: TOML's true and false are in lower case"),
+])
+def test_a_config_value_written_as_on_the_command_line_is_told_how_toml_writes_it(tmp_path, capsys, line, hint):
+    """A flag's value copied into the file as it is was refused as "Invalid value (at line 2, column 14)" alone."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f"epochs = 3\n{line}\n")
+    assert refused(capsys, "summary", "--config", config_file).endswith(hint)
+
+
 def test_a_commands_own_flag_in_a_config_file_is_told_to_go_on_the_command_line(tmp_path, capsys):
     """'inputs' was told "did you mean 'init'?", a key of another meaning, and 'samples' nothing."""
     config_file = tmp_path / "net.toml"

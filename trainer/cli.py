@@ -251,7 +251,8 @@ def config_file_values(args: argparse.Namespace) -> dict:
             if key_again := _key_set_again(e, text if isinstance(e, tomllib.TOMLDecodeError) else ""):
                 raise CommandError(f"config {args.config} sets {key_again[0]} twice (again at line {key_again[1]}): "
                                    "keep one") from None
-            raise CommandError(f"cannot read config {args.config}: {e}") from None
+            hint = _unquoted_value(e, text) if isinstance(e, tomllib.TOMLDecodeError) else None
+            raise CommandError(f"cannot read config {args.config}: {e}{f': {hint}' if hint else ''}") from None
         keys = [k.replace("-", "_") for k in values]
         if twice := repeated(keys):
             raise CommandError(f"config {args.config} sets {', '.join(twice)} twice (written with - and with _): "
@@ -266,6 +267,26 @@ def config_file_values(args: argparse.Namespace) -> dict:
             if isinstance(values.get(key), str) and values[key]:
                 values[key] = str(args.config.parent / Path(values[key]).expanduser())
     return values
+
+
+def _unquoted_value(error: Exception, text: str) -> str | None:
+    """How to write the value tomllib refused as "Invalid value (at line 3, column 14)" when it is one a flag
+    takes as it is: text, which TOML quotes (activation = relu, schedule = cosine(min_lr=1e-5)), or a boolean
+    written as Python writes it (True); None for any other error."""
+    where = re.match(r"Invalid value \(at line (\d+), column (\d+)\)", str(error))
+    lines = text.splitlines()
+    if not where or int(where[1]) > len(lines):
+        return None
+    line, column = lines[int(where[1]) - 1], int(where[2]) - 1
+    assigned = re.fullmatch(r"\s*([\w-]+)\s*=\s*", line[:column])  # the value of a key, not an item of a list
+    if not assigned:
+        return None
+    key, value = assigned[1], line[column:].split("#")[0].strip()
+    if value in ("True", "False"):
+        return f"write {key} = {value.lower()}: TOML's true and false are in lower case"
+    if value[:1].isalpha():
+        return f'text is written in quotes in TOML: {key} = "{value}"'
+    return None
 
 
 def _key_set_again(error: Exception, text: str) -> tuple[str, int] | None:
