@@ -2338,6 +2338,20 @@ def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     assert (config.epochs, config.optimizer) == (3, "sgd")
 
 
+def test_a_config_file_that_cannot_be_read_says_why_in_words(tmp_path, capsys):
+    """Python's own words came through: "'utf-8' codec can't decode byte 0xff in position 0: invalid start
+    byte" for a file Notepad saved as "Unicode", "[Errno 2] No such file or directory: '...'" repeating the path."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('epochs = 3\noptimizer = "sgd"\n', encoding="utf-16")
+    assert refused(capsys, "summary", "--config", config_file) == (
+        f"cannot read config {config_file}, line 1: byte 0xff is not UTF-8, which a TOML file is written in: save it "
+        "as UTF-8")
+    config_file.write_bytes(b'epochs = 3\nname = "caf\xe9"\n')  # Windows-1252
+    assert f"{config_file}, line 2: byte 0xe9 is not UTF-8" in refused(capsys, "summary", "--config", config_file)
+    assert refused(capsys, "summary", "--config", tmp_path / "absent.toml") == (
+        f"cannot read config {tmp_path / 'absent.toml'}: No such file or directory")
+
+
 def test_a_command_that_publishes_nothing_does_not_say_nothing_was_published(blobs_npz, monkeypatch, capsys):
     def pressed(*args, **kwargs):
         raise KeyboardInterrupt

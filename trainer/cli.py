@@ -247,11 +247,17 @@ def config_file_values(args: argparse.Namespace) -> dict:
         try:
             text = args.config.read_text(encoding="utf-8-sig")  # a BOM, as Notepad writes
             values = tomllib.loads(text)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            if key_again := _key_set_again(e, text if isinstance(e, tomllib.TOMLDecodeError) else ""):
+        except OSError as e:
+            raise CommandError(f"cannot read config {args.config}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:  # Notepad's "Unicode" is UTF-16
+            line = e.object.count(b"\n", 0, e.start) + 1
+            raise CommandError(f"cannot read config {args.config}, line {line}: byte 0x{e.object[e.start]:02x} is not "
+                               "UTF-8, which a TOML file is written in: save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as e:
+            if key_again := _key_set_again(e, text):
                 raise CommandError(f"config {args.config} sets {key_again[0]} twice (again at line {key_again[1]}): "
                                    "keep one") from None
-            hint = _unquoted_value(e, text) if isinstance(e, tomllib.TOMLDecodeError) else None
+            hint = _unquoted_value(e, text)
             raise CommandError(f"cannot read config {args.config}: {e}{f': {hint}' if hint else ''}") from None
         keys = [k.replace("-", "_") for k in values]
         if twice := repeated(keys):
