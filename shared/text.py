@@ -25,10 +25,11 @@ def repeated(names) -> list:
 
 
 def closest(name: str, names) -> str | None:
-    """The one of ``names`` most like ``name``, the one a typo of it meant ('relux': 'relu'), or None when
-    none is like it."""
-    found = difflib.get_close_matches(name, sorted(names), n=1)
-    return found[0] if found else None
+    """The one of ``names`` most like ``name``, the one a typo of it meant ('relux': 'relu'; 'Price': 'price',
+    letter case aside), or None when none is like it."""
+    by_lower = {other.lower(): other for other in sorted(names, reverse=True)}  # the first of a case-blind pair
+    found = difflib.get_close_matches(name.lower(), sorted(by_lower), n=1)
+    return by_lower[found[0]] if found else None
 
 
 def read_json(text: str | bytes):

@@ -235,6 +235,15 @@ def test_csv_missing_target_column(tmp_path):
         load_dataset("csv", path=path, target="species", task="classification")
 
 
+@pytest.mark.parametrize("target, meant", [("Kind", "kind"), ("kinds", "kind"), ("B", "b")])
+def test_a_mistyped_target_column_is_told_the_column_meant(tmp_path, target, meant):
+    """Among a wide file's columns the one meant was left to be found by eye, a difference of case too."""
+    path = write_csv(tmp_path / "pets.csv", ROWS)
+    with pytest.raises(DatasetError, match=rf"pets.csv: no column named '{target}' \(did you mean '{meant}'\?\); "
+                                           "the columns are: a, b, kind$"):
+        load_dataset("csv", path=path, target=target, task="classification")
+
+
 def test_a_csv_that_cannot_be_read_says_why(tmp_path):
     """A missing file or a folder was "cannot read as UTF-8 text: [Errno 2] ...", and an npz given as
     a csv got a bare decoding error."""

@@ -991,7 +991,9 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                                f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
                                "fields with one of those")
         headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
-        raise DatasetError(f"{source}: no column named {target!r}; the columns are: {', '.join(header)}" + (
+        meant = None if headerless else closest(target, header)
+        raise DatasetError(f"{source}: no column named {target!r}{f' (did you mean {meant!r}?)' if meant else ''}; "
+                           f"the columns are: {', '.join(header)}" + (
             ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
             "columns above it" if headerless else ""))
     t = header.index(target)
