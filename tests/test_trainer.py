@@ -629,7 +629,14 @@ def test_summary_and_gradcheck_commands():
     (["evaluate", "--version", "x"], "argument --version: expected a whole number, got 'x'"),
     (["evalute"], "invalid choice: 'evalute'"),
     # Sent to the top-level --help, which lists none of the command's flags.
-    (["overfit", "--publish"], "unrecognized arguments: --publish (see python -m trainer overfit --help)"),
+    (["overfit", "--publish"], "unrecognized arguments: --publish (--publish is a flag of train and gradcheck) "
+                               "(see python -m trainer overfit --help)"),
+    # No suggestion was made, and allow_abbrev=False no longer reads --epoch as --epochs.
+    (["summary", "--actvation", "tanh"], "unrecognized arguments: --actvation tanh (--actvation: did you mean "
+                                         "--activation?) (see python -m trainer summary --help)"),
+    (["train", "--epoch=5", "--batchsize", "3"], "(--epoch: did you mean --epochs?; --batchsize: did you mean "
+                                                 "--batch-size?)"),
+    (["evaluate", "--model", "m", "--epochs", "5"], "(--epochs is a flag of train, gradcheck, overfit and summary)"),
     (["train", "--epochs", "1", "5"], "unrecognized arguments: 5 (see python -m trainer train --help)"),
     # argparse took the flag's value for the command: "invalid choice: 'mnist'".
     (["--dataset", "mnist", "train", "--epochs", "1"],

@@ -782,9 +782,23 @@ class OneLineErrors(argparse.ArgumentParser):
                        f"{'' if command else ', COMMAND one of ' + ', '.join(self.commands)})")
         namespace, unknown = self.parse_known_args(argv, namespace)
         if unknown:
-            self.commands.get(getattr(namespace, "command", None), self).error(
-                f"unrecognized arguments: {' '.join(unknown)}")
+            command = getattr(namespace, "command", None)
+            hints = "; ".join(self._unknown_flag_hints(command, unknown))
+            self.commands.get(command, self).error(f"unrecognized arguments: {' '.join(unknown)}"
+                                                   + (f" ({hints})" if hints else ""))
         return namespace
+
+    def _unknown_flag_hints(self, command: str | None, unknown: list[str]) -> list[str]:
+        """For each flag ``command`` does not take: the commands that take it, or the flag of its own most like
+        it (--actvation: --activation; --epoch: --epochs, as allow_abbrev=False no longer reads it as that)."""
+        own = self.commands.get(command, self)._option_string_actions
+        hints = []
+        for flag in (arg.split("=")[0] for arg in unknown if arg.startswith("--")):
+            if others := [name for name, parser in self.commands.items() if flag in parser._option_string_actions]:
+                hints.append(f"{flag} is a flag of {', '.join(others[:-1])}{' and ' if others[1:] else ''}{others[-1]}")
+            elif meant := closest(flag, [option for option in own if option.startswith("--")]):
+                hints.append(f"{flag}: did you mean {meant}?")
+        return hints
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
