@@ -121,6 +121,22 @@ def test_data_dir_file_with_wrong_checksum_is_refused(tmp_path):
         load_dataset("wine-quality", data_dir=tmp_path)
 
 
+def test_data_dir_of_the_other_image_dataset_is_named_as_such(tmp_path, datasets_dir):
+    """MNIST and Fashion-MNIST name their files alike: the other's folder was told of a checksum mismatch, a
+    corrupted file or one not published, when the file is the published one of the other dataset."""
+    fashion = datasets_dir / "fashion-mnist"
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(fashion))}/train-images-idx3-ubyte.gz is fashion-mnist's "
+                                           r"train-images-idx3-ubyte.gz, not mnist's: give the folder that holds the "
+                                           r"mnist files \(--data-dir or \$SCRATCHNET_DATA_DIR\), or train on "
+                                           r"fashion-mnist with --dataset fashion-mnist$"):
+        load_dataset("mnist", data_dir=fashion)
+    with gzip.open(datasets_dir / "mnist" / "train-images-idx3-ubyte.gz") as packed:  # unpacked, as Windows does
+        (tmp_path / "train-images.idx3-ubyte").write_bytes(packed.read())
+    with pytest.raises(DatasetError, match="train-images.idx3-ubyte is mnist's train-images-idx3-ubyte.gz, not "
+                                           "fashion-mnist's"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+
+
 def test_data_dir_wine_file_with_windows_line_ends_is_the_published_data(tmp_path, datasets_dir):
     published = (datasets_dir / "wine-quality" / "winequality-red.csv").read_bytes()
     (tmp_path / "winequality-red.csv").write_bytes(published.replace(b"\n", b"\r\n"))

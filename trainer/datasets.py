@@ -165,6 +165,13 @@ DATASETS = {
     ),
 }
 
+
+def _known_file_of(sha256: str) -> tuple[str, str] | None:
+    """(dataset, file name) of the known file, packed or not, whose SHA-256 this is; None for any other file."""
+    return next(((dataset.name, known.name) for dataset in DATASETS.values() for known in dataset.files
+                 if sha256 in (known.sha256, known.raw_sha256)), None)
+
+
 MNIST_LABELS = [str(digit) for digit in range(10)]
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -282,6 +289,10 @@ class _FileSource:
             if hashlib.sha256(unix).hexdigest() == sha:
                 data, actual = unix, sha
         if actual != sha:
+            if other := _known_file_of(actual):  # the data folder of another dataset: MNIST's and Fashion-MNIST's alike
+                raise DatasetError(f"{path} is {other[0]}'s {other[1]}, not {self.spec.name}'s: give the folder that "
+                                   f"holds the {self.spec.name} files (--data-dir or ${DATA_DIR_ENV}), or train "
+                                   f"on {other[0]} with --dataset {other[0]}")
             own = (f"; to train on a copy you changed, give it with --dataset csv --data-path {path} "
                    "--target quality --task regression" if path.suffix == ".csv" else "")
             raise DatasetError(f"{path}: checksum mismatch: expected SHA-256 {sha}, got {actual}; "
