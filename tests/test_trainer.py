@@ -1702,9 +1702,9 @@ def test_a_note_names_the_first_few_of_many_classes_without_training_rows(tmp_pa
     assert run_cli("train", "--dataset", "csv", "--data-path", path, "--target", "customer", "--task",
                    "classification", "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "out") == 0
     note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: no training row"))
-    assert re.fullmatch(r"note: no training row of class (C\d{4}, ){9}C\d{4} and \d+ more \(\d+ of the 500 classes\): "
-                        r"the model cannot learn to predict it \(its rows are all in the test or validation split\)",
-                        note), note
+    assert re.fullmatch(r"note: no training row of classes (C\d{4}, ){9}C\d{4} and \d+ more \(\d+ of the 500 "
+                        r"classes\): the model cannot learn to predict them \(their rows are all in the test or "
+                        r"validation split\)", note), note
 
 
 def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_path, capsys):
@@ -1724,9 +1724,9 @@ def test_a_class_without_training_rows_is_named_with_the_reason_that_holds(tmp_p
     assert run_cli("train", "--dataset", "npz", "--data-path", apart, "--hidden", 4, "--epochs", 1,
                    "--no-progress", "--output", tmp_path / "out3") == 0
     out = capsys.readouterr().out
-    assert ("note: no row of the data is of class 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 9 more (19 of the 21 classes): the "
-            "model has an output for it that no row teaches (y holds class indices, counted from 0, one output each "
-            "up to the largest: store the classes as 0, 1, 2, ..., or their names in y)") in out
+    assert ("note: no row of the data is of classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 9 more (19 of the 21 classes): "
+            "the model has an output for each that no row teaches (y holds class indices, counted from 0, one output "
+            "each up to the largest: store the classes as 0, 1, 2, ..., or their names in y)") in out
     later = tmp_path / "later.npz"
     np.savez(later, x_train=x, y_train=np.array([0] * 10 + [0, 1] * 15), x_test=x[:4], y_test=np.array([0, 1, 0, 1]))
     assert run_cli("train", "--dataset", "npz", "--data-path", later, "--hidden", 4, "--epochs", 1,

@@ -356,8 +356,11 @@ def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
     def named(classes: set) -> str:  # the first few: a target of ids, a class a row, named thousands
         names = [dataset.labels[i] for i in sorted(classes)]
         more = len(names) - NAMED_CLASSES
-        return ", ".join(names[:NAMED_CLASSES]) + (
+        return f"class{'es' if len(names) > 1 else ''} " + ", ".join(names[:NAMED_CLASSES]) + (
             f" and {more:,} more ({len(names):,} of the {dataset.n_classes:,} classes)" if more > 0 else "")
+
+    def it(classes: set, each: str = "them") -> str:
+        return "it" if len(classes) == 1 else each
 
     notes = []
     if nowhere:
@@ -367,14 +370,14 @@ def untrained_notes(prepared: Prepared, config: TrainConfig) -> list[str]:
                     if nowhere == {0} else
                     " (y holds class indices, counted from 0, one output each up to the largest: store the classes "
                     "as 0, 1, 2, ..., or their names in y)")
-        notes.append(f"note: no row of the data is of class {named(nowhere)}: the model has an output for it that no "
-                     f"row teaches{hint}")
+        notes.append(f"note: no row of the data is of {named(nowhere)}: the model has an output for "
+                     f"{it(nowhere, 'each')} that no row teaches{hint}")
     if cut:
         notes.append(f"note: none of the first {config.limit_train:,} training rows that --limit-train keeps is of "
-                     f"class {named(cut)}: the model cannot learn to predict it")
+                     f"{named(cut)}: the model cannot learn to predict {it(cut)}")
     if held_out:
-        notes.append(f"note: no training row of class {named(held_out)}: the model cannot learn to predict it (its "
-                     "rows are all in the test or validation split)")
+        notes.append(f"note: no training row of {named(held_out)}: the model cannot learn to predict {it(held_out)} "
+                     f"({'its' if len(held_out) == 1 else 'their'} rows are all in the test or validation split)")
     return notes
 
 
