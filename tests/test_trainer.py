@@ -264,6 +264,16 @@ def test_unknown_config_key_is_a_clear_error_naming_the_key_meant(tmp_path):
         "table: write its keys at the top of the file, without the [train] line; 'zzz'; known keys: activation, ")
 
 
+def test_a_csv_runs_config_file_reused_for_a_known_dataset_is_told_what_to_take_out_of_it(tmp_path, capsys):
+    """The only way out named was "add --dataset csv or --dataset npz", the opposite of what --dataset mnist asked."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('dataset = "csv"\ndata_path = "pets.csv"\ntarget = "kind"\ntask = "classification"\n')
+    assert refused(capsys, "train", "--config", config_file, "--dataset", "mnist", "--no-progress") == (
+        "mnist is a known dataset (classification): --data-path, --target apply to csv and npz files only: add "
+        "--dataset csv or --dataset npz, or leave them out to train on mnist (take data_path, target out of the "
+        "--config file, if set there)")
+
+
 @pytest.mark.parametrize("line, hint", [
     ('activation = relu',
      'Invalid value (at line 2, column 14): text is written in quotes in TOML: activation = "relu"'),

@@ -233,15 +233,19 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if variant is not None and key != "wine-quality":
         raise DatasetError(f"{key} has no variants (got variant={variant!r})")
     native_task = "regression" if key == "wine-quality" else "classification"
-    ignored = [flag for flag, value in (("--data-path", path), ("--target", target), ("test_path", test_path))
-               if value is not None]
+    ignored = {flag: key for flag, key, value in (("--data-path", "data_path", path), ("--target", "target", target),
+                                                  ("test_path", None, test_path)) if value is not None}
     if task not in (None, native_task):
-        ignored.append(f"--task {task}")
+        ignored[f"--task {task}"] = "task"
     if ignored:
+        # A --config file of a csv run, reused with --dataset mnist, sets them too: what to take out is named there.
+        keys = ", ".join(key for key in ignored.values() if key)
         raise DatasetError(f"{key} is a known dataset ({native_task}" +
                            (", target quality" if key == "wine-quality" else "") +
                            f"): {', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to csv and npz files "
-                           "only (add --dataset csv or --dataset npz)")
+                           f"only: add --dataset csv or --dataset npz, or leave {'them' if len(ignored) > 1 else 'it'} "
+                           f"out to train on {key}" + (f" (take {keys} out of the --config file, if set there)"
+                                                       if keys else ""))
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
