@@ -274,6 +274,23 @@ def test_a_csv_runs_config_file_reused_for_a_known_dataset_is_told_what_to_take_
         "--config file, if set there)")
 
 
+@pytest.mark.parametrize("config, flags, message", [
+    ('dataset = "wine-quality"\nvariant = "white"\n', ["--dataset", "mnist"],
+     "mnist has no variants (got variant='white'): --variant is wine-quality's; leave it out (take variant out of "
+     "the --config file, if set there)"),
+    ('dataset = "mnist"\ndata_dir = "mnist-files"\n', ["--dataset", "csv", "--data-path", "pets.csv"],
+     "--data-dir applies to the known datasets (mnist, fashion-mnist, wine-quality); the csv dataset is read from "
+     "--data-path pets.csv: leave --data-dir out (take data_dir out of the --config file, if set there)"),
+])
+def test_a_known_datasets_config_file_reused_for_another_is_told_what_to_take_out(tmp_path, capsys, config, flags,
+                                                                                  message):
+    """A setting of another dataset was refused without a way out; from a config file, not even the flag's."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(config)
+    assert refused(capsys, "train", "--config", config_file, *flags, "--target", "kind", "--task", "classification",
+                   "--no-progress") == message
+
+
 @pytest.mark.parametrize("line, hint", [
     ('activation = relu',
      'Invalid value (at line 2, column 14): text is written in quotes in TOML: activation = "relu"'),

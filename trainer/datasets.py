@@ -213,7 +213,8 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         for flag, value in (("--variant", variant), ("--data-dir", data_dir)):
             if value is not None:
                 raise DatasetError(f"{flag} applies to the known datasets ({', '.join(DATASETS)}); "
-                                   f"the {key} dataset is read from --data-path {path}")
+                                   f"the {key} dataset is read from --data-path {path}: leave {flag} out "
+                                   f"{_out_of_config(flag)}")
         if key == "npz" and target is not None:
             raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
                                "(y_train and y_test): leave --target out (take target out of the --config file, "
@@ -231,21 +232,21 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         raise DatasetError(f"unknown dataset {name!r}{f' (did you mean {meant!r}?)' if meant else ''}: choose one of "
                            f"{', '.join([*DATASETS, 'csv', 'npz'])}")
     if variant is not None and key != "wine-quality":
-        raise DatasetError(f"{key} has no variants (got variant={variant!r})")
+        raise DatasetError(f"{key} has no variants (got variant={variant!r}): --variant is wine-quality's; leave it "
+                           f"out {_out_of_config('--variant')}")
     native_task = "regression" if key == "wine-quality" else "classification"
-    ignored = {flag: key for flag, key, value in (("--data-path", "data_path", path), ("--target", "target", target),
-                                                  ("test_path", None, test_path)) if value is not None}
+    ignored = [flag for flag, value in (("--data-path", path), ("--target", target), ("test_path", test_path))
+               if value is not None]
     if task not in (None, native_task):
-        ignored[f"--task {task}"] = "task"
+        ignored.append(f"--task {task}")
     if ignored:
         # A --config file of a csv run, reused with --dataset mnist, sets them too: what to take out is named there.
-        keys = ", ".join(key for key in ignored.values() if key)
+        flags = [flag for flag in ignored if flag != "test_path"]
         raise DatasetError(f"{key} is a known dataset ({native_task}" +
                            (", target quality" if key == "wine-quality" else "") +
                            f"): {', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to csv and npz files "
                            f"only: add --dataset csv or --dataset npz, or leave {'them' if len(ignored) > 1 else 'it'} "
-                           f"out to train on {key}" + (f" (take {keys} out of the --config file, if set there)"
-                                                       if keys else ""))
+                           f"out to train on {key}" + (f" {_out_of_config(*flags)}" if flags else ""))
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
     source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
@@ -254,6 +255,12 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
     fit = "digit" if key == "mnist" else "garment"
     return _load_idx_dataset(source, labels, fit, test_only)
+
+
+def _out_of_config(*flags: str) -> str:
+    """Where else the settings of ``flags`` may come from: a --config file written for another dataset."""
+    keys = ", ".join(flag.split()[0].removeprefix("--").replace("-", "_") for flag in flags)
+    return f"(take {keys} out of the --config file, if set there)"
 
 
 def dataset_key(name: str, path: Path | str | None = None) -> str:
