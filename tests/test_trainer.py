@@ -2512,6 +2512,25 @@ def test_a_confusion_plot_of_many_classes_writes_no_text_per_cell(tmp_path, monk
     assert (tmp_path / "run" / "confusion.png").is_file() and texts == []
 
 
+def test_the_metrics_of_many_classes_hold_the_confusion_cells_that_count_rows(tmp_path):
+    """A column of ids taken as the target, 12,000 classes, wrote a confusion matrix of 144 million cells into
+    metrics.jsonl: 433 MB, nearly all zeros, in every version published, past the 1 MB the disk check allows."""
+    data = tmp_path / "ids.csv"
+    data.write_text("a,y\n" + "".join(f"{i % 7},id{i}\n" for i in range(600)))
+    assert run_cli("train", "--dataset", "csv", "--data-path", data, "--target", "y", "--task", "classification",
+                   "--hidden", 4, "--epochs", 1, "--no-progress", "--output", tmp_path / "run") == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    final = json.loads(metrics.read_text().splitlines()[-1])
+    assert "confusion" not in final and metrics.stat().st_size < 100_000
+    cells = np.array(final["confusion_cells"])
+    assert cells[:, 2].sum() == final["n"] and (cells[:, 2] > 0).all() and cells[:, :2].max() < 600
+    # Each row's true class and the class answered, as the per-class table counts them.
+    support = np.bincount(cells[:, 0], weights=cells[:, 2], minlength=600)
+    assert support.tolist() == [row["support"] for row in final["per_class"]]
+    right = cells[cells[:, 0] == cells[:, 1], 2].sum()
+    assert right == round(final["accuracy"] * final["n"])
+
+
 def edit_manifest(model_file: Path, change) -> None:
     """Rewrite a model file's manifest as a hand edit would: the parameters' checksum still holds."""
     with np.load(model_file, allow_pickle=False) as archive:
