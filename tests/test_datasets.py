@@ -637,6 +637,23 @@ def test_npz_class_index_far_beyond_any_classifier_is_refused(tmp_path):
     assert load_dataset("npz", path=path, task="regression").task == "regression"
 
 
+def test_a_target_of_more_classes_than_a_classifier_has_is_refused_in_a_csv_as_in_an_npz(tmp_path):
+    """An npz's class indices stopped at 10,000 classes; a csv's column of ids (12,000) trained, and its scoring
+    then built a confusion matrix of 144 million cells (1.2 GB, and 10 GB more to plot it)."""
+    path = tmp_path / "customers.csv"
+    path.write_text("a,customer\n" + "".join(f"{i % 7},C{i:05d}\n" for i in range(10_001)))
+    message = (r"customers.csv: the target holds 10,001 different values, but a classifier here has at most 10,000 "
+               r"classes: a target with a value of its own for nearly every row \(an id\) has no classes to learn")
+    with pytest.raises(DatasetError, match=message):
+        load_dataset("csv", path=path, target="customer", task="classification")
+    names = tmp_path / "customers.npz"
+    np.savez(names, x=np.arange(10_001.0).reshape(-1, 1) % 7, y=np.array([f"C{i:05d}" for i in range(10_001)]))
+    with pytest.raises(DatasetError, match="customers.npz: the target holds 10,001 different values"):
+        load_dataset("npz", path=names)
+    path.write_text("a,customer\n" + "".join(f"{i % 7},C{i:05d}\n" for i in range(10_000)))
+    assert load_dataset("csv", path=path, target="customer", task="classification").n_classes == 10_000
+
+
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf"])
 def test_csv_missing_class_value_is_refused(tmp_path, value):
     path = tmp_path / "t.csv"

@@ -32,7 +32,7 @@ DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 TEST_FRACTION = 0.2
-MAX_CLASSES = 10_000  # an NPZ's class indices: one output unit per index up to the highest
+MAX_CLASSES = 10_000  # a csv's or an npz's classes (an npz's indices: one output unit each up to the highest)
 
 
 class DatasetError(ValueError):
@@ -1104,6 +1104,10 @@ def _class_indices(parts: list[list[str]], source, files_of_parts: tuple[str, ..
     """Class names (sorted; numerically if they are all numbers) and each part as indices.
     ``files_of_parts``: the file each part was read from, when they are several."""
     values = sorted({v for part in parts for v in part})
+    if len(values) > MAX_CLASSES:  # as an npz's class indices are: a confusion matrix alone would take gigabytes
+        raise DatasetError(f"{source}: the target holds {len(values):,} different values, but a classifier here has "
+                           f"at most {MAX_CLASSES:,} classes: a target with a value of its own for nearly every row "
+                           "(an id) has no classes to learn; if it is a quantity, train with --task regression")
     if all(_is_number(v) for v in values):
         by_number = {v: float(v) for v in values}
         values = sorted(values, key=by_number.__getitem__)
