@@ -654,6 +654,11 @@ def test_summary_and_gradcheck_commands():
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc' (see python -m trainer train --help)"),
     (["evaluate", "--version", "x"], "argument --version: expected a whole number, got 'x'"),
+    # Written as a Python list or a config file's, the sizes were an "invalid int value" alone.
+    (["summary", "--hidden", "256,128"], "argument --hidden: expected a whole number, got '256,128': give each size "
+                                         "as an argument of its own, --hidden 256 128 (see python -m trainer summary"),
+    (["train", "--hidden", "[64, 32]"], "got '[64, 32]': give each size as an argument of its own, --hidden 64 32"),
+    (["train", "--hidden", "64", "x"], "argument --hidden: expected a whole number, got 'x' (see"),
     (["evalute"], "invalid choice: 'evalute'"),
     # Sent to the top-level --help, which lists none of the command's flags.
     (["overfit", "--publish"], "unrecognized arguments: --publish (--publish is a flag of train and gradcheck) "

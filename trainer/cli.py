@@ -93,6 +93,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def layer_size(text: str) -> int:
+    """A --hidden size: a whole number; sizes written as a list (256,128 or [256, 128]) are told how they are given."""
+    try:
+        return int(text)
+    except ValueError:
+        sizes = [size for size in re.split(r"[\s,\[\]()]+", text) if size]
+        if len(sizes) > 1 and all(size.isdigit() for size in sizes):
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}: give each size as an "
+                                             f"argument of its own, --hidden {' '.join(sizes)}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def folder_name(text: str) -> str:
     """A folder flag's value: an empty one would otherwise mean the default (a temporary folder, the
     default registry) or the current folder, none of which was asked for."""
@@ -150,7 +162,7 @@ def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = Non
                              "batch_size = 64, hidden = [256, 128]), all but --config and where a run goes "
                              "(--publish, --registry, --output, --new-interface); flags given too override it")
     parser.add_argument("--name", help="model name in the registry (default: the dataset's)")
-    parser.add_argument("--hidden", type=int, nargs="*",
+    parser.add_argument("--hidden", type=layer_size, nargs="*",
                         help="hidden layer sizes, e.g. --hidden 256 128; none: no hidden layer (softmax regression) "
                              f"(default {' '.join(map(str, DEFAULTS.hidden))})")
     parser.add_argument("--activation", help="relu, leaky_relu(alpha=0.01), tanh, sigmoid (default relu)")
