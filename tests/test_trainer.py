@@ -669,6 +669,10 @@ def test_summary_and_gradcheck_commands():
     (["train", "--epoch=5", "--batchsize", "3"], "(--epoch: did you mean --epochs?; --batchsize: did you mean "
                                                  "--batch-size?)"),
     (["evaluate", "--model", "m", "--epochs", "5"], "(--epochs is a flag of train, gradcheck, overfit and summary)"),
+    (["summary", "--batchnorm", "true"], "unrecognized arguments: true (--batchnorm takes no value: give --batchnorm "
+                                         "or --no-batchnorm alone) (see"),
+    (["train", "--publish", "yes"], "(--publish takes no value: give --publish alone)"),
+    (["train", "--", "x"], "unrecognized arguments: -- x (see"),
     (["train", "--epochs", "1", "5"], "unrecognized arguments: 5 (see python -m trainer train --help)"),
     # argparse took the flag's value for the command: "invalid choice: 'mnist'".
     (["--dataset", "mnist", "train", "--epochs", "1"],

@@ -795,18 +795,26 @@ class OneLineErrors(argparse.ArgumentParser):
         namespace, unknown = self.parse_known_args(argv, namespace)
         if unknown:
             command = getattr(namespace, "command", None)
-            hints = "; ".join(self._unknown_flag_hints(command, unknown))
+            hints = "; ".join(self._unknown_flag_hints(command, unknown, argv))
             self.commands.get(command, self).error(f"unrecognized arguments: {' '.join(unknown)}"
                                                    + (f" ({hints})" if hints else ""))
         return namespace
 
-    def _unknown_flag_hints(self, command: str | None, unknown: list[str]) -> list[str]:
+    def _unknown_flag_hints(self, command: str | None, unknown: list[str], argv: list[str]) -> list[str]:
         """For each flag ``command`` does not take: the commands that take it, or the flag of its own most like
-        it (--actvation: --activation; --epoch: --epochs, as allow_abbrev=False no longer reads it as that)."""
+        it (--actvation: --activation; --epoch: --epochs, as allow_abbrev=False no longer reads it as that); for a
+        value given to a switch (--batchnorm true), that it takes none."""
         own = self.commands.get(command, self)._option_string_actions
         hints = []
-        for flag in (arg.split("=")[0] for arg in unknown if arg.startswith("--")):
-            if others := [name for name, parser in self.commands.items() if flag in parser._option_string_actions]:
+        for arg in unknown:
+            flag = arg.split("=")[0]
+            switch = own.get(argv[argv.index(arg) - 1]) if argv.index(arg) else None
+            if arg == "--" or not arg.startswith("--"):
+                if switch is not None and switch.nargs == 0 and switch.option_strings[0].startswith("--"):
+                    name = switch.option_strings[0]
+                    off = f" or --no-{name[2:]}" if isinstance(switch, argparse.BooleanOptionalAction) else ""
+                    hints.append(f"{name} takes no value: give {name}{off} alone")
+            elif others := [name for name, parser in self.commands.items() if flag in parser._option_string_actions]:
                 hints.append(f"{flag} is a flag of {', '.join(others[:-1])}{' and ' if others[1:] else ''}{others[-1]}")
             elif meant := closest(flag, [option for option in own if option.startswith("--")]):
                 hints.append(f"{flag}: did you mean {meant}?")
