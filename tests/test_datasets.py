@@ -509,6 +509,10 @@ def test_csv_needs_a_header_and_a_task(tmp_path):
     path = write_csv(tmp_path / "pets.csv", ROWS)
     with pytest.raises(DatasetError, match="say what the target is with --task classification or --task regression"):
         load_dataset("csv", path=path, target="kind")
+    # The columns to choose the target from were left to be looked up in the file.
+    with pytest.raises(DatasetError, match="pets.csv: name the column to predict \\(--target\\); the columns are: a, "
+                                           "b, kind$"):
+        load_dataset("csv", path=path, task="classification")
 
 
 # --------------------------------------------------------------------------------------------

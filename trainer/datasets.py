@@ -572,8 +572,6 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
     For classification the target may hold names or numbers; the classes are its distinct
     values, sorted (numerically when they are numbers).
     """
-    if target is None:
-        raise DatasetError(f"{path}: name the column to predict (--target)")
     if task not in ("classification", "regression"):
         raise DatasetError(f"{path}: say what the target is with --task classification or --task regression"
                            + ("" if task is None else f", not {task!r}"))
@@ -902,7 +900,7 @@ def _class_names(labels: np.ndarray, path: Path) -> list[str]:
     return names
 
 
-def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
+def _read_csv_file(path: Path, target: str | None, task: str) -> tuple[list[str], np.ndarray, list]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -919,6 +917,9 @@ def _read_csv_file(path: Path, target: str, task: str) -> tuple[list[str], np.nd
                            "UTF-8 (a spreadsheet saves its own code page, Windows-1252 say, or UTF-16 unless told "
                            "otherwise): save the file as UTF-8 ('CSV UTF-8' in Excel)") from exc
     header, rows = _parse_csv_text(text, path)
+    if target is None:  # read first, to name the columns to choose from
+        columns = "" if any(_is_number(h) for h in header) else f"; the columns are: {', '.join(header)}"
+        raise DatasetError(f"{path}: name the column to predict (--target){columns}")
     return _numeric_table(header, rows, path, target, task)
 
 
