@@ -2440,10 +2440,12 @@ def test_overfit_refuses_more_samples_than_the_training_split_holds(blobs_npz, c
 
 
 @pytest.mark.parametrize("args", [["train", "--output", ""], ["train", "--publish", "--registry", ""],
-                                  ["evaluate", "--model", "blobs", "--registry", ""], ["publish", "run", "--registry", ""]])
+                                  ["evaluate", "--model", "blobs", "--registry", ""],
+                                  ["publish", "run", "--registry", ""], ["publish", ""]])
 def test_an_empty_folder_name_is_refused(tmp_path, blobs_npz, monkeypatch, capsys, args):
     """An empty --output trained into a temporary folder, and an empty --registry used the default
-    one, or the current folder: neither was asked for."""
+    one, or the current folder: neither was asked for. Nor was the current folder by publish's own
+    empty folder name, which published a run saved there."""
     monkeypatch.chdir(tmp_path)
     if args[0] == "train":
         args += ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]

@@ -846,7 +846,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("publish", help="publish a run saved with --output as a new registry version")
-    p.add_argument("folder", help="the run's folder (model.npz and its extras)")
+    p.add_argument("folder", type=folder_name, help="the run's folder (model.npz and its extras)")
     p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--name", help="model name in the registry (default: the name the run recorded)")
