@@ -2441,19 +2441,32 @@ def test_overfit_refuses_more_samples_than_the_training_split_holds(blobs_npz, c
 
 @pytest.mark.parametrize("args", [["train", "--output", ""], ["train", "--publish", "--registry", ""],
                                   ["evaluate", "--model", "blobs", "--registry", ""],
-                                  ["publish", "run", "--registry", ""], ["publish", ""]])
+                                  ["publish", "run", "--registry", ""], ["publish", ""],
+                                  ["train", "--data-dir", ""], ["train", "--cache-dir", ""],
+                                  ["evaluate", "--model", "blobs", "--data-path", ""]])
 def test_an_empty_folder_name_is_refused(tmp_path, blobs_npz, monkeypatch, capsys, args):
     """An empty --output trained into a temporary folder, and an empty --registry used the default
     one, or the current folder: neither was asked for. Nor was the current folder by publish's own
-    empty folder name, which published a run saved there."""
+    empty folder name, which published a run saved there, by --data-dir (read from), by --cache-dir
+    (downloaded into), nor, for evaluate, the file the model was trained on by --data-path."""
     monkeypatch.chdir(tmp_path)
+    expected = "expected a file" if args[-2] == "--data-path" else "expected a folder"
     if args[0] == "train":
         args += ["--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress"]
     with pytest.raises(SystemExit) as raised:
         run_cli(*args)
     assert raised.value.code == 2
-    assert "expected a folder, got an empty name" in capsys.readouterr().err
+    assert f"{expected}, got an empty name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [blobs_npz]
+
+
+@pytest.mark.parametrize("key, what", [("data_path", "a file"), ("data_dir", "a folder"), ("cache_dir", "a folder")])
+def test_an_empty_path_in_a_config_file_is_refused(tmp_path, capsys, key, what):
+    """It was read as the config file's own folder: ".: cannot read: Is a directory", or MNIST looked for there."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f'dataset = "csv"\ntarget = "kind"\ntask = "classification"\n{key} = ""\n')
+    assert refused(capsys, "train", "--config", config_file) == (
+        f"config {config_file} sets {key} to an empty name: give {what}, or take {key} out of the file")
 
 
 def test_the_plots_say_what_was_scored_and_number_whole_epochs(tmp_path, blobs_npz, monkeypatch):

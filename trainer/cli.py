@@ -107,17 +107,25 @@ def layer_size(text: str) -> int:
 
 def folder_name(text: str) -> str:
     """A folder flag's value: an empty one would otherwise mean the default (a temporary folder, the
-    default registry) or the current folder, none of which was asked for."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
-    return text
+    default registry, the download cache) or the current folder, none of which was asked for."""
+    return _named(text, "a folder")
 
 
 def file_name(text: str) -> Path:
     """A file flag's value: an empty one would be the current folder (Path(''))."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a file, got an empty name")
-    return Path(text)
+    return Path(_named(text, "a file"))
+
+
+def data_file_name(text: str) -> str:
+    """--data-path's value: an empty one would be the current folder, or, for evaluate, the file the model
+    was trained on, neither of which was asked for."""
+    return _named(text, "a file")
+
+
+def _named(text: str, what: str) -> str:
+    if not text:  # an unset shell variable: --data-path "$DATA"
+        raise argparse.ArgumentTypeError(f"expected {what}, got an empty name")
+    return text
 
 
 def say(*values) -> None:
@@ -140,14 +148,16 @@ def warn(*values) -> None:
 def add_data_flags(parser: argparse.ArgumentParser, dataset_default: str = f"default {DEFAULTS.dataset}") -> None:
     parser.add_argument("--dataset", help=f"mnist, fashion-mnist, wine-quality, csv or npz ({dataset_default})")
     parser.add_argument("--variant", help="wine-quality: red (default), white or both")
-    parser.add_argument("--data-path", help="csv / npz: the data file")
+    parser.add_argument("--data-path", type=data_file_name, help="csv / npz: the data file")
     parser.add_argument("--target", help="csv: the column to predict")
     parser.add_argument("--task", choices=["classification", "regression"],
                         help="what the target is; csv: required; npz: default classification for integer, "
                              "boolean or text y or a labels array, regression for float y")
-    parser.add_argument("--data-dir", help="read the dataset files from this folder instead of downloading "
-                                           "(default: $SCRATCHNET_DATA_DIR)")
-    parser.add_argument("--cache-dir", help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")
+    parser.add_argument("--data-dir", type=folder_name,
+                        help="read the dataset files from this folder instead of downloading (default: "
+                             "$SCRATCHNET_DATA_DIR)")
+    parser.add_argument("--cache-dir", type=folder_name,
+                        help="download cache (default: $SCRATCHNET_CACHE or ~/.cache/scratchnet)")
 
 
 def add_train_flags(parser: argparse.ArgumentParser, seed_help: str | None = None) -> None:
@@ -282,7 +292,10 @@ def config_file_values(args: argparse.Namespace) -> dict:
                                f"command line only ({flags}); take {'it' if len(destination) == 1 else 'them'} out "
                                "of the file")
         for key in CONFIG_PATHS:
-            if isinstance(values.get(key), str) and values[key]:
+            if values.get(key) == "":  # would be the file's own folder, as an empty flag would be the current one
+                raise CommandError(f"config {args.config} sets {key} to an empty name: give "
+                                   f"{'a file' if key == 'data_path' else 'a folder'}, or take {key} out of the file")
+            if isinstance(values.get(key), str):
                 values[key] = str(args.config.parent / Path(values[key]).expanduser())
     return values
 
