@@ -208,6 +208,28 @@ def test_errors_reach_the_client_in_tritons_words(client, name, shape, message):
     assert error.value.status() == "400" and error.value.message() == message
 
 
+def test_a_tensor_in_shared_memory_is_refused_not_ignored(client):
+    """tritonclient's set_shared_memory names a region the server is to read an input from or write an output to.
+    There is no shared memory here: an output asked for in a region was answered in the response instead, 200, and
+    the client went on to read a region nothing wrote; an input in a region was told it had no 'data'."""
+    output = httpclient.InferRequestedOutput("probabilities")
+    output.set_shared_memory("outputs", 40)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("mnist", [vectors_input(np.zeros((1, 784), dtype=np.float32))], outputs=[output])
+    assert refused.value.status() == "400"
+    assert refused.value.message().startswith("Unable to find system shared memory region: 'outputs' for output "
+                                              "'probabilities': this server has no shared memory")
+    assert "leave out the output's shared memory parameters" in refused.value.message()
+    tensor = httpclient.InferInput("input", [1, 784], "FP32")
+    tensor.set_shared_memory("inputs", 3136)
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("mnist", [tensor])
+    assert refused.value.status() == "400"
+    assert refused.value.message().startswith("Unable to find system shared memory region: 'inputs' for input "
+                                              "'input': this server has no shared memory")
+    assert "send its data in the request" in refused.value.message()
+
+
 @pytest.mark.parametrize("model, version", [("nope", ""), ("mnist", "9")])
 def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, version):
     """A refused request whose body the service never needed (an unknown model or version) must not

@@ -274,6 +274,8 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
     if count == 0:  # nothing to predict on; and a zero next to huge dimensions is a shape NumPy cannot make
         raise BadRequest(f"{what} has shape {shape_text(tensor.shape)}, which holds no elements: there is no input "
                          "to predict on; send at least one.", code="no_input")
+    refuse_shared_memory(tensor.parameters, f"for {what}", "send its data in the request: JSON 'data', or binary "
+                         "data after the JSON (binary_data_size)")
     size = tensor.parameters.binary_data_size if tensor.parameters is not None else None
     if size is not None:
         if tensor.data is not None:
@@ -296,6 +298,19 @@ def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
         require_count(what, len(items), tensor, count, "element")
         return items
     return json_numbers(tensor, count)
+
+
+def refuse_shared_memory(parameters, where: str, instead: str) -> None:
+    """A 400 for a tensor whose parameters name a shared memory region (tritonclient's ``set_shared_memory``):
+    no region can be registered here, and ignored, the client would read an output region nothing wrote.
+    The message begins as Triton's for a region it does not know."""
+    extra = (parameters.model_extra or {}) if parameters is not None else {}
+    if not any(key.startswith("shared_memory_") for key in extra):
+        return
+    region = extra.get("shared_memory_region")
+    raise BadRequest(f"Unable to find system shared memory region: '{region}' {where}: this server has no shared "
+                     f"memory (the shared memory extensions are not served); {instead}.",
+                     code="unsupported_parameter")
 
 
 def require_count(what: str, held: int, tensor: RequestInput, count: int, unit: str) -> None:
@@ -392,6 +407,8 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
         if any(name == output.name for name, _, _ in chosen):  # as Triton: a response names each output once
             raise BadRequest(f"output '{output.name}' already requested", code="duplicate_output")
         p = output.parameters
+        refuse_shared_memory(p, f"for output '{output.name}'", "leave out the output's shared memory parameters, and "
+                             "it comes in the response")
         as_binary = default_binary if p is None or p.binary_data is None else p.binary_data
         classes = (p.classification or 0) if p is not None else 0
         if classes and specs[output.name].datatype == "BYTES":
