@@ -309,8 +309,14 @@ def read_inputs() -> tuple[str, object, int | None]:
     # their body is read to say what to send it as. Any other type is refused from the headers alone.
     body = read_body() if mimetype in ("", "application/x-www-form-urlencoded") else b""
     sent_as = format_by_signature(body)
-    send = (f"its body is a {sent_as} image: send it with Content-Type: image/{sent_as.lower()} "
-            f"(curl: -H 'Content-Type: image/{sent_as.lower()}')" if sent_as else f"send {ACCEPTED_TYPES}")
+    if sent_as:
+        send = (f"its body is a {sent_as} image: send it with Content-Type: image/{sent_as.lower()} "
+                f"(curl: -H 'Content-Type: image/{sent_as.lower()}')")
+    elif bytes(body[:4096]).lstrip()[:1] in (b"{", b"["):  # curl -d '{"inputs": ...}' says it is a form
+        send = ("its body looks like JSON: send it with Content-Type: application/json (curl -d sends "
+                "application/x-www-form-urlencoded unless told: add -H 'Content-Type: application/json')")
+    else:
+        send = f"send {ACCEPTED_TYPES}"
     if not mimetype:
         if not body:
             raise BadRequest(f"The body is empty; send an image or numbers ({ACCEPTED_TYPES}).", code="empty_body")

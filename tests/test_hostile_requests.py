@@ -299,6 +299,18 @@ def test_bad_request_gets_its_status_and_code(server, bad):
     assert (response.status_code, body["code"]) == (bad.status, bad.code), body["error"]
 
 
+@pytest.mark.parametrize("content_type, code", [("application/x-www-form-urlencoded", "unsupported_media_type"),
+                                                (None, "missing_content_type")])
+def test_json_sent_as_a_form_is_told_the_header_to_send(server, content_type, code):
+    """``curl -d '{"inputs": ...}'`` without -H sends its JSON as application/x-www-form-urlencoded: the 415
+    listed every accepted type, and never said that the body was JSON and which header was missing."""
+    response = requests.post(server.url + VECTOR_MODEL, timeout=30, **raw(b' {"inputs": [1, 2, 3, 4]}', content_type))
+    body = error_of(response)
+    assert (response.status_code, body["code"]) == (415, code), body["error"]
+    assert "its body looks like JSON: send it with Content-Type: application/json (curl -d sends " \
+           "application/x-www-form-urlencoded unless told: add -H 'Content-Type: application/json')" in body["error"]
+
+
 def test_made_up_methods_do_not_add_metric_series(server):
     """Any token is a valid HTTP method; the metrics must not grow a series for each one."""
     for i in range(40):
