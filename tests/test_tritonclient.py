@@ -230,6 +230,24 @@ def test_a_tensor_in_shared_memory_is_refused_not_ignored(client):
     assert "send its data in the request" in refused.value.message()
 
 
+def test_a_binary_request_whose_header_length_is_wrong_is_told_what_the_length_must_be(server):
+    """A binary request's Inference-Header-Content-Length counted in characters, not bytes (an id with an accent),
+    cuts the JSON part short: the 400 said only "not valid JSON", which sent the user to look at the JSON."""
+    raw = np.zeros((1, 784), dtype=np.float32).tobytes()
+    header = json.dumps({"id": "café", "inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32",
+                                                    "parameters": {"binary_data_size": len(raw)}}]}, ensure_ascii=False)
+    response = requests.post(server.url + "/v2/models/mnist/infer", data=header.encode() + raw, timeout=30,
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code == 400 and response.json()["code"] == "malformed_json", response.text
+    assert response.json()["error"].startswith("The body is not valid JSON: ")
+    assert f"; the JSON part is read as the first {len(header)} bytes of the body, as Inference-Header-Content-" \
+           "Length says: it must be the length in bytes of the JSON exactly as sent (UTF-8), before the binary " \
+           "tensors." in response.json()["error"]
+    fixed = requests.post(server.url + "/v2/models/mnist/infer", data=header.encode() + raw, timeout=30,
+                          headers={"Inference-Header-Content-Length": str(len(header.encode()))})
+    assert fixed.status_code == 200 and fixed.json()["id"] == "café", fixed.text
+
+
 @pytest.mark.parametrize("model, version", [("nope", ""), ("mnist", "9")])
 def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, version):
     """A refused request whose body the service never needed (an unknown model or version) must not

@@ -207,10 +207,15 @@ def infer(name: str, version: str | None = None):
     try:
         document = parse_json(header)
     except BadRequest as e:
-        if header_length is None and e.code == "malformed_json":  # most often: binary tensors, but no header length
+        if e.code != "malformed_json":
+            raise
+        if header_length is None:  # most often: binary tensors, but no header length
             raise BadRequest(f"{e.message.removesuffix('.')}; if binary tensors follow the JSON, send its length in "
                              f"the {binary.HEADER_LENGTH} header.", code=e.code) from None
-        raise
+        # most often a length in characters, or of another JSON text than the one sent
+        raise BadRequest(f"{e.message.removesuffix('.')}; the JSON part is read as the first {len(header)} bytes of "
+                         f"the body, as {binary.HEADER_LENGTH} says: it must be the length in bytes of the JSON "
+                         "exactly as sent (UTF-8), before the binary tensors.", code=e.code) from None
     infer_request = validate(InferRequest, document, "the inference request")
     chunks = binary.BinaryChunks(rest, None if header_length is None else len(header))
     input_name, payload = read_input(model, infer_request.inputs, chunks)
