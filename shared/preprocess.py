@@ -176,7 +176,8 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     if array.ndim == 1:
         array = array[np.newaxis]
     if array.ndim != 2:
-        raise InvalidInput(f"expected a vector or a list of vectors; got {array.ndim} levels of nesting")
+        raise InvalidInput(f"expected a vector or a list of vectors; got {array.ndim} levels of nesting (shape "
+                           f"{list(array.shape)}): send each vector as one flat list of {input_size} numbers")
     n, length = array.shape
     if n == 0:
         raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")

@@ -225,6 +225,8 @@ def test_model_metadata_like_tf_serving(server):
     ("/v1/models/mnist:predict", {"instances": [{"b64": B64[0]}, [0.0] * 784]}, 400, "mix the inputs"),
     ("/v1/models/mnist:predict", {"instances": [{"photo": {"b64": B64[0]}}]}, 400, "'photo'"),
     ("/v1/models/mnist:predict", {"instances": [[[0, 1], [2]]]}, 400, "regular array"),
+    ("/v1/models/iris:predict", {"instances": [IRIS[:1]]}, 400,
+     "got 3 levels of nesting (shape [1, 1, 4]): send each vector as one flat list of 4 numbers"),
     ("/v1/models/mnist/versions/3:predict", {"instances": IRIS}, 503, "cannot be served"),
     ("/v1/models/mnist/labels/beta:predict", {"instances": IRIS}, 404, "no label 'beta'"),
 ])
