@@ -103,9 +103,9 @@ from gunicorn import util as gunicorn_util
 from gunicorn.arbiter import Arbiter
 from gunicorn.errors import AppImportError
 from gunicorn.http.body import ChunkedReader, LengthReader
-from gunicorn.http.errors import (InvalidHeader, InvalidHeaderName, InvalidHTTPVersion, InvalidRequestLine,
-                                  InvalidRequestMethod, LimitRequestHeaders, LimitRequestLine, ObsoleteFolding,
-                                  UnsupportedTransferCoding)
+from gunicorn.http.errors import (ExpectationFailed, InvalidHeader, InvalidHeaderName, InvalidHTTPVersion,
+                                  InvalidRequestLine, InvalidRequestMethod, LimitRequestHeaders, LimitRequestLine,
+                                  ObsoleteFolding, UnsupportedTransferCoding)
 from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
@@ -250,6 +250,11 @@ def _explained(exc: Exception | None, header_limits: tuple[int, int] | None = No
                                        "is 3 to 20 capital letters, such as GET or POST.")
     if isinstance(exc, InvalidRequestLine):
         return 400, "invalid_request_line", "The request line is invalid: send it as METHOD /path HTTP/1.1."
+    if isinstance(exc, ExpectationFailed):  # Gunicorn's words: "Unable to comply with expectation: 'x'"
+        expect = without_token(str(exc.expect), None)
+        return 417, "expectation_failed", (f"The Expect header {shortened(expect, 60)!r} cannot be met: the only "
+                                           "expectation taken is 100-continue; send Expect: 100-continue, or no Expect "
+                                           "header.")
     if isinstance(exc, UnsupportedTransferCoding):  # worded as the app words its own refusal of "gzip, chunked"
         return 501, "unsupported_transfer_coding", (f"Transfer-Encoding {exc.hdr} is not supported, only chunked; "
                                                     "send the body as it is, or chunked.")

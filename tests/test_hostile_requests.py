@@ -402,6 +402,9 @@ NOT_HTTP = [
      "obsolete folding"),
     ("two-letter method", b"AB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
      "3 to 20 capital letters"),
+    ("an expectation other than 100-continue", b"POST /predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
+     b"Content-Length: 0\r\n\r\n", 417, "expectation_failed", "The Expect header '200-ok' cannot be met: the only "
+     "expectation taken is 100-continue; send Expect: 100-continue, or no Expect header."),
     # over Gunicorn's limits, which its words ("Error parsing headers: 'limit request headers fields size'") left
     # the client to guess
     ("request line over the limit", b"GET /models/" + b"m" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
