@@ -248,6 +248,27 @@ def test_a_binary_request_whose_header_length_is_wrong_is_told_what_the_length_m
     assert fixed.status_code == 200 and fixed.json()["id"] == "café", fixed.text
 
 
+@pytest.mark.parametrize("path, body, message", [
+    ("/v2/models/mnist/infer", {"model_version": "1"}, "The request's model_version '1' is not the version the URL "
+     "names (version 2, the served one): name it in the URL, /v2/models/mnist/versions/1/infer, or leave "
+     "model_version out."),
+    ("/v2/models/mnist/versions/1/infer", {"model_version": "2"}, "model_version '2' is not the version the URL "
+     "names (version 1)"),
+    ("/v2/models/mnist/infer", {"model_name": "digits"}, "The request's model_name 'digits' is not the model the URL "
+     "names, 'mnist': send it to /v2/models/digits/infer, or leave model_name out."),
+])
+def test_a_model_or_version_named_in_the_body_must_be_the_one_that_answers(server, path, body, message):
+    """The V2 body may name the model and version (KServe's client sends model_name); the URL decides which answers.
+    A body naming version 1 was answered 200 by the served version 2, so a client that put the version in the body
+    alone took version 2's probabilities for version 1's."""
+    tensor = {"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}
+    response = requests.post(server.url + path, json={**body, "inputs": [tensor]}, timeout=30)
+    assert response.status_code == 400 and response.json()["code"] == "model_mismatch", response.text
+    assert message in response.json()["error"]
+    agreeing = {"model_name": "mnist", "model_version": "02" if "versions/1" not in path else "1", "inputs": [tensor]}
+    assert requests.post(server.url + path, json=agreeing, timeout=30).status_code == 200
+
+
 @pytest.mark.parametrize("model, version", [("nope", ""), ("mnist", "9")])
 def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, version):
     """A refused request whose body the service never needed (an unknown model or version) must not

@@ -64,8 +64,9 @@ class InferRequest(Strict):
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
     # Sent by some clients (KServe's); the URL names the model.
-    model_name: str | None = None
-    model_version: str | None = None
+    model_name: str | None = Field(None, description="When given, the model the URL names (else 400).")
+    model_version: str | None = Field(None, description="When given, the version that answers (else 400): the "
+                                                        "URL's, or without one the served version.")
 
 
 class ResponseOutput(BaseModel):

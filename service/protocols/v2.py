@@ -217,6 +217,7 @@ def infer(name: str, version: str | None = None):
                          f"the body, as {binary.HEADER_LENGTH} says: it must be the length in bytes of the JSON "
                          "exactly as sent (UTF-8), before the binary tensors.", code=e.code) from None
     infer_request = validate(InferRequest, document, "the inference request")
+    check_named_model(infer_request, model, version)
     chunks = binary.BinaryChunks(rest, None if header_length is None else len(header))
     input_name, payload = read_input(model, infer_request.inputs, chunks)
     chunks.check_used()
@@ -225,6 +226,21 @@ def infer(name: str, version: str | None = None):
     response = infer_response(result, infer_request, requested)
     svc.metrics.observe_prediction(result, started)
     return response
+
+
+def check_named_model(infer_request: InferRequest, model: Model, version: str | None) -> None:
+    """A 400 for a body whose ``model_name`` or ``model_version`` (which the URL decides; KServe's client sends the
+    name) is not the model or version that answers: answered anyway, a client that names a version in the body
+    alone would take the served version's answer for that version's."""
+    name, wanted = infer_request.model_name or None, infer_request.model_version or None  # "": not set, in protobuf
+    if name is not None and name != model.name:
+        raise BadRequest(f"The request's model_name '{name}' is not the model the URL names, '{model.name}': send it "
+                         f"to /v2/models/{name}/infer, or leave model_name out.", code="model_mismatch")
+    if wanted is not None and not (in_digits(wanted) and int(wanted) == model.version):
+        answering = f"version {model.version}" + (", the served one" if version is None else "")
+        raise BadRequest(f"The request's model_version '{wanted}' is not the version the URL names ({answering}): "
+                         f"name it in the URL, /v2/models/{model.name}/versions/{wanted}/infer, or leave "
+                         "model_version out.", code="model_mismatch")
 
 
 def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryChunks) -> tuple[str, object]:
