@@ -211,7 +211,23 @@ def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
         raise BadRequest("The JSON body is nested too deeply to parse (arrays or objects over about 1000 levels "
                          "deep).", code="malformed_json") from None
     except (UnicodeDecodeError, ValueError) as e:
-        raise BadRequest(f"The body is not valid JSON: {e}.", code="malformed_json") from None
+        raise BadRequest(f"The body is not valid JSON: {e}{raw_control_advice(e)}.", code="malformed_json") from None
+
+
+RAW_CONTROLS = {"\n": ("line break", "\\n"), "\r": ("carriage return", "\\r"), "\t": ("tab", "\\t")}
+
+
+def raw_control_advice(error: Exception) -> str:
+    """What to do about a JSON string holding a raw line break (or other control character): most often base64
+    as ``base64`` writes it, in lines of 76, pasted into a string (``"$(base64 digit.png)"``)."""
+    if not (isinstance(error, json.JSONDecodeError) and error.msg.startswith("Invalid control character")):
+        return ""
+    char = error.doc[error.pos]
+    name, escape = RAW_CONTROLS.get(char, (f"control character U+{ord(char):04X}", f"\\u{ord(char):04x}"))
+    advice = f": a string holds a raw {name}, which JSON takes only escaped ({escape})"
+    if char in "\r\n":
+        advice += "; write base64 on one line (base64 -w0 digit.png, or Python's base64.b64encode)"
+    return advice
 
 
 STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per instance or tensor, beside its numbers

@@ -11,6 +11,7 @@ everything else is the production configuration.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import functools
 import io
@@ -309,6 +310,22 @@ def test_json_sent_as_a_form_is_told_the_header_to_send(server, content_type, co
     assert (response.status_code, body["code"]) == (415, code), body["error"]
     assert "its body looks like JSON: send it with Content-Type: application/json (curl -d sends " \
            "application/x-www-form-urlencoded unless told: add -H 'Content-Type: application/json')" in body["error"]
+
+
+@pytest.mark.parametrize("path, template", [(IMAGE_MODEL, '{"images": ["%s"]}'),
+                                            ("/v1/models/mnist:predict", '{"instances": [{"b64": "%s"}]}')])
+def test_base64_pasted_in_lines_is_told_to_write_it_on_one_line(server, path, template):
+    """``-d '{"images": ["'"$(base64 digit.png)"'"]}'`` pastes base64 as the base64 command writes it, in lines of 76
+    characters: the raw line breaks make the JSON invalid, and the 400 said only "Invalid control character at: line 1
+    column 90", which names no line break and nothing to do."""
+    lines = base64.encodebytes(digit_png()).decode()  # what `base64 digit.png` prints
+    response = requests.post(server.url + path, data=(template % lines).encode(), timeout=30,
+                             headers={"Content-Type": "application/json"})
+    body = error_of(response)
+    assert (response.status_code, body["code"]) == (400, "malformed_json"), body["error"]
+    assert body["error"].startswith("The body is not valid JSON: Invalid control character at: line 1 column ")
+    assert body["error"].endswith(": a string holds a raw line break, which JSON takes only escaped (\\n); write "
+                                  "base64 on one line (base64 -w0 digit.png, or Python's base64.b64encode).")
 
 
 def test_made_up_methods_do_not_add_metric_series(server):
