@@ -930,6 +930,8 @@ def _wide_to_unit(pixels: np.ndarray) -> np.ndarray:
         return pixels / np.float32(255)
     if low >= 0 and high <= 65535:
         return pixels / np.float32(65535)
+    if high == low:  # one value throughout, outside every range (all -1, all 70000): a blank field, not 0 / 0
+        return np.zeros_like(pixels)
     return (pixels - low) / np.float32(high - low)
 
 

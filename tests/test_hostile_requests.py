@@ -328,6 +328,16 @@ def test_base64_pasted_in_lines_is_told_to_write_it_on_one_line(server, path, te
                                   "base64 on one line (base64 -w0 digit.png, or Python's base64.b64encode).")
 
 
+@pytest.mark.parametrize("value", [-1, 70_000])
+def test_a_pixel_array_of_one_value_outside_every_range_is_blank_without_a_warning(server, value):
+    """Pixels of one value outside 0..65535 have no range to be scaled by: the scaling divided 0 by 0, NumPy's
+    RuntimeWarning went to the service's log, and NaN pixels went on down the pipeline."""
+    response = requests.post(server.url + "/v1/models/mnist:predict", json={"instances": [[[value] * 28] * 28]},
+                             timeout=30)
+    assert response.status_code == 400 and "the image is blank" in error_of(response)["error"], response.text
+    assert "RuntimeWarning" not in server.log()
+
+
 def test_made_up_methods_do_not_add_metric_series(server):
     """Any token is a valid HTTP method; the metrics must not grow a series for each one."""
     for i in range(40):
