@@ -199,6 +199,12 @@ def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
 @pytest.mark.parametrize("name, shape, message", [
     ("input", [1, 783], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,783]"),
     ("x", [1, 784], "unexpected inference input 'x' for model 'mnist'"),
+    # the two shapes clients most often send by mistake: the batch dimension left out, a picture's pixels as vectors
+    ("input", [784], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [784] (the first "
+     "dimension is the batch: send one vector as shape [1,784])"),
+    ("input", [1, 28, 28], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,28,28] "
+     "(pixels as [n, height, width] go in the input 'pixels'; or send each picture as one row of 784 values in "
+     "[0, 1])"),
 ])
 def test_errors_reach_the_client_in_tritons_words(client, name, shape, message):
     tensor = httpclient.InferInput(name, shape, "FP32")

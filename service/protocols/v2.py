@@ -284,7 +284,21 @@ def check_shape(model: Model, spec: signature.TensorSpec, shape: list[int]) -> N
         fits = 2 <= len(shape) <= 4
     if not fits:
         raise BadRequest(f"unexpected shape for input '{spec.name}' for model '{model.name}'. Expected "
-                         f"{shape_text(spec.shape)}, got {shape_text(shape)}", code="unexpected_shape")
+                         f"{shape_text(spec.shape)}, got {shape_text(shape)}{shape_hint(model, spec, shape)}",
+                         code="unexpected_shape")
+
+
+def shape_hint(model: Model, spec: signature.TensorSpec, shape: list[int]) -> str:
+    """What a refused shape most often means: the batch dimension left out (one vector sent as [784]), or a
+    picture's pixels sent to the input that takes vectors."""
+    if spec.name != signature.INPUT:
+        return ""
+    if shape == [spec.shape[1]]:
+        return f" (the first dimension is the batch: send one vector as shape [1,{spec.shape[1]}])"
+    if model.input_kind == "image" and len(shape) in (3, 4) and math.prod(shape[1:]) == spec.shape[1]:
+        return (f" (pixels as [n, height, width] go in the input '{signature.PIXELS}'; or send each picture as "
+                f"one row of {spec.shape[1]} values in [0, 1])")
+    return ""
 
 
 def tensor_values(tensor: RequestInput, chunks: binary.BinaryChunks):
