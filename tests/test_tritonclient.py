@@ -275,6 +275,18 @@ def test_a_model_or_version_named_in_the_body_must_be_the_one_that_answers(serve
     assert requests.post(server.url + path, json=agreeing, timeout=30).status_code == 200
 
 
+def test_the_documented_header_length_is_one_the_service_takes(server):
+    """The OpenAPI document gave Inference-Header-Content-Length a minimum of 0, which the service refuses (Triton
+    reads 0 as a raw binary request): a client generated from the document could send it."""
+    operation = requests.get(server.url + "/openapi.json", timeout=30).json()["paths"]["/v2/models/{name}/infer"]
+    header = next(p for p in operation["post"]["parameters"] if p["name"] == "Inference-Header-Content-Length")
+    assert header["schema"]["minimum"] == 1
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]})
+    refused = requests.post(server.url + "/v2/models/mnist/infer", data=body, timeout=30,
+                            headers={"Inference-Header-Content-Length": "0"})
+    assert refused.status_code == 400 and refused.json()["code"] == "malformed_header_length"
+
+
 @pytest.mark.parametrize("model, version", [("nope", ""), ("mnist", "9")])
 def test_an_error_before_the_body_is_used_keeps_the_connection(client, model, version):
     """A refused request whose body the service never needed (an unknown model or version) must not

@@ -60,8 +60,9 @@ INFER_BODY = {
     "content": {**_json(schemas.InferRequest), "application/octet-stream": {"schema": BINARY}},
 }
 INFER_HEADERS = [
-    {"name": HEADER_LENGTH, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0},
-     "description": "Length of the JSON part of a binary request."},
+    {"name": HEADER_LENGTH, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 1},
+     "description": "Length in bytes of the JSON part of a binary request (0, which Triton reads as a raw binary "
+                    "request, is refused); without it the whole body is JSON."},
 ]
 V1_BODY = {"required": True, "content": _json(schemas.V1PredictRequest)}
 
