@@ -214,6 +214,7 @@ def parse_json(body: bytes, example: str = '{"inputs": [...]}'):
         raise BadRequest(f"The body is not valid JSON: {e}{raw_control_advice(e)}.", code="malformed_json") from None
 
 
+RAW_CONTROL = "which JSON takes only escaped"  # in the message of a string holding a raw control character
 RAW_CONTROLS = {"\n": ("line break", "\\n"), "\r": ("carriage return", "\\r"), "\t": ("tab", "\\t")}
 
 
@@ -224,7 +225,7 @@ def raw_control_advice(error: Exception) -> str:
         return ""
     char = error.doc[error.pos]
     name, escape = RAW_CONTROLS.get(char, (f"control character U+{ord(char):04X}", f"\\u{ord(char):04x}"))
-    advice = f": a string holds a raw {name}, which JSON takes only escaped ({escape})"
+    advice = f": a string holds a raw {name}, {RAW_CONTROL} ({escape})"
     if char in "\r\n":
         advice += "; write base64 on one line (base64 -w0 digit.png, or Python's base64.b64encode)"
     return advice

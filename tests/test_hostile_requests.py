@@ -313,11 +313,14 @@ def test_json_sent_as_a_form_is_told_the_header_to_send(server, content_type, co
 
 
 @pytest.mark.parametrize("path, template", [(IMAGE_MODEL, '{"images": ["%s"]}'),
-                                            ("/v1/models/mnist:predict", '{"instances": [{"b64": "%s"}]}')])
+                                            ("/v1/models/mnist:predict", '{"instances": [{"b64": "%s"}]}'),
+                                            ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1], '
+                                                                       '"datatype": "BYTES", "data": ["%s"]}]}')])
 def test_base64_pasted_in_lines_is_told_to_write_it_on_one_line(server, path, template):
     """``-d '{"images": ["'"$(base64 digit.png)"'"]}'`` pastes base64 as the base64 command writes it, in lines of 76
     characters: the raw line breaks make the JSON invalid, and the 400 said only "Invalid control character at: line 1
-    column 90", which names no line break and nothing to do."""
+    column 90", which names no line break and nothing to do. On V2 it went on about binary tensors and their header,
+    which have nothing to do with a line break inside a string."""
     lines = base64.encodebytes(digit_png()).decode()  # what `base64 digit.png` prints
     response = requests.post(server.url + path, data=(template % lines).encode(), timeout=30,
                              headers={"Content-Type": "application/json"})

@@ -30,8 +30,8 @@ from shared.preprocess import TEXT_AND_TRUTH, holds_any, json_type_name
 from shared.registry import MAX_VERSION, VERSION_PATTERN
 from shared.text import counted, read_json
 
-from ..api import (STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits, not_found_in_words,
-                   parse_json, read_body, resolve_from_url, set_serving, validate)
+from ..api import (RAW_CONTROL, STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits,
+                   not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
@@ -207,7 +207,7 @@ def infer(name: str, version: str | None = None):
     try:
         document = parse_json(header)
     except BadRequest as e:
-        if e.code != "malformed_json":
+        if e.code != "malformed_json" or RAW_CONTROL in e.message:  # a fault in the JSON's text: no length's
             raise
         if header_length is None:  # most often: binary tensors, but no header length
             raise BadRequest(f"{e.message.removesuffix('.')}; if binary tensors follow the JSON, send its length in "
