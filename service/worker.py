@@ -207,6 +207,12 @@ def _header_limits(cfg) -> tuple[int, int]:
     return fields, cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else DEFAULT_MAX_HEADERFIELD_SIZE
 
 
+SPACED_TARGET = re.compile(r"\S+ +(\S+ +)*HTTP/\d\.\d")  # the rest of a target with spaces, then the version
+UNENCODED = re.compile(r"[^\x21-\x7e]")  # what RFC 9112 section 3.2 leaves to percent-encoding in a target
+ENCODE_TARGET = ("Encode each byte of the UTF-8 of other characters as %XX (a space as %20, é as %C3%A9), as an HTTP "
+                 "client's URL encoding does.")
+
+
 def _explained(exc: Exception | None, header_limits: tuple[int, int] | None = None) -> tuple[int, str, str] | None:
     """The status, code and message for a request Gunicorn could not parse, in words that say
     what to send instead; None to keep Gunicorn's own. ``header_limits``: the worker's _header_limits."""
@@ -229,6 +235,9 @@ def _explained(exc: Exception | None, header_limits: tuple[int, int] | None = No
         if isinstance(exc.version, tuple):  # well-formed, such as HTTP/2.0: a version not served
             return 505, "http_version_not_supported", (f"HTTP version {'.'.join(map(str, exc.version))} is not "
                                                        "served here; send the request as HTTP/1.1 or HTTP/1.0.")
+        if SPACED_TARGET.fullmatch(str(exc.version)):  # "GET /models/my model HTTP/1.1": the path ended at the space
+            return 400, "invalid_request_line", ("The request's path or query holds a space, which ends it: "
+                                                 f"percent-encode it as %20. {ENCODE_TARGET}")
         version = without_token(str(exc.version), None)  # "GET /x Bearer <token> HTTP/1.1"
         return 400, "invalid_request_line", (f"The request line's version {shortened(version, 60)!r} is "
                                              "malformed: end the line with HTTP/1.1.")
@@ -249,6 +258,10 @@ def _explained(exc: Exception | None, header_limits: tuple[int, int] | None = No
         return 400, "invalid_method", (f"The request method {shortened(str(exc.method), 60)!r} is invalid: a method "
                                        "is 3 to 20 capital letters, such as GET or POST.")
     if isinstance(exc, InvalidRequestLine):
+        parts = str(exc.req).split(" ", 2)
+        if len(parts) == 3 and UNENCODED.search(parts[1]):  # a byte outside printable ASCII, é sent as is
+            return 400, "invalid_request_line", ("The request's path or query holds characters other than printable "
+                                                 f"ASCII, which must be percent-encoded. {ENCODE_TARGET}")
         return 400, "invalid_request_line", "The request line is invalid: send it as METHOD /path HTTP/1.1."
     if isinstance(exc, ExpectationFailed):  # Gunicorn's words: "Unable to comply with expectation: 'x'"
         expect = without_token(str(exc.expect), None)

@@ -432,6 +432,13 @@ NOT_HTTP = [
      "obsolete folding"),
     ("two-letter method", b"AB /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_method",
      "3 to 20 capital letters"),
+    ("a space in the path", b"GET /models/my model HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_request_line",
+     "The request's path or query holds a space, which ends it: percent-encode it as %20. Encode each byte of the "
+     "UTF-8 of other characters as %XX (a space as %20, \u00e9 as %C3%A9), as an HTTP client's URL encoding does."),
+    ("UTF-8 in the path", "GET /models/caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 400, "invalid_request_line",
+     "The request's path or query holds characters other than printable ASCII, which must be percent-encoded."),
+    ("a tab in the query", b"GET /models?a=\tb HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_request_line",
+     "holds characters other than printable ASCII"),
     ("an expectation other than 100-continue", b"POST /predict HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n"
      b"Content-Length: 0\r\n\r\n", 417, "expectation_failed", "The Expect header '200-ok' cannot be met: the only "
      "expectation taken is 100-continue; send Expect: 100-continue, or no Expect header."),
