@@ -231,6 +231,23 @@ def raw_control_advice(error: Exception) -> str:
     return advice
 
 
+def other_protocols_body(payload, model: str, here: str) -> str | None:
+    """What ``payload`` is when it is the body of another of the service's APIs than ``here`` (``native``,
+    ``v1``, ``v2``), and where to send it; None when it looks like none of them. A client that moves between the
+    APIs sends one's body to another's route, which refused it by a field it did not know."""
+    if not isinstance(payload, dict):
+        return None
+    inputs = payload.get("inputs")
+    if here != "v2" and isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) \
+            and {"datatype", "shape"} & set(inputs[0]):
+        return f"a KServe V2 inference request (named tensors): POST it to /v2/models/{model}/infer"
+    if here != "v1" and "instances" in payload:
+        return f"a TF Serving predict request ('instances'): POST it to /v1/models/{model}:predict"
+    if here != "native" and "images" in payload:
+        return f"a request of the native API ('images'): POST it to /models/{model}/predict"
+    return None
+
+
 STRUCTURE_COMMAS = 8  # the most commas a protocol request's structure adds per instance or tensor, beside its numbers
 # Arrays and objects a request's data needs per value, at most: a [28][28][1] pixel array, as TF Serving's clients
 # send an image, has 1.04. Each costs as much memory as two numbers, or more, and holds no comma when nested alone.
@@ -302,6 +319,9 @@ def read_inputs() -> tuple[str, object, int | None]:
         payload = parse_json(raw)
         if not isinstance(payload, dict):
             raise InvalidInput('The JSON body must be an object: {"inputs": [...]} or {"images": ["<base64>"]}.')
+        if other := other_protocols_body(payload, g.model, "native"):
+            raise InvalidInput(f'The JSON body is {other}; this route takes {{"inputs": [[...numbers...]]}} or '
+                               '{"images": ["<base64>"]}.')
         body = validate(PredictRequest, payload, "the JSON body")
         if body.images is not None:
             # Before decoding them: millions of tiny ones took 21 s and 1 GB to be refused for their number.

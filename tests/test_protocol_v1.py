@@ -6,6 +6,7 @@ native API's."""
 import base64
 import gzip
 import json
+import re
 import socket
 import time
 
@@ -232,6 +233,33 @@ def test_model_metadata_like_tf_serving(server):
 ])
 def test_errors_are_tf_serving_style(server, path, body, status, contains):
     assert_error(post(server, path, body), status, contains)
+
+
+V2_BODY = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": IRIS}]}
+
+
+@pytest.mark.parametrize("path, body, status, says", [
+    ("/models/iris/predict", V2_BODY, 422, "The JSON body is a KServe V2 inference request (named tensors): POST it to "
+     '/v2/models/iris/infer; this route takes {"inputs": [[...numbers...]]} or {"images": ["<base64>"]}.'),
+    ("/models/iris/predict", {"instances": IRIS}, 422, "The JSON body is a TF Serving predict request ('instances'): "
+     "POST it to /v1/models/iris:predict"),
+    ("/v1/models/iris:predict", V2_BODY, 400, "The body is a KServe V2 inference request (named tensors): POST it to "
+     '/v2/models/iris/infer; this route takes {"instances": [...]} or {"inputs": ...}.'),
+    ("/v1/models/mnist:predict", {"images": B64[:1]}, 400, "The body is a request of the native API ('images'): POST "
+     "it to /models/mnist/predict"),
+    ("/v2/models/iris/infer", {"instances": IRIS}, 400, "The body is a TF Serving predict request ('instances'): "
+     "POST it to /v1/models/iris:predict; this route takes {\"inputs\": [{\"name\": ..., "),
+    ("/v2/models/mnist/infer", {"images": B64[:1]}, 400, "The body is a request of the native API ('images'): POST "
+     "it to /models/mnist/predict"),
+])
+def test_a_body_of_another_api_is_told_where_it_goes(server, path, body, status, says):
+    """The service speaks three APIs, and a client moving between them sends one's body to another's route: a V2
+    request on the native route was told that "values named in an object are not read", a TF Serving one that
+    'instances' is an unknown field, and neither was told which route takes it."""
+    response = requests.post(server.url + path, json=body, timeout=30)
+    assert response.status_code == status and says in response.json()["error"], response.text
+    goes_to = re.search(r"POST it to (\S+?);", response.json()["error"]).group(1)
+    assert requests.post(server.url + goes_to, json=body, timeout=30).status_code == 200
 
 
 def test_values_sent_by_column_name_are_told_the_columns_order(server):

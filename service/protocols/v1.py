@@ -30,8 +30,8 @@ from flask import Blueprint, current_app, g, request
 from shared.forward import Model
 from shared.preprocess import TEXT, holds_any
 
-from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, parse_json, read_body, resolve,
-                   validate, version_number)
+from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, other_protocols_body, parse_json,
+                   read_body, resolve, validate, version_number)
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -61,7 +61,11 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     # An instance's named inputs add a few commas each: {"pixels": [...], "b64": ...}.
     admit_json_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
-    body = validate(V1PredictRequest, parse_json(raw), "the predict request")
+    payload = parse_json(raw)
+    if other := other_protocols_body(payload, model.name, "v1"):
+        raise BadRequest(f'The body is {other}; this route takes {{"instances": [...]}} or {{"inputs": ...}}.',
+                         code="invalid_request")
+    body = validate(V1PredictRequest, payload, "the predict request")
     if body.signature_name not in (None, "", SIGNATURE):  # empty means the default, as in TF Serving
         raise BadRequest(f"Serving signature name: '{body.signature_name}' not found in signature def; "
                          f"model '{model.name}' has only '{SIGNATURE}'.", code="unknown_signature")

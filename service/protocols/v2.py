@@ -31,7 +31,8 @@ from shared.registry import MAX_VERSION, VERSION_PATTERN
 from shared.text import counted, read_json
 
 from ..api import (RAW_CONTROL, STRUCTURE_COMMAS, UNCHANGED, admin, admit_json_numbers, in_digits,
-                   not_found_in_words, parse_json, read_body, resolve_from_url, set_serving, validate)
+                   not_found_in_words, other_protocols_body, parse_json, read_body, resolve_from_url, set_serving,
+                   validate)
 from ..context import service
 from ..errors import BadRequest, Conflict, NotReady
 from ..inputs import decode_base64_image
@@ -216,6 +217,9 @@ def infer(name: str, version: str | None = None):
         raise BadRequest(f"{e.message.removesuffix('.')}; the JSON part is read as the first {len(header)} bytes of "
                          f"the body, as {binary.HEADER_LENGTH} says: it must be the length in bytes of the JSON "
                          "exactly as sent (UTF-8), before the binary tensors.", code=e.code) from None
+    if other := other_protocols_body(document, model.name, "v2"):
+        raise BadRequest(f'The body is {other}; this route takes {{"inputs": [{{"name": ..., "shape": [...], '
+                         '"datatype": ..., "data": [...]}]}.', code="invalid_request")
     infer_request = validate(InferRequest, document, "the inference request")
     check_named_model(infer_request, model, version)
     chunks = binary.BinaryChunks(rest, None if header_length is None else len(header))
