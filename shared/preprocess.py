@@ -75,6 +75,9 @@ MAX_DIRECTORY_ENTRIES = 1_000
 # keeping each block of a comment: 1 million comments of a byte (5 MB) took 187 MB. A loop count, a
 # comment, an ICC profile or XMP take a few blocks to a few thousand.
 MAX_GIF_METADATA_BLOCKS = 10_000
+# Blocks walked to find whether a GIF has a second image (only to word a refusal): the first image's own
+# blocks of pixels (255 bytes each, 16,000 in 4 MB) and the extensions after it; ~20 ms.
+MAX_GIF_WALK_BLOCKS = 200_000
 
 
 # --------------------------------------------------------------------------- public API
@@ -86,7 +89,7 @@ def image_to_vector(data: bytes, preprocessing: dict, *, max_pixels: int = DEFAU
     Raises UnsupportedImage (not a decodable image in an accepted format), ImageTooLarge (more
     than ``max_pixels`` declared) or InvalidInput (no bytes, or no ink found)."""
     size, fit = parse_image_spec(preprocessing)
-    return grey_to_vector(*_decoded_with_zoom(data, max_pixels, None), size=size, fit=fit)
+    return _image_vector(data, size, fit, max_pixels, None)
 
 
 def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -101,7 +104,7 @@ def images_to_batch(images: list[bytes], preprocessing: dict, *, max_pixels: int
     if len(images) == 0:
         raise InvalidInput("no images given: send at least one image")
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(images, lambda data, size: _decoded_with_zoom(data, max_pixels, budget, before_decode),
+    return _to_batch(images, lambda data, size, fit: _image_vector(data, size, fit, max_pixels, budget, before_decode),
                      preprocessing, item_name, "image")
 
 
@@ -126,24 +129,38 @@ def arrays_to_batch(arrays: list, preprocessing: dict, *, max_pixels: int = DEFA
     (n, h*w), within the same pixel limits as ``images_to_batch``; an error names the array as
     ``images_to_batch`` names an image."""
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(arrays, lambda pixels, size: (_array_to_grey(pixels, size, max_pixels, budget), None),
-                     preprocessing, item_name, "pixels")
+    return _to_batch(arrays, lambda pixels, size, fit: grey_to_vector(
+        _array_to_grey(pixels, size, max_pixels, budget), size=size, fit=fit), preprocessing, item_name, "pixels")
 
 
-def _to_batch(items: list, to_grey, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
-    """``to_grey(item, size)`` (the grey and its zoom, see shared.ink.grey_to_vector) of each item
-    through the rest of the pipeline, one row each; an error in one of several items is prefixed
-    with ``item_name.format(index)`` and detailed as ``{key: index}``."""
+def _to_batch(items: list, to_vector, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
+    """``to_vector(item, size, fit)`` (the model's input vector) of each item, one row each; an error in
+    one of several items is prefixed with ``item_name.format(index)`` and detailed as ``{key: index}``."""
     size, fit = parse_image_spec(preprocessing)
     batch = np.empty((len(items), size[0] * size[1]), dtype=np.float32)
     for i, item in enumerate(items):
         try:
-            batch[i] = grey_to_vector(*to_grey(item, size), size=size, fit=fit)
+            batch[i] = to_vector(item, size, fit)
         except ScratchnetError as err:
             if len(items) == 1:
                 raise
             raise type(err)(f"{item_name.format(i)}: {err.message}", [{key: i}, *err.details]) from err
     return batch
+
+
+def _image_vector(data: bytes, size: tuple[int, int], fit: str, max_pixels: int, budget: PixelBudget | None,
+                  before_decode: Callable[[int], None] | None = None) -> np.ndarray:
+    """An encoded image's input vector; where no item is found in an animation or a TIFF of several
+    pages, the error says that only its first frame is read, which may be the blank one."""
+    grey, zoom = _decoded_with_zoom(data, max_pixels, budget, before_decode)
+    try:
+        return grey_to_vector(grey, zoom, size=size, fit=fit)
+    except InvalidInput as err:
+        if not _has_several_frames(data):
+            raise
+        raise InvalidInput(f"{err.message}. The picture is an animation or has several pages, and only its first "
+                           "frame (or page) is read: save the one with the item on it as a picture of its own",
+                           err.details) from err
 
 
 def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
@@ -607,9 +624,7 @@ def _check_exif_entries(exif: bytes) -> None:
 def _check_gif_blocks(data: bytes) -> None:
     """Refuse a GIF of more than MAX_GIF_METADATA_BLOCKS extensions and blocks of them before its first
     image, counted before Pillow reads them."""
-    pos, blocks = 13, 0  # after the header and the logical screen
-    if len(data) > 10 and data[10] & 0x80:
-        pos += 3 << ((data[10] & 7) + 1)  # the global colour table
+    pos, blocks = _gif_after_screen(data), 0
     while pos + 1 < len(data) and data[pos] == 0x21:
         pos += 2  # the introducer and the label, then blocks up to an empty one
         while True:
@@ -622,6 +637,47 @@ def _check_gif_blocks(data: bytes) -> None:
                 break
             pos += 1 + data[pos]
         pos += 1
+
+
+def _gif_after_screen(data: bytes) -> int:
+    """Where a GIF's first block begins: after its header, logical screen and global colour table."""
+    return 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0)
+
+
+def _has_several_frames(data: bytes) -> bool:
+    """Whether the image in ``data`` has more than one frame: an animated GIF, PNG or WebP (an APNG's
+    default image outside its animation not counted), or a TIFF of several pages. Read from headers."""
+    if format_by_signature(data) == "GIF":
+        return _gif_has_second_image(data)
+    try:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            if image.format == "TIFF":
+                return image.is_animated  # whether a second directory follows: n_frames would read them all
+            return getattr(image, "n_frames", 1) - bool(image.info.get("default_image")) > 1
+    except Exception:  # noqa: BLE001 - it decoded before; a header read again that fails says nothing more
+        return False
+
+
+def _gif_has_second_image(data: bytes) -> bool:
+    """Whether a GIF has a second image after its first, found by walking its blocks (MAX_GIF_WALK_BLOCKS
+    at most: past those, no); a cut or malformed block stream has none."""
+    pos, images, blocks = _gif_after_screen(data), 0, 0
+    while pos < len(data) and blocks < MAX_GIF_WALK_BLOCKS:
+        if data[pos] == 0x2C:  # an image: its descriptor, its local colour table, its LZW code size
+            images += 1
+            if images == 2:
+                return True
+            flags = data[pos + 9] if pos + 9 < len(data) else 0
+            pos += 11 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+        elif data[pos] == 0x21:  # an extension: its introducer and label
+            pos += 2
+        else:
+            return False  # the trailer, or bytes that are no block
+        while pos < len(data) and data[pos] and blocks < MAX_GIF_WALK_BLOCKS:  # data blocks up to an empty one
+            blocks += 1
+            pos += 1 + data[pos]
+        pos += 1
+    return False
 
 
 def _jpeg_lacking_only_its_end(image: Image.Image, data: bytes) -> Image.Image | None:

@@ -457,6 +457,26 @@ def test_an_apng_is_read_from_the_first_frame_a_browser_shows():
         assert aligned_correlation(vector, image_to_vector(encode(zero, "PNG"), DIGIT)) < 0.5
 
 
+def test_a_blank_first_frame_is_refused_saying_only_the_first_frame_is_read():
+    """An animation, or a TIFF of several pages, whose first frame is blank is refused as blank, and the
+    refusal says why the digit on a later frame was not seen; a picture of one frame is refused as before."""
+    blank, digit = Image.new("L", (112, 112), 255), paper(synthetic_digit(1))
+    several = {"GIF": encode(blank, "GIF", save_all=True, append_images=[digit]),
+               "APNG": encode(blank, "PNG", save_all=True, append_images=[digit]),
+               "WEBP": encode(blank.convert("RGB"), "WEBP", save_all=True, append_images=[digit.convert("RGB")]),
+               "TIFF": encode(blank.copy(), "TIFF", save_all=True, append_images=[digit.copy()])}
+    for name, data in several.items():
+        with pytest.raises(InvalidInput, match="blank") as refused:
+            image_to_vector(data, DIGIT)
+        assert "only its first frame (or page) is read" in refused.value.message, name
+    one = [encode(blank, "GIF"), encode(blank, "PNG"),
+           encode(Image.new("L", (112, 112), 0), "PNG", save_all=True, append_images=[blank], default_image=True)]
+    for data in one:
+        with pytest.raises(InvalidInput, match="blank") as refused:
+            image_to_vector(data, DIGIT)
+        assert "first frame" not in refused.value.message
+
+
 def _decoded_by_pillow_alone(data: bytes, monkeypatch) -> np.ndarray:
     with monkeypatch.context() as patch:
         patch.setattr(preprocess, "_plain_png_by_libspng", lambda image, data: None)
