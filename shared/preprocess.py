@@ -806,6 +806,7 @@ OTHER_SIGNATURES = {b"\x00\x00\x01\x00": "an ICO icon", b"%PDF-": "a PDF documen
                     b"\x00\x00\x00\x0cjP  \r\n\x87\n": "a JPEG 2000 image", b"\xffO\xffQ": "a JPEG 2000 image",
                     b"\x00\x00\x00\x0cJXL \r\n\x87\n": "a JPEG XL image"}
 AVIF_BRANDS = {b"avif", b"avis"}
+SVG_HEAD = 2048  # bytes of a file looked at for an <svg> element after a prologue
 HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
@@ -819,7 +820,16 @@ def other_format_by_signature(data: bytes) -> str | None:
             return "an AVIF image"
         if brands & HEIF_BRANDS:
             return "a HEIC photo (an iPhone's default format)"
+    if _is_svg(data):
+        return "an SVG drawing"
     return next((name for signature, name in OTHER_SIGNATURES.items() if head.startswith(signature)), None)
+
+
+def _is_svg(data: bytes) -> bool:
+    """Whether ``data`` begins like an SVG file: its <svg> element first, or after an XML declaration,
+    comments or a doctype (Inkscape and Illustrator write a few hundred bytes of those)."""
+    text = bytes(data[:SVG_HEAD]).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in text)
 
 
 def _upright(image: Image.Image, stored_as: str | None) -> Image.Image:

@@ -525,8 +525,9 @@ def test_a_picture_too_large_is_refused_with_what_to_do(page, tmp_path):
     drawing.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28">'
                        '<path d="M14 4v20" stroke="#000" stroke-width="3"/></svg>')
     page.locator("#file").set_input_files(str(drawing))
-    message = wait_for_failure(page)  # it says which formats are read
-    assert message == "The data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF).", message
+    message = wait_for_failure(page)  # it says which formats are read, and what to do
+    assert message == ("The data is an SVG drawing, in none of the accepted formats (PNG, JPEG, WEBP, BMP, GIF, "
+                       "TIFF): convert it to PNG or JPEG."), message
 
 
 def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path):

@@ -1008,15 +1008,20 @@ def test_images_in_other_formats_are_unsupported(fmt, digit):
 
 # An iPhone photo's first bytes: an ISO "ftyp" box (brand heic, compatible with mif1 and heic), then its "meta" box.
 HEIC_START = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00\x00\x01\x00meta" + bytes(248)
+# A drawing as Inkscape saves it: an XML declaration and a comment before the <svg> element.
+SVG_START = (b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!-- Created with Inkscape '
+             b'(http://www.inkscape.org/) -->\n\n<svg width="28" height="28" xmlns="http://www.w3.org/2000/svg">'
+             b'<path d="M14 4v20" stroke="#000" stroke-width="3"/></svg>\n')
 
 
 @pytest.mark.parametrize("fmt, named", [("HEIC", "a HEIC photo"), ("AVIF", "an AVIF image"), ("ICO", "an ICO icon"),
-                                        ("PDF", "a PDF document"), ("JPEG2000", "a JPEG 2000 image")])
+                                        ("PDF", "a PDF document"), ("JPEG2000", "a JPEG 2000 image"),
+                                        ("SVG", "an SVG drawing")])
 def test_a_picture_in_a_format_not_accepted_is_named_not_called_no_image(fmt, named, digit):
-    """An iPhone's HEIC photo (or an AVIF, an icon, a PDF) was refused as "the data is not an image", which
+    """An iPhone's HEIC photo (or an AVIF, an icon, a PDF, an SVG drawing) was refused as "the data is not an image", which
     is false for a picture the user can see: the refusal names the format and what to convert it to."""
-    if fmt == "HEIC":
-        data = HEIC_START
+    if fmt in ("HEIC", "SVG"):
+        data = HEIC_START if fmt == "HEIC" else SVG_START
     else:
         if not features.check({"AVIF": "avif", "JPEG2000": "jpg_2000"}.get(fmt, "pil")):
             pytest.skip(f"this Pillow cannot write {fmt}")
