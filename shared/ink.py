@@ -15,11 +15,11 @@ For a digit, ink that is a sheet of paper (photographed on a desk that shows aro
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
 The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
 found as a document's skew is), lose their own level of ink, leaving the strokes on them.
-Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar), or a
-frame round the digit (a form's box, square-on or turned a little), is not the digit either, when
-a digit clear of it is left. Ink whose box is under ZOOM_BELOW working pixels (a small digit in
-a large photo) is looked at again in the region around it, decoded finer, as a person would crop
-the picture to it.
+Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar, a thumb
+holding the page), or a frame round the digit (a form's box, square-on or turned a little), is not
+the digit either, when a digit clear of it is left. Ink whose box is under ZOOM_BELOW working pixels
+(a small digit in a large photo) is looked at again in the region around it, decoded finer, as a
+person would crop the picture to it.
 
 Fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
 mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
@@ -51,6 +51,9 @@ BLANK_SHEET = ("the image is blank: what stands out is a solid shape over much o
                "picture to the digit")
 BOX_LEVEL = {"digit": 0.1, "garment": 0.02}  # ink above this (strokes at 1) sets the bounding box
 MARGIN = 2  # output pixels kept around the box when resizing
+# Ink meeting the border in a run this long, of its side, runs along the edge: a desk or a toolbar along
+# all of it, or a thumb holding the page, which meets it for a sixth of the side or so.
+EDGE_RUN = 1 / 8
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
 RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
 RULE_SLOPE = 0.27  # ruled lines turned by up to this many rows a column (15 degrees) are found too
@@ -217,10 +220,10 @@ def _count_runs(mask: np.ndarray) -> int:
 
 def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
     """``ink`` and its ``bounds`` less what runs along the edge of the picture (the desk beside a
-    photographed page, an app's toolbar in a screenshot, a shadow): ink connected to a quarter of
-    one side of the border or more, inked in one run, when what is left is digit-sized and clear
-    of the border. A digit's strokes meet the border, if at all, for their width, or all round
-    (a picture cropped to them)."""
+    photographed page, an app's toolbar in a screenshot, a shadow, a thumb holding the page): ink
+    connected to EDGE_RUN of one side of the border or more, inked in one run, when what is left is
+    digit-sized and clear of the border. A digit's strokes meet the border, if at all, for their
+    width, or all round (a picture cropped to them)."""
     strips = _edge_strips(ink)
     if strips is None:
         return ink, bounds
@@ -238,14 +241,14 @@ def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> 
 
 
 def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
-    """The inked pixels connected to a run of inked border pixels a quarter of its side long or
+    """The inked pixels connected to a run of inked border pixels EDGE_RUN of its side long or
     more, as a mask; None when there is no such run (at once when no border pixel is inked)."""
     if not any(ink[side].any() for side in SIDES):
         return None
     inked = ink > 0
     seeds = np.zeros_like(inked)
     for side in SIDES:
-        seeds[side] = _long_runs(inked[side], max(2, inked[side].size // 4))
+        seeds[side] = _long_runs(inked[side], max(2, int(EDGE_RUN * inked[side].size)))
     return _connected(seeds, inked) if seeds.any() else None
 
 

@@ -120,17 +120,7 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
         coverage = np.clip((np.asarray(spread, dtype=np.float32) / 255 - 0.08) / 0.2, 0, 1)
         return encode(Image.fromarray(np.round(255 - 235 * coverage).astype(np.uint8), "L"), "PNG")
     if kind == "photo_jpeg":
-        height, width = 800, 600
-        coverage = canvas(pixels28, 420, ink_scale=0.8)
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        paper = 0.62 + 0.18 * (xx / width) + 0.08 * (yy / height)  # uneven light
-        top, left = 260 + int(rng.integers(-20, 21)), 120 + int(rng.integers(-20, 21))
-        ink = np.zeros((height, width), dtype=np.float32)
-        ink[top:top + 420, left:left + 420] = coverage
-        grey = paper * (1 - 0.78 * ink) + rng.normal(0, 0.02, size=(height, width)).astype(np.float32)
-        tint = np.array([1.0, 0.97, 0.9], dtype=np.float32)  # warm indoor light
-        rgb = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
-        return encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=85)
+        return _photo(_lit_page(pixels28, rng, (260, 120)), rng)
     if kind == "sheet_photo":
         angle = float(rng.uniform(5, 25) * rng.choice([-1, 1]))
         return tilted_sheet_photo(pixels28, angle, float(rng.choice([0.25, 0.5, 0.97])), seed=seed)
@@ -149,6 +139,51 @@ def render_user_digit(pixels28: np.ndarray, kind: str, *, seed: int = 0) -> byte
     if kind == "inverted_mnist":
         return encode(Image.fromarray(pixels28, "L"), "PNG")
     raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(USER_KINDS + HARD_KINDS)}")
+
+
+def _lit_page(pixels28: np.ndarray, rng: np.random.Generator, at: tuple[int, int]) -> np.ndarray:
+    """photo_jpeg's page before its noise: grey paper lit with a gradient, 600x800, the digit in dark
+    ink 336 px tall, its 420-px square drawn at ``at`` (top, left), moved by up to 20 px either way."""
+    height, width = 800, 600
+    coverage = canvas(pixels28, 420, ink_scale=0.8)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    paper = 0.62 + 0.18 * (xx / width) + 0.08 * (yy / height)  # uneven light
+    top, left = at[0] + int(rng.integers(-20, 21)), at[1] + int(rng.integers(-20, 21))
+    ink = np.zeros((height, width), dtype=np.float32)
+    ink[top:top + 420, left:left + 420] = coverage
+    return paper * (1 - 0.78 * ink)
+
+
+def _photo(grey: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A grey scene as a phone photographs it: sensor noise, warm indoor light, JPEG quality 85."""
+    grey = grey + rng.normal(0, 0.02, size=grey.shape).astype(np.float32)
+    tint = np.array([1.0, 0.97, 0.9], dtype=np.float32)  # warm indoor light
+    rgb = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
+    return encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=85)
+
+
+def thumb_photo(pixels28: np.ndarray, *, seed: int = 0, on_side: bool = False) -> bytes:
+    """photo_jpeg's photo with the digit lower and to the right, and the thumb that holds the page: a
+    shadowed oval reaching in from a corner (``on_side``: from the middle of a side), 120-160 by
+    60-85 px across, meeting the border for a sixth of its side or so, with a soft shadow round it."""
+    rng = np.random.default_rng(seed)
+    grey = _lit_page(pixels28, rng, (220, 90))
+    height, width = grey.shape
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    corner = int(rng.integers(0, 4))
+    centre_y, centre_x = (height if corner // 2 else 0), (width if corner % 2 else 0)
+    if on_side and corner % 2:
+        centre_y = rng.uniform(0.3, 0.9) * height
+    elif on_side:
+        centre_x = rng.uniform(0.2, 0.8) * width
+    turn, long, short = np.deg2rad(rng.uniform(20, 70)), rng.uniform(110, 160), rng.uniform(60, 85)
+    along = (xx - centre_x) * np.cos(turn) + (yy - centre_y) * np.sin(turn)
+    across = (yy - centre_y) * np.cos(turn) - (xx - centre_x) * np.sin(turn)
+    reach = np.sqrt((along / long) ** 2 + (across / short) ** 2)  # 1 on the thumb's outline
+    grey = grey * np.where(reach < 1.25, 0.65 + 0.35 * np.clip((reach - 1) / 0.25, 0, 1), 1)  # its shadow
+    skin = 0.68 * (0.75 + 0.25 * np.clip(1 - reach, 0, 1))  # skin's luminance, darker to its edge
+    cover = np.clip((1 - reach) * 40, 0, 1)
+    return _photo(grey * (1 - cover) + skin * cover, rng)
 
 
 def synthetic_digit(seed: int = 0) -> np.ndarray:
