@@ -15,6 +15,7 @@ An image goes through one pipeline whatever its format or mode:
 3. ink and fit (shared/ink.py): the paper is told from the ink, what is not the item is set
    aside, and the item is fitted into the field as the model's dataset has it.
 """
+import binascii
 import io
 import itertools
 import math
@@ -425,6 +426,10 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
             raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
                                    "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
                                    "floating-point colour); save it as an 8-bit PNG or JPEG") from err
+        encoded = _base64_image_format(data)
+        if encoded:
+            raise UnsupportedImage(f"the data is the base64 text of a {encoded} image, not the image itself: decode "
+                                   "it and send the bytes it stands for") from err
         other = other_format_by_signature(data)
         if other:
             raise UnsupportedImage(f"the data is {other}, in none of the accepted formats ({accepted}): "
@@ -823,6 +828,19 @@ def other_format_by_signature(data: bytes) -> str | None:
     if _is_svg(data):
         return "an SVG drawing"
     return next((name for signature, name in OTHER_SIGNATURES.items() if head.startswith(signature)), None)
+
+
+def _base64_image_format(data: bytes) -> str | None:
+    """The accepted format of the image whose base64 text (standard or URL-safe, or in a data: URL)
+    ``data`` begins with, if it is one: a client that sent the text in place of the bytes."""
+    text = bytes(data[:256]).lstrip()
+    if text[:5].lower() == b"data:":
+        text = text.partition(b",")[2]
+    try:
+        head = binascii.a2b_base64(text[:24].replace(b"-", b"+").replace(b"_", b"/"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return format_by_signature(head)
 
 
 def _is_svg(data: bytes) -> bool:

@@ -1,6 +1,7 @@
 """Input preprocessing (SPEC §4): every accepted format and mode becomes the MNIST-style vector,
 user drawings and photos land where MNIST digits do, bad bytes and bad vectors are refused with a
 message a person can act on."""
+import base64
 import io
 import math
 import re
@@ -1043,6 +1044,21 @@ def test_a_picture_in_a_format_not_accepted_is_named_not_called_no_image(fmt, na
     assert str(refused.value).startswith(f"the data is {named}"), refused.value
     assert str(refused.value).endswith("in none of the accepted formats (PNG, JPEG, WEBP, BMP, GIF, TIFF): "
                                        "convert it to PNG or JPEG"), refused.value
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_image_sent_as_its_base64_text_is_told_to_send_the_bytes(fmt, digit):
+    """A client that sent an image's base64 text (or its data: URL, as a browser's canvas gives it) as the
+    bytes of an image was told the data is not an image in an accepted format: true, and no help."""
+    data = encode(paper(digit).convert("RGB"), fmt)
+    text = base64.b64encode(data)
+    for sent in (text, base64.urlsafe_b64encode(data), b"data:image/png;base64," + text, b"\n" + text + b"\n"):
+        with pytest.raises(UnsupportedImage) as refused:
+            image_to_vector(sent, DIGIT)
+        assert refused.value.message == (f"the data is the base64 text of a {fmt} image, not the image itself: "
+                                         "decode it and send the bytes it stands for")
+    with pytest.raises(UnsupportedImage, match="not an image in an accepted format"):
+        image_to_vector(base64.b64encode(b"plain text, not an image"), DIGIT)
 
 
 def tiff_with_photometric(data: bytes, photometric: int) -> bytes:
