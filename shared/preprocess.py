@@ -447,6 +447,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
         if "MAX_TEXT_CHUNK" in str(err):  # Pillow's words, which name its internals and no way out
             raise UnsupportedImage("the PNG holds a text chunk of metadata that inflates past 1 MB, which is not "
                                    "read: save the image again without its metadata") from err
+        image_format = image_format or stored_as  # a WebP cut short fails in Image.open, before its format is set
         what = f"the {image_format} image" if image_format else "the image"
         raise UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
                                f"{err or type(err).__name__}") from err

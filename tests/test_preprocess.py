@@ -597,6 +597,17 @@ def test_a_truncated_canvas_png_is_refused_in_pillows_words(digit):
         decode_grey(data[: len(data) // 2] + data[-12:])
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_an_image_cut_short_is_refused_naming_its_format(fmt, digit):
+    # A WebP cut short was "the image could not be decoded", unnamed: Pillow fails on it in Image.open.
+    data = encode(paper(digit, side=280).convert("L" if fmt == "GIF" else "RGB"), fmt)
+    for cut in (len(data) // 3, 2 * len(data) // 3):
+        with pytest.raises(UnsupportedImage) as refused:
+            decode_grey(data[:cut])
+        assert refused.value.message.startswith(f"the {fmt} image could not be decoded, the file may be truncated"), (
+            cut, refused.value.message)
+
+
 def test_large_photos_are_reduced_before_analysis(digit, reference):
     sheet = np.full((2400, 1800), 235, dtype=np.uint8)
     sheet[900:1500, 600:1200] = np.asarray(paper(digit, side=600))
