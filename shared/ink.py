@@ -54,6 +54,8 @@ MARGIN = 2  # output pixels kept around the box when resizing
 # Ink meeting the border in a run this long, of its side, runs along the edge: a desk or a toolbar along
 # all of it, or a thumb holding the page, which meets it for a sixth of the side or so.
 EDGE_RUN = 1 / 8
+# The edge of a shadow across the page, which the paper's fit does not follow, is inked under this.
+FAINT_STRIP = 0.3
 SIDES = (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1])  # an image's outermost rows and columns
 RULE_SPAN, RULES_MIN = 0.75, 4  # ruled paper: this share of a row inked, in this many lines (a digit has 3 bars)
 RULE_SLOPE = 0.27  # ruled lines turned by up to this many rows a column (15 degrees) are found too
@@ -223,20 +225,32 @@ def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> 
     photographed page, an app's toolbar in a screenshot, a shadow, a thumb holding the page): ink
     connected to EDGE_RUN of one side of the border or more, inked in one run, when what is left is
     digit-sized and clear of the border. A digit's strokes meet the border, if at all, for their
-    width, or all round (a picture cropped to them)."""
+    width, or all round (a picture cropped to them). Where the strips join the digit, their faint
+    ink alone (under FAINT_STRIP: the edge of a shadow across the page, which the paper's fit does
+    not follow) is set aside, if that leaves the digit clear of them."""
     strips = _edge_strips(ink)
     if strips is None:
         return ink, bounds
+    rest = _clear_of(ink, strips)
+    if rest is None:
+        faint = _edge_strips(np.where(ink < FAINT_STRIP, ink, np.float32(0)))
+        rest = _clear_of(ink, faint) if faint is not None else None
+    return rest or (ink, bounds)
+
+
+def _clear_of(ink: np.ndarray, strips: np.ndarray) -> tuple[np.ndarray, tuple] | None:
+    """``ink`` less the mask ``strips``, and its bounds, when what is left is digit-sized and clear of
+    the border; else None."""
     rest = np.where(strips, np.float32(0), ink)
     try:
         rest_bounds = _ink_bounds(rest, BOX_LEVEL["digit"])
     except InvalidInput:
-        return ink, bounds  # nothing but the strips: they are what was drawn
+        return None  # nothing but the strips: they are what was drawn
     top, bottom, left, right = rest_bounds
     if max(bottom - top, right - left) < min(ink.shape) // 10:
-        return ink, bounds  # too small for a digit beside them: specks, or the strips are the digit
+        return None  # too small for a digit beside them: specks, or the strips are the digit
     if top == 0 or left == 0 or bottom == ink.shape[0] or right == ink.shape[1]:
-        return ink, bounds  # the rest meets the border too: a picture cropped to the digit's strokes
+        return None  # the rest meets the border too: a picture cropped to the digit's strokes
     return rest, rest_bounds
 
 

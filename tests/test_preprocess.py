@@ -22,7 +22,7 @@ from shared.preprocess import (ACCEPTED_FORMATS, WORKING_SIDE, array_to_vector, 
                                float32_within, image_to_vector, images_to_batch, validate_vectors)
 from allocations import traced_peak
 from images import (FORMAT_MODES, HARD_KINDS, USER_KINDS, encode, paper, png_chunk, render_user_digit,
-                    synthetic_digit, thumb_photo, tilted_sheet_photo, to_mode)
+                    shadow_photo, synthetic_digit, thumb_photo, tilted_sheet_photo, to_mode)
 
 DIGIT = {"type": "image", "size": [28, 28], "fit": "digit", "polarity": "light_on_dark"}
 GARMENT = {"type": "image", "size": [28, 28], "fit": "garment", "polarity": "light_on_dark"}
@@ -331,6 +331,18 @@ def test_a_thumb_holding_the_page_is_not_part_of_the_digit(on_side):
         for seed in range(10):
             vector = image_to_vector(thumb_photo(synthetic_digit(shape), seed=seed, on_side=on_side), DIGIT)
             assert aligned_correlation(vector, reference) > 0.9, (shape, seed)
+
+
+def test_the_edge_of_a_shadow_across_the_page_is_not_part_of_the_digit():
+    # The shadow of the phone or a hand across a photographed page: the paper's fit does not follow its edge,
+    # which is left as a faint band of ink from border to border through the digit, and became a bar in the
+    # field (MNIST test digits so photographed: 87 % of 400 read right). One photo in 16 of each digit, with
+    # its shadow darker than the fit can tell from ink, is still misread.
+    for shape in (0, 1):
+        reference = image_to_vector(encode(paper(synthetic_digit(shape)), "PNG"), DIGIT)
+        read = [aligned_correlation(image_to_vector(shadow_photo(synthetic_digit(shape), seed=seed), DIGIT), reference)
+                for seed in range(16)]
+        assert sum(correlation > 0.75 for correlation in read) >= 15, (shape, np.round(read, 2))
 
 
 def test_a_frame_drawn_round_the_digit_is_not_part_of_it(digit, reference):
