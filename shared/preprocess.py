@@ -39,6 +39,9 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF"}
 DEFAULT_MAX_PIXELS = 40_000_000
+# An image whose longer side is under this many pixels that shows no item is too small to show one (an
+# icon, a thumbnail, a placeholder); told so, not that its ink is too faint.
+TINY_SIDE = 8
 FITS = ("digit", "garment")
 # Images of twice this side or more are box-reduced by an integer factor first: a digit needs
 # far fewer pixels than a canvas or a photo has (MNIST's are 20 px), and every later step is
@@ -151,12 +154,16 @@ def _to_batch(items: list, to_vector, preprocessing: dict, item_name: str, key: 
 
 def _image_vector(data: bytes, size: tuple[int, int], fit: str, max_pixels: int, budget: PixelBudget | None,
                   before_decode: Callable[[int], None] | None = None) -> np.ndarray:
-    """An encoded image's input vector; where no item is found in an animation or a TIFF of several
-    pages, the error says that only its first frame is read, which may be the blank one."""
+    """An encoded image's input vector. Where no item is found, the error says why when the picture
+    tells: a few pixels cannot show one, and of an animation or a TIFF of several pages only the
+    first frame is read, which may be the blank one."""
     grey, zoom = _decoded_with_zoom(data, max_pixels, budget, before_decode)
     try:
         return grey_to_vector(grey, zoom, size=size, fit=fit)
     except InvalidInput as err:
+        if max(grey.shape) < TINY_SIDE:
+            raise InvalidInput(f"the image is only {grey.shape[1]}x{grey.shape[0]} pixels, too few to show a digit "
+                               "or a garment: send the picture at its full size", err.details) from err
         if not _has_several_frames(data):
             raise
         raise InvalidInput(f"{err.message}. The picture is an animation or has several pages, and only its first "

@@ -482,6 +482,19 @@ def test_an_apng_is_read_from_the_first_frame_a_browser_shows():
         assert aligned_correlation(vector, image_to_vector(encode(zero, "PNG"), DIGIT)) < 0.5
 
 
+@pytest.mark.parametrize("side", [1, 2, 7])
+def test_an_image_of_a_few_pixels_is_refused_as_too_small_not_as_faint(side):
+    # A 1x1 image (a placeholder, a tracking pixel, an icon shrunk away) was told it is blank and to draw
+    # darker or photograph against plain paper: no advice that helps.
+    for shade in (0, 255):
+        with pytest.raises(InvalidInput) as refused:
+            image_to_vector(encode(Image.new("L", (side, side), shade), "PNG"), DIGIT)
+        assert refused.value.message == (f"the image is only {side}x{side} pixels, too few to show a digit or a "
+                                         "garment: send the picture at its full size")
+    with pytest.raises(InvalidInput, match="draw darker"):  # as large as a little digit: blank as before
+        image_to_vector(encode(Image.new("L", (8, 8), 255), "PNG"), DIGIT)
+
+
 def test_a_blank_first_frame_is_refused_saying_only_the_first_frame_is_read():
     """An animation, or a TIFF of several pages, whose first frame is blank is refused as blank, and the
     refusal says why the digit on a later frame was not seen; a picture of one frame is refused as before."""
