@@ -16,10 +16,10 @@ or turned) is not the digit: the ink is looked for again on the sheet, against i
 The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
 found as a document's skew is), lose their own level of ink, leaving the strokes on them.
 Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar, a thumb
-holding the page), or a frame round the digit (a form's box, square-on or turned a little), is not
-the digit either, when a digit clear of it is left. Ink whose box is under ZOOM_BELOW working pixels
-(a small digit in a large photo) is looked at again in the region around it, decoded finer, as a
-person would crop the picture to it.
+holding the page) or across it (a notebook's margin line), or a frame round the digit (a form's
+box, square-on or turned a little), is not the digit either, when a digit clear of it is left. Ink
+whose box is under ZOOM_BELOW working pixels (a small digit in a large photo) is looked at again in
+the region around it, decoded finer, as a person would crop the picture to it.
 
 Fit: ``digit`` is the MNIST recipe (crop to the ink, longest side scaled to 20 px, centre of
 mass put at pixel (14, 14) of the 28x28 field); ``garment`` is Fashion-MNIST's (crop, longest
@@ -222,10 +222,11 @@ def _count_runs(mask: np.ndarray) -> int:
 
 def _without_edge_strips(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> tuple[np.ndarray, tuple]:
     """``ink`` and its ``bounds`` less what runs along the edge of the picture (the desk beside a
-    photographed page, an app's toolbar in a screenshot, a shadow, a thumb holding the page): ink
-    connected to EDGE_RUN of one side of the border or more, inked in one run, when what is left is
-    digit-sized and clear of the border. A digit's strokes meet the border, if at all, for their
-    width, or all round (a picture cropped to them). Where the strips join the digit, their faint
+    photographed page, an app's toolbar in a screenshot, a shadow, a thumb holding the page, a
+    notebook's margin line): ink connected to EDGE_RUN of one side of the border or more, inked in
+    one run, or to two opposite sides, when what is left is digit-sized and clear of the border. A
+    digit's strokes meet the border, if at all, for their width, or all round (a picture cropped to
+    them). Where the strips join the digit, their faint
     ink alone (under FAINT_STRIP: the edge of a shadow across the page, which the paper's fit does
     not follow) is set aside, if that leaves the digit clear of them."""
     strips = _edge_strips(ink)
@@ -256,13 +257,20 @@ def _clear_of(ink: np.ndarray, strips: np.ndarray) -> tuple[np.ndarray, tuple] |
 
 def _edge_strips(ink: np.ndarray) -> np.ndarray | None:
     """The inked pixels connected to a run of inked border pixels EDGE_RUN of its side long or
-    more, as a mask; None when there is no such run (at once when no border pixel is inked)."""
+    more, or to both of two opposite sides (a line across the picture: a notebook's margin line), as a
+    mask; None when there is no such run (at once when no border pixel is inked)."""
     if not any(ink[side].any() for side in SIDES):
         return None
     inked = ink > 0
     seeds = np.zeros_like(inked)
     for side in SIDES:
         seeds[side] = _long_runs(inked[side], max(2, int(EDGE_RUN * inked[side].size)))
+    for first, last in ((SIDES[0], SIDES[1]), (SIDES[2], SIDES[3])):
+        start = np.zeros_like(inked)
+        start[first] = inked[first]
+        across = _connected(start, inked)
+        if across[last].any():
+            seeds |= across
     return _connected(seeds, inked) if seeds.any() else None
 
 

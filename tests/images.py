@@ -154,11 +154,11 @@ def _lit_page(pixels28: np.ndarray, rng: np.random.Generator, at: tuple[int, int
     return paper * (1 - 0.78 * ink)
 
 
-def _photo(grey: np.ndarray, rng: np.random.Generator) -> bytes:
-    """A grey scene as a phone photographs it: sensor noise, warm indoor light, JPEG quality 85."""
-    grey = grey + rng.normal(0, 0.02, size=grey.shape).astype(np.float32)
+def _photo(scene: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A grey (or RGB) scene as a phone photographs it: sensor noise, warm indoor light, JPEG quality 85."""
+    scene = scene + rng.normal(0, 0.02, size=scene.shape).astype(np.float32)
     tint = np.array([1.0, 0.97, 0.9], dtype=np.float32)  # warm indoor light
-    rgb = np.clip(grey[..., None] * tint * 255, 0, 255).round().astype(np.uint8)
+    rgb = np.clip((scene[..., None] if scene.ndim == 2 else scene) * tint * 255, 0, 255).round().astype(np.uint8)
     return encode(Image.fromarray(rgb, "RGB"), "JPEG", quality=85)
 
 
@@ -197,6 +197,19 @@ def shadow_photo(pixels28: np.ndarray, *, seed: int = 0) -> bytes:
     turn, off = rng.uniform(0, 2 * np.pi), rng.uniform(-80, 80)
     across = (xx - width / 2) * np.cos(turn) + (yy - height / 2) * np.sin(turn) - off
     return _photo(grey * (1 - 0.45 * np.clip(across / 30 + 0.5, 0, 1)), rng)
+
+
+def notebook_photo(pixels28: np.ndarray, *, seed: int = 0, squared: bool = False) -> bytes:
+    """photo_jpeg's photo on a notebook's page: pale blue lines every 32 px (``squared``: both ways) and
+    the red margin line, 3 px wide, 60 to 110 px from the left edge, left of the digit and close to it."""
+    rng = np.random.default_rng(seed)
+    grey = _lit_page(pixels28, rng, (200, 140))
+    yy, xx = np.mgrid[0:grey.shape[0], 0:grey.shape[1]]
+    offset, margin = int(rng.integers(0, 32)), int(rng.integers(60, 111))
+    lines = ((yy + offset) % 32 < 2) | (squared & ((xx + offset) % 32 < 2))
+    page = np.where(lines[..., None], np.float32([0.6, 0.72, 0.9]), np.float32([1, 1, 1]))
+    page[:, margin:margin + 3] = [0.85, 0.3, 0.3]
+    return _photo(grey[..., None] * page, rng)
 
 
 def synthetic_digit(seed: int = 0) -> np.ndarray:
