@@ -554,7 +554,22 @@ class ModelStore:
                 elif record.stamp != stamp:  # a loaded file, still readable, whose permissions or owner changed
                     record.stamp = stamp
                 # else as it was: checked, or still to be (with its retries and what it keeps)
+        for version in sorted(removed):
+            self._log_removed(slot, version)
         self._report_removed(slot.name, removed)
+
+    def _log_removed(self, slot: ModelSlot, version: int) -> None:
+        """Say that ``version``'s folder left the registry, which ``/models/<name>`` shows only by its
+        absence; a warning naming the labels that now point to nothing (a pin says so on its own)."""
+        labels = sorted(label for label, v in slot.labels.items() if v == version)
+        if labels:
+            named = ", ".join(repr(label) for label in labels)
+            named = f"label {named} still points" if len(labels) == 1 else f"labels {named} still point"
+            log.warning("%s: version %d is gone from the registry, and %s to it: point each at a version that "
+                        "exists (PUT /models/%s/labels/<label>) or delete it", slot.name, version, named, slot.name,
+                        extra=about(slot.name, version))
+        else:
+            log.info("%s: version %d is gone from the registry", slot.name, version, extra=about(slot.name, version))
 
     def _choose_served(self, slot: ModelSlot, stamps: dict[int, tuple | None], unknown_state: bool,
                        problems: list[str]) -> Model | None:

@@ -118,6 +118,25 @@ def test_the_store_log_names_the_model_and_version_in_fields_of_their_own(tmp_pa
     assert (line["model"], line["version"], line["level"]) == ("mnist", 2, "warning")
 
 
+def test_a_version_deleted_from_the_registry_is_logged_and_a_label_left_pointing_at_it_named(tmp_path, caplog):
+    """/models/<name> shows a deleted version only by its absence: the log says which went, and
+    warns of the labels that now point to nothing, as TF Serving logs each version it unloads."""
+    caplog.set_level(logging.INFO, logger="scratchnet.store")
+    for favour in (1, 2, 3):
+        publish_model(tmp_path, "mnist", favour=favour)
+    Registry(tmp_path).write_serving("mnist", {"pinned": None, "labels": {"canary": 2, "stable": 2}})
+    store, _ = make_store(tmp_path)
+    shutil.rmtree(tmp_path / "mnist" / "1")
+    shutil.rmtree(tmp_path / "mnist" / "2")
+    store.refresh()
+    gone = {r.version: r for r in caplog.records if r.name == "scratchnet.store" and "is gone" in r.getMessage()}
+    assert sorted(gone) == [1, 2]
+    assert gone[1].levelname == "INFO" and gone[1].getMessage() == "mnist: version 1 is gone from the registry"
+    assert gone[2].levelname == "WARNING" and gone[2].model == "mnist"
+    assert "labels 'canary', 'stable' still point to it" in gone[2].getMessage()
+    assert "PUT /models/mnist/labels/<label>" in gone[2].getMessage()
+
+
 def test_a_version_being_loaded_is_reported_loading_while_the_old_one_serves(tmp_path, monkeypatch):
     publish_model(tmp_path, "mnist")
     store, events = make_store(tmp_path)
