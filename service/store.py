@@ -445,7 +445,12 @@ class ModelStore:
     def _refresh_model(self, slot: ModelSlot) -> None:
         """Bring one model in line with its registry folder: read it, then choose and serve."""
         folder = self.registry.root / slot.name
-        if not folder.is_dir():
+        try:
+            present = folder.is_dir()
+        except OSError as e:  # the registry became unreadable since the list's look, whose next look says so
+            self._unreadable_folder(slot, e)
+            return
+        if not present:
             self._note_missing_folder(slot)
             return
         read = self._read_folder(slot, folder)
@@ -510,7 +515,7 @@ class ModelStore:
         try:
             on_disk = self.registry.versions(slot.name, misnamed)
         except OSError as e:
-            slot.problems = [f"the folder of {slot.name} cannot be read ({e.strerror}); serving from memory"]
+            self._unreadable_folder(slot, e)
             return None
         stamps = {v: _stamp(self._file(slot.name, v)) for v in on_disk}
         if not folder.is_dir():
@@ -519,6 +524,11 @@ class ModelStore:
             # sees what is there.
             return None
         return serving, misnamed, stamps
+
+    @staticmethod
+    def _unreadable_folder(slot: ModelSlot, error: OSError) -> None:
+        """The model's folder cannot be read: what serves goes on serving from memory, and says why."""
+        slot.problems = [f"the folder of {slot.name} cannot be read ({error.strerror}); serving from memory"]
 
     def _state_problems(self, slot: ModelSlot, misnamed: list[str], unknown_state: bool) -> list[str]:
         """The problems of an unusable serving.json and of misnamed version folders (new ones logged)."""

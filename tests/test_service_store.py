@@ -924,6 +924,28 @@ def test_an_unreadable_registry_keeps_serving(tmp_path):
     unprivileged(check_unreadable_registry, tmp_path)
 
 
+def check_registry_unreadable_before_the_list_notices(root, caplog):
+    publish_model(root, "mnist")
+    store, _ = make_store(root)
+    root.chmod(0)
+    try:
+        # A model's own pass, which leaves the registry folder to the list's pass, ran first: it found the
+        # registry readable on the list's last look, and cannot read the model's folder now.
+        store.refresh(["mnist"], check_registry=False)
+        assert store.served("mnist").version == 1
+        assert store.describe("mnist")["problems"] == ["the folder of mnist cannot be read (Permission denied); "
+                                                       "serving from memory"]
+        assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    finally:
+        root.chmod(0o755)
+
+
+def test_a_registry_unreadable_since_the_last_look_gives_no_traceback(tmp_path, caplog):
+    """chmod 000 of the registry logged 'registry refresh failed' with a PermissionError's traceback from
+    a model's pass that came before the list's: an error in the log for what the list's pass reports."""
+    unprivileged(lambda root: check_registry_unreadable_before_the_list_notices(root, caplog), tmp_path)
+
+
 def test_readiness_needs_every_configured_model(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path, models=("mnist", "wine"))
