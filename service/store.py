@@ -424,7 +424,12 @@ class ModelStore:
             unreadable = {}
         for name, reason in unreadable.items():
             if self._unreadable.get(name) != reason:
-                log.error("%s: %s; it is not served until it can be read", name, reason, extra=about(name))
+                slot = self._slots.get(name)
+                served = slot.served if slot is not None else None  # a worker started since serves nothing of it
+                log.error("%s: %s; %s", name, reason, "it is not served until it can be read" if served is None
+                          else f"serving version {served.version} from memory until it can be read", extra=about(name))
+        for name in set(self._unreadable).intersection(names).difference(unreadable):
+            log.info("%s: its folder can be read again", name, extra=about(name))
         for name, reason in misnamed.items():
             if name not in self._misnamed:
                 log.warning("the registry: %s", reason)

@@ -946,6 +946,28 @@ def test_a_registry_unreadable_since_the_last_look_gives_no_traceback(tmp_path, 
     unprivileged(lambda root: check_registry_unreadable_before_the_list_notices(root, caplog), tmp_path)
 
 
+def check_unreadable_model_folder_logged_as_served_from_memory(root, caplog):
+    publish_model(root, "mnist")
+    store, _ = make_store(root)
+    caplog.set_level(logging.INFO, logger="scratchnet.store")
+    (root / "mnist").chmod(0)
+    try:
+        store.refresh()
+        assert store.served("mnist").version == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and errors[0].endswith("; serving version 1 from memory until it can be read")
+    finally:
+        (root / "mnist").chmod(0o755)
+    store.refresh()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == ["mnist: its folder can be read again"]
+
+
+def test_a_model_folder_made_unreadable_is_logged_as_served_from_memory_then_readable_again(tmp_path, caplog):
+    """The log said 'it is not served until it can be read' of a model every worker went on serving from memory,
+    and nothing once it could be read again."""
+    unprivileged(lambda root: check_unreadable_model_folder_logged_as_served_from_memory(root, caplog), tmp_path)
+
+
 def test_readiness_needs_every_configured_model(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path, models=("mnist", "wine"))
