@@ -17,8 +17,8 @@ take (each holds its file and arrays) however many models change together. A loa
 which its file changed is set aside for the next pass. A version that fails to load never
 replaces a working one; the served version's own file, changed and failing (copied over in
 place), is served from memory while it changes and for one pass more, then skipped as a worker
-starting then would skip it, so that every worker serves the same version (a pinned one stays, as
-any pin that cannot be honoured keeps what served before); a new file that loads serves in its
+starting then would skip it, so that every worker serves the same version (a pinned one too: nothing then
+serves, as in a worker starting then); a new file that loads serves in its
 place, whoever loaded it first. When the registry
 disappears the store keeps serving what it holds and says so in ``readiness()``; a pass during
 which a model's folder goes applies nothing of what it read (a half-read folder seems to have no
@@ -28,7 +28,8 @@ Which version serves: the one ``serving.json`` pins, else the highest version th
 ``serving.json`` that cannot be used keeps the last good state; a worker that has never read a
 good one serves nothing of that model until it is fixed (it may pin another version). A pin
 that cannot be honoured (the version is missing or fails to load) keeps the version served
-before and reports the problem; with nothing served before (a worker starting), the model is
+before and reports the problem (the pinned version itself, served, only for a pass once its folder
+went or its file failed, as any served version); with nothing served before (a worker starting), the model is
 not servable (503, and ``/readyz`` says why) rather than serving a version the pin excludes. A
 model whose folder is gone, or holds neither a version nor ``serving.json`` (no model folder for
 ``Registry.has_model``), with the registry there, on two passes in a row has been removed: it is
@@ -600,7 +601,7 @@ class ModelStore:
             if unknown_state:
                 target = slot.served
             elif slot.pinned is not None:
-                target, pin_problem = self._pinned_target(slot, stamps, problems)
+                target, pin_problem = self._pinned_target(slot, stamps, problems, gone_before)
             else:
                 target = self._highest_servable(slot, stamps, problems, gone_before)
         self._report_pin(slot, pin_problem, target)
@@ -622,18 +623,41 @@ class ModelStore:
             self.events.served(slot.name, served.version, None)
         return None
 
-    def _pinned_target(self, slot: ModelSlot, stamps: dict[int, tuple | None],
-                       problems: list[str]) -> tuple[Model | None, str | None]:
-        """``(the pinned version, None)`` if it loads, else ``(what served before, why the pin cannot serve)``."""
+    def _pinned_target(self, slot: ModelSlot, stamps: dict[int, tuple | None], problems: list[str],
+                       gone_before: bool = False) -> tuple[Model | None, str | None]:
+        """``(the pinned version, None)`` if it loads, else ``(what served before, why the pin cannot serve)``.
+        What served before is the pinned version itself when its folder went or its file fails: it serves
+        from memory while its file changes and for one pass more (``gone_before``: the previous pass gave it
+        that pass), then no longer, as in a worker starting then, so that every worker agrees."""
         target = self._checked(slot, slot.pinned) if slot.pinned in stamps else None
         if target is not None:
             return target, None
-        why = slot.versions[slot.pinned].status if slot.pinned in stamps else "does not exist"
+        record = slot.versions.get(slot.pinned) if slot.pinned in stamps else None
+        why = record.status if record is not None else "does not exist"
         pin_problem = f"pinned version {slot.pinned} {why}"
         target = slot.served
+        if _is_version(target, slot.pinned) and not self._kept_for_a_pass(slot, record, gone_before):
+            log.warning("%s: the pinned version %d %s; no longer served, as in a worker starting now", slot.name,
+                        slot.pinned, "is gone" if record is None else f"has {record.status}",
+                        extra=about(slot.name, slot.pinned))
+            slot.served = target = None
+            self.events.served(slot.name, slot.pinned, None)
         problems.append(pin_problem + (f"; still serving v{target.version}" if target is not None
                                        else "; nothing is served"))
         return target, pin_problem
+
+    @staticmethod
+    def _kept_for_a_pass(slot: ModelSlot, record: VersionRecord | None, gone_before: bool) -> bool:
+        """Whether the served version, whose folder went (``record`` None) or whose file does not load, goes
+        on serving from memory: while its file changes (being copied over), and for the one pass after it
+        went or failed (``gone_before``: the previous pass found it gone)."""
+        if record is None:
+            slot.no_versions = not gone_before
+            return not gone_before
+        if record.status == LOADING:
+            return True
+        kept, record.kept_served = record.kept_served, True
+        return not kept
 
     def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None], problems: list[str],
                           gone_before: bool = False) -> Model | None:

@@ -617,6 +617,38 @@ def test_the_checks_leave_alone_a_model_whose_folder_went(tmp_path):
     assert events.failures == [] and store.names() == ["other"]
 
 
+@pytest.mark.parametrize("fault", ["deleted", "damaged"])
+def test_a_pinned_version_deleted_or_damaged_stops_serving_in_every_worker_as_in_one_started_since(
+        tmp_path, caplog, fault):
+    """The pinned version's folder deleted (or its file damaged in place, and left so): the workers that had
+    loaded it answered with it from memory for good, and a worker started since (a recycled one, a reload)
+    answered 503, so that answers and readiness alternated until someone unpinned. As for a served version
+    that is not pinned, it now serves for one more pass, then no longer, in every worker alike."""
+    for favour in (1, 2):
+        publish_model(tmp_path, "mnist", favour=favour)
+    registry = Registry(tmp_path)
+    registry.write_serving("mnist", {"pinned": 1, "labels": {}})
+    running, events = make_store(tmp_path)
+    if fault == "deleted":
+        shutil.rmtree(tmp_path / "mnist" / "1")
+    else:
+        (tmp_path / "mnist" / "1" / "model.npz").write_bytes(b"PK\x03\x04 damaged in place")
+    running.refresh()
+    assert running.served("mnist").version == 1  # one more pass: its folder may be being written again
+    running.refresh()
+    started, _ = make_store(tmp_path)
+    for store in (running, started):
+        with pytest.raises(NotReady, match="Pinned version 1 (does not exist|failed: not an .npz archive)"):
+            store.served("mnist")
+        assert store.readiness()[0] is False and store.describe("mnist")["served_version"] is None
+    assert events.swaps[-1] == ("mnist", 1, None) and events.pins[-1] == ("mnist", 1)
+    assert "the pinned version 1" in caplog.text and "no longer served" in caplog.text
+    registry.write_serving("mnist", {"pinned": None, "labels": {}})
+    for store in (running, started):
+        store.refresh()
+        assert store.served("mnist").version == 2
+
+
 def test_an_unservable_pin_keeps_the_version_served_before(tmp_path, caplog):
     for favour in (1, 2):
         publish_model(tmp_path, "mnist", favour=favour)
