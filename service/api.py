@@ -561,11 +561,26 @@ def change_serving(name: str, change: Callable[[dict], dict]) -> dict:
             raise Conflict(f"The registry folder {folder} is on a read-only file system, so the serving state of "
                            f"{name} cannot be changed here: mount the registry read-write, or change serving.json "
                            "where it is writable (every worker follows it).", code="registry_read_only") from None
-        advice = ": " + access_advice("write") if e.errno in (errno.EACCES, errno.EPERM) else ""
+        denied = e.errno in (errno.EACCES, errno.EPERM)
+        unreadable = next((path for path in (svc.registry.root, folder) if denied and not listable(path)), None)
+        if unreadable is not None:  # chmod 000 of the registry, or of the model's folder: write access is not it
+            raise NotReady(f"The registry folder {unreadable} cannot be read ({e.strerror}): {access_advice('read')}; "
+                           f"the serving state of {name} cannot be changed until it can.",
+                           code="registry_unavailable") from None
+        advice = ": " + access_advice("write") if denied else ""
         raise NotReady(f"The registry folder {folder} cannot be written ({e.strerror}){advice}.",
                        code="registry_unavailable") from None
     svc.store.refresh([name], validate_all=False)
     return svc.store.describe(name)
+
+
+def listable(folder: Path) -> bool:
+    """Whether this process can list ``folder`` (tried, not asked: os.access says yes to root)."""
+    try:
+        os.listdir(folder)
+    except OSError:
+        return False
+    return True
 
 
 def current_store(name: str) -> ModelStore:

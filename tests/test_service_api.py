@@ -1134,6 +1134,36 @@ def test_a_registry_the_service_cannot_write_is_named_with_the_fix(registry):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_an_admin_change_while_the_registry_cannot_be_read_names_that_not_a_missing_write_access(registry):
+    # chmod 000 on the registry (or a model's folder) after the service loaded it: a pin said the model's folder
+    # "cannot be written" and to give write access to it, which changes nothing; reading is what fails.
+    folder = Path(tempfile.mkdtemp(prefix="scratchnet-unreadable-"))
+    folder.chmod(0o755)
+    try:
+        models = shutil.copytree(registry, folder / "models")
+        client = make_app(models).test_client()
+        assert client.get("/models/mnist").get_json()["served_version"] == 2
+
+        def check(unreadable):
+            body = assert_error(client.post("/models/mnist/versions/1/activate", headers=AUTH), 503,
+                                "registry_unavailable", f"The registry folder {unreadable} cannot be read "
+                                "(Permission denied): give the service's user")
+            assert "read access to it" in body["error"] and "cannot be written" not in body["error"]
+            assert client.get("/models/mnist").get_json()["served_version"] == 2  # nothing changed
+
+        for unreadable in (models, models / "mnist"):
+            unreadable.chmod(0)
+            try:
+                if os.geteuid() == 0:  # root reads anything: check as another user
+                    run_as(65534, 65534, lambda: check(unreadable))
+                else:
+                    check(unreadable)
+            finally:
+                unreadable.chmod(0o755)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_an_admin_change_while_the_registry_is_gone_says_so_not_that_the_model_is(client, registry):
     registry.rename(registry.with_name("unmounted"))  # the whole volume, not one model's folder
     for response in (client.post("/models/mnist/versions/1/activate", headers=AUTH),
