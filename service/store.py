@@ -1001,6 +1001,10 @@ class ModelStore:
             return model
         if record is None:
             stamp = self._file_stamp(name, version)
+            unreadable = self.registry_error or self._unreadable.get(name)
+            if stamp is None and unreadable:  # whether the version is there cannot be told: not a 404
+                raise NotReady(f"Version {version} of {name} cannot be looked up: {unreadable}; try again once "
+                               "it can be read.", code="registry_unavailable")
             if stamp is None:
                 with self._lock:
                     versions = ", ".join(str(v) for v in sorted(slot.versions)) or "none"
@@ -1185,7 +1189,8 @@ class ModelStore:
             try:  # raises NotFound, or loads a version the watcher has not seen yet
                 model = self.version(name, version)
             except NotReady:
-                pass
+                if version not in slot.versions:  # nothing is known of it (the registry cannot be read)
+                    raise
             with self._lock:
                 record = slot.versions.get(version)
         manifest = model.manifest if model is not None else None

@@ -1000,6 +1000,33 @@ def test_a_model_folder_made_unreadable_is_logged_as_served_from_memory_then_rea
     unprivileged(lambda root: check_unreadable_model_folder_logged_as_served_from_memory(root, caplog), tmp_path)
 
 
+def check_version_lookup_while_unreadable(root):
+    for favour in (1, 2):
+        publish_model(root, "mnist", favour=favour)
+    store, _ = make_store(root)
+    for unreadable in (root, root / "mnist"):
+        unreadable.chmod(0)
+        try:
+            store.refresh()
+            assert store.version("mnist", 2).version == 2  # what is in memory answers
+            with pytest.raises(NotReady, match="Version 7 of mnist cannot be looked up: .*Permission denied") as e:
+                store.version("mnist", 7)
+            assert e.value.code == "registry_unavailable"
+            with pytest.raises(NotReady, match="Version 7 of mnist cannot be looked up"):
+                store.describe_version("mnist", 7)  # was 'available', a version no one knows of
+        finally:
+            unreadable.chmod(0o755)
+        store.refresh()
+    with pytest.raises(NotFound, match="has no version 7"):
+        store.version("mnist", 7)
+
+
+def test_a_version_asked_for_while_the_registry_cannot_be_read_is_not_said_to_be_missing(tmp_path):
+    """A version the worker had not looked at answered 404 'Model mnist has no version 7' while the registry
+    (or the model's folder) could not be read, though it may well be there: a client took it for deleted."""
+    unprivileged(check_version_lookup_while_unreadable, tmp_path)
+
+
 def test_readiness_needs_every_configured_model(tmp_path):
     publish_model(tmp_path, "mnist")
     store, _ = make_store(tmp_path, models=("mnist", "wine"))
