@@ -603,6 +603,29 @@ def test_a_version_deleted_since_the_last_poll_is_neither_pinned_nor_labelled(tm
         assert status == 200 and response.json()["served_version"] == 1
 
 
+def test_a_deleted_pinned_version_gets_the_same_answer_from_every_worker_old_or_new(tmp_path):
+    """The pinned version's folder deleted: the workers that had it answered from memory for good, a worker
+    started since (here one replacing a killed one) answered 503; the answers alternated behind one address."""
+    for favour in (1, 2):
+        publish_model(tmp_path, "mnist", favour=favour)
+    with ServiceProcess(tmp_path, workers=2, poll_interval=0.2, admin_token=ADMIN_TOKEN) as server:
+        status, _, _ = admin_call(server, "POST", "/models/mnist/versions/1/activate", None, f"Bearer {ADMIN_TOKEN}")
+        assert status == 200
+        server.wait_until_served("mnist", 1)
+        shutil.rmtree(tmp_path / "mnist" / "1")
+        before = server.worker_pids()
+        os.kill(min(before), signal.SIGKILL)
+        wait_for(lambda: len(server.worker_pids() - before) == 1, what="a worker replacing the one killed")
+        wait_for(lambda: "scratchnet_model_served_version" in server.metrics() and server.served_versions("mnist")
+                 == {}, what="no worker serving the deleted pinned version")
+        answers = {}
+        for _ in range(40):
+            response = requests.post(server.url + "/models/mnist/predict", data=DIGIT,
+                                     headers={"Content-Type": "image/png", "Connection": "close"}, timeout=10)
+            answers[response.headers["X-Worker-PID"]] = (response.status_code, response.json().get("code"))
+        assert len(answers) == 2 and set(answers.values()) == {(503, "model_not_ready")}, answers
+
+
 # the soak, short -----------------------------------------------------------------------------------------
 
 
