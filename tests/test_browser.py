@@ -545,6 +545,25 @@ def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path
         assert page.get_by_role("alert").get_attribute("data-code") == "payload_too_large"
 
 
+@pytest.mark.parametrize("status, advice", [
+    (413, "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again."),
+    (502, "The service may be down, restarting or overloaded: try again in a moment."),
+])
+def test_a_proxys_own_error_page_is_shown_with_what_to_do(page, status, advice):
+    """A proxy in front of the service answers with its own HTML page: a body over its limit (1 MB
+    by default in some, less than a phone photo), a service it cannot reach. The page said only "The
+    server answered 413 Payload Too Large.", and nothing of what to do. The proxy is stood in for
+    here: the service itself answers these in JSON."""
+    draw_one(page)
+    wait_for_answer(page)
+    page.route(lambda url: "/predict" in url, lambda route: route.fulfill(
+        status=status, content_type="text/html", body=f"<html><body><h1>{status}</h1><hr>proxy</body></html>"))
+    page.get_by_role("button", name="Predict").click()
+    message = wait_for_failure(page)
+    assert message.startswith(f"The server answered {status} "), message
+    assert message.endswith(f". {advice}"), message
+
+
 def free_port() -> int:
     """A port nothing listens on now, for a service that must come back at the same address."""
     with socket.socket() as probe:

@@ -538,6 +538,17 @@ const ADVICE = {
   payload_too_large: "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.",  // too many bytes
 };
 
+// An answer without the service's error comes from a proxy in front of it (its own page for a
+// body over its limit, or for a service it cannot reach): what to do, by the status alone.
+const UNREACHABLE = "The service may be down, restarting or overloaded: try again in a moment.";
+const STATUS_ADVICE = {
+  413: ADVICE.payload_too_large,
+  429: "Too many requests at once: wait a moment and try again.",
+  502: UNREACHABLE,
+  503: UNREACHABLE,
+  504: UNREACHABLE,
+};
+
 // The service's message as a sentence, with advice where there is some; not its code (showError).
 function errorText(response, body) {
   if (body && typeof body.error === "string") {
@@ -545,7 +556,8 @@ function errorText(response, body) {
     const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
     return ADVICE[body.code] ? `${sentence} ${ADVICE[body.code]}` : sentence;
   }
-  return `The server answered ${response.status} ${response.statusText || ""}`.trim() + ".";
+  const answered = `The server answered ${response.status} ${response.statusText || ""}`.trim() + ".";
+  return STATUS_ADVICE[response.status] ? `${answered} ${STATUS_ADVICE[response.status]}` : answered;
 }
 
 function showAnswer(requested, answer, response, elapsedMs) {
