@@ -738,6 +738,21 @@ def test_after_a_hot_swap_the_bars_show_the_classes_of_the_version_that_answered
         assert page.locator("#bars li.top").get_attribute("aria-label") == "star: 100%"
 
 
+def test_without_javascript_the_page_says_so(browser, service):
+    """With JavaScript turned off the model list said "Loading models…" for good, and the buttons
+    did nothing, without a word of why."""
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(service.url + "/")
+        note = page.locator("#result noscript p")  # Playwright's text search skips <noscript>
+        assert note.is_visible()
+        assert note.inner_text().startswith("This page needs JavaScript to draw, upload and predict")
+        assert note.locator("a").get_attribute("href") == "docs"
+    finally:
+        context.close()
+
+
 def test_the_hint_on_the_pad_is_readable(page):
     """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
     text, sheet = css_colours(page, ("#pad-hint", "color"), ("#drop-zone", "backgroundColor"))
