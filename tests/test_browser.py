@@ -877,6 +877,37 @@ def test_a_picture_dropped_on_the_pad_is_predicted(page):
     assert result["label"] == "1"
 
 
+def drop_on(page, selector: str, data: dict) -> None:
+    """A drag from outside the browser ``data`` (files, items) let go over the middle of ``selector``."""
+    box = page.locator(selector).bounding_box()
+    point = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+    mouse = page.context.new_cdp_session(page)
+    for kind in ("dragEnter", "dragOver", "drop"):
+        mouse.send("Input.dispatchDragEvent", {"type": kind, **point, "data": {**data, "dragOperationsMask": 1}})
+
+
+def test_a_picture_dropped_beside_the_pad_is_predicted(page, tmp_path):
+    """A picture let go just beside the pad, on the result panel, did nothing: a browser that
+    opens a dropped file in the tab would have left the page for it."""
+    picture = tmp_path / "one.png"
+    picture.write_bytes(render_user_digit(synthetic_digit(1), "canvas_png"))
+    drop_on(page, "#result", {"items": [], "files": [str(picture)]})
+    wait_for_answer(page)
+    assert shown(page)["label"] == "1"
+    assert page.url.startswith("http://") and page.locator("#upload-preview").is_visible()
+
+
+def test_a_picture_dragged_from_a_web_page_is_named_not_ignored(page):
+    """A picture dragged from another tab comes as its address, not a file: nothing happened."""
+    page.drag_and_drop("footer a", "#pad")  # a link of this page, let go by mistake: nothing to say
+    assert not page.get_by_role("alert").is_visible()
+    drop_on(page, "#pad", {"items": [{"mimeType": "text/uri-list", "data": "https://example.com/seven.png"}]})
+    error = page.get_by_role("alert")
+    error.wait_for(state="visible")
+    assert error.inner_text().startswith("Only a picture file can be dropped here")
+    assert "Save the picture first" in error.inner_text()
+
+
 @pytest.mark.parametrize("width, height", [(375, 667), (320, 568)])
 def test_on_a_phone_the_answer_scrolls_into_view(browser, service, width, height):
     with opened(browser, service.url + "/", width=width, height=height, phone=True) as page:

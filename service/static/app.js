@@ -741,10 +741,25 @@ for (const type of ["dragenter", "dragover"]) {
   });
 }
 el.dropZone.addEventListener("dragleave", () => el.dropZone.classList.remove("dragging"));
-el.dropZone.addEventListener("drop", (event) => {
+// A picture dropped anywhere on the page is read: one dropped just beside the pad did nothing, or
+// was opened by the browser in place of the page. What is not a file (a picture dragged from a web
+// page is its address, which this page may not fetch) is named, unless it was dragged on the page itself.
+let draggedOnPage = false;
+document.addEventListener("dragstart", () => { draggedOnPage = true; });
+document.addEventListener("dragend", () => { draggedOnPage = false; });
+document.addEventListener("dragover", (event) => event.preventDefault());
+document.addEventListener("drop", (event) => {
   event.preventDefault();
   el.dropZone.classList.remove("dragging");
-  useUpload(event.dataTransfer?.files?.[0]);
+  const file = event.dataTransfer?.files?.[0];
+  if (file) {
+    useUpload(file);
+    return;
+  }
+  if (draggedOnPage) return;  // a word or a link of this page, let go by mistake
+  showError("Only a picture file can be dropped here; a picture dragged from a web page is only its address. "
+    + "Save the picture first, then drop the file or use Upload a picture.");
+  reveal(el.error);
 });
 document.addEventListener("paste", (event) => {
   const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
