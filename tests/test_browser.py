@@ -972,6 +972,19 @@ def test_a_garment_model_asks_for_a_garment_and_a_digit_model_for_a_digit(browse
         assert page.get_by_role("img", name=pad_name.format("digit")).count() == 1
 
 
+def test_a_refusal_of_the_empty_pad_goes_when_another_model_is_chosen(browser, catalogue):
+    """Predict on an empty pad says "Draw a digit or upload a picture first."; with fashion-mnist
+    chosen next, the alert went on asking for a digit under an intro that asks for a garment."""
+    with opened(browser, catalogue.url + "/?model=mnist") as page:
+        page.get_by_role("button", name="Predict").click()
+        assert page.get_by_role("alert").inner_text() == "Draw a digit or upload a picture first."
+        page.locator("#model").select_option("fashion-mnist")
+        assert not page.get_by_role("alert").is_visible()
+        page.get_by_role("button", name="Predict").click()
+        assert page.get_by_role("alert").inner_text() == (
+            "Draw a garment (a piece of clothing, a shoe or a bag) or upload a picture first.")
+
+
 def test_a_model_that_reads_no_pictures_is_named_not_swapped(browser, catalogue):
     with opened(browser, catalogue.url + "/?model=wine-quality") as page:
         note = page.locator("#model-note")

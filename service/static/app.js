@@ -728,6 +728,8 @@ el.model.addEventListener("change", () => {
   if (state.upload || state.hasInk) {
     cancelRequest();  // an answer still on its way is the model's before, no longer asked for
     state.timer = setTimeout(predict, MODEL_CHANGE_DELAY_MS);
+  } else {
+    hideError();  // "Draw a digit ... first" was said for the model before: the page now asks in its words
   }
 });
 document.addEventListener("visibilitychange", () => {
