@@ -598,6 +598,20 @@ def test_the_page_says_when_the_service_is_down_and_works_once_it_is_back(browse
             assert not page.get_by_role("alert").is_visible()
 
 
+def test_a_device_without_a_network_is_told_so_not_that_the_service_is_down(page):
+    """A phone that lost its signal was told the service "may be down or restarting"."""
+    page.context.set_offline(True)
+    try:
+        draw_one(page)
+        assert wait_for_failure(page) == "This device is offline: connect it to a network, then try again."
+    finally:
+        page.context.set_offline(False)
+    before = answer_count(page)
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page, after=before)
+    assert not page.get_by_role("alert").is_visible()
+
+
 def test_a_service_that_never_answers_is_shown_waiting_then_ends_the_wait_with_a_message(browser, tmp_path):
     root = tmp_path / "registry"
     publish_model(root, "mnist")

@@ -145,11 +145,12 @@ async function fetchJson(url, options, controller = new AbortController(), limit
 }
 
 // A sentence for a request that got no answer: fetch only says "Failed to fetch" (Chromium) or
-// "NetworkError ..." (Firefox) for a service that is down.
+// "NetworkError ..." (Firefox) for a service that is down, and the same for a phone with no signal.
 function describeFailure(err) {
   if (err.name === "UnreadableFile") return err.message;
   if (err.name === "TimeoutError") return `${err.message} It may be overloaded or stuck; try again.`;
   if (err instanceof TypeError) {
+    if (navigator.onLine === false) return "This device is offline: connect it to a network, then try again.";
     return `Could not reach the service (${err.message}): it may be down or restarting; try again in a moment.`;
   }
   return `The request failed: ${err.message}`;
