@@ -125,17 +125,20 @@ def page(browser, service):
 
 @contextlib.contextmanager
 def opened(browser, url: str, *, width: int = 1000, height: int = 760, phone: bool = False,
-           fake_clock: bool = False, script: str = "", **options):
+           fake_clock: bool = False, script: str = "", text_size: int = 0, **options):
     """A page at ``url`` in a fresh browser context, once its model list has loaded. ``phone``:
     touch input at twice the pixel density; ``fake_clock``: page.clock can move time forward;
-    ``script``: run before the page's own; ``options``: more of the context's settings
-    (``forced_colors``, ``color_scheme``, ``device_scale_factor``)."""
+    ``script``: run before the page's own; ``text_size``: the browser's text size setting in px
+    (16 unless changed), as a person with low vision sets it; ``options``: more of the context's
+    settings (``forced_colors``, ``color_scheme``, ``device_scale_factor``)."""
     touch = {"has_touch": True, "is_mobile": True, "device_scale_factor": 2} if phone else {}
     context = browser.new_context(viewport={"width": width, "height": height}, **{**touch, **options})
     try:
         if script:
             context.add_init_script(script)
         page = context.new_page()
+        if text_size:
+            page.context.new_cdp_session(page).send("Page.setFontSizes", {"fontSizes": {"standard": text_size}})
         if fake_clock:
             page.clock.install()
         page.goto(url)
@@ -964,6 +967,42 @@ def test_a_long_class_name_fits_and_the_bars_share_one_scale(browser, catalogue,
         tracks = [page.locator("#bars .track").nth(i).bounding_box() for i in range(len(FASHION))]
         assert all(abs(t["x"] - tracks[0]["x"]) < 0.5 and abs(t["width"] - tracks[0]["width"]) < 0.5
                    for t in tracks), tracks
+
+
+def bar_rows(page) -> list[dict]:
+    """Each bar's name (its text, box and how many lines it takes) and its track's box."""
+    return page.evaluate("""() => [...document.querySelectorAll('#bars li')].map((row) => {
+        const name = row.querySelector('.name'), range = document.createRange();
+        range.selectNodeContents(name);
+        const lines = new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+        const box = (e) => {
+            const r = e.getBoundingClientRect();
+            return {x: r.x, y: r.y, width: r.width, height: r.height};
+        };
+        return {text: name.textContent, lines, name: box(name), track: box(row.querySelector('.track'))};
+    })""")
+
+
+def test_with_large_text_on_a_phone_a_class_name_is_whole_over_its_bar(browser, catalogue):
+    """With the text at 150 % on a 360 px phone the Fashion-MNIST names were cut ("T-" over
+    "shirt/top", "Ankle" over "boot") beside bars some 50 px long. Digits stay beside their bars."""
+    with opened(browser, catalogue.url + "/?model=fashion-mnist", width=360, height=740, phone=True,
+                text_size=24) as page:
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        rows = bar_rows(page)
+        assert [row["text"] for row in rows] == FASHION
+        for row in rows:
+            assert row["lines"] == 1, row
+            assert row["name"]["y"] + row["name"]["height"] <= row["track"]["y"] + 0.5, row  # over its bar
+        assert len({(round(r["track"]["x"]), round(r["track"]["width"])) for r in rows}) == 1  # one scale
+        assert rows[0]["track"]["width"] > 120
+
+        before = answer_count(page)
+        page.locator("#model").select_option("mnist")
+        wait_for_answer(page, after=before)
+        for row in bar_rows(page):
+            assert row["name"]["x"] + row["name"]["width"] <= row["track"]["x"], row  # a digit beside its bar
 
 
 def test_a_garment_model_asks_for_a_garment_and_a_digit_model_for_a_digit(browser, catalogue):

@@ -576,7 +576,7 @@ function showAnswer(requested, answer, response, elapsedMs) {
   if (prediction.label !== undefined) {
     const labels = state.models.get(requested)?.labels || [prediction.label];
     el.label.textContent = prediction.label;
-    el.label.classList.toggle("long", labels.some((label) => String(label).length > 3));
+    el.label.classList.toggle("long", longNames(labels));
     el.confidence.textContent = formatPercent(prediction.confidence);
     drawBars(requested, prediction);
     el.spokenAnswer.textContent =
@@ -644,7 +644,13 @@ function drawBars(requested, prediction) {
     item.setAttribute("aria-label", `${row.label}: ${formatPercent(row.probability)}`);
     return item;
   }));
+  el.bars.classList.toggle("long", longNames(rows.map((row) => row.label)));  // over their bars when narrow (app.css)
   el.probabilities.hidden = false;
+}
+
+// Class names longer than a digit's ("T-shirt/top"): set smaller, and given room of their own.
+function longNames(labels) {
+  return labels.some((label) => String(label).length > 3);
 }
 
 function capitalised(text) {
