@@ -1005,6 +1005,22 @@ def test_with_large_text_on_a_phone_a_class_name_is_whole_over_its_bar(browser, 
             assert row["name"]["x"] + row["name"]["width"] <= row["track"]["x"], row  # a digit beside its bar
 
 
+def test_with_large_text_on_a_phone_the_answers_facts_are_not_cut_into_letters(browser, catalogue):
+    """With the text at 200 % on a 360 px phone, "Answered by" took most of the panel's width and
+    its value was cut a few letters a line: "fash", "ion-", "mni", "st", "v1"."""
+    with opened(browser, catalogue.url + "/?model=fashion-mnist", width=360, height=740, phone=True,
+                text_size=32) as page:
+        draw_one_with_a_finger(page)
+        wait_for_answer(page)
+        facts = page.evaluate("""() => [...document.querySelectorAll('.facts dd')].map((value) => {
+            const range = document.createRange();
+            range.selectNodeContents(value);
+            return [value.textContent, new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size];
+        })""")
+        assert facts[1][0].startswith("fashion-mnist v"), facts
+        assert all(lines == 1 for _, lines in facts), facts
+
+
 def test_a_garment_model_asks_for_a_garment_and_a_digit_model_for_a_digit(browser, catalogue):
     """With fashion-mnist chosen the page still said "Draw a digit", named the pad a place to draw
     one digit, and refused an empty pad with "Draw a digit or upload a picture first"."""
