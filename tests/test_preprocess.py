@@ -1080,8 +1080,8 @@ SVG_START = (b'<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n<!-- Crea
                                         ("PDF", "a PDF document"), ("JPEG2000", "a JPEG 2000 image"),
                                         ("SVG", "an SVG drawing")])
 def test_a_picture_in_a_format_not_accepted_is_named_not_called_no_image(fmt, named, digit):
-    """An iPhone's HEIC photo (or an AVIF, an icon, a PDF, an SVG drawing) was refused as "the data is not an image", which
-    is false for a picture the user can see: the refusal names the format and what to convert it to."""
+    """An iPhone's HEIC photo (or an AVIF, an icon, a PDF, an SVG drawing) was refused as "the data is not an
+    image", which is false for a picture the user can see: the refusal names the format and what to convert it to."""
     if fmt in ("HEIC", "SVG"):
         data = HEIC_START if fmt == "HEIC" else SVG_START
     else:
