@@ -10,8 +10,8 @@ share), or among the threads of a process on its own. A smaller request (a few M
 most) never waits for a turn, though it may wait for a thread while large ones hold them. The lock
 is an flock: the kernel releases it when a worker dies holding it.
 
-Decoding an image costs up to ~12 bytes a pixel (a WebP with alpha: libwebp's buffer, Pillow's
-RGBA, the grey and the alpha): ~300 MB at the default limit of 25 million pixels, which a file of
+Decoding an image costs up to ~16 bytes a pixel (a WebP with alpha: libwebp's buffer, Pillow's
+RGBA, the grey and the alpha): ~390 MB at the default limit of 25 million pixels, which a file of
 1 kB can declare. Four such requests at once, two per worker, took compose's 1 GB and workers were
 killed. So an image that decodes to an eighth of the pixel limit or more takes the same turn
 before it is decoded (a photo the JPEG decoder reduces as it decodes counts what it decodes to).
