@@ -1283,6 +1283,15 @@ def drawn_while_the_model_list_fails(browser, service):
         context.close()
 
 
+def test_a_model_list_that_fails_is_not_said_both_to_need_a_retry_and_to_be_retried(browser, service):
+    """The note said "try again in a moment" and then "Retrying…": the page asks again by itself."""
+    with drawn_while_the_model_list_fails(browser, service) as (page, _):
+        note = page.locator("#model-note").inner_text()
+        assert note.startswith("Could not list the models. Could not reach the service"), note
+        assert note.endswith("it may be down or restarting. Retrying…"), note
+        assert "try again" not in note
+
+
 def test_a_drawing_while_the_model_list_fails_says_why_and_predict_looks_again(browser, service):
     """The model list got no answer: a drawing was refused with "No image model is available",
     and Predict kept refusing until the next look, seconds later."""

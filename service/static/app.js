@@ -146,12 +146,18 @@ async function fetchJson(url, options, controller = new AbortController(), limit
 
 // A sentence for a request that got no answer: fetch only says "Failed to fetch" (Chromium) or
 // "NetworkError ..." (Firefox) for a service that is down, and the same for a phone with no signal.
-function describeFailure(err) {
+// ``retrying``: the page asks again by itself, so the sentence does not ask the person to.
+function describeFailure(err, retrying = false) {
   if (err.name === "UnreadableFile") return err.message;
-  if (err.name === "TimeoutError") return `${err.message} It may be overloaded or stuck; try again.`;
+  if (err.name === "TimeoutError") {
+    return `${err.message} It may be overloaded or stuck${retrying ? "." : "; try again."}`;
+  }
   if (err instanceof TypeError) {
-    if (navigator.onLine === false) return "This device is offline: connect it to a network, then try again.";
-    return `Could not reach the service (${err.message}): it may be down or restarting; try again in a moment.`;
+    if (navigator.onLine === false) {
+      return `This device is offline: connect it to a network${retrying ? "." : ", then try again."}`;
+    }
+    return `Could not reach the service (${err.message}): it may be down or restarting`
+      + (retrying ? "." : "; try again in a moment.");
   }
   return `The request failed: ${err.message}`;
 }
@@ -190,7 +196,7 @@ async function listModels() {
       }
     }
   } catch (err) {
-    showModelNote(`Could not list the models. ${describeFailure(err)} Retrying…`);
+    showModelNote(`Could not list the models. ${describeFailure(err, true)} Retrying…`);
     state.listFailed = true;
     nextLook = 3000;
   }
