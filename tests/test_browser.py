@@ -1195,6 +1195,28 @@ def test_the_model_choice_follows_the_version_that_answers(browser, catalogue):
             assert chosen_model(page) == "mnist (v1)"
 
 
+def test_without_automatic_prediction_a_change_of_model_waits_for_predict(browser, catalogue):
+    """With "Predict automatically" off, choosing another model still sent the drawing to it."""
+    with opened(browser, catalogue.url + "/") as page:
+        page.locator("#auto").uncheck()
+        draw_one(page)
+        page.get_by_role("button", name="Predict").click()
+        wait_for_answer(page)
+        posted = []
+        page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+        page.locator("#model").select_option("fashion-mnist")
+        page.wait_for_timeout(1_000)  # past the rest after a change of model
+        assert posted == []
+        assert page.locator("#answer").get_attribute("data-state") == "stale"  # not mnist's answer under the new name
+        assert page.locator("#placeholder").inner_text() == "Press Predict to read this picture."
+
+        before = answer_count(page)
+        page.get_by_role("button", name="Predict").click()
+        wait_for_answer(page, after=before)
+        assert shown(page)["answered_by"].startswith("fashion-mnist v")
+        assert [url.split("/models/")[1] for url in posted] == ["fashion-mnist/predict?top_k=10"]
+
+
 def test_arrow_keys_on_the_model_choice_predict_once_they_rest(browser, catalogue):
     """On the closed list each arrow key chooses the next model, and each choice sent the drawing
     to be read: three presses sent three requests, each cutting off the one before."""

@@ -738,7 +738,9 @@ el.model.addEventListener("change", () => {
   url.searchParams.set("model", el.model.value);
   history.replaceState(null, "", url);
   fillModelChoice();
-  if (state.upload || state.hasInk) {
+  if ((state.upload || state.hasInk) && !el.auto.checked) {
+    inputChanged();  // the answer on screen is the model's before: Predict asks the new one
+  } else if (state.upload || state.hasInk) {
     cancelRequest();  // an answer still on its way is the model's before, no longer asked for
     state.timer = setTimeout(predict, MODEL_CHANGE_DELAY_MS);
   } else {
