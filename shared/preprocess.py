@@ -79,6 +79,9 @@ MAX_DIRECTORY_ENTRIES = 1_000
 # keeping each block of a comment: 1 million comments of a byte (5 MB) took 187 MB. A loop count, a
 # comment, an ICC profile or XMP take a few blocks to a few thousand.
 MAX_GIF_METADATA_BLOCKS = 10_000
+# A picture whose lightest pixel is at most this share of white is nearly black throughout; 12-bit
+# samples read as 16-bit stay below 4095 / 65535 = 6.25 %.
+NEARLY_BLACK = 0.0625
 # Blocks walked to find whether a GIF has a second image (only to word a refusal): the first image's own
 # blocks of pixels (255 bytes each, 16,000 in 4 MB) and the extensions after it; ~20 ms.
 MAX_GIF_WALK_BLOCKS = 200_000
@@ -133,8 +136,8 @@ def arrays_to_batch(arrays: list, preprocessing: dict, *, max_pixels: int = DEFA
     (n, h*w), within the same pixel limits as ``images_to_batch``; an error names the array as
     ``images_to_batch`` names an image."""
     budget = PixelBudget(max_total_pixels) if max_total_pixels is not None else None
-    return _to_batch(arrays, lambda pixels, size, fit: grey_to_vector(
-        _array_to_grey(pixels, size, max_pixels, budget), size=size, fit=fit), preprocessing, item_name, "pixels")
+    return _to_batch(arrays, lambda pixels, size, fit: _vector_of(
+        _array_to_grey(pixels, size, max_pixels, budget), None, size, fit), preprocessing, item_name, "pixels")
 
 
 def _to_batch(items: list, to_vector, preprocessing: dict, item_name: str, key: str) -> np.ndarray:
@@ -159,7 +162,7 @@ def _image_vector(data: bytes, size: tuple[int, int], fit: str, max_pixels: int,
     first frame is read, which may be the blank one."""
     grey, zoom = _decoded_with_zoom(data, max_pixels, budget, before_decode)
     try:
-        return grey_to_vector(grey, zoom, size=size, fit=fit)
+        return _vector_of(grey, zoom, size, fit)
     except InvalidInput as err:
         if max(grey.shape) < TINY_SIDE:
             raise InvalidInput(f"the image is only {grey.shape[1]}x{grey.shape[0]} pixels, too few to show a digit "
@@ -171,6 +174,21 @@ def _image_vector(data: bytes, size: tuple[int, int], fit: str, max_pixels: int,
                            err.details) from err
 
 
+def _vector_of(grey: np.ndarray, zoom, size: tuple[int, int], fit: str) -> np.ndarray:
+    """``grey_to_vector``; where no item is found in a picture dark throughout, the error says so: 10- or
+    12-bit samples stored as 16-bit (a camera's or a scanner's raw values) read as nearly black."""
+    try:
+        return grey_to_vector(grey, zoom, size=size, fit=fit)
+    except InvalidInput as err:
+        lightest = float(grey.max())
+        if lightest > NEARLY_BLACK or lightest == float(grey.min()):  # a uniform field is blank, whatever its shade
+            raise
+        raise InvalidInput(f"{err.message}. The picture is nearly black throughout (its lightest pixel is "
+                           f"{lightest:.1%} of white): if its values are 10- or 12-bit samples stored as 16-bit "
+                           "(up to 1023 or 4095 of 65535), scale them to the full range (x64 or x16) or to 0..255; "
+                           "else, brighten it", err.details) from err
+
+
 def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     """A raw pixel tensor -> ndarray of shape (h*w,), through the same pipeline as an image.
 
@@ -178,7 +196,7 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     axes, or a flat array of ``h*w`` values for the field size. uint8 counts 0..255, uint16
     0..65535, floats 0..1 (or 0..255); either polarity."""
     size, fit = parse_image_spec(preprocessing)
-    return grey_to_vector(_array_to_grey(pixels, size), size=size, fit=fit)
+    return _vector_of(_array_to_grey(pixels, size), None, size, fit)
 
 
 def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None,

@@ -508,6 +508,25 @@ def test_an_image_of_a_few_pixels_is_refused_as_too_small_not_as_faint(side):
         image_to_vector(encode(Image.new("L", (8, 8), 255), "PNG"), DIGIT)
 
 
+def test_twelve_bit_samples_stored_as_sixteen_bit_are_told_to_scale_not_to_draw_darker():
+    """A 16-bit PNG or uint16 array of a camera's 12-bit values (up to 4095) reads as nearly black: it was refused
+    as blank and told to draw darker. The refusal now says how to scale it, and the scaled picture is read."""
+    eight = np.asarray(paper(synthetic_digit(3)))
+    twelve = (eight.astype(np.uint32) * 4095 // 255).astype(np.uint16)
+    for sent, send in [(twelve, lambda a: image_to_vector(encode(Image.fromarray(a), "PNG"), DIGIT)),
+                       (twelve, lambda a: array_to_vector(a, DIGIT)),
+                       (twelve, lambda a: arrays_to_batch([a, a], DIGIT)[0])]:
+        with pytest.raises(InvalidInput, match="blank") as refused:
+            send(sent)
+        assert "12-bit samples stored as 16-bit" in refused.value.message
+        assert "scale them to the full range (x64 or x16)" in refused.value.message
+        np.testing.assert_allclose(send(twelve * 16), array_to_vector(eight, DIGIT), atol=0.01)
+    for shade in (255, 0, 4095):  # a uniform field, white, black or a 12-bit grey: blank, nothing to scale
+        with pytest.raises(InvalidInput, match="blank") as refused:
+            image_to_vector(encode(Image.fromarray(np.full((64, 64), shade, np.uint16)), "PNG"), DIGIT)
+        assert "nearly black" not in refused.value.message
+
+
 def test_a_blank_first_frame_is_refused_saying_only_the_first_frame_is_read():
     """An animation, or a TIFF of several pages, whose first frame is blank is refused as blank, and the
     refusal says why the digit on a later frame was not seen; a picture of one frame is refused as before."""
