@@ -32,6 +32,13 @@ def closest(name: str, names) -> str | None:
     return by_lower[found[0]] if found else None
 
 
+def did_you_mean(name: str, names) -> str:
+    """`` (did you mean 'relu'?)``, naming the one of ``names`` a typo of ``name`` meant (``closest``), to
+    follow the name in a refusal; '' when none is like it."""
+    meant = closest(name, names)
+    return f" (did you mean {meant!r}?)" if meant else ""
+
+
 def read_json(text: str | bytes):
     """``json.loads(text)``, each refusal a ValueError whose message can be shown as it is: not
     UTF-8, not JSON, nested too deeply for the parser, or an integer too long for Python to read

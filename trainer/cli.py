@@ -26,7 +26,7 @@ import numpy as np
 
 from shared.errors import ScratchnetError
 from shared.registry import SERVING_FILE, RegistryError
-from shared.text import closest, counted, repeated, shortened
+from shared.text import closest, counted, did_you_mean, repeated, shortened
 
 INSTALL_HINT = "install the trainer's extra (pip install -e '.[trainer]', which `make venv` does)"
 
@@ -509,9 +509,7 @@ def _no_versions(registry, name: str, misnamed: list[str], shown_as: str) -> str
     models = registry.model_names()
     if not models:
         return f"no model {name!r} in {shown_as}, which holds no models: publish one with train --publish"
-    meant = closest(name, models)
-    return (f"no model {name!r} in {shown_as}{f' (did you mean {meant!r}?)' if meant else ''}; "
-            f"its models: {', '.join(models)}")
+    return f"no model {name!r} in {shown_as}{did_you_mean(name, models)}; its models: {', '.join(models)}"
 
 
 def _is_trained_file(path: Path, trained_files: dict) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 from shared.errors import ScratchnetError
 from shared.model_file import npz_problem
 from shared.preprocess import FITS, FLOAT32_MAX, arrays_to_batch
-from shared.text import closest, counted, repeated, shortened
+from shared.text import counted, did_you_mean, repeated, shortened
 from trainer.download import ChecksumMismatch, DownloadError, default_cache_dir, fetch, mirror_urls, sha256_file
 
 DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
@@ -228,9 +228,8 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if image is not None:
         raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
-        meant = closest(key, [*DATASETS, "csv", "npz"])
-        raise DatasetError(f"unknown dataset {name!r}{f' (did you mean {meant!r}?)' if meant else ''}: choose one of "
-                           f"{', '.join([*DATASETS, 'csv', 'npz'])}")
+        known = [*DATASETS, "csv", "npz"]
+        raise DatasetError(f"unknown dataset {name!r}{did_you_mean(key, known)}: choose one of {', '.join(known)}")
     if variant is not None and key != "wine-quality":
         raise DatasetError(f"{key} has no variants (got variant={variant!r}): --variant is wine-quality's; leave it "
                            f"out {_out_of_config('--variant')}")
@@ -1014,8 +1013,8 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
                                f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
                                "fields with one of those")
         headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
-        meant = None if headerless else closest(target, header)
-        raise DatasetError(f"{source}: no column named {target!r}{f' (did you mean {meant!r}?)' if meant else ''}; "
+        meant = "" if headerless else did_you_mean(target, header)
+        raise DatasetError(f"{source}: no column named {target!r}{meant}; "
                            f"the columns are: {', '.join(header)}" + (
             ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
             "columns above it" if headerless else ""))

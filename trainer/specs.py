@@ -13,7 +13,7 @@ import math
 import types
 import typing
 
-from shared.text import closest, repeated, shortened
+from shared.text import did_you_mean, repeated, shortened
 
 SPEC_FORM = "expected 'name' or 'name(key=value, ...)'"
 
@@ -56,9 +56,7 @@ def build(registry: dict, spec, kind: str, **overrides):
     else:
         raise TypeError(f"{kind} spec must be a string or a dict, not {type(spec).__name__}")
     if name not in registry:
-        meant = closest(name, registry)
-        raise ValueError(f"unknown {kind} {name!r}{f' (did you mean {meant!r}?)' if meant else ''}; "
-                         f"known: {', '.join(sorted(registry))}")
+        raise ValueError(f"unknown {kind} {name!r}{did_you_mean(name, registry)}; known: {', '.join(sorted(registry))}")
     what = f"{kind} {name!r}"
     if args:
         kwargs.update(_positional(registry[name], args, kwargs, overrides, what))
