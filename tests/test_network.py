@@ -10,7 +10,7 @@ from shared.forward import row_max, softmax
 from trainer.activations import get_activation
 from trainer.initializers import get_initializer
 from trainer.layers import Activation, BatchNorm, Dense, Dropout
-from trainer.losses import get_loss
+from trainer.losses import MSE, SoftmaxCrossEntropy, get_loss
 from trainer.network import Network, build_mlp, outline_mlp
 from trainer.optimizers import get_optimizer
 
@@ -76,6 +76,16 @@ def test_repr_and_summary():
     table = net.summary(batch_size=32)
     assert "(32, 784)" in table and "(32, 256)" in table and "(32, 10)" in table
     assert "200,960" in table and "total parameters: 235,146" in table
+
+
+@pytest.mark.parametrize("component", [Dense, BatchNorm, Activation, Dropout, SoftmaxCrossEntropy, MSE])
+def test_every_backward_states_its_rule_and_shape_beside_it(component):
+    """Someone learning backpropagation from this code reads each backward pass with its equation
+    and the shape it returns on the method itself, not only in a docstring further up."""
+    doc = component.backward.__doc__  # the method's own, not one inherited from the base class
+    assert doc, f"{component.__name__}.backward has no docstring"
+    assert "=" in doc or "d(loss)/d(" in doc, f"{component.__name__}.backward states no rule: {doc!r}"
+    assert "(n, " in doc, f"{component.__name__}.backward states no shape: {doc!r}"
 
 
 @pytest.mark.parametrize("rows", [2, 6])

@@ -41,9 +41,13 @@ class Layer:
         self._written: set[str] = set()  # gradients written since begin_gradients(): later ones add
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """``x`` (n, in_features) -> ``y`` (n, out_features); ``training`` selects batch statistics
+        and dropout masks over their inference-mode counterparts."""
         raise NotImplementedError
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        """``grad_out`` = d(loss)/d(y) (n, out_features) -> ``grad_in`` = d(loss)/d(x) (n, in_features),
+        and this batch's d(loss)/d(param) into ``grads``; each subclass states its own rule here."""
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -184,6 +188,8 @@ class Activation(Layer):
         return y
 
     def backward(self, grad_out):
+        """``grad_in = grad_out * f'(x)``, (n, features), with ``f'`` written through the output
+        ``y = f(x)`` that forward cached (each function's rule is in trainer/activations.py)."""
         grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)
         return self.fn.backward(self._y, grad_out, grad_in)
 
@@ -309,6 +315,8 @@ class Dropout(Layer):
         return np.multiply(x, mask, out=y)
 
     def backward(self, grad_out):
+        """``grad_in = grad_out * mask``, (n, features), with the mask forward drew; ``grad_out``
+        itself when forward dropped nothing (eval mode, rate 0)."""
         if self._mask is None:
             return grad_out
         grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)

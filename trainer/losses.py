@@ -118,6 +118,7 @@ class MSE(Loss):
         return float(np.vdot(diff, diff)) / diff.size
 
     def backward(self):
+        """d(loss)/d(output), shape (n, k): ``2 * (output - target) / (n * k)``."""
         grad = self._scratch_array("grad", self._diff.shape, self._diff.dtype)
         return np.multiply(self._diff, 2.0 / self._diff.size, out=grad)
 
