@@ -203,7 +203,7 @@ def test_gradcheck_catches_batchnorm_backward_that_leaves_gamma_out(monkeypatch,
 
     def gamma_left_out(self, grad_out):
         grad_in = backward(self, grad_out)
-        if self._batch_stats:
+        if self._used_batch_statistics:
             grad_in /= self.params["gamma"]
         return grad_in
 

@@ -200,11 +200,11 @@ class Activation(Layer):
 class BatchNorm(Layer):
     """Batch normalisation over the batch axis (Ioffe & Szegedy 2015).
 
-    ``x`` : ndarray of shape (n, features). Training mode normalises with the batch mean and
-    (biased) variance and updates the running statistics
-    ``running = momentum * running + (1 - momentum) * batch`` (the running variance uses the
-    unbiased batch variance); eval mode uses the running statistics:
-    ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``.
+    ``x`` : ndarray of shape (n, features). ``y = gamma * x_hat + beta`` with
+    ``x_hat = (x - mean) / sqrt(var + eps)``, ``y`` and ``x_hat`` (n, features). Training mode
+    takes ``mean`` and ``var`` from the batch (the biased variance) and updates the running
+    statistics ``running = momentum * running + (1 - momentum) * batch`` (the running variance
+    takes the unbiased batch variance); eval mode uses ``running_mean`` and ``running_var``.
     Parameters ``gamma``, ``beta``; buffers ``running_mean``, ``running_var``; all (features,).
     """
 
@@ -240,7 +240,7 @@ class BatchNorm(Layer):
         y = self._scratch_array("y", x.shape)
         np.multiply(x_hat, gamma, out=y)
         y += beta
-        self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, training
+        self._x_hat, self._inv_std, self._used_batch_statistics = x_hat, inv_std, training
         return y
 
     def backward(self, grad_out):
@@ -254,7 +254,7 @@ class BatchNorm(Layer):
         dbeta = self._accumulate("beta", np.sum, grad_out, axis=0)
         dgamma = self._accumulate("gamma", np.einsum, "ij,ij->j", grad_out, x_hat)
         grad_in = grad_out if self.inplace else self._scratch_array("grad_in", grad_out.shape)
-        if self._batch_stats:
+        if self._used_batch_statistics:
             mean_g, mean_g_x_hat = dbeta / n, dgamma / n
             np.subtract(grad_out, x_hat * mean_g_x_hat, out=grad_in)
             grad_in -= mean_g
