@@ -78,7 +78,8 @@ class Network:
 
     def backward(self) -> np.ndarray | None:
         """Backpropagate the loss of the last ``loss.forward`` call into ``grads()``: the first backward
-        after ``zero_grad()`` writes them, later ones add to them."""
+        after ``zero_grad()`` writes them, later ones add to them. Returns d(loss)/d(x) of shape
+        (n, in_features), or None when the first layer is dense (it skips that product)."""
         grad = self.loss.backward()
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
@@ -153,6 +154,7 @@ class Network:
         return {f"{l.name}.{k}": v for l in self.layers for k, v in l.params.items()}
 
     def grads(self) -> dict[str, np.ndarray]:
+        """d(loss)/d(param) for each parameter, keyed and shaped as ``params()``."""
         return {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads.items()}
 
     def buffers(self) -> dict[str, np.ndarray]:
@@ -183,6 +185,7 @@ class Network:
 
     @property
     def in_features(self) -> int:
+        """The width of the input rows, ``sizes[0]``: what the first dense or batch-norm layer takes."""
         for layer in self.layers:
             if isinstance(layer, Dense):
                 return layer.in_features
