@@ -106,7 +106,10 @@ class FlatLayout(NamedTuple):
 
 
 class Optimizer:
-    """Base contract: subclasses implement ``_update(param, grad, state)``."""
+    """Base contract: subclasses implement ``_update(param, grad, state)``, the update rule for one
+    array of parameters, its gradient and the state ``_init_state`` made for it (``param -= ...`` in
+    place). The arrays may be a single parameter or, when the network packs them, every parameter
+    flattened into one (see ``_flat_layout``): the rule is element-wise, so it is the same either way."""
 
     name = ""
     decoupled_weight_decay = False
@@ -126,6 +129,10 @@ class Optimizer:
         self.lr = float(lr)
 
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Update every array of ``params`` in place from ``grads``, keyed and shaped the same
+        (``Network.params()`` and ``Network.grads()``): count the step in ``t``, clip, decay the
+        weights (the module docstring says how; both may change ``grads``), apply the update rule,
+        then zero the moments that became too small to matter."""
         self.t += 1
         grad_list = [grads[name] for name in params]
         if self.clip_norm is not None:
@@ -203,6 +210,9 @@ class Optimizer:
         return self._flat[1]
 
     def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
+        """The arrays kept for ``param``, each of its shape: ``scratch`` holds a step's intermediate
+        values (the update, L2 decay's term) so that a step allocates nothing; subclasses add their
+        moments."""
         return {"scratch": np.empty_like(param)}
 
     def arrays_per_parameter(self) -> int:
