@@ -54,11 +54,31 @@ class SoftmaxCrossEntropy(Loss):
     output_activation = "softmax"
 
     def forward(self, logits, target):
-        n, k = logits.shape
-        target = np.asarray(target)
+        """The mean loss of ``logits`` (n, k) against ``target`` (n,) or (n, k), as a float."""
+        target = self._as_target(target, logits)
+        n = logits.shape[0]
         # probs becomes softmax(z) in place: z - max(z), then its exp, then that over its row sum.
         probs = self._scratch_array("probs", logits.shape, logits.dtype)
         np.subtract(logits, row_max(logits), out=probs)
+        if target.ndim == 1:
+            true_logit = probs[np.arange(n), target]  # z_i[y_i] - max(z_i)
+        else:
+            true_logit = (target * probs).sum(axis=1)  # sum_j t_ij (z_ij - max(z_i))
+        np.exp(probs, out=probs)
+        sums = probs.sum(axis=1)
+        log_sums = np.log(sums)  # logsumexp(z_i) - max(z_i)
+        if target.ndim == 2:
+            log_sums *= target.sum(axis=1)
+        probs /= sums[:, None]
+        self._probs, self._target = probs, target
+        return float((log_sums - true_logit).mean())
+
+    @staticmethod
+    def _as_target(target, logits: np.ndarray) -> np.ndarray:
+        """``target`` as class indices y of shape (n,) (np.intp) or as probabilities t of the logits'
+        shape and dtype; anything else is refused with what was expected."""
+        n, k = logits.shape
+        target = np.asarray(target)
         if target.ndim == 1:
             labels = target.astype(np.intp, copy=False)
             if target.dtype.kind not in "iu" and not np.array_equal(labels, target):  # 1.7 would be class 1
@@ -66,33 +86,23 @@ class SoftmaxCrossEntropy(Loss):
                                  f"{target[labels != target][0].item()!r}")
             if labels.shape[0] != n or (n and (labels.min() < 0 or labels.max() >= k)):
                 raise ValueError(f"labels must be {n} integers in [0, {k}), got shape {target.shape}")
-            true_logit = probs[np.arange(n), labels]  # z_i[y_i] - max(z_i)
-        elif target.shape == logits.shape:
-            labels = target.astype(logits.dtype, copy=False)
-            true_logit = (labels * probs).sum(axis=1)  # sum_j t_ij (z_ij - max(z_i))
-        else:
-            raise ValueError(f"target must have shape ({n},) or {logits.shape}, got {target.shape}")
-        np.exp(probs, out=probs)
-        sums = probs.sum(axis=1)
-        log_sums = np.log(sums)  # logsumexp(z_i) - max(z_i)
-        if labels.ndim == 2:
-            log_sums *= labels.sum(axis=1)
-        probs /= sums[:, None]
-        self._probs, self._labels = probs, labels
-        return float((log_sums - true_logit).mean())
+            return labels
+        if target.shape == logits.shape:
+            return target.astype(logits.dtype, copy=False)
+        raise ValueError(f"target must have shape ({n},) or {logits.shape}, got {target.shape}")
 
     def backward(self):
         """d(loss)/d(logits), shape (n, k): ``(softmax(z) - onehot(y)) / n``, or
         ``(softmax(z) * sum_j t_ij - t) / n`` for probabilities (see the class docstring)."""
-        probs, labels = self._probs, self._labels
+        probs, target = self._probs, self._target
         n = probs.shape[0]
         grad = self._scratch_array("grad", probs.shape, probs.dtype)
-        if labels.ndim == 1:
+        if target.ndim == 1:
             np.copyto(grad, probs)
-            grad[np.arange(n), labels] -= 1
+            grad[np.arange(n), target] -= 1
         else:
-            np.multiply(probs, labels.sum(axis=1, keepdims=True), out=grad)
-            grad -= labels
+            np.multiply(probs, target.sum(axis=1, keepdims=True), out=grad)
+            grad -= target
         grad *= 1.0 / n
         return grad
 
