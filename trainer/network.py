@@ -206,31 +206,23 @@ class Network:
         layers = [layer for layer in self.layers if not isinstance(layer, Dropout)]
         spec: list[dict] = []
         arrays: dict[str, np.ndarray] = {}
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            following = layers[i + 1] if i + 1 < len(layers) else None
+        folded = None  # the batch-norm layer folded into the dense layer before it: not exported again
+        for layer, following in zip(layers, [*layers[1:], None]):
+            if layer is folded:
+                continue
             if isinstance(layer, Dense):
-                entry = {"type": "dense", "name": layer.name,
-                         "in_features": layer.in_features, "out_features": layer.out_features}
-                weight = layer.params["weight"].astype(np.float64)
-                bias = layer.params["bias"].astype(np.float64)
-                if fold_batchnorm and isinstance(following, BatchNorm) and following.features == layer.out_features:
-                    weight, bias = _fold(weight, bias, following)
-                    entry["batchnorm"] = "folded"
-                    i += 1
-                arrays[f"{layer.name}.weight"] = _float32(weight)
-                arrays[f"{layer.name}.bias"] = _float32(bias)
-                spec.append(entry)
+                folded = following if fold_batchnorm and _can_fold(layer, following) else None
+                entry, layer_arrays = _export_dense(layer, folded)
             elif isinstance(layer, BatchNorm):
-                spec.append({"type": "batchnorm", "name": layer.name, "features": layer.features, "eps": layer.eps})
-                for key, value in {**layer.params, **layer.buffers}.items():
-                    arrays[f"{layer.name}.{key}"] = _float32(value)
+                entry = {"type": "batchnorm", "name": layer.name, "features": layer.features, "eps": layer.eps}
+                layer_arrays = {f"{layer.name}.{key}": _float32(value)
+                                for key, value in {**layer.params, **layer.buffers}.items()}
             elif isinstance(layer, Activation):
-                spec.append(layer.fn.spec())
+                entry, layer_arrays = layer.fn.spec(), {}
             else:
                 raise ValueError(f"cannot export layer {layer.name} of type {type(layer).__name__}")
-            i += 1
+            spec.append(entry)
+            arrays.update(layer_arrays)
         if self.loss.output_activation:
             spec.append({"type": "activation", "name": self.loss.output_activation})
         return spec, arrays
@@ -339,6 +331,22 @@ def _pack(dicts: list[dict[str, np.ndarray]]) -> np.ndarray | None:
             d[key] = view
             offset += a.size
     return flat
+
+
+def _can_fold(dense: Dense, following: Layer | None) -> bool:
+    """Whether ``following`` is a batch-norm layer over ``dense``'s outputs, which export can fold."""
+    return isinstance(following, BatchNorm) and following.features == dense.out_features
+
+
+def _export_dense(dense: Dense, bn: BatchNorm | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The model-file entry and float32 arrays of ``dense``, with the batch-norm layer ``bn`` that
+    follows it folded into its weight and bias when one is given."""
+    entry = {"type": "dense", "name": dense.name, "in_features": dense.in_features, "out_features": dense.out_features}
+    weight, bias = dense.params["weight"].astype(np.float64), dense.params["bias"].astype(np.float64)
+    if bn is not None:
+        weight, bias = _fold(weight, bias, bn)
+        entry["batchnorm"] = "folded"
+    return entry, {f"{dense.name}.weight": _float32(weight), f"{dense.name}.bias": _float32(bias)}
 
 
 def _fold(weight: np.ndarray, bias: np.ndarray, bn: BatchNorm) -> tuple[np.ndarray, np.ndarray]:
