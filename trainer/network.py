@@ -40,7 +40,9 @@ class Network:
         self._mark_inplace()
         if self.layers and isinstance(self.layers[0], Dense):
             self.layers[0].needs_input_grad = False
-        self._flat_params = _pack([layer.params for layer in self.layers])
+        # The parameters, and apart from them the gradients, move into one flat buffer of which the
+        # layers keep views: the optimiser finds them back to back and updates them all at once.
+        _pack([layer.params for layer in self.layers])
         self._flat_grads = _pack([layer.grads for layer in self.layers])
 
     def _name_layers(self) -> None:
@@ -88,6 +90,8 @@ class Network:
         return grad
 
     def zero_grad(self) -> None:
+        """Set every gradient to zero, so that backward passes from here on add up (``train_step``
+        does not need it: its backward writes the gradients afresh)."""
         if self._flat_grads is None:
             for layer in self.layers:
                 layer.zero_grad()
