@@ -35,11 +35,15 @@ class Schedule:
 
 
 class Constant(Schedule):
+    """``lr`` at every epoch."""
+
     def __call__(self, epoch):
         return self.lr
 
 
 class Step(Schedule):
+    """``lr * gamma ** (epoch // step_size)``: the rate is multiplied by ``gamma`` every ``step_size`` epochs."""
+
     def __init__(self, lr: float, step_size: int = 10, gamma: float = 0.1):
         super().__init__(lr)
         if step_size < 1 or step_size != int(step_size):  # epochs are counted whole: 1.5 would be read as 1
@@ -56,6 +60,9 @@ class Step(Schedule):
 
 
 class Cosine(Schedule):
+    """``min_lr + (lr - min_lr) * (1 + cos(pi * epoch / total_epochs)) / 2``: from ``lr`` at epoch 0
+    down to ``min_lr`` at ``total_epochs``, and ``min_lr`` from then on."""
+
     def __init__(self, lr: float, total_epochs: int, min_lr: float = 0.0):
         super().__init__(lr)
         if total_epochs < 1:
@@ -73,6 +80,9 @@ class Cosine(Schedule):
 
 
 class Warmup(Schedule):
+    """``lr * (epoch + 1) / (epochs + 1)`` for the first ``epochs`` epochs, then ``after`` from its own
+    epoch 0; ``lr`` is ``after``'s."""
+
     def __init__(self, after: Schedule, epochs: int):
         super().__init__(after.lr)
         if epochs < 0:
