@@ -127,7 +127,8 @@ class Model:
     ``("dense", name, (W, b))``, ``("affine", name, (scale, shift))`` for inference-mode batch
     norm and ``("activation", name, function)``, ``function(h, out=h)`` with any alpha bound. The model
     keeps only the steps ``forward`` runs, planned from them (``_plan``), so a first layer with
-    the input normalisation folded in is not held twice.
+    the input normalisation folded in is not held twice; where that fold would lose precision,
+    a ``("standardize", name, {"mean", "std"})`` step comes first instead.
     """
 
     manifest: dict
@@ -189,10 +190,8 @@ class Model:
         return self.manifest["output"].get("labels")
 
     def __repr__(self) -> str:
-        steps = " -> ".join(
-            f"dense({values[0].shape[0]}x{values[0].shape[1]})" if kind == "dense" else
-            f"batchnorm({values[0].shape[0]})" if kind == "affine" else name
-            for kind, name, values in self._steps if kind != "standardize")
+        steps = " -> ".join(_step_text(kind, name, values) for kind, name, values in self._steps
+                            if kind != "standardize")
         return f"Model({self.name} v{self.version}: {steps})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -213,7 +212,7 @@ class Model:
                 h += shift
             elif kind == "standardize":
                 h = standardize(h, values)
-            else:
+            else:  # "activation"
                 activation = values
                 h = activation(h, out=h)
         return h
@@ -231,3 +230,15 @@ class Model:
             return out.argmax(axis=1)
         scaling = output_scaling(self.manifest)
         return out[:, 0] * np.float32(scaling["std"]) + np.float32(scaling["mean"])
+
+
+def _step_text(kind: str, name: str, values) -> str:
+    """A step as ``repr(Model)`` shows it: a dense layer by its weight's (in x out), batch norm by
+    its width, an activation by its name."""
+    if kind == "dense":
+        weight, _ = values
+        return f"dense({weight.shape[0]}x{weight.shape[1]})"
+    if kind == "affine":
+        scale, _ = values
+        return f"batchnorm({scale.shape[0]})"
+    return name
