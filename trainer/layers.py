@@ -50,6 +50,12 @@ class Layer:
         and this batch's d(loss)/d(param) into ``grads``; each subclass states its own rule here."""
         raise NotImplementedError
 
+    def _zero_grads(self) -> dict[str, np.ndarray]:
+        """A gradient of zeros for each parameter, keyed, shaped and typed as ``params``."""
+        # np.zeros, not zeros_like: the kernel hands over its pages as they are first written (the
+        # network moves the gradients into one buffer), where zeros_like writes them all here.
+        return {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
+
     def zero_grad(self) -> None:
         for grad in self.grads.values():
             grad.fill(0)
@@ -126,9 +132,7 @@ class Dense(Layer):
             "weight": self.init((self.in_features, self.out_features), rng, self.dtype),
             "bias": np.zeros(self.out_features, dtype=self.dtype),
         }
-        # np.zeros, not zeros_like: the kernel hands over its pages as they are first written (the
-        # network moves the gradients into one buffer), where zeros_like writes them all here.
-        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
+        self.grads = self._zero_grads()
         self.needs_input_grad = True
 
     def forward(self, x, training=True):
@@ -217,7 +221,7 @@ class BatchNorm(Layer):
             raise ValueError(f"batchnorm momentum must be in [0, 1), got {momentum}")
         self.features, self.momentum, self.eps = int(features), float(momentum), float(eps)
         self.params = {"gamma": np.ones(self.features, self.dtype), "beta": np.zeros(self.features, self.dtype)}
-        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
+        self.grads = self._zero_grads()
         self.buffers = {"running_mean": np.zeros(self.features, self.dtype),
                         "running_var": np.ones(self.features, self.dtype)}
 
