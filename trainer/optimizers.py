@@ -123,7 +123,7 @@ class Optimizer:
         self.t = 0  # number of steps taken
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.last_grad_norm: float | None = None
-        self._flat = None
+        self._flat: tuple[tuple, FlatLayout] | None = None  # (the arrays laid out, their layout)
 
     def set_lr(self, lr: float) -> None:
         self.lr = float(lr)
@@ -193,9 +193,10 @@ class Optimizer:
         layout, so the update runs as a few large array operations instead of a few per parameter.
         ``self.state[name]`` then holds views into the flat state."""
         arrays = (*params.values(), *grad_list)
-        cached = self._flat
-        if cached is not None and len(cached[0]) == len(arrays) and all(a is b for a, b in zip(cached[0], arrays)):
-            return cached[1]
+        if self._flat is not None:
+            laid_out, layout = self._flat
+            if len(laid_out) == len(arrays) and all(a is b for a, b in zip(laid_out, arrays)):
+                return layout
         if self.state or not params:  # state already allocated per parameter: keep using it
             return None
         flat_param, flat_grad = _contiguous_span(list(params.values())), _contiguous_span(grad_list)
@@ -206,8 +207,9 @@ class Optimizer:
         for name, param in params.items():
             self.state[name] = {k: v[offset:offset + param.size].reshape(param.shape) for k, v in flat_state.items()}
             offset += param.size
-        self._flat = (arrays, FlatLayout(flat_param, flat_grad, flat_state))
-        return self._flat[1]
+        layout = FlatLayout(flat_param, flat_grad, flat_state)
+        self._flat = (arrays, layout)
+        return layout
 
     def _init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         """The arrays kept for ``param``, each of its shape: ``scratch`` holds a step's intermediate
