@@ -293,6 +293,7 @@ def test_status_errors_and_methods(server):
 
 NO_MODEL = "There is no model 'nope' (models: "
 NO_VERSION = "Model mnist has no version 9 (versions: "
+NO_ZERO = "Version '0' does not exist: versions are positive integers."
 
 
 @pytest.mark.parametrize("method, path, message, then", [
@@ -307,6 +308,13 @@ NO_VERSION = "Model mnist has no version 9 (versions: "
     ("GET", "/v1/models/nope", "Could not find any versions of model nope", NO_MODEL),
     ("GET", "/v1/models/nope/versions/1", "Could not find version 1 of model nope", NO_MODEL),
     ("GET", "/v1/models/mnist/versions/9", "Could not find version 9 of model mnist", NO_VERSION),
+    # Digits that no version can be: TF Serving reads them as a number all the same, and its words name it.
+    ("POST", "/v1/models/mnist/versions/0:predict", "Servable not found for request: Specific(mnist, 0)", NO_ZERO),
+    ("POST", "/v1/models/mnist/versions/00:regress", "Servable not found for request: Specific(mnist, 0)", "Version "),
+    ("GET", "/v1/models/mnist/versions/0/metadata", "Servable not found for request: Specific(mnist, 0)", NO_ZERO),
+    ("GET", "/v1/models/mnist/versions/0", "Could not find version 0 of model mnist", NO_ZERO),
+    ("POST", "/v1/models/mnist/versions/12345678901:predict",
+     "Servable not found for request: Specific(mnist, 12345678901)", "Version 12345678901 does not exist: "),
 ])
 def test_an_unknown_model_or_version_is_refused_in_tf_serving_words(server, method, path, message, then):
     """TF Serving's sentences (its prediction service's, and its model status service's), which its

@@ -17,7 +17,8 @@ A model or version the registry lacks is refused (404) in TF Serving's words, wh
 and their users look for: ``Servable not found for request: Specific(mnist, 9)`` (``Latest(mnist)``
 without a version), and from the status route ``Could not find version 9 of model mnist`` (``Could
 not find any versions of model mnist``), each followed by the service's sentence that names the
-models or versions there are. A label the model lacks keeps the service's words.
+models or versions there are; so are digits no version can be (``Specific(mnist, 0)``), which TF Serving reads as
+a number too. A version that is no number, and a label the model lacks, keep the service's words.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from flask import Blueprint, current_app, g, request
 from shared.forward import Model
 from shared.preprocess import TEXT, holds_any
 
-from ..api import (STRUCTURE_COMMAS, admit_json_numbers, not_found_in_words, other_protocols_body, parse_json,
-                   read_body, resolve, validate, version_number)
+from ..api import (STRUCTURE_COMMAS, admit_json_numbers, in_digits, not_found_in_words, other_protocols_body,
+                   parse_json, read_body, resolve_from_url, validate, version_number)
 from ..context import service
 from ..errors import BadRequest, NotFound
 from ..inputs import decode_base64_image
@@ -88,12 +89,23 @@ def tf_serving_words(message: str, label: str | None) -> dict[str, str]:
     return words
 
 
+def tf_serving_version(version: str | None) -> str | None:
+    """The version number TF Serving reads from a URL's version (its digits, leading zeros read past), which its
+    words name even where no version can have it (``0``, ten digits); None for a URL without a version. A version
+    that is no number is refused here, in the service's words alone (404)."""
+    if version is None:
+        return None
+    if not in_digits(version):
+        version_number(version)  # raises
+    return version.lstrip("0") or "0"
+
+
 def resolve_servable(name: str, version: str | None, label: str | None) -> Model:
     """The model a V1 URL names; a version that is no number keeps the service's explanation."""
-    number = None if version is None else version_number(version)
+    number = tf_serving_version(version)
     servable = f"Latest({name})" if number is None else f"Specific({name}, {number})"
     with not_found_in_words(tf_serving_words(f"Servable not found for request: {servable}", label)):
-        return resolve(name, number, label)
+        return resolve_from_url(name, version, label)
 
 
 def read_rows(model: Model, items, where: str) -> tuple[str, object]:
@@ -248,10 +260,11 @@ def list_models():
 @v1_bp.get("/v1/models/<segment:name>/labels/<segment:label>")
 def status(name: str, version: str | None = None, label: str | None = None):
     store = service().store
-    number = None if version is None else version_number(version)
+    number = tf_serving_version(version)
     missing = (f"Could not find any versions of model {name}" if number is None
                else f"Could not find version {number} of model {name}")
     with not_found_in_words(tf_serving_words(missing, label)):
+        number = None if version is None else version_number(version)  # 404 for 0 or ten digits, in the words above
         info = store.describe(name)
         if label is not None:
             number = store.label_version(name, label)
