@@ -474,7 +474,7 @@ def label_info(name: str, label: str):
     """The version a label points to, as ``version_info`` reports it: what a client predicting
     through the label gets, before it predicts."""
     store = service().store
-    number = store.label_version(name, label_name(label))
+    number = store.label_version(name, label)  # a name no label can have is not found (404), as on predict
     try:
         return store.describe_version(name, number)
     except NotFound:
@@ -656,7 +656,8 @@ def rollback(name: str):
 
 
 def label_name(label: str) -> str:
-    """The label a URL names, which the registry's naming rule must allow (else 422 in its words)."""
+    """The label an admin route sets or deletes, which the registry's naming rule must allow (else 422 in its
+    words). A route that only reads a label answers a name no label can have as a label it lacks (404)."""
     try:
         return check_name(label, "label")
     except RegistryError as e:

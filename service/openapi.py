@@ -94,7 +94,7 @@ OPERATIONS = [
     Operation("get", "/models/{name}/versions/{version}", "One version: status and manifest.",
               schemas.VersionInfo, (404, 503), [NAME_PARAM, VERSION_PARAM]),
     Operation("get", "/models/{name}/labels/{label}", "The version a label points to: status and manifest.",
-              schemas.VersionInfo, (404, 422, 503), [NAME_PARAM, LABEL_PARAM]),
+              schemas.VersionInfo, (404, 503), [NAME_PARAM, LABEL_PARAM]),
     Operation("post", "/models/{name}/versions/{version}/activate", "Pin a version (it must load).",
               schemas.ModelInfo, ADMIN_ERRORS, [NAME_PARAM, VERSION_PARAM], admin=True, tag="admin"),
     Operation("post", "/models/{name}/unpin", "Remove the pin: serve the highest version that loads.",

@@ -60,7 +60,8 @@ from pathlib import Path
 from shared.errors import ModelFileError
 from shared.forward import Model
 from shared.model_file import load_model, read_manifest
-from shared.registry import MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError, check_name
+from shared.registry import (LABEL_PATTERN, MODEL_FILE, NAME_CHARACTERS, SERVING_FILE, VERSION_PATTERN, Registry,
+                             RegistryError, check_name)
 
 from .errors import Conflict, NotFound, NotReady, access_advice
 
@@ -1058,7 +1059,8 @@ class ModelStore:
         client labels a version and predicts through the label at once, as docs/serving.md shows."""
         slot = self.slot(name)
         labels = slot.labels  # replaced whole by the watcher, never changed in place: read once
-        if label not in labels:  # serving.json as it is now, without waiting for the watcher's lock
+        valid = LABEL_PATTERN.match(label) is not None  # serving.json holds no other names: no need to read it
+        if label not in labels and valid:  # serving.json as it is now, without waiting for the watcher's lock
             state, error = self._read_serving(name)
             if state is None and slot.serving_state is None:  # never read: the label may well be there
                 raise NotReady(f"Model {name}'s labels cannot be read: {error}; fix or remove serving.json (the admin "
@@ -1067,7 +1069,8 @@ class ModelStore:
         version = labels.get(label)
         if version is None:
             known = ", ".join(sorted(labels)) or "none"
-            raise NotFound(f"Model {name} has no label {label!r} (labels: {known}).", code="label_not_found")
+            never = "" if valid else f"; nor can any have that name, as a label's name uses {NAME_CHARACTERS}"
+            raise NotFound(f"Model {name} has no label {label!r} (labels: {known}){never}.", code="label_not_found")
         return version
 
     def labelled(self, name: str, label: str) -> Model:

@@ -1320,8 +1320,24 @@ def test_labels(client, registry):
     assert client.delete("/models/mnist/labels/canary", headers=AUTH).get_json()["labels"] == {}
     assert_error(client.delete("/models/mnist/labels/canary", headers=AUTH), 404, "label_not_found")
     assert_error(client.get("/models/mnist/labels/canary"), 404, "label_not_found")
-    assert_error(client.get("/models/mnist/labels/-bad"), 422, "invalid_label")
     assert_error(client.post("/models/mnist/labels/canary/predict", json={"inputs": [1]}), 404, "label_not_found")
+
+
+def test_a_label_no_label_can_be_is_refused_to_set_and_not_found_to_read(client):
+    """Setting a label by a name the registry refuses is a wrong request (422); predicting through it, or asking
+    where it points, names a label the model lacks (404, as for any other), and says none can have it: the report
+    route answered 422, and the predict routes a 404 that read as if the label might yet be set."""
+    for method in ("put", "delete"):
+        assert_error(getattr(client, method)("/models/mnist/labels/-bad", json={"version": 1}, headers=AUTH), 422,
+                     "invalid_label", "Label '-bad' is not valid: use letters, digits")
+    never = "Model mnist has no label '-bad' (labels: none); nor can any have that name, as a label's name uses " \
+            "letters, digits"
+    for response in (client.get("/models/mnist/labels/-bad"), client.get("/v1/models/mnist/labels/-bad"),
+                     client.post("/models/mnist/labels/-bad/predict", json={"inputs": [1]}),
+                     client.post("/v1/models/mnist/labels/-bad:predict", json={"instances": [[1]]})):
+        assert_error(response, 404, "label_not_found", never)
+    assert_error(client.get("/models/mnist/labels/canary"), 404, "label_not_found", "Model mnist has no label "
+                 "'canary' (labels: none).")  # a name a label can have says nothing more
 
 
 # operations --------------------------------------------------------------------------------------
