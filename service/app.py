@@ -183,6 +183,17 @@ def _register_request_hooks(app: Flask) -> None:
         if "HTTP_TRANSFER_ENCODING" in request.environ:  # on every route, those that read no body too
             api.refuse_transfer_codings(compressed=request.endpoint in DECODING_ENDPOINTS)
 
+    @app.before_request
+    def options_for_the_server():
+        """RFC 9110 section 9.3.7: ``OPTIONS *`` asks about the server, not a resource, and is answered with the
+        methods the server takes. (Gunicorn passes the path ``*``, which no route can match; werkzeug reads it as
+        ``/*``, a path too: the request line's own target tells them apart.)"""
+        if request.method == "OPTIONS" and request.environ.get("RAW_URI", request.environ.get("REQUEST_URI")) == "*":
+            response = app.response_class(status=204)
+            del response.headers["Content-Type"]
+            response.allow.update(server_methods(app))
+            return response
+
     @app.teardown_request
     def end_large_turn(_error):
         if "large_turn" in g:  # service.api.hold_for_json, hold_for_decode
@@ -230,6 +241,12 @@ def _register_request_hooks(app: Flask) -> None:
         req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status,
                                                     code)
         return response
+
+
+@functools.lru_cache(maxsize=None)  # one entry per app, whose routes are all added by create_app
+def server_methods(app: Flask) -> tuple[str, ...]:
+    """Every method some route of ``app`` takes."""
+    return tuple(sorted({method for rule in app.url_map.iter_rules() for method in rule.methods or ()}))
 
 
 def _check_host(environ: dict) -> None:

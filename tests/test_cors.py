@@ -138,6 +138,28 @@ def test_an_unknown_route_still_answers_options_with_its_json_404(registry):
         assert response.status_code == 404 and response.get_json()["code"] == "not_found"
 
 
+def test_options_asterisk_is_answered_with_the_servers_methods(registry):
+    """RFC 9110 section 9.3.7: ``OPTIONS *`` asks what the server itself takes, and a real Gunicorn answered it
+    404 'no such route'. It is a 204 naming every method a route takes; the path ``/*`` is still no route, and a
+    page's preflight of a route is answered as before."""
+    with ServiceProcess(registry, workers=1, threads=2, env={"SCRATCHNET_CORS_ORIGINS": APP}) as service:
+        def options(target: str) -> tuple[str, dict, bytes]:
+            head, body = raw_exchange(service.url, f"OPTIONS {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                                   f"Origin: {APP}\r\nAccess-Control-Request-Method: POST\r\n\r\n"
+                                                   .encode())
+            status, *lines = head.decode().split("\r\n")
+            return status, dict(line.split(": ", 1) for line in lines), body
+
+        status, headers, body = options("*")
+        assert status == "HTTP/1.1 204 NO CONTENT" and body == b"" and "Content-Type" not in headers, headers
+        assert set(headers["Allow"].split(", ")) == {"DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"}
+        status, headers, body = options("/*")
+        assert status.startswith("HTTP/1.1 404 ") and b'"not_found"' in body
+        status, headers, _ = options("/models/mnist/predict")
+        assert status == "HTTP/1.1 204 NO CONTENT" and set(headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+        assert headers["Access-Control-Allow-Origin"] == APP and "POST" in headers["Access-Control-Allow-Methods"]
+
+
 @pytest.mark.parametrize("value, origins", [
     ("https://App.Example.com:443, http://127.0.0.1:8888,https://app.example.com", (APP, "http://127.0.0.1:8888")),
     ("http://[::1]:8080", ("http://[::1]:8080",)),
