@@ -33,6 +33,7 @@ DOCS_PAGE = """<!doctype html>
  .lock { color: #a60; font-size: .85em; }
 </style></head>
 <body>
+<nav><a href="./">Back to the drawing page</a></nav>
 <h1>{{ doc.info.title }} API <small>{{ doc.info.version }}</small></h1>
 <p>{{ doc.info.description }} The machine-readable document is <a href="openapi.json">openapi.json</a>.</p>
 {% for tag, ops in groups %}

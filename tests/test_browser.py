@@ -770,6 +770,32 @@ def test_without_javascript_the_page_says_so(browser, service):
         context.close()
 
 
+def test_a_drawing_is_still_there_after_a_visit_to_the_api_page(page):
+    """The API page had no way back to the drawing page, and going there and back (its link, or the browser's
+    Back) reloaded the page empty: the drawing, and its answer, were gone."""
+    draw_one(page)
+    wait_for_answer(page)
+    page.locator("footer a", has_text="API reference").click()
+    page.wait_for_url("**/docs")
+    page.locator("a", has_text="drawing page").first.click()  # the API page's own way back
+    wait_for_models(page)
+    wait_for_answer(page)
+    assert has_ink(page) and shown(page)["label"] == "1" and not page.locator("#pad-hint").is_visible()
+    page.locator("footer a", has_text="API reference").click()
+    page.wait_for_url("**/docs")
+    page.go_back()
+    wait_for_models(page)
+    wait_for_answer(page)
+    assert has_ink(page) and shown(page)["label"] == "1"
+    page.locator("#clear").click()  # a drawing cleared stays cleared
+    page.locator("footer a", has_text="API reference").click()
+    page.wait_for_url("**/docs")
+    page.go_back()
+    wait_for_models(page)
+    assert not has_ink(page) and page.locator("#pad-hint").is_visible()
+    assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
+
+
 def test_the_hint_on_the_pad_is_readable(page):
     """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
     text, sheet = css_colours(page, ("#pad-hint", "color"), ("#drop-zone", "backgroundColor"))

@@ -373,6 +373,42 @@ function onPointerUp(event) {
   }
 }
 
+// Coming back from the API page by its link loads this page anew, and so does Back wherever the browser's
+// back/forward cache did not keep the page (turned off, full, or a browser without one). The drawing is kept
+// for the tab meanwhile, and drawn again, and predicted, when the page loads. (An uploaded picture is not: it
+// can be far larger than the storage a tab has.)
+const SAVED_DRAWING = "scratchnet.drawing";
+
+function saveDrawing() {
+  try {
+    if (state.hasInk && !state.upload) sessionStorage.setItem(SAVED_DRAWING, ink.toDataURL("image/png"));
+    else sessionStorage.removeItem(SAVED_DRAWING);
+  } catch (err) {
+    // storage turned off or full: the drawing is not kept, as before
+  }
+}
+
+function restoreDrawing() {
+  let saved = null;
+  try {
+    saved = sessionStorage.getItem(SAVED_DRAWING);
+  } catch (err) {
+    return;
+  }
+  if (!saved) return;
+  const drawing = new Image();
+  drawing.addEventListener("load", () => {
+    if (state.hasInk || state.upload) return;  // drawn on, or given a picture, meanwhile
+    contexts[0].drawImage(drawing, 0, 0);
+    contexts[1].drawImage(ink, 0, 0);  // in PAD_SIDE units, as fitPadToScreen draws it
+    state.hasInk = true;
+    el.hint.hidden = true;
+    inputChanged();
+    if (el.auto.checked) predict();
+  });
+  drawing.src = saved;
+}
+
 // --------------------------------------------------------------------------- uploads
 
 function useUpload(file) {
@@ -783,5 +819,8 @@ document.addEventListener("paste", (event) => {
   if (item) useUpload(item.getAsFile());
 });
 
+addEventListener("pagehide", saveDrawing);
+
 el.answer.dataset.state = "idle";
 loadModels();
+restoreDrawing();
