@@ -796,6 +796,18 @@ def test_a_drawing_is_still_there_after_a_visit_to_the_api_page(page):
     assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
 
 
+def test_the_hint_on_the_pad_offers_to_drop_a_picture_only_where_one_can_be_dropped(page, browser, service):
+    """On a phone, which has no drag and drop of files, the empty pad said "Draw here, or drop a picture"."""
+    assert page.locator("#pad-hint").inner_text() == "Draw here, or drop a picture"
+    with opened(browser, service.url + "/", width=390, height=844, phone=True) as phone:
+        hint = phone.locator("#pad-hint")
+        assert hint.inner_text() == "Draw here with a finger, or upload a picture"
+        draw_one_with_a_finger(phone)
+        wait_for_answer(phone)
+        phone.locator("#clear").click()
+        assert hint.is_visible() and hint.inner_text() == "Draw here with a finger, or upload a picture"
+
+
 def test_the_hint_on_the_pad_is_readable(page):
     """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
     text, sheet = css_colours(page, ("#pad-hint", "color"), ("#drop-zone", "backgroundColor"))
@@ -885,7 +897,7 @@ def test_on_a_phone_a_swipe_over_an_uploaded_picture_scrolls_the_page_and_keeps_
 
         page.get_by_role("button", name="Clear").click()
         page.evaluate("window.scrollTo(0, 0)")
-        assert not preview.is_visible() and hint.inner_text() == "Draw here, or drop a picture"
+        assert not preview.is_visible() and hint.inner_text() == "Draw here with a finger, or upload a picture"
         before = answer_count(page)
         draw_one_with_a_finger(page)
         wait_for_answer(page, after=before)

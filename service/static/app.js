@@ -56,7 +56,10 @@ const PAD_SIDE = 280;
 const ink = document.createElement("canvas");
 ink.width = ink.height = PAD_SIDE;
 const contexts = [ink.getContext("2d"), el.pad.getContext("2d")];
-const DEFAULT_HINT = el.hint.textContent;
+// A phone or a tablet, whose pointer is a finger, has no files to drag and drop: its hint names what it has.
+const TOUCH_SCREEN = matchMedia("(pointer: coarse)");
+const HINTS = { pointer: el.hint.textContent, finger: "Draw here with a finger, or upload a picture" };
+const emptyPadHint = () => (TOUCH_SCREEN.matches ? HINTS.finger : HINTS.pointer);
 
 const state = {
   models: new Map(),   // name -> {name, version, kind, labels, ready, unloaded, upcoming}, every listed model
@@ -743,7 +746,7 @@ function resetAll() {
   clearCanvas();
   dropUpload();
   hideError();
-  el.hint.textContent = DEFAULT_HINT;
+  el.hint.textContent = emptyPadHint();
   el.hint.hidden = false;
   clearAnswer("idle");
 }
@@ -820,6 +823,10 @@ document.addEventListener("paste", (event) => {
 });
 
 addEventListener("pagehide", saveDrawing);
+el.hint.textContent = emptyPadHint();
+TOUCH_SCREEN.addEventListener("change", () => {  // a mouse plugged into a tablet, or unplugged
+  if (Object.values(HINTS).includes(el.hint.textContent)) el.hint.textContent = emptyPadHint();
+});
 
 el.answer.dataset.state = "idle";
 loadModels();
