@@ -13,7 +13,8 @@ from .openapi import openapi_document
 ops_bp = Blueprint("ops", __name__)
 
 PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>scratchnet</title></head>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>scratchnet</title></head>
 <body><h1>scratchnet</h1>
 <p>The prediction service is running. The drawing page is not installed in this build.</p>
 <p>See <a href="docs">the API</a>, <a href="models">the models</a> and <a href="readyz">readiness</a>.</p>
@@ -21,15 +22,17 @@ PLACEHOLDER = """<!doctype html>
 """
 
 DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>scratchnet API</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>scratchnet API</title>
 <style>
  body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 62rem; padding: 0 1rem; color: #222; }
  h2 { margin-top: 2rem; border-bottom: 1px solid #ddd; }
  .op { border: 1px solid #ddd; border-radius: 6px; padding: .6rem .9rem; margin: .8rem 0; }
  .method { display: inline-block; min-width: 4.2rem; font-weight: 700; text-transform: uppercase; }
  .get { color: #0a6; } .post { color: #06c; } .put { color: #a60; } .delete { color: #c33; }
- code { background: #f4f4f4; padding: 0 .25rem; border-radius: 3px; }
- table { border-collapse: collapse; margin: .3rem 0; } td { padding: .1rem .6rem .1rem 0; vertical-align: top; }
+ code { background: #f4f4f4; padding: 0 .25rem; border-radius: 3px; overflow-wrap: anywhere; }
+ table { border-collapse: collapse; margin: .3rem 0; }
+ td { padding: .1rem .6rem .1rem 0; vertical-align: top; overflow-wrap: anywhere; }
  .lock { color: #a60; font-size: .85em; }
 </style></head>
 <body>

@@ -1545,6 +1545,20 @@ def test_the_page_draws_uploads_and_predicts_under_its_content_security_policy(b
         assert refusals() == []
 
 
+def test_the_api_page_is_laid_out_for_a_phones_screen(browser, service):
+    """Without a viewport declaration a phone laid the API page out 980 px wide and shrank it to fit: its text
+    was a third of its size, to be zoomed and scrolled sideways."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
+                                  device_scale_factor=2)
+    try:
+        page = context.new_page()
+        page.goto(service.url + "/docs")
+        assert page.evaluate("document.documentElement.clientWidth") == 390
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out sideways
+    finally:
+        context.close()
+
+
 def test_the_api_page_keeps_its_style_under_its_content_security_policy(browser, service):
     with under_watch(browser, service.url + "/docs") as (page, answer, refusals):
         assert "default-src 'none'" in answer.headers.get("content-security-policy", "")
