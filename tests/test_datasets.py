@@ -632,6 +632,18 @@ def test_npz_truncated_or_damaged_is_a_clear_error(tmp_path):
     assert "pickle" not in str(refused.value)
 
 
+def test_npz_of_no_arrays_says_so_and_names_the_arrays_expected(tmp_path):
+    """numpy.savez(path) with nothing to save writes a whole archive of no members: it was called
+    not an .npz, or a truncated one, which sent the user looking for a damaged file."""
+    path = tmp_path / "nothing.npz"
+    np.savez(path)
+    with pytest.raises(DatasetError) as refused:
+        load_dataset("npz", path=path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: holds no arrays: expected arrays x_train, y_train, x_test, y_test (or x, y)")
+    assert "truncated" not in message and "not an .npz" not in message
+
+
 def test_npz_class_index_far_beyond_any_classifier_is_refused(tmp_path):
     """A quantity stored as integers would otherwise become a network with a billion outputs."""
     path = tmp_path / "counts.npz"

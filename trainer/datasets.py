@@ -15,6 +15,7 @@ import io
 import math
 import os
 import re
+import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ DATA_DIR_ENV = "SCRATCHNET_DATA_DIR"
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)
 TEST_FRACTION = 0.2
+# The arrays a data .npz holds, as errors name them.
+NPZ_ARRAYS = "arrays x_train, y_train, x_test, y_test (or x, y), and optionally labels"
 MAX_CLASSES = 10_000  # a csv's or an npz's classes (an npz's indices: one output unit each up to the highest)
 
 
@@ -667,8 +670,12 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as file:
             is_zip = npz_problem(file) is None
+            empty = not is_zip and _is_empty_zip(file)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if empty:  # numpy.savez(path) with no arrays writes a zip of no members, which begins with no member's header
+        raise DatasetError(f"{path}: holds no arrays: expected {NPZ_ARRAYS}; save them with numpy.savez(path, "
+                           "x_train=..., y_train=..., ...)")
     if not is_zip:
         raise DatasetError(f"{path}: cannot read as .npz: not an .npz archive (a zip of .npy arrays), "
                            "or a truncated one")
@@ -693,6 +700,16 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _is_empty_zip(file) -> bool:
+    """Whether ``file`` (open, at any place) is a whole zip archive of no members."""
+    file.seek(0)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return not archive.infolist()
+    except (zipfile.BadZipFile, ValueError):
+        return False
+
+
 def _npz_parts(arrays: dict[str, np.ndarray], path: Path
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, str | None]:
     """(x, y, x_test, y_test, split) as stored: the test arrays and split are None where the file
@@ -709,8 +726,7 @@ def _npz_parts(arrays: dict[str, np.ndarray], path: Path
         return x, y, x_test, y_test, f"x_test/y_test of {path.name}"
     if {"x", "y"} <= arrays.keys():
         return arrays["x"], arrays["y"], None, None, None
-    raise DatasetError(f"{path}: expected arrays x_train, y_train, x_test, y_test (or x, y); "
-                       f"found {', '.join(sorted(arrays)) or 'none'}")
+    raise DatasetError(f"{path}: expected {NPZ_ARRAYS}; found {', '.join(sorted(arrays)) or 'none'}")
 
 
 def _npz_features(a: np.ndarray, key: str, path: Path) -> np.ndarray:
