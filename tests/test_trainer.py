@@ -2545,8 +2545,8 @@ def test_a_confusion_plot_of_thousands_of_classes_sums_blocks_of_them(tmp_path):
     cm = np.zeros((classes, classes), dtype=np.int64)
     cm[np.arange(classes), np.arange(classes)] = 1
     cm[:1500, 2000] += 1
-    _, peak = traced_peak(report.plot_confusion, tmp_path / "confusion.png", cm, [f"id{i}" for i in range(classes)],
-                          "ids")
+    _, peak = traced_peak(report.plot_confusion, tmp_path / "confusion.png", {"confusion": cm},
+                          [f"id{i}" for i in range(classes)], "ids")
     assert peak < 2 * cm.nbytes  # a cell in RGBA float64 is 32 bytes, four times its count's 8
     picture = matplotlib.image.imread(tmp_path / "confusion.png")
     assert picture.shape[:2] == (600, 700)
@@ -2569,6 +2569,33 @@ def test_the_metrics_of_many_classes_hold_the_confusion_cells_that_count_rows(tm
     assert support.tolist() == [row["support"] for row in final["per_class"]]
     right = cells[cells[:, 0] == cells[:, 1], 2].sum()
     assert right == round(final["accuracy"] * final["n"])
+
+
+def test_ten_thousand_classes_are_scored_without_their_dense_matrix_and_tabled_in_brief(tmp_path, capsys):
+    """A target of 10,000 classes scored a few hundred rows through a 10,000 x 10,000 confusion matrix, 800 MB
+    that the memory check before training knows nothing of, in train and in evaluate; and each printed all
+    10,000 rows of the per-class table, which scrolled the accuracy out of sight."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10_000, size=1000)
+    y[:2] = [0, 9999]
+    np.savez(tmp_path / "ids.npz", x=rng.normal(size=(1000, 4)).astype(np.float32), y=y)
+    registry = tmp_path / "models"
+    train_run = ["train", "--dataset", "npz", "--data-path", tmp_path / "ids.npz", "--name", "ids", "--hidden", 4,
+                 "--epochs", 1, "--no-progress", "--publish", "--registry", registry]
+    evaluate = ["evaluate", "--registry", registry, "--model", "ids"]
+    version = registry / "ids" / "1"
+    left_out = "(9,960 of the 10,000 classes left out"
+    full_table = f"; every class's row: per_class in the last line of {version / 'metrics.jsonl'}"
+    for command, where in ((train_run, full_table), (evaluate, "")):
+        capsys.readouterr()
+        status, peak = traced_peak(run_cli, *command)
+        assert status == 0 and peak < 200e6, peak
+        out = capsys.readouterr().out
+        table = out[out.index("\nclass "):].splitlines()[2:]
+        assert table[0] == "the 20 of lowest f1:" and table[21] == "the 20 of highest f1:"
+        assert table[42] == f"{left_out}{where})"
+    final = json.loads((version / "metrics.jsonl").read_text().splitlines()[-1])
+    assert len(final["per_class"]) == 10_000 and np.array(final["confusion_cells"])[:, 2].sum() == final["n"]
 
 
 def edit_manifest(model_file: Path, change) -> None:

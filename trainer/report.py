@@ -10,32 +10,23 @@ from pathlib import Path
 import numpy as np
 
 
-# Up to this many classes metrics.jsonl holds the confusion matrix whole; beyond, its cells that count a row: a
-# classifier of 12,000 classes (a column of ids taken as the target) wrote 144 million zeros, 433 MB.
+# Up to this many classes the metrics hold the confusion matrix whole; beyond, its cells that count a row: a
+# classifier of 12,000 classes (a column of ids taken as the target) wrote 144 million zeros, 433 MB, into
+# metrics.jsonl, and scoring one of 10,000 classes built the 800 MB matrix first, outside the memory check.
 DENSE_CONFUSION_CLASSES = 100
+# Up to this many classes the per-class table lists each; beyond, the TABLE_ENDS of lowest f1 and the TABLE_ENDS
+# of highest: 10,000 rows scroll the accuracy off any terminal.
+TABLE_CLASSES, TABLE_ENDS = 40, 20
 
 
 def write_metrics(path: Path, history: list[dict], final: dict) -> None:
-    """One JSON object per epoch, then one with ``"event": "final"`` holding the test metrics: a confusion
-    matrix of more than DENSE_CONFUSION_CLASSES classes as ``confusion_cells``, [true, predicted, count] for
-    each cell above 0."""
+    """One JSON object per epoch, then one with ``"event": "final"`` holding the test metrics, the confusion
+    as ``classification_metrics`` gives it (a matrix, or ``confusion_cells``)."""
     with open(path, "w", encoding="utf-8") as f:
         for row in history:
             f.write(_epoch_line(row))
-        f.write(json.dumps({"event": "final", **_written_confusion(final)}) + "\n")
-
-
-def _written_confusion(metrics: dict) -> dict:
-    """``metrics`` with the confusion matrix in the form metrics.jsonl holds it (see ``write_metrics``)."""
-    if "confusion" not in metrics:
-        return metrics
-    cm = np.asarray(metrics["confusion"])
-    if len(cm) <= DENSE_CONFUSION_CLASSES:
-        return {**metrics, "confusion": cm.tolist()}
-    true, predicted = np.nonzero(cm)
-    cells = np.stack([true, predicted, cm[true, predicted]], axis=1).tolist()
-    return {("confusion_cells" if key == "confusion" else key): (cells if key == "confusion" else value)
-            for key, value in metrics.items()}
+        written = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in final.items()}
+        f.write(json.dumps({"event": "final", **written}) + "\n")
 
 
 def append_epoch(path: Path, row: dict) -> None:
@@ -54,11 +45,30 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np
     return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
 
 
+def confusion_cells(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
+    """The cells of the confusion matrix that count a row, (cells, 3): [true, predicted, count] each, in the
+    order of the matrix's rows. Its memory follows the rows scored, not the classes squared."""
+    pairs, counts = np.unique(y_true.astype(np.int64) * classes + y_pred, return_counts=True)
+    return np.stack([pairs // classes, pairs % classes, counts], axis=1)
+
+
+def cells_of(metrics: dict) -> np.ndarray:
+    """The cells that count a row, as ``confusion_cells`` gives them, of a classifier's ``metrics`` (either form)."""
+    if "confusion_cells" in metrics:
+        return np.asarray(metrics["confusion_cells"], dtype=np.int64).reshape(-1, 3)
+    cm = np.asarray(metrics["confusion"], dtype=np.int64)
+    true, predicted = np.nonzero(cm)
+    return np.stack([true, predicted, cm[true, predicted]], axis=1)
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    cm = confusion_matrix(y_true, y_pred, len(labels))
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
+    """Accuracy, each class's precision, recall, f1 and support, and the confusion: up to
+    DENSE_CONFUSION_CLASSES classes the matrix (``confusion``), beyond that the cells that count a row
+    (``confusion_cells``, see ``confusion_cells``): a matrix of 10,000 classes takes 800 MB."""
+    classes = len(labels)
+    support = np.bincount(y_true, minlength=classes)
+    predicted = np.bincount(y_pred, minlength=classes)
+    tp = np.bincount(y_true[y_true == y_pred], minlength=classes).astype(np.float64)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
     f1 = np.divide(2 * precision * recall, precision + recall,
@@ -69,7 +79,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[
         "per_class": [{"label": label, "precision": round(float(p), 4), "recall": round(float(r), 4),
                        "f1": round(float(f), 4), "support": int(s)}
                       for label, p, r, f, s in zip(labels, precision, recall, f1, support)],
-        "confusion": cm,  # (classes, classes): a list of lists of 10,000 classes would take gigabytes
+        **({"confusion": confusion_matrix(y_true, y_pred, classes)} if classes <= DENSE_CONFUSION_CLASSES
+           else {"confusion_cells": confusion_cells(y_true, y_pred, classes)}),
     }
 
 
@@ -86,18 +97,30 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray, training_mean: fl
             "n": int(len(y_true))}
 
 
-def format_metrics(metrics: dict) -> str:
-    """The table ``evaluate`` and ``train`` print."""
+def format_metrics(metrics: dict, full_table: Path | None = None) -> str:
+    """The table ``evaluate`` and ``train`` print. Of more than TABLE_CLASSES classes it lists the TABLE_ENDS of
+    lowest f1 (of those, the most rows first) and the TABLE_ENDS of highest, and says how many it leaves out, and
+    that every class's row is in ``full_table`` (a metrics.jsonl) when one was written."""
     if "accuracy" not in metrics:
         return (f"RMSE {figure(metrics['rmse'])}   MAE {figure(metrics['mae'])}   "
                 f"(predicting {_mean_of(metrics)}: RMSE {figure(metrics['rmse_of_mean_predictor'])})   "
                 f"n={metrics['n']}")
     lines = [f"accuracy {metrics['accuracy'] * 100:.2f}%  (n={metrics['n']})", "",
              f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
-    for row in metrics["per_class"]:
-        lines.append(f"{row['label']:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}"
-                     f"{row['f1']:>10.4f}{row['support']:>10}")
-    return "\n".join(lines)
+    rows = metrics["per_class"]
+    if len(rows) <= TABLE_CLASSES:
+        return "\n".join(lines + [_table_row(row) for row in rows])
+    by_f1 = sorted(rows, key=lambda row: (row["f1"], -row["support"]))
+    lowest = by_f1[:TABLE_ENDS]
+    highest = sorted(by_f1[TABLE_ENDS:], key=lambda row: (-row["f1"], -row["support"]))[:TABLE_ENDS]
+    where = f"; every class's row: per_class in the last line of {full_table}" if full_table else ""
+    return "\n".join(lines + [f"the {TABLE_ENDS} of lowest f1:"] + [_table_row(row) for row in lowest]
+                      + [f"the {TABLE_ENDS} of highest f1:"] + [_table_row(row) for row in highest]
+                      + [f"({len(rows) - 2 * TABLE_ENDS:,} of the {len(rows):,} classes left out{where})"])
+
+
+def _table_row(row: dict) -> str:
+    return f"{row['label']:<14}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}"
 
 
 def learned_nothing(metrics: dict) -> str | None:
@@ -106,7 +129,8 @@ def learned_nothing(metrics: dict) -> str | None:
     gives: a run that ends that way still saves its model, and the figures alone do not say it."""
     if "accuracy" in metrics:
         # One class answered for (nearly) every input: the confusion matrix's columns are its answers.
-        answered = np.asarray(metrics["confusion"]).sum(axis=0)
+        cells = cells_of(metrics)
+        answered = np.bincount(cells[:, 1], weights=cells[:, 2])
         if answered.max() < 0.99 * answered.sum():
             return None
         score = f"it answers one class for {answered.max() / answered.sum():.0%} of the test rows"
@@ -185,16 +209,15 @@ MAX_LABELLED_CLASSES = 50  # beyond this the class names overlap: the axes numbe
 MAX_PLOTTED_CELLS = 500
 
 
-def plot_confusion(path: Path, confusion: np.ndarray, labels: list[str], title: str) -> None:
-    """The confusion matrix as a heat map; with few classes each cell also shows its count, with very many
-    each cell is a block of classes (MAX_PLOTTED_CELLS)."""
+def plot_confusion(path: Path, metrics: dict, labels: list[str], title: str) -> None:
+    """The confusion matrix of a classifier's ``metrics`` (either form) as a heat map; with few classes each
+    cell also shows its count, with very many each cell is a block of classes (MAX_PLOTTED_CELLS)."""
     plt = _pyplot()
-    cm = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(7, 6))
-    block = -(-len(cm) // MAX_PLOTTED_CELLS)  # classes a side of a cell: 1 up to MAX_PLOTTED_CELLS classes
-    if block > 1:  # summed a block of rows, then of columns, never copying the whole matrix
-        starts = np.arange(0, len(cm), block)
-        cm = np.add.reduceat(np.add.reduceat(cm, starts, axis=0), starts, axis=1)
+    block = -(-len(labels) // MAX_PLOTTED_CELLS)  # classes a side of a cell: 1 up to MAX_PLOTTED_CELLS classes
+    cells = cells_of(metrics)  # each cell's count added to its block's, never making the whole matrix
+    cm = np.zeros((-(-len(labels) // block),) * 2, dtype=np.int64)
+    np.add.at(cm, (cells[:, 0] // block, cells[:, 1] // block), cells[:, 2])
     image = ax.imshow(cm, cmap="Blues", interpolation="nearest",
                       extent=(-0.5, len(labels) - 0.5, len(labels) - 0.5, -0.5))
     named = len(labels) <= MAX_LABELLED_CLASSES

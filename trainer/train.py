@@ -839,16 +839,17 @@ def write_version(folder: Path, version: int, arrays: dict, manifest: dict, prep
     save_model(model_path, arrays, manifest)
     dataset = prepared.dataset
     metrics = score(load_model(model_path), dataset.x_test, dataset.y_test, dataset.split)
-    manifest["metrics"] = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class")}
+    manifest["metrics"] = {k: v for k, v in metrics.items()
+                           if k not in ("confusion", "confusion_cells", "per_class")}
     save_model(model_path, arrays, manifest)
     report.write_metrics(folder / METRICS_FILE, history, metrics)
     if make_plots and history:
         title = f"{manifest['name']} v{version}" if published else manifest["name"]
         report.plot_learning_curves(folder / CURVES_FILE, searched_epochs(history), title,
                                     restored_epoch(manifest["training"]))
-        if "confusion" in metrics:
+        if "accuracy" in metrics:
             scored = f"{title}, accuracy {metrics['accuracy']:.2%}\n{metrics['split']}, n={metrics['n']:,}"
-            report.plot_confusion(folder / CONFUSION_FILE, metrics["confusion"], dataset.labels, scored)
+            report.plot_confusion(folder / CONFUSION_FILE, metrics, dataset.labels, scored)
     return metrics
 
 
@@ -1177,7 +1178,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         result["path"] = str(folder)
     result["history"] = history
     log(f"on the {len(prepared.dataset.y_test):,} test rows:")
-    log(report.format_metrics(result["metrics"]))
+    log(report.format_metrics(result["metrics"], Path(result["path"]) / METRICS_FILE))
     if note := report.learned_nothing(result["metrics"]):
         log(note)
     log(f"parameters sha256 {parameters_sha256(arrays)} (the same seed and data give the same on this machine; "
