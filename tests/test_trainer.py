@@ -2140,6 +2140,37 @@ def test_sigterm_while_the_trainer_loads_is_one_line_and_exits_143(tmp_path):
     assert (done.returncode, done.stderr, done.stdout) == (143, "terminated\n", "")
 
 
+CTRL_C_AT_EXIT = {
+    # In the last moment, as Python frees its modules, after it has set the signals it handled back to their default.
+    "as Python exits": """
+import os, signal
+
+class CtrlC:
+    def __del__(self, kill=os.kill, pid=os.getpid()):
+        kill(pid, signal.SIGINT)
+
+pressed_as_python_exits = CtrlC()
+""",
+    # Python code still runs, the command done.
+    "at exit": "import atexit, os, signal\natexit.register(os.kill, os.getpid(), signal.SIGINT)\n",
+}
+
+
+@pytest.mark.parametrize("moment", CTRL_C_AT_EXIT)
+def test_a_ctrl_c_once_the_run_has_published_and_said_so_changes_nothing(tmp_path, blobs_npz, moment):
+    """A Ctrl-C in the half second after 'saved blobs v1', while Python exits, killed the trainer: exit 130 and
+    no word after a complete publish, or a traceback ('Exception ignored in atexit callback'), as if the run had
+    been stopped. The command has done all it does by then: the signal is ignored and its status stands."""
+    registry = tmp_path / "models"
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path", blobs_npz,
+                           "--hidden", "4", "--epochs", "1", "--no-progress", "--publish", "--registry", registry],
+                          env=with_sitecustomize(tmp_path, CTRL_C_AT_EXIT[moment]), capture_output=True, text=True,
+                          timeout=120, preexec_fn=ctrl_c_at_its_default)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[-1] == f"saved blobs v1 in {registry / 'blobs' / '1'}"
+    assert Registry(registry).versions("blobs") == [1]
+
+
 def swallowed_signal_on_import(module: str, signum: int) -> str:
     """sitecustomize code by which a Python sends itself ``signum`` as ``module`` begins to import, and
     ignores what that raises, as a library importing an optional dependency ignores an ImportError."""

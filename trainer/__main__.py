@@ -1,7 +1,8 @@
 """``python -m trainer`` and the ``scratchnet-train`` script. The CLI is imported inside the
 handling of Ctrl-C: NumPy, pydantic and matplotlib take a moment to load, and a Ctrl-C pressed
 meanwhile is one line, as during a run, not a traceback, and stops the run even when a library
-swallowed it (``trainer.interrupts``); so is a SIGTERM."""
+swallowed it (``trainer.interrupts``); so is a SIGTERM. Once the command has ended, both are ignored: the
+process only exits."""
 
 import sys
 
@@ -14,7 +15,9 @@ def main() -> int:
         from .cli import main as run_command
 
         interrupts.stop_if_interrupted()
-        return run_command()
+        status = run_command(on_done=interrupts.ignore)
+        interrupts.ignore()  # a command that failed or was stopped has said so too
+        return status
     except (KeyboardInterrupt, interrupts.Terminated) as stop:
         terminated = isinstance(stop, interrupts.Terminated)
         try:

@@ -21,6 +21,7 @@ import sys
 import threading
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -902,7 +903,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, on_done: Callable[[], None] | None = None) -> int:
+    """Run the command ``argv`` names; its exit status. ``on_done()``, if given, is called the moment the
+    command has done all its work, within its handling of Ctrl-C and SIGTERM, and then has the handling of
+    SIGTERM (``python -m trainer`` ignores both from then on); without it SIGTERM's handler is put back."""
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
     args.argv = argv
@@ -910,7 +914,10 @@ def main(argv: list[str] | None = None) -> int:
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        return args.func(args)
+        status = args.func(args)
+        if on_done is not None:  # a Ctrl-C that came before it is told below, with what the command published
+            on_done()
+        return status
     except Exception as e:
         stop = _stop_behind(e)
         if stop is not None:
@@ -924,7 +931,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as stop:
         return _stopped(stop, args)
     finally:
-        if in_main_thread:
+        if in_main_thread and on_done is None:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -41,6 +41,16 @@ def install() -> None:
     signal.signal(signal.SIGTERM, raise_terminated)
 
 
+def ignore() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on: for a command that has done its work and said what it did,
+    they would only cut its exit short. Python sets a signal it handles back to the default action as it
+    exits, and the default action of both is to kill the process: a Ctrl-C in that last moment, after a
+    version had been published and its last line said so, ended the run with 130 and no word. A signal
+    set to be ignored stays ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def stop_if_interrupted() -> None:
     """Raise KeyboardInterrupt if a Ctrl-C came, whatever became of it since."""
     if _received:
