@@ -1513,6 +1513,35 @@ def test_evaluate_says_to_give_the_task_when_an_npz_of_whole_number_targets_read
     assert "RMSE" in capsys.readouterr().out
 
 
+def test_evaluate_of_a_target_of_quantities_says_what_helps_the_model_scored(tmp_path, blobs_npz, capsys):
+    """evaluate scores data as the model's task. A classifier scored on a target of quantities was told to train
+    with --task regression (or that a quantity is predicted with it), and given that flag evaluate refused the
+    data as a regression dataset: what helps a classifier is data of its classes, and --task regression helps
+    only a model that predicts a quantity."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    np.savez(tmp_path / "amounts.npz", x=x, y=rng.normal(size=200))
+    np.savez(tmp_path / "ids.npz", x=x, y=rng.integers(0, 10**6, size=200))
+    (tmp_path / "kinds.csv").write_text("a,kind\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    (tmp_path / "sizes.csv").write_text("a,kind\n" + "".join(f"{i},{i / 3:.3f}\n" for i in range(40)))
+    registry = tmp_path / "models"
+    for name, data in (("blobs", ["npz", blobs_npz]), ("amount", ["npz", tmp_path / "amounts.npz"]),
+                       ("kinds", ["csv", tmp_path / "kinds.csv", "--target", "kind", "--task", "classification"])):
+        assert run_cli("train", "--dataset", *data[:1], "--data-path", *data[1:], "--name", name, "--hidden", 4,
+                       "--epochs", 1, "--no-progress", "--publish", "--registry", registry) == 0
+    classifier_way = ("the model is a classifier, and --task regression cannot score it: score it on data whose "
+                      "target holds the classes it was trained on")
+    for model, data, flags in (("blobs", tmp_path / "amounts.npz", ["--task", "classification"]),
+                               ("blobs", tmp_path / "ids.npz", []), ("kinds", tmp_path / "sizes.csv", [])):
+        scoring = ["evaluate", "--registry", registry, "--model", model, "--data-path", data]
+        assert refused(capsys, *scoring, *flags).endswith(classifier_way)
+        assert "is a classification model" in refused(capsys, *scoring, "--task", "regression")  # as it says
+    scoring = ["evaluate", "--registry", registry, "--model", "amount", "--data-path", tmp_path / "ids.npz"]
+    assert refused(capsys, *scoring).endswith("; if it is the quantity the model predicts, give --task regression "
+                                              "to score it as one")
+    assert run_cli(*scoring, "--task", "regression") == 0
+
+
 def test_evaluate_knows_the_file_it_trained_on_under_another_name(tmp_path, animals_model, capsys):
     """A copy of the training file, renamed, was scored whole as a file the model never saw: its
     training rows counted, and the figure was inflated. It is the same file by its SHA-256."""

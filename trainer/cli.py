@@ -477,7 +477,7 @@ def cmd_evaluate(args) -> int:
                            (recorded_dataset.get("variant") if recorded else None), path=path,
                            target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
                            seed=config.get("seed", 0), test_only=True, image=image,
-                           test_fraction=None if unseen_file else TEST_FRACTION)
+                           test_fraction=None if unseen_file else TEST_FRACTION, model_task=model.task)
     dataset = _scored_rows(dataset, trained_files, recorded_dataset.get("name"), unseen_file, f"{name} v{version}")
     x_test = _columns_of(model, dataset, f"{name} v{version}")
     if x_test.shape[1] != model.input_size:

@@ -183,11 +183,23 @@ _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
             "wine": "wine-quality", "wine_quality": "wine-quality"}
 
 
+def _quantity_way_out(training: str, model_task: str | None) -> str:
+    """What to do about a classification target that holds no classes (a quantity): ``training``, the advice
+    to a training run, unless the data is read to score a model of ``model_task`` (evaluate), whose task is
+    the model's: then --task regression for a regression model, and for a classifier, data of its classes."""
+    if model_task is None:
+        return training
+    if model_task == "regression":
+        return "if it is the quantity the model predicts, give --task regression to score it as one"
+    return ("the model is a classifier, and --task regression cannot score it: score it on data whose target "
+            "holds the classes it was trained on")
+
+
 def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
                  variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
                  path: Path | str | None = None, target: str | None = None, task: str | None = None,
                  test_path: Path | str | None = None, test_fraction: float | None = TEST_FRACTION,
-                 test_only: bool = False, image: str | None = None) -> Dataset:
+                 test_only: bool = False, image: str | None = None, model_task: str | None = None) -> Dataset:
     """Load a dataset by name: ``mnist``, ``fashion-mnist``, ``wine-quality``, ``csv`` or ``npz``.
 
     Known datasets are read from ``data_dir`` (or ``$SCRATCHNET_DATA_DIR``): the folder itself
@@ -206,7 +218,9 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
 
     ``test_only`` (scoring a model): a dataset with an official test split (MNIST, Fashion-MNIST)
     reads its test files only, and its training split is empty. Any other needs every row to
-    draw its split, so all are read as usual. ``image`` (npz only): see ``load_npz``.
+    draw its split, so all are read as usual. ``image`` (npz only): see ``load_npz``. ``model_task`` (csv and
+    npz): the task of the model the data is read to score (evaluate), whose way out an error gives
+    (``_quantity_way_out``).
     """
     key = dataset_key(name, path)
     if key in ("csv", "npz"):
@@ -226,8 +240,9 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
             raise DatasetError(f"{path}: --image reads pictures from an npz's x; a csv holds one value per column")
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
-                            test_fraction=test_fraction)
-        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction, image=image, scoring=test_only)
+                            test_fraction=test_fraction, model_task=model_task)
+        return load_npz(path, task=task, seed=seed, test_fraction=test_fraction, image=image, scoring=test_only,
+                        model_task=model_task)
     if image is not None:
         raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
@@ -568,21 +583,21 @@ def validation_split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, *
 # Generic CSV and NPZ
 
 def load_csv(path: Path | str, *, target: str | None, task: str | None, test_path: Path | str | None = None,
-             seed: int = 0, test_fraction: float | None = TEST_FRACTION) -> Dataset:
+             seed: int = 0, test_fraction: float | None = TEST_FRACTION, model_task: str | None = None) -> Dataset:
     """A dataset from a CSV file with a header row; every column but ``target`` is a numeric feature.
 
     For classification the target may hold names or numbers; the classes are its distinct
-    values, sorted (numerically when they are numbers).
+    values, sorted (numerically when they are numbers). ``model_task``: see ``load_dataset``.
     """
     if task not in ("classification", "regression"):
         raise DatasetError(f"{path}: say what the target is with --task classification or --task regression"
                            + ("" if task is None else f", not {task!r}"))
     path = Path(path)
-    feature_names, x, y_raw = _read_csv_file(path, target, task)
+    feature_names, x, y_raw = _read_csv_file(path, target, task, model_task)
     files = {path.name: sha256_file(path)}
     if test_path is not None:
         test_path = Path(test_path)
-        test_features, x_test, y_test_raw = _read_csv_file(test_path, target, task)
+        test_features, x_test, y_test_raw = _read_csv_file(test_path, target, task, model_task)
         if test_features != feature_names:
             raise DatasetError(f"{test_path}: its columns {test_features} differ from {path.name}'s {feature_names}")
         files[test_path.name] = sha256_file(test_path)
@@ -595,7 +610,7 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
     labels = None
     if task == "classification":
         files_of_parts = (path.name, test_path.name) if test_path is not None else None
-        labels, (y, y_test) = _class_indices([y_raw, y_test_raw], path, files_of_parts)
+        labels, (y, y_test) = _class_indices([y_raw, y_test_raw], path, files_of_parts, model_task)
     else:
         y, y_test = np.asarray(y_raw, np.float32), np.asarray(y_test_raw, np.float32)
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
@@ -604,7 +619,8 @@ def load_csv(path: Path | str, *, target: str | None, task: str | None, test_pat
 
 
 def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
-             test_fraction: float | None = TEST_FRACTION, image: str | None = None, scoring: bool = False) -> Dataset:
+             test_fraction: float | None = TEST_FRACTION, image: str | None = None, scoring: bool = False,
+             model_task: str | None = None) -> Dataset:
     """A dataset from an .npz holding x_train, y_train, x_test, y_test (or only x and y) and
     optionally labels. Loaded without pickle. ``task`` defaults to classification for integer
     targets, or any a labels array names, and regression for float ones; features of more than 2
@@ -613,7 +629,8 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     ``image`` (``digit`` or ``garment``): x holds pictures, (n, height, width) or (n, height, width,
     channels), which become what the service makes of such a picture (``shared.preprocess``, that
     fit), so the model is served pictures, and trained on exactly what it will be given. ``scoring``: the
-    pictures are read to score an image model (evaluate), which an error's advice says instead of training."""
+    pictures are read to score an image model (evaluate), which an error's advice says instead of training.
+    ``model_task``: see ``load_dataset``."""
     path = Path(path)
     preprocessing = None
     if image is not None:
@@ -633,19 +650,19 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
     if preprocessing is not None:
         x = _npz_pictures(x, x_key, path, preprocessing, scoring)
         x_test = x_test if x_test is None else _npz_pictures(x_test, "x_test", path, preprocessing, scoring)
-    x, y = _npz_features(x, x_key, path), _npz_targets(y, y_key, path, task)
+    x, y = _npz_features(x, x_key, path), _npz_targets(y, y_key, path, task, model_task)
     if len(x) != len(y):
         raise DatasetError(f"{path}: {len(x)} feature rows but {len(y)} targets")
     if x_test is None:
         train, test, split = _test_split(x, test_fraction, seed, path.name)
         x, y, x_test, y_test = x[train], y[train], x[test], y[test]
     else:
-        x_test, y_test = _npz_test_part(x_test, y_test, x.shape[1], path, task)
+        x_test, y_test = _npz_test_part(x_test, y_test, x.shape[1], path, task, model_task)
 
     labels, labels_are_indices = None, False
     if task == "classification":
         labels_are_indices = y.dtype.kind != "U" and class_names is None
-        labels, y, y_test = _npz_classes(y, y_test, class_names, path)
+        labels, y, y_test = _npz_classes(y, y_test, class_names, path, model_task)
     return Dataset(name=path.stem, task=task, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
                    labels=labels, labels_are_indices=labels_are_indices,
                    target="y" if task == "regression" else None, files={path.name: sha256_file(path)}, split=split,
@@ -819,7 +836,7 @@ def _npz_pictures(a: np.ndarray, key: str, path: Path, preprocessing: dict, scor
                            f"take: {way_out}") from None
 
 
-def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
+def _npz_targets(a: np.ndarray, key: str, path: Path, task: str, model_task: str | None = None) -> np.ndarray:
     """The npz array ``key`` as targets of shape (n,): finite numbers (class indices for
     classification), or class names as a str array."""
     a = a.reshape(-1) if a.ndim == 2 and a.shape[1] == 1 else a
@@ -843,9 +860,10 @@ def _npz_targets(a: np.ndarray, key: str, path: Path, task: str) -> np.ndarray:
         not_index = (a < 0) | (a != np.round(a))
         if not_index.any():
             i = int(np.argmax(not_index))
+            way = _quantity_way_out(f"store those, or train with --task regression, without a labels array, to "
+                                    f"predict {key} as a quantity", model_task)
             raise DatasetError(f"{path}: {key}[{i}] is {a[i]:g}, not a class index: classification takes class "
-                               f"indices 0, 1, 2, ... (or class names) in {key}; store those, or train with --task "
-                               f"regression, without a labels array, to predict {key} as a quantity")
+                               f"indices 0, 1, 2, ... (or class names) in {key}; {way}")
     return a
 
 
@@ -858,10 +876,10 @@ def _text(a: np.ndarray, key: str, path: Path) -> np.ndarray:
                            "as a str array") from None
 
 
-def _npz_test_part(x_test: np.ndarray, y_test: np.ndarray, n_features: int, path: Path, task: str
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _npz_test_part(x_test: np.ndarray, y_test: np.ndarray, n_features: int, path: Path, task: str,
+                   model_task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The npz's own x_test and y_test, checked as the training part is, and against its width."""
-    x_test, y_test = _npz_features(x_test, "x_test", path), _npz_targets(y_test, "y_test", path, task)
+    x_test, y_test = _npz_features(x_test, "x_test", path), _npz_targets(y_test, "y_test", path, task, model_task)
     if len(x_test) != len(y_test):
         raise DatasetError(f"{path}: {len(x_test)} test feature rows but {len(y_test)} test targets")
     if x_test.shape[1] != n_features:
@@ -869,8 +887,8 @@ def _npz_test_part(x_test: np.ndarray, y_test: np.ndarray, n_features: int, path
     return x_test, y_test
 
 
-def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, path: Path
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, path: Path,
+                 model_task: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(class names, y, y_test as class indices) of a classification npz. Targets that are names
     are numbered as a CSV's target column is (sorted); targets that are indices are named by the
     npz's ``labels`` array, or by their numbers where it has none."""
@@ -885,13 +903,13 @@ def _npz_classes(y: np.ndarray, y_test: np.ndarray, labels: np.ndarray | None, p
         names = [[str(v).strip() for v in part] for part in (y, y_test)]
         if any(not v for part in names for v in part):
             raise DatasetError(f"{path}: y holds an empty class name")
-        class_names, (y, y_test) = _class_indices(names, path)
+        class_names, (y, y_test) = _class_indices(names, path, model_task=model_task)
         return class_names, y, y_test
     n_classes = int(np.concatenate([y, y_test]).max()) + 1
     if n_classes > MAX_CLASSES:
+        way = _quantity_way_out("if the target is a quantity, train with --task regression", model_task)
         raise DatasetError(f"{path}: the targets hold class index {n_classes - 1}, but a classifier here has "
-                           f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); if the target "
-                           "is a quantity, train with --task regression")
+                           f"at most {MAX_CLASSES} classes (indices 0 to {MAX_CLASSES - 1}); {way}")
     if labels is None:
         return [str(i) for i in range(n_classes)], y, y_test
     class_names = _class_names(labels, path)
@@ -915,7 +933,8 @@ def _class_names(labels: np.ndarray, path: Path) -> list[str]:
     return names
 
 
-def _read_csv_file(path: Path, target: str | None, task: str) -> tuple[list[str], np.ndarray, list]:
+def _read_csv_file(path: Path, target: str | None, task: str, model_task: str | None = None
+                   ) -> tuple[list[str], np.ndarray, list]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -935,7 +954,7 @@ def _read_csv_file(path: Path, target: str | None, task: str) -> tuple[list[str]
     if target is None:  # read first, to name the columns to choose from
         columns = "" if any(_is_number(h) for h in header) else f"; the columns are: {', '.join(header)}"
         raise DatasetError(f"{path}: name the column to predict (--target){columns}")
-    return _numeric_table(header, rows, path, target, task)
+    return _numeric_table(header, rows, path, target, task, model_task)
 
 
 def _parse_csv_text(text: str, source) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -1021,8 +1040,10 @@ def _sniff_delimiter(text: str) -> str:
     return best
 
 
-def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[str], np.ndarray, list]:
-    """(feature names, features (n, d) float32, target values): floats, or strings for classification."""
+def _numeric_table(header, rows, source, target: str, task: str, model_task: str | None = None
+                   ) -> tuple[list[str], np.ndarray, list]:
+    """(feature names, features (n, d) float32, target values): floats, or strings for classification.
+    ``model_task``: see ``load_dataset``."""
     if target not in header:
         if len(header) == 1 and any(c in header[0] for c in " |"):  # fields separated by spaces or '|', read as one
             raise DatasetError(f"{source}: no column named {target!r}; the file reads as one column, "
@@ -1104,9 +1125,9 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
             spellings = {}  # each class's number -> how and on which line it was first written
             for (line, _), value in zip(rows, y):
                 if not float(value).is_integer():
+                    way = _quantity_way_out("a measured quantity is predicted with --task regression", model_task)
                     raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
-                                       "number, so not a class: a measured quantity is predicted with --task "
-                                       "regression")
+                                       f"number, so not a class: {way}")
                 first, first_line = spellings.setdefault(_number_text(float(value)), (value, line))
                 if value != first:
                     raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is the class {first!r} "
@@ -1115,15 +1136,16 @@ def _numeric_table(header, rows, source, target: str, task: str) -> tuple[list[s
     return feature_names, x.astype(np.float32), y
 
 
-def _class_indices(parts: list[list[str]], source, files_of_parts: tuple[str, ...] | None = None
-                   ) -> tuple[list[str], list[np.ndarray]]:
+def _class_indices(parts: list[list[str]], source, files_of_parts: tuple[str, ...] | None = None,
+                   model_task: str | None = None) -> tuple[list[str], list[np.ndarray]]:
     """Class names (sorted; numerically if they are all numbers) and each part as indices.
     ``files_of_parts``: the file each part was read from, when they are several."""
     values = sorted({v for part in parts for v in part})
     if len(values) > MAX_CLASSES:  # as an npz's class indices are: a confusion matrix alone would take gigabytes
         raise DatasetError(f"{source}: the target holds {len(values):,} different values, but a classifier here has "
                            f"at most {MAX_CLASSES:,} classes: a target with a value of its own for nearly every row "
-                           "(an id) has no classes to learn; if it is a quantity, train with --task regression")
+                           "(an id) has no classes to learn; "
+                           f"{_quantity_way_out('if it is a quantity, train with --task regression', model_task)}")
     if all(_is_number(v) for v in values):
         by_number = {v: float(v) for v in values}
         values = sorted(values, key=by_number.__getitem__)
