@@ -309,9 +309,32 @@ def test_a_commands_own_flag_in_a_config_file_is_told_to_go_on_the_command_line(
     config_file = tmp_path / "net.toml"
     config_file.write_text("hidden = [16]\ninputs = 20\nsamples = 5\n")
     assert refused(capsys, "summary", "--config", config_file).startswith(
-        "unknown config keys: 'inputs' is a flag of summary and gradcheck, not a setting of the run: give it on the "
+        "unknown config keys: 'inputs' is a flag of gradcheck and summary, not a setting of the run: give it on the "
         "command line (--inputs); 'samples' is a flag of gradcheck and overfit, not a setting of the run: give it on "
         "the command line (--samples); known keys: ")
+
+
+def test_every_commands_own_flag_in_a_config_file_is_told_the_commands_that_take_it(tmp_path, capsys):
+    """The commands that take each flag were written out by hand beside the parser that defines them: evaluate's
+    --model and --version, in a config file, were told "did you mean 'init'?" or nothing, as any flag added
+    later would have been. Every flag of every command that is no config key nor where a run goes is told the
+    commands that take it, as the parser has them."""
+    parser = cli.make_parser()
+    keys = {f.name for f in dataclasses.fields(train.TrainConfig)} | {"publish", "registry", "output", "new_interface"}
+    flags = {flag for command in parser.commands.values() for flag in command._option_string_actions
+             if flag.startswith("--") and flag != "--help" and flag[2:].replace("-", "_") not in keys
+             and not flag.startswith("--no-")}
+    assert {"--inputs", "--samples", "--config", "--model", "--version"} <= flags
+    config_file = tmp_path / "run.toml"
+    for flag in sorted(flags):
+        config_file.write_text(f"{flag[2:].replace('-', '_')} = 1\n")
+        owners = [name for name, command in parser.commands.items() if flag in command._option_string_actions]
+        said = f"{', '.join(owners[:-1])} and {owners[-1]}" if len(owners) > 1 else owners[0]
+        assert refused(capsys, "summary", "--config", config_file).startswith(
+            f"unknown config keys: '{flag[2:].replace('-', '_')}' is a flag of {said}, not a setting of the run: give "
+            f"it on the command line ({flag}); known keys: ")
+    config_file.write_text("version = 2\n")
+    assert "'version' is a flag of evaluate, not a setting" in refused(capsys, "train", "--config", config_file)
 
 
 def test_a_run_that_learned_nothing_says_so_and_every_run_names_its_parameters_checksum(tmp_path, blobs_npz, capsys):

@@ -362,9 +362,15 @@ def recorded_command(args: argparse.Namespace, from_file: dict) -> str:
 
 def config_from_args(args: argparse.Namespace, values: dict | None = None) -> train.TrainConfig:
     try:
-        return train.TrainConfig.from_dict(config_values(args) if values is None else values)
+        return train.TrainConfig.from_dict(config_values(args) if values is None else values, _commands_taking_key)
     except ValueError as e:
         raise CommandError(str(e)) from None
+
+
+def _commands_taking_key(key: str) -> str | None:
+    """The commands that take config key ``key`` as a flag of their own (``OneLineErrors.commands_taking``), for
+    a config file that sets one: the parser is built only then."""
+    return make_parser().commands_taking(f"--{key.replace('_', '-')}")
 
 
 def cmd_train(args) -> int:
@@ -826,11 +832,18 @@ class OneLineErrors(argparse.ArgumentParser):
                     name = switch.option_strings[0]
                     off = f" or --no-{name[2:]}" if isinstance(switch, argparse.BooleanOptionalAction) else ""
                     hints.append(f"{name} takes no value: give {name}{off} alone")
-            elif others := [name for name, parser in self.commands.items() if flag in parser._option_string_actions]:
-                hints.append(f"{flag} is a flag of {', '.join(others[:-1])}{' and ' if others[1:] else ''}{others[-1]}")
+            elif owners := self.commands_taking(flag):
+                hints.append(f"{flag} is a flag of {owners}")
             elif meant := closest(flag, [option for option in own if option.startswith("--")]):
                 hints.append(f"{flag}: did you mean {meant}?")
         return hints
+
+    def commands_taking(self, flag: str) -> str | None:
+        """The subcommands that take ``flag`` (--inputs) as words, in the order --help lists them ("gradcheck and
+        summary"); None if none does. Every command takes --help, which names none of them."""
+        owners = [name for name, parser in self.commands.items()
+                  if flag in parser._option_string_actions and flag not in ("-h", "--help")]
+        return f"{', '.join(owners[:-1])}{' and ' if owners[1:] else ''}{owners[-1]}" if owners else None
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

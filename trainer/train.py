@@ -165,11 +165,14 @@ class TrainConfig:
                              "unset (take them out of the --config file, if set there) or give hidden layer sizes")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict, commands_taking: Callable[[str], str | None] = lambda key: None
+                  ) -> "TrainConfig":
+        """The config of ``values``, refusing unknown keys. ``commands_taking(key)``: the commands that take a
+        key as a flag of their own, in words ("gradcheck and overfit"), or None; the CLI's parser knows them."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            described = "; ".join(_unknown_key(key, values[key], known) for key in unknown)
+            described = "; ".join(_unknown_key(key, values[key], known, commands_taking) for key in unknown)
             raise ValueError(f"unknown config keys: {described}; known keys: {', '.join(sorted(known))}")
         try:
             return cls(**values)
@@ -694,18 +697,13 @@ KEY_ALIASES = {"learning_rate": "lr", "hidden_layers": "hidden", "hidden_sizes":
                "clip_grad_norm": "clip_norm", "max_grad_norm": "clip_norm", "early_stopping": "patience"}
 
 
-# A command's own flags that describe no training run, so no config file holds them: the commands that take them.
-COMMAND_FLAGS = {"inputs": "summary and gradcheck", "outputs": "summary and gradcheck",
-                 "task_kind": "summary and gradcheck", "samples": "gradcheck and overfit",
-                 "config": "train, gradcheck, overfit and summary"}
-
-
-def _unknown_key(key: str, value, known: set[str]) -> str:
-    """A config key TrainConfig does not have, with the key most likely meant."""
+def _unknown_key(key: str, value, known: set[str], commands_taking: Callable[[str], str | None]) -> str:
+    """A config key TrainConfig does not have, with the key most likely meant, or the commands that take it as a
+    flag of their own (``commands_taking``), which describes no training run, so no config file holds it."""
     if isinstance(value, dict):
         return f"{key!r} is a table: write its keys at the top of the file, without the [{key}] line"
-    if key in COMMAND_FLAGS:  # else told the nearest config key: 'inputs' (did you mean 'init'?)
-        return (f"{key!r} is a flag of {COMMAND_FLAGS[key]}, not a setting of the run: give it on the command line "
+    if owners := commands_taking(key):  # else told the nearest config key: 'inputs' (did you mean 'init'?)
+        return (f"{key!r} is a flag of {owners}, not a setting of the run: give it on the command line "
                 f"(--{key.replace('_', '-')})")
     names = {**{name: name for name in known}, **KEY_ALIASES}
     meant = closest(key, names)
