@@ -155,15 +155,15 @@ class Network:
 
     def params(self) -> dict[str, np.ndarray]:
         """The live parameter arrays (updated in place by the optimiser)."""
-        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.params.items()}
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.params.items()}
 
     def grads(self) -> dict[str, np.ndarray]:
         """d(loss)/d(param) for each parameter, keyed and shaped as ``params()``."""
-        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads.items()}
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.grads.items()}
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trained state (batch-norm running statistics)."""
-        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.buffers.items()}
+        return {f"{layer.name}.{k}": v for layer in self.layers for k, v in layer.buffers.items()}
 
     def state(self) -> dict[str, np.ndarray]:
         """A copy of every parameter and buffer, e.g. to keep the best epoch for early stopping."""
