@@ -637,7 +637,7 @@ class ModelStore:
         why = record.status if record is not None else "does not exist"
         pin_problem = f"pinned version {slot.pinned} {why}"
         target = slot.served
-        if _is_version(target, slot.pinned) and not self._kept_for_a_pass(slot, record, gone_before):
+        if _is_version(target, slot.pinned) and not self._grant_grace_pass(slot, record, gone_before):
             log.warning("%s: the pinned version %d %s; no longer served, as in a worker starting now", slot.name,
                         slot.pinned, "is gone" if record is None else f"has {record.status}",
                         extra=about(slot.name, slot.pinned))
@@ -648,10 +648,13 @@ class ModelStore:
         return target, pin_problem
 
     @staticmethod
-    def _kept_for_a_pass(slot: ModelSlot, record: VersionRecord | None, gone_before: bool) -> bool:
-        """Whether the served version, whose folder went (``record`` None) or whose file does not load, goes
-        on serving from memory: while its file changes (being copied over), and for the one pass after it
-        went or failed (``gone_before``: the previous pass found it gone)."""
+    def _grant_grace_pass(slot: ModelSlot, record: VersionRecord | None, gone_before: bool) -> bool:
+        """Give the served version, whose folder went (``record`` None) or whose file does not load, its
+        grace if it still has some, and say whether it goes on serving from memory on this pass: while its
+        file changes (being copied over), and for the one pass after it went (``gone_before``: the previous
+        pass gave it that pass) or failed (``record.kept_served``, set here), then no longer, as in a worker
+        starting then, so that every worker serves the same version. The pinned version and the highest
+        that serves follow this one rule."""
         if record is None:
             slot.no_versions = not gone_before
             return not gone_before
@@ -670,13 +673,12 @@ class ModelStore:
             if target is not None:
                 return target
             record = slot.versions.get(v)
-            if _is_version(slot.served, v) and record is not None and not record.kept_served:
-                # Its file changed (being copied over, or damaged) and does not load. While the copy
-                # may be under way (the file still changing, or failed on this pass alone) the version
-                # in memory goes on serving; a file that stays as it is and fails is then skipped, as
-                # a worker starting now skips it, so that every worker serves the same version.
-                if record.status != LOADING:
-                    record.kept_served = True
+            if _is_version(slot.served, v) and record is not None \
+                    and self._grant_grace_pass(slot, record, gone_before):
+                # Its file changed (being copied over, or damaged) and does not load: the copy in memory
+                # serves while the file changes or on the pass it first fails; a file that stays as it is
+                # and fails is then skipped below, as a worker starting now skips it.
+                if record.status != LOADING:  # failed: this is its one pass
                     log.warning("%s: the file of the served version %d changed and %s; serving it from "
                                 "memory for one more pass", slot.name, v, record.status, extra=about(slot.name, v))
                 why = "is changing" if record.status == LOADING else f"changed and {record.status}"
@@ -686,8 +688,7 @@ class ModelStore:
         if served is None:
             return None
         record = slot.versions.get(served.version)
-        if record is None and not gone_before:  # its folder gone (being rewritten?): one pass of grace
-            slot.no_versions = True
+        if record is None and self._grant_grace_pass(slot, None, gone_before):  # its folder gone (being rewritten?)
             problems.append(f"version {served.version} is gone and no other version can be served; still serving "
                             f"v{served.version} from memory for one more pass")
             return served

@@ -649,6 +649,42 @@ def test_a_pinned_version_deleted_or_damaged_stops_serving_in_every_worker_as_in
         assert store.served("mnist").version == 2
 
 
+@pytest.mark.parametrize("pinned", [None, 2])
+def test_a_served_file_that_failed_and_is_written_again_serves_from_memory_while_it_changes_pinned_or_not(
+        tmp_path, monkeypatch, pinned):
+    """The served version's grace follows one rule, pinned or not: from memory while its file changes, and
+    for one pass after it failed. Its file unreadable (a folder in its place), then written again just as it
+    is tried again: it kept serving while pinned, but the version below took over for a pass when not."""
+    import types
+    import service.store as store_module
+    for favour in (1, 2):
+        publish_model(tmp_path, "mnist", favour=favour)
+    Registry(tmp_path).write_serving("mnist", {"pinned": pinned, "labels": {}})
+    clock = [time.monotonic()]
+    monkeypatch.setattr(store_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    store, events = make_store(tmp_path)
+    model_file = tmp_path / "mnist" / "2" / "model.npz"
+    whole = model_file.read_bytes()
+    model_file.unlink()
+    model_file.mkdir()
+    store.refresh()  # unreadable: its one pass of grace
+    assert store.served("mnist").version == 2
+
+    def written_again(name, version):
+        if version == 2 and model_file.is_dir():
+            model_file.rmdir()
+            model_file.write_bytes(whole[:1000])
+
+    after_each_load(store, monkeypatch, written_again)
+    clock[0] += store_module.MAX_RETRY_SECONDS  # its retry is due: the file changes while it is read
+    store.refresh()
+    assert store.served("mnist").version == 2
+    model_file.write_bytes(whole)
+    store.refresh()
+    assert store.served("mnist").version == 2 and not store.describe("mnist")["problems"]
+    assert [new for _, _, new in events.swaps] == [2, 2]  # served, then its new file: never v1 meanwhile
+
+
 def test_an_unservable_pin_keeps_the_version_served_before(tmp_path, caplog):
     for favour in (1, 2):
         publish_model(tmp_path, "mnist", favour=favour)
