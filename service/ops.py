@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Blueprint, current_app, g, jsonify, render_template_string, request, send_from_directory
 
 from .context import service
+from .errors import ServiceError
 from .openapi import openapi_document
 
 ops_bp = Blueprint("ops", __name__)
@@ -74,12 +75,31 @@ def healthz():
 
 @ops_bp.get("/readyz")
 def readyz():
-    ready, report = service().store.readiness()
+    svc = service()
+    ready, report = svc.store.readiness()
+    report["default_model"] = _default_model(svc, report["models"])
     response = jsonify(report)
     response.status_code = 200 if ready else 503
     if not ready:
         g.error_code = "not_ready"
     return response
+
+
+def _default_model(svc, models: dict) -> dict:
+    """POST /predict's model (SCRATCHNET_DEFAULT_MODEL) as readiness sees it. Readiness waits for the models
+    served (SCRATCHNET_MODELS, else the registry's), every worker alike, and the default one only while it is
+    one of those: one removed from the registry (or left out of SCRATCHNET_MODELS) leaves the others ready,
+    and its entry says why POST /predict answers 404, in the words of that 404."""
+    name = svc.settings.default_model
+    entry = models.get(name)
+    if entry is not None:
+        return {"name": name, **entry}
+    try:
+        svc.predictor.resolve()
+        reason = None  # it came into the registry since the models were listed
+    except ServiceError as e:
+        reason = e.message
+    return {"name": name, "ready": False, "version": None, "reason": reason}
 
 
 @ops_bp.get("/metrics")

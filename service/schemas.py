@@ -210,8 +210,18 @@ class RegistryStatus(BaseModel):
                     "names, are not valid), with what to rename.")
 
 
+class DefaultModelReadiness(ModelReadiness):
+    name: str
+    reason: str | None = Field(
+        None, description="Why POST /predict answers 404 (or 503): the default model is not one of the models "
+                          "served, which readiness waits for (SCRATCHNET_MODELS, else the registry's).")
+
+
 class Readiness(BaseModel):
     ready: bool
     models: dict[str, ModelReadiness]
+    default_model: DefaultModelReadiness = Field(
+        description="The model POST /predict answers with (SCRATCHNET_DEFAULT_MODEL). It makes the service unready "
+                    "only as one of the models served: once it is not one of them, the others stay ready.")
     registry: RegistryStatus
     reason: str | None = None

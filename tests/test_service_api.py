@@ -979,6 +979,35 @@ def test_503_when_no_version_can_serve(registry):
     assert "model ghost has no servable version" in ready.get_json()["reason"]
 
 
+def test_readiness_names_the_default_model_and_why_post_predict_answers_404_once_it_is_removed(registry):
+    """The default model removed from the registry: POST /predict answers 404 on every worker, and /readyz
+    stayed 200 saying nothing of it. It stays 200, as in a worker started since and as TF Serving answers for
+    the models it still has: readiness gates every route, and a removal all workers see alike would take the
+    other models out of service too. It now names the default model and gives the 404's reason; a service that
+    must not be ready without it names it in SCRATCHNET_MODELS."""
+    client = make_app(registry).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["default_model"] == {"name": "mnist", "ready": True,
+                                                                              "version": 2}
+    assert_schema(schemas.Readiness, ready.get_json())
+    waiting = make_app(registry, models="mnist,iris").test_client()
+    shutil.rmtree(registry / "mnist")
+    for app_client in (client, waiting):
+        for _ in range(2):  # a removal is applied once a second pass confirms it
+            app_client.application.extensions["scratchnet"].store.refresh()
+    refused = assert_error(client.post("/predict", json={"inputs": [[0.5] * 784]}), 404, "model_not_found")
+    for started_since in (False, True):
+        ready = (make_app(registry) if started_since else client.application).test_client().get("/readyz")
+        assert ready.status_code == 200 and "reason" not in ready.get_json()
+        assert ready.get_json()["default_model"] == {"name": "mnist", "ready": False, "version": None,
+                                                     "reason": refused["error"]}
+        assert_schema(schemas.Readiness, ready.get_json())
+    assert "SCRATCHNET_DEFAULT_MODEL" in refused["error"] and "POST /models/<name>/predict" in refused["error"]
+    unready = waiting.get("/readyz")
+    assert unready.status_code == 503 and "model mnist has no servable version" in unready.get_json()["reason"]
+    assert unready.get_json()["default_model"] == {"name": "mnist", "ready": False, "version": None}
+
+
 def test_the_model_list_of_a_missing_registry_says_it_is_missing(tmp_path, registry):
     """GET /models of a registry folder that does not exist answered an empty list and nothing else, as a
     registry without models would: the list says why, as /readyz does."""
