@@ -6,7 +6,9 @@ every ``poll_interval`` seconds, and one thread per model looks at that model's 
 a cheap pass of ``stat`` calls, a directory listing and a read of the small ``serving.json``,
 and a model file is parsed only when it is new or changed (a failure is
 remembered together with the file's ``(mtime, size, inode, ctime)``, so a bad file is read once,
-not every poll; a file that could not be read at all is tried again with a back-off). New
+not every poll; a file that could not be read at all is tried again with a back-off). A failure
+counts only once the file has stayed as it was for a poll interval: a file written in place (``cp``),
+which changes from pass to pass, is ``loading`` until whole rather than a failure each pass. New
 versions are loaded and validated on that thread, off the request path, the newest first; the
 served model then changes with one reference assignment, so a request keeps the ``Model`` it
 started with. Only once a model has what it serves are its other new versions checked, for
@@ -71,6 +73,9 @@ MAX_RETRY_SECONDS = 60.0  # the longest wait before reading again a file that co
 UNLOADED_WAIT = 2.0  # the longest a request to an unloaded model waits for a registry pass in progress
 STOP_WAIT_SECONDS = 5.0  # the longest stop() waits for the watcher threads, all together
 CHECK_SECONDS = 0.25  # the most a pass spends (past one load) checking versions nothing serves, for their status
+# Of a poll interval: how long a file that failed to load must be seen unchanged (by two looks that far apart)
+# for the failure to count, the passes coming an interval apart give or take (VersionRecord.settled).
+SETTLE_POLLS = 0.9
 AVAILABLE = "available"
 LOADING = "loading"
 FAILED = "failed"
@@ -102,6 +107,14 @@ class VersionRecord:
     retries: int = 0               # such failures in a row of this file
     kept_served: bool = False      # the served version, kept in memory for a pass after this file failed
     reported: bool = False         # its status was reported (metrics): its removal must be too
+    # The file's stamp has stayed as it is for a poll interval (SETTLE_POLLS), from ``seen`` to a later look,
+    # or was seen on this worker's first pass, with nothing earlier to compare: only then does a failed load
+    # count. A file that fails while unsettled may be being written in place (cp): its failure (status,
+    # unreadable) waits for a pass that finds the file settled, which counts it without parsing the file
+    # again (a file that could not be read is read again).
+    settled: bool = False
+    unsettled_failure: tuple[str, bool] | None = None
+    seen: float = field(default_factory=lambda: time.monotonic())  # when this stamp was first seen
 
 
 @dataclass
@@ -187,6 +200,26 @@ def _changed(record: VersionRecord, stamp: tuple | None, path: str | Path) -> bo
     return record.stamp != stamp and not os.access(path, os.R_OK)
 
 
+def _awaits_next_pass(record: VersionRecord) -> bool:
+    """Whether ``record``'s file failed to load before it settled: a later pass looks at it again, and
+    counts the failure once the file has stayed as it was (VersionRecord.settled)."""
+    return record.unsettled_failure is not None and not record.settled
+
+
+def _changing(record: VersionRecord) -> str:
+    """What the file of a version still ``loading`` is doing, for a message: "is changing ..."."""
+    if record.unsettled_failure is None:
+        return "is changing"  # it changed while it was read
+    return f"is changing (being written?) and does not load as it is: {failure_reason(record.unsettled_failure[0])}"
+
+
+def _status_said(record: VersionRecord) -> str:
+    """A version's status for a message: a failure still waiting to count says what it is."""
+    if _awaits_next_pass(record):
+        return f"{LOADING}, its file {_changing(record)}"
+    return record.status
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, ModelFileError):
         return error.reason
@@ -207,6 +240,7 @@ class ModelStore:
         self.events = events or StoreEvents()
         self.registry_error: str | None = None
         self._registry_seen = False  # whether a pass has ever found the registry readable
+        self._first_pass_done = False  # whether a pass has brought the models in line (VersionRecord.settled)
         self._unreadable: dict[str, str] = {}  # model folders that cannot be listed, and why
         self._misnamed: dict[str, str] = {}  # folders of versions whose names are no model's, and why
         self._slots: dict[str, ModelSlot] = {n: ModelSlot(n) for n in self.configured or ()}
@@ -352,6 +386,7 @@ class ModelStore:
                     self._refresh_model(slot)
                 except Exception:  # one model's surprise must not stop the others being refreshed
                     log.exception("%s: registry refresh failed; serving what is loaded", slot.name)
+        self._first_pass_done = True
         if validate_all:
             self._check_new_versions(slots, time.monotonic() + min(CHECK_SECONDS, self.poll_interval / 2))
 
@@ -378,7 +413,8 @@ class ModelStore:
                 if self._slots.get(slot.name) is not slot or slot.folder_missing:
                     continue
                 with self._lock:
-                    waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING), reverse=True)
+                    waiting = sorted((v for v, r in slot.versions.items() if r.status == LOADING
+                                      and not _awaits_next_pass(r)), reverse=True)
             finally:
                 slot.refresh_lock.release()
             for version in waiting:
@@ -561,16 +597,18 @@ class ModelStore:
                 record = slot.versions.get(v)
                 if record is not None and record.stamp == stamp and record.retry_at is not None \
                         and record.retry_at <= now:  # an I/O error may have passed (a network file system)
-                    slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries,
+                    slot.versions[v] = VersionRecord(LOADING, stamp, retries=record.retries, settled=True,
                                                      kept_served=record.kept_served, reported=record.reported)
                 elif record is None or record.stamp != stamp and _changed(record, stamp, self._file(slot.name, v)):
-                    slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported)
+                    slot.versions[v] = VersionRecord(LOADING, stamp, reported=record is not None and record.reported,
+                                                     settled=not self._first_pass_done)
                     if record is not None:
                         slot.recent.pop(v, None)
                         slot.resident.pop(v, None)
                 elif record.stamp != stamp:  # a loaded file, still readable, whose permissions or owner changed
                     record.stamp = stamp
-                # else as it was: checked, or still to be (with its retries and what it keeps)
+                else:  # as it was: checked, or still to be (with its retries and what it keeps)
+                    record.settled = record.settled or now - record.seen >= SETTLE_POLLS * self.poll_interval
         for version in sorted(removed):
             self._log_removed(slot, version)
         self._report_removed(slot.name, removed)
@@ -634,7 +672,7 @@ class ModelStore:
         if target is not None:
             return target, None
         record = slot.versions.get(slot.pinned) if slot.pinned in stamps else None
-        why = record.status if record is not None else "does not exist"
+        why = _status_said(record) if record is not None else "does not exist"
         pin_problem = f"pinned version {slot.pinned} {why}"
         target = slot.served
         if _is_version(target, slot.pinned) and not self._grant_grace_pass(slot, record, gone_before):
@@ -652,15 +690,15 @@ class ModelStore:
         """Give the served version, whose folder went (``record`` None) or whose file does not load, its
         grace if it still has some, and say whether it goes on serving from memory on this pass: while its
         file changes (being copied over), and for the one pass after it went (``gone_before``: the previous
-        pass gave it that pass) or failed (``record.kept_served``, set here), then no longer, as in a worker
-        starting then, so that every worker serves the same version. The pinned version and the highest
-        that serves follow this one rule."""
+        pass gave it that pass) or failed (``record.kept_served``, set here; a failure that waits for the next
+        pass, see VersionRecord.settled, has that pass), then no longer, as in a worker starting then, so that
+        every worker serves the same version. The pinned version and the highest that serves follow this rule."""
         if record is None:
             slot.no_versions = not gone_before
             return not gone_before
-        if record.status == LOADING:
+        if record.status == LOADING and record.unsettled_failure is None:
             return True
-        kept, record.kept_served = record.kept_served, True
+        kept, record.kept_served = record.kept_served, True  # failed, perhaps still being written: its pass
         return not kept
 
     def _highest_servable(self, slot: ModelSlot, stamps: dict[int, tuple | None], problems: list[str],
@@ -681,7 +719,7 @@ class ModelStore:
                 if record.status != LOADING:  # failed: this is its one pass
                     log.warning("%s: the file of the served version %d changed and %s; serving it from "
                                 "memory for one more pass", slot.name, v, record.status, extra=about(slot.name, v))
-                why = "is changing" if record.status == LOADING else f"changed and {record.status}"
+                why = _changing(record) if record.status == LOADING else f"changed and {record.status}"
                 problems.append(f"version {v}'s file {why}; still serving v{v} from memory for now")
                 return slot.served
         served = slot.served
@@ -824,12 +862,12 @@ class ModelStore:
             record = slot.versions.get(version)
             if record is None:
                 return None
-            if record.status.startswith(FAILED):
+            if record.status.startswith(FAILED) or _awaits_next_pass(record):
                 return None
             model = self._cached(slot, version)
             if model is not None and record.status == AVAILABLE:
                 return model
-            stamp = record.stamp
+            stamp, failure = record.stamp, record.unsettled_failure
             loading = self._loading.get(key)
             if loading is None:
                 self._loading[key] = Future()
@@ -837,8 +875,11 @@ class ModelStore:
             return loading.result()
         model, status, unreadable, updated = None, failed_status("the load was interrupted"), False, False
         try:
-            with self._loads:
-                model, status, unreadable = self._load(slot.name, version)
+            if failure is not None and not failure[1]:  # settled since it failed: the same file, the same failure
+                status, unreadable = failure
+            else:
+                with self._loads:
+                    model, status, unreadable = self._load(slot.name, version)
             if _content_changed(stamp, self._file_stamp(slot.name, version)):
                 model, status, unreadable = None, LOADING, False
             with self._lock:
@@ -848,6 +889,9 @@ class ModelStore:
                 if current is not None and (current.stamp == stamp or model is not None
                                             and not _content_changed(current.stamp, stamp)):
                     updated = True
+                    current.unsettled_failure = None
+                    if model is None and status != LOADING and not current.settled:  # see VersionRecord.settled
+                        current.unsettled_failure, status, unreadable = (status, unreadable), LOADING, False
                     current.status = status
                     current.reported = current.reported or status != LOADING
                     if unreadable:  # read again later, waiting longer each time up to the cap
@@ -1025,9 +1069,11 @@ class ModelStore:
             if gone:  # deleted while it was being looked up (or read)
                 raise NotFound(f"Model {name} has no version {version} any more (it was removed from the registry).",
                                code="version_not_found")
-            if record.status == LOADING:  # its load was set aside: the file changed while it was read
-                raise NotReady(f"Version {version} of {name} cannot be served: its file changed while it was read "
-                               "(being written?); try again in a moment.", code="version_loading")
+            if record.status == LOADING:  # its load was set aside: the file changed while it was read, or since
+                why = "changed while it was read (being written?)" if record.unsettled_failure is None \
+                    else _changing(record)
+                raise NotReady(f"Version {version} of {name} cannot be served: its file {why}; try again in a moment.",
+                               code="version_loading")
             raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
         return model
 
@@ -1148,7 +1194,7 @@ class ModelStore:
             return (f"{slot.pin_problem[0].upper()}{slot.pin_problem[1:]}: unpin the model (POST "
                     f"/models/{slot.name}/unpin) or activate a version that loads.")
         with self._lock:
-            failed = [f"v{v} {r.status}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
+            failed = [f"v{v} {_status_said(r)}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
         return ("; ".join(failed) + ".") if failed else ""
 
     def describe(self, name: str) -> dict:

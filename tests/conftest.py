@@ -1,4 +1,5 @@
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,19 @@ def datasets_dir() -> Path:
         unavailable("real datasets not available: set SCRATCHNET_DATASETS to a folder with mnist/, fashion-mnist/, "
                     "wine-quality/", ": the Makefile sets it when a datasets folder sits beside the checkout")
     return path
+
+
+@pytest.fixture
+def a_poll_later(monkeypatch):
+    """``a_poll_later(store)`` moves a ModelStore's clock on by its poll interval, as between two passes of
+    its watcher: a file that failed to load and is found as it was then counts as failed, where one found
+    changed may be being written (service.store.VersionRecord.settled)."""
+    import types
+
+    import service.store as store_module
+
+    def later(store) -> None:
+        ahead = getattr(store_module.time, "ahead", 0.0) + store.poll_interval
+        monkeypatch.setattr(store_module, "time",
+                            types.SimpleNamespace(monotonic=lambda: time.monotonic() + ahead, ahead=ahead))
+    return later

@@ -1686,8 +1686,10 @@ def test_a_worker_frees_the_metrics_of_deleted_versions_in_gunicorn_mode(tmp_pat
     assert 'scratchnet_predictions_total{model="iris",version="121"} 2.0' in text
 
 
-def test_a_model_that_never_served_a_version_reports_version_0(app, client, registry):
+def test_a_model_that_never_served_a_version_reports_version_0(app, client, registry, a_poll_later):
     publish_corrupt(registry, "broken")  # a new model whose only version fails to load
+    app.extensions["scratchnet"].store.refresh()
+    a_poll_later(app.extensions["scratchnet"].store)  # its failure counts once the file stays as it is
     app.extensions["scratchnet"].store.refresh()
     assert client.get("/readyz").status_code == 503
     text = client.get("/metrics").get_data(as_text=True)

@@ -242,6 +242,39 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(live_service
     assert requests.get(live_service.url + "/readyz").status_code == 200
 
 
+def test_a_version_copied_in_place_counts_no_failure_while_it_is_written(start_service, tmp_path):
+    """``cp big.npz models/m/2/model.npz`` writes the file where the workers read it: each poll found it
+    half written and counted a failed load (scratchnet_model_load_failures_total, a failed version in
+    /models and scratchnet_model_version_failed, on which alerts fire) until the copy ended. A failure now
+    counts once the file has stayed as it was for a poll interval; a copy under way, changing every poll, is
+    loading."""
+    registry = tmp_path / "models"
+    publish_model(registry, "copied")
+    publish_model(tmp_path / "source", "copied")
+    publish_model(tmp_path / "source", "copied", favour=3)
+    whole = (tmp_path / "source" / "copied" / "2" / "model.npz").read_bytes()
+    poll = 1.0  # a copy pausing longer than this between two writes looks finished
+    server = start_service(registry, workers=2, poll_interval=poll)
+    server.wait_until_served("copied", 1)
+    (registry / "copied" / "2").mkdir()
+    statuses = set()
+    with open(registry / "copied" / "2" / "model.npz", "wb") as copy:  # as cp writes it, piece by piece
+        for i in range(40):  # over 3 polls
+            copy.write(whole[i * len(whole) // 40:(i + 1) * len(whole) // 40])
+            copy.flush()
+            time.sleep(0.075)
+            if i % 8 == 4:  # the file still half written (its last piece comes at i = 39)
+                info = requests.get(server.url + "/models/copied", timeout=10).json()
+                assert info["served_version"] == 1
+                statuses.update(v["status"] for v in info["versions"] if v["version"] == 2)
+    assert statuses <= {"loading"}, statuses
+    server.wait_until_served("copied", 2, timeout=poll + CONVERGENCE_SLACK)
+    text = server.metrics()
+    assert metric_value(text, "scratchnet_model_load_failures_total", model="copied") == 0
+    assert metric_value(text, "scratchnet_model_version_failed", model="copied") == 0
+    assert "cannot be served" not in server.log()
+
+
 def answers_by_worker(server, path, n=24) -> dict[str, set[int]]:
     """``{worker pid: statuses}`` of ``n`` predictions on fresh connections, spread over the workers."""
     with ThreadPoolExecutor(6) as pool:
