@@ -36,9 +36,18 @@ JSON_UNESCAPED = re.compile(r"[\x7f-\x9f\u2028\u2029]")
 NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
+_last_second = (None, "")  # the latest whole second utc_time wrote, and its text: most lines share it
+
+
 def utc_time(created: float) -> str:
     """``created`` (seconds since the epoch) in ISO 8601, UTC, with milliseconds: 2025-01-31T12:00:00.000Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    global _last_second
+    second, text = _last_second
+    if second != int(created):
+        second = int(created)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _last_second = (second, text)
+    return f"{text}.{int(created % 1 * 1000):03d}Z"
 
 
 def needs_ascii(stream) -> bool:
@@ -74,7 +83,9 @@ def _json_line(created: float, level: str, logger: str, message: str, fields: di
         "message": message,
         "pid": os.getpid(),
     }
-    entry.update((key, value) for key, value in fields.items() if value is not None)
+    for key, value in fields.items():
+        if value is not None:
+            entry[key] = value
     if exception:
         entry["exception"] = exception
     try:
@@ -260,6 +271,8 @@ def configure_logging(log_format: str = "json", level: str = "INFO") -> None:
 # when the line would pass LINE_LIMIT bytes, and to a tenth of that if it still would (12 bytes a
 # character, escaped for a stream that is not UTF-8).
 LINE_LIMIT, CUT_TO = 4000, 120
+# Looked up once: logging.getLogger takes the logging module's lock, twice an access line.
+_access_logger, _root_logger = logging.getLogger(ACCESS), logging.getLogger(ROOT)
 CLIENT_TEXT = ("method", "path", "model")
 
 
@@ -277,7 +290,7 @@ def log_access(message: str, fields: dict) -> None:
     status = fields["status"]
     level = logging.ERROR if status == 500 else logging.WARNING if status > 500 and status not in CLIENTS_5XX \
         else logging.INFO
-    access = logging.getLogger(ACCESS)
+    access = _access_logger
     if not access.isEnabledFor(level):
         return
     if len(message) + sum(len(fields.get(key) or "") for key in CLIENT_TEXT) > LINE_LIMIT // 12:  # may not fit
@@ -313,7 +326,7 @@ def _direct_json_handler(access: logging.Logger, level: int) -> StderrHandler | 
     """Our JSON stderr handler when it is the only place the access line, at ``level``, would go, else None."""
     if access.handlers or access.filters or not access.propagate:
         return None
-    root = logging.getLogger(ROOT)
+    root = _root_logger
     if root.propagate or root.filters or len(root.handlers) != 1:
         return None
     handler = root.handlers[0]

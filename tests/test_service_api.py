@@ -2152,6 +2152,27 @@ def test_access_line_written_directly_matches_the_loggers(capsys):
     configure_logging("json", "INFO")
 
 
+def test_access_lines_look_up_no_logger_and_write_each_second_once(client, capsys, monkeypatch):
+    """Every request writes an access line: looking up its two loggers took the logging module's lock
+    twice a line, and writing out the date and time of each line anew, its second included, was a
+    third of the line's CPU time besides (7.5 us a line; 4.9 us without them)."""
+    import logging
+    import time
+
+    looked_up, written = [], []
+    get_logger, strftime = logging.getLogger, time.strftime
+    monkeypatch.setattr(logging, "getLogger", lambda name=None: (looked_up.append(name), get_logger(name))[1])
+    monkeypatch.setattr(time, "strftime", lambda form, *when: (written.append(form), strftime(form, *when))[1])
+    capsys.readouterr()
+    for _ in range(20):
+        assert client.get("/healthz").status_code == 200
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["path"] for line in lines] == ["/healthz"] * 20
+    assert not [name for name in looked_up if name and name.startswith("scratchnet")]
+    assert len(written) <= 3, f"the time of 20 lines in {len({line['time'][:19] for line in lines})} seconds " \
+                              f"written out {len(written)} times"
+
+
 def test_exactly_the_limit_of_values_is_accepted_with_top_k_beside_them(registry):
     """The cheap count of commas before parsing must not refuse a body the limit allows: two
     784-value vectors and top_k in a body with a limit of 1,568 values."""
