@@ -391,6 +391,26 @@ def test_compressed_requests_and_responses(client, encoding, pack):
     assert got["outputs"] == reference["outputs"]
 
 
+@pytest.mark.parametrize("binary_output", [False, True])
+def test_an_answer_is_built_with_its_headers_in_place(client, monkeypatch, binary_output):
+    """An answer's Content-Type and Vary were set by the response's parsed properties, made for each answer
+    and costing more than the rest of it (18.5 us against 9.4); the headers are the same, in the same order."""
+    import werkzeug.sansio.response
+
+    parsed, parse = [], werkzeug.sansio.response.parse_set_header
+    monkeypatch.setattr(werkzeug.sansio.response, "parse_set_header",
+                        lambda *args: (parsed.append(args[0]), parse(*args))[1])
+    body = {"inputs": [tensor("input", VECTORS)], "parameters": {"binary_data_output": binary_output}}
+    response = infer(client, body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    names = [name for name, _ in response.headers if name not in ("X-Request-ID", "X-Worker-PID")]
+    assert names == ["Content-Type", "Content-Length", *(["Inference-Header-Content-Length"] * binary_output),
+                     "Vary", "X-Content-Type-Options", "Cache-Control", "X-Model-Name", "X-Model-Version"]
+    assert response.headers["Content-Type"] == ("application/octet-stream" if binary_output else "application/json")
+    assert response.headers["Vary"] == "Accept-Encoding"
+    assert not parsed, f"{len(parsed)} headers parsed to build the answer"
+
+
 @pytest.mark.parametrize("accept, coding", [("*", None), ("identity;q=1, gzip;q=0.5", None),
                                             ("gzip;q=0.5, deflate", "deflate"), ("identity;q=0, gzip;q=0.2", "gzip"),
                                             ("br", None)])
