@@ -119,7 +119,7 @@ def query_params() -> dict:
 
 def refuse_compressed_body() -> None:
     """415 for a body with a Content-Encoding: only the V1 predict and V2 infer routes decode one."""
-    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    encoding = (request.environ.get("HTTP_CONTENT_ENCODING") or "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not supported here; send the body uncompressed.",
                                    code="unsupported_encoding", headers={"Accept-Encoding": "identity"})
@@ -146,14 +146,16 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
     is faster to fill (``fastbody.numpy_buffer``)."""
     if not compressed:
         refuse_compressed_body()
-    length = request.content_length
+    req = request._get_current_object()  # each look through Flask's proxy costs as much as what it reads here
+    environ = req.environ
+    length = req.content_length
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    source = request.environ["wsgi.input"]
+    source = environ["wsgi.input"]
     if length is None:
         # Chunked: read until the end, one byte past the limit at most. (werkzeug's stream
         # would stop at the limit without saying that more was sent.) Without a length, only
         # a server that marks the end of the body lets us read it at all.
-        if not request.environ.get("wsgi.input_terminated"):
+        if not environ.get("wsgi.input_terminated"):
             return b""
         parts, total = [], 0
         while part := source.read(1 << 20 if limit is None else min(1 << 20, limit + 1 - total)):
@@ -165,7 +167,7 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
     if limit is not None and length > limit:
         raise RequestEntityTooLarge()
     try:
-        fast = read_from_socket(request.environ, length, numpy_buffer if array else bytearray)
+        fast = read_from_socket(environ, length, numpy_buffer if array else bytearray)
     except MemoryError:  # a body limit set above this machine's memory: the client's fault as much as a 413
         raise PayloadTooLarge(f"The body of {length:,} bytes is more than this server can hold in memory; send it "
                               "in smaller requests.") from None
