@@ -167,21 +167,22 @@ def _register_request_hooks(app: Flask) -> None:
     # proxies once, into locals.
     @app.before_request
     def begin():
-        state = g._get_current_object()
+        state, req = g._get_current_object(), request._get_current_object()
+        environ = req.environ
         state.started = time.perf_counter()
-        state.route = _route(app, request)
+        state.route = _route(app, req)
         state.in_flight = svc.metrics.request_started(state.route)
-        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
         state.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        _check_host(request.environ)
-        if "HTTP_RANGE" in request.environ and not _one_byte_range(request.environ["HTTP_RANGE"]):
+        _check_host(environ)
+        if "HTTP_RANGE" in environ and not _one_byte_range(environ["HTTP_RANGE"]):
             # werkzeug refuses several ranges, or a Range it cannot read, with a 416; a server may
             # ignore them and answer with the whole file (RFC 9110 section 14.2), as browsers expect.
-            del request.environ["HTTP_RANGE"]
+            del environ["HTTP_RANGE"]
         if svc.settings.watch:
             svc.store.start()  # a no-op unless this process was forked after create_app
-        if "HTTP_TRANSFER_ENCODING" in request.environ:  # on every route, those that read no body too
-            api.refuse_transfer_codings(compressed=request.endpoint in DECODING_ENDPOINTS)
+        if "HTTP_TRANSFER_ENCODING" in environ:  # on every route, those that read no body too
+            api.refuse_transfer_codings(compressed=req.endpoint in DECODING_ENDPOINTS)
 
     @app.before_request
     def options_for_the_server():

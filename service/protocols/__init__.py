@@ -39,5 +39,6 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def protocol_errors():
-        if request.path == "/v2" or request.path.startswith(PREFIXES):
+        path = request.path
+        if path == "/v2" or path.startswith(PREFIXES):
             g.error_shape = protocol_error
