@@ -163,7 +163,7 @@ def route_template(rule: str) -> str:
 def _register_request_hooks(app: Flask) -> None:
     svc: Service = app.extensions[EXTENSION]
 
-    # The begin and finish hooks run on every request: each reads the request and ``g`` through Flask's context
+    # The begin, finish and end hooks run on every request: each reads the request and ``g`` through Flask's context
     # proxies once, into locals.
     @app.before_request
     def begin():
@@ -196,15 +196,15 @@ def _register_request_hooks(app: Flask) -> None:
             return response
 
     @app.teardown_request
-    def end_large_turn(_error):
-        if "large_turn" in g:  # service.api.hold_for_json, hold_for_decode
-            svc.large_parses.end_turn(g.pop("large_turn"))
-
-    @app.teardown_request
-    def end_in_flight(_error):
+    def end(_error):
         # A teardown runs however the request ended: an answer, an error, an exception no handler took.
-        if "in_flight" in g:
-            g.pop("in_flight").dec()
+        state = g._get_current_object()
+        try:
+            if "in_flight" in state:
+                state.pop("in_flight").dec()
+        finally:
+            if "large_turn" in state:  # service.api.hold_for_json, hold_for_decode
+                svc.large_parses.end_turn(state.pop("large_turn"))
 
     @app.after_request
     def finish(response):
