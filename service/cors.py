@@ -73,8 +73,8 @@ def init_app(app: Flask, origins: tuple[str, ...] | None) -> None:
             return response
         preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
         for name, value in headers_for(origins, request.headers.get("Origin"), preflight=preflight):
-            if name == "Vary":
+            if name == "Vary" and "Vary" in response.headers:
                 response.vary.add(value)
-            else:
+            else:  # a first Vary as a plain header: response.vary would parse it and write the set back
                 response.headers[name] = value
         return response

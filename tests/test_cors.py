@@ -72,6 +72,26 @@ def test_an_answer_and_an_error_carry_the_origin_and_the_headers_a_page_may_read
         assert headers == {}
 
 
+def test_an_answer_without_a_vary_of_its_own_is_given_one_without_parsing_it(registry, monkeypatch):
+    """Every answer to a page's request got Vary: Origin through response.vary, which parses the header
+    into a set and writes the set back: 11.3 us of CPU time a request with the answer, against 9.3 us.
+    An answer that has no Vary is given the header; one that has its own (V2's Accept-Encoding) adds to it."""
+    import werkzeug.sansio.response
+
+    parsed, parse = [], werkzeug.sansio.response.parse_set_header
+    monkeypatch.setattr(werkzeug.sansio.response, "parse_set_header",
+                        lambda *args: (parsed.append(args[0]), parse(*args))[1])
+    browser = client(registry, APP)
+    response = browser.post("/models/mnist/predict", data=DIGIT_PNG, content_type="image/png", headers={"Origin": APP})
+    assert response.status_code == 200 and response.headers.getlist("Vary") == ["Origin"]
+    assert not parsed, f"{len(parsed)} headers parsed to add the CORS headers"
+    infer = browser.post("/v2/models/mnist/infer", headers={"Origin": APP},
+                         json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                           "data": [base64.b64encode(DIGIT_PNG).decode()]}]})
+    assert infer.status_code == 200, infer.get_data(as_text=True)
+    assert infer.headers.getlist("Vary") == ["Accept-Encoding, Origin"]
+
+
 def test_another_origin_gets_no_cors_headers(registry):
     browser = client(registry, APP)
     for origin in ("https://evil.example.com", "null", "https://app.example.com.evil.example.com"):
