@@ -1049,6 +1049,10 @@ def test_npz_labels_make_float_targets_class_indices(tmp_path, capsys):
     with pytest.raises(DatasetError, match="float.npz: a labels array names classes, and a regression target has "
                                            "none: train with --task classification, or drop the labels array"):
         load_dataset("npz", path=path, task="regression")
+    # Scoring a regression model, its task is the model's: only dropping the array helps.
+    with pytest.raises(DatasetError, match="float.npz: a labels array names classes, and a regression target has "
+                                           "none: drop the labels array to score it$"):
+        load_dataset("npz", path=path, task="regression", test_only=True, model_task="regression")
     np.savez(path, x=x, y=np.linspace(0, 1, 40), labels=np.array(["neg", "pos"]))
     message = (r"float.npz: y\[1\] is 0.025641, not a class index: classification takes class indices 0, 1, 2, "
                r"... \(or class names\) in y; store those, or train with --task regression, without a labels array, "

@@ -639,7 +639,7 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
         preprocessing = image_preprocessing(image)
     arrays = _read_npz_arrays(path)
     x, y, x_test, y_test, split = _npz_parts(arrays, path)
-    task = _npz_task(task, y, "labels" in arrays, path)
+    task = _npz_task(task, y, "labels" in arrays, path, model_task)
     class_names = arrays.get("labels")
     if class_names is None and y.dtype.kind == "b" and (y_test is None or y_test.dtype.kind == "b"):
         class_names = np.array(["False", "True"])  # a boolean's own names, as a CSV's True/False column gives
@@ -669,13 +669,15 @@ def load_npz(path: Path | str, *, task: str | None = None, seed: int = 0,
                    input_kind="vector" if preprocessing is None else "image", preprocessing=preprocessing)
 
 
-def _npz_task(task: str | None, y: np.ndarray, has_labels: bool, path: Path) -> str:
+def _npz_task(task: str | None, y: np.ndarray, has_labels: bool, path: Path, model_task: str | None = None) -> str:
     """The task of an npz whose training targets are ``y``: ``task`` if given, else classification for whole
     numbers, booleans and names, or for any y whose classes a labels array names (``has_labels``); regression for
-    other floats. A labels array with a regression target, which has no classes, is refused."""
+    other floats. A labels array with a regression target, which has no classes, is refused; scoring a
+    regression model (``model_task``), only dropping the array helps."""
     if task == "regression" and has_labels:
-        raise DatasetError(f"{path}: a labels array names classes, and a regression target has none: train with "
-                           "--task classification, or drop the labels array")
+        fix = "drop the labels array to score it" if model_task == "regression" else \
+            "train with --task classification, or drop the labels array"
+        raise DatasetError(f"{path}: a labels array names classes, and a regression target has none: {fix}")
     if task is not None:
         return task
     return "classification" if y.dtype.kind in "biuUS" or has_labels else "regression"
