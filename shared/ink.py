@@ -11,6 +11,8 @@ isolated pixels are dropped. No ink at least MIN_CONTRAST away from the paper: t
 that covers most of the border (a bag filling the frame) makes the border so uneven that its
 noise leaves no room for any ink; then the paper is the level most border pixels share (what
 the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
+For a digit, the shadow of a straight edge across the page (the phone's or a hand's, dark enough to
+be taken for ink) is divided out first, fitted to the border's two levels of paper.
 For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
 The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
@@ -88,12 +90,19 @@ SPECK_MASS = 0.01  # detached ink lighter than this fraction of the total is a s
 # marker, or a small digit drawn with the drawing page's brush) is thinned to it first: the network
 # has hardly seen such strokes.
 STROKE_CAP = 4 / 20
+# The edge of a shadow across the page (the phone's or a hand's), straight and soft: the border holds paper in
+# two arcs, each SHADOW_ARC of it at least, one SHADOW_STEP darker than the other at least, and the step is seen
+# inside the picture too, along the line through the two places where the edge meets the border.
+SHADOW_ARC, SHADOW_STEP = 0.1, 0.15
+SHADOW_SOFTNESS = (1, 2, 4, 8, 16)  # widths (working pixels) of the edge's soft ramp, the best fit taken
 
 
 def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[int, int], fit: str) -> np.ndarray:
     """The grey picture -> the model's input vector. With ``zoom``, ink that fills only a few pixels
     of the working size (a small digit in a large photo) is looked at again from the region
     around it, decoded at a finer scale, as a person would crop the picture to it."""
+    if fit == "digit":
+        grey = _without_shadow(grey)
     ink = _ink_map(grey)
     if fit == "digit":
         ink = _without_rules(ink)
@@ -443,6 +452,127 @@ def _ink_on_sheet(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
     return _ink_against(np.where(sheet, grey, background), background, sigma)
 
 
+def _without_shadow(grey: np.ndarray) -> np.ndarray:
+    """``grey`` with the shadow of a straight edge across it divided out (the phone's or a hand's, as the
+    page is photographed), or ``grey`` itself. A shadow dark enough to be taken for ink hides the digit in
+    it, or the paper in light is taken for the ink; the fit of the paper (a plane or a bowl) cannot follow
+    its edge. The edge meets the border twice, which holds paper of two levels in two arcs; the shadow's
+    depth and the softness of its edge are fitted to the border, and the step must be seen along the line
+    between those two places inside the picture too (a thumb reaching in from the edge, which also makes
+    two arcs, bulges past that line). Exits at once on a border of one level (a drawing, most photos)."""
+    if min(grey.shape) < 16:
+        return grey
+    corners = (float(grey[0, 0]), float(grey[0, -1]), float(grey[-1, 0]), float(grey[-1, -1]))
+    if min(corners) >= (1 - SHADOW_STEP / 2) * max(corners):
+        return grey  # every part of the picture an edge cuts off holds a corner, in its shadow or out of it
+    edge = _shadow_edge(grey)
+    if edge is None:
+        return grey
+    (y1, x1), (y2, x2), in_shadow = edge
+    length = math.hypot(y2 - y1, x2 - x1)
+    if length < min(grey.shape) / 4:
+        return grey
+    normal = ((x2 - x1) / length, (y1 - y2) / length)
+    h, w = grey.shape
+    across = ((np.arange(h, dtype=np.float32)[:, np.newaxis] - y1) * normal[0]
+              + (np.arange(w, dtype=np.float32) - x1) * normal[1])  # each pixel's distance from the edge
+    if np.mean(across[in_shadow]) < 0:  # the shadow on the side the normal points to
+        normal, across = (-normal[0], -normal[1]), np.negative(across, out=across)
+    fitted = _shadow_fit(grey, across)
+    if fitted is None:
+        return grey
+    shade, softness = fitted
+    seen = 0
+    for along in (0.2, 0.35, 0.5, 0.65, 0.8):  # the step inside the picture, at five places along the edge
+        y, x, off = y1 + along * (y2 - y1), x1 + along * (x2 - x1), softness / 2 + 3  # just clear of its ramp
+        sides = [_median_near(grey, y + side * off * normal[0], x + side * off * normal[1]) for side in (-1, 1)]
+        if min(sides) > 0 and 0.5 * math.log(shade(1)) >= math.log(sides[1] / sides[0]) >= 1.5 * math.log(shade(1)):
+            seen += 1
+    if seen < 3:
+        return grey
+    return grey / shade(np.clip(across / softness + 0.5, 0, 1))
+
+
+def _shadow_edge(grey: np.ndarray) -> tuple[tuple[float, float], tuple[float, float], tuple] | None:
+    """Where the edge of a shadow across ``grey`` meets its border, (y, x) twice, and the border pixels in
+    the shadow (an index); None unless the border holds paper of two levels in two arcs, SHADOW_ARC of it
+    each at least, one SHADOW_STEP darker than the other at least, and the level steps from one to the
+    other at each end (light that falls off along the border changes it gradually)."""
+    ys, xs = _perimeter(grey.shape)
+    values = grey[ys, xs]
+    low, high = _percentile(values, 100 * SHADOW_ARC / 2), _percentile(values, 100 * (1 - SHADOW_ARC / 2))
+    if low >= (1 - SHADOW_STEP) * high or low <= 0:
+        return None
+    reach = max(3, values.size // 50)
+    dark = ~_long_runs(~_long_runs(values < (low + high) / 2, reach), reach)  # strokes that cross it left out
+    turns = np.flatnonzero(dark != np.roll(dark, 1))  # where the perimeter goes into the shadow or out of it
+    if len(turns) != 2 or min(turns[1] - turns[0], values.size - turns[1] + turns[0]) < SHADOW_ARC * values.size:
+        return None
+    ends = []
+    for turn in turns:
+        around = np.roll(values, reach * 3 - turn)[:reach * 6]  # the perimeter about the turn, which is at reach * 3
+        before, after = np.median(around[:reach * 2]), np.median(around[reach * 4:])
+        if min(before, after) >= (1 - SHADOW_STEP) * max(before, after):
+            return None
+        middle = (before + after) / 2
+        crossings = np.flatnonzero((around[:-1] - middle) * (around[1:] - middle) <= 0)
+        at = crossings[np.argmin(np.abs(crossings - reach * 3))]
+        position = (turn - reach * 3 + at + (around[at] - middle) / (around[at] - around[at + 1] or 1)) % values.size
+        first, second, part = int(position), (int(position) + 1) % values.size, position % 1
+        ends.append((ys[first] + (ys[second] - ys[first]) * part, xs[first] + (xs[second] - xs[first]) * part))
+    return ends[0], ends[1], (ys[dark], xs[dark])
+
+
+def _shadow_fit(grey: np.ndarray, across: np.ndarray) -> tuple[Callable, float] | None:
+    """The shadow across ``grey`` on the side of its edge where ``across`` (each pixel's distance from the
+    edge) is positive, fitted to the border pixels' logs with the paper's plane: the paper's shade in it,
+    as a function of how far in (0 to 1, across the edge's ramp), and the ramp's width. None when it is
+    not SHADOW_STEP darker at least, or does not fit the border (a misfit more than a quarter of it)."""
+    h, w = grey.shape
+    index = _border_index(grey.shape)
+    index = index[::max(1, index.size // 2000)]
+    ring_y, ring_x = np.divmod(index, w)
+    logs = np.log(np.maximum(grey.ravel().take(index), 1 / 255)).astype(np.float64)
+    ring_across = across.ravel().take(index)
+
+    def design(softness: float, depth: float = 0.5) -> np.ndarray:
+        """The paper's log: a plane, less the shadow's ``depth`` ramped in across its edge."""
+        shade = np.log1p(-depth * np.clip(ring_across / softness + 0.5, 0, 1)) / math.log1p(-depth)
+        return np.stack([np.ones_like(logs), ring_x / w, ring_y / h, shade], axis=1)
+
+    light, dark = np.median(logs[ring_across < 0]), np.median(logs[ring_across > 0])
+    coef, _ = _robust_fit(design(np.median(SHADOW_SOFTNESS)), logs, np.array([light, 0, 0, dark - light]))
+    near = np.abs(ring_across) < 2 * max(SHADOW_SOFTNESS)  # its levels first, then the ramp that fits best
+    softness = min(SHADOW_SOFTNESS, key=lambda soft: np.minimum(np.abs(logs - design(soft) @ coef)[near], 0.2).sum())
+    depth = -math.expm1(min(coef[3], 0))
+    if depth < SHADOW_STEP:
+        return None
+    coef, sigma = _robust_fit(design(softness, depth), logs, coef)
+    if coef[3] > math.log1p(-SHADOW_STEP) or 4 * sigma > -coef[3]:
+        return None
+    return (lambda ramp: np.exp(coef[3] * np.log1p(-depth * ramp) / math.log1p(-depth))), softness
+
+
+def _median_near(grey: np.ndarray, y: float, x: float) -> float:
+    """The median of the 3x3 pixels about (y, x) in ``grey``; 0 outside it."""
+    row, column = int(round(y)), int(round(x))
+    if not (0 <= row < grey.shape[0] and 0 <= column < grey.shape[1]):
+        return 0.0
+    return float(np.median(grey[max(row - 1, 0):row + 2, max(column - 1, 0):column + 2]))
+
+
+@functools.lru_cache(maxsize=16)
+def _perimeter(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and columns of an image's outermost pixels, once round it in order (clockwise from the top
+    left corner)."""
+    h, w = shape
+    ys = np.concatenate([np.zeros(w - 1), np.arange(h - 1), np.full(w - 1, h - 1), np.arange(h - 1, 0, -1)])
+    xs = np.concatenate([np.arange(w - 1), np.full(h - 1, w - 1), np.arange(w - 1, 0, -1), np.zeros(h - 1)])
+    ys, xs = ys.astype(np.intp), xs.astype(np.intp)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
 @functools.lru_cache(maxsize=16)
 def _border_index(shape: tuple[int, int]) -> np.ndarray:
     """Flat indices (row-major) of the border ring of an image of ``shape``: a twentieth of the
@@ -493,11 +623,14 @@ def _plane(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray
     return np.asarray(surface, dtype=np.float32), sigma
 
 
-def _robust_fit(design: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least squares of ``values`` on ``design``'s columns (the first a constant) from their median,
-    refitted twice on the inliers; and the values' noise level (sigma) about the fit."""
-    coef = np.zeros(design.shape[1])
-    coef[0] = np.median(values)
+def _robust_fit(design: np.ndarray, values: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Least squares of ``values`` on ``design``'s columns (the first a constant) from ``start`` (else
+    their median), refitted twice on the inliers; and the values' noise level (sigma) about the fit."""
+    if start is None:
+        coef = np.zeros(design.shape[1])
+        coef[0] = np.median(values)
+    else:
+        coef = start
     for _ in range(2):
         residual = values - design @ coef
         spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))

@@ -186,17 +186,17 @@ def thumb_photo(pixels28: np.ndarray, *, seed: int = 0, on_side: bool = False) -
     return _photo(grey * (1 - cover) + skin * cover, rng)
 
 
-def shadow_photo(pixels28: np.ndarray, *, seed: int = 0) -> bytes:
+def shadow_photo(pixels28: np.ndarray, *, seed: int = 0, darkness: float = 0.45) -> bytes:
     """photo_jpeg's photo with the digit a little higher, and the shadow of the phone or a hand across
     the page: a straight edge at any angle, 30 px soft, within 80 px of the middle, the paper on one
-    side of it 45 % darker."""
+    side of it ``darkness`` darker (45 %; a shadow in strong light, 60 % or more)."""
     rng = np.random.default_rng(seed)
     grey = _lit_page(pixels28, rng, (190, 90))
     height, width = grey.shape
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     turn, off = rng.uniform(0, 2 * np.pi), rng.uniform(-80, 80)
     across = (xx - width / 2) * np.cos(turn) + (yy - height / 2) * np.sin(turn) - off
-    return _photo(grey * (1 - 0.45 * np.clip(across / 30 + 0.5, 0, 1)), rng)
+    return _photo(grey * (1 - darkness * np.clip(across / 30 + 0.5, 0, 1)), rng)
 
 
 def notebook_photo(pixels28: np.ndarray, *, seed: int = 0, squared: bool = False) -> bytes:

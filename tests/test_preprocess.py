@@ -333,16 +333,18 @@ def test_a_thumb_holding_the_page_is_not_part_of_the_digit(on_side):
             assert aligned_correlation(vector, reference) > 0.9, (shape, seed)
 
 
-def test_the_edge_of_a_shadow_across_the_page_is_not_part_of_the_digit():
+@pytest.mark.parametrize("darkness", [0.45, 0.6, 0.75])
+def test_a_shadow_across_the_page_neither_hides_the_digit_nor_becomes_part_of_it(darkness):
     # The shadow of the phone or a hand across a photographed page: the paper's fit does not follow its edge,
-    # which is left as a faint band of ink from border to border through the digit, and became a bar in the
-    # field (MNIST test digits so photographed: 87 % of 400 read right). One photo in 16 of each digit, with
-    # its shadow darker than the fit can tell from ink, is still misread.
+    # which was left as a band of ink from border to border through the digit, a bar in the field; a shadow
+    # dark enough to be taken for ink hid the part of the digit in it, or the paper in the light was taken
+    # for the ink (MNIST test digits so photographed, the paper 45 % darker in the shadow: 87 % of 400 read
+    # right, then 94.25 % with the band's faint ink set aside; 60 % darker: 40.5 %; 75 %: 7.5 %).
     for shape in (0, 1):
         reference = image_to_vector(encode(paper(synthetic_digit(shape)), "PNG"), DIGIT)
-        read = [aligned_correlation(image_to_vector(shadow_photo(synthetic_digit(shape), seed=seed), DIGIT), reference)
-                for seed in range(16)]
-        assert sum(correlation > 0.75 for correlation in read) >= 15, (shape, np.round(read, 2))
+        for seed in range(16):
+            photo = shadow_photo(synthetic_digit(shape), seed=seed, darkness=darkness)
+            assert aligned_correlation(image_to_vector(photo, DIGIT), reference) > 0.9, (shape, seed)
 
 
 @pytest.mark.parametrize("line", [np.s_[:, 290:293], np.s_[150:153, :]], ids=["down the page", "across it"])
@@ -1522,6 +1524,20 @@ def test_mnist_digits_on_a_sheet_turned_on_a_desk_are_read_as_well_as_mnist(data
     accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
     baseline = (model.predict(digits.reshape(len(digits), 784).astype(np.float32) / 255) == labels).mean()
     print(f"turned sheets: {100 * accuracy:.2f}% (raw MNIST vectors {100 * baseline:.2f}%)")
+    assert accuracy >= baseline - 0.02
+
+
+@pytest.mark.slow
+def test_mnist_digits_photographed_with_a_shadow_across_the_page_are_read_as_well_as_mnist(datasets_dir):
+    # The paper in the shadow 45, 60 or 75 % darker than in the light: before the shadow was divided out,
+    # 94.25, 40.5 and 7.5 % of the first 400 test digits were read right; now 99.75, 99.75 and 99.5 %.
+    digits, labels = mnist_test_digits(datasets_dir, 150)
+    model = committed_model("mnist", 2)
+    darkness = np.resize([0.45, 0.6, 0.75], len(digits))
+    photos = [shadow_photo(d, seed=i, darkness=k) for i, (d, k) in enumerate(zip(digits, darkness))]
+    accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
+    baseline = (model.predict(digits.reshape(len(digits), 784).astype(np.float32) / 255) == labels).mean()
+    print(f"shadowed photos: {100 * accuracy:.2f}% (raw MNIST vectors {100 * baseline:.2f}%)")
     assert accuracy >= baseline - 0.02
 
 
