@@ -11,7 +11,7 @@ isolated pixels are dropped. No ink at least MIN_CONTRAST away from the paper: t
 that covers most of the border (a bag filling the frame) makes the border so uneven that its
 noise leaves no room for any ink; then the paper is the level most border pixels share (what
 the item leaves uncovered) and the noise is measured between neighbouring pixels instead.
-For a digit, the shadow of a straight edge across the page (the phone's or a hand's, dark enough to
+The shadow of a straight edge across the page or the item (the phone's or a hand's, dark enough to
 be taken for ink) is divided out first, fitted to the border's two levels of paper.
 For a digit, ink that is a sheet of paper (photographed on a desk that shows around it, square-on
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
@@ -101,8 +101,7 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
     """The grey picture -> the model's input vector. With ``zoom``, ink that fills only a few pixels
     of the working size (a small digit in a large photo) is looked at again from the region
     around it, decoded at a finer scale, as a person would crop the picture to it."""
-    if fit == "digit":
-        grey = _without_shadow(grey)
+    grey = _without_shadow(grey)
     ink = _ink_map(grey)
     if fit == "digit":
         ink = _without_rules(ink)
