@@ -17,6 +17,9 @@ For a digit, ink that is a sheet of paper (photographed on a desk that shows aro
 or turned) is not the digit: the ink is looked for again on the sheet, against its own paper.
 The lines of ruled or squared paper, square-on or turned a little (the slope that lines them up is
 found as a document's skew is), lose their own level of ink, leaving the strokes on them.
+For a garment photographed lying on a surface of another shade than white, or with a grain or a weave,
+the item is where the photo stands out from the surface either way, its outline closed and its holes
+filled, and its ink is how much darker than its own lightest part it is.
 Ink that runs along the edge of the picture (a desk beside the page, an app's toolbar, a thumb
 holding the page) or across it (a notebook's margin line), or a frame round the digit (a form's
 box, square-on or turned a little), is not the digit either, when a digit clear of it is left. Ink
@@ -69,6 +72,9 @@ FRAME_BAND, FRAME_BAND_FILL = 0.2, 0.75
 # A panel behind a garment (see _is_backdrop): its box's outermost pixels, BACKDROP_FILL of them at least,
 # lie within BACKDROP_SPREAD of their median, which is under BACKDROP_LEVEL of the strokes.
 BACKDROP_LEVEL, BACKDROP_SPREAD, BACKDROP_FILL = 0.25, 0.05, 0.9
+# A garment photographed on a surface: gaps in its outline up to this share of the picture's shorter side
+# wide (where it is no lighter nor darker than the surface) are closed.
+ITEM_GAP = 1 / 36
 ZOOM_BELOW = 24  # ink whose box is smaller than this at working size is looked at again, finer
 Zoom = Callable[[tuple[float, float, float, float]], np.ndarray]  # region -> its grey, finer
 # A sheet of paper on a desk, square-on or turned: the quadrilateral through its corners covers this much
@@ -102,7 +108,7 @@ def grey_to_vector(grey: np.ndarray, zoom: Zoom | None = None, *, size: tuple[in
     of the working size (a small digit in a large photo) is looked at again from the region
     around it, decoded at a finer scale, as a person would crop the picture to it."""
     grey = _without_shadow(grey)
-    ink = _ink_map(grey)
+    ink = _ink_map(grey) if fit == "digit" else _item_on_surface(grey)
     if fit == "digit":
         ink = _without_rules(ink)
     bounds = _ink_bounds(ink, BOX_LEVEL[fit])
@@ -667,6 +673,46 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     return _ink_against(grey, *_uncovered_background(grey))
 
 
+def _item_on_surface(grey: np.ndarray) -> np.ndarray:
+    """The ink of an item (a garment) photographed lying on a surface, as _ink_map's: the item is where the
+    picture stands out from the surface either way, its outline closed across gaps ITEM_GAP of the shorter
+    side wide and its holes filled, and its ink is how much darker than its own lightest part it is (as the
+    dataset's product photos on white have it). A surface of another shade than white, or with a grain or
+    a weave, hides the parts of the item lighter than it, or no darker by more than its grain, from
+    _ink_map. A picture with half its border of one value (a product picture on white, a drawing), or
+    covered by the item, or whose item is lighter than the surface (a dark table), is _ink_map's."""
+    if _flat_border(grey) is not None:
+        return _ink_map(grey)
+    border = grey.ravel().take(_border_index(grey.shape))
+    if 2 * np.count_nonzero(border == np.partition(border, border.size // 2)[border.size // 2]) >= border.size:
+        return _ink_map(grey)  # half the border is one value: a drawing or a picture made on a computer
+    background, sigma = _background(grey)
+    floor = _noise_floor(sigma)
+    deviation = grey - background
+    if floor + MIN_CONTRAST > 1 or not _dark_is_ink(deviation, floor):  # it covers the border, or is lighter
+        return _ink_map(grey)
+    apart = _drop_isolated((np.abs(deviation) > floor).astype(np.float32)) > 0
+    gap = max(1, round(ITEM_GAP * min(grey.shape)))
+    outside = _connected(_outermost(grey.shape), ~_dilated(apart, gap), diagonal=False)
+    item = ~_dilated(outside, gap)
+    if not item.any():
+        return _ink_map(grey)
+    ink = np.where(item, np.maximum(_percentile(grey[item], 99) - grey, 0), np.float32(0))
+    strokes = ink[ink > 0]
+    level = _percentile(strokes, 99) if strokes.size else 0.0
+    if level < MIN_CONTRAST:
+        return _ink_map(grey)
+    return _drop_isolated(np.divide(ink, level, dtype=np.float32))
+
+
+def _dilated(mask: np.ndarray, depth: int) -> np.ndarray:
+    """The mask ``mask`` grown by ``depth`` pixels (a 3x3 cross at a time)."""
+    for _ in range(depth):
+        padded = np.pad(mask, 1)
+        mask = padded[1:-1, 1:-1] | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    return mask
+
+
 def _uncovered_background(grey: np.ndarray) -> tuple[np.float32, float]:
     """The paper of an image whose border the ink mostly covers, as a level and its noise (sigma):
     the level most border pixels share within the noise floor, the noise measured between
@@ -689,17 +735,7 @@ def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: f
     # neither a plane nor a bowl follows) covers more pixels but weighs little. A side with nothing
     # beyond the floor weighs 0 (a canvas or an MNIST digit, whose ink is all on one side): the
     # weights are summed only when both sides have some.
-    dark_beyond = -floor - deviation.min() > 0
-    light_beyond = deviation.max() - floor > 0
-    if dark_beyond and light_beyond:
-        dark = np.maximum(-floor - deviation, 0)
-        light = np.maximum(deviation - floor, 0)
-        dark_weight = np.square(dark, out=dark).sum(dtype=np.float64)
-        light_weight = np.square(light, out=light).sum(dtype=np.float64)
-        dark_is_ink = dark_weight > light_weight
-    else:
-        dark_is_ink = dark_beyond
-    ink = -deviation if dark_is_ink else deviation
+    ink = -deviation if _dark_is_ink(deviation, floor) else deviation
     strokes = ink[ink > floor]
     if strokes.size == 0:
         raise InvalidInput(BLANK)
@@ -710,6 +746,19 @@ def _ink_against(grey: np.ndarray, background: np.ndarray | np.float32, sigma: f
     np.maximum(ink, 0, out=ink)
     ink /= np.float32(level - floor)
     return _drop_isolated(ink)
+
+
+def _dark_is_ink(deviation: np.ndarray, floor: float) -> bool:
+    """Whether the ink is darker than the paper, from the pixels' ``deviation`` from it (see _ink_against)."""
+    dark_beyond = -floor - deviation.min() > 0
+    light_beyond = deviation.max() - floor > 0
+    if dark_beyond and light_beyond:
+        dark = np.maximum(-floor - deviation, 0)
+        light = np.maximum(deviation - floor, 0)
+        dark_weight = np.square(dark, out=dark).sum(dtype=np.float64)
+        light_weight = np.square(light, out=light).sum(dtype=np.float64)
+        return bool(dark_weight > light_weight)
+    return bool(dark_beyond)
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
