@@ -1497,9 +1497,25 @@ def mnist_test_digits(datasets_dir, n: int) -> tuple[np.ndarray, np.ndarray]:
     return digits, read_labels(datasets_dir / "mnist" / "t10k-labels-idx1-ubyte.gz")[:n]
 
 
+def fashion_test_items(datasets_dir, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` Fashion-MNIST test items (uint8, n x 28 x 28) and their labels."""
+    items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:n]
+    return items, read_labels(datasets_dir / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[:n]
+
+
 def committed_model(name: str, version: int):
     from shared.model_file import load_model
     return load_model(Path(__file__).resolve().parents[1] / "models" / name / str(version) / "model.npz")
+
+
+def photo_accuracy(model, photos: list[bytes], labels: np.ndarray) -> float:
+    """The share of ``photos`` that ``model`` reads right through the shared preprocessing."""
+    return (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
+
+
+def raw_accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
+    """The share of the 28x28 ``images`` that ``model`` reads right as raw vectors: the figure to compare with."""
+    return (model.predict(images.reshape(len(images), 784).astype(np.float32) / 255) == labels).mean()
 
 
 @pytest.mark.slow
@@ -1538,8 +1554,8 @@ def test_mnist_digits_on_a_sheet_turned_on_a_desk_are_read_as_well_as_mnist(data
     angles = np.resize([5, -9, 13, -17, 21, -25], len(digits))
     desks = np.resize([0.25, 0.5, 0.97], len(digits))
     photos = [tilted_sheet_photo(d, a, k, seed=i) for i, (d, a, k) in enumerate(zip(digits, angles, desks))]
-    accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
-    baseline = (model.predict(digits.reshape(len(digits), 784).astype(np.float32) / 255) == labels).mean()
+    accuracy = photo_accuracy(model, photos, labels)
+    baseline = raw_accuracy(model, digits, labels)
     print(f"turned sheets: {100 * accuracy:.2f}% (raw MNIST vectors {100 * baseline:.2f}%)")
     assert accuracy >= baseline - 0.02
 
@@ -1552,8 +1568,8 @@ def test_mnist_digits_photographed_with_a_shadow_across_the_page_are_read_as_wel
     model = committed_model("mnist", 2)
     darkness = np.resize([0.45, 0.6, 0.75], len(digits))
     photos = [shadow_photo(d, seed=i, darkness=k) for i, (d, k) in enumerate(zip(digits, darkness))]
-    accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
-    baseline = (model.predict(digits.reshape(len(digits), 784).astype(np.float32) / 255) == labels).mean()
+    accuracy = photo_accuracy(model, photos, labels)
+    baseline = raw_accuracy(model, digits, labels)
     print(f"shadowed photos: {100 * accuracy:.2f}% (raw MNIST vectors {100 * baseline:.2f}%)")
     assert accuracy >= baseline - 0.02
 
@@ -1562,12 +1578,11 @@ def test_mnist_digits_photographed_with_a_shadow_across_the_page_are_read_as_wel
 def test_garments_photographed_with_a_shadow_across_them_are_read_almost_as_well_as_fashion_mnist(datasets_dir):
     # Of the first 300 Fashion-MNIST test items photographed with the shadow of the phone across them,
     # 64.33 % were read right before the shadow was divided out for garments too; 83.67 % now.
-    items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:100]
-    labels = read_labels(datasets_dir / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[:100]
+    items, labels = fashion_test_items(datasets_dir, 100)
     model = committed_model("fashion-mnist", 1)
     photos = [shadow_photo(item, seed=i) for i, item in enumerate(items)]
-    accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
-    baseline = (model.predict(items.reshape(len(items), 784).astype(np.float32) / 255) == labels).mean()
+    accuracy = photo_accuracy(model, photos, labels)
+    baseline = raw_accuracy(model, items, labels)
     print(f"shadowed garments: {100 * accuracy:.2f}% (raw Fashion-MNIST vectors {100 * baseline:.2f}%)")
     assert accuracy >= baseline - 0.1
 
@@ -1577,14 +1592,13 @@ def test_garments_photographed_on_wood_or_fabric_are_read_almost_as_well_as_fash
     # Of the first 400 Fashion-MNIST test items photographed on a white table, on wood and on fabric, 87.50,
     # 78.25 and 85.00 % were read right before the item was told from the surface whichever its shade,
     # and 88.75, 87.25 and 89.00 % now (90.75 % of their raw vectors).
-    items = read_images(datasets_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")[:150]
-    labels = read_labels(datasets_dir / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz")[:150]
+    items, labels = fashion_test_items(datasets_dir, 150)
     model = committed_model("fashion-mnist", 1)
-    baseline = (model.predict(items.reshape(len(items), 784).astype(np.float32) / 255) == labels).mean()
+    baseline = raw_accuracy(model, items, labels)
     assert GARMENT_SURFACES == ("plain", "wood", "fabric")
     for surface in GARMENT_SURFACES:
         photos = [garment_photo(item, seed=i, surface=surface) for i, item in enumerate(items)]
-        accuracy = (model.predict(images_to_batch(photos, model.preprocessing)) == labels).mean()
+        accuracy = photo_accuracy(model, photos, labels)
         print(f"garments on {surface}: {100 * accuracy:.2f}% (raw Fashion-MNIST vectors {100 * baseline:.2f}%)")
         assert accuracy >= baseline - 0.05, surface
 
@@ -1598,10 +1612,10 @@ def test_mnist_digits_drawn_with_a_thick_marker_are_read_better_thinned(datasets
     assert HARD_KINDS == ("thick_marker",)
     drawings = [render_user_digit(d, "thick_marker", seed=i) for i, d in enumerate(digits)]
     plain = [encode(Image.fromarray(d), "PNG") for d in digits]
-    thinned = (model.predict(images_to_batch(drawings, model.preprocessing)) == labels).mean()
+    thinned = photo_accuracy(model, drawings, labels)
     plain_thinned = images_to_batch(plain, model.preprocessing)
     monkeypatch.setattr(ink, "STROKE_CAP", float("inf"))
-    unthinned = (model.predict(images_to_batch(drawings, model.preprocessing)) == labels).mean()
+    unthinned = photo_accuracy(model, drawings, labels)
     plain_unthinned = images_to_batch(plain, model.preprocessing)
     print(f"thick marker: {100 * thinned:.2f}% thinned, {100 * unthinned:.2f}% as drawn")
     assert thinned >= unthinned + 0.015
