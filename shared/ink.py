@@ -364,12 +364,7 @@ def _connected(seeds: np.ndarray, inked: np.ndarray, *, diagonal: bool = True) -
     without ``diagonal``), as a mask."""
     region, count = seeds & inked, -1
     while count != (count := np.count_nonzero(region)):  # grow through the ink until it stops
-        grown = np.pad(region, 1)
-        if diagonal:
-            grown = grown[:-2] | grown[1:-1] | grown[2:]
-            region = (grown[:, :-2] | grown[:, 1:-1] | grown[:, 2:]) & inked
-        else:
-            region = (region | grown[:-2, 1:-1] | grown[2:, 1:-1] | grown[1:-1, :-2] | grown[1:-1, 2:]) & inked
+        region = _dilated(region, 1, diagonal=diagonal) & inked
     return region
 
 
@@ -681,8 +676,6 @@ def _item_on_surface(grey: np.ndarray) -> np.ndarray:
     a weave, hides the parts of the item lighter than it, or no darker by more than its grain, from
     _ink_map. A picture with half its border of one value (a product picture on white, a drawing), or
     covered by the item, or whose item is lighter than the surface (a dark table), is _ink_map's."""
-    if _flat_border(grey) is not None:
-        return _ink_map(grey)
     border = grey.ravel().take(_border_index(grey.shape))
     if 2 * np.count_nonzero(border == np.partition(border, border.size // 2)[border.size // 2]) >= border.size:
         return _ink_map(grey)  # half the border is one value: a drawing or a picture made on a computer
@@ -705,11 +698,15 @@ def _item_on_surface(grey: np.ndarray) -> np.ndarray:
     return _drop_isolated(np.divide(ink, level, dtype=np.float32))
 
 
-def _dilated(mask: np.ndarray, depth: int) -> np.ndarray:
-    """The mask ``mask`` grown by ``depth`` pixels (a 3x3 cross at a time)."""
+def _dilated(mask: np.ndarray, depth: int, *, diagonal: bool = False) -> np.ndarray:
+    """The mask ``mask`` grown by ``depth`` pixels: a 3x3 cross at a time, or a 3x3 square with ``diagonal``."""
     for _ in range(depth):
         padded = np.pad(mask, 1)
-        mask = padded[1:-1, 1:-1] | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+        if diagonal:
+            rows = padded[:-2] | padded[1:-1] | padded[2:]
+            mask = rows[:, :-2] | rows[:, 1:-1] | rows[:, 2:]
+        else:
+            mask = padded[1:-1, 1:-1] | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
     return mask
 
 
