@@ -183,17 +183,8 @@ def _register_request_hooks(app: Flask) -> None:
             svc.store.start()  # a no-op unless this process was forked after create_app
         if "HTTP_TRANSFER_ENCODING" in environ:  # on every route, those that read no body too
             api.refuse_transfer_codings(compressed=req.endpoint in DECODING_ENDPOINTS)
-
-    @app.before_request
-    def options_for_the_server():
-        """RFC 9110 section 9.3.7: ``OPTIONS *`` asks about the server, not a resource, and is answered with the
-        methods the server takes. (Gunicorn passes the path ``*``, which no route can match; werkzeug reads it as
-        ``/*``, a path too: the request line's own target tells them apart.)"""
-        if request.method == "OPTIONS" and request.environ.get("RAW_URI", request.environ.get("REQUEST_URI")) == "*":
-            response = app.response_class(status=204)
-            del response.headers["Content-Type"]
-            response.allow.update(server_methods(app))
-            return response
+        if req.method == "OPTIONS" and environ.get("RAW_URI", environ.get("REQUEST_URI")) == "*":
+            return _options_for_the_server(app)
 
     @app.teardown_request
     def end(_error):
@@ -242,6 +233,16 @@ def _register_request_hooks(app: Flask) -> None:
         req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status,
                                                     code)
         return response
+
+
+def _options_for_the_server(app: Flask):
+    """RFC 9110 section 9.3.7: ``OPTIONS *`` asks about the server, not a resource, and is answered with the
+    methods the server takes. (Gunicorn passes the path ``*``, which no route can match; werkzeug reads it as
+    ``/*``, a path too: the request line's own target tells them apart.)"""
+    response = app.response_class(status=204)
+    del response.headers["Content-Type"]
+    response.allow.update(server_methods(app))
+    return response
 
 
 @functools.lru_cache(maxsize=None)  # one entry per app, whose routes are all added by create_app
