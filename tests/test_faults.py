@@ -638,13 +638,13 @@ def load_soak():
 
 
 def test_short_soak_has_no_failures():
-    """25 s of mixed traffic with a new version every 5 s: every valid request is answered, every
+    """15 s of mixed traffic with a new version every 3 s: every valid request is answered, every
     bad one gets its status, no worker is lost and every new version is served. (Memory, latency
     and how fast a swap converges are bench/soak.py's measurements, not asserted here.)"""
     soak = load_soak()
     with tempfile.TemporaryDirectory(prefix="scratchnet-soak-") as tmp:
         registry = soak.prepare_registry(None, Path(tmp))
-        summary = soak.soak(registry, duration=25, swap_every=5, clients=6, warmup=8, log=lambda line: None)
+        summary = soak.soak(registry, duration=15, swap_every=3, clients=6, warmup=4, log=lambda line: None)
     assert soak.problems(summary, performance=False) == []
     assert summary["versions_published"] >= 4
     assert set(summary["by_kind"]) == {"image", "upload", "base64", "vector", "batch", "bad"}
