@@ -452,52 +452,12 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
             used.update(keys)
             values = [arrays[k] for k in keys]
             if kind == "dense":
-                weight, bias = values
-                if weight.ndim != 2 or weight.shape[0] != width:
-                    transposed = weight.ndim == 2 and weight.shape[1] == width
-                    raise ModelFileError(path, f"{where} ({name}) weight has shape {list(weight.shape)} but "
-                                               f"receives {width} features: shapes do not chain" + (
-                                                   f"; a dense weight is (in, out), [{width}, {weight.shape[0]}] "
-                                                   "here, and PyTorch's nn.Linear.weight is (out, in): write its "
-                                                   "transpose (weight.T)" if transposed else ""))
-                for key, actual in (("in_features", weight.shape[0]), ("out_features", weight.shape[1])):
-                    if key in spec and spec[key] != actual:
-                        raise ModelFileError(path, f"{where} ({name}) says {key} {spec[key]!r} but its weight "
-                                                   f"has shape {list(weight.shape)}")
-                if weight.shape[1] == 0:
-                    raise ModelFileError(path, f"{where} ({name}) has no units (weight shape {list(weight.shape)}): "
-                                               "nothing reaches the layers after it, and every answer would be the "
-                                               "same whatever the input")
-                if bias.shape != (weight.shape[1],):
-                    raise ModelFileError(path, f"{where} ({name}) bias has shape {list(bias.shape)}, "
-                                               f"expected [{weight.shape[1]}]")
-                width = weight.shape[1]
-                steps.append(("dense", name, (weight, bias)))
+                steps.append(_dense_step(path, where, spec, values, width))
+                width = values[0].shape[1]
             else:
-                if any(v.shape != (width,) for v in values):
-                    raise ModelFileError(path, f"{where} (batchnorm {name}) arrays must have shape [{width}]")
-                eps = spec.get("eps", 1e-5)
-                if not _is_finite_number(eps) or eps <= 0:
-                    raise ModelFileError(path, f"{where} (batchnorm {name}) eps must be a positive number")
-                gamma, beta, mean, var = values
-                if (var < 0).any():
-                    raise ModelFileError(path, f"{where} (batchnorm {name}) has a negative running variance")
-                # Inference-mode batch norm is an affine map: precompute its scale and shift.
-                scale = (gamma / np.sqrt(var + np.float32(eps))).astype(np.float32)
-                steps.append(("affine", name, (scale, (beta - mean * scale).astype(np.float32))))
+                steps.append(_batchnorm_step(path, where, spec, values, width))
         elif kind == "activation":
-            if not isinstance(name, str) or name not in ACTIVATIONS:
-                raise ModelFileError(path, f"{where}: unknown activation {name!r} "
-                                           f"(known: {', '.join(sorted(ACTIVATIONS))})")
-            if name == "softmax" and i != len(specs) - 1:
-                raise ModelFileError(path, f"{where}: softmax is allowed only as the last layer")
-            alpha = spec.get("alpha", 0.01)
-            if not _is_finite_number(alpha) or not 0 <= alpha < 1:
-                raise ModelFileError(path, f"{where}: alpha must be a number in [0, 1)")
-            function = ACTIVATIONS[name]
-            if name == "leaky_relu":
-                function = partial(function, alpha=np.float32(alpha))
-            steps.append(("activation", name, function))
+            steps.append(_activation_step(path, where, spec, last=i == len(specs) - 1))
         else:
             raise ModelFileError(path, f"{where}: unknown layer type {kind!r} (known: dense, batchnorm, activation)")
     unused = sorted(set(arrays) - used)
@@ -505,6 +465,64 @@ def _check_layers(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
         raise ModelFileError(path, f"arrays {unused} belong to no layer")
     _check_output(path, manifest, specs, width)
     return steps
+
+
+def _dense_step(path: Path, where: str, spec: dict, values: list[np.ndarray], width: int) -> tuple:
+    """The step of a dense layer whose ``values`` (weight, bias) take ``width`` features, checked."""
+    name = spec.get("name")
+    weight, bias = values
+    if weight.ndim != 2 or weight.shape[0] != width:
+        transposed = weight.ndim == 2 and weight.shape[1] == width
+        raise ModelFileError(path, f"{where} ({name}) weight has shape {list(weight.shape)} but "
+                                   f"receives {width} features: shapes do not chain" + (
+                                       f"; a dense weight is (in, out), [{width}, {weight.shape[0]}] "
+                                       "here, and PyTorch's nn.Linear.weight is (out, in): write its "
+                                       "transpose (weight.T)" if transposed else ""))
+    for key, actual in (("in_features", weight.shape[0]), ("out_features", weight.shape[1])):
+        if key in spec and spec[key] != actual:
+            raise ModelFileError(path, f"{where} ({name}) says {key} {spec[key]!r} but its weight "
+                                       f"has shape {list(weight.shape)}")
+    if weight.shape[1] == 0:
+        raise ModelFileError(path, f"{where} ({name}) has no units (weight shape {list(weight.shape)}): "
+                                   "nothing reaches the layers after it, and every answer would be the "
+                                   "same whatever the input")
+    if bias.shape != (weight.shape[1],):
+        raise ModelFileError(path, f"{where} ({name}) bias has shape {list(bias.shape)}, "
+                                   f"expected [{weight.shape[1]}]")
+    return "dense", name, (weight, bias)
+
+
+def _batchnorm_step(path: Path, where: str, spec: dict, values: list[np.ndarray], width: int) -> tuple:
+    """The step of a batch norm layer over ``width`` features, checked: in inference mode an affine map."""
+    name = spec.get("name")
+    if any(v.shape != (width,) for v in values):
+        raise ModelFileError(path, f"{where} (batchnorm {name}) arrays must have shape [{width}]")
+    eps = spec.get("eps", 1e-5)
+    if not _is_finite_number(eps) or eps <= 0:
+        raise ModelFileError(path, f"{where} (batchnorm {name}) eps must be a positive number")
+    gamma, beta, mean, var = values
+    if (var < 0).any():
+        raise ModelFileError(path, f"{where} (batchnorm {name}) has a negative running variance")
+    # Inference-mode batch norm is an affine map: precompute its scale and shift.
+    scale = (gamma / np.sqrt(var + np.float32(eps))).astype(np.float32)
+    return "affine", name, (scale, (beta - mean * scale).astype(np.float32))
+
+
+def _activation_step(path: Path, where: str, spec: dict, last: bool) -> tuple:
+    """The step of an activation layer, checked; ``last``: whether it is the network's last layer."""
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ModelFileError(path, f"{where}: unknown activation {name!r} "
+                                   f"(known: {', '.join(sorted(ACTIVATIONS))})")
+    if name == "softmax" and not last:
+        raise ModelFileError(path, f"{where}: softmax is allowed only as the last layer")
+    alpha = spec.get("alpha", 0.01)
+    if not _is_finite_number(alpha) or not 0 <= alpha < 1:
+        raise ModelFileError(path, f"{where}: alpha must be a number in [0, 1)")
+    function = ACTIVATIONS[name]
+    if name == "leaky_relu":
+        function = partial(function, alpha=np.float32(alpha))
+    return "activation", name, function
 
 
 def _check_output(path: Path, manifest: dict, specs: list, width: int) -> None:
