@@ -1047,21 +1047,37 @@ def _numeric_table(header, rows, source, target: str, task: str, model_task: str
     """(feature names, features (n, d) float32, target values): floats, or strings for classification.
     ``model_task``: see ``load_dataset``."""
     if target not in header:
-        if len(header) == 1 and any(c in header[0] for c in " |"):  # fields separated by spaces or '|', read as one
-            raise DatasetError(f"{source}: no column named {target!r}; the file reads as one column, "
-                               f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
-                               "fields with one of those")
-        headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
-        meant = "" if headerless else did_you_mean(target, header)
-        raise DatasetError(f"{source}: no column named {target!r}{meant}; "
-                           f"the columns are: {', '.join(header)}" + (
-            ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
-            "columns above it" if headerless else ""))
+        raise _absent_target_error(header, source, target)
     t = header.index(target)
     feature_names = [h for i, h in enumerate(header) if i != t]
     if not feature_names:
         raise DatasetError(f"{source}: no feature columns besides the target {target!r}")
-    cells = [fields[:t] + fields[t + 1:] for _, fields in rows]
+    x = _feature_matrix(rows, [fields[:t] + fields[t + 1:] for _, fields in rows], feature_names, source)
+    y = [fields[t].strip() for _, fields in rows]
+    if task == "regression":
+        y = _regression_targets(rows, y, source, target)
+    else:
+        _check_classes(rows, y, source, target, model_task)
+    _refuse_erased_columns(x, [f"column {name!r}" for name in feature_names], source)
+    return feature_names, x.astype(np.float32), y
+
+
+def _absent_target_error(header: list[str], source, target: str) -> DatasetError:
+    """The error for a ``target`` that names none of the ``header``'s columns, with what the header does name."""
+    if len(header) == 1 and any(c in header[0] for c in " |"):  # fields separated by spaces or '|', read as one
+        return DatasetError(f"{source}: no column named {target!r}; the file reads as one column, "
+                            f"{shortened(header[0], 80)!r}, as its header holds no ',' ';' or tab: separate the "
+                            "fields with one of those")
+    headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
+    meant = "" if headerless else did_you_mean(target, header)
+    return DatasetError(f"{source}: no column named {target!r}{meant}; "
+                        f"the columns are: {', '.join(header)}" + (
+        ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
+        "columns above it" if headerless else ""))
+
+
+def _feature_matrix(rows, cells: list[list[str]], feature_names: list[str], source) -> np.ndarray:
+    """The feature ``cells`` of ``rows`` as a float64 matrix, refusing the first cell that is not a float32 number."""
     x = None
     # NumPy reads each cell as float() does, which also takes '1_2' and the digits of other scripts
     # ('١٢', '１２') as 12: text holding either is read cell by cell below, which names the cell.
@@ -1074,68 +1090,77 @@ def _numeric_table(header, rows, source, target: str, task: str, model_task: str
     if x is None or not (np.abs(x) <= FLOAT32_MAX).all():  # NaN, infinite, or beyond float32
         for (line, fields), row in zip(rows, cells):
             for name, cell in zip(feature_names, row):
-                where = f"{source}, line {line}, column {name!r}: {cell!r}"
-                if _is_missing(cell):
-                    raise DatasetError(f"{where} is a missing value: every feature needs one; "
-                                       "fill in the missing values or drop those rows")
-                if reading := _comma_reading(cell):
-                    raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
-                if _is_python_number(cell) and not _is_number(cell):
-                    raise DatasetError(f"{where} is not a number as the CSV reader reads numbers: write it with "
-                                       "the digits 0-9, a point for decimals and no separators (0.5, 1000)")
-                if not _is_number(cell):
-                    raise DatasetError(f"{where} is not a number: every column but the target is a numeric "
-                                       "feature; encode categories as numbers (one 0/1 column per category) or "
-                                       "drop the column")
-                if not math.isfinite(float(cell)):
-                    raise DatasetError(f"{where} is not finite: replace it with a finite number or drop the row")
-                if abs(float(cell)) > FLOAT32_MAX:
-                    raise DatasetError(f"{where} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
-                                       "computes: scale the column down, or drop the row")
+                _check_feature_cell(f"{source}, line {line}, column {name!r}: {cell!r}", cell)
         try:  # every cell is a number: the text was not ASCII for the whitespace around some
             x = np.array(cells, dtype=np.float64)
         except ValueError:
             raise DatasetError(f"{source}: the feature columns could not be read as numbers") from None
-    y = [fields[t].strip() for _, fields in rows]
-    if task == "regression":
+    return x
+
+
+def _check_feature_cell(where: str, cell: str) -> None:
+    """Refuse a feature ``cell`` that is not a finite number within float32's range; ``where``: which cell."""
+    if _is_missing(cell):
+        raise DatasetError(f"{where} is a missing value: every feature needs one; "
+                           "fill in the missing values or drop those rows")
+    if reading := _comma_reading(cell):
+        raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
+    if _is_python_number(cell) and not _is_number(cell):
+        raise DatasetError(f"{where} is not a number as the CSV reader reads numbers: write it with "
+                           "the digits 0-9, a point for decimals and no separators (0.5, 1000)")
+    if not _is_number(cell):
+        raise DatasetError(f"{where} is not a number: every column but the target is a numeric "
+                           "feature; encode categories as numbers (one 0/1 column per category) or "
+                           "drop the column")
+    if not math.isfinite(float(cell)):
+        raise DatasetError(f"{where} is not finite: replace it with a finite number or drop the row")
+    if abs(float(cell)) > FLOAT32_MAX:
+        raise DatasetError(f"{where} is beyond float32's range (±{FLOAT32_MAX:.3g}), in which the network "
+                           "computes: scale the column down, or drop the row")
+
+
+def _regression_targets(rows, y: list[str], source, target: str) -> list[float]:
+    """The target column's texts ``y`` as floats, refusing the first that is not a finite float32 number."""
+    for (line, _), value in zip(rows, y):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            where = f"{source}, line {line}, column {target!r}: {value!r}"
+            if reading := _comma_reading(value):
+                raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
+            if _is_missing(value):
+                raise DatasetError(f"{where} is a missing target: every row needs one; fill in the missing "
+                                   "targets or drop those rows")
+            hint = "" if _is_python_number(value) else "; class names are trained with --task classification"
+            raise DatasetError(f"{where} is not a finite number{hint}")
+        if abs(float(value)) > FLOAT32_MAX:
+            raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
+                               f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the target down")
+    values = [float(v) for v in y]
+    _refuse_erased_columns(np.array(values).reshape(-1, 1), [f"the target {target!r}"], source)
+    return values
+
+
+def _check_classes(rows, y: list[str], source, target: str, model_task: str | None) -> None:
+    """Refuse a missing class, and classes written as numbers that are not whole or one class written two ways."""
+    for (line, _), value in zip(rows, y):
+        if not value:
+            raise DatasetError(f"{source}, line {line}, column {target!r}: the class is missing: every row "
+                               "needs one; fill in the missing classes or drop those rows")
+        if _is_number(value) and not math.isfinite(float(value)):
+            raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is a missing or "
+                               "infinite value, not a class")
+    # Numbers with fractions are a measured quantity: as classes, each distinct value would be
+    # one (200 classes from 200 rows), where an npz with the same targets is refused.
+    if all(_is_number(value) for value in y):
+        spellings = {}  # each class's number -> how and on which line it was first written
         for (line, _), value in zip(rows, y):
-            if not _is_number(value) or not math.isfinite(float(value)):
-                where = f"{source}, line {line}, column {target!r}: {value!r}"
-                if reading := _comma_reading(value):
-                    raise DatasetError(f"{where} {reading}, as the CSV reader reads numbers")
-                if _is_missing(value):
-                    raise DatasetError(f"{where} is a missing target: every row needs one; fill in the missing "
-                                       "targets or drop those rows")
-                hint = "" if _is_python_number(value) else "; class names are trained with --task classification"
-                raise DatasetError(f"{where} is not a finite number{hint}")
-            if abs(float(value)) > FLOAT32_MAX:
-                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is beyond float32's range "
-                                   f"(±{FLOAT32_MAX:.3g}), in which the network computes: scale the target down")
-        y = [float(v) for v in y]
-        _refuse_erased_columns(np.array(y).reshape(-1, 1), [f"the target {target!r}"], source)
-    else:
-        for (line, _), value in zip(rows, y):
-            if not value:
-                raise DatasetError(f"{source}, line {line}, column {target!r}: the class is missing: every row "
-                                   "needs one; fill in the missing classes or drop those rows")
-            if _is_number(value) and not math.isfinite(float(value)):
-                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is a missing or "
-                                   "infinite value, not a class")
-        # Numbers with fractions are a measured quantity: as classes, each distinct value would be
-        # one (200 classes from 200 rows), where an npz with the same targets is refused.
-        if all(_is_number(value) for value in y):
-            spellings = {}  # each class's number -> how and on which line it was first written
-            for (line, _), value in zip(rows, y):
-                if not float(value).is_integer():
-                    way = _quantity_way_out("a measured quantity is predicted with --task regression", model_task)
-                    raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
-                                       f"number, so not a class: {way}")
-                first, first_line = spellings.setdefault(_number_text(float(value)), (value, line))
-                if value != first:
-                    raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is the class {first!r} "
-                                       f"of line {first_line} written another way: write each class one way")
-    _refuse_erased_columns(x, [f"column {name!r}" for name in feature_names], source)
-    return feature_names, x.astype(np.float32), y
+            if not float(value).is_integer():
+                way = _quantity_way_out("a measured quantity is predicted with --task regression", model_task)
+                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is not a whole "
+                                   f"number, so not a class: {way}")
+            first, first_line = spellings.setdefault(_number_text(float(value)), (value, line))
+            if value != first:
+                raise DatasetError(f"{source}, line {line}, column {target!r}: {value!r} is the class {first!r} "
+                                   f"of line {first_line} written another way: write each class one way")
 
 
 def _class_indices(parts: list[list[str]], source, files_of_parts: tuple[str, ...] | None = None,
