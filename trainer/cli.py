@@ -428,10 +428,57 @@ def _object(value) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    from .datasets import TEST_FRACTION, dataset_key, load_dataset
+
+    name, version, model = _model_to_score(args)
+    what = f"{name} v{version}"
+    training = _object(model.manifest.get("training"))
+    config = _object(training.get("config"))
+    recorded_dataset = _object(training.get("dataset"))
+    trained_on = config.get("dataset") or recorded_dataset.get("name")
+    dataset_name = args.dataset or trained_on
+    if not dataset_name:
+        raise CommandError(f"{what} does not record the dataset it was trained on: name one with --dataset")
+    # The data options recorded with the model describe its own dataset, not another one.
+    recorded = config if dataset_name == trained_on else {}
+    path = args.data_path or recorded.get("data_path")
+    if path is not None and not args.data_path and not Path(path).exists():
+        raise CommandError(f"{what} was trained on {path}, which is not there from here "
+                           f"({Path.cwd()}): give the file with --data-path")
+    key = dataset_key(dataset_name, path)
+    model_input = _object(model.manifest.get("input"))
+    # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
+    image = _object(model_input.get("preprocessing")).get("fit") \
+        if key == "npz" and model_input.get("kind") == "image" else None
+    trained_files = _object(recorded_dataset.get("files"))
+    # A file the model never saw: every row of it is a test row, not only the share a training run
+    # would have held out of it (so a file of one row is scored too).
+    unseen_file = bool(trained_files) and path is not None and not _is_trained_file(Path(path), trained_files)
+    dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           variant=args.variant or recorded.get("variant") or
+                           (recorded_dataset.get("variant") if recorded else None), path=path,
+                           target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
+                           seed=config.get("seed", 0), test_only=True, image=image,
+                           test_fraction=None if unseen_file else TEST_FRACTION, model_task=model.task)
+    dataset = _scored_rows(dataset, trained_files, recorded_dataset.get("name"), unseen_file, what)
+    x_test = _columns_of(model, dataset, what)
+    # An npz's task was read from its y's type (whole numbers: classes), not said by anyone.
+    _refuse_other_kind_of_data(model, dataset, x_test, what,
+                               task_read_from_y=key == "npz" and not (args.task or recorded.get("task")))
+    y_test = dataset.y_test
+    if model.task == "classification":
+        y_test = _classes_of(model, dataset, what, known_dataset=key in DATASETS)
+    metrics = train.score(model, x_test, y_test, dataset.split)
+    say(f"{what} on {dataset.name} ({dataset.split})")
+    say(report.format_metrics(metrics))
+    return 0
+
+
+def _model_to_score(args) -> tuple:
+    """(name, version, model): the model ``evaluate`` scores, loaded and checked, ``--version`` of ``--model``
+    or its latest version."""
     from shared.model_file import load_model
     from shared.registry import Registry
-
-    from .datasets import TEST_FRACTION, dataset_key, load_dataset
 
     registry = Registry(args.registry)
     if not registry.root.is_dir():
@@ -456,55 +503,21 @@ def cmd_evaluate(args) -> int:
     if not args.version:
         _note_another_served(registry, name, version)
     _check_recorded(model, f"{name} v{version}")
-    training = _object(model.manifest.get("training"))
-    config = _object(training.get("config"))
-    recorded_dataset = _object(training.get("dataset"))
-    trained_on = config.get("dataset") or recorded_dataset.get("name")
-    dataset_name = args.dataset or trained_on
-    if not dataset_name:
-        raise CommandError(f"{name} v{version} does not record the dataset it was trained on: "
-                           "name one with --dataset")
-    # The data options recorded with the model describe its own dataset, not another one.
-    recorded = config if dataset_name == trained_on else {}
-    path = args.data_path or recorded.get("data_path")
-    if path is not None and not args.data_path and not Path(path).exists():
-        raise CommandError(f"{name} v{version} was trained on {path}, which is not there from here "
-                           f"({Path.cwd()}): give the file with --data-path")
-    model_input = _object(model.manifest.get("input"))
-    # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
-    image = _object(model_input.get("preprocessing")).get("fit") \
-        if dataset_key(dataset_name, path) == "npz" and model_input.get("kind") == "image" else None
-    trained_files = _object(recorded_dataset.get("files"))
-    # A file the model never saw: every row of it is a test row, not only the share a training run
-    # would have held out of it (so a file of one row is scored too).
-    unseen_file = bool(trained_files) and path is not None and not _is_trained_file(Path(path), trained_files)
-    dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
-                           variant=args.variant or recorded.get("variant") or
-                           (recorded_dataset.get("variant") if recorded else None), path=path,
-                           target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
-                           seed=config.get("seed", 0), test_only=True, image=image,
-                           test_fraction=None if unseen_file else TEST_FRACTION, model_task=model.task)
-    dataset = _scored_rows(dataset, trained_files, recorded_dataset.get("name"), unseen_file, f"{name} v{version}")
-    x_test = _columns_of(model, dataset, f"{name} v{version}")
+    return name, version, model
+
+
+def _refuse_other_kind_of_data(model, dataset, x_test, what: str, task_read_from_y: bool) -> None:
+    """Refuse scoring ``model`` on data of another width or task than it was trained on."""
     if x_test.shape[1] != model.input_size:
-        raise CommandError(f"{name} v{version} takes {model.input_size} features; {dataset.name} "
+        raise CommandError(f"{what} takes {model.input_size} features; {dataset.name} "
                            f"has {dataset.n_features}: score it on the kind of data it was trained on")
     if dataset.task != model.task:
-        if dataset_key(dataset_name, path) == "npz" and not (args.task or recorded.get("task")):
-            # An npz's task was read from its y's type (whole numbers: classes), not said by anyone.
-            raise CommandError(f"{name} v{version} is a {model.task} model; {dataset.name}'s y reads as a "
+        if task_read_from_y:
+            raise CommandError(f"{what} is a {model.task} model; {dataset.name}'s y reads as a "
                                f"{dataset.task} target: give --task {model.task} if y holds what the model "
                                "predicts, or score it on the kind of data it was trained on")
-        raise CommandError(f"{name} v{version} is a {model.task} model; {dataset.name} is a {dataset.task} "
+        raise CommandError(f"{what} is a {model.task} model; {dataset.name} is a {dataset.task} "
                            "dataset: score it on the kind of data it was trained on")
-    y_test = dataset.y_test
-    if model.task == "classification":
-        y_test = _classes_of(model, dataset, f"{name} v{version}",
-                             known_dataset=dataset_key(dataset_name, path) in DATASETS)
-    metrics = train.score(model, x_test, y_test, dataset.split)
-    say(f"{name} v{version} on {dataset.name} ({dataset.split})")
-    say(report.format_metrics(metrics))
-    return 0
 
 
 def _no_versions(registry, name: str, misnamed: list[str], shown_as: str) -> str:
@@ -646,26 +659,8 @@ def cmd_gradcheck(args) -> int:
 
 def cmd_overfit(args) -> int:
     """Train on a tiny subset; a correct network must memorise it."""
-    unused = [flag for flag, given in (("--limit-train", args.limit_train is not None),
-                                       ("--val-fraction", args.val_fraction not in (None, 0)),
-                                       ("--patience", args.patience not in (None, 0)), ("--refit", args.refit))
-              if given]
-    if unused:
-        raise CommandError(f"overfit trains on --samples examples without a validation split: "
-                           f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
-                           "(--samples N sets the subset's size)")
-    values = config_values(args)
-    # checked with the epochs below, warm-up included
-    config = config_from_args(args, {**values, "warmup_epochs": 0, "schedule": "constant"})
-    if config.batchnorm and args.samples < 2:  # the subset is the batch
-        raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
-                           "with --batchnorm")
-    batch_size = min(config.batch_size, args.samples)
-    default_epochs = max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
-    epochs = args.epochs or default_epochs
-    config = config_from_args(args, {**values, "limit_train": args.samples, "val_fraction": 0.0,
-                                     "patience": None, "refit": False, "progress": False,
-                                     "epochs": epochs, "batch_size": batch_size})
+    _refuse_flags_overfit_ignores(args)
+    config, epochs, default_epochs = _overfit_config(args)
     dataset = train.load_config_dataset(config)
     if args.samples > len(dataset.x_train):
         raise CommandError(f"--samples {args.samples}: {dataset.name} has {len(dataset.x_train)} training examples; "
@@ -705,24 +700,59 @@ def cmd_overfit(args) -> int:
     else:
         say(f"overfit: {counted(examples, 'example')}, {counted(len(history), 'epoch')}, training loss {loss:.5f}")
     if not ok:
-        regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
-                                              ("--weight-decay", config.weight_decay)) if on]
-        regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
-                        "try it without." if regularisers else "")
-        if epochs < default_epochs:  # the run may simply have been too short to tell
-            say(f"not memorised in the {counted(epochs, 'epoch')} given: leave --epochs out to "
-                f"train until it is (up to {default_epochs} epochs). If it is not then, something is wrong. {hint}"
-                + regularising)
-        elif narrow := _narrowest_below_classes(config, dataset):
-            say(f"not memorised: the narrowest hidden layer has {counted(narrow, 'unit')}, fewer than "
-                f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
-                f"network memorises the subset, nothing is wrong." + regularising)
-        else:
-            clue = _overfit_clue(history, loss, config, y, dataset.task == "classification")
-            say(f"something is wrong: a network this size should memorise a tiny subset.{clue} {hint}" + regularising)
+        say(_why_not_memorised(config, dataset, history, loss, y, epochs, default_epochs, hint))
         return 1
     say("ok: the network can memorise a tiny subset")
     return 0
+
+
+def _refuse_flags_overfit_ignores(args) -> None:
+    """Refuse the flags of a validation split and of the training split's size: overfit has neither."""
+    unused = [flag for flag, given in (("--limit-train", args.limit_train is not None),
+                                       ("--val-fraction", args.val_fraction not in (None, 0)),
+                                       ("--patience", args.patience not in (None, 0)), ("--refit", args.refit))
+              if given]
+    if unused:
+        raise CommandError(f"overfit trains on --samples examples without a validation split: "
+                           f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply "
+                           "(--samples N sets the subset's size)")
+
+
+def _overfit_config(args) -> tuple:
+    """(config, epochs, default epochs): the run on ``--samples`` examples as one batch at most, every one
+    trained on, for ``--epochs`` or by default as many as take OVERFIT_STEPS updates (200 at least)."""
+    values = config_values(args)
+    # checked with the epochs below, warm-up included
+    config = config_from_args(args, {**values, "warmup_epochs": 0, "schedule": "constant"})
+    if config.batchnorm and args.samples < 2:  # the subset is the batch
+        raise CommandError("batch norm normalises each feature over a batch: --samples must be 2 or more "
+                           "with --batchnorm")
+    batch_size = min(config.batch_size, args.samples)
+    default_epochs = max(200, math.ceil(OVERFIT_STEPS / math.ceil(args.samples / batch_size)))
+    epochs = args.epochs or default_epochs
+    config = config_from_args(args, {**values, "limit_train": args.samples, "val_fraction": 0.0,
+                                     "patience": None, "refit": False, "progress": False,
+                                     "epochs": epochs, "batch_size": batch_size})
+    return config, epochs, default_epochs
+
+
+def _why_not_memorised(config, dataset, history: list[dict], loss: float, y: np.ndarray, epochs: int,
+                       default_epochs: int, hint: str) -> str:
+    """What a run that did not memorise the subset says: too short, too narrow, or what its losses point to."""
+    regularisers = [flag for flag, on in (("--dropout", config.dropout), ("--augment", config.augment),
+                                          ("--weight-decay", config.weight_decay)) if on]
+    regularising = (f" This run also regularises ({', '.join(regularisers)}), which works against memorising: "
+                    "try it without." if regularisers else "")
+    if epochs < default_epochs:  # the run may simply have been too short to tell
+        return (f"not memorised in the {counted(epochs, 'epoch')} given: leave --epochs out to "
+                f"train until it is (up to {default_epochs} epochs). If it is not then, something is wrong. {hint}"
+                + regularising)
+    if narrow := _narrowest_below_classes(config, dataset):
+        return (f"not memorised: the narrowest hidden layer has {counted(narrow, 'unit')}, fewer than "
+                f"the {dataset.n_classes} classes, which may be too few to tell the examples apart; if a wider "
+                f"network memorises the subset, nothing is wrong." + regularising)
+    clue = _overfit_clue(history, loss, config, y, dataset.task == "classification")
+    return f"something is wrong: a network this size should memorise a tiny subset.{clue} {hint}" + regularising
 
 
 def _without_contradictions(prepared, classification: bool, batchnorm: bool):
