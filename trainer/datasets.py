@@ -224,20 +224,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     """
     key = dataset_key(name, path)
     if key in ("csv", "npz"):
-        if path is None:
-            raise DatasetError(f"the {key} dataset needs a file: give its path (--data-path)")
-        # Options a file dataset has no use for are refused, not ignored.
-        for flag, value in (("--variant", variant), ("--data-dir", data_dir)):
-            if value is not None:
-                raise DatasetError(f"{flag} applies to the known datasets ({', '.join(DATASETS)}); "
-                                   f"the {key} dataset is read from --data-path {path}: leave {flag} out "
-                                   f"{_out_of_config(flag)}")
-        if key == "npz" and target is not None:
-            raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
-                               "(y_train and y_test): leave --target out (take target out of the --config file, "
-                               "if it is set there)")
-        if key == "csv" and image is not None:
-            raise DatasetError(f"{path}: --image reads pictures from an npz's x; a csv holds one value per column")
+        _refuse_file_dataset_options(key, path, variant=variant, data_dir=data_dir, target=target, image=image)
         if key == "csv":
             return load_csv(path, target=target, task=task, test_path=test_path, seed=seed,
                             test_fraction=test_fraction, model_task=model_task)
@@ -248,6 +235,36 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     if key not in DATASETS:
         known = [*DATASETS, "csv", "npz"]
         raise DatasetError(f"unknown dataset {name!r}{did_you_mean(key, known)}: choose one of {', '.join(known)}")
+    _refuse_known_dataset_options(key, variant=variant, path=path, target=target, task=task, test_path=test_path)
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir = os.environ[DATA_DIR_ENV]
+    source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
+    if key == "wine-quality":
+        return _load_wine(source, ("red" if variant is None else variant).lower(), seed, test_fraction)  # any case
+    labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
+    fit = "digit" if key == "mnist" else "garment"
+    return _load_idx_dataset(source, labels, fit, test_only)
+
+
+def _refuse_file_dataset_options(key: str, path, *, variant, data_dir, target, image) -> None:
+    """Refuse a csv or npz dataset (``key``) without a file, or with options it has no use for (not ignore them)."""
+    if path is None:
+        raise DatasetError(f"the {key} dataset needs a file: give its path (--data-path)")
+    for flag, value in (("--variant", variant), ("--data-dir", data_dir)):
+        if value is not None:
+            raise DatasetError(f"{flag} applies to the known datasets ({', '.join(DATASETS)}); "
+                               f"the {key} dataset is read from --data-path {path}: leave {flag} out "
+                               f"{_out_of_config(flag)}")
+    if key == "npz" and target is not None:
+        raise DatasetError(f"{path}: --target names a csv column; an npz's target is its y array "
+                           "(y_train and y_test): leave --target out (take target out of the --config file, "
+                           "if it is set there)")
+    if key == "csv" and image is not None:
+        raise DatasetError(f"{path}: --image reads pictures from an npz's x; a csv holds one value per column")
+
+
+def _refuse_known_dataset_options(key: str, *, variant, path, target, task, test_path) -> None:
+    """Refuse options known dataset ``key`` has no use for: another's variant, and those of csv and npz files."""
     if variant is not None and key != "wine-quality":
         raise DatasetError(f"{key} has no variants (got variant={variant!r}): --variant is wine-quality's; leave it "
                            f"out {_out_of_config('--variant')}")
@@ -264,14 +281,6 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
                            f"): {', '.join(ignored)} {'apply' if len(ignored) > 1 else 'applies'} to csv and npz files "
                            f"only: add --dataset csv or --dataset npz, or leave {'them' if len(ignored) > 1 else 'it'} "
                            f"out to train on {key}" + (f" {_out_of_config(*flags)}" if flags else ""))
-    if data_dir is None and os.environ.get(DATA_DIR_ENV):
-        data_dir = os.environ[DATA_DIR_ENV]
-    source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
-    if key == "wine-quality":
-        return _load_wine(source, ("red" if variant is None else variant).lower(), seed, test_fraction)  # any case
-    labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
-    fit = "digit" if key == "mnist" else "garment"
-    return _load_idx_dataset(source, labels, fit, test_only)
 
 
 def _out_of_config(*flags: str) -> str:
