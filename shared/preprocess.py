@@ -424,7 +424,6 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
         raise TypeError(f"image data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
         raise InvalidInput("the image is empty (0 bytes)")
-    accepted = ", ".join(ACCEPTED_FORMATS)
     image_format = ""
     stored_as = format_by_signature(data)
     if stored_as == "PNG":
@@ -447,19 +446,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
                 upright = upright.crop(_pixel_box(region, upright.size))
             return _image_to_grey(upright, _unsigned_read_as_signed(image)), declared
     except UnidentifiedImageError as err:
-        if stored_as:
-            raise UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
-                                   "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
-                                   "floating-point colour); save it as an 8-bit PNG or JPEG") from err
-        encoded = _base64_image_format(data)
-        if encoded:
-            raise UnsupportedImage(f"the data is the base64 text of a {encoded} image, not the image itself: decode "
-                                   "it and send the bytes it stands for") from err
-        other = other_format_by_signature(data)
-        if other:
-            raise UnsupportedImage(f"the data is {other}, in none of the accepted formats ({accepted}): "
-                                   "convert it to PNG or JPEG") from err
-        raise UnsupportedImage(f"the data is not an image in an accepted format ({accepted})") from err
+        raise _unidentified_image_error(data, stored_as) from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Pillow's own guard fires inside Image.open, before ours, for sizes far above the usual
         # limits (its warning is an exception only where warnings are errors): the same refusal.
@@ -469,13 +456,36 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
     except ScratchnetError:
         raise
     except Exception as err:  # noqa: BLE001 - anything a decoder raises on untrusted bytes means "undecodable"
-        if "MAX_TEXT_CHUNK" in str(err):  # Pillow's words, which name its internals and no way out
-            raise UnsupportedImage("the PNG holds a text chunk of metadata that inflates past 1 MB, which is not "
-                                   "read: save the image again without its metadata") from err
-        image_format = image_format or stored_as  # a WebP cut short fails in Image.open, before its format is set
-        what = f"the {image_format} image" if image_format else "the image"
-        raise UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
-                               f"{err or type(err).__name__}") from err
+        # a WebP cut short fails in Image.open, before its format is set
+        raise _undecodable_image_error(err, image_format or stored_as) from err
+
+
+def _unidentified_image_error(data: bytes, stored_as: str | None) -> UnsupportedImage:
+    """Why Pillow found no image in ``data`` (``stored_as``: the accepted format its signature says, if any)."""
+    if stored_as:
+        return UnsupportedImage(f"the {stored_as} image could not be decoded: its header is damaged, or it stores "
+                                "its pixels in a way that cannot be read (such as 16-bit grey with alpha, or "
+                                "floating-point colour); save it as an 8-bit PNG or JPEG")
+    accepted = ", ".join(ACCEPTED_FORMATS)
+    encoded = _base64_image_format(data)
+    if encoded:
+        return UnsupportedImage(f"the data is the base64 text of a {encoded} image, not the image itself: decode "
+                                "it and send the bytes it stands for")
+    other = other_format_by_signature(data)
+    if other:
+        return UnsupportedImage(f"the data is {other}, in none of the accepted formats ({accepted}): "
+                                "convert it to PNG or JPEG")
+    return UnsupportedImage(f"the data is not an image in an accepted format ({accepted})")
+
+
+def _undecodable_image_error(err: Exception, image_format: str | None) -> UnsupportedImage:
+    """What a decoder's ``err`` on an image of ``image_format`` (empty or None: not known) tells the client."""
+    if "MAX_TEXT_CHUNK" in str(err):  # Pillow's words, which name its internals and no way out
+        return UnsupportedImage("the PNG holds a text chunk of metadata that inflates past 1 MB, which is not "
+                                "read: save the image again without its metadata")
+    what = f"the {image_format} image" if image_format else "the image"
+    return UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
+                            f"{err or type(err).__name__}")
 
 
 def _loaded(image: Image.Image, data: bytes, part: float = 1.0,
