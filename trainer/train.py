@@ -1120,18 +1120,7 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
-    # Where the result goes, and what writing it needs, is checked before the training, not after.
-    if publish_to:
-        if not config.name:  # then the name is a data file's, which no one chose as a model name
-            try:
-                check_name(name)
-            except RegistryError as e:
-                raise RegistryError(f"{e}; the name comes from the data file: give one with --name") from None
-        Registry(publish_to).check_publishable(name)
-        if not new_interface:
-            check_interface(Registry(publish_to), name, dataset_interface(dataset), f"a model of {dataset.name}")
-    elif output_dir:
-        check_output_folder(Path(output_dir), registry)
+    _check_destination(name, dataset, config, publish_to, output_dir, registry, new_interface)
     report.require_plotting()
     prepared = prepare(dataset, config)
     build_augmentation(config, prepared)  # an --augment that cannot apply is refused here, before the summary
@@ -1175,6 +1164,28 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
         result["path"] = str(folder)
     result["history"] = history
+    _report_saved(result, name, prepared, arrays, log)
+    return result
+
+
+def _check_destination(name: str, dataset, config: TrainConfig, publish_to: str | None, output_dir: str | None,
+                       registry: str | Path | None, new_interface: bool) -> None:
+    """Where the result of ``run`` goes, and what writing it needs, checked before the training, not after."""
+    if publish_to:
+        if not config.name:  # then the name is a data file's, which no one chose as a model name
+            try:
+                check_name(name)
+            except RegistryError as e:
+                raise RegistryError(f"{e}; the name comes from the data file: give one with --name") from None
+        Registry(publish_to).check_publishable(name)
+        if not new_interface:
+            check_interface(Registry(publish_to), name, dataset_interface(dataset), f"a model of {dataset.name}")
+    elif output_dir:
+        check_output_folder(Path(output_dir), registry)
+
+
+def _report_saved(result: dict, name: str, prepared, arrays: dict[str, np.ndarray], log) -> None:
+    """Log what ``run`` saved: its test metrics, its parameters' hash and where it is."""
     log(f"on the {len(prepared.dataset.y_test):,} test rows:")
     log(report.format_metrics(result["metrics"], Path(result["path"]) / METRICS_FILE))
     if note := report.learned_nothing(result["metrics"]):
@@ -1182,4 +1193,3 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     log(f"parameters sha256 {parameters_sha256(arrays)} (the same seed and data give the same on this machine; "
         "model.npz itself differs, as it records when it was made)")
     log(f"saved {name}" + (f" v{result['version']}" if "version" in result else "") + f" in {result['path']}")
-    return result
