@@ -889,27 +889,38 @@ class ModelStore:
                 if current is not None and (current.stamp == stamp or model is not None
                                             and not _content_changed(current.stamp, stamp)):
                     updated = True
-                    current.unsettled_failure = None
-                    if model is None and status != LOADING and not current.settled:  # see VersionRecord.settled
-                        current.unsettled_failure, status, unreadable = (status, unreadable), LOADING, False
-                    current.status = status
-                    current.reported = current.reported or status != LOADING
-                    if unreadable:  # read again later, waiting longer each time up to the cap
-                        wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(current.retries, 64))
-                        current.retry_at = time.monotonic() + wait
-                        current.retries += 1
-                    if model is not None and (keep or self._in_service(slot, version)):
-                        self._remember(slot, model)
+                    status = self._record_load(slot, version, current, model, status, unreadable, keep)
         finally:
             with self._lock:
                 self._loading.pop(key).set_result(model)
         if updated and status != LOADING:
-            if model is None:
-                log.warning("%s v%d cannot be served: %s", slot.name, version, failure_reason(status),
-                            extra=about(slot.name, version))
-                self.events.load_failed(slot.name, version, failure_reason(status))
-            self.events.version_status(slot.name, version, status)
+            self._report_load(slot.name, version, model, status)
         return model
+
+    def _record_load(self, slot: ModelSlot, version: int, record: VersionRecord, model: Model | None, status: str,
+                     unreadable: bool, keep: bool) -> str:
+        """Record in ``record`` what loading ``version`` gave (see ``_load``), with the lock held, and return
+        the status recorded: ``loading``, not the failure, for a file that failed before it settled."""
+        record.unsettled_failure = None
+        if model is None and status != LOADING and not record.settled:  # see VersionRecord.settled
+            record.unsettled_failure, status, unreadable = (status, unreadable), LOADING, False
+        record.status = status
+        record.reported = record.reported or status != LOADING
+        if unreadable:  # read again later, waiting longer each time up to the cap
+            wait = min(MAX_RETRY_SECONDS, self.poll_interval * 2.0 ** min(record.retries, 64))
+            record.retry_at = time.monotonic() + wait
+            record.retries += 1
+        if model is not None and (keep or self._in_service(slot, version)):
+            self._remember(slot, model)
+        return status
+
+    def _report_load(self, name: str, version: int, model: Model | None, status: str) -> None:
+        """Log and count the settled outcome of loading ``version`` of ``name``: its failure, and its status."""
+        if model is None:
+            log.warning("%s v%d cannot be served: %s", name, version, failure_reason(status),
+                        extra=about(name, version))
+            self.events.load_failed(name, version, failure_reason(status))
+        self.events.version_status(name, version, status)
 
     def _file_stamp(self, name: str, version: int) -> tuple | None:
         """The stamp of a version's model file now (None: there is none)."""
