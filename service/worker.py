@@ -778,6 +778,10 @@ class FairThreadWorker(ThreadWorker):
         # body the app was about to refuse unread (an unknown model, a bad token, a body over
         # the limit). Sent at the first read of the body instead, as uvicorn does; a request
         # answered without reading it is answered at once, and its body never sent.
+        # Gunicorn takes HTTP/1.2 to 1.9 and echoes the version in its status line ("HTTP/1.9 200 OK"),
+        # a version this server does not speak: such a request is read and answered as HTTP/1.1, as
+        # RFC 9110 section 2.5 asks of a server that implements the major version.
+        req.version = min(req.version, (1, 1))
         sock = conn.sock
         if not isinstance(sock, ClientSocket):  # TLS: Gunicorn's own socket, and its own way
             return super().handle_request(req, conn)

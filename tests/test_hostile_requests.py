@@ -16,6 +16,7 @@ import email.utils
 import functools
 import io
 import json
+import re
 import socket
 import struct
 import threading
@@ -469,6 +470,19 @@ def test_a_request_that_is_not_valid_http_is_told_what_to_send(server, name, req
     error = json.loads(body)
     assert set(error) == {"error", "code", "details"} and error["code"] == code, error
     assert says in error["error"], error
+
+
+@pytest.mark.parametrize("version", [b"HTTP/1.2", b"HTTP/1.9"])
+def test_a_later_http1_minor_version_is_answered_as_http11(server, version):
+    """RFC 9110 section 2.5: a request of a higher minor version is processed as the highest one the
+    server implements, and answered in that version. Gunicorn echoed the client's ("HTTP/1.9 200 OK"),
+    a version no server speaks; the connection stays open between the two requests, as in HTTP/1.1."""
+    request = b"GET /models HTTP/1.1\r\nHost: x\r\n\r\n".replace(b"HTTP/1.1", version)
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".replace(b"HTTP/1.1", version)
+    head, body = raw_exchange(server.url, request + last)
+    answer = head + b"\r\n\r\n" + body
+    assert re.findall(rb"^HTTP/\S+ \d+", answer, re.M) == [b"HTTP/1.1 200", b"HTTP/1.1 200"], answer[:300]
+    assert b'"mnist"' in answer and answer.endswith(b'{"status":"ok"}\n')
 
 
 # malformed chunked bodies ------------------------------------------------------------------------
