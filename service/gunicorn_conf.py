@@ -10,7 +10,7 @@
 | SCRATCHNET_TIMEOUT        | 30             | seconds a worker may stop reporting to the master (hung) before it is restarted; requests run in threads, so a slow request or client does not count |
 | SCRATCHNET_GRACEFUL_TIMEOUT | 10           | seconds a stopping worker gets to finish its requests |
 | SCRATCHNET_CLIENT_TIMEOUT | 10             | seconds a client may make no progress, sending its request or reading the answer, before it is dropped (408 while its body arrives); 0: no limit |
-| SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches)     |
+| SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches); over OMP_NUM_THREADS ... |
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | SCRATCHNET_GUNICORN_LOG_LEVEL | info       | level of Gunicorn's own log (the app's: SCRATCHNET_LOG_LEVEL) |
 | SCRATCHNET_CONTROL_SOCKET | 0              | 1: keep Gunicorn's control socket (one fixed path per user, off so services do not clash) |
@@ -184,11 +184,16 @@ for _variable in sorted(os.environ):
 # Before any worker imports NumPy: as many BLAS threads as cores. OpenBLAS runs the small matrix
 # products of ordinary requests (a few rows) on one thread whatever this says, so the extra
 # threads only work on large batches, which then use every core: a 10,000-row batch is answered
-# in ~60 % of the time one thread takes (docs/benchmarks.md).
+# in ~60 % of the time one thread takes (docs/benchmarks.md). SCRATCHNET_NUMPY_THREADS, when set,
+# holds for every library; unset, a library variable the environment sets (OMP_NUM_THREADS=1, as
+# many images and orchestrators give) is left to the libraries, which read it as their fallback.
+# Filling only the variables missing had OpenBLAS read its own, not the OMP_NUM_THREADS=1 given, and
+# an OPENBLAS_NUM_THREADS in the environment overrule SCRATCHNET_NUMPY_THREADS.
+_BLAS_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 _threads = str(_number("NUMPY_THREADS", str(len(os.sched_getaffinity(0))), 1))
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
-    os.environ.setdefault(_name, _threads)
+if "SCRATCHNET_NUMPY_THREADS" in os.environ or not any(_name in os.environ for _name in _BLAS_THREADS):
+    os.environ.update(dict.fromkeys(_BLAS_THREADS, _threads))
 
 # glibc gives every thread that allocates its own malloc arena (up to 8 per core) and keeps what
 # each one has freed: with threaded workers serving large requests, that was most of a worker's

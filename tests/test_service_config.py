@@ -1,6 +1,7 @@
 """Settings: defaults, then SCRATCHNET_* variables, then create_app's overrides; a bad value names
 its variable. Gunicorn's: the addresses it listens on, and the folders it must write to."""
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import requests
@@ -287,6 +289,34 @@ def test_a_default_model_left_out_of_scratchnet_models_is_named_as_such(tmp_path
     assert "the default model 'mnist' (SCRATCHNET_DEFAULT_MODEL) is not one of the models served " \
            "(SCRATCHNET_MODELS: wine)" in log, log
     assert "is not in the registry" not in log  # it is: the registry holds mnist
+
+
+BLAS_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                  "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "GOTO_NUM_THREADS")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: BLAS starts no thread of its own")
+@pytest.mark.parametrize("env", [
+    {"SCRATCHNET_NUMPY_THREADS": "1", "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"},
+    {"OMP_NUM_THREADS": "1"},
+], ids=["ours over the libraries' own", "OMP_NUM_THREADS without ours"])
+def test_a_worker_runs_the_blas_threads_it_is_told(tmp_path, monkeypatch, env):
+    """SCRATCHNET_NUMPY_THREADS=1 left a worker with a BLAS thread per core when the environment also
+    set OPENBLAS_NUM_THREADS, and without it, an OMP_NUM_THREADS=1 (which many images and orchestrators
+    set) was overruled by the cores given to OpenBLAS's own variable. Either way a worker that has
+    answered a large batch has, with one BLAS thread and no registry watcher, its main thread and its
+    SCRATCHNET_THREADS alone."""
+    for name in BLAS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    publish_model(tmp_path, "mnist", hidden=256)
+    batch = io.BytesIO()
+    np.save(batch, np.random.default_rng(0).random((2000, 784), dtype=np.float32))
+    with ServiceProcess(tmp_path, workers=1, threads=2, env={"SCRATCHNET_WATCH": "0", **env}) as server:
+        response = requests.post(server.url + "/predict", data=batch.getvalue(),
+                                 headers={"Content-Type": "application/x-npy"}, timeout=30)
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 2000
+        [worker] = server.worker_pids()
+        assert len(os.listdir(f"/proc/{worker}/task")) == 1 + 2
 
 
 # the addresses it listens on ------------------------------------------------------------------------
