@@ -5,6 +5,7 @@ native API's."""
 
 import base64
 import gzip
+import io
 import json
 import re
 import socket
@@ -260,6 +261,45 @@ def test_a_body_of_another_api_is_told_where_it_goes(server, path, body, status,
     assert response.status_code == status and says in response.json()["error"], response.text
     goes_to = re.search(r"POST it to (\S+?);", response.json()["error"]).group(1)
     assert requests.post(server.url + goes_to, json=body, timeout=30).status_code == 200
+
+
+PICTURE_AS_JSON = [
+    ("/v1/models/mnist:predict", '{"instances": [{"b64": "<base64>"}]}', {"instances": [{"b64": B64[0]}]}),
+    ("/v2/models/mnist/infer", 'the BYTES input \'image\': {"inputs": [{"name": "image", "shape": [1], '
+     '"datatype": "BYTES", "data": ["<base64>"]}]}',
+     {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [B64[0]]}]}),
+]
+
+
+@pytest.mark.parametrize("path, told, body", PICTURE_AS_JSON, ids=["v1", "v2"])
+def test_a_picture_file_posted_whole_to_a_protocol_route_is_told_how_to_send_it(server, path, told, body):
+    """``curl --data-binary @digit.png`` or ``curl -F image=@digit.png``, as the native API takes a picture, sent
+    to TF Serving's or V2's route was answered "The body is not valid JSON: 'utf-8' codec can't decode byte 0x89
+    in position 0", which says neither what the body is nor what to send. The answer says both, and doing what
+    it says is answered."""
+    response = requests.post(server.url + path, data=PNGS[0], headers={"Content-Type": "image/png"}, timeout=30)
+    assert_error(response, 400, f"The body is a PNG image, not the JSON this route reads: send the file's bytes in "
+                                f"base64 as {told}.")
+    form = requests.post(server.url + path, files={"image": ("digit.png", PNGS[0], "image/png")}, timeout=30)
+    assert_error(form, 400, f"The body is a multipart form, not the JSON this route reads: send each picture "
+                            f"file's bytes in base64 as {told}.")
+    assert requests.post(server.url + path, json=body, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("path, vectors", [
+    ("/v1/models/iris:predict", 'send "instances": [[...4 numbers...]]'),
+    ("/v2/models/iris/infer", "send the input 'input', a FP32 tensor of shape [n, 4]"),
+], ids=["v1", "v2"])
+def test_a_native_body_for_a_vector_model_is_told_what_it_reads(server, path, vectors):
+    response = requests.post(server.url + path, data=PNGS[0], timeout=30)
+    assert_error(response, 400, f"The body is a PNG image, not the JSON this route reads: model iris v1 reads "
+                                f"vectors of 4 numbers, not images: {vectors}")
+    array = io.BytesIO()
+    np.save(array, np.array(IRIS, dtype=np.float32))
+    response = requests.post(server.url + path, data=array.getvalue(), headers={"Content-Type": "application/x-npy"},
+                             timeout=30)
+    rows = vectors.replace("send ", "send its rows as ", 1)
+    assert_error(response, 400, f"The body is a .npy array, not the JSON this route reads: {rows}.")
 
 
 def test_values_sent_by_column_name_are_told_the_columns_order(server):

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.forward import Model
-from shared.preprocess import parse_image_spec
+from shared.preprocess import format_by_signature, parse_image_spec
 
+from ..api import NPY_MAGIC
 from ..predictor import Predictor, PredictionBatch, columns_hint, images_refused
 
 INPUT, IMAGE, PIXELS = "input", "image", "pixels"
@@ -76,6 +77,23 @@ def unexpected_input_hint(model: Model, names, vectors: str) -> str:
     if model.input_kind != "image" and names in ([IMAGE], [PIXELS]):
         return f" ({images_refused(model, BATCH_ITEMS[names[0]], vectors)})"
     return columns_hint(model, names)
+
+
+def not_json_hint(model: Model, body: bytes, mimetype: str, as_json: str, vectors: str) -> str | None:
+    """What a protocol's refusal of a body that is not JSON says when the body is one the native API takes:
+    a picture file sent whole (``curl --data-binary @digit.png``) or a form of them (``curl -F``), which this
+    protocol's JSON carries as ``as_json``, or a ``.npy`` array, whose rows go as ``vectors``, as do a vector
+    model's inputs. None for any other body."""
+    if body[:len(NPY_MAGIC)] == NPY_MAGIC:
+        return f"The body is a .npy array, not the JSON this route reads: send its rows as {vectors}."
+    picture = format_by_signature(body)
+    form = mimetype == "multipart/form-data"
+    if picture is None and not form:
+        return None
+    said = f"The body is {f'a {picture} image' if picture else 'a multipart form'}, not the JSON this route reads"
+    if model.input_kind != "image":
+        return f"{said}: {images_refused(model, 'images', vectors)}."
+    return f"{said}: send {'the file' if picture else 'each picture file'}'s bytes in base64 as {as_json}."
 
 
 def output_specs(model: Model) -> list[TensorSpec]:

@@ -62,7 +62,14 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     # An instance's named inputs add a few commas each: {"pixels": [...], "b64": ...}.
     admit_json_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
-    payload = parse_json(raw)
+    try:
+        payload = parse_json(raw)
+    except BadRequest as e:
+        hint = signature.not_json_hint(model, raw, request.mimetype, '{"instances": [{"b64": "<base64>"}]}',
+                                       numbers_batch("instances", model))
+        if hint is None:
+            raise
+        raise BadRequest(hint, code=e.code) from None
     if other := other_protocols_body(payload, model.name, "v1"):
         raise BadRequest(f'The body is {other}; this route takes {{"instances": [...]}} or {{"inputs": ...}}.',
                          code="invalid_request")

@@ -44,6 +44,13 @@ v2_bp = Blueprint("v2", __name__)
 
 PLATFORM = "scratchnet_numpy"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
+IMAGE_TENSOR = (f'the BYTES input \'{signature.IMAGE}\': {{"inputs": [{{"name": "{signature.IMAGE}", "shape": [1], '
+                '"datatype": "BYTES", "data": ["<base64>"]}]}')
+
+
+def vector_tensor(model: Model) -> str:
+    """The input a model that reads vectors takes, as a message names it."""
+    return f"the input '{signature.INPUT}', a FP32 tensor of shape [n, {model.input_size}]"
 
 
 def server_version() -> str:
@@ -210,6 +217,9 @@ def infer(name: str, version: str | None = None):
     except BadRequest as e:
         if e.code != "malformed_json" or RAW_CONTROL in e.message:  # a fault in the JSON's text: no length's
             raise
+        if header_length is None and (hint := signature.not_json_hint(model, header, request.mimetype, IMAGE_TENSOR,
+                                                                      vector_tensor(model))):
+            raise BadRequest(hint, code=e.code) from None
         if header_length is None:  # most often: binary tensors, but no header length
             raise BadRequest(f"{e.message.removesuffix('.')}; if binary tensors follow the JSON, send its length in "
                              f"the {binary.HEADER_LENGTH} header.", code=e.code) from None
@@ -253,9 +263,7 @@ def read_input(model: Model, inputs: list[RequestInput], chunks: binary.BinaryCh
     specs = {spec.name: spec for spec in signature.input_specs(model)}
     for tensor in inputs:
         if tensor.name not in specs:
-            hint = signature.unexpected_input_hint(model, [tensor.name for tensor in inputs],
-                                                   f"the input '{signature.INPUT}', a FP32 tensor of shape "
-                                                   f"[n, {model.input_size}]")
+            hint = signature.unexpected_input_hint(model, [tensor.name for tensor in inputs], vector_tensor(model))
             raise BadRequest(f"unexpected inference input '{tensor.name}' for model '{model.name}'{hint}",
                              code="unexpected_input")
     if len(inputs) != 1:
