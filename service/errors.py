@@ -144,7 +144,7 @@ HTTP_CODES = {
 }
 HTTP_MESSAGES = {
     404: "There is no such route: see GET /openapi.json for the API.",
-    413: "The request body is larger than the limit of {limit}.",
+    413: "The request body is larger than the limit of {limit}: {advice}.",
     416: "The Range asks for bytes past the end of the file; ask for a range within its {length:,} bytes.",
 }
 
@@ -155,6 +155,13 @@ def byte_count(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size} {unit} ({n:,} bytes)"
     return f"{n:,} bytes"
+
+
+def send_less(mimetype: str) -> str:
+    """What a client does about a body over the size limit, by what the body holds: pictures, or a batch."""
+    if mimetype.startswith("image/") or mimetype == "multipart/form-data":
+        return "send a smaller picture (fewer pixels, or saved as JPEG)"
+    return "send fewer inputs in one request, splitting the batch across requests"
 
 
 def error_body(message: str, code: str, details: list | None = None) -> dict:
@@ -284,7 +291,8 @@ def _http_error(error: HTTPException, app: Flask) -> ServiceError:
     status = error.code or 500
     message = HTTP_MESSAGES.get(status, error.description or error.name)
     if status == 413:
-        message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")))
+        message = message.format(limit=byte_count(app.config.get("MAX_CONTENT_LENGTH")),
+                                 advice=send_less(request.mimetype))
     headers = {}
     if status == 404 and (route := _route_without_trailing_slash(app)):
         message = f"There is no such route; without the trailing slash, {route} is one."

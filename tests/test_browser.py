@@ -543,8 +543,8 @@ def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path
     with ServiceProcess(root, workers=1, threads=2, env={"SCRATCHNET_MAX_BODY_BYTES": "1000000"}) as server, \
             opened(browser, server.url + "/") as page:
         page.locator("#file").set_input_files(str(photo))
-        assert wait_for_failure(page) == ("The request body is larger than the limit of 1,000,000 bytes. "
-                                          "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.")
+        assert wait_for_failure(page) == ("The request body is larger than the limit of 1,000,000 bytes: "
+                                          "send a smaller picture (fewer pixels, or saved as JPEG).")
         assert page.get_by_role("alert").get_attribute("data-code") == "payload_too_large"
 
 

@@ -423,7 +423,7 @@ def test_a_gzip_body_is_inflated_as_tf_serving_does(server):
     assert packed.json() == plain.json()
     bomb = gzip.compress(b" " * (64 * 1024 * 1024 + 1))  # past SCRATCHNET_MAX_BODY_BYTES once inflated
     assert_error(requests.post(server.url + "/v1/models/mnist:predict", data=bomb, headers=headers, timeout=30),
-                 413, "inflates to more than the limit of 64 MiB (67,108,864 bytes).")
+                 413, "inflates to more than the limit of 64 MiB (67,108,864 bytes): send fewer inputs in one request")
     assert_error(requests.post(server.url + "/v1/models/mnist:predict", data=body, headers=headers, timeout=30),
                  400, "not valid gzip data")
     assert_error(requests.post(server.url + "/v1/models/mnist:predict", data=body, timeout=30,

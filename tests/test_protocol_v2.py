@@ -446,7 +446,8 @@ def test_a_compressed_bomb_is_refused_before_it_inflates(client, monkeypatch):
     monkeypatch.setattr(zlib, "decompressobj", Recorded)
     bomb = gzip.compress(b" " * 5_000_000)  # 5 MB of spaces in ~5 KB; the limit is 1 MB
     response = client.post("/v2/models/mnist/infer", data=bomb, headers={"Content-Encoding": "gzip"})
-    assert_protocol_error(response, 413, "inflates to more than the limit of 1,000,000 bytes.")
+    assert_protocol_error(response, 413, "inflates to more than the limit of 1,000,000 bytes: send fewer inputs in one "
+                          "request, splitting the batch across requests.")
     assert inflated and sum(inflated) <= 1_000_001  # never more than one byte past the limit in memory
     assert_protocol_error(client.post("/v2/models/mnist/infer", data=b"not gzip",
                                       headers={"Content-Encoding": "gzip"}), 400, "gzip")

@@ -667,8 +667,15 @@ def test_a_405_is_counted_under_the_route_its_path_names(client):
 
 
 def test_413_too_large(client, registry):
+    """A body over the limit is told what to send instead, by what it holds: "larger than the limit" alone
+    left a client to guess."""
     big = client.post("/predict", data=b"\0" * 4_000_001, content_type="image/png")
-    assert_error(big, 413, "payload_too_large", "larger than the limit of 4,000,000 bytes.")
+    assert_error(big, 413, "payload_too_large", "The request body is larger than the limit of 4,000,000 bytes: "
+                                                "send a smaller picture (fewer pixels, or saved as JPEG).")
+    batch = client.post("/predict", data=b"[" * 4_000_001, content_type="application/json")
+    assert_error(batch, 413, "payload_too_large", "The request body is larger than the limit of 4,000,000 bytes: "
+                                                  "send fewer inputs in one request, splitting the batch across "
+                                                  "requests.")
     huge = encode(Image.new("L", (1200, 1000), 255), "PNG")  # 1.2 MP declared, over the 1 MP limit
     assert_error(client.post("/predict", data=huge, content_type="image/png"), 413, "image_too_large")
     assert_error(client.post("/predict", json={"inputs": vectors(65).tolist()}), 413, "batch_too_large", "limit is 64")

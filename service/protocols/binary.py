@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.text import counted
 
-from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, byte_count
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, byte_count, send_less
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 ENCODINGS = ("gzip", "deflate")
@@ -159,8 +159,8 @@ def _inflate(body: bytes, encoding: str, wbits: int, limit: int) -> bytearray:
             offset += len(chunk)
             data += inflater.decompress(chunk, limit - len(data) + 1)
             if len(data) > limit:
-                raise PayloadTooLarge(f"The request body inflates to more than the limit of {byte_count(limit)}.",
-                                      code="payload_too_large")
+                raise PayloadTooLarge(f"The request body inflates to more than the limit of {byte_count(limit)}: "
+                                      f"{send_less('')}.", code="payload_too_large")
         offset -= len(inflater.unused_data)
         members += 1
         if encoding == "gzip":

@@ -578,17 +578,17 @@ async function readJson(response) {
 }
 
 // What a person can do about the errors a change to the picture mends, by the service's code.
+// (A body of too many bytes, payload_too_large, is told what to send by the service itself.)
 const ADVICE = {
   image_too_large: "Crop or shrink the picture and upload it again.",
   too_many_pixels: "Crop or shrink the picture and upload it again.",
-  payload_too_large: "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.",  // too many bytes
 };
 
 // An answer without the service's error comes from a proxy in front of it (its own page for a
 // body over its limit, or for a service it cannot reach): what to do, by the status alone.
 const UNREACHABLE = "The service may be down, restarting or overloaded: try again in a moment.";
 const STATUS_ADVICE = {
-  413: ADVICE.payload_too_large,
+  413: "Shrink the picture (fewer pixels, or saved as JPEG) and upload it again.",
   429: "Too many requests at once: wait a moment and try again.",
   502: UNREACHABLE,
   503: UNREACHABLE,
