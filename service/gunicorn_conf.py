@@ -10,7 +10,7 @@
 | SCRATCHNET_TIMEOUT        | 30             | seconds a worker may stop reporting to the master (hung) before it is restarted; requests run in threads, so a slow request or client does not count |
 | SCRATCHNET_GRACEFUL_TIMEOUT | 10           | seconds a stopping worker gets to finish its requests |
 | SCRATCHNET_CLIENT_TIMEOUT | 10             | seconds a client may make no progress, sending its request or reading the answer, before it is dropped (408 while its body arrives); 0: no limit |
-| SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches); over OMP_NUM_THREADS ... |
+| SCRATCHNET_NUMPY_THREADS  | cores          | BLAS/OpenMP threads per worker (large batches); overrides OMP_NUM_THREADS and the like |
 | SCRATCHNET_MALLOC_ARENAS  | 2              | glibc malloc arenas per process (0: glibc's default) |
 | SCRATCHNET_GUNICORN_LOG_LEVEL | info       | level of Gunicorn's own log (the app's: SCRATCHNET_LOG_LEVEL) |
 | SCRATCHNET_CONTROL_SOCKET | 0              | 1: keep Gunicorn's control socket (one fixed path per user, off so services do not clash) |
