@@ -770,29 +770,67 @@ def test_without_javascript_the_page_says_so(browser, service):
         context.close()
 
 
+def to_the_api_page_and_back(page, *, by_its_link: bool) -> None:
+    """To the API page by the footer's link, and back by the API page's own link or the browser's Back."""
+    page.locator("footer a", has_text="API reference").click()
+    page.wait_for_url("**/docs")
+    if by_its_link:
+        page.locator("a", has_text="drawing page").first.click()
+    else:
+        page.go_back()
+    wait_for_models(page)
+
+
 def test_a_drawing_is_still_there_after_a_visit_to_the_api_page(page):
     """The API page had no way back to the drawing page, and going there and back (its link, or the browser's
     Back) reloaded the page empty: the drawing, and its answer, were gone."""
     draw_one(page)
     wait_for_answer(page)
-    page.locator("footer a", has_text="API reference").click()
-    page.wait_for_url("**/docs")
-    page.locator("a", has_text="drawing page").first.click()  # the API page's own way back
-    wait_for_models(page)
+    to_the_api_page_and_back(page, by_its_link=True)
     wait_for_answer(page)
     assert has_ink(page) and shown(page)["label"] == "1" and not page.locator("#pad-hint").is_visible()
-    page.locator("footer a", has_text="API reference").click()
-    page.wait_for_url("**/docs")
-    page.go_back()
-    wait_for_models(page)
+    to_the_api_page_and_back(page, by_its_link=False)
     wait_for_answer(page)
     assert has_ink(page) and shown(page)["label"] == "1"
     page.locator("#clear").click()  # a drawing cleared stays cleared
-    page.locator("footer a", has_text="API reference").click()
-    page.wait_for_url("**/docs")
-    page.go_back()
-    wait_for_models(page)
+    to_the_api_page_and_back(page, by_its_link=False)
     assert not has_ink(page) and page.locator("#pad-hint").is_visible()
+    assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
+
+
+def test_an_uploaded_picture_is_still_there_after_a_visit_to_the_api_page(page, tmp_path):
+    """A drawing was kept across a visit to the API page, an uploaded picture was not: back on the
+    page, the pad was empty and the picture had to be found and chosen again."""
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    page.locator("#file").set_input_files(str(photo))
+    wait_for_answer(page)
+    for by_its_link in (True, False):
+        to_the_api_page_and_back(page, by_its_link=by_its_link)
+        wait_for_answer(page)
+        preview = page.get_by_role("img", name="Uploaded picture: zero.jpg", exact=True)
+        assert preview.is_visible() and preview.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert not has_ink(page) and shown(page)["label"] == "0" and shown(page)["error"] == ""
+        assert page.locator("#pad-hint").inner_text() == "Press Clear to draw instead."
+    page.locator("#clear").click()  # a picture cleared stays cleared
+    to_the_api_page_and_back(page, by_its_link=False)
+    assert not page.locator("#upload-preview").is_visible()
+    page.locator("#file").set_input_files(str(photo))
+    wait_for_answer(page)
+
+    # A picture larger than a tab may keep is not kept, and says nothing of it; nor does the one before come back.
+    sheet = np.asarray(paper(synthetic_digit(0), 2000).convert("RGB"), dtype=np.int16)
+    grain = np.random.default_rng(0).integers(-12, 13, sheet.shape)  # a camera's noise: PNG cannot squeeze it
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(encode(Image.fromarray(np.clip(sheet + grain, 0, 255).astype(np.uint8)), "PNG"))
+    assert scan.stat().st_size > 6_000_000
+    before = answer_count(page)
+    page.locator("#file").set_input_files(str(scan))
+    wait_for_answer(page, after=before)
+    assert shown(page)["label"] == "0"
+    to_the_api_page_and_back(page, by_its_link=False)
+    assert not page.locator("#upload-preview").is_visible() and not has_ink(page)
+    assert page.locator("#pad-hint").is_visible() and not page.get_by_role("alert").is_visible()
     assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
 
 

@@ -377,28 +377,57 @@ function onPointerUp(event) {
 }
 
 // Coming back from the API page by its link loads this page anew, and so does Back wherever the browser's
-// back/forward cache did not keep the page (turned off, full, or a browser without one). The drawing is kept
-// for the tab meanwhile, and drawn again, and predicted, when the page loads. (An uploaded picture is not: it
-// can be far larger than the storage a tab has.)
+// back/forward cache did not keep the page (turned off, full, or a browser without one). The drawing, or the
+// uploaded picture, is kept for the tab meanwhile, and shown again, and predicted, when the page loads. A
+// picture larger than a tab's storage (5 million characters in most browsers) is not kept.
 const SAVED_DRAWING = "scratchnet.drawing";
+const SAVED_UPLOAD = "scratchnet.upload";  // {name, type, lastModified, data: a data: URL}
+// Base64 makes 4 characters of 3 bytes: a larger file cannot fit, and is not read to find that out.
+const KEPT_UPLOAD_BYTES = 4_000_000;
 
-function saveDrawing() {
+// sessionStorage.setItem, or removeItem when ``value`` is null. Storage turned off or full keeps nothing
+// (and what was kept under ``key`` before goes, rather than come back in its place).
+function keep(key, value) {
   try {
-    if (state.hasInk && !state.upload) sessionStorage.setItem(SAVED_DRAWING, ink.toDataURL("image/png"));
-    else sessionStorage.removeItem(SAVED_DRAWING);
+    if (value === null) sessionStorage.removeItem(key);
+    else sessionStorage.setItem(key, value);
   } catch (err) {
-    // storage turned off or full: the drawing is not kept, as before
+    if (value !== null) keep(key, null);
   }
 }
 
-function restoreDrawing() {
-  let saved = null;
+function saveDrawing() {
+  keep(SAVED_DRAWING, state.hasInk && !state.upload ? ink.toDataURL("image/png") : null);
+}
+
+// Kept once it is read (a page that is leaving cannot wait for a file to be read), if it still shows then;
+// dropUpload forgets it.
+function saveUpload(file) {
+  if (file.size > KEPT_UPLOAD_BYTES) return;
+  const reader = new FileReader();
+  reader.addEventListener("load", () => {
+    if (state.upload !== file) return;  // cleared, or replaced, meanwhile
+    const { name, type, lastModified } = file;
+    keep(SAVED_UPLOAD, JSON.stringify({ name, type, lastModified, data: reader.result }));
+  });
+  reader.readAsDataURL(file);
+}
+
+function restoreInput() {
+  let drawingUrl = null;
+  let upload = null;
   try {
-    saved = sessionStorage.getItem(SAVED_DRAWING);
+    drawingUrl = sessionStorage.getItem(SAVED_DRAWING);
+    const kept = JSON.parse(sessionStorage.getItem(SAVED_UPLOAD));
+    if (kept) upload = fileFromDataUrl(kept);
   } catch (err) {
+    return;  // storage turned off, or what it holds is not this page's
+  }
+  if (upload) {
+    useUpload(upload);
     return;
   }
-  if (!saved) return;
+  if (!drawingUrl) return;
   const drawing = new Image();
   drawing.addEventListener("load", () => {
     if (state.hasInk || state.upload) return;  // drawn on, or given a picture, meanwhile
@@ -409,7 +438,14 @@ function restoreDrawing() {
     inputChanged();
     if (el.auto.checked) predict();
   });
-  drawing.src = saved;
+  drawing.src = drawingUrl;
+}
+
+// A File again of what saveUpload kept (fetch, which could read a data: URL, is held to this origin).
+function fileFromDataUrl({ name, type, lastModified, data }) {
+  const bytes = atob(data.slice(data.indexOf(",") + 1));
+  const buffer = Uint8Array.from(bytes, (c) => c.charCodeAt(0));
+  return new File([buffer], name, { type, lastModified });
 }
 
 // --------------------------------------------------------------------------- uploads
@@ -433,6 +469,7 @@ function useUpload(file) {
   el.dropZone.classList.add("showing-upload");
   el.hint.textContent = UPLOAD_SHOWN;
   el.hint.hidden = false;
+  saveUpload(file);
   inputChanged();
   if (el.auto.checked) predict();
 }
@@ -453,6 +490,7 @@ function dropUpload() {
   el.preview.removeAttribute("src");
   el.dropZone.classList.remove("showing-upload");
   el.file.value = "";
+  keep(SAVED_UPLOAD, null);
 }
 
 // --------------------------------------------------------------------------- predicting
@@ -830,4 +868,4 @@ TOUCH_SCREEN.addEventListener("change", () => {  // a mouse plugged into a table
 
 el.answer.dataset.state = "idle";
 loadModels();
-restoreDrawing();
+restoreInput();
