@@ -475,7 +475,8 @@ def _unidentified_image_error(data: bytes, stored_as: str | None) -> Unsupported
     if other:
         return UnsupportedImage(f"the data is {other}, in none of the accepted formats ({accepted}): "
                                 "convert it to PNG or JPEG")
-    return UnsupportedImage(f"the data is not an image in an accepted format ({accepted})")
+    return UnsupportedImage(f"the data is not an image in an accepted format ({accepted}): send a picture saved "
+                            "as one of them, such as a PNG or JPEG file")
 
 
 def _undecodable_image_error(err: Exception, image_format: str | None) -> UnsupportedImage:

@@ -533,6 +533,18 @@ def test_a_picture_too_large_is_refused_with_what_to_do(page, tmp_path):
                        "TIFF): convert it to PNG or JPEG."), message
 
 
+def test_a_file_that_is_not_a_picture_is_refused_with_what_to_do(page, tmp_path):
+    """A text file chosen by mistake was refused with "The data is not an image in an accepted format
+    (PNG, JPEG, WEBP, BMP, GIF, TIFF).": what was wrong, and nothing of what to do."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("seven\n")
+    page.locator("#file").set_input_files(str(notes))
+    assert wait_for_failure(page) == ("The data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, "
+                                      "TIFF): send a picture saved as one of them, such as a PNG or JPEG file.")
+    assert page.get_by_role("alert").get_attribute("data-code") == "unsupported_image"
+    assert page.locator("#pad-hint").inner_text() == "notes.txt: no preview. Press Clear to draw instead."
+
+
 def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path):
     """A phone photo larger than the service takes got only "The request body is larger than the
     limit of 1,000,000 bytes.": nothing said what to do about it."""
