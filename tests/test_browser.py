@@ -846,6 +846,27 @@ def test_an_uploaded_picture_is_still_there_after_a_visit_to_the_api_page(page, 
     assert page.locator("#placeholder").inner_text() == "Nothing yet: draw in the white square, or upload a picture."
 
 
+def test_without_automatic_prediction_a_picture_kept_across_a_visit_to_the_api_page_waits(page, tmp_path):
+    """Back from the API page, the browser shows the checkbox as it was left, unticked, but only once the
+    page has loaded: the picture kept was sent by itself before then, as if automatic prediction were on."""
+    page.locator("#auto").uncheck()
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(render_user_digit(synthetic_digit(0), "photo_jpeg"))
+    page.locator("#file").set_input_files(str(photo))
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page)
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    to_the_api_page_and_back(page, by_its_link=False)
+    page.get_by_role("img", name="Uploaded picture: zero.jpg", exact=True).wait_for()
+    page.wait_for_timeout(500)  # longer than an answer takes
+    assert not page.locator("#auto").is_checked() and posted == []
+    assert page.locator("#placeholder").inner_text() == "Press Predict to read this picture."
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page)
+    assert shown(page)["label"] == "0" and len(posted) == 1
+
+
 def test_the_hint_on_the_pad_offers_to_drop_a_picture_only_where_one_can_be_dropped(page, browser, service):
     """On a phone, which has no drag and drop of files, the empty pad said "Draw here, or drop a picture"."""
     assert page.locator("#pad-hint").inner_text() == "Draw here, or drop a picture"

@@ -378,8 +378,8 @@ function onPointerUp(event) {
 
 // Coming back from the API page by its link loads this page anew, and so does Back wherever the browser's
 // back/forward cache did not keep the page (turned off, full, or a browser without one). The drawing, or the
-// uploaded picture, is kept for the tab meanwhile, and shown again, and predicted, when the page loads. A
-// picture larger than a tab's storage (5 million characters in most browsers) is not kept.
+// uploaded picture, is kept for the tab meanwhile, and shown again when the page loads, and predicted as any
+// new input is. A picture larger than a tab's storage (5 million characters in most browsers) is not kept.
 const SAVED_DRAWING = "scratchnet.drawing";
 const SAVED_UPLOAD = "scratchnet.upload";  // {name, type, lastModified, data: a data: URL}
 // Base64 makes 4 characters of 3 bytes: a larger file cannot fit, and is not read to find that out.
@@ -414,6 +414,7 @@ function saveUpload(file) {
 }
 
 function restoreInput() {
+  if (state.hasInk || state.upload) return;  // drawn on, or given a picture, already
   let drawingUrl = null;
   let upload = null;
   try {
@@ -868,4 +869,8 @@ TOUCH_SCREEN.addEventListener("change", () => {  // a mouse plugged into a table
 
 el.answer.dataset.state = "idle";
 loadModels();
-restoreInput();
+// Back to this page, the browser puts the checkbox as it was left (automatic prediction off) only once the page has
+// loaded: what was kept waits for that, so that it is not predicted against the person's choice.
+addEventListener("pageshow", (event) => {
+  if (!event.persisted) restoreInput();  // a page from the back/forward cache still holds its input
+});
