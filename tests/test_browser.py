@@ -1034,6 +1034,26 @@ def test_a_picture_dragged_from_a_web_page_is_named_not_ignored(page):
     assert "Save the picture first" in error.inner_text()
 
 
+def test_a_folder_dropped_on_the_pad_is_named_as_one(page, tmp_path):
+    """A folder of photos dropped on the pad was told "photos can no longer be read: it was changed, moved or
+    deleted since it was chosen. Choose it again.": not what was wrong, and choosing it again did the same."""
+    draw_one(page)
+    wait_for_answer(page)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "one.png").write_bytes(render_user_digit(synthetic_digit(1), "canvas_png"))
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    drop_on(page, "#pad", {"items": [], "files": [str(folder)]})
+    error = page.get_by_role("alert")
+    error.wait_for(state="visible")
+    assert error.inner_text() == "photos is a folder: drop one of the pictures in it instead."
+    assert posted == [] and has_ink(page) and page.locator("#verdict").is_visible()  # the drawing stays, and its answer
+    drop_on(page, "#pad", {"items": [], "files": [str(folder / "one.png")]})
+    wait_for_answer(page, after=1)
+    assert not error.is_visible() and shown(page)["label"] == "1"
+
+
 @pytest.mark.parametrize("width, height", [(375, 667), (320, 568)])
 def test_on_a_phone_the_answer_scrolls_into_view(browser, service, width, height):
     with opened(browser, service.url + "/", width=width, height=height, phone=True) as page:

@@ -453,10 +453,8 @@ function fileFromDataUrl({ name, type, lastModified, data }) {
 
 function useUpload(file) {
   if (!file) return;
-  if (file.size === 0) {  // nothing to read: say so here, and keep what the pad shows now
-    el.file.value = "";
-    showError(`${file.name || "The pasted picture"} is empty (0 bytes): choose another picture.`);
-    reveal(el.error);
+  if (file.size === 0) {
+    refuseUpload(`${file.name || "The pasted picture"} is empty (0 bytes): choose another picture.`);
     return;
   }
   clearTimeout(state.timer);
@@ -473,6 +471,19 @@ function useUpload(file) {
   saveUpload(file);
   inputChanged();
   if (el.auto.checked) predict();
+}
+
+// Nothing to read: say so here, and keep what the pad shows now.
+function refuseUpload(message) {
+  el.file.value = "";
+  showError(message);
+  reveal(el.error);
+}
+
+// A folder dropped comes as a File too, one that cannot be read (which would be blamed on a change to it).
+function isFolder(transfer) {
+  const item = [...(transfer.items || [])].find((i) => i.kind === "file");
+  return Boolean(item?.webkitGetAsEntry?.()?.isDirectory);
 }
 
 // Without automatic prediction, an answer on screen would describe the previous picture.
@@ -848,13 +859,13 @@ document.addEventListener("drop", (event) => {
   el.dropZone.classList.remove("dragging");
   const file = event.dataTransfer?.files?.[0];
   if (file) {
-    useUpload(file);
+    if (isFolder(event.dataTransfer)) refuseUpload(`${file.name} is a folder: drop one of the pictures in it instead.`);
+    else useUpload(file);
     return;
   }
   if (draggedOnPage) return;  // a word or a link of this page, let go by mistake
-  showError("Only a picture file can be dropped here; a picture dragged from a web page is only its address. "
+  refuseUpload("Only a picture file can be dropped here; a picture dragged from a web page is only its address. "
     + "Save the picture first, then drop the file or use Upload a picture.");
-  reveal(el.error);
 });
 document.addEventListener("paste", (event) => {
   const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
