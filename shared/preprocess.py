@@ -486,7 +486,7 @@ def _undecodable_image_error(err: Exception, image_format: str | None) -> Unsupp
                                 "read: save the image again without its metadata")
     what = f"the {image_format} image" if image_format else "the image"
     return UnsupportedImage(f"{what} could not be decoded, the file may be truncated or corrupt: "
-                            f"{err or type(err).__name__}")
+                            f"{err or type(err).__name__}; save or download it again, and send the whole file")
 
 
 def _loaded(image: Image.Image, data: bytes, part: float = 1.0,

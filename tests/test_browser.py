@@ -545,6 +545,18 @@ def test_a_file_that_is_not_a_picture_is_refused_with_what_to_do(page, tmp_path)
     assert page.locator("#pad-hint").inner_text() == "notes.txt: no preview. Press Clear to draw instead."
 
 
+def test_a_photo_cut_short_is_refused_with_what_to_do(page, tmp_path):
+    """A photo still downloading, or copied only in part, was refused with "The JPEG image could not be decoded,
+    the file may be truncated or corrupt: image file is truncated (12 bytes not processed).": nothing to do."""
+    whole = render_user_digit(synthetic_digit(0), "photo_jpeg")
+    photo = tmp_path / "zero.jpg"
+    photo.write_bytes(whole[:len(whole) // 2])
+    page.locator("#file").set_input_files(str(photo))
+    message = wait_for_failure(page)
+    assert message.startswith("The JPEG image could not be decoded, the file may be truncated or corrupt: "), message
+    assert message.endswith("; save or download it again, and send the whole file."), message
+
+
 def test_a_file_over_the_body_limit_is_refused_with_what_to_do(browser, tmp_path):
     """A phone photo larger than the service takes got only "The request body is larger than the
     limit of 1,000,000 bytes.": nothing said what to do about it."""
