@@ -261,11 +261,15 @@ def test_a_mistyped_target_column_is_told_the_column_meant(tmp_path, target, mea
 
 
 def test_a_csv_that_cannot_be_read_says_why(tmp_path):
-    """A missing file or a folder was "cannot read as UTF-8 text: [Errno 2] ...", and an npz given as
-    a csv got a bare decoding error."""
-    with pytest.raises(DatasetError, match=r"absent.csv: cannot read: No such file or directory$"):
+    """A missing file or a folder was "cannot read as UTF-8 text: [Errno 2] ...", then "cannot read: No such
+    file or directory", which left what to give instead to be guessed; an npz given as a csv got a bare
+    decoding error."""
+    with pytest.raises(DatasetError, match=r"absent.csv: no such file: give the path of the csv file to read "
+                                           r"\(--data-path\)$"):
         load_dataset("csv", path=tmp_path / "absent.csv", target="kind", task="classification")
-    with pytest.raises(DatasetError, match=r": cannot read: Is a directory$"):
+    write_csv(tmp_path / "pets.csv", ROWS)
+    with pytest.raises(DatasetError, match=r" is a folder \(it holds pets.csv\): give the path of the csv file to "
+                                           r"read, not its folder \(--data-path\)$"):
         load_dataset("csv", path=tmp_path, target="kind", task="classification")
     np.savez(tmp_path / "arrays.npz", x=np.zeros((4, 2)), y=np.zeros(4))
     with pytest.raises(DatasetError, match=r"arrays.npz: cannot read as UTF-8 text: .* use --dataset npz\)$"):

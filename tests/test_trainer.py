@@ -2475,7 +2475,27 @@ def test_a_config_file_that_cannot_be_read_says_why_in_words(tmp_path, capsys):
     config_file.write_bytes(b'epochs = 3\nname = "caf\xe9"\n')  # Windows-1252
     assert f"{config_file}, line 2: byte 0xe9 is not UTF-8" in refused(capsys, "summary", "--config", config_file)
     assert refused(capsys, "summary", "--config", tmp_path / "absent.toml") == (
-        f"cannot read config {tmp_path / 'absent.toml'}: No such file or directory")
+        f"config {tmp_path / 'absent.toml'}: no such file: give the path of the TOML file to read (--config)")
+
+
+def test_a_data_file_or_config_that_is_not_there_says_where_it_was_looked_for_and_what_to_give(
+        tmp_path, blobs_npz, monkeypatch, capsys):
+    """A mistyped --data-path or --config was told "cannot read: No such file or directory", and the folder
+    of the data "cannot read: Is a directory": what to give instead was left to be guessed."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "small.toml").write_text("epochs = 1\n")
+    assert refused(capsys, "train", "--dataset", "npz", "--data-path", "blob.npz") == (
+        f"blob.npz: no such file (relative to {tmp_path}): give the path of the npz file to read (--data-path)")
+    assert refused(capsys, "train", "--dataset", "npz", "--data-path", ".") == (
+        ". is a folder (it holds blobs.npz): give the path of the npz file to read, not its folder (--data-path)")
+    assert refused(capsys, "train", "--dataset", "csv", "--data-path", "blobs.npz/data.csv", "--target", "y",
+                   "--task", "regression") == (
+        f"blobs.npz/data.csv: no such file (relative to {tmp_path}): give the path of the csv file to read "
+        "(--data-path)")
+    assert refused(capsys, "train", "--config", "runs") == (
+        "config runs is a folder (it holds small.toml): give the path of the TOML file to read, not its folder "
+        "(--config)")
 
 
 def test_a_command_that_publishes_nothing_does_not_say_nothing_was_published(blobs_npz, monkeypatch, capsys):

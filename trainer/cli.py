@@ -56,7 +56,7 @@ except ModuleNotFoundError as e:  # a Python without the trainer's extra: say so
         raise
     _print_while_read(sys.stderr, [f"error: the trainer needs {e.name}, which is not installed: {INSTALL_HINT}"])
     raise SystemExit(2) from None
-from .datasets import DATASETS, DatasetError
+from .datasets import DATASETS, DatasetError, unreadable
 from .download import DownloadError, sha256_file
 from .gradcheck import ROWS, SAMPLES, run_gradcheck
 from .interface import NEW_INTERFACE_FLAG
@@ -271,7 +271,7 @@ def config_file_values(args: argparse.Namespace) -> dict:
             text = args.config.read_text(encoding="utf-8-sig")  # a BOM, as Notepad writes
             values = tomllib.loads(text)
         except OSError as e:
-            raise CommandError(f"cannot read config {args.config}: {e.strerror or e}") from None
+            raise CommandError(f"config {unreadable(args.config, e, 'TOML file', '--config')}") from None
         except UnicodeDecodeError as e:  # Notepad's "Unicode" is UTF-16
             line = e.object.count(b"\n", 0, e.start) + 1
             raise CommandError(f"cannot read config {args.config}, line {line}: byte 0x{e.object[e.start]:02x} is not "

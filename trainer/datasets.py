@@ -382,6 +382,24 @@ class _FileSource:
 # ---------------------------------------------------------------------------------------------
 # IDX (MNIST, Fashion-MNIST)
 
+def unreadable(path: Path, error: OSError, what: str, flag: str) -> str:
+    """What to tell a user whose ``flag`` names ``path``, a ``what`` ("csv file") that cannot be read
+    (``error``): a path that leads nowhere says where it was looked for, one that leads to a folder names
+    the files of that kind in it, and both say to give the file's own path."""
+    suffix = what.split()[0].lower()
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):  # a/b.csv where a is a file: no such file
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        return f"{path}: no such file{where}: give the path of the {what} to read ({flag})"
+    if isinstance(error, IsADirectoryError):
+        try:
+            held = sorted(p.name for p in path.iterdir() if p.suffix.lower() == f".{suffix}" and p.is_file())
+        except OSError:
+            held = []
+        holds = f" (it holds {shortened(', '.join(held), 120)})" if held else ""
+        return f"{path} is a folder{holds}: give the path of the {what} to read, not its folder ({flag})"
+    return f"{path}: cannot read: {error.strerror or error}"
+
+
 def read_idx(path: Path | str, expected_magic: int) -> np.ndarray:
     """The uint8 array in an IDX file (gzip-compressed or raw), after checking its header.
 
@@ -391,7 +409,7 @@ def read_idx(path: Path | str, expected_magic: int) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise DatasetError(unreadable(path, exc, "IDX file", "--data-dir")) from exc
     return parse_idx(data, path, expected_magic)
 
 
@@ -700,7 +718,7 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
             is_zip = npz_problem(file) is None
             empty = not is_zip and _is_empty_zip(file)
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise DatasetError(unreadable(path, exc, "npz file", "--data-path")) from exc
     if empty:  # numpy.savez(path) with no arrays writes a zip of no members, which begins with no member's header
         raise DatasetError(f"{path}: holds no arrays: expected {NPZ_ARRAYS}; save them with numpy.savez(path, "
                            "x_train=..., y_train=..., ...)")
@@ -949,7 +967,7 @@ def _read_csv_file(path: Path, target: str | None, task: str, model_task: str | 
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise DatasetError(unreadable(path, exc, "csv file", "--data-path")) from exc
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
