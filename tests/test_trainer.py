@@ -2010,9 +2010,15 @@ def test_a_run_saved_to_a_folder_is_published_later_as_the_next_version(tmp_path
     (tmp_path / "broken").mkdir()
     (tmp_path / "nothing").mkdir()
     (tmp_path / "broken" / "model.npz").write_bytes(b"not a model")
-    for folder, message in ((tmp_path / "nothing", "the folder holds no model.npz"),
+    for folder, message in ((tmp_path / "nothing", f"cannot publish {tmp_path / 'nothing'}: it holds no model.npz: "
+                                                   "give the folder a run was saved into (train --output DIR), which "
+                                                   "holds its model.npz"),
                             (tmp_path / "broken", "not an .npz archive"),
-                            (tmp_path / "absent", f"cannot publish {tmp_path / 'absent'}: it does not exist")):
+                            (tmp_path / "absent", f"cannot publish {tmp_path / 'absent'}: it does not exist: give the "
+                                                  "folder a run was saved into (train --output DIR), which holds its "
+                                                  "model.npz"),
+                            (run_folder / "model.npz", f"cannot publish {run_folder / 'model.npz'}: it is not a "
+                                                       f"folder: give the folder that holds it, {run_folder}")):
         assert run_cli("publish", folder, "--registry", registry) == 2
         assert message in capsys.readouterr().err
     assert Registry(registry).versions("blobs") == [1, 2]
@@ -2411,12 +2417,14 @@ def test_an_output_folder_whose_files_cannot_all_be_replaced_is_left_as_it_was(t
 
 
 def test_evaluate_says_when_the_registry_is_not_a_folder(tmp_path, capsys):
-    """It said 'no versions of ...', sending the user to look for a model in a registry that is not there."""
+    """It said 'no versions of ...', sending the user to look for a model in a registry that is not there;
+    then only that the registry does not exist, not what to give instead."""
+    way_out = "give the folder the model was published into (--registry, or $SCRATCHNET_REGISTRY)"
     assert refused(capsys, "evaluate", "--registry", tmp_path / "modles", "--model", "blobs") == (
-        f"the registry {tmp_path / 'modles'} does not exist")
+        f"the registry {tmp_path / 'modles'} does not exist: {way_out}")
     (tmp_path / "file").write_text("")
     assert refused(capsys, "evaluate", "--registry", tmp_path / "file", "--model", "blobs") == (
-        f"the registry {tmp_path / 'file'} is not a folder")
+        f"the registry {tmp_path / 'file'} is not a folder: {way_out}")
 
 
 BLOCK_PYDANTIC = """

@@ -483,7 +483,8 @@ def _model_to_score(args) -> tuple:
     registry = Registry(args.registry)
     if not registry.root.is_dir():
         raise CommandError(f"the registry {args.registry} "
-                           f"{'is not a folder' if registry.root.exists() else 'does not exist'}")
+                           f"{'is not a folder' if registry.root.exists() else 'does not exist'}: give the folder "
+                           "the model was published into (--registry, or $SCRATCHNET_REGISTRY)")
     name = args.model
     misnamed: list[str] = []
     versions = registry.versions(name, misnamed)

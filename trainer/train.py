@@ -1084,9 +1084,14 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
     model.npz, renumbered as the registry's next version, and its extras. ``(name, version)``;
     ``on_published(name, version)`` as ``Registry.publish`` calls it. A model whose interface
     differs from the latest version's is refused unless ``new_interface`` (``trainer.interface``)."""
+    run_folder = f"give the folder a run was saved into (train --output DIR), which holds its {MODEL_FILE}"
     if not folder.is_dir():
-        raise ValueError(f"cannot publish {folder}: {'it is not a folder' if folder.exists() else 'it does not exist'}")
+        wanted = f"give the folder that holds it, {folder.parent}" if folder.name == MODEL_FILE else run_folder
+        raise ValueError(f"cannot publish {folder}: {'it is not a folder' if folder.exists() else 'it does not exist'}"
+                         f": {wanted}")
     model_path = folder / MODEL_FILE
+    if not model_path.exists():  # a model's folder in a registry, say, which holds its versions' folders
+        raise ValueError(f"cannot publish {folder}: it holds no {MODEL_FILE}: {run_folder}")
     manifest = load_model(model_path).manifest  # validated, as the service would load it
     with np.load(model_path, allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files if key != MANIFEST_KEY}
