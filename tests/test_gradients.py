@@ -349,3 +349,14 @@ def test_a_regression_network_checked_without_a_dataset_has_the_one_output_train
     assert cli.main(["gradcheck", "--task-kind", "regression", "--outputs", "3", "--hidden", "4"]) == 2
     assert ("--outputs 3 with --task-kind regression: a regression network here has one output"
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["summary", "gradcheck"])
+def test_a_classifier_of_one_output_is_told_what_to_give_instead(command, capsys):
+    """--outputs 1 without --task-kind was refused as "a classifier needs at least 2 outputs", which left the
+    learner to find that --task-kind regression is what gives a network of one output."""
+    from trainer import cli
+
+    assert cli.main([command, "--inputs", "5", "--hidden", "4", "--outputs", "1"]) == 2
+    assert capsys.readouterr().err == ("error: --outputs 1: a classifier has one output per class, 2 or more: give "
+                                       "--outputs 2 or more, or --task-kind regression for a network of one output\n")

@@ -247,6 +247,9 @@ def _build_mlp_arguments(args: argparse.Namespace, values: dict, config) -> dict
             raise CommandError(f"--outputs {args.outputs} with --task-kind regression: a regression network here has "
                                "one output, as train builds it; leave --outputs out")
         return train.network_arguments(config, args.inputs or 784, 1, "regression")
+    if args.outputs == 1:  # a classifier's outputs are its classes' probabilities: one class is nothing to tell
+        raise CommandError("--outputs 1: a classifier has one output per class, 2 or more: give --outputs 2 or more, "
+                           "or --task-kind regression for a network of one output")
     return train.network_arguments(config, args.inputs or 784, args.outputs or 10, args.task_kind or "classification")
 
 
