@@ -2876,6 +2876,26 @@ def test_evaluate_refuses_a_known_dataset_of_other_classes(datasets_dir, capsys)
         "--data-dir", datasets_dir / "fashion-mnist")
 
 
+def test_evaluate_on_the_other_image_datasets_folder_is_not_told_to_train_on_it(datasets_dir, tmp_path, capsys):
+    """mnist's model scored with --data-dir naming Fashion-MNIST's folder was told "or train on fashion-mnist with
+    --dataset fashion-mnist", advice for train, which evaluate then refuses (the classes differ); and a changed
+    copy of the red wines was told how "to train on" it."""
+    registry = Path(__file__).resolve().parents[1] / "models"
+    fashion = datasets_dir / "fashion-mnist"
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "mnist", "--version", 2,
+                   "--data-dir", fashion) == (
+        f"{fashion / 't10k-images-idx3-ubyte.gz'} is fashion-mnist's t10k-images-idx3-ubyte.gz, not mnist's: give the "
+        "folder that holds the mnist files (--data-dir or $SCRATCHNET_DATA_DIR)")
+    changed = tmp_path / "winequality-red.csv"
+    changed.write_bytes((datasets_dir / "wine-quality" / "winequality-red.csv").read_bytes().replace(b";", b","))
+    way_out = (f"to score the model on a copy you changed, give it with --dataset csv --data-path {changed} --target "
+               "quality --task regression")
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "wine-quality", "--version", 1,
+                   "--data-dir", tmp_path).endswith(way_out)
+    assert run_cli("evaluate", "--registry", registry, "--model", "wine-quality", "--version", 1,
+                   *way_out.split(" give it with ")[1].split()) == 0  # the way out scores it
+
+
 def test_overfit_trains_for_enough_steps_when_the_subset_is_one_batch(wine_csv, capsys):
     """16 examples are one batch, one step an epoch: 200 epochs were 200 steps, too few for a correct
     network, which was reported as broken. It trains for a step budget, stopping once it has memorised."""

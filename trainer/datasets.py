@@ -238,7 +238,7 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
     _refuse_known_dataset_options(key, variant=variant, path=path, target=target, task=task, test_path=test_path)
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = os.environ[DATA_DIR_ENV]
-    source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress)
+    source = _FileSource(DATASETS[key], data_dir, cache_dir, download, progress, scoring=test_only)
     if key == "wine-quality":
         return _load_wine(source, ("red" if variant is None else variant).lower(), seed, test_fraction)  # any case
     labels = MNIST_LABELS if key == "mnist" else FASHION_MNIST_LABELS
@@ -303,8 +303,10 @@ def dataset_key(name: str, path: Path | str | None = None) -> str:
 class _FileSource:
     """Finds a known dataset's files in a data folder or the cache, and reads them verified."""
 
-    def __init__(self, spec: KnownDataset, data_dir, cache_dir, download: bool, progress: bool):
+    def __init__(self, spec: KnownDataset, data_dir, cache_dir, download: bool, progress: bool,
+                 scoring: bool = False):
         self.spec = spec
+        self.scoring = scoring  # read to score a model (evaluate), which an error's advice says instead of training
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else None
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.download = download
@@ -327,10 +329,12 @@ class _FileSource:
                 data, actual = unix, sha
         if actual != sha:
             if other := _known_file_of(actual):  # the data folder of another dataset: MNIST's and Fashion-MNIST's alike
+                # A model is scored on the data it was trained on: the other dataset's classes are not its own.
+                instead = "" if self.scoring else f", or train on {other[0]} with --dataset {other[0]}"
                 raise DatasetError(f"{path} is {other[0]}'s {other[1]}, not {self.spec.name}'s: give the folder that "
-                                   f"holds the {self.spec.name} files (--data-dir or ${DATA_DIR_ENV}), or train "
-                                   f"on {other[0]} with --dataset {other[0]}")
-            own = (f"; to train on a copy you changed, give it with --dataset csv --data-path {path} "
+                                   f"holds the {self.spec.name} files (--data-dir or ${DATA_DIR_ENV}){instead}")
+            doing = "score the model on" if self.scoring else "train on"
+            own = (f"; to {doing} a copy you changed, give it with --dataset csv --data-path {path} "
                    "--target quality --task regression" if path.suffix == ".csv" else "")
             raise DatasetError(f"{path}: checksum mismatch: expected SHA-256 {sha}, got {actual}; "
                                f"the file is corrupted or is not the published {self.spec.name} file: put the "
