@@ -246,8 +246,10 @@ def test_csv_numeric_classes_sort_numerically(tmp_path):
 
 
 def test_csv_missing_target_column(tmp_path):
+    """A target the file lacks was told the columns, and not what to do with them."""
     path = write_csv(tmp_path / "pets.csv", ROWS)
-    with pytest.raises(DatasetError, match="pets.csv: no column named 'species'; the columns are: a, b, kind"):
+    with pytest.raises(DatasetError, match=r"pets.csv: no column named 'species'; the columns are: a, b, kind: name "
+                                           r"the column that holds the values to predict \(--target\)$"):
         load_dataset("csv", path=path, target="species", task="classification")
 
 
@@ -483,7 +485,8 @@ def test_a_csv_column_without_a_name_is_refused_not_trained_on(tmp_path):
      r"its header holds no ',' ';' or tab: separate the fields with one of those$"),
     # A file of one column ('id') given with a target it lacks was told that its header holds no ',' ';' or
     # tab and to separate the fields with one of those, though it has one field: it is told its column.
-    ("ids.csv", "id\n1\n2\n3\n", r"ids.csv: no column named 'species'; the columns are: id$"),
+    ("ids.csv", "id\n1\n2\n3\n", r"ids.csv: no column named 'species'; the columns are: id: name the column that "
+                                  r"holds the values to predict \(--target\)$"),
 ], ids=["no-header", "space-separated", "one-column"])
 def test_a_csv_without_the_target_column_is_told_why(tmp_path, name, text, message):
     path = tmp_path / name

@@ -1101,10 +1101,12 @@ def _absent_target_error(header: list[str], source, target: str) -> DatasetError
                             "fields with one of those")
     headerless = any(_is_number(h) for h in header)  # the names read off a first row of data
     meant = "" if headerless else did_you_mean(target, header)
-    return DatasetError(f"{source}: no column named {target!r}{meant}; "
-                        f"the columns are: {', '.join(header)}" + (
-        ": names read off the first row, which holds numbers; if it is data, add a header row naming the "
-        "columns above it" if headerless else ""))
+    if headerless:
+        way_out = (": names read off the first row, which holds numbers; if it is data, add a header row naming "
+                   "the columns above it")
+    else:  # a typo is named by did_you_mean; a target the file lacks needs one it holds, or a file that holds it
+        way_out = "" if meant else ": name the column that holds the values to predict (--target)"
+    return DatasetError(f"{source}: no column named {target!r}{meant}; the columns are: {', '.join(header)}{way_out}")
 
 
 def _feature_matrix(rows, cells: list[list[str]], feature_names: list[str], source) -> np.ndarray:
