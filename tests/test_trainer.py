@@ -26,7 +26,7 @@ import pytest
 
 from allocations import traced_peak
 from shared.forward import standardize
-from shared.model_file import load_model, read_manifest
+from shared.model_file import load_model, read_manifest, save_model
 from shared.registry import Registry, RegistryError
 from trainer import cli, memory, report, train
 from trainer.datasets import load_dataset
@@ -993,6 +993,36 @@ def test_evaluate_of_a_model_not_in_the_registry_names_the_models_there(tmp_path
     assert refused(capsys, "evaluate", "--registry", registry, "--model", "spirals") == (
         f"no versions of 'spirals' in {registry}: the folder v1 is not read as a version: rename it 1 (the number "
         "alone)")
+
+
+def test_evaluate_of_a_file_written_elsewhere_says_its_recorded_dataset_is_not_one_to_read(tmp_path, wine_csv, capsys):
+    """A model written with save_model as docs/model-format.md shows, its dataset named in words of its own
+    ("wine-quality red"), was refused as "unknown dataset 'wine-quality red'", a name the user never gave."""
+    rng = np.random.default_rng(0)
+    arrays = {"dense1.weight": rng.normal(size=(3, 4)), "dense1.bias": np.zeros(4),
+              "dense2.weight": rng.normal(size=(4, 1)), "dense2.bias": np.zeros(1)}
+    manifest = {
+        "name": "score-net", "version": 1, "created_at": "2026-01-10T12:00:00+00:00", "task": "regression",
+        "input": {"kind": "vector", "shape": [3], "dtype": "float32", "preprocessing": None,
+                  "normalization": {"mean": [0.0], "std": [1.0]}, "feature_names": None},
+        "output": {"target": "score", "scaling": {"mean": 5.0, "std": 2.0}},
+        "layers": [{"type": "dense", "name": "dense1", "in_features": 3, "out_features": 4},
+                   {"type": "activation", "name": "relu"},
+                   {"type": "dense", "name": "dense2", "in_features": 4, "out_features": 1}],
+        "training": {"config": {"framework": "pytorch"}, "dataset": {"name": "scores, first batch"}},
+        "metrics": {"split": "20 % held out", "rmse": 0.66},
+    }
+    (tmp_path / "run").mkdir()
+    save_model(tmp_path / "run" / "model.npz", arrays, manifest)
+    registry = tmp_path / "models"
+    assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
+    assert refused(capsys, "evaluate", "--registry", registry, "--model", "score-net") == (
+        "score-net v1 records its dataset as 'scores, first batch', which is none the trainer reads (mnist, "
+        "fashion-mnist, wine-quality, csv, npz): name the data to score it on with --dataset (and --data-path for a "
+        "csv or npz)")
+    assert run_cli("evaluate", "--registry", registry, "--model", "score-net", "--dataset", "csv", "--data-path",
+                   wine_csv, "--target", "score", "--task", "regression") == 0
+    assert capsys.readouterr().out.startswith("score-net v1 on data (")
 
 
 def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(tmp_path, blobs_npz, capsys):

@@ -445,10 +445,15 @@ def cmd_evaluate(args) -> int:
     # The data options recorded with the model describe its own dataset, not another one.
     recorded = config if dataset_name == trained_on else {}
     path = args.data_path or recorded.get("data_path")
+    key = dataset_key(dataset_name, path)
+    if not args.dataset and key not in (*DATASETS, "csv", "npz"):
+        # A file written by hand or by another framework names its data in words of its own ("wine-quality red").
+        raise CommandError(f"{what} records its dataset as {dataset_name!r}, which is none the trainer reads "
+                           f"({', '.join(DATASETS)}, csv, npz): name the data to score it on with --dataset (and "
+                           "--data-path for a csv or npz)")
     if path is not None and not args.data_path and not Path(path).exists():
         raise CommandError(f"{what} was trained on {path}, which is not there from here "
                            f"({Path.cwd()}): give the file with --data-path")
-    key = dataset_key(dataset_name, path)
     model_input = _object(model.manifest.get("input"))
     # A model trained on an npz's pictures is scored on what the service makes of them, as it was trained.
     image = _object(model_input.get("preprocessing")).get("fit") \
