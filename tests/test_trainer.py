@@ -1130,6 +1130,19 @@ def test_summary_takes_its_shape_from_a_named_dataset(blobs_npz, capsys):
         capsys, "summary", "--dataset", "npz", "--data-path", blobs_npz, "--inputs", 4)
 
 
+def test_a_shape_flag_beside_a_config_files_dataset_is_told_where_the_dataset_comes_from(tmp_path, blobs_npz,
+                                                                                        capsys):
+    """gradcheck --config run.toml --inputs 784 (to check the network without reading the data) was told that
+    "--inputs and a dataset both set the network's shape: give one", naming no dataset: the one given was in
+    the file."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(f'dataset = "npz"\ndata_path = "{blobs_npz.name}"\nhidden = [8]\n')
+    for command in ("gradcheck", "summary"):
+        assert refused(capsys, command, "--config", config_file, "--inputs", 5, "--outputs", 3) == (
+            "--inputs, --outputs and the --config file's dataset (npz) both set the network's shape: leave out "
+            "--inputs, --outputs, or take dataset out of the file")
+
+
 def test_dataset_problems_name_the_cause(tmp_path, capsys):
     one_class = tmp_path / "one.npz"
     np.savez(one_class, x=np.random.default_rng(0).normal(size=(40, 3)), y=np.zeros(40, dtype=np.int64))

@@ -240,7 +240,11 @@ def _build_mlp_arguments(args: argparse.Namespace, values: dict, config) -> dict
                            "npz file: add --dataset csv or --dataset npz")
     if "dataset" in values:
         if shape_flags:
-            raise CommandError(f"{', '.join(shape_flags)} and a dataset both set the network's shape: give one")
+            flags = ", ".join(shape_flags)
+            if getattr(args, "dataset", None) is None:  # the dataset a --config file names, which no flag showed
+                raise CommandError(f"{flags} and the --config file's dataset ({values['dataset']}) both set the "
+                                   f"network's shape: leave out {flags}, or take dataset out of the file")
+            raise CommandError(f"{flags} and a dataset both set the network's shape: give one")
         return train.dataset_network_arguments(config, train.load_config_dataset(config))
     if args.task_kind == "regression":  # train predicts one target: its regression networks have one output
         if args.outputs not in (None, 1):
