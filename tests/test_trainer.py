@@ -995,9 +995,10 @@ def test_evaluate_of_a_model_not_in_the_registry_names_the_models_there(tmp_path
         "alone)")
 
 
-def test_evaluate_of_a_file_written_elsewhere_says_its_recorded_dataset_is_not_one_to_read(tmp_path, wine_csv, capsys):
-    """A model written with save_model as docs/model-format.md shows, its dataset named in words of its own
-    ("wine-quality red"), was refused as "unknown dataset 'wine-quality red'", a name the user never gave."""
+def publish_hand_written_regressor(tmp_path) -> Path:
+    """A regressor of the columns a, b, c to the target "score", written with save_model as docs/model-format.md
+    shows for another framework's network, its dataset named in words of its own; published as score-net v1 into
+    the registry returned."""
     rng = np.random.default_rng(0)
     arrays = {"dense1.weight": rng.normal(size=(3, 4)), "dense1.bias": np.zeros(4),
               "dense2.weight": rng.normal(size=(4, 1)), "dense2.bias": np.zeros(1)}
@@ -1016,6 +1017,13 @@ def test_evaluate_of_a_file_written_elsewhere_says_its_recorded_dataset_is_not_o
     save_model(tmp_path / "run" / "model.npz", arrays, manifest)
     registry = tmp_path / "models"
     assert run_cli("publish", tmp_path / "run", "--registry", registry) == 0
+    return registry
+
+
+def test_evaluate_of_a_file_written_elsewhere_says_its_recorded_dataset_is_not_one_to_read(tmp_path, wine_csv, capsys):
+    """A model written by another framework, its dataset named in words of its own ("wine-quality red"), was
+    refused as "unknown dataset 'wine-quality red'", a name the user never gave."""
+    registry = publish_hand_written_regressor(tmp_path)
     assert refused(capsys, "evaluate", "--registry", registry, "--model", "score-net") == (
         "score-net v1 records its dataset as 'scores, first batch', which is none the trainer reads (mnist, "
         "fashion-mnist, wine-quality, csv, npz): name the data to score it on with --dataset (and --data-path for a "
@@ -1023,6 +1031,18 @@ def test_evaluate_of_a_file_written_elsewhere_says_its_recorded_dataset_is_not_o
     assert run_cli("evaluate", "--registry", registry, "--model", "score-net", "--dataset", "csv", "--data-path",
                    wine_csv, "--target", "score", "--task", "regression") == 0
     assert capsys.readouterr().out.startswith("score-net v1 on data (")
+
+
+def test_evaluate_on_a_csv_takes_a_regressors_task_and_target_from_the_model(tmp_path, wine_csv, capsys):
+    """A model trained on another dataset (wine-quality's own files, or another framework's data) and scored on
+    a csv was told to "say what the target is with --task", though the model is a regressor of a column it names."""
+    registry = publish_hand_written_regressor(tmp_path)
+    evaluate = ["evaluate", "--registry", registry, "--model", "score-net", "--dataset", "csv", "--data-path", wine_csv]
+    capsys.readouterr()
+    assert run_cli(*evaluate, "--target", "score", "--task", "regression") == 0
+    told = capsys.readouterr().out
+    assert run_cli(*evaluate) == 0
+    assert capsys.readouterr().out == told
 
 
 def test_evaluate_by_default_names_another_version_to_score_and_the_pinned_one(tmp_path, blobs_npz, capsys):

@@ -146,14 +146,18 @@ def warn(*values) -> None:
     _print_while_read(sys.stderr, values)
 
 
-def add_data_flags(parser: argparse.ArgumentParser, dataset_default: str = f"default {DEFAULTS.dataset}") -> None:
+def add_data_flags(parser: argparse.ArgumentParser, dataset_default: str = f"default {DEFAULTS.dataset}",
+                   scoring: bool = False) -> None:
+    """The flags that name the data; ``scoring``: for evaluate, whose csv target and task default to the model's."""
     parser.add_argument("--dataset", help=f"mnist, fashion-mnist, wine-quality, csv or npz ({dataset_default})")
     parser.add_argument("--variant", help="wine-quality: red (default), white or both")
     parser.add_argument("--data-path", type=data_file_name, help="csv / npz: the data file")
-    parser.add_argument("--target", help="csv: the column to predict")
+    parser.add_argument("--target", help="csv: the column to predict" +
+                        (" (default: the column the model was trained to predict)" if scoring else ""))
     parser.add_argument("--task", choices=["classification", "regression"],
-                        help="what the target is; csv: required; npz: default classification for integer, "
-                             "boolean or text y or a labels array, regression for float y")
+                        help="what the target is; csv: " + ("default the model's" if scoring else "required") +
+                             "; npz: default classification for integer, boolean or text y or a labels array, "
+                             "regression for float y")
     parser.add_argument("--data-dir", type=folder_name,
                         help="read the dataset files from this folder instead of downloading (default: "
                              "$SCRATCHNET_DATA_DIR)")
@@ -466,10 +470,14 @@ def cmd_evaluate(args) -> int:
     # A file the model never saw: every row of it is a test row, not only the share a training run
     # would have held out of it (so a file of one row is scored too).
     unseen_file = bool(trained_files) and path is not None and not _is_trained_file(Path(path), trained_files)
+    target, task = args.target or recorded.get("target"), args.task or recorded.get("task")
+    if key == "csv":  # a csv scored by a model of another dataset: the model's own task, and a regressor's target
+        task = task or model.task  # column, as its manifest names it
+        target = target or (_object(model.manifest.get("output")).get("target") if model.task == "regression" else None)
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, cache_dir=args.cache_dir,
                            variant=args.variant or recorded.get("variant") or
                            (recorded_dataset.get("variant") if recorded else None), path=path,
-                           target=args.target or recorded.get("target"), task=args.task or recorded.get("task"),
+                           target=target, task=task,
                            seed=config.get("seed", 0), test_only=True, image=image,
                            test_fraction=None if unseen_file else TEST_FRACTION, model_task=model.task)
     dataset = _scored_rows(dataset, trained_files, recorded_dataset.get("name"), unseen_file, what)
@@ -922,7 +930,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = commands.add_parser("evaluate", help="score a registry version on a dataset's test split")
-    add_data_flags(p, dataset_default="default: the one the model was trained on")
+    add_data_flags(p, dataset_default="default: the one the model was trained on", scoring=True)
     p.add_argument("--registry", type=folder_name, default=DEFAULT_REGISTRY,
                    help="registry folder (default: $SCRATCHNET_REGISTRY or models)")
     p.add_argument("--model", required=True, help="model name in the registry")
