@@ -639,6 +639,25 @@ def test_npz_truncated_or_damaged_is_a_clear_error(tmp_path):
     assert "pickle" not in str(refused.value)
 
 
+def test_a_csv_given_as_an_npz_is_told_to_use_the_csv_dataset(tmp_path):
+    """--dataset npz --data-path wines.csv was told "not an .npz archive (a zip of .npy arrays), or a truncated
+    one", sending the user to look for a damaged file, where an npz given as a csv is told to use --dataset npz."""
+    path = write_csv(tmp_path / "pets.csv", ROWS)
+    with pytest.raises(DatasetError, match=r"pets.csv: cannot read as .npz: not an .npz archive \(a zip of .npy "
+                                           r"arrays\): it reads as text, as a csv does: use --dataset csv \(with "
+                                           r"--target and --task\)$"):
+        load_dataset("npz", path=path)
+    accented = ("k,a\n" + "caf\u00e9,1\n" * 2000).encode()
+    assert accented[4095:4097] == "\u00e9".encode()  # the first 4096 bytes, read to tell text, end inside a character
+    (tmp_path / "accented.csv").write_bytes(accented)
+    with pytest.raises(DatasetError, match=r"it reads as text, as a csv does"):
+        load_dataset("npz", path=tmp_path / "accented.csv")
+    (tmp_path / "noise.npz").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match=r"noise.npz: cannot read as .npz: not an .npz archive \(a zip of .npy "
+                                           r"arrays\), or a truncated one$"):
+        load_dataset("npz", path=tmp_path / "noise.npz")
+
+
 def test_npz_of_no_arrays_says_so_and_names_the_arrays_expected(tmp_path):
     """numpy.savez(path) with nothing to save writes a whole archive of no members: it was called
     not an .npz, or a truncated one, which sent the user looking for a damaged file."""

@@ -721,14 +721,17 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
         with open(path, "rb") as file:
             is_zip = npz_problem(file) is None
             empty = not is_zip and _is_empty_zip(file)
+            file.seek(0)
+            head = file.read(TEXT_SAMPLE_BYTES)
     except OSError as exc:
         raise DatasetError(unreadable(path, exc, "npz file", "--data-path")) from exc
     if empty:  # numpy.savez(path) with no arrays writes a zip of no members, which begins with no member's header
         raise DatasetError(f"{path}: holds no arrays: expected {NPZ_ARRAYS}; save them with numpy.savez(path, "
                            "x_train=..., y_train=..., ...)")
     if not is_zip:
-        raise DatasetError(f"{path}: cannot read as .npz: not an .npz archive (a zip of .npy arrays), "
-                           "or a truncated one")
+        what = (": it reads as text, as a csv does: use --dataset csv (with --target and --task)" if _is_text(head)
+                else ", or a truncated one")
+        raise DatasetError(f"{path}: cannot read as .npz: not an .npz archive (a zip of .npy arrays){what}")
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -748,6 +751,21 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     except Exception as exc:  # zipfile, zlib and numpy raise several types for a damaged archive
         raise DatasetError(f"{path}: cannot read as .npz: damaged archive ({type(exc).__name__}: {exc})") from exc
     return arrays
+
+
+TEXT_SAMPLE_BYTES = 4096  # the first bytes of a file that tell text (a csv given as an npz) from binary data
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether ``head``, a file's first bytes, is UTF-8 text, as a csv is: no NUL byte, and nothing that is not
+    UTF-8 but a character ``head`` cut in two at its end."""
+    if b"\0" in head or not head.strip():
+        return False
+    try:
+        head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
 
 
 def _is_empty_zip(file) -> bool:
