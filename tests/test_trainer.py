@@ -636,6 +636,18 @@ def test_a_mistyped_component_or_dataset_name_is_told_the_name_meant(capsys, fla
     assert message in refused(capsys, "summary", *flags)
 
 
+@pytest.mark.parametrize("command", ["train", "summary", "evaluate"])
+def test_a_data_files_path_given_as_the_dataset_is_told_the_flags_that_read_it(capsys, command):
+    """--dataset wines.csv, the path where the dataset's kind belongs, was told "unknown dataset 'wines.csv':
+    choose one of mnist, fashion-mnist, wine-quality, csv, npz", with no word of --data-path."""
+    flags = ["--model", "mnist", "--registry", Path(__file__).resolve().parents[1] / "models"] \
+        if command == "evaluate" else []
+    assert refused(capsys, command, *flags, "--dataset", "data/wines.csv") == (
+        "unknown dataset 'data/wines.csv': to read a data file, give --dataset csv --data-path data/wines.csv")
+    assert refused(capsys, command, *flags, "--dataset", "blobs.NPZ") == (
+        "unknown dataset 'blobs.NPZ': to read a data file, give --dataset npz --data-path blobs.NPZ")
+
+
 def test_momentum_for_an_optimizer_without_it_is_refused():
     """It would be silently ignored by adam, adamw and sgd; given inside the optimizer's own spec,
     the message once sent the user to --momentum, which was then refused for that optimizer."""

@@ -195,6 +195,10 @@ def _quantity_way_out(training: str, model_task: str | None) -> str:
             "holds the classes it was trained on")
 
 
+# The suffixes of the data files a --dataset of a path meant, and the dataset that reads them.
+FILE_KINDS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npz": "npz"}
+
+
 def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Path | str | None = None,
                  variant: str | None = None, seed: int = 0, download: bool = True, progress: bool = True,
                  path: Path | str | None = None, target: str | None = None, task: str | None = None,
@@ -234,6 +238,9 @@ def load_dataset(name: str, *, data_dir: Path | str | None = None, cache_dir: Pa
         raise DatasetError(f"--image is for pictures in an npz; {name} is a known dataset, with its own preprocessing")
     if key not in DATASETS:
         known = [*DATASETS, "csv", "npz"]
+        if (kind := FILE_KINDS.get(Path(name).suffix.lower())) and path is None:  # a file's path given as the dataset
+            raise DatasetError(f"unknown dataset {name!r}: to read a data file, give --dataset {kind} --data-path "
+                               f"{name}")
         raise DatasetError(f"unknown dataset {name!r}{did_you_mean(key, known)}: choose one of {', '.join(known)}")
     _refuse_known_dataset_options(key, variant=variant, path=path, target=target, task=task, test_path=test_path)
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
