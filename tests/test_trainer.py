@@ -861,6 +861,23 @@ def test_config_values_are_checked_before_training(tmp_path, toml, message):
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize("toml, message", [
+    ('lr = "1e-3"', "lr: input should be a valid number, got '1e-3': write it without quotes, lr = 1e-3"),
+    ('batchnorm = "false"', "batchnorm: input should be a valid boolean, got 'false': write it without quotes, "
+                            "batchnorm = false"),
+    ('hidden = "256 128"', "hidden: input should be a valid list, got '256 128': write a list, hidden = [256, 128]"),
+    ("hidden = 64", "hidden: input should be a valid list, got 64: write a list, hidden = [64]"),
+    ('patience = "five"', "patience: input should be a valid integer, got 'five'"),
+    ('lr = "inf"', "lr: input should be a valid number, got 'inf'"),
+])
+def test_a_config_value_of_the_wrong_type_is_told_how_toml_writes_it(tmp_path, capsys, toml, message):
+    """A value copied into the file as the command line writes it, lr = "1e-3" or hidden = "256 128", was told
+    only that it "should be a valid number" (or list), not that the quotes make it text or how a list is written."""
+    config_file = tmp_path / "run.toml"
+    config_file.write_text(toml + "\n")
+    assert refused(capsys, "summary", "--config", config_file) == f"invalid config: {message}"
+
+
 def test_every_config_file_setting_has_a_flag_that_overrides_it(tmp_path):
     """Flags win over the file: a file's progress = false, or its hidden layers, could not be undone."""
     config_file = tmp_path / "run.toml"

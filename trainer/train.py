@@ -20,6 +20,7 @@ import stat
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Literal
@@ -190,10 +191,28 @@ def config_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["loc"]:
             key = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{key}: {message.lower()}, got {error['input']!r}")
+            hint = _toml_hint(key, error["input"], error["type"]) if len(error["loc"]) == 1 else ""
+            problems.append(f"{key}: {message.lower()}, got {error['input']!r}{hint}")
         else:
             problems.append(message)
     return "invalid config: " + "; ".join(problems)
+
+
+def _toml_hint(key: str, value, error_type: str) -> str:
+    """How TOML writes what a config key was given in another type, where that is plain: a number or true/false
+    in quotes (``lr = "1e-3"``, as a flag's value looks) without them, layer sizes as a list; '' otherwise."""
+    if error_type == "list_type" and isinstance(value, (str, int)) and not isinstance(value, bool):
+        sizes = str(value).replace(",", " ").split()
+        if all(size.isdigit() for size in sizes):
+            return f": write a list, {key} = [{', '.join(sizes)}]"
+    if isinstance(value, str):
+        try:
+            unquoted = tomllib.loads(f"value = {value.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            return ""
+        if not isinstance(unquoted, str) and not (isinstance(unquoted, float) and not math.isfinite(unquoted)):
+            return f": write it without quotes, {key} = {value.strip()}"
+    return ""
 
 
 @dataclass
