@@ -1035,6 +1035,26 @@ def test_a_picture_dropped_beside_the_pad_is_predicted(page, tmp_path):
     assert page.url.startswith("http://") and page.locator("#upload-preview").is_visible()
 
 
+def test_several_pictures_dropped_at_once_say_that_only_the_first_is_read(page, tmp_path):
+    """Three pictures dropped on the pad: the first was predicted and the other two were dropped without a word."""
+    pictures = []
+    for digit in (1, 0, 0):
+        pictures.append(tmp_path / f"{len(pictures)}-{digit}.png")
+        pictures[-1].write_bytes(render_user_digit(synthetic_digit(digit), "canvas_png"))
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    drop_on(page, "#pad", {"items": [], "files": [str(picture) for picture in pictures]})
+    wait_for_answer(page)
+    assert shown(page)["label"] == "1" and shown(page)["error"] == "" and len(posted) == 1
+    assert page.get_by_role("img", name="Uploaded picture: 0-1.png", exact=True).is_visible()
+    hint = page.locator("#pad-hint")
+    assert hint.inner_text() == "Read the first of 3 files; drop one picture at a time. Press Clear to draw instead."
+    assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
+    drop_on(page, "#pad", {"items": [], "files": [str(pictures[1])]})  # one at a time: nothing more to say
+    wait_for_answer(page, after=1)
+    assert shown(page)["label"] == "0" and hint.inner_text() == "Press Clear to draw instead."
+
+
 def test_a_picture_dragged_from_a_web_page_is_named_not_ignored(page):
     """A picture dragged from another tab comes as its address, not a file: nothing happened."""
     page.drag_and_drop("footer a", "#pad")  # a link of this page, let go by mistake: nothing to say

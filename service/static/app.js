@@ -72,6 +72,7 @@ const state = {
   awaitingList: false, // ... and, with something drawn or uploaded, the prediction is made then
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
+  uploadNote: "",      // what the pad says of the upload before UPLOAD_SHOWN (files dropped with it, unread)
   previewUrl: null,
   drawing: null,       // the pointerId drawing now
   last: null,          // last point of the stroke, canvas pixels
@@ -451,7 +452,8 @@ function fileFromDataUrl({ name, type, lastModified, data }) {
 
 // --------------------------------------------------------------------------- uploads
 
-function useUpload(file) {
+// ``count``: how many files came with it (a drop of several): only this one, the first, is read.
+function useUpload(file, count = 1) {
   if (!file) return;
   if (file.size === 0) {
     refuseUpload(`${file.name || "The pasted picture"} is empty (0 bytes): choose another picture.`);
@@ -466,7 +468,8 @@ function useUpload(file) {
   el.preview.alt = file.name ? `Uploaded picture: ${file.name}` : "Uploaded picture";
   el.preview.hidden = false;
   el.dropZone.classList.add("showing-upload");
-  el.hint.textContent = UPLOAD_SHOWN;
+  state.uploadNote = count > 1 ? `Read the first of ${count} files; drop one picture at a time. ` : "";
+  el.hint.textContent = state.uploadNote + UPLOAD_SHOWN;
   el.hint.hidden = false;
   saveUpload(file);
   inputChanged();
@@ -818,7 +821,7 @@ el.file.addEventListener("change", () => useUpload(el.file.files[0]));
 el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
   if (!state.upload) return;
   el.preview.hidden = true;
-  el.hint.textContent = `${state.upload.name || "The picture"}: no preview. ${UPLOAD_SHOWN}`;
+  el.hint.textContent = `${state.upload.name || "The picture"}: no preview. ${state.uploadNote}${UPLOAD_SHOWN}`;
   el.hint.hidden = false;
 });
 el.model.addEventListener("change", () => {
@@ -857,10 +860,11 @@ document.addEventListener("dragover", (event) => event.preventDefault());
 document.addEventListener("drop", (event) => {
   event.preventDefault();
   el.dropZone.classList.remove("dragging");
-  const file = event.dataTransfer?.files?.[0];
+  const files = event.dataTransfer?.files || [];
+  const file = files[0];
   if (file) {
     if (isFolder(event.dataTransfer)) refuseUpload(`${file.name} is a folder: drop one of the pictures in it instead.`);
-    else useUpload(file);
+    else useUpload(file, files.length);
     return;
   }
   if (draggedOnPage) return;  // a word or a link of this page, let go by mistake
