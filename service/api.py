@@ -411,13 +411,17 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     if query.top_k is not None and body_top_k is not None:
         raise InvalidInput("top_k is given twice, in the query string and in the body; give it once.")
     top_k = query.top_k if query.top_k is not None else body_top_k
+    if query.input_image and model.input_kind != "image":
+        raise InvalidInput(f"input_image=true shows the picture an image model reads, and model {model.name} reads "
+                           "numbers: leave input_image out.",
+                           details=[{"field": "input_image", "message": "not an image model"}])
     if kind == "images":
         result = svc.predictor.predict_images(model, payload, top_k=top_k)
     elif kind == "array":
         result = svc.predictor.predict_array(model, payload, top_k=top_k)
     else:
         result = svc.predictor.predict_vectors(model, payload, top_k=top_k)
-    response = current_app.response_class(result.to_json(), mimetype="application/json")
+    response = current_app.response_class(result.to_json(query.input_image), mimetype="application/json")
     svc.metrics.observe_prediction(result, started)
     return response
 

@@ -22,6 +22,9 @@ VERSION_PARAM = {"name": "version", "in": "path", "required": True, "description
 TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False,
                "description": "How many of the most probable classes to list (default 3; 0 leaves the list out).",
                "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}
+INPUT_IMAGE_PARAM = {"name": "input_image", "in": "query", "required": False,
+                     "description": schemas.PredictQuery.model_fields["input_image"].description,
+                     "schema": {"type": "boolean", "default": False}}
 PREDICT_BODY = {
     "required": True,
     "description": "An image, several images as a form, numbers as JSON, or a batch as a .npy array. "
@@ -78,7 +81,8 @@ PREDICT_HEADERS = {
 
 def _predict(path: str, summary: str, parameters: list) -> Operation:
     return Operation("post", path, summary, schemas.PredictResponse, PREDICT_ERRORS,
-                     parameters + [TOP_K_PARAM], PREDICT_BODY, tag="predict", response_headers=PREDICT_HEADERS)
+                     parameters + [TOP_K_PARAM, INPUT_IMAGE_PARAM], PREDICT_BODY, tag="predict",
+                     response_headers=PREDICT_HEADERS)
 
 
 OPERATIONS = [

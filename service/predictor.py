@@ -15,15 +15,18 @@ are ``service.errors`` / ``shared.errors`` exceptions carrying their HTTP status
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
+from PIL import Image
 
 from shared.forward import Model
-from shared.preprocess import arrays_to_batch, float32_within, images_to_batch, validate_vectors
+from shared.preprocess import arrays_to_batch, float32_within, images_to_batch, parse_image_spec, validate_vectors
 from shared.text import shortened
 
 from .config import Settings
@@ -51,6 +54,7 @@ class PredictionBatch:
     top_k: int
     forward_started: float = 0.0
     forward_seconds: float = 0.0
+    inputs: np.ndarray | None = None  # what the network read, (n, input_size): for ``input_images``
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -63,8 +67,12 @@ class PredictionBatch:
     def indices(self) -> np.ndarray:
         return self.outputs.argmax(axis=1)
 
-    def to_dicts(self) -> list[dict]:
-        """The predictions as Python objects (same content as ``to_json``)."""
+    def to_dicts(self, input_images: bool = False) -> list[dict]:
+        """The predictions as Python objects (same content as ``to_json``); ``input_images``: each with the
+        picture its image model read, as ``input_image``."""
+        if input_images:
+            return [{**row, "input_image": input_picture(self.model, vector)}
+                    for row, vector in zip(self.to_dicts(), self.inputs)]
         if not self.classification:
             # 9 significant digits read back as the float32 the model computed, as regression_rows writes it.
             return [{"value": float(f"{v:.9g}")} for v in self.outputs.tolist()]
@@ -78,17 +86,29 @@ class PredictionBatch:
             rows.append(row)
         return rows
 
-    def to_json(self) -> bytes:
+    def to_json(self, input_images: bool = False) -> bytes:
         """``{"model": {"name", "version"}, "predictions": [...]}`` as JSON bytes, built without a
-        Python object per row so large batches stay fast."""
-        if len(self) <= SMALL_BATCH_ROWS:
-            body = {"model": {"name": self.model.name, "version": self.model.version}, "predictions": self.to_dicts()}
+        Python object per row so large batches stay fast; ``input_images`` as ``to_dicts``."""
+        if len(self) <= SMALL_BATCH_ROWS or input_images:
+            body = {"model": {"name": self.model.name, "version": self.model.version},
+                    "predictions": self.to_dicts(input_images)}
             return orjson.dumps(body)
         if self.classification:
             rows = classification_rows(self.outputs, self.model.labels, self.top_k)
         else:
             rows = regression_rows(self.outputs)
         return prediction_response(self.model.name, self.model.version, rows)
+
+
+def input_picture(model: Model, vector: np.ndarray) -> str:
+    """An image model's input ``vector`` as the picture the network reads, dark on white as it was most
+    likely drawn: a data: URL of a PNG (a few hundred bytes for 28x28) that a browser shows whatever the
+    format the picture came in (a TIFF, which no browser shows)."""
+    (height, width), _ = parse_image_spec(model.preprocessing)
+    grey = np.round(255 * (1 - np.clip(vector, 0, 1))).astype(np.uint8).reshape(height, width)
+    encoded = io.BytesIO()
+    Image.fromarray(grey, "L").save(encoded, "PNG")
+    return "data:image/png;base64," + base64.b64encode(encoded.getvalue()).decode("ascii")
 
 
 def describe(model: Model) -> str:
@@ -275,7 +295,7 @@ class Predictor:
         if not np.isfinite(outputs).all():
             raise InvalidInput(f"The input drives {describe(model)} out of float32 range (the output is not finite); "
                                "check the scale of the values.", code="output_not_finite")
-        return PredictionBatch(model, outputs, self.top_k(model, top_k), started, seconds)
+        return PredictionBatch(model, outputs, self.top_k(model, top_k), started, seconds, batch)
 
     def top_k(self, model: Model, requested: int | None) -> int:
         if model.task != "classification":

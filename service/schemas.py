@@ -63,11 +63,23 @@ def whole_number_text(value):
     return value
 
 
+def truth_text(value):
+    """A query's true or false, in those words (pydantic's own refusal does not say which words it reads)."""
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false"):
+            raise ValueError(f"true or false is expected, not {value!r}")
+        return value.strip().lower() == "true"
+    return value
+
+
 class PredictQuery(Strict):
     # JSON bodies take integers only (PredictRequest).
     top_k: Annotated[int, BeforeValidator(whole_number_text)] = Field(
         None, ge=0, le=1000, description="How many of the most probable classes to list (default 3; 0 leaves the "
                                          "list out).")
+    input_image: Annotated[bool, BeforeValidator(truth_text)] = Field(
+        False, description="true: each prediction of an image model carries the picture the network read, as "
+                           "input_image (default false).")
 
 
 class PredictRequest(Strict):
@@ -125,15 +137,21 @@ class TopKEntry(BaseModel):
     probability: float
 
 
+INPUT_IMAGE = Field(None, description="With input_image=true in the query: the picture the network read (its input "
+                                     "field, dark on white), as a data: URL of a PNG.")
+
+
 class ClassPrediction(BaseModel):
     label: str
     index: int
     confidence: float
     top_k: list[TopKEntry] | None = None
+    input_image: str | None = INPUT_IMAGE
 
 
 class ValuePrediction(BaseModel):
     value: float
+    input_image: str | None = INPUT_IMAGE
 
 
 class PredictResponse(BaseModel):

@@ -1586,19 +1586,40 @@ def test_the_probabilities_heading_shows_only_over_bars(page):
     assert not heading.is_visible()
 
 
-def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path):
-    """Chromium shows no TIFF: the pad names the file instead, and a long name wraps."""
-    name = "SCAN" + "0123456789" * 5 + ".tiff"
-    scan = tmp_path / name
+def test_a_tiff_is_shown_as_the_model_reads_it(page, page_registry, tmp_path):
+    """Chromium shows no TIFF: a scan that was predicted correctly left the pad saying "no preview"."""
+    scan = tmp_path / "scan.tiff"
     scan.write_bytes(encode(paper(synthetic_digit(1)), "TIFF"))
     page.locator("#file").set_input_files(str(scan))
     wait_for_answer(page)
+    preview = page.get_by_role("img", name="Uploaded picture: scan.tiff, as the model reads it", exact=True)
+    preview.wait_for(state="visible")
+    screenshot(page, "browser-tiff")
+    assert preview.evaluate("img => img.complete && img.naturalWidth === 28 && img.naturalHeight === 28")
+    assert page.locator("#pad-hint").inner_text() == "scan.tiff, as the model reads it. Press Clear to draw instead."
+    assert shown(page)["label"] == "1" and shown(page)["error"] == ""
+    # What is shown is the network's input, dark ink on white: a stroke down the middle of the pad.
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(preview.get_attribute("src").split(",")[1]))))
+    preprocessing = load_model(Registry(page_registry[0]).model_path("mnist", page_registry[1])).preprocessing
+    read = image_to_vector(scan.read_bytes(), preprocessing).reshape(28, 28)
+    assert np.abs(pixels / 255 - (1 - read)).max() < 0.01
+    page.get_by_role("button", name="Clear").click()
+    assert not preview.is_visible() and page.locator("#pad-hint").inner_text() == "Draw here, or drop a picture"
+
+
+def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path):
+    """A picture the page cannot show, nor the service read: the pad names the file instead, and a long name
+    wraps."""
+    name = "SCAN" + "0123456789" * 5 + ".txt"
+    notes = tmp_path / name
+    notes.write_text("not a picture")
+    page.locator("#file").set_input_files(str(notes))
+    page.get_by_role("alert").wait_for(state="visible")
     hint = page.locator("#pad-hint")
     hint.wait_for(state="visible")
     assert hint.inner_text() == f"{name}: no preview. Press Clear to draw instead."
     assert hint.evaluate("hint => hint.scrollWidth <= hint.clientWidth")  # nothing cut off
     assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
-    assert shown(page)["label"] == "1"
 
 
 def test_a_long_name_in_an_alert_or_a_note_wraps_inside_it_on_a_phone(browser, service, tmp_path):

@@ -146,6 +146,34 @@ def test_multipart_with_several_files_and_top_k(client):
     assert len(predictions) == 2 and all(len(p["top_k"]) == 5 for p in predictions)
 
 
+def test_input_image_shows_each_picture_as_the_network_read_it(client):
+    """A TIFF, which no browser shows, could be predicted but not seen: the answer can carry what was read."""
+    from shared.preprocess import image_to_vector
+
+    pictures = [encode(paper(synthetic_digit(1)), "TIFF"), encode(paper(synthetic_digit(0)), "PNG")]
+    files = [(io.BytesIO(data), f"{i}.img") for i, data in enumerate(pictures)]
+    response = client.post("/predict?input_image=true&top_k=0", data={"file": files},
+                           content_type="multipart/form-data")
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert_schema(schemas.PredictResponse, body)
+    preprocessing = client.get("/models/mnist").get_json()["manifest"]["input"]["preprocessing"]
+    for prediction, data in zip(body["predictions"], pictures):
+        assert prediction["label"] == "7" and "top_k" not in prediction
+        prefix, encoded = prediction["input_image"].split(",")
+        assert prefix == "data:image/png;base64" and len(encoded) < 2000  # a few hundred bytes
+        shown = Image.open(io.BytesIO(base64.b64decode(encoded)))
+        assert shown.size == (28, 28) and shown.mode == "L"
+        read = image_to_vector(data, preprocessing).reshape(28, 28)
+        assert np.abs(np.asarray(shown) / 255 - (1 - read)).max() <= 0.5 / 255 + 1e-6  # dark ink on white
+    plain = client.post("/predict?input_image=false", data=pictures[0], content_type="image/tiff").get_json()
+    assert "input_image" not in plain["predictions"][0]
+    assert_error(client.post("/predict?input_image=yes", data=pictures[0], content_type="image/tiff"),
+                 422, "invalid_input", "true or false is expected, not 'yes'")
+    assert_error(client.post("/models/iris/predict?input_image=true", json={"inputs": [0.5] * 4}),
+                 422, "invalid_input", "model iris reads numbers: leave input_image out")
+
+
 def test_the_images_of_one_request_share_a_pixel_budget(registry):
     """Each image may be within the per-image limit while together they would take a core for
     minutes to decode (a few kB of PNG declare millions of blank pixels)."""

@@ -476,6 +476,25 @@ function useUpload(file, count = 1) {
   if (el.auto.checked) predict();
 }
 
+// A picture the browser cannot show (a TIFF) is shown as the service reads it: its answer can carry the
+// model's input field as a PNG. Asked for only then, so that other pictures are not sent twice.
+async function showWhatWasRead(file) {
+  const name = el.model.value;
+  if (!name) return;
+  try {
+    const { response, body: answer } = await postInput(name, "top_k=0&input_image=true");
+    const picture = answer?.predictions?.[0]?.input_image;
+    if (!response.ok || !picture?.startsWith("data:image/png") || state.upload !== file) return;
+    el.preview.src = picture;
+    el.preview.alt = `Uploaded picture: ${file.name || "pasted"}, as the model reads it`;
+    el.preview.classList.add("as-read");
+    el.preview.hidden = false;
+    el.hint.textContent = `${file.name || "The picture"}, as the model reads it. ${state.uploadNote}${UPLOAD_SHOWN}`;
+  } catch (err) {
+    // not read (a file that is not a picture, a service gone): the pad keeps saying there is no preview
+  }
+}
+
 // Nothing to read: say so here, and keep what the pad shows now.
 function refuseUpload(message) {
   el.file.value = "";
@@ -503,6 +522,7 @@ function dropUpload() {
   state.previewUrl = null;
   el.preview.hidden = true;
   el.preview.removeAttribute("src");
+  el.preview.classList.remove("as-read");
   el.dropZone.classList.remove("showing-upload");
   el.file.value = "";
   keep(SAVED_UPLOAD, null);
@@ -540,6 +560,16 @@ async function requestBody() {
   return { body: drawing, type: "image/png", size: drawing.size };
 }
 
+// POST what the pad shows to the model ``name``'s predict, with ``query``: fetchJson's answer.
+async function postInput(name, query, controller) {
+  const { body, type, size } = await requestBody();
+  const headers = { Accept: "application/json" };
+  if (type) headers["Content-Type"] = type;
+  const limitMs = REQUEST_TIME_LIMIT_MS + (1000 * size) / SLOW_UPLINK_BYTES_PER_S;
+  return fetchJson(`models/${encodeURIComponent(name)}/predict?${query}`, { method: "POST", headers, body },
+    controller, limitMs);
+}
+
 async function predict() {
   clearTimeout(state.timer);
   if (!el.model.value) {  // drawn before the model list arrived, or while it could not be had: look now
@@ -569,12 +599,7 @@ async function predict() {
   setBusy(true);
   const started = performance.now();
   try {
-    const { body, type, size } = await requestBody();
-    const headers = { Accept: "application/json" };
-    if (type) headers["Content-Type"] = type;
-    const limitMs = REQUEST_TIME_LIMIT_MS + (1000 * size) / SLOW_UPLINK_BYTES_PER_S;
-    const { response, body: answer } = await fetchJson(`models/${encodeURIComponent(name)}/predict?top_k=${TOP_K}`,
-      { method: "POST", headers, body }, controller, limitMs);
+    const { response, body: answer } = await postInput(name, `top_k=${TOP_K}`, controller);
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer), answer?.code);
@@ -819,10 +844,11 @@ el.predict.addEventListener("click", () => {
 el.clear.addEventListener("click", resetAll);
 el.file.addEventListener("change", () => useUpload(el.file.files[0]));
 el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
-  if (!state.upload) return;
+  if (!state.upload || el.preview.src !== state.previewUrl) return;
   el.preview.hidden = true;
   el.hint.textContent = `${state.upload.name || "The picture"}: no preview. ${state.uploadNote}${UPLOAD_SHOWN}`;
   el.hint.hidden = false;
+  showWhatWasRead(state.upload);
 });
 el.model.addEventListener("change", () => {
   state.requested = el.model.value;
