@@ -58,6 +58,16 @@ def blobs_npz(tmp_path):
     return path
 
 
+@pytest.fixture
+def own_tmpdir(tmp_path_factory, monkeypatch) -> Path:
+    """A temporary directory of the test's own ($TMPDIR, here and in the trainers it starts), where a run
+    stopped before its model is saved keeps its epochs' metrics."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 def run_cli(*args) -> int:
     return cli.main([str(a) for a in args])
 
@@ -938,7 +948,7 @@ def test_a_run_without_matplotlib_is_refused_before_training(tmp_path, blobs_npz
     assert "epoch 1/" not in captured.out and not (tmp_path / "out").exists()
 
 
-def test_sigterm_while_publishing_removes_the_temporary_version(tmp_path, blobs_npz, monkeypatch, capsys):
+def test_sigterm_while_publishing_removes_the_temporary_version(tmp_path, blobs_npz, monkeypatch, capsys, own_tmpdir):
     """``docker stop`` sends SIGTERM: like Ctrl-C it must unwind through the publisher's clean-up."""
     registry = tmp_path / "models"
     write_version = train.write_version
@@ -1462,7 +1472,7 @@ def test_an_output_folder_reused_holds_only_the_new_runs_files(tmp_path, blobs_n
 
 
 def test_a_run_stopped_while_writing_its_output_leaves_the_folder_as_it_was(tmp_path, blobs_npz, wine_csv,
-                                                                            monkeypatch, capsys):
+                                                                            monkeypatch, capsys, own_tmpdir):
     """SIGTERM while the files are written: the earlier run's files stay whole and alone, not
     a new model.npz beside the old plots, and no temporary folder remains."""
     out = tmp_path / "out"
@@ -2207,13 +2217,15 @@ def pipe_without_reader():
 
 
 def signal_on_import(module: str, signum: int) -> str:
-    """sitecustomize code by which a Python sends itself ``signum`` as ``module`` begins to import."""
+    """sitecustomize code by which a Python sends itself ``signum`` as ``module`` first begins to import (once,
+    as a key is pressed once: importing it again, as a stopped run drawing its curves does, goes on)."""
     return f"""
 import os, sys
 
 class Signal:
     def find_spec(self, name, path=None, target=None):
         if name == {module!r}:
+            sys.meta_path.remove(self)
             os.kill(os.getpid(), {int(signum)})
 
 sys.meta_path.insert(0, Signal())
@@ -2229,7 +2241,7 @@ SIGTERM_WHILE_PUBLISHING = signal_on_import("matplotlib.pyplot", signal.SIGTERM)
     ([], SIGTERM_WHILE_PUBLISHING, 128 + signal.SIGTERM, []),  # terminated: nothing was published
 ], ids=["published", "error", "terminated while publishing"])
 def test_a_stderr_reader_that_leaves_early_does_not_change_the_runs_status(tmp_path, blobs_npz, flags, site,
-                                                                          status, versions):
+                                                                          status, versions, own_tmpdir):
     """``python -m trainer train ... --publish 2>&1 | head -1``: the error, or 'terminated', written to
     stderr after the reader had gone raised BrokenPipeError, and the run exited 1 with a traceback
     instead of its own status. Here the reader of stdout and stderr has left before the run writes."""
@@ -2340,7 +2352,8 @@ sys.meta_path.insert(0, Signal())
 
 
 @pytest.mark.parametrize("module", ["trainer.train", "matplotlib.pyplot"], ids=["loading", "publishing"])
-def test_a_ctrl_c_a_library_swallowed_still_stops_the_run_before_it_publishes(tmp_path, blobs_npz, module):
+def test_a_ctrl_c_a_library_swallowed_still_stops_the_run_before_it_publishes(tmp_path, blobs_npz, module,
+                                                                              own_tmpdir):
     """A Ctrl-C landing while a C extension initialises comes out as an ImportError, which a library's
     optional import ignores: the run went on and published a version, which the service swapped to."""
     registry = tmp_path / "models"
@@ -2390,6 +2403,35 @@ def test_a_run_stopped_during_training_keeps_its_finished_epochs_metrics_and_cur
     assert sorted(os.listdir(folder)) == ["learning_curves.png", "metrics.jsonl"]
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [(line["event"], line["epoch"]) for line in lines] == [("epoch", epoch) for epoch in range(1, epochs + 1)]
+    assert (folder / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("signum, what, destination, unsaved", [
+    (signal.SIGINT, "interrupted", ["--publish", "--registry", "models"], "nothing was published"),
+    (signal.SIGTERM, "terminated", ["--output", "out"], "no model was saved"),
+], ids=["ctrl-c while publishing", "sigterm while saving to a folder"])
+def test_a_run_stopped_while_its_model_is_written_keeps_its_epochs_metrics_and_curves(tmp_path, blobs_npz, signum, what,
+                                                                                      destination, unsaved, own_tmpdir):
+    """Ctrl-C or SIGTERM after the last epoch, as the model is scored and written (here as the plots
+    begin to load), said only 'interrupted' and kept none of the epochs' metrics, which a stop during the
+    training keeps: a long run stopped at its very end lost them all. It keeps them as that stop does."""
+    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 3,
+                         "--no-progress", *destination, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=with_sitecustomize(tmp_path, signal_on_import("matplotlib.pyplot", signum)),
+                         preexec_fn=ctrl_c_at_its_default) as process:
+        try:
+            out, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    assert process.returncode == 128 + signum, err
+    assert "epoch 3/3" in out
+    (folder,) = own_tmpdir.iterdir()
+    assert err == (f"{what}: {unsaved}; metrics.jsonl and learning_curves.png of the 3 finished epochs are kept in "
+                   f"{folder}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([blobs_npz.name, "site"])  # no model, no folder
+    assert sorted(os.listdir(folder)) == ["learning_curves.png", "metrics.jsonl"]
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["event"], line["epoch"]) for line in lines] == [("epoch", 1), ("epoch", 2), ("epoch", 3)]
     assert (folder / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -2609,9 +2651,9 @@ def test_a_command_that_publishes_nothing_does_not_say_nothing_was_published(blo
 
 @pytest.mark.parametrize("destination", [["--output", "runs/first"], ["--publish", "--registry", "models"]],
                          ids=["output", "publish"])
-def test_a_stopped_run_leaves_no_folder_it_made(tmp_path, blobs_npz, monkeypatch, capsys, destination):
+def test_a_stopped_run_leaves_no_folder_it_made(tmp_path, blobs_npz, monkeypatch, capsys, destination, own_tmpdir):
     """SIGTERM while the files are written left the --output folder, or the registry's folder for the
-    model, made for them and empty."""
+    model, made for them and empty. Only the epochs' metrics are kept, in the temporary directory."""
     monkeypatch.chdir(tmp_path)
 
     def terminated(*args, **kwargs):
@@ -2620,8 +2662,10 @@ def test_a_stopped_run_leaves_no_folder_it_made(tmp_path, blobs_npz, monkeypatch
     monkeypatch.setattr(train.report, "plot_learning_curves", terminated)
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--epochs", 1, "--no-progress",
                    *destination) == 128 + signal.SIGTERM
-    assert capsys.readouterr().err == ("terminated: nothing was published\n" if "--publish" in destination
-                                       else "terminated\n")
+    (kept,) = own_tmpdir.iterdir()
+    unsaved = "nothing was published" if "--publish" in destination else "no model was saved"
+    kept_line = f"metrics.jsonl of the 1 finished epoch is kept in {kept}"  # its plot, stopped too, is not
+    assert capsys.readouterr().err == f"terminated: {unsaved}; {kept_line}\n"
     assert list(tmp_path.iterdir()) == [blobs_npz]
 
 

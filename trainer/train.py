@@ -1032,13 +1032,22 @@ def searched_epochs(history: list[dict]) -> list[dict]:
     return [row for row in history if not row.get("refit")]
 
 
+@dataclass
+class EpochsKept:
+    """What ``kept_if_stopped`` yields: ``record(row)`` adds a finished epoch's line, and ``saved()`` says
+    the model is in place (written or published), so that a stop from then on keeps nothing."""
+    record: Callable[[dict], None]
+    saved: Callable[[], None]
+
+
 @contextlib.contextmanager
 def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], None], log=print):
-    """Around the training: yields ``record(row)``, which adds each finished epoch's line to the
-    metrics.jsonl of a new temporary folder. Training stopped by Ctrl-C or SIGTERM (which are not
-    Exceptions) saves no model, and the folder is kept with the learning curves of those epochs:
-    ``on_kept(folder, rows, files)`` says what it holds. Otherwise it is removed: the files of a
-    run that trained go where its model goes, and a run that failed leaves no folder behind.
+    """Around the training and the saving of its model: yields ``EpochsKept``, whose ``record(row)`` adds
+    each finished epoch's line to the metrics.jsonl of a new temporary folder. A run stopped by Ctrl-C
+    or SIGTERM (which are not Exceptions) before its model is saved, during the training or while the
+    model is scored and written, keeps that folder with the learning curves of those epochs:
+    ``on_kept(folder, rows, files)`` says what it holds. Otherwise it is removed: the files of a run
+    that saved its model go where the model goes, and a run that failed leaves no folder behind.
     Keeping them is a courtesy, not the run's work: a temporary directory that is full or cannot be
     written to gets a note and no more lines, and the training goes on."""
     rows: list[dict] = []
@@ -1069,7 +1078,7 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
             discard()
 
     try:
-        yield record
+        yield EpochsKept(record, discard)
     except Exception:
         discard()
         raise
@@ -1137,10 +1146,11 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
         registry: str | Path | None = None, new_interface: bool = False) -> dict:
     """Train, export, score and save (``output_dir``, which must not be a version folder of
     ``registry`` or of any other registry) or publish (``publish_to`` registry; then
-    ``on_published(name, version)`` as ``Registry.publish`` calls it). Training stopped by Ctrl-C or
-    SIGTERM saves nothing, but keeps the metrics and plot of its finished epochs (``kept_if_stopped``,
-    which calls ``on_kept``). A model whose interface differs from the latest published version's
-    is refused before training, unless ``new_interface`` (``trainer.interface``)."""
+    ``on_published(name, version)`` as ``Registry.publish`` calls it). A run stopped by Ctrl-C or SIGTERM
+    before its model is saved (training, or scoring and writing it) saves nothing, but keeps the metrics
+    and plot of its finished epochs (``kept_if_stopped``, which calls ``on_kept``). A model whose interface
+    differs from the latest published version's is refused before training, unless ``new_interface``
+    (``trainer.interface``)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
@@ -1159,34 +1169,38 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
     else:
         check_space(Path(output_dir or tempfile.gettempdir()), network, "write the model")
     log(network.summary(batch_rows(config, len(prepared.x_train))))
-    with kept_if_stopped(name, on_kept, log) as record:
+    with kept_if_stopped(name, on_kept, log) as epochs:
         history = fit(network, build_optimizer(config), build_schedule(config), prepared, config, log=log,
-                      on_epoch=record)
+                      on_epoch=epochs.record)
         if config.refit and prepared.x_val is not None:
             del network  # the refit trains a new one: both at once would take twice the memory checked for
-            network, history = refit(config, prepared, history, log, on_epoch=record)
-    layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
-    manifest = make_manifest(name, config, prepared, history, layers, command)
-    result = {"name": name}
-    if publish_to:
-        def build(folder: Path, version: int) -> None:
-            if not new_interface:  # a version published while this one trained
-                check_interface(Registry(publish_to), name, interface(manifest), f"a model of {dataset.name}")
-            result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
-            stop_if_interrupted()  # a Ctrl-C a library swallowed, in the run or in writing it: nothing is published
+            network, history = refit(config, prepared, history, log, on_epoch=epochs.record)
+        layers, arrays = network.export(fold_batchnorm=config.fold_batchnorm)
+        manifest = make_manifest(name, config, prepared, history, layers, command)
+        result = {"name": name}
+        if publish_to:
+            def build(folder: Path, version: int) -> None:
+                if not new_interface:  # a version published while this one trained
+                    check_interface(Registry(publish_to), name, interface(manifest), f"a model of {dataset.name}")
+                result["metrics"] = write_version(folder, version, arrays, manifest, prepared, history)
+                stop_if_interrupted()  # a Ctrl-C a library swallowed, in the run or in writing it: nothing is published
 
-        try:
-            result["version"] = Registry(publish_to).publish(name, build, functools.partial(on_published, name))
-        except (RegistryError, OSError) as e:  # a disk that filled during the training, say: keep what it trained
-            reason = e if isinstance(e, RegistryError) else f"cannot publish {name} into {publish_to}: {e}"
-            kept = keep_unpublished(name, publish_to, arrays, manifest, prepared, history, new_interface)
-            raise RegistryError(f"{reason}; {kept}") from None
-        result["path"] = str(Path(publish_to) / name / str(result["version"]))
-    else:
-        folder = Path(output_dir) if output_dir else temporary_folder(name)
-        with removed_if_left_empty([] if output_dir else [folder]):  # the temporary folder made here
-            result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
-        result["path"] = str(folder)
+            def published(version: int) -> None:
+                epochs.saved()
+                on_published(name, version)
+
+            try:
+                result["version"] = Registry(publish_to).publish(name, build, published)
+            except (RegistryError, OSError) as e:  # a disk that filled during the training, say: keep what it trained
+                reason = e if isinstance(e, RegistryError) else f"cannot publish {name} into {publish_to}: {e}"
+                kept = keep_unpublished(name, publish_to, arrays, manifest, prepared, history, new_interface)
+                raise RegistryError(f"{reason}; {kept}") from None
+            result["path"] = str(Path(publish_to) / name / str(result["version"]))
+        else:
+            folder = Path(output_dir) if output_dir else temporary_folder(name)
+            with removed_if_left_empty([] if output_dir else [folder]):  # the temporary folder made here
+                result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
+            result["path"] = str(folder)
     result["history"] = history
     _report_saved(result, name, prepared, arrays, log)
     return result
