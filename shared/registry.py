@@ -172,6 +172,15 @@ def try_writing(folder: Path) -> tuple[Path, OSError | None]:
     return existing, None
 
 
+def unwritable(folder: Path, error: OSError) -> str:
+    """In words, why ``try_writing`` could make no file in ``folder``, which exists."""
+    if error.errno == errno.ENOENT:  # "No such file or directory" of a folder that is there: /proc, /sys
+        return f"no file or folder can be made in {folder}: it is a file system the kernel makes up, not storage"
+    if error.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system"
+    return f"{folder} is not writable by uid {os.getuid()} ({error.strerror or error})"
+
+
 class Registry:
     """A registry folder. Every method reads the disk afresh: nothing is cached here.
 
@@ -345,13 +354,13 @@ class Registry:
         if not existing.is_dir():  # a file where a folder on the way would go: no write access would help
             raise RegistryError(f"cannot publish into {self.root}: {existing} is not a folder")
         if error is not None:
-            # A folder another user owns (a registry made on the host, published into from a container).
-            advice = ""
             if error.errno in (errno.EACCES, errno.EPERM):
+                # A folder another user owns (a registry made on the host, published into from a container).
                 advice = (f"; give uid {os.getuid()} write access to it, or publish as its owner (with Docker: "
                           "SCRATCHNET_UID and SCRATCHNET_GID, docs/docker.md)")
-            raise RegistryError(f"cannot publish {name} into {self.root}: {existing} is not writable by uid "
-                                f"{os.getuid()} ({error.strerror or error}){advice}")
+            else:
+                advice = "; choose a registry folder on a disk you can write to (--registry, or $SCRATCHNET_REGISTRY)"
+            raise RegistryError(f"cannot publish {name} into {self.root}: {unwritable(existing, error)}{advice}")
         self.highest_published(name)  # a damaged record is refused now, not after training
 
     def publish(self, name: str, build: Callable[[Path, int], None],

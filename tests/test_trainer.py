@@ -934,7 +934,9 @@ def test_where_to_publish_is_checked_before_training(tmp_path, blobs_npz, capsys
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
                    "--publish", "--registry", "/proc/scratchnet-models") == 2
     captured = capsys.readouterr()
-    assert "cannot publish blobs into /proc/scratchnet-models: /proc is not writable" in captured.err
+    assert captured.err == ("error: cannot publish blobs into /proc/scratchnet-models: no file or folder can be "
+                            "made in /proc: it is a file system the kernel makes up, not storage; choose a registry "
+                            "folder on a disk you can write to (--registry, or $SCRATCHNET_REGISTRY)\n")
     assert "epoch 1/" not in captured.out
 
 
@@ -1490,10 +1492,14 @@ def test_a_run_stopped_while_writing_its_output_leaves_the_folder_as_it_was(tmp_
 
 
 def test_an_output_folder_that_cannot_be_made_is_refused_before_training(tmp_path, blobs_npz, capsys):
+    """A folder in /proc was "not writable (No such file or directory)", the kernel's word for a file system
+    that takes no new files, which named neither what is wrong nor what to do."""
     assert run_cli("train", "--dataset", "npz", "--data-path", blobs_npz, "--no-progress",
                    "--output", "/proc/scratchnet-out") == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: cannot write the model into /proc/scratchnet-out: /proc is not writable")
+    assert captured.err == ("error: cannot write the model into /proc/scratchnet-out: no file or folder can be "
+                            "made in /proc: it is a file system the kernel makes up, not storage; choose a folder on a "
+                            "disk you can write to (--output), such as one in your working or home folder\n")
     assert "epoch 1/" not in captured.out
 
 

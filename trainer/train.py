@@ -33,7 +33,8 @@ from shared.errors import ModelFileError
 from shared.forward import Model, output_scaling, standardize
 from shared.model_file import MANIFEST_KEY, load_model, parameters_sha256, read_manifest, save_model
 from shared.registry import (HIGHEST_FILE, MODEL_FILE, SERVING_FILE, VERSION_PATTERN, Registry, RegistryError,
-                             check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing)
+                             check_name, missing_folders, nearest_existing, removed_if_left_empty, try_writing,
+                             unwritable)
 from shared.text import closest, counted
 
 from . import memory, report
@@ -902,8 +903,8 @@ def check_output_folder(folder: Path, registry: str | Path | None = None) -> Non
     if not existing.is_dir():
         raise ValueError(f"cannot write the model into {folder}: {existing} is not a folder")
     if error is not None:
-        raise ValueError(f"cannot write the model into {folder}: {existing} is not writable "
-                         f"({error.strerror or error})")
+        raise ValueError(f"cannot write the model into {folder}: {unwritable(existing, error)}; choose a folder on a "
+                         "disk you can write to (--output), such as one in your working or home folder")
 
 
 def _registry_version_of(folder: Path, registry: Path | None) -> Path | None:
