@@ -1614,6 +1614,25 @@ def animals_model(tmp_path):
     return registry
 
 
+@pytest.mark.parametrize("trained, scored", [("csv", "CSV"), ("CSV", "csv")])
+def test_evaluate_on_a_csv_takes_a_classifiers_target_from_its_training_however_csv_is_spelt(tmp_path, capsys,
+                                                                                            trained, scored):
+    """A classifier trained on a csv records its target column with its training's settings, and evaluate on
+    another csv takes it from there; but only when --dataset was spelt as at training: `--dataset CSV` on
+    one side and `csv` on the other, both read as a csv, was told to name the column to predict (--target)."""
+    registry = tmp_path / "models"
+    data = write_animals_csv(tmp_path / "animals.csv", ["ant", "bee", "cat"])
+    assert run_cli("train", "--dataset", trained, "--data-path", data, "--target", "kind", "--task",
+                   "classification", "--epochs", 5, "--no-progress", "--publish", "--registry", registry) == 0
+    new = write_animals_csv(tmp_path / "new.csv", ["ant", "bee", "cat"], seed=1)
+    evaluate = ["evaluate", "--registry", registry, "--model", "animals", "--dataset", scored, "--data-path", new]
+    capsys.readouterr()
+    assert run_cli(*evaluate, "--target", "kind") == 0
+    told = capsys.readouterr().out
+    assert run_cli(*evaluate) == 0
+    assert capsys.readouterr().out == told
+
+
 def test_a_csv_named_like_a_known_dataset_is_not_taken_for_it(tmp_path, animals_model, capsys):
     """A file's classes that are none of the model's are scored by index with a note, whatever the
     file is called: only the known datasets themselves are refused for it."""

@@ -450,8 +450,9 @@ def cmd_evaluate(args) -> int:
     dataset_name = args.dataset or trained_on
     if not dataset_name:
         raise CommandError(f"{what} does not record the dataset it was trained on: name one with --dataset")
-    # The data options recorded with the model describe its own dataset, not another one.
-    recorded = config if dataset_name == trained_on else {}
+    # The data options recorded with the model describe its own dataset, not another one: as named in any case
+    # or by an alias (a classifier trained with --dataset CSV records its target column for --dataset csv).
+    recorded = config if dataset_key(dataset_name) == dataset_key(trained_on) else {}
     path = args.data_path or recorded.get("data_path")
     key = dataset_key(dataset_name, path)
     if not args.dataset and key not in (*DATASETS, "csv", "npz"):
