@@ -38,7 +38,7 @@ from .budget import is_large
 from .context import service
 from .errors import (BadRequest, Conflict, Forbidden, InvalidInput, NotFound, NotImplementedHere, NotReady,
                      PayloadTooLarge, Unauthorized, UnsupportedMediaType, access_advice, as_service_error,
-                     describe_validation_error, error_response)
+                     describe_validation_error, error_response, fewer_vectors)
 from .fastbody import numpy_buffer, read_from_socket
 from .inputs import decode_base64_image, read_form, read_npy
 from .schemas import LabelRequest, PredictQuery, PredictRequest
@@ -274,17 +274,19 @@ def _hold_large_turn(amount: int, limit: int) -> None:
         g.large_turn = service().large_parses.take_turn()
 
 
-def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:
+def admit_json_numbers(body: bytes, other_commas: int, vector_length: int, noun: str = "vector") -> None:
     """Before parsing a JSON body, once it is read: refuse one that the value limit would refuse
     after parsing, and wait for its turn among large parses (service.budget) if it is one.
     Parsing costs ~33 bytes of Python objects per number, and twice that or more per array or object.
     Counting commas is cheap: N numbers are separated by N - 1 of them, and the request's other members
-    add at most ``other_commas``; so is counting the brackets and braces that open arrays and objects."""
+    add at most ``other_commas``; so is counting the brackets and braces that open arrays and objects.
+    ``vector_length`` (the model's) and ``noun`` (what the request calls a vector) say what a refused one sends."""
     settings = service().settings
     limit = settings.max_vector_values
     commas = body.count(b",")
     if commas >= limit + other_commas:
-        raise PayloadTooLarge(f"The JSON body holds more than {limit} numbers, the limit per request; {advice}.",
+        raise PayloadTooLarge(f"The JSON body holds more than {limit} numbers, the limit per request; "
+                              f"{fewer_vectors(settings, vector_length, noun)}.",
                               code="too_many_values")
     # Arrays nested around little or nothing ([[[[]]]] ...) hold no commas: 59 MiB of them took 3 GB to parse.
     braces = body.count(b"{")
@@ -305,8 +307,8 @@ def admit_json_numbers(body: bytes, other_commas: int, advice: str) -> None:
 # prediction ----------------------------------------------------------------------------------
 
 
-def read_inputs() -> tuple[str, object, int | None]:
-    """``(kind, payload, top_k from the body)`` from the request: kind is ``images`` (list of
+def read_inputs(model: Model) -> tuple[str, object, int | None]:
+    """``(kind, payload, top_k from the body)`` from the request for ``model``: kind is ``images`` (list of
     bytes), ``vectors`` (nested lists) or ``array`` (an ndarray from a .npy body)."""
     mimetype = request.mimetype
     settings = service().settings
@@ -317,7 +319,7 @@ def read_inputs() -> tuple[str, object, int | None]:
             raise BadRequest(f"The body is a {sent_as} image, not JSON: send it as it is with Content-Type: "
                              f'image/{sent_as.lower()}, or base64 in {{"images": ["<base64>"]}}.',
                              code="malformed_json")
-        admit_json_numbers(raw, len(PredictRequest.model_fields) - 1, "send large batches as application/x-npy")
+        admit_json_numbers(raw, len(PredictRequest.model_fields) - 1, model.input_size)
         payload = parse_json(raw)
         if not isinstance(payload, dict):
             raise InvalidInput('The JSON body must be an object: {"inputs": [...]} or {"images": ["<base64>"]}.')
@@ -334,7 +336,7 @@ def read_inputs() -> tuple[str, object, int | None]:
         body = read_body(array=True)
         if not body:
             raise BadRequest("The body is empty; send an array as numpy.save writes it.", code="empty_body")
-        return "array", read_npy(body, max_values=settings.max_vector_values), None
+        return "array", read_npy(body, settings), None
     if mimetype == "multipart/form-data":
         return read_multipart()
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
@@ -342,7 +344,7 @@ def read_inputs() -> tuple[str, object, int | None]:
         if not body:
             raise BadRequest("The body is empty; send the image's bytes.", code="empty_body")
         if body[:6] == NPY_MAGIC:
-            return "array", read_npy(body, max_values=settings.max_vector_values), None
+            return "array", read_npy(body, settings), None
         return "images", [bytes(body)], None
     # curl --data-binary @digit.png without -H sends application/x-www-form-urlencoded, other clients no type:
     # their body is read to say what to send it as. Any other type is refused from the headers alone.
@@ -405,7 +407,7 @@ def predict(name: str | None = None, *, version: int | None = None, label: str |
     g.inference = True  # a refusal once the model is chosen counts in its statistics (service.metrics)
     model = resolve(name, version, label)  # first: a refusal below names the version, as every refusal does
     query = validate(PredictQuery, query_params(), "the query string") if request.query_string else NO_QUERY
-    kind, payload, body_top_k = read_inputs()
+    kind, payload, body_top_k = read_inputs(model)
     # After the body is in: the inference histogram measures the service's work, not the client's upload.
     started = time.perf_counter()
     if query.top_k is not None and body_top_k is not None:

@@ -164,6 +164,13 @@ def send_less(mimetype: str) -> str:
     return "send fewer inputs in one request, splitting the batch across requests"
 
 
+def fewer_vectors(settings, vector_length: int, noun: str = "vector") -> str:
+    """What a client does about a batch of more numbers than one request may hold (``settings``: the service's
+    limits): requests of as many vectors as both limits allow (V1 calls its vectors instances)."""
+    most = max(1, min(settings.max_batch, settings.max_vector_values // vector_length))
+    return f"split the batch into requests of at most {counted(most, noun)}"
+
+
 def error_body(message: str, code: str, details: list | None = None) -> dict:
     return {"error": message, "code": code, "details": details or []}
 

@@ -20,7 +20,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from shared.preprocess import format_by_signature
 
-from .errors import BadRequest, InvalidInput, PayloadTooLarge
+from .errors import BadRequest, InvalidInput, PayloadTooLarge, fewer_vectors
 
 NPY_HEADER_LIMIT = 10_000
 # What str.split() splits on (no character above U+3000 is whitespace), which base64 text may hold: line breaks
@@ -37,11 +37,11 @@ NPY_HEADER_READERS = {(1, 0): ("<H", np.lib.format.read_array_header_1_0),
                       (2, 0): ("<I", np.lib.format.read_array_header_2_0)}
 
 
-def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
+def read_npy(body: bytes, settings) -> np.ndarray:
     """A ``.npy`` file's bytes -> its array, without copying the data (``allow_pickle`` never).
 
-    The header is checked first: object arrays are refused and ``max_values`` is enforced
-    before any data is touched."""
+    The header is checked first: object arrays are refused and ``settings.max_vector_values`` is
+    enforced before any data is touched."""
     # The header comes first and is short; BytesIO would copy a bytearray body whole (30 MB).
     stream = io.BytesIO(bytes(memoryview(body)[:NPY_HEADER_LIMIT + 16]))
     try:
@@ -75,8 +75,9 @@ def read_npy(body: bytes, *, max_values: int) -> np.ndarray:
         raise InvalidInput(f"The .npy array holds {dtype}; send real numbers (float32 is fastest).",
                            code="invalid_npy_dtype")
     count = math.prod(shape)
-    if count > max_values:
-        raise PayloadTooLarge(f"The .npy array holds {count} numbers; the limit is {max_values} per request.",
+    if count > (max_values := settings.max_vector_values):
+        raise PayloadTooLarge(f"The .npy array holds {count} numbers; the limit is {max_values} per request: "
+                              f"{fewer_vectors(settings, shape[-1] if len(shape) == 2 else count)}.",
                               code="too_many_values")
     offset = stream.tell()
     expected = count * dtype.itemsize
@@ -175,7 +176,8 @@ def read_form(body: bytes, boundary: str, *, max_parts: int,
     except UnicodeEncodeError:
         raise BadRequest(f"The multipart boundary {boundary!r} is not ASCII.", code="malformed_multipart") from None
     too_large = PayloadTooLarge(f"The form is too large: at most {max_parts} parts (files and fields) and "
-                                f"{max_field_bytes} bytes per text field.", code="form_too_large")
+                                f"{max_field_bytes} bytes per text field; send fewer files per request, or the "
+                                "pictures as files, not text fields.", code="form_too_large")
     delimiter = b"--" + boundary.encode("latin-1")
     # The decoder finds the first delimiter with a pattern that starts with an optional line break, which the
     # regular expression engine tries at every byte (about 0.15 s a MB: a 64 MiB body without one kept a thread

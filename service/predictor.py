@@ -31,7 +31,7 @@ from shared.text import shortened
 
 from .config import Settings
 from .encoding import classification_rows, prediction_response, regression_rows
-from .errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from .errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType, fewer_vectors
 from .store import ModelStore
 
 DEFAULT_TOP_K = 3
@@ -211,13 +211,15 @@ class Predictor:
     def check_batch_size(self, n: int, what: str) -> None:
         """413 for more than ``max_batch`` inputs; the views call it before decoding each of them."""
         if n > self.settings.max_batch:
-            raise PayloadTooLarge(f"The request holds {n} {what}; the limit is {self.settings.max_batch} per request.",
-                                  code="batch_too_large")
+            limit = self.settings.max_batch
+            raise PayloadTooLarge(f"The request holds {n} {what}; the limit is {limit} per request: split them into "
+                                  f"requests of at most {limit}.", code="batch_too_large")
 
-    def _check_values(self, count: int) -> None:
-        if count > self.settings.max_vector_values:
-            raise PayloadTooLarge(f"The request holds {count} numbers; the limit is "
-                                  f"{self.settings.max_vector_values} per request.", code="too_many_values")
+    def _check_values(self, model: Model, count: int) -> None:
+        limit = self.settings.max_vector_values
+        if count > limit:
+            raise PayloadTooLarge(f"The request holds {count} numbers; the limit is {limit} per request: "
+                                  f"{fewer_vectors(self.settings, model.input_size)}.", code="too_many_values")
 
     def _require_images(self, model: Model, what: str) -> None:
         if model.input_kind != "image":
@@ -249,7 +251,7 @@ class Predictor:
             n = 1
             count = len(values) if isinstance(values, (list, tuple)) else 1
         self.check_batch_size(n, "vectors")
-        self._check_values(count)
+        self._check_values(model, count)
         # An image model's float32 pixels are checked finite and in range in one pass (31 MB for a
         # 10,000-row batch: four passes took ~8 ms); anything else is checked in full.
         pixels = model.input_kind == "image"

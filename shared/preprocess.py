@@ -39,6 +39,7 @@ ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
               b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "TIFF", b"MM\x00+": "TIFF"}
 DEFAULT_MAX_PIXELS = 40_000_000
+SHRINK = "crop or shrink the picture and send it again"  # what to do about an image over the pixel limit
 # An image whose longer side is under this many pixels that shows no item is too small to show one (an
 # icon, a thumbnail, a placeholder); told so, not that its ink is too faint.
 TINY_SIDE = 8
@@ -199,6 +200,10 @@ def array_to_vector(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     return _vector_of(_array_to_grey(pixels, size), None, size, fit)
 
 
+def _batch_over(n: int, max_batch: int) -> str:
+    return f"batch has {n} vectors; the limit is {max_batch}: split it into batches of at most {max_batch}"
+
+
 def validate_vectors(values, input_size: int, *, what: str = "model", max_batch: int | None = None,
                      known_finite: bool = False) -> np.ndarray:
     """One vector or a list of vectors -> float32 ndarray of shape (n, input_size), C-contiguous.
@@ -209,7 +214,7 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     already (``float32_within``), so a float32 array is not read again."""
     if isinstance(values, (list, tuple)) and max_batch is not None and len(values) > max_batch:
         if values and _is_sequence(values[0]):
-            raise InvalidInput(f"batch has {len(values)} vectors; the limit is {max_batch}")
+            raise InvalidInput(_batch_over(len(values), max_batch))
     array = _fast_numeric_array(values)
     if array is None:
         _explain_vectors(values, input_size, what)
@@ -225,7 +230,7 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
     if n == 0:
         raise InvalidInput(f"no input: send a vector of {input_size} numbers or a list of such vectors")
     if max_batch is not None and n > max_batch:
-        raise InvalidInput(f"batch has {n} vectors; the limit is {max_batch}")
+        raise InvalidInput(_batch_over(n, max_batch))
     if length != input_size:
         where = "vector" if n == 1 else "every vector"
         raise InvalidInput(f"{where} has {_values(length)}; {what} expects {input_size}")
@@ -452,7 +457,7 @@ def _decode(data: bytes, max_pixels: int, budget: PixelBudget | None,
         # limits (its warning is an exception only where warnings are errors): the same refusal.
         declared = re.search(r"\((\d+) pixels\)", str(err))
         pixels = f"{int(declared[1]):,} pixels" if declared else "more pixels than can be decoded safely"
-        raise ImageTooLarge(f"the image declares {pixels}; the limit is {max_pixels:,} pixels") from err
+        raise ImageTooLarge(f"the image declares {pixels}; the limit is {max_pixels:,} pixels: {SHRINK}") from err
     except ScratchnetError:
         raise
     except Exception as err:  # noqa: BLE001 - anything a decoder raises on untrusted bytes means "undecodable"
@@ -925,7 +930,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         raise UnsupportedImage(f"the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} = {width * height:,} pixels; "
-                            f"the limit is {max_pixels:,} pixels")
+                            f"the limit is {max_pixels:,} pixels: {SHRINK}")
 
 
 def _request_reduced_decode(image: Image.Image, part: float = 1.0) -> None:
@@ -1098,7 +1103,7 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
     height, width = pixels.shape[:2]
     if height * width > max_pixels:
         raise ImageTooLarge(f"the pixel array is {width}x{height} = {height * width:,} pixels; "
-                            f"the limit is {max_pixels:,} pixels")
+                            f"the limit is {max_pixels:,} pixels: send it resized to fewer pixels")
     if budget is not None:
         budget.spend((width, height))
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():

@@ -518,8 +518,8 @@ def test_a_picture_too_large_is_refused_with_what_to_do(page, tmp_path):
     huge = tmp_path / "huge.png"
     huge.write_bytes(bomb_png(6000))  # a header that declares 36 million pixels
     page.locator("#file").set_input_files(str(huge))
-    assert wait_for_failure(page) == ("The image is 6000x6000 = 36,000,000 pixels; the limit is 25,000,000 pixels. "
-                                      "Crop or shrink the picture and upload it again.")
+    assert wait_for_failure(page) == ("The image is 6000x6000 = 36,000,000 pixels; the limit is 25,000,000 pixels: "
+                                      "crop or shrink the picture and send it again.")
     assert page.get_by_role("alert").get_attribute("data-code") == "image_too_large"
     assert page.locator("#placeholder").inner_text() == "No prediction for this input."
 

@@ -517,7 +517,8 @@ def test_a_batch_over_the_limit_is_refused_before_its_images_are_decoded(client)
     for path, body, held in cases:
         started = time.perf_counter()
         response = client.post(path, json=body)
-        assert_error(response, 413, "batch_too_large", f"The request holds {held}; the limit is 64 per request.")
+        assert_error(response, 413, "batch_too_large", f"The request holds {held}; the limit is 64 per request: "
+                                                       "split them into requests of at most 64.")
         assert time.perf_counter() - started < 1.5, path
 
 
@@ -708,6 +709,38 @@ def test_413_too_large(client, registry):
     assert_error(client.post("/predict", data=huge, content_type="image/png"), 413, "image_too_large")
     assert_error(client.post("/predict", json={"inputs": vectors(65).tolist()}), 413, "batch_too_large", "limit is 64")
     assert_error(client.post("/predict", data=npy(vectors(65)), content_type="application/x-npy"), 413, "batch_too_large")
+
+
+def test_each_limit_says_how_to_get_under_it(registry):
+    """A limit told only as "the request holds 65 vectors; the limit is 64" left a client to work out what to
+    send instead: each says how to get under it (smaller batches, fewer numbers, a smaller picture)."""
+    client = make_app(registry, max_vector_values=40_000).test_client()
+    cases = [
+        (client.post("/models/iris/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]] * 65}), "batch_too_large",
+         "The request holds 65 vectors; the limit is 64 per request: split them into requests of at most 64."),
+        (client.post("/predict", data=npy(vectors(60)), content_type="application/x-npy"), "too_many_values",
+         "The .npy array holds 47040 numbers; the limit is 40000 per request: split the batch into requests of at "
+         "most 51 vectors."),
+        (client.post("/predict", data=npy(np.zeros((40_001,), np.float32)), content_type="application/x-npy"),
+         "too_many_values", "The .npy array holds 40001 numbers; the limit is 40000 per request: split the batch "
+                            "into requests of at most 1 vector."),
+        (client.post("/predict", data=encode(Image.new("L", (1200, 1000), 255), "PNG"), content_type="image/png"),
+         "image_too_large", "the image is 1200x1000 = 1,200,000 pixels; the limit is 1,000,000 pixels: crop or "
+                            "shrink the picture and send it again"),
+        (client.post("/predict", data={"file": [(io.BytesIO(b"x"), f"{i}.png") for i in range(1001)]},
+                     content_type="multipart/form-data"), "form_too_large",
+         "The form is too large: at most 1000 parts (files and fields) and 500000 bytes per text field; send fewer "
+         "files per request, or the pictures as files, not text fields."),
+    ]
+    rows = [[5.1, 3.5, 1.4, 0.2]] * 10_001  # 40,004 numbers
+    cases += [(client.post("/models/iris/predict", json={"inputs": rows}), "too_many_values",
+               "The JSON body holds more than 40000 numbers, the limit per request; split the batch into requests of "
+               "at most 64 vectors."),
+              (client.post("/v1/models/iris:predict", json={"instances": [[0.5] * 700] * 60}), "too_many_values",
+               "The JSON body holds more than 40000 numbers, the limit per request; split the batch into requests of "
+               "at most 64 instances.")]
+    for response, code, message in cases:
+        assert assert_error(response, 413, code)["error"] == message
 
 
 def test_413_for_a_chunked_body_without_length(client):

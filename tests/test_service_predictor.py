@@ -150,7 +150,8 @@ def test_clear_errors(predictor):
         predictor.predict_images(wine, [b"\x89PNG"])
     with pytest.raises(PayloadTooLarge, match="3001 vectors; the limit is 3000"):
         predictor.predict_vectors(wine, [[0.0] * 11] * 3001)
-    with pytest.raises(PayloadTooLarge, match="47040 numbers; the limit is 40000"):
+    with pytest.raises(PayloadTooLarge, match="47040 numbers; the limit is 40000 per request: split the batch into "
+                                              "requests of at most 51 vectors"):
         predictor.predict_vectors(mnist, np.zeros((60, 784), dtype=np.float32))
     with pytest.raises(shared_errors.UnsupportedImage):
         predictor.predict_images(mnist, [b"not an image"])

@@ -61,7 +61,7 @@ def predict(name: str, version: str | None = None, label: str | None = None):
     # TF Serving inflates a gzip body (Content-Encoding: gzip), which its clients send for large b64 batches.
     raw = binary.decompress(raw, request.headers.get("Content-Encoding"), svc.settings.max_body_bytes)
     # An instance's named inputs add a few commas each: {"pixels": [...], "b64": ...}.
-    admit_json_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, "send fewer instances per request")
+    admit_json_numbers(raw, STRUCTURE_COMMAS * svc.settings.max_batch, model.input_size, "instance")
     try:
         payload = parse_json(raw)
     except BadRequest as e:

@@ -210,8 +210,7 @@ def infer(name: str, version: str | None = None):
     header, rest = binary.split_body(body, header_length)
     header = bytes(header)
     # Each tensor's other members (name, shape, datatype, parameters) add a few commas of their own.
-    admit_json_numbers(header, STRUCTURE_COMMAS * svc.settings.max_batch,
-                            "send large tensors in binary (the binary tensor data extension)")
+    admit_json_numbers(header, STRUCTURE_COMMAS * svc.settings.max_batch, model.input_size)
     try:
         document = parse_json(header)
     except BadRequest as e:

@@ -655,13 +655,6 @@ async function readJson(response) {
   }
 }
 
-// What a person can do about the errors a change to the picture mends, by the service's code.
-// (A body of too many bytes, payload_too_large, is told what to send by the service itself.)
-const ADVICE = {
-  image_too_large: "Crop or shrink the picture and upload it again.",
-  too_many_pixels: "Crop or shrink the picture and upload it again.",
-};
-
 // An answer without the service's error comes from a proxy in front of it (its own page for a
 // body over its limit, or for a service it cannot reach): what to do, by the status alone.
 const UNREACHABLE = "The service may be down, restarting or overloaded: try again in a moment.";
@@ -673,12 +666,11 @@ const STATUS_ADVICE = {
   504: UNREACHABLE,
 };
 
-// The service's message as a sentence, with advice where there is some; not its code (showError).
+// The service's message as a sentence (it says what to do); not its code (showError).
 function errorText(response, body) {
   if (body && typeof body.error === "string") {
     const message = capitalised(body.error);
-    const sentence = /[.!?]$/.test(message) ? message : `${message}.`;
-    return ADVICE[body.code] ? `${sentence} ${ADVICE[body.code]}` : sentence;
+    return /[.!?]$/.test(message) ? message : `${message}.`;
   }
   const answered = `The server answered ${response.status} ${response.statusText || ""}`.trim() + ".";
   return STATUS_ADVICE[response.status] ? `${answered} ${STATUS_ADVICE[response.status]}` : answered;
