@@ -194,8 +194,12 @@ def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None =
             message = f"unknown field; the fields are {', '.join(fields)}"
         elif item["type"] == "extra_forbidden":
             message = "unknown field; remove it"
-        elif item["type"] == "model_type":  # pydantic names its class here ("... instance of InferRequest")
+        elif item["type"] == "missing":  # "Field required"
+            message = "missing; add it"
+        elif item["type"] in ("model_type", "dict_type"):  # "... instance of InferRequest", "a valid dictionary"
             message = f"must be a JSON object, not {json_type_name(item['input'])}"
+        elif item["type"] in ("bool_type", "bool_parsing"):  # "Input should be a valid boolean"
+            message = f"must be true or false, not {json_type_name(item['input'])}"
         elif item["type"] in ("list_type", "string_type"):  # "Input should be a valid list": of what, then?
             wanted = "a list ([...])" if item["type"] == "list_type" else "a string"
             message = f"must be {wanted}, not {json_type_name(item['input'])}"

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, WithJsonSchema, model_validator
 
+from shared.preprocess import json_type_name
 from shared.registry import MAX_VERSION
 
 NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}, "minItems": 1}
@@ -105,8 +106,9 @@ class PredictRequest(Strict):
         given = [name for name in ("inputs", "images") if name in self.model_fields_set]
         if len(given) != 1:
             raise ValueError("give either 'inputs' (numbers) or 'images' (base64), exactly one of them")
-        if given == ["inputs"] and self.inputs is None:
-            raise ValueError("'inputs' must be a vector or a list of vectors, not null")
+        if given == ["inputs"] and not isinstance(self.inputs, (list, dict)):  # an object is told to be a list later
+            raise ValueError("'inputs' must be a vector or a list of vectors ([[...numbers...]]), not "
+                             f"{json_type_name(self.inputs)}")
         first = self.inputs[0] if isinstance(self.inputs, list) and self.inputs else None
         if isinstance(first, str) and (len(first) >= 64 or first.startswith("data:")):  # no number is that text
             raise ValueError("'inputs' holds a picture's text, and takes numbers: send pictures as base64 under "
