@@ -239,15 +239,31 @@ from service.config import LOG_LEVELS, ConfigError, load_settings  # noqa: E402
 class ServiceFormatLogger(GunicornLogger):
     """Gunicorn's own log (start, listening address, workers booted, stopped or timed out), logger
     ``gunicorn.error``, in the service's format (``formatter``), so that every line on stderr reads
-    the same way."""
+    the same way. Its "Starting gunicorn" line waits for on_starting's checks, which need the settings
+    Gunicorn applies after this file (the workers' number, the addresses): a refusal there is then the
+    one line of the log, as a refusal of this file is, not a line after a start that never happened."""
 
     formatter: type[logging.Formatter]
+    held_start: tuple | None = None
 
     def setup(self, cfg):
         super().setup(cfg)
         for handler in self.error_log.handlers:
             if getattr(handler, "_gunicorn", False):
                 handler.setFormatter(self.formatter())
+
+    def info(self, msg, *args, **kwargs):
+        if isinstance(msg, str) and msg.startswith("Starting gunicorn"):
+            self.held_start = (msg, args, kwargs)
+        else:
+            super().info(msg, *args, **kwargs)
+
+    def release_start(self) -> None:
+        """Write the held "Starting gunicorn" line: the checks have passed."""
+        if self.held_start is not None:
+            msg, args, kwargs = self.held_start
+            self.held_start = None
+            super().info(msg, *args, **kwargs)
 
 
 class JsonGunicornLogger(ServiceFormatLogger):
@@ -376,11 +392,14 @@ def nworkers_changed(server, new_value, old_value):
 
 def on_starting(server):
     """Refuse connections the open-files limit cannot hold and addresses that cannot be had
-    (above), then start from an empty metrics folder: old workers' files would be counted otherwise.
+    (above) before the log says Gunicorn starts (ServiceFormatLogger), then start from an empty metrics
+    folder: old workers' files would be counted otherwise.
     A folder of its own is made beside those of killed masters, which it removes."""
     _check_worker_connections(server.cfg.worker_connections)
     _check_watcher(server.cfg.workers)
     _check_addresses_free(server.cfg.bind, server.cfg.reuse_port)
+    if release_start := getattr(server.log, "release_start", None):  # absent under another --logger-class
+        release_start()
     _metrics_dir.mkdir(parents=True, exist_ok=True)
     if _own_metrics_dir and (server.cfg.uid, server.cfg.gid) != (os.geteuid(), os.getegid()):
         os.chown(_metrics_dir, server.cfg.uid, server.cfg.gid)  # --user/--group: the workers write its files

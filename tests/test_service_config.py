@@ -202,24 +202,26 @@ def test_gunicorn_refuses_worker_connections_the_open_files_limit_cannot_hold(tm
                         GUNICORN_CMD_ARGS=f"--worker-connections {connections}")
     assert done.returncode != 0
     default = limit // 2 if limit < 200 else min(1000, limit - 100)
-    assert refusal(done.stderr.strip().splitlines()[-1]) == (
+    assert [refusal(line) for line in done.stderr.strip().splitlines()] == [
         f"--worker-connections {connections} is not below the open-files limit of {limit} (ulimit -n): every "
         "connection is an open file, besides the ~20 a worker holds itself; leave it out (the default here is "
-        f"{default}) or raise the limit")
-    assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
+        f"{default}) or raise the limit"]
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
-def test_gunicorn_refuses_the_admin_api_on_several_workers_without_their_watchers(tmp_path):
+@pytest.mark.parametrize("workers, command_line", [("3", None), ("1", "--workers 2")])
+def test_gunicorn_refuses_the_admin_api_on_several_workers_without_their_watchers(tmp_path, workers, command_line):
     """An admin call is applied by the worker that answers it, and by the others' watchers: with
-    them off, a pin answered 200 while the other workers served the old version for good."""
-    done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret-token", SCRATCHNET_WORKERS="3")
+    them off, a pin answered 200 while the other workers served the old version for good. The refusal is
+    the log's one line, as docs/docker.md promises: "Starting gunicorn" came before it."""
+    done = run_gunicorn(tmp_path, SCRATCHNET_WATCH="0", SCRATCHNET_ADMIN_TOKEN="secret-token",
+                        SCRATCHNET_WORKERS=workers, GUNICORN_CMD_ARGS=command_line)
     assert done.returncode != 0
-    assert refusal(done.stderr.strip().splitlines()[-1]) == (
-        "SCRATCHNET_WATCH is off with 3 workers and the admin API on: a pin, unpin, rollback or label change "
+    count = int(command_line.split()[-1]) if command_line else int(workers)
+    assert [refusal(line) for line in done.stderr.strip().splitlines()] == [
+        f"SCRATCHNET_WATCH is off with {count} workers and the admin API on: a pin, unpin, rollback or label change "
         "would reach only the worker that answers it. Turn the watcher on, run one worker (SCRATCHNET_WORKERS=1), "
-        "or leave SCRATCHNET_ADMIN_TOKEN unset")
-    assert "Listening at" not in done.stderr and "Traceback" not in done.stderr
+        "or leave SCRATCHNET_ADMIN_TOKEN unset"]
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
@@ -237,10 +239,9 @@ def test_gunicorn_names_an_address_another_program_holds(tmp_path, family, host,
         port = other.getsockname()[1]
         done = run_gunicorn(tmp_path, SCRATCHNET_BIND=f"{shown}:{port}")
     assert done.returncode != 0
-    assert refusal(done.stderr.strip().splitlines()[-1]) == (
+    assert [refusal(line) for line in done.stderr.strip().splitlines()] == [
         f"cannot listen on {shown}:{port}: Address already in use: another program listens there (a "
-        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND={shown}:{port + 1}")
-    assert "Can't connect" not in done.stderr and "Traceback" not in done.stderr
+        f"scratchnet already running?); stop it, or serve on another port, e.g. SCRATCHNET_BIND={shown}:{port + 1}"]
     assert not list(tmp_path.glob("scratchnet-metrics-*"))
 
 
