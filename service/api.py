@@ -31,7 +31,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.errors import UnsupportedImage
 from shared.forward import Model
-from shared.preprocess import format_by_signature
+from shared.preprocess import FLOAT32_MAX, format_by_signature
 from shared.registry import SERVING_FILE, VERSION_PATTERN, RegistryError, check_name
 
 from .budget import is_large
@@ -193,8 +193,8 @@ def json_integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise InvalidInput(f"The JSON body holds a number too large to use: an integer of {len(text)} "
-                           "digits.") from None
+        raise InvalidInput(f"The JSON body holds a number too large to use, an integer of {len(text)} digits; send "
+                           f"values within float32's range (±{FLOAT32_MAX:.3g}).") from None
 
 
 def parse_json(body: bytes, example: str = '{"inputs": [...]}'):

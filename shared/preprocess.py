@@ -243,7 +243,8 @@ def validate_vectors(values, input_size: int, *, what: str = "model", max_batch:
         out = np.ascontiguousarray(array, dtype=np.float32)
     if not _all_finite(out):
         row, col = np.argwhere(~np.isfinite(out))[0]
-        raise InvalidInput(f"value at {_position(row, col, n)} ({array[row, col]}) is too large for float32")
+        raise InvalidInput(f"value at {_position(row, col, n)} ({array[row, col]}) is too large for float32; send "
+                           f"values within ±{FLOAT32_MAX:.3g}")
     return out
 
 
@@ -1088,7 +1089,8 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
     try:
         pixels = np.asarray(pixels)
     except (ValueError, TypeError):  # ragged nested lists
-        raise InvalidInput("pixel array is not a regular array: its rows differ in length") from None
+        raise InvalidInput("pixel array is not a regular array: its rows differ in length; send each row with as "
+                           "many pixels as the others") from None
     while pixels.ndim > 2 and pixels.shape[0] == 1:
         pixels = pixels[0]
     if pixels.ndim == 1 and pixels.size == size[0] * size[1]:
@@ -1107,7 +1109,8 @@ def _array_to_grey(pixels, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_
     if budget is not None:
         budget.spend((width, height))
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
-        raise InvalidInput("pixel array holds NaN or Infinity")
+        raise InvalidInput("pixel array holds NaN or Infinity; send finite pixels, from 0 to 1, 0 to 255 or 0 to "
+                           "65535")
     if pixels.dtype == np.uint8 or pixels.dtype.kind == "b":
         unit = pixels.astype(np.float32) / np.float32(1 if pixels.dtype.kind == "b" else 255)
     elif pixels.dtype == np.uint16:

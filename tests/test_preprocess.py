@@ -1309,7 +1309,7 @@ def test_array_input_follows_the_image_pipeline(digit):
         array_to_vector(np.full((28, 28), np.nan, dtype=np.float32), DIGIT)
     with pytest.raises(InvalidInput, match="blank"):
         array_to_vector(np.zeros((28, 28), dtype=np.uint8), DIGIT)
-    with pytest.raises(InvalidInput, match="not a regular array"):
+    with pytest.raises(InvalidInput, match="rows differ in length; send each row with as many pixels as the others"):
         arrays_to_batch([[[0, 1, 2], [0, 1]]], DIGIT)
     # Ink of 1e300 (float64, a JSON number) is beyond float32's range, in which it was read as 0: no ink, "blank".
     for beyond in ((digit * 1e300).tolist(), digit * -1e300):

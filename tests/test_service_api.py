@@ -869,6 +869,24 @@ def test_a_field_missing_or_of_the_wrong_type_is_told_what_to_send(client):
         assert assert_error(method(path, json=body, headers=AUTH), status)["error"] == message, path
 
 
+def test_a_value_no_model_can_take_is_told_what_to_send(client):
+    """A number past float32's range, a 5,000-digit integer and pixels of NaN were told only what was wrong
+    ("... is too large for float32", "pixel array holds NaN or Infinity"): each now says what to send."""
+    cases = [
+        ("/models/iris/predict", '{"inputs": [1e39, 0, 0, 0]}', 422,
+         "value at position 0 (1e+39) is too large for float32; send values within ±3.4e+38"),
+        ("/models/iris/predict", '{"inputs": [1%s, 0, 0, 0]}' % ("0" * 5000), 422,
+         "The JSON body holds a number too large to use, an integer of 5001 digits; send values within float32's "
+         "range (±3.4e+38)."),
+        ("/v2/models/mnist/infer", '{"inputs": [{"name": "pixels", "shape": [1, 2, 2], "datatype": "FP32", '
+                                   '"data": [0.1, NaN, 0.1, 0.2]}]}', 400,
+         "pixel array holds NaN or Infinity; send finite pixels, from 0 to 1, 0 to 255 or 0 to 65535"),
+    ]
+    for path, body, status, message in cases:
+        response = client.post(path, data=body, content_type="application/json")
+        assert assert_error(response, status)["error"] == message, path
+
+
 def test_422_well_formed_but_invalid(client):
     body = assert_error(client.post("/predict", json={"inputs": [0.5] * 783}), 422, "invalid_input")
     assert body["error"] == "vector has 783 values; model mnist v2 expects 784"
