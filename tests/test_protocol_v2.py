@@ -543,7 +543,7 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
 
 
 @pytest.mark.parametrize("body, contains", [
-    (one(name="x"), "unexpected inference input 'x' for model 'mnist'"),
+    (one(name="x"), "unexpected inference input 'x' for model 'mnist' (name it 'input', 'image' or 'pixels')"),
     (one(shape=(1, 783)), "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,783]"),
     (one(shape=(784,)), "Expected [-1,784], got [784]"),
     (one(datatype="BYTES", data=["a"] * 784), "data-type is 'BYTES', but model 'mnist' expects 'FP32'"),
@@ -567,7 +567,8 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
      "input 'image' holds 1 element; its shape [2] needs 2"),
     ({"inputs": [one()["inputs"][0], one(name="image", shape=(1,), datatype="BYTES", data=["x"])["inputs"][0]]},
      "expected 1 input but got 2 inputs for model 'mnist'"),
-    ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist'"),
+    ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist' (ask for "
+     "'probabilities', 'label' or 'index', or leave outputs out for all of them)"),
     ({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32"}]}, "has no 'data'"),
     ({"inputs": [{"name": "input", "shape": [1, -784], "datatype": "FP32", "data": []}]}, "inputs.0.shape.1"),
     ({"inputs": []}, "In the inference request, inputs: must hold at least 1 item, not 0."),

@@ -198,7 +198,7 @@ def test_repository_load_pins_and_unload_takes_out_of_service(server, client):
 
 @pytest.mark.parametrize("name, shape, message", [
     ("input", [1, 783], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [1,783]"),
-    ("x", [1, 784], "unexpected inference input 'x' for model 'mnist'"),
+    ("x", [1, 784], "unexpected inference input 'x' for model 'mnist' (name it 'input', 'image' or 'pixels')"),
     # the two shapes clients most often send by mistake: the batch dimension left out, a picture's pixels as vectors
     ("input", [784], "unexpected shape for input 'input' for model 'mnist'. Expected [-1,784], got [784] (the first "
      "dimension is the batch: send one vector as shape [1,784])"),

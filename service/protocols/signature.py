@@ -76,7 +76,13 @@ def unexpected_input_hint(model: Model, names, vectors: str) -> str:
     names = list(names)
     if model.input_kind != "image" and names in ([IMAGE], [PIXELS]):
         return f" ({images_refused(model, BATCH_ITEMS[names[0]], vectors)})"
-    return columns_hint(model, names)
+    return columns_hint(model, names) or f" (name it {one_of(input_specs(model))})"
+
+
+def one_of(specs: list[TensorSpec]) -> str:
+    """The tensors' names as a message offers them: 'input', 'image' or 'pixels'."""
+    names = [f"'{spec.name}'" for spec in specs]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def not_json_hint(model: Model, body: bytes, mimetype: str, as_json: str, vectors: str) -> str | None:

@@ -448,7 +448,8 @@ def requested_outputs(model: Model, infer_request: InferRequest) -> list[tuple[s
     chosen = []
     for output in infer_request.outputs:
         if output.name not in specs:
-            raise BadRequest(f"unexpected inference output '{output.name}' for model '{model.name}'",
+            raise BadRequest(f"unexpected inference output '{output.name}' for model '{model.name}' (ask for "
+                             f"{signature.one_of(list(specs.values()))}, or leave outputs out for all of them)",
                              code="unexpected_output")
         if any(name == output.name for name, _, _ in chosen):  # as Triton: a response names each output once
             raise BadRequest(f"output '{output.name}' already requested", code="duplicate_output")
