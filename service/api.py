@@ -59,7 +59,7 @@ def validate(schema: type[pydantic.BaseModel], data, what: str):
     try:
         return schema.model_validate(data)
     except pydantic.ValidationError as e:
-        raise describe_validation_error(e, what, list(schema.model_fields)) from None
+        raise describe_validation_error(e, what, schema) from None
 
 
 def in_digits(text: str) -> bool:

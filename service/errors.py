@@ -184,18 +184,46 @@ def integer_in_words(value: int) -> str:
         return f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value)))} digits"
 
 
-def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None = None) -> list[dict]:
-    """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs. ``fields``: the
-    names the top level takes, which an unknown field there is told (``{"image": ...}`` meant ``images``)."""
+# A JSON schema's types as a message names what to send.
+JSON_KINDS = {"integer": "an integer such as 3", "number": "a number", "string": "a string", "boolean": "true or false",
+              "array": "a list ([...])", "object": "a JSON object"}
+
+
+def _schema_node(root: dict, node: dict) -> dict:
+    """``node`` of the JSON schema ``root`` with its reference followed and a null alternative dropped."""
+    if "$ref" in node:
+        return _schema_node(root, root.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {}))
+    options = [option for option in node.get("anyOf", []) if option.get("type") != "null"]
+    return _schema_node(root, options[0]) if len(options) == 1 else node
+
+
+def schema_at(root: dict, loc) -> dict:
+    """What the JSON schema ``root`` says of the value at ``loc`` (pydantic's path: names and list positions);
+    empty where it does not say."""
+    node = root
+    for part in loc:
+        node = _schema_node(root, node)
+        node = node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
+        if not isinstance(node, dict):
+            return {}
+    return _schema_node(root, node)
+
+
+def pydantic_details(error: pydantic.ValidationError, schema: type[pydantic.BaseModel] | None = None) -> list[dict]:
+    """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs. ``schema``: the model
+    validated, whose JSON schema names the fields an unknown one sits among (``{"image": ...}`` meant ``images``)
+    and what a missing one takes."""
+    root = schema.model_json_schema() if schema is not None else {}
     details = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
-        if item["type"] == "extra_forbidden" and fields and len(item["loc"]) == 1:
+        if item["type"] == "extra_forbidden" and (fields := schema_at(root, item["loc"][:-1]).get("properties")):
             message = f"unknown field; the fields are {', '.join(fields)}"
         elif item["type"] == "extra_forbidden":
             message = "unknown field; remove it"
         elif item["type"] == "missing":  # "Field required"
-            message = "missing; add it"
+            kind = JSON_KINDS.get(schema_at(root, item["loc"]).get("type"))
+            message = f"missing; add it, as {kind}" if kind else "missing; add it"
         elif item["type"] in ("model_type", "dict_type"):  # "... instance of InferRequest", "a valid dictionary"
             message = f"must be a JSON object, not {json_type_name(item['input'])}"
         elif item["type"] in ("bool_type", "bool_parsing"):  # "Input should be a valid boolean"
@@ -225,8 +253,8 @@ def pydantic_details(error: pydantic.ValidationError, fields: list[str] | None =
 
 
 def describe_validation_error(error: pydantic.ValidationError, what: str = "the request",
-                              fields: list[str] | None = None) -> InvalidInput:
-    details = pydantic_details(error, fields)
+                              schema: type[pydantic.BaseModel] | None = None) -> InvalidInput:
+    details = pydantic_details(error, schema)
     first = details[0]
     others = len(details) - 1
     more = f" (and {counted(others, 'more problem')})" if others else ""

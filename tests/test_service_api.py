@@ -846,19 +846,23 @@ def test_an_image_sent_bare_or_as_an_object_is_told_the_shape_images_take(client
 def test_a_field_missing_or_of_the_wrong_type_is_told_what_to_send(client):
     """Pydantic's own words reached clients: "Field required", "Input should be a valid boolean", "Input should be
     a valid dictionary", and {"inputs": true} got "expected a list of numbers, got a boolean (true)" without the
-    field's name. Each names the field by its path and what to send there."""
+    field's name; an unknown field inside a tensor was told "remove it", not the names it sits among. Each names
+    the field by its path and what to send there."""
     iris = [5.1, 3.5, 1.4, 0.2]
     tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": iris}
     cases = [
         ("/models/iris/predict", {"inputs": True}, 422,
          "In the JSON body: 'inputs' must be a vector or a list of vectors ([[...numbers...]]), not a boolean (true)."),
-        ("/models/mnist/labels/prod", {}, 422, "In the JSON body, version: missing; add it."),
+        ("/models/mnist/labels/prod", {}, 422, "In the JSON body, version: missing; add it, as an integer such as 3."),
         ("/v1/models/iris:predict", {"instances": [iris], "parameters": 3}, 400,
          "In the predict request, parameters: must be a JSON object, not a number (3)."),
         ("/v2/models/iris/infer", {"inputs": [tensor], "parameters": {"binary_data_output": "yes"}}, 400,
          "In the inference request, parameters.binary_data_output: must be true or false, not a string ('yes')."),
         ("/v2/models/iris/infer", {"inputs": [{"shape": [1, 4], "datatype": "FP32", "data": iris}]}, 400,
-         "In the inference request, inputs.0.name: missing; add it."),
+         "In the inference request, inputs.0.name: missing; add it, as a string."),
+        ("/v2/models/iris/infer", {"inputs": [{**tensor, "nmae": "input"}]}, 400,
+         "In the inference request, inputs.0.nmae: unknown field; the fields are name, shape, datatype, parameters, "
+         "data."),
         ("/v2/repository/index", {"ready": 1}, 400,
          "In the index request, ready: must be true or false, not a number (1)."),
         ("/v2/repository/models/mnist/unload", {"parameters": 3}, 400,
