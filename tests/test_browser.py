@@ -1607,6 +1607,37 @@ def test_a_tiff_is_shown_as_the_model_reads_it(page, page_registry, tmp_path):
     assert not preview.is_visible() and page.locator("#pad-hint").inner_text() == "Draw here, or drop a picture"
 
 
+def test_a_tiff_is_sent_once_and_with_automatic_prediction_off_only_on_predict(page, tmp_path):
+    """The page predicted a TIFF, then, finding that it could not show it, sent it again for the picture the model
+    read: two predictions for one upload in the service's metrics, the second even with automatic prediction off."""
+    scan = tmp_path / "scan.tiff"
+    scan.write_bytes(encode(paper(synthetic_digit(1)), "TIFF"))
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    as_read = page.get_by_role("img", name="Uploaded picture: scan.tiff, as the model reads it", exact=True)
+    hint = page.locator("#pad-hint")
+    page.locator("#file").set_input_files(str(scan))
+    wait_for_answer(page)
+    as_read.wait_for(state="visible")
+    page.wait_for_timeout(500)  # time for a request sent after the answer to leave
+    assert len(posted) == 1 and shown(page)["label"] == "1"
+
+    page.get_by_role("button", name="Clear").click()
+    page.locator("#auto").uncheck()
+    posted.clear()
+    page.locator("#file").set_input_files(str(scan))
+    page.wait_for_function("() => document.querySelector('#pad-hint').textContent.includes('no preview')")
+    page.wait_for_timeout(500)
+    assert posted == [] and hint.inner_text() == "scan.tiff: no preview. Press Clear to draw instead."
+    before = answer_count(page)
+    page.get_by_role("button", name="Predict").click()
+    wait_for_answer(page, after=before)
+    as_read.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    assert len(posted) == 1 and shown(page)["label"] == "1"
+    assert hint.inner_text() == "scan.tiff, as the model reads it. Press Clear to draw instead."
+
+
 def test_a_long_file_name_on_the_pad_is_shown_whole(page, tmp_path):
     """A picture the page cannot show, nor the service read: the pad names the file instead, and a long name
     wraps."""

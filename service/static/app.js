@@ -74,6 +74,10 @@ const state = {
   upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
   uploadNote: "",      // what the pad says of the upload before UPLOAD_SHOWN (files dropped with it, unread)
   previewUrl: null,
+  // Whether the browser shows the upload (false: a TIFF, which the answer then shows as the model read it):
+  // a promise, settled once the preview has loaded or failed to, so that the prediction asks for what it needs.
+  previewShows: null,
+  settlePreview: () => {},
   drawing: null,       // the pointerId drawing now
   last: null,          // last point of the stroke, canvas pixels
   penUpAt: -Infinity,  // when the last stroke ended (performance.now())
@@ -464,6 +468,7 @@ function useUpload(file, count = 1) {
   dropUpload();
   state.upload = file;
   state.previewUrl = URL.createObjectURL(file);
+  state.previewShows = new Promise((resolve) => { state.settlePreview = resolve; });
   el.preview.src = state.previewUrl;
   el.preview.alt = file.name ? `Uploaded picture: ${file.name}` : "Uploaded picture";
   el.preview.hidden = false;
@@ -476,23 +481,16 @@ function useUpload(file, count = 1) {
   if (el.auto.checked) predict();
 }
 
-// A picture the browser cannot show (a TIFF) is shown as the service reads it: its answer can carry the
-// model's input field as a PNG. Asked for only then, so that other pictures are not sent twice.
-async function showWhatWasRead(file) {
-  const name = el.model.value;
-  if (!name) return;
-  try {
-    const { response, body: answer } = await postInput(name, "top_k=0&input_image=true");
-    const picture = answer?.predictions?.[0]?.input_image;
-    if (!response.ok || !picture?.startsWith("data:image/png") || state.upload !== file) return;
-    el.preview.src = picture;
-    el.preview.alt = `Uploaded picture: ${file.name || "pasted"}, as the model reads it`;
-    el.preview.classList.add("as-read");
-    el.preview.hidden = false;
-    el.hint.textContent = `${file.name || "The picture"}, as the model reads it. ${state.uploadNote}${UPLOAD_SHOWN}`;
-  } catch (err) {
-    // not read (a file that is not a picture, a service gone): the pad keeps saying there is no preview
-  }
+// A picture the browser cannot show (a TIFF) is shown as the service reads it: the prediction asks, for it only,
+// for the model's input field as a PNG (``picture``, a data: URL).
+function showAsRead(picture) {
+  const file = state.upload;
+  if (!file || !picture?.startsWith("data:image/png")) return;
+  el.preview.src = picture;
+  el.preview.alt = `Uploaded picture: ${file.name || "pasted"}, as the model reads it`;
+  el.preview.classList.add("as-read");
+  el.preview.hidden = false;
+  el.hint.textContent = `${file.name || "The picture"}, as the model reads it. ${state.uploadNote}${UPLOAD_SHOWN}`;
 }
 
 // Nothing to read: say so here, and keep what the pad shows now.
@@ -518,6 +516,7 @@ function inputChanged() {
 
 function dropUpload() {
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.settlePreview(true);  // a prediction waiting for it goes on, to find itself called off
   state.upload = null;
   state.previewUrl = null;
   el.preview.hidden = true;
@@ -599,7 +598,10 @@ async function predict() {
   setBusy(true);
   const started = performance.now();
   try {
-    const { response, body: answer } = await postInput(name, `top_k=${TOP_K}`, controller);
+    const unseen = state.upload !== null && !(await state.previewShows);
+    if (sequence !== state.sequence) return;  // cleared, or given another picture, meanwhile
+    const query = `top_k=${TOP_K}${unseen ? "&input_image=true" : ""}`;
+    const { response, body: answer } = await postInput(name, query, controller);
     if (sequence !== state.sequence) return;
     if (!response.ok) {
       showFailure(errorText(response, answer), answer?.code);
@@ -608,6 +610,7 @@ async function predict() {
       return;
     }
     showAnswer(name, answer, response, performance.now() - started);
+    if (unseen) showAsRead(answer?.predictions?.[0]?.input_image);
   } catch (err) {
     if (err.name === "AbortError" || sequence !== state.sequence) return;
     showFailure(describeFailure(err));
@@ -835,12 +838,15 @@ el.predict.addEventListener("click", () => {
 });
 el.clear.addEventListener("click", resetAll);
 el.file.addEventListener("change", () => useUpload(el.file.files[0]));
+el.preview.addEventListener("load", () => {
+  if (state.upload && el.preview.src === state.previewUrl) state.settlePreview(true);
+});
 el.preview.addEventListener("error", () => {  // a format the browser cannot show; the server may still read it
   if (!state.upload || el.preview.src !== state.previewUrl) return;
+  state.settlePreview(false);
   el.preview.hidden = true;
   el.hint.textContent = `${state.upload.name || "The picture"}: no preview. ${state.uploadNote}${UPLOAD_SHOWN}`;
   el.hint.hidden = false;
-  showWhatWasRead(state.upload);
 });
 el.model.addEventListener("change", () => {
   state.requested = el.model.value;
