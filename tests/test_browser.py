@@ -1055,6 +1055,32 @@ def test_several_pictures_dropped_at_once_say_that_only_the_first_is_read(page, 
     assert shown(page)["label"] == "0" and hint.inner_text() == "Press Clear to draw instead."
 
 
+def paste(page, pictures: list[bytes]) -> None:
+    """``pictures`` (PNG files) pasted on the page at once, as a paste of files copied together."""
+    page.evaluate("""(pictures) => {
+        const transfer = new DataTransfer();
+        pictures.forEach((bytes, i) => transfer.items.add(new File([new Uint8Array(bytes)], `${i}.png`,
+                                                                   {type: "image/png"})));
+        document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer, bubbles: true}));
+    }""", [list(picture) for picture in pictures])
+
+
+def test_several_pictures_pasted_at_once_say_that_only_the_first_is_read(page):
+    """Three pictures pasted together: the first was predicted and the other two went without a word, where a
+    drop of three says so."""
+    posted = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    paste(page, [render_user_digit(synthetic_digit(digit), "canvas_png") for digit in (1, 0, 0)])
+    wait_for_answer(page)
+    assert shown(page)["label"] == "1" and shown(page)["error"] == "" and len(posted) == 1
+    hint = page.locator("#pad-hint")
+    assert hint.inner_text() == "Read the first of 3 files; paste one picture at a time. Press Clear to draw instead."
+    assert inside(hint.bounding_box(), page.locator("#drop-zone").bounding_box())
+    paste(page, [render_user_digit(synthetic_digit(0), "canvas_png")])  # one at a time: nothing more to say
+    wait_for_answer(page, after=1)
+    assert shown(page)["label"] == "0" and hint.inner_text() == "Press Clear to draw instead."
+
+
 def test_a_picture_dragged_from_a_web_page_is_named_not_ignored(page):
     """A picture dragged from another tab comes as its address, not a file: nothing happened."""
     page.drag_and_drop("footer a", "#pad")  # a link of this page, let go by mistake: nothing to say

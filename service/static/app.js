@@ -72,7 +72,7 @@ const state = {
   awaitingList: false, // ... and, with something drawn or uploaded, the prediction is made then
   hasInk: false,       // something is drawn on the canvas
   upload: null,        // the uploaded File, shown instead of the canvas (which draws nothing meanwhile)
-  uploadNote: "",      // what the pad says of the upload before UPLOAD_SHOWN (files dropped with it, unread)
+  uploadNote: "",      // what the pad says of the upload before UPLOAD_SHOWN (files dropped or pasted with it)
   previewUrl: null,
   // Whether the browser shows the upload (false: a TIFF, which the answer then shows as the model read it):
   // a promise, settled once the preview has loaded or failed to, so that the prediction asks for what it needs.
@@ -456,8 +456,8 @@ function fileFromDataUrl({ name, type, lastModified, data }) {
 
 // --------------------------------------------------------------------------- uploads
 
-// ``count``: how many files came with it (a drop of several): only this one, the first, is read.
-function useUpload(file, count = 1) {
+// ``note``: what the pad says of it before UPLOAD_SHOWN (useFirstOf: the files given with it, unread).
+function useUpload(file, note = "") {
   if (!file) return;
   if (file.size === 0) {
     refuseUpload(`${file.name || "The pasted picture"} is empty (0 bytes): choose another picture.`);
@@ -473,12 +473,18 @@ function useUpload(file, count = 1) {
   el.preview.alt = file.name ? `Uploaded picture: ${file.name}` : "Uploaded picture";
   el.preview.hidden = false;
   el.dropZone.classList.add("showing-upload");
-  state.uploadNote = count > 1 ? `Read the first of ${count} files; drop one picture at a time. ` : "";
+  state.uploadNote = note;
   el.hint.textContent = state.uploadNote + UPLOAD_SHOWN;
   el.hint.hidden = false;
   saveUpload(file);
   inputChanged();
   if (el.auto.checked) predict();
+}
+
+// Files dropped or pasted (``how``: "drop", "paste"): the first is read, and the pad says when others came with it.
+function useFirstOf(files, how) {
+  const note = files.length > 1 ? `Read the first of ${files.length} files; ${how} one picture at a time. ` : "";
+  useUpload(files[0], note);
 }
 
 // A picture the browser cannot show (a TIFF) is shown as the service reads it: the prediction asks, for it only,
@@ -888,7 +894,7 @@ document.addEventListener("drop", (event) => {
   const file = files[0];
   if (file) {
     if (isFolder(event.dataTransfer)) refuseUpload(`${file.name} is a folder: drop one of the pictures in it instead.`);
-    else useUpload(file, files.length);
+    else useFirstOf(files, "drop");
     return;
   }
   if (draggedOnPage) return;  // a word or a link of this page, let go by mistake
@@ -896,8 +902,9 @@ document.addEventListener("drop", (event) => {
     + "Save the picture first, then drop the file or use Upload a picture.");
 });
 document.addEventListener("paste", (event) => {
-  const item = [...(event.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
-  if (item) useUpload(item.getAsFile());
+  const items = [...(event.clipboardData?.items || [])];
+  const pictures = items.filter((i) => i.kind === "file" && i.type.startsWith("image/")).map((i) => i.getAsFile());
+  if (pictures.length) useFirstOf(pictures, "paste");
 });
 
 addEventListener("pagehide", saveDrawing);
