@@ -891,6 +891,24 @@ def test_the_hint_on_the_pad_offers_to_drop_a_picture_only_where_one_can_be_drop
         assert hint.is_visible() and hint.inner_text() == "Draw here with a finger, or upload a picture"
 
 
+def test_the_automatic_prediction_checkbox_names_what_a_finger_a_mouse_and_a_pen_do(page, browser, service):
+    """On a phone its label said "Predict automatically when the pen lifts": a finger draws there, and no pen."""
+    label = "Predict automatically when a stroke ends or a picture arrives"
+    with opened(browser, service.url + "/", width=390, height=844, phone=True) as phone:
+        assert phone.locator("label[for=auto]").inner_text() == label and phone.locator("#auto").is_checked()
+        draw_one_with_a_finger(phone)  # the finger lifts: the stroke has ended, and is predicted
+        wait_for_answer(phone)
+        assert shown(phone)["label"] == "1"
+    assert page.locator("label[for=auto]").inner_text() == label  # the same words for a mouse and a pen
+    draw_one_with_a_pen(page, "left")
+    wait_for_answer(page)
+    before = answer_count(page)
+    page.get_by_role("button", name="Clear").click()
+    draw_one(page)
+    wait_for_answer(page, after=before)
+    assert shown(page)["label"] == "1"
+
+
 def test_the_hint_on_the_pad_is_readable(page):
     """WCAG's 4.5:1 contrast for text: the hint names a picture that cannot be previewed."""
     text, sheet = css_colours(page, ("#pad-hint", "color"), ("#drop-zone", "backgroundColor"))
