@@ -9,7 +9,7 @@ const STROKE_WIDTH = 20;        // px on the 280 px canvas: about 2 px of MNIST'
 // sends the drawing at that size: a quarter of the pixels to send and decode, the same digit read.
 const SENT_REDUCTION = 2;
 const STROKE_COLOUR = "#111";
-const AUTO_DELAY_MS = 250;      // after the pen lifts, wait this long for another stroke
+const AUTO_DELAY_MS = 250;      // after a stroke ends, wait this long for another one
 // A digit of several strokes (4, 5, 7) has pauses longer than AUTO_DELAY_MS: the page scrolls to
 // an answer only once the pen has rested this long, so the pad does not move between strokes.
 const PEN_REST_MS = 1000;
