@@ -171,6 +171,28 @@ def fewer_vectors(settings, vector_length: int, noun: str = "vector") -> str:
     return f"split the batch into requests of at most {counted(most, noun)}"
 
 
+def as_sentence(clause: str) -> str:
+    """A message of shared/'s as the one sentence a client reads (SPEC section 5): shared/ words its errors as
+    clauses ("the image is blank: ...") because the trainer prints them inside its own lines. The first letter is
+    capitalised unless the message begins with a literal that keeps its case (``model.npz``, ``top_k``,
+    ``instances[0]``, ``/models/...``, ``'x'``) or names a tensor as the request does (``input 'image' element 1``);
+    a full stop closes it unless it ends as a sentence already."""
+    text = clause.rstrip()
+    if not text:
+        return clause
+    words = text.split(maxsplit=2)
+    if starts_with_a_plain_word(words):
+        text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
+def starts_with_a_plain_word(words: list[str]) -> bool:
+    """Whether a message's first ``words`` begin it with a lower-case word of prose, not with a name or a literal."""
+    first = words[0].rstrip(",;:")
+    named = len(words) > 1 and words[1][:1] in "'\""  # input 'image': a tensor named as the request names it
+    return first[:1].isalpha() and first.replace("-", "").replace("'", "").isalpha() and first.islower() and not named
+
+
 def error_body(message: str, code: str, details: list | None = None) -> dict:
     return {"error": message, "code": code, "details": details or []}
 
@@ -291,10 +313,10 @@ def register_error_handlers(app: Flask) -> None:
 
 def as_service_error(error: Exception, app: Flask) -> ServiceError:
     """Any failure of a request as the ServiceError it is answered with: the service's own as they
-    are; the forward module's, Gunicorn's chunked-body errors, a client's timeout, pydantic's and
-    werkzeug's in the service's words (a client that goes away mid-body is its 400, not a server fault);
-    anything else, a ConnectionError of the server's own included, an internal error, logged with the
-    request id."""
+    are; shared/'s (the image decoder's, the vector checks', the model file's) made sentences; Gunicorn's
+    chunked-body errors, a client's timeout, pydantic's and werkzeug's in the service's words (a client that
+    goes away mid-body is its 400, not a server fault); anything else, a ConnectionError of the server's own
+    included, an internal error, logged with the request id."""
     if isinstance(error, ServiceError):
         return error
     if isinstance(error, shared_errors.ScratchnetError):
@@ -302,7 +324,7 @@ def as_service_error(error: Exception, app: Flask) -> ServiceError:
         if status is None:  # a model file error reaching a view is a server-side problem
             log.error("model file error while serving: %s", error, extra={"request_id": g.get("request_id")})
             status = 503
-        return ServiceError(error.message, details=error.details, code=error.code, status=status)
+        return ServiceError(as_sentence(error.message), details=error.details, code=error.code, status=status)
     # Gunicorn parses a chunked body as the view reads it (read_body, or werkzeug's form parser),
     # and raises these from wsgi.input for a malformed chunk or a body cut off before its end.
     if NoMoreData is not None and isinstance(error, NoMoreData):

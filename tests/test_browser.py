@@ -505,7 +505,7 @@ def test_an_api_error_is_shown_on_the_page(page, service, tmp_path):
     page.wait_for_function("() => document.querySelector('#answer').dataset.state === 'error'", timeout=15_000)
     error = page.get_by_role("alert")
     assert error.is_visible()
-    assert error.inner_text() == api_error[0].upper() + api_error[1:] + "."  # a sentence, without its code
+    assert error.inner_text() == api_error and api_error.endswith(".")  # the service's sentence, without its code
     assert error.get_attribute("data-code") == "unsupported_image"
     # the picture is still on the pad: "Nothing yet: draw ..." would tell a person to draw
     assert page.locator("#placeholder").inner_text() == "No prediction for this input."

@@ -338,7 +338,7 @@ def test_a_pixel_array_of_one_value_outside_every_range_is_blank_without_a_warni
     RuntimeWarning went to the service's log, and NaN pixels went on down the pipeline."""
     response = requests.post(server.url + "/v1/models/mnist:predict", json={"instances": [[[value] * 28] * 28]},
                              timeout=30)
-    assert response.status_code == 400 and "the image is blank" in error_of(response)["error"], response.text
+    assert response.status_code == 400 and "The image is blank" in error_of(response)["error"], response.text
     assert "RuntimeWarning" not in server.log()
 
 
@@ -718,7 +718,7 @@ def test_a_warning_about_a_damaged_image_is_a_line_of_the_json_log(server):
     for _ in range(4):  # on new connections: to both workers, each of which warns once
         response = requests.post(server.url + IMAGE_MODEL, data=damaged_tiff(), timeout=10,
                                  headers={"Content-Type": "image/tiff", "Connection": "close"})
-        assert response.status_code == 422 and "the image is blank" in response.json()["error"], response.text
+        assert response.status_code == 422 and "The image is blank" in response.json()["error"], response.text
     time.sleep(0.2)
     lines = server.log()[logged:].splitlines()
     entries = [json.loads(line) for line in lines]  # every line, JSON

@@ -278,7 +278,7 @@ def test_raw_pixels_are_held_to_the_operators_pixel_limits(registry):
     canvas = np.zeros((250, 250), dtype=np.uint8)
     canvas[50:200, 100:150] = 255
     assert_protocol_error(infer(client, {"inputs": [tensor("pixels", canvas[np.newaxis], "UINT8")]}), 413,
-                          "the pixel array is 250x250 = 62,500 pixels; the limit is 50,000 pixels")
+                          "The pixel array is 250x250 = 62,500 pixels; the limit is 50,000 pixels")
     two = np.stack([canvas[:200, :200]] * 2)
     assert_protocol_error(infer(client, {"inputs": [tensor("pixels", two, "UINT8")]}), 413,
                           "may declare at most 60,000 pixels in all")

@@ -180,7 +180,7 @@ def test_the_images_of_one_request_share_a_pixel_budget(registry):
     width, height = Image.open(io.BytesIO(DIGIT_PNG)).size
     client = make_app(registry, max_request_pixels=3 * width * height).test_client()
     files = [(io.BytesIO(DIGIT_PNG), f"{i}.png") for i in range(4)]
-    limit = f"image 3: the images of one request may declare at most {3 * width * height:,} pixels"
+    limit = f"Image 3: the images of one request may declare at most {3 * width * height:,} pixels"
     body = assert_error(client.post("/predict", data={"file": files}, content_type="multipart/form-data"),
                         413, "too_many_pixels", limit)
     assert body["details"] == [{"image": 3}]
@@ -394,7 +394,7 @@ def test_no_image_or_an_empty_one_is_a_422_whichever_way_it_is_sent(client):
     assert_error(client.post("/predict", json={"images": []}), 422, "invalid_input")
     empty = {"file": (io.BytesIO(b""), "e.png", "image/png")}
     assert_error(client.post("/predict", data=empty, content_type="multipart/form-data"), 422, "invalid_input",
-                 "the image is empty (0 bytes)")
+                 "The image is empty (0 bytes).")
     assert_error(client.post("/predict", json={"images": [""]}), 422, "invalid_base64", "is empty")
 
 
@@ -542,8 +542,8 @@ def test_a_string_among_many_numbers_is_named_without_an_array_of_strings(client
     characters: 400 MB."""
     numbers = [[0.5] * 784 for _ in range(64)]
     numbers[-1][-1] = "x" * 2000
-    cases = [("/predict", {"inputs": numbers}, 422, "value at vector 63, position 783 is a string ('xxxxx"),
-             ("/v1/models/mnist:predict", {"instances": numbers}, 400, "value at vector 63, position 783 is a string"),
+    cases = [("/predict", {"inputs": numbers}, 422, "Value at vector 63, position 783 is a string ('xxxxx"),
+             ("/v1/models/mnist:predict", {"instances": numbers}, 400, "Value at vector 63, position 783 is a string"),
              ("/v1/models/mnist:predict", {"instances": [{"pixels": numbers}]}, 400,
               "instances[0] must be an array of pixels: numbers, in rows of equal length."),
              ("/v2/models/mnist/infer", {"inputs": [{"name": "input", "shape": [64, 784], "datatype": "FP32",
@@ -725,8 +725,8 @@ def test_each_limit_says_how_to_get_under_it(registry):
          "too_many_values", "The .npy array holds 40001 numbers; the limit is 40000 per request: split the batch "
                             "into requests of at most 1 vector."),
         (client.post("/predict", data=encode(Image.new("L", (1200, 1000), 255), "PNG"), content_type="image/png"),
-         "image_too_large", "the image is 1200x1000 = 1,200,000 pixels; the limit is 1,000,000 pixels: crop or "
-                            "shrink the picture and send it again"),
+         "image_too_large", "The image is 1200x1000 = 1,200,000 pixels; the limit is 1,000,000 pixels: crop or "
+                            "shrink the picture and send it again."),
         (client.post("/predict", data={"file": [(io.BytesIO(b"x"), f"{i}.png") for i in range(1001)]},
                      content_type="multipart/form-data"), "form_too_large",
          "The form is too large: at most 1000 parts (files and fields) and 500000 bytes per text field; send fewer "
@@ -817,7 +817,7 @@ def test_octet_stream_that_is_neither_an_image_nor_npy_says_how_a_npy_batch_is_s
     image alone, which never told a client sending numbers that a .npy batch goes as application/x-npy."""
     body = assert_error(client.post("/models/mnist/predict", data=b"garbage\0\1\2",
                                     content_type="application/octet-stream"), 415, "unsupported_image",
-                        "the data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF)")
+                        "The data is not an image in an accepted format (PNG, JPEG, WEBP, BMP, GIF, TIFF)")
     assert "application/x-npy" in body["error"] and ".npy" in body["error"]
     png = assert_error(client.post("/models/mnist/predict", data=b"garbage", content_type="image/png"), 415,
                        "unsupported_image")
@@ -878,13 +878,13 @@ def test_a_value_no_model_can_take_is_told_what_to_send(client):
     ("... is too large for float32", "pixel array holds NaN or Infinity"): each now says what to send."""
     cases = [
         ("/models/iris/predict", '{"inputs": [1e39, 0, 0, 0]}', 422,
-         "value at position 0 (1e+39) is too large for float32; send values within ±3.4e+38"),
+         "Value at position 0 (1e+39) is too large for float32; send values within ±3.4e+38."),
         ("/models/iris/predict", '{"inputs": [1%s, 0, 0, 0]}' % ("0" * 5000), 422,
          "The JSON body holds a number too large to use, an integer of 5001 digits; send values within float32's "
          "range (±3.4e+38)."),
         ("/v2/models/mnist/infer", '{"inputs": [{"name": "pixels", "shape": [1, 2, 2], "datatype": "FP32", '
                                    '"data": [0.1, NaN, 0.1, 0.2]}]}', 400,
-         "pixel array holds NaN or Infinity; send finite pixels, from 0 to 1, 0 to 255 or 0 to 65535"),
+         "Pixel array holds NaN or Infinity; send finite pixels, from 0 to 1, 0 to 255 or 0 to 65535."),
     ]
     for path, body, status, message in cases:
         response = client.post(path, data=body, content_type="application/json")
@@ -893,7 +893,7 @@ def test_a_value_no_model_can_take_is_told_what_to_send(client):
 
 def test_422_well_formed_but_invalid(client):
     body = assert_error(client.post("/predict", json={"inputs": [0.5] * 783}), 422, "invalid_input")
-    assert body["error"] == "vector has 783 values; model mnist v2 expects 784"
+    assert body["error"] == "Vector has 783 values; model mnist v2 expects 784."
     assert_error(client.post("/models/wine/predict", data=b'{"inputs": [NaN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}',
                              content_type="application/json"), 422, "invalid_input", "NaN")
     unknown = assert_error(client.post("/predict", json={"inputs": [0.5] * 784, "extra": 1}), 422, "invalid_input")
