@@ -20,7 +20,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from shared.preprocess import format_by_signature
 
-from .errors import BadRequest, InvalidInput, PayloadTooLarge, fewer_vectors
+from .errors import BadRequest, InvalidInput, PayloadTooLarge, as_sentence, fewer_vectors
 
 NPY_HEADER_LIMIT = 10_000
 # What str.split() splits on (no character above U+3000 is whitespace), which base64 text may hold: line breaks
@@ -66,7 +66,7 @@ def read_npy(body: bytes, settings) -> np.ndarray:
             e = "its header holds code, not the dictionary of plain values that numpy.save writes"
         elif str(e).startswith("the magic string is not correct") and (stored_as := _stored_as(body)):
             e = stored_as
-        raise BadRequest(f"The body is not a readable .npy file: {e}", code="malformed_npy") from None
+        raise BadRequest(as_sentence(f"The body is not a readable .npy file: {e}"), code="malformed_npy") from None
     if any(type(size) is not int for size in shape):  # numpy lets booleans through: (True, 11)
         raise BadRequest(f"The .npy header's shape {list(shape)} must hold whole numbers.", code="malformed_npy")
     if any(size < 0 for size in shape):

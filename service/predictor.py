@@ -240,7 +240,7 @@ class Predictor:
     def vectors_batch(self, model: Model, values) -> np.ndarray:
         """One vector or a batch (nested lists or an array) -> (n, input_size) float32, validated."""
         if isinstance(values, dict) or isinstance(values, list) and values and isinstance(values[0], dict):
-            raise InvalidInput(f"values named in an object are not read: {vector_order(model)}.")
+            raise InvalidInput(f"Values named in an object are not read: {vector_order(model)}.")
         if isinstance(values, np.ndarray):
             n = values.shape[0] if values.ndim > 1 else 1
             count = values.size

@@ -866,6 +866,87 @@ def test_slow_clients_do_not_hold_up_other_requests(server):
     assert server.worker_pids() == workers
 
 
+# every error a sentence --------------------------------------------------------------------------------
+
+
+@functools.cache
+def blank_png() -> bytes:
+    return encode(Image.new("L", (28, 28), 255), "PNG")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def v2_tensor(name: str, shape: list, datatype: str, data: list) -> dict:
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+# Bodies each route is sent: malformed, of the wrong kind, and well-formed with inputs that preprocessing refuses
+# (a blank picture, the wrong number of values, NaN, text), in each API's shape.
+BAD_BODIES = [
+    json_body("{oops"), json_body("[]"), json_body('{"inputs": [[1, 2]]}'), json_body('{"inputs": [NaN, 1, 2, 3]}'),
+    json_body('{"images": ["%s"]}' % b64(blank_png())), json_body('{"images": ["%s"]}' % b64(b"seven")),
+    json_body('{"instances": [[1, 2]]}'), json_body('{"instances": [{"b64": "%s"}]}' % b64(blank_png())),
+    json_body('{"inputs": {"image": [{"b64": "%s"}, {"b64": "%s"}]}}' % (b64(digit_png()), b64(blank_png()))),
+    json_body(json.dumps(v2_tensor("input", [1, 4], "FP32", [1, 2, 3, "x"]))),
+    json_body(json.dumps(v2_tensor("image", [1], "BYTES", [b64(blank_png())]))),
+    json_body(json.dumps(v2_tensor("pixels", [1, 28, 28], "UINT8", [0] * 784))),
+    json_body(json.dumps(v2_tensor("pixels", [2, 28, 28], "UINT8", [0] * 1568))),
+    json_body(json.dumps(v2_tensor("image", [2], "BYTES", [b64(digit_png()), b64(blank_png())]))),
+    json_body(json.dumps(v2_tensor("image", [2], "BYTES", [b64(digit_png()), "@@"]))),
+    json_body(json.dumps(v2_tensor("image", [3], "BYTES", [""]))),
+    raw(blank_png(), "image/png"), raw(b"seven", "application/octet-stream"), raw(b"seven", "text/plain"),
+]
+# Triton's and TF Serving's words, which the protocol modules copy on purpose because their clients (tritonclient
+# among them) and their users match them: they keep their case and end as those servers end them.
+PROTOCOL_WORDS = ("unexpected ", "expected 1 input but got", "inference input '", "output '",
+                  "class result not available", "the server does not support")
+
+
+def route_corpus(server: ServiceProcess) -> list[tuple[str, str, dict]]:
+    """``(method, path, request)`` for each operation the OpenAPI document lists: its path with models, versions
+    and labels that exist and that do not, each body of ``BAD_BODIES`` where it takes one, with the admin token."""
+    document = requests.get(server.url + "/openapi.json", timeout=10).json()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    cases = []
+    for template, operations in document["paths"].items():
+        for names in ({"name": "mnist", "version": "1", "label": "stable"}, {"name": "iris", "version": "1"},
+                      {"name": "nope", "version": "99", "label": "nope"}):
+            path = re.sub(r"\{(\w+)\}", lambda match: names.get(match[1], "nope"), template)
+            for method in operations:
+                if method in ("post", "put") and not path.endswith("/unload"):  # an unload would serve no more
+                    cases += [(method, path, {**body, "headers": {**body["headers"], **auth}}) for body in BAD_BODIES]
+                else:
+                    cases.append((method, path, {"params": {"top_k": "many"}}))
+    return cases
+
+
+def is_sentence(message: str) -> bool:
+    """A capital letter first, or a name that keeps its case: a literal (``instances[0]``, ``model.npz``,
+    ``top_k``, ``/models``, ``'inputs'``) or a tensor named as a V2 request names it (``input 'image'``); a
+    full stop last."""
+    first, second = (message.split(maxsplit=2) + [""])[:2]
+    literal = not re.fullmatch(r"[a-z][a-z'-]*[,;:]?", first) or second.startswith(("'", '"'))
+    return (message[0].isupper() or literal) and message.endswith(".")
+
+
+def test_every_error_message_is_a_sentence(server):
+    """SPEC section 5: "error" is one clear sentence. shared/'s messages (the image decoder's, the vector checks',
+    the model file's) reached clients as the clauses the trainer prints: "the image is blank: ...", lower case and
+    without a full stop, beside the service's own sentences."""
+    answers = [(bad.name, response) for bad, response in run_corpus(server)]
+    with requests.Session() as session:
+        for method, path, request in route_corpus(server):
+            answers.append((f"{method.upper()} {path}", session.request(method, server.url + path, timeout=60,
+                                                                         **request)))
+    messages = {(where, response.json()["error"]) for where, response in answers
+                if response.status_code >= 400 and response.headers["Content-Type"].startswith("application/json")}
+    assert len(messages) > 100
+    assert not [(where, message) for where, message in sorted(messages)
+                if not message.startswith(PROTOCOL_WORDS) and not is_sentence(message)]
+
+
 # after the corpus ------------------------------------------------------------------------------------
 
 

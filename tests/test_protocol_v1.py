@@ -312,10 +312,10 @@ def test_values_sent_by_column_name_are_told_the_columns_order(server):
         assert_error(post(server, "/v1/models/iris:predict", body), 400, f"(its columns are not inputs: {order}, "
                                                                          "as 'input').")
     for body in ({"inputs": [named]}, {"inputs": named}):
-        assert_error(post(server, "/models/iris/predict", body), 422, f"values named in an object are not read: "
+        assert_error(post(server, "/models/iris/predict", body), 422, f"Values named in an object are not read: "
                                                                        f"{order}.")
     assert_error(post(server, "/models/mnist/predict", {"inputs": {"a": 1}}), 422,
-                 "values named in an object are not read: send each vector as a list of 784 numbers.")
+                 "Values named in an object are not read: send each vector as a list of 784 numbers.")
 
 
 def test_status_errors_and_methods(server):

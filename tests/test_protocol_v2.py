@@ -549,7 +549,7 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(datatype="BYTES", data=["a"] * 784), "data-type is 'BYTES', but model 'mnist' expects 'FP32'"),
     (one(datatype="UINT8"), "raw 0-255 pixels go in the input 'pixels'"),
     (one(datatype="FP17"), "data-type is 'FP17'"),
-    (one(data=[0.0] * 700), "holds 700 values; its shape [1,784] needs 784"),
+    (one(data=[0.0] * 700), "holds 700 values; its shape [1,784] needs 784."),
     (one(data=[[0.0, 1.0], [2.0]]), "not a regular array"),
     (one(data=["0.5"] * 784), "must be numbers"),
     (one(data=[float("nan")] + [0.0] * 783), "NaN"),
@@ -564,7 +564,7 @@ def one(name="input", shape=(1, 784), datatype="FP32", data=None, **extra):
     (one(name="image", shape=(1,), datatype="BYTES", data=[5]), "must be strings (BYTES), not a number (5)"),
     (one(name="image", shape=(1,), datatype="BYTES", data=[None]), "must be strings (BYTES), not null"),
     (one(name="image", shape=(2,), datatype="BYTES", data=["x"]),
-     "input 'image' holds 1 element; its shape [2] needs 2"),
+     "input 'image' holds 1 element; its shape [2] needs 2."),
     ({"inputs": [one()["inputs"][0], one(name="image", shape=(1,), datatype="BYTES", data=["x"])["inputs"][0]]},
      "expected 1 input but got 2 inputs for model 'mnist'"),
     ({**one(), "outputs": [{"name": "logits"}]}, "unexpected inference output 'logits' for model 'mnist' (ask for "

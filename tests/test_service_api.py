@@ -383,6 +383,9 @@ def test_400_malformed_bodies(client):
     assert_error(client.post("/predict", json={"images": ["***"]}), 400, "invalid_base64")
     assert_error(client.post("/predict", data=b"\x93NUMPY\x01\x00garbage", content_type="application/x-npy"),
                  400, "malformed_npy")
+    assert_error(client.post("/predict", data=b"\x93NUMPY\x07\x00garbage", content_type="application/x-npy"), 400,
+                 "malformed_npy", "The body is not a readable .npy file: .npy format version 7.0 is not supported "
+                                  "(use 1.0 or 2.0).")
     truncated = npy(vectors(2))[:-10]
     assert_error(client.post("/predict", data=truncated, content_type="application/x-npy"), 400, "malformed_npy")
     assert_error(client.post("/predict", data=b"", content_type="image/png"), 400, "empty_body")

@@ -363,7 +363,7 @@ def require_count(what: str, held: int, tensor: RequestInput, count: int, unit: 
     """A 400 unless the tensor holds the ``count`` items its shape needs."""
     if held != count:
         raise BadRequest(f"{what} holds {counted(held, unit)}; its shape {shape_text(tensor.shape)} "
-                         f"needs {count}", code="unexpected_size")
+                         f"needs {count}.", code="unexpected_size")
 
 
 def flatten_strings(data, what: str) -> list[str]:
