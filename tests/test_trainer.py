@@ -2440,15 +2440,8 @@ def test_a_run_stopped_while_its_model_is_written_keeps_its_epochs_metrics_and_c
     """Ctrl-C or SIGTERM after the last epoch, as the model is scored and written (here as the plots
     begin to load), said only 'interrupted' and kept none of the epochs' metrics, which a stop during the
     training keeps: a long run stopped at its very end lost them all. It keeps them as that stop does."""
-    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 3,
-                         "--no-progress", *destination, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=with_sitecustomize(tmp_path, signal_on_import("matplotlib.pyplot", signum)),
-                         preexec_fn=ctrl_c_at_its_default) as process:
-        try:
-            out, err = process.communicate(timeout=120)
-        finally:
-            process.kill()
-    assert process.returncode == 128 + signum, err
+    status, out, err = signalled_run(tmp_path, blobs_npz, signal_on_import("matplotlib.pyplot", signum), *destination)
+    assert status == 128 + signum, err
     assert "epoch 3/3" in out
     (folder,) = own_tmpdir.iterdir()
     assert err == (f"{what}: {unsaved}; metrics.jsonl and learning_curves.png of the 3 finished epochs are kept in "
@@ -2458,6 +2451,59 @@ def test_a_run_stopped_while_its_model_is_written_keeps_its_epochs_metrics_and_c
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [(line["event"], line["epoch"]) for line in lines] == [("epoch", 1), ("epoch", 2), ("epoch", 3)]
     assert (folder / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def signalled_run(tmp_path, blobs_npz, site: str, *destination) -> tuple[int, str, str]:
+    """``python -m trainer train`` of ``blobs_npz`` for 3 epochs to ``destination``, in ``tmp_path``, whose
+    Python runs ``site`` at start-up (to send itself a signal), Ctrl-C at its default: status, stdout, stderr."""
+    with trainer_process("train", "--dataset", "npz", "--data-path", blobs_npz, "--hidden", 8, "--epochs", 3,
+                         "--no-progress", *destination, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=with_sitecustomize(tmp_path, site),
+                         preexec_fn=ctrl_c_at_its_default) as process:
+        try:
+            out, err = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    return process.returncode, out, err
+
+
+def signal_on_output(text: str, signum: int) -> str:
+    """sitecustomize code by which a Python sends itself ``signum`` as it is about to write ``text``, the
+    start of a line, to stdout (once, before the line is written)."""
+    return f"""
+import os, sys
+
+class Signal:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        if text.startswith({text!r}) and sys.stdout is self:
+            sys.stdout = self.stream
+            os.kill(os.getpid(), {int(signum)})
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+sys.stdout = Signal(sys.stdout)
+"""
+
+
+@pytest.mark.parametrize("signum, what", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated")],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_run_stopped_after_its_model_is_saved_to_a_folder_says_it_was_saved(tmp_path, blobs_npz, signum, what,
+                                                                              own_tmpdir):
+    """Ctrl-C or SIGTERM once the model is written into --output, before the run prints its test scores,
+    said only 'terminated', so the model in the folder, whole, read as one a stop had cut short."""
+    status, out, err = signalled_run(tmp_path, blobs_npz, signal_on_output("on the ", signum), "--output", "out")
+    assert status == 128 + signum, err
+    assert "epoch 3/3" in out and "test rows" not in out
+    assert err == f"{what} after saving blobs in out: its model.npz is complete\n"
+    assert load_model(tmp_path / "out" / "model.npz").manifest["name"] == "blobs"
+    assert sorted(os.listdir(tmp_path / "out")) == ["confusion.png", "learning_curves.png", "metrics.jsonl",
+                                                    "model.npz"]
+    assert list(own_tmpdir.iterdir()) == []  # the epochs' metrics are in the folder, with the model
 
 
 def test_a_second_ctrl_c_while_the_curves_are_drawn_stops_at_once_keeping_the_metrics(tmp_path, blobs_npz,

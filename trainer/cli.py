@@ -400,7 +400,8 @@ def cmd_train(args) -> int:
     registry = args.registry or DEFAULT_REGISTRY
     result = train.run(config, publish_to=registry if args.publish else None, output_dir=args.output,
                        command=command, log=say, on_published=_recording_published(args, registry),
-                       on_kept=_recording_kept(args), registry=registry, new_interface=args.new_interface)
+                       on_saved=_recording_saved(args), on_kept=_recording_kept(args), registry=registry,
+                       new_interface=args.new_interface)
     if args.publish:
         _note_unserved(registry, result["name"], result["version"])
     return 0
@@ -410,6 +411,13 @@ def _recording_published(args: argparse.Namespace, registry: str):
     """The ``on_published`` that notes in ``args`` where the version went, for ``_stopped`` to tell."""
     def record(name: str, version: int) -> None:
         args.published = f"{name} v{version} in {Path(registry) / name / str(version)}"
+    return record
+
+
+def _recording_saved(args: argparse.Namespace):
+    """The ``on_saved`` that notes in ``args`` where the model was written, for ``_stopped`` to tell."""
+    def record(name: str, folder: Path) -> None:
+        args.saved = f"{name} in {folder}"
     return record
 
 
@@ -1057,13 +1065,16 @@ def _failed(message: str, args: argparse.Namespace) -> int:
 
 def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
     """Say that the command stopped (and, for one that was publishing, what it published: nothing, or a
-    version already in place when the signal came; for a training run stopped after an epoch, that it
-    saved no model, and where the metrics of its finished epochs are); its exit status."""
+    version already in place when the signal came; for a training run stopped once its model was written
+    to its folder, where; for one stopped after an epoch before that, that it saved no model, and where the
+    metrics of its finished epochs are); its exit status."""
     what, status = ("terminated", 128 + stop.signum) if isinstance(stop, Terminated) else ("interrupted", 130)
     publishing = args.command == "publish" or getattr(args, "publish", False)
     published = getattr(args, "published", None)
     if published:
         warn(f"{what} after publishing {published}")
+    elif saved := getattr(args, "saved", None):  # written whole (write_output is atomic), only not yet scored
+        warn(f"{what} after saving {saved}: its {train.MODEL_FILE} is complete")
     elif kept := getattr(args, "kept", None):
         warn(f"{what}: {'nothing was published' if publishing else 'no model was saved'}; {kept}")
     else:

@@ -944,12 +944,15 @@ def _is_published_version(folder: Path) -> bool:
     return manifest.get("version") == int(folder.name) and manifest.get("name") == folder.parent.name
 
 
-def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict]) -> dict:
+def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared, history: list[dict],
+                 on_saved: Callable[[], None] = lambda: None) -> dict:
     """``write_version`` into ``folder`` (a run that is not published), replacing the files an earlier
     run left there (all of them: an earlier classifier's confusion.png goes too). The new files are
     written into a folder inside it first; the earlier ones are moved aside, not deleted, until every
     new one is in place, and a run stopped or failing on the way puts them back: the folder holds the
-    earlier run's files or the new run's, never a mix. Folders it made are removed if left empty."""
+    earlier run's files or the new run's, never a mix. Folders it made are removed if left empty.
+    ``on_saved()`` is called as soon as the new files are in place, before the clean-up, which a stop
+    may cut short: the caller knows the model was saved."""
     with removed_if_left_empty(missing_folders(folder)):
         folder.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".scratchnet-writing-", dir=folder))
@@ -966,6 +969,8 @@ def write_output(folder: Path, arrays: dict, manifest: dict, prepared: Prepared,
         except NotRestored as e:
             earlier_kept = True
             raise ValueError(f"cannot write the model into {folder}: {e}: they are in {earlier}") from None
+        else:
+            on_saved()
         finally:
             if not earlier_kept:
                 shutil.rmtree(work, ignore_errors=True)
@@ -1143,15 +1148,16 @@ def publish_saved(folder: Path, registry: str, name: str | None = None,
 def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str | None = None,
         command: str | None = None, log=print,
         on_published: Callable[[str, int], None] = lambda name, version: None,
+        on_saved: Callable[[str, Path], None] = lambda name, folder: None,
         on_kept: Callable[[Path, list[dict], list[str]], None] = lambda folder, rows, files: None,
         registry: str | Path | None = None, new_interface: bool = False) -> dict:
     """Train, export, score and save (``output_dir``, which must not be a version folder of
-    ``registry`` or of any other registry) or publish (``publish_to`` registry; then
-    ``on_published(name, version)`` as ``Registry.publish`` calls it). A run stopped by Ctrl-C or SIGTERM
-    before its model is saved (training, or scoring and writing it) saves nothing, but keeps the metrics
-    and plot of its finished epochs (``kept_if_stopped``, which calls ``on_kept``). A model whose interface
-    differs from the latest published version's is refused before training, unless ``new_interface``
-    (``trainer.interface``)."""
+    ``registry`` or of any other registry; then ``on_saved(name, folder)`` as ``write_output`` calls it)
+    or publish (``publish_to`` registry; then ``on_published(name, version)`` as ``Registry.publish``
+    calls it). A run stopped by Ctrl-C or SIGTERM before its model is saved (training, or scoring and
+    writing it) saves nothing, but keeps the metrics and plot of its finished epochs (``kept_if_stopped``,
+    which calls ``on_kept``). A model whose interface differs from the latest published version's is
+    refused before training, unless ``new_interface`` (``trainer.interface``)."""
     dataset = load_config_dataset(config)
     log(f"data: {dataset!r}")  # an npz's task follows y's dtype: say which one this run trains for
     name = config.name or dataset.name
@@ -1199,8 +1205,13 @@ def run(config: TrainConfig, *, publish_to: str | None = None, output_dir: str |
             result["path"] = str(Path(publish_to) / name / str(result["version"]))
         else:
             folder = Path(output_dir) if output_dir else temporary_folder(name)
+
+            def saved() -> None:
+                epochs.saved()
+                on_saved(name, folder)
+
             with removed_if_left_empty([] if output_dir else [folder]):  # the temporary folder made here
-                result["metrics"] = write_output(folder, arrays, manifest, prepared, history)
+                result["metrics"] = write_output(folder, arrays, manifest, prepared, history, saved)
             result["path"] = str(folder)
     result["history"] = history
     _report_saved(result, name, prepared, arrays, log)
