@@ -1070,8 +1070,7 @@ class ModelStore:
             with self._lock:
                 record = slot.versions.setdefault(version, VersionRecord(LOADING, stamp))
         if record.status.startswith(FAILED):
-            raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.",
-                           code="version_failed")
+            raise self._failed_version(slot, version, record.status)
         model = self._checked(slot, version)
         if model is None:
             with self._lock:
@@ -1085,8 +1084,21 @@ class ModelStore:
                     else _changing(record)
                 raise NotReady(f"Version {version} of {name} cannot be served: its file {why}; try again in a moment.",
                                code="version_loading")
-            raise NotReady(f"Version {version} of {name} cannot be served: {record.status}.", code="version_failed")
+            raise self._failed_version(slot, version, record.status)
         return model
+
+    @staticmethod
+    def _failed_version(slot: ModelSlot, version: int, status: str, action: str = "served") -> NotReady:
+        """The 503 for a request that names ``version`` of ``slot``'s model, whose file failed to load (``status``):
+        one sentence with the loader's reason and what to do, which for a client is to ask for the version the model
+        serves, if one does, and otherwise (or for an admin route, ``action`` "activated" or "labelled") to publish
+        one that loads."""
+        served = slot.served if action == "served" and not slot.unloaded else None
+        instead = (f"ask for {slot.name} without a version or label, which v{served.version} answers, or "
+                   if served is not None else "")
+        return NotReady(f"Version {version} of {slot.name} cannot be {action}: its {MODEL_FILE} failed to load: "
+                        f"{failure_reason(status)}; {instead}publish a model that loads as a new version.",
+                        code="version_failed")
 
     def _unloaded_now(self, slot: ModelSlot, wait: float = UNLOADED_WAIT) -> bool:
         """Whether ``slot``'s model is unloaded, as serving.json says now. A load through another
@@ -1170,6 +1182,10 @@ class ModelStore:
         try:
             return self.version(name, version)
         except NotReady as e:
+            with self._lock:
+                record = slot.versions.get(version)
+            if e.code == "version_failed" and record is not None:  # what to do is said to a client: say an admin's
+                e = self._failed_version(slot, version, record.status, action)
             raise Conflict(e.message.replace(" cannot be served", f" cannot be {action}"),
                            code="version_not_servable") from None
 

@@ -1442,7 +1442,8 @@ def test_labels(client, registry):
     assert response.status_code == 200 and response.get_json()["labels"] == {"canary": 2}
     # A label is not an activation: the refusal says what was asked.
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 3}, headers=AUTH), 409,
-                 "version_not_servable", "Version 3 of mnist cannot be labelled 'canary': failed: not an .npz archive")
+                 "version_not_servable",
+                 "Version 3 of mnist cannot be labelled 'canary': its model.npz failed to load: not an .npz archive")
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 9}, headers=AUTH), 404)
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 1, "x": 1}, headers=AUTH), 422)
     assert_error(client.put("/models/mnist/labels/canary", json={"version": 0}, headers=AUTH), 422)

@@ -557,7 +557,8 @@ def test_a_damaged_served_version_kept_in_memory_cannot_be_pinned_or_labelled(tm
     a_poll_later(store)
     store.refresh(["mnist"], validate_all=False)  # as it was: it has failed, and serves no more
     for action in ("activated", "labelled"):
-        with pytest.raises(Conflict, match=f"Version 2 of mnist cannot be {action}: failed: not an .npz archive"):
+        with pytest.raises(Conflict, match=f"Version 2 of mnist cannot be {action}: its model.npz failed to load: "
+                                           "not an .npz archive"):
             store.servable("mnist", 2, action)
 
 
@@ -1840,7 +1841,7 @@ def test_a_label_on_a_deleted_or_broken_version_says_so(tmp_path):
     with pytest.raises(NotFound, match="Label 'old' of model mnist points to version 1, which does not exist"):
         store.labelled("mnist", "old")
     with pytest.raises(NotReady, match="Label 'bad' of model mnist points to version 3, which cannot be served: "
-                                       "failed: .*not an .npz archive"):
+                                       "its model.npz failed to load: not an .npz archive"):
         store.labelled("mnist", "bad")
 
 

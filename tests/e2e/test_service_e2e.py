@@ -242,6 +242,41 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(live_service
     assert requests.get(live_service.url + "/readyz").status_code == 200
 
 
+def test_a_client_asking_for_a_damaged_version_is_told_in_one_sentence_why_and_what_to_do(start_service, tmp_path):
+    """A client that names a version whose model.npz cannot load gets the API's 503, the same from the native
+    and the V2 routes, in one sentence that names what is wrong with the file and what to do about it: it read
+    "... cannot be served: failed: not an .npz archive (...)." and nothing of what to do."""
+    registry = tmp_path / "registry"
+    publish_model(registry, "damaged")
+    publish_corrupt(registry, "damaged")
+    publish_corrupt(registry, "lost")  # no version of it serves
+    server = start_service(registry, workers=2, poll_interval=POLL_INTERVAL)
+
+    def status(path: str) -> str:
+        info = requests.get(server.url + path, timeout=10)
+        assert info.status_code == 200, info.text
+        return info.json()["status"]
+
+    damaged = ("/models/damaged/versions/2", "/models/lost/versions/1")
+    wait_for(lambda: all(status(path).startswith("failed: ") for path in damaged),
+             timeout=10 * POLL_INTERVAL + CONVERGENCE_SLACK)
+    assert status(damaged[0]) == "failed: not an .npz archive (truncated or not a zip file)"
+    expected = ("Version 2 of damaged cannot be served: its model.npz failed to load: not an .npz archive (truncated "
+                "or not a zip file); ask for damaged without a version or label, which v1 answers, or publish a "
+                "model that loads as a new version.")
+    tensor = {"name": "image", "shape": [1, 784], "datatype": "FP32", "data": [0.5] * 784}
+    for _ in range(4):  # each worker answers alike
+        for response in (post(server, "/models/damaged/versions/2/predict", json=VECTOR),
+                         post(server, "/v2/models/damaged/versions/2/infer", json={"inputs": [tensor]}),
+                         requests.get(server.url + "/v2/models/damaged/versions/2", timeout=30)):
+            body = assert_error(response, 503, "version_failed")
+            assert body["error"] == expected, response.request.url
+    assert post(server, "/models/damaged/predict", json=VECTOR).headers["X-Model-Version"] == "1"
+    body = assert_error(post(server, "/models/lost/versions/1/predict", json=VECTOR), 503, "version_failed")
+    assert body["error"] == ("Version 1 of lost cannot be served: its model.npz failed to load: not an .npz archive "
+                             "(truncated or not a zip file); publish a model that loads as a new version.")
+
+
 def test_a_version_copied_in_place_counts_no_failure_while_it_is_written(start_service, tmp_path):
     """``cp big.npz models/m/2/model.npz`` writes the file where the workers read it: each poll found it
     half written and counted a failed load (scratchnet_model_load_failures_total, a failed version in
