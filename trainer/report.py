@@ -40,6 +40,13 @@ def _epoch_line(row: dict) -> str:
     return json.dumps({"event": "epoch", **row}) + "\n"
 
 
+def epochs_written(path: Path) -> list[dict]:
+    """The epochs' rows ``append_epoch`` has written to ``path``, as they were given to it."""
+    with open(path, encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f]
+    return [{key: value for key, value in line.items() if key != "event"} for line in lines if line["event"] == "epoch"]
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
     """Counts of shape (classes, classes): row = true class, column = predicted class."""
     return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)

@@ -1056,7 +1056,6 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
     that saved its model go where the model goes, and a run that failed leaves no folder behind.
     Keeping them is a courtesy, not the run's work: a temporary directory that is full or cannot be
     written to gets a note and no more lines, and the training goes on."""
-    rows: list[dict] = []
 
     def unkept(reason: str) -> None:
         log(f"note: {reason}; a run stopped from now on keeps no metrics of its epochs, and this one trains on")
@@ -1074,7 +1073,6 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
             folder = None
 
     def record(row: dict) -> None:
-        rows.append(row)
         if folder is None:
             return
         try:
@@ -1089,6 +1087,9 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
         discard()
         raise
     except BaseException:
+        # The file, not a list kept beside it, says which epochs are kept: a stop between the two
+        # would have named an epoch the file does not hold.
+        rows = _epochs_kept(folder)
         if folder is None or not rows:
             discard()
             raise
@@ -1098,6 +1099,15 @@ def kept_if_stopped(name: str, on_kept: Callable[[Path, list[dict], list[str]], 
             on_kept(folder, rows, [file for file in (METRICS_FILE, CURVES_FILE) if (folder / file).is_file()])
         raise
     discard()
+
+
+def _epochs_kept(folder: Path | None) -> list[dict]:
+    """The epochs a stopped run's folder holds (none: no folder, no line written yet, or a file that
+    cannot be read back)."""
+    try:
+        return report.epochs_written(folder / METRICS_FILE) if folder is not None else []
+    except (OSError, ValueError):
+        return []
 
 
 def _plot_stopped(folder: Path, name: str, rows: list[dict]) -> None:
