@@ -1222,7 +1222,11 @@ class ModelStore:
                     f"/models/{slot.name}/unpin) or activate a version that loads.")
         with self._lock:
             failed = [f"v{v} {_status_said(r)}" for v, r in sorted(slot.versions.items()) if r.status != AVAILABLE]
-        return ("; ".join(failed) + ".") if failed else ""
+            loading = any(r.status == LOADING or _awaits_next_pass(r) for r in slot.versions.values())
+        if not failed:
+            return ""
+        then = "try again in a moment" if loading else f"publish a model that loads as a new version of {slot.name}"
+        return f"{'; '.join(failed)}; {then}."
 
     def describe(self, name: str) -> dict:
         """The model as ``/models/<name>`` shows it. The version served is listed ``available``, as

@@ -1087,8 +1087,9 @@ def test_503_when_no_version_can_serve(registry):
     publish_corrupt(registry, "broken")
     app = make_app(registry, models="mnist,broken,ghost")
     client = app.test_client()
-    assert_error(client.post("/models/broken/predict", json={"inputs": [1]}), 503, "model_not_ready",
-                 "not an .npz archive")
+    refused = client.post("/models/broken/predict", json={"inputs": [1]})
+    assert_error(refused, 503, "model_not_ready", "not an .npz archive")
+    assert refused.get_json()["error"].endswith("; publish a model that loads as a new version of broken.")
     assert_error(client.post("/models/ghost/predict", json={"inputs": [1]}), 503, "model_not_ready")
     assert_error(client.post("/models/mnist/versions/3/predict", json={"inputs": [1]}), 503, "version_failed")
     ready = client.get("/readyz")
