@@ -225,7 +225,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The starts and (exclusive) ends of the runs of set elements of the 1-D boolean ``mask``."""
     padded = np.zeros(mask.size + 2, dtype=bool)
     padded[1:-1] = mask
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    edges = (padded[1:] != padded[:-1]).nonzero()[0]
     return edges[::2], edges[1::2]
 
 
@@ -425,8 +425,9 @@ def _sheet(ink: np.ndarray, bounds: tuple[int, int, int, int]) -> np.ndarray | N
 def _quadrilateral(mask: np.ndarray) -> np.ndarray:
     """The quadrilateral through the set pixels of ``mask`` furthest out along each diagonal, as a mask
     of the same shape: a sheet's outline, when ``mask`` is one turned by less than 45 degrees."""
-    ys, xs = np.nonzero(mask)
-    corners = [np.argmax(xs + ys), np.argmax(xs - ys), np.argmax(-xs - ys), np.argmax(ys - xs)]
+    ys, xs = mask.nonzero()
+    sums, differences = xs + ys, xs - ys  # furthest out along a diagonal: the largest or smallest of these
+    corners = [sums.argmax(), differences.argmax(), sums.argmin(), differences.argmin()]
     drawing = Image.new("1", mask.shape[::-1])
     ImageDraw.Draw(drawing).polygon([(int(xs[i]), int(ys[i])) for i in corners], fill=1)
     return np.asarray(drawing)
@@ -901,8 +902,8 @@ def _stroke_width(patch: np.ndarray) -> float:
     area over their outline's length, as a stroke of length L and width w covers Lw and is
     outlined by 2L. The outline is the steps between neighbouring pixels, |dy| + |dx|, times
     pi/4: that sum overcounts a curve's length by 4/pi, on average over its directions."""
-    steps = (np.abs(np.diff(patch, axis=0)).sum(dtype=np.float64)
-             + np.abs(np.diff(patch, axis=1)).sum(dtype=np.float64))
+    steps = (np.abs(patch[1:] - patch[:-1]).sum(dtype=np.float64)
+             + np.abs(patch[:, 1:] - patch[:, :-1]).sum(dtype=np.float64))
     return 2 * float(patch.sum(dtype=np.float64)) / (steps * math.pi / 4) if steps > 0 else 0.0
 
 
