@@ -36,7 +36,7 @@ from .budget import LargeParses
 from .config import load_settings
 from .context import EXTENSION, Service
 from .errors import BadRequest, ServerStopping, error_response, precondition_failed, register_error_handlers
-from .logs import configure_logging, log_access, logfmt_value, without_surrogates
+from .logs import access_logged, configure_logging, log_access, logfmt_value, without_surrogates
 from .metrics import Metrics
 from .predictor import Predictor
 from .store import ModelStore
@@ -200,39 +200,46 @@ def _register_request_hooks(app: Flask) -> None:
     @app.after_request
     def finish(response):
         now = time.perf_counter()
+        # g.get, not getattr: an attribute a request did not set (error_code, on every answer but an error)
+        # raised and caught an AttributeError.
         state, req = g._get_current_object(), request._get_current_object()
         if response.status_code in (200, 206, 304, 412) and _precondition_failed(req, response):
             problem = precondition_failed(response)
             response.close()  # the file it would have sent
             response = error_response(problem)
-        seconds = now - getattr(state, "started", now)
-        request_id = getattr(state, "request_id", None) or uuid.uuid4().hex
+        seconds = now - state.get("started", now)
+        request_id = state.get("request_id") or uuid.uuid4().hex
         status = response.status_code
-        headers = response.headers
-        headers["X-Request-ID"] = request_id
-        headers["X-Worker-PID"] = str(os.getpid())
-        headers["X-Content-Type-Options"] = "nosniff"
-        if "Cache-Control" not in headers:  # files say their own; the rest change with every swap
-            headers["Cache-Control"] = "no-store"
-        if req.endpoint in CONTENT_POLICIES:
-            headers["Content-Security-Policy"] = CONTENT_POLICIES[req.endpoint]
-        model = getattr(state, "model", None)
-        if model is not None:  # the version the request resolved, whether it answered or refused
-            headers["X-Model-Name"] = model
-            headers["X-Model-Version"] = str(state.version)
-        if status >= 400 and model is not None and getattr(state, "inference", False):
-            svc.metrics.observe_failed_prediction(model, state.version, seconds)
-        route = getattr(state, "route", None) or _route(app, req)
+        model, version = state.get("model"), state.get("version")
+        response.headers.extend(_own_headers(response, req.endpoint, request_id, model, version))
+        if status >= 400 and model is not None and state.get("inference", False):
+            svc.metrics.observe_failed_prediction(model, version, seconds)
+        route = state.get("route") or _route(app, req)
         # the model the URL names when no version of it answered (admin, reports, a 404); /predict's, the default one
         named = model if model is not None else (req.view_args or {}).get("name")
         if named is None and route == "/predict":
             named = svc.settings.default_model
-        code = getattr(state, "error_code", None)
-        _record(svc, req.method, req.path, route, status, seconds, code, request_id, named,
-                getattr(state, "version", None), remote_addr=req.environ.get("REMOTE_ADDR"))
+        code = state.get("error_code")
+        _record(svc, req.method, req.path, route, status, seconds, code, request_id, named, version,
+                remote_addr=req.environ.get("REMOTE_ADDR"))
         req.environ[ANSWER_CUT] = functools.partial(_answer_cut, svc, request_id, req.method, req.path, route, status,
                                                     code)
         return response
+
+
+def _own_headers(response, endpoint: str | None, request_id: str, model: str | None,
+                 version: int | None) -> list[tuple[str, str]]:
+    """The headers the service adds to every answer. No answer carries them before (files carry their own
+    Cache-Control), so they are added at the end in one go rather than set one by one, each a search of the
+    headers for one to replace."""
+    own = [("X-Request-ID", request_id), ("X-Worker-PID", str(os.getpid())), ("X-Content-Type-Options", "nosniff")]
+    if "Cache-Control" not in response.headers:  # files say their own; the rest change with every swap
+        own.append(("Cache-Control", "no-store"))
+    if endpoint in CONTENT_POLICIES:
+        own.append(("Content-Security-Policy", CONTENT_POLICIES[endpoint]))
+    if model is not None:  # the version the request resolved, whether it answered or refused
+        own += [("X-Model-Name", model), ("X-Model-Version", str(version))]
+    return own
 
 
 def _options_for_the_server(app: Flask):
@@ -341,8 +348,11 @@ def _record(svc: Service, method: str | None, path: str | None, route: str, stat
             timed: bool = True, remote_addr: str | None = None) -> None:
     """One request's metrics and access line; the method and path are None when unknown, and so is
     ``remote_addr``, the client's address (a unix socket's peer has none)."""
-    svc.metrics.observe_request(method or "", route, status, seconds if timed else None, code,
-                                model if model is not None and svc.store.knows(model) else "")
+    # The model labels only the errors' series (service.metrics), and only a model the registry holds.
+    known_model = model if code and model is not None and svc.store.knows(model) else ""
+    svc.metrics.observe_request(method or "", route, status, seconds if timed else None, code, known_model)
+    if not access_logged(status):
+        return
     log_access(f"{method or '-'} {logfmt_value(path) if path is not None else '-'} {status} {seconds * 1000:.1f}ms",
                {"request_id": request_id, "remote_addr": remote_addr or None, "method": method, "path": path,
                 "route": route, "model": model,

@@ -280,6 +280,18 @@ CLIENT_TEXT = ("method", "path", "model")
 CLIENTS_5XX = frozenset({501, 505})
 
 
+def access_level(status: int) -> int:
+    """The level of the access line of an answer with ``status`` (see ``log_access``)."""
+    return logging.ERROR if status == 500 else logging.WARNING if status > 500 and status not in CLIENTS_5XX \
+        else logging.INFO
+
+
+def access_logged(status: int) -> bool:
+    """Whether the access line of an answer with ``status`` is written at all: one that the log level leaves
+    out need not be built."""
+    return _access_logger.isEnabledFor(access_level(status))
+
+
 def log_access(message: str, fields: dict) -> None:
     """The access line for one request: ``message`` and ``fields`` (FIELDS; None values left out).
     A 500, a fault of the server's, is logged at ERROR, so that a pipeline that keeps errors alone
@@ -287,9 +299,7 @@ def log_access(message: str, fields: dict) -> None:
     each readiness probe of a starting worker would otherwise be an error); any other at INFO, a
     client's 4xx included, as Gunicorn's own access log does, and the 501 and 505 of a transfer
     coding or HTTP version the client chose that the server does not take."""
-    status = fields["status"]
-    level = logging.ERROR if status == 500 else logging.WARNING if status > 500 and status not in CLIENTS_5XX \
-        else logging.INFO
+    level = access_level(fields["status"])
     access = _access_logger
     if not access.isEnabledFor(level):
         return
