@@ -84,7 +84,8 @@ def resolve(name: str | None, version: int | None = None, label: str | None = No
     """The model a request names (the default model for ``name`` None), recorded in ``g`` for the
     access log and metrics."""
     model = service().predictor.resolve(name, version=version, label=label)
-    g.model, g.version = model.name, model.version
+    state = g._get_current_object()  # one look through Flask's proxy, not one per attribute
+    state.model, state.version = model.name, model.version
     return model
 
 
@@ -149,7 +150,7 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
     req = request._get_current_object()  # each look through Flask's proxy costs as much as what it reads here
     environ = req.environ
     length = req.content_length
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = current_app._get_current_object().config["MAX_CONTENT_LENGTH"]
     source = environ["wsgi.input"]
     if length is None:
         # Chunked: read until the end, one byte past the limit at most. (werkzeug's stream

@@ -28,4 +28,6 @@ class Service:
 
 
 def service() -> Service:
-    return current_app.extensions[EXTENSION]
+    # One look through Flask's proxy for the app, then plain attributes: each attribute read through the proxy
+    # costs as much again, and a prediction calls this several times.
+    return current_app._get_current_object().extensions[EXTENSION]
