@@ -28,6 +28,7 @@ import orjson
 import pydantic
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_content_length
 
 from shared.errors import UnsupportedImage
 from shared.forward import Model
@@ -147,9 +148,10 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
     is faster to fill (``fastbody.numpy_buffer``)."""
     if not compressed:
         refuse_compressed_body()
-    req = request._get_current_object()  # each look through Flask's proxy costs as much as what it reads here
-    environ = req.environ
-    length = req.content_length
+    environ = request.environ
+    # As request.content_length reads it (None for a chunked body), without looking for a Transfer-Encoding
+    # header through werkzeug's headers view, whose miss raised and caught a KeyError on nearly every request.
+    length = get_content_length(environ)
     limit = current_app._get_current_object().config["MAX_CONTENT_LENGTH"]
     source = environ["wsgi.input"]
     if length is None:
