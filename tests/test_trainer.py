@@ -2230,6 +2230,37 @@ def test_an_output_that_cannot_be_written_after_publishing_says_the_version_was_
     assert Registry(registry).versions("blobs") == [1, 2]
 
 
+STDOUT_FULL_ONCE_SAVED = """
+import os
+from trainer import train
+
+write_output = train.write_output
+
+def write_output_then_fill_stdouts_disk(*args, **kwargs):
+    metrics = write_output(*args, **kwargs)
+    full = os.open("/dev/full", os.O_WRONLY)  # every write fails: No space left on device
+    os.dup2(full, 1)
+    os.close(full)
+    return metrics
+
+train.write_output = write_output_then_fill_stdouts_disk
+"""
+
+
+def test_an_output_that_cannot_be_written_after_saving_says_the_model_was_saved(tmp_path, blobs_npz):
+    """A run whose stdout filled its disk once its model was in its --output folder said only "[Errno 28]
+    No space left on device": its user could not tell the model from a half-written one, and trained it
+    again. The run still fails (its last lines are lost), but says the folder's model.npz is complete."""
+    folder = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "trainer", "train", "--dataset", "npz", "--data-path", blobs_npz,
+                           "--hidden", "4", "--epochs", "1", "--no-progress", "--output", str(folder)],
+                          capture_output=True, text=True, env=with_sitecustomize(tmp_path, STDOUT_FULL_ONCE_SAVED))
+    assert (done.returncode, done.stderr) == (
+        2, f"error: cannot write to stdout (No space left on device) after saving blobs in {folder}: its "
+           "model.npz is complete\n")
+    assert load_model(folder / "model.npz").name == "blobs"
+
+
 @contextlib.contextmanager
 def pipe_without_reader():
     """The writing end of a pipe whose reader has already gone (``2>&1 | head -c 0``)."""

@@ -415,7 +415,8 @@ def _recording_published(args: argparse.Namespace, registry: str):
 
 
 def _recording_saved(args: argparse.Namespace):
-    """The ``on_saved`` that notes in ``args`` where the model was written, for ``_stopped`` to tell."""
+    """The ``on_saved`` that notes in ``args`` where the model was written, for ``_stopped`` and ``_failed`` to
+    tell."""
     def record(name: str, folder: Path) -> None:
         args.saved = f"{name} in {folder}"
     return record
@@ -1054,11 +1055,15 @@ def _failed(message: str, args: argparse.Namespace) -> int:
     """Say what failed; the exit status. An error after the version was published (writing the last
     lines of output to a full disk) says that it was, and does not make the run fail: as with a
     reader that leaves early, the status is the run's, which published, and a caller that retried a
-    failure would publish the model again."""
+    failure would publish the model again. One after the model was saved to its folder says that it was
+    (the run still failed: it did not finish)."""
     if published := getattr(args, "published", None):
         warn(f"error: {message} after publishing {published}: the version is in the registry; do not run "
              "again to publish it")
         return 0
+    if saved := getattr(args, "saved", None):  # the run failed, but its model need not be trained again
+        warn(f"error: {message} after saving {saved}: its {train.MODEL_FILE} is complete")
+        return 2
     warn(f"error: {message}")
     return 2
 
