@@ -9,6 +9,7 @@ the request id and answered with a 500 that carries no traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -231,11 +232,18 @@ def schema_at(root: dict, loc) -> dict:
     return _schema_node(root, node)
 
 
+@functools.cache
+def json_schema(schema: type[pydantic.BaseModel]) -> dict:
+    """``schema``'s JSON schema, built once: pydantic builds it anew on each call (0.2-0.3 ms), and every
+    refused request reads it."""
+    return schema.model_json_schema()
+
+
 def pydantic_details(error: pydantic.ValidationError, schema: type[pydantic.BaseModel] | None = None) -> list[dict]:
     """Each problem as ``{"field": "top_k", "message": "..."}``, without pydantic's URLs. ``schema``: the model
     validated, whose JSON schema names the fields an unknown one sits among (``{"image": ...}`` meant ``images``)
     and what a missing one takes."""
-    root = schema.model_json_schema() if schema is not None else {}
+    root = json_schema(schema) if schema is not None else {}
     details = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "body"
