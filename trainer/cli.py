@@ -1062,10 +1062,15 @@ def _failed(message: str, args: argparse.Namespace) -> int:
              "again to publish it")
         return 0
     if saved := getattr(args, "saved", None):  # the run failed, but its model need not be trained again
-        warn(f"error: {message} after saving {saved}: its {train.MODEL_FILE} is complete")
+        warn(f"error: {message} {_after_saving(saved)}")
         return 2
     warn(f"error: {message}")
     return 2
+
+
+def _after_saving(saved: str) -> str:
+    """What a run that ends early once its model is saved (``args.saved``, "name in folder") says of it."""
+    return f"after saving {saved}: its {train.MODEL_FILE} is complete"
 
 
 def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
@@ -1079,7 +1084,7 @@ def _stopped(stop: BaseException, args: argparse.Namespace) -> int:
     if published:
         warn(f"{what} after publishing {published}")
     elif saved := getattr(args, "saved", None):  # written whole (write_output is atomic), only not yet scored
-        warn(f"{what} after saving {saved}: its {train.MODEL_FILE} is complete")
+        warn(f"{what} {_after_saving(saved)}")
     elif kept := getattr(args, "kept", None):
         warn(f"{what}: {'nothing was published' if publishing else 'no model was saved'}; {kept}")
     else:
