@@ -152,7 +152,7 @@ def read_body(*, compressed: bool = False, array: bool = False) -> bytes | bytea
     # As request.content_length reads it (None for a chunked body), without looking for a Transfer-Encoding
     # header through werkzeug's headers view, whose miss raised and caught a KeyError on nearly every request.
     length = get_content_length(environ)
-    limit = current_app._get_current_object().config["MAX_CONTENT_LENGTH"]
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
     source = environ["wsgi.input"]
     if length is None:
         # Chunked: read until the end, one byte past the limit at most. (werkzeug's stream
